@@ -1,0 +1,1 @@
+//! Append-only, hash-chained event log in SQLite (WIP).

@@ -1,0 +1,1 @@
+//! Rebuildable read models (WIP).
