@@ -1,0 +1,520 @@
+//! Configuration records: every piece of configuration is a named record of one kind.
+//!
+//! A record kind belongs to exactly one scope. `Shared` records replicate to every cluster peer;
+//! `Local` records (addresses, host name, time, certificates, root password, …) describe this
+//! box only and never leave it. The scope is a property of the kind, not of the event, so a
+//! local setting cannot be replicated by mistake.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Whether a record kind replicates across the cluster.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Shared,
+    Local,
+}
+
+macro_rules! record_kinds {
+    ($( $variant:ident($ty:ty) = $name:literal, $collection:literal, $scope:ident, singleton: $single:literal; )*) => {
+        /// The kind of a record: decides its scope, its API collection and its event names.
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum RecordKind { $($variant,)* }
+
+        /// One configuration record, owning its value.
+        #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum Record { $($variant($ty),)* }
+
+        impl RecordKind {
+            pub const ALL: &'static [RecordKind] = &[$(RecordKind::$variant,)*];
+
+            /// Stable snake_case name, used in event kinds and JSON.
+            pub fn as_str(self) -> &'static str {
+                match self { $(RecordKind::$variant => $name,)* }
+            }
+
+            /// The admin API collection (URL segment) for this kind.
+            pub fn collection(self) -> &'static str {
+                match self { $(RecordKind::$variant => $collection,)* }
+            }
+
+            pub fn scope(self) -> Scope {
+                match self { $(RecordKind::$variant => Scope::$scope,)* }
+            }
+
+            /// Singletons have exactly one record, named after the kind.
+            pub fn is_singleton(self) -> bool {
+                match self { $(RecordKind::$variant => $single,)* }
+            }
+
+            pub fn from_str(text: &str) -> Option<RecordKind> {
+                match text { $($name => Some(RecordKind::$variant),)* _ => None }
+            }
+
+            pub fn from_collection(text: &str) -> Option<RecordKind> {
+                match text { $($collection => Some(RecordKind::$variant),)* _ => None }
+            }
+        }
+
+        impl Record {
+            pub fn kind(&self) -> RecordKind {
+                match self { $(Record::$variant(_) => RecordKind::$variant,)* }
+            }
+
+            /// Parses the JSON body of an admin API request for a record of `kind`.
+            /// Unknown fields are refused so a typo never silently does nothing.
+            pub fn from_json(kind: RecordKind, value: serde_json::Value) -> Result<Record, serde_json::Error> {
+                Ok(match kind { $(RecordKind::$variant => Record::$variant(serde_json::from_value(value)?),)* })
+            }
+
+            /// The record's value in postcard, the storage and wire encoding of events.
+            pub fn to_postcard(&self) -> Vec<u8> {
+                let bytes = match self { $(Record::$variant(inner) => postcard::to_stdvec(inner),)* };
+                // Serialising plain owned data into a Vec cannot fail.
+                bytes.expect("postcard encoding of a record")
+            }
+
+            /// Decodes a record of `kind` encoded by [`Record::to_postcard`] at the current version.
+            pub fn from_postcard(kind: RecordKind, bytes: &[u8]) -> Result<Record, postcard::Error> {
+                Ok(match kind { $(RecordKind::$variant => Record::$variant(postcard::from_bytes(bytes)?),)* })
+            }
+
+            /// The record's fields as JSON, without the `kind` tag.
+            pub fn to_json(&self) -> serde_json::Value {
+                let value = match self { $(Record::$variant(inner) => serde_json::to_value(inner),)* };
+                value.unwrap_or(serde_json::Value::Null)
+            }
+        }
+    };
+}
+
+record_kinds! {
+    Administrator(Administrator) = "administrator", "administrators", Shared, singleton: false;
+    Bridge(Bridge) = "bridge", "bridges", Shared, singleton: false;
+    BridgePool(BridgePool) = "bridge_pool", "bridge-pools", Shared, singleton: false;
+    ServicePreference(ServicePreference) = "service_preference", "service-preferences", Shared, singleton: false;
+    ConferenceTemplate(ConferenceTemplate) = "conference_template", "conference-templates", Shared, singleton: false;
+    ConferenceAlias(ConferenceAlias) = "conference_alias", "conference-aliases", Shared, singleton: false;
+    Location(Location) = "location", "locations", Shared, singleton: false;
+    PolicyService(PolicyService) = "policy_service", "policy-service", Shared, singleton: true;
+    Licence(Licence) = "licence", "licence", Shared, singleton: true;
+    Ethernet(Ethernet) = "ethernet", "ethernet", Local, singleton: true;
+    Ipv4(Ipv4) = "ipv4", "ipv4", Local, singleton: true;
+    SystemName(SystemName) = "system_name", "system-name", Local, singleton: true;
+    Dns(Dns) = "dns", "dns", Local, singleton: true;
+    Ntp(Ntp) = "ntp", "ntp", Local, singleton: true;
+    TimeZone(TimeZone) = "time_zone", "time-zone", Local, singleton: true;
+    Snmp(Snmp) = "snmp", "snmp", Local, singleton: true;
+    Syslog(Syslog) = "syslog", "syslog", Local, singleton: true;
+    Certificates(Certificates) = "certificates", "certificates", Local, singleton: true;
+    AdministrationAccess(AdministrationAccess) = "administration_access", "administration-access", Local, singleton: true;
+    RootPassword(RootPassword) = "root_password", "root-password", Local, singleton: true;
+    LocationAddresses(LocationAddresses) = "location_addresses", "location-addresses", Local, singleton: false;
+}
+
+/// Identifies one record: its kind and name (singletons are named after their kind).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct RecordKey {
+    pub kind: RecordKind,
+    pub name: String,
+}
+
+impl std::fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.kind.as_str(), self.name)
+    }
+}
+
+/// Text that replaces a secret when a record is shown to anyone.
+pub const REDACTED: &str = "********";
+
+impl Record {
+    pub fn name(&self) -> &str {
+        match self {
+            Record::Administrator(r) => &r.name,
+            Record::Bridge(r) => &r.name,
+            Record::BridgePool(r) => &r.name,
+            Record::ServicePreference(r) => &r.name,
+            Record::ConferenceTemplate(r) => &r.name,
+            Record::ConferenceAlias(r) => &r.name,
+            Record::Location(r) => &r.name,
+            Record::LocationAddresses(r) => &r.location,
+            singleton => singleton.kind().as_str(),
+        }
+    }
+
+    pub fn key(&self) -> RecordKey {
+        RecordKey { kind: self.kind(), name: self.name().to_owned() }
+    }
+
+    /// A copy safe to show: secrets (passwords, hashes, private keys, SNMP community) are
+    /// replaced by [`REDACTED`], or left empty when unset so the operator can tell.
+    pub fn redacted(&self) -> Record {
+        fn hide(secret: &mut String) {
+            if !secret.is_empty() {
+                *secret = REDACTED.to_owned();
+            }
+        }
+        let mut copy = self.clone();
+        match &mut copy {
+            Record::Administrator(r) => hide(&mut r.password_hash),
+            Record::Bridge(r) => hide(&mut r.password),
+            Record::PolicyService(r) => hide(&mut r.password_hash),
+            Record::Snmp(r) => hide(&mut r.community),
+            Record::Certificates(r) => hide(&mut r.server_private_key_pem),
+            Record::RootPassword(r) => hide(&mut r.password_hash),
+            _ => {}
+        }
+        copy
+    }
+
+    /// For updates through the API: a secret left as [`REDACTED`] (what a read returned)
+    /// keeps the stored value, so editing other fields never requires re-typing a password.
+    pub fn keep_secrets_from(&mut self, old: &Record) {
+        fn keep(new: &mut String, old: &str) {
+            if new == REDACTED {
+                *new = old.to_owned();
+            }
+        }
+        match (self, old) {
+            (Record::Administrator(n), Record::Administrator(o)) => keep(&mut n.password_hash, &o.password_hash),
+            (Record::Bridge(n), Record::Bridge(o)) => keep(&mut n.password, &o.password),
+            (Record::PolicyService(n), Record::PolicyService(o)) => keep(&mut n.password_hash, &o.password_hash),
+            (Record::Snmp(n), Record::Snmp(o)) => keep(&mut n.community, &o.community),
+            (Record::Certificates(n), Record::Certificates(o)) => {
+                keep(&mut n.server_private_key_pem, &o.server_private_key_pem)
+            }
+            (Record::RootPassword(n), Record::RootPassword(o)) => keep(&mut n.password_hash, &o.password_hash),
+            _ => {}
+        }
+    }
+
+    /// Names of other records this one refers to; they must exist when it is saved, and
+    /// they cannot be removed while it refers to them.
+    pub fn references(&self) -> Vec<RecordKey> {
+        fn keys(kind: RecordKind, names: &[String]) -> Vec<RecordKey> {
+            names.iter().map(|name| RecordKey { kind, name: name.clone() }).collect()
+        }
+        match self {
+            Record::BridgePool(r) => keys(RecordKind::Bridge, &r.bridges),
+            Record::ServicePreference(r) => keys(RecordKind::BridgePool, &r.pools),
+            Record::ConferenceTemplate(r) => {
+                keys(RecordKind::ServicePreference, std::slice::from_ref(&r.service_preference))
+            }
+            Record::ConferenceAlias(r) => keys(RecordKind::ConferenceTemplate, std::slice::from_ref(&r.template)),
+            Record::LocationAddresses(r) => keys(RecordKind::Location, std::slice::from_ref(&r.location)),
+            _ => Vec::new(),
+        }
+    }
+}
+
+// ---- shared records -------------------------------------------------------------------------
+
+/// An administrator account. The password is stored only as an argon2id PHC hash.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Administrator {
+    pub name: String,
+    pub password_hash: String,
+    /// Set on the factory default account: nothing else is allowed until it is changed.
+    #[serde(default)]
+    pub must_change_password: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BridgeType {
+    TelepresenceServer,
+    Mcu,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http,
+    #[default]
+    Https,
+}
+
+/// A conference bridge Baton drives through its XML-RPC API.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    pub name: String,
+    pub bridge_type: BridgeType,
+    /// Host name or IP address, optionally with `:port`.
+    pub address: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub username: String,
+    /// Kept in clear because the bridge API takes it in every call; never shown.
+    #[serde(default)]
+    pub password: String,
+    /// Participants (ports or screen licences) this bridge can host at once.
+    pub capacity_ports: u32,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Bridges of one type that conferences may be placed on, chosen by free capacity.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgePool {
+    pub name: String,
+    pub bridge_type: BridgeType,
+    #[serde(default)]
+    pub bridges: Vec<String>,
+}
+
+/// An ordered list of pools: the first with capacity hosts the conference.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePreference {
+    pub name: String,
+    pub bridge_type: BridgeType,
+    pub pools: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConferenceType {
+    /// Everyone is an equal participant.
+    Meeting,
+    /// Chairs (hosts) are seen by everyone; guests see the chairs.
+    Lecture,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConferenceTemplate {
+    pub name: String,
+    pub conference_type: ConferenceType,
+    pub service_preference: String,
+    /// `None`: limited only by bridge capacity.
+    #[serde(default)]
+    pub max_participants: Option<u32>,
+    /// PIN chairs (or, in a meeting, everyone) must enter.
+    #[serde(default)]
+    pub chair_pin: Option<String>,
+    /// PIN for guests; lectures only.
+    #[serde(default)]
+    pub guest_pin: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Chair,
+    Guest,
+}
+
+/// Matches dialled aliases to conferences: `pattern` is a regex over the whole alias and
+/// `conference_name` a replace string (`$1`, `${name}`) that names the conference.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConferenceAlias {
+    pub name: String,
+    pub pattern: String,
+    pub conference_name: String,
+    #[serde(default)]
+    pub role: Role,
+    pub template: String,
+    /// Lower numbers are tried first; ties are broken by alias name.
+    pub priority: u32,
+}
+
+/// A Location groups calls by where they come from; its addresses are per peer
+/// (see [`LocationAddresses`]).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Credentials the VCS presents when it calls Baton's policy service.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyService {
+    pub username: String,
+    pub password_hash: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Edition {
+    /// Up to three clustered peers.
+    Full,
+    /// Up to two clustered peers.
+    Select,
+    /// No release key: a single peer, no clustering.
+    #[default]
+    Essentials,
+}
+
+impl Edition {
+    pub fn max_peers(self) -> usize {
+        match self {
+            Edition::Full => 3,
+            Edition::Select => 2,
+            Edition::Essentials => 1,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Licence {
+    pub release_key: String,
+    pub edition: Edition,
+    #[serde(default)]
+    pub option_keys: Vec<String>,
+}
+
+// ---- peer-local records ---------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EthernetSpeed {
+    #[default]
+    Auto,
+    #[serde(rename = "1000_full")]
+    Full1000,
+    #[serde(rename = "100_full")]
+    Full100,
+    #[serde(rename = "100_half")]
+    Half100,
+    #[serde(rename = "10_full")]
+    Full10,
+    #[serde(rename = "10_half")]
+    Half10,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ethernet {
+    pub speed: EthernetSpeed,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ipv4Interface {
+    pub address: Ipv4Addr,
+    pub prefix_length: u8,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ipv4 {
+    pub address: Ipv4Addr,
+    pub prefix_length: u8,
+    pub gateway: Ipv4Addr,
+    #[serde(default)]
+    pub additional_addresses: Vec<Ipv4Interface>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemName {
+    pub host_name: String,
+    #[serde(default)]
+    pub domain: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    pub servers: Vec<IpAddr>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ntp {
+    pub servers: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeZone {
+    /// An IANA zone name such as `Europe/Oslo`, or `UTC`.
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snmp {
+    pub enabled: bool,
+    #[serde(default)]
+    pub community: String,
+    #[serde(default)]
+    pub contact: String,
+    #[serde(default)]
+    pub location: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyslogTransport {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogServer {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub transport: SyslogTransport,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Syslog {
+    pub servers: Vec<SyslogServer>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificates {
+    #[serde(default)]
+    pub trusted_ca_pem: String,
+    #[serde(default)]
+    pub server_certificate_pem: String,
+    #[serde(default)]
+    pub server_private_key_pem: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdministrationAccess {
+    pub ssh_enabled: bool,
+    pub lcd_panel_enabled: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootPassword {
+    pub password_hash: String,
+}
+
+/// This peer's ad hoc and rendezvous addresses for one Location.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationAddresses {
+    pub location: String,
+    pub ad_hoc_address: Ipv4Addr,
+    pub rendezvous_address: Ipv4Addr,
+}

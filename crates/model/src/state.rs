@@ -1,0 +1,267 @@
+//! The configuration state: a fold of events, and the decisions that turn commands into events.
+//!
+//! Convergence rule: each record is a last-writer-wins register keyed by [`RecordKey`]. An event
+//! replaces the record's slot only if its [`Stamp`] (HLC, then origin peer) is greater than the
+//! slot's; removals leave a tombstone carrying their stamp. Applying the same set of events in
+//! any order therefore yields the same state, which is what lets peers that received events in
+//! different orders agree without coordination.
+
+use crate::clock::Stamp;
+use crate::event::{DecodeError, Encoded, Event};
+use crate::record::{Record, RecordKey, RecordKind};
+use crate::validate::{FieldError, validate};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What an operator asks for.
+#[derive(Clone, PartialEq, Debug)]
+pub enum Command {
+    /// Add a record that must not exist yet.
+    Create(Record),
+    /// Replace a record that must exist.
+    Update(Record),
+    /// Create or replace (singletons and peer-local settings are simply set).
+    Save(Record),
+    /// Remove a record that must exist and that nothing refers to.
+    Remove(RecordKey),
+}
+
+/// Why a command was refused. These are the operator's mistakes, never infrastructure faults:
+/// they map to 4xx answers and retrying the same command gives the same answer.
+#[derive(Clone, PartialEq, Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("{} invalid field(s): {}", errors.len(), errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+    Invalid { errors: Vec<FieldError> },
+    #[error("{key} does not exist")]
+    NotFound { key: RecordKey },
+    #[error("{key} already exists")]
+    AlreadyExists { key: RecordKey },
+    #[error("{key} is still used by {}", by.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    InUse { key: RecordKey, by: Vec<RecordKey> },
+    #[error("{reason}")]
+    Forbidden { reason: String },
+}
+
+/// One record's register: its latest value (or tombstone) and the stamp that set it.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Slot {
+    pub stamp: Stamp,
+    pub record: Option<Record>,
+}
+
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct State {
+    slots: BTreeMap<RecordKey, Slot>,
+}
+
+/// How one record differs between two states.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Change {
+    pub key: RecordKey,
+    pub before: Option<Record>,
+    pub after: Option<Record>,
+}
+
+/// Version of the snapshot encoding below; a snapshot in another format is ignored and the
+/// state is rebuilt from the log instead.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotSlot {
+    kind: RecordKind,
+    name: String,
+    stamp: Stamp,
+    /// `(event kind, version, payload)` of the record, or `None` for a tombstone: snapshots
+    /// reuse the event encoding so they upcast exactly as the log does.
+    record: Option<(String, u16, Vec<u8>)>,
+}
+
+impl State {
+    /// Folds one event in; returns whether it changed anything (false if an event with a
+    /// greater stamp already decided this record).
+    pub fn apply(&mut self, stamp: Stamp, event: &Event) -> bool {
+        let key = event.key();
+        if self.slots.get(&key).is_some_and(|slot| slot.stamp >= stamp) {
+            return false;
+        }
+        let record = match event {
+            Event::Saved(record) => Some(record.clone()),
+            Event::Removed(_) => None,
+        };
+        self.slots.insert(key, Slot { stamp, record });
+        true
+    }
+
+    pub fn get(&self, key: &RecordKey) -> Option<&Record> {
+        self.slots.get(key)?.record.as_ref()
+    }
+
+    pub fn slot(&self, key: &RecordKey) -> Option<&Slot> {
+        self.slots.get(key)
+    }
+
+    /// Live records of one kind, by name.
+    pub fn list(&self, kind: RecordKind) -> impl Iterator<Item = &Record> {
+        self.slots.iter().filter(move |(key, _)| key.kind == kind).filter_map(|(_, slot)| slot.record.as_ref())
+    }
+
+    /// Every live record, by kind then name.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.slots.values().filter_map(|slot| slot.record.as_ref())
+    }
+
+    /// Turns a command into the events that carry it out, or says why it cannot be done.
+    /// Saving a record unchanged yields no events, so the log records only real changes.
+    pub fn decide(&self, command: &Command) -> Result<Vec<Event>, Rejection> {
+        match command {
+            Command::Create(record) | Command::Update(record) | Command::Save(record) => {
+                let key = record.key();
+                let existing = self.get(&key);
+                match (command, existing) {
+                    (Command::Create(_), Some(_)) => return Err(Rejection::AlreadyExists { key }),
+                    (Command::Update(_), None) => return Err(Rejection::NotFound { key }),
+                    _ => {}
+                }
+                let mut errors = validate(record);
+                errors.extend(self.check_references(record));
+                if !errors.is_empty() {
+                    return Err(Rejection::Invalid { errors });
+                }
+                if existing == Some(record) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Event::Saved(record.clone())])
+            }
+            Command::Remove(key) => {
+                if self.get(key).is_none() {
+                    return Err(Rejection::NotFound { key: key.clone() });
+                }
+                let by: Vec<RecordKey> =
+                    self.records().filter(|r| r.references().contains(key)).map(Record::key).collect();
+                if !by.is_empty() {
+                    return Err(Rejection::InUse { key: key.clone(), by });
+                }
+                if key.kind == RecordKind::Administrator && self.list(RecordKind::Administrator).count() == 1 {
+                    return Err(Rejection::Forbidden {
+                        reason: "the last administrator account cannot be removed".to_owned(),
+                    });
+                }
+                Ok(vec![Event::Removed(key.clone())])
+            }
+        }
+    }
+
+    /// Referenced records must exist and, for pools and preferences, be of the same bridge type.
+    fn check_references(&self, record: &Record) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let missing = |errors: &mut Vec<FieldError>, field: String, key: &RecordKey| {
+            errors.push(FieldError { field, message: format!("no {} named {:?}", key.kind.as_str(), key.name) })
+        };
+        match record {
+            Record::BridgePool(pool) => {
+                for (index, name) in pool.bridges.iter().enumerate() {
+                    let key = RecordKey { kind: RecordKind::Bridge, name: name.clone() };
+                    match self.get(&key) {
+                        None => missing(&mut errors, format!("bridges[{index}]"), &key),
+                        Some(Record::Bridge(bridge)) if bridge.bridge_type != pool.bridge_type => {
+                            errors.push(FieldError {
+                                field: format!("bridges[{index}]"),
+                                message: format!("{name:?} is not a {:?} bridge", pool.bridge_type),
+                            })
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            Record::ServicePreference(preference) => {
+                for (index, name) in preference.pools.iter().enumerate() {
+                    let key = RecordKey { kind: RecordKind::BridgePool, name: name.clone() };
+                    match self.get(&key) {
+                        None => missing(&mut errors, format!("pools[{index}]"), &key),
+                        Some(Record::BridgePool(pool)) if pool.bridge_type != preference.bridge_type => {
+                            errors.push(FieldError {
+                                field: format!("pools[{index}]"),
+                                message: format!("{name:?} is not a {:?} pool", preference.bridge_type),
+                            })
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            Record::ConferenceTemplate(_) | Record::LocationAddresses(_) => {
+                for key in record.references() {
+                    if self.get(&key).is_none() {
+                        let field = if key.kind == RecordKind::Location { "location" } else { "service_preference" };
+                        missing(&mut errors, field.to_owned(), &key);
+                    }
+                }
+            }
+            Record::ConferenceAlias(alias) => {
+                let key = RecordKey { kind: RecordKind::ConferenceTemplate, name: alias.template.clone() };
+                match self.get(&key) {
+                    None => missing(&mut errors, "template".to_owned(), &key),
+                    Some(Record::ConferenceTemplate(template))
+                        if alias.role == crate::record::Role::Guest
+                            && template.conference_type == crate::record::ConferenceType::Meeting =>
+                    {
+                        errors.push(FieldError {
+                            field: "role".to_owned(),
+                            message: format!("template {:?} is a meeting, which has no guests", alias.template),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ => {}
+        }
+        errors
+    }
+
+    /// Records that differ between `self` (before) and `after`, by key.
+    pub fn diff(&self, after: &State) -> Vec<Change> {
+        let mut keys: Vec<&RecordKey> = self.slots.keys().chain(after.slots.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter_map(|key| {
+                let (before, after) = (self.get(key), after.get(key));
+                (before != after)
+                    .then(|| Change { key: key.clone(), before: before.cloned(), after: after.cloned() })
+            })
+            .collect()
+    }
+
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let slots: Vec<SnapshotSlot> = self
+            .slots
+            .iter()
+            .map(|(key, slot)| SnapshotSlot {
+                kind: key.kind,
+                name: key.name.clone(),
+                stamp: slot.stamp,
+                record: slot.record.as_ref().map(|record| {
+                    let Encoded { kind, version, payload } = Event::Saved(record.clone()).encode();
+                    (kind, version, payload)
+                }),
+            })
+            .collect();
+        postcard::to_stdvec(&slots).expect("postcard encoding of a snapshot")
+    }
+
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
+        let slots: Vec<SnapshotSlot> = postcard::from_bytes(bytes)
+            .map_err(|error| DecodeError::Malformed { kind: "snapshot".to_owned(), reason: error.to_string() })?;
+        let mut state = State::default();
+        for slot in slots {
+            let record = match slot.record {
+                None => None,
+                Some((kind, version, payload)) => match Event::decode(&kind, version, &payload)? {
+                    Event::Saved(record) => Some(record),
+                    Event::Removed(_) => None,
+                },
+            };
+            state.slots.insert(RecordKey { kind: slot.kind, name: slot.name }, Slot { stamp: slot.stamp, record });
+        }
+        Ok(state)
+    }
+}
