@@ -1,1 +1,95 @@
-//! Multi-process test support (WIP).
+//! Support for tests that run real `batond` processes: start one on 127.0.0.1 port 0 in a
+//! temporary directory, find its URL, talk HTTPS to it, and kill or stop it.
+//!
+//! The binaries are found next to the test executable's `deps` folder (`target/<profile>/`);
+//! `cargo xtask test` builds them first.
+
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a daemon gets to open its log and listen.
+pub const START_TIMEOUT_MS: u64 = 30_000;
+
+/// The factory account's password after tests change it.
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe.parent().and_then(Path::parent).context("test executable has no profile directory")?;
+    let path = profile_dir.join(name);
+    if !path.exists() {
+        bail!("{} not found: build it first (`cargo build --bins`, which `cargo xtask test` does)", path.display());
+    }
+    Ok(path)
+}
+
+/// A `batond` child process.
+pub struct Batond {
+    pub data_dir: PathBuf,
+    pub url: String,
+    pub child: Child,
+}
+
+impl Batond {
+    pub fn start(data_dir: &Path) -> anyhow::Result<Batond> {
+        let url_file = data_dir.join("admin-url");
+        let _ = std::fs::remove_file(&url_file);
+        let child = Command::new(binary("batond")?)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting batond")?;
+        let mut daemon = Batond { data_dir: data_dir.to_path_buf(), url: String::new(), child };
+        let deadline = Instant::now() + Duration::from_millis(START_TIMEOUT_MS);
+        loop {
+            if let Ok(url) = std::fs::read_to_string(&url_file) {
+                daemon.url = url;
+                return Ok(daemon);
+            }
+            if let Some(status) = daemon.child.try_wait()? {
+                bail!("batond exited during start-up: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("batond did not listen within {START_TIMEOUT_MS} ms");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> anyhow::Result<reqwest::blocking::Client> {
+        let ca = std::fs::read(self.data_dir.join("tls/ca.pem")).context("reading the daemon's CA")?;
+        reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("building the HTTPS client")
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye, as in a power cut of the process.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().context("killing batond")?;
+        self.child.wait().context("reaping batond")?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("sending SIGTERM")?;
+        self.child.wait().context("waiting for batond to stop")
+    }
+}
+
+impl Drop for Batond {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,1 +1,197 @@
-//! batond (WIP).
+//! `batond`, the Baton daemon: wires the event log, projections and admin API together and
+//! runs them until told to stop. [`run`] is what the binary and the tests both call, with the
+//! shutdown signal as a parameter.
+//!
+//! Owns process concerns (configuration, TLS identity, tracing, systemd notification,
+//! shutdown). Business rules belong in `model`, storage in `eventlog`/`projections`; this crate
+//! must not grow its own.
+
+pub mod auth;
+pub mod http;
+pub mod openapi;
+pub mod store;
+pub mod tls;
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests get to finish once shutdown starts.
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+/// File in the data directory holding the admin API's URL once the daemon listens, so tools
+/// and tests find a daemon started on port 0.
+pub const ADMIN_URL_FILE: &str = "admin-url";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Holds the database, the TLS identity and run-time files.
+    pub data_dir: PathBuf,
+    pub admin_listen: SocketAddr,
+}
+
+impl Config {
+    /// Embedded defaults for running on a workstation.
+    pub fn local(data_dir: PathBuf) -> Config {
+        Config { data_dir, admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)) }
+    }
+}
+
+/// A started daemon.
+pub struct Daemon {
+    pub admin_addr: SocketAddr,
+    pub peer_id: model::PeerId,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    /// Waits until the daemon has stopped (after the shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("daemon task panicked")?
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// Opens the store, binds the admin API and returns once it accepts connections.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
+    let started_ms = http::now_ms();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let database = config.data_dir.join(store::DATABASE_FILE);
+
+    let opened_at = std::time::Instant::now();
+    let (store, report) = tokio::task::spawn_blocking({
+        let database = database.clone();
+        move || store::Store::open(&database)
+    })
+    .await
+    .context("opening the store panicked")?
+    .with_context(|| format!("opening {}", database.display()))?;
+    tracing::info!(
+        snapshot_position = report.snapshot_position,
+        events_replayed = report.events_replayed,
+        projection_events_applied = report.projection_events_applied,
+        open_ms = opened_at.elapsed().as_millis() as u64,
+        "event log opened"
+    );
+    let factory_account_needed = store.state().list(model::RecordKind::Administrator).next().is_none();
+    let (writer, writer_thread) = store::Writer::spawn(store).context("starting the writer thread")?;
+    if factory_account_needed {
+        create_factory_account(&writer).await?;
+    }
+
+    let tls_files = tls::TlsFiles { dir: config.data_dir.join("tls") };
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if !config.admin_listen.ip().is_unspecified() {
+        names.push(config.admin_listen.ip().to_string());
+    }
+    if tls::ensure_identity(&tls_files, &names)? {
+        tracing::info!(ca = %tls_files.ca().display(), "made a TLS identity for the admin API");
+    }
+    let tls_config = tls::server_config(&tls_files)?;
+
+    let listener = std::net::TcpListener::bind(config.admin_listen)
+        .with_context(|| format!("binding the admin API to {}", config.admin_listen))?;
+    listener.set_nonblocking(true).context("making the admin socket non-blocking")?;
+    let admin_addr = listener.local_addr().context("reading the admin address")?;
+    let admin_url = format!("https://{admin_addr}");
+    std::fs::write(config.data_dir.join(ADMIN_URL_FILE), &admin_url).context("writing the admin URL file")?;
+
+    let app = Arc::new(http::App {
+        writer: writer.clone(),
+        readers: store::Readers::new(database),
+        sessions: auth::Sessions::default(),
+        started_ms,
+    });
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls_config))
+        .handle(handle.clone())
+        .serve(http::router(app).into_make_service());
+
+    writer.journal(journal(eventlog::Level::Info, "daemon.started", format!("Baton {} started", env!("CARGO_PKG_VERSION"))));
+    tracing::info!(%admin_url, peer_id = %writer.peer_id, "admin API listening");
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let watchdog = spawn_watchdog(shutdown.clone());
+
+    let peer_id = writer.peer_id;
+    let task = tokio::spawn(async move {
+        let stopper = {
+            let handle = handle.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                notify_systemd(&[sd_notify::NotifyState::Stopping]);
+                handle.graceful_shutdown(Some(Duration::from_millis(SHUTDOWN_GRACE_MS)));
+            })
+        };
+        let served = server.await.context("admin API server failed");
+        stopper.abort();
+        watchdog.abort();
+        writer.journal(journal(eventlog::Level::Info, "daemon.stopped", "Baton stopped".to_owned()));
+        drop(writer);
+        // The writer drains its queue and exits once the last handle (held by the server's
+        // router, now dropped) is gone.
+        tokio::task::spawn_blocking(move || writer_thread.join())
+            .await
+            .context("joining the writer")?
+            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        tracing::info!("stopped");
+        served
+    });
+    Ok(Daemon { admin_addr, peer_id, task })
+}
+
+async fn create_factory_account(writer: &store::Writer) -> anyhow::Result<()> {
+    let hash = tokio::task::spawn_blocking(|| auth::hash_password(auth::FACTORY_ADMIN_PASSWORD))
+        .await
+        .context("hashing the factory password panicked")?
+        .map_err(|error| anyhow::anyhow!("hashing the factory password: {error}"))?;
+    let account = model::record::Administrator {
+        name: auth::FACTORY_ADMIN_NAME.to_owned(),
+        password_hash: hash,
+        must_change_password: true,
+    };
+    writer
+        .execute("system", model::Command::Create(model::Record::Administrator(account)), http::now_ms())
+        .await
+        .context("creating the factory administrator account")?;
+    tracing::warn!(
+        user = auth::FACTORY_ADMIN_NAME,
+        "created the factory administrator account; its password must be changed before anything else"
+    );
+    Ok(())
+}
+
+fn journal(level: eventlog::Level, kind: &str, message: String) -> eventlog::NewJournalEntry {
+    eventlog::NewJournalEntry { at_ms: http::now_ms(), level, kind: kind.to_owned(), actor: None, message }
+}
+
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    if let Err(error) = sd_notify::notify(false, states) {
+        tracing::warn!(%error, "could not notify systemd");
+    }
+}
+
+/// Pets the systemd watchdog at half its interval while the runtime is responsive.
+fn spawn_watchdog(shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval_us = 0;
+        if !sd_notify::watchdog_enabled(false, &mut interval_us) || interval_us == 0 {
+            return;
+        }
+        let mut ticker = tokio::time::interval(Duration::from_micros(interval_us / 2));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+            }
+        }
+    })
+}

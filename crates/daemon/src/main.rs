@@ -1,1 +1,60 @@
-fn main() {}
+//! `batond`: parses flags, installs logging, runs the daemon until SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "batond", version, about = "The Baton conference orchestration daemon")]
+struct Flags {
+    /// Directory for the event log, TLS identity and run-time files.
+    #[arg(long, env = "BATON_DATA_DIR", default_value = "/var/lib/baton")]
+    data_dir: PathBuf,
+    /// Address and port of the admin API (HTTPS).
+    #[arg(long, env = "BATON_ADMIN_LISTEN", default_value = "127.0.0.1:8443")]
+    admin_listen: SocketAddr,
+    /// Log as JSON lines (for journald and log shippers) instead of text.
+    #[arg(long, env = "BATON_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if flags.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = wait_for_signal().await {
+                tracing::error!(%error, "cannot listen for signals; stopping");
+            }
+            signals.cancel();
+        });
+        let config = daemon::Config { data_dir: flags.data_dir, admin_listen: flags.admin_listen };
+        daemon::run(config, shutdown).await
+    })
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,1 +1,653 @@
-//! Append-only, hash-chained event log in SQLite (WIP).
+//! The append-only, hash-chained event log in SQLite. Owns the `events`, `snapshots`,
+//! `journal` and `meta` tables of the database file; other crates may add their own tables to
+//! the same file (projections do) but never write these.
+//!
+//! Must not depend on tokio or the network, and must not interpret payloads: an event's
+//! payload is opaque bytes with a `kind` and `version` beside it.
+//!
+//! Durability: WAL with `synchronous=FULL`, one transaction per append call, so an append that
+//! returned `Ok` survives `kill -9` and power loss. Integrity: each (origin, stream) is a chain
+//! where every event's hash covers the previous hash and all of the event's fields except its
+//! local `position`; [`EventLog::verify`] walks every chain.
+
+use model::{Hlc, PeerId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Schema version this build writes and the highest it reads.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Snapshots kept; older ones are deleted when a new one is saved.
+pub const SNAPSHOTS_KEPT: i64 = 2;
+/// The journal keeps at most this many rows; the oldest are trimmed now and then.
+pub const JOURNAL_ROWS_MAX: i64 = 100_000;
+/// How long a connection waits for a lock held by another connection.
+pub const BUSY_TIMEOUT_MS: u64 = 5_000;
+const APPLICATION_ID: i64 = 0x4241_544e; // "BATN"
+const HASH_DOMAIN: &[u8] = b"baton.event.v1";
+
+/// Shared events replicate to every cluster peer; local events (peer-only settings) never do.
+/// Each (origin, stream) has its own sequence numbers and hash chain, so a peer can verify
+/// another's shared chain without seeing its local events.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Stream {
+    Shared = 0,
+    Local = 1,
+}
+
+impl Stream {
+    fn from_i64(value: i64) -> Option<Stream> {
+        match value {
+            0 => Some(Stream::Shared),
+            1 => Some(Stream::Local),
+            _ => None,
+        }
+    }
+}
+
+/// SHA-256 digest linking an event to its predecessor.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// The `prev_hash` of the first event of every chain.
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Display for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An event to append from this peer; the log assigns origin, seq, position and hashes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewEvent {
+    pub stream: Stream,
+    pub hlc: Hlc,
+    pub actor: String,
+    pub kind: String,
+    pub version: u16,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredEvent {
+    /// Local insertion order, from 1; differs between peers and is not hashed.
+    pub position: u64,
+    pub origin: PeerId,
+    pub stream: Stream,
+    /// From 1 within (origin, stream).
+    pub seq: u64,
+    pub hlc: Hlc,
+    pub actor: String,
+    pub kind: String,
+    pub version: u16,
+    pub payload: Vec<u8>,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+}
+
+impl StoredEvent {
+    /// Recomputes this event's hash from its fields and `prev_hash`.
+    pub fn compute_hash(&self) -> Hash {
+        event_hash(self.prev_hash, self.origin, self.stream, self.seq, self.hlc, &self.actor, &self.kind, self.version, &self.payload)
+    }
+}
+
+/// The hash contract, stable across versions and peers: SHA-256 over a domain tag and
+/// length-prefixed, fixed-width fields, so no two different events encode alike.
+#[allow(clippy::too_many_arguments)]
+pub fn event_hash(
+    prev_hash: Hash,
+    origin: PeerId,
+    stream: Stream,
+    seq: u64,
+    hlc: Hlc,
+    actor: &str,
+    kind: &str,
+    version: u16,
+    payload: &[u8],
+) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update(HASH_DOMAIN);
+    hasher.update(prev_hash.0);
+    hasher.update(origin.0);
+    hasher.update([stream as u8]);
+    hasher.update(seq.to_be_bytes());
+    hasher.update(hlc.wall_ms.to_be_bytes());
+    hasher.update(hlc.counter.to_be_bytes());
+    for field in [actor.as_bytes(), kind.as_bytes()] {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field);
+    }
+    hasher.update(version.to_be_bytes());
+    hasher.update((payload.len() as u64).to_be_bytes());
+    hasher.update(payload);
+    Hash(hasher.finalize().into())
+}
+
+/// The last event of one chain.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub heads: BTreeMap<(PeerId, Stream), Head>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Snapshot {
+    pub position: u64,
+    pub format: u32,
+    pub blob: Vec<u8>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Level {
+    Info = 0,
+    Warning = 1,
+    Error = 2,
+}
+
+impl Level {
+    fn from_i64(value: i64) -> Level {
+        match value {
+            0 => Level::Info,
+            1 => Level::Warning,
+            _ => Level::Error,
+        }
+    }
+}
+
+/// A system event of this peer for its Event Log (never replicated).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewJournalEntry {
+    pub at_ms: u64,
+    pub level: Level,
+    /// Dotted, e.g. `daemon.started`, `login.failed`.
+    pub kind: String,
+    pub actor: Option<String>,
+    pub message: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct JournalEntry {
+    pub id: u64,
+    pub at_ms: u64,
+    pub level: Level,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub message: String,
+}
+
+/// Journal filters; results are newest first, paged with `before_id`.
+#[derive(Clone, Default, Debug)]
+pub struct JournalQuery {
+    pub level_min: Option<Level>,
+    pub kind_prefix: Option<String>,
+    pub text: Option<String>,
+    pub before_id: Option<u64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // Integrity rejections: the input or the file is wrong, retrying will not help.
+    #[error("{path} is not a Baton event log")]
+    NotABatonLog { path: PathBuf },
+    #[error("the event log has schema version {found}; this software reads up to {supported}")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("event {origin}/{stream:?}#{seq} does not follow head #{head}")]
+    Gap { origin: PeerId, stream: Stream, seq: u64, head: u64 },
+    #[error("event {origin}/{stream:?}#{seq} does not chain to the previous event's hash")]
+    ChainMismatch { origin: PeerId, stream: Stream, seq: u64 },
+    #[error("event {origin}/{stream:?}#{seq} has a hash that does not match its contents")]
+    BadHash { origin: PeerId, stream: Stream, seq: u64 },
+    #[error("event {origin}/{stream:?}#{seq} differs from the one already stored: the histories forked")]
+    Fork { origin: PeerId, stream: Stream, seq: u64 },
+    #[error("event {origin}/{stream:?}#{seq} claims to come from this peer")]
+    OwnOrigin { origin: PeerId, stream: Stream, seq: u64 },
+    #[error("event log is corrupt at {origin}/{stream:?}#{seq}: {reason}")]
+    Corrupt { origin: PeerId, stream: Stream, seq: u64, reason: String },
+    // Infrastructure failures.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("no randomness for the peer identity: {0}")]
+    Random(String),
+}
+
+/// The writable log. One per process; readers use [`open_reader`].
+pub struct EventLog {
+    conn: Connection,
+    path: PathBuf,
+    peer_id: PeerId,
+    heads: BTreeMap<(PeerId, Stream), Head>,
+    last_position: u64,
+    journal_inserts: u64,
+}
+
+fn configure(conn: &Connection) -> Result<(), Error> {
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY,
+    origin BLOB NOT NULL,
+    stream INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    hlc_wall_ms INTEGER NOT NULL,
+    hlc_counter INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    UNIQUE (origin, stream, seq)
+);
+CREATE INDEX events_hlc ON events (hlc_wall_ms, hlc_counter);
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TABLE snapshots (position INTEGER PRIMARY KEY, format INTEGER NOT NULL, blob BLOB NOT NULL);
+CREATE TABLE journal (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT,
+    message TEXT NOT NULL
+);
+";
+
+impl EventLog {
+    /// Opens (creating if absent) the log at `path`. A new log gets a random peer identity.
+    pub fn open(path: &Path) -> Result<EventLog, Error> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        let application_id: i64 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+        let has_tables: bool =
+            conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table'", [], |row| row.get(0))?;
+        if application_id == 0 && !has_tables {
+            let mut peer = [0u8; 16];
+            getrandom::fill(&mut peer).map_err(|e| Error::Random(e.to_string()))?;
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION])?;
+            tx.execute("INSERT INTO meta (key, value) VALUES ('peer_id', ?1)", [peer.as_slice()])?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.commit()?;
+        } else if application_id != APPLICATION_ID {
+            return Err(Error::NotABatonLog { path: path.to_path_buf() });
+        }
+        let found: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        }
+        let peer: Vec<u8> = conn.query_row("SELECT value FROM meta WHERE key = 'peer_id'", [], |row| row.get(0))?;
+        let peer_id = PeerId(peer.try_into().map_err(|_| Error::NotABatonLog { path: path.to_path_buf() })?);
+        let mut heads = BTreeMap::new();
+        {
+            let mut statement = conn.prepare(
+                "SELECT origin, stream, seq, hash FROM events WHERE position IN
+                 (SELECT max(position) FROM events GROUP BY origin, stream)",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?, row.get::<_, u64>(2)?, row.get::<_, Vec<u8>>(3)?))
+            })?;
+            for row in rows {
+                let (origin, stream, seq, hash) = row?;
+                let origin = PeerId(origin.try_into().map_err(|_| corrupt_row("origin"))?);
+                let stream = Stream::from_i64(stream).ok_or_else(|| corrupt_row("stream"))?;
+                heads.insert((origin, stream), Head { seq, hash: Hash(hash.try_into().map_err(|_| corrupt_row("hash"))?) });
+            }
+        }
+        let last_position = last_position(&conn)?;
+        Ok(EventLog { conn, path: path.to_path_buf(), peer_id, heads, last_position, journal_inserts: 0 })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// For projections, which keep their own tables in this file.
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub fn heads(&self) -> &BTreeMap<(PeerId, Stream), Head> {
+        &self.heads
+    }
+
+    pub fn last_position(&self) -> u64 {
+        self.last_position
+    }
+
+    /// Appends events from this peer in one transaction: all or none are stored.
+    pub fn append(&mut self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
+        let mut heads = self.heads.clone();
+        let mut stored = Vec::with_capacity(events.len());
+        let tx = self.conn.transaction()?;
+        for (offset, event) in events.iter().enumerate() {
+            let head = heads.entry((self.peer_id, event.stream)).or_default();
+            let mut record = StoredEvent {
+                position: self.last_position + 1 + offset as u64,
+                origin: self.peer_id,
+                stream: event.stream,
+                seq: head.seq + 1,
+                hlc: event.hlc,
+                actor: event.actor.clone(),
+                kind: event.kind.clone(),
+                version: event.version,
+                payload: event.payload.clone(),
+                prev_hash: head.hash,
+                hash: Hash::ZERO,
+            };
+            record.hash = record.compute_hash();
+            assert_eq!(record.seq, head.seq + 1, "sequence numbers are contiguous");
+            assert_eq!(record.prev_hash, head.hash, "each event chains to its head");
+            insert(&tx, &record)?;
+            *head = Head { seq: record.seq, hash: record.hash };
+            stored.push(record);
+        }
+        tx.commit()?;
+        self.heads = heads;
+        self.last_position += events.len() as u64;
+        Ok(stored)
+    }
+
+    /// Stores events that other peers originated (replication). Each must extend its chain
+    /// exactly; events already held are skipped. All or none are stored.
+    pub fn append_remote(&mut self, events: &[StoredEvent]) -> Result<Vec<StoredEvent>, Error> {
+        let mut heads = self.heads.clone();
+        let mut stored = Vec::new();
+        let tx = self.conn.transaction()?;
+        for event in events {
+            let (origin, stream, seq) = (event.origin, event.stream, event.seq);
+            if origin == self.peer_id {
+                return Err(Error::OwnOrigin { origin, stream, seq });
+            }
+            if event.compute_hash() != event.hash {
+                return Err(Error::BadHash { origin, stream, seq });
+            }
+            let head = heads.entry((origin, stream)).or_default();
+            if seq <= head.seq {
+                let held: Option<Vec<u8>> = tx
+                    .prepare_cached("SELECT hash FROM events WHERE origin = ?1 AND stream = ?2 AND seq = ?3")?
+                    .query_row(params![origin.0, stream as i64, seq], |row| row.get(0))
+                    .optional()?;
+                if held.as_deref() == Some(event.hash.0.as_slice()) {
+                    continue;
+                }
+                return Err(Error::Fork { origin, stream, seq });
+            }
+            if seq != head.seq + 1 {
+                return Err(Error::Gap { origin, stream, seq, head: head.seq });
+            }
+            if event.prev_hash != head.hash {
+                return Err(Error::ChainMismatch { origin, stream, seq });
+            }
+            let mut record = event.clone();
+            record.position = self.last_position + 1 + stored.len() as u64;
+            insert(&tx, &record)?;
+            *head = Head { seq, hash: record.hash };
+            stored.push(record);
+        }
+        tx.commit()?;
+        self.heads = heads;
+        self.last_position += stored.len() as u64;
+        Ok(stored)
+    }
+
+    pub fn read_after(&self, after_position: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
+        read_after(&self.conn, after_position, limit)
+    }
+
+    /// One chain's events after `after_seq`, in order (for catch-up between peers).
+    pub fn read_origin(&self, origin: PeerId, stream: Stream, after_seq: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE origin = ?1 AND stream = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4"
+        ))?;
+        let rows = statement.query_map(params![origin.0, stream as i64, after_seq, limit as i64], row_to_event)?;
+        collect(rows)
+    }
+
+    /// Walks every chain from its first event, recomputing every hash.
+    pub fn verify(&self) -> Result<VerifyReport, Error> {
+        let mut heads: BTreeMap<(PeerId, Stream), Head> = BTreeMap::new();
+        let mut events = 0;
+        let mut statement = self.conn.prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY origin, stream, seq"))?;
+        let rows = statement.query_map([], row_to_event)?;
+        for row in rows {
+            let event = row??;
+            let head = heads.entry((event.origin, event.stream)).or_default();
+            let fail = |reason: &str| Error::Corrupt {
+                origin: event.origin,
+                stream: event.stream,
+                seq: event.seq,
+                reason: reason.to_owned(),
+            };
+            if event.seq != head.seq + 1 {
+                return Err(fail("sequence number out of order"));
+            }
+            if event.prev_hash != head.hash {
+                return Err(fail("does not chain to the previous event"));
+            }
+            if event.compute_hash() != event.hash {
+                return Err(fail("contents do not match the stored hash"));
+            }
+            *head = Head { seq: event.seq, hash: event.hash };
+            events += 1;
+        }
+        Ok(VerifyReport { events, heads })
+    }
+
+    /// The greatest HLC in the log, so the clock never issues a smaller one after a restart.
+    pub fn max_hlc(&self) -> Result<Hlc, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT hlc_wall_ms, hlc_counter FROM events ORDER BY hlc_wall_ms DESC, hlc_counter DESC LIMIT 1",
+                [],
+                |row| Ok(Hlc { wall_ms: row.get(0)?, counter: row.get(1)? }),
+            )
+            .optional()?
+            .unwrap_or(Hlc::ZERO))
+    }
+
+    pub fn save_snapshot(&mut self, position: u64, format: u32, blob: &[u8]) -> Result<(), Error> {
+        let tx = self.conn.transaction()?;
+        tx.execute("INSERT OR REPLACE INTO snapshots (position, format, blob) VALUES (?1, ?2, ?3)", params![position, format, blob])?;
+        tx.execute(
+            "DELETE FROM snapshots WHERE position NOT IN (SELECT position FROM snapshots ORDER BY position DESC LIMIT ?1)",
+            [SNAPSHOTS_KEPT],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn latest_snapshot(&self) -> Result<Option<Snapshot>, Error> {
+        Ok(self
+            .conn
+            .query_row("SELECT position, format, blob FROM snapshots ORDER BY position DESC LIMIT 1", [], |row| {
+                Ok(Snapshot { position: row.get(0)?, format: row.get(1)?, blob: row.get(2)? })
+            })
+            .optional()?)
+    }
+
+    pub fn append_journal(&mut self, entry: &NewJournalEntry) -> Result<u64, Error> {
+        self.conn
+            .prepare_cached("INSERT INTO journal (at_ms, level, kind, actor, message) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![entry.at_ms, entry.level as i64, entry.kind, entry.actor, entry.message])?;
+        let id = self.conn.last_insert_rowid() as u64;
+        self.journal_inserts += 1;
+        // Trimming on every insert would cost a scan each time; every thousandth is plenty.
+        if self.journal_inserts % 1_000 == 0 {
+            self.conn.execute("DELETE FROM journal WHERE id <= ?1", [id as i64 - JOURNAL_ROWS_MAX])?;
+        }
+        Ok(id)
+    }
+
+    pub fn query_journal(&self, query: &JournalQuery) -> Result<Vec<JournalEntry>, Error> {
+        query_journal(&self.conn, query)
+    }
+}
+
+const COLUMNS: &str =
+    "position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor, kind, version, payload, prev_hash, hash";
+
+fn corrupt_row(what: &str) -> Error {
+    Error::Corrupt { origin: PeerId::default(), stream: Stream::Shared, seq: 0, reason: format!("malformed {what}") }
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, event: &StoredEvent) -> Result<(), Error> {
+    tx.prepare_cached(
+        "INSERT INTO events (position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor, kind, version,
+                             payload, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        event.position,
+        event.origin.0,
+        event.stream as i64,
+        event.seq,
+        event.hlc.wall_ms,
+        event.hlc.counter,
+        event.actor,
+        event.kind,
+        event.version,
+        event.payload,
+        event.prev_hash.0,
+        event.hash.0
+    ])?;
+    Ok(())
+}
+
+/// Reads a row; a malformed row is reported as corruption rather than a SQLite error.
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, Error>> {
+    let origin: Vec<u8> = row.get(1)?;
+    let stream: i64 = row.get(2)?;
+    let seq: u64 = row.get(3)?;
+    let prev_hash: Vec<u8> = row.get(10)?;
+    let hash: Vec<u8> = row.get(11)?;
+    let (Ok(origin), Some(stream), Ok(prev_hash), Ok(hash)) = (
+        <[u8; 16]>::try_from(origin),
+        Stream::from_i64(stream),
+        <[u8; 32]>::try_from(prev_hash),
+        <[u8; 32]>::try_from(hash),
+    ) else {
+        return Ok(Err(Error::Corrupt {
+            origin: PeerId::default(),
+            stream: Stream::Shared,
+            seq,
+            reason: "malformed origin, stream or hash".to_owned(),
+        }));
+    };
+    Ok(Ok(StoredEvent {
+        position: row.get(0)?,
+        origin: PeerId(origin),
+        stream,
+        seq,
+        hlc: Hlc { wall_ms: row.get(4)?, counter: row.get(5)? },
+        actor: row.get(6)?,
+        kind: row.get(7)?,
+        version: row.get(8)?,
+        payload: row.get(9)?,
+        prev_hash: Hash(prev_hash),
+        hash: Hash(hash),
+    }))
+}
+
+fn collect(
+    rows: impl Iterator<Item = rusqlite::Result<Result<StoredEvent, Error>>>,
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut events = Vec::new();
+    for row in rows {
+        events.push(row??);
+    }
+    Ok(events)
+}
+
+/// Opens a read-only connection for concurrent readers (WAL lets them read while the writer
+/// appends).
+pub fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    Ok(conn)
+}
+
+/// Events after `after_position`, in position order, at most `limit`.
+pub fn read_after(conn: &Connection, after_position: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"))?;
+    let rows = statement.query_map(params![after_position, limit as i64], row_to_event)?;
+    collect(rows)
+}
+
+pub fn last_position(conn: &Connection) -> Result<u64, Error> {
+    Ok(conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |row| row.get(0))?)
+}
+
+pub fn query_journal(conn: &Connection, query: &JournalQuery) -> Result<Vec<JournalEntry>, Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, at_ms, level, kind, actor, message FROM journal
+         WHERE level >= ?1 AND (?2 IS NULL OR substr(kind, 1, length(?2)) = ?2)
+           AND (?3 IS NULL OR instr(lower(message), lower(?3)) > 0 OR instr(lower(coalesce(actor, '')), lower(?3)) > 0)
+           AND (?4 IS NULL OR id < ?4)
+         ORDER BY id DESC LIMIT ?5",
+    )?;
+    let rows = statement.query_map(
+        params![
+            query.level_min.unwrap_or(Level::Info) as i64,
+            query.kind_prefix,
+            query.text,
+            query.before_id,
+            query.limit.max(1) as i64
+        ],
+        |row| {
+            Ok(JournalEntry {
+                id: row.get(0)?,
+                at_ms: row.get(1)?,
+                level: Level::from_i64(row.get(2)?),
+                kind: row.get(3)?,
+                actor: row.get(4)?,
+                message: row.get(5)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! `baton-bench`: measured numbers printed beside a reference taken in the same run on the
+//! same machine. Run through `cargo xtask bench <suite>`; never part of the test suite.
+//!
+//! Suite `eventlog`:
+//! - durable appends, one per transaction and in batches, beside raw SQLite inserts of rows of
+//!   the same size with the same pragmas (WAL, synchronous=FULL);
+//! - durable commands through the store (decide + append + projections), one at a time;
+//! - projection rebuild time and store start-up time (with and without a snapshot) at 10^5 and
+//!   10^6 events (`--sizes` to change);
+//! - resident memory of an idle `batond` beside an idle `sleep` process.
+
+use anyhow::{Context, bail};
+use eventlog::{EventLog, NewEvent, Stream};
+use model::{Command, Event, Hlc, Record, RecordKind};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Events per batch in batched appends and log generation.
+const BATCH_EVENTS: usize = 1_000;
+/// Distinct bridges the generated history rewrites, so state size stays realistic.
+const HISTORY_RECORDS: usize = 1_000;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("eventlog") => eventlog_suite(&args[1..]),
+        _ => bail!("usage: baton-bench eventlog [--single N] [--sizes 100000,1000000]"),
+    }
+}
+
+fn flag<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+}
+
+fn eventlog_suite(args: &[String]) -> anyhow::Result<()> {
+    let single: usize = flag(args, "--single").unwrap_or(300);
+    let sizes: Vec<usize> = flag::<String>(args, "--sizes")
+        .unwrap_or_else(|| "100000,1000000".to_owned())
+        .split(',')
+        .map(|s| s.parse().context("--sizes takes numbers"))
+        .collect::<anyhow::Result<_>>()?;
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    println!("baton-bench eventlog (data in {})", dir.path().display());
+
+    println!("\n## Durable appends ({single} single, {} batched)", 20 * BATCH_EVENTS);
+    let payload_bytes = sample_event(0, 0).payload.len();
+    let raw_single = raw_sqlite(&dir.path().join("raw1.db"), single, 1, payload_bytes)?;
+    let raw_batched = raw_sqlite(&dir.path().join("raw2.db"), 20 * BATCH_EVENTS, BATCH_EVENTS, payload_bytes)?;
+    let log_single = log_appends(&dir.path().join("log1.db"), single, 1)?;
+    let log_batched = log_appends(&dir.path().join("log2.db"), 20 * BATCH_EVENTS, BATCH_EVENTS)?;
+    let store_single = store_commands(&dir.path().join("store.db"), single)?;
+    println!("{:<44} {:>14} {:>14} {:>8}", "", "Baton /s", "raw SQLite /s", "ratio");
+    row("append, 1 event per transaction", log_single, raw_single);
+    row(&format!("append, {BATCH_EVENTS} events per transaction"), log_batched, raw_batched);
+    row("command (decide+append+projections), 1 per tx", store_single, raw_single);
+
+    for &size in &sizes {
+        println!("\n## History of {size} events");
+        let path = dir.path().join(format!("history-{size}.db"));
+        let generated = Instant::now();
+        generate_history(&path, size)?;
+        println!("generated in {:.1} s", generated.elapsed().as_secs_f64());
+
+        let mut log = EventLog::open(&path)?;
+        let started = Instant::now();
+        projections::catch_up(log.connection_mut())?;
+        println!("projection rebuild (all projections):   {:>8.2} s", started.elapsed().as_secs_f64());
+        drop(log);
+
+        let (cold, cold_report) = timed_open(&path)?;
+        let (warm, warm_report) = timed_open(&path)?;
+        println!(
+            "store start-up, first (no snapshot yet): {:>8.1} ms  replayed {} events",
+            cold.as_secs_f64() * 1e3,
+            cold_report.events_replayed
+        );
+        println!(
+            "store start-up, with snapshot:           {:>8.1} ms  replayed {} events after position {}",
+            warm.as_secs_f64() * 1e3,
+            warm_report.events_replayed,
+            warm_report.snapshot_position
+        );
+    }
+
+    println!("\n## Resident memory when idle");
+    let batond_kib = idle_rss_kib(&dir.path().join("rss"))?;
+    let sleep_kib = process_rss_kib(std::process::Command::new("sleep").arg("5"))?;
+    println!("{:<44} {:>10} KiB", "batond (idle, empty log)", batond_kib);
+    println!("{:<44} {:>10} KiB  (reference: an idle `sleep`)", "sleep", sleep_kib);
+    Ok(())
+}
+
+fn row(label: &str, ours: f64, reference: f64) {
+    println!("{label:<44} {ours:>14.0} {reference:>14.0} {:>8.2}", ours / reference);
+}
+
+fn sample_record(index: usize, capacity: u32) -> Record {
+    Record::Bridge(model::record::Bridge {
+        name: format!("bridge-{}", index % HISTORY_RECORDS),
+        bridge_type: model::record::BridgeType::Mcu,
+        address: format!("mcu-{index}.example.com"),
+        protocol: model::record::Protocol::Https,
+        username: "api".to_owned(),
+        password: "secret".to_owned(),
+        capacity_ports: capacity,
+        enabled: true,
+    })
+}
+
+fn sample_event(index: usize, wall_ms: u64) -> NewEvent {
+    let encoded = Event::Saved(sample_record(index, 1 + (index % 500) as u32)).encode();
+    NewEvent {
+        stream: Stream::Shared,
+        hlc: Hlc { wall_ms, counter: 0 },
+        actor: "bench".to_owned(),
+        kind: encoded.kind,
+        version: encoded.version,
+        payload: encoded.payload,
+    }
+}
+
+/// Plain INSERTs of rows shaped like events, same pragmas as the log.
+fn raw_sqlite(path: &Path, count: usize, per_tx: usize, payload_bytes: usize) -> anyhow::Result<f64> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, origin BLOB, seq INTEGER, actor TEXT, kind TEXT,
+                         payload BLOB, hash BLOB, UNIQUE(origin, seq));",
+    )?;
+    let payload = vec![7u8; payload_bytes];
+    let started = Instant::now();
+    let mut seq = 0u64;
+    for _ in 0..count / per_tx {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO t (origin, seq, actor, kind, payload, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for _ in 0..per_tx {
+                seq += 1;
+                insert.execute(rusqlite::params![[1u8; 16], seq, "bench", "bridge.saved", payload, [9u8; 32]])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+fn log_appends(path: &Path, count: usize, per_tx: usize) -> anyhow::Result<f64> {
+    let mut log = EventLog::open(path)?;
+    let started = Instant::now();
+    let mut index = 0;
+    for _ in 0..count / per_tx {
+        let batch: Vec<NewEvent> = (0..per_tx)
+            .map(|_| {
+                index += 1;
+                sample_event(index, 1_000 + index as u64)
+            })
+            .collect();
+        log.append(&batch)?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+fn store_commands(path: &Path, count: usize) -> anyhow::Result<f64> {
+    let (mut store, _) = daemon::store::Store::open(path)?;
+    let started = Instant::now();
+    for index in 0..count {
+        let command = Command::Save(sample_record(index, 1 + index as u32));
+        store.execute("bench", &command, 1_000 + index as u64)?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+fn generate_history(path: &Path, size: usize) -> anyhow::Result<()> {
+    let mut log = EventLog::open(path)?;
+    let mut index = 0;
+    while index < size {
+        let batch: Vec<NewEvent> = (index..(index + BATCH_EVENTS).min(size))
+            .map(|i| sample_event(i, 1_000 + i as u64))
+            .collect();
+        index += batch.len();
+        log.append(&batch)?;
+    }
+    Ok(())
+}
+
+fn timed_open(path: &Path) -> anyhow::Result<(Duration, daemon::store::OpenReport)> {
+    let started = Instant::now();
+    let (store, report) = daemon::store::Store::open(path)?;
+    let elapsed = started.elapsed();
+    assert!(store.state().list(RecordKind::Bridge).count() > 0);
+    Ok((elapsed, report))
+}
+
+fn idle_rss_kib(data_dir: &Path) -> anyhow::Result<u64> {
+    let exe = std::env::current_exe()?;
+    let batond = exe.with_file_name("batond");
+    if !batond.exists() {
+        bail!("{} not found: build it with `cargo build --release -p daemon`", batond.display());
+    }
+    let mut command = std::process::Command::new(batond);
+    command.arg("--data-dir").arg(data_dir).args(["--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+    process_rss_kib(&mut command)
+}
+
+/// Starts a process, lets it settle for two seconds, reads its VmRSS and kills it.
+fn process_rss_kib(command: &mut std::process::Command) -> anyhow::Result<u64> {
+    let mut child = command.spawn().context("starting the process")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let _ = child.kill();
+    let _ = child.wait();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS missing")
+}

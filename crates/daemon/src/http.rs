@@ -1,0 +1,776 @@
+//! The admin API: JSON over HTTPS under `/api/v1`. Every change goes through the writer as a
+//! command with the authenticated administrator as its actor, so the Configuration Log is the
+//! audit trail. Errors are JSON `{"error": {"code", "message", "fields": [{"field", "message"}]}}`
+//! with stable codes.
+
+use crate::auth::{self, Sessions};
+use crate::store::{ReadError, Readers, StoreError, Writer};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use eventlog::{JournalQuery, Level, NewJournalEntry};
+use model::{Command, FieldError, Record, RecordKey, RecordKind, Rejection};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Largest request body; the biggest legitimate one is a certificates record.
+pub const BODY_BYTES_MAX: usize = 256 * 1024;
+/// Requests served at once; more wait in the kernel's accept queue.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
+pub const API_PREFIX: &str = "/api/v1";
+
+pub struct App {
+    pub writer: Writer,
+    pub readers: Readers,
+    pub sessions: Sessions,
+    pub started_ms: u64,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let mut router = Router::new()
+        .route("/api/v1/sessions", post(login))
+        .route("/api/v1/sessions/current", axum::routing::delete(logout))
+        .route("/api/v1/password", post(change_password))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/config", get(config))
+        .route("/api/v1/config/diff", get(config_diff))
+        .route("/api/v1/history/{collection}/{name}", get(history))
+        .route("/api/v1/logs/configuration", get(configuration_log))
+        .route("/api/v1/logs/events", get(event_log))
+        .route("/api/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }));
+    for &kind in RecordKind::ALL {
+        let collection = format!("{API_PREFIX}/{}", kind.collection());
+        if kind.is_singleton() {
+            router = router.route(
+                &collection,
+                get(move |a: Ready, s: State<Arc<App>>| read_one(a, s, kind, kind.as_str().to_owned()))
+                    .put(move |a: Ready, s: State<Arc<App>>, b: JsonBody| save(a, s, kind, None, b))
+                    .delete(move |a: Ready, s: State<Arc<App>>| remove(a, s, kind, kind.as_str().to_owned())),
+            );
+        } else {
+            router = router
+                .route(
+                    &collection,
+                    get(move |a: Ready, s: State<Arc<App>>| list(a, s, kind))
+                        .post(move |a: Ready, s: State<Arc<App>>, b: JsonBody| create(a, s, kind, b)),
+                )
+                .route(
+                    &format!("{collection}/{{name}}"),
+                    get(move |a: Ready, s: State<Arc<App>>, Path(name): Path<String>| read_one(a, s, kind, name))
+                        .put(move |a: Ready, s: State<Arc<App>>, Path(name): Path<String>, b: JsonBody| {
+                            save(a, s, kind, Some(name), b)
+                        })
+                        .delete(move |a: Ready, s: State<Arc<App>>, Path(name): Path<String>| {
+                            remove(a, s, kind, name)
+                        }),
+                );
+        }
+    }
+    router
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource") })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
+        .with_state(app)
+}
+
+// ---- errors --------------------------------------------------------------------------------
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fields: Vec<FieldError>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), fields: Vec::new() }
+    }
+
+    fn field(status: StatusCode, code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError {
+            status,
+            code,
+            message: format!("{field}: {message}"),
+            fields: vec![FieldError { field: field.to_owned(), message }],
+        }
+    }
+
+    fn unauthenticated() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "log in with an administrator account")
+    }
+
+    fn internal(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the Event Log")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message, "fields": self.fields}});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"baton\""));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::Rejected(rejection) => rejection.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> ApiError {
+        ApiError::internal(error)
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        let message = rejection.to_string();
+        match rejection {
+            Rejection::Invalid { errors } => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_fields",
+                message,
+                fields: errors,
+            },
+            Rejection::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            Rejection::AlreadyExists { .. } => {
+                ApiError::field(StatusCode::CONFLICT, "already_exists", "name", message)
+            }
+            Rejection::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "in_use", message),
+            Rejection::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+        }
+    }
+}
+
+// ---- extractors ----------------------------------------------------------------------------
+
+/// An authenticated administrator, who may still have to change the factory password.
+pub struct Admin {
+    pub name: String,
+    pub must_change_password: bool,
+    pub token: Option<String>,
+}
+
+/// An authenticated administrator allowed to do anything.
+pub struct Ready(pub Admin);
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, ApiError> {
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(ApiError::unauthenticated)?;
+        if let Some(token) = authorization.strip_prefix("Bearer ") {
+            let name = app.sessions.user(token, now_ms()).ok_or_else(ApiError::unauthenticated)?;
+            let admin = lookup_admin(app, &name).await?.ok_or_else(ApiError::unauthenticated)?;
+            return Ok(Admin { name, must_change_password: admin.must_change_password, token: Some(token.to_owned()) });
+        }
+        if let Some(encoded) = authorization.strip_prefix("Basic ") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(ApiError::unauthenticated)?;
+            let (name, password) = decoded.split_once(':').ok_or_else(ApiError::unauthenticated)?;
+            let admin = check_password(app, name, password).await?;
+            return Ok(Admin { name: admin.name, must_change_password: admin.must_change_password, token: None });
+        }
+        Err(ApiError::unauthenticated())
+    }
+}
+
+impl FromRequestParts<Arc<App>> for Ready {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Ready, ApiError> {
+        let admin = Admin::from_request_parts(parts, app).await?;
+        if admin.must_change_password {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "password_change_required",
+                "the factory default password must be changed first: POST /api/v1/password",
+            ));
+        }
+        Ok(Ready(admin))
+    }
+}
+
+/// A JSON request body, refused with a JSON error when too large, not JSON, or not an object.
+pub struct JsonBody(pub serde_json::Map<String, Value>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<JsonBody, ApiError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.split(';').next().is_some_and(|mime| mime.trim() == "application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request bodies are limited to {BODY_BYTES_MAX} bytes"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text())
+            }
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(JsonBody(map)),
+            Ok(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body must be a JSON object")),
+            Err(error) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {error}")))
+            }
+        }
+    }
+}
+
+
+fn body_error(error: &serde_json::Error) -> ApiError {
+    let text = error.to_string();
+    // serde names the offending field between backticks: "unknown field `x`, expected …".
+    let field = text.split('`').nth(1).filter(|_| text.starts_with("unknown field") || text.starts_with("missing field"));
+    let code = if text.starts_with("unknown field") { "unknown_field" } else { "invalid_body" };
+    match field {
+        Some(field) => ApiError::field(StatusCode::BAD_REQUEST, code, field, text.clone()),
+        None => ApiError::new(StatusCode::BAD_REQUEST, code, text),
+    }
+}
+
+// ---- helpers -------------------------------------------------------------------------------
+
+pub fn now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn format_ms(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Accepts RFC 3339 (`2026-11-24T10:00:00Z`) or milliseconds since the epoch.
+fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
+        ApiError::field(StatusCode::BAD_REQUEST, "invalid_query", field, "must be RFC 3339 time or epoch milliseconds")
+    })?;
+    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Ok(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn show(record: &Record) -> Value {
+    let mut value = record.redacted().to_json();
+    if let Value::Object(map) = &mut value {
+        map.insert("kind".to_owned(), Value::String(record.kind().as_str().to_owned()));
+    }
+    value
+}
+
+async fn lookup_admin(app: &App, name: &str) -> Result<Option<model::record::Administrator>, ApiError> {
+    let key = RecordKey { kind: RecordKind::Administrator, name: name.to_owned() };
+    let record = app.readers.read(move |conn| Ok(projections::get(conn, &key)?)).await?;
+    Ok(match record {
+        Some(Record::Administrator(admin)) => Some(admin),
+        _ => None,
+    })
+}
+
+/// Verifies an administrator's password; failures are recorded in the Event Log.
+async fn check_password(app: &App, name: &str, password: &str) -> Result<model::record::Administrator, ApiError> {
+    let admin = lookup_admin(app, name).await?;
+    let (hash, password_owned) = (admin.as_ref().map(|a| a.password_hash.clone()), password.to_owned());
+    let verified = tokio::task::spawn_blocking(move || {
+        // Hash even for an unknown user, so timing does not tell which names exist.
+        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
+        auth::verify_password(&password_owned, &hash)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match admin {
+        Some(admin) if verified => Ok(admin),
+        _ => {
+            app.writer.journal(journal_entry(Level::Warning, "login.failed", Some(name), "wrong user name or password"));
+            Err(ApiError::unauthenticated())
+        }
+    }
+}
+
+/// An argon2id hash of a random string, verified against when the user does not exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1yJbUSEQ3HYd5ONjQx5s8yNQ4x0HVqmEqN3PBXc0P5s";
+
+fn journal_entry(level: Level, kind: &str, actor: Option<&str>, message: impl Into<String>) -> NewJournalEntry {
+    NewJournalEntry {
+        at_ms: now_ms(),
+        level,
+        kind: kind.to_owned(),
+        actor: actor.map(str::to_owned),
+        message: message.into(),
+    }
+}
+
+async fn hash(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// Record kinds whose secret the API takes as `password` and stores only as a hash.
+fn hashed_secret(kind: RecordKind) -> bool {
+    matches!(kind, RecordKind::Administrator | RecordKind::PolicyService | RecordKind::RootPassword)
+}
+
+/// Turns an API body into a record: hashes `password` where the record keeps only a hash, and
+/// keeps stored secrets that the client sent back as the redaction placeholder.
+async fn record_from_body(
+    kind: RecordKind,
+    mut body: serde_json::Map<String, Value>,
+    existing: Option<&Record>,
+) -> Result<Record, ApiError> {
+    if hashed_secret(kind) {
+        if body.get("password_hash").is_some_and(|hash| hash != model::record::REDACTED) {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "password_hash",
+                "is computed by Baton: send `password` instead",
+            ));
+        }
+        body.remove("password_hash");
+        let hash = match body.remove("password") {
+            Some(Value::String(password)) => {
+                let problem = if kind == RecordKind::PolicyService {
+                    // The VCS stores at most 30 characters for a policy service password.
+                    (password.is_empty() || password.chars().count() > 30).then(|| "must be 1 to 30 characters".to_owned())
+                } else {
+                    auth::password_problem(&password)
+                };
+                if let Some(problem) = problem {
+                    return Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", "password", problem));
+                }
+                hash(password).await?
+            }
+            Some(_) => {
+                return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_body", "password", "must be a string"));
+            }
+            None if existing.is_some() => model::record::REDACTED.to_owned(),
+            None => {
+                return Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", "password", "is required"));
+            }
+        };
+        body.insert("password_hash".to_owned(), Value::String(hash));
+    }
+    let mut record = Record::from_json(kind, Value::Object(body)).map_err(|error| body_error(&error))?;
+    if let Some(existing) = existing {
+        record.keep_secrets_from(existing);
+    }
+    Ok(record)
+}
+
+async fn execute(app: &App, actor: &str, command: Command) -> Result<(), ApiError> {
+    app.writer.execute(actor, command, now_ms()).await?;
+    Ok(())
+}
+
+async fn current(app: &App, key: RecordKey) -> Result<Option<Record>, ApiError> {
+    Ok(app.readers.read(move |conn| Ok(projections::get(conn, &key)?)).await?)
+}
+
+// ---- record handlers -----------------------------------------------------------------------
+
+async fn list(_: Ready, State(app): State<Arc<App>>, kind: RecordKind) -> Result<Json<Value>, ApiError> {
+    let records = app.readers.read(move |conn| Ok(projections::list(conn, kind)?)).await?;
+    Ok(Json(Value::Array(records.iter().map(show).collect())))
+}
+
+async fn read_one(_: Ready, State(app): State<Arc<App>>, kind: RecordKind, name: String) -> Result<Json<Value>, ApiError> {
+    let key = RecordKey { kind, name };
+    match current(&app, key.clone()).await? {
+        Some(record) => Ok(Json(show(&record))),
+        None => Err(Rejection::NotFound { key }.into()),
+    }
+}
+
+async fn create(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    kind: RecordKind,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let record = record_from_body(kind, body, None).await?;
+    let shown = show(&record);
+    execute(&app, &admin.name, Command::Create(record)).await?;
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+/// PUT: replaces a named record that must exist, or sets a singleton.
+async fn save(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    kind: RecordKind,
+    path_name: Option<String>,
+    JsonBody(mut body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let name = path_name.clone().unwrap_or_else(|| kind.as_str().to_owned());
+    if let Some(path_name) = &path_name {
+        let name_field = if kind == RecordKind::LocationAddresses { "location" } else { "name" };
+        match body.get(name_field) {
+            None => {
+                body.insert(name_field.to_owned(), Value::String(path_name.clone()));
+            }
+            Some(Value::String(body_name)) if body_name == path_name => {}
+            Some(_) => {
+                return Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    name_field,
+                    "must match the name in the URL; records cannot be renamed",
+                ));
+            }
+        }
+    }
+    let key = RecordKey { kind, name };
+    let existing = current(&app, key.clone()).await?;
+    if path_name.is_some() && existing.is_none() {
+        return Err(Rejection::NotFound { key }.into());
+    }
+    let record = record_from_body(kind, body, existing.as_ref()).await?;
+    let shown = show(&record);
+    let command = if kind.is_singleton() { Command::Save(record) } else { Command::Update(record) };
+    execute(&app, &admin.name, command).await?;
+    if kind == RecordKind::Administrator && existing.is_some() {
+        // A password changed by another administrator ends that account's other sessions.
+        app.sessions.close_user(&key.name, admin.token.as_deref().filter(|_| admin.name == key.name));
+    }
+    Ok(Json(shown))
+}
+
+async fn remove(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    kind: RecordKind,
+    name: String,
+) -> Result<StatusCode, ApiError> {
+    execute(&app, &admin.name, Command::Remove(RecordKey { kind, name: name.clone() })).await?;
+    if kind == RecordKind::Administrator {
+        app.sessions.close_user(&name, None);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- sessions and password -----------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+async fn login(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: LoginRequest = serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
+    let admin = check_password(&app, &request.username, &request.password).await?;
+    let token = app.sessions.open(&admin.name, now_ms()).ok_or_else(|| ApiError::internal("no session"))?;
+    app.writer.journal(journal_entry(Level::Info, "login.succeeded", Some(&admin.name), "administrator logged in"));
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "user": admin.name,
+            "must_change_password": admin.must_change_password,
+            "idle_timeout_s": auth::SESSION_IDLE_TIMEOUT_MS / 1000,
+        })),
+    ))
+}
+
+async fn logout(admin: Admin, State(app): State<Arc<App>>) -> Result<StatusCode, ApiError> {
+    let token = admin.token.ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "no_session", "this request used Basic authentication, not a session")
+    })?;
+    app.sessions.close(&token);
+    app.writer.journal(journal_entry(Level::Info, "logout", Some(&admin.name), "administrator logged out"));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    admin: Admin,
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let request: PasswordChange = serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
+    let mut account = check_password(&app, &admin.name, &request.current_password).await.map_err(|_| {
+        ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", "current_password", "is not correct")
+    })?;
+    if let Some(problem) = auth::password_problem(&request.new_password) {
+        return Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", "new_password", problem));
+    }
+    if request.new_password == request.current_password {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_fields",
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    account.password_hash = hash(request.new_password).await?;
+    account.must_change_password = false;
+    execute(&app, &admin.name, Command::Save(Record::Administrator(account))).await?;
+    app.sessions.close_user(&admin.name, admin.token.as_deref());
+    app.writer.journal(journal_entry(Level::Info, "password.changed", Some(&admin.name), "password changed"));
+    Ok(Json(json!({"message": "password changed"})))
+}
+
+// ---- status, configuration, history, logs --------------------------------------------------
+
+async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let (log_position, projections_position) = app
+        .readers
+        .read(|conn| {
+            let log_position = eventlog::last_position(conn)?;
+            Ok((log_position, projections::position(conn)?))
+        })
+        .await?;
+    let now = now_ms();
+    Ok(Json(json!({
+        "product": "Baton",
+        "version": env!("CARGO_PKG_VERSION"),
+        "peer_id": app.writer.peer_id.to_hex(),
+        "started": format_ms(app.started_ms),
+        "uptime_s": now.saturating_sub(app.started_ms) / 1000,
+        "log_position": log_position,
+        "projections_position": projections_position,
+        "projections_current": projections_position == log_position,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AtQuery {
+    at: Option<String>,
+}
+
+fn records_json<'a>(records: impl Iterator<Item = &'a Record>) -> Value {
+    Value::Array(records.map(show).collect())
+}
+
+async fn config(_: Ready, State(app): State<Arc<App>>, query: Query<AtQuery>) -> Result<Json<Value>, ApiError> {
+    let Query(AtQuery { at }) = query;
+    match at {
+        None => {
+            let records = app
+                .readers
+                .read(|conn| {
+                    let mut records = Vec::new();
+                    for &kind in RecordKind::ALL {
+                        records.extend(projections::list(conn, kind)?);
+                    }
+                    Ok(records)
+                })
+                .await?;
+            Ok(Json(json!({"at": format_ms(now_ms()), "records": records_json(records.iter())})))
+        }
+        Some(at) => {
+            let at_ms = parse_time("at", &at)?;
+            let state = app.readers.read(move |conn| crate::store::state_at(conn, at_ms)).await?;
+            Ok(Json(json!({"at": format_ms(at_ms), "records": records_json(state.records())})))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    from: String,
+    to: Option<String>,
+}
+
+async fn config_diff(_: Ready, State(app): State<Arc<App>>, query: Query<DiffQuery>) -> Result<Json<Value>, ApiError> {
+    let from_ms = parse_time("from", &query.from)?;
+    let to_ms = match &query.to {
+        Some(to) => parse_time("to", to)?,
+        None => now_ms(),
+    };
+    let changes = app
+        .readers
+        .read(move |conn| {
+            let before = crate::store::state_at(conn, from_ms)?;
+            let after = crate::store::state_at(conn, to_ms)?;
+            Ok(before.diff(&after))
+        })
+        .await?;
+    let changes: Vec<Value> = changes
+        .iter()
+        .map(|change| {
+            json!({
+                "kind": change.key.kind.as_str(),
+                "name": change.key.name,
+                "before": change.before.as_ref().map(show),
+                "after": change.after.as_ref().map(show),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"from": format_ms(from_ms), "to": format_ms(to_ms), "changes": changes})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    actor: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<u64>,
+    limit: Option<usize>,
+    level: Option<String>,
+    text: Option<String>,
+}
+
+/// Rows per page when the client does not say.
+pub const LOG_PAGE_DEFAULT: usize = 100;
+
+fn log_entry_json(entry: &projections::ConfigLogEntry) -> Value {
+    json!({
+        "position": entry.position,
+        "at": format_ms(entry.at_ms),
+        "origin": entry.origin,
+        "actor": entry.actor,
+        "action": entry.action,
+        "kind": entry.kind,
+        "name": entry.name,
+        "before": entry.before,
+        "after": entry.after,
+    })
+}
+
+fn parse_kind(text: &str) -> Result<RecordKind, ApiError> {
+    RecordKind::from_str(text).or_else(|| RecordKind::from_collection(text)).ok_or_else(|| {
+        ApiError::field(StatusCode::BAD_REQUEST, "invalid_query", "kind", format!("{text:?} is not a record kind"))
+    })
+}
+
+async fn configuration_log(_: Ready, State(app): State<Arc<App>>, query: Query<LogQuery>) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query;
+    if query.level.is_some() || query.text.is_some() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "level and text filter the Event Log only"));
+    }
+    let filter = projections::ConfigLogQuery {
+        actor: query.actor,
+        kind: query.kind.as_deref().map(parse_kind).transpose()?,
+        name: query.name,
+        since_ms: query.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
+        until_ms: query.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+        before_position: query.before,
+        limit: query.limit.unwrap_or(LOG_PAGE_DEFAULT),
+    };
+    let entries = app.readers.read(move |conn| Ok(projections::config_log(conn, &filter)?)).await?;
+    Ok(Json(page(entries.iter().map(log_entry_json).collect(), entries.last().map(|e| e.position))))
+}
+
+fn page(entries: Vec<Value>, last: Option<u64>) -> Value {
+    json!({"entries": entries, "next_before": last})
+}
+
+async fn history(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    Path((collection, name)): Path<(String, String)>,
+    query: Query<LogQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&collection)?;
+    let filter = projections::ConfigLogQuery {
+        kind: Some(kind),
+        name: Some(name),
+        before_position: query.before,
+        limit: query.limit.unwrap_or(LOG_PAGE_DEFAULT),
+        ..Default::default()
+    };
+    let entries = app.readers.read(move |conn| Ok(projections::config_log(conn, &filter)?)).await?;
+    Ok(Json(page(entries.iter().map(log_entry_json).collect(), entries.last().map(|e| e.position))))
+}
+
+async fn event_log(_: Ready, State(app): State<Arc<App>>, query: Query<LogQuery>) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query;
+    if query.actor.is_some() || query.name.is_some() || query.since.is_some() || query.until.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "the Event Log filters by level, kind and text",
+        ));
+    }
+    let level_min = match query.level.as_deref() {
+        None => None,
+        Some("info") => Some(Level::Info),
+        Some("warning") => Some(Level::Warning),
+        Some("error") => Some(Level::Error),
+        Some(_) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "level",
+                "must be info, warning or error",
+            ));
+        }
+    };
+    let filter = JournalQuery {
+        level_min,
+        kind_prefix: query.kind,
+        text: query.text,
+        before_id: query.before,
+        limit: query.limit.unwrap_or(LOG_PAGE_DEFAULT).clamp(1, projections::LOG_PAGE_MAX),
+    };
+    let entries = app.readers.read(move |conn| Ok(eventlog::query_journal(conn, &filter)?)).await?;
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|entry| {
+            json!({
+                "id": entry.id,
+                "at": format_ms(entry.at_ms),
+                "level": format!("{:?}", entry.level).to_lowercase(),
+                "kind": entry.kind,
+                "actor": entry.actor,
+                "message": entry.message,
+            })
+        })
+        .collect();
+    Ok(Json(page(rows, entries.last().map(|e| e.id))))
+}

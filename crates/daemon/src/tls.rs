@@ -1,0 +1,87 @@
+//! The admin API's TLS identity. On first start Baton makes a private CA and a server
+//! certificate signed by it (the CA's key is discarded at once, so it can sign nothing else);
+//! clients trust `ca.pem`. Both files are replaceable by the operator.
+
+use anyhow::Context;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const CA_FILE: &str = "ca.pem";
+pub const CERTIFICATE_FILE: &str = "server.pem";
+pub const KEY_FILE: &str = "server-key.pem";
+
+pub struct TlsFiles {
+    pub dir: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join(CA_FILE)
+    }
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.join(CERTIFICATE_FILE)
+    }
+    pub fn key(&self) -> PathBuf {
+        self.dir.join(KEY_FILE)
+    }
+}
+
+/// Makes the CA and server certificate unless both the certificate and key already exist.
+/// Returns whether new files were made.
+pub fn ensure_identity(files: &TlsFiles, names: &[String]) -> anyhow::Result<bool> {
+    if files.certificate().exists() && files.key().exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(&files.dir).with_context(|| format!("creating {}", files.dir.display()))?;
+
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.distinguished_name.push(DnType::CommonName, "Baton appliance CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).context("signing the CA certificate")?;
+
+    let server_key = KeyPair::generate().context("generating the server key")?;
+    let mut server_params = CertificateParams::new(names.to_vec()).context("server certificate names")?;
+    server_params.distinguished_name.push(DnType::CommonName, "Baton admin API");
+    let server = server_params.signed_by(&server_key, &ca, &ca_key).context("signing the server certificate")?;
+
+    write_private(&files.key(), server_key.serialize_pem().as_bytes())?;
+    std::fs::write(files.certificate(), server.pem()).context("writing the server certificate")?;
+    std::fs::write(files.ca(), ca.pem()).context("writing the CA certificate")?;
+    Ok(true)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    file.sync_all().with_context(|| format!("syncing {}", path.display()))
+}
+
+pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(files.certificate())
+        .with_context(|| format!("reading {}", files.certificate().display()))?
+        .collect::<Result<_, _>>()
+        .context("parsing the server certificate")?;
+    let key = PrivateKeyDer::from_pem_file(files.key()).with_context(|| format!("reading {}", files.key().display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .context("server certificate and key do not match")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,306 @@
+//! What an operator or a script sees from the admin API: authentication, the forced password
+//! change, CRUD with field-level errors, refusals that change nothing, logs and history.
+
+use crate::{NEW_PASSWORD, TestDaemon};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+fn error_fields(body: &Value) -> Vec<String> {
+    body["error"]["fields"]
+        .as_array()
+        .map(|fields| fields.iter().map(|f| f["field"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+async fn add_conference_chain(daemon: &TestDaemon) {
+    for (path, body) in [
+        (
+            "/api/v1/bridges",
+            json!({"name": "ts1", "bridge_type": "telepresence_server", "address": "127.0.0.1:8080",
+                   "protocol": "http", "username": "api", "password": "bridge-secret", "capacity_ports": 48}),
+        ),
+        ("/api/v1/bridge-pools", json!({"name": "pool-a", "bridge_type": "telepresence_server", "bridges": ["ts1"]})),
+        ("/api/v1/service-preferences", json!({"name": "pref-a", "bridge_type": "telepresence_server", "pools": ["pool-a"]})),
+        ("/api/v1/conference-templates", json!({"name": "meeting", "conference_type": "meeting", "service_preference": "pref-a"})),
+        (
+            "/api/v1/conference-aliases",
+            json!({"name": "meet", "pattern": "meet\\.(.+)@example\\.com", "conference_name": "meeting-$1",
+                   "template": "meeting", "priority": 10}),
+        ),
+    ] {
+        let (status, response) = daemon.call(Method::POST, path, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{path}: {response}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_valid_credentials_get_401_and_failures_are_logged() {
+    let daemon = TestDaemon::start().await;
+    let (status, body) = daemon.call_as(None, Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&body), "unauthenticated");
+    let (status, _) = daemon.call_as(Some(("admin", "wrong")), Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = daemon.call_as(Some(("nobody", "TANDBERG")), Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let response = daemon.client.get(format!("{}/api/v1/status", daemon.url)).bearer_auth("not-a-session").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().contains_key("www-authenticate"));
+
+    daemon.change_factory_password().await;
+    let (status, log) = daemon.call(Method::GET, "/api/v1/logs/events?kind=login.failed", None).await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let failures = log["entries"].as_array().unwrap();
+    assert_eq!(failures.len(), 2, "{log}");
+    assert!(failures.iter().any(|entry| entry["actor"] == "nobody"));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_factory_password_must_be_changed_before_anything_else() {
+    let daemon = TestDaemon::start().await;
+    let factory = Some(("admin", "TANDBERG"));
+    let (status, body) = daemon.call_as(factory, Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "password_change_required");
+    let bridge = json!({"name": "m1", "bridge_type": "mcu", "address": "127.0.0.1", "username": "u", "capacity_ports": 10});
+    let (status, _) = daemon.call_as(factory, Method::POST, "/api/v1/bridges", Some(bridge)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let (status, body) = daemon.call_as(factory, Method::POST, "/api/v1/password", Some(change("nope", NEW_PASSWORD))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_fields(&body), ["current_password"]);
+    let (status, body) = daemon.call_as(factory, Method::POST, "/api/v1/password", Some(change("TANDBERG", "short"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_fields(&body), ["new_password"]);
+
+    daemon.change_factory_password().await;
+    let (status, _) = daemon.call_as(factory, Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old password no longer works");
+    let (status, body) = daemon.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["projections_current"], true);
+
+    // The change is durable and the factory account is not recreated on restart.
+    let dir = daemon.stop().await;
+    let daemon = TestDaemon::start_in(dir).await;
+    let (status, _) = daemon.call_as(factory, Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = daemon.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_clearly_and_change_nothing() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    add_conference_chain(&daemon).await;
+    let (_, config_before) = daemon.call(Method::GET, "/api/v1/config", None).await;
+    let (_, status_before) = daemon.call(Method::GET, "/api/v1/status", None).await;
+
+    let raw = |body: &'static str, content_type: &'static str| {
+        daemon
+            .client
+            .post(format!("{}/api/v1/bridges", daemon.url))
+            .basic_auth("admin", Some(NEW_PASSWORD))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let response = raw("{\"name\": \"x\",", "application/json").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&response.json().await.unwrap()), "invalid_json");
+    let response = raw("[1, 2]", "application/json").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = raw("{}", "text/plain").await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(error_code(&response.json().await.unwrap()), "unsupported_media_type");
+
+    let huge = json!({"name": "big", "bridge_type": "mcu", "address": "x".repeat(300 * 1024),
+                      "username": "u", "capacity_ports": 1});
+    let (status, body) = daemon.call(Method::POST, "/api/v1/bridges", Some(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&body), "body_too_large");
+
+    let unknown = json!({"name": "m1", "bridge_type": "mcu", "address": "127.0.0.1", "username": "u",
+                         "capacity_ports": 10, "colour": "blue"});
+    let (status, body) = daemon.call(Method::POST, "/api/v1/bridges", Some(unknown)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "unknown_field");
+    assert_eq!(error_fields(&body), ["colour"]);
+
+    let wrong_type = json!({"name": "m1", "bridge_type": "mcu", "address": "127.0.0.1", "username": "u", "capacity_ports": "ten"});
+    let (status, _) = daemon.call(Method::POST, "/api/v1/bridges", Some(wrong_type)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Every invalid field is reported at once, by name.
+    let invalid = json!({"name": "", "bridge_type": "mcu", "address": "not a host", "username": "u", "capacity_ports": 0});
+    let (status, body) = daemon.call(Method::POST, "/api/v1/bridges", Some(invalid)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_code(&body), "invalid_fields");
+    let mut fields = error_fields(&body);
+    fields.sort();
+    assert_eq!(fields, ["address", "capacity_ports", "name"]);
+
+    let dangling = json!({"name": "pool-b", "bridge_type": "telepresence_server", "bridges": ["ts1", "ghost"]});
+    let (status, body) = daemon.call(Method::POST, "/api/v1/bridge-pools", Some(dangling)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_fields(&body), ["bridges[1]"]);
+
+    let (status, body) = daemon.call(Method::DELETE, "/api/v1/bridges/ts1", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "in_use");
+    let (status, body) = daemon.call(Method::DELETE, "/api/v1/administrators/admin", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let duplicate = json!({"name": "ts1", "bridge_type": "mcu", "address": "127.0.0.1", "username": "u", "capacity_ports": 1});
+    let (status, body) = daemon.call(Method::POST, "/api/v1/bridges", Some(duplicate)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "already_exists");
+    let renamed = json!({"name": "ts2"});
+    let (status, body) = daemon.call(Method::PUT, "/api/v1/bridges/ts1", Some(renamed)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_fields(&body), ["name"]);
+    let (status, body) = daemon.call(Method::GET, "/api/v1/bridges/ghost", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "not_found");
+    let (status, body) = daemon.call(Method::GET, "/api/v1/logs/events?level=loud", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_fields(&body), ["level"]);
+
+    let (_, config_after) = daemon.call(Method::GET, "/api/v1/config", None).await;
+    let (_, status_after) = daemon.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(config_before["records"], config_after["records"]);
+    assert_eq!(status_before["log_position"], status_after["log_position"], "no event was appended");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_round_trip_with_secrets_hidden_and_changes_audited() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    let (_, status) = daemon.call(Method::GET, "/api/v1/status", None).await;
+    let before_ms = {
+        // Everything before this instant is the factory state.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        daemon::http::now_ms()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(status["peer_id"].as_str().unwrap().len() == 32);
+    add_conference_chain(&daemon).await;
+
+    let (status, bridge) = daemon.call(Method::GET, "/api/v1/bridges/ts1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bridge["password"], "********", "secrets are never returned");
+    assert_eq!(bridge["capacity_ports"], 48);
+    assert_eq!(bridge["enabled"], true, "defaults are filled in");
+
+    // Editing one field with the redacted secret sent back keeps the stored password.
+    let mut edited = bridge.clone();
+    edited.as_object_mut().unwrap().remove("kind");
+    edited["capacity_ports"] = json!(96);
+    let (status, body) = daemon.call(Method::PUT, "/api/v1/bridges/ts1", Some(edited)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, bridges) = daemon.call(Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(bridges.as_array().unwrap().len(), 1);
+    assert_eq!(bridges[0]["capacity_ports"], 96);
+
+    // Peer-local settings are singletons.
+    let (status, body) =
+        daemon.call(Method::PUT, "/api/v1/system-name", Some(json!({"host_name": "baton1", "domain": "example.com"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = daemon.call(Method::GET, "/api/v1/system-name", None).await;
+    assert_eq!((status, body["host_name"].as_str()), (StatusCode::OK, Some("baton1")));
+    let (status, _) = daemon.call(Method::GET, "/api/v1/snmp", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "unset singletons are 404");
+
+    // The Configuration Log shows who changed what, newest first, with secrets redacted.
+    let (_, log) = daemon.call(Method::GET, "/api/v1/logs/configuration?kind=bridges&name=ts1", None).await;
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{log}");
+    assert_eq!(entries[0]["actor"], "admin");
+    assert_eq!(entries[0]["before"]["capacity_ports"], 48);
+    assert_eq!(entries[0]["after"]["capacity_ports"], 96);
+    assert_eq!(entries[1]["before"], Value::Null);
+    assert!(!log.to_string().contains("bridge-secret"));
+    let (_, page) = daemon.call(Method::GET, "/api/v1/logs/configuration?limit=2", None).await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+    let next = page["next_before"].as_u64().unwrap();
+    let (_, older) = daemon.call(Method::GET, &format!("/api/v1/logs/configuration?limit=2&before={next}"), None).await;
+    assert!(older["entries"][0]["position"].as_u64().unwrap() < next);
+
+    let (_, history) = daemon.call(Method::GET, "/api/v1/history/bridges/ts1", None).await;
+    assert_eq!(history["entries"].as_array().unwrap().len(), 2);
+
+    // The configuration as it was before the chain was added, and the difference since.
+    let (_, then) = daemon.call(Method::GET, &format!("/api/v1/config?at={before_ms}"), None).await;
+    let kinds: Vec<&str> = then["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["administrator"], "{then}");
+    let (_, diff) = daemon.call(Method::GET, &format!("/api/v1/config/diff?from={before_ms}"), None).await;
+    let changed: Vec<&str> = diff["changes"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(changed, ["ts1", "pool-a", "pref-a", "meeting", "meet", "system_name"], "{diff}");
+
+    // Removing in dependency order works.
+    for path in ["conference-aliases/meet", "conference-templates/meeting", "service-preferences/pref-a", "bridge-pools/pool-a", "bridges/ts1"] {
+        let (status, body) = daemon.call(Method::DELETE, &format!("/api/v1/{path}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}: {body}");
+    }
+    let (_, bridges) = daemon.call(Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(bridges, json!([]));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_log_in_and_out_and_the_openapi_document_is_served() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    let (status, session) = daemon
+        .call_as(None, Method::POST, "/api/v1/sessions", Some(json!({"username": "admin", "password": NEW_PASSWORD})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let token = session["token"].as_str().unwrap();
+    let get = |token: String| daemon.client.get(format!("{}/api/v1/status", daemon.url)).bearer_auth(token).send();
+    assert_eq!(get(token.to_owned()).await.unwrap().status(), StatusCode::OK);
+    let logout = daemon.client.delete(format!("{}/api/v1/sessions/current", daemon.url)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert_eq!(get(token.to_owned()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    let (status, wrong) =
+        daemon.call_as(None, Method::POST, "/api/v1/sessions", Some(json!({"username": "admin", "password": "x"}))).await;
+    assert_eq!((status, error_code(&wrong)), (StatusCode::UNAUTHORIZED, "unauthenticated"));
+
+    let (status, openapi) = daemon.call_as(None, Method::GET, "/api/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(openapi["openapi"], "3.1.0");
+    assert!(openapi["paths"]["/api/v1/bridges/{name}"]["put"].is_object());
+    assert!(openapi["paths"]["/api/v1/ntp"]["get"]["summary"].as_str().unwrap().contains("this peer only"));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_are_created_with_hashed_passwords() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    let (status, body) = daemon
+        .call(Method::POST, "/api/v1/administrators", Some(json!({"name": "ops", "password_hash": "$argon2id$fake"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "hashes cannot be injected: {body}");
+    let (status, body) = daemon.call(Method::POST, "/api/v1/administrators", Some(json!({"name": "ops", "password": "short"}))).await;
+    assert_eq!((status, error_fields(&body)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["password".to_owned()]));
+    let (status, body) =
+        daemon.call(Method::POST, "/api/v1/administrators", Some(json!({"name": "ops", "password": "ops password 1"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["password_hash"], "********");
+    let (status, _) = daemon.call_as(Some(("ops", "ops password 1")), Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = daemon.call(Method::DELETE, "/api/v1/administrators/ops", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = daemon.call_as(Some(("ops", "ops password 1")), Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    daemon.stop().await;
+}

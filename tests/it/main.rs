@@ -1,0 +1,4 @@
+//! Tests across real processes: crash safety of `batond` and the CLI against a live daemon.
+#![allow(clippy::unwrap_used)]
+
+mod crash;
