@@ -26,8 +26,9 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
+    })
 }
 
 /// Why a new password is not acceptable, or `None`.
@@ -64,9 +65,12 @@ impl Sessions {
         getrandom::fill(&mut bytes).ok()?;
         let token = hex::encode(bytes);
         let mut sessions = self.by_token.lock().ok()?;
-        sessions.retain(|_, session| now_ms.saturating_sub(session.last_used_ms) < SESSION_IDLE_TIMEOUT_MS);
+        sessions.retain(|_, session| {
+            now_ms.saturating_sub(session.last_used_ms) < SESSION_IDLE_TIMEOUT_MS
+        });
         if sessions.len() >= SESSIONS_MAX {
-            let oldest = sessions.iter().min_by_key(|(_, s)| s.last_used_ms).map(|(token, _)| token.clone());
+            let oldest =
+                sessions.iter().min_by_key(|(_, s)| s.last_used_ms).map(|(token, _)| token.clone());
             if let Some(oldest) = oldest {
                 sessions.remove(&oldest);
             }
@@ -96,7 +100,9 @@ impl Sessions {
     /// Ends every session of `user` (password changed elsewhere, account removed).
     pub fn close_user(&self, user: &str, except_token: Option<&str>) {
         if let Ok(mut sessions) = self.by_token.lock() {
-            sessions.retain(|token, session| session.user != user || Some(token.as_str()) == except_token);
+            sessions.retain(|token, session| {
+                session.user != user || Some(token.as_str()) == except_token
+            });
         }
     }
 }
@@ -120,7 +126,10 @@ mod tests {
         let token = sessions.open("admin", 0).expect("token");
         assert_eq!(sessions.user(&token, SESSION_IDLE_TIMEOUT_MS - 1).as_deref(), Some("admin"));
         // The previous request refreshed the timer.
-        assert_eq!(sessions.user(&token, 2 * SESSION_IDLE_TIMEOUT_MS - 2).as_deref(), Some("admin"));
+        assert_eq!(
+            sessions.user(&token, 2 * SESSION_IDLE_TIMEOUT_MS - 2).as_deref(),
+            Some("admin")
+        );
         assert_eq!(sessions.user(&token, 4 * SESSION_IDLE_TIMEOUT_MS), None);
         let a = sessions.open("admin", 0).expect("token");
         let b = sessions.open("admin", 0).expect("token");

@@ -47,31 +47,47 @@ pub fn router(app: Arc<App>) -> Router {
         if kind.is_singleton() {
             router = router.route(
                 &collection,
-                get(move |a: Ready, s: State<Arc<App>>| read_one(a, s, kind, kind.as_str().to_owned()))
-                    .put(move |a: Ready, s: State<Arc<App>>, b: JsonBody| save(a, s, kind, None, b))
-                    .delete(move |a: Ready, s: State<Arc<App>>| remove(a, s, kind, kind.as_str().to_owned())),
+                get(move |a: Ready, s: State<Arc<App>>| {
+                    read_one(a, s, kind, kind.as_str().to_owned())
+                })
+                .put(move |a: Ready, s: State<Arc<App>>, b: JsonBody| save(a, s, kind, None, b))
+                .delete(move |a: Ready, s: State<Arc<App>>| {
+                    remove(a, s, kind, kind.as_str().to_owned())
+                }),
             );
         } else {
             router = router
                 .route(
                     &collection,
-                    get(move |a: Ready, s: State<Arc<App>>| list(a, s, kind))
-                        .post(move |a: Ready, s: State<Arc<App>>, b: JsonBody| create(a, s, kind, b)),
+                    get(move |a: Ready, s: State<Arc<App>>| list(a, s, kind)).post(
+                        move |a: Ready, s: State<Arc<App>>, b: JsonBody| create(a, s, kind, b),
+                    ),
                 )
                 .route(
                     &format!("{collection}/{{name}}"),
-                    get(move |a: Ready, s: State<Arc<App>>, Path(name): Path<String>| read_one(a, s, kind, name))
-                        .put(move |a: Ready, s: State<Arc<App>>, Path(name): Path<String>, b: JsonBody| {
+                    get(move |a: Ready, s: State<Arc<App>>, Path(name): Path<String>| {
+                        read_one(a, s, kind, name)
+                    })
+                    .put(
+                        move |a: Ready,
+                              s: State<Arc<App>>,
+                              Path(name): Path<String>,
+                              b: JsonBody| {
                             save(a, s, kind, Some(name), b)
-                        })
-                        .delete(move |a: Ready, s: State<Arc<App>>, Path(name): Path<String>| {
+                        },
+                    )
+                    .delete(
+                        move |a: Ready, s: State<Arc<App>>, Path(name): Path<String>| {
                             remove(a, s, kind, name)
-                        }),
+                        },
+                    ),
                 );
         }
     }
     router
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+        })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(tower::limit::ConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         .with_state(app)
@@ -92,7 +108,12 @@ impl ApiError {
         ApiError { status, code, message: message.into(), fields: Vec::new() }
     }
 
-    fn field(status: StatusCode, code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
+    fn field(
+        status: StatusCode,
+        code: &'static str,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ApiError {
         let message = message.into();
         ApiError {
             status,
@@ -103,21 +124,33 @@ impl ApiError {
     }
 
     fn unauthenticated() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "log in with an administrator account")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "log in with an administrator account",
+        )
     }
 
     fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!(%error, "request failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the Event Log")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the Event Log",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "fields": self.fields}});
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "fields": self.fields}});
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"baton\""));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"baton\""),
+            );
         }
         response
     }
@@ -148,12 +181,16 @@ impl From<Rejection> for ApiError {
                 message,
                 fields: errors,
             },
-            Rejection::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            Rejection::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
             Rejection::AlreadyExists { .. } => {
                 ApiError::field(StatusCode::CONFLICT, "already_exists", "name", message)
             }
             Rejection::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "in_use", message),
-            Rejection::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            Rejection::Forbidden { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
         }
     }
 }
@@ -182,7 +219,11 @@ impl FromRequestParts<Arc<App>> for Admin {
         if let Some(token) = authorization.strip_prefix("Bearer ") {
             let name = app.sessions.user(token, now_ms()).ok_or_else(ApiError::unauthenticated)?;
             let admin = lookup_admin(app, &name).await?.ok_or_else(ApiError::unauthenticated)?;
-            return Ok(Admin { name, must_change_password: admin.must_change_password, token: Some(token.to_owned()) });
+            return Ok(Admin {
+                name,
+                must_change_password: admin.must_change_password,
+                token: Some(token.to_owned()),
+            });
         }
         if let Some(encoded) = authorization.strip_prefix("Basic ") {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -192,7 +233,11 @@ impl FromRequestParts<Arc<App>> for Admin {
                 .ok_or_else(ApiError::unauthenticated)?;
             let (name, password) = decoded.split_once(':').ok_or_else(ApiError::unauthenticated)?;
             let admin = check_password(app, name, password).await?;
-            return Ok(Admin { name: admin.name, must_change_password: admin.must_change_password, token: None });
+            return Ok(Admin {
+                name: admin.name,
+                must_change_password: admin.must_change_password,
+                token: None,
+            });
         }
         Err(ApiError::unauthenticated())
     }
@@ -220,12 +265,17 @@ pub struct JsonBody(pub serde_json::Map<String, Value>);
 impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<JsonBody, ApiError> {
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<JsonBody, ApiError> {
         let is_json = request
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.split(';').next().is_some_and(|mime| mime.trim() == "application/json"));
+            .is_some_and(|value| {
+                value.split(';').next().is_some_and(|mime| mime.trim() == "application/json")
+            });
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -246,19 +296,27 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
         })?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(JsonBody(map)),
-            Ok(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body must be a JSON object")),
-            Err(error) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {error}")))
-            }
+            Ok(_) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body must be a JSON object",
+            )),
+            Err(error) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {error}"),
+            )),
         }
     }
 }
 
-
 fn body_error(error: &serde_json::Error) -> ApiError {
     let text = error.to_string();
     // serde names the offending field between backticks: "unknown field `x`, expected …".
-    let field = text.split('`').nth(1).filter(|_| text.starts_with("unknown field") || text.starts_with("missing field"));
+    let field = text
+        .split('`')
+        .nth(1)
+        .filter(|_| text.starts_with("unknown field") || text.starts_with("missing field"));
     let code = if text.starts_with("unknown field") { "unknown_field" } else { "invalid_body" };
     match field {
         Some(field) => ApiError::field(StatusCode::BAD_REQUEST, code, field, text.clone()),
@@ -269,7 +327,8 @@ fn body_error(error: &serde_json::Error) -> ApiError {
 // ---- helpers -------------------------------------------------------------------------------
 
 pub fn now_ms() -> u64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since_epoch =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -284,7 +343,12 @@ fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
         return Ok(ms);
     }
     let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
-        ApiError::field(StatusCode::BAD_REQUEST, "invalid_query", field, "must be RFC 3339 time or epoch milliseconds")
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            field,
+            "must be RFC 3339 time or epoch milliseconds",
+        )
     })?;
     let since_epoch = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Ok(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
@@ -298,7 +362,10 @@ fn show(record: &Record) -> Value {
     value
 }
 
-async fn lookup_admin(app: &App, name: &str) -> Result<Option<model::record::Administrator>, ApiError> {
+async fn lookup_admin(
+    app: &App,
+    name: &str,
+) -> Result<Option<model::record::Administrator>, ApiError> {
     let key = RecordKey { kind: RecordKind::Administrator, name: name.to_owned() };
     let record = app.readers.read(move |conn| Ok(projections::get(conn, &key)?)).await?;
     Ok(match record {
@@ -308,9 +375,14 @@ async fn lookup_admin(app: &App, name: &str) -> Result<Option<model::record::Adm
 }
 
 /// Verifies an administrator's password; failures are recorded in the Event Log.
-async fn check_password(app: &App, name: &str, password: &str) -> Result<model::record::Administrator, ApiError> {
+async fn check_password(
+    app: &App,
+    name: &str,
+    password: &str,
+) -> Result<model::record::Administrator, ApiError> {
     let admin = lookup_admin(app, name).await?;
-    let (hash, password_owned) = (admin.as_ref().map(|a| a.password_hash.clone()), password.to_owned());
+    let (hash, password_owned) =
+        (admin.as_ref().map(|a| a.password_hash.clone()), password.to_owned());
     let verified = tokio::task::spawn_blocking(move || {
         // Hash even for an unknown user, so timing does not tell which names exist.
         let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
@@ -321,7 +393,12 @@ async fn check_password(app: &App, name: &str, password: &str) -> Result<model::
     match admin {
         Some(admin) if verified => Ok(admin),
         _ => {
-            app.writer.journal(journal_entry(Level::Warning, "login.failed", Some(name), "wrong user name or password"));
+            app.writer.journal(journal_entry(
+                Level::Warning,
+                "login.failed",
+                Some(name),
+                "wrong user name or password",
+            ));
             Err(ApiError::unauthenticated())
         }
     }
@@ -330,7 +407,12 @@ async fn check_password(app: &App, name: &str, password: &str) -> Result<model::
 /// An argon2id hash of a random string, verified against when the user does not exist.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1yJbUSEQ3HYd5ONjQx5s8yNQ4x0HVqmEqN3PBXc0P5s";
 
-fn journal_entry(level: Level, kind: &str, actor: Option<&str>, message: impl Into<String>) -> NewJournalEntry {
+fn journal_entry(
+    level: Level,
+    kind: &str,
+    actor: Option<&str>,
+    message: impl Into<String>,
+) -> NewJournalEntry {
     NewJournalEntry {
         at_ms: now_ms(),
         level,
@@ -373,26 +455,43 @@ async fn record_from_body(
             Some(Value::String(password)) => {
                 let problem = if kind == RecordKind::PolicyService {
                     // The VCS stores at most 30 characters for a policy service password.
-                    (password.is_empty() || password.chars().count() > 30).then(|| "must be 1 to 30 characters".to_owned())
+                    (password.is_empty() || password.chars().count() > 30)
+                        .then(|| "must be 1 to 30 characters".to_owned())
                 } else {
                     auth::password_problem(&password)
                 };
                 if let Some(problem) = problem {
-                    return Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", "password", problem));
+                    return Err(ApiError::field(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_fields",
+                        "password",
+                        problem,
+                    ));
                 }
                 hash(password).await?
             }
             Some(_) => {
-                return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid_body", "password", "must be a string"));
+                return Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "password",
+                    "must be a string",
+                ));
             }
             None if existing.is_some() => model::record::REDACTED.to_owned(),
             None => {
-                return Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", "password", "is required"));
+                return Err(ApiError::field(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_fields",
+                    "password",
+                    "is required",
+                ));
             }
         };
         body.insert("password_hash".to_owned(), Value::String(hash));
     }
-    let mut record = Record::from_json(kind, Value::Object(body)).map_err(|error| body_error(&error))?;
+    let mut record =
+        Record::from_json(kind, Value::Object(body)).map_err(|error| body_error(&error))?;
     if let Some(existing) = existing {
         record.keep_secrets_from(existing);
     }
@@ -410,12 +509,21 @@ async fn current(app: &App, key: RecordKey) -> Result<Option<Record>, ApiError> 
 
 // ---- record handlers -----------------------------------------------------------------------
 
-async fn list(_: Ready, State(app): State<Arc<App>>, kind: RecordKind) -> Result<Json<Value>, ApiError> {
+async fn list(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    kind: RecordKind,
+) -> Result<Json<Value>, ApiError> {
     let records = app.readers.read(move |conn| Ok(projections::list(conn, kind)?)).await?;
     Ok(Json(Value::Array(records.iter().map(show).collect())))
 }
 
-async fn read_one(_: Ready, State(app): State<Arc<App>>, kind: RecordKind, name: String) -> Result<Json<Value>, ApiError> {
+async fn read_one(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    kind: RecordKind,
+    name: String,
+) -> Result<Json<Value>, ApiError> {
     let key = RecordKey { kind, name };
     match current(&app, key.clone()).await? {
         Some(record) => Ok(Json(show(&record))),
@@ -472,7 +580,8 @@ async fn save(
     execute(&app, &admin.name, command).await?;
     if kind == RecordKind::Administrator && existing.is_some() {
         // A password changed by another administrator ends that account's other sessions.
-        app.sessions.close_user(&key.name, admin.token.as_deref().filter(|_| admin.name == key.name));
+        app.sessions
+            .close_user(&key.name, admin.token.as_deref().filter(|_| admin.name == key.name));
     }
     Ok(Json(shown))
 }
@@ -499,11 +608,21 @@ struct LoginRequest {
     password: String,
 }
 
-async fn login(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: LoginRequest = serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
+async fn login(
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: LoginRequest =
+        serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
     let admin = check_password(&app, &request.username, &request.password).await?;
-    let token = app.sessions.open(&admin.name, now_ms()).ok_or_else(|| ApiError::internal("no session"))?;
-    app.writer.journal(journal_entry(Level::Info, "login.succeeded", Some(&admin.name), "administrator logged in"));
+    let token =
+        app.sessions.open(&admin.name, now_ms()).ok_or_else(|| ApiError::internal("no session"))?;
+    app.writer.journal(journal_entry(
+        Level::Info,
+        "login.succeeded",
+        Some(&admin.name),
+        "administrator logged in",
+    ));
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -517,10 +636,19 @@ async fn login(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Result<
 
 async fn logout(admin: Admin, State(app): State<Arc<App>>) -> Result<StatusCode, ApiError> {
     let token = admin.token.ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "no_session", "this request used Basic authentication, not a session")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "no_session",
+            "this request used Basic authentication, not a session",
+        )
     })?;
     app.sessions.close(&token);
-    app.writer.journal(journal_entry(Level::Info, "logout", Some(&admin.name), "administrator logged out"));
+    app.writer.journal(journal_entry(
+        Level::Info,
+        "logout",
+        Some(&admin.name),
+        "administrator logged out",
+    ));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -536,12 +664,24 @@ async fn change_password(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let request: PasswordChange = serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
-    let mut account = check_password(&app, &admin.name, &request.current_password).await.map_err(|_| {
-        ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", "current_password", "is not correct")
-    })?;
+    let request: PasswordChange =
+        serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
+    let mut account =
+        check_password(&app, &admin.name, &request.current_password).await.map_err(|_| {
+            ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_fields",
+                "current_password",
+                "is not correct",
+            )
+        })?;
     if let Some(problem) = auth::password_problem(&request.new_password) {
-        return Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", "new_password", problem));
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_fields",
+            "new_password",
+            problem,
+        ));
     }
     if request.new_password == request.current_password {
         return Err(ApiError::field(
@@ -555,7 +695,12 @@ async fn change_password(
     account.must_change_password = false;
     execute(&app, &admin.name, Command::Save(Record::Administrator(account))).await?;
     app.sessions.close_user(&admin.name, admin.token.as_deref());
-    app.writer.journal(journal_entry(Level::Info, "password.changed", Some(&admin.name), "password changed"));
+    app.writer.journal(journal_entry(
+        Level::Info,
+        "password.changed",
+        Some(&admin.name),
+        "password changed",
+    ));
     Ok(Json(json!({"message": "password changed"})))
 }
 
@@ -592,7 +737,11 @@ fn records_json<'a>(records: impl Iterator<Item = &'a Record>) -> Value {
     Value::Array(records.map(show).collect())
 }
 
-async fn config(_: Ready, State(app): State<Arc<App>>, query: Query<AtQuery>) -> Result<Json<Value>, ApiError> {
+async fn config(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    query: Query<AtQuery>,
+) -> Result<Json<Value>, ApiError> {
     let Query(AtQuery { at }) = query;
     match at {
         None => {
@@ -623,7 +772,11 @@ struct DiffQuery {
     to: Option<String>,
 }
 
-async fn config_diff(_: Ready, State(app): State<Arc<App>>, query: Query<DiffQuery>) -> Result<Json<Value>, ApiError> {
+async fn config_diff(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    query: Query<DiffQuery>,
+) -> Result<Json<Value>, ApiError> {
     let from_ms = parse_time("from", &query.from)?;
     let to_ms = match &query.to {
         Some(to) => parse_time("to", to)?,
@@ -683,15 +836,28 @@ fn log_entry_json(entry: &projections::ConfigLogEntry) -> Value {
 }
 
 fn parse_kind(text: &str) -> Result<RecordKind, ApiError> {
-    RecordKind::from_str(text).or_else(|| RecordKind::from_collection(text)).ok_or_else(|| {
-        ApiError::field(StatusCode::BAD_REQUEST, "invalid_query", "kind", format!("{text:?} is not a record kind"))
+    RecordKind::from_name(text).or_else(|| RecordKind::from_collection(text)).ok_or_else(|| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "kind",
+            format!("{text:?} is not a record kind"),
+        )
     })
 }
 
-async fn configuration_log(_: Ready, State(app): State<Arc<App>>, query: Query<LogQuery>) -> Result<Json<Value>, ApiError> {
+async fn configuration_log(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    query: Query<LogQuery>,
+) -> Result<Json<Value>, ApiError> {
     let Query(query) = query;
     if query.level.is_some() || query.text.is_some() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "level and text filter the Event Log only"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "level and text filter the Event Log only",
+        ));
     }
     let filter = projections::ConfigLogQuery {
         actor: query.actor,
@@ -728,9 +894,17 @@ async fn history(
     Ok(Json(page(entries.iter().map(log_entry_json).collect(), entries.last().map(|e| e.position))))
 }
 
-async fn event_log(_: Ready, State(app): State<Arc<App>>, query: Query<LogQuery>) -> Result<Json<Value>, ApiError> {
+async fn event_log(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    query: Query<LogQuery>,
+) -> Result<Json<Value>, ApiError> {
     let Query(query) = query;
-    if query.actor.is_some() || query.name.is_some() || query.since.is_some() || query.until.is_some() {
+    if query.actor.is_some()
+        || query.name.is_some()
+        || query.since.is_some()
+        || query.until.is_some()
+    {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",

@@ -80,8 +80,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         open_ms = opened_at.elapsed().as_millis() as u64,
         "event log opened"
     );
-    let factory_account_needed = store.state().list(model::RecordKind::Administrator).next().is_none();
-    let (writer, writer_thread) = store::Writer::spawn(store).context("starting the writer thread")?;
+    let factory_account_needed =
+        store.state().list(model::RecordKind::Administrator).next().is_none();
+    let (writer, writer_thread) =
+        store::Writer::spawn(store).context("starting the writer thread")?;
     if factory_account_needed {
         create_factory_account(&writer).await?;
     }
@@ -101,7 +103,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     listener.set_nonblocking(true).context("making the admin socket non-blocking")?;
     let admin_addr = listener.local_addr().context("reading the admin address")?;
     let admin_url = format!("https://{admin_addr}");
-    std::fs::write(config.data_dir.join(ADMIN_URL_FILE), &admin_url).context("writing the admin URL file")?;
+    std::fs::write(config.data_dir.join(ADMIN_URL_FILE), &admin_url)
+        .context("writing the admin URL file")?;
 
     let app = Arc::new(http::App {
         writer: writer.clone(),
@@ -110,11 +113,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         started_ms,
     });
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls_config))
-        .handle(handle.clone())
-        .serve(http::router(app).into_make_service());
+    let server = axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls_config),
+    )
+    .handle(handle.clone())
+    .serve(http::router(app).into_make_service());
 
-    writer.journal(journal(eventlog::Level::Info, "daemon.started", format!("Baton {} started", env!("CARGO_PKG_VERSION"))));
+    writer.journal(journal(
+        eventlog::Level::Info,
+        "daemon.started",
+        format!("Baton {} started", env!("CARGO_PKG_VERSION")),
+    ));
     tracing::info!(%admin_url, peer_id = %writer.peer_id, "admin API listening");
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     let watchdog = spawn_watchdog(shutdown.clone());
@@ -133,7 +143,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let served = server.await.context("admin API server failed");
         stopper.abort();
         watchdog.abort();
-        writer.journal(journal(eventlog::Level::Info, "daemon.stopped", "Baton stopped".to_owned()));
+        writer.journal(journal(
+            eventlog::Level::Info,
+            "daemon.stopped",
+            "Baton stopped".to_owned(),
+        ));
         drop(writer);
         // The writer drains its queue and exits once the last handle (held by the server's
         // router, now dropped) is gone.
@@ -158,7 +172,11 @@ async fn create_factory_account(writer: &store::Writer) -> anyhow::Result<()> {
         must_change_password: true,
     };
     writer
-        .execute("system", model::Command::Create(model::Record::Administrator(account)), http::now_ms())
+        .execute(
+            "system",
+            model::Command::Create(model::Record::Administrator(account)),
+            http::now_ms(),
+        )
         .await
         .context("creating the factory administrator account")?;
     tracing::warn!(
@@ -169,7 +187,13 @@ async fn create_factory_account(writer: &store::Writer) -> anyhow::Result<()> {
 }
 
 fn journal(level: eventlog::Level, kind: &str, message: String) -> eventlog::NewJournalEntry {
-    eventlog::NewJournalEntry { at_ms: http::now_ms(), level, kind: kind.to_owned(), actor: None, message }
+    eventlog::NewJournalEntry {
+        at_ms: http::now_ms(),
+        level,
+        kind: kind.to_owned(),
+        actor: None,
+        message,
+    }
 }
 
 fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {

@@ -63,7 +63,8 @@ impl Store {
         if let Some(snapshot) = log.latest_snapshot()? {
             // A snapshot in an older format is simply not used: replaying the log is always
             // correct, only slower.
-            if snapshot.format == model::SNAPSHOT_FORMAT && snapshot.position <= log.last_position() {
+            if snapshot.format == model::SNAPSHOT_FORMAT && snapshot.position <= log.last_position()
+            {
                 state = State::from_snapshot(&snapshot.blob)?;
                 position = snapshot.position;
                 report.snapshot_position = position;
@@ -81,8 +82,13 @@ impl Store {
         }
         report.projection_events_applied = projections::catch_up(log.connection_mut())?;
         let clock = HybridClock::new(log.max_hlc()?);
-        let mut store =
-            Store { log, state, clock, applied_position: position, snapshot_position: report.snapshot_position };
+        let mut store = Store {
+            log,
+            state,
+            clock,
+            applied_position: position,
+            snapshot_position: report.snapshot_position,
+        };
         store.snapshot_if_due()?;
         Ok((store, report))
     }
@@ -144,7 +150,11 @@ impl Store {
 
     fn snapshot_if_due(&mut self) -> Result<(), StoreError> {
         if self.applied_position >= self.snapshot_position + SNAPSHOT_INTERVAL_EVENTS {
-            self.log.save_snapshot(self.applied_position, model::SNAPSHOT_FORMAT, &self.state.to_snapshot())?;
+            self.log.save_snapshot(
+                self.applied_position,
+                model::SNAPSHOT_FORMAT,
+                &self.state.to_snapshot(),
+            )?;
             self.snapshot_position = self.applied_position;
         }
         Ok(())
@@ -271,10 +281,10 @@ impl Readers {
                 None => eventlog::open_reader(&readers.path)?,
             };
             let result = read(&conn);
-            if let Ok(mut idle) = readers.idle.lock() {
-                if idle.len() < READERS_IDLE_MAX {
-                    idle.push(conn);
-                }
+            if let Ok(mut idle) = readers.idle.lock()
+                && idle.len() < READERS_IDLE_MAX
+            {
+                idle.push(conn);
             }
             result
         })

@@ -35,7 +35,8 @@ pub fn ensure_identity(files: &TlsFiles, names: &[String]) -> anyhow::Result<boo
     if files.certificate().exists() && files.key().exists() {
         return Ok(false);
     }
-    std::fs::create_dir_all(&files.dir).with_context(|| format!("creating {}", files.dir.display()))?;
+    std::fs::create_dir_all(&files.dir)
+        .with_context(|| format!("creating {}", files.dir.display()))?;
 
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
@@ -45,9 +46,12 @@ pub fn ensure_identity(files: &TlsFiles, names: &[String]) -> anyhow::Result<boo
     let ca = ca_params.self_signed(&ca_key).context("signing the CA certificate")?;
 
     let server_key = KeyPair::generate().context("generating the server key")?;
-    let mut server_params = CertificateParams::new(names.to_vec()).context("server certificate names")?;
+    let mut server_params =
+        CertificateParams::new(names.to_vec()).context("server certificate names")?;
     server_params.distinguished_name.push(DnType::CommonName, "Baton admin API");
-    let server = server_params.signed_by(&server_key, &ca, &ca_key).context("signing the server certificate")?;
+    let server = server_params
+        .signed_by(&server_key, &ca, &ca_key)
+        .context("signing the server certificate")?;
 
     write_private(&files.key(), server_key.serialize_pem().as_bytes())?;
     std::fs::write(files.certificate(), server.pem()).context("writing the server certificate")?;
@@ -70,11 +74,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(files.certificate())
-        .with_context(|| format!("reading {}", files.certificate().display()))?
-        .collect::<Result<_, _>>()
-        .context("parsing the server certificate")?;
-    let key = PrivateKeyDer::from_pem_file(files.key()).with_context(|| format!("reading {}", files.key().display()))?;
+    let certificates: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(files.certificate())
+            .with_context(|| format!("reading {}", files.certificate().display()))?
+            .collect::<Result<_, _>>()
+            .context("parsing the server certificate")?;
+    let key = PrivateKeyDer::from_pem_file(files.key())
+        .with_context(|| format!("reading {}", files.key().display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -102,7 +102,17 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Recomputes this event's hash from its fields and `prev_hash`.
     pub fn compute_hash(&self) -> Hash {
-        event_hash(self.prev_hash, self.origin, self.stream, self.seq, self.hlc, &self.actor, &self.kind, self.version, &self.payload)
+        event_hash(
+            self.prev_hash,
+            self.origin,
+            self.stream,
+            self.seq,
+            self.hlc,
+            &self.actor,
+            &self.kind,
+            self.version,
+            &self.payload,
+        )
     }
 }
 
@@ -219,7 +229,9 @@ pub enum Error {
     ChainMismatch { origin: PeerId, stream: Stream, seq: u64 },
     #[error("event {origin}/{stream:?}#{seq} has a hash that does not match its contents")]
     BadHash { origin: PeerId, stream: Stream, seq: u64 },
-    #[error("event {origin}/{stream:?}#{seq} differs from the one already stored: the histories forked")]
+    #[error(
+        "event {origin}/{stream:?}#{seq} differs from the one already stored: the histories forked"
+    )]
     Fork { origin: PeerId, stream: Stream, seq: u64 },
     #[error("event {origin}/{stream:?}#{seq} claims to come from this peer")]
     OwnOrigin { origin: PeerId, stream: Stream, seq: u64 },
@@ -288,27 +300,39 @@ impl EventLog {
     pub fn open(path: &Path) -> Result<EventLog, Error> {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
-        let application_id: i64 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
-        let has_tables: bool =
-            conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table'", [], |row| row.get(0))?;
+        let application_id: i64 =
+            conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+        let has_tables: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table'",
+            [],
+            |row| row.get(0),
+        )?;
         if application_id == 0 && !has_tables {
             let mut peer = [0u8; 16];
             getrandom::fill(&mut peer).map_err(|e| Error::Random(e.to_string()))?;
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA)?;
-            tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION])?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION],
+            )?;
             tx.execute("INSERT INTO meta (key, value) VALUES ('peer_id', ?1)", [peer.as_slice()])?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.commit()?;
         } else if application_id != APPLICATION_ID {
             return Err(Error::NotABatonLog { path: path.to_path_buf() });
         }
-        let found: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))?;
+        let found: i64 =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| {
+                row.get(0)
+            })?;
         if found > SCHEMA_VERSION {
             return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
         }
-        let peer: Vec<u8> = conn.query_row("SELECT value FROM meta WHERE key = 'peer_id'", [], |row| row.get(0))?;
-        let peer_id = PeerId(peer.try_into().map_err(|_| Error::NotABatonLog { path: path.to_path_buf() })?);
+        let peer: Vec<u8> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'peer_id'", [], |row| row.get(0))?;
+        let peer_id =
+            PeerId(peer.try_into().map_err(|_| Error::NotABatonLog { path: path.to_path_buf() })?);
         let mut heads = BTreeMap::new();
         {
             let mut statement = conn.prepare(
@@ -316,17 +340,32 @@ impl EventLog {
                  (SELECT max(position) FROM events GROUP BY origin, stream)",
             )?;
             let rows = statement.query_map([], |row| {
-                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?, row.get::<_, u64>(2)?, row.get::<_, Vec<u8>>(3)?))
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, u64>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                ))
             })?;
             for row in rows {
                 let (origin, stream, seq, hash) = row?;
                 let origin = PeerId(origin.try_into().map_err(|_| corrupt_row("origin"))?);
                 let stream = Stream::from_i64(stream).ok_or_else(|| corrupt_row("stream"))?;
-                heads.insert((origin, stream), Head { seq, hash: Hash(hash.try_into().map_err(|_| corrupt_row("hash"))?) });
+                heads.insert(
+                    (origin, stream),
+                    Head { seq, hash: Hash(hash.try_into().map_err(|_| corrupt_row("hash"))?) },
+                );
             }
         }
         let last_position = last_position(&conn)?;
-        Ok(EventLog { conn, path: path.to_path_buf(), peer_id, heads, last_position, journal_inserts: 0 })
+        Ok(EventLog {
+            conn,
+            path: path.to_path_buf(),
+            peer_id,
+            heads,
+            last_position,
+            journal_inserts: 0,
+        })
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -404,7 +443,9 @@ impl EventLog {
             let head = heads.entry((origin, stream)).or_default();
             if seq <= head.seq {
                 let held: Option<Vec<u8>> = tx
-                    .prepare_cached("SELECT hash FROM events WHERE origin = ?1 AND stream = ?2 AND seq = ?3")?
+                    .prepare_cached(
+                        "SELECT hash FROM events WHERE origin = ?1 AND stream = ?2 AND seq = ?3",
+                    )?
                     .query_row(params![origin.0, stream as i64, seq], |row| row.get(0))
                     .optional()?;
                 if held.as_deref() == Some(event.hash.0.as_slice()) {
@@ -435,11 +476,18 @@ impl EventLog {
     }
 
     /// One chain's events after `after_seq`, in order (for catch-up between peers).
-    pub fn read_origin(&self, origin: PeerId, stream: Stream, after_seq: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
+    pub fn read_origin(
+        &self,
+        origin: PeerId,
+        stream: Stream,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error> {
         let mut statement = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM events WHERE origin = ?1 AND stream = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4"
         ))?;
-        let rows = statement.query_map(params![origin.0, stream as i64, after_seq, limit as i64], row_to_event)?;
+        let rows = statement
+            .query_map(params![origin.0, stream as i64, after_seq, limit as i64], row_to_event)?;
         collect(rows)
     }
 
@@ -447,7 +495,9 @@ impl EventLog {
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         let mut heads: BTreeMap<(PeerId, Stream), Head> = BTreeMap::new();
         let mut events = 0;
-        let mut statement = self.conn.prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY origin, stream, seq"))?;
+        let mut statement = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY origin, stream, seq"))?;
         let rows = statement.query_map([], row_to_event)?;
         for row in rows {
             let event = row??;
@@ -488,7 +538,10 @@ impl EventLog {
 
     pub fn save_snapshot(&mut self, position: u64, format: u32, blob: &[u8]) -> Result<(), Error> {
         let tx = self.conn.transaction()?;
-        tx.execute("INSERT OR REPLACE INTO snapshots (position, format, blob) VALUES (?1, ?2, ?3)", params![position, format, blob])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO snapshots (position, format, blob) VALUES (?1, ?2, ?3)",
+            params![position, format, blob],
+        )?;
         tx.execute(
             "DELETE FROM snapshots WHERE position NOT IN (SELECT position FROM snapshots ORDER BY position DESC LIMIT ?1)",
             [SNAPSHOTS_KEPT],
@@ -500,9 +553,13 @@ impl EventLog {
     pub fn latest_snapshot(&self) -> Result<Option<Snapshot>, Error> {
         Ok(self
             .conn
-            .query_row("SELECT position, format, blob FROM snapshots ORDER BY position DESC LIMIT 1", [], |row| {
-                Ok(Snapshot { position: row.get(0)?, format: row.get(1)?, blob: row.get(2)? })
-            })
+            .query_row(
+                "SELECT position, format, blob FROM snapshots ORDER BY position DESC LIMIT 1",
+                [],
+                |row| {
+                    Ok(Snapshot { position: row.get(0)?, format: row.get(1)?, blob: row.get(2)? })
+                },
+            )
             .optional()?)
     }
 
@@ -513,8 +570,9 @@ impl EventLog {
         let id = self.conn.last_insert_rowid() as u64;
         self.journal_inserts += 1;
         // Trimming on every insert would cost a scan each time; every thousandth is plenty.
-        if self.journal_inserts % 1_000 == 0 {
-            self.conn.execute("DELETE FROM journal WHERE id <= ?1", [id as i64 - JOURNAL_ROWS_MAX])?;
+        if self.journal_inserts.is_multiple_of(1_000) {
+            self.conn
+                .execute("DELETE FROM journal WHERE id <= ?1", [id as i64 - JOURNAL_ROWS_MAX])?;
         }
         Ok(id)
     }
@@ -524,11 +582,15 @@ impl EventLog {
     }
 }
 
-const COLUMNS: &str =
-    "position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor, kind, version, payload, prev_hash, hash";
+const COLUMNS: &str = "position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor, kind, version, payload, prev_hash, hash";
 
 fn corrupt_row(what: &str) -> Error {
-    Error::Corrupt { origin: PeerId::default(), stream: Stream::Shared, seq: 0, reason: format!("malformed {what}") }
+    Error::Corrupt {
+        origin: PeerId::default(),
+        stream: Stream::Shared,
+        seq: 0,
+        reason: format!("malformed {what}"),
+    }
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, event: &StoredEvent) -> Result<(), Error> {
@@ -602,15 +664,23 @@ fn collect(
 /// Opens a read-only connection for concurrent readers (WAL lets them read while the writer
 /// appends).
 pub fn open_reader(path: &Path) -> Result<Connection, Error> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     Ok(conn)
 }
 
 /// Events after `after_position`, in position order, at most `limit`.
-pub fn read_after(conn: &Connection, after_position: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"))?;
+pub fn read_after(
+    conn: &Connection,
+    after_position: u64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+    ))?;
     let rows = statement.query_map(params![after_position, limit as i64], row_to_event)?;
     collect(rows)
 }

@@ -1,0 +1,310 @@
+//! The log's contract: durable, append-only, hash-chained per (origin, stream), refusing
+//! anything that would break a chain, with snapshots and a queryable journal.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn event(stream: Stream, wall_ms: u64, payload: &[u8]) -> NewEvent {
+    NewEvent {
+        stream,
+        hlc: Hlc { wall_ms, counter: 0 },
+        actor: "admin".to_owned(),
+        kind: "bridge.saved".to_owned(),
+        version: 2,
+        payload: payload.to_vec(),
+    }
+}
+
+fn open(dir: &tempfile::TempDir, name: &str) -> EventLog {
+    EventLog::open(&dir.path().join(name)).unwrap()
+}
+
+// Goal: what was appended is what a reopened log returns, with the same identity and heads.
+#[test]
+fn appended_events_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    let peer = log.peer_id();
+    let first =
+        log.append(&[event(Stream::Shared, 1, b"one"), event(Stream::Shared, 2, b"two")]).unwrap();
+    let second = log.append(&[event(Stream::Shared, 3, b"three")]).unwrap();
+    assert_eq!(first.iter().map(|e| (e.position, e.seq)).collect::<Vec<_>>(), [(1, 1), (2, 2)]);
+    assert_eq!(second[0].prev_hash, first[1].hash, "the chain continues across appends");
+    assert_eq!(first[0].prev_hash, Hash::ZERO);
+    drop(log);
+
+    let log = open(&dir, "a.db");
+    assert_eq!(log.peer_id(), peer, "the peer identity is stable");
+    assert_eq!(log.last_position(), 3);
+    let all = log.read_after(0, 100).unwrap();
+    assert_eq!(all, [first, second].concat());
+    assert_eq!(log.heads()[&(peer, Stream::Shared)], Head { seq: 3, hash: all[2].hash });
+    assert_eq!(log.read_after(2, 100).unwrap().len(), 1);
+    assert_eq!(log.max_hlc().unwrap(), Hlc { wall_ms: 3, counter: 0 });
+    let report = log.verify().unwrap();
+    assert_eq!(report.events, 3);
+}
+
+// Goal: shared and local events are numbered and chained independently.
+#[test]
+fn streams_have_independent_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    let stored = log
+        .append(&[
+            event(Stream::Shared, 1, b"s1"),
+            event(Stream::Local, 2, b"l1"),
+            event(Stream::Shared, 3, b"s2"),
+        ])
+        .unwrap();
+    assert_eq!(
+        stored.iter().map(|e| (e.stream, e.seq)).collect::<Vec<_>>(),
+        [(Stream::Shared, 1), (Stream::Local, 1), (Stream::Shared, 2)]
+    );
+    assert_eq!(stored[2].prev_hash, stored[0].hash);
+    assert_eq!(stored[1].prev_hash, Hash::ZERO);
+    let shared = log.read_origin(log.peer_id(), Stream::Shared, 0, 10).unwrap();
+    assert_eq!(shared.len(), 2);
+    log.verify().unwrap();
+}
+
+// Goal: the hash covers every field, so changing any of them changes it.
+#[test]
+fn the_hash_covers_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    let base = log.append(&[event(Stream::Shared, 1, b"x")]).unwrap().remove(0);
+    let mutations: Vec<Box<dyn Fn(&mut StoredEvent)>> = vec![
+        Box::new(|e| e.origin.0[0] ^= 1),
+        Box::new(|e| e.stream = Stream::Local),
+        Box::new(|e| e.seq += 1),
+        Box::new(|e| e.hlc.wall_ms += 1),
+        Box::new(|e| e.hlc.counter += 1),
+        Box::new(|e| e.actor.push('x')),
+        Box::new(|e| e.kind.push('x')),
+        Box::new(|e| e.version += 1),
+        Box::new(|e| e.payload.push(0)),
+        Box::new(|e| e.prev_hash.0[0] ^= 1),
+    ];
+    for (index, mutate) in mutations.iter().enumerate() {
+        let mut changed = base.clone();
+        mutate(&mut changed);
+        assert_ne!(changed.compute_hash(), base.hash, "mutation {index} left the hash unchanged");
+    }
+    let mut moved = base.clone();
+    moved.position += 10;
+    assert_eq!(moved.compute_hash(), base.hash, "the local position is not part of the hash");
+}
+
+// Goal: the events table refuses UPDATE and DELETE, even through raw SQL.
+#[test]
+fn events_cannot_be_rewritten_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    log.append(&[event(Stream::Shared, 1, b"x")]).unwrap();
+    let update = log.connection().execute("UPDATE events SET payload = x'00'", []);
+    assert!(update.unwrap_err().to_string().contains("append-only"));
+    let delete = log.connection().execute("DELETE FROM events", []);
+    assert!(delete.unwrap_err().to_string().contains("append-only"));
+}
+
+// Goal: a byte changed behind the log's back is found by verify, at the right event.
+#[test]
+fn verify_finds_a_tampered_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    log.append(&[
+        event(Stream::Shared, 1, b"one"),
+        event(Stream::Shared, 2, b"two"),
+        event(Stream::Shared, 3, b"3"),
+    ])
+    .unwrap();
+    log.connection().execute("DROP TRIGGER events_no_update", []).unwrap();
+    log.connection().execute("UPDATE events SET payload = x'74776f21' WHERE seq = 2", []).unwrap();
+    match log.verify() {
+        Err(Error::Corrupt { seq: 2, reason, .. }) => assert!(reason.contains("hash"), "{reason}"),
+        other => panic!("expected corruption at seq 2, got {other:?}"),
+    }
+}
+
+// Goal: a batch is one transaction: if any event fails to insert, none is stored and the
+// in-memory heads do not move.
+#[test]
+fn a_failed_batch_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    log.append(&[event(Stream::Shared, 1, b"ok")]).unwrap();
+    // Make the third insert of the next batch fail inside SQLite.
+    log.connection()
+        .execute_batch(
+            "CREATE TRIGGER fail_third BEFORE INSERT ON events WHEN NEW.seq = 4
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let batch = [
+        event(Stream::Shared, 2, b"a"),
+        event(Stream::Shared, 3, b"b"),
+        event(Stream::Shared, 4, b"c"),
+    ];
+    assert!(log.append(&batch).is_err());
+    assert_eq!(log.last_position(), 1);
+    assert_eq!(log.read_after(0, 10).unwrap().len(), 1);
+    log.connection().execute("DROP TRIGGER fail_third", []).unwrap();
+    let stored = log.append(&batch[..1]).unwrap();
+    assert_eq!(
+        (stored[0].position, stored[0].seq),
+        (2, 2),
+        "numbering continues as if nothing happened"
+    );
+    log.verify().unwrap();
+}
+
+// Goal: another peer's chain is accepted exactly, re-delivery is harmless, and every way of
+// breaking a chain is refused with its own error, storing nothing.
+#[test]
+fn remote_events_must_extend_their_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = open(&dir, "source.db");
+    let events = source
+        .append(&[
+            event(Stream::Shared, 1, b"a"),
+            event(Stream::Shared, 2, b"b"),
+            event(Stream::Shared, 3, b"c"),
+        ])
+        .unwrap();
+    let mut target = open(&dir, "target.db");
+    target.append(&[event(Stream::Shared, 5, b"mine")]).unwrap();
+
+    assert!(matches!(target.append_remote(&events[1..]), Err(Error::Gap { seq: 2, head: 0, .. })));
+    let mut tampered = events.clone();
+    tampered[1].payload = b"B".to_vec();
+    assert!(matches!(target.append_remote(&tampered), Err(Error::BadHash { seq: 2, .. })));
+    let mut rechained = events.clone();
+    rechained[1].prev_hash = Hash([7; 32]);
+    rechained[1].hash = rechained[1].compute_hash();
+    assert!(matches!(target.append_remote(&rechained), Err(Error::ChainMismatch { seq: 2, .. })));
+    assert_eq!(target.last_position(), 1, "refused batches store nothing");
+
+    let stored = target.append_remote(&events[..2]).unwrap();
+    assert_eq!(stored.iter().map(|e| e.position).collect::<Vec<_>>(), [2, 3]);
+    let again = target.append_remote(&events).unwrap();
+    assert_eq!(again.len(), 1, "already-held events are skipped, the new one is stored");
+
+    let mut forked = source.read_after(0, 1).unwrap();
+    forked[0].payload = b"other history".to_vec();
+    forked[0].hash = forked[0].compute_hash();
+    assert!(matches!(target.append_remote(&forked), Err(Error::Fork { seq: 1, .. })));
+
+    let own = target.read_after(0, 1).unwrap();
+    assert!(matches!(target.append_remote(&own), Err(Error::OwnOrigin { .. })));
+    let report = target.verify().unwrap();
+    assert_eq!(report.events, 4);
+    assert_eq!(report.heads[&(source.peer_id(), Stream::Shared)].hash, events[2].hash);
+}
+
+// Goal: only the newest snapshots are kept and the latest one is returned.
+#[test]
+fn snapshots_keep_the_newest_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    assert_eq!(log.latest_snapshot().unwrap(), None);
+    for position in [10, 20, 30] {
+        log.save_snapshot(position, 1, &position.to_be_bytes()).unwrap();
+    }
+    let latest = log.latest_snapshot().unwrap().unwrap();
+    assert_eq!((latest.position, latest.blob), (30, 30u64.to_be_bytes().to_vec()));
+    let count: i64 =
+        log.connection().query_row("SELECT count(*) FROM snapshots", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, SNAPSHOTS_KEPT);
+}
+
+// Goal: the Event Log filters by level, kind prefix and text, newest first, in pages.
+#[test]
+fn journal_filters_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    let entry = |level, kind: &str, actor: Option<&str>, message: &str| NewJournalEntry {
+        at_ms: 1,
+        level,
+        kind: kind.to_owned(),
+        actor: actor.map(str::to_owned),
+        message: message.to_owned(),
+    };
+    log.append_journal(&entry(Level::Info, "daemon.started", None, "Baton started")).unwrap();
+    log.append_journal(&entry(Level::Warning, "login.failed", Some("eve"), "wrong password"))
+        .unwrap();
+    log.append_journal(&entry(Level::Info, "login.succeeded", Some("admin"), "logged in")).unwrap();
+    log.append_journal(&entry(Level::Error, "daemon.failure", None, "disk full")).unwrap();
+
+    let query = |q: JournalQuery| log.query_journal(&JournalQuery { limit: 10, ..q }).unwrap();
+    let kinds =
+        |entries: Vec<JournalEntry>| entries.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(query(JournalQuery::default())),
+        ["daemon.failure", "login.succeeded", "login.failed", "daemon.started"]
+    );
+    assert_eq!(
+        kinds(query(JournalQuery { level_min: Some(Level::Warning), ..Default::default() })),
+        ["daemon.failure", "login.failed"]
+    );
+    assert_eq!(
+        kinds(query(JournalQuery { kind_prefix: Some("login.".into()), ..Default::default() })),
+        ["login.succeeded", "login.failed"]
+    );
+    assert_eq!(
+        kinds(query(JournalQuery { text: Some("EVE".into()), ..Default::default() })),
+        ["login.failed"]
+    );
+    let first_page = log.query_journal(&JournalQuery { limit: 2, ..Default::default() }).unwrap();
+    let next = log.query_journal(&JournalQuery {
+        limit: 2,
+        before_id: Some(first_page[1].id),
+        ..Default::default()
+    });
+    assert_eq!(kinds(next.unwrap()), ["login.failed", "daemon.started"]);
+}
+
+// Goal: files that are not Baton logs, or are from a newer version, are refused unchanged.
+#[test]
+fn foreign_and_newer_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x INTEGER);")
+        .unwrap();
+    assert!(matches!(EventLog::open(&foreign), Err(Error::NotABatonLog { .. })));
+
+    let newer = dir.path().join("newer.db");
+    drop(EventLog::open(&newer).unwrap());
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'", [])
+        .unwrap();
+    match EventLog::open(&newer) {
+        Err(error @ Error::SchemaTooNew { found: 99, .. }) => {
+            assert!(error.to_string().contains("99"))
+        }
+        other => panic!("expected SchemaTooNew, got {:?}", other.err()),
+    }
+}
+
+// Goal: readers see committed events through their own read-only connection.
+#[test]
+fn readers_see_committed_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    let reader = open_reader(log.path()).unwrap();
+    assert_eq!(last_position(&reader).unwrap(), 0);
+    log.append(&[event(Stream::Shared, 1, b"x")]).unwrap();
+    assert_eq!(last_position(&reader).unwrap(), 1);
+    assert_eq!(read_after(&reader, 0, 10).unwrap().len(), 1);
+    assert!(
+        reader
+            .execute(
+                "INSERT INTO journal (at_ms, level, kind, message) VALUES (1, 0, 'x', 'y')",
+                []
+            )
+            .is_err()
+    );
+}

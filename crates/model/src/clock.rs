@@ -35,7 +35,9 @@ impl fmt::Display for PeerId {
 /// A hybrid logical clock timestamp: wall-clock milliseconds plus a counter that breaks ties
 /// and keeps causality when clocks are skewed. Ties between peers are broken by `PeerId`
 /// wherever a total order is needed (see [`Stamp`]).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, Debug)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, Debug,
+)]
 pub struct Hlc {
     pub wall_ms: u64,
     pub counter: u32,
@@ -48,7 +50,9 @@ impl Hlc {
 /// A total order over every event in a cluster: the HLC, then the origin peer.
 /// Last-writer-wins compares `Stamp`s, so every peer picks the same winner whatever the
 /// order in which events reached it.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, Debug)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, Debug,
+)]
 pub struct Stamp {
     pub hlc: Hlc,
     pub origin: PeerId,

@@ -32,7 +32,9 @@ pub struct Encoded {
 pub enum DecodeError {
     #[error("unknown event kind {kind:?}")]
     UnknownKind { kind: String },
-    #[error("event {kind:?} has version {version}, but this software reads at most version {supported}")]
+    #[error(
+        "event {kind:?} has version {version}, but this software reads at most version {supported}"
+    )]
     VersionTooNew { kind: String, version: u16, supported: u16 },
     #[error("event {kind:?} version {version} has no decoder")]
     VersionUnknown { kind: String, version: u16 },
@@ -84,15 +86,24 @@ impl Event {
 
     pub fn decode(kind: &str, version: u16, payload: &[u8]) -> Result<Event, DecodeError> {
         let unknown = || DecodeError::UnknownKind { kind: kind.to_owned() };
-        let malformed = |error: postcard::Error| DecodeError::Malformed { kind: kind.to_owned(), reason: error.to_string() };
+        let malformed = |error: postcard::Error| DecodeError::Malformed {
+            kind: kind.to_owned(),
+            reason: error.to_string(),
+        };
         if let Some(record_kind) = kind.strip_suffix(SAVED) {
-            let record_kind = RecordKind::from_str(record_kind).ok_or_else(unknown)?;
+            let record_kind = RecordKind::from_name(record_kind).ok_or_else(unknown)?;
             let supported = current_version(record_kind);
             if version > supported {
-                return Err(DecodeError::VersionTooNew { kind: kind.to_owned(), version, supported });
+                return Err(DecodeError::VersionTooNew {
+                    kind: kind.to_owned(),
+                    version,
+                    supported,
+                });
             }
             if version == supported {
-                return Record::from_postcard(record_kind, payload).map(Event::Saved).map_err(malformed);
+                return Record::from_postcard(record_kind, payload)
+                    .map(Event::Saved)
+                    .map_err(malformed);
             }
             return upcast(record_kind, version, payload)
                 .ok_or_else(|| DecodeError::VersionUnknown { kind: kind.to_owned(), version })?
@@ -100,7 +111,7 @@ impl Event {
                 .map_err(malformed);
         }
         if let Some(record_kind) = kind.strip_suffix(REMOVED) {
-            let record_kind = RecordKind::from_str(record_kind).ok_or_else(unknown)?;
+            let record_kind = RecordKind::from_name(record_kind).ok_or_else(unknown)?;
             if version != REMOVED_VERSION {
                 return Err(DecodeError::VersionUnknown { kind: kind.to_owned(), version });
             }
@@ -112,7 +123,11 @@ impl Event {
 }
 
 /// Reads an old payload version into the current record shape; `None` if no such version.
-fn upcast(kind: RecordKind, version: u16, payload: &[u8]) -> Option<Result<Record, postcard::Error>> {
+fn upcast(
+    kind: RecordKind,
+    version: u16,
+    payload: &[u8],
+) -> Option<Result<Record, postcard::Error>> {
     match (kind, version) {
         (RecordKind::Bridge, 1) => Some(postcard::from_bytes::<BridgeV1>(payload).map(|v1| {
             Record::Bridge(Bridge {

@@ -50,7 +50,7 @@ macro_rules! record_kinds {
                 match self { $(RecordKind::$variant => $single,)* }
             }
 
-            pub fn from_str(text: &str) -> Option<RecordKind> {
+            pub fn from_name(text: &str) -> Option<RecordKind> {
                 match text { $($name => Some(RecordKind::$variant),)* _ => None }
             }
 
@@ -180,14 +180,20 @@ impl Record {
             }
         }
         match (self, old) {
-            (Record::Administrator(n), Record::Administrator(o)) => keep(&mut n.password_hash, &o.password_hash),
+            (Record::Administrator(n), Record::Administrator(o)) => {
+                keep(&mut n.password_hash, &o.password_hash)
+            }
             (Record::Bridge(n), Record::Bridge(o)) => keep(&mut n.password, &o.password),
-            (Record::PolicyService(n), Record::PolicyService(o)) => keep(&mut n.password_hash, &o.password_hash),
+            (Record::PolicyService(n), Record::PolicyService(o)) => {
+                keep(&mut n.password_hash, &o.password_hash)
+            }
             (Record::Snmp(n), Record::Snmp(o)) => keep(&mut n.community, &o.community),
             (Record::Certificates(n), Record::Certificates(o)) => {
                 keep(&mut n.server_private_key_pem, &o.server_private_key_pem)
             }
-            (Record::RootPassword(n), Record::RootPassword(o)) => keep(&mut n.password_hash, &o.password_hash),
+            (Record::RootPassword(n), Record::RootPassword(o)) => {
+                keep(&mut n.password_hash, &o.password_hash)
+            }
             _ => {}
         }
     }
@@ -204,8 +210,12 @@ impl Record {
             Record::ConferenceTemplate(r) => {
                 keys(RecordKind::ServicePreference, std::slice::from_ref(&r.service_preference))
             }
-            Record::ConferenceAlias(r) => keys(RecordKind::ConferenceTemplate, std::slice::from_ref(&r.template)),
-            Record::LocationAddresses(r) => keys(RecordKind::Location, std::slice::from_ref(&r.location)),
+            Record::ConferenceAlias(r) => {
+                keys(RecordKind::ConferenceTemplate, std::slice::from_ref(&r.template))
+            }
+            Record::LocationAddresses(r) => {
+                keys(RecordKind::Location, std::slice::from_ref(&r.location))
+            }
             _ => Vec::new(),
         }
     }

@@ -102,7 +102,10 @@ impl State {
 
     /// Live records of one kind, by name.
     pub fn list(&self, kind: RecordKind) -> impl Iterator<Item = &Record> {
-        self.slots.iter().filter(move |(key, _)| key.kind == kind).filter_map(|(_, slot)| slot.record.as_ref())
+        self.slots
+            .iter()
+            .filter(move |(key, _)| key.kind == kind)
+            .filter_map(|(_, slot)| slot.record.as_ref())
     }
 
     /// Every live record, by kind then name.
@@ -136,12 +139,17 @@ impl State {
                 if self.get(key).is_none() {
                     return Err(Rejection::NotFound { key: key.clone() });
                 }
-                let by: Vec<RecordKey> =
-                    self.records().filter(|r| r.references().contains(key)).map(Record::key).collect();
+                let by: Vec<RecordKey> = self
+                    .records()
+                    .filter(|r| r.references().contains(key))
+                    .map(Record::key)
+                    .collect();
                 if !by.is_empty() {
                     return Err(Rejection::InUse { key: key.clone(), by });
                 }
-                if key.kind == RecordKind::Administrator && self.list(RecordKind::Administrator).count() == 1 {
+                if key.kind == RecordKind::Administrator
+                    && self.list(RecordKind::Administrator).count() == 1
+                {
                     return Err(Rejection::Forbidden {
                         reason: "the last administrator account cannot be removed".to_owned(),
                     });
@@ -155,7 +163,10 @@ impl State {
     fn check_references(&self, record: &Record) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let missing = |errors: &mut Vec<FieldError>, field: String, key: &RecordKey| {
-            errors.push(FieldError { field, message: format!("no {} named {:?}", key.kind.as_str(), key.name) })
+            errors.push(FieldError {
+                field,
+                message: format!("no {} named {:?}", key.kind.as_str(), key.name),
+            })
         };
         match record {
             Record::BridgePool(pool) => {
@@ -178,10 +189,15 @@ impl State {
                     let key = RecordKey { kind: RecordKind::BridgePool, name: name.clone() };
                     match self.get(&key) {
                         None => missing(&mut errors, format!("pools[{index}]"), &key),
-                        Some(Record::BridgePool(pool)) if pool.bridge_type != preference.bridge_type => {
+                        Some(Record::BridgePool(pool))
+                            if pool.bridge_type != preference.bridge_type =>
+                        {
                             errors.push(FieldError {
                                 field: format!("pools[{index}]"),
-                                message: format!("{name:?} is not a {:?} pool", preference.bridge_type),
+                                message: format!(
+                                    "{name:?} is not a {:?} pool",
+                                    preference.bridge_type
+                                ),
                             })
                         }
                         Some(_) => {}
@@ -191,22 +207,33 @@ impl State {
             Record::ConferenceTemplate(_) | Record::LocationAddresses(_) => {
                 for key in record.references() {
                     if self.get(&key).is_none() {
-                        let field = if key.kind == RecordKind::Location { "location" } else { "service_preference" };
+                        let field = if key.kind == RecordKind::Location {
+                            "location"
+                        } else {
+                            "service_preference"
+                        };
                         missing(&mut errors, field.to_owned(), &key);
                     }
                 }
             }
             Record::ConferenceAlias(alias) => {
-                let key = RecordKey { kind: RecordKind::ConferenceTemplate, name: alias.template.clone() };
+                let key = RecordKey {
+                    kind: RecordKind::ConferenceTemplate,
+                    name: alias.template.clone(),
+                };
                 match self.get(&key) {
                     None => missing(&mut errors, "template".to_owned(), &key),
                     Some(Record::ConferenceTemplate(template))
                         if alias.role == crate::record::Role::Guest
-                            && template.conference_type == crate::record::ConferenceType::Meeting =>
+                            && template.conference_type
+                                == crate::record::ConferenceType::Meeting =>
                     {
                         errors.push(FieldError {
                             field: "role".to_owned(),
-                            message: format!("template {:?} is a meeting, which has no guests", alias.template),
+                            message: format!(
+                                "template {:?} is a meeting, which has no guests",
+                                alias.template
+                            ),
                         })
                     }
                     Some(_) => {}
@@ -225,8 +252,11 @@ impl State {
         keys.into_iter()
             .filter_map(|key| {
                 let (before, after) = (self.get(key), after.get(key));
-                (before != after)
-                    .then(|| Change { key: key.clone(), before: before.cloned(), after: after.cloned() })
+                (before != after).then(|| Change {
+                    key: key.clone(),
+                    before: before.cloned(),
+                    after: after.cloned(),
+                })
             })
             .collect()
     }
@@ -249,8 +279,9 @@ impl State {
     }
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
-        let slots: Vec<SnapshotSlot> = postcard::from_bytes(bytes)
-            .map_err(|error| DecodeError::Malformed { kind: "snapshot".to_owned(), reason: error.to_string() })?;
+        let slots: Vec<SnapshotSlot> = postcard::from_bytes(bytes).map_err(|error| {
+            DecodeError::Malformed { kind: "snapshot".to_owned(), reason: error.to_string() }
+        })?;
         let mut state = State::default();
         for slot in slots {
             let record = match slot.record {
@@ -260,7 +291,10 @@ impl State {
                     Event::Removed(_) => None,
                 },
             };
-            state.slots.insert(RecordKey { kind: slot.kind, name: slot.name }, Slot { stamp: slot.stamp, record });
+            state.slots.insert(
+                RecordKey { kind: slot.kind, name: slot.name },
+                Slot { stamp: slot.stamp, record },
+            );
         }
         Ok(state)
     }

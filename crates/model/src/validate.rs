@@ -165,7 +165,11 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
         }
         Record::Bridge(b) => {
             r.name("name", &b.name);
-            r.check(is_host_port(&b.address), "address", "must be a host name or IP address, optionally with :port");
+            r.check(
+                is_host_port(&b.address),
+                "address",
+                "must be a host name or IP address, optionally with :port",
+            );
             r.credential("username", &b.username, true);
             r.credential("password", &b.password, false);
             r.check(
@@ -222,21 +226,37 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
             let key_ok = !l.release_key.is_empty()
                 && l.release_key.len() <= 64
                 && l.release_key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            r.check(key_ok, "release_key", "must be letters, digits and '-', at most 64 characters");
+            r.check(
+                key_ok,
+                "release_key",
+                "must be letters, digits and '-', at most 64 characters",
+            );
             if l.edition == Edition::Essentials {
-                r.error("edition", "a release key unlocks full or select; remove the licence for essentials");
+                r.error(
+                    "edition",
+                    "a release key unlocks full or select; remove the licence for essentials",
+                );
             }
             for (index, key) in l.option_keys.iter().enumerate() {
-                let ok = !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                let ok = !key.is_empty()
+                    && key.len() <= 64
+                    && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 r.check(ok, &format!("option_keys[{index}]"), "must be letters, digits and '-'");
             }
         }
         Record::Ethernet(_) | Record::AdministrationAccess(_) => {}
         Record::Ipv4(ip) => {
-            r.check((1..=32).contains(&ip.prefix_length), "prefix_length", "must be between 1 and 32");
-            let usable = |a: Ipv4Addr| !(a.is_unspecified() || a.is_broadcast() || a.is_multicast());
+            r.check(
+                (1..=32).contains(&ip.prefix_length),
+                "prefix_length",
+                "must be between 1 and 32",
+            );
+            let usable =
+                |a: Ipv4Addr| !(a.is_unspecified() || a.is_broadcast() || a.is_multicast());
             r.check(usable(ip.address), "address", "must be a unicast address");
-            if (1..=32).contains(&ip.prefix_length) && !in_subnet(ip.address, ip.gateway, ip.prefix_length) {
+            if (1..=32).contains(&ip.prefix_length)
+                && !in_subnet(ip.address, ip.gateway, ip.prefix_length)
+            {
                 r.error("gateway", format!("must be inside {}/{}", ip.address, ip.prefix_length));
             }
             r.check(ip.gateway != ip.address, "gateway", "must differ from the address");
@@ -261,21 +281,33 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
             }
         }
         Record::SystemName(s) => {
-            r.check(is_dns_label(&s.host_name), "host_name", "must be one DNS label: letters, digits, '-'");
+            r.check(
+                is_dns_label(&s.host_name),
+                "host_name",
+                "must be one DNS label: letters, digits, '-'",
+            );
             if !s.domain.is_empty() {
                 let ok = s.domain.len() <= 253 && s.domain.split('.').all(is_dns_label);
                 r.check(ok, "domain", "must be a DNS domain such as example.com");
             }
         }
         Record::Dns(d) => {
-            r.check(d.servers.len() <= DNS_SERVERS_MAX, "servers", &format!("at most {DNS_SERVERS_MAX} servers"));
+            r.check(
+                d.servers.len() <= DNS_SERVERS_MAX,
+                "servers",
+                &format!("at most {DNS_SERVERS_MAX} servers"),
+            );
             let mut seen = BTreeSet::new();
             for (index, server) in d.servers.iter().enumerate() {
                 r.check(seen.insert(server), &format!("servers[{index}]"), "is listed twice");
             }
         }
         Record::Ntp(n) => {
-            r.check(n.servers.len() <= NTP_SERVERS_MAX, "servers", &format!("at most {NTP_SERVERS_MAX} servers"));
+            r.check(
+                n.servers.len() <= NTP_SERVERS_MAX,
+                "servers",
+                &format!("at most {NTP_SERVERS_MAX} servers"),
+            );
             r.names_unique("servers", &n.servers);
             for (index, server) in n.servers.iter().enumerate() {
                 r.host(&format!("servers[{index}]"), server);
@@ -287,7 +319,9 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
                     && t.name.split('/').count() >= 2
                     && t.name.split('/').all(|part| {
                         !part.is_empty()
-                            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-+".contains(&b))
+                            && part
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"_-+".contains(&b))
                     }));
             r.check(ok, "name", "must be UTC or an IANA zone name such as Europe/Oslo");
         }
@@ -317,7 +351,10 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
             r.pem("server_certificate_pem", &c.server_certificate_pem, "CERTIFICATE");
             r.pem("server_private_key_pem", &c.server_private_key_pem, "");
             if c.server_certificate_pem.is_empty() != c.server_private_key_pem.is_empty() {
-                r.error("server_private_key_pem", "a server certificate and its private key go together");
+                r.error(
+                    "server_private_key_pem",
+                    "a server certificate and its private key go together",
+                );
             }
         }
         Record::RootPassword(p) => r.password_hash("password_hash", &p.password_hash),
@@ -352,7 +389,10 @@ fn validate_alias_pattern(r: &mut Report, pattern: &str, replace: &str) {
                     Err(_) => regex.capture_names().flatten().any(|name| name == reference),
                 };
                 if !known {
-                    r.error("conference_name", format!("refers to ${reference}, which the pattern does not capture"));
+                    r.error(
+                        "conference_name",
+                        format!("refers to ${reference}, which the pattern does not capture"),
+                    );
                 }
             }
         }
@@ -372,7 +412,8 @@ fn replace_references(replace: &str) -> Vec<String> {
             references.push(tail[..end].to_owned());
             rest = &tail[end.min(tail.len())..];
         } else {
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let end =
+                rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
             if end > 0 {
                 references.push(rest[..end].to_owned());
             }

@@ -177,9 +177,11 @@ pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
 
 fn checkpoint<P: Projection>(conn: &Connection) -> Result<Option<(u32, u64)>, Error> {
     Ok(conn
-        .query_row("SELECT version, position FROM proj_checkpoints WHERE name = ?1", [P::NAME], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .query_row(
+            "SELECT version, position FROM proj_checkpoints WHERE name = ?1",
+            [P::NAME],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
         .optional()?)
 }
 
@@ -208,7 +210,10 @@ fn catch_up_one<P: Projection>(conn: &mut Connection) -> Result<u64, Error> {
                 .map_err(|source| Error::Decode { position: stored.position, source })?;
             P::apply(&tx, stored, &event)?;
         }
-        tx.execute("UPDATE proj_checkpoints SET position = ?1 WHERE name = ?2", params![last_position, P::NAME])?;
+        tx.execute(
+            "UPDATE proj_checkpoints SET position = ?1 WHERE name = ?2",
+            params![last_position, P::NAME],
+        )?;
         tx.commit()?;
         applied += batch.len() as u64;
         position = last_position;
@@ -226,8 +231,9 @@ pub fn position(conn: &Connection) -> Result<u64, Error> {
 
 /// Live records of one kind, ordered by name.
 pub fn list(conn: &Connection, kind: RecordKind) -> Result<Vec<Record>, Error> {
-    let mut statement =
-        conn.prepare_cached("SELECT body FROM proj_records WHERE kind = ?1 AND body IS NOT NULL ORDER BY name")?;
+    let mut statement = conn.prepare_cached(
+        "SELECT body FROM proj_records WHERE kind = ?1 AND body IS NOT NULL ORDER BY name",
+    )?;
     let bodies = statement.query_map([kind.as_str()], |row| row.get::<_, String>(0))?;
     let mut records = Vec::new();
     for body in bodies {

@@ -16,10 +16,12 @@ fn parse_line(line: &str) -> (u64, String, Event) {
     let at_ms: u64 = parts.next().unwrap().parse().unwrap();
     let actor = parts.next().unwrap().to_owned();
     let action = parts.next().unwrap();
-    let kind = RecordKind::from_str(parts.next().unwrap()).unwrap();
+    let kind = RecordKind::from_name(parts.next().unwrap()).unwrap();
     let rest = parts.next().unwrap();
     let event = match action {
-        "save" => Event::Saved(Record::from_json(kind, serde_json::from_str(rest).unwrap()).unwrap()),
+        "save" => {
+            Event::Saved(Record::from_json(kind, serde_json::from_str(rest).unwrap()).unwrap())
+        }
         "remove" => Event::Removed(RecordKey { kind, name: rest.to_owned() }),
         other => panic!("unknown action {other}"),
     };
@@ -44,7 +46,9 @@ fn new_event(at_ms: u64, counter: u32, actor: &str, event: &Event) -> NewEvent {
 /// Appends the events of a `.events` text to a fresh log, one transaction per line.
 fn log_from(dir: &Path, text: &str) -> EventLog {
     let mut log = EventLog::open(&dir.join("baton.db")).unwrap();
-    for (counter, line) in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).enumerate() {
+    for (counter, line) in
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).enumerate()
+    {
         let (at_ms, actor, event) = parse_line(line);
         log.append(&[new_event(at_ms, counter as u32, &actor, &event)]).unwrap();
     }
@@ -56,11 +60,17 @@ fn render(conn: &Connection) -> String {
     let mut out = String::from("# records\n");
     for &kind in RecordKind::ALL {
         for record in list(conn, kind).unwrap() {
-            out += &format!("{} {}\n", kind.as_str(), serde_json::to_string(&record.to_json()).unwrap());
+            out += &format!(
+                "{} {}\n",
+                kind.as_str(),
+                serde_json::to_string(&record.to_json()).unwrap()
+            );
         }
     }
     out += "# configuration log, newest first\n";
-    for entry in config_log(conn, &ConfigLogQuery { limit: LOG_PAGE_MAX, ..Default::default() }).unwrap() {
+    for entry in
+        config_log(conn, &ConfigLogQuery { limit: LOG_PAGE_MAX, ..Default::default() }).unwrap()
+    {
         out += &format!(
             "{} {} {} {} {:?} before={} after={}\n",
             entry.position,
@@ -130,10 +140,13 @@ fn late_older_event_from_another_peer_does_not_win() {
     catch_up(local.connection_mut()).unwrap();
 
     let key = RecordKey { kind: RecordKind::Bridge, name: "b".to_owned() };
-    let Some(Record::Bridge(bridge)) = get(local.connection(), &key).unwrap() else { panic!("bridge missing") };
+    let Some(Record::Bridge(bridge)) = get(local.connection(), &key).unwrap() else {
+        panic!("bridge missing")
+    };
     assert_eq!(bridge.capacity_ports, 20, "the newer write stays");
     // The late event still appears in the Configuration Log: it happened.
-    let log = config_log(local.connection(), &ConfigLogQuery { limit: 10, ..Default::default() }).unwrap();
+    let log = config_log(local.connection(), &ConfigLogQuery { limit: 10, ..Default::default() })
+        .unwrap();
     assert_eq!(log.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>(), ["bob", "alice"]);
 }
 
@@ -151,8 +164,14 @@ fn a_changed_version_rebuilds_the_projection() {
     let before = render(log.connection());
 
     assert_eq!(catch_up(log.connection_mut()).unwrap(), 0, "catching up twice does nothing");
-    log.connection().execute("UPDATE proj_checkpoints SET version = 0 WHERE name = 'records'", []).unwrap();
+    log.connection()
+        .execute("UPDATE proj_checkpoints SET version = 0 WHERE name = 'records'", [])
+        .unwrap();
     log.connection().execute("DELETE FROM proj_records", []).unwrap();
-    assert_eq!(catch_up(log.connection_mut()).unwrap(), last, "only the records projection was rebuilt");
+    assert_eq!(
+        catch_up(log.connection_mut()).unwrap(),
+        last,
+        "only the records projection was rebuilt"
+    );
     assert_eq!(render(log.connection()), before);
 }

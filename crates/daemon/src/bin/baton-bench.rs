@@ -45,7 +45,8 @@ fn eventlog_suite(args: &[String]) -> anyhow::Result<()> {
     println!("\n## Durable appends ({single} single, {} batched)", 20 * BATCH_EVENTS);
     let payload_bytes = sample_event(0, 0).payload.len();
     let raw_single = raw_sqlite(&dir.path().join("raw1.db"), single, 1, payload_bytes)?;
-    let raw_batched = raw_sqlite(&dir.path().join("raw2.db"), 20 * BATCH_EVENTS, BATCH_EVENTS, payload_bytes)?;
+    let raw_batched =
+        raw_sqlite(&dir.path().join("raw2.db"), 20 * BATCH_EVENTS, BATCH_EVENTS, payload_bytes)?;
     let log_single = log_appends(&dir.path().join("log1.db"), single, 1)?;
     let log_batched = log_appends(&dir.path().join("log2.db"), 20 * BATCH_EVENTS, BATCH_EVENTS)?;
     let store_single = store_commands(&dir.path().join("store.db"), single)?;
@@ -64,7 +65,10 @@ fn eventlog_suite(args: &[String]) -> anyhow::Result<()> {
         let mut log = EventLog::open(&path)?;
         let started = Instant::now();
         projections::catch_up(log.connection_mut())?;
-        println!("projection rebuild (all projections):   {:>8.2} s", started.elapsed().as_secs_f64());
+        println!(
+            "projection rebuild (all projections):   {:>8.2} s",
+            started.elapsed().as_secs_f64()
+        );
         drop(log);
 
         let (cold, cold_report) = timed_open(&path)?;
@@ -120,7 +124,12 @@ fn sample_event(index: usize, wall_ms: u64) -> NewEvent {
 }
 
 /// Plain INSERTs of rows shaped like events, same pragmas as the log.
-fn raw_sqlite(path: &Path, count: usize, per_tx: usize, payload_bytes: usize) -> anyhow::Result<f64> {
+fn raw_sqlite(
+    path: &Path,
+    count: usize,
+    per_tx: usize,
+    payload_bytes: usize,
+) -> anyhow::Result<f64> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
@@ -138,7 +147,14 @@ fn raw_sqlite(path: &Path, count: usize, per_tx: usize, payload_bytes: usize) ->
             )?;
             for _ in 0..per_tx {
                 seq += 1;
-                insert.execute(rusqlite::params![[1u8; 16], seq, "bench", "bridge.saved", payload, [9u8; 32]])?;
+                insert.execute(rusqlite::params![
+                    [1u8; 16],
+                    seq,
+                    "bench",
+                    "bridge.saved",
+                    payload,
+                    [9u8; 32]
+                ])?;
             }
         }
         tx.commit()?;
@@ -200,7 +216,11 @@ fn idle_rss_kib(data_dir: &Path) -> anyhow::Result<u64> {
         bail!("{} not found: build it with `cargo build --release -p daemon`", batond.display());
     }
     let mut command = std::process::Command::new(batond);
-    command.arg("--data-dir").arg(data_dir).args(["--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn");
     process_rss_kib(&mut command)
 }
 

@@ -23,9 +23,18 @@ async fn add_conference_chain(daemon: &TestDaemon) {
             json!({"name": "ts1", "bridge_type": "telepresence_server", "address": "127.0.0.1:8080",
                    "protocol": "http", "username": "api", "password": "bridge-secret", "capacity_ports": 48}),
         ),
-        ("/api/v1/bridge-pools", json!({"name": "pool-a", "bridge_type": "telepresence_server", "bridges": ["ts1"]})),
-        ("/api/v1/service-preferences", json!({"name": "pref-a", "bridge_type": "telepresence_server", "pools": ["pool-a"]})),
-        ("/api/v1/conference-templates", json!({"name": "meeting", "conference_type": "meeting", "service_preference": "pref-a"})),
+        (
+            "/api/v1/bridge-pools",
+            json!({"name": "pool-a", "bridge_type": "telepresence_server", "bridges": ["ts1"]}),
+        ),
+        (
+            "/api/v1/service-preferences",
+            json!({"name": "pref-a", "bridge_type": "telepresence_server", "pools": ["pool-a"]}),
+        ),
+        (
+            "/api/v1/conference-templates",
+            json!({"name": "meeting", "conference_type": "meeting", "service_preference": "pref-a"}),
+        ),
         (
             "/api/v1/conference-aliases",
             json!({"name": "meet", "pattern": "meet\\.(.+)@example\\.com", "conference_name": "meeting-$1",
@@ -43,16 +52,25 @@ async fn requests_without_valid_credentials_get_401_and_failures_are_logged() {
     let (status, body) = daemon.call_as(None, Method::GET, "/api/v1/bridges", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&body), "unauthenticated");
-    let (status, _) = daemon.call_as(Some(("admin", "wrong")), Method::GET, "/api/v1/bridges", None).await;
+    let (status, _) =
+        daemon.call_as(Some(("admin", "wrong")), Method::GET, "/api/v1/bridges", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = daemon.call_as(Some(("nobody", "TANDBERG")), Method::GET, "/api/v1/status", None).await;
+    let (status, _) =
+        daemon.call_as(Some(("nobody", "TANDBERG")), Method::GET, "/api/v1/status", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let response = daemon.client.get(format!("{}/api/v1/status", daemon.url)).bearer_auth("not-a-session").send().await.unwrap();
+    let response = daemon
+        .client
+        .get(format!("{}/api/v1/status", daemon.url))
+        .bearer_auth("not-a-session")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(response.headers().contains_key("www-authenticate"));
 
     daemon.change_factory_password().await;
-    let (status, log) = daemon.call(Method::GET, "/api/v1/logs/events?kind=login.failed", None).await;
+    let (status, log) =
+        daemon.call(Method::GET, "/api/v1/logs/events?kind=login.failed", None).await;
     assert_eq!(status, StatusCode::OK, "{log}");
     let failures = log["entries"].as_array().unwrap();
     assert_eq!(failures.len(), 2, "{log}");
@@ -71,11 +89,16 @@ async fn the_factory_password_must_be_changed_before_anything_else() {
     let (status, _) = daemon.call_as(factory, Method::POST, "/api/v1/bridges", Some(bridge)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
-    let (status, body) = daemon.call_as(factory, Method::POST, "/api/v1/password", Some(change("nope", NEW_PASSWORD))).await;
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let (status, body) = daemon
+        .call_as(factory, Method::POST, "/api/v1/password", Some(change("nope", NEW_PASSWORD)))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error_fields(&body), ["current_password"]);
-    let (status, body) = daemon.call_as(factory, Method::POST, "/api/v1/password", Some(change("TANDBERG", "short"))).await;
+    let (status, body) = daemon
+        .call_as(factory, Method::POST, "/api/v1/password", Some(change("TANDBERG", "short")))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error_fields(&body), ["new_password"]);
 
@@ -176,7 +199,10 @@ async fn bad_requests_are_refused_clearly_and_change_nothing() {
     let (_, config_after) = daemon.call(Method::GET, "/api/v1/config", None).await;
     let (_, status_after) = daemon.call(Method::GET, "/api/v1/status", None).await;
     assert_eq!(config_before["records"], config_after["records"]);
-    assert_eq!(status_before["log_position"], status_after["log_position"], "no event was appended");
+    assert_eq!(
+        status_before["log_position"], status_after["log_position"],
+        "no event was appended"
+    );
     daemon.stop().await;
 }
 
@@ -211,8 +237,13 @@ async fn records_round_trip_with_secrets_hidden_and_changes_audited() {
     assert_eq!(bridges[0]["capacity_ports"], 96);
 
     // Peer-local settings are singletons.
-    let (status, body) =
-        daemon.call(Method::PUT, "/api/v1/system-name", Some(json!({"host_name": "baton1", "domain": "example.com"}))).await;
+    let (status, body) = daemon
+        .call(
+            Method::PUT,
+            "/api/v1/system-name",
+            Some(json!({"host_name": "baton1", "domain": "example.com"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = daemon.call(Method::GET, "/api/v1/system-name", None).await;
     assert_eq!((status, body["host_name"].as_str()), (StatusCode::OK, Some("baton1")));
@@ -220,7 +251,8 @@ async fn records_round_trip_with_secrets_hidden_and_changes_audited() {
     assert_eq!(status, StatusCode::NOT_FOUND, "unset singletons are 404");
 
     // The Configuration Log shows who changed what, newest first, with secrets redacted.
-    let (_, log) = daemon.call(Method::GET, "/api/v1/logs/configuration?kind=bridges&name=ts1", None).await;
+    let (_, log) =
+        daemon.call(Method::GET, "/api/v1/logs/configuration?kind=bridges&name=ts1", None).await;
     let entries = log["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{log}");
     assert_eq!(entries[0]["actor"], "admin");
@@ -231,7 +263,9 @@ async fn records_round_trip_with_secrets_hidden_and_changes_audited() {
     let (_, page) = daemon.call(Method::GET, "/api/v1/logs/configuration?limit=2", None).await;
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     let next = page["next_before"].as_u64().unwrap();
-    let (_, older) = daemon.call(Method::GET, &format!("/api/v1/logs/configuration?limit=2&before={next}"), None).await;
+    let (_, older) = daemon
+        .call(Method::GET, &format!("/api/v1/logs/configuration?limit=2&before={next}"), None)
+        .await;
     assert!(older["entries"][0]["position"].as_u64().unwrap() < next);
 
     let (_, history) = daemon.call(Method::GET, "/api/v1/history/bridges/ts1", None).await;
@@ -239,14 +273,23 @@ async fn records_round_trip_with_secrets_hidden_and_changes_audited() {
 
     // The configuration as it was before the chain was added, and the difference since.
     let (_, then) = daemon.call(Method::GET, &format!("/api/v1/config?at={before_ms}"), None).await;
-    let kinds: Vec<&str> = then["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        then["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["administrator"], "{then}");
-    let (_, diff) = daemon.call(Method::GET, &format!("/api/v1/config/diff?from={before_ms}"), None).await;
-    let changed: Vec<&str> = diff["changes"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let (_, diff) =
+        daemon.call(Method::GET, &format!("/api/v1/config/diff?from={before_ms}"), None).await;
+    let changed: Vec<&str> =
+        diff["changes"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(changed, ["ts1", "pool-a", "pref-a", "meeting", "meet", "system_name"], "{diff}");
 
     // Removing in dependency order works.
-    for path in ["conference-aliases/meet", "conference-templates/meeting", "service-preferences/pref-a", "bridge-pools/pool-a", "bridges/ts1"] {
+    for path in [
+        "conference-aliases/meet",
+        "conference-templates/meeting",
+        "service-preferences/pref-a",
+        "bridge-pools/pool-a",
+        "bridges/ts1",
+    ] {
         let (status, body) = daemon.call(Method::DELETE, &format!("/api/v1/{path}"), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{path}: {body}");
     }
@@ -260,25 +303,49 @@ async fn sessions_log_in_and_out_and_the_openapi_document_is_served() {
     let daemon = TestDaemon::start().await;
     daemon.change_factory_password().await;
     let (status, session) = daemon
-        .call_as(None, Method::POST, "/api/v1/sessions", Some(json!({"username": "admin", "password": NEW_PASSWORD})))
+        .call_as(
+            None,
+            Method::POST,
+            "/api/v1/sessions",
+            Some(json!({"username": "admin", "password": NEW_PASSWORD})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
     let token = session["token"].as_str().unwrap();
-    let get = |token: String| daemon.client.get(format!("{}/api/v1/status", daemon.url)).bearer_auth(token).send();
+    let get = |token: String| {
+        daemon.client.get(format!("{}/api/v1/status", daemon.url)).bearer_auth(token).send()
+    };
     assert_eq!(get(token.to_owned()).await.unwrap().status(), StatusCode::OK);
-    let logout = daemon.client.delete(format!("{}/api/v1/sessions/current", daemon.url)).bearer_auth(token).send().await.unwrap();
+    let logout = daemon
+        .client
+        .delete(format!("{}/api/v1/sessions/current", daemon.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     assert_eq!(get(token.to_owned()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
 
-    let (status, wrong) =
-        daemon.call_as(None, Method::POST, "/api/v1/sessions", Some(json!({"username": "admin", "password": "x"}))).await;
+    let (status, wrong) = daemon
+        .call_as(
+            None,
+            Method::POST,
+            "/api/v1/sessions",
+            Some(json!({"username": "admin", "password": "x"})),
+        )
+        .await;
     assert_eq!((status, error_code(&wrong)), (StatusCode::UNAUTHORIZED, "unauthenticated"));
 
     let (status, openapi) = daemon.call_as(None, Method::GET, "/api/v1/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(openapi["openapi"], "3.1.0");
     assert!(openapi["paths"]["/api/v1/bridges/{name}"]["put"].is_object());
-    assert!(openapi["paths"]["/api/v1/ntp"]["get"]["summary"].as_str().unwrap().contains("this peer only"));
+    assert!(
+        openapi["paths"]["/api/v1/ntp"]["get"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("this peer only")
+    );
     daemon.stop().await;
 }
 
@@ -287,20 +354,40 @@ async fn administrators_are_created_with_hashed_passwords() {
     let daemon = TestDaemon::start().await;
     daemon.change_factory_password().await;
     let (status, body) = daemon
-        .call(Method::POST, "/api/v1/administrators", Some(json!({"name": "ops", "password_hash": "$argon2id$fake"})))
+        .call(
+            Method::POST,
+            "/api/v1/administrators",
+            Some(json!({"name": "ops", "password_hash": "$argon2id$fake"})),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "hashes cannot be injected: {body}");
-    let (status, body) = daemon.call(Method::POST, "/api/v1/administrators", Some(json!({"name": "ops", "password": "short"}))).await;
-    assert_eq!((status, error_fields(&body)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["password".to_owned()]));
-    let (status, body) =
-        daemon.call(Method::POST, "/api/v1/administrators", Some(json!({"name": "ops", "password": "ops password 1"}))).await;
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            "/api/v1/administrators",
+            Some(json!({"name": "ops", "password": "short"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_fields(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, vec!["password".to_owned()])
+    );
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            "/api/v1/administrators",
+            Some(json!({"name": "ops", "password": "ops password 1"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["password_hash"], "********");
-    let (status, _) = daemon.call_as(Some(("ops", "ops password 1")), Method::GET, "/api/v1/bridges", None).await;
+    let (status, _) =
+        daemon.call_as(Some(("ops", "ops password 1")), Method::GET, "/api/v1/bridges", None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = daemon.call(Method::DELETE, "/api/v1/administrators/ops", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = daemon.call_as(Some(("ops", "ops password 1")), Method::GET, "/api/v1/bridges", None).await;
+    let (status, _) =
+        daemon.call_as(Some(("ops", "ops password 1")), Method::GET, "/api/v1/bridges", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     daemon.stop().await;
 }

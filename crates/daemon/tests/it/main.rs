@@ -25,7 +25,10 @@ impl TestDaemon {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestDaemon {
-        let config = daemon::Config { data_dir: dir.path().to_path_buf(), admin_listen: "127.0.0.1:0".parse().unwrap() };
+        let config = daemon::Config {
+            data_dir: dir.path().to_path_buf(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+        };
         let shutdown = CancellationToken::new();
         let daemon = daemon::start(config, shutdown.clone()).await.unwrap();
         let url = format!("https://{}", daemon.admin_addr);
@@ -51,7 +54,13 @@ impl TestDaemon {
     }
 
     /// Sends a request as `user:password` (Basic) and returns status and JSON body (or Null).
-    pub async fn call_as(&self, auth: Option<(&str, &str)>, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call_as(
+        &self,
+        auth: Option<(&str, &str)>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.client.request(method, format!("{}{path}", self.url));
         if let Some((user, password)) = auth {
             request = request.basic_auth(user, Some(password));
@@ -66,7 +75,12 @@ impl TestDaemon {
     }
 
     /// As the administrator after the factory password was changed.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_as(Some(("admin", NEW_PASSWORD)), method, path, body).await
     }
 
