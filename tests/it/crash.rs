@@ -32,7 +32,8 @@ fn sigkill_during_a_write_storm_loses_no_acknowledged_change() {
     // A client creates bridges one after another and remembers which were acknowledged.
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let writer = {
-        let (client, url, acknowledged) = (daemon.client().unwrap(), daemon.url.clone(), acknowledged.clone());
+        let (client, url, acknowledged) =
+            (daemon.client().unwrap(), daemon.url.clone(), acknowledged.clone());
         std::thread::spawn(move || {
             for index in 0.. {
                 let sent = client
@@ -41,7 +42,9 @@ fn sigkill_during_a_write_storm_loses_no_acknowledged_change() {
                     .json(&bridge(index))
                     .send();
                 match sent {
-                    Ok(response) if response.status() == 201 => acknowledged.lock().unwrap().push(index),
+                    Ok(response) if response.status() == 201 => {
+                        acknowledged.lock().unwrap().push(index)
+                    }
                     Ok(response) => panic!("unexpected answer {}", response.status()),
                     Err(_) => return index, // the daemon died under us
                 }
@@ -79,9 +82,13 @@ fn sigkill_during_a_write_storm_loses_no_acknowledged_change() {
     // Only the request in flight at the kill may have landed without its answer, and whatever
     // landed is whole.
     let unacknowledged: Vec<_> = present.iter().filter(|i| !acknowledged.contains(i)).collect();
-    assert!(unacknowledged.iter().all(|&&i| i == attempted), "unexpected extra bridges {unacknowledged:?}");
+    assert!(
+        unacknowledged.iter().all(|&&i| i == attempted),
+        "unexpected extra bridges {unacknowledged:?}"
+    );
     for bridge in &bridges {
-        let index: u64 = bridge["name"].as_str().unwrap().trim_start_matches("bridge-").parse().unwrap();
+        let index: u64 =
+            bridge["name"].as_str().unwrap().trim_start_matches("bridge-").parse().unwrap();
         assert_eq!(bridge["capacity_ports"], 1 + index, "bridge-{index} is not whole: {bridge}");
     }
     let status = daemon.stop().unwrap();

@@ -17,10 +17,14 @@ pub const TEST_PASSWORD: &str = "correct horse battery";
 
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;
-    let profile_dir = exe.parent().and_then(Path::parent).context("test executable has no profile directory")?;
+    let profile_dir =
+        exe.parent().and_then(Path::parent).context("test executable has no profile directory")?;
     let path = profile_dir.join(name);
     if !path.exists() {
-        bail!("{} not found: build it first (`cargo build --bins`, which `cargo xtask test` does)", path.display());
+        bail!(
+            "{} not found: build it first (`cargo build --bins`, which `cargo xtask test` does)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -62,7 +66,8 @@ impl Batond {
     }
 
     pub fn client(&self) -> anyhow::Result<reqwest::blocking::Client> {
-        let ca = std::fs::read(self.data_dir.join("tls/ca.pem")).context("reading the daemon's CA")?;
+        let ca =
+            std::fs::read(self.data_dir.join("tls/ca.pem")).context("reading the daemon's CA")?;
         reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -82,7 +87,8 @@ impl Batond {
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("sending SIGTERM")?;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .context("sending SIGTERM")?;
         self.child.wait().context("waiting for batond to stop")
     }
 }

@@ -1,1 +1,114 @@
-fn main() {}
+//! `cargo xtask`: the project's developer commands (run Baton locally, run every test,
+//! forward to benchmarks). See `cargo xtask --help`.
+
+mod bench;
+mod run;
+mod testsuite;
+
+#[cfg(test)]
+mod deps;
+#[cfg(test)]
+mod tidy;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Baton developer tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build and run the daemon `batond` locally on embedded defaults.
+    Run {
+        /// Data directory of batond (event log, TLS identity, run-time files). Default: `<repo>/.baton-dev`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address the admin API (HTTPS) listens on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+    },
+    /// Run every check and test: fmt, clippy, build, tests (tidy checks included).
+    Test {
+        /// Also run the slow tests (sets BATON_SLOW_TESTS=1 for the test run).
+        #[arg(long)]
+        slow: bool,
+    },
+    /// Run only the repository tidy and dependency-direction checks (`cargo test -p xtask`).
+    Tidy,
+    /// Run a benchmark suite: `cargo run --release -p daemon --bin baton-bench -- <SUITE> [ARGS]...`.
+    Bench {
+        /// Suite to run, e.g. `eventlog`.
+        suite: String,
+        /// Further arguments, passed to `baton-bench` unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Run { data_dir, listen } => run::run(data_dir, listen),
+        Task::Test { slow } => testsuite::test(slow),
+        Task::Tidy => testsuite::tidy(),
+        Task::Bench { suite, args } => bench::bench(&suite, &args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // No backtrace: where xtask noticed a failure is of no interest, only what failed.
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of xtask's own manifest directory.
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or_else(|| Path::new("."))
+}
+
+/// The cargo that runs us (`CARGO`, set by cargo), or `cargo` from `PATH`.
+pub(crate) fn cargo_program() -> OsString {
+    std::env::var_os("CARGO")
+        .or_else(|| option_env!("CARGO").map(OsString::from))
+        .unwrap_or_else(|| OsString::from("cargo"))
+}
+
+/// A `cargo <args>` command that runs in the workspace root.
+pub(crate) fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(cargo_program());
+    command.args(args).current_dir(workspace_root());
+    command
+}
+
+/// Runs `command` to completion with inherited stdio; an error if it cannot start or fails.
+pub(crate) fn run_checked(mut command: Command, what: &str) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("could not start {what}"))?;
+    anyhow::ensure!(status.success(), "{what} failed ({status})");
+    Ok(())
+}
+
+/// Replaces this process with `command` where the platform allows it (so Ctrl-C and the exit
+/// status belong to the command alone); elsewhere runs it and exits with its status.
+pub(crate) fn exec(mut command: Command, what: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let error = command.exec();
+        Err(error).with_context(|| format!("could not start {what}"))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = command.status().with_context(|| format!("could not start {what}"))?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+}

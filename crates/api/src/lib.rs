@@ -1,1 +1,0 @@
-//! Admin API wire types (WIP).
