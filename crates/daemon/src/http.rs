@@ -22,12 +22,16 @@ pub const BODY_BYTES_MAX: usize = 256 * 1024;
 /// Requests served at once; more wait in the kernel's accept queue.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
 pub const API_PREFIX: &str = "/api/v1";
+/// Password checks run at once. Each argon2id check takes ~19 MiB and tens of milliseconds,
+/// so unbounded checks would let anyone exhaust memory with bogus logins.
+pub const PASSWORD_CHECKS_IN_FLIGHT_MAX: usize = 4;
 
 pub struct App {
     pub writer: Writer,
     pub readers: Readers,
     pub sessions: Sessions,
     pub started_ms: u64,
+    pub password_checks: tokio::sync::Semaphore,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -383,6 +387,7 @@ async fn check_password(
     let admin = lookup_admin(app, name).await?;
     let (hash, password_owned) =
         (admin.as_ref().map(|a| a.password_hash.clone()), password.to_owned());
+    let _permit = app.password_checks.acquire().await.map_err(ApiError::internal)?;
     let verified = tokio::task::spawn_blocking(move || {
         // Hash even for an unknown user, so timing does not tell which names exist.
         let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());

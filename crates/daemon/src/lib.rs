@@ -111,6 +111,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         readers: store::Readers::new(database),
         sessions: auth::Sessions::default(),
         started_ms,
+        password_checks: tokio::sync::Semaphore::new(http::PASSWORD_CHECKS_IN_FLIGHT_MAX),
     });
     let handle = axum_server::Handle::new();
     let server = axum_server::from_tcp_rustls(

@@ -198,7 +198,22 @@ impl Writer {
             while let Some(request) = requests.blocking_recv() {
                 match request {
                     Request::Execute { actor, command, now_ms, reply } => {
-                        let _ = reply.send(store.execute(&actor, &command, now_ms));
+                        let result = store.execute(&actor, &command, now_ms);
+                        if let Err(error) = &result
+                            && !matches!(error, StoreError::Rejected(_))
+                        {
+                            // Infrastructure failures go to the operator's Event Log too.
+                            tracing::error!(%error, %actor, "configuration change failed");
+                            let entry = eventlog::NewJournalEntry {
+                                at_ms: now_ms,
+                                level: eventlog::Level::Error,
+                                kind: "config.write_failed".to_owned(),
+                                actor: Some(actor.clone()),
+                                message: format!("a configuration change could not be saved: {error}"),
+                            };
+                            let _ = store.journal(&entry);
+                        }
+                        let _ = reply.send(result);
                     }
                     Request::Journal { entry } => {
                         if let Err(error) = store.journal(&entry) {

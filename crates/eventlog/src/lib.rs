@@ -284,6 +284,15 @@ CREATE TRIGGER events_no_update BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+-- The last event of each chain, written in the same transaction as the events, so opening
+-- the log costs the same whatever the length of its history.
+CREATE TABLE chain_heads (
+    origin BLOB NOT NULL,
+    stream INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (origin, stream)
+) WITHOUT ROWID;
 CREATE TABLE snapshots (position INTEGER PRIMARY KEY, format INTEGER NOT NULL, blob BLOB NOT NULL);
 CREATE TABLE journal (
     id INTEGER PRIMARY KEY,
@@ -335,10 +344,8 @@ impl EventLog {
             PeerId(peer.try_into().map_err(|_| Error::NotABatonLog { path: path.to_path_buf() })?);
         let mut heads = BTreeMap::new();
         {
-            let mut statement = conn.prepare(
-                "SELECT origin, stream, seq, hash FROM events WHERE position IN
-                 (SELECT max(position) FROM events GROUP BY origin, stream)",
-            )?;
+            let mut statement =
+                conn.prepare("SELECT origin, stream, seq, hash FROM chain_heads")?;
             let rows = statement.query_map([], |row| {
                 Ok((
                     row.get::<_, Vec<u8>>(0)?,
@@ -420,6 +427,7 @@ impl EventLog {
             *head = Head { seq: record.seq, hash: record.hash };
             stored.push(record);
         }
+        write_changed_heads(&tx, &self.heads, &heads)?;
         tx.commit()?;
         self.heads = heads;
         self.last_position += events.len() as u64;
@@ -465,6 +473,7 @@ impl EventLog {
             *head = Head { seq, hash: record.hash };
             stored.push(record);
         }
+        write_changed_heads(&tx, &self.heads, &heads)?;
         tx.commit()?;
         self.heads = heads;
         self.last_position += stored.len() as u64;
@@ -519,6 +528,18 @@ impl EventLog {
             }
             *head = Head { seq: event.seq, hash: event.hash };
             events += 1;
+        }
+        // The recorded heads must be exactly where the chains end: a missing tail is corruption
+        // even if what remains chains correctly.
+        for ((origin, stream), recorded) in &self.heads {
+            if heads.get(&(*origin, *stream)) != Some(recorded) {
+                return Err(Error::Corrupt {
+                    origin: *origin,
+                    stream: *stream,
+                    seq: recorded.seq,
+                    reason: "the chain ends before its recorded head".to_owned(),
+                });
+            }
         }
         Ok(VerifyReport { events, heads })
     }
@@ -583,6 +604,23 @@ impl EventLog {
 }
 
 const COLUMNS: &str = "position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor, kind, version, payload, prev_hash, hash";
+
+/// Records the chains whose head moved, inside the appending transaction.
+fn write_changed_heads(
+    tx: &rusqlite::Transaction<'_>,
+    before: &BTreeMap<(PeerId, Stream), Head>,
+    after: &BTreeMap<(PeerId, Stream), Head>,
+) -> Result<(), Error> {
+    for ((origin, stream), head) in after {
+        if before.get(&(*origin, *stream)) != Some(head) {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO chain_heads (origin, stream, seq, hash) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![origin.0, *stream as i64, head.seq, head.hash.0])?;
+        }
+    }
+    Ok(())
+}
 
 fn corrupt_row(what: &str) -> Error {
     Error::Corrupt {

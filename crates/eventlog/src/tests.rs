@@ -308,3 +308,23 @@ fn readers_see_committed_events() {
             .is_err()
     );
 }
+
+// Goal: removing the newest events behind the log's back is found, although what remains
+// still chains correctly.
+#[test]
+fn verify_finds_a_truncated_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    log.append(&[event(Stream::Shared, 1, b"one"), event(Stream::Shared, 2, b"two")]).unwrap();
+    drop(log);
+    let raw = rusqlite::Connection::open(dir.path().join("a.db")).unwrap();
+    raw.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = 2;").unwrap();
+    drop(raw);
+    let log = open(&dir, "a.db");
+    match log.verify() {
+        Err(Error::Corrupt { seq: 2, reason, .. }) => {
+            assert!(reason.contains("recorded head"), "{reason}")
+        }
+        other => panic!("expected a truncation to be found, got {other:?}"),
+    }
+}
