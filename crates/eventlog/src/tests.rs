@@ -15,6 +15,8 @@ fn event(stream: Stream, wall_ms: u64, payload: &[u8]) -> NewEvent {
     }
 }
 
+type Mutation = Box<dyn Fn(&mut StoredEvent)>;
+
 fn open(dir: &tempfile::TempDir, name: &str) -> EventLog {
     EventLog::open(&dir.path().join(name)).unwrap()
 }
@@ -74,7 +76,7 @@ fn the_hash_covers_every_field() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(&dir, "a.db");
     let base = log.append(&[event(Stream::Shared, 1, b"x")]).unwrap().remove(0);
-    let mutations: Vec<Box<dyn Fn(&mut StoredEvent)>> = vec![
+    let mutations: Vec<Mutation> = vec![
         Box::new(|e| e.origin.0[0] ^= 1),
         Box::new(|e| e.stream = Stream::Local),
         Box::new(|e| e.seq += 1),
@@ -269,15 +271,12 @@ fn journal_filters_and_pages() {
 fn foreign_and_newer_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let foreign = dir.path().join("foreign.db");
-    rusqlite::Connection::open(&foreign)
-        .unwrap()
-        .execute_batch("CREATE TABLE t (x INTEGER);")
-        .unwrap();
+    Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE t (x INTEGER);").unwrap();
     assert!(matches!(EventLog::open(&foreign), Err(Error::NotABatonLog { .. })));
 
     let newer = dir.path().join("newer.db");
     drop(EventLog::open(&newer).unwrap());
-    rusqlite::Connection::open(&newer)
+    Connection::open(&newer)
         .unwrap()
         .execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'", [])
         .unwrap();
@@ -317,7 +316,7 @@ fn verify_finds_a_truncated_tail() {
     let mut log = open(&dir, "a.db");
     log.append(&[event(Stream::Shared, 1, b"one"), event(Stream::Shared, 2, b"two")]).unwrap();
     drop(log);
-    let raw = rusqlite::Connection::open(dir.path().join("a.db")).unwrap();
+    let raw = Connection::open(dir.path().join("a.db")).unwrap();
     raw.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = 2;").unwrap();
     drop(raw);
     let log = open(&dir, "a.db");
