@@ -156,3 +156,7 @@ pub struct BridgeV1 {
     pub capacity_ports: u32,
     pub enabled: bool,
 }
+
+#[cfg(test)]
+#[path = "event_tests.rs"]
+mod tests;

@@ -422,3 +422,7 @@ fn replace_references(replace: &str) -> Vec<String> {
     }
     references
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
