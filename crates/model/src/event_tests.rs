@@ -307,7 +307,7 @@ fn secrets_are_redacted_and_kept() {
     let mut edited = Record::Bridge(shown.clone());
     edited.keep_secrets_from(&bridge);
     assert_eq!(edited, bridge);
-    let mut retyped = Record::Bridge(crate::record::Bridge { password: "new".into(), ..shown });
+    let mut retyped = Record::Bridge(Bridge { password: "new".into(), ..shown });
     retyped.keep_secrets_from(&bridge);
     let Record::Bridge(retyped) = retyped else { panic!() };
     assert_eq!(retyped.password, "new");
