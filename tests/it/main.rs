@@ -1,4 +1,5 @@
 //! Tests across real processes: crash safety of `batond` and the CLI against a live daemon.
 #![allow(clippy::unwrap_used)]
 
+mod cli;
 mod crash;

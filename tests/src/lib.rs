@@ -44,7 +44,7 @@ impl Batond {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--admin-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .spawn()
             .context("starting batond")?;

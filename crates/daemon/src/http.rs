@@ -871,14 +871,27 @@ async fn configuration_log(
         since_ms: query.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
         until_ms: query.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
         before_position: query.before,
-        limit: query.limit.unwrap_or(LOG_PAGE_DEFAULT),
+        limit: page_limit(query.limit),
     };
+    let limit = filter.limit;
     let entries = app.readers.read(move |conn| Ok(projections::config_log(conn, &filter)?)).await?;
-    Ok(Json(page(entries.iter().map(log_entry_json).collect(), entries.last().map(|e| e.position))))
+    Ok(Json(page(
+        entries.iter().map(log_entry_json).collect(),
+        limit,
+        entries.last().map(|e| e.position),
+    )))
 }
 
-fn page(entries: Vec<Value>, last: Option<u64>) -> Value {
-    json!({"entries": entries, "next_before": last})
+/// Rows asked for, within bounds.
+fn page_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(LOG_PAGE_DEFAULT).clamp(1, projections::LOG_PAGE_MAX)
+}
+
+/// One page of a log. `next_before` is set only when the page is full, so a client knows
+/// whether older rows may exist.
+fn page(entries: Vec<Value>, limit: usize, last: Option<u64>) -> Value {
+    let next_before = if entries.len() == limit { last } else { None };
+    json!({"entries": entries, "next_before": next_before})
 }
 
 async fn history(
@@ -892,11 +905,16 @@ async fn history(
         kind: Some(kind),
         name: Some(name),
         before_position: query.before,
-        limit: query.limit.unwrap_or(LOG_PAGE_DEFAULT),
+        limit: page_limit(query.limit),
         ..Default::default()
     };
+    let limit = filter.limit;
     let entries = app.readers.read(move |conn| Ok(projections::config_log(conn, &filter)?)).await?;
-    Ok(Json(page(entries.iter().map(log_entry_json).collect(), entries.last().map(|e| e.position))))
+    Ok(Json(page(
+        entries.iter().map(log_entry_json).collect(),
+        limit,
+        entries.last().map(|e| e.position),
+    )))
 }
 
 async fn event_log(
@@ -935,8 +953,9 @@ async fn event_log(
         kind_prefix: query.kind,
         text: query.text,
         before_id: query.before,
-        limit: query.limit.unwrap_or(LOG_PAGE_DEFAULT).clamp(1, projections::LOG_PAGE_MAX),
+        limit: page_limit(query.limit),
     };
+    let limit = filter.limit;
     let entries = app.readers.read(move |conn| Ok(eventlog::query_journal(conn, &filter)?)).await?;
     let rows: Vec<Value> = entries
         .iter()
@@ -951,5 +970,5 @@ async fn event_log(
             })
         })
         .collect();
-    Ok(Json(page(rows, entries.last().map(|e| e.id))))
+    Ok(Json(page(rows, limit, entries.last().map(|e| e.id))))
 }

@@ -19,6 +19,3 @@ pub use event::{DecodeError, Encoded, Event};
 pub use record::{Record, RecordKey, RecordKind, Scope};
 pub use state::{Change, Command, Rejection, SNAPSHOT_FORMAT, Slot, State};
 pub use validate::{FieldError, validate};
-
-#[cfg(test)]
-mod tests;
