@@ -873,13 +873,17 @@ async fn configuration_log(
         before_position: query.before,
         limit: page_limit(query.limit),
     };
+    config_log_page(&app, filter).await
+}
+
+async fn config_log_page(
+    app: &App,
+    filter: projections::ConfigLogQuery,
+) -> Result<Json<Value>, ApiError> {
     let limit = filter.limit;
     let entries = app.readers.read(move |conn| Ok(projections::config_log(conn, &filter)?)).await?;
-    Ok(Json(page(
-        entries.iter().map(log_entry_json).collect(),
-        limit,
-        entries.last().map(|e| e.position),
-    )))
+    let last = entries.last().map(|e| e.position);
+    Ok(Json(page(entries.iter().map(log_entry_json).collect(), limit, last)))
 }
 
 /// Rows asked for, within bounds.
@@ -908,13 +912,7 @@ async fn history(
         limit: page_limit(query.limit),
         ..Default::default()
     };
-    let limit = filter.limit;
-    let entries = app.readers.read(move |conn| Ok(projections::config_log(conn, &filter)?)).await?;
-    Ok(Json(page(
-        entries.iter().map(log_entry_json).collect(),
-        limit,
-        entries.last().map(|e| e.position),
-    )))
+    config_log_page(&app, filter).await
 }
 
 async fn event_log(
