@@ -35,22 +35,23 @@ pub(crate) fn run(data_dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Resu
 
 fn print_banner(data_dir: &std::path::Path, listen: SocketAddr) {
     let base = format!("https://{}", reachable(listen));
-    let ctl = format!("cargo run -p ctl --bin batonctl -- --url {base} --insecure");
+    let ca = data_dir.join("tls/ca.pem");
+    let ctl = format!("cargo run -q -p ctl --bin batonctl -- --url {base} --ca {}", ca.display());
     println!();
     println!("Baton (development run)");
     println!("  data directory: {}", data_dir.display());
-    println!("  admin API:      {base}/api/v1/");
-    println!(
-        "                  (its certificate is made by batond on first start and is not publicly"
-    );
-    println!("                  trusted: use `--insecure` with batonctl, `-k` with curl)");
+    println!("  admin API:      {base}/api/v1/  (OpenAPI: {base}/api/v1/openapi.json)");
+    println!("  TLS:            certificate made on first start, signed by {}", ca.display());
     println!();
-    println!(
-        "  Factory login: admin / TANDBERG. Its password must be changed before anything else:"
-    );
-    println!("    {ctl} password");
-    println!("  Then, for everything batonctl can do:");
+    println!("  Factory login: admin / TANDBERG. Change its password first (current, then new):");
+    println!("    printf 'TANDBERG\\nyour new passphrase\\n' | {ctl} password");
+    println!("  Then:");
+    println!("    export BATON_PASSWORD='your new passphrase'");
     println!("    {ctl} --help");
+    println!(
+        "    curl --cacert {} -u \"admin:$BATON_PASSWORD\" {base}/api/v1/status",
+        ca.display()
+    );
     println!();
     println!("  Stop with Ctrl-C.");
     println!();
