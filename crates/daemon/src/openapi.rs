@@ -18,18 +18,64 @@ fn error_responses() -> Value {
 }
 
 fn operation(summary: String, ok: &str, body: bool) -> Value {
+    let object = json!({"type": "object"});
+    typed_operation(summary, ok, body.then_some(&object), Some(&object))
+}
+
+/// An operation whose request and answer bodies follow the given schemas.
+fn typed_operation(
+    summary: String,
+    ok: &str,
+    request: Option<&Value>,
+    answer: Option<&Value>,
+) -> Value {
     let mut responses = error_responses();
-    responses[ok] = json!({"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}});
+    responses[ok] = match answer {
+        Some(schema) => {
+            json!({"description": "success", "content": {"application/json": {"schema": schema}}})
+        }
+        None => json!({"description": "success"}),
+    };
     let mut op = json!({"summary": summary, "responses": responses});
-    if body {
-        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
+    if let Some(schema) = request {
+        op["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": schema}}});
     }
     op
 }
 
+/// What clients send for a record: kinds that store a password hash take `password` instead.
+fn input_schema(kind: RecordKind, stored: &Value) -> Value {
+    let mut schema = stored.clone();
+    if matches!(
+        kind,
+        RecordKind::Administrator | RecordKind::PolicyService | RecordKind::RootPassword
+    ) {
+        if let Some(properties) = schema["properties"].as_object_mut() {
+            properties.remove("password_hash");
+            properties.insert(
+                "password".to_owned(),
+                json!({"type": "string", "writeOnly": true, "description": "required on create; hashed with argon2id"}),
+            );
+        }
+        if let Some(required) = schema["required"].as_array_mut() {
+            required.retain(|field| field != "password_hash");
+        }
+    }
+    schema
+}
+
 pub fn document() -> Value {
     let mut paths = Map::new();
+    let mut schemas = Map::new();
     for &kind in RecordKind::ALL {
+        let stored = kind.json_schema();
+        let input_name = format!("{}_input", kind.as_str());
+        schemas.insert(input_name.clone(), input_schema(kind, &stored));
+        schemas.insert(kind.as_str().to_owned(), stored);
+        let record = json!({"$ref": format!("#/components/schemas/{}", kind.as_str())});
+        let input = json!({"$ref": format!("#/components/schemas/{input_name}")});
+        let list = json!({"type": "array", "items": record});
         let what = kind.as_str().replace('_', " ");
         let scope = match kind.scope() {
             model::Scope::Shared => "shared by every cluster peer",
@@ -40,17 +86,17 @@ pub fn document() -> Value {
             paths.insert(
                 collection,
                 json!({
-                    "get": operation(format!("Show the {what} settings ({scope})"), "200", false),
-                    "put": operation(format!("Set the {what} settings ({scope})"), "200", true),
-                    "delete": operation(format!("Clear the {what} settings"), "204", false),
+                    "get": typed_operation(format!("Show the {what} settings ({scope})"), "200", None, Some(&record)),
+                    "put": typed_operation(format!("Set the {what} settings ({scope})"), "200", Some(&input), Some(&record)),
+                    "delete": typed_operation(format!("Clear the {what} settings"), "204", None, None),
                 }),
             );
         } else {
             paths.insert(
                 collection.clone(),
                 json!({
-                    "get": operation(format!("List {what} records ({scope})"), "200", false),
-                    "post": operation(format!("Create a {what}"), "201", true),
+                    "get": typed_operation(format!("List {what} records ({scope})"), "200", None, Some(&list)),
+                    "post": typed_operation(format!("Create a {what}"), "201", Some(&input), Some(&record)),
                 }),
             );
             let name = json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
@@ -58,9 +104,9 @@ pub fn document() -> Value {
                 format!("{collection}/{{name}}"),
                 json!({
                     "parameters": name,
-                    "get": operation(format!("Show one {what}"), "200", false),
-                    "put": operation(format!("Replace one {what}; secrets sent back as \"********\" are kept"), "200", true),
-                    "delete": operation(format!("Remove one {what}"), "204", false),
+                    "get": typed_operation(format!("Show one {what}"), "200", None, Some(&record)),
+                    "put": typed_operation(format!("Replace one {what}; secrets sent back as \"********\" are kept"), "200", Some(&input), Some(&record)),
+                    "delete": typed_operation(format!("Remove one {what}"), "204", None, None),
                 }),
             );
         }
@@ -79,7 +125,7 @@ pub fn document() -> Value {
     if let Value::Object(fixed) = fixed {
         paths.extend(fixed);
     }
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {"title": "Baton admin API", "version": env!("CARGO_PKG_VERSION")},
         "security": [{"basic": []}, {"bearer": []}],
@@ -95,24 +141,24 @@ pub fn document() -> Value {
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 },
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {
-                        "type": "object",
-                        "required": ["code", "message", "fields"],
-                        "properties": {
-                            "code": {"type": "string"},
-                            "message": {"type": "string"},
-                            "fields": {"type": "array", "items": {
-                                "type": "object",
-                                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-                            }},
-                        },
-                    }},
-                },
-            },
+            "schemas": schemas,
         },
-    })
+    });
+    document["components"]["schemas"]["Error"] = json!({
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message", "fields"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                }},
+            },
+        }},
+    });
+    document
 }

@@ -5,11 +5,14 @@
 //! box only and never leave it. The scope is a property of the kind, not of the event, so a
 //! local setting cannot be replicated by mistake.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Whether a record kind replicates across the cluster.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Shared,
@@ -82,6 +85,27 @@ macro_rules! record_kinds {
                 Ok(match kind { $(RecordKind::$variant => Record::$variant(postcard::from_bytes(bytes)?),)* })
             }
 
+        }
+
+        impl RecordKind {
+            /// JSON Schema of the record's fields, for the API description.
+            /// Nested types are inlined, so the schema stands alone wherever it is embedded.
+            pub fn json_schema(self) -> serde_json::Value {
+                let generator = || {
+                    schemars::generate::SchemaSettings::draft2020_12()
+                        .with(|settings| settings.inline_subschemas = true)
+                        .into_generator()
+                };
+                let schema = match self { $(RecordKind::$variant => generator().into_root_schema_for::<$ty>(),)* };
+                let mut value = serde_json::to_value(schema).unwrap_or_default();
+                if let Some(map) = value.as_object_mut() {
+                    map.remove("$schema");
+                }
+                value
+            }
+        }
+
+        impl Record {
             /// The record's fields as JSON, without the `kind` tag.
             pub fn to_json(&self) -> serde_json::Value {
                 let value = match self { $(Record::$variant(inner) => serde_json::to_value(inner),)* };
@@ -224,7 +248,7 @@ impl Record {
 // ---- shared records -------------------------------------------------------------------------
 
 /// An administrator account. The password is stored only as an argon2id PHC hash.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Administrator {
     pub name: String,
@@ -234,14 +258,16 @@ pub struct Administrator {
     pub must_change_password: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BridgeType {
     TelepresenceServer,
     Mcu,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     Http,
@@ -250,7 +276,7 @@ pub enum Protocol {
 }
 
 /// A conference bridge Baton drives through its XML-RPC API.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bridge {
     pub name: String,
@@ -274,7 +300,7 @@ fn yes() -> bool {
 }
 
 /// Bridges of one type that conferences may be placed on, chosen by free capacity.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BridgePool {
     pub name: String,
@@ -284,7 +310,7 @@ pub struct BridgePool {
 }
 
 /// An ordered list of pools: the first with capacity hosts the conference.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServicePreference {
     pub name: String,
@@ -292,7 +318,7 @@ pub struct ServicePreference {
     pub pools: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConferenceType {
     /// Everyone is an equal participant.
@@ -301,7 +327,7 @@ pub enum ConferenceType {
     Lecture,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConferenceTemplate {
     pub name: String,
@@ -318,7 +344,7 @@ pub struct ConferenceTemplate {
     pub guest_pin: Option<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     #[default]
@@ -328,7 +354,7 @@ pub enum Role {
 
 /// Matches dialled aliases to conferences: `pattern` is a regex over the whole alias and
 /// `conference_name` a replace string (`$1`, `${name}`) that names the conference.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConferenceAlias {
     pub name: String,
@@ -343,7 +369,7 @@ pub struct ConferenceAlias {
 
 /// A Location groups calls by where they come from; its addresses are per peer
 /// (see [`LocationAddresses`]).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
     pub name: String,
@@ -352,14 +378,14 @@ pub struct Location {
 }
 
 /// Credentials the VCS presents when it calls Baton's policy service.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyService {
     pub username: String,
     pub password_hash: String,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Edition {
     /// Up to three clustered peers.
@@ -381,7 +407,7 @@ impl Edition {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Licence {
     pub release_key: String,
@@ -392,7 +418,7 @@ pub struct Licence {
 
 // ---- peer-local records ---------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EthernetSpeed {
     #[default]
@@ -409,20 +435,20 @@ pub enum EthernetSpeed {
     Half10,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ethernet {
     pub speed: EthernetSpeed,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ipv4Interface {
     pub address: Ipv4Addr,
     pub prefix_length: u8,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ipv4 {
     pub address: Ipv4Addr,
@@ -432,7 +458,7 @@ pub struct Ipv4 {
     pub additional_addresses: Vec<Ipv4Interface>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SystemName {
     pub host_name: String,
@@ -440,26 +466,26 @@ pub struct SystemName {
     pub domain: String,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
     pub servers: Vec<IpAddr>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ntp {
     pub servers: Vec<String>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeZone {
     /// An IANA zone name such as `Europe/Oslo`, or `UTC`.
     pub name: String,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Snmp {
     pub enabled: bool,
@@ -471,7 +497,7 @@ pub struct Snmp {
     pub location: String,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyslogTransport {
     #[default]
@@ -480,7 +506,7 @@ pub enum SyslogTransport {
     Tls,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogServer {
     pub host: String,
@@ -490,13 +516,13 @@ pub struct SyslogServer {
     pub transport: SyslogTransport,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Syslog {
     pub servers: Vec<SyslogServer>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Certificates {
     #[serde(default)]
@@ -507,21 +533,21 @@ pub struct Certificates {
     pub server_private_key_pem: String,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdministrationAccess {
     pub ssh_enabled: bool,
     pub lcd_panel_enabled: bool,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RootPassword {
     pub password_hash: String,
 }
 
 /// This peer's ad hoc and rendezvous addresses for one Location.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationAddresses {
     pub location: String,

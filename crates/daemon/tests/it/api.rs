@@ -346,6 +346,15 @@ async fn sessions_log_in_and_out_and_the_openapi_document_is_served() {
             .unwrap()
             .contains("this peer only")
     );
+    // Field schemas come from the model's own types, with nested types inlined.
+    let bridge = &openapi["components"]["schemas"]["bridge"];
+    assert_eq!(bridge["properties"]["capacity_ports"]["type"], "integer", "{bridge}");
+    assert!(bridge["required"].as_array().unwrap().contains(&json!("address")));
+    assert!(bridge["properties"]["bridge_type"].to_string().contains("telepresence_server"));
+    let admin_input = &openapi["components"]["schemas"]["administrator_input"];
+    assert!(admin_input["properties"]["password"].is_object());
+    assert!(admin_input["properties"]["password_hash"].is_null());
+    assert!(!openapi.to_string().contains("#/$defs/"), "no dangling references");
     daemon.stop().await;
 }
 
