@@ -5,7 +5,7 @@
 
 use crate::auth::{self, Sessions};
 use crate::store::{ReadError, Readers, StoreError, Writer};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -260,6 +260,32 @@ impl FromRequestParts<Arc<App>> for Ready {
             ));
         }
         Ok(Ready(admin))
+    }
+}
+
+/// Query parameters, refused with a JSON error (naming the parameter) when they do not parse.
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Query<T>, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let field = text.split('`').nth(1).filter(|_| text.contains(" field `"));
+                Err(match field {
+                    Some(field) => ApiError::field(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        field,
+                        text.clone(),
+                    ),
+                    None => ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", text),
+                })
+            }
+        }
     }
 }
 
@@ -745,9 +771,9 @@ fn records_json<'a>(records: impl Iterator<Item = &'a Record>) -> Value {
 async fn config(
     _: Ready,
     State(app): State<Arc<App>>,
-    query: Query<AtQuery>,
+    Query(query): Query<AtQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(AtQuery { at }) = query;
+    let AtQuery { at } = query;
     match at {
         None => {
             let records = app
@@ -780,7 +806,7 @@ struct DiffQuery {
 async fn config_diff(
     _: Ready,
     State(app): State<Arc<App>>,
-    query: Query<DiffQuery>,
+    Query(query): Query<DiffQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let from_ms = parse_time("from", &query.from)?;
     let to_ms = match &query.to {
@@ -854,9 +880,8 @@ fn parse_kind(text: &str) -> Result<RecordKind, ApiError> {
 async fn configuration_log(
     _: Ready,
     State(app): State<Arc<App>>,
-    query: Query<LogQuery>,
+    Query(query): Query<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query;
     if query.level.is_some() || query.text.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -902,7 +927,7 @@ async fn history(
     _: Ready,
     State(app): State<Arc<App>>,
     Path((collection, name)): Path<(String, String)>,
-    query: Query<LogQuery>,
+    Query(query): Query<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&collection)?;
     let filter = projections::ConfigLogQuery {
@@ -918,9 +943,8 @@ async fn history(
 async fn event_log(
     _: Ready,
     State(app): State<Arc<App>>,
-    query: Query<LogQuery>,
+    Query(query): Query<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query;
     if query.actor.is_some()
         || query.name.is_some()
         || query.since.is_some()

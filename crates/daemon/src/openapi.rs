@@ -44,6 +44,17 @@ fn typed_operation(
     op
 }
 
+/// What the API answers for a record: its fields plus the `kind` tag.
+fn output_schema(kind: RecordKind, mut schema: Value) -> Value {
+    if let Some(properties) = schema["properties"].as_object_mut() {
+        properties.insert("kind".to_owned(), json!({"const": kind.as_str()}));
+    }
+    if let Some(required) = schema["required"].as_array_mut() {
+        required.push(json!("kind"));
+    }
+    schema
+}
+
 /// What clients send for a record: kinds that store a password hash take `password` instead.
 fn input_schema(kind: RecordKind, stored: &Value) -> Value {
     let mut schema = stored.clone();
@@ -72,7 +83,7 @@ pub fn document() -> Value {
         let stored = kind.json_schema();
         let input_name = format!("{}_input", kind.as_str());
         schemas.insert(input_name.clone(), input_schema(kind, &stored));
-        schemas.insert(kind.as_str().to_owned(), stored);
+        schemas.insert(kind.as_str().to_owned(), output_schema(kind, stored));
         let record = json!({"$ref": format!("#/components/schemas/{}", kind.as_str())});
         let input = json!({"$ref": format!("#/components/schemas/{input_name}")});
         let list = json!({"type": "array", "items": record});
@@ -118,7 +129,13 @@ pub fn document() -> Value {
         "/api/v1/status": {"get": operation("Version, peer identity, uptime, log and projection positions".into(), "200", false)},
         "/api/v1/config": {"get": operation("The whole configuration now, or `?at=<RFC 3339 time>` as it was then".into(), "200", false)},
         "/api/v1/config/diff": {"get": operation("What changed between `?from=` and `?to=` (default now)".into(), "200", false)},
-        "/api/v1/history/{kind}/{name}": {"get": operation("Every change to one record, newest first".into(), "200", false)},
+        "/api/v1/history/{kind}/{name}": {
+            "parameters": [
+                {"name": "kind", "in": "path", "required": true, "schema": {"type": "string"}, "description": "record kind or collection, e.g. bridges"},
+                {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+            ],
+            "get": operation("Every change to one record, newest first".into(), "200", false),
+        },
         "/api/v1/logs/configuration": {"get": operation("Configuration Log: `actor`, `kind`, `name`, `since`, `until`, `before`, `limit`".into(), "200", false)},
         "/api/v1/logs/events": {"get": operation("Event Log of this peer: `level`, `kind` (prefix), `text`, `before`, `limit`".into(), "200", false)},
     });

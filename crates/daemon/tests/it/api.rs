@@ -196,6 +196,18 @@ async fn bad_requests_are_refused_clearly_and_change_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_fields(&body), ["level"]);
 
+    let (status, body) = daemon.call(Method::GET, "/api/v1/config/diff", None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_query"), "{body}");
+    assert_eq!(error_fields(&body), ["from"]);
+    let (status, body) = daemon.call(Method::GET, "/api/v1/logs/events?limit=many", None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_query"), "{body}");
+    let (status, body) = daemon.call(Method::GET, "/api/v1/config?at=yesterday", None).await;
+    assert_eq!(
+        (status, error_fields(&body)),
+        (StatusCode::BAD_REQUEST, vec!["at".to_owned()]),
+        "{body}"
+    );
+
     let (_, config_after) = daemon.call(Method::GET, "/api/v1/config", None).await;
     let (_, status_after) = daemon.call(Method::GET, "/api/v1/status", None).await;
     assert_eq!(config_before["records"], config_after["records"]);
