@@ -10,6 +10,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("eventlog", &["model"]),
     ("projections", &["model", "eventlog"]),
+    ("replication", &["model", "eventlog"]),
     ("daemon", &["model", "eventlog", "projections"]),
     ("ctl", &["model"]),
 ];
@@ -18,7 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 const UNCONSTRAINED: &[&str] = &["xtask", "baton-tests"];
 
 /// Crates that must not depend on tokio directly.
-const NO_TOKIO: &[&str] = &["model", "eventlog", "projections"];
+const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication"];
 
 #[test]
 fn dependencies_follow_the_layering() {
@@ -100,6 +101,7 @@ fn violations_are_reported() {
         package("model", &[("serde", None), ("tokio", Some("dev"))]),
         package("eventlog", &[("model", None), ("projections", Some("dev"))]),
         package("projections", &[("model", None), ("eventlog", None)]),
+        package("replication", &[("model", None), ("eventlog", None)]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("eventlog", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),

@@ -307,7 +307,24 @@ CREATE TABLE journal (
 impl EventLog {
     /// Opens (creating if absent) the log at `path`. A new log gets a random peer identity.
     pub fn open(path: &Path) -> Result<EventLog, Error> {
-        let mut conn = Connection::open(path)?;
+        EventLog::open_connection(Connection::open(path)?, path, None)
+    }
+
+    /// A log held in memory only, with a chosen identity: for simulations, where many peers
+    /// must be created quickly and a seed must reproduce everything, peer ids included.
+    pub fn open_in_memory(peer_id: PeerId) -> Result<EventLog, Error> {
+        EventLog::open_connection(
+            Connection::open_in_memory()?,
+            Path::new(":memory:"),
+            Some(peer_id),
+        )
+    }
+
+    fn open_connection(
+        mut conn: Connection,
+        path: &Path,
+        peer_id: Option<PeerId>,
+    ) -> Result<EventLog, Error> {
         configure(&conn)?;
         let application_id: i64 =
             conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
@@ -317,8 +334,14 @@ impl EventLog {
             |row| row.get(0),
         )?;
         if application_id == 0 && !has_tables {
-            let mut peer = [0u8; 16];
-            getrandom::fill(&mut peer).map_err(|e| Error::Random(e.to_string()))?;
+            let peer = match peer_id {
+                Some(PeerId(bytes)) => bytes,
+                None => {
+                    let mut bytes = [0u8; 16];
+                    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+                    bytes
+                }
+            };
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA)?;
             tx.execute(
