@@ -70,16 +70,10 @@ impl Store {
                 report.snapshot_position = position;
             }
         }
-        loop {
-            let batch = log.read_after(position, projections::CATCH_UP_BATCH_EVENTS)?;
-            let Some(last) = batch.last() else { break };
-            position = last.position;
-            for stored in &batch {
-                let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
-                state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
-            }
-            report.events_replayed += batch.len() as u64;
-        }
+        let (last_position, replayed) =
+            fold_log::<StoreError>(log.connection(), &mut state, position, |_| true)?;
+        position = last_position;
+        report.events_replayed = replayed;
         report.projection_events_applied = projections::catch_up(log.connection_mut())?;
         let clock = HybridClock::new(log.max_hlc()?);
         let mut store = Store {
@@ -311,14 +305,30 @@ impl Readers {
 /// every event stamped at or before that instant, folded by the usual rule.
 pub fn state_at(conn: &Connection, at_ms: u64) -> Result<State, ReadError> {
     let mut state = State::default();
-    let mut position = 0;
+    fold_log::<ReadError>(conn, &mut state, 0, |stored| stored.hlc.wall_ms <= at_ms)?;
+    Ok(state)
+}
+
+/// Folds the events after `after_position` that `keep` accepts into `state`, in batches.
+/// Returns the last position read and how many events were folded.
+fn fold_log<E>(
+    conn: &Connection,
+    state: &mut State,
+    after_position: u64,
+    keep: impl Fn(&eventlog::StoredEvent) -> bool,
+) -> Result<(u64, u64), E>
+where
+    E: From<eventlog::Error> + From<model::DecodeError>,
+{
+    let (mut position, mut folded) = (after_position, 0);
     loop {
         let batch = eventlog::read_after(conn, position, projections::CATCH_UP_BATCH_EVENTS)?;
-        let Some(last) = batch.last() else { return Ok(state) };
+        let Some(last) = batch.last() else { return Ok((position, folded)) };
         position = last.position;
-        for stored in batch.iter().filter(|stored| stored.hlc.wall_ms <= at_ms) {
+        for stored in batch.iter().filter(|stored| keep(stored)) {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
             state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            folded += 1;
         }
     }
 }

@@ -142,27 +142,12 @@ fn unreadable_events_are_refused() {
     ));
 }
 
-/// xorshift64*: a tiny deterministic generator so failures replay from their seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 // Goal: the same events applied in any order give the same state (the convergence rule
 // clustering relies on), including removals, equal HLCs from different peers and duplicates.
 #[test]
 fn any_order_of_the_same_events_converges() {
     for seed in 1..=300u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = crate::rng::SeededRng::new(seed);
         let mut events = Vec::new();
         for _ in 0..12 {
             let name = format!("b{}", rng.below(3));

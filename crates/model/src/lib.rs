@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod event;
 pub mod record;
+pub mod rng;
 pub mod state;
 pub mod validate;
 

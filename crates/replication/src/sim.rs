@@ -12,6 +12,7 @@
 use super::*;
 use eventlog::NewEvent;
 use model::record::{Location, Ntp};
+use model::rng::SeededRng as Rng;
 use model::{Command, Event, HybridClock, Record, RecordKey, RecordKind, Scope, Stamp, State};
 
 const PEERS: u8 = 3;
@@ -20,27 +21,6 @@ const STEP_MS: u64 = 5;
 const HEAL_MS: u64 = 20 * SUMMARY_INTERVAL_MS;
 const SEEDS_DEFAULT: u64 = 300;
 const SEEDS_SLOW: u64 = 3_000;
-
-/// xorshift64*: small, fast, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 struct Node {
     id: PeerId,
