@@ -59,6 +59,9 @@ fn sample(kind: RecordKind) -> Record {
             serde_json::json!({"location": "hq", "ad_hoc_address": "192.0.2.3",
                                                             "rendezvous_address": "192.0.2.4"})
         }
+        RecordKind::Cluster => {
+            serde_json::json!({"pre_shared_key": "secret key", "peers": ["192.0.2.1"]})
+        }
     };
     Record::from_json(kind, value).unwrap()
 }
@@ -280,6 +283,7 @@ fn secrets_are_redacted_and_kept() {
         RecordKind::Snmp,
         RecordKind::RootPassword,
         RecordKind::PolicyService,
+        RecordKind::Cluster,
     ] {
         assert!(
             serde_json::to_string(&sample(kind).redacted())

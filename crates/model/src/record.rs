@@ -137,6 +137,7 @@ record_kinds! {
     AdministrationAccess(AdministrationAccess) = "administration_access", "administration-access", Local, singleton: true;
     RootPassword(RootPassword) = "root_password", "root-password", Local, singleton: true;
     LocationAddresses(LocationAddresses) = "location_addresses", "location-addresses", Local, singleton: false;
+    Cluster(Cluster) = "cluster", "cluster", Local, singleton: true;
 }
 
 /// Identifies one record: its kind and name (singletons are named after their kind).
@@ -190,6 +191,7 @@ impl Record {
             Record::Snmp(r) => hide(&mut r.community),
             Record::Certificates(r) => hide(&mut r.server_private_key_pem),
             Record::RootPassword(r) => hide(&mut r.password_hash),
+            Record::Cluster(r) => hide(&mut r.pre_shared_key),
             _ => {}
         }
         copy
@@ -217,6 +219,9 @@ impl Record {
             }
             (Record::RootPassword(n), Record::RootPassword(o)) => {
                 keep(&mut n.password_hash, &o.password_hash)
+            }
+            (Record::Cluster(n), Record::Cluster(o)) => {
+                keep(&mut n.pre_shared_key, &o.pre_shared_key)
             }
             _ => {}
         }
@@ -553,4 +558,21 @@ pub struct LocationAddresses {
     pub location: String,
     pub ad_hoc_address: Ipv4Addr,
     pub rendezvous_address: Ipv4Addr,
+}
+
+/// This peer's view of its cluster, set on each peer (never replicated): the pre-shared key
+/// and the primary addresses of every peer, this one included. Both empty is standalone mode.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    #[serde(default)]
+    pub pre_shared_key: String,
+    #[serde(default)]
+    pub peers: Vec<Ipv4Addr>,
+}
+
+impl Cluster {
+    pub fn is_clustered(&self) -> bool {
+        !self.peers.is_empty()
+    }
 }

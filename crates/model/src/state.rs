@@ -127,6 +127,7 @@ impl State {
                 }
                 let mut errors = validate(record);
                 errors.extend(self.check_references(record));
+                errors.extend(self.check_cluster_rules(record));
                 if !errors.is_empty() {
                     return Err(Rejection::Invalid { errors });
                 }
@@ -146,6 +147,16 @@ impl State {
                     .collect();
                 if !by.is_empty() {
                     return Err(Rejection::InUse { key: key.clone(), by });
+                }
+                if matches!(key.kind, RecordKind::Licence | RecordKind::Ipv4)
+                    && self.cluster().is_some()
+                {
+                    return Err(Rejection::Forbidden {
+                        reason: format!(
+                            "this peer is clustered: place it in standalone mode before clearing its {}",
+                            key.kind.as_str()
+                        ),
+                    });
                 }
                 if key.kind == RecordKind::Administrator
                     && self.list(RecordKind::Administrator).count() == 1
@@ -242,6 +253,79 @@ impl State {
             _ => {}
         }
         errors
+    }
+
+    fn singleton(&self, kind: RecordKind) -> Option<&Record> {
+        self.get(&RecordKey { kind, name: kind.as_str().to_owned() })
+    }
+
+    fn cluster(&self) -> Option<&crate::record::Cluster> {
+        match self.singleton(RecordKind::Cluster) {
+            Some(Record::Cluster(cluster)) if cluster.is_clustered() => Some(cluster),
+            _ => None,
+        }
+    }
+
+    fn edition(&self) -> crate::record::Edition {
+        match self.singleton(RecordKind::Licence) {
+            Some(Record::Licence(licence)) => licence.edition,
+            _ => crate::record::Edition::Essentials,
+        }
+    }
+
+    /// The clustering prerequisites that the configuration alone can decide: the edition
+    /// allows the peer count, the list holds this peer's own primary address, and that
+    /// address does not change while clustered.
+    fn check_cluster_rules(&self, record: &Record) -> Vec<FieldError> {
+        let error =
+            |field: &str, message: String| vec![FieldError { field: field.to_owned(), message }];
+        match record {
+            Record::Cluster(cluster) if cluster.is_clustered() => {
+                let edition = self.edition();
+                if cluster.peers.len() > edition.max_peers() {
+                    let message = match edition {
+                        crate::record::Edition::Essentials => {
+                            "clustering needs a release key for the full or select edition"
+                                .to_owned()
+                        }
+                        other => format!(
+                            "the {other:?} edition allows at most {} peers",
+                            other.max_peers()
+                        ),
+                    };
+                    return error("peers", message);
+                }
+                match self.singleton(RecordKind::Ipv4) {
+                    Some(Record::Ipv4(ip)) if cluster.peers.contains(&ip.address) => Vec::new(),
+                    Some(Record::Ipv4(ip)) => error(
+                        "peers",
+                        format!("must include this peer's own address {}", ip.address),
+                    ),
+                    _ => {
+                        error("peers", "set this peer's IPv4 address before clustering".to_owned())
+                    }
+                }
+            }
+            Record::Ipv4(ip) => match (self.cluster(), self.singleton(RecordKind::Ipv4)) {
+                (Some(_), Some(Record::Ipv4(old))) if old.address != ip.address => error(
+                    "address",
+                    "cannot change while clustered: place this peer in standalone mode first"
+                        .to_owned(),
+                ),
+                _ => Vec::new(),
+            },
+            Record::Licence(licence) => match self.cluster() {
+                Some(cluster) if cluster.peers.len() > licence.edition.max_peers() => error(
+                    "edition",
+                    format!(
+                        "this peer is clustered with {} peers; remove peers first",
+                        cluster.peers.len()
+                    ),
+                ),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
     }
 
     /// Records that differ between `self` (before) and `after`, by key.

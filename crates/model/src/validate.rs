@@ -31,6 +31,9 @@ pub const PIN_DIGITS_MAX: usize = 20;
 /// every alias, so a pathological pattern must be refused at save time.
 pub const PATTERN_SIZE_BYTES_MAX: usize = 256 * 1024;
 pub const PEM_LENGTH_MAX: usize = 64 * 1024;
+/// Peers in the largest cluster (the full edition).
+pub const CLUSTER_PEERS_MAX: usize = 3;
+pub const PRE_SHARED_KEY_LENGTH_MIN: usize = 8;
 
 #[derive(Default)]
 struct Report {
@@ -358,6 +361,30 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
             }
         }
         Record::RootPassword(p) => r.password_hash("password_hash", &p.password_hash),
+        Record::Cluster(c) => {
+            r.check(
+                c.peers.len() <= CLUSTER_PEERS_MAX,
+                "peers",
+                &format!("a cluster has at most {CLUSTER_PEERS_MAX} peers"),
+            );
+            let mut seen = BTreeSet::new();
+            for (index, address) in c.peers.iter().enumerate() {
+                r.check(seen.insert(address), &format!("peers[{index}]"), "is listed twice");
+            }
+            if c.peers.is_empty() != c.pre_shared_key.is_empty() {
+                let field = if c.peers.is_empty() { "peers" } else { "pre_shared_key" };
+                r.error(field, "set both the pre-shared key and the peers to cluster, or clear both for standalone mode");
+            }
+            if !c.pre_shared_key.is_empty() {
+                if c.pre_shared_key.chars().count() < PRE_SHARED_KEY_LENGTH_MIN {
+                    r.error(
+                        "pre_shared_key",
+                        format!("must be at least {PRE_SHARED_KEY_LENGTH_MIN} characters"),
+                    );
+                }
+                r.credential("pre_shared_key", &c.pre_shared_key, false);
+            }
+        }
         Record::LocationAddresses(l) => {
             r.name("location", &l.location);
             r.check(

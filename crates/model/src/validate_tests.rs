@@ -57,6 +57,9 @@ fn base(kind: RecordKind) -> Value {
         RecordKind::LocationAddresses => {
             json!({"location": "hq", "ad_hoc_address": "192.0.2.20", "rendezvous_address": "192.0.2.21"})
         }
+        RecordKind::Cluster => {
+            json!({"pre_shared_key": "a long shared secret", "peers": ["192.0.2.10", "192.0.2.11"]})
+        }
     }
 }
 
@@ -307,6 +310,28 @@ fn each_rule_reports_its_field() {
             with(LocationAddresses, json!({"rendezvous_address": "192.0.2.20"})),
             &["rendezvous_address"],
         ),
+        (
+            "four cluster peers",
+            with(Cluster, json!({"peers": ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]})),
+            &["peers"],
+        ),
+        (
+            "cluster peer listed twice",
+            with(Cluster, json!({"peers": ["192.0.2.1", "192.0.2.1"]})),
+            &["peers[1]"],
+        ),
+        ("cluster key without peers", with(Cluster, json!({"peers": []})), &["peers"]),
+        (
+            "cluster peers without key",
+            with(Cluster, json!({"pre_shared_key": ""})),
+            &["pre_shared_key"],
+        ),
+        (
+            "short cluster key",
+            with(Cluster, json!({"pre_shared_key": "short"})),
+            &["pre_shared_key"],
+        ),
+        ("standalone mode", with(Cluster, json!({"pre_shared_key": "", "peers": []})), &[]),
     ];
     let mut failures = Vec::new();
     for (rule, record, expected) in &cases {
@@ -452,4 +477,70 @@ fn commands_check_existence_and_use() {
         state.decide(&Command::Remove(with(Bridge, json!({})).key())),
         Err(Rejection::NotFound { .. })
     ));
+}
+
+// Goal: the clustering prerequisites the configuration can decide are enforced with clear,
+// field-level messages: edition limits, this peer's own address in the list, and a frozen
+// primary address (and licence) while clustered.
+#[test]
+fn cluster_rules_follow_the_edition_and_the_peers_own_address() {
+    use RecordKind::*;
+    let three = json!({"peers": ["192.0.2.10", "192.0.2.11", "192.0.2.12"]});
+    let message = |state: &State, record: Record| match state.decide(&Command::Save(record)) {
+        Err(Rejection::Invalid { errors }) => format!("{}: {}", errors[0].field, errors[0].message),
+        other => format!("{other:?}"),
+    };
+
+    let essentials = state_with(&[with(Ipv4, json!({}))]);
+    assert!(
+        message(&essentials, with(Cluster, json!({})))
+            .contains("peers: clustering needs a release key")
+    );
+    assert!(
+        essentials
+            .decide(&Command::Save(with(Cluster, json!({"pre_shared_key": "", "peers": []}))))
+            .is_ok()
+    );
+
+    let select = state_with(&[with(Ipv4, json!({})), with(Licence, json!({"edition": "select"}))]);
+    assert!(select.decide(&Command::Save(with(Cluster, json!({})))).is_ok());
+    assert!(message(&select, with(Cluster, three.clone())).contains("at most 2 peers"));
+
+    let full = state_with(&[with(Ipv4, json!({})), with(Licence, json!({}))]);
+    assert!(full.decide(&Command::Save(with(Cluster, three.clone()))).is_ok());
+    let elsewhere = with(Cluster, json!({"peers": ["192.0.2.20", "192.0.2.21"]}));
+    assert!(message(&full, elsewhere).contains("must include this peer's own address 192.0.2.10"));
+    let no_address = state_with(&[with(Licence, json!({}))]);
+    assert!(
+        message(&no_address, with(Cluster, json!({}))).contains("set this peer's IPv4 address")
+    );
+
+    let clustered =
+        state_with(&[with(Ipv4, json!({})), with(Licence, json!({})), with(Cluster, three)]);
+    assert!(
+        message(&clustered, with(Ipv4, json!({"address": "192.0.2.99"})))
+            .starts_with("address: cannot change")
+    );
+    assert!(
+        clustered.decide(&Command::Save(with(Ipv4, json!({"gateway": "192.0.2.254"})))).is_ok()
+    );
+    assert!(
+        message(&clustered, with(Licence, json!({"edition": "select"}))).starts_with("edition: ")
+    );
+    for kind in [Licence, Ipv4] {
+        let key = record(kind, base(kind)).key();
+        assert!(
+            matches!(clustered.decide(&Command::Remove(key)), Err(Rejection::Forbidden { .. })),
+            "{kind:?}"
+        );
+    }
+    // Standalone mode again: the address may change.
+    let standalone = state_with(&[
+        with(Ipv4, json!({})),
+        with(Licence, json!({})),
+        with(Cluster, json!({"pre_shared_key": "", "peers": []})),
+    ]);
+    assert!(
+        standalone.decide(&Command::Save(with(Ipv4, json!({"address": "192.0.2.99"})))).is_ok()
+    );
 }
