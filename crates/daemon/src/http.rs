@@ -32,6 +32,9 @@ pub struct App {
     pub sessions: Sessions,
     pub started_ms: u64,
     pub password_checks: tokio::sync::Semaphore,
+    /// The live TLS configuration of the admin API, swapped when the certificates change.
+    pub tls: axum_server::tls_rustls::RustlsConfig,
+    pub tls_files: crate::tls::TlsFiles,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -607,8 +610,28 @@ async fn save(
     }
     let record = record_from_body(kind, body, existing.as_ref()).await?;
     let shown = show(&record);
+    // A new server certificate must load before it is saved, so a mistake never reaches the
+    // listener; once saved it takes effect for new connections at once.
+    let new_tls = match &record {
+        Record::Certificates(certificates) => {
+            Some(crate::tls::configured_identity(&app.tls_files, Some(certificates)).map_err(
+                |error| {
+                    ApiError::field(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_fields",
+                        "server_certificate_pem",
+                        format!("{error:#}"),
+                    )
+                },
+            )?)
+        }
+        _ => None,
+    };
     let command = if kind.is_singleton() { Command::Save(record) } else { Command::Update(record) };
     execute(&app, &admin.name, command).await?;
+    if let Some(config) = new_tls {
+        app.tls.reload_from_config(config);
+    }
     if kind == RecordKind::Administrator && existing.is_some() {
         // A password changed by another administrator ends that account's other sessions.
         app.sessions
@@ -624,6 +647,12 @@ async fn remove(
     name: String,
 ) -> Result<StatusCode, ApiError> {
     execute(&app, &admin.name, Command::Remove(RecordKey { kind, name: name.clone() })).await?;
+    if kind == RecordKind::Certificates {
+        // Back to the identity made on first start.
+        let config = crate::tls::server_config(&app.tls_files)
+            .map_err(|error| ApiError::internal(format!("{error:#}")))?;
+        app.tls.reload_from_config(config);
+    }
     if kind == RecordKind::Administrator {
         app.sessions.close_user(&name, None);
     }

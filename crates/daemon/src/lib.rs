@@ -82,6 +82,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     );
     let factory_account_needed =
         store.state().list(model::RecordKind::Administrator).next().is_none();
+    let certificates = match store.state().list(model::RecordKind::Certificates).next() {
+        Some(model::Record::Certificates(certificates)) => Some(certificates.clone()),
+        _ => None,
+    };
     let (writer, writer_thread) =
         store::Writer::spawn(store).context("starting the writer thread")?;
     if factory_account_needed {
@@ -96,7 +100,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     if tls::ensure_identity(&tls_files, &names)? {
         tracing::info!(ca = %tls_files.ca().display(), "made a TLS identity for the admin API");
     }
-    let tls_config = tls::server_config(&tls_files)?;
+    let tls_config = match tls::configured_identity(&tls_files, certificates.as_ref()) {
+        Ok(config) => config,
+        Err(error) => {
+            // A stored certificate that no longer loads must not lock the operator out.
+            tracing::error!(error = %format!("{error:#}"), "stored server certificate unusable; using the built-in one");
+            tls::server_config(&tls_files)?
+        }
+    };
+    let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
 
     let listener = std::net::TcpListener::bind(config.admin_listen)
         .with_context(|| format!("binding the admin API to {}", config.admin_listen))?;
@@ -112,14 +124,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         sessions: auth::Sessions::default(),
         started_ms,
         password_checks: tokio::sync::Semaphore::new(http::PASSWORD_CHECKS_IN_FLIGHT_MAX),
+        tls: rustls_config.clone(),
+        tls_files,
     });
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(
-        listener,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls_config),
-    )
-    .handle(handle.clone())
-    .serve(http::router(app).into_make_service());
+    let server = axum_server::from_tcp_rustls(listener, rustls_config.clone())
+        .handle(handle.clone())
+        .serve(http::router(app).into_make_service());
 
     writer.journal(journal(
         eventlog::Level::Info,

@@ -73,21 +73,49 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.sync_all().with_context(|| format!("syncing {}", path.display()))
 }
 
+/// The admin API's TLS configuration from the identity files made on first start.
 pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let certificates: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(files.certificate())
-            .with_context(|| format!("reading {}", files.certificate().display()))?
-            .collect::<Result<_, _>>()
-            .context("parsing the server certificate")?;
-    let key = PrivateKeyDer::from_pem_file(files.key())
+    let certificate = std::fs::read_to_string(files.certificate())
+        .with_context(|| format!("reading {}", files.certificate().display()))?;
+    let key = std::fs::read_to_string(files.key())
         .with_context(|| format!("reading {}", files.key().display()))?;
+    server_config_from_pem(&certificate, &key)
+}
+
+/// The TLS configuration for a PEM certificate chain and private key; fails if they do not
+/// parse or do not belong together.
+pub fn server_config_from_pem(
+    certificate_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certificates: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .context("the certificate is not PEM")?;
+    anyhow::ensure!(!certificates.is_empty(), "no certificate found in the PEM text");
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("the private key is not PEM")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certificates, key)
-        .context("server certificate and key do not match")?;
+        .context("the certificate and the private key do not belong together")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The identity the admin API should present: the operator's certificate from the
+/// `certificates` record when it has one, else the one made on first start.
+pub fn configured_identity(
+    files: &TlsFiles,
+    certificates: Option<&model::record::Certificates>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    match certificates {
+        Some(c) if !c.server_certificate_pem.is_empty() => {
+            server_config_from_pem(&c.server_certificate_pem, &c.server_private_key_pem)
+        }
+        _ => server_config(files),
+    }
 }

@@ -412,3 +412,85 @@ async fn administrators_are_created_with_hashed_passwords() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     daemon.stop().await;
 }
+
+/// An HTTPS client that trusts only `ca_pem`, with no pooled connections from before.
+fn client_trusting(ca_pem: &[u8]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn status_with(
+    client: &reqwest::Client,
+    daemon: &TestDaemon,
+) -> Result<StatusCode, reqwest::Error> {
+    let response = client
+        .get(format!("{}/api/v1/status", daemon.url))
+        .basic_auth("admin", Some(NEW_PASSWORD))
+        .send()
+        .await?;
+    Ok(response.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_certificate_takes_effect_without_a_restart() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    let built_in_ca = std::fs::read(daemon.data_dir().join("tls/ca.pem")).unwrap();
+
+    // The operator's own CA and a server certificate for this address.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+
+    // A key that does not belong to the certificate is refused, and nothing changes.
+    let wrong_key = rcgen::KeyPair::generate().unwrap();
+    let mismatched = json!({"server_certificate_pem": server.pem(), "server_private_key_pem": wrong_key.serialize_pem()});
+    let (status, body) = daemon.call(Method::PUT, "/api/v1/certificates", Some(mismatched)).await;
+    assert_eq!(
+        (status, error_fields(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, vec!["server_certificate_pem".to_owned()])
+    );
+    assert_eq!(status_with(&client_trusting(&built_in_ca), &daemon).await.unwrap(), StatusCode::OK);
+    let (status, _) = daemon.call(Method::GET, "/api/v1/certificates", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was saved");
+
+    let good = json!({"server_certificate_pem": server.pem(), "server_private_key_pem": server_key.serialize_pem(),
+                      "trusted_ca_pem": ca.pem()});
+    let (status, body) = daemon.call(Method::PUT, "/api/v1/certificates", Some(good)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["server_private_key_pem"], "********");
+
+    // New connections see the operator's certificate at once; no restart.
+    let operator = client_trusting(ca.pem().as_bytes());
+    assert_eq!(status_with(&operator, &daemon).await.unwrap(), StatusCode::OK);
+    assert!(
+        status_with(&client_trusting(&built_in_ca), &daemon).await.is_err(),
+        "the old identity is gone"
+    );
+
+    // It survives a restart.
+    let dir = daemon.stop().await;
+    let daemon = TestDaemon::start_in(dir).await;
+    assert_eq!(status_with(&operator, &daemon).await.unwrap(), StatusCode::OK);
+
+    // Clearing the record brings back the identity made on first start.
+    let response = operator
+        .delete(format!("{}/api/v1/certificates", daemon.url))
+        .basic_auth("admin", Some(NEW_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(status_with(&client_trusting(&built_in_ca), &daemon).await.unwrap(), StatusCode::OK);
+    daemon.stop().await;
+}
