@@ -1,37 +1,19 @@
-//! HTTPS access to the admin API: TLS trust, credentials, and JSON errors turned into
-//! [`ApiError`]s.
+//! HTTPS access to the admin API: TLS trust, HTTP Basic credentials on every request, and JSON
+//! error answers turned into [`ApiError`]s.
 
+use crate::cli::Globals;
 use anyhow::{Context, bail};
+use reqwest::Method;
 use serde_json::Value;
-use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub(crate) const CONNECT_TIMEOUT_MS: u64 = 5_000;
-pub(crate) const REQUEST_TIMEOUT_MS: u64 = 60_000;
-/// Where `cargo xtask run` keeps the development daemon's CA.
-const DEV_CA: &str = ".baton-dev/tls/ca.pem";
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where `cargo xtask run` keeps the development daemon's CA, relative to the working directory.
+pub(crate) const DEV_CA: &str = ".baton-dev/tls/ca.pem";
 
-#[derive(clap::Args)]
-pub(crate) struct Connection {
-    /// The admin API of the peer to manage.
-    #[arg(long, env = "BATON_URL", default_value = "https://127.0.0.1:8443", global = true)]
-    url: String,
-    /// Administrator account.
-    #[arg(long, env = "BATON_USER", default_value = "admin", global = true)]
-    user: String,
-    /// Read the password from the first line of stdin (otherwise from BATON_PASSWORD).
-    #[arg(long, global = true)]
-    password_stdin: bool,
-    /// Trust this CA certificate (the daemon's `<data dir>/tls/ca.pem`).
-    #[arg(long, env = "BATON_CA", global = true)]
-    ca: Option<PathBuf>,
-    /// Do not verify the daemon's certificate (prints a warning).
-    #[arg(long, global = true)]
-    insecure: bool,
-}
-
-/// An error answer of the API.
+/// An error answer of the API: `{"error": {"code", "message", "fields"}}`.
 #[derive(Debug)]
 pub(crate) struct ApiError {
     pub(crate) status: u16,
@@ -48,133 +30,136 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+impl ApiError {
+    /// Reads an error answer; anything else (a proxy's HTML page) becomes its HTTP status.
+    pub(crate) fn from_answer(status: u16, body: &Value) -> ApiError {
+        let error = &body["error"];
+        let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+        let fields = error["fields"]
+            .as_array()
+            .map(|fields| fields.iter().map(|f| (text(&f["field"]), text(&f["message"]))).collect())
+            .unwrap_or_default();
+        ApiError {
+            status,
+            code: error["code"].as_str().unwrap_or("http_error").to_owned(),
+            message: error["message"]
+                .as_str()
+                .map_or_else(|| format!("the daemon answered HTTP {status}"), str::to_owned),
+            fields,
+        }
+    }
+}
+
+/// Whether `error` is the API saying the record does not exist.
+pub(crate) fn is_not_found(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<ApiError>().is_some_and(|error| error.status == 404)
+}
+
 pub(crate) struct Client {
     http: reqwest::blocking::Client,
     url: String,
     user: String,
-    password: Option<String>,
+    password: String,
 }
 
 impl Client {
-    pub(crate) fn new(connection: &Connection) -> anyhow::Result<Client> {
+    pub(crate) fn new(globals: &Globals, password: String) -> anyhow::Result<Client> {
+        let url = globals.url.trim_end_matches('/').to_owned();
+        if !url.starts_with("https://") {
+            bail!("--url must start with https:// (the password is sent with every request)");
+        }
         let mut builder = reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-            .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS));
-        let ca = connection
-            .ca
-            .clone()
-            .or_else(|| Some(PathBuf::from(DEV_CA)).filter(|path| path.exists()));
-        if connection.insecure {
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("batonctl/", env!("CARGO_PKG_VERSION")));
+        if globals.insecure {
             eprintln!("warning: --insecure: the daemon's certificate is not verified");
             builder = builder.danger_accept_invalid_certs(true);
-        } else if let Some(ca) = ca {
-            let pem = std::fs::read(&ca)
-                .with_context(|| format!("reading CA certificate {}", ca.display()))?;
-            builder = builder.add_root_certificate(
-                reqwest::Certificate::from_pem(&pem).context("parsing the CA certificate")?,
-            );
-        }
-        let password = if connection.password_stdin {
-            Some(read_line("password")?)
         } else {
-            std::env::var("BATON_PASSWORD").ok()
-        };
+            let Some(ca) = ca_file(globals.ca.as_deref(), Path::new(DEV_CA).exists()) else {
+                bail!(
+                    "no CA to verify the daemon with: pass --ca <data dir>/tls/ca.pem (or set \
+                     BATON_CA), or --insecure"
+                );
+            };
+            let pem = std::fs::read(&ca)
+                .with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+            if certificates.is_empty() {
+                bail!("{} holds no PEM certificate", ca.display());
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
         Ok(Client {
-            http: builder.build().context("building the HTTPS client")?,
-            url: connection.url.trim_end_matches('/').to_owned(),
-            user: connection.user.clone(),
+            http: builder.build().context("setting up HTTPS")?,
+            url,
+            user: globals.user.clone(),
             password,
         })
     }
 
     pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send("GET", path, None, None)
+        self.send(Method::GET, path, None)
     }
 
-    /// Sends a request; `password` overrides the configured one (for `password`).
-    pub(crate) fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        password: Option<&str>,
-    ) -> anyhow::Result<Value> {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).context("HTTP method")?;
-        let password = password.or(self.password.as_deref());
-        let Some(password) = password else {
-            bail!("no password: set BATON_PASSWORD or pass --password-stdin");
-        };
+    pub(crate) fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(Method::POST, path, Some(body))
+    }
+
+    pub(crate) fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(Method::PUT, path, Some(body))
+    }
+
+    pub(crate) fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(Method::DELETE, path, None)
+    }
+
+    /// Sends one request; a 4xx/5xx answer becomes an [`ApiError`].
+    fn send(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .basic_auth(&self.user, Some(password));
+            .basic_auth(&self.user, Some(&self.password));
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request.send().with_context(|| format!("cannot reach {}", self.url))?;
         let status = response.status().as_u16();
         let text = response.text().context("reading the answer")?;
-        let value: Value = if text.is_empty() {
+        let value = if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         if status >= 400 {
-            let error = &value["error"];
-            let fields = error["fields"]
-                .as_array()
-                .map(|fields| {
-                    fields
-                        .iter()
-                        .map(|f| {
-                            (
-                                f["field"].as_str().unwrap_or("").to_owned(),
-                                f["message"].as_str().unwrap_or("").to_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Err(ApiError {
-                status,
-                code: error["code"].as_str().unwrap_or("http_error").to_owned(),
-                message: error["message"]
-                    .as_str()
-                    .map_or_else(|| format!("HTTP {status}"), str::to_owned),
-                fields,
-            }
-            .into());
+            return Err(ApiError::from_answer(status, &value).into());
         }
         Ok(value)
     }
 }
 
-fn read_line(what: &str) -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .with_context(|| format!("reading the {what} from stdin"))?;
-    let line = line.trim_end_matches(['\r', '\n']).to_owned();
-    if line.is_empty() {
-        bail!("no {what} on stdin");
-    }
-    Ok(line)
+/// The CA to trust: `--ca`/BATON_CA, else the development CA when it exists.
+fn ca_file(given: Option<&Path>, dev_ca_exists: bool) -> Option<PathBuf> {
+    given.map(Path::to_path_buf).or_else(|| dev_ca_exists.then(|| PathBuf::from(DEV_CA)))
 }
 
-/// Current and new password for `batonctl password`.
-pub(crate) fn read_password_change() -> anyhow::Result<(String, String)> {
-    let current = match std::env::var("BATON_PASSWORD") {
-        Ok(current) => current,
-        Err(_) => read_line("current password")?,
-    };
-    let new = match std::env::var("BATON_NEW_PASSWORD") {
-        Ok(new) => new,
-        Err(_) => read_line("new password")?,
-    };
-    Ok((current, new))
+/// Advice for a failed connection, from its error chain.
+pub(crate) fn hint(error: &str) -> Option<&'static str> {
+    if error.contains("NotValidForName") {
+        Some("the daemon's certificate does not name the host in --url")
+    } else if error.contains("invalid peer certificate") || error.contains("UnknownIssuer") {
+        Some("the daemon's certificate is not signed by the CA given (see --ca)")
+    } else if error.contains("Connection refused") {
+        Some("is batond running, and is --url right?")
+    } else {
+        None
+    }
 }
 
 /// Percent-encodes a path segment or query value.
@@ -201,13 +186,46 @@ pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
     #[test]
     fn encoding_and_queries() {
-        assert_eq!(super::encode("a b/c:1"), "a%20b%2Fc%3A1");
+        assert_eq!(encode("a b/c:1é"), "a%20b%2Fc%3A1%C3%A9");
         assert_eq!(
-            super::query(&[("a", Some("1".into())), ("b", None), ("c", Some("x y".into()))]),
+            query(&[("a", Some("1".into())), ("b", None), ("c", Some("x y".into()))]),
             "?a=1&c=x%20y"
         );
-        assert_eq!(super::query(&[("a", None)]), "");
+        assert_eq!(query(&[("a", None)]), "");
+    }
+
+    #[test]
+    fn error_answers_keep_their_fields() {
+        let body = json!({"error": {"code": "invalid_fields", "message": "2 invalid", "fields": [
+            {"field": "name", "message": "must not be empty"},
+        ]}});
+        let error = ApiError::from_answer(422, &body);
+        assert_eq!((error.code.as_str(), error.message.as_str()), ("invalid_fields", "2 invalid"));
+        assert_eq!(error.fields, vec![("name".to_owned(), "must not be empty".to_owned())]);
+        let error = ApiError::from_answer(502, &json!("<html>bad gateway</html>"));
+        assert_eq!(error.message, "the daemon answered HTTP 502");
+        assert!(error.fields.is_empty());
+        let not_found = anyhow::Error::new(ApiError::from_answer(404, &Value::Null));
+        assert!(is_not_found(&not_found.context("reading")));
+    }
+
+    #[test]
+    fn the_ca_is_the_given_one_else_the_development_one() {
+        let given = Path::new("/etc/baton/ca.pem");
+        assert_eq!(ca_file(Some(given), true).unwrap(), given);
+        assert_eq!(ca_file(None, true).unwrap(), Path::new(DEV_CA));
+        assert_eq!(ca_file(None, false), None);
+    }
+
+    #[test]
+    fn connection_failures_get_advice() {
+        assert!(hint("invalid peer certificate: UnknownIssuer").unwrap().contains("--ca"));
+        assert!(hint("tcp connect error: Connection refused (os error 111)").is_some());
+        assert_eq!(hint("timed out"), None);
     }
 }

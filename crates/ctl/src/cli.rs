@@ -1,0 +1,425 @@
+//! The command line: global connection flags, the fixed commands, and one subcommand per record
+//! collection, generated from [`model::RecordKind`] so a new kind needs no change here.
+
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use model::RecordKind;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The admin API of a daemon started by `cargo xtask run`, and of an appliance on its box.
+pub(crate) const DEFAULT_URL: &str = "https://127.0.0.1:8443";
+
+const ABOUT: &str = "Manage a Baton appliance through its admin API";
+
+const AFTER_HELP: &str = "\
+Authentication: the password comes from BATON_PASSWORD, or from the first line of stdin with
+--password-stdin (asked for when stdin is a terminal); it is never taken as a flag value.
+TLS: the daemon's CA is trusted with --ca <data dir>/tls/ca.pem (or BATON_CA); without either,
+./.baton-dev/tls/ca.pem is used when it exists (the CA of `cargo xtask run`).
+
+Record collections take list, show, create, update, delete; settings take show, set, clear.
+`batonctl <collection> --help` lists the fields of its records. Examples:
+  batonctl bridges list
+  batonctl bridges create --set name=mcu1 --set bridge_type=mcu --set address=192.0.2.5 \\
+      --set username=api --set password=secret --set capacity_ports=40
+  batonctl bridges update mcu1 --set capacity_ports=80
+  batonctl ntp set --set servers=192.0.2.1,192.0.2.2
+  batonctl log config --kind bridges --since 2026-11-24T10:00:00Z";
+
+const PASSWORD_HELP: &str = "\
+Change your own password.
+
+Reads the current and the new password from two lines of stdin. The current one comes from
+BATON_PASSWORD instead when that is set (and --password-stdin is not given), and the new one
+from BATON_NEW_PASSWORD when that is set. On a terminal both are asked for, without echo.
+Example: printf 'TANDBERG\\nnew passphrase\\n' | batonctl password";
+
+#[derive(Parser, Debug)]
+#[command(name = "batonctl", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(subcommand_required = true, arg_required_else_help = true)]
+// Unknown names reach us instead of clap so they are reported as "not a collection".
+#[command(allow_external_subcommands = true)]
+struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+    /// `None` for record collections, which are added to the grammar at run time.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Flags accepted anywhere on the command line.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
+pub(crate) struct Globals {
+    /// The admin API of the peer to manage.
+    #[arg(long, env = "BATON_URL", default_value = DEFAULT_URL, global = true)]
+    pub(crate) url: String,
+    /// Administrator account.
+    #[arg(long, env = "BATON_USER", default_value = "admin", global = true)]
+    pub(crate) user: String,
+    /// Read the password from the first line of stdin instead of BATON_PASSWORD.
+    #[arg(long, global = true)]
+    pub(crate) password_stdin: bool,
+    /// Trust this CA certificate (PEM), normally the daemon's `<data dir>/tls/ca.pem`.
+    #[arg(long, env = "BATON_CA", value_name = "PEM_FILE", global = true)]
+    pub(crate) ca: Option<PathBuf>,
+    /// Do not verify the daemon's certificate (prints a warning).
+    #[arg(long, global = true)]
+    pub(crate) insecure: bool,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Version, peer identity, uptime and log position.
+    Status,
+    /// Change your own password (reads it from stdin; see --help).
+    #[command(long_about = PASSWORD_HELP)]
+    Password,
+    /// The whole configuration, now or at a past time, and what changed between two times.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Every change to one record, newest first.
+    History {
+        /// Collection or kind, e.g. `bridges` or `bridge`.
+        #[arg(value_parser = parse_kind)]
+        collection: RecordKind,
+        /// The record's name; settings (singletons) need none.
+        name: Option<String>,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// The Configuration Log (who changed what) or this peer's Event Log.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ConfigCommand {
+    /// The configuration now, or `--at` a past time.
+    Show {
+        /// RFC 3339 time (e.g. 2026-11-24T10:00:00Z) or milliseconds since the epoch.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// The configuration as it was at TIME (same as `show --at TIME`).
+    At {
+        /// RFC 3339 time (e.g. 2026-11-24T10:00:00Z) or milliseconds since the epoch.
+        time: String,
+    },
+    /// What changed between FROM and TO (default: now).
+    Diff { from: String, to: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum LogCommand {
+    /// Who changed what, when: every configuration change, newest first.
+    Config {
+        /// Only changes by this administrator.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this collection or kind, e.g. `bridges`.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<RecordKind>,
+        /// Only records of this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only changes at or after TIME (RFC 3339 or epoch milliseconds).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only changes at or before TIME (RFC 3339 or epoch milliseconds).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// System events of this peer (start, stop, logins, failures), newest first.
+    Events {
+        /// Only events at this level or worse.
+        #[arg(long, value_parser = ["info", "warning", "error"])]
+        level: Option<String>,
+        /// Only events whose kind starts with this, e.g. `login`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events whose message contains this.
+        #[arg(long)]
+        text: Option<String>,
+        #[command(flatten)]
+        page: Page,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct Page {
+    /// Rows per page (the daemon's default when not given).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+    /// Older rows than this position or id, as given by the previous page's `more:` line.
+    #[arg(long, value_name = "N")]
+    pub(crate) before: Option<u64>,
+}
+
+/// Actions on a collection of named records.
+#[derive(Subcommand, Debug)]
+pub(crate) enum NamedAction {
+    /// A table of every record.
+    List,
+    /// One record's fields.
+    Show { name: String },
+    /// Create a record from --set fields and/or a --file.
+    Create(Body),
+    /// Change some fields of a record; the others (secrets included) keep their values.
+    Update {
+        name: String,
+        #[command(flatten)]
+        body: Body,
+    },
+    /// Delete a record.
+    Delete { name: String },
+}
+
+/// Actions on a settings collection, which holds at most one record.
+#[derive(Subcommand, Debug)]
+pub(crate) enum SettingsAction {
+    /// The current settings (or "not set"; `null` with --json).
+    Show,
+    /// Set some fields; when the settings exist, the others keep their values.
+    Set(Body),
+    /// Remove the settings (back to the defaults).
+    Clear,
+}
+
+/// The fields of a record to send.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[group(required = true, multiple = true)]
+pub(crate) struct Body {
+    /// A JSON object with the fields (`-` reads it from stdin). --set values apply on top.
+    /// Keeps secrets out of the shell history and the process list.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// One field. VALUE is read as JSON when it is valid JSON of the type the field takes
+    /// (40, true, null, ["a","b"]), otherwise as text; a list field also takes a,b,c.
+    #[arg(long = "set", value_name = "FIELD=VALUE", value_parser = parse_pair)]
+    pub(crate) set: Vec<(String, String)>,
+}
+
+/// What to do, as parsed.
+#[derive(Debug)]
+pub(crate) enum Invocation {
+    Command(Command),
+    Named(RecordKind, NamedAction),
+    Settings(RecordKind, SettingsAction),
+    /// A name that is neither a command nor a collection.
+    Unknown(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) globals: Globals,
+    pub(crate) invocation: Invocation,
+}
+
+/// The full grammar, with a subcommand for each record collection.
+pub(crate) fn command() -> clap::Command {
+    let mut command = Cli::command();
+    for &kind in RecordKind::ALL {
+        command = command.subcommand(collection_command(kind));
+    }
+    command
+}
+
+fn collection_command(kind: RecordKind) -> clap::Command {
+    let fields = crate::fields::help(kind);
+    let mut base = clap::Command::new(kind.collection())
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .after_help(fields.clone());
+    if kind.as_str() != kind.collection() {
+        // `batonctl bridge list` works too, as the logs take either spelling.
+        base = base.alias(kind.as_str());
+    }
+    if kind.is_singleton() {
+        SettingsAction::augment_subcommands(base)
+            .about(format!("{} settings: show, set, clear", kind.as_str()))
+            .mut_subcommand("set", |set| set.after_help(fields))
+    } else {
+        NamedAction::augment_subcommands(base)
+            .about(format!("{} records: list, show, create, update, delete", kind.as_str()))
+            .mut_subcommand("create", |create| create.after_help(fields.clone()))
+            .mut_subcommand("update", |update| update.after_help(fields))
+    }
+}
+
+/// Parses the process's arguments, exiting with clap's message (and status 2) on a usage error.
+pub(crate) fn parse() -> Parsed {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|error| error.exit())
+}
+
+pub(crate) fn try_parse_from<I, T>(args: I) -> Result<Parsed, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut command = command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|error| error.format(&mut command))?;
+    let invocation = match cli.command {
+        Some(Command::History { collection, name: None, .. }) if !collection.is_singleton() => {
+            let message =
+                format!("say which record: batonctl history {} <NAME>", collection.collection());
+            let mut history = command.find_subcommand("history").cloned().unwrap_or(command);
+            return Err(history.error(ErrorKind::MissingRequiredArgument, message));
+        }
+        Some(command) => Invocation::Command(command),
+        None => {
+            let Some((name, sub)) = matches.subcommand() else {
+                return Err(command.error(ErrorKind::MissingSubcommand, "give a command"));
+            };
+            match RecordKind::from_collection(name) {
+                Some(kind) if kind.is_singleton() => Invocation::Settings(
+                    kind,
+                    SettingsAction::from_arg_matches(sub)
+                        .map_err(|error| error.format(&mut command))?,
+                ),
+                Some(kind) => Invocation::Named(
+                    kind,
+                    NamedAction::from_arg_matches(sub)
+                        .map_err(|error| error.format(&mut command))?,
+                ),
+                None => Invocation::Unknown(name.to_owned()),
+            }
+        }
+    };
+    Ok(Parsed { globals: cli.globals, invocation })
+}
+
+/// A record kind from its collection (`bridge-pools`) or kind name (`bridge_pool`).
+pub(crate) fn parse_kind(text: &str) -> Result<RecordKind, String> {
+    RecordKind::from_collection(text).or_else(|| RecordKind::from_name(text)).ok_or_else(|| {
+        let all: Vec<&str> = RecordKind::ALL.iter().map(|kind| kind.collection()).collect();
+        format!("not a collection; one of: {}", all.join(", "))
+    })
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((field, _)) if field.trim().is_empty() => Err("the field name is empty".to_owned()),
+        Some((field, value)) => Ok((field.trim().to_owned(), value.to_owned())),
+        None => Err("expected FIELD=VALUE".to_owned()),
+    }
+}
+
+/// The command or collection most like a mistyped `name`, if one is close.
+pub(crate) fn suggestion(name: &str) -> Option<String> {
+    let names = command()
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .filter(|candidate| candidate != "help")
+        .collect::<Vec<_>>();
+    let best = names
+        .into_iter()
+        .map(|candidate| (edit_distance(name, &candidate), candidate))
+        .min_by_key(|(distance, _)| *distance)?;
+    (best.0 <= 2 || best.1.starts_with(name) && !name.is_empty()).then_some(best.1)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Parsed, clap::Error> {
+        try_parse_from(std::iter::once("batonctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn collections_take_their_actions_and_global_flags_anywhere() {
+        let parsed = parse(&["bridges", "list", "--json", "--user", "ops"]).unwrap();
+        assert!(parsed.globals.json);
+        assert_eq!(parsed.globals.user, "ops");
+        assert!(matches!(
+            parsed.invocation,
+            Invocation::Named(RecordKind::Bridge, NamedAction::List)
+        ));
+
+        let parsed = parse(&["bridges", "update", "mcu1", "--set", "capacity_ports=8"]).unwrap();
+        let Invocation::Named(RecordKind::Bridge, NamedAction::Update { name, body }) =
+            parsed.invocation
+        else {
+            panic!("{:?}", parsed.invocation)
+        };
+        assert_eq!(name, "mcu1");
+        assert_eq!(body.set, vec![("capacity_ports".to_owned(), "8".to_owned())]);
+
+        let parsed = parse(&["--insecure", "ntp", "set", "--set", "servers=a,b"]).unwrap();
+        assert!(parsed.globals.insecure);
+        assert!(matches!(parsed.invocation, Invocation::Settings(RecordKind::Ntp, _)));
+    }
+
+    #[test]
+    fn usage_errors_come_from_clap() {
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(kind(&["bridges", "set", "--set", "a=1"]), ErrorKind::InvalidSubcommand);
+        assert_eq!(kind(&["ntp", "list"]), ErrorKind::InvalidSubcommand);
+        assert_eq!(kind(&["bridges", "show"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["bridges", "create"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["bridges", "create", "--set", "novalue"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["bridges", "create", "--set", "=x"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["history", "bridges"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["history", "spaceships", "x"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["log", "events", "--level", "loud"]), ErrorKind::InvalidValue);
+        assert_eq!(kind(&["log", "config", "--limit", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["status", "--password", "x"]), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn history_of_settings_needs_no_name_and_kinds_take_either_spelling() {
+        let parsed = parse(&["history", "ntp"]).unwrap();
+        assert!(matches!(
+            parsed.invocation,
+            Invocation::Command(Command::History { collection: RecordKind::Ntp, name: None, .. })
+        ));
+        let parsed = parse(&["log", "config", "--kind", "bridge_pool"]).unwrap();
+        assert!(matches!(
+            parsed.invocation,
+            Invocation::Command(Command::Log(LogCommand::Config {
+                kind: Some(RecordKind::BridgePool),
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn unknown_names_are_left_to_the_caller_with_a_suggestion() {
+        let parsed = parse(&["spaceships", "list"]).unwrap();
+        assert!(matches!(parsed.invocation, Invocation::Unknown(name) if name == "spaceships"));
+        assert_eq!(suggestion("brdiges").as_deref(), Some("bridges"));
+        assert_eq!(suggestion("brige").as_deref(), Some("bridges"));
+        let parsed = parse(&["bridge_pool", "show", "p"]).unwrap();
+        assert!(matches!(parsed.invocation, Invocation::Named(RecordKind::BridgePool, _)));
+        assert_eq!(suggestion("stauts").as_deref(), Some("status"));
+        assert_eq!(suggestion("spaceships"), None);
+    }
+}
