@@ -11,7 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("eventlog", &["model"]),
     ("projections", &["model", "eventlog"]),
     ("replication", &["model", "eventlog"]),
-    ("daemon", &["model", "eventlog", "projections"]),
+    ("peering", &["model"]),
+    ("daemon", &["model", "eventlog", "projections", "replication", "peering"]),
     ("ctl", &["model"]),
 ];
 

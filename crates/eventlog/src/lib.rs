@@ -10,7 +10,7 @@
 //! where every event's hash covers the previous hash and all of the event's fields except its
 //! local `position`; [`EventLog::verify`] walks every chain.
 
-use model::{Hlc, PeerId};
+use model::{ClusterId, Hlc, PeerId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -242,6 +242,8 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
     #[error("no randomness for the peer identity: {0}")]
     Random(String),
+    #[error("the database is busy; its content was not replaced")]
+    ReplaceBusy,
 }
 
 /// The writable log. One per process; readers use [`open_reader`].
@@ -421,6 +423,55 @@ impl EventLog {
 
     pub fn last_position(&self) -> u64 {
         self.last_position
+    }
+
+    /// The cluster whose configuration history this log's shared stream belongs to; `None`
+    /// for a peer that has never clustered or was placed in standalone mode.
+    pub fn cluster_id(&self) -> Result<Option<ClusterId>, Error> {
+        let value: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'cluster_id'", [], |row| row.get(0))
+            .optional()?;
+        value
+            .map(|bytes| bytes.try_into().map(ClusterId).map_err(|_| corrupt_row("cluster_id")))
+            .transpose()
+    }
+
+    pub fn set_cluster_id(&mut self, cluster: Option<ClusterId>) -> Result<(), Error> {
+        match cluster {
+            Some(ClusterId(bytes)) => self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('cluster_id', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [bytes.as_slice()],
+            )?,
+            None => self.conn.execute("DELETE FROM meta WHERE key = 'cluster_id'", [])?,
+        };
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the whole database to `path` (which must not exist), while
+    /// this connection stays usable: the safety copy kept before the content is replaced.
+    pub fn copy_to(&self, path: &Path) -> Result<(), Error> {
+        let target = path.to_str().ok_or_else(|| Error::NotABatonLog { path: path.into() })?;
+        self.conn.execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
+    /// Replaces this database's entire content (events, projections, journal, identity) with
+    /// `source`'s in one SQLite write transaction, so readers and a crash see the old content
+    /// or the new, never a mix. Used when a peer joins a cluster and its shared history is
+    /// replaced by the cluster's.
+    pub fn replace_with(&mut self, source: &EventLog) -> Result<(), Error> {
+        {
+            let backup = rusqlite::backup::Backup::new(&source.conn, &mut self.conn)?;
+            // -1: every page in one step, i.e. one transaction on the destination.
+            if backup.step(-1)? != rusqlite::backup::StepResult::Done {
+                return Err(Error::ReplaceBusy);
+            }
+        }
+        let conn = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
+        *self = EventLog::open_connection(conn, &self.path.clone(), None)?;
+        Ok(())
     }
 
     /// Appends events from this peer in one transaction: all or none are stored.

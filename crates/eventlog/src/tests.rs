@@ -327,3 +327,36 @@ fn verify_finds_a_truncated_tail() {
         other => panic!("expected a truncation to be found, got {other:?}"),
     }
 }
+
+#[test]
+fn replacing_the_content_swaps_identity_history_and_cluster_in_one_step() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("log.db");
+    let mut log = EventLog::open(&path).expect("open");
+    let old_peer = log.peer_id();
+    log.append(&[event(Stream::Shared, 1, b"a")]).expect("append");
+    log.set_cluster_id(Some(ClusterId([7; 16]))).expect("cluster id");
+    assert_eq!(log.cluster_id().expect("read"), Some(ClusterId([7; 16])));
+    let reader = open_reader(&path).expect("reader");
+
+    let mut replacement = EventLog::open_in_memory(PeerId([9; 16])).expect("memory log");
+    replacement
+        .append(&[event(Stream::Local, 1, b"b"), event(Stream::Local, 2, b"c")])
+        .expect("append");
+    let safety = dir.path().join("before.db");
+    log.copy_to(&safety).expect("safety copy");
+    log.replace_with(&replacement).expect("replace");
+
+    assert_eq!(log.peer_id(), PeerId([9; 16]));
+    assert_eq!(log.cluster_id().expect("read"), None);
+    assert_eq!(log.last_position(), 2);
+    assert!(log.heads().keys().all(|(origin, _)| *origin == PeerId([9; 16])));
+    // A reader opened before the swap sees the new content too.
+    assert_eq!(last_position(&reader).expect("reader position"), 2);
+    log.verify().expect("replaced log verifies");
+    // Nothing lost: the safety copy still holds the old history and identity.
+    let old = EventLog::open(&safety).expect("open safety copy");
+    assert_eq!(old.peer_id(), old_peer);
+    assert_eq!(old.cluster_id().expect("read"), Some(ClusterId([7; 16])));
+    assert_eq!(old.last_position(), 1);
+}

@@ -32,6 +32,30 @@ impl fmt::Display for PeerId {
     }
 }
 
+/// Identity of one cluster: 16 random bytes made by the peer that founds it (the seed's
+/// "initial peer"), adopted by every peer that joins. Two peers holding different identities
+/// hold different configuration histories and must never merge them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct ClusterId(pub [u8; 16]);
+
+impl ClusterId {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClusterId({})", &self.to_hex()[..8])
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
 /// A hybrid logical clock timestamp: wall-clock milliseconds plus a counter that breaks ties
 /// and keeps causality when clocks are skewed. Ties between peers are broken by `PeerId`
 /// wherever a total order is needed (see [`Stamp`]).

@@ -15,7 +15,7 @@ pub mod rng;
 pub mod state;
 pub mod validate;
 
-pub use clock::{Hlc, HybridClock, PeerId, Stamp};
+pub use clock::{ClusterId, Hlc, HybridClock, PeerId, Stamp};
 pub use event::{DecodeError, Encoded, Event};
 pub use record::{Record, RecordKey, RecordKind, Scope};
 pub use state::{Change, Command, Rejection, SNAPSHOT_FORMAT, Slot, State};

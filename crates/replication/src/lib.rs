@@ -74,6 +74,14 @@ impl Replicator {
         &self.peers
     }
 
+    /// Changes who this peer replicates with (peers come and go as connections authenticate
+    /// and fail). A summary goes to everyone at the next tick, so a newcomer catches up at once.
+    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        let me = self.me;
+        self.peers = peers.into_iter().filter(|peer| *peer != me).collect();
+        self.next_summary_at_ms = 0;
+    }
+
     /// Sends summaries when they are due.
     pub fn tick(&mut self, now_ms: u64, log: &EventLog) -> Vec<Output> {
         if now_ms < self.next_summary_at_ms {
@@ -171,3 +179,6 @@ pub fn shared_heads(log: &EventLog) -> BTreeMap<PeerId, u64> {
 
 #[cfg(test)]
 mod sim;
+mod wire;
+
+pub use wire::{MESSAGE_BYTES_MAX, WireError};

@@ -1,0 +1,200 @@
+//! The greeting both peers send once the channel is up, the frames that follow it, and the
+//! rule deciding whether two peers may exchange configuration. Pure: the daemon supplies both
+//! greetings and acts on the [`Verdict`].
+
+use model::{ClusterId, PeerId};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// What a peer says about itself, inside the encrypted channel.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub software_version: String,
+    /// The sender's primary address, as it appears in peer lists.
+    pub address: Ipv4Addr,
+    pub host_name: String,
+    pub peer_id: PeerId,
+    /// `None`: the sender is clustered but has not joined a cluster yet.
+    pub cluster_id: Option<ClusterId>,
+    /// Sorted and without duplicates, so lists that differ only in order compare equal.
+    pub peers: Vec<Ipv4Addr>,
+}
+
+/// Everything sent after the greeting travels as one of these.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum Frame {
+    Hello(Hello),
+    /// The sender will not exchange configuration with the receiver, and why (as the sender
+    /// sees it). The connection closes after it.
+    Refused(Refusal),
+    /// An encoded replication message (see the `replication` crate).
+    Replication(Vec<u8>),
+    Ping {
+        sent_ms: u64,
+    },
+    Pong {
+        sent_ms: u64,
+    },
+}
+
+impl Frame {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising these plain types into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Frame, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// Why two peers must not exchange configuration. Shown to the operator as is.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("version mismatch: it runs Baton {theirs}, this peer runs {ours}")]
+    VersionMismatch { ours: String, theirs: String },
+    #[error("peer list mismatch: it lists {}, this peer lists {}", list(.theirs), list(.ours))]
+    PeerListMismatch { ours: Vec<Ipv4Addr>, theirs: Vec<Ipv4Addr> },
+    #[error(
+        "different cluster: it holds configuration of another cluster; place it in standalone \
+         mode (clear its pre-shared key and peers) before it joins"
+    )]
+    DifferentCluster,
+    #[error(
+        "neither peer belongs to a cluster yet: found the cluster first on the peer whose \
+         configuration should win, by listing only its own address"
+    )]
+    NoClusterYet,
+    #[error("{address} is not in this peer's list")]
+    NotListed { address: Ipv4Addr },
+    #[error("it answers with this peer's own identity (a cloned disk?)")]
+    SameIdentity,
+}
+
+fn list(addresses: &[Ipv4Addr]) -> String {
+    let texts: Vec<String> = addresses.iter().map(Ipv4Addr::to_string).collect();
+    format!("[{}]", texts.join(", "))
+}
+
+/// What `ours` should do about a peer that greeted with `theirs`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Verdict {
+    /// Same cluster: replicate.
+    Replicate,
+    /// We are joining and they belong to a cluster: replace our shared configuration with
+    /// theirs by adopting their cluster, then reconnect.
+    Adopt(ClusterId),
+    /// They are joining our cluster: wait until they have adopted it and greet again; never
+    /// take their configuration.
+    AwaitJoin,
+    Refuse(Refusal),
+}
+
+/// The whole compatibility rule, the same on both sides, so two peers always agree on whether
+/// they are compatible (though not on who joins whom).
+pub fn check(ours: &Hello, theirs: &Hello) -> Verdict {
+    if !ours.peers.contains(&theirs.address) || theirs.address == ours.address {
+        return Verdict::Refuse(Refusal::NotListed { address: theirs.address });
+    }
+    if theirs.peer_id == ours.peer_id {
+        return Verdict::Refuse(Refusal::SameIdentity);
+    }
+    if theirs.software_version != ours.software_version {
+        return Verdict::Refuse(Refusal::VersionMismatch {
+            ours: ours.software_version.clone(),
+            theirs: theirs.software_version.clone(),
+        });
+    }
+    if theirs.peers != ours.peers {
+        return Verdict::Refuse(Refusal::PeerListMismatch {
+            ours: ours.peers.clone(),
+            theirs: theirs.peers.clone(),
+        });
+    }
+    match (ours.cluster_id, theirs.cluster_id) {
+        (Some(a), Some(b)) if a == b => Verdict::Replicate,
+        (Some(_), Some(_)) => Verdict::Refuse(Refusal::DifferentCluster),
+        (None, Some(theirs)) => Verdict::Adopt(theirs),
+        (Some(_), None) => Verdict::AwaitJoin,
+        (None, None) => Verdict::Refuse(Refusal::NoClusterYet),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(last: u8, cluster: Option<u8>) -> Hello {
+        Hello {
+            software_version: "1.0.0".to_owned(),
+            address: Ipv4Addr::new(10, 0, 0, last),
+            host_name: format!("peer{last}"),
+            peer_id: PeerId([last; 16]),
+            cluster_id: cluster.map(|id| ClusterId([id; 16])),
+            peers: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
+        }
+    }
+
+    #[test]
+    fn the_rule_is_symmetric_about_compatibility() {
+        let cases = [
+            (hello(1, Some(7)), hello(2, Some(7))),
+            (hello(1, Some(7)), hello(2, Some(8))),
+            (hello(1, None), hello(2, Some(7))),
+            (hello(1, None), hello(2, None)),
+        ];
+        let expected = [
+            (Verdict::Replicate, Verdict::Replicate),
+            (
+                Verdict::Refuse(Refusal::DifferentCluster),
+                Verdict::Refuse(Refusal::DifferentCluster),
+            ),
+            (Verdict::Adopt(ClusterId([7; 16])), Verdict::AwaitJoin),
+            (Verdict::Refuse(Refusal::NoClusterYet), Verdict::Refuse(Refusal::NoClusterYet)),
+        ];
+        for ((a, b), (a_sees, b_sees)) in cases.iter().zip(expected) {
+            assert_eq!(check(a, b), a_sees);
+            assert_eq!(check(b, a), b_sees);
+        }
+    }
+
+    #[test]
+    fn mismatches_are_named() {
+        let ours = hello(1, Some(7));
+        let mut newer = hello(2, Some(7));
+        newer.software_version = "1.1.0".to_owned();
+        assert_eq!(
+            check(&ours, &newer).clone(),
+            Verdict::Refuse(Refusal::VersionMismatch {
+                ours: "1.0.0".to_owned(),
+                theirs: "1.1.0".to_owned()
+            })
+        );
+        let mut other_list = hello(2, Some(7));
+        other_list.peers.push(Ipv4Addr::new(10, 0, 0, 3));
+        let Verdict::Refuse(refusal) = check(&ours, &other_list) else { panic!("accepted") };
+        assert_eq!(
+            refusal.to_string(),
+            "peer list mismatch: it lists [10.0.0.1, 10.0.0.2, 10.0.0.3], this peer lists \
+             [10.0.0.1, 10.0.0.2]"
+        );
+        let stranger = Hello { address: Ipv4Addr::new(10, 0, 0, 9), ..hello(2, Some(7)) };
+        assert!(matches!(check(&ours, &stranger), Verdict::Refuse(Refusal::NotListed { .. })));
+        let clone = Hello { peer_id: ours.peer_id, ..hello(2, Some(7)) };
+        assert_eq!(check(&ours, &clone), Verdict::Refuse(Refusal::SameIdentity));
+    }
+
+    #[test]
+    fn frames_round_trip_and_garbage_is_refused() {
+        let frames = [
+            Frame::Hello(hello(1, None)),
+            Frame::Refused(Refusal::NoClusterYet),
+            Frame::Replication(vec![1, 2, 3]),
+            Frame::Ping { sent_ms: 5 },
+        ];
+        for frame in frames {
+            assert_eq!(Frame::decode(&frame.encode()).expect("decode"), frame);
+        }
+        assert!(Frame::decode(&[200, 1]).is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! The channel key, derived from the operator's pre-shared key.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+
+/// Domain separation: the same passphrase used elsewhere yields an unrelated key here.
+const KEY_SALT: &[u8] = b"baton cluster pre-shared key v1";
+/// argon2id cost: an attacker who records a handshake must pay this per guessed passphrase.
+/// Derived once per configuration change, not per connection.
+const KEY_MEMORY_KIB: u32 = 64 * 1024;
+const KEY_ITERATIONS: u32 = 3;
+
+/// 32 bytes for Noise's PSK slot. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey(pub(crate) [u8; 32]);
+
+impl ClusterKey {
+    /// Slow on purpose (tens of milliseconds): call it off the async runtime.
+    pub fn derive(passphrase: &str) -> ClusterKey {
+        let mut key = [0u8; 32];
+        let params = Params::new(KEY_MEMORY_KIB, KEY_ITERATIONS, 1, Some(32));
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.unwrap_or_default());
+        // Fails only for out-of-range parameters, which are constants checked by the tests.
+        if argon.hash_password_into(passphrase.as_bytes(), KEY_SALT, &mut key).is_err() {
+            key = [0; 32];
+        }
+        ClusterKey(key)
+    }
+}
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(********)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_the_passphrase_and_never_print() {
+        let a = ClusterKey::derive("correct horse");
+        assert_eq!(a, ClusterKey::derive("correct horse"));
+        assert_ne!(a, ClusterKey::derive("correct horse."));
+        assert_ne!(a.0, [0; 32], "the parameters are valid");
+        assert_eq!(format!("{a:?}"), "ClusterKey(********)");
+    }
+}
