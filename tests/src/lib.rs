@@ -5,8 +5,12 @@
 //! `cargo xtask test` builds them first.
 
 use anyhow::{Context, bail};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a daemon gets to open its log and listen.
@@ -38,20 +42,28 @@ pub struct Batond {
 
 impl Batond {
     pub fn start(data_dir: &Path) -> anyhow::Result<Batond> {
+        Batond::start_with(data_dir, "127.0.0.1", &[])
+    }
+
+    /// Starts a daemon whose admin API listens on `ip` (any port), with extra flags.
+    pub fn start_with(data_dir: &Path, ip: &str, extra_args: &[String]) -> anyhow::Result<Batond> {
         let url_file = data_dir.join("admin-url");
         let _ = std::fs::remove_file(&url_file);
         let child = Command::new(binary("batond")?)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "error")
+            .args(["--admin-listen", &format!("{ip}:0")])
+            .args(extra_args)
+            .env("RUST_LOG", std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "error".to_owned()))
             .stdin(Stdio::null())
             .spawn()
             .context("starting batond")?;
         let mut daemon = Batond { data_dir: data_dir.to_path_buf(), url: String::new(), child };
         let deadline = Instant::now() + Duration::from_millis(START_TIMEOUT_MS);
         loop {
-            if let Ok(url) = std::fs::read_to_string(&url_file) {
+            if let Ok(url) = std::fs::read_to_string(&url_file)
+                && !url.is_empty()
+            {
                 daemon.url = url;
                 return Ok(daemon);
             }
@@ -97,5 +109,83 @@ impl Drop for Batond {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback, for a cluster port shared by every peer of one test.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A TCP forwarder that can cut its connections, to partition peers: while cut, every
+/// connection through it is closed and new ones are dropped at once. Keeps a copy of the bytes
+/// it carried, so a test can check what crossed the wire.
+pub struct Proxy {
+    pub address: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    pub carried: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Bytes of carried traffic kept for inspection.
+const PROXY_CAPTURE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+impl Proxy {
+    pub fn start(target: std::net::SocketAddr) -> anyhow::Result<Proxy> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let proxy = Proxy {
+            address: listener.local_addr()?,
+            cut: Arc::new(AtomicBool::new(false)),
+            open: Arc::new(Mutex::new(Vec::new())),
+            carried: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (cut, open, carried) = (proxy.cut.clone(), proxy.open.clone(), proxy.carried.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else { continue };
+                for stream in [&client, &server] {
+                    if let Ok(clone) = stream.try_clone() {
+                        open.lock().unwrap_or_else(|e| e.into_inner()).push(clone);
+                    }
+                }
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    let carried = carried.clone();
+                    std::thread::spawn(move || {
+                        let mut buffer = [0u8; 16 * 1024];
+                        while let Ok(read) = from.read(&mut buffer) {
+                            if read == 0 || to.write_all(&buffer[..read]).is_err() {
+                                break;
+                            }
+                            let mut carried = carried.lock().unwrap_or_else(|e| e.into_inner());
+                            if carried.len() < PROXY_CAPTURE_BYTES_MAX {
+                                carried.extend_from_slice(&buffer[..read]);
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Ok(proxy)
+    }
+
+    /// Cuts every connection and refuses new ones, until [`Proxy::heal`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 }

@@ -103,6 +103,7 @@ fn violations_are_reported() {
         package("eventlog", &[("model", None), ("projections", Some("dev"))]),
         package("projections", &[("model", None), ("eventlog", None)]),
         package("replication", &[("model", None), ("eventlog", None)]),
+        package("peering", &[("model", None)]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("eventlog", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),

@@ -35,6 +35,7 @@ pub struct App {
     /// The live TLS configuration of the admin API, swapped when the certificates change.
     pub tls: axum_server::tls_rustls::RustlsConfig,
     pub tls_files: crate::tls::TlsFiles,
+    pub cluster: Arc<crate::cluster::Board>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -43,6 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/sessions/current", axum::routing::delete(logout))
         .route("/api/v1/password", post(change_password))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/cluster/status", get(cluster_status))
         .route("/api/v1/config", get(config))
         .route("/api/v1/config/diff", get(config_diff))
         .route("/api/v1/history/{collection}/{name}", get(history))
@@ -778,13 +780,23 @@ async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, Ap
     Ok(Json(json!({
         "product": "Baton",
         "version": env!("CARGO_PKG_VERSION"),
-        "peer_id": app.writer.peer_id.to_hex(),
+        "peer_id": app.writer.peer_id().to_hex(),
         "started": format_ms(app.started_ms),
         "uptime_s": now.saturating_sub(app.started_ms) / 1000,
         "log_position": log_position,
         "projections_position": projections_position,
         "projections_current": projections_position == log_position,
+        "cluster": app.cluster.status(),
     })))
+}
+
+/// Each peer of this peer's list as the operator sees it: "This system", "Active as …", or
+/// the reason it is not.
+async fn cluster_status(
+    _: Ready,
+    State(app): State<Arc<App>>,
+) -> Json<crate::cluster::ClusterStatus> {
+    Json(app.cluster.status())
 }
 
 #[derive(Deserialize)]

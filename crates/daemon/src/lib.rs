@@ -7,6 +7,7 @@
 //! must not grow its own.
 
 pub mod auth;
+pub mod cluster;
 pub mod http;
 pub mod openapi;
 pub mod store;
@@ -30,12 +31,22 @@ pub struct Config {
     /// Holds the database, the TLS identity and run-time files.
     pub data_dir: PathBuf,
     pub admin_listen: SocketAddr,
+    pub cluster: cluster::Network,
 }
 
 impl Config {
     /// Embedded defaults for running on a workstation.
     pub fn local(data_dir: PathBuf) -> Config {
-        Config { data_dir, admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)) }
+        Config {
+            data_dir,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            cluster: cluster::Network {
+                port: cluster::CLUSTER_PORT_DEFAULT,
+                connect_via: Default::default(),
+                assume_time_synchronised: false,
+                announce_version: None,
+            },
+        }
     }
 }
 
@@ -80,14 +91,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         open_ms = opened_at.elapsed().as_millis() as u64,
         "event log opened"
     );
-    let factory_account_needed =
-        store.state().list(model::RecordKind::Administrator).next().is_none();
+    // Only a brand-new log gets the factory account: a peer that has just joined a cluster has
+    // no administrator until the cluster's arrive, and must not invent one for the cluster.
+    let factory_account_needed = store.last_position() == 0;
     let certificates = match store.state().list(model::RecordKind::Certificates).next() {
         Some(model::Record::Certificates(certificates)) => Some(certificates.clone()),
         _ => None,
     };
+    let (outbound_tx, outbound_rx) = tokio::sync::mpsc::channel(cluster::OUTBOUND_QUEUE_MAX);
     let (writer, writer_thread) =
-        store::Writer::spawn(store).context("starting the writer thread")?;
+        store::Writer::spawn(store, outbound_tx).context("starting the writer thread")?;
     if factory_account_needed {
         create_factory_account(&writer).await?;
     }
@@ -115,7 +128,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     listener.set_nonblocking(true).context("making the admin socket non-blocking")?;
     let admin_addr = listener.local_addr().context("reading the admin address")?;
     let admin_url = format!("https://{admin_addr}");
-    std::fs::write(config.data_dir.join(ADMIN_URL_FILE), &admin_url)
+    // Written aside and renamed, so a reader never sees it half-written.
+    let url_file = config.data_dir.join(ADMIN_URL_FILE);
+    let partial = url_file.with_extension("partial");
+    std::fs::write(&partial, &admin_url)
+        .and_then(|()| std::fs::rename(&partial, &url_file))
         .context("writing the admin URL file")?;
 
     let app = Arc::new(http::App {
@@ -126,6 +143,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         password_checks: tokio::sync::Semaphore::new(http::PASSWORD_CHECKS_IN_FLIGHT_MAX),
         tls: rustls_config.clone(),
         tls_files,
+        cluster: cluster::spawn(
+            config.cluster.clone(),
+            writer.clone(),
+            outbound_rx,
+            shutdown.clone(),
+        ),
     });
     let handle = axum_server::Handle::new();
     let server = axum_server::from_tcp_rustls(listener, rustls_config.clone())
@@ -137,11 +160,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         "daemon.started",
         format!("Baton {} started", env!("CARGO_PKG_VERSION")),
     ));
-    tracing::info!(%admin_url, peer_id = %writer.peer_id, "admin API listening");
+    tracing::info!(%admin_url, peer_id = %writer.peer_id(), "admin API listening");
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     let watchdog = spawn_watchdog(shutdown.clone());
 
-    let peer_id = writer.peer_id;
+    let peer_id = writer.peer_id();
     let task = tokio::spawn(async move {
         let stopper = {
             let handle = handle.clone();

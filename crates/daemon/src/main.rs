@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +18,25 @@ struct Flags {
     /// Log as JSON lines (for journald and log shippers) instead of text.
     #[arg(long, env = "BATON_LOG_JSON")]
     log_json: bool,
+    /// TCP port for cluster peers, on this peer's primary address; the same on every peer.
+    #[arg(long, env = "BATON_CLUSTER_PORT", default_value_t = daemon::cluster::CLUSTER_PORT_DEFAULT)]
+    cluster_port: u16,
+    /// Reach a peer through another address: PEER=HOST:PORT (NAT, or a test proxy). Repeatable.
+    #[arg(long = "cluster-connect-via", value_parser = parse_via)]
+    cluster_connect_via: Vec<(Ipv4Addr, SocketAddr)>,
+    /// For tests only: cluster without NTP synchronisation.
+    #[arg(long, hide = true)]
+    assume_time_synchronised: bool,
+    /// For tests only: announce this software version to peers.
+    #[arg(long, hide = true)]
+    announce_version: Option<String>,
+}
+
+fn parse_via(text: &str) -> Result<(Ipv4Addr, SocketAddr), String> {
+    let (peer, via) = text.split_once('=').ok_or("expected PEER=HOST:PORT")?;
+    let peer = peer.parse().map_err(|error| format!("peer address {peer:?}: {error}"))?;
+    let via = via.parse().map_err(|error| format!("{via:?}: {error}"))?;
+    Ok((peer, via))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,7 +62,16 @@ fn main() -> anyhow::Result<()> {
             }
             signals.cancel();
         });
-        let config = daemon::Config { data_dir: flags.data_dir, admin_listen: flags.admin_listen };
+        let config = daemon::Config {
+            data_dir: flags.data_dir,
+            admin_listen: flags.admin_listen,
+            cluster: daemon::cluster::Network {
+                port: flags.cluster_port,
+                connect_via: flags.cluster_connect_via.into_iter().collect(),
+                assume_time_synchronised: flags.assume_time_synchronised,
+                announce_version: flags.announce_version,
+            },
+        };
         daemon::run(config, shutdown).await
     })
 }

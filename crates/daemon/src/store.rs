@@ -5,12 +5,14 @@
 //! SQLite access never happens on the async runtime: writes go through a bounded queue to the
 //! writer thread, reads run on the blocking pool with connections from [`Readers`].
 
-use eventlog::{EventLog, NewEvent, Stream};
-use model::{Command, Event, HybridClock, PeerId, Rejection, Scope, Stamp, State};
+use crate::cluster::{ClusterSettings, Outbound};
+use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
+use model::{ClusterId, Command, Event, HybridClock, PeerId, Rejection, Scope, Stamp, State};
+use replication::Replicator;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Requests waiting for the writer; callers wait (back-pressure) when it is full.
 pub const WRITER_QUEUE_MAX: usize = 256;
@@ -33,17 +35,26 @@ pub enum StoreError {
     Projection(#[from] projections::Error),
     #[error("stored event cannot be read: {0}")]
     Decode(#[from] model::DecodeError),
+    #[error("replication: {0}")]
+    Replication(#[from] replication::Error),
+    #[error("no randomness: {0}")]
+    Random(String),
+    #[error("this peer already belongs to a cluster")]
+    AlreadyInCluster,
     #[error("the writer has stopped")]
     WriterGone,
 }
 
-/// The log, the state folded from it, and the clock that stamps new events.
+/// The log, the state folded from it, the clock that stamps new events, and the replication
+/// state machine that exchanges the shared stream with cluster peers.
 pub struct Store {
     log: EventLog,
     state: State,
     clock: HybridClock,
     applied_position: u64,
     snapshot_position: u64,
+    replicator: Replicator,
+    cluster_id: Option<ClusterId>,
 }
 
 /// What start-up had to do, for the Event Log and the start-up benchmark.
@@ -56,7 +67,10 @@ pub struct OpenReport {
 
 impl Store {
     pub fn open(path: &Path) -> Result<(Store, OpenReport), StoreError> {
-        let mut log = EventLog::open(path)?;
+        Store::from_log(EventLog::open(path)?)
+    }
+
+    fn from_log(mut log: EventLog) -> Result<(Store, OpenReport), StoreError> {
         let mut report = OpenReport::default();
         let mut state = State::default();
         let mut position = 0;
@@ -76,15 +90,145 @@ impl Store {
         report.events_replayed = replayed;
         report.projection_events_applied = projections::catch_up(log.connection_mut())?;
         let clock = HybridClock::new(log.max_hlc()?);
+        let cluster_id = log.cluster_id()?;
+        let replicator = Replicator::new(log.peer_id(), []);
         let mut store = Store {
             log,
             state,
             clock,
             applied_position: position,
             snapshot_position: report.snapshot_position,
+            replicator,
+            cluster_id,
         };
         store.snapshot_if_due()?;
+        store.reconcile_cluster_id()?;
         Ok((store, report))
+    }
+
+    /// The cluster identity follows the cluster record: a peer whose list holds only its own
+    /// address founds a cluster (the seed's initial peer); standalone mode forgets the
+    /// identity, so the peer's configuration is replaced when it joins again. A peer listing
+    /// others without an identity is joining: it adopts the identity of the first compatible
+    /// peer (see [`Store::join_cluster`]). Idempotent, so a crash between saving the record
+    /// and this step is repaired at the next start.
+    fn reconcile_cluster_id(&mut self) -> Result<(), StoreError> {
+        let settings = self.cluster_settings();
+        let wanted = match (&self.cluster_id, settings.is_clustered()) {
+            (Some(_), false) => None,
+            (None, true) if settings.peers == settings.address.into_iter().collect::<Vec<_>>() => {
+                Some(ClusterId(random_bytes()?))
+            }
+            (current, _) => *current,
+        };
+        if wanted != self.cluster_id {
+            self.log.set_cluster_id(wanted)?;
+            self.cluster_id = wanted;
+        }
+        Ok(())
+    }
+
+    /// What the cluster layer needs to know, read from this peer's records.
+    pub fn cluster_settings(&self) -> ClusterSettings {
+        ClusterSettings::from_state(&self.state, self.peer_id(), self.cluster_id)
+    }
+
+    /// Joins `cluster`: the shared configuration held here is replaced by the cluster's (which
+    /// then arrives by replication), this peer's own settings are kept, and the peer takes a
+    /// new identity so its old shared history can never reach the cluster. The old database
+    /// is kept beside the new one. Returns the path of that copy.
+    pub fn join_cluster(&mut self, cluster: ClusterId, now_ms: u64) -> Result<PathBuf, StoreError> {
+        // Two links may both decide to join; only the first replaces anything.
+        if self.cluster_id.is_some() || !self.cluster_settings().is_clustered() {
+            return Err(StoreError::AlreadyInCluster);
+        }
+        let kept = self.log.path().with_file_name(format!("baton-before-join-{now_ms}.db"));
+        self.log.copy_to(&kept)?;
+        let mut fresh = EventLog::open_in_memory(PeerId(random_bytes()?))?;
+        let mut clock = HybridClock::new(self.clock.last());
+        let own_settings: Vec<NewEvent> = self
+            .state
+            .records()
+            .filter(|record| record.kind().scope() == Scope::Local)
+            .map(|record| {
+                let encoded = Event::Saved(record.clone()).encode();
+                NewEvent {
+                    stream: Stream::Local,
+                    hlc: clock.tick(now_ms),
+                    actor: "system".to_owned(),
+                    kind: encoded.kind,
+                    version: encoded.version,
+                    payload: encoded.payload,
+                }
+            })
+            .collect();
+        fresh.append(&own_settings)?;
+        fresh.set_cluster_id(Some(cluster))?;
+        fresh.append_journal(&eventlog::NewJournalEntry {
+            at_ms: now_ms,
+            level: eventlog::Level::Warning,
+            kind: "cluster.joined".to_owned(),
+            actor: None,
+            message: format!(
+                "joined cluster {cluster}: this peer's shared configuration is replaced by the \
+                 cluster's; its own settings are kept; the previous database is kept at {}",
+                kept.display()
+            ),
+        })?;
+        projections::catch_up(fresh.connection_mut())?;
+        self.log.replace_with(&fresh)?;
+        let log = std::mem::replace(&mut self.log, fresh);
+        let (store, _) = Store::from_log(log)?;
+        *self = store;
+        Ok(kept)
+    }
+
+    /// Who to replicate with: the peers whose greeting matched ours.
+    pub fn set_replication_peers(&mut self, peers: Vec<PeerId>) {
+        self.replicator.set_peers(peers);
+    }
+
+    pub fn replication_tick(&mut self, now_ms: u64) -> Vec<Outbound> {
+        sends(self.replicator.tick(now_ms, &self.log))
+    }
+
+    /// Takes a message from a peer: events new here are stored, folded into the state and the
+    /// projections. Returns what to send back.
+    pub fn replicate(
+        &mut self,
+        from: PeerId,
+        message: replication::Message,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        let outputs = self.replicator.receive(from, message, &mut self.log)?;
+        let mut applied_any = false;
+        for output in &outputs {
+            if let replication::Output::Applied { events } = output {
+                self.fold(events)?;
+                applied_any = true;
+            }
+        }
+        if applied_any {
+            if let Err(error) = projections::catch_up(self.log.connection_mut()) {
+                tracing::error!(%error, "projections did not catch up; they will retry");
+            }
+            self.snapshot_if_due()?;
+        }
+        Ok(sends(outputs))
+    }
+
+    /// What to push to peers after a local append.
+    pub fn appended(&self, stored: &[StoredEvent]) -> Vec<Outbound> {
+        sends(self.replicator.appended(stored))
+    }
+
+    fn fold(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
+        for stored in events {
+            let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
+            self.clock.observe(stored.hlc);
+            self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            self.applied_position = self.applied_position.max(stored.position);
+        }
+        Ok(())
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -106,7 +250,7 @@ impl Store {
         actor: &str,
         command: &Command,
         now_ms: u64,
-    ) -> Result<Vec<eventlog::StoredEvent>, StoreError> {
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let events = self.state.decide(command)?;
         if events.is_empty() {
             return Ok(Vec::new());
@@ -139,6 +283,13 @@ impl Store {
             tracing::error!(%error, "projections did not catch up; they will retry");
         }
         self.snapshot_if_due()?;
+        let cluster_changed = events.iter().any(|event| match event {
+            Event::Saved(record) => record.kind() == model::RecordKind::Cluster,
+            Event::Removed(key) => key.kind == model::RecordKind::Cluster,
+        });
+        if cluster_changed {
+            self.reconcile_cluster_id()?;
+        }
         Ok(stored)
     }
 
@@ -159,12 +310,28 @@ impl Store {
     }
 }
 
+fn sends(outputs: Vec<replication::Output>) -> Vec<Outbound> {
+    outputs
+        .into_iter()
+        .filter_map(|output| match output {
+            replication::Output::Send { to, message } => Some((to, message)),
+            replication::Output::Applied { .. } => None,
+        })
+        .collect()
+}
+
+fn random_bytes() -> Result<[u8; 16], StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|error| StoreError::Random(error.to_string()))?;
+    Ok(bytes)
+}
+
 enum Request {
     Execute {
         actor: String,
         command: Command,
         now_ms: u64,
-        reply: oneshot::Sender<Result<Vec<eventlog::StoredEvent>, StoreError>>,
+        reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
     },
     Journal {
         entry: eventlog::NewJournalEntry,
@@ -172,40 +339,70 @@ enum Request {
     State {
         reply: oneshot::Sender<State>,
     },
+    Replicate {
+        from: PeerId,
+        message: replication::Message,
+    },
+    ReplicationTick {
+        now_ms: u64,
+    },
+    ReplicationPeers {
+        peers: Vec<PeerId>,
+    },
+    JoinCluster {
+        cluster: ClusterId,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<PathBuf, StoreError>>,
+    },
 }
 
 /// Handle to the writer thread. Cloning is cheap; the thread stops when every handle is dropped.
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Request>,
-    pub peer_id: PeerId,
+    settings: watch::Receiver<ClusterSettings>,
 }
 
 impl Writer {
-    /// Starts the writer thread over an opened store. The returned join handle finishes once
-    /// every `Writer` clone has been dropped and the queue is drained.
-    pub fn spawn(store: Store) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
+    /// Starts the writer thread over an opened store. Replication messages for peers go to
+    /// `outbound` (dropped when it is full: anti-entropy resends what was lost). The returned
+    /// join handle finishes once every `Writer` clone has been dropped and the queue is drained.
+    pub fn spawn(
+        store: Store,
+        outbound: mpsc::Sender<Outbound>,
+    ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (queue, mut requests) = mpsc::channel(WRITER_QUEUE_MAX);
-        let peer_id = store.peer_id();
+        let (settings_tx, settings) = watch::channel(store.cluster_settings());
         let thread = std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
             let mut store = store;
+            let send = |messages: Vec<Outbound>| {
+                for message in messages {
+                    if outbound.try_send(message).is_err() {
+                        tracing::debug!("replication message dropped: the peer link is busy");
+                    }
+                }
+            };
             while let Some(request) = requests.blocking_recv() {
                 match request {
                     Request::Execute { actor, command, now_ms, reply } => {
                         let result = store.execute(&actor, &command, now_ms);
-                        if let Err(error) = &result
-                            && !matches!(error, StoreError::Rejected(_))
-                        {
-                            // Infrastructure failures go to the operator's Event Log too.
-                            tracing::error!(%error, %actor, "configuration change failed");
-                            let entry = eventlog::NewJournalEntry {
-                                at_ms: now_ms,
-                                level: eventlog::Level::Error,
-                                kind: "config.write_failed".to_owned(),
-                                actor: Some(actor.clone()),
-                                message: format!("a configuration change could not be saved: {error}"),
-                            };
-                            let _ = store.journal(&entry);
+                        match &result {
+                            Ok(stored) => send(store.appended(stored)),
+                            Err(StoreError::Rejected(_)) => {}
+                            Err(error) => {
+                                // Infrastructure failures go to the operator's Event Log too.
+                                tracing::error!(%error, %actor, "configuration change failed");
+                                let entry = eventlog::NewJournalEntry {
+                                    at_ms: now_ms,
+                                    level: eventlog::Level::Error,
+                                    kind: "config.write_failed".to_owned(),
+                                    actor: Some(actor.clone()),
+                                    message: format!(
+                                        "a configuration change could not be saved: {error}"
+                                    ),
+                                };
+                                let _ = store.journal(&entry);
+                            }
                         }
                         let _ = reply.send(result);
                     }
@@ -217,10 +414,73 @@ impl Writer {
                     Request::State { reply } => {
                         let _ = reply.send(store.state().clone());
                     }
+                    Request::Replicate { from, message } => match store.replicate(from, message) {
+                        Ok(messages) => send(messages),
+                        Err(error) => {
+                            tracing::warn!(%error, peer = %from, "replication message refused");
+                        }
+                    },
+                    Request::ReplicationTick { now_ms } => send(store.replication_tick(now_ms)),
+                    Request::ReplicationPeers { peers } => store.set_replication_peers(peers),
+                    Request::JoinCluster { cluster, now_ms, reply } => {
+                        let _ = reply.send(store.join_cluster(cluster, now_ms));
+                    }
                 }
+                settings_tx.send_if_modified(|current| {
+                    let latest = store.cluster_settings();
+                    let changed = *current != latest;
+                    *current = latest;
+                    changed
+                });
             }
         })?;
-        Ok((Writer { queue, peer_id }, thread))
+        Ok((Writer { queue, settings }, thread))
+    }
+
+    /// This peer's identity (it changes when the peer joins a cluster).
+    pub fn peer_id(&self) -> PeerId {
+        self.settings.borrow().peer_id
+    }
+
+    /// The cluster settings, updated after every change the writer makes.
+    pub fn cluster_settings(&self) -> watch::Receiver<ClusterSettings> {
+        self.settings.clone()
+    }
+
+    /// Hands a peer's message to the writer, waiting when its queue is full (back-pressure on
+    /// the peer's connection).
+    pub async fn replicate(
+        &self,
+        from: PeerId,
+        message: replication::Message,
+    ) -> Result<(), StoreError> {
+        self.queue
+            .send(Request::Replicate { from, message })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Best effort: a tick lost to a full queue is followed by another.
+    pub fn replication_tick(&self, now_ms: u64) {
+        let _ = self.queue.try_send(Request::ReplicationTick { now_ms });
+    }
+
+    pub async fn set_replication_peers(&self, peers: Vec<PeerId>) -> Result<(), StoreError> {
+        self.queue
+            .send(Request::ReplicationPeers { peers })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    pub async fn join_cluster(
+        &self,
+        cluster: ClusterId,
+        now_ms: u64,
+    ) -> Result<PathBuf, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::JoinCluster { cluster, now_ms, reply };
+        self.queue.send(request).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     pub async fn execute(
@@ -228,7 +488,7 @@ impl Writer {
         actor: &str,
         command: Command,
         now_ms: u64,
-    ) -> Result<Vec<eventlog::StoredEvent>, StoreError> {
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let request = Request::Execute { actor: actor.to_owned(), command, now_ms, reply };
         self.queue.send(request).await.map_err(|_| StoreError::WriterGone)?;
@@ -315,7 +575,7 @@ fn fold_log<E>(
     conn: &Connection,
     state: &mut State,
     after_position: u64,
-    keep: impl Fn(&eventlog::StoredEvent) -> bool,
+    keep: impl Fn(&StoredEvent) -> bool,
 ) -> Result<(u64, u64), E>
 where
     E: From<eventlog::Error> + From<model::DecodeError>,

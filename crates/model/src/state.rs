@@ -295,6 +295,10 @@ impl State {
                     };
                     return error("peers", message);
                 }
+                let missing = self.missing_cluster_prerequisites();
+                if !missing.is_empty() {
+                    return error("peers", format!("before clustering, {}", missing.join("; ")));
+                }
                 match self.singleton(RecordKind::Ipv4) {
                     Some(Record::Ipv4(ip)) if cluster.peers.contains(&ip.address) => Vec::new(),
                     Some(Record::Ipv4(ip)) => error(
@@ -326,6 +330,26 @@ impl State {
             },
             _ => Vec::new(),
         }
+    }
+
+    /// The seed's checklist before a peer clusters, as far as configuration decides it (time
+    /// synchronisation is a run-time fact, checked by the daemon).
+    fn missing_cluster_prerequisites(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        match self.singleton(RecordKind::SystemName) {
+            Some(Record::SystemName(name))
+                if !name.host_name.is_empty() && !name.domain.is_empty() => {}
+            _ => missing.push("set this peer's host name and domain (System > DNS)"),
+        }
+        match self.singleton(RecordKind::Dns) {
+            Some(Record::Dns(dns)) if !dns.servers.is_empty() => {}
+            _ => missing.push("configure at least one DNS server (System > DNS)"),
+        }
+        match self.singleton(RecordKind::Ntp) {
+            Some(Record::Ntp(ntp)) if !ntp.servers.is_empty() => {}
+            _ => missing.push("configure at least one NTP server (System > Time)"),
+        }
+        missing
     }
 
     /// Records that differ between `self` (before) and `after`, by key.

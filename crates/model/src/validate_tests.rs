@@ -502,21 +502,46 @@ fn cluster_rules_follow_the_edition_and_the_peers_own_address() {
             .is_ok()
     );
 
-    let select = state_with(&[with(Ipv4, json!({})), with(Licence, json!({"edition": "select"}))]);
+    // The seed's checklist: host name and domain, DNS, NTP.
+    let unprepared = state_with(&[with(Ipv4, json!({})), with(Licence, json!({}))]);
+    assert_eq!(
+        message(&unprepared, with(Cluster, json!({}))),
+        "peers: before clustering, set this peer's host name and domain (System > DNS); \
+         configure at least one DNS server (System > DNS); configure at least one NTP server \
+         (System > Time)"
+    );
+    let ready = |extra: &[Record]| {
+        let mut records = vec![
+            with(Ipv4, json!({})),
+            with(SystemName, json!({})),
+            with(Dns, json!({})),
+            with(Ntp, json!({})),
+        ];
+        records.extend_from_slice(extra);
+        state_with(&records)
+    };
+    let no_domain = ready(&[with(Licence, json!({})), with(SystemName, json!({"domain": ""}))]);
+    assert!(message(&no_domain, with(Cluster, json!({}))).contains("host name and domain"));
+
+    let select = ready(&[with(Licence, json!({"edition": "select"}))]);
     assert!(select.decide(&Command::Save(with(Cluster, json!({})))).is_ok());
     assert!(message(&select, with(Cluster, three.clone())).contains("at most 2 peers"));
 
-    let full = state_with(&[with(Ipv4, json!({})), with(Licence, json!({}))]);
+    let full = ready(&[with(Licence, json!({}))]);
     assert!(full.decide(&Command::Save(with(Cluster, three.clone()))).is_ok());
     let elsewhere = with(Cluster, json!({"peers": ["192.0.2.20", "192.0.2.21"]}));
     assert!(message(&full, elsewhere).contains("must include this peer's own address 192.0.2.10"));
-    let no_address = state_with(&[with(Licence, json!({}))]);
+    let no_address = state_with(&[
+        with(Licence, json!({})),
+        with(SystemName, json!({})),
+        with(Dns, json!({})),
+        with(Ntp, json!({})),
+    ]);
     assert!(
         message(&no_address, with(Cluster, json!({}))).contains("set this peer's IPv4 address")
     );
 
-    let clustered =
-        state_with(&[with(Ipv4, json!({})), with(Licence, json!({})), with(Cluster, three)]);
+    let clustered = ready(&[with(Licence, json!({})), with(Cluster, three)]);
     assert!(
         message(&clustered, with(Ipv4, json!({"address": "192.0.2.99"})))
             .starts_with("address: cannot change")

@@ -26,8 +26,8 @@ impl TestDaemon {
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestDaemon {
         let config = daemon::Config {
-            data_dir: dir.path().to_path_buf(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..daemon::Config::local(dir.path().to_path_buf())
         };
         let shutdown = CancellationToken::new();
         let daemon = daemon::start(config, shutdown.clone()).await.unwrap();

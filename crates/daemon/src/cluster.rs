@@ -1,0 +1,740 @@
+//! Cluster membership at run time: listens for peers and dials them over the `peering`
+//! channel, checks each greeting, feeds replication messages to the writer and sends its
+//! answers, measures latency, and keeps the per-peer status the operator sees.
+//!
+//! Everything restarts from the settings whenever they change (key, peer list, address, host
+//! name, identity), so a change applies live and a restart gives the same outcome. Links are
+//! one-way for replication: each peer sends on the connection it dialled and receives on the
+//! ones it accepted, so a dead peer costs one failing dialer and nothing else.
+
+use crate::store::Writer;
+use model::{ClusterId, PeerId, Record, RecordKind, State};
+use peering::{Channel, ClusterKey, Frame, Hello, Verdict};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A replication message for one peer, as the writer produces it.
+pub type Outbound = (PeerId, replication::Message);
+
+/// TCP port peers listen on, on their primary address. The same on every peer, since peer
+/// lists hold addresses only.
+pub const CLUSTER_PORT_DEFAULT: u16 = 4370;
+pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// Redial delays: doubling from the first to the last.
+pub const RETRY_FIRST_MS: u64 = 250;
+pub const RETRY_MAX_MS: u64 = 4_000;
+pub const PING_INTERVAL_MS: u64 = 1_000;
+/// A link with no frame for this long is dead, even if TCP has not noticed (a silent partition).
+pub const SILENCE_TIMEOUT_MS: u64 = 5_000;
+/// The seed's limit for round-trip time between peers; above it the status warns.
+pub const LATENCY_WARNING_MS: u64 = 30;
+pub const REPLICATION_TICK_MS: u64 = 200;
+/// Writer output waiting to be routed; overflow is dropped (anti-entropy resends it).
+pub const OUTBOUND_QUEUE_MAX: usize = 1_024;
+/// Frames waiting for one peer's link.
+pub const LINK_QUEUE_MAX: usize = 64;
+/// Frames decoded ahead of their handler on one connection.
+pub const RECEIVE_QUEUE_MAX: usize = 16;
+/// How often clustering re-checks its prerequisites (time synchronisation) while blocked.
+pub const PREREQUISITE_RECHECK_MS: u64 = 5_000;
+
+/// What the cluster layer reads from this peer's records.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ClusterSettings {
+    pub peer_id: PeerId,
+    pub cluster_id: Option<ClusterId>,
+    pub address: Option<Ipv4Addr>,
+    pub host_name: String,
+    pub pre_shared_key: String,
+    /// Sorted, without duplicates; empty in standalone mode.
+    pub peers: Vec<Ipv4Addr>,
+}
+
+impl ClusterSettings {
+    pub fn from_state(state: &State, peer_id: PeerId, cluster_id: Option<ClusterId>) -> Self {
+        let singleton = |kind: RecordKind| state.list(kind).next();
+        let (pre_shared_key, mut peers) = match singleton(RecordKind::Cluster) {
+            Some(Record::Cluster(cluster)) => {
+                (cluster.pre_shared_key.clone(), cluster.peers.clone())
+            }
+            _ => (String::new(), Vec::new()),
+        };
+        peers.sort();
+        peers.dedup();
+        let address = match singleton(RecordKind::Ipv4) {
+            Some(Record::Ipv4(ip)) => Some(ip.address),
+            _ => None,
+        };
+        let host_name = match singleton(RecordKind::SystemName) {
+            Some(Record::SystemName(name)) => name.host_name.clone(),
+            _ => String::new(),
+        };
+        ClusterSettings { peer_id, cluster_id, address, host_name, pre_shared_key, peers }
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        !self.peers.is_empty()
+    }
+}
+
+/// Network facts that are not configuration records.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub port: u16,
+    /// Dial these instead of `<peer address>:<port>` (a NAT, or a test's fault-injecting proxy).
+    pub connect_via: BTreeMap<Ipv4Addr, SocketAddr>,
+    /// Skips the NTP check. Only for tests on machines without time synchronisation.
+    pub assume_time_synchronised: bool,
+    /// The software version announced to peers instead of this build's. Only for tests of
+    /// mixed-version clusters.
+    pub announce_version: Option<String>,
+}
+
+/// One peer line as the operator sees it.
+#[derive(Clone, PartialEq, Debug, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PeerState {
+    ThisSystem,
+    Connecting,
+    Active {
+        host_name: String,
+        peer_id: String,
+        last_contact_ms: u64,
+        latency_ms: Option<u64>,
+    },
+    /// It is joining this cluster: its shared configuration will be replaced by ours.
+    Joining {
+        host_name: String,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerLine {
+    pub address: Ipv4Addr,
+    #[serde(flatten)]
+    pub state: PeerState,
+    /// One line, as the web page shows it next to the address.
+    pub text: String,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    /// "standalone" or "clustered".
+    pub mode: &'static str,
+    pub cluster_id: Option<String>,
+    pub peer_id: String,
+    /// What keeps this peer from clustering, if anything.
+    pub problems: Vec<String>,
+    pub peers: Vec<PeerLine>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Direction {
+    Dialled,
+    Accepted,
+}
+
+/// Shared run-time state of the cluster layer.
+pub struct Board {
+    writer: Writer,
+    network: Network,
+    settings: Mutex<ClusterSettings>,
+    problems: Mutex<Vec<String>>,
+    states: Mutex<BTreeMap<Ipv4Addr, PeerState>>,
+    /// Live links whose greeting matched: who the writer replicates with.
+    links: Mutex<BTreeMap<(Ipv4Addr, Direction), PeerId>>,
+    /// Where to put frames for a peer: its dialled link.
+    routes: Mutex<HashMap<PeerId, mpsc::Sender<Frame>>>,
+    started: Instant,
+}
+
+impl Board {
+    pub fn status(&self) -> ClusterStatus {
+        let settings = lock(&self.settings).clone();
+        let states = lock(&self.states).clone();
+        let peers = settings
+            .peers
+            .iter()
+            .map(|address| {
+                let state = if Some(*address) == settings.address {
+                    PeerState::ThisSystem
+                } else {
+                    states.get(address).cloned().unwrap_or(PeerState::Connecting)
+                };
+                line(*address, state)
+            })
+            .collect();
+        ClusterStatus {
+            mode: if settings.is_clustered() { "clustered" } else { "standalone" },
+            cluster_id: settings.cluster_id.map(|id| id.to_hex()),
+            peer_id: settings.peer_id.to_hex(),
+            problems: lock(&self.problems).clone(),
+            peers,
+        }
+    }
+
+    fn set_state(&self, address: Ipv4Addr, state: PeerState) {
+        lock(&self.states).insert(address, state);
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn link(self: &Arc<Self>, address: Ipv4Addr, direction: Direction, peer: PeerId) -> LinkGuard {
+        lock(&self.links).insert((address, direction), peer);
+        self.publish_peers();
+        LinkGuard { board: self.clone(), address, direction, peer }
+    }
+
+    fn publish_peers(self: &Arc<Self>) {
+        let peers: BTreeSet<PeerId> = lock(&self.links).values().copied().collect();
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let _ = writer.set_replication_peers(peers.into_iter().collect()).await;
+        });
+    }
+}
+
+/// Unregisters a link when its task ends, however it ends (error, cancellation, panic).
+struct LinkGuard {
+    board: Arc<Board>,
+    address: Ipv4Addr,
+    direction: Direction,
+    peer: PeerId,
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        lock(&self.board.links).remove(&(self.address, self.direction));
+        if self.direction == Direction::Dialled {
+            lock(&self.board.routes).remove(&self.peer);
+        }
+        self.board.publish_peers();
+    }
+}
+
+fn line(address: Ipv4Addr, state: PeerState) -> PeerLine {
+    let mut warnings = Vec::new();
+    let text = match &state {
+        PeerState::ThisSystem => "This system".to_owned(),
+        PeerState::Connecting => "Connecting".to_owned(),
+        PeerState::Active { host_name, latency_ms, .. } => {
+            if let Some(latency_ms) = latency_ms
+                && *latency_ms > LATENCY_WARNING_MS
+            {
+                warnings.push(format!(
+                    "round-trip time {latency_ms} ms is above the {LATENCY_WARNING_MS} ms peers need"
+                ));
+            }
+            format!("Active as {host_name}")
+        }
+        PeerState::Joining { host_name } => {
+            format!("Joining: {host_name} is taking this cluster's configuration")
+        }
+        PeerState::Failed { reason } => format!("Failed: {reason}"),
+    };
+    PeerLine { address, state, text, warnings }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicked holder leaves plain data behind, still worth showing.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Starts the cluster layer for the daemon's lifetime.
+pub fn spawn(
+    network: Network,
+    writer: Writer,
+    outbound: mpsc::Receiver<Outbound>,
+    shutdown: CancellationToken,
+) -> Arc<Board> {
+    let settings = writer.cluster_settings().borrow().clone();
+    let board = Arc::new(Board {
+        writer: writer.clone(),
+        network,
+        settings: Mutex::new(settings),
+        problems: Mutex::new(Vec::new()),
+        states: Mutex::new(BTreeMap::new()),
+        links: Mutex::new(BTreeMap::new()),
+        routes: Mutex::new(HashMap::new()),
+        started: Instant::now(),
+    });
+    tokio::spawn(route(board.clone(), outbound, shutdown.clone()));
+    tokio::spawn(tick(writer.clone(), shutdown.clone()));
+    tokio::spawn(supervise(board.clone(), shutdown));
+    board
+}
+
+/// Puts the writer's messages on the right peer's link. Stops at shutdown: it holds a writer
+/// handle (through the board), and the writer thread ends only when every handle is gone.
+async fn route(
+    board: Arc<Board>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = outbound.recv() => next,
+        };
+        let Some((to, message)) = next else { return };
+        let bytes = match message.encode() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "replication message not sent");
+                continue;
+            }
+        };
+        let link = lock(&board.routes).get(&to).cloned();
+        if let Some(link) = link {
+            let _ = link.try_send(Frame::Replication(bytes));
+        }
+    }
+}
+
+async fn tick(writer: Writer, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(REPLICATION_TICK_MS));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => writer.replication_tick(crate::http::now_ms()),
+        }
+    }
+}
+
+/// Runs one generation of links per version of the settings.
+async fn supervise(board: Arc<Board>, shutdown: CancellationToken) {
+    let mut settings_rx = board.writer.cluster_settings();
+    loop {
+        let settings = settings_rx.borrow_and_update().clone();
+        *lock(&board.settings) = settings.clone();
+        lock(&board.states).clear();
+        let generation = shutdown.child_token();
+        let recheck = start(&board, &settings, &generation).await;
+        let recheck_after = async {
+            match recheck {
+                true => tokio::time::sleep(Duration::from_millis(PREREQUISITE_RECHECK_MS)).await,
+                false => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => { generation.cancel(); return }
+            changed = settings_rx.changed() => if changed.is_err() { generation.cancel(); return },
+            _ = recheck_after => {}
+        }
+        generation.cancel();
+    }
+}
+
+/// Starts listening and dialling if clustering is configured and its prerequisites hold.
+/// Returns whether to check again later (a prerequisite may come true by itself).
+async fn start(
+    board: &Arc<Board>,
+    settings: &ClusterSettings,
+    generation: &CancellationToken,
+) -> bool {
+    let mut problems = Vec::new();
+    if !settings.is_clustered() {
+        *lock(&board.problems) = problems;
+        return false;
+    }
+    let Some(address) = settings.address else {
+        problems.push("this peer has no IPv4 address".to_owned());
+        *lock(&board.problems) = problems;
+        return false;
+    };
+    let synchronised = board.network.assume_time_synchronised || time_synchronised().await;
+    if !synchronised {
+        problems.push(
+            "time is not synchronised (NTP): peers must agree on time before they cluster; \
+             check System > Time"
+                .to_owned(),
+        );
+        *lock(&board.problems) = problems;
+        return true;
+    }
+    let passphrase = settings.pre_shared_key.clone();
+    let key = match tokio::task::spawn_blocking(move || ClusterKey::derive(&passphrase)).await {
+        Ok(key) => Arc::new(key),
+        Err(error) => {
+            problems.push(format!("could not derive the cluster key: {error}"));
+            *lock(&board.problems) = problems;
+            return true;
+        }
+    };
+    let hello = Arc::new(Hello {
+        software_version: board
+            .network
+            .announce_version
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+        address,
+        host_name: settings.host_name.clone(),
+        peer_id: settings.peer_id,
+        cluster_id: settings.cluster_id,
+        peers: settings.peers.clone(),
+    });
+    let listen = SocketAddr::from((address, board.network.port));
+    match TcpListener::bind(listen).await {
+        Ok(listener) => {
+            tokio::spawn(accept_loop(
+                board.clone(),
+                listener,
+                key.clone(),
+                hello.clone(),
+                generation.clone(),
+            ));
+        }
+        Err(error) => problems.push(format!("cannot listen for peers on {listen}: {error}")),
+    }
+    if settings.cluster_id.is_none() {
+        problems.push(
+            "joining: this peer's shared configuration will be replaced by the cluster's when a \
+             peer of the cluster answers"
+                .to_owned(),
+        );
+    }
+    *lock(&board.problems) = problems;
+    for peer in settings.peers.iter().filter(|peer| **peer != address) {
+        board.set_state(*peer, PeerState::Connecting);
+        tokio::spawn(dial_loop(
+            board.clone(),
+            *peer,
+            key.clone(),
+            hello.clone(),
+            generation.clone(),
+        ));
+    }
+    false
+}
+
+/// NTP state as systemd reports it. Without systemd (a development machine) time counts as
+/// not synchronised, which is why tests pass `--assume-time-synchronised`.
+async fn time_synchronised() -> bool {
+    let output = tokio::process::Command::new("timedatectl")
+        .args(["show", "--property=NTPSynchronized", "--value"])
+        .output()
+        .await;
+    matches!(output, Ok(output) if output.status.success() && output.stdout.starts_with(b"yes"))
+}
+
+async fn dial_loop(
+    board: Arc<Board>,
+    address: Ipv4Addr,
+    key: Arc<ClusterKey>,
+    hello: Arc<Hello>,
+    cancel: CancellationToken,
+) {
+    let mut retry_ms = RETRY_FIRST_MS;
+    loop {
+        let ended = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ended = dial_once(&board, address, &key, &hello) => ended,
+        };
+        match ended {
+            Ended::AfterActive(reason) => {
+                retry_ms = RETRY_FIRST_MS;
+                board.set_state(address, PeerState::Failed { reason });
+            }
+            Ended::Failed(reason) => board.set_state(address, PeerState::Failed { reason }),
+            Ended::Quiet => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(retry_ms)) => {}
+        }
+        retry_ms = (retry_ms * 2).min(RETRY_MAX_MS);
+    }
+}
+
+enum Ended {
+    /// Never became active; the reason is the status to show.
+    Failed(String),
+    /// Was active and the link broke.
+    AfterActive(String),
+    /// The state was already set (joining, waiting for a joiner).
+    Quiet,
+}
+
+async fn dial_once(
+    board: &Arc<Board>,
+    address: Ipv4Addr,
+    key: &ClusterKey,
+    hello: &Hello,
+) -> Ended {
+    let target = board
+        .network
+        .connect_via
+        .get(&address)
+        .copied()
+        .unwrap_or(SocketAddr::from((address, board.network.port)));
+    let connect =
+        tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), TcpStream::connect(target));
+    let stream = match connect.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Ended::Failed(format!("unreachable: {error}")),
+        Err(_) => {
+            return Ended::Failed(format!("unreachable: no answer within {CONNECT_TIMEOUT_MS} ms"));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let channel = match Channel::connect(stream, key).await {
+        Ok(channel) => channel,
+        Err(peering::ChannelError::AuthenticationFailed) => {
+            return Ended::Failed("authentication failed: the pre-shared keys differ".to_owned());
+        }
+        Err(error) => return Ended::Failed(format!("unreachable: {error}")),
+    };
+    let (mut sender, receiver) = channel.split();
+    let (mut frames, _reader) = spawn_reader(receiver);
+    if let Err(error) = sender.send(&Frame::Hello(hello.clone()).encode()).await {
+        return Ended::Failed(format!("unreachable: {error}"));
+    }
+    let theirs = match first_hello(&mut frames).await {
+        Ok(theirs) => theirs,
+        Err(reason) => return Ended::Failed(reason),
+    };
+    match peering::check(hello, &theirs) {
+        Verdict::Refuse(refusal) => {
+            let _ = sender.send(&Frame::Refused(refusal.clone()).encode()).await;
+            return Ended::Failed(refusal.to_string());
+        }
+        Verdict::Adopt(cluster) => {
+            adopt(board, cluster, &theirs).await;
+            return Ended::Quiet;
+        }
+        Verdict::AwaitJoin => {
+            board.set_state(address, PeerState::Joining { host_name: theirs.host_name.clone() });
+            return Ended::Quiet;
+        }
+        Verdict::Replicate => {}
+    }
+    let (link_tx, mut link_rx) = mpsc::channel(LINK_QUEUE_MAX);
+    lock(&board.routes).insert(theirs.peer_id, link_tx);
+    let _guard = board.link(address, Direction::Dialled, theirs.peer_id);
+    let active = |latency_ms| PeerState::Active {
+        host_name: theirs.host_name.clone(),
+        peer_id: theirs.peer_id.to_hex(),
+        last_contact_ms: crate::http::now_ms(),
+        latency_ms,
+    };
+    board.set_state(address, active(None));
+    tracing::info!(peer = %address, host = %theirs.host_name, "cluster peer active");
+    let mut ping = tokio::time::interval(Duration::from_millis(PING_INTERVAL_MS));
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(Ok(Frame::Pong { sent_ms })) => {
+                    last_heard = Instant::now();
+                    let latency_ms = board.monotonic_ms().saturating_sub(sent_ms);
+                    board.set_state(address, active(Some(latency_ms)));
+                }
+                Some(Ok(Frame::Refused(refusal))) => {
+                    return Ended::AfterActive(format!("the peer refuses: {refusal}"));
+                }
+                Some(Ok(_)) => last_heard = Instant::now(),
+                Some(Err(reason)) => return Ended::AfterActive(format!("connection lost: {reason}")),
+                None => return Ended::AfterActive("connection lost".to_owned()),
+            },
+            frame = link_rx.recv() => {
+                let Some(frame) = frame else { return Ended::AfterActive("link closed".to_owned()) };
+                if let Err(error) = sender.send(&frame.encode()).await {
+                    return Ended::AfterActive(format!("connection lost: {error}"));
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > Duration::from_millis(SILENCE_TIMEOUT_MS) {
+                    return Ended::AfterActive(format!("unreachable: silent for {SILENCE_TIMEOUT_MS} ms"));
+                }
+                let frame = Frame::Ping { sent_ms: board.monotonic_ms() };
+                if let Err(error) = sender.send(&frame.encode()).await {
+                    return Ended::AfterActive(format!("connection lost: {error}"));
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    board: Arc<Board>,
+    listener: TcpListener,
+    key: Arc<ClusterKey>,
+    hello: Arc<Hello>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, from)) => {
+                let _ = stream.set_nodelay(true);
+                let serve = serve_accepted(board.clone(), stream, from, key.clone(), hello.clone());
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = serve => {}
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a peer connection failed");
+                tokio::time::sleep(Duration::from_millis(RETRY_FIRST_MS)).await;
+            }
+        }
+    }
+}
+
+async fn serve_accepted(
+    board: Arc<Board>,
+    stream: TcpStream,
+    from: SocketAddr,
+    key: Arc<ClusterKey>,
+    hello: Arc<Hello>,
+) {
+    let channel = match Channel::accept(stream, &key).await {
+        Ok(channel) => channel,
+        Err(error) => {
+            tracing::warn!(%from, %error, "cluster connection refused");
+            return;
+        }
+    };
+    let (mut sender, receiver) = channel.split();
+    let (mut frames, _reader) = spawn_reader(receiver);
+    let theirs = match first_hello(&mut frames).await {
+        Ok(theirs) => theirs,
+        Err(reason) => {
+            tracing::warn!(%from, %reason, "cluster connection without a greeting");
+            return;
+        }
+    };
+    let verdict = peering::check(&hello, &theirs);
+    if sender.send(&Frame::Hello(hello.as_ref().clone()).encode()).await.is_err() {
+        return;
+    }
+    match verdict {
+        Verdict::Refuse(refusal) => {
+            tracing::warn!(%from, peer = %theirs.address, %refusal, "cluster peer refused");
+            let _ = sender.send(&Frame::Refused(refusal).encode()).await;
+            return;
+        }
+        Verdict::Adopt(cluster) => {
+            adopt(&board, cluster, &theirs).await;
+            return;
+        }
+        Verdict::AwaitJoin => return,
+        Verdict::Replicate => {}
+    }
+    let peer = theirs.peer_id;
+    let _guard = board.link(theirs.address, Direction::Accepted, peer);
+    loop {
+        let frame =
+            tokio::time::timeout(Duration::from_millis(SILENCE_TIMEOUT_MS), frames.recv()).await;
+        let frame = match frame {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(reason))) => {
+                tracing::info!(%from, %reason, "cluster link closed");
+                return;
+            }
+            Ok(None) | Err(_) => return,
+        };
+        match frame {
+            Frame::Replication(bytes) => match replication::Message::decode(&bytes) {
+                Ok(message) => {
+                    if board.writer.replicate(peer, message).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%from, %error, "malformed replication message; closing the link");
+                    return;
+                }
+            },
+            Frame::Ping { sent_ms } => {
+                if sender.send(&Frame::Pong { sent_ms }.encode()).await.is_err() {
+                    return;
+                }
+            }
+            Frame::Refused(refusal) => {
+                tracing::warn!(%from, %refusal, "cluster peer refuses this peer");
+                return;
+            }
+            Frame::Hello(_) | Frame::Pong { .. } => {}
+        }
+    }
+}
+
+/// Replaces this peer's shared configuration with the cluster's (see `Store::join_cluster`).
+/// The settings then change, so every link restarts with the new identity.
+async fn adopt(board: &Arc<Board>, cluster: ClusterId, member: &Hello) {
+    match board.writer.join_cluster(cluster, crate::http::now_ms()).await {
+        Ok(kept) => tracing::warn!(
+            %cluster, via = %member.address, kept = %kept.display(),
+            "joined the cluster; shared configuration replaced by the cluster's"
+        ),
+        Err(crate::store::StoreError::AlreadyInCluster) => {}
+        Err(error) => tracing::error!(%error, "joining the cluster failed"),
+    }
+}
+
+async fn first_hello(frames: &mut mpsc::Receiver<Result<Frame, String>>) -> Result<Hello, String> {
+    let first = tokio::time::timeout(
+        Duration::from_millis(peering::channel::HANDSHAKE_TIMEOUT_MS),
+        frames.recv(),
+    )
+    .await;
+    match first {
+        Ok(Some(Ok(Frame::Hello(hello)))) => Ok(hello),
+        Ok(Some(Ok(Frame::Refused(refusal)))) => Err(format!("the peer refuses: {refusal}")),
+        Ok(Some(Ok(_))) => Err("the peer did not greet first".to_owned()),
+        Ok(Some(Err(reason))) => Err(format!("unreachable: {reason}")),
+        Ok(None) => Err("unreachable: connection closed during the greeting".to_owned()),
+        Err(_) => Err("unreachable: no greeting in time".to_owned()),
+    }
+}
+
+/// Aborts the reading task when the connection's handler ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads and decodes frames in a task of its own (receiving is not cancel-safe).
+fn spawn_reader(
+    mut receiver: peering::Receiver<TcpStream>,
+) -> (mpsc::Receiver<Result<Frame, String>>, AbortOnDrop) {
+    let (tx, rx) = mpsc::channel(RECEIVE_QUEUE_MAX);
+    let task = tokio::spawn(async move {
+        loop {
+            let frame = match receiver.recv().await {
+                Ok(bytes) => {
+                    Frame::decode(&bytes).map_err(|error| format!("malformed frame: {error}"))
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            let stop = frame.is_err();
+            if tx.send(frame).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
