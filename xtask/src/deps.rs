@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("eventlog", &["model"]),
     ("projections", &["model", "eventlog"]),
     ("replication", &["model", "eventlog"]),
+    ("backup", &["model", "eventlog"]),
     ("daemon", &["model", "eventlog", "projections"]),
     ("ctl", &["model"]),
 ];
@@ -19,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 const UNCONSTRAINED: &[&str] = &["xtask", "baton-tests"];
 
 /// Crates that must not depend on tokio directly.
-const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication"];
+const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication", "backup"];
 
 #[test]
 fn dependencies_follow_the_layering() {
@@ -102,6 +103,7 @@ fn violations_are_reported() {
         package("eventlog", &[("model", None), ("projections", Some("dev"))]),
         package("projections", &[("model", None), ("eventlog", None)]),
         package("replication", &[("model", None), ("eventlog", None)]),
+        package("backup", &[("model", None), ("eventlog", None), ("projections", None)]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("eventlog", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),
@@ -113,6 +115,7 @@ fn violations_are_reported() {
         "workspace crate `extra` has no entry",
         "`model` depends on `tokio` (dev dependency)",
         "`eventlog` depends on `projections` (dev dependency), but eventlog may only depend on `model`",
+        "`backup` depends on `projections` (normal dependency), but backup may only depend on `model`, `eventlog`",
         "`ctl` depends on `daemon` (normal dependency), but ctl may only depend on `model`",
         "`ctl` depends on `eventlog` (normal dependency), but ctl may only depend on `model`",
     ];
