@@ -35,6 +35,10 @@ pub fn inspect(reader: impl Read, password: Option<&str>) -> Result<Manifest, Er
 /// another machine (`expected_serial`), from newer software than `running_version`, a wrong
 /// password, and anything corrupted, truncated or unknown; on any error the staging directory
 /// is removed and nothing else was touched.
+///
+/// Use one fixed staging path (e.g. `<data_dir>/restore-staging`) and remove it at start-up
+/// after [`crate::recover`]: a crash while staging, or before a commit wrote its journal,
+/// leaves it behind, and nothing else knows it.
 pub fn stage_restore(
     reader: impl Read,
     password: Option<&str>,

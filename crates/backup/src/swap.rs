@@ -10,15 +10,17 @@
 //! 3. move each current extra file that the archive replaces into `pre-restore-<time>.files/`;
 //! 4. move each staged extra file into place;
 //! 5. move the staged database into place — **the commit point**;
-//! 6. remove the journal, then the staging directory.
+//! 6. remove the staging directory, then the journal.
 //!
-//! States [`recover`] can find, decided by whether the staged database is still in the staging
-//! directory:
+//! States [`recover`] can find, decided by the journal and whether the staged database is
+//! still in the staging directory:
 //! - no journal: no swap was under way (a leftover temporary journal is deleted) → nothing;
-//! - journal, staged database still staged (crash within steps 2–4): every move made is undone
+//! - journal, staged database still staged (crash within steps 1–4): every move made is undone
 //!   by name (extra files back to the staging directory, old files back from the safety
-//!   names), then the journal and the staging directory go → the old state;
-//! - journal, staged database gone (crash after step 5): only cleanup is left → the new state.
+//!   names), the journal is rewritten as `rolled_back`, then the staging directory and the
+//!   journal go → the old state;
+//! - journal marked `rolled_back` (crash during that cleanup): cleanup only → the old state;
+//! - journal, staged database gone (crash after step 5): cleanup only → the new state.
 //!
 //! Each undo and cleanup step checks what exists first, so recovery interrupted by another
 //! crash is simply run again. The safety copies stay after a successful restore; removing
@@ -45,6 +47,10 @@ struct Journal {
     safety_stem: String,
     /// Extra files' names relative to the data directory.
     extra_files: Vec<String>,
+    /// Set once a recovery has undone every move: only cleanup is left, and it must not be
+    /// mistaken for the cleanup after the commit point when the staging directory is gone.
+    #[serde(default)]
+    rolled_back: bool,
 }
 
 /// What [`recover`] found and did.
@@ -108,6 +114,7 @@ impl Staged {
             staging_dir,
             safety_stem,
             extra_files: self.extra_files(),
+            rolled_back: false,
         };
         let had_database = data_dir.join(DATABASE_FILE).exists();
         // From the first step on, the staging directory belongs to the swap.
@@ -153,8 +160,8 @@ fn planned_moves(data_dir: &Path, journal: &Journal) -> Vec<Move> {
 }
 
 /// Runs the swap; `stop_after_steps` simulates a crash. Steps: the journal, each planned move
-/// (moves of files that do not exist are skipped but still count), removing the journal,
-/// removing the staging directory.
+/// (moves of files that do not exist are skipped but still count), removing the staging
+/// directory, removing the journal.
 fn run_steps(
     data_dir: &Path,
     journal: &Journal,
@@ -180,12 +187,11 @@ fn run_steps(
             return Ok(());
         }
     }
-    remove_journal(data_dir)?;
+    remove_staging(&journal.staging_dir)?;
     if stop() {
         return Ok(());
     }
-    remove_staging(&journal.staging_dir)?;
-    Ok(())
+    remove_journal(data_dir)
 }
 
 /// Finishes or undoes a swap that a crash interrupted; see the module documentation for the
@@ -205,7 +211,8 @@ pub fn recover(data_dir: &Path) -> Result<Recovery, Error> {
     let bad = |reason: String| Error::BadJournal { path: journal_path.clone(), reason };
     let text = std::fs::read(&journal_path)
         .map_err(io_error(|| format!("reading {}", journal_path.display())))?;
-    let journal: Journal = serde_json::from_slice(&text).map_err(|error| bad(error.to_string()))?;
+    let mut journal: Journal =
+        serde_json::from_slice(&text).map_err(|error| bad(error.to_string()))?;
     if journal.version != JOURNAL_VERSION {
         return Err(bad(format!("unknown journal version {}", journal.version)));
     }
@@ -218,7 +225,9 @@ pub fn recover(data_dir: &Path) -> Result<Recovery, Error> {
     }
 
     let staged_database = journal.staging_dir.join(DATABASE_FILE);
-    let outcome = if staged_database.exists() {
+    let outcome = if journal.rolled_back {
+        Recovery::RolledBack
+    } else if staged_database.exists() {
         // Before the commit point: undo the moves in reverse order. A move is undone only if
         // its target holds the file and its source is free, which makes this idempotent.
         for planned in planned_moves(data_dir, &journal).iter().rev() {
@@ -232,6 +241,8 @@ pub fn recover(data_dir: &Path) -> Result<Recovery, Error> {
             std::fs::remove_dir_all(&safety_files)
                 .map_err(io_error(|| format!("removing {}", safety_files.display())))?;
         }
+        journal.rolled_back = true;
+        write_journal(data_dir, &journal)?;
         Recovery::RolledBack
     } else {
         if !data_dir.join(DATABASE_FILE).exists() {
@@ -243,8 +254,8 @@ pub fn recover(data_dir: &Path) -> Result<Recovery, Error> {
         }
         Recovery::RolledForward
     };
-    remove_journal(data_dir)?;
     remove_staging(&journal.staging_dir)?;
+    remove_journal(data_dir)?;
     Ok(outcome)
 }
 
