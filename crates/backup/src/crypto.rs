@@ -45,7 +45,7 @@ impl KdfParams {
         KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
     /// Bounds accepted from a header, so a crafted file cannot make a restore allocate
     /// gigabytes or spin for minutes before failing.
-    pub const MEMORY_KIB_MAX: u32 = 1024 * 1024;
+    pub const MEMORY_KIB_MAX: u32 = 256 * 1024;
     pub const ITERATIONS_MAX: u32 = 16;
     pub const PARALLELISM_MAX: u32 = 8;
 

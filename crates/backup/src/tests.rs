@@ -615,3 +615,73 @@ fn streaming_cipher_round_trip() {
         assert!(reader.read_to_end(&mut Vec::new()).is_err(), "{length}: missing last chunk");
     }
 }
+
+/// Fails like a broken disk after `remaining` bytes.
+struct FailingReader<'a> {
+    data: &'a [u8],
+    remaining: usize,
+}
+
+impl Read for FailingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 {
+            return Err(std::io::Error::other("disk on fire"));
+        }
+        let length = buf.len().min(self.remaining).min(self.data.len());
+        buf[..length].copy_from_slice(&self.data[..length]);
+        self.data = &self.data[length..];
+        self.remaining -= length;
+        Ok(length)
+    }
+}
+
+// Goal: a failure of the reader is reported as an I/O failure, not as a damaged archive, and
+// still leaves nothing behind.
+#[test]
+fn reader_failures_are_io_errors() {
+    let fixture = fixture();
+    for password in [None, Some(PASSWORD)] {
+        let archive = fixture.backup(password);
+        for remaining in [0, 30, archive.len() / 2, archive.len() - 1] {
+            let reader = FailingReader { data: &archive, remaining };
+            let result =
+                stage_restore(reader, password, SERIAL, VERSION, &fixture.staging_dir, &mut |_| {});
+            let error = result.unwrap_err();
+            assert!(matches!(error, Error::Io { .. }), "{remaining}: {error:?}");
+            assert!(!error.is_refusal());
+            assert!(!fixture.staging_dir.exists());
+        }
+    }
+}
+
+// Goal: a backup taken while another connection keeps appending is a consistent state of the
+// log: it restores, verifies, and holds a prefix of what was written.
+#[test]
+fn backup_while_the_log_is_written() {
+    let fixture = fixture();
+    let database = fixture.source_dir.join(DATABASE_FILE);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (database, stop) = (database.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut log = EventLog::open(&database).unwrap();
+            let mut appended = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || appended < 20 {
+                log.append(&[event(Stream::Shared, 1_000 + appended, "during the backup")])
+                    .unwrap();
+                appended += 1;
+            }
+            log.heads().clone()
+        })
+    };
+    let archive = fixture.backup(None);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let final_heads = writer.join().unwrap();
+    let staged = fixture.stage(&archive, None).unwrap();
+    staged.commit(&fixture.target_dir, NOW_MS).unwrap();
+    let restored = EventLog::open(&fixture.target_dir.join(DATABASE_FILE)).unwrap();
+    let report = restored.verify().unwrap();
+    for (chain, head) in &report.heads {
+        assert!(head.seq <= final_heads[chain].seq, "the backup holds a prefix of the log");
+    }
+}
