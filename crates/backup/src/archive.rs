@@ -40,6 +40,7 @@ pub struct ExtraFile {
     pub source: PathBuf,
 }
 
+/// What to back up besides the database, and how.
 pub struct BackupOptions<'a> {
     pub software_version: &'a str,
     pub hardware_serial: &'a str,
@@ -53,9 +54,10 @@ pub struct BackupOptions<'a> {
     pub scratch_dir: &'a Path,
 }
 
-/// Writes a backup of `database` (any connection to the live log, e.g. a reader) and the extra
-/// files into `output`, and returns the manifest written and `output`. `progress` is called as
-/// members are written.
+/// Writes a backup of `database` and the extra files into `output`, and returns the manifest
+/// written and `output`. `progress` is called as members are written. Pass a read connection
+/// (`eventlog::open_reader`): the copy is one read transaction, which under WAL does not hold
+/// up the writer. Blocking; the daemon runs it off the async runtime.
 pub fn write_backup<W: Write>(
     database: &Connection,
     options: &BackupOptions<'_>,

@@ -231,6 +231,9 @@ pub struct DecryptingReader<R: Read> {
     plaintext: Vec<u8>,
     plaintext_read: usize,
     chunk_index: u64,
+    /// Set by the first failure and returned by every later read, so a caller that ignores an
+    /// error can never see a clean end of stream after it.
+    failure: Option<DecryptFailure>,
 }
 
 impl<R: Read> DecryptingReader<R> {
@@ -261,11 +264,27 @@ impl<R: Read> DecryptingReader<R> {
             plaintext: Vec::with_capacity(CHUNK_SIZE_BYTES + TAG_SIZE_BYTES),
             plaintext_read: 0,
             chunk_index: 0,
+            failure: None,
         })
     }
 
-    /// Reads and opens the next chunk into `plaintext`.
+    /// Reads and opens the next chunk into `plaintext`, remembering a failure.
     fn next_chunk(&mut self) -> io::Result<()> {
+        if let Some(failure) = self.failure {
+            return Err(io::Error::other(failure));
+        }
+        let result = self.open_next_chunk();
+        if let Err(error) = &result
+            && let Some(failure) = error.get_ref().and_then(|inner| inner.downcast_ref())
+        {
+            self.failure = Some(*failure);
+            self.plaintext.clear();
+            self.plaintext_read = 0;
+        }
+        result
+    }
+
+    fn open_next_chunk(&mut self) -> io::Result<()> {
         let Some(decryptor) = self.decryptor.as_mut() else { return Ok(()) };
         let failure = |index: u64| {
             if index == 0 { DecryptFailure::FirstChunk } else { DecryptFailure::LaterChunk(index) }
@@ -295,7 +314,7 @@ impl<R: Read> DecryptingReader<R> {
 impl<R: Read> Read for DecryptingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.plaintext_read == self.plaintext.len() {
-            if self.decryptor.is_none() {
+            if self.decryptor.is_none() && self.failure.is_none() {
                 return Ok(0);
             }
             self.next_chunk()?;

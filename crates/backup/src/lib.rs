@@ -45,6 +45,8 @@ pub struct Progress {
     pub total_bytes: u64,
 }
 
+/// Everything that can go wrong; [`Error::is_refusal`] separates the operator's mistakes and
+/// bad archives from failures of the machine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // Refusals: the archive or the operator's request is wrong; nothing was changed and

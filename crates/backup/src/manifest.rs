@@ -16,6 +16,7 @@ pub(crate) const MANIFEST_NAME: &str = "manifest.json";
 /// Members that are extra files live under this folder of the archive.
 pub(crate) const FILES_PREFIX: &str = "files/";
 
+/// What an archive holds and where it came from; the checks of a restore start here.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -42,6 +43,7 @@ pub struct ChainHead {
     pub hash: String,
 }
 
+/// One archive member besides the manifest.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Member {

@@ -613,6 +613,7 @@ fn streaming_cipher_round_trip() {
         let unfinished = &sealed[..sealed.len() - (length % CHUNK_SIZE_BYTES) - 16];
         let mut reader = DecryptingReader::new(unfinished, PASSWORD).unwrap();
         assert!(reader.read_to_end(&mut Vec::new()).is_err(), "{length}: missing last chunk");
+        assert!(reader.read(&mut [0; 16]).is_err(), "{length}: the failure sticks");
     }
 }
 
