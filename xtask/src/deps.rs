@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("projections", &["model", "eventlog"]),
     ("replication", &["model", "eventlog"]),
     ("peering", &["model"]),
+    ("backup", &["model", "eventlog"]),
     ("daemon", &["model", "eventlog", "projections", "replication", "peering"]),
     ("ctl", &["model"]),
 ];
@@ -20,7 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 const UNCONSTRAINED: &[&str] = &["xtask", "baton-tests"];
 
 /// Crates that must not depend on tokio directly.
-const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication"];
+const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication", "backup"];
 
 #[test]
 fn dependencies_follow_the_layering() {
@@ -104,6 +105,7 @@ fn violations_are_reported() {
         package("projections", &[("model", None), ("eventlog", None)]),
         package("replication", &[("model", None), ("eventlog", None)]),
         package("peering", &[("model", None)]),
+        package("backup", &[("model", None), ("eventlog", None), ("projections", None)]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("eventlog", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),
@@ -115,6 +117,7 @@ fn violations_are_reported() {
         "workspace crate `extra` has no entry",
         "`model` depends on `tokio` (dev dependency)",
         "`eventlog` depends on `projections` (dev dependency), but eventlog may only depend on `model`",
+        "`backup` depends on `projections` (normal dependency), but backup may only depend on `model`, `eventlog`",
         "`ctl` depends on `daemon` (normal dependency), but ctl may only depend on `model`",
         "`ctl` depends on `eventlog` (normal dependency), but ctl may only depend on `model`",
     ];
