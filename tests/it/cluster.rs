@@ -481,3 +481,48 @@ fn a_peer_killed_during_a_write_storm_catches_up_after_restart() {
     converged(&peers);
     assert_eq!(peers[1].bridges().len(), STORM_CHANGES + 1);
 }
+
+/// `batonctl cluster join` does the seed's Tasks 3–5 on both peers in one step and waits for
+/// the links; `cluster status` shows the result as the web page would.
+#[test]
+fn batonctl_joins_a_peer_in_one_step() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let port = free_port().unwrap();
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
+    a.create_bridge("cluster-config");
+    a.cluster(KEY, &[&a]);
+    // One CA file trusted for both peers.
+    let bundle = dirs[0].path().join("both-cas.pem");
+    let mut cas = std::fs::read(a.daemon.data_dir.join("tls/ca.pem")).unwrap();
+    cas.extend(std::fs::read(b.daemon.data_dir.join("tls/ca.pem")).unwrap());
+    std::fs::write(&bundle, cas).unwrap();
+    let batonctl = |args: &[&str], key: &str| {
+        std::process::Command::new(baton_tests::binary("batonctl").unwrap())
+            .args(["--url", &b.daemon.url, "--ca"])
+            .arg(&bundle)
+            .args(args)
+            .env("BATON_PASSWORD", TEST_PASSWORD)
+            .env("BATON_CLUSTER_KEY", key)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // A wrong key cannot break the members: they keep theirs, and the join reports why.
+    let refused = batonctl(&["cluster", "join", "--member", &a.daemon.url], "not the key");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("Failed: authentication failed"), "{stderr}");
+    assert_eq!(b.bridges(), Vec::<String>::new());
+
+    let joined = batonctl(&["cluster", "join", "--member", &a.daemon.url], KEY);
+    let stdout = String::from_utf8_lossy(&joined.stdout);
+    assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
+    assert!(stdout.contains("This system") && stdout.contains("Active as peer-1"), "{stdout}");
+    expect_line(&a, &b.ip, "Active as peer-2");
+    expect_bridges(&b, &["cluster-config"]);
+    let status = batonctl(&["cluster", "status"], "");
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("127.0.0.2  This system"), "{stdout}");
+}

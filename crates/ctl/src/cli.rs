@@ -192,6 +192,28 @@ pub(crate) enum SettingsAction {
     Clear,
 }
 
+/// The cluster settings' actions, and the cluster's own commands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClusterAction {
+    /// This peer's cluster settings (the key is never shown).
+    Show,
+    /// Set some fields; when the settings exist, the others keep their values.
+    Set(Body),
+    /// Standalone mode: this peer stops talking to the cluster and keeps its data.
+    Clear,
+    /// Each peer of the list: "This system", "Active as <host>", or why not.
+    Status,
+    /// Add the peer at --url to the cluster of the --member peers, in one step: every member
+    /// lists it, it takes the key (BATON_CLUSTER_KEY or asked for) and the list, and the
+    /// command waits until every link is active. The new peer's shared configuration is
+    /// replaced by the cluster's; its own settings stay. The --ca file may hold several CAs.
+    Join {
+        /// Admin API URL of an existing member; give every member.
+        #[arg(long = "member", value_name = "URL", required = true)]
+        members: Vec<String>,
+    },
+}
+
 /// The fields of a record to send.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 #[group(required = true, multiple = true)]
@@ -212,6 +234,7 @@ pub(crate) enum Invocation {
     Command(Command),
     Named(RecordKind, NamedAction),
     Settings(RecordKind, SettingsAction),
+    Cluster(ClusterAction),
     /// A name that is neither a command nor a collection.
     Unknown(String),
 }
@@ -241,7 +264,11 @@ fn collection_command(kind: RecordKind) -> clap::Command {
         // `batonctl bridge list` works too, as the logs take either spelling.
         base = base.alias(kind.as_str());
     }
-    if kind.is_singleton() {
+    if kind == RecordKind::Cluster {
+        ClusterAction::augment_subcommands(base)
+            .about("cluster settings and status: show, set, clear, status, join")
+            .mut_subcommand("set", |set| set.after_help(fields))
+    } else if kind.is_singleton() {
         SettingsAction::augment_subcommands(base)
             .about(format!("{} settings: show, set, clear", kind.as_str()))
             .mut_subcommand("set", |set| set.after_help(fields))
@@ -279,6 +306,10 @@ where
                 return Err(command.error(ErrorKind::MissingSubcommand, "give a command"));
             };
             match RecordKind::from_collection(name) {
+                Some(RecordKind::Cluster) => Invocation::Cluster(
+                    ClusterAction::from_arg_matches(sub)
+                        .map_err(|error| error.format(&mut command))?,
+                ),
                 Some(kind) if kind.is_singleton() => Invocation::Settings(
                     kind,
                     SettingsAction::from_arg_matches(sub)

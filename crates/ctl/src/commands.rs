@@ -21,8 +21,12 @@ pub(crate) fn run(parsed: Parsed) -> anyhow::Result<()> {
     if let Invocation::Command(Command::Password) = invocation {
         return change_password(&globals, out);
     }
-    let client = Client::new(&globals, prompt::login_password(&globals)?)?;
+    let password = prompt::login_password(&globals)?;
+    let client = Client::new(&globals, password.clone())?;
     match invocation {
+        Invocation::Cluster(action) => {
+            crate::cluster::run(&client, &globals, &password, out, action)
+        }
         Invocation::Named(kind, action) => records::named(&client, out, kind, action),
         Invocation::Settings(kind, action) => records::settings(&client, out, kind, action),
         Invocation::Command(command) => fixed(&client, out, command),
@@ -40,7 +44,16 @@ fn change_password(globals: &Globals, out: Output) -> anyhow::Result<()> {
 
 fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Status => out.emit(&client.get("/api/v1/status")?, render::fields),
+        Command::Status => out.emit(&client.get("/api/v1/status")?, |status| {
+            let mut overview = status.clone();
+            let cluster = overview.as_object_mut().and_then(|map| map.remove("cluster"));
+            let mut text = render::fields(&overview);
+            if let Some(cluster) = cluster {
+                text.push_str("\ncluster ");
+                text.push_str(&render::cluster(&cluster));
+            }
+            text
+        }),
         Command::Password => Ok(()),
         Command::Config(ConfigCommand::Show { at }) => config_at(client, out, at),
         Command::Config(ConfigCommand::At { time }) => config_at(client, out, Some(time)),

@@ -6,6 +6,7 @@
 
 mod cli;
 mod client;
+mod cluster;
 mod commands;
 mod fields;
 mod output;

@@ -42,6 +42,15 @@ pub(crate) fn password_change(globals: &Globals) -> anyhow::Result<(String, Stri
     Ok((current, new))
 }
 
+/// The cluster's pre-shared key for `cluster join`: BATON_CLUSTER_KEY, else the next line of
+/// stdin (asked for without echo on a terminal).
+pub(crate) fn cluster_key() -> anyhow::Result<String> {
+    match env("BATON_CLUSTER_KEY") {
+        Some(key) => Ok(key),
+        None => secret("cluster pre-shared key"),
+    }
+}
+
 /// An environment variable that is set and not empty.
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
