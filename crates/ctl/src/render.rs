@@ -259,6 +259,38 @@ pub(crate) fn diff(value: &Value) -> String {
     out
 }
 
+/// The cluster status: one line per peer address, as the Clustering page shows them.
+pub(crate) fn cluster(status: &Value) -> String {
+    let mut out = String::new();
+    let mode = status["mode"].as_str().unwrap_or("unknown");
+    match status["cluster_id"].as_str() {
+        Some(id) => out.push_str(&format!("mode: {mode}, cluster {}\n", &id[..id.len().min(12)])),
+        None => out.push_str(&format!("mode: {mode}\n")),
+    }
+    let lines = status["peers"].as_array().cloned().unwrap_or_default();
+    let width =
+        lines.iter().filter_map(|line| line["address"].as_str()).map(str::len).max().unwrap_or(0);
+    for line in &lines {
+        let address = line["address"].as_str().unwrap_or("?");
+        let mut text = line["text"].as_str().unwrap_or("?").to_owned();
+        if let Some(latency_ms) = line["latency_ms"].as_u64() {
+            text.push_str(&format!(" ({latency_ms} ms round trip)"));
+        }
+        out.push_str(&format!("{address:<width$}  {text}\n"));
+        for warning in line["warnings"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{:<width$}  warning: {}\n",
+                "",
+                warning.as_str().unwrap_or("?")
+            ));
+        }
+    }
+    for problem in status["problems"].as_array().into_iter().flatten() {
+        out.push_str(&format!("problem: {}\n", problem.as_str().unwrap_or("?")));
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -406,36 +438,4 @@ mod tests {
         };
         assert!(api_error(&blocked).ends_with("hint: change it with `batonctl password`\n"));
     }
-}
-
-/// The cluster status: one line per peer address, as the Clustering page shows them.
-pub(crate) fn cluster(status: &Value) -> String {
-    let mut out = String::new();
-    let mode = status["mode"].as_str().unwrap_or("unknown");
-    match status["cluster_id"].as_str() {
-        Some(id) => out.push_str(&format!("mode: {mode}, cluster {}\n", &id[..id.len().min(12)])),
-        None => out.push_str(&format!("mode: {mode}\n")),
-    }
-    let lines = status["peers"].as_array().cloned().unwrap_or_default();
-    let width =
-        lines.iter().filter_map(|line| line["address"].as_str()).map(str::len).max().unwrap_or(0);
-    for line in &lines {
-        let address = line["address"].as_str().unwrap_or("?");
-        let mut text = line["text"].as_str().unwrap_or("?").to_owned();
-        if let Some(latency_ms) = line["latency_ms"].as_u64() {
-            text.push_str(&format!(" ({latency_ms} ms round trip)"));
-        }
-        out.push_str(&format!("{address:<width$}  {text}\n"));
-        for warning in line["warnings"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "{:<width$}  warning: {}\n",
-                "",
-                warning.as_str().unwrap_or("?")
-            ));
-        }
-    }
-    for problem in status["problems"].as_array().into_iter().flatten() {
-        out.push_str(&format!("problem: {}\n", problem.as_str().unwrap_or("?")));
-    }
-    out
 }
