@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("projections", &["model", "eventlog"]),
     ("replication", &["model", "eventlog"]),
     ("peering", &["model"]),
+    ("policy", &["model"]),
     ("backup", &["model", "eventlog"]),
     ("daemon", &["model", "eventlog", "projections", "replication", "peering"]),
     ("ctl", &["model"]),
@@ -21,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 const UNCONSTRAINED: &[&str] = &["xtask", "baton-tests"];
 
 /// Crates that must not depend on tokio directly.
-const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication", "backup"];
+const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication", "backup", "policy"];
 
 #[test]
 fn dependencies_follow_the_layering() {
@@ -105,6 +106,7 @@ fn violations_are_reported() {
         package("projections", &[("model", None), ("eventlog", None)]),
         package("replication", &[("model", None), ("eventlog", None)]),
         package("peering", &[("model", None)]),
+        package("policy", &[("model", None)]),
         package("backup", &[("model", None), ("eventlog", None), ("projections", None)]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("eventlog", None)]),

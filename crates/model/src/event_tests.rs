@@ -62,6 +62,9 @@ fn sample(kind: RecordKind) -> Record {
         RecordKind::Cluster => {
             serde_json::json!({"pre_shared_key": "secret key", "peers": ["192.0.2.1"]})
         }
+        RecordKind::Conference => serde_json::json!({"name": "meet.alice", "bridge": "b",
+            "bridge_conference_id": "7", "template": "t", "created_by": "00ff"}),
+        RecordKind::Maintenance => serde_json::json!({"enabled": false}),
     };
     Record::from_json(kind, value).unwrap()
 }

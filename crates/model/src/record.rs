@@ -123,6 +123,7 @@ record_kinds! {
     ConferenceTemplate(ConferenceTemplate) = "conference_template", "conference-templates", Shared, singleton: false;
     ConferenceAlias(ConferenceAlias) = "conference_alias", "conference-aliases", Shared, singleton: false;
     Location(Location) = "location", "locations", Shared, singleton: false;
+    Conference(Conference) = "conference", "conferences", Shared, singleton: false;
     PolicyService(PolicyService) = "policy_service", "policy-service", Shared, singleton: true;
     Licence(Licence) = "licence", "licence", Shared, singleton: true;
     Ethernet(Ethernet) = "ethernet", "ethernet", Local, singleton: true;
@@ -138,6 +139,7 @@ record_kinds! {
     RootPassword(RootPassword) = "root_password", "root-password", Local, singleton: true;
     LocationAddresses(LocationAddresses) = "location_addresses", "location-addresses", Local, singleton: false;
     Cluster(Cluster) = "cluster", "cluster", Local, singleton: true;
+    Maintenance(Maintenance) = "maintenance", "maintenance", Local, singleton: true;
 }
 
 /// Identifies one record: its kind and name (singletons are named after their kind).
@@ -166,6 +168,7 @@ impl Record {
             Record::ConferenceTemplate(r) => &r.name,
             Record::ConferenceAlias(r) => &r.name,
             Record::Location(r) => &r.name,
+            Record::Conference(r) => &r.name,
             Record::LocationAddresses(r) => &r.location,
             singleton => singleton.kind().as_str(),
         }
@@ -244,6 +247,14 @@ impl Record {
             }
             Record::LocationAddresses(r) => {
                 keys(RecordKind::Location, std::slice::from_ref(&r.location))
+            }
+            Record::Conference(r) => {
+                let mut references = keys(RecordKind::Bridge, std::slice::from_ref(&r.bridge));
+                references.extend(keys(
+                    RecordKind::ConferenceTemplate,
+                    std::slice::from_ref(&r.template),
+                ));
+                references
             }
             _ => Vec::new(),
         }
@@ -380,6 +391,30 @@ pub struct Location {
     pub name: String,
     #[serde(default)]
     pub description: String,
+}
+
+/// A conference the policy service created on a bridge: which bridge hosts it. Shared, so
+/// every peer routes later participants to the same bridge, even after a fail-over.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Conference {
+    pub name: String,
+    pub bridge: String,
+    /// The bridge's own identifier: the name on an MCU, the `conferenceID` on a TelePresence
+    /// Server.
+    pub bridge_conference_id: String,
+    pub template: String,
+    /// The peer (id in hex) that created it, and that ends it on the bridge once it is empty.
+    #[serde(default)]
+    pub created_by: String,
+}
+
+/// Maintenance mode of this peer: it tells the VCS it cannot serve (status path answers 503)
+/// so calls move to another peer, while the operator works on it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    pub enabled: bool,
 }
 
 /// Credentials the VCS presents when it calls Baton's policy service.

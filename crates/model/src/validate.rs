@@ -16,6 +16,8 @@ pub struct FieldError {
 
 /// Longest record name; names appear in URLs, logs and the bridge's conference lists.
 pub const NAME_LENGTH_MAX: usize = 64;
+/// A bridge's own conference identifier (a TelePresence Server `conferenceID`).
+pub const BRIDGE_CONFERENCE_ID_BYTES_MAX: usize = 256;
 pub const CREDENTIAL_LENGTH_MAX: usize = 128;
 pub const DNS_SERVERS_MAX: usize = 5;
 pub const NTP_SERVERS_MAX: usize = 5;
@@ -247,7 +249,18 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
                 r.check(ok, &format!("option_keys[{index}]"), "must be letters, digits and '-'");
             }
         }
-        Record::Ethernet(_) | Record::AdministrationAccess(_) => {}
+        Record::Ethernet(_) | Record::AdministrationAccess(_) | Record::Maintenance(_) => {}
+        Record::Conference(c) => {
+            r.name("name", &c.name);
+            r.name("bridge", &c.bridge);
+            r.name("template", &c.template);
+            r.check(
+                !c.bridge_conference_id.is_empty()
+                    && c.bridge_conference_id.len() <= BRIDGE_CONFERENCE_ID_BYTES_MAX,
+                "bridge_conference_id",
+                &format!("must be 1 to {BRIDGE_CONFERENCE_ID_BYTES_MAX} bytes"),
+            );
+        }
         Record::Ipv4(ip) => {
             r.check(
                 (1..=32).contains(&ip.prefix_length),

@@ -60,6 +60,10 @@ fn base(kind: RecordKind) -> Value {
         RecordKind::Cluster => {
             json!({"pre_shared_key": "a long shared secret", "peers": ["192.0.2.10", "192.0.2.11"]})
         }
+        RecordKind::Conference => {
+            json!({"name": "meet.alice", "bridge": "b", "bridge_conference_id": "42", "template": "t"})
+        }
+        RecordKind::Maintenance => json!({"enabled": true}),
     }
 }
 

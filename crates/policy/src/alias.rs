@@ -1,0 +1,40 @@
+//! Aliases as a VCS sends them (`sip:Meet.Alice@Example.com;transport=tls`, `h323:1234`,
+//! `meet.alice@example.com`) brought to the one form conference aliases are matched against.
+
+/// Schemes a VCS may put in front of an alias.
+const SCHEMES: &[&str] = &["sip:", "sips:", "h323:", "tel:"];
+
+/// Drops the scheme, URI parameters (`;…`) and headers (`?…`), and lower-cases the result:
+/// VCS aliases are matched without regard to case, as its own search rules do.
+pub fn normalise(raw: &str) -> String {
+    let mut alias = raw.trim();
+    for scheme in SCHEMES {
+        if alias.len() >= scheme.len() && alias[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            alias = &alias[scheme.len()..];
+            break;
+        }
+    }
+    let end = alias.find([';', '?']).unwrap_or(alias.len());
+    alias[..end].trim().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise;
+
+    #[test]
+    fn aliases_arrive_in_many_spellings_and_match_as_one() {
+        for raw in [
+            "meet.alice@example.com",
+            "sip:meet.alice@example.com",
+            "SIP:Meet.Alice@Example.COM;transport=tls",
+            "sips:meet.alice@example.com?subject=x",
+            "  meet.alice@example.com ",
+        ] {
+            assert_eq!(normalise(raw), "meet.alice@example.com", "{raw}");
+        }
+        assert_eq!(normalise("h323:1234"), "1234");
+        assert_eq!(normalise("tel:+4712345678"), "+4712345678");
+        assert_eq!(normalise(""), "");
+    }
+}

@@ -1,0 +1,309 @@
+//! From a dialled alias to a decision: match conference aliases by priority, name the
+//! conference with the alias's replace string, then route to the bridge already hosting it or
+//! pick bridges to create it on, by the template's service preference (pools in order) and
+//! free capacity.
+//!
+//! Capacity is counted from the replicated conference table, not from the bridges, so every
+//! peer computes the same free ports: each conference reserves its template's
+//! `max_participants` (or [`PORTS_RESERVED_WITHOUT_LIMIT`]) on its bridge.
+
+use crate::request::{PolicyRequest, PolicyType};
+pub use model::record::Role;
+use model::record::{Bridge, ConferenceTemplate, ConferenceType};
+use model::{Record, RecordKey, RecordKind, State};
+use regex::Regex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Ports a conference reserves when its template sets no participant limit.
+pub const PORTS_RESERVED_WITHOUT_LIMIT: u32 = 10;
+/// Compiled patterns may not grow beyond this (the same limit validation uses).
+const PATTERN_SIZE_BYTES_MAX: usize = model::validate::PATTERN_SIZE_BYTES_MAX;
+/// Appended to a conference's name to form the address guests dial into on the bridge.
+pub const GUEST_SUFFIX: &str = ".guest";
+
+/// What this peer knows of a bridge's health, from its own polling.
+pub trait BridgeHealth {
+    fn is_up(&self, bridge: &str) -> bool;
+}
+
+impl<F: Fn(&str) -> bool> BridgeHealth for F {
+    fn is_up(&self, bridge: &str) -> bool {
+        self(bridge)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Decision {
+    /// The conference lives on `bridge`: send the call to `url`.
+    Route {
+        conference: String,
+        bridge: String,
+        url: String,
+    },
+    /// Create the conference on the first of `candidates` that accepts it, then route.
+    Create {
+        conference: String,
+        template: String,
+        role: Role,
+        candidates: Vec<String>,
+    },
+    Reject(RejectReason),
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum RejectReason {
+    /// Not a call this service decides (registration, no destination).
+    NotHandled,
+    NoMatchingAlias,
+    NoCapacity,
+    BridgeFailure,
+    Maintenance,
+}
+
+impl RejectReason {
+    /// The SIP-style status the CPL `reject` carries.
+    pub fn status(&self) -> u16 {
+        match self {
+            RejectReason::NotHandled => 403,
+            RejectReason::NoMatchingAlias => 404,
+            RejectReason::NoCapacity | RejectReason::Maintenance => 503,
+            RejectReason::BridgeFailure => 502,
+        }
+    }
+
+    /// Distinct per cause, so the VCS's logs say why.
+    pub fn text(&self) -> &'static str {
+        match self {
+            RejectReason::NotHandled => "Not a conference call",
+            RejectReason::NoMatchingAlias => "No conference alias matches",
+            RejectReason::NoCapacity => "No conference bridge has capacity",
+            RejectReason::BridgeFailure => "Conference bridge failure",
+            RejectReason::Maintenance => "Conference service in maintenance",
+        }
+    }
+}
+
+struct CompiledAlias {
+    name: String,
+    pattern: String,
+    regex: Regex,
+    conference_name: String,
+    template: String,
+    role: Role,
+}
+
+/// The configuration compiled for decisions; rebuilt whenever the state changes.
+pub struct Engine {
+    state: Arc<State>,
+    aliases: Vec<CompiledAlias>,
+    /// Ports reserved on each bridge by the conferences it hosts.
+    reserved_ports: HashMap<String, u32>,
+}
+
+impl Engine {
+    /// Compiles `state`'s aliases, reusing `previous`'s compiled patterns where unchanged
+    /// (conferences come and go far more often than aliases).
+    pub fn new(state: Arc<State>, previous: Option<&Engine>) -> Engine {
+        let mut cache: HashMap<&str, &Regex> = HashMap::new();
+        if let Some(previous) = previous {
+            for alias in &previous.aliases {
+                cache.insert(&alias.pattern, &alias.regex);
+            }
+        }
+        let mut aliases: Vec<(u32, CompiledAlias)> = state
+            .list(RecordKind::ConferenceAlias)
+            .filter_map(|record| match record {
+                Record::ConferenceAlias(alias) => Some(alias),
+                _ => None,
+            })
+            .filter_map(|alias| {
+                let regex = match cache.get(alias.pattern.as_str()) {
+                    Some(regex) => (*regex).clone(),
+                    None => regex::RegexBuilder::new(&format!("^(?:{})$", alias.pattern))
+                        .size_limit(PATTERN_SIZE_BYTES_MAX)
+                        .build()
+                        .ok()?,
+                };
+                Some((
+                    alias.priority,
+                    CompiledAlias {
+                        name: alias.name.clone(),
+                        pattern: alias.pattern.clone(),
+                        regex,
+                        conference_name: alias.conference_name.clone(),
+                        template: alias.template.clone(),
+                        role: alias.role,
+                    },
+                ))
+            })
+            .collect();
+        aliases.sort_by(|(a_priority, a), (b_priority, b)| {
+            a_priority.cmp(b_priority).then_with(|| a.name.cmp(&b.name))
+        });
+        let mut reserved_ports: HashMap<String, u32> = HashMap::new();
+        for record in state.list(RecordKind::Conference) {
+            if let Record::Conference(conference) = record {
+                let ports = template(&state, &conference.template)
+                    .map_or(PORTS_RESERVED_WITHOUT_LIMIT, |template| {
+                        template.max_participants.unwrap_or(PORTS_RESERVED_WITHOUT_LIMIT)
+                    });
+                *reserved_ports.entry(conference.bridge.clone()).or_default() += ports;
+            }
+        }
+        Engine {
+            state,
+            aliases: aliases.into_iter().map(|(_, alias)| alias).collect(),
+            reserved_ports,
+        }
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    pub fn template(&self, name: &str) -> Option<&ConferenceTemplate> {
+        template(&self.state, name)
+    }
+
+    pub fn bridge(&self, name: &str) -> Option<&Bridge> {
+        match self.state.get(&key(RecordKind::Bridge, name))? {
+            Record::Bridge(bridge) => Some(bridge),
+            _ => None,
+        }
+    }
+
+    pub fn decide(&self, request: &PolicyRequest, health: &dyn BridgeHealth) -> Decision {
+        if !matches!(request.policy_type, PolicyType::Search | PolicyType::Admin) {
+            return Decision::Reject(RejectReason::NotHandled);
+        }
+        let Some(destination) = request.destination_alias.as_deref() else {
+            return Decision::Reject(RejectReason::NotHandled);
+        };
+        let alias = crate::alias::normalise(destination);
+        let Some((conference, template_name, role)) = self.match_alias(&alias) else {
+            return Decision::Reject(RejectReason::NoMatchingAlias);
+        };
+        let Some(template) = self.template(&template_name) else {
+            // A dangling reference after a concurrent removal: as if the alias did not exist.
+            return Decision::Reject(RejectReason::NoMatchingAlias);
+        };
+        let guest = role == Role::Guest && template.conference_type == ConferenceType::Lecture;
+        if let Some(Record::Conference(existing)) =
+            self.state.get(&key(RecordKind::Conference, &conference))
+            && let Some(bridge) = self.bridge(&existing.bridge)
+            && bridge.enabled
+            && health.is_up(&bridge.name)
+        {
+            return Decision::Route {
+                url: route_url(&conference, guest, &bridge.address),
+                conference,
+                bridge: bridge.name.clone(),
+            };
+        }
+        let needed_ports = template.max_participants.unwrap_or(PORTS_RESERVED_WITHOUT_LIMIT);
+        let (candidates, any_down) =
+            self.candidates(&template.service_preference, needed_ports, health);
+        if candidates.is_empty() {
+            let reason =
+                if any_down { RejectReason::BridgeFailure } else { RejectReason::NoCapacity };
+            return Decision::Reject(reason);
+        }
+        Decision::Create { conference, template: template_name, role, candidates }
+    }
+
+    /// The address a participant in `role` of `conference` on `bridge` is sent to.
+    pub fn route_url(
+        &self,
+        conference: &str,
+        template: &str,
+        role: Role,
+        bridge: &Bridge,
+    ) -> String {
+        let guest = role == Role::Guest
+            && self
+                .template(template)
+                .is_some_and(|t| t.conference_type == ConferenceType::Lecture);
+        route_url(conference, guest, &bridge.address)
+    }
+
+    /// The first alias (by priority, then name) whose pattern matches the whole alias, and the
+    /// conference name its replace string makes.
+    fn match_alias(&self, alias: &str) -> Option<(String, String, Role)> {
+        self.aliases.iter().find_map(|compiled| {
+            let captures = compiled.regex.captures(alias)?;
+            let mut conference = String::new();
+            captures.expand(&compiled.conference_name, &mut conference);
+            (!conference.is_empty()).then(|| (conference, compiled.template.clone(), compiled.role))
+        })
+    }
+
+    /// Bridges able to host a conference needing `needed_ports`, pools in preference order,
+    /// within a pool the most free capacity first (ties by name, so every peer agrees).
+    /// Also says whether some bridge was left out only because it is down.
+    fn candidates(
+        &self,
+        preference: &str,
+        needed_ports: u32,
+        health: &dyn BridgeHealth,
+    ) -> (Vec<String>, bool) {
+        let Some(Record::ServicePreference(preference)) =
+            self.state.get(&key(RecordKind::ServicePreference, preference))
+        else {
+            return (Vec::new(), false);
+        };
+        let mut candidates = Vec::new();
+        let mut any_down = false;
+        for pool in &preference.pools {
+            let Some(Record::BridgePool(pool)) = self.state.get(&key(RecordKind::BridgePool, pool))
+            else {
+                continue;
+            };
+            let mut in_pool: Vec<(u32, &str)> = Vec::new();
+            for name in &pool.bridges {
+                let Some(bridge) = self.bridge(name) else { continue };
+                if !bridge.enabled || candidates.iter().any(|c: &String| c == name) {
+                    continue;
+                }
+                let reserved = self.reserved_ports.get(name).copied().unwrap_or(0);
+                let free_ports = bridge.capacity_ports.saturating_sub(reserved);
+                if free_ports < needed_ports {
+                    continue;
+                }
+                if !health.is_up(name) {
+                    any_down = true;
+                    continue;
+                }
+                in_pool.push((free_ports, name));
+            }
+            in_pool.sort_by(|(a_free, a), (b_free, b)| b_free.cmp(a_free).then_with(|| a.cmp(b)));
+            candidates.extend(in_pool.into_iter().map(|(_, name)| name.to_owned()));
+        }
+        (candidates, any_down)
+    }
+}
+
+fn key(kind: RecordKind, name: &str) -> RecordKey {
+    RecordKey { kind, name: name.to_owned() }
+}
+
+fn template<'a>(state: &'a State, name: &str) -> Option<&'a ConferenceTemplate> {
+    match state.get(&key(RecordKind::ConferenceTemplate, name))? {
+        Record::ConferenceTemplate(template) => Some(template),
+        _ => None,
+    }
+}
+
+/// `<conference>[.guest]@<bridge host>`: the bridge's address without its API port.
+fn route_url(conference: &str, guest: bool, bridge_address: &str) -> String {
+    let host = match bridge_address.rsplit_once(':') {
+        // One colon: host:port. More: an IPv6 address, kept whole.
+        Some((host, _)) if !host.contains(':') => host,
+        _ => bridge_address,
+    };
+    let suffix = if guest { GUEST_SUFFIX } else { "" };
+    format!("{conference}{suffix}@{host}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! Decisions over a small configuration: two pools in preference order, a lecture template
+//! with chair and guest aliases, bridges with room for a few conferences.
+
+use super::*;
+use crate::request::PolicyRequest;
+use model::{Event, Hlc, PeerId, Stamp};
+use serde_json::json;
+
+fn record(kind: RecordKind, value: serde_json::Value) -> Record {
+    Record::from_json(kind, value).expect("valid test record")
+}
+
+fn state(extra: &[Record]) -> State {
+    use RecordKind::*;
+    let bridge = |name: &str, capacity: u32| {
+        record(
+            Bridge,
+            json!({"name": name, "bridge_type": "mcu", "address": format!("{name}.example.com:8080"),
+                              "username": "api", "password": "pw", "capacity_ports": capacity}),
+        )
+    };
+    let mut records = vec![
+        bridge("first-a", 20),
+        bridge("first-b", 30),
+        bridge("spare", 100),
+        record(
+            BridgePool,
+            json!({"name": "primary", "bridge_type": "mcu", "bridges": ["first-a", "first-b"]}),
+        ),
+        record(BridgePool, json!({"name": "overflow", "bridge_type": "mcu", "bridges": ["spare"]})),
+        record(
+            ServicePreference,
+            json!({"name": "prefer-primary", "bridge_type": "mcu", "pools": ["primary", "overflow"]}),
+        ),
+        record(
+            ConferenceTemplate,
+            json!({"name": "lecture", "conference_type": "lecture", "service_preference": "prefer-primary", "max_participants": 10}),
+        ),
+        record(
+            ConferenceAlias,
+            json!({"name": "guests", "pattern": r"meet\.(?P<room>[a-z]+)\.guest@example\.com", "conference_name": "${room}", "template": "lecture", "role": "guest", "priority": 1}),
+        ),
+        record(
+            ConferenceAlias,
+            json!({"name": "chairs", "pattern": r"meet\.(?P<room>[a-z]+)@example\.com", "conference_name": "${room}", "template": "lecture", "priority": 2}),
+        ),
+        record(
+            ConferenceAlias,
+            json!({"name": "catch-all", "pattern": r"(.+)@example\.com", "conference_name": "other-$1", "template": "lecture", "priority": 9}),
+        ),
+    ];
+    records.extend_from_slice(extra);
+    let mut state = State::default();
+    for (index, record) in records.into_iter().enumerate() {
+        let stamp =
+            Stamp { hlc: Hlc { wall_ms: index as u64 + 1, counter: 0 }, origin: PeerId([1; 16]) };
+        state.apply(stamp, &Event::Saved(record));
+    }
+    state
+}
+
+fn conference(name: &str, bridge: &str) -> Record {
+    record(
+        RecordKind::Conference,
+        json!({"name": name, "bridge": bridge, "bridge_conference_id": name, "template": "lecture"}),
+    )
+}
+
+fn call(alias: &str) -> PolicyRequest {
+    PolicyRequest {
+        policy_type: PolicyType::Search,
+        destination_alias: Some(alias.to_owned()),
+        protocol: Some("SIP".to_owned()),
+        source_ip: None,
+        call_serial: None,
+        method: Some("INVITE".to_owned()),
+    }
+}
+
+fn all_up(_: &str) -> bool {
+    true
+}
+
+#[test]
+fn a_new_conference_goes_to_the_emptiest_bridge_of_the_first_pool() {
+    let engine = Engine::new(Arc::new(state(&[])), None);
+    assert_eq!(
+        engine.decide(&call("sip:Meet.Alice@Example.com;transport=tls"), &all_up),
+        Decision::Create {
+            conference: "alice".to_owned(),
+            template: "lecture".to_owned(),
+            role: Role::Chair,
+            candidates: vec!["first-b".to_owned(), "first-a".to_owned(), "spare".to_owned()],
+        }
+    );
+}
+
+#[test]
+fn participants_of_an_existing_conference_follow_it_with_their_role() {
+    let engine = Engine::new(Arc::new(state(&[conference("alice", "first-a")])), None);
+    let route = |alias| match engine.decide(&call(alias), &all_up) {
+        Decision::Route { url, bridge, .. } => (url, bridge),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        route("meet.alice@example.com"),
+        ("alice@first-a.example.com".to_owned(), "first-a".to_owned())
+    );
+    assert_eq!(
+        route("meet.alice.guest@example.com"),
+        ("alice.guest@first-a.example.com".to_owned(), "first-a".to_owned())
+    );
+}
+
+#[test]
+fn full_bridges_and_dead_bridges_are_passed_over() {
+    // first-a has 20 ports: two 10-port conferences fill it; first-b has 30: three fill it.
+    let busy = [
+        conference("x1", "first-a"),
+        conference("x2", "first-a"),
+        conference("y1", "first-b"),
+        conference("y2", "first-b"),
+    ];
+    let engine = Engine::new(Arc::new(state(&busy)), None);
+    let candidates =
+        |health: &dyn BridgeHealth| match engine.decide(&call("meet.bob@example.com"), health) {
+            Decision::Create { candidates, .. } => candidates,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(candidates(&all_up), ["first-b", "spare"]);
+    assert_eq!(candidates(&|name: &str| name != "first-b"), ["spare"]);
+    // The hosting bridge is down: the conference is placed again.
+    let moved = Engine::new(Arc::new(state(&[conference("carol", "first-a")])), None);
+    assert!(matches!(
+        moved.decide(&call("meet.carol@example.com"), &|name: &str| name != "first-a"),
+        Decision::Create { .. }
+    ));
+    assert_eq!(
+        engine.decide(&call("meet.bob@example.com"), &|_: &str| false),
+        Decision::Reject(RejectReason::BridgeFailure)
+    );
+}
+
+#[test]
+fn no_capacity_anywhere_and_no_alias_are_distinct_rejections() {
+    let full: Vec<Record> = (0..10)
+        .map(|i| conference(&format!("s{i}"), "spare"))
+        .chain([
+            conference("x1", "first-a"),
+            conference("x2", "first-a"),
+            conference("y1", "first-b"),
+            conference("y2", "first-b"),
+            conference("y3", "first-b"),
+        ])
+        .collect();
+    let engine = Engine::new(Arc::new(state(&full)), None);
+    assert_eq!(
+        engine.decide(&call("meet.bob@example.com"), &all_up),
+        Decision::Reject(RejectReason::NoCapacity)
+    );
+    assert_eq!(
+        engine.decide(&call("bob@elsewhere.org"), &all_up),
+        Decision::Reject(RejectReason::NoMatchingAlias)
+    );
+    let registration =
+        PolicyRequest { policy_type: PolicyType::Registration, ..call("meet.bob@example.com") };
+    assert_eq!(engine.decide(&registration, &all_up), Decision::Reject(RejectReason::NotHandled));
+    let no_destination = PolicyRequest { destination_alias: None, ..call("x") };
+    assert_eq!(engine.decide(&no_destination, &all_up), Decision::Reject(RejectReason::NotHandled));
+}
+
+#[test]
+fn aliases_match_by_priority_then_name_and_expand_their_replace_string() {
+    let engine = Engine::new(Arc::new(state(&[])), None);
+    match engine.decide(&call("dave@example.com"), &all_up) {
+        Decision::Create { conference, .. } => assert_eq!(conference, "other-dave"),
+        other => panic!("{other:?}"),
+    }
+    // Rebuilding reuses compiled patterns and decides the same.
+    let again = Engine::new(Arc::new(state(&[])), Some(&engine));
+    assert_eq!(
+        again.decide(&call("meet.eve@example.com"), &all_up),
+        engine.decide(&call("meet.eve@example.com"), &all_up)
+    );
+}

@@ -1,0 +1,15 @@
+//! The policy service's decisions: what a VCS asks (a form-encoded request), which conference
+//! the dialled alias means, which bridge hosts or should host it, and the CPL answer. Pure and
+//! deterministic: every input — the replicated configuration and conference table (a
+//! `model::State`), bridge health as this peer sees it — is passed in, so any peer given the
+//! same state answers the same way, which is what makes fail-over seamless.
+//!
+//! Must not do I/O: creating conferences on bridges and recording them belongs to the daemon.
+
+pub mod alias;
+pub mod cpl;
+pub mod decide;
+pub mod request;
+
+pub use decide::{BridgeHealth, Decision, Engine, RejectReason, Role};
+pub use request::{PolicyRequest, PolicyType, RequestError};

@@ -1,0 +1,136 @@
+//! The VCS's request: one form-encoded body of upper-case parameters (see
+//! `../shared/docs/vcs-policy-and-bridges.md` §1.3). Unknown parameters are ignored, as a newer
+//! VCS may send more.
+
+use std::collections::BTreeMap;
+
+/// Larger bodies are refused before parsing; a real request is well under 2 KiB.
+pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
+/// Longest parameter value kept.
+pub const VALUE_BYTES_MAX: usize = 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PolicyType {
+    Registration,
+    Search,
+    /// Call Policy.
+    Admin,
+    User,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PolicyRequest {
+    pub policy_type: PolicyType,
+    pub destination_alias: Option<String>,
+    pub protocol: Option<String>,
+    pub source_ip: Option<String>,
+    /// `GLOBAL_CALL-SERIAL_NUMBER`, for the logs.
+    pub call_serial: Option<String>,
+    pub method: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request body of {size_bytes} bytes exceeds {REQUEST_BYTES_MAX}")]
+    TooLarge { size_bytes: usize },
+    #[error("request body is not form-encoded UTF-8")]
+    NotForm,
+    #[error("missing parameter {0}")]
+    Missing(&'static str),
+    #[error("parameter {name} has an unknown value {value:?}")]
+    BadValue { name: &'static str, value: String },
+    #[error("parameter {0} is longer than {VALUE_BYTES_MAX} bytes")]
+    ValueTooLong(String),
+}
+
+pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
+    if body.len() > REQUEST_BYTES_MAX {
+        return Err(RequestError::TooLarge { size_bytes: body.len() });
+    }
+    let text = std::str::from_utf8(body).map_err(|_| RequestError::NotForm)?;
+    let mut fields = BTreeMap::new();
+    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode(name)?;
+        let value = decode(value)?;
+        if value.len() > VALUE_BYTES_MAX {
+            return Err(RequestError::ValueTooLong(name));
+        }
+        fields.insert(name, value);
+    }
+    let policy_type = match fields.get("POLICY_TYPE").map(String::as_str) {
+        Some("REGISTRATION") => PolicyType::Registration,
+        Some("SEARCH") => PolicyType::Search,
+        Some("ADMIN") => PolicyType::Admin,
+        Some("USER") => PolicyType::User,
+        Some(other) => {
+            return Err(RequestError::BadValue { name: "POLICY_TYPE", value: other.to_owned() });
+        }
+        None => return Err(RequestError::Missing("POLICY_TYPE")),
+    };
+    let mut take = |name: &str| fields.remove(name).filter(|value| !value.is_empty());
+    Ok(PolicyRequest {
+        policy_type,
+        destination_alias: take("DESTINATION_ALIAS"),
+        protocol: take("PROTOCOL"),
+        source_ip: take("SOURCE_IP"),
+        call_serial: take("GLOBAL_CALL-SERIAL_NUMBER"),
+        method: take("METHOD"),
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn decode(text: &str) -> Result<String, RequestError> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut input = text.bytes();
+    while let Some(byte) = input.next() {
+        match byte {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let high = input.next().and_then(hex_value);
+                let low = input.next().and_then(hex_value);
+                match (high, low) {
+                    (Some(high), Some(low)) => bytes.push(high << 4 | low),
+                    _ => return Err(RequestError::NotForm),
+                }
+            }
+            other => bytes.push(other),
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| RequestError::NotForm)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|value| value as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vcs_search_request_is_read() {
+        let body = b"AUTHENTICATED=TRUE&CLUSTER_NAME=vcs.example.com\
+            &DESTINATION_ALIAS=meet.alice%40example.com&GLOBAL_CALL-SERIAL_NUMBER=3f6c\
+            &METHOD=INVITE&POLICY_TYPE=SEARCH&PROTOCOL=SIP&SOURCE_IP=10.1.1.20&UTCTIME=x+y";
+        let request = parse(body).expect("parses");
+        assert_eq!(request.policy_type, PolicyType::Search);
+        assert_eq!(request.destination_alias.as_deref(), Some("meet.alice@example.com"));
+        assert_eq!(request.call_serial.as_deref(), Some("3f6c"));
+        assert_eq!(request.protocol.as_deref(), Some("SIP"));
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        assert_eq!(parse(b"DESTINATION_ALIAS=a"), Err(RequestError::Missing("POLICY_TYPE")));
+        assert!(matches!(parse(b"POLICY_TYPE=PARTY"), Err(RequestError::BadValue { .. })));
+        assert_eq!(parse(b"POLICY_TYPE=SEARCH&X=%zz"), Err(RequestError::NotForm));
+        assert_eq!(parse(b"POLICY_TYPE=SEARCH&X=%"), Err(RequestError::NotForm));
+        assert_eq!(parse(&[0xff, b'=', b'1']), Err(RequestError::NotForm));
+        let huge = vec![b'a'; REQUEST_BYTES_MAX + 1];
+        assert!(matches!(parse(&huge), Err(RequestError::TooLarge { .. })));
+        let long =
+            format!("POLICY_TYPE=SEARCH&DESTINATION_ALIAS={}", "a".repeat(VALUE_BYTES_MAX + 1));
+        assert!(matches!(parse(long.as_bytes()), Err(RequestError::ValueTooLong(_))));
+    }
+}
