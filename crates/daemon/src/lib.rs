@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cluster;
 pub mod http;
 pub mod openapi;
+pub mod policy_service;
 pub mod store;
 pub mod tls;
 
@@ -31,6 +32,9 @@ pub struct Config {
     /// Holds the database, the TLS identity and run-time files.
     pub data_dir: PathBuf,
     pub admin_listen: SocketAddr,
+    /// Also serve the policy service over plain HTTP here (for a VCS set to HTTP). It is
+    /// always served over HTTPS on the admin listener.
+    pub policy_http_listen: Option<SocketAddr>,
     pub cluster: cluster::Network,
 }
 
@@ -40,6 +44,7 @@ impl Config {
         Config {
             data_dir,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            policy_http_listen: None,
             cluster: cluster::Network {
                 port: cluster::CLUSTER_PORT_DEFAULT,
                 connect_via: Default::default(),
@@ -135,9 +140,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .and_then(|()| std::fs::rename(&partial, &url_file))
         .context("writing the admin URL file")?;
 
+    let readers = store::Readers::new(database);
+    let policy = policy_service::PolicyService::new(
+        writer.clone(),
+        Arc::new(NoBridgeClient),
+        readers.clone(),
+    );
+    policy.spawn_health_polling(shutdown.clone());
+    if let Some(listen) = config.policy_http_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the HTTP policy service to {listen}"))?;
+        let router = policy_service::router(policy.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP policy service failed");
+            }
+        });
+        tracing::info!(%listen, "policy service also on plain HTTP");
+    }
     let app = Arc::new(http::App {
         writer: writer.clone(),
-        readers: store::Readers::new(database),
+        readers,
         sessions: auth::Sessions::default(),
         started_ms,
         password_checks: tokio::sync::Semaphore::new(http::PASSWORD_CHECKS_IN_FLIGHT_MAX),
@@ -153,7 +181,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let handle = axum_server::Handle::new();
     let server = axum_server::from_tcp_rustls(listener, rustls_config.clone())
         .handle(handle.clone())
-        .serve(http::router(app).into_make_service());
+        .serve(http::router(app).merge(policy_service::router(policy)).into_make_service());
 
     writer.journal(journal(
         eventlog::Level::Info,
@@ -253,4 +281,29 @@ fn spawn_watchdog(shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Until the bridge API client lands: every bridge counts as unreachable.
+struct NoBridgeClient;
+
+impl policy_service::ConferenceHost for NoBridgeClient {
+    fn create<'a>(
+        &'a self,
+        _: &'a model::record::Bridge,
+        _: &'a policy_service::ConferenceSpec,
+    ) -> policy_service::HostFuture<'a, String> {
+        Box::pin(async { Err(policy_service::HostError::Down("no bridge client".to_owned())) })
+    }
+
+    fn find<'a>(
+        &'a self,
+        _: &'a model::record::Bridge,
+        _: &'a str,
+    ) -> policy_service::HostFuture<'a, Option<String>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn poll<'a>(&'a self, _: &'a model::record::Bridge) -> policy_service::HostFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -18,6 +18,9 @@ struct Flags {
     /// Log as JSON lines (for journald and log shippers) instead of text.
     #[arg(long, env = "BATON_LOG_JSON")]
     log_json: bool,
+    /// Also serve the policy service over plain HTTP on this address (for a VCS set to HTTP).
+    #[arg(long, env = "BATON_POLICY_HTTP_LISTEN")]
+    policy_http_listen: Option<SocketAddr>,
     /// TCP port for cluster peers, on this peer's primary address; the same on every peer.
     #[arg(long, env = "BATON_CLUSTER_PORT", default_value_t = daemon::cluster::CLUSTER_PORT_DEFAULT)]
     cluster_port: u16,
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         let config = daemon::Config {
             data_dir: flags.data_dir,
             admin_listen: flags.admin_listen,
+            policy_http_listen: flags.policy_http_listen,
             cluster: daemon::cluster::Network {
                 port: flags.cluster_port,
                 connect_via: flags.cluster_connect_via.into_iter().collect(),

@@ -55,6 +55,8 @@ pub struct Store {
     snapshot_position: u64,
     replicator: Replicator,
     cluster_id: Option<ClusterId>,
+    /// Counts changes to `state`, so readers are sent a new copy only when it changed.
+    state_version: u64,
 }
 
 /// What start-up had to do, for the Event Log and the start-up benchmark.
@@ -100,6 +102,7 @@ impl Store {
             snapshot_position: report.snapshot_position,
             replicator,
             cluster_id,
+            state_version: 0,
         };
         store.snapshot_if_due()?;
         store.reconcile_cluster_id()?;
@@ -178,7 +181,8 @@ impl Store {
         projections::catch_up(fresh.connection_mut())?;
         self.log.replace_with(&fresh)?;
         let log = std::mem::replace(&mut self.log, fresh);
-        let (store, _) = Store::from_log(log)?;
+        let (mut store, _) = Store::from_log(log)?;
+        store.state_version = self.state_version + 1;
         *self = store;
         Ok(kept)
     }
@@ -228,6 +232,7 @@ impl Store {
             self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
             self.applied_position = self.applied_position.max(stored.position);
         }
+        self.state_version += 1;
         Ok(())
     }
 
@@ -237,6 +242,10 @@ impl Store {
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    pub fn state_version(&self) -> u64 {
+        self.state_version
     }
 
     pub fn last_position(&self) -> u64 {
@@ -277,6 +286,7 @@ impl Store {
             self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, event);
             self.applied_position = stored.position;
         }
+        self.state_version += 1;
         // The events are durable: if this fails the projections catch up at the next write
         // or start-up, so the client is still told the change was saved.
         if let Err(error) = projections::catch_up(self.log.connection_mut()) {
@@ -361,6 +371,7 @@ enum Request {
 pub struct Writer {
     queue: mpsc::Sender<Request>,
     settings: watch::Receiver<ClusterSettings>,
+    state: watch::Receiver<Arc<State>>,
 }
 
 impl Writer {
@@ -373,8 +384,10 @@ impl Writer {
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (queue, mut requests) = mpsc::channel(WRITER_QUEUE_MAX);
         let (settings_tx, settings) = watch::channel(store.cluster_settings());
+        let (state_tx, state) = watch::channel(Arc::new(store.state().clone()));
         let thread = std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
             let mut store = store;
+            let mut published_version = store.state_version();
             let send = |messages: Vec<Outbound>| {
                 for message in messages {
                     if outbound.try_send(message).is_err() {
@@ -404,6 +417,12 @@ impl Writer {
                                 let _ = store.journal(&entry);
                             }
                         }
+                        // Readers of the state (the policy service) see a change before its
+                        // author is told it is saved.
+                        if store.state_version() != published_version {
+                            published_version = store.state_version();
+                            state_tx.send_replace(Arc::new(store.state().clone()));
+                        }
                         let _ = reply.send(result);
                     }
                     Request::Journal { entry } => {
@@ -432,14 +451,24 @@ impl Writer {
                     *current = latest;
                     changed
                 });
+                if store.state_version() != published_version {
+                    published_version = store.state_version();
+                    state_tx.send_replace(Arc::new(store.state().clone()));
+                }
             }
         })?;
-        Ok((Writer { queue, settings }, thread))
+        Ok((Writer { queue, settings, state }, thread))
     }
 
     /// This peer's identity (it changes when the peer joins a cluster).
     pub fn peer_id(&self) -> PeerId {
         self.settings.borrow().peer_id
+    }
+
+    /// The state as of the writer's last change, shared without copying: what the policy
+    /// service decides on.
+    pub fn state_watch(&self) -> watch::Receiver<Arc<State>> {
+        self.state.clone()
     }
 
     /// The cluster settings, updated after every change the writer makes.

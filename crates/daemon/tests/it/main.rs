@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod policy;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};

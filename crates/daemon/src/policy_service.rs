@@ -1,0 +1,424 @@
+//! The policy service a VCS calls: `POST /<path>` with the call's parameters, answered with
+//! CPL; `GET /<status path>`, answered 200 only when this peer should get calls. Decisions come
+//! from `policy::Engine` over the replicated state; creating a conference on a bridge and
+//! recording it (a shared event, so every peer routes the next participant the same way) is
+//! done here, once per conference name even when its first calls arrive together.
+//!
+//! Paths to enter on the VCS (Configuration > Dial plan > Policy services): Path
+//! [`POLICY_PATH`], Status path [`STATUS_PATH`], with the policy-service account's username
+//! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
+
+use crate::store::{Readers, Writer};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as Extract;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use model::record::{Bridge, Conference};
+use model::{Command, Record, RecordKey, RecordKind, State};
+use policy::{Decision, Engine, RejectReason, Role};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What the VCS's "Path" field holds.
+pub const POLICY_PATH: &str = "/baton/policy";
+/// What the VCS's "Status path" field holds.
+pub const STATUS_PATH: &str = "/baton/policy/status";
+/// Verified credentials remembered, so a call costs a hash lookup instead of an argon2 check.
+pub const CREDENTIALS_CACHED_MAX: usize = 64;
+/// How often each bridge's health is polled.
+pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
+/// Requests decided at once; more wait (the VCS gives each attempt 30 s).
+pub const DECISIONS_IN_FLIGHT_MAX: usize = 256;
+
+/// What a conference needs from the bridge that will host it.
+#[derive(Clone, Debug)]
+pub struct ConferenceSpec {
+    pub name: String,
+    pub chair_pin: Option<String>,
+    pub guest_pin: Option<String>,
+    pub max_participants: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The bridge is down or unreachable: take it out of selection.
+    #[error("bridge unreachable: {0}")]
+    Down(String),
+    /// A conference of that name already exists there.
+    #[error("a conference of that name already exists on the bridge")]
+    Duplicate,
+    /// The bridge is up but refuses (full, credentials, …).
+    #[error("bridge refused: {0}")]
+    Refused(String),
+}
+
+pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HostError>> + Send + 'a>>;
+
+/// The bridges' API as the policy service uses it (see the `bridges` crate).
+pub trait ConferenceHost: Send + Sync + 'static {
+    /// Creates the conference; returns the bridge's own identifier for it.
+    fn create<'a>(&'a self, bridge: &'a Bridge, spec: &'a ConferenceSpec)
+    -> HostFuture<'a, String>;
+    /// The identifier of an existing conference of this name, if any.
+    fn find<'a>(&'a self, bridge: &'a Bridge, name: &'a str) -> HostFuture<'a, Option<String>>;
+    /// Succeeds when the bridge answers its health query.
+    fn poll<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, ()>;
+}
+
+/// Bridge health as this peer sees it: a bridge not polled yet counts as up.
+#[derive(Default)]
+pub struct Health {
+    down: Mutex<HashMap<String, String>>,
+}
+
+impl Health {
+    pub fn is_up(&self, bridge: &str) -> bool {
+        !lock(&self.down).contains_key(bridge)
+    }
+
+    fn mark(&self, bridge: &str, problem: Option<String>) {
+        let mut down = lock(&self.down);
+        match problem {
+            Some(problem) => {
+                if down.insert(bridge.to_owned(), problem.clone()).is_none() {
+                    tracing::warn!(%bridge, %problem, "bridge taken out of selection");
+                }
+            }
+            None => {
+                if down.remove(bridge).is_some() {
+                    tracing::info!(%bridge, "bridge back in selection");
+                }
+            }
+        }
+    }
+
+    pub fn problems(&self) -> HashMap<String, String> {
+        lock(&self.down).clone()
+    }
+}
+
+pub struct PolicyService {
+    writer: Writer,
+    state: watch::Receiver<Arc<State>>,
+    engine: Mutex<Arc<Engine>>,
+    host: Arc<dyn ConferenceHost>,
+    pub health: Health,
+    /// One lock per conference being created, so concurrent first calls create it once.
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    verified: Mutex<HashSet<[u8; 32]>>,
+    decisions: tokio::sync::Semaphore,
+    /// For the status check that projections are current.
+    readers: Readers,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PolicyService {
+    pub fn new(
+        writer: Writer,
+        host: Arc<dyn ConferenceHost>,
+        readers: Readers,
+    ) -> Arc<PolicyService> {
+        let state = writer.state_watch();
+        let engine = Arc::new(Engine::new(state.borrow().clone(), None));
+        Arc::new(PolicyService {
+            writer,
+            state,
+            engine: Mutex::new(engine),
+            host,
+            health: Health::default(),
+            creating: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
+            decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
+            readers,
+        })
+    }
+
+    /// The engine for the newest state, rebuilt only when the state changed.
+    fn engine(&self) -> Arc<Engine> {
+        let state = self.state.borrow().clone();
+        let mut cached = lock(&self.engine);
+        // The engine holds its state, so pointer equality cannot be fooled by a reused address.
+        if !Arc::ptr_eq(cached.state(), &state) {
+            *cached = Arc::new(Engine::new(state, Some(&cached)));
+        }
+        cached.clone()
+    }
+
+    /// Why this peer should not get calls now, if it should not.
+    pub async fn unavailable(&self) -> Option<String> {
+        if let Some(reason) = self.unavailable_by_state() {
+            return Some(reason);
+        }
+        let positions = self
+            .readers
+            .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
+            .await;
+        match positions {
+            Ok((log, projected)) if log == projected => None,
+            Ok(_) => Some("projections are catching up with the log".to_owned()),
+            Err(error) => Some(format!("the event log cannot be read: {error}")),
+        }
+    }
+
+    /// The checks the decision path makes on every call (no I/O).
+    fn unavailable_by_state(&self) -> Option<String> {
+        let state = self.state.borrow().clone();
+        if let Some(Record::Maintenance(maintenance)) = singleton(&state, RecordKind::Maintenance)
+            && maintenance.enabled
+        {
+            return Some("in maintenance mode".to_owned());
+        }
+        if singleton(&state, RecordKind::PolicyService).is_none() {
+            return Some("the policy service account is not configured".to_owned());
+        }
+        let cluster = self.writer.cluster_settings().borrow().clone();
+        if cluster.is_clustered() && cluster.cluster_id.is_none() {
+            return Some("joining a cluster: its configuration has not arrived yet".to_owned());
+        }
+        None
+    }
+
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let state = self.state.borrow().clone();
+        let Some(Record::PolicyService(account)) = singleton(&state, RecordKind::PolicyService)
+        else {
+            return false;
+        };
+        let Some(encoded) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Basic "))
+        else {
+            return false;
+        };
+        // Keyed by the stored hash too, so a password change invalidates what was remembered.
+        let fingerprint: [u8; 32] = Sha256::new()
+            .chain_update(encoded.trim())
+            .chain_update(&account.password_hash)
+            .finalize()
+            .into();
+        if lock(&self.verified).contains(&fingerprint) {
+            return true;
+        }
+        let Some((user, password)) = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+        else {
+            return false;
+        };
+        let good = user == account.username
+            && crate::auth::verify_password(&password, &account.password_hash);
+        if good {
+            let mut verified = lock(&self.verified);
+            if verified.len() >= CREDENTIALS_CACHED_MAX {
+                verified.clear();
+            }
+            verified.insert(fingerprint);
+        }
+        good
+    }
+
+    /// Decides one call, creating its conference if it needs one.
+    pub async fn decide(&self, request: &policy::PolicyRequest) -> Decision {
+        let health = |bridge: &str| self.health.is_up(bridge);
+        let engine = self.engine();
+        let Decision::Create { conference, .. } = engine.decide(request, &health) else {
+            return engine.decide(request, &health);
+        };
+        let creation = {
+            let mut creating = lock(&self.creating);
+            creating.entry(conference.clone()).or_default().clone()
+        };
+        let decision = {
+            let _only_one = creation.lock().await;
+            // Decide again on the newest state: the conference may exist by now.
+            let engine = self.engine();
+            match engine.decide(request, &health) {
+                Decision::Create { conference, template, role, candidates } => {
+                    self.create(&engine, &conference, &template, role, &candidates).await
+                }
+                other => other,
+            }
+        };
+        let mut creating = lock(&self.creating);
+        if Arc::strong_count(&creation) <= 2 {
+            creating.remove(&conference);
+        }
+        decision
+    }
+
+    async fn create(
+        &self,
+        engine: &Engine,
+        conference: &str,
+        template_name: &str,
+        role: Role,
+        candidates: &[String],
+    ) -> Decision {
+        let Some(template) = engine.template(template_name) else {
+            return Decision::Reject(RejectReason::NoMatchingAlias);
+        };
+        let spec = ConferenceSpec {
+            name: conference.to_owned(),
+            chair_pin: template.chair_pin.clone(),
+            guest_pin: template.guest_pin.clone(),
+            max_participants: template.max_participants,
+        };
+        let mut any_down = false;
+        for name in candidates {
+            let Some(bridge) = engine.bridge(name) else { continue };
+            let created = match self.host.create(bridge, &spec).await {
+                Ok(id) => Ok(id),
+                // Made by an earlier attempt whose record was lost, or by another peer
+                // during a partition: adopt it rather than fail the call.
+                Err(HostError::Duplicate) => match self.host.find(bridge, conference).await {
+                    Ok(Some(id)) => Ok(id),
+                    Ok(None) => {
+                        Err(HostError::Refused("duplicate name, but not listed".to_owned()))
+                    }
+                    Err(error) => Err(error),
+                },
+                Err(error) => Err(error),
+            };
+            match created {
+                Ok(id) => {
+                    let record = Record::Conference(Conference {
+                        name: conference.to_owned(),
+                        bridge: bridge.name.clone(),
+                        bridge_conference_id: id,
+                        template: template_name.to_owned(),
+                        created_by: self.writer.peer_id().to_hex(),
+                    });
+                    let saved = self
+                        .writer
+                        .execute("policy-service", Command::Save(record), crate::http::now_ms())
+                        .await;
+                    if let Err(error) = saved {
+                        // The bridge has it; the next call adopts it through `Duplicate`.
+                        tracing::error!(%error, %conference, "conference created but not recorded");
+                    }
+                    return Decision::Route {
+                        url: engine.route_url(conference, template_name, role, bridge),
+                        conference: conference.to_owned(),
+                        bridge: bridge.name.clone(),
+                    };
+                }
+                Err(HostError::Down(problem)) => {
+                    any_down = true;
+                    self.health.mark(&bridge.name, Some(problem));
+                }
+                Err(error) => {
+                    tracing::warn!(bridge = %bridge.name, %conference, %error, "conference not created; trying the next bridge");
+                }
+            }
+        }
+        Decision::Reject(if any_down {
+            RejectReason::BridgeFailure
+        } else {
+            RejectReason::NoCapacity
+        })
+    }
+
+    /// Polls every enabled bridge until shutdown.
+    pub fn spawn_health_polling(self: &Arc<Self>, shutdown: CancellationToken) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(BRIDGE_POLL_INTERVAL_MS));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let state = service.state.borrow().clone();
+                let bridges: Vec<Bridge> = state
+                    .list(RecordKind::Bridge)
+                    .filter_map(|record| match record {
+                        Record::Bridge(bridge) if bridge.enabled => Some(bridge.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                for bridge in &bridges {
+                    let problem =
+                        service.host.poll(bridge).await.err().map(|error| error.to_string());
+                    service.health.mark(&bridge.name, problem);
+                }
+            }
+        });
+    }
+}
+
+fn singleton(state: &State, kind: RecordKind) -> Option<&Record> {
+    state.get(&RecordKey { kind, name: kind.as_str().to_owned() })
+}
+
+pub fn router(service: Arc<PolicyService>) -> Router {
+    Router::new()
+        .route(POLICY_PATH, post(decide))
+        .route(STATUS_PATH, get(status))
+        .layer(axum::extract::DefaultBodyLimit::max(policy::request::REQUEST_BYTES_MAX))
+        .with_state(service)
+}
+
+async fn status(Extract(service): Extract<Arc<PolicyService>>) -> Response {
+    match service.unavailable().await {
+        None => (StatusCode::OK, "OK\n").into_response(),
+        Some(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {reason}\n")).into_response()
+        }
+    }
+}
+
+async fn decide(
+    Extract(service): Extract<Arc<PolicyService>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !service.authorised(&headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"baton policy\"")],
+            "policy service credentials required\n",
+        )
+            .into_response();
+    }
+    let request = match policy::request::parse(&body) {
+        Ok(request) => request,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    };
+    let decision = match service.unavailable_by_state() {
+        Some(_) => Decision::Reject(RejectReason::Maintenance),
+        None => {
+            let Ok(_permit) = service.decisions.acquire().await else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            service.decide(&request).await
+        }
+    };
+    let cpl = match &decision {
+        Decision::Route { url, .. } => policy::cpl::route(url),
+        Decision::Reject(reason) => policy::cpl::reject(reason.status(), reason.text()),
+        // `PolicyService::decide` never leaves a creation undone.
+        Decision::Create { .. } => policy::cpl::reject(500, "Internal error"),
+    };
+    tracing::debug!(
+        destination = request.destination_alias.as_deref().unwrap_or(""),
+        serial = request.call_serial.as_deref().unwrap_or(""),
+        ?decision,
+        "policy decision"
+    );
+    (StatusCode::OK, [(header::CONTENT_TYPE, policy::cpl::CONTENT_TYPE)], cpl).into_response()
+}

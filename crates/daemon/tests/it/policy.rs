@@ -1,0 +1,158 @@
+//! The policy service as a VCS sees it: Basic credentials, form-encoded calls answered with
+//! CPL in the VCS dialect, the status path telling the VCS whether to send calls here.
+
+use crate::TestDaemon;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const VCS_USER: &str = "vcs";
+const VCS_PASSWORD: &str = "policy service password";
+
+async fn configured() -> TestDaemon {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    let records: [(&str, Value); 7] = [
+        ("policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD})),
+        (
+            "bridges",
+            json!({"name": "mcu1", "bridge_type": "mcu", "address": "192.0.2.50:8080",
+                            "username": "api", "password": "pw", "capacity_ports": 40}),
+        ),
+        ("bridge-pools", json!({"name": "main", "bridge_type": "mcu", "bridges": ["mcu1"]})),
+        (
+            "service-preferences",
+            json!({"name": "mcu-first", "bridge_type": "mcu", "pools": ["main"]}),
+        ),
+        (
+            "conference-templates",
+            json!({"name": "meeting", "conference_type": "meeting",
+                                         "service_preference": "mcu-first", "max_participants": 10}),
+        ),
+        (
+            "conference-aliases",
+            json!({"name": "meet", "pattern": r"meet\.(?P<room>[a-z]+)@example\.com",
+                                       "conference_name": "${room}", "template": "meeting", "priority": 1}),
+        ),
+        (
+            "conferences",
+            json!({"name": "alice", "bridge": "mcu1", "bridge_conference_id": "alice",
+                               "template": "meeting"}),
+        ),
+    ];
+    for (collection, body) in records {
+        let method = if collection == "policy-service" { Method::PUT } else { Method::POST };
+        let (status, answer) =
+            daemon.call(method, &format!("/api/v1/{collection}"), Some(body)).await;
+        assert!(status.is_success(), "{collection}: {status} {answer}");
+    }
+    daemon
+}
+
+async fn policy_call(
+    daemon: &TestDaemon,
+    credentials: (&str, &str),
+    body: &str,
+) -> (StatusCode, String) {
+    let response = daemon
+        .client
+        .post(format!("{}/baton/policy", daemon.url))
+        .basic_auth(credentials.0, Some(credentials.1))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+async fn status_path(daemon: &TestDaemon) -> StatusCode {
+    let response =
+        daemon.client.get(format!("{}/baton/policy/status", daemon.url)).send().await.unwrap();
+    response.status()
+}
+
+fn search(alias: &str) -> String {
+    format!(
+        "POLICY_TYPE=SEARCH&METHOD=INVITE&PROTOCOL=SIP&DESTINATION_ALIAS={}&GLOBAL_CALL-SERIAL_NUMBER=1",
+        alias.replace('@', "%40")
+    )
+}
+
+#[tokio::test]
+async fn calls_are_routed_or_rejected_in_cpl_the_vcs_accepts() {
+    let daemon = configured().await;
+    let vcs = (VCS_USER, VCS_PASSWORD);
+    assert_eq!(status_path(&daemon).await, StatusCode::OK);
+
+    let (status, cpl) = policy_call(&daemon, vcs, &search("sip:Meet.Alice@example.com")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        policy::cpl::interpret(&cpl),
+        Ok(policy::cpl::Outcome::Route { urls: vec!["alice@192.0.2.50".to_owned()] })
+    );
+    let (_, cpl) = policy_call(&daemon, vcs, &search("nobody@example.org")).await;
+    assert_eq!(
+        policy::cpl::interpret(&cpl),
+        Ok(policy::cpl::Outcome::Reject {
+            status: 404,
+            reason: "No conference alias matches".to_owned()
+        })
+    );
+    // A new conference whose only bridge cannot be reached here: a bridge failure, said so.
+    let (_, cpl) = policy_call(&daemon, vcs, &search("meet.bob@example.com")).await;
+    assert!(
+        matches!(
+            policy::cpl::interpret(&cpl),
+            Ok(policy::cpl::Outcome::Reject { status: 502 | 503, .. })
+        ),
+        "{cpl}"
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_and_bad_requests_change_nothing() {
+    let daemon = configured().await;
+    let (_, before) = daemon.call(Method::GET, "/api/v1/status", None).await;
+    let (status, _) =
+        policy_call(&daemon, (VCS_USER, "wrong"), &search("meet.alice@example.com")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) =
+        policy_call(&daemon, ("admin", crate::NEW_PASSWORD), &search("meet.alice@example.com"))
+            .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "administrators are not the VCS");
+    let (status, text) = policy_call(&daemon, (VCS_USER, VCS_PASSWORD), "POLICY_TYPE=BOGUS").await;
+    assert_eq!(
+        (status, text.trim()),
+        (StatusCode::BAD_REQUEST, "parameter POLICY_TYPE has an unknown value \"BOGUS\"")
+    );
+    let (status, _) = policy_call(&daemon, (VCS_USER, VCS_PASSWORD), "DESTINATION_ALIAS=%zz").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, after) = daemon.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(before["log_position"], after["log_position"]);
+}
+
+#[tokio::test]
+async fn maintenance_mode_moves_the_vcs_away_and_back() {
+    let daemon = configured().await;
+    let (status, _) =
+        daemon.call(Method::PUT, "/api/v1/maintenance", Some(json!({"enabled": true}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status_path(&daemon).await, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, cpl) =
+        policy_call(&daemon, (VCS_USER, VCS_PASSWORD), &search("meet.alice@example.com")).await;
+    assert_eq!(
+        policy::cpl::interpret(&cpl),
+        Ok(policy::cpl::Outcome::Reject {
+            status: 503,
+            reason: "Conference service in maintenance".to_owned()
+        })
+    );
+    daemon.call(Method::PUT, "/api/v1/maintenance", Some(json!({"enabled": false}))).await;
+    assert_eq!(status_path(&daemon).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_unconfigured_peer_tells_the_vcs_it_cannot_serve() {
+    let daemon = TestDaemon::start().await;
+    assert_eq!(status_path(&daemon).await, StatusCode::SERVICE_UNAVAILABLE);
+}
