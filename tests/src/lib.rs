@@ -4,6 +4,8 @@
 //! The binaries are found next to the test executable's `deps` folder (`target/<profile>/`);
 //! `cargo xtask test` builds them first.
 
+pub mod vcs;
+
 use anyhow::{Context, bail};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -1,0 +1,86 @@
+//! A VCS as the policy service sees it: polls each server's status path and marks it active
+//! or failed, sends each call to Server 1, 2, 3 in order skipping failed ones (and trying the
+//! next on no answer), and interprets the CPL it gets back; with no server left it applies its
+//! Default CPL, as a search-rule policy service does.
+
+use policy::cpl::Outcome;
+use std::time::Duration;
+
+/// What a VCS's search-rule policy service falls back to (its documented default).
+pub const DEFAULT_CPL_STATUS: u16 = 504;
+/// A real VCS waits 30 s per attempt; tests do not need to wait that long.
+pub const ATTEMPT_TIMEOUT_MS: u64 = 5_000;
+
+pub struct Vcs {
+    /// Base URLs of Server 1, 2, 3 (`https://127.0.0.1:8443`).
+    servers: Vec<String>,
+    active: Vec<bool>,
+    user: String,
+    password: String,
+    http: reqwest::blocking::Client,
+}
+
+/// One decision and which server gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub outcome: Outcome,
+    /// Index of the server that answered; `None` when the Default CPL applied.
+    pub server: Option<usize>,
+}
+
+impl Vcs {
+    /// `ca_pem` must hold the CA of every server (concatenated PEM).
+    pub fn new(servers: Vec<String>, user: &str, password: &str, ca_pem: &[u8]) -> anyhow::Result<Vcs> {
+        let mut builder = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
+        for certificate in reqwest::Certificate::from_pem_bundle(ca_pem)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let active = vec![true; servers.len()];
+        Ok(Vcs { servers, active, user: user.to_owned(), password: password.to_owned(), http: builder.build()? })
+    }
+
+    /// The 60-second status poll, done now: 2xx is active, anything else failed.
+    pub fn poll_status(&mut self) -> Vec<bool> {
+        for (index, server) in self.servers.iter().enumerate() {
+            let answer = self.http.get(format!("{server}/baton/policy/status")).send();
+            self.active[index] = matches!(answer, Ok(response) if response.status().is_success());
+        }
+        self.active.clone()
+    }
+
+    /// A SIP INVITE to `alias`, as a search rule would ask about it.
+    pub fn call(&self, alias: &str) -> Answer {
+        let body = format!(
+            "POLICY_TYPE=SEARCH&METHOD=INVITE&PROTOCOL=SIP&AUTHENTICATED=TRUE&DESTINATION_ALIAS={}\
+             &GLOBAL_CALL-SERIAL_NUMBER=00000000-0000-0000-0000-000000000001&SOURCE_IP=127.0.0.9",
+            alias.replace('%', "%25").replace('@', "%40").replace('&', "%26").replace('+', "%2B")
+        );
+        for (index, server) in self.servers.iter().enumerate() {
+            if !self.active[index] {
+                continue;
+            }
+            let response = self
+                .http
+                .post(format!("{server}/baton/policy"))
+                .basic_auth(&self.user, Some(&self.password))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.clone())
+                .send();
+            let Ok(response) = response else { continue };
+            if response.status() != reqwest::StatusCode::OK {
+                continue;
+            }
+            let Ok(text) = response.text() else { continue };
+            let outcome = policy::cpl::interpret(&text)
+                .unwrap_or_else(|error| panic!("server {index} answered CPL the VCS refuses: {error}\n{text}"));
+            return Answer { outcome, server: Some(index) };
+        }
+        Answer {
+            outcome: Outcome::Reject { status: DEFAULT_CPL_STATUS, reason: "Policy Service Unavailable".to_owned() },
+            server: None,
+        }
+    }
+}
