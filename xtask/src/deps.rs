@@ -14,6 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("peering", &["model"]),
     ("policy", &["model"]),
     ("backup", &["model", "eventlog"]),
+    ("bridges", &["model"]),
     ("daemon", &["model", "eventlog", "projections", "replication", "peering"]),
     ("ctl", &["model"]),
 ];
@@ -108,6 +109,7 @@ fn violations_are_reported() {
         package("peering", &[("model", None)]),
         package("policy", &[("model", None)]),
         package("backup", &[("model", None), ("eventlog", None), ("projections", None)]),
+        package("bridges", &[("model", None), ("tokio", None), ("eventlog", Some("dev"))]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("eventlog", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),
@@ -120,6 +122,7 @@ fn violations_are_reported() {
         "`model` depends on `tokio` (dev dependency)",
         "`eventlog` depends on `projections` (dev dependency), but eventlog may only depend on `model`",
         "`backup` depends on `projections` (normal dependency), but backup may only depend on `model`, `eventlog`",
+        "`bridges` depends on `eventlog` (dev dependency), but bridges may only depend on `model`",
         "`ctl` depends on `daemon` (normal dependency), but ctl may only depend on `model`",
         "`ctl` depends on `eventlog` (normal dependency), but ctl may only depend on `model`",
     ];

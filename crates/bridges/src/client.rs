@@ -1,0 +1,546 @@
+//! The bridge client: one HTTP(S) client shared by every bridge, the per-call envelope
+//! (credentials in the struct, `/RPC2`, bounded answer, timeout) and each operation in its MCU
+//! and TelePresence Server (flex) form.
+
+use crate::BridgeError;
+use crate::xmlrpc::{self, Struct, Value};
+use model::record::{Bridge, BridgeType, Protocol};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The longest answer accepted from a bridge; anything longer is [`BridgeError::Malformed`].
+pub const RESPONSE_BYTES_MAX: usize = xmlrpc::DOCUMENT_BYTES_MAX;
+/// Enumeration pages followed at most in one listing, so a bridge that keeps answering
+/// "more available" cannot hold a caller forever.
+const ENUMERATION_PAGES_MAX: usize = 1000;
+/// The `status` member of a successful answer.
+const STATUS_OK: &str = "operation successful";
+
+/// Which API a bridge speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum BridgeKind {
+    /// TelePresence MCU, API 2.x (`conference.*`, `participant.*`).
+    Mcu,
+    /// TelePresence Server in remotely managed mode (`flex.conference.*`, `flex.participant.*`).
+    TelepresenceServer,
+}
+
+impl From<BridgeType> for BridgeKind {
+    fn from(bridge_type: BridgeType) -> BridgeKind {
+        match bridge_type {
+            BridgeType::Mcu => BridgeKind::Mcu,
+            BridgeType::TelepresenceServer => BridgeKind::TelepresenceServer,
+        }
+    }
+}
+
+/// Where and how to reach one bridge.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BridgeTarget {
+    pub kind: BridgeKind,
+    /// Scheme, host and optional port, without a path: `http://127.0.0.1:8080`.
+    pub base_url: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl BridgeTarget {
+    /// The target for a configured bridge: its address (`host`, `host:port`, an IPv6 address
+    /// bare or in brackets) under the scheme its protocol names.
+    pub fn from_record(bridge: &Bridge) -> BridgeTarget {
+        let scheme = match bridge.protocol {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        };
+        let address = bridge.address.trim();
+        // A bare IPv6 address has more than one colon and needs brackets in a URL.
+        let host = if address.matches(':').count() > 1 && !address.starts_with('[') {
+            format!("[{address}]")
+        } else {
+            address.to_owned()
+        };
+        BridgeTarget {
+            kind: bridge.bridge_type.into(),
+            base_url: format!("{scheme}://{host}"),
+            username: bridge.username.clone(),
+            password: bridge.password.clone(),
+        }
+    }
+
+    fn rpc_url(&self) -> String {
+        format!("{}/RPC2", self.base_url.trim_end_matches('/'))
+    }
+}
+
+/// What to create.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct ConferenceSpec {
+    pub name: String,
+    pub chair_pin: Option<String>,
+    pub guest_pin: Option<String>,
+    /// MCU: `maximumVideoPorts`. Not sent to a TelePresence Server (its parameter for this is
+    /// not confirmed).
+    pub max_participants: Option<u32>,
+}
+
+/// A conference as the bridge reports it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BridgeConference {
+    /// What identifies the conference in later calls: MCU `conferenceName`, TS `conferenceID`.
+    pub id: String,
+    pub name: String,
+    pub participants: u32,
+}
+
+/// The health poll's answer.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BridgeStatus {
+    pub conferences: u32,
+    /// From `device.query`'s `maxConferences` when the bridge reports it (the simulator does;
+    /// real bridges are not known to).
+    pub max_conferences: Option<u32>,
+}
+
+/// An `eventNotification` a bridge posted to a feedback receiver.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct EventNotification {
+    pub source_identifier: String,
+    /// Event names, such as `configureAck` and `flexAlive`.
+    pub events: Vec<String>,
+}
+
+/// Decodes the body of a feedback receiver's POST. Answer it with
+/// `xmlrpc::encode_response` of an empty struct.
+pub fn parse_event_notification(body: &[u8]) -> Result<EventNotification, BridgeError> {
+    let call = xmlrpc::decode_call(body)?;
+    if call.method != "eventNotification" {
+        return Err(BridgeError::Malformed(format!("unexpected method {}", call.method)));
+    }
+    let param = match call.params.first() {
+        Some(Value::Struct(members)) => members,
+        _ => return Err(BridgeError::Malformed("eventNotification without a struct".to_owned())),
+    };
+    let source_identifier = param.get("sourceIdentifier").and_then(Value::as_str).unwrap_or("");
+    // Events are strings on the bridges seen so far; a struct event is named by its `type`.
+    let events = param
+        .get("events")
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|event| match event {
+            Value::String(name) => Some(name.clone()),
+            Value::Struct(members) => {
+                members.get("type").and_then(Value::as_str).map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(EventNotification { source_identifier: source_identifier.to_owned(), events })
+}
+
+/// How to build a [`BridgeClient`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BridgeClientOptions {
+    /// The limit for one whole call: connect, send, and read the answer.
+    pub timeout_ms: u64,
+    /// PEM certificates (one or more) trusted for `https` bridges. With none, an `https` bridge
+    /// is trusted only if `insecure` is set.
+    pub trusted_ca_pem: Option<String>,
+    /// INSECURE: accept any certificate from an `https` bridge, self-signed or not, so anyone
+    /// on the path can read the bridge credentials. Only for a lab bridge whose self-signed
+    /// certificate cannot be exported; never the default.
+    pub insecure: bool,
+}
+
+/// A client for any number of bridges; cheap to clone (the connection pool is shared).
+#[derive(Clone, Debug)]
+pub struct BridgeClient {
+    http: reqwest::Client,
+    timeout_ms: u64,
+}
+
+impl BridgeClient {
+    /// A client with a per-call timeout, trusting the given CA certificates for `https`.
+    pub fn new(timeout_ms: u64, trusted_ca_pem: Option<&str>) -> Result<BridgeClient, BridgeError> {
+        BridgeClient::with_options(&BridgeClientOptions {
+            timeout_ms,
+            trusted_ca_pem: trusted_ca_pem.map(str::to_owned),
+            insecure: false,
+        })
+    }
+
+    pub fn with_options(options: &BridgeClientOptions) -> Result<BridgeClient, BridgeError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(options.timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &options.trusted_ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|error| BridgeError::Transport(format!("bad CA certificates: {error}")))?;
+            if certificates.is_empty() {
+                return Err(BridgeError::Transport("no CA certificate in the PEM".to_owned()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if options.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|error| BridgeError::Transport(format!("building the client: {error}")))?;
+        Ok(BridgeClient { http, timeout_ms: options.timeout_ms })
+    }
+
+    /// Calls any method with the credentials added to its struct; returns the answer's struct.
+    /// The operations below are built on this; use it for the API's other methods.
+    pub async fn call(
+        &self,
+        target: &BridgeTarget,
+        method: &str,
+        mut params: Struct,
+    ) -> Result<Struct, BridgeError> {
+        params.insert("authenticationUser".to_owned(), Value::from(target.username.as_str()));
+        params.insert("authenticationPassword".to_owned(), Value::from(target.password.as_str()));
+        let body = xmlrpc::encode_call(method, &[Value::Struct(params)]);
+        let timeout = Duration::from_millis(self.timeout_ms);
+        let answer = tokio::time::timeout(timeout, self.post(&target.rpc_url(), body))
+            .await
+            .map_err(|_| BridgeError::Timeout { timeout_ms: self.timeout_ms })??;
+        match xmlrpc::decode_response(&answer)? {
+            Ok(Value::Struct(members)) => Ok(members),
+            Ok(other) => Err(BridgeError::Malformed(format!("{method} answered {other:?}"))),
+            Err(fault) => Err(BridgeError::from_fault(fault.code, fault.message)),
+        }
+    }
+
+    /// Posts one document and reads the whole answer, refusing one over [`RESPONSE_BYTES_MAX`].
+    async fn post(&self, url: &str, body: String) -> Result<Vec<u8>, BridgeError> {
+        let mut response = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| self.transport_error(error))?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(BridgeError::Transport(format!("{url} answered {}", response.status())));
+        }
+        let too_long =
+            || BridgeError::Malformed(format!("answer longer than {RESPONSE_BYTES_MAX} bytes"));
+        if response.content_length().is_some_and(|length| length > RESPONSE_BYTES_MAX as u64) {
+            return Err(too_long());
+        }
+        let mut answer = Vec::new();
+        while let Some(chunk) =
+            response.chunk().await.map_err(|error| self.transport_error(error))?
+        {
+            if answer.len() + chunk.len() > RESPONSE_BYTES_MAX {
+                return Err(too_long());
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok(answer)
+    }
+
+    fn transport_error(&self, error: reqwest::Error) -> BridgeError {
+        if error.is_timeout() {
+            BridgeError::Timeout { timeout_ms: self.timeout_ms }
+        } else {
+            // The chain of sources says why (refused, TLS, reset); the top level rarely does.
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            BridgeError::Transport(message)
+        }
+    }
+
+    /// Creates a conference. MCU: `conference.create`; TS: `flex.conference.create`, whose
+    /// `conferenceID` becomes the conference's id.
+    pub async fn create_conference(
+        &self,
+        target: &BridgeTarget,
+        spec: &ConferenceSpec,
+    ) -> Result<BridgeConference, BridgeError> {
+        let mut params = Struct::new();
+        params.insert("conferenceName".to_owned(), Value::from(spec.name.as_str()));
+        match target.kind {
+            BridgeKind::Mcu => {
+                if let Some(pin) = &spec.chair_pin {
+                    params.insert("pin".to_owned(), Value::from(pin.as_str()));
+                }
+                if let Some(pin) = &spec.guest_pin {
+                    params.insert("guestPin".to_owned(), Value::from(pin.as_str()));
+                }
+                if let Some(ports) = spec.max_participants {
+                    let ports = i32::try_from(ports).unwrap_or(i32::MAX);
+                    params.insert("maximumVideoPorts".to_owned(), Value::Int(ports));
+                }
+                self.call(target, "conference.create", params).await?;
+                Ok(BridgeConference {
+                    id: spec.name.clone(),
+                    name: spec.name.clone(),
+                    participants: 0,
+                })
+            }
+            BridgeKind::TelepresenceServer => {
+                // The conference is reached at its name as URI; the PINs ride on the URIs,
+                // with the access level each grants.
+                let uri = |pin: &Option<String>, access_level: &str| {
+                    let mut members = Struct::new();
+                    members.insert("URI".to_owned(), Value::from(spec.name.as_str()));
+                    members.insert("accessLevel".to_owned(), Value::from(access_level));
+                    if let Some(pin) = pin {
+                        members.insert("PIN".to_owned(), Value::from(pin.as_str()));
+                    }
+                    Value::Struct(members)
+                };
+                let mut uris = vec![uri(&spec.chair_pin, "chair")];
+                if spec.guest_pin.is_some() {
+                    uris.push(uri(&spec.guest_pin, "guest"));
+                }
+                params.insert("URIs".to_owned(), Value::Array(uris));
+                let answer = self.call(target, "flex.conference.create", params).await?;
+                let id = required_str(&answer, "conferenceID", "flex.conference.create")?;
+                Ok(BridgeConference { id, name: spec.name.clone(), participants: 0 })
+            }
+        }
+    }
+
+    /// Destroys a conference by its id. MCU: `conference.destroy`; TS: `flex.conference.destroy`.
+    pub async fn destroy_conference(
+        &self,
+        target: &BridgeTarget,
+        id: &str,
+    ) -> Result<(), BridgeError> {
+        let (method, key) = match target.kind {
+            BridgeKind::Mcu => ("conference.destroy", "conferenceName"),
+            BridgeKind::TelepresenceServer => ("flex.conference.destroy", "conferenceID"),
+        };
+        let params = Struct::from([(key.to_owned(), Value::from(id))]);
+        self.call(target, method, params).await.map(drop)
+    }
+
+    /// Every conference on the bridge with its participant count, following the bridge's
+    /// paging (MCU `enumerateID`, TS `cookie`/`moreAvailable`). Participants are counted from
+    /// one paged `participant.enumerate` / `flex.participant.enumerate` over the whole bridge.
+    pub async fn enumerate_conferences(
+        &self,
+        target: &BridgeTarget,
+    ) -> Result<Vec<BridgeConference>, BridgeError> {
+        let mut conferences = self.list_conferences(target).await?;
+        let counts = self.count_participants(target).await?;
+        for conference in &mut conferences {
+            conference.participants = counts.get(&conference.id).copied().unwrap_or(0);
+        }
+        Ok(conferences)
+    }
+
+    /// The health poll: `device.query` answers, and the number of conferences.
+    pub async fn status(&self, target: &BridgeTarget) -> Result<BridgeStatus, BridgeError> {
+        let device = self.call(target, "device.query", Struct::new()).await?;
+        let max_conferences = device
+            .get("maxConferences")
+            .and_then(Value::as_i32)
+            .and_then(|limit| u32::try_from(limit).ok());
+        let conferences = self.list_conferences(target).await?;
+        let conferences = u32::try_from(conferences.len()).unwrap_or(u32::MAX);
+        Ok(BridgeStatus { conferences, max_conferences })
+    }
+
+    /// Asks the bridge to post its events (`eventNotification`) to `receiver_uri`, in receiver
+    /// slot 1, through `feedbackReceiver.configure` (the same method on both kinds).
+    pub async fn configure_feedback(
+        &self,
+        target: &BridgeTarget,
+        receiver_uri: &str,
+    ) -> Result<(), BridgeError> {
+        let params = Struct::from([
+            ("receiverURI".to_owned(), Value::from(receiver_uri)),
+            ("receiverIndex".to_owned(), Value::Int(1)),
+        ]);
+        self.call(target, "feedbackReceiver.configure", params).await.map(drop)
+    }
+
+    /// The conferences without participant counts.
+    async fn list_conferences(
+        &self,
+        target: &BridgeTarget,
+    ) -> Result<Vec<BridgeConference>, BridgeError> {
+        let (method, id_key) = match target.kind {
+            BridgeKind::Mcu => ("conference.enumerate", "conferenceName"),
+            BridgeKind::TelepresenceServer => ("flex.conference.enumerate", "conferenceID"),
+        };
+        let mut conferences = Vec::new();
+        self.paged(target, method, "conferences", |conference| {
+            let name = required_str(conference, "conferenceName", method)?;
+            let id = required_str(conference, id_key, method)?;
+            conferences.push(BridgeConference { id, name, participants: 0 });
+            Ok(())
+        })
+        .await?;
+        Ok(conferences)
+    }
+
+    /// Participants per conference id.
+    async fn count_participants(
+        &self,
+        target: &BridgeTarget,
+    ) -> Result<BTreeMap<String, u32>, BridgeError> {
+        let (method, id_key) = match target.kind {
+            BridgeKind::Mcu => ("participant.enumerate", "conferenceName"),
+            BridgeKind::TelepresenceServer => ("flex.participant.enumerate", "conferenceID"),
+        };
+        let mut counts = BTreeMap::new();
+        self.paged(target, method, "participants", |participant| {
+            // Participants outside a conference (an auto attendant's) have no id; skip them.
+            if let Some(id) = participant.get(id_key).and_then(Value::as_str) {
+                *counts.entry(id.to_owned()).or_insert(0) += 1;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(counts)
+    }
+
+    /// Calls an enumeration method page by page, handing each item of `list_key` to `item`.
+    /// MCU pages continue while the answer carries an `enumerateID`; TS pages while
+    /// `moreAvailable` is true, passing the `cookie` back.
+    async fn paged(
+        &self,
+        target: &BridgeTarget,
+        method: &str,
+        list_key: &str,
+        mut item: impl FnMut(&Struct) -> Result<(), BridgeError>,
+    ) -> Result<(), BridgeError> {
+        let mut params = Struct::new();
+        for _ in 0..ENUMERATION_PAGES_MAX {
+            let answer = self.call(target, method, params.clone()).await?;
+            check_status(&answer, method)?;
+            // A missing list is an empty page (MCUs omit it when there is nothing).
+            for entry in answer.get(list_key).and_then(Value::as_array).unwrap_or_default() {
+                let entry = entry.as_struct().ok_or_else(|| {
+                    BridgeError::Malformed(format!(
+                        "{method}: an entry of {list_key} is not a struct"
+                    ))
+                })?;
+                item(entry)?;
+            }
+            let next = match target.kind {
+                BridgeKind::Mcu => answer.get("enumerateID").map(|id| ("enumerateID", id.clone())),
+                BridgeKind::TelepresenceServer if more(&answer) => {
+                    let cookie = answer.get("cookie").cloned().ok_or_else(|| {
+                        BridgeError::Malformed(format!("{method}: moreAvailable without a cookie"))
+                    })?;
+                    Some(("cookie", cookie))
+                }
+                BridgeKind::TelepresenceServer => None,
+            };
+            match next {
+                Some((key, value)) => {
+                    params.insert(key.to_owned(), value);
+                }
+                None => return Ok(()),
+            }
+        }
+        Err(BridgeError::Malformed(format!("{method}: more than {ENUMERATION_PAGES_MAX} pages")))
+    }
+}
+
+fn more(answer: &Struct) -> bool {
+    answer.get("moreAvailable").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Refuses an answer whose `status`, when present, is not the success string.
+fn check_status(answer: &Struct, method: &str) -> Result<(), BridgeError> {
+    match answer.get("status").and_then(Value::as_str) {
+        Some(status) if status != STATUS_OK => {
+            Err(BridgeError::Malformed(format!("{method} answered status {status:?}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A string member the answer must have; an integer is accepted as its decimal text (some
+/// bridges send ids as `int`).
+fn required_str(members: &Struct, key: &str, method: &str) -> Result<String, BridgeError> {
+    match members.get(key) {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Int(number)) => Ok(number.to_string()),
+        _ => Err(BridgeError::Malformed(format!("{method} answered without {key}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests of what needs no bridge: targets from records and fault mapping.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn bridge(address: &str, protocol: Protocol, bridge_type: BridgeType) -> Bridge {
+        Bridge {
+            name: "b1".to_owned(),
+            bridge_type,
+            address: address.to_owned(),
+            protocol,
+            username: "admin".to_owned(),
+            password: "secret".to_owned(),
+            capacity_ports: 10,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn targets_take_the_scheme_from_the_protocol_and_keep_the_port() {
+        let target =
+            BridgeTarget::from_record(&bridge("10.0.0.5:8080", Protocol::Http, BridgeType::Mcu));
+        assert_eq!(target.base_url, "http://10.0.0.5:8080");
+        assert_eq!(target.kind, BridgeKind::Mcu);
+        assert_eq!((target.username.as_str(), target.password.as_str()), ("admin", "secret"));
+        assert_eq!(target.rpc_url(), "http://10.0.0.5:8080/RPC2");
+
+        let target = BridgeTarget::from_record(&bridge(
+            "ts.example.com",
+            Protocol::Https,
+            BridgeType::TelepresenceServer,
+        ));
+        assert_eq!(target.base_url, "https://ts.example.com");
+        assert_eq!(target.kind, BridgeKind::TelepresenceServer);
+
+        let bare = BridgeTarget::from_record(&bridge("fd00::1", Protocol::Https, BridgeType::Mcu));
+        assert_eq!(bare.base_url, "https://[fd00::1]");
+        let bracketed =
+            BridgeTarget::from_record(&bridge("[fd00::1]:444", Protocol::Https, BridgeType::Mcu));
+        assert_eq!(bracketed.base_url, "https://[fd00::1]:444");
+    }
+
+    #[test]
+    fn faults_map_to_their_variants_and_only_transport_problems_mean_down() {
+        assert_eq!(BridgeError::from_fault(14, "x"), BridgeError::Unauthorised);
+        assert_eq!(BridgeError::from_fault(15, "x"), BridgeError::Unauthorised);
+        assert_eq!(BridgeError::from_fault(2, "x"), BridgeError::DuplicateName);
+        assert_eq!(BridgeError::from_fault(6, "x"), BridgeError::TooManyConferences);
+        assert_eq!(BridgeError::from_fault(4, "x"), BridgeError::NoSuchConference);
+        let other = BridgeError::from_fault(201, "operation failed");
+        assert_eq!(other, BridgeError::Fault { code: 201, message: "operation failed".to_owned() });
+        assert_eq!(other.fault_code(), Some(201));
+        assert!(!other.is_bridge_down());
+        assert!(!BridgeError::Unauthorised.is_bridge_down());
+        assert!(BridgeError::Transport("refused".to_owned()).is_bridge_down());
+        assert!(BridgeError::Timeout { timeout_ms: 5 }.is_bridge_down());
+        assert!(BridgeError::Malformed("html".to_owned()).is_bridge_down());
+    }
+
+    #[test]
+    fn bad_ca_certificates_are_refused() {
+        let result = BridgeClient::new(1000, Some("-----BEGIN CERTIFICATE-----\nnope\n"));
+        assert!(matches!(result, Err(BridgeError::Transport(_))), "{result:?}");
+    }
+}

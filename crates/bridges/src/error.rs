@@ -1,0 +1,88 @@
+//! The one error type of the crate, and the fault codes of the bridges' APIs.
+
+/// Why a bridge call failed: either the bridge answered with a fault (it is up and said no),
+/// or it could not be reached or did not answer like a bridge ([`BridgeError::is_bridge_down`]).
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// A fault without a more specific variant below.
+    #[error("the bridge refused the call: fault {code}: {message}")]
+    Fault { code: i32, message: String },
+    /// Faults 14 (unauthorised) and 15 (insufficient privileges: bad user name or password).
+    #[error("the bridge refused the credentials")]
+    Unauthorised,
+    /// Fault 2: a conference of that name already exists on the bridge.
+    #[error("a conference of that name already exists on the bridge")]
+    DuplicateName,
+    /// Fault 6: the bridge hosts as many conferences as it can.
+    #[error("the bridge has too many conferences")]
+    TooManyConferences,
+    /// Fault 4: no such conference on the bridge.
+    #[error("no such conference on the bridge")]
+    NoSuchConference,
+    /// The bridge could not be reached, or answered with something other than HTTP 200.
+    #[error("bridge unreachable: {0}")]
+    Transport(String),
+    /// No complete answer within the client's timeout.
+    #[error("the bridge did not answer within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
+    /// The answer was not a well-formed XML-RPC response of the expected shape.
+    #[error("malformed answer from the bridge: {0}")]
+    Malformed(String),
+}
+
+impl BridgeError {
+    /// The error for a fault the bridge answered with, mapped to its specific variant if any.
+    pub fn from_fault(code: i32, message: impl Into<String>) -> BridgeError {
+        match code {
+            fault::UNAUTHORISED | fault::INSUFFICIENT_PRIVILEGES => BridgeError::Unauthorised,
+            fault::DUPLICATE_CONFERENCE_NAME => BridgeError::DuplicateName,
+            fault::TOO_MANY_CONFERENCES => BridgeError::TooManyConferences,
+            fault::NO_SUCH_CONFERENCE => BridgeError::NoSuchConference,
+            code => BridgeError::Fault { code, message: message.into() },
+        }
+    }
+
+    /// Whether the bridge itself is unusable (unreachable, too slow, or not speaking XML-RPC),
+    /// as opposed to having refused this one call: take it out of selection until it recovers.
+    pub fn is_bridge_down(&self) -> bool {
+        matches!(
+            self,
+            BridgeError::Transport(_) | BridgeError::Timeout { .. } | BridgeError::Malformed(_)
+        )
+    }
+
+    /// The fault code behind a business error (for the specific variants, the canonical one).
+    pub fn fault_code(&self) -> Option<i32> {
+        match self {
+            BridgeError::Fault { code, .. } => Some(*code),
+            BridgeError::Unauthorised => Some(fault::INSUFFICIENT_PRIVILEGES),
+            BridgeError::DuplicateName => Some(fault::DUPLICATE_CONFERENCE_NAME),
+            BridgeError::TooManyConferences => Some(fault::TOO_MANY_CONFERENCES),
+            BridgeError::NoSuchConference => Some(fault::NO_SUCH_CONFERENCE),
+            BridgeError::Transport(_) | BridgeError::Timeout { .. } | BridgeError::Malformed(_) => {
+                None
+            }
+        }
+    }
+}
+
+/// Fault codes shared by the MCU and TelePresence Server APIs (see the remote management API
+/// guides; 101–201 are the TelePresence Server's generic ones).
+pub mod fault {
+    pub const METHOD_NOT_SUPPORTED: i32 = 1;
+    pub const DUPLICATE_CONFERENCE_NAME: i32 = 2;
+    pub const DUPLICATE_PARTICIPANT_NAME: i32 = 3;
+    pub const NO_SUCH_CONFERENCE: i32 = 4;
+    pub const NO_SUCH_PARTICIPANT: i32 = 5;
+    pub const TOO_MANY_CONFERENCES: i32 = 6;
+    pub const TOO_MANY_PARTICIPANTS: i32 = 7;
+    pub const NO_CONFERENCE_NAME: i32 = 8;
+    pub const NO_PARTICIPANT_NAME: i32 = 9;
+    pub const UNAUTHORISED: i32 = 14;
+    pub const INSUFFICIENT_PRIVILEGES: i32 = 15;
+    pub const INVALID_ENUMERATE_ID: i32 = 16;
+    pub const MISSING_PARAMETER: i32 = 101;
+    pub const INVALID_PARAMETER: i32 = 102;
+    pub const MALFORMED_PARAMETER: i32 = 103;
+    pub const OPERATION_FAILED: i32 = 201;
+}

@@ -1,0 +1,363 @@
+//! End-to-end tests of `BridgeClient` against the simulated bridge, both personalities, over
+//! real sockets on 127.0.0.1: conference life cycle, paging, capacity and credential faults,
+//! injected faults, transport failures, timeouts, feedback, and the `baton-simbridge` binary.
+#![allow(clippy::unwrap_used)]
+
+use bridges::sim::{SimBridge, SimConfig};
+use bridges::xmlrpc::{self, Struct, Value};
+use bridges::{
+    BridgeClient, BridgeError, BridgeKind, BridgeStatus, BridgeTarget, ConferenceSpec,
+    EventNotification, parse_event_notification,
+};
+use std::time::Duration;
+
+const PASSWORD: &str = "s3cret & <sure>";
+const TIMEOUT_MS: u64 = 3000;
+const KINDS: [BridgeKind; 2] = [BridgeKind::Mcu, BridgeKind::TelepresenceServer];
+
+/// A simulated bridge of `kind`, changed by `adjust`, and a target with its credentials.
+async fn start(kind: BridgeKind, adjust: impl FnOnce(&mut SimConfig)) -> (SimBridge, BridgeTarget) {
+    let mut config = SimConfig { password: PASSWORD.to_owned(), ..SimConfig::new(kind) };
+    adjust(&mut config);
+    let username = config.username.clone();
+    let bridge = SimBridge::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let target =
+        BridgeTarget { kind, base_url: bridge.base_url(), username, password: PASSWORD.to_owned() };
+    (bridge, target)
+}
+
+fn client() -> BridgeClient {
+    BridgeClient::new(TIMEOUT_MS, None).unwrap()
+}
+
+fn spec(name: &str) -> ConferenceSpec {
+    ConferenceSpec { name: name.to_owned(), ..ConferenceSpec::default() }
+}
+
+fn params(pairs: &[(&str, Value)]) -> Struct {
+    pairs.iter().map(|(name, value)| ((*name).to_owned(), value.clone())).collect()
+}
+
+async fn sim_configure(target: &BridgeTarget, pairs: &[(&str, Value)]) {
+    client().call(target, "sim.configure", params(pairs)).await.unwrap();
+}
+
+async fn set_participants(target: &BridgeTarget, id: &str, count: i32) {
+    let key = match target.kind {
+        BridgeKind::Mcu => "conferenceName",
+        BridgeKind::TelepresenceServer => "conferenceID",
+    };
+    let pairs = [(key, Value::from(id)), ("count", Value::Int(count))];
+    client().call(target, "sim.participants", params(&pairs)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_conference_is_created_listed_and_destroyed_on_both_personalities() {
+    for kind in KINDS {
+        let (_bridge, target) = start(kind, |_| {}).await;
+        let client = client();
+        let spec = ConferenceSpec {
+            name: "meet.alice@example.com".to_owned(),
+            chair_pin: Some("1234".to_owned()),
+            guest_pin: Some("5678".to_owned()),
+            max_participants: Some(12),
+        };
+        let created = client.create_conference(&target, &spec).await.unwrap();
+        assert_eq!(created.name, spec.name, "{kind:?}");
+        assert_eq!(created.participants, 0);
+        match kind {
+            BridgeKind::Mcu => assert_eq!(created.id, spec.name),
+            BridgeKind::TelepresenceServer => assert_ne!(created.id, spec.name),
+        }
+
+        let again = client.create_conference(&target, &spec).await;
+        assert_eq!(again, Err(BridgeError::DuplicateName), "{kind:?}");
+
+        let listed = client.enumerate_conferences(&target).await.unwrap();
+        assert_eq!(listed, vec![created.clone()], "{kind:?}");
+        let status = client.status(&target).await.unwrap();
+        assert_eq!(status, BridgeStatus { conferences: 1, max_conferences: None });
+
+        client.destroy_conference(&target, &created.id).await.unwrap();
+        let gone = client.destroy_conference(&target, &created.id).await;
+        assert_eq!(gone, Err(BridgeError::NoSuchConference), "{kind:?}");
+        assert!(!gone.unwrap_err().is_bridge_down());
+        assert_eq!(client.enumerate_conferences(&target).await.unwrap(), Vec::new());
+    }
+}
+
+#[tokio::test]
+async fn enumeration_follows_pages_and_counts_participants() {
+    for kind in KINDS {
+        let (_bridge, target) = start(kind, |config| config.page_size = 4).await;
+        let client = client();
+        let mut created = Vec::new();
+        for number in 0..11 {
+            let name = format!("conference-{number:02}");
+            created.push(client.create_conference(&target, &spec(&name)).await.unwrap());
+        }
+        // Nine participants: more than two pages of them too.
+        set_participants(&target, &created[0].id, 3).await;
+        set_participants(&target, &created[9].id, 5).await;
+        set_participants(&target, &created[10].id, 1).await;
+
+        let listed = client.enumerate_conferences(&target).await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|conference| conference.name.as_str()).collect();
+        let expected: Vec<&str> =
+            created.iter().map(|conference| conference.name.as_str()).collect();
+        assert_eq!(names, expected, "{kind:?}");
+        let counts: Vec<u32> = listed.iter().map(|conference| conference.participants).collect();
+        assert_eq!(counts, [3, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1], "{kind:?}");
+        assert_eq!(client.status(&target).await.unwrap().conferences, 11);
+    }
+}
+
+#[tokio::test]
+async fn participants_join_and_leave_through_the_bridge_methods() {
+    // MCU: participant.add / participant.remove by name.
+    let (_mcu, target) = start(BridgeKind::Mcu, |_| {}).await;
+    let client = client();
+    client.create_conference(&target, &spec("room")).await.unwrap();
+    let participant =
+        params(&[("conferenceName", "room".into()), ("participantName", "bob".into())]);
+    client.call(&target, "participant.add", participant.clone()).await.unwrap();
+    let duplicate = client.call(&target, "participant.add", participant.clone()).await;
+    assert_eq!(
+        duplicate.unwrap_err().fault_code(),
+        Some(bridges::fault::DUPLICATE_PARTICIPANT_NAME)
+    );
+    assert_eq!(client.enumerate_conferences(&target).await.unwrap()[0].participants, 1);
+    client.call(&target, "participant.remove", participant).await.unwrap();
+    assert_eq!(client.enumerate_conferences(&target).await.unwrap()[0].participants, 0);
+
+    // TS: flex.participant.create / destroy by id, enumerate filtered by conference.
+    let (_ts, target) = start(BridgeKind::TelepresenceServer, |_| {}).await;
+    let room = client.create_conference(&target, &spec("room")).await.unwrap();
+    let other = client.create_conference(&target, &spec("other")).await.unwrap();
+    let create = params(&[("conferenceID", room.id.as_str().into())]);
+    let answer = client.call(&target, "flex.participant.create", create).await.unwrap();
+    let participant_id = answer["participantID"].clone();
+    set_participants(&target, &other.id, 2).await;
+    let filter = params(&[("conferenceID", room.id.as_str().into())]);
+    let answer = client.call(&target, "flex.participant.enumerate", filter).await.unwrap();
+    assert_eq!(answer["participants"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["moreAvailable"], Value::Bool(false));
+    let destroy = params(&[("participantID", participant_id)]);
+    client.call(&target, "flex.participant.destroy", destroy).await.unwrap();
+    let listed = client.enumerate_conferences(&target).await.unwrap();
+    let counts: Vec<u32> = listed.iter().map(|conference| conference.participants).collect();
+    assert_eq!(counts, [0, 2]);
+}
+
+#[tokio::test]
+async fn a_full_bridge_refuses_with_too_many_conferences() {
+    for kind in KINDS {
+        let (_bridge, target) = start(kind, |config| config.max_conferences = Some(2)).await;
+        let client = client();
+        client.create_conference(&target, &spec("one")).await.unwrap();
+        client.create_conference(&target, &spec("two")).await.unwrap();
+        let refused = client.create_conference(&target, &spec("three")).await;
+        assert_eq!(refused, Err(BridgeError::TooManyConferences), "{kind:?}");
+        let status = client.status(&target).await.unwrap();
+        assert_eq!(status, BridgeStatus { conferences: 2, max_conferences: Some(2) });
+
+        // Capacity raised at run time.
+        sim_configure(&target, &[("maxConferences", Value::Int(3))]).await;
+        client.create_conference(&target, &spec("three")).await.unwrap();
+        sim_configure(&target, &[("maxConferences", Value::Int(0))]).await;
+        assert_eq!(client.status(&target).await.unwrap().max_conferences, None);
+    }
+}
+
+#[tokio::test]
+async fn bad_or_missing_credentials_are_refused() {
+    for kind in KINDS {
+        let (bridge, target) = start(kind, |_| {}).await;
+        let wrong = BridgeTarget { password: "guess".to_owned(), ..target.clone() };
+        let refused = client().create_conference(&wrong, &spec("x")).await;
+        assert_eq!(refused, Err(BridgeError::Unauthorised), "{kind:?}");
+        let wrong_user = BridgeTarget { username: "Admin".to_owned(), ..target.clone() };
+        assert_eq!(client().status(&wrong_user).await, Err(BridgeError::Unauthorised));
+
+        // Without the credential members at all: fault 101, missing parameter.
+        let body = xmlrpc::encode_call("device.query", &[Value::Struct(Struct::new())]);
+        let answer = reqwest::Client::new()
+            .post(format!("{}/RPC2", bridge.base_url()))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let fault = xmlrpc::decode_response(&answer.bytes().await.unwrap()).unwrap().unwrap_err();
+        assert_eq!(fault.code, bridges::fault::MISSING_PARAMETER);
+        assert_eq!(fault.message, "missing parameter - authenticationUser");
+    }
+}
+
+#[tokio::test]
+async fn injected_faults_are_business_errors_and_fail_all_means_down() {
+    for kind in KINDS {
+        let (_bridge, target) = start(kind, |_| {}).await;
+        let client = client();
+
+        sim_configure(&target, &[("faultCode", Value::Int(201))]).await;
+        let fault = client.create_conference(&target, &spec("x")).await.unwrap_err();
+        assert_eq!(fault.fault_code(), Some(201), "{kind:?}");
+        assert!(matches!(fault, BridgeError::Fault { code: 201, .. }));
+        assert!(!fault.is_bridge_down());
+        sim_configure(&target, &[("faultCode", Value::Int(14))]).await;
+        assert_eq!(client.status(&target).await, Err(BridgeError::Unauthorised));
+        sim_configure(&target, &[("faultCode", Value::Int(0))]).await;
+        client.status(&target).await.unwrap();
+
+        sim_configure(&target, &[("failAll", Value::Bool(true))]).await;
+        let down = client.status(&target).await.unwrap_err();
+        assert!(matches!(down, BridgeError::Transport(_)), "{down:?}");
+        assert!(down.is_bridge_down());
+        sim_configure(&target, &[("failAll", Value::Bool(false))]).await;
+        client.status(&target).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_slow_bridge_times_out() {
+    let (_bridge, target) = start(BridgeKind::Mcu, |config| config.latency_ms = 1000).await;
+    let impatient = BridgeClient::new(150, None).unwrap();
+    let error = impatient.status(&target).await.unwrap_err();
+    assert_eq!(error, BridgeError::Timeout { timeout_ms: 150 });
+    assert!(error.is_bridge_down());
+
+    // Latency changed at run time.
+    sim_configure(&target, &[("latencyMs", Value::Int(0))]).await;
+    impatient.status(&target).await.unwrap();
+    sim_configure(&target, &[("latencyMs", Value::Int(1000))]).await;
+    let error = impatient.create_conference(&target, &spec("late")).await.unwrap_err();
+    assert_eq!(error, BridgeError::Timeout { timeout_ms: 150 });
+}
+
+#[tokio::test]
+async fn an_unreachable_bridge_is_a_transport_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let target = BridgeTarget {
+        kind: BridgeKind::TelepresenceServer,
+        base_url: format!("http://{address}"),
+        username: "admin".to_owned(),
+        password: String::new(),
+    };
+    let error = client().status(&target).await.unwrap_err();
+    assert!(matches!(error, BridgeError::Transport(_)), "{error:?}");
+    assert!(error.is_bridge_down());
+}
+
+/// Serves `body` with HTTP 200 to every POST /RPC2: something that is not a bridge.
+async fn not_a_bridge(body: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router =
+        axum::Router::new().route("/RPC2", axum::routing::post(move || async move { body }));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn answers_that_are_not_xml_rpc_or_too_long_are_malformed() {
+    let oversized = "x".repeat(bridges::RESPONSE_BYTES_MAX + 1);
+    let not_a_struct = xmlrpc::encode_response(&Value::Int(1));
+    for body in ["<html>It works!</html>".to_owned(), oversized, not_a_struct] {
+        let target = BridgeTarget {
+            kind: BridgeKind::Mcu,
+            base_url: not_a_bridge(body).await,
+            username: "admin".to_owned(),
+            password: String::new(),
+        };
+        let error = client().status(&target).await.unwrap_err();
+        assert!(matches!(error, BridgeError::Malformed(_)), "{error:?}");
+        assert!(error.is_bridge_down());
+    }
+}
+
+/// A feedback receiver: forwards every notification it is sent.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<EventNotification>) {
+    let (sender, notifications) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let handler = move |body: axum::body::Bytes| async move {
+        let _ = sender.send(parse_event_notification(&body).unwrap());
+        xmlrpc::encode_response(&Value::Struct(Struct::new()))
+    };
+    let router = axum::Router::new().route("/feedback", axum::routing::post(handler));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://{address}/feedback"), notifications)
+}
+
+async fn next(
+    notifications: &mut tokio::sync::mpsc::UnboundedReceiver<EventNotification>,
+) -> EventNotification {
+    tokio::time::timeout(Duration::from_secs(5), notifications.recv()).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_feedback_receiver_gets_event_notifications() {
+    let (_ts, target) =
+        start(BridgeKind::TelepresenceServer, |config| config.feedback_interval_ms = 100).await;
+    let (uri, mut notifications) = receiver().await;
+    client().configure_feedback(&target, &uri).await.unwrap();
+    let first = next(&mut notifications).await;
+    assert_eq!(first.events.first().map(String::as_str), Some("configureAck"), "{first:?}");
+    assert_eq!(first.source_identifier, "baton-simbridge");
+    // Keep-alives follow on the interval.
+    for _ in 0..2 {
+        let alive = next(&mut notifications).await;
+        assert!(alive.events.iter().any(|event| event == "flexAlive"), "{alive:?}");
+    }
+
+    // The MCU acknowledges the configuration too.
+    let (_mcu, target) = start(BridgeKind::Mcu, |_| {}).await;
+    let (uri, mut notifications) = receiver().await;
+    client().configure_feedback(&target, &uri).await.unwrap();
+    assert_eq!(next(&mut notifications).await.events, ["configureAck"]);
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_configured_personality() {
+    let directory = std::env::temp_dir().join(format!("baton-simbridge-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let address_file = directory.join("address");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_baton-simbridge"))
+        .args(["--listen", "127.0.0.1:0", "--personality", "telepresence-server"])
+        .args(["--username", "ops", "--password", "pw", "--max-conferences", "1"])
+        .arg("--address-file")
+        .arg(&address_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut address = None;
+    for _ in 0..100 {
+        if let Ok(text) = std::fs::read_to_string(&address_file) {
+            address = Some(text);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let address = address.expect("the simulator never wrote its address");
+    let target = BridgeTarget {
+        kind: BridgeKind::TelepresenceServer,
+        base_url: format!("http://{address}"),
+        username: "ops".to_owned(),
+        password: "pw".to_owned(),
+    };
+    let result = async {
+        client().create_conference(&target, &spec("only")).await?;
+        let full = client().create_conference(&target, &spec("second")).await;
+        assert_eq!(full, Err(BridgeError::TooManyConferences));
+        client().status(&target).await
+    }
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&directory).unwrap();
+    assert_eq!(result, Ok(BridgeStatus { conferences: 1, max_conferences: Some(1) }));
+}
