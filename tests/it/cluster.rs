@@ -9,11 +9,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a cluster gets to reach an expected state. Links retry within a few seconds.
-const SETTLE_TIMEOUT_MS: u64 = 30_000;
-const KEY: &str = "a long pre-shared key for the test cluster";
+pub(crate) const SETTLE_TIMEOUT_MS: u64 = 30_000;
+pub(crate) const KEY: &str = "a long pre-shared key for the test cluster";
 
 /// What a peer list holds: a running peer, or just an address.
-trait Address {
+pub(crate) trait Address {
     fn address(&self) -> &str;
 }
 
@@ -29,16 +29,16 @@ impl Address for &str {
     }
 }
 
-struct Peer {
-    daemon: Batond,
-    ip: String,
+pub(crate) struct Peer {
+    pub(crate) daemon: Batond,
+    pub(crate) ip: String,
     args: Vec<String>,
 }
 
 impl Peer {
     /// Starts a new peer on `ip` and prepares it as the seed's Task 1 asks: password, address,
     /// host name and domain, DNS, NTP, release key.
-    fn start(dir: &Path, ip: &str, port: u16, extra: &[String]) -> Peer {
+    pub(crate) fn start(dir: &Path, ip: &str, port: u16, extra: &[String]) -> Peer {
         let mut args = vec![
             "--cluster-port".to_owned(),
             port.to_string(),
@@ -68,7 +68,7 @@ impl Peer {
         peer
     }
 
-    fn restart(self) -> Peer {
+    pub(crate) fn restart(self) -> Peer {
         let Peer { daemon, ip, args } = self;
         let dir = daemon.data_dir.clone();
         daemon.kill().unwrap();
@@ -76,7 +76,12 @@ impl Peer {
         Peer { daemon, ip, args }
     }
 
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let client = self.daemon.client().unwrap();
         let mut request = client
             .request(method, format!("{}{path}", self.daemon.url))
@@ -89,7 +94,7 @@ impl Peer {
         (status, response.json().unwrap_or(Value::Null))
     }
 
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         // A peer that has just joined has no administrator until the cluster's arrives.
         let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
         loop {
@@ -102,33 +107,33 @@ impl Peer {
         }
     }
 
-    fn put(&self, path: &str, body: Value) {
+    pub(crate) fn put(&self, path: &str, body: Value) {
         let (status, answer) = self.call(reqwest::Method::PUT, path, Some(body));
         assert!(status == 200 || status == 201, "PUT {path} on {}: {status} {answer}", self.ip);
     }
 
-    fn create_bridge(&self, name: &str) {
+    pub(crate) fn create_bridge(&self, name: &str) {
         let bridge = json!({"name": name, "bridge_type": "mcu", "address": "127.0.0.9",
                             "username": "api", "password": "secret", "capacity_ports": 10});
         let (status, answer) = self.call(reqwest::Method::POST, "/api/v1/bridges", Some(bridge));
         assert_eq!(status, 201, "creating bridge {name} on {}: {answer}", self.ip);
     }
 
-    fn cluster(&self, key: &str, peers: &[&dyn Address]) {
+    pub(crate) fn cluster(&self, key: &str, peers: &[&dyn Address]) {
         let peers: Vec<&str> = peers.iter().map(|peer| peer.address()).collect();
         self.put("/api/v1/cluster", json!({"pre_shared_key": key, "peers": peers}));
     }
 
-    fn standalone(&self) {
+    pub(crate) fn standalone(&self) {
         self.put("/api/v1/cluster", json!({"pre_shared_key": "", "peers": []}));
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         self.get("/api/v1/cluster/status")
     }
 
     /// The status line this peer shows for `other`.
-    fn line(&self, ip: &str) -> String {
+    pub(crate) fn line(&self, ip: &str) -> String {
         let status = self.status();
         status["peers"]
             .as_array()
@@ -137,7 +142,7 @@ impl Peer {
             .unwrap_or_else(|| format!("(not listed: {status})"))
     }
 
-    fn bridges(&self) -> Vec<String> {
+    pub(crate) fn bridges(&self) -> Vec<String> {
         let listed = self.get("/api/v1/bridges");
         let mut names: Vec<String> = listed
             .as_array()
@@ -150,7 +155,7 @@ impl Peer {
     }
 
     /// The whole shared configuration, as the API shows it (records of shared kinds).
-    fn shared_config(&self) -> Vec<Value> {
+    pub(crate) fn shared_config(&self) -> Vec<Value> {
         const LOCAL_KINDS: &[&str] = &[
             "ethernet",
             "ipv4",
@@ -176,7 +181,7 @@ impl Peer {
     }
 }
 
-fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+pub(crate) fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
     loop {
         match check() {
@@ -187,14 +192,14 @@ fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     }
 }
 
-fn expect_line(peer: &Peer, other: &str, starts: &str) {
+pub(crate) fn expect_line(peer: &Peer, other: &str, starts: &str) {
     wait_until(&format!("{} shows {other} as {starts:?}", peer.ip), || {
         let line = peer.line(other);
         if line.starts_with(starts) { Ok(()) } else { Err(line) }
     });
 }
 
-fn expect_bridges(peer: &Peer, expected: &[&str]) {
+pub(crate) fn expect_bridges(peer: &Peer, expected: &[&str]) {
     wait_until(&format!("{} holds bridges {expected:?}", peer.ip), || {
         let bridges = peer.bridges();
         if bridges == expected { Ok(()) } else { Err(format!("{bridges:?}")) }

@@ -4,3 +4,4 @@
 mod cli;
 mod cluster;
 mod crash;
+mod policy;

@@ -191,3 +191,54 @@ impl Proxy {
         self.cut.store(false, Ordering::SeqCst);
     }
 }
+
+/// A `baton-simbridge` child process: a simulated MCU or TelePresence Server on 127.0.0.1.
+pub struct SimBridge {
+    pub address: std::net::SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl SimBridge {
+    /// `personality` is `mcu` or `telepresence-server`; credentials are `api`/`bridge secret`.
+    pub fn start(personality: &str, extra_args: &[&str]) -> anyhow::Result<SimBridge> {
+        let dir = tempfile::tempdir()?;
+        let address_file = dir.path().join("address");
+        let child = Command::new(binary("baton-simbridge")?)
+            .args(["--personality", personality, "--username", SIM_BRIDGE_USER])
+            .args(["--password", SIM_BRIDGE_PASSWORD])
+            .arg("--address-file")
+            .arg(&address_file)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting baton-simbridge")?;
+        let deadline = Instant::now() + Duration::from_millis(START_TIMEOUT_MS);
+        let mut bridge = SimBridge { address: "127.0.0.1:0".parse()?, child, _dir: dir };
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file)
+                && let Ok(address) = text.trim().parse()
+            {
+                bridge.address = address;
+                return Ok(bridge);
+            }
+            if let Some(status) = bridge.child.try_wait()? {
+                bail!("baton-simbridge exited during start-up: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("baton-simbridge did not listen within {START_TIMEOUT_MS} ms");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SimBridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const SIM_BRIDGE_USER: &str = "api";
+pub const SIM_BRIDGE_PASSWORD: &str = "bridge secret";

@@ -30,7 +30,12 @@ pub struct Answer {
 
 impl Vcs {
     /// `ca_pem` must hold the CA of every server (concatenated PEM).
-    pub fn new(servers: Vec<String>, user: &str, password: &str, ca_pem: &[u8]) -> anyhow::Result<Vcs> {
+    pub fn new(
+        servers: Vec<String>,
+        user: &str,
+        password: &str,
+        ca_pem: &[u8],
+    ) -> anyhow::Result<Vcs> {
         let mut builder = reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -39,7 +44,13 @@ impl Vcs {
             builder = builder.add_root_certificate(certificate);
         }
         let active = vec![true; servers.len()];
-        Ok(Vcs { servers, active, user: user.to_owned(), password: password.to_owned(), http: builder.build()? })
+        Ok(Vcs {
+            servers,
+            active,
+            user: user.to_owned(),
+            password: password.to_owned(),
+            http: builder.build()?,
+        })
     }
 
     /// The 60-second status poll, done now: 2xx is active, anything else failed.
@@ -74,12 +85,16 @@ impl Vcs {
                 continue;
             }
             let Ok(text) = response.text() else { continue };
-            let outcome = policy::cpl::interpret(&text)
-                .unwrap_or_else(|error| panic!("server {index} answered CPL the VCS refuses: {error}\n{text}"));
+            let outcome = policy::cpl::interpret(&text).unwrap_or_else(|error| {
+                panic!("server {index} answered CPL the VCS refuses: {error}\n{text}")
+            });
             return Answer { outcome, server: Some(index) };
         }
         Answer {
-            outcome: Outcome::Reject { status: DEFAULT_CPL_STATUS, reason: "Policy Service Unavailable".to_owned() },
+            outcome: Outcome::Reject {
+                status: DEFAULT_CPL_STATUS,
+                reason: "Policy Service Unavailable".to_owned(),
+            },
             server: None,
         }
     }

@@ -15,7 +15,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("policy", &["model"]),
     ("backup", &["model", "eventlog"]),
     ("bridges", &["model"]),
-    ("daemon", &["model", "eventlog", "projections", "replication", "peering"]),
+    (
+        "daemon",
+        &["model", "eventlog", "projections", "replication", "peering", "policy", "bridges"],
+    ),
     ("ctl", &["model"]),
 ];
 

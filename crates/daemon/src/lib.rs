@@ -7,6 +7,7 @@
 //! must not grow its own.
 
 pub mod auth;
+pub mod bridge_host;
 pub mod cluster;
 pub mod http;
 pub mod openapi;
@@ -143,7 +144,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let readers = store::Readers::new(database);
     let policy = policy_service::PolicyService::new(
         writer.clone(),
-        Arc::new(NoBridgeClient),
+        Arc::new(bridge_host::XmlRpcBridges::new().context("setting up the bridge API client")?),
         readers.clone(),
     );
     policy.spawn_health_polling(shutdown.clone());
@@ -281,29 +282,4 @@ fn spawn_watchdog(shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
             }
         }
     })
-}
-
-/// Until the bridge API client lands: every bridge counts as unreachable.
-struct NoBridgeClient;
-
-impl policy_service::ConferenceHost for NoBridgeClient {
-    fn create<'a>(
-        &'a self,
-        _: &'a model::record::Bridge,
-        _: &'a policy_service::ConferenceSpec,
-    ) -> policy_service::HostFuture<'a, String> {
-        Box::pin(async { Err(policy_service::HostError::Down("no bridge client".to_owned())) })
-    }
-
-    fn find<'a>(
-        &'a self,
-        _: &'a model::record::Bridge,
-        _: &'a str,
-    ) -> policy_service::HostFuture<'a, Option<String>> {
-        Box::pin(async { Ok(None) })
-    }
-
-    fn poll<'a>(&'a self, _: &'a model::record::Bridge) -> policy_service::HostFuture<'a, ()> {
-        Box::pin(async { Ok(()) })
-    }
 }

@@ -56,6 +56,9 @@ pub enum HostError {
     /// A conference of that name already exists there.
     #[error("a conference of that name already exists on the bridge")]
     Duplicate,
+    /// The bridge hosts as many conferences as it can.
+    #[error("the bridge is full")]
+    Full,
     /// The bridge is up but refuses (full, credentials, …).
     #[error("bridge refused: {0}")]
     Refused(String),
@@ -278,7 +281,8 @@ impl PolicyService {
             guest_pin: template.guest_pin.clone(),
             max_participants: template.max_participants,
         };
-        let mut any_down = false;
+        // Only when every bridge said it was full is this a lack of capacity.
+        let mut failed = false;
         for name in candidates {
             let Some(bridge) = engine.bridge(name) else { continue };
             let created = match self.host.create(bridge, &spec).await {
@@ -318,15 +322,19 @@ impl PolicyService {
                     };
                 }
                 Err(HostError::Down(problem)) => {
-                    any_down = true;
+                    failed = true;
                     self.health.mark(&bridge.name, Some(problem));
                 }
+                Err(HostError::Full) => {
+                    tracing::info!(bridge = %bridge.name, %conference, "bridge full; trying the next");
+                }
                 Err(error) => {
+                    failed = true;
                     tracing::warn!(bridge = %bridge.name, %conference, %error, "conference not created; trying the next bridge");
                 }
             }
         }
-        Decision::Reject(if any_down {
+        Decision::Reject(if failed {
             RejectReason::BridgeFailure
         } else {
             RejectReason::NoCapacity

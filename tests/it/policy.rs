@@ -1,0 +1,316 @@
+//! The policy service end to end: a VCS emulator against real `batond` processes driving
+//! simulated bridges (both personalities) over real sockets — routing, rejection, a full
+//! bridge overflowing to the next pool, a bridge failing mid-way, conferences created once under
+//! concurrent first calls, an existing conference adopted, and a three-peer cluster losing a
+//! peer while calls flow.
+
+use crate::cluster::{KEY, Peer, expect_line, wait_until};
+use baton_tests::vcs::{Answer, Vcs};
+use baton_tests::{SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, free_port};
+use policy::cpl::Outcome;
+use serde_json::{Value, json};
+
+const VCS_USER: &str = "vcs";
+const VCS_PASSWORD: &str = "policy service password";
+
+fn post(peer: &Peer, collection: &str, body: Value) {
+    let (status, answer) =
+        peer.call(reqwest::Method::POST, &format!("/api/v1/{collection}"), Some(body));
+    assert_eq!(status, 201, "{collection}: {answer}");
+}
+
+fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &str) -> Value {
+    json!({"name": name, "bridge_type": bridge_type, "address": sim.address.to_string(), "protocol": "http",
+           "username": SIM_BRIDGE_USER, "password": password, "capacity_ports": 100})
+}
+
+/// MCU conferences prefer `mcu-full` (one conference at most) and overflow to `mcu-spare`;
+/// lectures go to a TelePresence Server with chair and guest PINs.
+fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimBridge) {
+    peer.put("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}));
+    post(peer, "bridges", bridge("mcu-full", mcu_full, "mcu", SIM_BRIDGE_PASSWORD));
+    post(peer, "bridges", bridge("mcu-spare", mcu_spare, "mcu", SIM_BRIDGE_PASSWORD));
+    post(peer, "bridges", bridge("ts", ts, "telepresence_server", SIM_BRIDGE_PASSWORD));
+    post(peer, "bridges", bridge("locked", mcu_spare, "mcu", "not the password"));
+    post(
+        peer,
+        "bridge-pools",
+        json!({"name": "primary", "bridge_type": "mcu", "bridges": ["mcu-full"]}),
+    );
+    post(
+        peer,
+        "bridge-pools",
+        json!({"name": "overflow", "bridge_type": "mcu", "bridges": ["mcu-spare"]}),
+    );
+    post(
+        peer,
+        "bridge-pools",
+        json!({"name": "ts-pool", "bridge_type": "telepresence_server", "bridges": ["ts"]}),
+    );
+    post(
+        peer,
+        "bridge-pools",
+        json!({"name": "locked-pool", "bridge_type": "mcu", "bridges": ["locked"]}),
+    );
+    post(
+        peer,
+        "service-preferences",
+        json!({"name": "mcu", "bridge_type": "mcu", "pools": ["primary", "overflow"]}),
+    );
+    post(
+        peer,
+        "service-preferences",
+        json!({"name": "ts", "bridge_type": "telepresence_server", "pools": ["ts-pool"]}),
+    );
+    post(
+        peer,
+        "service-preferences",
+        json!({"name": "locked", "bridge_type": "mcu", "pools": ["locked-pool"]}),
+    );
+    post(
+        peer,
+        "conference-templates",
+        json!({"name": "meeting", "conference_type": "meeting", "service_preference": "mcu", "max_participants": 10}),
+    );
+    post(
+        peer,
+        "conference-templates",
+        json!({"name": "lecture", "conference_type": "lecture", "service_preference": "ts",
+        "max_participants": 10, "chair_pin": "1234", "guest_pin": "5678"}),
+    );
+    post(
+        peer,
+        "conference-templates",
+        json!({"name": "locked", "conference_type": "meeting", "service_preference": "locked"}),
+    );
+    post(
+        peer,
+        "conference-aliases",
+        json!({"name": "meet", "pattern": r"meet\.(?P<room>[a-z]+)@example\.com",
+        "conference_name": "${room}", "template": "meeting", "priority": 1}),
+    );
+    post(
+        peer,
+        "conference-aliases",
+        json!({"name": "lecture-guests", "pattern": r"lecture\.(?P<room>[a-z]+)\.guest@example\.com",
+        "conference_name": "lecture-${room}", "template": "lecture", "role": "guest", "priority": 1}),
+    );
+    post(
+        peer,
+        "conference-aliases",
+        json!({"name": "lecture-chairs", "pattern": r"lecture\.(?P<room>[a-z]+)@example\.com",
+        "conference_name": "lecture-${room}", "template": "lecture", "priority": 2}),
+    );
+    post(
+        peer,
+        "conference-aliases",
+        json!({"name": "locked", "pattern": r"locked\.(?P<room>[a-z]+)@example\.com",
+        "conference_name": "locked-${room}", "template": "locked", "priority": 1}),
+    );
+}
+
+fn vcs_for(peers: &[&Peer]) -> Vcs {
+    let mut cas = Vec::new();
+    for peer in peers {
+        cas.extend(std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap());
+    }
+    let servers = peers.iter().map(|peer| peer.daemon.url.clone()).collect();
+    Vcs::new(servers, VCS_USER, VCS_PASSWORD, &cas).unwrap()
+}
+
+fn routed(answer: &Answer) -> String {
+    match &answer.outcome {
+        Outcome::Route { urls } if urls.len() == 1 => urls[0].clone(),
+        other => panic!("expected one route, got {other:?}"),
+    }
+}
+
+fn hosted_on(peer: &Peer, conference: &str) -> String {
+    peer.get(&format!("/api/v1/conferences/{conference}"))["bridge"].as_str().unwrap().to_owned()
+}
+
+/// Conference names on a simulated bridge, as its API lists them.
+fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
+    let target = bridges::BridgeTarget {
+        kind,
+        base_url: format!("http://{}", sim.address),
+        username: SIM_BRIDGE_USER.to_owned(),
+        password: SIM_BRIDGE_PASSWORD.to_owned(),
+    };
+    let client = bridges::BridgeClient::new(5_000, None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut names: Vec<String> = runtime
+        .block_on(client.enumerate_conferences(&target))
+        .unwrap()
+        .into_iter()
+        .map(|conference| conference.name)
+        .collect();
+    names.sort();
+    names
+}
+
+fn sim_configure(sim: &SimBridge, kind: bridges::BridgeKind, settings: bridges::xmlrpc::Struct) {
+    let target = bridges::BridgeTarget {
+        kind,
+        base_url: format!("http://{}", sim.address),
+        username: SIM_BRIDGE_USER.to_owned(),
+        password: SIM_BRIDGE_PASSWORD.to_owned(),
+    };
+    let client = bridges::BridgeClient::new(5_000, None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(client.call(&target, "sim.configure", settings)).unwrap();
+}
+
+#[test]
+fn calls_create_conferences_on_both_bridge_kinds_overflow_and_fail_over_between_bridges() {
+    use bridges::BridgeKind::{Mcu, TelepresenceServer};
+    let mcu_full = SimBridge::start("mcu", &["--max-conferences", "1"]).unwrap();
+    let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
+    let ts = SimBridge::start("telepresence-server", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]);
+    configure(&peer, &mcu_full, &mcu_spare, &ts);
+    let mut vcs = vcs_for(&[&peer]);
+    assert_eq!(vcs.poll_status(), [true]);
+
+    // The first conference fills the preferred bridge; the next overflows to the spare pool.
+    assert_eq!(routed(&vcs.call("sip:meet.alice@example.com")), "alice@127.0.0.1");
+    assert_eq!(hosted_on(&peer, "alice"), "mcu-full");
+    assert_eq!(routed(&vcs.call("meet.bob@example.com")), "bob@127.0.0.1");
+    assert_eq!(hosted_on(&peer, "bob"), "mcu-spare");
+    assert_eq!(names_on(&mcu_full, Mcu), ["alice"]);
+    assert_eq!(names_on(&mcu_spare, Mcu), ["bob"]);
+    // Later participants land where their conference is.
+    assert_eq!(routed(&vcs.call("MEET.ALICE@example.com")), "alice@127.0.0.1");
+    assert_eq!(names_on(&mcu_full, Mcu), ["alice"]);
+
+    // A TelePresence Server lecture: guests dial the guest address; the bridge's own id is kept.
+    assert_eq!(
+        routed(&vcs.call("lecture.maths.guest@example.com")),
+        "lecture-maths.guest@127.0.0.1"
+    );
+    assert_eq!(routed(&vcs.call("lecture.maths@example.com")), "lecture-maths@127.0.0.1");
+    assert_eq!(names_on(&ts, TelepresenceServer), ["lecture-maths"]);
+    let lecture = peer.get("/api/v1/conferences/lecture-maths");
+    assert_eq!(lecture["bridge"], "ts");
+    assert_ne!(lecture["bridge_conference_id"], "lecture-maths", "the TS conferenceID is kept");
+
+    // First calls to one conference arriving together create it once.
+    let answers: Vec<Answer> = std::thread::scope(|scope| {
+        let calls: Vec<_> =
+            (0..12).map(|_| scope.spawn(|| vcs.call("meet.carol@example.com"))).collect();
+        calls.into_iter().map(|call| call.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|answer| routed(answer) == "carol@127.0.0.1"), "{answers:?}");
+    assert_eq!(names_on(&mcu_spare, Mcu), ["bob", "carol"]);
+
+    // A conference already on a bridge (an earlier attempt whose record was lost) is adopted.
+    sim_configure(&mcu_spare, Mcu, Default::default());
+    let target = bridges::BridgeTarget {
+        kind: Mcu,
+        base_url: format!("http://{}", mcu_spare.address),
+        username: SIM_BRIDGE_USER.to_owned(),
+        password: SIM_BRIDGE_PASSWORD.to_owned(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let spec = bridges::ConferenceSpec { name: "dave".to_owned(), ..Default::default() };
+    runtime
+        .block_on(
+            bridges::BridgeClient::new(5_000, None).unwrap().create_conference(&target, &spec),
+        )
+        .unwrap();
+    assert_eq!(routed(&vcs.call("meet.dave@example.com")), "dave@127.0.0.1");
+    assert_eq!(hosted_on(&peer, "dave"), "mcu-spare");
+    assert_eq!(names_on(&mcu_spare, Mcu), ["bob", "carol", "dave"]);
+
+    // Distinct refusals: no alias; a bridge with wrong credentials; the spare bridge failing.
+    assert_eq!(
+        vcs.call("someone@elsewhere.org").outcome,
+        Outcome::Reject { status: 404, reason: "No conference alias matches".to_owned() }
+    );
+    assert_eq!(
+        vcs.call("locked.room@example.com").outcome,
+        Outcome::Reject { status: 502, reason: "Conference bridge failure".to_owned() }
+    );
+    let mut fail_all = bridges::xmlrpc::Struct::new();
+    fail_all.insert("failAll".to_owned(), bridges::xmlrpc::Value::Bool(true));
+    sim_configure(&mcu_spare, Mcu, fail_all);
+    assert_eq!(
+        vcs.call("meet.erin@example.com").outcome,
+        Outcome::Reject { status: 502, reason: "Conference bridge failure".to_owned() }
+    );
+    // The existing conference on the full bridge is unaffected.
+    assert_eq!(routed(&vcs.call("meet.alice@example.com")), "alice@127.0.0.1");
+}
+
+#[test]
+fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
+    let mcu_full = SimBridge::start("mcu", &["--max-conferences", "1"]).unwrap();
+    let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
+    let ts = SimBridge::start("telepresence-server", &[]).unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let port = free_port().unwrap();
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
+    let c = Peer::start(dirs[2].path(), "127.0.0.3", port, &[]);
+    a.cluster(KEY, &[&a]);
+    for peer in [&a, &b, &c] {
+        peer.cluster(KEY, &[&a, &b, &c]);
+    }
+    for (x, y) in [(&a, &b), (&a, &c), (&b, &c)] {
+        expect_line(x, &y.ip, "Active as");
+    }
+    configure(&a, &mcu_full, &mcu_spare, &ts);
+    let mut vcs = vcs_for(&[&a, &b, &c]);
+    wait_until("every peer is ready for the VCS", || {
+        let active = vcs.poll_status();
+        if active == [true, true, true] { Ok(()) } else { Err(format!("{active:?}")) }
+    });
+
+    let first = vcs.call("meet.alice@example.com");
+    assert_eq!((routed(&first), first.server), ("alice@127.0.0.1".to_owned(), Some(0)));
+    wait_until("the conference reached every peer", || {
+        match [&b, &c]
+            .iter()
+            .all(|peer| peer.call(reqwest::Method::GET, "/api/v1/conferences/alice", None).0 == 200)
+        {
+            true => Ok(()),
+            false => Err("not yet".to_owned()),
+        }
+    });
+
+    // Calls keep flowing while Server 1 dies: every answer is the same route.
+    let a_dir = a.daemon.data_dir.clone();
+    let answers: Vec<Answer> = std::thread::scope(|scope| {
+        let caller = scope.spawn(|| {
+            (0..60)
+                .map(|_| {
+                    let answer = vcs.call("meet.alice@example.com");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    answer
+                })
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        a.daemon.kill().unwrap();
+        caller.join().unwrap()
+    });
+    let _ = a_dir;
+    assert!(answers.iter().all(|answer| routed(answer) == "alice@127.0.0.1"), "{answers:?}");
+    assert!(answers.iter().any(|answer| answer.server == Some(1)), "Server 2 took over");
+
+    // The VCS's next status poll marks Server 1 failed; new conferences are made by Server 2
+    // and answered identically by Server 3.
+    assert_eq!(vcs.poll_status(), [false, true, true]);
+    let bob = vcs.call("meet.bob@example.com");
+    assert_eq!((routed(&bob), bob.server), ("bob@127.0.0.1".to_owned(), Some(1)));
+    wait_until("Server 3 knows bob's conference", || {
+        match c.call(reqwest::Method::GET, "/api/v1/conferences/bob", None) {
+            (200, conference) if conference["bridge"] == "mcu-spare" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let only_c = vcs_for(&[&c]);
+    assert_eq!(routed(&only_c.call("meet.bob@example.com")), "bob@127.0.0.1");
+    assert_eq!(names_on(&mcu_spare, bridges::BridgeKind::Mcu), ["bob"], "not created twice");
+}
