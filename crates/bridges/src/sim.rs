@@ -404,6 +404,9 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
 
         (BridgeKind::Mcu, "conference.create") => {
             let name = conference_name(params)?;
+            for key in ["pin", "guestPin"] {
+                check_pin(params.get(key))?;
+            }
             create(&mut state, name.clone(), name).map(|_| Struct::new())
         }
         (BridgeKind::Mcu, "conference.destroy") => {
@@ -479,6 +482,10 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
 
         (BridgeKind::TelepresenceServer, "flex.conference.create") => {
             let name = conference_name(params)?;
+            let uris = params.get("URIs").and_then(Value::as_array).unwrap_or_default();
+            for uri in uris {
+                check_pin(uri.as_struct().and_then(|uri| uri.get("PIN")))?;
+            }
             let id = state.new_id("conf-");
             create(&mut state, id.clone(), name)?;
             Ok(members([("conferenceID", Value::from(id))]))
@@ -677,6 +684,15 @@ async fn send_feedback(shared: Arc<Shared>) {
                 tracing::debug!(%uri, %error, "feedback receiver unreachable");
             }
         }
+    }
+}
+
+/// A PIN, when given, is a string of digits.
+fn check_pin(pin: Option<&Value>) -> Result<(), Fault> {
+    match pin {
+        None => Ok(()),
+        Some(Value::String(digits)) if digits.chars().all(|c| c.is_ascii_digit()) => Ok(()),
+        Some(_) => Err(Fault { code: fault::INVALID_PIN, message: "invalid PIN".into() }),
     }
 }
 

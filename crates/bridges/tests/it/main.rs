@@ -72,6 +72,9 @@ async fn a_conference_is_created_listed_and_destroyed_on_both_personalities() {
 
         let again = client.create_conference(&target, &spec).await;
         assert_eq!(again, Err(BridgeError::DuplicateName), "{kind:?}");
+        let bad_pin = ConferenceSpec { guest_pin: Some("12a".to_owned()), ..self::spec("other") };
+        let refused = client.create_conference(&target, &bad_pin).await.unwrap_err();
+        assert_eq!(refused.fault_code(), Some(bridges::fault::INVALID_PIN), "{kind:?}");
 
         let listed = client.enumerate_conferences(&target).await.unwrap();
         assert_eq!(listed, vec![created.clone()], "{kind:?}");
