@@ -34,14 +34,26 @@ impl From<BridgeType> for BridgeKind {
     }
 }
 
-/// Where and how to reach one bridge.
-#[derive(Clone, PartialEq, Eq, Debug)]
+/// Where and how to reach one bridge. Its `Debug` form hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BridgeTarget {
     pub kind: BridgeKind,
     /// Scheme, host and optional port, without a path: `http://127.0.0.1:8080`.
     pub base_url: String,
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for BridgeTarget {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BridgeTarget")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 impl BridgeTarget {
@@ -519,6 +531,7 @@ mod tests {
         let bracketed =
             BridgeTarget::from_record(&bridge("[fd00::1]:444", Protocol::Https, BridgeType::Mcu));
         assert_eq!(bracketed.base_url, "https://[fd00::1]:444");
+        assert!(!format!("{bracketed:?}").contains("secret"), "{bracketed:?}");
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub mod fault {
     pub const TOO_MANY_PARTICIPANTS: i32 = 7;
     pub const NO_CONFERENCE_NAME: i32 = 8;
     pub const NO_PARTICIPANT_NAME: i32 = 9;
+    pub const INVALID_PIN: i32 = 13;
     pub const UNAUTHORISED: i32 = 14;
     pub const INSUFFICIENT_PRIVILEGES: i32 = 15;
     pub const INVALID_ENUMERATE_ID: i32 = 16;

@@ -12,7 +12,8 @@
 //!   conference has, as if calls had joined or left.
 //!
 //! After `feedbackReceiver.configure` it posts `eventNotification` to the receiver: first
-//! `configureAck`, then (TelePresence Server) `flexAlive` every `feedback_interval_ms`.
+//! `configureAck`, then (TelePresence Server) `flexAlive` every `feedback_interval_ms`; the
+//! receiver must be `http` (the simulator trusts no certificate authority).
 //! Everything lives in memory and is lost when it stops.
 
 use crate::client::BridgeKind;
@@ -71,14 +72,33 @@ impl SimConfig {
 #[derive(Debug)]
 pub struct SimBridge {
     address: SocketAddr,
+    scheme: &'static str,
     server: JoinHandle<()>,
     feedback: JoinHandle<()>,
 }
 
 impl SimBridge {
-    /// Binds `listen` (port 0 picks a free port) and serves until dropped.
+    /// Binds `listen` (port 0 picks a free port) and serves HTTP until dropped.
     pub async fn start(listen: SocketAddr, config: SimConfig) -> std::io::Result<SimBridge> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        SimBridge::serve(listen, config, None).await
+    }
+
+    /// Like [`SimBridge::start`], but serves HTTPS with the given identity.
+    pub async fn start_tls(
+        listen: SocketAddr,
+        config: SimConfig,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<SimBridge> {
+        SimBridge::serve(listen, config, Some(tls)).await
+    }
+
+    async fn serve(
+        listen: SocketAddr,
+        config: SimConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<SimBridge> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(FEEDBACK_POST_TIMEOUT_MS))
@@ -94,14 +114,30 @@ impl SimBridge {
             receivers_changed: Notify::new(),
             http,
         });
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let feedback = tokio::spawn(send_feedback(Arc::clone(&shared)));
-        let router = Router::new().route("/RPC2", post(rpc)).with_state(shared);
-        let server = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "simulated bridge stopped");
+        let service =
+            Router::new().route("/RPC2", post(rpc)).with_state(shared).into_make_service();
+        let server = match tls {
+            None => {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                tokio::spawn(async move {
+                    if let Err(error) = axum::serve(listener, service).await {
+                        tracing::error!(%error, "simulated bridge stopped");
+                    }
+                })
             }
-        });
-        Ok(SimBridge { address, server, feedback })
+            Some(tls) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+                let server = axum_server::from_tcp_rustls(listener, tls);
+                tokio::spawn(async move {
+                    if let Err(error) = server.serve(service).await {
+                        tracing::error!(%error, "simulated bridge stopped");
+                    }
+                })
+            }
+        };
+        Ok(SimBridge { address, scheme, server, feedback })
     }
 
     /// The bound address.
@@ -109,9 +145,9 @@ impl SimBridge {
         self.address
     }
 
-    /// `http://<address>`, the base URL a client targets.
+    /// `http://<address>` (or `https://`), the base URL a client targets.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 }
 
@@ -120,6 +156,35 @@ impl Drop for SimBridge {
         self.server.abort();
         self.feedback.abort();
     }
+}
+
+/// A TLS server identity from PEM text: the certificate chain (leaf first) and its private key.
+pub fn tls_identity(
+    certificate_pem: &str,
+    key_pem: &str,
+) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let certificates: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|_| invalid("the certificate is not PEM"))?;
+    if certificates.is_empty() {
+        return Err(invalid("no certificate in the PEM text"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| invalid("the private key is not PEM"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .map_err(|error| invalid(&format!("certificate and key: {error}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 struct Shared {
@@ -339,6 +404,9 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
 
         (BridgeKind::Mcu, "conference.create") => {
             let name = conference_name(params)?;
+            for key in ["pin", "guestPin"] {
+                check_pin(params.get(key))?;
+            }
             create(&mut state, name.clone(), name).map(|_| Struct::new())
         }
         (BridgeKind::Mcu, "conference.destroy") => {
@@ -414,6 +482,10 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
 
         (BridgeKind::TelepresenceServer, "flex.conference.create") => {
             let name = conference_name(params)?;
+            let uris = params.get("URIs").and_then(Value::as_array).unwrap_or_default();
+            for uri in uris {
+                check_pin(uri.as_struct().and_then(|uri| uri.get("PIN")))?;
+            }
             let id = state.new_id("conf-");
             create(&mut state, id.clone(), name)?;
             Ok(members([("conferenceID", Value::from(id))]))
@@ -612,6 +684,15 @@ async fn send_feedback(shared: Arc<Shared>) {
                 tracing::debug!(%uri, %error, "feedback receiver unreachable");
             }
         }
+    }
+}
+
+/// A PIN, when given, is a string of digits.
+fn check_pin(pin: Option<&Value>) -> Result<(), Fault> {
+    match pin {
+        None => Ok(()),
+        Some(Value::String(digits)) if digits.chars().all(|c| c.is_ascii_digit()) => Ok(()),
+        Some(_) => Err(Fault { code: fault::INVALID_PIN, message: "invalid PIN".into() }),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use bridges::BridgeKind;
-use bridges::sim::{FEEDBACK_INTERVAL_MS_DEFAULT, PAGE_SIZE_DEFAULT, SimBridge, SimConfig};
+use bridges::sim::{self, FEEDBACK_INTERVAL_MS_DEFAULT, PAGE_SIZE_DEFAULT, SimBridge, SimConfig};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +33,12 @@ struct Args {
     /// Entries per enumeration page.
     #[arg(long, default_value_t = PAGE_SIZE_DEFAULT)]
     page_size: usize,
+    /// Serve HTTPS with this certificate (PEM, leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Interval of `flexAlive` keep-alives to feedback receivers (TelePresence Server).
     #[arg(long, default_value_t = FEEDBACK_INTERVAL_MS_DEFAULT)]
     feedback_interval_ms: u64,
@@ -60,9 +66,18 @@ async fn main() -> anyhow::Result<()> {
         feedback_interval_ms: args.feedback_interval_ms,
         ..SimConfig::new(kind)
     };
-    let bridge = SimBridge::start(args.listen, config)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let bridge = match (&args.tls_cert, &args.tls_key) {
+        (Some(certificate), Some(key)) => {
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let identity = sim::tls_identity(&read(certificate)?, &read(key)?)
+                .context("loading the TLS identity")?;
+            SimBridge::start_tls(args.listen, config, identity).await
+        }
+        _ => SimBridge::start(args.listen, config).await,
+    }
+    .with_context(|| format!("listening on {}", args.listen))?;
     let address = bridge.address();
     if let Some(path) = &args.address_file {
         // Written aside and renamed, so a reader never sees a half-written address.
@@ -71,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", partial.display()))?;
         std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("baton-simbridge ({:?}) listening on {address}", args.personality);
+    println!("baton-simbridge ({:?}) listening on {}", args.personality, bridge.base_url());
     shutdown_signal().await?;
     drop(bridge);
     Ok(())

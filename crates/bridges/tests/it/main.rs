@@ -72,6 +72,9 @@ async fn a_conference_is_created_listed_and_destroyed_on_both_personalities() {
 
         let again = client.create_conference(&target, &spec).await;
         assert_eq!(again, Err(BridgeError::DuplicateName), "{kind:?}");
+        let bad_pin = ConferenceSpec { guest_pin: Some("12a".to_owned()), ..self::spec("other") };
+        let refused = client.create_conference(&target, &bad_pin).await.unwrap_err();
+        assert_eq!(refused.fault_code(), Some(bridges::fault::INVALID_PIN), "{kind:?}");
 
         let listed = client.enumerate_conferences(&target).await.unwrap();
         assert_eq!(listed, vec![created.clone()], "{kind:?}");
@@ -360,4 +363,55 @@ async fn the_binary_serves_the_configured_personality() {
     child.wait().unwrap();
     std::fs::remove_dir_all(&directory).unwrap();
     assert_eq!(result, Ok(BridgeStatus { conferences: 1, max_conferences: Some(1) }));
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM: (CA, certificate, key).
+fn certificate_authority() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), server.pem(), server_key.serialize_pem())
+}
+
+#[tokio::test]
+async fn https_bridges_are_trusted_only_through_the_given_ca_or_when_insecure() {
+    let (ca, certificate, key) = certificate_authority();
+    let identity = bridges::sim::tls_identity(&certificate, &key).unwrap();
+    let config = SimConfig { password: PASSWORD.to_owned(), ..SimConfig::new(BridgeKind::Mcu) };
+    let bridge =
+        SimBridge::start_tls("127.0.0.1:0".parse().unwrap(), config, identity).await.unwrap();
+    assert!(bridge.base_url().starts_with("https://"), "{}", bridge.base_url());
+    let target = BridgeTarget {
+        kind: BridgeKind::Mcu,
+        base_url: bridge.base_url(),
+        username: "admin".to_owned(),
+        password: PASSWORD.to_owned(),
+    };
+
+    let trusting = BridgeClient::new(TIMEOUT_MS, Some(&ca)).unwrap();
+    trusting.create_conference(&target, &spec("secure")).await.unwrap();
+
+    // No CA given: the certificate is unknown, so the bridge is unusable.
+    let error = client().status(&target).await.unwrap_err();
+    assert!(matches!(error, BridgeError::Transport(_)), "{error:?}");
+    assert!(error.is_bridge_down());
+    // Another CA: same.
+    let (other_ca, _, _) = certificate_authority();
+    let error = BridgeClient::new(TIMEOUT_MS, Some(&other_ca)).unwrap().status(&target).await;
+    assert!(matches!(error, Err(BridgeError::Transport(_))), "{error:?}");
+
+    // Only the explicit insecure option accepts it without the CA.
+    let options = bridges::BridgeClientOptions {
+        timeout_ms: TIMEOUT_MS,
+        trusted_ca_pem: None,
+        insecure: true,
+    };
+    let insecure = BridgeClient::with_options(&options).unwrap();
+    assert_eq!(insecure.status(&target).await.unwrap().conferences, 1);
 }
