@@ -314,3 +314,53 @@ fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
     assert_eq!(routed(&only_c.call("meet.bob@example.com")), "bob@127.0.0.1");
     assert_eq!(names_on(&mcu_spare, bridges::BridgeKind::Mcu), ["bob"], "not created twice");
 }
+
+#[test]
+fn empty_conferences_are_ended_and_busy_ones_kept() {
+    use bridges::BridgeKind::Mcu;
+    use bridges::xmlrpc::{Struct, Value};
+    let mcu_full = SimBridge::start("mcu", &["--max-conferences", "1"]).unwrap();
+    let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
+    let ts = SimBridge::start("telepresence-server", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let idle = ["--conference-idle-ms".to_owned(), "400".to_owned()];
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &idle);
+    configure(&peer, &mcu_full, &mcu_spare, &ts);
+    let vcs = vcs_for(&[&peer]);
+    assert_eq!(routed(&vcs.call("meet.busy@example.com")), "busy@127.0.0.1");
+    assert_eq!(routed(&vcs.call("meet.quiet@example.com")), "quiet@127.0.0.1");
+    // Two participants joined "busy" (on the full bridge); nobody joined "quiet".
+    let target = bridges::BridgeTarget {
+        kind: Mcu,
+        base_url: format!("http://{}", mcu_full.address),
+        username: SIM_BRIDGE_USER.to_owned(),
+        password: SIM_BRIDGE_PASSWORD.to_owned(),
+    };
+    let joined = Struct::from([
+        ("conferenceName".to_owned(), Value::from("busy")),
+        ("count".to_owned(), Value::Int(2)),
+    ]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime
+        .block_on(bridges::BridgeClient::new(5_000, None).unwrap().call(
+            &target,
+            "sim.participants",
+            joined,
+        ))
+        .unwrap();
+
+    wait_until("the empty conference is ended", || {
+        match (
+            names_on(&mcu_spare, Mcu).is_empty(),
+            peer.call(reqwest::Method::GET, "/api/v1/conferences/quiet", None).0,
+        ) {
+            (true, 404) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(names_on(&mcu_full, Mcu), ["busy"]);
+    assert_eq!(hosted_on(&peer, "busy"), "mcu-full");
+    // A conference that ended can be called into again: it is made anew.
+    assert_eq!(routed(&vcs.call("meet.quiet@example.com")), "quiet@127.0.0.1");
+}

@@ -2,7 +2,9 @@
 //! XML-RPC client: bridge errors sorted into "down" (take the bridge out of selection),
 //! "duplicate" (adopt the existing conference) and "refused" (try the next bridge).
 
-use crate::policy_service::{ConferenceHost, ConferenceSpec, HostError, HostFuture};
+use crate::policy_service::{
+    ConferenceHost, ConferenceSpec, HostError, HostFuture, HostedConference,
+};
 use bridges::{BridgeClient, BridgeError, BridgeTarget};
 use model::record::Bridge;
 
@@ -59,6 +61,27 @@ impl ConferenceHost for XmlRpcBridges {
         Box::pin(async move {
             let target = BridgeTarget::from_record(bridge);
             self.client.status(&target).await.map(|_| ()).map_err(sorted)
+        })
+    }
+
+    fn list<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, Vec<HostedConference>> {
+        Box::pin(async move {
+            let target = BridgeTarget::from_record(bridge);
+            let conferences = self.client.enumerate_conferences(&target).await.map_err(sorted)?;
+            Ok(conferences
+                .into_iter()
+                .map(|c| HostedConference { id: c.id, name: c.name, participants: c.participants })
+                .collect())
+        })
+    }
+
+    fn destroy<'a>(&'a self, bridge: &'a Bridge, id: &'a str) -> HostFuture<'a, ()> {
+        Box::pin(async move {
+            let target = BridgeTarget::from_record(bridge);
+            match self.client.destroy_conference(&target, id).await {
+                Ok(()) | Err(BridgeError::NoSuchConference) => Ok(()),
+                Err(error) => Err(sorted(error)),
+            }
         })
     }
 }

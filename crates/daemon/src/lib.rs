@@ -36,6 +36,8 @@ pub struct Config {
     /// Also serve the policy service over plain HTTP here (for a VCS set to HTTP). It is
     /// always served over HTTPS on the admin listener.
     pub policy_http_listen: Option<SocketAddr>,
+    /// Conferences empty for this long are ended.
+    pub conference_idle_ms: u64,
     pub cluster: cluster::Network,
 }
 
@@ -46,6 +48,7 @@ impl Config {
             data_dir,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             policy_http_listen: None,
+            conference_idle_ms: policy_service::CONFERENCE_IDLE_MS_DEFAULT,
             cluster: cluster::Network {
                 port: cluster::CLUSTER_PORT_DEFAULT,
                 connect_via: Default::default(),
@@ -148,6 +151,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         readers.clone(),
     );
     policy.spawn_health_polling(shutdown.clone());
+    policy.spawn_conference_cleanup(config.conference_idle_ms, shutdown.clone());
     if let Some(listen) = config.policy_http_listen {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -21,6 +21,9 @@ struct Flags {
     /// Also serve the policy service over plain HTTP on this address (for a VCS set to HTTP).
     #[arg(long, env = "BATON_POLICY_HTTP_LISTEN")]
     policy_http_listen: Option<SocketAddr>,
+    /// End conferences that have been empty this long (milliseconds).
+    #[arg(long, env = "BATON_CONFERENCE_IDLE_MS", default_value_t = daemon::policy_service::CONFERENCE_IDLE_MS_DEFAULT)]
+    conference_idle_ms: u64,
     /// TCP port for cluster peers, on this peer's primary address; the same on every peer.
     #[arg(long, env = "BATON_CLUSTER_PORT", default_value_t = daemon::cluster::CLUSTER_PORT_DEFAULT)]
     cluster_port: u16,
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             data_dir: flags.data_dir,
             admin_listen: flags.admin_listen,
             policy_http_listen: flags.policy_http_listen,
+            conference_idle_ms: flags.conference_idle_ms,
             cluster: daemon::cluster::Network {
                 port: flags.cluster_port,
                 connect_via: flags.cluster_connect_via.into_iter().collect(),

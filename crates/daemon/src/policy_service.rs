@@ -36,6 +36,9 @@ pub const STATUS_PATH: &str = "/baton/policy/status";
 pub const CREDENTIALS_CACHED_MAX: usize = 64;
 /// How often each bridge's health is polled.
 pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
+/// How long a conference may stay empty before it is ended (its first participant may still
+/// be on the way when it is created).
+pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
 /// Requests decided at once; more wait (the VCS gives each attempt 30 s).
 pub const DECISIONS_IN_FLIGHT_MAX: usize = 256;
 
@@ -75,6 +78,18 @@ pub trait ConferenceHost: Send + Sync + 'static {
     fn find<'a>(&'a self, bridge: &'a Bridge, name: &'a str) -> HostFuture<'a, Option<String>>;
     /// Succeeds when the bridge answers its health query.
     fn poll<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, ()>;
+    /// Every conference on the bridge.
+    fn list<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, Vec<HostedConference>>;
+    /// Ends a conference (by the bridge's identifier); gone already counts as done.
+    fn destroy<'a>(&'a self, bridge: &'a Bridge, id: &'a str) -> HostFuture<'a, ()>;
+}
+
+/// A conference as a bridge lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostedConference {
+    pub id: String,
+    pub name: String,
+    pub participants: u32,
 }
 
 /// Bridge health as this peer sees it: a bridge not polled yet counts as up.
@@ -366,6 +381,111 @@ impl PolicyService {
                 }
             }
         });
+    }
+}
+
+impl PolicyService {
+    /// Ends conferences nobody uses, until shutdown. Runs on every peer, each ending only what
+    /// it created (so peers do not race), plus any copy of a conference left on the wrong
+    /// bridge when two peers created it during a partition (ending it is idempotent):
+    /// - a conference it created that has been empty for `idle_ms`: ended on the bridge, its
+    ///   record removed;
+    /// - a conference it created that its bridge no longer lists (restarted): record removed;
+    /// - a conference of a known name on a bridge other than the recorded one, empty for
+    ///   `idle_ms`: the losing copy of a partition race, ended.
+    ///
+    /// Conferences Baton does not know are never touched.
+    pub fn spawn_conference_cleanup(self: &Arc<Self>, idle_ms: u64, shutdown: CancellationToken) {
+        let service = self.clone();
+        let interval_ms = (idle_ms / 4).clamp(100, BRIDGE_POLL_INTERVAL_MS);
+        tokio::spawn(async move {
+            let mut empty_since_ms: HashMap<(String, String), u64> = HashMap::new();
+            let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                service.clean_up_once(idle_ms, &mut empty_since_ms).await;
+            }
+        });
+    }
+
+    async fn clean_up_once(
+        &self,
+        idle_ms: u64,
+        empty_since_ms: &mut HashMap<(String, String), u64>,
+    ) {
+        let state = self.state.borrow().clone();
+        let me = self.writer.peer_id().to_hex();
+        let now_ms = crate::http::now_ms();
+        let conferences: HashMap<&str, &Conference> = state
+            .list(RecordKind::Conference)
+            .filter_map(|record| match record {
+                Record::Conference(conference) => Some((conference.name.as_str(), conference)),
+                _ => None,
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        for record in state.list(RecordKind::Bridge) {
+            let Record::Bridge(bridge) = record else { continue };
+            if !bridge.enabled {
+                continue;
+            }
+            let Ok(hosted) = self.host.list(bridge).await else { continue };
+            for conference in &hosted {
+                let Some(known) = conferences.get(conference.name.as_str()) else { continue };
+                let ours = known.bridge == bridge.name;
+                if ours {
+                    seen.insert(known.name.clone());
+                }
+                if (ours && known.created_by != me) || conference.participants > 0 {
+                    empty_since_ms.remove(&(bridge.name.clone(), conference.name.clone()));
+                    continue;
+                }
+                let since = *empty_since_ms
+                    .entry((bridge.name.clone(), conference.name.clone()))
+                    .or_insert(now_ms);
+                if now_ms.saturating_sub(since) < idle_ms {
+                    continue;
+                }
+                empty_since_ms.remove(&(bridge.name.clone(), conference.name.clone()));
+                if let Err(error) = self.host.destroy(bridge, &conference.id).await {
+                    tracing::warn!(bridge = %bridge.name, conference = %conference.name, %error, "could not end an empty conference");
+                    continue;
+                }
+                if ours {
+                    self.forget(&known.name, "ended on its bridge after being empty").await;
+                } else {
+                    tracing::warn!(
+                        bridge = %bridge.name, conference = %conference.name, kept_on = %known.bridge,
+                        "ended the copy of a conference created twice while peers were apart"
+                    );
+                }
+            }
+            // Records of ours the bridge no longer lists: it lost them (restart, operator).
+            for known in
+                conferences.values().filter(|c| c.bridge == bridge.name && c.created_by == me)
+            {
+                if !seen.contains(&known.name) {
+                    self.forget(&known.name, "its bridge no longer lists it").await;
+                }
+            }
+        }
+    }
+
+    async fn forget(&self, conference: &str, why: &str) {
+        let key = RecordKey { kind: RecordKind::Conference, name: conference.to_owned() };
+        match self
+            .writer
+            .execute("policy-service", Command::Remove(key), crate::http::now_ms())
+            .await
+        {
+            Ok(_) => tracing::info!(%conference, %why, "conference removed"),
+            Err(error) => {
+                tracing::warn!(%conference, %error, "could not remove a conference record")
+            }
+        }
     }
 }
 
