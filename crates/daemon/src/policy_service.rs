@@ -54,7 +54,7 @@ pub struct ConferenceSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// The bridge is down or unreachable: take it out of selection.
-    #[error("bridge unreachable: {0}")]
+    #[error("{0}")]
     Down(String),
     /// A conference of that name already exists there.
     #[error("a conference of that name already exists on the bridge")]
@@ -92,35 +92,42 @@ pub struct HostedConference {
     pub participants: u32,
 }
 
-/// Bridge health as this peer sees it: a bridge not polled yet counts as up.
+/// Bridge health as this peer sees it: a bridge not polled yet counts as up, and so does one
+/// whose address changed since it was found down (it is a different bridge now).
 #[derive(Default)]
 pub struct Health {
-    down: Mutex<HashMap<String, String>>,
+    /// Bridge name → (address it was down at, why).
+    down: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl Health {
-    pub fn is_up(&self, bridge: &str) -> bool {
-        !lock(&self.down).contains_key(bridge)
+    pub fn is_up(&self, bridge: &Bridge) -> bool {
+        lock(&self.down).get(&bridge.name).is_none_or(|(address, _)| *address != bridge.address)
     }
 
-    fn mark(&self, bridge: &str, problem: Option<String>) {
+    fn mark(&self, bridge: &Bridge, problem: Option<String>) {
         let mut down = lock(&self.down);
         match problem {
             Some(problem) => {
-                if down.insert(bridge.to_owned(), problem.clone()).is_none() {
-                    tracing::warn!(%bridge, %problem, "bridge taken out of selection");
+                let entry = (bridge.address.clone(), problem.clone());
+                if down.insert(bridge.name.clone(), entry).is_none() {
+                    tracing::warn!(bridge = %bridge.name, %problem, "bridge taken out of selection");
                 }
             }
             None => {
-                if down.remove(bridge).is_some() {
-                    tracing::info!(%bridge, "bridge back in selection");
+                if down.remove(&bridge.name).is_some() {
+                    tracing::info!(bridge = %bridge.name, "bridge back in selection");
                 }
             }
         }
     }
 
+    /// Bridges out of selection and why.
     pub fn problems(&self) -> HashMap<String, String> {
-        lock(&self.down).clone()
+        lock(&self.down)
+            .iter()
+            .map(|(name, (_, problem))| (name.clone(), problem.clone()))
+            .collect()
     }
 }
 
@@ -252,8 +259,9 @@ impl PolicyService {
 
     /// Decides one call, creating its conference if it needs one.
     pub async fn decide(&self, request: &policy::PolicyRequest) -> Decision {
-        let health = |bridge: &str| self.health.is_up(bridge);
         let engine = self.engine();
+        let health =
+            |name: &str| engine.bridge(name).is_some_and(|bridge| self.health.is_up(bridge));
         let Decision::Create { conference, .. } = engine.decide(request, &health) else {
             return engine.decide(request, &health);
         };
@@ -265,6 +273,8 @@ impl PolicyService {
             let _only_one = creation.lock().await;
             // Decide again on the newest state: the conference may exist by now.
             let engine = self.engine();
+            let health =
+                |name: &str| engine.bridge(name).is_some_and(|bridge| self.health.is_up(bridge));
             match engine.decide(request, &health) {
                 Decision::Create { conference, template, role, candidates } => {
                     self.create(&engine, &conference, &template, role, &candidates).await
@@ -338,7 +348,7 @@ impl PolicyService {
                 }
                 Err(HostError::Down(problem)) => {
                     failed = true;
-                    self.health.mark(&bridge.name, Some(problem));
+                    self.health.mark(bridge, Some(problem));
                 }
                 Err(HostError::Full) => {
                     tracing::info!(bridge = %bridge.name, %conference, "bridge full; trying the next");
@@ -377,7 +387,7 @@ impl PolicyService {
                 for bridge in &bridges {
                     let problem =
                         service.host.poll(bridge).await.err().map(|error| error.to_string());
-                    service.health.mark(&bridge.name, problem);
+                    service.health.mark(bridge, problem);
                 }
             }
         });
