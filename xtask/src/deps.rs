@@ -13,6 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("replication", &["model", "eventlog"]),
     ("peering", &["model"]),
     ("backup", &["model", "eventlog"]),
+    ("upgrade", &["model"]),
     ("daemon", &["model", "eventlog", "projections", "replication", "peering"]),
     ("ctl", &["model"]),
 ];
@@ -21,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 const UNCONSTRAINED: &[&str] = &["xtask", "baton-tests"];
 
 /// Crates that must not depend on tokio directly.
-const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication", "backup"];
+const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication", "backup", "upgrade"];
 
 #[test]
 fn dependencies_follow_the_layering() {
@@ -80,7 +81,7 @@ fn violations(metadata: &Value) -> Vec<String> {
             for dependency in dependencies.iter().filter(|dependency| dependency["name"] == "tokio")
             {
                 problems.push(format!(
-                    "`{name}` depends on `tokio` ({}); model, eventlog and projections must not use tokio \
+                    "`{name}` depends on `tokio` ({}); the synchronous crates (NO_TOKIO) must not use tokio \
                      (async belongs in the daemon)",
                     kind(dependency)
                 ));
@@ -106,6 +107,7 @@ fn violations_are_reported() {
         package("replication", &[("model", None), ("eventlog", None)]),
         package("peering", &[("model", None)]),
         package("backup", &[("model", None), ("eventlog", None), ("projections", None)]),
+        package("upgrade", &[("model", None), ("eventlog", None), ("tokio", Some("dev"))]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("eventlog", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),
@@ -118,6 +120,8 @@ fn violations_are_reported() {
         "`model` depends on `tokio` (dev dependency)",
         "`eventlog` depends on `projections` (dev dependency), but eventlog may only depend on `model`",
         "`backup` depends on `projections` (normal dependency), but backup may only depend on `model`, `eventlog`",
+        "`upgrade` depends on `eventlog` (normal dependency), but upgrade may only depend on `model`",
+        "`upgrade` depends on `tokio` (dev dependency)",
         "`ctl` depends on `daemon` (normal dependency), but ctl may only depend on `model`",
         "`ctl` depends on `eventlog` (normal dependency), but ctl may only depend on `model`",
     ];
