@@ -1,12 +1,17 @@
-//! `cargo xtask bench <suite> [args...]`: forwards to the `baton-bench` binary of the daemon
-//! crate, built in release mode: `cargo run --release -p daemon --bin baton-bench -- <suite> [args...]`.
-//! The suites (e.g. `eventlog`) and their options live in that binary, not here.
+//! `cargo xtask bench <suite> [args...]`: forwards to a benchmark binary built in release mode.
+//! Most suites (e.g. `eventlog`) live in the daemon crate's `baton-bench`:
+//! `cargo run --release -p daemon --bin baton-bench -- <suite> [args...]`. The `upgrade` suite
+//! lives in the upgrade crate's own `upgrade-bench`, so that measuring an install needs neither
+//! the daemon nor its dependencies. The suites' options live in those binaries, not here.
 
 use crate::{cargo, exec};
 
 pub(crate) fn bench(suite: &str, args: &[String]) -> anyhow::Result<()> {
-    let mut command =
-        cargo(&["run", "--release", "-p", "daemon", "--bin", "baton-bench", "--", suite]);
+    let (package, binary) = match suite {
+        "upgrade" => ("upgrade", "upgrade-bench"),
+        _ => ("daemon", "baton-bench"),
+    };
+    let mut command = cargo(&["run", "--release", "-p", package, "--bin", binary, "--", suite]);
     command.args(args);
-    exec(command, "`cargo run --release -p daemon --bin baton-bench`")
+    exec(command, &format!("`cargo run --release -p {package} --bin {binary}`"))
 }

@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("policy", &["model"]),
     ("backup", &["model", "eventlog"]),
     ("bridges", &["model"]),
+    ("upgrade", &["model"]),
     (
         "daemon",
         &["model", "eventlog", "projections", "replication", "peering", "policy", "bridges"],
@@ -26,7 +27,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
 const UNCONSTRAINED: &[&str] = &["xtask", "baton-tests"];
 
 /// Crates that must not depend on tokio directly.
-const NO_TOKIO: &[&str] = &["model", "eventlog", "projections", "replication", "backup", "policy"];
+const NO_TOKIO: &[&str] =
+    &["model", "eventlog", "projections", "replication", "backup", "policy", "upgrade"];
 
 #[test]
 fn dependencies_follow_the_layering() {
@@ -85,7 +87,7 @@ fn violations(metadata: &Value) -> Vec<String> {
             for dependency in dependencies.iter().filter(|dependency| dependency["name"] == "tokio")
             {
                 problems.push(format!(
-                    "`{name}` depends on `tokio` ({}); model, eventlog and projections must not use tokio \
+                    "`{name}` depends on `tokio` ({}); the synchronous crates (NO_TOKIO) must not use tokio \
                      (async belongs in the daemon)",
                     kind(dependency)
                 ));
@@ -113,6 +115,7 @@ fn violations_are_reported() {
         package("policy", &[("model", None)]),
         package("backup", &[("model", None), ("eventlog", None), ("projections", None)]),
         package("bridges", &[("model", None), ("tokio", None), ("eventlog", Some("dev"))]),
+        package("upgrade", &[("model", None), ("eventlog", None), ("tokio", Some("dev"))]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("eventlog", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),
@@ -126,6 +129,8 @@ fn violations_are_reported() {
         "`eventlog` depends on `projections` (dev dependency), but eventlog may only depend on `model`",
         "`backup` depends on `projections` (normal dependency), but backup may only depend on `model`, `eventlog`",
         "`bridges` depends on `eventlog` (dev dependency), but bridges may only depend on `model`",
+        "`upgrade` depends on `eventlog` (normal dependency), but upgrade may only depend on `model`",
+        "`upgrade` depends on `tokio` (dev dependency)",
         "`ctl` depends on `daemon` (normal dependency), but ctl may only depend on `model`",
         "`ctl` depends on `eventlog` (normal dependency), but ctl may only depend on `model`",
     ];

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's developer commands (run Baton locally, run every test,
-//! forward to benchmarks). See `cargo xtask --help`.
+//! forward to benchmarks, make release keys and signed upgrade images). See `cargo xtask --help`.
 
 mod bench;
+mod release;
 mod run;
 mod testsuite;
 
@@ -43,13 +44,41 @@ enum Task {
     },
     /// Run only the repository tidy and dependency-direction checks (`cargo test -p xtask`).
     Tidy,
-    /// Run a benchmark suite: `cargo run --release -p daemon --bin baton-bench -- <SUITE> [ARGS]...`.
+    /// Run a benchmark suite: `cargo run --release -p daemon --bin baton-bench -- <SUITE> [ARGS]...`
+    /// (`upgrade`: the upgrade crate's `upgrade-bench`).
     Bench {
-        /// Suite to run, e.g. `eventlog`.
+        /// Suite to run, e.g. `eventlog` or `upgrade`.
         suite: String,
         /// Further arguments, passed to `baton-bench` unchanged.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
+    Keygen {
+        /// Directory for `baton-release.key` (mode 0600) and `baton-release.pub`.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Build and sign an upgrade image from a payload (a slot's root file system image).
+    UpgradeImage {
+        /// The private key file made by `cargo xtask keygen`.
+        #[arg(long, value_name = "PRIVATE")]
+        key: PathBuf,
+        /// The payload: the root file system image written into the inactive slot.
+        #[arg(long, value_name = "FILE")]
+        payload: PathBuf,
+        /// The Baton version in the payload, MAJOR.MINOR.PATCH.
+        #[arg(long, value_name = "V")]
+        version: String,
+        /// The architecture it runs on, as Rust names it (`x86_64`, `aarch64`).
+        #[arg(long, value_name = "A")]
+        arch: String,
+        /// The oldest running version the image may be installed over.
+        #[arg(long, value_name = "V")]
+        min_from: String,
+        /// Where to write the image.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 
@@ -60,6 +89,17 @@ fn main() -> ExitCode {
         Task::Test { slow } => testsuite::test(slow),
         Task::Tidy => testsuite::tidy(),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
+        Task::Keygen { out } => release::keygen(&out),
+        Task::UpgradeImage { key, payload, version, arch, min_from, out } => {
+            release::upgrade_image(&release::ImageRequest {
+                key,
+                payload,
+                version,
+                arch,
+                min_from,
+                out,
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,851 @@
+//! Tests of the upgrade crate through its public API: every refusal writes nothing (and the
+//! pre-payload ones never open the inactive slot), failures after the first payload byte leave
+//! the slot bad and the old slot booting, and the A/B state machine on the file-backed boot
+//! control: install, boot, bless; repeated failed boots fall back by themselves; power cuts.
+
+use crate::*;
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+const SLOT_CAPACITY_BYTES: u64 = 8 << 20;
+const OLD_ROOTFS: &[u8] = b"rootfs of 0.1.0, healthy";
+
+fn v(text: &str) -> Version {
+    text.parse().expect("test versions are valid")
+}
+
+fn running(active_slot: Slot) -> RunningSystem {
+    RunningSystem { version: v("0.1.0"), architecture: "x86_64".to_owned(), active_slot }
+}
+
+fn manifest_for(payload: &[u8]) -> Manifest {
+    let (payload_size_bytes, payload_sha256) =
+        digest_payload(&mut Cursor::new(payload)).expect("hashing memory cannot fail");
+    Manifest {
+        format_version: FORMAT_VERSION,
+        product: PRODUCT.to_owned(),
+        version: v("0.2.0"),
+        architecture: "x86_64".to_owned(),
+        payload_size_bytes,
+        payload_sha256,
+        min_from_version: v("0.1.0"),
+        created_at_unix_s: 1_760_000_000,
+    }
+}
+
+fn signed_image(key: &SigningKey, manifest: &Manifest, payload: &[u8]) -> Vec<u8> {
+    let mut image = Vec::new();
+    write_image(&mut image, manifest, key, &mut Cursor::new(payload)).expect("building an image");
+    image
+}
+
+/// An image whose manifest bytes are whatever the test says, correctly signed: for manifests
+/// `write_image` would never produce.
+fn raw_image(key: &SigningKey, format_version: u32, manifest: &[u8], payload: &[u8]) -> Vec<u8> {
+    use ed25519_dalek::Signer;
+    let mut image = Vec::new();
+    image.extend_from_slice(&MAGIC);
+    image.extend_from_slice(&format_version.to_le_bytes());
+    image.extend_from_slice(&u32::try_from(manifest.len()).expect("small").to_le_bytes());
+    image.extend_from_slice(&KeyId::of(&key.verifying_key()).0);
+    image.extend_from_slice(&key.sign(manifest).to_bytes());
+    image.extend_from_slice(manifest);
+    image.extend_from_slice(payload);
+    image
+}
+
+/// Deterministic, non-repeating-looking payload bytes.
+fn payload_of(size_bytes: usize, seed: u8) -> Vec<u8> {
+    let mut state = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..size_bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// A machine: a file-backed boot control with slot A holding the old software, plus the
+/// release key its firmware trusts.
+struct Machine {
+    dir: tempfile::TempDir,
+    boot: FileBootControl,
+    key: SigningKey,
+    trusted: TrustedKeys,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let boot = FileBootControl::create(dir.path(), "0.1.0", OLD_ROOTFS, SLOT_CAPACITY_BYTES)
+            .expect("creating the boot directory");
+        let key = generate_signing_key().expect("a throwaway key");
+        let trusted = TrustedKeys::new([key.verifying_key()]);
+        Machine { dir, boot, key, trusted }
+    }
+
+    fn running(&self) -> RunningSystem {
+        running(self.boot.active_slot().expect("active slot"))
+    }
+
+    fn install(&mut self, image: &[u8], options: InstallOptions) -> Result<Installed, Error> {
+        let mut writer = Recording::new(self.boot.inactive_slot_writer().expect("a writer"));
+        let result = install(
+            &mut Cursor::new(image),
+            &self.trusted,
+            &self.running(),
+            options,
+            &mut writer,
+            &mut |_| {},
+        );
+        if result.is_err() && writer.begun {
+            assert!(writer.marked_bad, "a failure after begin must mark the slot bad");
+        }
+        result
+    }
+
+    /// Installs and arms the image as next boot, as the API will.
+    fn upgrade(&mut self, image: &[u8]) -> Installed {
+        let installed = self.install(image, InstallOptions::default()).expect("install");
+        self.boot
+            .set_next_boot(
+                installed.slot,
+                DEFAULT_BOOT_TRIES,
+                &installed.manifest.version.to_string(),
+            )
+            .expect("set next boot");
+        installed
+    }
+
+    /// Everything a refused install must leave as it was.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            slot_a: std::fs::read(self.boot.slot_path(Slot::A)).ok(),
+            slot_b: std::fs::read(self.boot.slot_path(Slot::B)).ok(),
+            entries: self.entry_names(),
+            state: std::fs::read(self.dir.path().join("state.json")).ok(),
+        }
+    }
+
+    fn entry_names(&self) -> Vec<String> {
+        self.boot.entries().expect("entries").iter().map(Entry::file_name).collect()
+    }
+
+    fn slot_bytes(&self, slot: Slot) -> Vec<u8> {
+        std::fs::read(self.boot.slot_path(slot)).expect("reading a slot")
+    }
+
+    /// Powers the machine on: the firmware picks a slot, the software in it starts (healthy
+    /// if its payload says so, otherwise it never becomes ready), and the health gate runs to
+    /// its timeout and applies its decision. `crash` skips the gate, as a kernel panic would.
+    fn power_on(&mut self, crash: bool) -> Slot {
+        let slot = self.boot.firmware_boot().expect("firmware boot");
+        if crash {
+            return slot;
+        }
+        let healthy = self.slot_bytes(slot).windows(7).any(|window| window == b"healthy");
+        let on_trial = matches!(self.boot.last_boot().expect("last boot"), LastBoot::Trying { .. });
+        let observation = HealthObservation {
+            daemon_ready: healthy,
+            log_opens: healthy,
+            projections_behind_events: 0,
+            on_trial,
+        };
+        match decide_health(&observation, 90_000, 90_000) {
+            HealthDecision::MarkGood => self.boot.mark_good().expect("mark good"),
+            HealthDecision::MarkBad { .. } => self.boot.mark_bad().expect("mark bad"),
+            HealthDecision::NothingToDo => {}
+            HealthDecision::Wait { .. } => panic!("the gate waited its whole timeout"),
+        }
+        slot
+    }
+}
+
+#[derive(PartialEq, Eq, Debug)]
+struct Snapshot {
+    slot_a: Option<Vec<u8>>,
+    slot_b: Option<Vec<u8>>,
+    entries: Vec<String>,
+    state: Option<Vec<u8>>,
+}
+
+/// Wraps a slot writer and records what install asked of it; optionally loses power (fails
+/// every write, and cannot record anything either) after `fail_after_bytes`.
+struct Recording<W> {
+    inner: W,
+    begun: bool,
+    written_bytes: u64,
+    largest_write_bytes: usize,
+    marked_bad: bool,
+    fail_after_bytes: Option<u64>,
+    /// Whether the failure at `fail_after_bytes` is a power cut (nothing runs after it) rather
+    /// than a disk error (the writer can still record why).
+    lose_power: bool,
+    power_lost: bool,
+}
+
+impl<W: SlotWriter> Recording<W> {
+    fn new(inner: W) -> Self {
+        Recording {
+            inner,
+            begun: false,
+            written_bytes: 0,
+            largest_write_bytes: 0,
+            marked_bad: false,
+            fail_after_bytes: None,
+            lose_power: false,
+            power_lost: false,
+        }
+    }
+}
+
+impl<W: SlotWriter> SlotWriter for Recording<W> {
+    fn slot(&self) -> Slot {
+        self.inner.slot()
+    }
+    fn capacity_bytes(&self) -> u64 {
+        self.inner.capacity_bytes()
+    }
+    fn begin(&mut self, payload_size_bytes: u64) -> std::io::Result<()> {
+        self.begun = true;
+        self.inner.begin(payload_size_bytes)
+    }
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.largest_write_bytes = self.largest_write_bytes.max(bytes.len());
+        if let Some(limit) = self.fail_after_bytes
+            && self.written_bytes + bytes.len() as u64 > limit
+        {
+            let fits = usize::try_from(limit - self.written_bytes).expect("small");
+            self.inner.write(&bytes[..fits])?;
+            self.written_bytes = limit;
+            self.power_lost = self.lose_power;
+            return Err(std::io::Error::other("write failed"));
+        }
+        self.written_bytes += bytes.len() as u64;
+        self.inner.write(bytes)
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.inner.finish()
+    }
+    fn mark_bad(&mut self, reason: &str) -> std::io::Result<()> {
+        self.marked_bad = true;
+        if self.power_lost {
+            // Nothing runs after a power cut: the slot must be unbootable without this step.
+            return Err(std::io::Error::other("power cut"));
+        }
+        self.inner.mark_bad(reason)
+    }
+}
+
+#[test]
+fn a_good_image_installs_into_the_inactive_slot_only() {
+    let machine = Machine::new();
+    let payload = payload_of(3 * PAYLOAD_CHUNK_BYTES + 12_345, 1);
+    let image = signed_image(&machine.key, &manifest_for(&payload), &payload);
+
+    let mut writer = Recording::new(machine.boot.inactive_slot_writer().expect("writer"));
+    let mut reports = Vec::new();
+    let installed = install(
+        &mut Cursor::new(&image),
+        &machine.trusted,
+        &machine.running(),
+        InstallOptions::default(),
+        &mut writer,
+        &mut |progress| reports.push(progress),
+    )
+    .expect("install");
+
+    assert_eq!(installed.slot, Slot::B);
+    assert_eq!(installed.manifest.version, v("0.2.0"));
+    assert_eq!(installed.key_id, KeyId::of(&machine.key.verifying_key()));
+    assert_eq!(machine.slot_bytes(Slot::B), payload);
+    assert_eq!(machine.slot_bytes(Slot::A), OLD_ROOTFS);
+    // Memory does not grow with the image: the payload goes through one bounded buffer.
+    assert!(writer.largest_write_bytes <= PAYLOAD_CHUNK_BYTES);
+    let total_bytes = payload.len() as u64;
+    assert_eq!(reports.last(), Some(&Progress { done_bytes: total_bytes, total_bytes }));
+    assert!(reports.windows(2).all(|pair| pair[0].done_bytes < pair[1].done_bytes));
+    // Installed but not armed: the next boot is still the old slot.
+    assert_eq!(machine.boot.bad_reason(Slot::B).expect("state"), None);
+    assert_eq!(machine.entry_names(), ["slot-a.conf"]);
+}
+
+/// How a refusal case's image is made from the machine's key and a good payload.
+type MakeImage = fn(&Machine, &[u8]) -> Vec<u8>;
+/// A refusal case: its name, its image, and the error it must give.
+type Case = (&'static str, MakeImage, fn(&Error) -> bool);
+
+#[test]
+fn refusals_before_the_payload_write_nothing_at_all() {
+    let cases: Vec<Case> = vec![
+        (
+            "manifest byte changed after signing",
+            |machine, payload| {
+                let mut image = signed_image(&machine.key, &manifest_for(payload), payload);
+                let at = HEADER_FIXED_BYTES + 20;
+                image[at] ^= 0x01;
+                image
+            },
+            |error| matches!(error, Error::BadSignature { .. }),
+        ),
+        (
+            "signature byte changed",
+            |machine, payload| {
+                let mut image = signed_image(&machine.key, &manifest_for(payload), payload);
+                image[HEADER_FIXED_BYTES - 1] ^= 0x80;
+                image
+            },
+            |error| matches!(error, Error::BadSignature { .. }),
+        ),
+        (
+            "signed by an untrusted key",
+            |_, payload| {
+                let key = generate_signing_key().expect("a throwaway key");
+                signed_image(&key, &manifest_for(payload), payload)
+            },
+            |error| matches!(error, Error::UnknownKey { .. }),
+        ),
+        (
+            "key id swapped to a trusted key, signature by another",
+            |machine, payload| {
+                let key = generate_signing_key().expect("a throwaway key");
+                let mut image = signed_image(&key, &manifest_for(payload), payload);
+                image[16..24].copy_from_slice(&KeyId::of(&machine.key.verifying_key()).0);
+                image
+            },
+            |error| matches!(error, Error::BadSignature { .. }),
+        ),
+        (
+            "wrong product",
+            |machine, payload| {
+                let manifest =
+                    Manifest { product: "conductor".to_owned(), ..manifest_for(payload) };
+                signed_image(&machine.key, &manifest, payload)
+            },
+            |error| matches!(error, Error::WrongProduct { .. }),
+        ),
+        (
+            "wrong architecture",
+            |machine, payload| {
+                let manifest =
+                    Manifest { architecture: "aarch64".to_owned(), ..manifest_for(payload) };
+                signed_image(&machine.key, &manifest, payload)
+            },
+            |error| matches!(error, Error::WrongArchitecture { .. }),
+        ),
+        (
+            "downgrade",
+            |machine, payload| {
+                let manifest = Manifest {
+                    version: v("0.0.9"),
+                    min_from_version: v("0.0.1"),
+                    ..manifest_for(payload)
+                };
+                signed_image(&machine.key, &manifest, payload)
+            },
+            |error| matches!(error, Error::Downgrade { .. }),
+        ),
+        (
+            "running version older than the image's minimum",
+            |machine, payload| {
+                let manifest = Manifest { min_from_version: v("0.1.5"), ..manifest_for(payload) };
+                signed_image(&machine.key, &manifest, payload)
+            },
+            |error| matches!(error, Error::SourceTooOld { .. }),
+        ),
+        (
+            "payload larger than the slot",
+            |machine, payload| {
+                let manifest = Manifest {
+                    payload_size_bytes: SLOT_CAPACITY_BYTES + 1,
+                    ..manifest_for(payload)
+                };
+                signed_image_unchecked(&machine.key, &manifest, payload)
+            },
+            |error| matches!(error, Error::PayloadTooLarge { .. }),
+        ),
+        (
+            "signed manifest with an unknown field",
+            |machine, payload| {
+                let mut json = serde_json::to_value(manifest_for(payload)).expect("json");
+                json["requires_reboot_into"] = "maintenance".into();
+                let bytes = serde_json::to_vec(&json).expect("json");
+                raw_image(&machine.key, FORMAT_VERSION, &bytes, payload)
+            },
+            |error| matches!(error, Error::InvalidManifest { .. }),
+        ),
+        (
+            "signed manifest that is not JSON",
+            |machine, payload| raw_image(&machine.key, FORMAT_VERSION, b"version=9", payload),
+            |error| matches!(error, Error::InvalidManifest { .. }),
+        ),
+        (
+            "signed manifest with a malformed digest",
+            |machine, payload| {
+                let manifest =
+                    Manifest { payload_sha256: "ABC".to_owned(), ..manifest_for(payload) };
+                signed_image_unchecked(&machine.key, &manifest, payload)
+            },
+            |error| matches!(error, Error::InvalidManifest { .. }),
+        ),
+        (
+            "header and manifest disagree on the format version",
+            |machine, payload| {
+                let bytes = serde_json::to_vec(&Manifest {
+                    format_version: FORMAT_VERSION + 1,
+                    ..manifest_for(payload)
+                })
+                .expect("json");
+                raw_image(&machine.key, FORMAT_VERSION, &bytes, payload)
+            },
+            |error| matches!(error, Error::InvalidManifest { .. }),
+        ),
+        (
+            "not an image at all",
+            |_, payload| payload.to_vec(),
+            |error| matches!(error, Error::UnknownFormat { .. }),
+        ),
+        ("empty file", |_, _| Vec::new(), |error| matches!(error, Error::UnknownFormat { .. })),
+        (
+            "a newer format",
+            |machine, payload| {
+                let mut image = signed_image(&machine.key, &manifest_for(payload), payload);
+                image[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+                image
+            },
+            |error| matches!(error, Error::FormatTooNew { found: 2, supported: 1 }),
+        ),
+        (
+            "cut inside the header",
+            |machine, payload| {
+                let image = signed_image(&machine.key, &manifest_for(payload), payload);
+                image[..HEADER_FIXED_BYTES - 10].to_vec()
+            },
+            |error| matches!(error, Error::UnknownFormat { .. }),
+        ),
+        (
+            "cut inside the manifest",
+            |machine, payload| {
+                let image = signed_image(&machine.key, &manifest_for(payload), payload);
+                image[..HEADER_FIXED_BYTES + 30].to_vec()
+            },
+            |error| matches!(error, Error::UnknownFormat { .. }),
+        ),
+        (
+            "absurd manifest length",
+            |machine, payload| {
+                let mut image = signed_image(&machine.key, &manifest_for(payload), payload);
+                image[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+                image
+            },
+            |error| matches!(error, Error::UnknownFormat { .. }),
+        ),
+    ];
+
+    for (name, make_image, expected) in cases {
+        let mut machine = Machine::new();
+        let payload = payload_of(100_000, 2);
+        let image = make_image(&machine, &payload);
+        let before = machine.snapshot();
+
+        let mut writer = Recording::new(machine.boot.inactive_slot_writer().expect("writer"));
+        let error = install(
+            &mut Cursor::new(&image),
+            &machine.trusted,
+            &machine.running(),
+            InstallOptions::default(),
+            &mut writer,
+            &mut |_| panic!("{name}: progress before refusal"),
+        )
+        .expect_err(name);
+
+        assert!(expected(&error), "{name}: unexpected {error:?}");
+        assert!(error.is_refusal(), "{name}: {error:?} should be a refusal");
+        assert!(!writer.begun, "{name}: the slot writer was started");
+        assert_eq!(machine.snapshot(), before, "{name}: something was written");
+        assert_eq!(machine.power_on(false), Slot::A, "{name}");
+    }
+}
+
+/// `write_image` refuses to sign a manifest that does not describe its payload; these cases
+/// need exactly such images, so they are put together by hand.
+fn signed_image_unchecked(key: &SigningKey, manifest: &Manifest, payload: &[u8]) -> Vec<u8> {
+    let bytes = serde_json::to_vec(manifest).expect("json");
+    raw_image(key, FORMAT_VERSION, &bytes, payload)
+}
+
+#[test]
+fn refusals_during_the_payload_mark_the_inactive_slot_bad_and_leave_the_active_one() {
+    let cases: Vec<Case> = vec![
+        (
+            "payload byte changed",
+            |machine, payload| {
+                let mut image = signed_image(&machine.key, &manifest_for(payload), payload);
+                let last = image.len() - 1;
+                image[last] ^= 0x01;
+                image
+            },
+            |error| matches!(error, Error::DigestMismatch { .. }),
+        ),
+        (
+            "payload cut short",
+            |machine, payload| {
+                let image = signed_image(&machine.key, &manifest_for(payload), payload);
+                image[..image.len() - 1000].to_vec()
+            },
+            |error| {
+                matches!(
+                    error,
+                    Error::Truncated { expected_bytes: 2_500_000, received_bytes: 2_499_000 }
+                )
+            },
+        ),
+        (
+            "bytes after the payload",
+            |machine, payload| {
+                let mut image = signed_image(&machine.key, &manifest_for(payload), payload);
+                image.push(0);
+                image
+            },
+            |error| matches!(error, Error::TrailingData),
+        ),
+    ];
+
+    for (name, make_image, expected) in cases {
+        let mut machine = Machine::new();
+        let payload = payload_of(2_500_000, 3);
+        let image = make_image(&machine, &payload);
+
+        let error = machine.install(&image, InstallOptions::default()).expect_err(name);
+
+        assert!(expected(&error), "{name}: unexpected {error:?}");
+        assert!(error.is_refusal(), "{name}");
+        assert_eq!(machine.slot_bytes(Slot::A), OLD_ROOTFS, "{name}: the active slot changed");
+        assert!(machine.boot.bad_reason(Slot::B).expect("state").is_some(), "{name}");
+        assert_eq!(machine.entry_names(), ["slot-a.conf"], "{name}");
+        // A bad slot cannot be armed by mistake.
+        let armed = machine.boot.set_next_boot(Slot::B, DEFAULT_BOOT_TRIES, "0.2.0");
+        assert!(matches!(armed, Err(Error::BootState { .. })), "{name}: {armed:?}");
+        assert_eq!(machine.power_on(false), Slot::A, "{name}");
+        assert_eq!(
+            machine.boot.last_boot().expect("last boot"),
+            LastBoot::Normal { slot: Slot::A }
+        );
+    }
+}
+
+#[test]
+fn the_running_slot_is_never_a_target() {
+    let machine = Machine::new();
+    let payload = payload_of(10_000, 4);
+    let image = signed_image(&machine.key, &manifest_for(&payload), &payload);
+    let before = machine.snapshot();
+    let mut writer = FileSlotWriter::new(machine.dir.path(), Slot::A, SLOT_CAPACITY_BYTES);
+
+    let error = install(
+        &mut Cursor::new(&image),
+        &machine.trusted,
+        &machine.running(),
+        InstallOptions::default(),
+        &mut writer,
+        &mut |_| {},
+    )
+    .expect_err("writing the running slot");
+
+    assert!(matches!(error, Error::TargetIsActive { slot: Slot::A }), "{error:?}");
+    assert!(!error.is_refusal());
+    assert_eq!(machine.snapshot(), before);
+}
+
+#[test]
+fn a_downgrade_installs_with_the_override_and_the_same_version_without() {
+    let mut machine = Machine::new();
+    let payload = payload_of(50_000, 5);
+    let older =
+        Manifest { version: v("0.0.9"), min_from_version: v("0.0.1"), ..manifest_for(&payload) };
+    let image = signed_image(&machine.key, &older, &payload);
+    let installed = machine
+        .install(&image, InstallOptions { allow_downgrade: true })
+        .expect("downgrade with the override");
+    assert_eq!(installed.manifest.version, v("0.0.9"));
+
+    let same = Manifest { version: v("0.1.0"), ..manifest_for(&payload) };
+    let image = signed_image(&machine.key, &same, &payload);
+    machine.install(&image, InstallOptions::default()).expect("reinstalling the same version");
+}
+
+#[test]
+fn no_trusted_keys_refuses_every_image() {
+    let mut machine = Machine::new();
+    machine.trusted = TrustedKeys::default();
+    let payload = payload_of(1_000, 6);
+    let image = signed_image(&machine.key, &manifest_for(&payload), &payload);
+    let error = machine.install(&image, InstallOptions::default()).expect_err("no keys");
+    assert!(matches!(error, Error::UnknownKey { .. }), "{error:?}");
+}
+
+#[test]
+fn install_boot_the_new_slot_and_mark_it_good() {
+    let mut machine = Machine::new();
+    let payload = b"rootfs of 0.2.0, healthy".to_vec();
+    let image = signed_image(&machine.key, &manifest_for(&payload), &payload);
+
+    machine.upgrade(&image);
+    assert_eq!(machine.entry_names(), ["slot-b+3.conf", "slot-a.conf"]);
+    // Until the reboot the old slot runs and nothing happened yet.
+    assert_eq!(machine.boot.last_boot().expect("last boot"), LastBoot::Normal { slot: Slot::A });
+
+    let slot = machine.boot.firmware_boot().expect("boot");
+    assert_eq!(slot, Slot::B);
+    assert_eq!(machine.entry_names(), ["slot-b+2-1.conf", "slot-a.conf"]);
+    assert_eq!(
+        machine.boot.last_boot().expect("last boot"),
+        LastBoot::Trying { slot: Slot::B, tries_left: 2 }
+    );
+    machine.boot.mark_good().expect("mark good");
+    assert_eq!(machine.entry_names(), ["slot-b.conf", "slot-a.conf"]);
+    assert_eq!(machine.boot.last_boot().expect("last boot"), LastBoot::Normal { slot: Slot::B });
+
+    // Blessed: every later boot is the new slot, healthy or not, and the gate leaves it alone.
+    for _ in 0..5 {
+        assert_eq!(machine.power_on(false), Slot::B);
+    }
+    assert_eq!(machine.slot_bytes(Slot::B), payload);
+
+    // The next upgrade goes into A, now the inactive slot, and wins by its newer generation.
+    let next = b"rootfs of 0.3.0, healthy".to_vec();
+    let manifest = Manifest { version: v("0.3.0"), ..manifest_for(&next) };
+    let installed = machine.upgrade(&signed_image(&machine.key, &manifest, &next));
+    assert_eq!(installed.slot, Slot::A);
+    assert_eq!(machine.power_on(false), Slot::A);
+    assert_eq!(machine.boot.last_boot().expect("last boot"), LastBoot::Normal { slot: Slot::A });
+    assert_eq!(machine.entry_names(), ["slot-a.conf", "slot-b.conf"]);
+}
+
+#[test]
+fn a_new_slot_that_fails_its_tries_falls_back_by_itself() {
+    let mut machine = Machine::new();
+    // Boots, but the daemon never becomes healthy; each boot here crashes before the gate
+    // decides, as a kernel panic or a hang would.
+    let payload = b"rootfs of 0.2.0, broken".to_vec();
+    machine.upgrade(&signed_image(&machine.key, &manifest_for(&payload), &payload));
+
+    let mut names = Vec::new();
+    for _ in 0..DEFAULT_BOOT_TRIES {
+        assert_eq!(machine.power_on(true), Slot::B);
+        let entries = machine.entry_names();
+        names.extend(entries.into_iter().filter(|name| name.starts_with("slot-b")));
+    }
+    assert_eq!(names, ["slot-b+2-1.conf", "slot-b+1-2.conf", "slot-b+0-3.conf"]);
+
+    assert_eq!(machine.power_on(false), Slot::A);
+    let last_boot = machine.boot.last_boot().expect("last boot");
+    assert_eq!(last_boot, LastBoot::FellBack { from: Slot::B, failed_tries: 3, to: Slot::A });
+    assert_eq!(last_boot.to_string(), "fell back from B after 3 failed tries; running A");
+    // It stays on the old slot.
+    assert_eq!(machine.power_on(false), Slot::A);
+    assert_eq!(machine.slot_bytes(Slot::A), OLD_ROOTFS);
+
+    // A later good install replaces the failed one and the report moves on.
+    let fixed = b"rootfs of 0.2.1, healthy".to_vec();
+    let manifest = Manifest { version: v("0.2.1"), ..manifest_for(&fixed) };
+    machine.upgrade(&signed_image(&machine.key, &manifest, &fixed));
+    assert_eq!(machine.power_on(false), Slot::B);
+    assert_eq!(machine.boot.last_boot().expect("last boot"), LastBoot::Normal { slot: Slot::B });
+}
+
+#[test]
+fn the_health_gate_rejects_an_unhealthy_slot_at_its_first_boot() {
+    let mut machine = Machine::new();
+    let payload = b"rootfs of 0.2.0, broken".to_vec();
+    machine.upgrade(&signed_image(&machine.key, &manifest_for(&payload), &payload));
+
+    assert_eq!(machine.power_on(false), Slot::B);
+    assert_eq!(machine.entry_names(), ["slot-a.conf", "slot-b+0-1.conf"]);
+    assert_eq!(machine.power_on(false), Slot::A);
+    let last_boot = machine.boot.last_boot().expect("last boot");
+    assert_eq!(last_boot, LastBoot::FellBack { from: Slot::B, failed_tries: 1, to: Slot::A });
+    assert_eq!(last_boot.to_string(), "fell back from B after 1 failed try; running A");
+}
+
+#[test]
+fn a_power_cut_during_the_payload_leaves_the_old_slot_booting() {
+    for lose_power in [false, true] {
+        let mut machine = Machine::new();
+        // A good earlier install in B, armed and blessed, so there is something to lose.
+        let first = b"rootfs of 0.2.0, healthy".to_vec();
+        machine.upgrade(&signed_image(&machine.key, &manifest_for(&first), &first));
+        assert_eq!(machine.power_on(false), Slot::B);
+
+        let payload = payload_of(3 * PAYLOAD_CHUNK_BYTES, 7);
+        let manifest = Manifest { version: v("0.3.0"), ..manifest_for(&payload) };
+        let image = signed_image(&machine.key, &manifest, &payload);
+        let mut writer = Recording::new(machine.boot.inactive_slot_writer().expect("writer"));
+        writer.fail_after_bytes = Some(PAYLOAD_CHUNK_BYTES as u64 + 4096);
+        writer.lose_power = lose_power;
+        let running = RunningSystem { version: v("0.2.0"), ..machine.running() };
+        let error = install(
+            &mut Cursor::new(&image),
+            &machine.trusted,
+            &running,
+            InstallOptions::default(),
+            &mut writer,
+            &mut |_| {},
+        )
+        .expect_err("power cut");
+
+        assert!(matches!(error, Error::SlotWrite { slot: Slot::A, .. }), "{error:?}");
+        assert!(!error.is_refusal());
+        assert_eq!(writer.written_bytes, PAYLOAD_CHUNK_BYTES as u64 + 4096);
+        assert_eq!(machine.slot_bytes(Slot::B), first, "the running slot changed");
+        // Whether or not the failure was recorded, slot A is unbootable and noted incomplete.
+        assert!(machine.boot.bad_reason(Slot::A).expect("state").is_some());
+        assert_eq!(machine.entry_names(), ["slot-b.conf"]);
+        for _ in 0..3 {
+            assert_eq!(machine.power_on(false), Slot::B);
+        }
+        assert_eq!(
+            machine.boot.last_boot().expect("last boot"),
+            LastBoot::Normal { slot: Slot::B }
+        );
+
+        // The interrupted install can simply be run again.
+        let installed = machine.install(&image, InstallOptions::default()).expect("second try");
+        assert_eq!(installed.slot, Slot::A);
+        assert_eq!(machine.slot_bytes(Slot::A), payload);
+        assert_eq!(machine.boot.bad_reason(Slot::A).expect("state"), None);
+    }
+}
+
+#[test]
+fn a_reader_failure_is_an_io_failure_and_marks_the_slot_bad() {
+    struct Failing<R>(R, u64);
+    impl<R: Read> Read for Failing<R> {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            if self.1 == 0 {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let wanted = buffer.len().min(usize::try_from(self.1).unwrap_or(usize::MAX));
+            let read = self.0.read(&mut buffer[..wanted])?;
+            self.1 -= read as u64;
+            Ok(read)
+        }
+    }
+    let machine = Machine::new();
+    let payload = payload_of(500_000, 8);
+    let image = signed_image(&machine.key, &manifest_for(&payload), &payload);
+    let mut writer = machine.boot.inactive_slot_writer().expect("writer");
+    let error = install(
+        &mut Failing(Cursor::new(&image), 200_000),
+        &machine.trusted,
+        &machine.running(),
+        InstallOptions::default(),
+        &mut writer,
+        &mut |_| {},
+    )
+    .expect_err("reader fails");
+    assert!(matches!(error, Error::Read { .. }), "{error:?}");
+    assert!(!error.is_refusal());
+    assert!(machine.boot.bad_reason(Slot::B).expect("state").is_some());
+    assert_eq!(machine.slot_bytes(Slot::A), OLD_ROOTFS);
+}
+
+#[test]
+fn write_image_refuses_a_payload_that_does_not_match_its_manifest() {
+    let key = generate_signing_key().expect("key");
+    let payload = payload_of(1000, 9);
+    let manifest = manifest_for(&payload);
+    let mut changed = payload.clone();
+    changed[0] ^= 1;
+    let result = write_image(&mut Vec::new(), &manifest, &key, &mut Cursor::new(&changed));
+    assert!(matches!(result, Err(Error::DigestMismatch { .. })), "{result:?}");
+    let result = write_image(&mut Vec::new(), &manifest, &key, &mut Cursor::new(&payload[..999]));
+    assert!(matches!(result, Err(Error::Truncated { .. })), "{result:?}");
+}
+
+#[test]
+fn health_decisions() {
+    let healthy = HealthObservation {
+        daemon_ready: true,
+        log_opens: true,
+        projections_behind_events: 0,
+        on_trial: true,
+    };
+    assert_eq!(decide_health(&healthy, 0, 1000), HealthDecision::MarkGood);
+    let lagging = HealthObservation { projections_behind_events: 3, ..healthy };
+    assert!(matches!(decide_health(&lagging, 999, 1000), HealthDecision::Wait { .. }));
+    let down = HealthObservation { daemon_ready: false, log_opens: false, ..lagging };
+    assert_eq!(
+        decide_health(&down, 1000, 1000),
+        HealthDecision::MarkBad {
+            reasons: vec![
+                "batond is not ready",
+                "the event log does not open",
+                "the projections are behind the event log"
+            ]
+        }
+    );
+    let blessed = HealthObservation { on_trial: false, ..down };
+    assert_eq!(decide_health(&blessed, 1000, 1000), HealthDecision::NothingToDo);
+}
+
+#[test]
+fn versions_parse_strictly_and_order_numerically() {
+    assert!(v("0.10.0") > v("0.9.9"));
+    assert_eq!(v("1.2.3").to_string(), "1.2.3");
+    for bad in ["", "1", "1.2", "1.2.3.4", "1.+2.3", "1.2.x", "v1.2.3", "1..3"] {
+        assert!(bad.parse::<Version>().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn key_files_round_trip_and_trusted_keys_parse() {
+    let key = generate_signing_key().expect("key");
+    let text = signing_key_to_text(&key);
+    assert_eq!(text.len(), 65);
+    let back = signing_key_from_text(&text).expect("parse");
+    assert_eq!(back.to_bytes(), key.to_bytes());
+    assert!(signing_key_from_text("abcd").is_err());
+
+    let other = generate_signing_key().expect("key");
+    let pubs = format!(
+        "{}{}",
+        public_key_to_text(&key.verifying_key()),
+        public_key_to_text(&other.verifying_key())
+    );
+    assert_eq!(TrustedKeys::from_text(&pubs).expect("parse").len(), 2);
+    assert_eq!(TrustedKeys::from_text("").expect("empty").len(), 0);
+    assert!(matches!(TrustedKeys::from_text("00ff"), Err(Error::InvalidTrustedKey { .. })));
+    // The build-time embedding compiles and parses whatever this build was given.
+    assert!(trusted_keys_from_env!().is_ok());
+}
+
+#[test]
+fn file_boot_control_state_survives_reopening() {
+    let mut machine = Machine::new();
+    let payload = b"rootfs of 0.2.0, healthy".to_vec();
+    machine.upgrade(&signed_image(&machine.key, &manifest_for(&payload), &payload));
+    let reopened = FileBootControl::open(machine.dir.path(), SLOT_CAPACITY_BYTES);
+    assert_eq!(reopened.entries().expect("entries"), machine.boot.entries().expect("entries"));
+    assert_eq!(reopened.active_slot().expect("active"), Slot::A);
+    assert!(no_temporary_files(machine.dir.path()));
+}
+
+fn no_temporary_files(dir: &Path) -> bool {
+    walk(dir).iter().all(|path| path.extension().is_none_or(|extension| extension != "tmp"))
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for item in std::fs::read_dir(dir).expect("listing") {
+        let path = item.expect("listing").path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
