@@ -350,13 +350,18 @@ fn incompatible_peers_are_refused_with_their_reason_and_exchange_nothing() {
 }
 
 /// Three peers whose every link runs through a proxy, so the test can cut any of them.
-struct Meshed {
-    peers: Vec<Peer>,
+pub(crate) struct Meshed {
+    pub(crate) peers: Vec<Peer>,
     /// `proxies[i][j]`: what peer `i` dials to reach peer `j`.
-    proxies: Vec<Vec<Option<Proxy>>>,
+    pub(crate) proxies: Vec<Vec<Option<Proxy>>>,
 }
 
-fn meshed_trio(dirs: &[tempfile::TempDir]) -> Meshed {
+pub(crate) fn meshed_trio(dirs: &[tempfile::TempDir]) -> Meshed {
+    meshed_trio_with(dirs, &[])
+}
+
+/// As [`meshed_trio`], with extra `batond` flags for every peer.
+pub(crate) fn meshed_trio_with(dirs: &[tempfile::TempDir], extra: &[String]) -> Meshed {
     let port = free_port().unwrap();
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
     let proxies: Vec<Vec<Option<Proxy>>> = (0..3)
@@ -378,6 +383,7 @@ fn meshed_trio(dirs: &[tempfile::TempDir]) -> Meshed {
                     let proxy = proxies[i][j].as_ref().unwrap();
                     ["--cluster-connect-via".to_owned(), format!("{}={}", ips[j], proxy.address)]
                 })
+                .chain(extra.iter().cloned())
                 .collect();
             Peer::start(dirs[i].path(), ips[i], port, &via)
         })
@@ -399,7 +405,7 @@ fn meshed_trio(dirs: &[tempfile::TempDir]) -> Meshed {
 
 impl Meshed {
     /// Cuts (or heals) every link between peer `lone` and the others, both ways.
-    fn isolate(&self, lone: usize, cut: bool) {
+    pub(crate) fn isolate(&self, lone: usize, cut: bool) {
         for other in (0..3).filter(|other| *other != lone) {
             for proxy in [&self.proxies[lone][other], &self.proxies[other][lone]] {
                 let proxy = proxy.as_ref().unwrap();
@@ -409,7 +415,7 @@ impl Meshed {
     }
 }
 
-fn converged(peers: &[Peer]) {
+pub(crate) fn converged(peers: &[Peer]) {
     wait_until("all peers hold the same shared configuration", || {
         let first = peers[0].shared_config();
         match peers[1..].iter().find(|peer| peer.shared_config() != first) {

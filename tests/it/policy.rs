@@ -149,6 +149,22 @@ fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
     names
 }
 
+fn participants(sim: &SimBridge, conference: &str, count: i32) {
+    let target = bridges::BridgeTarget {
+        kind: bridges::BridgeKind::Mcu,
+        base_url: format!("http://{}", sim.address),
+        username: SIM_BRIDGE_USER.to_owned(),
+        password: SIM_BRIDGE_PASSWORD.to_owned(),
+    };
+    let settings = bridges::xmlrpc::Struct::from([
+        ("conferenceName".to_owned(), bridges::xmlrpc::Value::from(conference)),
+        ("count".to_owned(), bridges::xmlrpc::Value::Int(count)),
+    ]);
+    let client = bridges::BridgeClient::new(5_000, None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(client.call(&target, "sim.participants", settings)).unwrap();
+}
+
 fn sim_configure(sim: &SimBridge, kind: bridges::BridgeKind, settings: bridges::xmlrpc::Struct) {
     let target = bridges::BridgeTarget {
         kind,
@@ -363,4 +379,66 @@ fn empty_conferences_are_ended_and_busy_ones_kept() {
     assert_eq!(hosted_on(&peer, "busy"), "mcu-full");
     // A conference that ended can be called into again: it is made anew.
     assert_eq!(routed(&vcs.call("meet.quiet@example.com")), "quiet@127.0.0.1");
+}
+
+/// During a partition both sides create the same conference, on different bridges. After
+/// healing every peer keeps the same one (last writer wins), the Event Log says what happened,
+/// and the other copy is ended once empty.
+#[test]
+fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywhere() {
+    use bridges::BridgeKind::Mcu;
+    let mcu_full = SimBridge::start("mcu", &["--max-conferences", "1"]).unwrap();
+    let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
+    let ts = SimBridge::start("telepresence-server", &[]).unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let idle = ["--conference-idle-ms".to_owned(), "500".to_owned()];
+    let mesh = crate::cluster::meshed_trio_with(&dirs, &idle);
+    let [a, b, c] = [&mesh.peers[0], &mesh.peers[1], &mesh.peers[2]];
+    configure(a, &mcu_full, &mcu_spare, &ts);
+    let mut lone_vcs = vcs_for(&[a]);
+    let mut majority_vcs = vcs_for(&[b]);
+    wait_until("both sides ready", || match (lone_vcs.poll_status(), majority_vcs.poll_status()) {
+        (x, y) if x == [true] && y == [true] => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
+    mesh.isolate(0, true);
+    expect_line(b, &a.ip, "Failed: ");
+    // The lone side creates it on the preferred bridge; that bridge then fails the other side's
+    // attempt, which uses the spare one. (Had it answered "duplicate name", the other side
+    // would have adopted the existing conference.) Both answered their VCS correctly.
+    assert_eq!(routed(&lone_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    let fault = |code: i32| {
+        let settings = bridges::xmlrpc::Struct::from([(
+            "faultCode".to_owned(),
+            bridges::xmlrpc::Value::Int(code),
+        )]);
+        sim_configure(&mcu_full, Mcu, settings);
+    };
+    fault(201);
+    assert_eq!(routed(&majority_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    fault(0);
+    assert_eq!(hosted_on(a, "zed"), "mcu-full");
+    assert_eq!(hosted_on(b, "zed"), "mcu-spare");
+    // People are in both copies, so neither side ends its copy as empty.
+    participants(&mcu_full, "zed", 1);
+    participants(&mcu_spare, "zed", 1);
+    mesh.isolate(0, false);
+
+    // The majority wrote last: its bridge is kept on every peer.
+    crate::cluster::converged(&mesh.peers);
+    for peer in [a, b, c] {
+        assert_eq!(hosted_on(peer, "zed"), "mcu-spare", "on {}", peer.ip);
+    }
+    let journal = a.get("/api/v1/logs/events?kind=conference.created_twice");
+    assert!(journal.to_string().contains("created on both mcu-full and mcu-spare"), "{journal}");
+    // Its participants moved over (or hung up): the losing copy is ended, the kept one stays.
+    participants(&mcu_full, "zed", 0);
+    wait_until("the losing copy is ended", || match names_on(&mcu_full, Mcu).is_empty() {
+        true => Ok(()),
+        false => Err(format!("{:?}", names_on(&mcu_full, Mcu))),
+    });
+    let _ = (lone_vcs.poll_status(), majority_vcs.poll_status());
+    assert_eq!(routed(&lone_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    assert_eq!(hosted_on(a, "zed"), "mcu-spare");
 }

@@ -126,7 +126,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub struct Proxy {
     pub address: std::net::SocketAddr,
     cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Both sockets of every live connection, by connection number, to cut them.
+    open: Arc<Mutex<std::collections::HashMap<u64, [TcpStream; 2]>>>,
     pub carried: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -139,26 +140,32 @@ impl Proxy {
         let proxy = Proxy {
             address: listener.local_addr()?,
             cut: Arc::new(AtomicBool::new(false)),
-            open: Arc::new(Mutex::new(Vec::new())),
+            open: Arc::new(Mutex::new(std::collections::HashMap::new())),
             carried: Arc::new(Mutex::new(Vec::new())),
         };
         let (cut, open, carried) = (proxy.cut.clone(), proxy.open.clone(), proxy.carried.clone());
         std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
+            for (number, client) in listener.incoming().flatten().enumerate() {
+                let number = number as u64;
                 if cut.load(Ordering::SeqCst) {
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(target) else { continue };
-                for stream in [&client, &server] {
-                    if let Ok(clone) = stream.try_clone() {
-                        open.lock().unwrap_or_else(|e| e.into_inner()).push(clone);
-                    }
-                }
+                let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                open.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(number, [client_copy, server_copy]);
+                // Each direction ends the connection when it ends; the last one forgets it.
+                let remaining = Arc::new(std::sync::atomic::AtomicU8::new(2));
                 for (from, to) in [(&client, &server), (&server, &client)] {
                     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
                         continue;
                     };
-                    let carried = carried.clone();
+                    let (carried, open, remaining) =
+                        (carried.clone(), open.clone(), remaining.clone());
                     std::thread::spawn(move || {
                         let mut buffer = [0u8; 16 * 1024];
                         while let Ok(read) = from.read(&mut buffer) {
@@ -172,6 +179,9 @@ impl Proxy {
                         }
                         let _ = to.shutdown(Shutdown::Both);
                         let _ = from.shutdown(Shutdown::Both);
+                        if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                            open.lock().unwrap_or_else(|e| e.into_inner()).remove(&number);
+                        }
                     });
                 }
             }
@@ -182,8 +192,10 @@ impl Proxy {
     /// Cuts every connection and refuses new ones, until [`Proxy::heal`].
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
-        for stream in self.open.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
+        for streams in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            for stream in streams {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
         }
     }
 

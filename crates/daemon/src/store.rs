@@ -220,6 +220,34 @@ impl Store {
         Ok(sends(outputs))
     }
 
+    /// Two peers that could not see each other may both create a conference of one name, on
+    /// different bridges. Last-writer-wins settles which one the cluster keeps, the same on
+    /// every peer; this tells the operator it happened (the other copy is ended once empty).
+    fn note_conference_race(&mut self, incoming: &Event, at_ms: u64) {
+        let Event::Saved(model::Record::Conference(theirs)) = incoming else { return };
+        let key =
+            model::RecordKey { kind: model::RecordKind::Conference, name: theirs.name.clone() };
+        let Some(model::Record::Conference(ours)) = self.state.get(&key) else { return };
+        if ours.bridge == theirs.bridge {
+            return;
+        }
+        let entry = eventlog::NewJournalEntry {
+            at_ms,
+            level: eventlog::Level::Warning,
+            kind: "conference.created_twice".to_owned(),
+            actor: None,
+            message: format!(
+                "conference {:?} was created on both {} and {} while peers could not reach each \
+                 other; the cluster keeps the later one (last writer wins) and ends the other \
+                 copy once it is empty",
+                theirs.name, ours.bridge, theirs.bridge
+            ),
+        };
+        if let Err(error) = self.log.append_journal(&entry) {
+            tracing::error!(%error, "could not write to the Event Log");
+        }
+    }
+
     /// What to push to peers after a local append.
     pub fn appended(&self, stored: &[StoredEvent]) -> Vec<Outbound> {
         sends(self.replicator.appended(stored))
@@ -228,6 +256,7 @@ impl Store {
     fn fold(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
         for stored in events {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
+            self.note_conference_race(&event, stored.hlc.wall_ms);
             self.clock.observe(stored.hlc);
             self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
             self.applied_position = self.applied_position.max(stored.position);
