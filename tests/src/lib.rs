@@ -23,16 +23,18 @@ pub const TEST_PASSWORD: &str = "correct horse battery";
 
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;
-    let profile_dir =
-        exe.parent().and_then(Path::parent).context("test executable has no profile directory")?;
-    let path = profile_dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it first (`cargo build --bins`, which `cargo xtask test` does)",
-            path.display()
-        );
+    // Tests run from `target/<profile>/deps/`, benchmark binaries from `target/<profile>/`.
+    let candidates = [exe.parent(), exe.parent().and_then(Path::parent)];
+    for dir in candidates.into_iter().flatten() {
+        let path = dir.join(name);
+        if path.exists() {
+            return Ok(path);
+        }
     }
-    Ok(path)
+    bail!(
+        "{name} not found beside {}: build it first (`cargo build --bins`, which `cargo xtask test` does)",
+        exe.display()
+    )
 }
 
 /// A `batond` child process.

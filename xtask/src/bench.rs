@@ -1,17 +1,18 @@
-//! `cargo xtask bench <suite> [args...]`: forwards to a benchmark binary built in release mode.
-//! Most suites (e.g. `eventlog`) live in the daemon crate's `baton-bench`:
-//! `cargo run --release -p daemon --bin baton-bench -- <suite> [args...]`. The `upgrade` suite
-//! lives in the upgrade crate's own `upgrade-bench`, so that measuring an install needs neither
-//! the daemon nor its dependencies. The suites' options live in those binaries, not here.
+//! `cargo xtask bench <suite> [args...]`, in release mode. `policy` runs the tests package's
+//! `policy-bench` (it drives real processes: batond, a simulated bridge, nginx, wrk); the other
+//! suites (e.g. `eventlog`) and their options live in the daemon crate's `baton-bench`.
 
-use crate::{cargo, exec};
+use crate::{cargo, exec, run_checked};
 
 pub(crate) fn bench(suite: &str, args: &[String]) -> anyhow::Result<()> {
-    let (package, binary) = match suite {
-        "upgrade" => ("upgrade", "upgrade-bench"),
-        _ => ("daemon", "baton-bench"),
+    let mut command = match suite {
+        "policy" => {
+            // The benchmark starts batond and baton-simbridge from target/release.
+            run_checked(cargo(&["build", "--release", "--bins"]), "`cargo build --release --bins`")?;
+            cargo(&["run", "--release", "-p", "baton-tests", "--bin", "policy-bench", "--"])
+        }
+        _ => cargo(&["run", "--release", "-p", "daemon", "--bin", "baton-bench", "--", suite]),
     };
-    let mut command = cargo(&["run", "--release", "-p", package, "--bin", binary, "--", suite]);
     command.args(args);
-    exec(command, &format!("`cargo run --release -p {package} --bin {binary}`"))
+    exec(command, &format!("the `{suite}` benchmark"))
 }

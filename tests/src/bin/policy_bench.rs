@@ -1,0 +1,368 @@
+//! `cargo xtask bench policy`: the policy service under load, beside nginx answering a fixed
+//! CPL body, both driven by the same load generator (wrk) in the same run, over HTTP and HTTPS
+//! with keep-alive. Also: the latency Baton adds when a call must first create its conference
+//! (beside the bridge's own create time), and batond's memory with 10^4 live conferences.
+//!
+//! Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). Release build.
+
+use anyhow::{Context, bail};
+use baton_tests::{Batond, SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, TEST_PASSWORD};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VCS_USER: &str = "vcs";
+const VCS_PASSWORD: &str = "policy service password";
+const LOAD_DURATION_S: u32 = 10;
+const LOAD_CONNECTIONS: u32 = 32;
+const LOAD_THREADS: u32 = 2;
+const CREATIONS: usize = 200;
+const MEMORY_CONFERENCES: usize = 10_000;
+
+fn main() -> anyhow::Result<()> {
+    for tool in ["nginx", "wrk"] {
+        if which(tool).is_none() {
+            bail!("{tool} not found: apt-get install -y nginx-light wrk");
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let sim = SimBridge::start("mcu", &[])?;
+    let policy_port = baton_tests::free_port()?;
+    let daemon_dir = dir.path().join("batond");
+    std::fs::create_dir_all(&daemon_dir)?;
+    let args = ["--policy-http-listen".to_owned(), format!("127.0.0.1:{policy_port}")];
+    let daemon = Batond::start_with(&daemon_dir, "127.0.0.1", &args)?;
+    let api = Api::new(&daemon)?;
+    api.configure(&sim)?;
+    let http_url = format!("http://127.0.0.1:{policy_port}/baton/policy");
+    let https_url = format!("{}/baton/policy", daemon.url);
+    // The conference the load calls into exists: this measures decisions, not creations.
+    api.policy_call(&http_url, "meet.alice@example.com")?;
+
+    let nginx = Nginx::start(dir.path(), &daemon_dir.join("tls"))?;
+    let script = dir.path().join("call.lua");
+    std::fs::write(&script, wrk_script("meet.alice@example.com"))?;
+
+    println!(
+        "policy decisions for an existing conference, wrk -t{LOAD_THREADS} -c{LOAD_CONNECTIONS} -d{LOAD_DURATION_S}s, keep-alive"
+    );
+    println!(
+        "{:<8} {:>14} {:>9} {:>9} {:>9} | {:>14} {:>9} {:>9} | {:>6}",
+        "", "Baton req/s", "p50 ms", "p99 ms", "max ms", "nginx req/s", "p50 ms", "p99 ms", "ratio"
+    );
+    for (scheme, baton, reference) in [
+        ("HTTP", http_url.clone(), nginx.http_url()),
+        ("HTTPS", https_url.clone(), nginx.https_url()),
+    ] {
+        let ours = wrk(&script, &baton)?;
+        let theirs = wrk(&script, &reference)?;
+        println!(
+            "{scheme:<8} {:>14.0} {:>9.2} {:>9.2} {:>9.2} | {:>14.0} {:>9.2} {:>9.2} | {:>6.2}",
+            ours.requests_per_s,
+            ours.p50_ms,
+            ours.p99_ms,
+            ours.max_ms,
+            theirs.requests_per_s,
+            theirs.p50_ms,
+            theirs.p99_ms,
+            ours.requests_per_s / theirs.requests_per_s
+        );
+    }
+
+    // Creation: Baton's whole decision versus the bridge's own create call.
+    let bridge_ms = median(&time_bridge_creates(&sim, CREATIONS)?);
+    let mut decision_ms = Vec::with_capacity(CREATIONS);
+    for index in 0..CREATIONS {
+        let started = Instant::now();
+        api.policy_call(&http_url, &format!("meet.new{index}@example.com"))?;
+        decision_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let baton_ms = median(&decision_ms);
+    println!();
+    println!(
+        "conference creation ({CREATIONS} calls, sequential, median): decision {baton_ms:.2} ms, bridge create alone {bridge_ms:.2} ms, added by Baton {:.2} ms",
+        baton_ms - bridge_ms
+    );
+
+    // Memory with many live conferences.
+    let idle_kib = rss_kib(daemon.child.id())?;
+    for index in 0..MEMORY_CONFERENCES {
+        api.post(
+            "conferences",
+            json!({"name": format!("live-{index}"), "bridge": "mcu",
+            "bridge_conference_id": format!("live-{index}"), "template": "meeting"}),
+        )?;
+    }
+    let loaded_kib = rss_kib(daemon.child.id())?;
+    let started = Instant::now();
+    let calls = 1_000;
+    for index in 0..calls {
+        api.policy_call(&http_url, &format!("meet.live{}@example.com", index % 10))?;
+    }
+    let per_call_ms = started.elapsed().as_secs_f64() * 1e3 / calls as f64;
+    println!(
+        "memory: batond RSS {:.1} MiB with {} conferences, {:.1} MiB with {MEMORY_CONFERENCES} more; a sequential call then takes {per_call_ms:.2} ms",
+        idle_kib as f64 / 1024.0,
+        CREATIONS + 1,
+        loaded_kib as f64 / 1024.0
+    );
+    drop(nginx);
+    Ok(())
+}
+
+struct Api {
+    url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    fn new(daemon: &Batond) -> anyhow::Result<Api> {
+        let api = Api { url: daemon.url.clone(), http: daemon.client()? };
+        let answer = api
+            .http
+            .post(format!("{}/api/v1/password", api.url))
+            .basic_auth("admin", Some("TANDBERG"))
+            .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
+            .send()?;
+        anyhow::ensure!(answer.status().is_success(), "password change: {}", answer.status());
+        Ok(api)
+    }
+
+    fn send(
+        &self,
+        method: reqwest::Method,
+        collection: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let answer = self
+            .http
+            .request(method, format!("{}/api/v1/{collection}", self.url))
+            .basic_auth("admin", Some(TEST_PASSWORD))
+            .json(&body)
+            .send()?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "{collection}: {} {}",
+            answer.status(),
+            answer.text()?
+        );
+        Ok(())
+    }
+
+    fn post(&self, collection: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        self.send(reqwest::Method::POST, collection, body)
+    }
+
+    fn configure(&self, sim: &SimBridge) -> anyhow::Result<()> {
+        self.send(
+            reqwest::Method::PUT,
+            "policy-service",
+            json!({"username": VCS_USER, "password": VCS_PASSWORD}),
+        )?;
+        self.post("bridges", json!({"name": "mcu", "bridge_type": "mcu", "address": sim.address.to_string(),
+            "protocol": "http", "username": SIM_BRIDGE_USER, "password": SIM_BRIDGE_PASSWORD, "capacity_ports": 10_000}))?;
+        self.post(
+            "bridge-pools",
+            json!({"name": "pool", "bridge_type": "mcu", "bridges": ["mcu"]}),
+        )?;
+        self.post(
+            "service-preferences",
+            json!({"name": "pref", "bridge_type": "mcu", "pools": ["pool"]}),
+        )?;
+        self.post("conference-templates", json!({"name": "meeting", "conference_type": "meeting", "service_preference": "pref", "max_participants": 1}))?;
+        self.post(
+            "conference-aliases",
+            json!({"name": "meet", "pattern": r"meet\.(?P<room>[a-z0-9]+)@example\.com",
+            "conference_name": "${room}", "template": "meeting", "priority": 1}),
+        )
+    }
+
+    fn policy_call(&self, url: &str, alias: &str) -> anyhow::Result<()> {
+        let answer = self
+            .http
+            .post(url)
+            .basic_auth(VCS_USER, Some(VCS_PASSWORD))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(call_body(alias))
+            .send()?;
+        let text = answer.text()?;
+        anyhow::ensure!(text.contains("<proxy/>"), "{alias} was not routed: {text}");
+        Ok(())
+    }
+}
+
+fn call_body(alias: &str) -> String {
+    format!(
+        "POLICY_TYPE=SEARCH&METHOD=INVITE&PROTOCOL=SIP&DESTINATION_ALIAS={}&GLOBAL_CALL-SERIAL_NUMBER=1",
+        alias.replace('@', "%40")
+    )
+}
+
+fn wrk_script(alias: &str) -> String {
+    use base64::Engine as _;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{VCS_PASSWORD}"));
+    format!(
+        "wrk.method = \"POST\"\nwrk.body = \"{}\"\nwrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\nwrk.headers[\"Authorization\"] = \"Basic {credentials}\"\n",
+        call_body(alias)
+    )
+}
+
+struct Load {
+    requests_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn wrk(script: &Path, url: &str) -> anyhow::Result<Load> {
+    let output = Command::new("wrk")
+        .args(["-t", &LOAD_THREADS.to_string(), "-c", &LOAD_CONNECTIONS.to_string()])
+        .args(["-d", &format!("{LOAD_DURATION_S}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(output.status.success(), "wrk failed: {text}");
+    anyhow::ensure!(!text.contains("Non-2xx"), "wrk saw errors against {url}:\n{text}");
+    let number_after = |label: &str| -> anyhow::Result<f64> {
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .with_context(|| format!("no {label:?} in wrk output:\n{text}"))?;
+        let value = line.trim_start()[label.len()..].split_whitespace().next().unwrap_or_default();
+        parse_duration_ms(value)
+            .or_else(|| value.parse().ok())
+            .with_context(|| format!("cannot read {value:?}"))
+    };
+    let max_ms = text
+        .lines()
+        .find(|line| line.trim_start().starts_with("Latency"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(parse_duration_ms)
+        .unwrap_or(f64::NAN);
+    Ok(Load {
+        requests_per_s: number_after("Requests/sec:")?,
+        p50_ms: number_after("50%")?,
+        p99_ms: number_after("99%")?,
+        max_ms,
+    })
+}
+
+/// wrk prints durations as `812.00us`, `1.23ms` or `2.01s`.
+fn parse_duration_ms(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(us) = text.strip_suffix("us") {
+        (us, 1e-3)
+    } else if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1.0)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1e3)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|value| value * scale)
+}
+
+fn time_bridge_creates(sim: &SimBridge, count: usize) -> anyhow::Result<Vec<f64>> {
+    let target = bridges::BridgeTarget {
+        kind: bridges::BridgeKind::Mcu,
+        base_url: format!("http://{}", sim.address),
+        username: SIM_BRIDGE_USER.to_owned(),
+        password: SIM_BRIDGE_PASSWORD.to_owned(),
+    };
+    let client = bridges::BridgeClient::new(5_000, None)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut times_ms = Vec::with_capacity(count);
+    for index in 0..count {
+        let spec =
+            bridges::ConferenceSpec { name: format!("direct-{index}"), ..Default::default() };
+        let started = Instant::now();
+        runtime.block_on(client.create_conference(&target, &spec))?;
+        times_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times_ms)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .context("no VmRSS")
+}
+
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([std::path::PathBuf::from("/usr/sbin")])
+            .map(|dir| dir.join(tool))
+            .find(|path| path.exists())
+    })
+}
+
+/// nginx answering every request with the same CPL, on HTTP and HTTPS (batond's certificate).
+struct Nginx {
+    child: Child,
+    http_port: u16,
+    https_port: u16,
+}
+
+impl Nginx {
+    fn start(dir: &Path, tls: &Path) -> anyhow::Result<Nginx> {
+        let (http_port, https_port) = (baton_tests::free_port()?, baton_tests::free_port()?);
+        let cpl = policy::cpl::route("alice@127.0.0.1").replace('\'', "\\'");
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(prefix.join("logs"))?;
+        let conf = format!(
+            "worker_processes 2;\npid {pid};\nerror_log stderr error;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n server {{\n  listen 127.0.0.1:{http_port};\n  listen 127.0.0.1:{https_port} ssl;\n  \
+             ssl_certificate {cert};\n  ssl_certificate_key {key};\n  location / {{ default_type application/xml; return 200 '{cpl}'; }}\n }}\n}}\n",
+            pid = prefix.join("nginx.pid").display(),
+            cert = tls.join("server.pem").display(),
+            key = tls.join("server-key.pem").display(),
+        );
+        let conf_path = prefix.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let nginx = which("nginx").context("nginx not found")?;
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err() {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Nginx { child, http_port, https_port })
+    }
+
+    fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}/baton/policy", self.http_port)
+    }
+
+    fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}/baton/policy", self.https_port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
