@@ -8,7 +8,10 @@ pub(crate) fn bench(suite: &str, args: &[String]) -> anyhow::Result<()> {
     let mut command = match suite {
         "policy" => {
             // The benchmark starts batond and baton-simbridge from target/release.
-            run_checked(cargo(&["build", "--release", "--bins"]), "`cargo build --release --bins`")?;
+            run_checked(
+                cargo(&["build", "--release", "--bins"]),
+                "`cargo build --release --bins`",
+            )?;
             cargo(&["run", "--release", "-p", "baton-tests", "--bin", "policy-bench", "--"])
         }
         _ => cargo(&["run", "--release", "-p", "daemon", "--bin", "baton-bench", "--", suite]),

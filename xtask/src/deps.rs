@@ -18,7 +18,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("upgrade", &["model"]),
     (
         "daemon",
-        &["model", "eventlog", "projections", "replication", "peering", "policy", "bridges"],
+        &[
+            "model",
+            "eventlog",
+            "projections",
+            "replication",
+            "peering",
+            "policy",
+            "bridges",
+            "upgrade",
+        ],
     ),
     ("ctl", &["model"]),
 ];

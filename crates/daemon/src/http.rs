@@ -36,6 +36,7 @@ pub struct App {
     pub tls: axum_server::tls_rustls::RustlsConfig,
     pub tls_files: crate::tls::TlsFiles,
     pub cluster: Arc<crate::cluster::Board>,
+    pub upgrade: Arc<crate::upgrade_service::UpgradeService>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -45,6 +46,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/password", post(change_password))
         .route("/api/v1/status", get(status))
         .route("/api/v1/cluster/status", get(cluster_status))
+        .route(
+            "/api/v1/upgrade",
+            get(upgrade_status)
+                .post(upgrade_install)
+                .layer(DefaultBodyLimit::max(UPGRADE_IMAGE_BYTES_MAX)),
+        )
+        .route("/api/v1/upgrade/reboot", post(upgrade_reboot))
         .route("/api/v1/config", get(config))
         .route("/api/v1/config/diff", get(config_diff))
         .route("/api/v1/history/{collection}/{name}", get(history))
@@ -788,6 +796,109 @@ async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, Ap
         "projections_current": projections_position == log_position,
         "cluster": app.cluster.status(),
     })))
+}
+
+/// The largest upgrade image accepted: a root file system slot and its header.
+pub const UPGRADE_IMAGE_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024 + 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpgradeQuery {
+    /// Install an image older than the running software.
+    allow_downgrade: Option<bool>,
+    /// Reboot into the new slot as soon as it is installed.
+    reboot: Option<bool>,
+}
+
+fn upgrade_error(error: crate::upgrade_service::UpgradeError) -> ApiError {
+    use crate::upgrade_service::UpgradeError;
+    match error {
+        UpgradeError::Upgrade(error) if error.is_refusal() => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "upgrade_refused", error.to_string())
+        }
+        UpgradeError::Busy => {
+            ApiError::new(StatusCode::CONFLICT, "upgrade_busy", UpgradeError::Busy.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+async fn upgrade_status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let service = app.upgrade.clone();
+    let status = tokio::task::spawn_blocking(move || service.status())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(upgrade_error)?;
+    Ok(Json(serde_json::to_value(status).map_err(ApiError::internal)?))
+}
+
+/// The image is the request body, streamed: it is checked and written as it arrives and never
+/// held in memory.
+async fn upgrade_install(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    Query(query): Query<UpgradeQuery>,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    use futures_util::TryStreamExt as _;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let service = app.upgrade.clone();
+    let allow_downgrade = query.allow_downgrade.unwrap_or(false);
+    let installed = tokio::task::spawn_blocking(move || {
+        let mut image = tokio_util::io::SyncIoBridge::new(reader);
+        service.install(&mut image, allow_downgrade)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let installed = match installed {
+        Ok(installed) => installed,
+        Err(error) => {
+            let message = format!("upgrade image refused: {error}");
+            app.writer.journal(journal_entry(
+                Level::Warning,
+                "upgrade.refused",
+                Some(&admin.name),
+                message,
+            ));
+            return Err(upgrade_error(error));
+        }
+    };
+    app.writer.journal(journal_entry(
+        Level::Info,
+        "upgrade.installed",
+        Some(&admin.name),
+        format!(
+            "version {} installed in slot {}; it boots next, on trial",
+            installed.version, installed.slot
+        ),
+    ));
+    if query.reboot.unwrap_or(false) {
+        reboot(&app, &admin.name).await?;
+    }
+    Ok(Json(serde_json::to_value(installed).map_err(ApiError::internal)?))
+}
+
+async fn upgrade_reboot(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+) -> Result<StatusCode, ApiError> {
+    reboot(&app, &admin.name).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn reboot(app: &Arc<App>, actor: &str) -> Result<(), ApiError> {
+    app.writer.journal(journal_entry(
+        Level::Warning,
+        "system.reboot",
+        Some(actor),
+        "reboot requested",
+    ));
+    let service = app.upgrade.clone();
+    tokio::task::spawn_blocking(move || service.reboot())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(upgrade_error)
 }
 
 /// Each peer of this peer's list as the operator sees it: "This system", "Active as …", or

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod policy_service;
 pub mod store;
 pub mod tls;
+pub mod upgrade_service;
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -39,12 +40,14 @@ pub struct Config {
     /// Conferences empty for this long are ended.
     pub conference_idle_ms: u64,
     pub cluster: cluster::Network,
+    pub upgrade: upgrade_service::UpgradeConfig,
 }
 
 impl Config {
     /// Embedded defaults for running on a workstation.
     pub fn local(data_dir: PathBuf) -> Config {
         Config {
+            upgrade: upgrade_service::UpgradeConfig::for_data_dir(&data_dir),
             data_dir,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             policy_http_listen: None,
@@ -181,6 +184,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             writer.clone(),
             outbound_rx,
             shutdown.clone(),
+        ),
+        upgrade: Arc::new(
+            upgrade_service::UpgradeService::new(config.upgrade.clone())
+                .context("setting up upgrades")?,
         ),
     });
     let handle = axum_server::Handle::new();

@@ -24,6 +24,12 @@ struct Flags {
     /// End conferences that have been empty this long (milliseconds).
     #[arg(long, env = "BATON_CONFERENCE_IDLE_MS", default_value_t = daemon::policy_service::CONFERENCE_IDLE_MS_DEFAULT)]
     conference_idle_ms: u64,
+    /// Trust the upgrade signing keys in this file instead of the build's. Development only.
+    #[arg(long, env = "BATON_UPGRADE_TRUSTED_KEYS_FILE")]
+    upgrade_trusted_keys_file: Option<PathBuf>,
+    /// Command that reboots the machine after an upgrade (program and arguments).
+    #[arg(long, num_args = 1.., default_values = ["systemctl", "reboot"])]
+    reboot_command: Vec<String>,
     /// TCP port for cluster peers, on this peer's primary address; the same on every peer.
     #[arg(long, env = "BATON_CLUSTER_PORT", default_value_t = daemon::cluster::CLUSTER_PORT_DEFAULT)]
     cluster_port: u16,
@@ -68,7 +74,11 @@ fn main() -> anyhow::Result<()> {
             }
             signals.cancel();
         });
+        let mut upgrade = daemon::upgrade_service::UpgradeConfig::for_data_dir(&flags.data_dir);
+        upgrade.trusted_keys_file = flags.upgrade_trusted_keys_file;
+        upgrade.reboot_command = flags.reboot_command;
         let config = daemon::Config {
+            upgrade,
             data_dir: flags.data_dir,
             admin_listen: flags.admin_listen,
             policy_http_listen: flags.policy_http_listen,

@@ -1,0 +1,188 @@
+//! Upgrades through the admin API: an uploaded image is streamed through `upgrade::install`
+//! (signature and manifest checked before a byte is written, payload hashed while it goes into
+//! the inactive slot), the slot becomes the next boot with boot counting, and the peer reboots
+//! when the operator says so. Progress and the last boot's outcome (including a fallback) are
+//! readable at any time.
+//!
+//! Boot control here is file-backed (`upgrade::FileBootControl` under `<data>/boot`): the
+//! systemd-boot implementation belongs to the appliance image. Trusted keys are embedded at
+//! build time (`BATON_UPGRADE_TRUSTED_KEYS`); a development or test build may name a key file.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use upgrade::{BootControl, FileBootControl, InstallOptions, RunningSystem, TrustedKeys};
+
+/// Largest slot image accepted (also the file-backed slots' capacity).
+pub const SLOT_CAPACITY_BYTES_DEFAULT: u64 = 4 * 1024 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct UpgradeConfig {
+    /// Where the file-backed boot control keeps slots and entries.
+    pub boot_dir: PathBuf,
+    pub slot_capacity_bytes: u64,
+    /// Trusted public keys from a file instead of the build's. Development and tests only.
+    pub trusted_keys_file: Option<PathBuf>,
+    /// Run to reboot the machine (`systemctl reboot` on the appliance).
+    pub reboot_command: Vec<String>,
+}
+
+impl UpgradeConfig {
+    pub fn for_data_dir(data_dir: &std::path::Path) -> UpgradeConfig {
+        UpgradeConfig {
+            boot_dir: data_dir.join("boot"),
+            slot_capacity_bytes: SLOT_CAPACITY_BYTES_DEFAULT,
+            trusted_keys_file: None,
+            reboot_command: vec!["systemctl".to_owned(), "reboot".to_owned()],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error(transparent)]
+    Upgrade(#[from] upgrade::Error),
+    #[error("an upgrade is already being installed")]
+    Busy,
+    #[error("trusted keys: {0}")]
+    Keys(String),
+    #[error("the install task failed: {0}")]
+    Task(String),
+    #[error("reboot command failed: {0}")]
+    Reboot(String),
+}
+
+pub struct UpgradeService {
+    config: UpgradeConfig,
+    keys: TrustedKeys,
+    /// Held for the whole install: one at a time.
+    installing: Mutex<()>,
+    progress: Arc<Mutex<Option<upgrade::Progress>>>,
+}
+
+#[derive(serde::Serialize)]
+pub struct UpgradeStatus {
+    pub running_version: String,
+    pub active_slot: String,
+    pub last_boot: String,
+    /// The entries as the boot loader will try them.
+    pub boot_entries: Vec<String>,
+    pub installing: Option<ProgressView>,
+}
+
+#[derive(serde::Serialize)]
+pub struct ProgressView {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+pub struct InstalledView {
+    pub version: String,
+    pub slot: String,
+    pub next_boot: String,
+    pub reboot_required: bool,
+}
+
+fn running_version() -> upgrade::Version {
+    env!("CARGO_PKG_VERSION").parse().unwrap_or(upgrade::Version { major: 0, minor: 0, patch: 0 })
+}
+
+impl UpgradeService {
+    pub fn new(config: UpgradeConfig) -> Result<UpgradeService, UpgradeError> {
+        let keys = match &config.trusted_keys_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| UpgradeError::Keys(format!("{}: {error}", path.display())))?;
+                TrustedKeys::from_text(&text)
+                    .map_err(|error| UpgradeError::Keys(error.to_string()))?
+            }
+            None => upgrade::trusted_keys_from_env!()
+                .map_err(|error| UpgradeError::Keys(error.to_string()))?,
+        };
+        if !config.boot_dir.join("state.json").exists() {
+            // A new machine: the running software is slot A's, blessed.
+            FileBootControl::create(
+                &config.boot_dir,
+                &running_version().to_string(),
+                b"",
+                config.slot_capacity_bytes,
+            )?;
+        }
+        Ok(UpgradeService {
+            config,
+            keys,
+            installing: Mutex::new(()),
+            progress: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    fn boot(&self) -> FileBootControl {
+        FileBootControl::open(&self.config.boot_dir, self.config.slot_capacity_bytes)
+    }
+
+    pub fn status(&self) -> Result<UpgradeStatus, UpgradeError> {
+        let boot = self.boot();
+        let progress = *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(UpgradeStatus {
+            running_version: running_version().to_string(),
+            active_slot: boot.active_slot()?.to_string(),
+            last_boot: boot.last_boot()?.to_string(),
+            boot_entries: boot.entries()?.iter().map(|entry| entry.file_name()).collect(),
+            installing: progress
+                .map(|p| ProgressView { done_bytes: p.done_bytes, total_bytes: p.total_bytes }),
+        })
+    }
+
+    /// Installs the image read from `image` (blocking: call it off the async runtime).
+    pub fn install(
+        &self,
+        image: &mut dyn std::io::Read,
+        allow_downgrade: bool,
+    ) -> Result<InstalledView, UpgradeError> {
+        let _only_one = self.installing.try_lock().map_err(|_| UpgradeError::Busy)?;
+        let mut boot = self.boot();
+        let running = RunningSystem {
+            version: running_version(),
+            architecture: std::env::consts::ARCH.to_owned(),
+            active_slot: boot.active_slot()?,
+        };
+        let mut writer = boot.inactive_slot_writer()?;
+        let progress = self.progress.clone();
+        let mut report = |now: upgrade::Progress| {
+            *progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+        };
+        let installed = upgrade::install(
+            image,
+            &self.keys,
+            &running,
+            InstallOptions { allow_downgrade },
+            &mut writer,
+            &mut report,
+        );
+        *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let installed = installed?;
+        let label = installed.manifest.version.to_string();
+        boot.set_next_boot(installed.slot, upgrade::DEFAULT_BOOT_TRIES, &label)?;
+        Ok(InstalledView {
+            version: label,
+            slot: installed.slot.to_string(),
+            next_boot: installed.slot.to_string(),
+            reboot_required: true,
+        })
+    }
+
+    pub fn reboot(&self) -> Result<(), UpgradeError> {
+        let Some((program, args)) = self.config.reboot_command.split_first() else {
+            return Err(UpgradeError::Reboot("no reboot command configured".to_owned()));
+        };
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .map_err(|error| UpgradeError::Reboot(format!("{program}: {error}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(UpgradeError::Reboot(format!("{program}: {status}")))
+        }
+    }
+}
