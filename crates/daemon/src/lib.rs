@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod policy_service;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -182,11 +183,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             outbound_rx,
             shutdown.clone(),
         ),
+        policy: policy.clone(),
     });
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, rustls_config.clone())
-        .handle(handle.clone())
-        .serve(http::router(app).merge(policy_service::router(policy)).into_make_service());
+    let server =
+        axum_server::from_tcp_rustls(listener, rustls_config.clone()).handle(handle.clone()).serve(
+            http::router(app.clone())
+                .merge(web::router(app))
+                .merge(policy_service::router(policy))
+                .into_make_service(),
+        );
 
     writer.journal(journal(
         eventlog::Level::Info,
