@@ -37,6 +37,8 @@ pub(crate) struct Field {
     pub(crate) hint: Option<String>,
     /// `ipv4` or `ip`: checked to parse, so the error lands next to the field.
     pub(crate) address_format: Option<&'static str>,
+    /// A password the API stores only as a hash: left out when empty, never a placeholder.
+    pub(crate) hashed: bool,
 }
 
 /// Fields whose value `Record::redacted` hides, per kind. Hashed passwords are handled apart:
@@ -107,6 +109,7 @@ pub(crate) fn fields(kind: RecordKind) -> Vec<Field> {
                 input: Input::Secret,
                 hint: Some("Stored only as a hash.".to_owned()),
                 address_format: None,
+                hashed: true,
             });
             continue;
         }
@@ -142,7 +145,14 @@ pub(crate) fn fields(kind: RecordKind) -> Vec<Field> {
         }
         let address_format =
             address_format(property).or_else(|| address_format(&property["items"]));
-        fields.push(Field { name: name.clone(), label: label(name), input, hint, address_format });
+        fields.push(Field {
+            name: name.clone(),
+            label: label(name),
+            input,
+            hint,
+            address_format,
+            hashed: false,
+        });
     }
     // serde_json keeps object keys sorted; the name (the record's identity) goes first.
     fields.sort_by_key(|field| !matches!(field.name.as_str(), "name" | "location"));
@@ -206,7 +216,7 @@ impl Values<'_> {
         match self {
             Values::Record(record) => {
                 record[&field.name].as_str().is_some_and(|text| !text.is_empty())
-                    || (field.name == "password"
+                    || (field.hashed
                         && record["password_hash"].as_str().is_some_and(|text| !text.is_empty()))
             }
             _ => false,
@@ -383,7 +393,7 @@ pub(crate) fn body_from_form(
             }
             Input::Secret => {
                 let clear = !form_value(form, &format!("clear_{}", field.name)).is_empty();
-                let hashed = field.name == "password";
+                let hashed = field.hashed;
                 if !text.is_empty() {
                     body.insert(name, Value::String(form_value(form, &field.name).to_owned()));
                 } else if clear && !hashed {
