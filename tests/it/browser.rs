@@ -238,19 +238,23 @@ fn a_two_peer_cluster_formed_from_the_clustering_pages_shows_both_active() {
     let second = Peer::start(dir_2.path(), "127.0.0.2", port, &[]);
     let (url_1, url_2) = (first.daemon.url.clone(), second.daemon.url.clone());
 
+    // As the seed's Task 2: the initial peer founds the cluster with only its own address.
     log_in(&browser, &url_1, TEST_PASSWORD);
-    cluster_from_the_page(&browser, &url_1, &["127.0.0.1", "127.0.0.2"]);
+    cluster_from_the_page(&browser, &url_1, &["127.0.0.1"]);
     wait_for_line(&browser, &url_1, "This system");
+    browser.screenshot(&shots(), "12-clustering-founded").unwrap();
+    // Task 3: it accepts the new peer; Task 5: the new peer joins with the same list.
+    cluster_from_the_page(&browser, &url_1, &["127.0.0.1", "127.0.0.2"]);
     log_in(&browser, &url_2, TEST_PASSWORD);
     cluster_from_the_page(&browser, &url_2, &["127.0.0.1", "127.0.0.2"]);
 
     wait_for_line(&browser, &url_1, "Active as peer-2");
-    browser.screenshot(&shots(), "12-clustering-peer-1").unwrap();
+    browser.screenshot(&shots(), "13-clustering-peer-1").unwrap();
     wait_for_line(&browser, &url_2, "Active as peer-1");
     assert_page_has(&browser, "<span class=\"ok\">This system</span>");
     assert_page_has(&browser, "<span class=\"ok\">Active as peer-1</span>");
-    browser.screenshot(&shots(), "13-clustering-peer-2").unwrap();
+    browser.screenshot(&shots(), "14-clustering-peer-2").unwrap();
     browser.goto(&format!("{url_2}/status")).unwrap();
     assert_page_has(&browser, "Active as peer-1");
-    browser.screenshot(&shots(), "14-status-clustered").unwrap();
+    browser.screenshot(&shots(), "15-status-clustered").unwrap();
 }

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The key W3C WebDriver assigns to element references.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735a5fca52";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long chromedriver gets to answer its status check.
 pub const DRIVER_START_TIMEOUT_MS: u64 = 20_000;
 /// How long to wait for an element to appear.

@@ -305,6 +305,8 @@ fn clustering_body(
         "<h2>Joining a cluster</h2><ol>\
          <li>On the new peer, set IP, DNS, system name, Time (NTP) and the licence first, and \
          change the factory password.</li>\
+         <li>To found a cluster, on its first peer enter a pre-shared key and only this \
+         peer's own address, and save: it shows \"This system\".</li>\
          <li>On every existing peer, add the new peer's address here and save.</li>\
          <li>On the new peer, enter the same pre-shared key and the same peer addresses (its own \
          included) and save. It takes the cluster's shared configuration; its own is replaced.</li>\
