@@ -38,9 +38,17 @@ fn log_in(browser: &Browser, url: &str, password: &str) {
     browser.click("main button[type=submit]").unwrap();
 }
 
+/// Waits for the page (which may still be loading after a click) to contain `text`.
 fn assert_page_has(browser: &Browser, text: &str) {
-    let source = browser.source().unwrap();
-    assert!(source.contains(text), "page lacks {text:?}:\n{source}");
+    let deadline = Instant::now() + Duration::from_millis(webdriver::FIND_TIMEOUT_MS);
+    loop {
+        let source = browser.source().unwrap_or_default();
+        if source.contains(text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "page lacks {text:?}:\n{source}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Fills the add form of a configuration page: text fields, then selects, then submits.
@@ -102,7 +110,8 @@ fn an_operator_configures_a_peer_in_the_browser() {
     assert_page_has(&browser, "Saved: mcu-1 saved.");
     browser.screenshot(&shots, "03-bridges").unwrap();
 
-    // A refused form: the error is next to the field and the typed values stay.
+    // A refused form (the model's rule: capacity at least 1): the error is next to the field
+    // and the typed values stay.
     add(
         &browser,
         &url,
@@ -111,13 +120,14 @@ fn an_operator_configures_a_peer_in_the_browser() {
             ("name", "mcu-2"),
             ("address", "127.0.0.10"),
             ("username", "api"),
-            ("capacity_ports", "lots"),
+            ("capacity_ports", "0"),
         ],
         &[("bridge_type", "mcu")],
     );
-    assert_page_has(&browser, "must be a whole number");
+    assert_page_has(&browser, "Not saved: correct the fields marked below.");
+    assert_page_has(&browser, "<div class=\"field invalid\"><label for=\"field-capacity_ports\">");
     assert_page_has(&browser, "value=\"mcu-2\"");
-    assert_page_has(&browser, "value=\"lots\"");
+    assert_page_has(&browser, "value=\"127.0.0.10\"");
     browser.screenshot(&shots, "04-form-error").unwrap();
 
     add(
@@ -140,8 +150,8 @@ fn an_operator_configures_a_peer_in_the_browser() {
         &browser,
         &url,
         "conference-templates",
-        &[("name", "meeting"), ("max_participants", "10")],
-        &[("conference_type", "meeting"), ("service_preference", "pref-1")],
+        &[("name", "meeting"), ("max_participants", "10"), ("service_preference", "pref-1")],
+        &[("conference_type", "meeting")],
     );
     assert_page_has(&browser, "Saved: meeting saved.");
     browser.screenshot(&shots, "05-templates").unwrap();
@@ -199,14 +209,19 @@ fn cluster_from_the_page(browser: &Browser, url: &str, peers: &[&str]) {
         browser.fill(&format!("#field-peer_{}", index + 1), peer).unwrap();
     }
     browser.click("form.record button[type=submit]").unwrap();
-    let source = browser.source().unwrap();
     // A joining peer may briefly have no administrator (the cluster's has not arrived yet),
     // which sends the browser to the login page instead of the saved page.
-    assert!(
-        source.contains("Saved: Saved peer addresses and key.")
-            || source.contains("id=\"username\""),
-        "{source}"
-    );
+    let deadline = Instant::now() + Duration::from_millis(webdriver::FIND_TIMEOUT_MS);
+    loop {
+        let source = browser.source().unwrap_or_default();
+        if source.contains("Saved: Saved peer addresses and key.")
+            || source.contains("id=\"username\"")
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not saved:\n{source}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Reloads the Clustering page of `url` until it shows `text`, logging in again if a join
