@@ -194,7 +194,7 @@ async fn create(
     Path(collection): Path<String>,
     Form(form): Form<FormPairs>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
@@ -270,7 +270,7 @@ async fn save(
     Path((collection, name)): Path<(String, String)>,
     Form(form): Form<FormPairs>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
@@ -300,7 +300,7 @@ async fn delete(
     Path((collection, name)): Path<(String, String)>,
     Form(form): Form<FormPairs>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
@@ -373,7 +373,7 @@ async fn end_conference(
     Path(name): Path<String>,
     Form(form): Form<FormPairs>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
     match http::remove_record(&app, &user.name, RecordKind::Conference, name.clone()).await {

@@ -267,17 +267,18 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Refuses a POST whose CSRF token is missing or not this session's: 403, nothing changed.
-pub(crate) fn check_csrf(user: &WebUser, form: &FormPairs) -> Result<(), Response> {
+/// The refusal (403, nothing changed) of a POST whose CSRF token is missing or not this
+/// session's, or `None` when the token is right.
+pub(crate) fn check_csrf(user: &WebUser, form: &FormPairs) -> Option<Response> {
     let sent = form.iter().find(|(name, _)| name == CSRF_FIELD).map(|(_, value)| value.as_str());
     match sent {
-        Some(sent) if same_secret(sent, &user.csrf_token) => Ok(()),
+        Some(sent) if same_secret(sent, &user.csrf_token) => None,
         _ => {
             let body = error_note(
                 "This form was refused: it did not carry this session's security token. \
                  Reload the page and submit it again.",
             );
-            Err((StatusCode::FORBIDDEN, page("Refused", Some(user), &body)).into_response())
+            Some((StatusCode::FORBIDDEN, page("Refused", Some(user), &body)).into_response())
         }
     }
 }
@@ -351,7 +352,7 @@ async fn logout(
     State(app): State<Arc<App>>,
     Form(form): Form<FormPairs>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
     app.sessions.close(&user.token);
@@ -416,7 +417,7 @@ async fn change_password(
     State(app): State<Arc<App>>,
     Form(form): Form<FormPairs>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
     let changed = http::change_own_password(

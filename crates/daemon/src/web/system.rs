@@ -144,7 +144,7 @@ async fn save_setting(
     Path(collection): Path<String>,
     Form(form): Form<FormPairs>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
     let Some(kind) = setting_kind(&collection) else { return not_found(&user) };
@@ -337,7 +337,7 @@ async fn save_clustering(
     State(app): State<Arc<App>>,
     Form(form): Form<FormPairs>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
     let stored = match stored(&app, RecordKind::Cluster).await {
