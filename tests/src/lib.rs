@@ -5,6 +5,7 @@
 //! `cargo xtask test` builds them first.
 
 pub mod vcs;
+pub mod webdriver;
 
 use anyhow::{Context, bail};
 use std::io::{Read, Write};

@@ -51,6 +51,15 @@ pub fn password_problem(password: &str) -> Option<String> {
 struct Session {
     user: String,
     last_used_ms: u64,
+    /// Random per session; the web pages put it in every form and refuse a POST without it,
+    /// so another site cannot make the operator's browser submit a change.
+    csrf_token: String,
+}
+
+fn random_hex_32() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
 }
 
 /// Open sessions by token. Tokens are 32 random bytes, hex-encoded.
@@ -61,9 +70,8 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn open(&self, user: &str, now_ms: u64) -> Option<String> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).ok()?;
-        let token = hex::encode(bytes);
+        let token = random_hex_32()?;
+        let csrf_token = random_hex_32()?;
         let mut sessions = self.by_token.lock().ok()?;
         sessions.retain(|_, session| {
             now_ms.saturating_sub(session.last_used_ms) < SESSION_IDLE_TIMEOUT_MS
@@ -75,12 +83,20 @@ impl Sessions {
                 sessions.remove(&oldest);
             }
         }
-        sessions.insert(token.clone(), Session { user: user.to_owned(), last_used_ms: now_ms });
+        sessions.insert(
+            token.clone(),
+            Session { user: user.to_owned(), last_used_ms: now_ms, csrf_token },
+        );
         Some(token)
     }
 
     /// The user of a live session, refreshing its idle timer.
     pub fn user(&self, token: &str, now_ms: u64) -> Option<String> {
+        self.user_and_csrf(token, now_ms).map(|(user, _)| user)
+    }
+
+    /// The user and CSRF token of a live session, refreshing its idle timer.
+    pub fn user_and_csrf(&self, token: &str, now_ms: u64) -> Option<(String, String)> {
         let mut sessions = self.by_token.lock().ok()?;
         let session = sessions.get_mut(token)?;
         if now_ms.saturating_sub(session.last_used_ms) >= SESSION_IDLE_TIMEOUT_MS {
@@ -88,7 +104,7 @@ impl Sessions {
             return None;
         }
         session.last_used_ms = now_ms;
-        Some(session.user.clone())
+        Some((session.user.clone(), session.csrf_token.clone()))
     }
 
     pub fn close(&self, token: &str) {

@@ -37,6 +37,8 @@ pub struct App {
     pub tls_files: crate::tls::TlsFiles,
     pub cluster: Arc<crate::cluster::Board>,
     pub upgrade: Arc<crate::upgrade_service::UpgradeService>,
+    /// For the web Status page: bridge health as the policy service sees it.
+    pub policy: Arc<crate::policy_service::PolicyService>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -121,11 +123,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError { status, code, message: message.into(), fields: Vec::new() }
     }
 
-    fn field(
+    pub(crate) fn field(
         status: StatusCode,
         code: &'static str,
         field: &str,
@@ -148,13 +154,32 @@ impl ApiError {
         )
     }
 
-    fn internal(error: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!(%error, "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error; see the Event Log",
         )
+    }
+}
+
+/// Read access for the web pages, which show the same errors as HTML.
+impl ApiError {
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn fields(&self) -> &[FieldError] {
+        &self.fields
+    }
+
+    pub(crate) fn set_fields(&mut self, fields: Vec<FieldError>) {
+        self.fields = fields;
     }
 }
 
@@ -375,13 +400,13 @@ pub fn now_ms() -> u64 {
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn format_ms(ms: u64) -> String {
+pub(crate) fn format_ms(ms: u64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(time).to_string()
 }
 
 /// Accepts RFC 3339 (`2026-11-24T10:00:00Z`) or milliseconds since the epoch.
-fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
+pub(crate) fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
     if let Ok(ms) = text.parse::<u64>() {
         return Ok(ms);
     }
@@ -397,7 +422,7 @@ fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
     Ok(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn show(record: &Record) -> Value {
+pub(crate) fn show(record: &Record) -> Value {
     let mut value = record.redacted().to_json();
     if let Value::Object(map) = &mut value {
         map.insert("kind".to_owned(), Value::String(record.kind().as_str().to_owned()));
@@ -405,7 +430,7 @@ fn show(record: &Record) -> Value {
     value
 }
 
-async fn lookup_admin(
+pub(crate) async fn lookup_admin(
     app: &App,
     name: &str,
 ) -> Result<Option<model::record::Administrator>, ApiError> {
@@ -418,7 +443,7 @@ async fn lookup_admin(
 }
 
 /// Verifies an administrator's password; failures are recorded in the Event Log.
-async fn check_password(
+pub(crate) async fn check_password(
     app: &App,
     name: &str,
     password: &str,
@@ -451,7 +476,7 @@ async fn check_password(
 /// An argon2id hash of a random string, verified against when the user does not exist.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1yJbUSEQ3HYd5ONjQx5s8yNQ4x0HVqmEqN3PBXc0P5s";
 
-fn journal_entry(
+pub(crate) fn journal_entry(
     level: Level,
     kind: &str,
     actor: Option<&str>,
@@ -474,7 +499,7 @@ async fn hash(password: String) -> Result<String, ApiError> {
 }
 
 /// Record kinds whose secret the API takes as `password` and stores only as a hash.
-fn hashed_secret(kind: RecordKind) -> bool {
+pub(crate) fn hashed_secret(kind: RecordKind) -> bool {
     matches!(kind, RecordKind::Administrator | RecordKind::PolicyService | RecordKind::RootPassword)
 }
 
@@ -547,7 +572,7 @@ async fn execute(app: &App, actor: &str, command: Command) -> Result<(), ApiErro
     Ok(())
 }
 
-async fn current(app: &App, key: RecordKey) -> Result<Option<Record>, ApiError> {
+pub(crate) async fn current(app: &App, key: RecordKey) -> Result<Option<Record>, ApiError> {
     Ok(app.readers.read(move |conn| Ok(projections::get(conn, &key)?)).await?)
 }
 
@@ -581,10 +606,21 @@ async fn create(
     kind: RecordKind,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let shown = create_record(&app, &admin.name, kind, body).await?;
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+/// Creates a record from an API body (or a web form turned into one); returns it redacted.
+pub(crate) async fn create_record(
+    app: &App,
+    actor: &str,
+    kind: RecordKind,
+    body: serde_json::Map<String, Value>,
+) -> Result<Value, ApiError> {
     let record = record_from_body(kind, body, None).await?;
     let shown = show(&record);
-    execute(&app, &admin.name, Command::Create(record)).await?;
-    Ok((StatusCode::CREATED, Json(shown)))
+    execute(app, actor, Command::Create(record)).await?;
+    Ok(shown)
 }
 
 /// PUT: replaces a named record that must exist, or sets a singleton.
@@ -593,8 +629,23 @@ async fn save(
     State(app): State<Arc<App>>,
     kind: RecordKind,
     path_name: Option<String>,
-    JsonBody(mut body): JsonBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
+    let token = admin.token.clone();
+    Ok(Json(save_record(&app, &admin.name, token.as_deref(), kind, path_name, body).await?))
+}
+
+/// Replaces a named record that must exist (`path_name`), or sets a singleton; returns it
+/// redacted. `token` is the acting session, kept when an administrator changes their own
+/// password.
+pub(crate) async fn save_record(
+    app: &App,
+    actor: &str,
+    token: Option<&str>,
+    kind: RecordKind,
+    path_name: Option<String>,
+    mut body: serde_json::Map<String, Value>,
+) -> Result<Value, ApiError> {
     let name = path_name.clone().unwrap_or_else(|| kind.as_str().to_owned());
     if let Some(path_name) = &path_name {
         let name_field = if kind == RecordKind::LocationAddresses { "location" } else { "name" };
@@ -614,7 +665,7 @@ async fn save(
         }
     }
     let key = RecordKey { kind, name };
-    let existing = current(&app, key.clone()).await?;
+    let existing = current(app, key.clone()).await?;
     if path_name.is_some() && existing.is_none() {
         return Err(Rejection::NotFound { key }.into());
     }
@@ -638,16 +689,15 @@ async fn save(
         _ => None,
     };
     let command = if kind.is_singleton() { Command::Save(record) } else { Command::Update(record) };
-    execute(&app, &admin.name, command).await?;
+    execute(app, actor, command).await?;
     if let Some(config) = new_tls {
         app.tls.reload_from_config(config);
     }
     if kind == RecordKind::Administrator && existing.is_some() {
         // A password changed by another administrator ends that account's other sessions.
-        app.sessions
-            .close_user(&key.name, admin.token.as_deref().filter(|_| admin.name == key.name));
+        app.sessions.close_user(&key.name, token.filter(|_| actor == key.name));
     }
-    Ok(Json(shown))
+    Ok(shown)
 }
 
 async fn remove(
@@ -656,7 +706,18 @@ async fn remove(
     kind: RecordKind,
     name: String,
 ) -> Result<StatusCode, ApiError> {
-    execute(&app, &admin.name, Command::Remove(RecordKey { kind, name: name.clone() })).await?;
+    remove_record(&app, &admin.name, kind, name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a record (or resets a singleton), undoing its run-time effects.
+pub(crate) async fn remove_record(
+    app: &App,
+    actor: &str,
+    kind: RecordKind,
+    name: String,
+) -> Result<(), ApiError> {
+    execute(app, actor, Command::Remove(RecordKey { kind, name: name.clone() })).await?;
     if kind == RecordKind::Certificates {
         // Back to the identity made on first start.
         let config = crate::tls::server_config(&app.tls_files)
@@ -666,7 +727,7 @@ async fn remove(
     if kind == RecordKind::Administrator {
         app.sessions.close_user(&name, None);
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 // ---- sessions and password -----------------------------------------------------------------
@@ -736,16 +797,35 @@ async fn change_password(
 ) -> Result<Json<Value>, ApiError> {
     let request: PasswordChange =
         serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
-    let mut account =
-        check_password(&app, &admin.name, &request.current_password).await.map_err(|_| {
-            ApiError::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_fields",
-                "current_password",
-                "is not correct",
-            )
-        })?;
-    if let Some(problem) = auth::password_problem(&request.new_password) {
+    change_own_password(
+        &app,
+        &admin.name,
+        admin.token.as_deref(),
+        &request.current_password,
+        request.new_password,
+    )
+    .await?;
+    Ok(Json(json!({"message": "password changed"})))
+}
+
+/// Changes `name`'s own password after checking the current one; ends the account's other
+/// sessions (all but `token`) and clears the forced change.
+pub(crate) async fn change_own_password(
+    app: &App,
+    name: &str,
+    token: Option<&str>,
+    current_password: &str,
+    new_password: String,
+) -> Result<(), ApiError> {
+    let mut account = check_password(app, name, current_password).await.map_err(|_| {
+        ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_fields",
+            "current_password",
+            "is not correct",
+        )
+    })?;
+    if let Some(problem) = auth::password_problem(&new_password) {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_fields",
@@ -753,7 +833,7 @@ async fn change_password(
             problem,
         ));
     }
-    if request.new_password == request.current_password {
+    if new_password == current_password {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_fields",
@@ -761,17 +841,17 @@ async fn change_password(
             "must differ from the current password",
         ));
     }
-    account.password_hash = hash(request.new_password).await?;
+    account.password_hash = hash(new_password).await?;
     account.must_change_password = false;
-    execute(&app, &admin.name, Command::Save(Record::Administrator(account))).await?;
-    app.sessions.close_user(&admin.name, admin.token.as_deref());
+    execute(app, name, Command::Save(Record::Administrator(account))).await?;
+    app.sessions.close_user(name, token);
     app.writer.journal(journal_entry(
         Level::Info,
         "password.changed",
-        Some(&admin.name),
+        Some(name),
         "password changed",
     ));
-    Ok(Json(json!({"message": "password changed"})))
+    Ok(())
 }
 
 // ---- status, configuration, history, logs --------------------------------------------------
@@ -925,7 +1005,15 @@ async fn config(
     State(app): State<Arc<App>>,
     Query(query): Query<AtQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let AtQuery { at } = query;
+    let (at_ms, records) = config_records(&app, query.at.as_deref()).await?;
+    Ok(Json(json!({"at": format_ms(at_ms), "records": records_json(records.iter())})))
+}
+
+/// Every record now, or as the log says it was at `at` (RFC 3339 or epoch milliseconds).
+pub(crate) async fn config_records(
+    app: &App,
+    at: Option<&str>,
+) -> Result<(u64, Vec<Record>), ApiError> {
     match at {
         None => {
             let records = app
@@ -938,12 +1026,12 @@ async fn config(
                     Ok(records)
                 })
                 .await?;
-            Ok(Json(json!({"at": format_ms(now_ms()), "records": records_json(records.iter())})))
+            Ok((now_ms(), records))
         }
         Some(at) => {
-            let at_ms = parse_time("at", &at)?;
+            let at_ms = parse_time("at", at)?;
             let state = app.readers.read(move |conn| crate::store::state_at(conn, at_ms)).await?;
-            Ok(Json(json!({"at": format_ms(at_ms), "records": records_json(state.records())})))
+            Ok((at_ms, state.records().cloned().collect()))
         }
     }
 }
@@ -987,18 +1075,19 @@ async fn config_diff(
     Ok(Json(json!({"from": format_ms(from_ms), "to": format_ms(to_ms), "changes": changes})))
 }
 
+/// Filters of both logs, as query parameters (the web pages take the same ones).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct LogQuery {
-    actor: Option<String>,
-    kind: Option<String>,
-    name: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    before: Option<u64>,
-    limit: Option<usize>,
-    level: Option<String>,
-    text: Option<String>,
+pub(crate) struct LogQuery {
+    pub(crate) actor: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) since: Option<String>,
+    pub(crate) until: Option<String>,
+    pub(crate) before: Option<u64>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) level: Option<String>,
+    pub(crate) text: Option<String>,
 }
 
 /// Rows per page when the client does not say.
@@ -1034,6 +1123,11 @@ async fn configuration_log(
     State(app): State<Arc<App>>,
     Query(query): Query<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    config_log_page(&app, config_log_filter(query)?).await
+}
+
+/// The Configuration Log's filter from query parameters.
+pub(crate) fn config_log_filter(query: LogQuery) -> Result<projections::ConfigLogQuery, ApiError> {
     if query.level.is_some() || query.text.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -1050,7 +1144,7 @@ async fn configuration_log(
         before_position: query.before,
         limit: page_limit(query.limit),
     };
-    config_log_page(&app, filter).await
+    Ok(filter)
 }
 
 async fn config_log_page(
@@ -1097,6 +1191,27 @@ async fn event_log(
     State(app): State<Arc<App>>,
     Query(query): Query<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let filter = journal_filter(query)?;
+    let limit = filter.limit;
+    let entries = app.readers.read(move |conn| Ok(eventlog::query_journal(conn, &filter)?)).await?;
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|entry| {
+            json!({
+                "id": entry.id,
+                "at": format_ms(entry.at_ms),
+                "level": format!("{:?}", entry.level).to_lowercase(),
+                "kind": entry.kind,
+                "actor": entry.actor,
+                "message": entry.message,
+            })
+        })
+        .collect();
+    Ok(Json(page(rows, limit, entries.last().map(|e| e.id))))
+}
+
+/// The Event Log's filter from query parameters.
+pub(crate) fn journal_filter(query: LogQuery) -> Result<JournalQuery, ApiError> {
     if query.actor.is_some()
         || query.name.is_some()
         || query.since.is_some()
@@ -1129,20 +1244,5 @@ async fn event_log(
         before_id: query.before,
         limit: page_limit(query.limit),
     };
-    let limit = filter.limit;
-    let entries = app.readers.read(move |conn| Ok(eventlog::query_journal(conn, &filter)?)).await?;
-    let rows: Vec<Value> = entries
-        .iter()
-        .map(|entry| {
-            json!({
-                "id": entry.id,
-                "at": format_ms(entry.at_ms),
-                "level": format!("{:?}", entry.level).to_lowercase(),
-                "kind": entry.kind,
-                "actor": entry.actor,
-                "message": entry.message,
-            })
-        })
-        .collect();
-    Ok(Json(page(rows, limit, entries.last().map(|e| e.id))))
+    Ok(filter)
 }

@@ -15,6 +15,7 @@ pub mod policy_service;
 pub mod store;
 pub mod tls;
 pub mod upgrade_service;
+pub mod web;
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -189,11 +190,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             upgrade_service::UpgradeService::new(config.upgrade.clone())
                 .context("setting up upgrades")?,
         ),
+        policy: policy.clone(),
     });
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, rustls_config.clone())
-        .handle(handle.clone())
-        .serve(http::router(app).merge(policy_service::router(policy)).into_make_service());
+    let server =
+        axum_server::from_tcp_rustls(listener, rustls_config.clone()).handle(handle.clone()).serve(
+            http::router(app.clone())
+                .merge(web::router(app))
+                .merge(policy_service::router(policy))
+                .into_make_service(),
+        );
 
     writer.journal(journal(
         eventlog::Level::Info,

@@ -3,6 +3,7 @@
 
 mod api;
 mod policy;
+mod web;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};

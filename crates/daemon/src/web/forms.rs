@@ -1,0 +1,483 @@
+//! The generic record form: fields made from a record kind's JSON schema
+//! (`RecordKind::json_schema()`), filled from a record as the API shows it, and turned back
+//! into the API's JSON body. Only input decoding happens here (numbers, addresses, lists);
+//! every rule is the model's, reached through `http.rs`, and its field errors are shown next
+//! to the fields with the operator's input kept.
+
+use super::{FormPairs, WebUser, csrf_input, esc, form_value};
+use crate::http::{self, ApiError};
+use model::{FieldError, RecordKind};
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+
+/// How a field is edited.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Input {
+    Text,
+    /// A PEM block or other long text.
+    TextArea,
+    Number,
+    Checkbox,
+    Select(Vec<String>),
+    /// A list of scalars, comma- or line-separated.
+    List {
+        numbers: bool,
+    },
+    /// Structured values (lists of objects) edited as JSON.
+    Json,
+    /// Write-only: never shown, kept when left empty.
+    Secret,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Field {
+    pub(crate) name: String,
+    pub(crate) label: String,
+    pub(crate) input: Input,
+    pub(crate) hint: Option<String>,
+    /// `ipv4` or `ip`: checked to parse, so the error lands next to the field.
+    pub(crate) address_format: Option<&'static str>,
+    /// A password the API stores only as a hash: left out when empty, never a placeholder.
+    pub(crate) hashed: bool,
+}
+
+/// Fields whose value `Record::redacted` hides, per kind. Hashed passwords are handled apart:
+/// the form asks for `password` as the API does.
+fn is_secret(kind: RecordKind, field: &str) -> bool {
+    matches!(
+        (kind, field),
+        (RecordKind::Bridge, "password")
+            | (RecordKind::Snmp, "community")
+            | (RecordKind::Certificates, "server_private_key_pem")
+            | (RecordKind::Cluster, "pre_shared_key")
+    )
+}
+
+fn label(name: &str) -> String {
+    let spaced = name.replace('_', " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The base type of a schema (`"integer"` for `["integer", "null"]`).
+fn base_type(schema: &Value) -> Option<&str> {
+    match &schema["type"] {
+        Value::String(name) => Some(name.as_str()),
+        Value::Array(names) => names.iter().filter_map(Value::as_str).find(|name| *name != "null"),
+        _ => None,
+    }
+}
+
+/// Allowed values of an enum schema (`enum` or `oneOf` of `const`s).
+fn choices(schema: &Value) -> Option<Vec<String>> {
+    if let Some(values) = schema["enum"].as_array() {
+        return Some(values.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    }
+    let variants = schema["oneOf"].as_array().or_else(|| schema["anyOf"].as_array())?;
+    let mut names = Vec::new();
+    for variant in variants {
+        if let Some(name) = variant["const"].as_str() {
+            names.push(name.to_owned());
+        } else if let Some(values) = variant["enum"].as_array() {
+            names.extend(values.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+    }
+    (!names.is_empty()).then_some(names)
+}
+
+fn address_format(schema: &Value) -> Option<&'static str> {
+    match schema["format"].as_str() {
+        Some("ipv4") => Some("ipv4"),
+        Some("ip") => Some("ip"),
+        _ => None,
+    }
+}
+
+/// The form fields of `kind`, the name first and the rest in schema order.
+pub(crate) fn fields(kind: RecordKind) -> Vec<Field> {
+    let schema = kind.json_schema();
+    let mut fields = Vec::new();
+    let Some(properties) = schema["properties"].as_object() else { return fields };
+    for (name, property) in properties {
+        if http::hashed_secret(kind) && name == "password_hash" {
+            fields.push(Field {
+                name: "password".to_owned(),
+                label: "Password".to_owned(),
+                input: Input::Secret,
+                hint: Some("Stored only as a hash.".to_owned()),
+                address_format: None,
+                hashed: true,
+            });
+            continue;
+        }
+        let input = if is_secret(kind, name) {
+            Input::Secret
+        } else if let Some(choices) = choices(property) {
+            Input::Select(choices)
+        } else {
+            match base_type(property) {
+                Some("boolean") => Input::Checkbox,
+                Some("integer") | Some("number") => Input::Number,
+                Some("array") => match base_type(&property["items"]) {
+                    Some("string") if choices(&property["items"]).is_none() => {
+                        Input::List { numbers: false }
+                    }
+                    Some("integer") | Some("number") => Input::List { numbers: true },
+                    _ => Input::Json,
+                },
+                Some("object") => Input::Json,
+                _ if name.ends_with("_pem") => Input::TextArea,
+                _ => Input::Text,
+            }
+        };
+        let mut hint = property["description"].as_str().map(str::to_owned);
+        match &input {
+            Input::List { .. } => {
+                hint = Some(join_hint(hint, "Separate values with commas."));
+            }
+            Input::Json => {
+                hint = Some(join_hint(hint, "A JSON list, for example [] for none."));
+            }
+            _ => {}
+        }
+        let address_format =
+            address_format(property).or_else(|| address_format(&property["items"]));
+        fields.push(Field {
+            name: name.clone(),
+            label: label(name),
+            input,
+            hint,
+            address_format,
+            hashed: false,
+        });
+    }
+    // serde_json keeps object keys sorted; the name (the record's identity) goes first.
+    fields.sort_by_key(|field| !matches!(field.name.as_str(), "name" | "location"));
+    fields
+}
+
+fn join_hint(hint: Option<String>, extra: &str) -> String {
+    match hint {
+        Some(hint) => format!("{hint} {extra}"),
+        None => extra.to_owned(),
+    }
+}
+
+/// What the form shows: submitted text (after an error) or a record's values.
+pub(crate) enum Values<'a> {
+    Empty,
+    /// A record as the API shows it (secrets redacted).
+    Record(&'a Value),
+    /// The operator's own input, kept after a refusal.
+    Submitted(&'a FormPairs),
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Values<'_> {
+    fn text(&self, field: &Field) -> String {
+        match self {
+            Values::Empty => String::new(),
+            Values::Submitted(form) => form_value(form, &field.name).to_owned(),
+            Values::Record(record) => {
+                let value = &record[&field.name];
+                match (&field.input, value) {
+                    (Input::Secret, _) => String::new(),
+                    (Input::List { .. }, Value::Array(items)) => {
+                        items.iter().map(scalar_text).collect::<Vec<_>>().join(", ")
+                    }
+                    (Input::Json, Value::Null) => String::new(),
+                    (Input::Json, other) => serde_json::to_string_pretty(other).unwrap_or_default(),
+                    (_, other) => scalar_text(other),
+                }
+            }
+        }
+    }
+
+    fn checked(&self, field: &Field) -> bool {
+        match self {
+            Values::Empty => matches!(field.name.as_str(), "enabled"),
+            Values::Submitted(form) => form.iter().any(|(name, _)| name == &field.name),
+            Values::Record(record) => record[&field.name].as_bool().unwrap_or(false),
+        }
+    }
+
+    /// Whether a secret is stored (shown as such, never its value).
+    fn secret_stored(&self, field: &Field) -> bool {
+        match self {
+            Values::Record(record) => {
+                record[&field.name].as_str().is_some_and(|text| !text.is_empty())
+                    || (field.hashed
+                        && record["password_hash"].as_str().is_some_and(|text| !text.is_empty()))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The error messages for `field`: errors on `field`, `field[2]` or `field.x`.
+fn errors_for<'a>(errors: &'a [FieldError], field: &str) -> Vec<&'a str> {
+    errors
+        .iter()
+        .filter(|error| {
+            error.field == field
+                || error
+                    .field
+                    .strip_prefix(field)
+                    .is_some_and(|rest| rest.starts_with('[') || rest.starts_with('.'))
+        })
+        .map(|error| error.message.as_str())
+        .collect()
+}
+
+/// Errors that belong to no field of the form, shown above it.
+pub(crate) fn unplaced_errors(fields: &[Field], error: &ApiError) -> Vec<String> {
+    if error.fields().is_empty() {
+        return vec![error.message().to_owned()];
+    }
+    error
+        .fields()
+        .iter()
+        .filter(|e| fields.iter().all(|f| errors_for(std::slice::from_ref(*e), &f.name).is_empty()))
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect()
+}
+
+/// One field's markup.
+pub(crate) fn render_field(
+    html: &mut String,
+    field: &Field,
+    values: &Values<'_>,
+    errors: &[FieldError],
+    read_only: bool,
+) {
+    let id = format!("field-{}", field.name);
+    let messages = errors_for(errors, &field.name);
+    let invalid = !messages.is_empty();
+    let _ = write!(html, "<div class=\"field{}\">", if invalid { " invalid" } else { "" });
+    let described = format!(" aria-describedby=\"{id}-help\"");
+    let invalid_attr = if invalid { " aria-invalid=\"true\"" } else { "" };
+    let name = esc(&field.name);
+    match &field.input {
+        Input::Checkbox => {
+            let checked = if values.checked(field) { " checked" } else { "" };
+            let _ = write!(
+                html,
+                "<label for=\"{id}\"><input type=\"checkbox\" id=\"{id}\" name=\"{name}\" value=\"true\"{checked}{described}{invalid_attr}> {}</label>",
+                esc(&field.label)
+            );
+        }
+        Input::Select(choices) => {
+            let current = values.text(field);
+            let _ = write!(
+                html,
+                "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
+                esc(&field.label)
+            );
+            if current.is_empty() {
+                html.push_str("<option value=\"\">(choose)</option>");
+            }
+            for choice in choices {
+                let selected = if *choice == current { " selected" } else { "" };
+                let _ = write!(
+                    html,
+                    "<option value=\"{0}\"{selected}>{1}</option>",
+                    esc(choice),
+                    esc(&label(choice))
+                );
+            }
+            html.push_str("</select>");
+        }
+        Input::TextArea | Input::Json => {
+            let _ = write!(
+                html,
+                "<label for=\"{id}\">{}</label><textarea id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>{}</textarea>",
+                esc(&field.label),
+                esc(&values.text(field))
+            );
+        }
+        Input::Secret => {
+            let stored = values.secret_stored(field);
+            let _ = write!(
+                html,
+                "<label for=\"{id}\">{}</label><input type=\"password\" id=\"{id}\" name=\"{name}\" autocomplete=\"new-password\"{described}{invalid_attr}>",
+                esc(&field.label)
+            );
+            if stored {
+                let _ = write!(
+                    html,
+                    "<p class=\"hint\">A value is stored; it is never shown. Leave empty to keep it.</p>\
+                     <label for=\"{id}-clear\"><input type=\"checkbox\" id=\"{id}-clear\" name=\"clear_{name}\" value=\"true\"> Clear the stored value</label>"
+                );
+            }
+        }
+        Input::Text | Input::Number | Input::List { .. } => {
+            let kind = if field.input == Input::Number { "number" } else { "text" };
+            let readonly = if read_only { " readonly" } else { "" };
+            let _ = write!(
+                html,
+                "<label for=\"{id}\">{}</label><input type=\"{kind}\" id=\"{id}\" name=\"{name}\" value=\"{}\"{readonly}{described}{invalid_attr}>",
+                esc(&field.label),
+                esc(&values.text(field))
+            );
+        }
+    }
+    let _ = write!(html, "<div id=\"{id}-help\">");
+    for message in messages {
+        let _ = write!(html, "<p class=\"error\">{}</p>", esc(message));
+    }
+    if let Some(hint) = &field.hint {
+        let _ = write!(html, "<p class=\"hint\">{}</p>", esc(hint));
+    }
+    html.push_str("</div></div>");
+}
+
+/// A whole record form posting to `action`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn render_form(
+    user: &WebUser,
+    action: &str,
+    fields: &[Field],
+    values: &Values<'_>,
+    error: Option<&ApiError>,
+    fixed_name: bool,
+    submit: &str,
+) -> String {
+    let mut html = String::new();
+    let placed: Vec<FieldError> = error.map(|e| e.fields().to_vec()).unwrap_or_default();
+    if let Some(error) = error {
+        html.push_str(&super::error_note("Not saved: correct the fields marked below."));
+        for message in unplaced_errors(fields, error) {
+            html.push_str(&super::error_note(&message));
+        }
+    }
+    let _ = write!(html, "<form method=\"post\" action=\"{}\" class=\"record\">", esc(action));
+    html.push_str(&csrf_input(user));
+    for field in fields {
+        let read_only = fixed_name && matches!(field.name.as_str(), "name" | "location");
+        render_field(&mut html, field, values, &placed, read_only);
+    }
+    let _ = write!(html, "<button type=\"submit\">{}</button></form>", esc(submit));
+    html
+}
+
+/// Turns a submitted form into the API's JSON body, or field errors for input that is not
+/// even of the right shape. `existing`: the record being edited exists (secrets left empty
+/// are kept).
+pub(crate) fn body_from_form(
+    fields: &[Field],
+    form: &FormPairs,
+    existing: bool,
+) -> Result<Map<String, Value>, Vec<FieldError>> {
+    let mut body = Map::new();
+    let mut errors = Vec::new();
+    let mut problem = |field: &str, message: &str| {
+        errors.push(FieldError { field: field.to_owned(), message: message.to_owned() });
+    };
+    for field in fields {
+        let text = form_value(form, &field.name).trim();
+        let name = field.name.clone();
+        match &field.input {
+            Input::Checkbox => {
+                let on = form.iter().any(|(key, _)| key == &field.name);
+                body.insert(name, Value::Bool(on));
+            }
+            Input::Secret => {
+                let clear = !form_value(form, &format!("clear_{}", field.name)).is_empty();
+                let hashed = field.hashed;
+                if !text.is_empty() {
+                    body.insert(name, Value::String(form_value(form, &field.name).to_owned()));
+                } else if clear && !hashed {
+                    body.insert(name, Value::String(String::new()));
+                } else if existing && !hashed {
+                    // The API keeps the stored secret when it gets the placeholder back.
+                    body.insert(name, Value::String(model::record::REDACTED.to_owned()));
+                }
+            }
+            Input::Number => {
+                if text.is_empty() {
+                    continue;
+                }
+                match text.parse::<i64>() {
+                    Ok(number) => {
+                        body.insert(name, Value::from(number));
+                    }
+                    Err(_) => problem(&field.name, "must be a whole number"),
+                }
+            }
+            Input::List { numbers } => {
+                let mut items = Vec::new();
+                for item in text.split([',', '\n']).map(str::trim).filter(|item| !item.is_empty()) {
+                    if *numbers {
+                        match item.parse::<i64>() {
+                            Ok(number) => items.push(Value::from(number)),
+                            Err(_) => problem(&field.name, &format!("{item:?} is not a number")),
+                        }
+                    } else {
+                        if let Some(format) = field.address_format
+                            && !address_ok(format, item)
+                        {
+                            problem(&field.name, &format!("{item:?} is not an {format} address"));
+                        }
+                        items.push(Value::String(item.to_owned()));
+                    }
+                }
+                body.insert(name, Value::Array(items));
+            }
+            Input::Json => {
+                if text.is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<Value>(text) {
+                    Ok(value) => {
+                        body.insert(name, value);
+                    }
+                    Err(error) => problem(&field.name, &format!("is not valid JSON: {error}")),
+                }
+            }
+            Input::Text | Input::TextArea | Input::Select(_) => {
+                // An empty field is left out: the record's default applies, or the model
+                // names the field as missing.
+                if text.is_empty() {
+                    continue;
+                }
+                if let Some(format) = field.address_format
+                    && !address_ok(format, text)
+                {
+                    problem(&field.name, &format!("is not an {format} address"));
+                }
+                let raw = form_value(form, &field.name);
+                let value = if field.input == Input::TextArea { raw } else { text };
+                body.insert(name, Value::String(value.to_owned()));
+            }
+        }
+    }
+    if errors.is_empty() { Ok(body) } else { Err(errors) }
+}
+
+fn address_ok(format: &str, text: &str) -> bool {
+    match format {
+        "ipv4" => text.parse::<std::net::Ipv4Addr>().is_ok(),
+        _ => text.parse::<std::net::IpAddr>().is_ok(),
+    }
+}
+
+/// Field errors from decoding, as the API's error so pages show both the same way.
+pub(crate) fn decoding_error(errors: Vec<FieldError>) -> ApiError {
+    let mut error = ApiError::new(
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_fields",
+        "some fields are not valid",
+    );
+    error.set_fields(errors);
+    error
+}

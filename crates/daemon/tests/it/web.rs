@@ -1,0 +1,340 @@
+//! The web pages at the HTTP level, as a browser without JavaScript uses them: log in, the
+//! forced password change, a bridge added through its form, a refused form that keeps the
+//! operator's input, CSRF refusals that change nothing, and logout.
+
+use crate::{NEW_PASSWORD, TestDaemon};
+use reqwest::{Method, StatusCode, redirect};
+use serde_json::Value;
+
+/// A cookie-keeping client that does not follow redirects, so each step is visible.
+struct Browser {
+    client: reqwest::Client,
+    url: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new(daemon: &TestDaemon) -> Browser {
+        let ca = std::fs::read(daemon.dir.path().join("tls/ca.pem")).unwrap();
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .redirect(redirect::Policy::none())
+            .build()
+            .unwrap();
+        Browser { client, url: daemon.url.clone(), cookie: None }
+    }
+
+    async fn send(&mut self, method: Method, path: &str, form: &[(&str, &str)]) -> Page {
+        let mut request = self.client.request(method.clone(), format!("{}{path}", self.url));
+        if let Some(cookie) = &self.cookie {
+            request = request.header("cookie", cookie);
+        }
+        if method == Method::POST {
+            let body: Vec<String> = form
+                .iter()
+                .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+                .collect();
+            request = request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.join("&"));
+        }
+        let response = request.send().await.unwrap();
+        if let Some(set) = response.headers().get("set-cookie") {
+            let set = set.to_str().unwrap();
+            let pair = set.split(';').next().unwrap().to_owned();
+            assert!(set.contains("Secure") && set.contains("HttpOnly"), "{set}");
+            assert!(set.contains("SameSite=Strict"), "{set}");
+            self.cookie = if pair.ends_with('=') { None } else { Some(pair) };
+        }
+        let status = response.status();
+        let location =
+            response.headers().get("location").map(|value| value.to_str().unwrap().to_owned());
+        Page { status, location, body: response.text().await.unwrap() }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        self.send(Method::GET, path, &[]).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.send(Method::POST, path, form).await
+    }
+
+    /// The CSRF token of the page at `path`.
+    async fn csrf(&mut self, path: &str) -> String {
+        let page = self.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        let marker = "name=\"csrf\" value=\"";
+        let start = page.body.find(marker).expect("a CSRF field") + marker.len();
+        page.body[start..].split('"').next().unwrap().to_owned()
+    }
+
+    async fn log_in(&mut self, password: &str) -> Page {
+        self.post("/login", &[("username", "admin"), ("password", password)]).await
+    }
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_forces_the_password_change_then_logout_ends_the_session() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = Browser::new(&daemon);
+    // Signed out, pages lead to the login page.
+    let page = browser.get("/status").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/login"));
+    let page = browser.get("/login").await;
+    assert!(page.body.contains("<label for=\"username\">"), "{}", page.body);
+
+    let page = browser.log_in("wrong password").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(browser.cookie.is_none());
+
+    let page = browser.log_in("TANDBERG").await;
+    assert_eq!(page.location.as_deref(), Some("/password"));
+    // Until the factory password is changed, every page leads to the password page.
+    let page = browser.get("/configuration/bridges").await;
+    assert_eq!(page.location.as_deref(), Some("/password"));
+
+    let csrf = browser.csrf("/password").await;
+    let page = browser
+        .post(
+            "/password",
+            &[("csrf", &csrf), ("current_password", "TANDBERG"), ("new_password", "short")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("at least 10 characters"), "{}", page.body);
+    let page = browser
+        .post(
+            "/password",
+            &[("csrf", &csrf), ("current_password", "TANDBERG"), ("new_password", NEW_PASSWORD)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Saved"));
+    let page = browser.get("/status").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Version"), "{}", page.body);
+    // The API takes the new password too: it is the same account.
+    let (status, _) = daemon.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let csrf = browser.csrf("/status").await;
+    let cookie = browser.cookie.clone();
+    let page = browser.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(page.location.as_deref(), Some("/login"));
+    // The old cookie no longer opens anything.
+    browser.cookie = cookie;
+    let page = browser.get("/status").await;
+    assert_eq!(page.location.as_deref(), Some("/login"));
+}
+
+async fn signed_in(daemon: &TestDaemon) -> Browser {
+    daemon.change_factory_password().await;
+    let mut browser = Browser::new(daemon);
+    let page = browser.log_in(NEW_PASSWORD).await;
+    assert_eq!(page.location.as_deref(), Some("/status"));
+    browser
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_added_through_its_form_is_saved_and_a_refused_form_keeps_the_input() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    let csrf = browser.csrf("/configuration/bridges").await;
+    let page = browser.get("/configuration/bridges").await;
+    assert!(page.body.contains("apply to the whole cluster"), "{}", page.body);
+    // Every input has a label.
+    for id in ["field-name", "field-address", "field-capacity_ports", "field-password"] {
+        assert!(page.body.contains(&format!("<label for=\"{id}\"")), "{id}");
+    }
+
+    // A capacity that is not a number and a missing address: refused, input kept.
+    let page = browser
+        .post(
+            "/configuration/bridges",
+            &[
+                ("csrf", &csrf),
+                ("name", "mcu-typed-name"),
+                ("bridge_type", "mcu"),
+                ("protocol", "https"),
+                ("username", "api"),
+                ("capacity_ports", "many"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.body);
+    assert!(page.body.contains("must be a whole number"), "{}", page.body);
+    assert!(page.body.contains("value=\"mcu-typed-name\""), "input lost: {}", page.body);
+    assert!(page.body.contains("value=\"many\""), "input lost");
+    let (_, bridges) = daemon.call(Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(bridges, Value::Array(vec![]));
+
+    // A model rule (capacity at least 1), refused by the model as through the API.
+    let page = browser
+        .post(
+            "/configuration/bridges",
+            &[
+                ("csrf", &csrf),
+                ("name", "mcu-1"),
+                ("bridge_type", "mcu"),
+                ("address", "127.0.0.9"),
+                ("protocol", "https"),
+                ("username", "api"),
+                ("capacity_ports", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.body);
+    assert!(page.body.contains("class=\"field invalid\""), "{}", page.body);
+    assert!(page.body.contains("value=\"127.0.0.9\""), "input lost");
+
+    let page = browser
+        .post(
+            "/configuration/bridges",
+            &[
+                ("csrf", &csrf),
+                ("name", "mcu-1"),
+                ("bridge_type", "mcu"),
+                ("address", "127.0.0.9"),
+                ("protocol", "https"),
+                ("username", "api"),
+                ("password", "bridge secret"),
+                ("capacity_ports", "20"),
+                ("enabled", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let location = page.location.unwrap();
+    let page = browser.get(&location).await;
+    assert!(page.body.contains("Saved: mcu-1 saved."), "{}", page.body);
+    let (status, bridge) = daemon.call(Method::GET, "/api/v1/bridges/mcu-1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bridge["capacity_ports"], 20);
+    assert_eq!(bridge["password"], "********");
+
+    // Editing without retyping the write-only password keeps it.
+    let page = browser.get("/configuration/bridges/mcu-1").await;
+    assert!(!page.body.contains("bridge secret"));
+    let page = browser
+        .post(
+            "/configuration/bridges/mcu-1",
+            &[
+                ("csrf", &csrf),
+                ("name", "mcu-1"),
+                ("bridge_type", "mcu"),
+                ("address", "127.0.0.10"),
+                ("protocol", "https"),
+                ("username", "api"),
+                ("password", ""),
+                ("capacity_ports", "20"),
+                ("enabled", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let (_, log) = daemon.call(Method::GET, "/api/v1/logs/configuration?kind=bridge", None).await;
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{log}");
+    assert_eq!(entries[0]["actor"], "admin");
+    // The password did not change: the before and after values are both the placeholder,
+    // and the API still holds a stored one.
+    assert_eq!(entries[0]["before"]["password"], entries[0]["after"]["password"]);
+    let page = browser.get("/logs/configuration?kind=bridge").await;
+    assert!(page.body.contains("127.0.0.10"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_without_the_sessions_csrf_token_are_refused_and_change_nothing() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    let bridge = [
+        ("name", "mcu-1"),
+        ("bridge_type", "mcu"),
+        ("address", "127.0.0.9"),
+        ("username", "api"),
+        ("capacity_ports", "20"),
+    ];
+    let page = browser.post("/configuration/bridges", &bridge).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let mut wrong = bridge.to_vec();
+    wrong.push(("csrf", "0000"));
+    let page = browser.post("/configuration/bridges", &wrong).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    // Another session's token is wrong for this one.
+    let mut other = Browser::new(&daemon);
+    other.log_in(NEW_PASSWORD).await;
+    let other_csrf = other.csrf("/status").await;
+    let mut foreign = bridge.to_vec();
+    foreign.push(("csrf", &other_csrf));
+    let page = browser.post("/configuration/bridges", &foreign).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = browser.post("/system/dns", &[("servers", "192.0.2.53")]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = browser.post("/logout", &[]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+
+    let (_, bridges) = daemon.call(Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(bridges, Value::Array(vec![]));
+    let (status, _) = daemon.call(Method::GET, "/api/v1/dns", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Still signed in: the refused logout did nothing either.
+    let page = browser.get("/status").await;
+    assert_eq!(page.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_local_pages_say_so_and_the_clustering_page_shows_this_system() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    let csrf = browser.csrf("/system/ipv4").await;
+    let page = browser.get("/system/ipv4").await;
+    assert!(page.body.contains("apply to this peer only"), "{}", page.body);
+    let page = browser
+        .post(
+            "/system/ipv4",
+            &[
+                ("csrf", &csrf),
+                ("address", "127.0.0.1"),
+                ("prefix_length", "8"),
+                ("gateway", "127.0.0.254"),
+                ("additional_addresses", "[]"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let page =
+        browser.post("/system/clustering", &[("csrf", &csrf), ("peer_1", "not an address")]).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("value=\"not an address\""), "{}", page.body);
+    let page = browser.get("/system/clustering").await;
+    assert!(page.body.contains("Cluster pre-shared key"), "{}", page.body);
+    assert!(page.body.contains("Peer 3 IP address"));
+    let page = browser.get("/history").await;
+    assert!(page.body.contains("Show configuration at this time"), "{}", page.body);
+    let page = browser.get("/logs/events?level=warning").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = browser.get("/logs/events?level=loud").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+}
