@@ -13,8 +13,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("replication", &["model", "eventlog"]),
     ("peering", &["model"]),
     ("backup", &["model", "eventlog"]),
-    ("daemon", &["model", "eventlog", "projections", "replication", "peering"]),
-    ("ctl", &["model"]),
+    ("daemon", &["model", "eventlog", "projections", "replication", "peering", "backup"]),
+    ("ctl", &["model", "eventlog", "backup"]),
 ];
 
 /// Workspace members outside the layering (they may depend on any of our crates).
