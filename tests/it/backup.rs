@@ -516,3 +516,86 @@ fn write_upcast_fixture(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, archive).unwrap();
 }
+
+/// Runs `batonctl` against `peer` in `cwd`; returns (success, stdout, stderr).
+fn batonctl(
+    peer: &Peer,
+    cwd: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let output = std::process::Command::new(baton_tests::binary("batonctl").unwrap())
+        .current_dir(cwd)
+        .args(["--url", &peer.daemon.url, "--ca"])
+        .arg(peer.daemon.data_dir.join("tls/ca.pem"))
+        .args(args)
+        .env("BATON_PASSWORD", TEST_PASSWORD)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The operator's path: `batonctl backup create`, `inspect` (manifest and the changes a restore
+/// would make), `restore`, plain and encrypted.
+#[test]
+fn batonctl_creates_inspects_and_restores_backups() {
+    let (dir, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let peer = Peer::start(dir.path(), SERIAL);
+    configure(&peer);
+    let backed_up = peer.records();
+    let (ok, stdout, stderr) = batonctl(&peer, work.path(), &["backup", "create"], &[]);
+    assert!(ok, "{stderr}");
+    let name = stdout.split_whitespace().nth(3).unwrap().to_owned();
+    assert!(name.ends_with("_backup.tar.gz") && name.contains(SERIAL), "{stdout}");
+    let secret = [("BATON_BACKUP_PASSWORD", BACKUP_PASSWORD)];
+    let (ok, _, stderr) = batonctl(
+        &peer,
+        work.path(),
+        &["backup", "create", "--encrypt", "--output", "secret.tar.gz.enc"],
+        &secret,
+    );
+    assert!(ok, "{stderr}");
+    change(&peer);
+
+    let (ok, stdout, stderr) = batonctl(&peer, work.path(), &["backup", "inspect", &name], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(SERIAL), "{stdout}");
+    assert!(stdout.contains("+ bridge mcu1"), "{stdout}");
+    assert!(stdout.contains("- bridge mcu3"), "{stdout}");
+    assert!(stdout.contains("~ ntp ntp: servers"), "{stdout}");
+    let (ok, stdout, stderr) = batonctl(
+        &peer,
+        work.path(),
+        &["--json", "backup", "inspect", "secret.tar.gz.enc"],
+        &secret,
+    );
+    assert!(ok, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["manifest"]["hardware_serial"], SERIAL);
+    assert_eq!(answer["changes"].as_array().unwrap().len(), 3, "{answer}");
+    let (ok, _, stderr) =
+        batonctl(&peer, work.path(), &["backup", "inspect", "secret.tar.gz.enc"], &[]);
+    assert!(!ok && stderr.contains("backup password"), "{stderr}");
+
+    let (ok, stdout, stderr) = batonctl(&peer, work.path(), &["backup", "restore", &name], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("restored"), "{stdout}");
+    assert_eq!(peer.records(), backed_up);
+    change(&peer);
+    let (ok, _, stderr) =
+        batonctl(&peer, work.path(), &["backup", "restore", "secret.tar.gz.enc"], &secret);
+    assert!(ok, "{stderr}");
+    assert_eq!(peer.records(), backed_up);
+    let (ok, stdout, _) = batonctl(&peer, work.path(), &["backup", "progress"], &[]);
+    assert!(ok && stdout.contains("restore done"), "{stdout}");
+    // A refusal is shown with its reason.
+    std::fs::write(work.path().join("junk.tar.gz"), b"junk").unwrap();
+    let (ok, _, stderr) = batonctl(&peer, work.path(), &["backup", "restore", "junk.tar.gz"], &[]);
+    assert!(!ok && stderr.contains("not a Baton backup"), "{stderr}");
+}
