@@ -140,7 +140,7 @@ fn progress_line(value: &Value) -> String {
         operation["done_bytes"].as_u64().unwrap_or(0),
         operation["total_bytes"].as_u64().unwrap_or(0),
     );
-    let percent = if total > 0 { done.saturating_mul(100) / total } else { 0 };
+    let percent = done.saturating_mul(100).checked_div(total).unwrap_or(0);
     let state = match operation["outcome"].as_str() {
         None => "running".to_owned(),
         Some("ok") => "done".to_owned(),
