@@ -353,10 +353,17 @@ fn restore_is_refused_while_clustered() {
     assert_refused(&peer, plain.clone(), None, 409, "restore_clustered");
     let (_, answer) = peer.restore(plain.clone(), None);
     assert!(answer["error"]["message"].as_str().unwrap().contains("standalone"), "{answer}");
+    let (clustered, _) = peer.backup(None);
     // Standalone again, the same archive restores.
     peer.put("/api/v1/cluster", json!({"pre_shared_key": "", "peers": []}));
     let (status, answer) = peer.restore(plain, None);
     assert_eq!(status, 200, "{answer}");
+    // A backup taken in a cluster restores as a standalone peer.
+    let (status, answer) = peer.restore(clustered, None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(peer.get("/api/v1/cluster")["peers"], json!([]));
+    assert_eq!(peer.get("/api/v1/licence")["edition"], "full");
+    assert!(peer.get("/api/v1/status")["cluster"].is_object());
 }
 
 /// A crash at each step of applying a restore leaves the old or the new configuration, whole,
@@ -598,4 +605,59 @@ fn batonctl_creates_inspects_and_restores_backups() {
     std::fs::write(work.path().join("junk.tar.gz"), b"junk").unwrap();
     let (ok, _, stderr) = batonctl(&peer, work.path(), &["backup", "restore", "junk.tar.gz"], &[]);
     assert!(!ok && stderr.contains("not a Baton backup"), "{stderr}");
+}
+
+/// Scheduled backups: with none of this machine's backups recent enough in the folder, one is
+/// written at once, restorable; the oldest beyond `keep_count` are deleted, and files that are
+/// not this machine's backups are left alone.
+#[test]
+fn scheduled_backups_are_written_and_pruned() {
+    let (dir, folder) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let peer = Peer::start(dir.path(), SERIAL);
+    configure(&peer);
+    let old = |day: u32| format!("0.1.0_{SERIAL}_2020010{day}_000000_backup.tar.gz");
+    for day in 1..=3 {
+        let path = folder.path().join(old(day));
+        std::fs::write(&path, b"an old backup").unwrap();
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(1_577_836_800 + 86_400 * u64::from(day));
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(at).unwrap();
+    }
+    let strangers =
+        [format!("0.1.0_{OTHER_SERIAL}_20200101_000000_backup.tar.gz"), "notes.txt".to_owned()];
+    for name in &strangers {
+        std::fs::write(folder.path().join(name), b"not ours").unwrap();
+    }
+    peer.put(
+        "/api/v1/backup-schedule",
+        json!({"enabled": true, "interval_hours": 24, "keep_count": 2,
+               "folder": folder.path(), "password": BACKUP_PASSWORD}),
+    );
+    assert_eq!(peer.get("/api/v1/backup-schedule")["password"], "********");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let new = loop {
+        let names: Vec<String> = std::fs::read_dir(folder.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        if let Some(new) = names.iter().find(|name| name.ends_with(".enc")) {
+            let mut names = names.clone();
+            names.sort();
+            let mut expected =
+                vec![old(3), new.clone(), strangers[0].clone(), strangers[1].clone()];
+            expected.sort();
+            if names == expected {
+                break new.clone();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no scheduled backup: {names:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(peer.event_log_kinds().contains(&"backup.scheduled".to_owned()));
+    let archive = std::fs::read(folder.path().join(&new)).unwrap();
+    change(&peer);
+    let (status, answer) = peer.restore(archive, Some(BACKUP_PASSWORD));
+    assert_eq!(status, 200, "{answer}");
+    // The restored configuration is the one backed up (with the schedule, saved before).
+    assert!(peer.get("/api/v1/bridges/mcu1")["name"] == "mcu1");
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Where a restore is staged inside the data directory (same file system, so renames work).
@@ -34,6 +35,8 @@ pub const PENDING_FILE: &str = "restore-pending";
 pub const RESTORE_APPLIED_KIND: &str = "restore.applied";
 /// Folder of the data directory whose files (the TLS identity) go into every backup.
 pub const TLS_DIR: &str = "tls";
+/// The start of the scratch folders `backup::write_backup` makes in the data directory.
+const BACKUP_SCRATCH_PREFIX: &str = "baton-backup-";
 /// Bytes per chunk of a streamed backup.
 pub const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks of a streamed backup waiting for the client; the backup pauses while it is full.
@@ -129,6 +132,203 @@ pub fn tls_extra_files(data_dir: &Path) -> io::Result<Vec<backup::ExtraFile>> {
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
+}
+
+/// Writes a backup of the running daemon's data directory into `output`: the database copied
+/// from a read connection (the writer keeps serving) and the TLS files. Blocking.
+pub fn write_backup_of(
+    data_dir: &Path,
+    serial: &str,
+    created_at_ms: u64,
+    password: Option<&str>,
+    output: impl Write,
+    operation: &Operation,
+) -> Result<backup::Manifest, String> {
+    let extra_files = tls_extra_files(data_dir).map_err(|e| format!("TLS files: {e}"))?;
+    let conn = eventlog::open_reader(&data_dir.join(crate::store::DATABASE_FILE))
+        .map_err(|e| e.to_string())?;
+    let options = backup::BackupOptions {
+        software_version: env!("CARGO_PKG_VERSION"),
+        hardware_serial: serial,
+        created_at_ms,
+        extra_files: &extra_files,
+        password,
+        kdf: backup::KdfParams::RECOMMENDED,
+        scratch_dir: data_dir,
+    };
+    let (manifest, _) = backup::write_backup(&conn, &options, output, &mut |p| operation.report(p))
+        .map_err(|e| e.to_string())?;
+    Ok(manifest)
+}
+
+// ---- scheduled backups ---------------------------------------------------------------------
+
+/// How often the scheduler checks whether a backup is due.
+pub const SCHEDULE_POLL_MS: u64 = 5_000;
+/// After a failed scheduled backup, the next attempt waits this long (not every poll).
+pub const SCHEDULE_RETRY_MS: u64 = 15 * 60 * 1000;
+
+/// Runs the `backup_schedule` record: when enabled and the newest backup of this machine in
+/// its folder is older than `interval_hours` (or there is none), writes a new one (aside, then
+/// renamed) and deletes the oldest beyond `keep_count`. Only files named as backups of this
+/// machine are ever counted or deleted.
+pub fn spawn_scheduler(
+    app: Arc<crate::http::App>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(SCHEDULE_POLL_MS));
+        let mut failed_at_ms: Option<u64> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let now_ms = crate::http::now_ms();
+            if failed_at_ms.is_some_and(|at| now_ms.saturating_sub(at) < SCHEDULE_RETRY_MS) {
+                continue;
+            }
+            let round = tokio::task::spawn_blocking({
+                let app = app.clone();
+                move || scheduled_backup(&app, now_ms)
+            })
+            .await;
+            let outcome = match round {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    tracing::error!(%error, "the backup scheduler panicked");
+                    continue;
+                }
+            };
+            match outcome {
+                Ok(None) => failed_at_ms = None,
+                Ok(Some((name, removed))) => {
+                    failed_at_ms = None;
+                    app.writer.journal(scheduler_entry(
+                        eventlog::Level::Info,
+                        "backup.scheduled",
+                        format!("scheduled backup {name} written; {removed} older ones removed"),
+                    ));
+                }
+                Err(message) => {
+                    failed_at_ms = Some(now_ms);
+                    tracing::error!(%message, "scheduled backup failed");
+                    app.writer.journal(scheduler_entry(
+                        eventlog::Level::Error,
+                        "backup.failed",
+                        format!("scheduled backup failed (next attempt in 15 minutes): {message}"),
+                    ));
+                }
+            }
+        }
+    })
+}
+
+fn scheduler_entry(
+    level: eventlog::Level,
+    kind: &str,
+    message: String,
+) -> eventlog::NewJournalEntry {
+    eventlog::NewJournalEntry {
+        at_ms: crate::http::now_ms(),
+        level,
+        kind: kind.to_owned(),
+        actor: Some("scheduler".to_owned()),
+        message,
+    }
+}
+
+/// One check; `Ok(Some((file name, backups removed)))` when a backup was written.
+fn scheduled_backup(
+    app: &crate::http::App,
+    now_ms: u64,
+) -> Result<Option<(String, usize)>, String> {
+    let key = model::RecordKey {
+        kind: model::RecordKind::BackupSchedule,
+        name: model::RecordKind::BackupSchedule.as_str().to_owned(),
+    };
+    let conn = eventlog::open_reader(&app.data_dir.join(crate::store::DATABASE_FILE))
+        .map_err(|e| e.to_string())?;
+    let Some(model::Record::BackupSchedule(schedule)) =
+        projections::get(&conn, &key).map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    drop(conn);
+    if !schedule.enabled {
+        return Ok(None);
+    }
+    let serial = app.hardware_serial.clone()?;
+    let folder = PathBuf::from(&schedule.folder);
+    let interval_ms = u64::from(schedule.interval_hours) * 3_600_000;
+    let existing = scheduled_backups(&folder, &serial)?;
+    if existing.first().is_some_and(|(_, at_ms)| now_ms.saturating_sub(*at_ms) < interval_ms) {
+        return Ok(None);
+    }
+    let Some(operation) = app.operations.begin("scheduled backup", now_ms) else {
+        return Ok(None);
+    };
+    let password = Some(schedule.password.as_str()).filter(|p| !p.is_empty());
+    let name = backup::file_name(env!("CARGO_PKG_VERSION"), &serial, now_ms, password.is_some());
+    let written = (|| -> Result<(), String> {
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| format!("creating {}: {e}", folder.display()))?;
+        let partial = folder.join(format!("{name}.partial"));
+        let file = std::fs::File::create(&partial)
+            .map_err(|e| format!("creating {}: {e}", partial.display()))?;
+        let mut output = io::BufWriter::new(file);
+        let result =
+            write_backup_of(&app.data_dir, &serial, now_ms, password, &mut output, &operation)
+                .and_then(|_| {
+                    let file = output.into_inner().map_err(|e| e.to_string())?;
+                    file.sync_all().map_err(|e| e.to_string())?;
+                    std::fs::rename(&partial, folder.join(&name)).map_err(|e| e.to_string())
+                });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        result?;
+        std::fs::File::open(&folder).and_then(|dir| dir.sync_all()).map_err(|e| e.to_string())
+    })();
+    operation.finish(written.clone());
+    written?;
+    let keep_count = usize::try_from(schedule.keep_count).unwrap_or(usize::MAX);
+    let mut removed = 0;
+    for (path, _) in scheduled_backups(&folder, &serial)?.into_iter().skip(keep_count) {
+        std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        removed += 1;
+    }
+    Ok(Some((name, removed)))
+}
+
+/// This machine's backups in `folder` (by their file names), newest first by modification time.
+pub fn scheduled_backups(folder: &Path, serial: &str) -> Result<Vec<(PathBuf, u64)>, String> {
+    // The serial as `backup::file_name` writes it (unsafe characters replaced).
+    let sample = backup::file_name("0", serial, 0, false);
+    let serial_part = sample.split('_').nth(1).unwrap_or_default();
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(format!("reading {}: {error}", folder.display())),
+    };
+    let mut backups = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name.split('_').nth(1) == Some(serial_part)
+            && (name.ends_with("_backup.tar.gz") || name.ends_with("_backup.tar.gz.enc"));
+        let Ok(metadata) = entry.metadata() else { continue };
+        if !ours || !metadata.is_file() {
+            continue;
+        }
+        let modified_ms = metadata
+            .modified()
+            .ok()
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        backups.push((entry.path(), modified_ms));
+    }
+    backups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    Ok(backups)
 }
 
 // ---- streaming -----------------------------------------------------------------------------
@@ -399,7 +599,7 @@ pub enum Recovered {
 
 /// Runs before the log is opened: `backup::recover` for an interrupted offline swap, then the
 /// daemon's own pending restore (see the module documentation), then removes a leftover
-/// staging directory (a crash while staging).
+/// staging directory (a crash while staging) and backup scratch folders.
 pub fn recover(data_dir: &Path) -> Result<Recovered, ApplyError> {
     match backup::recover(data_dir) {
         Ok(outcome) => {
@@ -438,6 +638,14 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, ApplyError> {
         Err(error) => return Err(io_context("reading the restore journal")(error)),
     }
     let _ = std::fs::remove_file(pending_path.with_extension("partial"));
+    // Scratch folders of backups a crash interrupted (`backup::write_backup` names them so).
+    if let Ok(entries) = std::fs::read_dir(data_dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(BACKUP_SCRATCH_PREFIX) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     if staging_dir.exists() {
         std::fs::remove_dir_all(&staging_dir)
             .map_err(io_context(format!("removing {}", staging_dir.display())))?;

@@ -1108,26 +1108,18 @@ async fn create_backup(
     let name = file_name.clone();
     tokio::task::spawn_blocking(move || {
         let mut output = crate::backups::ChannelWriter::new(queue);
-        let result = (|| -> Result<backup::Manifest, String> {
-            let extra_files = crate::backups::tls_extra_files(&data_dir)
-                .map_err(|e| format!("TLS files: {e}"))?;
-            let conn = eventlog::open_reader(&data_dir.join(crate::store::DATABASE_FILE))
-                .map_err(|e| e.to_string())?;
-            let options = backup::BackupOptions {
-                software_version: env!("CARGO_PKG_VERSION"),
-                hardware_serial: &serial,
-                created_at_ms,
-                extra_files: &extra_files,
-                password: request.password.as_deref(),
-                kdf: backup::KdfParams::RECOMMENDED,
-                scratch_dir: &data_dir,
-            };
-            let (manifest, _) =
-                backup::write_backup(&conn, &options, &mut output, &mut |p| operation.report(p))
-                    .map_err(|e| e.to_string())?;
+        let result = crate::backups::write_backup_of(
+            &data_dir,
+            &serial,
+            created_at_ms,
+            request.password.as_deref(),
+            &mut output,
+            &operation,
+        )
+        .and_then(|manifest| {
             std::io::Write::flush(&mut output).map_err(|e| e.to_string())?;
             Ok(manifest)
-        })();
+        });
         match result {
             Ok(manifest) => {
                 writer.journal(journal_entry(

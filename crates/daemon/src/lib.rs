@@ -172,7 +172,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let handle = axum_server::Handle::new();
     let server = axum_server::from_tcp_rustls(listener, rustls_config.clone())
         .handle(handle.clone())
-        .serve(http::router(app).into_make_service());
+        .serve(http::router(app.clone()).into_make_service());
+    let scheduler = backups::spawn_scheduler(app, shutdown.clone());
 
     match recovered {
         backups::Recovered::Nothing => {}
@@ -213,6 +214,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let served = server.await.context("admin API server failed");
         stopper.abort();
         watchdog.abort();
+        scheduler.abort();
         writer.journal(journal(
             eventlog::Level::Info,
             "daemon.stopped",

@@ -62,6 +62,10 @@ fn sample(kind: RecordKind) -> Record {
         RecordKind::Cluster => {
             serde_json::json!({"pre_shared_key": "secret key", "peers": ["192.0.2.1"]})
         }
+        RecordKind::BackupSchedule => {
+            serde_json::json!({"enabled": true, "interval_hours": 24, "keep_count": 7,
+                               "folder": "/var/backups/baton", "password": "p"})
+        }
     };
     Record::from_json(kind, value).unwrap()
 }
