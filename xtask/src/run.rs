@@ -30,6 +30,11 @@ pub(crate) fn run(data_dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Resu
     let mut command =
         cargo(&["run", "--quiet", "-p", "daemon", "--bin", "batond", "--", "--data-dir"]);
     command.arg(&data_dir).args(["--admin-listen", &listen]);
+    // A workstation has no DMI serial worth using (or cannot read it without root); the
+    // development override keeps backups and restores usable.
+    if std::env::var_os("BATON_HARDWARE_SERIAL").is_none() {
+        command.env("BATON_HARDWARE_SERIAL", "DEV-WORKSTATION");
+    }
     exec(command, "`cargo run -p daemon --bin batond`")
 }
 
