@@ -4,13 +4,15 @@
 //! client as it is produced. A restore is streamed in, staged and verified aside
 //! (`backup::stage_restore`: refusals change nothing), then applied in the running daemon:
 //!
-//! 1. the replaced TLS files are copied to `pre-restore-<ms>.files/`, and `restore-pending`
-//!    (a small journal naming the restore and its files) is written and renamed into place;
+//! 1. the replaced TLS files are copied to `pre-restore-<ms>.files/`, the restored ones are
+//!    moved out of the staging directory to `restore-files/`, and `restore-pending` (a small
+//!    journal naming the restore and its files) is written and renamed into place;
 //! 2. the writer swaps the database content in one SQLite transaction (`Store::restore_from`,
 //!    after a `pre-restore-<ms>.db` safety copy); the restored Event Log holds a
 //!    `restore.applied` entry naming the restore — **the commit point**;
-//! 3. each staged TLS file is renamed over the current one, then `restore-pending` and the
-//!    staging directory go, and the listener's TLS identity is reloaded.
+//! 3. each restored TLS file is renamed over the current one, then `restore-pending`,
+//!    `restore-files/` and the staging directory go, and the listener's TLS identity is
+//!    reloaded.
 //!
 //! At start-up [`recover`] finishes or forgets an interrupted restore: with `restore-pending`
 //! present, the files are moved in if the database holds that restore's `restore.applied`
@@ -31,6 +33,9 @@ use tokio::sync::mpsc;
 pub const STAGING_DIR: &str = "restore-staging";
 /// Present only while a verified restore is being applied; see the module documentation.
 pub const PENDING_FILE: &str = "restore-pending";
+/// The restored extra files wait here (taken out of the staging directory, which the backup
+/// crate removes when its `Staged` is dropped) until they are moved into place.
+pub const FILES_DIR: &str = "restore-files";
 /// The Event Log kind of the entry that marks a restore as applied in the restored database.
 pub const RESTORE_APPLIED_KIND: &str = "restore.applied";
 /// Folder of the data directory whose files (the TLS identity) go into every backup.
@@ -498,6 +503,16 @@ pub async fn apply(
             copied_any = true;
         }
     }
+    let files_dir = data_dir.join(FILES_DIR);
+    if files_dir.exists() {
+        std::fs::remove_dir_all(&files_dir)
+            .map_err(io_context(format!("removing {}", files_dir.display())))?;
+    }
+    let staged_files = staged.staging_dir().join("files");
+    if staged_files.exists() {
+        std::fs::rename(&staged_files, &files_dir)
+            .map_err(io_context(format!("moving {}", staged_files.display())))?;
+    }
     let pending = Pending { restore_id: restore_id.clone(), files: files.clone() };
     let pending_json = serde_json::to_vec(&pending).map_err(|error| ApplyError::Io {
         context: "encoding the restore journal".to_owned(),
@@ -526,17 +541,20 @@ pub async fn apply(
         Err(error) => {
             // Before the commit point: forget the pending restore.
             let _ = std::fs::remove_file(data_dir.join(PENDING_FILE));
+            let _ = std::fs::remove_dir_all(&files_dir);
             return Err(error.into());
         }
     };
     crash_point("database");
 
     // 3. the files, then the cleanup.
-    move_staged_files(staged.staging_dir(), data_dir, &files)?;
+    // An error from here on leaves `restore-pending` for the next start-up to finish.
+    move_staged_files(&files_dir, data_dir, &files)?;
     crash_point("files");
     std::fs::remove_file(data_dir.join(PENDING_FILE))
         .map_err(io_context("removing the restore journal"))?;
     sync_dir(data_dir)?;
+    let _ = std::fs::remove_dir_all(&files_dir);
     Ok(Applied { safety_database, safety_files_dir: copied_any.then_some(safety_files_dir), files })
 }
 
@@ -547,15 +565,15 @@ fn random_bytes() -> [u8; 8] {
     bytes
 }
 
-/// Renames each staged extra file over its current one (atomic per file), then syncs the
-/// folders. Files already moved (a recovery running again) are skipped.
+/// Renames each restored extra file (in `files_dir`) over its current one (atomic per file),
+/// then syncs the folders. Files already moved (a recovery running again) are skipped.
 fn move_staged_files(
-    staging_dir: &Path,
+    files_dir: &Path,
     data_dir: &Path,
     files: &[String],
 ) -> Result<(), ApplyError> {
     for name in files {
-        let source = staging_dir.join("files").join(name);
+        let source = files_dir.join(name);
         if !source.exists() {
             continue;
         }
@@ -625,7 +643,7 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, ApplyError> {
                     source: error.into(),
                 })?;
             if restore_applied(data_dir, &pending.restore_id)? {
-                move_staged_files(&staging_dir, data_dir, &pending.files)?;
+                move_staged_files(&data_dir.join(FILES_DIR), data_dir, &pending.files)?;
                 outcome = Recovered::Finished;
             } else {
                 outcome = Recovered::Abandoned;
@@ -646,9 +664,11 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, ApplyError> {
             }
         }
     }
-    if staging_dir.exists() {
-        std::fs::remove_dir_all(&staging_dir)
-            .map_err(io_context(format!("removing {}", staging_dir.display())))?;
+    for leftover in [staging_dir, data_dir.join(FILES_DIR)] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(&leftover)
+                .map_err(io_context(format!("removing {}", leftover.display())))?;
+        }
     }
     Ok(outcome)
 }
