@@ -1,6 +1,7 @@
-//! Tests across real processes: crash safety of `batond` and the CLI against a live daemon.
+//! Tests across real processes: crash safety of `batond`, backup and restore, clusters, and the CLI against a live daemon.
 #![allow(clippy::unwrap_used)]
 
+mod backup;
 mod browser;
 mod cli;
 mod cluster;

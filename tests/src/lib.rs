@@ -52,6 +52,16 @@ impl Batond {
 
     /// Starts a daemon whose admin API listens on `ip` (any port), with extra flags.
     pub fn start_with(data_dir: &Path, ip: &str, extra_args: &[String]) -> anyhow::Result<Batond> {
+        Batond::start_with_env(data_dir, ip, extra_args, &[])
+    }
+
+    /// [`Batond::start_with`] with extra environment variables (e.g. `BATON_HARDWARE_SERIAL`).
+    pub fn start_with_env(
+        data_dir: &Path,
+        ip: &str,
+        extra_args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Batond> {
         let url_file = data_dir.join("admin-url");
         let _ = std::fs::remove_file(&url_file);
         let child = Command::new(binary("batond")?)
@@ -59,6 +69,7 @@ impl Batond {
             .arg(data_dir)
             .args(["--admin-listen", &format!("{ip}:0")])
             .args(extra_args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "error".to_owned()))
             .stdin(Stdio::null())
             .spawn()

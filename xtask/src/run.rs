@@ -62,7 +62,13 @@ pub(crate) fn run(data_dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Resu
     let url_file = data_dir.join("admin-url");
     let _ = std::fs::remove_file(&url_file);
     let listen_text = listen.to_string();
-    let batond = Command::new(bin.join("batond"))
+    let mut batond = Command::new(bin.join("batond"));
+    // A workstation has no DMI serial worth using (or cannot read it without root); the
+    // development override keeps backups and restores usable.
+    if std::env::var_os("BATON_HARDWARE_SERIAL").is_none() {
+        batond.env("BATON_HARDWARE_SERIAL", "DEV-WORKSTATION");
+    }
+    let batond = batond
         .arg("--data-dir")
         .arg(&data_dir)
         .args(["--admin-listen", &listen_text, "--policy-http-listen", POLICY_HTTP_LISTEN])

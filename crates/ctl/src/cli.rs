@@ -95,6 +95,39 @@ pub(crate) enum Command {
     /// The Configuration Log (who changed what) or this peer's Event Log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Back up this peer, restore a backup, or inspect one without applying it.
+    #[command(subcommand, after_help = BACKUP_HELP)]
+    Backup(BackupCommand),
+}
+
+const BACKUP_HELP: &str = "\
+The backup password (of an encrypted backup) comes from BATON_BACKUP_PASSWORD, else from the
+next line of stdin (after the login password's line with --password-stdin), asked for without
+echo on a terminal. Restore is refused, with nothing changed, for a backup of another machine,
+of newer software, a wrong password, a damaged or truncated file, and while the peer is in a
+cluster (put it in standalone mode first). Examples:
+  batonctl backup create --output peer1.tar.gz
+  batonctl backup create --encrypt
+  batonctl backup inspect 0.1.0_SERIAL_20261124_100000_backup.tar.gz.enc
+  batonctl backup restore peer1.tar.gz";
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum BackupCommand {
+    /// Download a backup of this peer (configuration, its own settings, certificates).
+    Create {
+        /// Where to write it; default: the daemon's file name in the current folder.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Encrypt it with a backup password (see below for where it is read from).
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Restore a backup on this peer, at once and without a restart.
+    Restore { file: PathBuf },
+    /// Show a backup's manifest and, when a daemon answers, what restoring it would change.
+    Inspect { file: PathBuf },
+    /// The running (or last) backup or restore: bytes done of the total.
+    Progress,
 }
 
 #[derive(Subcommand, Debug)]

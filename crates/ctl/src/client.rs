@@ -120,16 +120,40 @@ impl Client {
         self.send(Method::DELETE, path, None)
     }
 
+    /// A request with the credentials, for bodies and answers that are not JSON (backups).
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .basic_auth(&self.user, Some(&self.password))
+    }
+
+    /// Sends a request made by [`Client::request`]; a 4xx/5xx answer becomes an [`ApiError`],
+    /// anything else is returned unread.
+    pub(crate) fn send_raw(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let response = request.send().with_context(|| format!("cannot reach {}", self.url))?;
+        if response.status().as_u16() >= 400 {
+            return Err(answer(response).err().unwrap_or_else(|| anyhow::anyhow!("HTTP error")));
+        }
+        Ok(response)
+    }
+
     /// Sends one request; a 4xx/5xx answer becomes an [`ApiError`].
     fn send(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .basic_auth(&self.user, Some(&self.password));
+        let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request.send().with_context(|| format!("cannot reach {}", self.url))?;
+        answer(response)
+    }
+}
+
+/// Reads a JSON answer; a 4xx/5xx becomes an [`ApiError`].
+pub(crate) fn answer(response: reqwest::blocking::Response) -> anyhow::Result<Value> {
+    {
         let status = response.status().as_u16();
         let text = response.text().context("reading the answer")?;
         let value = if text.trim().is_empty() {

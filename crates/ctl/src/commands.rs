@@ -1,7 +1,9 @@
 //! Runs a parsed command line: status, password, configuration, history and logs here; record
 //! collections in [`crate::records`].
 
-use crate::cli::{Command, ConfigCommand, Globals, Invocation, LogCommand, Page, Parsed};
+use crate::cli::{
+    BackupCommand, Command, ConfigCommand, Globals, Invocation, LogCommand, Page, Parsed,
+};
 use crate::client::{self, Client};
 use crate::output::Output;
 use crate::{prompt, records, render};
@@ -20,6 +22,10 @@ pub(crate) fn run(parsed: Parsed) -> anyhow::Result<()> {
     }
     if let Invocation::Command(Command::Password) = invocation {
         return change_password(&globals, out);
+    }
+    if let Invocation::Command(Command::Backup(BackupCommand::Inspect { file })) = &invocation {
+        // The archive is read first: a daemon is only needed for the diff.
+        return crate::backups::inspect(&globals, out, file);
     }
     let password = prompt::login_password(&globals)?;
     let client = Client::new(&globals, password.clone())?;
@@ -55,6 +61,7 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
             text
         }),
         Command::Password => Ok(()),
+        Command::Backup(command) => crate::backups::run(client, out, command),
         Command::Config(ConfigCommand::Show { at }) => config_at(client, out, at),
         Command::Config(ConfigCommand::At { time }) => config_at(client, out, Some(time)),
         Command::Config(ConfigCommand::Diff { from, to }) => {

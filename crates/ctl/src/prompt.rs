@@ -51,6 +51,19 @@ pub(crate) fn cluster_key() -> anyhow::Result<String> {
     }
 }
 
+/// The password of an encrypted backup: BATON_BACKUP_PASSWORD, else the next line of stdin
+/// (asked twice on a terminal when `confirm`, i.e. when making a backup).
+pub(crate) fn backup_password(confirm: bool) -> anyhow::Result<String> {
+    if let Some(password) = env("BATON_BACKUP_PASSWORD") {
+        return Ok(password);
+    }
+    let password = secret("backup password")?;
+    if confirm && std::io::stdin().is_terminal() && secret("backup password again")? != password {
+        bail!("the backup passwords differ");
+    }
+    Ok(password)
+}
+
 /// An environment variable that is set and not empty.
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())

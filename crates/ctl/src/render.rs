@@ -31,7 +31,7 @@ pub(crate) fn api_error(error: &ApiError) -> String {
 }
 
 /// A value as one line of text: lists joined by `, `, objects as `key=value` pairs.
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),

@@ -39,6 +39,12 @@ pub struct App {
     pub upgrade: Arc<crate::upgrade_service::UpgradeService>,
     /// For the web Status page: bridge health as the policy service sees it.
     pub policy: Arc<crate::policy_service::PolicyService>,
+    /// Holds the database, the TLS identity, safety copies and the restore staging folder.
+    pub data_dir: std::path::PathBuf,
+    /// This machine's hardware serial (`backup::hardware_serial`), or why it is unknown.
+    pub hardware_serial: Result<String, String>,
+    /// The backup or restore running, if any, and its progress.
+    pub operations: crate::backups::Operations,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -60,6 +66,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/history/{collection}/{name}", get(history))
         .route("/api/v1/logs/configuration", get(configuration_log))
         .route("/api/v1/logs/events", get(event_log))
+        .route("/api/v1/backups", post(create_backup))
+        .route("/api/v1/backups/progress", get(backup_progress))
+        .route(
+            "/api/v1/restore",
+            // The archive is streamed, never buffered; the limit is enforced while reading.
+            post(restore).layer(DefaultBodyLimit::max(
+                usize::try_from(crate::backups::RESTORE_BODY_BYTES_MAX).unwrap_or(usize::MAX),
+            )),
+        )
         .route("/api/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }));
     for &kind in RecordKind::ALL {
         let collection = format!("{API_PREFIX}/{}", kind.collection());
@@ -875,6 +890,8 @@ async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, Ap
         "projections_position": projections_position,
         "projections_current": projections_position == log_position,
         "cluster": app.cluster.status(),
+        "hardware_serial": app.hardware_serial.as_ref().ok(),
+        "hardware_serial_problem": app.hardware_serial.as_ref().err(),
     })))
 }
 
@@ -1245,4 +1262,266 @@ pub(crate) fn journal_filter(query: LogQuery) -> Result<JournalQuery, ApiError> 
         limit: page_limit(query.limit),
     };
     Ok(filter)
+}
+
+// ---- backup and restore --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRequest {
+    password: Option<String>,
+}
+
+fn serial(app: &App) -> Result<String, ApiError> {
+    app.hardware_serial.clone().map_err(|problem| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_hardware_serial", problem)
+    })
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "operation_in_progress",
+        "a backup or restore is already running; see GET /api/v1/backups/progress",
+    )
+}
+
+/// `POST /api/v1/backups`: streams a backup archive (encrypted when the optional JSON body
+/// gives a password). The copy is taken from a read connection, so the daemon keeps serving.
+async fn create_backup(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: BackupRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        BackupRequest { password: None }
+    } else {
+        serde_json::from_slice(&body).map_err(|error| body_error(&error))?
+    };
+    if request.password.as_deref() == Some("") {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_fields",
+            "password",
+            "must not be empty; leave it out for an unencrypted backup",
+        ));
+    }
+    let serial = serial(&app)?;
+    let created_at_ms = now_ms();
+    let operation = app.operations.begin("backup", created_at_ms).ok_or_else(busy)?;
+    let encrypted = request.password.is_some();
+    let file_name = backup::file_name(env!("CARGO_PKG_VERSION"), &serial, created_at_ms, encrypted);
+    let (queue, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(
+        crate::backups::STREAM_QUEUE_CHUNKS,
+    );
+    let data_dir = app.data_dir.clone();
+    let writer = app.writer.clone();
+    let name = file_name.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut output = crate::backups::ChannelWriter::new(queue);
+        let result = crate::backups::write_backup_of(
+            &data_dir,
+            &serial,
+            created_at_ms,
+            request.password.as_deref(),
+            &mut output,
+            &operation,
+        )
+        .and_then(|manifest| {
+            std::io::Write::flush(&mut output).map_err(|e| e.to_string())?;
+            Ok(manifest)
+        });
+        match result {
+            Ok(manifest) => {
+                writer.journal(journal_entry(
+                    Level::Info,
+                    "backup.created",
+                    Some(&admin.name),
+                    format!(
+                        "backup {name} created ({} bytes of data{})",
+                        manifest.members_size_bytes(),
+                        if encrypted { ", encrypted" } else { "" }
+                    ),
+                ));
+                operation.finish(Ok(()));
+            }
+            Err(message) => {
+                tracing::error!(%message, "backup failed");
+                writer.journal(journal_entry(
+                    Level::Error,
+                    "backup.failed",
+                    Some(&admin.name),
+                    format!("backup {name} failed: {message}"),
+                ));
+                operation.finish(Err(message.clone()));
+                output.fail(message);
+            }
+        }
+    });
+    // Wait for the first bytes, so a backup that cannot start is a JSON error, not a 200.
+    let first = match chunks.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(error)) => return Err(ApiError::internal(format!("backup failed: {error}"))),
+        None => return Err(ApiError::internal("the backup stopped without a word")),
+    };
+    let rest = futures_util::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    });
+    let stream =
+        futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok(first) }), rest);
+    let content_type = if encrypted { "application/octet-stream" } else { "application/gzip" };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file_name}\"")),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/backups/progress`: the running (or last) backup or restore.
+async fn backup_progress(_: Ready, State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({"operation": app.operations.progress()}))
+}
+
+/// The API's answer to a refused or failed restore, with a stable code per refusal.
+fn restore_error(error: &backup::Error) -> ApiError {
+    use backup::Error as E;
+    let code = match error {
+        E::UnknownFormat { .. } => "backup_unknown_format",
+        E::FormatTooNew { .. } => "backup_format_too_new",
+        E::PasswordRequired => "backup_password_required",
+        E::WrongPasswordOrTampered => "backup_wrong_password",
+        E::Corrupt { .. } | E::BadVersion { .. } => "backup_corrupt",
+        E::Truncated => "backup_truncated",
+        E::UnsafeMember { .. } | E::BadExtraFile { .. } => "backup_unsafe_member",
+        E::WrongSerial { .. } => "backup_other_machine",
+        E::NewerSoftware { .. } => "backup_newer_software",
+        _ => return ApiError::internal(error),
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string())
+}
+
+/// `POST /api/v1/restore`: the archive as the body, streamed; the password of an encrypted one
+/// in `X-Baton-Backup-Password`. Refused (and nothing changed) unless the archive verifies,
+/// belongs to this machine and this peer is standalone; otherwise applied without a restart.
+async fn restore(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let refuse = |error: ApiError| {
+        app.writer.journal(journal_entry(
+            if error.status.is_server_error() { Level::Error } else { Level::Warning },
+            if error.status.is_server_error() { "restore.failed" } else { "restore.refused" },
+            Some(&admin.name),
+            format!("restore not applied: {}", error.message),
+        ));
+        error
+    };
+    let password = match headers.get(crate::backups::PASSWORD_HEADER) {
+        None => None,
+        Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
+            refuse(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                "the backup password header must be visible ASCII",
+            ))
+        })?),
+    };
+    let serial = serial(&app).map_err(refuse)?;
+    let started_ms = now_ms();
+    let operation = app.operations.begin("restore", started_ms).ok_or_else(busy)?;
+    if app.writer.cluster_settings().borrow().is_clustered() {
+        let error = ApiError::new(
+            StatusCode::CONFLICT,
+            "restore_clustered",
+            StoreError::Clustered.to_string(),
+        );
+        operation.finish(Err(error.message.clone()));
+        return Err(refuse(error));
+    }
+    let reader = crate::backups::BodyReader::new(
+        tokio::runtime::Handle::current(),
+        body,
+        crate::backups::RESTORE_BODY_BYTES_MAX,
+    );
+    let over_limit = reader.over_limit.clone();
+    let staging_dir = app.data_dir.join(crate::backups::STAGING_DIR);
+    let (staged, operation) = tokio::task::spawn_blocking(move || {
+        let staged = backup::stage_restore(
+            reader,
+            password.as_deref(),
+            &serial,
+            env!("CARGO_PKG_VERSION"),
+            &staging_dir,
+            &mut |p| operation.report(p),
+        );
+        (staged, operation)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let staged = match staged {
+        Ok(staged) => staged,
+        Err(error) => {
+            let api_error = if over_limit.load(std::sync::atomic::Ordering::SeqCst) {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "backup_too_large",
+                    format!(
+                        "restore uploads are limited to {} bytes",
+                        crate::backups::RESTORE_BODY_BYTES_MAX
+                    ),
+                )
+            } else {
+                restore_error(&error)
+            };
+            operation.finish(Err(api_error.message.clone()));
+            return Err(refuse(api_error));
+        }
+    };
+    let applied =
+        crate::backups::apply(&app.writer, &app.data_dir, &staged, &admin.name, now_ms()).await;
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(crate::backups::ApplyError::Store(StoreError::Clustered)) => {
+            let error = ApiError::new(
+                StatusCode::CONFLICT,
+                "restore_clustered",
+                StoreError::Clustered.to_string(),
+            );
+            operation.finish(Err(error.message.clone()));
+            return Err(refuse(error));
+        }
+        Err(error) => {
+            operation.finish(Err(error.to_string()));
+            return Err(refuse(ApiError::internal(error)));
+        }
+    };
+    let manifest = staged.manifest().clone();
+    drop(staged);
+    // The restored certificates record and TLS files take effect for new connections.
+    let state = app.writer.state().await?;
+    let certificates = match state.list(RecordKind::Certificates).next() {
+        Some(Record::Certificates(certificates)) => Some(certificates.clone()),
+        _ => None,
+    };
+    match crate::tls::configured_identity(&app.tls_files, certificates.as_ref())
+        .or_else(|_| crate::tls::server_config(&app.tls_files))
+    {
+        Ok(config) => app.tls.reload_from_config(config),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "restored TLS identity unusable; keeping the current one")
+        }
+    }
+    operation.finish(Ok(()));
+    Ok(Json(json!({
+        "message": "restored",
+        "manifest": manifest,
+        "safety_database": applied.safety_database,
+        "safety_files_dir": applied.safety_files_dir,
+        "files": applied.files,
+    })))
 }

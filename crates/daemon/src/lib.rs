@@ -7,6 +7,7 @@
 //! must not grow its own.
 
 pub mod auth;
+pub mod backups;
 pub mod bridge_host;
 pub mod cluster;
 pub mod http;
@@ -88,6 +89,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let database = config.data_dir.join(store::DATABASE_FILE);
+    // Before the log is opened: finish or forget a restore a crash interrupted.
+    let recovered = tokio::task::spawn_blocking({
+        let data_dir = config.data_dir.clone();
+        move || backups::recover(&data_dir)
+    })
+    .await
+    .context("recovering an interrupted restore panicked")?
+    .context("recovering an interrupted restore")?;
+    if recovered != backups::Recovered::Nothing {
+        tracing::warn!(?recovered, "an interrupted restore was recovered");
+    }
+    let hardware_serial = backup::hardware_serial().map_err(|error| error.to_string());
+    if let Err(problem) = &hardware_serial {
+        tracing::warn!(%problem, "no hardware serial: backups and restores are unavailable");
+    }
 
     let opened_at = std::time::Instant::now();
     let (store, report) = tokio::task::spawn_blocking({
@@ -191,16 +207,36 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 .context("setting up upgrades")?,
         ),
         policy: policy.clone(),
+        data_dir: config.data_dir.clone(),
+        hardware_serial,
+        operations: backups::Operations::default(),
     });
     let handle = axum_server::Handle::new();
     let server =
         axum_server::from_tcp_rustls(listener, rustls_config.clone()).handle(handle.clone()).serve(
             http::router(app.clone())
-                .merge(web::router(app))
+                .merge(web::router(app.clone()))
                 .merge(policy_service::router(policy))
                 .into_make_service(),
         );
+    let scheduler = backups::spawn_scheduler(app, shutdown.clone());
 
+    match recovered {
+        backups::Recovered::Nothing => {}
+        backups::Recovered::Finished => writer.journal(journal(
+            eventlog::Level::Warning,
+            "restore.recovered",
+            "a restore interrupted after its database was swapped was finished at start-up"
+                .to_owned(),
+        )),
+        backups::Recovered::Abandoned => writer.journal(journal(
+            eventlog::Level::Warning,
+            "restore.recovered",
+            "a restore interrupted before its database was swapped was abandoned at start-up; \
+             the configuration is unchanged"
+                .to_owned(),
+        )),
+    }
     writer.journal(journal(
         eventlog::Level::Info,
         "daemon.started",
@@ -224,6 +260,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let served = server.await.context("admin API server failed");
         stopper.abort();
         watchdog.abort();
+        scheduler.abort();
         writer.journal(journal(
             eventlog::Level::Info,
             "daemon.stopped",

@@ -7,7 +7,13 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "batond", version, about = "The Baton conference orchestration daemon")]
+#[command(
+    name = "batond",
+    version,
+    about = "The Baton conference orchestration daemon",
+    after_help = "Development and tests only: BATON_HARDWARE_SERIAL replaces the machine's DMI \
+                  serial (/sys/class/dmi/id/product_serial), which backups are tied to."
+)]
 struct Flags {
     /// Directory for the event log, TLS identity and run-time files.
     #[arg(long, env = "BATON_DATA_DIR", default_value = "/var/lib/baton")]

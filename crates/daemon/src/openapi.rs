@@ -44,6 +44,38 @@ fn typed_operation(
     op
 }
 
+/// `POST /api/v1/backups`: an optional JSON body, a streamed archive as the answer.
+fn backup_operation() -> Value {
+    let mut op = typed_operation(
+        "Stream a backup archive of this peer (`<version>_<serial>_<YYYYMMDD>_<HHMMSS>_backup.tar.gz`, `.enc` appended when encrypted); body `{password}` (optional) encrypts it".into(),
+        "200",
+        None,
+        None,
+    );
+    op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"password": {"type": "string"}}, "additionalProperties": false,
+    }}}});
+    op["responses"]["200"] = json!({"description": "the archive, streamed", "content": {
+        "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    }});
+    op
+}
+
+/// `POST /api/v1/restore`: the archive as the body.
+fn restore_operation() -> Value {
+    let object = json!({"type": "object"});
+    let mut op = typed_operation(
+        "Restore a backup archive (the body, streamed) on this peer, at once; the password of an encrypted one in `X-Baton-Backup-Password`. Refused with nothing changed for another machine's backup (`backup_other_machine`), newer software (`backup_newer_software`), a wrong or missing password (`backup_wrong_password`, `backup_password_required`), a damaged, truncated or unknown file (`backup_corrupt`, `backup_truncated`, `backup_unknown_format`, `backup_unsafe_member`), or a clustered peer (`restore_clustered`)".into(),
+        "200",
+        None,
+        Some(&object),
+    );
+    op["parameters"] = json!([{"name": "X-Baton-Backup-Password", "in": "header", "required": false, "schema": {"type": "string"}}]);
+    op["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+    op
+}
+
 /// What the API answers for a record: its fields plus the `kind` tag.
 fn output_schema(kind: RecordKind, mut schema: Value) -> Value {
     if let Some(properties) = schema["properties"].as_object_mut() {
@@ -126,7 +158,7 @@ pub fn document() -> Value {
         "/api/v1/sessions": {"post": operation("Log in: {username, password} → {token}; send it as `Authorization: Bearer`".into(), "201", true)},
         "/api/v1/sessions/current": {"delete": operation("Log out this session".into(), "204", false)},
         "/api/v1/password": {"post": operation("Change your own password: {current_password, new_password}. Allowed before the factory password is changed".into(), "200", true)},
-        "/api/v1/status": {"get": operation("Version, peer identity, uptime, log and projection positions".into(), "200", false)},
+        "/api/v1/status": {"get": operation("Version, peer identity, hardware serial, uptime, log and projection positions".into(), "200", false)},
         "/api/v1/config": {"get": operation("The whole configuration now, or `?at=<RFC 3339 time>` as it was then".into(), "200", false)},
         "/api/v1/config/diff": {"get": operation("What changed between `?from=` and `?to=` (default now)".into(), "200", false)},
         "/api/v1/history/{kind}/{name}": {
@@ -138,6 +170,9 @@ pub fn document() -> Value {
         },
         "/api/v1/logs/configuration": {"get": operation("Configuration Log: `actor`, `kind`, `name`, `since`, `until`, `before`, `limit`".into(), "200", false)},
         "/api/v1/logs/events": {"get": operation("Event Log of this peer: `level`, `kind` (prefix), `text`, `before`, `limit`".into(), "200", false)},
+        "/api/v1/backups": {"post": backup_operation()},
+        "/api/v1/backups/progress": {"get": operation("The running (or last) backup or restore: `{operation: {operation, running, done_bytes, total_bytes, started_ms, outcome}}`".into(), "200", false)},
+        "/api/v1/restore": {"post": restore_operation()},
     });
     if let Value::Object(fixed) = fixed {
         paths.extend(fixed);

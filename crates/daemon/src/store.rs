@@ -41,6 +41,12 @@ pub enum StoreError {
     Random(String),
     #[error("this peer already belongs to a cluster")]
     AlreadyInCluster,
+    /// A restore on a clustered peer would fork the cluster's history.
+    #[error(
+        "this peer is part of a cluster; put it in standalone mode first (a restored peer then \
+         forms or joins a cluster by the normal rules)"
+    )]
+    Clustered,
     #[error("the writer has stopped")]
     WriterGone,
 }
@@ -183,6 +189,44 @@ impl Store {
         let log = std::mem::replace(&mut self.log, fresh);
         let (mut store, _) = Store::from_log(log)?;
         store.state_version = self.state_version + 1;
+        *self = store;
+        Ok(kept)
+    }
+
+    /// Replaces this peer's whole database with the verified, staged one at `staged` (see
+    /// `backup::stage_restore`), without a restart: a safety copy of the current database is
+    /// written beside it as `pre-restore-<now_ms>.db`, the restored log is brought up to date
+    /// (projections) and put in standalone mode if the backup was taken in a cluster, `note`
+    /// is added to its Event Log (it marks the restore as applied, see
+    /// `crate::backups::recover`), and the content is swapped in one SQLite transaction, so a
+    /// crash leaves the old database or the new one. Returns the safety copy's path.
+    pub fn restore_from(
+        &mut self,
+        staged: &Path,
+        note: &eventlog::NewJournalEntry,
+        now_ms: u64,
+    ) -> Result<PathBuf, StoreError> {
+        if self.cluster_id.is_some() || self.cluster_settings().is_clustered() {
+            return Err(StoreError::Clustered);
+        }
+        let kept = self.log.path().with_file_name(format!("pre-restore-{now_ms}.db"));
+        self.log.copy_to(&kept)?;
+        let (mut restored, _) = Store::open(staged)?;
+        if restored.cluster_settings().is_clustered() {
+            let standalone =
+                model::record::Cluster { pre_shared_key: String::new(), peers: vec![] };
+            restored.execute(
+                "system",
+                &Command::Save(model::Record::Cluster(standalone)),
+                now_ms,
+            )?;
+        }
+        restored.log.append_journal(note)?;
+        self.log.replace_with(&restored.log)?;
+        drop(restored);
+        let placeholder = EventLog::open_in_memory(self.peer_id())?;
+        let log = std::mem::replace(&mut self.log, placeholder);
+        let (store, _) = Store::from_log(log)?;
         *self = store;
         Ok(kept)
     }
@@ -393,6 +437,12 @@ enum Request {
         now_ms: u64,
         reply: oneshot::Sender<Result<PathBuf, StoreError>>,
     },
+    Restore {
+        staged: PathBuf,
+        note: eventlog::NewJournalEntry,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<PathBuf, StoreError>>,
+    },
 }
 
 /// Handle to the writer thread. Cloning is cheap; the thread stops when every handle is dropped.
@@ -473,6 +523,9 @@ impl Writer {
                     Request::JoinCluster { cluster, now_ms, reply } => {
                         let _ = reply.send(store.join_cluster(cluster, now_ms));
                     }
+                    Request::Restore { staged, note, now_ms, reply } => {
+                        let _ = reply.send(store.restore_from(&staged, &note, now_ms));
+                    }
                 }
                 settings_tx.send_if_modified(|current| {
                     let latest = store.cluster_settings();
@@ -537,6 +590,19 @@ impl Writer {
     ) -> Result<PathBuf, StoreError> {
         let (reply, answer) = oneshot::channel();
         let request = Request::JoinCluster { cluster, now_ms, reply };
+        self.queue.send(request).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// See [`Store::restore_from`]; returns the safety copy's path.
+    pub async fn restore(
+        &self,
+        staged: PathBuf,
+        note: eventlog::NewJournalEntry,
+        now_ms: u64,
+    ) -> Result<PathBuf, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Restore { staged, note, now_ms, reply };
         self.queue.send(request).await.map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }

@@ -65,6 +65,10 @@ fn sample(kind: RecordKind) -> Record {
         RecordKind::Conference => serde_json::json!({"name": "meet.alice", "bridge": "b",
             "bridge_conference_id": "7", "template": "t", "created_by": "00ff"}),
         RecordKind::Maintenance => serde_json::json!({"enabled": false}),
+        RecordKind::BackupSchedule => {
+            serde_json::json!({"enabled": true, "interval_hours": 24, "keep_count": 7,
+                               "folder": "/var/backups/baton", "password": "p"})
+        }
     };
     Record::from_json(kind, value).unwrap()
 }

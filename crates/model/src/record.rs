@@ -140,6 +140,7 @@ record_kinds! {
     LocationAddresses(LocationAddresses) = "location_addresses", "location-addresses", Local, singleton: false;
     Cluster(Cluster) = "cluster", "cluster", Local, singleton: true;
     Maintenance(Maintenance) = "maintenance", "maintenance", Local, singleton: true;
+    BackupSchedule(BackupSchedule) = "backup_schedule", "backup-schedule", Local, singleton: true;
 }
 
 /// Identifies one record: its kind and name (singletons are named after their kind).
@@ -195,6 +196,7 @@ impl Record {
             Record::Certificates(r) => hide(&mut r.server_private_key_pem),
             Record::RootPassword(r) => hide(&mut r.password_hash),
             Record::Cluster(r) => hide(&mut r.pre_shared_key),
+            Record::BackupSchedule(r) => hide(&mut r.password),
             _ => {}
         }
         copy
@@ -225,6 +227,9 @@ impl Record {
             }
             (Record::Cluster(n), Record::Cluster(o)) => {
                 keep(&mut n.pre_shared_key, &o.pre_shared_key)
+            }
+            (Record::BackupSchedule(n), Record::BackupSchedule(o)) => {
+                keep(&mut n.password, &o.password)
             }
             _ => {}
         }
@@ -610,4 +615,22 @@ impl Cluster {
     pub fn is_clustered(&self) -> bool {
         !self.peers.is_empty()
     }
+}
+
+/// Scheduled backups of this peer to a folder on its own disk, keeping the newest
+/// `keep_count` (set on each peer, never replicated).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSchedule {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Hours between two backups.
+    pub interval_hours: u32,
+    /// Backups of this machine kept in the folder; older ones are deleted.
+    pub keep_count: u32,
+    /// Absolute path of the folder on this peer.
+    pub folder: String,
+    /// Encrypts the backups when set. Kept in clear (each backup needs it), never shown.
+    #[serde(default)]
+    pub password: String,
 }

@@ -26,6 +26,10 @@ pub const ADDITIONAL_ADDRESSES_MAX: usize = 16;
 pub const POOLS_PER_PREFERENCE_MAX: usize = 32;
 pub const BRIDGES_PER_POOL_MAX: usize = 64;
 pub const CAPACITY_PORTS_MAX: u32 = 10_000;
+/// A year: the longest interval between scheduled backups.
+pub const BACKUP_INTERVAL_HOURS_MAX: u32 = 24 * 366;
+pub const BACKUP_KEEP_COUNT_MAX: u32 = 1_000;
+pub const BACKUP_FOLDER_LENGTH_MAX: usize = 1_024;
 pub const PARTICIPANTS_MAX: u32 = 10_000;
 pub const PIN_DIGITS_MIN: usize = 4;
 pub const PIN_DIGITS_MAX: usize = 20;
@@ -374,6 +378,28 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
             }
         }
         Record::RootPassword(p) => r.password_hash("password_hash", &p.password_hash),
+        Record::BackupSchedule(b) => {
+            r.check(
+                (1..=BACKUP_INTERVAL_HOURS_MAX).contains(&b.interval_hours),
+                "interval_hours",
+                &format!("must be between 1 and {BACKUP_INTERVAL_HOURS_MAX}"),
+            );
+            r.check(
+                (1..=BACKUP_KEEP_COUNT_MAX).contains(&b.keep_count),
+                "keep_count",
+                &format!("must be between 1 and {BACKUP_KEEP_COUNT_MAX}"),
+            );
+            if !b.folder.starts_with('/') {
+                r.error("folder", "must be an absolute path, e.g. /var/backups/baton");
+            } else if b.folder.len() > BACKUP_FOLDER_LENGTH_MAX {
+                r.error("folder", format!("must be at most {BACKUP_FOLDER_LENGTH_MAX} bytes"));
+            } else if b.folder.chars().any(char::is_control) {
+                r.error("folder", "must not contain control characters");
+            } else if b.folder.split('/').any(|part| part == "..") {
+                r.error("folder", "must not contain `..`");
+            }
+            r.credential("password", &b.password, false);
+        }
         Record::Cluster(c) => {
             r.check(
                 c.peers.len() <= CLUSTER_PEERS_MAX,

@@ -64,6 +64,9 @@ fn base(kind: RecordKind) -> Value {
             json!({"name": "meet.alice", "bridge": "b", "bridge_conference_id": "42", "template": "t"})
         }
         RecordKind::Maintenance => json!({"enabled": true}),
+        RecordKind::BackupSchedule => {
+            json!({"enabled": true, "interval_hours": 24, "keep_count": 7, "folder": "/var/backups/baton"})
+        }
     }
 }
 
@@ -295,6 +298,30 @@ fn each_rule_reports_its_field() {
             with(Syslog, json!({"servers": [{"host": "no such host!"}]})),
             &["servers[0].host"],
         ),
+        (
+            "backup every 0 hours",
+            with(BackupSchedule, json!({"interval_hours": 0})),
+            &["interval_hours"],
+        ),
+        ("backup keeping none", with(BackupSchedule, json!({"keep_count": 0})), &["keep_count"]),
+        (
+            "backup keeping too many",
+            with(BackupSchedule, json!({"keep_count": 1001})),
+            &["keep_count"],
+        ),
+        ("backup folder relative", with(BackupSchedule, json!({"folder": "backups"})), &["folder"]),
+        (
+            "backup folder with ..",
+            with(BackupSchedule, json!({"folder": "/var/../etc"})),
+            &["folder"],
+        ),
+        ("backup folder empty", with(BackupSchedule, json!({"folder": ""})), &["folder"]),
+        (
+            "backup password with newline",
+            with(BackupSchedule, json!({"password": "a\nb"})),
+            &["password"],
+        ),
+        ("backup encrypted", with(BackupSchedule, json!({"password": "a passphrase"})), &[]),
         ("CA not PEM", with(Certificates, json!({"trusted_ca_pem": "hello"})), &["trusted_ca_pem"]),
         (
             "certificate without key",

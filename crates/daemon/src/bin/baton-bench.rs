@@ -8,6 +8,12 @@
 //! - projection rebuild time and store start-up time (with and without a snapshot) at 10^5 and
 //!   10^6 events (`--sizes` to change);
 //! - resident memory of an idle `batond` beside an idle `sleep` process.
+//!
+//! Suite `backup` (`--events 100000,1000000` to change the sizes): backup and restore time and
+//! peak memory, plain and encrypted, beside `tar czf` / `tar xzf` of the same files in the same
+//! run. Each operation runs in its own process under `/usr/bin/time`, so peak resident memory
+//! is measured the same way for ours and for tar. A restore here is what the daemon does:
+//! stage and verify the archive, then replace a live database's content in one transaction.
 
 use anyhow::{Context, bail};
 use eventlog::{EventLog, NewEvent, Stream};
@@ -24,7 +30,12 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("eventlog") => eventlog_suite(&args[1..]),
-        _ => bail!("usage: baton-bench eventlog [--single N] [--sizes 100000,1000000]"),
+        Some("backup") => backup_suite(&args[1..]),
+        Some(BACKUP_STEP) => backup_step(&args[1..]),
+        _ => bail!(
+            "usage: baton-bench eventlog [--single N] [--sizes 100000,1000000]\n       \
+             baton-bench backup [--events 100000,1000000]"
+        ),
     }
 }
 
@@ -236,4 +247,177 @@ fn process_rss_kib(command: &mut std::process::Command) -> anyhow::Result<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmRSS missing")
+}
+
+/// The hidden subcommand that runs one measured backup or restore in a child process.
+const BACKUP_STEP: &str = "backup-step";
+const BENCH_SERIAL: &str = "BENCH-SERIAL";
+const BENCH_PASSWORD: &str = "bench backup password";
+/// Stand-ins for the TLS files a real backup carries.
+const BENCH_EXTRA_FILES: [(&str, usize); 3] =
+    [("tls/ca.pem", 600), ("tls/server.pem", 700), ("tls/server-key.pem", 250)];
+
+fn backup_suite(args: &[String]) -> anyhow::Result<()> {
+    let sizes: Vec<usize> = flag::<String>(args, "--events")
+        .unwrap_or_else(|| "100000,1000000".to_owned())
+        .split(',')
+        .map(|s| s.parse().context("--events takes numbers"))
+        .collect::<anyhow::Result<_>>()?;
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        bail!("/usr/bin/time (GNU time) is needed to measure peak memory of each step");
+    }
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    println!("baton-bench backup (data in {})", dir.path().display());
+    for &size in &sizes {
+        let data = dir.path().join(format!("data-{size}"));
+        std::fs::create_dir_all(data.join("tls"))?;
+        let database = data.join("baton.db");
+        let generated = Instant::now();
+        generate_history(&database, size)?;
+        // Checkpointed, so the database is one file for tar as for the backup.
+        EventLog::open(&database)?
+            .connection()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        for (name, size_bytes) in BENCH_EXTRA_FILES {
+            std::fs::write(data.join(name), vec![b'x'; size_bytes])?;
+        }
+        let database_bytes = std::fs::metadata(&database)?.len();
+        println!(
+            "\n## {size} events ({:.1} MiB database, generated in {:.1} s)",
+            database_bytes as f64 / 1048576.0,
+            generated.elapsed().as_secs_f64()
+        );
+        println!(
+            "{:<28} {:>9} {:>11} {:>9} {:>11} {:>8} {:>8}",
+            "", "time s", "peak MiB", "tar s", "tar MiB", "time ×", "memory ×"
+        );
+        let tarball = dir.path().join(format!("tar-{size}.tar.gz"));
+        let tar_create = measure(
+            std::process::Command::new("tar")
+                .arg("czf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(&data)
+                .args(["baton.db", "tls"]),
+        )?;
+        let untar_dir = dir.path().join(format!("untar-{size}"));
+        std::fs::create_dir_all(&untar_dir)?;
+        let tar_extract = measure(
+            std::process::Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(&untar_dir),
+        )?;
+        std::fs::remove_dir_all(&untar_dir)?;
+        let archive_bytes = std::fs::metadata(&tarball)?.len();
+        for encrypted in [false, true] {
+            let label = if encrypted { "encrypted" } else { "plain" };
+            let archive = dir.path().join(format!("backup-{size}-{label}"));
+            let exe = std::env::current_exe()?;
+            let mut backup = std::process::Command::new(&exe);
+            backup.args([BACKUP_STEP, "backup"]).arg(&data).arg(&archive);
+            let mut restore = std::process::Command::new(&exe);
+            let target = dir.path().join(format!("restore-{size}-{label}"));
+            restore.args([BACKUP_STEP, "restore"]).arg(&target).arg(&archive);
+            if encrypted {
+                backup.arg("--encrypt");
+                restore.arg("--encrypt");
+            }
+            let ours_backup = measure(&mut backup)?;
+            let ours_restore = measure(&mut restore)?;
+            std::fs::remove_dir_all(&target)?;
+            let ours_bytes = std::fs::metadata(&archive)?.len();
+            std::fs::remove_file(&archive)?;
+            measured_row(&format!("backup, {label}"), ours_backup, tar_create);
+            measured_row(&format!("restore, {label}"), ours_restore, tar_extract);
+            println!(
+                "{:<28} {:>9.1} MiB archive  (tar.gz: {:.1} MiB)",
+                format!("size, {label}"),
+                ours_bytes as f64 / 1048576.0,
+                archive_bytes as f64 / 1048576.0
+            );
+        }
+        std::fs::remove_dir_all(&data)?;
+        std::fs::remove_file(&tarball)?;
+    }
+    Ok(())
+}
+
+/// (wall seconds, peak resident KiB) of a command run under GNU time.
+fn measure(command: &mut std::process::Command) -> anyhow::Result<(f64, u64)> {
+    let report = tempfile::NamedTempFile::new()?;
+    let mut timed = std::process::Command::new("/usr/bin/time");
+    timed.args(["-f", "%M", "-o"]).arg(report.path()).arg(command.get_program());
+    timed.args(command.get_args());
+    let started = Instant::now();
+    let status = timed.status().context("running the measured step")?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{:?} failed: {status}", command);
+    }
+    let text = std::fs::read_to_string(report.path())?;
+    let peak_kib = text.trim().lines().last().and_then(|line| line.trim().parse().ok());
+    Ok((seconds, peak_kib.context("GNU time reported no peak memory")?))
+}
+
+fn measured_row(label: &str, ours: (f64, u64), tar: (f64, u64)) {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "{label:<28} {:>9.2} {:>11.1} {:>9.2} {:>11.1} {:>8.2} {:>8.2}",
+        ours.0,
+        mib(ours.1),
+        tar.0,
+        mib(tar.1),
+        ours.0 / tar.0,
+        ours.1 as f64 / tar.1 as f64
+    );
+}
+
+/// `backup-step backup <data dir> <archive> [--encrypt]` or
+/// `backup-step restore <target dir> <archive> [--encrypt]`.
+fn backup_step(args: &[String]) -> anyhow::Result<()> {
+    let (Some(step), Some(dir), Some(archive)) = (args.first(), args.get(1), args.get(2)) else {
+        bail!("usage: baton-bench {BACKUP_STEP} backup|restore DIR ARCHIVE [--encrypt]");
+    };
+    let (dir, archive) = (Path::new(dir), Path::new(archive));
+    let password = args.iter().any(|a| a == "--encrypt").then_some(BENCH_PASSWORD);
+    match step.as_str() {
+        "backup" => {
+            let conn = eventlog::open_reader(&dir.join("baton.db"))?;
+            let extra_files: Vec<backup::ExtraFile> = BENCH_EXTRA_FILES
+                .iter()
+                .map(|(name, _)| backup::ExtraFile {
+                    name: (*name).to_owned(),
+                    source: dir.join(name),
+                })
+                .collect();
+            let options = backup::BackupOptions {
+                software_version: env!("CARGO_PKG_VERSION"),
+                hardware_serial: BENCH_SERIAL,
+                created_at_ms: 1_800_000_000_000,
+                extra_files: &extra_files,
+                password,
+                kdf: backup::KdfParams::RECOMMENDED,
+                scratch_dir: dir,
+            };
+            let output = std::io::BufWriter::new(std::fs::File::create(archive)?);
+            backup::write_backup(&conn, &options, output, &mut |_| {})?;
+        }
+        "restore" => {
+            // A live database to replace, as in the daemon.
+            std::fs::create_dir_all(dir)?;
+            let mut live = EventLog::open(&dir.join("baton.db"))?;
+            let input = std::io::BufReader::new(std::fs::File::open(archive)?);
+            let staged = backup::stage_restore(
+                input,
+                password,
+                BENCH_SERIAL,
+                env!("CARGO_PKG_VERSION"),
+                &dir.join("restore-staging"),
+                &mut |_| {},
+            )?;
+            let restored = EventLog::open(&staged.staging_dir().join("baton.db"))?;
+            live.replace_with(&restored)?;
+        }
+        other => bail!("unknown step {other:?}"),
+    }
+    Ok(())
 }
