@@ -442,3 +442,35 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     assert_eq!(routed(&lone_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
     assert_eq!(hosted_on(a, "zed"), "mcu-spare");
 }
+
+/// A TelePresence Server is given this peer's feedback receiver and posts its events there;
+/// a post without the registered token counts for nothing.
+#[test]
+fn telepresence_servers_report_to_the_feedback_receiver() {
+    let mcu_full = SimBridge::start("mcu", &[]).unwrap();
+    let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
+    let ts = SimBridge::start("telepresence-server", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy_port = free_port().unwrap();
+    let args = ["--policy-http-listen".to_owned(), format!("127.0.0.1:{policy_port}")];
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &args);
+    configure(&peer, &mcu_full, &mcu_spare, &ts);
+    wait_until("the TelePresence Server posts an event", || {
+        let status = peer.get("/api/v1/policy/status");
+        let ts_line = status["bridges"]
+            .as_array()
+            .and_then(|bridges| bridges.iter().find(|bridge| bridge["name"] == "ts").cloned());
+        match ts_line {
+            Some(line) if line["last_event_ms"].is_u64() && line["up"] == true => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let forged = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{policy_port}/baton/bridge-events?bridge=ts&token=guess"))
+        .body("<?xml version=\"1.0\"?><methodCall><methodName>eventNotification</methodName><params/></methodCall>")
+        .send()
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let status = peer.get("/api/v1/policy/status");
+    assert_eq!(status["unavailable"], Value::Null, "{status}");
+}

@@ -84,4 +84,15 @@ impl ConferenceHost for XmlRpcBridges {
             }
         })
     }
+
+    fn configure_feedback<'a>(
+        &'a self,
+        bridge: &'a Bridge,
+        receiver_uri: &'a str,
+    ) -> HostFuture<'a, ()> {
+        Box::pin(async move {
+            let target = BridgeTarget::from_record(bridge);
+            self.client.configure_feedback(&target, receiver_uri).await.map_err(sorted)
+        })
+    }
 }

@@ -61,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(DefaultBodyLimit::max(UPGRADE_IMAGE_BYTES_MAX)),
         )
         .route("/api/v1/upgrade/reboot", post(upgrade_reboot))
+        .route("/api/v1/policy/status", get(policy_status))
         .route("/api/v1/config", get(config))
         .route("/api/v1/config/diff", get(config_diff))
         .route("/api/v1/history/{collection}/{name}", get(history))
@@ -996,6 +997,14 @@ async fn reboot(app: &Arc<App>, actor: &str) -> Result<(), ApiError> {
         .await
         .map_err(ApiError::internal)?
         .map_err(upgrade_error)
+}
+
+/// The policy service on this peer: whether it serves, and each bridge's health as seen here.
+async fn policy_status(
+    _: Ready,
+    State(app): State<Arc<App>>,
+) -> Json<crate::policy_service::PolicyStatus> {
+    Json(app.policy.status().await)
 }
 
 /// Each peer of this peer's list as the operator sees it: "This system", "Active as …", or

@@ -41,6 +41,9 @@ pub struct Config {
     pub policy_http_listen: Option<SocketAddr>,
     /// Conferences empty for this long are ended.
     pub conference_idle_ms: u64,
+    /// Base URL bridges reach this peer's policy listener at, for their event notifications
+    /// (default: the plain HTTP policy listener, if any).
+    pub bridge_feedback_url: Option<String>,
     pub cluster: cluster::Network,
     pub upgrade: upgrade_service::UpgradeConfig,
 }
@@ -54,6 +57,7 @@ impl Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             policy_http_listen: None,
             conference_idle_ms: policy_service::CONFERENCE_IDLE_MS_DEFAULT,
+            bridge_feedback_url: None,
             cluster: cluster::Network {
                 port: cluster::CLUSTER_PORT_DEFAULT,
                 connect_via: Default::default(),
@@ -169,6 +173,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         writer.clone(),
         Arc::new(bridge_host::XmlRpcBridges::new().context("setting up the bridge API client")?),
         readers.clone(),
+        config
+            .bridge_feedback_url
+            .clone()
+            .or_else(|| config.policy_http_listen.map(|listen| format!("http://{listen}"))),
     );
     policy.spawn_health_polling(shutdown.clone());
     policy.spawn_conference_cleanup(config.conference_idle_ms, shutdown.clone());

@@ -27,6 +27,10 @@ struct Flags {
     /// Also serve the policy service over plain HTTP on this address (for a VCS set to HTTP).
     #[arg(long, env = "BATON_POLICY_HTTP_LISTEN")]
     policy_http_listen: Option<SocketAddr>,
+    /// Base URL bridges can reach this peer's policy listener at, for their event
+    /// notifications (default: http://<--policy-http-listen>).
+    #[arg(long, env = "BATON_BRIDGE_FEEDBACK_URL")]
+    bridge_feedback_url: Option<String>,
     /// End conferences that have been empty this long (milliseconds).
     #[arg(long, env = "BATON_CONFERENCE_IDLE_MS", default_value_t = daemon::policy_service::CONFERENCE_IDLE_MS_DEFAULT)]
     conference_idle_ms: u64,
@@ -89,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             admin_listen: flags.admin_listen,
             policy_http_listen: flags.policy_http_listen,
             conference_idle_ms: flags.conference_idle_ms,
+            bridge_feedback_url: flags.bridge_feedback_url,
             cluster: daemon::cluster::Network {
                 port: flags.cluster_port,
                 connect_via: flags.cluster_connect_via.into_iter().collect(),

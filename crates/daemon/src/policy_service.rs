@@ -39,6 +39,8 @@ pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
 /// How long a conference may stay empty before it is ended (its first participant may still
 /// be on the way when it is created).
 pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
+/// Where bridges post their events (`eventNotification`), under the policy listeners.
+pub const BRIDGE_EVENTS_PATH: &str = "/baton/bridge-events";
 /// Requests decided at once; more wait (the VCS gives each attempt 30 s).
 pub const DECISIONS_IN_FLIGHT_MAX: usize = 256;
 
@@ -82,6 +84,12 @@ pub trait ConferenceHost: Send + Sync + 'static {
     fn list<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, Vec<HostedConference>>;
     /// Ends a conference (by the bridge's identifier); gone already counts as done.
     fn destroy<'a>(&'a self, bridge: &'a Bridge, id: &'a str) -> HostFuture<'a, ()>;
+    /// Asks the bridge to post its events (`eventNotification`) to `receiver_uri`.
+    fn configure_feedback<'a>(
+        &'a self,
+        bridge: &'a Bridge,
+        receiver_uri: &'a str,
+    ) -> HostFuture<'a, ()>;
 }
 
 /// A conference as a bridge lists it.
@@ -143,6 +151,36 @@ pub struct PolicyService {
     decisions: tokio::sync::Semaphore,
     /// For the status check that projections are current.
     readers: Readers,
+    /// Base URL bridges can reach this peer's policy listener at (`http://10.0.0.5:8080`);
+    /// without it no feedback receiver is registered.
+    feedback_base_url: Option<String>,
+    feedback: Mutex<Feedback>,
+}
+
+/// Feedback receivers registered on bridges, and the events they sent.
+#[derive(Default)]
+struct Feedback {
+    /// Bridge name → (its address when registered, the token in its receiver URI).
+    registered: HashMap<String, (String, String)>,
+    /// Bridge name → wall-clock ms of its last event.
+    last_event_ms: HashMap<String, u64>,
+}
+
+/// What the operator sees of the policy service on this peer.
+#[derive(serde::Serialize)]
+pub struct PolicyStatus {
+    /// Why this peer tells the VCS not to send calls, if it does.
+    pub unavailable: Option<String>,
+    pub bridges: Vec<BridgeHealthView>,
+}
+
+#[derive(serde::Serialize)]
+pub struct BridgeHealthView {
+    pub name: String,
+    pub up: bool,
+    pub problem: Option<String>,
+    /// When the bridge last posted an event to this peer's feedback receiver.
+    pub last_event_ms: Option<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -154,6 +192,7 @@ impl PolicyService {
         writer: Writer,
         host: Arc<dyn ConferenceHost>,
         readers: Readers,
+        feedback_base_url: Option<String>,
     ) -> Arc<PolicyService> {
         let state = writer.state_watch();
         let engine = Arc::new(Engine::new(state.borrow().clone(), None));
@@ -167,6 +206,8 @@ impl PolicyService {
             verified: Mutex::new(HashSet::new()),
             decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
             readers,
+            feedback_base_url,
+            feedback: Mutex::new(Feedback::default()),
         })
     }
 
@@ -387,7 +428,11 @@ impl PolicyService {
                 for bridge in &bridges {
                     let problem =
                         service.host.poll(bridge).await.err().map(|error| error.to_string());
+                    let up = problem.is_none();
                     service.health.mark(bridge, problem);
+                    if up {
+                        service.register_feedback(bridge).await;
+                    }
                 }
             }
         });
@@ -395,6 +440,71 @@ impl PolicyService {
 }
 
 impl PolicyService {
+    /// Registers this peer's feedback receiver on a TelePresence Server (once per address), so
+    /// its keep-alives and events arrive between polls.
+    async fn register_feedback(&self, bridge: &Bridge) {
+        let Some(base) = &self.feedback_base_url else { return };
+        if bridge.bridge_type != model::record::BridgeType::TelepresenceServer {
+            return;
+        }
+        let token = {
+            let feedback = lock(&self.feedback);
+            match feedback.registered.get(&bridge.name) {
+                Some((address, _)) if *address == bridge.address => return,
+                _ => random_token(),
+            }
+        };
+        let uri = format!("{base}{BRIDGE_EVENTS_PATH}?bridge={}&token={token}", bridge.name);
+        match self.host.configure_feedback(bridge, &uri).await {
+            Ok(()) => {
+                lock(&self.feedback)
+                    .registered
+                    .insert(bridge.name.clone(), (bridge.address.clone(), token));
+            }
+            Err(error) => {
+                tracing::warn!(bridge = %bridge.name, %error, "feedback receiver not registered")
+            }
+        }
+    }
+
+    /// An `eventNotification` from a bridge: proof of life, recorded. The token in the URI we
+    /// registered is what makes a stranger's post count for nothing.
+    fn bridge_event(&self, bridge_name: &str, token: &str, body: &[u8]) -> Result<(), String> {
+        let registered =
+            lock(&self.feedback).registered.get(bridge_name).map(|(_, token)| token.clone());
+        if registered.as_deref() != Some(token) {
+            return Err("unknown bridge or token".to_owned());
+        }
+        let notification =
+            bridges::parse_event_notification(body).map_err(|error| error.to_string())?;
+        tracing::debug!(bridge = %bridge_name, events = ?notification.events, "bridge event");
+        lock(&self.feedback).last_event_ms.insert(bridge_name.to_owned(), crate::http::now_ms());
+        let engine = self.engine();
+        if let Some(bridge) = engine.bridge(bridge_name) {
+            self.health.mark(bridge, None);
+        }
+        Ok(())
+    }
+
+    pub async fn status(&self) -> PolicyStatus {
+        let state = self.state.borrow().clone();
+        let problems = self.health.problems();
+        let last_event_ms = lock(&self.feedback).last_event_ms.clone();
+        let bridges = state
+            .list(RecordKind::Bridge)
+            .filter_map(|record| match record {
+                Record::Bridge(bridge) => Some(BridgeHealthView {
+                    name: bridge.name.clone(),
+                    up: self.health.is_up(bridge),
+                    problem: problems.get(&bridge.name).cloned(),
+                    last_event_ms: last_event_ms.get(&bridge.name).copied(),
+                }),
+                _ => None,
+            })
+            .collect();
+        PolicyStatus { unavailable: self.unavailable().await, bridges }
+    }
+
     /// Ends conferences nobody uses, until shutdown. Runs on every peer, each ending only what
     /// it created (so peers do not race), plus any copy of a conference left on the wrong
     /// bridge when two peers created it during a partition (ending it is idempotent):
@@ -503,8 +613,38 @@ fn singleton(state: &State, kind: RecordKind) -> Option<&Record> {
     state.get(&RecordKey { kind, name: kind.as_str().to_owned() })
 }
 
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    // Without randomness the token is predictable; events would still only mark a bridge up.
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[derive(serde::Deserialize)]
+struct EventQuery {
+    bridge: String,
+    token: String,
+}
+
+async fn bridge_event(
+    Extract(service): Extract<Arc<PolicyService>>,
+    axum::extract::Query(query): axum::extract::Query<EventQuery>,
+    body: Bytes,
+) -> Response {
+    match service.bridge_event(&query.bridge, &query.token, &body) {
+        Ok(()) => {
+            let answer = bridges::xmlrpc::encode_response(&bridges::xmlrpc::Value::Struct(
+                Default::default(),
+            ));
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], answer).into_response()
+        }
+        Err(reason) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
+    }
+}
+
 pub fn router(service: Arc<PolicyService>) -> Router {
     Router::new()
+        .route(BRIDGE_EVENTS_PATH, post(bridge_event))
         .route(POLICY_PATH, post(decide))
         .route(STATUS_PATH, get(status))
         .layer(axum::extract::DefaultBodyLimit::max(policy::request::REQUEST_BYTES_MAX))

@@ -152,8 +152,19 @@ impl Replicator {
                     .into_iter()
                     .filter(|e| e.stream == Stream::Shared && e.origin != self.me)
                     .collect();
+                let full_batch = events.len() >= EVENTS_PER_MESSAGE_MAX;
                 match log.append_remote(&events) {
                     Ok(applied) if applied.is_empty() => Ok(Vec::new()),
+                    // A full batch means the sender probably holds more: ask again at once
+                    // rather than at the next summary tick, so catching up runs at network
+                    // speed instead of one batch per SUMMARY_INTERVAL_MS.
+                    Ok(applied) if full_batch => Ok(vec![
+                        Output::Applied { events: applied },
+                        Output::Send {
+                            to: from,
+                            message: Message::Summary { heads: shared_heads(log) },
+                        },
+                    ]),
                     Ok(applied) => Ok(vec![Output::Applied { events: applied }]),
                     // A hole before these events (an earlier message was lost or overtaken):
                     // drop them and say how far we are, so the sender fills the hole in order.
