@@ -3,9 +3,8 @@
 //! a dead peer, standalone mode, re-join; refusals shown with their reason; a partition (a
 //! cutting proxy between peers) and a SIGKILL during writes, then convergence.
 
-use baton_tests::{Batond, Proxy, TEST_PASSWORD, free_port};
+use baton_tests::{Batond, Peer, Proxy, TEST_PASSWORD, free_port};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a cluster gets to reach an expected state. Links retry within a few seconds.
@@ -29,71 +28,25 @@ impl Address for &str {
     }
 }
 
-struct Peer {
-    daemon: Batond,
-    ip: String,
-    args: Vec<String>,
+/// The test's way of driving a peer: every step must succeed, or the test fails there.
+trait Drive {
+    fn get(&self, path: &str) -> Value;
+    fn put(&self, path: &str, body: Value);
+    fn create_bridge(&self, name: &str);
+    fn cluster(&self, key: &str, peers: &[&dyn Address]);
+    fn standalone(&self);
+    fn status(&self) -> Value;
+    fn line(&self, ip: &str) -> String;
+    fn bridges(&self) -> Vec<String>;
+    fn shared_config(&self) -> Vec<Value>;
 }
 
-impl Peer {
-    /// Starts a new peer on `ip` and prepares it as the seed's Task 1 asks: password, address,
-    /// host name and domain, DNS, NTP, release key.
-    fn start(dir: &Path, ip: &str, port: u16, extra: &[String]) -> Peer {
-        let mut args = vec![
-            "--cluster-port".to_owned(),
-            port.to_string(),
-            "--assume-time-synchronised".to_owned(),
-        ];
-        args.extend_from_slice(extra);
-        let daemon = Batond::start_with(dir, ip, &args).unwrap();
-        let response = daemon
-            .client()
-            .unwrap()
-            .post(format!("{}/api/v1/password", daemon.url))
-            .basic_auth("admin", Some("TANDBERG"))
-            .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let peer = Peer { daemon, ip: ip.to_owned(), args };
-        let host = format!("peer-{}", ip.rsplit('.').next().unwrap());
-        peer.put(
-            "/api/v1/ipv4",
-            json!({"address": ip, "prefix_length": 8, "gateway": "127.0.0.254"}),
-        );
-        peer.put("/api/v1/system-name", json!({"host_name": host, "domain": "example.test"}));
-        peer.put("/api/v1/dns", json!({"servers": ["127.0.0.53"]}));
-        peer.put("/api/v1/ntp", json!({"servers": ["127.0.0.123"]}));
-        peer.put("/api/v1/licence", json!({"release_key": "ABCD-1234-EFGH", "edition": "full"}));
-        peer
-    }
-
-    fn restart(self) -> Peer {
-        let Peer { daemon, ip, args } = self;
-        let dir = daemon.data_dir.clone();
-        daemon.kill().unwrap();
-        let daemon = Batond::start_with(&dir, &ip, &args).unwrap();
-        Peer { daemon, ip, args }
-    }
-
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let client = self.daemon.client().unwrap();
-        let mut request = client
-            .request(method, format!("{}{path}", self.daemon.url))
-            .basic_auth("admin", Some(TEST_PASSWORD));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().unwrap_or(Value::Null))
-    }
-
+impl Drive for Peer {
     fn get(&self, path: &str) -> Value {
         // A peer that has just joined has no administrator until the cluster's arrives.
         let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
         loop {
-            let (status, body) = self.call(reqwest::Method::GET, path, None);
+            let (status, body) = self.call(reqwest::Method::GET, path, None).unwrap();
             if status == 200 {
                 return body;
             }
@@ -103,14 +56,15 @@ impl Peer {
     }
 
     fn put(&self, path: &str, body: Value) {
-        let (status, answer) = self.call(reqwest::Method::PUT, path, Some(body));
+        let (status, answer) = self.call(reqwest::Method::PUT, path, Some(body)).unwrap();
         assert!(status == 200 || status == 201, "PUT {path} on {}: {status} {answer}", self.ip);
     }
 
     fn create_bridge(&self, name: &str) {
         let bridge = json!({"name": name, "bridge_type": "mcu", "address": "127.0.0.9",
                             "username": "api", "password": "secret", "capacity_ports": 10});
-        let (status, answer) = self.call(reqwest::Method::POST, "/api/v1/bridges", Some(bridge));
+        let (status, answer) =
+            self.call(reqwest::Method::POST, "/api/v1/bridges", Some(bridge)).unwrap();
         assert_eq!(status, 201, "creating bridge {name} on {}: {answer}", self.ip);
     }
 
@@ -205,9 +159,9 @@ fn expect_bridges(peer: &Peer, expected: &[&str]) {
 fn the_seed_procedure_step_by_step() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let port = free_port().unwrap();
-    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
-    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
-    let c = Peer::start(dirs[2].path(), "127.0.0.3", port, &[]);
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]).unwrap();
+    let c = Peer::start(dirs[2].path(), "127.0.0.3", port, &[]).unwrap();
     a.create_bridge("initial-config");
     b.create_bridge("b-before-joining");
 
@@ -285,7 +239,7 @@ fn the_seed_procedure_step_by_step() {
     );
     assert_eq!(a.shared_config(), c.shared_config());
     assert_eq!(c.get("/api/v1/system-name")["host_name"], "peer-3");
-    let c = c.restart();
+    let c = c.restart().unwrap();
     expect_line(&c, &a.ip, "Active as peer-1");
     expect_bridges(
         &c,
@@ -297,8 +251,8 @@ fn the_seed_procedure_step_by_step() {
 /// founds a cluster with both addresses listed.
 fn founded_pair(dirs: &[tempfile::TempDir], b_extra: &[String]) -> (Peer, Peer) {
     let port = free_port().unwrap();
-    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
-    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, b_extra);
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, b_extra).unwrap();
     a.create_bridge("cluster-config");
     b.create_bridge("b-own-config");
     a.cluster(KEY, &[&a]);
@@ -374,9 +328,10 @@ fn meshed_trio(dirs: &[tempfile::TempDir]) -> Meshed {
                     ["--cluster-connect-via".to_owned(), format!("{}={}", ips[j], proxy.address)]
                 })
                 .collect();
-            Peer::start(dirs[i].path(), ips[i], port, &via)
+            Peer::start(dirs[i].path(), ips[i], port, &via).unwrap()
         })
-        .collect();
+        .collect()
+        .unwrap();
     let [a, b, c] = [&peers[0], &peers[1], &peers[2]];
     a.cluster(KEY, &[a]);
     for peer in [a, b, c] {
@@ -471,7 +426,7 @@ fn a_peer_killed_during_a_write_storm_catches_up_after_restart() {
             }
         });
         std::thread::sleep(Duration::from_millis(300));
-        let victim = victim.restart();
+        let victim = victim.restart().unwrap();
         storm.join().unwrap();
         victim
     });
@@ -488,8 +443,8 @@ fn a_peer_killed_during_a_write_storm_catches_up_after_restart() {
 fn batonctl_joins_a_peer_in_one_step() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let port = free_port().unwrap();
-    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
-    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]).unwrap();
     a.create_bridge("cluster-config");
     a.cluster(KEY, &[&a]);
     // One CA file trusted for both peers.

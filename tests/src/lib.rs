@@ -1,10 +1,13 @@
-//! Support for tests that run real `batond` processes: start one on 127.0.0.1 port 0 in a
-//! temporary directory, find its URL, talk HTTPS to it, and kill or stop it.
+//! Support for tests and benchmarks that run real `batond` processes: start one on 127.0.0.1
+//! port 0 in a temporary directory, find its URL, talk HTTPS to it, and kill or stop it; start
+//! a cluster peer prepared as the seed's Task 1 asks and give it its cluster settings.
 //!
-//! The binaries are found next to the test executable's `deps` folder (`target/<profile>/`);
-//! `cargo xtask test` builds them first.
+//! The binaries are found in `target/<profile>/`: beside a binary of this package
+//! (`cluster-bench`), or next to the test executable's `deps` folder. `cargo xtask test` builds
+//! them first.
 
 use anyhow::{Context, bail};
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,18 +22,25 @@ pub const START_TIMEOUT_MS: u64 = 30_000;
 /// The factory account's password after tests change it.
 pub const TEST_PASSWORD: &str = "correct horse battery";
 
+/// The factory account's name and password, valid until the first password change.
+pub const FACTORY_USER: &str = "admin";
+pub const FACTORY_PASSWORD: &str = "TANDBERG";
+
+/// A binary of the workspace from the same profile as the running executable: a binary of
+/// this package lives in `target/<profile>/` itself, a test executable in its `deps` folder.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    let profile_dir =
-        exe.parent().and_then(Path::parent).context("test executable has no profile directory")?;
-    let path = profile_dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it first (`cargo build --bins`, which `cargo xtask test` does)",
-            path.display()
-        );
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let own_dir = exe.parent().context("the running executable has no directory")?;
+    let candidates = [Some(own_dir), own_dir.parent()];
+    let found = candidates.iter().flatten().map(|dir| dir.join(name)).find(|path| path.is_file());
+    match found {
+        Some(path) => Ok(path),
+        None => bail!(
+            "{name} not found beside {} or its parent: build it first (`cargo build --bins`, which \
+             `cargo xtask test` does; `cargo build --release --bins` for benchmarks)",
+            own_dir.display()
+        ),
     }
-    Ok(path)
 }
 
 /// A `batond` child process.
@@ -187,5 +197,107 @@ impl Proxy {
 
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A `batond` started as a cluster peer on its own loopback address (127.0.0.x), prepared as
+/// the seed's Task 1 asks: password changed, address, host name `peer-<x>` and domain, DNS,
+/// NTP and a full-edition release key.
+pub struct Peer {
+    pub daemon: Batond,
+    pub ip: String,
+    /// The flags it was started with, to restart it the same way.
+    pub args: Vec<String>,
+}
+
+impl Peer {
+    /// Starts and prepares a new peer on `ip` with cluster port `port` (common to all peers)
+    /// and `extra` flags. Time synchronisation is assumed: loopback peers share one clock.
+    pub fn start(dir: &Path, ip: &str, port: u16, extra: &[String]) -> anyhow::Result<Peer> {
+        let mut args = vec![
+            "--cluster-port".to_owned(),
+            port.to_string(),
+            "--assume-time-synchronised".to_owned(),
+        ];
+        args.extend_from_slice(extra);
+        let daemon = Batond::start_with(dir, ip, &args)?;
+        let response = daemon
+            .client()?
+            .post(format!("{}/api/v1/password", daemon.url))
+            .basic_auth(FACTORY_USER, Some(FACTORY_PASSWORD))
+            .json(&json!({"current_password": FACTORY_PASSWORD, "new_password": TEST_PASSWORD}))
+            .send()
+            .context("changing the factory password")?;
+        if response.status() != 200 {
+            bail!("changing the factory password on {ip}: {}", response.status());
+        }
+        let peer = Peer { daemon, ip: ip.to_owned(), args };
+        let host = format!("peer-{}", ip.rsplit('.').next().unwrap_or(ip));
+        peer.save(
+            "/api/v1/ipv4",
+            json!({"address": ip, "prefix_length": 8, "gateway": "127.0.0.254"}),
+        )?;
+        peer.save("/api/v1/system-name", json!({"host_name": host, "domain": "example.test"}))?;
+        peer.save("/api/v1/dns", json!({"servers": ["127.0.0.53"]}))?;
+        peer.save("/api/v1/ntp", json!({"servers": ["127.0.0.123"]}))?;
+        peer.save("/api/v1/licence", json!({"release_key": "ABCD-1234-EFGH", "edition": "full"}))?;
+        Ok(peer)
+    }
+
+    /// SIGKILL, then starts it again on the same data with the same flags.
+    pub fn restart(self) -> anyhow::Result<Peer> {
+        let Peer { daemon, ip, args } = self;
+        let dir = daemon.data_dir.clone();
+        daemon.kill()?;
+        let daemon = Batond::start_with(&dir, &ip, &args)?;
+        Ok(Peer { daemon, ip, args })
+    }
+
+    /// One request as the test administrator (HTTP Basic): the status and the JSON body
+    /// (`null` if there is none).
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let client = self.daemon.client()?;
+        let mut request = client
+            .request(method.clone(), format!("{}{path}", self.daemon.url))
+            .basic_auth(FACTORY_USER, Some(TEST_PASSWORD));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().with_context(|| format!("{method} {path} on {}", self.ip))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
+    }
+
+    /// A PUT that must succeed (200 or 201).
+    pub fn save(&self, path: &str, body: Value) -> anyhow::Result<()> {
+        let (status, answer) = self.call(reqwest::Method::PUT, path, Some(body))?;
+        if status != 200 && status != 201 {
+            bail!("PUT {path} on {}: {status} {answer}", self.ip);
+        }
+        Ok(())
+    }
+
+    /// Saves this peer's cluster settings: the pre-shared key and the peer addresses.
+    pub fn save_cluster(&self, key: &str, peers: &[&str]) -> anyhow::Result<()> {
+        self.save("/api/v1/cluster", json!({"pre_shared_key": key, "peers": peers}))
+    }
+
+    /// The status line this peer shows for the peer at `ip` ("This system", "Active as …",
+    /// "Failed: …"), or a note that it is not listed.
+    pub fn status_line(&self, ip: &str) -> anyhow::Result<String> {
+        let (status, body) = self.call(reqwest::Method::GET, "/api/v1/cluster/status", None)?;
+        if status != 200 {
+            bail!("cluster status of {}: {status} {body}", self.ip);
+        }
+        Ok(body["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|line| line["address"] == ip))
+            .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| format!("(not listed: {body})")))
     }
 }

@@ -43,11 +43,12 @@ enum Task {
     },
     /// Run only the repository tidy and dependency-direction checks (`cargo test -p xtask`).
     Tidy,
-    /// Run a benchmark suite: `cargo run --release -p daemon --bin baton-bench -- <SUITE> [ARGS]...`.
+    /// Run a benchmark suite: `cluster` (replication beside etcd: `cargo run --release -p
+    /// baton-tests --bin cluster-bench`) or one of `baton-bench` (e.g. `eventlog`).
     Bench {
-        /// Suite to run, e.g. `eventlog`.
+        /// Suite to run: `cluster`, `eventlog`.
         suite: String,
-        /// Further arguments, passed to `baton-bench` unchanged.
+        /// Further arguments, passed to the benchmark binary unchanged.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
