@@ -8,6 +8,7 @@ pub mod vcs;
 pub mod webdriver;
 
 use anyhow::{Context, bail};
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
@@ -268,3 +269,109 @@ impl Drop for SimBridge {
 
 pub const SIM_BRIDGE_USER: &str = "api";
 pub const SIM_BRIDGE_PASSWORD: &str = "bridge secret";
+
+/// The factory account's name and password, valid until the first password change.
+pub const FACTORY_USER: &str = "admin";
+pub const FACTORY_PASSWORD: &str = "TANDBERG";
+
+/// A `batond` started as a cluster peer on its own loopback address (127.0.0.x), prepared as
+/// the seed's Task 1 asks: password changed, address, host name `peer-<x>` and domain, DNS,
+/// NTP and a full-edition release key.
+pub struct Peer {
+    pub daemon: Batond,
+    pub ip: String,
+    /// The flags it was started with, to restart it the same way.
+    pub args: Vec<String>,
+}
+
+impl Peer {
+    /// Starts and prepares a new peer on `ip` with cluster port `port` (common to all peers)
+    /// and `extra` flags. Time synchronisation is assumed: loopback peers share one clock.
+    pub fn start(dir: &Path, ip: &str, port: u16, extra: &[String]) -> anyhow::Result<Peer> {
+        let mut args = vec![
+            "--cluster-port".to_owned(),
+            port.to_string(),
+            "--assume-time-synchronised".to_owned(),
+        ];
+        args.extend_from_slice(extra);
+        let daemon = Batond::start_with(dir, ip, &args)?;
+        let response = daemon
+            .client()?
+            .post(format!("{}/api/v1/password", daemon.url))
+            .basic_auth(FACTORY_USER, Some(FACTORY_PASSWORD))
+            .json(&json!({"current_password": FACTORY_PASSWORD, "new_password": TEST_PASSWORD}))
+            .send()
+            .context("changing the factory password")?;
+        if response.status() != 200 {
+            bail!("changing the factory password on {ip}: {}", response.status());
+        }
+        let peer = Peer { daemon, ip: ip.to_owned(), args };
+        let host = format!("peer-{}", ip.rsplit('.').next().unwrap_or(ip));
+        peer.save(
+            "/api/v1/ipv4",
+            json!({"address": ip, "prefix_length": 8, "gateway": "127.0.0.254"}),
+        )?;
+        peer.save("/api/v1/system-name", json!({"host_name": host, "domain": "example.test"}))?;
+        peer.save("/api/v1/dns", json!({"servers": ["127.0.0.53"]}))?;
+        peer.save("/api/v1/ntp", json!({"servers": ["127.0.0.123"]}))?;
+        peer.save("/api/v1/licence", json!({"release_key": "ABCD-1234-EFGH", "edition": "full"}))?;
+        Ok(peer)
+    }
+
+    /// SIGKILL, then starts it again on the same data with the same flags.
+    pub fn restart(self) -> anyhow::Result<Peer> {
+        let Peer { daemon, ip, args } = self;
+        let dir = daemon.data_dir.clone();
+        daemon.kill()?;
+        let daemon = Batond::start_with(&dir, &ip, &args)?;
+        Ok(Peer { daemon, ip, args })
+    }
+
+    /// One request as the test administrator (HTTP Basic): the status and the JSON body
+    /// (`null` if there is none).
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let client = self.daemon.client()?;
+        let mut request = client
+            .request(method.clone(), format!("{}{path}", self.daemon.url))
+            .basic_auth(FACTORY_USER, Some(TEST_PASSWORD));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().with_context(|| format!("{method} {path} on {}", self.ip))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
+    }
+
+    /// A PUT that must succeed (200 or 201).
+    pub fn save(&self, path: &str, body: Value) -> anyhow::Result<()> {
+        let (status, answer) = self.call(reqwest::Method::PUT, path, Some(body))?;
+        if status != 200 && status != 201 {
+            bail!("PUT {path} on {}: {status} {answer}", self.ip);
+        }
+        Ok(())
+    }
+
+    /// Saves this peer's cluster settings: the pre-shared key and the peer addresses.
+    pub fn save_cluster(&self, key: &str, peers: &[&str]) -> anyhow::Result<()> {
+        self.save("/api/v1/cluster", json!({"pre_shared_key": key, "peers": peers}))
+    }
+
+    /// The status line this peer shows for the peer at `ip` ("This system", "Active as …",
+    /// "Failed: …"), or a note that it is not listed.
+    pub fn status_line(&self, ip: &str) -> anyhow::Result<String> {
+        let (status, body) = self.call(reqwest::Method::GET, "/api/v1/cluster/status", None)?;
+        if status != 200 {
+            bail!("cluster status of {}: {status} {body}", self.ip);
+        }
+        Ok(body["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|line| line["address"] == ip))
+            .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| format!("(not listed: {body})")))
+    }
+}

@@ -1,6 +1,8 @@
-//! `cargo xtask bench <suite> [args...]`, in release mode. `policy` runs the tests package's
-//! `policy-bench` (it drives real processes: batond, a simulated bridge, nginx, wrk); the other
-//! suites (e.g. `eventlog`) and their options live in the daemon crate's `baton-bench`.
+//! `cargo xtask bench <suite> [args...]`, in release mode. `policy` and `cluster` run the
+//! tests package's `policy-bench` and `cluster-bench` (they drive real processes: batond,
+//! simulated bridges, nginx and wrk, or etcd); the other suites (e.g. `eventlog`) and their
+//! options live in the daemon crate's `baton-bench`, except `upgrade`, the upgrade crate's
+//! `upgrade-bench`.
 
 use crate::{cargo, exec, run_checked};
 
@@ -13,6 +15,19 @@ pub(crate) fn bench(suite: &str, args: &[String]) -> anyhow::Result<()> {
                 "`cargo build --release --bins`",
             )?;
             cargo(&["run", "--release", "-p", "baton-tests", "--bin", "policy-bench", "--"])
+        }
+        "cluster" => {
+            // The bench spawns `target/release/batond`, which `cargo run` of another package
+            // would not rebuild: a stale daemon would be measured.
+            run_checked(
+                cargo(&["build", "--release", "-p", "daemon", "--bin", "batond"]),
+                "`cargo build --release -p daemon --bin batond`",
+            )?;
+            cargo(&["run", "--release", "-p", "baton-tests", "--bin", "cluster-bench", "--"])
+        }
+        // Measuring an install needs neither the daemon nor its dependencies.
+        "upgrade" => {
+            cargo(&["run", "--release", "-p", "upgrade", "--bin", "upgrade-bench", "--", suite])
         }
         _ => cargo(&["run", "--release", "-p", "daemon", "--bin", "baton-bench", "--", suite]),
     };

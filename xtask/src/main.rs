@@ -44,12 +44,13 @@ enum Task {
     },
     /// Run only the repository tidy and dependency-direction checks (`cargo test -p xtask`).
     Tidy,
-    /// Run a benchmark suite: `cargo run --release -p daemon --bin baton-bench -- <SUITE> [ARGS]...`
-    /// (`upgrade`: the upgrade crate's `upgrade-bench`).
+    /// Run a benchmark suite: `policy` and `cluster` (tests package binaries, beside nginx/wrk
+    /// and etcd), `upgrade` (the upgrade crate's `upgrade-bench`), or one of `baton-bench`
+    /// (`eventlog`, `backup`).
     Bench {
-        /// Suite to run, e.g. `eventlog` or `upgrade`.
+        /// Suite to run: `eventlog`, `backup`, `cluster`, `policy`, `upgrade`.
         suite: String,
-        /// Further arguments, passed to `baton-bench` unchanged.
+        /// Further arguments, passed to the benchmark binary unchanged.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
