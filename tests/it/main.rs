@@ -5,3 +5,4 @@ mod cli;
 mod cluster;
 mod crash;
 mod policy;
+mod vm;
