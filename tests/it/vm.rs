@@ -49,12 +49,7 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("disk.raw");
     let _ = std::fs::remove_file(&disk);
-    tool(
-        Command::new("cp")
-            .arg("--sparse=always")
-            .arg(target.join("image/baton.raw"))
-            .arg(&disk),
-    )?;
+    tool(Command::new("cp").arg("--sparse=always").arg(target.join("image/baton.raw")).arg(&disk))?;
     // As an upgrade leaves a new slot: on trial with three tries.
     mtools(&disk, "mren", &["::/loader/entries/slot-a.conf", "::/loader/entries/slot-a+3.conf"])?;
 
@@ -202,7 +197,8 @@ impl Drop for Vm {
 
 /// Sends one QMP command (after the capabilities handshake) and reads its answer.
 fn qmp(socket: &Path, command: &str) -> anyhow::Result<()> {
-    let stream = UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
+    let stream =
+        UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;

@@ -20,7 +20,9 @@ use std::time::Instant;
 const SUITE: &str = "bookworm";
 /// Packages on top of mmdebstrap's `minbase` variant. systemd-boot brings `systemd-bless-boot`
 /// and the boot loader copied onto the ESP (so the loader matches the rootfs, not the build
-/// host); curl is the health gate's probe; iproute2 is for an operator at the console.
+/// host); dbus lets systemd-logind run, which turns ACPI power-button presses (a hypervisor's
+/// "power off") into a clean shutdown; curl is the health gate's probe; iproute2 is for an
+/// operator at the console.
 const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -32,6 +34,7 @@ const PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
     "iproute2",
+    "dbus",
 ];
 /// Options handed to mmdebstrap besides the package list: no recommends, no docs, man pages or
 /// translations (they are half the size of a minimal system and nobody reads them on a VM).
@@ -448,7 +451,7 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 fn allocated_mib(path: &Path) -> anyhow::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let metadata = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(metadata.blocks() * 512 >> 20)
+    Ok((metadata.blocks() * 512) >> 20)
 }
 
 /// Runs a tool to completion; an error naming it if it fails.
