@@ -27,6 +27,8 @@ const MEMORY_MIB: u32 = 1024;
 pub(crate) const ADMIN_PORT: u16 = 8443;
 /// The private network's multicast group on loopback: every VM's second NIC joins it.
 const PRIVATE_MCAST: &str = "230.0.44.1:44044";
+/// How long a VM started with KVM must survive to count KVM as working.
+const KVM_TRIAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What a VM is reachable at, as printed and as the slow test uses it.
 pub(crate) fn host_address(peer: u8) -> String {
@@ -41,7 +43,7 @@ pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<
     }
     let dir = target_dir().join("vm");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let accel = if kvm_works() { "kvm" } else { "tcg" };
+    let mut accel = if kvm_works() { "kvm" } else { "tcg" };
 
     let mut children = Vms(Vec::new());
     for peer in 1..=peers {
@@ -59,8 +61,9 @@ pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<
         let qmp = dir.join(format!("peer-{peer}.qmp"));
         let _ = fs::remove_file(&qmp);
         let host = host_address(peer);
-        let mut command = Command::new("qemu-system-x86_64");
-        command
+        let command = |accel: &str| {
+            let mut command = Command::new("qemu-system-x86_64");
+            command
             .args(["-name", &format!("baton-{peer}"), "-machine", "q35", "-accel", accel])
             .args(["-cpu", if accel == "kvm" { "host" } else { "max" }])
             .args(["-smp", "1", "-m", &MEMORY_MIB.to_string()])
@@ -91,9 +94,21 @@ pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<
             .args(["-serial", &format!("file:{}", serial_log.display())])
             .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
             .stdin(Stdio::null());
-        let child = command
+            command
+        };
+        let mut child = command(accel)
             .spawn()
             .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+        if accel == "kvm" {
+            // /dev/kvm may open and still fail once a real vCPU starts (seen: an MSR qemu
+            // cannot set under nested virtualisation); then this machine has TCG only.
+            std::thread::sleep(KVM_TRIAL);
+            if child.try_wait()?.is_some_and(|status| !status.success()) {
+                println!("peer {peer}: KVM failed at start; using TCG");
+                accel = "tcg";
+                child = command(accel).spawn().context("starting qemu-system-x86_64")?;
+            }
+        }
         children.0.push(child);
         println!("peer {peer}: booting ({accel}), hardware serial BATON-VM-{peer}");
         println!(
@@ -110,11 +125,16 @@ pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<
         println!("  power off:                 QMP {}", qmp.display());
     }
     println!("waiting for the VMs to power off (Ctrl-C stops them)");
+    let mut failed = Vec::new();
     for (index, child) in children.0.iter_mut().enumerate() {
         let status = child.wait().context("waiting for qemu")?;
         println!("peer {}: qemu exited ({status})", index + 1);
+        if !status.success() {
+            failed.push(index + 1);
+        }
     }
     children.0.clear();
+    anyhow::ensure!(failed.is_empty(), "qemu failed for peer(s) {failed:?}");
     Ok(())
 }
 
