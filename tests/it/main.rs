@@ -8,3 +8,4 @@ mod cluster;
 mod crash;
 mod policy;
 mod upgrade;
+mod vm;

@@ -1,10 +1,13 @@
 //! `cargo xtask`: the project's developer commands (run Baton locally, run every test,
-//! forward to benchmarks, make release keys and signed upgrade images). See `cargo xtask --help`.
+//! forward to benchmarks, make release keys and signed upgrade images, build the appliance disk
+//! image and boot it in VMs). See `cargo xtask --help`.
 
 mod bench;
+mod image;
 mod release;
 mod run;
 mod testsuite;
+mod vm;
 
 #[cfg(test)]
 mod deps;
@@ -54,6 +57,20 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the appliance's bootable A/B disk image (raw and qcow2) under `<target>/image/`.
+    Image,
+    /// Boot N appliances from the built image under qemu (builds the image when missing).
+    Vm {
+        /// How many appliances, each with its own overlay, serial and addresses (1 to 3).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+        peers: u8,
+        /// Start from fresh overlays (forget what the VMs wrote on their disks).
+        #[arg(long)]
+        fresh: bool,
+        /// Boot this raw disk file itself, writably, instead of overlays (one VM; for tests).
+        #[arg(long, value_name = "FILE", conflicts_with = "peers")]
+        disk: Option<PathBuf>,
+    },
     /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
     Keygen {
         /// Directory for `baton-release.key` (mode 0600) and `baton-release.pub`.
@@ -90,6 +107,8 @@ fn main() -> ExitCode {
         Task::Test { slow } => testsuite::test(slow),
         Task::Tidy => testsuite::tidy(),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
+        Task::Image => image::image(),
+        Task::Vm { peers, fresh, disk } => vm::vm(peers, fresh, disk.as_deref()),
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {
             release::upgrade_image(&release::ImageRequest {
@@ -115,6 +134,14 @@ fn main() -> ExitCode {
 /// The workspace root: the parent of xtask's own manifest directory.
 pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or_else(|| Path::new("."))
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace root) or `target`.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
 }
 
 /// The cargo that runs us (`CARGO`, set by cargo), or `cargo` from `PATH`.

@@ -1,0 +1,202 @@
+//! `cargo xtask vm [--peers N]`: boots N appliances (N ≤ 3) from the built image under
+//! qemu-system-x86_64 with OVMF. Each VM `n` (1-based) gets a qcow2 overlay on the image (its
+//! own disk, kept between runs unless `--fresh`), the hardware serial `BATON-VM-<n>` through
+//! SMBIOS, user networking with its admin HTTPS port forwarded to `127.0.0.<n+1>:8443`, and a
+//! second NIC on a private network shared by all the VMs (qemu socket multicast on loopback)
+//! where the image gives it `10.44.0.<n+1>/24` (matched by the MAC address chosen here; see
+//! `rootfs/etc/systemd/network/`). Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
+//! and a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`. KVM is used when
+//! `/dev/kvm` actually works, TCG otherwise. Stops when every VM has powered off; Ctrl-C stops
+//! them all.
+
+use crate::image::{self, run};
+use crate::target_dir;
+use anyhow::Context;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// UEFI firmware from Debian's `ovmf` package: code read-only, variables copied per VM.
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Guest memory per VM, in MiB: batond and a minimal Debian need far less; the page cache
+/// makes the boot faster.
+const MEMORY_MIB: u32 = 1024;
+/// The admin API port, in the guest and on the forwarded host address.
+pub(crate) const ADMIN_PORT: u16 = 8443;
+/// The private network's multicast group on loopback: every VM's second NIC joins it.
+const PRIVATE_MCAST: &str = "230.0.44.1:44044";
+/// How long a VM started with KVM must survive to count KVM as working.
+const KVM_TRIAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What a VM is reachable at, as printed and as the slow test uses it.
+pub(crate) fn host_address(peer: u8) -> String {
+    format!("127.0.0.{}", u32::from(peer) + 1)
+}
+
+pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<()> {
+    let image = image::paths();
+    if disk.is_none() && !image.qcow2.exists() {
+        println!("no image at {}; building it first", image.qcow2.display());
+        image::image()?;
+    }
+    let dir = target_dir().join("vm");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut accel = if kvm_works() { "kvm" } else { "tcg" };
+
+    let mut children = Vms(Vec::new());
+    for peer in 1..=peers {
+        let disk_arg = match disk {
+            Some(file) => format!("if=virtio,format=raw,file={}", file.display()),
+            None => format!(
+                "if=virtio,format=qcow2,file={}",
+                overlay(&dir, &image.qcow2, peer, fresh)?.display()
+            ),
+        };
+        let vars = dir.join(format!("peer-{peer}-vars.fd"));
+        fs::copy(OVMF_VARS, &vars)
+            .with_context(|| format!("copying {OVMF_VARS} (is ovmf installed?)"))?;
+        let serial_log = dir.join(format!("peer-{peer}-serial.log"));
+        let qmp = dir.join(format!("peer-{peer}.qmp"));
+        let _ = fs::remove_file(&qmp);
+        let host = host_address(peer);
+        let command = |accel: &str| {
+            let mut command = Command::new("qemu-system-x86_64");
+            command
+            .args(["-name", &format!("baton-{peer}"), "-machine", "q35", "-accel", accel])
+            .args(["-cpu", if accel == "kvm" { "host" } else { "max" }])
+            .args(["-smp", "1", "-m", &MEMORY_MIB.to_string()])
+            .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
+            .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
+            .args(["-drive", &disk_arg])
+            .args([
+                "-smbios",
+                &format!(
+                    "type=1,manufacturer=Baton,product=Baton appliance (VM),serial=BATON-VM-{peer}"
+                ),
+            ])
+            .args([
+                "-netdev",
+                &format!("user,id=wan,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}"),
+            ])
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
+            ])
+            .args(["-netdev", &format!("socket,id=lan,mcast={PRIVATE_MCAST},localaddr=127.0.0.1")])
+            // The image's networkd files give this MAC its private address 10.44.0.<n+1>.
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=lan,mac=52:54:00:44:00:{:02x}", peer + 1),
+            ])
+            .args(["-display", "none", "-monitor", "none"])
+            .args(["-serial", &format!("file:{}", serial_log.display())])
+            .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
+            .stdin(Stdio::null());
+            command
+        };
+        let mut child = command(accel)
+            .spawn()
+            .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+        if accel == "kvm" {
+            // /dev/kvm may open and still fail once a real vCPU starts (seen: an MSR qemu
+            // cannot set under nested virtualisation); then this machine has TCG only.
+            std::thread::sleep(KVM_TRIAL);
+            if child.try_wait()?.is_some_and(|status| !status.success()) {
+                println!("peer {peer}: KVM failed at start; using TCG");
+                accel = "tcg";
+                child = command(accel).spawn().context("starting qemu-system-x86_64")?;
+            }
+        }
+        children.0.push(child);
+        println!("peer {peer}: booting ({accel}), hardware serial BATON-VM-{peer}");
+        println!(
+            "  admin (browser, batonctl): https://{host}:{ADMIN_PORT}/  user admin, password TANDBERG (must be changed)"
+        );
+        println!(
+            "  VCS policy service:        https://{host}:{ADMIN_PORT}/baton/policy  (status: /baton/policy/status)"
+        );
+        println!(
+            "  cluster address:           10.44.0.{} on the private network",
+            u32::from(peer) + 1
+        );
+        println!("  serial console log:        {}", serial_log.display());
+        println!("  power off:                 QMP {}", qmp.display());
+    }
+    println!("waiting for the VMs to power off (Ctrl-C stops them)");
+    let mut failed = Vec::new();
+    for (index, child) in children.0.iter_mut().enumerate() {
+        let status = child.wait().context("waiting for qemu")?;
+        println!("peer {}: qemu exited ({status})", index + 1);
+        if !status.success() {
+            failed.push(index + 1);
+        }
+    }
+    children.0.clear();
+    anyhow::ensure!(failed.is_empty(), "qemu failed for peer(s) {failed:?}");
+    Ok(())
+}
+
+/// The VM's own disk: a qcow2 overlay backed by the image, made when missing, stale (older
+/// than the image) or when asked to start fresh.
+fn overlay(dir: &Path, base: &Path, peer: u8, fresh: bool) -> anyhow::Result<PathBuf> {
+    let overlay = dir.join(format!("peer-{peer}.qcow2"));
+    let stale = match (fs::metadata(&overlay), fs::metadata(base)) {
+        (Ok(overlay), Ok(base)) => overlay.modified()? < base.modified()?,
+        _ => true,
+    };
+    if fresh || stale {
+        let _ = fs::remove_file(&overlay);
+        let base =
+            fs::canonicalize(base).with_context(|| format!("resolving {}", base.display()))?;
+        run(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                .arg(&base)
+                .arg(&overlay),
+            "qemu-img create",
+        )?;
+    }
+    Ok(overlay)
+}
+
+/// Whether KVM works here: `/dev/kvm` may exist and still refuse (no nesting), so ask qemu to
+/// start with it and quit at once.
+fn kvm_works() -> bool {
+    let Ok(mut child) = Command::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "none",
+            "-accel",
+            "kvm",
+            "-display",
+            "none",
+            "-monitor",
+            "stdio",
+            "-nodefaults",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"quit\n");
+    }
+    child.wait().is_ok_and(|status| status.success())
+}
+
+/// Kills the VMs still running when `vm` returns early (an error starting the next one).
+struct Vms(Vec<Child>);
+
+impl Drop for Vms {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
