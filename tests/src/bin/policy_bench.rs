@@ -90,8 +90,8 @@ fn main() -> anyhow::Result<()> {
     for index in 0..MEMORY_CONFERENCES {
         api.post(
             "conferences",
-            json!({"name": format!("live-{index}"), "bridge": "mcu",
-            "bridge_conference_id": format!("live-{index}"), "template": "meeting"}),
+            json!({"name": format!("live{index}"), "bridge": "mcu",
+            "bridge_conference_id": format!("live{index}"), "template": "meeting"}),
         )?;
     }
     let loaded_kib = rss_kib(daemon.child.id())?;
@@ -170,7 +170,7 @@ impl Api {
             "service-preferences",
             json!({"name": "pref", "bridge_type": "mcu", "pools": ["pool"]}),
         )?;
-        self.post("conference-templates", json!({"name": "meeting", "conference_type": "meeting", "service_preference": "pref", "max_participants": 1}))?;
+        self.post("conference-templates", json!({"name": "meeting", "conference_type": "meeting", "service_preference": "pref", "max_participants": 2}))?;
         self.post(
             "conference-aliases",
             json!({"name": "meet", "pattern": r"meet\.(?P<room>[a-z0-9]+)@example\.com",
