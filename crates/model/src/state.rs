@@ -10,8 +10,8 @@ use crate::clock::Stamp;
 use crate::event::{DecodeError, Encoded, Event};
 use crate::record::{Record, RecordKey, RecordKind};
 use crate::validate::{FieldError, validate};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// What an operator asks for.
 #[derive(Clone, PartialEq, Debug)]
@@ -49,9 +49,11 @@ pub struct Slot {
     pub record: Option<Record>,
 }
 
+/// Cloning is cheap (a persistent map shares its nodes), which matters: the daemon hands every
+/// new version of the state to its readers, and the policy service decides on those copies.
 #[derive(Clone, PartialEq, Debug, Default)]
 pub struct State {
-    slots: BTreeMap<RecordKey, Slot>,
+    slots: OrdMap<RecordKey, Slot>,
 }
 
 /// How one record differs between two states.
@@ -102,9 +104,10 @@ impl State {
 
     /// Live records of one kind, by name.
     pub fn list(&self, kind: RecordKind) -> impl Iterator<Item = &Record> {
+        // Keys order by kind first: one kind's records are one range.
         self.slots
-            .iter()
-            .filter(move |(key, _)| key.kind == kind)
+            .range(RecordKey { kind, name: String::new() }..)
+            .take_while(move |(key, _)| key.kind == kind)
             .filter_map(|(_, slot)| slot.record.as_ref())
     }
 
