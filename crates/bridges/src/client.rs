@@ -90,6 +90,9 @@ pub struct ConferenceSpec {
     pub name: String,
     pub chair_pin: Option<String>,
     pub guest_pin: Option<String>,
+    /// TelePresence Server: the URI guests dial (chairs dial `name`); `None` gives guests the
+    /// conference's name too.
+    pub guest_uri: Option<String>,
     /// MCU: `maximumVideoPorts`. Not sent to a TelePresence Server (its parameter for this is
     /// not confirmed).
     pub max_participants: Option<u32>,
@@ -306,7 +309,11 @@ impl BridgeClient {
                 // with the access level each grants.
                 let uri = |pin: &Option<String>, access_level: &str| {
                     let mut members = Struct::new();
-                    members.insert("URI".to_owned(), Value::from(spec.name.as_str()));
+                    let address = match access_level {
+                        "guest" => spec.guest_uri.as_deref().unwrap_or(&spec.name),
+                        _ => spec.name.as_str(),
+                    };
+                    members.insert("URI".to_owned(), Value::from(address));
                     members.insert("accessLevel".to_owned(), Value::from(access_level));
                     if let Some(pin) = pin {
                         members.insert("PIN".to_owned(), Value::from(pin.as_str()));

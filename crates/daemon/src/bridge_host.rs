@@ -41,6 +41,8 @@ impl ConferenceHost for XmlRpcBridges {
                 name: spec.name.clone(),
                 chair_pin: spec.chair_pin.clone(),
                 guest_pin: spec.guest_pin.clone(),
+                // Where the policy service sends guests (see `policy::decide::route_url`).
+                guest_uri: Some(format!("{}{}", spec.name, policy::decide::GUEST_SUFFIX)),
                 max_participants: spec.max_participants,
             };
             let target = BridgeTarget::from_record(bridge);

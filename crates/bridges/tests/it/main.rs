@@ -60,6 +60,7 @@ async fn a_conference_is_created_listed_and_destroyed_on_both_personalities() {
             name: "meet.alice@example.com".to_owned(),
             chair_pin: Some("1234".to_owned()),
             guest_pin: Some("5678".to_owned()),
+            guest_uri: Some("meet.alice.guest@example.com".to_owned()),
             max_participants: Some(12),
         };
         let created = client.create_conference(&target, &spec).await.unwrap();
