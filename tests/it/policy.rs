@@ -129,8 +129,15 @@ fn hosted_on(peer: &Peer, conference: &str) -> String {
     peer.get(&format!("/api/v1/conferences/{conference}"))["bridge"].as_str().unwrap().to_owned()
 }
 
-/// Conference names on a simulated bridge, as its API lists them.
-fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
+/// Runs one call of the bridge API against a simulator, as a test outside the runtime.
+fn on_sim<T>(
+    sim: &SimBridge,
+    kind: bridges::BridgeKind,
+    call: impl AsyncFnOnce(
+        &bridges::BridgeClient,
+        &bridges::BridgeTarget,
+    ) -> Result<T, bridges::BridgeError>,
+) -> T {
     let target = bridges::BridgeTarget {
         kind,
         base_url: format!("http://{}", sim.address),
@@ -139,42 +146,32 @@ fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
     };
     let client = bridges::BridgeClient::new(5_000, None).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut names: Vec<String> = runtime
-        .block_on(client.enumerate_conferences(&target))
-        .unwrap()
-        .into_iter()
-        .map(|conference| conference.name)
-        .collect();
+    runtime.block_on(call(&client, &target)).unwrap()
+}
+
+/// Conference names on a simulated bridge, as its API lists them.
+fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
+    let conferences =
+        on_sim(sim, kind, async |client, target| client.enumerate_conferences(target).await);
+    let mut names: Vec<String> =
+        conferences.into_iter().map(|conference| conference.name).collect();
     names.sort();
     names
 }
 
+/// Sets how many participants a conference on a simulated MCU has.
 fn participants(sim: &SimBridge, conference: &str, count: i32) {
-    let target = bridges::BridgeTarget {
-        kind: bridges::BridgeKind::Mcu,
-        base_url: format!("http://{}", sim.address),
-        username: SIM_BRIDGE_USER.to_owned(),
-        password: SIM_BRIDGE_PASSWORD.to_owned(),
-    };
     let settings = bridges::xmlrpc::Struct::from([
         ("conferenceName".to_owned(), bridges::xmlrpc::Value::from(conference)),
         ("count".to_owned(), bridges::xmlrpc::Value::Int(count)),
     ]);
-    let client = bridges::BridgeClient::new(5_000, None).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(client.call(&target, "sim.participants", settings)).unwrap();
+    on_sim(sim, bridges::BridgeKind::Mcu, async |client, target| {
+        client.call(target, "sim.participants", settings).await
+    });
 }
 
 fn sim_configure(sim: &SimBridge, kind: bridges::BridgeKind, settings: bridges::xmlrpc::Struct) {
-    let target = bridges::BridgeTarget {
-        kind,
-        base_url: format!("http://{}", sim.address),
-        username: SIM_BRIDGE_USER.to_owned(),
-        password: SIM_BRIDGE_PASSWORD.to_owned(),
-    };
-    let client = bridges::BridgeClient::new(5_000, None).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(client.call(&target, "sim.configure", settings)).unwrap();
+    on_sim(sim, kind, async |client, target| client.call(target, "sim.configure", settings).await);
 }
 
 #[test]
@@ -222,19 +219,8 @@ fn calls_create_conferences_on_both_bridge_kinds_overflow_and_fail_over_between_
 
     // A conference already on a bridge (an earlier attempt whose record was lost) is adopted.
     sim_configure(&mcu_spare, Mcu, Default::default());
-    let target = bridges::BridgeTarget {
-        kind: Mcu,
-        base_url: format!("http://{}", mcu_spare.address),
-        username: SIM_BRIDGE_USER.to_owned(),
-        password: SIM_BRIDGE_PASSWORD.to_owned(),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let spec = bridges::ConferenceSpec { name: "dave".to_owned(), ..Default::default() };
-    runtime
-        .block_on(
-            bridges::BridgeClient::new(5_000, None).unwrap().create_conference(&target, &spec),
-        )
-        .unwrap();
+    on_sim(&mcu_spare, Mcu, async |client, target| client.create_conference(target, &spec).await);
     assert_eq!(routed(&vcs.call("meet.dave@example.com")), "dave@127.0.0.1");
     assert_eq!(hosted_on(&peer, "dave"), "mcu-spare");
     assert_eq!(names_on(&mcu_spare, Mcu), ["bob", "carol", "dave"]);
@@ -334,7 +320,6 @@ fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
 #[test]
 fn empty_conferences_are_ended_and_busy_ones_kept() {
     use bridges::BridgeKind::Mcu;
-    use bridges::xmlrpc::{Struct, Value};
     let mcu_full = SimBridge::start("mcu", &["--max-conferences", "1"]).unwrap();
     let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
     let ts = SimBridge::start("telepresence-server", &[]).unwrap();
@@ -346,24 +331,7 @@ fn empty_conferences_are_ended_and_busy_ones_kept() {
     assert_eq!(routed(&vcs.call("meet.busy@example.com")), "busy@127.0.0.1");
     assert_eq!(routed(&vcs.call("meet.quiet@example.com")), "quiet@127.0.0.1");
     // Two participants joined "busy" (on the full bridge); nobody joined "quiet".
-    let target = bridges::BridgeTarget {
-        kind: Mcu,
-        base_url: format!("http://{}", mcu_full.address),
-        username: SIM_BRIDGE_USER.to_owned(),
-        password: SIM_BRIDGE_PASSWORD.to_owned(),
-    };
-    let joined = Struct::from([
-        ("conferenceName".to_owned(), Value::from("busy")),
-        ("count".to_owned(), Value::Int(2)),
-    ]);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime
-        .block_on(bridges::BridgeClient::new(5_000, None).unwrap().call(
-            &target,
-            "sim.participants",
-            joined,
-        ))
-        .unwrap();
+    participants(&mcu_full, "busy", 2);
 
     wait_until("the empty conference is ended", || {
         match (

@@ -300,11 +300,9 @@ impl PolicyService {
 
     /// Decides one call, creating its conference if it needs one.
     pub async fn decide(&self, request: &policy::PolicyRequest) -> Decision {
-        let engine = self.engine();
-        let health =
-            |name: &str| engine.bridge(name).is_some_and(|bridge| self.health.is_up(bridge));
-        let Decision::Create { conference, .. } = engine.decide(request, &health) else {
-            return engine.decide(request, &health);
+        let conference = match self.decide_now(request) {
+            (Decision::Create { conference, .. }, _) => conference,
+            (decided, _) => return decided,
         };
         let creation = {
             let mut creating = lock(&self.creating);
@@ -313,14 +311,11 @@ impl PolicyService {
         let decision = {
             let _only_one = creation.lock().await;
             // Decide again on the newest state: the conference may exist by now.
-            let engine = self.engine();
-            let health =
-                |name: &str| engine.bridge(name).is_some_and(|bridge| self.health.is_up(bridge));
-            match engine.decide(request, &health) {
-                Decision::Create { conference, template, role, candidates } => {
+            match self.decide_now(request) {
+                (Decision::Create { conference, template, role, candidates }, engine) => {
                     self.create(&engine, &conference, &template, role, &candidates).await
                 }
-                other => other,
+                (other, _) => other,
             }
         };
         let mut creating = lock(&self.creating);
@@ -328,6 +323,15 @@ impl PolicyService {
             creating.remove(&conference);
         }
         decision
+    }
+
+    /// One decision on the newest state, with this peer's view of bridge health; also returns
+    /// the engine it was made with, so a creation uses the same configuration.
+    fn decide_now(&self, request: &policy::PolicyRequest) -> (Decision, Arc<Engine>) {
+        let engine = self.engine();
+        let health =
+            |name: &str| engine.bridge(name).is_some_and(|bridge| self.health.is_up(bridge));
+        (engine.decide(request, &health), engine.clone())
     }
 
     async fn create(

@@ -393,6 +393,15 @@ impl Store {
     }
 }
 
+/// Hands readers the state if it changed since `published_version` (cheap: the state's map is
+/// persistent).
+fn publish_state(store: &Store, state_tx: &watch::Sender<Arc<State>>, published_version: &mut u64) {
+    if store.state_version() != *published_version {
+        *published_version = store.state_version();
+        state_tx.send_replace(Arc::new(store.state().clone()));
+    }
+}
+
 fn sends(outputs: Vec<replication::Output>) -> Vec<Outbound> {
     outputs
         .into_iter()
@@ -498,10 +507,7 @@ impl Writer {
                         }
                         // Readers of the state (the policy service) see a change before its
                         // author is told it is saved.
-                        if store.state_version() != published_version {
-                            published_version = store.state_version();
-                            state_tx.send_replace(Arc::new(store.state().clone()));
-                        }
+                        publish_state(&store, &state_tx, &mut published_version);
                         let _ = reply.send(result);
                     }
                     Request::Journal { entry } => {
@@ -533,10 +539,7 @@ impl Writer {
                     *current = latest;
                     changed
                 });
-                if store.state_version() != published_version {
-                    published_version = store.state_version();
-                    state_tx.send_replace(Arc::new(store.state().clone()));
-                }
+                publish_state(&store, &state_tx, &mut published_version);
             }
         })?;
         Ok((Writer { queue, settings, state }, thread))
