@@ -366,7 +366,11 @@ async fn start(
         return true;
     }
     let passphrase = settings.pre_shared_key.clone();
-    let key = match tokio::task::spawn_blocking(move || ClusterKey::derive(&passphrase)).await {
+    let derived = tokio::task::spawn_blocking(move || ClusterKey::derive(&passphrase)).await;
+    let key = match derived
+        .map_err(|error| error.to_string())
+        .and_then(|key| key.map_err(|error| error.to_string()))
+    {
         Ok(key) => Arc::new(key),
         Err(error) => {
             problems.push(format!("could not derive the cluster key: {error}"));

@@ -527,7 +527,9 @@ impl Writer {
                     Request::ReplicationTick { now_ms } => send(store.replication_tick(now_ms)),
                     Request::ReplicationPeers { peers } => store.set_replication_peers(peers),
                     Request::JoinCluster { cluster, now_ms, reply } => {
-                        let _ = reply.send(store.join_cluster(cluster, now_ms));
+                        let joined = store.join_cluster(cluster, now_ms);
+                        publish_state(&store, &state_tx, &mut published_version);
+                        let _ = reply.send(joined);
                     }
                     Request::Restore { staged, note, now_ms, reply } => {
                         let _ = reply.send(store.restore_from(&staged, &note, now_ms));

@@ -237,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn messages_of_any_size_cross_in_both_directions() {
-        let key = ClusterKey::derive("same");
+        let key = ClusterKey::derive("same").expect("valid parameters");
         let (a, b) = pair(&key, &key).await;
         let (mut a_send, mut a_recv) = a.expect("connect").split();
         let (mut b_send, mut b_recv) = b.expect("accept").split();
@@ -252,7 +252,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_key_fails_on_both_sides() {
-        let (a, b) = pair(&ClusterKey::derive("one"), &ClusterKey::derive("two")).await;
+        let (a, b) = pair(
+            &ClusterKey::derive("one").expect("valid parameters"),
+            &ClusterKey::derive("two").expect("valid parameters"),
+        )
+        .await;
         assert!(matches!(a, Err(ChannelError::AuthenticationFailed)), "{:?}", a.err());
         assert!(matches!(b, Err(ChannelError::AuthenticationFailed)), "{:?}", b.err());
     }
@@ -261,14 +265,15 @@ mod tests {
     async fn a_stranger_is_refused_before_any_cryptography() {
         let (mut a, b) = tokio::io::duplex(1024);
         a.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
-        let accepted = Channel::accept(b, &ClusterKey::derive("k")).await;
+        let accepted =
+            Channel::accept(b, &ClusterKey::derive("k").expect("valid parameters")).await;
         assert!(matches!(accepted, Err(ChannelError::NotAPeer)));
     }
 
     /// Records two messages' raw frames from a real sender, lets `edit` change them, and feeds
     /// them to a receiver with the same session keys.
     async fn receive_edited(edit: impl Fn(&mut Vec<Vec<u8>>)) -> Result<Vec<u8>, ChannelError> {
-        let key = ClusterKey::derive("same");
+        let key = ClusterKey::derive("same").expect("valid parameters");
         let (a, b) = tokio::io::duplex(1 << 20);
         let (a, b) = tokio::join!(Channel::connect(a, &key), Channel::accept(b, &key));
         let (mut sender, _) = a.expect("connect").split();

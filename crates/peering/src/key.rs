@@ -14,16 +14,17 @@ const KEY_ITERATIONS: u32 = 3;
 pub struct ClusterKey(pub(crate) [u8; 32]);
 
 impl ClusterKey {
-    /// Slow on purpose (tens of milliseconds): call it off the async runtime.
-    pub fn derive(passphrase: &str) -> ClusterKey {
+    /// Slow on purpose (tens of milliseconds): call it off the async runtime. Fails only for
+    /// out-of-range parameters, which are constants; never falls back to a weaker key.
+    pub fn derive(passphrase: &str) -> Result<ClusterKey, argon2::Error> {
         let mut key = [0u8; 32];
-        let params = Params::new(KEY_MEMORY_KIB, KEY_ITERATIONS, 1, Some(32));
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.unwrap_or_default());
-        // Fails only for out-of-range parameters, which are constants checked by the tests.
-        if argon.hash_password_into(passphrase.as_bytes(), KEY_SALT, &mut key).is_err() {
-            key = [0; 32];
-        }
-        ClusterKey(key)
+        let params = Params::new(KEY_MEMORY_KIB, KEY_ITERATIONS, 1, Some(32))?;
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password_into(
+            passphrase.as_bytes(),
+            KEY_SALT,
+            &mut key,
+        )?;
+        Ok(ClusterKey(key))
     }
 }
 
@@ -39,10 +40,10 @@ mod tests {
 
     #[test]
     fn keys_depend_on_the_passphrase_and_never_print() {
-        let a = ClusterKey::derive("correct horse");
-        assert_eq!(a, ClusterKey::derive("correct horse"));
-        assert_ne!(a, ClusterKey::derive("correct horse."));
-        assert_ne!(a.0, [0; 32], "the parameters are valid");
+        let derive = |passphrase| ClusterKey::derive(passphrase).expect("valid parameters");
+        let a = derive("correct horse");
+        assert_eq!(a, derive("correct horse"));
+        assert_ne!(a, derive("correct horse."));
         assert_eq!(format!("{a:?}"), "ClusterKey(********)");
     }
 }
