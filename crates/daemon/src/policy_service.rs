@@ -455,7 +455,13 @@ impl PolicyService {
             let feedback = lock(&self.feedback);
             match feedback.registered.get(&bridge.name) {
                 Some((address, _)) if *address == bridge.address => return,
-                _ => random_token(),
+                _ => match random_token() {
+                    Some(token) => token,
+                    None => {
+                        tracing::warn!(bridge = %bridge.name, "no randomness for a feedback token; not registering");
+                        return;
+                    }
+                },
             }
         };
         let uri = format!("{base}{BRIDGE_EVENTS_PATH}?bridge={}&token={token}", bridge.name);
@@ -617,11 +623,11 @@ fn singleton(state: &State, kind: RecordKind) -> Option<&Record> {
     state.get(&RecordKey { kind, name: kind.as_str().to_owned() })
 }
 
-fn random_token() -> String {
+/// `None` without randomness: a guessable token would let anyone post events for a bridge.
+fn random_token() -> Option<String> {
     let mut bytes = [0u8; 16];
-    // Without randomness the token is predictable; events would still only mark a bridge up.
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
+    getrandom::fill(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
 }
 
 #[derive(serde::Deserialize)]
