@@ -86,6 +86,12 @@ impl Peer {
         answer
     }
 
+    /// What the VCS's status poll gets.
+    fn policy_status(&self) -> u16 {
+        let url = format!("{}/baton/policy/status", self.daemon.url);
+        self.daemon.client().unwrap().get(url).send().unwrap().status().as_u16()
+    }
+
     fn records(&self) -> Value {
         self.get("/api/v1/config")["records"].clone()
     }
@@ -249,6 +255,25 @@ fn round_trip_plain_and_encrypted_while_serving() {
     peer.bridge("after-restore", 5);
     let peer = peer.restart(&[]);
     assert_eq!(peer.get("/api/v1/bridges/after-restore")["capacity_ports"], 5);
+}
+
+/// The policy service decides on the in-memory state, not the API's tables: a restore must
+/// reach it at once, also when nothing had changed since the daemon started.
+#[test]
+fn restore_reaches_the_policy_service_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), SERIAL);
+    peer.put("/api/v1/policy-service", json!({"username": "vcs", "password": "vcs secret"}));
+    assert_eq!(peer.policy_status(), 200);
+    let (archive, _) = peer.backup(None);
+    let (status, _) = peer.call(reqwest::Method::DELETE, "/api/v1/policy-service", None);
+    assert_eq!(status, 204);
+    assert_eq!(peer.policy_status(), 503);
+
+    let peer = peer.restart(&[]);
+    let (status, answer) = peer.restore(archive, None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(peer.policy_status(), 200, "the restored policy account is not in use");
 }
 
 /// Restores `archive` and expects the refusal `code`, with nothing changed.

@@ -56,12 +56,6 @@ struct Session {
     csrf_token: String,
 }
 
-fn random_hex_32() -> Option<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).ok()?;
-    Some(hex::encode(bytes))
-}
-
 /// Open sessions by token. Tokens are 32 random bytes, hex-encoded.
 #[derive(Default)]
 pub struct Sessions {
@@ -70,8 +64,8 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn open(&self, user: &str, now_ms: u64) -> Option<String> {
-        let token = random_hex_32()?;
-        let csrf_token = random_hex_32()?;
+        let token = crate::random::hex_token::<32>()?;
+        let csrf_token = crate::random::hex_token::<32>()?;
         let mut sessions = self.by_token.lock().ok()?;
         sessions.retain(|_, session| {
             now_ms.saturating_sub(session.last_used_ms) < SESSION_IDLE_TIMEOUT_MS

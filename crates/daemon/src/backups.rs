@@ -483,7 +483,13 @@ pub async fn apply(
     actor: &str,
     now_ms: u64,
 ) -> Result<Applied, ApplyError> {
-    let restore_id = format!("{now_ms}-{}", hex::encode(random_bytes()));
+    let restore_id = format!(
+        "{now_ms}-{}",
+        hex::encode(
+            // Only makes the restore's name unique; the time already nearly does.
+            crate::random::bytes::<8>().unwrap_or_default(),
+        )
+    );
     let files = staged.extra_files();
     crash_point("staged");
 
@@ -556,13 +562,6 @@ pub async fn apply(
     sync_dir(data_dir)?;
     let _ = std::fs::remove_dir_all(&files_dir);
     Ok(Applied { safety_database, safety_files_dir: copied_any.then_some(safety_files_dir), files })
-}
-
-fn random_bytes() -> [u8; 8] {
-    let mut bytes = [0u8; 8];
-    // Only makes the restore's name unique; the time already nearly does.
-    let _ = getrandom::fill(&mut bytes);
-    bytes
 }
 
 /// Renames each restored extra file (in `files_dir`) over its current one (atomic per file),

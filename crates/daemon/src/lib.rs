@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod http;
 pub mod openapi;
 pub mod policy_service;
+mod random;
 pub mod store;
 pub mod tls;
 pub mod upgrade_service;

@@ -455,7 +455,7 @@ impl PolicyService {
             let feedback = lock(&self.feedback);
             match feedback.registered.get(&bridge.name) {
                 Some((address, _)) if *address == bridge.address => return,
-                _ => match random_token() {
+                _ => match crate::random::hex_token::<16>() {
                     Some(token) => token,
                     None => {
                         tracing::warn!(bridge = %bridge.name, "no randomness for a feedback token; not registering");
@@ -621,13 +621,6 @@ impl PolicyService {
 
 fn singleton(state: &State, kind: RecordKind) -> Option<&Record> {
     state.get(&RecordKey { kind, name: kind.as_str().to_owned() })
-}
-
-/// `None` without randomness: a guessable token would let anyone post events for a bridge.
-fn random_token() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).ok()?;
-    Some(hex::encode(bytes))
 }
 
 #[derive(serde::Deserialize)]

@@ -185,11 +185,7 @@ impl Store {
             ),
         })?;
         projections::catch_up(fresh.connection_mut())?;
-        self.log.replace_with(&fresh)?;
-        let log = std::mem::replace(&mut self.log, fresh);
-        let (mut store, _) = Store::from_log(log)?;
-        store.state_version = self.state_version + 1;
-        *self = store;
+        self.replace_content(&fresh)?;
         Ok(kept)
     }
 
@@ -222,13 +218,21 @@ impl Store {
             )?;
         }
         restored.log.append_journal(note)?;
-        self.log.replace_with(&restored.log)?;
-        drop(restored);
+        self.replace_content(&restored.log)?;
+        Ok(kept)
+    }
+
+    /// Swaps this peer's database content for `source`'s in one SQLite transaction and
+    /// rebuilds the store from it. The state version moves on, so readers are handed the new
+    /// state even when nothing had changed since start (a rebuilt store counts from zero).
+    fn replace_content(&mut self, source: &EventLog) -> Result<(), StoreError> {
+        self.log.replace_with(source)?;
         let placeholder = EventLog::open_in_memory(self.peer_id())?;
         let log = std::mem::replace(&mut self.log, placeholder);
-        let (store, _) = Store::from_log(log)?;
+        let (mut store, _) = Store::from_log(log)?;
+        store.state_version = self.state_version + 1;
         *self = store;
-        Ok(kept)
+        Ok(())
     }
 
     /// Who to replicate with: the peers whose greeting matched ours.
@@ -413,9 +417,7 @@ fn sends(outputs: Vec<replication::Output>) -> Vec<Outbound> {
 }
 
 fn random_bytes() -> Result<[u8; 16], StoreError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|error| StoreError::Random(error.to_string()))?;
-    Ok(bytes)
+    crate::random::bytes().map_err(|error| StoreError::Random(error.to_string()))
 }
 
 enum Request {
@@ -532,7 +534,9 @@ impl Writer {
                         let _ = reply.send(joined);
                     }
                     Request::Restore { staged, note, now_ms, reply } => {
-                        let _ = reply.send(store.restore_from(&staged, &note, now_ms));
+                        let restored = store.restore_from(&staged, &note, now_ms);
+                        publish_state(&store, &state_tx, &mut published_version);
+                        let _ = reply.send(restored);
                     }
                 }
                 settings_tx.send_if_modified(|current| {
