@@ -422,12 +422,16 @@ impl Run<'_> {
         let deadline = Instant::now() + Duration::from_millis(reboot_timeout_ms);
         loop {
             match observe(peer) {
-                Ok(s) if s.started != before.started && s.version == self.target => {
-                    if s.projections_current {
-                        eprintln!("  {}: back, running {}", peer.address, s.version);
-                        return Ok(());
-                    }
+                Ok(s)
+                    if s.started != before.started
+                        && s.version == self.target
+                        && s.projections_current =>
+                {
+                    eprintln!("  {}: back, running {}", peer.address, s.version);
+                    return Ok(());
                 }
+                // Back with the new version, still catching up: wait.
+                Ok(s) if s.started != before.started && s.version == self.target => {}
                 Ok(s) if s.started != before.started => {
                     let boot = peer.client.get("/api/v1/upgrade").unwrap_or(Value::Null);
                     bail!(
