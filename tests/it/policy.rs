@@ -10,8 +10,8 @@ use baton_tests::{SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, free_port};
 use policy::cpl::Outcome;
 use serde_json::{Value, json};
 
-const VCS_USER: &str = "vcs";
-const VCS_PASSWORD: &str = "policy service password";
+pub(crate) const VCS_USER: &str = "vcs";
+pub(crate) const VCS_PASSWORD: &str = "policy service password";
 
 fn post(peer: &Peer, collection: &str, body: Value) {
     let (status, answer) =
@@ -19,7 +19,7 @@ fn post(peer: &Peer, collection: &str, body: Value) {
     assert_eq!(status, 201, "{collection}: {answer}");
 }
 
-fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &str) -> Value {
+pub(crate) fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &str) -> Value {
     json!({"name": name, "bridge_type": bridge_type, "address": sim.address.to_string(), "protocol": "http",
            "username": SIM_BRIDGE_USER, "password": password, "capacity_ports": 100})
 }
@@ -27,7 +27,8 @@ fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &str) -> Val
 /// MCU conferences prefer `mcu-full` (one conference at most) and overflow to `mcu-spare`;
 /// lectures go to a TelePresence Server with chair and guest PINs.
 fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimBridge) {
-    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD})).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
     post(peer, "bridges", bridge("mcu-full", mcu_full, "mcu", SIM_BRIDGE_PASSWORD));
     post(peer, "bridges", bridge("mcu-spare", mcu_spare, "mcu", SIM_BRIDGE_PASSWORD));
     post(peer, "bridges", bridge("ts", ts, "telepresence_server", SIM_BRIDGE_PASSWORD));
@@ -109,7 +110,7 @@ fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimB
     );
 }
 
-fn vcs_for(peers: &[&Peer]) -> Vcs {
+pub(crate) fn vcs_for(peers: &[&Peer]) -> Vcs {
     let mut cas = Vec::new();
     for peer in peers {
         cas.extend(std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap());
@@ -118,7 +119,7 @@ fn vcs_for(peers: &[&Peer]) -> Vcs {
     Vcs::new(servers, VCS_USER, VCS_PASSWORD, &cas).unwrap()
 }
 
-fn routed(answer: &Answer) -> String {
+pub(crate) fn routed(answer: &Answer) -> String {
     match &answer.outcome {
         Outcome::Route { urls } if urls.len() == 1 => urls[0].clone(),
         other => panic!("expected one route, got {other:?}"),
@@ -126,7 +127,10 @@ fn routed(answer: &Answer) -> String {
 }
 
 fn hosted_on(peer: &Peer, conference: &str) -> String {
-    peer.get(&format!("/api/v1/conferences/{conference}")).unwrap()["bridge"].as_str().unwrap().to_owned()
+    peer.get(&format!("/api/v1/conferences/{conference}")).unwrap()["bridge"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Runs one call of the bridge API against a simulator, as a test outside the runtime.
@@ -150,7 +154,7 @@ fn on_sim<T>(
 }
 
 /// Conference names on a simulated bridge, as its API lists them.
-fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
+pub(crate) fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
     let conferences =
         on_sim(sim, kind, async |client, target| client.enumerate_conferences(target).await);
     let mut names: Vec<String> =
@@ -272,10 +276,9 @@ fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
     let first = vcs.call("meet.alice@example.com");
     assert_eq!((routed(&first), first.server), ("alice@127.0.0.1".to_owned(), Some(0)));
     wait_until("the conference reached every peer", || {
-        match [&b, &c]
-            .iter()
-            .all(|peer| peer.call(reqwest::Method::GET, "/api/v1/conferences/alice", None).unwrap().0 == 200)
-        {
+        match [&b, &c].iter().all(|peer| {
+            peer.call(reqwest::Method::GET, "/api/v1/conferences/alice", None).unwrap().0 == 200
+        }) {
             true => Ok(()),
             false => Err("not yet".to_owned()),
         }
