@@ -91,8 +91,8 @@ pub(crate) fn run(
 ) -> anyhow::Result<()> {
     let manifest = read_manifest(&args.image)?;
     let target = manifest.version.to_string();
-    let peers = discover(globals, password, &args.peers)?;
     let reboot_timeout_ms = args.reboot_timeout_s.saturating_mul(1000);
+    let peers = discover(globals, password, &args.peers, reboot_timeout_ms)?;
     // A peer may be rebooting when a run resumes: give it the time a reboot gets.
     let mut seen = Vec::new();
     for peer in &peers {
@@ -497,7 +497,12 @@ fn read_manifest(path: &Path) -> anyhow::Result<upgrade::Manifest> {
 }
 
 /// The peers to upgrade: --url and every --peer, else the addresses --url's cluster lists.
-fn discover(globals: &Globals, password: &str, given: &[String]) -> anyhow::Result<Vec<Peer>> {
+fn discover(
+    globals: &Globals,
+    password: &str,
+    given: &[String],
+    answer_timeout_ms: u64,
+) -> anyhow::Result<Vec<Peer>> {
     let connect = |url: &str| {
         Client::new(&Globals { url: url.to_owned(), ..globals.clone() }, password.to_owned())
     };
@@ -527,9 +532,24 @@ fn discover(globals: &Globals, password: &str, given: &[String]) -> anyhow::Resu
     let mut peers: Vec<Peer> = Vec::new();
     for url in urls {
         let client = connect(&url)?;
-        let address = match client.get("/api/v1/ipv4") {
-            Ok(ipv4) => ipv4["address"].as_str().unwrap_or_default().to_owned(),
-            Err(error) => return Err(error.context(format!("reading the address of {url}"))),
+        // A peer may be rebooting when a run resumes: it gets the time a reboot gets.
+        let deadline = Instant::now() + Duration::from_millis(answer_timeout_ms);
+        let mut said = false;
+        let address = loop {
+            match client.get("/api/v1/ipv4") {
+                Ok(ipv4) => break ipv4["address"].as_str().unwrap_or_default().to_owned(),
+                Err(error)
+                    if error.downcast_ref::<client::ApiError>().is_none()
+                        && Instant::now() < deadline =>
+                {
+                    if !said {
+                        eprintln!("waiting for {url} to answer ({error:#})");
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(POLL_MS));
+                }
+                Err(error) => return Err(error.context(format!("reading the address of {url}"))),
+            }
         };
         if address.is_empty() {
             bail!("{url} has no IPv4 address: it cannot be in a cluster");
@@ -782,7 +802,14 @@ fn wait_links(group: &[&Peer], what: &str) -> anyhow::Result<()> {
     loop {
         let mut waiting = None;
         for peer in group {
-            let s = observe(peer)?;
+            // A peer that has just joined refuses logins until the cluster's accounts arrive.
+            let s = match observe(peer) {
+                Ok(s) => s,
+                Err(error) => {
+                    waiting = Some((peer.address.clone(), json!(format!("{error:#}"))));
+                    continue;
+                }
+            };
             if !s.links_up() || !s.projections_current {
                 let refused =
                     s.cluster_status["peers"].as_array().into_iter().flatten().any(|line| {
@@ -804,10 +831,13 @@ fn wait_links(group: &[&Peer], what: &str) -> anyhow::Result<()> {
         }
         let Some((address, status)) = waiting else { return Ok(()) };
         if Instant::now() > deadline {
+            let shown = match status.as_str() {
+                Some(error) => format!("{error}\n"),
+                None => render::cluster(&status),
+            };
             bail!(
                 "{what}: not every link is Active after {LINKS_TIMEOUT_MS} ms; {address} \
-                 shows:\n{}",
-                render::cluster(&status)
+                 shows:\n{shown}"
             );
         }
         std::thread::sleep(Duration::from_millis(POLL_MS));
@@ -906,9 +936,12 @@ fn carry_conferences(
             continue; // Replaced above.
         }
         if authoritative && !source.contains_key(name) {
-            to.client
-                .delete(&format!("/api/v1/conferences/{}", client::encode(name)))
-                .with_context(|| format!("removing the ended conference {name}"))?;
+            match to.client.delete(&format!("/api/v1/conferences/{}", client::encode(name))) {
+                Err(error) if !client::is_not_found(&error) => {
+                    return Err(error.context(format!("removing the ended conference {name}")));
+                }
+                _ => {}
+            }
             changed += 1;
         } else if !staying.contains(record["created_by"].as_str().unwrap_or_default()) {
             save_conference(to, name, record, owner)?;
@@ -929,11 +962,23 @@ fn conferences(peer: &Peer) -> anyhow::Result<BTreeMap<String, Value>> {
 }
 
 fn save_conference(peer: &Peer, name: &str, record: &Value, owner: &str) -> anyhow::Result<()> {
-    let mut record = record.clone();
-    record["created_by"] = json!(owner);
-    peer.client
-        .put(&format!("/api/v1/conferences/{}", client::encode(name)), &record)
-        .with_context(|| format!("saving conference {name} on {}", peer.address))?;
+    // Only the record's own fields: a listing adds metadata (kind, stamps) a save refuses.
+    let record = json!({
+        "name": name,
+        "bridge": record["bridge"],
+        "bridge_conference_id": record["bridge_conference_id"],
+        "template": record["template"],
+        "created_by": owner,
+    });
+    // A PUT updates a record; a record the peer does not have is created with a POST.
+    let saved =
+        match peer.client.put(&format!("/api/v1/conferences/{}", client::encode(name)), &record) {
+            Err(error) if client::is_not_found(&error) => {
+                peer.client.post("/api/v1/conferences", &record)
+            }
+            other => other,
+        };
+    saved.with_context(|| format!("saving conference {name} on {}", peer.address))?;
     Ok(())
 }
 
