@@ -54,8 +54,14 @@ struct Peer {
     address: String,
 }
 
+/// How the operator names a peer: its address and its admin API URL.
+struct Named {
+    address: String,
+    url: String,
+}
+
 /// What a peer shows now.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Seen {
     version: String,
     peer_id: String,
@@ -99,7 +105,12 @@ pub(crate) fn run(
         seen.push(wait_for_answer(peer, reboot_timeout_ms)?);
     }
     check_versions(&peers, &seen, &manifest)?;
-    let last = choose_last(&peers, &seen, &target, args.last.as_deref(), &globals.url)?;
+    let named: Vec<Named> = peers
+        .iter()
+        .map(|peer| Named { address: peer.address.clone(), url: peer.url.clone() })
+        .collect();
+    let last = choose_last(&named, &seen, &target, args.last.as_deref(), &globals.url)?;
+    check_starting_point(&peers, &seen, &target, last)?;
     let first: Vec<usize> = (0..peers.len()).filter(|index| *index != last).collect();
     let all_addresses: Vec<String> = sorted(peers.iter().map(|peer| peer.address.clone()));
     let done = seen.iter().all(|s| {
@@ -163,16 +174,24 @@ impl Run<'_> {
     /// Conferences the first group created are re-owned by the last peer, which serves alone.
     fn take_out_first_group(&mut self) -> anyhow::Result<()> {
         let last = self.last;
-        let pending: Vec<usize> = self
-            .first
-            .iter()
-            .copied()
-            .filter(|index| observe(self.peer(*index)).is_ok_and(|s| s.version != self.target))
-            .collect();
+        let last_seen = observe(self.peer(last))?;
+        if last_seen.version == self.target {
+            return Ok(()); // Tasks 1–5 are behind us.
+        }
+        // Peers still to upgrade, and any that rebooted into the new version by accident while
+        // still in the old cluster (it refuses them as a version mismatch): both must leave.
+        let mut pending = Vec::new();
+        for &index in &self.first {
+            let s = observe(self.peer(index))?;
+            if s.version != self.target || s.listed.contains(&self.peer(last).address) {
+                pending.push(index);
+            }
+        }
         // The image is checked by each peer (signature, product, architecture, versions)
         // before any of them is disturbed.
         for &index in &pending {
-            if observe(self.peer(index))?.clustered() {
+            let s = observe(self.peer(index))?;
+            if s.clustered() && s.version != self.target {
                 self.upload(index)?;
             }
         }
@@ -202,7 +221,7 @@ impl Run<'_> {
         }
         let s = observe(self.peer(last))?;
         let first = self.first_addresses();
-        if s.version != self.target && s.listed.iter().any(|address| first.contains(address)) {
+        if s.listed.iter().any(|address| first.contains(address)) {
             let remaining: Vec<String> =
                 s.listed.iter().filter(|address| !first.contains(address)).cloned().collect();
             eprintln!(
@@ -606,10 +625,46 @@ fn check_versions(
     Ok(())
 }
 
+/// Before anything changes, the cluster must be sound: when nothing has been done yet (every
+/// peer at the old version, none in maintenance), every peer lists every peer and sees each
+/// one Active. (A run under way is judged step by step instead.)
+fn check_starting_point(
+    peers: &[Peer],
+    seen: &[Seen],
+    target: &str,
+    last: usize,
+) -> anyhow::Result<()> {
+    let fresh = seen.iter().all(|s| s.version != target && !s.maintenance);
+    if !fresh {
+        return Ok(());
+    }
+    let everyone = sorted(peers.iter().map(|peer| peer.address.clone()));
+    for (peer, s) in peers.iter().zip(seen) {
+        if s.listed != everyone || !s.links_up() {
+            bail!(
+                "the cluster is not sound, so nothing was changed: {} shows\n{}every peer must \
+                 list {} and see the others Active (batonctl cluster status)",
+                peer.address,
+                render::cluster(&s.cluster_status),
+                everyone.join(", ")
+            );
+        }
+    }
+    if seen.iter().any(|s| s.serving) && !seen[last].serving {
+        bail!(
+            "{} would serve the VCS alone but does not serve it now ({}); nothing was changed: \
+             fix it or choose another peer with --last",
+            peers[last].address,
+            unavailable_reason(&peers[last])
+        );
+    }
+    Ok(())
+}
+
 /// The peer upgraded last: as chosen by the operator, else as the peers' state shows (a run
 /// in progress), else the peer at --url.
 fn choose_last(
-    peers: &[Peer],
+    peers: &[Named],
     seen: &[Seen],
     target: &str,
     chosen: Option<&str>,
@@ -618,9 +673,10 @@ fn choose_last(
     let old: Vec<usize> = (0..peers.len()).filter(|index| seen[*index].version != target).collect();
     let upgraded = old.len() < peers.len();
     let inferred = if old.is_empty() {
-        // Everything upgraded: the last is the one not yet back in (or still in maintenance).
-        let everyone = sorted(peers.iter().map(|peer| peer.address.clone()));
-        (0..peers.len()).find(|index| seen[*index].maintenance || seen[*index].listed != everyone)
+        // Everything upgraded: the last is the one still in maintenance, or not yet back in.
+        (0..peers.len())
+            .find(|index| seen[*index].maintenance)
+            .or_else(|| (0..peers.len()).find(|index| !seen[*index].clustered()))
     } else if upgraded {
         // Some peers are upgraded: the last is the old one still in the old cluster (or the
         // only old one).
@@ -651,7 +707,8 @@ fn choose_last(
             let name = name.trim_end_matches('/');
             let found = peers.iter().position(|peer| peer.address == name || peer.url == name);
             Some(found.with_context(|| {
-                format!("--last {name}: not one of the peers ({})", addresses(peers))
+                let all: Vec<&str> = peers.iter().map(|peer| peer.address.as_str()).collect();
+                format!("--last {name}: not one of the peers ({})", all.join(", "))
             })?)
         }
         None => None,
@@ -666,8 +723,15 @@ fn choose_last(
         (Some(named), _) => Ok(named),
         (None, Some(inferred)) => Ok(inferred),
         (None, None) => {
+            // The peer at --url, unless it is already off the VCS: then one that serves.
             let url = url.trim_end_matches('/');
-            Ok(peers.iter().position(|peer| peer.url == url).unwrap_or(0))
+            let here = peers.iter().position(|peer| peer.url == url).unwrap_or(0);
+            if !seen[here].maintenance {
+                return Ok(here);
+            }
+            (0..peers.len())
+                .find(|index| !seen[*index].maintenance && seen[*index].clustered())
+                .with_context(|| "every peer is in maintenance mode: give --last".to_owned())
         }
     }
 }
@@ -1039,6 +1103,104 @@ fn address_key(address: &str) -> (u8, u32, String) {
     }
 }
 
-fn addresses(peers: &[Peer]) -> String {
-    peers.iter().map(|peer| peer.address.as_str()).collect::<Vec<_>>().join(", ")
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "0.1.0";
+    const NEW: &str = "1.0.0";
+
+    fn named() -> Vec<Named> {
+        (1..=3)
+            .map(|x| Named { address: format!("10.0.0.{x}"), url: format!("https://10.0.0.{x}") })
+            .collect()
+    }
+
+    /// A peer at `version`, listing `listed` (last octets), in maintenance or not.
+    fn seen(version: &str, listed: &[u8], maintenance: bool) -> Seen {
+        Seen {
+            version: version.to_owned(),
+            listed: listed.iter().map(|x| format!("10.0.0.{x}")).collect(),
+            maintenance,
+            ..Seen::default()
+        }
+    }
+
+    fn last(seen: &[Seen], chosen: Option<&str>) -> Result<String, String> {
+        choose_last(&named(), seen, NEW, chosen, "https://10.0.0.1/")
+            .map(|index| named()[index].address.clone())
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn the_last_peer_is_chosen_then_read_back_from_the_peers_at_every_stage() {
+        let cluster = [1, 2, 3];
+        // Nothing done: the operator's choice, else the peer at --url.
+        let fresh =
+            [seen(OLD, &cluster, false), seen(OLD, &cluster, false), seen(OLD, &cluster, false)];
+        assert_eq!(last(&fresh, None).unwrap(), "10.0.0.1");
+        assert_eq!(last(&fresh, Some("10.0.0.2")).unwrap(), "10.0.0.2");
+        assert_eq!(last(&fresh, Some("https://10.0.0.3")).unwrap(), "10.0.0.3");
+        assert!(last(&fresh, Some("10.0.0.9")).unwrap_err().contains("not one of the peers"));
+        // The others left (maintenance, standalone): the one serving the old cluster is last,
+        // whatever --url is, and another --last is refused.
+        let apart = [seen(OLD, &[], true), seen(OLD, &[2], false), seen(OLD, &[], true)];
+        assert_eq!(last(&apart, None).unwrap(), "10.0.0.2");
+        assert!(last(&apart, Some("10.0.0.1")).unwrap_err().contains("10.0.0.2 as the last peer"));
+        // Only one went to maintenance so far: ambiguous from the state, so the choice holds,
+        // and without one the peer at --url is not taken when it is already off the VCS.
+        let one_off =
+            [seen(OLD, &cluster, true), seen(OLD, &cluster, false), seen(OLD, &cluster, false)];
+        assert_eq!(last(&one_off, Some("10.0.0.3")).unwrap(), "10.0.0.3");
+        assert_eq!(last(&one_off, None).unwrap(), "10.0.0.2");
+        // One upgraded, one waiting for its upgrade: the old peer still clustered is last.
+        let midway = [seen(NEW, &[], true), seen(OLD, &[2], false), seen(OLD, &[], true)];
+        assert_eq!(last(&midway, None).unwrap(), "10.0.0.2");
+        // Only one old peer left: it is the last.
+        let switched =
+            [seen(NEW, &[1, 3], false), seen(OLD, &[2], true), seen(NEW, &[1, 3], false)];
+        assert_eq!(last(&switched, None).unwrap(), "10.0.0.2");
+        // All upgraded, the last not yet back in: the one not listing everyone.
+        let rejoining =
+            [seen(NEW, &[1, 3], false), seen(NEW, &[], true), seen(NEW, &[1, 3], false)];
+        assert_eq!(last(&rejoining, None).unwrap(), "10.0.0.2");
+    }
+
+    #[test]
+    fn an_image_is_read_for_its_version_and_anything_else_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = upgrade::generate_signing_key().unwrap();
+        let payload = vec![1u8; 1000];
+        let (size, digest) = upgrade::digest_payload(&mut &payload[..]).unwrap();
+        let manifest = upgrade::Manifest {
+            format_version: upgrade::FORMAT_VERSION,
+            product: upgrade::PRODUCT.to_owned(),
+            version: "2.3.4".parse().unwrap(),
+            architecture: "x86_64".to_owned(),
+            payload_size_bytes: size,
+            payload_sha256: digest,
+            min_from_version: "0.0.0".parse().unwrap(),
+            created_at_unix_s: 0,
+        };
+        let mut image = Vec::new();
+        upgrade::write_image(&mut image, &manifest, &key, &mut &payload[..]).unwrap();
+        let path = dir.path().join("image");
+        std::fs::write(&path, &image).unwrap();
+        assert_eq!(read_manifest(&path).unwrap().version.to_string(), "2.3.4");
+        std::fs::write(&path, b"not an image, but long enough to hold a header of one......................................").unwrap();
+        assert!(read_manifest(&path).unwrap_err().to_string().contains("BATONUPG"));
+        std::fs::write(&path, &image[..100]).unwrap();
+        assert!(format!("{:#}", read_manifest(&path).unwrap_err()).contains("ends inside"));
+    }
+
+    #[test]
+    fn peer_urls_and_address_order() {
+        assert_eq!(port_of("https://10.0.0.1:8443/"), ":8443");
+        assert_eq!(port_of("https://baton.example.com"), "");
+        assert_eq!(
+            sorted(["10.0.0.10", "10.0.0.9", "10.0.0.9"].into_iter().map(str::to_owned)),
+            ["10.0.0.9", "10.0.0.10"]
+        );
+    }
 }
