@@ -393,6 +393,9 @@ impl Run<'_> {
         }
         let all: Vec<&Peer> = self.peers.iter().collect();
         wait_links(&all, "the whole cluster")?;
+        // Joining replaced its configuration; the cluster's arrives by replication. Until it
+        // has, it would route calls on a partial picture (and make conferences twice).
+        wait_caught_up(last, self.peer(self.first_founder()))?;
         if observe(last)?.maintenance {
             eprintln!("Task 7: {}: out of maintenance, serving the VCS", last.address);
             set_maintenance(last, false)?;
@@ -906,6 +909,49 @@ fn wait_links(group: &[&Peer], what: &str) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(POLL_MS));
     }
+}
+
+/// Waits until `peer` holds every shared record `reference` holds now.
+fn wait_caught_up(peer: &Peer, reference: &Peer) -> anyhow::Result<()> {
+    let wanted = shared_keys(reference)?;
+    let deadline = Instant::now() + Duration::from_millis(LINKS_TIMEOUT_MS);
+    loop {
+        let missing = match shared_keys(peer) {
+            Ok(held) => wanted.difference(&held).count(),
+            Err(_) => wanted.len(), // Logins wait for the cluster's accounts.
+        };
+        if missing == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} still lacks {missing} of the cluster's records after {LINKS_TIMEOUT_MS} ms \
+                 (replication stalled?): see batonctl cluster status",
+                peer.address
+            );
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
+
+/// (kind, name) of every shared record the peer holds.
+fn shared_keys(peer: &Peer) -> anyhow::Result<BTreeSet<(String, String)>> {
+    let shared: BTreeSet<&str> = model::RecordKind::ALL
+        .iter()
+        .filter(|kind| kind.scope() == model::Scope::Shared)
+        .map(|kind| kind.as_str())
+        .collect();
+    let config = peer.client.get("/api/v1/config")?;
+    Ok(config["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|record| {
+            let kind = record["kind"].as_str()?;
+            let name = record["name"].as_str().unwrap_or(kind);
+            shared.contains(kind).then(|| (kind.to_owned(), name.to_owned()))
+        })
+        .collect())
 }
 
 /// Streams the image to the peer, which verifies it and writes it to its inactive slot.
