@@ -41,6 +41,8 @@ const LINKS_TIMEOUT_MS: u64 = 60_000;
 const SETTLE_TIMEOUT_MS: u64 = 20_000;
 /// A drain longer than this is not waited for silently: something is wrong with the clock.
 const DRAIN_WAIT_MAX_MS: u64 = 15 * 60_000;
+/// How often the last peer's new conferences are carried over while both sides may get calls.
+const CARRY_INTERVAL_MS: u64 = 200;
 /// The upload's progress is reported every this many percent.
 const PROGRESS_STEP_PERCENT: u64 = 10;
 /// The upload of an image (hundreds of MiB on a slow link) may take this long.
@@ -329,12 +331,39 @@ impl Run<'_> {
                 "Task 5: {carried} conference change(s) carried over to the upgraded cluster"
             );
         }
+        // From here both sides may get calls until the VCS's next status poll, and they do not
+        // replicate to each other: what the last peer makes is carried over continuously, so
+        // a conference it made is known upgraded-side a moment later.
+        let carry = || -> anyhow::Result<()> {
+            let carried = carry_conferences(last, founder, &owner, &staying, false)?;
+            if carried > 0 {
+                eprintln!("Task 5: {carried} more conference change(s) carried over");
+            }
+            Ok(())
+        };
         for &index in &self.first {
             let peer = self.peer(index);
             if observe(peer)?.maintenance {
                 eprintln!("Task 5: {}: out of maintenance, serving the VCS", peer.address);
-                set_maintenance(peer, false)?;
+                peer.client
+                    .put("/api/v1/maintenance", &json!({"enabled": false}))
+                    .with_context(|| format!("ending maintenance mode on {}", peer.address))?;
             }
+        }
+        let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+        while !self.first.iter().all(|index| serving(self.peer(*index))) {
+            carry()?;
+            if Instant::now() > deadline {
+                let peer = self.first.iter().map(|index| self.peer(*index)).find(|p| !serving(p));
+                let peer = peer.unwrap_or(founder);
+                bail!(
+                    "{} does not serve the VCS after leaving maintenance mode ({}); the last \
+                     peer still serves: fix it and run the command again",
+                    peer.address,
+                    unavailable_reason(peer)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(CARRY_INTERVAL_MS));
         }
         if !s.maintenance {
             eprintln!(
@@ -342,14 +371,30 @@ impl Run<'_> {
                 last.address
             );
             self.require_other_serving(self.last)?;
-            set_maintenance(last, true)?;
+            last.client
+                .put("/api/v1/maintenance", &json!({"enabled": true}))
+                .with_context(|| format!("setting maintenance mode on {}", last.address))?;
         }
-        // Conferences the last peer made while both sides served.
-        let carried = carry_conferences(last, founder, &owner, &staying, false)?;
-        if carried > 0 {
-            eprintln!("Task 5: {carried} more conference change(s) carried over");
+        // The last peer decides the calls that still reach it until its drain is over.
+        let deadline =
+            Instant::now() + Duration::from_millis(DRAIN_WAIT_MAX_MS + SETTLE_TIMEOUT_MS);
+        loop {
+            carry()?;
+            if Instant::now() > deadline {
+                bail!("{} did not stop serving the VCS after its drain", last.address);
+            }
+            let status = last.client.get("/api/v1/policy/status")?;
+            match status["maintenance_drain_ms_left"].as_u64() {
+                Some(0) | None if !serving(last) => break,
+                Some(left_ms) if left_ms > DRAIN_WAIT_MAX_MS => bail!(
+                    "{} says its maintenance drains for {left_ms} ms more: check its clock",
+                    last.address
+                ),
+                _ => std::thread::sleep(Duration::from_millis(CARRY_INTERVAL_MS)),
+            }
         }
-        wait_drained(last)
+        // Calls decided just before the drain ended.
+        carry()
     }
 
     /// Task 6: the last peer goes standalone and is upgraded.
