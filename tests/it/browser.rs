@@ -249,8 +249,8 @@ fn a_two_peer_cluster_formed_from_the_clustering_pages_shows_both_active() {
     let (dir_1, dir_2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Each peer is prepared as the seed's Task 1 asks (through the API, which the other test
     // shows the pages share): password, IPv4, system name, DNS, NTP, licence.
-    let first = Peer::start(dir_1.path(), "127.0.0.1", port, &[]);
-    let second = Peer::start(dir_2.path(), "127.0.0.2", port, &[]);
+    let first = Peer::start(dir_1.path(), "127.0.0.1", port, &[]).unwrap();
+    let second = Peer::start(dir_2.path(), "127.0.0.2", port, &[]).unwrap();
     let (url_1, url_2) = (first.daemon.url.clone(), second.daemon.url.clone());
 
     // As the seed's Task 2: the initial peer founds the cluster with only its own address.

@@ -3,183 +3,13 @@
 //! a dead peer, standalone mode, re-join; refusals shown with their reason; a partition (a
 //! cutting proxy between peers) and a SIGKILL during writes, then convergence.
 
+pub(crate) use baton_tests::Peer;
 use baton_tests::{Batond, Proxy, TEST_PASSWORD, free_port};
-use serde_json::{Value, json};
-use std::path::Path;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// How long a cluster gets to reach an expected state. Links retry within a few seconds.
-pub(crate) const SETTLE_TIMEOUT_MS: u64 = 30_000;
+pub(crate) use baton_tests::SETTLE_TIMEOUT_MS;
 pub(crate) const KEY: &str = "a long pre-shared key for the test cluster";
-
-/// What a peer list holds: a running peer, or just an address.
-pub(crate) trait Address {
-    fn address(&self) -> &str;
-}
-
-impl Address for Peer {
-    fn address(&self) -> &str {
-        &self.ip
-    }
-}
-
-impl Address for &str {
-    fn address(&self) -> &str {
-        self
-    }
-}
-
-pub(crate) struct Peer {
-    pub(crate) daemon: Batond,
-    pub(crate) ip: String,
-    args: Vec<String>,
-}
-
-impl Peer {
-    /// Starts a new peer on `ip` and prepares it as the seed's Task 1 asks: password, address,
-    /// host name and domain, DNS, NTP, release key.
-    pub(crate) fn start(dir: &Path, ip: &str, port: u16, extra: &[String]) -> Peer {
-        let mut args = vec![
-            "--cluster-port".to_owned(),
-            port.to_string(),
-            "--assume-time-synchronised".to_owned(),
-        ];
-        args.extend_from_slice(extra);
-        let daemon = Batond::start_with(dir, ip, &args).unwrap();
-        let response = daemon
-            .client()
-            .unwrap()
-            .post(format!("{}/api/v1/password", daemon.url))
-            .basic_auth("admin", Some("TANDBERG"))
-            .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let peer = Peer { daemon, ip: ip.to_owned(), args };
-        let host = format!("peer-{}", ip.rsplit('.').next().unwrap());
-        peer.put(
-            "/api/v1/ipv4",
-            json!({"address": ip, "prefix_length": 8, "gateway": "127.0.0.254"}),
-        );
-        peer.put("/api/v1/system-name", json!({"host_name": host, "domain": "example.test"}));
-        peer.put("/api/v1/dns", json!({"servers": ["127.0.0.53"]}));
-        peer.put("/api/v1/ntp", json!({"servers": ["127.0.0.123"]}));
-        peer.put("/api/v1/licence", json!({"release_key": "ABCD-1234-EFGH", "edition": "full"}));
-        peer
-    }
-
-    pub(crate) fn restart(self) -> Peer {
-        let Peer { daemon, ip, args } = self;
-        let dir = daemon.data_dir.clone();
-        daemon.kill().unwrap();
-        let daemon = Batond::start_with(&dir, &ip, &args).unwrap();
-        Peer { daemon, ip, args }
-    }
-
-    pub(crate) fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let client = self.daemon.client().unwrap();
-        let mut request = client
-            .request(method, format!("{}{path}", self.daemon.url))
-            .basic_auth("admin", Some(TEST_PASSWORD));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().unwrap_or(Value::Null))
-    }
-
-    pub(crate) fn get(&self, path: &str) -> Value {
-        // A peer that has just joined has no administrator until the cluster's arrives.
-        let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
-        loop {
-            let (status, body) = self.call(reqwest::Method::GET, path, None);
-            if status == 200 {
-                return body;
-            }
-            assert!(status == 401 && Instant::now() < deadline, "GET {path}: {status} {body}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub(crate) fn put(&self, path: &str, body: Value) {
-        let (status, answer) = self.call(reqwest::Method::PUT, path, Some(body));
-        assert!(status == 200 || status == 201, "PUT {path} on {}: {status} {answer}", self.ip);
-    }
-
-    pub(crate) fn create_bridge(&self, name: &str) {
-        let bridge = json!({"name": name, "bridge_type": "mcu", "address": "127.0.0.9",
-                            "username": "api", "password": "secret", "capacity_ports": 10});
-        let (status, answer) = self.call(reqwest::Method::POST, "/api/v1/bridges", Some(bridge));
-        assert_eq!(status, 201, "creating bridge {name} on {}: {answer}", self.ip);
-    }
-
-    pub(crate) fn cluster(&self, key: &str, peers: &[&dyn Address]) {
-        let peers: Vec<&str> = peers.iter().map(|peer| peer.address()).collect();
-        self.put("/api/v1/cluster", json!({"pre_shared_key": key, "peers": peers}));
-    }
-
-    pub(crate) fn standalone(&self) {
-        self.put("/api/v1/cluster", json!({"pre_shared_key": "", "peers": []}));
-    }
-
-    pub(crate) fn status(&self) -> Value {
-        self.get("/api/v1/cluster/status")
-    }
-
-    /// The status line this peer shows for `other`.
-    pub(crate) fn line(&self, ip: &str) -> String {
-        let status = self.status();
-        status["peers"]
-            .as_array()
-            .and_then(|peers| peers.iter().find(|line| line["address"] == ip))
-            .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
-            .unwrap_or_else(|| format!("(not listed: {status})"))
-    }
-
-    pub(crate) fn bridges(&self) -> Vec<String> {
-        let listed = self.get("/api/v1/bridges");
-        let mut names: Vec<String> = listed
-            .as_array()
-            .unwrap_or_else(|| panic!("bridges: {listed}"))
-            .iter()
-            .map(|bridge| bridge["name"].as_str().unwrap().to_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// The whole shared configuration, as the API shows it (records of shared kinds).
-    pub(crate) fn shared_config(&self) -> Vec<Value> {
-        const LOCAL_KINDS: &[&str] = &[
-            "ethernet",
-            "ipv4",
-            "system_name",
-            "dns",
-            "ntp",
-            "time_zone",
-            "snmp",
-            "syslog",
-            "certificates",
-            "administration_access",
-            "root_password",
-            "location_addresses",
-            "cluster",
-        ];
-        let config = self.get("/api/v1/config");
-        let records = config["records"].as_array().unwrap_or_else(|| panic!("config: {config}"));
-        records
-            .iter()
-            .filter(|record| !LOCAL_KINDS.contains(&record["kind"].as_str().unwrap_or_default()))
-            .cloned()
-            .collect()
-    }
-}
 
 pub(crate) fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
@@ -194,14 +24,14 @@ pub(crate) fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), Strin
 
 pub(crate) fn expect_line(peer: &Peer, other: &str, starts: &str) {
     wait_until(&format!("{} shows {other} as {starts:?}", peer.ip), || {
-        let line = peer.line(other);
+        let line = peer.status_line(other).unwrap();
         if line.starts_with(starts) { Ok(()) } else { Err(line) }
     });
 }
 
 pub(crate) fn expect_bridges(peer: &Peer, expected: &[&str]) {
     wait_until(&format!("{} holds bridges {expected:?}", peer.ip), || {
-        let bridges = peer.bridges();
+        let bridges = peer.bridges().unwrap();
         if bridges == expected { Ok(()) } else { Err(format!("{bridges:?}")) }
     });
 }
@@ -210,53 +40,53 @@ pub(crate) fn expect_bridges(peer: &Peer, expected: &[&str]) {
 fn the_seed_procedure_step_by_step() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let port = free_port().unwrap();
-    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
-    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
-    let c = Peer::start(dirs[2].path(), "127.0.0.3", port, &[]);
-    a.create_bridge("initial-config");
-    b.create_bridge("b-before-joining");
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]).unwrap();
+    let c = Peer::start(dirs[2].path(), "127.0.0.3", port, &[]).unwrap();
+    a.create_bridge("initial-config").unwrap();
+    b.create_bridge("b-before-joining").unwrap();
 
     // Creating the initial peer: only its own address.
-    a.cluster(KEY, &[&a]);
+    a.save_cluster(KEY, &[&a]).unwrap();
     expect_line(&a, &a.ip, "This system");
-    let founded = a.status();
+    let founded = a.cluster_status().unwrap();
     assert_eq!(founded["mode"], "clustered");
     assert!(founded["cluster_id"].is_string(), "{founded}");
 
     // Adding a peer: the cluster first, then the new peer. The cluster's configuration wins;
     // the joining peer's own settings stay its own.
-    a.cluster(KEY, &[&a, &b]);
-    b.cluster(KEY, &[&a, &b]);
+    a.save_cluster(KEY, &[&a, &b]).unwrap();
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
     expect_line(&a, &b.ip, "Active as peer-2");
     expect_line(&b, &a.ip, "Active as peer-1");
     expect_bridges(&b, &["initial-config"]);
-    assert_eq!(b.get("/api/v1/system-name")["host_name"], "peer-2");
-    assert_eq!(b.status()["cluster_id"], founded["cluster_id"]);
+    assert_eq!(b.get("/api/v1/system-name").unwrap()["host_name"], "peer-2");
+    assert_eq!(b.cluster_status().unwrap()["cluster_id"], founded["cluster_id"]);
 
     // Multi-master: a change on either side shows on the other.
-    b.create_bridge("made-on-b");
+    b.create_bridge("made-on-b").unwrap();
     expect_bridges(&a, &["initial-config", "made-on-b"]);
 
     // Adding the third peer.
-    a.cluster(KEY, &[&a, &b, &c]);
-    b.cluster(KEY, &[&a, &b, &c]);
-    c.cluster(KEY, &[&a, &b, &c]);
+    a.save_cluster(KEY, &[&a, &b, &c]).unwrap();
+    b.save_cluster(KEY, &[&a, &b, &c]).unwrap();
+    c.save_cluster(KEY, &[&a, &b, &c]).unwrap();
     for (x, y) in [(&a, &c), (&b, &c), (&c, &a), (&c, &b)] {
         expect_line(x, &y.ip, "Active as");
     }
     expect_bridges(&c, &["initial-config", "made-on-b"]);
-    c.create_bridge("made-on-c");
+    c.create_bridge("made-on-c").unwrap();
     expect_bridges(&a, &["initial-config", "made-on-b", "made-on-c"]);
     expect_bridges(&b, &["initial-config", "made-on-b", "made-on-c"]);
 
     // Removing a live peer: standalone first (it keeps its data), then the others' lists.
-    c.standalone();
-    assert_eq!(c.status()["mode"], "standalone");
-    a.cluster(KEY, &[&a, &b]);
-    b.cluster(KEY, &[&a, &b]);
+    c.standalone().unwrap();
+    assert_eq!(c.cluster_status().unwrap()["mode"], "standalone");
+    a.save_cluster(KEY, &[&a, &b]).unwrap();
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
     expect_line(&a, &b.ip, "Active as peer-2");
-    c.create_bridge("c-alone");
-    a.create_bridge("after-c-left");
+    c.create_bridge("c-alone").unwrap();
+    a.create_bridge("after-c-left").unwrap();
     expect_bridges(&b, &["after-c-left", "initial-config", "made-on-b", "made-on-c"]);
     expect_bridges(&c, &["c-alone", "initial-config", "made-on-b", "made-on-c"]);
 
@@ -265,15 +95,16 @@ fn the_seed_procedure_step_by_step() {
     let b_args = b.args.clone();
     b.daemon.kill().unwrap();
     expect_line(&a, "127.0.0.2", "Failed: ");
-    a.cluster(KEY, &[&a]);
-    a.create_bridge("while-b-dead");
+    a.save_cluster(KEY, &[&a]).unwrap();
+    a.create_bridge("while-b-dead").unwrap();
 
     // The dead peer comes back with its old list: shown as a mismatch, nothing exchanged.
     let daemon = Batond::start_with(&b_dir, "127.0.0.2", &b_args).unwrap();
-    let b = Peer { daemon, ip: "127.0.0.2".to_owned(), args: b_args };
+    let listen = "127.0.0.2:0".to_owned();
+    let b = Peer { daemon, ip: "127.0.0.2".to_owned(), args: b_args, listen };
     expect_line(&b, &a.ip, "Failed: peer list mismatch");
     // Re-joining it: it catches up on what it missed.
-    a.cluster(KEY, &[&a, &b]);
+    a.save_cluster(KEY, &[&a, &b]).unwrap();
     expect_line(&b, &a.ip, "Active as peer-1");
     expect_bridges(
         &b,
@@ -281,16 +112,16 @@ fn the_seed_procedure_step_by_step() {
     );
 
     // Re-joining the standalone peer: its own changes are replaced by the cluster's.
-    a.cluster(KEY, &[&a, &b, &c]);
-    b.cluster(KEY, &[&a, &b, &c]);
-    c.cluster(KEY, &[&a, &b, &c]);
+    a.save_cluster(KEY, &[&a, &b, &c]).unwrap();
+    b.save_cluster(KEY, &[&a, &b, &c]).unwrap();
+    c.save_cluster(KEY, &[&a, &b, &c]).unwrap();
     expect_bridges(
         &c,
         &["after-c-left", "initial-config", "made-on-b", "made-on-c", "while-b-dead"],
     );
-    assert_eq!(a.shared_config(), c.shared_config());
-    assert_eq!(c.get("/api/v1/system-name")["host_name"], "peer-3");
-    let c = c.restart();
+    assert_eq!(a.shared_config().unwrap(), c.shared_config().unwrap());
+    assert_eq!(c.get("/api/v1/system-name").unwrap()["host_name"], "peer-3");
+    let c = c.restart().unwrap();
     expect_line(&c, &a.ip, "Active as peer-1");
     expect_bridges(
         &c,
@@ -302,12 +133,12 @@ fn the_seed_procedure_step_by_step() {
 /// founds a cluster with both addresses listed.
 fn founded_pair(dirs: &[tempfile::TempDir], b_extra: &[String]) -> (Peer, Peer) {
     let port = free_port().unwrap();
-    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
-    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, b_extra);
-    a.create_bridge("cluster-config");
-    b.create_bridge("b-own-config");
-    a.cluster(KEY, &[&a]);
-    a.cluster(KEY, &[&a, &b]);
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, b_extra).unwrap();
+    a.create_bridge("cluster-config").unwrap();
+    b.create_bridge("b-own-config").unwrap();
+    a.save_cluster(KEY, &[&a]).unwrap();
+    a.save_cluster(KEY, &[&a, &b]).unwrap();
     (a, b)
 }
 
@@ -317,24 +148,24 @@ fn incompatible_peers_are_refused_with_their_reason_and_exchange_nothing() {
 
     // Wrong key: both sides see it; nothing crosses.
     let (a, b) = founded_pair(&dirs, &[]);
-    b.cluster("a different key", &[&a, &b]);
+    b.save_cluster("a different key", &[&a, &b]).unwrap();
     expect_line(&a, &b.ip, "Failed: authentication failed");
     expect_line(&b, &a.ip, "Failed: authentication failed");
     // Peer lists differ (the third address is never reachable here; the lists must match).
-    b.cluster(KEY, &[&a, &b, &"127.0.0.3"]);
+    b.save_cluster(KEY, &[&a, &b, &"127.0.0.3"]).unwrap();
     expect_line(&a, &b.ip, "Failed: peer list mismatch");
     expect_line(&b, &a.ip, "Failed: peer list mismatch");
     // A peer that founded a cluster of its own: different history, must not merge.
-    b.standalone();
-    b.cluster(KEY, &[&b]);
-    b.cluster(KEY, &[&a, &b]);
+    b.standalone().unwrap();
+    b.save_cluster(KEY, &[&b]).unwrap();
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
     expect_line(&a, &b.ip, "Failed: different cluster");
     expect_line(&b, &a.ip, "Failed: different cluster");
-    assert_eq!(b.bridges(), ["b-own-config"]);
-    assert_eq!(a.bridges(), ["cluster-config"]);
+    assert_eq!(b.bridges().unwrap(), ["b-own-config"]);
+    assert_eq!(a.bridges().unwrap(), ["cluster-config"]);
     // The fix the message names: standalone, then join.
-    b.standalone();
-    b.cluster(KEY, &[&a, &b]);
+    b.standalone().unwrap();
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
     expect_line(&a, &b.ip, "Active as peer-2");
     expect_bridges(&b, &["cluster-config"]);
     drop((a, b));
@@ -343,10 +174,51 @@ fn incompatible_peers_are_refused_with_their_reason_and_exchange_nothing() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let newer = ["--announce-version".to_owned(), "99.0.0".to_owned()];
     let (a, b) = founded_pair(&dirs, &newer);
-    b.cluster(KEY, &[&a, &b]);
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
     expect_line(&a, &b.ip, "Failed: version mismatch: it runs Baton 99.0.0");
     expect_line(&b, &a.ip, "Failed: version mismatch");
-    assert_eq!(b.bridges(), ["b-own-config"]);
+    assert_eq!(b.bridges().unwrap(), ["b-own-config"]);
+}
+
+/// The seed's rule for an upgraded peer: it runs a different version, so until every peer
+/// matches it is shown as failed with "version mismatch" on both sides and nothing is
+/// replicated either way; once the versions match it is Active and catches up.
+#[test]
+fn a_peer_running_another_version_replicates_nothing_until_the_versions_match() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b) = founded_pair(&dirs, &[]);
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
+    expect_line(&a, &b.ip, "Active as peer-2");
+    expect_bridges(&b, &["cluster-config"]);
+
+    // b is upgraded (played by announcing a newer version after a restart).
+    let newer = |peer: &Peer| {
+        let mut args = peer.args.clone();
+        args.extend(["--announce-version".to_owned(), "99.0.0".to_owned()]);
+        args
+    };
+    let args = newer(&b);
+    let b = b.restart_as(args).unwrap();
+    assert_eq!(b.get("/api/v1/status").unwrap()["version"], "99.0.0");
+    expect_line(&a, &b.ip, "Failed: version mismatch: it runs Baton 99.0.0");
+    expect_line(&b, &a.ip, "Failed: version mismatch");
+    a.create_bridge("made-on-the-old-version").unwrap();
+    b.create_bridge("made-on-the-new-version").unwrap();
+    // Several replication rounds pass: neither change crosses.
+    std::thread::sleep(Duration::from_millis(3_000));
+    assert_eq!(a.bridges().unwrap(), ["cluster-config", "made-on-the-old-version"]);
+    assert_eq!(b.bridges().unwrap(), ["cluster-config", "made-on-the-new-version"]);
+    expect_line(&a, &b.ip, "Failed: version mismatch");
+
+    // a is upgraded too: the versions match, both are Active and both changes are everywhere.
+    let args = newer(&a);
+    let a = a.restart_as(args).unwrap();
+    expect_line(&a, &b.ip, "Active as peer-2");
+    expect_line(&b, &a.ip, "Active as peer-1");
+    let all = ["cluster-config", "made-on-the-new-version", "made-on-the-old-version"];
+    expect_bridges(&a, &all);
+    expect_bridges(&b, &all);
+    assert_eq!(a.shared_config().unwrap(), b.shared_config().unwrap());
 }
 
 /// Three peers whose every link runs through a proxy, so the test can cut any of them.
@@ -385,13 +257,13 @@ pub(crate) fn meshed_trio_with(dirs: &[tempfile::TempDir], extra: &[String]) -> 
                 })
                 .chain(extra.iter().cloned())
                 .collect();
-            Peer::start(dirs[i].path(), ips[i], port, &via)
+            Peer::start(dirs[i].path(), ips[i], port, &via).unwrap()
         })
         .collect();
     let [a, b, c] = [&peers[0], &peers[1], &peers[2]];
-    a.cluster(KEY, &[a]);
+    a.save_cluster(KEY, &[a]).unwrap();
     for peer in [a, b, c] {
-        peer.cluster(KEY, &[a, b, c]);
+        peer.save_cluster(KEY, &[a, b, c]).unwrap();
     }
     for x in [a, b, c] {
         for y in [a, b, c] {
@@ -417,8 +289,8 @@ impl Meshed {
 
 pub(crate) fn converged(peers: &[Peer]) {
     wait_until("all peers hold the same shared configuration", || {
-        let first = peers[0].shared_config();
-        match peers[1..].iter().find(|peer| peer.shared_config() != first) {
+        let first = peers[0].shared_config().unwrap();
+        match peers[1..].iter().find(|peer| peer.shared_config().unwrap() != first) {
             None => Ok(()),
             Some(peer) => Err(format!("{} differs", peer.ip)),
         }
@@ -431,30 +303,30 @@ fn a_partition_with_writes_on_both_sides_heals_and_converges_and_the_wire_is_enc
     let mesh = meshed_trio(&dirs);
     let [a, b, c] = [&mesh.peers[0], &mesh.peers[1], &mesh.peers[2]];
 
-    a.create_bridge("edited-on-both-sides");
+    a.create_bridge("edited-on-both-sides").unwrap();
     expect_bridges(c, &["edited-on-both-sides"]);
     mesh.isolate(0, true);
     expect_line(b, &a.ip, "Failed: ");
     // Both sides keep accepting changes, including to the same record.
-    a.create_bridge("minority-side");
-    b.create_bridge("majority-side");
-    c.create_bridge("majority-again");
+    a.create_bridge("minority-side").unwrap();
+    b.create_bridge("majority-side").unwrap();
+    c.create_bridge("majority-again").unwrap();
     let edit = |capacity_ports: u64| {
         json!({"name": "edited-on-both-sides", "bridge_type": "mcu", "address": "127.0.0.9",
                "username": "api", "password": "x", "capacity_ports": capacity_ports})
     };
-    a.put("/api/v1/bridges/edited-on-both-sides", edit(1));
-    c.put("/api/v1/bridges/edited-on-both-sides", edit(2));
+    a.save("/api/v1/bridges/edited-on-both-sides", edit(1)).unwrap();
+    c.save("/api/v1/bridges/edited-on-both-sides", edit(2)).unwrap();
     mesh.isolate(0, false);
     converged(&mesh.peers);
     let expected = ["edited-on-both-sides", "majority-again", "majority-side", "minority-side"];
     expect_bridges(a, &expected);
     // Last writer wins, the same everywhere: c wrote after a.
     for peer in [a, b, c] {
-        assert_eq!(peer.get("/api/v1/bridges/edited-on-both-sides")["capacity_ports"], 2);
+        assert_eq!(peer.get("/api/v1/bridges/edited-on-both-sides").unwrap()["capacity_ports"], 2);
         // Peer-local settings stayed with their peer.
         let host = format!("peer-{}", peer.ip.rsplit('.').next().unwrap());
-        assert_eq!(peer.get("/api/v1/system-name")["host_name"], host);
+        assert_eq!(peer.get("/api/v1/system-name").unwrap()["host_name"], host);
     }
 
     // Nothing readable crossed the wire: the bridge names above replicated through the
@@ -478,19 +350,19 @@ fn a_peer_killed_during_a_write_storm_catches_up_after_restart() {
         let writer = &peers[0];
         let storm = scope.spawn(move || {
             for index in 0..STORM_CHANGES {
-                writer.create_bridge(&format!("storm-{index}"));
+                writer.create_bridge(&format!("storm-{index}")).unwrap();
             }
         });
         std::thread::sleep(Duration::from_millis(300));
-        let victim = victim.restart();
+        let victim = victim.restart().unwrap();
         storm.join().unwrap();
         victim
     });
     peers.push(victim);
     expect_line(&peers[2], &peers[0].ip, "Active as");
-    peers[2].create_bridge("after-restart");
+    peers[2].create_bridge("after-restart").unwrap();
     converged(&peers);
-    assert_eq!(peers[1].bridges().len(), STORM_CHANGES + 1);
+    assert_eq!(peers[1].bridges().unwrap().len(), STORM_CHANGES + 1);
 }
 
 /// `batonctl cluster join` does the seed's Tasks 3–5 on both peers in one step and waits for
@@ -499,10 +371,10 @@ fn a_peer_killed_during_a_write_storm_catches_up_after_restart() {
 fn batonctl_joins_a_peer_in_one_step() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let port = free_port().unwrap();
-    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
-    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
-    a.create_bridge("cluster-config");
-    a.cluster(KEY, &[&a]);
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]).unwrap();
+    a.create_bridge("cluster-config").unwrap();
+    a.save_cluster(KEY, &[&a]).unwrap();
     // One CA file trusted for both peers.
     let bundle = dirs[0].path().join("both-cas.pem");
     let mut cas = std::fs::read(a.daemon.data_dir.join("tls/ca.pem")).unwrap();
@@ -525,7 +397,7 @@ fn batonctl_joins_a_peer_in_one_step() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("Failed: authentication failed"), "{stderr}");
-    assert_eq!(b.bridges(), Vec::<String>::new());
+    assert_eq!(b.bridges().unwrap(), Vec::<String>::new());
 
     let joined = batonctl(&["cluster", "join", "--member", &a.daemon.url], KEY);
     let stdout = String::from_utf8_lossy(&joined.stdout);

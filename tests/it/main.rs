@@ -5,6 +5,7 @@ mod backup;
 mod browser;
 mod cli;
 mod cluster;
+mod cluster_upgrade;
 mod crash;
 mod policy;
 mod upgrade;

@@ -10,16 +10,16 @@ use baton_tests::{SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, free_port};
 use policy::cpl::Outcome;
 use serde_json::{Value, json};
 
-const VCS_USER: &str = "vcs";
-const VCS_PASSWORD: &str = "policy service password";
+pub(crate) const VCS_USER: &str = "vcs";
+pub(crate) const VCS_PASSWORD: &str = "policy service password";
 
 fn post(peer: &Peer, collection: &str, body: Value) {
     let (status, answer) =
-        peer.call(reqwest::Method::POST, &format!("/api/v1/{collection}"), Some(body));
+        peer.call(reqwest::Method::POST, &format!("/api/v1/{collection}"), Some(body)).unwrap();
     assert_eq!(status, 201, "{collection}: {answer}");
 }
 
-fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &str) -> Value {
+pub(crate) fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &str) -> Value {
     json!({"name": name, "bridge_type": bridge_type, "address": sim.address.to_string(), "protocol": "http",
            "username": SIM_BRIDGE_USER, "password": password, "capacity_ports": 100})
 }
@@ -27,7 +27,8 @@ fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &str) -> Val
 /// MCU conferences prefer `mcu-full` (one conference at most) and overflow to `mcu-spare`;
 /// lectures go to a TelePresence Server with chair and guest PINs.
 fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimBridge) {
-    peer.put("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}));
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
     post(peer, "bridges", bridge("mcu-full", mcu_full, "mcu", SIM_BRIDGE_PASSWORD));
     post(peer, "bridges", bridge("mcu-spare", mcu_spare, "mcu", SIM_BRIDGE_PASSWORD));
     post(peer, "bridges", bridge("ts", ts, "telepresence_server", SIM_BRIDGE_PASSWORD));
@@ -109,7 +110,7 @@ fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimB
     );
 }
 
-fn vcs_for(peers: &[&Peer]) -> Vcs {
+pub(crate) fn vcs_for(peers: &[&Peer]) -> Vcs {
     let mut cas = Vec::new();
     for peer in peers {
         cas.extend(std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap());
@@ -118,7 +119,7 @@ fn vcs_for(peers: &[&Peer]) -> Vcs {
     Vcs::new(servers, VCS_USER, VCS_PASSWORD, &cas).unwrap()
 }
 
-fn routed(answer: &Answer) -> String {
+pub(crate) fn routed(answer: &Answer) -> String {
     match &answer.outcome {
         Outcome::Route { urls } if urls.len() == 1 => urls[0].clone(),
         other => panic!("expected one route, got {other:?}"),
@@ -126,7 +127,10 @@ fn routed(answer: &Answer) -> String {
 }
 
 fn hosted_on(peer: &Peer, conference: &str) -> String {
-    peer.get(&format!("/api/v1/conferences/{conference}"))["bridge"].as_str().unwrap().to_owned()
+    peer.get(&format!("/api/v1/conferences/{conference}")).unwrap()["bridge"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Runs one call of the bridge API against a simulator, as a test outside the runtime.
@@ -150,7 +154,7 @@ fn on_sim<T>(
 }
 
 /// Conference names on a simulated bridge, as its API lists them.
-fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
+pub(crate) fn names_on(sim: &SimBridge, kind: bridges::BridgeKind) -> Vec<String> {
     let conferences =
         on_sim(sim, kind, async |client, target| client.enumerate_conferences(target).await);
     let mut names: Vec<String> =
@@ -181,7 +185,7 @@ fn calls_create_conferences_on_both_bridge_kinds_overflow_and_fail_over_between_
     let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
     let ts = SimBridge::start("telepresence-server", &[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]);
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
     configure(&peer, &mcu_full, &mcu_spare, &ts);
     let mut vcs = vcs_for(&[&peer]);
     assert_eq!(vcs.poll_status(), [true]);
@@ -204,7 +208,7 @@ fn calls_create_conferences_on_both_bridge_kinds_overflow_and_fail_over_between_
     );
     assert_eq!(routed(&vcs.call("lecture.maths@example.com")), "lecture-maths@127.0.0.1");
     assert_eq!(names_on(&ts, TelepresenceServer), ["lecture-maths"]);
-    let lecture = peer.get("/api/v1/conferences/lecture-maths");
+    let lecture = peer.get("/api/v1/conferences/lecture-maths").unwrap();
     assert_eq!(lecture["bridge"], "ts");
     assert_ne!(lecture["bridge_conference_id"], "lecture-maths", "the TS conferenceID is kept");
 
@@ -252,12 +256,12 @@ fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
     let ts = SimBridge::start("telepresence-server", &[]).unwrap();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let port = free_port().unwrap();
-    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
-    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
-    let c = Peer::start(dirs[2].path(), "127.0.0.3", port, &[]);
-    a.cluster(KEY, &[&a]);
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]).unwrap();
+    let c = Peer::start(dirs[2].path(), "127.0.0.3", port, &[]).unwrap();
+    a.save_cluster(KEY, &[&a]).unwrap();
     for peer in [&a, &b, &c] {
-        peer.cluster(KEY, &[&a, &b, &c]);
+        peer.save_cluster(KEY, &[&a, &b, &c]).unwrap();
     }
     for (x, y) in [(&a, &b), (&a, &c), (&b, &c)] {
         expect_line(x, &y.ip, "Active as");
@@ -272,10 +276,9 @@ fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
     let first = vcs.call("meet.alice@example.com");
     assert_eq!((routed(&first), first.server), ("alice@127.0.0.1".to_owned(), Some(0)));
     wait_until("the conference reached every peer", || {
-        match [&b, &c]
-            .iter()
-            .all(|peer| peer.call(reqwest::Method::GET, "/api/v1/conferences/alice", None).0 == 200)
-        {
+        match [&b, &c].iter().all(|peer| {
+            peer.call(reqwest::Method::GET, "/api/v1/conferences/alice", None).unwrap().0 == 200
+        }) {
             true => Ok(()),
             false => Err("not yet".to_owned()),
         }
@@ -307,7 +310,7 @@ fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
     let bob = vcs.call("meet.bob@example.com");
     assert_eq!((routed(&bob), bob.server), ("bob@127.0.0.1".to_owned(), Some(1)));
     wait_until("Server 3 knows bob's conference", || {
-        match c.call(reqwest::Method::GET, "/api/v1/conferences/bob", None) {
+        match c.call(reqwest::Method::GET, "/api/v1/conferences/bob", None).unwrap() {
             (200, conference) if conference["bridge"] == "mcu-spare" => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -325,7 +328,7 @@ fn empty_conferences_are_ended_and_busy_ones_kept() {
     let ts = SimBridge::start("telepresence-server", &[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let idle = ["--conference-idle-ms".to_owned(), "400".to_owned()];
-    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &idle);
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &idle).unwrap();
     configure(&peer, &mcu_full, &mcu_spare, &ts);
     let vcs = vcs_for(&[&peer]);
     assert_eq!(routed(&vcs.call("meet.busy@example.com")), "busy@127.0.0.1");
@@ -336,7 +339,7 @@ fn empty_conferences_are_ended_and_busy_ones_kept() {
     wait_until("the empty conference is ended", || {
         match (
             names_on(&mcu_spare, Mcu).is_empty(),
-            peer.call(reqwest::Method::GET, "/api/v1/conferences/quiet", None).0,
+            peer.call(reqwest::Method::GET, "/api/v1/conferences/quiet", None).unwrap().0,
         ) {
             (true, 404) => Ok(()),
             other => Err(format!("{other:?}")),
@@ -398,7 +401,7 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     for peer in [a, b, c] {
         assert_eq!(hosted_on(peer, "zed"), "mcu-spare", "on {}", peer.ip);
     }
-    let journal = a.get("/api/v1/logs/events?kind=conference.created_twice");
+    let journal = a.get("/api/v1/logs/events?kind=conference.created_twice").unwrap();
     assert!(journal.to_string().contains("created on both mcu-full and mcu-spare"), "{journal}");
     // Its participants moved over (or hung up): the losing copy is ended, the kept one stays.
     participants(&mcu_full, "zed", 0);
@@ -421,10 +424,10 @@ fn telepresence_servers_report_to_the_feedback_receiver() {
     let dir = tempfile::tempdir().unwrap();
     let policy_port = free_port().unwrap();
     let args = ["--policy-http-listen".to_owned(), format!("127.0.0.1:{policy_port}")];
-    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &args);
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &args).unwrap();
     configure(&peer, &mcu_full, &mcu_spare, &ts);
     wait_until("the TelePresence Server posts an event", || {
-        let status = peer.get("/api/v1/policy/status");
+        let status = peer.get("/api/v1/policy/status").unwrap();
         let ts_line = status["bridges"]
             .as_array()
             .and_then(|bridges| bridges.iter().find(|bridge| bridge["name"] == "ts").cloned());
@@ -439,6 +442,6 @@ fn telepresence_servers_report_to_the_feedback_receiver() {
         .send()
         .unwrap();
     assert_eq!(forged.status(), 403);
-    let status = peer.get("/api/v1/policy/status");
+    let status = peer.get("/api/v1/policy/status").unwrap();
     assert_eq!(status["unavailable"], Value::Null, "{status}");
 }

@@ -6,7 +6,7 @@ use baton_tests::{Batond, TEST_PASSWORD};
 use serde_json::{Value, json};
 use upgrade::{FORMAT_VERSION, Manifest, PRODUCT, SigningKey};
 
-fn image(key: &SigningKey, version: &str, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn image(key: &SigningKey, version: &str, payload: &[u8]) -> Vec<u8> {
     let (size, digest) = upgrade::digest_payload(&mut &payload[..]).unwrap();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,

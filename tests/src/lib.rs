@@ -63,12 +63,23 @@ impl Batond {
         extra_args: &[String],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Batond> {
+        Batond::start_listening(data_dir, &format!("{ip}:0"), extra_args, env)
+    }
+
+    /// Starts a daemon whose admin API listens on `listen` (`ip:port`; port 0 for any), e.g.
+    /// to come back at the same URL after a simulated reboot.
+    pub fn start_listening(
+        data_dir: &Path,
+        listen: &str,
+        extra_args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Batond> {
         let url_file = data_dir.join("admin-url");
         let _ = std::fs::remove_file(&url_file);
         let child = Command::new(binary("batond")?)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--admin-listen", &format!("{ip}:0")])
+            .args(["--admin-listen", listen])
             .args(extra_args)
             .envs(env.iter().copied())
             .env("RUST_LOG", std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "error".to_owned()))
@@ -274,27 +285,81 @@ pub const SIM_BRIDGE_PASSWORD: &str = "bridge secret";
 pub const FACTORY_USER: &str = "admin";
 pub const FACTORY_PASSWORD: &str = "TANDBERG";
 
+/// How long a peer gets to reach an expected state (links retry within a few seconds; a
+/// joined peer has no administrator until the cluster's account arrives).
+pub const SETTLE_TIMEOUT_MS: u64 = 30_000;
+
+/// What a peer list holds: a running peer, or just an address.
+pub trait Address {
+    fn address(&self) -> &str;
+}
+
+impl Address for Peer {
+    fn address(&self) -> &str {
+        &self.ip
+    }
+}
+
+impl Address for &str {
+    fn address(&self) -> &str {
+        self
+    }
+}
+
+impl Address for String {
+    fn address(&self) -> &str {
+        self
+    }
+}
+
+/// Peer-local record kinds: what `Peer::shared_config` leaves out.
+const LOCAL_KINDS: &[&str] = &[
+    "ethernet",
+    "ipv4",
+    "system_name",
+    "dns",
+    "ntp",
+    "time_zone",
+    "snmp",
+    "syslog",
+    "certificates",
+    "administration_access",
+    "root_password",
+    "location_addresses",
+    "cluster",
+];
+
 /// A `batond` started as a cluster peer on its own loopback address (127.0.0.x), prepared as
 /// the seed's Task 1 asks: password changed, address, host name `peer-<x>` and domain, DNS,
-/// NTP and a full-edition release key.
+/// NTP and a full-edition release key. Every method returns an error instead of panicking, so
+/// the benchmark binaries can use it too; tests unwrap.
 pub struct Peer {
     pub daemon: Batond,
     pub ip: String,
     /// The flags it was started with, to restart it the same way.
     pub args: Vec<String>,
+    /// Where its admin API listens (`ip:port`, port 0 for any).
+    pub listen: String,
 }
 
 impl Peer {
     /// Starts and prepares a new peer on `ip` with cluster port `port` (common to all peers)
     /// and `extra` flags. Time synchronisation is assumed: loopback peers share one clock.
     pub fn start(dir: &Path, ip: &str, port: u16, extra: &[String]) -> anyhow::Result<Peer> {
+        Peer::start_on(dir, &format!("{ip}:0"), port, extra)
+    }
+
+    /// [`Peer::start`] with the admin API on `listen` (`ip:port`): a fixed port keeps its URL
+    /// across restarts.
+    pub fn start_on(dir: &Path, listen: &str, port: u16, extra: &[String]) -> anyhow::Result<Peer> {
+        let ip = listen.rsplit_once(':').map_or(listen, |(ip, _)| ip).to_owned();
         let mut args = vec![
             "--cluster-port".to_owned(),
             port.to_string(),
             "--assume-time-synchronised".to_owned(),
         ];
         args.extend_from_slice(extra);
-        let daemon = Batond::start_with(dir, ip, &args)?;
+        let daemon = Batond::start_listening(dir, listen, &args, &[])?;
         let response = daemon
             .client()?
             .post(format!("{}/api/v1/password", daemon.url))
@@ -305,8 +370,8 @@ impl Peer {
         if response.status() != 200 {
             bail!("changing the factory password on {ip}: {}", response.status());
         }
-        let peer = Peer { daemon, ip: ip.to_owned(), args };
-        let host = format!("peer-{}", ip.rsplit('.').next().unwrap_or(ip));
+        let peer = Peer { daemon, ip: ip.clone(), args, listen: listen.to_owned() };
+        let host = format!("peer-{}", ip.rsplit('.').next().unwrap_or(&ip));
         peer.save(
             "/api/v1/ipv4",
             json!({"address": ip, "prefix_length": 8, "gateway": "127.0.0.254"}),
@@ -320,11 +385,17 @@ impl Peer {
 
     /// SIGKILL, then starts it again on the same data with the same flags.
     pub fn restart(self) -> anyhow::Result<Peer> {
-        let Peer { daemon, ip, args } = self;
+        let args = self.args.clone();
+        self.restart_as(args)
+    }
+
+    /// SIGKILL, then starts it again on the same data with the flags `args`.
+    pub fn restart_as(self, args: Vec<String>) -> anyhow::Result<Peer> {
+        let Peer { daemon, ip, args: _, listen } = self;
         let dir = daemon.data_dir.clone();
         daemon.kill()?;
-        let daemon = Batond::start_with(&dir, &ip, &args)?;
-        Ok(Peer { daemon, ip, args })
+        let daemon = Batond::start_listening(&dir, &listen, &args, &[])?;
+        Ok(Peer { daemon, ip, args, listen })
     }
 
     /// One request as the test administrator (HTTP Basic): the status and the JSON body
@@ -347,6 +418,22 @@ impl Peer {
         Ok((status, response.json().unwrap_or(Value::Null)))
     }
 
+    /// A GET that must succeed. A peer that has just joined has no administrator until the
+    /// cluster's arrives, so a 401 is retried for [`SETTLE_TIMEOUT_MS`].
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+        loop {
+            let (status, body) = self.call(reqwest::Method::GET, path, None)?;
+            if status == 200 {
+                return Ok(body);
+            }
+            if status != 401 || Instant::now() > deadline {
+                bail!("GET {path} on {}: {status} {body}", self.ip);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A PUT that must succeed (200 or 201).
     pub fn save(&self, path: &str, body: Value) -> anyhow::Result<()> {
         let (status, answer) = self.call(reqwest::Method::PUT, path, Some(body))?;
@@ -356,22 +443,71 @@ impl Peer {
         Ok(())
     }
 
+    /// A POST to a collection that must create the record (201).
+    pub fn create(&self, collection: &str, body: Value) -> anyhow::Result<()> {
+        let path = format!("/api/v1/{collection}");
+        let (status, answer) = self.call(reqwest::Method::POST, &path, Some(body))?;
+        if status != 201 {
+            bail!("creating in {collection} on {}: {status} {answer}", self.ip);
+        }
+        Ok(())
+    }
+
+    /// Creates an MCU bridge record named `name` (at an address nothing listens on).
+    pub fn create_bridge(&self, name: &str) -> anyhow::Result<()> {
+        let bridge = json!({"name": name, "bridge_type": "mcu", "address": "127.0.0.9",
+                            "username": "api", "password": "secret", "capacity_ports": 10});
+        self.create("bridges", bridge)
+    }
+
     /// Saves this peer's cluster settings: the pre-shared key and the peer addresses.
-    pub fn save_cluster(&self, key: &str, peers: &[&str]) -> anyhow::Result<()> {
+    pub fn save_cluster(&self, key: &str, peers: &[&dyn Address]) -> anyhow::Result<()> {
+        let peers: Vec<&str> = peers.iter().map(|peer| peer.address()).collect();
         self.save("/api/v1/cluster", json!({"pre_shared_key": key, "peers": peers}))
+    }
+
+    /// Standalone mode: no key, no peers.
+    pub fn standalone(&self) -> anyhow::Result<()> {
+        self.save("/api/v1/cluster", json!({"pre_shared_key": "", "peers": []}))
+    }
+
+    /// `GET /api/v1/cluster/status`: mode, cluster id and a line per listed peer.
+    pub fn cluster_status(&self) -> anyhow::Result<Value> {
+        self.get("/api/v1/cluster/status")
     }
 
     /// The status line this peer shows for the peer at `ip` ("This system", "Active as …",
     /// "Failed: …"), or a note that it is not listed.
     pub fn status_line(&self, ip: &str) -> anyhow::Result<String> {
-        let (status, body) = self.call(reqwest::Method::GET, "/api/v1/cluster/status", None)?;
-        if status != 200 {
-            bail!("cluster status of {}: {status} {body}", self.ip);
-        }
-        Ok(body["peers"]
+        let status = self.cluster_status()?;
+        Ok(status["peers"]
             .as_array()
             .and_then(|peers| peers.iter().find(|line| line["address"] == ip))
             .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
-            .unwrap_or_else(|| format!("(not listed: {body})")))
+            .unwrap_or_else(|| format!("(not listed: {status})")))
+    }
+
+    /// The names of its bridge records, sorted.
+    pub fn bridges(&self) -> anyhow::Result<Vec<String>> {
+        let listed = self.get("/api/v1/bridges")?;
+        let mut names: Vec<String> = listed
+            .as_array()
+            .with_context(|| format!("bridges: {listed}"))?
+            .iter()
+            .filter_map(|bridge| bridge["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The whole shared configuration, as the API shows it (records of shared kinds).
+    pub fn shared_config(&self) -> anyhow::Result<Vec<Value>> {
+        let config = self.get("/api/v1/config")?;
+        let records = config["records"].as_array().with_context(|| format!("config: {config}"))?;
+        Ok(records
+            .iter()
+            .filter(|record| !LOCAL_KINDS.contains(&record["kind"].as_str().unwrap_or_default()))
+            .cloned()
+            .collect())
     }
 }

@@ -30,7 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "backup",
         ],
     ),
-    ("ctl", &["model", "eventlog", "backup"]),
+    ("ctl", &["model", "eventlog", "backup", "upgrade"]),
 ];
 
 /// Workspace members outside the layering (they may depend on any of our crates).

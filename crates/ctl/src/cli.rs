@@ -245,6 +245,31 @@ pub(crate) enum ClusterAction {
         #[arg(long = "member", value_name = "URL", required = true)]
         members: Vec<String>,
     },
+    /// Upgrade every peer to IMAGE without a moment when no peer serves the VCS: the seed's
+    /// seven tasks (the others leave the cluster and are upgraded, re-clustered and given the
+    /// VCS's calls; then the last peer is upgraded and joins them), each checked. Running it
+    /// again after an interruption continues from what the peers show. Needs the cluster key
+    /// (BATON_CLUSTER_KEY or asked for) to re-cluster.
+    #[command(long_about = None)]
+    Upgrade(UpgradeArgs),
+}
+
+/// `cluster upgrade`'s arguments.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct UpgradeArgs {
+    /// The signed upgrade image.
+    pub(crate) image: PathBuf,
+    /// Admin API URL of another peer; give every peer besides --url's. Without it the peers
+    /// are https://<address>[:<--url's port>] for each address --url's cluster lists.
+    #[arg(long = "peer", value_name = "URL")]
+    pub(crate) peers: Vec<String>,
+    /// The peer to upgrade last (its address or URL): it serves the VCS alone meanwhile.
+    /// Default: the peer at --url.
+    #[arg(long, value_name = "PEER")]
+    pub(crate) last: Option<String>,
+    /// How long a rebooted peer gets to answer again with the new version.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    pub(crate) reboot_timeout_s: u64,
 }
 
 /// The fields of a record to send.
@@ -299,7 +324,7 @@ fn collection_command(kind: RecordKind) -> clap::Command {
     }
     if kind == RecordKind::Cluster {
         ClusterAction::augment_subcommands(base)
-            .about("cluster settings and status: show, set, clear, status, join")
+            .about("cluster settings and status: show, set, clear, status, join, upgrade")
             .mut_subcommand("set", |set| set.after_help(fields))
     } else if kind.is_singleton() {
         SettingsAction::augment_subcommands(base)

@@ -31,6 +31,7 @@ pub(crate) fn run(
         ClusterAction::Clear => settings(SettingsAction::Clear),
         ClusterAction::Status => out.emit(&client.get("/api/v1/cluster/status")?, render::cluster),
         ClusterAction::Join { members } => join(client, globals, password, out, &members),
+        ClusterAction::Upgrade(args) => crate::cluster_upgrade::run(globals, password, out, &args),
     }
 }
 

@@ -8,6 +8,7 @@ mod backups;
 mod cli;
 mod client;
 mod cluster;
+mod cluster_upgrade;
 mod commands;
 mod fields;
 mod output;

@@ -159,6 +159,15 @@ pub struct Board {
 }
 
 impl Board {
+    /// The software version this peer runs, as peers and operators see it: this build's, or
+    /// the one a test announces (`--announce-version`) to play another release.
+    pub fn software_version(&self) -> String {
+        self.network
+            .announce_version
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned())
+    }
+
     pub fn status(&self) -> ClusterStatus {
         let settings = lock(&self.settings).clone();
         let states = lock(&self.states).clone();
@@ -379,11 +388,7 @@ async fn start(
         }
     };
     let hello = Arc::new(Hello {
-        software_version: board
-            .network
-            .announce_version
-            .clone()
-            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+        software_version: board.software_version(),
         address,
         host_name: settings.host_name.clone(),
         peer_id: settings.peer_id,

@@ -883,7 +883,7 @@ async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, Ap
     let now = now_ms();
     Ok(Json(json!({
         "product": "Baton",
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": app.cluster.software_version(),
         "peer_id": app.writer.peer_id().to_hex(),
         "started": format_ms(app.started_ms),
         "uptime_s": now.saturating_sub(app.started_ms) / 1000,

@@ -42,6 +42,8 @@ pub struct Config {
     pub policy_http_listen: Option<SocketAddr>,
     /// Conferences empty for this long are ended.
     pub conference_idle_ms: u64,
+    /// How long a peer put in maintenance keeps deciding calls that still reach it.
+    pub maintenance_drain_ms: u64,
     /// Base URL bridges reach this peer's policy listener at, for their event notifications
     /// (default: the plain HTTP policy listener, if any).
     pub bridge_feedback_url: Option<String>,
@@ -58,6 +60,8 @@ impl Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             policy_http_listen: None,
             conference_idle_ms: policy_service::CONFERENCE_IDLE_MS_DEFAULT,
+            // No VCS polls a workstation's daemon: maintenance refuses calls at once.
+            maintenance_drain_ms: 0,
             bridge_feedback_url: None,
             cluster: cluster::Network {
                 port: cluster::CLUSTER_PORT_DEFAULT,
@@ -178,6 +182,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .bridge_feedback_url
             .clone()
             .or_else(|| config.policy_http_listen.map(|listen| format!("http://{listen}"))),
+        config.maintenance_drain_ms,
     );
     policy.spawn_health_polling(shutdown.clone());
     policy.spawn_conference_cleanup(config.conference_idle_ms, shutdown.clone());

@@ -34,6 +34,10 @@ struct Flags {
     /// End conferences that have been empty this long (milliseconds).
     #[arg(long, env = "BATON_CONFERENCE_IDLE_MS", default_value_t = daemon::policy_service::CONFERENCE_IDLE_MS_DEFAULT)]
     conference_idle_ms: u64,
+    /// In maintenance mode, keep deciding calls that still arrive for this long (milliseconds):
+    /// the VCS's status poll interval, after which it has moved its calls to another peer.
+    #[arg(long, env = "BATON_MAINTENANCE_DRAIN_MS", default_value_t = daemon::policy_service::MAINTENANCE_DRAIN_MS_DEFAULT)]
+    maintenance_drain_ms: u64,
     /// Trust the upgrade signing keys in this file instead of the build's. Development only.
     #[arg(long, env = "BATON_UPGRADE_TRUSTED_KEYS_FILE")]
     upgrade_trusted_keys_file: Option<PathBuf>,
@@ -49,7 +53,8 @@ struct Flags {
     /// For tests only: cluster without NTP synchronisation.
     #[arg(long, hide = true)]
     assume_time_synchronised: bool,
-    /// For tests only: announce this software version to peers.
+    /// For tests only: run as this software version (announced to peers, reported by
+    /// `/api/v1/status`), to play another release in mixed-version and rolling-upgrade tests.
     #[arg(long, hide = true)]
     announce_version: Option<String>,
 }
@@ -93,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             admin_listen: flags.admin_listen,
             policy_http_listen: flags.policy_http_listen,
             conference_idle_ms: flags.conference_idle_ms,
+            maintenance_drain_ms: flags.maintenance_drain_ms,
             bridge_feedback_url: flags.bridge_feedback_url,
             cluster: daemon::cluster::Network {
                 port: flags.cluster_port,

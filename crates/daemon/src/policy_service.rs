@@ -43,6 +43,14 @@ pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
 pub const BRIDGE_EVENTS_PATH: &str = "/baton/bridge-events";
 /// Requests decided at once; more wait (the VCS gives each attempt 30 s).
 pub const DECISIONS_IN_FLIGHT_MAX: usize = 256;
+/// How long the status path waits for projections one write behind the log to catch up
+/// before it says this peer cannot serve, and how often it looks again meanwhile.
+pub const PROJECTION_LAG_GRACE_MS: u64 = 1_000;
+pub const PROJECTION_LAG_RECHECK_MS: u64 = 20;
+/// How long a peer put in maintenance keeps deciding the calls that still reach it: the status
+/// path says 503 at once, but a VCS only notices at its next status poll (about a minute), and
+/// refusing the calls it sends meanwhile would fail them although another peer could serve.
+pub const MAINTENANCE_DRAIN_MS_DEFAULT: u64 = 60_000;
 
 /// What a conference needs from the bridge that will host it.
 #[derive(Clone, Debug)]
@@ -155,6 +163,8 @@ pub struct PolicyService {
     /// without it no feedback receiver is registered.
     feedback_base_url: Option<String>,
     feedback: Mutex<Feedback>,
+    /// See [`MAINTENANCE_DRAIN_MS_DEFAULT`].
+    maintenance_drain_ms: u64,
 }
 
 /// Feedback receivers registered on bridges, and the events they sent.
@@ -171,6 +181,8 @@ struct Feedback {
 pub struct PolicyStatus {
     /// Why this peer tells the VCS not to send calls, if it does.
     pub unavailable: Option<String>,
+    /// In maintenance: how much longer calls that still arrive are decided (0 once drained).
+    pub maintenance_drain_ms_left: Option<u64>,
     pub bridges: Vec<BridgeHealthView>,
 }
 
@@ -193,6 +205,7 @@ impl PolicyService {
         host: Arc<dyn ConferenceHost>,
         readers: Readers,
         feedback_base_url: Option<String>,
+        maintenance_drain_ms: u64,
     ) -> Arc<PolicyService> {
         let state = writer.state_watch();
         let engine = Arc::new(Engine::new(state.borrow().clone(), None));
@@ -208,6 +221,7 @@ impl PolicyService {
             readers,
             feedback_base_url,
             feedback: Mutex::new(Feedback::default()),
+            maintenance_drain_ms,
         })
     }
 
@@ -227,14 +241,55 @@ impl PolicyService {
         if let Some(reason) = self.unavailable_by_state() {
             return Some(reason);
         }
-        let positions = self
-            .readers
-            .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
-            .await;
-        match positions {
-            Ok((log, projected)) if log == projected => None,
-            Ok(_) => Some("projections are catching up with the log".to_owned()),
-            Err(error) => Some(format!("the event log cannot be read: {error}")),
+        // Every write appends, then projects, in two transactions: a reader between them sees
+        // the projections one write behind. That is not catching up (a rebuild is), and
+        // answering 503 for it would make a VCS drop a busy peer until its next status poll.
+        let mut grace_left_ms = PROJECTION_LAG_GRACE_MS;
+        loop {
+            let positions = self
+                .readers
+                .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
+                .await;
+            match positions {
+                Ok((log, projected)) if log == projected => return None,
+                Ok(_) if grace_left_ms > 0 => {
+                    tokio::time::sleep(Duration::from_millis(PROJECTION_LAG_RECHECK_MS)).await;
+                    grace_left_ms = grace_left_ms.saturating_sub(PROJECTION_LAG_RECHECK_MS);
+                }
+                Ok(_) => return Some("projections are catching up with the log".to_owned()),
+                Err(error) => return Some(format!("the event log cannot be read: {error}")),
+            }
+        }
+    }
+
+    /// In maintenance mode: the milliseconds left of its drain (0 once drained); `None` when
+    /// not in maintenance.
+    fn maintenance_drain_ms_left(&self) -> Option<u64> {
+        let state = self.state.borrow().clone();
+        let key = RecordKey {
+            kind: RecordKind::Maintenance,
+            name: RecordKind::Maintenance.as_str().to_owned(),
+        };
+        let slot = state.slot(&key)?;
+        match &slot.record {
+            Some(Record::Maintenance(maintenance)) if maintenance.enabled => {
+                let ends_ms = slot.stamp.hlc.wall_ms.saturating_add(self.maintenance_drain_ms);
+                Some(ends_ms.saturating_sub(crate::http::now_ms()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether calls that reach this peer are refused: as the status path says, except that a
+    /// peer put in maintenance keeps deciding them while it drains.
+    fn refuses_calls(&self) -> bool {
+        match self.unavailable_by_state() {
+            None => false,
+            Some(_) if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) => {
+                // Still draining: refuse only for a reason other than maintenance.
+                self.unavailable_apart_from_maintenance().is_some()
+            }
+            Some(_) => true,
         }
     }
 
@@ -246,6 +301,11 @@ impl PolicyService {
         {
             return Some("in maintenance mode".to_owned());
         }
+        self.unavailable_apart_from_maintenance()
+    }
+
+    fn unavailable_apart_from_maintenance(&self) -> Option<String> {
+        let state = self.state.borrow().clone();
         if singleton(&state, RecordKind::PolicyService).is_none() {
             return Some("the policy service account is not configured".to_owned());
         }
@@ -512,7 +572,11 @@ impl PolicyService {
                 _ => None,
             })
             .collect();
-        PolicyStatus { unavailable: self.unavailable().await, bridges }
+        PolicyStatus {
+            unavailable: self.unavailable().await,
+            maintenance_drain_ms_left: self.maintenance_drain_ms_left(),
+            bridges,
+        }
     }
 
     /// Ends conferences nobody uses, until shutdown. Runs on every peer, each ending only what
@@ -680,9 +744,9 @@ async fn decide(
         Ok(request) => request,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
-    let decision = match service.unavailable_by_state() {
-        Some(_) => Decision::Reject(RejectReason::Maintenance),
-        None => {
+    let decision = match service.refuses_calls() {
+        true => Decision::Reject(RejectReason::Maintenance),
+        false => {
             let Ok(_permit) = service.decisions.acquire().await else {
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();
             };

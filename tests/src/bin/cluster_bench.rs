@@ -21,7 +21,7 @@
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use baton_tests::{Batond, Peer, TEST_PASSWORD, free_port};
+use baton_tests::{Address, Batond, Peer, TEST_PASSWORD, free_port};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -213,7 +213,7 @@ fn wait_for_ms(
 struct BatonCluster {
     /// `None` while stopped; the data directory and flags are kept in `stopped`.
     peers: Vec<Option<Peer>>,
-    stopped: Vec<Option<(PathBuf, String, Vec<String>)>>,
+    stopped: Vec<Option<(PathBuf, String, Vec<String>, String)>>,
 }
 
 impl BatonCluster {
@@ -227,9 +227,10 @@ impl BatonCluster {
         }
         let ips = &IPS[..members];
         // The first peer founds the cluster; then every peer lists them all (the seed's order).
-        peers[0].save_cluster(CLUSTER_KEY, &ips[..1])?;
+        let listed: Vec<&dyn Address> = ips.iter().map(|ip| ip as &dyn Address).collect();
+        peers[0].save_cluster(CLUSTER_KEY, &listed[..1])?;
         for peer in &peers {
-            peer.save_cluster(CLUSTER_KEY, ips)?;
+            peer.save_cluster(CLUSTER_KEY, &listed)?;
         }
         for from in &peers {
             for to in ips.iter().filter(|ip| **ip != from.ip) {
@@ -279,20 +280,20 @@ impl System for BatonCluster {
 
     fn stop(&mut self, member: usize) -> anyhow::Result<()> {
         let peer = self.peers[member].take().context("already stopped")?;
-        let Peer { daemon, ip, args } = peer;
+        let Peer { daemon, ip, args, listen } = peer;
         let data = daemon.data_dir.clone();
         let status = daemon.stop()?;
         if !status.success() {
             bail!("batond on {ip} exited with {status} on SIGTERM");
         }
-        self.stopped[member] = Some((data, ip, args));
+        self.stopped[member] = Some((data, ip, args, listen));
         Ok(())
     }
 
     fn restart(&mut self, member: usize) -> anyhow::Result<()> {
-        let (data, ip, args) = self.stopped[member].take().context("not stopped")?;
-        let daemon = Batond::start_with(&data, &ip, &args)?;
-        self.peers[member] = Some(Peer { daemon, ip, args });
+        let (data, ip, args, listen) = self.stopped[member].take().context("not stopped")?;
+        let daemon = Batond::start_listening(&data, &listen, &args, &[])?;
+        self.peers[member] = Some(Peer { daemon, ip, args, listen });
         Ok(())
     }
 
