@@ -58,7 +58,12 @@ enum Task {
         args: Vec<String>,
     },
     /// Build the appliance's bootable A/B disk image (raw and qcow2) under `<target>/image/`.
-    Image,
+    Image {
+        /// The software version stamped into the root file system (what batond reports and
+        /// upgrades compare), MAJOR.MINOR.PATCH. Default: the workspace's version.
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+    },
     /// Boot N appliances from the built image under qemu (builds the image when missing).
     Vm {
         /// How many appliances, each with its own overlay, serial and addresses (1 to 3).
@@ -85,7 +90,9 @@ enum Task {
         /// The payload: the root file system image written into the inactive slot.
         #[arg(long, value_name = "FILE")]
         payload: PathBuf,
-        /// The Baton version in the payload, MAJOR.MINOR.PATCH.
+        /// The Baton version in the payload, MAJOR.MINOR.PATCH. An ext4 payload (a slot's root
+        /// file system) gets it stamped into a copy (`/usr/lib/baton/version`), so batond
+        /// reports the version the manifest names.
         #[arg(long, value_name = "V")]
         version: String,
         /// The architecture it runs on, as Rust names it (`x86_64`, `aarch64`).
@@ -107,7 +114,7 @@ fn main() -> ExitCode {
         Task::Test { slow } => testsuite::test(slow),
         Task::Tidy => testsuite::tidy(),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
-        Task::Image => image::image(),
+        Task::Image { version } => image::image_with_version(version.as_deref()),
         Task::Vm { peers, fresh, disk } => vm::vm(peers, fresh, disk.as_deref()),
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {

@@ -383,7 +383,7 @@ async fn start(
             .network
             .announce_version
             .clone()
-            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+            .unwrap_or_else(|| crate::version::software_version().to_owned()),
         address,
         host_name: settings.host_name.clone(),
         peer_id: settings.peer_id,

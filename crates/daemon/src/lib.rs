@@ -16,6 +16,7 @@ pub mod policy_service;
 pub mod store;
 pub mod tls;
 pub mod upgrade_service;
+pub mod version;
 pub mod web;
 
 use anyhow::Context;
@@ -248,7 +249,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     writer.journal(journal(
         eventlog::Level::Info,
         "daemon.started",
-        format!("Baton {} started", env!("CARGO_PKG_VERSION")),
+        format!("Baton {} started", version::software_version()),
     ));
     tracing::info!(%admin_url, peer_id = %writer.peer_id(), "admin API listening");
     notify_systemd(&[sd_notify::NotifyState::Ready]);

@@ -41,6 +41,10 @@ pub use systemd_boot::{
 };
 pub use version::Version;
 
+/// Where an image's root file system holds its Baton version (`MAJOR.MINOR.PATCH`): stamped by
+/// `cargo xtask image --version` and `cargo xtask upgrade-image`, read by `batond` at start.
+pub const VERSION_FILE: &str = "/usr/lib/baton/version";
+
 /// Everything that can go wrong; [`Error::is_refusal`] separates bad images and forbidden
 /// upgrades (the operator's business, 4xx) from failures of the machine (5xx).
 #[derive(Debug, thiserror::Error)]
