@@ -12,7 +12,9 @@
 //!    new version, the same configuration, and B's entry blessed;
 //! 4. an image whose batond cannot start is uploaded (into A) and the VM rebooted: the health
 //!    gate marks the boot bad and reboots, systemd-boot falls back to B by itself, and
-//!    `GET /api/v1/upgrade` reports the fallback; the ESP read back after power-off agrees.
+//!    `GET /api/v1/upgrade` reports the fallback; the ESP read back after power-off agrees;
+//! 5. a backup made in the VM restores in it, and is refused (nothing changed) when the same
+//!    disk boots as another machine (`cargo xtask vm --serial`).
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
@@ -25,6 +27,8 @@ use std::time::{Duration, Instant};
 /// The VM's forwarded admin API (`cargo xtask vm`: peer 1 is at 127.0.0.2).
 const ADMIN_URL: &str = "https://127.0.0.2:8443";
 const SERIAL: &str = "BATON-VM-1";
+/// The same disk booted as another machine, for the backup's serial check.
+const OTHER_SERIAL: &str = "BATON-VM-OTHER";
 /// The ESP's offset in the disk (image/README.md): mtools reads it in place.
 const ESP_OFFSET: &str = "1M";
 /// Slot A's partition in the disk (image/README.md): the test's root goes there.
@@ -243,18 +247,49 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     let bridge = api.get("/api/v1/bridges/mcu1")?;
     ensure!(bridge["capacity_ports"] == json!(40), "configuration lost in the fallback: {bridge}");
 
+    // A backup made in this VM restores in it (same hardware serial)...
+    let step = Instant::now();
+    let archive = api.backup()?;
+    let (status, answer) = api.restore(&archive)?;
+    ensure!(status == 200, "restoring in the same VM answered {status}: {answer}");
+    ensure!(api.get("/api/v1/bridges/mcu1")?["capacity_ports"] == json!(40), "after restore");
     vm.power_off()?;
     let listing = mtools_output(&disk, "mdir", &["-b", "::/loader/entries"])?;
     ensure!(
         listing.contains("slot-b.conf") && listing.contains("slot-a+0-1.conf"),
         "the ESP after power-off: {listing}"
     );
+
+    // ...and is refused by the same disk booted as another machine (another DMI serial).
+    let boot = Instant::now();
+    let child = Command::new(&cargo)
+        .args(["xtask", "vm", "--serial", OTHER_SERIAL, "--disk"])
+        .arg(&disk)
+        .current_dir(workspace)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("running cargo xtask vm")?;
+    let mut vm = Vm { child: Some(child), qmp: target.join("vm/peer-1.qmp") };
+    wait_for_api(&client, &serial)?;
+    let other_boot_s = boot.elapsed().as_secs_f64();
+    let api = Api::login(&client)?;
+    let status = api.get("/api/v1/status")?;
+    ensure!(status["hardware_serial"] == json!(OTHER_SERIAL), "serial: {status}");
+    let (status, answer) = api.restore(&archive)?;
+    ensure!(
+        status == 422 && answer["error"]["code"] == json!("backup_other_machine"),
+        "restoring on another machine answered {status}: {answer}"
+    );
+    ensure!(api.get("/api/v1/bridges/mcu1")?["capacity_ports"] == json!(40), "refusal changed it");
+    vm.power_off()?;
+    let backup_s = step.elapsed().as_secs_f64();
     eprintln!(
         "vm test: image {image_s:.1}s, prepare (roots, two upgrade images) {prepare_s:.1}s, \
          boot to admin API {api_ready_s:.1}s, to blessed and settled {settled_s:.1}s, \
          upload {upload_s:.1}s, reboot into B to blessed {upgrade_boot_s:.1}s, \
          broken upload {broken_upload_s:.1}s, broken boot rejected after {rejected_s:.1}s, \
-         back on B after {fallback_s:.1}s, total {:.1}s",
+         back on B after {fallback_s:.1}s, backup and restores (with a boot as another \
+         machine, {other_boot_s:.1}s to the API) {backup_s:.1}s, total {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -314,6 +349,32 @@ impl<'a> Api<'a> {
             size_bytes >> 20
         );
         Ok(seconds)
+    }
+
+    /// Downloads a backup of the VM.
+    fn backup(&self) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .client
+            .post(format!("{ADMIN_URL}/api/v1/backups"))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(UPLOAD_TIMEOUT_S))
+            .send()?;
+        ensure!(response.status().is_success(), "backup answered {}", response.status());
+        Ok(response.bytes()?.to_vec())
+    }
+
+    /// Restores a backup; the status and the answer, refusals included.
+    fn restore(&self, archive: &[u8]) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .post(format!("{ADMIN_URL}/api/v1/restore"))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .timeout(Duration::from_secs(UPLOAD_TIMEOUT_S))
+            .body(archive.to_vec())
+            .send()?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
     }
 
     fn reboot(&self) -> anyhow::Result<()> {

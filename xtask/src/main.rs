@@ -75,6 +75,10 @@ enum Task {
         /// Boot this raw disk file itself, writably, instead of overlays (one VM; for tests).
         #[arg(long, value_name = "FILE", conflicts_with = "peers")]
         disk: Option<PathBuf>,
+        /// Hardware serial of the VM instead of `BATON-VM-1` (one VM; for tests of what is
+        /// tied to the machine, like restoring a backup).
+        #[arg(long, value_name = "SERIAL", conflicts_with = "peers")]
+        serial: Option<String>,
     },
     /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
     Keygen {
@@ -115,7 +119,9 @@ fn main() -> ExitCode {
         Task::Tidy => testsuite::tidy(),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
         Task::Image { version } => image::image_with_version(version.as_deref()),
-        Task::Vm { peers, fresh, disk } => vm::vm(peers, fresh, disk.as_deref()),
+        Task::Vm { peers, fresh, disk, serial } => {
+            vm::vm(peers, fresh, disk.as_deref(), serial.as_deref())
+        }
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {
             release::upgrade_image(&release::ImageRequest {
@@ -159,9 +165,32 @@ pub(crate) fn cargo_program() -> OsString {
 }
 
 /// A `cargo <args>` command that runs in the workspace root.
+///
+/// Without the variables cargo sets for the program it runs (xtask itself, or a test calling
+/// `cargo xtask`): some build scripts (ring's) rerun when `CARGO_MANIFEST_DIR` or
+/// `CARGO_PKG_NAME` changes, so a release build from xtask and one by hand would rebuild each
+/// other's dependencies every time.
 pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(cargo_program());
     command.args(args).current_dir(workspace_root());
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            );
+        if set_by_cargo_run {
+            command.env_remove(name);
+        }
+    }
     command
 }
 
