@@ -262,6 +262,32 @@ fn batonctl_installs_an_upgrade_over_the_stamped_version_and_reports_a_fallback(
     assert_eq!(status["boot_control"], "file");
     let shown = text(&ctl(&["upgrade", "status"]));
     assert!(shown.contains("fell back from B after 3 failed tries"), "{shown}");
+    // The daemon starting after such a boot says so in the Event Log.
+    batond.stop().unwrap();
+    let batond = Batond::start_with(&data, "127.0.0.1", &args).unwrap();
+    let events: Value = batond
+        .client()
+        .unwrap()
+        .get(format!("{}/api/v1/logs/events?kind=boot", batond.url))
+        .basic_auth("admin", Some(TEST_PASSWORD))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let entries = events["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{events}");
+    assert_eq!(entries[0]["kind"], "boot.fell_back");
+    assert_eq!(entries[0]["level"], "warning");
+    assert_eq!(entries[0]["message"], "fell back from B after 3 failed tries; running A");
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(binary("batonctl").unwrap())
+            .args(["--url", &batond.url, "--ca"])
+            .arg(data.join("tls/ca.pem"))
+            .args(args)
+            .env("BATON_PASSWORD", TEST_PASSWORD)
+            .output()
+            .unwrap()
+    };
 
     // The override installs an older image when asked for explicitly.
     let old = &refusals[1].1;
