@@ -246,6 +246,11 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     );
     let bridge = api.get("/api/v1/bridges/mcu1")?;
     ensure!(bridge["capacity_ports"] == json!(40), "configuration lost in the fallback: {bridge}");
+    let events = api.get("/api/v1/logs/events?kind=boot.fell_back")?;
+    ensure!(
+        events["entries"][0]["message"] == upgrade["last_boot"],
+        "the Event Log does not tell of the fallback: {events}"
+    );
 
     // A backup made in this VM restores in it (same hardware serial)...
     let step = Instant::now();
