@@ -1,8 +1,10 @@
 //! Upgrades through a live `batond`: a signed image streamed to the admin API lands in the
 //! inactive slot and becomes the next boot on trial; bad, foreign or downgrading images are
-//! refused with the running slot and the boot order untouched.
+//! refused with the running slot and the boot order untouched. `batonctl upgrade` does the same
+//! as an operator would, against a daemon whose version comes from a stamped version file, and
+//! the status reports a fallback.
 
-use baton_tests::{Batond, TEST_PASSWORD};
+use baton_tests::{Batond, TEST_PASSWORD, binary};
 use serde_json::{Value, json};
 use upgrade::{FORMAT_VERSION, Manifest, PRODUCT, SigningKey};
 
@@ -125,4 +127,171 @@ fn a_signed_image_goes_to_the_other_slot_and_bad_ones_change_nothing() {
     let (status, answer) =
         daemon.upload(image(&trusted, "0.0.1", &payload), "?allow_downgrade=true");
     assert_eq!(status, 200, "{answer}");
+}
+
+/// `batonctl upgrade` against a live daemon whose version is stamped (as the image build does):
+/// the version reaches the status, health and upgrade answers; refusals are clear and change
+/// nothing; an install shows the next boot; a fallback is reported with its numbers.
+#[test]
+fn batonctl_installs_an_upgrade_over_the_stamped_version_and_reports_a_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = upgrade::generate_signing_key().unwrap();
+    let stranger = upgrade::generate_signing_key().unwrap();
+    let keys = dir.path().join("trusted.pub");
+    std::fs::write(&keys, upgrade::public_key_to_text(&trusted.verifying_key())).unwrap();
+    let version_file = dir.path().join("version");
+    std::fs::write(&version_file, "0.5.0\n").unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let rebooted = dir.path().join("rebooted");
+    let args = [
+        "--upgrade-trusted-keys-file".to_owned(),
+        keys.display().to_string(),
+        "--version-file".to_owned(),
+        version_file.display().to_string(),
+        "--reboot-command".to_owned(),
+        "touch".to_owned(),
+        rebooted.display().to_string(),
+    ];
+    let batond = Batond::start_with(&data, "127.0.0.1", &args).unwrap();
+    let http = batond.client().unwrap();
+
+    // The health probe needs no credentials (the gate has none) and says what it checked.
+    let health = http.get(format!("{}/api/v1/health", batond.url)).send().unwrap();
+    assert_eq!(health.status(), 200);
+    let health: Value = health.json().unwrap();
+    assert_eq!(
+        (&health["healthy"], &health["log_opens"], &health["projections_current"]),
+        (&json!(true), &json!(true), &json!(true)),
+        "{health}"
+    );
+    assert_eq!(health["version"], "0.5.0");
+
+    let changed = http
+        .post(format!("{}/api/v1/password", batond.url))
+        .basic_auth("admin", Some("TANDBERG"))
+        .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
+        .send()
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let status: Value = http
+        .get(format!("{}/api/v1/status", batond.url))
+        .basic_auth("admin", Some(TEST_PASSWORD))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status["version"], "0.5.0", "the stamped version, not the crate's");
+
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(binary("batonctl").unwrap())
+            .args(["--url", &batond.url, "--ca"])
+            .arg(data.join("tls/ca.pem"))
+            .args(args)
+            .env("BATON_PASSWORD", TEST_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let text = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let shown = ctl(&["upgrade", "status"]);
+    assert!(shown.status.success(), "{}", text(&shown));
+    let shown = text(&shown);
+    assert!(shown.contains("0.5.0") && shown.contains("booted slot A"), "{shown}");
+    assert!(shown.contains("slot-a.conf"), "{shown}");
+
+    let payload = vec![9u8; 2 * 1024 * 1024 + 3];
+    let files = dir.path().join("images");
+    std::fs::create_dir_all(&files).unwrap();
+    let write = |name: &str, bytes: Vec<u8>| {
+        let path = files.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let refusals = [
+        (
+            "garbage",
+            write("garbage", b"this is a text file".repeat(100)),
+            "is not a Baton upgrade image",
+        ),
+        (
+            "downgrade",
+            write("old", image(&trusted, "0.4.0", &payload)),
+            "older than the running 0.5.0",
+        ),
+        ("foreign key", write("foreign", image(&stranger, "0.6.0", &payload)), "does not trust"),
+    ];
+    let before = ctl(&["--json", "upgrade", "status"]);
+    let before: Value = serde_json::from_slice(&before.stdout).unwrap();
+    for (what, path, expected) in &refusals {
+        let refused = ctl(&["upgrade", "install", path]);
+        assert_eq!(refused.status.code(), Some(1), "{what}: {}", text(&refused));
+        assert!(text(&refused).contains(expected), "{what}: {}", text(&refused));
+        let now: Value =
+            serde_json::from_slice(&ctl(&["--json", "upgrade", "status"]).stdout).unwrap();
+        assert_eq!(now["boot_entries"], before["boot_entries"], "{what} changed the boot order");
+    }
+    assert!(text(&ctl(&["upgrade", "install", &refusals[0].1])).contains("nothing was sent"));
+
+    let good = write("good", image(&trusted, "0.6.0", &payload));
+    let installed = ctl(&["upgrade", "install", &good]);
+    assert!(installed.status.success(), "{}", text(&installed));
+    assert!(text(&installed).contains("installed Baton 0.6.0 into slot B"), "{}", text(&installed));
+    assert!(!rebooted.exists(), "no reboot without --reboot");
+    let status: Value =
+        serde_json::from_slice(&ctl(&["--json", "upgrade", "status"]).stdout).unwrap();
+    assert_eq!(status["boot_entries"], json!(["slot-b+3.conf", "slot-a.conf"]), "{status}");
+    assert_eq!(status["running_version"], "0.5.0");
+    let reboot = ctl(&["upgrade", "reboot"]);
+    assert!(reboot.status.success(), "{}", text(&reboot));
+    assert!(rebooted.exists(), "the reboot command ran");
+
+    // Slot B used up its tries (as the firmware leaves it) and A booted again: reported.
+    let entries = data.join("boot/loader/entries");
+    std::fs::rename(entries.join("slot-b+3.conf"), entries.join("slot-b+0-3.conf")).unwrap();
+    let status: Value =
+        serde_json::from_slice(&ctl(&["--json", "upgrade", "status"]).stdout).unwrap();
+    assert_eq!(status["last_boot"], "fell back from B after 3 failed tries; running A");
+    assert_eq!(status["last_boot_outcome"], "fell_back");
+    assert_eq!(status["fell_back"], json!({"from_slot": "B", "failed_tries": 3}));
+    assert_eq!(status["boot_control"], "file");
+    let shown = text(&ctl(&["upgrade", "status"]));
+    assert!(shown.contains("fell back from B after 3 failed tries"), "{shown}");
+    // The daemon starting after such a boot says so in the Event Log.
+    batond.stop().unwrap();
+    let batond = Batond::start_with(&data, "127.0.0.1", &args).unwrap();
+    let events: Value = batond
+        .client()
+        .unwrap()
+        .get(format!("{}/api/v1/logs/events?kind=boot", batond.url))
+        .basic_auth("admin", Some(TEST_PASSWORD))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let entries = events["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{events}");
+    assert_eq!(entries[0]["kind"], "boot.fell_back");
+    assert_eq!(entries[0]["level"], "warning");
+    assert_eq!(entries[0]["message"], "fell back from B after 3 failed tries; running A");
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(binary("batonctl").unwrap())
+            .args(["--url", &batond.url, "--ca"])
+            .arg(data.join("tls/ca.pem"))
+            .args(args)
+            .env("BATON_PASSWORD", TEST_PASSWORD)
+            .output()
+            .unwrap()
+    };
+
+    // The override installs an older image when asked for explicitly.
+    let old = &refusals[1].1;
+    let downgraded = ctl(&["upgrade", "install", old, "--allow-downgrade"]);
+    assert!(downgraded.status.success(), "{}", text(&downgraded));
+    assert!(text(&downgraded).contains("installed Baton 0.4.0"), "{}", text(&downgraded));
 }

@@ -1,10 +1,20 @@
 //! The appliance image booted under qemu (slow: only with `BATON_SLOW_TESTS=1`, which
-//! `cargo xtask test --slow` and `.ci/run` set). Builds the image with `cargo xtask image` (the
-//! rootfs is cached), copies the raw disk, puts slot A on trial as an upgrade would (its entry
-//! renamed `slot-a+3.conf`), boots it with `cargo xtask vm --disk`, and checks: the admin API
-//! answers over the forwarded port, the factory admin logs in and must change the password,
-//! the policy status path answers, the DMI serial is the one qemu gave, the health gate ran and
-//! the entry was blessed (serial console, and the ESP read back after power-off).
+//! `cargo xtask test --slow` and `.ci/run` set). One VM, one disk, the whole life of a slot:
+//!
+//! 1. `cargo xtask image` (the rootfs is cached); slot A gets a throwaway upgrade key trusted
+//!    through `/etc/default/batond` (`BATON_UPGRADE_TRUSTED_KEYS_FILE`), so no release build
+//!    with a test key is needed, and is put on trial as an upgrade leaves it (`slot-a+3.conf`);
+//! 2. boot: the admin API answers over the forwarded port, the factory admin must change the
+//!    password, the policy status path answers, the DMI serial is qemu's, the health gate ran
+//!    and the entry was blessed; a bridge is configured;
+//! 3. a signed upgrade image of the next version (`cargo xtask upgrade-image`, which stamps the
+//!    version into the payload) is uploaded and the VM rebooted: it comes up on slot B with the
+//!    new version, the same configuration, and B's entry blessed;
+//! 4. an image whose batond cannot start is uploaded (into A) and the VM rebooted: the health
+//!    gate marks the boot bad and reboots, systemd-boot falls back to B by itself, and
+//!    `GET /api/v1/upgrade` reports the fallback; the ESP read back after power-off agrees;
+//! 5. a backup made in the VM restores in it, and is refused (nothing changed) when the same
+//!    disk boots as another machine (`cargo xtask vm --serial`).
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
@@ -17,14 +27,25 @@ use std::time::{Duration, Instant};
 /// The VM's forwarded admin API (`cargo xtask vm`: peer 1 is at 127.0.0.2).
 const ADMIN_URL: &str = "https://127.0.0.2:8443";
 const SERIAL: &str = "BATON-VM-1";
+/// The same disk booted as another machine, for the backup's serial check.
+const OTHER_SERIAL: &str = "BATON-VM-OTHER";
 /// The ESP's offset in the disk (image/README.md): mtools reads it in place.
 const ESP_OFFSET: &str = "1M";
+/// Slot A's partition in the disk (image/README.md): the test's root goes there.
+const SLOT_A_OFFSET_MIB: u64 = 257;
+/// Where the throwaway upgrade key is put in the guest's root file system.
+const TEST_KEY_IN_GUEST: &str = "/etc/baton-upgrade-test.pub";
+const PASSWORD: &str = "vm test password 7";
 const API_TIMEOUT_S: u64 = 180;
 const STATUS_TIMEOUT_S: u64 = 180;
+/// From a reboot request to the next boot's console status line (TCG boots take ~45 s, and a
+/// rejected boot adds its own boot and the gate's verdict).
+const REBOOT_TIMEOUT_S: u64 = 300;
+const UPLOAD_TIMEOUT_S: u64 = 900;
 const POWER_OFF_TIMEOUT_S: u64 = 90;
 
 #[test]
-fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
+fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> anyhow::Result<()> {
     if std::env::var_os("BATON_SLOW_TESTS").is_none() {
         eprintln!("skipped: the VM test runs with BATON_SLOW_TESTS=1 (cargo xtask test --slow)");
         return Ok(());
@@ -36,6 +57,10 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
         None => workspace.join("target"),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let running: upgrade::Version =
+        env!("CARGO_PKG_VERSION").parse().map_err(anyhow::Error::msg)?;
+    let next = upgrade::Version::new(running.major, running.minor, running.patch + 1);
+    let broken = upgrade::Version::new(running.major, running.minor, running.patch + 2);
 
     let status = Command::new(&cargo)
         .args(["xtask", "image"])
@@ -45,13 +70,53 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
     ensure!(status.success(), "cargo xtask image failed ({status})");
     let image_s = started.elapsed().as_secs_f64();
 
+    // The throwaway release key, outside the repository; its public half goes into the root.
+    let keys = tempfile::tempdir()?;
+    let key = upgrade::generate_signing_key()?;
+    let private_key = keys.path().join("test-release.key");
+    std::fs::write(&private_key, upgrade::signing_key_to_text(&key))?;
+    let public_key = upgrade::public_key_to_text(&key.verifying_key());
+
+    let step = Instant::now();
     let dir = target.join("vm-test");
     std::fs::create_dir_all(&dir)?;
+    let root = dir.join("root-test.ext4");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(target.join("image/baton-root.ext4"))
+            .arg(&root),
+    )?;
+    let trust = format!("BATON_UPGRADE_TRUSTED_KEYS_FILE={TEST_KEY_IN_GUEST}\n");
+    debugfs_write(&root, &[(TEST_KEY_IN_GUEST, &public_key), ("/etc/default/batond", &trust)])?;
     let disk = dir.join("disk.raw");
     let _ = std::fs::remove_file(&disk);
     tool(Command::new("cp").arg("--sparse=always").arg(target.join("image/baton.raw")).arg(&disk))?;
+    tool(
+        Command::new("dd")
+            .arg(format!("if={}", root.display()))
+            .arg(format!("of={}", disk.display()))
+            .args([
+                "bs=1M",
+                &format!("seek={SLOT_A_OFFSET_MIB}"),
+                "conv=notrunc,sparse",
+                "status=none",
+            ]),
+    )?;
     // As an upgrade leaves a new slot: on trial with three tries.
     mtools(&disk, "mren", &["::/loader/entries/slot-a.conf", "::/loader/entries/slot-a+3.conf"])?;
+
+    // The upgrade images: the next version, and one whose batond fails at start.
+    let good_image = dir.join(format!("baton-{next}.upgrade"));
+    upgrade_image(&cargo, workspace, &private_key, &root, &next, &good_image)?;
+    let broken_root = dir.join("root-broken.ext4");
+    tool(Command::new("cp").arg("--sparse=always").arg(&root).arg(&broken_root))?;
+    let broken_settings = format!("{trust}BATON_ADMIN_LISTEN=not-an-address\n");
+    debugfs_write(&broken_root, &[("/etc/default/batond", &broken_settings)])?;
+    let broken_image = dir.join(format!("baton-{broken}-broken.upgrade"));
+    upgrade_image(&cargo, workspace, &private_key, &broken_root, &broken, &broken_image)?;
+    std::fs::remove_file(&broken_root)?;
+    let prepare_s = step.elapsed().as_secs_f64();
 
     let serial_log = target.join("vm/peer-1-serial.log");
     let _ = std::fs::remove_file(&serial_log);
@@ -64,6 +129,7 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
         .spawn()
         .context("running cargo xtask vm")?;
     let mut vm = Vm { child: Some(child), qmp: target.join("vm/peer-1.qmp") };
+    let serial = Serial { path: serial_log.clone() };
 
     let client = reqwest::blocking::Client::builder()
         .use_rustls_tls()
@@ -71,16 +137,7 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(20))
         .build()?;
-    let deadline = Instant::now() + Duration::from_secs(API_TIMEOUT_S);
-    loop {
-        match client.get(format!("{ADMIN_URL}/api/v1/openapi.json")).send() {
-            Ok(response) if response.status().is_success() => break,
-            _ if Instant::now() > deadline => {
-                bail!("no admin API within {API_TIMEOUT_S} s; see {}", serial_log.display())
-            }
-            _ => std::thread::sleep(Duration::from_secs(2)),
-        }
-    }
+    wait_for_api(&client, &serial)?;
     let api_ready_s = boot.elapsed().as_secs_f64();
 
     let login: Value = client
@@ -95,24 +152,14 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
     client
         .post(format!("{ADMIN_URL}/api/v1/password"))
         .bearer_auth(&token)
-        .json(&json!({"current_password": "TANDBERG", "new_password": "vm test password 7"}))
+        .json(&json!({"current_password": "TANDBERG", "new_password": PASSWORD}))
         .send()?
         .error_for_status()
         .context("changing the factory password")?;
-    let login: Value = client
-        .post(format!("{ADMIN_URL}/api/v1/sessions"))
-        .json(&json!({"username": "admin", "password": "vm test password 7"}))
-        .send()?
-        .error_for_status()?
-        .json()?;
-    let token = login["token"].as_str().context("no token")?.to_owned();
-    let status: Value = client
-        .get(format!("{ADMIN_URL}/api/v1/status"))
-        .bearer_auth(&token)
-        .send()?
-        .error_for_status()?
-        .json()?;
+    let api = Api::login(&client)?;
+    let status = api.get("/api/v1/status")?;
     ensure!(status["product"] == json!("Baton"), "unexpected status: {status}");
+    ensure!(status["version"] == json!(running.to_string()), "version: {status}");
     if let Some(serial) = status.get("hardware_serial") {
         ensure!(serial == &json!(SERIAL), "API hardware serial {serial}, want {SERIAL}");
     }
@@ -123,40 +170,331 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
         "policy status answered {}",
         policy.status()
     );
-
     // The console status line comes after the gate and after systemd-bless-boot.
-    let deadline = Instant::now() + Duration::from_secs(STATUS_TIMEOUT_S);
-    let line = loop {
-        let text = std::fs::read_to_string(&serial_log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|line| line.contains("baton-status: host=")) {
-            ensure!(
-                text.contains("baton-health-gate: passed"),
-                "the health gate's marker is missing from {}",
-                serial_log.display()
-            );
-            break line.to_owned();
-        }
-        if Instant::now() > deadline {
-            bail!("no console status within {STATUS_TIMEOUT_S} s; see {}", serial_log.display());
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    };
+    let line = serial.wait_for(0, "baton-status: host=", STATUS_TIMEOUT_S)?.1;
     let settled_s = boot.elapsed().as_secs_f64();
+    ensure!(serial.text().contains("baton-health-gate: passed"), "the gate's marker is missing");
     ensure!(line.contains(&format!("serial={SERIAL}")), "DMI serial wrong: {line}");
     ensure!(line.contains("slot=a"), "not booted from slot A: {line}");
     ensure!(line.contains("gate=active"), "health gate not active: {line}");
     ensure!(line.contains("entries=[slot-a.conf slot-b.conf]"), "slot A not blessed: {line}");
+    let upgrade = api.get("/api/v1/upgrade")?;
+    ensure!(upgrade["boot_control"] == json!("systemd-boot"), "boot control: {upgrade}");
+    ensure!(upgrade["active_slot"] == json!("A"), "{upgrade}");
+    ensure!(upgrade["last_boot"] == json!("booted slot A"), "{upgrade}");
 
+    // Configuration that must survive both slot changes.
+    api.post(
+        "/api/v1/bridges",
+        &json!({"name": "mcu1", "bridge_type": "mcu", "address": "192.0.2.5",
+                "username": "api", "password": "secret", "capacity_ports": 40}),
+    )?;
+
+    // Upgrade to the next version: slot B, on trial, then blessed.
+    let upload_s = api.upload(&good_image)?;
+    let upgrade = api.get("/api/v1/upgrade")?;
+    ensure!(
+        upgrade["boot_entries"] == json!(["slot-b+3.conf", "slot-a.conf"]),
+        "after the install: {upgrade}"
+    );
+    let (reboot_at, reboot) = (serial.len(), Instant::now());
+    api.reboot()?;
+    let (_, line) = serial.wait_for(reboot_at, "baton-status: host=", REBOOT_TIMEOUT_S)?;
+    let upgrade_boot_s = reboot.elapsed().as_secs_f64();
+    ensure!(line.contains("slot=b"), "not booted from slot B: {line}");
+    ensure!(line.contains(&format!("version={next}")), "not the new version: {line}");
+    ensure!(line.contains("entries=[slot-a.conf slot-b.conf]"), "slot B not blessed: {line}");
+    wait_for_api(&client, &serial)?;
+    let api = Api::login(&client)?;
+    let upgrade = api.get("/api/v1/upgrade")?;
+    ensure!(upgrade["running_version"] == json!(next.to_string()), "{upgrade}");
+    ensure!(upgrade["active_slot"] == json!("B"), "{upgrade}");
+    ensure!(upgrade["last_boot_outcome"] == json!("normal"), "{upgrade}");
+    ensure!(api.get("/api/v1/status")?["version"] == json!(next.to_string()), "status version");
+    let bridge = api.get("/api/v1/bridges/mcu1")?;
+    ensure!(bridge["capacity_ports"] == json!(40), "configuration lost in the upgrade: {bridge}");
+
+    // A broken image (batond cannot start) goes into A; the VM falls back to B by itself.
+    let broken_upload_s = api.upload(&broken_image)?;
+    let (reboot_at, reboot) = (serial.len(), Instant::now());
+    api.reboot()?;
+    let (marked_at, _) =
+        serial.wait_for(reboot_at, "baton-health-gate: boot marked bad", REBOOT_TIMEOUT_S)?;
+    let rejected_s = reboot.elapsed().as_secs_f64();
+    let mut from = marked_at;
+    let line = loop {
+        let (at, line) = serial.wait_for(from, "baton-status: host=", REBOOT_TIMEOUT_S)?;
+        if line.contains("slot=b") {
+            break line;
+        }
+        // The failed boot's own status line (slot A, gate failed) may come before the reboot.
+        ensure!(line.contains("gate=failed"), "unexpected status line: {line}");
+        from = at + 1;
+    };
+    let fallback_s = reboot.elapsed().as_secs_f64();
+    ensure!(line.contains(&format!("version={next}")), "fell back to another version: {line}");
+    wait_for_api(&client, &serial)?;
+    let api = Api::login(&client)?;
+    let upgrade = api.get("/api/v1/upgrade")?;
+    ensure!(upgrade["active_slot"] == json!("B"), "{upgrade}");
+    ensure!(upgrade["running_version"] == json!(next.to_string()), "{upgrade}");
+    ensure!(upgrade["last_boot_outcome"] == json!("fell_back"), "{upgrade}");
+    ensure!(upgrade["fell_back"] == json!({"from_slot": "A", "failed_tries": 1}), "{upgrade}");
+    ensure!(
+        upgrade["last_boot"] == json!("fell back from A after 1 failed try; running B"),
+        "{upgrade}"
+    );
+    let bridge = api.get("/api/v1/bridges/mcu1")?;
+    ensure!(bridge["capacity_ports"] == json!(40), "configuration lost in the fallback: {bridge}");
+    let events = api.get("/api/v1/logs/events?kind=boot.fell_back")?;
+    ensure!(
+        events["entries"][0]["message"] == upgrade["last_boot"],
+        "the Event Log does not tell of the fallback: {events}"
+    );
+
+    // A backup made in this VM restores in it (same hardware serial)...
+    let step = Instant::now();
+    let archive = api.backup()?;
+    let (status, answer) = api.restore(&archive)?;
+    ensure!(status == 200, "restoring in the same VM answered {status}: {answer}");
+    ensure!(api.get("/api/v1/bridges/mcu1")?["capacity_ports"] == json!(40), "after restore");
     vm.power_off()?;
     let listing = mtools_output(&disk, "mdir", &["-b", "::/loader/entries"])?;
     ensure!(
-        listing.contains("slot-a.conf") && !listing.contains("slot-a+"),
-        "the ESP after power-off does not hold a blessed slot-a.conf: {listing}"
+        listing.contains("slot-b.conf") && listing.contains("slot-a+0-1.conf"),
+        "the ESP after power-off: {listing}"
     );
+
+    // ...and is refused by the same disk booted as another machine (another DMI serial).
+    let boot = Instant::now();
+    let child = Command::new(&cargo)
+        .args(["xtask", "vm", "--serial", OTHER_SERIAL, "--disk"])
+        .arg(&disk)
+        .current_dir(workspace)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("running cargo xtask vm")?;
+    let mut vm = Vm { child: Some(child), qmp: target.join("vm/peer-1.qmp") };
+    wait_for_api(&client, &serial)?;
+    let other_boot_s = boot.elapsed().as_secs_f64();
+    let api = Api::login(&client)?;
+    let status = api.get("/api/v1/status")?;
+    ensure!(status["hardware_serial"] == json!(OTHER_SERIAL), "serial: {status}");
+    let (status, answer) = api.restore(&archive)?;
+    ensure!(
+        status == 422 && answer["error"]["code"] == json!("backup_other_machine"),
+        "restoring on another machine answered {status}: {answer}"
+    );
+    ensure!(api.get("/api/v1/bridges/mcu1")?["capacity_ports"] == json!(40), "refusal changed it");
+    vm.power_off()?;
+    let backup_s = step.elapsed().as_secs_f64();
     eprintln!(
-        "vm test: image {image_s:.1}s, boot to admin API {api_ready_s:.1}s, to blessed and settled {settled_s:.1}s, total {:.1}s",
+        "vm test: image {image_s:.1}s, prepare (roots, two upgrade images) {prepare_s:.1}s, \
+         boot to admin API {api_ready_s:.1}s, to blessed and settled {settled_s:.1}s, \
+         upload {upload_s:.1}s, reboot into B to blessed {upgrade_boot_s:.1}s, \
+         broken upload {broken_upload_s:.1}s, broken boot rejected after {rejected_s:.1}s, \
+         back on B after {fallback_s:.1}s, backup and restores (with a boot as another \
+         machine, {other_boot_s:.1}s to the API) {backup_s:.1}s, total {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The admin API of the VM, logged in.
+struct Api<'a> {
+    client: &'a reqwest::blocking::Client,
+    token: String,
+}
+
+impl<'a> Api<'a> {
+    fn login(client: &'a reqwest::blocking::Client) -> anyhow::Result<Api<'a>> {
+        let login: Value = client
+            .post(format!("{ADMIN_URL}/api/v1/sessions"))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()?
+            .error_for_status()
+            .context("logging in")?
+            .json()?;
+        Ok(Api { client, token: login["token"].as_str().context("no token")?.to_owned() })
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let response =
+            self.client.get(format!("{ADMIN_URL}{path}")).bearer_auth(&self.token).send()?;
+        answer(response, path)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .post(format!("{ADMIN_URL}{path}"))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()?;
+        answer(response, path)
+    }
+
+    /// Streams an upgrade image to the VM; returns the seconds it took.
+    fn upload(&self, image: &Path) -> anyhow::Result<f64> {
+        let file = std::fs::File::open(image)?;
+        let size_bytes = file.metadata()?.len();
+        let started = Instant::now();
+        let response = self
+            .client
+            .post(format!("{ADMIN_URL}/api/v1/upgrade"))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(UPLOAD_TIMEOUT_S))
+            .body(reqwest::blocking::Body::sized(file, size_bytes))
+            .send()?;
+        let installed = answer(response, "/api/v1/upgrade")?;
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "uploaded {} ({} MiB) in {seconds:.1}s: {installed}",
+            image.display(),
+            size_bytes >> 20
+        );
+        Ok(seconds)
+    }
+
+    /// Downloads a backup of the VM.
+    fn backup(&self) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .client
+            .post(format!("{ADMIN_URL}/api/v1/backups"))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(UPLOAD_TIMEOUT_S))
+            .send()?;
+        ensure!(response.status().is_success(), "backup answered {}", response.status());
+        Ok(response.bytes()?.to_vec())
+    }
+
+    /// Restores a backup; the status and the answer, refusals included.
+    fn restore(&self, archive: &[u8]) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .post(format!("{ADMIN_URL}/api/v1/restore"))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .timeout(Duration::from_secs(UPLOAD_TIMEOUT_S))
+            .body(archive.to_vec())
+            .send()?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
+    }
+
+    fn reboot(&self) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .post(format!("{ADMIN_URL}/api/v1/upgrade/reboot"))
+            .bearer_auth(&self.token)
+            .send()?;
+        ensure!(response.status().as_u16() == 202, "reboot answered {}", response.status());
+        Ok(())
+    }
+}
+
+fn answer(response: reqwest::blocking::Response, path: &str) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().unwrap_or(Value::Null);
+    ensure!(status.is_success(), "{path} answered {status}: {body}");
+    Ok(body)
+}
+
+fn wait_for_api(client: &reqwest::blocking::Client, serial: &Serial) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(API_TIMEOUT_S);
+    loop {
+        match client.get(format!("{ADMIN_URL}/api/v1/health")).send() {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            _ if Instant::now() > deadline => {
+                bail!("no admin API within {API_TIMEOUT_S} s; see {}", serial.path.display())
+            }
+            _ => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// The VM's serial console log, which grows across reboots (one qemu process).
+struct Serial {
+    path: PathBuf,
+}
+
+impl Serial {
+    fn text(&self) -> String {
+        std::fs::read(&self.path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.text().len()
+    }
+
+    /// The first line holding `marker` that starts at or after byte `from`: its offset and text.
+    fn wait_for(
+        &self,
+        from: usize,
+        marker: &str,
+        timeout_s: u64,
+    ) -> anyhow::Result<(usize, String)> {
+        let deadline = Instant::now() + Duration::from_secs(timeout_s);
+        loop {
+            let text = self.text();
+            if let Some(tail) = text.get(from..)
+                && let Some(found) = tail.find(marker)
+            {
+                let at = from + found;
+                let line = text[at..].lines().next().unwrap_or_default().to_owned();
+                return Ok((at, line));
+            }
+            if Instant::now() > deadline {
+                bail!("no {marker:?} within {timeout_s} s; see {}", self.path.display());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// `cargo xtask upgrade-image` of a root file system (it stamps the version into a copy).
+fn upgrade_image(
+    cargo: &std::ffi::OsStr,
+    workspace: &Path,
+    key: &Path,
+    payload: &Path,
+    version: &upgrade::Version,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let status = Command::new(cargo)
+        .args(["xtask", "upgrade-image", "--key"])
+        .arg(key)
+        .arg("--payload")
+        .arg(payload)
+        .args(["--version", &version.to_string(), "--arch", std::env::consts::ARCH])
+        .args(["--min-from", "0.0.0", "--out"])
+        .arg(out)
+        .current_dir(workspace)
+        .status()
+        .context("running cargo xtask upgrade-image")?;
+    ensure!(status.success(), "cargo xtask upgrade-image failed ({status})");
+    Ok(())
+}
+
+/// Writes files into an ext4 image with debugfs (no mount): `(path in the image, contents)`.
+fn debugfs_write(image: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let mut commands = String::new();
+    for (index, (path, contents)) in files.iter().enumerate() {
+        let source = scratch.path().join(index.to_string());
+        std::fs::write(&source, contents)?;
+        commands.push_str(&format!("rm {path}\nwrite {} {path}\n", source.display()));
+    }
+    let command_file = scratch.path().join("commands");
+    std::fs::write(&command_file, commands)?;
+    tool(Command::new("debugfs").arg("-w").arg("-f").arg(&command_file).arg(image))?;
+    for (path, contents) in files {
+        let read =
+            Command::new("debugfs").arg("-R").arg(format!("cat {path}")).arg(image).output()?;
+        ensure!(read.stdout == contents.as_bytes(), "{path} did not land in {}", image.display());
+    }
     Ok(())
 }
 

@@ -97,6 +97,16 @@ pub(crate) fn paths() -> ImagePaths {
 }
 
 pub(crate) fn image() -> anyhow::Result<()> {
+    image_with_version(None)
+}
+
+/// The image, with `version` (default: the workspace's) stamped into the root file system.
+pub(crate) fn image_with_version(version: Option<&str>) -> anyhow::Result<()> {
+    let version: upgrade::Version = version
+        .unwrap_or(env!("CARGO_PKG_VERSION"))
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("--version")?;
     let started = Instant::now();
     let paths = paths();
     let work = paths.dir.join("work");
@@ -132,6 +142,7 @@ pub(crate) fn image() -> anyhow::Result<()> {
     // `cp -a` keeps owners, modes, device nodes and hard links, which std::fs would not.
     run(Command::new("cp").arg("-a").arg("--reflink=auto").arg(&base).arg(&staging), "cp -a")?;
     customise(&staging, &target_dir().join("release"))?;
+    stamp_version(&staging, &version)?;
     let assemble = assemble(&staging, &work, &paths)?;
     let disk_s = step.elapsed().as_secs_f64();
 
@@ -251,6 +262,17 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
     for dir in ["efi", "var/lib/baton"] {
         fs::create_dir_all(root.join(dir)).with_context(|| format!("creating /{dir}"))?;
     }
+    Ok(())
+}
+
+/// Writes the software version where batond reads it (`upgrade::VERSION_FILE`).
+fn stamp_version(root: &Path, version: &upgrade::Version) -> anyhow::Result<()> {
+    let file = root.join(upgrade::VERSION_FILE.trim_start_matches('/'));
+    let dir = file.parent().context("version file without a directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(&file, format!("{version}\n"))
+        .with_context(|| format!("writing {}", file.display()))?;
+    println!("version: {version} (in {})", upgrade::VERSION_FILE);
     Ok(())
 }
 
@@ -378,16 +400,15 @@ fn assemble(root: &Path, work: &Path, paths: &ImagePaths) -> anyhow::Result<Asse
 /// A systemd-boot entry for one slot. An upgrade that fills slot B writes the same text with
 /// `version` one above the newest entry's to `slot-b+3.conf` (three tries): the firmware
 /// counts down, `systemd-bless-boot` renames it `slot-b.conf` once the health gate passed.
+/// The text is the upgrade crate's (`upgrade::entry_text`), so the factory entries and those an
+/// upgrade writes on the appliance cannot drift apart.
 pub(crate) fn boot_entry(slot: &str, label: &str, version: u32) -> String {
-    format!(
-        "title      Baton (slot {upper})\n\
-         sort-key   baton\n\
-         version    {version}\n\
-         linux      /slot-{slot}/vmlinuz\n\
-         initrd     /slot-{slot}/initrd.img\n\
-         options    root=PARTLABEL={label} rw console=tty1 console=ttyS0,115200 quiet baton.slot={slot}\n",
-        upper = slot.to_uppercase()
-    )
+    let slot = if slot == "a" { upgrade::Slot::A } else { upgrade::Slot::B };
+    debug_assert_eq!(
+        label,
+        format!("{}{}", upgrade::ROOT_LABEL_PREFIX, slot.to_string().to_lowercase())
+    );
+    upgrade::entry_text(slot, u64::from(version), "")
 }
 
 fn find_in(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {

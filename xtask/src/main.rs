@@ -58,7 +58,12 @@ enum Task {
         args: Vec<String>,
     },
     /// Build the appliance's bootable A/B disk image (raw and qcow2) under `<target>/image/`.
-    Image,
+    Image {
+        /// The software version stamped into the root file system (what batond reports and
+        /// upgrades compare), MAJOR.MINOR.PATCH. Default: the workspace's version.
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+    },
     /// Boot N appliances from the built image under qemu (builds the image when missing).
     Vm {
         /// How many appliances, each with its own overlay, serial and addresses (1 to 3).
@@ -70,6 +75,10 @@ enum Task {
         /// Boot this raw disk file itself, writably, instead of overlays (one VM; for tests).
         #[arg(long, value_name = "FILE", conflicts_with = "peers")]
         disk: Option<PathBuf>,
+        /// Hardware serial of the VM instead of `BATON-VM-1` (one VM; for tests of what is
+        /// tied to the machine, like restoring a backup).
+        #[arg(long, value_name = "SERIAL", conflicts_with = "peers")]
+        serial: Option<String>,
     },
     /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
     Keygen {
@@ -85,7 +94,9 @@ enum Task {
         /// The payload: the root file system image written into the inactive slot.
         #[arg(long, value_name = "FILE")]
         payload: PathBuf,
-        /// The Baton version in the payload, MAJOR.MINOR.PATCH.
+        /// The Baton version in the payload, MAJOR.MINOR.PATCH. An ext4 payload (a slot's root
+        /// file system) gets it stamped into a copy (`/usr/lib/baton/version`), so batond
+        /// reports the version the manifest names.
         #[arg(long, value_name = "V")]
         version: String,
         /// The architecture it runs on, as Rust names it (`x86_64`, `aarch64`).
@@ -107,8 +118,10 @@ fn main() -> ExitCode {
         Task::Test { slow } => testsuite::test(slow),
         Task::Tidy => testsuite::tidy(),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
-        Task::Image => image::image(),
-        Task::Vm { peers, fresh, disk } => vm::vm(peers, fresh, disk.as_deref()),
+        Task::Image { version } => image::image_with_version(version.as_deref()),
+        Task::Vm { peers, fresh, disk, serial } => {
+            vm::vm(peers, fresh, disk.as_deref(), serial.as_deref())
+        }
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {
             release::upgrade_image(&release::ImageRequest {
@@ -152,9 +165,32 @@ pub(crate) fn cargo_program() -> OsString {
 }
 
 /// A `cargo <args>` command that runs in the workspace root.
+///
+/// Without the variables cargo sets for the program it runs (xtask itself, or a test calling
+/// `cargo xtask`): some build scripts (ring's) rerun when `CARGO_MANIFEST_DIR` or
+/// `CARGO_PKG_NAME` changes, so a release build from xtask and one by hand would rebuild each
+/// other's dependencies every time.
 pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(cargo_program());
     command.args(args).current_dir(workspace_root());
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            );
+        if set_by_cargo_run {
+            command.env_remove(name);
+        }
+    }
     command
 }
 

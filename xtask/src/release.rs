@@ -62,10 +62,14 @@ pub(crate) fn upgrade_image(request: &ImageRequest) -> anyhow::Result<()> {
         "--min-from {min_from_version} is newer than --version {version}"
     );
 
+    // A root file system payload says its version itself (batond reads it): stamp a copy,
+    // so the manifest and what the appliance reports after the upgrade cannot differ.
+    let stamped = stamp_version_into_payload(&request.payload, &version, &request.out)?;
+    let payload_path = stamped.as_ref().map_or(request.payload.as_path(), |s| s.path.as_path());
     let open_payload = || {
-        File::open(&request.payload)
+        File::open(payload_path)
             .map(BufReader::new)
-            .with_context(|| format!("opening the payload {}", request.payload.display()))
+            .with_context(|| format!("opening the payload {}", payload_path.display()))
     };
     let (payload_size_bytes, payload_sha256) = upgrade::digest_payload(&mut open_payload()?)
         .with_context(|| format!("reading the payload {}", request.payload.display()))?;
@@ -110,6 +114,82 @@ pub(crate) fn upgrade_image(request: &ImageRequest) -> anyhow::Result<()> {
     println!("  payload {payload_size_bytes} bytes, sha256 {}", manifest.payload_sha256);
     println!("  installs over {min_from_version} or later; signed by key {}", header.key_id);
     Ok(())
+}
+
+/// A stamped copy of the payload beside the output, removed when dropped.
+struct StampedPayload {
+    path: PathBuf,
+}
+
+impl Drop for StampedPayload {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The ext4 superblock's magic number, at byte 1080 of the file system.
+const EXT4_MAGIC_OFFSET: usize = 1080;
+const EXT4_MAGIC: [u8; 2] = [0x53, 0xef];
+
+/// When `payload` is an ext4 file system (a slot's root), a copy of it with `version` written
+/// to `upgrade::VERSION_FILE` by debugfs (no mount, no loop device), read back to be sure.
+/// Any other payload is signed as it is (`None`).
+fn stamp_version_into_payload(
+    payload: &Path,
+    version: &Version,
+    out: &Path,
+) -> anyhow::Result<Option<StampedPayload>> {
+    let mut head = [0u8; EXT4_MAGIC_OFFSET + 2];
+    let is_ext4 = File::open(payload)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut head))
+        .is_ok()
+        && head[EXT4_MAGIC_OFFSET..] == EXT4_MAGIC;
+    if !is_ext4 {
+        return Ok(None);
+    }
+    let mut path = out.as_os_str().to_owned();
+    path.push(".payload.partial");
+    let stamped = StampedPayload { path: PathBuf::from(path) };
+    crate::image::run(
+        std::process::Command::new("cp").arg("--sparse=always").arg(payload).arg(&stamped.path),
+        "cp (payload)",
+    )?;
+    let mut version_text = stamped.path.as_os_str().to_owned();
+    version_text.push(".version");
+    let version_text = PathBuf::from(version_text);
+    fs::write(&version_text, format!("{version}\n"))?;
+    let file = upgrade::VERSION_FILE;
+    let dir = Path::new(file).parent().context("version file without a directory")?;
+    // debugfs goes on after a failed request (mkdir of an existing directory, rm of a missing
+    // file): the read-back below is what proves the stamp.
+    let commands =
+        format!("mkdir {}\nrm {file}\nwrite {} {file}\n", dir.display(), version_text.display());
+    let mut command_file = version_text.clone().into_os_string();
+    command_file.push(".debugfs");
+    let command_file = PathBuf::from(command_file);
+    fs::write(&command_file, commands)?;
+    let written = std::process::Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&command_file)
+        .arg(&stamped.path)
+        .output()
+        .context("running debugfs (e2fsprogs)");
+    let _ = fs::remove_file(&command_file);
+    let _ = fs::remove_file(&version_text);
+    anyhow::ensure!(written?.status.success(), "debugfs could not write {file} into the payload");
+    let read_back = std::process::Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {file}"))
+        .arg(&stamped.path)
+        .output()
+        .context("running debugfs (e2fsprogs)")?;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&read_back.stdout).trim() == version.to_string(),
+        "the payload's {file} does not read back as {version}"
+    );
+    println!("stamped version {version} into the payload's {file}");
+    Ok(Some(stamped))
 }
 
 /// The image's creation time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
@@ -263,6 +343,74 @@ mod tests {
 
         let bad = ImageRequest { min_from: "0.3.0".to_owned(), ..request };
         assert!(upgrade_image(&bad).is_err());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A root file system payload carries the manifest's version where batond reads it, and
+    /// the payload file given is left as it was.
+    #[test]
+    fn an_ext4_payload_gets_the_version_stamped_into_a_copy() {
+        let dir = scratch("stamp");
+        keygen(&dir).expect("keygen");
+        let tree = dir.join("tree/usr/lib/baton");
+        fs::create_dir_all(&tree).expect("tree");
+        fs::write(tree.join("version"), "0.1.0\n").expect("old version");
+        let payload = dir.join("root.ext4");
+        crate::image::run(
+            std::process::Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-d"])
+                .arg(dir.join("tree"))
+                .arg(&payload)
+                .arg("4M"),
+            "mkfs.ext4",
+        )
+        .expect("mkfs.ext4 (e2fsprogs)");
+        let before = fs::read(&payload).expect("payload");
+        let request = ImageRequest {
+            key: dir.join(PRIVATE_KEY_FILE),
+            payload: payload.clone(),
+            version: "0.3.1".to_owned(),
+            arch: "x86_64".to_owned(),
+            min_from: "0.1.0".to_owned(),
+            out: dir.join("baton-0.3.1.upgrade"),
+        };
+        upgrade_image(&request).expect("upgrade-image");
+        assert_eq!(fs::read(&payload).expect("payload"), before, "the given payload changed");
+
+        // Install it into a file-backed slot and read the version back out of the slot.
+        let key = fs::read_to_string(dir.join(PUBLIC_KEY_FILE)).expect("public key");
+        let trusted = TrustedKeys::from_text(&key).expect("public key parses");
+        let machine = dir.join("machine");
+        let boot =
+            upgrade::FileBootControl::create(&machine, "0.1.0", b"old", 8 << 20).expect("machine");
+        let running = upgrade::RunningSystem {
+            version: "0.1.0".parse().expect("version"),
+            architecture: "x86_64".to_owned(),
+            active_slot: upgrade::Slot::A,
+        };
+        upgrade::install(
+            &mut File::open(&request.out).expect("image"),
+            &trusted,
+            &running,
+            upgrade::InstallOptions::default(),
+            &mut boot.inactive_slot_writer().expect("writer"),
+            &mut |_| {},
+        )
+        .expect("install");
+        let slot = boot.slot_path(upgrade::Slot::B);
+        let version = std::process::Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {}", upgrade::VERSION_FILE))
+            .arg(&slot)
+            .output()
+            .expect("debugfs");
+        assert_eq!(String::from_utf8_lossy(&version.stdout), "0.3.1\n");
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().contains("partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

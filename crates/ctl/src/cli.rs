@@ -98,6 +98,39 @@ pub(crate) enum Command {
     /// Back up this peer, restore a backup, or inspect one without applying it.
     #[command(subcommand, after_help = BACKUP_HELP)]
     Backup(BackupCommand),
+    /// This peer's software slots: status, install a signed upgrade image, reboot into it.
+    #[command(subcommand, after_help = UPGRADE_HELP)]
+    Upgrade(UpgradeCommand),
+}
+
+const UPGRADE_HELP: &str = "\
+An upgrade image (made by `cargo xtask upgrade-image`) is installed into the slot that is not
+running; the next boot tries it (three tries) and keeps it once its health gate passed, or
+falls back to the running slot by itself. Refused, with nothing written: an image signed by an
+untrusted key, for another product or architecture, damaged or truncated, older than the
+running version (unless --allow-downgrade), or for a newer minimum version. Examples:
+  batonctl upgrade status
+  batonctl upgrade install baton-0.2.0.upgrade
+  batonctl upgrade install baton-0.2.0.upgrade --reboot
+  batonctl upgrade reboot";
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum UpgradeCommand {
+    /// Running version and slot, the last boot (including a fallback), the boot entries.
+    Status,
+    /// Upload and install an upgrade image into the inactive slot.
+    Install {
+        /// The image file.
+        image: PathBuf,
+        /// Reboot into it as soon as it is installed.
+        #[arg(long)]
+        reboot: bool,
+        /// Install an image older than the running version.
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// Reboot the peer (into an installed upgrade, if there is one).
+    Reboot,
 }
 
 const BACKUP_HELP: &str = "\

@@ -1,5 +1,5 @@
 //! Runs a parsed command line: status, password, configuration, history and logs here; record
-//! collections in [`crate::records`].
+//! collections in [`crate::records`], backups and upgrades in their own modules.
 
 use crate::cli::{
     BackupCommand, Command, ConfigCommand, Globals, Invocation, LogCommand, Page, Parsed,
@@ -62,6 +62,7 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
         }),
         Command::Password => Ok(()),
         Command::Backup(command) => crate::backups::run(client, out, command),
+        Command::Upgrade(command) => crate::upgrades::run(client, out, command),
         Command::Config(ConfigCommand::Show { at }) => config_at(client, out, at),
         Command::Config(ConfigCommand::At { time }) => config_at(client, out, Some(time)),
         Command::Config(ConfigCommand::Diff { from, to }) => {

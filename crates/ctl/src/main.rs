@@ -15,6 +15,7 @@ mod output;
 mod prompt;
 mod records;
 mod render;
+mod upgrades;
 
 fn main() {
     let parsed = cli::parse();

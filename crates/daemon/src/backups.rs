@@ -153,7 +153,7 @@ pub fn write_backup_of(
     let conn = eventlog::open_reader(&data_dir.join(crate::store::DATABASE_FILE))
         .map_err(|e| e.to_string())?;
     let options = backup::BackupOptions {
-        software_version: env!("CARGO_PKG_VERSION"),
+        software_version: crate::version::software_version(),
         hardware_serial: serial,
         created_at_ms,
         extra_files: &extra_files,
@@ -274,7 +274,8 @@ fn scheduled_backup(
         return Ok(None);
     };
     let password = Some(schedule.password.as_str()).filter(|p| !p.is_empty());
-    let name = backup::file_name(env!("CARGO_PKG_VERSION"), &serial, now_ms, password.is_some());
+    let name =
+        backup::file_name(crate::version::software_version(), &serial, now_ms, password.is_some());
     let written = (|| -> Result<(), String> {
         std::fs::create_dir_all(&folder)
             .map_err(|e| format!("creating {}: {e}", folder.display()))?;

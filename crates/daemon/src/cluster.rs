@@ -159,13 +159,13 @@ pub struct Board {
 }
 
 impl Board {
-    /// The software version this peer runs, as peers and operators see it: this build's, or
-    /// the one a test announces (`--announce-version`) to play another release.
+    /// The software version this peer runs, as peers and operators see it: the stamped one
+    /// (`crate::version`), or the one a test announces (`--announce-version`) to play another release.
     pub fn software_version(&self) -> String {
         self.network
             .announce_version
             .clone()
-            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned())
+            .unwrap_or_else(|| crate::version::software_version().to_owned())
     }
 
     pub fn status(&self) -> ClusterStatus {

@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/sessions/current", axum::routing::delete(logout))
         .route("/api/v1/password", post(change_password))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/health", get(health))
         .route("/api/v1/cluster/status", get(cluster_status))
         .route(
             "/api/v1/upgrade",
@@ -896,6 +897,51 @@ async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, Ap
     })))
 }
 
+/// The health gate's probe (`baton-health-gate.service`, which blesses a boot on trial): the
+/// daemon answers, the event log opens on a fresh read connection, and the projections have
+/// applied every event. Without credentials: the gate has none, and this reveals no more than
+/// positions and the version.
+async fn health(State(app): State<Arc<App>>) -> Response {
+    let read = app
+        .readers
+        .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
+        .await;
+    let (status, body) = match read {
+        Ok((log_position, projections_position)) => {
+            let current = projections_position == log_position;
+            let mut problems = Vec::new();
+            if !current {
+                problems.push(format!(
+                    "the projections are at {projections_position}, the event log at {log_position}"
+                ));
+            }
+            let status = if current { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (
+                status,
+                json!({
+                    "healthy": current,
+                    "version": crate::version::software_version(),
+                    "log_opens": true,
+                    "log_position": log_position,
+                    "projections_position": projections_position,
+                    "projections_current": current,
+                    "problems": problems,
+                }),
+            )
+        }
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "healthy": false,
+                "version": crate::version::software_version(),
+                "log_opens": false,
+                "problems": [format!("the event log does not open: {error}")],
+            }),
+        ),
+    };
+    (status, Json(body)).into_response()
+}
+
 /// The largest upgrade image accepted: a root file system slot and its header.
 pub const UPGRADE_IMAGE_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024 + 64 * 1024;
 
@@ -1319,7 +1365,8 @@ async fn create_backup(
     let created_at_ms = now_ms();
     let operation = app.operations.begin("backup", created_at_ms).ok_or_else(busy)?;
     let encrypted = request.password.is_some();
-    let file_name = backup::file_name(env!("CARGO_PKG_VERSION"), &serial, created_at_ms, encrypted);
+    let file_name =
+        backup::file_name(crate::version::software_version(), &serial, created_at_ms, encrypted);
     let (queue, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(
         crate::backups::STREAM_QUEUE_CHUNKS,
     );
@@ -1464,7 +1511,7 @@ async fn restore(
             reader,
             password.as_deref(),
             &serial,
-            env!("CARGO_PKG_VERSION"),
+            crate::version::software_version(),
             &staging_dir,
             &mut |p| operation.report(p),
         );

@@ -17,6 +17,7 @@ mod random;
 pub mod store;
 pub mod tls;
 pub mod upgrade_service;
+pub mod version;
 pub mod web;
 
 use anyhow::Context;
@@ -202,6 +203,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
         tracing::info!(%listen, "policy service also on plain HTTP");
     }
+    let upgrades = Arc::new(
+        upgrade_service::UpgradeService::new(config.upgrade.clone())
+            .context("setting up upgrades")?,
+    );
+    let boot_report = tokio::task::spawn_blocking({
+        let upgrades = upgrades.clone();
+        move || upgrades.status()
+    })
+    .await
+    .context("reading the boot state panicked")?;
     let app = Arc::new(http::App {
         writer: writer.clone(),
         readers,
@@ -216,10 +227,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             outbound_rx,
             shutdown.clone(),
         ),
-        upgrade: Arc::new(
-            upgrade_service::UpgradeService::new(config.upgrade.clone())
-                .context("setting up upgrades")?,
-        ),
+        upgrade: upgrades,
         policy: policy.clone(),
         data_dir: config.data_dir.clone(),
         hardware_serial,
@@ -254,8 +262,25 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     writer.journal(journal(
         eventlog::Level::Info,
         "daemon.started",
-        format!("Baton {} started", env!("CARGO_PKG_VERSION")),
+        format!("Baton {} started", version::software_version()),
     ));
+    // What the last boot did belongs in the Event Log too, where the operator looks first. A
+    // fallback is repeated at every start until the next install replaces the failed entry.
+    match boot_report {
+        Ok(report) if report.fell_back.is_some() => {
+            tracing::warn!(last_boot = %report.last_boot, "the last upgrade fell back");
+            writer.journal(journal(eventlog::Level::Warning, "boot.fell_back", report.last_boot));
+        }
+        Ok(report) => tracing::info!(last_boot = %report.last_boot, "boot state"),
+        Err(error) => {
+            tracing::error!(%error, "the boot state is unreadable; upgrades will fail");
+            writer.journal(journal(
+                eventlog::Level::Error,
+                "boot.unreadable",
+                format!("the boot state is unreadable, so upgrades will fail: {error}"),
+            ));
+        }
+    }
     tracing::info!(%admin_url, peer_id = %writer.peer_id(), "admin API listening");
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     let watchdog = spawn_watchdog(shutdown.clone());

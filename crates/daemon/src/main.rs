@@ -41,6 +41,14 @@ struct Flags {
     /// Trust the upgrade signing keys in this file instead of the build's. Development only.
     #[arg(long, env = "BATON_UPGRADE_TRUSTED_KEYS_FILE")]
     upgrade_trusted_keys_file: Option<PathBuf>,
+    /// Where upgrades go: `file` keeps slots and boot entries as files under `<data-dir>/boot`
+    /// (development and tests); `systemd-boot` is the appliance's A/B partitions and ESP.
+    #[arg(long, env = "BATON_BOOT_CONTROL", value_enum, default_value_t = BootControlFlag::File)]
+    boot_control: BootControlFlag,
+    /// The software version stamped into the root file system by the image build; the crate's
+    /// version when the file does not exist.
+    #[arg(long, env = "BATON_VERSION_FILE", default_value = daemon::version::VERSION_FILE_DEFAULT)]
+    version_file: PathBuf,
     /// Command that reboots the machine after an upgrade (program and arguments).
     #[arg(long, num_args = 1.., default_values = ["systemctl", "reboot"])]
     reboot_command: Vec<String>,
@@ -59,6 +67,12 @@ struct Flags {
     announce_version: Option<String>,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BootControlFlag {
+    File,
+    SystemdBoot,
+}
+
 fn parse_via(text: &str) -> Result<(Ipv4Addr, SocketAddr), String> {
     let (peer, via) = text.split_once('=').ok_or("expected PEER=HOST:PORT")?;
     let peer = peer.parse().map_err(|error| format!("peer address {peer:?}: {error}"))?;
@@ -68,6 +82,7 @@ fn parse_via(text: &str) -> Result<(Ipv4Addr, SocketAddr), String> {
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    let version = daemon::version::load(&flags.version_file).map_err(anyhow::Error::msg)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if flags.log_json {
@@ -92,6 +107,12 @@ fn main() -> anyhow::Result<()> {
         let mut upgrade = daemon::upgrade_service::UpgradeConfig::for_data_dir(&flags.data_dir);
         upgrade.trusted_keys_file = flags.upgrade_trusted_keys_file;
         upgrade.reboot_command = flags.reboot_command;
+        if let BootControlFlag::SystemdBoot = flags.boot_control {
+            upgrade.boot_control = daemon::upgrade_service::BootControlKind::SystemdBoot(
+                upgrade::SystemdBootPaths::appliance(),
+            );
+        }
+        tracing::info!(version, "Baton starting");
         let config = daemon::Config {
             upgrade,
             data_dir: flags.data_dir,

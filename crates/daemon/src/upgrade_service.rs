@@ -4,19 +4,34 @@
 //! when the operator says so. Progress and the last boot's outcome (including a fallback) are
 //! readable at any time.
 //!
-//! Boot control here is file-backed (`upgrade::FileBootControl` under `<data>/boot`): the
-//! systemd-boot implementation belongs to the appliance image. Trusted keys are embedded at
-//! build time (`BATON_UPGRADE_TRUSTED_KEYS`); a development or test build may name a key file.
+//! Boot control is file-backed by default (`upgrade::FileBootControl` under `<data>/boot`, for
+//! development and tests); the appliance's `batond.service` selects systemd-boot's
+//! (`upgrade::SystemdBootControl`: partitions by label, entries on the ESP). Trusted keys are
+//! embedded at build time (`BATON_UPGRADE_TRUSTED_KEYS`); a development or test build may name
+//! a key file.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use upgrade::{BootControl, FileBootControl, InstallOptions, RunningSystem, TrustedKeys};
+use upgrade::{
+    BootControl, FileBootControl, InstallOptions, RunningSystem, SlotWriter, SystemdBootControl,
+    SystemdBootPaths, TrustedKeys,
+};
 
 /// Largest slot image accepted (also the file-backed slots' capacity).
 pub const SLOT_CAPACITY_BYTES_DEFAULT: u64 = 4 * 1024 * 1024 * 1024;
 
+/// Which [`BootControl`] upgrades go through.
+#[derive(Clone, Debug)]
+pub enum BootControlKind {
+    /// Slots and entries as files under [`UpgradeConfig::boot_dir`].
+    File,
+    /// The appliance: systemd-boot on the ESP, root slots as partitions.
+    SystemdBoot(SystemdBootPaths),
+}
+
 #[derive(Clone, Debug)]
 pub struct UpgradeConfig {
+    pub boot_control: BootControlKind,
     /// Where the file-backed boot control keeps slots and entries.
     pub boot_dir: PathBuf,
     pub slot_capacity_bytes: u64,
@@ -29,6 +44,7 @@ pub struct UpgradeConfig {
 impl UpgradeConfig {
     pub fn for_data_dir(data_dir: &std::path::Path) -> UpgradeConfig {
         UpgradeConfig {
+            boot_control: BootControlKind::File,
             boot_dir: data_dir.join("boot"),
             slot_capacity_bytes: SLOT_CAPACITY_BYTES_DEFAULT,
             trusted_keys_file: None,
@@ -63,10 +79,25 @@ pub struct UpgradeService {
 pub struct UpgradeStatus {
     pub running_version: String,
     pub active_slot: String,
+    /// The last boot for people: "booted slot A", "fell back from B after 3 failed tries; …".
     pub last_boot: String,
+    /// The same for programs: `normal`, `trying` or `fell_back`.
+    pub last_boot_outcome: &'static str,
+    /// Set when the firmware fell back: the slot that failed and how many boots it tried.
+    pub fell_back: Option<FallbackView>,
+    /// Boots the running slot has left to be marked good (only while `trying`).
+    pub tries_left: Option<u32>,
+    /// `file` or `systemd-boot`.
+    pub boot_control: &'static str,
     /// The entries as the boot loader will try them.
     pub boot_entries: Vec<String>,
     pub installing: Option<ProgressView>,
+}
+
+#[derive(serde::Serialize)]
+pub struct FallbackView {
+    pub from_slot: String,
+    pub failed_tries: u32,
 }
 
 #[derive(serde::Serialize)]
@@ -84,7 +115,7 @@ pub struct InstalledView {
 }
 
 fn running_version() -> upgrade::Version {
-    env!("CARGO_PKG_VERSION").parse().unwrap_or(upgrade::Version { major: 0, minor: 0, patch: 0 })
+    crate::version::upgrade_version()
 }
 
 impl UpgradeService {
@@ -99,7 +130,9 @@ impl UpgradeService {
             None => upgrade::trusted_keys_from_env!()
                 .map_err(|error| UpgradeError::Keys(error.to_string()))?,
         };
-        if !config.boot_dir.join("state.json").exists() {
+        if matches!(config.boot_control, BootControlKind::File)
+            && !config.boot_dir.join("state.json").exists()
+        {
             // A new machine: the running software is slot A's, blessed.
             FileBootControl::create(
                 &config.boot_dir,
@@ -116,17 +149,42 @@ impl UpgradeService {
         })
     }
 
-    fn boot(&self) -> FileBootControl {
-        FileBootControl::open(&self.config.boot_dir, self.config.slot_capacity_bytes)
+    fn boot(&self) -> Boot {
+        match &self.config.boot_control {
+            BootControlKind::File => Boot::File(FileBootControl::open(
+                &self.config.boot_dir,
+                self.config.slot_capacity_bytes,
+            )),
+            BootControlKind::SystemdBoot(paths) => {
+                Boot::SystemdBoot(SystemdBootControl::new(paths.clone()))
+            }
+        }
     }
 
     pub fn status(&self) -> Result<UpgradeStatus, UpgradeError> {
         let boot = self.boot();
         let progress = *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last_boot = boot.control().last_boot()?;
+        let (outcome, fell_back, tries_left) = match &last_boot {
+            upgrade::LastBoot::Normal { .. } => ("normal", None, None),
+            upgrade::LastBoot::Trying { tries_left, .. } => ("trying", None, Some(*tries_left)),
+            upgrade::LastBoot::FellBack { from, failed_tries, .. } => (
+                "fell_back",
+                Some(FallbackView { from_slot: from.to_string(), failed_tries: *failed_tries }),
+                None,
+            ),
+        };
         Ok(UpgradeStatus {
             running_version: running_version().to_string(),
-            active_slot: boot.active_slot()?.to_string(),
-            last_boot: boot.last_boot()?.to_string(),
+            active_slot: boot.control().active_slot()?.to_string(),
+            last_boot: last_boot.to_string(),
+            last_boot_outcome: outcome,
+            fell_back,
+            tries_left,
+            boot_control: match boot {
+                Boot::File(_) => "file",
+                Boot::SystemdBoot(_) => "systemd-boot",
+            },
             boot_entries: boot.entries()?.iter().map(|entry| entry.file_name()).collect(),
             installing: progress
                 .map(|p| ProgressView { done_bytes: p.done_bytes, total_bytes: p.total_bytes }),
@@ -144,7 +202,7 @@ impl UpgradeService {
         let running = RunningSystem {
             version: running_version(),
             architecture: std::env::consts::ARCH.to_owned(),
-            active_slot: boot.active_slot()?,
+            active_slot: boot.control().active_slot()?,
         };
         let mut writer = boot.inactive_slot_writer()?;
         let progress = self.progress.clone();
@@ -156,13 +214,13 @@ impl UpgradeService {
             &self.keys,
             &running,
             InstallOptions { allow_downgrade },
-            &mut writer,
+            writer.as_mut(),
             &mut report,
         );
         *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let installed = installed?;
         let label = installed.manifest.version.to_string();
-        boot.set_next_boot(installed.slot, upgrade::DEFAULT_BOOT_TRIES, &label)?;
+        boot.control_mut().set_next_boot(installed.slot, upgrade::DEFAULT_BOOT_TRIES, &label)?;
         Ok(InstalledView {
             version: label,
             slot: installed.slot.to_string(),
@@ -184,5 +242,41 @@ impl UpgradeService {
         } else {
             Err(UpgradeError::Reboot(format!("{program}: {status}")))
         }
+    }
+}
+
+/// The configured boot control, with the inherent parts the trait does not cover.
+enum Boot {
+    File(FileBootControl),
+    SystemdBoot(SystemdBootControl),
+}
+
+impl Boot {
+    fn control(&self) -> &dyn BootControl {
+        match self {
+            Boot::File(boot) => boot,
+            Boot::SystemdBoot(boot) => boot,
+        }
+    }
+
+    fn control_mut(&mut self) -> &mut dyn BootControl {
+        match self {
+            Boot::File(boot) => boot,
+            Boot::SystemdBoot(boot) => boot,
+        }
+    }
+
+    fn entries(&self) -> Result<Vec<upgrade::Entry>, upgrade::Error> {
+        match self {
+            Boot::File(boot) => boot.entries(),
+            Boot::SystemdBoot(boot) => boot.entries(),
+        }
+    }
+
+    fn inactive_slot_writer(&self) -> Result<Box<dyn SlotWriter>, upgrade::Error> {
+        Ok(match self {
+            Boot::File(boot) => Box::new(boot.inactive_slot_writer()?),
+            Boot::SystemdBoot(boot) => Box::new(boot.inactive_slot_writer()?),
+        })
     }
 }

@@ -55,7 +55,7 @@ impl Slot {
         }
     }
 
-    fn lower(self) -> &'static str {
+    pub(crate) fn lower(self) -> &'static str {
         match self {
             Slot::A => "a",
             Slot::B => "b",
@@ -138,7 +138,7 @@ impl Entry {
     }
 
     /// The slot and counters a file name carries, if it is one of ours.
-    fn parse_name(name: &str) -> Option<(Slot, Option<u32>, u32)> {
+    pub(crate) fn parse_name(name: &str) -> Option<(Slot, Option<u32>, u32)> {
         let stem = name.strip_suffix(".conf")?;
         let rest = stem.strip_prefix("slot-")?;
         let (slot, counter) = match rest.split_once('+') {
@@ -164,7 +164,7 @@ impl Entry {
     }
 
     /// systemd-boot's order: entries with tries left (or blessed) first, newest first.
-    fn boot_order_key(&self) -> (bool, std::cmp::Reverse<u64>) {
+    pub(crate) fn boot_order_key(&self) -> (bool, std::cmp::Reverse<u64>) {
         (self.tries_left == Some(0), std::cmp::Reverse(self.generation))
     }
 }
@@ -239,31 +239,7 @@ impl FileBootControl {
 
     /// Every loader entry, in systemd-boot's boot order.
     pub fn entries(&self) -> Result<Vec<Entry>, Error> {
-        let dir = self.entries_dir();
-        let listing =
-            fs::read_dir(&dir).map_err(Error::io(format!("listing {}", dir.display())))?;
-        let mut entries = Vec::new();
-        for item in listing {
-            let item = item.map_err(Error::io(format!("listing {}", dir.display())))?;
-            let name = item.file_name();
-            let Some((slot, tries_left, tries_done)) = name.to_str().and_then(Entry::parse_name)
-            else {
-                continue; // Temporary files of an interrupted write, or not ours.
-            };
-            let path = item.path();
-            let text = fs::read_to_string(&path)
-                .map_err(Error::io(format!("reading {}", path.display())))?;
-            let field = |key: &str| {
-                text.lines().find_map(|line| line.strip_prefix(key)).map(str::trim).unwrap_or("")
-            };
-            let generation = field("version ").parse().map_err(|_| {
-                self.inconsistent(format!("{} has no numeric version line", path.display()))
-            })?;
-            let label = field("title Baton ").to_owned();
-            entries.push(Entry { slot, tries_left, tries_done, generation, label });
-        }
-        entries.sort_by_key(Entry::boot_order_key);
-        Ok(entries)
+        read_entries(&self.entries_dir())
     }
 
     /// Plays the firmware (systemd-boot) at power-on: picks the first entry in boot order,
@@ -390,23 +366,61 @@ impl BootControl for FileBootControl {
     }
 
     fn last_boot(&self) -> Result<LastBoot, Error> {
-        let booted = self.booted_entry()?;
-        // A newer entry with no tries left is one the firmware passed over for this one.
-        let failed = self.entries()?.into_iter().find(|entry| {
-            entry.slot != booted.slot
-                && entry.generation > booted.generation
-                && entry.tries_left == Some(0)
-        });
-        Ok(match (failed, booted.tries_left) {
-            (Some(failed), _) => LastBoot::FellBack {
-                from: failed.slot,
-                failed_tries: failed.tries_done,
-                to: booted.slot,
-            },
-            (None, Some(tries_left)) => LastBoot::Trying { slot: booted.slot, tries_left },
-            (None, None) => LastBoot::Normal { slot: booted.slot },
-        })
+        Ok(last_boot_of(&self.booted_entry()?, &self.entries()?))
     }
+}
+
+/// What the last boot did, judged from the entry it booted and every entry there is (the same
+/// rule for every [`BootControl`]): a newer entry of the other slot with no tries left is one
+/// the firmware passed over for this one.
+pub(crate) fn last_boot_of(booted: &Entry, entries: &[Entry]) -> LastBoot {
+    let failed = entries.iter().find(|entry| {
+        entry.slot != booted.slot
+            && entry.generation > booted.generation
+            && entry.tries_left == Some(0)
+    });
+    match (failed, booted.tries_left) {
+        (Some(failed), _) => LastBoot::FellBack {
+            from: failed.slot,
+            failed_tries: failed.tries_done,
+            to: booted.slot,
+        },
+        (None, Some(tries_left)) => LastBoot::Trying { slot: booted.slot, tries_left },
+        (None, None) => LastBoot::Normal { slot: booted.slot },
+    }
+}
+
+/// The loader entries of `dir` that name a slot, in systemd-boot's boot order. The `version`
+/// line is the generation; the title's text after "Baton " is the label.
+pub(crate) fn read_entries(dir: &Path) -> Result<Vec<Entry>, Error> {
+    let listing = fs::read_dir(dir).map_err(Error::io(format!("listing {}", dir.display())))?;
+    let mut entries = Vec::new();
+    for item in listing {
+        let item = item.map_err(Error::io(format!("listing {}", dir.display())))?;
+        let name = item.file_name();
+        let Some((slot, tries_left, tries_done)) = name.to_str().and_then(Entry::parse_name) else {
+            continue; // Temporary files of an interrupted write, or not ours.
+        };
+        let path = item.path();
+        let text =
+            fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|line| {
+                    let (name, value) = line.trim().split_once(char::is_whitespace)?;
+                    (name == key).then(|| value.trim())
+                })
+                .unwrap_or("")
+        };
+        let generation = field("version").parse().map_err(|_| Error::BootState {
+            path: path.display().to_string(),
+            reason: "no numeric version line".to_owned(),
+        })?;
+        let label = field("title").strip_prefix("Baton ").unwrap_or("").to_owned();
+        entries.push(Entry { slot, tries_left, tries_done, generation, label });
+    }
+    entries.sort_by_key(Entry::boot_order_key);
+    Ok(entries)
 }
 
 /// [`SlotWriter`] for a slot file of a [`FileBootControl`] directory.
@@ -512,7 +526,7 @@ fn write_state(dir: &Path, state: &State) -> Result<(), Error> {
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new contents: write a
 /// temporary file beside it, fsync it, rename it over, fsync the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
@@ -527,7 +541,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Error> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)
         .and_then(|opened| opened.sync_all())
         .map_err(Error::io(format!("syncing directory {}", dir.display())))

@@ -2,7 +2,8 @@
 //! (`image/UPGRADE-FORMAT.md`: magic, manifest, ed25519 signature, payload), the checks that
 //! refuse an image before a byte of payload is written, the streaming install into the
 //! inactive slot while hashing, the boot-control interface ([`BootControl`], modelled on
-//! systemd-boot boot counting) with a file-backed implementation for tests, and the health gate
+//! systemd-boot boot counting) with a file-backed implementation for tests and the appliance's systemd-boot one
+//! ([`SystemdBootControl`]: ESP entries, partitions by label, EFI variables), and the health gate
 //! that decides whether a freshly booted slot may be blessed.
 //!
 //! Must not depend on tokio, the network, the daemon or storage: bytes come in through
@@ -14,6 +15,7 @@ mod format;
 mod health;
 mod install;
 mod keys;
+mod systemd_boot;
 mod version;
 
 #[cfg(test)]
@@ -34,7 +36,14 @@ pub use keys::{
     KeyId, SigningKey, TRUSTED_KEYS_ENV, TrustedKeys, VerifyingKey, generate_signing_key,
     public_key_to_text, signing_key_from_text, signing_key_to_text,
 };
+pub use systemd_boot::{
+    BlockSlotWriter, ROOT_LABEL_PREFIX, SystemdBootControl, SystemdBootPaths, entry_text,
+};
 pub use version::Version;
+
+/// Where an image's root file system holds its Baton version (`MAJOR.MINOR.PATCH`): stamped by
+/// `cargo xtask image --version` and `cargo xtask upgrade-image`, read by `batond` at start.
+pub const VERSION_FILE: &str = "/usr/lib/baton/version";
 
 /// Everything that can go wrong; [`Error::is_refusal`] separates bad images and forbidden
 /// upgrades (the operator's business, 4xx) from failures of the machine (5xx).

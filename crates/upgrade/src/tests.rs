@@ -849,3 +849,283 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+// ---- systemd-boot on a fake ESP, efivars and partitions ------------------------------------
+
+/// An appliance's boot state in a temporary directory: the ESP as the image makes it (slot A
+/// generation 1, slot B generation 0), efivars, a kernel command line, and the partitions as
+/// files. `firmware_boot` plays systemd-boot as `FileBootControl::firmware_boot` does, but on
+/// the ESP's files and by setting the variables the real firmware sets.
+struct Appliance {
+    dir: tempfile::TempDir,
+    boot: SystemdBootControl,
+    key: SigningKey,
+}
+
+const PARTITION_BYTES: u64 = 16 << 20;
+
+impl Appliance {
+    fn new() -> Appliance {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let root = dir.path();
+        for sub in ["esp/loader/entries", "esp/slot-a", "esp/slot-b", "efivars", "by-partlabel"] {
+            std::fs::create_dir_all(root.join(sub)).expect("fake tree");
+        }
+        for (slot, generation) in [(Slot::A, 1), (Slot::B, 0)] {
+            let name = format!("esp/loader/entries/slot-{}.conf", slot.to_string().to_lowercase());
+            std::fs::write(root.join(name), entry_text(slot, generation, "")).expect("entry");
+        }
+        for slot in ["a", "b"] {
+            let file = std::fs::File::create(root.join(format!("by-partlabel/baton-root-{slot}")))
+                .expect("partition");
+            file.set_len(PARTITION_BYTES).expect("sizing the partition");
+        }
+        let paths = SystemdBootPaths {
+            esp: root.join("esp"),
+            efivars: root.join("efivars"),
+            cmdline: root.join("cmdline"),
+            partitions: root.join("by-partlabel"),
+            bless_boot: "/bin/true".into(),
+            debugfs: "debugfs".into(),
+        };
+        let appliance = Appliance {
+            boot: SystemdBootControl::new(paths),
+            key: generate_signing_key().expect("key"),
+            dir,
+        };
+        appliance.set_booted("slot-a.conf", None, "a");
+        appliance
+    }
+
+    fn path(&self, relative: &str) -> std::path::PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// What the firmware and the boot loader leave for the running system.
+    fn set_booted(&self, selected: &str, count_path: Option<&str>, cmdline_slot: &str) {
+        let efi_string = |text: &str| {
+            let mut bytes = vec![6, 0, 0, 0]; // attributes: boot service + runtime access
+            for unit in text.encode_utf16().chain([0]) {
+                bytes.extend_from_slice(&unit.to_le_bytes());
+            }
+            bytes
+        };
+        let guid = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+        std::fs::write(
+            self.path(&format!("efivars/LoaderEntrySelected-{guid}")),
+            efi_string(selected),
+        )
+        .expect("efivar");
+        let count = self.path(&format!("efivars/LoaderBootCountPath-{guid}"));
+        match count_path {
+            Some(path) => std::fs::write(&count, efi_string(path)).expect("efivar"),
+            None => {
+                let _ = std::fs::remove_file(&count);
+            }
+        }
+        std::fs::write(
+            self.path("cmdline"),
+            format!(
+                "root=PARTLABEL=baton-root-{cmdline_slot} rw quiet baton.slot={cmdline_slot}\n"
+            ),
+        )
+        .expect("cmdline");
+    }
+
+    /// systemd-boot at power-on: the first entry in boot order, counted down if counted.
+    fn firmware_boot(&self) -> Slot {
+        let entries = self.boot.entries().expect("entries");
+        let chosen = entries.first().expect("a bootable entry").clone();
+        let mut booted = chosen.clone();
+        let mut count_path = None;
+        if let Some(left) = chosen.tries_left.filter(|left| *left > 0) {
+            booted.tries_left = Some(left - 1);
+            booted.tries_done += 1;
+            let dir = self.path("esp/loader/entries");
+            std::fs::rename(dir.join(chosen.file_name()), dir.join(booted.file_name()))
+                .expect("counting a try");
+            count_path = Some(format!("\\loader\\entries\\{}", booted.file_name()));
+        }
+        let letter = booted.slot.to_string().to_lowercase();
+        self.set_booted(&format!("slot-{letter}.conf"), count_path.as_deref(), &letter);
+        booted.slot
+    }
+
+    /// `systemd-bless-boot bad`: the booted counted entry to no tries left.
+    fn bless_bad(&self) {
+        let entries = self.boot.entries().expect("entries");
+        let slot = self.boot.active_slot().expect("active slot");
+        let booted = entries.into_iter().find(|entry| entry.slot == slot).expect("booted entry");
+        let bad = Entry { tries_left: Some(0), ..booted.clone() };
+        let dir = self.path("esp/loader/entries");
+        std::fs::rename(dir.join(booted.file_name()), dir.join(bad.file_name())).expect("bad");
+    }
+
+    fn entry_names(&self) -> Vec<String> {
+        self.boot.entries().expect("entries").iter().map(Entry::file_name).collect()
+    }
+
+    /// An ext4 root file system holding a kernel and an initramfs, as a slot payload.
+    fn rootfs_payload(&self, kernel: &[u8]) -> Vec<u8> {
+        let tree = self.path("payload-tree");
+        std::fs::create_dir_all(tree.join("boot")).expect("payload tree");
+        std::fs::write(tree.join("boot/vmlinuz-6.1.0-9-cloud-amd64"), kernel).expect("kernel");
+        std::fs::write(tree.join("boot/initrd.img-6.1.0-9-cloud-amd64"), b"initramfs")
+            .expect("initrd");
+        let image = self.path("payload.ext4");
+        let status = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(&image)
+            .arg("4M")
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs) is needed for this test");
+        assert!(status.success(), "mkfs.ext4 failed");
+        std::fs::read(&image).expect("payload")
+    }
+
+    fn install(&mut self, payload: &[u8], version: &str) -> Result<Installed, Error> {
+        let keys = TrustedKeys::new([self.key.verifying_key()]);
+        let manifest = Manifest { version: v(version), ..manifest_for(payload) };
+        let image = signed_image(&self.key, &manifest, payload);
+        let running = RunningSystem {
+            version: v("0.1.0"),
+            architecture: "x86_64".to_owned(),
+            active_slot: self.boot.active_slot()?,
+        };
+        let mut writer = self.boot.inactive_slot_writer()?;
+        let installed = install(
+            &mut Cursor::new(image),
+            &keys,
+            &running,
+            InstallOptions::default(),
+            &mut writer,
+            &mut |_| {},
+        )?;
+        self.boot.set_next_boot(installed.slot, DEFAULT_BOOT_TRIES, version)?;
+        Ok(installed)
+    }
+}
+
+#[test]
+fn systemd_boot_upgrade_writes_the_partition_kernel_and_a_counted_newer_entry() {
+    let mut appliance = Appliance::new();
+    assert_eq!(appliance.boot.active_slot().expect("active"), Slot::A);
+    assert_eq!(appliance.boot.last_boot().expect("last"), LastBoot::Normal { slot: Slot::A });
+    let payload = appliance.rootfs_payload(b"kernel of 0.2.0");
+
+    let installed = appliance.install(&payload, "0.2.0").expect("install");
+    assert_eq!(installed.slot, Slot::B);
+    let partition = std::fs::read(appliance.path("by-partlabel/baton-root-b")).expect("slot B");
+    assert_eq!(&partition[..payload.len()], &payload[..]);
+    assert_eq!(
+        std::fs::read(appliance.path("esp/slot-b/vmlinuz")).expect("kernel on the ESP"),
+        b"kernel of 0.2.0"
+    );
+    assert_eq!(
+        std::fs::read(appliance.path("esp/slot-b/initrd.img")).expect("initrd"),
+        b"initramfs"
+    );
+    assert!(!appliance.path("esp/slot-b/extract.tmp").exists(), "scratch left on the ESP");
+    // B's old entry (generation 0) is replaced by a counted one above A's generation.
+    assert_eq!(appliance.entry_names(), ["slot-b+3.conf", "slot-a.conf"]);
+    let entry =
+        std::fs::read_to_string(appliance.path("esp/loader/entries/slot-b+3.conf")).expect("entry");
+    assert!(entry.contains("version    2\n"), "{entry}");
+    assert!(entry.contains("root=PARTLABEL=baton-root-b "), "{entry}");
+    assert!(entry.contains("linux      /slot-b/vmlinuz\n"), "{entry}");
+    assert!(entry.contains("baton.slot=b\n"), "{entry}");
+    assert!(entry.contains("title      Baton 0.2.0 (slot B)"), "{entry}");
+    assert_eq!(appliance.boot.last_boot().expect("last"), LastBoot::Normal { slot: Slot::A });
+
+    // The firmware boots it on trial; blessing (systemd-bless-boot) makes it B's for good.
+    assert_eq!(appliance.firmware_boot(), Slot::B);
+    assert_eq!(
+        appliance.boot.last_boot().expect("last"),
+        LastBoot::Trying { slot: Slot::B, tries_left: 2 }
+    );
+    let dir = appliance.path("esp/loader/entries");
+    std::fs::rename(dir.join("slot-b+2-1.conf"), dir.join("slot-b.conf")).expect("blessing");
+    assert_eq!(appliance.boot.last_boot().expect("last"), LastBoot::Normal { slot: Slot::B });
+
+    // The next install goes to A, and a rejected A falls back to B, which the operator sees.
+    let payload = appliance.rootfs_payload(b"kernel of 0.3.0");
+    assert_eq!(appliance.install(&payload, "0.3.0").expect("install").slot, Slot::A);
+    assert_eq!(appliance.entry_names(), ["slot-a+3.conf", "slot-b.conf"]);
+    assert_eq!(appliance.firmware_boot(), Slot::A);
+    appliance.bless_bad();
+    assert_eq!(appliance.firmware_boot(), Slot::B);
+    let last = appliance.boot.last_boot().expect("last");
+    assert_eq!(last, LastBoot::FellBack { from: Slot::A, failed_tries: 1, to: Slot::B });
+    assert_eq!(last.to_string(), "fell back from A after 1 failed try; running B");
+}
+
+#[test]
+fn systemd_boot_a_slot_whose_write_did_not_finish_is_never_a_next_boot() {
+    let mut appliance = Appliance::new();
+    let mut writer = appliance.boot.inactive_slot_writer().expect("writer");
+    assert_eq!(writer.slot(), Slot::B);
+    assert_eq!(writer.capacity_bytes(), PARTITION_BYTES);
+    writer.begin(1000).expect("begin");
+    // Unbootable from the first byte on: no entry, and a marker with the reason.
+    assert_eq!(appliance.entry_names(), ["slot-a.conf"]);
+    writer.write(b"half a root file system").expect("write");
+    writer.mark_bad("the payload's SHA-256 did not match").expect("mark bad");
+    let error = appliance.boot.set_next_boot(Slot::B, 3, "0.2.0").expect_err("bad slot");
+    assert!(error.to_string().contains("SHA-256 did not match"), "{error}");
+    assert_eq!(appliance.entry_names(), ["slot-a.conf"]);
+    // The running slot is never a next boot.
+    let error = appliance.boot.set_next_boot(Slot::A, 3, "0.2.0").expect_err("running slot");
+    assert!(error.to_string().contains("running"), "{error}");
+    // A later good install clears the mark.
+    let payload = appliance.rootfs_payload(b"kernel");
+    appliance.install(&payload, "0.2.0").expect("install");
+    assert_eq!(appliance.boot.incomplete_reason(Slot::B).expect("reason"), None);
+    assert_eq!(appliance.entry_names(), ["slot-b+3.conf", "slot-a.conf"]);
+}
+
+#[test]
+fn systemd_boot_a_payload_without_a_kernel_is_not_made_bootable() {
+    let mut appliance = Appliance::new();
+    let error = appliance.install(&payload_of(64 * 1024, 3), "0.2.0").expect_err("no kernel");
+    assert!(error.to_string().contains("no /boot/vmlinuz-"), "{error}");
+    assert_eq!(appliance.entry_names(), ["slot-a.conf"]);
+}
+
+#[test]
+fn systemd_boot_the_booted_slot_comes_from_the_firmware_checked_against_the_cmdline() {
+    let appliance = Appliance::new();
+    appliance.set_booted("slot-b.conf", None, "b");
+    assert_eq!(appliance.boot.active_slot().expect("active"), Slot::B);
+    // The id systemd-boot reports may keep the counter; the count path is a file path.
+    appliance.set_booted("slot-b+2-1.conf", Some("\\loader\\entries\\slot-b+2-1.conf"), "b");
+    assert_eq!(appliance.boot.active_slot().expect("active"), Slot::B);
+
+    appliance.set_booted("slot-a.conf", None, "b");
+    let error = appliance.boot.active_slot().expect_err("disagreement");
+    assert!(error.to_string().contains("kernel command line says slot B"), "{error}");
+    appliance.set_booted("slot-a.conf", Some("\\loader\\entries\\slot-b+2-1.conf"), "a");
+    assert!(appliance.boot.active_slot().is_err(), "variables disagreeing must not pass");
+    appliance.set_booted("debian.conf", None, "a");
+    assert!(appliance.boot.active_slot().is_err(), "a foreign entry is not a slot");
+
+    // Without the variables (no systemd-boot), the command line alone decides.
+    for variable in std::fs::read_dir(appliance.path("efivars")).expect("efivars") {
+        std::fs::remove_file(variable.expect("efivar").path()).expect("removing an efivar");
+    }
+    assert_eq!(appliance.boot.active_slot().expect("active"), Slot::A);
+    std::fs::write(appliance.path("cmdline"), "root=/dev/vda2 quiet\n").expect("cmdline");
+    let error = appliance.boot.active_slot().expect_err("nothing names the slot");
+    assert!(error.to_string().contains("names the booted slot"), "{error}");
+}
+
+#[test]
+fn systemd_boot_blessing_runs_systemd_bless_boot_and_reports_its_failure() {
+    let mut appliance = Appliance::new();
+    appliance.boot.mark_good().expect("good with a succeeding bless tool");
+    let mut paths = SystemdBootPaths::appliance();
+    paths.bless_boot = "/bin/false".into();
+    let mut failing = SystemdBootControl::new(paths);
+    let error = failing.mark_bad().expect_err("a failing bless tool");
+    assert!(error.to_string().contains("/bin/false bad failed"), "{error}");
+}

@@ -42,7 +42,7 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
     body.push_str("<h2>System</h2><table><tbody>");
     let rows = [
         ("Product", "Baton".to_owned()),
-        ("Version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("Version", crate::version::software_version().to_owned()),
         ("System name", host_name.unwrap_or_else(|| "(not set)".to_owned())),
         ("Peer id", app.writer.peer_id().to_hex()),
         ("Started", http::format_ms(app.started_ms)),
