@@ -5,7 +5,9 @@
 //! second NIC on a private network shared by all the VMs (qemu socket multicast on loopback)
 //! where the image gives it `10.44.0.<n+1>/24` (matched by the MAC address chosen here; see
 //! `rootfs/etc/systemd/network/`). Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
-//! and a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`. KVM is used when
+//! a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`, and the guest agent
+//! (qemu-guest-agent in the image) answers on `<target>/vm/peer-<n>.qga` (`guest-exec`: the
+//! slow VM test checks the guest OS through it). KVM is used when
 //! `/dev/kvm` actually works, TCG otherwise. Stops when every VM has powered off; Ctrl-C stops
 //! them all.
 
@@ -60,6 +62,8 @@ pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<
         let serial_log = dir.join(format!("peer-{peer}-serial.log"));
         let qmp = dir.join(format!("peer-{peer}.qmp"));
         let _ = fs::remove_file(&qmp);
+        let qga = dir.join(format!("peer-{peer}.qga"));
+        let _ = fs::remove_file(&qga);
         let host = host_address(peer);
         let command = |accel: &str| {
             let mut command = Command::new("qemu-system-x86_64");
@@ -93,6 +97,11 @@ pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<
             .args(["-display", "none", "-monitor", "none"])
             .args(["-serial", &format!("file:{}", serial_log.display())])
             .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
+            // The guest agent's channel: a virtio serial port by the name qemu-guest-agent
+            // looks for, on a unix socket here.
+            .args(["-device", "virtio-serial-pci"])
+            .args(["-chardev", &format!("socket,id=qga,path={},server=on,wait=off", qga.display())])
+            .args(["-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0"])
             .stdin(Stdio::null());
             command
         };
@@ -123,6 +132,7 @@ pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<
         );
         println!("  serial console log:        {}", serial_log.display());
         println!("  power off:                 QMP {}", qmp.display());
+        println!("  guest agent:               {}", qga.display());
     }
     println!("waiting for the VMs to power off (Ctrl-C stops them)");
     let mut failed = Vec::new();

@@ -102,7 +102,7 @@ pub fn resolv_conf(settings: &Settings) -> Option<String> {
     if let Some(name) = settings.system_name.as_ref().filter(|name| !name.domain.is_empty()) {
         text.push_str(&format!("search {}\n", name.domain));
     }
-    // glibc reads at most three name servers; the model allows no more.
+    // glibc uses the first three name servers; the rest are listed for the operator's eyes.
     for server in &dns.servers {
         text.push_str(&format!("nameserver {server}\n"));
     }
