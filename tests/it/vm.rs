@@ -4,7 +4,8 @@
 //! renamed `slot-a+3.conf`), boots it with `cargo xtask vm --disk`, and checks: the admin API
 //! answers over the forwarded port, the factory admin logs in and must change the password,
 //! the policy status path answers, the DMI serial is the one qemu gave, the health gate ran and
-//! the entry was blessed (serial console, and the ESP read back after power-off).
+//! the entry was blessed (serial console, and the ESP read back after power-off), and that
+//! peer-local settings changed through the API change the guest OS (`vm_platform.rs`).
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
@@ -146,6 +147,16 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
     ensure!(line.contains("slot=a"), "not booted from slot A: {line}");
     ensure!(line.contains("gate=active"), "health gate not active: {line}");
     ensure!(line.contains("entries=[slot-a.conf slot-b.conf]"), "slot A not blessed: {line}");
+
+    // Peer-local settings through the API, checked inside the guest (same boot).
+    let applied = crate::vm_platform::settings_reach_the_guest(
+        &client,
+        ADMIN_URL,
+        &token,
+        &target.join("vm/peer-1.qga"),
+        SERIAL,
+    )?;
+    eprintln!("vm test: settings seen in the guest after (s): {applied:.1?}");
 
     vm.power_off()?;
     let listing = mtools_output(&disk, "mdir", &["-b", "::/loader/entries"])?;
