@@ -15,8 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The VM's forwarded admin API (`cargo xtask vm`: peer 1 is at 127.0.0.2).
-const ADMIN_URL: &str = "https://127.0.0.2:8443";
+/// The VM's forwarded admin API: `cargo xtask vm` puts peer 1 at 127.0.0.2, or at
+/// 127.0.0.<1 + BATON_VM_HOST_OFFSET> when two checkouts boot VMs on one machine.
+fn admin_url() -> String {
+    let offset = std::env::var("BATON_VM_HOST_OFFSET")
+        .ok()
+        .and_then(|text| text.parse::<u32>().ok())
+        .filter(|offset| (1..=250).contains(offset))
+        .unwrap_or(1);
+    format!("https://127.0.0.{}:8443", 1 + offset)
+}
 const SERIAL: &str = "BATON-VM-1";
 /// The ESP's offset in the disk (image/README.md): mtools reads it in place.
 const ESP_OFFSET: &str = "1M";
@@ -31,6 +39,7 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
         return Ok(());
     }
     let started = Instant::now();
+    let admin_url = admin_url();
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?;
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace.join(dir),
@@ -74,7 +83,7 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
         .build()?;
     let deadline = Instant::now() + Duration::from_secs(API_TIMEOUT_S);
     loop {
-        match client.get(format!("{ADMIN_URL}/api/v1/openapi.json")).send() {
+        match client.get(format!("{admin_url}/api/v1/openapi.json")).send() {
             Ok(response) if response.status().is_success() => break,
             _ if Instant::now() > deadline => {
                 bail!("no admin API within {API_TIMEOUT_S} s; see {}", serial_log.display())
@@ -85,7 +94,7 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
     let api_ready_s = boot.elapsed().as_secs_f64();
 
     let login: Value = client
-        .post(format!("{ADMIN_URL}/api/v1/sessions"))
+        .post(format!("{admin_url}/api/v1/sessions"))
         .json(&json!({"username": "admin", "password": "TANDBERG"}))
         .send()?
         .error_for_status()
@@ -94,21 +103,21 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
     ensure!(login["must_change_password"] == json!(true), "factory password not flagged: {login}");
     let token = login["token"].as_str().context("no token")?.to_owned();
     client
-        .post(format!("{ADMIN_URL}/api/v1/password"))
+        .post(format!("{admin_url}/api/v1/password"))
         .bearer_auth(&token)
         .json(&json!({"current_password": "TANDBERG", "new_password": "vm test password 7"}))
         .send()?
         .error_for_status()
         .context("changing the factory password")?;
     let login: Value = client
-        .post(format!("{ADMIN_URL}/api/v1/sessions"))
+        .post(format!("{admin_url}/api/v1/sessions"))
         .json(&json!({"username": "admin", "password": "vm test password 7"}))
         .send()?
         .error_for_status()?
         .json()?;
     let token = login["token"].as_str().context("no token")?.to_owned();
     let status: Value = client
-        .get(format!("{ADMIN_URL}/api/v1/status"))
+        .get(format!("{admin_url}/api/v1/status"))
         .bearer_auth(&token)
         .send()?
         .error_for_status()?
@@ -118,7 +127,7 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
         ensure!(serial == &json!(SERIAL), "API hardware serial {serial}, want {SERIAL}");
     }
     // 200 when configured, 503 with the reason when not: either way the path answers.
-    let policy = client.get(format!("{ADMIN_URL}/baton/policy/status")).send()?;
+    let policy = client.get(format!("{admin_url}/baton/policy/status")).send()?;
     ensure!(
         policy.status().as_u16() == 200 || policy.status().as_u16() == 503,
         "policy status answered {}",
@@ -151,7 +160,7 @@ fn appliance_boots_answers_and_blesses_its_slot() -> anyhow::Result<()> {
     // Peer-local settings through the API, checked inside the guest (same boot).
     let applied = crate::vm_platform::settings_reach_the_guest(
         &client,
-        ADMIN_URL,
+        &admin_url,
         &token,
         &target.join("vm/peer-1.qga"),
         SERIAL,

@@ -32,9 +32,18 @@ const PRIVATE_MCAST: &str = "230.0.44.1:44044";
 /// How long a VM started with KVM must survive to count KVM as working.
 const KVM_TRIAL: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Moves the forwarded addresses to `127.0.0.<n + offset>` (default offset 1), so that two
+/// checkouts on one machine can boot their VMs at the same time.
+pub(crate) const HOST_OFFSET_ENV: &str = "BATON_VM_HOST_OFFSET";
+
 /// What a VM is reachable at, as printed and as the slow test uses it.
 pub(crate) fn host_address(peer: u8) -> String {
-    format!("127.0.0.{}", u32::from(peer) + 1)
+    let offset = std::env::var(HOST_OFFSET_ENV)
+        .ok()
+        .and_then(|text| text.parse::<u32>().ok())
+        .filter(|offset| (1..=250).contains(offset))
+        .unwrap_or(1);
+    format!("127.0.0.{}", u32::from(peer) + offset)
 }
 
 pub(crate) fn vm(peers: u8, fresh: bool, disk: Option<&Path>) -> anyhow::Result<()> {
