@@ -10,3 +10,4 @@ mod crash;
 mod policy;
 mod upgrade;
 mod vm;
+mod vm_platform;

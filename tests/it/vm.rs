@@ -6,7 +6,8 @@
 //!    with a test key is needed, and is put on trial as an upgrade leaves it (`slot-a+3.conf`);
 //! 2. boot: the admin API answers over the forwarded port, the factory admin must change the
 //!    password, the policy status path answers, the DMI serial is qemu's, the health gate ran
-//!    and the entry was blessed; a bridge is configured;
+//!    and the entry was blessed; peer-local settings changed through the API change the guest
+//!    OS (`vm_platform.rs`); a bridge is configured;
 //! 3. a signed upgrade image of the next version (`cargo xtask upgrade-image`, which stamps the
 //!    version into the payload) is uploaded and the VM rebooted: it comes up on slot B with the
 //!    new version, the same configuration, and B's entry blessed;
@@ -182,6 +183,16 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     ensure!(upgrade["boot_control"] == json!("systemd-boot"), "boot control: {upgrade}");
     ensure!(upgrade["active_slot"] == json!("A"), "{upgrade}");
     ensure!(upgrade["last_boot"] == json!("booted slot A"), "{upgrade}");
+
+    // Peer-local settings through the API, checked inside the guest (same boot).
+    let applied = crate::vm_platform::settings_reach_the_guest(
+        &client,
+        ADMIN_URL,
+        &api.token,
+        &target.join("vm/peer-1.qga"),
+        SERIAL,
+    )?;
+    eprintln!("vm test: settings seen in the guest after (s): {applied:.1?}");
 
     // Configuration that must survive both slot changes.
     api.post(

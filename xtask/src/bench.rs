@@ -2,12 +2,14 @@
 //! tests package's `policy-bench` and `cluster-bench` (they drive real processes: batond,
 //! simulated bridges, nginx and wrk, or etcd); the other suites (e.g. `eventlog`) and their
 //! options live in the daemon crate's `baton-bench`, except `upgrade`, the upgrade crate's
-//! `upgrade-bench`.
+//! `upgrade-bench`, and `boot` (`boot_bench.rs`), which xtask runs itself.
 
 use crate::{cargo, exec, run_checked};
 
 pub(crate) fn bench(suite: &str, args: &[String]) -> anyhow::Result<()> {
     let mut command = match suite {
+        // The appliance under qemu: xtask itself builds the image and boots it.
+        "boot" => return crate::boot_bench::boot(),
         "policy" => {
             // The benchmark starts batond and baton-simbridge from target/release.
             run_checked(

@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("backup", &["model", "eventlog"]),
     ("bridges", &["model"]),
     ("upgrade", &["model"]),
+    ("platform", &["model"]),
     (
         "daemon",
         &[
@@ -28,6 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "bridges",
             "upgrade",
             "backup",
+            "platform",
         ],
     ),
     ("ctl", &["model", "eventlog", "backup", "upgrade"]),
@@ -38,7 +40,7 @@ const UNCONSTRAINED: &[&str] = &["xtask", "baton-tests"];
 
 /// Crates that must not depend on tokio directly.
 const NO_TOKIO: &[&str] =
-    &["model", "eventlog", "projections", "replication", "backup", "policy", "upgrade"];
+    &["model", "eventlog", "projections", "replication", "backup", "policy", "upgrade", "platform"];
 
 #[test]
 fn dependencies_follow_the_layering() {

@@ -22,8 +22,16 @@ const SUITE: &str = "bookworm";
 /// and the boot loader copied onto the ESP (so the loader matches the rootfs, not the build
 /// host); dbus lets systemd-logind run, which turns ACPI power-button presses (a hypervisor's
 /// "power off") into a clean shutdown; curl is the health gate's probe; iproute2 is for an
-/// operator at the console.
+/// operator at the console. The peer-local settings batond applies need: openssh-server (SSH
+/// access), rsyslog and rsyslog-gnutls (remote syslog, TLS included), snmpd (the SNMP agent),
+/// tzdata (time zones); qemu-guest-agent lets a hypervisor (and the slow VM test) look inside.
 const PACKAGES: &[&str] = &[
+    "openssh-server",
+    "rsyslog",
+    "rsyslog-gnutls",
+    "snmpd",
+    "tzdata",
+    "qemu-guest-agent",
     "systemd",
     "systemd-sysv",
     "systemd-boot",
@@ -76,7 +84,10 @@ const ENABLED_UNITS: &[&str] = &[
     "baton-health-gate.service",
     "baton-console-status.service",
     "systemd-networkd.service",
+    "baton-ssh-host-keys.service",
 ];
+/// Units Debian enables that stay off until the operator turns them on through Baton.
+const DISABLED_UNITS: &[&str] = &["ssh.service", "snmpd.service"];
 
 /// The image's files under the target directory.
 pub(crate) struct ImagePaths {
@@ -221,6 +232,8 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
         fs::copy(release.join(binary), &to)
             .with_context(|| format!("copying {binary} from {}", release.display()))?;
         set_mode(&to, 0o755)?;
+        // Debug information is most of an unstripped binary's size (83 MB for batond).
+        run(Command::new("strip").arg(&to), &format!("strip {binary}"))?;
     }
     copy_tree(&workspace_root().join("rootfs"), root, true)?;
     let units = root.join("usr/lib/systemd/system");
@@ -236,6 +249,18 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
         Command::new("systemctl").arg("--root").arg(root).arg("enable").args(ENABLED_UNITS),
         "systemctl --root enable",
     )?;
+    run(
+        Command::new("systemctl").arg("--root").arg(root).arg("disable").args(DISABLED_UNITS),
+        "systemctl --root disable",
+    )?;
+    // openssh-server made host keys while the rootfs was built: every appliance would share
+    // them. baton-ssh-host-keys.service makes this appliance's own on the data partition.
+    for entry in fs::read_dir(root.join("etc/ssh")).context("reading /etc/ssh")? {
+        let path = entry?.path();
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ssh_host_")) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
 
     // Empty, not absent: systemd then treats the first boot as first boot (ConditionFirstBoot)
     // and makes a machine id of its own, so no two appliances share one.

@@ -3,6 +3,7 @@
 //! image and boot it in VMs). See `cargo xtask --help`.
 
 mod bench;
+mod boot_bench;
 mod image;
 mod release;
 mod run;
@@ -51,7 +52,8 @@ enum Task {
     /// and etcd), `upgrade` (the upgrade crate's `upgrade-bench`), or one of `baton-bench`
     /// (`eventlog`, `backup`).
     Bench {
-        /// Suite to run: `eventlog`, `backup`, `cluster`, `policy`, `upgrade`.
+        /// Suite to run: `eventlog`, `backup`, `cluster`, `policy`, `upgrade`, `boot` (the
+        /// appliance image under qemu, beside a bare Debian boot of the same disk).
         suite: String,
         /// Further arguments, passed to the benchmark binary unchanged.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -5,7 +5,9 @@
 //! second NIC on a private network shared by all the VMs (qemu socket multicast on loopback)
 //! where the image gives it `10.44.0.<n+1>/24` (matched by the MAC address chosen here; see
 //! `rootfs/etc/systemd/network/`). Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
-//! and a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`. KVM is used when
+//! a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`, and the guest agent
+//! (qemu-guest-agent in the image) answers on `<target>/vm/peer-<n>.qga` (`guest-exec`: the
+//! slow VM test checks the guest OS through it). KVM is used when
 //! `/dev/kvm` actually works, TCG otherwise. Stops when every VM has powered off; Ctrl-C stops
 //! them all.
 
@@ -30,9 +32,18 @@ const PRIVATE_MCAST: &str = "230.0.44.1:44044";
 /// How long a VM started with KVM must survive to count KVM as working.
 const KVM_TRIAL: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Moves the forwarded addresses to `127.0.0.<n + offset>` (default offset 1), so that two
+/// checkouts on one machine can boot their VMs at the same time.
+pub(crate) const HOST_OFFSET_ENV: &str = "BATON_VM_HOST_OFFSET";
+
 /// What a VM is reachable at, as printed and as the slow test uses it.
 pub(crate) fn host_address(peer: u8) -> String {
-    format!("127.0.0.{}", u32::from(peer) + 1)
+    let offset = std::env::var(HOST_OFFSET_ENV)
+        .ok()
+        .and_then(|text| text.parse::<u32>().ok())
+        .filter(|offset| (1..=250).contains(offset))
+        .unwrap_or(1);
+    format!("127.0.0.{}", u32::from(peer) + offset)
 }
 
 pub(crate) fn vm(
@@ -65,6 +76,8 @@ pub(crate) fn vm(
         let serial_log = dir.join(format!("peer-{peer}-serial.log"));
         let qmp = dir.join(format!("peer-{peer}.qmp"));
         let _ = fs::remove_file(&qmp);
+        let qga = dir.join(format!("peer-{peer}.qga"));
+        let _ = fs::remove_file(&qga);
         let host = host_address(peer);
         let serial = serial.map_or_else(|| format!("BATON-VM-{peer}"), str::to_owned);
         let command = |accel: &str| {
@@ -102,6 +115,14 @@ pub(crate) fn vm(
                 .args(["-display", "none", "-monitor", "none"])
                 .args(["-serial", &format!("file:{}", serial_log.display())])
                 .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
+                // The guest agent's channel: a virtio serial port by the name qemu-guest-agent
+                // looks for, on a unix socket here.
+                .args(["-device", "virtio-serial-pci"])
+                .args([
+                    "-chardev",
+                    &format!("socket,id=qga,path={},server=on,wait=off", qga.display()),
+                ])
+                .args(["-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0"])
                 .stdin(Stdio::null());
             command
         };
@@ -132,6 +153,7 @@ pub(crate) fn vm(
         );
         println!("  serial console log:        {}", serial_log.display());
         println!("  power off:                 QMP {}", qmp.display());
+        println!("  guest agent:               {}", qga.display());
     }
     println!("waiting for the VMs to power off (Ctrl-C stops them)");
     let mut failed = Vec::new();

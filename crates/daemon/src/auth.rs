@@ -25,6 +25,33 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
     Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
 }
 
+/// SHA-512-crypt rounds for the root password: 20 times crypt's default, still well under a
+/// second on the appliance.
+pub const ROOT_PASSWORD_ROUNDS: usize = 100_000;
+/// crypt(3)'s salt alphabet: exactly 64 characters, so a random byte's low six bits pick one
+/// without bias.
+const CRYPT_SALT_ALPHABET: &[u8; 64] =
+    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const CRYPT_SALT_LENGTH: usize = 16;
+
+/// The root password as the OS's crypt(3) reads it (`$6$rounds=…$salt$hash`, SHA-512-crypt):
+/// the OS checks it at the console and over SSH, and libxcrypt cannot read argon2id.
+pub fn hash_root_password(password: &str) -> Result<String, String> {
+    let mut random = [0u8; CRYPT_SALT_LENGTH];
+    getrandom::fill(&mut random).map_err(|error| format!("no randomness for a salt: {error}"))?;
+    let salt: String =
+        random.iter().map(|byte| char::from(CRYPT_SALT_ALPHABET[usize::from(byte & 63)])).collect();
+    crypt_sha512(password, &salt, ROOT_PASSWORD_ROUNDS)
+}
+
+fn crypt_sha512(password: &str, salt: &str, rounds: usize) -> Result<String, String> {
+    let params = sha_crypt::Sha512Params::new(rounds)
+        .map_err(|error| format!("SHA-512-crypt rounds: {error:?}"))?;
+    let hash = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
+        .map_err(|error| format!("SHA-512-crypt: {error:?}"))?;
+    Ok(format!("$6$rounds={rounds}${salt}${hash}"))
+}
+
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| {
         argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
@@ -153,5 +180,20 @@ mod tests {
         assert!(password_problem("short").is_some());
         assert!(password_problem(FACTORY_ADMIN_PASSWORD).is_some());
         assert!(password_problem("a much longer passphrase").is_none());
+    }
+
+    #[test]
+    fn root_password_hash_matches_the_sha_crypt_reference_vector() {
+        // From the SHA-crypt specification (the salt is cut to 16 characters).
+        assert_eq!(
+            crypt_sha512("Hello world!", "saltstringsaltst", 10_000).as_deref(),
+            Ok(
+                "$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v."
+            )
+        );
+        let hash = hash_root_password("correct horse").unwrap_or_default();
+        assert!(hash.starts_with("$6$rounds=100000$"), "{hash}");
+        let fresh = hash_root_password("correct horse").unwrap_or_default();
+        assert_ne!(hash, fresh, "each hash has its own salt");
     }
 }

@@ -45,6 +45,8 @@ pub struct App {
     pub hardware_serial: Result<String, String>,
     /// The backup or restore running, if any, and its progress.
     pub operations: crate::backups::Operations,
+    /// Peer-local settings applied to the operating system, and the latest results.
+    pub platform: Arc<crate::platform_service::PlatformService>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -515,6 +517,13 @@ async fn hash(password: String) -> Result<String, ApiError> {
         .map_err(ApiError::internal)
 }
 
+async fn root_hash(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || auth::hash_root_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
 /// Record kinds whose secret the API takes as `password` and stores only as a hash.
 pub(crate) fn hashed_secret(kind: RecordKind) -> bool {
     matches!(kind, RecordKind::Administrator | RecordKind::PolicyService | RecordKind::RootPassword)
@@ -554,7 +563,11 @@ async fn record_from_body(
                         problem,
                     ));
                 }
-                hash(password).await?
+                if kind == RecordKind::RootPassword {
+                    root_hash(password).await?
+                } else {
+                    hash(password).await?
+                }
             }
             Some(_) => {
                 return Err(ApiError::field(
@@ -894,6 +907,7 @@ async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, Ap
         "cluster": app.cluster.status(),
         "hardware_serial": app.hardware_serial.as_ref().ok(),
         "hardware_serial_problem": app.hardware_serial.as_ref().err(),
+        "platform": app.platform.status(),
     })))
 }
 

@@ -12,6 +12,7 @@ pub mod bridge_host;
 pub mod cluster;
 pub mod http;
 pub mod openapi;
+pub mod platform_service;
 pub mod policy_service;
 mod random;
 pub mod store;
@@ -50,6 +51,9 @@ pub struct Config {
     pub bridge_feedback_url: Option<String>,
     pub cluster: cluster::Network,
     pub upgrade: upgrade_service::UpgradeConfig,
+    /// Applies the peer-local settings to the operating system (`batond --apply-os` on the
+    /// appliance). `None`: the host is never touched.
+    pub platform: Option<Arc<dyn platform::Platform>>,
 }
 
 impl Config {
@@ -70,6 +74,7 @@ impl Config {
                 assume_time_synchronised: false,
                 announce_version: None,
             },
+            platform: None,
         }
     }
 }
@@ -213,6 +218,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     })
     .await
     .context("reading the boot state panicked")?;
+    let panel_facts = platform::PanelFacts {
+        version: version::software_version().to_owned(),
+        hardware_serial: hardware_serial.clone().unwrap_or_else(|_| "unknown".to_owned()),
+    };
     let app = Arc::new(http::App {
         writer: writer.clone(),
         readers,
@@ -232,6 +241,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         data_dir: config.data_dir.clone(),
         hardware_serial,
         operations: backups::Operations::default(),
+        platform: platform_service::spawn(
+            config.platform.clone(),
+            writer.clone(),
+            panel_facts,
+            shutdown.clone(),
+        ),
     });
     let handle = axum_server::Handle::new();
     let server =

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -58,6 +59,14 @@ struct Flags {
     /// Reach a peer through another address: PEER=HOST:PORT (NAT, or a test proxy). Repeatable.
     #[arg(long = "cluster-connect-via", value_parser = parse_via)]
     cluster_connect_via: Vec<(Ipv4Addr, SocketAddr)>,
+    /// Apply this peer's local settings (host name, addresses, NTP, SSH, …) to the operating
+    /// system. Only on the appliance: it rewrites files under /etc and restarts services.
+    #[arg(long, env = "BATON_APPLY_OS")]
+    apply_os: bool,
+    /// With --apply-os: the `[Match]` lines of the systemd-networkd file the IPv4 settings
+    /// configure (which NICs they apply to).
+    #[arg(long, env = "BATON_OS_NETWORK_MATCH", default_value = "Name=en* eth*")]
+    os_network_match: String,
     /// For tests only: cluster without NTP synchronisation.
     #[arg(long, hide = true)]
     assume_time_synchronised: bool,
@@ -127,6 +136,15 @@ fn main() -> anyhow::Result<()> {
                 assume_time_synchronised: flags.assume_time_synchronised,
                 announce_version: flags.announce_version,
             },
+            platform: flags.apply_os.then(|| {
+                // Commands run as transient units: batond's own sandbox cannot restart
+                // services or write /etc/shadow (systemd/batond.service).
+                Arc::new(platform::SystemPlatform::new(
+                    PathBuf::from("/"),
+                    Box::new(platform::ProcessRunner::systemd_run()),
+                    flags.os_network_match.replace("\\n", "\n"),
+                )) as Arc<dyn platform::Platform>
+            }),
         };
         daemon::run(config, shutdown).await
     })

@@ -37,6 +37,8 @@ pub const PIN_DIGITS_MAX: usize = 20;
 /// every alias, so a pathological pattern must be refused at save time.
 pub const PATTERN_SIZE_BYTES_MAX: usize = 256 * 1024;
 pub const PEM_LENGTH_MAX: usize = 64 * 1024;
+/// Longer than any SHA-crypt or yescrypt hash with the largest parameters.
+pub const CRYPT_HASH_LENGTH_MAX: usize = 256;
 /// Peers in the largest cluster (the full edition).
 pub const CLUSTER_PEERS_MAX: usize = 3;
 pub const PRE_SHARED_KEY_LENGTH_MIN: usize = 8;
@@ -82,6 +84,18 @@ impl Report {
     fn password_hash(&mut self, field: &str, hash: &str) {
         if !hash.starts_with("$argon2id$") {
             self.error(field, "must be an argon2id hash");
+        }
+    }
+
+    /// The root password is checked by the OS's crypt(3), which reads SHA-crypt and yescrypt
+    /// (not argon2id): `$6$`/`$5$`/`$y$` followed by salt and hash, nothing that would break
+    /// an `/etc/shadow` line.
+    fn crypt_hash(&mut self, field: &str, hash: &str) {
+        let scheme = ["$6$", "$5$", "$y$"].iter().any(|prefix| hash.starts_with(prefix));
+        let shadow_safe = hash.len() <= CRYPT_HASH_LENGTH_MAX
+            && hash.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !(scheme && shadow_safe) {
+            self.error(field, "must be a crypt(3) SHA-512, SHA-256 or yescrypt hash");
         }
     }
 
@@ -377,7 +391,7 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
                 );
             }
         }
-        Record::RootPassword(p) => r.password_hash("password_hash", &p.password_hash),
+        Record::RootPassword(p) => r.crypt_hash("password_hash", &p.password_hash),
         Record::BackupSchedule(b) => {
             r.check(
                 (1..=BACKUP_INTERVAL_HOURS_MAX).contains(&b.interval_hours),

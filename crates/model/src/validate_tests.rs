@@ -9,6 +9,8 @@ use crate::{Hlc, PeerId, Stamp};
 use serde_json::{Value, json};
 
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+/// A SHA-512-crypt hash, as the root password is kept (the OS reads it).
+const CRYPT_HASH: &str = "$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v.";
 
 fn record(kind: RecordKind, value: Value) -> Record {
     Record::from_json(kind, value.clone()).unwrap_or_else(|e| panic!("{value}: {e}"))
@@ -53,7 +55,7 @@ fn base(kind: RecordKind) -> Value {
         RecordKind::AdministrationAccess => {
             json!({"ssh_enabled": false, "lcd_panel_enabled": true})
         }
-        RecordKind::RootPassword => json!({"password_hash": HASH}),
+        RecordKind::RootPassword => json!({"password_hash": CRYPT_HASH}),
         RecordKind::LocationAddresses => {
             json!({"location": "hq", "ad_hoc_address": "192.0.2.20", "rendezvous_address": "192.0.2.21"})
         }
@@ -334,6 +336,17 @@ fn each_rule_reports_its_field() {
         (
             "root password not hashed",
             with(RootPassword, json!({"password_hash": "root"})),
+            &["password_hash"],
+        ),
+        (
+            // Argon2id is Baton's own scheme; the OS's crypt(3) cannot read it.
+            "root password in argon2id",
+            with(RootPassword, json!({"password_hash": HASH})),
+            &["password_hash"],
+        ),
+        (
+            "root password hash that would break /etc/shadow",
+            with(RootPassword, json!({"password_hash": "$6$salt$ha:sh"})),
             &["password_hash"],
         ),
         (

@@ -213,8 +213,11 @@ fn wait_for_ms(
 struct BatonCluster {
     /// `None` while stopped; the data directory and flags are kept in `stopped`.
     peers: Vec<Option<Peer>>,
-    stopped: Vec<Option<(PathBuf, String, Vec<String>, String)>>,
+    stopped: Vec<Option<Stopped>>,
 }
+
+/// A stopped peer's data directory, address, flags and admin listen address.
+type Stopped = (PathBuf, String, Vec<String>, String);
 
 impl BatonCluster {
     fn form(dir: &Path, members: usize) -> anyhow::Result<BatonCluster> {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod platform;
 mod policy;
 mod web;
 
@@ -27,8 +28,17 @@ impl TestDaemon {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestDaemon {
+        TestDaemon::start_with(dir, None).await
+    }
+
+    /// A daemon that applies its peer-local settings through `platform` (a test double).
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        platform: Option<std::sync::Arc<dyn ::platform::Platform>>,
+    ) -> TestDaemon {
         let config = daemon::Config {
             admin_listen: "127.0.0.1:0".parse().unwrap(),
+            platform,
             ..daemon::Config::local(dir.path().to_path_buf())
         };
         let shutdown = CancellationToken::new();
