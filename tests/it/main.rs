@@ -9,3 +9,4 @@ mod crash;
 mod policy;
 mod upgrade;
 mod vm;
+mod web_maintenance;

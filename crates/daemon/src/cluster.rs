@@ -427,11 +427,21 @@ async fn start(
 /// NTP state as systemd reports it. Without systemd (a development machine) time counts as
 /// not synchronised, which is why tests pass `--assume-time-synchronised`.
 async fn time_synchronised() -> bool {
+    matches!(ntp_synchronised().await, Ok(true))
+}
+
+/// Whether `timedatectl` says the clock is synchronised by NTP, or why it cannot tell.
+pub(crate) async fn ntp_synchronised() -> Result<bool, String> {
     let output = tokio::process::Command::new("timedatectl")
         .args(["show", "--property=NTPSynchronized", "--value"])
         .output()
-        .await;
-    matches!(output, Ok(output) if output.status.success() && output.stdout.starts_with(b"yes"))
+        .await
+        .map_err(|error| format!("timedatectl: {error}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("timedatectl: {}", stderr.trim()));
+    }
+    Ok(output.stdout.starts_with(b"yes"))
 }
 
 async fn dial_loop(
