@@ -338,3 +338,81 @@ async fn peer_local_pages_say_so_and_the_clustering_page_shows_this_system() {
     let page = browser.get("/logs/events?level=loud").await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_are_chosen_from_existing_records_in_order() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    // Without bridges the pool form says to add one first.
+    let page = browser.get("/configuration/bridge-pools").await;
+    assert!(page.body.contains("There are no bridges yet"), "{}", page.body);
+    for name in ["mcu-1", "mcu-2"] {
+        let bridge = serde_json::json!({
+            "name": name, "bridge_type": "mcu", "address": "127.0.0.9", "username": "api",
+            "capacity_ports": 20,
+        });
+        let (status, body) = daemon.call(Method::POST, "/api/v1/bridges", Some(bridge)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let page = browser.get("/configuration/bridge-pools").await;
+    assert!(
+        page.body.contains("<label for=\"field-bridges-1\">Bridge 1</label><select id=\"field-bridges-1\" name=\"bridges\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<option value=\"mcu-2\">mcu-2</option>"), "{}", page.body);
+
+    // The order of the selects is the list's order; empty ones are left out.
+    let csrf = browser.csrf("/configuration/bridge-pools").await;
+    let page = browser
+        .post(
+            "/configuration/bridge-pools",
+            &[
+                ("csrf", &csrf),
+                ("name", "pool-1"),
+                ("bridge_type", "mcu"),
+                ("bridges", "mcu-2"),
+                ("bridges", ""),
+                ("bridges", "mcu-1"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let (_, pool) = daemon.call(Method::GET, "/api/v1/bridge-pools/pool-1", None).await;
+    assert_eq!(pool["bridges"], serde_json::json!(["mcu-2", "mcu-1"]));
+    let page = browser.get("/configuration/bridge-pools/pool-1").await;
+    assert!(page.body.contains("<option value=\"mcu-2\" selected>"), "{}", page.body);
+    // Two spare selects after the chosen entries, to add more.
+    assert!(page.body.contains("id=\"field-bridges-4\""), "{}", page.body);
+
+    // A single reference: the template's service preference.
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            "/api/v1/service-preferences",
+            Some(serde_json::json!({"name": "pref-1", "bridge_type": "mcu", "pools": ["pool-1"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let page = browser.get("/configuration/conference-templates").await;
+    assert!(
+        page.body.contains("<select id=\"field-service_preference\" name=\"service_preference\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<option value=\"pref-1\">pref-1</option>"), "{}", page.body);
+    // A name that is not a record is still refused by the model (the select is no rule).
+    let page = browser
+        .post(
+            "/configuration/conference-templates",
+            &[
+                ("csrf", &csrf),
+                ("name", "meeting"),
+                ("conference_type", "meeting"),
+                ("service_preference", "no-such-preference"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.body);
+    assert!(page.body.contains("no-such-preference (no longer exists)"), "{}", page.body);
+}
