@@ -54,6 +54,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/password", post(change_password))
         .route("/api/v1/status", get(status))
         .route("/api/v1/cluster/status", get(cluster_status))
+        .route("/api/v1/cluster/member-certificate", get(member_certificate))
+        .route("/api/v1/cluster/join", post(cluster_join))
         .route(
             "/api/v1/upgrade",
             get(upgrade_status)
@@ -1032,6 +1034,83 @@ async fn cluster_status(
     State(app): State<Arc<App>>,
 ) -> Json<crate::cluster::ClusterStatus> {
     Json(app.cluster.status())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberQuery {
+    /// The member's admin URL, `https://address[:port]`.
+    url: String,
+}
+
+/// The API's answer to a join that did not happen or did not finish.
+pub(crate) fn join_error(error: crate::cluster_join::JoinError) -> ApiError {
+    use crate::cluster_join::JoinError as E;
+    let (status, code) = match &error {
+        E::BadUrl => (StatusCode::BAD_REQUEST, "invalid_member_url"),
+        E::NoAddress => (StatusCode::CONFLICT, "no_ipv4_address"),
+        E::AlreadyClustered => (StatusCode::CONFLICT, "already_clustered"),
+        E::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "member_unreachable"),
+        E::FingerprintChanged { .. } => (StatusCode::CONFLICT, "member_certificate_changed"),
+        E::WrongPassword => (StatusCode::UNPROCESSABLE_ENTITY, "member_wrong_password"),
+        E::Member(_) => (StatusCode::UNPROCESSABLE_ENTITY, "member_refused"),
+        E::Local(_) => (StatusCode::UNPROCESSABLE_ENTITY, "join_settings_refused"),
+        E::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "join_refused"),
+        E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "join_timeout"),
+        E::Tls(_) => return ApiError::internal(error),
+    };
+    ApiError::new(status, code, error.to_string())
+}
+
+/// `GET /api/v1/cluster/member-certificate?url=…`: the SHA-256 fingerprint of the certificate
+/// a cluster member presents, to be checked against its Status page before joining through it.
+async fn member_certificate(
+    _: Ready,
+    Query(query): Query<MemberQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let sha256 = crate::cluster_join::member_fingerprint(&query.url).await.map_err(join_error)?;
+    Ok(Json(json!({"member_url": query.url, "sha256": sha256})))
+}
+
+/// `POST /api/v1/cluster/join`: this peer joins the cluster of the member named in the body
+/// (see `cluster_join`), and answers once every link is active.
+async fn cluster_join(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let request: crate::cluster_join::JoinRequest =
+        serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
+    let joined = run_join(&app, &admin.name, &request).await?;
+    Ok(Json(serde_json::to_value(joined).map_err(ApiError::internal)?))
+}
+
+/// A join as the API and the web page run it, with its outcome in the Event Log.
+pub(crate) async fn run_join(
+    app: &App,
+    actor: &str,
+    request: &crate::cluster_join::JoinRequest,
+) -> Result<crate::cluster_join::Joined, ApiError> {
+    match crate::cluster_join::join(app, actor, request).await {
+        Ok(joined) => {
+            app.writer.journal(journal_entry(
+                Level::Info,
+                "cluster.joined",
+                Some(actor),
+                format!("joined the cluster through {}", request.member_url),
+            ));
+            Ok(joined)
+        }
+        Err(error) => {
+            app.writer.journal(journal_entry(
+                Level::Warning,
+                "cluster.join_failed",
+                Some(actor),
+                format!("joining through {} failed: {error}", request.member_url),
+            ));
+            Err(join_error(error))
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -559,7 +559,12 @@ async fn changes_of(app: &App, staging_dir: &Path) -> Result<Vec<Change>, ApiErr
             .records()
             .filter(|record| record.kind() != RecordKind::Conference)
             .map(|record| {
-                ((record.kind().as_str().to_owned(), record.name().to_owned()), http::show(record))
+                // The kind has its own column; the fields are the record's as the API shows it.
+                let mut shown = http::show(record);
+                if let Value::Object(fields) = &mut shown {
+                    fields.remove("kind");
+                }
+                ((record.kind().as_str().to_owned(), record.name().to_owned()), shown)
             })
             .collect()
     };

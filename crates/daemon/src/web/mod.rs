@@ -11,6 +11,7 @@
 
 mod conference;
 mod forms;
+mod join;
 mod logs;
 mod maintenance;
 mod status;
@@ -53,6 +54,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(conference::routes())
         .merge(logs::routes())
         .merge(maintenance::routes())
+        .merge(join::routes())
         .layer(DefaultBodyLimit::max(FORM_BYTES_MAX))
         .layer(Extension(Arc::new(WebState::default())))
         .layer(tower::limit::ConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
@@ -60,10 +62,11 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// What the pages keep between requests besides the sessions: a restore waiting for its
-/// confirmation.
+/// confirmation, a cluster member whose certificate the operator has yet to confirm.
 #[derive(Default)]
 pub(crate) struct WebState {
     pending_restore: std::sync::Mutex<Option<maintenance::PendingRestore>>,
+    pending_join: std::sync::Mutex<Option<join::PendingJoin>>,
 }
 
 /// A form body as name/value pairs, in order (repeated names kept).

@@ -240,7 +240,7 @@ pub(super) fn peer_lines(status: &crate::cluster::ClusterStatus) -> String {
     html
 }
 
-fn clustering_body(
+pub(super) fn clustering_body(
     user: &WebUser,
     app: &App,
     stored: Option<&Value>,
@@ -328,8 +328,11 @@ fn clustering_body(
         );
     }
     body.push_str("<button type=\"submit\">Save</button></form>");
+    if status.peers.is_empty() {
+        body.push_str(&super::join::join_form(user, "", None));
+    }
     body.push_str(
-        "<h2>Joining a cluster</h2><ol>\
+        "<h2>Joining a cluster peer by peer</h2><ol>\
          <li>On the new peer, set IP, DNS, system name, Time (NTP) and the licence first, and \
          change the factory password.</li>\
          <li>To found a cluster, on its first peer enter a pre-shared key and only this \
