@@ -306,7 +306,8 @@ pub struct Joined {
 /// the member accepted the password.
 pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joined, JoinError> {
     let base = member_base(&request.member_url)?;
-    if app.writer.cluster_settings().borrow().is_clustered() {
+    // A peer still joining (settings saved, no cluster yet: e.g. a mistyped key) may try again.
+    if app.cluster.status().cluster_id.is_some() {
         return Err(JoinError::AlreadyClustered);
     }
     let own = http::current(
