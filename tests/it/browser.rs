@@ -42,6 +42,8 @@ fn log_in(browser: &Browser, url: &str, password: &str) {
     browser.fill("#username", "admin").unwrap();
     browser.fill("#password", password).unwrap();
     browser.click("main button[type=submit]").unwrap();
+    // Signed in once the header names the user (the next navigation would cut the login short).
+    assert_page_has(browser, "Signed in as admin");
 }
 
 /// Waits for the page (which may still be loading after a click) to contain `text`.

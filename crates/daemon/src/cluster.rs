@@ -430,12 +430,18 @@ async fn time_synchronised() -> bool {
     matches!(ntp_synchronised().await, Ok(true))
 }
 
+/// How long `timedatectl` gets to answer (it asks systemd-timedated over D-Bus).
+const NTP_QUERY_TIMEOUT_MS: u64 = 3_000;
+
 /// Whether `timedatectl` says the clock is synchronised by NTP, or why it cannot tell.
 pub(crate) async fn ntp_synchronised() -> Result<bool, String> {
-    let output = tokio::process::Command::new("timedatectl")
+    let query = tokio::process::Command::new("timedatectl")
         .args(["show", "--property=NTPSynchronized", "--value"])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_millis(NTP_QUERY_TIMEOUT_MS), query)
         .await
+        .map_err(|_| format!("timedatectl did not answer within {NTP_QUERY_TIMEOUT_MS} ms"))?
         .map_err(|error| format!("timedatectl: {error}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

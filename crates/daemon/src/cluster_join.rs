@@ -24,6 +24,9 @@ use std::time::Duration;
 /// How long the join waits for every link to come up (as `batonctl cluster join`).
 pub const JOIN_TIMEOUT_MS: u64 = 20_000;
 const JOIN_POLL_MS: u64 = 500;
+/// A refusal seen sooner than this after the settings were saved may be the previous
+/// attempt's (the links restart with the new settings asynchronously), so it is not final yet.
+const JOIN_REFUSAL_SETTLE_MS: u64 = 3_000;
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
 const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// The administrator account the cluster shares.
@@ -414,7 +417,8 @@ async fn wait_for_links(app: &App) -> Result<ClusterStatus, JoinError> {
                 && !line.text.starts_with("Failed: unreachable")
                 && !line.text.starts_with("Failed: connection lost")
         });
-        if refused {
+        let settled = http::now_ms().saturating_sub(started_ms) >= JOIN_REFUSAL_SETTLE_MS;
+        if refused && settled {
             return Err(JoinError::Refused(describe(&status)));
         }
         if http::now_ms().saturating_sub(started_ms) > JOIN_TIMEOUT_MS {

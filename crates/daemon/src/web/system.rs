@@ -328,7 +328,9 @@ pub(super) fn clustering_body(
         );
     }
     body.push_str("<button type=\"submit\">Save</button></form>");
-    if status.peers.is_empty() {
+    // Offered until this peer belongs to a cluster, so a join refused (a mistyped key) can be
+    // tried again.
+    if status.cluster_id.is_none() {
         body.push_str(&super::join::join_form(user, "", None));
     }
     body.push_str(
