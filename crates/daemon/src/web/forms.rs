@@ -357,7 +357,7 @@ pub(crate) fn render_field(
                 "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
                 esc(&field.label)
             );
-            reference_options(html, options, &current);
+            reference_options(html, options, &current, "(choose)");
             html.push_str("</select>");
             if options.is_empty() {
                 let _ = write!(
@@ -383,7 +383,7 @@ pub(crate) fn render_field(
                     index + 1,
                     esc(singular)
                 );
-                reference_options(html, options, current);
+                reference_options(html, options, current, "(none)");
                 html.push_str("</select>");
             }
             html.push_str("</fieldset>");
@@ -441,9 +441,9 @@ pub(crate) fn render_field(
 
 /// A reference select's options: "(none)", the existing names, and the current value even if
 /// its record is gone (a concurrent removal elsewhere can leave it dangling).
-fn reference_options(html: &mut String, options: &[String], current: &str) {
+fn reference_options(html: &mut String, options: &[String], current: &str, empty_label: &str) {
     let none_selected = if current.is_empty() { " selected" } else { "" };
-    let _ = write!(html, "<option value=\"\"{none_selected}>(none)</option>");
+    let _ = write!(html, "<option value=\"\"{none_selected}>{empty_label}</option>");
     for option in options {
         let selected = if option == current { " selected" } else { "" };
         let _ = write!(html, "<option value=\"{0}\"{selected}>{0}</option>", esc(option));

@@ -68,6 +68,12 @@ impl Browser {
         self.send(Method::POST, path, form).await
     }
 
+    async fn post_pairs(&mut self, path: &str, form: &[(String, String)]) -> Page {
+        let pairs: Vec<(&str, &str)> =
+            form.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        self.send(Method::POST, path, &pairs).await
+    }
+
     /// The CSRF token of the page at `path`.
     async fn csrf(&mut self, path: &str) -> String {
         let page = self.get(path).await;
@@ -415,4 +421,61 @@ async fn references_are_chosen_from_existing_records_in_order() {
         .await;
     assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.body);
     assert!(page.body.contains("no-such-preference (no longer exists)"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_form_shows_the_members_fingerprint_and_a_refused_join_changes_nothing() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    let page = browser.get("/system/clustering").await;
+    for id in ["join-member-url", "join-password", "join-key"] {
+        assert!(page.body.contains(&format!("<label for=\"{id}\">")), "{id} has no label");
+    }
+    let csrf = browser.csrf("/system/clustering").await;
+    let join = |url: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("member_url".to_owned(), url.to_owned()),
+            ("password".to_owned(), NEW_PASSWORD.to_owned()),
+            ("pre_shared_key".to_owned(), "a long pre-shared key".to_owned()),
+        ]
+    };
+    let page = browser.post_pairs("/system/clustering/join", &join("http://127.0.0.1")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert!(page.body.contains("must look like https://"), "{}", page.body);
+    let page = browser.post_pairs("/system/clustering/join", &join("https://127.0.0.1:1")).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    assert!(page.body.contains("cannot be reached"), "{}", page.body);
+
+    // This daemon stands in for the member: the page shows the fingerprint Status shows.
+    let status = browser.get("/status").await.body;
+    let marker = "<code id=\"certificate-fingerprint\">";
+    let start = status.find(marker).unwrap() + marker.len();
+    let fingerprint = status[start..].split('<').next().unwrap().to_owned();
+    let page = browser.post_pairs("/system/clustering/join", &join(&daemon.url)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains(&format!(
+            "<code id=\"member-fingerprint\" class=\"fingerprint\">{fingerprint}</code>"
+        )),
+        "{}",
+        page.body
+    );
+    let marker = "name=\"id\" value=\"";
+    let start = page.body.find(marker).unwrap() + marker.len();
+    let id = page.body[start..].split('"').next().unwrap().to_owned();
+    let confirm =
+        |id: &str| vec![("csrf".to_owned(), csrf.clone()), ("id".to_owned(), id.to_owned())];
+    let page = browser.post_pairs("/system/clustering/join/confirm", &confirm("not-the-id")).await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    // Confirmed, but this peer has no IPv4 address: refused before anything is changed.
+    let page = browser.post_pairs("/system/clustering/join/confirm", &confirm(&id)).await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    assert!(page.body.contains("Not joined: this peer has no IPv4 address yet"), "{}", page.body);
+    let (status, _) = daemon.call(Method::GET, "/api/v1/cluster", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The check is used up.
+    let page = browser.post_pairs("/system/clustering/join/confirm", &confirm(&id)).await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(page.body.contains("no longer waiting"), "{}", page.body);
 }
