@@ -479,3 +479,57 @@ async fn the_join_form_shows_the_members_fingerprint_and_a_refused_join_changes_
     assert_eq!(page.status, StatusCode::CONFLICT);
     assert!(page.body.contains("no longer waiting"), "{}", page.body);
 }
+
+/// Every visible form control on the main pages has a label naming it (`<label for=id>`), so
+/// screen readers announce it and a click on the label reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_form_control_has_a_label() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    let pages = [
+        "/status",
+        "/password",
+        "/system/clustering",
+        "/system/ntp",
+        "/system/certificates",
+        "/configuration/bridges",
+        "/configuration/bridge-pools",
+        "/configuration/service-preferences",
+        "/configuration/conference-templates",
+        "/configuration/conference-aliases",
+        "/maintenance/backup",
+        "/maintenance/upgrade",
+        "/maintenance/restart",
+        "/maintenance/reboot",
+        "/logs/events",
+        "/logs/configuration",
+        "/history",
+    ];
+    for path in pages {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        let mut controls = 0;
+        for tag in ["<input", "<select", "<textarea"] {
+            for (start, _) in page.body.match_indices(tag) {
+                let element = &page.body[start..];
+                let element = &element[..element.find('>').unwrap()];
+                if element.contains("type=\"hidden\"") {
+                    continue;
+                }
+                controls += 1;
+                let id = element
+                    .split("id=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_else(|| panic!("{path}: a control without an id: {element}"));
+                assert!(
+                    page.body.contains(&format!("<label for=\"{id}\"")),
+                    "{path}: no label for {element}"
+                );
+            }
+        }
+        let forms_expected =
+            !matches!(path, "/status" | "/maintenance/restart" | "/maintenance/reboot");
+        assert!(controls > 0 || !forms_expected, "{path} has no form controls");
+    }
+}
