@@ -30,6 +30,10 @@ fn browser() -> Option<Browser> {
     }
 }
 
+/// The size of the upgrade image uploaded with its progress shown, and the upload speed.
+const UPLOAD_BYTES: usize = 3 * 1024 * 1024;
+const UPLOAD_BYTES_PER_S: u64 = 1024 * 1024;
+
 /// The hardware serial the first test's daemon is given.
 const SERIAL: &str = "BROWSER-SERIAL-1";
 
@@ -223,8 +227,10 @@ fn an_operator_configures_a_peer_in_the_browser() {
     }
     browser.screenshot(&shots, "06-configuration-log").unwrap();
     browser.goto(&format!("{url}/logs/configuration?kind=conference_alias")).unwrap();
+    // Read once the page is there (a source read too early can come back empty).
+    assert_page_has(&browser, "<td>meet</td>");
     let source = browser.source().unwrap();
-    assert!(source.contains("<td>meet</td>") && !source.contains("<td>mcu-1</td>"), "{source}");
+    assert!(!source.contains("<td>mcu-1</td>"), "{source}");
 
     browser.goto(&format!("{url}/status")).unwrap();
     assert_page_has(&browser, &format!("<td>{SERIAL}</td>"));
@@ -281,12 +287,32 @@ fn an_operator_configures_a_peer_in_the_browser() {
     browser.screenshot(&shots, "20-restored").unwrap();
     assert_eq!(aliases(), 1);
 
-    // An image signed by a key this peer does not trust is refused, saying why.
+    // An image signed by a key this peer does not trust is refused, saying why. The upload is
+    // slowed down so its progress bar can be seen moving.
     let image = dir.path().join("foreign.img");
-    std::fs::write(&image, crate::web_maintenance::foreign_image()).unwrap();
+    std::fs::write(&image, crate::web_maintenance::foreign_image_of(UPLOAD_BYTES)).unwrap();
     browser.goto(&format!("{url}/maintenance/upgrade")).unwrap();
     browser.choose_file("#upgrade-file", &image).unwrap();
+    browser.throttle_uploads(Some(UPLOAD_BYTES_PER_S)).unwrap();
     browser.click("form[action=\"/maintenance/upgrade\"] button[type=submit]").unwrap();
+    let deadline = Instant::now() + Duration::from_millis(webdriver::FIND_TIMEOUT_MS);
+    loop {
+        let shown = browser
+            .execute(
+                "const bar = document.querySelector('.upload-progress progress'); \
+                 return bar && !bar.closest('.upload-progress').hidden ? bar.value / bar.max : -1;",
+            )
+            .unwrap();
+        let fraction = shown.as_f64().unwrap_or(-1.0);
+        if fraction > 0.0 && fraction < 1.0 {
+            assert_page_has(&browser, "% uploaded");
+            browser.screenshot(&shots, "22-upgrade-upload-progress").unwrap();
+            break;
+        }
+        assert!(Instant::now() < deadline, "no upload progress shown ({shown})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    browser.throttle_uploads(None).unwrap();
     assert_page_has(&browser, "Upgrade refused: the image is signed by key");
     assert_page_has(&browser, "which this software does not trust");
     browser.screenshot(&shots, "21-upgrade-refused").unwrap();

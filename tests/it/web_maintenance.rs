@@ -355,8 +355,13 @@ pub(crate) fn upgradable_daemon(
 }
 
 pub(crate) fn foreign_image() -> Vec<u8> {
+    foreign_image_of(64 * 1024)
+}
+
+/// An image of `payload_bytes` signed by a key no daemon trusts.
+pub(crate) fn foreign_image_of(payload_bytes: usize) -> Vec<u8> {
     let stranger = upgrade::generate_signing_key().unwrap();
-    image(&stranger, "9.9.9", &[1u8; 64 * 1024])
+    image(&stranger, "9.9.9", &vec![1u8; payload_bytes])
 }
 
 #[test]

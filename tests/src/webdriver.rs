@@ -227,6 +227,27 @@ impl Browser {
         Ok(())
     }
 
+    /// Limits the page's upload speed (DevTools network emulation), so progress can be seen;
+    /// `None` lifts the limit.
+    pub fn throttle_uploads(&self, bytes_per_s: Option<u64>) -> anyhow::Result<()> {
+        let throughput = bytes_per_s.map_or(-1.0, |rate| rate as f64);
+        // Emulation applies only with the Network domain enabled.
+        self.session_command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Network.enable", "params": {}})),
+        )?;
+        self.session_command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Network.emulateNetworkConditions", "params": {
+                "offline": false, "latency": 0,
+                "downloadThroughput": -1.0, "uploadThroughput": throughput,
+            }})),
+        )?;
+        Ok(())
+    }
+
     /// The text of the element matching `css`.
     pub fn text(&self, css: &str) -> anyhow::Result<String> {
         let element = self.find(css)?;
