@@ -19,12 +19,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
-use model::{Event, RecordKind, Stamp, State as ModelState};
+use model::{RecordKind, State as ModelState};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
@@ -35,8 +34,6 @@ pub(super) const PREVIEW_DIR: &str = "restore-preview";
 pub(super) const PENDING_RESTORE_TTL_MS: u64 = 15 * 60 * 1000;
 /// Uploaded chunks waiting for the blocking reader (restore staging or upgrade install).
 const UPLOAD_QUEUE_CHUNKS: usize = 16;
-/// Events read at a time when folding an uploaded backup's log for the preview.
-const FOLD_BATCH_EVENTS: usize = 4096;
 /// Room for the form fields beside the file in an upload.
 const FORM_FIELDS_BYTES_MAX: usize = 64 * 1024;
 
@@ -401,8 +398,8 @@ async fn restore_uploaded(
     };
     // Verified: the operation ends here; the confirmation takes the slot again.
     operation.finish(Ok(()));
-    let changes = match changes_of(&app, staged.staging_dir()).await {
-        Ok(changes) => changes,
+    let (changes, staged) = match changes_of(&app, staged).await {
+        Ok(found) => found,
         Err(error) => return super::error_page(Some(&user), &error),
     };
     let Some(id) = random_hex() else {
@@ -547,13 +544,15 @@ struct Change {
 
 /// The records that differ between the configuration now and the staged backup's, as the API
 /// shows them (secrets redacted).
-async fn changes_of(app: &App, staging_dir: &Path) -> Result<Vec<Change>, ApiError> {
+async fn changes_of(
+    app: &App,
+    staged: backup::Staged,
+) -> Result<(Vec<Change>, backup::Staged), ApiError> {
     let current = app.writer.state().await?;
-    let database = staging_dir.join(backup::DATABASE_FILE);
-    let archived = tokio::task::spawn_blocking(move || fold(&database))
+    let (archived, staged) = tokio::task::spawn_blocking(move || (staged.configuration(), staged))
         .await
-        .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
+    let archived = archived.map_err(ApiError::internal)?;
     let by_key = |state: &ModelState| -> BTreeMap<(String, String), Value> {
         state
             .records()
@@ -572,7 +571,7 @@ async fn changes_of(app: &App, staging_dir: &Path) -> Result<Vec<Change>, ApiErr
     let mut keys: Vec<&(String, String)> = now.keys().chain(then.keys()).collect();
     keys.sort();
     keys.dedup();
-    Ok(keys
+    let changes = keys
         .into_iter()
         .filter(|key| now.get(*key) != then.get(*key))
         .map(|key| Change {
@@ -581,25 +580,8 @@ async fn changes_of(app: &App, staging_dir: &Path) -> Result<Vec<Change>, ApiErr
             before: now.get(key).cloned(),
             after: then.get(key).cloned(),
         })
-        .collect())
-}
-
-/// The staged backup's configuration: its events folded by the usual rule. Blocking.
-fn fold(database: &Path) -> Result<ModelState, String> {
-    let conn = eventlog::open_reader(database).map_err(|e| format!("the backup's log: {e}"))?;
-    let mut state = ModelState::default();
-    let mut position = 0;
-    loop {
-        let batch = eventlog::read_after(&conn, position, FOLD_BATCH_EVENTS)
-            .map_err(|e| format!("reading the backup's events: {e}"))?;
-        let Some(last) = batch.last() else { return Ok(state) };
-        position = last.position;
-        for stored in &batch {
-            let event = Event::decode(&stored.kind, stored.version, &stored.payload)
-                .map_err(|e| format!("the backup's event at {}: {e}", stored.position))?;
-            state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
-        }
-    }
+        .collect();
+    Ok((changes, staged))
 }
 
 // ---- upgrade --------------------------------------------------------------------------------
