@@ -584,6 +584,19 @@ fn the_join_endpoint_pins_the_members_certificate_and_refusals_change_nothing() 
         }
     }
 
+    // This peer without a DNS server (the seed's checklist): refused before the member is
+    // touched, so the standalone member is not even founded.
+    let (status, _) = b.call(reqwest::Method::DELETE, "/api/v1/dns", None);
+    assert_eq!(status, 204);
+    let (status, answer) = join(TEST_PASSWORD, &a.daemon.url, &fingerprint);
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("join_settings_refused")));
+    assert!(answer["error"]["message"].as_str().unwrap().contains("DNS"), "{answer}");
+    for peer in [&a, &b] {
+        let (status, _) = peer.call(reqwest::Method::GET, "/api/v1/cluster", None);
+        assert_eq!(status, 404, "the refused join changed {}", peer.ip);
+    }
+    b.put("/api/v1/dns", json!({"servers": ["127.0.0.53"]}));
+
     // Lower-case hex without colons is the same fingerprint.
     let plain = fingerprint.replace(':', "").to_lowercase();
     let (status, joined) = join(TEST_PASSWORD, &a.daemon.url, &plain);

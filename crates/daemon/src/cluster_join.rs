@@ -305,8 +305,8 @@ pub struct Joined {
 }
 
 /// Joins the cluster of the member named in `request` (see the module documentation).
-/// Nothing is changed before the member's certificate matched the confirmed fingerprint and
-/// the member accepted the password.
+/// Nothing is changed before the member's certificate matched the confirmed fingerprint, the
+/// member accepted the password and this peer's model accepted the new settings.
 pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joined, JoinError> {
     let base = member_base(&request.member_url)?;
     // A peer still joining (settings saved, no cluster yet: e.g. a mistyped key) may try again.
@@ -335,10 +335,10 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
         confirmed: request.member_certificate_sha256.clone(),
     };
 
-    // Task 2 if needed: a standalone member founds the cluster with only its own address.
-    let mut list = member.peers().await?;
+    // Read first: the member's list, or its address if it is standalone.
+    let list = member.peers().await?;
     let founded = list.is_empty();
-    if founded {
+    let previous = if founded {
         let (status, ipv4) = member.call(reqwest::Method::GET, "/api/v1/ipv4", None).await?;
         let address = ipv4["address"].as_str().unwrap_or_default().to_owned();
         if status != 200 || address.is_empty() {
@@ -346,17 +346,24 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
                 "it has no IPv4 address set (System > IP on the member)".to_owned(),
             ));
         }
-        member.set_cluster(&request.pre_shared_key, std::slice::from_ref(&address)).await?;
-        list = vec![address];
-    }
-    // Task 3: the member lists the new peer; it keeps its key (sent back redacted), so a
-    // mistyped key cannot break the cluster.
-    let previous = list.clone();
-    let mut peers = list;
+        vec![address]
+    } else {
+        list
+    };
+    let mut peers = previous.clone();
     if !peers.contains(&own_address) {
         peers.push(own_address.clone());
     }
     peers.sort();
+    // This peer's rules (prerequisites, edition, its own address listed) are checked before
+    // the member is touched, so a refusal here changes nothing anywhere.
+    precheck(app, &request.pre_shared_key, &peers).await?;
+    // Task 2 if needed: a standalone member founds the cluster with only its own address.
+    if founded {
+        member.set_cluster(&request.pre_shared_key, &previous).await?;
+    }
+    // Task 3: the member lists the new peer; it keeps its key (sent back redacted), so a
+    // mistyped key cannot break the cluster.
     if peers != previous {
         member.set_cluster(REDACTED, &peers).await?;
     }
@@ -387,6 +394,27 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
         .collect();
     let status = wait_for_links(app).await?;
     Ok(Joined { founded, other_members, status })
+}
+
+/// Whether this peer's model would take these cluster settings, without saving them.
+async fn precheck(app: &App, key: &str, peers: &[String]) -> Result<(), JoinError> {
+    let record = model::Record::from_json(
+        RecordKind::Cluster,
+        json!({"pre_shared_key": key, "peers": peers}),
+    )
+    .map_err(|error| JoinError::Local(error.to_string()))?;
+    let state = app.writer.state().await.map_err(|error| JoinError::Local(error.to_string()))?;
+    match state.decide(&model::Command::Save(record)) {
+        Ok(_) => Ok(()),
+        Err(model::Rejection::Invalid { errors }) => Err(JoinError::Local(
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+        Err(rejection) => Err(JoinError::Local(rejection.to_string())),
+    }
 }
 
 /// Waits until every line of this peer is "This system" or "Active", or a refusal that will
