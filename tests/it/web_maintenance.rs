@@ -375,6 +375,14 @@ fn the_upgrade_page_refuses_bad_images_clearly_installs_a_good_one_and_reboots_w
     }
     assert!(page.contains("<label for=\"upgrade-file\">"), "{page}");
     let csrf = forms.csrf("/maintenance/upgrade");
+    // A text field beside the file is bounded, whatever the file's own limit.
+    let long = "x".repeat(100 * 1024);
+    let answer = forms.post_multipart(
+        "/maintenance/upgrade",
+        &[Part::Text("csrf", &long), Part::File("image", "baton.img", b"")],
+    );
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(answer.text().contains("a form field is longer than"), "{}", answer.text());
     let payload = vec![7u8; 256 * 1024];
     let good = image(&trusted, "9.9.9", &payload);
     let refusals = [

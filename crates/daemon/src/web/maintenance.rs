@@ -34,7 +34,7 @@ pub(super) const PREVIEW_DIR: &str = "restore-preview";
 pub(super) const PENDING_RESTORE_TTL_MS: u64 = 15 * 60 * 1000;
 /// Uploaded chunks waiting for the blocking reader (restore staging or upgrade install).
 const UPLOAD_QUEUE_CHUNKS: usize = 16;
-/// Room for the form fields beside the file in an upload.
+/// Room for the form fields beside the file in an upload, and the most one text field holds.
 const FORM_FIELDS_BYTES_MAX: usize = 64 * 1024;
 
 const SCRIPT_JS: &str = include_str!("maintenance.js");
@@ -155,8 +155,10 @@ async fn pump(field: &mut Field<'_>, queue: mpsc::Sender<Result<Bytes, String>>)
     }
 }
 
-/// Reads a multipart form's text fields up to its file field `file_field`, then hands both to
-/// `then` (the file field still unread, so it can be streamed).
+/// Reads a multipart form's text fields (each at most [`FORM_FIELDS_BYTES_MAX`]) up to its file
+/// field `file_field`, then hands both to `then` (the file field still unread, so it can be
+/// streamed). A macro because a `Field` borrows the `Multipart`, and the borrow checker does
+/// not let a loop return it from a function.
 macro_rules! with_file_field {
     ($multipart:expr, $file_field:expr, $user:expr, $title:expr, |$form:ident, $field:ident| $then:expr) => {{
         let mut $form = FormPairs::new();
@@ -175,14 +177,13 @@ macro_rules! with_file_field {
             };
             let name = field.name().unwrap_or_default().to_owned();
             if name == $file_field {
-                #[allow(unused_mut)]
-                let mut $field = field;
+                let $field = field;
                 if let Some(refused) = check_csrf(&$user, &$form) {
                     return refused;
                 }
                 return $then;
             }
-            match field.text().await {
+            match text_field(field).await {
                 Ok(value) => $form.push((name, value)),
                 Err(error) => {
                     return upload_refused(&$user, $title, &format!("The upload failed: {error}"));
@@ -190,6 +191,19 @@ macro_rules! with_file_field {
             }
         }
     }};
+}
+
+/// A text field of an upload form, refused beyond [`FORM_FIELDS_BYTES_MAX`] (the route's body
+/// limit is the file's).
+async fn text_field(mut field: Field<'_>) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|error| error.to_string())? {
+        if bytes.len() + chunk.len() > FORM_FIELDS_BYTES_MAX {
+            return Err(format!("a form field is longer than {FORM_FIELDS_BYTES_MAX} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| "a form field is not UTF-8 text".to_owned())
 }
 
 fn upload_refused(user: &WebUser, title: &str, message: &str) -> Response {
