@@ -409,3 +409,73 @@ fn batonctl_joins_a_peer_in_one_step() {
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(stdout.contains("127.0.0.2  This system"), "{stdout}");
 }
+
+/// The join the web page and `batonctl cluster join` share (`POST /api/v1/cluster/join`):
+/// the member's certificate is what the operator confirmed or nothing happens; a wrong
+/// password, a wrong-looking URL or an unconfirmed certificate change nothing on either peer;
+/// a standalone member founds the cluster first; a member of a cluster cannot join another.
+#[test]
+fn the_join_endpoint_pins_the_members_certificate_and_refusals_change_nothing() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let port = free_port().unwrap();
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
+    let pem = std::fs::read(a.daemon.data_dir.join("tls/server.pem")).unwrap();
+    let der: rustls::pki_types::CertificateDer<'_> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    let fingerprint = baton_tests::sha256_fingerprint(&der);
+
+    let (status, answer) = b.call(
+        reqwest::Method::GET,
+        &format!("/api/v1/cluster/member-certificate?url={}", a.daemon.url),
+        None,
+    );
+    assert_eq!((status, answer["sha256"].as_str()), (200, Some(fingerprint.as_str())), "{answer}");
+
+    let join = |password: &str, url: &str, sha256: &str| {
+        let body = json!({
+            "member_url": url, "password": password, "pre_shared_key": KEY,
+            "member_certificate_sha256": sha256,
+        });
+        b.call(reqwest::Method::POST, "/api/v1/cluster/join", Some(body))
+    };
+    // Another certificate than the one presented (an impostor, as far as b can tell).
+    let other =
+        fingerprint.replace(&fingerprint[..2], if &fingerprint[..2] == "00" { "01" } else { "00" });
+    let refusals = [
+        (TEST_PASSWORD, a.daemon.url.as_str(), other.as_str(), 409, "member_certificate_changed"),
+        ("not the password", &a.daemon.url, &fingerprint, 422, "member_wrong_password"),
+        (TEST_PASSWORD, "http://127.0.0.1", &fingerprint, 400, "invalid_member_url"),
+    ];
+    for (password, url, sha256, status, code) in refusals {
+        let (got, answer) = join(password, url, sha256);
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{answer}");
+        for peer in [&a, &b] {
+            let (status, _) = peer.call(reqwest::Method::GET, "/api/v1/cluster", None);
+            assert_eq!(status, 404, "{code} changed the cluster settings of {}", peer.ip);
+        }
+    }
+
+    // This peer without a DNS server (the seed's checklist): refused before the member is
+    // touched, so the standalone member is not even founded.
+    let (status, _) = b.call(reqwest::Method::DELETE, "/api/v1/dns", None);
+    assert_eq!(status, 204);
+    let (status, answer) = join(TEST_PASSWORD, &a.daemon.url, &fingerprint);
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("join_settings_refused")));
+    assert!(answer["error"]["message"].as_str().unwrap().contains("DNS"), "{answer}");
+    for peer in [&a, &b] {
+        let (status, _) = peer.call(reqwest::Method::GET, "/api/v1/cluster", None);
+        assert_eq!(status, 404, "the refused join changed {}", peer.ip);
+    }
+    b.put("/api/v1/dns", json!({"servers": ["127.0.0.53"]}));
+
+    // Lower-case hex without colons is the same fingerprint.
+    let plain = fingerprint.replace(':', "").to_lowercase();
+    let (status, joined) = join(TEST_PASSWORD, &a.daemon.url, &plain);
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["founded"], true);
+    expect_line(&a, &b.ip, "Active as peer-2");
+    expect_line(&b, &a.ip, "Active as peer-1");
+    let (status, answer) = join(TEST_PASSWORD, &a.daemon.url, &fingerprint);
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("already_clustered")));
+}

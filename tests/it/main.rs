@@ -11,3 +11,4 @@ mod policy;
 mod upgrade;
 mod vm;
 mod vm_platform;
+mod web_maintenance;

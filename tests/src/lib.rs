@@ -511,3 +511,11 @@ impl Peer {
             .collect())
     }
 }
+
+/// SHA-256 of a DER certificate as upper-case hex pairs joined by colons, as browsers (and
+/// the Status page) show it.
+pub fn sha256_fingerprint(certificate_der: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(certificate_der);
+    digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
+}

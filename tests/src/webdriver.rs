@@ -203,6 +203,62 @@ impl Browser {
         Ok(value.as_str().unwrap_or_default().to_owned())
     }
 
+    /// Sends a file's path to a file input (as choosing it in the file dialog would).
+    pub fn choose_file(&self, css: &str, path: &Path) -> anyhow::Result<()> {
+        let element = self.find(css)?;
+        self.session_command(
+            reqwest::Method::POST,
+            &format!("/element/{}/value", element.0),
+            Some(json!({"text": path.display().to_string()})),
+        )?;
+        Ok(())
+    }
+
+    /// Lets downloads land in `dir` without asking (Chromium's DevTools command, through
+    /// chromedriver).
+    pub fn allow_downloads(&self, dir: &Path) -> anyhow::Result<()> {
+        self.session_command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Browser.setDownloadBehavior", "params": {
+                "behavior": "allow", "downloadPath": dir.display().to_string(),
+            }})),
+        )?;
+        Ok(())
+    }
+
+    /// Limits the page's upload speed (DevTools network emulation), so progress can be seen;
+    /// `None` lifts the limit.
+    pub fn throttle_uploads(&self, bytes_per_s: Option<u64>) -> anyhow::Result<()> {
+        let throughput = bytes_per_s.map_or(-1.0, |rate| rate as f64);
+        // Emulation applies only with the Network domain enabled.
+        self.session_command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Network.enable", "params": {}})),
+        )?;
+        self.session_command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Network.emulateNetworkConditions", "params": {
+                "offline": false, "latency": 0,
+                "downloadThroughput": -1.0, "uploadThroughput": throughput,
+            }})),
+        )?;
+        Ok(())
+    }
+
+    /// The text of the element matching `css`.
+    pub fn text(&self, css: &str) -> anyhow::Result<String> {
+        let element = self.find(css)?;
+        let value = self.session_command(
+            reqwest::Method::GET,
+            &format!("/element/{}/text", element.0),
+            None,
+        )?;
+        Ok(value.as_str().unwrap_or_default().to_owned())
+    }
+
     /// Runs a script in the page (the pages need none; tests use it to tamper with forms).
     pub fn execute(&self, script: &str) -> anyhow::Result<Value> {
         self.session_command(

@@ -22,6 +22,8 @@ pub const DATABASE_SIZE_MAX_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 const TRAILER_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const READ_BUFFER_SIZE_BYTES: usize = 64 * 1024;
+/// Events read at a time when folding a staged database into its configuration.
+const FOLD_BATCH_EVENTS: usize = 4096;
 
 /// Reads and checks a whole archive without writing anything: format, decryption, the
 /// manifest, and every member's presence, size and digest. Does not open the database (that
@@ -117,6 +119,26 @@ impl Staged {
 
     pub fn staging_dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The configuration the staged database holds: its events folded by the model's rule, so
+    /// a restore can be previewed (`batonctl backup inspect`, the web Backup page).
+    pub fn configuration(&self) -> Result<model::State, Error> {
+        let conn = eventlog::open_reader(&self.dir.join(DATABASE_FILE))?;
+        let mut state = model::State::default();
+        let mut position = 0;
+        loop {
+            let batch = eventlog::read_after(&conn, position, FOLD_BATCH_EVENTS)?;
+            let Some(last) = batch.last() else { return Ok(state) };
+            position = last.position;
+            for stored in &batch {
+                let event = model::Event::decode(&stored.kind, stored.version, &stored.payload)
+                    .map_err(|error| Error::Corrupt {
+                        reason: format!("event at position {}: {error}", stored.position),
+                    })?;
+                state.apply(model::Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            }
+        }
     }
 
     /// Names (relative to the data directory) of the extra files a commit puts in place.

@@ -9,7 +9,7 @@ use crate::client::{self, Client};
 use crate::output::Output;
 use crate::{prompt, render};
 use anyhow::{Context, bail};
-use model::{Event, Record, Stamp, State};
+use model::Record;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -22,8 +22,6 @@ use std::time::Duration;
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// How often the progress line is refreshed on a terminal.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
-/// Events read per batch while folding an archive's log.
-const FOLD_BATCH_EVENTS: usize = 1_000;
 
 pub(crate) fn run(client: &Client, out: Output, command: BackupCommand) -> anyhow::Result<()> {
     match command {
@@ -170,7 +168,7 @@ pub(crate) fn inspect(globals: &Globals, out: Output, path: &Path) -> anyhow::Re
         &mut |_| {},
     )
     .with_context(|| format!("unpacking {}", path.display()))?;
-    let state = fold(&staged.staging_dir().join(backup::DATABASE_FILE))?;
+    let state = staged.configuration().context("reading the archived configuration")?;
     let archived: BTreeMap<(String, String), Value> =
         state.records().map(|record| (key(record), shown(record))).collect();
 
@@ -185,24 +183,6 @@ pub(crate) fn inspect(globals: &Globals, out: Output, path: &Path) -> anyhow::Re
         "daemon_unreachable": daemon_problem,
     });
     out.emit(&answer, render_inspect)
-}
-
-/// The archive's configuration: its events folded by the usual rule.
-fn fold(database: &Path) -> anyhow::Result<State> {
-    let conn = eventlog::open_reader(database).context("opening the archived database")?;
-    let mut state = State::default();
-    let mut position = 0;
-    loop {
-        let batch = eventlog::read_after(&conn, position, FOLD_BATCH_EVENTS)
-            .context("reading the archived events")?;
-        let Some(last) = batch.last() else { return Ok(state) };
-        position = last.position;
-        for stored in &batch {
-            let event = Event::decode(&stored.kind, stored.version, &stored.payload)
-                .with_context(|| format!("event at position {}", stored.position))?;
-            state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
-        }
-    }
 }
 
 fn key(record: &Record) -> (String, String) {

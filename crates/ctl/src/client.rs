@@ -74,6 +74,7 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            .tls_info(true)
             .user_agent(concat!("batonctl/", env!("CARGO_PKG_VERSION")));
         if globals.insecure {
             eprintln!("warning: --insecure: the daemon's certificate is not verified");
@@ -102,6 +103,24 @@ impl Client {
             user: globals.user.clone(),
             password,
         })
+    }
+
+    /// The SHA-256 fingerprint (`AB:CD:…`) of the certificate the daemon presented, after the
+    /// usual verification against the trusted CA.
+    pub(crate) fn certificate_sha256(&self) -> anyhow::Result<String> {
+        use sha2::Digest as _;
+        let response = self
+            .http
+            .get(format!("{}/api/v1/status", self.url))
+            .send()
+            .with_context(|| format!("cannot reach {}", self.url))?;
+        let info = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate().map(<[u8]>::to_vec))
+            .with_context(|| format!("{} presented no certificate", self.url))?;
+        let digest = sha2::Sha256::digest(&info);
+        Ok(digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":"))
     }
 
     pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {

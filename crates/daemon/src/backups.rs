@@ -664,7 +664,9 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, ApplyError> {
             }
         }
     }
-    for leftover in [staging_dir, data_dir.join(FILES_DIR)] {
+    // The web page's verified upload waiting for confirmation does not outlive the daemon.
+    let preview_dir = data_dir.join(crate::web::RESTORE_PREVIEW_DIR);
+    for leftover in [staging_dir, data_dir.join(FILES_DIR), preview_dir] {
         if leftover.exists() {
             std::fs::remove_dir_all(&leftover)
                 .map_err(io_context(format!("removing {}", leftover.display())))?;

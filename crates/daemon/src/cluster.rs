@@ -432,11 +432,27 @@ async fn start(
 /// NTP state as systemd reports it. Without systemd (a development machine) time counts as
 /// not synchronised, which is why tests pass `--assume-time-synchronised`.
 async fn time_synchronised() -> bool {
-    let output = tokio::process::Command::new("timedatectl")
+    matches!(ntp_synchronised().await, Ok(true))
+}
+
+/// How long `timedatectl` gets to answer (it asks systemd-timedated over D-Bus).
+const NTP_QUERY_TIMEOUT_MS: u64 = 3_000;
+
+/// Whether `timedatectl` says the clock is synchronised by NTP, or why it cannot tell.
+pub(crate) async fn ntp_synchronised() -> Result<bool, String> {
+    let query = tokio::process::Command::new("timedatectl")
         .args(["show", "--property=NTPSynchronized", "--value"])
-        .output()
-        .await;
-    matches!(output, Ok(output) if output.status.success() && output.stdout.starts_with(b"yes"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_millis(NTP_QUERY_TIMEOUT_MS), query)
+        .await
+        .map_err(|_| format!("timedatectl did not answer within {NTP_QUERY_TIMEOUT_MS} ms"))?
+        .map_err(|error| format!("timedatectl: {error}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("timedatectl: {}", stderr.trim()));
+    }
+    Ok(output.stdout.starts_with(b"yes"))
 }
 
 async fn dial_loop(

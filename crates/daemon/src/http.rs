@@ -57,6 +57,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/health", get(health))
         .route("/api/v1/cluster/status", get(cluster_status))
+        .route("/api/v1/cluster/member-certificate", get(member_certificate))
+        .route("/api/v1/cluster/join", post(cluster_join))
         .route(
             "/api/v1/upgrade",
             get(upgrade_status)
@@ -982,12 +984,19 @@ fn upgrade_error(error: crate::upgrade_service::UpgradeError) -> ApiError {
 }
 
 async fn upgrade_status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let status = upgrade_status_of(&app).await?;
+    Ok(Json(serde_json::to_value(status).map_err(ApiError::internal)?))
+}
+
+/// The upgrade service's status, read off the async runtime (boot entries are files).
+pub(crate) async fn upgrade_status_of(
+    app: &App,
+) -> Result<crate::upgrade_service::UpgradeStatus, ApiError> {
     let service = app.upgrade.clone();
-    let status = tokio::task::spawn_blocking(move || service.status())
+    tokio::task::spawn_blocking(move || service.status())
         .await
         .map_err(ApiError::internal)?
-        .map_err(upgrade_error)?;
-    Ok(Json(serde_json::to_value(status).map_err(ApiError::internal)?))
+        .map_err(upgrade_error)
 }
 
 /// The image is the request body, streamed: it is checked and written as it arrives and never
@@ -1001,14 +1010,28 @@ async fn upgrade_install(
     use futures_util::TryStreamExt as _;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
+    let image = tokio_util::io::SyncIoBridge::new(reader);
+    let installed =
+        install_upgrade(&app, &admin.name, image, query.allow_downgrade.unwrap_or(false)).await?;
+    if query.reboot.unwrap_or(false) {
+        reboot(&app, &admin.name).await?;
+    }
+    Ok(Json(serde_json::to_value(installed).map_err(ApiError::internal)?))
+}
+
+/// Installs the image read from `image` into the inactive slot (as the API and the web page
+/// do), journaling the outcome; a refusal wrote nothing.
+pub(crate) async fn install_upgrade(
+    app: &App,
+    actor: &str,
+    mut image: impl std::io::Read + Send + 'static,
+    allow_downgrade: bool,
+) -> Result<crate::upgrade_service::InstalledView, ApiError> {
     let service = app.upgrade.clone();
-    let allow_downgrade = query.allow_downgrade.unwrap_or(false);
-    let installed = tokio::task::spawn_blocking(move || {
-        let mut image = tokio_util::io::SyncIoBridge::new(reader);
-        service.install(&mut image, allow_downgrade)
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let installed =
+        tokio::task::spawn_blocking(move || service.install(&mut image, allow_downgrade))
+            .await
+            .map_err(ApiError::internal)?;
     let installed = match installed {
         Ok(installed) => installed,
         Err(error) => {
@@ -1016,7 +1039,7 @@ async fn upgrade_install(
             app.writer.journal(journal_entry(
                 Level::Warning,
                 "upgrade.refused",
-                Some(&admin.name),
+                Some(actor),
                 message,
             ));
             return Err(upgrade_error(error));
@@ -1025,16 +1048,13 @@ async fn upgrade_install(
     app.writer.journal(journal_entry(
         Level::Info,
         "upgrade.installed",
-        Some(&admin.name),
+        Some(actor),
         format!(
             "version {} installed in slot {}; it boots next, on trial",
             installed.version, installed.slot
         ),
     ));
-    if query.reboot.unwrap_or(false) {
-        reboot(&app, &admin.name).await?;
-    }
-    Ok(Json(serde_json::to_value(installed).map_err(ApiError::internal)?))
+    Ok(installed)
 }
 
 async fn upgrade_reboot(
@@ -1045,7 +1065,7 @@ async fn upgrade_reboot(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn reboot(app: &Arc<App>, actor: &str) -> Result<(), ApiError> {
+pub(crate) async fn reboot(app: &App, actor: &str) -> Result<(), ApiError> {
     app.writer.journal(journal_entry(
         Level::Warning,
         "system.reboot",
@@ -1074,6 +1094,83 @@ async fn cluster_status(
     State(app): State<Arc<App>>,
 ) -> Json<crate::cluster::ClusterStatus> {
     Json(app.cluster.status())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberQuery {
+    /// The member's admin URL, `https://address[:port]`.
+    url: String,
+}
+
+/// The API's answer to a join that did not happen or did not finish.
+pub(crate) fn join_error(error: crate::cluster_join::JoinError) -> ApiError {
+    use crate::cluster_join::JoinError as E;
+    let (status, code) = match &error {
+        E::BadUrl => (StatusCode::BAD_REQUEST, "invalid_member_url"),
+        E::NoAddress => (StatusCode::CONFLICT, "no_ipv4_address"),
+        E::AlreadyClustered => (StatusCode::CONFLICT, "already_clustered"),
+        E::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "member_unreachable"),
+        E::FingerprintChanged { .. } => (StatusCode::CONFLICT, "member_certificate_changed"),
+        E::WrongPassword => (StatusCode::UNPROCESSABLE_ENTITY, "member_wrong_password"),
+        E::Member(_) => (StatusCode::UNPROCESSABLE_ENTITY, "member_refused"),
+        E::Local(_) => (StatusCode::UNPROCESSABLE_ENTITY, "join_settings_refused"),
+        E::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "join_refused"),
+        E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "join_timeout"),
+        E::Tls(_) => return ApiError::internal(error),
+    };
+    ApiError::new(status, code, error.to_string())
+}
+
+/// `GET /api/v1/cluster/member-certificate?url=…`: the SHA-256 fingerprint of the certificate
+/// a cluster member presents, to be checked against its Status page before joining through it.
+async fn member_certificate(
+    _: Ready,
+    Query(query): Query<MemberQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let sha256 = crate::cluster_join::member_fingerprint(&query.url).await.map_err(join_error)?;
+    Ok(Json(json!({"member_url": query.url, "sha256": sha256})))
+}
+
+/// `POST /api/v1/cluster/join`: this peer joins the cluster of the member named in the body
+/// (see `cluster_join`), and answers once every link is active.
+async fn cluster_join(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let request: crate::cluster_join::JoinRequest =
+        serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
+    let joined = run_join(&app, &admin.name, &request).await?;
+    Ok(Json(serde_json::to_value(joined).map_err(ApiError::internal)?))
+}
+
+/// A join as the API and the web page run it, with its outcome in the Event Log.
+pub(crate) async fn run_join(
+    app: &App,
+    actor: &str,
+    request: &crate::cluster_join::JoinRequest,
+) -> Result<crate::cluster_join::Joined, ApiError> {
+    match crate::cluster_join::join(app, actor, request).await {
+        Ok(joined) => {
+            app.writer.journal(journal_entry(
+                Level::Info,
+                "cluster.joined",
+                Some(actor),
+                format!("joined the cluster through {}", request.member_url),
+            ));
+            Ok(joined)
+        }
+        Err(error) => {
+            app.writer.journal(journal_entry(
+                Level::Warning,
+                "cluster.join_failed",
+                Some(actor),
+                format!("joining through {} failed: {error}", request.member_url),
+            ));
+            Err(join_error(error))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1367,7 +1464,17 @@ async fn create_backup(
     } else {
         serde_json::from_slice(&body).map_err(|error| body_error(&error))?
     };
-    if request.password.as_deref() == Some("") {
+    backup_download(&app, &admin.name, request.password).await
+}
+
+/// A backup streamed as a download (`Content-Disposition: attachment`), for the API and the
+/// web page alike. `password`: encrypt it; an empty one is refused.
+pub(crate) async fn backup_download(
+    app: &App,
+    actor: &str,
+    password: Option<String>,
+) -> Result<Response, ApiError> {
+    if password.as_deref() == Some("") {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_fields",
@@ -1375,10 +1482,10 @@ async fn create_backup(
             "must not be empty; leave it out for an unencrypted backup",
         ));
     }
-    let serial = serial(&app)?;
+    let serial = serial(app)?;
     let created_at_ms = now_ms();
     let operation = app.operations.begin("backup", created_at_ms).ok_or_else(busy)?;
-    let encrypted = request.password.is_some();
+    let encrypted = password.is_some();
     let file_name =
         backup::file_name(crate::version::software_version(), &serial, created_at_ms, encrypted);
     let (queue, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(
@@ -1387,13 +1494,14 @@ async fn create_backup(
     let data_dir = app.data_dir.clone();
     let writer = app.writer.clone();
     let name = file_name.clone();
+    let actor = actor.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut output = crate::backups::ChannelWriter::new(queue);
         let result = crate::backups::write_backup_of(
             &data_dir,
             &serial,
             created_at_ms,
-            request.password.as_deref(),
+            password.as_deref(),
             &mut output,
             &operation,
         )
@@ -1406,7 +1514,7 @@ async fn create_backup(
                 writer.journal(journal_entry(
                     Level::Info,
                     "backup.created",
-                    Some(&admin.name),
+                    Some(&actor),
                     format!(
                         "backup {name} created ({} bytes of data{})",
                         manifest.members_size_bytes(),
@@ -1420,7 +1528,7 @@ async fn create_backup(
                 writer.journal(journal_entry(
                     Level::Error,
                     "backup.failed",
-                    Some(&admin.name),
+                    Some(&actor),
                     format!("backup {name} failed: {message}"),
                 ));
                 operation.finish(Err(message.clone()));
@@ -1482,37 +1590,21 @@ async fn restore(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    let refuse = |error: ApiError| {
-        app.writer.journal(journal_entry(
-            if error.status.is_server_error() { Level::Error } else { Level::Warning },
-            if error.status.is_server_error() { "restore.failed" } else { "restore.refused" },
-            Some(&admin.name),
-            format!("restore not applied: {}", error.message),
-        ));
-        error
-    };
     let password = match headers.get(crate::backups::PASSWORD_HEADER) {
         None => None,
         Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
-            refuse(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_header",
-                "the backup password header must be visible ASCII",
-            ))
+            refused_restore(
+                &app,
+                &admin.name,
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_header",
+                    "the backup password header must be visible ASCII",
+                ),
+            )
         })?),
     };
-    let serial = serial(&app).map_err(refuse)?;
-    let started_ms = now_ms();
-    let operation = app.operations.begin("restore", started_ms).ok_or_else(busy)?;
-    if app.writer.cluster_settings().borrow().is_clustered() {
-        let error = ApiError::new(
-            StatusCode::CONFLICT,
-            "restore_clustered",
-            StoreError::Clustered.to_string(),
-        );
-        operation.finish(Err(error.message.clone()));
-        return Err(refuse(error));
-    }
+    let operation = begin_restore(&app, &admin.name)?;
     let reader = crate::backups::BodyReader::new(
         tokio::runtime::Handle::current(),
         body,
@@ -1520,6 +1612,54 @@ async fn restore(
     );
     let over_limit = reader.over_limit.clone();
     let staging_dir = app.data_dir.join(crate::backups::STAGING_DIR);
+    let (staged, operation) =
+        stage_restore(&app, &admin.name, operation, reader, over_limit, password, staging_dir)
+            .await?;
+    let applied = apply_restore(&app, &admin.name, &staged, operation).await?;
+    Ok(Json(applied))
+}
+
+/// Records a refused or failed restore in the Event Log and hands the error back.
+fn refused_restore(app: &App, actor: &str, error: ApiError) -> ApiError {
+    app.writer.journal(journal_entry(
+        if error.status.is_server_error() { Level::Error } else { Level::Warning },
+        if error.status.is_server_error() { "restore.failed" } else { "restore.refused" },
+        Some(actor),
+        format!("restore not applied: {}", error.message),
+    ));
+    error
+}
+
+fn clustered_restore() -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "restore_clustered", StoreError::Clustered.to_string())
+}
+
+/// Takes the single backup/restore slot for a restore, refusing one on a clustered peer or a
+/// machine without a serial (nothing is read or changed then).
+pub(crate) fn begin_restore(app: &App, actor: &str) -> Result<crate::backups::Operation, ApiError> {
+    serial(app).map_err(|error| refused_restore(app, actor, error))?;
+    let operation = app.operations.begin("restore", now_ms()).ok_or_else(busy)?;
+    if app.writer.cluster_settings().borrow().is_clustered() {
+        let error = clustered_restore();
+        operation.finish(Err(error.message.clone()));
+        return Err(refused_restore(app, actor, error));
+    }
+    Ok(operation)
+}
+
+/// Reads, verifies and stages an archive into `staging_dir` (see `backup::stage_restore`):
+/// nothing else changes. `over_limit` is set by a reader that stopped at the size limit.
+/// On a refusal the operation is finished and the refusal journaled.
+pub(crate) async fn stage_restore(
+    app: &App,
+    actor: &str,
+    operation: crate::backups::Operation,
+    reader: impl std::io::Read + Send + 'static,
+    over_limit: Arc<std::sync::atomic::AtomicBool>,
+    password: Option<String>,
+    staging_dir: std::path::PathBuf,
+) -> Result<(backup::Staged, crate::backups::Operation), ApiError> {
+    let serial = serial(app).map_err(|error| refused_restore(app, actor, error))?;
     let (staged, operation) = tokio::task::spawn_blocking(move || {
         let staged = backup::stage_restore(
             reader,
@@ -1533,8 +1673,8 @@ async fn restore(
     })
     .await
     .map_err(ApiError::internal)?;
-    let staged = match staged {
-        Ok(staged) => staged,
+    match staged {
+        Ok(staged) => Ok((staged, operation)),
         Err(error) => {
             let api_error = if over_limit.load(std::sync::atomic::Ordering::SeqCst) {
                 ApiError::new(
@@ -1549,29 +1689,33 @@ async fn restore(
                 restore_error(&error)
             };
             operation.finish(Err(api_error.message.clone()));
-            return Err(refuse(api_error));
+            Err(refused_restore(app, actor, api_error))
         }
-    };
-    let applied =
-        crate::backups::apply(&app.writer, &app.data_dir, &staged, &admin.name, now_ms()).await;
+    }
+}
+
+/// Applies a staged restore to the running daemon and reloads the TLS identity; the answer
+/// the API gives. Refused (nothing changed) if this peer has joined a cluster meanwhile.
+pub(crate) async fn apply_restore(
+    app: &App,
+    actor: &str,
+    staged: &backup::Staged,
+    operation: crate::backups::Operation,
+) -> Result<Value, ApiError> {
+    let applied = crate::backups::apply(&app.writer, &app.data_dir, staged, actor, now_ms()).await;
     let applied = match applied {
         Ok(applied) => applied,
         Err(crate::backups::ApplyError::Store(StoreError::Clustered)) => {
-            let error = ApiError::new(
-                StatusCode::CONFLICT,
-                "restore_clustered",
-                StoreError::Clustered.to_string(),
-            );
+            let error = clustered_restore();
             operation.finish(Err(error.message.clone()));
-            return Err(refuse(error));
+            return Err(refused_restore(app, actor, error));
         }
         Err(error) => {
             operation.finish(Err(error.to_string()));
-            return Err(refuse(ApiError::internal(error)));
+            return Err(refused_restore(app, actor, ApiError::internal(error)));
         }
     };
     let manifest = staged.manifest().clone();
-    drop(staged);
     // The restored certificates record and TLS files take effect for new connections.
     let state = app.writer.state().await?;
     let certificates = match state.list(RecordKind::Certificates).next() {
@@ -1587,11 +1731,11 @@ async fn restore(
         }
     }
     operation.finish(Ok(()));
-    Ok(Json(json!({
+    Ok(json!({
         "message": "restored",
         "manifest": manifest,
         "safety_database": applied.safety_database,
         "safety_files_dir": applied.safety_files_dir,
         "files": applied.files,
-    })))
+    }))
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backups;
 pub mod bridge_host;
 pub mod cluster;
+pub mod cluster_join;
 pub mod http;
 pub mod openapi;
 pub mod platform_service;

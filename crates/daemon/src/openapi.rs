@@ -174,6 +174,8 @@ pub fn document() -> Value {
         "/api/v1/backups": {"post": backup_operation()},
         "/api/v1/backups/progress": {"get": operation("The running (or last) backup or restore: `{operation: {operation, running, done_bytes, total_bytes, started_ms, outcome}}`".into(), "200", false)},
         "/api/v1/restore": {"post": restore_operation()},
+        "/api/v1/cluster/member-certificate": {"get": operation("`?url=https://member`: the SHA-256 fingerprint of the certificate a cluster member presents, `{member_url, sha256}`, to check against its Status page before joining through it".into(), "200", false)},
+        "/api/v1/cluster/join": {"post": operation("This peer joins the cluster of a member: `{member_url, password, pre_shared_key, member_certificate_sha256}` (the cluster's administrator password; only that certificate is accepted from the member). A standalone member founds the cluster first. Answers `{founded, other_members, status}` once every link is active; refusals (`member_certificate_changed`, `member_wrong_password`, `join_refused`, …) name the reason".into(), "200", true)},
     });
     if let Value::Object(fixed) = fixed {
         paths.extend(fixed);

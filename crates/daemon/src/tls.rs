@@ -119,3 +119,35 @@ pub fn configured_identity(
         _ => server_config(files),
     }
 }
+
+/// The SHA-256 fingerprint (`AB:CD:…`) of the certificate the admin listener presents: the
+/// `certificates` record's when it loads (as [`configured_identity`] chooses), else the one
+/// made on first start. Operators compare it when another peer or a browser first connects.
+pub fn presented_fingerprint(
+    files: &TlsFiles,
+    certificates: Option<&model::record::Certificates>,
+) -> anyhow::Result<String> {
+    let pem = match certificates {
+        Some(c)
+            if !c.server_certificate_pem.is_empty()
+                && server_config_from_pem(&c.server_certificate_pem, &c.server_private_key_pem)
+                    .is_ok() =>
+        {
+            c.server_certificate_pem.clone()
+        }
+        _ => std::fs::read_to_string(files.certificate())
+            .with_context(|| format!("reading {}", files.certificate().display()))?,
+    };
+    let first = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .context("no certificate in the PEM text")?
+        .context("the certificate is not PEM")?;
+    Ok(fingerprint(&first))
+}
+
+/// SHA-256 of a DER certificate as upper-case hex pairs joined by colons, as browsers show it.
+pub fn fingerprint(certificate_der: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(certificate_der);
+    digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
+}

@@ -165,7 +165,8 @@ async fn list_body(
         body.push_str("</tbody></table>");
     }
     let _ = write!(body, "<h2>Add</h2>");
-    let fields = forms::fields(kind);
+    let mut fields = forms::fields(kind);
+    forms::fill_references(app, &mut fields).await?;
     let action = format!("/configuration/{collection}");
     body.push_str(&forms::render_form(user, &action, &fields, add_values, error, false, "Add"));
     Ok(body)
@@ -220,6 +221,7 @@ async fn create(
 
 fn edit_body(
     user: &WebUser,
+    fields: &[forms::Field],
     kind: RecordKind,
     name: &str,
     values: &Values<'_>,
@@ -232,8 +234,7 @@ fn edit_body(
         body.push_str(&saved_note(&format!("{name} saved.")));
     }
     let href = format!("/configuration/{}/{}", kind.collection(), url_encode(name));
-    let fields = forms::fields(kind);
-    body.push_str(&forms::render_form(user, &href, &fields, values, error, true, "Save"));
+    body.push_str(&forms::render_form(user, &href, fields, values, error, true, "Save"));
     let _ = write!(
         body,
         "<p><a href=\"/configuration/{}\">Back to {}</a> · \
@@ -259,8 +260,19 @@ async fn edit_page(
         Ok(None) => return not_found(&user),
         Err(error) => return super::error_page(Some(&user), &error),
     };
-    let body =
-        edit_body(&user, kind, &name, &Values::Record(&record), None, query.saved().is_some());
+    let mut fields = forms::fields(kind);
+    if let Err(error) = forms::fill_references(&app, &mut fields).await {
+        return super::error_page(Some(&user), &error);
+    }
+    let body = edit_body(
+        &user,
+        &fields,
+        kind,
+        &name,
+        &Values::Record(&record),
+        None,
+        query.saved().is_some(),
+    );
     page(&format!("{}: {name}", title(kind)), Some(&user), &body).into_response()
 }
 
@@ -286,8 +298,19 @@ async fn save(
     match saved {
         Ok(()) => see_other(&format!("/configuration/{collection}/{}?saved=1", url_encode(&name))),
         Err(error) => {
-            let body =
-                edit_body(&user, kind, &name, &Values::Submitted(&form), Some(&error), false);
+            let mut fields = fields;
+            if let Err(error) = forms::fill_references(&app, &mut fields).await {
+                return super::error_page(Some(&user), &error);
+            }
+            let body = edit_body(
+                &user,
+                &fields,
+                kind,
+                &name,
+                &Values::Submitted(&form),
+                Some(&error),
+                false,
+            );
             (error.status(), page(&format!("{}: {name}", title(kind)), Some(&user), &body))
                 .into_response()
         }

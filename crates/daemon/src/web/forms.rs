@@ -27,6 +27,41 @@ pub(crate) enum Input {
     Json,
     /// Write-only: never shown, kept when left empty.
     Secret,
+    /// Names of existing records of `target` to choose from (filled by [`fill_references`]);
+    /// `many`: an ordered list, one select per position.
+    Reference {
+        target: RecordKind,
+        many: bool,
+        options: Vec<String>,
+    },
+}
+
+/// Fields that name other records, chosen from the existing ones rather than typed.
+fn reference(kind: RecordKind, field: &str) -> Option<(RecordKind, bool)> {
+    match (kind, field) {
+        (RecordKind::BridgePool, "bridges") => Some((RecordKind::Bridge, true)),
+        (RecordKind::ServicePreference, "pools") => Some((RecordKind::BridgePool, true)),
+        (RecordKind::ConferenceTemplate, "service_preference") => {
+            Some((RecordKind::ServicePreference, false))
+        }
+        (RecordKind::ConferenceAlias, "template") => Some((RecordKind::ConferenceTemplate, false)),
+        _ => None,
+    }
+}
+
+/// Extra selects after the chosen entries of a list reference, so one more can be added.
+const REFERENCE_SLOTS_SPARE: usize = 2;
+
+/// Reads the names each reference field offers (records of its target kind, in name order).
+pub(crate) async fn fill_references(app: &http::App, fields: &mut [Field]) -> Result<(), ApiError> {
+    for field in fields.iter_mut() {
+        if let Input::Reference { target, options, .. } = &mut field.input {
+            let kind = *target;
+            let records = app.readers.read(move |conn| Ok(projections::list(conn, kind)?)).await?;
+            *options = records.iter().map(|record| record.name().to_owned()).collect();
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +150,8 @@ pub(crate) fn fields(kind: RecordKind) -> Vec<Field> {
         }
         let input = if is_secret(kind, name) {
             Input::Secret
+        } else if let Some((target, many)) = reference(kind, name) {
+            Input::Reference { target, many, options: Vec::new() }
         } else if let Some(choices) = choices(property) {
             Input::Select(choices)
         } else {
@@ -200,6 +237,22 @@ impl Values<'_> {
                     (_, other) => scalar_text(other),
                 }
             }
+        }
+    }
+
+    /// Every value of a list field, in order.
+    fn items(&self, field: &Field) -> Vec<String> {
+        match self {
+            Values::Empty => Vec::new(),
+            Values::Submitted(form) => form
+                .iter()
+                .filter(|(name, value)| name == &field.name && !value.trim().is_empty())
+                .map(|(_, value)| value.trim().to_owned())
+                .collect(),
+            Values::Record(record) => record[&field.name]
+                .as_array()
+                .map(|items| items.iter().map(scalar_text).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -297,6 +350,51 @@ pub(crate) fn render_field(
             }
             html.push_str("</select>");
         }
+        Input::Reference { target, many: false, options } => {
+            let current = values.text(field);
+            let _ = write!(
+                html,
+                "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
+                esc(&field.label)
+            );
+            reference_options(html, options, &current, "(choose)");
+            html.push_str("</select>");
+            if options.is_empty() {
+                let _ = write!(
+                    html,
+                    "<p class=\"hint\">There are no {} yet: add one first.</p>",
+                    esc(&target.collection().replace('-', " "))
+                );
+            }
+        }
+        Input::Reference { target, many: true, options } => {
+            let chosen = values.items(field);
+            let _ = write!(
+                html,
+                "<fieldset id=\"{id}\"{described}><legend>{}</legend>",
+                esc(&field.label)
+            );
+            let singular = field.label.trim_end_matches('s');
+            for index in 0..chosen.len() + REFERENCE_SLOTS_SPARE {
+                let current = chosen.get(index).map_or("", String::as_str);
+                let _ = write!(
+                    html,
+                    "<label for=\"{id}-{0}\">{1} {0}</label><select id=\"{id}-{0}\" name=\"{name}\"{invalid_attr}>",
+                    index + 1,
+                    esc(singular)
+                );
+                reference_options(html, options, current, "(none)");
+                html.push_str("</select>");
+            }
+            html.push_str("</fieldset>");
+            if options.is_empty() {
+                let _ = write!(
+                    html,
+                    "<p class=\"hint\">There are no {} yet: add them first.</p>",
+                    esc(&target.collection().replace('-', " "))
+                );
+            }
+        }
         Input::TextArea | Input::Json => {
             let _ = write!(
                 html,
@@ -339,6 +437,24 @@ pub(crate) fn render_field(
         let _ = write!(html, "<p class=\"hint\">{}</p>", esc(hint));
     }
     html.push_str("</div></div>");
+}
+
+/// A reference select's options: "(none)", the existing names, and the current value even if
+/// its record is gone (a concurrent removal elsewhere can leave it dangling).
+fn reference_options(html: &mut String, options: &[String], current: &str, empty_label: &str) {
+    let none_selected = if current.is_empty() { " selected" } else { "" };
+    let _ = write!(html, "<option value=\"\"{none_selected}>{empty_label}</option>");
+    for option in options {
+        let selected = if option == current { " selected" } else { "" };
+        let _ = write!(html, "<option value=\"{0}\"{selected}>{0}</option>", esc(option));
+    }
+    if !current.is_empty() && !options.iter().any(|option| option == current) {
+        let _ = write!(
+            html,
+            "<option value=\"{0}\" selected>{0} (no longer exists)</option>",
+            esc(current)
+        );
+    }
 }
 
 /// A whole record form posting to `action`.
@@ -444,7 +560,15 @@ pub(crate) fn body_from_form(
                     Err(error) => problem(&field.name, &format!("is not valid JSON: {error}")),
                 }
             }
-            Input::Text | Input::TextArea | Input::Select(_) => {
+            Input::Reference { many: true, .. } => {
+                let items = form
+                    .iter()
+                    .filter(|(key, value)| key == &field.name && !value.trim().is_empty())
+                    .map(|(_, value)| Value::String(value.trim().to_owned()))
+                    .collect();
+                body.insert(name, Value::Array(items));
+            }
+            Input::Text | Input::TextArea | Input::Select(_) | Input::Reference { .. } => {
                 // An empty field is left out: the record's default applies, or the model
                 // names the field as missing.
                 if text.is_empty() {

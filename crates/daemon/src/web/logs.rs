@@ -172,7 +172,7 @@ async fn config_entries(
 }
 
 /// The fields that differ between two versions of a record, as `field: old → new`.
-fn diff(before: Option<&Value>, after: Option<&Value>) -> String {
+pub(super) fn diff(before: Option<&Value>, after: Option<&Value>) -> String {
     let empty = serde_json::Map::new();
     let before_map = before.and_then(Value::as_object).unwrap_or(&empty);
     let after_map = after.and_then(Value::as_object).unwrap_or(&empty);

@@ -6,11 +6,14 @@
 //! Sessions are the API's (`auth::Sessions`, same idle timeout) carried in a cookie that is
 //! `Secure; HttpOnly; SameSite=Strict`. Every POST from a signed-in page must carry the
 //! session's CSRF token; one without it (or with a wrong one) is refused with 403 before
-//! anything is read or changed. No JavaScript: plain links, forms and buttons.
+//! anything is read or changed. No JavaScript is needed: plain links, forms and buttons; one
+//! small script only adds upload progress bars to the Maintenance uploads.
 
 mod conference;
 mod forms;
+mod join;
 mod logs;
+mod maintenance;
 mod status;
 mod system;
 
@@ -19,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 use eventlog::Level;
 use model::Scope;
 use std::fmt::Write as _;
@@ -27,6 +30,8 @@ use std::sync::Arc;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "baton_session";
+/// Where the Backup page keeps a verified upload until the operator confirms the restore.
+pub const RESTORE_PREVIEW_DIR: &str = maintenance::PREVIEW_DIR;
 /// Name of the hidden form field carrying the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
 /// Largest form body; the biggest legitimate one is a certificates page.
@@ -48,9 +53,20 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(system::routes())
         .merge(conference::routes())
         .merge(logs::routes())
+        .merge(maintenance::routes())
+        .merge(join::routes())
         .layer(DefaultBodyLimit::max(FORM_BYTES_MAX))
+        .layer(Extension(Arc::new(WebState::default())))
         .layer(tower::limit::ConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         .with_state(app)
+}
+
+/// What the pages keep between requests besides the sessions: a restore waiting for its
+/// confirmation, a cluster member whose certificate the operator has yet to confirm.
+#[derive(Default)]
+pub(crate) struct WebState {
+    pending_restore: std::sync::Mutex<Option<maintenance::PendingRestore>>,
+    pending_join: std::sync::Mutex<Option<join::PendingJoin>>,
 }
 
 /// A form body as name/value pairs, in order (repeated names kept).
@@ -131,6 +147,14 @@ const NAV: &[(&str, &[(&str, &str)])] = &[
             ("Location addresses", "/configuration/location-addresses"),
             ("Policy service", "/system/policy-service"),
             ("Conferences", "/conferences"),
+        ],
+    ),
+    (
+        "Maintenance",
+        &[
+            ("Backup and restore", "/maintenance/backup"),
+            ("Upgrade", "/maintenance/upgrade"),
+            ("Restart options", "/maintenance/restart"),
         ],
     ),
     (

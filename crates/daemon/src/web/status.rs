@@ -19,10 +19,11 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
             let conferences = projections::list(conn, RecordKind::Conference)?;
             let maintenance = projections::list(conn, RecordKind::Maintenance)?;
             let system_name = projections::list(conn, RecordKind::SystemName)?;
-            Ok((log_position, bridges, conferences, maintenance, system_name))
+            let certificates = projections::list(conn, RecordKind::Certificates)?;
+            Ok((log_position, bridges, conferences, maintenance, system_name, certificates))
         })
         .await;
-    let (log_position, bridges, conferences, maintenance, system_name) = match read {
+    let (log_position, bridges, conferences, maintenance, system_name, certificates) = match read {
         Ok(read) => read,
         Err(error) => return super::error_page(Some(&user), &ApiError::from(error)),
     };
@@ -44,6 +45,13 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
         ("Product", "Baton".to_owned()),
         ("Version", crate::version::software_version().to_owned()),
         ("System name", host_name.unwrap_or_else(|| "(not set)".to_owned())),
+        (
+            "Hardware serial",
+            match &app.hardware_serial {
+                Ok(serial) => serial.clone(),
+                Err(problem) => format!("unknown ({problem})"),
+            },
+        ),
         ("Peer id", app.writer.peer_id().to_hex()),
         ("Started", http::format_ms(app.started_ms)),
         (
@@ -56,6 +64,19 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
     for (label, value) in rows {
         let _ = write!(body, "<tr><th scope=\"row\">{label}</th><td>{}</td></tr>", esc(&value));
     }
+    let certificates = certificates.iter().find_map(|record| match record {
+        Record::Certificates(certificates) => Some(certificates),
+        _ => None,
+    });
+    let fingerprint = crate::tls::presented_fingerprint(&app.tls_files, certificates)
+        .unwrap_or_else(|error| format!("unknown ({error:#})"));
+    let _ = write!(
+        body,
+        "<tr><th scope=\"row\">HTTPS certificate SHA-256 fingerprint</th>\
+         <td><code id=\"certificate-fingerprint\">{}</code><p class=\"hint\">A peer joining the \
+         cluster through this one shows this fingerprint; check that they match.</p></td></tr>",
+        esc(&fingerprint)
+    );
     body.push_str("</tbody></table>");
 
     let cluster = app.cluster.status();

@@ -106,6 +106,7 @@ fn setting_body(
     values: &Values<'_>,
     error: Option<&ApiError>,
     saved: bool,
+    live_state: &str,
 ) -> String {
     let mut body = String::new();
     body.push_str(scope_note(kind.scope()));
@@ -113,6 +114,7 @@ fn setting_body(
     if !intro.is_empty() {
         let _ = write!(body, "<p>{}</p>", esc(intro));
     }
+    body.push_str(live_state);
     if saved {
         body.push_str(&saved_note(&format!("{} saved.", title(kind))));
     }
@@ -120,6 +122,22 @@ fn setting_body(
     let action = format!("/system/{}", kind.collection());
     body.push_str(&forms::render_form(user, &action, &fields, values, error, false, "Save"));
     body
+}
+
+/// What the machine says now about a setting, shown above its form: the NTP synchronisation
+/// state on the Time page (the same `timedatectl` reading clustering requires).
+async fn live_state(kind: RecordKind) -> String {
+    if kind != RecordKind::Ntp {
+        return String::new();
+    }
+    let state = match crate::cluster::ntp_synchronised().await {
+        Ok(true) => "<span class=\"ok\">Synchronised</span>".to_owned(),
+        Ok(false) => "<span class=\"bad\">Not synchronised</span>: clustering waits until the \
+             clock is synchronised."
+            .to_owned(),
+        Err(problem) => format!("<span class=\"bad\">Unknown</span> ({})", esc(&problem)),
+    };
+    format!("<p id=\"ntp-state\" role=\"status\">NTP synchronisation: {state}</p>")
 }
 
 async fn setting_page(
@@ -134,7 +152,8 @@ async fn setting_page(
         Err(error) => return super::error_page(Some(&user), &error),
     };
     let values = current.as_ref().map_or(Values::Empty, Values::Record);
-    let body = setting_body(&user, kind, &values, None, query.saved.is_some());
+    let live_state = live_state(kind).await;
+    let body = setting_body(&user, kind, &values, None, query.saved.is_some(), &live_state);
     page(&title(kind), Some(&user), &body).into_response()
 }
 
@@ -162,7 +181,15 @@ async fn save_setting(
     match saved {
         Ok(()) => see_other(&format!("/system/{}?saved=1", kind.collection())),
         Err(error) => {
-            let body = setting_body(&user, kind, &Values::Submitted(&form), Some(&error), false);
+            let live_state = live_state(kind).await;
+            let body = setting_body(
+                &user,
+                kind,
+                &Values::Submitted(&form),
+                Some(&error),
+                false,
+                &live_state,
+            );
             (error.status(), page(&title(kind), Some(&user), &body)).into_response()
         }
     }
@@ -213,7 +240,7 @@ pub(super) fn peer_lines(status: &crate::cluster::ClusterStatus) -> String {
     html
 }
 
-fn clustering_body(
+pub(super) fn clustering_body(
     user: &WebUser,
     app: &App,
     stored: Option<&Value>,
@@ -301,8 +328,13 @@ fn clustering_body(
         );
     }
     body.push_str("<button type=\"submit\">Save</button></form>");
+    // Offered until this peer belongs to a cluster, so a join refused (a mistyped key) can be
+    // tried again.
+    if status.cluster_id.is_none() {
+        body.push_str(&super::join::join_form(user, "", None));
+    }
     body.push_str(
-        "<h2>Joining a cluster</h2><ol>\
+        "<h2>Joining a cluster peer by peer</h2><ol>\
          <li>On the new peer, set IP, DNS, system name, Time (NTP) and the licence first, and \
          change the factory password.</li>\
          <li>To found a cluster, on its first peer enter a pre-shared key and only this \

@@ -68,6 +68,12 @@ impl Browser {
         self.send(Method::POST, path, form).await
     }
 
+    async fn post_pairs(&mut self, path: &str, form: &[(String, String)]) -> Page {
+        let pairs: Vec<(&str, &str)> =
+            form.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        self.send(Method::POST, path, &pairs).await
+    }
+
     /// The CSRF token of the page at `path`.
     async fn csrf(&mut self, path: &str) -> String {
         let page = self.get(path).await;
@@ -337,4 +343,193 @@ async fn peer_local_pages_say_so_and_the_clustering_page_shows_this_system() {
     assert_eq!(page.status, StatusCode::OK);
     let page = browser.get("/logs/events?level=loud").await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_are_chosen_from_existing_records_in_order() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    // Without bridges the pool form says to add one first.
+    let page = browser.get("/configuration/bridge-pools").await;
+    assert!(page.body.contains("There are no bridges yet"), "{}", page.body);
+    for name in ["mcu-1", "mcu-2"] {
+        let bridge = serde_json::json!({
+            "name": name, "bridge_type": "mcu", "address": "127.0.0.9", "username": "api",
+            "capacity_ports": 20,
+        });
+        let (status, body) = daemon.call(Method::POST, "/api/v1/bridges", Some(bridge)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let page = browser.get("/configuration/bridge-pools").await;
+    assert!(
+        page.body.contains("<label for=\"field-bridges-1\">Bridge 1</label><select id=\"field-bridges-1\" name=\"bridges\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<option value=\"mcu-2\">mcu-2</option>"), "{}", page.body);
+
+    // The order of the selects is the list's order; empty ones are left out.
+    let csrf = browser.csrf("/configuration/bridge-pools").await;
+    let page = browser
+        .post(
+            "/configuration/bridge-pools",
+            &[
+                ("csrf", &csrf),
+                ("name", "pool-1"),
+                ("bridge_type", "mcu"),
+                ("bridges", "mcu-2"),
+                ("bridges", ""),
+                ("bridges", "mcu-1"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let (_, pool) = daemon.call(Method::GET, "/api/v1/bridge-pools/pool-1", None).await;
+    assert_eq!(pool["bridges"], serde_json::json!(["mcu-2", "mcu-1"]));
+    let page = browser.get("/configuration/bridge-pools/pool-1").await;
+    assert!(page.body.contains("<option value=\"mcu-2\" selected>"), "{}", page.body);
+    // Two spare selects after the chosen entries, to add more.
+    assert!(page.body.contains("id=\"field-bridges-4\""), "{}", page.body);
+
+    // A single reference: the template's service preference.
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            "/api/v1/service-preferences",
+            Some(serde_json::json!({"name": "pref-1", "bridge_type": "mcu", "pools": ["pool-1"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let page = browser.get("/configuration/conference-templates").await;
+    assert!(
+        page.body.contains("<select id=\"field-service_preference\" name=\"service_preference\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<option value=\"pref-1\">pref-1</option>"), "{}", page.body);
+    // A name that is not a record is still refused by the model (the select is no rule).
+    let page = browser
+        .post(
+            "/configuration/conference-templates",
+            &[
+                ("csrf", &csrf),
+                ("name", "meeting"),
+                ("conference_type", "meeting"),
+                ("service_preference", "no-such-preference"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.body);
+    assert!(page.body.contains("no-such-preference (no longer exists)"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_form_shows_the_members_fingerprint_and_a_refused_join_changes_nothing() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    let page = browser.get("/system/clustering").await;
+    for id in ["join-member-url", "join-password", "join-key"] {
+        assert!(page.body.contains(&format!("<label for=\"{id}\">")), "{id} has no label");
+    }
+    let csrf = browser.csrf("/system/clustering").await;
+    let join = |url: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("member_url".to_owned(), url.to_owned()),
+            ("password".to_owned(), NEW_PASSWORD.to_owned()),
+            ("pre_shared_key".to_owned(), "a long pre-shared key".to_owned()),
+        ]
+    };
+    let page = browser.post_pairs("/system/clustering/join", &join("http://127.0.0.1")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert!(page.body.contains("must look like https://"), "{}", page.body);
+    let page = browser.post_pairs("/system/clustering/join", &join("https://127.0.0.1:1")).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    assert!(page.body.contains("cannot be reached"), "{}", page.body);
+
+    // This daemon stands in for the member: the page shows the fingerprint Status shows.
+    let status = browser.get("/status").await.body;
+    let marker = "<code id=\"certificate-fingerprint\">";
+    let start = status.find(marker).unwrap() + marker.len();
+    let fingerprint = status[start..].split('<').next().unwrap().to_owned();
+    let page = browser.post_pairs("/system/clustering/join", &join(&daemon.url)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains(&format!(
+            "<code id=\"member-fingerprint\" class=\"fingerprint\">{fingerprint}</code>"
+        )),
+        "{}",
+        page.body
+    );
+    let marker = "name=\"id\" value=\"";
+    let start = page.body.find(marker).unwrap() + marker.len();
+    let id = page.body[start..].split('"').next().unwrap().to_owned();
+    let confirm =
+        |id: &str| vec![("csrf".to_owned(), csrf.clone()), ("id".to_owned(), id.to_owned())];
+    let page = browser.post_pairs("/system/clustering/join/confirm", &confirm("not-the-id")).await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    // Confirmed, but this peer has no IPv4 address: refused before anything is changed.
+    let page = browser.post_pairs("/system/clustering/join/confirm", &confirm(&id)).await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    assert!(page.body.contains("Not joined: this peer has no IPv4 address yet"), "{}", page.body);
+    let (status, _) = daemon.call(Method::GET, "/api/v1/cluster", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The check is used up.
+    let page = browser.post_pairs("/system/clustering/join/confirm", &confirm(&id)).await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(page.body.contains("no longer waiting"), "{}", page.body);
+}
+
+/// Every visible form control on the main pages has a label naming it (`<label for=id>`), so
+/// screen readers announce it and a click on the label reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_form_control_has_a_label() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    let pages = [
+        "/status",
+        "/password",
+        "/system/clustering",
+        "/system/ntp",
+        "/system/certificates",
+        "/configuration/bridges",
+        "/configuration/bridge-pools",
+        "/configuration/service-preferences",
+        "/configuration/conference-templates",
+        "/configuration/conference-aliases",
+        "/maintenance/backup",
+        "/maintenance/upgrade",
+        "/maintenance/restart",
+        "/maintenance/reboot",
+        "/logs/events",
+        "/logs/configuration",
+        "/history",
+    ];
+    for path in pages {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        let mut controls = 0;
+        for tag in ["<input", "<select", "<textarea"] {
+            for (start, _) in page.body.match_indices(tag) {
+                let element = &page.body[start..];
+                let element = &element[..element.find('>').unwrap()];
+                if element.contains("type=\"hidden\"") {
+                    continue;
+                }
+                controls += 1;
+                let id = element
+                    .split("id=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_else(|| panic!("{path}: a control without an id: {element}"));
+                assert!(
+                    page.body.contains(&format!("<label for=\"{id}\"")),
+                    "{path}: no label for {element}"
+                );
+            }
+        }
+        let forms_expected =
+            !matches!(path, "/status" | "/maintenance/restart" | "/maintenance/reboot");
+        assert!(controls > 0 || !forms_expected, "{path} has no form controls");
+    }
 }
