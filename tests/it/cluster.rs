@@ -418,18 +418,20 @@ fn batonctl_joins_a_peer_in_one_step() {
 fn the_join_endpoint_pins_the_members_certificate_and_refusals_change_nothing() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let port = free_port().unwrap();
-    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]);
-    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]);
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]).unwrap();
     let pem = std::fs::read(a.daemon.data_dir.join("tls/server.pem")).unwrap();
     let der: rustls::pki_types::CertificateDer<'_> =
         rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
     let fingerprint = baton_tests::sha256_fingerprint(&der);
 
-    let (status, answer) = b.call(
-        reqwest::Method::GET,
-        &format!("/api/v1/cluster/member-certificate?url={}", a.daemon.url),
-        None,
-    );
+    let (status, answer) = b
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/cluster/member-certificate?url={}", a.daemon.url),
+            None,
+        )
+        .unwrap();
     assert_eq!((status, answer["sha256"].as_str()), (200, Some(fingerprint.as_str())), "{answer}");
 
     let join = |password: &str, url: &str, sha256: &str| {
@@ -437,7 +439,7 @@ fn the_join_endpoint_pins_the_members_certificate_and_refusals_change_nothing() 
             "member_url": url, "password": password, "pre_shared_key": KEY,
             "member_certificate_sha256": sha256,
         });
-        b.call(reqwest::Method::POST, "/api/v1/cluster/join", Some(body))
+        b.call(reqwest::Method::POST, "/api/v1/cluster/join", Some(body)).unwrap()
     };
     // Another certificate than the one presented (an impostor, as far as b can tell).
     let other =
@@ -451,23 +453,23 @@ fn the_join_endpoint_pins_the_members_certificate_and_refusals_change_nothing() 
         let (got, answer) = join(password, url, sha256);
         assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{answer}");
         for peer in [&a, &b] {
-            let (status, _) = peer.call(reqwest::Method::GET, "/api/v1/cluster", None);
+            let (status, _) = peer.call(reqwest::Method::GET, "/api/v1/cluster", None).unwrap();
             assert_eq!(status, 404, "{code} changed the cluster settings of {}", peer.ip);
         }
     }
 
     // This peer without a DNS server (the seed's checklist): refused before the member is
     // touched, so the standalone member is not even founded.
-    let (status, _) = b.call(reqwest::Method::DELETE, "/api/v1/dns", None);
+    let (status, _) = b.call(reqwest::Method::DELETE, "/api/v1/dns", None).unwrap();
     assert_eq!(status, 204);
     let (status, answer) = join(TEST_PASSWORD, &a.daemon.url, &fingerprint);
     assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("join_settings_refused")));
     assert!(answer["error"]["message"].as_str().unwrap().contains("DNS"), "{answer}");
     for peer in [&a, &b] {
-        let (status, _) = peer.call(reqwest::Method::GET, "/api/v1/cluster", None);
+        let (status, _) = peer.call(reqwest::Method::GET, "/api/v1/cluster", None).unwrap();
         assert_eq!(status, 404, "the refused join changed {}", peer.ip);
     }
-    b.put("/api/v1/dns", json!({"servers": ["127.0.0.53"]}));
+    b.save("/api/v1/dns", json!({"servers": ["127.0.0.53"]})).unwrap();
 
     // Lower-case hex without colons is the same fingerprint.
     let plain = fingerprint.replace(':', "").to_lowercase();
