@@ -128,6 +128,7 @@ fn violations_are_reported() {
         package("backup", &[("model", None), ("eventlog", None), ("projections", None)]),
         package("bridges", &[("model", None), ("tokio", None), ("eventlog", Some("dev"))]),
         package("upgrade", &[("model", None), ("eventlog", None), ("tokio", Some("dev"))]),
+        package("platform", &[("model", None), ("daemon", None)]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("projections", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),
@@ -143,6 +144,7 @@ fn violations_are_reported() {
         "`bridges` depends on `eventlog` (dev dependency), but bridges may only depend on `model`",
         "`upgrade` depends on `eventlog` (normal dependency), but upgrade may only depend on `model`",
         "`upgrade` depends on `tokio` (dev dependency)",
+        "`platform` depends on `daemon` (normal dependency), but platform may only depend on `model`",
         "`ctl` depends on `daemon` (normal dependency), but ctl may only depend on `model`",
         "`ctl` depends on `projections` (normal dependency), but ctl may only depend on `model`",
     ];
