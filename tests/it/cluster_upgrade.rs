@@ -82,6 +82,19 @@ impl Fleet {
     }
 }
 
+/// Stops the harness and kills every peer when the test ends, also when it fails: the
+/// harness thread holds the fleet, so the peers would otherwise outlive the test.
+struct Shutdown(Arc<Fleet>);
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+        let peers: Vec<Option<Peer>> =
+            self.0.peers.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        drop(peers);
+    }
+}
+
 fn without_version(args: &[String]) -> Vec<String> {
     let mut kept = Vec::new();
     let mut skip = false;
@@ -198,6 +211,7 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
         done: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
     });
+    let _shutdown = Shutdown(fleet.clone());
     let calling = Arc::new(AtomicBool::new(true));
     let harness = {
         let fleet = fleet.clone();
@@ -279,7 +293,8 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
     assert!(served_by.len() >= 2, "the calls moved between peers: {served_by:?}");
 
     // Every peer: the new version, from slot B, Active with both others, one configuration.
-    let peers: Vec<Peer> = fleet.peers.lock().unwrap().drain(..).map(Option::unwrap).collect();
+    let guard = fleet.peers.lock().unwrap();
+    let peers: Vec<&Peer> = guard.iter().map(|peer| peer.as_ref().unwrap()).collect();
     for peer in &peers {
         assert_eq!(peer.get("/api/v1/status").unwrap()["version"], NEW_VERSION);
         assert_eq!(peer.get("/api/v1/upgrade").unwrap()["active_slot"], "B");
