@@ -27,10 +27,19 @@ impl TestDaemon {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestDaemon {
-        let config = daemon::Config {
+        TestDaemon::start_with(dir, |_| {}).await
+    }
+
+    /// Starts a daemon with the local defaults changed by `adjust`.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut daemon::Config),
+    ) -> TestDaemon {
+        let mut config = daemon::Config {
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             ..daemon::Config::local(dir.path().to_path_buf())
         };
+        adjust(&mut config);
         let shutdown = CancellationToken::new();
         let daemon = daemon::start(config, shutdown.clone()).await.unwrap();
         let url = format!("https://{}", daemon.admin_addr);
