@@ -228,7 +228,7 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
             while calling.load(Ordering::SeqCst) {
                 polls.push(vcs.poll_status());
                 let count = answers.len();
-                let room = if count % 3 == 0 {
+                let room = if count.is_multiple_of(3) {
                     rooms += 1;
                     rooms
                 } else {
