@@ -352,6 +352,8 @@ fn an_image_the_peers_refuse_changes_nothing() {
         peer.save_cluster(KEY, &[a, b]).unwrap();
     }
     crate::cluster::expect_line(a, &b.ip, "Active as");
+    // The joined peer accepts logins once the cluster's accounts have arrived.
+    crate::cluster::expect_line(b, &a.ip, "Active as");
     let mut cas = std::fs::read(a.daemon.data_dir.join("tls/ca.pem")).unwrap();
     cas.extend(std::fs::read(b.daemon.data_dir.join("tls/ca.pem")).unwrap());
     let ca_bundle = dir.path().join("cas.pem");
