@@ -287,12 +287,12 @@ impl Meshed {
     }
 }
 
-pub(crate) fn converged(peers: &[Peer]) {
+pub(crate) fn converged<P: std::borrow::Borrow<Peer>>(peers: &[P]) {
     wait_until("all peers hold the same shared configuration", || {
-        let first = peers[0].shared_config().unwrap();
-        match peers[1..].iter().find(|peer| peer.shared_config().unwrap() != first) {
+        let first = peers[0].borrow().shared_config().unwrap();
+        match peers[1..].iter().find(|peer| peer.borrow().shared_config().unwrap() != first) {
             None => Ok(()),
-            Some(peer) => Err(format!("{} differs", peer.ip)),
+            Some(peer) => Err(format!("{} differs", peer.borrow().ip)),
         }
     });
 }

@@ -82,6 +82,19 @@ impl Fleet {
     }
 }
 
+/// Stops the harness and kills every peer when the test ends, also when it fails: the
+/// harness thread holds the fleet, so the peers would otherwise outlive the test.
+struct Shutdown(Arc<Fleet>);
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+        let peers: Vec<Option<Peer>> =
+            self.0.peers.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        drop(peers);
+    }
+}
+
 fn without_version(args: &[String]) -> Vec<String> {
     let mut kept = Vec::new();
     let mut skip = false;
@@ -198,6 +211,7 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
         done: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
     });
+    let _shutdown = Shutdown(fleet.clone());
     let calling = Arc::new(AtomicBool::new(true));
     let harness = {
         let fleet = fleet.clone();
@@ -279,7 +293,8 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
     assert!(served_by.len() >= 2, "the calls moved between peers: {served_by:?}");
 
     // Every peer: the new version, from slot B, Active with both others, one configuration.
-    let peers: Vec<Peer> = fleet.peers.lock().unwrap().drain(..).map(Option::unwrap).collect();
+    let guard = fleet.peers.lock().unwrap();
+    let peers: Vec<&Peer> = guard.iter().map(|peer| peer.as_ref().unwrap()).collect();
     for peer in &peers {
         assert_eq!(peer.get("/api/v1/status").unwrap()["version"], NEW_VERSION);
         assert_eq!(peer.get("/api/v1/upgrade").unwrap()["active_slot"], "B");
@@ -306,5 +321,62 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
             let record = peer.get(&format!("/api/v1/conferences/{room}")).unwrap();
             assert_eq!(record["bridge"], expected, "{room} on {}", peer.ip);
         }
+    }
+}
+
+/// A check that fails stops the upgrade before anything changes, and says why: an image the
+/// peers do not trust is refused at its first upload, while every peer is still clustered and
+/// serving.
+#[test]
+fn an_image_the_peers_refuse_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = upgrade::generate_signing_key().unwrap();
+    let stranger = upgrade::generate_signing_key().unwrap();
+    let keys = dir.path().join("trusted.pub");
+    std::fs::write(&keys, upgrade::public_key_to_text(&trusted.verifying_key())).unwrap();
+    let image = dir.path().join("foreign.img");
+    std::fs::write(&image, crate::upgrade::image(&stranger, NEW_VERSION, &[3u8; 4096])).unwrap();
+    let cluster_port = free_port().unwrap();
+    let flags = ["--upgrade-trusted-keys-file".to_owned(), keys.display().to_string()];
+    let peers: Vec<Peer> = IPS[..2]
+        .iter()
+        .map(|ip| {
+            let data = dir.path().join(ip);
+            std::fs::create_dir_all(&data).unwrap();
+            Peer::start(&data, ip, cluster_port, &flags).unwrap()
+        })
+        .collect();
+    let [a, b] = [&peers[0], &peers[1]];
+    a.save_cluster(KEY, &[a]).unwrap();
+    for peer in [a, b] {
+        peer.save_cluster(KEY, &[a, b]).unwrap();
+    }
+    crate::cluster::expect_line(a, &b.ip, "Active as");
+    // The joined peer accepts logins once the cluster's accounts have arrived.
+    crate::cluster::expect_line(b, &a.ip, "Active as");
+    let mut cas = std::fs::read(a.daemon.data_dir.join("tls/ca.pem")).unwrap();
+    cas.extend(std::fs::read(b.daemon.data_dir.join("tls/ca.pem")).unwrap());
+    let ca_bundle = dir.path().join("cas.pem");
+    std::fs::write(&ca_bundle, &cas).unwrap();
+
+    let run = std::process::Command::new(baton_tests::binary("batonctl").unwrap())
+        .args(["--url", &a.daemon.url, "--ca"])
+        .arg(&ca_bundle)
+        .args(["cluster", "upgrade"])
+        .arg(&image)
+        .args(["--peer", &b.daemon.url])
+        .env("BATON_PASSWORD", TEST_PASSWORD)
+        .env("BATON_CLUSTER_KEY", KEY)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(stderr.contains("127.0.0.2 refused the image; nothing was changed on it"), "{stderr}");
+    for (peer, other) in [(a, b), (b, a)] {
+        assert!(peer.status_line(&other.ip).unwrap().starts_with("Active as"), "{}", peer.ip);
+        let (status, _) = peer.call(reqwest::Method::GET, "/api/v1/maintenance", None).unwrap();
+        assert_eq!(status, 404, "{} was put in maintenance mode", peer.ip);
+        assert_eq!(peer.get("/api/v1/upgrade").unwrap()["active_slot"], "A");
     }
 }

@@ -97,6 +97,17 @@ pub(crate) fn run(
     out: Output,
     args: &UpgradeArgs,
 ) -> anyhow::Result<()> {
+    // The whole chain is the message: which peer and which step matter as much as the API's
+    // answer, which `main` would otherwise print alone.
+    upgrade_cluster(globals, password, out, args).map_err(|error| anyhow::anyhow!("{error:#}"))
+}
+
+fn upgrade_cluster(
+    globals: &Globals,
+    password: &str,
+    out: Output,
+    args: &UpgradeArgs,
+) -> anyhow::Result<()> {
     let manifest = read_manifest(&args.image)?;
     let target = manifest.version.to_string();
     let reboot_timeout_ms = args.reboot_timeout_s.saturating_mul(1000);
@@ -1013,7 +1024,11 @@ fn upload(peer: &Peer, target: &str, path: &Path) -> anyhow::Result<()> {
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::blocking::Body::sized(reader, total_bytes));
     let answer = client::answer(peer.client.send_raw(request).map_err(|error| {
-        error.context(format!("{} refused the image; nothing was changed on it", peer.address))
+        error.context(format!(
+            "{} refused the image; nothing was changed on it (run the command again with an \
+             image it accepts)",
+            peer.address
+        ))
     })?)?;
     eprintln!(
         "  {}: {} installed in slot {}; it boots next, on trial",

@@ -50,6 +50,8 @@ pub const PROJECTION_LAG_RECHECK_MS: u64 = 20;
 /// How long a peer put in maintenance keeps deciding the calls that still reach it: the status
 /// path says 503 at once, but a VCS only notices at its next status poll (about a minute), and
 /// refusing the calls it sends meanwhile would fail them although another peer could serve.
+/// For as long after maintenance is switched on or off, a conference unknown to this peer is
+/// looked for by name on the bridges before it is made (see `PolicyService::create`).
 pub const MAINTENANCE_DRAIN_MS_DEFAULT: u64 = 60_000;
 
 /// What a conference needs from the bridge that will host it.
@@ -411,6 +413,18 @@ impl PolicyService {
             guest_pin: template.guest_pin.clone(),
             max_participants: template.max_participants,
         };
+        // Around a maintenance change the VCS may split calls between this peer and another
+        // that does not replicate with it (a rolling upgrade's switch) until its next status
+        // poll: a conference unknown here may exist already, made there moments ago.
+        if self.maintenance_changed_within_drain() {
+            for name in candidates {
+                let Some(bridge) = engine.bridge(name) else { continue };
+                if let Ok(Some(id)) = self.host.find(bridge, conference).await {
+                    tracing::info!(bridge = %bridge.name, %conference, "adopted a conference made elsewhere around a maintenance change");
+                    return self.record(engine, conference, template_name, role, bridge, id).await;
+                }
+            }
+        }
         // Only when every bridge said it was full is this a lack of capacity.
         let mut failed = false;
         for name in candidates {
@@ -430,26 +444,7 @@ impl PolicyService {
             };
             match created {
                 Ok(id) => {
-                    let record = Record::Conference(Conference {
-                        name: conference.to_owned(),
-                        bridge: bridge.name.clone(),
-                        bridge_conference_id: id,
-                        template: template_name.to_owned(),
-                        created_by: self.writer.peer_id().to_hex(),
-                    });
-                    let saved = self
-                        .writer
-                        .execute("policy-service", Command::Save(record), crate::http::now_ms())
-                        .await;
-                    if let Err(error) = saved {
-                        // The bridge has it; the next call adopts it through `Duplicate`.
-                        tracing::error!(%error, %conference, "conference created but not recorded");
-                    }
-                    return Decision::Route {
-                        url: engine.route_url(conference, template_name, role, bridge),
-                        conference: conference.to_owned(),
-                        bridge: bridge.name.clone(),
-                    };
+                    return self.record(engine, conference, template_name, role, bridge, id).await;
                 }
                 Err(HostError::Down(problem)) => {
                     failed = true;
@@ -468,6 +463,50 @@ impl PolicyService {
             RejectReason::BridgeFailure
         } else {
             RejectReason::NoCapacity
+        })
+    }
+
+    /// Records a conference made (or found) on `bridge` and routes the call to it.
+    async fn record(
+        &self,
+        engine: &Engine,
+        conference: &str,
+        template_name: &str,
+        role: Role,
+        bridge: &Bridge,
+        id: String,
+    ) -> Decision {
+        let record = Record::Conference(Conference {
+            name: conference.to_owned(),
+            bridge: bridge.name.clone(),
+            bridge_conference_id: id,
+            template: template_name.to_owned(),
+            created_by: self.writer.peer_id().to_hex(),
+        });
+        let saved = self
+            .writer
+            .execute("policy-service", Command::Save(record), crate::http::now_ms())
+            .await;
+        if let Err(error) = saved {
+            // The bridge has it; the next call adopts it through `Duplicate`.
+            tracing::error!(%error, %conference, "conference created but not recorded");
+        }
+        Decision::Route {
+            url: engine.route_url(conference, template_name, role, bridge),
+            conference: conference.to_owned(),
+            bridge: bridge.name.clone(),
+        }
+    }
+
+    /// Whether maintenance mode was switched (on or off) less than a drain ago.
+    fn maintenance_changed_within_drain(&self) -> bool {
+        let state = self.state.borrow().clone();
+        let key = RecordKey {
+            kind: RecordKind::Maintenance,
+            name: RecordKind::Maintenance.as_str().to_owned(),
+        };
+        state.slot(&key).is_some_and(|slot| {
+            crate::http::now_ms().saturating_sub(slot.stamp.hlc.wall_ms) < self.maintenance_drain_ms
         })
     }
 

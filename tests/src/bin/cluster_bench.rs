@@ -216,8 +216,13 @@ struct BatonCluster {
     stopped: Vec<Option<Stopped>>,
 }
 
-/// A stopped peer's data directory, address, flags and admin listen address.
-type Stopped = (PathBuf, String, Vec<String>, String);
+/// What restarts a stopped peer: its data directory, address, flags and admin listen address.
+struct Stopped {
+    data: PathBuf,
+    ip: String,
+    args: Vec<String>,
+    listen: String,
+}
 
 impl BatonCluster {
     fn form(dir: &Path, members: usize) -> anyhow::Result<BatonCluster> {
@@ -289,12 +294,13 @@ impl System for BatonCluster {
         if !status.success() {
             bail!("batond on {ip} exited with {status} on SIGTERM");
         }
-        self.stopped[member] = Some((data, ip, args, listen));
+        self.stopped[member] = Some(Stopped { data, ip, args, listen });
         Ok(())
     }
 
     fn restart(&mut self, member: usize) -> anyhow::Result<()> {
-        let (data, ip, args, listen) = self.stopped[member].take().context("not stopped")?;
+        let Stopped { data, ip, args, listen } =
+            self.stopped[member].take().context("not stopped")?;
         let daemon = Batond::start_listening(&data, &listen, &args, &[])?;
         self.peers[member] = Some(Peer { daemon, ip, args, listen });
         Ok(())

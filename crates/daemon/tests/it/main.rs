@@ -28,19 +28,19 @@ impl TestDaemon {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestDaemon {
-        TestDaemon::start_with(dir, None).await
+        TestDaemon::start_with(dir, |_| {}).await
     }
 
-    /// A daemon that applies its peer-local settings through `platform` (a test double).
+    /// Starts a daemon with the local defaults changed by `adjust`.
     pub async fn start_with(
         dir: tempfile::TempDir,
-        platform: Option<std::sync::Arc<dyn ::platform::Platform>>,
+        adjust: impl FnOnce(&mut daemon::Config),
     ) -> TestDaemon {
-        let config = daemon::Config {
+        let mut config = daemon::Config {
             admin_listen: "127.0.0.1:0".parse().unwrap(),
-            platform,
             ..daemon::Config::local(dir.path().to_path_buf())
         };
+        adjust(&mut config);
         let shutdown = CancellationToken::new();
         let daemon = daemon::start(config, shutdown.clone()).await.unwrap();
         let url = format!("https://{}", daemon.admin_addr);

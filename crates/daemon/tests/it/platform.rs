@@ -19,9 +19,10 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 async fn start(recording: &RecordingPlatform) -> TestDaemon {
-    let daemon =
-        TestDaemon::start_with(tempfile::tempdir().unwrap(), Some(Arc::new(recording.clone())))
-            .await;
+    let daemon = TestDaemon::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.platform = Some(Arc::new(recording.clone()))
+    })
+    .await;
     daemon.change_factory_password().await;
     daemon
 }

@@ -9,7 +9,10 @@ const VCS_USER: &str = "vcs";
 const VCS_PASSWORD: &str = "policy service password";
 
 async fn configured() -> TestDaemon {
-    let daemon = TestDaemon::start().await;
+    configured_with(TestDaemon::start().await).await
+}
+
+async fn configured_with(daemon: TestDaemon) -> TestDaemon {
     daemon.change_factory_password().await;
     let records: [(&str, Value); 7] = [
         ("policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD})),
@@ -148,6 +151,45 @@ async fn maintenance_mode_moves_the_vcs_away_and_back() {
         })
     );
     daemon.call(Method::PUT, "/api/v1/maintenance", Some(json!({"enabled": false}))).await;
+    assert_eq!(status_path(&daemon).await, StatusCode::OK);
+}
+
+/// A peer put in maintenance tells the VCS at once (503 on the status path) but keeps deciding
+/// the calls that still reach it until the VCS's next poll (the drain), then refuses them.
+#[tokio::test]
+async fn maintenance_drains_the_calls_sent_before_the_vcs_noticed() {
+    const DRAIN_MS: u64 = 1_500;
+    let dir = tempfile::tempdir().unwrap();
+    let started = TestDaemon::start_with(dir, |config| config.maintenance_drain_ms = DRAIN_MS);
+    let daemon = configured_with(started.await).await;
+    let vcs = (VCS_USER, VCS_PASSWORD);
+    daemon.call(Method::PUT, "/api/v1/maintenance", Some(json!({"enabled": true}))).await;
+    assert_eq!(status_path(&daemon).await, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, cpl) = policy_call(&daemon, vcs, &search("meet.alice@example.com")).await;
+    assert_eq!(
+        policy::cpl::interpret(&cpl),
+        Ok(policy::cpl::Outcome::Route { urls: vec!["alice@192.0.2.50".to_owned()] }),
+        "still draining"
+    );
+    let (_, status) = daemon.call(Method::GET, "/api/v1/policy/status", None).await;
+    let left_ms = status["maintenance_drain_ms_left"].as_u64().unwrap();
+    assert!(left_ms > 0 && left_ms <= DRAIN_MS, "{status}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(left_ms + 100)).await;
+    let (_, status) = daemon.call(Method::GET, "/api/v1/policy/status", None).await;
+    assert_eq!(status["maintenance_drain_ms_left"], 0, "{status}");
+    let (_, cpl) = policy_call(&daemon, vcs, &search("meet.alice@example.com")).await;
+    assert_eq!(
+        policy::cpl::interpret(&cpl),
+        Ok(policy::cpl::Outcome::Reject {
+            status: 503,
+            reason: "Conference service in maintenance".to_owned()
+        })
+    );
+    // Out of maintenance: no drain, serving again.
+    daemon.call(Method::PUT, "/api/v1/maintenance", Some(json!({"enabled": false}))).await;
+    let (_, status) = daemon.call(Method::GET, "/api/v1/policy/status", None).await;
+    assert_eq!(status["maintenance_drain_ms_left"], Value::Null, "{status}");
     assert_eq!(status_path(&daemon).await, StatusCode::OK);
 }
 
