@@ -128,6 +128,7 @@ fn violations_are_reported() {
         package("backup", &[("model", None), ("eventlog", None), ("projections", None)]),
         package("bridges", &[("model", None), ("tokio", None), ("eventlog", Some("dev"))]),
         package("upgrade", &[("model", None), ("eventlog", None), ("tokio", Some("dev"))]),
+        package("platform", &[("model", None)]),
         package("daemon", &[("model", None), ("eventlog", None), ("projections", None), ("tokio", None)]),
         package("ctl", &[("model", None), ("daemon", None), ("projections", None)]),
         package("baton-tests", &[("daemon", None), ("eventlog", None)]),
