@@ -225,9 +225,10 @@ pub(crate) fn settings_reach_the_guest(
     })?;
     timings.push(("root password", at.elapsed().as_secs_f64()));
     // PAM's own checker: the OS's crypt(3) accepts the hash for this password and no other.
-    let right = agent.exec("/sbin/unix_chkpwd root nonull", Some(root_password))?;
+    // unix_chkpwd reads a NUL-terminated password from its standard input.
+    let right = agent.exec("/sbin/unix_chkpwd root nonull", Some(&format!("{root_password}\0")))?;
     ensure!(right.code == 0, "the OS refuses the root password it was given: {right:?}");
-    let wrong = agent.exec("/sbin/unix_chkpwd root nonull", Some("another password"))?;
+    let wrong = agent.exec("/sbin/unix_chkpwd root nonull", Some("another password\0"))?;
     ensure!(wrong.code != 0, "the OS accepts a wrong root password: {wrong:?}");
 
     let status: Value = client

@@ -158,7 +158,7 @@ pub fn document() -> Value {
         "/api/v1/sessions": {"post": operation("Log in: {username, password} → {token}; send it as `Authorization: Bearer`".into(), "201", true)},
         "/api/v1/sessions/current": {"delete": operation("Log out this session".into(), "204", false)},
         "/api/v1/password": {"post": operation("Change your own password: {current_password, new_password}. Allowed before the factory password is changed".into(), "200", true)},
-        "/api/v1/status": {"get": operation("Version, peer identity, hardware serial, uptime, log and projection positions".into(), "200", false)},
+        "/api/v1/status": {"get": operation("Version, peer identity, hardware serial, uptime, log and projection positions, cluster, and the OS settings applied (platform: each concern's latest result)".into(), "200", false)},
         "/api/v1/health": {"get": operation("The health gate's probe, without credentials: 200 when the daemon answers, its event log opens and the projections are current; 503 with the reasons otherwise".into(), "200", true)},
         "/api/v1/config": {"get": operation("The whole configuration now, or `?at=<RFC 3339 time>` as it was then".into(), "200", false)},
         "/api/v1/config/diff": {"get": operation("What changed between `?from=` and `?to=` (default now)".into(), "200", false)},

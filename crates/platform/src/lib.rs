@@ -1,7 +1,8 @@
 //! Applies this peer's local settings to the operating system: host name and domain, IPv4
 //! addresses (systemd-networkd), DNS servers, NTP servers (timesyncd) and time zone, the SSH
 //! service, the root password, remote syslog (rsyslog), the SNMP agent (snmpd), Ethernet
-//! speed/duplex (a `.link` drop-in) and the front panel, shown on the consoles' login screens.
+//! speed/duplex (a `.link` drop-in), the operator's trusted CA certificates (the OS trust
+//! store, which rsyslog's TLS uses) and the front panel, shown on the consoles' login screens.
 //!
 //! One [`Concern`] is applied at a time through the [`Platform`] trait: [`SystemPlatform`]
 //! writes files under a root directory and runs commands through a [`Runner`];
@@ -38,6 +39,7 @@ pub enum Concern {
     Syslog,
     Snmp,
     Ethernet,
+    TrustedCa,
     Panel,
 }
 
@@ -53,6 +55,7 @@ impl Concern {
         Concern::Syslog,
         Concern::Snmp,
         Concern::Ethernet,
+        Concern::TrustedCa,
         Concern::Panel,
     ];
 
@@ -69,6 +72,7 @@ impl Concern {
             Concern::Syslog => "syslog",
             Concern::Snmp => "snmp",
             Concern::Ethernet => "ethernet",
+            Concern::TrustedCa => "trusted_ca",
             Concern::Panel => "panel",
         }
     }
@@ -103,6 +107,9 @@ pub struct Settings {
     pub ethernet: Option<Ethernet>,
     pub maintenance: Option<Maintenance>,
     pub cluster: Option<Cluster>,
+    /// The operator's trusted CA certificates (PEM) from the `certificates` record; only this
+    /// part of it (the server's private key is the daemon's business, never the OS's).
+    pub trusted_ca_pem: Option<String>,
     pub panel: PanelFacts,
 }
 
@@ -127,6 +134,7 @@ impl Settings {
                 Record::Ethernet(r) => settings.ethernet = Some(r.clone()),
                 Record::Maintenance(r) => settings.maintenance = Some(r.clone()),
                 Record::Cluster(r) => settings.cluster = Some(r.clone()),
+                Record::Certificates(r) => settings.trusted_ca_pem = Some(r.trusted_ca_pem.clone()),
                 _ => {}
             }
         }
@@ -147,6 +155,7 @@ impl Settings {
         RecordKind::Ethernet,
         RecordKind::Maintenance,
         RecordKind::Cluster,
+        RecordKind::Certificates,
     ];
 
     /// Whether the settings `concern` depends on differ between `self` and `other`: the caller
@@ -170,6 +179,7 @@ impl Settings {
             Concern::Syslog => self.syslog != other.syslog,
             Concern::Snmp => self.snmp != other.snmp || self.system_name != other.system_name,
             Concern::Ethernet => self.ethernet != other.ethernet,
+            Concern::TrustedCa => self.trusted_ca_pem != other.trusted_ca_pem,
             Concern::Panel => render::panel(self) != render::panel(other),
         }
     }

@@ -24,6 +24,8 @@ pub const SNMPD: &str = "etc/snmp/snmpd.conf";
 /// A drop-in for systemd's default `.link` file: a `.link` file of our own would replace it
 /// whole and lose its interface naming policy.
 pub const ETHERNET_LINK: &str = "etc/systemd/network/99-default.link.d/50-baton-ethernet.conf";
+/// Local CA certificates that `update-ca-certificates` adds to the OS trust store.
+pub const TRUSTED_CA: &str = "usr/local/share/ca-certificates/baton-trusted-ca.crt";
 /// agetty prints this above the login prompt on tty1 and the serial console.
 pub const ISSUE: &str = "etc/issue";
 
@@ -173,6 +175,13 @@ pub fn snmpd(settings: &Settings) -> Option<String> {
     // Application services (layer 7) and end-to-end (layer 4).
     text.push_str("sysServices 72\n");
     Some(text)
+}
+
+/// The operator's trusted CAs for the OS trust store, or `None` when there are none (file
+/// removed).
+pub fn trusted_ca(settings: &Settings) -> Option<String> {
+    let pem = settings.trusted_ca_pem.as_deref().filter(|pem| !pem.trim().is_empty())?;
+    Some(if pem.ends_with('\n') { pem.to_owned() } else { format!("{pem}\n") })
 }
 
 /// The `.link` drop-in fixing speed and duplex, or `None` for auto-negotiation (file removed).

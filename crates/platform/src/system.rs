@@ -474,6 +474,22 @@ impl SystemPlatform {
         )
     }
 
+    fn trusted_ca(&self, settings: &Settings, outcome: &mut Outcome) -> Result<(), PlatformError> {
+        if settings.trusted_ca_pem.is_none() {
+            return Ok(());
+        }
+        let content = render::trusted_ca(settings);
+        let written = self.converge(outcome, render::TRUSTED_CA, content, 0o644)?;
+        // Rebuilds /etc/ssl/certs (and its bundle) from the packaged and the local CAs.
+        self.change_after(
+            outcome,
+            written,
+            render::TRUSTED_CA,
+            "update-ca-certificates",
+            &["--fresh"],
+        )
+    }
+
     fn panel(&self, settings: &Settings, outcome: &mut Outcome) -> Result<(), PlatformError> {
         let written = self.replace(outcome, render::ISSUE, &render::panel(settings), 0o644)?;
         // Every agetty (tty1, ttyS0) reprints its screen with the new text.
@@ -496,6 +512,7 @@ impl Platform for SystemPlatform {
             Concern::Syslog => self.syslog(settings, &mut outcome),
             Concern::Snmp => self.snmp(settings, &mut outcome),
             Concern::Ethernet => self.ethernet(settings, &mut outcome),
+            Concern::TrustedCa => self.trusted_ca(settings, &mut outcome),
             Concern::Panel => self.panel(settings, &mut outcome),
         }?;
         Ok(outcome)

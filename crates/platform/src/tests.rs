@@ -405,6 +405,21 @@ fn ethernet_speed_is_a_link_drop_in_and_auto_removes_it() {
 }
 
 #[test]
+fn trusted_cas_join_the_os_trust_store_and_leave_it_when_cleared() {
+    let f = fixture();
+    let pem = "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----";
+    let ca = |pem: &str| Settings { trusted_ca_pem: Some(pem.to_owned()), ..Settings::default() };
+    f.platform.apply(Concern::TrustedCa, &ca(pem)).unwrap();
+    assert_eq!(read(&f.root, render::TRUSTED_CA), format!("{pem}\n"));
+    assert_eq!(f.runner.changes(), ["update-ca-certificates --fresh"]);
+    f.runner.clear();
+    assert!(f.platform.apply(Concern::TrustedCa, &ca(pem)).unwrap().is_unchanged());
+    f.platform.apply(Concern::TrustedCa, &ca("")).unwrap();
+    assert!(!f.root.join(render::TRUSTED_CA).exists());
+    assert_eq!(f.runner.changes(), ["update-ca-certificates --fresh"]);
+}
+
+#[test]
 fn the_panel_shows_the_peer_on_the_console_unless_turned_off() {
     let f = fixture();
     let mut settings = named("conductor1", "example.com");
