@@ -991,7 +991,14 @@ async fn upgrade_install(
     let allow_downgrade = query.allow_downgrade.unwrap_or(false);
     let installed = tokio::task::spawn_blocking(move || {
         let mut image = tokio_util::io::SyncIoBridge::new(reader);
-        service.install(&mut image, allow_downgrade)
+        let installed = service.install(&mut image, allow_downgrade);
+        if installed.is_err() {
+            // Most refusals come after the header, long before the body ends. Answering then
+            // would close the connection under a client still sending, which sees a broken
+            // upload instead of the reason: read the rest (bounded by the body limit) first.
+            let _ = std::io::copy(&mut image, &mut std::io::sink());
+        }
+        installed
     })
     .await
     .map_err(ApiError::internal)?;
