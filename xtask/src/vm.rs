@@ -67,41 +67,42 @@ pub(crate) fn vm(
         let _ = fs::remove_file(&qmp);
         let host = host_address(peer);
         let serial = serial.map_or_else(|| format!("BATON-VM-{peer}"), str::to_owned);
-        // Skipped: the chain is laid out by hand (rustfmt gives up on its longest line).
-        #[rustfmt::skip]
         let command = |accel: &str| {
             let mut command = Command::new("qemu-system-x86_64");
             command
-            .args(["-name", &format!("baton-{peer}"), "-machine", "q35", "-accel", accel])
-            .args(["-cpu", if accel == "kvm" { "host" } else { "max" }])
-            .args(["-smp", "1", "-m", &MEMORY_MIB.to_string()])
-            .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
-            .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
-            .args(["-drive", &disk_arg])
-            .args([
-                "-smbios",
-                &format!(
-                    "type=1,manufacturer=Baton,product=Baton appliance (VM),serial={serial}"
-                ),
-            ])
-            .args([
-                "-netdev",
-                &format!("user,id=wan,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}"),
-            ])
-            .args([
-                "-device",
-                &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
-            ])
-            .args(["-netdev", &format!("socket,id=lan,mcast={PRIVATE_MCAST},localaddr=127.0.0.1")])
-            // The image's networkd files give this MAC its private address 10.44.0.<n+1>.
-            .args([
-                "-device",
-                &format!("virtio-net-pci,netdev=lan,mac=52:54:00:44:00:{:02x}", peer + 1),
-            ])
-            .args(["-display", "none", "-monitor", "none"])
-            .args(["-serial", &format!("file:{}", serial_log.display())])
-            .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
-            .stdin(Stdio::null());
+                .args(["-name", &format!("baton-{peer}"), "-machine", "q35", "-accel", accel])
+                .args(["-cpu", if accel == "kvm" { "host" } else { "max" }])
+                .args(["-smp", "1", "-m", &MEMORY_MIB.to_string()])
+                .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
+                .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
+                .args(["-drive", &disk_arg])
+                .args([
+                    "-smbios",
+                    &format!(
+                        "type=1,manufacturer=Baton,product=Baton appliance (VM),serial={serial}"
+                    ),
+                ])
+                .args([
+                    "-netdev",
+                    &format!("user,id=wan,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}"),
+                ])
+                .args([
+                    "-device",
+                    &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
+                ])
+                .args([
+                    "-netdev",
+                    &format!("socket,id=lan,mcast={PRIVATE_MCAST},localaddr=127.0.0.1"),
+                ])
+                // The image's networkd files give this MAC its private address 10.44.0.<n+1>.
+                .args([
+                    "-device",
+                    &format!("virtio-net-pci,netdev=lan,mac=52:54:00:44:00:{:02x}", peer + 1),
+                ])
+                .args(["-display", "none", "-monitor", "none"])
+                .args(["-serial", &format!("file:{}", serial_log.display())])
+                .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
+                .stdin(Stdio::null());
             command
         };
         let mut child = command(accel)
