@@ -205,7 +205,8 @@ fn batonctl_installs_an_upgrade_over_the_stamped_version_and_reports_a_fallback(
     assert!(shown.contains("0.5.0") && shown.contains("booted slot A"), "{shown}");
     assert!(shown.contains("slot-a.conf"), "{shown}");
 
-    let payload = vec![9u8; 2 * 1024 * 1024 + 3];
+    // Large enough that a refusal at the header comes long before the upload ends.
+    let payload = vec![9u8; 24 * 1024 * 1024 + 3];
     let files = dir.path().join("images");
     std::fs::create_dir_all(&files).unwrap();
     let write = |name: &str, bytes: Vec<u8>| {

@@ -1028,10 +1028,18 @@ pub(crate) async fn install_upgrade(
     allow_downgrade: bool,
 ) -> Result<crate::upgrade_service::InstalledView, ApiError> {
     let service = app.upgrade.clone();
-    let installed =
-        tokio::task::spawn_blocking(move || service.install(&mut image, allow_downgrade))
-            .await
-            .map_err(ApiError::internal)?;
+    let installed = tokio::task::spawn_blocking(move || {
+        let installed = service.install(&mut image, allow_downgrade);
+        if installed.is_err() {
+            // Most refusals come after the header, long before the body ends. Answering then
+            // would close the connection under a client still sending, which sees a broken
+            // upload instead of the reason: read the rest (bounded by the body limit) first.
+            let _ = std::io::copy(&mut image, &mut std::io::sink());
+        }
+        installed
+    })
+    .await
+    .map_err(ApiError::internal)?;
     let installed = match installed {
         Ok(installed) => installed,
         Err(error) => {
