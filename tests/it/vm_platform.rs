@@ -171,6 +171,15 @@ pub(crate) fn settings_reach_the_guest(
     };
     let mut timings = Vec::new();
 
+    // batond is a notify service that reported ready, and journald has its logs.
+    let unit =
+        agent.exec("systemctl show batond.service -p Type -p ActiveState -p SubState", None)?;
+    for property in ["Type=notify", "ActiveState=active", "SubState=running"] {
+        ensure!(unit.stdout.lines().any(|line| line == property), "batond: {unit:?}");
+    }
+    let journal = agent.exec("journalctl -b -u batond.service -o cat --no-pager", None)?;
+    ensure!(journal.stdout.contains("admin API listening"), "batond's logs: {journal:?}");
+
     // Before any setting: the factory state this test changes.
     let ssh = agent.exec("systemctl is-active ssh.service", None)?;
     ensure!(ssh.stdout.trim() != "active", "SSH must be off in the factory image: {ssh:?}");
