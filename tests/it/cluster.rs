@@ -481,3 +481,87 @@ fn the_join_endpoint_pins_the_members_certificate_and_refusals_change_nothing() 
     let (status, answer) = join(TEST_PASSWORD, &a.daemon.url, &fingerprint);
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("already_clustered")));
 }
+
+/// The listed peers of `peer`, sorted (404: none, standalone).
+fn listed(peer: &Peer) -> Vec<String> {
+    let (status, cluster) = peer.call(reqwest::Method::GET, "/api/v1/cluster", None).unwrap();
+    if status == 404 {
+        return Vec::new();
+    }
+    let mut peers: Vec<String> = cluster["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    peers.sort();
+    peers
+}
+
+/// Joining a cluster of two through one member lists the new peer on the other member too,
+/// through the certificate the member learned over the cluster link: the operator confirms
+/// one fingerprint and visits one page. A refused join changes nothing on any of the three.
+#[test]
+fn a_join_through_one_member_lists_the_new_peer_on_every_member() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let port = free_port().unwrap();
+    let a = Peer::start(dirs[0].path(), "127.0.0.1", port, &[]).unwrap();
+    let b = Peer::start(dirs[1].path(), "127.0.0.2", port, &[]).unwrap();
+    let c = Peer::start(dirs[2].path(), "127.0.0.3", port, &[]).unwrap();
+    a.create_bridge("cluster-config").unwrap();
+    a.save_cluster(KEY, &[&a]).unwrap();
+    a.save_cluster(KEY, &[&a, &b]).unwrap();
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
+    expect_line(&a, &b.ip, "Active as peer-2");
+    expect_line(&b, &a.ip, "Active as peer-1");
+    let pem = std::fs::read(a.daemon.data_dir.join("tls/server.pem")).unwrap();
+    let der: rustls::pki_types::CertificateDer<'_> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    let fingerprint = baton_tests::sha256_fingerprint(&der);
+    // a shows b's admin certificate, as b told it over the link.
+    let b_pem = std::fs::read(b.daemon.data_dir.join("tls/server.pem")).unwrap();
+    let b_der: rustls::pki_types::CertificateDer<'_> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(&b_pem).unwrap();
+    let b_fingerprint = baton_tests::sha256_fingerprint(&b_der);
+    wait_until("a learns b's admin certificate", || {
+        let status = a.cluster_status().unwrap();
+        let line = status["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|line| line["address"] == b.ip.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if line["admin_certificate_sha256"] == b_fingerprint.as_str() {
+            Ok(())
+        } else {
+            Err(line.to_string())
+        }
+    });
+    let join = |password: &str| {
+        let body = json!({
+            "member_url": a.daemon.url, "password": password, "pre_shared_key": KEY,
+            "member_certificate_sha256": fingerprint,
+        });
+        c.call(reqwest::Method::POST, "/api/v1/cluster/join", Some(body)).unwrap()
+    };
+
+    let (status, answer) = join("not the password");
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("member_wrong_password")));
+    let pair = vec!["127.0.0.1".to_owned(), "127.0.0.2".to_owned()];
+    assert_eq!((listed(&a), listed(&b), listed(&c)), (pair.clone(), pair, Vec::new()));
+    expect_line(&a, &b.ip, "Active as peer-2");
+
+    let (status, joined) = join(TEST_PASSWORD);
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["founded"], false);
+    assert_eq!(joined["other_members"], json!(["127.0.0.2"]));
+    let all: Vec<String> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"].map(str::to_owned).to_vec();
+    for peer in [&a, &b, &c] {
+        assert_eq!(listed(peer), all, "{}'s list", peer.ip);
+        for other in [&a, &b, &c].into_iter().filter(|other| other.ip != peer.ip) {
+            expect_line(peer, &other.ip, "Active as");
+        }
+    }
+    expect_bridges(&c, &["cluster-config"]);
+}

@@ -1,17 +1,17 @@
 //! `batonctl cluster …`: the peer's cluster settings (show, set, clear), each peer's status as
 //! the operator sees it, and `join`, which performs the seed's Tasks 3–5 on every peer in one
-//! step: the members beyond the first list the new peer, then the new peer's
-//! `POST /api/v1/cluster/join` (the same join the web page runs) has the first member list it,
+//! step: the new peer's `POST /api/v1/cluster/join` (the same join the web page runs) has
+//! every member list it (the others reached through the certificates the first one relays),
 //! takes the key and the list, and waits until every link is active or says what blocks it.
-//! The first member's certificate, verified here against `--ca`, is pinned for the daemon.
+//! The first member's certificate, verified here against `--ca`, is pinned for the daemon;
+//! further `--member`s are only checked to agree with it.
 
 use crate::cli::{ClusterAction, Globals, SettingsAction};
 use crate::client::Client;
 use crate::output::Output;
 use crate::{prompt, records, render};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use model::RecordKind;
-use model::record::REDACTED;
 use serde_json::{Value, json};
 
 pub(crate) fn run(
@@ -79,30 +79,13 @@ fn join(
     if let Some((url, other)) = lists.iter().find(|(_, peers)| *peers != list) {
         bail!("the members disagree: {} lists {list:?}, {url} lists {other:?}", member_urls[0]);
     }
-    if !list.is_empty() && list.len() != members.len() + usize::from(list.contains(&new_address)) {
-        eprintln!(
-            "note: the cluster lists {list:?}; only the members given with --member are updated"
-        );
-    }
     let key = prompt::cluster_key()?;
-    let mut peers = list.clone();
-    if !peers.contains(&new_address) {
-        peers.push(new_address.clone());
-    }
-    peers.sort();
-    eprintln!("Task 3: listing {new_address} on every member");
-    for (member, url) in members.iter().zip(member_urls).skip(1) {
-        // The members keep their key (sent back redacted), so a mistyped key cannot break them.
-        member
-            .put("/api/v1/cluster", &json!({"pre_shared_key": REDACTED, "peers": peers}))
-            .with_context(|| format!("updating {url}"))?;
-    }
     // The first member's certificate, verified against --ca here, is the one the new peer's
     // daemon will accept from it.
     let fingerprint = members[0].certificate_sha256()?;
     eprintln!(
-        "Tasks 4–5: the new peer joins through {} and takes the key and the list; its shared \
-         configuration is replaced by the cluster's",
+        "Tasks 3–5: the new peer joins through {}: every member lists {new_address}, the new \
+         peer takes the key and the list; its shared configuration is replaced by the cluster's",
         member_urls[0]
     );
     let request = json!({

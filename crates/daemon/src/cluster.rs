@@ -9,7 +9,7 @@
 
 use crate::store::Writer;
 use model::{ClusterId, PeerId, Record, RecordKind, State};
-use peering::{Channel, ClusterKey, Frame, Hello, Verdict};
+use peering::{AdminEndpoint, Channel, ClusterKey, Frame, Hello, Verdict};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -107,6 +107,10 @@ pub enum PeerState {
         peer_id: String,
         last_contact_ms: u64,
         latency_ms: Option<u64>,
+        /// Its admin API's port and certificate, as it told this peer over the authenticated
+        /// link: what lets a joining peer reach it without the operator confirming it again.
+        admin_port: Option<u16>,
+        admin_certificate_sha256: Option<String>,
     },
     /// It is joining this cluster: its shared configuration will be replaced by ours.
     Joining {
@@ -155,6 +159,8 @@ pub struct Board {
     links: Mutex<BTreeMap<(Ipv4Addr, Direction), PeerId>>,
     /// Where to put frames for a peer: its dialled link.
     routes: Mutex<HashMap<PeerId, mpsc::Sender<Frame>>>,
+    /// This peer's admin API, told to every peer that dials it (again when it changes).
+    admin: tokio::sync::watch::Sender<Option<AdminEndpoint>>,
     started: Instant,
 }
 
@@ -190,6 +196,22 @@ impl Board {
             problems: lock(&self.problems).clone(),
             peers,
         }
+    }
+
+    /// Where this peer's admin API listens and the certificate it presents, for its peers.
+    pub fn set_admin_endpoint(&self, endpoint: AdminEndpoint) {
+        self.admin.send_replace(Some(endpoint));
+    }
+
+    /// The admin API presents another certificate (the operator's, or the built-in one again).
+    pub fn set_admin_certificate(&self, certificate_sha256: String) {
+        self.admin.send_if_modified(|admin| match admin {
+            Some(endpoint) if endpoint.certificate_sha256 != certificate_sha256 => {
+                endpoint.certificate_sha256 = certificate_sha256;
+                true
+            }
+            _ => false,
+        });
     }
 
     fn set_state(&self, address: Ipv4Addr, state: PeerState) {
@@ -277,6 +299,7 @@ pub fn spawn(
         states: Mutex::new(BTreeMap::new()),
         links: Mutex::new(BTreeMap::new()),
         routes: Mutex::new(HashMap::new()),
+        admin: tokio::sync::watch::Sender::new(None),
         started: Instant::now(),
     });
     tokio::spawn(route(board.clone(), outbound, shutdown.clone()));
@@ -549,13 +572,17 @@ async fn dial_once(
     let (link_tx, mut link_rx) = mpsc::channel(LINK_QUEUE_MAX);
     lock(&board.routes).insert(theirs.peer_id, link_tx);
     let _guard = board.link(address, Direction::Dialled, theirs.peer_id);
-    let active = |latency_ms| PeerState::Active {
+    let active = |latency_ms, admin: &Option<AdminEndpoint>| PeerState::Active {
         host_name: theirs.host_name.clone(),
         peer_id: theirs.peer_id.to_hex(),
         last_contact_ms: crate::http::now_ms(),
         latency_ms,
+        admin_port: admin.as_ref().map(|admin| admin.port),
+        admin_certificate_sha256: admin.as_ref().map(|admin| admin.certificate_sha256.clone()),
     };
-    board.set_state(address, active(None));
+    let mut admin = None;
+    let mut latency_ms = None;
+    board.set_state(address, active(latency_ms, &admin));
     tracing::info!(peer = %address, host = %theirs.host_name, "cluster peer active");
     let mut ping = tokio::time::interval(Duration::from_millis(PING_INTERVAL_MS));
     let mut last_heard = Instant::now();
@@ -564,8 +591,13 @@ async fn dial_once(
             frame = frames.recv() => match frame {
                 Some(Ok(Frame::Pong { sent_ms })) => {
                     last_heard = Instant::now();
-                    let latency_ms = board.monotonic_ms().saturating_sub(sent_ms);
-                    board.set_state(address, active(Some(latency_ms)));
+                    latency_ms = Some(board.monotonic_ms().saturating_sub(sent_ms));
+                    board.set_state(address, active(latency_ms, &admin));
+                }
+                Some(Ok(Frame::AdminEndpoint(endpoint))) => {
+                    last_heard = Instant::now();
+                    admin = Some(endpoint);
+                    board.set_state(address, active(latency_ms, &admin));
                 }
                 Some(Ok(Frame::Refused(refusal))) => {
                     return Ended::AfterActive(format!("the peer refuses: {refusal}"));
@@ -667,9 +699,26 @@ async fn serve_accepted(
     }
     let peer = theirs.peer_id;
     let _guard = board.link(theirs.address, Direction::Accepted, peer);
+    // The dialler shows this peer's line, so it is told where this peer's admin API is.
+    let mut admin = board.admin.subscribe();
+    admin.mark_changed();
     loop {
-        let frame =
-            tokio::time::timeout(Duration::from_millis(SILENCE_TIMEOUT_MS), frames.recv()).await;
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(Duration::from_millis(SILENCE_TIMEOUT_MS), frames.recv()) => frame,
+            changed = admin.changed() => {
+                // The board owns the sender, so it outlives this link; an error is unreachable.
+                if changed.is_err() {
+                    return;
+                }
+                let endpoint = admin.borrow_and_update().clone();
+                if let Some(endpoint) = endpoint
+                    && sender.send(&Frame::AdminEndpoint(endpoint).encode()).await.is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+        };
         let frame = match frame {
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(reason))) => {
@@ -699,7 +748,7 @@ async fn serve_accepted(
                 tracing::warn!(%from, %refusal, "cluster peer refuses this peer");
                 return;
             }
-            Frame::Hello(_) | Frame::Pong { .. } => {}
+            Frame::Hello(_) | Frame::Pong { .. } | Frame::AdminEndpoint(_) => {}
         }
     }
 }

@@ -9,6 +9,13 @@
 //! trust. Verification is never skipped: the operator is shown the SHA-256 fingerprint of the
 //! certificate the member presents ([`member_fingerprint`]), compares it with the one on the
 //! member's Status page, and the join's calls accept that certificate only (pinned).
+//!
+//! The cluster's other members are listed on the new peer too, with no second confirmation:
+//! each tells its peers its admin port and certificate fingerprint over the link the
+//! pre-shared key authenticates (`peering::AdminEndpoint`), the pinned member shows them on
+//! its peer lines, and the join accepts from each other member that certificate only. Every
+//! member must be active and reachable before anything changes; a failure while they are
+//! updated puts the lists back and says which could not be.
 
 use crate::cluster::{ClusterStatus, PeerState};
 use crate::http::{self, App};
@@ -60,6 +67,12 @@ pub enum JoinError {
         "not every peer is active after {JOIN_TIMEOUT_MS} ms: {0}. The settings are kept; the links may still come up"
     )]
     Timeout(String),
+    #[error(
+        "the cluster's other member {address} cannot be updated: {reason}; nothing was changed"
+    )]
+    OtherMember { address: String, reason: String },
+    #[error("listing this peer on {address} failed: {reason}; {undone}")]
+    Update { address: String, reason: String, undone: String },
     #[error("TLS set-up: {0}")]
     Tls(String),
 }
@@ -299,7 +312,8 @@ fn addresses(list: &Value) -> Vec<String> {
 pub struct Joined {
     /// The member was standalone and founded the cluster first.
     pub founded: bool,
-    /// Peers of the list other than the member and this one: add this peer's address on each.
+    /// Peers of the list other than the member and this one, each of which now lists this
+    /// peer too (reached through the certificate the member relayed).
     pub other_members: Vec<String>,
     pub status: ClusterStatus,
 }
@@ -355,6 +369,25 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
         peers.push(own_address.clone());
     }
     peers.sort();
+    // The other members, each reached through the certificate the member relays, and checked
+    // (reachable, the password, the same list) before anything changes anywhere.
+    let others = if founded { Vec::new() } else { other_members(&member, &own_address).await? };
+    for (address, other) in &others {
+        let fail = |error: JoinError| JoinError::OtherMember {
+            address: address.clone(),
+            reason: error.to_string(),
+        };
+        let their_list = other.peers().await.map_err(fail)?;
+        if their_list != previous && their_list != peers {
+            return Err(JoinError::OtherMember {
+                address: address.clone(),
+                reason: format!(
+                    "it lists {their_list:?}, the member lists {previous:?}: the cluster must agree \
+                     before it grows"
+                ),
+            });
+        }
+    }
     // This peer's rules (prerequisites, edition, its own address listed) are checked before
     // the member is touched, so a refusal here changes nothing anywhere.
     precheck(app, &request.pre_shared_key, &peers).await?;
@@ -362,10 +395,28 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
     if founded {
         member.set_cluster(&request.pre_shared_key, &previous).await?;
     }
-    // Task 3: the member lists the new peer; it keeps its key (sent back redacted), so a
-    // mistyped key cannot break the cluster.
-    if peers != previous {
-        member.set_cluster(REDACTED, &peers).await?;
+    // Task 3 on every member: each lists the new peer; each keeps its key (sent back
+    // redacted), so a mistyped key cannot break the cluster. The lists differ between members
+    // only while this runs (their links wait meanwhile).
+    let member_address = member.base.trim_start_matches("https://").to_owned();
+    let mut targets: Vec<(&str, &Member)> = vec![(&member_address, &member)];
+    targets.extend(others.iter().map(|(address, other)| (address.as_str(), other)));
+    let mut updated: Vec<(&str, &Member)> = Vec::new();
+    for (address, target) in &targets {
+        let listed = match target.peers().await {
+            Ok(list) if list == peers => Ok(()),
+            Ok(_) => target.set_cluster(REDACTED, &peers).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = listed {
+            let undone = undo(&updated, &previous).await;
+            return Err(JoinError::Update {
+                address: (*address).to_owned(),
+                reason: error.to_string(),
+                undone,
+            });
+        }
+        updated.push((address, target));
     }
     // Tasks 4–5: this peer takes the key and the list; its shared configuration is replaced by
     // the cluster's when it meets the member.
@@ -373,27 +424,94 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
     body.insert("pre_shared_key".to_owned(), Value::String(request.pre_shared_key.clone()));
     body.insert("peers".to_owned(), json!(peers));
     if let Err(error) = http::save_record(app, actor, None, RecordKind::Cluster, None, body).await {
-        // Take the new peer off the member's list again, so the cluster is as it was.
-        if peers != previous {
-            let _ = member.set_cluster(REDACTED, &previous).await;
-        }
+        // Take the new peer off the members' lists again, so the cluster is as it was.
+        let _ = undo(&updated, &previous).await;
         let fields: Vec<String> =
             error.fields().iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
         let message =
             if fields.is_empty() { error.message().to_owned() } else { fields.join("; ") };
         return Err(JoinError::Local(message));
     }
-    let member_host = member.base.trim_start_matches("https://").split(':').next().unwrap_or("");
-    let member_address = if founded { previous.first().map(String::as_str) } else { None };
-    let other_members: Vec<String> = peers
-        .iter()
-        .filter(|peer| {
-            **peer != own_address && *peer != member_host && Some(peer.as_str()) != member_address
-        })
-        .cloned()
-        .collect();
+    let other_members = others.into_iter().map(|(address, _)| address).collect();
     let status = wait_for_links(app).await?;
     Ok(Joined { founded, other_members, status })
+}
+
+/// The members of the pinned member's cluster other than it and this peer, each with a client
+/// that accepts only the certificate the member learned from it over the cluster link.
+async fn other_members(
+    member: &Member,
+    own_address: &str,
+) -> Result<Vec<(String, Member)>, JoinError> {
+    let (status, body) = member.call(reqwest::Method::GET, "/api/v1/cluster/status", None).await?;
+    if status != 200 {
+        return Err(Member::refusal(&body));
+    }
+    let mut others = Vec::new();
+    for line in body["peers"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let address = line["address"].as_str().unwrap_or_default().to_owned();
+        if address == own_address || line["state"] == "this_system" {
+            continue;
+        }
+        let text = line["text"].as_str().unwrap_or("no status");
+        if line["state"] != "active" {
+            return Err(JoinError::OtherMember {
+                address,
+                reason: format!(
+                    "the member sees it as \"{text}\", and every member must be active first"
+                ),
+            });
+        }
+        let (Some(port), Some(fingerprint)) =
+            (line["admin_port"].as_u64(), line["admin_certificate_sha256"].as_str())
+        else {
+            return Err(JoinError::OtherMember {
+                address,
+                reason: "the member has not learned its admin port and certificate yet (try again \
+                         in a few seconds)"
+                    .to_owned(),
+            });
+        };
+        let seen = Arc::new(Mutex::new(None));
+        let other = Member {
+            client: pinned_client(Some(fingerprint), seen.clone())?,
+            base: format!("https://{address}:{port}"),
+            password: member.password.clone(),
+            seen,
+            confirmed: fingerprint.to_owned(),
+        };
+        others.push((address, other));
+    }
+    Ok(others)
+}
+
+/// Puts the previous list back on the members already updated; says what it did.
+async fn undo(updated: &[(&str, &Member)], previous: &[String]) -> String {
+    if updated.is_empty() {
+        return "nothing was changed".to_owned();
+    }
+    let mut restored = Vec::new();
+    let mut failed = Vec::new();
+    for (address, target) in updated {
+        match target.set_cluster(REDACTED, previous).await {
+            Ok(()) => restored.push(*address),
+            Err(error) => failed.push(format!("{address} ({error})")),
+        }
+    }
+    let mut text = String::new();
+    if !restored.is_empty() {
+        text = format!("the previous list was put back on {}", restored.join(", "));
+    }
+    if !failed.is_empty() {
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        text.push_str(&format!(
+            "these still list this peer: remove it from their Clustering pages: {}",
+            failed.join(", ")
+        ));
+    }
+    text
 }
 
 /// Whether this peer's model would take these cluster settings, without saving them.

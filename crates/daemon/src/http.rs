@@ -706,8 +706,9 @@ pub(crate) async fn save_record(
     // A new server certificate must load before it is saved, so a mistake never reaches the
     // listener; once saved it takes effect for new connections at once.
     let new_tls = match &record {
-        Record::Certificates(certificates) => {
-            Some(crate::tls::configured_identity(&app.tls_files, Some(certificates)).map_err(
+        Record::Certificates(certificates) => Some((
+            certificates.clone(),
+            crate::tls::configured_identity(&app.tls_files, Some(certificates)).map_err(
                 |error| {
                     ApiError::field(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -716,14 +717,15 @@ pub(crate) async fn save_record(
                         format!("{error:#}"),
                     )
                 },
-            )?)
-        }
+            )?,
+        )),
         _ => None,
     };
     let command = if kind.is_singleton() { Command::Save(record) } else { Command::Update(record) };
     execute(app, actor, command).await?;
-    if let Some(config) = new_tls {
+    if let Some((certificates, config)) = new_tls {
         app.tls.reload_from_config(config);
+        announce_certificate(app, Some(&certificates));
     }
     if kind == RecordKind::Administrator && existing.is_some() {
         // A password changed by another administrator ends that account's other sessions.
@@ -755,6 +757,7 @@ pub(crate) async fn remove_record(
         let config = crate::tls::server_config(&app.tls_files)
             .map_err(|error| ApiError::internal(format!("{error:#}")))?;
         app.tls.reload_from_config(config);
+        announce_certificate(app, None);
     }
     if kind == RecordKind::Administrator {
         app.sessions.close_user(&name, None);
@@ -1125,6 +1128,8 @@ pub(crate) fn join_error(error: crate::cluster_join::JoinError) -> ApiError {
         E::Local(_) => (StatusCode::UNPROCESSABLE_ENTITY, "join_settings_refused"),
         E::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "join_refused"),
         E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "join_timeout"),
+        E::OtherMember { .. } => (StatusCode::CONFLICT, "other_member_unavailable"),
+        E::Update { .. } => (StatusCode::BAD_GATEWAY, "member_update_failed"),
         E::Tls(_) => return ApiError::internal(error),
     };
     ApiError::new(status, code, error.to_string())
@@ -1702,6 +1707,16 @@ pub(crate) async fn stage_restore(
     }
 }
 
+/// Tells the cluster peers the certificate the admin API now presents (see `cluster_join`).
+fn announce_certificate(app: &App, certificates: Option<&model::record::Certificates>) {
+    match crate::tls::presented_fingerprint(&app.tls_files, certificates) {
+        Ok(certificate_sha256) => app.cluster.set_admin_certificate(certificate_sha256),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "the admin certificate's fingerprint is unknown")
+        }
+    }
+}
+
 /// Applies a staged restore to the running daemon and reloads the TLS identity; the answer
 /// the API gives. Refused (nothing changed) if this peer has joined a cluster meanwhile.
 pub(crate) async fn apply_restore(
@@ -1733,7 +1748,10 @@ pub(crate) async fn apply_restore(
     match crate::tls::configured_identity(&app.tls_files, certificates.as_ref())
         .or_else(|_| crate::tls::server_config(&app.tls_files))
     {
-        Ok(config) => app.tls.reload_from_config(config),
+        Ok(config) => {
+            app.tls.reload_from_config(config);
+            announce_certificate(app, certificates.as_ref());
+        }
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "restored TLS identity unusable; keeping the current one")
         }

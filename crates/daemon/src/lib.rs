@@ -249,6 +249,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             shutdown.clone(),
         ),
     });
+    // Peers learn where this admin API is and which certificate it presents, so a peer joining
+    // through another member can reach this one too (see `cluster_join`).
+    match tls::presented_fingerprint(&app.tls_files, certificates.as_ref()) {
+        Ok(certificate_sha256) => app.cluster.set_admin_endpoint(peering::AdminEndpoint {
+            port: admin_addr.port(),
+            certificate_sha256,
+        }),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "the admin certificate's fingerprint is unknown; peers cannot tell a joining peer")
+        }
+    }
     let handle = axum_server::Handle::new();
     let server =
         axum_server::from_tcp_rustls(listener, rustls_config.clone()).handle(handle.clone()).serve(

@@ -35,6 +35,21 @@ pub enum Frame {
     Pong {
         sent_ms: u64,
     },
+    /// Where the sender's admin API is and which certificate it presents, sent after the
+    /// greeting once both sides replicate (and again when it changes). The pre-shared key
+    /// authenticates it, so a joining peer may trust a certificate a member relays this way.
+    /// Last of the variants and never in the greeting: a peer of an older release decodes the
+    /// greeting and refuses by version before it could see this frame.
+    AdminEndpoint(AdminEndpoint),
+}
+
+/// A peer's admin API as its cluster peers learn it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AdminEndpoint {
+    /// TCP port of the admin API (HTTPS) on the peer's primary address.
+    pub port: u16,
+    /// SHA-256 of the certificate the admin API presents, `AB:CD:…`.
+    pub certificate_sha256: String,
 }
 
 impl Frame {
@@ -191,10 +206,24 @@ mod tests {
             Frame::Refused(Refusal::NoClusterYet),
             Frame::Replication(vec![1, 2, 3]),
             Frame::Ping { sent_ms: 5 },
+            Frame::AdminEndpoint(AdminEndpoint {
+                port: 8443,
+                certificate_sha256: "AB:CD".to_owned(),
+            }),
         ];
         for frame in frames {
             assert_eq!(Frame::decode(&frame.encode()).expect("decode"), frame);
         }
         assert!(Frame::decode(&[200, 1]).is_err());
+    }
+
+    #[test]
+    fn the_admin_endpoint_frame_keeps_the_older_variants_numbering() {
+        // Older releases must still decode a greeting (to refuse by version): the new frame is
+        // appended, so the earlier variants keep their tags.
+        assert_eq!(Frame::Ping { sent_ms: 5 }.encode()[0], 3);
+        let endpoint =
+            Frame::AdminEndpoint(AdminEndpoint { port: 1, certificate_sha256: String::new() });
+        assert_eq!(endpoint.encode()[0], 5);
     }
 }

@@ -14,5 +14,5 @@ pub mod hello;
 pub mod key;
 
 pub use channel::{Channel, ChannelError, Receiver, Sender};
-pub use hello::{Frame, Hello, Refusal, Verdict, check};
+pub use hello::{AdminEndpoint, Frame, Hello, Refusal, Verdict, check};
 pub use key::ClusterKey;
