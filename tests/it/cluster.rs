@@ -500,7 +500,8 @@ fn listed(peer: &Peer) -> Vec<String> {
 
 /// Joining a cluster of two through one member lists the new peer on the other member too,
 /// through the certificate the member learned over the cluster link: the operator confirms
-/// one fingerprint and visits one page. A refused join changes nothing on any of the three.
+/// one fingerprint and visits one page. A refused join (the other member down, a wrong
+/// password) changes nothing on any of the three.
 #[test]
 fn a_join_through_one_member_lists_the_new_peer_on_every_member() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -518,12 +519,34 @@ fn a_join_through_one_member_lists_the_new_peer_on_every_member() {
     let der: rustls::pki_types::CertificateDer<'_> =
         rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
     let fingerprint = baton_tests::sha256_fingerprint(&der);
-    // a shows b's admin certificate, as b told it over the link.
+    let join = |password: &str| {
+        let body = json!({
+            "member_url": a.daemon.url, "password": password, "pre_shared_key": KEY,
+            "member_certificate_sha256": fingerprint,
+        });
+        c.call(reqwest::Method::POST, "/api/v1/cluster/join", Some(body)).unwrap()
+    };
+    let pair = vec!["127.0.0.1".to_owned(), "127.0.0.2".to_owned()];
+
+    // The other member is down: refused, named, and nothing changes on a or c.
+    let Peer { daemon, ip, args: b_args, listen: b_listen } = b;
+    let b_dir = daemon.data_dir.clone();
+    daemon.kill().unwrap();
+    expect_line(&a, &ip, "Failed: ");
+    let (status, answer) = join(TEST_PASSWORD);
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("other_member_unavailable")));
+    assert!(answer["error"]["message"].as_str().unwrap().contains("127.0.0.2"), "{answer}");
+    assert_eq!((listed(&a), listed(&c)), (pair.clone(), Vec::new()));
+    let daemon = Batond::start_listening(&b_dir, &b_listen, &b_args, &[]).unwrap();
+    let b = Peer { daemon, ip, args: b_args, listen: b_listen };
+
+    // a shows b's admin port and certificate, as b told it over the link.
     let b_pem = std::fs::read(b.daemon.data_dir.join("tls/server.pem")).unwrap();
     let b_der: rustls::pki_types::CertificateDer<'_> =
         rustls::pki_types::pem::PemObject::from_pem_slice(&b_pem).unwrap();
     let b_fingerprint = baton_tests::sha256_fingerprint(&b_der);
-    wait_until("a learns b's admin certificate", || {
+    let b_port: u64 = b.daemon.url.rsplit(':').next().unwrap().parse().unwrap();
+    wait_until("a learns b's admin port and certificate", || {
         let status = a.cluster_status().unwrap();
         let line = status["peers"]
             .as_array()
@@ -532,23 +555,17 @@ fn a_join_through_one_member_lists_the_new_peer_on_every_member() {
             .find(|line| line["address"] == b.ip.as_str())
             .cloned()
             .unwrap_or_default();
-        if line["admin_certificate_sha256"] == b_fingerprint.as_str() {
+        if line["admin_certificate_sha256"] == b_fingerprint.as_str()
+            && line["admin_port"] == b_port
+        {
             Ok(())
         } else {
             Err(line.to_string())
         }
     });
-    let join = |password: &str| {
-        let body = json!({
-            "member_url": a.daemon.url, "password": password, "pre_shared_key": KEY,
-            "member_certificate_sha256": fingerprint,
-        });
-        c.call(reqwest::Method::POST, "/api/v1/cluster/join", Some(body)).unwrap()
-    };
 
     let (status, answer) = join("not the password");
     assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("member_wrong_password")));
-    let pair = vec!["127.0.0.1".to_owned(), "127.0.0.2".to_owned()];
     assert_eq!((listed(&a), listed(&b), listed(&c)), (pair.clone(), pair, Vec::new()));
     expect_line(&a, &b.ip, "Active as peer-2");
 

@@ -272,11 +272,13 @@ pub(crate) enum ClusterAction {
     /// Add the peer at --url to the cluster of the --member peers, in one step: every member
     /// lists it, it takes the key (BATON_CLUSTER_KEY or asked for) and the list, and the
     /// command waits until every link is active (the new peer's daemon does the join, as its
-    /// web page does, accepting only the first member's certificate verified here). A
+    /// web page does, accepting only the first member's certificate verified here, and the
+    /// other members' as the first one relays them). A
     /// standalone first member founds the cluster. The new peer's shared configuration is
     /// replaced by the cluster's; its own settings stay. The --ca file may hold several CAs.
     Join {
-        /// Admin API URL of an existing member; give every member.
+        /// Admin API URL of an existing member (the join goes through the first; the others,
+        /// if given, are checked to agree with it).
         #[arg(long = "member", value_name = "URL", required = true)]
         members: Vec<String>,
     },

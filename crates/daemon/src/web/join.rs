@@ -39,9 +39,11 @@ pub(crate) struct PendingJoin {
 pub(super) fn join_form(user: &WebUser, member_url: &str, problem: Option<&str>) -> String {
     let mut html = String::from(
         "<h2>Join an existing cluster</h2><p>From this new peer, in one step: give the address \
-         of one member, the cluster's administrator password and its pre-shared key. The member \
-         lists this peer, this peer takes the key and the list, and the page waits until the \
-         links are active. This peer's own shared configuration is replaced by the cluster's.</p>",
+         of one member, the cluster's administrator password and its pre-shared key. Every member \
+         lists this peer (the others through the certificates the member vouches for, so there \
+         is no other page to visit), this peer takes the key and the list, and the page waits \
+         until the links are active. Every member must be active. This peer's own shared \
+         configuration is replaced by the cluster's.</p>",
     );
     if let Some(problem) = problem {
         html.push_str(&super::error_note(problem));
@@ -163,8 +165,7 @@ async fn confirm(
             if !joined.other_members.is_empty() {
                 let _ = write!(
                     body,
-                    "<p class=\"pending\">Also add this peer's address on the other members' \
-                     Clustering pages: {}.</p>",
+                    "<p>The other members now list this peer too: {}.</p>",
                     esc(&joined.other_members.join(", "))
                 );
             }
