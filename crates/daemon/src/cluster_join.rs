@@ -35,6 +35,11 @@ const JOIN_POLL_MS: u64 = 500;
 /// attempt's (the links restart with the new settings asynchronously), so it is not final yet.
 const JOIN_REFUSAL_SETTLE_MS: u64 = 3_000;
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// A link that has just come up shows "Active" a moment before the peer's admin endpoint
+/// arrives on it; the join reads the member's peer lines again for this long.
+const ADMIN_ENDPOINT_WAIT_MS: u64 = 3_000;
+const ENDPOINT_UNKNOWN: &str =
+    "the member has not learned its admin port and certificate yet (try again in a few seconds)";
 const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// The administrator account the cluster shares.
 const ADMIN_NAME: &str = crate::auth::FACTORY_ADMIN_NAME;
@@ -443,6 +448,24 @@ async fn other_members(
     member: &Member,
     own_address: &str,
 ) -> Result<Vec<(String, Member)>, JoinError> {
+    let started_ms = http::now_ms();
+    loop {
+        match other_members_once(member, own_address).await {
+            Err(JoinError::OtherMember { reason, .. })
+                if reason == ENDPOINT_UNKNOWN
+                    && http::now_ms().saturating_sub(started_ms) < ADMIN_ENDPOINT_WAIT_MS =>
+            {
+                tokio::time::sleep(Duration::from_millis(JOIN_POLL_MS)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn other_members_once(
+    member: &Member,
+    own_address: &str,
+) -> Result<Vec<(String, Member)>, JoinError> {
     let (status, body) = member.call(reqwest::Method::GET, "/api/v1/cluster/status", None).await?;
     if status != 200 {
         return Err(Member::refusal(&body));
@@ -465,13 +488,12 @@ async fn other_members(
         let (Some(port), Some(fingerprint)) =
             (line["admin_port"].as_u64(), line["admin_certificate_sha256"].as_str())
         else {
-            return Err(JoinError::OtherMember {
-                address,
-                reason: "the member has not learned its admin port and certificate yet (try again \
-                         in a few seconds)"
-                    .to_owned(),
-            });
+            return Err(JoinError::OtherMember { address, reason: ENDPOINT_UNKNOWN.to_owned() });
         };
+        // Only an address of the list goes into the URL.
+        if address.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(JoinError::Member(format!("it lists {address:?}, not an IPv4 address")));
+        }
         let seen = Arc::new(Mutex::new(None));
         let other = Member {
             client: pinned_client(Some(fingerprint), seen.clone())?,
