@@ -414,7 +414,10 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
             Err(error) => Err(error),
         };
         if let Err(error) = listed {
-            let undone = undo(&updated, &previous).await;
+            let mut undone = undo(&updated, &previous).await;
+            if founded {
+                undone.push_str(" (the member keeps the cluster it founded, with only itself)");
+            }
             return Err(JoinError::Update {
                 address: (*address).to_owned(),
                 reason: error.to_string(),
