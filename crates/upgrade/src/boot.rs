@@ -464,16 +464,7 @@ impl SlotWriter for FileSlotWriter {
     fn begin(&mut self, _payload_size_bytes: u64) -> std::io::Result<()> {
         // First make the slot unbootable (see SlotWriter's contract), durably, and note that it
         // is incomplete: only then may its bytes change.
-        let entries_dir = self.dir.join(ENTRIES_DIR);
-        for item in fs::read_dir(&entries_dir)? {
-            let item = item?;
-            let name = item.file_name();
-            if name.to_str().and_then(Entry::parse_name).is_some_and(|(slot, ..)| slot == self.slot)
-            {
-                fs::remove_file(item.path())?;
-            }
-        }
-        sync_dir(&entries_dir).map_err(std::io::Error::other)?;
+        remove_entries_of(&self.dir.join(ENTRIES_DIR), self.slot)?;
         self.record_bad(Some("install started and did not finish"))?;
         self.file =
             Some(OpenOptions::new().write(true).create(true).truncate(true).open(self.path())?);
@@ -539,6 +530,19 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     fs::rename(&temporary, path)
         .map_err(Error::io(format!("renaming {} into place", temporary.display())))?;
     sync_dir(dir)
+}
+
+/// Deletes `slot`'s boot entries (any tries counter) from `entries_dir`, durably: the first
+/// step of writing a slot, so that a half-written slot is never bootable.
+pub(crate) fn remove_entries_of(entries_dir: &Path, slot: Slot) -> std::io::Result<()> {
+    for item in fs::read_dir(entries_dir)? {
+        let item = item?;
+        let name = item.file_name();
+        if name.to_str().and_then(Entry::parse_name).is_some_and(|(of, ..)| of == slot) {
+            fs::remove_file(item.path())?;
+        }
+    }
+    sync_dir(entries_dir).map_err(std::io::Error::other)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {

@@ -18,7 +18,8 @@
 
 use crate::Error;
 use crate::boot::{
-    BootControl, Entry, LastBoot, Slot, last_boot_of, read_entries, sync_dir, write_atomically,
+    BootControl, Entry, LastBoot, Slot, last_boot_of, read_entries, remove_entries_of, sync_dir,
+    write_atomically,
 };
 use crate::install::SlotWriter;
 use std::fs::{self, File, OpenOptions};
@@ -359,16 +360,7 @@ impl SlotWriter for BlockSlotWriter {
         // Unbootable first, durably (SlotWriter's contract): no entry, and a marker that keeps
         // set_next_boot from choosing it until the write finished.
         self.mark("install started and did not finish")?;
-        let entries = self.esp.join("loader/entries");
-        for item in fs::read_dir(&entries)? {
-            let item = item?;
-            let name = item.file_name();
-            if name.to_str().and_then(Entry::parse_name).is_some_and(|(slot, ..)| slot == self.slot)
-            {
-                fs::remove_file(item.path())?;
-            }
-        }
-        sync_dir(&entries).map_err(std::io::Error::other)?;
+        remove_entries_of(&self.esp.join("loader/entries"), self.slot)?;
         self.file = Some(OpenOptions::new().write(true).open(&self.device)?);
         Ok(())
     }
