@@ -6,14 +6,13 @@
 use super::forms::{self, Values};
 use super::system::{SavedQuery, not_found};
 use super::{
-    FormPairs, Operator, WebUser, check_csrf, esc, page, saved_note, scope_note, see_other,
-    url_encode,
+    Operator, OperatorForm, WebUser, esc, page, saved_note, scope_note, see_other, url_encode,
 };
 use crate::http::{self, ApiError, App};
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
 use model::{Record, RecordKey, RecordKind};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -190,14 +189,10 @@ async fn list_page(
 }
 
 async fn create(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
     Path(collection): Path<String>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
     let fields = forms::fields(kind);
     let created = match forms::body_from_form(&fields, &form, false) {
@@ -277,14 +272,10 @@ async fn edit_page(
 }
 
 async fn save(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
     Path((collection, name)): Path<(String, String)>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
     let fields = forms::fields(kind);
     let saved = match forms::body_from_form(&fields, &form, true) {
@@ -318,14 +309,10 @@ async fn save(
 }
 
 async fn delete(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
     Path((collection, name)): Path<(String, String)>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, .. }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
     match http::remove_record(&app, &user.name, kind, name.clone()).await {
         Ok(()) => see_other(&format!("/configuration/{collection}?deleted={}", url_encode(&name))),
@@ -391,14 +378,10 @@ async fn conferences_page(
 }
 
 async fn end_conference(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, .. }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     match http::remove_record(&app, &user.name, RecordKind::Conference, name.clone()).await {
         Ok(()) => see_other(&format!("/conferences?saved={}", url_encode(&name))),
         Err(error) => super::error_page(Some(&user), &error),

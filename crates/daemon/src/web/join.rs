@@ -7,14 +7,14 @@
 //! Between the two steps the password and key stay in memory on this peer (never in the page),
 //! for the session that typed them, for at most [`PENDING_JOIN_TTL_MS`].
 
-use super::{FormPairs, Operator, WebState, WebUser, check_csrf, csrf_input, esc, page};
+use super::{OperatorForm, WebState, WebUser, csrf_input, esc, page};
 use crate::cluster_join::JoinRequest;
 use crate::http::{self, App};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Extension, Form, Router};
+use axum::{Extension, Router};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -77,13 +77,9 @@ fn refused(user: &WebUser, member_url: &str, status: StatusCode, problem: &str) 
 }
 
 async fn check_member(
-    Operator(user): Operator,
     Extension(web): Extension<Arc<WebState>>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let member_url = super::form_value(&form, "member_url").trim().to_owned();
     let fingerprint = match crate::cluster_join::member_fingerprint(&member_url).await {
         Ok(fingerprint) => fingerprint,
@@ -126,14 +122,10 @@ async fn check_member(
 }
 
 async fn confirm(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
     Extension(web): Extension<Arc<WebState>>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let id = super::form_value(&form, "id");
     let pending = {
         let mut pending = web.pending_join.lock().unwrap_or_else(|e| e.into_inner());

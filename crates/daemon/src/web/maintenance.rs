@@ -10,7 +10,9 @@
 //! confirmation applies it. One restore waits for confirmation at a time, for the session that
 //! uploaded it, and is forgotten after [`PENDING_RESTORE_TTL_MS`].
 
-use super::{FormPairs, Operator, WebState, WebUser, check_csrf, csrf_input, esc, page};
+use super::{
+    FormPairs, Operator, OperatorForm, WebState, WebUser, check_csrf, csrf_input, esc, page,
+};
 use crate::http::{self, ApiError, App};
 use axum::body::Bytes;
 use axum::extract::multipart::Field;
@@ -18,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::{Extension, Router};
 use model::{RecordKind, State as ModelState};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -314,13 +316,9 @@ async fn backup_page(
 }
 
 async fn download(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let password = Some(super::form_value(&form, "password").to_owned()).filter(|p| !p.is_empty());
     match http::backup_download(&app, &user.name, password).await {
         Ok(response) => response,
@@ -480,14 +478,10 @@ async fn restore_uploaded(
 }
 
 async fn restore_confirm(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
     Extension(web): Extension<Arc<WebState>>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     forget_expired(&web);
     let title = "Backup and restore";
     let id = super::form_value(&form, "id");
@@ -534,13 +528,9 @@ async fn restore_confirm(
 }
 
 async fn restore_cancel(
-    Operator(user): Operator,
     Extension(web): Extension<Arc<WebState>>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, .. }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let mut pending = web.pending_restore.lock().unwrap_or_else(|e| e.into_inner());
     if pending.as_ref().is_some_and(|p| p.session == user.token) {
         *pending = None;
@@ -747,13 +737,9 @@ async fn reboot_question(Operator(user): Operator, State(app): State<Arc<App>>) 
 }
 
 async fn reboot(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     if super::form_value(&form, "confirm") != "yes" {
         return super::see_other("/maintenance/reboot");
     }

@@ -18,7 +18,7 @@ mod status;
 mod system;
 
 use crate::http::{self, ApiError, App};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -283,6 +283,30 @@ impl FromRequestParts<Arc<App>> for Operator {
             return Err(Redirect::to("/password").into_response());
         }
         Ok(Operator(user))
+    }
+}
+
+/// A form posted by an [`Operator`], refused (403, nothing changed) unless it carries this
+/// session's CSRF token: a handler taking it cannot forget the check. It reads the body, so it
+/// is the handler's last argument.
+pub(crate) struct OperatorForm {
+    pub(crate) user: WebUser,
+    pub(crate) form: FormPairs,
+}
+
+impl FromRequest<Arc<App>> for OperatorForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, app: &Arc<App>) -> Result<OperatorForm, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Operator(user) = Operator::from_request_parts(&mut parts, app).await?;
+        let Form(form) = Form::<FormPairs>::from_request(Request::from_parts(parts, body), app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match check_csrf(&user, &form) {
+            Some(refused) => Err(refused),
+            None => Ok(OperatorForm { user, form }),
+        }
     }
 }
 

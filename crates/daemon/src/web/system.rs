@@ -5,14 +5,14 @@
 
 use super::forms::{self, Values};
 use super::{
-    FormPairs, Operator, WebUser, check_csrf, esc, page, saved_note, scope_note, see_other,
+    FormPairs, Operator, OperatorForm, WebUser, esc, page, saved_note, scope_note, see_other,
 };
 use crate::http::{self, ApiError, App};
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Form, Router};
 use model::{FieldError, RecordKey, RecordKind};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -158,14 +158,10 @@ async fn setting_page(
 }
 
 async fn save_setting(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
     Path(collection): Path<String>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let Some(kind) = setting_kind(&collection) else { return not_found(&user) };
     let existing = match stored(&app, kind).await {
         Ok(current) => current.is_some(),
@@ -365,13 +361,9 @@ async fn clustering_page(
 }
 
 async fn save_clustering(
-    Operator(user): Operator,
     State(app): State<Arc<App>>,
-    Form(form): Form<FormPairs>,
+    OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    if let Some(refused) = check_csrf(&user, &form) {
-        return refused;
-    }
     let stored = match stored(&app, RecordKind::Cluster).await {
         Ok(stored) => stored,
         Err(error) => return super::error_page(Some(&user), &error),
