@@ -25,8 +25,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The VM's forwarded admin API (`cargo xtask vm`: peer 1 is at 127.0.0.2).
-const ADMIN_URL: &str = "https://127.0.0.2:8443";
+/// The VM's forwarded admin API: `cargo xtask vm` puts peer 1 at 127.0.0.2, or at
+/// 127.0.0.<1 + BATON_VM_HOST_OFFSET> when another checkout boots VMs at the same time.
+fn admin_url() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let offset = std::env::var("BATON_VM_HOST_OFFSET")
+            .ok()
+            .and_then(|text| text.parse::<u32>().ok())
+            .filter(|offset| (1..=250).contains(offset))
+            .unwrap_or(1);
+        format!("https://127.0.0.{}:8443", 1 + offset)
+    })
+}
 const SERIAL: &str = "BATON-VM-1";
 /// The same disk booted as another machine, for the backup's serial check.
 const OTHER_SERIAL: &str = "BATON-VM-OTHER";
@@ -142,7 +153,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     let api_ready_s = boot.elapsed().as_secs_f64();
 
     let login: Value = client
-        .post(format!("{ADMIN_URL}/api/v1/sessions"))
+        .post(format!("{}/api/v1/sessions", admin_url()))
         .json(&json!({"username": "admin", "password": "TANDBERG"}))
         .send()?
         .error_for_status()
@@ -151,7 +162,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     ensure!(login["must_change_password"] == json!(true), "factory password not flagged: {login}");
     let token = login["token"].as_str().context("no token")?.to_owned();
     client
-        .post(format!("{ADMIN_URL}/api/v1/password"))
+        .post(format!("{}/api/v1/password", admin_url()))
         .bearer_auth(&token)
         .json(&json!({"current_password": "TANDBERG", "new_password": PASSWORD}))
         .send()?
@@ -165,7 +176,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
         ensure!(serial == &json!(SERIAL), "API hardware serial {serial}, want {SERIAL}");
     }
     // 200 when configured, 503 with the reason when not: either way the path answers.
-    let policy = client.get(format!("{ADMIN_URL}/baton/policy/status")).send()?;
+    let policy = client.get(format!("{}/baton/policy/status", admin_url())).send()?;
     ensure!(
         policy.status().as_u16() == 200 || policy.status().as_u16() == 503,
         "policy status answered {}",
@@ -187,7 +198,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     // Peer-local settings through the API, checked inside the guest (same boot).
     let applied = crate::vm_platform::settings_reach_the_guest(
         &client,
-        ADMIN_URL,
+        admin_url(),
         &api.token,
         &target.join("vm/peer-1.qga"),
         SERIAL,
@@ -320,7 +331,7 @@ struct Api<'a> {
 impl<'a> Api<'a> {
     fn login(client: &'a reqwest::blocking::Client) -> anyhow::Result<Api<'a>> {
         let login: Value = client
-            .post(format!("{ADMIN_URL}/api/v1/sessions"))
+            .post(format!("{}/api/v1/sessions", admin_url()))
             .json(&json!({"username": "admin", "password": PASSWORD}))
             .send()?
             .error_for_status()
@@ -331,14 +342,14 @@ impl<'a> Api<'a> {
 
     fn get(&self, path: &str) -> anyhow::Result<Value> {
         let response =
-            self.client.get(format!("{ADMIN_URL}{path}")).bearer_auth(&self.token).send()?;
+            self.client.get(format!("{}{path}", admin_url())).bearer_auth(&self.token).send()?;
         answer(response, path)
     }
 
     fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self
             .client
-            .post(format!("{ADMIN_URL}{path}"))
+            .post(format!("{}{path}", admin_url()))
             .bearer_auth(&self.token)
             .json(body)
             .send()?;
@@ -352,7 +363,7 @@ impl<'a> Api<'a> {
         let started = Instant::now();
         let response = self
             .client
-            .post(format!("{ADMIN_URL}/api/v1/upgrade"))
+            .post(format!("{}/api/v1/upgrade", admin_url()))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(UPLOAD_TIMEOUT_S))
             .body(reqwest::blocking::Body::sized(file, size_bytes))
@@ -371,7 +382,7 @@ impl<'a> Api<'a> {
     fn backup(&self) -> anyhow::Result<Vec<u8>> {
         let response = self
             .client
-            .post(format!("{ADMIN_URL}/api/v1/backups"))
+            .post(format!("{}/api/v1/backups", admin_url()))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(UPLOAD_TIMEOUT_S))
             .send()?;
@@ -383,7 +394,7 @@ impl<'a> Api<'a> {
     fn restore(&self, archive: &[u8]) -> anyhow::Result<(u16, Value)> {
         let response = self
             .client
-            .post(format!("{ADMIN_URL}/api/v1/restore"))
+            .post(format!("{}/api/v1/restore", admin_url()))
             .bearer_auth(&self.token)
             .header("content-type", "application/octet-stream")
             .timeout(Duration::from_secs(UPLOAD_TIMEOUT_S))
@@ -396,7 +407,7 @@ impl<'a> Api<'a> {
     fn reboot(&self) -> anyhow::Result<()> {
         let response = self
             .client
-            .post(format!("{ADMIN_URL}/api/v1/upgrade/reboot"))
+            .post(format!("{}/api/v1/upgrade/reboot", admin_url()))
             .bearer_auth(&self.token)
             .send()?;
         ensure!(response.status().as_u16() == 202, "reboot answered {}", response.status());
@@ -414,7 +425,7 @@ fn answer(response: reqwest::blocking::Response, path: &str) -> anyhow::Result<V
 fn wait_for_api(client: &reqwest::blocking::Client, serial: &Serial) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(API_TIMEOUT_S);
     loop {
-        match client.get(format!("{ADMIN_URL}/api/v1/health")).send() {
+        match client.get(format!("{}/api/v1/health", admin_url())).send() {
             Ok(response) if response.status().is_success() => return Ok(()),
             _ if Instant::now() > deadline => {
                 bail!("no admin API within {API_TIMEOUT_S} s; see {}", serial.path.display())
