@@ -9,8 +9,8 @@
 //! plays the firmware on the boot control (`FileBootControl::firmware_boot`: the newly
 //! installed slot boots on trial and its try is counted), and starts `batond` again on the
 //! same data directory and admin address, running the booted slot's version. The new release
-//! is played by the same binary announcing that version (`--announce-version`, which also sets
-//! the version `/api/v1/status` reports); once it answers, the harness blesses the slot as the
+//! is played by the same binary running as that version (`--announce-version`: the version
+//! every part of the daemon reports and compares); once it answers, the harness blesses the slot as the
 //! health gate would. Everything `batonctl` sees — the upload, the verification, the slot, the
 //! reboot, the peer coming back with another version — is the daemon's real behaviour.
 

@@ -91,9 +91,6 @@ pub struct Network {
     pub connect_via: BTreeMap<Ipv4Addr, SocketAddr>,
     /// Skips the NTP check. Only for tests on machines without time synchronisation.
     pub assume_time_synchronised: bool,
-    /// The software version announced to peers instead of this build's. Only for tests of
-    /// mixed-version clusters.
-    pub announce_version: Option<String>,
 }
 
 /// One peer line as the operator sees it.
@@ -165,15 +162,6 @@ pub struct Board {
 }
 
 impl Board {
-    /// The software version this peer runs, as peers and operators see it: the stamped one
-    /// (`crate::version`), or the one a test announces (`--announce-version`) to play another release.
-    pub fn software_version(&self) -> String {
-        self.network
-            .announce_version
-            .clone()
-            .unwrap_or_else(|| crate::version::software_version().to_owned())
-    }
-
     pub fn status(&self) -> ClusterStatus {
         let settings = lock(&self.settings).clone();
         let states = lock(&self.states).clone();
@@ -411,7 +399,7 @@ async fn start(
         }
     };
     let hello = Arc::new(Hello {
-        software_version: board.software_version(),
+        software_version: crate::version::software_version().to_owned(),
         address,
         host_name: settings.host_name.clone(),
         peer_id: settings.peer_id,

@@ -902,7 +902,7 @@ async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, Ap
     let now = now_ms();
     Ok(Json(json!({
         "product": "Baton",
-        "version": app.cluster.software_version(),
+        "version": crate::version::software_version(),
         "peer_id": app.writer.peer_id().to_hex(),
         "started": format_ms(app.started_ms),
         "uptime_s": now.saturating_sub(app.started_ms) / 1000,

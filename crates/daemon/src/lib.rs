@@ -73,7 +73,6 @@ impl Config {
                 port: cluster::CLUSTER_PORT_DEFAULT,
                 connect_via: Default::default(),
                 assume_time_synchronised: false,
-                announce_version: None,
             },
             platform: None,
         }

@@ -70,8 +70,8 @@ struct Flags {
     /// For tests only: cluster without NTP synchronisation.
     #[arg(long, hide = true)]
     assume_time_synchronised: bool,
-    /// For tests only: run as this software version (announced to peers, reported by
-    /// `/api/v1/status`), to play another release in mixed-version and rolling-upgrade tests.
+    /// For tests only: run as this software version (announced to peers, reported and compared
+    /// everywhere), to play another release in mixed-version and rolling-upgrade tests.
     #[arg(long, hide = true)]
     announce_version: Option<String>,
 }
@@ -91,6 +91,9 @@ fn parse_via(text: &str) -> Result<(Ipv4Addr, SocketAddr), String> {
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    if let Some(version) = &flags.announce_version {
+        daemon::version::play(version).map_err(anyhow::Error::msg)?;
+    }
     let version = daemon::version::load(&flags.version_file).map_err(anyhow::Error::msg)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -134,7 +137,6 @@ fn main() -> anyhow::Result<()> {
                 port: flags.cluster_port,
                 connect_via: flags.cluster_connect_via.into_iter().collect(),
                 assume_time_synchronised: flags.assume_time_synchronised,
-                announce_version: flags.announce_version,
             },
             platform: flags.apply_os.then(|| {
                 // Commands run as transient units: batond's own sandbox cannot restart

@@ -43,6 +43,15 @@ pub fn load(path: &Path) -> Result<&'static str, String> {
     Ok(software_version())
 }
 
+/// For tests only (`batond --announce-version`): run as `version`, so that a test can play
+/// another release with this build. Call before [`load`]; every part then reports and compares
+/// this one version, as it would the stamped one.
+pub fn play(version: &str) -> Result<&'static str, String> {
+    let version: upgrade::Version = version.parse()?;
+    let _ = STAMPED.set(version.to_string());
+    Ok(software_version())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
