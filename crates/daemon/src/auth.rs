@@ -19,8 +19,7 @@ pub const SESSIONS_MAX: usize = 256;
 /// Hashes a password with argon2id and a fresh random salt (slow on purpose: call it off the
 /// async runtime).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|_| argon2::password_hash::Error::Crypto)?;
+    let salt = crate::random::bytes::<16>().map_err(|_| argon2::password_hash::Error::Crypto)?;
     let salt = SaltString::encode_b64(&salt)?;
     Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
 }
@@ -37,8 +36,8 @@ const CRYPT_SALT_LENGTH: usize = 16;
 /// The root password as the OS's crypt(3) reads it (`$6$rounds=…$salt$hash`, SHA-512-crypt):
 /// the OS checks it at the console and over SSH, and libxcrypt cannot read argon2id.
 pub fn hash_root_password(password: &str) -> Result<String, String> {
-    let mut random = [0u8; CRYPT_SALT_LENGTH];
-    getrandom::fill(&mut random).map_err(|error| format!("no randomness for a salt: {error}"))?;
+    let random = crate::random::bytes::<CRYPT_SALT_LENGTH>()
+        .map_err(|error| format!("no randomness for a salt: {error}"))?;
     let salt: String =
         random.iter().map(|byte| char::from(CRYPT_SALT_ALPHABET[usize::from(byte & 63)])).collect();
     crypt_sha512(password, &salt, ROOT_PASSWORD_ROUNDS)

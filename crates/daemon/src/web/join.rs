@@ -65,12 +65,6 @@ pub(super) fn join_form(user: &WebUser, member_url: &str, problem: Option<&str>)
     html
 }
 
-fn random_hex() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).ok()?;
-    Some(hex::encode(bytes))
-}
-
 fn refused(user: &WebUser, member_url: &str, status: StatusCode, problem: &str) -> Response {
     let body = join_form(user, member_url, Some(problem));
     (status, page("Join a cluster", Some(user), &body)).into_response()
@@ -88,7 +82,7 @@ async fn check_member(
             return refused(&user, &member_url, error.status(), error.message());
         }
     };
-    let Some(id) = random_hex() else {
+    let Some(id) = crate::random::hex_token::<16>() else {
         return refused(&user, &member_url, StatusCode::INTERNAL_SERVER_ERROR, "no randomness");
     };
     let request = JoinRequest {

@@ -83,12 +83,6 @@ pub(crate) struct PendingRestore {
     created_ms: u64,
 }
 
-fn random_hex() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).ok()?;
-    Some(hex::encode(bytes))
-}
-
 // ---- uploads --------------------------------------------------------------------------------
 
 /// A blocking `Read` over uploaded chunks handed over by the async handler; stops (and sets
@@ -414,7 +408,7 @@ async fn restore_uploaded(
         Ok(found) => found,
         Err(error) => return super::error_page(Some(&user), &error),
     };
-    let Some(id) = random_hex() else {
+    let Some(id) = crate::random::hex_token::<16>() else {
         return super::error_page(Some(&user), &ApiError::internal("no randomness"));
     };
     let manifest = staged.manifest().clone();
