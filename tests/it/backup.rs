@@ -34,15 +34,7 @@ impl Peer {
         all.extend_from_slice(env);
         let daemon = Batond::start_with_env(dir, "127.0.0.1", &[], &all).unwrap();
         if fresh {
-            let response = daemon
-                .client()
-                .unwrap()
-                .post(format!("{}/api/v1/password", daemon.url))
-                .basic_auth("admin", Some("TANDBERG"))
-                .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
-                .send()
-                .unwrap();
-            assert_eq!(response.status(), 200);
+            daemon.change_factory_password().unwrap();
         }
         Peer { daemon, serial: serial.to_owned() }
     }

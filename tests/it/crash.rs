@@ -6,18 +6,6 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn change_factory_password(daemon: &Batond) {
-    let response = daemon
-        .client()
-        .unwrap()
-        .post(format!("{}/api/v1/password", daemon.url))
-        .basic_auth("admin", Some("TANDBERG"))
-        .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
 fn bridge(index: usize) -> Value {
     json!({"name": format!("bridge-{index}"), "bridge_type": "mcu", "address": format!("127.0.0.{}", 1 + index % 200),
            "username": "api", "password": format!("secret-{index}"), "capacity_ports": 1 + index as u64})
@@ -27,7 +15,7 @@ fn bridge(index: usize) -> Value {
 fn sigkill_during_a_write_storm_loses_no_acknowledged_change() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Batond::start(dir.path()).unwrap();
-    change_factory_password(&daemon);
+    daemon.change_factory_password().unwrap();
 
     // A client creates bridges one after another and remembers which were acknowledged.
     let acknowledged = Arc::new(Mutex::new(Vec::new()));

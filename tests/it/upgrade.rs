@@ -6,6 +6,7 @@
 
 use baton_tests::{Batond, TEST_PASSWORD, binary};
 use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 use upgrade::{FORMAT_VERSION, Manifest, PRODUCT, SigningKey};
 
 pub(crate) fn image(key: &SigningKey, version: &str, payload: &[u8]) -> Vec<u8> {
@@ -23,6 +24,38 @@ pub(crate) fn image(key: &SigningKey, version: &str, payload: &[u8]) -> Vec<u8> 
     let mut out = Vec::new();
     upgrade::write_image(&mut out, &manifest, key, &mut &payload[..]).unwrap();
     out
+}
+
+/// A daemon's upgrade set-up in `dir`: a trusted and a foreign release key, the data folder, a
+/// reboot command that leaves `rebooted` behind, and the flags that say so (plus a stamped
+/// version file when `version` is given).
+struct Rig {
+    trusted: SigningKey,
+    stranger: SigningKey,
+    data: PathBuf,
+    rebooted: PathBuf,
+    args: Vec<String>,
+}
+
+impl Rig {
+    fn new(dir: &Path, version: Option<&str>) -> Rig {
+        let trusted = upgrade::generate_signing_key().unwrap();
+        let stranger = upgrade::generate_signing_key().unwrap();
+        let keys = dir.join("trusted.pub");
+        std::fs::write(&keys, upgrade::public_key_to_text(&trusted.verifying_key())).unwrap();
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let rebooted = dir.join("rebooted");
+        let mut args = vec!["--upgrade-trusted-keys-file".to_owned(), keys.display().to_string()];
+        if let Some(version) = version {
+            let version_file = dir.join("version");
+            std::fs::write(&version_file, format!("{version}\n")).unwrap();
+            args.extend(["--version-file".to_owned(), version_file.display().to_string()]);
+        }
+        args.extend(["--reboot-command".to_owned(), "touch".to_owned()]);
+        args.push(rebooted.display().to_string());
+        Rig { trusted, stranger, data, rebooted, args }
+    }
 }
 
 struct Daemon {
@@ -56,29 +89,10 @@ impl Daemon {
 #[test]
 fn a_signed_image_goes_to_the_other_slot_and_bad_ones_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let trusted = upgrade::generate_signing_key().unwrap();
-    let stranger = upgrade::generate_signing_key().unwrap();
-    let keys = dir.path().join("trusted.pub");
-    std::fs::write(&keys, upgrade::public_key_to_text(&trusted.verifying_key())).unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let rebooted = dir.path().join("rebooted");
-    let args = [
-        "--upgrade-trusted-keys-file".to_owned(),
-        keys.display().to_string(),
-        "--reboot-command".to_owned(),
-        "touch".to_owned(),
-        rebooted.display().to_string(),
-    ];
+    let Rig { trusted, stranger, data, rebooted, args } = Rig::new(dir.path(), None);
     let batond = Batond::start_with(&data, "127.0.0.1", &args).unwrap();
     let http = batond.client().unwrap();
-    let changed = http
-        .post(format!("{}/api/v1/password", batond.url))
-        .basic_auth("admin", Some("TANDBERG"))
-        .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
-        .send()
-        .unwrap();
-    assert_eq!(changed.status(), 200);
+    batond.change_factory_password().unwrap();
     let daemon = Daemon { batond, http };
     let before = daemon.status();
     assert_eq!(before["active_slot"], "A");
@@ -135,24 +149,7 @@ fn a_signed_image_goes_to_the_other_slot_and_bad_ones_change_nothing() {
 #[test]
 fn batonctl_installs_an_upgrade_over_the_stamped_version_and_reports_a_fallback() {
     let dir = tempfile::tempdir().unwrap();
-    let trusted = upgrade::generate_signing_key().unwrap();
-    let stranger = upgrade::generate_signing_key().unwrap();
-    let keys = dir.path().join("trusted.pub");
-    std::fs::write(&keys, upgrade::public_key_to_text(&trusted.verifying_key())).unwrap();
-    let version_file = dir.path().join("version");
-    std::fs::write(&version_file, "0.5.0\n").unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let rebooted = dir.path().join("rebooted");
-    let args = [
-        "--upgrade-trusted-keys-file".to_owned(),
-        keys.display().to_string(),
-        "--version-file".to_owned(),
-        version_file.display().to_string(),
-        "--reboot-command".to_owned(),
-        "touch".to_owned(),
-        rebooted.display().to_string(),
-    ];
+    let Rig { trusted, stranger, data, rebooted, args } = Rig::new(dir.path(), Some("0.5.0"));
     let batond = Batond::start_with(&data, "127.0.0.1", &args).unwrap();
     let http = batond.client().unwrap();
 
@@ -167,13 +164,7 @@ fn batonctl_installs_an_upgrade_over_the_stamped_version_and_reports_a_fallback(
     );
     assert_eq!(health["version"], "0.5.0");
 
-    let changed = http
-        .post(format!("{}/api/v1/password", batond.url))
-        .basic_auth("admin", Some("TANDBERG"))
-        .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
-        .send()
-        .unwrap();
-    assert_eq!(changed.status(), 200);
+    batond.change_factory_password().unwrap();
     let status: Value = http
         .get(format!("{}/api/v1/status", batond.url))
         .basic_auth("admin", Some(TEST_PASSWORD))

@@ -51,14 +51,7 @@ impl Forms {
             .unwrap();
         let mut forms =
             Forms { http, api: daemon.client().unwrap(), url: daemon.url.clone(), cookie: None };
-        let changed = forms
-            .api
-            .post(format!("{}/api/v1/password", daemon.url))
-            .basic_auth("admin", Some("TANDBERG"))
-            .json(&json!({"current_password": "TANDBERG", "new_password": TEST_PASSWORD}))
-            .send()
-            .unwrap();
-        assert_eq!(changed.status(), 200);
+        daemon.change_factory_password().unwrap();
         let answer = forms.post("/login", &[("username", "admin"), ("password", TEST_PASSWORD)]);
         assert_eq!(answer.location.as_deref(), Some("/status"), "{}", answer.text());
         forms

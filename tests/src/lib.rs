@@ -105,6 +105,22 @@ impl Batond {
         }
     }
 
+    /// Changes the factory administrator's password to [`TEST_PASSWORD`], as every daemon's
+    /// first operator must before anything else is allowed.
+    pub fn change_factory_password(&self) -> anyhow::Result<()> {
+        let response = self
+            .client()?
+            .post(format!("{}/api/v1/password", self.url))
+            .basic_auth(FACTORY_USER, Some(FACTORY_PASSWORD))
+            .json(&json!({"current_password": FACTORY_PASSWORD, "new_password": TEST_PASSWORD}))
+            .send()
+            .context("changing the factory password")?;
+        if response.status() != 200 {
+            bail!("changing the factory password on {}: {}", self.url, response.status());
+        }
+        Ok(())
+    }
+
     pub fn client(&self) -> anyhow::Result<reqwest::blocking::Client> {
         let ca =
             std::fs::read(self.data_dir.join("tls/ca.pem")).context("reading the daemon's CA")?;
@@ -360,16 +376,7 @@ impl Peer {
         ];
         args.extend_from_slice(extra);
         let daemon = Batond::start_listening(dir, listen, &args, &[])?;
-        let response = daemon
-            .client()?
-            .post(format!("{}/api/v1/password", daemon.url))
-            .basic_auth(FACTORY_USER, Some(FACTORY_PASSWORD))
-            .json(&json!({"current_password": FACTORY_PASSWORD, "new_password": TEST_PASSWORD}))
-            .send()
-            .context("changing the factory password")?;
-        if response.status() != 200 {
-            bail!("changing the factory password on {ip}: {}", response.status());
-        }
+        daemon.change_factory_password()?;
         let peer = Peer { daemon, ip: ip.clone(), args, listen: listen.to_owned() };
         let host = format!("peer-{}", ip.rsplit('.').next().unwrap_or(&ip));
         peer.save(
