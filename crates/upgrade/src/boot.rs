@@ -319,26 +319,14 @@ impl BootControl for FileBootControl {
         if tries == 0 {
             return Err(self.inconsistent("a next boot needs at least one try".to_owned()));
         }
-        let entries = self.entries()?;
-        let generation = entries.iter().map(|entry| entry.generation).max().unwrap_or(0) + 1;
-        let entry = Entry {
+        write_trial_entry(
+            &self.entries_dir(),
+            &self.entries()?,
             slot,
-            tries_left: Some(tries),
-            tries_done: 0,
-            generation,
-            label: label.to_owned(),
-        };
-        // The new entry is complete on disk before any old entry of the slot goes: a crash in
-        // between leaves two entries for one slot, and the newer one wins as it should.
-        let dir = self.entries_dir();
-        write_atomically(&dir.join(entry.file_name()), entry.contents().as_bytes())?;
-        for old in
-            entries.iter().filter(|old| old.slot == slot && old.file_name() != entry.file_name())
-        {
-            let path = dir.join(old.file_name());
-            fs::remove_file(&path).map_err(Error::io(format!("removing {}", path.display())))?;
-        }
-        sync_dir(&dir)
+            tries,
+            label,
+            Entry::contents,
+        )
     }
 
     fn mark_good(&mut self) -> Result<(), Error> {
@@ -529,6 +517,30 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     drop(file);
     fs::rename(&temporary, path)
         .map_err(Error::io(format!("renaming {} into place", temporary.display())))?;
+    sync_dir(dir)
+}
+
+/// Writes `slot`'s entry on trial (`tries` boots left, a generation above every one of
+/// `entries`, so the firmware tries it first) with the text `contents` makes of it. The new
+/// entry is complete on disk before any older entry of the slot goes: a crash in between leaves
+/// two entries for one slot, and the newer one wins as it should.
+pub(crate) fn write_trial_entry(
+    dir: &Path,
+    entries: &[Entry],
+    slot: Slot,
+    tries: u32,
+    label: &str,
+    contents: impl FnOnce(&Entry) -> String,
+) -> Result<(), Error> {
+    let generation = entries.iter().map(|entry| entry.generation).max().unwrap_or(0) + 1;
+    let entry =
+        Entry { slot, tries_left: Some(tries), tries_done: 0, generation, label: label.to_owned() };
+    write_atomically(&dir.join(entry.file_name()), contents(&entry).as_bytes())?;
+    for old in entries.iter().filter(|old| old.slot == slot && old.file_name() != entry.file_name())
+    {
+        let path = dir.join(old.file_name());
+        fs::remove_file(&path).map_err(Error::io(format!("removing {}", path.display())))?;
+    }
     sync_dir(dir)
 }
 

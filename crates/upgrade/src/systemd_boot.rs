@@ -19,7 +19,7 @@
 use crate::Error;
 use crate::boot::{
     BootControl, Entry, LastBoot, Slot, last_boot_of, read_entries, remove_entries_of, sync_dir,
-    write_atomically,
+    write_atomically, write_trial_entry,
 };
 use crate::install::SlotWriter;
 use std::fs::{self, File, OpenOptions};
@@ -276,28 +276,9 @@ impl BootControl for SystemdBootControl {
             return Err(self.inconsistent("a next boot needs at least one try".to_owned()));
         }
         self.copy_boot_files(slot)?;
-        let entries = self.entries()?;
-        let generation = entries.iter().map(|entry| entry.generation).max().unwrap_or(0) + 1;
-        let entry = Entry {
-            slot,
-            tries_left: Some(tries),
-            tries_done: 0,
-            generation,
-            label: label.to_owned(),
-        };
-        // Complete on the ESP before any older entry of the slot goes (as FileBootControl).
-        let dir = self.entries_dir();
-        write_atomically(
-            &dir.join(entry.file_name()),
-            entry_text(slot, generation, label).as_bytes(),
-        )?;
-        for old in
-            entries.iter().filter(|old| old.slot == slot && old.file_name() != entry.file_name())
-        {
-            let path = dir.join(old.file_name());
-            fs::remove_file(&path).map_err(Error::io(format!("removing {}", path.display())))?;
-        }
-        sync_dir(&dir)
+        write_trial_entry(&self.entries_dir(), &self.entries()?, slot, tries, label, |entry| {
+            entry_text(slot, entry.generation, label)
+        })
     }
 
     fn mark_good(&mut self) -> Result<(), Error> {
