@@ -140,7 +140,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
         .stdin(Stdio::null())
         .spawn()
         .context("running cargo xtask vm")?;
-    let mut vm = Vm { child: Some(child), qmp: target.join("vm/peer-1.qmp") };
+    let mut vm = Vm::new(child, &target, &serial_log);
     let serial = Serial { path: serial_log.clone() };
 
     let client = reqwest::blocking::Client::builder()
@@ -202,7 +202,8 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
         &api.token,
         &target.join("vm/peer-1.qga"),
         SERIAL,
-    )?;
+    )
+    .with_context(|| format!("settings in the guest; serial log {}", serial_log.display()))?;
     eprintln!("vm test: settings seen in the guest after (s): {applied:.1?}");
 
     // Configuration that must survive both slot changes.
@@ -296,7 +297,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
         .stdin(Stdio::null())
         .spawn()
         .context("running cargo xtask vm")?;
-    let mut vm = Vm { child: Some(child), qmp: target.join("vm/peer-1.qmp") };
+    let mut vm = Vm::new(child, &target, &serial_log);
     wait_for_api(&client, &serial)?;
     let other_boot_s = boot.elapsed().as_secs_f64();
     let api = Api::login(&client)?;
@@ -524,21 +525,34 @@ fn debugfs_write(image: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
 struct Vm {
     child: Option<Child>,
     qmp: PathBuf,
+    serial_log: PathBuf,
 }
 
 impl Vm {
+    fn new(child: Child, target: &Path, serial_log: &Path) -> Vm {
+        let qmp = target.join("vm/peer-1.qmp");
+        Vm { child: Some(child), qmp, serial_log: serial_log.to_owned() }
+    }
+
     fn power_off(&mut self) -> anyhow::Result<()> {
         qmp(&self.qmp, "system_powerdown")?;
         let deadline = Instant::now() + Duration::from_secs(POWER_OFF_TIMEOUT_S);
         let child = self.child.as_mut().context("already stopped")?;
         loop {
             if let Some(status) = child.try_wait()? {
-                ensure!(status.success(), "cargo xtask vm ended with {status}");
+                ensure!(
+                    status.success(),
+                    "cargo xtask vm ended with {status}; see {}",
+                    self.serial_log.display()
+                );
                 self.child = None;
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the VM did not power off within {POWER_OFF_TIMEOUT_S} s");
+                bail!(
+                    "the VM did not power off within {POWER_OFF_TIMEOUT_S} s; see {}",
+                    self.serial_log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }

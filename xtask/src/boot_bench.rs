@@ -7,7 +7,7 @@
 //! Baton's health gate prints `baton-health-gate: passed` once batond answers over HTTPS on the
 //! listener that serves the VCS (it probes every 2 s, so the figure may be up to 2 s late);
 //! both boots are also timed to the serial console's login prompt. The times include qemu's
-//! own start (and, where `/dev/kvm` opens but KVM fails, `cargo xtask vm`'s 3 s KVM trial). The bare boot masks
+//! own start (and, where `/dev/kvm` opens but guests do not run, `cargo xtask vm`'s KVM trial). The bare boot masks
 //! `batond`, the health gate and the console status through the kernel command line
 //! (`systemd.mask=`) of its boot entry, so both boot the very same files.
 
@@ -157,11 +157,16 @@ fn measure(name: &'static str, disk: &Path, expect_ready: bool) -> anyhow::Resul
             break Ok(login_s);
         }
         if let Some(status) = child.try_wait()? {
-            break Err(anyhow::anyhow!("{name}: the VM stopped ({status}) before it was ready"));
+            break Err(anyhow::anyhow!(
+                "{name}: the VM stopped ({status}) before its login prompt{}; see {}",
+                if expect_ready { " and the health gate's pass" } else { "" },
+                serial.display()
+            ));
         }
         if Instant::now() > deadline {
             break Err(anyhow::anyhow!(
-                "{name}: not ready within {BOOT_TIMEOUT_S} s; see {}",
+                "{name}: no login prompt{} on the serial console within {BOOT_TIMEOUT_S} s; see {}",
+                if expect_ready { " and health gate pass" } else { "" },
                 serial.display()
             ));
         }
@@ -172,7 +177,7 @@ fn measure(name: &'static str, disk: &Path, expect_ready: bool) -> anyhow::Resul
     let _ = child.wait();
     let login_s = outcome?;
     if expect_ready && ready_s.is_none() {
-        bail!("{name}: no health gate pass on the console");
+        bail!("{name}: no health gate pass on the console; see {}", serial.display());
     }
     Ok(Boot { name, ready_s, login_s })
 }

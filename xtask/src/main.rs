@@ -2,6 +2,7 @@
 //! forward to benchmarks, make release keys and signed upgrade images, build the appliance disk
 //! image and boot it in VMs). See `cargo xtask --help`.
 
+mod accel;
 mod bench;
 mod boot_bench;
 mod image;

@@ -7,15 +7,15 @@
 //! `rootfs/etc/systemd/network/`). Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
 //! a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`, and the guest agent
 //! (qemu-guest-agent in the image) answers on `<target>/vm/peer-<n>.qga` (`guest-exec`: the
-//! slow VM test checks the guest OS through it). KVM is used when
-//! `/dev/kvm` actually works, TCG otherwise. Stops when every VM has powered off; Ctrl-C stops
-//! them all.
+//! slow VM test checks the guest OS through it). KVM is used when a guest actually runs under
+//! it, TCG otherwise (`accel.rs`; `BATON_VM_ACCEL=tcg|kvm` forces one). Stops when every VM has
+//! powered off; Ctrl-C stops them all.
 
+use crate::accel::{self, Accel, Trial};
 use crate::image::{self, run};
 use crate::target_dir;
 use anyhow::Context;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -29,8 +29,6 @@ const MEMORY_MIB: u32 = 1024;
 pub(crate) const ADMIN_PORT: u16 = 8443;
 /// The private network's multicast group on loopback: every VM's second NIC joins it.
 const PRIVATE_MCAST: &str = "230.0.44.1:44044";
-/// How long a VM started with KVM must survive to count KVM as working.
-const KVM_TRIAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Moves the forwarded addresses to `127.0.0.<n + offset>` (default offset 1), so that two
 /// checkouts on one machine can boot their VMs at the same time.
@@ -59,7 +57,8 @@ pub(crate) fn vm(
     }
     let dir = target_dir().join("vm");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut accel = if kvm_works() { "kvm" } else { "tcg" };
+    let choice = accel::choose()?;
+    let mut accel = choice.accel;
 
     let mut children = Vms(Vec::new());
     for peer in 1..=peers {
@@ -80,11 +79,11 @@ pub(crate) fn vm(
         let _ = fs::remove_file(&qga);
         let host = host_address(peer);
         let serial = serial.map_or_else(|| format!("BATON-VM-{peer}"), str::to_owned);
-        let command = |accel: &str| {
+        let command = |accel: Accel| {
             let mut command = Command::new("qemu-system-x86_64");
             command
-                .args(["-name", &format!("baton-{peer}"), "-machine", "q35", "-accel", accel])
-                .args(["-cpu", if accel == "kvm" { "host" } else { "max" }])
+                .args(["-name", &format!("baton-{peer}"), "-machine", "q35"])
+                .args(["-accel", accel.qemu_name(), "-cpu", accel.cpu()])
                 .args(["-smp", "1", "-m", &MEMORY_MIB.to_string()])
                 .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
                 .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
@@ -129,18 +128,31 @@ pub(crate) fn vm(
         let mut child = command(accel)
             .spawn()
             .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
-        if accel == "kvm" {
-            // /dev/kvm may open and still fail once a real vCPU starts (seen: an MSR qemu
-            // cannot set under nested virtualisation); then this machine has TCG only.
-            std::thread::sleep(KVM_TRIAL);
-            if child.try_wait()?.is_some_and(|status| !status.success()) {
-                println!("peer {peer}: KVM failed at start; using TCG");
-                accel = "tcg";
+        if accel == Accel::Kvm {
+            let failure = match accel::trial(&mut child, &qmp) {
+                Ok(Trial::Running) => None,
+                Ok(Trial::Failed(reason)) => Some(reason),
+                Err(error) => Some(format!("{error:#}")),
+            };
+            if let Some(reason) = failure {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::ensure!(
+                    !choice.forced,
+                    "peer {peer}: KVM does not run the guest ({reason}), and {} forces it; \
+                     serial log: {}",
+                    accel::ACCEL_ENV,
+                    serial_log.display()
+                );
+                // Said once: every later peer starts on TCG straight away.
+                println!("KVM does not run guests on this machine ({reason}); using TCG");
+                accel = Accel::Tcg;
+                let _ = fs::remove_file(&qmp);
                 child = command(accel).spawn().context("starting qemu-system-x86_64")?;
             }
         }
         children.0.push(child);
-        println!("peer {peer}: booting ({accel}), hardware serial {serial}");
+        println!("peer {peer}: booting ({}), hardware serial {serial}", accel.qemu_name());
         println!(
             "  admin (browser, batonctl): https://{host}:{ADMIN_PORT}/  user admin, password TANDBERG (must be changed)"
         );
@@ -190,34 +202,6 @@ fn overlay(dir: &Path, base: &Path, peer: u8, fresh: bool) -> anyhow::Result<Pat
         )?;
     }
     Ok(overlay)
-}
-
-/// Whether KVM works here: `/dev/kvm` may exist and still refuse (no nesting), so ask qemu to
-/// start with it and quit at once.
-fn kvm_works() -> bool {
-    let Ok(mut child) = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "none",
-            "-accel",
-            "kvm",
-            "-display",
-            "none",
-            "-monitor",
-            "stdio",
-            "-nodefaults",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        return false;
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(b"quit\n");
-    }
-    child.wait().is_ok_and(|status| status.success())
 }
 
 /// Kills the VMs still running when `vm` returns early (an error starting the next one).
