@@ -8,6 +8,7 @@
 use anyhow::{Context, bail};
 use baton_tests::{Batond, SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, TEST_PASSWORD};
 use serde_json::json;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -348,6 +349,9 @@ impl Nginx {
             .arg("-c")
             .arg(&conf_path)
             .args(["-g", "daemon off;"])
+            // Its own process group, so the workers go with the master (killing the master
+            // alone orphans them, still listening).
+            .process_group(0)
             .stdin(Stdio::null())
             .spawn()
             .context("starting nginx")?;
@@ -370,7 +374,10 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            let group = nix::unistd::Pid::from_raw(group);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }
