@@ -117,7 +117,7 @@ pub(crate) fn judge(status: &str) -> Trial {
     if status == "running" {
         Trial::Running
     } else {
-        Trial::Failed(format!("the guest is not running (qemu status: {status})"))
+        Trial::Failed(format!("qemu reports the guest {status}, not running"))
     }
 }
 
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(status, "internal-error");
         assert_eq!(
             judge(&status),
-            Trial::Failed("the guest is not running (qemu status: internal-error)".into())
+            Trial::Failed("qemu reports the guest internal-error, not running".into())
         );
     }
 
@@ -215,7 +215,7 @@ mod tests {
         let verdict = trial(&mut alive, &socket).unwrap();
         let _ = alive.kill();
         let _ = alive.wait();
-        assert_eq!(verdict, Trial::Failed("the guest is not running (qemu status: paused)".into()));
+        assert_eq!(verdict, Trial::Failed("qemu reports the guest paused, not running".into()));
     }
 
     #[test]

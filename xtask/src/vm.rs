@@ -139,13 +139,15 @@ pub(crate) fn vm(
                 let _ = child.wait();
                 anyhow::ensure!(
                     !choice.forced,
-                    "peer {peer}: KVM does not run the guest ({reason}), and {} forces it; \
+                    "peer {peer}: KVM does not run the guest ({reason}), and {}=kvm forces it; \
                      serial log: {}",
                     accel::ACCEL_ENV,
                     serial_log.display()
                 );
                 // Said once: every later peer starts on TCG straight away.
-                println!("KVM does not run guests on this machine ({reason}); using TCG");
+                println!(
+                    "KVM does not run guests on this machine ({reason}): using TCG for every VM"
+                );
                 accel = Accel::Tcg;
                 let _ = fs::remove_file(&qmp);
                 child = command(accel).spawn().context("starting qemu-system-x86_64")?;
