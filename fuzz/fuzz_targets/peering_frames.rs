@@ -30,7 +30,11 @@ impl AsyncRead for Connection<'_> {
 }
 
 impl AsyncWrite for Connection<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -44,10 +48,8 @@ impl AsyncWrite for Connection<'_> {
 fn fixtures() -> &'static (tokio::runtime::Runtime, ClusterKey) {
     static FIXTURES: OnceLock<(tokio::runtime::Runtime, ClusterKey)> = OnceLock::new();
     FIXTURES.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime");
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
         (runtime, ClusterKey::derive("fuzz").expect("key"))
     })
 }
