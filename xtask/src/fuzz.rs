@@ -93,3 +93,31 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     install.args(["install", "cargo-fuzz", "--locked"]);
     crate::run_checked(install, "`cargo install cargo-fuzz --locked`")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: every fuzz target cargo-fuzz builds is run by `cargo xtask fuzz` (and so by CI's
+    // slow run), and each has a non-empty seed corpus in the repository.
+    #[test]
+    fn every_target_is_run_and_has_seeds() {
+        let manifest = std::fs::read_to_string(workspace_root().join("fuzz/Cargo.toml"))
+            .unwrap_or_else(|error| panic!("reading fuzz/Cargo.toml: {error}"));
+        let mut built: Vec<&str> = manifest
+            .lines()
+            .filter_map(|line| line.strip_prefix("name = \""))
+            .filter_map(|rest| rest.strip_suffix('"'))
+            .filter(|name| *name != "baton-fuzz")
+            .collect();
+        built.sort_unstable();
+        let mut run = TARGETS.to_vec();
+        run.sort_unstable();
+        assert_eq!(built, run, "fuzz/Cargo.toml's [[bin]] targets and fuzz::TARGETS differ");
+        for target in TARGETS {
+            let seeds = workspace_root().join("fuzz/corpus").join(target);
+            let count = std::fs::read_dir(&seeds).map_or(0, |entries| entries.count());
+            assert!(count > 0, "{} has no seeds", seeds.display());
+        }
+    }
+}
