@@ -585,6 +585,13 @@ fn batonctl_creates_inspects_and_restores_backups() {
         &secret,
     );
     assert!(ok, "{stderr}");
+    // Issue 19: the unencrypted backup holds the private key; neither is readable by others,
+    // whatever the umask.
+    for file in [name.as_str(), "secret.tar.gz.enc"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(work.path().join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
+    }
     change(&peer);
 
     let (ok, stdout, stderr) = batonctl(&peer, work.path(), &["backup", "inspect", &name], &[]);

@@ -5,6 +5,7 @@
 mod accel;
 mod bench;
 mod boot_bench;
+mod fuzz;
 mod image;
 mod release;
 mod run;
@@ -43,12 +44,23 @@ enum Task {
     },
     /// Run every check and test: fmt, clippy, build, tests (tidy checks included).
     Test {
-        /// Also run the slow tests (sets BATON_SLOW_TESTS=1 for the test run).
+        /// Also run the slow tests (sets BATON_SLOW_TESTS=1 for the test run) and every fuzz
+        /// target for a short fixed time.
         #[arg(long)]
         slow: bool,
     },
     /// Run only the repository tidy and dependency-direction checks (`cargo test -p xtask`).
     Tidy,
+    /// Fuzz the parsers of outside input with cargo-fuzz (libFuzzer), each target for a fixed
+    /// time from its seed corpus in `fuzz/corpus/` (installs cargo-fuzz when missing).
+    Fuzz {
+        /// One target (`policy_request`, `xmlrpc`, `backup_archive`, `upgrade_header`,
+        /// `replication_wire`, `peering_frames`); all of them when omitted.
+        target: Option<String>,
+        /// How long to run each target.
+        #[arg(long, value_name = "N", default_value_t = fuzz::SECONDS_DEFAULT)]
+        seconds: u64,
+    },
     /// Run a benchmark suite: `policy` and `cluster` (tests package binaries, beside nginx/wrk
     /// and etcd), `upgrade` (the upgrade crate's `upgrade-bench`), or one of `baton-bench`
     /// (`eventlog`, `backup`).
@@ -120,6 +132,7 @@ fn main() -> ExitCode {
         Task::Run { data_dir, listen } => run::run(data_dir, listen),
         Task::Test { slow } => testsuite::test(slow),
         Task::Tidy => testsuite::tidy(),
+        Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
         Task::Image { version } => image::image_with_version(version.as_deref()),
         Task::Vm { peers, fresh, disk, serial } => {

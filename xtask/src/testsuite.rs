@@ -1,5 +1,5 @@
 //! `cargo xtask test`: the one command that runs every check and test, step by step, stopping
-//! at the first failure. `cargo xtask tidy` runs only xtask's own tests (the tidy checks).
+//! at the first failure; `--slow` adds the slow tests and a short run of every fuzz target. `cargo xtask tidy` runs only xtask's own tests (the tidy checks).
 
 use crate::{cargo, cargo_program, run_checked, workspace_root};
 use std::process::{Command, Stdio};
@@ -70,8 +70,17 @@ pub(crate) fn test(slow: bool) -> anyhow::Result<()> {
         }
     }
 
+    if slow {
+        // CI's slow run: every fuzz target for a short, fixed time.
+        let fuzz_started = Instant::now();
+        let seconds_each = crate::fuzz::SLOW_TEST_SECONDS;
+        println!("==> fuzz: every target for {seconds_each}s (cargo xtask fuzz)");
+        crate::fuzz::fuzz(None, seconds_each)?;
+        timings.push(("fuzz", fuzz_started.elapsed()));
+    }
+
     println!();
-    println!("All {total} steps passed in {}:", seconds(started.elapsed()));
+    println!("All {} steps passed in {}:", timings.len(), seconds(started.elapsed()));
     for (name, took) in timings {
         println!("  {:>8}  {name}", seconds(took));
     }

@@ -16,7 +16,7 @@ const SKIPPED_TOP_LEVEL_DIRS: &[&str] = &[".baton-dev"];
 #[test]
 fn every_rust_file_starts_with_a_module_doc_comment() {
     let mut problems = Vec::new();
-    for file in rust_files(&["crates", "xtask", "tests"]) {
+    for file in rust_files(&["crates", "xtask", "tests", "fuzz"]) {
         let text = read(&file);
         match text.lines().map(str::trim).find(|line| !line.is_empty()) {
             Some(line) if line.starts_with("//!") => {}

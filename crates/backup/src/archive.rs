@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 pub const EXTRA_FILE_SIZE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Most extra files in one archive.
 pub const EXTRA_FILES_MAX: usize = 256;
+/// The one folder of the data directory whose files a backup of this format holds (the TLS
+/// certificate and key, directly in it): the allow-list a restore checks every member against,
+/// so a crafted archive cannot put a file anywhere else in the data directory.
+pub const EXTRA_FILES_DIR: &str = "tls";
 /// Longest member name, in bytes.
 pub const MEMBER_NAME_LENGTH_MAX_BYTES: usize = 1024;
 /// The online backup retries while the source is locked for a moment (a checkpoint) at most
@@ -288,7 +292,7 @@ fn check_extra_files(extra_files: &[ExtraFile]) -> Result<(), Error> {
     let mut seen = std::collections::BTreeSet::new();
     for extra in extra_files {
         let bad = |reason: String| Error::BadExtraFile { name: extra.name.clone(), reason };
-        check_extra_name(&extra.name).map_err(bad)?;
+        check_restorable_name(&extra.name).map_err(bad)?;
         if !seen.insert(extra.name.as_str()) {
             return Err(bad("listed twice".to_owned()));
         }
@@ -308,6 +312,15 @@ pub(crate) fn check_extra_name(name: &str) -> Result<(), String> {
         return Err(format!("{first:?} is reserved for the database and the restore"));
     }
     Ok(())
+}
+
+/// What a backup of this format may restore: a file directly in [`EXTRA_FILES_DIR`].
+pub(crate) fn check_restorable_name(name: &str) -> Result<(), String> {
+    check_extra_name(name)?;
+    match name.split_once('/') {
+        Some((EXTRA_FILES_DIR, file)) if !file.contains('/') => Ok(()),
+        _ => Err(format!("a backup restores only files directly in {EXTRA_FILES_DIR}/")),
+    }
 }
 
 /// A relative, `/`-separated path of normal components: no absolute path, `..`, `.`, empty

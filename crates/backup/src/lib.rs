@@ -19,13 +19,14 @@ mod swap;
 use std::path::{Path, PathBuf};
 
 pub use archive::{
-    BackupOptions, EXTRA_FILE_SIZE_MAX_BYTES, EXTRA_FILES_MAX, ExtraFile,
+    BackupOptions, EXTRA_FILE_SIZE_MAX_BYTES, EXTRA_FILES_DIR, EXTRA_FILES_MAX, ExtraFile,
     MEMBER_NAME_LENGTH_MAX_BYTES, write_backup,
 };
 pub use crypto::{DecryptingReader, EncryptingWriter, KdfParams};
 pub use manifest::{ChainHead, MANIFEST_FORMAT_VERSION, Manifest, Member, PRODUCT};
 pub use restore::{
-    DATABASE_SIZE_MAX_BYTES, MANIFEST_SIZE_MAX_BYTES, Staged, inspect, stage_restore,
+    DATABASE_SIZE_MAX_BYTES, MANIFEST_SIZE_MAX_BYTES, STAGED_SIZE_MAX_BYTES, Staged, inspect,
+    stage_restore,
 };
 pub use swap::{Committed, RESTORE_JOURNAL_FILE, Recovery, recover};
 

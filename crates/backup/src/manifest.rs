@@ -76,9 +76,10 @@ impl Manifest {
         Ok(heads)
     }
 
-    /// The sum of the members' sizes (the manifest excluded).
+    /// The sum of the members' sizes (the manifest excluded); saturates, as a crafted
+    /// manifest may declare sizes that overflow.
     pub fn members_size_bytes(&self) -> u64 {
-        self.members.iter().map(|member| member.size_bytes).sum()
+        self.members.iter().fold(0u64, |total, member| total.saturating_add(member.size_bytes))
     }
 }
 

@@ -3,7 +3,7 @@
 //! where the database is opened and its hash chains verified. Nothing outside the staging
 //! directory is touched until [`Staged::commit`].
 
-use crate::archive::{self, EXTRA_FILE_SIZE_MAX_BYTES, check_extra_name, check_relative_path};
+use crate::archive::{self, EXTRA_FILE_SIZE_MAX_BYTES, check_relative_path, check_restorable_name};
 use crate::crypto::{DecryptFailure, DecryptingReader, MAGIC, read_full};
 use crate::manifest::{
     FILES_PREFIX, MANIFEST_FORMAT_VERSION, MANIFEST_NAME, Manifest, Member, PRODUCT,
@@ -16,8 +16,18 @@ use std::path::{Path, PathBuf};
 
 /// Largest manifest read; a real one is a few KiB.
 pub const MANIFEST_SIZE_MAX_BYTES: u64 = 1024 * 1024;
-/// Largest database accepted, so a crafted archive cannot fill the disk while staging.
-pub const DATABASE_SIZE_MAX_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+/// Most a restore stages or inflates, all members together, whatever the manifest declares:
+/// a gzip bomb is refused from its manifest, before its data is read. (The appliance's data
+/// partition is 256 MiB; development machines hold larger test logs.)
+pub const STAGED_SIZE_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Largest database accepted.
+pub const DATABASE_SIZE_MAX_BYTES: u64 = STAGED_SIZE_MAX_BYTES;
+/// Left free on the staging file system besides the staged members and the rebuilt database
+/// (its write-ahead log, the restore journal).
+const STAGING_FREE_RESERVE_BYTES: u64 = 16 * 1024 * 1024;
+/// The archive's database file is renamed to this in the staging directory while the
+/// database that will be restored is rebuilt from its log alone.
+const ARCHIVED_DATABASE_FILE: &str = "archived.db";
 /// Decompressed bytes allowed after the tar's last member (its end blocks and padding).
 const TRAILER_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -82,7 +92,7 @@ pub fn stage_restore(
                 running: running_version.to_owned(),
             });
         }
-        Ok(())
+        check_staging_space(staging_dir, manifest)
     };
     let mut open_member = |member: &Member| {
         let path = staging_dir.join(&member.name);
@@ -95,6 +105,7 @@ pub fn stage_restore(
         Ok(Some(file))
     };
     let manifest = read_archive(reader, password, &mut check_manifest, &mut open_member, progress)?;
+    rebuild_staged_database(staging_dir)?;
     verify_staged_database(&staging_dir.join(DATABASE_FILE), &manifest)?;
     sync_tree(staging_dir)?;
     staged.manifest = manifest;
@@ -172,6 +183,62 @@ fn empty_manifest() -> Manifest {
         heads: Vec::new(),
         members: Vec::new(),
     }
+}
+
+/// Refuses an archive whose members, with the database rebuilt beside them, would not fit
+/// on the staging file system: checked from the manifest, before anything is written.
+fn check_staging_space(staging_dir: &Path, manifest: &Manifest) -> Result<(), Error> {
+    let database_size_bytes = manifest.members.first().map_or(0, |member| member.size_bytes);
+    let needed_bytes = manifest
+        .members_size_bytes()
+        .saturating_add(database_size_bytes)
+        .saturating_add(STAGING_FREE_RESERVE_BYTES);
+    let stats = rustix::fs::statvfs(staging_dir).map_err(|error| Error::Io {
+        context: format!("measuring the free space of {}", staging_dir.display()),
+        source: error.into(),
+    })?;
+    let available_bytes = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if needed_bytes > available_bytes {
+        return Err(Error::UnsafeMember {
+            name: MANIFEST_NAME.to_owned(),
+            reason: format!(
+                "restoring it needs {needed_bytes} bytes; the data partition has \
+                 {available_bytes} free"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Replaces the archive's database by one rebuilt from its log alone (events, chain heads,
+/// journal, identity): snapshots, projection tables and anything else the file held are
+/// derived data a crafted archive could fake, so they are dropped here and derived again
+/// from the verified events by whoever opens the restored log. Both the offline swap and
+/// the daemon's live restore take the database from the staging directory, so both get
+/// the rebuilt one.
+fn rebuild_staged_database(staging_dir: &Path) -> Result<(), Error> {
+    let staged = staging_dir.join(DATABASE_FILE);
+    let archived = staging_dir.join(ARCHIVED_DATABASE_FILE);
+    std::fs::rename(&staged, &archived)
+        .map_err(io_error(|| format!("renaming {}", staged.display())))?;
+    let rebuilt = eventlog::EventLog::rebuild_from(&archived, &staged).map_err(|error| {
+        Error::Corrupt { reason: format!("the database in the backup cannot be read: {error}") }
+    });
+    drop(rebuilt?);
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let path = PathBuf::from(format!("{}{suffix}", archived.display()));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(Error::Io {
+                    context: format!("removing {}", path.display()),
+                    source: error,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens the staged database with eventlog, walks every chain and compares identity and
@@ -347,8 +414,15 @@ fn check_members(manifest: &Manifest) -> Result<(), Error> {
     if database.name != DATABASE_FILE {
         return Err(corrupt(format!("the first member must be {DATABASE_FILE}")));
     }
+    let too_large = |member: &Member, limit_bytes: u64| Error::UnsafeMember {
+        name: member.name.clone(),
+        reason: format!(
+            "it declares {} bytes; a restore takes at most {limit_bytes}",
+            member.size_bytes
+        ),
+    };
     if database.size_bytes > DATABASE_SIZE_MAX_BYTES {
-        return Err(corrupt("the database is larger than allowed".to_owned()));
+        return Err(too_large(database, DATABASE_SIZE_MAX_BYTES));
     }
     if extras.len() > archive::EXTRA_FILES_MAX {
         return Err(corrupt("too many members".to_owned()));
@@ -358,14 +432,23 @@ fn check_members(manifest: &Manifest) -> Result<(), Error> {
         let Some(name) = member.name.strip_prefix(FILES_PREFIX) else {
             return Err(corrupt(format!("unexpected member {}", member.name)));
         };
-        check_extra_name(name)
+        check_restorable_name(name)
             .map_err(|reason| Error::UnsafeMember { name: member.name.clone(), reason })?;
         if member.size_bytes > EXTRA_FILE_SIZE_MAX_BYTES {
-            return Err(corrupt(format!("{} is larger than allowed", member.name)));
+            return Err(too_large(member, EXTRA_FILE_SIZE_MAX_BYTES));
         }
         if !names.insert(name) {
             return Err(corrupt(format!("{} is listed twice", member.name)));
         }
+    }
+    if manifest.members_size_bytes() > STAGED_SIZE_MAX_BYTES {
+        return Err(Error::UnsafeMember {
+            name: MANIFEST_NAME.to_owned(),
+            reason: format!(
+                "the members total {} bytes; a restore takes at most {STAGED_SIZE_MAX_BYTES}",
+                manifest.members_size_bytes()
+            ),
+        });
     }
     // A file and a directory of the same name cannot both be restored.
     for name in &names {

@@ -98,6 +98,7 @@ impl Staged {
             });
         }
         check_same_file_system(&self.dir, data_dir)?;
+        self.check_targets(data_dir)?;
         let (date, time) = utc_date_time(now_ms);
         let safety_stem = format!("{SAFETY_PREFIX}{date}-{time}");
         let safety_database = data_dir.join(format!("{safety_stem}.db"));
@@ -126,6 +127,44 @@ impl Staged {
             return Err(error);
         }
         Ok(Committed { safety_database: had_database.then_some(safety_database), safety_files_dir })
+    }
+}
+
+impl Staged {
+    /// Refuses, before anything is moved, an extra file whose place in `data_dir` is taken by
+    /// something that is not a regular file, or below something that is not a plain folder (a
+    /// file, a link): its rename would fail half-way through the swap, or leave the data
+    /// directory through a link.
+    pub fn check_targets(&self, data_dir: &Path) -> Result<(), Error> {
+        for name in self.extra_files() {
+            let blocked = |path: &Path, what: &str| Error::UnsafeMember {
+                name: format!("{}{name}", crate::manifest::FILES_PREFIX),
+                reason: format!("{} is {what}", path.display()),
+            };
+            let mut path = data_dir.to_path_buf();
+            let components: Vec<&str> = name.split('/').collect();
+            for (index, component) in components.iter().enumerate() {
+                path.push(component);
+                let file_type = match std::fs::symlink_metadata(&path) {
+                    Ok(metadata) => metadata.file_type(),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(error) => {
+                        return Err(Error::Io {
+                            context: format!("inspecting {}", path.display()),
+                            source: error,
+                        });
+                    }
+                };
+                let last = index + 1 == components.len();
+                if last && !file_type.is_file() {
+                    return Err(blocked(&path, "in the way and not a regular file"));
+                }
+                if !last && !file_type.is_dir() {
+                    return Err(blocked(&path, "in the way and not a folder"));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

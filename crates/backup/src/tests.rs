@@ -20,7 +20,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const FAST_KDF: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
 /// Extra files: a small one and one that does not compress, so encrypted archives span
 /// several chunks.
-const EXTRA_NAMES: [&str; 2] = ["tls/server.pem", "tls/keys/noise.bin"];
+const EXTRA_NAMES: [&str; 2] = ["tls/server.pem", "tls/noise.bin"];
 
 type Heads = BTreeMap<(PeerId, Stream), Head>;
 
@@ -51,7 +51,7 @@ fn noise(length: usize, seed: u64) -> Vec<u8> {
 /// A data directory with a log (`events` appends of each stream) and the extra files;
 /// `label` makes the contents differ between the old and the new state.
 fn populate(data_dir: &Path, label: &str, events: u64) -> Heads {
-    std::fs::create_dir_all(data_dir.join("tls/keys")).unwrap();
+    std::fs::create_dir_all(data_dir.join("tls")).unwrap();
     std::fs::write(data_dir.join(EXTRA_NAMES[0]), format!("certificate {label}")).unwrap();
     std::fs::write(data_dir.join(EXTRA_NAMES[1]), noise(200_000, label.len() as u64)).unwrap();
     let mut log = EventLog::open(&data_dir.join(DATABASE_FILE)).unwrap();
@@ -199,7 +199,7 @@ fn round_trip_plain_and_encrypted() {
         assert_eq!(manifest.log_heads().unwrap(), fixture.source_heads);
         assert_eq!(
             manifest.members.iter().map(|member| member.name.as_str()).collect::<Vec<_>>(),
-            ["baton.db", "files/tls/server.pem", "files/tls/keys/noise.bin"]
+            ["baton.db", "files/tls/server.pem", "files/tls/noise.bin"]
         );
 
         let mut progress = Vec::new();
@@ -686,3 +686,5 @@ fn backup_while_the_log_is_written() {
         assert!(head.seq <= final_heads[chain].seq, "the backup holds a prefix of the log");
     }
 }
+
+mod hostile;

@@ -8,11 +8,15 @@ use model::record::{Bridge, BridgeType, Protocol};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The longest answer accepted from a bridge; anything longer is [`BridgeError::Malformed`].
-pub const RESPONSE_BYTES_MAX: usize = xmlrpc::DOCUMENT_BYTES_MAX;
-/// Enumeration pages followed at most in one listing, so a bridge that keeps answering
-/// "more available" cannot hold a caller forever.
-const ENUMERATION_PAGES_MAX: usize = 1000;
+/// The longest answer accepted from a bridge ([`BridgeError::AnswerTooLarge`]). A real
+/// enumeration page is a few KiB.
+pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+/// Enumeration pages followed at most in one listing ([`BridgeError::TooManyPages`]), so a
+/// bridge that keeps answering "more available" cannot hold a caller forever.
+pub const ENUMERATION_PAGES_MAX: usize = 100;
+/// Answer bytes read at most for one operation, all its calls and pages together
+/// ([`BridgeError::OperationTooLarge`]): what a hostile bridge can make a caller read and hold.
+pub const OPERATION_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// The `status` member of a successful answer.
 const STATUS_OK: &str = "operation successful";
 
@@ -214,7 +218,19 @@ impl BridgeClient {
         &self,
         target: &BridgeTarget,
         method: &str,
+        params: Struct,
+    ) -> Result<Struct, BridgeError> {
+        let mut budget = AnswerBudget::new();
+        self.call_within(target, method, params, &mut budget).await
+    }
+
+    /// [`BridgeClient::call`], counting the answer against `budget`.
+    async fn call_within(
+        &self,
+        target: &BridgeTarget,
+        method: &str,
         mut params: Struct,
+        budget: &mut AnswerBudget,
     ) -> Result<Struct, BridgeError> {
         params.insert("authenticationUser".to_owned(), Value::from(target.username.as_str()));
         params.insert("authenticationPassword".to_owned(), Value::from(target.password.as_str()));
@@ -223,6 +239,7 @@ impl BridgeClient {
         let answer = tokio::time::timeout(timeout, self.post(&target.rpc_url(), body))
             .await
             .map_err(|_| BridgeError::Timeout { timeout_ms: self.timeout_ms })??;
+        budget.spend(method, answer.len())?;
         match xmlrpc::decode_response(&answer)? {
             Ok(Value::Struct(members)) => Ok(members),
             Ok(other) => Err(BridgeError::Malformed(format!("{method} answered {other:?}"))),
@@ -243,8 +260,7 @@ impl BridgeClient {
         if response.status() != reqwest::StatusCode::OK {
             return Err(BridgeError::Transport(format!("{url} answered {}", response.status())));
         }
-        let too_long =
-            || BridgeError::Malformed(format!("answer longer than {RESPONSE_BYTES_MAX} bytes"));
+        let too_long = || BridgeError::AnswerTooLarge { limit_bytes: RESPONSE_BYTES_MAX };
         if response.content_length().is_some_and(|length| length > RESPONSE_BYTES_MAX as u64) {
             return Err(too_long());
         }
@@ -353,8 +369,9 @@ impl BridgeClient {
         &self,
         target: &BridgeTarget,
     ) -> Result<Vec<BridgeConference>, BridgeError> {
-        let mut conferences = self.list_conferences(target).await?;
-        let counts = self.count_participants(target).await?;
+        let mut budget = AnswerBudget::new();
+        let mut conferences = self.list_conferences(target, &mut budget).await?;
+        let counts = self.count_participants(target, &mut budget).await?;
         for conference in &mut conferences {
             conference.participants = counts.get(&conference.id).copied().unwrap_or(0);
         }
@@ -363,12 +380,13 @@ impl BridgeClient {
 
     /// The health poll: `device.query` answers, and the number of conferences.
     pub async fn status(&self, target: &BridgeTarget) -> Result<BridgeStatus, BridgeError> {
-        let device = self.call(target, "device.query", Struct::new()).await?;
+        let mut budget = AnswerBudget::new();
+        let device = self.call_within(target, "device.query", Struct::new(), &mut budget).await?;
         let max_conferences = device
             .get("maxConferences")
             .and_then(Value::as_i32)
             .and_then(|limit| u32::try_from(limit).ok());
-        let conferences = self.list_conferences(target).await?;
+        let conferences = self.list_conferences(target, &mut budget).await?;
         let conferences = u32::try_from(conferences.len()).unwrap_or(u32::MAX);
         Ok(BridgeStatus { conferences, max_conferences })
     }
@@ -391,13 +409,14 @@ impl BridgeClient {
     async fn list_conferences(
         &self,
         target: &BridgeTarget,
+        budget: &mut AnswerBudget,
     ) -> Result<Vec<BridgeConference>, BridgeError> {
         let (method, id_key) = match target.kind {
             BridgeKind::Mcu => ("conference.enumerate", "conferenceName"),
             BridgeKind::TelepresenceServer => ("flex.conference.enumerate", "conferenceID"),
         };
         let mut conferences = Vec::new();
-        self.paged(target, method, "conferences", |conference| {
+        self.paged(target, method, "conferences", budget, |conference| {
             let name = required_str(conference, "conferenceName", method)?;
             let id = required_str(conference, id_key, method)?;
             conferences.push(BridgeConference { id, name, participants: 0 });
@@ -411,13 +430,14 @@ impl BridgeClient {
     async fn count_participants(
         &self,
         target: &BridgeTarget,
+        budget: &mut AnswerBudget,
     ) -> Result<BTreeMap<String, u32>, BridgeError> {
         let (method, id_key) = match target.kind {
             BridgeKind::Mcu => ("participant.enumerate", "conferenceName"),
             BridgeKind::TelepresenceServer => ("flex.participant.enumerate", "conferenceID"),
         };
         let mut counts = BTreeMap::new();
-        self.paged(target, method, "participants", |participant| {
+        self.paged(target, method, "participants", budget, |participant| {
             // Participants outside a conference (an auto attendant's) have no id; skip them.
             if let Some(id) = participant.get(id_key).and_then(Value::as_str) {
                 *counts.entry(id.to_owned()).or_insert(0) += 1;
@@ -436,11 +456,12 @@ impl BridgeClient {
         target: &BridgeTarget,
         method: &str,
         list_key: &str,
+        budget: &mut AnswerBudget,
         mut item: impl FnMut(&Struct) -> Result<(), BridgeError>,
     ) -> Result<(), BridgeError> {
         let mut params = Struct::new();
         for _ in 0..ENUMERATION_PAGES_MAX {
-            let answer = self.call(target, method, params.clone()).await?;
+            let answer = self.call_within(target, method, params.clone(), budget).await?;
             check_status(&answer, method)?;
             // A missing list is an empty page (MCUs omit it when there is nothing).
             for entry in answer.get(list_key).and_then(Value::as_array).unwrap_or_default() {
@@ -468,7 +489,31 @@ impl BridgeClient {
                 None => return Ok(()),
             }
         }
-        Err(BridgeError::Malformed(format!("{method}: more than {ENUMERATION_PAGES_MAX} pages")))
+        Err(BridgeError::TooManyPages {
+            method: method.to_owned(),
+            pages_max: ENUMERATION_PAGES_MAX,
+        })
+    }
+}
+
+/// The answer bytes one operation may still read ([`OPERATION_RESPONSE_BYTES_MAX`]).
+struct AnswerBudget {
+    remaining_bytes: usize,
+}
+
+impl AnswerBudget {
+    fn new() -> AnswerBudget {
+        AnswerBudget { remaining_bytes: OPERATION_RESPONSE_BYTES_MAX }
+    }
+
+    fn spend(&mut self, method: &str, answer_bytes: usize) -> Result<(), BridgeError> {
+        self.remaining_bytes = self.remaining_bytes.checked_sub(answer_bytes).ok_or_else(|| {
+            BridgeError::OperationTooLarge {
+                method: method.to_owned(),
+                limit_bytes: OPERATION_RESPONSE_BYTES_MAX,
+            }
+        })?;
+        Ok(())
     }
 }
 

@@ -28,6 +28,15 @@ pub enum BridgeError {
     /// The answer was not a well-formed XML-RPC response of the expected shape.
     #[error("malformed answer from the bridge: {0}")]
     Malformed(String),
+    /// One answer was longer than [`crate::RESPONSE_BYTES_MAX`].
+    #[error("the bridge answered more than {limit_bytes} bytes to one call")]
+    AnswerTooLarge { limit_bytes: usize },
+    /// An enumeration went on for more than [`crate::ENUMERATION_PAGES_MAX`] pages.
+    #[error("{method}: the bridge kept answering after {pages_max} pages")]
+    TooManyPages { method: String, pages_max: usize },
+    /// One operation's answers together passed [`crate::OPERATION_RESPONSE_BYTES_MAX`].
+    #[error("{method}: the bridge answered more than {limit_bytes} bytes in one operation")]
+    OperationTooLarge { method: String, limit_bytes: usize },
 }
 
 impl BridgeError {
@@ -47,7 +56,12 @@ impl BridgeError {
     pub fn is_bridge_down(&self) -> bool {
         matches!(
             self,
-            BridgeError::Transport(_) | BridgeError::Timeout { .. } | BridgeError::Malformed(_)
+            BridgeError::Transport(_)
+                | BridgeError::Timeout { .. }
+                | BridgeError::Malformed(_)
+                | BridgeError::AnswerTooLarge { .. }
+                | BridgeError::TooManyPages { .. }
+                | BridgeError::OperationTooLarge { .. }
         )
     }
 
@@ -59,9 +73,12 @@ impl BridgeError {
             BridgeError::DuplicateName => Some(fault::DUPLICATE_CONFERENCE_NAME),
             BridgeError::TooManyConferences => Some(fault::TOO_MANY_CONFERENCES),
             BridgeError::NoSuchConference => Some(fault::NO_SUCH_CONFERENCE),
-            BridgeError::Transport(_) | BridgeError::Timeout { .. } | BridgeError::Malformed(_) => {
-                None
-            }
+            BridgeError::Transport(_)
+            | BridgeError::Timeout { .. }
+            | BridgeError::Malformed(_)
+            | BridgeError::AnswerTooLarge { .. }
+            | BridgeError::TooManyPages { .. }
+            | BridgeError::OperationTooLarge { .. } => None,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod xmlrpc;
 
 pub use client::{
     BridgeClient, BridgeClientOptions, BridgeConference, BridgeKind, BridgeStatus, BridgeTarget,
-    ConferenceSpec, EventNotification, RESPONSE_BYTES_MAX, parse_event_notification,
+    ConferenceSpec, ENUMERATION_PAGES_MAX, EventNotification, OPERATION_RESPONSE_BYTES_MAX,
+    RESPONSE_BYTES_MAX, parse_event_notification,
 };
 pub use error::{BridgeError, fault};

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 /// Backups and restores may take long; this bounds only a daemon that stopped answering.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// A downloaded backup's permissions: owner read and write only.
+const BACKUP_FILE_MODE: u32 = 0o600;
 /// How often the progress line is refreshed on a terminal.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -62,8 +64,7 @@ fn create(
     // Written aside and renamed, so a failed download never looks like a backup.
     let partial = path.with_extension("partial");
     let written = (|| -> anyhow::Result<u64> {
-        let mut file = std::fs::File::create_new(&partial)
-            .with_context(|| format!("creating {}", partial.display()))?;
+        let mut file = create_private(&partial)?;
         let bytes = with_progress(client, || {
             response.copy_to(&mut file).context("downloading the backup")
         })?;
@@ -148,6 +149,19 @@ fn progress_line(value: &Value) -> String {
         "{} {state}: {done} of {total} bytes ({percent}%)",
         render::text(&operation["operation"])
     )
+}
+
+/// Creates a new file only its owner can read or write: an unencrypted backup holds the
+/// peer's private keys and password hashes. The mode is set at creation, so there is no
+/// moment at which the file is readable by others.
+fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(BACKUP_FILE_MODE)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 // ---- inspect -------------------------------------------------------------------------------

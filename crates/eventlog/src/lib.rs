@@ -244,6 +244,8 @@ pub enum Error {
     Random(String),
     #[error("the database is busy; its content was not replaced")]
     ReplaceBusy,
+    #[error("{path} already exists; a log is rebuilt into a new file only")]
+    RebuildTargetExists { path: PathBuf },
 }
 
 /// The writable log. One per process; readers use [`open_reader`].
@@ -261,6 +263,15 @@ fn configure(conn: &Connection) -> Result<(), Error> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Creates the log's tables in an empty database, with its identity.
+fn create_schema(tx: &rusqlite::Transaction<'_>, peer: &[u8; 16]) -> Result<(), Error> {
+    tx.execute_batch(SCHEMA)?;
+    tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION])?;
+    tx.execute("INSERT INTO meta (key, value) VALUES ('peer_id', ?1)", [peer.as_slice()])?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
     Ok(())
 }
 
@@ -345,13 +356,7 @@ impl EventLog {
                 }
             };
             let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                [SCHEMA_VERSION],
-            )?;
-            tx.execute("INSERT INTO meta (key, value) VALUES ('peer_id', ?1)", [peer.as_slice()])?;
-            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            create_schema(&tx, &peer)?;
             tx.commit()?;
         } else if application_id != APPLICATION_ID {
             return Err(Error::NotABatonLog { path: path.to_path_buf() });
@@ -398,6 +403,61 @@ impl EventLog {
             last_position,
             journal_inserts: 0,
         })
+    }
+
+    /// Writes a new database at `target` (which must not exist) holding only the log's own
+    /// content read from the database file at `source`: events, chain heads, journal, identity
+    /// and cluster id. Nothing else of `source` is carried over — snapshots, projection
+    /// tables, views, triggers, indexes — so a file from outside (a backup) cannot bring state
+    /// its events do not prove: whatever is derived is derived again from the copy. Verify the
+    /// result with [`EventLog::verify`]; `source` is read as data only.
+    pub fn rebuild_from(source: &Path, target: &Path) -> Result<EventLog, Error> {
+        let not_a_log = || Error::NotABatonLog { path: source.to_path_buf() };
+        if target.exists() {
+            return Err(Error::RebuildTargetExists { path: target.to_path_buf() });
+        }
+        let source_name = source.to_str().ok_or_else(not_a_log)?;
+        let mut conn = Connection::open(target)?;
+        configure(&conn)?;
+        // Views and triggers of the source run no function with side effects.
+        conn.pragma_update(None, "trusted_schema", "OFF")?;
+        conn.execute("ATTACH DATABASE ?1 AS source", [source_name])?;
+        let application_id: i64 = conn.pragma_query_value(
+            Some(rusqlite::DatabaseName::Attached("source")),
+            "application_id",
+            |row| row.get(0),
+        )?;
+        if application_id != APPLICATION_ID {
+            return Err(not_a_log());
+        }
+        // A wrong type or a missing row means the file is not a log of ours.
+        let found: i64 = conn
+            .query_row("SELECT value FROM source.meta WHERE key = 'schema_version'", [], |row| {
+                row.get(0)
+            })
+            .map_err(|_| not_a_log())?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        }
+        let peer: Vec<u8> = conn
+            .query_row("SELECT value FROM source.meta WHERE key = 'peer_id'", [], |row| row.get(0))
+            .map_err(|_| not_a_log())?;
+        let peer: [u8; 16] = peer.try_into().map_err(|_| not_a_log())?;
+        let tx = conn.transaction()?;
+        create_schema(&tx, &peer)?;
+        tx.execute_batch(&format!(
+            "INSERT INTO main.events ({COLUMNS}) SELECT {COLUMNS} FROM source.events
+                 ORDER BY position;
+             INSERT INTO main.chain_heads (origin, stream, seq, hash)
+                 SELECT origin, stream, seq, hash FROM source.chain_heads;
+             INSERT INTO main.journal (id, at_ms, level, kind, actor, message)
+                 SELECT id, at_ms, level, kind, actor, message FROM source.journal ORDER BY id;
+             INSERT INTO main.meta (key, value)
+                 SELECT key, value FROM source.meta WHERE key = 'cluster_id';"
+        ))?;
+        tx.commit()?;
+        conn.execute("DETACH DATABASE source", [])?;
+        EventLog::open_connection(conn, target, None)
     }
 
     pub fn peer_id(&self) -> PeerId {

@@ -360,3 +360,68 @@ fn replacing_the_content_swaps_identity_history_and_cluster_in_one_step() {
     assert_eq!(old.cluster_id().expect("read"), Some(ClusterId([7; 16])));
     assert_eq!(old.last_position(), 1);
 }
+
+// Goal: a log rebuilt from a file keeps what the log proves or records (identity, events,
+// heads, journal, cluster) and nothing else: no snapshot, no other table, no trigger; a file
+// that is not a log, or a target that exists, is refused.
+#[test]
+fn a_rebuilt_log_keeps_only_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = open(&dir, "source.db");
+    source.append(&[event(Stream::Shared, 1, b"one"), event(Stream::Local, 2, b"two")]).unwrap();
+    source.save_snapshot(2, 1, b"forged state").unwrap();
+    source.set_cluster_id(Some(ClusterId([7; 16]))).unwrap();
+    let note = NewJournalEntry {
+        at_ms: 5,
+        level: Level::Warning,
+        kind: "test.note".to_owned(),
+        actor: None,
+        message: "kept".to_owned(),
+    };
+    source.append_journal(&note).unwrap();
+    source
+        .connection()
+        .execute_batch(
+            "CREATE TABLE proj_forged (x); INSERT INTO proj_forged VALUES (1);
+             CREATE TRIGGER forged AFTER INSERT ON events BEGIN INSERT INTO proj_forged VALUES (2); END;",
+        )
+        .unwrap();
+
+    let target = dir.path().join("rebuilt.db");
+    let mut rebuilt = EventLog::rebuild_from(&dir.path().join("source.db"), &target).unwrap();
+    assert_eq!(rebuilt.peer_id(), source.peer_id());
+    assert_eq!(rebuilt.heads(), source.heads());
+    assert_eq!(rebuilt.read_after(0, 10).unwrap(), source.read_after(0, 10).unwrap());
+    assert_eq!(rebuilt.verify().unwrap().heads, *source.heads());
+    assert_eq!(rebuilt.cluster_id().unwrap(), Some(ClusterId([7; 16])));
+    assert_eq!(
+        rebuilt.query_journal(&JournalQuery { limit: 10, ..Default::default() }).unwrap().len(),
+        1
+    );
+    assert!(rebuilt.latest_snapshot().unwrap().is_none());
+    rebuilt.append(&[event(Stream::Shared, 3, b"three")]).unwrap();
+    let forged: i64 = rebuilt
+        .connection()
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE '%forged%'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(forged, 0);
+
+    assert!(matches!(
+        EventLog::rebuild_from(&dir.path().join("source.db"), &target),
+        Err(Error::RebuildTargetExists { .. })
+    ));
+    std::fs::write(dir.path().join("foreign.db"), b"not sqlite").unwrap();
+    assert!(
+        EventLog::rebuild_from(&dir.path().join("foreign.db"), &dir.path().join("x.db")).is_err()
+    );
+    Connection::open(dir.path().join("other.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x);")
+        .unwrap();
+    assert!(matches!(
+        EventLog::rebuild_from(&dir.path().join("other.db"), &dir.path().join("y.db")),
+        Err(Error::NotABatonLog { .. })
+    ));
+}

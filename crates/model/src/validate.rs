@@ -60,14 +60,8 @@ impl Report {
     }
 
     fn name(&mut self, field: &str, name: &str) {
-        if name.is_empty() {
-            self.error(field, "must not be empty");
-        } else if name.chars().count() > NAME_LENGTH_MAX {
-            self.error(field, format!("must be at most {NAME_LENGTH_MAX} characters"));
-        } else if name.trim() != name {
-            self.error(field, "must not start or end with spaces");
-        } else if name.chars().any(|c| c.is_control() || c == '/') {
-            self.error(field, "must not contain control characters or '/'");
+        if let Err(problem) = check_name(name) {
+            self.error(field, problem.to_string());
         }
     }
 
@@ -178,6 +172,35 @@ fn in_subnet(address: Ipv4Addr, other: Ipv4Addr, prefix_length: u8) -> bool {
 }
 
 /// Checks one record on its own (no references to other records). Returns every problem.
+/// Why `name` cannot be a record's name, if it cannot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum NameProblem {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {NAME_LENGTH_MAX} characters")]
+    TooLong,
+    #[error("must not start or end with spaces")]
+    SurroundingSpaces,
+    #[error("must not contain control characters or '/'")]
+    ForbiddenCharacter,
+}
+
+/// The rule every record name follows; also checked before a name is used elsewhere first
+/// (the policy service names conferences on bridges before recording them).
+pub fn check_name(name: &str) -> Result<(), NameProblem> {
+    if name.is_empty() {
+        Err(NameProblem::Empty)
+    } else if name.chars().count() > NAME_LENGTH_MAX {
+        Err(NameProblem::TooLong)
+    } else if name.trim() != name {
+        Err(NameProblem::SurroundingSpaces)
+    } else if name.chars().any(|c| c.is_control() || c == '/') {
+        Err(NameProblem::ForbiddenCharacter)
+    } else {
+        Ok(())
+    }
+}
+
 pub fn validate(record: &Record) -> Vec<FieldError> {
     let mut report = Report::default();
     let r = &mut report;

@@ -9,7 +9,8 @@ const SCHEMES: &[&str] = &["sip:", "sips:", "h323:", "tel:"];
 pub fn normalise(raw: &str) -> String {
     let mut alias = raw.trim();
     for scheme in SCHEMES {
-        if alias.len() >= scheme.len() && alias[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // `get`, not indexing: a non-ASCII alias may have no character boundary there.
+        if alias.get(..scheme.len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case(scheme)) {
             alias = &alias[scheme.len()..];
             break;
         }
@@ -36,5 +37,14 @@ mod tests {
         assert_eq!(normalise("h323:1234"), "1234");
         assert_eq!(normalise("tel:+4712345678"), "+4712345678");
         assert_eq!(normalise(""), "");
+    }
+
+    // Goal: an alias whose first characters are not ASCII is normalised, not a panic of the
+    // policy service (a character straddled the length of a scheme).
+    #[test]
+    fn non_ascii_aliases_do_not_panic() {
+        assert_eq!(normalise("éééé@example.com"), "éééé@example.com");
+        assert_eq!(normalise("SIP:Ünïcode@Example.com"), "ünïcode@example.com");
+        assert_eq!(normalise("ab€"), "ab€");
     }
 }

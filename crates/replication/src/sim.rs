@@ -6,7 +6,8 @@
 //! peer-local event may ever have been sent.
 //!
 //! A failure prints `BATON_SIM_SEED=<seed>`; run with that variable set to replay exactly that
-//! run. `BATON_SIM_SEEDS=<n>` runs more seeds (CI's slow run uses 3000).
+//! run. `BATON_SIM_SEEDS=<n>` runs more seeds (CI's slow run uses 10,000). Seeds run on every
+//! core, each seed alone on one thread, so a seed replays the same whatever the parallelism.
 #![allow(clippy::unwrap_used)]
 
 use super::*;
@@ -19,8 +20,12 @@ const PEERS: u8 = 3;
 const CHAOS_STEPS: u64 = 400;
 const STEP_MS: u64 = 5;
 const HEAL_MS: u64 = 20 * SUMMARY_INTERVAL_MS;
+/// Seeds of the default run (`cargo xtask test`): about 5 s on one core of a small machine.
 const SEEDS_DEFAULT: u64 = 300;
-const SEEDS_SLOW: u64 = 3_000;
+/// Seeds of the slow run (`cargo xtask test --slow`, CI): about 3 minutes of one core.
+const SEEDS_SLOW: u64 = 10_000;
+/// Threads the seeds are shared among, at most.
+const SIM_THREADS_MAX: usize = 8;
 
 struct Node {
     id: PeerId,
@@ -325,16 +330,38 @@ fn seeds() -> Vec<u64> {
 // and agree on the shared configuration; local settings never travel.
 #[test]
 fn peers_converge_after_loss_reordering_partitions_crashes_and_skew() {
-    let mut writes = 0;
-    for seed in seeds() {
-        match run(seed) {
-            Ok((acknowledged, _)) => writes += acknowledged,
-            Err(problem) => {
-                panic!("simulation failed: {problem}\nreplay with BATON_SIM_SEED={seed}")
-            }
+    let seeds = seeds();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let writes = std::sync::atomic::AtomicU64::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(SIM_THREADS_MAX);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while let Some(&seed) =
+                    seeds.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    match run(seed) {
+                        Ok((acknowledged, _)) => {
+                            writes.fetch_add(acknowledged, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(problem) => failures.lock().unwrap().push((seed, problem)),
+                    }
+                }
+            });
         }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(seed, _)| *seed);
+    if let Some((seed, problem)) = failures.first() {
+        panic!(
+            "simulation failed for {} of {} seeds; the first: {problem}\nreplay with \
+             BATON_SIM_SEED={seed}",
+            failures.len(),
+            seeds.len()
+        );
     }
-    assert!(writes > 0, "the simulation made no writes");
+    assert!(writes.into_inner() > 0, "the simulation made no writes");
 }
 
 // Goal: a seed replays exactly (same writes, same traffic), so a printed seed is a repro.

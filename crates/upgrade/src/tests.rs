@@ -864,6 +864,18 @@ struct Appliance {
 
 const PARTITION_BYTES: u64 = 16 << 20;
 
+/// The boot paths of an [`Appliance`] rooted at `root`.
+fn appliance_paths(root: &Path) -> SystemdBootPaths {
+    SystemdBootPaths {
+        esp: root.join("esp"),
+        efivars: root.join("efivars"),
+        cmdline: root.join("cmdline"),
+        partitions: root.join("by-partlabel"),
+        bless_boot: "/bin/true".into(),
+        debugfs: "debugfs".into(),
+    }
+}
+
 impl Appliance {
     fn new() -> Appliance {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -880,16 +892,8 @@ impl Appliance {
                 .expect("partition");
             file.set_len(PARTITION_BYTES).expect("sizing the partition");
         }
-        let paths = SystemdBootPaths {
-            esp: root.join("esp"),
-            efivars: root.join("efivars"),
-            cmdline: root.join("cmdline"),
-            partitions: root.join("by-partlabel"),
-            bless_boot: "/bin/true".into(),
-            debugfs: "debugfs".into(),
-        };
         let appliance = Appliance {
-            boot: SystemdBootControl::new(paths),
+            boot: SystemdBootControl::new(appliance_paths(root)),
             key: generate_signing_key().expect("key"),
             dir,
         };
@@ -1128,4 +1132,144 @@ fn systemd_boot_blessing_runs_systemd_bless_boot_and_reports_its_failure() {
     let mut failing = SystemdBootControl::new(paths);
     let error = failing.mark_bad().expect_err("a failing bless tool");
     assert!(error.to_string().contains("/bin/false bad failed"), "{error}");
+}
+
+/// Wraps a slot writer and, after `begin` and after every payload write — while the payload's
+/// digest is not yet known — runs `probe`, which checks the slot from a boot control opened
+/// afresh (as after a power cut at that moment). `mark_bad` is a power cut: it records
+/// nothing, so the slot must be unbootable without it.
+struct Probing<W, P: FnMut(&str)> {
+    inner: W,
+    probe: P,
+    written_bytes: u64,
+    probes: usize,
+}
+
+impl<W: SlotWriter, P: FnMut(&str)> SlotWriter for Probing<W, P> {
+    fn slot(&self) -> Slot {
+        self.inner.slot()
+    }
+    fn capacity_bytes(&self) -> u64 {
+        self.inner.capacity_bytes()
+    }
+    fn begin(&mut self, payload_size_bytes: u64) -> std::io::Result<()> {
+        self.inner.begin(payload_size_bytes)?;
+        self.probes += 1;
+        (self.probe)("after begin");
+        Ok(())
+    }
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.write(bytes)?;
+        self.written_bytes += bytes.len() as u64;
+        self.probes += 1;
+        (self.probe)(&format!("after {} payload bytes", self.written_bytes));
+        Ok(())
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        panic!("finish before the digest was verified")
+    }
+    fn mark_bad(&mut self, _reason: &str) -> std::io::Result<()> {
+        Err(std::io::Error::other("power cut"))
+    }
+}
+
+/// Neither the firmware nor the software may boot `slot`: no entry with tries left names it,
+/// and arming it as the next boot is refused.
+fn assert_unbootable(control: &mut dyn BootControl, entries: &[Entry], slot: Slot, when: &str) {
+    let bootable: Vec<String> = entries
+        .iter()
+        .filter(|entry| entry.slot == slot && entry.tries_left != Some(0))
+        .map(Entry::file_name)
+        .collect();
+    assert!(bootable.is_empty(), "{when}: slot {slot} has boot entries {bootable:?}");
+    assert!(
+        control.set_next_boot(slot, DEFAULT_BOOT_TRIES, "0.2.0").is_err(),
+        "{when}: slot {slot} could be armed before its payload was verified"
+    );
+}
+
+/// A payload of three chunks whose signed manifest names another digest: every byte is
+/// written before the mismatch is known.
+fn image_with_wrong_digest(key: &SigningKey) -> Vec<u8> {
+    let payload = payload_of(3 * PAYLOAD_CHUNK_BYTES, 9);
+    let manifest = Manifest { payload_sha256: "00".repeat(32), ..manifest_for(&payload) };
+    signed_image_unchecked(key, &manifest, &payload)
+}
+
+// Goal (issue 19): the payload is written into the inactive slot before its digest is known;
+// that is safe only because the slot is unbootable from `begin` until a verified install is
+// armed. Probed after every write and after a digest mismatch whose recording a power cut
+// prevented, on the file-backed control: no entry, arming refused, the old slot boots.
+#[test]
+fn a_slot_is_never_bootable_while_its_payload_is_unverified() {
+    let mut machine = Machine::new();
+    let dir = machine.dir.path().to_path_buf();
+    let probe = |when: &str| {
+        let mut fresh = FileBootControl::open(&dir, SLOT_CAPACITY_BYTES);
+        let entries = fresh.entries().expect("entries");
+        assert_unbootable(&mut fresh, &entries, Slot::B, when);
+    };
+    let mut writer = Probing {
+        inner: machine.boot.inactive_slot_writer().expect("writer"),
+        probe,
+        written_bytes: 0,
+        probes: 0,
+    };
+    let image = image_with_wrong_digest(&machine.key);
+    let error = install(
+        &mut Cursor::new(&image),
+        &machine.trusted,
+        &machine.running(),
+        InstallOptions::default(),
+        &mut writer,
+        &mut |_| {},
+    )
+    .expect_err("digest mismatch");
+    assert!(matches!(error, Error::DigestMismatch { .. }), "{error:?}");
+    assert_eq!(writer.written_bytes, 3 * PAYLOAD_CHUNK_BYTES as u64, "every byte was written");
+    assert_eq!(writer.probes, 4);
+    (writer.probe)("after the mismatch, never recorded");
+    for _ in 0..3 {
+        assert_eq!(machine.power_on(false), Slot::A);
+    }
+}
+
+// Goal (issue 19): the same on the appliance's systemd-boot control: from `begin` on the slot
+// has no loader entry and its install-incomplete marker refuses arming, through a digest
+// mismatch whose recording a power cut prevented.
+#[test]
+fn systemd_boot_a_slot_is_never_bootable_while_its_payload_is_unverified() {
+    let appliance = Appliance::new();
+    let root = appliance.dir.path().to_path_buf();
+    let probe = |when: &str| {
+        let mut fresh = SystemdBootControl::new(appliance_paths(&root));
+        let entries = fresh.entries().expect("entries");
+        assert_unbootable(&mut fresh, &entries, Slot::B, when);
+    };
+    let mut writer = Probing {
+        inner: appliance.boot.inactive_slot_writer().expect("writer"),
+        probe,
+        written_bytes: 0,
+        probes: 0,
+    };
+    let running = RunningSystem {
+        version: v("0.1.0"),
+        architecture: "x86_64".to_owned(),
+        active_slot: Slot::A,
+    };
+    let keys = TrustedKeys::new([appliance.key.verifying_key()]);
+    let image = image_with_wrong_digest(&appliance.key);
+    let error = install(
+        &mut Cursor::new(&image),
+        &keys,
+        &running,
+        InstallOptions::default(),
+        &mut writer,
+        &mut |_| {},
+    )
+    .expect_err("digest mismatch");
+    assert!(matches!(error, Error::DigestMismatch { .. }), "{error:?}");
+    assert_eq!(writer.probes, 4);
+    (writer.probe)("after the mismatch, never recorded");
+    assert_eq!(appliance.firmware_boot(), Slot::A);
 }

@@ -267,10 +267,19 @@ async fn not_a_bridge(body: String) -> String {
 }
 
 #[tokio::test]
-async fn answers_that_are_not_xml_rpc_or_too_long_are_malformed() {
+async fn answers_that_are_not_xml_rpc_or_too_long_are_refused() {
     let oversized = "x".repeat(bridges::RESPONSE_BYTES_MAX + 1);
+    let target = BridgeTarget {
+        kind: BridgeKind::Mcu,
+        base_url: not_a_bridge(oversized).await,
+        username: "admin".to_owned(),
+        password: String::new(),
+    };
+    let error = client().status(&target).await.unwrap_err();
+    assert!(matches!(error, BridgeError::AnswerTooLarge { .. }), "{error:?}");
+    assert!(error.is_bridge_down());
     let not_a_struct = xmlrpc::encode_response(&Value::Int(1));
-    for body in ["<html>It works!</html>".to_owned(), oversized, not_a_struct] {
+    for body in ["<html>It works!</html>".to_owned(), not_a_struct] {
         let target = BridgeTarget {
             kind: BridgeKind::Mcu,
             base_url: not_a_bridge(body).await,
@@ -415,4 +424,76 @@ async fn https_bridges_are_trusted_only_through_the_given_ca_or_when_insecure() 
     };
     let insecure = BridgeClient::with_options(&options).unwrap();
     assert_eq!(insecure.status(&target).await.unwrap().conferences, 1);
+}
+
+/// A hostile bridge: answers every enumeration with a page of `page_bytes` of conferences and
+/// "more available", forever. Returns its URL, the count of pages it served and their size.
+async fn endless_pages(
+    page_bytes: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, usize) {
+    let entry = |index: usize| {
+        Value::Struct(params(&[
+            ("conferenceName", Value::from(format!("conference-{index:08}").as_str())),
+            ("conferenceID", Value::from(format!("{index}").as_str())),
+        ]))
+    };
+    let entry_bytes = xmlrpc::encode_response(&entry(0)).len();
+    let page = xmlrpc::encode_response(&Value::Struct(params(&[
+        ("conferences", Value::Array((0..page_bytes / entry_bytes).map(entry).collect())),
+        ("enumerateID", Value::from("next")),
+        ("moreAvailable", Value::Bool(true)),
+        ("cookie", Value::from("next")),
+    ])));
+    let page_length = page.len();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let handler = move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let page = page.clone();
+        async move { page }
+    };
+    let router = axum::Router::new().route("/RPC2", axum::routing::post(handler));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://{address}"), served, page_length)
+}
+
+// Goal (issue 19, defect 6): a bridge that answers every enumeration with another large
+// page gets a clear BridgeError once one operation has read its byte budget (or its page
+// limit), having read a bounded amount: a few MiB, not gigabytes.
+#[tokio::test]
+async fn a_bridge_with_endless_pages_is_cut_off_with_a_clear_error() {
+    for kind in KINDS {
+        // Just under the limit of one answer, as the hostile bridge of the issue did.
+        let (base_url, served, page_bytes) =
+            endless_pages(bridges::RESPONSE_BYTES_MAX - 64 * 1024).await;
+        assert!(
+            page_bytes > bridges::RESPONSE_BYTES_MAX / 2
+                && page_bytes <= bridges::RESPONSE_BYTES_MAX
+        );
+        let target =
+            BridgeTarget { kind, base_url, username: "admin".to_owned(), password: String::new() };
+        let client = client();
+        let operation = client.enumerate_conferences(&target);
+        let error = tokio::time::timeout(Duration::from_secs(30), operation)
+            .await
+            .expect("the enumeration was not cut off")
+            .unwrap_err();
+        assert!(matches!(error, BridgeError::OperationTooLarge { .. }), "{kind:?}: {error:?}");
+        assert!(error.is_bridge_down());
+        assert!(error.to_string().contains("bytes in one operation"), "{error}");
+        let pages = served.load(std::sync::atomic::Ordering::SeqCst);
+        let pages_max = bridges::OPERATION_RESPONSE_BYTES_MAX / page_bytes + 1;
+        assert!(pages <= pages_max, "{kind:?}: {pages} pages of {page_bytes} bytes read");
+
+        // Small pages: the page limit stops it.
+        let (base_url, served, _) = endless_pages(1024).await;
+        let target =
+            BridgeTarget { kind, base_url, username: "admin".to_owned(), password: String::new() };
+        let error = client.enumerate_conferences(&target).await.unwrap_err();
+        assert!(matches!(error, BridgeError::TooManyPages { .. }), "{kind:?}: {error:?}");
+        let pages = served.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(pages, bridges::ENUMERATION_PAGES_MAX, "{kind:?}");
+    }
 }

@@ -59,6 +59,13 @@ pub enum RejectReason {
     NoCapacity,
     BridgeFailure,
     Maintenance,
+    /// The alias's replace string made a conference name longer than a record (and a
+    /// bridge) takes: refused before any bridge is asked, or it would be created there but
+    /// never recorded, so never ended nor counted.
+    ConferenceNameTooLong,
+    /// The conference name made is not a valid record name otherwise (spaces around it,
+    /// control characters, `/`), refused for the same reason.
+    InvalidConferenceName,
 }
 
 impl RejectReason {
@@ -69,6 +76,9 @@ impl RejectReason {
             RejectReason::NoMatchingAlias => 404,
             RejectReason::NoCapacity | RejectReason::Maintenance => 503,
             RejectReason::BridgeFailure => 502,
+            // SIP's "Request-URI Too Long": the dialled alias made too long a name.
+            RejectReason::ConferenceNameTooLong => 414,
+            RejectReason::InvalidConferenceName => 484,
         }
     }
 
@@ -80,9 +90,18 @@ impl RejectReason {
             RejectReason::NoCapacity => "No conference bridge has capacity",
             RejectReason::BridgeFailure => "Conference bridge failure",
             RejectReason::Maintenance => "Conference service in maintenance",
+            RejectReason::ConferenceNameTooLong => {
+                "Conference name longer than 64 characters (the bridges' limit)"
+            }
+            RejectReason::InvalidConferenceName => {
+                "Conference name with spaces around it, control characters or '/'"
+            }
         }
     }
 }
+
+// `RejectReason::text` names the limit.
+const _: () = assert!(model::validate::NAME_LENGTH_MAX == 64);
 
 struct CompiledAlias {
     name: String,
@@ -184,6 +203,13 @@ impl Engine {
         let Some((conference, template_name, role)) = self.match_alias(&alias) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
+        match model::validate::check_name(&conference) {
+            Ok(()) => {}
+            Err(model::validate::NameProblem::TooLong) => {
+                return Decision::Reject(RejectReason::ConferenceNameTooLong);
+            }
+            Err(_) => return Decision::Reject(RejectReason::InvalidConferenceName),
+        }
         let Some(template) = self.template(&template_name) else {
             // A dangling reference after a concurrent removal: as if the alias did not exist.
             return Decision::Reject(RejectReason::NoMatchingAlias);

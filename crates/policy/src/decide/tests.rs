@@ -183,3 +183,32 @@ fn aliases_match_by_priority_then_name_and_expand_their_replace_string() {
         engine.decide(&call("meet.eve@example.com"), &all_up)
     );
 }
+
+// Goal (issue 19, defect 9): a dialled alias whose replace string makes a conference name
+// the bridges and the conference table cannot take (over 64 characters, or with `/`) is
+// rejected with its own reason before any bridge is asked; 64 characters still create.
+#[test]
+fn conference_names_a_record_cannot_hold_are_rejected_before_any_bridge_call() {
+    let engine = Engine::new(Arc::new(state(&[])), None);
+    // The catch-all makes `other-<local part>`: 6 + 58 = 64 characters.
+    let longest = format!("{}@example.com", "a".repeat(58));
+    match engine.decide(&call(&longest), &all_up) {
+        Decision::Create { conference, .. } => assert_eq!(conference.chars().count(), 64),
+        other => panic!("{other:?}"),
+    }
+    let too_long = format!("{}@example.com", "a".repeat(59));
+    let decision = engine.decide(&call(&too_long), &all_up);
+    assert_eq!(decision, Decision::Reject(RejectReason::ConferenceNameTooLong));
+    let answer = crate::cpl::reject(
+        RejectReason::ConferenceNameTooLong.status(),
+        RejectReason::ConferenceNameTooLong.text(),
+    );
+    assert!(answer.contains(r#"status="414""#) && answer.contains("longer than 64"), "{answer}");
+    // Characters count, not bytes: 64 two-byte letters are a valid name.
+    let accented = format!("{}@example.com", "é".repeat(58));
+    assert!(matches!(engine.decide(&call(&accented), &all_up), Decision::Create { .. }));
+    assert_eq!(
+        engine.decide(&call("a/b@example.com"), &all_up),
+        Decision::Reject(RejectReason::InvalidConferenceName)
+    );
+}
