@@ -6,21 +6,17 @@
 //! shutdown). Business rules belong in `model`, storage in `eventlog`/`projections`; this crate
 //! must not grow its own.
 
-pub mod auth;
-pub mod backups;
-pub mod bridge_host;
-pub mod cluster;
-pub mod cluster_join;
-pub mod http;
-pub mod openapi;
-pub mod platform_service;
-pub mod policy_service;
-mod random;
+pub mod adapters;
+pub mod base;
+pub mod services;
 pub mod store;
-pub mod tls;
-pub mod upgrade_service;
-pub mod version;
-pub mod web;
+
+use adapters::{api as http, web};
+use base::{auth, tls, version};
+use services::{
+    backups, bridge_host, cluster, platform as platform_service, policy as policy_service,
+    upgrades as upgrade_service,
+};
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -100,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 /// Opens the store, binds the admin API and returns once it accepts connections.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
-    let started_ms = http::now_ms();
+    let started_ms = crate::base::clock::now_ms();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let database = config.data_dir.join(store::DATABASE_FILE);
@@ -173,10 +169,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let admin_addr = listener.local_addr().context("reading the admin address")?;
     let admin_url = format!("https://{admin_addr}");
     // Written aside and renamed, so a reader never sees it half-written.
-    let url_file = config.data_dir.join(ADMIN_URL_FILE);
-    let partial = url_file.with_extension("partial");
-    std::fs::write(&partial, &admin_url)
-        .and_then(|()| std::fs::rename(&partial, &url_file))
+    base::durable::write(&config.data_dir.join(ADMIN_URL_FILE), admin_url.as_bytes())
         .context("writing the admin URL file")?;
 
     let readers = store::Readers::new(database);
@@ -358,7 +351,7 @@ async fn create_factory_account(writer: &store::Writer) -> anyhow::Result<()> {
         .execute(
             "system",
             model::Command::Create(model::Record::Administrator(account)),
-            http::now_ms(),
+            crate::base::clock::now_ms(),
         )
         .await
         .context("creating the factory administrator account")?;
@@ -371,7 +364,7 @@ async fn create_factory_account(writer: &store::Writer) -> anyhow::Result<()> {
 
 fn journal(level: eventlog::Level, kind: &str, message: String) -> eventlog::NewJournalEntry {
     eventlog::NewJournalEntry {
-        at_ms: http::now_ms(),
+        at_ms: crate::base::clock::now_ms(),
         level,
         kind: kind.to_owned(),
         actor: None,

@@ -7,6 +7,7 @@
 //! one-way for replication: each peer sends on the connection it dialled and receives on the
 //! ones it accepted, so a dead peer costs one failing dialer and nothing else.
 
+use crate::base::sync::lock;
 use crate::store::Writer;
 use model::{ClusterId, PeerId, Record, RecordKind, State};
 use peering::{AdminEndpoint, Channel, ClusterKey, Frame, Hello, Verdict};
@@ -266,11 +267,6 @@ fn line(address: Ipv4Addr, state: PeerState) -> PeerLine {
     PeerLine { address, state, text, warnings }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panicked holder leaves plain data behind, still worth showing.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Starts the cluster layer for the daemon's lifetime.
 pub fn spawn(
     network: Network,
@@ -329,7 +325,7 @@ async fn tick(writer: Writer, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => writer.replication_tick(crate::http::now_ms()),
+            _ = ticker.tick() => writer.replication_tick(crate::base::clock::now_ms()),
         }
     }
 }
@@ -399,7 +395,7 @@ async fn start(
         }
     };
     let hello = Arc::new(Hello {
-        software_version: crate::version::software_version().to_owned(),
+        software_version: crate::base::version::software_version().to_owned(),
         address,
         host_name: settings.host_name.clone(),
         peer_id: settings.peer_id,
@@ -563,7 +559,7 @@ async fn dial_once(
     let active = |latency_ms, admin: &Option<AdminEndpoint>| PeerState::Active {
         host_name: theirs.host_name.clone(),
         peer_id: theirs.peer_id.to_hex(),
-        last_contact_ms: crate::http::now_ms(),
+        last_contact_ms: crate::base::clock::now_ms(),
         latency_ms,
         admin_port: admin.as_ref().map(|admin| admin.port),
         admin_certificate_sha256: admin.as_ref().map(|admin| admin.certificate_sha256.clone()),
@@ -744,7 +740,7 @@ async fn serve_accepted(
 /// Replaces this peer's shared configuration with the cluster's (see `Store::join_cluster`).
 /// The settings then change, so every link restarts with the new identity.
 async fn adopt(board: &Arc<Board>, cluster: ClusterId, member: &Hello) {
-    match board.writer.join_cluster(cluster, crate::http::now_ms()).await {
+    match board.writer.join_cluster(cluster, crate::base::clock::now_ms()).await {
         Ok(kept) => tracing::warn!(
             %cluster, via = %member.address, kept = %kept.display(),
             "joined the cluster; shared configuration replaced by the cluster's"

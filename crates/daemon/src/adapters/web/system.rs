@@ -7,7 +7,7 @@ use super::forms::{self, Values};
 use super::{
     FormPairs, Operator, OperatorForm, WebUser, esc, page, saved_note, scope_note, see_other,
 };
-use crate::http::{self, ApiError, App};
+use crate::adapters::api::{self as http, ApiError, App};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -130,7 +130,7 @@ async fn live_state(kind: RecordKind) -> String {
     if kind != RecordKind::Ntp {
         return String::new();
     }
-    let state = match crate::cluster::ntp_synchronised().await {
+    let state = match crate::services::cluster::ntp_synchronised().await {
         Ok(true) => "<span class=\"ok\">Synchronised</span>".to_owned(),
         Ok(false) => "<span class=\"bad\">Not synchronised</span>: clustering waits until the \
              clock is synchronised."
@@ -200,8 +200,8 @@ pub(super) fn not_found(user: &WebUser) -> Response {
 
 /// The peer lines as the seed shows them: the address, then "This system" or "Active as …"
 /// in green, or the failure and its reason in red.
-pub(super) fn peer_lines(status: &crate::cluster::ClusterStatus) -> String {
-    use crate::cluster::PeerState;
+pub(super) fn peer_lines(status: &crate::services::cluster::ClusterStatus) -> String {
+    use crate::services::cluster::PeerState;
     let mut html = String::new();
     if status.peers.is_empty() {
         html.push_str("<p>This peer is in standalone mode: it has no cluster peers.</p>");

@@ -5,7 +5,7 @@
 //! to the fields with the operator's input kept.
 
 use super::{FormPairs, WebUser, csrf_input, esc, form_value};
-use crate::http::{self, ApiError};
+use crate::adapters::api::{self as http, ApiError};
 use model::{FieldError, RecordKind};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;

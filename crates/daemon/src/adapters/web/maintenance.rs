@@ -13,7 +13,7 @@
 use super::{
     FormPairs, Operator, OperatorForm, WebState, WebUser, check_csrf, csrf_input, esc, page,
 };
-use crate::http::{self, ApiError, App};
+use crate::adapters::api::{self as http, ApiError, App};
 use axum::body::Bytes;
 use axum::extract::multipart::Field;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
@@ -42,7 +42,7 @@ const FORM_FIELDS_BYTES_MAX: usize = 64 * 1024;
 const SCRIPT_JS: &str = include_str!("maintenance.js");
 
 pub(super) fn routes() -> Router<Arc<App>> {
-    let restore_limit = usize::try_from(crate::backups::RESTORE_BODY_BYTES_MAX)
+    let restore_limit = usize::try_from(crate::services::backups::RESTORE_BODY_BYTES_MAX)
         .unwrap_or(usize::MAX)
         .saturating_add(FORM_FIELDS_BYTES_MAX);
     let upgrade_limit = http::UPGRADE_IMAGE_BYTES_MAX.saturating_add(FORM_FIELDS_BYTES_MAX);
@@ -219,7 +219,7 @@ fn progress_note(app: &App) -> String {
     let mut html = format!(
         "<p role=\"status\">Last operation: {} started {}, {state}",
         esc(progress.operation),
-        esc(&http::format_ms(progress.started_ms))
+        esc(&crate::base::clock::format_ms(progress.started_ms))
     );
     if progress.total_bytes > 0 {
         let _ = write!(
@@ -328,17 +328,16 @@ async fn download(
 }
 
 fn forget_expired(web: &WebState) {
-    let mut pending = web.pending_restore.lock().unwrap_or_else(|e| e.into_inner());
-    if pending
-        .as_ref()
-        .is_some_and(|p| http::now_ms().saturating_sub(p.created_ms) > PENDING_RESTORE_TTL_MS)
-    {
+    let mut pending = crate::base::sync::lock(&web.pending_restore);
+    if pending.as_ref().is_some_and(|p| {
+        crate::base::clock::now_ms().saturating_sub(p.created_ms) > PENDING_RESTORE_TTL_MS
+    }) {
         *pending = None;
     }
 }
 
 fn pending_for(web: &WebState, user: &WebUser) -> Option<String> {
-    let pending = web.pending_restore.lock().unwrap_or_else(|e| e.into_inner());
+    let pending = crate::base::sync::lock(&web.pending_restore);
     pending.as_ref().filter(|p| p.session == user.token).map(|p| p.id.clone())
 }
 
@@ -370,7 +369,7 @@ async fn restore_uploaded(
         (error.status(), page(title, Some(&user), &backup_body(&app, &user, &note))).into_response()
     };
     // A new upload replaces the one waiting for confirmation (and its staging folder).
-    *web.pending_restore.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *crate::base::sync::lock(&web.pending_restore) = None;
     let operation = match http::begin_restore(&app, &user.name) {
         Ok(operation) => operation,
         Err(error) => {
@@ -386,7 +385,7 @@ async fn restore_uploaded(
         return super::error_page(Some(&user), &ApiError::internal(error));
     }
     let password = Some(super::form_value(&form, "password").to_owned()).filter(|p| !p.is_empty());
-    let (queue, reader) = upload_reader(crate::backups::RESTORE_BODY_BYTES_MAX);
+    let (queue, reader) = upload_reader(crate::services::backups::RESTORE_BODY_BYTES_MAX);
     let over_limit = reader.over_limit.clone();
     let staging = http::stage_restore(
         &app,
@@ -408,15 +407,15 @@ async fn restore_uploaded(
         Ok(found) => found,
         Err(error) => return super::error_page(Some(&user), &error),
     };
-    let Some(id) = crate::random::hex_token::<16>() else {
+    let Some(id) = crate::base::random::hex_token::<16>() else {
         return super::error_page(Some(&user), &ApiError::internal("no randomness"));
     };
     let manifest = staged.manifest().clone();
-    *web.pending_restore.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingRestore {
+    *crate::base::sync::lock(&web.pending_restore) = Some(PendingRestore {
         id: id.clone(),
         session: user.token.clone(),
         staged,
-        created_ms: http::now_ms(),
+        created_ms: crate::base::clock::now_ms(),
     });
     let mut body = String::new();
     body.push_str(
@@ -426,7 +425,7 @@ async fn restore_uploaded(
     for (label, value) in [
         ("Made by software version", manifest.software_version.clone()),
         ("Hardware serial", manifest.hardware_serial.clone()),
-        ("Made at", http::format_ms(manifest.created_at_ms)),
+        ("Made at", crate::base::clock::format_ms(manifest.created_at_ms)),
         ("Size of the data", format!("{} bytes", manifest.members_size_bytes())),
     ] {
         let _ = write!(body, "<tr><th scope=\"row\">{label}</th><td>{}</td></tr>", esc(&value));
@@ -480,7 +479,7 @@ async fn restore_confirm(
     let title = "Backup and restore";
     let id = super::form_value(&form, "id");
     let pending = {
-        let mut pending = web.pending_restore.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = crate::base::sync::lock(&web.pending_restore);
         if pending.as_ref().is_some_and(|p| p.id == id && p.session == user.token) {
             pending.take()
         } else {
@@ -525,7 +524,7 @@ async fn restore_cancel(
     Extension(web): Extension<Arc<WebState>>,
     OperatorForm { user, .. }: OperatorForm,
 ) -> Response {
-    let mut pending = web.pending_restore.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pending = crate::base::sync::lock(&web.pending_restore);
     if pending.as_ref().is_some_and(|p| p.session == user.token) {
         *pending = None;
     }

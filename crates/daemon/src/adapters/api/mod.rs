@@ -3,7 +3,9 @@
 //! audit trail. Errors are JSON `{"error": {"code", "message", "fields": [{"field", "message"}]}}`
 //! with stable codes.
 
-use crate::auth::{self, Sessions};
+pub mod openapi;
+
+use crate::base::auth::{self, Sessions};
 use crate::store::{ReadError, Readers, StoreError, Writer};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
@@ -34,19 +36,19 @@ pub struct App {
     pub password_checks: tokio::sync::Semaphore,
     /// The live TLS configuration of the admin API, swapped when the certificates change.
     pub tls: axum_server::tls_rustls::RustlsConfig,
-    pub tls_files: crate::tls::TlsFiles,
-    pub cluster: Arc<crate::cluster::Board>,
-    pub upgrade: Arc<crate::upgrade_service::UpgradeService>,
+    pub tls_files: crate::base::tls::TlsFiles,
+    pub cluster: Arc<crate::services::cluster::Board>,
+    pub upgrade: Arc<crate::services::upgrades::UpgradeService>,
     /// For the web Status page: bridge health as the policy service sees it.
-    pub policy: Arc<crate::policy_service::PolicyService>,
+    pub policy: Arc<crate::services::policy::PolicyService>,
     /// Holds the database, the TLS identity, safety copies and the restore staging folder.
     pub data_dir: std::path::PathBuf,
     /// This machine's hardware serial (`backup::hardware_serial`), or why it is unknown.
     pub hardware_serial: Result<String, String>,
     /// The backup or restore running, if any, and its progress.
-    pub operations: crate::backups::Operations,
+    pub operations: crate::services::backups::Operations,
     /// Peer-local settings applied to the operating system, and the latest results.
-    pub platform: Arc<crate::platform_service::PlatformService>,
+    pub platform: Arc<crate::services::platform::PlatformService>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -78,10 +80,11 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/v1/restore",
             // The archive is streamed, never buffered; the limit is enforced while reading.
             post(restore).layer(DefaultBodyLimit::max(
-                usize::try_from(crate::backups::RESTORE_BODY_BYTES_MAX).unwrap_or(usize::MAX),
+                usize::try_from(crate::services::backups::RESTORE_BODY_BYTES_MAX)
+                    .unwrap_or(usize::MAX),
             )),
         )
-        .route("/api/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }));
+        .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }));
     for &kind in RecordKind::ALL {
         let collection = format!("{API_PREFIX}/{}", kind.collection());
         if kind.is_singleton() {
@@ -708,7 +711,7 @@ pub(crate) async fn save_record(
     let new_tls = match &record {
         Record::Certificates(certificates) => Some((
             certificates.clone(),
-            crate::tls::configured_identity(&app.tls_files, Some(certificates)).map_err(
+            crate::base::tls::configured_identity(&app.tls_files, Some(certificates)).map_err(
                 |error| {
                     ApiError::field(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -754,7 +757,7 @@ pub(crate) async fn remove_record(
     execute(app, actor, Command::Remove(RecordKey { kind, name: name.clone() })).await?;
     if kind == RecordKind::Certificates {
         // Back to the identity made on first start.
-        let config = crate::tls::server_config(&app.tls_files)
+        let config = crate::base::tls::server_config(&app.tls_files)
             .map_err(|error| ApiError::internal(format!("{error:#}")))?;
         app.tls.reload_from_config(config);
         announce_certificate(app, None);
@@ -902,7 +905,7 @@ async fn status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Value>, Ap
     let now = now_ms();
     Ok(Json(json!({
         "product": "Baton",
-        "version": crate::version::software_version(),
+        "version": crate::base::version::software_version(),
         "peer_id": app.writer.peer_id().to_hex(),
         "started": format_ms(app.started_ms),
         "uptime_s": now.saturating_sub(app.started_ms) / 1000,
@@ -939,7 +942,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
                 status,
                 json!({
                     "healthy": current,
-                    "version": crate::version::software_version(),
+                    "version": crate::base::version::software_version(),
                     "log_opens": true,
                     "log_position": log_position,
                     "projections_position": projections_position,
@@ -952,7 +955,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             json!({
                 "healthy": false,
-                "version": crate::version::software_version(),
+                "version": crate::base::version::software_version(),
                 "log_opens": false,
                 "problems": [format!("the event log does not open: {error}")],
             }),
@@ -973,8 +976,8 @@ struct UpgradeQuery {
     reboot: Option<bool>,
 }
 
-fn upgrade_error(error: crate::upgrade_service::UpgradeError) -> ApiError {
-    use crate::upgrade_service::UpgradeError;
+fn upgrade_error(error: crate::services::upgrades::UpgradeError) -> ApiError {
+    use crate::services::upgrades::UpgradeError;
     match error {
         UpgradeError::Upgrade(error) if error.is_refusal() => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "upgrade_refused", error.to_string())
@@ -994,7 +997,7 @@ async fn upgrade_status(_: Ready, State(app): State<Arc<App>>) -> Result<Json<Va
 /// The upgrade service's status, read off the async runtime (boot entries are files).
 pub(crate) async fn upgrade_status_of(
     app: &App,
-) -> Result<crate::upgrade_service::UpgradeStatus, ApiError> {
+) -> Result<crate::services::upgrades::UpgradeStatus, ApiError> {
     let service = app.upgrade.clone();
     tokio::task::spawn_blocking(move || service.status())
         .await
@@ -1029,7 +1032,7 @@ pub(crate) async fn install_upgrade(
     actor: &str,
     mut image: impl std::io::Read + Send + 'static,
     allow_downgrade: bool,
-) -> Result<crate::upgrade_service::InstalledView, ApiError> {
+) -> Result<crate::services::upgrades::InstalledView, ApiError> {
     let service = app.upgrade.clone();
     let installed = tokio::task::spawn_blocking(move || {
         let installed = service.install(&mut image, allow_downgrade);
@@ -1094,7 +1097,7 @@ pub(crate) async fn reboot(app: &App, actor: &str) -> Result<(), ApiError> {
 async fn policy_status(
     _: Ready,
     State(app): State<Arc<App>>,
-) -> Json<crate::policy_service::PolicyStatus> {
+) -> Json<crate::services::policy::PolicyStatus> {
     Json(app.policy.status().await)
 }
 
@@ -1103,7 +1106,7 @@ async fn policy_status(
 async fn cluster_status(
     _: Ready,
     State(app): State<Arc<App>>,
-) -> Json<crate::cluster::ClusterStatus> {
+) -> Json<crate::services::cluster::ClusterStatus> {
     Json(app.cluster.status())
 }
 
@@ -1115,8 +1118,8 @@ struct MemberQuery {
 }
 
 /// The API's answer to a join that did not happen or did not finish.
-pub(crate) fn join_error(error: crate::cluster_join::JoinError) -> ApiError {
-    use crate::cluster_join::JoinError as E;
+pub(crate) fn join_error(error: crate::services::cluster_join::JoinError) -> ApiError {
+    use crate::services::cluster_join::JoinError as E;
     let (status, code) = match &error {
         E::BadUrl => (StatusCode::BAD_REQUEST, "invalid_member_url"),
         E::NoAddress => (StatusCode::CONFLICT, "no_ipv4_address"),
@@ -1141,7 +1144,8 @@ async fn member_certificate(
     _: Ready,
     Query(query): Query<MemberQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let sha256 = crate::cluster_join::member_fingerprint(&query.url).await.map_err(join_error)?;
+    let sha256 =
+        crate::services::cluster_join::member_fingerprint(&query.url).await.map_err(join_error)?;
     Ok(Json(json!({"member_url": query.url, "sha256": sha256})))
 }
 
@@ -1152,7 +1156,7 @@ async fn cluster_join(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let request: crate::cluster_join::JoinRequest =
+    let request: crate::services::cluster_join::JoinRequest =
         serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))?;
     let joined = run_join(&app, &admin.name, &request).await?;
     Ok(Json(serde_json::to_value(joined).map_err(ApiError::internal)?))
@@ -1162,9 +1166,9 @@ async fn cluster_join(
 pub(crate) async fn run_join(
     app: &App,
     actor: &str,
-    request: &crate::cluster_join::JoinRequest,
-) -> Result<crate::cluster_join::Joined, ApiError> {
-    match crate::cluster_join::join(app, actor, request).await {
+    request: &crate::services::cluster_join::JoinRequest,
+) -> Result<crate::services::cluster_join::Joined, ApiError> {
+    match crate::services::cluster_join::join(app, actor, request).await {
         Ok(joined) => {
             app.writer.journal(journal_entry(
                 Level::Info,
@@ -1499,18 +1503,22 @@ pub(crate) async fn backup_download(
     let created_at_ms = now_ms();
     let operation = app.operations.begin("backup", created_at_ms).ok_or_else(busy)?;
     let encrypted = password.is_some();
-    let file_name =
-        backup::file_name(crate::version::software_version(), &serial, created_at_ms, encrypted);
+    let file_name = backup::file_name(
+        crate::base::version::software_version(),
+        &serial,
+        created_at_ms,
+        encrypted,
+    );
     let (queue, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(
-        crate::backups::STREAM_QUEUE_CHUNKS,
+        crate::services::backups::STREAM_QUEUE_CHUNKS,
     );
     let data_dir = app.data_dir.clone();
     let writer = app.writer.clone();
     let name = file_name.clone();
     let actor = actor.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut output = crate::backups::ChannelWriter::new(queue);
-        let result = crate::backups::write_backup_of(
+        let mut output = crate::services::backups::ChannelWriter::new(queue);
+        let result = crate::services::backups::write_backup_of(
             &data_dir,
             &serial,
             created_at_ms,
@@ -1603,7 +1611,7 @@ async fn restore(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    let password = match headers.get(crate::backups::PASSWORD_HEADER) {
+    let password = match headers.get(crate::services::backups::PASSWORD_HEADER) {
         None => None,
         Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
             refused_restore(
@@ -1618,13 +1626,13 @@ async fn restore(
         })?),
     };
     let operation = begin_restore(&app, &admin.name)?;
-    let reader = crate::backups::BodyReader::new(
+    let reader = crate::services::backups::BodyReader::new(
         tokio::runtime::Handle::current(),
         body,
-        crate::backups::RESTORE_BODY_BYTES_MAX,
+        crate::services::backups::RESTORE_BODY_BYTES_MAX,
     );
     let over_limit = reader.over_limit.clone();
-    let staging_dir = app.data_dir.join(crate::backups::STAGING_DIR);
+    let staging_dir = app.data_dir.join(crate::services::backups::STAGING_DIR);
     let (staged, operation) =
         stage_restore(&app, &admin.name, operation, reader, over_limit, password, staging_dir)
             .await?;
@@ -1649,7 +1657,10 @@ fn clustered_restore() -> ApiError {
 
 /// Takes the single backup/restore slot for a restore, refusing one on a clustered peer or a
 /// machine without a serial (nothing is read or changed then).
-pub(crate) fn begin_restore(app: &App, actor: &str) -> Result<crate::backups::Operation, ApiError> {
+pub(crate) fn begin_restore(
+    app: &App,
+    actor: &str,
+) -> Result<crate::services::backups::Operation, ApiError> {
     serial(app).map_err(|error| refused_restore(app, actor, error))?;
     let operation = app.operations.begin("restore", now_ms()).ok_or_else(busy)?;
     if app.writer.cluster_settings().borrow().is_clustered() {
@@ -1666,19 +1677,19 @@ pub(crate) fn begin_restore(app: &App, actor: &str) -> Result<crate::backups::Op
 pub(crate) async fn stage_restore(
     app: &App,
     actor: &str,
-    operation: crate::backups::Operation,
+    operation: crate::services::backups::Operation,
     reader: impl std::io::Read + Send + 'static,
     over_limit: Arc<std::sync::atomic::AtomicBool>,
     password: Option<String>,
     staging_dir: std::path::PathBuf,
-) -> Result<(backup::Staged, crate::backups::Operation), ApiError> {
+) -> Result<(backup::Staged, crate::services::backups::Operation), ApiError> {
     let serial = serial(app).map_err(|error| refused_restore(app, actor, error))?;
     let (staged, operation) = tokio::task::spawn_blocking(move || {
         let staged = backup::stage_restore(
             reader,
             password.as_deref(),
             &serial,
-            crate::version::software_version(),
+            crate::base::version::software_version(),
             &staging_dir,
             &mut |p| operation.report(p),
         );
@@ -1695,7 +1706,7 @@ pub(crate) async fn stage_restore(
                     "backup_too_large",
                     format!(
                         "restore uploads are limited to {} bytes",
-                        crate::backups::RESTORE_BODY_BYTES_MAX
+                        crate::services::backups::RESTORE_BODY_BYTES_MAX
                     ),
                 )
             } else {
@@ -1709,7 +1720,7 @@ pub(crate) async fn stage_restore(
 
 /// Tells the cluster peers the certificate the admin API now presents (see `cluster_join`).
 fn announce_certificate(app: &App, certificates: Option<&model::record::Certificates>) {
-    match crate::tls::presented_fingerprint(&app.tls_files, certificates) {
+    match crate::base::tls::presented_fingerprint(&app.tls_files, certificates) {
         Ok(certificate_sha256) => app.cluster.set_admin_certificate(certificate_sha256),
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "the admin certificate's fingerprint is unknown")
@@ -1723,12 +1734,13 @@ pub(crate) async fn apply_restore(
     app: &App,
     actor: &str,
     staged: &backup::Staged,
-    operation: crate::backups::Operation,
+    operation: crate::services::backups::Operation,
 ) -> Result<Value, ApiError> {
-    let applied = crate::backups::apply(&app.writer, &app.data_dir, staged, actor, now_ms()).await;
+    let applied =
+        crate::services::backups::apply(&app.writer, &app.data_dir, staged, actor, now_ms()).await;
     let applied = match applied {
         Ok(applied) => applied,
-        Err(crate::backups::ApplyError::Store(StoreError::Clustered)) => {
+        Err(crate::services::backups::ApplyError::Store(StoreError::Clustered)) => {
             let error = clustered_restore();
             operation.finish(Err(error.message.clone()));
             return Err(refused_restore(app, actor, error));
@@ -1745,8 +1757,8 @@ pub(crate) async fn apply_restore(
         Some(Record::Certificates(certificates)) => Some(certificates.clone()),
         _ => None,
     };
-    match crate::tls::configured_identity(&app.tls_files, certificates.as_ref())
-        .or_else(|_| crate::tls::server_config(&app.tls_files))
+    match crate::base::tls::configured_identity(&app.tls_files, certificates.as_ref())
+        .or_else(|_| crate::base::tls::server_config(&app.tls_files))
     {
         Ok(config) => {
             app.tls.reload_from_config(config);

@@ -7,7 +7,7 @@
 //! Without a platform (developers' machines, tests that do not ask for one) nothing is applied
 //! and the status says so.
 
-use crate::http::{format_ms, now_ms};
+use crate::base::clock::{format_ms, now_ms};
 use crate::store::Writer;
 use platform::{Concern, PanelFacts, Platform, Settings};
 use serde::Serialize;

@@ -5,7 +5,7 @@
 //! SQLite access never happens on the async runtime: writes go through a bounded queue to the
 //! writer thread, reads run on the blocking pool with connections from [`Readers`].
 
-use crate::cluster::{ClusterSettings, Outbound};
+use crate::services::cluster::{ClusterSettings, Outbound};
 use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
 use model::{ClusterId, Command, Event, HybridClock, PeerId, Rejection, Scope, Stamp, State};
 use replication::Replicator;
@@ -194,7 +194,7 @@ impl Store {
     /// written beside it as `pre-restore-<now_ms>.db`, the restored log is brought up to date
     /// (projections) and put in standalone mode if the backup was taken in a cluster, `note`
     /// is added to its Event Log (it marks the restore as applied, see
-    /// `crate::backups::recover`), and the content is swapped in one SQLite transaction, so a
+    /// `crate::services::backups::recover`), and the content is swapped in one SQLite transaction, so a
     /// crash leaves the old database or the new one. Returns the safety copy's path.
     pub fn restore_from(
         &mut self,
@@ -417,7 +417,7 @@ fn sends(outputs: Vec<replication::Output>) -> Vec<Outbound> {
 }
 
 fn random_bytes() -> Result<[u8; 16], StoreError> {
-    crate::random::bytes().map_err(|error| StoreError::Random(error.to_string()))
+    crate::base::random::bytes().map_err(|error| StoreError::Random(error.to_string()))
 }
 
 enum Request {

@@ -182,7 +182,7 @@ pub fn document() -> Value {
     }
     let mut document = json!({
         "openapi": "3.1.0",
-        "info": {"title": "Baton admin API", "version": crate::version::software_version()},
+        "info": {"title": "Baton admin API", "version": crate::base::version::software_version()},
         "security": [{"basic": []}, {"bearer": []}],
         "paths": paths,
         "components": {

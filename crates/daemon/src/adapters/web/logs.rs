@@ -3,7 +3,7 @@
 //! by whom, when, as a field-by-field diff, with the whole configuration at any moment.
 
 use super::{Operator, WebUser, esc, page, url_encode};
-use crate::http::{self, ApiError, App, LogQuery};
+use crate::adapters::api::{self as http, ApiError, App, LogQuery};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -139,7 +139,7 @@ async fn event_log(
         let _ = write!(
             body,
             "<tr><td>{}</td><td{class}>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&http::format_ms(entry.at_ms)),
+            esc(&crate::base::clock::format_ms(entry.at_ms)),
             esc(&level),
             esc(&entry.kind),
             esc(entry.actor.as_deref().unwrap_or("")),
@@ -229,7 +229,7 @@ async fn configuration_log(
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&http::format_ms(entry.at_ms)),
+            esc(&crate::base::clock::format_ms(entry.at_ms)),
             esc(&entry.actor),
             esc(&entry.action),
             esc(&entry.kind),
@@ -266,7 +266,7 @@ async fn history(
             esc(&entry.action),
             esc(&entry.kind),
             esc(&entry.name),
-            esc(&http::format_ms(entry.at_ms)),
+            esc(&crate::base::clock::format_ms(entry.at_ms)),
             esc(&entry.actor),
             esc(&entry.origin),
             entry.at_ms,
@@ -300,7 +300,11 @@ async fn configuration_at(
         Err(error) => return refused(&user, title, &form, &error),
     };
     let mut body = form;
-    let _ = write!(body, "<p>The configuration as of {}:</p>", esc(&http::format_ms(at_ms)));
+    let _ = write!(
+        body,
+        "<p>The configuration as of {}:</p>",
+        esc(&crate::base::clock::format_ms(at_ms))
+    );
     let mut current_kind = None;
     for record in &records {
         if current_kind != Some(record.kind()) {

@@ -8,8 +8,8 @@
 //! for the session that typed them, for at most [`PENDING_JOIN_TTL_MS`].
 
 use super::{OperatorForm, WebState, WebUser, csrf_input, esc, page};
-use crate::cluster_join::JoinRequest;
-use crate::http::{self, App};
+use crate::adapters::api::{self as http, App};
+use crate::services::cluster_join::JoinRequest;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -75,14 +75,14 @@ async fn check_member(
     OperatorForm { user, form }: OperatorForm,
 ) -> Response {
     let member_url = super::form_value(&form, "member_url").trim().to_owned();
-    let fingerprint = match crate::cluster_join::member_fingerprint(&member_url).await {
+    let fingerprint = match crate::services::cluster_join::member_fingerprint(&member_url).await {
         Ok(fingerprint) => fingerprint,
         Err(error) => {
             let error = http::join_error(error);
             return refused(&user, &member_url, error.status(), error.message());
         }
     };
-    let Some(id) = crate::random::hex_token::<16>() else {
+    let Some(id) = crate::base::random::hex_token::<16>() else {
         return refused(&user, &member_url, StatusCode::INTERNAL_SERVER_ERROR, "no randomness");
     };
     let request = JoinRequest {
@@ -91,11 +91,11 @@ async fn check_member(
         pre_shared_key: super::form_value(&form, "pre_shared_key").to_owned(),
         member_certificate_sha256: fingerprint.clone(),
     };
-    *web.pending_join.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingJoin {
+    *crate::base::sync::lock(&web.pending_join) = Some(PendingJoin {
         id: id.clone(),
         session: user.token.clone(),
         request,
-        created_ms: http::now_ms(),
+        created_ms: crate::base::clock::now_ms(),
     });
     let body = format!(
         "<p>The member at <code>{}</code> presents a certificate with this SHA-256 fingerprint:</p>\
@@ -122,11 +122,11 @@ async fn confirm(
 ) -> Response {
     let id = super::form_value(&form, "id");
     let pending = {
-        let mut pending = web.pending_join.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = crate::base::sync::lock(&web.pending_join);
         let fresh = pending.as_ref().is_some_and(|p| {
             p.id == id
                 && p.session == user.token
-                && http::now_ms().saturating_sub(p.created_ms) <= PENDING_JOIN_TTL_MS
+                && crate::base::clock::now_ms().saturating_sub(p.created_ms) <= PENDING_JOIN_TTL_MS
         });
         if fresh { pending.take() } else { None }
     };

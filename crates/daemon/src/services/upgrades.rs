@@ -115,7 +115,7 @@ pub struct InstalledView {
 }
 
 fn running_version() -> upgrade::Version {
-    crate::version::upgrade_version()
+    crate::base::version::upgrade_version()
 }
 
 impl UpgradeService {
@@ -163,7 +163,7 @@ impl UpgradeService {
 
     pub fn status(&self) -> Result<UpgradeStatus, UpgradeError> {
         let boot = self.boot();
-        let progress = *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let progress = *crate::base::sync::lock(&self.progress);
         let last_boot = boot.control().last_boot()?;
         let (outcome, fell_back, tries_left) = match &last_boot {
             upgrade::LastBoot::Normal { .. } => ("normal", None, None),
@@ -207,7 +207,7 @@ impl UpgradeService {
         let mut writer = boot.inactive_slot_writer()?;
         let progress = self.progress.clone();
         let mut report = |now: upgrade::Progress| {
-            *progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+            *crate::base::sync::lock(&progress) = Some(now);
         };
         let installed = upgrade::install(
             image,
@@ -217,7 +217,7 @@ impl UpgradeService {
             writer.as_mut(),
             &mut report,
         );
-        *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *crate::base::sync::lock(&self.progress) = None;
         let installed = installed?;
         let label = installed.manifest.version.to_string();
         boot.control_mut().set_next_boot(installed.slot, upgrade::DEFAULT_BOOT_TRIES, &label)?;

@@ -93,25 +93,25 @@ impl Operations {
             started_ms: now_ms,
             outcome: None,
         };
-        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+        *crate::base::sync::lock(&self.progress) = Some(started);
         Some(Operation { _slot: slot, progress: self.progress.clone() })
     }
 
     pub fn progress(&self) -> Option<OperationProgress> {
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::base::sync::lock(&self.progress).clone()
     }
 }
 
 impl Operation {
     pub fn report(&self, progress: backup::Progress) {
-        if let Some(current) = self.progress.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(current) = crate::base::sync::lock(&self.progress).as_mut() {
             current.done_bytes = progress.done_bytes;
             current.total_bytes = progress.total_bytes;
         }
     }
 
     pub fn finish(self, outcome: Result<(), String>) {
-        if let Some(current) = self.progress.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(current) = crate::base::sync::lock(&self.progress).as_mut() {
             current.running = false;
             current.outcome = Some(outcome.err().unwrap_or_else(|| "ok".to_owned()));
         }
@@ -153,7 +153,7 @@ pub fn write_backup_of(
     let conn = eventlog::open_reader(&data_dir.join(crate::store::DATABASE_FILE))
         .map_err(|e| e.to_string())?;
     let options = backup::BackupOptions {
-        software_version: crate::version::software_version(),
+        software_version: crate::base::version::software_version(),
         hardware_serial: serial,
         created_at_ms,
         extra_files: &extra_files,
@@ -178,7 +178,7 @@ pub const SCHEDULE_RETRY_MS: u64 = 15 * 60 * 1000;
 /// renamed) and deletes the oldest beyond `keep_count`. Only files named as backups of this
 /// machine are ever counted or deleted.
 pub fn spawn_scheduler(
-    app: Arc<crate::http::App>,
+    app: Arc<crate::adapters::api::App>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -189,7 +189,7 @@ pub fn spawn_scheduler(
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let now_ms = crate::http::now_ms();
+            let now_ms = crate::base::clock::now_ms();
             if failed_at_ms.is_some_and(|at| now_ms.saturating_sub(at) < SCHEDULE_RETRY_MS) {
                 continue;
             }
@@ -235,7 +235,7 @@ fn scheduler_entry(
     message: String,
 ) -> eventlog::NewJournalEntry {
     eventlog::NewJournalEntry {
-        at_ms: crate::http::now_ms(),
+        at_ms: crate::base::clock::now_ms(),
         level,
         kind: kind.to_owned(),
         actor: Some("scheduler".to_owned()),
@@ -245,7 +245,7 @@ fn scheduler_entry(
 
 /// One check; `Ok(Some((file name, backups removed)))` when a backup was written.
 fn scheduled_backup(
-    app: &crate::http::App,
+    app: &crate::adapters::api::App,
     now_ms: u64,
 ) -> Result<Option<(String, usize)>, String> {
     let key = model::RecordKey {
@@ -274,28 +274,22 @@ fn scheduled_backup(
         return Ok(None);
     };
     let password = Some(schedule.password.as_str()).filter(|p| !p.is_empty());
-    let name =
-        backup::file_name(crate::version::software_version(), &serial, now_ms, password.is_some());
-    let written = (|| -> Result<(), String> {
-        std::fs::create_dir_all(&folder)
-            .map_err(|e| format!("creating {}: {e}", folder.display()))?;
-        let partial = folder.join(format!("{name}.partial"));
-        let file = std::fs::File::create(&partial)
-            .map_err(|e| format!("creating {}: {e}", partial.display()))?;
-        let mut output = io::BufWriter::new(file);
-        let result =
-            write_backup_of(&app.data_dir, &serial, now_ms, password, &mut output, &operation)
-                .and_then(|_| {
-                    let file = output.into_inner().map_err(|e| e.to_string())?;
-                    file.sync_all().map_err(|e| e.to_string())?;
-                    std::fs::rename(&partial, folder.join(&name)).map_err(|e| e.to_string())
-                });
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result?;
-        std::fs::File::open(&folder).and_then(|dir| dir.sync_all()).map_err(|e| e.to_string())
-    })();
+    let name = backup::file_name(
+        crate::base::version::software_version(),
+        &serial,
+        now_ms,
+        password.is_some(),
+    );
+    let written = std::fs::create_dir_all(&folder)
+        .map_err(|e| format!("creating {}: {e}", folder.display()))
+        .and_then(|()| {
+            crate::base::durable::replace_with(&folder.join(&name), |output| {
+                write_backup_of(&app.data_dir, &serial, now_ms, password, output, &operation)
+                    .map_err(io::Error::other)
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        });
     operation.finish(written.clone());
     written?;
     let keep_count = usize::try_from(schedule.keep_count).unwrap_or(usize::MAX);
@@ -488,7 +482,7 @@ pub async fn apply(
         "{now_ms}-{}",
         hex::encode(
             // Only makes the restore's name unique; the time already nearly does.
-            crate::random::bytes::<8>().unwrap_or_default(),
+            crate::base::random::bytes::<8>().unwrap_or_default(),
         )
     );
     let files = staged.extra_files();
@@ -589,20 +583,12 @@ fn move_staged_files(
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ApplyError> {
-    let partial = path.with_extension("partial");
-    let mut file = std::fs::File::create(&partial)
-        .map_err(io_context(format!("creating {}", partial.display())))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io_context(format!("writing {}", partial.display())))?;
-    std::fs::rename(&partial, path).map_err(io_context(format!("renaming {}", path.display())))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    crate::base::durable::write(path, bytes)
+        .map_err(io_context(format!("writing {}", path.display())))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ApplyError> {
-    std::fs::File::open(dir)
-        .and_then(|file| file.sync_all())
-        .map_err(io_context(format!("syncing {}", dir.display())))
+    crate::base::durable::sync_dir(dir).map_err(io_context(format!("syncing {}", dir.display())))
 }
 
 /// What [`recover`] did at start-up.
@@ -665,7 +651,7 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, ApplyError> {
         }
     }
     // The web page's verified upload waiting for confirmation does not outlive the daemon.
-    let preview_dir = data_dir.join(crate::web::RESTORE_PREVIEW_DIR);
+    let preview_dir = data_dir.join(crate::adapters::web::RESTORE_PREVIEW_DIR);
     for leftover in [staging_dir, data_dir.join(FILES_DIR), preview_dir] {
         if leftover.exists() {
             std::fs::remove_dir_all(&leftover)

@@ -3,7 +3,7 @@
 //! conferences in progress.
 
 use super::{Operator, esc, page};
-use crate::http::{self, ApiError, App};
+use crate::adapters::api::{ApiError, App};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use model::{Record, RecordKind};
@@ -27,7 +27,7 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
         Ok(read) => read,
         Err(error) => return super::error_page(Some(&user), &ApiError::from(error)),
     };
-    let now_ms = http::now_ms();
+    let now_ms = crate::base::clock::now_ms();
     let uptime_s = now_ms.saturating_sub(app.started_ms) / 1000;
     let host_name = system_name.iter().find_map(|record| match record {
         Record::SystemName(name) => Some(if name.domain.is_empty() {
@@ -43,7 +43,7 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
     body.push_str("<h2>System</h2><table><tbody>");
     let rows = [
         ("Product", "Baton".to_owned()),
-        ("Version", crate::version::software_version().to_owned()),
+        ("Version", crate::base::version::software_version().to_owned()),
         ("System name", host_name.unwrap_or_else(|| "(not set)".to_owned())),
         (
             "Hardware serial",
@@ -53,7 +53,7 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
             },
         ),
         ("Peer id", app.writer.peer_id().to_hex()),
-        ("Started", http::format_ms(app.started_ms)),
+        ("Started", crate::base::clock::format_ms(app.started_ms)),
         (
             "Uptime",
             humantime::format_duration(std::time::Duration::from_secs(uptime_s)).to_string(),
@@ -68,7 +68,7 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
         Record::Certificates(certificates) => Some(certificates),
         _ => None,
     });
-    let fingerprint = crate::tls::presented_fingerprint(&app.tls_files, certificates)
+    let fingerprint = crate::base::tls::presented_fingerprint(&app.tls_files, certificates)
         .unwrap_or_else(|error| format!("unknown ({error:#})"));
     let _ = write!(
         body,

@@ -17,8 +17,8 @@
 //! member must be active and reachable before anything changes; a failure while they are
 //! updated puts the lists back and says which could not be.
 
-use crate::cluster::{ClusterStatus, PeerState};
-use crate::http::{self, App};
+use crate::adapters::api::{self as http, App};
+use crate::services::cluster::{ClusterStatus, PeerState};
 use model::RecordKind;
 use model::record::REDACTED;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -42,7 +42,7 @@ const ENDPOINT_UNKNOWN: &str =
     "the member has not learned its admin port and certificate yet (try again in a few seconds)";
 const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// The administrator account the cluster shares.
-const ADMIN_NAME: &str = crate::auth::FACTORY_ADMIN_NAME;
+const ADMIN_NAME: &str = crate::base::auth::FACTORY_ADMIN_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -134,10 +134,10 @@ impl ServerCertVerifier for PinnedCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let fingerprint = crate::tls::fingerprint(end_entity);
+        let fingerprint = crate::base::tls::fingerprint(end_entity);
         let matches =
             self.confirmed.as_deref().is_some_and(|c| normalised(c) == normalised(&fingerprint));
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(fingerprint);
+        *crate::base::sync::lock(&self.seen) = Some(fingerprint);
         if matches {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -213,7 +213,7 @@ pub async fn member_fingerprint(member_url: &str) -> Result<String, JoinError> {
     let seen = Arc::new(Mutex::new(None));
     let client = pinned_client(None, seen.clone())?;
     let attempt = client.get(format!("{base}/api/v1/status")).send().await;
-    let fingerprint = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let fingerprint = crate::base::sync::lock(&seen).clone();
     match (fingerprint, attempt) {
         (Some(fingerprint), _) => Ok(fingerprint),
         (None, Err(error)) => {
@@ -260,7 +260,7 @@ impl Member {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
-                let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let seen = crate::base::sync::lock(&self.seen).clone();
                 if let Some(seen) = seen.filter(|s| normalised(s) != normalised(&self.confirmed)) {
                     return Err(JoinError::FingerprintChanged {
                         seen,
@@ -451,12 +451,13 @@ async fn other_members(
     member: &Member,
     own_address: &str,
 ) -> Result<Vec<(String, Member)>, JoinError> {
-    let started_ms = http::now_ms();
+    let started_ms = crate::base::clock::now_ms();
     loop {
         match other_members_once(member, own_address).await {
             Err(JoinError::OtherMember { reason, .. })
                 if reason == ENDPOINT_UNKNOWN
-                    && http::now_ms().saturating_sub(started_ms) < ADMIN_ENDPOINT_WAIT_MS =>
+                    && crate::base::clock::now_ms().saturating_sub(started_ms)
+                        < ADMIN_ENDPOINT_WAIT_MS =>
             {
                 tokio::time::sleep(Duration::from_millis(JOIN_POLL_MS)).await;
             }
@@ -563,7 +564,7 @@ async fn precheck(app: &App, key: &str, peers: &[String]) -> Result<(), JoinErro
 /// Waits until every line of this peer is "This system" or "Active", or a refusal that will
 /// not cure itself.
 async fn wait_for_links(app: &App) -> Result<ClusterStatus, JoinError> {
-    let started_ms = http::now_ms();
+    let started_ms = crate::base::clock::now_ms();
     loop {
         let status = app.cluster.status();
         let waiting: Vec<_> = status
@@ -588,11 +589,12 @@ async fn wait_for_links(app: &App) -> Result<ClusterStatus, JoinError> {
                 && !line.text.starts_with("Failed: unreachable")
                 && !line.text.starts_with("Failed: connection lost")
         });
-        let settled = http::now_ms().saturating_sub(started_ms) >= JOIN_REFUSAL_SETTLE_MS;
+        let settled =
+            crate::base::clock::now_ms().saturating_sub(started_ms) >= JOIN_REFUSAL_SETTLE_MS;
         if refused && settled {
             return Err(JoinError::Refused(describe(&status)));
         }
-        if http::now_ms().saturating_sub(started_ms) > JOIN_TIMEOUT_MS {
+        if crate::base::clock::now_ms().saturating_sub(started_ms) > JOIN_TIMEOUT_MS {
             return Err(JoinError::Timeout(describe(&status)));
         }
         tokio::time::sleep(Duration::from_millis(JOIN_POLL_MS)).await;

@@ -2,7 +2,7 @@
 //! XML-RPC client: bridge errors sorted into "down" (take the bridge out of selection),
 //! "duplicate" (adopt the existing conference) and "refused" (try the next bridge).
 
-use crate::policy_service::{
+use crate::services::policy::{
     ConferenceHost, ConferenceSpec, HostError, HostFuture, HostedConference,
 };
 use bridges::{BridgeClient, BridgeError, BridgeTarget};

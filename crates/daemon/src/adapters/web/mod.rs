@@ -17,7 +17,7 @@ mod maintenance;
 mod status;
 mod system;
 
-use crate::http::{self, ApiError, App};
+use crate::adapters::api::{self as http, ApiError, App};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -264,8 +264,10 @@ impl FromRequestParts<Arc<App>> for WebUser {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<WebUser, Response> {
         let to_login = || Redirect::to("/login").into_response();
         let token = session_cookie(&parts.headers).ok_or_else(to_login)?;
-        let (name, csrf_token) =
-            app.sessions.user_and_csrf(&token, http::now_ms()).ok_or_else(to_login)?;
+        let (name, csrf_token) = app
+            .sessions
+            .user_and_csrf(&token, crate::base::clock::now_ms())
+            .ok_or_else(to_login)?;
         let admin = http::lookup_admin(app, &name)
             .await
             .map_err(|error| error_page(None, &error))?
@@ -377,7 +379,7 @@ async fn login(State(app): State<Arc<App>>, Form(form): Form<FormPairs>) -> Resp
         }
         Err(error) => return error_page(None, &error),
     };
-    let Some(token) = app.sessions.open(&admin.name, http::now_ms()) else {
+    let Some(token) = app.sessions.open(&admin.name, crate::base::clock::now_ms()) else {
         return error_page(None, &ApiError::internal("could not open a session"));
     };
     app.writer.journal(http::journal_entry(
@@ -451,7 +453,7 @@ fn password_form(user: &WebUser, errors: &[(String, String)], note: Option<&str>
         csrf_input(user),
         error_for("current_password"),
         error_for("new_password"),
-        crate::auth::PASSWORD_LENGTH_MIN,
+        crate::base::auth::PASSWORD_LENGTH_MIN,
     );
     body
 }

@@ -19,7 +19,8 @@ pub const SESSIONS_MAX: usize = 256;
 /// Hashes a password with argon2id and a fresh random salt (slow on purpose: call it off the
 /// async runtime).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    let salt = crate::random::bytes::<16>().map_err(|_| argon2::password_hash::Error::Crypto)?;
+    let salt =
+        crate::base::random::bytes::<16>().map_err(|_| argon2::password_hash::Error::Crypto)?;
     let salt = SaltString::encode_b64(&salt)?;
     Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
 }
@@ -36,7 +37,7 @@ const CRYPT_SALT_LENGTH: usize = 16;
 /// The root password as the OS's crypt(3) reads it (`$6$rounds=…$salt$hash`, SHA-512-crypt):
 /// the OS checks it at the console and over SSH, and libxcrypt cannot read argon2id.
 pub fn hash_root_password(password: &str) -> Result<String, String> {
-    let random = crate::random::bytes::<CRYPT_SALT_LENGTH>()
+    let random = crate::base::random::bytes::<CRYPT_SALT_LENGTH>()
         .map_err(|error| format!("no randomness for a salt: {error}"))?;
     let salt: String =
         random.iter().map(|byte| char::from(CRYPT_SALT_ALPHABET[usize::from(byte & 63)])).collect();
@@ -90,8 +91,8 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn open(&self, user: &str, now_ms: u64) -> Option<String> {
-        let token = crate::random::hex_token::<32>()?;
-        let csrf_token = crate::random::hex_token::<32>()?;
+        let token = crate::base::random::hex_token::<32>()?;
+        let csrf_token = crate::base::random::hex_token::<32>()?;
         let mut sessions = self.by_token.lock().ok()?;
         sessions.retain(|_, session| {
             now_ms.saturating_sub(session.last_used_ms) < SESSION_IDLE_TIMEOUT_MS

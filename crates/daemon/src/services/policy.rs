@@ -8,6 +8,7 @@
 //! [`POLICY_PATH`], Status path [`STATUS_PATH`], with the policy-service account's username
 //! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
 
+use crate::base::sync::lock;
 use crate::store::{Readers, Writer};
 use axum::Router;
 use axum::body::Bytes;
@@ -197,10 +198,6 @@ pub struct BridgeHealthView {
     pub last_event_ms: Option<u64>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl PolicyService {
     pub fn new(
         writer: Writer,
@@ -276,7 +273,7 @@ impl PolicyService {
         match &slot.record {
             Some(Record::Maintenance(maintenance)) if maintenance.enabled => {
                 let ends_ms = slot.stamp.hlc.wall_ms.saturating_add(self.maintenance_drain_ms);
-                Some(ends_ms.saturating_sub(crate::http::now_ms()))
+                Some(ends_ms.saturating_sub(crate::base::clock::now_ms()))
             }
             _ => None,
         }
@@ -349,7 +346,7 @@ impl PolicyService {
             return false;
         };
         let good = user == account.username
-            && crate::auth::verify_password(&password, &account.password_hash);
+            && crate::base::auth::verify_password(&password, &account.password_hash);
         if good {
             let mut verified = lock(&self.verified);
             if verified.len() >= CREDENTIALS_CACHED_MAX {
@@ -485,7 +482,7 @@ impl PolicyService {
         });
         let saved = self
             .writer
-            .execute("policy-service", Command::Save(record), crate::http::now_ms())
+            .execute("policy-service", Command::Save(record), crate::base::clock::now_ms())
             .await;
         if let Err(error) = saved {
             // The bridge has it; the next call adopts it through `Duplicate`.
@@ -506,7 +503,8 @@ impl PolicyService {
             name: RecordKind::Maintenance.as_str().to_owned(),
         };
         state.slot(&key).is_some_and(|slot| {
-            crate::http::now_ms().saturating_sub(slot.stamp.hlc.wall_ms) < self.maintenance_drain_ms
+            crate::base::clock::now_ms().saturating_sub(slot.stamp.hlc.wall_ms)
+                < self.maintenance_drain_ms
         })
     }
 
@@ -554,7 +552,7 @@ impl PolicyService {
             let feedback = lock(&self.feedback);
             match feedback.registered.get(&bridge.name) {
                 Some((address, _)) if *address == bridge.address => return,
-                _ => match crate::random::hex_token::<16>() {
+                _ => match crate::base::random::hex_token::<16>() {
                     Some(token) => token,
                     None => {
                         tracing::warn!(bridge = %bridge.name, "no randomness for a feedback token; not registering");
@@ -587,7 +585,9 @@ impl PolicyService {
         let notification =
             bridges::parse_event_notification(body).map_err(|error| error.to_string())?;
         tracing::debug!(bridge = %bridge_name, events = ?notification.events, "bridge event");
-        lock(&self.feedback).last_event_ms.insert(bridge_name.to_owned(), crate::http::now_ms());
+        lock(&self.feedback)
+            .last_event_ms
+            .insert(bridge_name.to_owned(), crate::base::clock::now_ms());
         let engine = self.engine();
         if let Some(bridge) = engine.bridge(bridge_name) {
             self.health.mark(bridge, None);
@@ -651,7 +651,7 @@ impl PolicyService {
     ) {
         let state = self.state.borrow().clone();
         let me = self.writer.peer_id().to_hex();
-        let now_ms = crate::http::now_ms();
+        let now_ms = crate::base::clock::now_ms();
         let conferences: HashMap<&str, &Conference> = state
             .list(RecordKind::Conference)
             .filter_map(|record| match record {
@@ -711,7 +711,7 @@ impl PolicyService {
         let key = RecordKey { kind: RecordKind::Conference, name: conference.to_owned() };
         match self
             .writer
-            .execute("policy-service", Command::Remove(key), crate::http::now_ms())
+            .execute("policy-service", Command::Remove(key), crate::base::clock::now_ms())
             .await
         {
             Ok(_) => tracing::info!(%conference, %why, "conference removed"),

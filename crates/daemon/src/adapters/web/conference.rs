@@ -8,7 +8,7 @@ use super::system::{SavedQuery, not_found};
 use super::{
     Operator, OperatorForm, WebUser, esc, page, saved_note, scope_note, see_other, url_encode,
 };
-use crate::http::{self, ApiError, App};
+use crate::adapters::api::{self as http, ApiError, App};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
