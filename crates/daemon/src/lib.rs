@@ -96,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 /// Opens the store, binds the admin API and returns once it accepts connections.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
-    let started_ms = crate::base::clock::now_ms();
+    let started_ms = base::clock::now_ms();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let database = config.data_dir.join(store::DATABASE_FILE);
@@ -351,7 +351,7 @@ async fn create_factory_account(writer: &store::Writer) -> anyhow::Result<()> {
         .execute(
             "system",
             model::Command::Create(model::Record::Administrator(account)),
-            crate::base::clock::now_ms(),
+            base::clock::now_ms(),
         )
         .await
         .context("creating the factory administrator account")?;
@@ -364,7 +364,7 @@ async fn create_factory_account(writer: &store::Writer) -> anyhow::Result<()> {
 
 fn journal(level: eventlog::Level, kind: &str, message: String) -> eventlog::NewJournalEntry {
     eventlog::NewJournalEntry {
-        at_ms: crate::base::clock::now_ms(),
+        at_ms: base::clock::now_ms(),
         level,
         kind: kind.to_owned(),
         actor: None,

@@ -31,6 +31,9 @@ use tokio::sync::mpsc;
 
 /// Where a restore is staged inside the data directory (same file system, so renames work).
 pub const STAGING_DIR: &str = "restore-staging";
+/// Where the web's Backup page keeps an uploaded backup, verified and unpacked, until the
+/// operator confirms the restore.
+pub const PREVIEW_DIR: &str = "restore-preview";
 /// Present only while a verified restore is being applied; see the module documentation.
 pub const PENDING_FILE: &str = "restore-pending";
 /// The restored extra files wait here (taken out of the staging directory, which the backup
@@ -651,7 +654,7 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, ApplyError> {
         }
     }
     // The web page's verified upload waiting for confirmation does not outlive the daemon.
-    let preview_dir = data_dir.join(crate::adapters::web::RESTORE_PREVIEW_DIR);
+    let preview_dir = data_dir.join(PREVIEW_DIR);
     for leftover in [staging_dir, data_dir.join(FILES_DIR), preview_dir] {
         if leftover.exists() {
             std::fs::remove_dir_all(&leftover)

@@ -8,8 +8,8 @@
 //! ones it accepted, so a dead peer costs one failing dialer and nothing else.
 
 use crate::base::sync::lock;
-use crate::store::Writer;
-use model::{ClusterId, PeerId, Record, RecordKind, State};
+use crate::store::{ClusterSettings, Outbound, Writer};
+use model::{ClusterId, PeerId};
 use peering::{AdminEndpoint, Channel, ClusterKey, Frame, Hello, Verdict};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -19,9 +19,6 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// A replication message for one peer, as the writer produces it.
-pub type Outbound = (PeerId, replication::Message);
 
 /// TCP port peers listen on, on their primary address. The same on every peer, since peer
 /// lists hold addresses only.
@@ -44,45 +41,6 @@ pub const LINK_QUEUE_MAX: usize = 64;
 pub const RECEIVE_QUEUE_MAX: usize = 16;
 /// How often clustering re-checks its prerequisites (time synchronisation) while blocked.
 pub const PREREQUISITE_RECHECK_MS: u64 = 5_000;
-
-/// What the cluster layer reads from this peer's records.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct ClusterSettings {
-    pub peer_id: PeerId,
-    pub cluster_id: Option<ClusterId>,
-    pub address: Option<Ipv4Addr>,
-    pub host_name: String,
-    pub pre_shared_key: String,
-    /// Sorted, without duplicates; empty in standalone mode.
-    pub peers: Vec<Ipv4Addr>,
-}
-
-impl ClusterSettings {
-    pub fn from_state(state: &State, peer_id: PeerId, cluster_id: Option<ClusterId>) -> Self {
-        let singleton = |kind: RecordKind| state.list(kind).next();
-        let (pre_shared_key, mut peers) = match singleton(RecordKind::Cluster) {
-            Some(Record::Cluster(cluster)) => {
-                (cluster.pre_shared_key.clone(), cluster.peers.clone())
-            }
-            _ => (String::new(), Vec::new()),
-        };
-        peers.sort();
-        peers.dedup();
-        let address = match singleton(RecordKind::Ipv4) {
-            Some(Record::Ipv4(ip)) => Some(ip.address),
-            _ => None,
-        };
-        let host_name = match singleton(RecordKind::SystemName) {
-            Some(Record::SystemName(name)) => name.host_name.clone(),
-            _ => String::new(),
-        };
-        ClusterSettings { peer_id, cluster_id, address, host_name, pre_shared_key, peers }
-    }
-
-    pub fn is_clustered(&self) -> bool {
-        !self.peers.is_empty()
-    }
-}
 
 /// Network facts that are not configuration records.
 #[derive(Clone, Debug)]

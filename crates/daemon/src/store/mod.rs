@@ -5,13 +5,18 @@
 //! SQLite access never happens on the async runtime: writes go through a bounded queue to the
 //! writer thread, reads run on the blocking pool with connections from [`Readers`].
 
-use crate::services::cluster::{ClusterSettings, Outbound};
+mod cluster_settings;
+mod readers;
+
+pub use cluster_settings::{ClusterSettings, Outbound};
+pub use readers::{ReadError, Readers, state_at};
+
 use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
 use model::{ClusterId, Command, Event, HybridClock, PeerId, Rejection, Scope, Stamp, State};
 use replication::Replicator;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Requests waiting for the writer; callers wait (back-pressure) when it is full.
@@ -644,67 +649,9 @@ impl Writer {
     }
 }
 
-/// Read-only connections to the database for the API, used on the blocking thread pool.
-#[derive(Clone)]
-pub struct Readers {
-    path: PathBuf,
-    idle: Arc<Mutex<Vec<Connection>>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Projection(#[from] projections::Error),
-    #[error(transparent)]
-    EventLog(#[from] eventlog::Error),
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Decode(#[from] model::DecodeError),
-    #[error("read task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-impl Readers {
-    pub fn new(path: PathBuf) -> Readers {
-        Readers { path, idle: Arc::new(Mutex::new(Vec::new())) }
-    }
-
-    pub async fn read<T, F>(&self, read: F) -> Result<T, ReadError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, ReadError> + Send + 'static,
-    {
-        let readers = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let conn = match pooled {
-                Some(conn) => conn,
-                None => eventlog::open_reader(&readers.path)?,
-            };
-            let result = read(&conn);
-            if let Ok(mut idle) = readers.idle.lock()
-                && idle.len() < READERS_IDLE_MAX
-            {
-                idle.push(conn);
-            }
-            result
-        })
-        .await?
-    }
-}
-
-/// The configuration as it was at `at_ms` (wall-clock milliseconds of the events' HLC):
-/// every event stamped at or before that instant, folded by the usual rule.
-pub fn state_at(conn: &Connection, at_ms: u64) -> Result<State, ReadError> {
-    let mut state = State::default();
-    fold_log::<ReadError>(conn, &mut state, 0, |stored| stored.hlc.wall_ms <= at_ms)?;
-    Ok(state)
-}
-
 /// Folds the events after `after_position` that `keep` accepts into `state`, in batches.
 /// Returns the last position read and how many events were folded.
-fn fold_log<E>(
+pub(crate) fn fold_log<E>(
     conn: &Connection,
     state: &mut State,
     after_position: u64,

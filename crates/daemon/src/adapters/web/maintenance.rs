@@ -30,8 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
-/// Where an uploaded backup waits, verified and unpacked, for the operator's confirmation.
-pub(super) const PREVIEW_DIR: &str = "restore-preview";
 /// How long an uploaded backup waits for confirmation before it is forgotten.
 pub(super) const PENDING_RESTORE_TTL_MS: u64 = 15 * 60 * 1000;
 /// Uploaded chunks waiting for the blocking reader (restore staging or upgrade install).
@@ -377,7 +375,7 @@ async fn restore_uploaded(
             return refusal(&error);
         }
     };
-    let preview_dir = app.data_dir.join(PREVIEW_DIR);
+    let preview_dir = app.data_dir.join(crate::services::backups::PREVIEW_DIR);
     if preview_dir.exists()
         && let Err(error) = std::fs::remove_dir_all(&preview_dir)
     {

@@ -30,8 +30,6 @@ use std::sync::Arc;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "baton_session";
-/// Where the Backup page keeps a verified upload until the operator confirms the restore.
-pub const RESTORE_PREVIEW_DIR: &str = maintenance::PREVIEW_DIR;
 /// Name of the hidden form field carrying the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
 /// Largest form body; the biggest legitimate one is a certificates page.
