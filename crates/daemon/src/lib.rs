@@ -12,6 +12,7 @@ pub mod services;
 pub mod store;
 
 use adapters::{api as http, web};
+use base::journal::EntryKind;
 use base::{auth, tls, version};
 use services::{
     backups, bridge_host, cluster, platform as platform_service, policy as policy_service,
@@ -161,7 +162,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             tls::server_config(&tls_files)?
         }
     };
-    let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
+    let tls_live = tls::LiveTls::new(tls_config);
 
     let listener = std::net::TcpListener::bind(config.admin_listen)
         .with_context(|| format!("binding the admin API to {}", config.admin_listen))?;
@@ -189,7 +190,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the HTTP policy service to {listen}"))?;
-        let router = policy_service::router(policy.clone());
+        let router = adapters::vcs::router(policy.clone());
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(listener, router)
@@ -215,13 +216,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         version: version::software_version().to_owned(),
         hardware_serial: hardware_serial.clone().unwrap_or_else(|_| "unknown".to_owned()),
     };
-    let app = Arc::new(http::App {
+    let app = Arc::new(services::App {
         writer: writer.clone(),
         readers,
         sessions: auth::Sessions::default(),
         started_ms,
-        password_checks: tokio::sync::Semaphore::new(http::PASSWORD_CHECKS_IN_FLIGHT_MAX),
-        tls: rustls_config.clone(),
+        password_checks: tokio::sync::Semaphore::new(services::PASSWORD_CHECKS_IN_FLIGHT_MAX),
+        tls: tls_live.clone(),
         tls_files,
         cluster: cluster::spawn(
             config.cluster.clone(),
@@ -253,11 +254,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     }
     let handle = axum_server::Handle::new();
-    let server =
-        axum_server::from_tcp_rustls(listener, rustls_config.clone()).handle(handle.clone()).serve(
+    let server = axum_server::from_tcp_rustls(listener, tls_live.listener_config())
+        .handle(handle.clone())
+        .serve(
             http::router(app.clone())
                 .merge(web::router(app.clone()))
-                .merge(policy_service::router(policy))
+                .merge(adapters::vcs::router(policy))
                 .into_make_service(),
         );
     let scheduler = backups::spawn_scheduler(app, shutdown.clone());
@@ -266,13 +268,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         backups::Recovered::Nothing => {}
         backups::Recovered::Finished => writer.journal(journal(
             eventlog::Level::Warning,
-            "restore.recovered",
+            EntryKind::RestoreRecovered,
             "a restore interrupted after its database was swapped was finished at start-up"
                 .to_owned(),
         )),
         backups::Recovered::Abandoned => writer.journal(journal(
             eventlog::Level::Warning,
-            "restore.recovered",
+            EntryKind::RestoreRecovered,
             "a restore interrupted before its database was swapped was abandoned at start-up; \
              the configuration is unchanged"
                 .to_owned(),
@@ -280,7 +282,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     }
     writer.journal(journal(
         eventlog::Level::Info,
-        "daemon.started",
+        EntryKind::DaemonStarted,
         format!("Baton {} started", version::software_version()),
     ));
     // What the last boot did belongs in the Event Log too, where the operator looks first. A
@@ -288,14 +290,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     match boot_report {
         Ok(report) if report.fell_back.is_some() => {
             tracing::warn!(last_boot = %report.last_boot, "the last upgrade fell back");
-            writer.journal(journal(eventlog::Level::Warning, "boot.fell_back", report.last_boot));
+            writer.journal(journal(
+                eventlog::Level::Warning,
+                EntryKind::BootFellBack,
+                report.last_boot,
+            ));
         }
         Ok(report) => tracing::info!(last_boot = %report.last_boot, "boot state"),
         Err(error) => {
             tracing::error!(%error, "the boot state is unreadable; upgrades will fail");
             writer.journal(journal(
                 eventlog::Level::Error,
-                "boot.unreadable",
+                EntryKind::BootUnreadable,
                 format!("the boot state is unreadable, so upgrades will fail: {error}"),
             ));
         }
@@ -321,7 +327,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         scheduler.abort();
         writer.journal(journal(
             eventlog::Level::Info,
-            "daemon.stopped",
+            EntryKind::DaemonStopped,
             "Baton stopped".to_owned(),
         ));
         drop(writer);
@@ -362,14 +368,8 @@ async fn create_factory_account(writer: &store::Writer) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn journal(level: eventlog::Level, kind: &str, message: String) -> eventlog::NewJournalEntry {
-    eventlog::NewJournalEntry {
-        at_ms: base::clock::now_ms(),
-        level,
-        kind: kind.to_owned(),
-        actor: None,
-        message,
-    }
+fn journal(level: eventlog::Level, kind: EntryKind, message: String) -> eventlog::NewJournalEntry {
+    base::journal::entry(level, kind, None, message)
 }
 
 fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {

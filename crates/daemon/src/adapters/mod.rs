@@ -2,4 +2,5 @@
 //! routes (`vcs`), each thin: extract, call a service, render the answer.
 
 pub mod api;
+pub mod vcs;
 pub mod web;

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod clock;
 pub mod durable;
+pub mod journal;
 pub(crate) mod random;
 pub mod sync;
 pub mod tls;

@@ -151,3 +151,24 @@ pub fn fingerprint(certificate_der: &[u8]) -> String {
     let digest = sha2::Sha256::digest(certificate_der);
     digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
 }
+
+/// The admin listener's live TLS configuration: swapped for new connections when the
+/// certificates change, without a restart.
+#[derive(Clone)]
+pub struct LiveTls(axum_server::tls_rustls::RustlsConfig);
+
+impl LiveTls {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> LiveTls {
+        LiveTls(axum_server::tls_rustls::RustlsConfig::from_config(config))
+    }
+
+    /// New connections use `config` from now on.
+    pub fn reload(&self, config: Arc<rustls::ServerConfig>) {
+        self.0.reload_from_config(config);
+    }
+
+    /// What the listener serves with.
+    pub fn listener_config(&self) -> axum_server::tls_rustls::RustlsConfig {
+        self.0.clone()
+    }
+}

@@ -19,11 +19,10 @@
 //! entry (after the commit point), and left as they were otherwise. Either way the peer has the
 //! old state or the new one, never a mix.
 
+use crate::base::journal::EntryKind;
 use crate::store::{StoreError, Writer};
-use axum::body::Bytes;
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,8 +38,6 @@ pub const PENDING_FILE: &str = "restore-pending";
 /// The restored extra files wait here (taken out of the staging directory, which the backup
 /// crate removes when its `Staged` is dropped) until they are moved into place.
 pub const FILES_DIR: &str = "restore-files";
-/// The Event Log kind of the entry that marks a restore as applied in the restored database.
-pub const RESTORE_APPLIED_KIND: &str = "restore.applied";
 /// Folder of the data directory whose files (the TLS identity) go into every backup.
 pub const TLS_DIR: &str = "tls";
 /// The start of the scratch folders `backup::write_backup` makes in the data directory.
@@ -53,8 +50,6 @@ pub const STREAM_QUEUE_CHUNKS: usize = 16;
 /// file (an archive is compressed, so it is never larger than this in practice).
 pub const RESTORE_BODY_BYTES_MAX: u64 = backup::DATABASE_SIZE_MAX_BYTES
     + backup::EXTRA_FILES_MAX as u64 * backup::EXTRA_FILE_SIZE_MAX_BYTES;
-/// The header carrying an encrypted backup's password on `POST /api/v1/restore`.
-pub const PASSWORD_HEADER: &str = "x-baton-backup-password";
 
 /// The one backup or restore that may run at a time, and its progress for the API.
 #[derive(Default)]
@@ -181,7 +176,7 @@ pub const SCHEDULE_RETRY_MS: u64 = 15 * 60 * 1000;
 /// renamed) and deletes the oldest beyond `keep_count`. Only files named as backups of this
 /// machine are ever counted or deleted.
 pub fn spawn_scheduler(
-    app: Arc<crate::adapters::api::App>,
+    app: Arc<super::App>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -214,7 +209,7 @@ pub fn spawn_scheduler(
                     failed_at_ms = None;
                     app.writer.journal(scheduler_entry(
                         eventlog::Level::Info,
-                        "backup.scheduled",
+                        EntryKind::BackupScheduled,
                         format!("scheduled backup {name} written; {removed} older ones removed"),
                     ));
                 }
@@ -223,7 +218,7 @@ pub fn spawn_scheduler(
                     tracing::error!(%message, "scheduled backup failed");
                     app.writer.journal(scheduler_entry(
                         eventlog::Level::Error,
-                        "backup.failed",
+                        EntryKind::BackupFailed,
                         format!("scheduled backup failed (next attempt in 15 minutes): {message}"),
                     ));
                 }
@@ -234,23 +229,14 @@ pub fn spawn_scheduler(
 
 fn scheduler_entry(
     level: eventlog::Level,
-    kind: &str,
+    kind: EntryKind,
     message: String,
 ) -> eventlog::NewJournalEntry {
-    eventlog::NewJournalEntry {
-        at_ms: crate::base::clock::now_ms(),
-        level,
-        kind: kind.to_owned(),
-        actor: Some("scheduler".to_owned()),
-        message,
-    }
+    crate::base::journal::entry(level, kind, Some("scheduler"), message)
 }
 
 /// One check; `Ok(Some((file name, backups removed)))` when a backup was written.
-fn scheduled_backup(
-    app: &crate::adapters::api::App,
-    now_ms: u64,
-) -> Result<Option<(String, usize)>, String> {
+fn scheduled_backup(app: &super::App, now_ms: u64) -> Result<Option<(String, usize)>, String> {
     let key = model::RecordKey {
         kind: model::RecordKind::BackupSchedule,
         name: model::RecordKind::BackupSchedule.as_str().to_owned(),
@@ -339,12 +325,12 @@ pub fn scheduled_backups(folder: &Path, serial: &str) -> Result<Vec<(PathBuf, u6
 /// A blocking `Write` that hands chunks to an async response body. When the client goes away
 /// the next write fails, which ends the backup.
 pub struct ChannelWriter {
-    queue: mpsc::Sender<io::Result<Bytes>>,
+    queue: mpsc::Sender<io::Result<Vec<u8>>>,
     buffer: Vec<u8>,
 }
 
 impl ChannelWriter {
-    pub fn new(queue: mpsc::Sender<io::Result<Bytes>>) -> ChannelWriter {
+    pub fn new(queue: mpsc::Sender<io::Result<Vec<u8>>>) -> ChannelWriter {
         ChannelWriter { queue, buffer: Vec::with_capacity(STREAM_CHUNK_BYTES) }
     }
 
@@ -352,10 +338,7 @@ impl ChannelWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(STREAM_CHUNK_BYTES),
-        ));
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(STREAM_CHUNK_BYTES));
         self.queue
             .blocking_send(Ok(chunk))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
@@ -380,54 +363,6 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send_buffer()
-    }
-}
-
-/// A blocking `Read` over a request body, for the restore running on the blocking pool; at
-/// most `limit_bytes` are read.
-pub struct BodyReader {
-    runtime: tokio::runtime::Handle,
-    stream: axum::body::BodyDataStream,
-    current: Bytes,
-    read_bytes: u64,
-    limit_bytes: u64,
-    /// Set when the body went over the limit, so the caller can answer 413.
-    pub over_limit: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl BodyReader {
-    pub fn new(runtime: tokio::runtime::Handle, body: axum::body::Body, limit_bytes: u64) -> Self {
-        BodyReader {
-            runtime,
-            stream: body.into_data_stream(),
-            current: Bytes::new(),
-            read_bytes: 0,
-            limit_bytes,
-            over_limit: Arc::default(),
-        }
-    }
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.runtime.block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(chunk)) => {
-                    self.read_bytes += chunk.len() as u64;
-                    if self.read_bytes > self.limit_bytes {
-                        self.over_limit.store(true, std::sync::atomic::Ordering::SeqCst);
-                        return Err(io::Error::other("the upload is larger than allowed"));
-                    }
-                    self.current = chunk;
-                }
-                Some(Err(error)) => return Err(io::Error::other(error)),
-            }
-        }
-        let length = self.current.len().min(buf.len());
-        buf[..length].copy_from_slice(&self.current[..length]);
-        let _ = self.current.split_to(length);
-        Ok(length)
     }
 }
 
@@ -529,7 +464,7 @@ pub async fn apply(
     let note = eventlog::NewJournalEntry {
         at_ms: now_ms,
         level: eventlog::Level::Warning,
-        kind: RESTORE_APPLIED_KIND.to_owned(),
+        kind: EntryKind::RestoreApplied.as_str().to_owned(),
         actor: Some(actor.to_owned()),
         message: format!(
             "restored the backup made by {} on serial {} at {} ms (restore {restore_id}); the \
@@ -679,7 +614,7 @@ fn restore_applied(data_dir: &Path, restore_id: &str) -> Result<bool, ApplyError
     let entries = log
         .query_journal(&eventlog::JournalQuery {
             level_min: None,
-            kind_prefix: Some(RESTORE_APPLIED_KIND.to_owned()),
+            kind_prefix: Some(EntryKind::RestoreApplied.as_str().to_owned()),
             text: Some(restore_id.to_owned()),
             before_id: None,
             limit: 1,

@@ -74,7 +74,57 @@ pub enum PeerState {
     },
     Failed {
         reason: String,
+        /// Why, as a stable code for programs (`batonctl cluster upgrade`, the join).
+        code: PeerFailure,
     },
+}
+
+/// Why a peer is not active, typed: what decides whether waiting may help.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerFailure {
+    /// No connection, or no answer in time: the peer may be down or cut off.
+    Unreachable,
+    /// A link that was up broke.
+    ConnectionLost,
+    /// The peers refuse each other (pre-shared key, version, peer list, cluster): a setting
+    /// must change before they replicate.
+    Refused,
+}
+
+impl PeerFailure {
+    /// Whether the peer may come back by itself (as opposed to a refusal).
+    pub fn is_transient(self) -> bool {
+        !matches!(self, PeerFailure::Refused)
+    }
+}
+
+/// A failed link: its typed cause and the reason the operator reads.
+struct Failure {
+    code: PeerFailure,
+    reason: String,
+}
+
+impl Failure {
+    fn unreachable(detail: impl std::fmt::Display) -> Failure {
+        Failure { code: PeerFailure::Unreachable, reason: format!("unreachable: {detail}") }
+    }
+
+    fn lost(detail: Option<&dyn std::fmt::Display>) -> Failure {
+        let reason = match detail {
+            Some(detail) => format!("connection lost: {detail}"),
+            None => "connection lost".to_owned(),
+        };
+        Failure { code: PeerFailure::ConnectionLost, reason }
+    }
+
+    fn refused(reason: impl Into<String>) -> Failure {
+        Failure { code: PeerFailure::Refused, reason: reason.into() }
+    }
+
+    fn state(self) -> PeerState {
+        PeerState::Failed { reason: self.reason, code: self.code }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -220,7 +270,7 @@ fn line(address: Ipv4Addr, state: PeerState) -> PeerLine {
         PeerState::Joining { host_name } => {
             format!("Joining: {host_name} is taking this cluster's configuration")
         }
-        PeerState::Failed { reason } => format!("Failed: {reason}"),
+        PeerState::Failed { reason, .. } => format!("Failed: {reason}"),
     };
     PeerLine { address, state, text, warnings }
 }
@@ -434,11 +484,11 @@ async fn dial_loop(
             ended = dial_once(&board, address, &key, &hello) => ended,
         };
         match ended {
-            Ended::AfterActive(reason) => {
+            Ended::AfterActive(failure) => {
                 retry_ms = RETRY_FIRST_MS;
-                board.set_state(address, PeerState::Failed { reason });
+                board.set_state(address, failure.state());
             }
-            Ended::Failed(reason) => board.set_state(address, PeerState::Failed { reason }),
+            Ended::Failed(failure) => board.set_state(address, failure.state()),
             Ended::Quiet => {}
         }
         tokio::select! {
@@ -451,9 +501,9 @@ async fn dial_loop(
 
 enum Ended {
     /// Never became active; the reason is the status to show.
-    Failed(String),
+    Failed(Failure),
     /// Was active and the link broke.
-    AfterActive(String),
+    AfterActive(Failure),
     /// The state was already set (joining, waiting for a joiner).
     Quiet,
 }
@@ -474,32 +524,34 @@ async fn dial_once(
         tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), TcpStream::connect(target));
     let stream = match connect.await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => return Ended::Failed(format!("unreachable: {error}")),
+        Ok(Err(error)) => return Ended::Failed(Failure::unreachable(error)),
         Err(_) => {
-            return Ended::Failed(format!("unreachable: no answer within {CONNECT_TIMEOUT_MS} ms"));
+            let detail = format!("no answer within {CONNECT_TIMEOUT_MS} ms");
+            return Ended::Failed(Failure::unreachable(detail));
         }
     };
     let _ = stream.set_nodelay(true);
     let channel = match Channel::connect(stream, key).await {
         Ok(channel) => channel,
         Err(peering::ChannelError::AuthenticationFailed) => {
-            return Ended::Failed("authentication failed: the pre-shared keys differ".to_owned());
+            let reason = "authentication failed: the pre-shared keys differ";
+            return Ended::Failed(Failure::refused(reason));
         }
-        Err(error) => return Ended::Failed(format!("unreachable: {error}")),
+        Err(error) => return Ended::Failed(Failure::unreachable(error)),
     };
     let (mut sender, receiver) = channel.split();
     let (mut frames, _reader) = spawn_reader(receiver);
     if let Err(error) = sender.send(&Frame::Hello(hello.clone()).encode()).await {
-        return Ended::Failed(format!("unreachable: {error}"));
+        return Ended::Failed(Failure::unreachable(error));
     }
     let theirs = match first_hello(&mut frames).await {
         Ok(theirs) => theirs,
-        Err(reason) => return Ended::Failed(reason),
+        Err(failure) => return Ended::Failed(failure),
     };
     match peering::check(hello, &theirs) {
         Verdict::Refuse(refusal) => {
             let _ = sender.send(&Frame::Refused(refusal.clone()).encode()).await;
-            return Ended::Failed(refusal.to_string());
+            return Ended::Failed(Failure::refused(refusal.to_string()));
         }
         Verdict::Adopt(cluster) => {
             adopt(board, cluster, &theirs).await;
@@ -542,25 +594,29 @@ async fn dial_once(
                     board.set_state(address, active(latency_ms, &admin));
                 }
                 Some(Ok(Frame::Refused(refusal))) => {
-                    return Ended::AfterActive(format!("the peer refuses: {refusal}"));
+                    return Ended::AfterActive(Failure::refused(format!("the peer refuses: {refusal}")));
                 }
                 Some(Ok(_)) => last_heard = Instant::now(),
-                Some(Err(reason)) => return Ended::AfterActive(format!("connection lost: {reason}")),
-                None => return Ended::AfterActive("connection lost".to_owned()),
+                Some(Err(reason)) => return Ended::AfterActive(Failure::lost(Some(&reason))),
+                None => return Ended::AfterActive(Failure::lost(None)),
             },
             frame = link_rx.recv() => {
-                let Some(frame) = frame else { return Ended::AfterActive("link closed".to_owned()) };
+                let Some(frame) = frame else {
+                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned() };
+                    return Ended::AfterActive(failure);
+                };
                 if let Err(error) = sender.send(&frame.encode()).await {
-                    return Ended::AfterActive(format!("connection lost: {error}"));
+                    return Ended::AfterActive(Failure::lost(Some(&error)));
                 }
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > Duration::from_millis(SILENCE_TIMEOUT_MS) {
-                    return Ended::AfterActive(format!("unreachable: silent for {SILENCE_TIMEOUT_MS} ms"));
+                    let detail = format!("silent for {SILENCE_TIMEOUT_MS} ms");
+                    return Ended::AfterActive(Failure::unreachable(detail));
                 }
                 let frame = Frame::Ping { sent_ms: board.monotonic_ms() };
                 if let Err(error) = sender.send(&frame.encode()).await {
-                    return Ended::AfterActive(format!("connection lost: {error}"));
+                    return Ended::AfterActive(Failure::lost(Some(&error)));
                 }
             }
         }
@@ -617,7 +673,8 @@ async fn serve_accepted(
     let (mut frames, _reader) = spawn_reader(receiver);
     let theirs = match first_hello(&mut frames).await {
         Ok(theirs) => theirs,
-        Err(reason) => {
+        Err(failure) => {
+            let reason = failure.reason;
             tracing::warn!(%from, %reason, "cluster connection without a greeting");
             return;
         }
@@ -708,7 +765,7 @@ async fn adopt(board: &Arc<Board>, cluster: ClusterId, member: &Hello) {
     }
 }
 
-async fn first_hello(frames: &mut mpsc::Receiver<Result<Frame, String>>) -> Result<Hello, String> {
+async fn first_hello(frames: &mut mpsc::Receiver<Result<Frame, String>>) -> Result<Hello, Failure> {
     let first = tokio::time::timeout(
         Duration::from_millis(peering::channel::HANDSHAKE_TIMEOUT_MS),
         frames.recv(),
@@ -716,11 +773,13 @@ async fn first_hello(frames: &mut mpsc::Receiver<Result<Frame, String>>) -> Resu
     .await;
     match first {
         Ok(Some(Ok(Frame::Hello(hello)))) => Ok(hello),
-        Ok(Some(Ok(Frame::Refused(refusal)))) => Err(format!("the peer refuses: {refusal}")),
-        Ok(Some(Ok(_))) => Err("the peer did not greet first".to_owned()),
-        Ok(Some(Err(reason))) => Err(format!("unreachable: {reason}")),
-        Ok(None) => Err("unreachable: connection closed during the greeting".to_owned()),
-        Err(_) => Err("unreachable: no greeting in time".to_owned()),
+        Ok(Some(Ok(Frame::Refused(refusal)))) => {
+            Err(Failure::refused(format!("the peer refuses: {refusal}")))
+        }
+        Ok(Some(Ok(_))) => Err(Failure::refused("the peer did not greet first")),
+        Ok(Some(Err(reason))) => Err(Failure::unreachable(reason)),
+        Ok(None) => Err(Failure::unreachable("connection closed during the greeting")),
+        Err(_) => Err(Failure::unreachable("no greeting in time")),
     }
 }
 

@@ -17,7 +17,10 @@
 //! member must be active and reachable before anything changes; a failure while they are
 //! updated puts the lists back and says which could not be.
 
-use crate::adapters::api::{self as http, App};
+use super::App;
+use super::records;
+use crate::base::clock::now_ms;
+use crate::base::journal::EntryKind;
 use crate::services::cluster::{ClusterStatus, PeerState};
 use model::RecordKind;
 use model::record::REDACTED;
@@ -332,13 +335,13 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
     if app.cluster.status().cluster_id.is_some() {
         return Err(JoinError::AlreadyClustered);
     }
-    let own = http::current(
+    let own = records::current(
         app,
         model::RecordKey { kind: RecordKind::Ipv4, name: RecordKind::Ipv4.as_str().to_owned() },
     )
     .await
-    .map_err(|error| JoinError::Local(error.message().to_owned()))?;
-    let own_address = match own.as_ref().map(http::show) {
+    .map_err(|error| JoinError::Local(error.to_string()))?;
+    let own_address = match own.as_ref().map(records::show) {
         Some(ipv4) => ipv4["address"].as_str().unwrap_or_default().to_owned(),
         None => return Err(JoinError::NoAddress),
     };
@@ -431,13 +434,12 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
     let mut body = serde_json::Map::new();
     body.insert("pre_shared_key".to_owned(), Value::String(request.pre_shared_key.clone()));
     body.insert("peers".to_owned(), json!(peers));
-    if let Err(error) = http::save_record(app, actor, None, RecordKind::Cluster, None, body).await {
+    if let Err(error) = records::save(app, actor, None, RecordKind::Cluster, None, body).await {
         // Take the new peer off the members' lists again, so the cluster is as it was.
         let _ = undo(&updated, &previous).await;
         let fields: Vec<String> =
             error.fields().iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
-        let message =
-            if fields.is_empty() { error.message().to_owned() } else { fields.join("; ") };
+        let message = if fields.is_empty() { error.to_string() } else { fields.join("; ") };
         return Err(JoinError::Local(message));
     }
     let other_members = others.into_iter().map(|(address, _)| address).collect();
@@ -451,13 +453,12 @@ async fn other_members(
     member: &Member,
     own_address: &str,
 ) -> Result<Vec<(String, Member)>, JoinError> {
-    let started_ms = crate::base::clock::now_ms();
+    let started_ms = now_ms();
     loop {
         match other_members_once(member, own_address).await {
             Err(JoinError::OtherMember { reason, .. })
                 if reason == ENDPOINT_UNKNOWN
-                    && crate::base::clock::now_ms().saturating_sub(started_ms)
-                        < ADMIN_ENDPOINT_WAIT_MS =>
+                    && now_ms().saturating_sub(started_ms) < ADMIN_ENDPOINT_WAIT_MS =>
             {
                 tokio::time::sleep(Duration::from_millis(JOIN_POLL_MS)).await;
             }
@@ -564,7 +565,7 @@ async fn precheck(app: &App, key: &str, peers: &[String]) -> Result<(), JoinErro
 /// Waits until every line of this peer is "This system" or "Active", or a refusal that will
 /// not cure itself.
 async fn wait_for_links(app: &App) -> Result<ClusterStatus, JoinError> {
-    let started_ms = crate::base::clock::now_ms();
+    let started_ms = now_ms();
     loop {
         let status = app.cluster.status();
         let waiting: Vec<_> = status
@@ -584,19 +585,35 @@ async fn wait_for_links(app: &App) -> Result<ClusterStatus, JoinError> {
             lines.extend(status.problems.iter().cloned());
             lines.join("; ")
         };
-        let refused = waiting.iter().any(|line| {
-            matches!(line.state, PeerState::Failed { .. })
-                && !line.text.starts_with("Failed: unreachable")
-                && !line.text.starts_with("Failed: connection lost")
-        });
-        let settled =
-            crate::base::clock::now_ms().saturating_sub(started_ms) >= JOIN_REFUSAL_SETTLE_MS;
+        let refused = waiting.iter().any(
+            |line| matches!(line.state, PeerState::Failed { code, .. } if !code.is_transient()),
+        );
+        let settled = now_ms().saturating_sub(started_ms) >= JOIN_REFUSAL_SETTLE_MS;
         if refused && settled {
             return Err(JoinError::Refused(describe(&status)));
         }
-        if crate::base::clock::now_ms().saturating_sub(started_ms) > JOIN_TIMEOUT_MS {
+        if now_ms().saturating_sub(started_ms) > JOIN_TIMEOUT_MS {
             return Err(JoinError::Timeout(describe(&status)));
         }
         tokio::time::sleep(Duration::from_millis(JOIN_POLL_MS)).await;
     }
+}
+
+/// A join as the API and the web page run it, with its outcome in the Event Log.
+pub async fn run(app: &App, actor: &str, request: &JoinRequest) -> Result<Joined, JoinError> {
+    let joined = join(app, actor, request).await;
+    let (level, kind, message) = match &joined {
+        Ok(_) => (
+            eventlog::Level::Info,
+            EntryKind::ClusterJoined,
+            format!("joined the cluster through {}", request.member_url),
+        ),
+        Err(error) => (
+            eventlog::Level::Warning,
+            EntryKind::ClusterJoinFailed,
+            format!("joining through {} failed: {error}", request.member_url),
+        ),
+    };
+    app.writer.journal(crate::base::journal::entry(level, kind, Some(actor), message));
+    joined
 }

@@ -8,6 +8,7 @@
 //! and the status says so.
 
 use crate::base::clock::{format_ms, now_ms};
+use crate::base::journal::EntryKind;
 use crate::store::Writer;
 use platform::{Concern, PanelFacts, Platform, Settings};
 use serde::Serialize;
@@ -109,13 +110,8 @@ async fn apply(
     })
     .await;
     let at = format_ms(now_ms());
-    let entry = |level, kind: &str, message: String| eventlog::NewJournalEntry {
-        at_ms: now_ms(),
-        level,
-        kind: kind.to_owned(),
-        actor: None,
-        message,
-    };
+    let entry =
+        |level, kind, message: String| crate::base::journal::entry(level, kind, None, message);
     match result {
         Ok(Ok(outcome)) if outcome.is_unchanged() => {
             status.record(
@@ -127,7 +123,7 @@ async fn apply(
             tracing::info!(%concern, %outcome, "applied a setting to the system");
             writer.journal(entry(
                 eventlog::Level::Info,
-                "platform.applied",
+                EntryKind::PlatformApplied,
                 format!("{concern} applied to the system: {outcome}"),
             ));
             status.record(
@@ -139,7 +135,7 @@ async fn apply(
             tracing::error!(%concern, %error, "could not apply a setting to the system");
             writer.journal(entry(
                 eventlog::Level::Error,
-                "platform.failed",
+                EntryKind::PlatformFailed,
                 format!("{concern} not applied to the system (the setting is saved): {error}"),
             ));
             status
@@ -149,7 +145,7 @@ async fn apply(
             tracing::error!(%concern, error = %panicked, "applying a setting panicked");
             writer.journal(entry(
                 eventlog::Level::Error,
-                "platform.failed",
+                EntryKind::PlatformFailed,
                 format!(
                     "{concern} not applied to the system (the setting is saved): internal error"
                 ),

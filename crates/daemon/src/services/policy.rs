@@ -10,12 +10,6 @@
 
 use crate::base::sync::lock;
 use crate::store::{Readers, Writer};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State as Extract;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine as _;
 use model::record::{Bridge, Conference};
 use model::{Command, Record, RecordKey, RecordKind, State};
@@ -315,19 +309,15 @@ impl PolicyService {
         None
     }
 
-    fn authorised(&self, headers: &HeaderMap) -> bool {
+    /// Whether `basic_credentials` (the base64 of an HTTP Basic `Authorization`) are the
+    /// policy-service account's.
+    pub fn authorised(&self, basic_credentials: &str) -> bool {
         let state = self.state.borrow().clone();
         let Some(Record::PolicyService(account)) = singleton(&state, RecordKind::PolicyService)
         else {
             return false;
         };
-        let Some(encoded) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Basic "))
-        else {
-            return false;
-        };
+        let encoded = basic_credentials;
         // Keyed by the stored hash too, so a password change invalidates what was remembered.
         let fingerprint: [u8; 32] = Sha256::new()
             .chain_update(encoded.trim())
@@ -355,6 +345,16 @@ impl PolicyService {
             verified.insert(fingerprint);
         }
         good
+    }
+
+    /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),
+    /// otherwise decided within the bound on decisions in flight. `None`: shutting down.
+    pub async fn answer(&self, request: &policy::PolicyRequest) -> Option<Decision> {
+        if self.refuses_calls() {
+            return Some(Decision::Reject(RejectReason::Maintenance));
+        }
+        let _permit = self.decisions.acquire().await.ok()?;
+        Some(self.decide(request).await)
     }
 
     /// Decides one call, creating its conference if it needs one.
@@ -576,7 +576,7 @@ impl PolicyService {
 
     /// An `eventNotification` from a bridge: proof of life, recorded. The token in the URI we
     /// registered is what makes a stranger's post count for nothing.
-    fn bridge_event(&self, bridge_name: &str, token: &str, body: &[u8]) -> Result<(), String> {
+    pub fn bridge_event(&self, bridge_name: &str, token: &str, body: &[u8]) -> Result<(), String> {
         let registered =
             lock(&self.feedback).registered.get(bridge_name).map(|(_, token)| token.clone());
         if registered.as_deref() != Some(token) {
@@ -724,85 +724,4 @@ impl PolicyService {
 
 fn singleton(state: &State, kind: RecordKind) -> Option<&Record> {
     state.get(&RecordKey { kind, name: kind.as_str().to_owned() })
-}
-
-#[derive(serde::Deserialize)]
-struct EventQuery {
-    bridge: String,
-    token: String,
-}
-
-async fn bridge_event(
-    Extract(service): Extract<Arc<PolicyService>>,
-    axum::extract::Query(query): axum::extract::Query<EventQuery>,
-    body: Bytes,
-) -> Response {
-    match service.bridge_event(&query.bridge, &query.token, &body) {
-        Ok(()) => {
-            let answer = bridges::xmlrpc::encode_response(&bridges::xmlrpc::Value::Struct(
-                Default::default(),
-            ));
-            (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], answer).into_response()
-        }
-        Err(reason) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
-    }
-}
-
-pub fn router(service: Arc<PolicyService>) -> Router {
-    Router::new()
-        .route(BRIDGE_EVENTS_PATH, post(bridge_event))
-        .route(POLICY_PATH, post(decide))
-        .route(STATUS_PATH, get(status))
-        .layer(axum::extract::DefaultBodyLimit::max(policy::request::REQUEST_BYTES_MAX))
-        .with_state(service)
-}
-
-async fn status(Extract(service): Extract<Arc<PolicyService>>) -> Response {
-    match service.unavailable().await {
-        None => (StatusCode::OK, "OK\n").into_response(),
-        Some(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {reason}\n")).into_response()
-        }
-    }
-}
-
-async fn decide(
-    Extract(service): Extract<Arc<PolicyService>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !service.authorised(&headers) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"baton policy\"")],
-            "policy service credentials required\n",
-        )
-            .into_response();
-    }
-    let request = match policy::request::parse(&body) {
-        Ok(request) => request,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
-    };
-    let decision = match service.refuses_calls() {
-        true => Decision::Reject(RejectReason::Maintenance),
-        false => {
-            let Ok(_permit) = service.decisions.acquire().await else {
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            };
-            service.decide(&request).await
-        }
-    };
-    let cpl = match &decision {
-        Decision::Route { url, .. } => policy::cpl::route(url),
-        Decision::Reject(reason) => policy::cpl::reject(reason.status(), reason.text()),
-        // `PolicyService::decide` never leaves a creation undone.
-        Decision::Create { .. } => policy::cpl::reject(500, "Internal error"),
-    };
-    tracing::debug!(
-        destination = request.destination_alias.as_deref().unwrap_or(""),
-        serial = request.call_serial.as_deref().unwrap_or(""),
-        ?decision,
-        "policy decision"
-    );
-    (StatusCode::OK, [(header::CONTENT_TYPE, policy::cpl::CONTENT_TYPE)], cpl).into_response()
 }

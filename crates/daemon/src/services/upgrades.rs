@@ -10,6 +10,7 @@
 //! embedded at build time (`BATON_UPGRADE_TRUSTED_KEYS`); a development or test build may name
 //! a key file.
 
+use crate::base::journal::{self, EntryKind};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use upgrade::{
@@ -114,10 +115,6 @@ pub struct InstalledView {
     pub reboot_required: bool,
 }
 
-fn running_version() -> upgrade::Version {
-    crate::base::version::upgrade_version()
-}
-
 impl UpgradeService {
     pub fn new(config: UpgradeConfig) -> Result<UpgradeService, UpgradeError> {
         let keys = match &config.trusted_keys_file {
@@ -136,7 +133,7 @@ impl UpgradeService {
             // A new machine: the running software is slot A's, blessed.
             FileBootControl::create(
                 &config.boot_dir,
-                &running_version().to_string(),
+                &crate::base::version::upgrade_version().to_string(),
                 b"",
                 config.slot_capacity_bytes,
             )?;
@@ -175,7 +172,7 @@ impl UpgradeService {
             ),
         };
         Ok(UpgradeStatus {
-            running_version: running_version().to_string(),
+            running_version: crate::base::version::upgrade_version().to_string(),
             active_slot: boot.control().active_slot()?.to_string(),
             last_boot: last_boot.to_string(),
             last_boot_outcome: outcome,
@@ -200,7 +197,7 @@ impl UpgradeService {
         let _only_one = self.installing.try_lock().map_err(|_| UpgradeError::Busy)?;
         let mut boot = self.boot();
         let running = RunningSystem {
-            version: running_version(),
+            version: crate::base::version::upgrade_version(),
             architecture: std::env::consts::ARCH.to_owned(),
             active_slot: boot.control().active_slot()?,
         };
@@ -279,4 +276,63 @@ impl Boot {
             Boot::SystemdBoot(boot) => Box::new(boot.inactive_slot_writer()?),
         })
     }
+}
+
+// ---- as the operator runs them (API and web) ------------------------------------------------
+
+/// The upgrade service's status, read off the async runtime (boot entries are files).
+pub async fn status_of(app: &super::App) -> Result<UpgradeStatus, super::Error> {
+    let service = app.upgrade.clone();
+    Ok(tokio::task::spawn_blocking(move || service.status()).await??)
+}
+
+/// Installs the image read from `image` into the inactive slot, journaling the outcome; a
+/// refusal wrote nothing.
+pub async fn install(
+    app: &super::App,
+    actor: &str,
+    mut image: impl std::io::Read + Send + 'static,
+    allow_downgrade: bool,
+) -> Result<InstalledView, super::Error> {
+    let service = app.upgrade.clone();
+    let installed = tokio::task::spawn_blocking(move || {
+        let installed = service.install(&mut image, allow_downgrade);
+        if installed.is_err() {
+            // Most refusals come after the header, long before the body ends. Answering then
+            // would close the connection under a client still sending, which sees a broken
+            // upload instead of the reason: read the rest (bounded by the body limit) first.
+            let _ = std::io::copy(&mut image, &mut std::io::sink());
+        }
+        installed
+    })
+    .await?;
+    let (level, kind, message) = match &installed {
+        Ok(installed) => (
+            eventlog::Level::Info,
+            EntryKind::UpgradeInstalled,
+            format!(
+                "version {} installed in slot {}; it boots next, on trial",
+                installed.version, installed.slot
+            ),
+        ),
+        Err(error) => (
+            eventlog::Level::Warning,
+            EntryKind::UpgradeRefused,
+            format!("upgrade image refused: {error}"),
+        ),
+    };
+    app.writer.journal(journal::entry(level, kind, Some(actor), message));
+    Ok(installed?)
+}
+
+/// Runs the reboot command, after saying so in the Event Log.
+pub async fn reboot(app: &super::App, actor: &str) -> Result<(), super::Error> {
+    app.writer.journal(journal::entry(
+        eventlog::Level::Warning,
+        EntryKind::SystemReboot,
+        Some(actor),
+        "reboot requested",
+    ));
+    let service = app.upgrade.clone();
+    Ok(tokio::task::spawn_blocking(move || service.reboot()).await??)
 }

@@ -11,6 +11,7 @@ mod readers;
 pub use cluster_settings::{ClusterSettings, Outbound};
 pub use readers::{ReadError, Readers, state_at};
 
+use crate::base::journal::EntryKind;
 use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
 use model::{ClusterId, Command, Event, HybridClock, PeerId, Rejection, Scope, Stamp, State};
 use replication::Replicator;
@@ -181,7 +182,7 @@ impl Store {
         fresh.append_journal(&eventlog::NewJournalEntry {
             at_ms: now_ms,
             level: eventlog::Level::Warning,
-            kind: "cluster.joined".to_owned(),
+            kind: EntryKind::ClusterJoined.as_str().to_owned(),
             actor: None,
             message: format!(
                 "joined cluster {cluster}: this peer's shared configuration is replaced by the \
@@ -287,7 +288,7 @@ impl Store {
         let entry = eventlog::NewJournalEntry {
             at_ms,
             level: eventlog::Level::Warning,
-            kind: "conference.created_twice".to_owned(),
+            kind: EntryKind::ConferenceCreatedTwice.as_str().to_owned(),
             actor: None,
             message: format!(
                 "conference {:?} was created on both {} and {} while peers could not reach each \
@@ -503,7 +504,7 @@ impl Writer {
                                 let entry = eventlog::NewJournalEntry {
                                     at_ms: now_ms,
                                     level: eventlog::Level::Error,
-                                    kind: "config.write_failed".to_owned(),
+                                    kind: EntryKind::ConfigWriteFailed.as_str().to_owned(),
                                     actor: Some(actor.clone()),
                                     message: format!(
                                         "a configuration change could not be saved: {error}"

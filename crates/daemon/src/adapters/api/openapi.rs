@@ -1,8 +1,13 @@
-//! The OpenAPI 3.1 description of the admin API, generated from the same record kinds the
-//! router serves, so the two cannot drift apart.
+//! The OpenAPI 3.1 description of the admin API, built from the route table
+//! ([`super::routes`]) that the router serves, so the two cannot drift apart.
 
+use super::routes::{Route, path_parameters};
 use model::RecordKind;
 use serde_json::{Map, Value, json};
+
+/// One operation's description (an OpenAPI operation object); empty when undescribed.
+#[derive(Clone, Default)]
+pub struct Doc(Value);
 
 fn error_responses() -> Value {
     json!({
@@ -17,9 +22,10 @@ fn error_responses() -> Value {
     })
 }
 
-fn operation(summary: String, ok: &str, body: bool) -> Value {
+/// An operation answering a JSON object, taking one when `body`.
+pub fn doc(summary: &str, ok: &str, body: bool) -> Doc {
     let object = json!({"type": "object"});
-    typed_operation(summary, ok, body.then_some(&object), Some(&object))
+    Doc(typed_operation(summary.to_owned(), ok, body.then_some(&object), Some(&object)))
 }
 
 /// An operation whose request and answer bodies follow the given schemas.
@@ -45,7 +51,7 @@ fn typed_operation(
 }
 
 /// `POST /api/v1/backups`: an optional JSON body, a streamed archive as the answer.
-fn backup_operation() -> Value {
+pub fn backup() -> Doc {
     let mut op = typed_operation(
         "Stream a backup archive of this peer (`<version>_<serial>_<YYYYMMDD>_<HHMMSS>_backup.tar.gz`, `.enc` appended when encrypted); body `{password}` (optional) encrypts it".into(),
         "200",
@@ -59,11 +65,11 @@ fn backup_operation() -> Value {
         "application/gzip": {"schema": {"type": "string", "format": "binary"}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     }});
-    op
+    Doc(op)
 }
 
 /// `POST /api/v1/restore`: the archive as the body.
-fn restore_operation() -> Value {
+pub fn restore() -> Doc {
     let object = json!({"type": "object"});
     let mut op = typed_operation(
         "Restore a backup archive (the body, streamed) on this peer, at once; the password of an encrypted one in `X-Baton-Backup-Password`. Refused with nothing changed for another machine's backup (`backup_other_machine`), newer software (`backup_newer_software`), a wrong or missing password (`backup_wrong_password`, `backup_password_required`), a damaged, truncated or unknown file (`backup_corrupt`, `backup_truncated`, `backup_unknown_format`, `backup_unsafe_member`), or a clustered peer (`restore_clustered`)".into(),
@@ -73,7 +79,24 @@ fn restore_operation() -> Value {
     );
     op["parameters"] = json!([{"name": "X-Baton-Backup-Password", "in": "header", "required": false, "schema": {"type": "string"}}]);
     op["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
-    op
+    Doc(op)
+}
+
+/// `POST /api/v1/upgrade`: a signed image as the body, streamed into the inactive slot.
+pub fn upgrade_install() -> Doc {
+    let object = json!({"type": "object"});
+    let mut op = typed_operation(
+        "Install a signed upgrade image (the body, streamed) into the inactive slot and boot it next, on trial; `?allow_downgrade=true` accepts an older version, `?reboot=true` reboots once it is installed. A bad or forbidden image is refused (`upgrade_refused`) before anything is written; one install at a time (`upgrade_busy`)".into(),
+        "200",
+        None,
+        Some(&object),
+    );
+    op["parameters"] = json!([
+        {"name": "allow_downgrade", "in": "query", "required": false, "schema": {"type": "boolean"}},
+        {"name": "reboot", "in": "query", "required": false, "schema": {"type": "boolean"}},
+    ]);
+    op["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+    Doc(op)
 }
 
 /// What the API answers for a record: its fields plus the `kind` tag.
@@ -90,10 +113,7 @@ fn output_schema(kind: RecordKind, mut schema: Value) -> Value {
 /// What clients send for a record: kinds that store a password hash take `password` instead.
 fn input_schema(kind: RecordKind, stored: &Value) -> Value {
     let mut schema = stored.clone();
-    if matches!(
-        kind,
-        RecordKind::Administrator | RecordKind::PolicyService | RecordKind::RootPassword
-    ) {
+    if kind.hashes_password() {
         if let Some(properties) = schema["properties"].as_object_mut() {
             properties.remove("password_hash");
             properties.insert(
@@ -108,77 +128,74 @@ fn input_schema(kind: RecordKind, stored: &Value) -> Value {
     schema
 }
 
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    let mut schemas = Map::new();
-    for &kind in RecordKind::ALL {
-        let stored = kind.json_schema();
-        let input_name = format!("{}_input", kind.as_str());
-        schemas.insert(input_name.clone(), input_schema(kind, &stored));
-        schemas.insert(kind.as_str().to_owned(), output_schema(kind, stored));
+/// The descriptions of one record kind's routes.
+pub struct RecordDocs {
+    pub list: Doc,
+    pub create: Doc,
+    pub show: Doc,
+    pub set: Doc,
+    pub clear: Doc,
+}
+
+impl RecordDocs {
+    pub fn of(kind: RecordKind) -> RecordDocs {
         let record = json!({"$ref": format!("#/components/schemas/{}", kind.as_str())});
-        let input = json!({"$ref": format!("#/components/schemas/{input_name}")});
+        let input = json!({"$ref": format!("#/components/schemas/{}_input", kind.as_str())});
         let list = json!({"type": "array", "items": record});
         let what = kind.as_str().replace('_', " ");
         let scope = match kind.scope() {
             model::Scope::Shared => "shared by every cluster peer",
             model::Scope::Local => "this peer only; never replicated",
         };
-        let collection = format!("/api/v1/{}", kind.collection());
+        let op = |summary: String, ok: &str, request: Option<&Value>, answer: Option<&Value>| {
+            Doc(typed_operation(summary, ok, request, answer))
+        };
         if kind.is_singleton() {
-            paths.insert(
-                collection,
-                json!({
-                    "get": typed_operation(format!("Show the {what} settings ({scope})"), "200", None, Some(&record)),
-                    "put": typed_operation(format!("Set the {what} settings ({scope})"), "200", Some(&input), Some(&record)),
-                    "delete": typed_operation(format!("Clear the {what} settings"), "204", None, None),
-                }),
-            );
-        } else {
-            paths.insert(
-                collection.clone(),
-                json!({
-                    "get": typed_operation(format!("List {what} records ({scope})"), "200", None, Some(&list)),
-                    "post": typed_operation(format!("Create a {what}"), "201", Some(&input), Some(&record)),
-                }),
-            );
-            let name = json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
-            paths.insert(
-                format!("{collection}/{{name}}"),
-                json!({
-                    "parameters": name,
-                    "get": typed_operation(format!("Show one {what}"), "200", None, Some(&record)),
-                    "put": typed_operation(format!("Replace one {what}; secrets sent back as \"********\" are kept"), "200", Some(&input), Some(&record)),
-                    "delete": typed_operation(format!("Remove one {what}"), "204", None, None),
-                }),
-            );
+            return RecordDocs {
+                list: Doc::default(),
+                create: Doc::default(),
+                show: op(format!("Show the {what} settings ({scope})"), "200", None, Some(&record)),
+                set: op(
+                    format!("Set the {what} settings ({scope})"),
+                    "200",
+                    Some(&input),
+                    Some(&record),
+                ),
+                clear: op(format!("Clear the {what} settings"), "204", None, None),
+            };
+        }
+        RecordDocs {
+            list: op(format!("List {what} records ({scope})"), "200", None, Some(&list)),
+            create: op(format!("Create a {what}"), "201", Some(&input), Some(&record)),
+            show: op(format!("Show one {what}"), "200", None, Some(&record)),
+            set: op(
+                format!("Replace one {what}; secrets sent back as \"********\" are kept"),
+                "200",
+                Some(&input),
+                Some(&record),
+            ),
+            clear: op(format!("Remove one {what}"), "204", None, None),
         }
     }
-    let fixed = json!({
-        "/api/v1/sessions": {"post": operation("Log in: {username, password} → {token}; send it as `Authorization: Bearer`".into(), "201", true)},
-        "/api/v1/sessions/current": {"delete": operation("Log out this session".into(), "204", false)},
-        "/api/v1/password": {"post": operation("Change your own password: {current_password, new_password}. Allowed before the factory password is changed".into(), "200", true)},
-        "/api/v1/status": {"get": operation("Version, peer identity, hardware serial, uptime, log and projection positions, cluster, and the OS settings applied (platform: each concern's latest result)".into(), "200", false)},
-        "/api/v1/health": {"get": operation("The health gate's probe, without credentials: 200 when the daemon answers, its event log opens and the projections are current; 503 with the reasons otherwise".into(), "200", true)},
-        "/api/v1/config": {"get": operation("The whole configuration now, or `?at=<RFC 3339 time>` as it was then".into(), "200", false)},
-        "/api/v1/config/diff": {"get": operation("What changed between `?from=` and `?to=` (default now)".into(), "200", false)},
-        "/api/v1/history/{kind}/{name}": {
-            "parameters": [
-                {"name": "kind", "in": "path", "required": true, "schema": {"type": "string"}, "description": "record kind or collection, e.g. bridges"},
-                {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
-            ],
-            "get": operation("Every change to one record, newest first".into(), "200", false),
-        },
-        "/api/v1/logs/configuration": {"get": operation("Configuration Log: `actor`, `kind`, `name`, `since`, `until`, `before`, `limit`".into(), "200", false)},
-        "/api/v1/logs/events": {"get": operation("Event Log of this peer: `level`, `kind` (prefix), `text`, `before`, `limit`".into(), "200", false)},
-        "/api/v1/backups": {"post": backup_operation()},
-        "/api/v1/backups/progress": {"get": operation("The running (or last) backup or restore: `{operation: {operation, running, done_bytes, total_bytes, started_ms, outcome}}`".into(), "200", false)},
-        "/api/v1/restore": {"post": restore_operation()},
-        "/api/v1/cluster/member-certificate": {"get": operation("`?url=https://member`: the SHA-256 fingerprint of the certificate a cluster member presents, `{member_url, sha256}`, to check against its Status page before joining through it".into(), "200", false)},
-        "/api/v1/cluster/join": {"post": operation("This peer joins the cluster of a member: `{member_url, password, pre_shared_key, member_certificate_sha256}` (the cluster's administrator password; only that certificate is accepted from the member). A standalone member founds the cluster first; the other members (which must be active) list the new peer too, each reached through the admin port and certificate fingerprint the member shows on its peer line. Answers `{founded, other_members, status}` once every link is active; refusals (`member_certificate_changed`, `member_wrong_password`, `other_member_unavailable`, `member_update_failed`, `join_refused`, …) name the reason".into(), "200", true)},
-    });
-    if let Value::Object(fixed) = fixed {
-        paths.extend(fixed);
+}
+
+/// The OpenAPI document describing `routes`.
+pub fn document(routes: &[Route]) -> Value {
+    let mut paths = Map::new();
+    for route in routes.iter().filter(|route| !route.doc.0.is_null()) {
+        let path = paths.entry(route.path.clone()).or_insert_with(|| {
+            let parameters: Vec<Value> = path_parameters(&route.path)
+                .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+                .collect();
+            if parameters.is_empty() { json!({}) } else { json!({"parameters": parameters}) }
+        });
+        path[route.method.as_str()] = route.doc.0.clone();
+    }
+    let mut schemas = Map::new();
+    for &kind in RecordKind::ALL {
+        let stored = kind.json_schema();
+        schemas.insert(format!("{}_input", kind.as_str()), input_schema(kind, &stored));
+        schemas.insert(kind.as_str().to_owned(), output_schema(kind, stored));
     }
     let mut document = json!({
         "openapi": "3.1.0",

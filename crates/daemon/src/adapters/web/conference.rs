@@ -8,7 +8,8 @@ use super::system::{SavedQuery, not_found};
 use super::{
     Operator, OperatorForm, WebUser, esc, page, saved_note, scope_note, see_other, url_encode,
 };
-use crate::adapters::api::{self as http, ApiError, App};
+use crate::adapters::api::ApiError;
+use crate::services::{App, records};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -146,7 +147,7 @@ async fn list_body(
         }
         body.push_str("<th scope=\"col\">Actions</th></tr></thead><tbody>");
         for record in &records {
-            let shown = http::show(record);
+            let shown = records::show(record);
             let name = record.name();
             let href = format!("/configuration/{collection}/{}", url_encode(name));
             let _ = write!(body, "<tr><td><a href=\"{href}\">{}</a></td>", esc(name));
@@ -196,7 +197,9 @@ async fn create(
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
     let fields = forms::fields(kind);
     let created = match forms::body_from_form(&fields, &form, false) {
-        Ok(body) => http::create_record(&app, &user.name, kind, body).await.map(|_| ()),
+        Ok(body) => {
+            records::create(&app, &user.name, kind, body).await.map_err(ApiError::from).map(|_| ())
+        }
         Err(errors) => Err(forms::decoding_error(errors)),
     };
     match created {
@@ -250,8 +253,11 @@ async fn edit_page(
     Query(query): Query<SavedQuery>,
 ) -> Response {
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
-    let record = match http::current(&app, RecordKey { kind, name: name.clone() }).await {
-        Ok(Some(record)) => http::show(&record),
+    let record = match records::current(&app, RecordKey { kind, name: name.clone() })
+        .await
+        .map_err(ApiError::from)
+    {
+        Ok(Some(record)) => records::show(&record),
         Ok(None) => return not_found(&user),
         Err(error) => return super::error_page(Some(&user), &error),
     };
@@ -280,8 +286,9 @@ async fn save(
     let fields = forms::fields(kind);
     let saved = match forms::body_from_form(&fields, &form, true) {
         Ok(body) => {
-            http::save_record(&app, &user.name, Some(&user.token), kind, Some(name.clone()), body)
+            records::save(&app, &user.name, Some(&user.token), kind, Some(name.clone()), body)
                 .await
+                .map_err(ApiError::from)
                 .map(|_| ())
         }
         Err(errors) => Err(forms::decoding_error(errors)),
@@ -314,7 +321,7 @@ async fn delete(
     OperatorForm { user, .. }: OperatorForm,
 ) -> Response {
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
-    match http::remove_record(&app, &user.name, kind, name.clone()).await {
+    match records::remove(&app, &user.name, kind, name.clone()).await.map_err(ApiError::from) {
         Ok(()) => see_other(&format!("/configuration/{collection}?deleted={}", url_encode(&name))),
         Err(error) => {
             let body = format!(
@@ -382,7 +389,10 @@ async fn end_conference(
     Path(name): Path<String>,
     OperatorForm { user, .. }: OperatorForm,
 ) -> Response {
-    match http::remove_record(&app, &user.name, RecordKind::Conference, name.clone()).await {
+    match records::remove(&app, &user.name, RecordKind::Conference, name.clone())
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(()) => see_other(&format!("/conferences?saved={}", url_encode(&name))),
         Err(error) => super::error_page(Some(&user), &error),
     }

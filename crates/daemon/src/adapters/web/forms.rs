@@ -5,7 +5,8 @@
 //! to the fields with the operator's input kept.
 
 use super::{FormPairs, WebUser, csrf_input, esc, form_value};
-use crate::adapters::api::{self as http, ApiError};
+use crate::adapters::api::ApiError;
+use crate::services::App;
 use model::{FieldError, RecordKind};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
@@ -53,7 +54,7 @@ fn reference(kind: RecordKind, field: &str) -> Option<(RecordKind, bool)> {
 const REFERENCE_SLOTS_SPARE: usize = 2;
 
 /// Reads the names each reference field offers (records of its target kind, in name order).
-pub(crate) async fn fill_references(app: &http::App, fields: &mut [Field]) -> Result<(), ApiError> {
+pub(crate) async fn fill_references(app: &App, fields: &mut [Field]) -> Result<(), ApiError> {
     for field in fields.iter_mut() {
         if let Input::Reference { target, options, .. } = &mut field.input {
             let kind = *target;
@@ -137,7 +138,7 @@ pub(crate) fn fields(kind: RecordKind) -> Vec<Field> {
     let mut fields = Vec::new();
     let Some(properties) = schema["properties"].as_object() else { return fields };
     for (name, property) in properties {
-        if http::hashed_secret(kind) && name == "password_hash" {
+        if kind.hashes_password() && name == "password_hash" {
             fields.push(Field {
                 name: "password".to_owned(),
                 label: "Password".to_owned(),

@@ -8,8 +8,9 @@
 //! for the session that typed them, for at most [`PENDING_JOIN_TTL_MS`].
 
 use super::{OperatorForm, WebState, WebUser, csrf_input, esc, page};
-use crate::adapters::api::{self as http, App};
+use crate::adapters::api::ApiError;
 use crate::services::cluster_join::JoinRequest;
+use crate::services::{App, Error, cluster_join};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -75,10 +76,10 @@ async fn check_member(
     OperatorForm { user, form }: OperatorForm,
 ) -> Response {
     let member_url = super::form_value(&form, "member_url").trim().to_owned();
-    let fingerprint = match crate::services::cluster_join::member_fingerprint(&member_url).await {
+    let fingerprint = match cluster_join::member_fingerprint(&member_url).await {
         Ok(fingerprint) => fingerprint,
         Err(error) => {
-            let error = http::join_error(error);
+            let error = ApiError::from(Error::Join(error));
             return refused(&user, &member_url, error.status(), error.message());
         }
     };
@@ -140,7 +141,10 @@ async fn confirm(
         );
     };
     let request = pending.request;
-    match http::run_join(&app, &user.name, &request).await {
+    match cluster_join::run(&app, &user.name, &request)
+        .await
+        .map_err(|e| ApiError::from(Error::Join(e)))
+    {
         Ok(joined) => {
             let mut body = super::saved_note("this peer joined the cluster; every link is active.");
             if joined.founded {

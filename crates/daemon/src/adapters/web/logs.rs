@@ -3,7 +3,9 @@
 //! by whom, when, as a field-by-field diff, with the whole configuration at any moment.
 
 use super::{Operator, WebUser, esc, page, url_encode};
-use crate::adapters::api::{self as http, ApiError, App, LogQuery};
+use crate::adapters::api::ApiError;
+use crate::services::history::{self, LogQuery};
+use crate::services::{App, Error, Input, records};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -33,9 +35,9 @@ fn log_query(pairs: &Pairs) -> Result<LogQuery, ApiError> {
             continue;
         }
         let number = |field: &str| {
-            value.parse::<u64>().map_err(|_| {
-                ApiError::field(StatusCode::BAD_REQUEST, "invalid_query", field, "must be a number")
-            })
+            value
+                .parse::<u64>()
+                .map_err(|_| ApiError::from(Error::field(Input::Query, field, "must be a number")))
         };
         match name.as_str() {
             "actor" => query.actor = Some(value.to_owned()),
@@ -111,7 +113,7 @@ async fn event_log(
         ],
     );
     let title = "Event Log";
-    let filter = match log_query(&pairs).and_then(http::journal_filter) {
+    let filter = match log_query(&pairs).and_then(|query| Ok(history::journal_filter(query)?)) {
         Ok(filter) => filter,
         Err(error) => return refused(&user, title, &form, &error),
     };
@@ -164,7 +166,7 @@ async fn config_entries(
     app: &App,
     pairs: &Pairs,
 ) -> Result<(Vec<projections::ConfigLogEntry>, Option<u64>), ApiError> {
-    let filter = http::config_log_filter(log_query(pairs)?)?;
+    let filter = history::config_log_filter(log_query(pairs)?)?;
     let limit = filter.limit;
     let entries = app.readers.read(move |conn| Ok(projections::config_log(conn, &filter)?)).await?;
     let next = (entries.len() == limit).then(|| entries.last().map(|e| e.position)).flatten();
@@ -295,10 +297,11 @@ async fn configuration_at(
         esc(&at)
     );
     let at = (!at.is_empty()).then_some(at);
-    let (at_ms, records) = match http::config_records(&app, at.as_deref()).await {
-        Ok(found) => found,
-        Err(error) => return refused(&user, title, &form, &error),
-    };
+    let (at_ms, records) =
+        match history::config_records(&app, at.as_deref()).await.map_err(ApiError::from) {
+            Ok(found) => found,
+            Err(error) => return refused(&user, title, &form, &error),
+        };
     let mut body = form;
     let _ = write!(
         body,
@@ -311,7 +314,7 @@ async fn configuration_at(
             current_kind = Some(record.kind());
             let _ = write!(body, "<h2>{}</h2>", esc(record.kind().as_str()));
         }
-        let shown = http::show(record);
+        let shown = records::show(record);
         let _ = write!(
             body,
             "<h3>{}</h3><pre>{}</pre>",

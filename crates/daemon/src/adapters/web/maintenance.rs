@@ -13,7 +13,8 @@
 use super::{
     FormPairs, Operator, OperatorForm, WebState, WebUser, check_csrf, csrf_input, esc, page,
 };
-use crate::adapters::api::{self as http, ApiError, App};
+use crate::adapters::api::{self as http, ApiError};
+use crate::services::{App, records, restore, upgrades};
 use axum::body::Bytes;
 use axum::extract::multipart::Field;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
@@ -368,7 +369,7 @@ async fn restore_uploaded(
     };
     // A new upload replaces the one waiting for confirmation (and its staging folder).
     *crate::base::sync::lock(&web.pending_restore) = None;
-    let operation = match http::begin_restore(&app, &user.name) {
+    let operation = match restore::begin(&app, &user.name).map_err(ApiError::from) {
         Ok(operation) => operation,
         Err(error) => {
             pump(&mut field, upload_reader(0).0).await;
@@ -385,7 +386,7 @@ async fn restore_uploaded(
     let password = Some(super::form_value(&form, "password").to_owned()).filter(|p| !p.is_empty());
     let (queue, reader) = upload_reader(crate::services::backups::RESTORE_BODY_BYTES_MAX);
     let over_limit = reader.over_limit.clone();
-    let staging = http::stage_restore(
+    let staging = restore::stage(
         &app,
         &user.name,
         operation,
@@ -395,13 +396,13 @@ async fn restore_uploaded(
         preview_dir.clone(),
     );
     let ((), staged) = tokio::join!(pump(&mut field, queue), staging);
-    let (staged, operation) = match staged {
+    let (staged, operation) = match staged.map_err(ApiError::from) {
         Ok(staged) => staged,
         Err(error) => return refusal(&error),
     };
     // Verified: the operation ends here; the confirmation takes the slot again.
     operation.finish(Ok(()));
-    let (changes, staged) = match changes_of(&app, staged).await {
+    let (changes, staged) = match changes_of(&app, staged).await.map_err(ApiError::from) {
         Ok(found) => found,
         Err(error) => return super::error_page(Some(&user), &error),
     };
@@ -492,18 +493,19 @@ async fn restore_confirm(
         return (StatusCode::CONFLICT, page(title, Some(&user), &backup_body(&app, &user, &note)))
             .into_response();
     };
-    let applied = match http::begin_restore(&app, &user.name) {
-        Ok(operation) => http::apply_restore(&app, &user.name, &pending.staged, operation).await,
+    let applied = match restore::begin(&app, &user.name) {
+        Ok(operation) => restore::apply(&app, &user.name, &pending.staged, operation).await,
         Err(error) => Err(error),
-    };
+    }
+    .map_err(ApiError::from);
     drop(pending);
     match applied {
-        Ok(answer) => {
-            let safety = answer["safety_database"].as_str().unwrap_or_default();
+        Ok(restored) => {
+            let safety = restored.applied.safety_database.display().to_string();
             let note = format!(
                 "{}<p>The previous database is kept as <code>{}</code>.</p>",
                 super::saved_note("backup restored; it is in force now."),
-                esc(safety)
+                esc(&safety)
             );
             page(title, Some(&user), &backup_body(&app, &user, &note)).into_response()
         }
@@ -554,7 +556,7 @@ async fn changes_of(
             .filter(|record| record.kind() != RecordKind::Conference)
             .map(|record| {
                 // The kind has its own column; the fields are the record's as the API shows it.
-                let mut shown = http::show(record);
+                let mut shown = records::show(record);
                 if let Value::Object(fields) = &mut shown {
                     fields.remove("kind");
                 }
@@ -588,7 +590,7 @@ async fn upgrade_body(app: &App, user: &WebUser, note: &str) -> String {
          cluster one at a time: they must run the same version to replicate.</p>",
     );
     body.push_str(note);
-    match http::upgrade_status_of(app).await {
+    match upgrades::status_of(app).await.map_err(ApiError::from) {
         Ok(status) => {
             if status.installing.is_some() {
                 // Reload while an image is being written, so the bar moves without script.
@@ -670,9 +672,9 @@ async fn upgrade_uploaded(
     let allow_downgrade = !super::form_value(&form, "allow_downgrade").is_empty();
     let limit = u64::try_from(http::UPGRADE_IMAGE_BYTES_MAX).unwrap_or(u64::MAX);
     let (queue, reader) = upload_reader(limit);
-    let install = http::install_upgrade(&app, &user.name, reader, allow_downgrade);
+    let install = upgrades::install(&app, &user.name, reader, allow_downgrade);
     let ((), installed) = tokio::join!(pump(&mut field, queue), install);
-    match installed {
+    match installed.map_err(ApiError::from) {
         Ok(installed) => {
             let note = format!(
                 "{}<form method=\"get\" action=\"/maintenance/reboot\">\
@@ -708,7 +710,7 @@ async fn restart_page(Operator(user): Operator) -> Response {
 }
 
 async fn reboot_question(Operator(user): Operator, State(app): State<Arc<App>>) -> Response {
-    let next = match http::upgrade_status_of(&app).await {
+    let next = match upgrades::status_of(&app).await.map_err(ApiError::from) {
         Ok(status) => match status.boot_entries.first() {
             Some(entry) => format!("<p>It will boot <code>{}</code>.</p>", esc(entry)),
             None => String::new(),
@@ -734,7 +736,7 @@ async fn reboot(
     if super::form_value(&form, "confirm") != "yes" {
         return super::see_other("/maintenance/reboot");
     }
-    match http::reboot(&app, &user.name).await {
+    match upgrades::reboot(&app, &user.name).await.map_err(ApiError::from) {
         Ok(()) => page(
             "Reboot",
             Some(&user),

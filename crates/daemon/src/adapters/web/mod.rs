@@ -17,13 +17,14 @@ mod maintenance;
 mod status;
 mod system;
 
-use crate::adapters::api::{self as http, ApiError, App};
+use crate::adapters::api::ApiError;
+use crate::services::accounts::{self, Via};
+use crate::services::{App, Error, Input};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
-use eventlog::Level;
 use model::Scope;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -266,8 +267,9 @@ impl FromRequestParts<Arc<App>> for WebUser {
             .sessions
             .user_and_csrf(&token, crate::base::clock::now_ms())
             .ok_or_else(to_login)?;
-        let admin = http::lookup_admin(app, &name)
+        let admin = accounts::lookup_admin(app, &name)
             .await
+            .map_err(ApiError::from)
             .map_err(|error| error_page(None, &error))?
             .ok_or_else(to_login)?;
         Ok(WebUser { name, must_change_password: admin.must_change_password, token, csrf_token })
@@ -369,23 +371,15 @@ async fn login(State(app): State<Arc<App>>, Form(form): Form<FormPairs>) -> Resp
     let username = form_value(&form, "username");
     let password = form_value(&form, "password");
     // The same check as the API's: argon2id behind the same semaphore, failures journaled.
-    let admin = match http::check_password(&app, username, password).await {
-        Ok(admin) => admin,
-        Err(error) if error.status() == StatusCode::UNAUTHORIZED => {
+    let session = match accounts::log_in(&app, username, password, Via::Web).await {
+        Ok(session) => session,
+        Err(Error::WrongPassword) => {
             let body = login_form(Some("Wrong user name or password."), username);
             return (StatusCode::UNAUTHORIZED, page("Log in", None, &body)).into_response();
         }
-        Err(error) => return error_page(None, &error),
+        Err(error) => return error_page(None, &error.into()),
     };
-    let Some(token) = app.sessions.open(&admin.name, crate::base::clock::now_ms()) else {
-        return error_page(None, &ApiError::internal("could not open a session"));
-    };
-    app.writer.journal(http::journal_entry(
-        Level::Info,
-        "login.succeeded",
-        Some(&admin.name),
-        "administrator logged in to the web interface",
-    ));
+    let (token, admin) = (session.token, session.admin);
     let location = if admin.must_change_password { "/password" } else { "/status" };
     let cookie = format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict");
     let mut response = see_other(location);
@@ -403,13 +397,7 @@ async fn logout(
     if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
-    app.sessions.close(&user.token);
-    app.writer.journal(http::journal_entry(
-        Level::Info,
-        "logout",
-        Some(&user.name),
-        "administrator logged out of the web interface",
-    ));
+    accounts::log_out(&app, &user.name, &user.token, Via::Web);
     let mut response = see_other("/login");
     let expired =
         format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -468,7 +456,7 @@ async fn change_password(
     if let Some(refused) = check_csrf(&user, &form) {
         return refused;
     }
-    let changed = http::change_own_password(
+    let changed = accounts::change_own_password(
         &app,
         &user.name,
         Some(&user.token),
@@ -485,7 +473,7 @@ async fn change_password(
             );
             page("Change password", Some(&user), &body).into_response()
         }
-        Err(error) if error.status() == StatusCode::UNPROCESSABLE_ENTITY => {
+        Err(error @ Error::Invalid { input: Input::Fields, .. }) => {
             let errors: Vec<(String, String)> = error
                 .fields()
                 .iter()
@@ -495,6 +483,6 @@ async fn change_password(
             (StatusCode::UNPROCESSABLE_ENTITY, page("Change password", Some(&user), &body))
                 .into_response()
         }
-        Err(error) => error_page(Some(&user), &error),
+        Err(error) => error_page(Some(&user), &error.into()),
     }
 }

@@ -3,7 +3,8 @@
 //! conferences in progress.
 
 use super::{Operator, esc, page};
-use crate::adapters::api::{ApiError, App};
+use crate::adapters::api::ApiError;
+use crate::services::App;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use model::{Record, RecordKind};

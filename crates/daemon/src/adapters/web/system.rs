@@ -7,7 +7,8 @@ use super::forms::{self, Values};
 use super::{
     FormPairs, Operator, OperatorForm, WebUser, esc, page, saved_note, scope_note, see_other,
 };
-use crate::adapters::api::{self as http, ApiError, App};
+use crate::adapters::api::ApiError;
+use crate::services::{App, records};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -97,7 +98,7 @@ fn setting_kind(collection: &str) -> Option<RecordKind> {
 
 async fn stored(app: &App, kind: RecordKind) -> Result<Option<Value>, ApiError> {
     let key = RecordKey { kind, name: kind.as_str().to_owned() };
-    Ok(http::current(app, key).await?.as_ref().map(http::show))
+    Ok(records::current(app, key).await.map_err(ApiError::from)?.as_ref().map(records::show))
 }
 
 fn setting_body(
@@ -169,8 +170,9 @@ async fn save_setting(
     };
     let fields = forms::fields(kind);
     let saved = match forms::body_from_form(&fields, &form, existing) {
-        Ok(body) => http::save_record(&app, &user.name, Some(&user.token), kind, None, body)
+        Ok(body) => records::save(&app, &user.name, Some(&user.token), kind, None, body)
             .await
+            .map_err(ApiError::from)
             .map(|_| ()),
         Err(errors) => Err(forms::decoding_error(errors)),
     };
@@ -399,8 +401,9 @@ async fn save_clustering(
     }
     body.insert("peers".to_owned(), Value::Array(peers));
     let saved = if errors.is_empty() {
-        http::save_record(&app, &user.name, Some(&user.token), RecordKind::Cluster, None, body)
+        records::save(&app, &user.name, Some(&user.token), RecordKind::Cluster, None, body)
             .await
+            .map_err(ApiError::from)
             .map(|_| ())
     } else {
         // Peer fields are numbered on the page, so a skipped blank keeps its number here.
