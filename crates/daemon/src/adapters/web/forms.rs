@@ -77,18 +77,6 @@ pub(crate) struct Field {
     pub(crate) hashed: bool,
 }
 
-/// Fields whose value `Record::redacted` hides, per kind. Hashed passwords are handled apart:
-/// the form asks for `password` as the API does.
-fn is_secret(kind: RecordKind, field: &str) -> bool {
-    matches!(
-        (kind, field),
-        (RecordKind::Bridge, "password")
-            | (RecordKind::Snmp, "community")
-            | (RecordKind::Certificates, "server_private_key_pem")
-            | (RecordKind::Cluster, "pre_shared_key")
-    )
-}
-
 fn label(name: &str) -> String {
     let spaced = name.replace('_', " ");
     let mut chars = spaced.chars();
@@ -149,7 +137,7 @@ pub(crate) fn fields(kind: RecordKind) -> Vec<Field> {
             });
             continue;
         }
-        let input = if is_secret(kind, name) {
+        let input = if kind.secret_fields().contains(&name.as_str()) {
             Input::Secret
         } else if let Some((target, many)) = reference(kind, name) {
             Input::Reference { target, many, options: Vec::new() }
@@ -605,4 +593,29 @@ pub(crate) fn decoding_error(errors: Vec<FieldError>) -> ApiError {
     );
     error.set_fields(errors);
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Input, fields};
+    use model::RecordKind;
+
+    // Goal: every secret the API redacts is a secret on the forms too (typed, never shown),
+    // so a backup schedule's password is not put back into the page as text.
+    #[test]
+    fn every_secret_field_is_a_secret_input() {
+        for &kind in RecordKind::ALL {
+            let form = fields(kind);
+            for secret in kind.secret_fields() {
+                let name = if *secret == "password_hash" { "password" } else { secret };
+                let field = form.iter().find(|field| field.name == name);
+                assert!(
+                    field.is_some_and(|field| matches!(field.input, Input::Secret)),
+                    "{kind:?}.{secret} is not a secret input"
+                );
+            }
+        }
+        let schedule = fields(RecordKind::BackupSchedule);
+        assert!(schedule.iter().any(|f| f.name == "password" && matches!(f.input, Input::Secret)));
+    }
 }
