@@ -8,13 +8,14 @@
 //! | 1 | `store` (writer thread, readers, cluster settings) | base, store |
 //! | 2 | `services` (what the appliance does; `services::Error`) | base, store, services |
 //! | 3 | `adapters` (`api`, `web`, `vcs`: HTTP in, service call, view out) | everything below |
-//! | 4 | the crate root (`lib.rs`: configuration and `start`, the composition root) | everything |
+//! | 4 | the composition root: `startup` and the crate root (`lib.rs`: configuration, `start`) | everything |
 
 use crate::workspace_root;
 use std::path::{Path, PathBuf};
 
-/// The daemon's top-level modules by layer, lowest first; the crate root is above them all.
-const LAYERS: &[&[&str]] = &[&["base"], &["store"], &["services"], &["adapters"]];
+/// The daemon's top-level modules by layer, lowest first; the crate root (`lib.rs`) is above
+/// them all.
+const LAYERS: &[&[&str]] = &[&["base"], &["store"], &["services"], &["adapters"], &["startup"]];
 /// Layers below this one must not use HTTP types.
 const HTTP_LAYER_MIN: usize = 3;
 

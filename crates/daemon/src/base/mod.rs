@@ -8,5 +8,6 @@ pub mod durable;
 pub mod journal;
 pub(crate) mod random;
 pub mod sync;
+pub mod tasks;
 pub mod tls;
 pub mod version;

@@ -175,11 +175,9 @@ pub const SCHEDULE_RETRY_MS: u64 = 15 * 60 * 1000;
 /// its folder is older than `interval_hours` (or there is none), writes a new one (aside, then
 /// renamed) and deletes the oldest beyond `keep_count`. Only files named as backups of this
 /// machine are ever counted or deleted.
-pub fn spawn_scheduler(
-    app: Arc<super::App>,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+pub fn spawn_scheduler(app: Arc<super::App>, tasks: &crate::base::tasks::Tasks) {
+    let shutdown = tasks.shutdown().clone();
+    tasks.spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_millis(SCHEDULE_POLL_MS));
         let mut failed_at_ms: Option<u64> = None;
         loop {
@@ -224,7 +222,7 @@ pub fn spawn_scheduler(
                 }
             }
         }
-    })
+    });
 }
 
 fn scheduler_entry(

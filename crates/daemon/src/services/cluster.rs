@@ -8,6 +8,7 @@
 //! ones it accepted, so a dead peer costs one failing dialer and nothing else.
 
 use crate::base::sync::lock;
+use crate::base::tasks::Tasks;
 use crate::store::{ClusterSettings, Outbound, Writer};
 use model::{ClusterId, PeerId};
 use peering::{AdminEndpoint, Channel, ClusterKey, Frame, Hello, Verdict};
@@ -168,6 +169,8 @@ pub struct Board {
     /// This peer's admin API, told to every peer that dials it (again when it changes).
     admin: tokio::sync::watch::Sender<Option<AdminEndpoint>>,
     started: Instant,
+    /// Where the links' tasks are spawned and tracked.
+    tasks: Tasks,
 }
 
 impl Board {
@@ -228,7 +231,7 @@ impl Board {
     fn publish_peers(self: &Arc<Self>) {
         let peers: BTreeSet<PeerId> = lock(&self.links).values().copied().collect();
         let writer = self.writer.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let _ = writer.set_replication_peers(peers.into_iter().collect()).await;
         });
     }
@@ -280,7 +283,7 @@ pub fn spawn(
     network: Network,
     writer: Writer,
     outbound: mpsc::Receiver<Outbound>,
-    shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> Arc<Board> {
     let settings = writer.cluster_settings().borrow().clone();
     let board = Arc::new(Board {
@@ -293,10 +296,12 @@ pub fn spawn(
         routes: Mutex::new(HashMap::new()),
         admin: tokio::sync::watch::Sender::new(None),
         started: Instant::now(),
+        tasks: tasks.clone(),
     });
-    tokio::spawn(route(board.clone(), outbound, shutdown.clone()));
-    tokio::spawn(tick(writer.clone(), shutdown.clone()));
-    tokio::spawn(supervise(board.clone(), shutdown));
+    let shutdown = tasks.shutdown();
+    tasks.spawn(route(board.clone(), outbound, shutdown.clone()));
+    tasks.spawn(tick(writer.clone(), shutdown.clone()));
+    tasks.spawn(supervise(board.clone(), shutdown.clone()));
     board
 }
 
@@ -413,7 +418,7 @@ async fn start(
     let listen = SocketAddr::from((address, board.network.port));
     match TcpListener::bind(listen).await {
         Ok(listener) => {
-            tokio::spawn(accept_loop(
+            board.tasks.spawn(accept_loop(
                 board.clone(),
                 listener,
                 key.clone(),
@@ -433,7 +438,7 @@ async fn start(
     *lock(&board.problems) = problems;
     for peer in settings.peers.iter().filter(|peer| **peer != address) {
         board.set_state(*peer, PeerState::Connecting);
-        tokio::spawn(dial_loop(
+        board.tasks.spawn(dial_loop(
             board.clone(),
             *peer,
             key.clone(),
@@ -540,7 +545,7 @@ async fn dial_once(
         Err(error) => return Ended::Failed(Failure::unreachable(error)),
     };
     let (mut sender, receiver) = channel.split();
-    let (mut frames, _reader) = spawn_reader(receiver);
+    let (mut frames, _reader) = spawn_reader(&board.tasks, receiver);
     if let Err(error) = sender.send(&Frame::Hello(hello.clone()).encode()).await {
         return Ended::Failed(Failure::unreachable(error));
     }
@@ -640,7 +645,7 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let serve = serve_accepted(board.clone(), stream, from, key.clone(), hello.clone());
                 let cancel = cancel.clone();
-                tokio::spawn(async move {
+                board.tasks.spawn(async move {
                     tokio::select! {
                         _ = cancel.cancelled() => {}
                         _ = serve => {}
@@ -670,7 +675,7 @@ async fn serve_accepted(
         }
     };
     let (mut sender, receiver) = channel.split();
-    let (mut frames, _reader) = spawn_reader(receiver);
+    let (mut frames, _reader) = spawn_reader(&board.tasks, receiver);
     let theirs = match first_hello(&mut frames).await {
         Ok(theirs) => theirs,
         Err(failure) => {
@@ -794,10 +799,11 @@ impl Drop for AbortOnDrop {
 
 /// Reads and decodes frames in a task of its own (receiving is not cancel-safe).
 fn spawn_reader(
+    tasks: &Tasks,
     mut receiver: peering::Receiver<TcpStream>,
 ) -> (mpsc::Receiver<Result<Frame, String>>, AbortOnDrop) {
     let (tx, rx) = mpsc::channel(RECEIVE_QUEUE_MAX);
-    let task = tokio::spawn(async move {
+    let task = tasks.spawn(async move {
         loop {
             let frame = match receiver.recv().await {
                 Ok(bytes) => {

@@ -9,13 +9,13 @@
 
 use crate::base::clock::{format_ms, now_ms};
 use crate::base::journal::EntryKind;
+use crate::base::tasks::Tasks;
 use crate::store::Writer;
 use platform::{Concern, PanelFacts, Platform, Settings};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use tokio_util::sync::CancellationToken;
 
 /// The latest result of applying one concern.
 #[derive(Clone, Debug, Serialize)]
@@ -60,13 +60,14 @@ pub fn spawn(
     platform: Option<Arc<dyn Platform>>,
     writer: Writer,
     facts: PanelFacts,
-    shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> Arc<PlatformService> {
     let service =
         Arc::new(PlatformService { enabled: platform.is_some(), concerns: Mutex::default() });
     let Some(platform) = platform else { return service };
     let status = service.clone();
-    tokio::spawn(async move {
+    let shutdown = tasks.shutdown().clone();
+    tasks.spawn(async move {
         let mut states = writer.state_watch();
         let mut applied: Option<Settings> = None;
         loop {

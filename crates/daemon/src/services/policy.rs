@@ -9,6 +9,7 @@
 //! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
 
 use crate::base::sync::lock;
+use crate::base::tasks::Tasks;
 use crate::store::{Readers, Writer};
 use base64::Engine as _;
 use model::record::{Bridge, Conference};
@@ -21,7 +22,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 /// What the VCS's "Path" field holds.
 pub const POLICY_PATH: &str = "/baton/policy";
@@ -509,9 +509,10 @@ impl PolicyService {
     }
 
     /// Polls every enabled bridge until shutdown.
-    pub fn spawn_health_polling(self: &Arc<Self>, shutdown: CancellationToken) {
+    pub fn spawn_health_polling(self: &Arc<Self>, tasks: &Tasks) {
         let service = self.clone();
-        tokio::spawn(async move {
+        let shutdown = tasks.shutdown().clone();
+        tasks.spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(BRIDGE_POLL_INTERVAL_MS));
             loop {
                 tokio::select! {
@@ -628,10 +629,11 @@ impl PolicyService {
     ///   `idle_ms`: the losing copy of a partition race, ended.
     ///
     /// Conferences Baton does not know are never touched.
-    pub fn spawn_conference_cleanup(self: &Arc<Self>, idle_ms: u64, shutdown: CancellationToken) {
+    pub fn spawn_conference_cleanup(self: &Arc<Self>, idle_ms: u64, tasks: &Tasks) {
         let service = self.clone();
         let interval_ms = (idle_ms / 4).clamp(100, BRIDGE_POLL_INTERVAL_MS);
-        tokio::spawn(async move {
+        let shutdown = tasks.shutdown().clone();
+        tasks.spawn(async move {
             let mut empty_since_ms: HashMap<(String, String), u64> = HashMap::new();
             let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
             loop {

@@ -403,15 +403,6 @@ impl Store {
     }
 }
 
-/// Hands readers the state if it changed since `published_version` (cheap: the state's map is
-/// persistent).
-fn publish_state(store: &Store, state_tx: &watch::Sender<Arc<State>>, published_version: &mut u64) {
-    if store.state_version() != *published_version {
-        *published_version = store.state_version();
-        state_tx.send_replace(Arc::new(store.state().clone()));
-    }
-}
-
 fn sends(outputs: Vec<replication::Output>) -> Vec<Outbound> {
     outputs
         .into_iter()
@@ -460,9 +451,117 @@ enum Request {
         now_ms: u64,
         reply: oneshot::Sender<Result<PathBuf, StoreError>>,
     },
+    /// Serve nothing after this (shutdown).
+    Stop,
 }
 
-/// Handle to the writer thread. Cloning is cheap; the thread stops when every handle is dropped.
+/// The writer thread: owns the store, serves requests one at a time, publishes the state and
+/// the cluster settings after each.
+struct WriterThread {
+    store: Store,
+    outbound: mpsc::Sender<Outbound>,
+    settings_tx: watch::Sender<ClusterSettings>,
+    state_tx: watch::Sender<Arc<State>>,
+    published_version: u64,
+}
+
+impl WriterThread {
+    fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        while let Some(request) = requests.blocking_recv() {
+            if matches!(request, Request::Stop) {
+                return;
+            }
+            self.serve(request);
+            let latest = self.store.cluster_settings();
+            self.settings_tx.send_if_modified(|current| {
+                let changed = *current != latest;
+                *current = latest;
+                changed
+            });
+            self.publish_state();
+        }
+    }
+
+    fn send(&self, messages: Vec<Outbound>) {
+        for message in messages {
+            if self.outbound.try_send(message).is_err() {
+                tracing::debug!("replication message dropped: the peer link is busy");
+            }
+        }
+    }
+
+    /// Hands readers the state if it changed since it was last published (cheap: the state's
+    /// map is persistent).
+    fn publish_state(&mut self) {
+        if self.store.state_version() != self.published_version {
+            self.published_version = self.store.state_version();
+            self.state_tx.send_replace(Arc::new(self.store.state().clone()));
+        }
+    }
+
+    fn serve(&mut self, request: Request) {
+        match request {
+            Request::Execute { actor, command, now_ms, reply } => {
+                let result = self.store.execute(&actor, &command, now_ms);
+                match &result {
+                    Ok(stored) => {
+                        let messages = self.store.appended(stored);
+                        self.send(messages);
+                    }
+                    Err(StoreError::Rejected(_)) => {}
+                    Err(error) => {
+                        // Infrastructure failures go to the operator's Event Log too.
+                        tracing::error!(%error, %actor, "configuration change failed");
+                        let message = format!("a configuration change could not be saved: {error}");
+                        let entry = crate::base::journal::entry_at(
+                            now_ms,
+                            eventlog::Level::Error,
+                            EntryKind::ConfigWriteFailed,
+                            Some(&actor),
+                            message,
+                        );
+                        let _ = self.store.journal(&entry);
+                    }
+                }
+                // Readers of the state (the policy service) see a change before its author is
+                // told it is saved.
+                self.publish_state();
+                let _ = reply.send(result);
+            }
+            Request::Journal { entry } => {
+                if let Err(error) = self.store.journal(&entry) {
+                    tracing::error!(%error, kind = %entry.kind, "could not write to the Event Log");
+                }
+            }
+            Request::State { reply } => {
+                let _ = reply.send(self.store.state().clone());
+            }
+            Request::Replicate { from, message } => match self.store.replicate(from, message) {
+                Ok(messages) => self.send(messages),
+                Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
+            },
+            Request::ReplicationTick { now_ms } => {
+                let messages = self.store.replication_tick(now_ms);
+                self.send(messages);
+            }
+            Request::ReplicationPeers { peers } => self.store.set_replication_peers(peers),
+            Request::JoinCluster { cluster, now_ms, reply } => {
+                let joined = self.store.join_cluster(cluster, now_ms);
+                self.publish_state();
+                let _ = reply.send(joined);
+            }
+            Request::Restore { staged, note, now_ms, reply } => {
+                let restored = self.store.restore_from(&staged, &note, now_ms);
+                self.publish_state();
+                let _ = reply.send(restored);
+            }
+            Request::Stop => {}
+        }
+    }
+}
+
+/// Handle to the writer thread. Cloning is cheap; the thread stops at [`Writer::stop`] or when
+/// every handle is dropped.
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Request>,
@@ -473,88 +572,28 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread over an opened store. Replication messages for peers go to
     /// `outbound` (dropped when it is full: anti-entropy resends what was lost). The returned
-    /// join handle finishes once every `Writer` clone has been dropped and the queue is drained.
+    /// join handle finishes after [`Writer::stop`] (or once every `Writer` clone has been
+    /// dropped), when the requests queued before have been served.
     pub fn spawn(
         store: Store,
         outbound: mpsc::Sender<Outbound>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
-        let (queue, mut requests) = mpsc::channel(WRITER_QUEUE_MAX);
+        let (queue, requests) = mpsc::channel(WRITER_QUEUE_MAX);
         let (settings_tx, settings) = watch::channel(store.cluster_settings());
         let (state_tx, state) = watch::channel(Arc::new(store.state().clone()));
-        let thread = std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
-            let mut store = store;
-            let mut published_version = store.state_version();
-            let send = |messages: Vec<Outbound>| {
-                for message in messages {
-                    if outbound.try_send(message).is_err() {
-                        tracing::debug!("replication message dropped: the peer link is busy");
-                    }
-                }
-            };
-            while let Some(request) = requests.blocking_recv() {
-                match request {
-                    Request::Execute { actor, command, now_ms, reply } => {
-                        let result = store.execute(&actor, &command, now_ms);
-                        match &result {
-                            Ok(stored) => send(store.appended(stored)),
-                            Err(StoreError::Rejected(_)) => {}
-                            Err(error) => {
-                                // Infrastructure failures go to the operator's Event Log too.
-                                tracing::error!(%error, %actor, "configuration change failed");
-                                let entry = eventlog::NewJournalEntry {
-                                    at_ms: now_ms,
-                                    level: eventlog::Level::Error,
-                                    kind: EntryKind::ConfigWriteFailed.as_str().to_owned(),
-                                    actor: Some(actor.clone()),
-                                    message: format!(
-                                        "a configuration change could not be saved: {error}"
-                                    ),
-                                };
-                                let _ = store.journal(&entry);
-                            }
-                        }
-                        // Readers of the state (the policy service) see a change before its
-                        // author is told it is saved.
-                        publish_state(&store, &state_tx, &mut published_version);
-                        let _ = reply.send(result);
-                    }
-                    Request::Journal { entry } => {
-                        if let Err(error) = store.journal(&entry) {
-                            tracing::error!(%error, kind = %entry.kind, "could not write to the Event Log");
-                        }
-                    }
-                    Request::State { reply } => {
-                        let _ = reply.send(store.state().clone());
-                    }
-                    Request::Replicate { from, message } => match store.replicate(from, message) {
-                        Ok(messages) => send(messages),
-                        Err(error) => {
-                            tracing::warn!(%error, peer = %from, "replication message refused");
-                        }
-                    },
-                    Request::ReplicationTick { now_ms } => send(store.replication_tick(now_ms)),
-                    Request::ReplicationPeers { peers } => store.set_replication_peers(peers),
-                    Request::JoinCluster { cluster, now_ms, reply } => {
-                        let joined = store.join_cluster(cluster, now_ms);
-                        publish_state(&store, &state_tx, &mut published_version);
-                        let _ = reply.send(joined);
-                    }
-                    Request::Restore { staged, note, now_ms, reply } => {
-                        let restored = store.restore_from(&staged, &note, now_ms);
-                        publish_state(&store, &state_tx, &mut published_version);
-                        let _ = reply.send(restored);
-                    }
-                }
-                settings_tx.send_if_modified(|current| {
-                    let latest = store.cluster_settings();
-                    let changed = *current != latest;
-                    *current = latest;
-                    changed
-                });
-                publish_state(&store, &state_tx, &mut published_version);
-            }
-        })?;
+        let thread =
+            std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
+                let published_version = store.state_version();
+                WriterThread { store, outbound, settings_tx, state_tx, published_version }
+                    .run(requests)
+            })?;
         Ok((Writer { queue, settings, state }, thread))
+    }
+
+    /// Stops the writer thread once the requests queued before this one are served; later
+    /// requests fail with [`StoreError::WriterGone`].
+    pub async fn stop(&self) {
+        let _ = self.queue.send(Request::Stop).await;
     }
 
     /// This peer's identity (it changes when the peer joins a cluster).
