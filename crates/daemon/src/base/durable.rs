@@ -47,17 +47,17 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     #[test]
     fn a_failed_write_leaves_the_old_file_and_no_partial() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("settings");
-        super::write(&path, b"old").unwrap();
+        super::write(&path, b"old").expect("writing");
         let failed: std::io::Result<()> = super::replace_with(&path, |output| {
             std::io::Write::write_all(output, b"new")?;
             Err(std::io::Error::other("interrupted"))
         });
         assert!(failed.is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read(&path).expect("reading"), b"old");
         assert!(!super::partial_path(&path).exists());
-        super::write(&path, b"new").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        super::write(&path, b"new").expect("writing");
+        assert_eq!(std::fs::read(&path).expect("reading"), b"new");
     }
 }

@@ -402,7 +402,7 @@ async fn restore_uploaded(
     };
     // Verified: the operation ends here; the confirmation takes the slot again.
     operation.finish(Ok(()));
-    let (changes, staged) = match changes_of(&app, staged).await.map_err(ApiError::from) {
+    let (changes, staged) = match changes_of(&app, staged).await {
         Ok(found) => found,
         Err(error) => return super::error_page(Some(&user), &error),
     };
