@@ -13,6 +13,8 @@ mod vm;
 #[cfg(test)]
 mod deps;
 #[cfg(test)]
+mod fn_length;
+#[cfg(test)]
 mod layers;
 #[cfg(test)]
 mod tidy;

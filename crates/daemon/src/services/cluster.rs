@@ -513,6 +513,7 @@ enum Ended {
     Quiet,
 }
 
+/// One connection to a peer: dialled, greeted, then replicated on until it ends.
 async fn dial_once(
     board: &Arc<Board>,
     address: Ipv4Addr,
@@ -536,38 +537,67 @@ async fn dial_once(
         }
     };
     let _ = stream.set_nodelay(true);
+    let (sender, frames, theirs, _reader) = match greet(board, address, stream, key, hello).await {
+        Ok(greeted) => greeted,
+        Err(ended) => return ended,
+    };
+    serve_dialled(board, address, sender, frames, theirs).await
+}
+
+type Frames = mpsc::Receiver<Result<Frame, String>>;
+
+/// The handshake on a dialled connection: the channel, both greetings and the verdict. Only
+/// a peer to replicate with is handed back.
+async fn greet(
+    board: &Arc<Board>,
+    address: Ipv4Addr,
+    stream: TcpStream,
+    key: &ClusterKey,
+    hello: &Hello,
+) -> Result<(peering::Sender<TcpStream>, Frames, Hello, AbortOnDrop), Ended> {
     let channel = match Channel::connect(stream, key).await {
         Ok(channel) => channel,
         Err(peering::ChannelError::AuthenticationFailed) => {
             let reason = "authentication failed: the pre-shared keys differ";
-            return Ended::Failed(Failure::refused(reason));
+            return Err(Ended::Failed(Failure::refused(reason)));
         }
-        Err(error) => return Ended::Failed(Failure::unreachable(error)),
+        Err(error) => return Err(Ended::Failed(Failure::unreachable(error))),
     };
     let (mut sender, receiver) = channel.split();
-    let (mut frames, _reader) = spawn_reader(&board.tasks, receiver);
+    let (mut frames, reader) = spawn_reader(&board.tasks, receiver);
     if let Err(error) = sender.send(&Frame::Hello(hello.clone()).encode()).await {
-        return Ended::Failed(Failure::unreachable(error));
+        return Err(Ended::Failed(Failure::unreachable(error)));
     }
     let theirs = match first_hello(&mut frames).await {
         Ok(theirs) => theirs,
-        Err(failure) => return Ended::Failed(failure),
+        Err(failure) => return Err(Ended::Failed(failure)),
     };
     match peering::check(hello, &theirs) {
         Verdict::Refuse(refusal) => {
             let _ = sender.send(&Frame::Refused(refusal.clone()).encode()).await;
-            return Ended::Failed(Failure::refused(refusal.to_string()));
+            return Err(Ended::Failed(Failure::refused(refusal.to_string())));
         }
         Verdict::Adopt(cluster) => {
             adopt(board, cluster, &theirs).await;
-            return Ended::Quiet;
+            return Err(Ended::Quiet);
         }
         Verdict::AwaitJoin => {
             board.set_state(address, PeerState::Joining { host_name: theirs.host_name.clone() });
-            return Ended::Quiet;
+            return Err(Ended::Quiet);
         }
         Verdict::Replicate => {}
     }
+    Ok((sender, frames, theirs, reader))
+}
+
+/// Replicates on a dialled link until it breaks, keeping the peer's line up to date.
+async fn serve_dialled(
+    board: &Arc<Board>,
+    address: Ipv4Addr,
+    mut sender: peering::Sender<TcpStream>,
+    mut frames: Frames,
+    theirs: Hello,
+) -> Ended {
     let (link_tx, mut link_rx) = mpsc::channel(LINK_QUEUE_MAX);
     lock(&board.routes).insert(theirs.peer_id, link_tx);
     let _guard = board.link(address, Direction::Dialled, theirs.peer_id);

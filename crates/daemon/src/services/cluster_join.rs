@@ -289,6 +289,18 @@ impl Member {
         JoinError::Member(message.to_owned())
     }
 
+    /// The address of a standalone member, which founds the cluster with it.
+    async fn own_address(&self) -> Result<String, JoinError> {
+        let (status, ipv4) = self.call(reqwest::Method::GET, "/api/v1/ipv4", None).await?;
+        let address = ipv4["address"].as_str().unwrap_or_default().to_owned();
+        if status != 200 || address.is_empty() {
+            return Err(JoinError::Member(
+                "it has no IPv4 address set (System > IP on the member)".to_owned(),
+            ));
+        }
+        Ok(address)
+    }
+
     async fn peers(&self) -> Result<Vec<String>, JoinError> {
         let (status, body) = self.call(reqwest::Method::GET, "/api/v1/cluster", None).await?;
         match status {
@@ -335,19 +347,7 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
     if app.cluster.status().cluster_id.is_some() {
         return Err(JoinError::AlreadyClustered);
     }
-    let own = records::current(
-        app,
-        model::RecordKey { kind: RecordKind::Ipv4, name: RecordKind::Ipv4.as_str().to_owned() },
-    )
-    .await
-    .map_err(|error| JoinError::Local(error.to_string()))?;
-    let own_address = match own.as_ref().map(records::show) {
-        Some(ipv4) => ipv4["address"].as_str().unwrap_or_default().to_owned(),
-        None => return Err(JoinError::NoAddress),
-    };
-    if own_address.is_empty() {
-        return Err(JoinError::NoAddress);
-    }
+    let own_address = own_address(app).await?;
     let seen = Arc::new(Mutex::new(None));
     let member = Member {
         client: pinned_client(Some(&request.member_certificate_sha256), seen.clone())?,
@@ -356,31 +356,62 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
         seen,
         confirmed: request.member_certificate_sha256.clone(),
     };
-
     // Read first: the member's list, or its address if it is standalone.
     let list = member.peers().await?;
     let founded = list.is_empty();
-    let previous = if founded {
-        let (status, ipv4) = member.call(reqwest::Method::GET, "/api/v1/ipv4", None).await?;
-        let address = ipv4["address"].as_str().unwrap_or_default().to_owned();
-        if status != 200 || address.is_empty() {
-            return Err(JoinError::Member(
-                "it has no IPv4 address set (System > IP on the member)".to_owned(),
-            ));
-        }
-        vec![address]
-    } else {
-        list
-    };
+    let previous = if founded { vec![member.own_address().await?] } else { list };
     let mut peers = previous.clone();
     if !peers.contains(&own_address) {
         peers.push(own_address.clone());
     }
     peers.sort();
-    // The other members, each reached through the certificate the member relays, and checked
-    // (reachable, the password, the same list) before anything changes anywhere.
     let others = if founded { Vec::new() } else { other_members(&member, &own_address).await? };
-    for (address, other) in &others {
+    check_other_lists(&others, &previous, &peers).await?;
+    // This peer's rules (prerequisites, edition, its own address listed) are checked before
+    // the member is touched, so a refusal here changes nothing anywhere.
+    precheck(app, &request.pre_shared_key, &peers).await?;
+    // Task 2 if needed: a standalone member founds the cluster with only its own address.
+    if founded {
+        member.set_cluster(&request.pre_shared_key, &previous).await?;
+    }
+    let member_address = member.base.trim_start_matches("https://").to_owned();
+    let mut targets: Vec<(&str, &Member)> = vec![(&member_address, &member)];
+    targets.extend(others.iter().map(|(address, other)| (address.as_str(), other)));
+    let updated = list_on_members(&targets, &previous, &peers, founded).await?;
+    if let Err(error) = take_settings(app, actor, request, &peers).await {
+        // Take the new peer off the members' lists again, so the cluster is as it was.
+        let _ = undo(&updated, &previous).await;
+        return Err(error);
+    }
+    let other_members = others.into_iter().map(|(address, _)| address).collect();
+    let status = wait_for_links(app).await?;
+    Ok(Joined { founded, other_members, status })
+}
+
+/// This peer's primary address, which the cluster will list.
+async fn own_address(app: &App) -> Result<String, JoinError> {
+    let key =
+        model::RecordKey { kind: RecordKind::Ipv4, name: RecordKind::Ipv4.as_str().to_owned() };
+    let own =
+        records::current(app, key).await.map_err(|error| JoinError::Local(error.to_string()))?;
+    let address = match own.as_ref().map(records::show) {
+        Some(ipv4) => ipv4["address"].as_str().unwrap_or_default().to_owned(),
+        None => return Err(JoinError::NoAddress),
+    };
+    if address.is_empty() {
+        return Err(JoinError::NoAddress);
+    }
+    Ok(address)
+}
+
+/// The other members, each reached through the certificate the member relays, are checked
+/// (reachable, the password, the same list) before anything changes anywhere.
+async fn check_other_lists(
+    others: &[(String, Member)],
+    previous: &[String],
+    peers: &[String],
+) -> Result<(), JoinError> {
+    for (address, other) in others {
         let fail = |error: JoinError| JoinError::OtherMember {
             address: address.clone(),
             reason: error.to_string(),
@@ -396,55 +427,60 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
             });
         }
     }
-    // This peer's rules (prerequisites, edition, its own address listed) are checked before
-    // the member is touched, so a refusal here changes nothing anywhere.
-    precheck(app, &request.pre_shared_key, &peers).await?;
-    // Task 2 if needed: a standalone member founds the cluster with only its own address.
-    if founded {
-        member.set_cluster(&request.pre_shared_key, &previous).await?;
-    }
-    // Task 3 on every member: each lists the new peer; each keeps its key (sent back
-    // redacted), so a mistyped key cannot break the cluster. The lists differ between members
-    // only while this runs (their links wait meanwhile).
-    let member_address = member.base.trim_start_matches("https://").to_owned();
-    let mut targets: Vec<(&str, &Member)> = vec![(&member_address, &member)];
-    targets.extend(others.iter().map(|(address, other)| (address.as_str(), other)));
+    Ok(())
+}
+
+/// Task 3 on every member: each lists the new peer; each keeps its key (sent back redacted),
+/// so a mistyped key cannot break the cluster. The lists differ between members only while
+/// this runs (their links wait meanwhile). On a failure the members updated are put back.
+async fn list_on_members<'a>(
+    targets: &[(&'a str, &'a Member)],
+    previous: &[String],
+    peers: &[String],
+    founded: bool,
+) -> Result<Vec<(&'a str, &'a Member)>, JoinError> {
     let mut updated: Vec<(&str, &Member)> = Vec::new();
-    for (address, target) in &targets {
+    for &(address, target) in targets {
         let listed = match target.peers().await {
             Ok(list) if list == peers => Ok(()),
-            Ok(_) => target.set_cluster(REDACTED, &peers).await,
+            Ok(_) => target.set_cluster(REDACTED, peers).await,
             Err(error) => Err(error),
         };
         if let Err(error) = listed {
-            let mut undone = undo(&updated, &previous).await;
+            let mut undone = undo(&updated, previous).await;
             if founded {
                 undone.push_str(" (the member keeps the cluster it founded, with only itself)");
             }
             return Err(JoinError::Update {
-                address: (*address).to_owned(),
+                address: address.to_owned(),
                 reason: error.to_string(),
                 undone,
             });
         }
         updated.push((address, target));
     }
-    // Tasks 4–5: this peer takes the key and the list; its shared configuration is replaced by
-    // the cluster's when it meets the member.
+    Ok(updated)
+}
+
+/// Tasks 4–5: this peer takes the key and the list; its shared configuration is replaced by
+/// the cluster's when it meets the member.
+async fn take_settings(
+    app: &App,
+    actor: &str,
+    request: &JoinRequest,
+    peers: &[String],
+) -> Result<(), JoinError> {
     let mut body = serde_json::Map::new();
     body.insert("pre_shared_key".to_owned(), Value::String(request.pre_shared_key.clone()));
     body.insert("peers".to_owned(), json!(peers));
-    if let Err(error) = records::save(app, actor, None, RecordKind::Cluster, None, body).await {
-        // Take the new peer off the members' lists again, so the cluster is as it was.
-        let _ = undo(&updated, &previous).await;
-        let fields: Vec<String> =
-            error.fields().iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
-        let message = if fields.is_empty() { error.to_string() } else { fields.join("; ") };
-        return Err(JoinError::Local(message));
-    }
-    let other_members = others.into_iter().map(|(address, _)| address).collect();
-    let status = wait_for_links(app).await?;
-    Ok(Joined { founded, other_members, status })
+    records::save(app, actor, None, RecordKind::Cluster, None, body).await.map(|_| ()).map_err(
+        |error| {
+            let fields: Vec<String> =
+                error.fields().iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+            let message = if fields.is_empty() { error.to_string() } else { fields.join("; ") };
+            JoinError::Local(message)
+        },
+    )
 }
 
 /// The members of the pinned member's cluster other than it and this peer, each with a client

@@ -49,9 +49,21 @@ fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) 
 
 /// Every route the API serves.
 pub fn table() -> Vec<Route> {
-    use Method::{Delete, Get, Post};
-    let restore_limit = usize::try_from(backups::RESTORE_BODY_BYTES_MAX).unwrap_or(usize::MAX);
-    let mut routes = vec![
+    let mut routes = account_routes();
+    routes.extend(system_routes());
+    routes.extend(upgrade_routes());
+    routes.extend(history_routes());
+    routes.extend(backup_routes());
+    for &kind in RecordKind::ALL {
+        routes.extend(record_routes(kind));
+    }
+    routes
+}
+
+/// Logging in and out, and one's own password.
+fn account_routes() -> Vec<Route> {
+    use Method::{Delete, Post};
+    vec![
         route(
             Post,
             "/sessions",
@@ -78,6 +90,13 @@ pub fn table() -> Vec<Route> {
             ),
             post(h::change_password),
         ),
+    ]
+}
+
+/// The peer's status and health, its policy service and its cluster.
+fn system_routes() -> Vec<Route> {
+    use Method::{Get, Post};
+    vec![
         route(
             Get,
             "/status",
@@ -130,6 +149,23 @@ pub fn table() -> Vec<Route> {
         ),
         route(
             Get,
+            "/policy/status",
+            openapi::doc(
+                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here",
+                "200",
+                false,
+            ),
+            get(h::policy_status),
+        ),
+    ]
+}
+
+/// Installing an upgrade and rebooting into it.
+fn upgrade_routes() -> Vec<Route> {
+    use Method::{Get, Post};
+    vec![
+        route(
+            Get,
             "/upgrade",
             openapi::doc(
                 "The A/B slots, the running and next boot, the last boot's outcome (a fallback included) and an install in progress",
@@ -150,16 +186,13 @@ pub fn table() -> Vec<Route> {
             openapi::doc("Reboot now (into the slot on trial after an install)", "202", false),
             post(h::upgrade_reboot),
         ),
-        route(
-            Get,
-            "/policy/status",
-            openapi::doc(
-                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here",
-                "200",
-                false,
-            ),
-            get(h::policy_status),
-        ),
+    ]
+}
+
+/// The configuration at an instant, its changes, both logs, and this document.
+fn history_routes() -> Vec<Route> {
+    use Method::Get;
+    vec![
         route(
             Get,
             "/config",
@@ -206,6 +239,20 @@ pub fn table() -> Vec<Route> {
             ),
             get(h::event_log),
         ),
+        route(
+            Get,
+            "/openapi.json",
+            openapi::doc("This document", "200", false),
+            get(|| async { axum::Json(openapi::document(&table())) }),
+        ),
+    ]
+}
+
+/// Backups and restores, streamed.
+fn backup_routes() -> Vec<Route> {
+    use Method::{Get, Post};
+    let restore_limit = usize::try_from(backups::RESTORE_BODY_BYTES_MAX).unwrap_or(usize::MAX);
+    vec![
         route(Post, "/backups", openapi::backup(), post(h::create_backup)),
         route(
             Get,
@@ -224,17 +271,7 @@ pub fn table() -> Vec<Route> {
             openapi::restore(),
             post(h::restore).layer(DefaultBodyLimit::max(restore_limit)),
         ),
-        route(
-            Get,
-            "/openapi.json",
-            openapi::doc("This document", "200", false),
-            get(|| async { axum::Json(openapi::document(&table())) }),
-        ),
-    ];
-    for &kind in RecordKind::ALL {
-        routes.extend(record_routes(kind));
-    }
-    routes
+    ]
 }
 
 /// The routes of one record kind's collection (or singleton).
