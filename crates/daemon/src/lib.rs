@@ -5,6 +5,9 @@
 //! Owns process concerns (configuration, TLS identity, tracing, systemd notification,
 //! shutdown). Business rules belong in `model`, storage in `eventlog`/`projections`; this crate
 //! must not grow its own.
+//!
+//! The modules are layers, each importing only its own or lower ones (checked by
+//! `xtask/src/layers.rs`): `base` < `store` < `services` < `adapters` < `startup` and this root.
 
 pub mod adapters;
 pub mod base;
@@ -13,7 +16,7 @@ mod startup;
 pub mod store;
 
 use anyhow::Context;
-use services::{cluster, policy as policy_service, upgrades as upgrade_service};
+use services::{cluster, policy, upgrades};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +46,7 @@ pub struct Config {
     /// (default: the plain HTTP policy listener, if any).
     pub bridge_feedback_url: Option<String>,
     pub cluster: cluster::Network,
-    pub upgrade: upgrade_service::UpgradeConfig,
+    pub upgrade: upgrades::UpgradeConfig,
     /// Applies the peer-local settings to the operating system (`batond --apply-os` on the
     /// appliance). `None`: the host is never touched.
     pub platform: Option<Arc<dyn platform::Platform>>,
@@ -53,11 +56,11 @@ impl Config {
     /// Embedded defaults for running on a workstation.
     pub fn local(data_dir: PathBuf) -> Config {
         Config {
-            upgrade: upgrade_service::UpgradeConfig::for_data_dir(&data_dir),
+            upgrade: upgrades::UpgradeConfig::for_data_dir(&data_dir),
             data_dir,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             policy_http_listen: None,
-            conference_idle_ms: policy_service::CONFERENCE_IDLE_MS_DEFAULT,
+            conference_idle_ms: policy::CONFERENCE_IDLE_MS_DEFAULT,
             // No VCS polls a workstation's daemon: maintenance refuses calls at once.
             maintenance_drain_ms: 0,
             bridge_feedback_url: None,

@@ -1,7 +1,7 @@
 //! The generic record form: fields made from a record kind's JSON schema
 //! (`RecordKind::json_schema()`), filled from a record as the API shows it, and turned back
 //! into the API's JSON body. Only input decoding happens here (numbers, addresses, lists);
-//! every rule is the model's, reached through `http.rs`, and its field errors are shown next
+//! every rule is the model's, reached through `services::records`, and its field errors are shown next
 //! to the fields with the operator's input kept.
 
 use super::{FormPairs, WebUser, csrf_input, esc, form_value};

@@ -1,8 +1,8 @@
 //! Maintenance pages: Backup and restore, Upgrade, Restart options.
 //!
-//! Everything goes through the API's own functions in `http.rs` (`backup_download`,
-//! `begin_restore`/`stage_restore`/`apply_restore`, `install_upgrade`, `reboot`), so refusals,
-//! progress and Event Log entries are the API's. Uploads are `multipart/form-data` forms that
+//! Everything goes through the services the API uses (`restore::begin`/`stage`/`apply`,
+//! `upgrades::install`, `upgrades::reboot`; downloads through the API's `backup_download`),
+//! so refusals, progress and Event Log entries are the API's. Uploads are `multipart/form-data` forms that
 //! work without JavaScript; `maintenance.js` only adds an upload progress bar.
 //!
 //! A restore is two steps: the upload is verified and staged aside (`restore-preview/`, which

@@ -1,6 +1,6 @@
 //! The administrator's web interface: server-rendered HTML pages on the admin HTTPS listener,
-//! beside the JSON API. Every change goes through the same functions as the API (`http.rs`),
-//! so the rules, the errors and the Configuration Log are identical; this module only turns
+//! beside the JSON API. Every change goes through the same services as the API
+//! (`crate::services`), so the rules, the errors and the Configuration Log are identical; this module only turns
 //! forms into request bodies and answers into pages.
 //!
 //! Sessions are the API's (`auth::Sessions`, same idle timeout) carried in a cookie that is
