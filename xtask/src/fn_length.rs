@@ -6,7 +6,6 @@
 
 use crate::workspace_root;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 /// Functions longer than this are hard to read at once.
 const FUNCTION_LINES_MAX: usize = 70;
@@ -64,14 +63,12 @@ const LONG_FUNCTIONS: &[&str] = &[
 fn functions_are_short_enough_to_read_at_once() {
     let root = workspace_root();
     let mut lengths = BTreeMap::new();
-    for top in ["crates", "xtask", "tests"] {
-        for file in rust_files(&root.join(top)) {
-            let relative = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            for (name, lines) in function_lengths(&text) {
-                let longest = lengths.entry(format!("{relative}::{name}")).or_insert(0);
-                *longest = lines.max(*longest);
-            }
+    for file in crate::tidy::rust_files(&["crates", "xtask", "tests"]) {
+        let relative = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for (name, lines) in function_lengths(&text) {
+            let longest = lengths.entry(format!("{relative}::{name}")).or_insert(0);
+            *longest = lines.max(*longest);
         }
     }
     let problems = problems(&lengths, LONG_FUNCTIONS);
@@ -244,23 +241,6 @@ fn is_char_literal(rest: &[char]) -> bool {
         Some(_) => rest.get(2) == Some(&'\''),
         None => false,
     }
-}
-
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return files };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|name| name != "target") {
-                files.extend(rust_files(&path));
-            }
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! | 4 | the composition root: `startup` and the crate root (`lib.rs`: configuration, `start`) | everything |
 
 use crate::workspace_root;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The daemon's top-level modules by layer, lowest first; the crate root (`lib.rs`) is above
 /// them all.
@@ -33,7 +33,12 @@ fn the_daemon_imports_only_downwards() {
 /// Every upward import and every HTTP type below the adapters, under the source tree `src`.
 fn violations(src: &Path) -> Vec<String> {
     let mut problems = Vec::new();
-    for file in rust_files(src) {
+    let files = crate::tidy::rust_files_under(src).into_iter().filter(|file| {
+        let relative = file.strip_prefix(src).unwrap_or(file);
+        // The crate root and the binaries are above every layer.
+        !relative.starts_with("bin") && !matches!(relative.to_str(), Some("lib.rs" | "main.rs"))
+    });
+    for file in files {
         let relative = file.strip_prefix(src).unwrap_or(&file);
         let module = module_path(relative);
         let Some(first) = module.first() else { continue };
@@ -155,25 +160,6 @@ fn uses_http_types(line: &str) -> bool {
         let after = &line[start + "axum".len()..];
         !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after.starts_with("::")
     })
-}
-
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return files };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|name| name != "bin") {
-                files.extend(rust_files(&path));
-            }
-        } else if path.extension().is_some_and(|ext| ext == "rs")
-            && !matches!(path.file_name().and_then(|n| n.to_str()), Some("lib.rs" | "main.rs"))
-        {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
 }
 
 #[test]

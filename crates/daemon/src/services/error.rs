@@ -43,7 +43,7 @@ pub enum Error {
     /// A restore upload over the size limit.
     #[error("restore uploads are limited to {limit_bytes} bytes")]
     BackupTooLarge { limit_bytes: u64 },
-    /// A backup archive refused (or a restore that failed), see [`backup::Error::is_refusal`].
+    /// A backup archive refused (or a restore that failed): [`backup::Error::is_refusal`].
     #[error(transparent)]
     Backup(backup::Error),
     #[error(transparent)]
@@ -109,7 +109,7 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         match self {
             Error::Internal(_) => false,
-            Error::Backup(error) => backup_refusal(error),
+            Error::Backup(error) => error.is_refusal(),
             Error::Upgrade(UpgradeError::Upgrade(error)) => error.is_refusal(),
             Error::Upgrade(UpgradeError::Busy) => true,
             Error::Upgrade(_) => false,
@@ -117,25 +117,6 @@ impl Error {
             _ => true,
         }
     }
-}
-
-/// Whether a backup error is a refusal of the archive (rather than a failure here).
-pub(super) fn backup_refusal(error: &backup::Error) -> bool {
-    use backup::Error as E;
-    matches!(
-        error,
-        E::UnknownFormat { .. }
-            | E::FormatTooNew { .. }
-            | E::PasswordRequired
-            | E::WrongPasswordOrTampered
-            | E::Corrupt { .. }
-            | E::BadVersion { .. }
-            | E::Truncated
-            | E::UnsafeMember { .. }
-            | E::BadExtraFile { .. }
-            | E::WrongSerial { .. }
-            | E::NewerSoftware { .. }
-    )
 }
 
 impl From<crate::store::StoreError> for Error {

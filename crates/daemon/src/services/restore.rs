@@ -114,7 +114,7 @@ pub fn refused(app: &App, actor: &str, error: Error) -> Error {
 fn shown_message(error: &Error) -> String {
     match error {
         Error::Internal(_) => "internal error; see the Event Log".to_owned(),
-        Error::Backup(error) if !super::error::backup_refusal(error) => {
+        Error::Backup(error) if !error.is_refusal() => {
             "internal error; see the Event Log".to_owned()
         }
         other => other.to_string(),
