@@ -1,6 +1,7 @@
-//! Software versions as the manifest carries them: `MAJOR.MINOR.PATCH`, compared numerically.
-//! Deliberately no pre-release or build suffixes: downgrade and minimum-source checks must
-//! have one obvious order, and release builds are the only thing ever signed.
+//! Software versions, the one parser of them: `MAJOR.MINOR.PATCH`, compared numerically, as
+//! upgrade manifests, backups and the cluster greeting carry them. Deliberately no pre-release
+//! or build suffixes: downgrade and minimum-source checks must have one obvious order, and
+//! release builds are the only thing ever signed.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
