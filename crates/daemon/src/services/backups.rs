@@ -426,20 +426,7 @@ pub async fn apply(
 
     // 1. safety copies of the files about to be replaced, then the pending journal.
     let safety_files_dir = data_dir.join(format!("pre-restore-{now_ms}.files"));
-    let mut copied_any = false;
-    for name in &files {
-        let current = data_dir.join(name);
-        if current.exists() {
-            let target = safety_files_dir.join(name);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(io_context("creating the safety folder"))?;
-            }
-            std::fs::copy(&current, &target)
-                .map_err(io_context(format!("copying {}", current.display())))?;
-            copied_any = true;
-        }
-    }
+    let copied_any = copy_aside(data_dir, &files, &safety_files_dir)?;
     let files_dir = data_dir.join(FILES_DIR);
     if files_dir.exists() {
         std::fs::remove_dir_all(&files_dir)
@@ -459,19 +446,7 @@ pub async fn apply(
     crash_point("pending");
 
     // 2. the database, in one transaction: the commit point.
-    let note = eventlog::NewJournalEntry {
-        at_ms: now_ms,
-        level: eventlog::Level::Warning,
-        kind: EntryKind::RestoreApplied.as_str().to_owned(),
-        actor: Some(actor.to_owned()),
-        message: format!(
-            "restored the backup made by {} on serial {} at {} ms (restore {restore_id}); the \
-             previous database is kept as pre-restore-{now_ms}.db",
-            staged.manifest().software_version,
-            staged.manifest().hardware_serial,
-            staged.manifest().created_at_ms
-        ),
-    };
+    let note = applied_entry(staged, actor, &restore_id, now_ms);
     let staged_database = staged.staging_dir().join(backup::DATABASE_FILE);
     let safety_database = match writer.restore(staged_database, note, now_ms).await {
         Ok(path) => path,
@@ -493,6 +468,42 @@ pub async fn apply(
     sync_dir(data_dir)?;
     let _ = std::fs::remove_dir_all(&files_dir);
     Ok(Applied { safety_database, safety_files_dir: copied_any.then_some(safety_files_dir), files })
+}
+
+/// Copies the files a restore is about to replace into `safety_dir`; whether there were any.
+fn copy_aside(data_dir: &Path, files: &[String], safety_dir: &Path) -> Result<bool, ApplyError> {
+    let mut copied_any = false;
+    for name in files {
+        let current = data_dir.join(name);
+        if current.exists() {
+            let target = safety_dir.join(name);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io_context("creating the safety folder"))?;
+            }
+            std::fs::copy(&current, &target)
+                .map_err(io_context(format!("copying {}", current.display())))?;
+            copied_any = true;
+        }
+    }
+    Ok(copied_any)
+}
+
+/// The restored Event Log's `restore.applied` entry: the restore's commit point.
+fn applied_entry(
+    staged: &backup::Staged,
+    actor: &str,
+    restore_id: &str,
+    now_ms: u64,
+) -> eventlog::NewJournalEntry {
+    let manifest = staged.manifest();
+    let message = format!(
+        "restored the backup made by {} on serial {} at {} ms (restore {restore_id}); the \
+         previous database is kept as pre-restore-{now_ms}.db",
+        manifest.software_version, manifest.hardware_serial, manifest.created_at_ms
+    );
+    let level = eventlog::Level::Warning;
+    crate::base::journal::entry_at(now_ms, level, EntryKind::RestoreApplied, Some(actor), message)
 }
 
 /// Renames each restored extra file (in `files_dir`) over its current one (atomic per file),

@@ -374,39 +374,11 @@ async fn start(
     settings: &ClusterSettings,
     generation: &CancellationToken,
 ) -> bool {
+    let (address, key) = match prerequisites(board, settings).await {
+        Ok(ready) => ready,
+        Err(recheck) => return recheck,
+    };
     let mut problems = Vec::new();
-    if !settings.is_clustered() {
-        *lock(&board.problems) = problems;
-        return false;
-    }
-    let Some(address) = settings.address else {
-        problems.push("this peer has no IPv4 address".to_owned());
-        *lock(&board.problems) = problems;
-        return false;
-    };
-    let synchronised = board.network.assume_time_synchronised || time_synchronised().await;
-    if !synchronised {
-        problems.push(
-            "time is not synchronised (NTP): peers must agree on time before they cluster; \
-             check System > Time"
-                .to_owned(),
-        );
-        *lock(&board.problems) = problems;
-        return true;
-    }
-    let passphrase = settings.pre_shared_key.clone();
-    let derived = tokio::task::spawn_blocking(move || ClusterKey::derive(&passphrase)).await;
-    let key = match derived
-        .map_err(|error| error.to_string())
-        .and_then(|key| key.map_err(|error| error.to_string()))
-    {
-        Ok(key) => Arc::new(key),
-        Err(error) => {
-            problems.push(format!("could not derive the cluster key: {error}"));
-            *lock(&board.problems) = problems;
-            return true;
-        }
-    };
     let hello = Arc::new(Hello {
         software_version: crate::base::version::software_version().to_owned(),
         address,
@@ -418,13 +390,14 @@ async fn start(
     let listen = SocketAddr::from((address, board.network.port));
     match TcpListener::bind(listen).await {
         Ok(listener) => {
-            board.tasks.spawn(accept_loop(
+            let accepting = accept_loop(
                 board.clone(),
                 listener,
                 key.clone(),
                 hello.clone(),
                 generation.clone(),
-            ));
+            );
+            board.tasks.spawn(accepting);
         }
         Err(error) => problems.push(format!("cannot listen for peers on {listen}: {error}")),
     }
@@ -438,15 +411,47 @@ async fn start(
     *lock(&board.problems) = problems;
     for peer in settings.peers.iter().filter(|peer| **peer != address) {
         board.set_state(*peer, PeerState::Connecting);
-        board.tasks.spawn(dial_loop(
-            board.clone(),
-            *peer,
-            key.clone(),
-            hello.clone(),
-            generation.clone(),
-        ));
+        let dialling =
+            dial_loop(board.clone(), *peer, key.clone(), hello.clone(), generation.clone());
+        board.tasks.spawn(dialling);
     }
     false
+}
+
+/// This peer's address and the cluster key, once clustering is configured and its
+/// prerequisites hold; otherwise the problems are on the board and `Err` says whether to check
+/// again later (a prerequisite may come true by itself).
+async fn prerequisites(
+    board: &Arc<Board>,
+    settings: &ClusterSettings,
+) -> Result<(Ipv4Addr, Arc<ClusterKey>), bool> {
+    let blocked = |problem: Option<String>, recheck: bool| {
+        *lock(&board.problems) = problem.into_iter().collect();
+        recheck
+    };
+    if !settings.is_clustered() {
+        return Err(blocked(None, false));
+    }
+    let Some(address) = settings.address else {
+        return Err(blocked(Some("this peer has no IPv4 address".to_owned()), false));
+    };
+    let synchronised = board.network.assume_time_synchronised || time_synchronised().await;
+    if !synchronised {
+        let problem = "time is not synchronised (NTP): peers must agree on time before they \
+                       cluster; check System > Time";
+        return Err(blocked(Some(problem.to_owned()), true));
+    }
+    let passphrase = settings.pre_shared_key.clone();
+    let derived = tokio::task::spawn_blocking(move || ClusterKey::derive(&passphrase)).await;
+    match derived
+        .map_err(|error| error.to_string())
+        .and_then(|key| key.map_err(|error| error.to_string()))
+    {
+        Ok(key) => Ok((address, Arc::new(key))),
+        Err(error) => {
+            Err(blocked(Some(format!("could not derive the cluster key: {error}")), true))
+        }
+    }
 }
 
 /// NTP state as systemd reports it. Without systemd (a development machine) time counts as
@@ -731,6 +736,18 @@ async fn serve_accepted(
         Verdict::AwaitJoin => return,
         Verdict::Replicate => {}
     }
+    serve_accepted_link(&board, from, sender, frames, &theirs).await;
+}
+
+/// Receives on an accepted link until it breaks: replication messages go to the writer, pings
+/// are answered, and the dialler is told where this peer's admin API is.
+async fn serve_accepted_link(
+    board: &Arc<Board>,
+    from: SocketAddr,
+    mut sender: peering::Sender<TcpStream>,
+    mut frames: Frames,
+    theirs: &Hello,
+) {
     let peer = theirs.peer_id;
     let _guard = board.link(theirs.address, Direction::Accepted, peer);
     // The dialler shows this peer's line, so it is told where this peer's admin API is.
@@ -761,29 +778,34 @@ async fn serve_accepted(
             }
             Ok(None) | Err(_) => return,
         };
-        match frame {
-            Frame::Replication(bytes) => match replication::Message::decode(&bytes) {
-                Ok(message) => {
-                    if board.writer.replicate(peer, message).await.is_err() {
-                        return;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%from, %error, "malformed replication message; closing the link");
-                    return;
-                }
-            },
-            Frame::Ping { sent_ms } => {
-                if sender.send(&Frame::Pong { sent_ms }.encode()).await.is_err() {
-                    return;
-                }
-            }
-            Frame::Refused(refusal) => {
-                tracing::warn!(%from, %refusal, "cluster peer refuses this peer");
-                return;
-            }
-            Frame::Hello(_) | Frame::Pong { .. } | Frame::AdminEndpoint(_) => {}
+        if !answer_frame(board, from, peer, &mut sender, frame).await {
+            return;
         }
+    }
+}
+
+/// Handles one frame on an accepted link; `false` ends the link.
+async fn answer_frame(
+    board: &Board,
+    from: SocketAddr,
+    peer: PeerId,
+    sender: &mut peering::Sender<TcpStream>,
+    frame: Frame,
+) -> bool {
+    match frame {
+        Frame::Replication(bytes) => match replication::Message::decode(&bytes) {
+            Ok(message) => board.writer.replicate(peer, message).await.is_ok(),
+            Err(error) => {
+                tracing::warn!(%from, %error, "malformed replication message; closing the link");
+                false
+            }
+        },
+        Frame::Ping { sent_ms } => sender.send(&Frame::Pong { sent_ms }.encode()).await.is_ok(),
+        Frame::Refused(refusal) => {
+            tracing::warn!(%from, %refusal, "cluster peer refuses this peer");
+            false
+        }
+        Frame::Hello(_) | Frame::Pong { .. } | Frame::AdminEndpoint(_) => true,
     }
 }
 

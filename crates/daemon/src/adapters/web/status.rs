@@ -28,6 +28,25 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
         Ok(read) => read,
         Err(error) => return super::error_page(Some(&user), &ApiError::from(error)),
     };
+    let mut body = system_table(&app, log_position, &system_name, &maintenance, &certificates);
+    body.push_str(&serving_section(&app).await);
+    body.push_str(&bridges_section(&app, &bridges));
+    let _ = write!(
+        body,
+        "<h2>Conferences</h2><p>{} in progress. <a href=\"/conferences\">List</a></p>",
+        conferences.len()
+    );
+    page("Status", Some(&user), &body).into_response()
+}
+
+/// The System table: identity, version, uptime, maintenance and the certificate's fingerprint.
+fn system_table(
+    app: &App,
+    log_position: u64,
+    system_name: &[Record],
+    maintenance: &[Record],
+    certificates: &[Record],
+) -> String {
     let now_ms = crate::base::clock::now_ms();
     let uptime_s = now_ms.saturating_sub(app.started_ms) / 1000;
     let host_name = system_name.iter().find_map(|record| match record {
@@ -38,9 +57,9 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
         }),
         _ => None,
     });
+    let mut body = String::new();
     let in_maintenance =
         maintenance.iter().any(|record| matches!(record, Record::Maintenance(m) if m.enabled));
-    let mut body = String::new();
     body.push_str("<h2>System</h2><table><tbody>");
     let rows = [
         ("Product", "Baton".to_owned()),
@@ -80,6 +99,12 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
     );
     body.push_str("</tbody></table>");
 
+    body
+}
+
+/// The Cluster and Policy service sections: whether this peer clusters and serves the VCS.
+async fn serving_section(app: &App) -> String {
+    let mut body = String::new();
     let cluster = app.cluster.status();
     let _ = write!(
         body,
@@ -96,6 +121,12 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
         }
     }
 
+    body
+}
+
+/// Each bridge's health as the policy service on this peer sees it.
+fn bridges_section(app: &App, bridges: &[Record]) -> String {
+    let mut body = String::new();
     body.push_str("<h2>Conference bridges</h2>");
     let problems = app.policy.health.problems();
     if bridges.is_empty() {
@@ -105,7 +136,7 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
             "<table><thead><tr><th scope=\"col\">Bridge</th><th scope=\"col\">Address</th>\
              <th scope=\"col\">Health (seen from this peer)</th></tr></thead><tbody>",
         );
-        for record in &bridges {
+        for record in bridges {
             let Record::Bridge(bridge) = record else { continue };
             let health = if !bridge.enabled {
                 "<span class=\"pending\">Disabled</span>".to_owned()
@@ -124,10 +155,5 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
         body.push_str("</tbody></table>");
     }
 
-    let _ = write!(
-        body,
-        "<h2>Conferences</h2><p>{} in progress. <a href=\"/conferences\">List</a></p>",
-        conferences.len()
-    );
-    page("Status", Some(&user), &body).into_response()
+    body
 }
