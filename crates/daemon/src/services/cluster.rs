@@ -871,3 +871,28 @@ fn spawn_reader(
     });
     (rx, AbortOnDrop(task))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Failure, PeerFailure, line};
+
+    // Goal: a failed peer's line carries a typed code beside its text, and only a refusal
+    // counts as one that will not clear by itself (what the join and the rolling upgrade ask).
+    #[test]
+    fn failed_peer_lines_carry_a_typed_code() {
+        let address = std::net::Ipv4Addr::new(127, 0, 0, 2);
+        let cases = [
+            (Failure::unreachable("connection refused"), "unreachable", true),
+            (Failure::lost(None), "connection_lost", true),
+            (Failure::refused("the peer refuses: different cluster"), "refused", false),
+        ];
+        for (failure, code, transient) in cases {
+            assert_eq!(failure.code.is_transient(), transient, "{code}");
+            let shown = serde_json::to_value(line(address, failure.state())).expect("JSON");
+            assert_eq!(shown["state"], "failed");
+            assert_eq!(shown["code"], code);
+            assert!(shown["text"].as_str().is_some_and(|text| text.starts_with("Failed: ")));
+        }
+        assert!(!PeerFailure::Refused.is_transient());
+    }
+}

@@ -416,6 +416,18 @@ async fn restore_uploaded(
         staged,
         created_ms: crate::base::clock::now_ms(),
     });
+    let body = preview_body(&user, &id, &manifest, &changes);
+    page("Restore: check before applying", Some(&user), &body).into_response()
+}
+
+/// What the operator checks before confirming a restore: the backup's manifest and what
+/// would change, with the confirm and cancel buttons.
+fn preview_body(
+    user: &WebUser,
+    id: &str,
+    manifest: &backup::Manifest,
+    changes: &[Change],
+) -> String {
     let mut body = String::new();
     body.push_str(
         "<p role=\"status\" class=\"saved\">The backup is intact and belongs to this machine. \
@@ -438,7 +450,7 @@ async fn restore_uploaded(
              <th scope=\"col\">Kind</th><th scope=\"col\">Name</th><th scope=\"col\">Change</th>\
              </tr></thead><tbody>",
         );
-        for change in &changes {
+        for change in changes {
             let what = match (&change.before, &change.after) {
                 (None, Some(_)) => "added: ",
                 (Some(_), None) => "removed: ",
@@ -463,10 +475,10 @@ async fn restore_uploaded(
          <button type=\"submit\" id=\"confirm-restore\">Restore this backup</button></form> \
          <form method=\"post\" action=\"/maintenance/restore/cancel\" class=\"inline\">{0}\
          <button type=\"submit\">Cancel</button></form>",
-        csrf_input(&user),
-        esc(&id)
+        csrf_input(user),
+        esc(id)
     );
-    page("Restore: check before applying", Some(&user), &body).into_response()
+    body
 }
 
 async fn restore_confirm(

@@ -280,6 +280,35 @@ pub(super) fn clustering_body(
         "<form method=\"post\" action=\"/system/clustering\" class=\"record\">{}",
         super::csrf_input(user)
     );
+    body.push_str(&key_field(&errors, key_stored));
+    body.push_str(&peer_fields(&errors, submitted, &stored_peers));
+    body.push_str("<button type=\"submit\">Save</button></form>");
+    // Offered until this peer belongs to a cluster, so a join refused (a mistyped key) can be
+    // tried again.
+    if status.cluster_id.is_none() {
+        body.push_str(&super::join::join_form(user, "", None));
+    }
+    body.push_str(
+        "<h2>Joining a cluster peer by peer</h2><ol>\
+         <li>On the new peer, set IP, DNS, system name, Time (NTP) and the licence first, and \
+         change the factory password.</li>\
+         <li>To found a cluster, on its first peer enter a pre-shared key and only this \
+         peer's own address, and save: it shows \"This system\".</li>\
+         <li>On every existing peer, add the new peer's address here and save.</li>\
+         <li>On the new peer, enter the same pre-shared key and the same peer addresses (its own \
+         included) and save. It takes the cluster's shared configuration; its own is replaced.</li>\
+         <li>Check that every peer shows \"This system\" for itself and \"Active as …\" in green \
+         for the others. No restart is needed.</li>\
+         <li>Add the new peer to the VCS's policy service as another server address.</li></ol>\
+         <p>To leave a cluster, clear the key and every address here (standalone mode), then \
+         remove this peer's address on the other peers.</p>",
+    );
+    body
+}
+
+/// The pre-shared key field: never shown, kept when left empty, clearable.
+fn key_field(errors: &[FieldError], key_stored: bool) -> String {
+    let mut body = String::new();
     let key_errors: String = errors
         .iter()
         .filter(|e| e.field == "pre_shared_key")
@@ -304,11 +333,17 @@ pub(super) fn clustering_body(
         );
     }
     body.push_str("</div>");
+    body
+}
+
+/// One address field per possible peer, filled from the form sent or the stored list.
+fn peer_fields(errors: &[FieldError], submitted: Option<&FormPairs>, stored: &[String]) -> String {
+    let mut body = String::new();
     for index in 0..PEER_FIELDS_MAX {
         let name = format!("peer_{}", index + 1);
         let value = match submitted {
             Some(form) => super::form_value(form, &name).to_owned(),
-            None => stored_peers.get(index).cloned().unwrap_or_default(),
+            None => stored.get(index).cloned().unwrap_or_default(),
         };
         let messages: String = errors
             .iter()
@@ -325,27 +360,6 @@ pub(super) fn clustering_body(
             esc(&value)
         );
     }
-    body.push_str("<button type=\"submit\">Save</button></form>");
-    // Offered until this peer belongs to a cluster, so a join refused (a mistyped key) can be
-    // tried again.
-    if status.cluster_id.is_none() {
-        body.push_str(&super::join::join_form(user, "", None));
-    }
-    body.push_str(
-        "<h2>Joining a cluster peer by peer</h2><ol>\
-         <li>On the new peer, set IP, DNS, system name, Time (NTP) and the licence first, and \
-         change the factory password.</li>\
-         <li>To found a cluster, on its first peer enter a pre-shared key and only this \
-         peer's own address, and save: it shows \"This system\".</li>\
-         <li>On every existing peer, add the new peer's address here and save.</li>\
-         <li>On the new peer, enter the same pre-shared key and the same peer addresses (its own \
-         included) and save. It takes the cluster's shared configuration; its own is replaced.</li>\
-         <li>Check that every peer shows \"This system\" for itself and \"Active as …\" in green \
-         for the others. No restart is needed.</li>\
-         <li>Add the new peer to the VCS's policy service as another server address.</li></ol>\
-         <p>To leave a cluster, clear the key and every address here (standalone mode), then \
-         remove this peer's address on the other peers.</p>",
-    );
     body
 }
 
