@@ -306,9 +306,13 @@ pub(crate) fn render_field(
     let messages = errors_for(errors, &field.name);
     let invalid = !messages.is_empty();
     let _ = write!(html, "<div class=\"field{}\">", if invalid { " invalid" } else { "" });
-    let described = format!(" aria-describedby=\"{id}-help\"");
-    let invalid_attr = if invalid { " aria-invalid=\"true\"" } else { "" };
-    let name = esc(&field.name);
+    let attrs = Attrs {
+        id: id.clone(),
+        name: esc(&field.name),
+        described: format!(" aria-describedby=\"{id}-help\""),
+        invalid: if invalid { " aria-invalid=\"true\"" } else { "" },
+    };
+    let (name, described, invalid_attr) = (&attrs.name, &attrs.described, attrs.invalid);
     match &field.input {
         Input::Checkbox => {
             let checked = if values.checked(field) { " checked" } else { "" };
@@ -318,71 +322,12 @@ pub(crate) fn render_field(
                 esc(&field.label)
             );
         }
-        Input::Select(choices) => {
-            let current = values.text(field);
-            let _ = write!(
-                html,
-                "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
-                esc(&field.label)
-            );
-            if current.is_empty() {
-                html.push_str("<option value=\"\">(choose)</option>");
-            }
-            for choice in choices {
-                let selected = if *choice == current { " selected" } else { "" };
-                let _ = write!(
-                    html,
-                    "<option value=\"{0}\"{selected}>{1}</option>",
-                    esc(choice),
-                    esc(&label(choice))
-                );
-            }
-            html.push_str("</select>");
-        }
+        Input::Select(choices) => render_select(html, field, &attrs, values, choices),
         Input::Reference { target, many: false, options } => {
-            let current = values.text(field);
-            let _ = write!(
-                html,
-                "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
-                esc(&field.label)
-            );
-            reference_options(html, options, &current, "(choose)");
-            html.push_str("</select>");
-            if options.is_empty() {
-                let _ = write!(
-                    html,
-                    "<p class=\"hint\">There are no {} yet: add one first.</p>",
-                    esc(&target.collection().replace('-', " "))
-                );
-            }
+            render_reference(html, field, &attrs, values, target, options)
         }
         Input::Reference { target, many: true, options } => {
-            let chosen = values.items(field);
-            let _ = write!(
-                html,
-                "<fieldset id=\"{id}\"{described}><legend>{}</legend>",
-                esc(&field.label)
-            );
-            let singular = field.label.trim_end_matches('s');
-            for index in 0..chosen.len() + REFERENCE_SLOTS_SPARE {
-                let current = chosen.get(index).map_or("", String::as_str);
-                let _ = write!(
-                    html,
-                    "<label for=\"{id}-{0}\">{1} {0}</label><select id=\"{id}-{0}\" name=\"{name}\"{invalid_attr}>",
-                    index + 1,
-                    esc(singular)
-                );
-                reference_options(html, options, current, "(none)");
-                html.push_str("</select>");
-            }
-            html.push_str("</fieldset>");
-            if options.is_empty() {
-                let _ = write!(
-                    html,
-                    "<p class=\"hint\">There are no {} yet: add them first.</p>",
-                    esc(&target.collection().replace('-', " "))
-                );
-            }
+            render_references(html, field, &attrs, values, target, options)
         }
         Input::TextArea | Input::Json => {
             let _ = write!(
@@ -392,21 +337,7 @@ pub(crate) fn render_field(
                 esc(&values.text(field))
             );
         }
-        Input::Secret => {
-            let stored = values.secret_stored(field);
-            let _ = write!(
-                html,
-                "<label for=\"{id}\">{}</label><input type=\"password\" id=\"{id}\" name=\"{name}\" autocomplete=\"new-password\"{described}{invalid_attr}>",
-                esc(&field.label)
-            );
-            if stored {
-                let _ = write!(
-                    html,
-                    "<p class=\"hint\">A value is stored; it is never shown. Leave empty to keep it.</p>\
-                     <label for=\"{id}-clear\"><input type=\"checkbox\" id=\"{id}-clear\" name=\"clear_{name}\" value=\"true\"> Clear the stored value</label>"
-                );
-            }
-        }
+        Input::Secret => render_secret(html, field, &attrs, values),
         Input::Text | Input::Number | Input::List { .. } => {
             let kind = if field.input == Input::Number { "number" } else { "text" };
             let readonly = if read_only { " readonly" } else { "" };
@@ -426,6 +357,127 @@ pub(crate) fn render_field(
         let _ = write!(html, "<p class=\"hint\">{}</p>", esc(hint));
     }
     html.push_str("</div></div>");
+}
+
+/// What every control of a field carries: its id, name and ARIA attributes.
+struct Attrs {
+    id: String,
+    name: String,
+    described: String,
+    invalid: &'static str,
+}
+
+/// A choice among fixed values.
+fn render_select(
+    html: &mut String,
+    field: &Field,
+    attrs: &Attrs,
+    values: &Values<'_>,
+    choices: &[String],
+) {
+    let (id, name, described, invalid_attr) =
+        (&attrs.id, &attrs.name, &attrs.described, attrs.invalid);
+    let current = values.text(field);
+    let _ = write!(
+        html,
+        "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
+        esc(&field.label)
+    );
+    if current.is_empty() {
+        html.push_str("<option value=\"\">(choose)</option>");
+    }
+    for choice in choices {
+        let selected = if *choice == current { " selected" } else { "" };
+        let _ = write!(
+            html,
+            "<option value=\"{0}\"{selected}>{1}</option>",
+            esc(choice),
+            esc(&label(choice))
+        );
+    }
+    html.push_str("</select>");
+}
+
+/// A reference to one record, chosen among the existing ones.
+fn render_reference(
+    html: &mut String,
+    field: &Field,
+    attrs: &Attrs,
+    values: &Values<'_>,
+    target: &RecordKind,
+    options: &[String],
+) {
+    let (id, name, described, invalid_attr) =
+        (&attrs.id, &attrs.name, &attrs.described, attrs.invalid);
+    let current = values.text(field);
+    let _ = write!(
+        html,
+        "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
+        esc(&field.label)
+    );
+    reference_options(html, options, &current, "(choose)");
+    html.push_str("</select>");
+    if options.is_empty() {
+        let _ = write!(
+            html,
+            "<p class=\"hint\">There are no {} yet: add one first.</p>",
+            esc(&target.collection().replace('-', " "))
+        );
+    }
+}
+
+/// References to several records, one select each and spare ones.
+fn render_references(
+    html: &mut String,
+    field: &Field,
+    attrs: &Attrs,
+    values: &Values<'_>,
+    target: &RecordKind,
+    options: &[String],
+) {
+    let (id, name, described, invalid_attr) =
+        (&attrs.id, &attrs.name, &attrs.described, attrs.invalid);
+    let chosen = values.items(field);
+    let _ = write!(html, "<fieldset id=\"{id}\"{described}><legend>{}</legend>", esc(&field.label));
+    let singular = field.label.trim_end_matches('s');
+    for index in 0..chosen.len() + REFERENCE_SLOTS_SPARE {
+        let current = chosen.get(index).map_or("", String::as_str);
+        let _ = write!(
+            html,
+            "<label for=\"{id}-{0}\">{1} {0}</label><select id=\"{id}-{0}\" name=\"{name}\"{invalid_attr}>",
+            index + 1,
+            esc(singular)
+        );
+        reference_options(html, options, current, "(none)");
+        html.push_str("</select>");
+    }
+    html.push_str("</fieldset>");
+    if options.is_empty() {
+        let _ = write!(
+            html,
+            "<p class=\"hint\">There are no {} yet: add them first.</p>",
+            esc(&target.collection().replace('-', " "))
+        );
+    }
+}
+
+/// A secret: never shown; a stored one is kept when left empty, or cleared.
+fn render_secret(html: &mut String, field: &Field, attrs: &Attrs, values: &Values<'_>) {
+    let (id, name, described, invalid_attr) =
+        (&attrs.id, &attrs.name, &attrs.described, attrs.invalid);
+    let stored = values.secret_stored(field);
+    let _ = write!(
+        html,
+        "<label for=\"{id}\">{}</label><input type=\"password\" id=\"{id}\" name=\"{name}\" autocomplete=\"new-password\"{described}{invalid_attr}>",
+        esc(&field.label)
+    );
+    if stored {
+        let _ = write!(
+            html,
+            "<p class=\"hint\">A value is stored; it is never shown. Leave empty to keep it.</p>\
+                 <label for=\"{id}-clear\"><input type=\"checkbox\" id=\"{id}-clear\" name=\"clear_{name}\" value=\"true\"> Clear the stored value</label>"
+        );
+    }
 }
 
 /// A reference select's options: "(none)", the existing names, and the current value even if
