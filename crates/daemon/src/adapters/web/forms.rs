@@ -537,96 +537,101 @@ pub(crate) fn body_from_form(
 ) -> Result<Map<String, Value>, Vec<FieldError>> {
     let mut body = Map::new();
     let mut errors = Vec::new();
-    let mut problem = |field: &str, message: &str| {
-        errors.push(FieldError { field: field.to_owned(), message: message.to_owned() });
-    };
     for field in fields {
-        let text = form_value(form, &field.name).trim();
-        let name = field.name.clone();
-        match &field.input {
-            Input::Checkbox => {
-                let on = form.iter().any(|(key, _)| key == &field.name);
-                body.insert(name, Value::Bool(on));
+        match decode_field(field, form, existing) {
+            Ok(Some(value)) => {
+                body.insert(field.name.clone(), value);
             }
-            Input::Secret => {
-                let clear = !form_value(form, &format!("clear_{}", field.name)).is_empty();
-                let hashed = field.hashed;
-                if !text.is_empty() {
-                    body.insert(name, Value::String(form_value(form, &field.name).to_owned()));
-                } else if clear && !hashed {
-                    body.insert(name, Value::String(String::new()));
-                } else if existing && !hashed {
-                    // The API keeps the stored secret when it gets the placeholder back.
-                    body.insert(name, Value::String(model::record::REDACTED.to_owned()));
-                }
-            }
-            Input::Number => {
-                if text.is_empty() {
-                    continue;
-                }
-                match text.parse::<i64>() {
-                    Ok(number) => {
-                        body.insert(name, Value::from(number));
-                    }
-                    Err(_) => problem(&field.name, "must be a whole number"),
-                }
-            }
-            Input::List { numbers } => {
-                let mut items = Vec::new();
-                for item in text.split([',', '\n']).map(str::trim).filter(|item| !item.is_empty()) {
-                    if *numbers {
-                        match item.parse::<i64>() {
-                            Ok(number) => items.push(Value::from(number)),
-                            Err(_) => problem(&field.name, &format!("{item:?} is not a number")),
-                        }
-                    } else {
-                        if let Some(format) = field.address_format
-                            && !address_ok(format, item)
-                        {
-                            problem(&field.name, &format!("{item:?} is not an {format} address"));
-                        }
-                        items.push(Value::String(item.to_owned()));
-                    }
-                }
-                body.insert(name, Value::Array(items));
-            }
-            Input::Json => {
-                if text.is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<Value>(text) {
-                    Ok(value) => {
-                        body.insert(name, value);
-                    }
-                    Err(error) => problem(&field.name, &format!("is not valid JSON: {error}")),
-                }
-            }
-            Input::Reference { many: true, .. } => {
-                let items = form
-                    .iter()
-                    .filter(|(key, value)| key == &field.name && !value.trim().is_empty())
-                    .map(|(_, value)| Value::String(value.trim().to_owned()))
-                    .collect();
-                body.insert(name, Value::Array(items));
-            }
-            Input::Text | Input::TextArea | Input::Select(_) | Input::Reference { .. } => {
-                // An empty field is left out: the record's default applies, or the model
-                // names the field as missing.
-                if text.is_empty() {
-                    continue;
-                }
-                if let Some(format) = field.address_format
-                    && !address_ok(format, text)
-                {
-                    problem(&field.name, &format!("is not an {format} address"));
-                }
-                let raw = form_value(form, &field.name);
-                let value = if field.input == Input::TextArea { raw } else { text };
-                body.insert(name, Value::String(value.to_owned()));
-            }
+            Ok(None) => {}
+            Err(messages) => errors.extend(
+                messages
+                    .into_iter()
+                    .map(|message| FieldError { field: field.name.clone(), message }),
+            ),
         }
     }
     if errors.is_empty() { Ok(body) } else { Err(errors) }
+}
+
+/// One field's value in the API body (`None`: left out), or what is wrong with the input.
+fn decode_field(
+    field: &Field,
+    form: &FormPairs,
+    existing: bool,
+) -> Result<Option<Value>, Vec<String>> {
+    let text = form_value(form, &field.name).trim();
+    match &field.input {
+        Input::Checkbox => Ok(Some(Value::Bool(form.iter().any(|(key, _)| key == &field.name)))),
+        Input::Secret => {
+            let clear = !form_value(form, &format!("clear_{}", field.name)).is_empty();
+            Ok(if !text.is_empty() {
+                Some(Value::String(form_value(form, &field.name).to_owned()))
+            } else if clear && !field.hashed {
+                Some(Value::String(String::new()))
+            } else if existing && !field.hashed {
+                // The API keeps the stored secret when it gets the placeholder back.
+                Some(Value::String(model::record::REDACTED.to_owned()))
+            } else {
+                None
+            })
+        }
+        Input::Number if text.is_empty() => Ok(None),
+        Input::Number => match text.parse::<i64>() {
+            Ok(number) => Ok(Some(Value::from(number))),
+            Err(_) => Err(vec!["must be a whole number".to_owned()]),
+        },
+        Input::List { numbers } => decode_list(field, text, *numbers).map(Some),
+        Input::Json if text.is_empty() => Ok(None),
+        Input::Json => match serde_json::from_str::<Value>(text) {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => Err(vec![format!("is not valid JSON: {error}")]),
+        },
+        Input::Reference { many: true, .. } => Ok(Some(Value::Array(
+            form.iter()
+                .filter(|(key, value)| key == &field.name && !value.trim().is_empty())
+                .map(|(_, value)| Value::String(value.trim().to_owned()))
+                .collect(),
+        ))),
+        // An empty field is left out: the record's default applies, or the model names the
+        // field as missing.
+        Input::Text | Input::TextArea | Input::Select(_) | Input::Reference { .. }
+            if text.is_empty() =>
+        {
+            Ok(None)
+        }
+        Input::Text | Input::TextArea | Input::Select(_) | Input::Reference { .. } => {
+            if let Some(format) = field.address_format
+                && !address_ok(format, text)
+            {
+                return Err(vec![format!("is not an {format} address")]);
+            }
+            let raw = form_value(form, &field.name);
+            let value = if field.input == Input::TextArea { raw } else { text };
+            Ok(Some(Value::String(value.to_owned())))
+        }
+    }
+}
+
+/// A comma- or line-separated list, each item a number or (when the field says) an address.
+fn decode_list(field: &Field, text: &str, numbers: bool) -> Result<Value, Vec<String>> {
+    let mut items = Vec::new();
+    let mut problems = Vec::new();
+    for item in text.split([',', '\n']).map(str::trim).filter(|item| !item.is_empty()) {
+        if numbers {
+            match item.parse::<i64>() {
+                Ok(number) => items.push(Value::from(number)),
+                Err(_) => problems.push(format!("{item:?} is not a number")),
+            }
+        } else {
+            if let Some(format) = field.address_format
+                && !address_ok(format, item)
+            {
+                problems.push(format!("{item:?} is not an {format} address"));
+            }
+            items.push(Value::String(item.to_owned()));
+        }
+    }
+    if problems.is_empty() { Ok(Value::Array(items)) } else { Err(problems) }
 }
 
 fn address_ok(format: &str, text: &str) -> bool {
