@@ -415,23 +415,6 @@ impl Address for String {
     }
 }
 
-/// Peer-local record kinds: what `Peer::shared_config` leaves out.
-const LOCAL_KINDS: &[&str] = &[
-    "ethernet",
-    "ipv4",
-    "system_name",
-    "dns",
-    "ntp",
-    "time_zone",
-    "snmp",
-    "syslog",
-    "certificates",
-    "administration_access",
-    "root_password",
-    "location_addresses",
-    "cluster",
-];
-
 /// A `batond` started as a cluster peer on its own loopback address (127.0.0.x), prepared as
 /// the seed's Task 1 asks: password changed, address, host name `peer-<x>` and domain, DNS,
 /// NTP and a full-edition release key. Every method returns an error instead of panicking, so
@@ -565,43 +548,45 @@ impl Peer {
         self.save("/api/v1/cluster", json!({"pre_shared_key": "", "peers": []}))
     }
 
+    /// A GET that must succeed, its answer read as `T` (see [`Peer::get`]).
+    pub fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let answer = self.get(path)?;
+        serde_json::from_value(answer.clone())
+            .with_context(|| format!("GET {path} on {}: unexpected answer {answer}", self.ip))
+    }
+
     /// `GET /api/v1/cluster/status`: mode, cluster id and a line per listed peer.
-    pub fn cluster_status(&self) -> anyhow::Result<Value> {
-        self.get("/api/v1/cluster/status")
+    pub fn cluster_status(&self) -> anyhow::Result<api::ClusterStatus> {
+        self.get_as("/api/v1/cluster/status")
     }
 
     /// The status line this peer shows for the peer at `ip` ("This system", "Active as …",
     /// "Failed: …"), or a note that it is not listed.
     pub fn status_line(&self, ip: &str) -> anyhow::Result<String> {
         let status = self.cluster_status()?;
-        Ok(status["peers"]
-            .as_array()
-            .and_then(|peers| peers.iter().find(|line| line["address"] == ip))
-            .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
-            .unwrap_or_else(|| format!("(not listed: {status})")))
+        Ok(status
+            .peers
+            .iter()
+            .find(|line| line.address.to_string() == ip)
+            .map(|line| line.text.clone())
+            .unwrap_or_else(|| format!("(not listed: {status:?})")))
     }
 
     /// The names of its bridge records, sorted.
     pub fn bridges(&self) -> anyhow::Result<Vec<String>> {
-        let listed = self.get("/api/v1/bridges")?;
-        let mut names: Vec<String> = listed
-            .as_array()
-            .with_context(|| format!("bridges: {listed}"))?
-            .iter()
-            .filter_map(|bridge| bridge["name"].as_str().map(str::to_owned))
-            .collect();
+        let listed: Vec<model::Record> = self.get_as("/api/v1/bridges")?;
+        let mut names: Vec<String> = listed.iter().map(|bridge| bridge.name().to_owned()).collect();
         names.sort();
         Ok(names)
     }
 
     /// The whole shared configuration, as the API shows it (records of shared kinds).
-    pub fn shared_config(&self) -> anyhow::Result<Vec<Value>> {
-        let config = self.get("/api/v1/config")?;
-        let records = config["records"].as_array().with_context(|| format!("config: {config}"))?;
-        Ok(records
-            .iter()
-            .filter(|record| !LOCAL_KINDS.contains(&record["kind"].as_str().unwrap_or_default()))
-            .cloned()
+    pub fn shared_config(&self) -> anyhow::Result<Vec<model::Record>> {
+        let config: api::ConfigAnswer = self.get_as("/api/v1/config")?;
+        Ok(config
+            .records
+            .into_iter()
+            .filter(|record| record.kind().scope() == model::Scope::Shared)
             .collect())
     }
 }
