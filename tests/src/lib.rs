@@ -598,3 +598,15 @@ pub fn sha256_fingerprint(certificate_der: &[u8]) -> String {
     let digest = sha2::Sha256::digest(certificate_der);
     digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_are_built_in_the_profile_of_the_test_executable() {
+        assert_eq!(cargo_profile(Path::new("/w/target/debug")), "dev");
+        assert_eq!(cargo_profile(Path::new("/w/target/release")), "release");
+        assert_eq!(cargo_profile(Path::new("/w/target/ci")), "ci");
+    }
+}
