@@ -50,8 +50,8 @@ fn the_seed_procedure_step_by_step() {
     a.save_cluster(KEY, &[&a]).unwrap();
     expect_line(&a, &a.ip, "This system");
     let founded = a.cluster_status().unwrap();
-    assert_eq!(founded["mode"], "clustered");
-    assert!(founded["cluster_id"].is_string(), "{founded}");
+    assert_eq!(founded.mode, api::ClusterMode::Clustered);
+    assert!(founded.cluster_id.is_some(), "{founded:?}");
 
     // Adding a peer: the cluster first, then the new peer. The cluster's configuration wins;
     // the joining peer's own settings stay its own.
@@ -61,7 +61,7 @@ fn the_seed_procedure_step_by_step() {
     expect_line(&b, &a.ip, "Active as peer-1");
     expect_bridges(&b, &["initial-config"]);
     assert_eq!(b.get("/api/v1/system-name").unwrap()["host_name"], "peer-2");
-    assert_eq!(b.cluster_status().unwrap()["cluster_id"], founded["cluster_id"]);
+    assert_eq!(b.cluster_status().unwrap().cluster_id, founded.cluster_id);
 
     // Multi-master: a change on either side shows on the other.
     b.create_bridge("made-on-b").unwrap();
@@ -81,7 +81,7 @@ fn the_seed_procedure_step_by_step() {
 
     // Removing a live peer: standalone first (it keeps its data), then the others' lists.
     c.standalone().unwrap();
-    assert_eq!(c.cluster_status().unwrap()["mode"], "standalone");
+    assert_eq!(c.cluster_status().unwrap().mode, api::ClusterMode::Standalone);
     a.save_cluster(KEY, &[&a, &b]).unwrap();
     b.save_cluster(KEY, &[&a, &b]).unwrap();
     expect_line(&a, &b.ip, "Active as peer-2");
@@ -545,22 +545,18 @@ fn a_join_through_one_member_lists_the_new_peer_on_every_member() {
     let b_der: rustls::pki_types::CertificateDer<'_> =
         rustls::pki_types::pem::PemObject::from_pem_slice(&b_pem).unwrap();
     let b_fingerprint = baton_tests::sha256_fingerprint(&b_der);
-    let b_port: u64 = b.daemon.url.rsplit(':').next().unwrap().parse().unwrap();
+    let b_port: u16 = b.daemon.url.rsplit(':').next().unwrap().parse().unwrap();
     wait_until("a learns b's admin port and certificate", || {
         let status = a.cluster_status().unwrap();
-        let line = status["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|line| line["address"] == b.ip.as_str())
-            .cloned()
-            .unwrap_or_default();
-        if line["admin_certificate_sha256"] == b_fingerprint.as_str()
-            && line["admin_port"] == b_port
-        {
-            Ok(())
-        } else {
-            Err(line.to_string())
+        let line = status.peers.iter().find(|line| line.address.to_string() == b.ip);
+        match line.map(|line| &line.state) {
+            Some(api::PeerState::Active { admin_certificate_sha256, admin_port, .. })
+                if admin_certificate_sha256.as_deref() == Some(b_fingerprint.as_str())
+                    && *admin_port == Some(b_port) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("{line:?}")),
         }
     });
 

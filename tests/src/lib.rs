@@ -2,7 +2,7 @@
 //! temporary directory, find its URL, talk HTTPS to it, and kill or stop it.
 //!
 //! The binaries are found next to the test executable's `deps` folder (`target/<profile>/`);
-//! `cargo xtask test` builds them first.
+//! a test process builds them (once) before the first use, so `cargo test` needs no other step.
 
 pub mod vcs;
 pub mod webdriver;
@@ -23,20 +23,107 @@ pub const START_TIMEOUT_MS: u64 = 30_000;
 /// The factory account's password after tests change it.
 pub const TEST_PASSWORD: &str = "correct horse battery";
 
+/// The packages whose binaries the multi-process tests run (`batond`, `batonctl`,
+/// `baton-simbridge`): built on first use by a test process, so `cargo test` on a fresh checkout
+/// needs no separate build and never runs a stale daemon.
+const BINARY_PACKAGES: &[&str] = &["daemon", "ctl", "bridges"];
+
+/// Set (to anything) by a caller that has just built the binaries, e.g. `cargo xtask test`:
+/// each test process then skips the (no-op) build.
+pub const SKIP_BUILD_ENV: &str = "BATON_TESTS_BINARIES_BUILT";
+
+/// The path of one of our binaries (see [`BINARY_PACKAGES`]), in the profile the running test
+/// was built with, building them first when running as a test.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;
-    // Tests run from `target/<profile>/deps/`, benchmark binaries from `target/<profile>/`.
-    let candidates = [exe.parent(), exe.parent().and_then(Path::parent)];
-    for dir in candidates.into_iter().flatten() {
-        let path = dir.join(name);
-        if path.exists() {
-            return Ok(path);
+    let exe_dir = exe.parent().context("the test executable has no folder")?;
+    // Tests run from `target/<profile>/deps/`, benchmark binaries from `target/<profile>/`
+    // (built by `cargo xtask bench` before it runs them).
+    let in_deps = exe_dir.file_name().is_some_and(|dir| dir == "deps");
+    let profile_dir = if in_deps { exe_dir.parent().unwrap_or(exe_dir) } else { exe_dir };
+    if in_deps && std::env::var_os(SKIP_BUILD_ENV).is_none() {
+        build_binaries_once(profile_dir).map_err(|error| anyhow::anyhow!("{error}"))?;
+    }
+    let path = profile_dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{name} not found in {}: build it first (`cargo build --bins`)",
+            profile_dir.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Builds [`BINARY_PACKAGES`] once per process, with the cargo that runs the tests and the
+/// profile the test executable lives in (`target/<profile>`); cargo's own lock on the build
+/// folder serialises test processes that build at the same time.
+fn build_binaries_once(profile_dir: &Path) -> Result<(), String> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_binaries(profile_dir)).clone()
+}
+
+fn build_binaries(profile_dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("the tests crate has no parent folder")?;
+    let mut command = Command::new(&cargo);
+    command.arg("build").arg("--manifest-path").arg(workspace.join("Cargo.toml")).args([
+        "--profile",
+        &cargo_profile(profile_dir),
+        "--bins",
+    ]);
+    for package in BINARY_PACKAGES {
+        command.args(["-p", package]);
+    }
+    // The build folder is the one this executable came from (`target/<profile>`'s parent).
+    if let Some(target_dir) = profile_dir.parent() {
+        command.arg("--target-dir").arg(target_dir);
+    }
+    // What cargo set for this test's own package must not leak into the build: build scripts
+    // that watch such a variable (ring watches CARGO_MANIFEST_DIR) would rebuild each time.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if PACKAGE_ENV.contains(&key.as_ref())
+            || PACKAGE_ENV_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+        {
+            command.env_remove(key.as_ref());
         }
     }
-    bail!(
-        "{name} not found beside {}: build it first (`cargo build --bins`, which `cargo xtask test` does)",
-        exe.display()
-    )
+    let output = command
+        .current_dir(workspace)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("running {}: {error}", cargo.to_string_lossy()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the binaries the tests run ({command:?}) failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Variables cargo sets for the package whose test runs (not configuration).
+const PACKAGE_ENV: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+const PACKAGE_ENV_PREFIXES: &[&str] = &["CARGO_PKG_", "CARGO_BIN_EXE_"];
+
+/// The cargo profile whose output folder is `profile_dir` (`debug` is the `dev` profile's).
+fn cargo_profile(profile_dir: &Path) -> String {
+    match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(name) => name.to_owned(),
+    }
 }
 
 /// A `batond` child process.
@@ -328,23 +415,6 @@ impl Address for String {
     }
 }
 
-/// Peer-local record kinds: what `Peer::shared_config` leaves out.
-const LOCAL_KINDS: &[&str] = &[
-    "ethernet",
-    "ipv4",
-    "system_name",
-    "dns",
-    "ntp",
-    "time_zone",
-    "snmp",
-    "syslog",
-    "certificates",
-    "administration_access",
-    "root_password",
-    "location_addresses",
-    "cluster",
-];
-
 /// A `batond` started as a cluster peer on its own loopback address (127.0.0.x), prepared as
 /// the seed's Task 1 asks: password changed, address, host name `peer-<x>` and domain, DNS,
 /// NTP and a full-edition release key. Every method returns an error instead of panicking, so
@@ -478,43 +548,45 @@ impl Peer {
         self.save("/api/v1/cluster", json!({"pre_shared_key": "", "peers": []}))
     }
 
+    /// A GET that must succeed, its answer read as `T` (see [`Peer::get`]).
+    pub fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let answer = self.get(path)?;
+        serde_json::from_value(answer.clone())
+            .with_context(|| format!("GET {path} on {}: unexpected answer {answer}", self.ip))
+    }
+
     /// `GET /api/v1/cluster/status`: mode, cluster id and a line per listed peer.
-    pub fn cluster_status(&self) -> anyhow::Result<Value> {
-        self.get("/api/v1/cluster/status")
+    pub fn cluster_status(&self) -> anyhow::Result<api::ClusterStatus> {
+        self.get_as("/api/v1/cluster/status")
     }
 
     /// The status line this peer shows for the peer at `ip` ("This system", "Active as …",
     /// "Failed: …"), or a note that it is not listed.
     pub fn status_line(&self, ip: &str) -> anyhow::Result<String> {
         let status = self.cluster_status()?;
-        Ok(status["peers"]
-            .as_array()
-            .and_then(|peers| peers.iter().find(|line| line["address"] == ip))
-            .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
-            .unwrap_or_else(|| format!("(not listed: {status})")))
+        Ok(status
+            .peers
+            .iter()
+            .find(|line| line.address.to_string() == ip)
+            .map(|line| line.text.clone())
+            .unwrap_or_else(|| format!("(not listed: {status:?})")))
     }
 
     /// The names of its bridge records, sorted.
     pub fn bridges(&self) -> anyhow::Result<Vec<String>> {
-        let listed = self.get("/api/v1/bridges")?;
-        let mut names: Vec<String> = listed
-            .as_array()
-            .with_context(|| format!("bridges: {listed}"))?
-            .iter()
-            .filter_map(|bridge| bridge["name"].as_str().map(str::to_owned))
-            .collect();
+        let listed: Vec<model::Record> = self.get_as("/api/v1/bridges")?;
+        let mut names: Vec<String> = listed.iter().map(|bridge| bridge.name().to_owned()).collect();
         names.sort();
         Ok(names)
     }
 
     /// The whole shared configuration, as the API shows it (records of shared kinds).
-    pub fn shared_config(&self) -> anyhow::Result<Vec<Value>> {
-        let config = self.get("/api/v1/config")?;
-        let records = config["records"].as_array().with_context(|| format!("config: {config}"))?;
-        Ok(records
-            .iter()
-            .filter(|record| !LOCAL_KINDS.contains(&record["kind"].as_str().unwrap_or_default()))
-            .cloned()
+    pub fn shared_config(&self) -> anyhow::Result<Vec<model::Record>> {
+        let config: api::ConfigAnswer = self.get_as("/api/v1/config")?;
+        Ok(config
+            .records
+            .into_iter()
+            .filter(|record| record.kind().scope() == model::Scope::Shared)
             .collect())
     }
 }
@@ -525,4 +597,16 @@ pub fn sha256_fingerprint(certificate_der: &[u8]) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(certificate_der);
     digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_are_built_in_the_profile_of_the_test_executable() {
+        assert_eq!(cargo_profile(Path::new("/w/target/debug")), "dev");
+        assert_eq!(cargo_profile(Path::new("/w/target/release")), "release");
+        assert_eq!(cargo_profile(Path::new("/w/target/ci")), "ci");
+    }
 }

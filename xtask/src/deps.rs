@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 /// Each of our crates and the only crates of ours it may depend on (any kind: normal, dev, build).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
+    // The admin API's contract, shared by the daemon, batonctl and the tests.
+    ("api", &["model"]),
     ("eventlog", &["model"]),
     ("projections", &["model", "eventlog"]),
     ("replication", &["model", "eventlog"]),
@@ -20,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
+            "api",
             "model",
             "eventlog",
             "projections",
@@ -32,15 +35,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "platform",
         ],
     ),
-    ("ctl", &["model", "eventlog", "backup", "upgrade"]),
+    ("ctl", &["api", "model", "eventlog", "backup", "upgrade"]),
 ];
 
 /// Workspace members outside the layering (they may depend on any of our crates).
 const UNCONSTRAINED: &[&str] = &["xtask", "baton-tests"];
 
 /// Crates that must not depend on tokio directly.
-const NO_TOKIO: &[&str] =
-    &["model", "eventlog", "projections", "replication", "backup", "policy", "upgrade", "platform"];
+const NO_TOKIO: &[&str] = &[
+    "api",
+    "model",
+    "eventlog",
+    "projections",
+    "replication",
+    "backup",
+    "policy",
+    "upgrade",
+    "platform",
+];
 
 #[test]
 fn dependencies_follow_the_layering() {
@@ -120,6 +132,7 @@ fn violations_are_reported() {
     };
     let metadata = serde_json::json!({ "packages": [
         package("model", &[("serde", None), ("tokio", Some("dev"))]),
+        package("api", &[("model", None), ("serde", None), ("eventlog", None)]),
         package("eventlog", &[("model", None), ("projections", Some("dev"))]),
         package("projections", &[("model", None), ("eventlog", None)]),
         package("replication", &[("model", None), ("eventlog", None)]),
@@ -145,8 +158,9 @@ fn violations_are_reported() {
         "`upgrade` depends on `eventlog` (normal dependency), but upgrade may only depend on `model`",
         "`upgrade` depends on `tokio` (dev dependency)",
         "`platform` depends on `daemon` (normal dependency), but platform may only depend on `model`",
-        "`ctl` depends on `daemon` (normal dependency), but ctl may only depend on `model`",
-        "`ctl` depends on `projections` (normal dependency), but ctl may only depend on `model`",
+        "`api` depends on `eventlog` (normal dependency), but api may only depend on `model`",
+        "`ctl` depends on `daemon` (normal dependency), but ctl may only depend on `api`, `model`",
+        "`ctl` depends on `projections` (normal dependency), but ctl may only depend on `api`, `model`",
     ];
     for expected in expected {
         assert!(

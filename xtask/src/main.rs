@@ -15,6 +15,10 @@ mod vm;
 #[cfg(test)]
 mod deps;
 #[cfg(test)]
+mod fn_length;
+#[cfg(test)]
+mod layers;
+#[cfg(test)]
 mod tidy;
 
 use anyhow::Context;

@@ -31,6 +31,9 @@ pub(crate) fn test(slow: bool) -> anyhow::Result<()> {
     if slow {
         tests.env.push(("BATON_SLOW_TESTS", "1"));
     }
+    // The build step below has just built them: the multi-process tests need not (see
+    // `baton_tests::SKIP_BUILD_ENV`).
+    tests.env.push(("BATON_TESTS_BINARIES_BUILT", "1"));
     let steps = [
         Step::new("fmt", &["fmt", "--all", "--", "--check"]),
         Step::new("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),

@@ -90,10 +90,14 @@ fn report(what: &str, problems: &[String]) {
 }
 
 /// `.rs` files under the given top-level directories of the workspace.
-fn rust_files(top_level: &[&str]) -> Vec<PathBuf> {
-    top_level
-        .iter()
-        .flat_map(|dir| files_under(&workspace_root().join(dir), false))
+pub(crate) fn rust_files(top_level: &[&str]) -> Vec<PathBuf> {
+    top_level.iter().flat_map(|dir| rust_files_under(&workspace_root().join(dir))).collect()
+}
+
+/// `.rs` files under `dir`, recursively, sorted (skipping [`SKIPPED_DIRS`]).
+pub(crate) fn rust_files_under(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir, false)
+        .into_iter()
         .filter(|file| file.extension().is_some_and(|extension| extension == "rs"))
         .collect()
 }

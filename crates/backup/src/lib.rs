@@ -210,17 +210,13 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
-/// `x.y.z` as numbers, ignoring a pre-release or build suffix (`1.2.3-dev`, `1.2.3+abc`).
+/// `x.y.z` as numbers ([`model::Version`]), ignoring a pre-release or build suffix
+/// (`1.2.3-dev`, `1.2.3+abc`) that a development build may have written.
 pub fn parse_version(version: &str) -> Result<(u64, u64, u64), Error> {
-    let bad = || Error::BadVersion { version: version.to_owned() };
     let core = version.split(['-', '+']).next().unwrap_or_default();
-    let mut parts = core.split('.').map(|part| part.parse::<u64>().map_err(|_| bad()));
-    let (Some(major), Some(minor), Some(patch), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    Ok((major?, minor?, patch?))
+    let parsed: model::Version =
+        core.parse().map_err(|_| Error::BadVersion { version: version.to_owned() })?;
+    Ok((parsed.major.into(), parsed.minor.into(), parsed.patch.into()))
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@ use crate::client::{self, Client};
 use crate::output::Output;
 use crate::{prompt, render};
 use anyhow::{Context, bail};
+use api::{BackupProgress, ConfigAnswer, ConfigDiff, RecordChange, Restored};
 use model::Record;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -32,7 +34,8 @@ pub(crate) fn run(client: &Client, out: Output, command: BackupCommand) -> anyho
         }
         BackupCommand::Restore { file } => restore(client, out, &file),
         BackupCommand::Progress => {
-            out.emit(&client.get("/api/v1/backups/progress")?, |value| progress_line(value) + "\n")
+            let progress: BackupProgress = client.get("/api/v1/backups/progress")?;
+            out.emit(&progress, |progress| progress_line(progress) + "\n")
         }
         // Handled before a client is made (see `commands::run`).
         BackupCommand::Inspect { .. } => Ok(()),
@@ -47,7 +50,8 @@ fn create(
 ) -> anyhow::Result<()> {
     let mut request = client.request(Method::POST, "/api/v1/backups").timeout(TRANSFER_TIMEOUT);
     if encrypt {
-        request = request.json(&json!({"password": prompt::backup_password(true)?}));
+        let body = api::BackupRequest { password: Some(prompt::backup_password(true)?) };
+        request = request.json(&body);
     }
     let mut response = with_progress(client, || client.send_raw(request))?;
     let name = response
@@ -94,15 +98,15 @@ fn restore(client: &Client, out: Output, path: &Path) -> anyhow::Result<()> {
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::blocking::Body::new(file));
     if let Some(password) = password {
-        request = request.header("x-baton-backup-password", password);
+        request = request.header(api::backups::PASSWORD_HEADER, password);
     }
-    let answer = with_progress(client, || client::answer(client.send_raw(request)?))?;
+    let answer: Restored = with_progress(client, || client::answer(client.send_raw(request)?))?;
     out.emit(&answer, |answer| {
         format!(
             "restored the backup of {} made by Baton {}; the previous database is kept as {}\n",
-            render::text(&answer["manifest"]["hardware_serial"]),
-            render::text(&answer["manifest"]["software_version"]),
-            render::text(&answer["safety_database"]),
+            answer.manifest.hardware_serial,
+            answer.manifest.software_version,
+            answer.safety_database,
         )
     })
 }
@@ -117,8 +121,8 @@ fn with_progress<T>(client: &Client, transfer: impl FnOnce() -> T) -> T {
         scope.spawn(|| {
             while !done.load(Ordering::SeqCst) {
                 std::thread::sleep(PROGRESS_INTERVAL);
-                if let Ok(value) = client.get("/api/v1/backups/progress") {
-                    eprint!("\r{}   ", progress_line(&value));
+                if let Ok(progress) = client.get::<BackupProgress>("/api/v1/backups/progress") {
+                    eprint!("\r{}   ", progress_line(&progress));
                     let _ = std::io::stderr().flush();
                 }
             }
@@ -130,25 +134,18 @@ fn with_progress<T>(client: &Client, transfer: impl FnOnce() -> T) -> T {
     })
 }
 
-fn progress_line(value: &Value) -> String {
-    let operation = &value["operation"];
-    if operation.is_null() {
+fn progress_line(progress: &BackupProgress) -> String {
+    let Some(operation) = &progress.operation else {
         return "no backup or restore since the daemon started".to_owned();
-    }
-    let (done, total) = (
-        operation["done_bytes"].as_u64().unwrap_or(0),
-        operation["total_bytes"].as_u64().unwrap_or(0),
-    );
+    };
+    let (done, total) = (operation.done_bytes, operation.total_bytes);
     let percent = done.saturating_mul(100).checked_div(total).unwrap_or(0);
-    let state = match operation["outcome"].as_str() {
+    let state = match operation.outcome.as_deref() {
         None => "running".to_owned(),
-        Some("ok") => "done".to_owned(),
+        Some(api::backups::OUTCOME_OK) => "done".to_owned(),
         Some(error) => format!("failed: {error}"),
     };
-    format!(
-        "{} {state}: {done} of {total} bytes ({percent}%)",
-        render::text(&operation["operation"])
-    )
+    format!("{} {state}: {done} of {total} bytes ({percent}%)", operation.operation.as_str())
 }
 
 /// Creates a new file only its owner can read or write: an unencrypted backup holds the
@@ -183,100 +180,98 @@ pub(crate) fn inspect(globals: &Globals, out: Output, path: &Path) -> anyhow::Re
     )
     .with_context(|| format!("unpacking {}", path.display()))?;
     let state = staged.configuration().context("reading the archived configuration")?;
-    let archived: BTreeMap<(String, String), Value> =
-        state.records().map(|record| (key(record), shown(record))).collect();
+    let archived: BTreeMap<Key, Record> =
+        state.records().map(|record| (key(record), record.redacted())).collect();
 
     let (changes, daemon_problem) = match current_config(globals) {
         Ok(current) => (Some(diff(&current, &archived)), None),
         Err(error) => (None, Some(format!("{error:#}"))),
     };
-    let answer = json!({
-        "manifest": manifest,
-        "records": archived.len(),
-        "changes": changes,
-        "daemon_unreachable": daemon_problem,
-    });
+    let answer = Inspection {
+        manifest,
+        records: archived.len(),
+        changes,
+        daemon_unreachable: daemon_problem,
+    };
     out.emit(&answer, render_inspect)
 }
 
-fn key(record: &Record) -> (String, String) {
-    (record.kind().as_str().to_owned(), record.name().to_owned())
+/// What `backup inspect` found.
+#[derive(Serialize)]
+struct Inspection {
+    manifest: backup::Manifest,
+    /// Records in the archived configuration.
+    records: usize,
+    /// What a restore would change, when a daemon was reachable to compare with.
+    changes: Option<Vec<RecordChange>>,
+    /// Why no daemon was reachable.
+    daemon_unreachable: Option<String>,
 }
 
-/// A record as the API shows it: secrets redacted, with its kind.
-fn shown(record: &Record) -> Value {
-    let mut value = record.redacted().to_json();
-    if let Value::Object(map) = &mut value {
-        map.insert("kind".to_owned(), Value::String(record.kind().as_str().to_owned()));
-    }
-    value
+/// A record's kind name and name: changes are listed in this order, as the daemon's diff
+/// lists them.
+type Key = (&'static str, String);
+
+fn key(record: &Record) -> Key {
+    (record.kind().as_str(), record.name().to_owned())
 }
 
-/// The configuration the daemon serves now, by (kind, name).
-fn current_config(globals: &Globals) -> anyhow::Result<BTreeMap<(String, String), Value>> {
+/// The configuration the daemon serves now (secrets redacted), by (kind, name).
+fn current_config(globals: &Globals) -> anyhow::Result<BTreeMap<Key, Record>> {
     let client = Client::new(globals, prompt::login_password(globals)?)?;
-    let config = client.get("/api/v1/config")?;
-    let mut records = BTreeMap::new();
-    for value in config["records"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let kind = value["kind"].as_str().and_then(model::RecordKind::from_name);
-        let Some(kind) = kind else { continue };
-        let mut fields = value.clone();
-        if let Value::Object(map) = &mut fields {
-            map.remove("kind");
-        }
-        // Parsed to find the name the same way for every kind; the JSON is compared as shown.
-        let record = Record::from_json(kind, fields)
-            .with_context(|| format!("the daemon's {} record", kind.as_str()))?;
-        records.insert(key(&record), value.clone());
-    }
-    Ok(records)
+    let config: ConfigAnswer = client.get("/api/v1/config")?;
+    Ok(config.records.into_iter().map(|record| (key(&record), record)).collect())
 }
 
 /// The changes a restore would make, in the form of `GET /api/v1/config/diff`'s `changes`.
-fn diff(
-    current: &BTreeMap<(String, String), Value>,
-    archived: &BTreeMap<(String, String), Value>,
-) -> Vec<Value> {
-    let mut keys: Vec<&(String, String)> = current.keys().chain(archived.keys()).collect();
+fn diff(current: &BTreeMap<Key, Record>, archived: &BTreeMap<Key, Record>) -> Vec<RecordChange> {
+    let mut keys: Vec<&Key> = current.keys().chain(archived.keys()).collect();
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .filter(|key| current.get(*key) != archived.get(*key))
-        .map(|(kind, name)| {
-            let key = (kind.clone(), name.clone());
-            json!({
-                "kind": kind,
-                "name": name,
-                "before": current.get(&key),
-                "after": archived.get(&key),
+        .filter_map(|key| {
+            let (before, after) = (current.get(key), archived.get(key));
+            let kind = before.or(after)?.kind();
+            (before != after).then(|| RecordChange {
+                kind,
+                name: key.1.clone(),
+                before: before.cloned(),
+                after: after.cloned(),
             })
         })
         .collect()
 }
 
-fn render_inspect(answer: &Value) -> String {
-    let manifest = &answer["manifest"];
+fn render_inspect(answer: &Inspection) -> String {
+    let manifest = &answer.manifest;
+    let members: Vec<String> = manifest
+        .members
+        .iter()
+        .map(|member| format!("{} ({} bytes)", member.name, member.size_bytes))
+        .collect();
     let mut out = render::fields(&json!({
-        "product": manifest["product"],
-        "software_version": manifest["software_version"],
-        "hardware_serial": manifest["hardware_serial"],
-        "created": manifest["created_at_ms"],
-        "peer_id": manifest["peer_id"],
-        "members": manifest["members"].as_array().map(|members| members.iter()
-            .map(|m| format!("{} ({} bytes)", render::text(&m["name"]), m["size_bytes"]))
-            .collect::<Vec<_>>().join(", ")),
-        "records": answer["records"],
+        "product": manifest.product,
+        "software_version": manifest.software_version,
+        "hardware_serial": manifest.hardware_serial,
+        "created": manifest.created_at_ms,
+        "peer_id": manifest.peer_id,
+        "members": members.join(", "),
+        "records": answer.records,
     }));
-    match answer["changes"].as_array() {
+    match &answer.changes {
         Some(changes) => {
             out += "\nA restore would change, compared with the daemon's configuration now:\n";
-            let diff = json!({"from": "now", "to": "the backup", "changes": changes});
+            let diff = ConfigDiff {
+                from: "now".to_owned(),
+                to: "the backup".to_owned(),
+                changes: changes.clone(),
+            };
             out += &render::diff(&diff);
         }
         None => {
             out += &format!(
                 "\n(no daemon reachable, so no comparison: {})\n",
-                render::text(&answer["daemon_unreachable"])
+                answer.daemon_unreachable.as_deref().unwrap_or("-")
             );
         }
     }

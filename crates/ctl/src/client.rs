@@ -1,10 +1,12 @@
-//! HTTPS access to the admin API: TLS trust, HTTP Basic credentials on every request, and JSON
-//! error answers turned into [`ApiError`]s.
+//! HTTPS access to the admin API: TLS trust, HTTP Basic credentials on every request, answers
+//! read as the `api` crate's types (an answer that does not match them is an error naming the
+//! request, never an empty value), and error answers turned into [`ApiError`]s.
 
 use crate::cli::Globals;
 use anyhow::{Context, bail};
 use reqwest::Method;
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,21 +33,27 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl ApiError {
-    /// Reads an error answer; anything else (a proxy's HTML page) becomes its HTTP status.
-    pub(crate) fn from_answer(status: u16, body: &Value) -> ApiError {
-        let error = &body["error"];
-        let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
-        let fields = error["fields"]
-            .as_array()
-            .map(|fields| fields.iter().map(|f| (text(&f["field"]), text(&f["message"]))).collect())
-            .unwrap_or_default();
-        ApiError {
-            status,
-            code: error["code"].as_str().unwrap_or("http_error").to_owned(),
-            message: error["message"]
-                .as_str()
-                .map_or_else(|| format!("the daemon answered HTTP {status}"), str::to_owned),
-            fields,
+    /// Reads an error answer (`api::ErrorAnswer`); anything else (a proxy's HTML page) becomes
+    /// its HTTP status.
+    pub(crate) fn from_answer(status: u16, body: &str) -> ApiError {
+        match serde_json::from_str::<api::ErrorAnswer>(body) {
+            Ok(answer) => ApiError {
+                status,
+                code: answer.error.code,
+                message: answer.error.message,
+                fields: answer
+                    .error
+                    .fields
+                    .into_iter()
+                    .map(|field| (field.field, field.message))
+                    .collect(),
+            },
+            Err(_) => ApiError {
+                status,
+                code: "http_error".to_owned(),
+                message: format!("the daemon answered HTTP {status}"),
+                fields: Vec::new(),
+            },
         }
     }
 }
@@ -123,20 +131,29 @@ impl Client {
         Ok(digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":"))
     }
 
-    pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(Method::GET, path, None)
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(Method::GET, path, None::<&()>)
     }
 
-    pub(crate) fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
         self.send(Method::POST, path, Some(body))
     }
 
-    pub(crate) fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
         self.send(Method::PUT, path, Some(body))
     }
 
-    pub(crate) fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(Method::DELETE, path, None)
+    /// A DELETE, answered with no body (204).
+    pub(crate) fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(Method::DELETE, path, None::<&()>)
     }
 
     /// A request with the credentials, for bodies and answers that are not JSON (backups).
@@ -153,38 +170,57 @@ impl Client {
         request: reqwest::blocking::RequestBuilder,
     ) -> anyhow::Result<reqwest::blocking::Response> {
         let response = request.send().with_context(|| format!("cannot reach {}", self.url))?;
-        if response.status().as_u16() >= 400 {
-            return Err(answer(response).err().unwrap_or_else(|| anyhow::anyhow!("HTTP error")));
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let text = response.text().context("reading the answer")?;
+            return Err(ApiError::from_answer(status, &text).into());
         }
         Ok(response)
     }
 
     /// Sends one request; a 4xx/5xx answer becomes an [`ApiError`].
-    fn send(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let mut request = self.request(method, path);
+    fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
+        let mut request = self.request(method.clone(), path);
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request.send().with_context(|| format!("cannot reach {}", self.url))?;
-        answer(response)
+        answer(response).with_context(|| format!("{method} {path}"))
     }
 }
 
-/// Reads a JSON answer; a 4xx/5xx becomes an [`ApiError`].
-pub(crate) fn answer(response: reqwest::blocking::Response) -> anyhow::Result<Value> {
-    {
-        let status = response.status().as_u16();
-        let text = response.text().context("reading the answer")?;
-        let value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if status >= 400 {
-            return Err(ApiError::from_answer(status, &value).into());
-        }
-        Ok(value)
+/// Reads an answer as `T` (an empty body reads as JSON `null`, so `()` takes a 202 or 204);
+/// a 4xx/5xx becomes an [`ApiError`].
+pub(crate) fn answer<T: DeserializeOwned>(
+    response: reqwest::blocking::Response,
+) -> anyhow::Result<T> {
+    let status = response.status().as_u16();
+    let text = response.text().context("reading the answer")?;
+    if status >= 400 {
+        return Err(ApiError::from_answer(status, &text).into());
     }
+    decode(&text)
+}
+
+/// Longest excerpt of a mismatched answer quoted in the error.
+const EXCERPT_CHARS_MAX: usize = 300;
+
+/// `text` as `T`, or an error saying the daemon and this batonctl disagree on the answer.
+fn decode<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
+    let json = if text.trim().is_empty() { "null" } else { text };
+    serde_json::from_str(json).map_err(|error| {
+        let excerpt: String = text.chars().take(EXCERPT_CHARS_MAX).collect();
+        anyhow::anyhow!(
+            "the daemon's answer does not have the form this batonctl ({}) expects: {error}; \
+             the answer begins {excerpt:?}",
+            env!("CARGO_PKG_VERSION")
+        )
+    })
 }
 
 /// The CA to trust: `--ca`/BATON_CA, else the development CA when it exists.
@@ -247,14 +283,28 @@ mod tests {
         let body = json!({"error": {"code": "invalid_fields", "message": "2 invalid", "fields": [
             {"field": "name", "message": "must not be empty"},
         ]}});
-        let error = ApiError::from_answer(422, &body);
+        let error = ApiError::from_answer(422, &body.to_string());
         assert_eq!((error.code.as_str(), error.message.as_str()), ("invalid_fields", "2 invalid"));
         assert_eq!(error.fields, vec![("name".to_owned(), "must not be empty".to_owned())]);
-        let error = ApiError::from_answer(502, &json!("<html>bad gateway</html>"));
+        let error = ApiError::from_answer(502, "<html>bad gateway</html>");
         assert_eq!(error.message, "the daemon answered HTTP 502");
         assert!(error.fields.is_empty());
-        let not_found = anyhow::Error::new(ApiError::from_answer(404, &Value::Null));
+        let not_found = anyhow::Error::new(ApiError::from_answer(404, ""));
         assert!(is_not_found(&not_found.context("reading")));
+    }
+
+    #[test]
+    fn answers_that_do_not_match_the_contract_are_errors_naming_the_field() {
+        let renamed = r#"{"unavailable": null, "maintenance_drain_left_ms": 0, "bridges": []}"#;
+        let error = decode::<api::PolicyStatus>(renamed).unwrap_err().to_string();
+        assert!(error.contains("does not have the form"), "{error}");
+        assert!(error.contains("maintenance_drain_left_ms"), "{error}");
+        let missing = r#"{"unavailable": null, "bridges": []}"#;
+        let error = decode::<api::PolicyStatus>(missing).unwrap_err().to_string();
+        assert!(error.contains("missing field `maintenance_drain_ms_left`"), "{error}");
+        // No body (a 202 or 204) is what `()` expects.
+        decode::<()>("").unwrap();
+        assert!(decode::<api::PolicyStatus>("").is_err());
     }
 
     #[test]

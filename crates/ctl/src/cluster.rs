@@ -12,7 +12,6 @@ use crate::output::Output;
 use crate::{prompt, records, render};
 use anyhow::bail;
 use model::RecordKind;
-use serde_json::{Value, json};
 
 pub(crate) fn run(
     client: &Client,
@@ -26,7 +25,10 @@ pub(crate) fn run(
         ClusterAction::Show => settings(SettingsAction::Show),
         ClusterAction::Set(body) => settings(SettingsAction::Set(body)),
         ClusterAction::Clear => settings(SettingsAction::Clear),
-        ClusterAction::Status => out.emit(&client.get("/api/v1/cluster/status")?, render::cluster),
+        ClusterAction::Status => {
+            let status: api::ClusterStatus = client.get("/api/v1/cluster/status")?;
+            out.emit(&status, render::cluster)
+        }
         ClusterAction::Join { members } => join(client, globals, password, out, &members),
         ClusterAction::Upgrade(args) => crate::cluster_upgrade::run(globals, password, out, &args),
     }
@@ -45,8 +47,8 @@ fn join(
             Client::new(&Globals { url: url.clone(), ..globals.clone() }, password.to_owned())
         })
         .collect::<anyhow::Result<_>>()?;
-    let new_address = match new.get("/api/v1/ipv4") {
-        Ok(ipv4) => ipv4["address"].as_str().unwrap_or_default().to_owned(),
+    let new_address = match records::ipv4(new) {
+        Ok(ipv4) => ipv4.address.to_string(),
         Err(error) if crate::client::is_not_found(&error) => {
             bail!("the new peer has no IPv4 address yet: batonctl ipv4 set --set address=…")
         }
@@ -55,16 +57,13 @@ fn join(
     // Every member must already agree on the list: the cluster is consistent before it grows.
     let mut lists = Vec::new();
     for (member, url) in members.iter().zip(member_urls) {
-        let cluster = match member.get("/api/v1/cluster") {
-            Ok(cluster) => cluster,
+        let listed = match records::cluster(member) {
+            Ok(cluster) => cluster.peers,
             // A standalone member has no cluster settings yet.
-            Err(error) if crate::client::is_not_found(&error) => Value::Null,
+            Err(error) if crate::client::is_not_found(&error) => Vec::new(),
             Err(error) => return Err(error.context(format!("reading {url}"))),
         };
-        let mut peers: Vec<String> = cluster["peers"]
-            .as_array()
-            .map(|peers| peers.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
+        let mut peers: Vec<String> = listed.iter().map(ToString::to_string).collect();
         peers.sort();
         lists.push((url, peers));
     }
@@ -88,17 +87,16 @@ fn join(
          peer takes the key and the list; its shared configuration is replaced by the cluster's",
         member_urls[0]
     );
-    let request = json!({
-        "member_url": member_urls[0],
-        "password": password,
-        "pre_shared_key": key,
-        "member_certificate_sha256": fingerprint,
-    });
-    let joined = new.post("/api/v1/cluster/join", &request).map_err(|error| {
+    let request = api::JoinRequest {
+        member_url: member_urls[0].clone(),
+        password: password.to_owned(),
+        pre_shared_key: key,
+        member_certificate_sha256: fingerprint,
+    };
+    let joined: api::Joined = new.post("/api/v1/cluster/join", &request).map_err(|error| {
         let advice = "fix the new peer's settings with `batonctl cluster set` (e.g. the key, \
              with --file -), or take it off the members' lists";
         anyhow::anyhow!("{error:#}\n{advice}")
     })?;
-    let status = joined["status"].clone();
-    out.emit(&status, |status| format!("joined\n{}", render::cluster(status)))
+    out.emit(&joined.status, |status| format!("joined\n{}", render::cluster(status)))
 }

@@ -23,11 +23,14 @@
 use crate::cli::{Globals, UpgradeArgs};
 use crate::client::{self, Client};
 use crate::output::Output;
-use crate::{prompt, render};
+use crate::{prompt, records, render};
 use anyhow::{Context, bail};
-use model::record::REDACTED;
+use api::{ClusterStatus, PeerState, PolicyStatus};
+use model::record::{Conference, Maintenance, REDACTED};
+use model::{Record, Scope};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
@@ -63,7 +66,7 @@ struct Named {
 }
 
 /// What a peer shows now.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Seen {
     version: String,
     peer_id: String,
@@ -74,7 +77,7 @@ struct Seen {
     listed: Vec<String>,
     /// Address → state ("this_system", "active", "failed", …) of every listed peer.
     lines: BTreeMap<String, String>,
-    cluster_status: Value,
+    cluster_status: ClusterStatus,
     maintenance: bool,
     /// Its status path answers 200: the VCS may send it calls.
     serving: bool,
@@ -356,8 +359,7 @@ impl Run<'_> {
             let peer = self.peer(index);
             if observe(peer)?.maintenance {
                 eprintln!("Task 5: {}: out of maintenance, serving the VCS", peer.address);
-                peer.client
-                    .put("/api/v1/maintenance", &json!({"enabled": false}))
+                put_maintenance(peer, false)
                     .with_context(|| format!("ending maintenance mode on {}", peer.address))?;
             }
         }
@@ -382,8 +384,7 @@ impl Run<'_> {
                 last.address
             );
             self.require_other_serving(self.last)?;
-            last.client
-                .put("/api/v1/maintenance", &json!({"enabled": true}))
+            put_maintenance(last, true)
                 .with_context(|| format!("setting maintenance mode on {}", last.address))?;
         }
         // The last peer decides the calls that still reach it until its drain is over.
@@ -394,8 +395,8 @@ impl Run<'_> {
             if Instant::now() > deadline {
                 bail!("{} did not stop serving the VCS after its drain", last.address);
             }
-            let status = last.client.get("/api/v1/policy/status")?;
-            match status["maintenance_drain_ms_left"].as_u64() {
+            let status: PolicyStatus = last.client.get("/api/v1/policy/status")?;
+            match status.maintenance_drain_ms_left {
                 Some(0) | None if !serving(last) => break,
                 Some(left_ms) if left_ms > DRAIN_WAIT_MAX_MS => bail!(
                     "{} says its maintenance drains for {left_ms} ms more: check its clock",
@@ -494,7 +495,7 @@ impl Run<'_> {
         self.upload(index)?;
         let peer = self.peer(index);
         peer.client
-            .post("/api/v1/upgrade/reboot", &Value::Null)
+            .post::<()>("/api/v1/upgrade/reboot", &())
             .with_context(|| format!("asking {} to reboot into the new version", peer.address))?;
         eprintln!("  {}: rebooting", peer.address);
         let deadline = Instant::now() + Duration::from_millis(reboot_timeout_ms);
@@ -511,7 +512,10 @@ impl Run<'_> {
                 // Back with the new version, still catching up: wait.
                 Ok(s) if s.started != before.started && s.version == self.target => {}
                 Ok(s) if s.started != before.started => {
-                    let boot = peer.client.get("/api/v1/upgrade").unwrap_or(Value::Null);
+                    let last_boot = match peer.client.get::<api::UpgradeStatus>("/api/v1/upgrade") {
+                        Ok(boot) => boot.last_boot,
+                        Err(error) => format!("unknown: {error:#}"),
+                    };
                     bail!(
                         "{} came back running {}, not {} (last boot: {}); it still serves \
                          nothing and the cluster is served by the others. Look at its Event \
@@ -519,7 +523,7 @@ impl Run<'_> {
                         peer.address,
                         s.version,
                         self.target,
-                        render::text(&boot["last_boot"])
+                        last_boot
                     );
                 }
                 _ => {}
@@ -587,13 +591,12 @@ fn discover(
     let mut urls = vec![globals.url.trim_end_matches('/').to_owned()];
     if given.is_empty() {
         let here = connect(&urls[0])?;
-        let status = here.get("/api/v1/cluster/status")?;
-        let listed: Vec<String> = status["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|line| line["state"] != "this_system")
-            .filter_map(|line| line["address"].as_str().map(str::to_owned))
+        let status: ClusterStatus = here.get("/api/v1/cluster/status")?;
+        let listed: Vec<String> = status
+            .peers
+            .iter()
+            .filter(|line| line.state != PeerState::ThisSystem)
+            .map(|line| line.address.to_string())
             .collect();
         if listed.is_empty() {
             bail!(
@@ -614,8 +617,8 @@ fn discover(
         let deadline = Instant::now() + Duration::from_millis(answer_timeout_ms);
         let mut said = false;
         let address = loop {
-            match client.get("/api/v1/ipv4") {
-                Ok(ipv4) => break ipv4["address"].as_str().unwrap_or_default().to_owned(),
+            match records::ipv4(&client) {
+                Ok(ipv4) => break ipv4.address.to_string(),
                 Err(error)
                     if error.downcast_ref::<client::ApiError>().is_none()
                         && Instant::now() < deadline =>
@@ -797,26 +800,26 @@ fn choose_last(
 
 /// What a peer shows now (four requests).
 fn observe(peer: &Peer) -> anyhow::Result<Seen> {
-    let status = peer.client.get("/api/v1/status")?;
-    let cluster_status = status["cluster"].clone();
-    let mut lines = BTreeMap::new();
-    for line in cluster_status["peers"].as_array().into_iter().flatten() {
-        let address = line["address"].as_str().unwrap_or_default().to_owned();
-        lines.insert(address, line["state"].as_str().unwrap_or_default().to_owned());
-    }
-    let maintenance = match peer.client.get("/api/v1/maintenance") {
-        Ok(record) => record["enabled"] == true,
+    let status: api::Status = peer.client.get("/api/v1/status")?;
+    let lines: BTreeMap<String, String> = status
+        .cluster
+        .peers
+        .iter()
+        .map(|line| (line.address.to_string(), line.state.as_str().to_owned()))
+        .collect();
+    let maintenance = match records::maintenance(&peer.client) {
+        Ok(maintenance) => maintenance.enabled,
         Err(error) if client::is_not_found(&error) => false,
         Err(error) => return Err(error),
     };
     Ok(Seen {
-        version: status["version"].as_str().unwrap_or_default().to_owned(),
-        peer_id: status["peer_id"].as_str().unwrap_or_default().to_owned(),
-        started: status["started"].as_str().unwrap_or_default().to_owned(),
-        projections_current: status["projections_current"] == true,
+        version: status.version,
+        peer_id: status.peer_id,
+        started: status.started,
+        projections_current: status.projections_current,
         listed: sorted(lines.keys().cloned()),
         lines,
-        cluster_status,
+        cluster_status: status.cluster,
         maintenance,
         serving: serving(peer),
     })
@@ -851,16 +854,15 @@ fn serving(peer: &Peer) -> bool {
 }
 
 fn unavailable_reason(peer: &Peer) -> String {
-    match peer.client.get("/api/v1/policy/status") {
-        Ok(status) => status["unavailable"].as_str().unwrap_or("serving").to_owned(),
+    match peer.client.get::<PolicyStatus>("/api/v1/policy/status") {
+        Ok(status) => status.unavailable.unwrap_or_else(|| "serving".to_owned()),
         Err(error) => format!("{error:#}"),
     }
 }
 
 /// Turns maintenance mode on or off and waits until the status path says so.
 fn set_maintenance(peer: &Peer, enabled: bool) -> anyhow::Result<()> {
-    peer.client
-        .put("/api/v1/maintenance", &json!({"enabled": enabled}))
+    put_maintenance(peer, enabled)
         .with_context(|| format!("setting maintenance mode on {}", peer.address))?;
     wait_for(peer, if enabled { "to stop serving" } else { "to serve the VCS" }, |_| {
         serving(peer) != enabled
@@ -871,8 +873,8 @@ fn set_maintenance(peer: &Peer, enabled: bool) -> anyhow::Result<()> {
 /// Waits until a peer in maintenance has drained: the VCS has had its poll interval to move
 /// its calls elsewhere.
 fn wait_drained(peer: &Peer) -> anyhow::Result<()> {
-    let status = peer.client.get("/api/v1/policy/status")?;
-    let Some(left_ms) = status["maintenance_drain_ms_left"].as_u64() else { return Ok(()) };
+    let status: PolicyStatus = peer.client.get("/api/v1/policy/status")?;
+    let Some(left_ms) = status.maintenance_drain_ms_left else { return Ok(()) };
     if left_ms == 0 {
         return Ok(());
     }
@@ -891,6 +893,12 @@ fn wait_drained(peer: &Peer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Saves the peer's maintenance mode setting.
+fn put_maintenance(peer: &Peer, enabled: bool) -> anyhow::Result<()> {
+    let _: Record = peer.client.put("/api/v1/maintenance", &Maintenance { enabled })?;
+    Ok(())
+}
+
 fn standalone(peer: &Peer) -> anyhow::Result<()> {
     save_cluster(peer, "", &[])?;
     wait_for(peer, "to be in standalone mode", |s| !s.clustered())
@@ -898,7 +906,7 @@ fn standalone(peer: &Peer) -> anyhow::Result<()> {
 
 fn save_cluster(peer: &Peer, key: &str, peers: &[String]) -> anyhow::Result<()> {
     peer.client
-        .put("/api/v1/cluster", &json!({"pre_shared_key": key, "peers": peers}))
+        .put::<Record>("/api/v1/cluster", &json!({"pre_shared_key": key, "peers": peers}))
         .with_context(|| format!("saving the cluster settings of {}", peer.address))?;
     Ok(())
 }
@@ -929,18 +937,18 @@ fn wait_links(group: &[&Peer], what: &str) -> anyhow::Result<()> {
             let s = match observe(peer) {
                 Ok(s) => s,
                 Err(error) => {
-                    waiting = Some((peer.address.clone(), json!(format!("{error:#}"))));
+                    waiting = Some((peer.address.clone(), format!("{error:#}\n")));
                     continue;
                 }
             };
             if !s.links_up() || !s.projections_current {
-                let refused =
-                    s.cluster_status["peers"].as_array().into_iter().flatten().any(|line| {
-                        let text = line["text"].as_str().unwrap_or_default();
-                        line["state"] == "failed"
-                            && !text.starts_with("Failed: unreachable")
-                            && !text.starts_with("Failed: connection lost")
-                    });
+                // Only text tells a refusal from a peer merely out of reach, for now.
+                let refused = s.cluster_status.peers.iter().any(|line| match &line.state {
+                    PeerState::Failed { reason } => {
+                        !reason.starts_with("unreachable") && !reason.starts_with("connection lost")
+                    }
+                    _ => false,
+                });
                 if refused {
                     bail!(
                         "{what}: {} refuses a peer:\n{}fix the cluster settings named there \
@@ -949,15 +957,11 @@ fn wait_links(group: &[&Peer], what: &str) -> anyhow::Result<()> {
                         render::cluster(&s.cluster_status)
                     );
                 }
-                waiting = Some((peer.address.clone(), s.cluster_status));
+                waiting = Some((peer.address.clone(), render::cluster(&s.cluster_status)));
             }
         }
-        let Some((address, status)) = waiting else { return Ok(()) };
+        let Some((address, shown)) = waiting else { return Ok(()) };
         if Instant::now() > deadline {
-            let shown = match status.as_str() {
-                Some(error) => format!("{error}\n"),
-                None => render::cluster(&status),
-            };
             bail!(
                 "{what}: not every link is Active after {LINKS_TIMEOUT_MS} ms; {address} \
                  shows:\n{shown}"
@@ -992,21 +996,12 @@ fn wait_caught_up(peer: &Peer, reference: &Peer) -> anyhow::Result<()> {
 
 /// (kind, name) of every shared record the peer holds.
 fn shared_keys(peer: &Peer) -> anyhow::Result<BTreeSet<(String, String)>> {
-    let shared: BTreeSet<&str> = model::RecordKind::ALL
+    let config: api::ConfigAnswer = peer.client.get("/api/v1/config")?;
+    Ok(config
+        .records
         .iter()
-        .filter(|kind| kind.scope() == model::Scope::Shared)
-        .map(|kind| kind.as_str())
-        .collect();
-    let config = peer.client.get("/api/v1/config")?;
-    Ok(config["records"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|record| {
-            let kind = record["kind"].as_str()?;
-            let name = record["name"].as_str().unwrap_or(kind);
-            shared.contains(kind).then(|| (kind.to_owned(), name.to_owned()))
-        })
+        .filter(|record| record.kind().scope() == Scope::Shared)
+        .map(|record| (record.kind().as_str().to_owned(), record.name().to_owned()))
         .collect())
 }
 
@@ -1023,18 +1018,17 @@ fn upload(peer: &Peer, target: &str, path: &Path) -> anyhow::Result<()> {
         .timeout(UPLOAD_TIMEOUT)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::blocking::Body::sized(reader, total_bytes));
-    let answer = client::answer(peer.client.send_raw(request).map_err(|error| {
-        error.context(format!(
-            "{} refused the image; nothing was changed on it (run the command again with an \
+    let answer: api::Installed =
+        client::answer(peer.client.send_raw(request).map_err(|error| {
+            error.context(format!(
+                "{} refused the image; nothing was changed on it (run the command again with an \
              image it accepts)",
-            peer.address
-        ))
-    })?)?;
+                peer.address
+            ))
+        })?)?;
     eprintln!(
         "  {}: {} installed in slot {}; it boots next, on trial",
-        peer.address,
-        render::text(&answer["version"]),
-        render::text(&answer["slot"])
+        peer.address, answer.version, answer.slot
     );
     Ok(())
 }
@@ -1064,9 +1058,9 @@ impl Read for Progress {
 /// will end them when empty. Returns how many changed.
 fn reown(peer: &Peer, owner: &str, staying: &BTreeSet<String>) -> anyhow::Result<usize> {
     let mut changed = 0;
-    for (name, record) in conferences(peer)? {
-        if !staying.contains(record["created_by"].as_str().unwrap_or_default()) {
-            save_conference(peer, &name, &record, owner)?;
+    for record in conferences(peer)?.into_values() {
+        if !staying.contains(&record.created_by) {
+            save_conference(peer, &record, owner)?;
             changed += 1;
         }
     }
@@ -1087,8 +1081,8 @@ fn carry_conferences(
     let source = conferences(from)?;
     let target = conferences(to)?;
     let mut changed = 0;
-    let same_place = |a: &Value, b: &Value| {
-        a["bridge"] == b["bridge"] && a["bridge_conference_id"] == b["bridge_conference_id"]
+    let same_place = |a: &Conference, b: &Conference| {
+        a.bridge == b.bridge && a.bridge_conference_id == b.bridge_conference_id
     };
     for (name, record) in &source {
         let keep = match target.get(name) {
@@ -1097,7 +1091,7 @@ fn carry_conferences(
             Some(_) => true,
         };
         if !keep {
-            save_conference(to, name, record, owner)?;
+            save_conference(to, record, owner)?;
             changed += 1;
         }
     }
@@ -1113,41 +1107,31 @@ fn carry_conferences(
                 _ => {}
             }
             changed += 1;
-        } else if !staying.contains(record["created_by"].as_str().unwrap_or_default()) {
-            save_conference(to, name, record, owner)?;
+        } else if !staying.contains(&record.created_by) {
+            save_conference(to, record, owner)?;
             changed += 1;
         }
     }
     Ok(changed)
 }
 
-fn conferences(peer: &Peer) -> anyhow::Result<BTreeMap<String, Value>> {
-    let listed = peer.client.get("/api/v1/conferences")?;
-    Ok(listed
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|record| Some((record["name"].as_str()?.to_owned(), record.clone())))
-        .collect())
+fn conferences(peer: &Peer) -> anyhow::Result<BTreeMap<String, Conference>> {
+    let listed = records::conferences(&peer.client)?;
+    Ok(listed.into_iter().map(|conference| (conference.name.clone(), conference)).collect())
 }
 
-fn save_conference(peer: &Peer, name: &str, record: &Value, owner: &str) -> anyhow::Result<()> {
-    // Only the record's own fields: a listing adds metadata (kind, stamps) a save refuses.
-    let record = json!({
-        "name": name,
-        "bridge": record["bridge"],
-        "bridge_conference_id": record["bridge_conference_id"],
-        "template": record["template"],
-        "created_by": owner,
-    });
+/// Saves `conference` on `peer`, owned by `owner`.
+fn save_conference(peer: &Peer, conference: &Conference, owner: &str) -> anyhow::Result<()> {
+    let name = &conference.name;
+    let record = Conference { created_by: owner.to_owned(), ..conference.clone() };
     // A PUT updates a record; a record the peer does not have is created with a POST.
-    let saved =
-        match peer.client.put(&format!("/api/v1/conferences/{}", client::encode(name)), &record) {
-            Err(error) if client::is_not_found(&error) => {
-                peer.client.post("/api/v1/conferences", &record)
-            }
-            other => other,
-        };
+    let path = format!("/api/v1/conferences/{}", client::encode(name));
+    let saved = match peer.client.put::<Record>(&path, &record) {
+        Err(error) if client::is_not_found(&error) => {
+            peer.client.post::<Record>("/api/v1/conferences", &record)
+        }
+        other => other,
+    };
     saved.with_context(|| format!("saving conference {name} on {}", peer.address))?;
     Ok(())
 }
@@ -1175,23 +1159,35 @@ fn finish(peers: &[Peer], out: Output, target: &str) -> anyhow::Result<()> {
         if let Some(problem) = problem {
             bail!("the upgrade did not finish: {} {problem}; run the command again", peer.address);
         }
-        rows.push(json!({"address": peer.address, "version": s.version, "peer_id": s.peer_id}));
+        rows.push(Upgraded {
+            address: peer.address.clone(),
+            version: s.version,
+            peer_id: s.peer_id,
+        });
     }
-    let answer = json!({"version": target, "peers": rows});
+    let answer = Finished { version: target.to_owned(), peers: rows };
     out.emit(&answer, |answer| {
-        let mut text = format!(
-            "every peer runs {} in one cluster, serving the VCS\n",
-            render::text(&answer["version"])
-        );
-        for row in answer["peers"].as_array().into_iter().flatten() {
-            text.push_str(&format!(
-                "{}  {}\n",
-                render::text(&row["address"]),
-                render::text(&row["version"])
-            ));
+        let mut text =
+            format!("every peer runs {} in one cluster, serving the VCS\n", answer.version);
+        for row in &answer.peers {
+            text.push_str(&format!("{}  {}\n", row.address, row.version));
         }
         text
     })
+}
+
+/// The outcome of a rolling upgrade, as `--json` prints it.
+#[derive(Serialize)]
+struct Finished {
+    version: String,
+    peers: Vec<Upgraded>,
+}
+
+#[derive(Serialize)]
+struct Upgraded {
+    address: String,
+    version: String,
+    peer_id: String,
 }
 
 fn sorted(addresses: impl Iterator<Item = String>) -> Vec<String> {
@@ -1225,11 +1221,23 @@ mod tests {
 
     /// A peer at `version`, listing `listed` (last octets), in maintenance or not.
     fn seen(version: &str, listed: &[u8], maintenance: bool) -> Seen {
+        let cluster_status = ClusterStatus {
+            mode: api::ClusterMode::Standalone,
+            cluster_id: None,
+            peer_id: String::new(),
+            problems: Vec::new(),
+            peers: Vec::new(),
+        };
         Seen {
             version: version.to_owned(),
+            peer_id: String::new(),
+            started: String::new(),
+            projections_current: true,
             listed: listed.iter().map(|x| format!("10.0.0.{x}")).collect(),
+            lines: BTreeMap::new(),
+            cluster_status,
             maintenance,
-            ..Seen::default()
+            serving: false,
         }
     }
 

@@ -7,8 +7,8 @@ use crate::cli::{
 use crate::client::{self, Client};
 use crate::output::Output;
 use crate::{prompt, records, render};
-use anyhow::bail;
-use serde_json::json;
+use anyhow::{Context, bail};
+use api::{ConfigAnswer, ConfigDiff, ConfigLogEntry, EventLogEntry, Status};
 
 pub(crate) fn run(parsed: Parsed) -> anyhow::Result<()> {
     let Parsed { globals, invocation } = parsed;
@@ -43,23 +43,18 @@ pub(crate) fn run(parsed: Parsed) -> anyhow::Result<()> {
 fn change_password(globals: &Globals, out: Output) -> anyhow::Result<()> {
     let (current, new) = prompt::password_change(globals)?;
     let client = Client::new(globals, current.clone())?;
-    let body = json!({"current_password": current, "new_password": new});
-    let answer = client.post("/api/v1/password", &body)?;
+    let body = api::PasswordChange { current_password: current, new_password: new };
+    let answer: api::Message = client.post("/api/v1/password", &body)?;
     out.emit(&answer, |_| "password changed\n".to_owned())
 }
 
 fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Status => out.emit(&client.get("/api/v1/status")?, |status| {
-            let mut overview = status.clone();
-            let cluster = overview.as_object_mut().and_then(|map| map.remove("cluster"));
-            let mut text = render::fields(&overview);
-            if let Some(cluster) = cluster {
-                text.push_str("\ncluster ");
-                text.push_str(&render::cluster(&cluster));
-            }
-            text
-        }),
+        Command::Status => {
+            let status: Status = client.get("/api/v1/status")?;
+            let text = status_text(&status)?;
+            out.emit(&status, |_| text)
+        }
         Command::Password => Ok(()),
         Command::Backup(command) => crate::backups::run(client, out, command),
         Command::Upgrade(command) => crate::upgrades::run(client, out, command),
@@ -67,7 +62,8 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
         Command::Config(ConfigCommand::At { time }) => config_at(client, out, Some(time)),
         Command::Config(ConfigCommand::Diff { from, to }) => {
             let query = client::query(&[("from", Some(from)), ("to", to)]);
-            out.emit(&client.get(&format!("/api/v1/config/diff{query}"))?, render::diff)
+            let diff: ConfigDiff = client.get(&format!("/api/v1/config/diff{query}"))?;
+            out.emit(&diff, render::diff)
         }
         Command::History { collection, name, page } => {
             let name = name.unwrap_or_else(|| collection.as_str().to_owned());
@@ -77,7 +73,8 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
                 client::encode(&name),
                 client::query(&paging(&page))
             );
-            out.emit(&client.get(&path)?, render::config_log)
+            let page: api::Page<ConfigLogEntry> = client.get(&path)?;
+            out.emit(&page, render::config_log)
         }
         Command::Log(LogCommand::Config { actor, kind, name, since, until, page }) => {
             let mut pairs = vec![
@@ -89,20 +86,35 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
             ];
             pairs.extend(paging(&page));
             let path = format!("/api/v1/logs/configuration{}", client::query(&pairs));
-            out.emit(&client.get(&path)?, render::config_log)
+            let page: api::Page<ConfigLogEntry> = client.get(&path)?;
+            out.emit(&page, render::config_log)
         }
         Command::Log(LogCommand::Events { level, kind, text, page }) => {
             let mut pairs = vec![("level", level), ("kind", kind), ("text", text)];
             pairs.extend(paging(&page));
             let path = format!("/api/v1/logs/events{}", client::query(&pairs));
-            out.emit(&client.get(&path)?, render::event_log)
+            let page: api::Page<EventLogEntry> = client.get(&path)?;
+            out.emit(&page, render::event_log)
         }
     }
 }
 
 fn config_at(client: &Client, out: Output, at: Option<String>) -> anyhow::Result<()> {
     let path = format!("/api/v1/config{}", client::query(&[("at", at)]));
-    out.emit(&client.get(&path)?, render::config)
+    let config: ConfigAnswer = client.get(&path)?;
+    out.emit(&config, render::config)
+}
+
+/// The status as `field: value` lines, then the cluster's lines.
+fn status_text(status: &Status) -> anyhow::Result<String> {
+    let mut overview = serde_json::to_value(status).context("encoding the status")?;
+    if let Some(fields) = overview.as_object_mut() {
+        fields.remove("cluster");
+    }
+    let mut text = render::fields(&overview);
+    text.push_str("\ncluster ");
+    text.push_str(&render::cluster(&status.cluster));
+    Ok(text)
 }
 
 fn paging(page: &Page) -> Vec<(&'static str, Option<String>)> {

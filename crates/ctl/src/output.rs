@@ -2,7 +2,7 @@
 //! pipe (`batonctl log events | head`) ends output quietly instead of panicking.
 
 use anyhow::Context;
-use serde_json::Value;
+use serde::Serialize;
 use std::io::Write;
 
 #[derive(Clone, Copy, Debug)]
@@ -11,14 +11,17 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    /// Prints `value` as JSON, or as `human` renders it.
-    pub(crate) fn emit(
+    /// Prints `value` as JSON, or as `human` renders it. The JSON goes through
+    /// `serde_json::Value`, so objects print with their keys sorted, whatever the type's field
+    /// order: `--json` prints an answer as the daemon's JSON read by any client.
+    pub(crate) fn emit<T: Serialize>(
         self,
-        value: &Value,
-        human: impl FnOnce(&Value) -> String,
+        value: &T,
+        human: impl FnOnce(&T) -> String,
     ) -> anyhow::Result<()> {
         if self.json {
-            let mut text = serde_json::to_string_pretty(value).context("encoding JSON")?;
+            let value = serde_json::to_value(value).context("encoding JSON")?;
+            let mut text = serde_json::to_string_pretty(&value).context("encoding JSON")?;
             text.push('\n');
             write(&text)
         } else {

@@ -1,12 +1,13 @@
 //! `batonctl <collection> <action>`: list, show, create, update and delete named records, and
 //! show, set and clear settings. Updates merge the given fields over the record as read.
+//! Answers are read as [`model::Record`]s of the collection's kind.
 
 use crate::cli::{Body, NamedAction, SettingsAction};
 use crate::client::{self, Client};
 use crate::output::Output;
 use crate::{fields, render};
 use anyhow::{Context, bail};
-use model::RecordKind;
+use model::{Record, RecordKind};
 use serde_json::{Map, Value};
 use std::io::Read;
 
@@ -19,21 +20,24 @@ pub(crate) fn named(
     let collection = format!("/api/v1/{}", kind.collection());
     let one = |name: &str| format!("{collection}/{}", client::encode(name));
     match action {
-        NamedAction::List => out.emit(&client.get(&collection)?, render::table),
-        NamedAction::Show { name } => out.emit(&client.get(&one(&name))?, render::fields),
+        NamedAction::List => {
+            let records = of_kind(kind, client.get::<Vec<Record>>(&collection)?)?;
+            out.emit(&records, |records| render::table(records))
+        }
+        NamedAction::Show { name } => out.emit(&read(client, kind, &one(&name))?, render::record),
         NamedAction::Create(body) => {
             let body = body_from(kind, &body, Map::new())?;
-            let created = client.post(&collection, &body)?;
+            let created = expect_kind(kind, client.post(&collection, &body)?)?;
             out.emit(&created, |record| {
-                format!("created {} {}\n{}", kind.as_str(), name_of(record), render::fields(record))
+                format!("created {} {}\n{}", kind.as_str(), record.name(), render::record(record))
             })
         }
         NamedAction::Update { name, body } => {
             let path = one(&name);
-            let body = body_from(kind, &body, editable(client.get(&path)?))?;
-            let saved = client.put(&path, &body)?;
+            let body = body_from(kind, &body, editable(&read(client, kind, &path)?))?;
+            let saved = expect_kind(kind, client.put(&path, &body)?)?;
             out.emit(&saved, |record| {
-                format!("updated {} {name}\n{}", kind.as_str(), render::fields(record))
+                format!("updated {} {name}\n{}", kind.as_str(), render::record(record))
             })
         }
         NamedAction::Delete { name } => {
@@ -51,8 +55,8 @@ pub(crate) fn settings(
 ) -> anyhow::Result<()> {
     let path = format!("/api/v1/{}", kind.collection());
     match action {
-        SettingsAction::Show => match client.get(&path) {
-            Ok(record) => out.emit(&record, render::fields),
+        SettingsAction::Show => match read(client, kind, &path) {
+            Ok(record) => out.emit(&record, render::record),
             // Settings never set are not an error: there is simply nothing to show.
             Err(error) if client::is_not_found(&error) => {
                 out.emit(&Value::Null, |_| format!("{} is not set\n", kind.collection()))
@@ -60,15 +64,15 @@ pub(crate) fn settings(
             Err(error) => Err(error),
         },
         SettingsAction::Set(body) => {
-            let current = match client.get(&path) {
-                Ok(current) => editable(current),
+            let current = match read(client, kind, &path) {
+                Ok(current) => editable(&current),
                 Err(error) if client::is_not_found(&error) => Map::new(),
                 Err(error) => return Err(error),
             };
             let body = body_from(kind, &body, current)?;
-            let saved = client.put(&path, &body)?;
+            let saved = expect_kind(kind, client.put(&path, &body)?)?;
             out.emit(&saved, |record| {
-                format!("saved {}\n{}", kind.as_str(), render::fields(record))
+                format!("saved {}\n{}", kind.as_str(), render::record(record))
             })
         }
         SettingsAction::Clear => {
@@ -78,24 +82,73 @@ pub(crate) fn settings(
     }
 }
 
-fn name_of(record: &Value) -> String {
-    record
-        .get("name")
-        .or_else(|| record.get("location"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+/// The record at `path`, which must be of `kind`.
+pub(crate) fn read(client: &Client, kind: RecordKind, path: &str) -> anyhow::Result<Record> {
+    expect_kind(kind, client.get(path)?)
 }
 
-/// A record as read, ready to send back: without the `kind` tag, and without the hash the API
-/// computes itself (it keeps the stored one when no `password` is given). Other secrets come
-/// back as the redaction placeholder, which the API also keeps.
-pub(crate) fn editable(record: Value) -> Map<String, Value> {
-    let mut map = match record {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    map.remove("kind");
+/// `record`, unless the daemon answered with a record of another kind than asked for.
+fn expect_kind(kind: RecordKind, record: Record) -> anyhow::Result<Record> {
+    if record.kind() != kind {
+        return Err(wrong_kind(kind, &record));
+    }
+    Ok(record)
+}
+
+fn wrong_kind(kind: RecordKind, record: &Record) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the daemon answered with a {} record, not a {} one",
+        record.kind().as_str(),
+        kind.as_str()
+    )
+}
+
+/// This peer's IPv4 settings.
+pub(crate) fn ipv4(client: &Client) -> anyhow::Result<model::record::Ipv4> {
+    match client.get("/api/v1/ipv4")? {
+        Record::Ipv4(ipv4) => Ok(ipv4),
+        other => Err(wrong_kind(RecordKind::Ipv4, &other)),
+    }
+}
+
+/// This peer's cluster settings.
+pub(crate) fn cluster(client: &Client) -> anyhow::Result<model::record::Cluster> {
+    match client.get("/api/v1/cluster")? {
+        Record::Cluster(cluster) => Ok(cluster),
+        other => Err(wrong_kind(RecordKind::Cluster, &other)),
+    }
+}
+
+/// This peer's maintenance mode setting.
+pub(crate) fn maintenance(client: &Client) -> anyhow::Result<model::record::Maintenance> {
+    match client.get("/api/v1/maintenance")? {
+        Record::Maintenance(maintenance) => Ok(maintenance),
+        other => Err(wrong_kind(RecordKind::Maintenance, &other)),
+    }
+}
+
+/// Every conference record.
+pub(crate) fn conferences(client: &Client) -> anyhow::Result<Vec<model::record::Conference>> {
+    let records: Vec<Record> = client.get("/api/v1/conferences")?;
+    records
+        .into_iter()
+        .map(|record| match record {
+            Record::Conference(conference) => Ok(conference),
+            other => Err(wrong_kind(RecordKind::Conference, &other)),
+        })
+        .collect()
+}
+
+/// `records`, all of `kind`.
+fn of_kind(kind: RecordKind, records: Vec<Record>) -> anyhow::Result<Vec<Record>> {
+    records.into_iter().map(|record| expect_kind(kind, record)).collect()
+}
+
+/// A record as read, ready to send back: its fields without the hash the API computes itself
+/// (it keeps the stored one when no `password` is given). Other secrets come back as the
+/// redaction placeholder, which the API also keeps.
+pub(crate) fn editable(record: &Record) -> Map<String, Value> {
+    let mut map = render::record_fields(record);
     map.remove("password_hash");
     map
 }
@@ -159,25 +212,31 @@ mod tests {
         pairs.iter().map(|(f, v)| ((*f).to_owned(), (*v).to_owned())).collect()
     }
 
+    fn record(value: Value) -> Record {
+        serde_json::from_value(value).unwrap()
+    }
+
     #[test]
     fn updates_merge_over_the_current_record_and_keep_secrets() {
-        let current = editable(json!({
-            "kind": "bridge", "name": "b", "capacity_ports": 4, "password": "********",
-            "address": "192.0.2.5",
-        }));
+        let current = editable(&record(json!({
+            "kind": "bridge", "name": "b", "bridge_type": "mcu", "capacity_ports": 4,
+            "password": "********", "address": "192.0.2.5", "username": "api",
+        })));
         let merged = merge(RecordKind::Bridge, current, None, &pairs(&[("capacity_ports", "8")]));
         assert_eq!(
             Value::Object(merged),
-            json!({"name": "b", "capacity_ports": 8, "password": "********", "address": "192.0.2.5"})
+            json!({"name": "b", "bridge_type": "mcu", "capacity_ports": 8, "password": "********",
+                   "address": "192.0.2.5", "username": "api", "protocol": "https",
+                   "enabled": true})
         );
     }
 
     #[test]
     fn hashes_are_left_for_the_api_to_keep_or_recompute() {
-        let current = editable(json!({
+        let current = editable(&record(json!({
             "kind": "administrator", "name": "ops", "password_hash": "********",
             "must_change_password": false,
-        }));
+        })));
         assert_eq!(
             Value::Object(current.clone()),
             json!({"name": "ops", "must_change_password": false})
@@ -189,12 +248,20 @@ mod tests {
 
     #[test]
     fn set_pairs_win_over_the_file_which_wins_over_the_record() {
-        let base = editable(json!({"kind": "ntp", "servers": ["old"]}));
+        let base = editable(&record(json!({"kind": "ntp", "servers": ["old"]})));
         let file = parse_object(r#"{"servers": ["from-file"], "extra": 1}"#).unwrap();
         let merged = merge(RecordKind::Ntp, base.clone(), Some(file.clone()), &[]);
         assert_eq!(Value::Object(merged), json!({"servers": ["from-file"], "extra": 1}));
         let merged = merge(RecordKind::Ntp, base, Some(file), &pairs(&[("servers", "a,b")]));
         assert_eq!(Value::Object(merged), json!({"servers": ["a", "b"], "extra": 1}));
+    }
+
+    #[test]
+    fn answers_of_another_kind_are_refused() {
+        let ntp = record(json!({"kind": "ntp", "servers": ["a"]}));
+        assert!(expect_kind(RecordKind::Ntp, ntp.clone()).is_ok());
+        let error = expect_kind(RecordKind::Dns, ntp).unwrap_err().to_string();
+        assert_eq!(error, "the daemon answered with a ntp record, not a dns one");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Text for people: tables of records, `field: value` lines, log pages, configuration diffs
-//! and API errors. Pure functions of the API's JSON.
+//! and API errors. Pure functions of the API's answers (the `api` crate's types); a record's
+//! fields, whose schema is its kind's, are shown generically from their JSON.
 
 use crate::client::ApiError;
+use api::{ClusterStatus, ConfigAnswer, ConfigDiff, ConfigLogEntry, EventLogEntry, Page};
+use model::{Record, RecordKind};
 use serde_json::{Map, Value};
 
 /// Widest cell in a table before it is cut.
@@ -22,9 +25,9 @@ pub(crate) fn api_error(error: &ApiError) -> String {
             out += &format!("  {line}\n");
         }
     }
-    if error.code == "password_change_required" {
+    if error.code == api::codes::PASSWORD_CHANGE_REQUIRED {
         out += "hint: change it with `batonctl password`\n";
-    } else if error.code == "unauthenticated" {
+    } else if error.code == api::codes::UNAUTHENTICATED {
         out += "hint: check --user (BATON_USER) and the password (BATON_PASSWORD)\n";
     }
     out
@@ -85,48 +88,55 @@ pub(crate) fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The field naming a record: `name`, or `location` for location addresses.
-fn name_field(record: &Value) -> &'static str {
-    if record.get("name").is_none() && record.get("location").is_some() {
-        "location"
-    } else {
-        "name"
+/// A record's fields as JSON, without its `kind`.
+pub(crate) fn record_fields(record: &Record) -> Map<String, Value> {
+    match record.to_json() {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
     }
+}
+
+/// The field naming records of `kind`: `name`, or `location` for location addresses.
+fn name_field(kind: RecordKind) -> &'static str {
+    if kind == RecordKind::LocationAddresses { "location" } else { "name" }
 }
 
 /// A list of records: the name, then the first few scalar (or list-of-scalar) fields in record
 /// order, secrets left out, cells cut at [`CELL_WIDTH_MAX`].
-pub(crate) fn table(value: &Value) -> String {
-    let Some(records) = value.as_array() else { return fields(value) };
+pub(crate) fn table(records: &[Record]) -> String {
     let Some(first) = records.first() else { return "(none)\n".to_owned() };
-    let name = name_field(first);
+    let name = name_field(first.kind());
     let scalar = |value: &Value| match value {
         Value::Object(_) => false,
         Value::Array(items) => items.iter().all(|item| !item.is_object() && !item.is_array()),
         _ => true,
     };
-    let extra: Vec<&str> = first
-        .as_object()
-        .map(|fields| {
-            fields
-                .iter()
-                .filter(|(key, value)| {
-                    *key != name
-                        && *key != "kind"
-                        && !SECRET_FIELDS.contains(&key.as_str())
-                        && scalar(value)
-                })
-                .map(|(key, _)| key.as_str())
-                .take(LIST_FIELDS_MAX)
-                .collect()
+    let first_fields = record_fields(first);
+    let extra: Vec<&str> = first_fields
+        .iter()
+        .filter(|(key, value)| {
+            *key != name && !SECRET_FIELDS.contains(&key.as_str()) && scalar(value)
         })
-        .unwrap_or_default();
+        .map(|(key, _)| key.as_str())
+        .take(LIST_FIELDS_MAX)
+        .collect();
     let header: Vec<&str> = std::iter::once(name).chain(extra).collect();
     let rows: Vec<Vec<String>> = records
         .iter()
-        .map(|record| header.iter().map(|field| cut(text(&record[*field]))).collect())
+        .map(|record| {
+            let fields = record_fields(record);
+            header
+                .iter()
+                .map(|field| cut(text(fields.get(*field).unwrap_or(&Value::Null))))
+                .collect()
+        })
         .collect();
     columns(&header, &rows)
+}
+
+/// One record, `field: value` per line.
+pub(crate) fn record(record: &Record) -> String {
+    fields(&Value::Object(record_fields(record)))
 }
 
 /// `field: value` lines of one object, values aligned; multi-line text (certificates) is
@@ -152,18 +162,17 @@ pub(crate) fn fields(value: &Value) -> String {
 }
 
 /// The whole configuration, one record per line.
-pub(crate) fn config(value: &Value) -> String {
-    let mut out = format!("configuration at {}\n", text(&value["at"]));
-    let records = value["records"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let rows: Vec<Vec<String>> = records
+pub(crate) fn config(answer: &ConfigAnswer) -> String {
+    let mut out = format!("configuration at {}\n", answer.at);
+    let rows: Vec<Vec<String>> = answer
+        .records
         .iter()
         .map(|record| {
-            let name_field = name_field(record);
-            let mut rest = record.as_object().cloned().unwrap_or_default();
-            rest.retain(|key, _| {
-                key != "kind" && key != name_field && !SECRET_FIELDS.contains(&key.as_str())
-            });
-            vec![text(&record["kind"]), text(&record[name_field]), cut(text(&Value::Object(rest)))]
+            let mut rest = record_fields(record);
+            // Singletons have no name field (a time zone's `name` is its value): shown as `-`.
+            let name = rest.remove(name_field(record.kind())).unwrap_or(Value::Null);
+            rest.retain(|key, _| !SECRET_FIELDS.contains(&key.as_str()));
+            vec![record.kind().as_str().to_owned(), text(&name), cut(text(&Value::Object(rest)))]
         })
         .collect();
     out += &columns(&["kind", "name", "fields"], &rows);
@@ -171,58 +180,58 @@ pub(crate) fn config(value: &Value) -> String {
 }
 
 /// `more: --before N` when the daemon says older rows may exist.
-fn more(value: &Value, rows: usize) -> String {
-    match value["next_before"].as_u64() {
+fn more(next_before: Option<u64>, rows: usize) -> String {
+    match next_before {
         Some(next) if rows > 0 => format!("more: --before {next}\n"),
         _ => String::new(),
     }
 }
 
-fn entries(value: &Value) -> &[Value] {
-    value["entries"].as_array().map(Vec::as_slice).unwrap_or_default()
-}
-
 /// A page of the Configuration Log (or a record's history): time, actor, action, kind, name
 /// and the fields the change touched.
-pub(crate) fn config_log(value: &Value) -> String {
-    let rows: Vec<Vec<String>> = entries(value)
+pub(crate) fn config_log(page: &Page<ConfigLogEntry>) -> String {
+    let rows: Vec<Vec<String>> = page
+        .entries
         .iter()
         .map(|e| {
             // Creations and removals touch every field; only changes list theirs.
-            let changed = if e["before"].is_object() && e["after"].is_object() {
-                changed_fields(&e["before"], &e["after"]).join(", ")
-            } else {
-                String::new()
+            let changed = match (&e.before, &e.after) {
+                (Some(before), Some(after)) if before.is_object() && after.is_object() => {
+                    changed_fields(before, after).join(", ")
+                }
+                _ => String::new(),
             };
             vec![
-                text(&e["at"]),
-                text(&e["actor"]),
-                text(&e["action"]),
-                text(&e["kind"]),
-                text(&e["name"]),
+                e.at.clone(),
+                e.actor.clone(),
+                e.action.clone(),
+                e.kind.clone(),
+                e.name.clone(),
                 cut(changed),
             ]
         })
         .collect();
     columns(&["time", "actor", "action", "kind", "name", "changed"], &rows)
-        + &more(value, rows.len())
+        + &more(page.next_before, rows.len())
 }
 
 /// A page of the Event Log: time, level, kind, actor, message.
-pub(crate) fn event_log(value: &Value) -> String {
-    let rows: Vec<Vec<String>> = entries(value)
+pub(crate) fn event_log(page: &Page<EventLogEntry>) -> String {
+    let rows: Vec<Vec<String>> = page
+        .entries
         .iter()
         .map(|e| {
             vec![
-                text(&e["at"]),
-                text(&e["level"]),
-                text(&e["kind"]),
-                text(&e["actor"]),
-                text(&e["message"]),
+                e.at.clone(),
+                e.level.as_str().to_owned(),
+                e.kind.clone(),
+                e.actor.clone().unwrap_or_else(|| "-".to_owned()),
+                e.message.clone(),
             ]
         })
         .collect();
-    columns(&["time", "level", "kind", "actor", "message"], &rows) + &more(value, rows.len())
+    columns(&["time", "level", "kind", "actor", "message"], &rows)
+        + &more(page.next_before, rows.len())
 }
 
 /// Fields that differ between two versions of a record, sorted.
@@ -236,20 +245,20 @@ fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
 }
 
 /// `+ kind name`, `- kind name`, and `~ kind name: field: old → new` per changed field.
-pub(crate) fn diff(value: &Value) -> String {
-    let mut out = format!("changes from {} to {}\n", text(&value["from"]), text(&value["to"]));
-    let changes = value["changes"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if changes.is_empty() {
+pub(crate) fn diff(diff: &ConfigDiff) -> String {
+    let mut out = format!("changes from {} to {}\n", diff.from, diff.to);
+    if diff.changes.is_empty() {
         out += "(no changes)\n";
     }
-    for change in changes {
-        let (kind, name) = (text(&change["kind"]), text(&change["name"]));
-        let (before, after) = (&change["before"], &change["after"]);
-        match (before.is_null(), after.is_null()) {
-            (true, _) => out += &format!("+ {kind} {name}\n"),
-            (_, true) => out += &format!("- {kind} {name}\n"),
-            _ => {
-                for field in changed_fields(before, after) {
+    for change in &diff.changes {
+        let (kind, name) = (change.kind.as_str(), &change.name);
+        match (&change.before, &change.after) {
+            (None, _) => out += &format!("+ {kind} {name}\n"),
+            (_, None) => out += &format!("- {kind} {name}\n"),
+            (Some(before), Some(after)) => {
+                let (before, after) =
+                    (Value::Object(record_fields(before)), Value::Object(record_fields(after)));
+                for field in changed_fields(&before, &after) {
                     let (old, new) = (&before[&field], &after[&field]);
                     out += &format!("~ {kind} {name}: {field}: {} → {}\n", shown(old), shown(new));
                 }
@@ -260,33 +269,27 @@ pub(crate) fn diff(value: &Value) -> String {
 }
 
 /// The cluster status: one line per peer address, as the Clustering page shows them.
-pub(crate) fn cluster(status: &Value) -> String {
+pub(crate) fn cluster(status: &ClusterStatus) -> String {
     let mut out = String::new();
-    let mode = status["mode"].as_str().unwrap_or("unknown");
-    match status["cluster_id"].as_str() {
+    let mode = status.mode.as_str();
+    match &status.cluster_id {
         Some(id) => out.push_str(&format!("mode: {mode}, cluster {}\n", &id[..id.len().min(12)])),
         None => out.push_str(&format!("mode: {mode}\n")),
     }
-    let lines = status["peers"].as_array().cloned().unwrap_or_default();
-    let width =
-        lines.iter().filter_map(|line| line["address"].as_str()).map(str::len).max().unwrap_or(0);
-    for line in &lines {
-        let address = line["address"].as_str().unwrap_or("?");
-        let mut text = line["text"].as_str().unwrap_or("?").to_owned();
-        if let Some(latency_ms) = line["latency_ms"].as_u64() {
+    let addresses: Vec<String> = status.peers.iter().map(|line| line.address.to_string()).collect();
+    let width = addresses.iter().map(String::len).max().unwrap_or(0);
+    for (line, address) in status.peers.iter().zip(&addresses) {
+        let mut text = line.text.clone();
+        if let Some(latency_ms) = line.latency_ms() {
             text.push_str(&format!(" ({latency_ms} ms round trip)"));
         }
         out.push_str(&format!("{address:<width$}  {text}\n"));
-        for warning in line["warnings"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "{:<width$}  warning: {}\n",
-                "",
-                warning.as_str().unwrap_or("?")
-            ));
+        for warning in &line.warnings {
+            out.push_str(&format!("{:<width$}  warning: {warning}\n", ""));
         }
     }
-    for problem in status["problems"].as_array().into_iter().flatten() {
-        out.push_str(&format!("problem: {}\n", problem.as_str().unwrap_or("?")));
+    for problem in &status.problems {
+        out.push_str(&format!("problem: {problem}\n"));
     }
     out
 }
@@ -297,34 +300,42 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A record as the API shows it.
+    fn record(value: Value) -> Record {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn bridge(name: &str, address: &str, capacity_ports: u32, username: &str) -> Record {
+        record(json!({"kind": "bridge", "name": name, "bridge_type": "mcu", "address": address,
+            "capacity_ports": capacity_ports, "password": "********", "username": username}))
+    }
+
     #[test]
     fn tables_align_cut_long_cells_and_leave_out_secrets() {
-        let records = json!([
-            {"kind": "bridge", "name": "mcu1", "address": "192.0.2.5", "bridges": ["a", "b"],
-             "capacity_ports": 40, "password": "********", "enabled": true, "username": "api"},
-            {"kind": "bridge", "name": "a-much-longer-name", "address": "x".repeat(60),
-             "bridges": [], "capacity_ports": 8, "password": "", "enabled": false, "username": "u"},
-        ]);
+        let records = [
+            bridge("mcu1", "192.0.2.5", 40, "api"),
+            bridge("a-much-longer-name", &"x".repeat(60), 8, "u"),
+        ];
         let out = table(&records);
         let lines: Vec<&str> = out.lines().collect();
         // Fields come in the API's (alphabetical) order, at most four after the name.
         assert_eq!(
             lines[0],
-            "NAME                ADDRESS                                   BRIDGES  CAPACITY_PORTS  ENABLED"
+            "NAME                ADDRESS                                   BRIDGE_TYPE  CAPACITY_PORTS  ENABLED"
         );
         assert_eq!(
             lines[1],
-            format!("mcu1                {:<40}  a, b     40              true", "192.0.2.5")
+            format!("mcu1                {:<40}  mcu          40              true", "192.0.2.5")
         );
         assert!(lines[2].contains(&format!("{}… ", "x".repeat(39))), "{}", lines[2]);
         assert!(!out.contains("PASSWORD") && !out.contains("USERNAME"));
-        assert_eq!(table(&json!([])), "(none)\n");
+        assert_eq!(table(&[]), "(none)\n");
     }
 
     #[test]
     fn tables_of_location_addresses_are_named_by_location() {
-        let records = json!([{"kind": "location_addresses", "location": "oslo",
-            "ad_hoc_address": "192.0.2.1", "rendezvous_address": "192.0.2.2"}]);
+        let records = [record(json!({"kind": "location_addresses", "location": "oslo",
+            "ad_hoc_address": "192.0.2.1", "rendezvous_address": "192.0.2.2"}))];
         let out = table(&records);
         assert!(out.starts_with("LOCATION  AD_HOC_ADDRESS  RENDEZVOUS_ADDRESS\n"), "{out}");
         assert!(out.contains("oslo      192.0.2.1       192.0.2.2\n"), "{out}");
@@ -343,47 +354,53 @@ mod tests {
 
     #[test]
     fn diffs_show_added_removed_and_changed_fields() {
-        let value = json!({"from": "t1", "to": "t2", "changes": [
-            {"kind": "bridge", "name": "new", "before": null, "after": {"name": "new"}},
-            {"kind": "ntp", "name": "ntp", "before": {"servers": ["a"]}, "after": null},
-            {"kind": "bridge", "name": "b",
-             "before": {"kind": "bridge", "name": "b", "capacity_ports": 4, "username": ""},
-             "after": {"kind": "bridge", "name": "b", "capacity_ports": 8, "username": "api"}},
-            {"kind": "dns", "name": "dns", "before": {"servers": ["192.0.2.1"]},
-             "after": {"servers": ["192.0.2.1", "192.0.2.2"]}},
-        ]});
+        let value: ConfigDiff =
+            serde_json::from_value(json!({"from": "t1", "to": "t2", "changes": [
+                {"kind": "bridge", "name": "new", "before": null,
+                 "after": serde_json::to_value(bridge("new", "192.0.2.9", 4, "")).unwrap()},
+                {"kind": "ntp", "name": "ntp", "before": {"kind": "ntp", "servers": ["a"]},
+                 "after": null},
+                {"kind": "bridge", "name": "b",
+                 "before": serde_json::to_value(bridge("b", "192.0.2.5", 4, "")).unwrap(),
+                 "after": serde_json::to_value(bridge("b", "192.0.2.5", 8, "api")).unwrap()},
+                {"kind": "dns", "name": "dns", "before": {"kind": "dns", "servers": ["192.0.2.1"]},
+                 "after": {"kind": "dns", "servers": ["192.0.2.1", "192.0.2.2"]}},
+            ]}))
+            .unwrap();
         assert_eq!(
             diff(&value),
             "changes from t1 to t2\n+ bridge new\n- ntp ntp\n~ bridge b: capacity_ports: 4 → 8\n\
              ~ bridge b: username: \"\" → api\n~ dns dns: servers: 192.0.2.1 → 192.0.2.1, 192.0.2.2\n"
         );
-        assert_eq!(
-            diff(&json!({"from": "t1", "to": "t2", "changes": []})),
-            "changes from t1 to t2\n(no changes)\n"
-        );
+        let none = ConfigDiff { from: "t1".into(), to: "t2".into(), changes: Vec::new() };
+        assert_eq!(diff(&none), "changes from t1 to t2\n(no changes)\n");
     }
 
     #[test]
     fn logs_align_and_offer_the_next_page() {
-        let page = json!({"entries": [
-            {"position": 7, "at": "2026-11-24T10:00:00.000Z", "actor": "admin", "action": "update",
-             "kind": "bridge", "name": "mcu1", "before": {"capacity_ports": 4, "name": "mcu1"},
+        let page: Page<ConfigLogEntry> = serde_json::from_value(json!({"entries": [
+            {"position": 7, "at": "2026-11-24T10:00:00.000Z", "origin": "ab", "actor": "admin",
+             "action": "saved", "kind": "bridge", "name": "mcu1",
+             "before": {"capacity_ports": 4, "name": "mcu1"},
              "after": {"capacity_ports": 8, "name": "mcu1"}},
-            {"position": 6, "at": "2026-11-24T09:00:00.000Z", "actor": "admin", "action": "create",
-             "kind": "bridge", "name": "mcu1", "before": null, "after": {"name": "mcu1"}},
-        ], "next_before": 6});
+            {"position": 6, "at": "2026-11-24T09:00:00.000Z", "origin": "ab", "actor": "admin",
+             "action": "saved", "kind": "bridge", "name": "mcu1", "before": null,
+             "after": {"name": "mcu1"}},
+        ], "next_before": 6}))
+        .unwrap();
         assert_eq!(
             config_log(&page),
             "TIME                      ACTOR  ACTION  KIND    NAME  CHANGED\n\
-             2026-11-24T10:00:00.000Z  admin  update  bridge  mcu1  capacity_ports\n\
-             2026-11-24T09:00:00.000Z  admin  create  bridge  mcu1\n\
+             2026-11-24T10:00:00.000Z  admin  saved   bridge  mcu1  capacity_ports\n\
+             2026-11-24T09:00:00.000Z  admin  saved   bridge  mcu1\n\
              more: --before 6\n"
         );
-        let events = json!({"entries": [
+        let events: Page<EventLogEntry> = serde_json::from_value(json!({"entries": [
             {"id": 3, "at": "T", "level": "warning", "kind": "login.failed", "actor": "eve",
              "message": "wrong user name or password"},
             {"id": 2, "at": "T", "level": "info", "kind": "started", "actor": null, "message": "up"},
-        ], "next_before": null});
+        ], "next_before": null}))
+        .unwrap();
         assert_eq!(
             event_log(&events),
             "TIME  LEVEL    KIND          ACTOR  MESSAGE\n\
@@ -391,20 +408,44 @@ mod tests {
              T     info     started       -      up\n"
         );
         assert_eq!(
-            event_log(&json!({"entries": [], "next_before": null})),
+            event_log(&Page { entries: Vec::new(), next_before: None }),
             "TIME  LEVEL  KIND  ACTOR  MESSAGE\n"
         );
     }
 
     #[test]
     fn configurations_list_every_record() {
-        let value = json!({"at": "T", "records": [
-            {"kind": "bridge", "name": "mcu1", "capacity_ports": 40, "password": "********"},
-            {"kind": "ntp", "servers": ["a"]},
-        ]});
+        let value = ConfigAnswer {
+            at: "T".into(),
+            records: vec![
+                bridge("mcu1", "192.0.2.5", 40, "api"),
+                record(json!({"kind": "ntp", "servers": ["a"]})),
+                record(json!({"kind": "time_zone", "name": "Europe/Oslo"})),
+            ],
+        };
         assert_eq!(
             config(&value),
-            "configuration at T\nKIND    NAME  FIELDS\nbridge  mcu1  capacity_ports=40\nntp     -     servers=a\n"
+            "configuration at T\nKIND       NAME         FIELDS\n\
+             bridge     mcu1         address=192.0.2.5 bridge_type=mcu capac…\n\
+             ntp        -            servers=a\ntime_zone  Europe/Oslo\n"
+        );
+    }
+
+    #[test]
+    fn cluster_status_lines() {
+        let status: ClusterStatus = serde_json::from_value(json!({"mode": "clustered",
+        "cluster_id": "6a1f0c9e2b7d4e58a3c1f0e9d8b7a6c5", "peer_id": "p", "problems": ["no NTP"],
+        "peers": [
+            {"address": "10.0.0.1", "state": "this_system", "text": "This system", "warnings": []},
+            {"address": "10.0.0.22", "state": "active", "host_name": "b", "peer_id": "q",
+             "last_contact_ms": 1, "latency_ms": 31, "admin_port": null,
+             "admin_certificate_sha256": null, "text": "Active as b", "warnings": ["slow"]},
+        ]}))
+        .unwrap();
+        assert_eq!(
+            cluster(&status),
+            "mode: clustered, cluster 6a1f0c9e2b7d\n10.0.0.1   This system\n\
+             10.0.0.22  Active as b (31 ms round trip)\n           warning: slow\nproblem: no NTP\n"
         );
     }
 

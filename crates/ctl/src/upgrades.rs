@@ -9,8 +9,8 @@ use crate::client::{self, Client};
 use crate::output::Output;
 use crate::render;
 use anyhow::{Context, bail};
+use api::{Installed, UpgradeStatus};
 use reqwest::Method;
-use serde_json::Value;
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,14 +25,19 @@ const IMAGE_MAGIC: &[u8; 8] = b"BATONUPG";
 
 pub(crate) fn run(client: &Client, out: Output, command: UpgradeCommand) -> anyhow::Result<()> {
     match command {
-        UpgradeCommand::Status => out.emit(&client.get("/api/v1/upgrade")?, render_status),
+        UpgradeCommand::Status => {
+            let status: UpgradeStatus = client.get("/api/v1/upgrade")?;
+            let text = render_status(&status)?;
+            out.emit(&status, |_| text)
+        }
         UpgradeCommand::Install { image, reboot, allow_downgrade } => {
             install(client, out, &image, reboot, allow_downgrade)
         }
         UpgradeCommand::Reboot => {
             let response =
                 client.send_raw(client.request(Method::POST, "/api/v1/upgrade/reboot"))?;
-            client::answer(response)?;
+            // 202 Accepted, without a body.
+            client::answer::<()>(response)?;
             out.emit(&serde_json::json!({"rebooting": true}), |_| {
                 "rebooting; the peer boots its next entry (an installed upgrade, on trial)\n"
                     .to_owned()
@@ -72,13 +77,12 @@ fn install(
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::blocking::Body::sized(body, size_bytes));
     let started = Instant::now();
-    let answer = client::answer(client.send_raw(request)?)?;
+    let answer: Installed = client::answer(client.send_raw(request)?)?;
     let seconds = started.elapsed().as_secs_f64();
     out.emit(&answer, |answer| {
         let mut text = format!(
             "installed Baton {} into slot {} ({size_bytes} bytes in {seconds:.1} s); it boots next, on trial\n",
-            render::text(&answer["version"]),
-            render::text(&answer["slot"]),
+            answer.version, answer.slot,
         );
         if reboot {
             text.push_str("rebooting now\n");
@@ -89,22 +93,21 @@ fn install(
     })
 }
 
-fn render_status(status: &Value) -> String {
-    let mut overview = status.clone();
-    let installing = overview.as_object_mut().and_then(|map| map.remove("installing"));
-    let entries = overview.as_object_mut().and_then(|map| map.remove("boot_entries"));
-    let mut text = render::fields(&overview);
-    if let Some(entries) = entries.as_ref().and_then(Value::as_array) {
-        let names: Vec<String> = entries.iter().map(render::text).collect();
-        text.push_str(&format!("boot entries (in boot order): {}\n", names.join(", ")));
+fn render_status(status: &UpgradeStatus) -> anyhow::Result<String> {
+    let mut overview = serde_json::to_value(status).context("encoding the upgrade status")?;
+    if let Some(fields) = overview.as_object_mut() {
+        fields.remove("installing");
+        fields.remove("boot_entries");
     }
-    if let Some(progress) = installing.filter(|progress| !progress.is_null()) {
+    let mut text = render::fields(&overview);
+    text.push_str(&format!("boot entries (in boot order): {}\n", status.boot_entries.join(", ")));
+    if let Some(progress) = &status.installing {
         text.push_str(&format!(
             "installing: {} of {} bytes\n",
-            progress["done_bytes"], progress["total_bytes"]
+            progress.done_bytes, progress.total_bytes
         ));
     }
-    text
+    Ok(text)
 }
 
 /// The upload body: counts what was read and, on a terminal, shows it.

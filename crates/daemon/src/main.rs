@@ -33,11 +33,11 @@ struct Flags {
     #[arg(long, env = "BATON_BRIDGE_FEEDBACK_URL")]
     bridge_feedback_url: Option<String>,
     /// End conferences that have been empty this long (milliseconds).
-    #[arg(long, env = "BATON_CONFERENCE_IDLE_MS", default_value_t = daemon::policy_service::CONFERENCE_IDLE_MS_DEFAULT)]
+    #[arg(long, env = "BATON_CONFERENCE_IDLE_MS", default_value_t = daemon::services::policy::CONFERENCE_IDLE_MS_DEFAULT)]
     conference_idle_ms: u64,
     /// In maintenance mode, keep deciding calls that still arrive for this long (milliseconds):
     /// the VCS's status poll interval, after which it has moved its calls to another peer.
-    #[arg(long, env = "BATON_MAINTENANCE_DRAIN_MS", default_value_t = daemon::policy_service::MAINTENANCE_DRAIN_MS_DEFAULT)]
+    #[arg(long, env = "BATON_MAINTENANCE_DRAIN_MS", default_value_t = daemon::services::policy::MAINTENANCE_DRAIN_MS_DEFAULT)]
     maintenance_drain_ms: u64,
     /// Trust the upgrade signing keys in this file instead of the build's. Development only.
     #[arg(long, env = "BATON_UPGRADE_TRUSTED_KEYS_FILE")]
@@ -48,13 +48,13 @@ struct Flags {
     boot_control: BootControlFlag,
     /// The software version stamped into the root file system by the image build; the crate's
     /// version when the file does not exist.
-    #[arg(long, env = "BATON_VERSION_FILE", default_value = daemon::version::VERSION_FILE_DEFAULT)]
+    #[arg(long, env = "BATON_VERSION_FILE", default_value = daemon::base::version::VERSION_FILE_DEFAULT)]
     version_file: PathBuf,
     /// Command that reboots the machine after an upgrade (program and arguments).
     #[arg(long, num_args = 1.., default_values = ["systemctl", "reboot"])]
     reboot_command: Vec<String>,
     /// TCP port for cluster peers, on this peer's primary address; the same on every peer.
-    #[arg(long, env = "BATON_CLUSTER_PORT", default_value_t = daemon::cluster::CLUSTER_PORT_DEFAULT)]
+    #[arg(long, env = "BATON_CLUSTER_PORT", default_value_t = daemon::services::cluster::CLUSTER_PORT_DEFAULT)]
     cluster_port: u16,
     /// Reach a peer through another address: PEER=HOST:PORT (NAT, or a test proxy). Repeatable.
     #[arg(long = "cluster-connect-via", value_parser = parse_via)]
@@ -92,9 +92,9 @@ fn parse_via(text: &str) -> Result<(Ipv4Addr, SocketAddr), String> {
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     if let Some(version) = &flags.announce_version {
-        daemon::version::play(version).map_err(anyhow::Error::msg)?;
+        daemon::base::version::play(version).map_err(anyhow::Error::msg)?;
     }
-    let version = daemon::version::load(&flags.version_file).map_err(anyhow::Error::msg)?;
+    let version = daemon::base::version::load(&flags.version_file).map_err(anyhow::Error::msg)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if flags.log_json {
@@ -116,11 +116,11 @@ fn main() -> anyhow::Result<()> {
             }
             signals.cancel();
         });
-        let mut upgrade = daemon::upgrade_service::UpgradeConfig::for_data_dir(&flags.data_dir);
+        let mut upgrade = daemon::services::upgrades::UpgradeConfig::for_data_dir(&flags.data_dir);
         upgrade.trusted_keys_file = flags.upgrade_trusted_keys_file;
         upgrade.reboot_command = flags.reboot_command;
         if let BootControlFlag::SystemdBoot = flags.boot_control {
-            upgrade.boot_control = daemon::upgrade_service::BootControlKind::SystemdBoot(
+            upgrade.boot_control = daemon::services::upgrades::BootControlKind::SystemdBoot(
                 upgrade::SystemdBootPaths::appliance(),
             );
         }
@@ -133,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             conference_idle_ms: flags.conference_idle_ms,
             maintenance_drain_ms: flags.maintenance_drain_ms,
             bridge_feedback_url: flags.bridge_feedback_url,
-            cluster: daemon::cluster::Network {
+            cluster: daemon::services::cluster::Network {
                 port: flags.cluster_port,
                 connect_via: flags.cluster_connect_via.into_iter().collect(),
                 assume_time_synchronised: flags.assume_time_synchronised,

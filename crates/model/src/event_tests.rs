@@ -333,3 +333,30 @@ fn json_is_strict_but_has_defaults() {
     wrong["capacity_ports"] = "four".into();
     assert!(Record::from_json(RecordKind::Bridge, wrong).is_err());
 }
+
+// Goal: the table's facts are the ones the records live by: a record's name is in its kind's
+// name field, and redaction hides exactly the kind's secret fields (those that are set).
+#[test]
+fn name_and_secret_fields_match_the_records() {
+    for &kind in RecordKind::ALL {
+        let record = sample(kind);
+        let json = record.to_json();
+        match kind.name_field() {
+            Some(field) => assert_eq!(json[field].as_str(), Some(record.name()), "{kind:?}"),
+            None => assert_eq!(record.name(), kind.as_str(), "{kind:?}"),
+        }
+        let redacted = record.redacted().to_json();
+        let (Some(fields), Some(shown)) = (json.as_object(), redacted.as_object()) else {
+            panic!("{kind:?} is not a JSON object")
+        };
+        for (field, value) in fields {
+            let secret = kind.secret_fields().contains(&field.as_str());
+            let hidden = shown[field] != *value;
+            let set = value.as_str().is_some_and(|text| !text.is_empty());
+            assert_eq!(hidden, secret && set, "{kind:?}.{field}");
+        }
+        for secret in kind.secret_fields() {
+            assert!(fields.contains_key(*secret), "{kind:?} has no field {secret}");
+        }
+    }
+}

@@ -14,9 +14,11 @@ pub mod record;
 pub mod rng;
 pub mod state;
 pub mod validate;
+pub mod version;
 
 pub use clock::{ClusterId, Hlc, HybridClock, PeerId, Stamp};
 pub use event::{DecodeError, Encoded, Event};
 pub use record::{Record, RecordKey, RecordKind, Scope};
 pub use state::{Change, Command, Rejection, SNAPSHOT_FORMAT, Slot, State};
 pub use validate::{FieldError, validate};
+pub use version::Version;

@@ -19,8 +19,19 @@ pub enum Scope {
     Local,
 }
 
+/// A record's name inside `record_kinds!`: its name field, or the kind's name for a singleton.
+macro_rules! record_name {
+    ($record:ident, $inner:ident) => {
+        $record.kind().as_str()
+    };
+    ($record:ident, $inner:ident, $field:ident) => {
+        &$inner.$field
+    };
+}
+
 macro_rules! record_kinds {
-    ($( $variant:ident($ty:ty) = $name:literal, $collection:literal, $scope:ident, singleton: $single:literal; )*) => {
+    ($( $variant:ident($ty:ty) = $name:literal, $collection:literal, $scope:ident, singleton: $single:literal
+        $(, name: $name_field:ident)? $(, secrets: [$($secret:ident),*])?; )*) => {
         /// The kind of a record: decides its scope, its API collection and its event names.
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
@@ -60,6 +71,24 @@ macro_rules! record_kinds {
             pub fn from_collection(text: &str) -> Option<RecordKind> {
                 match text { $($collection => Some(RecordKind::$variant),)* _ => None }
             }
+
+            /// The field holding a named record's name (`None` for a singleton, named after
+            /// its kind).
+            pub fn name_field(self) -> Option<&'static str> {
+                match self { $(RecordKind::$variant => None$(.or(Some(stringify!($name_field))))?,)* }
+            }
+
+            /// Fields holding secrets: redacted whenever a record is shown, kept when the
+            /// redaction placeholder is sent back. A secret named `password_hash` is a password
+            /// the API takes as `password` and stores only as a hash.
+            pub fn secret_fields(self) -> &'static [&'static str] {
+                match self { $(RecordKind::$variant => &[$($(stringify!($secret)),*)?],)* }
+            }
+
+            /// Whether the record keeps a password only as its hash (`password_hash`).
+            pub fn hashes_password(self) -> bool {
+                self.secret_fields().contains(&"password_hash")
+            }
         }
 
         impl Record {
@@ -78,6 +107,28 @@ macro_rules! record_kinds {
                 let bytes = match self { $(Record::$variant(inner) => postcard::to_stdvec(inner),)* };
                 // Serialising plain owned data into a Vec cannot fail.
                 bytes.expect("postcard encoding of a record")
+            }
+
+            /// The record's name: its name field, or its kind's name for a singleton.
+            pub fn name(&self) -> &str {
+                match self { $(Record::$variant(_inner) => record_name!(self, _inner $(, $name_field)?),)* }
+            }
+
+            /// A copy safe to show: secrets (passwords, hashes, private keys, SNMP community)
+            /// are replaced by [`REDACTED`], or left empty when unset so the operator can tell.
+            pub fn redacted(&self) -> Record {
+                let mut copy = self.clone();
+                match &mut copy { $(Record::$variant(_inner) => { $($(hide(&mut _inner.$secret);)*)? })* }
+                copy
+            }
+
+            /// For updates through the API: a secret left as [`REDACTED`] (what a read returned)
+            /// keeps the stored value, so editing other fields never requires re-typing a password.
+            pub fn keep_secrets_from(&mut self, old: &Record) {
+                match (self, old) {
+                    $((Record::$variant(_new), Record::$variant(_old)) => { $($(keep(&mut _new.$secret, &_old.$secret);)*)? })*
+                    _ => {}
+                }
             }
 
             /// Decodes a record of `kind` encoded by [`Record::to_postcard`] at the current version.
@@ -116,15 +167,15 @@ macro_rules! record_kinds {
 }
 
 record_kinds! {
-    Administrator(Administrator) = "administrator", "administrators", Shared, singleton: false;
-    Bridge(Bridge) = "bridge", "bridges", Shared, singleton: false;
-    BridgePool(BridgePool) = "bridge_pool", "bridge-pools", Shared, singleton: false;
-    ServicePreference(ServicePreference) = "service_preference", "service-preferences", Shared, singleton: false;
-    ConferenceTemplate(ConferenceTemplate) = "conference_template", "conference-templates", Shared, singleton: false;
-    ConferenceAlias(ConferenceAlias) = "conference_alias", "conference-aliases", Shared, singleton: false;
-    Location(Location) = "location", "locations", Shared, singleton: false;
-    Conference(Conference) = "conference", "conferences", Shared, singleton: false;
-    PolicyService(PolicyService) = "policy_service", "policy-service", Shared, singleton: true;
+    Administrator(Administrator) = "administrator", "administrators", Shared, singleton: false, name: name, secrets: [password_hash];
+    Bridge(Bridge) = "bridge", "bridges", Shared, singleton: false, name: name, secrets: [password];
+    BridgePool(BridgePool) = "bridge_pool", "bridge-pools", Shared, singleton: false, name: name;
+    ServicePreference(ServicePreference) = "service_preference", "service-preferences", Shared, singleton: false, name: name;
+    ConferenceTemplate(ConferenceTemplate) = "conference_template", "conference-templates", Shared, singleton: false, name: name;
+    ConferenceAlias(ConferenceAlias) = "conference_alias", "conference-aliases", Shared, singleton: false, name: name;
+    Location(Location) = "location", "locations", Shared, singleton: false, name: name;
+    Conference(Conference) = "conference", "conferences", Shared, singleton: false, name: name;
+    PolicyService(PolicyService) = "policy_service", "policy-service", Shared, singleton: true, secrets: [password_hash];
     Licence(Licence) = "licence", "licence", Shared, singleton: true;
     Ethernet(Ethernet) = "ethernet", "ethernet", Local, singleton: true;
     Ipv4(Ipv4) = "ipv4", "ipv4", Local, singleton: true;
@@ -132,15 +183,15 @@ record_kinds! {
     Dns(Dns) = "dns", "dns", Local, singleton: true;
     Ntp(Ntp) = "ntp", "ntp", Local, singleton: true;
     TimeZone(TimeZone) = "time_zone", "time-zone", Local, singleton: true;
-    Snmp(Snmp) = "snmp", "snmp", Local, singleton: true;
+    Snmp(Snmp) = "snmp", "snmp", Local, singleton: true, secrets: [community];
     Syslog(Syslog) = "syslog", "syslog", Local, singleton: true;
-    Certificates(Certificates) = "certificates", "certificates", Local, singleton: true;
+    Certificates(Certificates) = "certificates", "certificates", Local, singleton: true, secrets: [server_private_key_pem];
     AdministrationAccess(AdministrationAccess) = "administration_access", "administration-access", Local, singleton: true;
-    RootPassword(RootPassword) = "root_password", "root-password", Local, singleton: true;
-    LocationAddresses(LocationAddresses) = "location_addresses", "location-addresses", Local, singleton: false;
-    Cluster(Cluster) = "cluster", "cluster", Local, singleton: true;
+    RootPassword(RootPassword) = "root_password", "root-password", Local, singleton: true, secrets: [password_hash];
+    LocationAddresses(LocationAddresses) = "location_addresses", "location-addresses", Local, singleton: false, name: location;
+    Cluster(Cluster) = "cluster", "cluster", Local, singleton: true, secrets: [pre_shared_key];
     Maintenance(Maintenance) = "maintenance", "maintenance", Local, singleton: true;
-    BackupSchedule(BackupSchedule) = "backup_schedule", "backup-schedule", Local, singleton: true;
+    BackupSchedule(BackupSchedule) = "backup_schedule", "backup-schedule", Local, singleton: true, secrets: [password];
 }
 
 /// Identifies one record: its kind and name (singletons are named after their kind).
@@ -159,80 +210,21 @@ impl std::fmt::Display for RecordKey {
 /// Text that replaces a secret when a record is shown to anyone.
 pub const REDACTED: &str = "********";
 
-impl Record {
-    pub fn name(&self) -> &str {
-        match self {
-            Record::Administrator(r) => &r.name,
-            Record::Bridge(r) => &r.name,
-            Record::BridgePool(r) => &r.name,
-            Record::ServicePreference(r) => &r.name,
-            Record::ConferenceTemplate(r) => &r.name,
-            Record::ConferenceAlias(r) => &r.name,
-            Record::Location(r) => &r.name,
-            Record::Conference(r) => &r.name,
-            Record::LocationAddresses(r) => &r.location,
-            singleton => singleton.kind().as_str(),
-        }
+fn hide(secret: &mut String) {
+    if !secret.is_empty() {
+        *secret = REDACTED.to_owned();
     }
+}
 
+fn keep(new: &mut String, old: &str) {
+    if new == REDACTED {
+        *new = old.to_owned();
+    }
+}
+
+impl Record {
     pub fn key(&self) -> RecordKey {
         RecordKey { kind: self.kind(), name: self.name().to_owned() }
-    }
-
-    /// A copy safe to show: secrets (passwords, hashes, private keys, SNMP community) are
-    /// replaced by [`REDACTED`], or left empty when unset so the operator can tell.
-    pub fn redacted(&self) -> Record {
-        fn hide(secret: &mut String) {
-            if !secret.is_empty() {
-                *secret = REDACTED.to_owned();
-            }
-        }
-        let mut copy = self.clone();
-        match &mut copy {
-            Record::Administrator(r) => hide(&mut r.password_hash),
-            Record::Bridge(r) => hide(&mut r.password),
-            Record::PolicyService(r) => hide(&mut r.password_hash),
-            Record::Snmp(r) => hide(&mut r.community),
-            Record::Certificates(r) => hide(&mut r.server_private_key_pem),
-            Record::RootPassword(r) => hide(&mut r.password_hash),
-            Record::Cluster(r) => hide(&mut r.pre_shared_key),
-            Record::BackupSchedule(r) => hide(&mut r.password),
-            _ => {}
-        }
-        copy
-    }
-
-    /// For updates through the API: a secret left as [`REDACTED`] (what a read returned)
-    /// keeps the stored value, so editing other fields never requires re-typing a password.
-    pub fn keep_secrets_from(&mut self, old: &Record) {
-        fn keep(new: &mut String, old: &str) {
-            if new == REDACTED {
-                *new = old.to_owned();
-            }
-        }
-        match (self, old) {
-            (Record::Administrator(n), Record::Administrator(o)) => {
-                keep(&mut n.password_hash, &o.password_hash)
-            }
-            (Record::Bridge(n), Record::Bridge(o)) => keep(&mut n.password, &o.password),
-            (Record::PolicyService(n), Record::PolicyService(o)) => {
-                keep(&mut n.password_hash, &o.password_hash)
-            }
-            (Record::Snmp(n), Record::Snmp(o)) => keep(&mut n.community, &o.community),
-            (Record::Certificates(n), Record::Certificates(o)) => {
-                keep(&mut n.server_private_key_pem, &o.server_private_key_pem)
-            }
-            (Record::RootPassword(n), Record::RootPassword(o)) => {
-                keep(&mut n.password_hash, &o.password_hash)
-            }
-            (Record::Cluster(n), Record::Cluster(o)) => {
-                keep(&mut n.pre_shared_key, &o.pre_shared_key)
-            }
-            (Record::BackupSchedule(n), Record::BackupSchedule(o)) => {
-                keep(&mut n.password, &o.password)
-            }
-            _ => {}
-        }
     }
 
     /// Names of other records this one refers to; they must exist when it is saved, and

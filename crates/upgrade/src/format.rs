@@ -4,9 +4,9 @@
 //! comes before the payload, so a refusal never costs a written byte.
 
 use crate::keys::{KeyId, SigningKey, TrustedKeys};
-use crate::version::Version;
 use crate::{Error, install::PAYLOAD_CHUNK_BYTES};
 use ed25519_dalek::{Signature, Signer};
+use model::Version;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};

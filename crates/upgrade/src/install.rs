@@ -6,8 +6,8 @@
 use crate::boot::Slot;
 use crate::format::{Manifest, PRODUCT, read_up_to};
 use crate::keys::{KeyId, TrustedKeys};
-use crate::version::Version;
 use crate::{Error, format};
+use model::Version;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 

@@ -16,7 +16,6 @@ mod health;
 mod install;
 mod keys;
 mod systemd_boot;
-mod version;
 
 #[cfg(test)]
 mod tests;
@@ -36,10 +35,10 @@ pub use keys::{
     KeyId, SigningKey, TRUSTED_KEYS_ENV, TrustedKeys, VerifyingKey, generate_signing_key,
     public_key_to_text, signing_key_from_text, signing_key_to_text,
 };
+pub use model::Version;
 pub use systemd_boot::{
     BlockSlotWriter, ROOT_LABEL_PREFIX, SystemdBootControl, SystemdBootPaths, entry_text,
 };
-pub use version::Version;
 
 /// Where an image's root file system holds its Baton version (`MAJOR.MINOR.PATCH`): stamped by
 /// `cargo xtask image --version` and `cargo xtask upgrade-image`, read by `batond` at start.

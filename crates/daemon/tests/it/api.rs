@@ -226,7 +226,7 @@ async fn records_round_trip_with_secrets_hidden_and_changes_audited() {
     let before_ms = {
         // Everything before this instant is the factory state.
         std::thread::sleep(std::time::Duration::from_millis(5));
-        daemon::http::now_ms()
+        daemon::base::clock::now_ms()
     };
     std::thread::sleep(std::time::Duration::from_millis(5));
     assert!(status["peer_id"].as_str().unwrap().len() == 32);

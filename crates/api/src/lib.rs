@@ -1,0 +1,45 @@
+//! The admin API's contract (`/api/v1/...`): the request and answer bodies the daemon, `batonctl`
+//! and the tests share, so a renamed or missing field is a compile error on one side or a clear
+//! decoding error on the other, never an empty cell.
+//!
+//! The types serialize to exactly the JSON the daemon sends: field names, `null`s and omitted
+//! fields included. Answers refuse unknown fields (a rename shows as an error) and fields the
+//! daemon always sends, even as `null`, are required ([`required`]). Records travel as
+//! [`model::Record`] (`{"kind": …, fields…}`, secrets redacted); only what has no schema of its
+//! own (a Configuration Log entry's record versions, which may predate today's record types)
+//! stays JSON. Each module names the routes its types belong to.
+
+pub mod backups;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod policy;
+pub mod session;
+pub mod status;
+pub mod upgrade;
+
+pub use backups::{ArchiveMember, BackupManifest, BackupProgress, BackupRequest, ChainHead};
+pub use backups::{OperationKind, OperationProgress, Restored};
+pub use cluster::{ClusterMode, ClusterStatus, JoinRequest, Joined, MemberCertificate};
+pub use cluster::{MemberQuery, PeerLine, PeerState};
+pub use config::{AtQuery, ConfigAnswer, ConfigDiff, ConfigLogEntry, DiffQuery, EventLogEntry};
+pub use config::{LogLevel, LogQuery, Page, RecordChange};
+pub use error::{ErrorAnswer, ErrorBody, codes};
+pub use policy::{BridgeHealth, PolicyStatus};
+pub use session::{LoginAnswer, LoginRequest, Message, PasswordChange};
+pub use status::{ConcernResult, ConcernStatus, Health, PlatformStatus, Status};
+pub use upgrade::{BootControl, BootOutcome, Fallback, InstallProgress, Installed};
+pub use upgrade::{UpgradeQuery, UpgradeStatus};
+
+/// The path prefix of every admin API route.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// `#[serde(deserialize_with = "required")]` on an `Option` field the daemon always sends (as
+/// `null` when empty): without it serde reads a missing (e.g. renamed) field as `None`.
+pub fn required<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer)
+}

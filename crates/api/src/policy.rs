@@ -1,0 +1,29 @@
+//! `GET /api/v1/policy/status`: the policy service on this peer as the operator sees it.
+
+use crate::required;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyStatus {
+    /// Why this peer tells the VCS not to send calls, if it does.
+    #[serde(deserialize_with = "required")]
+    pub unavailable: Option<String>,
+    /// In maintenance: how much longer calls that still arrive are decided (0 once drained).
+    #[serde(deserialize_with = "required")]
+    pub maintenance_drain_ms_left: Option<u64>,
+    pub bridges: Vec<BridgeHealth>,
+}
+
+/// One bridge's health as this peer sees it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeHealth {
+    pub name: String,
+    pub up: bool,
+    #[serde(deserialize_with = "required")]
+    pub problem: Option<String>,
+    /// When the bridge last posted an event to this peer's feedback receiver.
+    #[serde(deserialize_with = "required")]
+    pub last_event_ms: Option<u64>,
+}

@@ -1,0 +1,412 @@
+//! The API's route table: every served route with its description. [`super::router`] serves
+//! it and [`super::openapi::document`] describes it, so a route cannot be served without
+//! being described; [`undescribed`] is the check the tests run on both.
+
+use super::extract::{JsonBody, Ready};
+use super::handlers as h;
+use super::openapi::{self, Doc};
+use super::{API_PREFIX, UPGRADE_IMAGE_BYTES_MAX};
+use crate::services::{App, backups};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::routing::{MethodRouter, delete, get, post, put};
+use model::RecordKind;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// An HTTP method the API serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    /// The name the OpenAPI document uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Delete => "delete",
+        }
+    }
+}
+
+/// One served route: where, how it is answered, and how it is described.
+pub struct Route {
+    pub method: Method,
+    /// The path, with `{parameter}` segments as both axum and OpenAPI write them.
+    pub path: String,
+    pub doc: Doc,
+    pub handler: MethodRouter<Arc<App>>,
+}
+
+fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) -> Route {
+    Route { method, path: format!("{API_PREFIX}{path}"), doc, handler }
+}
+
+/// Every route the API serves.
+pub fn table() -> Vec<Route> {
+    let mut routes = account_routes();
+    routes.extend(system_routes());
+    routes.extend(upgrade_routes());
+    routes.extend(history_routes());
+    routes.extend(backup_routes());
+    for &kind in RecordKind::ALL {
+        routes.extend(record_routes(kind));
+    }
+    routes
+}
+
+/// Logging in and out, and one's own password.
+fn account_routes() -> Vec<Route> {
+    use Method::{Delete, Post};
+    vec![
+        route(
+            Post,
+            "/sessions",
+            openapi::doc(
+                "Log in: {username, password} → {token}; send it as `Authorization: Bearer`",
+                "201",
+                true,
+            ),
+            post(h::login),
+        ),
+        route(
+            Delete,
+            "/sessions/current",
+            openapi::doc("Log out this session", "204", false),
+            delete(h::logout),
+        ),
+        route(
+            Post,
+            "/password",
+            openapi::doc(
+                "Change your own password: {current_password, new_password}. Allowed before the factory password is changed",
+                "200",
+                true,
+            ),
+            post(h::change_password),
+        ),
+    ]
+}
+
+/// The peer's status and health, its policy service and its cluster.
+fn system_routes() -> Vec<Route> {
+    use Method::{Get, Post};
+    vec![
+        route(
+            Get,
+            "/status",
+            openapi::doc(
+                "Version, peer identity, hardware serial, uptime, log and projection positions, cluster, and the OS settings applied (platform: each concern's latest result)",
+                "200",
+                false,
+            ),
+            get(h::status),
+        ),
+        route(
+            Get,
+            "/health",
+            openapi::doc(
+                "The health gate's probe, without credentials: 200 when the daemon answers, its event log opens and the projections are current; 503 with the reasons otherwise",
+                "200",
+                false,
+            ),
+            get(h::health),
+        ),
+        route(
+            Get,
+            "/cluster/status",
+            openapi::doc(
+                "Each peer of this peer's list as the operator sees it (`state`, a `code` saying why a failed peer is not active: `unreachable`, `connection_lost` or `refused`, and the line `text`), the cluster mode and what keeps this peer from clustering",
+                "200",
+                false,
+            ),
+            get(h::cluster_status),
+        ),
+        route(
+            Get,
+            "/cluster/member-certificate",
+            openapi::doc(
+                "`?url=https://member`: the SHA-256 fingerprint of the certificate a cluster member presents, `{member_url, sha256}`, to check against its Status page before joining through it",
+                "200",
+                false,
+            ),
+            get(h::member_certificate),
+        ),
+        route(
+            Post,
+            "/cluster/join",
+            openapi::doc(
+                "This peer joins the cluster of a member: `{member_url, password, pre_shared_key, member_certificate_sha256}` (the cluster's administrator password; only that certificate is accepted from the member). A standalone member founds the cluster first; the other members (which must be active) list the new peer too, each reached through the admin port and certificate fingerprint the member shows on its peer line. Answers `{founded, other_members, status}` once every link is active; refusals (`member_certificate_changed`, `member_wrong_password`, `other_member_unavailable`, `member_update_failed`, `join_refused`, …) name the reason",
+                "200",
+                true,
+            ),
+            post(h::cluster_join),
+        ),
+        route(
+            Get,
+            "/policy/status",
+            openapi::doc(
+                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here",
+                "200",
+                false,
+            ),
+            get(h::policy_status),
+        ),
+    ]
+}
+
+/// Installing an upgrade and rebooting into it.
+fn upgrade_routes() -> Vec<Route> {
+    use Method::{Get, Post};
+    vec![
+        route(
+            Get,
+            "/upgrade",
+            openapi::doc(
+                "The A/B slots, the running and next boot, the last boot's outcome (a fallback included) and an install in progress",
+                "200",
+                false,
+            ),
+            get(h::upgrade_status),
+        ),
+        route(
+            Post,
+            "/upgrade",
+            openapi::upgrade_install(),
+            post(h::upgrade_install).layer(DefaultBodyLimit::max(UPGRADE_IMAGE_BYTES_MAX)),
+        ),
+        route(
+            Post,
+            "/upgrade/reboot",
+            openapi::doc("Reboot now (into the slot on trial after an install)", "202", false),
+            post(h::upgrade_reboot),
+        ),
+    ]
+}
+
+/// The configuration at an instant, its changes, both logs, and this document.
+fn history_routes() -> Vec<Route> {
+    use Method::Get;
+    vec![
+        route(
+            Get,
+            "/config",
+            openapi::doc(
+                "The whole configuration now, or `?at=<RFC 3339 time>` as it was then",
+                "200",
+                false,
+            ),
+            get(h::config),
+        ),
+        route(
+            Get,
+            "/config/diff",
+            openapi::doc("What changed between `?from=` and `?to=` (default now)", "200", false),
+            get(h::config_diff),
+        ),
+        route(
+            Get,
+            "/history/{kind}/{name}",
+            openapi::doc(
+                "Every change to one record, newest first; `kind` is a record kind or collection, e.g. bridges",
+                "200",
+                false,
+            ),
+            get(h::record_history),
+        ),
+        route(
+            Get,
+            "/logs/configuration",
+            openapi::doc(
+                "Configuration Log: `actor`, `kind`, `name`, `since`, `until`, `before`, `limit`",
+                "200",
+                false,
+            ),
+            get(h::configuration_log),
+        ),
+        route(
+            Get,
+            "/logs/events",
+            openapi::doc(
+                "Event Log of this peer: `level`, `kind` (prefix), `text`, `before`, `limit`",
+                "200",
+                false,
+            ),
+            get(h::event_log),
+        ),
+        route(
+            Get,
+            "/openapi.json",
+            openapi::doc("This document", "200", false),
+            get(|| async { axum::Json(openapi::document(&table())) }),
+        ),
+    ]
+}
+
+/// Backups and restores, streamed.
+fn backup_routes() -> Vec<Route> {
+    use Method::{Get, Post};
+    let restore_limit = usize::try_from(backups::RESTORE_BODY_BYTES_MAX).unwrap_or(usize::MAX);
+    vec![
+        route(Post, "/backups", openapi::backup(), post(h::create_backup)),
+        route(
+            Get,
+            "/backups/progress",
+            openapi::doc(
+                "The running (or last) backup or restore: `{operation: {operation, running, done_bytes, total_bytes, started_ms, outcome}}`",
+                "200",
+                false,
+            ),
+            get(h::backup_progress),
+        ),
+        // The archive is streamed, never buffered; the limit is enforced while reading.
+        route(
+            Post,
+            "/restore",
+            openapi::restore(),
+            post(h::restore).layer(DefaultBodyLimit::max(restore_limit)),
+        ),
+    ]
+}
+
+/// The routes of one record kind's collection (or singleton).
+fn record_routes(kind: RecordKind) -> Vec<Route> {
+    use Method::{Delete, Get, Post, Put};
+    type S = State<Arc<App>>;
+    let collection = format!("/{}", kind.collection());
+    let docs = openapi::RecordDocs::of(kind);
+    if kind.is_singleton() {
+        let name = move || kind.as_str().to_owned();
+        return vec![
+            route(
+                Get,
+                &collection,
+                docs.show,
+                get(move |a: Ready, s: S| h::read_one(a, s, kind, name())),
+            ),
+            route(
+                Put,
+                &collection,
+                docs.set,
+                put(move |a: Ready, s: S, b: JsonBody| h::save(a, s, kind, None, b)),
+            ),
+            route(
+                Delete,
+                &collection,
+                docs.clear,
+                delete(move |a: Ready, s: S| h::remove(a, s, kind, name())),
+            ),
+        ];
+    }
+    let one = format!("{collection}/{{name}}");
+    vec![
+        route(Get, &collection, docs.list, get(move |a: Ready, s: S| h::list(a, s, kind))),
+        route(
+            Post,
+            &collection,
+            docs.create,
+            post(move |a: Ready, s: S, b: JsonBody| h::create(a, s, kind, b)),
+        ),
+        route(
+            Get,
+            &one,
+            docs.show,
+            get(move |a: Ready, s: S, Path(n): Path<String>| h::read_one(a, s, kind, n)),
+        ),
+        route(
+            Put,
+            &one,
+            docs.set,
+            put(move |a: Ready, s: S, Path(n): Path<String>, b: JsonBody| {
+                h::save(a, s, kind, Some(n), b)
+            }),
+        ),
+        route(
+            Delete,
+            &one,
+            docs.clear,
+            delete(move |a: Ready, s: S, Path(n): Path<String>| h::remove(a, s, kind, n)),
+        ),
+    ]
+}
+
+/// Routes of `routes` that `document` does not describe (no operation with a summary for
+/// the method, or a path parameter not declared), each as `METHOD path: problem`.
+pub fn undescribed(routes: &[Route], document: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for route in routes {
+        let method = route.method.as_str();
+        let path = &document["paths"][&route.path];
+        let summary = path[method]["summary"].as_str().unwrap_or_default();
+        if summary.is_empty() {
+            problems.push(format!("{} {}: not described", method.to_uppercase(), route.path));
+            continue;
+        }
+        let declared: Vec<&str> = path["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|parameter| parameter["in"] == "path")
+            .filter_map(|parameter| parameter["name"].as_str())
+            .collect();
+        for parameter in path_parameters(&route.path) {
+            if !declared.contains(&parameter) {
+                problems.push(format!(
+                    "{} {}: path parameter `{parameter}` not declared",
+                    method.to_uppercase(),
+                    route.path
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The `{parameter}` names of a path, in order.
+pub fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: every route the API serves is in its OpenAPI document, with its path parameters
+    // named as the router names them.
+    #[test]
+    fn every_served_route_is_described() {
+        let routes = table();
+        let document = openapi::document(&routes);
+        assert_eq!(undescribed(&routes, &document), Vec::<String>::new());
+        for path in
+            ["/upgrade", "/upgrade/reboot", "/policy/status", "/cluster/status", "/openapi.json"]
+        {
+            assert!(document["paths"][format!("{API_PREFIX}{path}")].is_object(), "{path}");
+        }
+        let history = &document["paths"]["/api/v1/history/{kind}/{name}"]["parameters"];
+        assert_eq!(history[0]["name"], "kind");
+    }
+
+    // Goal: the check fails on a route served without a description, or described under a
+    // path parameter the router does not use.
+    #[test]
+    fn an_undescribed_route_fails_the_check() {
+        let mut routes = table();
+        let mut document = openapi::document(&routes);
+        routes.push(route(Method::Get, "/secret", Doc::default(), get(|| async {})));
+        document["paths"]["/api/v1/history/{kind}/{name}"]["parameters"][0]["name"] =
+            "collection".into();
+        assert_eq!(
+            undescribed(&routes, &document),
+            [
+                "GET /api/v1/history/{kind}/{name}: path parameter `kind` not declared",
+                "GET /api/v1/secret: not described",
+            ]
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! The admin API's TLS identity. On first start Baton makes a private CA and a server
+//! certificate signed by it (the CA's key is discarded at once, so it can sign nothing else);
+//! clients trust `ca.pem`. Both files are replaceable by the operator.
+
+use anyhow::Context;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const CA_FILE: &str = "ca.pem";
+pub const CERTIFICATE_FILE: &str = "server.pem";
+pub const KEY_FILE: &str = "server-key.pem";
+
+pub struct TlsFiles {
+    pub dir: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join(CA_FILE)
+    }
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.join(CERTIFICATE_FILE)
+    }
+    pub fn key(&self) -> PathBuf {
+        self.dir.join(KEY_FILE)
+    }
+}
+
+/// Makes the CA and server certificate unless both the certificate and key already exist.
+/// Returns whether new files were made.
+pub fn ensure_identity(files: &TlsFiles, names: &[String]) -> anyhow::Result<bool> {
+    if files.certificate().exists() && files.key().exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(&files.dir)
+        .with_context(|| format!("creating {}", files.dir.display()))?;
+
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.distinguished_name.push(DnType::CommonName, "Baton appliance CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).context("signing the CA certificate")?;
+
+    let server_key = KeyPair::generate().context("generating the server key")?;
+    let mut server_params =
+        CertificateParams::new(names.to_vec()).context("server certificate names")?;
+    server_params.distinguished_name.push(DnType::CommonName, "Baton admin API");
+    let server = server_params
+        .signed_by(&server_key, &ca, &ca_key)
+        .context("signing the server certificate")?;
+
+    write_private(&files.key(), server_key.serialize_pem().as_bytes())?;
+    std::fs::write(files.certificate(), server.pem()).context("writing the server certificate")?;
+    std::fs::write(files.ca(), ca.pem()).context("writing the CA certificate")?;
+    Ok(true)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    file.sync_all().with_context(|| format!("syncing {}", path.display()))
+}
+
+/// The admin API's TLS configuration from the identity files made on first start.
+pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certificate = std::fs::read_to_string(files.certificate())
+        .with_context(|| format!("reading {}", files.certificate().display()))?;
+    let key = std::fs::read_to_string(files.key())
+        .with_context(|| format!("reading {}", files.key().display()))?;
+    server_config_from_pem(&certificate, &key)
+}
+
+/// The TLS configuration for a PEM certificate chain and private key; fails if they do not
+/// parse or do not belong together.
+pub fn server_config_from_pem(
+    certificate_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certificates: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .context("the certificate is not PEM")?;
+    anyhow::ensure!(!certificates.is_empty(), "no certificate found in the PEM text");
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("the private key is not PEM")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .context("the certificate and the private key do not belong together")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The identity the admin API should present: the operator's certificate from the
+/// `certificates` record when it has one, else the one made on first start.
+pub fn configured_identity(
+    files: &TlsFiles,
+    certificates: Option<&model::record::Certificates>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    match certificates {
+        Some(c) if !c.server_certificate_pem.is_empty() => {
+            server_config_from_pem(&c.server_certificate_pem, &c.server_private_key_pem)
+        }
+        _ => server_config(files),
+    }
+}
+
+/// The SHA-256 fingerprint (`AB:CD:…`) of the certificate the admin listener presents: the
+/// `certificates` record's when it loads (as [`configured_identity`] chooses), else the one
+/// made on first start. Operators compare it when another peer or a browser first connects.
+pub fn presented_fingerprint(
+    files: &TlsFiles,
+    certificates: Option<&model::record::Certificates>,
+) -> anyhow::Result<String> {
+    let pem = match certificates {
+        Some(c)
+            if !c.server_certificate_pem.is_empty()
+                && server_config_from_pem(&c.server_certificate_pem, &c.server_private_key_pem)
+                    .is_ok() =>
+        {
+            c.server_certificate_pem.clone()
+        }
+        _ => std::fs::read_to_string(files.certificate())
+            .with_context(|| format!("reading {}", files.certificate().display()))?,
+    };
+    let first = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .context("no certificate in the PEM text")?
+        .context("the certificate is not PEM")?;
+    Ok(fingerprint(&first))
+}
+
+/// SHA-256 of a DER certificate as upper-case hex pairs joined by colons, as browsers show it.
+pub fn fingerprint(certificate_der: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(certificate_der);
+    digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// The admin listener's live TLS configuration: swapped for new connections when the
+/// certificates change, without a restart.
+#[derive(Clone)]
+pub struct LiveTls(axum_server::tls_rustls::RustlsConfig);
+
+impl LiveTls {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> LiveTls {
+        LiveTls(axum_server::tls_rustls::RustlsConfig::from_config(config))
+    }
+
+    /// New connections use `config` from now on.
+    pub fn reload(&self, config: Arc<rustls::ServerConfig>) {
+        self.0.reload_from_config(config);
+    }
+
+    /// What the listener serves with.
+    pub fn listener_config(&self) -> axum_server::tls_rustls::RustlsConfig {
+        self.0.clone()
+    }
+}

@@ -1,0 +1,141 @@
+//! Administrator accounts and their sessions: password checks (bounded, timing-safe, failures
+//! in the Event Log), logging in and out, changing one's own password.
+
+use super::{App, Error, Input};
+use crate::base::auth;
+use crate::base::clock::now_ms;
+use crate::base::journal::{self, EntryKind};
+use eventlog::Level;
+use model::{Command, Record, RecordKey, RecordKind};
+
+/// An argon2id hash of a random string, verified against when the user does not exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1yJbUSEQ3HYd5ONjQx5s8yNQ4x0HVqmEqN3PBXc0P5s";
+
+/// Where a login comes from, as its Event Log entry says.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Via {
+    Api,
+    Web,
+}
+
+/// A session opened by [`log_in`].
+pub struct Session {
+    pub token: String,
+    pub admin: model::record::Administrator,
+}
+
+/// The argon2id hash of a new administrator password, computed off the async runtime.
+pub async fn hash(password: String) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await?
+        .map_err(Error::internal)
+}
+
+/// The administrator account `name`, if it exists.
+pub async fn lookup_admin(
+    app: &App,
+    name: &str,
+) -> Result<Option<model::record::Administrator>, Error> {
+    let key = RecordKey { kind: RecordKind::Administrator, name: name.to_owned() };
+    Ok(match super::records::current(app, key).await? {
+        Some(Record::Administrator(admin)) => Some(admin),
+        _ => None,
+    })
+}
+
+/// Verifies an administrator's password; failures are recorded in the Event Log and refused
+/// as [`Error::WrongPassword`], whether the name or the password is wrong.
+pub async fn check_password(
+    app: &App,
+    name: &str,
+    password: &str,
+) -> Result<model::record::Administrator, Error> {
+    let admin = lookup_admin(app, name).await?;
+    let (hash, password_owned) =
+        (admin.as_ref().map(|a| a.password_hash.clone()), password.to_owned());
+    let _permit = app.password_checks.acquire().await.map_err(Error::internal)?;
+    let verified = tokio::task::spawn_blocking(move || {
+        // Hash even for an unknown user, so timing does not tell which names exist.
+        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
+        auth::verify_password(&password_owned, &hash)
+    })
+    .await?;
+    match admin {
+        Some(admin) if verified => Ok(admin),
+        _ => {
+            app.writer.journal(journal::entry(
+                Level::Warning,
+                EntryKind::LoginFailed,
+                Some(name),
+                "wrong user name or password",
+            ));
+            Err(Error::WrongPassword)
+        }
+    }
+}
+
+/// Checks the password and opens a session.
+pub async fn log_in(app: &App, name: &str, password: &str, via: Via) -> Result<Session, Error> {
+    let admin = check_password(app, name, password).await?;
+    let token = app
+        .sessions
+        .open(&admin.name, now_ms())
+        .ok_or_else(|| Error::internal("could not open a session"))?;
+    let message = match via {
+        Via::Api => "administrator logged in",
+        Via::Web => "administrator logged in to the web interface",
+    };
+    app.writer.journal(journal::entry(
+        Level::Info,
+        EntryKind::LoginSucceeded,
+        Some(&admin.name),
+        message,
+    ));
+    Ok(Session { token, admin })
+}
+
+/// Closes the session `token` of `name`.
+pub fn log_out(app: &App, name: &str, token: &str, via: Via) {
+    app.sessions.close(token);
+    let message = match via {
+        Via::Api => "administrator logged out",
+        Via::Web => "administrator logged out of the web interface",
+    };
+    app.writer.journal(journal::entry(Level::Info, EntryKind::Logout, Some(name), message));
+}
+
+/// Changes `name`'s own password after checking the current one; ends the account's other
+/// sessions (all but `token`) and clears the forced change.
+pub async fn change_own_password(
+    app: &App,
+    name: &str,
+    token: Option<&str>,
+    current_password: &str,
+    new_password: String,
+) -> Result<(), Error> {
+    let mut account = check_password(app, name, current_password)
+        .await
+        .map_err(|_| Error::field(Input::Fields, "current_password", "is not correct"))?;
+    if let Some(problem) = auth::password_problem(&new_password) {
+        return Err(Error::field(Input::Fields, "new_password", problem));
+    }
+    if new_password == current_password {
+        return Err(Error::field(
+            Input::Fields,
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    account.password_hash = hash(new_password).await?;
+    account.must_change_password = false;
+    let command = Command::Save(Record::Administrator(account));
+    app.writer.execute(name, command, now_ms()).await?;
+    app.sessions.close_user(name, token);
+    app.writer.journal(journal::entry(
+        Level::Info,
+        EntryKind::PasswordChanged,
+        Some(name),
+        "password changed",
+    ));
+    Ok(())
+}

@@ -1,0 +1,898 @@
+//! Cluster membership at run time: listens for peers and dials them over the `peering`
+//! channel, checks each greeting, feeds replication messages to the writer and sends its
+//! answers, measures latency, and keeps the per-peer status the operator sees.
+//!
+//! Everything restarts from the settings whenever they change (key, peer list, address, host
+//! name, identity), so a change applies live and a restart gives the same outcome. Links are
+//! one-way for replication: each peer sends on the connection it dialled and receives on the
+//! ones it accepted, so a dead peer costs one failing dialer and nothing else.
+
+use crate::base::sync::lock;
+use crate::base::tasks::Tasks;
+use crate::store::{ClusterSettings, Outbound, Writer};
+use model::{ClusterId, PeerId};
+use peering::{AdminEndpoint, Channel, ClusterKey, Frame, Hello, Verdict};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// TCP port peers listen on, on their primary address. The same on every peer, since peer
+/// lists hold addresses only.
+pub const CLUSTER_PORT_DEFAULT: u16 = 4370;
+pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// Redial delays: doubling from the first to the last.
+pub const RETRY_FIRST_MS: u64 = 250;
+pub const RETRY_MAX_MS: u64 = 4_000;
+pub const PING_INTERVAL_MS: u64 = 1_000;
+/// A link with no frame for this long is dead, even if TCP has not noticed (a silent partition).
+pub const SILENCE_TIMEOUT_MS: u64 = 5_000;
+/// The seed's limit for round-trip time between peers; above it the status warns.
+pub const LATENCY_WARNING_MS: u64 = 30;
+pub const REPLICATION_TICK_MS: u64 = 200;
+/// Writer output waiting to be routed; overflow is dropped (anti-entropy resends it).
+pub const OUTBOUND_QUEUE_MAX: usize = 1_024;
+/// Frames waiting for one peer's link.
+pub const LINK_QUEUE_MAX: usize = 64;
+/// Frames decoded ahead of their handler on one connection.
+pub const RECEIVE_QUEUE_MAX: usize = 16;
+/// How often clustering re-checks its prerequisites (time synchronisation) while blocked.
+pub const PREREQUISITE_RECHECK_MS: u64 = 5_000;
+
+/// Network facts that are not configuration records.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub port: u16,
+    /// Dial these instead of `<peer address>:<port>` (a NAT, or a test's fault-injecting proxy).
+    pub connect_via: BTreeMap<Ipv4Addr, SocketAddr>,
+    /// Skips the NTP check. Only for tests on machines without time synchronisation.
+    pub assume_time_synchronised: bool,
+}
+
+/// One peer line as the operator sees it.
+#[derive(Clone, PartialEq, Debug, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PeerState {
+    ThisSystem,
+    Connecting,
+    Active {
+        host_name: String,
+        peer_id: String,
+        last_contact_ms: u64,
+        latency_ms: Option<u64>,
+        /// Its admin API's port and certificate, as it told this peer over the authenticated
+        /// link: what lets a joining peer reach it without the operator confirming it again.
+        admin_port: Option<u16>,
+        admin_certificate_sha256: Option<String>,
+    },
+    /// It is joining this cluster: its shared configuration will be replaced by ours.
+    Joining {
+        host_name: String,
+    },
+    Failed {
+        reason: String,
+        /// Why, as a stable code for programs (`batonctl cluster upgrade`, the join).
+        code: PeerFailure,
+    },
+}
+
+/// Why a peer is not active, typed: what decides whether waiting may help.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerFailure {
+    /// No connection, or no answer in time: the peer may be down or cut off.
+    Unreachable,
+    /// A link that was up broke.
+    ConnectionLost,
+    /// The peers refuse each other (pre-shared key, version, peer list, cluster): a setting
+    /// must change before they replicate.
+    Refused,
+}
+
+impl PeerFailure {
+    /// Whether the peer may come back by itself (as opposed to a refusal).
+    pub fn is_transient(self) -> bool {
+        !matches!(self, PeerFailure::Refused)
+    }
+}
+
+/// A failed link: its typed cause and the reason the operator reads.
+struct Failure {
+    code: PeerFailure,
+    reason: String,
+}
+
+impl Failure {
+    fn unreachable(detail: impl std::fmt::Display) -> Failure {
+        Failure { code: PeerFailure::Unreachable, reason: format!("unreachable: {detail}") }
+    }
+
+    fn lost(detail: Option<&dyn std::fmt::Display>) -> Failure {
+        let reason = match detail {
+            Some(detail) => format!("connection lost: {detail}"),
+            None => "connection lost".to_owned(),
+        };
+        Failure { code: PeerFailure::ConnectionLost, reason }
+    }
+
+    fn refused(reason: impl Into<String>) -> Failure {
+        Failure { code: PeerFailure::Refused, reason: reason.into() }
+    }
+
+    fn state(self) -> PeerState {
+        PeerState::Failed { reason: self.reason, code: self.code }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerLine {
+    pub address: Ipv4Addr,
+    #[serde(flatten)]
+    pub state: PeerState,
+    /// One line, as the web page shows it next to the address.
+    pub text: String,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    /// "standalone" or "clustered".
+    pub mode: &'static str,
+    pub cluster_id: Option<String>,
+    pub peer_id: String,
+    /// What keeps this peer from clustering, if anything.
+    pub problems: Vec<String>,
+    pub peers: Vec<PeerLine>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Direction {
+    Dialled,
+    Accepted,
+}
+
+/// Shared run-time state of the cluster layer.
+pub struct Board {
+    writer: Writer,
+    network: Network,
+    settings: Mutex<ClusterSettings>,
+    problems: Mutex<Vec<String>>,
+    states: Mutex<BTreeMap<Ipv4Addr, PeerState>>,
+    /// Live links whose greeting matched: who the writer replicates with.
+    links: Mutex<BTreeMap<(Ipv4Addr, Direction), PeerId>>,
+    /// Where to put frames for a peer: its dialled link.
+    routes: Mutex<HashMap<PeerId, mpsc::Sender<Frame>>>,
+    /// This peer's admin API, told to every peer that dials it (again when it changes).
+    admin: tokio::sync::watch::Sender<Option<AdminEndpoint>>,
+    started: Instant,
+    /// Where the links' tasks are spawned and tracked.
+    tasks: Tasks,
+}
+
+impl Board {
+    pub fn status(&self) -> ClusterStatus {
+        let settings = lock(&self.settings).clone();
+        let states = lock(&self.states).clone();
+        let peers = settings
+            .peers
+            .iter()
+            .map(|address| {
+                let state = if Some(*address) == settings.address {
+                    PeerState::ThisSystem
+                } else {
+                    states.get(address).cloned().unwrap_or(PeerState::Connecting)
+                };
+                line(*address, state)
+            })
+            .collect();
+        ClusterStatus {
+            mode: if settings.is_clustered() { "clustered" } else { "standalone" },
+            cluster_id: settings.cluster_id.map(|id| id.to_hex()),
+            peer_id: settings.peer_id.to_hex(),
+            problems: lock(&self.problems).clone(),
+            peers,
+        }
+    }
+
+    /// Where this peer's admin API listens and the certificate it presents, for its peers.
+    pub fn set_admin_endpoint(&self, endpoint: AdminEndpoint) {
+        self.admin.send_replace(Some(endpoint));
+    }
+
+    /// The admin API presents another certificate (the operator's, or the built-in one again).
+    pub fn set_admin_certificate(&self, certificate_sha256: String) {
+        self.admin.send_if_modified(|admin| match admin {
+            Some(endpoint) if endpoint.certificate_sha256 != certificate_sha256 => {
+                endpoint.certificate_sha256 = certificate_sha256;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    fn set_state(&self, address: Ipv4Addr, state: PeerState) {
+        lock(&self.states).insert(address, state);
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn link(self: &Arc<Self>, address: Ipv4Addr, direction: Direction, peer: PeerId) -> LinkGuard {
+        lock(&self.links).insert((address, direction), peer);
+        self.publish_peers();
+        LinkGuard { board: self.clone(), address, direction, peer }
+    }
+
+    fn publish_peers(self: &Arc<Self>) {
+        let peers: BTreeSet<PeerId> = lock(&self.links).values().copied().collect();
+        let writer = self.writer.clone();
+        self.tasks.spawn(async move {
+            let _ = writer.set_replication_peers(peers.into_iter().collect()).await;
+        });
+    }
+}
+
+/// Unregisters a link when its task ends, however it ends (error, cancellation, panic).
+struct LinkGuard {
+    board: Arc<Board>,
+    address: Ipv4Addr,
+    direction: Direction,
+    peer: PeerId,
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        lock(&self.board.links).remove(&(self.address, self.direction));
+        if self.direction == Direction::Dialled {
+            lock(&self.board.routes).remove(&self.peer);
+        }
+        self.board.publish_peers();
+    }
+}
+
+fn line(address: Ipv4Addr, state: PeerState) -> PeerLine {
+    let mut warnings = Vec::new();
+    let text = match &state {
+        PeerState::ThisSystem => "This system".to_owned(),
+        PeerState::Connecting => "Connecting".to_owned(),
+        PeerState::Active { host_name, latency_ms, .. } => {
+            if let Some(latency_ms) = latency_ms
+                && *latency_ms > LATENCY_WARNING_MS
+            {
+                warnings.push(format!(
+                    "round-trip time {latency_ms} ms is above the {LATENCY_WARNING_MS} ms peers need"
+                ));
+            }
+            format!("Active as {host_name}")
+        }
+        PeerState::Joining { host_name } => {
+            format!("Joining: {host_name} is taking this cluster's configuration")
+        }
+        PeerState::Failed { reason, .. } => format!("Failed: {reason}"),
+    };
+    PeerLine { address, state, text, warnings }
+}
+
+/// Starts the cluster layer for the daemon's lifetime.
+pub fn spawn(
+    network: Network,
+    writer: Writer,
+    outbound: mpsc::Receiver<Outbound>,
+    tasks: &Tasks,
+) -> Arc<Board> {
+    let settings = writer.cluster_settings().borrow().clone();
+    let board = Arc::new(Board {
+        writer: writer.clone(),
+        network,
+        settings: Mutex::new(settings),
+        problems: Mutex::new(Vec::new()),
+        states: Mutex::new(BTreeMap::new()),
+        links: Mutex::new(BTreeMap::new()),
+        routes: Mutex::new(HashMap::new()),
+        admin: tokio::sync::watch::Sender::new(None),
+        started: Instant::now(),
+        tasks: tasks.clone(),
+    });
+    let shutdown = tasks.shutdown();
+    tasks.spawn(route(board.clone(), outbound, shutdown.clone()));
+    tasks.spawn(tick(writer.clone(), shutdown.clone()));
+    tasks.spawn(supervise(board.clone(), shutdown.clone()));
+    board
+}
+
+/// Puts the writer's messages on the right peer's link. Stops at shutdown: it holds a writer
+/// handle (through the board), and the writer thread ends only when every handle is gone.
+async fn route(
+    board: Arc<Board>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = outbound.recv() => next,
+        };
+        let Some((to, message)) = next else { return };
+        let bytes = match message.encode() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "replication message not sent");
+                continue;
+            }
+        };
+        let link = lock(&board.routes).get(&to).cloned();
+        if let Some(link) = link {
+            let _ = link.try_send(Frame::Replication(bytes));
+        }
+    }
+}
+
+async fn tick(writer: Writer, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(REPLICATION_TICK_MS));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => writer.replication_tick(crate::base::clock::now_ms()),
+        }
+    }
+}
+
+/// Runs one generation of links per version of the settings.
+async fn supervise(board: Arc<Board>, shutdown: CancellationToken) {
+    let mut settings_rx = board.writer.cluster_settings();
+    loop {
+        let settings = settings_rx.borrow_and_update().clone();
+        *lock(&board.settings) = settings.clone();
+        lock(&board.states).clear();
+        let generation = shutdown.child_token();
+        let recheck = start(&board, &settings, &generation).await;
+        let recheck_after = async {
+            match recheck {
+                true => tokio::time::sleep(Duration::from_millis(PREREQUISITE_RECHECK_MS)).await,
+                false => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => { generation.cancel(); return }
+            changed = settings_rx.changed() => if changed.is_err() { generation.cancel(); return },
+            _ = recheck_after => {}
+        }
+        generation.cancel();
+    }
+}
+
+/// Starts listening and dialling if clustering is configured and its prerequisites hold.
+/// Returns whether to check again later (a prerequisite may come true by itself).
+async fn start(
+    board: &Arc<Board>,
+    settings: &ClusterSettings,
+    generation: &CancellationToken,
+) -> bool {
+    let (address, key) = match prerequisites(board, settings).await {
+        Ok(ready) => ready,
+        Err(recheck) => return recheck,
+    };
+    let mut problems = Vec::new();
+    let hello = Arc::new(Hello {
+        software_version: crate::base::version::software_version().to_owned(),
+        address,
+        host_name: settings.host_name.clone(),
+        peer_id: settings.peer_id,
+        cluster_id: settings.cluster_id,
+        peers: settings.peers.clone(),
+    });
+    let listen = SocketAddr::from((address, board.network.port));
+    match TcpListener::bind(listen).await {
+        Ok(listener) => {
+            let accepting = accept_loop(
+                board.clone(),
+                listener,
+                key.clone(),
+                hello.clone(),
+                generation.clone(),
+            );
+            board.tasks.spawn(accepting);
+        }
+        Err(error) => problems.push(format!("cannot listen for peers on {listen}: {error}")),
+    }
+    if settings.cluster_id.is_none() {
+        problems.push(
+            "joining: this peer's shared configuration will be replaced by the cluster's when a \
+             peer of the cluster answers"
+                .to_owned(),
+        );
+    }
+    *lock(&board.problems) = problems;
+    for peer in settings.peers.iter().filter(|peer| **peer != address) {
+        board.set_state(*peer, PeerState::Connecting);
+        let dialling =
+            dial_loop(board.clone(), *peer, key.clone(), hello.clone(), generation.clone());
+        board.tasks.spawn(dialling);
+    }
+    false
+}
+
+/// This peer's address and the cluster key, once clustering is configured and its
+/// prerequisites hold; otherwise the problems are on the board and `Err` says whether to check
+/// again later (a prerequisite may come true by itself).
+async fn prerequisites(
+    board: &Arc<Board>,
+    settings: &ClusterSettings,
+) -> Result<(Ipv4Addr, Arc<ClusterKey>), bool> {
+    let blocked = |problem: Option<String>, recheck: bool| {
+        *lock(&board.problems) = problem.into_iter().collect();
+        recheck
+    };
+    if !settings.is_clustered() {
+        return Err(blocked(None, false));
+    }
+    let Some(address) = settings.address else {
+        return Err(blocked(Some("this peer has no IPv4 address".to_owned()), false));
+    };
+    let synchronised = board.network.assume_time_synchronised || time_synchronised().await;
+    if !synchronised {
+        let problem = "time is not synchronised (NTP): peers must agree on time before they \
+                       cluster; check System > Time";
+        return Err(blocked(Some(problem.to_owned()), true));
+    }
+    let passphrase = settings.pre_shared_key.clone();
+    let derived = tokio::task::spawn_blocking(move || ClusterKey::derive(&passphrase)).await;
+    match derived
+        .map_err(|error| error.to_string())
+        .and_then(|key| key.map_err(|error| error.to_string()))
+    {
+        Ok(key) => Ok((address, Arc::new(key))),
+        Err(error) => {
+            Err(blocked(Some(format!("could not derive the cluster key: {error}")), true))
+        }
+    }
+}
+
+/// NTP state as systemd reports it. Without systemd (a development machine) time counts as
+/// not synchronised, which is why tests pass `--assume-time-synchronised`.
+async fn time_synchronised() -> bool {
+    matches!(ntp_synchronised().await, Ok(true))
+}
+
+/// How long `timedatectl` gets to answer (it asks systemd-timedated over D-Bus).
+const NTP_QUERY_TIMEOUT_MS: u64 = 3_000;
+
+/// Whether `timedatectl` says the clock is synchronised by NTP, or why it cannot tell.
+pub(crate) async fn ntp_synchronised() -> Result<bool, String> {
+    let query = tokio::process::Command::new("timedatectl")
+        .args(["show", "--property=NTPSynchronized", "--value"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_millis(NTP_QUERY_TIMEOUT_MS), query)
+        .await
+        .map_err(|_| format!("timedatectl did not answer within {NTP_QUERY_TIMEOUT_MS} ms"))?
+        .map_err(|error| format!("timedatectl: {error}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("timedatectl: {}", stderr.trim()));
+    }
+    Ok(output.stdout.starts_with(b"yes"))
+}
+
+async fn dial_loop(
+    board: Arc<Board>,
+    address: Ipv4Addr,
+    key: Arc<ClusterKey>,
+    hello: Arc<Hello>,
+    cancel: CancellationToken,
+) {
+    let mut retry_ms = RETRY_FIRST_MS;
+    loop {
+        let ended = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ended = dial_once(&board, address, &key, &hello) => ended,
+        };
+        match ended {
+            Ended::AfterActive(failure) => {
+                retry_ms = RETRY_FIRST_MS;
+                board.set_state(address, failure.state());
+            }
+            Ended::Failed(failure) => board.set_state(address, failure.state()),
+            Ended::Quiet => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(retry_ms)) => {}
+        }
+        retry_ms = (retry_ms * 2).min(RETRY_MAX_MS);
+    }
+}
+
+enum Ended {
+    /// Never became active; the reason is the status to show.
+    Failed(Failure),
+    /// Was active and the link broke.
+    AfterActive(Failure),
+    /// The state was already set (joining, waiting for a joiner).
+    Quiet,
+}
+
+/// One connection to a peer: dialled, greeted, then replicated on until it ends.
+async fn dial_once(
+    board: &Arc<Board>,
+    address: Ipv4Addr,
+    key: &ClusterKey,
+    hello: &Hello,
+) -> Ended {
+    let target = board
+        .network
+        .connect_via
+        .get(&address)
+        .copied()
+        .unwrap_or(SocketAddr::from((address, board.network.port)));
+    let connect =
+        tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), TcpStream::connect(target));
+    let stream = match connect.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Ended::Failed(Failure::unreachable(error)),
+        Err(_) => {
+            let detail = format!("no answer within {CONNECT_TIMEOUT_MS} ms");
+            return Ended::Failed(Failure::unreachable(detail));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, frames, theirs, _reader) = match greet(board, address, stream, key, hello).await {
+        Ok(greeted) => greeted,
+        Err(ended) => return ended,
+    };
+    serve_dialled(board, address, sender, frames, theirs).await
+}
+
+type Frames = mpsc::Receiver<Result<Frame, String>>;
+
+/// The handshake on a dialled connection: the channel, both greetings and the verdict. Only
+/// a peer to replicate with is handed back.
+async fn greet(
+    board: &Arc<Board>,
+    address: Ipv4Addr,
+    stream: TcpStream,
+    key: &ClusterKey,
+    hello: &Hello,
+) -> Result<(peering::Sender<TcpStream>, Frames, Hello, AbortOnDrop), Ended> {
+    let channel = match Channel::connect(stream, key).await {
+        Ok(channel) => channel,
+        Err(peering::ChannelError::AuthenticationFailed) => {
+            let reason = "authentication failed: the pre-shared keys differ";
+            return Err(Ended::Failed(Failure::refused(reason)));
+        }
+        Err(error) => return Err(Ended::Failed(Failure::unreachable(error))),
+    };
+    let (mut sender, receiver) = channel.split();
+    let (mut frames, reader) = spawn_reader(&board.tasks, receiver);
+    if let Err(error) = sender.send(&Frame::Hello(hello.clone()).encode()).await {
+        return Err(Ended::Failed(Failure::unreachable(error)));
+    }
+    let theirs = match first_hello(&mut frames).await {
+        Ok(theirs) => theirs,
+        Err(failure) => return Err(Ended::Failed(failure)),
+    };
+    match peering::check(hello, &theirs) {
+        Verdict::Refuse(refusal) => {
+            let _ = sender.send(&Frame::Refused(refusal.clone()).encode()).await;
+            return Err(Ended::Failed(Failure::refused(refusal.to_string())));
+        }
+        Verdict::Adopt(cluster) => {
+            adopt(board, cluster, &theirs).await;
+            return Err(Ended::Quiet);
+        }
+        Verdict::AwaitJoin => {
+            board.set_state(address, PeerState::Joining { host_name: theirs.host_name.clone() });
+            return Err(Ended::Quiet);
+        }
+        Verdict::Replicate => {}
+    }
+    Ok((sender, frames, theirs, reader))
+}
+
+/// Replicates on a dialled link until it breaks, keeping the peer's line up to date.
+async fn serve_dialled(
+    board: &Arc<Board>,
+    address: Ipv4Addr,
+    mut sender: peering::Sender<TcpStream>,
+    mut frames: Frames,
+    theirs: Hello,
+) -> Ended {
+    let (link_tx, mut link_rx) = mpsc::channel(LINK_QUEUE_MAX);
+    lock(&board.routes).insert(theirs.peer_id, link_tx);
+    let _guard = board.link(address, Direction::Dialled, theirs.peer_id);
+    let active = |latency_ms, admin: &Option<AdminEndpoint>| PeerState::Active {
+        host_name: theirs.host_name.clone(),
+        peer_id: theirs.peer_id.to_hex(),
+        last_contact_ms: crate::base::clock::now_ms(),
+        latency_ms,
+        admin_port: admin.as_ref().map(|admin| admin.port),
+        admin_certificate_sha256: admin.as_ref().map(|admin| admin.certificate_sha256.clone()),
+    };
+    let mut admin = None;
+    let mut latency_ms = None;
+    board.set_state(address, active(latency_ms, &admin));
+    tracing::info!(peer = %address, host = %theirs.host_name, "cluster peer active");
+    let mut ping = tokio::time::interval(Duration::from_millis(PING_INTERVAL_MS));
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(Ok(Frame::Pong { sent_ms })) => {
+                    last_heard = Instant::now();
+                    latency_ms = Some(board.monotonic_ms().saturating_sub(sent_ms));
+                    board.set_state(address, active(latency_ms, &admin));
+                }
+                Some(Ok(Frame::AdminEndpoint(endpoint))) => {
+                    last_heard = Instant::now();
+                    admin = Some(endpoint);
+                    board.set_state(address, active(latency_ms, &admin));
+                }
+                Some(Ok(Frame::Refused(refusal))) => {
+                    return Ended::AfterActive(Failure::refused(format!("the peer refuses: {refusal}")));
+                }
+                Some(Ok(_)) => last_heard = Instant::now(),
+                Some(Err(reason)) => return Ended::AfterActive(Failure::lost(Some(&reason))),
+                None => return Ended::AfterActive(Failure::lost(None)),
+            },
+            frame = link_rx.recv() => {
+                let Some(frame) = frame else {
+                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned() };
+                    return Ended::AfterActive(failure);
+                };
+                if let Err(error) = sender.send(&frame.encode()).await {
+                    return Ended::AfterActive(Failure::lost(Some(&error)));
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > Duration::from_millis(SILENCE_TIMEOUT_MS) {
+                    let detail = format!("silent for {SILENCE_TIMEOUT_MS} ms");
+                    return Ended::AfterActive(Failure::unreachable(detail));
+                }
+                let frame = Frame::Ping { sent_ms: board.monotonic_ms() };
+                if let Err(error) = sender.send(&frame.encode()).await {
+                    return Ended::AfterActive(Failure::lost(Some(&error)));
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    board: Arc<Board>,
+    listener: TcpListener,
+    key: Arc<ClusterKey>,
+    hello: Arc<Hello>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, from)) => {
+                let _ = stream.set_nodelay(true);
+                let serve = serve_accepted(board.clone(), stream, from, key.clone(), hello.clone());
+                let cancel = cancel.clone();
+                board.tasks.spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = serve => {}
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a peer connection failed");
+                tokio::time::sleep(Duration::from_millis(RETRY_FIRST_MS)).await;
+            }
+        }
+    }
+}
+
+async fn serve_accepted(
+    board: Arc<Board>,
+    stream: TcpStream,
+    from: SocketAddr,
+    key: Arc<ClusterKey>,
+    hello: Arc<Hello>,
+) {
+    let channel = match Channel::accept(stream, &key).await {
+        Ok(channel) => channel,
+        Err(error) => {
+            tracing::warn!(%from, %error, "cluster connection refused");
+            return;
+        }
+    };
+    let (mut sender, receiver) = channel.split();
+    let (mut frames, _reader) = spawn_reader(&board.tasks, receiver);
+    let theirs = match first_hello(&mut frames).await {
+        Ok(theirs) => theirs,
+        Err(failure) => {
+            let reason = failure.reason;
+            tracing::warn!(%from, %reason, "cluster connection without a greeting");
+            return;
+        }
+    };
+    let verdict = peering::check(&hello, &theirs);
+    if sender.send(&Frame::Hello(hello.as_ref().clone()).encode()).await.is_err() {
+        return;
+    }
+    match verdict {
+        Verdict::Refuse(refusal) => {
+            tracing::warn!(%from, peer = %theirs.address, %refusal, "cluster peer refused");
+            let _ = sender.send(&Frame::Refused(refusal).encode()).await;
+            return;
+        }
+        Verdict::Adopt(cluster) => {
+            adopt(&board, cluster, &theirs).await;
+            return;
+        }
+        Verdict::AwaitJoin => return,
+        Verdict::Replicate => {}
+    }
+    serve_accepted_link(&board, from, sender, frames, &theirs).await;
+}
+
+/// Receives on an accepted link until it breaks: replication messages go to the writer, pings
+/// are answered, and the dialler is told where this peer's admin API is.
+async fn serve_accepted_link(
+    board: &Arc<Board>,
+    from: SocketAddr,
+    mut sender: peering::Sender<TcpStream>,
+    mut frames: Frames,
+    theirs: &Hello,
+) {
+    let peer = theirs.peer_id;
+    let _guard = board.link(theirs.address, Direction::Accepted, peer);
+    // The dialler shows this peer's line, so it is told where this peer's admin API is.
+    let mut admin = board.admin.subscribe();
+    admin.mark_changed();
+    loop {
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(Duration::from_millis(SILENCE_TIMEOUT_MS), frames.recv()) => frame,
+            changed = admin.changed() => {
+                // The board owns the sender, so it outlives this link; an error is unreachable.
+                if changed.is_err() {
+                    return;
+                }
+                let endpoint = admin.borrow_and_update().clone();
+                if let Some(endpoint) = endpoint
+                    && sender.send(&Frame::AdminEndpoint(endpoint).encode()).await.is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+        };
+        let frame = match frame {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(reason))) => {
+                tracing::info!(%from, %reason, "cluster link closed");
+                return;
+            }
+            Ok(None) | Err(_) => return,
+        };
+        if !answer_frame(board, from, peer, &mut sender, frame).await {
+            return;
+        }
+    }
+}
+
+/// Handles one frame on an accepted link; `false` ends the link.
+async fn answer_frame(
+    board: &Board,
+    from: SocketAddr,
+    peer: PeerId,
+    sender: &mut peering::Sender<TcpStream>,
+    frame: Frame,
+) -> bool {
+    match frame {
+        Frame::Replication(bytes) => match replication::Message::decode(&bytes) {
+            Ok(message) => board.writer.replicate(peer, message).await.is_ok(),
+            Err(error) => {
+                tracing::warn!(%from, %error, "malformed replication message; closing the link");
+                false
+            }
+        },
+        Frame::Ping { sent_ms } => sender.send(&Frame::Pong { sent_ms }.encode()).await.is_ok(),
+        Frame::Refused(refusal) => {
+            tracing::warn!(%from, %refusal, "cluster peer refuses this peer");
+            false
+        }
+        Frame::Hello(_) | Frame::Pong { .. } | Frame::AdminEndpoint(_) => true,
+    }
+}
+
+/// Replaces this peer's shared configuration with the cluster's (see `Store::join_cluster`).
+/// The settings then change, so every link restarts with the new identity.
+async fn adopt(board: &Arc<Board>, cluster: ClusterId, member: &Hello) {
+    match board.writer.join_cluster(cluster, crate::base::clock::now_ms()).await {
+        Ok(kept) => tracing::warn!(
+            %cluster, via = %member.address, kept = %kept.display(),
+            "joined the cluster; shared configuration replaced by the cluster's"
+        ),
+        Err(crate::store::StoreError::AlreadyInCluster) => {}
+        Err(error) => tracing::error!(%error, "joining the cluster failed"),
+    }
+}
+
+async fn first_hello(frames: &mut mpsc::Receiver<Result<Frame, String>>) -> Result<Hello, Failure> {
+    let first = tokio::time::timeout(
+        Duration::from_millis(peering::channel::HANDSHAKE_TIMEOUT_MS),
+        frames.recv(),
+    )
+    .await;
+    match first {
+        Ok(Some(Ok(Frame::Hello(hello)))) => Ok(hello),
+        Ok(Some(Ok(Frame::Refused(refusal)))) => {
+            Err(Failure::refused(format!("the peer refuses: {refusal}")))
+        }
+        Ok(Some(Ok(_))) => Err(Failure::refused("the peer did not greet first")),
+        Ok(Some(Err(reason))) => Err(Failure::unreachable(reason)),
+        Ok(None) => Err(Failure::unreachable("connection closed during the greeting")),
+        Err(_) => Err(Failure::unreachable("no greeting in time")),
+    }
+}
+
+/// Aborts the reading task when the connection's handler ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads and decodes frames in a task of its own (receiving is not cancel-safe).
+fn spawn_reader(
+    tasks: &Tasks,
+    mut receiver: peering::Receiver<TcpStream>,
+) -> (mpsc::Receiver<Result<Frame, String>>, AbortOnDrop) {
+    let (tx, rx) = mpsc::channel(RECEIVE_QUEUE_MAX);
+    let task = tasks.spawn(async move {
+        loop {
+            let frame = match receiver.recv().await {
+                Ok(bytes) => {
+                    Frame::decode(&bytes).map_err(|error| format!("malformed frame: {error}"))
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            let stop = frame.is_err();
+            if tx.send(frame).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Failure, PeerFailure, line};
+
+    // Goal: a failed peer's line carries a typed code beside its text, and only a refusal
+    // counts as one that will not clear by itself (what the join and the rolling upgrade ask).
+    #[test]
+    fn failed_peer_lines_carry_a_typed_code() {
+        let address = std::net::Ipv4Addr::new(127, 0, 0, 2);
+        let cases = [
+            (Failure::unreachable("connection refused"), "unreachable", true),
+            (Failure::lost(None), "connection_lost", true),
+            (Failure::refused("the peer refuses: different cluster"), "refused", false),
+        ];
+        for (failure, code, transient) in cases {
+            assert_eq!(failure.code.is_transient(), transient, "{code}");
+            let shown = serde_json::to_value(line(address, failure.state())).expect("JSON");
+            assert_eq!(shown["state"], "failed");
+            assert_eq!(shown["code"], code);
+            assert!(shown["text"].as_str().is_some_and(|text| text.starts_with("Failed: ")));
+        }
+        assert!(!PeerFailure::Refused.is_transient());
+    }
+}

@@ -1,0 +1,729 @@
+//! The policy service a VCS calls: `POST /<path>` with the call's parameters, answered with
+//! CPL; `GET /<status path>`, answered 200 only when this peer should get calls. Decisions come
+//! from `policy::Engine` over the replicated state; creating a conference on a bridge and
+//! recording it (a shared event, so every peer routes the next participant the same way) is
+//! done here, once per conference name even when its first calls arrive together.
+//!
+//! Paths to enter on the VCS (Configuration > Dial plan > Policy services): Path
+//! [`POLICY_PATH`], Status path [`STATUS_PATH`], with the policy-service account's username
+//! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
+
+use crate::base::sync::lock;
+use crate::base::tasks::Tasks;
+use crate::store::{Readers, Writer};
+use base64::Engine as _;
+use model::record::{Bridge, Conference};
+use model::{Command, Record, RecordKey, RecordKind, State};
+use policy::{Decision, Engine, RejectReason, Role};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the VCS's "Path" field holds.
+pub const POLICY_PATH: &str = "/baton/policy";
+/// What the VCS's "Status path" field holds.
+pub const STATUS_PATH: &str = "/baton/policy/status";
+/// Verified credentials remembered, so a call costs a hash lookup instead of an argon2 check.
+pub const CREDENTIALS_CACHED_MAX: usize = 64;
+/// How often each bridge's health is polled.
+pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
+/// How long a conference may stay empty before it is ended (its first participant may still
+/// be on the way when it is created).
+pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
+/// Where bridges post their events (`eventNotification`), under the policy listeners.
+pub const BRIDGE_EVENTS_PATH: &str = "/baton/bridge-events";
+/// Requests decided at once; more wait (the VCS gives each attempt 30 s).
+pub const DECISIONS_IN_FLIGHT_MAX: usize = 256;
+/// How long the status path waits for projections one write behind the log to catch up
+/// before it says this peer cannot serve, and how often it looks again meanwhile.
+pub const PROJECTION_LAG_GRACE_MS: u64 = 1_000;
+pub const PROJECTION_LAG_RECHECK_MS: u64 = 20;
+/// How long a peer put in maintenance keeps deciding the calls that still reach it: the status
+/// path says 503 at once, but a VCS only notices at its next status poll (about a minute), and
+/// refusing the calls it sends meanwhile would fail them although another peer could serve.
+/// For as long after maintenance is switched on or off, a conference unknown to this peer is
+/// looked for by name on the bridges before it is made (see `PolicyService::create`).
+pub const MAINTENANCE_DRAIN_MS_DEFAULT: u64 = 60_000;
+
+/// What a conference needs from the bridge that will host it.
+#[derive(Clone, Debug)]
+pub struct ConferenceSpec {
+    pub name: String,
+    pub chair_pin: Option<String>,
+    pub guest_pin: Option<String>,
+    pub max_participants: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The bridge is down or unreachable: take it out of selection.
+    #[error("{0}")]
+    Down(String),
+    /// A conference of that name already exists there.
+    #[error("a conference of that name already exists on the bridge")]
+    Duplicate,
+    /// The bridge hosts as many conferences as it can.
+    #[error("the bridge is full")]
+    Full,
+    /// The bridge is up but refuses (full, credentials, …).
+    #[error("bridge refused: {0}")]
+    Refused(String),
+}
+
+pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HostError>> + Send + 'a>>;
+
+/// The bridges' API as the policy service uses it (see the `bridges` crate).
+pub trait ConferenceHost: Send + Sync + 'static {
+    /// Creates the conference; returns the bridge's own identifier for it.
+    fn create<'a>(&'a self, bridge: &'a Bridge, spec: &'a ConferenceSpec)
+    -> HostFuture<'a, String>;
+    /// The identifier of an existing conference of this name, if any.
+    fn find<'a>(&'a self, bridge: &'a Bridge, name: &'a str) -> HostFuture<'a, Option<String>>;
+    /// Succeeds when the bridge answers its health query.
+    fn poll<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, ()>;
+    /// Every conference on the bridge.
+    fn list<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, Vec<HostedConference>>;
+    /// Ends a conference (by the bridge's identifier); gone already counts as done.
+    fn destroy<'a>(&'a self, bridge: &'a Bridge, id: &'a str) -> HostFuture<'a, ()>;
+    /// Asks the bridge to post its events (`eventNotification`) to `receiver_uri`.
+    fn configure_feedback<'a>(
+        &'a self,
+        bridge: &'a Bridge,
+        receiver_uri: &'a str,
+    ) -> HostFuture<'a, ()>;
+}
+
+/// A conference as a bridge lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostedConference {
+    pub id: String,
+    pub name: String,
+    pub participants: u32,
+}
+
+/// Bridge health as this peer sees it: a bridge not polled yet counts as up, and so does one
+/// whose address changed since it was found down (it is a different bridge now).
+#[derive(Default)]
+pub struct Health {
+    /// Bridge name → (address it was down at, why).
+    down: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl Health {
+    pub fn is_up(&self, bridge: &Bridge) -> bool {
+        lock(&self.down).get(&bridge.name).is_none_or(|(address, _)| *address != bridge.address)
+    }
+
+    fn mark(&self, bridge: &Bridge, problem: Option<String>) {
+        let mut down = lock(&self.down);
+        match problem {
+            Some(problem) => {
+                let entry = (bridge.address.clone(), problem.clone());
+                if down.insert(bridge.name.clone(), entry).is_none() {
+                    tracing::warn!(bridge = %bridge.name, %problem, "bridge taken out of selection");
+                }
+            }
+            None => {
+                if down.remove(&bridge.name).is_some() {
+                    tracing::info!(bridge = %bridge.name, "bridge back in selection");
+                }
+            }
+        }
+    }
+
+    /// Bridges out of selection and why.
+    pub fn problems(&self) -> HashMap<String, String> {
+        lock(&self.down)
+            .iter()
+            .map(|(name, (_, problem))| (name.clone(), problem.clone()))
+            .collect()
+    }
+}
+
+pub struct PolicyService {
+    writer: Writer,
+    state: watch::Receiver<Arc<State>>,
+    engine: Mutex<Arc<Engine>>,
+    host: Arc<dyn ConferenceHost>,
+    pub health: Health,
+    /// One lock per conference being created, so concurrent first calls create it once.
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    verified: Mutex<HashSet<[u8; 32]>>,
+    decisions: tokio::sync::Semaphore,
+    /// For the status check that projections are current.
+    readers: Readers,
+    /// Base URL bridges can reach this peer's policy listener at (`http://10.0.0.5:8080`);
+    /// without it no feedback receiver is registered.
+    feedback_base_url: Option<String>,
+    feedback: Mutex<Feedback>,
+    /// See [`MAINTENANCE_DRAIN_MS_DEFAULT`].
+    maintenance_drain_ms: u64,
+}
+
+/// Feedback receivers registered on bridges, and the events they sent.
+#[derive(Default)]
+struct Feedback {
+    /// Bridge name → (its address when registered, the token in its receiver URI).
+    registered: HashMap<String, (String, String)>,
+    /// Bridge name → wall-clock ms of its last event.
+    last_event_ms: HashMap<String, u64>,
+}
+
+/// What the operator sees of the policy service on this peer.
+#[derive(serde::Serialize)]
+pub struct PolicyStatus {
+    /// Why this peer tells the VCS not to send calls, if it does.
+    pub unavailable: Option<String>,
+    /// In maintenance: how much longer calls that still arrive are decided (0 once drained).
+    pub maintenance_drain_ms_left: Option<u64>,
+    pub bridges: Vec<BridgeHealthView>,
+}
+
+#[derive(serde::Serialize)]
+pub struct BridgeHealthView {
+    pub name: String,
+    pub up: bool,
+    pub problem: Option<String>,
+    /// When the bridge last posted an event to this peer's feedback receiver.
+    pub last_event_ms: Option<u64>,
+}
+
+impl PolicyService {
+    pub fn new(
+        writer: Writer,
+        host: Arc<dyn ConferenceHost>,
+        readers: Readers,
+        feedback_base_url: Option<String>,
+        maintenance_drain_ms: u64,
+    ) -> Arc<PolicyService> {
+        let state = writer.state_watch();
+        let engine = Arc::new(Engine::new(state.borrow().clone(), None));
+        Arc::new(PolicyService {
+            writer,
+            state,
+            engine: Mutex::new(engine),
+            host,
+            health: Health::default(),
+            creating: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
+            decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
+            readers,
+            feedback_base_url,
+            feedback: Mutex::new(Feedback::default()),
+            maintenance_drain_ms,
+        })
+    }
+
+    /// The engine for the newest state, rebuilt only when the state changed.
+    fn engine(&self) -> Arc<Engine> {
+        let state = self.state.borrow().clone();
+        let mut cached = lock(&self.engine);
+        // The engine holds its state, so pointer equality cannot be fooled by a reused address.
+        if !Arc::ptr_eq(cached.state(), &state) {
+            *cached = Arc::new(Engine::new(state, Some(&cached)));
+        }
+        cached.clone()
+    }
+
+    /// Why this peer should not get calls now, if it should not.
+    pub async fn unavailable(&self) -> Option<String> {
+        if let Some(reason) = self.unavailable_by_state() {
+            return Some(reason);
+        }
+        // Every write appends, then projects, in two transactions: a reader between them sees
+        // the projections one write behind. That is not catching up (a rebuild is), and
+        // answering 503 for it would make a VCS drop a busy peer until its next status poll.
+        let mut grace_left_ms = PROJECTION_LAG_GRACE_MS;
+        loop {
+            let positions = self
+                .readers
+                .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
+                .await;
+            match positions {
+                Ok((log, projected)) if log == projected => return None,
+                Ok(_) if grace_left_ms > 0 => {
+                    tokio::time::sleep(Duration::from_millis(PROJECTION_LAG_RECHECK_MS)).await;
+                    grace_left_ms = grace_left_ms.saturating_sub(PROJECTION_LAG_RECHECK_MS);
+                }
+                Ok(_) => return Some("projections are catching up with the log".to_owned()),
+                Err(error) => return Some(format!("the event log cannot be read: {error}")),
+            }
+        }
+    }
+
+    /// In maintenance mode: the milliseconds left of its drain (0 once drained); `None` when
+    /// not in maintenance.
+    fn maintenance_drain_ms_left(&self) -> Option<u64> {
+        let state = self.state.borrow().clone();
+        let key = RecordKey {
+            kind: RecordKind::Maintenance,
+            name: RecordKind::Maintenance.as_str().to_owned(),
+        };
+        let slot = state.slot(&key)?;
+        match &slot.record {
+            Some(Record::Maintenance(maintenance)) if maintenance.enabled => {
+                let ends_ms = slot.stamp.hlc.wall_ms.saturating_add(self.maintenance_drain_ms);
+                Some(ends_ms.saturating_sub(crate::base::clock::now_ms()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether calls that reach this peer are refused: as the status path says, except that a
+    /// peer put in maintenance keeps deciding them while it drains.
+    fn refuses_calls(&self) -> bool {
+        match self.unavailable_by_state() {
+            None => false,
+            Some(_) if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) => {
+                // Still draining: refuse only for a reason other than maintenance.
+                self.unavailable_apart_from_maintenance().is_some()
+            }
+            Some(_) => true,
+        }
+    }
+
+    /// The checks the decision path makes on every call (no I/O).
+    fn unavailable_by_state(&self) -> Option<String> {
+        let state = self.state.borrow().clone();
+        if let Some(Record::Maintenance(maintenance)) = singleton(&state, RecordKind::Maintenance)
+            && maintenance.enabled
+        {
+            return Some("in maintenance mode".to_owned());
+        }
+        self.unavailable_apart_from_maintenance()
+    }
+
+    fn unavailable_apart_from_maintenance(&self) -> Option<String> {
+        let state = self.state.borrow().clone();
+        if singleton(&state, RecordKind::PolicyService).is_none() {
+            return Some("the policy service account is not configured".to_owned());
+        }
+        let cluster = self.writer.cluster_settings().borrow().clone();
+        if cluster.is_clustered() && cluster.cluster_id.is_none() {
+            return Some("joining a cluster: its configuration has not arrived yet".to_owned());
+        }
+        None
+    }
+
+    /// Whether `basic_credentials` (the base64 of an HTTP Basic `Authorization`) are the
+    /// policy-service account's.
+    pub fn authorised(&self, basic_credentials: &str) -> bool {
+        let state = self.state.borrow().clone();
+        let Some(Record::PolicyService(account)) = singleton(&state, RecordKind::PolicyService)
+        else {
+            return false;
+        };
+        let encoded = basic_credentials;
+        // Keyed by the stored hash too, so a password change invalidates what was remembered.
+        let fingerprint: [u8; 32] = Sha256::new()
+            .chain_update(encoded.trim())
+            .chain_update(&account.password_hash)
+            .finalize()
+            .into();
+        if lock(&self.verified).contains(&fingerprint) {
+            return true;
+        }
+        let Some((user, password)) = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+        else {
+            return false;
+        };
+        let good = user == account.username
+            && crate::base::auth::verify_password(&password, &account.password_hash);
+        if good {
+            let mut verified = lock(&self.verified);
+            if verified.len() >= CREDENTIALS_CACHED_MAX {
+                verified.clear();
+            }
+            verified.insert(fingerprint);
+        }
+        good
+    }
+
+    /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),
+    /// otherwise decided within the bound on decisions in flight. `None`: shutting down.
+    pub async fn answer(&self, request: &policy::PolicyRequest) -> Option<Decision> {
+        if self.refuses_calls() {
+            return Some(Decision::Reject(RejectReason::Maintenance));
+        }
+        let _permit = self.decisions.acquire().await.ok()?;
+        Some(self.decide(request).await)
+    }
+
+    /// Decides one call, creating its conference if it needs one.
+    pub async fn decide(&self, request: &policy::PolicyRequest) -> Decision {
+        let conference = match self.decide_now(request) {
+            (Decision::Create { conference, .. }, _) => conference,
+            (decided, _) => return decided,
+        };
+        let creation = {
+            let mut creating = lock(&self.creating);
+            creating.entry(conference.clone()).or_default().clone()
+        };
+        let decision = {
+            let _only_one = creation.lock().await;
+            // Decide again on the newest state: the conference may exist by now.
+            match self.decide_now(request) {
+                (Decision::Create { conference, template, role, candidates }, engine) => {
+                    self.create(&engine, &conference, &template, role, &candidates).await
+                }
+                (other, _) => other,
+            }
+        };
+        let mut creating = lock(&self.creating);
+        if Arc::strong_count(&creation) <= 2 {
+            creating.remove(&conference);
+        }
+        decision
+    }
+
+    /// One decision on the newest state, with this peer's view of bridge health; also returns
+    /// the engine it was made with, so a creation uses the same configuration.
+    fn decide_now(&self, request: &policy::PolicyRequest) -> (Decision, Arc<Engine>) {
+        let engine = self.engine();
+        let health =
+            |name: &str| engine.bridge(name).is_some_and(|bridge| self.health.is_up(bridge));
+        (engine.decide(request, &health), engine.clone())
+    }
+
+    async fn create(
+        &self,
+        engine: &Engine,
+        conference: &str,
+        template_name: &str,
+        role: Role,
+        candidates: &[String],
+    ) -> Decision {
+        let Some(template) = engine.template(template_name) else {
+            return Decision::Reject(RejectReason::NoMatchingAlias);
+        };
+        let spec = ConferenceSpec {
+            name: conference.to_owned(),
+            chair_pin: template.chair_pin.clone(),
+            guest_pin: template.guest_pin.clone(),
+            max_participants: template.max_participants,
+        };
+        // Around a maintenance change the VCS may split calls between this peer and another
+        // that does not replicate with it (a rolling upgrade's switch) until its next status
+        // poll: a conference unknown here may exist already, made there moments ago.
+        if self.maintenance_changed_within_drain() {
+            for name in candidates {
+                let Some(bridge) = engine.bridge(name) else { continue };
+                if let Ok(Some(id)) = self.host.find(bridge, conference).await {
+                    tracing::info!(bridge = %bridge.name, %conference, "adopted a conference made elsewhere around a maintenance change");
+                    return self.record(engine, conference, template_name, role, bridge, id).await;
+                }
+            }
+        }
+        // Only when every bridge said it was full is this a lack of capacity.
+        let mut failed = false;
+        for name in candidates {
+            let Some(bridge) = engine.bridge(name) else { continue };
+            let created = match self.host.create(bridge, &spec).await {
+                Ok(id) => Ok(id),
+                // Made by an earlier attempt whose record was lost, or by another peer
+                // during a partition: adopt it rather than fail the call.
+                Err(HostError::Duplicate) => match self.host.find(bridge, conference).await {
+                    Ok(Some(id)) => Ok(id),
+                    Ok(None) => {
+                        Err(HostError::Refused("duplicate name, but not listed".to_owned()))
+                    }
+                    Err(error) => Err(error),
+                },
+                Err(error) => Err(error),
+            };
+            match created {
+                Ok(id) => {
+                    return self.record(engine, conference, template_name, role, bridge, id).await;
+                }
+                Err(HostError::Down(problem)) => {
+                    failed = true;
+                    self.health.mark(bridge, Some(problem));
+                }
+                Err(HostError::Full) => {
+                    tracing::info!(bridge = %bridge.name, %conference, "bridge full; trying the next");
+                }
+                Err(error) => {
+                    failed = true;
+                    tracing::warn!(bridge = %bridge.name, %conference, %error, "conference not created; trying the next bridge");
+                }
+            }
+        }
+        Decision::Reject(if failed {
+            RejectReason::BridgeFailure
+        } else {
+            RejectReason::NoCapacity
+        })
+    }
+
+    /// Records a conference made (or found) on `bridge` and routes the call to it.
+    async fn record(
+        &self,
+        engine: &Engine,
+        conference: &str,
+        template_name: &str,
+        role: Role,
+        bridge: &Bridge,
+        id: String,
+    ) -> Decision {
+        let record = Record::Conference(Conference {
+            name: conference.to_owned(),
+            bridge: bridge.name.clone(),
+            bridge_conference_id: id,
+            template: template_name.to_owned(),
+            created_by: self.writer.peer_id().to_hex(),
+        });
+        let saved = self
+            .writer
+            .execute("policy-service", Command::Save(record), crate::base::clock::now_ms())
+            .await;
+        if let Err(error) = saved {
+            // The bridge has it; the next call adopts it through `Duplicate`.
+            tracing::error!(%error, %conference, "conference created but not recorded");
+        }
+        Decision::Route {
+            url: engine.route_url(conference, template_name, role, bridge),
+            conference: conference.to_owned(),
+            bridge: bridge.name.clone(),
+        }
+    }
+
+    /// Whether maintenance mode was switched (on or off) less than a drain ago.
+    fn maintenance_changed_within_drain(&self) -> bool {
+        let state = self.state.borrow().clone();
+        let key = RecordKey {
+            kind: RecordKind::Maintenance,
+            name: RecordKind::Maintenance.as_str().to_owned(),
+        };
+        state.slot(&key).is_some_and(|slot| {
+            crate::base::clock::now_ms().saturating_sub(slot.stamp.hlc.wall_ms)
+                < self.maintenance_drain_ms
+        })
+    }
+
+    /// Polls every enabled bridge until shutdown.
+    pub fn spawn_health_polling(self: &Arc<Self>, tasks: &Tasks) {
+        let service = self.clone();
+        let shutdown = tasks.shutdown().clone();
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(BRIDGE_POLL_INTERVAL_MS));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let state = service.state.borrow().clone();
+                let bridges: Vec<Bridge> = state
+                    .list(RecordKind::Bridge)
+                    .filter_map(|record| match record {
+                        Record::Bridge(bridge) if bridge.enabled => Some(bridge.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                for bridge in &bridges {
+                    let problem =
+                        service.host.poll(bridge).await.err().map(|error| error.to_string());
+                    let up = problem.is_none();
+                    service.health.mark(bridge, problem);
+                    if up {
+                        service.register_feedback(bridge).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl PolicyService {
+    /// Registers this peer's feedback receiver on a TelePresence Server (once per address), so
+    /// its keep-alives and events arrive between polls.
+    async fn register_feedback(&self, bridge: &Bridge) {
+        let Some(base) = &self.feedback_base_url else { return };
+        if bridge.bridge_type != model::record::BridgeType::TelepresenceServer {
+            return;
+        }
+        let token = {
+            let feedback = lock(&self.feedback);
+            match feedback.registered.get(&bridge.name) {
+                Some((address, _)) if *address == bridge.address => return,
+                _ => match crate::base::random::hex_token::<16>() {
+                    Some(token) => token,
+                    None => {
+                        tracing::warn!(bridge = %bridge.name, "no randomness for a feedback token; not registering");
+                        return;
+                    }
+                },
+            }
+        };
+        let uri = format!("{base}{BRIDGE_EVENTS_PATH}?bridge={}&token={token}", bridge.name);
+        match self.host.configure_feedback(bridge, &uri).await {
+            Ok(()) => {
+                lock(&self.feedback)
+                    .registered
+                    .insert(bridge.name.clone(), (bridge.address.clone(), token));
+            }
+            Err(error) => {
+                tracing::warn!(bridge = %bridge.name, %error, "feedback receiver not registered")
+            }
+        }
+    }
+
+    /// An `eventNotification` from a bridge: proof of life, recorded. The token in the URI we
+    /// registered is what makes a stranger's post count for nothing.
+    pub fn bridge_event(&self, bridge_name: &str, token: &str, body: &[u8]) -> Result<(), String> {
+        let registered =
+            lock(&self.feedback).registered.get(bridge_name).map(|(_, token)| token.clone());
+        if registered.as_deref() != Some(token) {
+            return Err("unknown bridge or token".to_owned());
+        }
+        let notification =
+            bridges::parse_event_notification(body).map_err(|error| error.to_string())?;
+        tracing::debug!(bridge = %bridge_name, events = ?notification.events, "bridge event");
+        lock(&self.feedback)
+            .last_event_ms
+            .insert(bridge_name.to_owned(), crate::base::clock::now_ms());
+        let engine = self.engine();
+        if let Some(bridge) = engine.bridge(bridge_name) {
+            self.health.mark(bridge, None);
+        }
+        Ok(())
+    }
+
+    pub async fn status(&self) -> PolicyStatus {
+        let state = self.state.borrow().clone();
+        let problems = self.health.problems();
+        let last_event_ms = lock(&self.feedback).last_event_ms.clone();
+        let bridges = state
+            .list(RecordKind::Bridge)
+            .filter_map(|record| match record {
+                Record::Bridge(bridge) => Some(BridgeHealthView {
+                    name: bridge.name.clone(),
+                    up: self.health.is_up(bridge),
+                    problem: problems.get(&bridge.name).cloned(),
+                    last_event_ms: last_event_ms.get(&bridge.name).copied(),
+                }),
+                _ => None,
+            })
+            .collect();
+        PolicyStatus {
+            unavailable: self.unavailable().await,
+            maintenance_drain_ms_left: self.maintenance_drain_ms_left(),
+            bridges,
+        }
+    }
+
+    /// Ends conferences nobody uses, until shutdown. Runs on every peer, each ending only what
+    /// it created (so peers do not race), plus any copy of a conference left on the wrong
+    /// bridge when two peers created it during a partition (ending it is idempotent):
+    /// - a conference it created that has been empty for `idle_ms`: ended on the bridge, its
+    ///   record removed;
+    /// - a conference it created that its bridge no longer lists (restarted): record removed;
+    /// - a conference of a known name on a bridge other than the recorded one, empty for
+    ///   `idle_ms`: the losing copy of a partition race, ended.
+    ///
+    /// Conferences Baton does not know are never touched.
+    pub fn spawn_conference_cleanup(self: &Arc<Self>, idle_ms: u64, tasks: &Tasks) {
+        let service = self.clone();
+        let interval_ms = (idle_ms / 4).clamp(100, BRIDGE_POLL_INTERVAL_MS);
+        let shutdown = tasks.shutdown().clone();
+        tasks.spawn(async move {
+            let mut empty_since_ms: HashMap<(String, String), u64> = HashMap::new();
+            let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                service.clean_up_once(idle_ms, &mut empty_since_ms).await;
+            }
+        });
+    }
+
+    async fn clean_up_once(
+        &self,
+        idle_ms: u64,
+        empty_since_ms: &mut HashMap<(String, String), u64>,
+    ) {
+        let state = self.state.borrow().clone();
+        let me = self.writer.peer_id().to_hex();
+        let now_ms = crate::base::clock::now_ms();
+        let conferences: HashMap<&str, &Conference> = state
+            .list(RecordKind::Conference)
+            .filter_map(|record| match record {
+                Record::Conference(conference) => Some((conference.name.as_str(), conference)),
+                _ => None,
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        for record in state.list(RecordKind::Bridge) {
+            let Record::Bridge(bridge) = record else { continue };
+            if !bridge.enabled {
+                continue;
+            }
+            let Ok(hosted) = self.host.list(bridge).await else { continue };
+            for conference in &hosted {
+                let Some(known) = conferences.get(conference.name.as_str()) else { continue };
+                let ours = known.bridge == bridge.name;
+                if ours {
+                    seen.insert(known.name.clone());
+                }
+                if (ours && known.created_by != me) || conference.participants > 0 {
+                    empty_since_ms.remove(&(bridge.name.clone(), conference.name.clone()));
+                    continue;
+                }
+                let since = *empty_since_ms
+                    .entry((bridge.name.clone(), conference.name.clone()))
+                    .or_insert(now_ms);
+                if now_ms.saturating_sub(since) < idle_ms {
+                    continue;
+                }
+                empty_since_ms.remove(&(bridge.name.clone(), conference.name.clone()));
+                if let Err(error) = self.host.destroy(bridge, &conference.id).await {
+                    tracing::warn!(bridge = %bridge.name, conference = %conference.name, %error, "could not end an empty conference");
+                    continue;
+                }
+                if ours {
+                    self.forget(&known.name, "ended on its bridge after being empty").await;
+                } else {
+                    tracing::warn!(
+                        bridge = %bridge.name, conference = %conference.name, kept_on = %known.bridge,
+                        "ended the copy of a conference created twice while peers were apart"
+                    );
+                }
+            }
+            // Records of ours the bridge no longer lists: it lost them (restart, operator).
+            for known in
+                conferences.values().filter(|c| c.bridge == bridge.name && c.created_by == me)
+            {
+                if !seen.contains(&known.name) {
+                    self.forget(&known.name, "its bridge no longer lists it").await;
+                }
+            }
+        }
+    }
+
+    async fn forget(&self, conference: &str, why: &str) {
+        let key = RecordKey { kind: RecordKind::Conference, name: conference.to_owned() };
+        match self
+            .writer
+            .execute("policy-service", Command::Remove(key), crate::base::clock::now_ms())
+            .await
+        {
+            Ok(_) => tracing::info!(%conference, %why, "conference removed"),
+            Err(error) => {
+                tracing::warn!(%conference, %error, "could not remove a conference record")
+            }
+        }
+    }
+}
+
+fn singleton(state: &State, kind: RecordKind) -> Option<&Record> {
+    state.get(&RecordKey { kind, name: kind.as_str().to_owned() })
+}

@@ -1,0 +1,338 @@
+//! Upgrades through the admin API: an uploaded image is streamed through `upgrade::install`
+//! (signature and manifest checked before a byte is written, payload hashed while it goes into
+//! the inactive slot), the slot becomes the next boot with boot counting, and the peer reboots
+//! when the operator says so. Progress and the last boot's outcome (including a fallback) are
+//! readable at any time.
+//!
+//! Boot control is file-backed by default (`upgrade::FileBootControl` under `<data>/boot`, for
+//! development and tests); the appliance's `batond.service` selects systemd-boot's
+//! (`upgrade::SystemdBootControl`: partitions by label, entries on the ESP). Trusted keys are
+//! embedded at build time (`BATON_UPGRADE_TRUSTED_KEYS`); a development or test build may name
+//! a key file.
+
+use crate::base::journal::{self, EntryKind};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use upgrade::{
+    BootControl, FileBootControl, InstallOptions, RunningSystem, SlotWriter, SystemdBootControl,
+    SystemdBootPaths, TrustedKeys,
+};
+
+/// Largest slot image accepted (also the file-backed slots' capacity).
+pub const SLOT_CAPACITY_BYTES_DEFAULT: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Which [`BootControl`] upgrades go through.
+#[derive(Clone, Debug)]
+pub enum BootControlKind {
+    /// Slots and entries as files under [`UpgradeConfig::boot_dir`].
+    File,
+    /// The appliance: systemd-boot on the ESP, root slots as partitions.
+    SystemdBoot(SystemdBootPaths),
+}
+
+#[derive(Clone, Debug)]
+pub struct UpgradeConfig {
+    pub boot_control: BootControlKind,
+    /// Where the file-backed boot control keeps slots and entries.
+    pub boot_dir: PathBuf,
+    pub slot_capacity_bytes: u64,
+    /// Trusted public keys from a file instead of the build's. Development and tests only.
+    pub trusted_keys_file: Option<PathBuf>,
+    /// Run to reboot the machine (`systemctl reboot` on the appliance).
+    pub reboot_command: Vec<String>,
+}
+
+impl UpgradeConfig {
+    pub fn for_data_dir(data_dir: &std::path::Path) -> UpgradeConfig {
+        UpgradeConfig {
+            boot_control: BootControlKind::File,
+            boot_dir: data_dir.join("boot"),
+            slot_capacity_bytes: SLOT_CAPACITY_BYTES_DEFAULT,
+            trusted_keys_file: None,
+            reboot_command: vec!["systemctl".to_owned(), "reboot".to_owned()],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error(transparent)]
+    Upgrade(#[from] upgrade::Error),
+    #[error("an upgrade is already being installed")]
+    Busy,
+    #[error("trusted keys: {0}")]
+    Keys(String),
+    #[error("the install task failed: {0}")]
+    Task(String),
+    #[error("reboot command failed: {0}")]
+    Reboot(String),
+}
+
+pub struct UpgradeService {
+    config: UpgradeConfig,
+    keys: TrustedKeys,
+    /// Held for the whole install: one at a time.
+    installing: Mutex<()>,
+    progress: Arc<Mutex<Option<upgrade::Progress>>>,
+}
+
+#[derive(serde::Serialize)]
+pub struct UpgradeStatus {
+    pub running_version: String,
+    pub active_slot: String,
+    /// The last boot for people: "booted slot A", "fell back from B after 3 failed tries; …".
+    pub last_boot: String,
+    /// The same for programs: `normal`, `trying` or `fell_back`.
+    pub last_boot_outcome: &'static str,
+    /// Set when the firmware fell back: the slot that failed and how many boots it tried.
+    pub fell_back: Option<FallbackView>,
+    /// Boots the running slot has left to be marked good (only while `trying`).
+    pub tries_left: Option<u32>,
+    /// `file` or `systemd-boot`.
+    pub boot_control: &'static str,
+    /// The entries as the boot loader will try them.
+    pub boot_entries: Vec<String>,
+    pub installing: Option<ProgressView>,
+}
+
+#[derive(serde::Serialize)]
+pub struct FallbackView {
+    pub from_slot: String,
+    pub failed_tries: u32,
+}
+
+#[derive(serde::Serialize)]
+pub struct ProgressView {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+pub struct InstalledView {
+    pub version: String,
+    pub slot: String,
+    pub next_boot: String,
+    pub reboot_required: bool,
+}
+
+impl UpgradeService {
+    pub fn new(config: UpgradeConfig) -> Result<UpgradeService, UpgradeError> {
+        let keys = match &config.trusted_keys_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| UpgradeError::Keys(format!("{}: {error}", path.display())))?;
+                TrustedKeys::from_text(&text)
+                    .map_err(|error| UpgradeError::Keys(error.to_string()))?
+            }
+            None => upgrade::trusted_keys_from_env!()
+                .map_err(|error| UpgradeError::Keys(error.to_string()))?,
+        };
+        if matches!(config.boot_control, BootControlKind::File)
+            && !config.boot_dir.join("state.json").exists()
+        {
+            // A new machine: the running software is slot A's, blessed.
+            FileBootControl::create(
+                &config.boot_dir,
+                &crate::base::version::upgrade_version().to_string(),
+                b"",
+                config.slot_capacity_bytes,
+            )?;
+        }
+        Ok(UpgradeService {
+            config,
+            keys,
+            installing: Mutex::new(()),
+            progress: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    fn boot(&self) -> Boot {
+        match &self.config.boot_control {
+            BootControlKind::File => Boot::File(FileBootControl::open(
+                &self.config.boot_dir,
+                self.config.slot_capacity_bytes,
+            )),
+            BootControlKind::SystemdBoot(paths) => {
+                Boot::SystemdBoot(SystemdBootControl::new(paths.clone()))
+            }
+        }
+    }
+
+    pub fn status(&self) -> Result<UpgradeStatus, UpgradeError> {
+        let boot = self.boot();
+        let progress = *crate::base::sync::lock(&self.progress);
+        let last_boot = boot.control().last_boot()?;
+        let (outcome, fell_back, tries_left) = match &last_boot {
+            upgrade::LastBoot::Normal { .. } => ("normal", None, None),
+            upgrade::LastBoot::Trying { tries_left, .. } => ("trying", None, Some(*tries_left)),
+            upgrade::LastBoot::FellBack { from, failed_tries, .. } => (
+                "fell_back",
+                Some(FallbackView { from_slot: from.to_string(), failed_tries: *failed_tries }),
+                None,
+            ),
+        };
+        Ok(UpgradeStatus {
+            running_version: crate::base::version::upgrade_version().to_string(),
+            active_slot: boot.control().active_slot()?.to_string(),
+            last_boot: last_boot.to_string(),
+            last_boot_outcome: outcome,
+            fell_back,
+            tries_left,
+            boot_control: match boot {
+                Boot::File(_) => "file",
+                Boot::SystemdBoot(_) => "systemd-boot",
+            },
+            boot_entries: boot.entries()?.iter().map(|entry| entry.file_name()).collect(),
+            installing: progress
+                .map(|p| ProgressView { done_bytes: p.done_bytes, total_bytes: p.total_bytes }),
+        })
+    }
+
+    /// Installs the image read from `image` (blocking: call it off the async runtime).
+    pub fn install(
+        &self,
+        image: &mut dyn std::io::Read,
+        allow_downgrade: bool,
+    ) -> Result<InstalledView, UpgradeError> {
+        let _only_one = self.installing.try_lock().map_err(|_| UpgradeError::Busy)?;
+        let mut boot = self.boot();
+        let running = RunningSystem {
+            version: crate::base::version::upgrade_version(),
+            architecture: std::env::consts::ARCH.to_owned(),
+            active_slot: boot.control().active_slot()?,
+        };
+        let mut writer = boot.inactive_slot_writer()?;
+        let progress = self.progress.clone();
+        let mut report = |now: upgrade::Progress| {
+            *crate::base::sync::lock(&progress) = Some(now);
+        };
+        let installed = upgrade::install(
+            image,
+            &self.keys,
+            &running,
+            InstallOptions { allow_downgrade },
+            writer.as_mut(),
+            &mut report,
+        );
+        *crate::base::sync::lock(&self.progress) = None;
+        let installed = installed?;
+        let label = installed.manifest.version.to_string();
+        boot.control_mut().set_next_boot(installed.slot, upgrade::DEFAULT_BOOT_TRIES, &label)?;
+        Ok(InstalledView {
+            version: label,
+            slot: installed.slot.to_string(),
+            next_boot: installed.slot.to_string(),
+            reboot_required: true,
+        })
+    }
+
+    pub fn reboot(&self) -> Result<(), UpgradeError> {
+        let Some((program, args)) = self.config.reboot_command.split_first() else {
+            return Err(UpgradeError::Reboot("no reboot command configured".to_owned()));
+        };
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .map_err(|error| UpgradeError::Reboot(format!("{program}: {error}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(UpgradeError::Reboot(format!("{program}: {status}")))
+        }
+    }
+}
+
+/// The configured boot control, with the inherent parts the trait does not cover.
+enum Boot {
+    File(FileBootControl),
+    SystemdBoot(SystemdBootControl),
+}
+
+impl Boot {
+    fn control(&self) -> &dyn BootControl {
+        match self {
+            Boot::File(boot) => boot,
+            Boot::SystemdBoot(boot) => boot,
+        }
+    }
+
+    fn control_mut(&mut self) -> &mut dyn BootControl {
+        match self {
+            Boot::File(boot) => boot,
+            Boot::SystemdBoot(boot) => boot,
+        }
+    }
+
+    fn entries(&self) -> Result<Vec<upgrade::Entry>, upgrade::Error> {
+        match self {
+            Boot::File(boot) => boot.entries(),
+            Boot::SystemdBoot(boot) => boot.entries(),
+        }
+    }
+
+    fn inactive_slot_writer(&self) -> Result<Box<dyn SlotWriter>, upgrade::Error> {
+        Ok(match self {
+            Boot::File(boot) => Box::new(boot.inactive_slot_writer()?),
+            Boot::SystemdBoot(boot) => Box::new(boot.inactive_slot_writer()?),
+        })
+    }
+}
+
+// ---- as the operator runs them (API and web) ------------------------------------------------
+
+/// The upgrade service's status, read off the async runtime (boot entries are files).
+pub async fn status_of(app: &super::App) -> Result<UpgradeStatus, super::Error> {
+    let service = app.upgrade.clone();
+    Ok(tokio::task::spawn_blocking(move || service.status()).await??)
+}
+
+/// Installs the image read from `image` into the inactive slot, journaling the outcome; a
+/// refusal wrote nothing.
+pub async fn install(
+    app: &super::App,
+    actor: &str,
+    mut image: impl std::io::Read + Send + 'static,
+    allow_downgrade: bool,
+) -> Result<InstalledView, super::Error> {
+    let service = app.upgrade.clone();
+    let installed = tokio::task::spawn_blocking(move || {
+        let installed = service.install(&mut image, allow_downgrade);
+        if installed.is_err() {
+            // Most refusals come after the header, long before the body ends. Answering then
+            // would close the connection under a client still sending, which sees a broken
+            // upload instead of the reason: read the rest (bounded by the body limit) first.
+            let _ = std::io::copy(&mut image, &mut std::io::sink());
+        }
+        installed
+    })
+    .await?;
+    let (level, kind, message) = match &installed {
+        Ok(installed) => (
+            eventlog::Level::Info,
+            EntryKind::UpgradeInstalled,
+            format!(
+                "version {} installed in slot {}; it boots next, on trial",
+                installed.version, installed.slot
+            ),
+        ),
+        Err(error) => (
+            eventlog::Level::Warning,
+            EntryKind::UpgradeRefused,
+            format!("upgrade image refused: {error}"),
+        ),
+    };
+    app.writer.journal(journal::entry(level, kind, Some(actor), message));
+    Ok(installed?)
+}
+
+/// Runs the reboot command, after saying so in the Event Log.
+pub async fn reboot(app: &super::App, actor: &str) -> Result<(), super::Error> {
+    app.writer.journal(journal::entry(
+        eventlog::Level::Warning,
+        EntryKind::SystemReboot,
+        Some(actor),
+        "reboot requested",
+    ));
+    let service = app.upgrade.clone();
+    Ok(tokio::task::spawn_blocking(move || service.reboot()).await??)
+}

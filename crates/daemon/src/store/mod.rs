@@ -1,0 +1,714 @@
+//! The write side: one thread owns the event log's write connection, decides commands against
+//! the in-memory state, appends the resulting events durably, and brings the projections up to
+//! date before it answers, so a client that got "saved" reads its own write.
+//!
+//! SQLite access never happens on the async runtime: writes go through a bounded queue to the
+//! writer thread, reads run on the blocking pool with connections from [`Readers`].
+
+mod cluster_settings;
+mod readers;
+
+pub use cluster_settings::{ClusterSettings, Outbound};
+pub use readers::{ReadError, Readers, state_at};
+
+use crate::base::journal::EntryKind;
+use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
+use model::{ClusterId, Command, Event, HybridClock, PeerId, Rejection, Scope, Stamp, State};
+use replication::Replicator;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Requests waiting for the writer; callers wait (back-pressure) when it is full.
+pub const WRITER_QUEUE_MAX: usize = 256;
+/// A snapshot of the state is written after this many events, so start-up replays at most
+/// this many events whatever the length of the history.
+pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 10_000;
+/// Idle read connections kept open.
+pub const READERS_IDLE_MAX: usize = 8;
+/// File name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "baton.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The operator asked for something the configuration rules refuse.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("event log: {0}")]
+    EventLog(#[from] eventlog::Error),
+    #[error("projections: {0}")]
+    Projection(#[from] projections::Error),
+    #[error("stored event cannot be read: {0}")]
+    Decode(#[from] model::DecodeError),
+    #[error("replication: {0}")]
+    Replication(#[from] replication::Error),
+    #[error("no randomness: {0}")]
+    Random(String),
+    #[error("this peer already belongs to a cluster")]
+    AlreadyInCluster,
+    /// A restore on a clustered peer would fork the cluster's history.
+    #[error(
+        "this peer is part of a cluster; put it in standalone mode first (a restored peer then \
+         forms or joins a cluster by the normal rules)"
+    )]
+    Clustered,
+    #[error("the writer has stopped")]
+    WriterGone,
+}
+
+/// The log, the state folded from it, the clock that stamps new events, and the replication
+/// state machine that exchanges the shared stream with cluster peers.
+pub struct Store {
+    log: EventLog,
+    state: State,
+    clock: HybridClock,
+    applied_position: u64,
+    snapshot_position: u64,
+    replicator: Replicator,
+    cluster_id: Option<ClusterId>,
+    /// Counts changes to `state`, so readers are sent a new copy only when it changed.
+    state_version: u64,
+}
+
+/// What start-up had to do, for the Event Log and the start-up benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenReport {
+    pub snapshot_position: u64,
+    pub events_replayed: u64,
+    pub projection_events_applied: u64,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<(Store, OpenReport), StoreError> {
+        Store::from_log(EventLog::open(path)?)
+    }
+
+    fn from_log(mut log: EventLog) -> Result<(Store, OpenReport), StoreError> {
+        let mut report = OpenReport::default();
+        let mut state = State::default();
+        let mut position = 0;
+        if let Some(snapshot) = log.latest_snapshot()? {
+            // A snapshot in an older format is simply not used: replaying the log is always
+            // correct, only slower.
+            if snapshot.format == model::SNAPSHOT_FORMAT && snapshot.position <= log.last_position()
+            {
+                state = State::from_snapshot(&snapshot.blob)?;
+                position = snapshot.position;
+                report.snapshot_position = position;
+            }
+        }
+        let (last_position, replayed) =
+            fold_log::<StoreError>(log.connection(), &mut state, position, |_| true)?;
+        position = last_position;
+        report.events_replayed = replayed;
+        report.projection_events_applied = projections::catch_up(log.connection_mut())?;
+        let clock = HybridClock::new(log.max_hlc()?);
+        let cluster_id = log.cluster_id()?;
+        let replicator = Replicator::new(log.peer_id(), []);
+        let mut store = Store {
+            log,
+            state,
+            clock,
+            applied_position: position,
+            snapshot_position: report.snapshot_position,
+            replicator,
+            cluster_id,
+            state_version: 0,
+        };
+        store.snapshot_if_due()?;
+        store.reconcile_cluster_id()?;
+        Ok((store, report))
+    }
+
+    /// The cluster identity follows the cluster record: a peer whose list holds only its own
+    /// address founds a cluster (the seed's initial peer); standalone mode forgets the
+    /// identity, so the peer's configuration is replaced when it joins again. A peer listing
+    /// others without an identity is joining: it adopts the identity of the first compatible
+    /// peer (see [`Store::join_cluster`]). Idempotent, so a crash between saving the record
+    /// and this step is repaired at the next start.
+    fn reconcile_cluster_id(&mut self) -> Result<(), StoreError> {
+        let settings = self.cluster_settings();
+        let wanted = match (&self.cluster_id, settings.is_clustered()) {
+            (Some(_), false) => None,
+            (None, true) if settings.peers == settings.address.into_iter().collect::<Vec<_>>() => {
+                Some(ClusterId(random_bytes()?))
+            }
+            (current, _) => *current,
+        };
+        if wanted != self.cluster_id {
+            self.log.set_cluster_id(wanted)?;
+            self.cluster_id = wanted;
+        }
+        Ok(())
+    }
+
+    /// What the cluster layer needs to know, read from this peer's records.
+    pub fn cluster_settings(&self) -> ClusterSettings {
+        ClusterSettings::from_state(&self.state, self.peer_id(), self.cluster_id)
+    }
+
+    /// Joins `cluster`: the shared configuration held here is replaced by the cluster's (which
+    /// then arrives by replication), this peer's own settings are kept, and the peer takes a
+    /// new identity so its old shared history can never reach the cluster. The old database
+    /// is kept beside the new one. Returns the path of that copy.
+    pub fn join_cluster(&mut self, cluster: ClusterId, now_ms: u64) -> Result<PathBuf, StoreError> {
+        // Two links may both decide to join; only the first replaces anything.
+        if self.cluster_id.is_some() || !self.cluster_settings().is_clustered() {
+            return Err(StoreError::AlreadyInCluster);
+        }
+        let kept = self.log.path().with_file_name(format!("baton-before-join-{now_ms}.db"));
+        self.log.copy_to(&kept)?;
+        let mut fresh = EventLog::open_in_memory(PeerId(random_bytes()?))?;
+        let mut clock = HybridClock::new(self.clock.last());
+        let own_settings: Vec<NewEvent> = self
+            .state
+            .records()
+            .filter(|record| record.kind().scope() == Scope::Local)
+            .map(|record| {
+                let encoded = Event::Saved(record.clone()).encode();
+                NewEvent {
+                    stream: Stream::Local,
+                    hlc: clock.tick(now_ms),
+                    actor: "system".to_owned(),
+                    kind: encoded.kind,
+                    version: encoded.version,
+                    payload: encoded.payload,
+                }
+            })
+            .collect();
+        fresh.append(&own_settings)?;
+        fresh.set_cluster_id(Some(cluster))?;
+        fresh.append_journal(&eventlog::NewJournalEntry {
+            at_ms: now_ms,
+            level: eventlog::Level::Warning,
+            kind: EntryKind::ClusterJoined.as_str().to_owned(),
+            actor: None,
+            message: format!(
+                "joined cluster {cluster}: this peer's shared configuration is replaced by the \
+                 cluster's; its own settings are kept; the previous database is kept at {}",
+                kept.display()
+            ),
+        })?;
+        projections::catch_up(fresh.connection_mut())?;
+        self.replace_content(&fresh)?;
+        Ok(kept)
+    }
+
+    /// Replaces this peer's whole database with the verified, staged one at `staged` (see
+    /// `backup::stage_restore`), without a restart: a safety copy of the current database is
+    /// written beside it as `pre-restore-<now_ms>.db`, the restored log is brought up to date
+    /// (projections) and put in standalone mode if the backup was taken in a cluster, `note`
+    /// is added to its Event Log (it marks the restore as applied, see
+    /// `crate::services::backups::recover`), and the content is swapped in one SQLite transaction, so a
+    /// crash leaves the old database or the new one. Returns the safety copy's path.
+    pub fn restore_from(
+        &mut self,
+        staged: &Path,
+        note: &eventlog::NewJournalEntry,
+        now_ms: u64,
+    ) -> Result<PathBuf, StoreError> {
+        if self.cluster_id.is_some() || self.cluster_settings().is_clustered() {
+            return Err(StoreError::Clustered);
+        }
+        let kept = self.log.path().with_file_name(format!("pre-restore-{now_ms}.db"));
+        self.log.copy_to(&kept)?;
+        let (mut restored, _) = Store::open(staged)?;
+        if restored.cluster_settings().is_clustered() {
+            let standalone =
+                model::record::Cluster { pre_shared_key: String::new(), peers: vec![] };
+            restored.execute(
+                "system",
+                &Command::Save(model::Record::Cluster(standalone)),
+                now_ms,
+            )?;
+        }
+        restored.log.append_journal(note)?;
+        self.replace_content(&restored.log)?;
+        Ok(kept)
+    }
+
+    /// Swaps this peer's database content for `source`'s in one SQLite transaction and
+    /// rebuilds the store from it. The state version moves on, so readers are handed the new
+    /// state even when nothing had changed since start (a rebuilt store counts from zero).
+    fn replace_content(&mut self, source: &EventLog) -> Result<(), StoreError> {
+        self.log.replace_with(source)?;
+        let placeholder = EventLog::open_in_memory(self.peer_id())?;
+        let log = std::mem::replace(&mut self.log, placeholder);
+        let (mut store, _) = Store::from_log(log)?;
+        store.state_version = self.state_version + 1;
+        *self = store;
+        Ok(())
+    }
+
+    /// Who to replicate with: the peers whose greeting matched ours.
+    pub fn set_replication_peers(&mut self, peers: Vec<PeerId>) {
+        self.replicator.set_peers(peers);
+    }
+
+    pub fn replication_tick(&mut self, now_ms: u64) -> Vec<Outbound> {
+        sends(self.replicator.tick(now_ms, &self.log))
+    }
+
+    /// Takes a message from a peer: events new here are stored, folded into the state and the
+    /// projections. Returns what to send back.
+    pub fn replicate(
+        &mut self,
+        from: PeerId,
+        message: replication::Message,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        let outputs = self.replicator.receive(from, message, &mut self.log)?;
+        let mut applied_any = false;
+        for output in &outputs {
+            if let replication::Output::Applied { events } = output {
+                self.fold(events)?;
+                applied_any = true;
+            }
+        }
+        if applied_any {
+            if let Err(error) = projections::catch_up(self.log.connection_mut()) {
+                tracing::error!(%error, "projections did not catch up; they will retry");
+            }
+            self.snapshot_if_due()?;
+        }
+        Ok(sends(outputs))
+    }
+
+    /// Two peers that could not see each other may both create a conference of one name, on
+    /// different bridges. Last-writer-wins settles which one the cluster keeps, the same on
+    /// every peer; this tells the operator it happened (the other copy is ended once empty).
+    fn note_conference_race(&mut self, incoming: &Event, at_ms: u64) {
+        let Event::Saved(model::Record::Conference(theirs)) = incoming else { return };
+        let key =
+            model::RecordKey { kind: model::RecordKind::Conference, name: theirs.name.clone() };
+        let Some(model::Record::Conference(ours)) = self.state.get(&key) else { return };
+        if ours.bridge == theirs.bridge {
+            return;
+        }
+        let entry = eventlog::NewJournalEntry {
+            at_ms,
+            level: eventlog::Level::Warning,
+            kind: EntryKind::ConferenceCreatedTwice.as_str().to_owned(),
+            actor: None,
+            message: format!(
+                "conference {:?} was created on both {} and {} while peers could not reach each \
+                 other; the cluster keeps the later one (last writer wins) and ends the other \
+                 copy once it is empty",
+                theirs.name, ours.bridge, theirs.bridge
+            ),
+        };
+        if let Err(error) = self.log.append_journal(&entry) {
+            tracing::error!(%error, "could not write to the Event Log");
+        }
+    }
+
+    /// What to push to peers after a local append.
+    pub fn appended(&self, stored: &[StoredEvent]) -> Vec<Outbound> {
+        sends(self.replicator.appended(stored))
+    }
+
+    fn fold(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
+        for stored in events {
+            let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
+            self.note_conference_race(&event, stored.hlc.wall_ms);
+            self.clock.observe(stored.hlc);
+            self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            self.applied_position = self.applied_position.max(stored.position);
+        }
+        self.state_version += 1;
+        Ok(())
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.log.peer_id()
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn state_version(&self) -> u64 {
+        self.state_version
+    }
+
+    pub fn last_position(&self) -> u64 {
+        self.log.last_position()
+    }
+
+    /// Decides `command`, appends its events in one durable transaction, folds them into the
+    /// state and the projections. On a rejection nothing is written.
+    pub fn execute(
+        &mut self,
+        actor: &str,
+        command: &Command,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let events = self.state.decide(command)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let new_events: Vec<NewEvent> = events
+            .iter()
+            .map(|event| {
+                let encoded = event.encode();
+                NewEvent {
+                    stream: match event.scope() {
+                        Scope::Shared => Stream::Shared,
+                        Scope::Local => Stream::Local,
+                    },
+                    hlc: self.clock.tick(now_ms),
+                    actor: actor.to_owned(),
+                    kind: encoded.kind,
+                    version: encoded.version,
+                    payload: encoded.payload,
+                }
+            })
+            .collect();
+        let stored = self.log.append(&new_events)?;
+        for (event, stored) in events.iter().zip(&stored) {
+            self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, event);
+            self.applied_position = stored.position;
+        }
+        self.state_version += 1;
+        // The events are durable: if this fails the projections catch up at the next write
+        // or start-up, so the client is still told the change was saved.
+        if let Err(error) = projections::catch_up(self.log.connection_mut()) {
+            tracing::error!(%error, "projections did not catch up; they will retry");
+        }
+        self.snapshot_if_due()?;
+        let cluster_changed = events.iter().any(|event| match event {
+            Event::Saved(record) => record.kind() == model::RecordKind::Cluster,
+            Event::Removed(key) => key.kind == model::RecordKind::Cluster,
+        });
+        if cluster_changed {
+            self.reconcile_cluster_id()?;
+        }
+        Ok(stored)
+    }
+
+    fn snapshot_if_due(&mut self) -> Result<(), StoreError> {
+        if self.applied_position >= self.snapshot_position + SNAPSHOT_INTERVAL_EVENTS {
+            self.log.save_snapshot(
+                self.applied_position,
+                model::SNAPSHOT_FORMAT,
+                &self.state.to_snapshot(),
+            )?;
+            self.snapshot_position = self.applied_position;
+        }
+        Ok(())
+    }
+
+    pub fn journal(&mut self, entry: &eventlog::NewJournalEntry) -> Result<u64, StoreError> {
+        Ok(self.log.append_journal(entry)?)
+    }
+}
+
+fn sends(outputs: Vec<replication::Output>) -> Vec<Outbound> {
+    outputs
+        .into_iter()
+        .filter_map(|output| match output {
+            replication::Output::Send { to, message } => Some((to, message)),
+            replication::Output::Applied { .. } => None,
+        })
+        .collect()
+}
+
+fn random_bytes() -> Result<[u8; 16], StoreError> {
+    crate::base::random::bytes().map_err(|error| StoreError::Random(error.to_string()))
+}
+
+enum Request {
+    Execute {
+        actor: String,
+        command: Command,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+    },
+    Journal {
+        entry: eventlog::NewJournalEntry,
+    },
+    State {
+        reply: oneshot::Sender<State>,
+    },
+    Replicate {
+        from: PeerId,
+        message: replication::Message,
+    },
+    ReplicationTick {
+        now_ms: u64,
+    },
+    ReplicationPeers {
+        peers: Vec<PeerId>,
+    },
+    JoinCluster {
+        cluster: ClusterId,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<PathBuf, StoreError>>,
+    },
+    Restore {
+        staged: PathBuf,
+        note: eventlog::NewJournalEntry,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<PathBuf, StoreError>>,
+    },
+    /// Serve nothing after this (shutdown).
+    Stop,
+}
+
+/// The writer thread: owns the store, serves requests one at a time, publishes the state and
+/// the cluster settings after each.
+struct WriterThread {
+    store: Store,
+    outbound: mpsc::Sender<Outbound>,
+    settings_tx: watch::Sender<ClusterSettings>,
+    state_tx: watch::Sender<Arc<State>>,
+    published_version: u64,
+}
+
+impl WriterThread {
+    fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        while let Some(request) = requests.blocking_recv() {
+            if matches!(request, Request::Stop) {
+                return;
+            }
+            self.serve(request);
+            let latest = self.store.cluster_settings();
+            self.settings_tx.send_if_modified(|current| {
+                let changed = *current != latest;
+                *current = latest;
+                changed
+            });
+            self.publish_state();
+        }
+    }
+
+    fn send(&self, messages: Vec<Outbound>) {
+        for message in messages {
+            if self.outbound.try_send(message).is_err() {
+                tracing::debug!("replication message dropped: the peer link is busy");
+            }
+        }
+    }
+
+    /// Hands readers the state if it changed since it was last published (cheap: the state's
+    /// map is persistent).
+    fn publish_state(&mut self) {
+        if self.store.state_version() != self.published_version {
+            self.published_version = self.store.state_version();
+            self.state_tx.send_replace(Arc::new(self.store.state().clone()));
+        }
+    }
+
+    fn serve(&mut self, request: Request) {
+        match request {
+            Request::Execute { actor, command, now_ms, reply } => {
+                let result = self.store.execute(&actor, &command, now_ms);
+                match &result {
+                    Ok(stored) => {
+                        let messages = self.store.appended(stored);
+                        self.send(messages);
+                    }
+                    Err(StoreError::Rejected(_)) => {}
+                    Err(error) => {
+                        // Infrastructure failures go to the operator's Event Log too.
+                        tracing::error!(%error, %actor, "configuration change failed");
+                        let message = format!("a configuration change could not be saved: {error}");
+                        let entry = crate::base::journal::entry_at(
+                            now_ms,
+                            eventlog::Level::Error,
+                            EntryKind::ConfigWriteFailed,
+                            Some(&actor),
+                            message,
+                        );
+                        let _ = self.store.journal(&entry);
+                    }
+                }
+                // Readers of the state (the policy service) see a change before its author is
+                // told it is saved.
+                self.publish_state();
+                let _ = reply.send(result);
+            }
+            Request::Journal { entry } => {
+                if let Err(error) = self.store.journal(&entry) {
+                    tracing::error!(%error, kind = %entry.kind, "could not write to the Event Log");
+                }
+            }
+            Request::State { reply } => {
+                let _ = reply.send(self.store.state().clone());
+            }
+            Request::Replicate { from, message } => match self.store.replicate(from, message) {
+                Ok(messages) => self.send(messages),
+                Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
+            },
+            Request::ReplicationTick { now_ms } => {
+                let messages = self.store.replication_tick(now_ms);
+                self.send(messages);
+            }
+            Request::ReplicationPeers { peers } => self.store.set_replication_peers(peers),
+            Request::JoinCluster { cluster, now_ms, reply } => {
+                let joined = self.store.join_cluster(cluster, now_ms);
+                self.publish_state();
+                let _ = reply.send(joined);
+            }
+            Request::Restore { staged, note, now_ms, reply } => {
+                let restored = self.store.restore_from(&staged, &note, now_ms);
+                self.publish_state();
+                let _ = reply.send(restored);
+            }
+            Request::Stop => {}
+        }
+    }
+}
+
+/// Handle to the writer thread. Cloning is cheap; the thread stops at [`Writer::stop`] or when
+/// every handle is dropped.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Request>,
+    settings: watch::Receiver<ClusterSettings>,
+    state: watch::Receiver<Arc<State>>,
+}
+
+impl Writer {
+    /// Starts the writer thread over an opened store. Replication messages for peers go to
+    /// `outbound` (dropped when it is full: anti-entropy resends what was lost). The returned
+    /// join handle finishes after [`Writer::stop`] (or once every `Writer` clone has been
+    /// dropped), when the requests queued before have been served.
+    pub fn spawn(
+        store: Store,
+        outbound: mpsc::Sender<Outbound>,
+    ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
+        let (queue, requests) = mpsc::channel(WRITER_QUEUE_MAX);
+        let (settings_tx, settings) = watch::channel(store.cluster_settings());
+        let (state_tx, state) = watch::channel(Arc::new(store.state().clone()));
+        let thread =
+            std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
+                let published_version = store.state_version();
+                WriterThread { store, outbound, settings_tx, state_tx, published_version }
+                    .run(requests)
+            })?;
+        Ok((Writer { queue, settings, state }, thread))
+    }
+
+    /// Stops the writer thread once the requests queued before this one are served; later
+    /// requests fail with [`StoreError::WriterGone`].
+    pub async fn stop(&self) {
+        let _ = self.queue.send(Request::Stop).await;
+    }
+
+    /// This peer's identity (it changes when the peer joins a cluster).
+    pub fn peer_id(&self) -> PeerId {
+        self.settings.borrow().peer_id
+    }
+
+    /// The state as of the writer's last change, shared without copying: what the policy
+    /// service decides on.
+    pub fn state_watch(&self) -> watch::Receiver<Arc<State>> {
+        self.state.clone()
+    }
+
+    /// The cluster settings, updated after every change the writer makes.
+    pub fn cluster_settings(&self) -> watch::Receiver<ClusterSettings> {
+        self.settings.clone()
+    }
+
+    /// Hands a peer's message to the writer, waiting when its queue is full (back-pressure on
+    /// the peer's connection).
+    pub async fn replicate(
+        &self,
+        from: PeerId,
+        message: replication::Message,
+    ) -> Result<(), StoreError> {
+        self.queue
+            .send(Request::Replicate { from, message })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Best effort: a tick lost to a full queue is followed by another.
+    pub fn replication_tick(&self, now_ms: u64) {
+        let _ = self.queue.try_send(Request::ReplicationTick { now_ms });
+    }
+
+    pub async fn set_replication_peers(&self, peers: Vec<PeerId>) -> Result<(), StoreError> {
+        self.queue
+            .send(Request::ReplicationPeers { peers })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    pub async fn join_cluster(
+        &self,
+        cluster: ClusterId,
+        now_ms: u64,
+    ) -> Result<PathBuf, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::JoinCluster { cluster, now_ms, reply };
+        self.queue.send(request).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// See [`Store::restore_from`]; returns the safety copy's path.
+    pub async fn restore(
+        &self,
+        staged: PathBuf,
+        note: eventlog::NewJournalEntry,
+        now_ms: u64,
+    ) -> Result<PathBuf, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Restore { staged, note, now_ms, reply };
+        self.queue.send(request).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub async fn execute(
+        &self,
+        actor: &str,
+        command: Command,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Execute { actor: actor.to_owned(), command, now_ms, reply };
+        self.queue.send(request).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records a system event in this peer's Event Log. Best effort: a full queue or a stopped
+    /// writer loses the entry (and says so in the process log) rather than blocking a request.
+    pub fn journal(&self, entry: eventlog::NewJournalEntry) {
+        if let Err(error) = self.queue.try_send(Request::Journal { entry }) {
+            tracing::warn!(%error, "Event Log entry dropped");
+        }
+    }
+
+    /// A copy of the current state, as the writer sees it.
+    pub async fn state(&self) -> Result<State, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Request::State { reply }).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)
+    }
+}
+
+/// Folds the events after `after_position` that `keep` accepts into `state`, in batches.
+/// Returns the last position read and how many events were folded.
+pub(crate) fn fold_log<E>(
+    conn: &Connection,
+    state: &mut State,
+    after_position: u64,
+    keep: impl Fn(&StoredEvent) -> bool,
+) -> Result<(u64, u64), E>
+where
+    E: From<eventlog::Error> + From<model::DecodeError>,
+{
+    let (mut position, mut folded) = (after_position, 0);
+    loop {
+        let batch = eventlog::read_after(conn, position, projections::CATCH_UP_BATCH_EVENTS)?;
+        let Some(last) = batch.last() else { return Ok((position, folded)) };
+        position = last.position;
+        for stored in batch.iter().filter(|stored| keep(stored)) {
+            let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
+            state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            folded += 1;
+        }
+    }
+}
