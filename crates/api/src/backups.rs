@@ -19,14 +19,12 @@ pub struct BackupRequest {
 /// `GET /api/v1/backups/progress`: the running (or last) backup or restore, `null` when there
 /// was none since the daemon started.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupProgress {
     #[serde(deserialize_with = "required")]
     pub operation: Option<OperationProgress>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OperationProgress {
     pub operation: OperationKind,
     pub running: bool,
@@ -60,7 +58,6 @@ impl OperationKind {
 
 /// The answer to an applied restore.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Restored {
     /// `restored`.
     pub message: String,
@@ -75,7 +72,6 @@ pub struct Restored {
 
 /// A backup archive's manifest, as the `backup` crate writes it (`manifest.json`).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupManifest {
     pub format: u32,
     pub product: String,
@@ -91,7 +87,6 @@ pub struct BackupManifest {
 
 /// The last event of one (origin, stream) chain, hex-encoded.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChainHead {
     pub origin: String,
     /// `shared` or `local`.
@@ -102,7 +97,6 @@ pub struct ChainHead {
 
 /// One archive member besides the manifest.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ArchiveMember {
     pub name: String,
     pub size_bytes: u64,

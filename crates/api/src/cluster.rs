@@ -24,7 +24,6 @@ impl ClusterMode {
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClusterStatus {
     pub mode: ClusterMode,
     #[serde(deserialize_with = "required")]
@@ -36,8 +35,6 @@ pub struct ClusterStatus {
 }
 
 /// One address of the peer list and its state.
-// No `deny_unknown_fields`: serde does not support it beside `flatten`; `PeerState`'s
-// variants refuse unknown fields instead.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct PeerLine {
     pub address: Ipv4Addr,
@@ -113,7 +110,6 @@ pub struct MemberQuery {
 
 /// The answer to [`MemberQuery`]: the certificate the member presents.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MemberCertificate {
     pub member_url: String,
     /// `AB:CD:…`, as browsers and the Status page show it.
@@ -135,7 +131,6 @@ pub struct JoinRequest {
 
 /// The answer to [`JoinRequest`] once every link is active.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Joined {
     /// The member was standalone and founded the cluster first.
     pub founded: bool,

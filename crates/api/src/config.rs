@@ -22,7 +22,6 @@ pub struct AtQuery {
 
 /// Every record, now or at `at`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConfigAnswer {
     pub at: String,
     pub records: Vec<Record>,
@@ -40,7 +39,6 @@ pub struct DiffQuery {
 
 /// What changed between two moments.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConfigDiff {
     pub from: String,
     pub to: String,
@@ -49,7 +47,6 @@ pub struct ConfigDiff {
 
 /// One record that differs: `before` is `null` for a record added, `after` for one removed.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RecordChange {
     pub kind: RecordKind,
     pub name: String,
@@ -88,7 +85,6 @@ pub struct LogQuery {
 /// One page of a log, newest first. `next_before` is set only when the page is full: older
 /// rows may exist, read them with `before=<next_before>`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Page<T> {
     pub entries: Vec<T>,
     #[serde(deserialize_with = "required")]
@@ -97,7 +93,6 @@ pub struct Page<T> {
 
 /// One row of the Configuration Log (or of a record's history).
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConfigLogEntry {
     pub position: u64,
     pub at: String,
@@ -119,7 +114,6 @@ pub struct ConfigLogEntry {
 
 /// One row of the Event Log.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EventLogEntry {
     pub id: u64,
     pub at: String,

@@ -6,13 +6,11 @@ use serde::{Deserialize, Serialize};
 
 /// The body of every 4xx/5xx answer.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorAnswer {
     pub error: ErrorBody,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// Stable and machine-readable: one of [`codes`].
     pub code: String,

@@ -3,8 +3,11 @@
 //! decoding error on the other, never an empty cell.
 //!
 //! The types serialize to exactly the JSON the daemon sends: field names, `null`s and omitted
-//! fields included. Answers refuse unknown fields (a rename shows as an error) and fields the
-//! daemon always sends, even as `null`, are required ([`required`]). Records travel as
+//! fields included. Fields the daemon always sends, even as `null`, are required ([`required`]),
+//! so a renamed field is an error. Answers ignore unknown fields and a field a release adds is
+//! optional (`#[serde(default)]`), so one `batonctl` reads peers of two releases, as the rolling
+//! upgrade needs; requests refuse unknown fields (an operator's typo is an error, not ignored).
+//! Records travel as
 //! [`model::Record`] (`{"kind": …, fields…}`, secrets redacted); only what has no schema of its
 //! own (a Configuration Log entry's record versions, which may predate today's record types)
 //! stays JSON. Each module names the routes its types belong to.

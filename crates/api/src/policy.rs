@@ -4,7 +4,6 @@ use crate::required;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PolicyStatus {
     /// Why this peer tells the VCS not to send calls, if it does.
     #[serde(deserialize_with = "required")]
@@ -17,7 +16,6 @@ pub struct PolicyStatus {
 
 /// One bridge's health as this peer sees it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BridgeHealth {
     pub name: String,
     pub up: bool,

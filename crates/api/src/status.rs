@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Status {
     /// Always `Baton`.
     pub product: String,
@@ -30,7 +29,6 @@ pub struct Status {
 
 /// How the local settings were last applied to the operating system.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PlatformStatus {
     /// False on a development machine, where the OS is left alone.
     pub applies_settings: bool,
@@ -41,7 +39,6 @@ pub struct PlatformStatus {
 
 /// The latest result of applying one concern (network, time, …).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConcernStatus {
     pub result: ConcernResult,
     pub at: String,
@@ -62,7 +59,6 @@ pub enum ConcernResult {
 /// `GET /api/v1/health`. When the event log does not open, only `healthy`, `version`,
 /// `log_opens` and `problems` are sent.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Health {
     pub healthy: bool,
     pub version: String,

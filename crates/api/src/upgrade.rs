@@ -6,7 +6,6 @@ use crate::required;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UpgradeStatus {
     pub running_version: String,
     pub active_slot: String,
@@ -45,7 +44,6 @@ pub enum BootControl {
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Fallback {
     pub from_slot: String,
     pub failed_tries: u32,
@@ -53,7 +51,6 @@ pub struct Fallback {
 
 /// An install under way.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InstallProgress {
     pub done_bytes: u64,
     pub total_bytes: u64,
@@ -73,7 +70,6 @@ pub struct UpgradeQuery {
 
 /// The answer to an install: what boots next, on trial.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Installed {
     pub version: String,
     pub slot: String,
