@@ -310,3 +310,20 @@ fn recovery_undoes_a_swap_whose_folder_was_replaced_by_a_file() {
     assert_eq!(std::fs::read_to_string(kept).unwrap(), "in the way");
     assert_eq!(recover(&fixture.target_dir).unwrap(), Recovery::Nothing);
 }
+
+// Goal (gzip bomb, within the size limit): an archive whose members, with the rebuilt
+// database, would not fit in the staging file system's free space is refused from its
+// manifest; one that fits is not.
+#[test]
+fn an_archive_larger_than_the_free_space_is_refused_from_its_manifest() {
+    let fixture = fixture();
+    let stats = rustix::fs::statvfs(&fixture.target_dir).unwrap();
+    let available_bytes = stats.f_bavail * stats.f_frsize;
+    let mut manifest = fixture_manifest(&fixture);
+    manifest.members[0].size_bytes = available_bytes / 2;
+    let error = restore::check_staging_space(&fixture.target_dir, &manifest).unwrap_err();
+    assert!(matches!(error, Error::UnsafeMember { .. }), "{error:?}");
+    assert!(error.to_string().contains("free"), "{error}");
+    manifest.members[0].size_bytes = 1024 * 1024;
+    restore::check_staging_space(&fixture.target_dir, &manifest).unwrap();
+}
