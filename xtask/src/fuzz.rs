@@ -14,10 +14,11 @@ use anyhow::Context;
 use std::process::{Command, Stdio};
 
 /// Every parser of outside input, one target each (`fuzz/fuzz_targets/<name>.rs`).
-pub(crate) const TARGETS: [&str; 6] = [
+pub(crate) const TARGETS: [&str; 7] = [
     "policy_request",
     "xmlrpc",
     "backup_archive",
+    "backup_database",
     "upgrade_header",
     "replication_wire",
     "peering_frames",

@@ -58,8 +58,8 @@ enum Task {
     /// Fuzz the parsers of outside input with cargo-fuzz (libFuzzer), each target for a fixed
     /// time from its seed corpus in `fuzz/corpus/` (installs cargo-fuzz when missing).
     Fuzz {
-        /// One target (`policy_request`, `xmlrpc`, `backup_archive`, `upgrade_header`,
-        /// `replication_wire`, `peering_frames`); all of them when omitted.
+        /// One target (`policy_request`, `xmlrpc`, `backup_archive`, `backup_database`,
+        /// `upgrade_header`, `replication_wire`, `peering_frames`); all of them when omitted.
         target: Option<String>,
         /// How long to run each target.
         #[arg(long, value_name = "N", default_value_t = fuzz::SECONDS_DEFAULT)]

@@ -187,7 +187,7 @@ fn empty_manifest() -> Manifest {
 
 /// Refuses an archive whose members, with the database rebuilt beside them, would not fit
 /// on the staging file system: checked from the manifest, before anything is written.
-fn check_staging_space(staging_dir: &Path, manifest: &Manifest) -> Result<(), Error> {
+pub(crate) fn check_staging_space(staging_dir: &Path, manifest: &Manifest) -> Result<(), Error> {
     let database_size_bytes = manifest.members.first().map_or(0, |member| member.size_bytes);
     let needed_bytes = manifest
         .members_size_bytes()

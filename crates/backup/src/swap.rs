@@ -23,7 +23,10 @@
 //! - journal, staged database gone (crash after step 5): cleanup only → the new state.
 //!
 //! Each undo and cleanup step checks what exists first, so recovery interrupted by another
-//! crash is simply run again. The safety copies stay after a successful restore; removing
+//! crash is simply run again; a file or link found where an undo needs a folder is moved
+//! aside to `pre-restore-<time>.in-the-way/`, so an undo never fails on it at every start.
+//! Before the first step, [`Staged::check_targets`] refuses a swap whose extra files could
+//! not be put in place. The safety copies stay after a successful restore; removing
 //! them is the operator's decision.
 
 use crate::restore::Staged;
@@ -271,6 +274,7 @@ pub fn recover(data_dir: &Path) -> Result<Recovery, Error> {
         // its target holds the file and its source is free, which makes this idempotent.
         for planned in planned_moves(data_dir, &journal).iter().rev() {
             if planned.to.exists() && !planned.from.exists() {
+                clear_the_way(data_dir, &journal, &planned.from)?;
                 rename_durably(&planned.to, &planned.from)?;
             }
         }
@@ -296,6 +300,32 @@ pub fn recover(data_dir: &Path) -> Result<Recovery, Error> {
     remove_staging(&journal.staging_dir)?;
     remove_journal(data_dir)?;
     Ok(outcome)
+}
+
+/// Moves aside whatever is not a folder where a folder on the way to `path` must be (a file
+/// or a link that appeared after the swap began), so an undo can always put a file back
+/// ("File exists", "Not a directory" otherwise, at every start). Nothing is deleted: the
+/// blocker goes to `<safety stem>.in-the-way/` under the same relative name.
+fn clear_the_way(data_dir: &Path, journal: &Journal, path: &Path) -> Result<(), Error> {
+    let base: &Path =
+        if path.starts_with(&journal.staging_dir) { &journal.staging_dir } else { data_dir };
+    let Ok(relative) = path.strip_prefix(base) else { return Ok(()) };
+    let aside = data_dir.join(format!("{}.in-the-way", journal.safety_stem));
+    let mut ancestor = base.to_path_buf();
+    let components: Vec<_> = relative.components().collect();
+    for component in components.iter().take(components.len().saturating_sub(1)) {
+        ancestor.push(component);
+        match std::fs::symlink_metadata(&ancestor) {
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(_) => {
+                let target = aside.join(ancestor.strip_prefix(base).unwrap_or(&ancestor));
+                rename_durably(&ancestor, &target)?;
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 fn journal_temporary_path(data_dir: &Path) -> PathBuf {

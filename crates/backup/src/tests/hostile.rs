@@ -287,3 +287,43 @@ fn a_gzip_bomb_is_refused_before_it_is_inflated() {
     let archive = tar_gz(&[("manifest.json", &json, tar::EntryType::Regular)]);
     fixture.assert_refused(&archive, None, "overflowing sizes");
 }
+
+// Goal (defect 4): recovery can undo a swap even when, after the crash, a file stands where a
+// folder it must restore into was ("Not a directory" / "File exists" at every start before):
+// the old state comes back whole and the file in the way is kept aside, not deleted.
+#[test]
+fn recovery_undoes_a_swap_whose_folder_was_replaced_by_a_file() {
+    let mut fixture = fixture();
+    let archive = fixture.backup(None);
+    fixture.source_heads = inspect(archive.as_slice(), None).unwrap().log_heads().unwrap();
+    let staged = fixture.stage(&archive, None).unwrap();
+    // The journal, the three database moves and the two current TLS files set aside.
+    staged.commit_until(&fixture.target_dir, NOW_MS, Some(6)).unwrap();
+    let tls = fixture.target_dir.join("tls");
+    assert_eq!(std::fs::read_dir(&tls).unwrap().count(), 0, "the old files were set aside");
+    std::fs::remove_dir(&tls).unwrap();
+    std::fs::write(&tls, "in the way").unwrap();
+
+    assert_eq!(recover(&fixture.target_dir).unwrap(), Recovery::RolledBack);
+    assert_eq!(state_of(&fixture), "old");
+    let kept = fixture.target_dir.join("pre-restore-20240229-130405.in-the-way/tls");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "in the way");
+    assert_eq!(recover(&fixture.target_dir).unwrap(), Recovery::Nothing);
+}
+
+// Goal (gzip bomb, within the size limit): an archive whose members, with the rebuilt
+// database, would not fit in the staging file system's free space is refused from its
+// manifest; one that fits is not.
+#[test]
+fn an_archive_larger_than_the_free_space_is_refused_from_its_manifest() {
+    let fixture = fixture();
+    let stats = rustix::fs::statvfs(&fixture.target_dir).unwrap();
+    let available_bytes = stats.f_bavail * stats.f_frsize;
+    let mut manifest = fixture_manifest(&fixture);
+    manifest.members[0].size_bytes = available_bytes / 2;
+    let error = restore::check_staging_space(&fixture.target_dir, &manifest).unwrap_err();
+    assert!(matches!(error, Error::UnsafeMember { .. }), "{error:?}");
+    assert!(error.to_string().contains("free"), "{error}");
+    manifest.members[0].size_bytes = 1024 * 1024;
+    restore::check_staging_space(&fixture.target_dir, &manifest).unwrap();
+}
