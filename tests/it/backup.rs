@@ -350,6 +350,22 @@ fn every_refusal_changes_nothing() {
     assert!(!kinds.contains(&"restore.applied".to_owned()), "{kinds:?}");
 }
 
+/// A data directory where a restored file cannot go (its place taken by a folder) is found
+/// before anything moves: a 422, not a swap that fails half-way and a recovery that loops.
+#[test]
+fn a_blocked_target_is_refused_before_anything_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), SERIAL);
+    configure(&peer);
+    let (plain, _) = peer.backup(None);
+    change(&peer);
+    let certificate = peer.daemon.data_dir.join("tls/server.pem");
+    std::fs::remove_file(&certificate).unwrap();
+    std::fs::create_dir(&certificate).unwrap();
+    std::fs::write(certificate.join("in-the-way"), "an operator's file").unwrap();
+    assert_refused(&peer, plain, None, 422, "backup_unsafe_member");
+}
+
 #[test]
 fn restore_is_refused_while_clustered() {
     let dir = tempfile::tempdir().unwrap();

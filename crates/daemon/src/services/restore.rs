@@ -151,6 +151,7 @@ pub async fn stage(
     staging_dir: std::path::PathBuf,
 ) -> Result<(backup::Staged, Operation), Error> {
     let serial = serial(app).map_err(|error| refused(app, actor, error))?;
+    let data_dir = app.data_dir.clone();
     let (staged, operation) = tokio::task::spawn_blocking(move || {
         let staged = backup::stage_restore(
             reader,
@@ -160,6 +161,8 @@ pub async fn stage(
             &staging_dir,
             &mut |p| operation.report(p),
         );
+        // A target that a rename could not replace is refused now, not half-way through.
+        let staged = staged.and_then(|staged| staged.check_targets(&data_dir).map(|()| staged));
         (staged, operation)
     })
     .await?;
