@@ -79,7 +79,27 @@ fn the_seed_procedure_step_by_step() {
     expect_bridges(&a, &["initial-config", "made-on-b", "made-on-c"]);
     expect_bridges(&b, &["initial-config", "made-on-b", "made-on-c"]);
 
-    // Removing a live peer: standalone first (it keeps its data), then the others' lists.
+    // The seed: "The only IP settings that can be changed when the system is part of a
+    // cluster are the additional IPv4 addresses."
+    let ipv4_now = || {
+        let mut ipv4 = c.get("/api/v1/ipv4").unwrap();
+        ipv4.as_object_mut().unwrap().remove("kind");
+        ipv4
+    };
+    for (field, change) in [("prefix_length", json!(16)), ("gateway", json!("127.0.0.253"))] {
+        let mut ipv4 = ipv4_now();
+        ipv4[field] = change;
+        let (status, answer) = c.call(reqwest::Method::PUT, "/api/v1/ipv4", Some(ipv4)).unwrap();
+        assert_eq!((status, answer["error"]["fields"][0]["field"].as_str()), (422, Some(field)));
+    }
+    let mut ipv4 = ipv4_now();
+    ipv4["additional_addresses"] = json!([{"address": "127.0.0.50", "prefix_length": 8}]);
+    c.save("/api/v1/ipv4", ipv4).unwrap();
+
+    // Removing a live peer, the seed's way: standalone first (it keeps its data) by blanking
+    // its peer addresses (standalone at once), then deleting its key; then the others' lists.
+    c.save("/api/v1/cluster", json!({"pre_shared_key": KEY, "peers": []})).unwrap();
+    assert_eq!(c.cluster_status().unwrap().mode, api::ClusterMode::Standalone);
     c.standalone().unwrap();
     assert_eq!(c.cluster_status().unwrap().mode, api::ClusterMode::Standalone);
     a.save_cluster(KEY, &[&a, &b]).unwrap();

@@ -314,11 +314,7 @@ impl State {
                 }
             }
             Record::Ipv4(ip) => match (self.cluster(), self.singleton(RecordKind::Ipv4)) {
-                (Some(_), Some(Record::Ipv4(old))) if old.address != ip.address => error(
-                    "address",
-                    "cannot change while clustered: place this peer in standalone mode first"
-                        .to_owned(),
-                ),
+                (Some(_), Some(Record::Ipv4(old))) => ipv4_changes_while_clustered(old, ip),
                 _ => Vec::new(),
             },
             Record::Licence(licence) => match self.cluster() {
@@ -409,4 +405,23 @@ impl State {
         }
         Ok(state)
     }
+}
+
+/// The seed: "The only IP settings that can be changed when the system is part of a cluster
+/// are the additional IPv4 addresses."
+fn ipv4_changes_while_clustered(
+    old: &crate::record::Ipv4,
+    new: &crate::record::Ipv4,
+) -> Vec<FieldError> {
+    let message = "cannot change while clustered (only the additional IPv4 addresses can): \
+                   place this peer in standalone mode first";
+    [
+        ("address", old.address == new.address),
+        ("prefix_length", old.prefix_length == new.prefix_length),
+        ("gateway", old.gateway == new.gateway),
+    ]
+    .into_iter()
+    .filter(|(_, unchanged)| !unchanged)
+    .map(|(field, _)| FieldError { field: field.to_owned(), message: message.to_owned() })
+    .collect()
 }

@@ -447,10 +447,13 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
             for (index, address) in c.peers.iter().enumerate() {
                 r.check(seen.insert(address), &format!("peers[{index}]"), "is listed twice");
             }
-            if c.peers.is_empty() != c.pre_shared_key.is_empty() {
-                let field = if c.peers.is_empty() { "peers" } else { "pre_shared_key" };
-                r.error(field, "set both the pre-shared key and the peers to cluster, or clear both for standalone mode");
-            }
+            // A key without peers is standalone: the seed's way out blanks the peer addresses
+            // and saves, then deletes the key and saves again.
+            r.check(
+                c.peers.is_empty() || !c.pre_shared_key.is_empty(),
+                "pre_shared_key",
+                "set the cluster pre-shared key to cluster, or clear the peers for standalone mode",
+            );
             if !c.pre_shared_key.is_empty() {
                 if c.pre_shared_key.chars().count() < PRE_SHARED_KEY_LENGTH_MIN {
                     r.error(

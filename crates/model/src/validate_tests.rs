@@ -364,7 +364,6 @@ fn each_rule_reports_its_field() {
             with(Cluster, json!({"peers": ["192.0.2.1", "192.0.2.1"]})),
             &["peers[1]"],
         ),
-        ("cluster key without peers", with(Cluster, json!({"peers": []})), &["peers"]),
         (
             "cluster peers without key",
             with(Cluster, json!({"pre_shared_key": ""})),
@@ -590,9 +589,17 @@ fn cluster_rules_follow_the_edition_and_the_peers_own_address() {
         message(&clustered, with(Ipv4, json!({"address": "192.0.2.99"})))
             .starts_with("address: cannot change")
     );
-    assert!(
-        clustered.decide(&Command::Save(with(Ipv4, json!({"gateway": "192.0.2.254"})))).is_ok()
-    );
+    // The seed: only the additional IPv4 addresses change while clustered.
+    for change in [json!({"gateway": "192.0.2.254"}), json!({"prefix_length": 25})] {
+        let field = change.as_object().unwrap().keys().next().unwrap().clone();
+        assert!(
+            message(&clustered, with(Ipv4, change)).starts_with(&format!("{field}: cannot change")),
+            "{field}"
+        );
+    }
+    let additional =
+        json!({"additional_addresses": [{"address": "192.0.2.50", "prefix_length": 24}]});
+    assert!(clustered.decide(&Command::Save(with(Ipv4, additional))).is_ok());
     assert!(
         message(&clustered, with(Licence, json!({"edition": "select"}))).starts_with("edition: ")
     );
@@ -603,6 +610,19 @@ fn cluster_rules_follow_the_edition_and_the_peers_own_address() {
             "{kind:?}"
         );
     }
+    // The seed's way to standalone, in two saves: blank the peers (the key stays), then the key.
+    let peers_blanked = with(Cluster, json!({"peers": []}));
+    assert!(clustered.decide(&Command::Save(peers_blanked.clone())).is_ok());
+    let key_left = ready(&[with(Licence, json!({})), peers_blanked]);
+    let key_deleted = with(Cluster, json!({"pre_shared_key": "", "peers": []}));
+    assert!(key_left.decide(&Command::Save(key_deleted)).is_ok());
+    assert!(
+        key_left.decide(&Command::Save(with(Ipv4, json!({"address": "192.0.2.99"})))).is_ok(),
+        "a key without peers is standalone"
+    );
+    // Peers without a key cannot cluster.
+    let no_key = with(Cluster, json!({"pre_shared_key": ""}));
+    assert!(message(&full, no_key).starts_with("pre_shared_key: set the cluster pre-shared key"));
     // Standalone mode again: the address may change.
     let standalone = state_with(&[
         with(Ipv4, json!({})),
