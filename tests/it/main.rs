@@ -1,6 +1,8 @@
-//! Tests across real processes: crash safety of `batond`, backup and restore, clusters, and the CLI against a live daemon.
+//! Tests across real processes: crash safety of `batond`, backup and restore, clusters, the CLI
+//! and the API contract against a live daemon.
 #![allow(clippy::unwrap_used)]
 
+mod api_contract;
 mod backup;
 mod browser;
 mod cli;
