@@ -55,10 +55,6 @@ impl ApiError {
     pub(crate) fn fields(&self) -> &[FieldError] {
         &self.fields
     }
-
-    pub(crate) fn set_fields(&mut self, fields: Vec<FieldError>) {
-        self.fields = fields;
-    }
 }
 
 impl IntoResponse for ApiError {

@@ -6,7 +6,7 @@
 
 use super::{FormPairs, WebUser, csrf_input, esc, form_value};
 use crate::adapters::api::ApiError;
-use crate::services::App;
+use crate::services::{App, Error, Input as ErrorInput};
 use model::{FieldError, RecordKind};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
@@ -630,13 +630,8 @@ fn address_ok(format: &str, text: &str) -> bool {
 
 /// Field errors from decoding, as the API's error so pages show both the same way.
 pub(crate) fn decoding_error(errors: Vec<FieldError>) -> ApiError {
-    let mut error = ApiError::new(
-        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_fields",
-        "some fields are not valid",
-    );
-    error.set_fields(errors);
-    error
+    let message = "some fields are not valid".to_owned();
+    ApiError::from(Error::Invalid { input: ErrorInput::Fields, message, fields: errors })
 }
 
 #[cfg(test)]
