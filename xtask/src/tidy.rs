@@ -85,7 +85,8 @@ fn ignores_a_test(code: &str) -> bool {
     code.contains("#[ignore") || cfg_attr_ignore
 }
 
-fn report(what: &str, problems: &[String]) {
+/// Fails with every problem found, one a line.
+pub(crate) fn report(what: &str, problems: &[String]) {
     assert!(problems.is_empty(), "{what} ({}):\n  {}\n", problems.len(), problems.join("\n  "));
 }
 

@@ -44,6 +44,9 @@ pub const OUTCOME_OK: &str = "ok";
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
     Backup,
+    /// A backup the `backup_schedule` record made.
+    #[serde(rename = "scheduled backup")]
+    ScheduledBackup,
     Restore,
 }
 
@@ -51,6 +54,7 @@ impl OperationKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OperationKind::Backup => "backup",
+            OperationKind::ScheduledBackup => "scheduled backup",
             OperationKind::Restore => "restore",
         }
     }

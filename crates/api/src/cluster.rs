@@ -40,6 +40,10 @@ pub struct PeerLine {
     pub address: Ipv4Addr,
     #[serde(flatten)]
     pub state: PeerState,
+    /// Why a failed peer is not active, for programs (set only when `state` is `failed`):
+    /// decide on it, never on the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<PeerFailure>,
     /// One line, as the web page shows it next to the address.
     pub text: String,
     pub warnings: Vec<String>,
@@ -70,6 +74,26 @@ pub enum PeerState {
     Failed {
         reason: String,
     },
+}
+
+/// Why a listed peer is not active.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerFailure {
+    /// No connection, or no answer in time: the peer may be down or cut off.
+    Unreachable,
+    /// A link that was up broke.
+    ConnectionLost,
+    /// The peers refuse each other (pre-shared key, version, peer list, cluster): a setting
+    /// must change before they replicate.
+    Refused,
+}
+
+impl PeerFailure {
+    /// Whether the peer may come back by itself (as opposed to a refusal).
+    pub fn is_transient(self) -> bool {
+        !matches!(self, PeerFailure::Refused)
+    }
 }
 
 impl PeerState {

@@ -50,7 +50,7 @@ fn cluster_lines_of_every_state() {
             {"address":"127.0.0.2","state":"active","host_name":"peer-2","peer_id":"0123456789abcdef0123456789abcdef","last_contact_ms":1796195396834,"latency_ms":3,"admin_port":8443,"admin_certificate_sha256":"AB:CD","text":"Active as peer-2","warnings":["round trip 31 ms, above 30 ms"]},
             {"address":"127.0.0.3","state":"active","host_name":"peer-3","peer_id":"0123456789abcdef0123456789abcdee","last_contact_ms":1,"latency_ms":null,"admin_port":null,"admin_certificate_sha256":null,"text":"Active as peer-3","warnings":[]},
             {"address":"127.0.0.4","state":"joining","host_name":"peer-4","text":"Joining as peer-4","warnings":[]},
-            {"address":"127.0.0.5","state":"failed","reason":"unreachable: connection refused","text":"Failed: unreachable: connection refused","warnings":[]},
+            {"address":"127.0.0.5","state":"failed","reason":"unreachable: connection refused","code":"unreachable","text":"Failed: unreachable: connection refused","warnings":[]},
             {"address":"127.0.0.6","state":"connecting","text":"Connecting","warnings":[]}]}"#,
     );
     let states: Vec<&str> = status.peers.iter().map(|line| line.state.as_str()).collect();
@@ -58,6 +58,10 @@ fn cluster_lines_of_every_state() {
     assert_eq!(status.peers[1].latency_ms(), Some(3));
     let up: Vec<bool> = status.peers.iter().map(|line| line.state.is_up()).collect();
     assert_eq!(up, [true, true, true, false, false, false]);
+    // A failed peer says why as a typed code; the other lines have none.
+    let codes: Vec<Option<PeerFailure>> = status.peers.iter().map(|line| line.code).collect();
+    assert_eq!(codes, [None, None, None, None, Some(PeerFailure::Unreachable), None]);
+    assert!(PeerFailure::Unreachable.is_transient() && !PeerFailure::Refused.is_transient());
     let joined: Joined = round_trip(&format!(
         r#"{{"founded":false,"other_members":["127.0.0.3"],"status":{}}}"#,
         serde_json::to_string(&status).unwrap()

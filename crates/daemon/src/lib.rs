@@ -93,11 +93,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     start(config, shutdown).await?.wait().await
 }
 
-/// Opens the store, binds the admin API and returns once it accepts connections. The steps
-/// are in `startup.rs`, in order.
+/// Opens the store, binds the admin API and returns once it accepts connections. A start
+/// that fails stops what it had started.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
+    // A child token: a failed start stops its own tasks without cancelling the caller's token.
+    let tasks = base::tasks::Tasks::new(shutdown.child_token());
+    let started = start_with(config, tasks.clone()).await;
+    if started.is_err() {
+        tasks.stop(base::tasks::TASKS_STOP_TIMEOUT_MS).await;
+    }
+    started
+}
+
+/// The start-up steps, in order (see `startup.rs`).
+async fn start_with(config: Config, tasks: base::tasks::Tasks) -> anyhow::Result<Daemon> {
     let started_ms = base::clock::now_ms();
-    let tasks = base::tasks::Tasks::new(shutdown);
     let recovered = startup::prepare_data_dir(&config.data_dir).await?;
     let hardware_serial = startup::hardware_serial();
     let store = startup::open_store(&config.data_dir).await?;
@@ -122,4 +132,31 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     drop(app);
     let task = tokio::spawn(startup::run_until_stopped(server, tasks, writer, writer_thread));
     Ok(Daemon { admin_addr, peer_id, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, start};
+    use tokio_util::sync::CancellationToken;
+
+    // Goal: a start that fails (the admin port is taken) says why, stops what it had started
+    // without cancelling the caller's token, and leaves the data directory usable by the next
+    // start, which serves and stops cleanly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_start_stops_what_it_started() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let mut config = Config::local(dir.path().to_path_buf());
+        config.admin_listen = taken.local_addr().expect("its address");
+        config.cluster.assume_time_synchronised = true;
+        let shutdown = CancellationToken::new();
+        let error = start(config.clone(), shutdown.clone()).await.err().expect("a refused start");
+        assert!(format!("{error:#}").contains("binding the admin API"), "{error:#}");
+        assert!(!shutdown.is_cancelled());
+
+        config.admin_listen = "127.0.0.1:0".parse().expect("an address");
+        let daemon = start(config, shutdown.clone()).await.expect("a start");
+        shutdown.cancel();
+        daemon.wait().await.expect("a clean stop");
+    }
 }

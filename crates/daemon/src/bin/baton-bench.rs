@@ -308,35 +308,49 @@ fn backup_suite(args: &[String]) -> anyhow::Result<()> {
         )?;
         std::fs::remove_dir_all(&untar_dir)?;
         let archive_bytes = std::fs::metadata(&tarball)?.len();
-        for encrypted in [false, true] {
-            let label = if encrypted { "encrypted" } else { "plain" };
-            let archive = dir.path().join(format!("backup-{size}-{label}"));
-            let exe = std::env::current_exe()?;
-            let mut backup = std::process::Command::new(&exe);
-            backup.args([BACKUP_STEP, "backup"]).arg(&data).arg(&archive);
-            let mut restore = std::process::Command::new(&exe);
-            let target = dir.path().join(format!("restore-{size}-{label}"));
-            restore.args([BACKUP_STEP, "restore"]).arg(&target).arg(&archive);
-            if encrypted {
-                backup.arg("--encrypt");
-                restore.arg("--encrypt");
-            }
-            let ours_backup = measure(&mut backup)?;
-            let ours_restore = measure(&mut restore)?;
-            std::fs::remove_dir_all(&target)?;
-            let ours_bytes = std::fs::metadata(&archive)?.len();
-            std::fs::remove_file(&archive)?;
-            measured_row(&format!("backup, {label}"), ours_backup, tar_create);
-            measured_row(&format!("restore, {label}"), ours_restore, tar_extract);
-            println!(
-                "{:<28} {:>9.1} MiB archive  (tar.gz: {:.1} MiB)",
-                format!("size, {label}"),
-                ours_bytes as f64 / 1048576.0,
-                archive_bytes as f64 / 1048576.0
-            );
-        }
+        let tar = TarRun { create: tar_create, extract: tar_extract, archive_bytes };
+        ours_rows(dir.path(), &data, size, &tar)?;
         std::fs::remove_dir_all(&data)?;
         std::fs::remove_file(&tarball)?;
+    }
+    Ok(())
+}
+
+/// What `tar` took for the same data: the yardstick of each row.
+struct TarRun {
+    create: (f64, u64),
+    extract: (f64, u64),
+    archive_bytes: u64,
+}
+
+/// Our backup and restore of `data`, plain and encrypted, each beside `tar`.
+fn ours_rows(dir: &Path, data: &Path, size: usize, tar: &TarRun) -> anyhow::Result<()> {
+    for encrypted in [false, true] {
+        let label = if encrypted { "encrypted" } else { "plain" };
+        let archive = dir.join(format!("backup-{size}-{label}"));
+        let exe = std::env::current_exe()?;
+        let mut backup = std::process::Command::new(&exe);
+        backup.args([BACKUP_STEP, "backup"]).arg(data).arg(&archive);
+        let mut restore = std::process::Command::new(&exe);
+        let target = dir.join(format!("restore-{size}-{label}"));
+        restore.args([BACKUP_STEP, "restore"]).arg(&target).arg(&archive);
+        if encrypted {
+            backup.arg("--encrypt");
+            restore.arg("--encrypt");
+        }
+        let ours_backup = measure(&mut backup)?;
+        let ours_restore = measure(&mut restore)?;
+        std::fs::remove_dir_all(&target)?;
+        let ours_bytes = std::fs::metadata(&archive)?.len();
+        std::fs::remove_file(&archive)?;
+        measured_row(&format!("backup, {label}"), ours_backup, tar.create);
+        measured_row(&format!("restore, {label}"), ours_restore, tar.extract);
+        println!(
+            "{:<28} {:>9.1} MiB archive  (tar.gz: {:.1} MiB)",
+            format!("size, {label}"),
+            ours_bytes as f64 / 1048576.0,
+            tar.archive_bytes as f64 / 1048576.0
+        );
     }
     Ok(())
 }

@@ -58,20 +58,7 @@ pub struct Operations {
     progress: Arc<Mutex<Option<OperationProgress>>>,
 }
 
-/// The running (or last) backup or restore, as `GET /api/v1/backups/progress` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct OperationProgress {
-    /// `backup` or `restore`.
-    pub operation: &'static str,
-    pub running: bool,
-    pub done_bytes: u64,
-    /// Uncompressed bytes of the archive's members; 0 until known (a restore learns it from
-    /// the manifest).
-    pub total_bytes: u64,
-    pub started_ms: u64,
-    /// `ok`, or the error that ended it; absent while running.
-    pub outcome: Option<String>,
-}
+pub use ::api::{OperationKind, OperationProgress};
 
 /// Proof that this caller holds the single operation slot; reports progress while it runs.
 pub struct Operation {
@@ -81,7 +68,7 @@ pub struct Operation {
 
 impl Operations {
     /// Starts `operation` unless another one runs.
-    pub fn begin(&self, operation: &'static str, now_ms: u64) -> Option<Operation> {
+    pub fn begin(&self, operation: OperationKind, now_ms: u64) -> Option<Operation> {
         let slot = self.running.clone().try_lock_owned().ok()?;
         let started = OperationProgress {
             operation,
@@ -257,7 +244,7 @@ fn scheduled_backup(app: &super::App, now_ms: u64) -> Result<Option<(String, usi
     if existing.first().is_some_and(|(_, at_ms)| now_ms.saturating_sub(*at_ms) < interval_ms) {
         return Ok(None);
     }
-    let Some(operation) = app.operations.begin("scheduled backup", now_ms) else {
+    let Some(operation) = app.operations.begin(OperationKind::ScheduledBackup, now_ms) else {
         return Ok(None);
     };
     let password = Some(schedule.password.as_str()).filter(|p| !p.is_empty());

@@ -12,7 +12,6 @@ use crate::base::tasks::Tasks;
 use crate::store::{ClusterSettings, Outbound, Writer};
 use model::{ClusterId, PeerId};
 use peering::{AdminEndpoint, Channel, ClusterKey, Frame, Hello, Verdict};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -53,52 +52,12 @@ pub struct Network {
     pub assume_time_synchronised: bool,
 }
 
-/// One peer line as the operator sees it.
-#[derive(Clone, PartialEq, Debug, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum PeerState {
-    ThisSystem,
-    Connecting,
-    Active {
-        host_name: String,
-        peer_id: String,
-        last_contact_ms: u64,
-        latency_ms: Option<u64>,
-        /// Its admin API's port and certificate, as it told this peer over the authenticated
-        /// link: what lets a joining peer reach it without the operator confirming it again.
-        admin_port: Option<u16>,
-        admin_certificate_sha256: Option<String>,
-    },
-    /// It is joining this cluster: its shared configuration will be replaced by ours.
-    Joining {
-        host_name: String,
-    },
-    Failed {
-        reason: String,
-        /// Why, as a stable code for programs (`batonctl cluster upgrade`, the join).
-        code: PeerFailure,
-    },
-}
+/// A peer line, the cluster's status and a failed peer's typed reason are the API's
+/// contract types (`api::cluster`).
+pub use ::api::{ClusterMode, ClusterStatus, PeerFailure, PeerLine, PeerState};
 
-/// Why a peer is not active, typed: what decides whether waiting may help.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PeerFailure {
-    /// No connection, or no answer in time: the peer may be down or cut off.
-    Unreachable,
-    /// A link that was up broke.
-    ConnectionLost,
-    /// The peers refuse each other (pre-shared key, version, peer list, cluster): a setting
-    /// must change before they replicate.
-    Refused,
-}
-
-impl PeerFailure {
-    /// Whether the peer may come back by itself (as opposed to a refusal).
-    pub fn is_transient(self) -> bool {
-        !matches!(self, PeerFailure::Refused)
-    }
-}
+/// A peer's state, and why it failed when it did.
+type PeerStatus = (PeerState, Option<PeerFailure>);
 
 /// A failed link: its typed cause and the reason the operator reads.
 struct Failure {
@@ -123,30 +82,9 @@ impl Failure {
         Failure { code: PeerFailure::Refused, reason: reason.into() }
     }
 
-    fn state(self) -> PeerState {
-        PeerState::Failed { reason: self.reason, code: self.code }
+    fn state(self) -> PeerStatus {
+        (PeerState::Failed { reason: self.reason }, Some(self.code))
     }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct PeerLine {
-    pub address: Ipv4Addr,
-    #[serde(flatten)]
-    pub state: PeerState,
-    /// One line, as the web page shows it next to the address.
-    pub text: String,
-    pub warnings: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ClusterStatus {
-    /// "standalone" or "clustered".
-    pub mode: &'static str,
-    pub cluster_id: Option<String>,
-    pub peer_id: String,
-    /// What keeps this peer from clustering, if anything.
-    pub problems: Vec<String>,
-    pub peers: Vec<PeerLine>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -161,7 +99,7 @@ pub struct Board {
     network: Network,
     settings: Mutex<ClusterSettings>,
     problems: Mutex<Vec<String>>,
-    states: Mutex<BTreeMap<Ipv4Addr, PeerState>>,
+    states: Mutex<BTreeMap<Ipv4Addr, PeerStatus>>,
     /// Live links whose greeting matched: who the writer replicates with.
     links: Mutex<BTreeMap<(Ipv4Addr, Direction), PeerId>>,
     /// Where to put frames for a peer: its dialled link.
@@ -181,16 +119,20 @@ impl Board {
             .peers
             .iter()
             .map(|address| {
-                let state = if Some(*address) == settings.address {
-                    PeerState::ThisSystem
+                let (state, code) = if Some(*address) == settings.address {
+                    (PeerState::ThisSystem, None)
                 } else {
-                    states.get(address).cloned().unwrap_or(PeerState::Connecting)
+                    states.get(address).cloned().unwrap_or((PeerState::Connecting, None))
                 };
-                line(*address, state)
+                line(*address, state, code)
             })
             .collect();
         ClusterStatus {
-            mode: if settings.is_clustered() { "clustered" } else { "standalone" },
+            mode: if settings.is_clustered() {
+                ClusterMode::Clustered
+            } else {
+                ClusterMode::Standalone
+            },
             cluster_id: settings.cluster_id.map(|id| id.to_hex()),
             peer_id: settings.peer_id.to_hex(),
             problems: lock(&self.problems).clone(),
@@ -215,7 +157,11 @@ impl Board {
     }
 
     fn set_state(&self, address: Ipv4Addr, state: PeerState) {
-        lock(&self.states).insert(address, state);
+        lock(&self.states).insert(address, (state, None));
+    }
+
+    fn set_failed(&self, address: Ipv4Addr, failure: Failure) {
+        lock(&self.states).insert(address, failure.state());
     }
 
     fn monotonic_ms(&self) -> u64 {
@@ -255,7 +201,7 @@ impl Drop for LinkGuard {
     }
 }
 
-fn line(address: Ipv4Addr, state: PeerState) -> PeerLine {
+fn line(address: Ipv4Addr, state: PeerState, code: Option<PeerFailure>) -> PeerLine {
     let mut warnings = Vec::new();
     let text = match &state {
         PeerState::ThisSystem => "This system".to_owned(),
@@ -273,9 +219,9 @@ fn line(address: Ipv4Addr, state: PeerState) -> PeerLine {
         PeerState::Joining { host_name } => {
             format!("Joining: {host_name} is taking this cluster's configuration")
         }
-        PeerState::Failed { reason, .. } => format!("Failed: {reason}"),
+        PeerState::Failed { reason } => format!("Failed: {reason}"),
     };
-    PeerLine { address, state, text, warnings }
+    PeerLine { address, state, code, text, warnings }
 }
 
 /// Starts the cluster layer for the daemon's lifetime.
@@ -496,9 +442,9 @@ async fn dial_loop(
         match ended {
             Ended::AfterActive(failure) => {
                 retry_ms = RETRY_FIRST_MS;
-                board.set_state(address, failure.state());
+                board.set_failed(address, failure);
             }
-            Ended::Failed(failure) => board.set_state(address, failure.state()),
+            Ended::Failed(failure) => board.set_failed(address, failure),
             Ended::Quiet => {}
         }
         tokio::select! {
@@ -888,7 +834,8 @@ mod tests {
         ];
         for (failure, code, transient) in cases {
             assert_eq!(failure.code.is_transient(), transient, "{code}");
-            let shown = serde_json::to_value(line(address, failure.state())).expect("JSON");
+            let (state, typed) = failure.state();
+            let shown = serde_json::to_value(line(address, state, typed)).expect("JSON");
             assert_eq!(shown["state"], "failed");
             assert_eq!(shown["code"], code);
             assert!(shown["text"].as_str().is_some_and(|text| text.starts_with("Failed: ")));

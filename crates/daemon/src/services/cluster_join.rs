@@ -92,18 +92,8 @@ impl JoinError {
     }
 }
 
-/// What the operator gives to join.
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    /// The admin URL of a member of the cluster (`https://address[:port]`).
-    pub member_url: String,
-    /// The cluster's administrator password (user `admin`).
-    pub password: String,
-    pub pre_shared_key: String,
-    /// The SHA-256 fingerprint of the member's certificate, as the operator confirmed it.
-    pub member_certificate_sha256: String,
-}
+/// What the operator gives to join, and what a successful join did: the API's contract.
+pub use ::api::{JoinRequest, Joined};
 
 /// `AB:CD:…` or `abcd…`, the same fingerprint compared.
 fn normalised(fingerprint: &str) -> String {
@@ -325,17 +315,6 @@ fn addresses(list: &Value) -> Vec<String> {
         .unwrap_or_default();
     peers.sort();
     peers
-}
-
-/// What a successful join did, beside the final peer lines.
-#[derive(Debug, serde::Serialize)]
-pub struct Joined {
-    /// The member was standalone and founded the cluster first.
-    pub founded: bool,
-    /// Peers of the list other than the member and this one, each of which now lists this
-    /// peer too (reached through the certificate the member relayed).
-    pub other_members: Vec<String>,
-    pub status: ClusterStatus,
 }
 
 /// Joins the cluster of the member named in `request` (see the module documentation).
@@ -621,9 +600,7 @@ async fn wait_for_links(app: &App) -> Result<ClusterStatus, JoinError> {
             lines.extend(status.problems.iter().cloned());
             lines.join("; ")
         };
-        let refused = waiting.iter().any(
-            |line| matches!(line.state, PeerState::Failed { code, .. } if !code.is_transient()),
-        );
+        let refused = waiting.iter().any(|line| line.code.is_some_and(|code| !code.is_transient()));
         let settled = now_ms().saturating_sub(started_ms) >= JOIN_REFUSAL_SETTLE_MS;
         if refused && settled {
             return Err(JoinError::Refused(describe(&status)));

@@ -12,19 +12,7 @@ use projections::{ConfigLogEntry, ConfigLogQuery};
 pub const LOG_PAGE_DEFAULT: usize = 100;
 
 /// Filters of both logs, as query parameters (the API and the web pages take the same ones).
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct LogQuery {
-    pub actor: Option<String>,
-    pub kind: Option<String>,
-    pub name: Option<String>,
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub before: Option<u64>,
-    pub limit: Option<usize>,
-    pub level: Option<String>,
-    pub text: Option<String>,
-}
+pub use ::api::LogQuery;
 
 /// One page of a log: the rows and, when the page is full, the cursor for older rows.
 pub struct Page<T> {

@@ -9,23 +9,14 @@
 
 use crate::base::clock::{format_ms, now_ms};
 use crate::base::journal::EntryKind;
+use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
 use crate::store::Writer;
 use platform::{Concern, PanelFacts, Platform, Settings};
-use serde::Serialize;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// The latest result of applying one concern.
-#[derive(Clone, Debug, Serialize)]
-pub struct ConcernStatus {
-    /// `applied` (the OS was changed), `unchanged` (it already matched) or `failed`.
-    pub result: &'static str,
-    pub at: String,
-    /// What was changed, or why it failed.
-    pub detail: String,
-}
+pub use ::api::{ConcernResult, ConcernStatus, PlatformStatus};
 
 #[derive(Debug, Default)]
 pub struct PlatformService {
@@ -35,23 +26,25 @@ pub struct PlatformService {
 
 impl PlatformService {
     /// The status API's view: whether settings are applied here, and each concern's result.
-    pub fn status(&self) -> Value {
-        let concerns = self.concerns.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let failed: Vec<&str> = concerns
+    pub fn status(&self) -> PlatformStatus {
+        let concerns = lock(&self.concerns);
+        let failed = concerns
             .iter()
-            .filter(|(_, status)| status.result == "failed")
-            .map(|(name, _)| *name)
+            .filter(|(_, status)| status.result == ConcernResult::Failed)
+            .map(|(name, _)| (*name).to_owned())
             .collect();
-        json!({
-            "applies_settings": self.enabled,
-            "failed": failed,
-            "concerns": *concerns,
-        })
+        PlatformStatus {
+            applies_settings: self.enabled,
+            failed,
+            concerns: concerns
+                .iter()
+                .map(|(name, status)| ((*name).to_owned(), status.clone()))
+                .collect(),
+        }
     }
 
     fn record(&self, concern: Concern, status: ConcernStatus) {
-        let mut concerns = self.concerns.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        concerns.insert(concern.as_str(), status);
+        lock(&self.concerns).insert(concern.as_str(), status);
     }
 }
 
@@ -117,7 +110,7 @@ async fn apply(
         Ok(Ok(outcome)) if outcome.is_unchanged() => {
             status.record(
                 concern,
-                ConcernStatus { result: "unchanged", at, detail: outcome.to_string() },
+                ConcernStatus { result: ConcernResult::Unchanged, at, detail: outcome.to_string() },
             );
         }
         Ok(Ok(outcome)) => {
@@ -129,7 +122,7 @@ async fn apply(
             ));
             status.record(
                 concern,
-                ConcernStatus { result: "applied", at, detail: outcome.to_string() },
+                ConcernStatus { result: ConcernResult::Applied, at, detail: outcome.to_string() },
             );
         }
         Ok(Err(error)) => {
@@ -139,8 +132,10 @@ async fn apply(
                 EntryKind::PlatformFailed,
                 format!("{concern} not applied to the system (the setting is saved): {error}"),
             ));
-            status
-                .record(concern, ConcernStatus { result: "failed", at, detail: error.to_string() });
+            status.record(
+                concern,
+                ConcernStatus { result: ConcernResult::Failed, at, detail: error.to_string() },
+            );
         }
         Err(panicked) => {
             tracing::error!(%concern, error = %panicked, "applying a setting panicked");
@@ -153,7 +148,11 @@ async fn apply(
             ));
             status.record(
                 concern,
-                ConcernStatus { result: "failed", at, detail: "internal error".to_owned() },
+                ConcernStatus {
+                    result: ConcernResult::Failed,
+                    at,
+                    detail: "internal error".to_owned(),
+                },
             );
         }
     }

@@ -173,24 +173,8 @@ struct Feedback {
     last_event_ms: HashMap<String, u64>,
 }
 
-/// What the operator sees of the policy service on this peer.
-#[derive(serde::Serialize)]
-pub struct PolicyStatus {
-    /// Why this peer tells the VCS not to send calls, if it does.
-    pub unavailable: Option<String>,
-    /// In maintenance: how much longer calls that still arrive are decided (0 once drained).
-    pub maintenance_drain_ms_left: Option<u64>,
-    pub bridges: Vec<BridgeHealthView>,
-}
-
-#[derive(serde::Serialize)]
-pub struct BridgeHealthView {
-    pub name: String,
-    pub up: bool,
-    pub problem: Option<String>,
-    /// When the bridge last posted an event to this peer's feedback receiver.
-    pub last_event_ms: Option<u64>,
-}
+/// The policy service as the operator sees it: the API's contract types.
+pub use ::api::{BridgeHealth, PolicyStatus};
 
 impl PolicyService {
     pub fn new(
@@ -603,7 +587,7 @@ impl PolicyService {
         let bridges = state
             .list(RecordKind::Bridge)
             .filter_map(|record| match record {
-                Record::Bridge(bridge) => Some(BridgeHealthView {
+                Record::Bridge(bridge) => Some(BridgeHealth {
                     name: bridge.name.clone(),
                     up: self.health.is_up(bridge),
                     problem: problems.get(&bridge.name).cloned(),

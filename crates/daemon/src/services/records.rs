@@ -97,9 +97,9 @@ pub async fn create(
     actor: &str,
     kind: RecordKind,
     body: serde_json::Map<String, Value>,
-) -> Result<Value, Error> {
+) -> Result<Record, Error> {
     let record = record_from_body(kind, body, None).await?;
-    let shown = show(&record);
+    let shown = record.redacted();
     execute(app, actor, Command::Create(record)).await?;
     Ok(shown)
 }
@@ -135,7 +135,7 @@ pub async fn save(
     kind: RecordKind,
     path_name: Option<String>,
     mut body: serde_json::Map<String, Value>,
-) -> Result<Value, Error> {
+) -> Result<Record, Error> {
     if let Some(path_name) = &path_name {
         name_from_path(kind, path_name, &mut body)?;
     }
@@ -146,7 +146,7 @@ pub async fn save(
         return Err(Rejection::NotFound { key }.into());
     }
     let record = record_from_body(kind, body, existing.as_ref()).await?;
-    let shown = show(&record);
+    let shown = record.redacted();
     // A new server certificate must load before it is saved, so a mistake never reaches the
     // listener; once saved it takes effect for new connections at once.
     let new_tls = match &record {

@@ -41,8 +41,10 @@ pub async fn download(app: &App, actor: &str, password: Option<String>) -> Resul
     }
     let serial = serial(app)?;
     let created_at_ms = now_ms();
-    let operation =
-        app.operations.begin("backup", created_at_ms).ok_or(Error::OperationInProgress)?;
+    let operation = app
+        .operations
+        .begin(backups::OperationKind::Backup, created_at_ms)
+        .ok_or(Error::OperationInProgress)?;
     let encrypted = password.is_some();
     let version = crate::base::version::software_version();
     let file_name = backup::file_name(version, &serial, created_at_ms, encrypted);
@@ -129,7 +131,10 @@ fn clustered() -> Error {
 /// machine without a serial (nothing is read or changed then).
 pub fn begin(app: &App, actor: &str) -> Result<Operation, Error> {
     serial(app).map_err(|error| refused(app, actor, error))?;
-    let operation = app.operations.begin("restore", now_ms()).ok_or(Error::OperationInProgress)?;
+    let operation = app
+        .operations
+        .begin(backups::OperationKind::Restore, now_ms())
+        .ok_or(Error::OperationInProgress)?;
     if app.writer.cluster_settings().borrow().is_clustered() {
         let error = clustered();
         operation.finish(Err(error.to_string()));

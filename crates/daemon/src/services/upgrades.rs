@@ -76,44 +76,8 @@ pub struct UpgradeService {
     progress: Arc<Mutex<Option<upgrade::Progress>>>,
 }
 
-#[derive(serde::Serialize)]
-pub struct UpgradeStatus {
-    pub running_version: String,
-    pub active_slot: String,
-    /// The last boot for people: "booted slot A", "fell back from B after 3 failed tries; …".
-    pub last_boot: String,
-    /// The same for programs: `normal`, `trying` or `fell_back`.
-    pub last_boot_outcome: &'static str,
-    /// Set when the firmware fell back: the slot that failed and how many boots it tried.
-    pub fell_back: Option<FallbackView>,
-    /// Boots the running slot has left to be marked good (only while `trying`).
-    pub tries_left: Option<u32>,
-    /// `file` or `systemd-boot`.
-    pub boot_control: &'static str,
-    /// The entries as the boot loader will try them.
-    pub boot_entries: Vec<String>,
-    pub installing: Option<ProgressView>,
-}
-
-#[derive(serde::Serialize)]
-pub struct FallbackView {
-    pub from_slot: String,
-    pub failed_tries: u32,
-}
-
-#[derive(serde::Serialize)]
-pub struct ProgressView {
-    pub done_bytes: u64,
-    pub total_bytes: u64,
-}
-
-#[derive(serde::Serialize)]
-pub struct InstalledView {
-    pub version: String,
-    pub slot: String,
-    pub next_boot: String,
-    pub reboot_required: bool,
-}
+/// What the upgrade service reports and answers: the API's contract types.
+pub use ::api::{BootOutcome, Fallback, InstallProgress, Installed, UpgradeStatus};
 
 impl UpgradeService {
     pub fn new(config: UpgradeConfig) -> Result<UpgradeService, UpgradeError> {
@@ -163,11 +127,13 @@ impl UpgradeService {
         let progress = *crate::base::sync::lock(&self.progress);
         let last_boot = boot.control().last_boot()?;
         let (outcome, fell_back, tries_left) = match &last_boot {
-            upgrade::LastBoot::Normal { .. } => ("normal", None, None),
-            upgrade::LastBoot::Trying { tries_left, .. } => ("trying", None, Some(*tries_left)),
+            upgrade::LastBoot::Normal { .. } => (BootOutcome::Normal, None, None),
+            upgrade::LastBoot::Trying { tries_left, .. } => {
+                (BootOutcome::Trying, None, Some(*tries_left))
+            }
             upgrade::LastBoot::FellBack { from, failed_tries, .. } => (
-                "fell_back",
-                Some(FallbackView { from_slot: from.to_string(), failed_tries: *failed_tries }),
+                BootOutcome::FellBack,
+                Some(Fallback { from_slot: from.to_string(), failed_tries: *failed_tries }),
                 None,
             ),
         };
@@ -179,12 +145,12 @@ impl UpgradeService {
             fell_back,
             tries_left,
             boot_control: match boot {
-                Boot::File(_) => "file",
-                Boot::SystemdBoot(_) => "systemd-boot",
+                Boot::File(_) => ::api::BootControl::File,
+                Boot::SystemdBoot(_) => ::api::BootControl::SystemdBoot,
             },
             boot_entries: boot.entries()?.iter().map(|entry| entry.file_name()).collect(),
             installing: progress
-                .map(|p| ProgressView { done_bytes: p.done_bytes, total_bytes: p.total_bytes }),
+                .map(|p| InstallProgress { done_bytes: p.done_bytes, total_bytes: p.total_bytes }),
         })
     }
 
@@ -193,7 +159,7 @@ impl UpgradeService {
         &self,
         image: &mut dyn std::io::Read,
         allow_downgrade: bool,
-    ) -> Result<InstalledView, UpgradeError> {
+    ) -> Result<Installed, UpgradeError> {
         let _only_one = self.installing.try_lock().map_err(|_| UpgradeError::Busy)?;
         let mut boot = self.boot();
         let running = RunningSystem {
@@ -218,7 +184,7 @@ impl UpgradeService {
         let installed = installed?;
         let label = installed.manifest.version.to_string();
         boot.control_mut().set_next_boot(installed.slot, upgrade::DEFAULT_BOOT_TRIES, &label)?;
-        Ok(InstalledView {
+        Ok(Installed {
             version: label,
             slot: installed.slot.to_string(),
             next_boot: installed.slot.to_string(),
@@ -293,7 +259,7 @@ pub async fn install(
     actor: &str,
     mut image: impl std::io::Read + Send + 'static,
     allow_downgrade: bool,
-) -> Result<InstalledView, super::Error> {
+) -> Result<Installed, super::Error> {
     let service = app.upgrade.clone();
     let installed = tokio::task::spawn_blocking(move || {
         let installed = service.install(&mut image, allow_downgrade);

@@ -8,7 +8,6 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use model::{FieldError, Rejection};
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -56,17 +55,16 @@ impl ApiError {
     pub(crate) fn fields(&self) -> &[FieldError] {
         &self.fields
     }
-
-    pub(crate) fn set_fields(&mut self, fields: Vec<FieldError>) {
-        self.fields = fields;
-    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"error": {"code": self.code, "message": self.message, "fields": self.fields}});
-        let mut response = (self.status, Json(body)).into_response();
+        let error = ::api::ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message,
+            fields: self.fields,
+        };
+        let mut response = (self.status, Json(::api::ErrorAnswer { error })).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -6,18 +6,17 @@ use crate::base::clock::format_ms;
 use crate::base::{auth, version};
 use crate::services::accounts::{self, Via};
 use crate::services::history::{self, LogQuery, Page};
-use crate::services::records::{self, show};
+use crate::services::records;
 use crate::services::{App, Error, Input, backups, cluster_join, restore, upgrades};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use model::{Record, RecordKey, RecordKind};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 
-type Answer<T = Json<Value>> = Result<T, ApiError>;
+type Answer<T> = Result<T, ApiError>;
 
 fn body_error(error: &serde_json::Error) -> ApiError {
     Error::body(error).into()
@@ -28,15 +27,15 @@ fn request<T: serde::de::DeserializeOwned>(body: serde_json::Map<String, Value>)
     serde_json::from_value(Value::Object(body)).map_err(|error| body_error(&error))
 }
 
-fn to_json(value: impl serde::Serialize) -> Answer {
-    Ok(Json(serde_json::to_value(value).map_err(ApiError::internal)?))
-}
-
 // ---- records -------------------------------------------------------------------------------
 
-pub(super) async fn list(_: Ready, State(app): State<Arc<App>>, kind: RecordKind) -> Answer {
+pub(super) async fn list(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    kind: RecordKind,
+) -> Answer<Json<Vec<Record>>> {
     let records = records::list(&app, kind).await?;
-    Ok(Json(Value::Array(records.iter().map(show).collect())))
+    Ok(Json(records.iter().map(Record::redacted).collect()))
 }
 
 pub(super) async fn read_one(
@@ -44,8 +43,8 @@ pub(super) async fn read_one(
     State(app): State<Arc<App>>,
     kind: RecordKind,
     name: String,
-) -> Answer {
-    Ok(Json(show(&records::read(&app, RecordKey { kind, name }).await?)))
+) -> Answer<Json<Record>> {
+    Ok(Json(records::read(&app, RecordKey { kind, name }).await?.redacted()))
 }
 
 pub(super) async fn create(
@@ -53,7 +52,7 @@ pub(super) async fn create(
     State(app): State<Arc<App>>,
     kind: RecordKind,
     JsonBody(body): JsonBody,
-) -> Answer<(StatusCode, Json<Value>)> {
+) -> Answer<(StatusCode, Json<Record>)> {
     let shown = records::create(&app, &admin.name, kind, body).await?;
     Ok((StatusCode::CREATED, Json(shown)))
 }
@@ -65,7 +64,7 @@ pub(super) async fn save(
     kind: RecordKind,
     path_name: Option<String>,
     JsonBody(body): JsonBody,
-) -> Answer {
+) -> Answer<Json<Record>> {
     let token = admin.token.as_deref();
     Ok(Json(records::save(&app, &admin.name, token, kind, path_name, body).await?))
 }
@@ -82,28 +81,19 @@ pub(super) async fn remove(
 
 // ---- sessions and password -----------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginRequest {
-    username: String,
-    password: String,
-}
-
 pub(super) async fn login(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
-) -> Answer<(StatusCode, Json<Value>)> {
-    let login: LoginRequest = request(body)?;
+) -> Answer<(StatusCode, Json<::api::LoginAnswer>)> {
+    let login: ::api::LoginRequest = request(body)?;
     let session = accounts::log_in(&app, &login.username, &login.password, Via::Api).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "token": session.token,
-            "user": session.admin.name,
-            "must_change_password": session.admin.must_change_password,
-            "idle_timeout_s": auth::SESSION_IDLE_TIMEOUT_MS / 1000,
-        })),
-    ))
+    let answer = ::api::LoginAnswer {
+        token: session.token,
+        user: session.admin.name,
+        must_change_password: session.admin.must_change_password,
+        idle_timeout_s: auth::SESSION_IDLE_TIMEOUT_MS / 1000,
+    };
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 pub(super) async fn logout(admin: Admin, State(app): State<Arc<App>>) -> Answer<StatusCode> {
@@ -118,48 +108,41 @@ pub(super) async fn logout(admin: Admin, State(app): State<Arc<App>>) -> Answer<
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PasswordChange {
-    current_password: String,
-    new_password: String,
-}
-
 pub(super) async fn change_password(
     admin: Admin,
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
-) -> Answer {
-    let change: PasswordChange = request(body)?;
+) -> Answer<Json<::api::Message>> {
+    let change: ::api::PasswordChange = request(body)?;
     let token = admin.token.as_deref();
     let (current, new) = (&change.current_password, change.new_password.clone());
     accounts::change_own_password(&app, &admin.name, token, current, new).await?;
-    Ok(Json(json!({"message": "password changed"})))
+    Ok(Json(::api::Message { message: "password changed".to_owned() }))
 }
 
 // ---- status, health, upgrade, policy, cluster ----------------------------------------------
 
-pub(super) async fn status(_: Ready, State(app): State<Arc<App>>) -> Answer {
+pub(super) async fn status(_: Ready, State(app): State<Arc<App>>) -> Answer<Json<::api::Status>> {
     let (log_position, projections_position) = app
         .readers
         .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
         .await
         .map_err(Error::from)?;
     let now = crate::base::clock::now_ms();
-    Ok(Json(json!({
-        "product": "Baton",
-        "version": version::software_version(),
-        "peer_id": app.writer.peer_id().to_hex(),
-        "started": format_ms(app.started_ms),
-        "uptime_s": now.saturating_sub(app.started_ms) / 1000,
-        "log_position": log_position,
-        "projections_position": projections_position,
-        "projections_current": projections_position == log_position,
-        "cluster": app.cluster.status(),
-        "hardware_serial": app.hardware_serial.as_ref().ok(),
-        "hardware_serial_problem": app.hardware_serial.as_ref().err(),
-        "platform": app.platform.status(),
-    })))
+    Ok(Json(::api::Status {
+        product: "Baton".to_owned(),
+        version: version::software_version().to_owned(),
+        peer_id: app.writer.peer_id().to_hex(),
+        started: format_ms(app.started_ms),
+        uptime_s: now.saturating_sub(app.started_ms) / 1000,
+        log_position,
+        projections_position,
+        projections_current: projections_position == log_position,
+        cluster: app.cluster.status(),
+        hardware_serial: app.hardware_serial.as_ref().ok().cloned(),
+        hardware_serial_problem: app.hardware_serial.as_ref().err().cloned(),
+        platform: app.platform.status(),
+    }))
 }
 
 /// The health gate's probe (`baton-health-gate.service`, which blesses a boot on trial): the
@@ -171,7 +154,7 @@ pub(super) async fn health(State(app): State<Arc<App>>) -> Response {
         .readers
         .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
         .await;
-    let version = version::software_version();
+    let version = version::software_version().to_owned();
     let (status, body) = match read {
         Ok((log_position, projections_position)) => {
             let current = projections_position == log_position;
@@ -182,41 +165,38 @@ pub(super) async fn health(State(app): State<Arc<App>>) -> Response {
                 ));
             }
             let status = if current { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            let body = json!({
-                "healthy": current,
-                "version": version,
-                "log_opens": true,
-                "log_position": log_position,
-                "projections_position": projections_position,
-                "projections_current": current,
-                "problems": problems,
-            });
+            let body = ::api::Health {
+                healthy: current,
+                version,
+                log_opens: true,
+                log_position: Some(log_position),
+                projections_position: Some(projections_position),
+                projections_current: Some(current),
+                problems,
+            };
             (status, body)
         }
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({
-                "healthy": false,
-                "version": version,
-                "log_opens": false,
-                "problems": [format!("the event log does not open: {error}")],
-            }),
+            ::api::Health {
+                healthy: false,
+                version,
+                log_opens: false,
+                log_position: None,
+                projections_position: None,
+                projections_current: None,
+                problems: vec![format!("the event log does not open: {error}")],
+            },
         ),
     };
     (status, Json(body)).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct UpgradeQuery {
-    /// Install an image older than the running software.
-    allow_downgrade: Option<bool>,
-    /// Reboot into the new slot as soon as it is installed.
-    reboot: Option<bool>,
-}
-
-pub(super) async fn upgrade_status(_: Ready, State(app): State<Arc<App>>) -> Answer {
-    to_json(upgrades::status_of(&app).await?)
+pub(super) async fn upgrade_status(
+    _: Ready,
+    State(app): State<Arc<App>>,
+) -> Answer<Json<::api::UpgradeStatus>> {
+    Ok(Json(upgrades::status_of(&app).await?))
 }
 
 /// The image is the request body, streamed: it is checked and written as it arrives and never
@@ -224,9 +204,9 @@ pub(super) async fn upgrade_status(_: Ready, State(app): State<Arc<App>>) -> Ans
 pub(super) async fn upgrade_install(
     Ready(admin): Ready,
     State(app): State<Arc<App>>,
-    Query(query): Query<UpgradeQuery>,
+    Query(query): Query<::api::UpgradeQuery>,
     body: axum::body::Body,
-) -> Answer {
+) -> Answer<Json<::api::Installed>> {
     use futures_util::TryStreamExt as _;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let image = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
@@ -235,7 +215,7 @@ pub(super) async fn upgrade_install(
     if query.reboot.unwrap_or(false) {
         upgrades::reboot(&app, &admin.name).await?;
     }
-    to_json(installed)
+    Ok(Json(installed))
 }
 
 pub(super) async fn upgrade_reboot(
@@ -263,18 +243,14 @@ pub(super) async fn cluster_status(
     Json(app.cluster.status())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct MemberQuery {
-    /// The member's admin URL, `https://address[:port]`.
-    url: String,
-}
-
 /// The SHA-256 fingerprint of the certificate a cluster member presents, to be checked
 /// against its Status page before joining through it.
-pub(super) async fn member_certificate(_: Ready, Query(query): Query<MemberQuery>) -> Answer {
+pub(super) async fn member_certificate(
+    _: Ready,
+    Query(query): Query<::api::MemberQuery>,
+) -> Answer<Json<::api::MemberCertificate>> {
     let sha256 = cluster_join::member_fingerprint(&query.url).await.map_err(Error::from)?;
-    Ok(Json(json!({"member_url": query.url, "sha256": sha256})))
+    Ok(Json(::api::MemberCertificate { member_url: query.url, sha256 }))
 }
 
 /// This peer joins the cluster of the member named in the body (see `cluster_join`), and
@@ -283,84 +259,68 @@ pub(super) async fn cluster_join(
     Ready(admin): Ready,
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
-) -> Answer {
-    let join: cluster_join::JoinRequest = request(body)?;
-    to_json(cluster_join::run(&app, &admin.name, &join).await.map_err(Error::from)?)
+) -> Answer<Json<::api::Joined>> {
+    let join: ::api::JoinRequest = request(body)?;
+    Ok(Json(cluster_join::run(&app, &admin.name, &join).await.map_err(Error::from)?))
 }
 
 // ---- configuration, history, logs ----------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct AtQuery {
-    at: Option<String>,
-}
-
-fn records_json<'a>(records: impl Iterator<Item = &'a Record>) -> Value {
-    Value::Array(records.map(show).collect())
-}
-
 pub(super) async fn config(
     _: Ready,
     State(app): State<Arc<App>>,
-    Query(query): Query<AtQuery>,
-) -> Answer {
+    Query(query): Query<::api::AtQuery>,
+) -> Answer<Json<::api::ConfigAnswer>> {
     let (at_ms, records) = history::config_records(&app, query.at.as_deref()).await?;
-    Ok(Json(json!({"at": format_ms(at_ms), "records": records_json(records.iter())})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct DiffQuery {
-    from: String,
-    to: Option<String>,
+    let records = records.iter().map(Record::redacted).collect();
+    Ok(Json(::api::ConfigAnswer { at: format_ms(at_ms), records }))
 }
 
 pub(super) async fn config_diff(
     _: Ready,
     State(app): State<Arc<App>>,
-    Query(query): Query<DiffQuery>,
-) -> Answer {
+    Query(query): Query<::api::DiffQuery>,
+) -> Answer<Json<::api::ConfigDiff>> {
     let (from_ms, to_ms, changes) =
         history::config_diff(&app, &query.from, query.to.as_deref()).await?;
-    let changes: Vec<Value> = changes
+    let changes = changes
         .iter()
-        .map(|change| {
-            json!({
-                "kind": change.key.kind.as_str(),
-                "name": change.key.name,
-                "before": change.before.as_ref().map(show),
-                "after": change.after.as_ref().map(show),
-            })
+        .map(|change| ::api::RecordChange {
+            kind: change.key.kind,
+            name: change.key.name.clone(),
+            before: change.before.as_ref().map(Record::redacted),
+            after: change.after.as_ref().map(Record::redacted),
         })
         .collect();
-    Ok(Json(json!({"from": format_ms(from_ms), "to": format_ms(to_ms), "changes": changes})))
+    Ok(Json(::api::ConfigDiff { from: format_ms(from_ms), to: format_ms(to_ms), changes }))
 }
 
-fn page_json<T>(page: &Page<T>, row: impl Fn(&T) -> Value) -> Json<Value> {
-    let entries: Vec<Value> = page.entries.iter().map(row).collect();
-    Json(json!({"entries": entries, "next_before": page.next_before}))
-}
-
-fn config_log_json(entry: &projections::ConfigLogEntry) -> Value {
-    json!({
-        "position": entry.position,
-        "at": format_ms(entry.at_ms),
-        "origin": entry.origin,
-        "actor": entry.actor,
-        "action": entry.action,
-        "kind": entry.kind,
-        "name": entry.name,
-        "before": entry.before,
-        "after": entry.after,
+fn page_json<T, R>(page: &Page<T>, row: impl Fn(&T) -> R) -> Json<::api::Page<R>> {
+    Json(::api::Page {
+        entries: page.entries.iter().map(row).collect(),
+        next_before: page.next_before,
     })
+}
+
+fn config_log_json(entry: &projections::ConfigLogEntry) -> ::api::ConfigLogEntry {
+    ::api::ConfigLogEntry {
+        position: entry.position,
+        at: format_ms(entry.at_ms),
+        origin: entry.origin.clone(),
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        kind: entry.kind.clone(),
+        name: entry.name.clone(),
+        before: entry.before.clone(),
+        after: entry.after.clone(),
+    }
 }
 
 pub(super) async fn configuration_log(
     _: Ready,
     State(app): State<Arc<App>>,
     Query(query): Query<LogQuery>,
-) -> Answer {
+) -> Answer<Json<::api::Page<::api::ConfigLogEntry>>> {
     let page = history::config_log(&app, history::config_log_filter(query)?).await?;
     Ok(page_json(&page, config_log_json))
 }
@@ -370,7 +330,7 @@ pub(super) async fn record_history(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
-) -> Answer {
+) -> Answer<Json<::api::Page<::api::ConfigLogEntry>>> {
     let filter = history::record_history_filter(&kind, name, query)?;
     Ok(page_json(&history::config_log(&app, filter).await?, config_log_json))
 }
@@ -379,27 +339,23 @@ pub(super) async fn event_log(
     _: Ready,
     State(app): State<Arc<App>>,
     Query(query): Query<LogQuery>,
-) -> Answer {
+) -> Answer<Json<::api::Page<::api::EventLogEntry>>> {
     let page = history::event_log(&app, history::journal_filter(query)?).await?;
-    Ok(page_json(&page, |entry| {
-        json!({
-            "id": entry.id,
-            "at": format_ms(entry.at_ms),
-            "level": format!("{:?}", entry.level).to_lowercase(),
-            "kind": entry.kind,
-            "actor": entry.actor,
-            "message": entry.message,
-        })
+    Ok(page_json(&page, |entry| ::api::EventLogEntry {
+        id: entry.id,
+        at: format_ms(entry.at_ms),
+        level: match entry.level {
+            eventlog::Level::Info => ::api::LogLevel::Info,
+            eventlog::Level::Warning => ::api::LogLevel::Warning,
+            eventlog::Level::Error => ::api::LogLevel::Error,
+        },
+        kind: entry.kind.clone(),
+        actor: entry.actor.clone(),
+        message: entry.message.clone(),
     }))
 }
 
 // ---- backup and restore --------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupRequest {
-    password: Option<String>,
-}
 
 /// Streams a backup archive (encrypted when the optional JSON body gives a password). The
 /// copy is taken from a read connection, so the daemon keeps serving.
@@ -408,8 +364,8 @@ pub(super) async fn create_backup(
     State(app): State<Arc<App>>,
     body: axum::body::Bytes,
 ) -> Answer<Response> {
-    let backup: BackupRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        BackupRequest { password: None }
+    let backup: ::api::BackupRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ::api::BackupRequest { password: None }
     } else {
         serde_json::from_slice(&body).map_err(|error| body_error(&error))?
     };
@@ -444,8 +400,11 @@ pub(crate) async fn backup_download(
 }
 
 /// The running (or last) backup or restore.
-pub(super) async fn backup_progress(_: Ready, State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!({"operation": app.operations.progress()}))
+pub(super) async fn backup_progress(
+    _: Ready,
+    State(app): State<Arc<App>>,
+) -> Json<::api::BackupProgress> {
+    Json(::api::BackupProgress { operation: app.operations.progress() })
 }
 
 /// The archive as the body, streamed; the password of an encrypted one in
@@ -456,7 +415,7 @@ pub(super) async fn restore(
     State(app): State<Arc<App>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
-) -> Answer {
+) -> Answer<Json<::api::Restored>> {
     let password = match headers.get(PASSWORD_HEADER) {
         None => None,
         Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
@@ -476,13 +435,45 @@ pub(super) async fn restore(
     Ok(Json(restored_json(restore::apply(&app, &admin.name, &staged, operation).await?)))
 }
 
-/// The answer to an applied restore, for the API and the web page.
-fn restored_json(restored: restore::Restored) -> Value {
-    json!({
-        "message": "restored",
-        "manifest": restored.manifest,
-        "safety_database": restored.applied.safety_database,
-        "safety_files_dir": restored.applied.safety_files_dir,
-        "files": restored.applied.files,
-    })
+/// The answer to an applied restore.
+fn restored_json(restored: restore::Restored) -> ::api::Restored {
+    let path = |path: &std::path::Path| path.display().to_string();
+    ::api::Restored {
+        message: "restored".to_owned(),
+        manifest: manifest_answer(&restored.manifest),
+        safety_database: path(&restored.applied.safety_database),
+        safety_files_dir: restored.applied.safety_files_dir.as_deref().map(path),
+        files: restored.applied.files,
+    }
+}
+
+/// A backup's manifest as the API shows it.
+fn manifest_answer(manifest: &backup::Manifest) -> ::api::BackupManifest {
+    ::api::BackupManifest {
+        format: manifest.format,
+        product: manifest.product.clone(),
+        software_version: manifest.software_version.clone(),
+        hardware_serial: manifest.hardware_serial.clone(),
+        created_at_ms: manifest.created_at_ms,
+        peer_id: manifest.peer_id.clone(),
+        heads: manifest
+            .heads
+            .iter()
+            .map(|head| ::api::ChainHead {
+                origin: head.origin.clone(),
+                stream: head.stream.clone(),
+                seq: head.seq,
+                hash: head.hash.clone(),
+            })
+            .collect(),
+        members: manifest
+            .members
+            .iter()
+            .map(|member| ::api::ArchiveMember {
+                name: member.name.clone(),
+                size_bytes: member.size_bytes,
+                sha256: member.sha256.clone(),
+            })
+            .collect(),
+    }
 }

@@ -70,31 +70,28 @@ pub fn backup() -> Doc {
 
 /// `POST /api/v1/restore`: the archive as the body.
 pub fn restore() -> Doc {
-    let object = json!({"type": "object"});
-    let mut op = typed_operation(
-        "Restore a backup archive (the body, streamed) on this peer, at once; the password of an encrypted one in `X-Baton-Backup-Password`. Refused with nothing changed for another machine's backup (`backup_other_machine`), newer software (`backup_newer_software`), a wrong or missing password (`backup_wrong_password`, `backup_password_required`), a damaged, truncated or unknown file (`backup_corrupt`, `backup_truncated`, `backup_unknown_format`, `backup_unsafe_member`), or a clustered peer (`restore_clustered`)".into(),
-        "200",
-        None,
-        Some(&object),
-    );
-    op["parameters"] = json!([{"name": "X-Baton-Backup-Password", "in": "header", "required": false, "schema": {"type": "string"}}]);
-    op["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
-    Doc(op)
+    streamed_upload(
+        "Restore a backup archive (the body, streamed) on this peer, at once; the password of an encrypted one in `X-Baton-Backup-Password`. Refused with nothing changed for another machine's backup (`backup_other_machine`), newer software (`backup_newer_software`), a wrong or missing password (`backup_wrong_password`, `backup_password_required`), a damaged, truncated or unknown file (`backup_corrupt`, `backup_truncated`, `backup_unknown_format`, `backup_unsafe_member`), or a clustered peer (`restore_clustered`)",
+        json!([{"name": "X-Baton-Backup-Password", "in": "header", "required": false, "schema": {"type": "string"}}]),
+    )
 }
 
 /// `POST /api/v1/upgrade`: a signed image as the body, streamed into the inactive slot.
 pub fn upgrade_install() -> Doc {
+    streamed_upload(
+        "Install a signed upgrade image (the body, streamed) into the inactive slot and boot it next, on trial; `?allow_downgrade=true` accepts an older version, `?reboot=true` reboots once it is installed. A bad or forbidden image is refused (`upgrade_refused`) before anything is written; one install at a time (`upgrade_busy`)",
+        json!([
+            {"name": "allow_downgrade", "in": "query", "required": false, "schema": {"type": "boolean"}},
+            {"name": "reboot", "in": "query", "required": false, "schema": {"type": "boolean"}},
+        ]),
+    )
+}
+
+/// An operation whose body is a file, streamed, answered by a JSON object.
+fn streamed_upload(summary: &str, parameters: Value) -> Doc {
     let object = json!({"type": "object"});
-    let mut op = typed_operation(
-        "Install a signed upgrade image (the body, streamed) into the inactive slot and boot it next, on trial; `?allow_downgrade=true` accepts an older version, `?reboot=true` reboots once it is installed. A bad or forbidden image is refused (`upgrade_refused`) before anything is written; one install at a time (`upgrade_busy`)".into(),
-        "200",
-        None,
-        Some(&object),
-    );
-    op["parameters"] = json!([
-        {"name": "allow_downgrade", "in": "query", "required": false, "schema": {"type": "boolean"}},
-        {"name": "reboot", "in": "query", "required": false, "schema": {"type": "boolean"}},
-    ]);
+    let mut op = typed_operation(summary.to_owned(), "200", None, Some(&object));
+    op["parameters"] = parameters;
     op["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
     Doc(op)
 }

@@ -6,7 +6,7 @@
 
 use super::{FormPairs, WebUser, csrf_input, esc, form_value};
 use crate::adapters::api::ApiError;
-use crate::services::App;
+use crate::services::{App, Error, Input as ErrorInput};
 use model::{FieldError, RecordKind};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
@@ -323,11 +323,8 @@ pub(crate) fn render_field(
             );
         }
         Input::Select(choices) => render_select(html, field, &attrs, values, choices),
-        Input::Reference { target, many: false, options } => {
-            render_reference(html, field, &attrs, values, target, options)
-        }
-        Input::Reference { target, many: true, options } => {
-            render_references(html, field, &attrs, values, target, options)
+        Input::Reference { target, many, options } => {
+            render_references(html, field, &attrs, values, (target, *many, options))
         }
         Input::TextArea | Input::Json => {
             let _ = write!(
@@ -367,6 +364,18 @@ struct Attrs {
     invalid: &'static str,
 }
 
+impl Attrs {
+    /// A select's label and opening tag.
+    fn open_select(&self, html: &mut String, label: &str) {
+        let (id, name, described, invalid) = (&self.id, &self.name, &self.described, self.invalid);
+        let _ = write!(
+            html,
+            "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid}>",
+            esc(label)
+        );
+    }
+}
+
 /// A choice among fixed values.
 fn render_select(
     html: &mut String,
@@ -375,14 +384,8 @@ fn render_select(
     values: &Values<'_>,
     choices: &[String],
 ) {
-    let (id, name, described, invalid_attr) =
-        (&attrs.id, &attrs.name, &attrs.described, attrs.invalid);
     let current = values.text(field);
-    let _ = write!(
-        html,
-        "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
-        esc(&field.label)
-    );
+    attrs.open_select(html, &field.label);
     if current.is_empty() {
         html.push_str("<option value=\"\">(choose)</option>");
     }
@@ -398,53 +401,32 @@ fn render_select(
     html.push_str("</select>");
 }
 
-/// A reference to one record, chosen among the existing ones.
-fn render_reference(
-    html: &mut String,
-    field: &Field,
-    attrs: &Attrs,
-    values: &Values<'_>,
-    target: &RecordKind,
-    options: &[String],
-) {
-    let (id, name, described, invalid_attr) =
-        (&attrs.id, &attrs.name, &attrs.described, attrs.invalid);
-    let current = values.text(field);
-    let _ = write!(
-        html,
-        "<label for=\"{id}\">{}</label><select id=\"{id}\" name=\"{name}\"{described}{invalid_attr}>",
-        esc(&field.label)
-    );
-    reference_options(html, options, &current, "(choose)");
-    html.push_str("</select>");
-    if options.is_empty() {
-        let _ = write!(
-            html,
-            "<p class=\"hint\">There are no {} yet: add one first.</p>",
-            esc(&target.collection().replace('-', " "))
-        );
-    }
-}
-
-/// References to several records, one select each and spare ones.
+/// A reference to one record chosen among the existing ones, or (`many`) to several: one
+/// select each, and spare ones.
 fn render_references(
     html: &mut String,
     field: &Field,
     attrs: &Attrs,
     values: &Values<'_>,
-    target: &RecordKind,
-    options: &[String],
+    (target, many, options): (&RecordKind, bool, &[String]),
 ) {
-    let (id, name, described, invalid_attr) =
-        (&attrs.id, &attrs.name, &attrs.described, attrs.invalid);
+    if !many {
+        attrs.open_select(html, &field.label);
+        reference_options(html, options, &values.text(field), "(choose)");
+        html.push_str("</select>");
+        no_records_hint(html, target, options, "one");
+        return;
+    }
+    let (id, name, invalid) = (&attrs.id, &attrs.name, attrs.invalid);
     let chosen = values.items(field);
+    let described = &attrs.described;
     let _ = write!(html, "<fieldset id=\"{id}\"{described}><legend>{}</legend>", esc(&field.label));
     let singular = field.label.trim_end_matches('s');
     for index in 0..chosen.len() + REFERENCE_SLOTS_SPARE {
         let current = chosen.get(index).map_or("", String::as_str);
         let _ = write!(
             html,
-            "<label for=\"{id}-{0}\">{1} {0}</label><select id=\"{id}-{0}\" name=\"{name}\"{invalid_attr}>",
+            "<label for=\"{id}-{0}\">{1} {0}</label><select id=\"{id}-{0}\" name=\"{name}\"{invalid}>",
             index + 1,
             esc(singular)
         );
@@ -452,10 +434,15 @@ fn render_references(
         html.push_str("</select>");
     }
     html.push_str("</fieldset>");
+    no_records_hint(html, target, options, "them");
+}
+
+/// Says that a reference has nothing to choose from yet.
+fn no_records_hint(html: &mut String, target: &RecordKind, options: &[String], what: &str) {
     if options.is_empty() {
         let _ = write!(
             html,
-            "<p class=\"hint\">There are no {} yet: add them first.</p>",
+            "<p class=\"hint\">There are no {} yet: add {what} first.</p>",
             esc(&target.collection().replace('-', " "))
         );
     }
@@ -643,13 +630,8 @@ fn address_ok(format: &str, text: &str) -> bool {
 
 /// Field errors from decoding, as the API's error so pages show both the same way.
 pub(crate) fn decoding_error(errors: Vec<FieldError>) -> ApiError {
-    let mut error = ApiError::new(
-        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_fields",
-        "some fields are not valid",
-    );
-    error.set_fields(errors);
-    error
+    let message = "some fields are not valid".to_owned();
+    ApiError::from(Error::Invalid { input: ErrorInput::Fields, message, fields: errors })
 }
 
 #[cfg(test)]

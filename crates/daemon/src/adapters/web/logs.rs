@@ -8,7 +8,6 @@ use crate::services::history::{self, LogQuery};
 use crate::services::{App, Error, Input, records};
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
@@ -50,11 +49,8 @@ fn log_query(pairs: &Pairs) -> Result<LogQuery, ApiError> {
             "before" => query.before = Some(number("before")?),
             "limit" => query.limit = Some(usize::try_from(number("limit")?).unwrap_or(usize::MAX)),
             other => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    format!("unknown filter {other:?}"),
-                ));
+                let message = format!("unknown filter {other:?}");
+                return Err(Error::invalid(Input::Query, message).into());
             }
         }
     }

@@ -217,7 +217,7 @@ fn progress_note(app: &App) -> String {
     };
     let mut html = format!(
         "<p role=\"status\">Last operation: {} started {}, {state}",
-        esc(progress.operation),
+        esc(progress.operation.as_str()),
         esc(&crate::base::clock::format_ms(progress.started_ms))
     );
     if progress.total_bytes > 0 {

@@ -109,7 +109,7 @@ async fn serving_section(app: &App) -> String {
     let _ = write!(
         body,
         "<h2>Cluster</h2><p>Mode: {}. <a href=\"/system/clustering\">Clustering settings</a></p>",
-        esc(cluster.mode)
+        esc(cluster.mode.as_str())
     );
     body.push_str(&super::system::peer_lines(&cluster));
 
