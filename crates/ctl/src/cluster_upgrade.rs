@@ -942,12 +942,11 @@ fn wait_links(group: &[&Peer], what: &str) -> anyhow::Result<()> {
                 }
             };
             if !s.links_up() || !s.projections_current {
-                // Only text tells a refusal from a peer merely out of reach, for now.
-                let refused = s.cluster_status.peers.iter().any(|line| match &line.state {
-                    PeerState::Failed { reason } => {
-                        !reason.starts_with("unreachable") && !reason.starts_with("connection lost")
-                    }
-                    _ => false,
+                // A refusal ends the wait; a peer merely out of reach (or a peer of an older
+                // release, which sends no code) may still come.
+                let refused = s.cluster_status.peers.iter().any(|line| {
+                    matches!(line.state, PeerState::Failed { .. })
+                        && line.code.is_some_and(|code| !code.is_transient())
                 });
                 if refused {
                     bail!(
