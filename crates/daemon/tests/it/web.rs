@@ -4,7 +4,7 @@
 
 use crate::{NEW_PASSWORD, TestDaemon};
 use reqwest::{Method, StatusCode, redirect};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A cookie-keeping client that does not follow redirects, so each step is visible.
 struct Browser {
@@ -532,4 +532,57 @@ async fn every_form_control_has_a_label() {
             !matches!(path, "/status" | "/maintenance/restart" | "/maintenance/reboot");
         assert!(controls > 0 || !forms_expected, "{path} has no form controls");
     }
+}
+
+/// The seed: take a backup before joining; and when a peer leaves a cluster, delete its
+/// conference bridge entries so that two systems do not drive the same bridges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clustering_page_recommends_a_backup_and_can_leave_without_the_bridges() {
+    let daemon = TestDaemon::start().await;
+    let mut browser = signed_in(&daemon).await;
+    let page = browser.get("/system/clustering").await;
+    assert!(page.body.contains("take a backup of this peer before adding it to a cluster"));
+    assert!(page.body.contains("href=\"/maintenance/backup\""), "{}", page.body);
+    assert!(!page.body.contains("delete_bridges"), "offered while standalone");
+
+    for (path, body) in [
+        (
+            "/api/v1/ipv4",
+            json!({"address": "127.0.0.1", "prefix_length": 8, "gateway": "127.0.0.254"}),
+        ),
+        ("/api/v1/system-name", json!({"host_name": "peer-1", "domain": "example.test"})),
+        ("/api/v1/dns", json!({"servers": ["127.0.0.53"]})),
+        ("/api/v1/ntp", json!({"servers": ["127.0.0.123"]})),
+        ("/api/v1/licence", json!({"release_key": "ABCD-1234-EFGH", "edition": "full"})),
+        (
+            "/api/v1/cluster",
+            json!({"pre_shared_key": "a long pre-shared key", "peers": ["127.0.0.1"]}),
+        ),
+    ] {
+        let (status, answer) = daemon.call(Method::PUT, path, Some(body)).await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
+    }
+    let bridge = json!({"name": "mcu1", "bridge_type": "mcu", "address": "127.0.0.9",
+                        "username": "api", "password": "secret", "capacity_ports": 10});
+    let (status, _) = daemon.call(Method::POST, "/api/v1/bridges", Some(bridge)).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let csrf = browser.csrf("/system/clustering").await;
+    let page = browser.get("/system/clustering").await;
+    assert!(page.body.contains("name=\"delete_bridges\""), "{}", page.body);
+    // Still clustered after the save: nothing is deleted (it would replicate).
+    let still = [("csrf", csrf.as_str()), ("peer_1", "127.0.0.1"), ("delete_bridges", "1")];
+    let page = browser.post("/system/clustering", &still).await;
+    assert_eq!(page.location.as_deref(), Some("/system/clustering?saved=1"), "{}", page.body);
+    let (_, bridges) = daemon.call(Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(bridges.as_array().map(Vec::len), Some(1));
+
+    let leave = [("csrf", csrf.as_str()), ("clear_pre_shared_key", "1"), ("delete_bridges", "1")];
+    let page = browser.post("/system/clustering", &leave).await;
+    let location = page.location.clone().unwrap_or_default();
+    assert_eq!(location, "/system/clustering?saved=1&bridges_deleted=1", "{}", page.body);
+    let (_, bridges) = daemon.call(Method::GET, "/api/v1/bridges", None).await;
+    assert_eq!(bridges, Value::Array(vec![]));
+    let page = browser.get(&location).await;
+    assert!(page.body.contains("its 1 conference bridge entries were deleted"), "{}", page.body);
 }

@@ -34,6 +34,8 @@ pub(super) fn routes() -> Router<Arc<App>> {
 pub(super) struct SavedQuery {
     saved: Option<String>,
     deleted: Option<String>,
+    /// After leaving a cluster with its bridges (Clustering).
+    bridges_deleted: Option<usize>,
 }
 
 impl SavedQuery {
@@ -244,7 +246,7 @@ pub(super) fn clustering_body(
     stored: Option<&Value>,
     submitted: Option<&FormPairs>,
     error: Option<&ApiError>,
-    saved: bool,
+    saved: Option<&str>,
 ) -> String {
     let status = app.cluster.status();
     let mut body = String::new();
@@ -252,8 +254,8 @@ pub(super) fn clustering_body(
         "<p class=\"scope local\">The peer list and the pre-shared key apply to this peer only: \
          set them on every peer, identical on each (the order does not matter).</p>",
     );
-    if saved {
-        body.push_str(&saved_note("Saved peer addresses and key."));
+    if let Some(saved) = saved {
+        body.push_str(&saved_note(saved));
     }
     body.push_str("<h2>Peer status</h2>");
     body.push_str(&peer_lines(&status));
@@ -282,10 +284,14 @@ pub(super) fn clustering_body(
     );
     body.push_str(&key_field(&errors, key_stored));
     body.push_str(&peer_fields(&errors, submitted, &stored_peers));
+    if !stored_peers.is_empty() {
+        body.push_str(LEAVE_WITH_BRIDGES_FIELD);
+    }
     body.push_str("<button type=\"submit\">Save</button></form>");
     // Offered until this peer belongs to a cluster, so a join refused (a mistyped key) can be
     // tried again.
     if status.cluster_id.is_none() {
+        body.push_str(BACKUP_BEFORE_JOINING);
         body.push_str(&super::join::join_form(user, "", None));
     }
     body.push_str(
@@ -304,6 +310,33 @@ pub(super) fn clustering_body(
          remove this peer's address on the other peers.</p>",
     );
     body
+}
+
+/// The seed's prerequisite, with the way to do it.
+const BACKUP_BEFORE_JOINING: &str = "<p class=\"hint\">We highly recommend that you take a \
+    backup of this peer before adding it to a cluster: \
+    <a href=\"/maintenance/backup\">Maintenance &gt; Backup and restore</a>.</p>";
+
+/// Offered while clustered: the seed's removal (Task 1, steps 9–10) deletes the bridges of a
+/// peer taken out of the cluster, so that two systems do not drive the same bridges.
+const LEAVE_WITH_BRIDGES_FIELD: &str = "<div class=\"field\"><label>\
+    <input type=\"checkbox\" name=\"delete_bridges\" value=\"1\"> When this save places the \
+    peer in standalone mode, also delete its conference bridge entries</label>\
+    <p class=\"hint\">Recommended when this peer leaves the cluster for good: otherwise it and \
+    the cluster both drive the same bridges. Only this peer's copy is deleted, after it has left \
+    (a standalone peer replicates nothing); the cluster keeps its bridges.</p></div>";
+
+/// After a save that left the cluster, deletes this peer's bridge entries if asked. Returns
+/// how many were deleted.
+async fn delete_bridges_after_leaving(app: &App, actor: &str) -> Result<usize, ApiError> {
+    if app.writer.cluster_settings().borrow().is_clustered() {
+        return Ok(0); // still clustered: a deletion would replicate to the cluster
+    }
+    let bridges = records::list(app, RecordKind::Bridge).await?;
+    for bridge in &bridges {
+        records::remove(app, actor, RecordKind::Bridge, bridge.name().to_owned()).await?;
+    }
+    Ok(bridges.len())
 }
 
 /// The pre-shared key field: never shown, kept when left empty, clearable.
@@ -372,7 +405,14 @@ async fn clustering_page(
         Ok(stored) => stored,
         Err(error) => return super::error_page(Some(&user), &error),
     };
-    let body = clustering_body(&user, &app, stored.as_ref(), None, None, query.saved.is_some());
+    let saved = query.saved.as_ref().map(|_| match query.bridges_deleted {
+        Some(count) => format!(
+            "Saved peer addresses and key. This peer is standalone; its {count} conference \
+             bridge entries were deleted."
+        ),
+        None => "Saved peer addresses and key.".to_owned(),
+    });
+    let body = clustering_body(&user, &app, stored.as_ref(), None, None, saved.as_deref());
     page("Clustering", Some(&user), &body).into_response()
 }
 
@@ -423,11 +463,18 @@ async fn save_clustering(
         // Peer fields are numbered on the page, so a skipped blank keeps its number here.
         Err(forms::decoding_error(errors))
     };
+    let delete_bridges = !super::form_value(&form, "delete_bridges").is_empty();
+    let saved = match saved {
+        Ok(()) if delete_bridges => delete_bridges_after_leaving(&app, &user.name).await,
+        Ok(()) => Ok(0),
+        Err(error) => Err(error),
+    };
     match saved {
-        Ok(()) => see_other("/system/clustering?saved=1"),
+        Ok(0) => see_other("/system/clustering?saved=1"),
+        Ok(deleted) => see_other(&format!("/system/clustering?saved=1&bridges_deleted={deleted}")),
         Err(error) => {
             let body =
-                clustering_body(&user, &app, stored.as_ref(), Some(&form), Some(&error), false);
+                clustering_body(&user, &app, stored.as_ref(), Some(&form), Some(&error), None);
             (error.status(), page("Clustering", Some(&user), &body)).into_response()
         }
     }
