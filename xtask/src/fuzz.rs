@@ -38,9 +38,20 @@ pub(crate) fn fuzz(target: Option<&str>, seconds: u64) -> anyhow::Result<()> {
         None => TARGETS.to_vec(),
     };
     ensure_cargo_fuzz()?;
+    build(target)?;
     for target in targets {
         run_target(target, seconds)?;
     }
+    Ok(())
+}
+
+/// Builds the targets first, so that a build failure is told apart from a finding.
+fn build(target: Option<&str>) -> anyhow::Result<()> {
+    println!("==> building the fuzz targets");
+    let mut args = vec!["fuzz", "build", "--sanitizer", "none"];
+    args.extend(target);
+    let status = cargo(&args).status().context("could not start `cargo fuzz build`")?;
+    anyhow::ensure!(status.success(), "building the fuzz targets failed ({status}); see above");
     Ok(())
 }
 
