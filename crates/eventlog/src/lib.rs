@@ -718,6 +718,39 @@ impl EventLog {
             .optional()?)
     }
 
+    /// Replaces this log's journal (the Event Log) with `source`'s, rows and ids as they are,
+    /// in one transaction. A restore keeps the peer's own Event Log: "log files are not
+    /// included in the system backup file", and what happened on this peer stays on record.
+    pub fn take_journal_of(&mut self, source: &EventLog) -> Result<(), Error> {
+        let mut select = source
+            .conn
+            .prepare("SELECT id, at_ms, level, kind, actor, message FROM journal ORDER BY id")?;
+        let rows = select.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<String>>(4)?,
+                row.get::<_, String>(5)?,
+            ))
+        })?;
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM journal", [])?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO journal (id, at_ms, level, kind, actor, message) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for row in rows {
+                let (id, at_ms, level, kind, actor, message) = row?;
+                insert.execute(params![id, at_ms, level, kind, actor, message])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn append_journal(&mut self, entry: &NewJournalEntry) -> Result<u64, Error> {
         self.conn
             .prepare_cached("INSERT INTO journal (at_ms, level, kind, actor, message) VALUES (?1, ?2, ?3, ?4, ?5)")?

@@ -198,8 +198,8 @@ impl Store {
     /// Replaces this peer's whole database with the verified, staged one at `staged` (see
     /// `backup::stage_restore`), without a restart: a safety copy of the current database is
     /// written beside it as `pre-restore-<now_ms>.db`, the restored log is brought up to date
-    /// (projections) and put in standalone mode if the backup was taken in a cluster, `note`
-    /// is added to its Event Log (it marks the restore as applied, see
+    /// (projections) and put in standalone mode if the backup was taken in a cluster, takes
+    /// this peer's Event Log as it is (a restore never rewinds it), `note` is added to it (it marks the restore as applied, see
     /// `crate::services::backups::recover`), and the content is swapped in one SQLite transaction, so a
     /// crash leaves the old database or the new one. Returns the safety copy's path.
     pub fn restore_from(
@@ -223,6 +223,8 @@ impl Store {
                 now_ms,
             )?;
         }
+        // This peer's Event Log is its own: kept whole, plus the restore.
+        restored.log.take_journal_of(&self.log)?;
         restored.log.append_journal(note)?;
         self.replace_content(&restored.log)?;
         Ok(kept)
