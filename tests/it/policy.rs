@@ -445,3 +445,57 @@ fn telepresence_servers_report_to_the_feedback_receiver() {
     let status = peer.get("/api/v1/policy/status").unwrap();
     assert_eq!(status["unavailable"], Value::Null, "{status}");
 }
+
+/// Many first calls for different conferences at once never book a bridge beyond its capacity:
+/// room for 4 conferences (20 ports, 5 per conference), 24 conferences asked 12 at a time.
+#[test]
+fn concurrent_first_calls_never_overbook_a_bridge() {
+    let sim = SimBridge::start("mcu", &["--latency-ms", "30"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    let mut small = bridge("small", &sim, "mcu", SIM_BRIDGE_PASSWORD);
+    small["capacity_ports"] = json!(20);
+    post(&peer, "bridges", small);
+    post(&peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": ["small"]}));
+    post(&peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
+    post(
+        &peer,
+        "conference-templates",
+        json!({"name": "t", "conference_type": "meeting", "service_preference": "s", "max_participants": 5}),
+    );
+    post(
+        &peer,
+        "conference-aliases",
+        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
+        "conference_name": "room${n}", "template": "t", "priority": 1}),
+    );
+    let vcs = vcs_for(&[&peer]);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let answers: Vec<Answer> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..12)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut answers = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if n >= 24 {
+                            return answers;
+                        }
+                        answers.push(vcs.call(&format!("room{n}@example.com")));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect()
+    });
+    let routed_count =
+        answers.iter().filter(|answer| matches!(answer.outcome, Outcome::Route { .. })).count();
+    let hosted = names_on(&sim, bridges::BridgeKind::Mcu);
+    assert_eq!(hosted.len(), 4, "the bridge hosts {hosted:?}");
+    assert_eq!(routed_count, 4, "{answers:?}");
+    let refused =
+        Outcome::Reject { status: 503, reason: "No conference bridge has capacity".into() };
+    assert_eq!(answers.iter().filter(|answer| answer.outcome == refused).count(), 20);
+}

@@ -150,6 +150,8 @@ pub struct PolicyService {
     engine: Mutex<Arc<Engine>>,
     host: Arc<dyn ConferenceHost>,
     pub health: Health,
+    /// Bridge name → ports reserved by this peer's creations not yet in the state.
+    ports_in_flight: Mutex<HashMap<String, u32>>,
     /// One lock per conference being created, so concurrent first calls create it once.
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     verified: Mutex<HashSet<[u8; 32]>>,
@@ -162,6 +164,26 @@ pub struct PolicyService {
     feedback: Mutex<Feedback>,
     /// See [`MAINTENANCE_DRAIN_MS_DEFAULT`].
     maintenance_drain_ms: u64,
+}
+
+/// Ports reserved on a bridge for one creation in flight; released when dropped (created and
+/// recorded, failed, or abandoned at the decision's deadline).
+struct Reservation<'a> {
+    ports_in_flight: &'a Mutex<HashMap<String, u32>>,
+    bridge: String,
+    ports: u32,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = lock(self.ports_in_flight);
+        if let Some(reserved) = in_flight.get_mut(&self.bridge) {
+            *reserved = reserved.saturating_sub(self.ports);
+            if *reserved == 0 {
+                in_flight.remove(&self.bridge);
+            }
+        }
+    }
 }
 
 /// Feedback receivers registered on bridges, and the events they sent.
@@ -208,6 +230,7 @@ impl PolicyService {
             engine: Mutex::new(engine),
             host,
             health: Health::default(),
+            ports_in_flight: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
             decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
@@ -423,23 +446,16 @@ impl PolicyService {
             }
         }
         // Only when every bridge said it was full is this a lack of capacity.
+        let ports = Engine::ports_needed(template);
         let mut failed = false;
         for name in candidates {
             let Some(bridge) = engine.bridge(name) else { continue };
-            let created = match self.host.create(bridge, &spec).await {
-                Ok(id) => Ok(id),
-                // Made by an earlier attempt whose record was lost, or by another peer
-                // during a partition: adopt it rather than fail the call.
-                Err(HostError::Duplicate) => match self.host.find(bridge, conference).await {
-                    Ok(Some(id)) => Ok(id),
-                    Ok(None) => {
-                        Err(HostError::Refused("duplicate name, but not listed".to_owned()))
-                    }
-                    Err(error) => Err(error),
-                },
-                Err(error) => Err(error),
+            // Held until the conference is in the published state, or released on failure.
+            let Some(_reservation) = self.reserve(name, ports) else {
+                tracing::info!(bridge = %name, %conference, "no ports left once reserved; trying the next");
+                continue;
             };
-            match created {
+            match self.create_on(bridge, &spec).await {
                 Ok(id) => {
                     return self.record(engine, conference, template_name, role, bridge, id).await;
                 }
@@ -461,6 +477,35 @@ impl PolicyService {
         } else {
             RejectReason::NoCapacity
         })
+    }
+
+    /// Creates the conference on `bridge`, adopting one of the same name already there: made by
+    /// an earlier attempt whose record was lost, or by another peer during a partition.
+    async fn create_on(&self, bridge: &Bridge, spec: &ConferenceSpec) -> Result<String, HostError> {
+        match self.host.create(bridge, spec).await {
+            Err(HostError::Duplicate) => match self.host.find(bridge, &spec.name).await? {
+                Some(id) => Ok(id),
+                None => Err(HostError::Refused("duplicate name, but not listed".to_owned())),
+            },
+            created => created,
+        }
+    }
+
+    /// Reserves `ports` on the bridge `name` if it has them free. The state's conferences and
+    /// this peer's creations in flight are counted under one lock, and a reservation is
+    /// released only once its conference is in the published state (the writer publishes
+    /// before it answers), so a conference is counted at least once and no interleaving of
+    /// calls overbooks a bridge.
+    fn reserve(&self, name: &str, ports: u32) -> Option<Reservation<'_>> {
+        let mut in_flight = lock(&self.ports_in_flight);
+        let engine = self.engine();
+        let bridge = engine.bridge(name)?;
+        let pending = in_flight.get(name).copied().unwrap_or(0);
+        if engine.free_ports(bridge).saturating_sub(pending) < ports {
+            return None;
+        }
+        *in_flight.entry(name.to_owned()).or_default() += ports;
+        Some(Reservation { ports_in_flight: &self.ports_in_flight, bridge: name.to_owned(), ports })
     }
 
     /// Records a conference made (or found) on `bridge` and routes the call to it.
