@@ -499,3 +499,120 @@ fn concurrent_first_calls_never_overbook_a_bridge() {
         Outcome::Reject { status: 503, reason: "No conference bridge has capacity".into() };
     assert_eq!(answers.iter().filter(|answer| answer.outcome == refused).count(), 20);
 }
+
+/// Connections a hung bridge holds open before it stops accepting.
+const HUNG_CONNECTIONS_HELD_MAX: usize = 256;
+
+/// A loopback server that accepts connections and never answers: a hung bridge.
+fn hung_bridge() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    // Lives as long as the test process, holding every connection open.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(HUNG_CONNECTIONS_HELD_MAX) {
+            held.push(stream);
+        }
+    });
+    address
+}
+
+/// Seven hung bridges ahead of a healthy one in one pool: first calls (two for one conference,
+/// one for another) are answered within the decision deadline, never after the VCS gave up.
+#[test]
+fn hung_bridges_never_keep_the_vcs_waiting_past_the_decision_deadline() {
+    let healthy = SimBridge::start("mcu", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    let mut names = Vec::new();
+    for index in 0..7 {
+        let address = hung_bridge();
+        let name = format!("a-hung-{index}");
+        let mut record = bridge(&name, &healthy, "mcu", SIM_BRIDGE_PASSWORD);
+        record["address"] = json!(address.to_string());
+        post(&peer, "bridges", record);
+        names.push(name);
+    }
+    post(&peer, "bridges", bridge("z-healthy", &healthy, "mcu", SIM_BRIDGE_PASSWORD));
+    names.push("z-healthy".to_owned());
+    post(&peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": names}));
+    post(&peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
+    post(
+        &peer,
+        "conference-templates",
+        json!({"name": "t", "conference_type": "meeting", "service_preference": "s", "max_participants": 5}),
+    );
+    post(
+        &peer,
+        "conference-aliases",
+        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
+        "conference_name": "room${n}", "template": "t", "priority": 1}),
+    );
+    let ca = std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap();
+    let vcs = Vcs::with_attempt_timeout(
+        vec![peer.daemon.url.clone()],
+        VCS_USER,
+        VCS_PASSWORD,
+        &ca,
+        30_000,
+    )
+    .unwrap();
+    let bound = std::time::Duration::from_millis(policy::DECISION_DEADLINE_MS + 1_500);
+    let timed: Vec<(Answer, std::time::Duration)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = ["room1", "room1", "room2"]
+            .into_iter()
+            .map(|room| {
+                let vcs = &vcs;
+                scope.spawn(move || {
+                    let started = std::time::Instant::now();
+                    let answer = vcs.call(&format!("{room}@example.com"));
+                    (answer, started.elapsed())
+                })
+            })
+            .collect();
+        calls.into_iter().map(|call| call.join().unwrap()).collect()
+    });
+    for (answer, took) in &timed {
+        assert_eq!(answer.server, Some(0), "answered by Baton, not the Default CPL: {answer:?}");
+        assert!(*took < bound, "answered after {took:?}: {answer:?}");
+        let failure = Outcome::Reject { status: 502, reason: "Conference bridge failure".into() };
+        assert!(answer.outcome == failure || routed(answer).ends_with("@127.0.0.1"), "{answer:?}");
+    }
+    // Bridges that did not answer are out of selection: later calls reach the healthy one.
+    wait_until("a call routed to the healthy bridge", || {
+        let answer = vcs.call("room3@example.com");
+        match answer.outcome {
+            Outcome::Route { .. } => Ok(()),
+            _ => Err(format!("{answer:?}")),
+        }
+    });
+    assert!(names_on(&healthy, bridges::BridgeKind::Mcu).contains(&"room3".to_owned()));
+}
+
+/// Bridges are polled independently: seven hung bridges do not delay finding a dead one down.
+#[test]
+fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
+    let dies = SimBridge::start("mcu", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    for index in 0..7 {
+        let mut record = bridge(&format!("a-hung-{index}"), &dies, "mcu", SIM_BRIDGE_PASSWORD);
+        record["address"] = json!(hung_bridge().to_string());
+        post(&peer, "bridges", record);
+    }
+    post(&peer, "bridges", bridge("z-dies", &dies, "mcu", SIM_BRIDGE_PASSWORD));
+    drop(dies);
+    let started = std::time::Instant::now();
+    let bound = std::time::Duration::from_millis(9_000);
+    loop {
+        let status: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
+        let dead = status.bridges.iter().find(|bridge| bridge.name == "z-dies").unwrap();
+        if !dead.up {
+            break;
+        }
+        assert!(started.elapsed() < bound, "still up after {:?}", started.elapsed());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -8,7 +8,8 @@ use crate::services::policy::{
 use bridges::{BridgeClient, BridgeError, BridgeTarget};
 use model::record::Bridge;
 
-/// Each bridge call gives up after this long; the VCS waits 30 s for the whole decision.
+/// Each bridge call gives up after this long; a decision's calls together end at
+/// `policy::DECISION_DEADLINE_MS` (the VCS waits 30 s for the whole decision).
 pub const BRIDGE_CALL_TIMEOUT_MS: u64 = 5_000;
 
 pub struct XmlRpcBridges {

@@ -31,6 +31,10 @@ pub const STATUS_PATH: &str = "/baton/policy/status";
 pub const CREDENTIALS_CACHED_MAX: usize = 64;
 /// How often each bridge's health is polled.
 pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
+/// Each bridge's health query gives up after this; below the interval, so a round of polls
+/// (made at once) is over before the next.
+pub const BRIDGE_POLL_TIMEOUT_MS: u64 = 4_000;
+const _: () = assert!(BRIDGE_POLL_TIMEOUT_MS < BRIDGE_POLL_INTERVAL_MS);
 /// How long a conference may stay empty before it is ended (its first participant may still
 /// be on the way when it is created).
 pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
@@ -164,6 +168,19 @@ pub struct PolicyService {
     feedback: Mutex<Feedback>,
     /// See [`MAINTENANCE_DRAIN_MS_DEFAULT`].
     maintenance_drain_ms: u64,
+}
+
+/// The conference a call needs created.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    conference: &'a str,
+    template: &'a str,
+    role: Role,
+}
+
+/// When a decision starting now must be answered by.
+fn decision_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(policy::DECISION_DEADLINE_MS)
 }
 
 /// Ports reserved on a bridge for one creation in flight; released when dropped (created and
@@ -371,17 +388,34 @@ impl PolicyService {
     }
 
     /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),
-    /// otherwise decided within the bound on decisions in flight. `None`: shutting down.
+    /// otherwise decided within the bound on decisions in flight, by
+    /// [`policy::DECISION_DEADLINE_MS`] at the latest. `None`: shutting down.
     pub async fn answer(&self, request: &policy::PolicyRequest) -> Option<Decision> {
         if self.refuses_calls() {
             return Some(Decision::Reject(RejectReason::Maintenance));
         }
-        let _permit = self.decisions.acquire().await.ok()?;
-        Some(self.decide(request).await)
+        let deadline = decision_deadline();
+        let Ok(permit) = tokio::time::timeout_at(deadline, self.decisions.acquire()).await else {
+            tracing::warn!("no decision slot free before the deadline");
+            return Some(Decision::Reject(RejectReason::BridgeFailure));
+        };
+        let _permit = permit.ok()?;
+        Some(self.decide_by(request, deadline).await)
     }
 
-    /// Decides one call, creating its conference if it needs one.
+    /// Decides one call, creating its conference if it needs one, within
+    /// [`policy::DECISION_DEADLINE_MS`].
     pub async fn decide(&self, request: &policy::PolicyRequest) -> Decision {
+        self.decide_by(request, decision_deadline()).await
+    }
+
+    /// Decides one call by `deadline`: every bridge call it makes shares it, and the
+    /// per-name creation lock is given up at it.
+    async fn decide_by(
+        &self,
+        request: &policy::PolicyRequest,
+        deadline: tokio::time::Instant,
+    ) -> Decision {
         let conference = match self.decide_now(request) {
             (Decision::Create { conference, .. }, _) => conference,
             (decided, _) => return decided,
@@ -390,21 +424,26 @@ impl PolicyService {
             let mut creating = lock(&self.creating);
             creating.entry(conference.clone()).or_default().clone()
         };
-        let decision = {
+        let decided = tokio::time::timeout_at(deadline, async {
             let _only_one = creation.lock().await;
             // Decide again on the newest state: the conference may exist by now.
             match self.decide_now(request) {
                 (Decision::Create { conference, template, role, candidates }, engine) => {
-                    self.create(&engine, &conference, &template, role, &candidates).await
+                    let wanted = Wanted { conference: &conference, template: &template, role };
+                    self.create(&engine, &wanted, &candidates, deadline).await
                 }
                 (other, _) => other,
             }
-        };
+        })
+        .await;
         let mut creating = lock(&self.creating);
         if Arc::strong_count(&creation) <= 2 {
             creating.remove(&conference);
         }
-        decision
+        decided.unwrap_or_else(|_| {
+            tracing::warn!(%conference, "no decision before the deadline");
+            Decision::Reject(RejectReason::BridgeFailure)
+        })
     }
 
     /// One decision on the newest state, with this peer's view of bridge health; also returns
@@ -419,11 +458,11 @@ impl PolicyService {
     async fn create(
         &self,
         engine: &Engine,
-        conference: &str,
-        template_name: &str,
-        role: Role,
+        wanted: &Wanted<'_>,
         candidates: &[String],
+        deadline: tokio::time::Instant,
     ) -> Decision {
+        let Wanted { conference, template: template_name, role } = *wanted;
         let Some(template) = engine.template(template_name) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
@@ -455,7 +494,13 @@ impl PolicyService {
                 tracing::info!(bridge = %name, %conference, "no ports left once reserved; trying the next");
                 continue;
             };
-            match self.create_on(bridge, &spec).await {
+            let Ok(created) =
+                tokio::time::timeout_at(deadline, self.create_on(bridge, &spec)).await
+            else {
+                self.health.mark(bridge, Some("no answer before the decision's deadline".into()));
+                return Decision::Reject(RejectReason::BridgeFailure);
+            };
+            match created {
                 Ok(id) => {
                     return self.record(engine, conference, template_name, role, bridge, id).await;
                 }
@@ -553,7 +598,7 @@ impl PolicyService {
         })
     }
 
-    /// Polls every enabled bridge until shutdown.
+    /// Polls every enabled bridge, all at once, every [`BRIDGE_POLL_INTERVAL_MS`] until shutdown.
     pub fn spawn_health_polling(self: &Arc<Self>, tasks: &Tasks) {
         let service = self.clone();
         let shutdown = tasks.shutdown().clone();
@@ -572,17 +617,31 @@ impl PolicyService {
                         _ => None,
                     })
                     .collect();
-                for bridge in &bridges {
-                    let problem =
-                        service.host.poll(bridge).await.err().map(|error| error.to_string());
-                    let up = problem.is_none();
-                    service.health.mark(bridge, problem);
-                    if up {
-                        service.register_feedback(bridge).await;
-                    }
-                }
+                // Each with its own deadline, below the interval: a slow bridge delays no other.
+                futures_util::future::join_all(
+                    bridges.iter().map(|bridge| service.poll_one(bridge)),
+                )
+                .await;
             }
         });
+    }
+
+    /// Polls one bridge's health (and registers the feedback receiver of one that is up),
+    /// giving up after [`BRIDGE_POLL_TIMEOUT_MS`].
+    async fn poll_one(&self, bridge: &Bridge) {
+        let timeout = Duration::from_millis(BRIDGE_POLL_TIMEOUT_MS);
+        let problem = match tokio::time::timeout(timeout, self.host.poll(bridge)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => {
+                Some(format!("no answer to the health query within {BRIDGE_POLL_TIMEOUT_MS} ms"))
+            }
+        };
+        let up = problem.is_none();
+        self.health.mark(bridge, problem);
+        if up && tokio::time::timeout(timeout, self.register_feedback(bridge)).await.is_err() {
+            tracing::warn!(bridge = %bridge.name, "feedback receiver not registered: no answer in time");
+        }
     }
 }
 
