@@ -616,3 +616,92 @@ fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A CA that is not the daemon's own, and a certificate it signed for 127.0.0.1 (PEM: CA,
+/// certificate, key).
+fn foreign_ca_and_bridge_certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), certificate.pem(), key.serialize_pem())
+}
+
+/// An HTTPS bridge whose CA the operator has not saved is refused, and says why (status, Event
+/// Log); once the CA is saved among the trusted CAs, calls route to it, without a restart.
+#[test]
+fn an_https_bridge_is_used_once_its_ca_is_trusted_without_a_restart() {
+    let (ca, certificate, key) = foreign_ca_and_bridge_certificate();
+    let files = tempfile::tempdir().unwrap();
+    let (certificate_path, key_path) =
+        (files.path().join("cert.pem"), files.path().join("key.pem"));
+    std::fs::write(&certificate_path, certificate).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let sim = SimBridge::start(
+        "mcu",
+        &[
+            "--tls-cert",
+            certificate_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    let mut secure = bridge("secure", &sim, "mcu", SIM_BRIDGE_PASSWORD);
+    secure["protocol"] = json!("https");
+    post(&peer, "bridges", secure);
+    post(&peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": ["secure"]}));
+    post(&peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
+    post(
+        &peer,
+        "conference-templates",
+        json!({"name": "t", "conference_type": "meeting", "service_preference": "s"}),
+    );
+    post(
+        &peer,
+        "conference-aliases",
+        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
+        "conference_name": "room${n}", "template": "t", "priority": 1}),
+    );
+    let vcs = vcs_for(&[&peer]);
+    let failure = Outcome::Reject { status: 502, reason: "Conference bridge failure".into() };
+    assert_eq!(vcs.call("room1@example.com").outcome, failure);
+    let status: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
+    let problem = status.bridges[0].problem.clone().unwrap_or_default();
+    assert!(problem.contains("unknown issuer"), "{status:?}");
+    let log = peer.get("/api/v1/logs/events?kind=bridge.down").unwrap().to_string();
+    assert!(log.contains("unknown issuer"), "{log}");
+
+    peer.save("/api/v1/certificates", json!({"trusted_ca_pem": ca})).unwrap();
+    wait_until("a call routed to the HTTPS bridge", || {
+        let answer = vcs.call("room2@example.com");
+        match answer.outcome {
+            Outcome::Route { .. } => Ok(()),
+            _ => Err(format!("{answer:?}")),
+        }
+    });
+    assert_eq!(names_on_https(&sim, &ca), ["room2"]);
+}
+
+/// Conference names on a simulated MCU served over HTTPS.
+fn names_on_https(sim: &SimBridge, ca: &str) -> Vec<String> {
+    let target = bridges::BridgeTarget {
+        kind: bridges::BridgeKind::Mcu,
+        base_url: format!("https://{}", sim.address),
+        username: SIM_BRIDGE_USER.to_owned(),
+        password: SIM_BRIDGE_PASSWORD.to_owned(),
+    };
+    let client = bridges::BridgeClient::new(5_000, Some(ca)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let conferences = runtime.block_on(client.enumerate_conferences(&target)).unwrap();
+    conferences.into_iter().map(|conference| conference.name).collect()
+}

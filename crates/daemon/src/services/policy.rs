@@ -8,6 +8,7 @@
 //! [`POLICY_PATH`], Status path [`STATUS_PATH`], with the policy-service account's username
 //! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
 
+use crate::base::journal::EntryKind;
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
 use crate::store::{Readers, Writer};
@@ -122,20 +123,15 @@ impl Health {
         lock(&self.down).get(&bridge.name).is_none_or(|(address, _)| *address != bridge.address)
     }
 
-    fn mark(&self, bridge: &Bridge, problem: Option<String>) {
+    /// Records `bridge` as up (`None`) or down and why; says whether that changed.
+    fn mark(&self, bridge: &Bridge, problem: Option<String>) -> bool {
         let mut down = lock(&self.down);
         match problem {
             Some(problem) => {
-                let entry = (bridge.address.clone(), problem.clone());
-                if down.insert(bridge.name.clone(), entry).is_none() {
-                    tracing::warn!(bridge = %bridge.name, %problem, "bridge taken out of selection");
-                }
+                let entry = (bridge.address.clone(), problem);
+                down.insert(bridge.name.clone(), entry.clone()).as_ref() != Some(&entry)
             }
-            None => {
-                if down.remove(&bridge.name).is_some() {
-                    tracing::info!(bridge = %bridge.name, "bridge back in selection");
-                }
-            }
+            None => down.remove(&bridge.name).is_some(),
         }
     }
 
@@ -497,7 +493,7 @@ impl PolicyService {
             let Ok(created) =
                 tokio::time::timeout_at(deadline, self.create_on(bridge, &spec)).await
             else {
-                self.health.mark(bridge, Some("no answer before the decision's deadline".into()));
+                self.mark(bridge, Some("no answer before the decision's deadline".into()));
                 return Decision::Reject(RejectReason::BridgeFailure);
             };
             match created {
@@ -506,7 +502,7 @@ impl PolicyService {
                 }
                 Err(HostError::Down(problem)) => {
                     failed = true;
-                    self.health.mark(bridge, Some(problem));
+                    self.mark(bridge, Some(problem));
                 }
                 Err(HostError::Full) => {
                     tracing::info!(bridge = %bridge.name, %conference, "bridge full; trying the next");
@@ -598,6 +594,32 @@ impl PolicyService {
         })
     }
 
+    /// Takes `bridge` out of selection (`Some(why)`) or puts it back; a change (a new reason
+    /// too, such as a certificate refused for another cause) goes to the Event Log.
+    fn mark(&self, bridge: &Bridge, problem: Option<String>) {
+        let (level, kind, message) = match &problem {
+            Some(why) => (
+                eventlog::Level::Warning,
+                EntryKind::BridgeDown,
+                format!("bridge {} taken out of selection: {why}", bridge.name),
+            ),
+            None => (
+                eventlog::Level::Info,
+                EntryKind::BridgeUp,
+                format!("bridge {} back in selection", bridge.name),
+            ),
+        };
+        if self.health.mark(bridge, problem) {
+            tracing::info!(bridge = %bridge.name, %message);
+            self.writer.journal(crate::base::journal::entry(
+                level,
+                kind,
+                Some("policy-service"),
+                message,
+            ));
+        }
+    }
+
     /// Polls every enabled bridge, all at once, every [`BRIDGE_POLL_INTERVAL_MS`] until shutdown.
     pub fn spawn_health_polling(self: &Arc<Self>, tasks: &Tasks) {
         let service = self.clone();
@@ -638,7 +660,7 @@ impl PolicyService {
             }
         };
         let up = problem.is_none();
-        self.health.mark(bridge, problem);
+        self.mark(bridge, problem);
         if up && tokio::time::timeout(timeout, self.register_feedback(bridge)).await.is_err() {
             tracing::warn!(bridge = %bridge.name, "feedback receiver not registered: no answer in time");
         }
@@ -695,7 +717,7 @@ impl PolicyService {
             .insert(bridge_name.to_owned(), crate::base::clock::now_ms());
         let engine = self.engine();
         if let Some(bridge) = engine.bridge(bridge_name) {
-            self.health.mark(bridge, None);
+            self.mark(bridge, None);
         }
         Ok(())
     }
