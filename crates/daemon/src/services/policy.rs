@@ -420,26 +420,30 @@ impl PolicyService {
             let mut creating = lock(&self.creating);
             creating.entry(conference.clone()).or_default().clone()
         };
-        let decided = tokio::time::timeout_at(deadline, async {
-            let _only_one = creation.lock().await;
-            // Decide again on the newest state: the conference may exist by now.
-            match self.decide_now(request) {
-                (Decision::Create { conference, template, role, candidates }, engine) => {
-                    let wanted = Wanted { conference: &conference, template: &template, role };
-                    self.create(&engine, &wanted, &candidates, deadline).await
+        // Only the wait for the lock and the bridge calls are cut at the deadline: recording a
+        // conference made is never abandoned half-way (its port reservation is released once
+        // the record is in the state).
+        let decided = match tokio::time::timeout_at(deadline, creation.lock()).await {
+            Ok(_only_one) => {
+                // Decide again on the newest state: the conference may exist by now.
+                match self.decide_now(request) {
+                    (Decision::Create { conference, template, role, candidates }, engine) => {
+                        let wanted = Wanted { conference: &conference, template: &template, role };
+                        self.create(&engine, &wanted, &candidates, deadline).await
+                    }
+                    (other, _) => other,
                 }
-                (other, _) => other,
             }
-        })
-        .await;
+            Err(_) => {
+                tracing::warn!(%conference, "no decision before the deadline");
+                Decision::Reject(RejectReason::BridgeFailure)
+            }
+        };
         let mut creating = lock(&self.creating);
         if Arc::strong_count(&creation) <= 2 {
             creating.remove(&conference);
         }
-        decided.unwrap_or_else(|_| {
-            tracing::warn!(%conference, "no decision before the deadline");
-            Decision::Reject(RejectReason::BridgeFailure)
-        })
+        decided
     }
 
     /// One decision on the newest state, with this peer's view of bridge health; also returns
@@ -474,7 +478,8 @@ impl PolicyService {
         if self.maintenance_changed_within_drain() {
             for name in candidates {
                 let Some(bridge) = engine.bridge(name) else { continue };
-                if let Ok(Some(id)) = self.host.find(bridge, conference).await {
+                let found = tokio::time::timeout_at(deadline, self.host.find(bridge, conference));
+                if let Ok(Ok(Some(id))) = found.await {
                     tracing::info!(bridge = %bridge.name, %conference, "adopted a conference made elsewhere around a maintenance change");
                     return self.record(engine, conference, template_name, role, bridge, id).await;
                 }
