@@ -445,3 +445,263 @@ fn telepresence_servers_report_to_the_feedback_receiver() {
     let status = peer.get("/api/v1/policy/status").unwrap();
     assert_eq!(status["unavailable"], Value::Null, "{status}");
 }
+
+/// Many first calls for different conferences at once never book a bridge beyond its capacity:
+/// room for 4 conferences (20 ports, 5 per conference), 24 conferences asked 12 at a time.
+#[test]
+fn concurrent_first_calls_never_overbook_a_bridge() {
+    let sim = SimBridge::start("mcu", &["--latency-ms", "30"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    let mut small = bridge("small", &sim, "mcu", SIM_BRIDGE_PASSWORD);
+    small["capacity_ports"] = json!(20);
+    post(&peer, "bridges", small);
+    post(&peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": ["small"]}));
+    post(&peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
+    post(
+        &peer,
+        "conference-templates",
+        json!({"name": "t", "conference_type": "meeting", "service_preference": "s", "max_participants": 5}),
+    );
+    post(
+        &peer,
+        "conference-aliases",
+        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
+        "conference_name": "room${n}", "template": "t", "priority": 1}),
+    );
+    let vcs = vcs_for(&[&peer]);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let answers: Vec<Answer> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..12)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut answers = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if n >= 24 {
+                            return answers;
+                        }
+                        answers.push(vcs.call(&format!("room{n}@example.com")));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect()
+    });
+    let routed_count =
+        answers.iter().filter(|answer| matches!(answer.outcome, Outcome::Route { .. })).count();
+    let hosted = names_on(&sim, bridges::BridgeKind::Mcu);
+    assert_eq!(hosted.len(), 4, "the bridge hosts {hosted:?}");
+    assert_eq!(routed_count, 4, "{answers:?}");
+    let refused =
+        Outcome::Reject { status: 503, reason: "No conference bridge has capacity".into() };
+    assert_eq!(answers.iter().filter(|answer| answer.outcome == refused).count(), 20);
+}
+
+/// Connections a hung bridge holds open before it stops accepting.
+const HUNG_CONNECTIONS_HELD_MAX: usize = 256;
+
+/// A loopback server that accepts connections and never answers: a hung bridge.
+fn hung_bridge() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    // Lives as long as the test process, holding every connection open.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(HUNG_CONNECTIONS_HELD_MAX) {
+            held.push(stream);
+        }
+    });
+    address
+}
+
+/// Seven hung bridges ahead of a healthy one in one pool: first calls (two for one conference,
+/// one for another) are answered within the decision deadline, never after the VCS gave up.
+#[test]
+fn hung_bridges_never_keep_the_vcs_waiting_past_the_decision_deadline() {
+    let healthy = SimBridge::start("mcu", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    let mut names = Vec::new();
+    for index in 0..7 {
+        let address = hung_bridge();
+        let name = format!("a-hung-{index}");
+        let mut record = bridge(&name, &healthy, "mcu", SIM_BRIDGE_PASSWORD);
+        record["address"] = json!(address.to_string());
+        post(&peer, "bridges", record);
+        names.push(name);
+    }
+    post(&peer, "bridges", bridge("z-healthy", &healthy, "mcu", SIM_BRIDGE_PASSWORD));
+    names.push("z-healthy".to_owned());
+    post(&peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": names}));
+    post(&peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
+    post(
+        &peer,
+        "conference-templates",
+        json!({"name": "t", "conference_type": "meeting", "service_preference": "s", "max_participants": 5}),
+    );
+    post(
+        &peer,
+        "conference-aliases",
+        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
+        "conference_name": "room${n}", "template": "t", "priority": 1}),
+    );
+    let ca = std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap();
+    let vcs = Vcs::with_attempt_timeout(
+        vec![peer.daemon.url.clone()],
+        VCS_USER,
+        VCS_PASSWORD,
+        &ca,
+        30_000,
+    )
+    .unwrap();
+    let bound = std::time::Duration::from_millis(policy::DECISION_DEADLINE_MS + 1_500);
+    let timed: Vec<(Answer, std::time::Duration)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = ["room1", "room1", "room2"]
+            .into_iter()
+            .map(|room| {
+                let vcs = &vcs;
+                scope.spawn(move || {
+                    let started = std::time::Instant::now();
+                    let answer = vcs.call(&format!("{room}@example.com"));
+                    (answer, started.elapsed())
+                })
+            })
+            .collect();
+        calls.into_iter().map(|call| call.join().unwrap()).collect()
+    });
+    for (answer, took) in &timed {
+        assert_eq!(answer.server, Some(0), "answered by Baton, not the Default CPL: {answer:?}");
+        assert!(*took < bound, "answered after {took:?}: {answer:?}");
+        let failure = Outcome::Reject { status: 502, reason: "Conference bridge failure".into() };
+        assert!(answer.outcome == failure || routed(answer).ends_with("@127.0.0.1"), "{answer:?}");
+    }
+    // Bridges that did not answer are out of selection: later calls reach the healthy one.
+    wait_until("a call routed to the healthy bridge", || {
+        let answer = vcs.call("room3@example.com");
+        match answer.outcome {
+            Outcome::Route { .. } => Ok(()),
+            _ => Err(format!("{answer:?}")),
+        }
+    });
+    assert!(names_on(&healthy, bridges::BridgeKind::Mcu).contains(&"room3".to_owned()));
+}
+
+/// Bridges are polled independently: seven hung bridges do not delay finding a dead one down.
+#[test]
+fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
+    let dies = SimBridge::start("mcu", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    for index in 0..7 {
+        let mut record = bridge(&format!("a-hung-{index}"), &dies, "mcu", SIM_BRIDGE_PASSWORD);
+        record["address"] = json!(hung_bridge().to_string());
+        post(&peer, "bridges", record);
+    }
+    post(&peer, "bridges", bridge("z-dies", &dies, "mcu", SIM_BRIDGE_PASSWORD));
+    drop(dies);
+    let started = std::time::Instant::now();
+    let bound = std::time::Duration::from_millis(9_000);
+    loop {
+        let status: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
+        let dead = status.bridges.iter().find(|bridge| bridge.name == "z-dies").unwrap();
+        if !dead.up {
+            break;
+        }
+        assert!(started.elapsed() < bound, "still up after {:?}", started.elapsed());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A CA that is not the daemon's own, and a certificate it signed for 127.0.0.1 (PEM: CA,
+/// certificate, key).
+fn foreign_ca_and_bridge_certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), certificate.pem(), key.serialize_pem())
+}
+
+/// An HTTPS bridge whose CA the operator has not saved is refused, and says why (status, Event
+/// Log); once the CA is saved among the trusted CAs, calls route to it, without a restart.
+#[test]
+fn an_https_bridge_is_used_once_its_ca_is_trusted_without_a_restart() {
+    let (ca, certificate, key) = foreign_ca_and_bridge_certificate();
+    let files = tempfile::tempdir().unwrap();
+    let (certificate_path, key_path) =
+        (files.path().join("cert.pem"), files.path().join("key.pem"));
+    std::fs::write(&certificate_path, certificate).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let sim = SimBridge::start(
+        "mcu",
+        &[
+            "--tls-cert",
+            certificate_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    let mut secure = bridge("secure", &sim, "mcu", SIM_BRIDGE_PASSWORD);
+    secure["protocol"] = json!("https");
+    post(&peer, "bridges", secure);
+    post(&peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": ["secure"]}));
+    post(&peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
+    post(
+        &peer,
+        "conference-templates",
+        json!({"name": "t", "conference_type": "meeting", "service_preference": "s"}),
+    );
+    post(
+        &peer,
+        "conference-aliases",
+        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
+        "conference_name": "room${n}", "template": "t", "priority": 1}),
+    );
+    let vcs = vcs_for(&[&peer]);
+    let failure = Outcome::Reject { status: 502, reason: "Conference bridge failure".into() };
+    assert_eq!(vcs.call("room1@example.com").outcome, failure);
+    let status: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
+    let problem = status.bridges[0].problem.clone().unwrap_or_default();
+    assert!(problem.contains("unknown issuer"), "{status:?}");
+    let log = peer.get("/api/v1/logs/events?kind=bridge.down").unwrap().to_string();
+    assert!(log.contains("unknown issuer"), "{log}");
+
+    peer.save("/api/v1/certificates", json!({"trusted_ca_pem": ca})).unwrap();
+    wait_until("a call routed to the HTTPS bridge", || {
+        let answer = vcs.call("room2@example.com");
+        match answer.outcome {
+            Outcome::Route { .. } => Ok(()),
+            _ => Err(format!("{answer:?}")),
+        }
+    });
+    assert_eq!(names_on_https(&sim, &ca), ["room2"]);
+}
+
+/// Conference names on a simulated MCU served over HTTPS.
+fn names_on_https(sim: &SimBridge, ca: &str) -> Vec<String> {
+    let target = bridges::BridgeTarget {
+        kind: bridges::BridgeKind::Mcu,
+        base_url: format!("https://{}", sim.address),
+        username: SIM_BRIDGE_USER.to_owned(),
+        password: SIM_BRIDGE_PASSWORD.to_owned(),
+    };
+    let client = bridges::BridgeClient::new(5_000, Some(ca)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let conferences = runtime.block_on(client.enumerate_conferences(&target)).unwrap();
+    conferences.into_iter().map(|conference| conference.name).collect()
+}

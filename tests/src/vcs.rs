@@ -36,10 +36,21 @@ impl Vcs {
         password: &str,
         ca_pem: &[u8],
     ) -> anyhow::Result<Vcs> {
+        Vcs::with_attempt_timeout(servers, user, password, ca_pem, ATTEMPT_TIMEOUT_MS)
+    }
+
+    /// As [`Vcs::new`], waiting `attempt_timeout_ms` per attempt (a real VCS: 30 s).
+    pub fn with_attempt_timeout(
+        servers: Vec<String>,
+        user: &str,
+        password: &str,
+        ca_pem: &[u8],
+        attempt_timeout_ms: u64,
+    ) -> anyhow::Result<Vcs> {
         let mut builder = reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
+            .timeout(Duration::from_millis(attempt_timeout_ms));
         for certificate in reqwest::Certificate::from_pem_bundle(ca_pem)? {
             builder = builder.add_root_certificate(certificate);
         }

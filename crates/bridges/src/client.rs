@@ -3,6 +3,7 @@
 //! and TelePresence Server (flex) form.
 
 use crate::BridgeError;
+use crate::error::TlsProblem;
 use crate::xmlrpc::{self, Struct, Value};
 use model::record::{Bridge, BridgeType, Protocol};
 use std::collections::BTreeMap;
@@ -17,6 +18,8 @@ pub const ENUMERATION_PAGES_MAX: usize = 100;
 /// Answer bytes read at most for one operation, all its calls and pages together
 /// ([`BridgeError::OperationTooLarge`]): what a hostile bridge can make a caller read and hold.
 pub const OPERATION_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// I/O errors looked into, nested, for a TLS refusal (hyper wraps it twice).
+const IO_ERROR_NESTING_MAX: usize = 4;
 /// The `status` member of a successful answer.
 const STATUS_OK: &str = "operation successful";
 
@@ -162,13 +165,10 @@ pub fn parse_event_notification(body: &[u8]) -> Result<EventNotification, Bridge
 pub struct BridgeClientOptions {
     /// The limit for one whole call: connect, send, and read the answer.
     pub timeout_ms: u64,
-    /// PEM certificates (one or more) trusted for `https` bridges. With none, an `https` bridge
-    /// is trusted only if `insecure` is set.
+    /// PEM certificates (one or more) trusted for `https` bridges; with none, no `https`
+    /// bridge is trusted. There is deliberately no "do not verify" option: anyone on the path
+    /// could read the bridge credentials.
     pub trusted_ca_pem: Option<String>,
-    /// INSECURE: accept any certificate from an `https` bridge, self-signed or not, so anyone
-    /// on the path can read the bridge credentials. Only for a lab bridge whose self-signed
-    /// certificate cannot be exported; never the default.
-    pub insecure: bool,
 }
 
 /// A client for any number of bridges; cheap to clone (the connection pool is shared).
@@ -184,7 +184,6 @@ impl BridgeClient {
         BridgeClient::with_options(&BridgeClientOptions {
             timeout_ms,
             trusted_ca_pem: trusted_ca_pem.map(str::to_owned),
-            insecure: false,
         })
     }
 
@@ -202,9 +201,6 @@ impl BridgeClient {
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);
             }
-        }
-        if options.insecure {
-            builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder
             .build()
@@ -279,6 +275,8 @@ impl BridgeClient {
     fn transport_error(&self, error: reqwest::Error) -> BridgeError {
         if error.is_timeout() {
             BridgeError::Timeout { timeout_ms: self.timeout_ms }
+        } else if let Some(problem) = tls_problem(&error) {
+            BridgeError::Tls(problem)
         } else {
             // The chain of sources says why (refused, TLS, reset); the top level rarely does.
             let mut message = error.to_string();
@@ -539,6 +537,26 @@ fn required_str(members: &Struct, key: &str, method: &str) -> Result<String, Bri
         Some(Value::Int(number)) => Ok(number.to_string()),
         _ => Err(BridgeError::Malformed(format!("{method} answered without {key}"))),
     }
+}
+
+/// The TLS refusal somewhere in `error`'s chain of sources, if any. An I/O error carries its
+/// inner error (itself an I/O error, or the TLS library's) where `source()` does not look.
+fn tls_problem(error: &reqwest::Error) -> Option<TlsProblem> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        let mut inner: &(dyn std::error::Error + 'static) = cause;
+        for _ in 0..IO_ERROR_NESTING_MAX {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return TlsProblem::of(tls);
+            }
+            match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(next) => inner = next,
+                None => break,
+            }
+        }
+        source = cause.source();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub enum BridgeError {
     /// The bridge could not be reached, or answered with something other than HTTP 200.
     #[error("bridge unreachable: {0}")]
     Transport(String),
+    /// The bridge's certificate was refused, and why (shown to the operator).
+    #[error("the bridge's certificate was refused: {0}")]
+    Tls(TlsProblem),
     /// No complete answer within the client's timeout.
     #[error("the bridge did not answer within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
@@ -37,6 +40,43 @@ pub enum BridgeError {
     /// One operation's answers together passed [`crate::OPERATION_RESPONSE_BYTES_MAX`].
     #[error("{method}: the bridge answered more than {limit_bytes} bytes in one operation")]
     OperationTooLarge { method: String, limit_bytes: usize },
+}
+
+/// Why a bridge's certificate was refused.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum TlsProblem {
+    /// Not signed by a CA in the operator's trusted CAs (the `certificates` record).
+    #[error("unknown issuer (save the CA that signed it among the trusted CAs)")]
+    UnknownIssuer,
+    /// Valid, but for another name or address than the bridge's.
+    #[error("name mismatch (the certificate is not for the bridge's address)")]
+    NameMismatch,
+    /// Out of its validity period.
+    #[error("expired or not yet valid")]
+    Expired,
+    /// Any other refusal, as the TLS library words it.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TlsProblem {
+    /// The problem behind a refused handshake, if `error` is one.
+    pub fn of(error: &rustls::Error) -> Option<TlsProblem> {
+        use rustls::CertificateError as C;
+        match error {
+            rustls::Error::InvalidCertificate(certificate) => Some(match certificate {
+                C::UnknownIssuer | C::BadSignature => TlsProblem::UnknownIssuer,
+                C::NotValidForName | C::NotValidForNameContext { .. } => TlsProblem::NameMismatch,
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => TlsProblem::Expired,
+                other => TlsProblem::Other(format!("{other:?}")),
+            }),
+            rustls::Error::AlertReceived(_) | rustls::Error::InvalidMessage(_) => None,
+            other => Some(TlsProblem::Other(other.to_string())),
+        }
+    }
 }
 
 impl BridgeError {
@@ -57,6 +97,7 @@ impl BridgeError {
         matches!(
             self,
             BridgeError::Transport(_)
+                | BridgeError::Tls(_)
                 | BridgeError::Timeout { .. }
                 | BridgeError::Malformed(_)
                 | BridgeError::AnswerTooLarge { .. }
@@ -74,6 +115,7 @@ impl BridgeError {
             BridgeError::TooManyConferences => Some(fault::TOO_MANY_CONFERENCES),
             BridgeError::NoSuchConference => Some(fault::NO_SUCH_CONFERENCE),
             BridgeError::Transport(_)
+            | BridgeError::Tls(_)
             | BridgeError::Timeout { .. }
             | BridgeError::Malformed(_)
             | BridgeError::AnswerTooLarge { .. }

@@ -22,4 +22,4 @@ pub use client::{
     ConferenceSpec, ENUMERATION_PAGES_MAX, EventNotification, OPERATION_RESPONSE_BYTES_MAX,
     RESPONSE_BYTES_MAX, parse_event_notification,
 };
-pub use error::{BridgeError, fault};
+pub use error::{BridgeError, TlsProblem, fault};

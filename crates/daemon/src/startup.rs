@@ -155,7 +155,8 @@ pub(crate) async fn start_policy(
     readers: &store::Readers,
     tasks: &Tasks,
 ) -> anyhow::Result<Arc<policy::PolicyService>> {
-    let bridges = bridge_host::XmlRpcBridges::new().context("setting up the bridge API client")?;
+    let bridges = bridge_host::XmlRpcBridges::new(writer.state_watch())
+        .context("setting up the bridge API client")?;
     let feedback_url = config
         .bridge_feedback_url
         .clone()

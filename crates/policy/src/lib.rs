@@ -11,5 +11,10 @@ pub mod cpl;
 pub mod decide;
 pub mod request;
 
+/// Every decision is answered within this, whatever the bridges do: the VCS gives an attempt
+/// 30 s (not configurable) and then applies its Default CPL. All the bridge calls a decision
+/// makes share it.
+pub const DECISION_DEADLINE_MS: u64 = 10_000;
+
 pub use decide::{BridgeHealth, Decision, Engine, RejectReason, Role};
 pub use request::{PolicyRequest, PolicyType, RequestError};

@@ -390,7 +390,7 @@ fn certificate_authority() -> (String, String, String) {
 }
 
 #[tokio::test]
-async fn https_bridges_are_trusted_only_through_the_given_ca_or_when_insecure() {
+async fn https_bridges_are_trusted_only_through_the_given_ca_and_for_their_address() {
     let (ca, certificate, key) = certificate_authority();
     let identity = bridges::sim::tls_identity(&certificate, &key).unwrap();
     let config = SimConfig { password: PASSWORD.to_owned(), ..SimConfig::new(BridgeKind::Mcu) };
@@ -407,23 +407,19 @@ async fn https_bridges_are_trusted_only_through_the_given_ca_or_when_insecure() 
     let trusting = BridgeClient::new(TIMEOUT_MS, Some(&ca)).unwrap();
     trusting.create_conference(&target, &spec("secure")).await.unwrap();
 
-    // No CA given: the certificate is unknown, so the bridge is unusable.
+    // No CA given, or another CA: the issuer is unknown, so the bridge is unusable, and why.
     let error = client().status(&target).await.unwrap_err();
-    assert!(matches!(error, BridgeError::Transport(_)), "{error:?}");
+    assert_eq!(error, BridgeError::Tls(bridges::TlsProblem::UnknownIssuer));
     assert!(error.is_bridge_down());
-    // Another CA: same.
     let (other_ca, _, _) = certificate_authority();
     let error = BridgeClient::new(TIMEOUT_MS, Some(&other_ca)).unwrap().status(&target).await;
-    assert!(matches!(error, Err(BridgeError::Transport(_))), "{error:?}");
+    assert_eq!(error, Err(BridgeError::Tls(bridges::TlsProblem::UnknownIssuer)));
 
-    // Only the explicit insecure option accepts it without the CA.
-    let options = bridges::BridgeClientOptions {
-        timeout_ms: TIMEOUT_MS,
-        trusted_ca_pem: None,
-        insecure: true,
-    };
-    let insecure = BridgeClient::with_options(&options).unwrap();
-    assert_eq!(insecure.status(&target).await.unwrap().conferences, 1);
+    // The right CA, but the certificate is for 127.0.0.1 and the bridge reached as localhost.
+    let port = bridge.base_url().rsplit(':').next().unwrap().to_owned();
+    let by_name = BridgeTarget { base_url: format!("https://localhost:{port}"), ..target };
+    let error = trusting.status(&by_name).await;
+    assert_eq!(error, Err(BridgeError::Tls(bridges::TlsProblem::NameMismatch)));
 }
 
 /// A hostile bridge: answers every enumeration with a page of `page_bytes` of conferences and

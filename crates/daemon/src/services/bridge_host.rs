@@ -2,22 +2,59 @@
 //! XML-RPC client: bridge errors sorted into "down" (take the bridge out of selection),
 //! "duplicate" (adopt the existing conference) and "refused" (try the next bridge).
 
+use crate::base::sync::lock;
 use crate::services::policy::{
     ConferenceHost, ConferenceSpec, HostError, HostFuture, HostedConference,
 };
 use bridges::{BridgeClient, BridgeError, BridgeTarget};
 use model::record::Bridge;
+use model::{Record, RecordKey, RecordKind, State};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
-/// Each bridge call gives up after this long; the VCS waits 30 s for the whole decision.
+/// Each bridge call gives up after this long; a decision's calls together end at
+/// `policy::DECISION_DEADLINE_MS` (the VCS waits 30 s for the whole decision).
 pub const BRIDGE_CALL_TIMEOUT_MS: u64 = 5_000;
 
+/// The bridge client, trusting for `https` bridges the operator's CAs (the `certificates`
+/// record's `trusted_ca_pem`): rebuilt on the first call after they change, so a saved CA
+/// applies at once, without a restart. The client checks the bridge's address against its
+/// certificate (IP SAN or DNS name).
 pub struct XmlRpcBridges {
-    client: BridgeClient,
+    state: watch::Receiver<Arc<State>>,
+    /// The trusted CAs the client was built with, and the client.
+    client: Mutex<(String, BridgeClient)>,
 }
 
 impl XmlRpcBridges {
-    pub fn new() -> Result<XmlRpcBridges, BridgeError> {
-        Ok(XmlRpcBridges { client: BridgeClient::new(BRIDGE_CALL_TIMEOUT_MS, None)? })
+    pub fn new(state: watch::Receiver<Arc<State>>) -> Result<XmlRpcBridges, BridgeError> {
+        let client = BridgeClient::new(BRIDGE_CALL_TIMEOUT_MS, None)?;
+        Ok(XmlRpcBridges { state, client: Mutex::new((String::new(), client)) })
+    }
+
+    /// The client for the trusted CAs saved now.
+    fn client(&self) -> BridgeClient {
+        let trusted = match self.state.borrow().get(&RecordKey {
+            kind: RecordKind::Certificates,
+            name: RecordKind::Certificates.as_str().to_owned(),
+        }) {
+            Some(Record::Certificates(certificates)) => certificates.trusted_ca_pem.clone(),
+            _ => String::new(),
+        };
+        let mut cached = lock(&self.client);
+        if cached.0 != trusted {
+            let pem = (!trusted.trim().is_empty()).then_some(trusted.as_str());
+            let client = BridgeClient::new(BRIDGE_CALL_TIMEOUT_MS, pem).or_else(|error| {
+                // Validation accepted them, so this is unexpected: trust no CA rather than old ones.
+                tracing::error!(%error, "the trusted CAs could not be used for bridges");
+                BridgeClient::new(BRIDGE_CALL_TIMEOUT_MS, None)
+            });
+            match client {
+                Ok(client) => *cached = (trusted, client),
+                Err(error) => tracing::error!(%error, "no bridge client; keeping the previous one"),
+            }
+        }
+        cached.1.clone()
     }
 }
 
@@ -46,7 +83,7 @@ impl ConferenceHost for XmlRpcBridges {
                 max_participants: spec.max_participants,
             };
             let target = BridgeTarget::from_record(bridge);
-            let created = self.client.create_conference(&target, &spec).await.map_err(sorted)?;
+            let created = self.client().create_conference(&target, &spec).await.map_err(sorted)?;
             Ok(created.id)
         })
     }
@@ -54,7 +91,7 @@ impl ConferenceHost for XmlRpcBridges {
     fn find<'a>(&'a self, bridge: &'a Bridge, name: &'a str) -> HostFuture<'a, Option<String>> {
         Box::pin(async move {
             let target = BridgeTarget::from_record(bridge);
-            let conferences = self.client.enumerate_conferences(&target).await.map_err(sorted)?;
+            let conferences = self.client().enumerate_conferences(&target).await.map_err(sorted)?;
             Ok(conferences.into_iter().find(|conference| conference.name == name).map(|c| c.id))
         })
     }
@@ -62,14 +99,14 @@ impl ConferenceHost for XmlRpcBridges {
     fn poll<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, ()> {
         Box::pin(async move {
             let target = BridgeTarget::from_record(bridge);
-            self.client.status(&target).await.map(|_| ()).map_err(sorted)
+            self.client().status(&target).await.map(|_| ()).map_err(sorted)
         })
     }
 
     fn list<'a>(&'a self, bridge: &'a Bridge) -> HostFuture<'a, Vec<HostedConference>> {
         Box::pin(async move {
             let target = BridgeTarget::from_record(bridge);
-            let conferences = self.client.enumerate_conferences(&target).await.map_err(sorted)?;
+            let conferences = self.client().enumerate_conferences(&target).await.map_err(sorted)?;
             Ok(conferences
                 .into_iter()
                 .map(|c| HostedConference { id: c.id, name: c.name, participants: c.participants })
@@ -80,7 +117,7 @@ impl ConferenceHost for XmlRpcBridges {
     fn destroy<'a>(&'a self, bridge: &'a Bridge, id: &'a str) -> HostFuture<'a, ()> {
         Box::pin(async move {
             let target = BridgeTarget::from_record(bridge);
-            match self.client.destroy_conference(&target, id).await {
+            match self.client().destroy_conference(&target, id).await {
                 Ok(()) | Err(BridgeError::NoSuchConference) => Ok(()),
                 Err(error) => Err(sorted(error)),
             }
@@ -94,7 +131,7 @@ impl ConferenceHost for XmlRpcBridges {
     ) -> HostFuture<'a, ()> {
         Box::pin(async move {
             let target = BridgeTarget::from_record(bridge);
-            self.client.configure_feedback(&target, receiver_uri).await.map_err(sorted)
+            self.client().configure_feedback(&target, receiver_uri).await.map_err(sorted)
         })
     }
 }

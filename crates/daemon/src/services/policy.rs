@@ -8,6 +8,7 @@
 //! [`POLICY_PATH`], Status path [`STATUS_PATH`], with the policy-service account's username
 //! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
 
+use crate::base::journal::EntryKind;
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
 use crate::store::{Readers, Writer};
@@ -31,6 +32,10 @@ pub const STATUS_PATH: &str = "/baton/policy/status";
 pub const CREDENTIALS_CACHED_MAX: usize = 64;
 /// How often each bridge's health is polled.
 pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
+/// Each bridge's health query gives up after this; below the interval, so a round of polls
+/// (made at once) is over before the next.
+pub const BRIDGE_POLL_TIMEOUT_MS: u64 = 4_000;
+const _: () = assert!(BRIDGE_POLL_TIMEOUT_MS < BRIDGE_POLL_INTERVAL_MS);
 /// How long a conference may stay empty before it is ended (its first participant may still
 /// be on the way when it is created).
 pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
@@ -118,20 +123,15 @@ impl Health {
         lock(&self.down).get(&bridge.name).is_none_or(|(address, _)| *address != bridge.address)
     }
 
-    fn mark(&self, bridge: &Bridge, problem: Option<String>) {
+    /// Records `bridge` as up (`None`) or down and why; says whether that changed.
+    fn mark(&self, bridge: &Bridge, problem: Option<String>) -> bool {
         let mut down = lock(&self.down);
         match problem {
             Some(problem) => {
-                let entry = (bridge.address.clone(), problem.clone());
-                if down.insert(bridge.name.clone(), entry).is_none() {
-                    tracing::warn!(bridge = %bridge.name, %problem, "bridge taken out of selection");
-                }
+                let entry = (bridge.address.clone(), problem);
+                down.insert(bridge.name.clone(), entry.clone()).as_ref() != Some(&entry)
             }
-            None => {
-                if down.remove(&bridge.name).is_some() {
-                    tracing::info!(bridge = %bridge.name, "bridge back in selection");
-                }
-            }
+            None => down.remove(&bridge.name).is_some(),
         }
     }
 
@@ -150,6 +150,8 @@ pub struct PolicyService {
     engine: Mutex<Arc<Engine>>,
     host: Arc<dyn ConferenceHost>,
     pub health: Health,
+    /// Bridge name → ports reserved by this peer's creations not yet in the state.
+    ports_in_flight: Mutex<HashMap<String, u32>>,
     /// One lock per conference being created, so concurrent first calls create it once.
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     verified: Mutex<HashSet<[u8; 32]>>,
@@ -162,6 +164,39 @@ pub struct PolicyService {
     feedback: Mutex<Feedback>,
     /// See [`MAINTENANCE_DRAIN_MS_DEFAULT`].
     maintenance_drain_ms: u64,
+}
+
+/// The conference a call needs created.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    conference: &'a str,
+    template: &'a str,
+    role: Role,
+}
+
+/// When a decision starting now must be answered by.
+fn decision_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(policy::DECISION_DEADLINE_MS)
+}
+
+/// Ports reserved on a bridge for one creation in flight; released when dropped (created and
+/// recorded, failed, or abandoned at the decision's deadline).
+struct Reservation<'a> {
+    ports_in_flight: &'a Mutex<HashMap<String, u32>>,
+    bridge: String,
+    ports: u32,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = lock(self.ports_in_flight);
+        if let Some(reserved) = in_flight.get_mut(&self.bridge) {
+            *reserved = reserved.saturating_sub(self.ports);
+            if *reserved == 0 {
+                in_flight.remove(&self.bridge);
+            }
+        }
+    }
 }
 
 /// Feedback receivers registered on bridges, and the events they sent.
@@ -192,6 +227,7 @@ impl PolicyService {
             engine: Mutex::new(engine),
             host,
             health: Health::default(),
+            ports_in_flight: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
             decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
@@ -332,17 +368,34 @@ impl PolicyService {
     }
 
     /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),
-    /// otherwise decided within the bound on decisions in flight. `None`: shutting down.
+    /// otherwise decided within the bound on decisions in flight, by
+    /// [`policy::DECISION_DEADLINE_MS`] at the latest. `None`: shutting down.
     pub async fn answer(&self, request: &policy::PolicyRequest) -> Option<Decision> {
         if self.refuses_calls() {
             return Some(Decision::Reject(RejectReason::Maintenance));
         }
-        let _permit = self.decisions.acquire().await.ok()?;
-        Some(self.decide(request).await)
+        let deadline = decision_deadline();
+        let Ok(permit) = tokio::time::timeout_at(deadline, self.decisions.acquire()).await else {
+            tracing::warn!("no decision slot free before the deadline");
+            return Some(Decision::Reject(RejectReason::BridgeFailure));
+        };
+        let _permit = permit.ok()?;
+        Some(self.decide_by(request, deadline).await)
     }
 
-    /// Decides one call, creating its conference if it needs one.
+    /// Decides one call, creating its conference if it needs one, within
+    /// [`policy::DECISION_DEADLINE_MS`].
     pub async fn decide(&self, request: &policy::PolicyRequest) -> Decision {
+        self.decide_by(request, decision_deadline()).await
+    }
+
+    /// Decides one call by `deadline`: every bridge call it makes shares it, and the
+    /// per-name creation lock is given up at it.
+    async fn decide_by(
+        &self,
+        request: &policy::PolicyRequest,
+        deadline: tokio::time::Instant,
+    ) -> Decision {
         let conference = match self.decide_now(request) {
             (Decision::Create { conference, .. }, _) => conference,
             (decided, _) => return decided,
@@ -351,21 +404,30 @@ impl PolicyService {
             let mut creating = lock(&self.creating);
             creating.entry(conference.clone()).or_default().clone()
         };
-        let decision = {
-            let _only_one = creation.lock().await;
-            // Decide again on the newest state: the conference may exist by now.
-            match self.decide_now(request) {
-                (Decision::Create { conference, template, role, candidates }, engine) => {
-                    self.create(&engine, &conference, &template, role, &candidates).await
+        // Only the wait for the lock and the bridge calls are cut at the deadline: recording a
+        // conference made is never abandoned half-way (its port reservation is released once
+        // the record is in the state).
+        let decided = match tokio::time::timeout_at(deadline, creation.lock()).await {
+            Ok(_only_one) => {
+                // Decide again on the newest state: the conference may exist by now.
+                match self.decide_now(request) {
+                    (Decision::Create { conference, template, role, candidates }, engine) => {
+                        let wanted = Wanted { conference: &conference, template: &template, role };
+                        self.create(&engine, &wanted, &candidates, deadline).await
+                    }
+                    (other, _) => other,
                 }
-                (other, _) => other,
+            }
+            Err(_) => {
+                tracing::warn!(%conference, "no decision before the deadline");
+                Decision::Reject(RejectReason::BridgeFailure)
             }
         };
         let mut creating = lock(&self.creating);
         if Arc::strong_count(&creation) <= 2 {
             creating.remove(&conference);
         }
-        decision
+        decided
     }
 
     /// One decision on the newest state, with this peer's view of bridge health; also returns
@@ -380,11 +442,11 @@ impl PolicyService {
     async fn create(
         &self,
         engine: &Engine,
-        conference: &str,
-        template_name: &str,
-        role: Role,
+        wanted: &Wanted<'_>,
         candidates: &[String],
+        deadline: tokio::time::Instant,
     ) -> Decision {
+        let Wanted { conference, template: template_name, role } = *wanted;
         let Some(template) = engine.template(template_name) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
@@ -400,28 +462,28 @@ impl PolicyService {
         if self.maintenance_changed_within_drain() {
             for name in candidates {
                 let Some(bridge) = engine.bridge(name) else { continue };
-                if let Ok(Some(id)) = self.host.find(bridge, conference).await {
+                let found = tokio::time::timeout_at(deadline, self.host.find(bridge, conference));
+                if let Ok(Ok(Some(id))) = found.await {
                     tracing::info!(bridge = %bridge.name, %conference, "adopted a conference made elsewhere around a maintenance change");
                     return self.record(engine, conference, template_name, role, bridge, id).await;
                 }
             }
         }
         // Only when every bridge said it was full is this a lack of capacity.
+        let ports = Engine::ports_needed(template);
         let mut failed = false;
         for name in candidates {
             let Some(bridge) = engine.bridge(name) else { continue };
-            let created = match self.host.create(bridge, &spec).await {
-                Ok(id) => Ok(id),
-                // Made by an earlier attempt whose record was lost, or by another peer
-                // during a partition: adopt it rather than fail the call.
-                Err(HostError::Duplicate) => match self.host.find(bridge, conference).await {
-                    Ok(Some(id)) => Ok(id),
-                    Ok(None) => {
-                        Err(HostError::Refused("duplicate name, but not listed".to_owned()))
-                    }
-                    Err(error) => Err(error),
-                },
-                Err(error) => Err(error),
+            // Held until the conference is in the published state, or released on failure.
+            let Some(_reservation) = self.reserve(name, ports) else {
+                tracing::info!(bridge = %name, %conference, "no ports left once reserved; trying the next");
+                continue;
+            };
+            let Ok(created) =
+                tokio::time::timeout_at(deadline, self.create_on(bridge, &spec)).await
+            else {
+                self.mark(bridge, Some("no answer before the decision's deadline".into()));
+                return Decision::Reject(RejectReason::BridgeFailure);
             };
             match created {
                 Ok(id) => {
@@ -429,7 +491,7 @@ impl PolicyService {
                 }
                 Err(HostError::Down(problem)) => {
                     failed = true;
-                    self.health.mark(bridge, Some(problem));
+                    self.mark(bridge, Some(problem));
                 }
                 Err(HostError::Full) => {
                     tracing::info!(bridge = %bridge.name, %conference, "bridge full; trying the next");
@@ -445,6 +507,35 @@ impl PolicyService {
         } else {
             RejectReason::NoCapacity
         })
+    }
+
+    /// Creates the conference on `bridge`, adopting one of the same name already there: made by
+    /// an earlier attempt whose record was lost, or by another peer during a partition.
+    async fn create_on(&self, bridge: &Bridge, spec: &ConferenceSpec) -> Result<String, HostError> {
+        match self.host.create(bridge, spec).await {
+            Err(HostError::Duplicate) => match self.host.find(bridge, &spec.name).await? {
+                Some(id) => Ok(id),
+                None => Err(HostError::Refused("duplicate name, but not listed".to_owned())),
+            },
+            created => created,
+        }
+    }
+
+    /// Reserves `ports` on the bridge `name` if it has them free. The state's conferences and
+    /// this peer's creations in flight are counted under one lock, and a reservation is
+    /// released only once its conference is in the published state (the writer publishes
+    /// before it answers), so a conference is counted at least once and no interleaving of
+    /// calls overbooks a bridge.
+    fn reserve(&self, name: &str, ports: u32) -> Option<Reservation<'_>> {
+        let mut in_flight = lock(&self.ports_in_flight);
+        let engine = self.engine();
+        let bridge = engine.bridge(name)?;
+        let pending = in_flight.get(name).copied().unwrap_or(0);
+        if engine.free_ports(bridge).saturating_sub(pending) < ports {
+            return None;
+        }
+        *in_flight.entry(name.to_owned()).or_default() += ports;
+        Some(Reservation { ports_in_flight: &self.ports_in_flight, bridge: name.to_owned(), ports })
     }
 
     /// Records a conference made (or found) on `bridge` and routes the call to it.
@@ -492,7 +583,33 @@ impl PolicyService {
         })
     }
 
-    /// Polls every enabled bridge until shutdown.
+    /// Takes `bridge` out of selection (`Some(why)`) or puts it back; a change (a new reason
+    /// too, such as a certificate refused for another cause) goes to the Event Log.
+    fn mark(&self, bridge: &Bridge, problem: Option<String>) {
+        let (level, kind, message) = match &problem {
+            Some(why) => (
+                eventlog::Level::Warning,
+                EntryKind::BridgeDown,
+                format!("bridge {} taken out of selection: {why}", bridge.name),
+            ),
+            None => (
+                eventlog::Level::Info,
+                EntryKind::BridgeUp,
+                format!("bridge {} back in selection", bridge.name),
+            ),
+        };
+        if self.health.mark(bridge, problem) {
+            tracing::info!(bridge = %bridge.name, %message);
+            self.writer.journal(crate::base::journal::entry(
+                level,
+                kind,
+                Some("policy-service"),
+                message,
+            ));
+        }
+    }
+
+    /// Polls every enabled bridge, all at once, every [`BRIDGE_POLL_INTERVAL_MS`] until shutdown.
     pub fn spawn_health_polling(self: &Arc<Self>, tasks: &Tasks) {
         let service = self.clone();
         let shutdown = tasks.shutdown().clone();
@@ -511,17 +628,31 @@ impl PolicyService {
                         _ => None,
                     })
                     .collect();
-                for bridge in &bridges {
-                    let problem =
-                        service.host.poll(bridge).await.err().map(|error| error.to_string());
-                    let up = problem.is_none();
-                    service.health.mark(bridge, problem);
-                    if up {
-                        service.register_feedback(bridge).await;
-                    }
-                }
+                // Each with its own deadline, below the interval: a slow bridge delays no other.
+                futures_util::future::join_all(
+                    bridges.iter().map(|bridge| service.poll_one(bridge)),
+                )
+                .await;
             }
         });
+    }
+
+    /// Polls one bridge's health (and registers the feedback receiver of one that is up),
+    /// giving up after [`BRIDGE_POLL_TIMEOUT_MS`].
+    async fn poll_one(&self, bridge: &Bridge) {
+        let timeout = Duration::from_millis(BRIDGE_POLL_TIMEOUT_MS);
+        let problem = match tokio::time::timeout(timeout, self.host.poll(bridge)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => {
+                Some(format!("no answer to the health query within {BRIDGE_POLL_TIMEOUT_MS} ms"))
+            }
+        };
+        let up = problem.is_none();
+        self.mark(bridge, problem);
+        if up && tokio::time::timeout(timeout, self.register_feedback(bridge)).await.is_err() {
+            tracing::warn!(bridge = %bridge.name, "feedback receiver not registered: no answer in time");
+        }
     }
 }
 
@@ -575,7 +706,7 @@ impl PolicyService {
             .insert(bridge_name.to_owned(), crate::base::clock::now_ms());
         let engine = self.engine();
         if let Some(bridge) = engine.bridge(bridge_name) {
-            self.health.mark(bridge, None);
+            self.mark(bridge, None);
         }
         Ok(())
     }

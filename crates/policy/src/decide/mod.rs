@@ -192,6 +192,17 @@ impl Engine {
         }
     }
 
+    /// Ports on `bridge` not reserved by the conferences this state records there.
+    pub fn free_ports(&self, bridge: &Bridge) -> u32 {
+        let reserved = self.reserved_ports.get(&bridge.name).copied().unwrap_or(0);
+        bridge.capacity_ports.saturating_sub(reserved)
+    }
+
+    /// Ports a conference of `template` reserves on its bridge.
+    pub fn ports_needed(template: &ConferenceTemplate) -> u32 {
+        template.max_participants.unwrap_or(PORTS_RESERVED_WITHOUT_LIMIT)
+    }
+
     pub fn decide(&self, request: &PolicyRequest, health: &dyn BridgeHealth) -> Decision {
         if !matches!(request.policy_type, PolicyType::Search | PolicyType::Admin) {
             return Decision::Reject(RejectReason::NotHandled);
@@ -227,7 +238,7 @@ impl Engine {
                 bridge: bridge.name.clone(),
             };
         }
-        let needed_ports = template.max_participants.unwrap_or(PORTS_RESERVED_WITHOUT_LIMIT);
+        let needed_ports = Engine::ports_needed(template);
         let (candidates, any_down) =
             self.candidates(&template.service_preference, needed_ports, health);
         if candidates.is_empty() {
@@ -291,8 +302,7 @@ impl Engine {
                 if !bridge.enabled || candidates.iter().any(|c: &String| c == name) {
                     continue;
                 }
-                let reserved = self.reserved_ports.get(name).copied().unwrap_or(0);
-                let free_ports = bridge.capacity_ports.saturating_sub(reserved);
+                let free_ports = self.free_ports(bridge);
                 if free_ports < needed_ports {
                     continue;
                 }
