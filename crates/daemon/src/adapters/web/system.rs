@@ -326,12 +326,9 @@ const LEAVE_WITH_BRIDGES_FIELD: &str = "<div class=\"field\"><label>\
     the cluster both drive the same bridges. Only this peer's copy is deleted, after it has left \
     (a standalone peer replicates nothing); the cluster keeps its bridges.</p></div>";
 
-/// After a save that left the cluster, deletes this peer's bridge entries if asked. Returns
-/// how many were deleted.
+/// After a save that left the cluster (no peers saved: standalone, so nothing replicates),
+/// deletes this peer's bridge entries. Returns how many were deleted.
 async fn delete_bridges_after_leaving(app: &App, actor: &str) -> Result<usize, ApiError> {
-    if app.writer.cluster_settings().borrow().is_clustered() {
-        return Ok(0); // still clustered: a deletion would replicate to the cluster
-    }
     let bridges = records::list(app, RecordKind::Bridge).await?;
     for bridge in &bridges {
         records::remove(app, actor, RecordKind::Bridge, bridge.name().to_owned()).await?;
@@ -453,6 +450,7 @@ async fn save_clustering(
         }
         peers.push(Value::String(text.to_owned()));
     }
+    let standalone = peers.is_empty();
     body.insert("peers".to_owned(), Value::Array(peers));
     let saved = if errors.is_empty() {
         records::save(&app, &user.name, Some(&user.token), RecordKind::Cluster, None, body)
@@ -465,7 +463,10 @@ async fn save_clustering(
     };
     let delete_bridges = !super::form_value(&form, "delete_bridges").is_empty();
     let saved = match saved {
-        Ok(()) if delete_bridges => delete_bridges_after_leaving(&app, &user.name).await,
+        // Only once standalone: from a clustered peer a deletion would replicate.
+        Ok(()) if delete_bridges && standalone => {
+            delete_bridges_after_leaving(&app, &user.name).await
+        }
         Ok(()) => Ok(0),
         Err(error) => Err(error),
     };
