@@ -474,14 +474,19 @@ impl WriterThread {
                 return;
             }
             self.serve(request);
-            let latest = self.store.cluster_settings();
-            self.settings_tx.send_if_modified(|current| {
-                let changed = *current != latest;
-                *current = latest;
-                changed
-            });
-            self.publish_state();
+            self.publish();
         }
+    }
+
+    /// Hands readers the state and the cluster settings, if they changed.
+    fn publish(&mut self) {
+        let latest = self.store.cluster_settings();
+        self.settings_tx.send_if_modified(|current| {
+            let changed = *current != latest;
+            *current = latest;
+            changed
+        });
+        self.publish_state();
     }
 
     fn send(&self, messages: Vec<Outbound>) {
@@ -525,9 +530,9 @@ impl WriterThread {
                         let _ = self.store.journal(&entry);
                     }
                 }
-                // Readers of the state (the policy service) see a change before its author is
-                // told it is saved.
-                self.publish_state();
+                // Readers of the state (the policy service) and of the cluster settings see a
+                // change before its author is told it is saved.
+                self.publish();
                 let _ = reply.send(result);
             }
             Request::Journal { entry } => {
@@ -712,5 +717,33 @@ where
             state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
             folded += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use model::record::SystemName;
+
+    /// A change is visible in the published cluster settings (what the links, the restore's
+    /// "clustered?" check and the web read) by the time its author is told it is saved.
+    #[tokio::test]
+    async fn the_cluster_settings_are_published_before_the_change_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("baton.db")).unwrap();
+        let (outbound, _peers) = mpsc::channel(8);
+        let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+        let settings = writer.cluster_settings();
+        for round in 0..200 {
+            let host_name = format!("peer-{round}");
+            let name = SystemName { host_name: host_name.clone(), domain: "example.test".into() };
+            let command = Command::Save(model::Record::SystemName(name));
+            writer.execute("test", command, 1_000 + round).await.unwrap();
+            assert_eq!(settings.borrow().host_name, host_name, "round {round}");
+        }
+        writer.stop().await;
+        thread.join().unwrap();
     }
 }
