@@ -101,6 +101,24 @@ pub(crate) enum Command {
     /// This peer's software slots: status, install a signed upgrade image, reboot into it.
     #[command(subcommand, after_help = UPGRADE_HELP)]
     Upgrade(UpgradeCommand),
+    /// This peer's active alarms (`batonctl alarms`), or acknowledge one.
+    Alarms {
+        #[command(subcommand)]
+        action: Option<AlarmsCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AlarmsCommand {
+    /// List the active alarms (the default).
+    List,
+    /// Silence an active alarm; it stays listed until its condition clears.
+    Acknowledge {
+        /// The alarm's id, e.g. `peer_failed`.
+        id: String,
+        /// What it is about, as listed (a peer's address, a bridge); none for the appliance.
+        subject: Option<String>,
+    },
 }
 
 const UPGRADE_HELP: &str = "\

@@ -114,6 +114,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     startup::announce_admin_endpoint(&app, admin_addr.port(), certificates.as_ref());
     let server = startup::serve_admin(admin, &app)?;
     services::backups::spawn_scheduler(app.clone(), &tasks);
+    services::alarms::spawn(app.clone(), &tasks);
     startup::journal_start(&app, recovered).await;
     tracing::info!(admin_url = %format!("https://{admin_addr}"), peer_id = %writer.peer_id(), "admin API listening");
     startup::notify_systemd(&[sd_notify::NotifyState::Ready]);

@@ -30,6 +30,9 @@ pub enum EntryKind {
     ConfigWriteFailed,
     PlatformApplied,
     PlatformFailed,
+    AlarmRaised,
+    AlarmCleared,
+    AlarmAcknowledged,
 }
 
 impl EntryKind {
@@ -61,6 +64,9 @@ impl EntryKind {
             K::ConfigWriteFailed => "config.write_failed",
             K::PlatformApplied => "platform.applied",
             K::PlatformFailed => "platform.failed",
+            K::AlarmRaised => "alarm.raised",
+            K::AlarmCleared => "alarm.cleared",
+            K::AlarmAcknowledged => "alarm.acknowledged",
         }
     }
 }

@@ -174,6 +174,11 @@ pub struct Board {
 }
 
 impl Board {
+    /// Whether NTP checks are skipped (tests on machines without time synchronisation).
+    pub fn assumes_time_synchronised(&self) -> bool {
+        self.network.assume_time_synchronised
+    }
+
     pub fn status(&self) -> ClusterStatus {
         let settings = lock(&self.settings).clone();
         let states = lock(&self.states).clone();

@@ -49,6 +49,16 @@ impl PlatformService {
         })
     }
 
+    /// Concern → why, for each concern whose last application failed.
+    pub fn failures(&self) -> BTreeMap<String, String> {
+        let concerns = self.concerns.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        concerns
+            .iter()
+            .filter(|(_, status)| status.result == "failed")
+            .map(|(name, status)| ((*name).to_owned(), status.detail.clone()))
+            .collect()
+    }
+
     fn record(&self, concern: Concern, status: ConcernStatus) {
         let mut concerns = self.concerns.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         concerns.insert(concern.as_str(), status);

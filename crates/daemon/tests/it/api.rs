@@ -494,3 +494,58 @@ async fn an_operator_certificate_takes_effect_without_a_restart() {
     assert_eq!(status_with(&client_trusting(&built_in_ca), &daemon).await.unwrap(), StatusCode::OK);
     daemon.stop().await;
 }
+
+/// The active alarms' ids and the count nobody acknowledged.
+async fn alarm_ids(daemon: &TestDaemon) -> (Vec<String>, u64) {
+    let (status, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alarms: api::Alarms = serde_json::from_value(body).unwrap();
+    let ids = alarms.alarms.iter().map(|alarm| alarm.id.clone()).collect();
+    (ids, alarms.unacknowledged as u64)
+}
+
+// Goal: a fresh daemon raises the factory password alarm, changing the password clears it by
+// itself, and both are in the Event Log; acknowledging an alarm that is not active is refused (422).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_factory_password_alarm_is_raised_then_cleared_by_the_change() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while alarm_ids(&daemon).await.0.contains(&"factory_password".to_owned()) {
+        assert!(std::time::Instant::now() < deadline, "the alarm was not cleared");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for kind in ["alarm.raised", "alarm.cleared"] {
+        // The Event Log is written behind the answer.
+        while !lines.iter().any(|(k, m)| k == kind && m.starts_with("factory_password:")) {
+            assert!(std::time::Instant::now() < deadline, "{kind} missing: {lines:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let (status, body) =
+                daemon.call(Method::GET, "/api/v1/logs/events?kind=alarm.&limit=100", None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            lines = body["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (e["kind"].as_str().unwrap().into(), e["message"].as_str().unwrap().into())
+                })
+                .collect();
+        }
+    }
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            "/api/v1/alarms/acknowledge",
+            Some(json!({"id": "factory_password", "subject": ""})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_fields(&body), ["id"]);
+    let (status, body) = daemon
+        .call(Method::POST, "/api/v1/alarms/acknowledge", Some(json!({"id": "no_such"})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    daemon.stop().await;
+}

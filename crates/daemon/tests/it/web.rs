@@ -533,3 +533,62 @@ async fn every_form_control_has_a_label() {
         assert!(controls > 0 || !forms_expected, "{path} has no form controls");
     }
 }
+
+/// The count in the header's alarms link ("3 alarms").
+fn header_alarm_count(page: &Page) -> u64 {
+    let marker = "href=\"/status/alarms\">";
+    let start = page.body.find(marker).expect("the header's alarms link") + marker.len();
+    page.body[start..].split(' ').next().unwrap().parse().unwrap()
+}
+
+// Goal: every page's header counts the unacknowledged alarms and links to Status > Alarms,
+// which lists each with what to do; acknowledging one there (CSRF-checked) lowers the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_counts_alarms_and_the_alarms_page_acknowledges_them() {
+    let recording = platform::RecordingPlatform::new();
+    recording.fail(platform::Concern::Ntp, "chronyc refused the servers");
+    let daemon = TestDaemon::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.platform = Some(std::sync::Arc::new(recording.clone()))
+    })
+    .await;
+    // The factory account's own pages show the alarm about its password.
+    let mut factory = Browser::new(&daemon);
+    factory.log_in("TANDBERG").await;
+    // The first evaluation runs right after the start, behind the listener.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    while header_alarm_count(&factory.get("/password").await) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no alarm about the factory password");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let mut browser = signed_in(&daemon).await;
+    let expected = loop {
+        let (_, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+        let ids: Vec<&str> =
+            body["alarms"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+        if ids.contains(&"os_setting_failed") && !ids.contains(&"factory_password") {
+            break body["unacknowledged"].as_u64().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "alarms never settled: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for path in ["/status", "/configuration/bridges", "/logs/events"] {
+        assert_eq!(header_alarm_count(&browser.get(path).await), expected, "{path}");
+    }
+    let page = browser.get("/status/alarms").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("An operating-system setting could not be applied"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("chronyc refused the servers"));
+    let csrf = browser.csrf("/status/alarms").await;
+    let form = [("csrf", csrf.as_str()), ("id", "os_setting_failed"), ("subject", "ntp")];
+    let page = browser.post("/status/alarms/acknowledge", &form).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let page = browser.get("/status/alarms").await;
+    assert_eq!(header_alarm_count(&page), expected - 1);
+    assert!(page.body.contains("Acknowledged by admin"), "{}", page.body);
+    daemon.stop().await;
+}

@@ -51,6 +51,7 @@ fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) 
 pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
+    routes.extend(alarm_routes());
     routes.extend(upgrade_routes());
     routes.extend(history_routes());
     routes.extend(backup_routes());
@@ -156,6 +157,33 @@ fn system_routes() -> Vec<Route> {
                 false,
             ),
             get(h::policy_status),
+        ),
+    ]
+}
+
+/// The active alarms and their acknowledgement.
+fn alarm_routes() -> Vec<Route> {
+    use Method::{Get, Post};
+    vec![
+        route(
+            Get,
+            "/alarms",
+            openapi::doc(
+                "The active alarms, most severe first: each with its stable id, severity, title, what to do, subject (peer, bridge, OS concern), detail, when raised and who acknowledged it; and the count nobody acknowledged",
+                "200",
+                false,
+            ),
+            get(h::alarms),
+        ),
+        route(
+            Post,
+            "/alarms/acknowledge",
+            openapi::doc(
+                "Silence an active alarm: `{id, subject}` (the subject as listed; empty for the appliance). It stays listed until its condition clears; the acknowledgement is in the Event Log",
+                "204",
+                true,
+            ),
+            post(h::acknowledge_alarm),
         ),
     ]
 }

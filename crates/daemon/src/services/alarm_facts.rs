@@ -1,0 +1,92 @@
+//! Gathers the facts the alarms are decided from ([`super::alarms::Facts`]) out of the
+//! services: accounts, NTP, cluster links, bridge health, the data partition, the last boot
+//! and the OS settings. Kept apart from the pure evaluation so that one is tested alone.
+
+use super::App;
+use super::alarms::{BridgeFacts, Facts, PeerFacts};
+use super::cluster::PeerState;
+use crate::base::clock::now_ms;
+use model::{Record, RecordKind};
+use std::path::Path;
+
+/// The facts now.
+pub async fn gather(app: &App) -> Facts {
+    let mut facts = Facts {
+        factory_password_unchanged: factory_password_unchanged(app),
+        time_synchronised: Some(time_synchronised(app).await),
+        peers: peers(app),
+        bridges: bridges(app),
+        os_settings_failed: app.platform.failures(),
+        ..Facts::default()
+    };
+    let data_dir = app.data_dir.clone();
+    facts.data_partition_used_percent =
+        tokio::task::spawn_blocking(move || used_percent(&data_dir)).await.ok().flatten();
+    facts.upgrade_fell_back = match super::upgrades::status_of(app).await {
+        Ok(report) if report.fell_back.is_some() => Some(report.last_boot),
+        _ => None,
+    };
+    app.alarms.reported(&mut facts, now_ms());
+    facts
+}
+
+/// An administrator account still waiting for its forced password change is the factory one.
+fn factory_password_unchanged(app: &App) -> bool {
+    let state = app.writer.state_watch().borrow().clone();
+    state.list(RecordKind::Administrator).any(|record| match record {
+        Record::Administrator(admin) => admin.must_change_password,
+        _ => false,
+    })
+}
+
+async fn time_synchronised(app: &App) -> Result<bool, String> {
+    if app.cluster.assumes_time_synchronised() {
+        return Ok(true);
+    }
+    super::cluster::ntp_synchronised().await
+}
+
+fn peers(app: &App) -> Vec<PeerFacts> {
+    let status = app.cluster.status();
+    status
+        .peers
+        .into_iter()
+        .filter_map(|line| {
+            let address = line.address.to_string();
+            match line.state {
+                PeerState::Failed { reason, .. } => {
+                    Some(PeerFacts { address, failure: Some(reason), ..PeerFacts::default() })
+                }
+                PeerState::Active { latency_ms, .. } => {
+                    Some(PeerFacts { address, latency_ms, ..PeerFacts::default() })
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn bridges(app: &App) -> Vec<BridgeFacts> {
+    app.policy
+        .health
+        .problems()
+        .into_iter()
+        .map(|(name, problem)| BridgeFacts {
+            name,
+            problem: Some(problem),
+            ports_used_percent: None,
+        })
+        .collect()
+}
+
+/// How full the file system holding `path` is, as `df` counts it (blocks reserved for root
+/// count as unavailable); `None` when it cannot tell.
+pub fn used_percent(path: &Path) -> Option<u8> {
+    let stats = nix::sys::statvfs::statvfs(path).ok()?;
+    let used = stats.blocks().saturating_sub(stats.blocks_free());
+    let usable = used.saturating_add(stats.blocks_available());
+    if usable == 0 {
+        return None;
+    }
+    u8::try_from(used.saturating_mul(100).div_ceil(usable)).ok()
+}
