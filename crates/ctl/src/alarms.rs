@@ -1,7 +1,8 @@
 //! `batonctl alarms`: this peer's active alarms, most severe first, with what to do about
-//! each; `batonctl alarms acknowledge ID [SUBJECT]` silences one.
+//! each; `batonctl alarms acknowledge ID [SUBJECT]` silences one. Also `batonctl system
+//! restart|reboot|shutdown --yes`, Maintenance > Restart options.
 
-use crate::cli::AlarmsCommand;
+use crate::cli::{AlarmsCommand, SystemCommand};
 use crate::client::{self, Client};
 use crate::output::Output;
 use api::{AlarmAcknowledge, Alarms};
@@ -53,4 +54,20 @@ fn text(alarms: &Alarms) -> String {
         );
     }
     text
+}
+
+/// Restarts the service, reboots or shuts down this peer, once confirmed with `--yes`.
+pub(crate) fn system(client: &Client, out: Output, command: SystemCommand) -> anyhow::Result<()> {
+    let (word, confirm) = match command {
+        SystemCommand::Restart(confirm) => ("restart", confirm),
+        SystemCommand::Reboot(confirm) => ("reboot", confirm),
+        SystemCommand::Shutdown(confirm) => ("shutdown", confirm),
+    };
+    if !confirm.yes {
+        anyhow::bail!("nothing done: add --yes to confirm the {word} of this peer");
+    }
+    let path = format!("/api/v1/system/{word}");
+    // 202 Accepted, without a body.
+    client::answer::<()>(client.send_raw(client.request(Method::POST, &path))?)?;
+    out.emit(&serde_json::json!({"requested": word}), |_| format!("{word} requested\n"))
 }

@@ -549,3 +549,49 @@ async fn the_factory_password_alarm_is_raised_then_cleared_by_the_change() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     daemon.stop().await;
 }
+
+// Goal: Restart options through the API: each runs its own configured command (recorded
+// here by `touch`) and is written to the Event Log under its own kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_reboot_and_shutdown_run_their_commands_and_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let touch = |name: &str| vec!["touch".to_owned(), marks.join(name).display().to_string()];
+    let (restart, reboot, shutdown) = (touch("restart"), touch("reboot"), touch("shutdown"));
+    let daemon = TestDaemon::start_with(dir, move |config| {
+        config.upgrade.restart_command = restart;
+        config.upgrade.reboot_command = reboot;
+        config.upgrade.shutdown_command = shutdown;
+    })
+    .await;
+    daemon.change_factory_password().await;
+    let marks = daemon.data_dir().join("marks");
+    for (word, kind) in [
+        ("restart", "service.restart"),
+        ("reboot", "system.reboot"),
+        ("shutdown", "system.shutdown"),
+    ] {
+        assert!(!marks.join(word).exists());
+        let (status, body) =
+            daemon.call(Method::POST, &format!("/api/v1/system/{word}"), None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{word}: {body}");
+        assert!(marks.join(word).exists(), "{word}: its command did not run");
+        // The Event Log is written behind the answer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let path = format!("/api/v1/logs/events?kind={kind}");
+            let (_, log) = daemon.call(Method::GET, &path, None).await;
+            let entries = log["entries"].as_array().unwrap();
+            if entries.len() == 1 {
+                assert_eq!(entries[0]["actor"], "admin", "{log}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{kind}: {log}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let others: Vec<_> = std::fs::read_dir(&marks).unwrap().collect();
+    assert_eq!(others.len(), 3, "each ran its own command once");
+    daemon.stop().await;
+}

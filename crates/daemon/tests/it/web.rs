@@ -592,3 +592,38 @@ async fn the_header_counts_alarms_and_the_alarms_page_acknowledges_them() {
     assert!(page.body.contains("Acknowledged by admin"), "{}", page.body);
     daemon.stop().await;
 }
+
+// Goal: Maintenance > Restart options says configuration changes never need a restart, offers
+// Restart, Reboot and Shutdown, and runs one only once confirmed (CSRF-checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_options_are_confirmed_before_they_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("shutdown-requested");
+    let command = vec!["touch".to_owned(), mark.display().to_string()];
+    let daemon = TestDaemon::start_with(dir, move |config| {
+        config.upgrade.shutdown_command = command;
+    })
+    .await;
+    let mut browser = signed_in(&daemon).await;
+    let page = browser.get("/maintenance/restart").await;
+    assert!(
+        page.body.contains("Configuration changes never need a restart, a reboot or a shutdown"),
+        "{}",
+        page.body
+    );
+    for action in ["/maintenance/restart-service", "/maintenance/reboot", "/maintenance/shutdown"] {
+        assert!(page.body.contains(&format!("action=\"{action}\"")), "{action}");
+    }
+    let question = browser.get("/maintenance/shutdown").await;
+    assert!(question.body.contains("Shut this peer down now?"), "{}", question.body);
+    assert!(!mark.exists(), "asking runs nothing");
+    let refused = browser.post("/maintenance/shutdown", &[("confirm", "yes")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!mark.exists(), "a form without the CSRF token runs nothing");
+    let csrf = browser.csrf("/maintenance/shutdown").await;
+    let done = browser.post("/maintenance/shutdown", &[("csrf", &csrf), ("confirm", "yes")]).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("Shutting down"), "{}", done.body);
+    assert!(mark.exists(), "the shutdown command ran");
+    daemon.stop().await;
+}

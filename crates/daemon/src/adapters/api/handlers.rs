@@ -261,6 +261,16 @@ pub(super) async fn acknowledge_alarm(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Restarts the service, reboots or shuts down this peer (Maintenance > Restart options).
+pub(super) async fn power(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    power: upgrades::Power,
+) -> Answer<StatusCode> {
+    upgrades::power(&app, &admin.name, power).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// The policy service on this peer: whether it serves, and each bridge's health as seen here.
 pub(super) async fn policy_status(
     _: Ready,

@@ -52,6 +52,7 @@ pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
     routes.extend(alarm_routes());
+    routes.extend(power_routes());
     routes.extend(upgrade_routes());
     routes.extend(history_routes());
     routes.extend(backup_routes());
@@ -186,6 +187,30 @@ fn alarm_routes() -> Vec<Route> {
             post(h::acknowledge_alarm),
         ),
     ]
+}
+
+/// Maintenance > Restart options: the service, the machine, power off.
+fn power_routes() -> Vec<Route> {
+    use crate::services::upgrades::Power;
+    let summaries = [
+        (
+            Power::RestartService,
+            "Restart the Baton service on this peer (not the machine); configuration changes never need it",
+        ),
+        (
+            Power::Reboot,
+            "Reboot this peer (into the slot on trial after an install); the same as /upgrade/reboot",
+        ),
+        (Power::Shutdown, "Power this peer off; it stays off until someone powers it on"),
+    ];
+    summaries
+        .into_iter()
+        .map(|(power, summary)| {
+            let path = format!("/system/{}", power.as_str());
+            let handler = post(move |a: Ready, s: State<Arc<App>>| h::power(a, s, power));
+            route(Method::Post, &path, openapi::doc(summary, "202", false), handler)
+        })
+        .collect()
 }
 
 /// Installing an upgrade and rebooting into it.
