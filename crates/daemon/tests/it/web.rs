@@ -627,3 +627,23 @@ async fn restart_options_are_confirmed_before_they_run() {
     assert!(mark.exists(), "the shutdown command ran");
     daemon.stop().await;
 }
+
+// Goal: an unknown page answers a 404 page inside the layout (a browser never sees the API's
+// raw JSON), while an unknown API path keeps its JSON error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_pages_answer_an_html_404_in_the_layout() {
+    let daemon = TestDaemon::start().await;
+    let mut anonymous = Browser::new(&daemon);
+    let page = anonymous.get("/no/such/page").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.body.starts_with("<!doctype html>"), "{}", page.body);
+    assert!(page.body.contains("There is no page at this address"), "{}", page.body);
+    let mut browser = signed_in(&daemon).await;
+    let page = browser.get("/status/nothing-here").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.body.contains("<nav aria-label=\"Main\">"), "signed in: the navigation");
+    let (status, body) = daemon.call(Method::GET, "/api/v1/no-such-thing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    daemon.stop().await;
+}

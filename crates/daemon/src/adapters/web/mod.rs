@@ -240,6 +240,24 @@ pub(crate) fn error_page(user: Option<&WebUser>, error: &ApiError) -> Response {
     (error.status(), page("Error", user, &body)).into_response()
 }
 
+/// Path prefixes whose clients are programs (the API, the VCS): they get the API's JSON 404.
+const PROGRAM_PATH_PREFIXES: &[&str] = &["/api/", "/baton/"];
+
+/// The admin listener's answer to an unknown address: the API's JSON 404 for programs, and
+/// for a browser a 404 page inside the layout (with the navigation when signed in).
+pub(crate) async fn not_found(State(app): State<Arc<App>>, request: Request) -> Response {
+    let path = request.uri().path();
+    if path == "/api" || PROGRAM_PATH_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+            .into_response();
+    }
+    let (mut parts, _) = request.into_parts();
+    let user = WebUser::from_request_parts(&mut parts, &app).await.ok();
+    let body = "<p class=\"problem\" role=\"alert\">There is no page at this address.</p>\
+                <p><a href=\"/status\">Go to the Status page</a></p>";
+    (StatusCode::NOT_FOUND, page("Page not found", user.as_ref(), body)).into_response()
+}
+
 // ---- sessions -------------------------------------------------------------------------------
 
 /// A signed-in administrator, read from the session cookie.
