@@ -26,7 +26,8 @@ pub async fn gather(app: &App) -> Facts {
         Ok(report) if report.fell_back.is_some() => Some(report.last_boot),
         _ => None,
     };
-    app.alarms.reported(&mut facts, now_ms());
+    app.alarms.reported(&mut facts);
+    facts.repeated_warnings = app.policy.warnings.repeated(now_ms());
     facts
 }
 

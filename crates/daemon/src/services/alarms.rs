@@ -26,9 +26,9 @@ pub const BRIDGE_PORTS_USED_MAX_PERCENT: u8 = 80;
 pub const CERTIFICATE_EXPIRY_WARNING_DAYS: u64 = 30;
 /// A data partition fuller than this raises [`AlarmId::DataPartitionFull`].
 pub const DATA_PARTITION_USED_MAX_PERCENT: u8 = 90;
-/// Identical warnings from one source within this window count as repeated.
+/// A warning not seen again within this long is no longer repeating.
 pub const REPEATED_WARNING_WINDOW_MS: u64 = 60_000;
-/// Identical warnings within the window that make an alarm instead of Event Log lines.
+/// Identical warnings logged before the repeats become one alarm instead of more log lines.
 pub const REPEATED_WARNING_COUNT: u32 = 3;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -236,7 +236,7 @@ pub struct Facts {
     pub upgrade_fell_back: Option<String>,
     /// OS concern → why applying it failed.
     pub os_settings_failed: BTreeMap<String, String>,
-    /// Warning (source, text) repeated at least [`REPEATED_WARNING_COUNT`] times lately.
+    /// Warnings (source, text) repeated more than [`REPEATED_WARNING_COUNT`] times lately.
     pub repeated_warnings: Vec<(String, String)>,
 }
 
@@ -322,17 +322,56 @@ pub struct ActiveAlarm {
     pub acknowledged_by: Option<String>,
 }
 
-/// A warning seen recently: how often, since when.
+/// A warning seen recently: how often, and when last.
 struct Seen {
-    first_ms: u64,
+    last_ms: u64,
     count: u32,
 }
 
-/// The active alarms, and the warnings being counted for [`AlarmId::RepeatedWarning`].
+/// Warnings a service repeats (a bridge refusing the feedback receiver, every poll): the
+/// first [`REPEATED_WARNING_COUNT`] go to the log; after that they are one
+/// [`AlarmId::RepeatedWarning`] until they stop for [`REPEATED_WARNING_WINDOW_MS`].
+#[derive(Default)]
+pub struct Warnings {
+    seen: Mutex<BTreeMap<(String, String), Seen>>,
+}
+
+impl Warnings {
+    /// Logs `text` about `source`, unless it is a repeat the alarm now stands for.
+    pub fn warn(&self, source: &str, text: &str) {
+        if !self.note(source, text, now_ms()) {
+            tracing::warn!(%source, "{text}");
+        }
+    }
+
+    /// Counts a warning; true when it is a repeat to report as an alarm rather than as one
+    /// more log line.
+    pub fn note(&self, source: &str, text: &str, now_ms: u64) -> bool {
+        let mut seen = lock(&self.seen);
+        seen.retain(|_, seen| now_ms.saturating_sub(seen.last_ms) < REPEATED_WARNING_WINDOW_MS);
+        let entry = seen
+            .entry((source.to_owned(), text.to_owned()))
+            .or_insert(Seen { last_ms: now_ms, count: 0 });
+        entry.last_ms = now_ms;
+        entry.count = entry.count.saturating_add(1);
+        entry.count > REPEATED_WARNING_COUNT
+    }
+
+    /// (source, text) of the warnings still repeating, for [`Facts::repeated_warnings`].
+    pub fn repeated(&self, now_ms: u64) -> Vec<(String, String)> {
+        lock(&self.seen)
+            .iter()
+            .filter(|(_, seen)| seen.count > REPEATED_WARNING_COUNT)
+            .filter(|(_, seen)| now_ms.saturating_sub(seen.last_ms) < REPEATED_WARNING_WINDOW_MS)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+}
+
+/// The active alarms and their acknowledgements.
 #[derive(Default)]
 pub struct Board {
     active: Mutex<BTreeMap<Key, ActiveAlarm>>,
-    warnings: Mutex<BTreeMap<(String, String), Seen>>,
     /// Facts reported by the services as they happen (backups), merged into the gathered ones.
     backup_failure: Mutex<Option<String>>,
     changed: tokio::sync::Notify,
@@ -405,32 +444,6 @@ impl Board {
     pub fn backup_outcome(&self, outcome: Result<(), String>) {
         *lock(&self.backup_failure) = outcome.err();
         self.changed.notify_one();
-    }
-
-    /// Counts a warning from `source`; true when it is a repeat to report as an alarm rather
-    /// than as one more Event Log line.
-    pub fn repeated_warning(&self, source: &str, text: &str, now_ms: u64) -> bool {
-        let mut warnings = lock(&self.warnings);
-        warnings.retain(|_, seen| {
-            now_ms.saturating_sub(seen.first_ms) < REPEATED_WARNING_WINDOW_MS * 2
-        });
-        let seen = warnings
-            .entry((source.to_owned(), text.to_owned()))
-            .or_insert(Seen { first_ms: now_ms, count: 0 });
-        seen.count = seen.count.saturating_add(1);
-        seen.count >= REPEATED_WARNING_COUNT
-    }
-
-    /// Warnings repeated within the window, for [`Facts::repeated_warnings`].
-    fn repeated_warnings(&self, now_ms: u64) -> Vec<(String, String)> {
-        lock(&self.warnings)
-            .iter()
-            .filter(|(_, seen)| seen.count >= REPEATED_WARNING_COUNT)
-            .filter(|(_, seen)| {
-                now_ms.saturating_sub(seen.first_ms) < REPEATED_WARNING_WINDOW_MS * 2
-            })
-            .map(|(key, _)| key.clone())
-            .collect()
     }
 
     /// Asks the task to evaluate again now (a state change).
@@ -527,9 +540,8 @@ pub fn spawn(app: Arc<super::App>, tasks: &Tasks) {
 
 impl Board {
     /// The facts services report as they happen (as opposed to gathered ones).
-    pub fn reported(&self, facts: &mut Facts, now_ms: u64) {
+    pub fn reported(&self, facts: &mut Facts) {
         facts.backup_failure = lock(&self.backup_failure).clone();
-        facts.repeated_warnings = self.repeated_warnings(now_ms);
     }
 }
 

@@ -127,21 +127,23 @@ fn board_raises_clears_and_acknowledges() {
     assert_eq!(board.unacknowledged(), 1);
 }
 
-// Goal: a warning repeated within the window becomes a repeated-warning fact (one alarm),
-// and the first ones are still reported normally.
+// Goal: the first warnings are logged; the repeats become one repeated-warning fact (one
+// alarm) that holds while they go on and is forgotten once they stop.
 #[test]
 fn repeated_warnings_become_one_fact() {
-    let board = Board::default();
-    let warn = |at_ms| board.repeated_warning("mcu1", "refuses the feedback receiver", at_ms);
-    assert!(!warn(0));
-    assert!(!warn(5_000));
-    assert!(warn(10_000));
-    assert!(warn(15_000));
-    let mut facts = Facts::default();
-    board.reported(&mut facts, 15_000);
+    let warnings = Warnings::default();
+    let text = "feedback receiver not registered: refused";
+    let repeats: Vec<bool> = (0..5).map(|n| warnings.note("mcu1", text, n * 5_000)).collect();
+    assert_eq!(repeats, [false, false, false, true, true], "the first three are logged");
+    let facts = Facts { repeated_warnings: warnings.repeated(20_000), ..Facts::default() };
     assert_eq!(ids(&facts), one(AlarmId::RepeatedWarning, "mcu1"));
-    board.reported(&mut facts, 15_000 + REPEATED_WARNING_WINDOW_MS * 3);
-    assert!(facts.repeated_warnings.is_empty(), "forgotten once it stops");
+    // Still repeating long after the first one: the alarm holds.
+    for n in 5..40 {
+        assert!(warnings.note("mcu1", text, n * 5_000));
+    }
+    assert_eq!(warnings.repeated(39 * 5_000).len(), 1);
+    assert!(warnings.repeated(39 * 5_000 + REPEATED_WARNING_WINDOW_MS).is_empty(), "stopped");
+    assert!(!warnings.note("mcu1", text, 39 * 5_000 + REPEATED_WARNING_WINDOW_MS), "logged again");
 }
 
 // Goal: `df`'s arithmetic on the real data partition gives a percentage.
