@@ -55,9 +55,12 @@ fn peers(app: &App) -> Vec<PeerFacts> {
         .filter_map(|line| {
             let address = line.address.to_string();
             match line.state {
-                PeerState::Failed { reason, .. } => {
-                    Some(PeerFacts { address, failure: Some(reason), ..PeerFacts::default() })
-                }
+                PeerState::Failed { reason, other_version, .. } => Some(PeerFacts {
+                    address,
+                    failure: Some(reason),
+                    other_version,
+                    ..PeerFacts::default()
+                }),
                 PeerState::Active { latency_ms, .. } => {
                     Some(PeerFacts { address, latency_ms, ..PeerFacts::default() })
                 }

@@ -77,6 +77,9 @@ pub enum PeerState {
         reason: String,
         /// Why, as a stable code for programs (`batonctl cluster upgrade`, the join).
         code: PeerFailure,
+        /// The peer's version, when it was refused for running another one (the alarm).
+        #[serde(skip)]
+        other_version: Option<String>,
     },
 }
 
@@ -104,11 +107,13 @@ impl PeerFailure {
 struct Failure {
     code: PeerFailure,
     reason: String,
+    other_version: Option<String>,
 }
 
 impl Failure {
     fn unreachable(detail: impl std::fmt::Display) -> Failure {
-        Failure { code: PeerFailure::Unreachable, reason: format!("unreachable: {detail}") }
+        let reason = format!("unreachable: {detail}");
+        Failure { code: PeerFailure::Unreachable, reason, other_version: None }
     }
 
     fn lost(detail: Option<&dyn std::fmt::Display>) -> Failure {
@@ -116,15 +121,32 @@ impl Failure {
             Some(detail) => format!("connection lost: {detail}"),
             None => "connection lost".to_owned(),
         };
-        Failure { code: PeerFailure::ConnectionLost, reason }
+        Failure { code: PeerFailure::ConnectionLost, reason, other_version: None }
     }
 
     fn refused(reason: impl Into<String>) -> Failure {
-        Failure { code: PeerFailure::Refused, reason: reason.into() }
+        Failure { code: PeerFailure::Refused, reason: reason.into(), other_version: None }
+    }
+
+    /// A typed refusal, by this peer (`ours` true) or by the other one.
+    fn refusal(refusal: &peering::Refusal, ours: bool) -> Failure {
+        let reason =
+            if ours { refusal.to_string() } else { format!("the peer refuses: {refusal}") };
+        let other_version = match refusal {
+            peering::Refusal::VersionMismatch { ours: mine, theirs } => {
+                Some(if ours { theirs.clone() } else { mine.clone() })
+            }
+            _ => None,
+        };
+        Failure { other_version, ..Failure::refused(reason) }
     }
 
     fn state(self) -> PeerState {
-        PeerState::Failed { reason: self.reason, code: self.code }
+        PeerState::Failed {
+            reason: self.reason,
+            code: self.code,
+            other_version: self.other_version,
+        }
     }
 }
 
@@ -585,7 +607,7 @@ async fn greet(
     match peering::check(hello, &theirs) {
         Verdict::Refuse(refusal) => {
             let _ = sender.send(&Frame::Refused(refusal.clone()).encode()).await;
-            return Err(Ended::Failed(Failure::refused(refusal.to_string())));
+            return Err(Ended::Failed(Failure::refusal(&refusal, true)));
         }
         Verdict::Adopt(cluster) => {
             adopt(board, cluster, &theirs).await;
@@ -639,7 +661,7 @@ async fn serve_dialled(
                     board.set_state(address, active(latency_ms, &admin));
                 }
                 Some(Ok(Frame::Refused(refusal))) => {
-                    return Ended::AfterActive(Failure::refused(format!("the peer refuses: {refusal}")));
+                    return Ended::AfterActive(Failure::refusal(&refusal, false));
                 }
                 Some(Ok(_)) => last_heard = Instant::now(),
                 Some(Err(reason)) => return Ended::AfterActive(Failure::lost(Some(&reason))),
@@ -647,7 +669,7 @@ async fn serve_dialled(
             },
             frame = link_rx.recv() => {
                 let Some(frame) = frame else {
-                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned() };
+                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned(), other_version: None };
                     return Ended::AfterActive(failure);
                 };
                 if let Err(error) = sender.send(&frame.encode()).await {
@@ -835,9 +857,7 @@ async fn first_hello(frames: &mut mpsc::Receiver<Result<Frame, String>>) -> Resu
     .await;
     match first {
         Ok(Some(Ok(Frame::Hello(hello)))) => Ok(hello),
-        Ok(Some(Ok(Frame::Refused(refusal)))) => {
-            Err(Failure::refused(format!("the peer refuses: {refusal}")))
-        }
+        Ok(Some(Ok(Frame::Refused(refusal)))) => Err(Failure::refusal(&refusal, false)),
         Ok(Some(Ok(_))) => Err(Failure::refused("the peer did not greet first")),
         Ok(Some(Err(reason))) => Err(Failure::unreachable(reason)),
         Ok(None) => Err(Failure::unreachable("connection closed during the greeting")),
@@ -879,7 +899,22 @@ fn spawn_reader(
 
 #[cfg(test)]
 mod tests {
-    use super::{Failure, PeerFailure, line};
+    use super::{Failure, PeerFailure, PeerState, line};
+
+    // Goal: a version refusal, by either side, names the other peer's version (what the
+    // version-mismatch alarm shows); other refusals name none.
+    #[test]
+    fn a_version_refusal_names_the_other_peers_version() {
+        let refusal =
+            peering::Refusal::VersionMismatch { ours: "1.0.0".into(), theirs: "2.0.0".into() };
+        let other = |failure: Failure| match failure.state() {
+            PeerState::Failed { other_version, .. } => other_version,
+            _ => None,
+        };
+        assert_eq!(other(Failure::refusal(&refusal, true)).as_deref(), Some("2.0.0"));
+        assert_eq!(other(Failure::refusal(&refusal, false)).as_deref(), Some("1.0.0"));
+        assert_eq!(other(Failure::refusal(&peering::Refusal::DifferentCluster, false)), None);
+    }
 
     // Goal: a failed peer's line carries a typed code beside its text, and only a refusal
     // counts as one that will not clear by itself (what the join and the rolling upgrade ask).
