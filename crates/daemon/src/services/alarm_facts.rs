@@ -70,15 +70,27 @@ fn peers(app: &App) -> Vec<PeerFacts> {
         .collect()
 }
 
+/// Each enabled bridge: why it is out of selection, and the share of its ports the
+/// conferences placed on it reserve (counted as the policy decisions count them).
 fn bridges(app: &App) -> Vec<BridgeFacts> {
-    app.policy
-        .health
-        .problems()
-        .into_iter()
-        .map(|(name, problem)| BridgeFacts {
-            name,
-            problem: Some(problem),
-            ports_used_percent: None,
+    let state = app.writer.state_watch().borrow().clone();
+    let engine = policy::Engine::new(state.clone(), None);
+    let mut problems = app.policy.health.problems();
+    state
+        .list(RecordKind::Bridge)
+        .filter_map(|record| match record {
+            Record::Bridge(bridge) if bridge.enabled => Some(bridge),
+            _ => None,
+        })
+        .map(|bridge| {
+            let reserved = u64::from(engine.reserved_ports(&bridge.name));
+            let capacity = u64::from(bridge.capacity_ports);
+            let used = (capacity > 0).then(|| reserved.saturating_mul(100) / capacity);
+            BridgeFacts {
+                name: bridge.name.clone(),
+                problem: problems.remove(&bridge.name),
+                ports_used_percent: used.map(|percent| u8::try_from(percent).unwrap_or(u8::MAX)),
+            }
         })
         .collect()
 }

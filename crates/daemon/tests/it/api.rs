@@ -595,3 +595,45 @@ async fn restart_reboot_and_shutdown_run_their_commands_and_are_logged() {
     assert_eq!(others.len(), 3, "each ran its own command once");
     daemon.stop().await;
 }
+
+// Goal: a bridge whose conferences reserve more than 80% of its ports raises an alarm about
+// it (ports counted as the policy decisions count them), cleared when a conference ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_above_80_percent_of_its_ports_raises_an_alarm() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    add_conference_chain(&daemon).await;
+    // ts1 has 48 ports; a conference of the template without a limit reserves 10.
+    for n in 0..4 {
+        let conference = json!({"name": format!("meeting-{n}"), "bridge": "ts1",
+                                "bridge_conference_id": format!("{n}"), "template": "meeting"});
+        let (status, body) =
+            daemon.call(Method::POST, "/api/v1/conferences", Some(conference)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let ports_alarm = |body: &Value| {
+        body["alarms"].as_array().unwrap().iter().find(|a| a["id"] == "bridge_ports_high").cloned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let alarm = loop {
+        let (_, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+        if let Some(alarm) = ports_alarm(&body) {
+            break alarm;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ports alarm: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(alarm["subject"], "ts1");
+    assert_eq!(alarm["detail"], "83% of its ports in use");
+    let (status, body) = daemon.call(Method::DELETE, "/api/v1/conferences/meeting-0", None).await;
+    assert!(status.is_success(), "{body}");
+    loop {
+        let (_, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+        if ports_alarm(&body).is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "62% still raises it: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    daemon.stop().await;
+}
