@@ -12,6 +12,7 @@
 //! own (a Configuration Log entry's record versions, which may predate today's record types)
 //! stays JSON. Each module names the routes its types belong to.
 
+pub mod alarms;
 pub mod backups;
 pub mod cluster;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod session;
 pub mod status;
 pub mod upgrade;
 
+pub use alarms::{Alarm, AlarmAcknowledge, Alarms};
 pub use backups::{ArchiveMember, BackupManifest, BackupProgress, BackupRequest, ChainHead};
 pub use backups::{OperationKind, OperationProgress, Restored};
 pub use cluster::{ClusterMode, ClusterStatus, JoinRequest, Joined, MemberCertificate};

@@ -101,6 +101,44 @@ pub(crate) enum Command {
     /// This peer's software slots: status, install a signed upgrade image, reboot into it.
     #[command(subcommand, after_help = UPGRADE_HELP)]
     Upgrade(UpgradeCommand),
+    /// Restart the Baton service, reboot or shut down this peer (asks for --yes).
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// This peer's active alarms (`batonctl alarms`), or acknowledge one.
+    Alarms {
+        #[command(subcommand)]
+        action: Option<AlarmsCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SystemCommand {
+    /// Restart the Baton service only (no configuration change needs it).
+    Restart(Confirm),
+    /// Reboot the machine.
+    Reboot(Confirm),
+    /// Power the machine off; it stays off until powered on.
+    Shutdown(Confirm),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Confirm {
+    /// Confirms it: without it nothing is done.
+    #[arg(long)]
+    pub(crate) yes: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AlarmsCommand {
+    /// List the active alarms (the default).
+    List,
+    /// Silence an active alarm; it stays listed until its condition clears.
+    Acknowledge {
+        /// The alarm's id, e.g. `peer_failed`.
+        id: String,
+        /// What it is about, as listed (a peer's address, a bridge); none for the appliance.
+        subject: Option<String>,
+    },
 }
 
 const UPGRADE_HELP: &str = "\
@@ -547,5 +585,25 @@ mod tests {
         assert!(matches!(parsed.invocation, Invocation::Named(RecordKind::BridgePool, _)));
         assert_eq!(suggestion("stauts").as_deref(), Some("status"));
         assert_eq!(suggestion("spaceships"), None);
+    }
+
+    // Goal: `batonctl alarms` lists by default, and the Restart options parse with --yes.
+    #[test]
+    fn alarms_and_restart_options_parse() {
+        let parsed = parse(&["alarms"]).unwrap();
+        assert!(matches!(parsed.invocation, Invocation::Command(Command::Alarms { action: None })));
+        let parsed = parse(&["alarms", "acknowledge", "peer_failed", "10.0.0.2"]).unwrap();
+        let Invocation::Command(Command::Alarms {
+            action: Some(AlarmsCommand::Acknowledge { id, subject }),
+        }) = parsed.invocation
+        else {
+            panic!("not an acknowledgement")
+        };
+        assert_eq!((id.as_str(), subject.as_deref()), ("peer_failed", Some("10.0.0.2")));
+        let parsed = parse(&["system", "shutdown", "--yes"]).unwrap();
+        assert!(matches!(
+            parsed.invocation,
+            Invocation::Command(Command::System(SystemCommand::Shutdown(Confirm { yes: true })))
+        ));
     }
 }

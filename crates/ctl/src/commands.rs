@@ -58,6 +58,8 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
         Command::Password => Ok(()),
         Command::Backup(command) => crate::backups::run(client, out, command),
         Command::Upgrade(command) => crate::upgrades::run(client, out, command),
+        Command::Alarms { action } => crate::alarms::run(client, out, action),
+        Command::System(command) => crate::alarms::system(client, out, command),
         Command::Config(ConfigCommand::Show { at }) => config_at(client, out, at),
         Command::Config(ConfigCommand::At { time }) => config_at(client, out, Some(time)),
         Command::Config(ConfigCommand::Diff { from, to }) => {

@@ -4,6 +4,7 @@
 //! Exit status: 0 on success, 1 when the request fails (the API's error and its fields are
 //! printed), 2 on a usage error.
 
+mod alarms;
 mod backups;
 mod cli;
 mod client;

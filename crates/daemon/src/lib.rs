@@ -124,6 +124,7 @@ async fn start_with(config: Config, tasks: base::tasks::Tasks) -> anyhow::Result
     startup::announce_admin_endpoint(&app, admin_addr.port(), certificates.as_ref());
     let server = startup::serve_admin(admin, &app)?;
     services::backups::spawn_scheduler(app.clone(), &tasks);
+    services::alarms::spawn(app.clone(), &tasks);
     startup::journal_start(&app, recovered).await;
     tracing::info!(admin_url = %format!("https://{admin_addr}"), peer_id = %writer.peer_id(), "admin API listening");
     startup::notify_systemd(&[sd_notify::NotifyState::Ready]);

@@ -53,6 +53,12 @@ struct Flags {
     /// Command that reboots the machine after an upgrade (program and arguments).
     #[arg(long, num_args = 1.., default_values = ["systemctl", "reboot"])]
     reboot_command: Vec<String>,
+    /// Command that powers the machine off (Maintenance > Restart options > Shutdown).
+    #[arg(long, num_args = 1.., default_values = ["systemctl", "poweroff"])]
+    shutdown_command: Vec<String>,
+    /// Command that restarts the Baton service only; it must not wait for the service to stop.
+    #[arg(long, num_args = 1.., default_values = ["systemctl", "--no-block", "restart", "batond"])]
+    restart_command: Vec<String>,
     /// TCP port for cluster peers, on this peer's primary address; the same on every peer.
     #[arg(long, env = "BATON_CLUSTER_PORT", default_value_t = daemon::services::cluster::CLUSTER_PORT_DEFAULT)]
     cluster_port: u16,
@@ -119,6 +125,8 @@ fn main() -> anyhow::Result<()> {
         let mut upgrade = daemon::services::upgrades::UpgradeConfig::for_data_dir(&flags.data_dir);
         upgrade.trusted_keys_file = flags.upgrade_trusted_keys_file;
         upgrade.reboot_command = flags.reboot_command;
+        upgrade.shutdown_command = flags.shutdown_command;
+        upgrade.restart_command = flags.restart_command;
         if let BootControlFlag::SystemdBoot = flags.boot_control {
             upgrade.boot_control = daemon::services::upgrades::BootControlKind::SystemdBoot(
                 upgrade::SystemdBootPaths::appliance(),

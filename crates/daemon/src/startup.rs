@@ -229,6 +229,7 @@ pub(crate) fn compose(
         hardware_serial: parts.hardware_serial,
         operations: backups::Operations::default(),
         platform: platform::spawn(config.platform.clone(), writer.clone(), panel_facts, tasks),
+        alarms: services::alarms::Board::default(),
     }))
 }
 

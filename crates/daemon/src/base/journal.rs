@@ -22,6 +22,8 @@ pub enum EntryKind {
     UpgradeInstalled,
     UpgradeRefused,
     SystemReboot,
+    SystemShutdown,
+    ServiceRestart,
     BootFellBack,
     BootUnreadable,
     ClusterJoined,
@@ -32,6 +34,9 @@ pub enum EntryKind {
     ConfigWriteFailed,
     PlatformApplied,
     PlatformFailed,
+    AlarmRaised,
+    AlarmCleared,
+    AlarmAcknowledged,
 }
 
 impl EntryKind {
@@ -55,6 +60,8 @@ impl EntryKind {
             K::UpgradeInstalled => "upgrade.installed",
             K::UpgradeRefused => "upgrade.refused",
             K::SystemReboot => "system.reboot",
+            K::SystemShutdown => "system.shutdown",
+            K::ServiceRestart => "service.restart",
             K::BootFellBack => "boot.fell_back",
             K::BootUnreadable => "boot.unreadable",
             K::ClusterJoined => "cluster.joined",
@@ -65,6 +72,9 @@ impl EntryKind {
             K::ConfigWriteFailed => "config.write_failed",
             K::PlatformApplied => "platform.applied",
             K::PlatformFailed => "platform.failed",
+            K::AlarmRaised => "alarm.raised",
+            K::AlarmCleared => "alarm.cleared",
+            K::AlarmAcknowledged => "alarm.acknowledged",
         }
     }
 }

@@ -192,6 +192,7 @@ pub fn spawn_scheduler(app: Arc<super::App>, tasks: &crate::base::tasks::Tasks) 
                 Ok(None) => failed_at_ms = None,
                 Ok(Some((name, removed))) => {
                     failed_at_ms = None;
+                    app.alarms.backup_outcome(Ok(()));
                     app.writer.journal(scheduler_entry(
                         eventlog::Level::Info,
                         EntryKind::BackupScheduled,
@@ -201,6 +202,7 @@ pub fn spawn_scheduler(app: Arc<super::App>, tasks: &crate::base::tasks::Tasks) 
                 Err(message) => {
                     failed_at_ms = Some(now_ms);
                     tracing::error!(%message, "scheduled backup failed");
+                    app.alarms.backup_outcome(Err(message.clone()));
                     app.writer.journal(scheduler_entry(
                         eventlog::Level::Error,
                         EntryKind::BackupFailed,

@@ -56,18 +56,26 @@ pub struct Network {
 /// contract types (`api::cluster`).
 pub use ::api::{ClusterMode, ClusterStatus, PeerFailure, PeerLine, PeerState};
 
-/// A peer's state, and why it failed when it did.
-type PeerStatus = (PeerState, Option<PeerFailure>);
+/// A peer's state as the board keeps it: the line's state, why it failed when it did, and its
+/// version when it was refused for running another one (what the version alarm shows).
+#[derive(Clone)]
+struct PeerStatus {
+    state: PeerState,
+    code: Option<PeerFailure>,
+    other_version: Option<String>,
+}
 
 /// A failed link: its typed cause and the reason the operator reads.
 struct Failure {
     code: PeerFailure,
     reason: String,
+    other_version: Option<String>,
 }
 
 impl Failure {
     fn unreachable(detail: impl std::fmt::Display) -> Failure {
-        Failure { code: PeerFailure::Unreachable, reason: format!("unreachable: {detail}") }
+        let reason = format!("unreachable: {detail}");
+        Failure { code: PeerFailure::Unreachable, reason, other_version: None }
     }
 
     fn lost(detail: Option<&dyn std::fmt::Display>) -> Failure {
@@ -75,15 +83,32 @@ impl Failure {
             Some(detail) => format!("connection lost: {detail}"),
             None => "connection lost".to_owned(),
         };
-        Failure { code: PeerFailure::ConnectionLost, reason }
+        Failure { code: PeerFailure::ConnectionLost, reason, other_version: None }
     }
 
     fn refused(reason: impl Into<String>) -> Failure {
-        Failure { code: PeerFailure::Refused, reason: reason.into() }
+        Failure { code: PeerFailure::Refused, reason: reason.into(), other_version: None }
+    }
+
+    /// A typed refusal, by this peer (`ours` true) or by the other one.
+    fn refusal(refusal: &peering::Refusal, ours: bool) -> Failure {
+        let reason =
+            if ours { refusal.to_string() } else { format!("the peer refuses: {refusal}") };
+        let other_version = match refusal {
+            peering::Refusal::VersionMismatch { ours: mine, theirs } => {
+                Some(if ours { theirs.clone() } else { mine.clone() })
+            }
+            _ => None,
+        };
+        Failure { other_version, ..Failure::refused(reason) }
     }
 
     fn state(self) -> PeerStatus {
-        (PeerState::Failed { reason: self.reason }, Some(self.code))
+        PeerStatus {
+            state: PeerState::Failed { reason: self.reason },
+            code: Some(self.code),
+            other_version: self.other_version,
+        }
     }
 }
 
@@ -112,6 +137,11 @@ pub struct Board {
 }
 
 impl Board {
+    /// Whether NTP checks are skipped (tests on machines without time synchronisation).
+    pub fn assumes_time_synchronised(&self) -> bool {
+        self.network.assume_time_synchronised
+    }
+
     pub fn status(&self) -> ClusterStatus {
         let settings = lock(&self.settings).clone();
         let states = lock(&self.states).clone();
@@ -122,7 +152,10 @@ impl Board {
                 let (state, code) = if Some(*address) == settings.address {
                     (PeerState::ThisSystem, None)
                 } else {
-                    states.get(address).cloned().unwrap_or((PeerState::Connecting, None))
+                    states
+                        .get(address)
+                        .map(|status| (status.state.clone(), status.code))
+                        .unwrap_or((PeerState::Connecting, None))
                 };
                 line(*address, state, code)
             })
@@ -138,6 +171,14 @@ impl Board {
             problems: lock(&self.problems).clone(),
             peers,
         }
+    }
+
+    /// The version of each listed peer refused for running another version than this one.
+    pub fn other_versions(&self) -> BTreeMap<Ipv4Addr, String> {
+        lock(&self.states)
+            .iter()
+            .filter_map(|(address, status)| Some((*address, status.other_version.clone()?)))
+            .collect()
     }
 
     /// Where this peer's admin API listens and the certificate it presents, for its peers.
@@ -157,7 +198,7 @@ impl Board {
     }
 
     fn set_state(&self, address: Ipv4Addr, state: PeerState) {
-        lock(&self.states).insert(address, (state, None));
+        lock(&self.states).insert(address, PeerStatus { state, code: None, other_version: None });
     }
 
     fn set_failed(&self, address: Ipv4Addr, failure: Failure) {
@@ -526,7 +567,7 @@ async fn greet(
     match peering::check(hello, &theirs) {
         Verdict::Refuse(refusal) => {
             let _ = sender.send(&Frame::Refused(refusal.clone()).encode()).await;
-            return Err(Ended::Failed(Failure::refused(refusal.to_string())));
+            return Err(Ended::Failed(Failure::refusal(&refusal, true)));
         }
         Verdict::Adopt(cluster) => {
             adopt(board, cluster, &theirs).await;
@@ -580,7 +621,7 @@ async fn serve_dialled(
                     board.set_state(address, active(latency_ms, &admin));
                 }
                 Some(Ok(Frame::Refused(refusal))) => {
-                    return Ended::AfterActive(Failure::refused(format!("the peer refuses: {refusal}")));
+                    return Ended::AfterActive(Failure::refusal(&refusal, false));
                 }
                 Some(Ok(_)) => last_heard = Instant::now(),
                 Some(Err(reason)) => return Ended::AfterActive(Failure::lost(Some(&reason))),
@@ -588,7 +629,7 @@ async fn serve_dialled(
             },
             frame = link_rx.recv() => {
                 let Some(frame) = frame else {
-                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned() };
+                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned(), other_version: None };
                     return Ended::AfterActive(failure);
                 };
                 if let Err(error) = sender.send(&frame.encode()).await {
@@ -776,9 +817,7 @@ async fn first_hello(frames: &mut mpsc::Receiver<Result<Frame, String>>) -> Resu
     .await;
     match first {
         Ok(Some(Ok(Frame::Hello(hello)))) => Ok(hello),
-        Ok(Some(Ok(Frame::Refused(refusal)))) => {
-            Err(Failure::refused(format!("the peer refuses: {refusal}")))
-        }
+        Ok(Some(Ok(Frame::Refused(refusal)))) => Err(Failure::refusal(&refusal, false)),
         Ok(Some(Ok(_))) => Err(Failure::refused("the peer did not greet first")),
         Ok(Some(Err(reason))) => Err(Failure::unreachable(reason)),
         Ok(None) => Err(Failure::unreachable("connection closed during the greeting")),
@@ -822,6 +861,18 @@ fn spawn_reader(
 mod tests {
     use super::{Failure, PeerFailure, line};
 
+    // Goal: a version refusal, by either side, names the other peer's version (what the
+    // version-mismatch alarm shows); other refusals name none.
+    #[test]
+    fn a_version_refusal_names_the_other_peers_version() {
+        let refusal =
+            peering::Refusal::VersionMismatch { ours: "1.0.0".into(), theirs: "2.0.0".into() };
+        let other = |failure: Failure| failure.state().other_version;
+        assert_eq!(other(Failure::refusal(&refusal, true)).as_deref(), Some("2.0.0"));
+        assert_eq!(other(Failure::refusal(&refusal, false)).as_deref(), Some("1.0.0"));
+        assert_eq!(other(Failure::refusal(&peering::Refusal::DifferentCluster, false)), None);
+    }
+
     // Goal: a failed peer's line carries a typed code beside its text, and only a refusal
     // counts as one that will not clear by itself (what the join and the rolling upgrade ask).
     #[test]
@@ -834,8 +885,9 @@ mod tests {
         ];
         for (failure, code, transient) in cases {
             assert_eq!(failure.code.is_transient(), transient, "{code}");
-            let (state, typed) = failure.state();
-            let shown = serde_json::to_value(line(address, state, typed)).expect("JSON");
+            let status = failure.state();
+            let shown =
+                serde_json::to_value(line(address, status.state, status.code)).expect("JSON");
             assert_eq!(shown["state"], "failed");
             assert_eq!(shown["code"], code);
             assert!(shown["text"].as_str().is_some_and(|text| text.starts_with("Failed: ")));

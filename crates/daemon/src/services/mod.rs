@@ -4,6 +4,8 @@
 //! the API's error type knows status codes.
 
 pub mod accounts;
+pub mod alarm_facts;
+pub mod alarms;
 pub mod backups;
 pub mod bridge_host;
 pub mod cluster;
@@ -48,4 +50,6 @@ pub struct App {
     pub operations: backups::Operations,
     /// Peer-local settings applied to the operating system, and the latest results.
     pub platform: Arc<platform::PlatformService>,
+    /// The active alarms (`alarms::spawn` keeps them current).
+    pub alarms: alarms::Board,
 }

@@ -43,6 +43,15 @@ impl PlatformService {
         }
     }
 
+    /// Concern → why, for each concern whose last application failed.
+    pub fn failures(&self) -> BTreeMap<String, String> {
+        lock(&self.concerns)
+            .iter()
+            .filter(|(_, status)| status.result == ConcernResult::Failed)
+            .map(|(name, status)| ((*name).to_owned(), status.detail.clone()))
+            .collect()
+    }
+
     fn record(&self, concern: Concern, status: ConcernStatus) {
         lock(&self.concerns).insert(concern.as_str(), status);
     }

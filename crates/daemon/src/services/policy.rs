@@ -164,6 +164,9 @@ pub struct PolicyService {
     feedback: Mutex<Feedback>,
     /// See [`MAINTENANCE_DRAIN_MS_DEFAULT`].
     maintenance_drain_ms: u64,
+    /// Warnings repeated every poll (a bridge refusing the feedback receiver): an alarm once
+    /// they repeat, instead of a log line every [`BRIDGE_POLL_INTERVAL_MS`].
+    pub warnings: super::alarms::Warnings,
 }
 
 /// The conference a call needs created.
@@ -235,6 +238,7 @@ impl PolicyService {
             feedback_base_url,
             feedback: Mutex::new(Feedback::default()),
             maintenance_drain_ms,
+            warnings: super::alarms::Warnings::default(),
         })
     }
 
@@ -685,7 +689,8 @@ impl PolicyService {
                     .insert(bridge.name.clone(), (bridge.address.clone(), token));
             }
             Err(error) => {
-                tracing::warn!(bridge = %bridge.name, %error, "feedback receiver not registered")
+                let warning = format!("feedback receiver not registered: {error}");
+                self.warnings.warn(&bridge.name, &warning);
             }
         }
     }

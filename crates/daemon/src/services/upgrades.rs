@@ -40,6 +40,40 @@ pub struct UpgradeConfig {
     pub trusted_keys_file: Option<PathBuf>,
     /// Run to reboot the machine (`systemctl reboot` on the appliance).
     pub reboot_command: Vec<String>,
+    /// Run to power the machine off (`systemctl poweroff`).
+    pub shutdown_command: Vec<String>,
+    /// Run to restart the Baton service only (`systemctl --no-block restart batond`: the
+    /// command must not wait for the service it stops, which is its own parent).
+    pub restart_command: Vec<String>,
+}
+
+/// What Maintenance > Restart options can do to this peer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Power {
+    /// The Baton service only; the machine keeps running.
+    RestartService,
+    Reboot,
+    Shutdown,
+}
+
+impl Power {
+    /// The Event Log's kind for it.
+    pub fn entry_kind(self) -> EntryKind {
+        match self {
+            Power::RestartService => EntryKind::ServiceRestart,
+            Power::Reboot => EntryKind::SystemReboot,
+            Power::Shutdown => EntryKind::SystemShutdown,
+        }
+    }
+
+    /// "restart", "reboot", "shutdown": the API's path segment and `batonctl`'s word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Power::RestartService => "restart",
+            Power::Reboot => "reboot",
+            Power::Shutdown => "shutdown",
+        }
+    }
 }
 
 impl UpgradeConfig {
@@ -50,6 +84,10 @@ impl UpgradeConfig {
             slot_capacity_bytes: SLOT_CAPACITY_BYTES_DEFAULT,
             trusted_keys_file: None,
             reboot_command: vec!["systemctl".to_owned(), "reboot".to_owned()],
+            shutdown_command: vec!["systemctl".to_owned(), "poweroff".to_owned()],
+            restart_command: ["systemctl", "--no-block", "restart", "batond"]
+                .map(str::to_owned)
+                .to_vec(),
         }
     }
 }
@@ -192,9 +230,16 @@ impl UpgradeService {
         })
     }
 
-    pub fn reboot(&self) -> Result<(), UpgradeError> {
-        let Some((program, args)) = self.config.reboot_command.split_first() else {
-            return Err(UpgradeError::Reboot("no reboot command configured".to_owned()));
+    /// Runs the configured command for `power` and waits for it.
+    pub fn run_power(&self, power: Power) -> Result<(), UpgradeError> {
+        let command = match power {
+            Power::RestartService => &self.config.restart_command,
+            Power::Reboot => &self.config.reboot_command,
+            Power::Shutdown => &self.config.shutdown_command,
+        };
+        let Some((program, args)) = command.split_first() else {
+            let message = format!("no {} command configured", power.as_str());
+            return Err(UpgradeError::Reboot(message));
         };
         let status = std::process::Command::new(program)
             .args(args)
@@ -293,12 +338,18 @@ pub async fn install(
 
 /// Runs the reboot command, after saying so in the Event Log.
 pub async fn reboot(app: &super::App, actor: &str) -> Result<(), super::Error> {
+    power(app, actor, Power::Reboot).await
+}
+
+/// Runs the command for `power` (restart the service, reboot, shut down), after saying so in
+/// the Event Log: once it runs, this daemon may not live to write it.
+pub async fn power(app: &super::App, actor: &str, power: Power) -> Result<(), super::Error> {
     app.writer.journal(journal::entry(
         eventlog::Level::Warning,
-        EntryKind::SystemReboot,
+        power.entry_kind(),
         Some(actor),
-        "reboot requested",
+        format!("{} requested", power.as_str()),
     ));
     let service = app.upgrade.clone();
-    Ok(tokio::task::spawn_blocking(move || service.reboot()).await??)
+    Ok(tokio::task::spawn_blocking(move || service.run_power(power)).await??)
 }

@@ -494,3 +494,146 @@ async fn an_operator_certificate_takes_effect_without_a_restart() {
     assert_eq!(status_with(&client_trusting(&built_in_ca), &daemon).await.unwrap(), StatusCode::OK);
     daemon.stop().await;
 }
+
+/// The active alarms' ids and the count nobody acknowledged.
+async fn alarm_ids(daemon: &TestDaemon) -> (Vec<String>, u64) {
+    let (status, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alarms: api::Alarms = serde_json::from_value(body).unwrap();
+    let ids = alarms.alarms.iter().map(|alarm| alarm.id.clone()).collect();
+    (ids, alarms.unacknowledged as u64)
+}
+
+// Goal: a fresh daemon raises the factory password alarm, changing the password clears it by
+// itself, and both are in the Event Log; acknowledging an alarm that is not active is refused (422).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_factory_password_alarm_is_raised_then_cleared_by_the_change() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while alarm_ids(&daemon).await.0.contains(&"factory_password".to_owned()) {
+        assert!(std::time::Instant::now() < deadline, "the alarm was not cleared");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for kind in ["alarm.raised", "alarm.cleared"] {
+        // The Event Log is written behind the answer.
+        while !lines.iter().any(|(k, m)| k == kind && m.starts_with("factory_password:")) {
+            assert!(std::time::Instant::now() < deadline, "{kind} missing: {lines:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let (status, body) =
+                daemon.call(Method::GET, "/api/v1/logs/events?kind=alarm.&limit=100", None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            lines = body["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (e["kind"].as_str().unwrap().into(), e["message"].as_str().unwrap().into())
+                })
+                .collect();
+        }
+    }
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            "/api/v1/alarms/acknowledge",
+            Some(json!({"id": "factory_password", "subject": ""})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_fields(&body), ["id"]);
+    let (status, body) = daemon
+        .call(Method::POST, "/api/v1/alarms/acknowledge", Some(json!({"id": "no_such"})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    daemon.stop().await;
+}
+
+// Goal: Restart options through the API: each runs its own configured command (recorded
+// here by `touch`) and is written to the Event Log under its own kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_reboot_and_shutdown_run_their_commands_and_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let touch = |name: &str| vec!["touch".to_owned(), marks.join(name).display().to_string()];
+    let (restart, reboot, shutdown) = (touch("restart"), touch("reboot"), touch("shutdown"));
+    let daemon = TestDaemon::start_with(dir, move |config| {
+        config.upgrade.restart_command = restart;
+        config.upgrade.reboot_command = reboot;
+        config.upgrade.shutdown_command = shutdown;
+    })
+    .await;
+    daemon.change_factory_password().await;
+    let marks = daemon.data_dir().join("marks");
+    for (word, kind) in [
+        ("restart", "service.restart"),
+        ("reboot", "system.reboot"),
+        ("shutdown", "system.shutdown"),
+    ] {
+        assert!(!marks.join(word).exists());
+        let (status, body) =
+            daemon.call(Method::POST, &format!("/api/v1/system/{word}"), None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{word}: {body}");
+        assert!(marks.join(word).exists(), "{word}: its command did not run");
+        // The Event Log is written behind the answer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let path = format!("/api/v1/logs/events?kind={kind}");
+            let (_, log) = daemon.call(Method::GET, &path, None).await;
+            let entries = log["entries"].as_array().unwrap();
+            if entries.len() == 1 {
+                assert_eq!(entries[0]["actor"], "admin", "{log}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{kind}: {log}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let others: Vec<_> = std::fs::read_dir(&marks).unwrap().collect();
+    assert_eq!(others.len(), 3, "each ran its own command once");
+    daemon.stop().await;
+}
+
+// Goal: a bridge whose conferences reserve more than 80% of its ports raises an alarm about
+// it (ports counted as the policy decisions count them), cleared when a conference ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_above_80_percent_of_its_ports_raises_an_alarm() {
+    let daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    add_conference_chain(&daemon).await;
+    // ts1 has 48 ports; a conference of the template without a limit reserves 10.
+    for n in 0..4 {
+        let conference = json!({"name": format!("meeting-{n}"), "bridge": "ts1",
+                                "bridge_conference_id": format!("{n}"), "template": "meeting"});
+        let (status, body) =
+            daemon.call(Method::POST, "/api/v1/conferences", Some(conference)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let ports_alarm = |body: &Value| {
+        body["alarms"].as_array().unwrap().iter().find(|a| a["id"] == "bridge_ports_high").cloned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let alarm = loop {
+        let (_, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+        if let Some(alarm) = ports_alarm(&body) {
+            break alarm;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ports alarm: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(alarm["subject"], "ts1");
+    assert_eq!(alarm["detail"], "83% of its ports in use");
+    let (status, body) = daemon.call(Method::DELETE, "/api/v1/conferences/meeting-0", None).await;
+    assert!(status.is_success(), "{body}");
+    loop {
+        let (_, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+        if ports_alarm(&body).is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "62% still raises it: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    daemon.stop().await;
+}

@@ -184,3 +184,69 @@ async fn without_a_platform_the_host_is_left_alone_and_the_status_says_so() {
     assert_eq!(status["concerns"], json!({}), "{status}");
     daemon.stop().await;
 }
+
+/// The active alarm `id` about `subject`, when it is active.
+async fn alarm(daemon: &TestDaemon, id: &str, subject: &str) -> Option<api::Alarm> {
+    let (status, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alarms: api::Alarms = serde_json::from_value(body).unwrap();
+    alarms.alarms.into_iter().find(|alarm| alarm.id == id && alarm.subject == subject)
+}
+
+/// Alarms are evaluated every 10 s (and on configuration changes): wait up to two rounds.
+async fn alarm_eventually(daemon: &TestDaemon, id: &str, subject: &str, active: bool) {
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while alarm(daemon, id, subject).await.is_some() != active {
+        assert!(Instant::now() < deadline, "{id} ({subject}) never became active={active}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// Goal: an OS setting that fails raises an alarm naming the concern and why; acknowledging
+// silences it without clearing it; the setting applied again clears it; all three are in the
+// Event Log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_os_setting_raises_an_alarm_that_clears_when_it_applies() {
+    let recording = RecordingPlatform::new();
+    recording.fail(Concern::Ntp, "chronyc refused the servers");
+    let daemon = start(&recording).await;
+    alarm_eventually(&daemon, "os_setting_failed", "ntp", true).await;
+    let raised = alarm(&daemon, "os_setting_failed", "ntp").await.unwrap();
+    assert!(raised.detail.contains("chronyc refused the servers"), "{raised:?}");
+    assert_eq!(raised.acknowledged_by, None);
+
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            "/api/v1/alarms/acknowledge",
+            Some(json!({"id": "os_setting_failed", "subject": "ntp"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let acknowledged = alarm(&daemon, "os_setting_failed", "ntp").await.unwrap();
+    assert_eq!(acknowledged.acknowledged_by.as_deref(), Some("admin"), "silenced, still listed");
+
+    recording.succeed(Concern::Ntp);
+    put(&daemon, "/api/v1/ntp", json!({"servers": ["192.0.2.123"]})).await;
+    alarm_eventually(&daemon, "os_setting_failed", "ntp", false).await;
+    // The Event Log is written behind the answer: wait for the clearing's entry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, log) = daemon.call(Method::GET, "/api/v1/logs/events?kind=alarm.", None).await;
+        assert_eq!(status, StatusCode::OK, "{log}");
+        let kinds: Vec<&str> = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["message"].as_str().unwrap().starts_with("os_setting_failed"))
+            .map(|entry| entry["kind"].as_str().unwrap())
+            .collect();
+        if ["alarm.raised", "alarm.acknowledged", "alarm.cleared"].iter().all(|k| kinds.contains(k))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "raised, acknowledged and cleared expected: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.stop().await;
+}

@@ -586,3 +586,117 @@ async fn the_clustering_page_recommends_a_backup_and_can_leave_without_the_bridg
     let page = browser.get(&location).await;
     assert!(page.body.contains("its 1 conference bridge entries were deleted"), "{}", page.body);
 }
+
+/// The count in the header's alarms link ("3 alarms").
+fn header_alarm_count(page: &Page) -> u64 {
+    let marker = "href=\"/status/alarms\">";
+    let start = page.body.find(marker).expect("the header's alarms link") + marker.len();
+    page.body[start..].split(' ').next().unwrap().parse().unwrap()
+}
+
+// Goal: every page's header counts the unacknowledged alarms and links to Status > Alarms,
+// which lists each with what to do; acknowledging one there (CSRF-checked) lowers the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_counts_alarms_and_the_alarms_page_acknowledges_them() {
+    let recording = platform::RecordingPlatform::new();
+    recording.fail(platform::Concern::Ntp, "chronyc refused the servers");
+    let daemon = TestDaemon::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.platform = Some(std::sync::Arc::new(recording.clone()))
+    })
+    .await;
+    // The factory account's own pages show the alarm about its password.
+    let mut factory = Browser::new(&daemon);
+    factory.log_in("TANDBERG").await;
+    // The first evaluation runs right after the start, behind the listener.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    while header_alarm_count(&factory.get("/password").await) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no alarm about the factory password");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let mut browser = signed_in(&daemon).await;
+    let expected = loop {
+        let (_, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+        let ids: Vec<&str> =
+            body["alarms"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+        if ids.contains(&"os_setting_failed") && !ids.contains(&"factory_password") {
+            break body["unacknowledged"].as_u64().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "alarms never settled: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for path in ["/status", "/configuration/bridges", "/logs/events"] {
+        assert_eq!(header_alarm_count(&browser.get(path).await), expected, "{path}");
+    }
+    let page = browser.get("/status/alarms").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("An operating-system setting could not be applied"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("chronyc refused the servers"));
+    let csrf = browser.csrf("/status/alarms").await;
+    let form = [("csrf", csrf.as_str()), ("id", "os_setting_failed"), ("subject", "ntp")];
+    let page = browser.post("/status/alarms/acknowledge", &form).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let page = browser.get("/status/alarms").await;
+    assert_eq!(header_alarm_count(&page), expected - 1);
+    assert!(page.body.contains("Acknowledged by admin"), "{}", page.body);
+    daemon.stop().await;
+}
+
+// Goal: Maintenance > Restart options says configuration changes never need a restart, offers
+// Restart, Reboot and Shutdown, and runs one only once confirmed (CSRF-checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_options_are_confirmed_before_they_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("shutdown-requested");
+    let command = vec!["touch".to_owned(), mark.display().to_string()];
+    let daemon = TestDaemon::start_with(dir, move |config| {
+        config.upgrade.shutdown_command = command;
+    })
+    .await;
+    let mut browser = signed_in(&daemon).await;
+    let page = browser.get("/maintenance/restart").await;
+    assert!(
+        page.body.contains("Configuration changes never need a restart, a reboot or a shutdown"),
+        "{}",
+        page.body
+    );
+    for action in ["/maintenance/restart-service", "/maintenance/reboot", "/maintenance/shutdown"] {
+        assert!(page.body.contains(&format!("action=\"{action}\"")), "{action}");
+    }
+    let question = browser.get("/maintenance/shutdown").await;
+    assert!(question.body.contains("Shut this peer down now?"), "{}", question.body);
+    assert!(!mark.exists(), "asking runs nothing");
+    let refused = browser.post("/maintenance/shutdown", &[("confirm", "yes")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!mark.exists(), "a form without the CSRF token runs nothing");
+    let csrf = browser.csrf("/maintenance/shutdown").await;
+    let done = browser.post("/maintenance/shutdown", &[("csrf", &csrf), ("confirm", "yes")]).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("Shutting down"), "{}", done.body);
+    assert!(mark.exists(), "the shutdown command ran");
+    daemon.stop().await;
+}
+
+// Goal: an unknown page answers a 404 page inside the layout (a browser never sees the API's
+// raw JSON), while an unknown API path keeps its JSON error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_pages_answer_an_html_404_in_the_layout() {
+    let daemon = TestDaemon::start().await;
+    let mut anonymous = Browser::new(&daemon);
+    let page = anonymous.get("/no/such/page").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.body.starts_with("<!doctype html>"), "{}", page.body);
+    assert!(page.body.contains("There is no page at this address"), "{}", page.body);
+    let mut browser = signed_in(&daemon).await;
+    let page = browser.get("/status/nothing-here").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.body.contains("<nav aria-label=\"Main\">"), "signed in: the navigation");
+    let (status, body) = daemon.call(Method::GET, "/api/v1/no-such-thing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    daemon.stop().await;
+}

@@ -185,6 +185,12 @@ impl Engine {
         template(&self.state, name)
     }
 
+    /// Ports the conferences placed on bridge `name` reserve (what its free ports are
+    /// counted from).
+    pub fn reserved_ports(&self, name: &str) -> u32 {
+        self.reserved_ports.get(name).copied().unwrap_or(0)
+    }
+
     pub fn bridge(&self, name: &str) -> Option<&Bridge> {
         match self.state.get(&key(RecordKind::Bridge, name))? {
             Record::Bridge(bridge) => Some(bridge),

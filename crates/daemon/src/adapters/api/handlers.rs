@@ -7,7 +7,7 @@ use crate::base::{auth, version};
 use crate::services::accounts::{self, Via};
 use crate::services::history::{self, LogQuery, Page};
 use crate::services::records;
-use crate::services::{App, Error, Input, backups, cluster_join, restore, upgrades};
+use crate::services::{App, Error, Input, alarms, backups, cluster_join, restore, upgrades};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -223,6 +223,31 @@ pub(super) async fn upgrade_reboot(
     State(app): State<Arc<App>>,
 ) -> Answer<StatusCode> {
     upgrades::reboot(&app, &admin.name).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The active alarms, most severe first.
+pub(super) async fn alarms(_: Ready, State(app): State<Arc<App>>) -> Json<api::Alarms> {
+    Json(alarms::view(&app))
+}
+
+pub(super) async fn acknowledge_alarm(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody,
+) -> Answer<StatusCode> {
+    let request: api::AlarmAcknowledge = request(body)?;
+    alarms::acknowledge(&app, &request.id, &request.subject, &admin.name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Restarts the service, reboots or shuts down this peer (Maintenance > Restart options).
+pub(super) async fn power(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    power: upgrades::Power,
+) -> Answer<StatusCode> {
+    upgrades::power(&app, &admin.name, power).await?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -18,7 +18,6 @@ pub(crate) use handlers::backup_download;
 use crate::services::App;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use std::sync::Arc;
 
 /// Largest request body; the biggest legitimate one is a certificates record.
@@ -38,9 +37,8 @@ pub fn router(app: Arc<App>) -> Router {
         router = router.route(&route.path, route.handler);
     }
     router
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
-        })
+        // Under the API's prefix a JSON 404; elsewhere (a browser) a page in the layout.
+        .fallback(crate::adapters::web::not_found)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(tower::limit::ConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         .with_state(app)

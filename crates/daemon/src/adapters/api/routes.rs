@@ -51,6 +51,8 @@ fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) 
 pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
+    routes.extend(alarm_routes());
+    routes.extend(power_routes());
     routes.extend(upgrade_routes());
     routes.extend(history_routes());
     routes.extend(backup_routes());
@@ -158,6 +160,57 @@ fn system_routes() -> Vec<Route> {
             get(h::policy_status),
         ),
     ]
+}
+
+/// The active alarms and their acknowledgement.
+fn alarm_routes() -> Vec<Route> {
+    use Method::{Get, Post};
+    vec![
+        route(
+            Get,
+            "/alarms",
+            openapi::doc(
+                "The active alarms, most severe first: each with its stable id, severity, title, what to do, subject (peer, bridge, OS concern), detail, when raised and who acknowledged it; and the count nobody acknowledged",
+                "200",
+                false,
+            ),
+            get(h::alarms),
+        ),
+        route(
+            Post,
+            "/alarms/acknowledge",
+            openapi::doc(
+                "Silence an active alarm: `{id, subject}` (the subject as listed; empty for the appliance). It stays listed until its condition clears; the acknowledgement is in the Event Log",
+                "204",
+                true,
+            ),
+            post(h::acknowledge_alarm),
+        ),
+    ]
+}
+
+/// Maintenance > Restart options: the service, the machine, power off.
+fn power_routes() -> Vec<Route> {
+    use crate::services::upgrades::Power;
+    let summaries = [
+        (
+            Power::RestartService,
+            "Restart the Baton service on this peer (not the machine); configuration changes never need it",
+        ),
+        (
+            Power::Reboot,
+            "Reboot this peer (into the slot on trial after an install); the same as /upgrade/reboot",
+        ),
+        (Power::Shutdown, "Power this peer off; it stays off until someone powers it on"),
+    ];
+    summaries
+        .into_iter()
+        .map(|(power, summary)| {
+            let path = format!("/system/{}", power.as_str());
+            let handler = post(move |a: Ready, s: State<Arc<App>>| h::power(a, s, power));
+            route(Method::Post, &path, openapi::doc(summary, "202", false), handler)
+        })
+        .collect()
 }
 
 /// Installing an upgrade and rebooting into it.

@@ -14,6 +14,7 @@ use super::{
     FormPairs, Operator, OperatorForm, WebState, WebUser, check_csrf, csrf_input, esc, page,
 };
 use crate::adapters::api::{self as http, ApiError};
+use crate::services::upgrades::Power;
 use crate::services::{App, records, restore, upgrades};
 use axum::body::Bytes;
 use axum::extract::multipart::Field;
@@ -60,7 +61,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
             get(upgrade_page).post(upgrade_upload).layer(DefaultBodyLimit::max(upgrade_limit)),
         )
         .route("/maintenance/restart", get(restart_page))
-        .route("/maintenance/reboot", get(reboot_question).post(reboot))
+        .merge(power_routes())
 }
 
 async fn script() -> impl IntoResponse {
@@ -712,52 +713,106 @@ async fn upgrade_uploaded(
 // ---- restart --------------------------------------------------------------------------------
 
 async fn restart_page(Operator(user): Operator) -> Response {
-    let body = "<p class=\"saved\">Configuration changes never need a restart: each takes effect \
-         as soon as it is saved, on this peer and (for shared settings) on every peer of the \
-         cluster.</p>\
-         <p>Reboot this peer only to start an installed upgrade, or when support asks for it. \
-         While it reboots, the other peers of a cluster keep serving the VCS.</p>\
-         <form method=\"get\" action=\"/maintenance/reboot\"><button type=\"submit\">Reboot this peer…</button></form>";
+    let body = "<p class=\"saved\">Configuration changes never need a restart, a reboot or a \
+         shutdown: each setting \
+         (network, time, certificates, bridges, clustering, …) takes effect as soon as it is \
+         saved, on this peer and (for shared settings) on every peer of the cluster.</p>\
+         <p>Restart the Baton service when support asks for it; reboot to start an installed \
+         upgrade; shut down before moving or powering off the machine. While this peer is away, \
+         the other peers of a cluster keep serving the VCS. Each asks for confirmation and is \
+         written to the Event Log.</p>\
+         <form method=\"get\" action=\"/maintenance/restart-service\" class=\"inline\"><button type=\"submit\">Restart…</button></form> \
+         <form method=\"get\" action=\"/maintenance/reboot\" class=\"inline\"><button type=\"submit\">Reboot…</button></form> \
+         <form method=\"get\" action=\"/maintenance/shutdown\" class=\"inline\"><button type=\"submit\">Shutdown…</button></form>";
     page("Restart options", Some(&user), body).into_response()
 }
 
-async fn reboot_question(Operator(user): Operator, State(app): State<Arc<App>>) -> Response {
-    let next = match upgrades::status_of(&app).await.map_err(ApiError::from) {
-        Ok(status) => match status.boot_entries.first() {
+/// Where each of the Restart options is asked and confirmed, its title and its question.
+fn power_page(power: Power) -> (&'static str, &'static str, &'static str) {
+    match power {
+        Power::RestartService => (
+            "/maintenance/restart-service",
+            "Restart",
+            "Restart the Baton service on this peer now? The web interface and the policy \
+             service on this peer are unavailable for a few seconds.",
+        ),
+        Power::Reboot => (
+            "/maintenance/reboot",
+            "Reboot",
+            "Reboot this peer now? The web interface and the policy service on this peer are \
+             unavailable until it is back.",
+        ),
+        Power::Shutdown => (
+            "/maintenance/shutdown",
+            "Shutdown",
+            "Shut this peer down now? It stays off until someone powers it on at the machine.",
+        ),
+    }
+}
+
+async fn power_question(user: WebUser, app: &App, power: Power) -> Response {
+    let (action, title, question) = power_page(power);
+    let next = match upgrades::status_of(app).await.map_err(ApiError::from) {
+        Ok(status) if power == Power::Reboot => match status.boot_entries.first() {
             Some(entry) => format!("<p>It will boot <code>{}</code>.</p>", esc(entry)),
             None => String::new(),
         },
-        Err(_) => String::new(),
+        _ => String::new(),
     };
     let body = format!(
-        "<p class=\"problem\" role=\"alert\">Reboot this peer now? The web interface and the \
-         policy service on this peer are unavailable until it is back.</p>{next}\
-         <form method=\"post\" action=\"/maintenance/reboot\" class=\"inline\">{}\
+        "<p class=\"problem\" role=\"alert\">{question}</p>{next}\
+         <form method=\"post\" action=\"{action}\" class=\"inline\">{}\
          <input type=\"hidden\" name=\"confirm\" value=\"yes\">\
-         <button type=\"submit\" id=\"confirm-reboot\">Yes, reboot now</button></form> \
+         <button type=\"submit\" id=\"confirm-{}\">Yes, {} now</button></form> \
          <a href=\"/maintenance/restart\">No, go back</a>",
-        csrf_input(&user)
+        csrf_input(&user),
+        power.as_str(),
+        title.to_lowercase()
     );
-    page("Reboot", Some(&user), &body).into_response()
+    page(title, Some(&user), &body).into_response()
 }
 
-async fn reboot(
-    State(app): State<Arc<App>>,
+async fn power_confirmed(
+    app: &App,
     OperatorForm { user, form }: OperatorForm,
+    power: Power,
 ) -> Response {
+    let (action, title, _) = power_page(power);
     if super::form_value(&form, "confirm") != "yes" {
-        return super::see_other("/maintenance/reboot");
+        return super::see_other(action);
     }
-    match upgrades::reboot(&app, &user.name).await.map_err(ApiError::from) {
-        Ok(()) => page(
-            "Reboot",
-            Some(&user),
-            "<p class=\"saved\" role=\"status\">Rebooting. Log in again in a few minutes.</p>",
-        )
-        .into_response(),
+    match upgrades::power(app, &user.name, power).await.map_err(ApiError::from) {
+        Ok(()) => {
+            let done = match power {
+                Power::RestartService => "Restarting the service. Log in again in a few seconds.",
+                Power::Reboot => "Rebooting. Log in again in a few minutes.",
+                Power::Shutdown => "Shutting down. This peer stays off until powered on.",
+            };
+            let body = format!("<p class=\"saved\" role=\"status\">{done}</p>");
+            page(title, Some(&user), &body).into_response()
+        }
         Err(error) => {
-            let body = super::error_note(&format!("The reboot failed: {}", error.message()));
-            (error.status(), page("Reboot", Some(&user), &body)).into_response()
+            let body =
+                super::error_note(&format!("The {} failed: {}", power.as_str(), error.message()));
+            (error.status(), page(title, Some(&user), &body)).into_response()
         }
     }
+}
+
+/// The question and the confirmed form of each Restart option.
+fn power_routes() -> Router<Arc<App>> {
+    let mut router = Router::new();
+    for power in [Power::RestartService, Power::Reboot, Power::Shutdown] {
+        let (action, _, _) = power_page(power);
+        router = router.route(
+            action,
+            get(move |Operator(user): Operator, State(app): State<Arc<App>>| async move {
+                power_question(user, &app, power).await
+            })
+            .post(move |State(app): State<Arc<App>>, form: OperatorForm| async move {
+                power_confirmed(&app, form, power).await
+            }),
+        );
+    }
+    router
 }

@@ -9,6 +9,7 @@
 //! anything is read or changed. No JavaScript is needed: plain links, forms and buttons; one
 //! small script only adds upload progress bars to the Maintenance uploads.
 
+mod alarms;
 mod conference;
 mod forms;
 mod join;
@@ -49,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/logout", post(logout))
         .route("/password", get(password_page).post(change_password))
         .route("/status", get(status::status_page))
+        .merge(alarms::routes())
         .merge(system::routes())
         .merge(conference::routes())
         .merge(logs::routes())
@@ -114,7 +116,7 @@ pub(crate) fn url_encode(text: &str) -> String {
 
 /// The navigation: the operator's map of the appliance.
 const NAV: &[(&str, &[(&str, &str)])] = &[
-    ("Status", &[("Overview", "/status")]),
+    ("Status", &[("Overview", "/status"), ("Alarms", "/status/alarms")]),
     (
         "System",
         &[
@@ -185,6 +187,12 @@ pub(crate) fn page(title: &str, user: Option<&WebUser>, body: &str) -> Html<Stri
             csrf_input(user),
             esc(&user.name)
         );
+        let alarms = match user.alarm_count {
+            1 => "1 alarm".to_owned(),
+            count => format!("{count} alarms"),
+        };
+        let class = if user.alarm_count > 0 { "alarms active" } else { "alarms" };
+        let _ = write!(html, "<a class=\"{class}\" href=\"/status/alarms\">{alarms}</a>");
     }
     html.push_str("</header>");
     if user.is_some_and(|user| !user.must_change_password) {
@@ -232,6 +240,24 @@ pub(crate) fn error_page(user: Option<&WebUser>, error: &ApiError) -> Response {
     (error.status(), page("Error", user, &body)).into_response()
 }
 
+/// Path prefixes whose clients are programs (the API, the VCS): they get the API's JSON 404.
+const PROGRAM_PATH_PREFIXES: &[&str] = &["/api/", "/baton/"];
+
+/// The admin listener's answer to an unknown address: the API's JSON 404 for programs, and
+/// for a browser a 404 page inside the layout (with the navigation when signed in).
+pub(crate) async fn not_found(State(app): State<Arc<App>>, request: Request) -> Response {
+    let path = request.uri().path();
+    if path == "/api" || PROGRAM_PATH_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+            .into_response();
+    }
+    let (mut parts, _) = request.into_parts();
+    let user = WebUser::from_request_parts(&mut parts, &app).await.ok();
+    let body = "<p class=\"problem\" role=\"alert\">There is no page at this address.</p>\
+                <p><a href=\"/status\">Go to the Status page</a></p>";
+    (StatusCode::NOT_FOUND, page("Page not found", user.as_ref(), body)).into_response()
+}
+
 // ---- sessions -------------------------------------------------------------------------------
 
 /// A signed-in administrator, read from the session cookie.
@@ -240,6 +266,8 @@ pub(crate) struct WebUser {
     pub(crate) must_change_password: bool,
     pub(crate) token: String,
     pub(crate) csrf_token: String,
+    /// Active alarms nobody acknowledged, for the header.
+    pub(crate) alarm_count: usize,
 }
 
 /// A signed-in administrator who has changed the factory password, as every page but the
@@ -272,7 +300,9 @@ impl FromRequestParts<Arc<App>> for WebUser {
             .map_err(ApiError::from)
             .map_err(|error| error_page(None, &error))?
             .ok_or_else(to_login)?;
-        Ok(WebUser { name, must_change_password: admin.must_change_password, token, csrf_token })
+        let must_change_password = admin.must_change_password;
+        let alarm_count = app.alarms.unacknowledged();
+        Ok(WebUser { name, must_change_password, token, csrf_token, alarm_count })
     }
 }
 

@@ -1,0 +1,110 @@
+//! Gathers the facts the alarms are decided from ([`super::alarms::Facts`]) out of the
+//! services: accounts, NTP, cluster links, bridge health, the data partition, the last boot
+//! and the OS settings. Kept apart from the pure evaluation so that one is tested alone.
+
+use super::App;
+use super::alarms::{BridgeFacts, Facts, PeerFacts};
+use super::cluster::PeerState;
+use crate::base::clock::now_ms;
+use model::{Record, RecordKind};
+use std::path::Path;
+
+/// The facts now.
+pub async fn gather(app: &App) -> Facts {
+    let mut facts = Facts {
+        factory_password_unchanged: factory_password_unchanged(app),
+        time_synchronised: Some(time_synchronised(app).await),
+        peers: peers(app),
+        bridges: bridges(app),
+        os_settings_failed: app.platform.failures(),
+        ..Facts::default()
+    };
+    let data_dir = app.data_dir.clone();
+    facts.data_partition_used_percent =
+        tokio::task::spawn_blocking(move || used_percent(&data_dir)).await.ok().flatten();
+    facts.upgrade_fell_back = match super::upgrades::status_of(app).await {
+        Ok(report) if report.fell_back.is_some() => Some(report.last_boot),
+        _ => None,
+    };
+    app.alarms.reported(&mut facts);
+    facts.repeated_warnings = app.policy.warnings.repeated(now_ms());
+    facts
+}
+
+/// An administrator account still waiting for its forced password change is the factory one.
+fn factory_password_unchanged(app: &App) -> bool {
+    let state = app.writer.state_watch().borrow().clone();
+    state.list(RecordKind::Administrator).any(|record| match record {
+        Record::Administrator(admin) => admin.must_change_password,
+        _ => false,
+    })
+}
+
+async fn time_synchronised(app: &App) -> Result<bool, String> {
+    if app.cluster.assumes_time_synchronised() {
+        return Ok(true);
+    }
+    super::cluster::ntp_synchronised().await
+}
+
+fn peers(app: &App) -> Vec<PeerFacts> {
+    let status = app.cluster.status();
+    let other_versions = app.cluster.other_versions();
+    status
+        .peers
+        .into_iter()
+        .filter_map(|line| {
+            let other_version = other_versions.get(&line.address).cloned();
+            let address = line.address.to_string();
+            match line.state {
+                PeerState::Failed { reason } => Some(PeerFacts {
+                    address,
+                    failure: Some(reason),
+                    other_version,
+                    ..PeerFacts::default()
+                }),
+                PeerState::Active { latency_ms, .. } => {
+                    Some(PeerFacts { address, latency_ms, ..PeerFacts::default() })
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Each enabled bridge: why it is out of selection, and the share of its ports the
+/// conferences placed on it reserve (counted as the policy decisions count them).
+fn bridges(app: &App) -> Vec<BridgeFacts> {
+    let state = app.writer.state_watch().borrow().clone();
+    let engine = policy::Engine::new(state.clone(), None);
+    let mut problems = app.policy.health.problems();
+    state
+        .list(RecordKind::Bridge)
+        .filter_map(|record| match record {
+            Record::Bridge(bridge) if bridge.enabled => Some(bridge),
+            _ => None,
+        })
+        .map(|bridge| {
+            let reserved = u64::from(engine.reserved_ports(&bridge.name));
+            let capacity = u64::from(bridge.capacity_ports);
+            let used = (capacity > 0).then(|| reserved.saturating_mul(100) / capacity);
+            BridgeFacts {
+                name: bridge.name.clone(),
+                problem: problems.remove(&bridge.name),
+                ports_used_percent: used.map(|percent| u8::try_from(percent).unwrap_or(u8::MAX)),
+            }
+        })
+        .collect()
+}
+
+/// How full the file system holding `path` is, as `df` counts it (blocks reserved for root
+/// count as unavailable); `None` when it cannot tell.
+pub fn used_percent(path: &Path) -> Option<u8> {
+    let stats = nix::sys::statvfs::statvfs(path).ok()?;
+    let used = stats.blocks().saturating_sub(stats.blocks_free());
+    let usable = used.saturating_add(stats.blocks_available());
+    if usable == 0 {
+        return None;
+    }
+    u8::try_from(used.saturating_mul(100).div_ceil(usable)).ok()
+}
