@@ -5,7 +5,7 @@ use crate::adapters::{api, vcs, web};
 use crate::base::journal::{self, EntryKind};
 use crate::base::tasks::{TASKS_STOP_TIMEOUT_MS, Tasks};
 use crate::base::{auth, clock, tls, version};
-use crate::services::{self, App, backups, bridge_host, cluster, platform, policy, upgrades};
+use crate::services::{App, backups, bridge_host, cluster, platform, policy, upgrades};
 use crate::store::{self, Outbound, Writer};
 use crate::{ADMIN_URL_FILE, Config, SHUTDOWN_GRACE_MS, WRITER_STOP_TIMEOUT_MS};
 use anyhow::Context;
@@ -218,7 +218,6 @@ pub(crate) fn compose(
         readers: parts.readers,
         sessions: auth::Sessions::default(),
         started_ms: parts.started_ms,
-        password_checks: tokio::sync::Semaphore::new(services::PASSWORD_CHECKS_IN_FLIGHT_MAX),
         tls: parts.tls,
         tls_files: parts.tls_files,
         cluster: cluster::spawn(config.cluster.clone(), writer.clone(), parts.outbound, tasks),

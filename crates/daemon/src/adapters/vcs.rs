@@ -63,7 +63,15 @@ async fn decide(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Basic "));
-    if !credentials.is_some_and(|credentials| service.authorised(credentials)) {
+    let authorised = match credentials {
+        Some(credentials) => service.authorised(credentials).await,
+        None => Ok(false),
+    };
+    let Ok(authorised) = authorised else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many password checks at once; try again\n")
+            .into_response();
+    };
+    if !authorised {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic realm=\"baton policy\"")],

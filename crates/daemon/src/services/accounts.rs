@@ -2,9 +2,9 @@
 //! in the Event Log), logging in and out, changing one's own password.
 
 use super::{App, Error, Input};
-use crate::base::auth;
 use crate::base::clock::now_ms;
 use crate::base::journal::{self, EntryKind};
+use crate::base::{auth, passwords};
 use eventlog::Level;
 use model::{Command, Record, RecordKey, RecordKind};
 
@@ -26,9 +26,7 @@ pub struct Session {
 
 /// The argon2id hash of a new administrator password, computed off the async runtime.
 pub async fn hash(password: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await?
-        .map_err(Error::internal)
+    passwords::hash(password).await?.map_err(Error::internal)
 }
 
 /// The administrator account `name`, if it exists.
@@ -51,15 +49,9 @@ pub async fn check_password(
     password: &str,
 ) -> Result<model::record::Administrator, Error> {
     let admin = lookup_admin(app, name).await?;
-    let (hash, password_owned) =
-        (admin.as_ref().map(|a| a.password_hash.clone()), password.to_owned());
-    let _permit = app.password_checks.acquire().await.map_err(Error::internal)?;
-    let verified = tokio::task::spawn_blocking(move || {
-        // Hash even for an unknown user, so timing does not tell which names exist.
-        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        auth::verify_password(&password_owned, &hash)
-    })
-    .await?;
+    // Hash even for an unknown user, so timing does not tell which names exist.
+    let hash = admin.as_ref().map_or(DUMMY_HASH, |admin| &admin.password_hash).to_owned();
+    let verified = passwords::verify(password.to_owned(), hash).await?;
     match admin {
         Some(admin) if verified => Ok(admin),
         _ => {

@@ -31,6 +31,9 @@ pub enum Error {
     /// The user name or password is wrong (or the account does not exist).
     #[error("wrong user name or password")]
     WrongPassword,
+    /// Too many password checks at once (`base::passwords`): nothing was checked.
+    #[error(transparent)]
+    PasswordChecksBusy(#[from] crate::base::passwords::Busy),
     /// This machine's hardware serial is unknown, so backups and restores are unavailable.
     #[error("{0}")]
     NoHardwareSerial(String),

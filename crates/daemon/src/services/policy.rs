@@ -310,12 +310,15 @@ impl PolicyService {
     }
 
     /// Whether `basic_credentials` (the base64 of an HTTP Basic `Authorization`) are the
-    /// policy-service account's.
-    pub fn authorised(&self, basic_credentials: &str) -> bool {
+    /// policy-service account's. The password check runs on `base::passwords`' bounded pool.
+    pub async fn authorised(
+        &self,
+        basic_credentials: &str,
+    ) -> Result<bool, crate::base::passwords::Busy> {
         let state = self.state.borrow().clone();
         let Some(Record::PolicyService(account)) = singleton(&state, RecordKind::PolicyService)
         else {
-            return false;
+            return Ok(false);
         };
         let encoded = basic_credentials;
         // Keyed by the stored hash too, so a password change invalidates what was remembered.
@@ -325,7 +328,7 @@ impl PolicyService {
             .finalize()
             .into();
         if lock(&self.verified).contains(&fingerprint) {
-            return true;
+            return Ok(true);
         }
         let Some((user, password)) = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
@@ -333,10 +336,10 @@ impl PolicyService {
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
         else {
-            return false;
+            return Ok(false);
         };
         let good = user == account.username
-            && crate::base::auth::verify_password(&password, &account.password_hash);
+            && crate::base::passwords::verify(password, account.password_hash.clone()).await?;
         if good {
             let mut verified = lock(&self.verified);
             if verified.len() >= CREDENTIALS_CACHED_MAX {
@@ -344,7 +347,7 @@ impl PolicyService {
             }
             verified.insert(fingerprint);
         }
-        good
+        Ok(good)
     }
 
     /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),

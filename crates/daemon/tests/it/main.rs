@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod flood;
 mod platform;
 mod policy;
 mod web;

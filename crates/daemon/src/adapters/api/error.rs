@@ -93,6 +93,7 @@ impl From<Error> for ApiError {
                 return ApiError { status, code, message, fields };
             }
             Error::WrongPassword => return ApiError::unauthenticated(),
+            Error::PasswordChecksBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Error::NoHardwareSerial(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_hardware_serial"),
             Error::OperationInProgress => (StatusCode::CONFLICT, "operation_in_progress"),
             Error::RestoreClustered(_) => (StatusCode::CONFLICT, "restore_clustered"),
