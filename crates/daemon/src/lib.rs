@@ -106,9 +106,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let (tls_files, tls) = startup::admin_tls(&config, certificates.as_ref())?;
     let admin = startup::bind_admin(&config)?;
     let readers = store::Readers::new(config.data_dir.join(store::DATABASE_FILE));
-    let policy = startup::start_policy(&config, &writer, &readers, &tasks).await?;
-    let parts =
-        startup::Parts { started_ms, readers, hardware_serial, tls, tls_files, policy, outbound };
+    let logins = services::logins::Logins::new(writer.clone());
+    logins.spawn_summaries(&tasks);
+    let policy = startup::start_policy(&config, &writer, &readers, &logins, &tasks).await?;
+    let parts = startup::Parts {
+        started_ms,
+        readers,
+        hardware_serial,
+        tls,
+        tls_files,
+        policy,
+        logins,
+        outbound,
+    };
     let app = startup::compose(&config, &writer, parts, &tasks)?;
     let admin_addr = admin.local_addr().context("reading the admin address")?;
     startup::announce_admin_endpoint(&app, admin_addr.port(), certificates.as_ref());

@@ -5,6 +5,7 @@ use crate::adapters::{api, vcs, web};
 use crate::base::journal::{self, EntryKind};
 use crate::base::tasks::{TASKS_STOP_TIMEOUT_MS, Tasks};
 use crate::base::{auth, clock, tls, version};
+use crate::services::logins::Logins;
 use crate::services::{App, backups, bridge_host, cluster, platform, policy, upgrades};
 use crate::store::{self, Outbound, Writer};
 use crate::{ADMIN_URL_FILE, Config, SHUTDOWN_GRACE_MS, WRITER_STOP_TIMEOUT_MS};
@@ -153,6 +154,7 @@ pub(crate) async fn start_policy(
     config: &Config,
     writer: &Writer,
     readers: &store::Readers,
+    logins: &Arc<Logins>,
     tasks: &Tasks,
 ) -> anyhow::Result<Arc<policy::PolicyService>> {
     let bridges = bridge_host::XmlRpcBridges::new().context("setting up the bridge API client")?;
@@ -173,12 +175,15 @@ pub(crate) async fn start_policy(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the HTTP policy service to {listen}"))?;
-        let router = vcs::router(service.clone());
+        let router = vcs::router(service.clone(), logins.clone());
         let stop = tasks.shutdown().clone();
         tasks.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP policy service failed");
             }
@@ -196,6 +201,7 @@ pub(crate) struct Parts {
     pub(crate) tls: tls::LiveTls,
     pub(crate) tls_files: tls::TlsFiles,
     pub(crate) policy: Arc<policy::PolicyService>,
+    pub(crate) logins: Arc<Logins>,
     pub(crate) outbound: mpsc::Receiver<Outbound>,
 }
 
@@ -217,6 +223,7 @@ pub(crate) fn compose(
         writer: writer.clone(),
         readers: parts.readers,
         sessions: auth::Sessions::default(),
+        logins: parts.logins,
         started_ms: parts.started_ms,
         tls: parts.tls,
         tls_files: parts.tls_files,
@@ -262,10 +269,10 @@ pub(crate) fn serve_admin(
     let handle = axum_server::Handle::new();
     let router = api::router(app.clone())
         .merge(web::router(app.clone()))
-        .merge(vcs::router(app.policy.clone()));
+        .merge(vcs::router(app.policy.clone(), app.logins.clone()));
     let serving = axum_server::from_tcp_rustls(listener, app.tls.listener_config())
         .handle(handle.clone())
-        .serve(router.into_make_service());
+        .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>());
     Ok(AdminServer { serving: Box::pin(serving), handle })
 }
 

@@ -10,5 +10,6 @@ pub mod passwords;
 pub(crate) mod random;
 pub mod sync;
 pub mod tasks;
+pub mod throttle;
 pub mod tls;
 pub mod version;

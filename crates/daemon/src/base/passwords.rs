@@ -131,7 +131,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn excess_checks_are_refused_not_queued_without_bound() {
         let hash = crate::base::auth::hash_password("correct horse").expect("hash");
-        let checks: Vec<_> = (0..CHECKS_WAITING_MAX + 20)
+        let checks: Vec<_> = (0..CHECKS_WAITING_MAX + 100)
             .map(|_| tokio::spawn(verify("wrong".to_owned(), hash.clone())))
             .collect();
         let mut busy = 0;

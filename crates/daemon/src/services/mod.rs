@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod cluster_join;
 mod error;
 pub mod history;
+pub mod logins;
 pub mod platform;
 pub mod policy;
 pub mod records;
@@ -27,6 +28,8 @@ pub struct App {
     pub writer: Writer,
     pub readers: Readers,
     pub sessions: Sessions,
+    /// Every login path's throttle and failure entries.
+    pub logins: Arc<logins::Logins>,
     pub started_ms: u64,
     /// The live TLS configuration of the admin API, swapped when the certificates change.
     pub tls: tls::LiveTls,

@@ -94,6 +94,7 @@ impl From<Error> for ApiError {
             }
             Error::WrongPassword => return ApiError::unauthenticated(),
             Error::PasswordChecksBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Error::LoginThrottled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             Error::NoHardwareSerial(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_hardware_serial"),
             Error::OperationInProgress => (StatusCode::CONFLICT, "operation_in_progress"),
             Error::RestoreClustered(_) => (StatusCode::CONFLICT, "restore_clustered"),

@@ -2,6 +2,7 @@
 
 use super::extract::{Admin, JsonBody, Query, Ready};
 use super::{ApiError, BodyReader, PASSWORD_HEADER};
+use crate::adapters::Source;
 use crate::base::clock::format_ms;
 use crate::base::{auth, version};
 use crate::services::accounts::{self, Via};
@@ -90,11 +91,13 @@ struct LoginRequest {
 }
 
 pub(super) async fn login(
+    Source(source): Source,
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
 ) -> Answer<(StatusCode, Json<Value>)> {
     let login: LoginRequest = request(body)?;
-    let session = accounts::log_in(&app, &login.username, &login.password, Via::Api).await?;
+    let session =
+        accounts::log_in(&app, source, &login.username, &login.password, Via::Api).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -127,13 +130,14 @@ struct PasswordChange {
 
 pub(super) async fn change_password(
     admin: Admin,
+    Source(source): Source,
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
 ) -> Answer {
     let change: PasswordChange = request(body)?;
     let token = admin.token.as_deref();
     let (current, new) = (&change.current_password, change.new_password.clone());
-    accounts::change_own_password(&app, &admin.name, token, current, new).await?;
+    accounts::change_own_password(&app, source, &admin.name, token, current, new).await?;
     Ok(Json(json!({"message": "password changed"})))
 }
 
