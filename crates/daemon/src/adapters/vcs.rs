@@ -56,8 +56,20 @@ async fn bridge_event(
     }
 }
 
-async fn status(Extract(Vcs { service, .. }): Extract<Vcs>) -> Response {
-    match service.unavailable().await {
+/// The VCS's status poll: the same credentials as the policy path (401 otherwise: the VCS
+/// shows the service as failed rather than taking it for up), then 200 or 503 with the reason.
+/// Without an account there is nothing to check: 503, not configured.
+async fn status(
+    Extract(vcs): Extract<Vcs>,
+    Source(source): Source,
+    headers: HeaderMap,
+) -> Response {
+    if vcs.service.account_configured()
+        && let Err(refused) = authorise(&vcs, source, &headers).await
+    {
+        return refused;
+    }
+    match vcs.service.unavailable().await {
         None => (StatusCode::OK, "OK\n").into_response(),
         Some(reason) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {reason}\n")).into_response()

@@ -309,6 +309,11 @@ impl PolicyService {
         None
     }
 
+    /// Whether the policy-service account exists (else no credentials can be right).
+    pub fn account_configured(&self) -> bool {
+        singleton(&self.state.borrow(), RecordKind::PolicyService).is_some()
+    }
+
     /// Whether `basic_credentials` (the base64 of an HTTP Basic `Authorization`) are the
     /// policy-service account's. The password check runs on `base::passwords`' bounded pool.
     pub async fn authorised(
@@ -321,9 +326,10 @@ impl PolicyService {
             return Ok(false);
         };
         let encoded = basic_credentials;
-        // Keyed by the stored hash too, so a password change invalidates what was remembered.
+        // Keyed by the account too, so changing it invalidates what was remembered.
         let fingerprint: [u8; 32] = Sha256::new()
             .chain_update(encoded.trim())
+            .chain_update(&account.username)
             .chain_update(&account.password_hash)
             .finalize()
             .into();

@@ -68,10 +68,21 @@ async fn policy_call(
     (response.status(), response.text().await.unwrap())
 }
 
+/// The VCS's status poll, with the policy service's credentials.
 async fn status_path(daemon: &TestDaemon) -> StatusCode {
-    let response =
-        daemon.client.get(format!("{}/baton/policy/status", daemon.url)).send().await.unwrap();
-    response.status()
+    status_path_as(daemon, Some((VCS_USER, VCS_PASSWORD))).await.0
+}
+
+async fn status_path_as(
+    daemon: &TestDaemon,
+    credentials: Option<(&str, &str)>,
+) -> (StatusCode, String) {
+    let mut request = daemon.client.get(format!("{}/baton/policy/status", daemon.url));
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
 }
 
 fn search(alias: &str) -> String {
@@ -196,5 +207,38 @@ async fn maintenance_drains_the_calls_sent_before_the_vcs_noticed() {
 #[tokio::test]
 async fn an_unconfigured_peer_tells_the_vcs_it_cannot_serve() {
     let daemon = TestDaemon::start().await;
-    assert_eq!(status_path(&daemon).await, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, text) = status_path_as(&daemon, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("not configured"), "{text}");
+}
+
+/// The VCS shows the policy service as Active only with the right credentials, so wrong ones
+/// are found at the status poll, not at the first call.
+#[tokio::test]
+async fn the_status_path_checks_the_vcs_credentials() {
+    let daemon = configured().await;
+    assert_eq!(status_path_as(&daemon, None).await.0, StatusCode::UNAUTHORIZED);
+    let wrong = status_path_as(&daemon, Some((VCS_USER, "wrong"))).await.0;
+    assert_eq!(wrong, StatusCode::UNAUTHORIZED);
+    let admin = status_path_as(&daemon, Some(("admin", crate::NEW_PASSWORD))).await.0;
+    assert_eq!(admin, StatusCode::UNAUTHORIZED, "administrators are not the VCS");
+    assert_eq!(status_path(&daemon).await, StatusCode::OK);
+    // Polls after the first cost no password check: a hundred answer at once.
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        assert_eq!(status_path(&daemon).await, StatusCode::OK);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    // Renaming the account invalidates what was remembered.
+    let rename = json!({"username": "vcs2", "password": VCS_PASSWORD});
+    let (status, _) = daemon.call(Method::PUT, "/api/v1/policy-service", Some(rename)).await;
+    assert!(status.is_success());
+    assert_eq!(status_path(&daemon).await, StatusCode::UNAUTHORIZED);
+    let renamed = status_path_as(&daemon, Some(("vcs2", VCS_PASSWORD))).await.0;
+    assert_eq!(renamed, StatusCode::OK);
+    // Right credentials in maintenance: 503 with the reason.
+    daemon.call(Method::PUT, "/api/v1/maintenance", Some(json!({"enabled": true}))).await;
+    let (status, text) = status_path_as(&daemon, Some(("vcs2", VCS_PASSWORD))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("maintenance"), "{text}");
 }
