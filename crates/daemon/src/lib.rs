@@ -50,6 +50,9 @@ pub struct Config {
     /// Applies the peer-local settings to the operating system (`batond --apply-os` on the
     /// appliance). `None`: the host is never touched.
     pub platform: Option<Arc<dyn platform::Platform>>,
+    /// What each listener lets clients hold (connections, deadlines).
+    pub admin_limits: adapters::listener::Limits,
+    pub policy_limits: adapters::listener::Limits,
 }
 
 impl Config {
@@ -70,6 +73,8 @@ impl Config {
                 assume_time_synchronised: false,
             },
             platform: None,
+            admin_limits: adapters::listener::Limits::ADMIN,
+            policy_limits: adapters::listener::Limits::POLICY,
         }
     }
 }
@@ -122,7 +127,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let app = startup::compose(&config, &writer, parts, &tasks)?;
     let admin_addr = admin.local_addr().context("reading the admin address")?;
     startup::announce_admin_endpoint(&app, admin_addr.port(), certificates.as_ref());
-    let server = startup::serve_admin(admin, &app)?;
+    let server = startup::serve_admin(admin, &app, config.admin_limits)?;
     services::backups::spawn_scheduler(app.clone(), &tasks);
     startup::journal_start(&app, recovered).await;
     tracing::info!(admin_url = %format!("https://{admin_addr}"), peer_id = %writer.peer_id(), "admin API listening");

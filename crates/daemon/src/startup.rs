@@ -1,6 +1,7 @@
 //! The daemon's start-up, step by step (`daemon::start` calls them in order), and its
 //! shutdown: the composition root, the one place that knows every layer.
 
+use crate::adapters::listener::{Limited, Limits};
 use crate::adapters::{api, vcs, web};
 use crate::base::journal::{self, EntryKind};
 use crate::base::tasks::{TASKS_STOP_TIMEOUT_MS, Tasks};
@@ -10,6 +11,8 @@ use crate::services::{App, backups, bridge_host, cluster, platform, policy, upgr
 use crate::store::{self, Outbound, Writer};
 use crate::{ADMIN_URL_FILE, Config, SHUTDOWN_GRACE_MS, WRITER_STOP_TIMEOUT_MS};
 use anyhow::Context;
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 use eventlog::Level;
 use std::future::Future;
 use std::path::Path;
@@ -172,18 +175,23 @@ pub(crate) async fn start_policy(
     service.spawn_health_polling(tasks);
     service.spawn_conference_cleanup(config.conference_idle_ms, tasks);
     if let Some(listen) = config.policy_http_listen {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = std::net::TcpListener::bind(listen)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .with_context(|| format!("binding the HTTP policy service to {listen}"))?;
         let router = vcs::router(service.clone(), logins.clone());
-        let stop = tasks.shutdown().clone();
+        let (stop, handle) = (tasks.shutdown().clone(), axum_server::Handle::new());
+        let mut server = axum_server::from_tcp(listener)
+            .acceptor(Limited::new(DefaultAcceptor, config.policy_limits))
+            .handle(handle.clone());
+        config.policy_limits.configure(&mut server);
         tasks.spawn(async move {
-            let served = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+            stop.cancelled().await;
+            handle.graceful_shutdown(Some(Duration::from_millis(SHUTDOWN_GRACE_MS)));
+        });
+        tasks.spawn(async move {
+            let served = server
+                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP policy service failed");
             }
@@ -265,14 +273,18 @@ pub(crate) struct AdminServer {
 pub(crate) fn serve_admin(
     listener: std::net::TcpListener,
     app: &Arc<App>,
+    limits: Limits,
 ) -> anyhow::Result<AdminServer> {
     let handle = axum_server::Handle::new();
     let router = api::router(app.clone())
         .merge(web::router(app.clone()))
         .merge(vcs::router(app.policy.clone(), app.logins.clone()));
-    let serving = axum_server::from_tcp_rustls(listener, app.tls.listener_config())
-        .handle(handle.clone())
-        .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>());
+    let tls = RustlsAcceptor::new(app.tls.listener_config());
+    let mut server =
+        axum_server::from_tcp(listener).acceptor(Limited::new(tls, limits)).handle(handle.clone());
+    limits.configure(&mut server);
+    let serving =
+        server.serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>());
     Ok(AdminServer { serving: Box::pin(serving), handle })
 }
 

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod connections;
 mod flood;
 mod platform;
 mod policy;
