@@ -278,7 +278,8 @@ pub(crate) fn serve_admin(
     let handle = axum_server::Handle::new();
     let router = api::router(app.clone())
         .merge(web::router(app.clone()))
-        .merge(vcs::router(app.policy.clone(), app.logins.clone()));
+        .merge(vcs::router(app.policy.clone(), app.logins.clone()))
+        .layer(axum::middleware::from_fn(crate::adapters::security_headers));
     let tls = RustlsAcceptor::new(app.tls.listener_config());
     let mut server =
         axum_server::from_tcp(listener).acceptor(Limited::new(tls, limits)).handle(handle.clone());

@@ -344,8 +344,10 @@ impl PolicyService {
         else {
             return Ok(false);
         };
-        let good = user == account.username
-            && crate::base::passwords::verify(password, account.password_hash.clone()).await?;
+        // Checked whatever the name, so timing does not tell whether the name is right.
+        let password_good =
+            crate::base::passwords::verify(password, account.password_hash.clone()).await?;
+        let good = password_good && user == account.username;
         if good {
             let mut verified = lock(&self.verified);
             if verified.len() >= CREDENTIALS_CACHED_MAX {

@@ -4,6 +4,7 @@
 mod api;
 mod connections;
 mod flood;
+mod headers;
 mod platform;
 mod policy;
 mod web;

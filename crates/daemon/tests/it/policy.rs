@@ -242,3 +242,28 @@ async fn the_status_path_checks_the_vcs_credentials() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(text.contains("maintenance"), "{text}");
 }
+
+/// A wrong user name costs the same password check as a wrong password, so timing does not
+/// tell whether the name exists (each path tried 3 times, below the login throttle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_logins_take_as_long_whether_the_user_exists_or_not() {
+    let daemon = configured().await;
+    let mut slowest_unknown_ms = 0;
+    let mut fastest_known_ms = u128::MAX;
+    for attempt in 0..3 {
+        let started = std::time::Instant::now();
+        let user = format!("nobody{attempt}");
+        let (status, _) = policy_call(&daemon, (&user, VCS_PASSWORD), "POLICY_TYPE=SEARCH").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        slowest_unknown_ms = slowest_unknown_ms.max(started.elapsed().as_millis());
+        let started = std::time::Instant::now();
+        let (status, _) = policy_call(&daemon, (VCS_USER, "wrong"), "POLICY_TYPE=SEARCH").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        fastest_known_ms = fastest_known_ms.min(started.elapsed().as_millis());
+    }
+    // An argon2 check takes tens of milliseconds; a skipped one a few.
+    assert!(
+        slowest_unknown_ms * 2 >= fastest_known_ms,
+        "unknown user {slowest_unknown_ms} ms, known user {fastest_known_ms} ms"
+    );
+}
