@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clock;
 pub mod durable;
 pub mod journal;
+pub mod log_limit;
 pub mod passwords;
 pub(crate) mod random;
 pub mod sync;
