@@ -12,7 +12,7 @@ use std::net::IpAddr;
 pub const PAIR_FAILURES_FREE: u32 = 3;
 /// The first back-off; each further failure doubles it, up to [`BACKOFF_MAX_MS`].
 pub const BACKOFF_BASE_MS: u64 = 1_000;
-pub const BACKOFF_MAX_MS: u64 = 30_000;
+pub const BACKOFF_MAX_MS: u64 = 8_000;
 /// The per-source window: attempts counted, failures summarised.
 pub const WINDOW_MS: u64 = 60_000;
 /// Failures one source may have per window; then its attempts wait for the next window. Only
