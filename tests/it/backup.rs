@@ -78,10 +78,11 @@ impl Peer {
         answer
     }
 
-    /// What the VCS's status poll gets.
+    /// What the VCS's status poll gets (with the policy-service account `vcs`/`vcs secret`).
     fn policy_status(&self) -> u16 {
         let url = format!("{}/baton/policy/status", self.daemon.url);
-        self.daemon.client().unwrap().get(url).send().unwrap().status().as_u16()
+        let request = self.daemon.client().unwrap().get(url).basic_auth("vcs", Some("vcs secret"));
+        request.send().unwrap().status().as_u16()
     }
 
     fn records(&self) -> Value {

@@ -24,14 +24,15 @@ pub(crate) fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), Strin
 
 pub(crate) fn expect_line(peer: &Peer, other: &str, starts: &str) {
     wait_until(&format!("{} shows {other} as {starts:?}", peer.ip), || {
-        let line = peer.status_line(other).unwrap();
+        // An error (e.g. 429 while a password being changed is retried) is waited out too.
+        let line = peer.status_line(other).map_err(|error| format!("{error:#}"))?;
         if line.starts_with(starts) { Ok(()) } else { Err(line) }
     });
 }
 
 pub(crate) fn expect_bridges(peer: &Peer, expected: &[&str]) {
     wait_until(&format!("{} holds bridges {expected:?}", peer.ip), || {
-        let bridges = peer.bridges().unwrap();
+        let bridges = peer.bridges().map_err(|error| format!("{error:#}"))?;
         if bridges == expected { Ok(()) } else { Err(format!("{bridges:?}")) }
     });
 }

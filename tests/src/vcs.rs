@@ -67,7 +67,11 @@ impl Vcs {
     /// The 60-second status poll, done now: 2xx is active, anything else failed.
     pub fn poll_status(&mut self) -> Vec<bool> {
         for (index, server) in self.servers.iter().enumerate() {
-            let answer = self.http.get(format!("{server}/baton/policy/status")).send();
+            let answer = self
+                .http
+                .get(format!("{server}/baton/policy/status"))
+                .basic_auth(&self.user, Some(&self.password))
+                .send();
             self.active[index] = matches!(answer, Ok(response) if response.status().is_success());
         }
         self.active.clone()

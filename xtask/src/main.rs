@@ -67,7 +67,7 @@ enum Task {
     },
     /// Run a benchmark suite: `policy` and `cluster` (tests package binaries, beside nginx/wrk
     /// and etcd), `upgrade` (the upgrade crate's `upgrade-bench`), or one of `baton-bench`
-    /// (`eventlog`, `backup`).
+    /// (`eventlog`, `backup`, `flood`).
     Bench {
         /// Suite to run: `eventlog`, `backup`, `cluster`, `policy`, `upgrade`, `boot` (the
         /// appliance image under qemu, beside a bare Debian boot of the same disk).

@@ -845,12 +845,12 @@ fn wait_for_answer(peer: &Peer, timeout_ms: u64) -> anyhow::Result<Seen> {
     }
 }
 
-/// Whether the peer's status path answers 200, as the VCS's status poll sees it.
+/// Whether the peer's policy service serves the VCS, as its status path would tell the VCS
+/// (which checks the policy-service credentials; this asks the admin API).
 fn serving(peer: &Peer) -> bool {
     peer.client
-        .request(Method::GET, "/baton/policy/status")
-        .send()
-        .is_ok_and(|response| response.status().is_success())
+        .get::<PolicyStatus>("/api/v1/policy/status")
+        .is_ok_and(|status| status.unavailable.is_none())
 }
 
 fn unavailable_reason(peer: &Peer) -> String {

@@ -50,6 +50,9 @@ pub struct Config {
     /// Applies the peer-local settings to the operating system (`batond --apply-os` on the
     /// appliance). `None`: the host is never touched.
     pub platform: Option<Arc<dyn platform::Platform>>,
+    /// What each listener lets clients hold (connections, deadlines).
+    pub admin_limits: adapters::listener::Limits,
+    pub policy_limits: adapters::listener::Limits,
 }
 
 impl Config {
@@ -70,6 +73,8 @@ impl Config {
                 assume_time_synchronised: false,
             },
             platform: None,
+            admin_limits: adapters::listener::Limits::ADMIN,
+            policy_limits: adapters::listener::Limits::POLICY,
         }
     }
 }
@@ -116,13 +121,23 @@ async fn start_with(config: Config, tasks: base::tasks::Tasks) -> anyhow::Result
     let (tls_files, tls) = startup::admin_tls(&config, certificates.as_ref())?;
     let admin = startup::bind_admin(&config)?;
     let readers = store::Readers::new(config.data_dir.join(store::DATABASE_FILE));
-    let policy = startup::start_policy(&config, &writer, &readers, &tasks).await?;
-    let parts =
-        startup::Parts { started_ms, readers, hardware_serial, tls, tls_files, policy, outbound };
+    let logins = services::logins::Logins::new(writer.clone());
+    logins.spawn_summaries(&tasks);
+    let policy = startup::start_policy(&config, &writer, &readers, &logins, &tasks).await?;
+    let parts = startup::Parts {
+        started_ms,
+        readers,
+        hardware_serial,
+        tls,
+        tls_files,
+        policy,
+        logins,
+        outbound,
+    };
     let app = startup::compose(&config, &writer, parts, &tasks)?;
     let admin_addr = admin.local_addr().context("reading the admin address")?;
     startup::announce_admin_endpoint(&app, admin_addr.port(), certificates.as_ref());
-    let server = startup::serve_admin(admin, &app)?;
+    let server = startup::serve_admin(admin, &app, config.admin_limits)?;
     services::backups::spawn_scheduler(app.clone(), &tasks);
     services::alarms::spawn(app.clone(), &tasks);
     startup::journal_start(&app, recovered).await;

@@ -155,6 +155,8 @@ fn main() -> anyhow::Result<()> {
                     flags.os_network_match.replace("\\n", "\n"),
                 )) as Arc<dyn platform::Platform>
             }),
+            admin_limits: daemon::adapters::listener::Limits::ADMIN,
+            policy_limits: daemon::adapters::listener::Limits::POLICY,
         };
         daemon::run(config, shutdown).await
     })

@@ -1,14 +1,18 @@
 //! The daemon's start-up, step by step (`daemon::start` calls them in order), and its
 //! shutdown: the composition root, the one place that knows every layer.
 
+use crate::adapters::listener::{Limited, Limits};
 use crate::adapters::{api, vcs, web};
 use crate::base::journal::{self, EntryKind};
 use crate::base::tasks::{TASKS_STOP_TIMEOUT_MS, Tasks};
 use crate::base::{auth, clock, tls, version};
-use crate::services::{self, App, backups, bridge_host, cluster, platform, policy, upgrades};
+use crate::services::logins::Logins;
+use crate::services::{App, backups, bridge_host, cluster, platform, policy, upgrades};
 use crate::store::{self, Outbound, Writer};
 use crate::{ADMIN_URL_FILE, Config, SHUTDOWN_GRACE_MS, WRITER_STOP_TIMEOUT_MS};
 use anyhow::Context;
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 use eventlog::Level;
 use std::future::Future;
 use std::path::Path;
@@ -153,6 +157,7 @@ pub(crate) async fn start_policy(
     config: &Config,
     writer: &Writer,
     readers: &store::Readers,
+    logins: &Arc<Logins>,
     tasks: &Tasks,
 ) -> anyhow::Result<Arc<policy::PolicyService>> {
     let bridges = bridge_host::XmlRpcBridges::new(writer.state_watch())
@@ -171,14 +176,22 @@ pub(crate) async fn start_policy(
     service.spawn_health_polling(tasks);
     service.spawn_conference_cleanup(config.conference_idle_ms, tasks);
     if let Some(listen) = config.policy_http_listen {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = std::net::TcpListener::bind(listen)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .with_context(|| format!("binding the HTTP policy service to {listen}"))?;
-        let router = vcs::router(service.clone());
-        let stop = tasks.shutdown().clone();
+        let router = vcs::router(service.clone(), logins.clone());
+        let (stop, handle) = (tasks.shutdown().clone(), axum_server::Handle::new());
+        let mut server = axum_server::from_tcp(listener)
+            .acceptor(Limited::new(DefaultAcceptor, config.policy_limits))
+            .handle(handle.clone());
+        config.policy_limits.configure(&mut server);
         tasks.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+            stop.cancelled().await;
+            handle.graceful_shutdown(Some(Duration::from_millis(SHUTDOWN_GRACE_MS)));
+        });
+        tasks.spawn(async move {
+            let served = server
+                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP policy service failed");
@@ -197,6 +210,7 @@ pub(crate) struct Parts {
     pub(crate) tls: tls::LiveTls,
     pub(crate) tls_files: tls::TlsFiles,
     pub(crate) policy: Arc<policy::PolicyService>,
+    pub(crate) logins: Arc<Logins>,
     pub(crate) outbound: mpsc::Receiver<Outbound>,
 }
 
@@ -218,8 +232,8 @@ pub(crate) fn compose(
         writer: writer.clone(),
         readers: parts.readers,
         sessions: auth::Sessions::default(),
+        logins: parts.logins,
         started_ms: parts.started_ms,
-        password_checks: tokio::sync::Semaphore::new(services::PASSWORD_CHECKS_IN_FLIGHT_MAX),
         tls: parts.tls,
         tls_files: parts.tls_files,
         cluster: cluster::spawn(config.cluster.clone(), writer.clone(), parts.outbound, tasks),
@@ -229,7 +243,7 @@ pub(crate) fn compose(
         hardware_serial: parts.hardware_serial,
         operations: backups::Operations::default(),
         platform: platform::spawn(config.platform.clone(), writer.clone(), panel_facts, tasks),
-        alarms: services::alarms::Board::default(),
+        alarms: crate::services::alarms::Board::default(),
     }))
 }
 
@@ -261,14 +275,19 @@ pub(crate) struct AdminServer {
 pub(crate) fn serve_admin(
     listener: std::net::TcpListener,
     app: &Arc<App>,
+    limits: Limits,
 ) -> anyhow::Result<AdminServer> {
     let handle = axum_server::Handle::new();
     let router = api::router(app.clone())
         .merge(web::router(app.clone()))
-        .merge(vcs::router(app.policy.clone()));
-    let serving = axum_server::from_tcp_rustls(listener, app.tls.listener_config())
-        .handle(handle.clone())
-        .serve(router.into_make_service());
+        .merge(vcs::router(app.policy.clone(), app.logins.clone()))
+        .layer(axum::middleware::from_fn(crate::adapters::security_headers));
+    let tls = RustlsAcceptor::new(app.tls.listener_config());
+    let mut server =
+        axum_server::from_tcp(listener).acceptor(Limited::new(tls, limits)).handle(handle.clone());
+    limits.configure(&mut server);
+    let serving =
+        server.serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>());
     Ok(AdminServer { serving: Box::pin(serving), handle })
 }
 

@@ -2,6 +2,8 @@
 //! and the bridges' event notifications, on the admin HTTPS listener and optionally on plain
 //! HTTP: the request in, [`PolicyService`] decides, CPL (or a status line) out.
 
+use crate::adapters::Source;
+use crate::services::logins::{self, Logins};
 use crate::services::policy::PolicyService;
 use axum::Router;
 use axum::body::Bytes;
@@ -9,18 +11,27 @@ use axum::extract::State as Extract;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use policy::Decision;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::services::policy::{BRIDGE_EVENTS_PATH, POLICY_PATH, STATUS_PATH};
 
-pub fn router(service: Arc<PolicyService>) -> Router {
+/// What the VCS's routes share: the policy service and the login throttle.
+#[derive(Clone)]
+pub struct Vcs {
+    pub service: Arc<PolicyService>,
+    pub logins: Arc<Logins>,
+}
+
+pub fn router(service: Arc<PolicyService>, logins: Arc<Logins>) -> Router {
     Router::new()
         .route(BRIDGE_EVENTS_PATH, post(bridge_event))
         .route(POLICY_PATH, post(decide))
         .route(STATUS_PATH, get(status))
         .layer(axum::extract::DefaultBodyLimit::max(policy::request::REQUEST_BYTES_MAX))
-        .with_state(service)
+        .with_state(Vcs { service, logins })
 }
 
 #[derive(serde::Deserialize)]
@@ -30,7 +41,7 @@ struct EventQuery {
 }
 
 async fn bridge_event(
-    Extract(service): Extract<Arc<PolicyService>>,
+    Extract(Vcs { service, .. }): Extract<Vcs>,
     axum::extract::Query(query): axum::extract::Query<EventQuery>,
     body: Bytes,
 ) -> Response {
@@ -45,8 +56,20 @@ async fn bridge_event(
     }
 }
 
-async fn status(Extract(service): Extract<Arc<PolicyService>>) -> Response {
-    match service.unavailable().await {
+/// The VCS's status poll: the same credentials as the policy path (401 otherwise: the VCS
+/// shows the service as failed rather than taking it for up), then 200 or 503 with the reason.
+/// Without an account there is nothing to check: 503, not configured.
+async fn status(
+    Extract(vcs): Extract<Vcs>,
+    Source(source): Source,
+    headers: HeaderMap,
+) -> Response {
+    if vcs.service.account_configured()
+        && let Err(refused) = authorise(&vcs, source, &headers).await
+    {
+        return refused;
+    }
+    match vcs.service.unavailable().await {
         None => (StatusCode::OK, "OK\n").into_response(),
         Some(reason) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {reason}\n")).into_response()
@@ -54,23 +77,56 @@ async fn status(Extract(service): Extract<Arc<PolicyService>>) -> Response {
     }
 }
 
-async fn decide(
-    Extract(service): Extract<Arc<PolicyService>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// Whether the request carries the policy-service account's Basic credentials, throttled per
+/// source like every login; the refusal to send otherwise.
+async fn authorise(vcs: &Vcs, source: IpAddr, headers: &HeaderMap) -> Result<(), Response> {
     let credentials = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Basic "));
-    if !credentials.is_some_and(|credentials| service.authorised(credentials)) {
-        return (
+    let unauthorised = || {
+        (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic realm=\"baton policy\"")],
             "policy service credentials required\n",
         )
-            .into_response();
+            .into_response()
+    };
+    let Some(credentials) = credentials else { return Err(unauthorised()) };
+    let account = basic_user(credentials);
+    if let Err(refused) = vcs.logins.admit(source, &account) {
+        return Err((StatusCode::TOO_MANY_REQUESTS, format!("{refused}\n")).into_response());
     }
+    match vcs.service.authorised(credentials).await {
+        Ok(true) => {
+            vcs.logins.succeeded(source, &account);
+            Ok(())
+        }
+        Ok(false) => {
+            vcs.logins.failed(source, &account, logins::Path::PolicyService);
+            Err(unauthorised())
+        }
+        Err(busy) => Err((StatusCode::SERVICE_UNAVAILABLE, format!("{busy}\n")).into_response()),
+    }
+}
+
+/// The user name of Basic credentials (empty when they do not decode), for throttling.
+fn basic_user(credentials: &str) -> String {
+    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim());
+    let text = decoded.ok().and_then(|bytes| String::from_utf8(bytes).ok()).unwrap_or_default();
+    text.split_once(':').map(|(user, _)| user.to_owned()).unwrap_or_default()
+}
+
+async fn decide(
+    Extract(vcs): Extract<Vcs>,
+    Source(source): Source,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = authorise(&vcs, source, &headers).await {
+        return refused;
+    }
+    let service = &vcs.service;
     let request = match policy::request::parse(&body) {
         Ok(request) => request,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),

@@ -14,6 +14,12 @@
 //! run. Each operation runs in its own process under `/usr/bin/time`, so peak resident memory
 //! is measured the same way for ours and for tar. A restore here is what the daemon does:
 //! stage and verify the archive, then replace a live database's content in one transaction.
+//!
+//! Suite `flood` (`flood.rs`): the policy service's latency and RSS during a login flood and a
+//! connection flood, beside the same figures without a flood.
+
+#[path = "baton-bench/flood.rs"]
+mod flood;
 
 use anyhow::{Context, bail};
 use eventlog::{EventLog, NewEvent, Stream};
@@ -31,10 +37,12 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("eventlog") => eventlog_suite(&args[1..]),
         Some("backup") => backup_suite(&args[1..]),
+        Some("flood") => flood::suite(),
         Some(BACKUP_STEP) => backup_step(&args[1..]),
         _ => bail!(
             "usage: baton-bench eventlog [--single N] [--sizes 100000,1000000]\n       \
-             baton-bench backup [--events 100000,1000000]"
+             baton-bench backup [--events 100000,1000000]\n       \
+             baton-bench flood"
         ),
     }
 }

@@ -1,12 +1,13 @@
 //! Administrator accounts and their sessions: password checks (bounded, timing-safe, failures
 //! in the Event Log), logging in and out, changing one's own password.
 
-use super::{App, Error, Input};
-use crate::base::auth;
+use super::{App, Error, Input, logins};
 use crate::base::clock::now_ms;
 use crate::base::journal::{self, EntryKind};
+use crate::base::{auth, passwords};
 use eventlog::Level;
 use model::{Command, Record, RecordKey, RecordKind};
+use std::net::IpAddr;
 
 /// An argon2id hash of a random string, verified against when the user does not exist.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1yJbUSEQ3HYd5ONjQx5s8yNQ4x0HVqmEqN3PBXc0P5s";
@@ -26,9 +27,7 @@ pub struct Session {
 
 /// The argon2id hash of a new administrator password, computed off the async runtime.
 pub async fn hash(password: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await?
-        .map_err(Error::internal)
+    passwords::hash(password).await?.map_err(Error::internal)
 }
 
 /// The administrator account `name`, if it exists.
@@ -43,40 +42,46 @@ pub async fn lookup_admin(
     })
 }
 
-/// Verifies an administrator's password; failures are recorded in the Event Log and refused
-/// as [`Error::WrongPassword`], whether the name or the password is wrong.
+/// Verifies an administrator's password from `source`, throttled (`services::logins`);
+/// failures are recorded in the Event Log and refused as [`Error::WrongPassword`], whether the
+/// name or the password is wrong.
 pub async fn check_password(
     app: &App,
+    source: IpAddr,
     name: &str,
     password: &str,
+    via: Via,
 ) -> Result<model::record::Administrator, Error> {
+    app.logins.admit(source, name)?;
     let admin = lookup_admin(app, name).await?;
-    let (hash, password_owned) =
-        (admin.as_ref().map(|a| a.password_hash.clone()), password.to_owned());
-    let _permit = app.password_checks.acquire().await.map_err(Error::internal)?;
-    let verified = tokio::task::spawn_blocking(move || {
-        // Hash even for an unknown user, so timing does not tell which names exist.
-        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        auth::verify_password(&password_owned, &hash)
-    })
-    .await?;
+    // Hash even for an unknown user, so timing does not tell which names exist.
+    let hash = admin.as_ref().map_or(DUMMY_HASH, |admin| &admin.password_hash).to_owned();
+    let verified = passwords::verify(password.to_owned(), hash).await?;
     match admin {
-        Some(admin) if verified => Ok(admin),
+        Some(admin) if verified => {
+            app.logins.succeeded(source, name);
+            Ok(admin)
+        }
         _ => {
-            app.writer.journal(journal::entry(
-                Level::Warning,
-                EntryKind::LoginFailed,
-                Some(name),
-                "wrong user name or password",
-            ));
+            let path = match via {
+                Via::Api => logins::Path::Api,
+                Via::Web => logins::Path::Web,
+            };
+            app.logins.failed(source, name, path);
             Err(Error::WrongPassword)
         }
     }
 }
 
 /// Checks the password and opens a session.
-pub async fn log_in(app: &App, name: &str, password: &str, via: Via) -> Result<Session, Error> {
-    let admin = check_password(app, name, password).await?;
+pub async fn log_in(
+    app: &App,
+    source: IpAddr,
+    name: &str,
+    password: &str,
+    via: Via,
+) -> Result<Session, Error> {
+    let admin = check_password(app, source, name, password, via).await?;
     let token = app
         .sessions
         .open(&admin.name, now_ms())
@@ -108,14 +113,19 @@ pub fn log_out(app: &App, name: &str, token: &str, via: Via) {
 /// sessions (all but `token`) and clears the forced change.
 pub async fn change_own_password(
     app: &App,
+    source: IpAddr,
     name: &str,
     token: Option<&str>,
     current_password: &str,
     new_password: String,
 ) -> Result<(), Error> {
-    let mut account = check_password(app, name, current_password)
-        .await
-        .map_err(|_| Error::field(Input::Fields, "current_password", "is not correct"))?;
+    let via = if token.is_some() { Via::Web } else { Via::Api };
+    let mut account = match check_password(app, source, name, current_password, via).await {
+        Err(Error::WrongPassword) => {
+            return Err(Error::field(Input::Fields, "current_password", "is not correct"));
+        }
+        checked => checked?,
+    };
     if let Some(problem) = auth::password_problem(&new_password) {
         return Err(Error::field(Input::Fields, "new_password", problem));
     }

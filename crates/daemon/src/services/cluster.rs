@@ -682,6 +682,11 @@ async fn accept_loop(
     }
 }
 
+/// Refused cluster connections are logged once per source per interval (with how many were
+/// not), so a flood on the cluster port cannot flood the journal.
+static REFUSALS_LOGGED: std::sync::LazyLock<crate::base::log_limit::LogLimit> =
+    std::sync::LazyLock::new(Default::default);
+
 async fn serve_accepted(
     board: Arc<Board>,
     stream: TcpStream,
@@ -692,7 +697,10 @@ async fn serve_accepted(
     let channel = match Channel::accept(stream, &key).await {
         Ok(channel) => channel,
         Err(error) => {
-            tracing::warn!(%from, %error, "cluster connection refused");
+            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
+            {
+                tracing::warn!(%from, %error, suppressed, "cluster connection refused");
+            }
             return;
         }
     };
@@ -702,7 +710,10 @@ async fn serve_accepted(
         Ok(theirs) => theirs,
         Err(failure) => {
             let reason = failure.reason;
-            tracing::warn!(%from, %reason, "cluster connection without a greeting");
+            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
+            {
+                tracing::warn!(%from, %reason, suppressed, "cluster connection without a greeting");
+            }
             return;
         }
     };

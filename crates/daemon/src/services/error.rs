@@ -31,6 +31,13 @@ pub enum Error {
     /// The user name or password is wrong (or the account does not exist).
     #[error("wrong user name or password")]
     WrongPassword,
+    /// Too many password checks at once (`base::passwords`): nothing was checked.
+    #[error(transparent)]
+    PasswordChecksBusy(#[from] crate::base::passwords::Busy),
+    /// Too many failed logins from this address (or of this account from it): nothing was
+    /// checked. Never a lock of the account: other addresses are not affected.
+    #[error("too many failed logins; try again in {} s", retry_after_ms.div_ceil(1000))]
+    LoginThrottled { retry_after_ms: u64 },
     /// This machine's hardware serial is unknown, so backups and restores are unavailable.
     #[error("{0}")]
     NoHardwareSerial(String),

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod cluster_join;
 mod error;
 pub mod history;
+pub mod logins;
 pub mod platform;
 pub mod policy;
 pub mod records;
@@ -24,17 +25,14 @@ use crate::base::{auth::Sessions, tls};
 use crate::store::{Readers, Writer};
 use std::sync::Arc;
 
-/// Password checks run at once. Each argon2id check takes ~19 MiB and tens of milliseconds,
-/// so unbounded checks would let anyone exhaust memory with bogus logins.
-pub const PASSWORD_CHECKS_IN_FLIGHT_MAX: usize = 4;
-
 /// The daemon's services, wired once at start (`daemon::start`) and shared by the adapters.
 pub struct App {
     pub writer: Writer,
     pub readers: Readers,
     pub sessions: Sessions,
+    /// Every login path's throttle and failure entries.
+    pub logins: Arc<logins::Logins>,
     pub started_ms: u64,
-    pub password_checks: tokio::sync::Semaphore,
     /// The live TLS configuration of the admin API, swapped when the certificates change.
     pub tls: tls::LiveTls,
     pub tls_files: tls::TlsFiles,

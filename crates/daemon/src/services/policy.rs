@@ -333,23 +333,32 @@ impl PolicyService {
         None
     }
 
+    /// Whether the policy-service account exists (else no credentials can be right).
+    pub fn account_configured(&self) -> bool {
+        singleton(&self.state.borrow(), RecordKind::PolicyService).is_some()
+    }
+
     /// Whether `basic_credentials` (the base64 of an HTTP Basic `Authorization`) are the
-    /// policy-service account's.
-    pub fn authorised(&self, basic_credentials: &str) -> bool {
+    /// policy-service account's. The password check runs on `base::passwords`' bounded pool.
+    pub async fn authorised(
+        &self,
+        basic_credentials: &str,
+    ) -> Result<bool, crate::base::passwords::Busy> {
         let state = self.state.borrow().clone();
         let Some(Record::PolicyService(account)) = singleton(&state, RecordKind::PolicyService)
         else {
-            return false;
+            return Ok(false);
         };
         let encoded = basic_credentials;
-        // Keyed by the stored hash too, so a password change invalidates what was remembered.
+        // Keyed by the account too, so changing it invalidates what was remembered.
         let fingerprint: [u8; 32] = Sha256::new()
             .chain_update(encoded.trim())
+            .chain_update(&account.username)
             .chain_update(&account.password_hash)
             .finalize()
             .into();
         if lock(&self.verified).contains(&fingerprint) {
-            return true;
+            return Ok(true);
         }
         let Some((user, password)) = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
@@ -357,10 +366,12 @@ impl PolicyService {
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
         else {
-            return false;
+            return Ok(false);
         };
-        let good = user == account.username
-            && crate::base::auth::verify_password(&password, &account.password_hash);
+        // Checked whatever the name, so timing does not tell whether the name is right.
+        let password_good =
+            crate::base::passwords::verify(password, account.password_hash.clone()).await?;
+        let good = password_good && user == account.username;
         if good {
             let mut verified = lock(&self.verified);
             if verified.len() >= CREDENTIALS_CACHED_MAX {
@@ -368,7 +379,7 @@ impl PolicyService {
             }
             verified.insert(fingerprint);
         }
-        good
+        Ok(good)
     }
 
     /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),

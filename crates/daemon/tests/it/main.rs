@@ -2,6 +2,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod connections;
+mod flood;
+mod headers;
 mod platform;
 mod policy;
 mod web;

@@ -68,10 +68,21 @@ async fn policy_call(
     (response.status(), response.text().await.unwrap())
 }
 
+/// The VCS's status poll, with the policy service's credentials.
 async fn status_path(daemon: &TestDaemon) -> StatusCode {
-    let response =
-        daemon.client.get(format!("{}/baton/policy/status", daemon.url)).send().await.unwrap();
-    response.status()
+    status_path_as(daemon, Some((VCS_USER, VCS_PASSWORD))).await.0
+}
+
+async fn status_path_as(
+    daemon: &TestDaemon,
+    credentials: Option<(&str, &str)>,
+) -> (StatusCode, String) {
+    let mut request = daemon.client.get(format!("{}/baton/policy/status", daemon.url));
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
 }
 
 fn search(alias: &str) -> String {
@@ -196,5 +207,63 @@ async fn maintenance_drains_the_calls_sent_before_the_vcs_noticed() {
 #[tokio::test]
 async fn an_unconfigured_peer_tells_the_vcs_it_cannot_serve() {
     let daemon = TestDaemon::start().await;
-    assert_eq!(status_path(&daemon).await, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, text) = status_path_as(&daemon, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("not configured"), "{text}");
+}
+
+/// The VCS shows the policy service as Active only with the right credentials, so wrong ones
+/// are found at the status poll, not at the first call.
+#[tokio::test]
+async fn the_status_path_checks_the_vcs_credentials() {
+    let daemon = configured().await;
+    assert_eq!(status_path_as(&daemon, None).await.0, StatusCode::UNAUTHORIZED);
+    let wrong = status_path_as(&daemon, Some((VCS_USER, "wrong"))).await.0;
+    assert_eq!(wrong, StatusCode::UNAUTHORIZED);
+    let admin = status_path_as(&daemon, Some(("admin", crate::NEW_PASSWORD))).await.0;
+    assert_eq!(admin, StatusCode::UNAUTHORIZED, "administrators are not the VCS");
+    assert_eq!(status_path(&daemon).await, StatusCode::OK);
+    // Polls after the first cost no password check: a hundred answer at once.
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        assert_eq!(status_path(&daemon).await, StatusCode::OK);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    // Renaming the account invalidates what was remembered.
+    let rename = json!({"username": "vcs2", "password": VCS_PASSWORD});
+    let (status, _) = daemon.call(Method::PUT, "/api/v1/policy-service", Some(rename)).await;
+    assert!(status.is_success());
+    assert_eq!(status_path(&daemon).await, StatusCode::UNAUTHORIZED);
+    let renamed = status_path_as(&daemon, Some(("vcs2", VCS_PASSWORD))).await.0;
+    assert_eq!(renamed, StatusCode::OK);
+    // Right credentials in maintenance: 503 with the reason.
+    daemon.call(Method::PUT, "/api/v1/maintenance", Some(json!({"enabled": true}))).await;
+    let (status, text) = status_path_as(&daemon, Some(("vcs2", VCS_PASSWORD))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("maintenance"), "{text}");
+}
+
+/// A wrong user name costs the same password check as a wrong password, so timing does not
+/// tell whether the name exists (each path tried 3 times, below the login throttle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_logins_take_as_long_whether_the_user_exists_or_not() {
+    let daemon = configured().await;
+    let mut slowest_unknown_ms = 0;
+    let mut fastest_known_ms = u128::MAX;
+    for attempt in 0..3 {
+        let started = std::time::Instant::now();
+        let user = format!("nobody{attempt}");
+        let (status, _) = policy_call(&daemon, (&user, VCS_PASSWORD), "POLICY_TYPE=SEARCH").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        slowest_unknown_ms = slowest_unknown_ms.max(started.elapsed().as_millis());
+        let started = std::time::Instant::now();
+        let (status, _) = policy_call(&daemon, (VCS_USER, "wrong"), "POLICY_TYPE=SEARCH").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        fastest_known_ms = fastest_known_ms.min(started.elapsed().as_millis());
+    }
+    // An argon2 check takes tens of milliseconds; a skipped one a few.
+    assert!(
+        slowest_unknown_ms * 2 >= fastest_known_ms,
+        "unknown user {slowest_unknown_ms} ms, known user {fastest_known_ms} ms"
+    );
 }

@@ -91,6 +91,8 @@ impl From<Error> for ApiError {
                 return ApiError { status, code, message, fields };
             }
             Error::WrongPassword => return ApiError::unauthenticated(),
+            Error::PasswordChecksBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Error::LoginThrottled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             Error::NoHardwareSerial(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_hardware_serial"),
             Error::OperationInProgress => (StatusCode::CONFLICT, "operation_in_progress"),
             Error::RestoreClustered(_) => (StatusCode::CONFLICT, "restore_clustered"),

@@ -46,7 +46,10 @@ impl FromRequestParts<Arc<App>> for Admin {
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .ok_or_else(ApiError::unauthenticated)?;
             let (name, password) = decoded.split_once(':').ok_or_else(ApiError::unauthenticated)?;
-            let admin = accounts::check_password(app, name, password).await?;
+            let source = crate::adapters::Source::from_request_parts(parts, app).await;
+            let source = source.map_or(crate::services::logins::SOURCE_UNKNOWN, |source| source.0);
+            let admin =
+                accounts::check_password(app, source, name, password, accounts::Via::Api).await?;
             return Ok(Admin {
                 name: admin.name,
                 must_change_password: admin.must_change_password,

@@ -2,6 +2,7 @@
 
 use super::extract::{Admin, JsonBody, Query, Ready};
 use super::{ApiError, BodyReader, PASSWORD_HEADER};
+use crate::adapters::Source;
 use crate::base::clock::format_ms;
 use crate::base::{auth, version};
 use crate::services::accounts::{self, Via};
@@ -82,11 +83,13 @@ pub(super) async fn remove(
 // ---- sessions and password -----------------------------------------------------------------
 
 pub(super) async fn login(
+    Source(source): Source,
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
 ) -> Answer<(StatusCode, Json<::api::LoginAnswer>)> {
     let login: ::api::LoginRequest = request(body)?;
-    let session = accounts::log_in(&app, &login.username, &login.password, Via::Api).await?;
+    let session =
+        accounts::log_in(&app, source, &login.username, &login.password, Via::Api).await?;
     let answer = ::api::LoginAnswer {
         token: session.token,
         user: session.admin.name,
@@ -110,13 +113,14 @@ pub(super) async fn logout(admin: Admin, State(app): State<Arc<App>>) -> Answer<
 
 pub(super) async fn change_password(
     admin: Admin,
+    Source(source): Source,
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody,
 ) -> Answer<Json<::api::Message>> {
     let change: ::api::PasswordChange = request(body)?;
     let token = admin.token.as_deref();
     let (current, new) = (&change.current_password, change.new_password.clone());
-    accounts::change_own_password(&app, &admin.name, token, current, new).await?;
+    accounts::change_own_password(&app, source, &admin.name, token, current, new).await?;
     Ok(Json(::api::Message { message: "password changed".to_owned() }))
 }
 

@@ -18,6 +18,7 @@ mod maintenance;
 mod status;
 mod system;
 
+use crate::adapters::Source;
 use crate::adapters::api::ApiError;
 use crate::services::accounts::{self, Via};
 use crate::services::{App, Error, Input};
@@ -397,15 +398,23 @@ async fn login_page() -> Html<String> {
     page("Log in", None, &login_form(None, ""))
 }
 
-async fn login(State(app): State<Arc<App>>, Form(form): Form<FormPairs>) -> Response {
+async fn login(
+    Source(source): Source,
+    State(app): State<Arc<App>>,
+    Form(form): Form<FormPairs>,
+) -> Response {
     let username = form_value(&form, "username");
     let password = form_value(&form, "password");
     // The same check as the API's: argon2id behind the same semaphore, failures journaled.
-    let session = match accounts::log_in(&app, username, password, Via::Web).await {
+    let session = match accounts::log_in(&app, source, username, password, Via::Web).await {
         Ok(session) => session,
         Err(Error::WrongPassword) => {
             let body = login_form(Some("Wrong user name or password."), username);
             return (StatusCode::UNAUTHORIZED, page("Log in", None, &body)).into_response();
+        }
+        Err(throttled @ Error::LoginThrottled { .. }) => {
+            let body = login_form(Some(&format!("{throttled}.")), username);
+            return (StatusCode::TOO_MANY_REQUESTS, page("Log in", None, &body)).into_response();
         }
         Err(error) => return error_page(None, &error.into()),
     };
@@ -480,6 +489,7 @@ async fn password_page(user: WebUser) -> Html<String> {
 
 async fn change_password(
     mut user: WebUser,
+    Source(source): Source,
     State(app): State<Arc<App>>,
     Form(form): Form<FormPairs>,
 ) -> Response {
@@ -488,6 +498,7 @@ async fn change_password(
     }
     let changed = accounts::change_own_password(
         &app,
+        source,
         &user.name,
         Some(&user.token),
         form_value(&form, "current_password"),

@@ -294,8 +294,12 @@ pub(super) fn clustering_body(
         body.push_str(BACKUP_BEFORE_JOINING);
         body.push_str(&super::join::join_form(user, "", None));
     }
-    body.push_str(
-        "<h2>Joining a cluster peer by peer</h2><ol>\
+    body.push_str(PEER_BY_PEER_STEPS);
+    body
+}
+
+/// The seed's procedure, for operators who follow it rather than the one-flow join.
+const PEER_BY_PEER_STEPS: &str = "<h2>Joining a cluster peer by peer</h2><ol>\
          <li>On the new peer, set IP, DNS, system name, Time (NTP) and the licence first, and \
          change the factory password.</li>\
          <li>To found a cluster, on its first peer enter a pre-shared key and only this \
@@ -307,10 +311,7 @@ pub(super) fn clustering_body(
          for the others. No restart is needed.</li>\
          <li>Add the new peer to the VCS's policy service as another server address.</li></ol>\
          <p>To leave a cluster, clear the key and every address here (standalone mode), then \
-         remove this peer's address on the other peers.</p>",
-    );
-    body
-}
+         remove this peer's address on the other peers.</p>";
 
 /// The seed's prerequisite, with the way to do it.
 const BACKUP_BEFORE_JOINING: &str = "<p class=\"hint\">We highly recommend that you take a \
