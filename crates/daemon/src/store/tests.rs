@@ -1,6 +1,8 @@
 //! Group commit: changes that share a commit, a rejection inside a group, a failed group, and
 //! concurrent clients of the writer sharing commits.
 
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 use model::{Record, RecordKey, RecordKind};
 
