@@ -6,7 +6,9 @@
 //! payload is opaque bytes with a `kind` and `version` beside it.
 //!
 //! Durability: WAL with `synchronous=FULL`, one transaction per append call, so an append that
-//! returned `Ok` survives `kill -9` and power loss. Integrity: each (origin, stream) is a chain
+//! returned `Ok` survives `kill -9` and power loss; inside a group commit
+//! ([`EventLog::begin_group`]) an append is a savepoint and is durable once
+//! [`EventLog::commit_group`] returned `Ok`. Integrity: each (origin, stream) is a chain
 //! where every event's hash covers the previous hash and all of the event's fields except its
 //! local `position`; [`EventLog::verify`] walks every chain.
 
@@ -256,6 +258,15 @@ pub struct EventLog {
     heads: BTreeMap<(PeerId, Stream), Head>,
     last_position: u64,
     journal_inserts: u64,
+    /// What to restore when an open group commit rolls back.
+    group: Option<GroupStart>,
+    group_commits: u64,
+}
+
+/// The in-memory chain heads when a group commit began.
+struct GroupStart {
+    heads: BTreeMap<(PeerId, Stream), Head>,
+    last_position: u64,
 }
 
 fn configure(conn: &Connection) -> Result<(), Error> {
@@ -402,6 +413,8 @@ impl EventLog {
             heads,
             last_position,
             journal_inserts: 0,
+            group: None,
+            group_commits: 0,
         })
     }
 
@@ -534,11 +547,54 @@ impl EventLog {
         Ok(())
     }
 
-    /// Appends events from this peer in one transaction: all or none are stored.
+    /// Opens a group commit: the appends, snapshots and projection rows written until
+    /// [`EventLog::commit_group`] share one transaction and one fsync. Each append inside it
+    /// is a savepoint, so it is still all or nothing, but nothing is durable before the group
+    /// commits.
+    pub fn begin_group(&mut self) -> Result<(), Error> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.group =
+            Some(GroupStart { heads: self.heads.clone(), last_position: self.last_position });
+        Ok(())
+    }
+
+    /// Commits the open group (the fsync). On failure the group is rolled back and the log is
+    /// as it was before [`EventLog::begin_group`].
+    pub fn commit_group(&mut self) -> Result<(), Error> {
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                self.group = None;
+                self.group_commits += 1;
+                Ok(())
+            }
+            Err(error) => {
+                self.rollback_group();
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Undoes everything written since [`EventLog::begin_group`], on disk and in memory.
+    pub fn rollback_group(&mut self) {
+        // An error means SQLite already rolled back (e.g. after an I/O error): nothing to undo.
+        let _ = self.conn.execute_batch("ROLLBACK");
+        if let Some(start) = self.group.take() {
+            self.heads = start.heads;
+            self.last_position = start.last_position;
+        }
+    }
+
+    /// Group commits made through this handle (for tests and the benchmark).
+    pub fn group_commits(&self) -> u64 {
+        self.group_commits
+    }
+
+    /// Appends events from this peer in one transaction (a savepoint inside a group): all or
+    /// none are stored.
     pub fn append(&mut self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
         let mut heads = self.heads.clone();
         let mut stored = Vec::with_capacity(events.len());
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         for (offset, event) in events.iter().enumerate() {
             let head = heads.entry((self.peer_id, event.stream)).or_default();
             let mut record = StoredEvent {
@@ -573,7 +629,7 @@ impl EventLog {
     pub fn append_remote(&mut self, events: &[StoredEvent]) -> Result<Vec<StoredEvent>, Error> {
         let mut heads = self.heads.clone();
         let mut stored = Vec::new();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         for event in events {
             let (origin, stream, seq) = (event.origin, event.stream, event.seq);
             if origin == self.peer_id {
@@ -692,7 +748,7 @@ impl EventLog {
     }
 
     pub fn save_snapshot(&mut self, position: u64, format: u32, blob: &[u8]) -> Result<(), Error> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT OR REPLACE INTO snapshots (position, format, blob) VALUES (?1, ?2, ?3)",
             params![position, format, blob],
@@ -774,7 +830,7 @@ const COLUMNS: &str = "position, origin, stream, seq, hlc_wall_ms, hlc_counter, 
 
 /// Records the chains whose head moved, inside the appending transaction.
 fn write_changed_heads(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     before: &BTreeMap<(PeerId, Stream), Head>,
     after: &BTreeMap<(PeerId, Stream), Head>,
 ) -> Result<(), Error> {
@@ -798,7 +854,7 @@ fn corrupt_row(what: &str) -> Error {
     }
 }
 
-fn insert(tx: &rusqlite::Transaction<'_>, event: &StoredEvent) -> Result<(), Error> {
+fn insert(tx: &Connection, event: &StoredEvent) -> Result<(), Error> {
     tx.prepare_cached(
         "INSERT INTO events (position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor, kind, version,
                              payload, prev_hash, hash)

@@ -10,7 +10,8 @@
 
 use eventlog::StoredEvent;
 use model::{Event, Hlc, PeerId, Record, RecordKey, RecordKind, Stamp};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,8 +34,16 @@ trait Projection {
     const NAME: &'static str;
     const VERSION: u32;
     /// Drops and recreates the projection's tables.
-    fn reset(tx: &Transaction<'_>) -> Result<(), Error>;
-    fn apply(tx: &Transaction<'_>, stored: &StoredEvent, event: &Event) -> Result<(), Error>;
+    fn reset(tx: &Connection) -> Result<(), Error>;
+    /// What one catch-up batch remembers per record key (the row it last wrote), so a key
+    /// rewritten in the batch is not looked up in the table again.
+    type Memo: Default;
+    fn apply(
+        tx: &Connection,
+        memo: &mut Self::Memo,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> Result<(), Error>;
 }
 
 /// Current records, one row per record key, with tombstones for removed records.
@@ -43,8 +52,9 @@ struct Records;
 impl Projection for Records {
     const NAME: &'static str = "records";
     const VERSION: u32 = 1;
+    type Memo = HashMap<RecordKey, Stamp>;
 
-    fn reset(tx: &Transaction<'_>) -> Result<(), Error> {
+    fn reset(tx: &Connection) -> Result<(), Error> {
         tx.execute_batch(
             "DROP TABLE IF EXISTS proj_records;
              CREATE TABLE proj_records (
@@ -60,18 +70,18 @@ impl Projection for Records {
         Ok(())
     }
 
-    fn apply(tx: &Transaction<'_>, stored: &StoredEvent, event: &Event) -> Result<(), Error> {
+    fn apply(
+        tx: &Connection,
+        memo: &mut Self::Memo,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> Result<(), Error> {
         let key = event.key();
         let stamp = stamp_of(stored);
-        let current: Option<Stamp> = tx
-            .prepare_cached("SELECT hlc_wall_ms, hlc_counter, origin FROM proj_records WHERE kind = ?1 AND name = ?2")?
-            .query_row(params![key.kind.as_str(), key.name], |row| {
-                Ok(Stamp {
-                    hlc: Hlc { wall_ms: row.get(0)?, counter: row.get(1)? },
-                    origin: PeerId(row.get(2)?),
-                })
-            })
-            .optional()?;
+        let current = match memo.get(&key) {
+            Some(current) => Some(*current),
+            None => current_stamp(tx, &key)?,
+        };
         if current.is_some_and(|current| current >= stamp) {
             return Ok(()); // a later write already decided this record
         }
@@ -91,8 +101,21 @@ impl Projection for Records {
             stamp.origin.0,
             body
         ])?;
+        memo.insert(key, stamp);
         Ok(())
     }
+}
+
+fn current_stamp(tx: &Connection, key: &RecordKey) -> Result<Option<Stamp>, Error> {
+    Ok(tx
+            .prepare_cached("SELECT hlc_wall_ms, hlc_counter, origin FROM proj_records WHERE kind = ?1 AND name = ?2")?
+            .query_row(params![key.kind.as_str(), key.name], |row| {
+                Ok(Stamp {
+                    hlc: Hlc { wall_ms: row.get(0)?, counter: row.get(1)? },
+                    origin: PeerId(row.get(2)?),
+                })
+            })
+            .optional()?)
 }
 
 /// Every change in arrival order, with the record before and after, for the Configuration
@@ -102,8 +125,9 @@ struct ConfigLog;
 impl Projection for ConfigLog {
     const NAME: &'static str = "config_log";
     const VERSION: u32 = 1;
+    type Memo = HashMap<RecordKey, Option<String>>;
 
-    fn reset(tx: &Transaction<'_>) -> Result<(), Error> {
+    fn reset(tx: &Connection) -> Result<(), Error> {
         tx.execute_batch(
             "DROP TABLE IF EXISTS proj_config_log;
              CREATE TABLE proj_config_log (
@@ -123,15 +147,23 @@ impl Projection for ConfigLog {
         Ok(())
     }
 
-    fn apply(tx: &Transaction<'_>, stored: &StoredEvent, event: &Event) -> Result<(), Error> {
+    fn apply(
+        tx: &Connection,
+        memo: &mut Self::Memo,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> Result<(), Error> {
         let key = event.key();
-        let before: Option<String> = tx
-            .prepare_cached(
-                "SELECT after FROM proj_config_log WHERE kind = ?1 AND name = ?2 ORDER BY position DESC LIMIT 1",
-            )?
-            .query_row(params![key.kind.as_str(), key.name], |row| row.get(0))
-            .optional()?
-            .flatten();
+        let before: Option<String> = match memo.remove(&key) {
+            Some(before) => before,
+            None => tx
+                .prepare_cached(
+                    "SELECT after FROM proj_config_log WHERE kind = ?1 AND name = ?2 ORDER BY position DESC LIMIT 1",
+                )?
+                .query_row(params![key.kind.as_str(), key.name], |row| row.get(0))
+                .optional()?
+                .flatten(),
+        };
         let (action, after) = match event {
             Event::Saved(record) => ("saved", Some(serde_json::to_string(&record.redacted())?)),
             Event::Removed(_) => ("removed", None),
@@ -151,6 +183,7 @@ impl Projection for ConfigLog {
             before,
             after
         ])?;
+        memo.insert(key, after);
         Ok(())
     }
 }
@@ -189,7 +222,7 @@ fn catch_up_one<P: Projection>(conn: &mut Connection) -> Result<u64, Error> {
     let mut position = match checkpoint::<P>(conn)? {
         Some((version, position)) if version == P::VERSION => position,
         _ => {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             P::reset(&tx)?;
             tx.execute(
                 "INSERT OR REPLACE INTO proj_checkpoints (name, version, position) VALUES (?1, ?2, 0)",
@@ -204,11 +237,13 @@ fn catch_up_one<P: Projection>(conn: &mut Connection) -> Result<u64, Error> {
         let batch = eventlog::read_after(conn, position, CATCH_UP_BATCH_EVENTS)?;
         let Some(last) = batch.last() else { return Ok(applied) };
         let last_position = last.position;
-        let tx = conn.transaction()?;
+        // A savepoint, so the rows join the writer's group commit when one is open.
+        let tx = conn.savepoint()?;
+        let mut memo = P::Memo::default();
         for stored in &batch {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)
                 .map_err(|source| Error::Decode { position: stored.position, source })?;
-            P::apply(&tx, stored, &event)?;
+            P::apply(&tx, &mut memo, stored, &event)?;
         }
         tx.execute(
             "UPDATE proj_checkpoints SET position = ?1 WHERE name = ?2",

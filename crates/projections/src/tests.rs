@@ -150,6 +150,52 @@ fn late_older_event_from_another_peer_does_not_win() {
     assert_eq!(log.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>(), ["bob", "alice"]);
 }
 
+// Goal: a rebuild that meets one record several times in one batch (the previous row is
+// remembered, not looked up) gives what catching up after each event gives.
+#[test]
+fn one_batch_with_rewrites_and_a_late_older_event_matches_event_by_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = |capacity: u32| {
+        Event::Saved(
+            Record::from_json(
+                RecordKind::Bridge,
+                serde_json::json!({"name": "b", "bridge_type": "mcu", "address": "127.0.0.1", "username": "u",
+                                   "capacity_ports": capacity}),
+            )
+            .unwrap(),
+        )
+    };
+    let mut remote = EventLog::open(&dir.path().join("remote.db")).unwrap();
+    let remote_events = remote.append(&[new_event(1_000, 0, "bob", &bridge(10))]).unwrap();
+    let mut logs = Vec::new();
+    for (name, each_event) in [("batched.db", false), ("stepwise.db", true)] {
+        let mut log = EventLog::open(&dir.path().join(name)).unwrap();
+        for (at_ms, capacity) in [(2_000, 20), (3_000, 30)] {
+            log.append(&[new_event(at_ms, 0, "alice", &bridge(capacity))]).unwrap();
+            if each_event {
+                catch_up(log.connection_mut()).unwrap();
+            }
+        }
+        log.append_remote(&remote_events).unwrap();
+        catch_up(log.connection_mut()).unwrap();
+        logs.push(log);
+    }
+
+    let key = RecordKey { kind: RecordKind::Bridge, name: "b".to_owned() };
+    let query = ConfigLogQuery { limit: 10, ..Default::default() };
+    let [batched, stepwise] = &logs[..] else { panic!("two logs") };
+    let Some(Record::Bridge(bridge)) = get(batched.connection(), &key).unwrap() else {
+        panic!("bridge missing")
+    };
+    assert_eq!(bridge.capacity_ports, 30, "the newest write stays");
+    let batched_log = config_log(batched.connection(), &query).unwrap();
+    let stepwise_log = config_log(stepwise.connection(), &query).unwrap();
+    assert_eq!(batched_log.len(), 3);
+    for (ours, theirs) in batched_log.iter().zip(&stepwise_log) {
+        assert_eq!((&ours.before, &ours.after), (&theirs.before, &theirs.after));
+    }
+}
+
 // Goal: bumping a projection's version (simulated by changing the stored one) rebuilds it
 // from the first event with the same result, and checkpoints track the log's end.
 #[test]

@@ -4,7 +4,9 @@
 //! Suite `eventlog`:
 //! - durable appends, one per transaction and in batches, beside raw SQLite inserts of rows of
 //!   the same size with the same pragmas (WAL, synchronous=FULL);
-//! - durable commands through the store (decide + append + projections), one at a time;
+//! - durable commands through the store (decide + append + projections), one at a time, and
+//!   through the writer from concurrent clients as the daemon serves them (group commit: the
+//!   raw SQLite reference is a single-threaded loop paying one fsync per row);
 //! - projection rebuild time and store start-up time (with and without a snapshot) at 10^5 and
 //!   10^6 events (`--sizes` to change);
 //! - resident memory of an idle `batond` beside an idle `sleep` process.
@@ -29,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// Events per batch in batched appends and log generation.
 const BATCH_EVENTS: usize = 1_000;
+/// Concurrent clients sending commands to the writer, each waiting for its acknowledgement.
+const COMMAND_CLIENTS: usize = 32;
 /// Distinct bridges the generated history rewrites, so state size stays realistic.
 const HISTORY_RECORDS: usize = 1_000;
 
@@ -69,10 +73,18 @@ fn eventlog_suite(args: &[String]) -> anyhow::Result<()> {
     let log_single = log_appends(&dir.path().join("log1.db"), single, 1)?;
     let log_batched = log_appends(&dir.path().join("log2.db"), 20 * BATCH_EVENTS, BATCH_EVENTS)?;
     let store_single = store_commands(&dir.path().join("store.db"), single)?;
+    let (store_concurrent, commits) =
+        writer_commands(&dir.path().join("writer.db"), 10 * single, COMMAND_CLIENTS)?;
     println!("{:<44} {:>14} {:>14} {:>8}", "", "Baton /s", "raw SQLite /s", "ratio");
     row("append, 1 event per transaction", log_single, raw_single);
     row(&format!("append, {BATCH_EVENTS} events per transaction"), log_batched, raw_batched);
     row("command (decide+append+projections), 1 per tx", store_single, raw_single);
+    row(&format!("command, {COMMAND_CLIENTS} concurrent clients"), store_concurrent, raw_single);
+    println!(
+        "  ({} commands in {commits} group commits; the reference is a single-threaded loop, \
+         one row and one fsync per transaction)",
+        10 * single
+    );
 
     for &size in &sizes {
         println!("\n## History of {size} events");
@@ -205,6 +217,41 @@ fn store_commands(path: &Path, count: usize) -> anyhow::Result<f64> {
         store.execute("bench", &command, 1_000 + index as u64)?;
     }
     Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Commands through the writer thread from `clients` concurrent clients, each waiting for its
+/// acknowledgement before sending the next. Returns commands/s and the group commits made.
+fn writer_commands(path: &Path, count: usize, clients: usize) -> anyhow::Result<(f64, u64)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build()?;
+    let (store, _) = daemon::store::Store::open(path)?;
+    let (outbound, _peers) = tokio::sync::mpsc::channel(1);
+    let (writer, thread) = daemon::store::Writer::spawn(store, outbound)?;
+    let commits_before = writer.group_commits();
+    let started = Instant::now();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|client| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    for index in (client..count).step_by(clients) {
+                        let command = Command::Save(sample_record(index, 1 + index as u32));
+                        writer.execute("bench", command, 1_000 + index as u64).await?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        anyhow::Ok(())
+    })?;
+    let elapsed = started.elapsed();
+    let commits = writer.group_commits() - commits_before;
+    runtime.block_on(writer.stop());
+    drop(writer);
+    let _ = thread.join();
+    Ok((count as f64 / elapsed.as_secs_f64(), commits))
 }
 
 fn generate_history(path: &Path, size: usize) -> anyhow::Result<()> {

@@ -7,6 +7,8 @@
 
 mod cluster_settings;
 mod readers;
+#[cfg(test)]
+mod tests;
 
 pub use cluster_settings::{ClusterSettings, Outbound};
 pub use readers::{ReadError, Readers, state_at};
@@ -18,6 +20,7 @@ use replication::Replicator;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Requests waiting for the writer; callers wait (back-pressure) when it is full.
@@ -25,6 +28,9 @@ pub const WRITER_QUEUE_MAX: usize = 256;
 /// A snapshot of the state is written after this many events, so start-up replays at most
 /// this many events whatever the length of the history.
 pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 10_000;
+/// Commands one group commit holds at most: one fsync amortised over many commands, while a
+/// failed commit fails a bounded number of them.
+pub const GROUP_COMMIT_COMMANDS_MAX: usize = 256;
 /// Idle read connections kept open.
 pub const READERS_IDLE_MAX: usize = 8;
 /// File name of the database inside the data directory.
@@ -53,6 +59,10 @@ pub enum StoreError {
          forms or joins a cluster by the normal rules)"
     )]
     Clustered,
+    /// The transaction holding this change (and the others of its group commit) failed:
+    /// nothing of the group was saved.
+    #[error("the change could not be saved: {0}")]
+    CommitFailed(String),
     #[error("the writer has stopped")]
     WriterGone,
 }
@@ -68,6 +78,24 @@ pub struct Store {
     replicator: Replicator,
     cluster_id: Option<ClusterId>,
     /// Counts changes to `state`, so readers are sent a new copy only when it changed.
+    state_version: u64,
+}
+
+/// One command to decide and save, with who asked and when.
+pub struct Change {
+    pub actor: String,
+    pub command: Command,
+    pub now_ms: u64,
+}
+
+/// Results of a committed group, one per change, and whether the cluster record changed.
+type GroupOutcome = (Vec<Result<Vec<StoredEvent>, StoreError>>, bool);
+
+/// What a group restores in memory when its transaction fails.
+struct Undo {
+    state: State,
+    applied_position: u64,
+    snapshot_position: u64,
     state_version: u64,
 }
 
@@ -337,17 +365,92 @@ impl Store {
         self.log.last_position()
     }
 
-    /// Decides `command`, appends its events in one durable transaction, folds them into the
-    /// state and the projections. On a rejection nothing is written.
+    /// Decides `command`, appends its events durably, folds them into the state and the
+    /// projections. On a rejection nothing is written. A group of one (see
+    /// [`Store::execute_group`]).
     pub fn execute(
         &mut self,
         actor: &str,
         command: &Command,
         now_ms: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let events = self.state.decide(command)?;
+        let change = Change { actor: actor.to_owned(), command: command.clone(), now_ms };
+        let mut results = self.execute_group(std::slice::from_ref(&change));
+        results.pop().unwrap_or(Ok(Vec::new()))
+    }
+
+    /// Group commit: decides and appends `changes` (at most [`GROUP_COMMIT_COMMANDS_MAX`]) with
+    /// their projection rows in one transaction and one fsync. Each change is decided against
+    /// the state including the changes before it; a rejected change writes nothing and does not
+    /// affect the others. If the transaction fails, every change fails with
+    /// [`StoreError::CommitFailed`] and nothing of the group is stored or applied.
+    pub fn execute_group(
+        &mut self,
+        changes: &[Change],
+    ) -> Vec<Result<Vec<StoredEvent>, StoreError>> {
+        let undo = Undo {
+            state: self.state.clone(),
+            applied_position: self.applied_position,
+            snapshot_position: self.snapshot_position,
+            state_version: self.state_version,
+        };
+        match self.write_group(changes) {
+            Ok((results, cluster_changed)) => {
+                if cluster_changed && let Err(error) = self.reconcile_cluster_id() {
+                    // The records are saved; the next write or start-up reconciles again.
+                    tracing::error!(%error, "cluster identity not reconciled");
+                }
+                results
+            }
+            Err(error) => {
+                self.log.rollback_group();
+                self.state = undo.state;
+                self.applied_position = undo.applied_position;
+                self.snapshot_position = undo.snapshot_position;
+                self.state_version = undo.state_version;
+                let cause = error.to_string();
+                changes.iter().map(|_| Err(StoreError::CommitFailed(cause.clone()))).collect()
+            }
+        }
+    }
+
+    /// The group's transaction; an `Err` leaves it open for the caller to roll back.
+    fn write_group(&mut self, changes: &[Change]) -> Result<GroupOutcome, StoreError> {
+        self.log.begin_group()?;
+        let mut results = Vec::with_capacity(changes.len());
+        let mut cluster_changed = false;
+        for change in changes {
+            match self.decide_and_append(change) {
+                Ok((stored, touches_cluster)) => {
+                    cluster_changed |= touches_cluster;
+                    results.push(Ok(stored));
+                }
+                Err(StoreError::Rejected(rejection)) => {
+                    results.push(Err(StoreError::Rejected(rejection)))
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        // A failure rolls back only the projections' savepoint: they catch up at the next
+        // write or start-up, and the changes are still saved.
+        if let Err(error) = projections::catch_up(self.log.connection_mut()) {
+            tracing::error!(%error, "projections did not catch up; they will retry");
+        }
+        self.snapshot_if_due()?;
+        self.log.commit_group()?;
+        Ok((results, cluster_changed))
+    }
+
+    /// Decides one change and appends its events (a savepoint in the open group), folding
+    /// them into the state so the next change of the group is decided against them. Also
+    /// says whether the change touched the cluster record.
+    fn decide_and_append(
+        &mut self,
+        change: &Change,
+    ) -> Result<(Vec<StoredEvent>, bool), StoreError> {
+        let events = self.state.decide(&change.command)?;
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let new_events: Vec<NewEvent> = events
             .iter()
@@ -358,8 +461,8 @@ impl Store {
                         Scope::Shared => Stream::Shared,
                         Scope::Local => Stream::Local,
                     },
-                    hlc: self.clock.tick(now_ms),
-                    actor: actor.to_owned(),
+                    hlc: self.clock.tick(change.now_ms),
+                    actor: change.actor.clone(),
                     kind: encoded.kind,
                     version: encoded.version,
                     payload: encoded.payload,
@@ -372,20 +475,16 @@ impl Store {
             self.applied_position = stored.position;
         }
         self.state_version += 1;
-        // The events are durable: if this fails the projections catch up at the next write
-        // or start-up, so the client is still told the change was saved.
-        if let Err(error) = projections::catch_up(self.log.connection_mut()) {
-            tracing::error!(%error, "projections did not catch up; they will retry");
-        }
-        self.snapshot_if_due()?;
         let cluster_changed = events.iter().any(|event| match event {
             Event::Saved(record) => record.kind() == model::RecordKind::Cluster,
             Event::Removed(key) => key.kind == model::RecordKind::Cluster,
         });
-        if cluster_changed {
-            self.reconcile_cluster_id()?;
-        }
-        Ok(stored)
+        Ok((stored, cluster_changed))
+    }
+
+    /// Group commits made since the store was opened (for tests and the benchmark).
+    pub fn group_commits(&self) -> u64 {
+        self.log.group_commits()
     }
 
     fn snapshot_if_due(&mut self) -> Result<(), StoreError> {
@@ -457,6 +556,32 @@ enum Request {
     Stop,
 }
 
+/// A change waiting in the writer for its group's commit.
+struct PendingChange {
+    change: Change,
+    reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+}
+
+/// Takes the changes already queued behind `first` (up to [`GROUP_COMMIT_COMMANDS_MAX`]) for
+/// one group commit: the ones that arrived while the writer was busy. Stops at the first other
+/// request, returned to be served after the group, so requests keep their order.
+fn gather_group(
+    first: PendingChange,
+    requests: &mut mpsc::Receiver<Request>,
+) -> (Vec<PendingChange>, Option<Request>) {
+    let mut group = vec![first];
+    while group.len() < GROUP_COMMIT_COMMANDS_MAX {
+        match requests.try_recv() {
+            Ok(Request::Execute { actor, command, now_ms, reply }) => {
+                group.push(PendingChange { change: Change { actor, command, now_ms }, reply });
+            }
+            Ok(other) => return (group, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (group, None)
+}
+
 /// The writer thread: owns the store, serves requests one at a time, publishes the state and
 /// the cluster settings after each.
 struct WriterThread {
@@ -465,15 +590,31 @@ struct WriterThread {
     settings_tx: watch::Sender<ClusterSettings>,
     state_tx: watch::Sender<Arc<State>>,
     published_version: u64,
+    /// Shared with [`Writer::group_commits`].
+    group_commits: Arc<AtomicU64>,
 }
 
 impl WriterThread {
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        while let Some(request) = requests.blocking_recv() {
-            if matches!(request, Request::Stop) {
-                return;
+        let mut next = None;
+        loop {
+            let request = match next.take() {
+                Some(request) => request,
+                None => match requests.blocking_recv() {
+                    Some(request) => request,
+                    None => return,
+                },
+            };
+            match request {
+                Request::Stop => return,
+                Request::Execute { actor, command, now_ms, reply } => {
+                    let first = PendingChange { change: Change { actor, command, now_ms }, reply };
+                    let (group, after) = gather_group(first, &mut requests);
+                    self.serve_group(group);
+                    next = after;
+                }
+                other => self.serve(other),
             }
-            self.serve(request);
             self.publish();
         }
     }
@@ -487,6 +628,51 @@ impl WriterThread {
             changed
         });
         self.publish_state();
+    }
+
+    /// Saves a group of changes in one commit and answers each only after it is durable.
+    fn serve_group(&mut self, group: Vec<PendingChange>) {
+        let (changes, replies): (Vec<Change>, Vec<_>) =
+            group.into_iter().map(|pending| (pending.change, pending.reply)).unzip();
+        let results = self.store.execute_group(&changes);
+        self.group_commits.store(self.store.group_commits(), Ordering::Relaxed);
+        let mut failure_noted = false;
+        for (change, result) in changes.iter().zip(&results) {
+            match result {
+                Ok(stored) => {
+                    let messages = self.store.appended(stored);
+                    self.send(messages);
+                }
+                Err(StoreError::Rejected(_)) => {}
+                // One Event Log entry per failed group: its changes share the cause.
+                Err(error) if !failure_noted => {
+                    failure_noted = true;
+                    self.note_write_failure(change, error);
+                }
+                Err(_) => {}
+            }
+        }
+        // Readers of the state (the policy service) and of the cluster settings see a change
+        // before its author is told it is saved.
+        self.publish();
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Infrastructure failures go to the operator's Event Log too.
+    fn note_write_failure(&mut self, change: &Change, error: &StoreError) {
+        let actor = &change.actor;
+        tracing::error!(%error, %actor, "configuration change failed");
+        let message = format!("a configuration change could not be saved: {error}");
+        let entry = crate::base::journal::entry_at(
+            change.now_ms,
+            eventlog::Level::Error,
+            EntryKind::ConfigWriteFailed,
+            Some(actor),
+            message,
+        );
+        let _ = self.store.journal(&entry);
     }
 
     fn send(&self, messages: Vec<Outbound>) {
@@ -509,31 +695,8 @@ impl WriterThread {
     fn serve(&mut self, request: Request) {
         match request {
             Request::Execute { actor, command, now_ms, reply } => {
-                let result = self.store.execute(&actor, &command, now_ms);
-                match &result {
-                    Ok(stored) => {
-                        let messages = self.store.appended(stored);
-                        self.send(messages);
-                    }
-                    Err(StoreError::Rejected(_)) => {}
-                    Err(error) => {
-                        // Infrastructure failures go to the operator's Event Log too.
-                        tracing::error!(%error, %actor, "configuration change failed");
-                        let message = format!("a configuration change could not be saved: {error}");
-                        let entry = crate::base::journal::entry_at(
-                            now_ms,
-                            eventlog::Level::Error,
-                            EntryKind::ConfigWriteFailed,
-                            Some(&actor),
-                            message,
-                        );
-                        let _ = self.store.journal(&entry);
-                    }
-                }
-                // Readers of the state (the policy service) and of the cluster settings see a
-                // change before its author is told it is saved.
-                self.publish();
-                let _ = reply.send(result);
+                let pending = PendingChange { change: Change { actor, command, now_ms }, reply };
+                self.serve_group(vec![pending]);
             }
             Request::Journal { entry } => {
                 if let Err(error) = self.store.journal(&entry) {
@@ -574,9 +737,15 @@ pub struct Writer {
     queue: mpsc::Sender<Request>,
     settings: watch::Receiver<ClusterSettings>,
     state: watch::Receiver<Arc<State>>,
+    group_commits: Arc<AtomicU64>,
 }
 
 impl Writer {
+    /// Group commits (transactions, so fsyncs, holding changes) the writer made so far.
+    pub fn group_commits(&self) -> u64 {
+        self.group_commits.load(Ordering::Relaxed)
+    }
+
     /// Starts the writer thread over an opened store. Replication messages for peers go to
     /// `outbound` (dropped when it is full: anti-entropy resends what was lost). The returned
     /// join handle finishes after [`Writer::stop`] (or once every `Writer` clone has been
@@ -588,13 +757,22 @@ impl Writer {
         let (queue, requests) = mpsc::channel(WRITER_QUEUE_MAX);
         let (settings_tx, settings) = watch::channel(store.cluster_settings());
         let (state_tx, state) = watch::channel(Arc::new(store.state().clone()));
+        let group_commits = Arc::new(AtomicU64::new(store.group_commits()));
+        let commits = Arc::clone(&group_commits);
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
-                WriterThread { store, outbound, settings_tx, state_tx, published_version }
-                    .run(requests)
+                WriterThread {
+                    store,
+                    outbound,
+                    settings_tx,
+                    state_tx,
+                    published_version,
+                    group_commits: commits,
+                }
+                .run(requests)
             })?;
-        Ok((Writer { queue, settings, state }, thread))
+        Ok((Writer { queue, settings, state, group_commits }, thread))
     }
 
     /// Stops the writer thread once the requests queued before this one are served; later
@@ -717,33 +895,5 @@ where
             state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
             folded += 1;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use model::record::SystemName;
-
-    /// A change is visible in the published cluster settings (what the links, the restore's
-    /// "clustered?" check and the web read) by the time its author is told it is saved.
-    #[tokio::test]
-    async fn the_cluster_settings_are_published_before_the_change_is_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("baton.db")).unwrap();
-        let (outbound, _peers) = mpsc::channel(8);
-        let (writer, thread) = Writer::spawn(store, outbound).unwrap();
-        let settings = writer.cluster_settings();
-        for round in 0..200 {
-            let host_name = format!("peer-{round}");
-            let name = SystemName { host_name: host_name.clone(), domain: "example.test".into() };
-            let command = Command::Save(model::Record::SystemName(name));
-            writer.execute("test", command, 1_000 + round).await.unwrap();
-            assert_eq!(settings.borrow().host_name, host_name, "round {round}");
-        }
-        writer.stop().await;
-        thread.join().unwrap();
     }
 }

@@ -1,0 +1,135 @@
+//! Group commit: changes that share a commit, a rejection inside a group, a failed group, and
+//! concurrent clients of the writer sharing commits; the cluster settings published before an
+//! acknowledgement.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use model::{Record, RecordKey, RecordKind};
+
+fn bridge(name: &str) -> Record {
+    Record::Bridge(model::record::Bridge {
+        name: name.to_owned(),
+        bridge_type: model::record::BridgeType::Mcu,
+        address: format!("{name}.example.com"),
+        protocol: model::record::Protocol::Https,
+        username: "api".to_owned(),
+        password: "secret".to_owned(),
+        capacity_ports: 10,
+        enabled: true,
+    })
+}
+
+fn create(name: &str) -> Change {
+    Change { actor: "admin".to_owned(), command: Command::Create(bridge(name)), now_ms: 1_000 }
+}
+
+fn key(name: &str) -> RecordKey {
+    RecordKey { kind: RecordKind::Bridge, name: name.to_owned() }
+}
+
+#[test]
+fn a_group_is_one_commit_and_each_change_sees_the_ones_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let (mut store, _) = Store::open(&path).unwrap();
+    let commits_before = store.group_commits();
+
+    // The second "a" is decided against the first one of the same group.
+    let results = store.execute_group(&[create("a"), create("a"), create("b")]);
+
+    assert_eq!(store.group_commits(), commits_before + 1, "one transaction, one fsync");
+    assert!(results[0].as_ref().is_ok_and(|stored| stored.len() == 1));
+    assert!(matches!(results[1], Err(StoreError::Rejected(Rejection::AlreadyExists { .. }))));
+    assert!(results[2].as_ref().is_ok_and(|stored| stored.len() == 1));
+    drop(store);
+    // Durable, with the projection rows in the same commit.
+    let (store, _) = Store::open(&path).unwrap();
+    assert!(store.state().get(&key("a")).is_some() && store.state().get(&key("b")).is_some());
+    let reader = eventlog::open_reader(&path).unwrap();
+    assert_eq!(projections::list(&reader, RecordKind::Bridge).unwrap().len(), 2);
+    assert_eq!(projections::position(&reader).unwrap(), store.last_position());
+}
+
+#[test]
+fn a_failed_group_fails_every_change_and_keeps_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let (mut store, _) = Store::open(&path).unwrap();
+    let position_before = store.last_position();
+    // An infrastructure failure on the second change's insert, after the first one was
+    // written in the same transaction.
+    let saboteur = Connection::open(&path).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON events
+             WHEN instr(NEW.payload, CAST('poison' AS BLOB)) > 0
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+
+    let results = store.execute_group(&[create("a"), create("poison"), create("c")]);
+
+    assert!(results.iter().all(|result| matches!(result, Err(StoreError::CommitFailed(_)))));
+    assert_eq!(store.last_position(), position_before);
+    assert!(store.state().get(&key("a")).is_none(), "nothing of the group is applied");
+    saboteur.execute_batch("DROP TRIGGER poison").unwrap();
+    // The log's chain heads were rolled back too: the next change appends cleanly.
+    assert!(store.execute("admin", &Command::Create(bridge("a")), 2_000).is_ok());
+    drop(store);
+    let (store, _) = Store::open(&path).unwrap();
+    assert!(store.state().get(&key("a")).is_some());
+    assert!(store.state().get(&key("c")).is_none());
+    assert_eq!(store.last_position(), position_before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_share_commits() {
+    const CLIENTS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
+    let (outbound, _peers) = mpsc::channel(16);
+    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    let commits_before = writer.group_commits();
+
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|index| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer.execute("admin", Command::Create(bridge(&format!("b{index}"))), 1_000).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    let commits = writer.group_commits() - commits_before;
+    assert!(commits < CLIENTS as u64, "{CLIENTS} concurrent changes took {commits} commits");
+    assert_eq!(writer.state_watch().borrow().list(RecordKind::Bridge).count(), CLIENTS);
+    writer.stop().await;
+    thread.join().unwrap();
+}
+
+/// A change is visible in the published cluster settings (what the links, the restore's
+/// "clustered?" check and the web read) by the time its author is told it is saved.
+#[tokio::test]
+async fn the_cluster_settings_are_published_before_the_change_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("baton.db")).unwrap();
+    let (outbound, _peers) = mpsc::channel(8);
+    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    let settings = writer.cluster_settings();
+    for round in 0..200 {
+        let host_name = format!("peer-{round}");
+        let name = model::record::SystemName {
+            host_name: host_name.clone(),
+            domain: "example.test".into(),
+        };
+        let command = Command::Save(Record::SystemName(name));
+        writer.execute("test", command, 1_000 + round).await.unwrap();
+        assert_eq!(settings.borrow().host_name, host_name, "round {round}");
+    }
+    writer.stop().await;
+    thread.join().unwrap();
+}
