@@ -368,6 +368,12 @@ impl SystemPlatform {
             outcome.files.push(shown_path(render::LOCALTIME));
         }
         self.replace(outcome, render::TIMEZONE, &timezone, 0o644)?;
+        if !outcome.files.is_empty() {
+            // systemd-timedated reads the zone when it starts and keeps it while it runs (and
+            // anything polling `timedatectl` keeps it running): a running one must start over,
+            // or `timedatectl` goes on showing the old zone.
+            self.change(outcome, "systemctl", &["try-restart", "systemd-timedated.service"], None)?;
+        }
         Ok(())
     }
 

@@ -252,6 +252,8 @@ fn time_zone_links_localtime_and_refuses_an_unknown_zone() {
         Path::new("/usr/share/zoneinfo/Europe/Oslo")
     );
     assert_eq!(read(&f.root, "etc/timezone"), "Europe/Oslo\n");
+    // timedated, if running, rereads the zone (it caches it while it runs).
+    assert_eq!(f.runner.changes(), ["systemctl try-restart systemd-timedated.service"]);
     assert!(f.platform.apply(Concern::TimeZone, &zone("Europe/Oslo")).unwrap().is_unchanged());
 }
 
