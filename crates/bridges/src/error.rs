@@ -94,16 +94,8 @@ impl BridgeError {
     /// Whether the bridge itself is unusable (unreachable, too slow, or not speaking XML-RPC),
     /// as opposed to having refused this one call: take it out of selection until it recovers.
     pub fn is_bridge_down(&self) -> bool {
-        matches!(
-            self,
-            BridgeError::Transport(_)
-                | BridgeError::Tls(_)
-                | BridgeError::Timeout { .. }
-                | BridgeError::Malformed(_)
-                | BridgeError::AnswerTooLarge { .. }
-                | BridgeError::TooManyPages { .. }
-                | BridgeError::OperationTooLarge { .. }
-        )
+        // Every refusal is a fault the bridge answered with; everything else is a bridge down.
+        self.fault_code().is_none()
     }
 
     /// The fault code behind a business error (for the specific variants, the canonical one).

@@ -116,21 +116,18 @@ fn peer_local_settings_are_projected_beside_shared_records() {
     check_case("local_settings");
 }
 
+/// The bridge `b` saved with `capacity` ports.
+fn bridge(capacity: u32) -> Event {
+    let fields = serde_json::json!({"name": "b", "bridge_type": "mcu", "address": "127.0.0.1",
+                                    "username": "u", "capacity_ports": capacity});
+    Event::Saved(Record::from_json(RecordKind::Bridge, fields).unwrap())
+}
+
 // Goal: an event from another peer that arrives late but carries an older stamp must not
 // overwrite a newer value, exactly as model::State decides.
 #[test]
 fn late_older_event_from_another_peer_does_not_win() {
     let dir = tempfile::tempdir().unwrap();
-    let bridge = |capacity: u32| {
-        Event::Saved(
-            Record::from_json(
-                RecordKind::Bridge,
-                serde_json::json!({"name": "b", "bridge_type": "mcu", "address": "127.0.0.1", "username": "u",
-                                   "capacity_ports": capacity}),
-            )
-            .unwrap(),
-        )
-    };
     let mut remote = EventLog::open(&dir.path().join("remote.db")).unwrap();
     let remote_events = remote.append(&[new_event(1_000, 0, "bob", &bridge(10))]).unwrap();
     let mut local = EventLog::open(&dir.path().join("local.db")).unwrap();
@@ -155,16 +152,6 @@ fn late_older_event_from_another_peer_does_not_win() {
 #[test]
 fn one_batch_with_rewrites_and_a_late_older_event_matches_event_by_event() {
     let dir = tempfile::tempdir().unwrap();
-    let bridge = |capacity: u32| {
-        Event::Saved(
-            Record::from_json(
-                RecordKind::Bridge,
-                serde_json::json!({"name": "b", "bridge_type": "mcu", "address": "127.0.0.1", "username": "u",
-                                   "capacity_ports": capacity}),
-            )
-            .unwrap(),
-        )
-    };
     let mut remote = EventLog::open(&dir.path().join("remote.db")).unwrap();
     let remote_events = remote.append(&[new_event(1_000, 0, "bob", &bridge(10))]).unwrap();
     let mut logs = Vec::new();
