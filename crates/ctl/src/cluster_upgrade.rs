@@ -40,6 +40,10 @@ use std::time::{Duration, Instant};
 const POLL_MS: u64 = 500;
 /// How long links get to come up after a cluster change.
 const LINKS_TIMEOUT_MS: u64 = 60_000;
+/// How long a refusal must last before it ends the wait: right after a change, a peer line
+/// can still show the refusal of the other side's settings before that change (links restart
+/// on every settings change).
+const REFUSAL_SETTLE_MS: u64 = 5_000;
 /// How long a settings change gets to show in the peer's status (maintenance, standalone).
 const SETTLE_TIMEOUT_MS: u64 = 20_000;
 /// A drain longer than this is not waited for silently: something is wrong with the clock.
@@ -927,9 +931,12 @@ fn wait_for(peer: &Peer, what: &str, mut check: impl FnMut(&Seen) -> bool) -> an
 }
 
 /// Waits until every peer of `group` shows every peer it lists as Active; a refusal (key,
-/// list, version, different cluster) ends the wait at once with the status.
+/// list, version, different cluster) still shown after [`REFUSAL_SETTLE_MS`] ends the wait
+/// with the status.
 fn wait_links(group: &[&Peer], what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_millis(LINKS_TIMEOUT_MS);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(LINKS_TIMEOUT_MS);
+    let settled = started + Duration::from_millis(REFUSAL_SETTLE_MS);
     loop {
         let mut waiting = None;
         for peer in group {
@@ -948,7 +955,7 @@ fn wait_links(group: &[&Peer], what: &str) -> anyhow::Result<()> {
                     matches!(line.state, PeerState::Failed { .. })
                         && line.code.is_some_and(|code| !code.is_transient())
                 });
-                if refused {
+                if refused && Instant::now() > settled {
                     bail!(
                         "{what}: {} refuses a peer:\n{}fix the cluster settings named there \
                          (batonctl cluster set) and run the command again",
