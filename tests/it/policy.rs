@@ -458,19 +458,7 @@ fn concurrent_first_calls_never_overbook_a_bridge() {
     let mut small = bridge("small", &sim, "mcu", SIM_BRIDGE_PASSWORD);
     small["capacity_ports"] = json!(20);
     post(&peer, "bridges", small);
-    post(&peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": ["small"]}));
-    post(&peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
-    post(
-        &peer,
-        "conference-templates",
-        json!({"name": "t", "conference_type": "meeting", "service_preference": "s", "max_participants": 5}),
-    );
-    post(
-        &peer,
-        "conference-aliases",
-        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
-        "conference_name": "room${n}", "template": "t", "priority": 1}),
-    );
+    route_rooms_to_pool(&peer, json!(["small"]));
     let vcs = vcs_for(&[&peer]);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let answers: Vec<Answer> = std::thread::scope(|scope| {
@@ -537,19 +525,7 @@ fn hung_bridges_never_keep_the_vcs_waiting_past_the_decision_deadline() {
     }
     post(&peer, "bridges", bridge("z-healthy", &healthy, "mcu", SIM_BRIDGE_PASSWORD));
     names.push("z-healthy".to_owned());
-    post(&peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": names}));
-    post(&peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
-    post(
-        &peer,
-        "conference-templates",
-        json!({"name": "t", "conference_type": "meeting", "service_preference": "s", "max_participants": 5}),
-    );
-    post(
-        &peer,
-        "conference-aliases",
-        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
-        "conference_name": "room${n}", "template": "t", "priority": 1}),
-    );
+    route_rooms_to_pool(&peer, json!(names));
     let ca = std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap();
     let vcs = Vcs::with_attempt_timeout(
         vec![peer.daemon.url.clone()],
@@ -704,4 +680,22 @@ fn names_on_https(sim: &SimBridge, ca: &str) -> Vec<String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let conferences = runtime.block_on(client.enumerate_conferences(&target)).unwrap();
     conferences.into_iter().map(|conference| conference.name).collect()
+}
+
+/// Calls to `room<n>@example.com` make conference `room<n>` (5 participants) on the MCU pool
+/// of `bridges`.
+fn route_rooms_to_pool(peer: &Peer, bridges: Value) {
+    post(peer, "bridge-pools", json!({"name": "p", "bridge_type": "mcu", "bridges": bridges}));
+    post(peer, "service-preferences", json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}));
+    post(
+        peer,
+        "conference-templates",
+        json!({"name": "t", "conference_type": "meeting", "service_preference": "s", "max_participants": 5}),
+    );
+    post(
+        peer,
+        "conference-aliases",
+        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
+        "conference_name": "room${n}", "template": "t", "priority": 1}),
+    );
 }
