@@ -1196,6 +1196,21 @@ fn image_with_wrong_digest(key: &SigningKey) -> Vec<u8> {
     signed_image_unchecked(key, &manifest, &payload)
 }
 
+/// Streams an image whose payload does not match its digest through `writer`: it must be
+/// refused as a digest mismatch.
+fn install_with_wrong_digest(
+    writer: &mut impl SlotWriter,
+    key: &SigningKey,
+    trusted: &TrustedKeys,
+    running: &RunningSystem,
+) {
+    let image = image_with_wrong_digest(key);
+    let options = InstallOptions::default();
+    let error = install(&mut Cursor::new(&image), trusted, running, options, writer, &mut |_| {})
+        .expect_err("digest mismatch");
+    assert!(matches!(error, Error::DigestMismatch { .. }), "{error:?}");
+}
+
 // Goal (issue 19): the payload is written into the inactive slot before its digest is known;
 // that is safe only because the slot is unbootable from `begin` until a verified install is
 // armed. Probed after every write and after a digest mismatch whose recording a power cut
@@ -1215,17 +1230,7 @@ fn a_slot_is_never_bootable_while_its_payload_is_unverified() {
         written_bytes: 0,
         probes: 0,
     };
-    let image = image_with_wrong_digest(&machine.key);
-    let error = install(
-        &mut Cursor::new(&image),
-        &machine.trusted,
-        &machine.running(),
-        InstallOptions::default(),
-        &mut writer,
-        &mut |_| {},
-    )
-    .expect_err("digest mismatch");
-    assert!(matches!(error, Error::DigestMismatch { .. }), "{error:?}");
+    install_with_wrong_digest(&mut writer, &machine.key, &machine.trusted, &machine.running());
     assert_eq!(writer.written_bytes, 3 * PAYLOAD_CHUNK_BYTES as u64, "every byte was written");
     assert_eq!(writer.probes, 4);
     (writer.probe)("after the mismatch, never recorded");
@@ -1258,17 +1263,7 @@ fn systemd_boot_a_slot_is_never_bootable_while_its_payload_is_unverified() {
         active_slot: Slot::A,
     };
     let keys = TrustedKeys::new([appliance.key.verifying_key()]);
-    let image = image_with_wrong_digest(&appliance.key);
-    let error = install(
-        &mut Cursor::new(&image),
-        &keys,
-        &running,
-        InstallOptions::default(),
-        &mut writer,
-        &mut |_| {},
-    )
-    .expect_err("digest mismatch");
-    assert!(matches!(error, Error::DigestMismatch { .. }), "{error:?}");
+    install_with_wrong_digest(&mut writer, &appliance.key, &keys, &running);
     assert_eq!(writer.probes, 4);
     (writer.probe)("after the mismatch, never recorded");
     assert_eq!(appliance.firmware_boot(), Slot::A);
