@@ -362,7 +362,9 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
     let ts = SimBridge::start("telepresence-server", &[]).unwrap();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let idle = ["--conference-idle-ms".to_owned(), "500".to_owned()];
+    // Long enough that a copy is not ended as empty before the test puts someone in it, even on
+    // a loaded machine (an ended copy's removal would then win over both).
+    let idle = ["--conference-idle-ms".to_owned(), "2000".to_owned()];
     let mesh = crate::cluster::meshed_trio_with(&dirs, &idle);
     let [a, b, c] = [&mesh.peers[0], &mesh.peers[1], &mesh.peers[2]];
     configure(a, &mcu_full, &mcu_spare, &ts);
@@ -379,6 +381,8 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     // attempt, which uses the spare one. (Had it answered "duplicate name", the other side
     // would have adopted the existing conference.) Both answered their VCS correctly.
     assert_eq!(routed(&lone_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    // People are in both copies, so neither side ends its copy as empty.
+    participants(&mcu_full, "zed", 1);
     let fault = |code: i32| {
         let settings = bridges::xmlrpc::Struct::from([(
             "faultCode".to_owned(),
@@ -388,12 +392,10 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     };
     fault(201);
     assert_eq!(routed(&majority_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    participants(&mcu_spare, "zed", 1);
     fault(0);
     assert_eq!(hosted_on(a, "zed"), "mcu-full");
     assert_eq!(hosted_on(b, "zed"), "mcu-spare");
-    // People are in both copies, so neither side ends its copy as empty.
-    participants(&mcu_full, "zed", 1);
-    participants(&mcu_spare, "zed", 1);
     mesh.isolate(0, false);
 
     // The majority wrote last: its bridge is kept on every peer.

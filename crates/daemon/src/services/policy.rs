@@ -43,10 +43,6 @@ pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
 pub const BRIDGE_EVENTS_PATH: &str = "/baton/bridge-events";
 /// Requests decided at once; more wait (the VCS gives each attempt 30 s).
 pub const DECISIONS_IN_FLIGHT_MAX: usize = 256;
-/// How long the status path waits for projections one write behind the log to catch up
-/// before it says this peer cannot serve, and how often it looks again meanwhile.
-pub const PROJECTION_LAG_GRACE_MS: u64 = 1_000;
-pub const PROJECTION_LAG_RECHECK_MS: u64 = 20;
 /// How long a peer put in maintenance keeps deciding the calls that still reach it: the status
 /// path says 503 at once, but a VCS only notices at its next status poll (about a minute), and
 /// refusing the calls it sends meanwhile would fail them although another peer could serve.
@@ -258,24 +254,17 @@ impl PolicyService {
         if let Some(reason) = self.unavailable_by_state() {
             return Some(reason);
         }
-        // Every write appends, then projects, in two transactions: a reader between them sees
-        // the projections one write behind. That is not catching up (a rebuild is), and
-        // answering 503 for it would make a VCS drop a busy peer until its next status poll.
-        let mut grace_left_ms = PROJECTION_LAG_GRACE_MS;
-        loop {
-            let positions = self
-                .readers
-                .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
-                .await;
-            match positions {
-                Ok((log, projected)) if log == projected => return None,
-                Ok(_) if grace_left_ms > 0 => {
-                    tokio::time::sleep(Duration::from_millis(PROJECTION_LAG_RECHECK_MS)).await;
-                    grace_left_ms = grace_left_ms.saturating_sub(PROJECTION_LAG_RECHECK_MS);
-                }
-                Ok(_) => return Some("projections are catching up with the log".to_owned()),
-                Err(error) => return Some(format!("the event log cannot be read: {error}")),
-            }
+        // Every write, local or replicated, appends and projects in one transaction: a reader
+        // sees the projections behind the log only while they are really catching up (a rebuild
+        // after an upgrade, or a catch-up that failed and waits for the next write).
+        let positions = self
+            .readers
+            .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
+            .await;
+        match positions {
+            Ok((log, projected)) if log == projected => None,
+            Ok(_) => Some("projections are catching up with the log".to_owned()),
+            Err(error) => Some(format!("the event log cannot be read: {error}")),
         }
     }
 

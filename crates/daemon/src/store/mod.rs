@@ -280,15 +280,41 @@ impl Store {
         sends(self.replicator.tick(now_ms, &self.log))
     }
 
-    /// Takes a message from a peer: events new here are stored, folded into the state and the
-    /// projections. Returns what to send back.
-    pub fn replicate(
+    /// Takes messages from peers in one group commit, like local commands: the events new
+    /// here, their projection rows and any snapshot share one transaction and one fsync, so a
+    /// reader never sees the log ahead of the projections. A message refused (a gap, a fork, an
+    /// unknown peer) is dropped alone; a failed commit drops them all (peers send again after
+    /// their next summary). Returns what to send back, only once the group is durable.
+    pub fn replicate_group(
         &mut self,
-        from: PeerId,
-        message: replication::Message,
-    ) -> Result<Vec<Outbound>, StoreError> {
-        let outputs = self.replicator.receive(from, message, &mut self.log)?;
+        messages: Vec<(PeerId, replication::Message)>,
+    ) -> Vec<Outbound> {
+        let undo = self.undo_point();
+        match self.write_replicated(messages) {
+            Ok(outputs) => sends(outputs),
+            Err(error) => {
+                tracing::error!(%error, "replicated events not saved; peers will send them again");
+                self.roll_back_group(undo);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The replicated group's transaction; an `Err` leaves it open for the caller to roll back.
+    fn write_replicated(
+        &mut self,
+        messages: Vec<(PeerId, replication::Message)>,
+    ) -> Result<Vec<replication::Output>, StoreError> {
+        self.log.begin_group()?;
+        let mut outputs = Vec::new();
         let mut applied_any = false;
+        for (from, message) in messages {
+            // Each message's appends are a savepoint: a refused one leaves the others.
+            match self.replicator.receive(from, message, &mut self.log) {
+                Ok(answer) => outputs.extend(answer),
+                Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
+            }
+        }
         for output in &outputs {
             if let replication::Output::Applied { events } = output {
                 self.fold(events)?;
@@ -301,7 +327,8 @@ impl Store {
             }
             self.snapshot_if_due()?;
         }
-        Ok(sends(outputs))
+        self.log.commit_group()?;
+        Ok(outputs)
     }
 
     /// Two peers that could not see each other may both create a conference of one name, on
@@ -330,6 +357,24 @@ impl Store {
         if let Err(error) = self.log.append_journal(&entry) {
             tracing::error!(%error, "could not write to the Event Log");
         }
+    }
+
+    fn undo_point(&self) -> Undo {
+        Undo {
+            state: self.state.clone(),
+            applied_position: self.applied_position,
+            snapshot_position: self.snapshot_position,
+            state_version: self.state_version,
+        }
+    }
+
+    /// Undoes the open group, on disk and in memory.
+    fn roll_back_group(&mut self, undo: Undo) {
+        self.log.rollback_group();
+        self.state = undo.state;
+        self.applied_position = undo.applied_position;
+        self.snapshot_position = undo.snapshot_position;
+        self.state_version = undo.state_version;
     }
 
     /// What to push to peers after a local append.
@@ -388,12 +433,7 @@ impl Store {
         &mut self,
         changes: &[Change],
     ) -> Vec<Result<Vec<StoredEvent>, StoreError>> {
-        let undo = Undo {
-            state: self.state.clone(),
-            applied_position: self.applied_position,
-            snapshot_position: self.snapshot_position,
-            state_version: self.state_version,
-        };
+        let undo = self.undo_point();
         match self.write_group(changes) {
             Ok((results, cluster_changed)) => {
                 if cluster_changed && let Err(error) = self.reconcile_cluster_id() {
@@ -403,11 +443,7 @@ impl Store {
                 results
             }
             Err(error) => {
-                self.log.rollback_group();
-                self.state = undo.state;
-                self.applied_position = undo.applied_position;
-                self.snapshot_position = undo.snapshot_position;
-                self.state_version = undo.state_version;
+                self.roll_back_group(undo);
                 let cause = error.to_string();
                 changes.iter().map(|_| Err(StoreError::CommitFailed(cause.clone()))).collect()
             }
@@ -582,6 +618,23 @@ fn gather_group(
     (group, None)
 }
 
+/// Takes the peers' messages already queued behind `first` (up to
+/// [`GROUP_COMMIT_COMMANDS_MAX`]) for one group commit, as [`gather_group`] does for commands.
+fn gather_replicated(
+    first: (PeerId, replication::Message),
+    requests: &mut mpsc::Receiver<Request>,
+) -> (Vec<(PeerId, replication::Message)>, Option<Request>) {
+    let mut group = vec![first];
+    while group.len() < GROUP_COMMIT_COMMANDS_MAX {
+        match requests.try_recv() {
+            Ok(Request::Replicate { from, message }) => group.push((from, message)),
+            Ok(other) => return (group, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (group, None)
+}
+
 /// The writer thread: owns the store, serves requests one at a time, publishes the state and
 /// the cluster settings after each.
 struct WriterThread {
@@ -611,6 +664,12 @@ impl WriterThread {
                     let first = PendingChange { change: Change { actor, command, now_ms }, reply };
                     let (group, after) = gather_group(first, &mut requests);
                     self.serve_group(group);
+                    next = after;
+                }
+                Request::Replicate { from, message } => {
+                    let (group, after) = gather_replicated((from, message), &mut requests);
+                    let messages = self.store.replicate_group(group);
+                    self.send(messages);
                     next = after;
                 }
                 other => self.serve(other),
@@ -706,10 +765,10 @@ impl WriterThread {
             Request::State { reply } => {
                 let _ = reply.send(self.store.state().clone());
             }
-            Request::Replicate { from, message } => match self.store.replicate(from, message) {
-                Ok(messages) => self.send(messages),
-                Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
-            },
+            Request::Replicate { from, message } => {
+                let messages = self.store.replicate_group(vec![(from, message)]);
+                self.send(messages);
+            }
             Request::ReplicationTick { now_ms } => {
                 let messages = self.store.replication_tick(now_ms);
                 self.send(messages);
