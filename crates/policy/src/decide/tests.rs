@@ -254,7 +254,7 @@ fn an_explanation_shows_the_aliases_tried_and_every_bridge_weighed() {
     assert_eq!(trace.ports_needed, Some(10));
     assert_eq!(trace.existing, None);
     type Weighed<'a> = (&'a str, Option<u32>, Option<bool>, BridgeVerdict);
-    let weighed: Vec<(&str, Vec<Weighed>)> = trace
+    let weighed: Vec<(&str, Vec<Weighed<'_>>)> = trace
         .pools
         .iter()
         .map(|pool| {
