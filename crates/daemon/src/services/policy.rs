@@ -108,6 +108,8 @@ pub struct HostedConference {
     pub id: String,
     pub name: String,
     pub participants: u32,
+    /// As many of them as the bridge's enumeration lists (`bridges::PARTICIPANTS_LISTED_MAX`).
+    pub participant_list: Vec<::api::LiveParticipant>,
 }
 
 /// Bridge health as this peer sees it: a bridge not polled yet counts as up, and so does one
@@ -243,7 +245,7 @@ impl PolicyService {
     }
 
     /// The engine for the newest state, rebuilt only when the state changed.
-    fn engine(&self) -> Arc<Engine> {
+    pub(super) fn engine(&self) -> Arc<Engine> {
         let state = self.state.borrow().clone();
         let mut cached = lock(&self.engine);
         // The engine holds its state, so pointer equality cannot be fooled by a reused address.
@@ -295,6 +297,20 @@ impl PolicyService {
             }
             _ => None,
         }
+    }
+
+    /// The newest published state.
+    pub(super) fn state_now(&self) -> Arc<State> {
+        self.state.borrow().clone()
+    }
+
+    pub(super) fn host(&self) -> &dyn ConferenceHost {
+        self.host.as_ref()
+    }
+
+    /// Why calls that reach this peer are refused now, if they are (see `refuses_calls`).
+    pub(super) fn refusal(&self) -> Option<String> {
+        if self.refuses_calls() { self.unavailable_by_state() } else { None }
     }
 
     /// Whether calls that reach this peer are refused: as the status path says, except that a

@@ -159,6 +159,26 @@ fn system_routes() -> Vec<Route> {
             ),
             get(h::policy_status),
         ),
+        route(
+            Get,
+            "/policy/explain",
+            openapi::doc(
+                "`?alias=<dialled alias>&source=<caller's alias>`: what a call would get now and why, decided by the same code as a real call with no side effect (no conference created, nothing recorded): the aliases tried (pattern, outcome), the conference and template, the conference already recorded and whether the call follows it, each pool's bridges with capacity, free ports, health and verdict, the `decision` (`route`, `create` with the candidates in order, `reject` with status and reason), `refused` when this peer refuses calls, and the `cpl` the VCS would get",
+                "200",
+                false,
+            ),
+            get(h::policy_explain),
+        ),
+        route(
+            Get,
+            "/policy/live-conferences",
+            openapi::doc(
+                "The conferences each enabled bridge hosts now, from its own enumeration: per bridge `{bridge, problem, conferences: [{name, bridge_conference_id, recorded, participant_count, participants: [{name, address, role, state}]}]}` (each bridge asked at once, with its own deadline)",
+                "200",
+                false,
+            ),
+            get(h::live_conferences),
+        ),
     ]
 }
 
@@ -436,9 +456,15 @@ mod tests {
         let routes = table();
         let document = openapi::document(&routes);
         assert_eq!(undescribed(&routes, &document), Vec::<String>::new());
-        for path in
-            ["/upgrade", "/upgrade/reboot", "/policy/status", "/cluster/status", "/openapi.json"]
-        {
+        for path in [
+            "/upgrade",
+            "/upgrade/reboot",
+            "/policy/status",
+            "/policy/explain",
+            "/policy/live-conferences",
+            "/cluster/status",
+            "/openapi.json",
+        ] {
             assert!(document["paths"][format!("{API_PREFIX}{path}")].is_object(), "{path}");
         }
         let history = &document["paths"]["/api/v1/history/{kind}/{name}"]["parameters"];
