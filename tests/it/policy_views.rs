@@ -98,6 +98,37 @@ impl Browser {
     }
 }
 
+/// The bridge with the wrong password is found down first, so its Event Log entry is not
+/// taken for one of the explanation's.
+fn locked_bridge_found_down(peer: &Peer) {
+    wait_until("the locked bridge is found down", || {
+        let status = peer.get("/api/v1/policy/status").unwrap();
+        let locked = status["bridges"].as_array().unwrap().iter().find(|b| b["name"] == "locked");
+        match locked {
+            Some(line) if line["up"] == false => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
+
+/// `batonctl policy explain` and the web form explain as the API does.
+fn explained_through_batonctl_and_the_web(peer: &Peer) {
+    let text = batonctl(peer, &["policy", "explain", "lecture.maths.guest@example.com"]);
+    assert!(
+        text.contains("decision: create conference lecture-maths on the first of [ts]"),
+        "{text}"
+    );
+    assert!(text.contains("lecture-maths.guest@127.0.0.1"), "{text}");
+    let browser = Browser::signed_in(peer);
+    let (status, html) = browser.get("/status/explain?alias=meet.zoe%40example.com&source=");
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Create conference <b>zoe</b>"), "{html}");
+    assert!(html.contains("zoe@127.0.0.1") && html.contains("id=\"cpl\""), "{html}");
+    let (status, html) = browser.get("/status/explain?alias=+");
+    assert_eq!(status, 400, "an empty alias is refused: {html}");
+    assert!(html.contains("an alias is required"), "{html}");
+}
+
 #[test]
 fn an_explanation_creates_nothing_and_its_cpl_is_what_the_call_then_gets() {
     let mcu_full = SimBridge::start("mcu", &["--max-conferences", "1"]).unwrap();
@@ -108,16 +139,7 @@ fn an_explanation_creates_nothing_and_its_cpl_is_what_the_call_then_gets() {
     configure(&peer, &mcu_full, &mcu_spare, &ts);
     let mut vcs = vcs_for(&[&peer]);
     assert_eq!(vcs.poll_status(), [true]);
-    // The bridge with the wrong password is found down first, so its Event Log entry is not
-    // taken for one of the explanation's.
-    wait_until("the locked bridge is found down", || {
-        let status = peer.get("/api/v1/policy/status").unwrap();
-        let locked = status["bridges"].as_array().unwrap().iter().find(|b| b["name"] == "locked");
-        match locked {
-            Some(line) if line["up"] == false => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    locked_bridge_found_down(&peer);
     let sims = [(&mcu_full, Mcu), (&mcu_spare, Mcu), (&ts, TelepresenceServer)];
     let before = untouched(&peer, &sims);
     let first_event = newest_event_id(&peer);
@@ -148,21 +170,7 @@ fn an_explanation_creates_nothing_and_its_cpl_is_what_the_call_then_gets() {
             ("overflow", "mcu-spare", Some(100), Some(true))
         ]
     );
-    // Through batonctl and the web form as well.
-    let text = batonctl(&peer, &["policy", "explain", "lecture.maths.guest@example.com"]);
-    assert!(
-        text.contains("decision: create conference lecture-maths on the first of [ts]"),
-        "{text}"
-    );
-    assert!(text.contains("lecture-maths.guest@127.0.0.1"), "{text}");
-    let browser = Browser::signed_in(&peer);
-    let (status, html) = browser.get("/status/explain?alias=meet.zoe%40example.com&source=");
-    assert_eq!(status, 200, "{html}");
-    assert!(html.contains("Create conference <b>zoe</b>"), "{html}");
-    assert!(html.contains("zoe@127.0.0.1") && html.contains("id=\"cpl\""), "{html}");
-    let (status, html) = browser.get("/status/explain?alias=+");
-    assert_eq!(status, 400, "an empty alias is refused: {html}");
-    assert!(html.contains("an alias is required"), "{html}");
+    explained_through_batonctl_and_the_web(&peer);
 
     // Nothing was created on any bridge, nor recorded; no Event Log entry but logins.
     assert_eq!(untouched(&peer, &sims), before);

@@ -104,7 +104,7 @@ pub(crate) enum Command {
     /// Restart the Baton service, reboot or shut down this peer (asks for --yes).
     #[command(subcommand)]
     System(SystemCommand),
-    /// The policy service: explain what a call would get, without placing it.
+    /// The policy service: its status, and what a call would get (without placing it).
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// This peer's active alarms (`batonctl alarms`), or acknowledge one.
@@ -116,6 +116,8 @@ pub(crate) enum Command {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum PolicyCommand {
+    /// Whether this peer serves the VCS (and why not), and each bridge's health seen from here.
+    Status,
     /// What a call to ALIAS would get now and why (aliases tried, template, bridges weighed
     /// with free ports and health, the CPL), decided as a real call is. No conference is
     /// created and nothing is recorded.

@@ -61,6 +61,7 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
         Command::Backup(command) => crate::backups::run(client, out, command),
         Command::Upgrade(command) => crate::upgrades::run(client, out, command),
         Command::Alarms { action } => crate::alarms::run(client, out, action),
+        Command::Policy(PolicyCommand::Status) => crate::policy::status(client, out),
         Command::Policy(PolicyCommand::Explain { alias, source }) => {
             crate::policy::explain(client, out, alias, source)
         }

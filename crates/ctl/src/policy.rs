@@ -1,4 +1,4 @@
-//! `batonctl policy explain <alias> [--source <alias>]` (what a call would get now and why, with
+//! `batonctl policy status`, `batonctl policy explain <alias> [--source <alias>]` (what a call would get now and why, with
 //! no side effect) and `batonctl conferences [live]` (what the bridges host now, with their
 //! participants).
 
@@ -6,7 +6,7 @@ use crate::client::{self, Client};
 use crate::output::Output;
 use crate::render;
 use api::policy::{AliasOutcome, BridgeVerdict, ExistingVerdict};
-use api::{ExplainedDecision, Explanation, LiveConferences};
+use api::{ExplainedDecision, Explanation, LiveConferences, PolicyStatus};
 use std::fmt::Write as _;
 
 pub(crate) fn explain(
@@ -18,6 +18,30 @@ pub(crate) fn explain(
     let query = client::query(&[("alias", Some(alias)), ("source", source)]);
     let explanation: Explanation = client.get(&format!("/api/v1/policy/explain{query}"))?;
     out.emit(&explanation, explanation_text)
+}
+
+pub(crate) fn status(client: &Client, out: Output) -> anyhow::Result<()> {
+    let status: PolicyStatus = client.get("/api/v1/policy/status")?;
+    out.emit(&status, |status| {
+        let mut text = match &status.unavailable {
+            None => "serving: yes\n".to_owned(),
+            Some(reason) => format!("serving: no ({reason})\n"),
+        };
+        let rows: Vec<Vec<String>> = status
+            .bridges
+            .iter()
+            .map(|bridge| {
+                let health = if bridge.up { "up" } else { "down" };
+                vec![
+                    bridge.name.clone(),
+                    health.to_owned(),
+                    bridge.problem.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        text.push_str(&render::columns(&["bridge", "health", "problem"], &rows));
+        text
+    })
 }
 
 pub(crate) fn live(client: &Client, out: Output) -> anyhow::Result<()> {

@@ -308,22 +308,19 @@ impl PolicyService {
         self.host.as_ref()
     }
 
-    /// Why calls that reach this peer are refused now, if they are (see `refuses_calls`).
+    /// Why calls that reach this peer are refused now, if they are: as the status path says,
+    /// except that a peer put in maintenance keeps deciding them while it drains.
     pub(super) fn refusal(&self) -> Option<String> {
-        if self.refuses_calls() { self.unavailable_by_state() } else { None }
+        let reason = self.unavailable_by_state()?;
+        if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) {
+            // Still draining: only a reason other than maintenance refuses calls.
+            return self.unavailable_apart_from_maintenance();
+        }
+        Some(reason)
     }
 
-    /// Whether calls that reach this peer are refused: as the status path says, except that a
-    /// peer put in maintenance keeps deciding them while it drains.
     fn refuses_calls(&self) -> bool {
-        match self.unavailable_by_state() {
-            None => false,
-            Some(_) if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) => {
-                // Still draining: refuse only for a reason other than maintenance.
-                self.unavailable_apart_from_maintenance().is_some()
-            }
-            Some(_) => true,
-        }
+        self.refusal().is_some()
     }
 
     /// The checks the decision path makes on every call (no I/O).

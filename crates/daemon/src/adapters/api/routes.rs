@@ -51,6 +51,7 @@ fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) 
 pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
+    routes.extend(policy_routes());
     routes.extend(alarm_routes());
     routes.extend(power_routes());
     routes.extend(upgrade_routes());
@@ -95,7 +96,7 @@ fn account_routes() -> Vec<Route> {
     ]
 }
 
-/// The peer's status and health, its policy service and its cluster.
+/// The peer's status and health, and its cluster.
 fn system_routes() -> Vec<Route> {
     use Method::{Get, Post};
     vec![
@@ -149,6 +150,13 @@ fn system_routes() -> Vec<Route> {
             ),
             post(h::cluster_join),
         ),
+    ]
+}
+
+/// The policy service on this peer: its status, an explained decision, the live conferences.
+fn policy_routes() -> Vec<Route> {
+    use Method::Get;
+    vec![
         route(
             Get,
             "/policy/status",
