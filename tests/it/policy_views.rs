@@ -129,6 +129,25 @@ fn explained_through_batonctl_and_the_web(peer: &Peer) {
     assert!(html.contains("an alias is required"), "{html}");
 }
 
+/// A refusal explained (no alias; the only bridge down) is the refusal the VCS gets.
+fn refusals_are_explained_as_the_vcs_gets_them(peer: &Peer, vcs: &baton_tests::vcs::Vcs) {
+    let refused = explain(peer, "alias=nobody%40elsewhere.org");
+    assert_eq!(
+        vcs.call("nobody@elsewhere.org").outcome,
+        policy::cpl::interpret(&refused.cpl).unwrap()
+    );
+    assert!(matches!(refused.decision, api::ExplainedDecision::Reject { status: 404, .. }));
+    // So is a refusal for the only bridge being down, as this peer's health polls found it.
+    let down = explain(peer, "alias=locked.room%40example.com");
+    let locked = &down.pools[0].bridges[0];
+    assert_eq!((locked.up, locked.verdict), (Some(false), api::policy::BridgeVerdict::Down));
+    assert_eq!(
+        vcs.call("locked.room@example.com").outcome,
+        policy::cpl::interpret(&down.cpl).unwrap()
+    );
+    assert!(matches!(down.decision, api::ExplainedDecision::Reject { status: 502, .. }));
+}
+
 #[test]
 fn an_explanation_creates_nothing_and_its_cpl_is_what_the_call_then_gets() {
     let mcu_full = SimBridge::start("mcu", &["--max-conferences", "1"]).unwrap();
@@ -187,13 +206,7 @@ fn an_explanation_creates_nothing_and_its_cpl_is_what_the_call_then_gets() {
     );
     let answer = vcs.place_call("meet.alice@example.com", "sip:carol@example.com", &mcu_full);
     assert_eq!(answer.outcome, policy::cpl::interpret(&again.cpl).unwrap());
-    // A refusal explained is the refusal the VCS gets.
-    let refused = explain(&peer, "alias=nobody%40elsewhere.org");
-    assert_eq!(
-        vcs.call("nobody@elsewhere.org").outcome,
-        policy::cpl::interpret(&refused.cpl).unwrap()
-    );
-    assert!(matches!(refused.decision, api::ExplainedDecision::Reject { status: 404, .. }));
+    refusals_are_explained_as_the_vcs_gets_them(&peer, &vcs);
 }
 
 #[test]
