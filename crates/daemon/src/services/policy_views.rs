@@ -2,7 +2,10 @@
 //! either log:
 //! - [`PolicyService::explain`]: what a call to an alias would get now and why, from
 //!   `policy::Engine::explain` (the decision's own trace) on the state and bridge health a real
-//!   call would be decided on. Nothing is created on a bridge nor recorded.
+//!   call would be decided on. Nothing is created on a bridge nor recorded. For a conference
+//!   to create it names the first candidate; a real call may still land on a later one if this
+//!   peer's creations in flight take that bridge's last ports first, the bridge refuses, or
+//!   (around a maintenance switch) another peer made the conference moments ago.
 //! - [`PolicyService::live_conferences`]: each enabled bridge's conferences and participants,
 //!   from its own enumeration (bounded as every enumeration is: the `bridges` crate's limits,
 //!   plus [`LIVE_ENUMERATION_TIMEOUT_MS`] per bridge, all bridges at once). TelePresence Server
