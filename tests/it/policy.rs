@@ -26,7 +26,7 @@ pub(crate) fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &
 
 /// MCU conferences prefer `mcu-full` (one conference at most) and overflow to `mcu-spare`;
 /// lectures go to a TelePresence Server with chair and guest PINs.
-fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimBridge) {
+pub(crate) fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimBridge) {
     peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
         .unwrap();
     post(peer, "bridges", bridge("mcu-full", mcu_full, "mcu", SIM_BRIDGE_PASSWORD));

@@ -190,3 +190,31 @@ fn upgrades() {
         r#"{"version":"1.0.0","slot":"B","next_boot":"slot-b.conf","reboot_required":true}"#,
     );
 }
+
+#[test]
+fn explanations_and_live_conferences() {
+    let explained: Explanation = round_trip(
+        r#"{"alias":"meet.alice@example.com","source_alias":"sip:bob@example.com","refused":null,
+        "aliases":[{"name":"meet","pattern":"meet\\.(?P<room>[a-z]+)@example\\.com","priority":1,"outcome":"matched","conference":"alice"}],
+        "conference":"alice","template":"meeting","role":"chair","existing":null,"ports_needed":10,"service_preference":"mcu",
+        "pools":[{"name":"primary","found":true,"bridges":[{"name":"mcu-full","capacity_ports":100,"free_ports":100,"up":true,"verdict":"candidate"}]},
+                 {"name":"gone","found":false,"bridges":[]}],
+        "decision":{"action":"create","conference":"alice","candidates":["mcu-full"],"url":"alice@127.0.0.1"},
+        "cpl":"<cpl/>"}"#,
+    );
+    assert_eq!(explained.pools[0].bridges[0].verdict, policy::BridgeVerdict::Candidate);
+    let followed: ExistingConference =
+        round_trip(r#"{"bridge":"mcu-full","verdict":"bridge_down"}"#);
+    assert_eq!(followed.verdict, policy::ExistingVerdict::BridgeDown);
+    let reject: ExplainedDecision =
+        round_trip(r#"{"action":"reject","status":404,"reason":"No conference alias matches"}"#);
+    assert!(matches!(reject, ExplainedDecision::Reject { status: 404, .. }));
+    let live: LiveConferences = round_trip(
+        r#"{"bridges":[{"bridge":"ts","problem":null,"conferences":[{"name":"lecture-maths","bridge_conference_id":"conf-000001","recorded":true,"participant_count":1,
+        "participants":[{"name":"sip:prof@example.com","address":"sip:prof@example.com","role":"chair","state":"connected"}]}]},
+        {"bridge":"locked","problem":"bridge refused: authorization failed","conferences":[]}]}"#,
+    );
+    assert_eq!(live.bridges[0].conferences[0].participants[0].role.as_deref(), Some("chair"));
+    let missing = refused::<LiveBridge>(r#"{"bridge":"ts","conferences":[]}"#);
+    assert!(missing.contains("missing field `problem`"), "{missing}");
+}

@@ -15,6 +15,9 @@ pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 /// Enumeration pages followed at most in one listing ([`BridgeError::TooManyPages`]), so a
 /// bridge that keeps answering "more available" cannot hold a caller forever.
 pub const ENUMERATION_PAGES_MAX: usize = 100;
+/// Participants kept per conference for listing (all are counted): a bridge's largest
+/// conference is well below it, and a hostile one cannot make the list grow past it.
+pub const PARTICIPANTS_LISTED_MAX: usize = 500;
 /// Answer bytes read at most for one operation, all its calls and pages together
 /// ([`BridgeError::OperationTooLarge`]): what a hostile bridge can make a caller read and hold.
 pub const OPERATION_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -112,6 +115,21 @@ pub struct BridgeConference {
     pub id: String,
     pub name: String,
     pub participants: u32,
+    /// The first [`PARTICIPANTS_LISTED_MAX`] participants (`participants` counts them all).
+    pub participant_list: Vec<BridgeParticipant>,
+}
+
+/// A participant as the bridge's enumeration reports it; what a bridge leaves out is `None`.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct BridgeParticipant {
+    /// MCU `participantName`; TS `displayName`.
+    pub name: String,
+    /// MCU `address`; TS the first `calls[].address`.
+    pub address: Option<String>,
+    /// TS `accessLevel` (`chair`, `guest`).
+    pub role: Option<String>,
+    /// MCU `callState`; TS `connectionState`.
+    pub state: Option<String>,
 }
 
 /// The health poll's answer.
@@ -316,6 +334,7 @@ impl BridgeClient {
                     id: spec.name.clone(),
                     name: spec.name.clone(),
                     participants: 0,
+                    participant_list: Vec::new(),
                 })
             }
             BridgeKind::TelepresenceServer => {
@@ -341,7 +360,12 @@ impl BridgeClient {
                 params.insert("URIs".to_owned(), Value::Array(uris));
                 let answer = self.call(target, "flex.conference.create", params).await?;
                 let id = required_str(&answer, "conferenceID", "flex.conference.create")?;
-                Ok(BridgeConference { id, name: spec.name.clone(), participants: 0 })
+                Ok(BridgeConference {
+                    id,
+                    name: spec.name.clone(),
+                    participants: 0,
+                    participant_list: Vec::new(),
+                })
             }
         }
     }
@@ -369,9 +393,12 @@ impl BridgeClient {
     ) -> Result<Vec<BridgeConference>, BridgeError> {
         let mut budget = AnswerBudget::new();
         let mut conferences = self.list_conferences(target, &mut budget).await?;
-        let counts = self.count_participants(target, &mut budget).await?;
+        let mut participants = self.list_participants(target, &mut budget).await?;
         for conference in &mut conferences {
-            conference.participants = counts.get(&conference.id).copied().unwrap_or(0);
+            if let Some((count, list)) = participants.remove(&conference.id) {
+                conference.participants = count;
+                conference.participant_list = list;
+            }
         }
         Ok(conferences)
     }
@@ -417,33 +444,43 @@ impl BridgeClient {
         self.paged(target, method, "conferences", budget, |conference| {
             let name = required_str(conference, "conferenceName", method)?;
             let id = required_str(conference, id_key, method)?;
-            conferences.push(BridgeConference { id, name, participants: 0 });
+            conferences.push(BridgeConference {
+                id,
+                name,
+                participants: 0,
+                participant_list: Vec::new(),
+            });
             Ok(())
         })
         .await?;
         Ok(conferences)
     }
 
-    /// Participants per conference id.
-    async fn count_participants(
+    /// Participants per conference id: their count, and the first
+    /// [`PARTICIPANTS_LISTED_MAX`] of them.
+    async fn list_participants(
         &self,
         target: &BridgeTarget,
         budget: &mut AnswerBudget,
-    ) -> Result<BTreeMap<String, u32>, BridgeError> {
+    ) -> Result<BTreeMap<String, (u32, Vec<BridgeParticipant>)>, BridgeError> {
         let (method, id_key) = match target.kind {
             BridgeKind::Mcu => ("participant.enumerate", "conferenceName"),
             BridgeKind::TelepresenceServer => ("flex.participant.enumerate", "conferenceID"),
         };
-        let mut counts = BTreeMap::new();
+        let mut participants: BTreeMap<String, (u32, Vec<BridgeParticipant>)> = BTreeMap::new();
         self.paged(target, method, "participants", budget, |participant| {
             // Participants outside a conference (an auto attendant's) have no id; skip them.
             if let Some(id) = participant.get(id_key).and_then(Value::as_str) {
-                *counts.entry(id.to_owned()).or_insert(0) += 1;
+                let (count, list) = participants.entry(id.to_owned()).or_default();
+                *count = count.saturating_add(1);
+                if list.len() < PARTICIPANTS_LISTED_MAX {
+                    list.push(participant_of(target.kind, participant));
+                }
             }
             Ok(())
         })
         .await?;
-        Ok(counts)
+        Ok(participants)
     }
 
     /// Calls an enumeration method page by page, handing each item of `list_key` to `item`.
@@ -512,6 +549,32 @@ impl AnswerBudget {
             }
         })?;
         Ok(())
+    }
+}
+
+/// A participant from an enumeration entry; members a bridge leaves out stay `None`.
+fn participant_of(kind: BridgeKind, entry: &Struct) -> BridgeParticipant {
+    let text = |key: &str| entry.get(key).and_then(Value::as_str).map(str::to_owned);
+    match kind {
+        BridgeKind::Mcu => BridgeParticipant {
+            name: text("participantName").unwrap_or_default(),
+            address: text("address"),
+            role: None,
+            state: text("callState"),
+        },
+        BridgeKind::TelepresenceServer => BridgeParticipant {
+            name: text("displayName").unwrap_or_default(),
+            address: entry
+                .get("calls")
+                .and_then(Value::as_array)
+                .and_then(|calls| calls.first())
+                .and_then(Value::as_struct)
+                .and_then(|call| call.get("address"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            role: text("accessLevel"),
+            state: text("connectionState"),
+        },
     }
 }
 

@@ -16,5 +16,5 @@ pub mod request;
 /// makes share it.
 pub const DECISION_DEADLINE_MS: u64 = 10_000;
 
-pub use decide::{BridgeHealth, Decision, Engine, RejectReason, Role};
+pub use decide::{BridgeHealth, Decision, Engine, RejectReason, Role, Trace};
 pub use request::{PolicyRequest, PolicyType, RequestError};

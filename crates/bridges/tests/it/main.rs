@@ -117,6 +117,60 @@ async fn enumeration_follows_pages_and_counts_participants() {
 }
 
 #[tokio::test]
+async fn enumeration_lists_the_participants_calls_brought_with_their_address_and_role() {
+    for kind in KINDS {
+        let (_bridge, target) = start(kind, |config| config.page_size = 2).await;
+        let client = client();
+        let spec = ConferenceSpec { guest_uri: Some("room.guest".to_owned()), ..spec("room") };
+        client.create_conference(&target, &spec).await.unwrap();
+        client.create_conference(&target, &self::spec("empty")).await.unwrap();
+        for (uri, caller) in [
+            ("room@127.0.0.1", "sip:alice@example.com"),
+            ("room.guest@127.0.0.1", "sip:bob@example.com"),
+            ("room@127.0.0.1", "sip:carol@example.com"),
+        ] {
+            let pairs = [("uri", Value::from(uri)), ("caller", Value::from(caller))];
+            client.call(&target, "sim.call", params(&pairs)).await.unwrap();
+        }
+        let listed = client.enumerate_conferences(&target).await.unwrap();
+        assert_eq!(listed[0].participants, 3, "{kind:?}");
+        assert!(listed[1].participant_list.is_empty());
+        let seen: Vec<(Option<&str>, Option<&str>, Option<&str>)> = listed[0]
+            .participant_list
+            .iter()
+            .map(|p| (p.address.as_deref(), p.role.as_deref(), p.state.as_deref()))
+            .collect();
+        let role = |role| (kind == BridgeKind::TelepresenceServer).then_some(role);
+        assert_eq!(
+            seen,
+            [
+                (Some("sip:alice@example.com"), role("chair"), Some("connected")),
+                (Some("sip:bob@example.com"), role("guest"), Some("connected")),
+                (Some("sip:carol@example.com"), role("chair"), Some("connected")),
+            ],
+            "{kind:?}"
+        );
+        // A call for a conference the bridge does not host is refused.
+        let pairs = [("uri", Value::from("nobody@127.0.0.1")), ("caller", Value::from("x"))];
+        assert!(client.call(&target, "sim.call", params(&pairs)).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn a_bridge_reporting_more_participants_than_are_listed_is_counted_but_cut() {
+    let (_bridge, target) = start(BridgeKind::TelepresenceServer, |config| {
+        config.page_size = 1000;
+    })
+    .await;
+    let created = client().create_conference(&target, &spec("huge")).await.unwrap();
+    let count = bridges::PARTICIPANTS_LISTED_MAX + 3;
+    set_participants(&target, &created.id, i32::try_from(count).unwrap()).await;
+    let listed = client().enumerate_conferences(&target).await.unwrap();
+    assert_eq!(listed[0].participants as usize, count);
+    assert_eq!(listed[0].participant_list.len(), bridges::PARTICIPANTS_LISTED_MAX);
+}
+
+#[tokio::test]
 async fn participants_join_and_leave_through_the_bridge_methods() {
     // MCU: participant.add / participant.remove by name.
     let (_mcu, target) = start(BridgeKind::Mcu, |_| {}).await;

@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use policy::Decision;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -134,12 +133,8 @@ async fn decide(
     let Some(decision) = service.answer(&request).await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let cpl = match &decision {
-        Decision::Route { url, .. } => policy::cpl::route(url),
-        Decision::Reject(reason) => policy::cpl::reject(reason.status(), reason.text()),
-        // `PolicyService::decide` never leaves a creation undone.
-        Decision::Create { .. } => policy::cpl::reject(500, "Internal error"),
-    };
+    // `PolicyService::answer` never leaves a creation undone.
+    let cpl = policy::cpl::answer(&decision);
     tracing::debug!(
         destination = request.destination_alias.as_deref().unwrap_or(""),
         serial = request.call_serial.as_deref().unwrap_or(""),

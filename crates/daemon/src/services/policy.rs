@@ -104,6 +104,8 @@ pub struct HostedConference {
     pub id: String,
     pub name: String,
     pub participants: u32,
+    /// As many of them as the bridge's enumeration lists (`bridges::PARTICIPANTS_LISTED_MAX`).
+    pub participant_list: Vec<::api::LiveParticipant>,
 }
 
 /// Bridge health as this peer sees it: a bridge not polled yet counts as up, and so does one
@@ -239,7 +241,7 @@ impl PolicyService {
     }
 
     /// The engine for the newest state, rebuilt only when the state changed.
-    fn engine(&self) -> Arc<Engine> {
+    pub(super) fn engine(&self) -> Arc<Engine> {
         let state = self.state.borrow().clone();
         let mut cached = lock(&self.engine);
         // The engine holds its state, so pointer equality cannot be fooled by a reused address.
@@ -286,17 +288,28 @@ impl PolicyService {
         }
     }
 
-    /// Whether calls that reach this peer are refused: as the status path says, except that a
-    /// peer put in maintenance keeps deciding them while it drains.
-    fn refuses_calls(&self) -> bool {
-        match self.unavailable_by_state() {
-            None => false,
-            Some(_) if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) => {
-                // Still draining: refuse only for a reason other than maintenance.
-                self.unavailable_apart_from_maintenance().is_some()
-            }
-            Some(_) => true,
+    /// The newest published state.
+    pub(super) fn state_now(&self) -> Arc<State> {
+        self.state.borrow().clone()
+    }
+
+    pub(super) fn host(&self) -> &dyn ConferenceHost {
+        self.host.as_ref()
+    }
+
+    /// Why calls that reach this peer are refused now, if they are: as the status path says,
+    /// except that a peer put in maintenance keeps deciding them while it drains.
+    pub(super) fn refusal(&self) -> Option<String> {
+        let reason = self.unavailable_by_state()?;
+        if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) {
+            // Still draining: only a reason other than maintenance refuses calls.
+            return self.unavailable_apart_from_maintenance();
         }
+        Some(reason)
+    }
+
+    fn refuses_calls(&self) -> bool {
+        self.refusal().is_some()
     }
 
     /// The checks the decision path makes on every call (no I/O).

@@ -263,6 +263,23 @@ pub(super) async fn policy_status(
     Json(app.policy.status().await)
 }
 
+/// What a call to an alias would get now and why (no side effect).
+pub(super) async fn policy_explain(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    Query(query): Query<::api::ExplainQuery>,
+) -> Answer<Json<::api::Explanation>> {
+    Ok(Json(app.policy.explain(&query.alias, query.source.as_deref())?))
+}
+
+/// The conferences the bridges host now, with their participants.
+pub(super) async fn live_conferences(
+    _: Ready,
+    State(app): State<Arc<App>>,
+) -> Json<::api::LiveConferences> {
+    Json(app.policy.live_conferences().await)
+}
+
 /// Each peer of this peer's list as the operator sees it: "This system", "Active as …", or
 /// the reason it is not.
 pub(super) async fn cluster_status(

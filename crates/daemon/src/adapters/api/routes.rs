@@ -51,6 +51,7 @@ fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) 
 pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
+    routes.extend(policy_routes());
     routes.extend(alarm_routes());
     routes.extend(power_routes());
     routes.extend(upgrade_routes());
@@ -95,7 +96,7 @@ fn account_routes() -> Vec<Route> {
     ]
 }
 
-/// The peer's status and health, its policy service and its cluster.
+/// The peer's status and health, and its cluster.
 fn system_routes() -> Vec<Route> {
     use Method::{Get, Post};
     vec![
@@ -149,6 +150,13 @@ fn system_routes() -> Vec<Route> {
             ),
             post(h::cluster_join),
         ),
+    ]
+}
+
+/// The policy service on this peer: its status, an explained decision, the live conferences.
+fn policy_routes() -> Vec<Route> {
+    use Method::Get;
+    vec![
         route(
             Get,
             "/policy/status",
@@ -158,6 +166,26 @@ fn system_routes() -> Vec<Route> {
                 false,
             ),
             get(h::policy_status),
+        ),
+        route(
+            Get,
+            "/policy/explain",
+            openapi::doc(
+                "`?alias=<dialled alias>&source=<caller's alias>`: what a call would get now and why, decided by the same code as a real call with no side effect (no conference created, nothing recorded): the aliases tried (pattern, outcome), the conference and template, the conference already recorded and whether the call follows it, each pool's bridges with capacity, free ports, health and verdict, the `decision` (`route`, `create` with the candidates in order, `reject` with status and reason), `refused` when this peer refuses calls, and the `cpl` the VCS would get",
+                "200",
+                false,
+            ),
+            get(h::policy_explain),
+        ),
+        route(
+            Get,
+            "/policy/live-conferences",
+            openapi::doc(
+                "The conferences each enabled bridge hosts now, from its own enumeration: per bridge `{bridge, problem, conferences: [{name, bridge_conference_id, recorded, participant_count, participants: [{name, address, role, state}]}]}` (each bridge asked at once, with its own deadline)",
+                "200",
+                false,
+            ),
+            get(h::live_conferences),
         ),
     ]
 }
@@ -436,9 +464,15 @@ mod tests {
         let routes = table();
         let document = openapi::document(&routes);
         assert_eq!(undescribed(&routes, &document), Vec::<String>::new());
-        for path in
-            ["/upgrade", "/upgrade/reboot", "/policy/status", "/cluster/status", "/openapi.json"]
-        {
+        for path in [
+            "/upgrade",
+            "/upgrade/reboot",
+            "/policy/status",
+            "/policy/explain",
+            "/policy/live-conferences",
+            "/cluster/status",
+            "/openapi.json",
+        ] {
             assert!(document["paths"][format!("{API_PREFIX}{path}")].is_object(), "{path}");
         }
         let history = &document["paths"]["/api/v1/history/{kind}/{name}"]["parameters"];

@@ -15,6 +15,7 @@ mod forms;
 mod join;
 mod logs;
 mod maintenance;
+mod policy;
 mod status;
 mod system;
 
@@ -52,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/password", get(password_page).post(change_password))
         .route("/status", get(status::status_page))
         .merge(alarms::routes())
+        .merge(policy::routes())
         .merge(system::routes())
         .merge(conference::routes())
         .merge(logs::routes())
@@ -117,7 +119,15 @@ pub(crate) fn url_encode(text: &str) -> String {
 
 /// The navigation: the operator's map of the appliance.
 const NAV: &[(&str, &[(&str, &str)])] = &[
-    ("Status", &[("Overview", "/status"), ("Alarms", "/status/alarms")]),
+    (
+        "Status",
+        &[
+            ("Overview", "/status"),
+            ("Alarms", "/status/alarms"),
+            ("Live conferences", "/status/live-conferences"),
+            ("Explain a call", "/status/explain"),
+        ],
+    ),
     (
         "System",
         &[

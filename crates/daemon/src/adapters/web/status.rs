@@ -33,7 +33,9 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
     body.push_str(&bridges_section(&app, &bridges));
     let _ = write!(
         body,
-        "<h2>Conferences</h2><p>{} in progress. <a href=\"/conferences\">List</a></p>",
+        "<h2>Conferences</h2><p>{} in progress. <a href=\"/conferences\">List</a> \
+         <a href=\"/status/live-conferences\">Live, with participants</a> \
+         <a href=\"/status/explain\">Explain a call</a></p>",
         conferences.len()
     );
     page("Status", Some(&user), &body).into_response()
