@@ -576,6 +576,7 @@ mod tests {
             password: "secret".to_owned(),
             capacity_ports: 10,
             enabled: true,
+            pinned_sha256: None,
         }
     }
 
