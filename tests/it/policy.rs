@@ -147,6 +147,7 @@ fn on_sim<T>(
         base_url: format!("http://{}", sim.address),
         username: SIM_BRIDGE_USER.to_owned(),
         password: SIM_BRIDGE_PASSWORD.to_owned(),
+        pinned_sha256: None,
     };
     let client = bridges::BridgeClient::new(5_000, None).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -675,6 +676,7 @@ fn names_on_https(sim: &SimBridge, ca: &str) -> Vec<String> {
         base_url: format!("https://{}", sim.address),
         username: SIM_BRIDGE_USER.to_owned(),
         password: SIM_BRIDGE_PASSWORD.to_owned(),
+        pinned_sha256: None,
     };
     let client = bridges::BridgeClient::new(5_000, Some(ca)).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
