@@ -30,7 +30,7 @@ pub use cluster::{MemberQuery, PeerFailure, PeerLine, PeerState};
 pub use config::{AtQuery, ConfigAnswer, ConfigDiff, ConfigLogEntry, DiffQuery, EventLogEntry};
 pub use config::{LogLevel, LogQuery, Page, RecordChange};
 pub use error::{ErrorAnswer, ErrorBody, codes};
-pub use policy::{BridgeHealth, PolicyStatus};
+pub use policy::{BridgeHealth, PinRequest, PolicyStatus};
 pub use session::{LoginAnswer, LoginRequest, Message, PasswordChange};
 pub use status::{ConcernResult, ConcernStatus, Health, PlatformStatus, Status};
 pub use upgrade::{BootControl, BootOutcome, Fallback, InstallProgress, Installed};

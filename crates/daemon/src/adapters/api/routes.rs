@@ -153,11 +153,21 @@ fn system_routes() -> Vec<Route> {
             Get,
             "/policy/status",
             openapi::doc(
-                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here",
+                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here, with the certificate fingerprint each https bridge presented",
                 "200",
                 false,
             ),
             get(h::policy_status),
+        ),
+        route(
+            Post,
+            "/bridges/{name}/pin",
+            openapi::doc(
+                "Pin the certificate the https bridge presented to this peer last (`presented_sha256` in /policy/status): from then on exactly that certificate is accepted, without CA or name check. Body `{sha256}` (optional): the fingerprint the operator compared, refused (422) if the bridge now presents another. Answers the bridge",
+                "200",
+                true,
+            ),
+            post(h::pin_bridge_certificate),
         ),
     ]
 }
