@@ -75,7 +75,11 @@ pub(crate) fn pin_bridge(client: &Client, out: Output, pin: PinBridge) -> anyhow
     let body = api::PinRequest { sha256: Some(sha256.clone()) };
     let pinned = expect_kind(RecordKind::Bridge, client.post(&path, &body)?)?;
     out.emit(&pinned, |record| {
-        format!("pinned bridge {} to the certificate {sha256}\n{}", pin.name, render::record(record))
+        format!(
+            "pinned bridge {} to the certificate {sha256}\n{}",
+            pin.name,
+            render::record(record)
+        )
     })
 }
 
