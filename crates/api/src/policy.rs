@@ -27,7 +27,7 @@ pub struct BridgeHealth {
     /// The SHA-256 fingerprint (`AB:CD:…`) of the certificate an `https` bridge presented at
     /// its last TLS handshake from this peer, accepted or not: what the operator compares and
     /// pins (`POST /api/v1/bridges/{name}/pin`). Optional: added after the first release.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presented_sha256: Option<String>,
 }
 

@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(
             Value::Object(merged),
             json!({"name": "b", "bridge_type": "mcu", "capacity_ports": 8, "password": "********",
-                   "address": "192.0.2.5", "username": "api", "protocol": "https",
+                   "address": "192.0.2.5", "username": "api", "protocol": "https", "pinned_sha256": null,
                    "enabled": true})
         );
     }
