@@ -51,6 +51,7 @@ fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) 
 pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
+    routes.extend(bridge_routes());
     routes.extend(alarm_routes());
     routes.extend(power_routes());
     routes.extend(upgrade_routes());
@@ -159,17 +160,21 @@ fn system_routes() -> Vec<Route> {
             ),
             get(h::policy_status),
         ),
-        route(
-            Post,
-            "/bridges/{name}/pin",
-            openapi::doc(
-                "Pin the certificate the https bridge presented to this peer last (`presented_sha256` in /policy/status): from then on exactly that certificate is accepted, without CA or name check. Body `{sha256}` (optional): the fingerprint the operator compared, refused (422) if the bridge now presents another. Answers the bridge",
-                "200",
-                true,
-            ),
-            post(h::pin_bridge_certificate),
-        ),
     ]
+}
+
+/// A bridge's certificate: pinning the one it presents.
+fn bridge_routes() -> Vec<Route> {
+    vec![route(
+        Method::Post,
+        "/bridges/{name}/pin",
+        openapi::doc(
+            "Pin the certificate the https bridge presented to this peer last (`presented_sha256` in /policy/status): from then on exactly that certificate is accepted, without CA or name check. Body `{sha256}` (optional): the fingerprint the operator compared, refused (422) if the bridge now presents another. Answers the bridge",
+            "200",
+            true,
+        ),
+        post(h::pin_bridge_certificate),
+    )]
 }
 
 /// The active alarms and their acknowledgement.
