@@ -5,7 +5,8 @@
 //! Status, a backup downloaded and restored through the Backup page after its preview, an
 //! upgrade image refused with a clear message, and a two-peer cluster formed by the one-flow
 //! join from the new peer's Clustering page (the member's certificate fingerprint compared
-//! with its Status page) with both peers showing "Active". Screenshots of the main pages go to
+//! with its Status page) with both peers showing "Active", and the Status page and a bridge's
+//! page fitting a 1280-pixel window. Screenshots of the main pages go to
 //! `target/screenshots/`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them). On a
