@@ -515,6 +515,7 @@ fn restores_an_archive_with_old_event_versions() {
     let bridge = peer.get("/api/v1/bridges/old-mcu");
     assert_eq!(bridge["protocol"], "https", "{bridge}");
     assert_eq!(bridge["capacity_ports"], 30, "{bridge}");
+    assert_eq!(bridge["pinned_sha256"], Value::Null, "{bridge}");
 }
 
 /// How the fixture was made (run with `BATON_WRITE_FIXTURES=1` to make it again): a daemon

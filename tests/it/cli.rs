@@ -5,8 +5,9 @@ use baton_tests::{Batond, TEST_PASSWORD, binary};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-struct Ctl<'a> {
-    daemon: &'a Batond,
+/// `batonctl` against one daemon, as the test administrator.
+pub(crate) struct Ctl<'a> {
+    pub(crate) daemon: &'a Batond,
 }
 
 impl Ctl<'_> {
@@ -27,7 +28,7 @@ impl Ctl<'_> {
     }
 
     /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let output = self.run_with(TEST_PASSWORD, args, "");
         let (stdout, stderr) =
             (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
@@ -36,7 +37,7 @@ impl Ctl<'_> {
     }
 
     /// Runs a command that must fail; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
         let output = self.run_with(TEST_PASSWORD, args, "");
         assert_eq!(output.status.code(), Some(1), "batonctl {args:?} should fail");
         String::from_utf8_lossy(&output.stderr).into_owned()

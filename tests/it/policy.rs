@@ -147,6 +147,7 @@ fn on_sim<T>(
         base_url: format!("http://{}", sim.address),
         username: SIM_BRIDGE_USER.to_owned(),
         password: SIM_BRIDGE_PASSWORD.to_owned(),
+        pinned_sha256: None,
     };
     let client = bridges::BridgeClient::new(5_000, None).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -667,18 +668,173 @@ fn an_https_bridge_is_used_once_its_ca_is_trusted_without_a_restart() {
             _ => Err(format!("{answer:?}")),
         }
     });
-    assert_eq!(names_on_https(&sim, &ca), ["room2"]);
+    assert_eq!(names_on_https(&sim, Some(&ca), None), ["room2"]);
 }
 
-/// Conference names on a simulated MCU served over HTTPS.
-fn names_on_https(sim: &SimBridge, ca: &str) -> Vec<String> {
+/// A simulated MCU serving HTTPS with a self-signed certificate for another name than its
+/// address, as real bridges ship; returns it and its certificate's fingerprint.
+fn self_signed_https_bridge(files: &std::path::Path) -> (SimBridge, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["mcu.invalid".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (certificate_path, key_path) = (files.join("cert.pem"), files.join("key.pem"));
+    std::fs::write(&certificate_path, certificate.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let sim = SimBridge::start(
+        "mcu",
+        &[
+            "--tls-cert",
+            certificate_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    (sim, baton_tests::sha256_fingerprint(certificate.der()))
+}
+
+/// The bridge's health as the peer's policy status shows it.
+fn health_of(peer: &Peer, bridge: &str) -> api::BridgeHealth {
+    let status: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
+    status.bridges.into_iter().find(|health| health.name == bridge).unwrap()
+}
+
+/// A self-signed HTTPS bridge, unpinned and with no CA for it, fails calls and says why, with
+/// the fingerprint it presented on status, page and `batonctl bridges show`; pinned to another
+/// fingerprint it is refused as a fingerprint mismatch (status, page, Event Log); "Trust this
+/// certificate" on its page pins what it presented and calls route at once, without a restart;
+/// `batonctl bridges pin` refuses a fingerprint the bridge does not present.
+#[test]
+fn a_self_signed_https_bridge_is_used_once_its_presented_certificate_is_pinned() {
+    let files = tempfile::tempdir().unwrap();
+    let (sim, presented) = self_signed_https_bridge(files.path());
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    let mut secure = bridge("secure", &sim, "mcu", SIM_BRIDGE_PASSWORD);
+    secure["protocol"] = json!("https");
+    post(&peer, "bridges", secure.clone());
+    route_rooms_to_pool(&peer, json!(["secure"]));
+    let vcs = vcs_for(&[&peer]);
+    let failure = Outcome::Reject { status: 502, reason: "Conference bridge failure".into() };
+
+    assert_eq!(vcs.call("room1@example.com").outcome, failure);
+    let health = health_of(&peer, "secure");
+    assert!(health.problem.as_deref().unwrap_or("").contains("unknown issuer"), "{health:?}");
+    assert_eq!(health.presented_sha256.as_deref(), Some(presented.as_str()));
+    let ctl = crate::cli::Ctl { daemon: &peer.daemon };
+    let shown = ctl.ok(&["bridges", "show", "secure"]);
+    assert!(shown.contains(&format!("presented_sha256: {presented}")), "{shown}");
+    assert!(shown.contains("unknown issuer"), "{shown}");
+
+    let wrong = ["00"; 32].join(":");
+    secure["pinned_sha256"] = json!(wrong);
+    peer.save("/api/v1/bridges/secure", secure).unwrap();
+    assert_eq!(vcs.call("room2@example.com").outcome, failure);
+    let mismatch = format!("fingerprint mismatch (the bridge presented {presented}");
+    let health = health_of(&peer, "secure");
+    assert!(health.problem.as_deref().unwrap_or("").contains(&mismatch), "{health:?}");
+    let log = peer.get("/api/v1/logs/events?kind=bridge.down").unwrap().to_string();
+    assert!(log.contains(&mismatch), "{log}");
+    let refused = ctl.fails(&["bridges", "pin", "secure", "--sha256", &wrong]);
+    assert!(refused.contains(&format!("the bridge now presents {presented}")), "{refused}");
+
+    let mut web = WebSession::signed_in(&peer);
+    let page = web.get("/configuration/bridges/secure");
+    assert!(page.contains(&mismatch), "{page}");
+    assert!(page.contains(&format!("id=\"presented-fingerprint\">{presented}<")), "{page}");
+    let csrf = WebSession::hidden(&page, "csrf");
+    let sha256 = WebSession::hidden(&page, "sha256");
+    assert_eq!(sha256, presented);
+    let location = web.post("/bridges/secure/trust", &[("csrf", &csrf), ("sha256", &sha256)]);
+    assert_eq!(location.as_deref(), Some("/configuration/bridges/secure?saved=1"));
+    let pinned: model::Record = peer.get_as("/api/v1/bridges/secure").unwrap();
+    let model::Record::Bridge(pinned) = pinned else { panic!("not a bridge: {pinned:?}") };
+    assert_eq!(pinned.pinned_sha256.as_deref(), Some(presented.as_str()));
+
+    let answer = vcs.call("room3@example.com");
+    assert!(matches!(answer.outcome, Outcome::Route { .. }), "{answer:?}");
+    assert_eq!(names_on_https(&sim, None, Some(&presented)), ["room3"]);
+    let page = web.get("/configuration/bridges/secure");
+    assert!(!page.contains("Trust this certificate"), "{page}");
+    let pinned_again = ctl.ok(&["bridges", "pin", "secure"]);
+    assert!(
+        pinned_again.contains(&format!("pinned bridge secure to the certificate {presented}")),
+        "{pinned_again}"
+    );
+}
+
+/// A signed-in browser without JavaScript: a session cookie and form posts.
+struct WebSession {
+    http: reqwest::blocking::Client,
+    url: String,
+    cookie: String,
+}
+
+impl WebSession {
+    fn signed_in(peer: &Peer) -> WebSession {
+        let ca = std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let response = http
+            .post(format!("{}/login", peer.daemon.url))
+            .form(&[
+                ("username", baton_tests::FACTORY_USER),
+                ("password", baton_tests::TEST_PASSWORD),
+            ])
+            .send()
+            .unwrap();
+        let cookie = response.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        WebSession { http, url: peer.daemon.url.clone(), cookie }
+    }
+
+    fn get(&mut self, path: &str) -> String {
+        let response =
+            self.http.get(format!("{}{path}", self.url)).header("cookie", &self.cookie).send();
+        response.unwrap().text().unwrap()
+    }
+
+    /// Posts a form; returns where it redirects to.
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Option<String> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("cookie", &self.cookie)
+            .form(form)
+            .send()
+            .unwrap();
+        let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        assert!(location.is_some(), "{}", response.text().unwrap());
+        location
+    }
+
+    fn hidden(page: &str, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start =
+            page.find(&marker).unwrap_or_else(|| panic!("no {name}: {page}")) + marker.len();
+        page[start..].split('"').next().unwrap().to_owned()
+    }
+}
+
+/// Conference names on a simulated MCU served over HTTPS, trusted through `ca` or `pin`.
+fn names_on_https(sim: &SimBridge, ca: Option<&str>, pin: Option<&str>) -> Vec<String> {
     let target = bridges::BridgeTarget {
         kind: bridges::BridgeKind::Mcu,
         base_url: format!("https://{}", sim.address),
         username: SIM_BRIDGE_USER.to_owned(),
         password: SIM_BRIDGE_PASSWORD.to_owned(),
+        pinned_sha256: pin.and_then(model::validate::sha256_fingerprint),
     };
-    let client = bridges::BridgeClient::new(5_000, Some(ca)).unwrap();
+    let client = bridges::BridgeClient::new(5_000, ca).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let conferences = runtime.block_on(client.enumerate_conferences(&target)).unwrap();
     conferences.into_iter().map(|conference| conference.name).collect()

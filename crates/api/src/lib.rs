@@ -33,6 +33,7 @@ pub use error::{ErrorAnswer, ErrorBody, codes};
 pub use policy::{AliasTried, BridgeWeighed, ExistingConference, ExplainQuery, ExplainedDecision};
 pub use policy::{BridgeHealth, Explanation, LiveBridge, LiveConference, LiveConferences};
 pub use policy::{LiveParticipant, PolicyStatus, PoolWeighed};
+pub use policy::PinRequest;
 pub use session::{LoginAnswer, LoginRequest, Message, PasswordChange};
 pub use status::{ConcernResult, ConcernStatus, Health, PlatformStatus, Status};
 pub use upgrade::{BootControl, BootOutcome, Fallback, InstallProgress, Installed};

@@ -131,7 +131,7 @@ fn sessions_passwords_and_errors() {
     assert_eq!(not_found.error.code, codes::NOT_FOUND);
 }
 
-const BRIDGE: &str = r#"{"address":"192.0.2.5","bridge_type":"mcu","capacity_ports":40,"enabled":true,"kind":"bridge","name":"mcu1","password":"********","protocol":"https","username":"api"}"#;
+const BRIDGE: &str = r#"{"address":"192.0.2.5","bridge_type":"mcu","capacity_ports":40,"enabled":true,"kind":"bridge","name":"mcu1","password":"********","pinned_sha256":null,"protocol":"https","username":"api"}"#;
 
 #[test]
 fn records_configuration_and_diffs() {

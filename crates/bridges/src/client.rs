@@ -4,9 +4,11 @@
 
 use crate::BridgeError;
 use crate::error::TlsProblem;
+use crate::tls::{self, Roots};
 use crate::xmlrpc::{self, Struct, Value};
 use model::record::{Bridge, BridgeType, Protocol};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The longest answer accepted from a bridge ([`BridgeError::AnswerTooLarge`]). A real
@@ -21,6 +23,9 @@ pub const PARTICIPANTS_LISTED_MAX: usize = 500;
 /// Answer bytes read at most for one operation, all its calls and pages together
 /// ([`BridgeError::OperationTooLarge`]): what a hostile bridge can make a caller read and hold.
 pub const OPERATION_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// `https` bridges (address and pin) a client keeps a connection pool for; past it the pools
+/// are dropped and rebuilt on use, so edited addresses cannot grow the cache without bound.
+pub const SECURE_TARGETS_MAX: usize = 256;
 /// I/O errors looked into, nested, for a TLS refusal (hyper wraps it twice).
 const IO_ERROR_NESTING_MAX: usize = 4;
 /// The `status` member of a successful answer.
@@ -52,6 +57,8 @@ pub struct BridgeTarget {
     pub base_url: String,
     pub username: String,
     pub password: String,
+    /// For `https`: the SHA-256 of the only certificate accepted (no CA or name check then).
+    pub pinned_sha256: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for BridgeTarget {
@@ -62,6 +69,7 @@ impl std::fmt::Debug for BridgeTarget {
             .field("base_url", &self.base_url)
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("pinned_sha256", &self.pinned_sha256.as_ref().map(tls::fingerprint_text))
             .finish()
     }
 }
@@ -86,7 +94,16 @@ impl BridgeTarget {
             base_url: format!("{scheme}://{host}"),
             username: bridge.username.clone(),
             password: bridge.password.clone(),
+            // Validation admits only well-formed pins; anything else matches no certificate.
+            pinned_sha256: bridge
+                .pinned_sha256
+                .as_deref()
+                .map(|pin| model::validate::sha256_fingerprint(pin).unwrap_or([0; 32])),
         }
+    }
+
+    fn is_https(&self) -> bool {
+        self.base_url.starts_with("https://")
     }
 
     fn rpc_url(&self) -> String {
@@ -189,11 +206,23 @@ pub struct BridgeClientOptions {
     pub trusted_ca_pem: Option<String>,
 }
 
-/// A client for any number of bridges; cheap to clone (the connection pool is shared).
+/// A client for any number of bridges; cheap to clone (the connection pools are shared).
+/// `http` bridges share one pool; each `https` bridge has its own, whose TLS configuration
+/// checks that bridge's certificate (pinned or by the CAs) and records what it presented.
 #[derive(Clone, Debug)]
 pub struct BridgeClient {
     http: reqwest::Client,
     timeout_ms: u64,
+    roots: Roots,
+    secure: Arc<Mutex<SecureClients>>,
+}
+
+/// The `https` bridges' clients by (base URL, pin), and the fingerprint each base URL
+/// presented last (kept across pin changes, so the page shows it while the pin is edited).
+#[derive(Debug, Default)]
+struct SecureClients {
+    clients: HashMap<(String, Option<[u8; 32]>), reqwest::Client>,
+    presented: HashMap<String, Arc<Mutex<Option<String>>>>,
 }
 
 impl BridgeClient {
@@ -206,24 +235,51 @@ impl BridgeClient {
     }
 
     pub fn with_options(options: &BridgeClientOptions) -> Result<BridgeClient, BridgeError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(options.timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &options.trusted_ca_pem {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|error| BridgeError::Transport(format!("bad CA certificates: {error}")))?;
-            if certificates.is_empty() {
-                return Err(BridgeError::Transport("no CA certificate in the PEM".to_owned()));
-            }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder
+        let roots = match &options.trusted_ca_pem {
+            Some(pem) => Some(Arc::new(tls::roots_from_pem(pem).map_err(BridgeError::Transport)?)),
+            None => None,
+        };
+        let http = builder(options.timeout_ms)
             .build()
             .map_err(|error| BridgeError::Transport(format!("building the client: {error}")))?;
-        Ok(BridgeClient { http, timeout_ms: options.timeout_ms })
+        Ok(BridgeClient {
+            http,
+            timeout_ms: options.timeout_ms,
+            roots,
+            secure: Arc::new(Mutex::new(SecureClients::default())),
+        })
+    }
+
+    /// The SHA-256 fingerprint (`AB:CD:…`) of the certificate `target` presented at its last
+    /// TLS handshake through this client, whether it was accepted or not.
+    pub fn presented_fingerprint(&self, target: &BridgeTarget) -> Option<String> {
+        let secure = self.secure.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = secure.presented.get(&target.base_url)?;
+        slot.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The HTTP client for `target`: the shared one, or its own for `https`.
+    fn http_for(&self, target: &BridgeTarget) -> Result<reqwest::Client, BridgeError> {
+        if !target.is_https() {
+            return Ok(self.http.clone());
+        }
+        let mut secure = self.secure.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (target.base_url.clone(), target.pinned_sha256);
+        if let Some(client) = secure.clients.get(&key) {
+            return Ok(client.clone());
+        }
+        if secure.clients.len() >= SECURE_TARGETS_MAX {
+            *secure = SecureClients::default();
+        }
+        let presented = secure.presented.entry(target.base_url.clone()).or_default().clone();
+        let config = tls::client_config(&self.roots, target.pinned_sha256, presented)
+            .map_err(BridgeError::Transport)?;
+        let client = builder(self.timeout_ms)
+            .use_preconfigured_tls(config)
+            .build()
+            .map_err(|error| BridgeError::Transport(format!("building the client: {error}")))?;
+        secure.clients.insert(key, client.clone());
+        Ok(client)
     }
 
     /// Calls any method with the credentials added to its struct; returns the answer's struct.
@@ -250,7 +306,7 @@ impl BridgeClient {
         params.insert("authenticationPassword".to_owned(), Value::from(target.password.as_str()));
         let body = xmlrpc::encode_call(method, &[Value::Struct(params)]);
         let timeout = Duration::from_millis(self.timeout_ms);
-        let answer = tokio::time::timeout(timeout, self.post(&target.rpc_url(), body))
+        let answer = tokio::time::timeout(timeout, self.post(target, body))
             .await
             .map_err(|_| BridgeError::Timeout { timeout_ms: self.timeout_ms })??;
         budget.spend(method, answer.len())?;
@@ -262,10 +318,11 @@ impl BridgeClient {
     }
 
     /// Posts one document and reads the whole answer, refusing one over [`RESPONSE_BYTES_MAX`].
-    async fn post(&self, url: &str, body: String) -> Result<Vec<u8>, BridgeError> {
+    async fn post(&self, target: &BridgeTarget, body: String) -> Result<Vec<u8>, BridgeError> {
+        let url = target.rpc_url();
         let mut response = self
-            .http
-            .post(url)
+            .http_for(target)?
+            .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
             .body(body)
             .send()
@@ -602,6 +659,14 @@ fn required_str(members: &Struct, key: &str, method: &str) -> Result<String, Bri
     }
 }
 
+/// The settings every client shares: timeouts, no redirects, who is calling.
+fn builder(timeout_ms: u64) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+}
+
 /// The TLS refusal somewhere in `error`'s chain of sources, if any. An I/O error carries its
 /// inner error (itself an I/O error, or the TLS library's) where `source()` does not look.
 fn tls_problem(error: &reqwest::Error) -> Option<TlsProblem> {
@@ -639,6 +704,7 @@ mod tests {
             password: "secret".to_owned(),
             capacity_ports: 10,
             enabled: true,
+            pinned_sha256: None,
         }
     }
 

@@ -304,6 +304,17 @@ pub(crate) enum NamedAction {
     Delete { name: String },
 }
 
+/// `batonctl bridges pin <name>`: pins the certificate the bridge presents.
+#[derive(Args, Debug)]
+pub(crate) struct PinBridge {
+    /// The bridge.
+    pub(crate) name: String,
+    /// The SHA-256 fingerprint you compared (as `bridges show` prints it); refused if the
+    /// bridge now presents another. Without it, the one `bridges show` prints now is pinned.
+    #[arg(long, value_name = "AB:CD:…")]
+    pub(crate) sha256: Option<String>,
+}
+
 /// Actions on a settings collection, which holds at most one record.
 #[derive(Subcommand, Debug)]
 pub(crate) enum SettingsAction {
@@ -389,6 +400,7 @@ pub(crate) enum Invocation {
     Cluster(ClusterAction),
     /// `conferences` or `conferences live`: what the bridges host now.
     LiveConferences,
+    PinBridge(PinBridge),
     /// A name that is neither a command nor a collection.
     Unknown(String),
 }
@@ -439,6 +451,15 @@ fn collection_command(kind: RecordKind) -> clap::Command {
         SettingsAction::augment_subcommands(base)
             .about(format!("{} settings: show, set, clear", kind.as_str()))
             .mut_subcommand("set", |set| set.after_help(fields))
+    } else if kind == RecordKind::Bridge {
+        let pin = PinBridge::augment_args(clap::Command::new("pin")).about(
+            "Pin the certificate the bridge presents (shown by `show`): only it is accepted then",
+        );
+        NamedAction::augment_subcommands(base)
+            .subcommand(pin)
+            .about("bridge records: list, show, create, update, delete, pin")
+            .mut_subcommand("create", |create| create.after_help(fields.clone()))
+            .mut_subcommand("update", |update| update.after_help(fields))
     } else {
         NamedAction::augment_subcommands(base)
             .about(format!("{} records: list, show, create, update, delete", kind.as_str()))
@@ -481,6 +502,13 @@ where
                     if matches!(sub.subcommand_name(), None | Some(LIVE_ACTION)) =>
                 {
                     Invocation::LiveConferences
+                }
+                Some(RecordKind::Bridge) if sub.subcommand_name() == Some("pin") => {
+                    let pin = sub.subcommand_matches("pin").unwrap_or(sub);
+                    Invocation::PinBridge(
+                        PinBridge::from_arg_matches(pin)
+                            .map_err(|error| error.format(&mut command))?,
+                    )
                 }
                 Some(kind) if kind.is_singleton() => Invocation::Settings(
                     kind,

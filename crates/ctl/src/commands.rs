@@ -36,6 +36,7 @@ pub(crate) fn run(parsed: Parsed) -> anyhow::Result<()> {
         }
         Invocation::LiveConferences => crate::policy::live(&client, out),
         Invocation::Named(kind, action) => records::named(&client, out, kind, action),
+        Invocation::PinBridge(pin) => records::pin_bridge(&client, out, pin),
         Invocation::Settings(kind, action) => records::settings(&client, out, kind, action),
         Invocation::Command(command) => fixed(&client, out, command),
         Invocation::Unknown(_) => Ok(()),

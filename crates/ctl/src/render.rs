@@ -139,6 +139,19 @@ pub(crate) fn record(record: &Record) -> String {
     fields(&Value::Object(record_fields(record)))
 }
 
+/// A bridge's health lines under its record in `bridges show`: up or why not (a refused
+/// certificate says why), and the certificate it presented, to compare and pin.
+pub(crate) fn bridge_health(health: Option<&api::BridgeHealth>) -> String {
+    let Some(health) = health else { return "health: not polled yet\n".to_owned() };
+    let state = match (health.up, &health.problem) {
+        (true, _) => "up".to_owned(),
+        (false, Some(problem)) => format!("down: {problem}"),
+        (false, None) => "down".to_owned(),
+    };
+    let presented = health.presented_sha256.as_deref().unwrap_or("none (no TLS handshake yet)");
+    format!("health: {state}\npresented_sha256: {presented}\n")
+}
+
 /// `field: value` lines of one object, values aligned; multi-line text (certificates) is
 /// indented below its field.
 pub(crate) fn fields(value: &Value) -> String {

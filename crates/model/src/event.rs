@@ -49,7 +49,8 @@ const REMOVED: &str = ".removed";
 pub fn current_version(kind: RecordKind) -> u16 {
     match kind {
         // v2 added `protocol` (HTTP or HTTPS per bridge); v1 bridges were always HTTPS.
-        RecordKind::Bridge => 2,
+        // v3 added `pinned_sha256`; earlier bridges pinned nothing.
+        RecordKind::Bridge => 3,
         _ => 1,
     }
 }
@@ -139,6 +140,20 @@ fn upcast(
                 password: v1.password,
                 capacity_ports: v1.capacity_ports,
                 enabled: v1.enabled,
+                pinned_sha256: None,
+            })
+        })),
+        (RecordKind::Bridge, 2) => Some(postcard::from_bytes::<BridgeV2>(payload).map(|v2| {
+            Record::Bridge(Bridge {
+                name: v2.name,
+                bridge_type: v2.bridge_type,
+                address: v2.address,
+                protocol: v2.protocol,
+                username: v2.username,
+                password: v2.password,
+                capacity_ports: v2.capacity_ports,
+                enabled: v2.enabled,
+                pinned_sha256: None,
             })
         })),
         _ => None,
@@ -151,6 +166,19 @@ pub struct BridgeV1 {
     pub name: String,
     pub bridge_type: BridgeType,
     pub address: String,
+    pub username: String,
+    pub password: String,
+    pub capacity_ports: u32,
+    pub enabled: bool,
+}
+
+/// `bridge.saved` version 2 (per-bridge protocol), frozen: never change it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BridgeV2 {
+    pub name: String,
+    pub bridge_type: BridgeType,
+    pub address: String,
+    pub protocol: Protocol,
     pub username: String,
     pub password: String,
     pub capacity_ports: u32,

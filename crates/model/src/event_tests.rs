@@ -94,7 +94,7 @@ fn every_kind_round_trips() {
 #[test]
 fn event_names_and_versions_are_stable() {
     let bridge = Event::Saved(sample(RecordKind::Bridge)).encode();
-    assert_eq!((bridge.kind.as_str(), bridge.version), ("bridge.saved", 2));
+    assert_eq!((bridge.kind.as_str(), bridge.version), ("bridge.saved", 3));
     let alias = Event::Removed(sample(RecordKind::ConferenceAlias).key()).encode();
     assert_eq!((alias.kind.as_str(), alias.version), ("conference_alias.removed", 1));
     let local = Event::Saved(sample(RecordKind::LocationAddresses)).encode();
@@ -124,6 +124,45 @@ fn old_bridge_events_upcast() {
         (bridge.name.as_str(), bridge.protocol, bridge.capacity_ports, bridge.enabled),
         ("old", Protocol::Https, 12, false)
     );
+}
+
+// Goal: a version-2 bridge (before certificate pinning) keeps its protocol and pins nothing,
+// and a pin survives the current version's round trip.
+#[test]
+fn version_2_bridge_events_upcast_without_a_pin() {
+    let v2 = BridgeV2 {
+        name: "plain".into(),
+        bridge_type: BridgeType::TelepresenceServer,
+        address: "ts:8443".into(),
+        protocol: Protocol::Http,
+        username: "u".into(),
+        password: "p".into(),
+        capacity_ports: 30,
+        enabled: true,
+    };
+    let payload = postcard::to_stdvec(&v2).unwrap();
+    let Event::Saved(Record::Bridge(bridge)) = Event::decode("bridge.saved", 2, &payload).unwrap()
+    else {
+        panic!("not a bridge")
+    };
+    let expected = Bridge {
+        name: "plain".into(),
+        bridge_type: BridgeType::TelepresenceServer,
+        address: "ts:8443".into(),
+        protocol: Protocol::Http,
+        username: "u".into(),
+        password: "p".into(),
+        capacity_ports: 30,
+        enabled: true,
+        pinned_sha256: None,
+    };
+    assert_eq!(bridge, expected);
+
+    let pin = ["AB"; 32].join(":");
+    let pinned =
+        Event::Saved(Record::Bridge(Bridge { pinned_sha256: Some(pin.clone()), ..expected }));
+    let encoded = pinned.encode();
+    assert_eq!(Event::decode(&encoded.kind, encoded.version, &encoded.payload).unwrap(), pinned);
 }
 
 // Goal: what this build cannot read is refused with a reason, never guessed at.

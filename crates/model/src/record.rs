@@ -306,6 +306,12 @@ pub struct Bridge {
     pub capacity_ports: u32,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// For `https`: the SHA-256 fingerprint (`AB:CD:…`, 32 hex pairs) of the one certificate
+    /// the bridge may present. Set, it replaces CA and name checks (bridges ship self-signed
+    /// certificates); `None`: the bridge is verified against the trusted CAs. (Never
+    /// `skip_serializing_if`: postcard, the events' encoding, is not self-describing.)
+    #[serde(default)]
+    pub pinned_sha256: Option<String>,
 }
 
 fn yes() -> bool {

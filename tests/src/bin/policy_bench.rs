@@ -280,6 +280,7 @@ fn time_bridge_creates(sim: &SimBridge, count: usize) -> anyhow::Result<Vec<f64>
         base_url: format!("http://{}", sim.address),
         username: SIM_BRIDGE_USER.to_owned(),
         password: SIM_BRIDGE_PASSWORD.to_owned(),
+        pinned_sha256: None,
     };
     let client = bridges::BridgeClient::new(5_000, None)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

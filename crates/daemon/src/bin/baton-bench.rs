@@ -139,6 +139,7 @@ fn sample_record(index: usize, capacity: u32) -> Record {
         password: "secret".to_owned(),
         capacity_ports: capacity,
         enabled: true,
+        pinned_sha256: None,
     })
 }
 

@@ -148,4 +148,8 @@ impl ConferenceHost for XmlRpcBridges {
             self.client().configure_feedback(&target, receiver_uri).await.map_err(sorted)
         })
     }
+
+    fn presented_fingerprint(&self, bridge: &Bridge) -> Option<String> {
+        self.client().presented_fingerprint(&BridgeTarget::from_record(bridge))
+    }
 }

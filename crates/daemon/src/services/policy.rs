@@ -96,6 +96,11 @@ pub trait ConferenceHost: Send + Sync + 'static {
         bridge: &'a Bridge,
         receiver_uri: &'a str,
     ) -> HostFuture<'a, ()>;
+    /// The SHA-256 fingerprint of the certificate an `https` bridge presented last, accepted
+    /// or not (`None`: no TLS handshake with it yet, or not a TLS bridge).
+    fn presented_fingerprint(&self, _bridge: &Bridge) -> Option<String> {
+        None
+    }
 }
 
 /// A conference as a bridge lists it.
@@ -109,16 +114,24 @@ pub struct HostedConference {
 }
 
 /// Bridge health as this peer sees it: a bridge not polled yet counts as up, and so does one
-/// whose address changed since it was found down (it is a different bridge now).
+/// whose address or pinned certificate changed since it was found down (it is reached
+/// differently now, so the next call tries it at once).
 #[derive(Default)]
 pub struct Health {
-    /// Bridge name → (address it was down at, why).
-    down: Mutex<HashMap<String, (String, String)>>,
+    /// Bridge name → (how it was reached when found down, why).
+    down: Mutex<HashMap<String, (ReachedAs, String)>>,
+}
+
+/// What makes a bridge another one for [`Health`]: its address and its pinned certificate.
+type ReachedAs = (String, Option<String>);
+
+fn reached_as(bridge: &Bridge) -> ReachedAs {
+    (bridge.address.clone(), bridge.pinned_sha256.clone())
 }
 
 impl Health {
     pub fn is_up(&self, bridge: &Bridge) -> bool {
-        lock(&self.down).get(&bridge.name).is_none_or(|(address, _)| *address != bridge.address)
+        lock(&self.down).get(&bridge.name).is_none_or(|(reached, _)| *reached != reached_as(bridge))
     }
 
     /// Records `bridge` as up (`None`) or down and why; says whether that changed.
@@ -126,7 +139,7 @@ impl Health {
         let mut down = lock(&self.down);
         match problem {
             Some(problem) => {
-                let entry = (bridge.address.clone(), problem);
+                let entry = (reached_as(bridge), problem);
                 down.insert(bridge.name.clone(), entry.clone()).as_ref() != Some(&entry)
             }
             None => down.remove(&bridge.name).is_some(),
@@ -729,6 +742,11 @@ impl PolicyService {
         Ok(())
     }
 
+    /// The fingerprint of the certificate `bridge` presented to this peer last.
+    pub fn presented_fingerprint(&self, bridge: &Bridge) -> Option<String> {
+        self.host.presented_fingerprint(bridge)
+    }
+
     pub async fn status(&self) -> PolicyStatus {
         let state = self.state.borrow().clone();
         let problems = self.health.problems();
@@ -741,6 +759,7 @@ impl PolicyService {
                     up: self.health.is_up(bridge),
                     problem: problems.get(&bridge.name).cloned(),
                     last_event_ms: last_event_ms.get(&bridge.name).copied(),
+                    presented_sha256: self.host.presented_fingerprint(bridge),
                 }),
                 _ => None,
             })

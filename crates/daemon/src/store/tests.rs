@@ -17,6 +17,7 @@ fn bridge(name: &str) -> Record {
         password: "secret".to_owned(),
         capacity_ports: 10,
         enabled: true,
+        pinned_sha256: None,
     })
 }
 

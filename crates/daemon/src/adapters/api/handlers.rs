@@ -280,6 +280,17 @@ pub(super) async fn live_conferences(
     Json(app.policy.live_conferences().await)
 }
 
+/// Pins the certificate a bridge presented (the operator compared it first).
+pub(super) async fn pin_bridge_certificate(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Answer<Json<Record>> {
+    let pin: api::PinRequest = request(body)?;
+    Ok(Json(records::pin_presented_certificate(&app, &admin.name, name, pin.sha256).await?))
+}
+
 /// Each peer of this peer's list as the operator sees it: "This system", "Active as …", or
 /// the reason it is not.
 pub(super) async fn cluster_status(

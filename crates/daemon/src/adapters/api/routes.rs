@@ -52,6 +52,7 @@ pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
     routes.extend(policy_routes());
+    routes.extend(bridge_routes());
     routes.extend(alarm_routes());
     routes.extend(power_routes());
     routes.extend(upgrade_routes());
@@ -161,7 +162,7 @@ fn policy_routes() -> Vec<Route> {
             Get,
             "/policy/status",
             openapi::doc(
-                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here",
+                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here, with the certificate fingerprint each https bridge presented",
                 "200",
                 false,
             ),
@@ -188,6 +189,20 @@ fn policy_routes() -> Vec<Route> {
             get(h::live_conferences),
         ),
     ]
+}
+
+/// A bridge's certificate: pinning the one it presents.
+fn bridge_routes() -> Vec<Route> {
+    vec![route(
+        Method::Post,
+        "/bridges/{name}/pin",
+        openapi::doc(
+            "Pin the certificate the https bridge presented to this peer last (`presented_sha256` in /policy/status): from then on exactly that certificate is accepted, without CA or name check. Body `{sha256}` (optional): the fingerprint the operator compared, refused (422) if the bridge now presents another. Answers the bridge",
+            "200",
+            true,
+        ),
+        post(h::pin_bridge_certificate),
+    )]
 }
 
 /// The active alarms and their acknowledgement.

@@ -10,6 +10,7 @@
 //! small script only adds upload progress bars to the Maintenance uploads.
 
 mod alarms;
+mod bridge_tls;
 mod conference;
 mod forms;
 mod join;
@@ -54,6 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/status", get(status::status_page))
         .merge(alarms::routes())
         .merge(policy::routes())
+        .merge(bridge_tls::routes())
         .merge(system::routes())
         .merge(conference::routes())
         .merge(logs::routes())
