@@ -245,8 +245,9 @@ impl Engine {
             };
         }
         let needed_ports = Engine::ports_needed(template);
+        let free_ports = |bridge: &Bridge| self.free_ports(bridge);
         let (candidates, any_down) =
-            self.candidates(&template.service_preference, needed_ports, health);
+            self.candidates(&template.service_preference, needed_ports, health, &free_ports);
         if candidates.is_empty() {
             let reason =
                 if any_down { RejectReason::BridgeFailure } else { RejectReason::NoCapacity };
@@ -282,13 +283,15 @@ impl Engine {
     }
 
     /// Bridges able to host a conference needing `needed_ports`, pools in preference order,
-    /// within a pool the most free capacity first (ties by name, so every peer agrees).
-    /// Also says whether some bridge was left out only because it is down.
-    fn candidates(
+    /// within a pool the most free capacity first (ties by name, so every peer agrees), free
+    /// ports as `free_ports` counts them. Also says whether some bridge was left out only
+    /// because it is down.
+    pub(crate) fn candidates(
         &self,
         preference: &str,
         needed_ports: u32,
         health: &dyn BridgeHealth,
+        free_ports: &dyn Fn(&Bridge) -> u32,
     ) -> (Vec<String>, bool) {
         let Some(Record::ServicePreference(preference)) =
             self.state.get(&key(RecordKind::ServicePreference, preference))
@@ -308,7 +311,7 @@ impl Engine {
                 if !bridge.enabled || candidates.iter().any(|c: &String| c == name) {
                     continue;
                 }
-                let free_ports = self.free_ports(bridge);
+                let free_ports = free_ports(bridge);
                 if free_ports < needed_ports {
                     continue;
                 }
@@ -325,11 +328,11 @@ impl Engine {
     }
 }
 
-fn key(kind: RecordKind, name: &str) -> RecordKey {
+pub(crate) fn key(kind: RecordKind, name: &str) -> RecordKey {
     RecordKey { kind, name: name.to_owned() }
 }
 
-fn template<'a>(state: &'a State, name: &str) -> Option<&'a ConferenceTemplate> {
+pub(crate) fn template<'a>(state: &'a State, name: &str) -> Option<&'a ConferenceTemplate> {
     match state.get(&key(RecordKind::ConferenceTemplate, name))? {
         Record::ConferenceTemplate(template) => Some(template),
         _ => None,
