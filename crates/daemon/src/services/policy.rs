@@ -9,6 +9,9 @@
 //! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
 
 use super::policy_credentials::{Account, VerifiedCredentials, check};
+mod overbooking;
+pub use overbooking::OVERBOOKING_RECHECK_MS;
+
 use crate::base::journal::EntryKind;
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
@@ -58,6 +61,18 @@ pub struct ConferenceSpec {
     pub chair_pin: Option<String>,
     pub guest_pin: Option<String>,
     pub max_participants: Option<u32>,
+}
+
+impl ConferenceSpec {
+    /// Conference `name` made from `template`.
+    pub fn new(name: &str, template: &model::record::ConferenceTemplate) -> ConferenceSpec {
+        ConferenceSpec {
+            name: name.to_owned(),
+            chair_pin: template.chair_pin.clone(),
+            guest_pin: template.guest_pin.clone(),
+            max_participants: template.max_participants,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -438,12 +453,7 @@ impl PolicyService {
         let Some(template) = engine.template(template_name) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
-        let spec = ConferenceSpec {
-            name: conference.to_owned(),
-            chair_pin: template.chair_pin.clone(),
-            guest_pin: template.guest_pin.clone(),
-            max_participants: template.max_participants,
-        };
+        let spec = ConferenceSpec::new(conference, template);
         // Around a maintenance change the VCS may split calls between this peer and another
         // that does not replicate with it (a rolling upgrade's switch) until its next status
         // poll: a conference unknown here may exist already, made there moments ago.
