@@ -48,6 +48,13 @@ struct Placed<'a> {
 
 /// Every conference that must leave an overbooked bridge in `engine`'s state, oldest first.
 pub fn overbooked(engine: &Engine, health: &dyn BridgeHealth) -> Vec<Overbooked> {
+    // The common case, from the engine's own counts: nothing to order.
+    let any_overbooked = engine.state().list(RecordKind::Bridge).any(|record| {
+        matches!(record, Record::Bridge(bridge) if engine.reserved_ports(&bridge.name) > bridge.capacity_ports)
+    });
+    if !any_overbooked {
+        return Vec::new();
+    }
     let losers = losers(engine);
     if losers.is_empty() {
         return Vec::new();

@@ -10,7 +10,7 @@
 
 use super::policy_credentials::{Account, VerifiedCredentials, check};
 mod overbooking;
-pub use overbooking::OVERBOOKING_RECHECK_MS;
+pub use overbooking::{OVERBOOKING_CHECK_SPACING_MS, OVERBOOKING_RECHECK_MS};
 
 use crate::base::journal::EntryKind;
 use crate::base::sync::lock;

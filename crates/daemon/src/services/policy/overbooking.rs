@@ -16,10 +16,14 @@ use std::time::Duration;
 /// How often the check runs besides after every change of the state (a settlement whose
 /// bridge calls failed is tried again then).
 pub const OVERBOOKING_RECHECK_MS: u64 = 5_000;
+/// Checks are at least this far apart: changes in between are looked at together (the check
+/// walks every conference, and a busy peer changes its state many times a second).
+pub const OVERBOOKING_CHECK_SPACING_MS: u64 = 250;
 
 impl PolicyService {
-    /// Settles overbooked bridges after every change of the state and every
-    /// [`OVERBOOKING_RECHECK_MS`], until shutdown; one settlement at a time.
+    /// Settles overbooked bridges after changes of the state (at most every
+    /// [`OVERBOOKING_CHECK_SPACING_MS`]) and every [`OVERBOOKING_RECHECK_MS`], until
+    /// shutdown; one settlement at a time.
     pub fn spawn_overbooking_settlement(self: &Arc<Self>, tasks: &crate::base::tasks::Tasks) {
         let service = self.clone();
         let mut state = self.state.clone();
@@ -33,6 +37,11 @@ impl PolicyService {
                     changed = state.changed() => if changed.is_err() { return },
                 }
                 service.settle_overbooking().await;
+                let spacing = Duration::from_millis(OVERBOOKING_CHECK_SPACING_MS);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(spacing) => {}
+                }
             }
         });
     }
