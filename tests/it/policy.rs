@@ -379,6 +379,9 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     // attempt, which uses the spare one. (Had it answered "duplicate name", the other side
     // would have adopted the existing conference.) Both answered their VCS correctly.
     assert_eq!(routed(&lone_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    // People join each copy as soon as it exists, so neither side ends the other's copy as
+    // empty (after the idle time of 500 ms) while the test looks on.
+    participants(&mcu_full, "zed", 1);
     let fault = |code: i32| {
         let settings = bridges::xmlrpc::Struct::from([(
             "faultCode".to_owned(),
@@ -388,12 +391,10 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     };
     fault(201);
     assert_eq!(routed(&majority_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    participants(&mcu_spare, "zed", 1);
     fault(0);
     assert_eq!(hosted_on(a, "zed"), "mcu-full");
     assert_eq!(hosted_on(b, "zed"), "mcu-spare");
-    // People are in both copies, so neither side ends its copy as empty.
-    participants(&mcu_full, "zed", 1);
-    participants(&mcu_spare, "zed", 1);
     mesh.isolate(0, false);
 
     // The majority wrote last: its bridge is kept on every peer.
