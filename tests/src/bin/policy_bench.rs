@@ -372,6 +372,9 @@ fn oha_fixed_rate(oha: &Path, rate_per_s: f64, url: &str) -> anyhow::Result<Load
         })
         .unwrap_or(0);
     anyhow::ensure!(not_ok == 0, "oha saw {not_ok} answers other than 200 from {url}: {codes}");
+    let errors = &report["errorDistribution"];
+    let no_errors = errors.as_object().is_none_or(|errors| errors.is_empty());
+    anyhow::ensure!(no_errors, "oha saw failed requests to {url}: {errors}");
     let seconds = |value: &serde_json::Value| value.as_f64().map(|s| s * 1e3);
     let percentiles = &report["latencyPercentiles"];
     Ok(Load {
