@@ -382,7 +382,8 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     // attempt, which uses the spare one. (Had it answered "duplicate name", the other side
     // would have adopted the existing conference.) Both answered their VCS correctly.
     assert_eq!(routed(&lone_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
-    // People are in both copies, so neither side ends its copy as empty.
+    // People join each copy as soon as it exists, so neither side ends the other's copy as
+    // empty (after the idle time) while the test looks on.
     participants(&mcu_full, "zed", 1);
     let fault = |code: i32| {
         let settings = bridges::xmlrpc::Struct::from([(
@@ -489,6 +490,65 @@ fn concurrent_first_calls_never_overbook_a_bridge() {
     let refused =
         Outcome::Reject { status: 503, reason: "No conference bridge has capacity".into() };
     assert_eq!(answers.iter().filter(|answer| answer.outcome == refused).count(), 20);
+}
+
+/// Two peers that cannot see each other both place a new conference on the last room of a
+/// bridge (room for one: 5 ports, 5 per conference). Once the link is healed and each sees
+/// both, the later one is moved by the peer that made it to the pool's other bridge, with an
+/// Event Log entry there, and every bridge ends within its capacity, as the bridges list it.
+#[test]
+fn peers_overbooking_a_bridge_at_once_settle_within_capacity_once_they_meet() {
+    use bridges::BridgeKind::Mcu;
+    let small = SimBridge::start("mcu", &[]).unwrap();
+    let spare = SimBridge::start("mcu", &[]).unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mesh = crate::cluster::meshed_trio(&dirs);
+    let [a, b] = [&mesh.peers[0], &mesh.peers[1]];
+    a.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    for (name, sim) in [("small", &small), ("spare", &spare)] {
+        let mut room_for_one = bridge(name, sim, "mcu", SIM_BRIDGE_PASSWORD);
+        room_for_one["capacity_ports"] = json!(5);
+        post(a, "bridges", room_for_one);
+    }
+    // Both bridges are empty; ties go by name, so both sides choose `small`.
+    route_rooms_to_pool(a, json!(["small", "spare"]));
+    let mut lone_vcs = vcs_for(&[a]);
+    let mut majority_vcs = vcs_for(&[b]);
+    wait_until("both sides ready", || match (lone_vcs.poll_status(), majority_vcs.poll_status()) {
+        (x, y) if x == [true] && y == [true] => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
+    mesh.isolate(0, true);
+    expect_line(b, &a.ip, "Failed: ");
+    assert_eq!(routed(&lone_vcs.call("room1@example.com")), "room1@127.0.0.1");
+    assert_eq!(routed(&majority_vcs.call("room2@example.com")), "room2@127.0.0.1");
+    assert_eq!(names_on(&small, Mcu), ["room1", "room2"], "overbooked while apart");
+    assert!(names_on(&spare, Mcu).is_empty());
+    mesh.isolate(0, false);
+
+    wait_until("each bridge hosts one conference", || {
+        match (names_on(&small, Mcu), names_on(&spare, Mcu)) {
+            (kept, moved) if kept.len() == 1 && moved.len() == 1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    crate::cluster::converged(&mesh.peers);
+    let [kept, moved] = [names_on(&small, Mcu).remove(0), names_on(&spare, Mcu).remove(0)];
+    for peer in &mesh.peers {
+        assert_eq!(hosted_on(peer, &kept), "small", "on {}", peer.ip);
+        assert_eq!(hosted_on(peer, &moved), "spare", "on {}", peer.ip);
+    }
+    // The later conference moved, by the peer that made it: `room2`, made after `room1`.
+    assert_eq!(moved, "room2");
+    let journal = b.get("/api/v1/logs/events?kind=conference.moved").unwrap().to_string();
+    assert!(journal.contains("bridge small was booked beyond its capacity"), "{journal}");
+    assert!(journal.contains("moved to bridge spare"), "{journal}");
+    let elsewhere = a.get("/api/v1/logs/events?kind=conference.moved").unwrap().to_string();
+    assert!(!elsewhere.contains("moved to bridge"), "only its maker acts: {elsewhere}");
+    let _ = majority_vcs.poll_status();
+    assert_eq!(routed(&majority_vcs.call("room2@example.com")), "room2@127.0.0.1");
 }
 
 /// Connections a hung bridge holds open before it stops accepting.

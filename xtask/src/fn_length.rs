@@ -42,7 +42,6 @@ const LONG_FUNCTIONS: &[&str] = &[
     "tests/it/vm.rs::appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one",
     "tests/it/vm_platform.rs::settings_reach_the_guest",
     "tests/it/web_maintenance.rs::a_backup_downloaded_from_the_page_is_restored_after_its_preview_and_refusals_change_nothing",
-    "tests/src/bin/policy_bench.rs::main",
     "xtask/src/image.rs::assemble",
     "xtask/src/image.rs::image_with_version",
     "xtask/src/run.rs::configure",

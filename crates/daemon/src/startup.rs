@@ -175,6 +175,7 @@ pub(crate) async fn start_policy(
     );
     service.spawn_health_polling(tasks);
     service.spawn_conference_cleanup(config.conference_idle_ms, tasks);
+    service.spawn_overbooking_settlement(tasks);
     if let Some(listen) = config.policy_http_listen {
         let listener = std::net::TcpListener::bind(listen)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))

@@ -9,6 +9,7 @@
 pub mod alias;
 pub mod cpl;
 pub mod decide;
+pub mod overbooking;
 pub mod request;
 
 /// Every decision is answered within this, whatever the bridges do: the VCS gives an attempt

@@ -15,6 +15,7 @@ pub mod history;
 pub mod logins;
 pub mod platform;
 pub mod policy;
+pub mod policy_credentials;
 pub mod policy_views;
 pub mod records;
 pub mod restore;

@@ -8,15 +8,17 @@
 //! [`POLICY_PATH`], Status path [`STATUS_PATH`], with the policy-service account's username
 //! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
 
+use super::policy_credentials::{Account, VerifiedCredentials, check};
+mod overbooking;
+pub use overbooking::{OVERBOOKING_CHECK_SPACING_MS, OVERBOOKING_RECHECK_MS};
+
 use crate::base::journal::EntryKind;
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
 use crate::store::{Readers, Writer};
-use base64::Engine as _;
 use model::record::{Bridge, Conference};
 use model::{Command, Record, RecordKey, RecordKind, State};
 use policy::{Decision, Engine, RejectReason, Role};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -28,8 +30,6 @@ use tokio::sync::watch;
 pub const POLICY_PATH: &str = "/baton/policy";
 /// What the VCS's "Status path" field holds.
 pub const STATUS_PATH: &str = "/baton/policy/status";
-/// Verified credentials remembered, so a call costs a hash lookup instead of an argon2 check.
-pub const CREDENTIALS_CACHED_MAX: usize = 64;
 /// How often each bridge's health is polled.
 pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
 /// Each bridge's health query gives up after this; below the interval, so a round of polls
@@ -57,6 +57,18 @@ pub struct ConferenceSpec {
     pub chair_pin: Option<String>,
     pub guest_pin: Option<String>,
     pub max_participants: Option<u32>,
+}
+
+impl ConferenceSpec {
+    /// Conference `name` made from `template`.
+    pub fn new(name: &str, template: &model::record::ConferenceTemplate) -> ConferenceSpec {
+        ConferenceSpec {
+            name: name.to_owned(),
+            chair_pin: template.chair_pin.clone(),
+            guest_pin: template.guest_pin.clone(),
+            max_participants: template.max_participants,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +177,8 @@ pub struct PolicyService {
     ports_in_flight: Mutex<HashMap<String, u32>>,
     /// One lock per conference being created, so concurrent first calls create it once.
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    verified: Mutex<HashSet<[u8; 32]>>,
+    /// Credentials verified lately (see `policy_credentials`).
+    verified: Mutex<VerifiedCredentials>,
     decisions: tokio::sync::Semaphore,
     /// For the status check that projections are current.
     readers: Readers,
@@ -243,7 +256,7 @@ impl PolicyService {
             health: Health::default(),
             ports_in_flight: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(VerifiedCredentials::new()),
             decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
             readers,
             feedback_base_url,
@@ -364,37 +377,12 @@ impl PolicyService {
         else {
             return Ok(false);
         };
-        let encoded = basic_credentials;
-        // Keyed by the account too, so changing it invalidates what was remembered.
-        let fingerprint: [u8; 32] = Sha256::new()
-            .chain_update(encoded.trim())
-            .chain_update(&account.username)
-            .chain_update(&account.password_hash)
-            .finalize()
-            .into();
-        if lock(&self.verified).contains(&fingerprint) {
-            return Ok(true);
-        }
-        let Some((user, password)) = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
-        else {
-            return Ok(false);
-        };
-        // Checked whatever the name, so timing does not tell whether the name is right.
-        let password_good =
-            crate::base::passwords::verify(password, account.password_hash.clone()).await?;
-        let good = password_good && user == account.username;
-        if good {
-            let mut verified = lock(&self.verified);
-            if verified.len() >= CREDENTIALS_CACHED_MAX {
-                verified.clear();
-            }
-            verified.insert(fingerprint);
-        }
-        Ok(good)
+        let password_hash = account.password_hash.clone();
+        let verify = |password: String| crate::base::passwords::verify(password, password_hash);
+        let account =
+            Account { username: &account.username, password_hash: &account.password_hash };
+        let now_ms = crate::base::clock::now_ms();
+        check(&self.verified, account, basic_credentials, now_ms, verify).await
     }
 
     /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),
@@ -480,12 +468,7 @@ impl PolicyService {
         let Some(template) = engine.template(template_name) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
-        let spec = ConferenceSpec {
-            name: conference.to_owned(),
-            chair_pin: template.chair_pin.clone(),
-            guest_pin: template.guest_pin.clone(),
-            max_participants: template.max_participants,
-        };
+        let spec = ConferenceSpec::new(conference, template);
         // Around a maintenance change the VCS may split calls between this peer and another
         // that does not replicate with it (a rolling upgrade's switch) until its next status
         // poll: a conference unknown here may exist already, made there moments ago.

@@ -273,8 +273,10 @@ impl Engine {
             trace.ports_needed = Some(needed_ports);
             trace.service_preference = Some(template.service_preference.clone());
         });
+        let free_ports = |bridge: &Bridge| self.free_ports(bridge);
+        let preference = &template.service_preference;
         let (candidates, any_down) =
-            self.candidates(&template.service_preference, needed_ports, health, tracer);
+            self.candidates_traced(preference, needed_ports, health, &free_ports, tracer);
         if candidates.is_empty() {
             let reason =
                 if any_down { RejectReason::BridgeFailure } else { RejectReason::NoCapacity };
@@ -353,13 +355,26 @@ impl Engine {
     }
 
     /// Bridges able to host a conference needing `needed_ports`, pools in preference order,
-    /// within a pool the most free capacity first (ties by name, so every peer agrees).
-    /// Also says whether some bridge was left out only because it is down.
-    fn candidates(
+    /// within a pool the most free capacity first (ties by name, so every peer agrees), free
+    /// ports as `free_ports` counts them. Also says whether some bridge was left out only
+    /// because it is down.
+    pub(crate) fn candidates(
         &self,
         preference: &str,
         needed_ports: u32,
         health: &dyn BridgeHealth,
+        free_ports: &dyn Fn(&Bridge) -> u32,
+    ) -> (Vec<String>, bool) {
+        self.candidates_traced(preference, needed_ports, health, free_ports, &mut Tracer(None))
+    }
+
+    /// [`Engine::candidates`], noting each pool and bridge weighed in the trace.
+    fn candidates_traced(
+        &self,
+        preference: &str,
+        needed_ports: u32,
+        health: &dyn BridgeHealth,
+        free_ports: &dyn Fn(&Bridge) -> u32,
         tracer: &mut Tracer<'_>,
     ) -> (Vec<String>, bool) {
         let Some(Record::ServicePreference(preference)) =
@@ -381,10 +396,10 @@ impl Engine {
             let mut in_pool: Vec<(u32, &str)> = Vec::new();
             let mut checks = Vec::new();
             for name in &pool.bridges {
-                let verdict = self.weigh(name, &candidates, needed_ports, health);
+                let verdict = self.weigh(name, &candidates, needed_ports, health, free_ports);
                 match verdict {
                     BridgeVerdict::Candidate => {
-                        let free_ports = self.bridge(name).map_or(0, |b| self.free_ports(b));
+                        let free_ports = self.bridge(name).map_or(0, free_ports);
                         in_pool.push((free_ports, name));
                     }
                     BridgeVerdict::Down => any_down = true,
@@ -411,13 +426,14 @@ impl Engine {
         candidates: &[String],
         needed_ports: u32,
         health: &dyn BridgeHealth,
+        free_ports: &dyn Fn(&Bridge) -> u32,
     ) -> BridgeVerdict {
         let Some(bridge) = self.bridge(name) else { return BridgeVerdict::Missing };
         if !bridge.enabled {
             BridgeVerdict::Disabled
         } else if candidates.iter().any(|candidate| candidate == name) {
             BridgeVerdict::ListedEarlier
-        } else if self.free_ports(bridge) < needed_ports {
+        } else if free_ports(bridge) < needed_ports {
             BridgeVerdict::TooFewPorts
         } else if !health.is_up(name) {
             BridgeVerdict::Down
@@ -455,11 +471,11 @@ impl CompiledAlias {
     }
 }
 
-fn key(kind: RecordKind, name: &str) -> RecordKey {
+pub(crate) fn key(kind: RecordKind, name: &str) -> RecordKey {
     RecordKey { kind, name: name.to_owned() }
 }
 
-fn template<'a>(state: &'a State, name: &str) -> Option<&'a ConferenceTemplate> {
+pub(crate) fn template<'a>(state: &'a State, name: &str) -> Option<&'a ConferenceTemplate> {
     match state.get(&key(RecordKind::ConferenceTemplate, name))? {
         Record::ConferenceTemplate(template) => Some(template),
         _ => None,
