@@ -34,17 +34,42 @@ impl Method {
     }
 }
 
+/// Which accounts may call a route. The router gives it to the route's requests and the
+/// [`super::extract::Admin`] extractor enforces it, so a route cannot forget the check.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    /// Every account, read-only ones included: reads, and one's own session and password.
+    AnyAccount,
+    /// Full administrators only: everything that changes something.
+    FullAdministrator,
+}
+
 /// One served route: where, how it is answered, and how it is described.
 pub struct Route {
     pub method: Method,
     /// The path, with `{parameter}` segments as both axum and OpenAPI write them.
     pub path: String,
     pub doc: Doc,
+    pub access: Access,
     pub handler: MethodRouter<Arc<App>>,
 }
 
+/// A route whose access follows from its method: a read for every account, anything else for
+/// full administrators only.
 fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) -> Route {
-    Route { method, path: format!("{API_PREFIX}{path}"), doc, handler }
+    let access = if method == Method::Get { Access::AnyAccount } else { Access::FullAdministrator };
+    Route { method, path: format!("{API_PREFIX}{path}"), doc, access, handler }
+}
+
+/// A route that changes only the calling account's own session or password, which a
+/// read-only account may do too.
+fn own_account_route(
+    method: Method,
+    path: &str,
+    doc: Doc,
+    handler: MethodRouter<Arc<App>>,
+) -> Route {
+    Route { access: Access::AnyAccount, ..route(method, path, doc, handler) }
 }
 
 /// Every route the API serves.
@@ -66,7 +91,7 @@ pub fn table() -> Vec<Route> {
 fn account_routes() -> Vec<Route> {
     use Method::{Delete, Post};
     vec![
-        route(
+        own_account_route(
             Post,
             "/sessions",
             openapi::doc(
@@ -76,13 +101,13 @@ fn account_routes() -> Vec<Route> {
             ),
             post(h::login),
         ),
-        route(
+        own_account_route(
             Delete,
             "/sessions/current",
             openapi::doc("Log out this session", "204", false),
             delete(h::logout),
         ),
-        route(
+        own_account_route(
             Post,
             "/password",
             openapi::doc(
