@@ -175,18 +175,19 @@ impl State {
     /// Whether `key` names the only full administrator account: without one, nobody could
     /// change the configuration again.
     fn is_last_full_administrator(&self, key: &RecordKey) -> bool {
-        let full = |record: &Record| {
-            matches!(record, Record::Administrator(admin) if admin.role == AdminRole::Full)
-        };
+        let full = |record: &Record| matches!(record, Record::Administrator(admin) if admin.role == AdminRole::Full);
         self.get(key).is_some_and(full)
-            && !self.list(RecordKind::Administrator).any(|record| record.key() != *key && full(record))
+            && !self
+                .list(RecordKind::Administrator)
+                .any(|record| record.key() != *key && full(record))
     }
 
     /// The last full administrator cannot be made read-only.
     fn check_last_full_administrator(&self, record: &Record) -> Vec<FieldError> {
         match record {
             Record::Administrator(admin)
-                if admin.role != AdminRole::Full && self.is_last_full_administrator(&record.key()) =>
+                if admin.role != AdminRole::Full
+                    && self.is_last_full_administrator(&record.key()) =>
             {
                 vec![FieldError {
                     field: "role".to_owned(),
