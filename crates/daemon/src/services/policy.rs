@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -167,6 +168,16 @@ pub struct PolicyService {
     /// Warnings repeated every poll (a bridge refusing the feedback receiver): an alarm once
     /// they repeat, instead of a log line every [`BRIDGE_POLL_INTERVAL_MS`].
     pub warnings: super::alarms::Warnings,
+    /// Requests, latency and creations, for the metrics endpoint (atomics only).
+    pub metrics: super::metrics::PolicyMetrics,
+}
+
+/// A bridge's health and ports as this peer sees them, for the metrics endpoint.
+pub struct BridgePorts {
+    pub name: String,
+    pub up: bool,
+    pub capacity_ports: u32,
+    pub free_ports: u32,
 }
 
 /// The conference a call needs created.
@@ -239,6 +250,7 @@ impl PolicyService {
             feedback: Mutex::new(Feedback::default()),
             maintenance_drain_ms,
             warnings: super::alarms::Warnings::default(),
+            metrics: super::metrics::PolicyMetrics::default(),
         })
     }
 
@@ -498,6 +510,7 @@ impl PolicyService {
                 tokio::time::timeout_at(deadline, self.create_on(bridge, &spec)).await
             else {
                 self.mark(bridge, Some("no answer before the decision's deadline".into()));
+                self.metrics.conference_creation_failures.fetch_add(1, Ordering::Relaxed);
                 return Decision::Reject(RejectReason::BridgeFailure);
             };
             match created {
@@ -517,6 +530,7 @@ impl PolicyService {
                 }
             }
         }
+        self.metrics.conference_creation_failures.fetch_add(1, Ordering::Relaxed);
         Decision::Reject(if failed {
             RejectReason::BridgeFailure
         } else {
@@ -574,9 +588,14 @@ impl PolicyService {
             .writer
             .execute("policy-service", Command::Save(record), crate::base::clock::now_ms())
             .await;
-        if let Err(error) = saved {
+        match saved {
+            Ok(_) => {
+                self.metrics.conferences_created.fetch_add(1, Ordering::Relaxed);
+            }
             // The bridge has it; the next call adopts it through `Duplicate`.
-            tracing::error!(%error, %conference, "conference created but not recorded");
+            Err(error) => {
+                tracing::error!(%error, %conference, "conference created but not recorded")
+            }
         }
         Decision::Route {
             url: engine.route_url(conference, template_name, role, bridge),
@@ -725,6 +744,24 @@ impl PolicyService {
             self.mark(bridge, None);
         }
         Ok(())
+    }
+
+    /// Every bridge's health and ports (free ones as counted from the state's conferences).
+    pub fn bridge_ports(&self) -> Vec<BridgePorts> {
+        let engine = self.engine();
+        let state = engine.state().clone();
+        state
+            .list(RecordKind::Bridge)
+            .filter_map(|record| match record {
+                Record::Bridge(bridge) => Some(BridgePorts {
+                    name: bridge.name.clone(),
+                    up: self.health.is_up(bridge),
+                    capacity_ports: bridge.capacity_ports,
+                    free_ports: engine.free_ports(bridge),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     pub async fn status(&self) -> PolicyStatus {

@@ -271,6 +271,14 @@ impl Store {
         Ok(())
     }
 
+    /// How many shared events this peer holds beyond `theirs` (a peer's summary of its heads).
+    pub fn events_behind(&self, theirs: &std::collections::BTreeMap<PeerId, u64>) -> u64 {
+        replication::shared_heads(&self.log)
+            .into_iter()
+            .map(|(origin, seq)| seq.saturating_sub(theirs.get(&origin).copied().unwrap_or(0)))
+            .sum()
+    }
+
     /// Who to replicate with: the peers whose greeting matched ours.
     pub fn set_replication_peers(&mut self, peers: Vec<PeerId>) {
         self.replicator.set_peers(peers);
@@ -592,9 +600,21 @@ struct WriterThread {
     published_version: u64,
     /// Shared with [`Writer::group_commits`].
     group_commits: Arc<AtomicU64>,
+    /// Shared with [`Writer::replication_lag`].
+    lag: Arc<std::sync::Mutex<ReplicationLag>>,
 }
 
+/// Peer → shared events this peer holds that the peer did not, as of its last summary.
+pub type ReplicationLag = std::collections::BTreeMap<PeerId, u64>;
+
 impl WriterThread {
+    fn replicate(&mut self, from: PeerId, message: replication::Message) {
+        match self.store.replicate(from, message) {
+            Ok(messages) => self.send(messages),
+            Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
+        }
+    }
+
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let mut next = None;
         loop {
@@ -706,10 +726,13 @@ impl WriterThread {
             Request::State { reply } => {
                 let _ = reply.send(self.store.state().clone());
             }
-            Request::Replicate { from, message } => match self.store.replicate(from, message) {
-                Ok(messages) => self.send(messages),
-                Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
-            },
+            Request::Replicate { from, message } => {
+                if let replication::Message::Summary { heads } = &message {
+                    let behind = self.store.events_behind(heads);
+                    crate::base::sync::lock(&self.lag).insert(from, behind);
+                }
+                self.replicate(from, message);
+            }
             Request::ReplicationTick { now_ms } => {
                 let messages = self.store.replication_tick(now_ms);
                 self.send(messages);
@@ -738,9 +761,15 @@ pub struct Writer {
     settings: watch::Receiver<ClusterSettings>,
     state: watch::Receiver<Arc<State>>,
     group_commits: Arc<AtomicU64>,
+    lag: Arc<std::sync::Mutex<ReplicationLag>>,
 }
 
 impl Writer {
+    /// Each peer's replication lag as of its last summary (about once a second while linked).
+    pub fn replication_lag(&self) -> ReplicationLag {
+        crate::base::sync::lock(&self.lag).clone()
+    }
+
     /// Group commits (transactions, so fsyncs, holding changes) the writer made so far.
     pub fn group_commits(&self) -> u64 {
         self.group_commits.load(Ordering::Relaxed)
@@ -759,6 +788,8 @@ impl Writer {
         let (state_tx, state) = watch::channel(Arc::new(store.state().clone()));
         let group_commits = Arc::new(AtomicU64::new(store.group_commits()));
         let commits = Arc::clone(&group_commits);
+        let lag = Arc::new(std::sync::Mutex::new(ReplicationLag::new()));
+        let thread_lag = Arc::clone(&lag);
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
@@ -769,10 +800,11 @@ impl Writer {
                     state_tx,
                     published_version,
                     group_commits: commits,
+                    lag: thread_lag,
                 }
                 .run(requests)
             })?;
-        Ok((Writer { queue, settings, state, group_commits }, thread))
+        Ok((Writer { queue, settings, state, group_commits, lag }, thread))
     }
 
     /// Stops the writer thread once the requests queued before this one are served; later

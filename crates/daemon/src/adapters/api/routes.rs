@@ -176,6 +176,16 @@ fn system_routes() -> Vec<Route> {
         ),
         route(
             Get,
+            "/metrics",
+            openapi::doc(
+                "Prometheus text format (0.0.4): policy requests by decision and status, decision latency, conference creations and failures, bridge health and ports, peer links and replication lag, event-log position, last backup and boot outcome, and `baton_alarm_active` for every defined alarm. A read-only account may scrape it",
+                "200",
+                false,
+            ),
+            get(h::metrics),
+        ),
+        route(
+            Get,
             "/policy/status",
             openapi::doc(
                 "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here",
