@@ -91,7 +91,7 @@ async fn render(app: &App, user: &WebUser, note: &str) -> Result<String, ApiErro
     let mut body = String::from(super::scope_note(model::Scope::Shared));
     body.push_str(
         "<p>A read-only account sees every page and every read of the API but changes nothing: \
-         give one to auditors and to the monitoring system that scrapes <code>/metrics</code>. \
+         give one to auditors and to the monitoring system that scrapes <code>/api/v1/metrics</code>. \
          The last full administrator can be neither removed nor made read-only. \
          To change your own password, use <a href=\"/password\">Change password</a>.</p>",
     );
