@@ -440,7 +440,16 @@ impl PolicyService {
                 match self.decide_now(request) {
                     (Decision::Create { conference, template, role, candidates }, engine) => {
                         let wanted = Wanted { conference: &conference, template: &template, role };
-                        self.create(&engine, &wanted, &candidates, deadline).await
+                        let created = self.create(&engine, &wanted, &candidates, deadline).await;
+                        if let Decision::Reject(
+                            RejectReason::BridgeFailure | RejectReason::NoCapacity,
+                        ) = created
+                        {
+                            self.metrics
+                                .conference_creation_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        created
                     }
                     (other, _) => other,
                 }
@@ -510,7 +519,6 @@ impl PolicyService {
                 tokio::time::timeout_at(deadline, self.create_on(bridge, &spec)).await
             else {
                 self.mark(bridge, Some("no answer before the decision's deadline".into()));
-                self.metrics.conference_creation_failures.fetch_add(1, Ordering::Relaxed);
                 return Decision::Reject(RejectReason::BridgeFailure);
             };
             match created {
@@ -530,7 +538,6 @@ impl PolicyService {
                 }
             }
         }
-        self.metrics.conference_creation_failures.fetch_add(1, Ordering::Relaxed);
         Decision::Reject(if failed {
             RejectReason::BridgeFailure
         } else {

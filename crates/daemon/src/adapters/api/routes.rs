@@ -77,6 +77,7 @@ pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
     routes.extend(alarm_routes());
+    routes.extend(monitoring_routes());
     routes.extend(power_routes());
     routes.extend(upgrade_routes());
     routes.extend(history_routes());
@@ -176,16 +177,6 @@ fn system_routes() -> Vec<Route> {
         ),
         route(
             Get,
-            "/metrics",
-            openapi::doc(
-                "Prometheus text format (0.0.4): policy requests by decision and status, decision latency, conference creations and failures, bridge health and ports, peer links and replication lag, event-log position, last backup and boot outcome, and `baton_alarm_active` for every defined alarm. A read-only account may scrape it",
-                "200",
-                false,
-            ),
-            get(h::metrics),
-        ),
-        route(
-            Get,
             "/policy/status",
             openapi::doc(
                 "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here",
@@ -195,6 +186,20 @@ fn system_routes() -> Vec<Route> {
             get(h::policy_status),
         ),
     ]
+}
+
+/// What a monitoring system scrapes.
+fn monitoring_routes() -> Vec<Route> {
+    vec![route(
+        Method::Get,
+        "/metrics",
+        openapi::doc(
+            "Prometheus text format (0.0.4): policy requests by decision and status, decision latency, conference creations and failures, bridge health and ports, peer links and replication lag, event-log position, last backup and boot outcome, and `baton_alarm_active` for every defined alarm. A read-only account may scrape it",
+            "200",
+            false,
+        ),
+        get(h::metrics),
+    )]
 }
 
 /// The active alarms and their acknowledgement.
