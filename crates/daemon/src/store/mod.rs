@@ -737,7 +737,12 @@ impl WriterThread {
                 let messages = self.store.replication_tick(now_ms);
                 self.send(messages);
             }
-            Request::ReplicationPeers { peers } => self.store.set_replication_peers(peers),
+            Request::ReplicationPeers { peers } => {
+                // A peer no longer replicated with has no lag to report (and the map stays
+                // bounded by the peer list).
+                crate::base::sync::lock(&self.lag).retain(|peer, _| peers.contains(peer));
+                self.store.set_replication_peers(peers);
+            }
             Request::JoinCluster { cluster, now_ms, reply } => {
                 let joined = self.store.join_cluster(cluster, now_ms);
                 self.publish_state();
