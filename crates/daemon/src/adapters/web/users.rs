@@ -163,21 +163,14 @@ async fn save(
     name: &str,
     form: &super::FormPairs,
 ) -> Result<(), ApiError> {
-    let Some(Record::Administrator(existing)) = records::current(
-        app,
-        model::RecordKey { kind: RecordKind::Administrator, name: name.to_owned() },
-    )
-    .await?
-    else {
-        return Err(model::Rejection::NotFound {
-            key: model::RecordKey { kind: RecordKind::Administrator, name: name.to_owned() },
-        }
-        .into());
-    };
+    let key = model::RecordKey { kind: RecordKind::Administrator, name: name.to_owned() };
+    let existing = records::read(app, key).await?;
     let password = form_value(form, "password");
     let mut body = Map::new();
     body.insert("role".to_owned(), role_from_form(form));
-    let must_change = existing.must_change_password && password.is_empty();
+    // A password set by another administrator ends a forced change; otherwise it stays.
+    let must_change = password.is_empty()
+        && matches!(existing, Record::Administrator(admin) if admin.must_change_password);
     body.insert("must_change_password".to_owned(), Value::Bool(must_change));
     if !password.is_empty() {
         body.insert("password".to_owned(), Value::String(password.to_owned()));
