@@ -438,3 +438,54 @@ fn a_two_peer_cluster_formed_by_the_one_flow_join_shows_both_active() {
     browser.goto(&format!("{url_2}/maintenance/backup")).unwrap();
     assert_page_has(&browser, "This peer is in a cluster: a restore is refused");
 }
+
+fn log_in_as(browser: &Browser, url: &str, user: &str, password: &str) {
+    browser.goto(&format!("{url}/login")).unwrap();
+    browser.fill("#username", user).unwrap();
+    browser.fill("#password", password).unwrap();
+    browser.click("main button[type=submit]").unwrap();
+    assert_page_has(browser, &format!("Signed in as {user}"));
+}
+
+// Goal: Users > Administrator accounts adds a read-only account, which then sees the pages
+// but has every form refused with a clear message; the last full administrator cannot be
+// made read-only; an account is removed from its row.
+#[test]
+fn administrator_accounts_and_a_read_only_one_in_the_browser() {
+    let Some(browser) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Batond::start_with_env(dir.path(), "127.0.0.1", &[], &[]).unwrap();
+    let url = daemon.url.clone();
+    log_in(&browser, &url, "TANDBERG");
+    browser.fill("#current_password", "TANDBERG").unwrap();
+    browser.fill("#new_password", TEST_PASSWORD).unwrap();
+    browser.click("main button[type=submit]").unwrap();
+    assert_page_has(&browser, "Saved: password changed");
+
+    browser.goto(&format!("{url}/users/administrators")).unwrap();
+    browser.fill("#new-name", "auditor").unwrap();
+    browser.fill("#new-password", "auditor password").unwrap();
+    browser.select("#new-role", "read_only").unwrap();
+    browser.click("form.record button[type=submit]").unwrap();
+    assert_page_has(&browser, "Saved: auditor added.");
+    assert_page_has(&browser, "<td>auditor</td><td>Read-only");
+    browser.screenshot(&shots(), "20-administrator-accounts").unwrap();
+    browser.select("#role-admin", "read_only").unwrap();
+    browser.click("form[action='/users/administrators/admin'] button").unwrap();
+    assert_page_has(&browser, "cannot be made read-only");
+    browser.click("form.logout button").unwrap();
+
+    log_in_as(&browser, &url, "auditor", "auditor password");
+    assert_page_has(&browser, "Signed in as auditor (read-only)");
+    add(&browser, &url, "locations", &[("name", "nowhere")], &[]);
+    assert_page_has(&browser, "Refused: this account is read-only");
+    browser.goto(&format!("{url}/configuration/locations")).unwrap();
+    assert_page_has(&browser, "None yet.");
+    browser.click("form.logout button").unwrap();
+
+    log_in(&browser, &url, TEST_PASSWORD);
+    browser.goto(&format!("{url}/users/administrators")).unwrap();
+    browser.click("form[action='/users/administrators/auditor/delete'] button").unwrap();
+    assert_page_has(&browser, "Saved: auditor removed.");
+    assert!(!browser.source().unwrap().contains("<td>auditor</td>"), "auditor still listed");
+}

@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod cluster_upgrade;
 mod crash;
+mod metrics;
 mod policy;
 mod policy_views;
 mod upgrade;

@@ -139,7 +139,7 @@ fn records_configuration_and_diffs() {
     assert_eq!((bridge.kind(), bridge.name()), (model::RecordKind::Bridge, "mcu1"));
     round_trip::<Vec<model::Record>>(&format!("[{BRIDGE}]"));
     let config: ConfigAnswer = round_trip(&format!(
-        r#"{{"at":"2026-12-02T07:09:56.395Z","records":[{{"kind":"administrator","must_change_password":false,"name":"admin","password_hash":"********"}},{BRIDGE},{{"additional_addresses":[],"address":"127.0.0.1","gateway":"127.0.0.254","kind":"ipv4","prefix_length":8}},{{"enabled":true,"kind":"maintenance"}},{{"kind":"cluster","peers":["127.0.0.1","127.0.0.2"],"pre_shared_key":"********"}}]}}"#
+        r#"{{"at":"2026-12-02T07:09:56.395Z","records":[{{"kind":"administrator","must_change_password":false,"name":"admin","password_hash":"********","role":"full"}},{BRIDGE},{{"additional_addresses":[],"address":"127.0.0.1","gateway":"127.0.0.254","kind":"ipv4","prefix_length":8}},{{"enabled":true,"kind":"maintenance"}},{{"kind":"cluster","peers":["127.0.0.1","127.0.0.2"],"pre_shared_key":"********"}}]}}"#
     ));
     assert_eq!(config.records.len(), 5);
     let diff: ConfigDiff = round_trip(&format!(

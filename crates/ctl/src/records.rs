@@ -275,7 +275,7 @@ mod tests {
         })));
         assert_eq!(
             Value::Object(current.clone()),
-            json!({"name": "ops", "must_change_password": false})
+            json!({"name": "ops", "must_change_password": false, "role": "full"})
         );
         let merged =
             merge(RecordKind::Administrator, current, None, &pairs(&[("password", "1234")]));

@@ -100,6 +100,7 @@ async fn create_factory_account(writer: &Writer) -> anyhow::Result<()> {
         name: auth::FACTORY_ADMIN_NAME.to_owned(),
         password_hash: hash,
         must_change_password: true,
+        role: model::record::AdminRole::Full,
     };
     let command = model::Command::Create(model::Record::Administrator(account));
     writer

@@ -8,7 +8,9 @@
 //! payloads to the current shape. A version newer than this build knows is refused, never
 //! guessed at.
 
-use crate::record::{Bridge, BridgeType, Protocol, Record, RecordKey, RecordKind, Scope};
+use crate::record::{
+    AdminRole, Administrator, Bridge, BridgeType, Protocol, Record, RecordKey, RecordKind, Scope,
+};
 use serde::{Deserialize, Serialize};
 
 /// A change to one record.
@@ -51,6 +53,8 @@ pub fn current_version(kind: RecordKind) -> u16 {
         // v2 added `protocol` (HTTP or HTTPS per bridge); v1 bridges were always HTTPS.
         // v3 added `pinned_sha256`; earlier bridges pinned nothing.
         RecordKind::Bridge => 3,
+        // v2 added `role` (full or read-only); v1 accounts were all full administrators.
+        RecordKind::Administrator => 2,
         _ => 1,
     }
 }
@@ -156,8 +160,26 @@ fn upcast(
                 pinned_sha256: None,
             })
         })),
+        (RecordKind::Administrator, 1) => {
+            Some(postcard::from_bytes::<AdministratorV1>(payload).map(|v1| {
+                Record::Administrator(Administrator {
+                    name: v1.name,
+                    password_hash: v1.password_hash,
+                    must_change_password: v1.must_change_password,
+                    role: AdminRole::Full,
+                })
+            }))
+        }
         _ => None,
     }
+}
+
+/// `administrator.saved` version 1, frozen: never change it, write a new version instead.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AdministratorV1 {
+    pub name: String,
+    pub password_hash: String,
+    pub must_change_password: bool,
 }
 
 /// `bridge.saved` version 1, frozen: never change it, write a new version instead.

@@ -165,6 +165,26 @@ fn version_2_bridge_events_upcast_without_a_pin() {
     assert_eq!(Event::decode(&encoded.kind, encoded.version, &encoded.payload).unwrap(), pinned);
 }
 
+// Goal: a version-1 administrator (before roles) is read as a full administrator, so no
+// account loses its rights in an upgrade.
+#[test]
+fn old_administrator_events_upcast_to_full_administrators() {
+    let v1 = AdministratorV1 {
+        name: "admin".into(),
+        password_hash: "$argon2id$x".into(),
+        must_change_password: true,
+    };
+    let payload = postcard::to_stdvec(&v1).unwrap();
+    let decoded = Event::decode("administrator.saved", 1, &payload).unwrap();
+    let Event::Saved(Record::Administrator(admin)) = decoded else { panic!("not an account") };
+    assert_eq!(
+        (admin.name.as_str(), admin.must_change_password, admin.role),
+        ("admin", true, AdminRole::Full)
+    );
+    let current = Event::Saved(Record::Administrator(admin)).encode();
+    assert_eq!((current.kind.as_str(), current.version), ("administrator.saved", 2));
+}
+
 // Goal: what this build cannot read is refused with a reason, never guessed at.
 #[test]
 fn unreadable_events_are_refused() {

@@ -269,6 +269,43 @@ pub struct Administrator {
     /// Set on the factory default account: nothing else is allowed until it is changed.
     #[serde(default)]
     pub must_change_password: bool,
+    /// What the account may do; a full administrator unless said otherwise.
+    #[serde(default)]
+    pub role: AdminRole,
+}
+
+/// What an administrator account may do.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    /// Sees and changes everything.
+    #[default]
+    Full,
+    /// Sees every page and every read of the API, changes nothing (auditors, monitoring).
+    ReadOnly,
+}
+
+impl AdminRole {
+    /// The name the API and `batonctl` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Full => "full",
+            AdminRole::ReadOnly => "read_only",
+        }
+    }
 }
 
 #[derive(

@@ -546,6 +546,27 @@ fn commands_check_existence_and_use() {
     ));
 }
 
+// Goal: a read-only account never leaves the appliance without a full administrator: the last
+// full one can be neither removed nor made read-only, while read-only ones come and go.
+#[test]
+fn the_last_full_administrator_stays() {
+    use RecordKind::Administrator;
+    let admin = |name: &str, role: &str| with(Administrator, json!({"name": name, "role": role}));
+    let state = state_with(&[admin("admin", "full"), admin("auditor", "read_only")]);
+    match state.decide(&Command::Remove(admin("admin", "full").key())) {
+        Err(Rejection::Forbidden { reason }) => assert!(reason.contains("last full"), "{reason}"),
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+    match state.decide(&Command::Update(admin("admin", "read_only"))) {
+        Err(Rejection::Invalid { errors }) => assert_eq!(errors[0].field, "role"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(state.decide(&Command::Remove(admin("auditor", "read_only").key())).is_ok());
+    let two = state_with(&[admin("admin", "full"), admin("second", "full")]);
+    assert!(two.decide(&Command::Update(admin("admin", "read_only"))).is_ok());
+    assert!(two.decide(&Command::Remove(admin("admin", "full").key())).is_ok());
+}
+
 // Goal: the clustering prerequisites the configuration can decide are enforced with clear,
 // field-level messages: edition limits, this peer's own address in the list, and a frozen
 // primary address (and licence) while clustered.

@@ -4,8 +4,8 @@
 //! marked acknowledged, and leaves the header's count). Raising, clearing and acknowledging
 //! are written to the Event Log. The task that gathers the facts is [`spawn`].
 //!
-//! A metric per alarm is left for the metrics endpoint (issue #16): it would export
-//! `baton_alarm_active{id=…}` from [`Board::list`].
+//! The metrics endpoint exports `baton_alarm_active{id=…,severity=…}` for every alarm of the
+//! table (`services::metrics`).
 
 use crate::base::clock::now_ms;
 use crate::base::journal::{self, EntryKind};

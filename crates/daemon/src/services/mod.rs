@@ -13,6 +13,7 @@ pub mod cluster_join;
 mod error;
 pub mod history;
 pub mod logins;
+pub mod metrics;
 pub mod platform;
 pub mod policy;
 pub mod policy_credentials;

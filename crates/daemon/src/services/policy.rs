@@ -22,6 +22,7 @@ use policy::{Decision, Engine, RejectReason, Role};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -191,6 +192,16 @@ pub struct PolicyService {
     /// Warnings repeated every poll (a bridge refusing the feedback receiver): an alarm once
     /// they repeat, instead of a log line every [`BRIDGE_POLL_INTERVAL_MS`].
     pub warnings: super::alarms::Warnings,
+    /// Requests, latency and creations, for the metrics endpoint (atomics only).
+    pub metrics: super::metrics::PolicyMetrics,
+}
+
+/// A bridge's health and ports as this peer sees them, for the metrics endpoint.
+pub struct BridgePorts {
+    pub name: String,
+    pub up: bool,
+    pub capacity_ports: u32,
+    pub free_ports: u32,
 }
 
 /// The conference a call needs created.
@@ -263,6 +274,7 @@ impl PolicyService {
             feedback: Mutex::new(Feedback::default()),
             maintenance_drain_ms,
             warnings: super::alarms::Warnings::default(),
+            metrics: super::metrics::PolicyMetrics::default(),
         })
     }
 
@@ -431,7 +443,16 @@ impl PolicyService {
                 match self.decide_now(request) {
                     (Decision::Create { conference, template, role, candidates }, engine) => {
                         let wanted = Wanted { conference: &conference, template: &template, role };
-                        self.create(&engine, &wanted, &candidates, deadline).await
+                        let created = self.create(&engine, &wanted, &candidates, deadline).await;
+                        if let Decision::Reject(
+                            RejectReason::BridgeFailure | RejectReason::NoCapacity,
+                        ) = created
+                        {
+                            self.metrics
+                                .conference_creation_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        created
                     }
                     (other, _) => other,
                 }
@@ -572,9 +593,14 @@ impl PolicyService {
             .writer
             .execute("policy-service", Command::Save(record), crate::base::clock::now_ms())
             .await;
-        if let Err(error) = saved {
+        match saved {
+            Ok(_) => {
+                self.metrics.conferences_created.fetch_add(1, Ordering::Relaxed);
+            }
             // The bridge has it; the next call adopts it through `Duplicate`.
-            tracing::error!(%error, %conference, "conference created but not recorded");
+            Err(error) => {
+                tracing::error!(%error, %conference, "conference created but not recorded")
+            }
         }
         Decision::Route {
             url: engine.route_url(conference, template_name, role, bridge),
@@ -728,6 +754,24 @@ impl PolicyService {
     /// The fingerprint of the certificate `bridge` presented to this peer last.
     pub fn presented_fingerprint(&self, bridge: &Bridge) -> Option<String> {
         self.host.presented_fingerprint(bridge)
+    }
+
+    /// Every bridge's health and ports (free ones as counted from the state's conferences).
+    pub fn bridge_ports(&self) -> Vec<BridgePorts> {
+        let engine = self.engine();
+        let state = engine.state().clone();
+        state
+            .list(RecordKind::Bridge)
+            .filter_map(|record| match record {
+                Record::Bridge(bridge) => Some(BridgePorts {
+                    name: bridge.name.clone(),
+                    up: self.health.is_up(bridge),
+                    capacity_ports: bridge.capacity_ports,
+                    free_ports: engine.free_ports(bridge),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     pub async fn status(&self) -> PolicyStatus {

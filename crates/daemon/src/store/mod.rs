@@ -271,6 +271,14 @@ impl Store {
         Ok(())
     }
 
+    /// How many shared events this peer holds beyond `theirs` (a peer's summary of its heads).
+    pub fn events_behind(&self, theirs: &std::collections::BTreeMap<PeerId, u64>) -> u64 {
+        replication::shared_heads(&self.log)
+            .into_iter()
+            .map(|(origin, seq)| seq.saturating_sub(theirs.get(&origin).copied().unwrap_or(0)))
+            .sum()
+    }
+
     /// Who to replicate with: the peers whose greeting matched ours.
     pub fn set_replication_peers(&mut self, peers: Vec<PeerId>) {
         self.replicator.set_peers(peers);
@@ -645,9 +653,26 @@ struct WriterThread {
     published_version: u64,
     /// Shared with [`Writer::group_commits`].
     group_commits: Arc<AtomicU64>,
+    /// Shared with [`Writer::replication_lag`].
+    lag: Arc<std::sync::Mutex<ReplicationLag>>,
 }
 
+/// Peer → shared events this peer holds that the peer did not, as of its last summary.
+pub type ReplicationLag = std::collections::BTreeMap<PeerId, u64>;
+
 impl WriterThread {
+    /// Peers' messages in one group commit; a summary also tells how far behind its peer is.
+    fn replicate(&mut self, group: Vec<(PeerId, replication::Message)>) {
+        for (from, message) in &group {
+            if let replication::Message::Summary { heads } = message {
+                let behind = self.store.events_behind(heads);
+                crate::base::sync::lock(&self.lag).insert(*from, behind);
+            }
+        }
+        let messages = self.store.replicate_group(group);
+        self.send(messages);
+    }
+
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let mut next = None;
         loop {
@@ -668,8 +693,7 @@ impl WriterThread {
                 }
                 Request::Replicate { from, message } => {
                     let (group, after) = gather_replicated((from, message), &mut requests);
-                    let messages = self.store.replicate_group(group);
-                    self.send(messages);
+                    self.replicate(group);
                     next = after;
                 }
                 other => self.serve(other),
@@ -766,14 +790,18 @@ impl WriterThread {
                 let _ = reply.send(self.store.state().clone());
             }
             Request::Replicate { from, message } => {
-                let messages = self.store.replicate_group(vec![(from, message)]);
-                self.send(messages);
+                self.replicate(vec![(from, message)]);
             }
             Request::ReplicationTick { now_ms } => {
                 let messages = self.store.replication_tick(now_ms);
                 self.send(messages);
             }
-            Request::ReplicationPeers { peers } => self.store.set_replication_peers(peers),
+            Request::ReplicationPeers { peers } => {
+                // A peer no longer replicated with has no lag to report (and the map stays
+                // bounded by the peer list).
+                crate::base::sync::lock(&self.lag).retain(|peer, _| peers.contains(peer));
+                self.store.set_replication_peers(peers);
+            }
             Request::JoinCluster { cluster, now_ms, reply } => {
                 let joined = self.store.join_cluster(cluster, now_ms);
                 self.publish_state();
@@ -797,9 +825,15 @@ pub struct Writer {
     settings: watch::Receiver<ClusterSettings>,
     state: watch::Receiver<Arc<State>>,
     group_commits: Arc<AtomicU64>,
+    lag: Arc<std::sync::Mutex<ReplicationLag>>,
 }
 
 impl Writer {
+    /// Each peer's replication lag as of its last summary (about once a second while linked).
+    pub fn replication_lag(&self) -> ReplicationLag {
+        crate::base::sync::lock(&self.lag).clone()
+    }
+
     /// Group commits (transactions, so fsyncs, holding changes) the writer made so far.
     pub fn group_commits(&self) -> u64 {
         self.group_commits.load(Ordering::Relaxed)
@@ -818,6 +852,8 @@ impl Writer {
         let (state_tx, state) = watch::channel(Arc::new(store.state().clone()));
         let group_commits = Arc::new(AtomicU64::new(store.group_commits()));
         let commits = Arc::clone(&group_commits);
+        let lag = Arc::new(std::sync::Mutex::new(ReplicationLag::new()));
+        let thread_lag = Arc::clone(&lag);
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
@@ -828,10 +864,11 @@ impl Writer {
                     state_tx,
                     published_version,
                     group_commits: commits,
+                    lag: thread_lag,
                 }
                 .run(requests)
             })?;
-        Ok((Writer { queue, settings, state, group_commits }, thread))
+        Ok((Writer { queue, settings, state, group_commits, lag }, thread))
     }
 
     /// Stops the writer thread once the requests queued before this one are served; later

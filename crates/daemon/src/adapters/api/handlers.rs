@@ -256,6 +256,13 @@ pub(super) async fn power(
 }
 
 /// The policy service on this peer: whether it serves, and each bridge's health as seen here.
+/// The metrics, as a Prometheus server scrapes them.
+pub(super) async fn metrics(_: Ready, State(app): State<Arc<App>>) -> Answer<Response> {
+    let text = crate::services::metrics::render(&app).await?;
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
 pub(super) async fn policy_status(
     _: Ready,
     State(app): State<Arc<App>>,

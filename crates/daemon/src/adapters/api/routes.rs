@@ -34,17 +34,42 @@ impl Method {
     }
 }
 
+/// Which accounts may call a route. The router gives it to the route's requests and the
+/// [`super::extract::Admin`] extractor enforces it, so a route cannot forget the check.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    /// Every account, read-only ones included: reads, and one's own session and password.
+    AnyAccount,
+    /// Full administrators only: everything that changes something.
+    FullAdministrator,
+}
+
 /// One served route: where, how it is answered, and how it is described.
 pub struct Route {
     pub method: Method,
     /// The path, with `{parameter}` segments as both axum and OpenAPI write them.
     pub path: String,
     pub doc: Doc,
+    pub access: Access,
     pub handler: MethodRouter<Arc<App>>,
 }
 
+/// A route whose access follows from its method: a read for every account, anything else for
+/// full administrators only.
 fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) -> Route {
-    Route { method, path: format!("{API_PREFIX}{path}"), doc, handler }
+    let access = if method == Method::Get { Access::AnyAccount } else { Access::FullAdministrator };
+    Route { method, path: format!("{API_PREFIX}{path}"), doc, access, handler }
+}
+
+/// A route that changes only the calling account's own session or password, which a
+/// read-only account may do too.
+fn own_account_route(
+    method: Method,
+    path: &str,
+    doc: Doc,
+    handler: MethodRouter<Arc<App>>,
+) -> Route {
+    Route { access: Access::AnyAccount, ..route(method, path, doc, handler) }
 }
 
 /// Every route the API serves.
@@ -54,6 +79,7 @@ pub fn table() -> Vec<Route> {
     routes.extend(policy_routes());
     routes.extend(bridge_routes());
     routes.extend(alarm_routes());
+    routes.extend(monitoring_routes());
     routes.extend(power_routes());
     routes.extend(upgrade_routes());
     routes.extend(history_routes());
@@ -68,7 +94,7 @@ pub fn table() -> Vec<Route> {
 fn account_routes() -> Vec<Route> {
     use Method::{Delete, Post};
     vec![
-        route(
+        own_account_route(
             Post,
             "/sessions",
             openapi::doc(
@@ -78,13 +104,13 @@ fn account_routes() -> Vec<Route> {
             ),
             post(h::login),
         ),
-        route(
+        own_account_route(
             Delete,
             "/sessions/current",
             openapi::doc("Log out this session", "204", false),
             delete(h::logout),
         ),
-        route(
+        own_account_route(
             Post,
             "/password",
             openapi::doc(
@@ -202,6 +228,20 @@ fn bridge_routes() -> Vec<Route> {
             true,
         ),
         post(h::pin_bridge_certificate),
+    )]
+}
+
+/// What a monitoring system scrapes.
+fn monitoring_routes() -> Vec<Route> {
+    vec![route(
+        Method::Get,
+        "/metrics",
+        openapi::doc(
+            "Prometheus text format (0.0.4): policy requests by decision and status, decision latency, conference creations and failures, bridge health and ports, peer links and replication lag, event-log position, last backup and boot outcome, and `baton_alarm_active` for every defined alarm. A read-only account may scrape it",
+            "200",
+            false,
+        ),
+        get(h::metrics),
     )]
 }
 
