@@ -12,7 +12,7 @@
 //! where every event's hash covers the previous hash and all of the event's fields except its
 //! local `position`; [`EventLog::verify`] walks every chain.
 
-use model::{ClusterId, Hlc, PeerId};
+use model::{ClusterId, Event, Hlc, PeerId, Scope};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -39,6 +39,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The stream that holds the events of records of `scope`.
+    pub fn of(scope: Scope) -> Stream {
+        match scope {
+            Scope::Shared => Stream::Shared,
+            Scope::Local => Stream::Local,
+        }
+    }
+
     fn from_i64(value: i64) -> Option<Stream> {
         match value {
             0 => Some(Stream::Shared),
@@ -102,6 +110,14 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// Whether this event, decoded as `event`, is in the stream its record kind's scope names.
+    /// One that is not was written while its kind had the other scope (the licence was shared
+    /// until it became peer-local): it stays in its chain, whose hashes cover it, but no
+    /// configuration counts it.
+    pub fn in_its_stream(&self, event: &Event) -> bool {
+        self.stream == Stream::of(event.scope())
+    }
+
     /// Recomputes this event's hash from its fields and `prev_hash`.
     pub fn compute_hash(&self) -> Hash {
         event_hash(
@@ -672,6 +688,16 @@ impl EventLog {
 
     pub fn read_after(&self, after_position: u64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
         read_after(&self.conn, after_position, limit)
+    }
+
+    /// Every event of one event kind (`"licence.saved"`), in position order: for the rare
+    /// migrations that look for one kind in the whole log.
+    pub fn read_kind(&self, kind: &str) -> Result<Vec<StoredEvent>, Error> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE kind = ?1 ORDER BY position"
+        ))?;
+        let rows = statement.query_map([kind], row_to_event)?;
+        collect(rows)
     }
 
     /// One chain's events after `after_seq`, in order (for catch-up between peers).
