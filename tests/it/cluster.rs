@@ -201,6 +201,40 @@ fn incompatible_peers_are_refused_with_their_reason_and_exchange_nothing() {
     assert_eq!(b.bridges().unwrap(), ["b-own-config"]);
 }
 
+/// Each appliance has its own licence, and the peers of a cluster run one edition: a select
+/// peer and a full one refuse each other on both sides ("edition mismatch", typed), the select
+/// peer takes nothing; once its licence is full too it joins. Licences never replicate.
+#[test]
+fn peers_of_two_editions_refuse_each_other_until_one_changes() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b) = founded_pair(&dirs, &[]);
+    let select = json!({"release_key": "SELECT-KEY-2", "edition": "select"});
+    b.save("/api/v1/licence", select).unwrap();
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
+    expect_line(&a, &b.ip, "Failed: edition mismatch: it runs the select edition");
+    expect_line(&b, &a.ip, "Failed: edition mismatch: it runs the full edition");
+    for (peer, other) in [(&a, &b.ip), (&b, &a.ip)] {
+        let status = peer.cluster_status().unwrap();
+        let line = status.peers.iter().find(|line| line.address.to_string() == *other).unwrap();
+        assert_eq!(line.code, Some(api::PeerFailure::Refused));
+        assert_eq!(line.refusal, Some(api::PeerRefusal::EditionMismatch));
+    }
+    assert_eq!(b.bridges().unwrap(), ["b-own-config"], "nothing crossed");
+
+    let full = json!({"release_key": "FULL-KEY-2", "edition": "full"});
+    b.save("/api/v1/licence", full).unwrap();
+    expect_line(&a, &b.ip, "Active as peer-2");
+    expect_line(&b, &a.ip, "Active as peer-1");
+    expect_bridges(&b, &["cluster-config"]);
+    // Each keeps its own release key, also after a change on one of them.
+    let renewed = json!({"release_key": "FULL-KEY-1-RENEWED", "edition": "full"});
+    a.save("/api/v1/licence", renewed).unwrap();
+    a.create_bridge("after-the-renewal").unwrap();
+    expect_bridges(&b, &["after-the-renewal", "cluster-config"]);
+    assert_eq!(b.get("/api/v1/licence").unwrap()["release_key"], "FULL-KEY-2");
+    assert_eq!(a.get("/api/v1/licence").unwrap()["release_key"], "FULL-KEY-1-RENEWED");
+}
+
 /// The seed's rule for an upgraded peer: it runs a different version, so until every peer
 /// matches it is shown as failed with "version mismatch" on both sides and nothing is
 /// replicated either way; once the versions match it is Active and catches up.

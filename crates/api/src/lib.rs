@@ -26,7 +26,7 @@ pub use alarms::{Alarm, AlarmAcknowledge, Alarms};
 pub use backups::{ArchiveMember, BackupManifest, BackupProgress, BackupRequest, ChainHead};
 pub use backups::{OperationKind, OperationProgress, Restored};
 pub use cluster::{ClusterMode, ClusterStatus, JoinRequest, Joined, MemberCertificate};
-pub use cluster::{MemberQuery, PeerFailure, PeerLine, PeerState};
+pub use cluster::{MemberQuery, PeerFailure, PeerLine, PeerRefusal, PeerState};
 pub use config::{AtQuery, ConfigAnswer, ConfigDiff, ConfigLogEntry, DiffQuery, EventLogEntry};
 pub use config::{LogLevel, LogQuery, Page, RecordChange};
 pub use error::{ErrorAnswer, ErrorBody, codes};

@@ -123,7 +123,7 @@ fn system_routes() -> Vec<Route> {
             Get,
             "/cluster/status",
             openapi::doc(
-                "Each peer of this peer's list as the operator sees it (`state`, a `code` saying why a failed peer is not active: `unreachable`, `connection_lost` or `refused`, and the line `text`), the cluster mode and what keeps this peer from clustering",
+                "Each peer of this peer's list as the operator sees it (`state`, a `code` saying why a failed peer is not active: `unreachable`, `connection_lost` or `refused`; for a refusal, `refusal` names the rule, e.g. `edition_mismatch`; and the line `text`), the cluster mode and what keeps this peer from clustering",
                 "200",
                 false,
             ),
