@@ -28,7 +28,7 @@ pub use backups::{OperationKind, OperationProgress, Restored};
 pub use cluster::{ClusterMode, ClusterStatus, JoinRequest, Joined, MemberCertificate};
 pub use cluster::{MemberQuery, PeerFailure, PeerLine, PeerRefusal, PeerState};
 pub use config::{AtQuery, ConfigAnswer, ConfigDiff, ConfigLogEntry, DiffQuery, EventLogEntry};
-pub use config::{LogLevel, LogQuery, Page, RecordChange};
+pub use config::{LogLevel, LogOrigin, LogQuery, Page, RecordChange};
 pub use error::{ErrorAnswer, ErrorBody, codes};
 pub use policy::{BridgeHealth, PolicyStatus};
 pub use session::{LoginAnswer, LoginRequest, Message, PasswordChange};

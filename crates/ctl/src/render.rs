@@ -201,8 +201,13 @@ pub(crate) fn config_log(page: &Page<ConfigLogEntry>) -> String {
                 }
                 _ => String::new(),
             };
+            let peer = match &e.origin_name {
+                Some(name) => name.clone(),
+                None => format!("peer {}", e.origin.get(..8).unwrap_or(&e.origin)),
+            };
             vec![
                 e.at.clone(),
+                peer,
                 e.actor.clone(),
                 e.action.clone(),
                 e.kind.clone(),
@@ -211,7 +216,7 @@ pub(crate) fn config_log(page: &Page<ConfigLogEntry>) -> String {
             ]
         })
         .collect();
-    columns(&["time", "actor", "action", "kind", "name", "changed"], &rows)
+    columns(&["time", "peer", "actor", "action", "kind", "name", "changed"], &rows)
         + &more(page.next_before, rows.len())
 }
 

@@ -313,6 +313,8 @@ pub struct ConfigLogQuery {
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
     pub before_position: Option<u64>,
+    /// Only changes made on this peer (`None`: from every peer).
+    pub origin: Option<PeerId>,
     pub limit: usize,
 }
 
@@ -324,6 +326,7 @@ pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<Confi
         "SELECT position, at_ms, origin, actor, action, kind, name, before, after FROM proj_config_log
          WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
            AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms <= ?5) AND (?6 IS NULL OR position < ?6)
+           AND (?8 IS NULL OR origin = ?8)
          ORDER BY position DESC LIMIT ?7",
     )?;
     let limit = query.limit.clamp(1, LOG_PAGE_MAX) as i64;
@@ -335,7 +338,8 @@ pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<Confi
             query.since_ms,
             query.until_ms,
             query.before_position,
-            limit
+            limit,
+            query.origin.map(|origin| origin.0)
         ],
         |row| {
             Ok((
