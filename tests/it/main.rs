@@ -10,6 +10,7 @@ mod cluster;
 mod cluster_upgrade;
 mod crash;
 mod policy;
+mod syslog;
 mod upgrade;
 mod vm;
 mod vm_platform;

@@ -976,6 +976,36 @@ pub fn last_position(conn: &Connection) -> Result<u64, Error> {
     Ok(conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |row| row.get(0))?)
 }
 
+/// Journal rows after `after_id`, oldest first, at most `limit`: for a reader that follows
+/// the journal (the syslog forwarder).
+pub fn journal_after(
+    conn: &Connection,
+    after_id: u64,
+    limit: usize,
+) -> Result<Vec<JournalEntry>, Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, at_ms, level, kind, actor, message FROM journal WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![after_id, limit as i64], journal_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest journal row's id, 0 when empty.
+pub fn last_journal_id(conn: &Connection) -> Result<u64, Error> {
+    Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM journal", [], |row| row.get(0))?)
+}
+
+fn journal_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
+    Ok(JournalEntry {
+        id: row.get(0)?,
+        at_ms: row.get(1)?,
+        level: Level::from_i64(row.get(2)?),
+        kind: row.get(3)?,
+        actor: row.get(4)?,
+        message: row.get(5)?,
+    })
+}
+
 pub fn query_journal(conn: &Connection, query: &JournalQuery) -> Result<Vec<JournalEntry>, Error> {
     let mut statement = conn.prepare_cached(
         "SELECT id, at_ms, level, kind, actor, message FROM journal
@@ -992,16 +1022,7 @@ pub fn query_journal(conn: &Connection, query: &JournalQuery) -> Result<Vec<Jour
             query.before_id,
             query.limit.max(1) as i64
         ],
-        |row| {
-            Ok(JournalEntry {
-                id: row.get(0)?,
-                at_ms: row.get(1)?,
-                level: Level::from_i64(row.get(2)?),
-                kind: row.get(3)?,
-                actor: row.get(4)?,
-                message: row.get(5)?,
-            })
-        },
+        journal_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -374,6 +374,56 @@ pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<Confi
     Ok(entries)
 }
 
+/// One peer's Configuration Log rows after `after_position`, oldest first, at most `limit`:
+/// for a reader that follows the log (the syslog forwarder).
+pub fn config_log_after(
+    conn: &Connection,
+    origin: PeerId,
+    after_position: u64,
+    limit: usize,
+) -> Result<Vec<ConfigLogEntry>, Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT position, at_ms, actor, action, kind, name, before, after FROM proj_config_log
+         WHERE origin = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
+    )?;
+    let rows = statement.query_map(params![origin.0, after_position, limit as i64], |row| {
+        Ok((
+            row.get::<_, u64>(0)?,
+            row.get::<_, u64>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, String>(5)?,
+            row.get::<_, Option<String>>(6)?,
+            row.get::<_, Option<String>>(7)?,
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (position, at_ms, actor, action, kind, name, before, after) = row?;
+        let parse = |text: Option<String>| text.map(|t| serde_json::from_str(&t)).transpose();
+        entries.push(ConfigLogEntry {
+            position,
+            at_ms,
+            origin: hex_of(&origin.0),
+            actor,
+            action,
+            kind,
+            name,
+            before: parse(before)?,
+            after: parse(after)?,
+        });
+    }
+    Ok(entries)
+}
+
+/// The Configuration Log's last position, 0 when empty.
+pub fn config_log_last_position(conn: &Connection) -> Result<u64, Error> {
+    Ok(conn.query_row("SELECT coalesce(max(position), 0) FROM proj_config_log", [], |row| {
+        row.get(0)
+    })?)
+}
+
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -17,6 +17,7 @@ pub mod platform;
 pub mod policy;
 pub mod records;
 pub mod restore;
+pub mod syslog;
 pub mod upgrades;
 
 pub use error::{Error, Input};
