@@ -276,7 +276,7 @@ fn history_routes() -> Vec<Route> {
             Get,
             "/logs/configuration",
             openapi::doc(
-                "Configuration Log: `actor`, `kind`, `name`, `since`, `until`, `before`, `limit`",
+                "Configuration Log, the changes made on this peer (`origin=all_peers` adds the other peers'; each row's `origin_name`): `actor`, `kind`, `name`, `since`, `until`, `origin`, `before`, `limit`",
                 "200",
                 false,
             ),
