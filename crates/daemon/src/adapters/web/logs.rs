@@ -87,8 +87,8 @@ fn value_of<'a>(pairs: &'a Pairs, name: &str) -> &'a str {
     pairs.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value.as_str())
 }
 
-/// A GET filter form with text fields `names` (label, name, hint).
-fn filter_form(action: &str, pairs: &Pairs, fields: &[(&str, &str, &str)]) -> String {
+/// A GET filter form with text fields `names` (label, name, hint), then `extra` fields.
+fn filter_form(action: &str, pairs: &Pairs, fields: &[(&str, &str, &str)], extra: &str) -> String {
     let mut html = format!("<form method=\"get\" action=\"{action}\" class=\"record filter\">");
     for (label, name, hint) in fields {
         let _ = write!(
@@ -99,6 +99,7 @@ fn filter_form(action: &str, pairs: &Pairs, fields: &[(&str, &str, &str)]) -> St
             esc(hint)
         );
     }
+    html.push_str(extra);
     html.push_str("<button type=\"submit\">Filter</button></form>");
     html
 }
@@ -133,6 +134,7 @@ async fn event_log(
             ("Kind starts with", "kind", "login."),
             ("Text contains", "text", ""),
         ],
+        "",
     );
     let title = "Event Log";
     let filter = match log_query(&pairs).and_then(|query| Ok(history::journal_filter(query)?)) {
@@ -239,11 +241,7 @@ async fn configuration_log(
     Query(pairs): Query<Pairs>,
 ) -> Response {
     let title = "Configuration Log";
-    let form = filter_form("/logs/configuration", &pairs, CONFIG_FILTERS).replacen(
-        "<button type=\"submit\">",
-        &format!("{}<button type=\"submit\">", origin_select(&pairs)),
-        1,
-    );
+    let form = filter_form("/logs/configuration", &pairs, CONFIG_FILTERS, &origin_select(&pairs));
     let (entries, next) = match config_entries(&app, &pairs).await {
         Ok(found) => found,
         Err(error) => return refused(&user, title, &form, &error),
@@ -286,7 +284,7 @@ async fn history(
     Query(pairs): Query<Pairs>,
 ) -> Response {
     let title = "Configuration history";
-    let form = filter_form("/history", &pairs, CONFIG_FILTERS);
+    let form = filter_form("/history", &pairs, CONFIG_FILTERS, &origin_select(&pairs));
     let (entries, next) = match config_entries(&app, &pairs).await {
         Ok(found) => found,
         Err(error) => return refused(&user, title, &form, &error),
