@@ -385,7 +385,7 @@ mod tests {
     fn logs_align_and_offer_the_next_page() {
         let page: Page<ConfigLogEntry> = serde_json::from_value(json!({"entries": [
             {"position": 7, "at": "2026-11-24T10:00:00.000Z", "origin": "ab", "actor": "admin",
-             "action": "saved", "kind": "bridge", "name": "mcu1",
+             "origin_name": "this peer", "action": "saved", "kind": "bridge", "name": "mcu1",
              "before": {"capacity_ports": 4, "name": "mcu1"},
              "after": {"capacity_ports": 8, "name": "mcu1"}},
             {"position": 6, "at": "2026-11-24T09:00:00.000Z", "origin": "ab", "actor": "admin",
@@ -395,9 +395,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             config_log(&page),
-            "TIME                      ACTOR  ACTION  KIND    NAME  CHANGED\n\
-             2026-11-24T10:00:00.000Z  admin  saved   bridge  mcu1  capacity_ports\n\
-             2026-11-24T09:00:00.000Z  admin  saved   bridge  mcu1\n\
+            "TIME                      PEER       ACTOR  ACTION  KIND    NAME  CHANGED\n\
+             2026-11-24T10:00:00.000Z  this peer  admin  saved   bridge  mcu1  capacity_ports\n\
+             2026-11-24T09:00:00.000Z  peer ab    admin  saved   bridge  mcu1\n\
              more: --before 6\n"
         );
         let events: Page<EventLogEntry> = serde_json::from_value(json!({"entries": [
