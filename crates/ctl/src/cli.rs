@@ -239,8 +239,12 @@ pub(crate) enum ConfigCommand {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum LogCommand {
-    /// Who changed what, when: every configuration change, newest first.
+    /// Who changed what, when: the changes made on this peer, newest first (with
+    /// --all-peers, also those that arrived from the other peers).
     Config {
+        /// Also the changes made on the other peers of the cluster (each row names its peer).
+        #[arg(long)]
+        all_peers: bool,
         /// Only changes by this administrator.
         #[arg(long)]
         actor: Option<String>,

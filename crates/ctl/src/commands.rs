@@ -85,8 +85,10 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
             let page: api::Page<ConfigLogEntry> = client.get(&path)?;
             out.emit(&page, render::config_log)
         }
-        Command::Log(LogCommand::Config { actor, kind, name, since, until, page }) => {
+        Command::Log(LogCommand::Config { all_peers, actor, kind, name, since, until, page }) => {
+            let origin = all_peers.then(|| api::LogOrigin::AllPeers.as_str().to_owned());
             let mut pairs = vec![
+                ("origin", origin),
                 ("actor", actor),
                 ("kind", kind.map(|kind| kind.as_str().to_owned())),
                 ("name", name),

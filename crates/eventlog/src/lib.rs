@@ -12,7 +12,7 @@
 //! where every event's hash covers the previous hash and all of the event's fields except its
 //! local `position`; [`EventLog::verify`] walks every chain.
 
-use model::{ClusterId, Hlc, PeerId};
+use model::{ClusterId, Event, Hlc, PeerId, Scope};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -39,6 +39,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The stream that holds the events of records of `scope`.
+    pub fn of(scope: Scope) -> Stream {
+        match scope {
+            Scope::Shared => Stream::Shared,
+            Scope::Local => Stream::Local,
+        }
+    }
+
     fn from_i64(value: i64) -> Option<Stream> {
         match value {
             0 => Some(Stream::Shared),
@@ -102,6 +110,14 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// Whether this event, decoded as `event`, is in the stream its record kind's scope names.
+    /// One that is not was written while its kind had the other scope (the licence was shared
+    /// until it became peer-local): it stays in its chain, whose hashes cover it, but no
+    /// configuration counts it.
+    pub fn in_its_stream(&self, event: &Event) -> bool {
+        self.stream == Stream::of(event.scope())
+    }
+
     /// Recomputes this event's hash from its fields and `prev_hash`.
     pub fn compute_hash(&self) -> Hash {
         event_hash(
@@ -674,6 +690,16 @@ impl EventLog {
         read_after(&self.conn, after_position, limit)
     }
 
+    /// Every event of one event kind (`"licence.saved"`), in position order: for the rare
+    /// migrations that look for one kind in the whole log.
+    pub fn read_kind(&self, kind: &str) -> Result<Vec<StoredEvent>, Error> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE kind = ?1 ORDER BY position"
+        ))?;
+        let rows = statement.query_map([kind], row_to_event)?;
+        collect(rows)
+    }
+
     /// One chain's events after `after_seq`, in order (for catch-up between peers).
     pub fn read_origin(
         &self,
@@ -950,6 +976,36 @@ pub fn last_position(conn: &Connection) -> Result<u64, Error> {
     Ok(conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |row| row.get(0))?)
 }
 
+/// Journal rows after `after_id`, oldest first, at most `limit`: for a reader that follows
+/// the journal (the syslog forwarder).
+pub fn journal_after(
+    conn: &Connection,
+    after_id: u64,
+    limit: usize,
+) -> Result<Vec<JournalEntry>, Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, at_ms, level, kind, actor, message FROM journal WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![after_id, limit as i64], journal_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest journal row's id, 0 when empty.
+pub fn last_journal_id(conn: &Connection) -> Result<u64, Error> {
+    Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM journal", [], |row| row.get(0))?)
+}
+
+fn journal_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
+    Ok(JournalEntry {
+        id: row.get(0)?,
+        at_ms: row.get(1)?,
+        level: Level::from_i64(row.get(2)?),
+        kind: row.get(3)?,
+        actor: row.get(4)?,
+        message: row.get(5)?,
+    })
+}
+
 pub fn query_journal(conn: &Connection, query: &JournalQuery) -> Result<Vec<JournalEntry>, Error> {
     let mut statement = conn.prepare_cached(
         "SELECT id, at_ms, level, kind, actor, message FROM journal
@@ -966,16 +1022,7 @@ pub fn query_journal(conn: &Connection, query: &JournalQuery) -> Result<Vec<Jour
             query.before_id,
             query.limit.max(1) as i64
         ],
-        |row| {
-            Ok(JournalEntry {
-                id: row.get(0)?,
-                at_ms: row.get(1)?,
-                level: Level::from_i64(row.get(2)?),
-                kind: row.get(3)?,
-                actor: row.get(4)?,
-                message: row.get(5)?,
-            })
-        },
+        journal_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

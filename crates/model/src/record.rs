@@ -3,7 +3,9 @@
 //! A record kind belongs to exactly one scope. `Shared` records replicate to every cluster peer;
 //! `Local` records (addresses, host name, time, certificates, root password, …) describe this
 //! box only and never leave it. The scope is a property of the kind, not of the event, so a
-//! local setting cannot be replicated by mistake.
+//! local setting cannot be replicated by mistake. A kind whose scope changed (the licence, shared
+//! until each appliance carried its own) leaves its older events in the other stream, where
+//! the configuration ignores them.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -176,7 +178,8 @@ record_kinds! {
     Location(Location) = "location", "locations", Shared, singleton: false, name: name;
     Conference(Conference) = "conference", "conferences", Shared, singleton: false, name: name;
     PolicyService(PolicyService) = "policy_service", "policy-service", Shared, singleton: true, secrets: [password_hash];
-    Licence(Licence) = "licence", "licence", Shared, singleton: true;
+    // Peer-local since each appliance carries its own keys; shared before (see `eventlog::StoredEvent::in_its_stream`).
+    Licence(Licence) = "licence", "licence", Local, singleton: true;
     Ethernet(Ethernet) = "ethernet", "ethernet", Local, singleton: true;
     Ipv4(Ipv4) = "ipv4", "ipv4", Local, singleton: true;
     SystemName(SystemName) = "system_name", "system-name", Local, singleton: true;

@@ -65,8 +65,9 @@ pub struct Change {
 }
 
 /// Version of the snapshot encoding below; a snapshot in another format is ignored and the
-/// state is rebuilt from the log instead.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// state is rebuilt from the log instead. Format 2: the licence is peer-local, so a format-1
+/// snapshot may hold a licence folded from the shared stream.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotSlot {

@@ -54,28 +54,29 @@ pub struct Network {
 
 /// A peer line, the cluster's status and a failed peer's typed reason are the API's
 /// contract types (`api::cluster`).
-pub use ::api::{ClusterMode, ClusterStatus, PeerFailure, PeerLine, PeerState};
+pub use ::api::{ClusterMode, ClusterStatus, PeerFailure, PeerLine, PeerRefusal, PeerState};
 
-/// A peer's state as the board keeps it: the line's state, why it failed when it did, and its
-/// version when it was refused for running another one (what the version alarm shows).
+/// A peer's state as the board keeps it: the line's state, why it failed when it did, and the
+/// refusal when the peers refuse each other (its version, when it runs another one, is what
+/// the version alarm shows).
 #[derive(Clone)]
 struct PeerStatus {
     state: PeerState,
     code: Option<PeerFailure>,
-    other_version: Option<String>,
+    refusal: Option<peering::Refusal>,
 }
 
 /// A failed link: its typed cause and the reason the operator reads.
 struct Failure {
     code: PeerFailure,
     reason: String,
-    other_version: Option<String>,
+    refusal: Option<peering::Refusal>,
 }
 
 impl Failure {
     fn unreachable(detail: impl std::fmt::Display) -> Failure {
         let reason = format!("unreachable: {detail}");
-        Failure { code: PeerFailure::Unreachable, reason, other_version: None }
+        Failure { code: PeerFailure::Unreachable, reason, refusal: None }
     }
 
     fn lost(detail: Option<&dyn std::fmt::Display>) -> Failure {
@@ -83,32 +84,59 @@ impl Failure {
             Some(detail) => format!("connection lost: {detail}"),
             None => "connection lost".to_owned(),
         };
-        Failure { code: PeerFailure::ConnectionLost, reason, other_version: None }
+        Failure { code: PeerFailure::ConnectionLost, reason, refusal: None }
     }
 
     fn refused(reason: impl Into<String>) -> Failure {
-        Failure { code: PeerFailure::Refused, reason: reason.into(), other_version: None }
+        Failure { code: PeerFailure::Refused, reason: reason.into(), refusal: None }
     }
 
     /// A typed refusal, by this peer (`ours` true) or by the other one.
     fn refusal(refusal: &peering::Refusal, ours: bool) -> Failure {
         let reason =
             if ours { refusal.to_string() } else { format!("the peer refuses: {refusal}") };
-        let other_version = match refusal {
-            peering::Refusal::VersionMismatch { ours: mine, theirs } => {
-                Some(if ours { theirs.clone() } else { mine.clone() })
+        // The other side's refusal names the versions from its side: swapped here.
+        let refusal = match refusal {
+            peering::Refusal::VersionMismatch { ours: mine, theirs } if !ours => {
+                peering::Refusal::VersionMismatch { ours: theirs.clone(), theirs: mine.clone() }
             }
-            _ => None,
+            peering::Refusal::EditionMismatch { ours: mine, theirs } if !ours => {
+                peering::Refusal::EditionMismatch { ours: *theirs, theirs: *mine }
+            }
+            refusal => refusal.clone(),
         };
-        Failure { other_version, ..Failure::refused(reason) }
+        Failure { refusal: Some(refusal), ..Failure::refused(reason) }
     }
 
     fn state(self) -> PeerStatus {
         PeerStatus {
             state: PeerState::Failed { reason: self.reason },
             code: Some(self.code),
-            other_version: self.other_version,
+            refusal: self.refusal,
         }
+    }
+}
+
+impl PeerStatus {
+    /// The peer's version, as this peer sees it, when they refuse each other over versions.
+    fn other_version(&self) -> Option<String> {
+        match &self.refusal {
+            Some(peering::Refusal::VersionMismatch { theirs, .. }) => Some(theirs.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The API's name for a refusal, which programs decide on.
+fn refusal_code(refusal: &peering::Refusal) -> PeerRefusal {
+    match refusal {
+        peering::Refusal::VersionMismatch { .. } => PeerRefusal::VersionMismatch,
+        peering::Refusal::PeerListMismatch { .. } => PeerRefusal::PeerListMismatch,
+        peering::Refusal::DifferentCluster => PeerRefusal::DifferentCluster,
+        peering::Refusal::NoClusterYet => PeerRefusal::NoClusterYet,
+        peering::Refusal::NotListed { .. } => PeerRefusal::NotListed,
+        peering::Refusal::SameIdentity => PeerRefusal::SameIdentity,
+        peering::Refusal::EditionMismatch { .. } => PeerRefusal::EditionMismatch,
     }
 }
 
@@ -149,15 +177,20 @@ impl Board {
             .peers
             .iter()
             .map(|address| {
-                let (state, code) = if Some(*address) == settings.address {
-                    (PeerState::ThisSystem, None)
+                let (state, code, refusal) = if Some(*address) == settings.address {
+                    (PeerState::ThisSystem, None, None)
                 } else {
                     states
                         .get(address)
-                        .map(|status| (status.state.clone(), status.code))
-                        .unwrap_or((PeerState::Connecting, None))
+                        .map(|status| {
+                            let refusal = status.refusal.as_ref().map(refusal_code);
+                            (status.state.clone(), status.code, refusal)
+                        })
+                        .unwrap_or((PeerState::Connecting, None, None))
                 };
-                line(*address, state, code)
+                let mut line = line(*address, state, code);
+                line.refusal = refusal;
+                line
             })
             .collect();
         ClusterStatus {
@@ -177,7 +210,7 @@ impl Board {
     pub fn other_versions(&self) -> BTreeMap<Ipv4Addr, String> {
         lock(&self.states)
             .iter()
-            .filter_map(|(address, status)| Some((*address, status.other_version.clone()?)))
+            .filter_map(|(address, status)| Some((*address, status.other_version()?)))
             .collect()
     }
 
@@ -198,7 +231,7 @@ impl Board {
     }
 
     fn set_state(&self, address: Ipv4Addr, state: PeerState) {
-        lock(&self.states).insert(address, PeerStatus { state, code: None, other_version: None });
+        lock(&self.states).insert(address, PeerStatus { state, code: None, refusal: None });
     }
 
     fn set_failed(&self, address: Ipv4Addr, failure: Failure) {
@@ -262,7 +295,7 @@ fn line(address: Ipv4Addr, state: PeerState, code: Option<PeerFailure>) -> PeerL
         }
         PeerState::Failed { reason } => format!("Failed: {reason}"),
     };
-    PeerLine { address, state, code, text, warnings }
+    PeerLine { address, state, code, refusal: None, text, warnings }
 }
 
 /// Starts the cluster layer for the daemon's lifetime.
@@ -373,6 +406,7 @@ async fn start(
         peer_id: settings.peer_id,
         cluster_id: settings.cluster_id,
         peers: settings.peers.clone(),
+        edition: settings.edition,
     });
     let listen = SocketAddr::from((address, board.network.port));
     match TcpListener::bind(listen).await {
@@ -629,7 +663,7 @@ async fn serve_dialled(
             },
             frame = link_rx.recv() => {
                 let Some(frame) = frame else {
-                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned(), other_version: None };
+                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned(), refusal: None };
                     return Ended::AfterActive(failure);
                 };
                 if let Err(error) = sender.send(&frame.encode()).await {
@@ -878,7 +912,7 @@ mod tests {
     fn a_version_refusal_names_the_other_peers_version() {
         let refusal =
             peering::Refusal::VersionMismatch { ours: "1.0.0".into(), theirs: "2.0.0".into() };
-        let other = |failure: Failure| failure.state().other_version;
+        let other = |failure: Failure| failure.state().other_version();
         assert_eq!(other(Failure::refusal(&refusal, true)).as_deref(), Some("2.0.0"));
         assert_eq!(other(Failure::refusal(&refusal, false)).as_deref(), Some("1.0.0"));
         assert_eq!(other(Failure::refusal(&peering::Refusal::DifferentCluster, false)), None);

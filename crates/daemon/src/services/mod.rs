@@ -20,6 +20,7 @@ pub mod policy_credentials;
 pub mod policy_views;
 pub mod records;
 pub mod restore;
+pub mod syslog;
 pub mod upgrades;
 
 pub use error::{Error, Input};

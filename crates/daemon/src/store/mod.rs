@@ -6,6 +6,8 @@
 //! writer thread, reads run on the blocking pool with connections from [`Readers`].
 
 mod cluster_settings;
+#[cfg(test)]
+mod licence_tests;
 mod readers;
 #[cfg(test)]
 mod tests;
@@ -144,9 +146,46 @@ impl Store {
             cluster_id,
             state_version: 0,
         };
+        store.make_licence_local()?;
         store.snapshot_if_due()?;
         store.reconcile_cluster_id()?;
         Ok((store, report))
+    }
+
+    /// Adopts the licence of a log written while the licence was shared, once, into the local
+    /// stream (see `model::licence_migration`). Reads only the `licence` events.
+    fn make_licence_local(&mut self) -> Result<(), StoreError> {
+        // A licence in the state came from the local stream: the usual start costs no scan.
+        if self.state.get(&model::licence_migration::licence_key()).is_some() {
+            return Ok(());
+        }
+        let licence = model::RecordKind::Licence.as_str();
+        let mut migration = model::LicenceMigration::default();
+        for kind in [format!("{licence}.saved"), format!("{licence}.removed")] {
+            for stored in self.log.read_kind(&kind)? {
+                let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
+                let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
+                migration.note(stamp, &event, stored.in_its_stream(&event));
+            }
+        }
+        let Some((_, record)) = migration.adopted() else { return Ok(()) };
+        let event = Event::Saved(record);
+        let encoded = event.encode();
+        let now_ms = self.clock.last().wall_ms;
+        let new_event = NewEvent {
+            stream: Stream::Local,
+            hlc: self.clock.tick(now_ms),
+            actor: "system".to_owned(),
+            kind: encoded.kind,
+            version: encoded.version,
+            payload: encoded.payload,
+        };
+        for stored in self.log.append(&[new_event])? {
+            self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            self.applied_position = stored.position;
+        }
+        projections::catch_up(self.log.connection_mut())?;
+        Ok(())
     }
 
     /// The cluster identity follows the cluster record: a peer whose list holds only its own
@@ -395,7 +434,9 @@ impl Store {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
             self.note_conference_race(&event, stored.hlc.wall_ms);
             self.clock.observe(stored.hlc);
-            self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            if stored.in_its_stream(&event) {
+                self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            }
             self.applied_position = self.applied_position.max(stored.position);
         }
         self.state_version += 1;
@@ -501,10 +542,7 @@ impl Store {
             .map(|event| {
                 let encoded = event.encode();
                 NewEvent {
-                    stream: match event.scope() {
-                        Scope::Shared => Stream::Shared,
-                        Scope::Local => Stream::Local,
-                    },
+                    stream: Stream::of(event.scope()),
                     hlc: self.clock.tick(change.now_ms),
                     actor: change.actor.clone(),
                     kind: encoded.kind,
@@ -988,7 +1026,9 @@ where
         position = last.position;
         for stored in batch.iter().filter(|stored| keep(stored)) {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
-            state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            if stored.in_its_stream(&event) {
+                state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            }
             folded += 1;
         }
     }

@@ -15,6 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use model::{Record, RecordKey, RecordKind};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 type Answer<T> = Result<T, ApiError>;
@@ -366,11 +367,15 @@ fn page_json<T, R>(page: &Page<T>, row: impl Fn(&T) -> R) -> Json<::api::Page<R>
     })
 }
 
-fn config_log_json(entry: &projections::ConfigLogEntry) -> ::api::ConfigLogEntry {
+fn config_log_json(
+    entry: &projections::ConfigLogEntry,
+    names: &HashMap<String, String>,
+) -> ::api::ConfigLogEntry {
     ::api::ConfigLogEntry {
         position: entry.position,
         at: format_ms(entry.at_ms),
         origin: entry.origin.clone(),
+        origin_name: names.get(&entry.origin).cloned(),
         actor: entry.actor.clone(),
         action: entry.action.clone(),
         kind: entry.kind.clone(),
@@ -385,8 +390,10 @@ pub(super) async fn configuration_log(
     State(app): State<Arc<App>>,
     Query(query): Query<LogQuery>,
 ) -> Answer<Json<::api::Page<::api::ConfigLogEntry>>> {
-    let page = history::config_log(&app, history::config_log_filter(query)?).await?;
-    Ok(page_json(&page, config_log_json))
+    let filter = history::config_log_filter(query, app.writer.peer_id())?;
+    let page = history::config_log(&app, filter).await?;
+    let names = history::origin_names(&app);
+    Ok(page_json(&page, |entry| config_log_json(entry, &names)))
 }
 
 pub(super) async fn record_history(
@@ -396,7 +403,9 @@ pub(super) async fn record_history(
     Query(query): Query<LogQuery>,
 ) -> Answer<Json<::api::Page<::api::ConfigLogEntry>>> {
     let filter = history::record_history_filter(&kind, name, query)?;
-    Ok(page_json(&history::config_log(&app, filter).await?, config_log_json))
+    let names = history::origin_names(&app);
+    let page = history::config_log(&app, filter).await?;
+    Ok(page_json(&page, |entry| config_log_json(entry, &names)))
 }
 
 pub(super) async fn event_log(

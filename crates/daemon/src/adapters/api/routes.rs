@@ -151,7 +151,7 @@ fn system_routes() -> Vec<Route> {
             Get,
             "/cluster/status",
             openapi::doc(
-                "Each peer of this peer's list as the operator sees it (`state`, a `code` saying why a failed peer is not active: `unreachable`, `connection_lost` or `refused`, and the line `text`), the cluster mode and what keeps this peer from clustering",
+                "Each peer of this peer's list as the operator sees it (`state`, a `code` saying why a failed peer is not active: `unreachable`, `connection_lost` or `refused`; for a refusal, `refusal` names the rule, e.g. `edition_mismatch`; and the line `text`), the cluster mode and what keeps this peer from clustering",
                 "200",
                 false,
             ),
@@ -359,7 +359,7 @@ fn history_routes() -> Vec<Route> {
             Get,
             "/logs/configuration",
             openapi::doc(
-                "Configuration Log: `actor`, `kind`, `name`, `since`, `until`, `before`, `limit`",
+                "Configuration Log, the changes made on this peer (`origin=all_peers` adds the other peers'; each row's `origin_name`): `actor`, `kind`, `name`, `since`, `until`, `origin`, `before`, `limit`",
                 "200",
                 false,
             ),
