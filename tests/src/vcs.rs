@@ -94,6 +94,7 @@ impl Vcs {
             base_url: format!("http://{}", bridge.address),
             username: crate::SIM_BRIDGE_USER.to_owned(),
             password: crate::SIM_BRIDGE_PASSWORD.to_owned(),
+            pinned_sha256: None,
         };
         let params = bridges::xmlrpc::Struct::from([
             ("uri".to_owned(), bridges::xmlrpc::Value::from(urls[0].as_str())),
