@@ -9,6 +9,7 @@ use baton_tests::vcs::{Answer, Vcs};
 use baton_tests::{SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, free_port};
 use policy::cpl::Outcome;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 pub(crate) const VCS_USER: &str = "vcs";
 pub(crate) const VCS_PASSWORD: &str = "policy service password";
@@ -292,12 +293,12 @@ fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
             (0..60)
                 .map(|_| {
                     let answer = vcs.call("meet.alice@example.com");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(20));
                     answer
                 })
                 .collect::<Vec<_>>()
         });
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(300));
         a.daemon.kill().unwrap();
         caller.join().unwrap()
     });
@@ -346,7 +347,7 @@ fn empty_conferences_are_ended_and_busy_ones_kept() {
             other => Err(format!("{other:?}")),
         }
     });
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    std::thread::sleep(Duration::from_millis(800));
     assert_eq!(names_on(&mcu_full, Mcu), ["busy"]);
     assert_eq!(hosted_on(&peer, "busy"), "mcu-full");
     // A conference that ended can be called into again: it is made anew.
@@ -598,14 +599,14 @@ fn hung_bridges_never_keep_the_vcs_waiting_past_the_decision_deadline() {
         30_000,
     )
     .unwrap();
-    let bound = std::time::Duration::from_millis(policy::DECISION_DEADLINE_MS + 1_500);
-    let timed: Vec<(Answer, std::time::Duration)> = std::thread::scope(|scope| {
+    let bound = Duration::from_millis(policy::DECISION_DEADLINE_MS + 1_500);
+    let timed: Vec<(Answer, Duration)> = std::thread::scope(|scope| {
         let calls: Vec<_> = ["room1", "room1", "room2"]
             .into_iter()
             .map(|room| {
                 let vcs = &vcs;
                 scope.spawn(move || {
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     let answer = vcs.call(&format!("{room}@example.com"));
                     (answer, started.elapsed())
                 })
@@ -643,8 +644,8 @@ fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
     }
     post(&peer, "bridges", bridge("z-dies", &dies, "mcu", SIM_BRIDGE_PASSWORD));
     drop(dies);
-    let started = std::time::Instant::now();
-    let bound = std::time::Duration::from_millis(9_000);
+    let started = Instant::now();
+    let bound = Duration::from_millis(9_000);
     loop {
         let status: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
         let dead = status.bridges.iter().find(|bridge| bridge.name == "z-dies").unwrap();
@@ -652,7 +653,7 @@ fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
             break;
         }
         assert!(started.elapsed() < bound, "still up after {:?}", started.elapsed());
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -916,4 +917,44 @@ fn route_rooms_to_pool(peer: &Peer, bridges: Value) {
         json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
         "conference_name": "room${n}", "template": "t", "priority": 1}),
     );
+}
+
+/// Four refused registrations (5 s apart), then the next gathering of alarms (every 10 s), on a
+/// loaded machine.
+const REPEATED_ALARM_WAIT_MS: u64 = 90_000;
+
+/// A TelePresence Server that refuses the feedback receiver at every poll: after the first few
+/// warnings the operator sees one alarm naming the bridge and the refusal (not a log line every
+/// poll), through the API.
+#[test]
+fn a_bridge_refusing_the_feedback_receiver_at_every_poll_becomes_one_alarm() {
+    let ts = SimBridge::start("telepresence-server", &[]).unwrap();
+    // Other managers hold every receiver slot (indexes 2 and up; Baton asks for 1): the bridge
+    // stays up and answers each registration with a fault.
+    for index in 2..=21 {
+        let receiver = bridges::xmlrpc::Struct::from([
+            ("receiverURI".to_owned(), bridges::xmlrpc::Value::from("http://127.0.0.1:9/")),
+            ("receiverIndex".to_owned(), bridges::xmlrpc::Value::Int(index)),
+        ]);
+        on_sim(&ts, bridges::BridgeKind::TelepresenceServer, async |client, target| {
+            client.call(target, "feedbackReceiver.configure", receiver).await
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--policy-http-listen".to_owned(), format!("127.0.0.1:{}", free_port().unwrap())];
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &args).unwrap();
+    post(&peer, "bridges", bridge("ts", &ts, "telepresence_server", SIM_BRIDGE_PASSWORD));
+
+    // Polls are 5 s apart and alarms gathered every 10 s: more than the usual settle time.
+    let deadline = Instant::now() + Duration::from_millis(REPEATED_ALARM_WAIT_MS);
+    loop {
+        let answer: api::Alarms = peer.get_as("/api/v1/alarms").unwrap();
+        let repeated: Vec<&api::Alarm> =
+            answer.alarms.iter().filter(|alarm| alarm.id == "repeated_warning").collect();
+        match repeated.as_slice() {
+            [alarm] if alarm.subject == "ts" && alarm.detail.contains("feedback receiver") => break,
+            other if Instant::now() > deadline => panic!("no single alarm: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }

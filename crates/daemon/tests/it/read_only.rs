@@ -80,6 +80,7 @@ fn concrete(daemon: &TestDaemon, path: &str) -> String {
     let query = match path {
         "/api/v1/cluster/member-certificate" => format!("?url={}", daemon.url),
         "/api/v1/config/diff" => "?from=2020-01-01T00:00:00Z".to_owned(),
+        "/api/v1/policy/explain" => "?alias=meet.room@example.com".to_owned(),
         _ => String::new(),
     };
     format!("{}{query}", segments.join("/"))
