@@ -659,7 +659,7 @@ fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
 
 /// A CA that is not the daemon's own, and a certificate it signed for 127.0.0.1 (PEM: CA,
 /// certificate, key).
-fn foreign_ca_and_bridge_certificate() -> (String, String, String) {
+pub(crate) fn foreign_ca_and_bridge_certificate() -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -5,7 +5,8 @@
 use baton_tests::{Peer, free_port};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// One RFC 5424 message, as read by [`parse`].
@@ -134,4 +135,113 @@ fn both_logs_reach_a_remote_syslog_server_as_rfc_5424() {
     assert_eq!(event.params["level"], "warning");
     assert_eq!(event.priority, 16 * 8 + 4, "local0.warning");
     assert!(!event.text.is_empty());
+}
+
+/// Syslog servers set to TCP and to TLS (verified by the saved CA, by address) get both logs
+/// too, each message framed by its length (RFC 6587 octet counting; RFC 5425 over TLS).
+#[test]
+fn tcp_and_tls_syslog_servers_get_both_logs_framed_by_octet_counting() {
+    let (ca, certificate, key) = crate::policy::foreign_ca_and_bridge_certificate();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = (tcp.local_addr().unwrap().port(), tls.local_addr().unwrap().port());
+    let tls_config = tls_server_config(&certificate, &key);
+    let tcp_reader = std::thread::spawn(move || both_logs_from(accepted(&tcp)));
+    let tls_reader = std::thread::spawn(move || {
+        let connection = rustls::ServerConnection::new(tls_config).unwrap();
+        both_logs_from(rustls::StreamOwned::new(connection, accepted(&tls)))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/certificates", json!({"trusted_ca_pem": ca})).unwrap();
+    let servers = json!({"servers": [
+        {"host": "127.0.0.1", "port": ports.0, "transport": "tcp"},
+        {"host": "127.0.0.1", "port": ports.1, "transport": "tls"},
+    ]});
+    peer.save("/api/v1/syslog", servers).unwrap();
+    peer.create_bridge("sent-to-syslog").unwrap();
+    let refused = peer
+        .daemon
+        .client()
+        .unwrap()
+        .get(format!("{}/api/v1/bridges", peer.daemon.url))
+        .basic_auth("admin", Some("not the password"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    for (transport, reader) in [("tcp", tcp_reader), ("tls", tls_reader)] {
+        let (change, event) = reader.join().unwrap();
+        assert!(change, "over {transport}: the bridge's creation arrived");
+        assert!(event, "over {transport}: the failed login arrived");
+    }
+}
+
+/// The first connection to `listener` within the settle time (a daemon that never connects
+/// fails the test instead of hanging it), with a read timeout so a reader can give up.
+fn accepted(listener: &TcpListener) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(baton_tests::SETTLE_TIMEOUT_MS);
+    let socket = loop {
+        match listener.accept() {
+            Ok((socket, _)) => break socket,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(error) => panic!("batond never connected to the syslog server: {error}"),
+        }
+    };
+    socket.set_nonblocking(false).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    socket
+}
+
+fn tls_server_config(certificate_pem: &str, key_pem: &str) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates: Vec<_> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .unwrap();
+    std::sync::Arc::new(config)
+}
+
+/// Reads octet-counted messages until the bridge's creation and the failed login arrived (or
+/// the settle time passed): whether each arrived. Every message must parse as RFC 5424.
+fn both_logs_from(mut stream: impl Read) -> (bool, bool) {
+    let (mut change, mut event) = (false, false);
+    let deadline = Instant::now() + Duration::from_millis(baton_tests::SETTLE_TIMEOUT_MS);
+    let (mut pending, mut chunk) = (Vec::new(), [0u8; 4096]);
+    while !(change && event) && Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(length) => pending.extend_from_slice(&chunk[..length]),
+            Err(_) => continue,
+        }
+        while let Some(message) = next_frame(&mut pending) {
+            let message = parse(&message).unwrap_or_else(|error| panic!("{error}: {message}"));
+            match message.params.get("log").map(String::as_str) {
+                Some("configuration") => change |= message.params["name"] == "sent-to-syslog",
+                Some("event") => event |= message.params["kind"] == "login.failed",
+                other => panic!("unknown log {other:?}"),
+            }
+        }
+    }
+    (change, event)
+}
+
+/// Takes one `LEN SP MSG` frame off the front of `pending`, once it is whole.
+fn next_frame(pending: &mut Vec<u8>) -> Option<String> {
+    let space = pending.iter().position(|byte| *byte == b' ')?;
+    let length: usize = std::str::from_utf8(&pending[..space]).ok()?.parse().ok()?;
+    if pending.len() < space + 1 + length {
+        return None;
+    }
+    let frame: Vec<u8> = pending.drain(..space + 1 + length).skip(space + 1).collect();
+    Some(String::from_utf8(frame).unwrap())
 }

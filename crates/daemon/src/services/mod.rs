@@ -21,6 +21,7 @@ pub mod policy_views;
 pub mod records;
 pub mod restore;
 pub mod syslog;
+pub mod syslog_streams;
 pub mod upgrades;
 
 pub use error::{Error, Input};

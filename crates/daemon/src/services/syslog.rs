@@ -9,9 +9,10 @@
 //! delays a command. Bounded: at most [`BATCH_ROWS_MAX`] rows per log per poll, messages cut
 //! at [`MESSAGE_BYTES_MAX`], a name resolution waits at most [`RESOLVE_TIMEOUT_MS`], and a
 //! datagram that cannot be sent at once is dropped (UDP promises no more). Servers set to
-//! TCP or TLS get the operating system's log through rsyslog, not these messages.
+//! TCP or TLS get them over one kept connection each (`syslog_streams`).
 
 use super::App;
+use super::syslog_streams::{StreamServer, Streams};
 use crate::base::clock::format_ms;
 use crate::base::tasks::Tasks;
 use model::record::{Syslog, SyslogTransport};
@@ -69,6 +70,7 @@ pub async fn spawn(app: Arc<App>, tasks: &Tasks) {
             Ok(socket) => socket,
             Err(error) => return tracing::error!(%error, "no socket for syslog forwarding"),
         };
+        let mut streams = Streams::default();
         let mut ticker = tokio::time::interval(Duration::from_millis(POLL_INTERVAL_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -76,13 +78,13 @@ pub async fn spawn(app: Arc<App>, tasks: &Tasks) {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            cursor = forward(&app, &socket, cursor).await;
+            cursor = forward(&app, &socket, &mut streams, cursor).await;
         }
     });
 }
 
-/// Sends the rows logged since `cursor` to every UDP server; returns the new cursor.
-async fn forward(app: &App, socket: &UdpSocket, cursor: Cursor) -> Cursor {
+/// Sends the rows logged since `cursor` to every server; returns the new cursor.
+async fn forward(app: &App, socket: &UdpSocket, streams: &mut Streams, cursor: Cursor) -> Cursor {
     let state = app.writer.state_watch().borrow().clone();
     let this_peer = app.writer.peer_id();
     let read = app
@@ -117,7 +119,10 @@ async fn forward(app: &App, socket: &UdpSocket, cursor: Cursor) -> Cursor {
         },
     };
     let servers = udp_servers(&state);
-    if servers.is_empty() || (journal.is_empty() && changes.is_empty()) {
+    let stream_servers = stream_servers(&state);
+    if (servers.is_empty() && stream_servers.is_empty())
+        || (journal.is_empty() && changes.is_empty())
+    {
         return next;
     }
     let host = Host { name: host_name(&state), pid: std::process::id() };
@@ -131,13 +136,43 @@ async fn forward(app: &App, socket: &UdpSocket, cursor: Cursor) -> Cursor {
             }
         }
     }
+    streams.send(&stream_servers, &trusted_ca_pem(&state), &messages).await;
     next
+}
+
+fn syslog_record(state: &State) -> Option<&Syslog> {
+    let key = RecordKey { kind: RecordKind::Syslog, name: RecordKind::Syslog.as_str().to_owned() };
+    match state.get(&key) {
+        Some(Record::Syslog(syslog)) => Some(syslog),
+        _ => None,
+    }
+}
+
+/// The configured servers that take TCP or TLS.
+fn stream_servers(state: &State) -> Vec<StreamServer> {
+    let Some(syslog) = syslog_record(state) else { return Vec::new() };
+    syslog
+        .servers
+        .iter()
+        .filter_map(|server| StreamServer::of(&server.host, server.port, server.transport))
+        .collect()
+}
+
+/// The CAs a TLS server is verified against: the `certificates` record's, as for bridges.
+fn trusted_ca_pem(state: &State) -> String {
+    let key = RecordKey {
+        kind: RecordKind::Certificates,
+        name: RecordKind::Certificates.as_str().to_owned(),
+    };
+    match state.get(&key) {
+        Some(Record::Certificates(certificates)) => certificates.trusted_ca_pem.clone(),
+        _ => String::new(),
+    }
 }
 
 /// The configured servers that take UDP, as `host:port`.
 fn udp_servers(state: &State) -> Vec<String> {
-    let key = RecordKey { kind: RecordKind::Syslog, name: RecordKind::Syslog.as_str().to_owned() };
-    let Some(Record::Syslog(Syslog { servers })) = state.get(&key) else { return Vec::new() };
+    let Some(Syslog { servers }) = syslog_record(state) else { return Vec::new() };
     servers
         .iter()
         .filter(|server| server.transport == SyslogTransport::Udp)
