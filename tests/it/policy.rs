@@ -803,7 +803,7 @@ fn a_self_signed_https_bridge_is_used_once_its_presented_certificate_is_pinned()
     let refused = ctl.fails(&["bridges", "pin", "secure", "--sha256", &wrong]);
     assert!(refused.contains(&format!("the bridge now presents {presented}")), "{refused}");
 
-    let mut web = WebSession::signed_in(&peer);
+    let web = WebSession::signed_in(&peer);
     let page = web.get("/configuration/bridges/secure");
     assert!(page.contains(&mismatch), "{page}");
     assert!(page.contains(&format!("id=\"presented-fingerprint\">{presented}<")), "{page}");
@@ -828,15 +828,15 @@ fn a_self_signed_https_bridge_is_used_once_its_presented_certificate_is_pinned()
     );
 }
 
-/// A signed-in browser without JavaScript: a session cookie and form posts.
-struct WebSession {
+/// A signed-in browser without JavaScript: a session cookie, form posts, no redirects followed.
+pub(crate) struct WebSession {
     http: reqwest::blocking::Client,
     url: String,
     cookie: String,
 }
 
 impl WebSession {
-    fn signed_in(peer: &Peer) -> WebSession {
+    pub(crate) fn signed_in(peer: &Peer) -> WebSession {
         let ca = std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap();
         let http = reqwest::blocking::Client::builder()
             .use_rustls_tls()
@@ -853,19 +853,26 @@ impl WebSession {
             ])
             .send()
             .unwrap();
+        assert_eq!(response.status(), 303, "login");
         let cookie = response.headers()["set-cookie"].to_str().unwrap();
         let cookie = cookie.split(';').next().unwrap().to_owned();
         WebSession { http, url: peer.daemon.url.clone(), cookie }
     }
 
-    fn get(&mut self, path: &str) -> String {
+    fn get(&self, path: &str) -> String {
+        self.page(path).1
+    }
+
+    /// A page's status and body.
+    pub(crate) fn page(&self, path: &str) -> (u16, String) {
         let response =
             self.http.get(format!("{}{path}", self.url)).header("cookie", &self.cookie).send();
-        response.unwrap().text().unwrap()
+        let response = response.unwrap();
+        (response.status().as_u16(), response.text().unwrap())
     }
 
     /// Posts a form; returns where it redirects to.
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Option<String> {
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Option<String> {
         let response = self
             .http
             .post(format!("{}{path}", self.url))

@@ -4,7 +4,7 @@
 //! gets; the live conferences list who joined through calls the VCS placed.
 
 use crate::cluster::{Peer, wait_until};
-use crate::policy::{configure, names_on, vcs_for};
+use crate::policy::{WebSession, configure, names_on, vcs_for};
 use baton_tests::{SimBridge, TEST_PASSWORD, binary, free_port};
 use bridges::BridgeKind::{Mcu, TelepresenceServer};
 use serde_json::Value;
@@ -59,45 +59,6 @@ fn batonctl(peer: &Peer, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A signed-in browser without JavaScript: the session cookie, no redirects followed.
-struct Browser {
-    http: reqwest::blocking::Client,
-    url: String,
-    cookie: String,
-}
-
-impl Browser {
-    fn signed_in(peer: &Peer) -> Browser {
-        let ca = std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap();
-        let http = reqwest::blocking::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let login = http
-            .post(format!("{}/login", peer.daemon.url))
-            .form(&[("username", "admin"), ("password", TEST_PASSWORD)])
-            .send()
-            .unwrap();
-        assert_eq!(login.status(), 303, "login");
-        let cookie = login.headers()["set-cookie"].to_str().unwrap();
-        let cookie = cookie.split(';').next().unwrap().to_owned();
-        Browser { http, url: peer.daemon.url.clone(), cookie }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .header("cookie", &self.cookie)
-            .send()
-            .unwrap();
-        (response.status().as_u16(), response.text().unwrap())
-    }
-}
-
 /// The bridge with the wrong password is found down first, so its Event Log entry is not
 /// taken for one of the explanation's.
 fn locked_bridge_found_down(peer: &Peer) {
@@ -119,12 +80,12 @@ fn explained_through_batonctl_and_the_web(peer: &Peer) {
         "{text}"
     );
     assert!(text.contains("lecture-maths.guest@127.0.0.1"), "{text}");
-    let browser = Browser::signed_in(peer);
-    let (status, html) = browser.get("/status/explain?alias=meet.zoe%40example.com&source=");
+    let browser = WebSession::signed_in(peer);
+    let (status, html) = browser.page("/status/explain?alias=meet.zoe%40example.com&source=");
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("Create conference <b>zoe</b>"), "{html}");
     assert!(html.contains("zoe@127.0.0.1") && html.contains("id=\"cpl\""), "{html}");
-    let (status, html) = browser.get("/status/explain?alias=+");
+    let (status, html) = browser.page("/status/explain?alias=+");
     assert_eq!(status, 400, "an empty alias is refused: {html}");
     assert!(html.contains("an alias is required"), "{html}");
 }
@@ -250,7 +211,7 @@ fn live_conferences_list_who_joined_through_the_vcs_on_each_bridge() {
     let alice_line = text.lines().find(|line| line.starts_with("alice")).unwrap_or_default();
     assert!(alice_line.contains("mcu-full") && alice_line.contains(" 2 "), "{text}");
     assert!(alice_line.contains("sip:ben@example.com"), "{text}");
-    let (status, html) = Browser::signed_in(&peer).get("/status/live-conferences");
+    let (status, html) = WebSession::signed_in(&peer).page("/status/live-conferences");
     assert_eq!(status, 200);
     assert!(html.contains("sip:student@example.com") && html.contains("guest"), "{html}");
 }

@@ -16,7 +16,7 @@ fn error_fields(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn add_conference_chain(daemon: &TestDaemon) {
+pub(crate) async fn add_conference_chain(daemon: &TestDaemon) {
     for (path, body) in [
         (
             "/api/v1/bridges",

@@ -12,29 +12,8 @@ const AUDITOR_PASSWORD: &str = "auditor password 1";
 
 /// One record of every collection, so that every `{name}` route has something to show.
 async fn add_one_of_each(daemon: &TestDaemon) {
+    crate::api::add_conference_chain(daemon).await;
     for (path, body) in [
-        (
-            "/api/v1/bridges",
-            json!({"name": "ts1", "bridge_type": "telepresence_server", "address": "127.0.0.1:9",
-                   "protocol": "http", "username": "api", "password": "bridge-secret", "capacity_ports": 48}),
-        ),
-        (
-            "/api/v1/bridge-pools",
-            json!({"name": "pool-a", "bridge_type": "telepresence_server", "bridges": ["ts1"]}),
-        ),
-        (
-            "/api/v1/service-preferences",
-            json!({"name": "pref-a", "bridge_type": "telepresence_server", "pools": ["pool-a"]}),
-        ),
-        (
-            "/api/v1/conference-templates",
-            json!({"name": "meeting", "conference_type": "meeting", "service_preference": "pref-a"}),
-        ),
-        (
-            "/api/v1/conference-aliases",
-            json!({"name": "meet", "pattern": "meet\\.(.+)@example\\.com", "conference_name": "meeting-$1",
-                   "template": "meeting", "priority": 10}),
-        ),
         ("/api/v1/locations", json!({"name": "loc"})),
         (
             "/api/v1/location-addresses",
