@@ -321,14 +321,18 @@ pub struct ConfigLogQuery {
 /// Largest page of log rows a query may ask for.
 pub const LOG_PAGE_MAX: usize = 1_000;
 
+/// The columns [`config_log_entry`] reads, in its order.
+const CONFIG_LOG_COLUMNS: &str =
+    "position, at_ms, origin, actor, action, kind, name, before, after";
+
 pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<ConfigLogEntry>, Error> {
-    let mut statement = conn.prepare_cached(
-        "SELECT position, at_ms, origin, actor, action, kind, name, before, after FROM proj_config_log
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {CONFIG_LOG_COLUMNS} FROM proj_config_log
          WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
            AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms <= ?5) AND (?6 IS NULL OR position < ?6)
            AND (?8 IS NULL OR origin = ?8)
-         ORDER BY position DESC LIMIT ?7",
-    )?;
+         ORDER BY position DESC LIMIT ?7"
+    ))?;
     let limit = query.limit.clamp(1, LOG_PAGE_MAX) as i64;
     let rows = statement.query_map(
         params![
@@ -341,37 +345,9 @@ pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<Confi
             limit,
             query.origin.map(|origin| origin.0)
         ],
-        |row| {
-            Ok((
-                row.get::<_, u64>(0)?,
-                row.get::<_, u64>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-                row.get::<_, String>(6)?,
-                row.get::<_, Option<String>>(7)?,
-                row.get::<_, Option<String>>(8)?,
-            ))
-        },
+        config_log_entry,
     )?;
-    let mut entries = Vec::new();
-    for row in rows {
-        let (position, at_ms, origin, actor, action, kind, name, before, after) = row?;
-        let parse = |text: Option<String>| text.map(|t| serde_json::from_str(&t)).transpose();
-        entries.push(ConfigLogEntry {
-            position,
-            at_ms,
-            origin: hex_of(&origin),
-            actor,
-            action,
-            kind,
-            name,
-            before: parse(before)?,
-            after: parse(after)?,
-        });
-    }
-    Ok(entries)
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One peer's Configuration Log rows after `after_position`, oldest first, at most `limit`:
@@ -382,39 +358,38 @@ pub fn config_log_after(
     after_position: u64,
     limit: usize,
 ) -> Result<Vec<ConfigLogEntry>, Error> {
-    let mut statement = conn.prepare_cached(
-        "SELECT position, at_ms, actor, action, kind, name, before, after FROM proj_config_log
-         WHERE origin = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
-    )?;
-    let rows = statement.query_map(params![origin.0, after_position, limit as i64], |row| {
-        Ok((
-            row.get::<_, u64>(0)?,
-            row.get::<_, u64>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, String>(3)?,
-            row.get::<_, String>(4)?,
-            row.get::<_, String>(5)?,
-            row.get::<_, Option<String>>(6)?,
-            row.get::<_, Option<String>>(7)?,
-        ))
-    })?;
-    let mut entries = Vec::new();
-    for row in rows {
-        let (position, at_ms, actor, action, kind, name, before, after) = row?;
-        let parse = |text: Option<String>| text.map(|t| serde_json::from_str(&t)).transpose();
-        entries.push(ConfigLogEntry {
-            position,
-            at_ms,
-            origin: hex_of(&origin.0),
-            actor,
-            action,
-            kind,
-            name,
-            before: parse(before)?,
-            after: parse(after)?,
-        });
-    }
-    Ok(entries)
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {CONFIG_LOG_COLUMNS} FROM proj_config_log
+         WHERE origin = ?1 AND position > ?2 ORDER BY position LIMIT ?3"
+    ))?;
+    let rows =
+        statement.query_map(params![origin.0, after_position, limit as i64], config_log_entry)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A row selected as [`CONFIG_LOG_COLUMNS`]; the redacted before/after are JSON text.
+fn config_log_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConfigLogEntry> {
+    let json = |index: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+        let text: Option<String> = row.get(index)?;
+        text.map(|text| serde_json::from_str(&text)).transpose().map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(
+                index,
+                rusqlite::types::Type::Text,
+                Box::new(error),
+            )
+        })
+    };
+    Ok(ConfigLogEntry {
+        position: row.get(0)?,
+        at_ms: row.get(1)?,
+        origin: hex_of(&row.get::<_, Vec<u8>>(2)?),
+        actor: row.get(3)?,
+        action: row.get(4)?,
+        kind: row.get(5)?,
+        name: row.get(6)?,
+        before: json(7)?,
+        after: json(8)?,
+    })
 }
 
 /// The Configuration Log's last position, 0 when empty.

@@ -60,6 +60,9 @@ impl Streams {
         messages: &[String],
     ) {
         self.open.retain(|server, _| servers.contains(server));
+        if servers.is_empty() {
+            return;
+        }
         let frame = octet_counted(messages);
         for server in servers {
             if !self.open.contains_key(server) {
