@@ -13,4 +13,5 @@ mod policy;
 mod upgrade;
 mod vm;
 mod vm_platform;
+mod vm_power_cut;
 mod web_maintenance;

@@ -32,7 +32,7 @@ pub use config::{LogLevel, LogQuery, Page, RecordChange};
 pub use error::{ErrorAnswer, ErrorBody, codes};
 pub use policy::{BridgeHealth, PolicyStatus};
 pub use session::{LoginAnswer, LoginRequest, Message, PasswordChange};
-pub use status::{ConcernResult, ConcernStatus, Health, PlatformStatus, Status};
+pub use status::{ConcernResult, ConcernStatus, Health, LogVerification, PlatformStatus, Status};
 pub use upgrade::{BootControl, BootOutcome, Fallback, InstallProgress, Installed};
 pub use upgrade::{UpgradeQuery, UpgradeStatus};
 
