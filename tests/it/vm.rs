@@ -437,12 +437,21 @@ pub(crate) fn wait_for_api(
     client: &reqwest::blocking::Client,
     serial: &Serial,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(API_TIMEOUT_S);
+    wait_for_api_within(client, serial, API_TIMEOUT_S)
+}
+
+/// `wait_for_api` with its own limit (a test that may share a loaded machine).
+pub(crate) fn wait_for_api_within(
+    client: &reqwest::blocking::Client,
+    serial: &Serial,
+    timeout_s: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
     loop {
         match client.get(format!("{}/api/v1/health", admin_url())).send() {
             Ok(response) if response.status().is_success() => return Ok(()),
             _ if Instant::now() > deadline => {
-                bail!("no admin API within {API_TIMEOUT_S} s; see {}", serial.path.display())
+                bail!("no admin API within {timeout_s} s; see {}", serial.path.display())
             }
             _ => std::thread::sleep(Duration::from_secs(2)),
         }
