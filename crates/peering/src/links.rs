@@ -349,3 +349,118 @@ impl<F: Clone> Links<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Machine = Links<&'static str>;
+
+    fn members(own: u8, peers: &[u8]) -> Option<Members> {
+        let address = |last: u8| Ipv4Addr::new(10, 0, 0, last);
+        Some(Members { own: address(own), peers: peers.iter().map(|p| address(*p)).collect() })
+    }
+
+    fn peer(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    /// The connection of the one dial among `actions`.
+    fn dialled(actions: &[Action<&'static str>]) -> Conn {
+        let dials: Vec<Conn> = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Dial { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dials.len(), 1, "{actions:?}");
+        dials[0]
+    }
+
+    // Goal: a peer's second accepted connection replaces the first, which is closed (the
+    // peer has given it up), and one from under older settings is refused.
+    #[test]
+    fn the_newest_accepted_connection_is_kept() {
+        let mut links = Machine::default();
+        links.handle(0, Event::Settings(members(1, &[1, 2])));
+        let generation = links.generation();
+        let (old, new) = (Conn::Accepted(0), Conn::Accepted(1));
+        links.handle(10, Event::Accepted { peer: peer(2), conn: old, generation });
+        let actions = links.handle(20, Event::Accepted { peer: peer(2), conn: new, generation });
+        assert!(actions.contains(&Action::Close { conn: old }), "{actions:?}");
+        assert_eq!(links.accepted_link(peer(2)), Some(new));
+        let stale = Conn::Accepted(2);
+        let actions = links
+            .handle(30, Event::Accepted { peer: peer(2), conn: stale, generation: generation - 1 });
+        assert_eq!(actions, vec![Action::Close { conn: stale }]);
+    }
+
+    // Goal: failed dials back off from 250 ms doubling to 4 s; after an active link ends the
+    // next dial comes 250 ms later again, and its line says why it failed.
+    #[test]
+    fn dials_back_off_and_start_again_after_an_active_link() {
+        let mut links = Machine::default();
+        let mut now_ms = 0;
+        let mut conn = dialled(&links.handle(now_ms, Event::Settings(members(1, &[1, 2]))));
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            links.handle(now_ms, Event::DialFailed { conn, failure: Some("refused") });
+            let at_ms = links.next_deadline_ms().unwrap();
+            waits.push(at_ms - now_ms);
+            now_ms = at_ms;
+            conn = dialled(&links.handle(now_ms, Event::Tick));
+        }
+        assert_eq!(waits, [250, 500, 1_000, 2_000, 4_000, 4_000]);
+        let actions = links.handle(now_ms, Event::Greeted { conn });
+        assert!(actions.contains(&Action::Line { peer: peer(2), line: Line::Active { conn } }));
+        let actions = links.handle(now_ms, Event::Lost { conn, failure: "reset" });
+        let failed = Line::Failed(Cause::Reported("reset"));
+        assert_eq!(actions, vec![Action::Line { peer: peer(2), line: failed }]);
+        assert_eq!(links.next_deadline_ms(), Some(now_ms + RETRY_FIRST_MS));
+    }
+
+    // Goal: an active link that hears nothing for the silence timeout is closed and its line
+    // fails as silent; pings go out meanwhile.
+    #[test]
+    fn a_silent_link_is_closed() {
+        let mut links = Machine::default();
+        let conn = dialled(&links.handle(0, Event::Settings(members(1, &[1, 2]))));
+        links.handle(0, Event::Greeted { conn });
+        let pinged = links.handle(PING_INTERVAL_MS, Event::Tick);
+        assert_eq!(pinged, vec![Action::Ping { conn }]);
+        let actions = links.handle(SILENCE_TIMEOUT_MS + 1, Event::Tick);
+        assert!(actions.contains(&Action::Close { conn }), "{actions:?}");
+        let silent = Line::Failed(Cause::Silent);
+        assert!(actions.contains(&Action::Line { peer: peer(2), line: silent }), "{actions:?}");
+        assert_eq!(links.dialled_link(peer(2)), None);
+    }
+
+    // Goal: new settings close every connection, and a peer taken off the list is never
+    // dialled again.
+    #[test]
+    fn a_removed_peer_is_closed_and_never_dialled_again() {
+        let mut links = Machine::default();
+        let actions = links.handle(0, Event::Settings(members(1, &[1, 2, 3])));
+        let dials = actions.iter().filter(|a| matches!(a, Action::Dial { .. })).count();
+        assert_eq!(dials, 2);
+        let to_3 = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Dial { peer: p, conn } if *p == peer(3) => Some(*conn),
+                _ => None,
+            })
+            .unwrap();
+        links.handle(5, Event::Greeted { conn: to_3 });
+        let actions = links.handle(10, Event::Settings(members(1, &[1, 2])));
+        assert!(actions.contains(&Action::Close { conn: to_3 }), "{actions:?}");
+        for now_ms in (10..60_000).step_by(100) {
+            for action in links.handle(now_ms, Event::Tick) {
+                if let Action::Dial { peer: p, conn } = action {
+                    assert_ne!(p, peer(3), "dialled a removed peer");
+                    links.handle(now_ms, Event::DialFailed { conn, failure: None });
+                }
+            }
+        }
+    }
+}
