@@ -351,6 +351,7 @@ impl<F: Clone> Links<F> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -954,28 +954,9 @@ async fn serve_accepted(
     generation: CancellationToken,
 ) {
     let Listening { key, hello, reports, .. } = &listening;
-    let channel = match Channel::accept(stream, key).await {
-        Ok(channel) => channel,
-        Err(error) => {
-            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
-            {
-                tracing::warn!(%from, %error, suppressed, "cluster connection refused");
-            }
-            return;
-        }
-    };
-    let (mut sender, receiver) = channel.split();
-    let (mut frames, _reader) = spawn_reader(&board.tasks, receiver);
-    let theirs = match first_hello(&mut frames).await {
-        Ok(theirs) => theirs,
-        Err(failure) => {
-            let reason = failure.reason;
-            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
-            {
-                tracing::warn!(%from, %reason, suppressed, "cluster connection without a greeting");
-            }
-            return;
-        }
+    let Some((mut sender, frames, theirs, _reader)) = greeted(&board, stream, from, key).await
+    else {
+        return;
     };
     let verdict = peering::check(hello, &theirs);
     // A link is reported before this peer greets back, so the supervisor hears of it before
@@ -1018,6 +999,39 @@ async fn serve_accepted(
     tokio::select! {
         _ = cancel.cancelled() => {}
         _ = serve_accepted_link(&board, link, &theirs, reports) => {}
+    }
+}
+
+/// The handshake on an accepted connection, up to the dialler's greeting; failures are
+/// logged (rate-limited) and end the connection.
+async fn greeted(
+    board: &Board,
+    stream: TcpStream,
+    from: SocketAddr,
+    key: &ClusterKey,
+) -> Option<(peering::Sender<TcpStream>, Frames, Hello, AbortOnDrop)> {
+    let channel = match Channel::accept(stream, key).await {
+        Ok(channel) => channel,
+        Err(error) => {
+            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
+            {
+                tracing::warn!(%from, %error, suppressed, "cluster connection refused");
+            }
+            return None;
+        }
+    };
+    let (sender, receiver) = channel.split();
+    let (mut frames, reader) = spawn_reader(&board.tasks, receiver);
+    match first_hello(&mut frames).await {
+        Ok(theirs) => Some((sender, frames, theirs, reader)),
+        Err(failure) => {
+            let reason = failure.reason;
+            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
+            {
+                tracing::warn!(%from, %reason, suppressed, "cluster connection without a greeting");
+            }
+            None
+        }
     }
 }
 
