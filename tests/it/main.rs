@@ -16,4 +16,5 @@ mod syslog;
 mod upgrade;
 mod vm;
 mod vm_platform;
+mod vm_power_cut;
 mod web_maintenance;

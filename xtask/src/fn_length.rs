@@ -23,7 +23,6 @@ const LONG_FUNCTIONS: &[&str] = &[
     "crates/daemon/tests/it/platform.rs::changed_settings_reach_the_applier_with_their_values_and_only_their_concerns",
     "crates/daemon/tests/it/web.rs::a_bridge_added_through_its_form_is_saved_and_a_refused_form_keeps_the_input",
     "crates/daemon/tests/it/web.rs::references_are_chosen_from_existing_records_in_order",
-    "crates/eventlog/src/lib.rs::open_connection",
     "crates/model/src/state.rs::check_references",
     "crates/model/src/validate.rs::validate",
     "crates/model/src/validate_tests.rs::cluster_rules_follow_the_edition_and_the_peers_own_address",

@@ -98,6 +98,10 @@ enum Task {
         /// tied to the machine, like restoring a backup).
         #[arg(long, value_name = "SERIAL", conflicts_with = "peers")]
         serial: Option<String>,
+        /// qemu's cache mode for the disk (default qemu's own, `writeback`); `none` opens it
+        /// with O_DIRECT as most hypervisor hosts do (the power-cut test uses it).
+        #[arg(long, value_name = "MODE", value_parser = ["writeback", "none", "writethrough", "directsync"])]
+        disk_cache: Option<String>,
     },
     /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
     Keygen {
@@ -139,8 +143,8 @@ fn main() -> ExitCode {
         Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
         Task::Image { version } => image::image_with_version(version.as_deref()),
-        Task::Vm { peers, fresh, disk, serial } => {
-            vm::vm(peers, fresh, disk.as_deref(), serial.as_deref())
+        Task::Vm { peers, fresh, disk, serial, disk_cache } => {
+            vm::vm(peers, fresh, disk.as_deref(), serial.as_deref(), disk_cache.as_deref())
         }
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {

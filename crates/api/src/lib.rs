@@ -35,7 +35,7 @@ pub use policy::{AliasTried, BridgeWeighed, ExistingConference, ExplainQuery, Ex
 pub use policy::{BridgeHealth, Explanation, LiveBridge, LiveConference, LiveConferences};
 pub use policy::{LiveParticipant, PolicyStatus, PoolWeighed};
 pub use session::{LoginAnswer, LoginRequest, Message, PasswordChange};
-pub use status::{ConcernResult, ConcernStatus, Health, PlatformStatus, Status};
+pub use status::{ConcernResult, ConcernStatus, Health, LogVerification, PlatformStatus, Status};
 pub use upgrade::{BootControl, BootOutcome, Fallback, InstallProgress, Installed};
 pub use upgrade::{UpgradeQuery, UpgradeStatus};
 

@@ -399,28 +399,7 @@ impl EventLog {
             conn.query_row("SELECT value FROM meta WHERE key = 'peer_id'", [], |row| row.get(0))?;
         let peer_id =
             PeerId(peer.try_into().map_err(|_| Error::NotABatonLog { path: path.to_path_buf() })?);
-        let mut heads = BTreeMap::new();
-        {
-            let mut statement =
-                conn.prepare("SELECT origin, stream, seq, hash FROM chain_heads")?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, u64>(2)?,
-                    row.get::<_, Vec<u8>>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (origin, stream, seq, hash) = row?;
-                let origin = PeerId(origin.try_into().map_err(|_| corrupt_row("origin"))?);
-                let stream = Stream::from_i64(stream).ok_or_else(|| corrupt_row("stream"))?;
-                heads.insert(
-                    (origin, stream),
-                    Head { seq, hash: Hash(hash.try_into().map_err(|_| corrupt_row("hash"))?) },
-                );
-            }
-        }
+        let heads = recorded_heads(&conn)?;
         let last_position = last_position(&conn)?;
         Ok(EventLog {
             conn,
@@ -718,46 +697,7 @@ impl EventLog {
 
     /// Walks every chain from its first event, recomputing every hash.
     pub fn verify(&self) -> Result<VerifyReport, Error> {
-        let mut heads: BTreeMap<(PeerId, Stream), Head> = BTreeMap::new();
-        let mut events = 0;
-        let mut statement = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY origin, stream, seq"))?;
-        let rows = statement.query_map([], row_to_event)?;
-        for row in rows {
-            let event = row??;
-            let head = heads.entry((event.origin, event.stream)).or_default();
-            let fail = |reason: &str| Error::Corrupt {
-                origin: event.origin,
-                stream: event.stream,
-                seq: event.seq,
-                reason: reason.to_owned(),
-            };
-            if event.seq != head.seq + 1 {
-                return Err(fail("sequence number out of order"));
-            }
-            if event.prev_hash != head.hash {
-                return Err(fail("does not chain to the previous event"));
-            }
-            if event.compute_hash() != event.hash {
-                return Err(fail("contents do not match the stored hash"));
-            }
-            *head = Head { seq: event.seq, hash: event.hash };
-            events += 1;
-        }
-        // The recorded heads must be exactly where the chains end: a missing tail is corruption
-        // even if what remains chains correctly.
-        for ((origin, stream), recorded) in &self.heads {
-            if heads.get(&(*origin, *stream)) != Some(recorded) {
-                return Err(Error::Corrupt {
-                    origin: *origin,
-                    stream: *stream,
-                    seq: recorded.seq,
-                    reason: "the chain ends before its recorded head".to_owned(),
-                });
-            }
-        }
-        Ok(VerifyReport { events, heads })
+        walk_chains(&self.conn, &self.heads)
     }
 
     /// The greatest HLC in the log, so the clock never issues a smaller one after a restart.
@@ -946,6 +886,88 @@ fn collect(
         events.push(row??);
     }
     Ok(events)
+}
+
+/// Walks every chain of the database open on `conn` (a reader) from its first event,
+/// recomputing every hash, in one read transaction so a concurrent write cannot look like a
+/// broken chain.
+pub fn verify(conn: &Connection) -> Result<VerifyReport, Error> {
+    let read = conn.unchecked_transaction()?;
+    let report = walk_chains(&read, &recorded_heads(&read)?)?;
+    read.finish()?;
+    Ok(report)
+}
+
+/// The chain heads as the database records them.
+fn recorded_heads(conn: &Connection) -> Result<BTreeMap<(PeerId, Stream), Head>, Error> {
+    let mut heads = BTreeMap::new();
+    {
+        let mut statement = conn.prepare("SELECT origin, stream, seq, hash FROM chain_heads")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, u64>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (origin, stream, seq, hash) = row?;
+            let origin = PeerId(origin.try_into().map_err(|_| corrupt_row("origin"))?);
+            let stream = Stream::from_i64(stream).ok_or_else(|| corrupt_row("stream"))?;
+            heads.insert(
+                (origin, stream),
+                Head { seq, hash: Hash(hash.try_into().map_err(|_| corrupt_row("hash"))?) },
+            );
+        }
+    }
+    Ok(heads)
+}
+
+/// Every chain from its first event against `recorded`, the heads where they must end.
+fn walk_chains(
+    conn: &Connection,
+    recorded: &BTreeMap<(PeerId, Stream), Head>,
+) -> Result<VerifyReport, Error> {
+    let mut heads: BTreeMap<(PeerId, Stream), Head> = BTreeMap::new();
+    let mut events = 0;
+    let mut statement =
+        conn.prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY origin, stream, seq"))?;
+    let rows = statement.query_map([], row_to_event)?;
+    for row in rows {
+        let event = row??;
+        let head = heads.entry((event.origin, event.stream)).or_default();
+        let fail = |reason: &str| Error::Corrupt {
+            origin: event.origin,
+            stream: event.stream,
+            seq: event.seq,
+            reason: reason.to_owned(),
+        };
+        if event.seq != head.seq + 1 {
+            return Err(fail("sequence number out of order"));
+        }
+        if event.prev_hash != head.hash {
+            return Err(fail("does not chain to the previous event"));
+        }
+        if event.compute_hash() != event.hash {
+            return Err(fail("contents do not match the stored hash"));
+        }
+        *head = Head { seq: event.seq, hash: event.hash };
+        events += 1;
+    }
+    // The recorded heads must be exactly where the chains end: a missing tail is corruption
+    // even if what remains chains correctly.
+    for ((origin, stream), expected) in recorded {
+        if heads.get(&(*origin, *stream)) != Some(expected) {
+            return Err(Error::Corrupt {
+                origin: *origin,
+                stream: *stream,
+                seq: expected.seq,
+                reason: "the chain ends before its recorded head".to_owned(),
+            });
+        }
+    }
+    Ok(VerifyReport { events, heads })
 }
 
 /// Opens a read-only connection for concurrent readers (WAL lets them read while the writer

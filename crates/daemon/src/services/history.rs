@@ -193,3 +193,48 @@ pub async fn event_log(app: &App, filter: JournalQuery) -> Result<Page<JournalEn
     let entries = app.readers.read(move |conn| Ok(eventlog::query_journal(conn, &filter)?)).await?;
     Ok(Page::of(entries, limit, |entry| entry.id))
 }
+
+/// Walks every hash chain of the event log on a reader (one consistent read); a broken chain is
+/// reported in the answer, and only a failure to read is an error.
+pub async fn verify_log(app: &App) -> Result<::api::LogVerification, Error> {
+    let walked = app
+        .readers
+        .read(|conn| match eventlog::verify(conn) {
+            Ok(report) => Ok(Ok(report)),
+            Err(eventlog::Error::Corrupt { origin, stream, seq, reason }) => {
+                Ok(Err(format!("{origin}/{stream:?}#{seq}: {reason}")))
+            }
+            Err(error) => Err(error.into()),
+        })
+        .await?;
+    Ok(match walked {
+        Ok(report) => ::api::LogVerification {
+            intact: true,
+            events: report.events,
+            chains: report
+                .heads
+                .iter()
+                .map(|((origin, stream), head)| ::api::ChainHead {
+                    origin: origin.to_hex(),
+                    stream: stream_name(*stream).to_owned(),
+                    seq: head.seq,
+                    hash: head.hash.to_hex(),
+                })
+                .collect(),
+            problem: None,
+        },
+        Err(problem) => ::api::LogVerification {
+            intact: false,
+            events: 0,
+            chains: Vec::new(),
+            problem: Some(problem),
+        },
+    })
+}
+
+fn stream_name(stream: eventlog::Stream) -> &'static str {
+    match stream {
+        eventlog::Stream::Shared => "shared",
+        eventlog::Stream::Local => "local",
+    }
+}

@@ -408,6 +408,13 @@ pub(super) async fn record_history(
     Ok(page_json(&page, |entry| config_log_json(entry, &names)))
 }
 
+pub(super) async fn verify_log(
+    _: Ready,
+    State(app): State<Arc<App>>,
+) -> Answer<Json<::api::LogVerification>> {
+    Ok(Json(history::verify_log(&app).await?))
+}
+
 pub(super) async fn event_log(
     _: Ready,
     State(app): State<Arc<App>>,

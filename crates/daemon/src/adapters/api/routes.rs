@@ -367,6 +367,16 @@ fn history_routes() -> Vec<Route> {
         ),
         route(
             Get,
+            "/logs/verify",
+            openapi::doc(
+                "Walk every hash chain of the event log, recomputing each hash: `intact`, the events walked and where each chain ends, or where and why one breaks",
+                "200",
+                false,
+            ),
+            get(h::verify_log),
+        ),
+        route(
+            Get,
             "/logs/events",
             openapi::doc(
                 "Event Log of this peer: `level`, `kind` (prefix), `text`, `before`, `limit`",
