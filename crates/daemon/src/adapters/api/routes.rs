@@ -72,6 +72,12 @@ fn own_account_route(
     Route { access: Access::AnyAccount, ..route(method, path, doc, handler) }
 }
 
+/// A read that makes the appliance connect to an address the request names: full
+/// administrators only, so a read-only account cannot make it probe the network.
+fn outbound_read(path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) -> Route {
+    Route { access: Access::FullAdministrator, ..route(Method::Get, path, doc, handler) }
+}
+
 /// Every route the API serves.
 pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
@@ -157,8 +163,7 @@ fn system_routes() -> Vec<Route> {
             ),
             get(h::cluster_status),
         ),
-        route(
-            Get,
+        outbound_read(
             "/cluster/member-certificate",
             openapi::doc(
                 "`?url=https://member`: the SHA-256 fingerprint of the certificate a cluster member presents, `{member_url, sha256}`, to check against its Status page before joining through it",
