@@ -198,6 +198,13 @@ pub(crate) fn page(title: &str, user: Option<&WebUser>, body: &str) -> Html<Stri
         esc(title)
     );
     if let Some(user) = user {
+        // Product on the left; alarms, then who is signed in, on the right.
+        let alarms = match user.alarm_count {
+            1 => "1 alarm".to_owned(),
+            count => format!("{count} alarms"),
+        };
+        let class = if user.alarm_count > 0 { "alarms active" } else { "alarms" };
+        let _ = write!(html, " <a class=\"{class}\" href=\"/status/alarms\">{alarms}</a> ");
         let _ = write!(
             html,
             "<form class=\"logout\" method=\"post\" action=\"/logout\">{}\
@@ -206,12 +213,6 @@ pub(crate) fn page(title: &str, user: Option<&WebUser>, body: &str) -> Html<Stri
             esc(&user.name),
             if user.read_only { " (read-only)" } else { "" }
         );
-        let alarms = match user.alarm_count {
-            1 => "1 alarm".to_owned(),
-            count => format!("{count} alarms"),
-        };
-        let class = if user.alarm_count > 0 { "alarms active" } else { "alarms" };
-        let _ = write!(html, "<a class=\"{class}\" href=\"/status/alarms\">{alarms}</a>");
     }
     html.push_str("</header>");
     if user.is_some_and(|user| !user.must_change_password) {
