@@ -790,6 +790,10 @@ fn a_self_signed_https_bridge_is_used_once_its_presented_certificate_is_pinned()
     let shown = ctl.ok(&["bridges", "show", "secure"]);
     assert!(shown.contains(&format!("presented_sha256: {presented}")), "{shown}");
     assert!(shown.contains("unknown issuer"), "{shown}");
+    let shown: Value =
+        serde_json::from_str(&ctl.ok(&["--json", "bridges", "show", "secure"])).unwrap();
+    assert_eq!(shown["health"]["presented_sha256"], json!(presented), "{shown}");
+    assert_eq!(shown["name"], json!("secure"), "{shown}");
 
     let wrong = ["00"; 32].join(":");
     secure["pinned_sha256"] = json!(wrong);

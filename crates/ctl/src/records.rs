@@ -27,8 +27,9 @@ pub(crate) fn named(
         NamedAction::Show { name } if kind == RecordKind::Bridge => {
             let record = read(client, kind, &one(&name))?;
             let health = bridge_health(client, &name)?;
-            out.emit(&record, |record| {
-                format!("{}{}", render::record(record), render::bridge_health(health.as_ref()))
+            let shown = BridgeShown { record: &record, health: health.as_ref() };
+            out.emit(&shown, |shown| {
+                format!("{}{}", render::record(shown.record), render::bridge_health(shown.health))
             })
         }
         NamedAction::Show { name } => out.emit(&read(client, kind, &one(&name))?, render::record),
@@ -52,6 +53,15 @@ pub(crate) fn named(
             out.message(&format!("deleted {} {name}", kind.as_str()))
         }
     }
+}
+
+/// `bridges show`: the record and, beside its fields in JSON, its `health` as this peer sees
+/// it (state, problem, the certificate it presented: what `bridges pin` compares).
+#[derive(serde::Serialize)]
+struct BridgeShown<'a> {
+    #[serde(flatten)]
+    record: &'a Record,
+    health: Option<&'a api::BridgeHealth>,
 }
 
 /// The bridge's health as this peer sees it (`None`: not listed, e.g. just created).
