@@ -25,4 +25,4 @@ pub use client::{
     parse_event_notification,
 };
 pub use error::{BridgeError, TlsProblem, fault};
-pub use tls::fingerprint;
+pub use tls::{fingerprint, pinned_client_config};

@@ -115,6 +115,16 @@ impl ServerCertVerifier for BridgeVerifier {
     }
 }
 
+/// A TLS client configuration that accepts exactly the certificate whose SHA-256 is `pinned`
+/// (none: accepts nothing) and writes the fingerprint of the one presented to `presented`. The
+/// cluster join reaches a member with it, by the certificate the operator confirmed.
+pub fn pinned_client_config(
+    pinned: Option<[u8; 32]>,
+    presented: Arc<Mutex<Option<String>>>,
+) -> Result<rustls::ClientConfig, String> {
+    client_config(&None, pinned, presented)
+}
+
 /// The TLS configuration for one bridge; what it presents is written to `presented`.
 pub(crate) fn client_config(
     roots: &Roots,

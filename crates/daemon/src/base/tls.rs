@@ -4,6 +4,7 @@
 
 use crate::base::durable;
 use anyhow::Context;
+use bridges::fingerprint;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -164,13 +165,6 @@ pub fn not_after_ms(certificate_der: &[u8]) -> anyhow::Result<u64> {
         .map_err(|error| anyhow::anyhow!("the certificate does not parse: {error}"))?;
     let not_after_s = certificate.validity().not_after.timestamp();
     Ok(u64::try_from(not_after_s).unwrap_or(0).saturating_mul(1000))
-}
-
-/// SHA-256 of a DER certificate as upper-case hex pairs joined by colons, as browsers show it.
-pub fn fingerprint(certificate_der: &[u8]) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(certificate_der);
-    digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// The admin listener's live TLS configuration: swapped for new connections when the

@@ -24,9 +24,6 @@ use crate::base::journal::EntryKind;
 use crate::services::cluster::{ClusterStatus, PeerState};
 use model::RecordKind;
 use model::record::REDACTED;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -109,86 +106,14 @@ fn member_base(url: &str) -> Result<String, JoinError> {
     Ok(trimmed.to_owned())
 }
 
-/// Accepts exactly one certificate (by the SHA-256 of its DER), and records the one presented
-/// so the operator can be shown it. Handshake signatures are verified as usual.
-#[derive(Debug)]
-struct PinnedCertificate {
-    confirmed: Option<String>,
-    seen: Arc<Mutex<Option<String>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let fingerprint = crate::base::tls::fingerprint(end_entity);
-        let matches =
-            self.confirmed.as_deref().is_some_and(|c| normalised(c) == normalised(&fingerprint));
-        *crate::base::sync::lock(&self.seen) = Some(fingerprint);
-        if matches {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("certificate not confirmed by the operator".to_owned()))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// An HTTPS client that accepts only the certificate `confirmed` (none: accepts nothing, but
 /// records what was presented in `seen`).
 fn pinned_client(
     confirmed: Option<&str>,
     seen: Arc<Mutex<Option<String>>>,
 ) -> Result<reqwest::Client, JoinError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = PinnedCertificate {
-        confirmed: confirmed.map(str::to_owned),
-        seen,
-        provider: provider.clone(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| JoinError::Tls(error.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let pinned = confirmed.and_then(model::validate::sha256_fingerprint);
+    let config = bridges::pinned_client_config(pinned, seen).map_err(JoinError::Tls)?;
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
