@@ -526,11 +526,7 @@ fn backup_step(args: &[String]) -> anyhow::Result<()> {
                 actor: None,
                 message: "bench".to_owned(),
             };
-            live.restore_from(
-                &staged.staging_dir().join("baton.db"),
-                &note,
-                1_800_000_000_000,
-            )?;
+            live.restore_from(&staged.staging_dir().join("baton.db"), &note, 1_800_000_000_000)?;
         }
         other => bail!("unknown step {other:?}"),
     }
