@@ -262,6 +262,8 @@ pub enum Error {
     Random(String),
     #[error("the database is busy; its content was not replaced")]
     ReplaceBusy,
+    #[error("SQLite kept journal mode {applied} instead of {wanted} (another connection is open)")]
+    JournalModeRefused { wanted: &'static str, applied: String },
     #[error("{path} already exists; a log is rebuilt into a new file only")]
     RebuildTargetExists { path: PathBuf },
 }
@@ -290,6 +292,18 @@ fn configure(conn: &Connection) -> Result<(), Error> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// See [`EventLog::set_scratch`]. Needs the only connection to the file (leaving WAL does).
+fn set_scratch_pragmas(conn: &Connection, scratch: bool) -> Result<(), Error> {
+    let (journal_mode, synchronous) = if scratch { ("OFF", "OFF") } else { ("WAL", "FULL") };
+    let applied: String =
+        conn.pragma_update_and_check(None, "journal_mode", journal_mode, |row| row.get(0))?;
+    if !applied.eq_ignore_ascii_case(journal_mode) {
+        return Err(Error::JournalModeRefused { wanted: journal_mode, applied });
+    }
+    conn.pragma_update(None, "synchronous", synchronous)?;
     Ok(())
 }
 
@@ -427,6 +441,9 @@ impl EventLog {
         let source_name = source.to_str().ok_or_else(not_a_log)?;
         let mut conn = Connection::open(target)?;
         configure(&conn)?;
+        // Built without a journal or an fsync: the target is new and the caller discards it on
+        // failure; it goes back to WAL and full sync below, and the caller fsyncs it once.
+        set_scratch_pragmas(&conn, true)?;
         // Views and triggers of the source run no function with side effects.
         conn.pragma_update(None, "trusted_schema", "OFF")?;
         conn.execute("ATTACH DATABASE ?1 AS source", [source_name])?;
@@ -465,6 +482,7 @@ impl EventLog {
         ))?;
         tx.commit()?;
         conn.execute("DETACH DATABASE source", [])?;
+        set_scratch_pragmas(&conn, false)?;
         EventLog::open_connection(conn, target, None)
     }
 
@@ -523,6 +541,15 @@ impl EventLog {
         let target = path.to_str().ok_or_else(|| Error::NotABatonLog { path: path.into() })?;
         self.conn.execute("VACUUM INTO ?1", [target])?;
         Ok(())
+    }
+
+    /// Scratch mode (`true`) drops the rollback journal and every fsync, for a file that is
+    /// discarded on any failure (a restore's staging database while it is built): a rebuild
+    /// then writes each page once instead of to the WAL and again at the checkpoint, and pays
+    /// no fsync per batch. `false` puts back WAL and full sync; make the file durable afterwards
+    /// (fsync it) if it must survive a crash.
+    pub fn set_scratch(&mut self, scratch: bool) -> Result<(), Error> {
+        set_scratch_pragmas(&self.conn, scratch)
     }
 
     /// Replaces this database's entire content (events, projections, journal, identity) with

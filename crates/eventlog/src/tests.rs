@@ -447,3 +447,38 @@ fn a_rebuilt_log_keeps_only_the_log() {
         Err(Error::NotABatonLog { .. })
     ));
 }
+
+/// A restore builds its staging database without a journal or an fsync; what it hands on must
+/// be an ordinary durable log again, and scratch mode is refused while another connection
+/// could be reading the file (leaving WAL would pull it from under that reader).
+#[test]
+fn a_rebuilt_log_and_a_log_leaving_scratch_mode_are_in_wal_with_full_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = open(&dir, "source.db");
+    source.append(&[event(Stream::Shared, 1, b"one")]).unwrap();
+    let mut rebuilt =
+        EventLog::rebuild_from(&dir.path().join("source.db"), &dir.path().join("rebuilt.db"))
+            .unwrap();
+    let modes = |log: &EventLog| -> (String, i64) {
+        let conn = log.connection();
+        (
+            conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap(),
+            conn.pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap(),
+        )
+    };
+    assert_eq!(modes(&rebuilt), ("wal".to_owned(), 2));
+
+    rebuilt.set_scratch(true).unwrap();
+    assert_eq!(modes(&rebuilt), ("off".to_owned(), 0));
+    rebuilt.append(&[event(Stream::Shared, 2, b"two")]).unwrap();
+    rebuilt.set_scratch(false).unwrap();
+    assert_eq!(modes(&rebuilt), ("wal".to_owned(), 2));
+    assert_eq!(rebuilt.verify().unwrap().events, 2);
+
+    let reader = open_reader(&dir.path().join("source.db")).unwrap();
+    reader.query_row("SELECT count(*) FROM events", [], |row| row.get::<_, i64>(0)).unwrap();
+    let _read = reader.unchecked_transaction().unwrap();
+    reader.query_row("SELECT count(*) FROM events", [], |row| row.get::<_, i64>(0)).unwrap();
+    let refused = source.set_scratch(true);
+    assert!(refused.is_err(), "{refused:?}");
+}

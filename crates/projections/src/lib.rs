@@ -35,12 +35,15 @@ trait Projection {
     const VERSION: u32;
     /// Drops and recreates the projection's tables.
     fn reset(tx: &Connection) -> Result<(), Error>;
-    /// What one catch-up batch remembers per record key (the row it last wrote), so a key
-    /// rewritten in the batch is not looked up in the table again.
+    /// What one catch-up remembers per record key (the row it last wrote), so a key rewritten
+    /// during the catch-up is not looked up in the table again. One entry per record key:
+    /// bounded by the configuration's size, not by the history's length.
     type Memo: Default;
+    /// When `memo.complete` (the catch-up started from an empty projection) the memo holds
+    /// every row there is and a key missing from it has no row: a rebuild never looks up.
     fn apply(
         tx: &Connection,
-        memo: &mut Self::Memo,
+        memo: &mut Memo<Self::Memo>,
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error>;
@@ -73,7 +76,7 @@ impl Projection for Records {
 
     fn apply(
         tx: &Connection,
-        memo: &mut Self::Memo,
+        memo: &mut Memo<Self::Memo>,
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error> {
@@ -82,8 +85,9 @@ impl Projection for Records {
         }
         let key = event.key();
         let stamp = stamp_of(stored);
-        let current = match memo.get(&key) {
+        let current = match memo.rows.get(&key) {
             Some(current) => Some(*current),
+            None if memo.complete => None,
             None => current_stamp(tx, &key)?,
         };
         if current.is_some_and(|current| current >= stamp) {
@@ -105,7 +109,7 @@ impl Projection for Records {
             stamp.origin.0,
             body
         ])?;
-        memo.insert(key, stamp);
+        memo.rows.insert(key, stamp);
         Ok(())
     }
 }
@@ -153,13 +157,14 @@ impl Projection for ConfigLog {
 
     fn apply(
         tx: &Connection,
-        memo: &mut Self::Memo,
+        memo: &mut Memo<Self::Memo>,
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error> {
         let key = event.key();
-        let before: Option<String> = match memo.remove(&key) {
+        let before: Option<String> = match memo.rows.remove(&key) {
             Some(before) => before,
+            None if memo.complete => None,
             None => tx
                 .prepare_cached(
                     "SELECT after FROM proj_config_log WHERE kind = ?1 AND name = ?2 ORDER BY position DESC LIMIT 1",
@@ -187,9 +192,15 @@ impl Projection for ConfigLog {
             before,
             after
         ])?;
-        memo.insert(key, after);
+        memo.rows.insert(key, after);
         Ok(())
     }
+}
+
+/// A projection's [`Projection::Memo`] and whether it holds every row of the projection.
+struct Memo<T> {
+    rows: T,
+    complete: bool,
 }
 
 fn stamp_of(stored: &StoredEvent) -> Stamp {
@@ -237,13 +248,14 @@ fn catch_up_one<P: Projection>(conn: &mut Connection) -> Result<u64, Error> {
         }
     };
     let mut applied = 0;
+    // Kept across batches: a record rewritten a thousand times is looked up once at most.
+    let mut memo = Memo { rows: P::Memo::default(), complete: position == 0 };
     loop {
         let batch = eventlog::read_after(conn, position, CATCH_UP_BATCH_EVENTS)?;
         let Some(last) = batch.last() else { return Ok(applied) };
         let last_position = last.position;
         // A savepoint, so the rows join the writer's group commit when one is open.
         let tx = conn.savepoint()?;
-        let mut memo = P::Memo::default();
         for stored in &batch {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)
                 .map_err(|source| Error::Decode { position: stored.position, source })?;

@@ -15,7 +15,8 @@
 //! peak memory, plain and encrypted, beside `tar czf` / `tar xzf` of the same files in the same
 //! run. Each operation runs in its own process under `/usr/bin/time`, so peak resident memory
 //! is measured the same way for ours and for tar. A restore here is what the daemon does:
-//! stage and verify the archive, then replace a live database's content in one transaction.
+//! stage and verify the archive, derive the projections from the restored log, then replace a
+//! live store's content in one transaction (`Store::restore_from`).
 //!
 //! Suite `flood` (`flood.rs`): the policy service's latency and RSS during a login flood and a
 //! connection flood, beside the same figures without a flood.
@@ -505,9 +506,10 @@ fn backup_step(args: &[String]) -> anyhow::Result<()> {
             backup::write_backup(&conn, &options, output, &mut |_| {})?;
         }
         "restore" => {
-            // A live database to replace, as in the daemon.
+            // A live store to replace, as in the daemon: staged and verified, projections
+            // derived from the restored log, then swapped in one transaction.
             std::fs::create_dir_all(dir)?;
-            let mut live = EventLog::open(&dir.join("baton.db"))?;
+            let (mut live, _) = daemon::store::Store::open(&dir.join("baton.db"))?;
             let input = std::io::BufReader::new(std::fs::File::open(archive)?);
             let staged = backup::stage_restore(
                 input,
@@ -517,8 +519,14 @@ fn backup_step(args: &[String]) -> anyhow::Result<()> {
                 &dir.join("restore-staging"),
                 &mut |_| {},
             )?;
-            let restored = EventLog::open(&staged.staging_dir().join("baton.db"))?;
-            live.replace_with(&restored)?;
+            let note = eventlog::NewJournalEntry {
+                at_ms: 1_800_000_000_000,
+                level: eventlog::Level::Info,
+                kind: "restore.applied".to_owned(),
+                actor: None,
+                message: "bench".to_owned(),
+            };
+            live.restore_from(&staged.staging_dir().join("baton.db"), &note, 1_800_000_000_000)?;
         }
         other => bail!("unknown step {other:?}"),
     }

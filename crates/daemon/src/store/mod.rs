@@ -280,7 +280,12 @@ impl Store {
         }
         let kept = self.log.path().with_file_name(format!("pre-restore-{now_ms}.db"));
         self.log.copy_to(&kept)?;
-        let (mut restored, _) = Store::open(staged)?;
+        // The staged file is discarded on any failure and only its content is copied into
+        // this database (whose transaction is the durable step), so the projections and the
+        // snapshot derived from its verified log are written without a journal or an fsync.
+        let mut staged_log = EventLog::open(staged)?;
+        staged_log.set_scratch(true)?;
+        let (mut restored, _) = Store::from_log(staged_log)?;
         if restored.cluster_settings().is_clustered() {
             let standalone =
                 model::record::Cluster { pre_shared_key: String::new(), peers: vec![] };
@@ -293,6 +298,8 @@ impl Store {
         // This peer's Event Log is its own: kept whole, plus the restore.
         restored.log.take_journal_of(&self.log)?;
         restored.log.append_journal(note)?;
+        // Back to WAL, so the copied header says so, as this database's does.
+        restored.log.set_scratch(false)?;
         self.replace_content(&restored.log)?;
         Ok(kept)
     }
