@@ -17,6 +17,8 @@ mod deps;
 #[cfg(test)]
 mod fn_length;
 #[cfg(test)]
+mod image_defaults;
+#[cfg(test)]
 mod layers;
 #[cfg(test)]
 mod tidy;

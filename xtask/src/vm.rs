@@ -94,10 +94,7 @@ pub(crate) fn vm(
                         "type=1,manufacturer=Baton,product=Baton appliance (VM),serial={serial}"
                     ),
                 ])
-                .args([
-                    "-netdev",
-                    &format!("user,id=wan,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}"),
-                ])
+                .args(["-netdev", &management_netdev(&host)])
                 .args([
                     "-device",
                     &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
@@ -181,6 +178,13 @@ pub(crate) fn vm(
     children.0.clear();
     anyhow::ensure!(failed.is_empty(), "qemu failed for peer(s) {failed:?}");
     Ok(())
+}
+
+/// The management NIC's qemu user network: the admin port forwarded from `host`, and
+/// `restrict=on`, so the guest reaches nothing beyond this machine (no internet, and no DNS
+/// relayed to the host's resolver); forwarded ports still work.
+pub(crate) fn management_netdev(host: &str) -> String {
+    format!("user,id=wan,restrict=on,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}")
 }
 
 /// The VM's own disk: a qcow2 overlay backed by the image, made when missing, stale (older
