@@ -1,10 +1,12 @@
 //! `cargo xtask vm [--peers N]`: boots N appliances (N ≤ 3) from the built image under
 //! qemu-system-x86_64 with OVMF. Each VM `n` (1-based) gets a qcow2 overlay on the image (its
 //! own disk, kept between runs unless `--fresh`), the hardware serial `BATON-VM-<n>` through
-//! SMBIOS, user networking with its admin HTTPS port forwarded to `127.0.0.<n+1>:8443`, and a
-//! second NIC on a private network shared by all the VMs (qemu socket multicast on loopback)
-//! where the image gives it `10.44.0.<n+1>/24` (matched by the MAC address chosen here; see
-//! `rootfs/etc/systemd/network/`). Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
+//! SMBIOS, a management NIC on qemu's user network (`restrict=on`: the guest reaches nothing
+//! beyond this machine) with its admin HTTPS port forwarded to `127.0.0.<n+1>:8443`, and a
+//! second NIC, the cluster NIC, on a private network shared by all the VMs (qemu socket
+//! multicast on loopback). The cluster NIC has no address until the operator sets one (System,
+//! IP: e.g. `10.44.0.<n+1>/24`): the appliance gives the operator's IPv4 settings to its
+//! second NIC and leaves the first on DHCP (`crates/platform/src/nic.rs`). Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
 //! a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`, and the guest agent
 //! (qemu-guest-agent in the image) answers on `<target>/vm/peer-<n>.qga` (`guest-exec`: the
 //! slow VM test checks the guest OS through it). KVM is used when a guest actually runs under
@@ -103,7 +105,8 @@ pub(crate) fn vm(
                     "-netdev",
                     &format!("socket,id=lan,mcast={PRIVATE_MCAST},localaddr=127.0.0.1"),
                 ])
-                // The image's networkd files give this MAC its private address 10.44.0.<n+1>.
+                // The second NIC in PCI order: the cluster NIC, which the operator's IPv4
+                // settings configure.
                 .args([
                     "-device",
                     &format!("virtio-net-pci,netdev=lan,mac=52:54:00:44:00:{:02x}", peer + 1),
@@ -159,7 +162,7 @@ pub(crate) fn vm(
             "  VCS policy service:        https://{host}:{ADMIN_PORT}/baton/policy  (status: /baton/policy/status)"
         );
         println!(
-            "  cluster address:           10.44.0.{} on the private network",
+            "  cluster NIC:               private network; set e.g. 10.44.0.{}/24 (System > IP)",
             u32::from(peer) + 1
         );
         println!("  serial console log:        {}", serial_log.display());
