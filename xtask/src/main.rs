@@ -7,6 +7,7 @@ mod bench;
 mod boot_bench;
 mod fuzz;
 mod image;
+mod lan;
 mod release;
 mod run;
 mod testsuite;

@@ -6,7 +6,9 @@
 //! second NIC, the cluster NIC, on a private network shared by all the VMs (qemu socket
 //! multicast on loopback). The cluster NIC has no address until the operator sets one (System,
 //! IP: e.g. `10.44.0.<n+1>/24`): the appliance gives the operator's IPv4 settings to its
-//! second NIC and leaves the first on DHCP (`crates/platform/src/nic.rs`). Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
+//! second NIC and leaves the first on DHCP (`crates/platform/src/nic.rs`). On the private
+//! network this process itself answers NTP and DNS at `10.44.0.1` (`lan.rs`), so the seed's
+//! prerequisites are met with nothing leaving the machine. Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
 //! a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`, and the guest agent
 //! (qemu-guest-agent in the image) answers on `<target>/vm/peer-<n>.qga` (`guest-exec`: the
 //! slow VM test checks the guest OS through it). KVM is used when a guest actually runs under
@@ -15,9 +17,10 @@
 
 use crate::accel::{self, Accel, Trial};
 use crate::image::{self, run};
-use crate::target_dir;
+use crate::{lan, target_dir};
 use anyhow::Context;
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -29,8 +32,10 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const MEMORY_MIB: u32 = 1024;
 /// The admin API port, in the guest and on the forwarded host address.
 pub(crate) const ADMIN_PORT: u16 = 8443;
-/// The private network's multicast group on loopback: every VM's second NIC joins it.
-const PRIVATE_MCAST: &str = "230.0.44.1:44044";
+/// The private network's multicast group on loopback: every VM's second NIC joins it, on a
+/// port that follows [`HOST_OFFSET_ENV`] so two checkouts' VMs never share a network.
+const PRIVATE_MCAST_GROUP: Ipv4Addr = Ipv4Addr::new(230, 0, 44, 1);
+const PRIVATE_MCAST_PORT_BASE: u16 = 44043;
 
 /// Moves the forwarded addresses to `127.0.0.<n + offset>` (default offset 1), so that two
 /// checkouts on one machine can boot their VMs at the same time.
@@ -38,12 +43,20 @@ pub(crate) const HOST_OFFSET_ENV: &str = "BATON_VM_HOST_OFFSET";
 
 /// What a VM is reachable at, as printed and as the slow test uses it.
 pub(crate) fn host_address(peer: u8) -> String {
-    let offset = std::env::var(HOST_OFFSET_ENV)
+    format!("127.0.0.{}", u32::from(peer) + u32::from(host_offset()))
+}
+
+fn host_offset() -> u8 {
+    std::env::var(HOST_OFFSET_ENV)
         .ok()
-        .and_then(|text| text.parse::<u32>().ok())
+        .and_then(|text| text.parse::<u8>().ok())
         .filter(|offset| (1..=250).contains(offset))
-        .unwrap_or(1);
-    format!("127.0.0.{}", u32::from(peer) + offset)
+        .unwrap_or(1)
+}
+
+/// The private network's multicast group and port.
+fn private_network() -> SocketAddrV4 {
+    SocketAddrV4::new(PRIVATE_MCAST_GROUP, PRIVATE_MCAST_PORT_BASE + u16::from(host_offset()))
 }
 
 pub(crate) fn vm(
@@ -61,6 +74,13 @@ pub(crate) fn vm(
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let choice = accel::choose()?;
     let mut accel = choice.accel;
+    let private = private_network();
+    lan::spawn(private).context("starting the private network's NTP and DNS services")?;
+    println!(
+        "private network {private}: NTP and DNS at {} (names peer<n>.{})",
+        lan::SERVICES_ADDRESS,
+        lan::ZONE
+    );
 
     let mut children = Vms(Vec::new());
     for peer in 1..=peers {
@@ -101,10 +121,7 @@ pub(crate) fn vm(
                     "-device",
                     &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
                 ])
-                .args([
-                    "-netdev",
-                    &format!("socket,id=lan,mcast={PRIVATE_MCAST},localaddr=127.0.0.1"),
-                ])
+                .args(["-netdev", &format!("socket,id=lan,mcast={private},localaddr=127.0.0.1")])
                 // The second NIC in PCI order: the cluster NIC, which the operator's IPv4
                 // settings configure.
                 .args([
