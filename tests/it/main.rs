@@ -12,5 +12,6 @@ mod crash;
 mod policy;
 mod upgrade;
 mod vm;
+mod vm_cluster;
 mod vm_platform;
 mod web_maintenance;

@@ -63,12 +63,10 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
         return Ok(());
     }
     let started = Instant::now();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?;
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => workspace.join(dir),
-        None => workspace.join("target"),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let (workspace, target, cargo) = crate::vm_cluster::workspace()?;
+    let workspace = workspace.as_path();
+    // Not while the cluster test has its VMs up (same files, same forwarded addresses).
+    let _lock = crate::vm_cluster::exclusive_vms(&target)?;
     let running: upgrade::Version =
         env!("CARGO_PKG_VERSION").parse().map_err(anyhow::Error::msg)?;
     let next = upgrade::Version::new(running.major, running.minor, running.patch + 1);
@@ -570,7 +568,7 @@ impl Drop for Vm {
 }
 
 /// Sends one QMP command (after the capabilities handshake) and reads its answer.
-fn qmp(socket: &Path, command: &str) -> anyhow::Result<()> {
+pub(crate) fn qmp(socket: &Path, command: &str) -> anyhow::Result<()> {
     let stream =
         UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;

@@ -101,6 +101,10 @@ enum Task {
         /// tied to the machine, like restoring a backup).
         #[arg(long, value_name = "SERIAL", conflicts_with = "peers")]
         serial: Option<String>,
+        /// A guest's TCP connection to 10.0.2.100:PORT reaches 127.0.0.1:PORT on this machine
+        /// (a bridge simulator, for tests); nothing else leaves the guest. Repeatable.
+        #[arg(long, value_name = "PORT")]
+        forward_to_host: Vec<u16>,
     },
     /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
     Keygen {
@@ -142,8 +146,8 @@ fn main() -> ExitCode {
         Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
         Task::Image { version } => image::image_with_version(version.as_deref()),
-        Task::Vm { peers, fresh, disk, serial } => {
-            vm::vm(peers, fresh, disk.as_deref(), serial.as_deref())
+        Task::Vm { peers, fresh, disk, serial, forward_to_host } => {
+            vm::vm(peers, fresh, disk.as_deref(), serial.as_deref(), &forward_to_host)
         }
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {

@@ -64,6 +64,7 @@ pub(crate) fn vm(
     fresh: bool,
     disk: Option<&Path>,
     serial: Option<&str>,
+    forward_to_host: &[u16],
 ) -> anyhow::Result<()> {
     let image = image::paths();
     if disk.is_none() && !image.qcow2.exists() {
@@ -116,7 +117,7 @@ pub(crate) fn vm(
                         "type=1,manufacturer=Baton,product=Baton appliance (VM),serial={serial}"
                     ),
                 ])
-                .args(["-netdev", &management_netdev(&host)])
+                .args(["-netdev", &management_netdev(&host, forward_to_host)])
                 .args([
                     "-device",
                     &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
@@ -130,6 +131,8 @@ pub(crate) fn vm(
                 ])
                 .args(["-display", "none", "-monitor", "none"])
                 .args(["-serial", &format!("file:{}", serial_log.display())])
+                // For a test that kills one VM as a power cut would (SIGKILL).
+                .args(["-pidfile", &dir.join(format!("peer-{peer}.pid")).display().to_string()])
                 .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
                 // The guest agent's channel: a virtio serial port by the name qemu-guest-agent
                 // looks for, on a unix socket here.
@@ -202,10 +205,21 @@ pub(crate) fn vm(
 
 /// The management NIC's qemu user network: the admin port forwarded from `host`, and
 /// `restrict=on`, so the guest reaches nothing beyond this machine (no internet, and no DNS
-/// relayed to the host's resolver); forwarded ports still work.
-pub(crate) fn management_netdev(host: &str) -> String {
-    format!("user,id=wan,restrict=on,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}")
+/// relayed to the host's resolver); forwarded ports still work, and so does each guest
+/// forward to `127.0.0.1:<port>` (at [`HOST_SERVICES_ADDRESS`]) asked for.
+pub(crate) fn management_netdev(host: &str, forward_to_host: &[u16]) -> String {
+    let mut netdev =
+        format!("user,id=wan,restrict=on,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}");
+    for port in forward_to_host {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:{HOST_SERVICES_ADDRESS}:{port}-tcp:127.0.0.1:{port}"
+        ));
+    }
+    netdev
 }
+
+/// Where a guest reaches the ports `--forward-to-host` forwards, on its management NIC.
+pub(crate) const HOST_SERVICES_ADDRESS: &str = "10.0.2.100";
 
 /// The VM's own disk: a qcow2 overlay backed by the image, made when missing, stale (older
 /// than the image) or when asked to start fresh.
