@@ -14,7 +14,8 @@
 //!    a VCS emulator with Server 1–3 = the three VMs: calls are routed (each CPL checked), the
 //!    conference made once;
 //! 3. VM 1 killed (qemu SIGKILL): the VCS fails over to VM 2, whose answers are those VM 1
-//!    gave, and no conference is made twice.
+//!    gave, and no conference is made twice; VM 1 boots again (`cargo xtask vm --only 1`),
+//!    links up, learns of the conference made without it, and answers as before.
 //!
 //! Prints the time of each step.
 
@@ -45,6 +46,9 @@ const BOOT_TIMEOUT_S: u64 = 600;
 /// From a saved setting to its effect in the guest, or to a peer's line turning active.
 const SETTLE_TIMEOUT_S: u64 = 120;
 const ADMIN_PORT: u16 = 8443;
+/// One API request's limit: a join answers once every link is active, and a loaded TCG guest
+/// is slow.
+const REQUEST_TIMEOUT_S: u64 = 300;
 
 /// Holds the VM tests apart: each boots VMs at the same forwarded addresses and files under
 /// `<target>/vm`. An exclusive lock on a file there, released when the test ends.
@@ -93,7 +97,7 @@ impl Appliance {
             // Before its CA is read from the guest: the first connections (health, password).
             .danger_accept_invalid_certs(true)
             .resolve("localhost", admin)
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(REQUEST_TIMEOUT_S))
             .build()?;
         let agent_socket = target.join(format!("vm/peer-{n}.qga"));
         Ok(Appliance { n, admin, http, agent_socket })
@@ -179,18 +183,18 @@ impl Appliance {
 
     /// From now on only this appliance's own CA is trusted (read from its data partition,
     /// as an operator would download it from the Status page).
-    fn trust_own_ca(&mut self, agent: &mut Agent) -> anyhow::Result<Vec<u8>> {
+    fn trust_own_ca(&mut self, agent: &mut Agent) -> anyhow::Result<()> {
         let ca = agent.exec("cat /var/lib/baton/tls/ca.pem", None)?.stdout.into_bytes();
         let mut builder = reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .resolve("localhost", self.admin)
-            .timeout(Duration::from_secs(30));
+            .timeout(Duration::from_secs(REQUEST_TIMEOUT_S));
         for certificate in reqwest::Certificate::from_pem_bundle(&ca)? {
             builder = builder.add_root_certificate(certificate);
         }
         self.http = builder.build()?;
-        Ok(ca)
+        Ok(())
     }
 
     /// The status line this appliance shows for the peer at `address`.
@@ -202,6 +206,27 @@ impl Appliance {
             .find(|line| line["address"] == json!(address))
             .and_then(|line| line["text"].as_str())
             .map_or_else(|| format!("(not listed: {status})"), str::to_owned))
+    }
+}
+
+/// Each step's time, printed as it ends (a failure later keeps the earlier ones).
+struct Laps {
+    started: Instant,
+    step: Instant,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps { started: Instant::now(), step: Instant::now() }
+    }
+
+    fn lap(&mut self, what: &str) {
+        eprintln!("vm cluster test: {what}: {:.1}s", self.step.elapsed().as_secs_f64());
+        self.step = Instant::now();
+    }
+
+    fn total(&self) {
+        eprintln!("vm cluster test: total {:.1}s", self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -225,7 +250,7 @@ fn eventually<T>(
 
 /// The running `cargo xtask vm --peers 3`; quits every qemu through QMP on drop.
 struct Vms {
-    child: Child,
+    children: Vec<Child>,
     target: PathBuf,
 }
 
@@ -243,7 +268,26 @@ impl Vms {
             .stdin(Stdio::null())
             .spawn()
             .context("running cargo xtask vm")?;
-        Ok(Vms { child, target: target.to_owned() })
+        Ok(Vms { children: vec![child], target: target.to_owned() })
+    }
+
+    /// Boots VM `n` again on its own disk, on the running VMs' private network.
+    fn restart(
+        &mut self,
+        workspace: &Path,
+        cargo: &std::ffi::OsStr,
+        n: u8,
+        bridge_port: u16,
+    ) -> anyhow::Result<()> {
+        let child = Command::new(cargo)
+            .args(["xtask", "vm", "--only", &n.to_string()])
+            .args(["--forward-to-host", &bridge_port.to_string()])
+            .current_dir(workspace)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("running cargo xtask vm --only")?;
+        self.children.push(child);
+        Ok(())
     }
 
     /// Pulls the plug on VM `n`: SIGKILL to its qemu.
@@ -260,7 +304,9 @@ impl Drop for Vms {
         for n in 1..=PEERS {
             let _ = crate::vm::qmp(&self.target.join(format!("vm/peer-{n}.qmp")), "quit");
         }
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
     }
 }
 
@@ -272,55 +318,53 @@ fn three_appliances_cluster_route_calls_and_survive_losing_one() -> anyhow::Resu
         );
         return Ok(());
     }
-    let started = Instant::now();
+    let mut laps = Laps::new();
     let (workspace, target, cargo) = workspace()?;
     let _lock = exclusive_vms(&target)?;
     let status = Command::new(&cargo).args(["xtask", "image"]).current_dir(&workspace).status()?;
     ensure!(status.success(), "cargo xtask image failed ({status})");
-    let image_s = started.elapsed().as_secs_f64();
+    laps.lap("image");
 
     let sim = SimBridge::start("mcu", &[])?;
-    let step = Instant::now();
-    let vms = Vms::start(&workspace, &target, &cargo, sim.address.port())?;
+    let mut vms = Vms::start(&workspace, &target, &cargo, sim.address.port())?;
     let mut appliances =
         (1..=PEERS).map(|n| Appliance::new(n, &target)).collect::<anyhow::Result<Vec<_>>>()?;
-    let mut cas = Vec::new();
     for appliance in &mut appliances {
-        cas.push(prepare(appliance)?);
+        prepare(appliance)?;
     }
-    let prepared_s = step.elapsed().as_secs_f64();
-    let step = Instant::now();
+    laps.lap("1. three appliances booted and configured");
     cluster(&appliances)?;
-    let clustered_s = step.elapsed().as_secs_f64();
+    laps.lap("1. clustered");
 
-    let step = Instant::now();
     configure_policy(&appliances[0], &sim)?;
-    let mut vcs = vcs_for(&appliances)?;
-    let before = route_calls(&mut vcs, &sim, &[true, true, true], Some(0))?;
-    let routed_s = step.elapsed().as_secs_f64();
+    let mut vcs = vcs_for(&appliances);
+    let rooms = ["room1", "room2", "room1"];
+    let before = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
+    laps.lap("2. policy configured, calls routed by VM 1");
 
-    let step = Instant::now();
     vms.kill(1)?;
-    let after = route_calls(&mut vcs, &sim, &[false, true, true], Some(1))?;
+    let after = route_calls(&mut vcs, &sim, &[false, true, true], Some(1), &rooms)?;
     ensure!(before == after, "VM 2 answers otherwise than VM 1 did: {before:?} then {after:?}");
-    let failover_s = step.elapsed().as_secs_f64();
+    // A conference made while VM 1 is down, which it must learn of when it is back.
+    route_calls(&mut vcs, &sim, &[false, true, true], Some(1), &["room3"])?;
+    laps.lap("3. VM 1 killed, calls routed by VM 2");
+    vms.restart(&workspace, &cargo, 1, sim.address.port())?;
+    caught_up(&appliances)?;
+    let again = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
+    ensure!(again == before, "VM 1 answers otherwise after its restart: {again:?}");
+    laps.lap("3. VM 1 back, caught up, routing");
     drop(vms);
-    eprintln!(
-        "vm cluster test: image {image_s:.1}s, 1. boot and configure three appliances \
-         {prepared_s:.1}s, cluster them {clustered_s:.1}s, 2. policy and routed calls \
-         {routed_s:.1}s, 3. VM 1 killed, failover {failover_s:.1}s, total {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    laps.total();
     Ok(())
 }
 
 /// Step 1 on one appliance: first login, the image's quiet defaults checked in the guest, the
 /// seed's Task 1 prerequisites set through the API and checked in the guest. Its CA.
-fn prepare(appliance: &mut Appliance) -> anyhow::Result<Vec<u8>> {
+fn prepare(appliance: &mut Appliance) -> anyhow::Result<()> {
     let n = appliance.n;
     appliance.first_login()?;
     let mut agent = appliance.agent()?;
-    let ca = appliance.trust_own_ca(&mut agent)?;
+    appliance.trust_own_ca(&mut agent)?;
     let fallback =
         agent.exec("timedatectl show-timesync --property=FallbackNTPServers --value", None)?;
     ensure!(fallback.stdout.trim().is_empty(), "VM {n} has fallback NTP servers: {fallback:?}");
@@ -353,7 +397,7 @@ fn prepare(appliance: &mut Appliance) -> anyhow::Result<Vec<u8>> {
     agent.eventually("DNS", &format!("getent hosts peer{other}.{ZONE}"), |e| {
         e.stdout.starts_with(&format!("10.44.0.{} ", other + 1))
     })?;
-    Ok(ca)
+    Ok(())
 }
 
 /// Step 1's cluster: peers 2 and 3 join through peer 1, the operator having checked the
@@ -424,13 +468,13 @@ fn configure_policy(appliance: &Appliance, sim: &SimBridge) -> anyhow::Result<()
     Ok(())
 }
 
-fn vcs_for(appliances: &[Appliance]) -> anyhow::Result<Vcs> {
+fn vcs_for(appliances: &[Appliance]) -> Vcs {
     let servers =
         appliances.iter().map(|appliance| (appliance.url(), appliance.http.clone())).collect();
-    Ok(Vcs::through(servers, VCS_USER, VCS_PASSWORD))
+    Vcs::through(servers, VCS_USER, VCS_PASSWORD)
 }
 
-/// The VCS's status poll must show `active`; then each call is answered by Server
+/// The VCS's status poll must show `active`; then each call to `rooms` is answered by Server
 /// `answered_by` (0-based) with a route to the bridge, and each conference exists once on it.
 /// The routes, per call.
 fn route_calls(
@@ -438,6 +482,7 @@ fn route_calls(
     sim: &SimBridge,
     active: &[bool],
     answered_by: Option<usize>,
+    rooms: &[&str],
 ) -> anyhow::Result<Vec<String>> {
     eventually("the VCS's status poll", SETTLE_TIMEOUT_S, || {
         let polled = vcs.poll_status();
@@ -445,7 +490,7 @@ fn route_calls(
         Ok(())
     })?;
     let mut routes = Vec::new();
-    for room in ["room1", "room2", "room1"] {
+    for room in rooms {
         // The shared configuration reaches every peer within the settle time.
         let (server, urls) = eventually(&format!("{room} routed"), SETTLE_TIMEOUT_S, || {
             let answer = vcs.call(&format!("{room}@example.com"));
@@ -458,7 +503,26 @@ fn route_calls(
         ensure!(urls == [format!("{room}@{HOST_FROM_GUEST}")], "{room} routed to {urls:?}");
         routes.extend(urls);
     }
+    // Each conference made once, whichever peer asked for it.
     let names = names_on(sim, bridges::BridgeKind::Mcu);
-    ensure!(names == ["room1", "room2"], "conferences on the bridge: {names:?}");
+    let mut once = names.clone();
+    once.dedup();
+    ensure!(names == once, "a conference made twice: {names:?}");
+    ensure!(rooms.iter().all(|room| names.iter().any(|name| name == room)), "{names:?}");
     Ok(routes)
+}
+
+/// VM 1, booted again, links up with the others and learns of the conference made without it.
+fn caught_up(appliances: &[Appliance]) -> anyhow::Result<()> {
+    let first = &appliances[0];
+    for other in &appliances[1..] {
+        let what = format!("VM 1 back, showing VM {} as active", other.n);
+        eventually(&what, BOOT_TIMEOUT_S, || {
+            let line = first.status_line(&other.cluster_address())?;
+            ensure!(line.starts_with("Active as"), "{line}");
+            Ok(())
+        })?;
+    }
+    eventually("VM 1 knows room3", SETTLE_TIMEOUT_S, || first.get("/api/v1/conferences/room3"))?;
+    Ok(())
 }

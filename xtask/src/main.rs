@@ -105,6 +105,11 @@ enum Task {
         /// (a bridge simulator, for tests); nothing else leaves the guest. Repeatable.
         #[arg(long, value_name = "PORT")]
         forward_to_host: Vec<u16>,
+        /// Boot only peer N (its overlay kept), on the private network of a `cargo xtask vm
+        /// --peers` still running (whose NTP and DNS it uses): a peer restarted after a crash.
+        #[arg(long, value_name = "N", conflicts_with_all = ["peers", "fresh", "disk"],
+              value_parser = clap::value_parser!(u8).range(1..=3))]
+        only: Option<u8>,
     },
     /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
     Keygen {
@@ -146,8 +151,12 @@ fn main() -> ExitCode {
         Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
         Task::Image { version } => image::image_with_version(version.as_deref()),
-        Task::Vm { peers, fresh, disk, serial, forward_to_host } => {
-            vm::vm(peers, fresh, disk.as_deref(), serial.as_deref(), &forward_to_host)
+        Task::Vm { peers, fresh, disk, serial, forward_to_host, only } => {
+            let vms = match only {
+                Some(peer) => vm::Vms { peers: peer..=peer, lan_services: false },
+                None => vm::Vms { peers: 1..=peers, lan_services: true },
+            };
+            vm::vm(vms, fresh, disk.as_deref(), serial.as_deref(), &forward_to_host)
         }
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {

@@ -59,8 +59,15 @@ fn private_network() -> SocketAddrV4 {
     SocketAddrV4::new(PRIVATE_MCAST_GROUP, PRIVATE_MCAST_PORT_BASE + u16::from(host_offset()))
 }
 
+/// Which VMs to boot, and whether this process serves their private network's NTP and DNS (a
+/// lone peer restarted with `--only` uses those of the VMs already running).
+pub(crate) struct Vms {
+    pub(crate) peers: std::ops::RangeInclusive<u8>,
+    pub(crate) lan_services: bool,
+}
+
 pub(crate) fn vm(
-    peers: u8,
+    vms: Vms,
     fresh: bool,
     disk: Option<&Path>,
     serial: Option<&str>,
@@ -76,15 +83,17 @@ pub(crate) fn vm(
     let choice = accel::choose()?;
     let mut accel = choice.accel;
     let private = private_network();
-    lan::spawn(private).context("starting the private network's NTP and DNS services")?;
-    println!(
-        "private network {private}: NTP and DNS at {} (names peer<n>.{})",
-        lan::SERVICES_ADDRESS,
-        lan::ZONE
-    );
+    if vms.lan_services {
+        lan::spawn(private).context("starting the private network's NTP and DNS services")?;
+        println!(
+            "private network {private}: NTP and DNS at {} (names peer<n>.{})",
+            lan::SERVICES_ADDRESS,
+            lan::ZONE
+        );
+    }
 
-    let mut children = Vms(Vec::new());
-    for peer in 1..=peers {
+    let mut children = Children(Vec::new());
+    for peer in vms.peers {
         let disk_arg = match disk {
             Some(file) => format!("if=virtio,format=raw,file={}", file.display()),
             None => format!(
@@ -245,9 +254,9 @@ fn overlay(dir: &Path, base: &Path, peer: u8, fresh: bool) -> anyhow::Result<Pat
 }
 
 /// Kills the VMs still running when `vm` returns early (an error starting the next one).
-struct Vms(Vec<Child>);
+struct Children(Vec<Child>);
 
-impl Drop for Vms {
+impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.0 {
             let _ = child.kill();
