@@ -93,7 +93,7 @@ pub(crate) fn vm(
     }
 
     let mut children = Children(Vec::new());
-    for peer in vms.peers {
+    for peer in vms.peers.clone() {
         let disk_arg = match disk {
             Some(file) => format!("if=virtio,format=raw,file={}", file.display()),
             None => format!(
@@ -200,11 +200,13 @@ pub(crate) fn vm(
     }
     println!("waiting for the VMs to power off (Ctrl-C stops them)");
     let mut failed = Vec::new();
+    let first_peer = *vms.peers.start();
     for (index, child) in children.0.iter_mut().enumerate() {
+        let peer = usize::from(first_peer) + index;
         let status = child.wait().context("waiting for qemu")?;
-        println!("peer {}: qemu exited ({status})", index + 1);
+        println!("peer {peer}: qemu exited ({status})");
         if !status.success() {
-            failed.push(index + 1);
+            failed.push(peer);
         }
     }
     children.0.clear();
