@@ -42,7 +42,7 @@ const ZONE: &str = "baton.test";
 /// Where a guest reaches the host's forwarded ports (`cargo xtask vm --forward-to-host`).
 const HOST_FROM_GUEST: &str = "10.0.2.100";
 /// Three TCG boots at once on two shared cores.
-const BOOT_TIMEOUT_S: u64 = 600;
+const BOOT_TIMEOUT_S: u64 = 1200;
 /// From a saved setting to its effect in the guest, or to a peer's line turning active.
 const SETTLE_TIMEOUT_S: u64 = 120;
 const ADMIN_PORT: u16 = 8443;

@@ -78,6 +78,9 @@ pub(crate) const LABEL_ROOT_A: &str = "baton-root-a";
 pub(crate) const LABEL_ROOT_B: &str = "baton-root-b";
 pub(crate) const LABEL_DATA: &str = "baton-data";
 
+/// How long the boot waits for the ESP and data partitions to show before it gives up.
+const DEVICE_TIMEOUT: &str = "x-systemd.device-timeout=600s";
+
 /// The systemd units of `systemd/` enabled in the image (besides those Debian enables itself).
 const ENABLED_UNITS: &[&str] = &[
     "batond.service",
@@ -275,12 +278,14 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
     // The root file system is named on the kernel command line (per slot), so it has no line.
     // The ESP must not be `nofail`: systemd-bless-boot needs it mounted, and with nofail the
     // ordering that guarantees it is lost. The data partition keeps the event log across slots.
+    // systemd's default 90 s for their devices to show is too short for udev in a guest
+    // emulated on a loaded machine (three TCG VMs on two busy cores ended in emergency mode).
     fs::write(
         root.join("etc/fstab"),
         format!(
             "# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>\n\
-             PARTLABEL={LABEL_ESP}\t/efi\tvfat\tumask=0077,noatime\t0\t2\n\
-             PARTLABEL={LABEL_DATA}\t/var/lib/baton\text4\tdefaults,noatime\t0\t2\n"
+             PARTLABEL={LABEL_ESP}\t/efi\tvfat\tumask=0077,noatime,{DEVICE_TIMEOUT}\t0\t2\n\
+             PARTLABEL={LABEL_DATA}\t/var/lib/baton\text4\tdefaults,noatime,{DEVICE_TIMEOUT}\t0\t2\n"
         ),
     )
     .context("writing fstab")?;
