@@ -112,7 +112,7 @@ pub fn resolv_conf(settings: &Settings) -> Option<String> {
 }
 
 /// timesyncd's drop-in. An empty list still gets a file: `NTP=` with no server resets the
-/// list, and the image's own drop-in (`FallbackNTP=` empty) leaves timesyncd with none.
+/// list, and timesyncd falls back to the image's only fallback, loopback (`rootfs/`).
 pub fn timesyncd(settings: &Settings) -> Option<String> {
     let ntp = settings.ntp.as_ref()?;
     Some(format!("{HEADER}[Time]\nNTP={}\n", ntp.servers.join(" ")))
