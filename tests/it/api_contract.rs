@@ -30,6 +30,16 @@ fn every_answer_reads_as_its_api_type() {
     let _: api::ClusterStatus = peer.get_as("/api/v1/cluster/status").unwrap();
     let policy: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
     assert!(policy.maintenance_drain_ms_left.is_some(), "in maintenance: {policy:?}");
+    let explained: api::Explanation =
+        peer.get_as("/api/v1/policy/explain?alias=a%40example.com&source=b").unwrap();
+    let refused = api::ExplainedDecision::Reject {
+        status: 503,
+        reason: "Conference service in maintenance".to_owned(),
+    };
+    assert_eq!(explained.decision, refused, "without a policy-service account: {explained:?}");
+    assert!(explained.refused.is_some(), "{explained:?}");
+    let live: api::LiveConferences = peer.get_as("/api/v1/policy/live-conferences").unwrap();
+    assert_eq!(live.bridges.len(), 1, "{live:?}");
     let _: api::UpgradeStatus = peer.get_as("/api/v1/upgrade").unwrap();
     let _: api::BackupProgress = peer.get_as("/api/v1/backups/progress").unwrap();
 

@@ -515,6 +515,7 @@ fn restores_an_archive_with_old_event_versions() {
     let bridge = peer.get("/api/v1/bridges/old-mcu");
     assert_eq!(bridge["protocol"], "https", "{bridge}");
     assert_eq!(bridge["capacity_ports"], 30, "{bridge}");
+    assert_eq!(bridge["pinned_sha256"], Value::Null, "{bridge}");
 }
 
 /// How the fixture was made (run with `BATON_WRITE_FIXTURES=1` to make it again): a daemon
@@ -523,11 +524,6 @@ fn restores_an_archive_with_old_event_versions() {
 /// old build wrote it; the log is archived by the backup crate as version 0.1.0, unencrypted,
 /// without extra files (so restoring it keeps the test daemon's TLS identity).
 fn write_upcast_fixture(path: &Path) {
-    let dir = tempfile::tempdir().unwrap();
-    let peer = Peer::start(dir.path(), FIXTURE_SERIAL);
-    peer.daemon.stop().unwrap();
-    let database = dir.path().join("baton.db");
-    let mut log = eventlog::EventLog::open(&database).unwrap();
     let v1 = model::event::BridgeV1 {
         name: "old-mcu".to_owned(),
         bridge_type: model::record::BridgeType::Mcu,
@@ -537,14 +533,28 @@ fn write_upcast_fixture(path: &Path) {
         capacity_ports: 30,
         enabled: true,
     };
+    let archive = old_archive("bridge.saved", 1, postcard::to_stdvec(&v1).unwrap());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, archive).unwrap();
+}
+
+/// An archive of a fresh daemon's log (serial `FIXTURE-SERIAL`) with one more event in the
+/// shared stream, as an older build wrote it, archived as version 0.1.0, unencrypted,
+/// without extra files.
+fn old_archive(kind: &str, version: u16, payload: Vec<u8>) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), FIXTURE_SERIAL);
+    peer.daemon.stop().unwrap();
+    let database = dir.path().join("baton.db");
+    let mut log = eventlog::EventLog::open(&database).unwrap();
     let wall_ms = log.max_hlc().unwrap().wall_ms + 1;
     log.append(&[eventlog::NewEvent {
         stream: eventlog::Stream::Shared,
         hlc: model::Hlc { wall_ms, counter: 0 },
         actor: "admin".to_owned(),
-        kind: "bridge.saved".to_owned(),
-        version: 1,
-        payload: postcard::to_stdvec(&v1).unwrap(),
+        kind: kind.to_owned(),
+        version,
+        payload,
     }])
     .unwrap();
     drop(log);
@@ -558,9 +568,36 @@ fn write_upcast_fixture(path: &Path) {
         kdf: backup::KdfParams::RECOMMENDED,
         scratch_dir: dir.path(),
     };
-    let (_, archive) = backup::write_backup(&conn, &options, Vec::new(), &mut |_| {}).unwrap();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, archive).unwrap();
+    backup::write_backup(&conn, &options, Vec::new(), &mut |_| {}).unwrap().1
+}
+
+/// A backup from the releases that replicated the licence holds it in the shared stream:
+/// `backup inspect` shows it and the restored peer keeps it, as its own.
+#[test]
+fn an_old_backups_shared_licence_is_restored_as_this_peers_own() {
+    let licence = model::record::Licence {
+        release_key: "OLD-RELEASE-KEY".to_owned(),
+        edition: model::record::Edition::Select,
+        option_keys: Vec::new(),
+    };
+    let archive = old_archive("licence.saved", 1, postcard::to_stdvec(&licence).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("old.tar.gz"), &archive).unwrap();
+    let peer = Peer::start(dir.path(), FIXTURE_SERIAL);
+    let (ok, stdout, stderr) =
+        batonctl(&peer, work.path(), &["backup", "inspect", "old.tar.gz"], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("+ licence licence"), "{stdout}");
+    let (status, answer) = peer.restore(archive, None);
+    assert_eq!(status, 200, "{answer}");
+    let restored = peer.get("/api/v1/licence");
+    assert_eq!(
+        (restored["release_key"].as_str(), restored["edition"].as_str()),
+        (Some("OLD-RELEASE-KEY"), Some("select"))
+    );
+    let restarted = peer.restart(&[]);
+    assert_eq!(restarted.get("/api/v1/licence")["release_key"], "OLD-RELEASE-KEY");
 }
 
 /// Runs `batonctl` against `peer` in `cwd`; returns (success, stdout, stderr).

@@ -5,7 +5,8 @@
 //! Status, a backup downloaded and restored through the Backup page after its preview, an
 //! upgrade image refused with a clear message, and a two-peer cluster formed by the one-flow
 //! join from the new peer's Clustering page (the member's certificate fingerprint compared
-//! with its Status page) with both peers showing "Active". Screenshots of the main pages go to
+//! with its Status page) with both peers showing "Active", and the Status page and a bridge's
+//! page fitting a 1280-pixel window. Screenshots of the main pages go to
 //! `target/screenshots/`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them). On a
@@ -320,6 +321,46 @@ fn an_operator_configures_a_peer_in_the_browser() {
 
 /// Reloads the Clustering page of `url` until it shows `text`, logging in again if a join
 /// briefly left the peer without the cluster's administrator.
+/// The width the Status page must fit without horizontal scrolling.
+const WINDOW_WIDTH_PX: u32 = 1280;
+
+/// The Status page fits a 1280-pixel window even with its longest values: the certificate
+/// fingerprint, and a bridge with a long name and address refused for its certificate.
+#[test]
+fn the_status_page_fits_a_1280_pixel_window() {
+    let Some(browser) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Batond::start(dir.path()).unwrap();
+    daemon.change_factory_password().unwrap();
+    let long_name = "bridge-with-a-rather-long-name-in-the-east-wing-datacentre-rk42";
+    let bridge = serde_json::json!({"name": long_name, "bridge_type": "mcu",
+        "address": "mcu-east-wing-datacentre-rack-42.conferencing.example.com:65000",
+        "username": "api", "capacity_ports": 40,
+        "pinned_sha256": (["AB"; 32].join(":"))});
+    let answer = daemon
+        .client()
+        .unwrap()
+        .post(format!("{}/api/v1/bridges", daemon.url))
+        .basic_auth("admin", Some(TEST_PASSWORD))
+        .json(&bridge)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 201, "{}", answer.text().unwrap());
+    log_in(&browser, &daemon.url, TEST_PASSWORD);
+    browser.set_window_size(WINDOW_WIDTH_PX, 1024).unwrap();
+    for path in ["/status", &format!("/configuration/bridges/{long_name}")] {
+        browser.goto(&format!("{}{path}", daemon.url)).unwrap();
+        assert_page_has(&browser, "</main>");
+        let inner = browser.execute("return window.innerWidth").unwrap();
+        let scroll = browser.execute("return document.documentElement.scrollWidth").unwrap();
+        let scroll = scroll.as_u64().unwrap();
+        assert!(inner.as_u64().unwrap() <= u64::from(WINDOW_WIDTH_PX), "{path}: viewport {inner}");
+        assert!(scroll <= u64::from(WINDOW_WIDTH_PX), "{path} is {scroll} px wide");
+    }
+    browser.goto(&format!("{}/status", daemon.url)).unwrap();
+    browser.screenshot(&shots(), "18-status-1280").unwrap();
+}
+
 fn wait_for_line(browser: &Browser, url: &str, text: &str) {
     let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
     loop {
@@ -396,4 +437,55 @@ fn a_two_peer_cluster_formed_by_the_one_flow_join_shows_both_active() {
     assert!(!browser.source().unwrap().contains("id=\"join-member-url\""));
     browser.goto(&format!("{url_2}/maintenance/backup")).unwrap();
     assert_page_has(&browser, "This peer is in a cluster: a restore is refused");
+}
+
+fn log_in_as(browser: &Browser, url: &str, user: &str, password: &str) {
+    browser.goto(&format!("{url}/login")).unwrap();
+    browser.fill("#username", user).unwrap();
+    browser.fill("#password", password).unwrap();
+    browser.click("main button[type=submit]").unwrap();
+    assert_page_has(browser, &format!("Signed in as {user}"));
+}
+
+// Goal: Users > Administrator accounts adds a read-only account, which then sees the pages
+// but has every form refused with a clear message; the last full administrator cannot be
+// made read-only; an account is removed from its row.
+#[test]
+fn administrator_accounts_and_a_read_only_one_in_the_browser() {
+    let Some(browser) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Batond::start_with_env(dir.path(), "127.0.0.1", &[], &[]).unwrap();
+    let url = daemon.url.clone();
+    log_in(&browser, &url, "TANDBERG");
+    browser.fill("#current_password", "TANDBERG").unwrap();
+    browser.fill("#new_password", TEST_PASSWORD).unwrap();
+    browser.click("main button[type=submit]").unwrap();
+    assert_page_has(&browser, "Saved: password changed");
+
+    browser.goto(&format!("{url}/users/administrators")).unwrap();
+    browser.fill("#new-name", "auditor").unwrap();
+    browser.fill("#new-password", "auditor password").unwrap();
+    browser.select("#new-role", "read_only").unwrap();
+    browser.click("form.record button[type=submit]").unwrap();
+    assert_page_has(&browser, "Saved: auditor added.");
+    assert_page_has(&browser, "<td>auditor</td><td>Read-only");
+    browser.screenshot(&shots(), "20-administrator-accounts").unwrap();
+    browser.select("#role-admin", "read_only").unwrap();
+    browser.click("form[action='/users/administrators/admin'] button").unwrap();
+    assert_page_has(&browser, "cannot be made read-only");
+    browser.click("form.logout button").unwrap();
+
+    log_in_as(&browser, &url, "auditor", "auditor password");
+    assert_page_has(&browser, "Signed in as auditor (read-only)");
+    add(&browser, &url, "locations", &[("name", "nowhere")], &[]);
+    assert_page_has(&browser, "Refused: this account is read-only");
+    browser.goto(&format!("{url}/configuration/locations")).unwrap();
+    assert_page_has(&browser, "None yet.");
+    browser.click("form.logout button").unwrap();
+
+    log_in(&browser, &url, TEST_PASSWORD);
+    browser.goto(&format!("{url}/users/administrators")).unwrap();
+    browser.click("form[action='/users/administrators/auditor/delete'] button").unwrap();
+    assert_page_has(&browser, "Saved: auditor removed.");
+    assert!(!browser.source().unwrap().contains("<td>auditor</td>"), "auditor still listed");
 }

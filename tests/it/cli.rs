@@ -5,8 +5,9 @@ use baton_tests::{Batond, TEST_PASSWORD, binary};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-struct Ctl<'a> {
-    daemon: &'a Batond,
+/// `batonctl` against one daemon, as the test administrator.
+pub(crate) struct Ctl<'a> {
+    pub(crate) daemon: &'a Batond,
 }
 
 impl Ctl<'_> {
@@ -27,7 +28,7 @@ impl Ctl<'_> {
     }
 
     /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let output = self.run_with(TEST_PASSWORD, args, "");
         let (stdout, stderr) =
             (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
@@ -36,7 +37,7 @@ impl Ctl<'_> {
     }
 
     /// Runs a command that must fail; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
         let output = self.run_with(TEST_PASSWORD, args, "");
         assert_eq!(output.status.code(), Some(1), "batonctl {args:?} should fail");
         String::from_utf8_lossy(&output.stderr).into_owned()
@@ -136,4 +137,40 @@ fn an_operator_configures_baton_with_batonctl() {
 
     ctl.ok(&["bridges", "delete", "mcu1"]);
     assert_eq!(ctl.ok(&["bridges", "list"]), "(none)\n");
+}
+
+// Goal: `batonctl administrators list` shows each account's role, and a read-only account's
+// `batonctl` reads but is refused a change with the reason.
+#[test]
+fn batonctl_shows_roles_and_a_read_only_account_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Batond::start(dir.path()).unwrap();
+    daemon.change_factory_password().unwrap();
+    let ctl = Ctl { daemon: &daemon };
+    let auditor = ["--user", "auditor"];
+    ctl.ok(&[
+        "administrators",
+        "create",
+        "--set",
+        "name=auditor",
+        "--set",
+        "password=auditor password",
+        "--set",
+        "role=read_only",
+    ]);
+    let list = ctl.ok(&["administrators", "list"]);
+    let header = list.lines().next().unwrap();
+    assert!(header.contains("ROLE"), "{list}");
+    let row = list.lines().find(|line| line.starts_with("auditor")).unwrap();
+    assert!(row.contains("read_only"), "{list}");
+    assert!(list.lines().any(|line| line.starts_with("admin ") && line.contains("full")), "{list}");
+
+    let read = ctl.run_with("auditor password", &[&auditor[..], &["bridges", "list"]].concat(), "");
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let args = [&auditor[..], &["locations", "create", "--set", "name=x"]].concat();
+    let refused = ctl.run_with("auditor password", &args, "");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("read-only"), "{stderr}");
+    assert_eq!(ctl.ok(&["locations", "list"]).trim(), "(none)");
 }

@@ -201,6 +201,99 @@ fn incompatible_peers_are_refused_with_their_reason_and_exchange_nothing() {
     assert_eq!(b.bridges().unwrap(), ["b-own-config"]);
 }
 
+/// Each appliance has its own licence, and the peers of a cluster run one edition: a select
+/// peer and a full one refuse each other on both sides ("edition mismatch", typed), the select
+/// peer takes nothing; once its licence is full too it joins. Licences never replicate.
+#[test]
+fn peers_of_two_editions_refuse_each_other_until_one_changes() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b) = founded_pair(&dirs, &[]);
+    let select = json!({"release_key": "SELECT-KEY-2", "edition": "select"});
+    b.save("/api/v1/licence", select).unwrap();
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
+    expect_line(&a, &b.ip, "Failed: edition mismatch: it runs the select edition");
+    expect_line(&b, &a.ip, "Failed: edition mismatch: it runs the full edition");
+    for (peer, other) in [(&a, &b.ip), (&b, &a.ip)] {
+        let status = peer.cluster_status().unwrap();
+        let line = status.peers.iter().find(|line| line.address.to_string() == *other).unwrap();
+        assert_eq!(line.code, Some(api::PeerFailure::Refused));
+        assert_eq!(line.refusal, Some(api::PeerRefusal::EditionMismatch));
+    }
+    assert_eq!(b.bridges().unwrap(), ["b-own-config"], "nothing crossed");
+
+    let full = json!({"release_key": "FULL-KEY-2", "edition": "full"});
+    b.save("/api/v1/licence", full).unwrap();
+    expect_line(&a, &b.ip, "Active as peer-2");
+    expect_line(&b, &a.ip, "Active as peer-1");
+    expect_bridges(&b, &["cluster-config"]);
+    // Each keeps its own release key, also after a change on one of them.
+    let renewed = json!({"release_key": "FULL-KEY-1-RENEWED", "edition": "full"});
+    a.save("/api/v1/licence", renewed).unwrap();
+    a.create_bridge("after-the-renewal").unwrap();
+    expect_bridges(&b, &["after-the-renewal", "cluster-config"]);
+    assert_eq!(b.get("/api/v1/licence").unwrap()["release_key"], "FULL-KEY-2");
+    assert_eq!(a.get("/api/v1/licence").unwrap()["release_key"], "FULL-KEY-1-RENEWED");
+}
+
+/// The seed's Configuration Log reports this peer's activity only: by default the API and
+/// `batonctl log config` show the changes made here; asked for every peer's, they add those
+/// that arrived from the other peer, each row naming the peer it was made on.
+#[test]
+fn the_configuration_log_shows_this_peers_changes_and_on_request_the_others() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b) = founded_pair(&dirs, &[]);
+    b.save_cluster(KEY, &[&a, &b]).unwrap();
+    expect_line(&a, &b.ip, "Active as peer-2");
+    expect_line(&b, &a.ip, "Active as peer-1");
+    b.create_bridge("made-on-b").unwrap();
+    expect_bridges(&a, &["cluster-config", "made-on-b"]);
+    let a_id = a.cluster_status().unwrap().peer_id;
+    let b_id = b.cluster_status().unwrap().peer_id;
+
+    let bridges_logged = |path: &str| {
+        let page: api::Page<api::ConfigLogEntry> = a.get_as(path).unwrap();
+        page.entries
+            .into_iter()
+            .filter(|entry| entry.kind == "bridge")
+            .map(|entry| (entry.name, entry.origin, entry.origin_name))
+            .collect::<Vec<_>>()
+    };
+    let own = bridges_logged("/api/v1/logs/configuration");
+    let this_peer = Some("this peer".to_owned());
+    assert_eq!(own, [("cluster-config".to_owned(), a_id.clone(), this_peer.clone())]);
+    let all = bridges_logged("/api/v1/logs/configuration?origin=all_peers");
+    assert_eq!(
+        all,
+        [
+            ("made-on-b".to_owned(), b_id, Some("peer-2".to_owned())),
+            ("cluster-config".to_owned(), a_id, this_peer)
+        ]
+    );
+    let refused =
+        a.call(reqwest::Method::GET, "/api/v1/logs/configuration?origin=elsewhere", None).unwrap();
+    assert_eq!(refused.0, 400, "{refused:?}");
+
+    let batonctl = |extra: &[&str]| {
+        let output = std::process::Command::new(baton_tests::binary("batonctl").unwrap())
+            .args(["--url", &a.daemon.url, "--ca"])
+            .arg(a.daemon.data_dir.join("tls/ca.pem"))
+            .args(["log", "config", "--kind", "bridges"])
+            .args(extra)
+            .env("BATON_PASSWORD", TEST_PASSWORD)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let own = batonctl(&[]);
+    assert!(own.contains("cluster-config") && own.contains("this peer"), "{own}");
+    assert!(!own.contains("made-on-b"), "{own}");
+    let all = batonctl(&["--all-peers"]);
+    let line = all.lines().find(|line| line.contains("made-on-b")).unwrap_or_default();
+    assert!(line.contains("peer-2"), "{all}");
+}
+
 /// The seed's rule for an upgraded peer: it runs a different version, so until every peer
 /// matches it is shown as failed with "version mismatch" on both sides and nothing is
 /// replicated either way; once the versions match it is Active and catches up.

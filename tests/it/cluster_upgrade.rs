@@ -30,6 +30,8 @@ const NEW_VERSION: &str = "1.0.0";
 const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 /// The VCS emulator polls the status path about this often, so a short drain is enough.
 const DRAIN_MS: u64 = 1_500;
+/// Longer than the whole test, so no conference is ended as empty during it.
+const CONFERENCE_IDLE_MS: u64 = 3_600_000;
 /// Capacity of the file-backed slots (only a bound for writes).
 const SLOT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -148,6 +150,11 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
                 "--reboot-command".to_owned(),
                 "touch".to_owned(),
                 data.join("reboot-requested").display().to_string(),
+                // The simulated bridges hold no participants: at the default idle time, a room
+                // called early would be ended as empty while a slow run is still upgrading, and
+                // the final check is that every room called exists once.
+                "--conference-idle-ms".to_owned(),
+                CONFERENCE_IDLE_MS.to_string(),
             ];
             Peer::start_on(&data, &format!("{ip}:{admin_port}"), cluster_port, &flags).unwrap()
         })

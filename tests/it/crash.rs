@@ -79,6 +79,19 @@ fn sigkill_during_a_write_storm_loses_no_acknowledged_change() {
             bridge["name"].as_str().unwrap().trim_start_matches("bridge-").parse().unwrap();
         assert_eq!(bridge["capacity_ports"], 1 + index, "bridge-{index} is not whole: {bridge}");
     }
+    // The admin API walks the same chains (what the VM power-cut test relies on).
+    let verified: Value = daemon
+        .client()
+        .unwrap()
+        .get(format!("{}/api/v1/logs/verify", daemon.url))
+        .basic_auth("admin", Some(TEST_PASSWORD))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(verified["intact"], true, "{verified}");
+    assert!(verified["events"].as_u64().unwrap() >= acknowledged.len() as u64 + 2, "{verified}");
+    assert_eq!(verified["problem"], Value::Null, "{verified}");
     let status = daemon.stop().unwrap();
     assert!(status.success(), "SIGTERM should stop batond cleanly, got {status}");
 

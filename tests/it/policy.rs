@@ -9,6 +9,7 @@ use baton_tests::vcs::{Answer, Vcs};
 use baton_tests::{SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, free_port};
 use policy::cpl::Outcome;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 pub(crate) const VCS_USER: &str = "vcs";
 pub(crate) const VCS_PASSWORD: &str = "policy service password";
@@ -26,7 +27,7 @@ pub(crate) fn bridge(name: &str, sim: &SimBridge, bridge_type: &str, password: &
 
 /// MCU conferences prefer `mcu-full` (one conference at most) and overflow to `mcu-spare`;
 /// lectures go to a TelePresence Server with chair and guest PINs.
-fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimBridge) {
+pub(crate) fn configure(peer: &Peer, mcu_full: &SimBridge, mcu_spare: &SimBridge, ts: &SimBridge) {
     peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
         .unwrap();
     post(peer, "bridges", bridge("mcu-full", mcu_full, "mcu", SIM_BRIDGE_PASSWORD));
@@ -147,6 +148,7 @@ fn on_sim<T>(
         base_url: format!("http://{}", sim.address),
         username: SIM_BRIDGE_USER.to_owned(),
         password: SIM_BRIDGE_PASSWORD.to_owned(),
+        pinned_sha256: None,
     };
     let client = bridges::BridgeClient::new(5_000, None).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -291,12 +293,12 @@ fn a_cluster_answers_the_same_when_a_peer_dies_while_calls_flow() {
             (0..60)
                 .map(|_| {
                     let answer = vcs.call("meet.alice@example.com");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(20));
                     answer
                 })
                 .collect::<Vec<_>>()
         });
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(300));
         a.daemon.kill().unwrap();
         caller.join().unwrap()
     });
@@ -345,7 +347,7 @@ fn empty_conferences_are_ended_and_busy_ones_kept() {
             other => Err(format!("{other:?}")),
         }
     });
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    std::thread::sleep(Duration::from_millis(800));
     assert_eq!(names_on(&mcu_full, Mcu), ["busy"]);
     assert_eq!(hosted_on(&peer, "busy"), "mcu-full");
     // A conference that ended can be called into again: it is made anew.
@@ -362,7 +364,9 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     let mcu_spare = SimBridge::start("mcu", &[]).unwrap();
     let ts = SimBridge::start("telepresence-server", &[]).unwrap();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let idle = ["--conference-idle-ms".to_owned(), "500".to_owned()];
+    // Long enough that a copy is not ended as empty before the test puts someone in it, even on
+    // a loaded machine (an ended copy's removal would then win over both).
+    let idle = ["--conference-idle-ms".to_owned(), "2000".to_owned()];
     let mesh = crate::cluster::meshed_trio_with(&dirs, &idle);
     let [a, b, c] = [&mesh.peers[0], &mesh.peers[1], &mesh.peers[2]];
     configure(a, &mcu_full, &mcu_spare, &ts);
@@ -379,6 +383,9 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     // attempt, which uses the spare one. (Had it answered "duplicate name", the other side
     // would have adopted the existing conference.) Both answered their VCS correctly.
     assert_eq!(routed(&lone_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    // People join each copy as soon as it exists, so neither side ends the other's copy as
+    // empty (after the idle time) while the test looks on.
+    participants(&mcu_full, "zed", 1);
     let fault = |code: i32| {
         let settings = bridges::xmlrpc::Struct::from([(
             "faultCode".to_owned(),
@@ -388,12 +395,10 @@ fn a_conference_created_on_both_sides_of_a_partition_is_settled_the_same_everywh
     };
     fault(201);
     assert_eq!(routed(&majority_vcs.call("meet.zed@example.com")), "zed@127.0.0.1");
+    participants(&mcu_spare, "zed", 1);
     fault(0);
     assert_eq!(hosted_on(a, "zed"), "mcu-full");
     assert_eq!(hosted_on(b, "zed"), "mcu-spare");
-    // People are in both copies, so neither side ends its copy as empty.
-    participants(&mcu_full, "zed", 1);
-    participants(&mcu_spare, "zed", 1);
     mesh.isolate(0, false);
 
     // The majority wrote last: its bridge is kept on every peer.
@@ -488,6 +493,65 @@ fn concurrent_first_calls_never_overbook_a_bridge() {
     assert_eq!(answers.iter().filter(|answer| answer.outcome == refused).count(), 20);
 }
 
+/// Two peers that cannot see each other both place a new conference on the last room of a
+/// bridge (room for one: 5 ports, 5 per conference). Once the link is healed and each sees
+/// both, the later one is moved by the peer that made it to the pool's other bridge, with an
+/// Event Log entry there, and every bridge ends within its capacity, as the bridges list it.
+#[test]
+fn peers_overbooking_a_bridge_at_once_settle_within_capacity_once_they_meet() {
+    use bridges::BridgeKind::Mcu;
+    let small = SimBridge::start("mcu", &[]).unwrap();
+    let spare = SimBridge::start("mcu", &[]).unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mesh = crate::cluster::meshed_trio(&dirs);
+    let [a, b] = [&mesh.peers[0], &mesh.peers[1]];
+    a.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    for (name, sim) in [("small", &small), ("spare", &spare)] {
+        let mut room_for_one = bridge(name, sim, "mcu", SIM_BRIDGE_PASSWORD);
+        room_for_one["capacity_ports"] = json!(5);
+        post(a, "bridges", room_for_one);
+    }
+    // Both bridges are empty; ties go by name, so both sides choose `small`.
+    route_rooms_to_pool(a, json!(["small", "spare"]));
+    let mut lone_vcs = vcs_for(&[a]);
+    let mut majority_vcs = vcs_for(&[b]);
+    wait_until("both sides ready", || match (lone_vcs.poll_status(), majority_vcs.poll_status()) {
+        (x, y) if x == [true] && y == [true] => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
+    mesh.isolate(0, true);
+    expect_line(b, &a.ip, "Failed: ");
+    assert_eq!(routed(&lone_vcs.call("room1@example.com")), "room1@127.0.0.1");
+    assert_eq!(routed(&majority_vcs.call("room2@example.com")), "room2@127.0.0.1");
+    assert_eq!(names_on(&small, Mcu), ["room1", "room2"], "overbooked while apart");
+    assert!(names_on(&spare, Mcu).is_empty());
+    mesh.isolate(0, false);
+
+    wait_until("each bridge hosts one conference", || {
+        match (names_on(&small, Mcu), names_on(&spare, Mcu)) {
+            (kept, moved) if kept.len() == 1 && moved.len() == 1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    crate::cluster::converged(&mesh.peers);
+    let [kept, moved] = [names_on(&small, Mcu).remove(0), names_on(&spare, Mcu).remove(0)];
+    for peer in &mesh.peers {
+        assert_eq!(hosted_on(peer, &kept), "small", "on {}", peer.ip);
+        assert_eq!(hosted_on(peer, &moved), "spare", "on {}", peer.ip);
+    }
+    // The later conference moved, by the peer that made it: `room2`, made after `room1`.
+    assert_eq!(moved, "room2");
+    let journal = b.get("/api/v1/logs/events?kind=conference.moved").unwrap().to_string();
+    assert!(journal.contains("bridge small was booked beyond its capacity"), "{journal}");
+    assert!(journal.contains("moved to bridge spare"), "{journal}");
+    let elsewhere = a.get("/api/v1/logs/events?kind=conference.moved").unwrap().to_string();
+    assert!(!elsewhere.contains("moved to bridge"), "only its maker acts: {elsewhere}");
+    let _ = majority_vcs.poll_status();
+    assert_eq!(routed(&majority_vcs.call("room2@example.com")), "room2@127.0.0.1");
+}
+
 /// Connections a hung bridge holds open before it stops accepting.
 const HUNG_CONNECTIONS_HELD_MAX: usize = 256;
 
@@ -535,14 +599,14 @@ fn hung_bridges_never_keep_the_vcs_waiting_past_the_decision_deadline() {
         30_000,
     )
     .unwrap();
-    let bound = std::time::Duration::from_millis(policy::DECISION_DEADLINE_MS + 1_500);
-    let timed: Vec<(Answer, std::time::Duration)> = std::thread::scope(|scope| {
+    let bound = Duration::from_millis(policy::DECISION_DEADLINE_MS + 1_500);
+    let timed: Vec<(Answer, Duration)> = std::thread::scope(|scope| {
         let calls: Vec<_> = ["room1", "room1", "room2"]
             .into_iter()
             .map(|room| {
                 let vcs = &vcs;
                 scope.spawn(move || {
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     let answer = vcs.call(&format!("{room}@example.com"));
                     (answer, started.elapsed())
                 })
@@ -580,8 +644,8 @@ fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
     }
     post(&peer, "bridges", bridge("z-dies", &dies, "mcu", SIM_BRIDGE_PASSWORD));
     drop(dies);
-    let started = std::time::Instant::now();
-    let bound = std::time::Duration::from_millis(9_000);
+    let started = Instant::now();
+    let bound = Duration::from_millis(9_000);
     loop {
         let status: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
         let dead = status.bridges.iter().find(|bridge| bridge.name == "z-dies").unwrap();
@@ -589,13 +653,13 @@ fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
             break;
         }
         assert!(started.elapsed() < bound, "still up after {:?}", started.elapsed());
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// A CA that is not the daemon's own, and a certificate it signed for 127.0.0.1 (PEM: CA,
 /// certificate, key).
-fn foreign_ca_and_bridge_certificate() -> (String, String, String) {
+pub(crate) fn foreign_ca_and_bridge_certificate() -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -665,18 +729,180 @@ fn an_https_bridge_is_used_once_its_ca_is_trusted_without_a_restart() {
             _ => Err(format!("{answer:?}")),
         }
     });
-    assert_eq!(names_on_https(&sim, &ca), ["room2"]);
+    assert_eq!(names_on_https(&sim, Some(&ca), None), ["room2"]);
 }
 
-/// Conference names on a simulated MCU served over HTTPS.
-fn names_on_https(sim: &SimBridge, ca: &str) -> Vec<String> {
+/// A simulated MCU serving HTTPS with a self-signed certificate for another name than its
+/// address, as real bridges ship; returns it and its certificate's fingerprint.
+fn self_signed_https_bridge(files: &std::path::Path) -> (SimBridge, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["mcu.invalid".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (certificate_path, key_path) = (files.join("cert.pem"), files.join("key.pem"));
+    std::fs::write(&certificate_path, certificate.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let sim = SimBridge::start(
+        "mcu",
+        &[
+            "--tls-cert",
+            certificate_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    (sim, baton_tests::sha256_fingerprint(certificate.der()))
+}
+
+/// The bridge's health as the peer's policy status shows it.
+fn health_of(peer: &Peer, bridge: &str) -> api::BridgeHealth {
+    let status: api::PolicyStatus = peer.get_as("/api/v1/policy/status").unwrap();
+    status.bridges.into_iter().find(|health| health.name == bridge).unwrap()
+}
+
+/// A self-signed HTTPS bridge, unpinned and with no CA for it, fails calls and says why, with
+/// the fingerprint it presented on status, page and `batonctl bridges show`; pinned to another
+/// fingerprint it is refused as a fingerprint mismatch (status, page, Event Log); "Trust this
+/// certificate" on its page pins what it presented and calls route at once, without a restart;
+/// `batonctl bridges pin` refuses a fingerprint the bridge does not present.
+#[test]
+fn a_self_signed_https_bridge_is_used_once_its_presented_certificate_is_pinned() {
+    let files = tempfile::tempdir().unwrap();
+    let (sim, presented) = self_signed_https_bridge(files.path());
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    peer.save("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))
+        .unwrap();
+    let mut secure = bridge("secure", &sim, "mcu", SIM_BRIDGE_PASSWORD);
+    secure["protocol"] = json!("https");
+    post(&peer, "bridges", secure.clone());
+    route_rooms_to_pool(&peer, json!(["secure"]));
+    let vcs = vcs_for(&[&peer]);
+    let failure = Outcome::Reject { status: 502, reason: "Conference bridge failure".into() };
+
+    assert_eq!(vcs.call("room1@example.com").outcome, failure);
+    let health = health_of(&peer, "secure");
+    assert!(health.problem.as_deref().unwrap_or("").contains("unknown issuer"), "{health:?}");
+    assert_eq!(health.presented_sha256.as_deref(), Some(presented.as_str()));
+    let ctl = crate::cli::Ctl { daemon: &peer.daemon };
+    let shown = ctl.ok(&["bridges", "show", "secure"]);
+    assert!(shown.contains(&format!("presented_sha256: {presented}")), "{shown}");
+    assert!(shown.contains("unknown issuer"), "{shown}");
+
+    let wrong = ["00"; 32].join(":");
+    secure["pinned_sha256"] = json!(wrong);
+    peer.save("/api/v1/bridges/secure", secure).unwrap();
+    assert_eq!(vcs.call("room2@example.com").outcome, failure);
+    let mismatch = format!("fingerprint mismatch (the bridge presented {presented}");
+    let health = health_of(&peer, "secure");
+    assert!(health.problem.as_deref().unwrap_or("").contains(&mismatch), "{health:?}");
+    let log = peer.get("/api/v1/logs/events?kind=bridge.down").unwrap().to_string();
+    assert!(log.contains(&mismatch), "{log}");
+    let refused = ctl.fails(&["bridges", "pin", "secure", "--sha256", &wrong]);
+    assert!(refused.contains(&format!("the bridge now presents {presented}")), "{refused}");
+
+    let web = WebSession::signed_in(&peer);
+    let page = web.get("/configuration/bridges/secure");
+    assert!(page.contains(&mismatch), "{page}");
+    assert!(page.contains(&format!("id=\"presented-fingerprint\">{presented}<")), "{page}");
+    let csrf = WebSession::hidden(&page, "csrf");
+    let sha256 = WebSession::hidden(&page, "sha256");
+    assert_eq!(sha256, presented);
+    let location = web.post("/bridges/secure/trust", &[("csrf", &csrf), ("sha256", &sha256)]);
+    assert_eq!(location.as_deref(), Some("/configuration/bridges/secure?saved=1"));
+    let pinned: model::Record = peer.get_as("/api/v1/bridges/secure").unwrap();
+    let model::Record::Bridge(pinned) = pinned else { panic!("not a bridge: {pinned:?}") };
+    assert_eq!(pinned.pinned_sha256.as_deref(), Some(presented.as_str()));
+
+    let answer = vcs.call("room3@example.com");
+    assert!(matches!(answer.outcome, Outcome::Route { .. }), "{answer:?}");
+    assert_eq!(names_on_https(&sim, None, Some(&presented)), ["room3"]);
+    let page = web.get("/configuration/bridges/secure");
+    assert!(!page.contains("Trust this certificate"), "{page}");
+    let pinned_again = ctl.ok(&["bridges", "pin", "secure"]);
+    assert!(
+        pinned_again.contains(&format!("pinned bridge secure to the certificate {presented}")),
+        "{pinned_again}"
+    );
+}
+
+/// A signed-in browser without JavaScript: a session cookie, form posts, no redirects followed.
+pub(crate) struct WebSession {
+    http: reqwest::blocking::Client,
+    url: String,
+    cookie: String,
+}
+
+impl WebSession {
+    pub(crate) fn signed_in(peer: &Peer) -> WebSession {
+        let ca = std::fs::read(peer.daemon.data_dir.join("tls/ca.pem")).unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let response = http
+            .post(format!("{}/login", peer.daemon.url))
+            .form(&[
+                ("username", baton_tests::FACTORY_USER),
+                ("password", baton_tests::TEST_PASSWORD),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 303, "login");
+        let cookie = response.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        WebSession { http, url: peer.daemon.url.clone(), cookie }
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.page(path).1
+    }
+
+    /// A page's status and body.
+    pub(crate) fn page(&self, path: &str) -> (u16, String) {
+        let response =
+            self.http.get(format!("{}{path}", self.url)).header("cookie", &self.cookie).send();
+        let response = response.unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    }
+
+    /// Posts a form; returns where it redirects to.
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Option<String> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("cookie", &self.cookie)
+            .form(form)
+            .send()
+            .unwrap();
+        let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        assert!(location.is_some(), "{}", response.text().unwrap());
+        location
+    }
+
+    fn hidden(page: &str, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start =
+            page.find(&marker).unwrap_or_else(|| panic!("no {name}: {page}")) + marker.len();
+        page[start..].split('"').next().unwrap().to_owned()
+    }
+}
+
+/// Conference names on a simulated MCU served over HTTPS, trusted through `ca` or `pin`.
+fn names_on_https(sim: &SimBridge, ca: Option<&str>, pin: Option<&str>) -> Vec<String> {
     let target = bridges::BridgeTarget {
         kind: bridges::BridgeKind::Mcu,
         base_url: format!("https://{}", sim.address),
         username: SIM_BRIDGE_USER.to_owned(),
         password: SIM_BRIDGE_PASSWORD.to_owned(),
+        pinned_sha256: pin.and_then(model::validate::sha256_fingerprint),
     };
-    let client = bridges::BridgeClient::new(5_000, Some(ca)).unwrap();
+    let client = bridges::BridgeClient::new(5_000, ca).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let conferences = runtime.block_on(client.enumerate_conferences(&target)).unwrap();
     conferences.into_iter().map(|conference| conference.name).collect()
@@ -698,4 +924,44 @@ fn route_rooms_to_pool(peer: &Peer, bridges: Value) {
         json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
         "conference_name": "room${n}", "template": "t", "priority": 1}),
     );
+}
+
+/// Four refused registrations (5 s apart), then the next gathering of alarms (every 10 s), on a
+/// loaded machine.
+const REPEATED_ALARM_WAIT_MS: u64 = 90_000;
+
+/// A TelePresence Server that refuses the feedback receiver at every poll: after the first few
+/// warnings the operator sees one alarm naming the bridge and the refusal (not a log line every
+/// poll), through the API.
+#[test]
+fn a_bridge_refusing_the_feedback_receiver_at_every_poll_becomes_one_alarm() {
+    let ts = SimBridge::start("telepresence-server", &[]).unwrap();
+    // Other managers hold every receiver slot (indexes 2 and up; Baton asks for 1): the bridge
+    // stays up and answers each registration with a fault.
+    for index in 2..=21 {
+        let receiver = bridges::xmlrpc::Struct::from([
+            ("receiverURI".to_owned(), bridges::xmlrpc::Value::from("http://127.0.0.1:9/")),
+            ("receiverIndex".to_owned(), bridges::xmlrpc::Value::Int(index)),
+        ]);
+        on_sim(&ts, bridges::BridgeKind::TelepresenceServer, async |client, target| {
+            client.call(target, "feedbackReceiver.configure", receiver).await
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--policy-http-listen".to_owned(), format!("127.0.0.1:{}", free_port().unwrap())];
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &args).unwrap();
+    post(&peer, "bridges", bridge("ts", &ts, "telepresence_server", SIM_BRIDGE_PASSWORD));
+
+    // Polls are 5 s apart and alarms gathered every 10 s: more than the usual settle time.
+    let deadline = Instant::now() + Duration::from_millis(REPEATED_ALARM_WAIT_MS);
+    loop {
+        let answer: api::Alarms = peer.get_as("/api/v1/alarms").unwrap();
+        let repeated: Vec<&api::Alarm> =
+            answer.alarms.iter().filter(|alarm| alarm.id == "repeated_warning").collect();
+        match repeated.as_slice() {
+            [alarm] if alarm.subject == "ts" && alarm.detail.contains("feedback receiver") => break,
+            other if Instant::now() > deadline => panic!("no single alarm: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }

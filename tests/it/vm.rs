@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 /// The VM's forwarded admin API: `cargo xtask vm` puts peer 1 at 127.0.0.2, or at
 /// 127.0.0.<1 + BATON_VM_HOST_OFFSET> when another checkout boots VMs at the same time.
-fn admin_url() -> &'static str {
+pub(crate) fn admin_url() -> &'static str {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     URL.get_or_init(|| {
         let offset = std::env::var("BATON_VM_HOST_OFFSET")
@@ -47,14 +47,14 @@ const ESP_OFFSET: &str = "1M";
 const SLOT_A_OFFSET_MIB: u64 = 257;
 /// Where the throwaway upgrade key is put in the guest's root file system.
 const TEST_KEY_IN_GUEST: &str = "/etc/baton-upgrade-test.pub";
-const PASSWORD: &str = "vm test password 7";
+pub(crate) const PASSWORD: &str = "vm test password 7";
 const API_TIMEOUT_S: u64 = 180;
 const STATUS_TIMEOUT_S: u64 = 180;
 /// From a reboot request to the next boot's console status line (TCG boots take ~45 s, and a
 /// rejected boot adds its own boot and the gate's verdict).
 const REBOOT_TIMEOUT_S: u64 = 300;
 const UPLOAD_TIMEOUT_S: u64 = 900;
-const POWER_OFF_TIMEOUT_S: u64 = 90;
+pub(crate) const POWER_OFF_TIMEOUT_S: u64 = 90;
 
 #[test]
 fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> anyhow::Result<()> {
@@ -65,7 +65,8 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     let started = Instant::now();
     let (workspace, target, cargo) = crate::vm_cluster::workspace()?;
     let workspace = workspace.as_path();
-    // Not while the cluster test has its VMs up (same files, same forwarded addresses).
+    // One VM test at a time: each boots peer 1 at the same forwarded address, QMP socket and
+    // serial log (nextest also runs them in one group, `.config/nextest.toml`).
     let _lock = crate::vm_cluster::exclusive_vms(&target)?;
     let running: upgrade::Version =
         env!("CARGO_PKG_VERSION").parse().map_err(anyhow::Error::msg)?;
@@ -150,22 +151,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     wait_for_api(&client, &serial)?;
     let api_ready_s = boot.elapsed().as_secs_f64();
 
-    let login: Value = client
-        .post(format!("{}/api/v1/sessions", admin_url()))
-        .json(&json!({"username": "admin", "password": "TANDBERG"}))
-        .send()?
-        .error_for_status()
-        .context("logging in with the factory password")?
-        .json()?;
-    ensure!(login["must_change_password"] == json!(true), "factory password not flagged: {login}");
-    let token = login["token"].as_str().context("no token")?.to_owned();
-    client
-        .post(format!("{}/api/v1/password", admin_url()))
-        .bearer_auth(&token)
-        .json(&json!({"current_password": "TANDBERG", "new_password": PASSWORD}))
-        .send()?
-        .error_for_status()
-        .context("changing the factory password")?;
+    change_factory_password(&client)?;
     let api = Api::login(&client)?;
     let status = api.get("/api/v1/status")?;
     ensure!(status["product"] == json!("Baton"), "unexpected status: {status}");
@@ -321,14 +307,35 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     Ok(())
 }
 
+/// The first login of a fresh appliance: the factory password must be changed (to `PASSWORD`).
+pub(crate) fn change_factory_password(client: &reqwest::blocking::Client) -> anyhow::Result<()> {
+    let login: Value = client
+        .post(format!("{}/api/v1/sessions", admin_url()))
+        .json(&json!({"username": "admin", "password": "TANDBERG"}))
+        .send()?
+        .error_for_status()
+        .context("logging in with the factory password")?
+        .json()?;
+    ensure!(login["must_change_password"] == json!(true), "factory password not flagged: {login}");
+    let token = login["token"].as_str().context("no token")?.to_owned();
+    client
+        .post(format!("{}/api/v1/password", admin_url()))
+        .bearer_auth(&token)
+        .json(&json!({"current_password": "TANDBERG", "new_password": PASSWORD}))
+        .send()?
+        .error_for_status()
+        .context("changing the factory password")?;
+    Ok(())
+}
+
 /// The admin API of the VM, logged in.
-struct Api<'a> {
+pub(crate) struct Api<'a> {
     client: &'a reqwest::blocking::Client,
-    token: String,
+    pub(crate) token: String,
 }
 
 impl<'a> Api<'a> {
-    fn login(client: &'a reqwest::blocking::Client) -> anyhow::Result<Api<'a>> {
+    pub(crate) fn login(client: &'a reqwest::blocking::Client) -> anyhow::Result<Api<'a>> {
         let login: Value = client
             .post(format!("{}/api/v1/sessions", admin_url()))
             .json(&json!({"username": "admin", "password": PASSWORD}))
@@ -339,13 +346,13 @@ impl<'a> Api<'a> {
         Ok(Api { client, token: login["token"].as_str().context("no token")?.to_owned() })
     }
 
-    fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
         let response =
             self.client.get(format!("{}{path}", admin_url())).bearer_auth(&self.token).send()?;
         answer(response, path)
     }
 
-    fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self
             .client
             .post(format!("{}{path}", admin_url()))
@@ -421,13 +428,25 @@ fn answer(response: reqwest::blocking::Response, path: &str) -> anyhow::Result<V
     Ok(body)
 }
 
-fn wait_for_api(client: &reqwest::blocking::Client, serial: &Serial) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(API_TIMEOUT_S);
+pub(crate) fn wait_for_api(
+    client: &reqwest::blocking::Client,
+    serial: &Serial,
+) -> anyhow::Result<()> {
+    wait_for_api_within(client, serial, API_TIMEOUT_S)
+}
+
+/// `wait_for_api` with its own limit (a test that may share a loaded machine).
+pub(crate) fn wait_for_api_within(
+    client: &reqwest::blocking::Client,
+    serial: &Serial,
+    timeout_s: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
     loop {
         match client.get(format!("{}/api/v1/health", admin_url())).send() {
             Ok(response) if response.status().is_success() => return Ok(()),
             _ if Instant::now() > deadline => {
-                bail!("no admin API within {API_TIMEOUT_S} s; see {}", serial.path.display())
+                bail!("no admin API within {timeout_s} s; see {}", serial.path.display())
             }
             _ => std::thread::sleep(Duration::from_secs(2)),
         }
@@ -435,8 +454,8 @@ fn wait_for_api(client: &reqwest::blocking::Client, serial: &Serial) -> anyhow::
 }
 
 /// The VM's serial console log, which grows across reboots (one qemu process).
-struct Serial {
-    path: PathBuf,
+pub(crate) struct Serial {
+    pub(crate) path: PathBuf,
 }
 
 impl Serial {
@@ -520,19 +539,34 @@ fn debugfs_write(image: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
 }
 
 /// The running `cargo xtask vm`; powers the guest off through QMP, or quits qemu on drop.
-struct Vm {
+pub(crate) struct Vm {
     child: Option<Child>,
     qmp: PathBuf,
+    /// qemu's process id (`-pidfile`): a power cut kills it.
+    pid_file: PathBuf,
     serial_log: PathBuf,
 }
 
 impl Vm {
-    fn new(child: Child, target: &Path, serial_log: &Path) -> Vm {
+    pub(crate) fn new(child: Child, target: &Path, serial_log: &Path) -> Vm {
         let qmp = target.join("vm/peer-1.qmp");
-        Vm { child: Some(child), qmp, serial_log: serial_log.to_owned() }
+        let pid_file = target.join("vm/peer-1.pid");
+        Vm { child: Some(child), qmp, pid_file, serial_log: serial_log.to_owned() }
     }
 
-    fn power_off(&mut self) -> anyhow::Result<()> {
+    /// Pulls the plug: SIGKILL to qemu, so the guest gets no shutdown and its RAM (page cache
+    /// included) is gone; what reached the disk file stays. Waits for `cargo xtask vm` to end.
+    pub(crate) fn power_cut(&mut self) -> anyhow::Result<()> {
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .with_context(|| format!("reading {}", self.pid_file.display()))?;
+        let pid = pid.trim().parse::<i32>().context("qemu's pid file")?;
+        tool(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+        let mut child = self.child.take().context("already stopped")?;
+        let _ = child.wait()?; // it fails: its qemu died
+        Ok(())
+    }
+
+    pub(crate) fn power_off(&mut self) -> anyhow::Result<()> {
         qmp(&self.qmp, "system_powerdown")?;
         let deadline = Instant::now() + Duration::from_secs(POWER_OFF_TIMEOUT_S);
         let child = self.child.as_mut().context("already stopped")?;
@@ -604,7 +638,7 @@ fn mtools_output(disk: &Path, tool_name: &str, args: &[&str]) -> anyhow::Result<
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn tool(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn tool(command: &mut Command) -> anyhow::Result<()> {
     let status = command.status().with_context(|| format!("running {command:?}"))?;
     ensure!(status.success(), "{command:?} failed ({status})");
     Ok(())

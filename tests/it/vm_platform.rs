@@ -240,6 +240,20 @@ pub(crate) fn settings_reach_the_guest(
     let wrong = agent.exec("/sbin/unix_chkpwd root nonull", Some("another password\0"))?;
     ensure!(wrong.code != 0, "the OS accepts a wrong root password: {wrong:?}");
 
+    // Both logs reach a syslog server on the host (qemu's user network: the host is 10.0.2.2,
+    // which reaches this machine's loopback).
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    receiver.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let port = receiver.local_addr()?.port();
+    let at = put("syslog", json!({"servers": [{"host": "10.0.2.2", "port": port}]}))?;
+    let refused = client
+        .get(format!("{admin_url}/api/v1/status"))
+        .basic_auth("admin", Some("not the password"))
+        .send()?;
+    ensure!(refused.status().as_u16() == 401, "a wrong password answered {}", refused.status());
+    syslog_receives_both_logs(&receiver)?;
+    timings.push(("syslog: both logs on the host", at.elapsed().as_secs_f64()));
+
     let status: Value = client
         .get(format!("{admin_url}/api/v1/status"))
         .bearer_auth(token)
@@ -253,4 +267,34 @@ pub(crate) fn settings_reach_the_guest(
     );
     ensure!(platform["failed"] == json!([]), "settings failed to apply in the guest: {platform}");
     Ok(timings)
+}
+
+/// Waits for an Event Log entry (the failed login) and a Configuration Log change (the syslog
+/// setting itself) as RFC 5424 messages with Baton's structured data; rsyslog's own
+/// forwarding of the OS's log reaches the same port and is skipped.
+fn syslog_receives_both_logs(receiver: &std::net::UdpSocket) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(APPLY_TIMEOUT_S);
+    let (mut event, mut change) = (false, false);
+    let mut buffer = [0u8; 4096];
+    while !(event && change) {
+        if Instant::now() > deadline {
+            bail!("syslog on the host: Event Log entry {event}, Configuration Log change {change}");
+        }
+        let Ok(length) = receiver.recv(&mut buffer) else { continue };
+        let line = String::from_utf8_lossy(&buffer[..length]);
+        if !line.contains("[baton@32473 ") {
+            continue;
+        }
+        ensure!(
+            line.starts_with('<')
+                && line.contains(">1 ")
+                && line.contains(" vmhost1.example.net baton "),
+            "not an RFC 5424 message of Baton's: {line}"
+        );
+        event |= line.contains(" event [baton@32473 log=\"event\"")
+            && line.contains("kind=\"login.failed\"");
+        change |= line.contains(" config [baton@32473 log=\"configuration\"")
+            && line.contains("kind=\"syslog\"");
+    }
+    Ok(())
 }

@@ -89,11 +89,48 @@ impl Vcs {
 
     /// A SIP INVITE to `alias`, as a search rule would ask about it.
     pub fn call(&self, alias: &str) -> Answer {
-        let body = format!(
+        self.call_from(alias, None)
+    }
+
+    /// A call from `caller` to `alias` that, once the policy service routed it, reaches the
+    /// bridge it was routed to (`bridge`: the test knows which simulator that address is) and
+    /// joins the conference there, as the VCS's proxying of the call would. Panics when the
+    /// bridge has no such conference.
+    pub fn place_call(&self, alias: &str, caller: &str, bridge: &crate::SimBridge) -> Answer {
+        let answer = self.call_from(alias, Some(caller));
+        let Outcome::Route { urls } = &answer.outcome else { return answer };
+        let target = bridges::BridgeTarget {
+            kind: bridges::BridgeKind::Mcu,
+            base_url: format!("http://{}", bridge.address),
+            username: crate::SIM_BRIDGE_USER.to_owned(),
+            password: crate::SIM_BRIDGE_PASSWORD.to_owned(),
+            pinned_sha256: None,
+        };
+        let params = bridges::xmlrpc::Struct::from([
+            ("uri".to_owned(), bridges::xmlrpc::Value::from(urls[0].as_str())),
+            ("caller".to_owned(), bridges::xmlrpc::Value::from(caller)),
+        ]);
+        let client = bridges::BridgeClient::new(ATTEMPT_TIMEOUT_MS, None).expect("bridge client");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let joined = runtime.expect("runtime").block_on(client.call(&target, "sim.call", params));
+        if let Err(error) = joined {
+            panic!("the call routed to {urls:?} did not reach a conference there: {error}");
+        }
+        answer
+    }
+
+    fn call_from(&self, alias: &str, caller: Option<&str>) -> Answer {
+        let encode = |text: &str| {
+            text.replace('%', "%25").replace('@', "%40").replace('&', "%26").replace('+', "%2B")
+        };
+        let mut body = format!(
             "POLICY_TYPE=SEARCH&METHOD=INVITE&PROTOCOL=SIP&AUTHENTICATED=TRUE&DESTINATION_ALIAS={}\
              &GLOBAL_CALL-SERIAL_NUMBER=00000000-0000-0000-0000-000000000001&SOURCE_IP=127.0.0.9",
-            alias.replace('%', "%25").replace('@', "%40").replace('&', "%26").replace('+', "%2B")
+            encode(alias)
         );
+        if let Some(caller) = caller {
+            body.push_str(&format!("&SOURCE_ALIAS={}", encode(caller)));
+        }
         for (index, server) in self.servers.iter().enumerate() {
             if !self.active[index] {
                 continue;

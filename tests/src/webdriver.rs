@@ -259,6 +259,13 @@ impl Browser {
         Ok(value.as_str().unwrap_or_default().to_owned())
     }
 
+    /// Sets the browser window's outer size in CSS pixels.
+    pub fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        let rect = json!({"width": width, "height": height});
+        self.session_command(reqwest::Method::POST, "/window/rect", Some(rect))?;
+        Ok(())
+    }
+
     /// Runs a script in the page (the pages need none; tests use it to tamper with forms).
     pub fn execute(&self, script: &str) -> anyhow::Result<Value> {
         self.session_command(

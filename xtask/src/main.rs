@@ -110,6 +110,10 @@ enum Task {
         #[arg(long, value_name = "N", conflicts_with_all = ["peers", "fresh", "disk"],
               value_parser = clap::value_parser!(u8).range(1..=3))]
         only: Option<u8>,
+        /// qemu's cache mode for the disk (default qemu's own, `writeback`); `none` opens it
+        /// with O_DIRECT as most hypervisor hosts do (the power-cut test uses it).
+        #[arg(long, value_name = "MODE", value_parser = ["writeback", "none", "writethrough", "directsync"])]
+        disk_cache: Option<String>,
     },
     /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
     Keygen {
@@ -151,12 +155,12 @@ fn main() -> ExitCode {
         Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
         Task::Image { version } => image::image_with_version(version.as_deref()),
-        Task::Vm { peers, fresh, disk, serial, forward_to_host, only } => {
+        Task::Vm { peers, fresh, disk, serial, forward_to_host, only, disk_cache } => {
             let vms = match only {
                 Some(peer) => vm::Vms { peers: peer..=peer, lan_services: false },
                 None => vm::Vms { peers: 1..=peers, lan_services: true },
             };
-            vm::vm(vms, fresh, disk.as_deref(), serial.as_deref(), &forward_to_host)
+            vm::vm(vms, fresh, disk.as_deref(), serial.as_deref(), &forward_to_host, disk_cache.as_deref())
         }
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {

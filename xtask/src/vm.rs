@@ -9,7 +9,8 @@
 //! second NIC and leaves the first on DHCP (`crates/platform/src/nic.rs`). On the private
 //! network this process itself answers NTP and DNS at `10.44.0.1` (`lan.rs`), so the seed's
 //! prerequisites are met with nothing leaving the machine. Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
-//! a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`, and the guest agent
+//! a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`, qemu's process id is in
+//! `<target>/vm/peer-<n>.pid` (the power-cut and cluster tests kill it), and the guest agent
 //! (qemu-guest-agent in the image) answers on `<target>/vm/peer-<n>.qga` (`guest-exec`: the
 //! slow VM test checks the guest OS through it). KVM is used when a guest actually runs under
 //! it, TCG otherwise (`accel.rs`; `BATON_VM_ACCEL=tcg|kvm` forces one). Stops when every VM has
@@ -72,6 +73,7 @@ pub(crate) fn vm(
     disk: Option<&Path>,
     serial: Option<&str>,
     forward_to_host: &[u16],
+    disk_cache: Option<&str>,
 ) -> anyhow::Result<()> {
     let image = image::paths();
     if disk.is_none() && !image.qcow2.exists() {
@@ -94,13 +96,16 @@ pub(crate) fn vm(
 
     let mut children = Children(Vec::new());
     for peer in vms.peers.clone() {
-        let disk_arg = match disk {
+        let mut disk_arg = match disk {
             Some(file) => format!("if=virtio,format=raw,file={}", file.display()),
             None => format!(
                 "if=virtio,format=qcow2,file={}",
                 overlay(&dir, &image.qcow2, peer, fresh)?.display()
             ),
         };
+        if let Some(mode) = disk_cache {
+            disk_arg.push_str(&format!(",cache={mode}"));
+        }
         let vars = dir.join(format!("peer-{peer}-vars.fd"));
         fs::copy(OVMF_VARS, &vars)
             .with_context(|| format!("copying {OVMF_VARS} (is ovmf installed?)"))?;
@@ -109,6 +114,8 @@ pub(crate) fn vm(
         let _ = fs::remove_file(&qmp);
         let qga = dir.join(format!("peer-{peer}.qga"));
         let _ = fs::remove_file(&qga);
+        let pid_file = dir.join(format!("peer-{peer}.pid"));
+        let _ = fs::remove_file(&pid_file);
         let host = host_address(peer);
         let serial = serial.map_or_else(|| format!("BATON-VM-{peer}"), str::to_owned);
         let command = |accel: Accel| {
@@ -141,7 +148,8 @@ pub(crate) fn vm(
                 .args(["-display", "none", "-monitor", "none"])
                 .args(["-serial", &format!("file:{}", serial_log.display())])
                 // For a test that kills one VM as a power cut would (SIGKILL).
-                .args(["-pidfile", &dir.join(format!("peer-{peer}.pid")).display().to_string()])
+                .arg("-pidfile")
+                .arg(&pid_file)
                 .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
                 // The guest agent's channel: a virtio serial port by the name qemu-guest-agent
                 // looks for, on a unix socket here.

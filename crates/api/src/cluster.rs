@@ -44,6 +44,10 @@ pub struct PeerLine {
     /// decide on it, never on the text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<PeerFailure>,
+    /// Which rule the peers refuse each other by (set only when they do, with `code`
+    /// `refused`): decide on it, never on the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<PeerRefusal>,
     /// One line, as the web page shows it next to the address.
     pub text: String,
     pub warnings: Vec<String>,
@@ -87,6 +91,23 @@ pub enum PeerFailure {
     /// The peers refuse each other (pre-shared key, version, peer list, cluster): a setting
     /// must change before they replicate.
     Refused,
+}
+
+/// The rule by which two peers refuse each other (the peering handshake's `Refusal`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerRefusal {
+    VersionMismatch,
+    /// Each peer has its own licence; the peers of a cluster run one edition.
+    EditionMismatch,
+    PeerListMismatch,
+    DifferentCluster,
+    NoClusterYet,
+    NotListed,
+    SameIdentity,
+    /// A refusal a newer release added.
+    #[serde(other)]
+    Other,
 }
 
 impl PeerFailure {

@@ -57,8 +57,9 @@ pub struct RecordChange {
 }
 
 /// Filters of both logs, as query parameters (the web pages take the same ones). The
-/// Configuration Log takes actor, kind, name, since and until; the Event Log level, kind
-/// (a prefix) and text; both page with before and limit; a record's history only pages.
+/// Configuration Log takes actor, kind, name, since, until and origin (this peer's changes
+/// unless `all_peers`); the Event Log level, kind (a prefix) and text; both page with before
+/// and limit; a record's history only pages (and holds every peer's changes).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
@@ -80,6 +81,29 @@ pub struct LogQuery {
     pub level: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<LogOrigin>,
+}
+
+/// Whose changes the Configuration Log shows. The seed's log reports only this peer's
+/// activity; the replicated history also holds what arrived from the other peers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogOrigin {
+    /// Changes made on this peer (the default).
+    #[default]
+    ThisPeer,
+    /// Also the changes that arrived from the other peers.
+    AllPeers,
+}
+
+impl LogOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogOrigin::ThisPeer => "this_peer",
+            LogOrigin::AllPeers => "all_peers",
+        }
+    }
 }
 
 /// One page of a log, newest first. `next_before` is set only when the page is full: older
@@ -98,6 +122,10 @@ pub struct ConfigLogEntry {
     pub at: String,
     /// The peer (id in hex) where the change was made.
     pub origin: String,
+    /// That peer as this one names it: `this peer`, or the host name of a linked peer;
+    /// absent for a peer not linked now (show `origin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_name: Option<String>,
     pub actor: String,
     /// `saved` or `removed`.
     pub action: String,

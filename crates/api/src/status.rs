@@ -71,3 +71,18 @@ pub struct Health {
     pub projections_current: Option<bool>,
     pub problems: Vec<String>,
 }
+
+/// `GET /api/v1/logs/verify`: every hash chain of the event log walked from its first event,
+/// each hash recomputed, on one consistent read. A broken chain is an answer (`intact` false
+/// and where it breaks), not an error.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LogVerification {
+    pub intact: bool,
+    /// Events walked (when intact).
+    pub events: u64,
+    /// Where each chain ends (when intact).
+    pub chains: Vec<crate::backups::ChainHead>,
+    /// Where and why a chain breaks.
+    #[serde(deserialize_with = "required")]
+    pub problem: Option<String>,
+}

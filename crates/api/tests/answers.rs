@@ -131,7 +131,7 @@ fn sessions_passwords_and_errors() {
     assert_eq!(not_found.error.code, codes::NOT_FOUND);
 }
 
-const BRIDGE: &str = r#"{"address":"192.0.2.5","bridge_type":"mcu","capacity_ports":40,"enabled":true,"kind":"bridge","name":"mcu1","password":"********","protocol":"https","username":"api"}"#;
+const BRIDGE: &str = r#"{"address":"192.0.2.5","bridge_type":"mcu","capacity_ports":40,"enabled":true,"kind":"bridge","name":"mcu1","password":"********","pinned_sha256":null,"protocol":"https","username":"api"}"#;
 
 #[test]
 fn records_configuration_and_diffs() {
@@ -139,7 +139,7 @@ fn records_configuration_and_diffs() {
     assert_eq!((bridge.kind(), bridge.name()), (model::RecordKind::Bridge, "mcu1"));
     round_trip::<Vec<model::Record>>(&format!("[{BRIDGE}]"));
     let config: ConfigAnswer = round_trip(&format!(
-        r#"{{"at":"2026-12-02T07:09:56.395Z","records":[{{"kind":"administrator","must_change_password":false,"name":"admin","password_hash":"********"}},{BRIDGE},{{"additional_addresses":[],"address":"127.0.0.1","gateway":"127.0.0.254","kind":"ipv4","prefix_length":8}},{{"enabled":true,"kind":"maintenance"}},{{"kind":"cluster","peers":["127.0.0.1","127.0.0.2"],"pre_shared_key":"********"}}]}}"#
+        r#"{{"at":"2026-12-02T07:09:56.395Z","records":[{{"kind":"administrator","must_change_password":false,"name":"admin","password_hash":"********","role":"full"}},{BRIDGE},{{"additional_addresses":[],"address":"127.0.0.1","gateway":"127.0.0.254","kind":"ipv4","prefix_length":8}},{{"enabled":true,"kind":"maintenance"}},{{"kind":"cluster","peers":["127.0.0.1","127.0.0.2"],"pre_shared_key":"********"}}]}}"#
     ));
     assert_eq!(config.records.len(), 5);
     let diff: ConfigDiff = round_trip(&format!(
@@ -189,4 +189,32 @@ fn upgrades() {
     round_trip::<Installed>(
         r#"{"version":"1.0.0","slot":"B","next_boot":"slot-b.conf","reboot_required":true}"#,
     );
+}
+
+#[test]
+fn explanations_and_live_conferences() {
+    let explained: Explanation = round_trip(
+        r#"{"alias":"meet.alice@example.com","source_alias":"sip:bob@example.com","refused":null,
+        "aliases":[{"name":"meet","pattern":"meet\\.(?P<room>[a-z]+)@example\\.com","priority":1,"outcome":"matched","conference":"alice"}],
+        "conference":"alice","template":"meeting","role":"chair","existing":null,"ports_needed":10,"service_preference":"mcu",
+        "pools":[{"name":"primary","found":true,"bridges":[{"name":"mcu-full","capacity_ports":100,"free_ports":100,"up":true,"verdict":"candidate"}]},
+                 {"name":"gone","found":false,"bridges":[]}],
+        "decision":{"action":"create","conference":"alice","candidates":["mcu-full"],"url":"alice@127.0.0.1"},
+        "cpl":"<cpl/>"}"#,
+    );
+    assert_eq!(explained.pools[0].bridges[0].verdict, policy::BridgeVerdict::Candidate);
+    let followed: ExistingConference =
+        round_trip(r#"{"bridge":"mcu-full","verdict":"bridge_down"}"#);
+    assert_eq!(followed.verdict, policy::ExistingVerdict::BridgeDown);
+    let reject: ExplainedDecision =
+        round_trip(r#"{"action":"reject","status":404,"reason":"No conference alias matches"}"#);
+    assert!(matches!(reject, ExplainedDecision::Reject { status: 404, .. }));
+    let live: LiveConferences = round_trip(
+        r#"{"bridges":[{"bridge":"ts","problem":null,"conferences":[{"name":"lecture-maths","bridge_conference_id":"conf-000001","recorded":true,"participant_count":1,
+        "participants":[{"name":"sip:prof@example.com","address":"sip:prof@example.com","role":"chair","state":"connected"}]}]},
+        {"bridge":"locked","problem":"bridge refused: authorization failed","conferences":[]}]}"#,
+    );
+    assert_eq!(live.bridges[0].conferences[0].participants[0].role.as_deref(), Some("chair"));
+    let missing = refused::<LiveBridge>(r#"{"bridge":"ts","conferences":[]}"#);
+    assert!(missing.contains("missing field `problem`"), "{missing}");
 }

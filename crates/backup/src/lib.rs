@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use archive::{
     BackupOptions, EXTRA_FILE_SIZE_MAX_BYTES, EXTRA_FILES_DIR, EXTRA_FILES_MAX, ExtraFile,
-    MEMBER_NAME_LENGTH_MAX_BYTES, write_backup,
+    GZIP_LEVEL, MEMBER_NAME_LENGTH_MAX_BYTES, write_backup,
 };
 pub use crypto::{DecryptingReader, EncryptingWriter, KdfParams};
 pub use manifest::{ChainHead, MANIFEST_FORMAT_VERSION, Manifest, Member, PRODUCT};

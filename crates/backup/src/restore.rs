@@ -137,17 +137,29 @@ impl Staged {
     pub fn configuration(&self) -> Result<model::State, Error> {
         let conn = eventlog::open_reader(&self.dir.join(DATABASE_FILE))?;
         let mut state = model::State::default();
+        // A backup taken while the licence was shared restores with it (the store adopts it
+        // the same way when the restore goes live).
+        let mut migration = model::LicenceMigration::default();
         let mut position = 0;
         loop {
             let batch = eventlog::read_after(&conn, position, FOLD_BATCH_EVENTS)?;
-            let Some(last) = batch.last() else { return Ok(state) };
+            let Some(last) = batch.last() else {
+                if let Some((stamp, licence)) = migration.adopted() {
+                    state.apply(stamp, &model::Event::Saved(licence));
+                }
+                return Ok(state);
+            };
             position = last.position;
             for stored in &batch {
                 let event = model::Event::decode(&stored.kind, stored.version, &stored.payload)
                     .map_err(|error| Error::Corrupt {
                         reason: format!("event at position {}: {error}", stored.position),
                     })?;
-                state.apply(model::Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+                let stamp = model::Stamp { hlc: stored.hlc, origin: stored.origin };
+                migration.note(stamp, &event, stored.in_its_stream(&event));
+                if stored.in_its_stream(&event) {
+                    state.apply(stamp, &event);
+                }
             }
         }
     }

@@ -4,9 +4,11 @@
 
 use crate::BridgeError;
 use crate::error::TlsProblem;
+use crate::tls::{self, Roots};
 use crate::xmlrpc::{self, Struct, Value};
 use model::record::{Bridge, BridgeType, Protocol};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The longest answer accepted from a bridge ([`BridgeError::AnswerTooLarge`]). A real
@@ -15,9 +17,15 @@ pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 /// Enumeration pages followed at most in one listing ([`BridgeError::TooManyPages`]), so a
 /// bridge that keeps answering "more available" cannot hold a caller forever.
 pub const ENUMERATION_PAGES_MAX: usize = 100;
+/// Participants kept per conference for listing (all are counted): a bridge's largest
+/// conference is well below it, and a hostile one cannot make the list grow past it.
+pub const PARTICIPANTS_LISTED_MAX: usize = 500;
 /// Answer bytes read at most for one operation, all its calls and pages together
 /// ([`BridgeError::OperationTooLarge`]): what a hostile bridge can make a caller read and hold.
 pub const OPERATION_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// `https` bridges (address and pin) a client keeps a connection pool for; past it the pools
+/// are dropped and rebuilt on use, so edited addresses cannot grow the cache without bound.
+pub const SECURE_TARGETS_MAX: usize = 256;
 /// I/O errors looked into, nested, for a TLS refusal (hyper wraps it twice).
 const IO_ERROR_NESTING_MAX: usize = 4;
 /// The `status` member of a successful answer.
@@ -49,6 +57,8 @@ pub struct BridgeTarget {
     pub base_url: String,
     pub username: String,
     pub password: String,
+    /// For `https`: the SHA-256 of the only certificate accepted (no CA or name check then).
+    pub pinned_sha256: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for BridgeTarget {
@@ -59,6 +69,7 @@ impl std::fmt::Debug for BridgeTarget {
             .field("base_url", &self.base_url)
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("pinned_sha256", &self.pinned_sha256.as_ref().map(tls::fingerprint_text))
             .finish()
     }
 }
@@ -83,7 +94,16 @@ impl BridgeTarget {
             base_url: format!("{scheme}://{host}"),
             username: bridge.username.clone(),
             password: bridge.password.clone(),
+            // Validation admits only well-formed pins; anything else matches no certificate.
+            pinned_sha256: bridge
+                .pinned_sha256
+                .as_deref()
+                .map(|pin| model::validate::sha256_fingerprint(pin).unwrap_or([0; 32])),
         }
+    }
+
+    fn is_https(&self) -> bool {
+        self.base_url.starts_with("https://")
     }
 
     fn rpc_url(&self) -> String {
@@ -112,6 +132,21 @@ pub struct BridgeConference {
     pub id: String,
     pub name: String,
     pub participants: u32,
+    /// The first [`PARTICIPANTS_LISTED_MAX`] participants (`participants` counts them all).
+    pub participant_list: Vec<BridgeParticipant>,
+}
+
+/// A participant as the bridge's enumeration reports it; what a bridge leaves out is `None`.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct BridgeParticipant {
+    /// MCU `participantName`; TS `displayName`.
+    pub name: String,
+    /// MCU `address`; TS the first `calls[].address`.
+    pub address: Option<String>,
+    /// TS `accessLevel` (`chair`, `guest`).
+    pub role: Option<String>,
+    /// MCU `callState`; TS `connectionState`.
+    pub state: Option<String>,
 }
 
 /// The health poll's answer.
@@ -171,11 +206,23 @@ pub struct BridgeClientOptions {
     pub trusted_ca_pem: Option<String>,
 }
 
-/// A client for any number of bridges; cheap to clone (the connection pool is shared).
+/// A client for any number of bridges; cheap to clone (the connection pools are shared).
+/// `http` bridges share one pool; each `https` bridge has its own, whose TLS configuration
+/// checks that bridge's certificate (pinned or by the CAs) and records what it presented.
 #[derive(Clone, Debug)]
 pub struct BridgeClient {
     http: reqwest::Client,
     timeout_ms: u64,
+    roots: Roots,
+    secure: Arc<Mutex<SecureClients>>,
+}
+
+/// The `https` bridges' clients by (base URL, pin), and the fingerprint each base URL
+/// presented last (kept across pin changes, so the page shows it while the pin is edited).
+#[derive(Debug, Default)]
+struct SecureClients {
+    clients: HashMap<(String, Option<[u8; 32]>), reqwest::Client>,
+    presented: HashMap<String, Arc<Mutex<Option<String>>>>,
 }
 
 impl BridgeClient {
@@ -188,24 +235,51 @@ impl BridgeClient {
     }
 
     pub fn with_options(options: &BridgeClientOptions) -> Result<BridgeClient, BridgeError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(options.timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &options.trusted_ca_pem {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|error| BridgeError::Transport(format!("bad CA certificates: {error}")))?;
-            if certificates.is_empty() {
-                return Err(BridgeError::Transport("no CA certificate in the PEM".to_owned()));
-            }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder
+        let roots = match &options.trusted_ca_pem {
+            Some(pem) => Some(Arc::new(tls::roots_from_pem(pem).map_err(BridgeError::Transport)?)),
+            None => None,
+        };
+        let http = builder(options.timeout_ms)
             .build()
             .map_err(|error| BridgeError::Transport(format!("building the client: {error}")))?;
-        Ok(BridgeClient { http, timeout_ms: options.timeout_ms })
+        Ok(BridgeClient {
+            http,
+            timeout_ms: options.timeout_ms,
+            roots,
+            secure: Arc::new(Mutex::new(SecureClients::default())),
+        })
+    }
+
+    /// The SHA-256 fingerprint (`AB:CD:…`) of the certificate `target` presented at its last
+    /// TLS handshake through this client, whether it was accepted or not.
+    pub fn presented_fingerprint(&self, target: &BridgeTarget) -> Option<String> {
+        let secure = self.secure.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = secure.presented.get(&target.base_url)?;
+        slot.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The HTTP client for `target`: the shared one, or its own for `https`.
+    fn http_for(&self, target: &BridgeTarget) -> Result<reqwest::Client, BridgeError> {
+        if !target.is_https() {
+            return Ok(self.http.clone());
+        }
+        let mut secure = self.secure.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (target.base_url.clone(), target.pinned_sha256);
+        if let Some(client) = secure.clients.get(&key) {
+            return Ok(client.clone());
+        }
+        if secure.clients.len() >= SECURE_TARGETS_MAX {
+            *secure = SecureClients::default();
+        }
+        let presented = secure.presented.entry(target.base_url.clone()).or_default().clone();
+        let config = tls::client_config(&self.roots, target.pinned_sha256, presented)
+            .map_err(BridgeError::Transport)?;
+        let client = builder(self.timeout_ms)
+            .use_preconfigured_tls(config)
+            .build()
+            .map_err(|error| BridgeError::Transport(format!("building the client: {error}")))?;
+        secure.clients.insert(key, client.clone());
+        Ok(client)
     }
 
     /// Calls any method with the credentials added to its struct; returns the answer's struct.
@@ -232,7 +306,7 @@ impl BridgeClient {
         params.insert("authenticationPassword".to_owned(), Value::from(target.password.as_str()));
         let body = xmlrpc::encode_call(method, &[Value::Struct(params)]);
         let timeout = Duration::from_millis(self.timeout_ms);
-        let answer = tokio::time::timeout(timeout, self.post(&target.rpc_url(), body))
+        let answer = tokio::time::timeout(timeout, self.post(target, body))
             .await
             .map_err(|_| BridgeError::Timeout { timeout_ms: self.timeout_ms })??;
         budget.spend(method, answer.len())?;
@@ -244,10 +318,11 @@ impl BridgeClient {
     }
 
     /// Posts one document and reads the whole answer, refusing one over [`RESPONSE_BYTES_MAX`].
-    async fn post(&self, url: &str, body: String) -> Result<Vec<u8>, BridgeError> {
+    async fn post(&self, target: &BridgeTarget, body: String) -> Result<Vec<u8>, BridgeError> {
+        let url = target.rpc_url();
         let mut response = self
-            .http
-            .post(url)
+            .http_for(target)?
+            .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
             .body(body)
             .send()
@@ -316,6 +391,7 @@ impl BridgeClient {
                     id: spec.name.clone(),
                     name: spec.name.clone(),
                     participants: 0,
+                    participant_list: Vec::new(),
                 })
             }
             BridgeKind::TelepresenceServer => {
@@ -341,7 +417,12 @@ impl BridgeClient {
                 params.insert("URIs".to_owned(), Value::Array(uris));
                 let answer = self.call(target, "flex.conference.create", params).await?;
                 let id = required_str(&answer, "conferenceID", "flex.conference.create")?;
-                Ok(BridgeConference { id, name: spec.name.clone(), participants: 0 })
+                Ok(BridgeConference {
+                    id,
+                    name: spec.name.clone(),
+                    participants: 0,
+                    participant_list: Vec::new(),
+                })
             }
         }
     }
@@ -369,9 +450,12 @@ impl BridgeClient {
     ) -> Result<Vec<BridgeConference>, BridgeError> {
         let mut budget = AnswerBudget::new();
         let mut conferences = self.list_conferences(target, &mut budget).await?;
-        let counts = self.count_participants(target, &mut budget).await?;
+        let mut participants = self.list_participants(target, &mut budget).await?;
         for conference in &mut conferences {
-            conference.participants = counts.get(&conference.id).copied().unwrap_or(0);
+            if let Some((count, list)) = participants.remove(&conference.id) {
+                conference.participants = count;
+                conference.participant_list = list;
+            }
         }
         Ok(conferences)
     }
@@ -417,33 +501,43 @@ impl BridgeClient {
         self.paged(target, method, "conferences", budget, |conference| {
             let name = required_str(conference, "conferenceName", method)?;
             let id = required_str(conference, id_key, method)?;
-            conferences.push(BridgeConference { id, name, participants: 0 });
+            conferences.push(BridgeConference {
+                id,
+                name,
+                participants: 0,
+                participant_list: Vec::new(),
+            });
             Ok(())
         })
         .await?;
         Ok(conferences)
     }
 
-    /// Participants per conference id.
-    async fn count_participants(
+    /// Participants per conference id: their count, and the first
+    /// [`PARTICIPANTS_LISTED_MAX`] of them.
+    async fn list_participants(
         &self,
         target: &BridgeTarget,
         budget: &mut AnswerBudget,
-    ) -> Result<BTreeMap<String, u32>, BridgeError> {
+    ) -> Result<BTreeMap<String, (u32, Vec<BridgeParticipant>)>, BridgeError> {
         let (method, id_key) = match target.kind {
             BridgeKind::Mcu => ("participant.enumerate", "conferenceName"),
             BridgeKind::TelepresenceServer => ("flex.participant.enumerate", "conferenceID"),
         };
-        let mut counts = BTreeMap::new();
+        let mut participants: BTreeMap<String, (u32, Vec<BridgeParticipant>)> = BTreeMap::new();
         self.paged(target, method, "participants", budget, |participant| {
             // Participants outside a conference (an auto attendant's) have no id; skip them.
             if let Some(id) = participant.get(id_key).and_then(Value::as_str) {
-                *counts.entry(id.to_owned()).or_insert(0) += 1;
+                let (count, list) = participants.entry(id.to_owned()).or_default();
+                *count = count.saturating_add(1);
+                if list.len() < PARTICIPANTS_LISTED_MAX {
+                    list.push(participant_of(target.kind, participant));
+                }
             }
             Ok(())
         })
         .await?;
-        Ok(counts)
+        Ok(participants)
     }
 
     /// Calls an enumeration method page by page, handing each item of `list_key` to `item`.
@@ -515,6 +609,32 @@ impl AnswerBudget {
     }
 }
 
+/// A participant from an enumeration entry; members a bridge leaves out stay `None`.
+fn participant_of(kind: BridgeKind, entry: &Struct) -> BridgeParticipant {
+    let text = |key: &str| entry.get(key).and_then(Value::as_str).map(str::to_owned);
+    match kind {
+        BridgeKind::Mcu => BridgeParticipant {
+            name: text("participantName").unwrap_or_default(),
+            address: text("address"),
+            role: None,
+            state: text("callState"),
+        },
+        BridgeKind::TelepresenceServer => BridgeParticipant {
+            name: text("displayName").unwrap_or_default(),
+            address: entry
+                .get("calls")
+                .and_then(Value::as_array)
+                .and_then(|calls| calls.first())
+                .and_then(Value::as_struct)
+                .and_then(|call| call.get("address"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            role: text("accessLevel"),
+            state: text("connectionState"),
+        },
+    }
+}
+
 fn more(answer: &Struct) -> bool {
     answer.get("moreAvailable").and_then(Value::as_bool).unwrap_or(false)
 }
@@ -537,6 +657,14 @@ fn required_str(members: &Struct, key: &str, method: &str) -> Result<String, Bri
         Some(Value::Int(number)) => Ok(number.to_string()),
         _ => Err(BridgeError::Malformed(format!("{method} answered without {key}"))),
     }
+}
+
+/// The settings every client shares: timeouts, no redirects, who is calling.
+fn builder(timeout_ms: u64) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
 }
 
 /// The TLS refusal somewhere in `error`'s chain of sources, if any. An I/O error carries its
@@ -576,6 +704,7 @@ mod tests {
             password: "secret".to_owned(),
             capacity_ports: 10,
             enabled: true,
+            pinned_sha256: None,
         }
     }
 

@@ -54,6 +54,10 @@ pub enum TlsProblem {
     /// Out of its validity period.
     #[error("expired or not yet valid")]
     Expired,
+    /// The bridge pins a certificate, and presented another one (named by its SHA-256
+    /// fingerprint, so the operator can compare it with the bridge's own).
+    #[error("fingerprint mismatch (the bridge presented {presented}, not the pinned certificate)")]
+    FingerprintMismatch { presented: String },
     /// Any other refusal, as the TLS library words it.
     #[error("{0}")]
     Other(String),
@@ -71,6 +75,7 @@ impl TlsProblem {
                 | C::ExpiredContext { .. }
                 | C::NotValidYet
                 | C::NotValidYetContext { .. } => TlsProblem::Expired,
+                C::Other(other) => crate::tls::other_problem(other),
                 other => TlsProblem::Other(format!("{other:?}")),
             }),
             rustls::Error::AlertReceived(_) | rustls::Error::InvalidMessage(_) => None,

@@ -15,11 +15,14 @@
 mod client;
 mod error;
 pub mod sim;
+mod tls;
 pub mod xmlrpc;
 
 pub use client::{
-    BridgeClient, BridgeClientOptions, BridgeConference, BridgeKind, BridgeStatus, BridgeTarget,
-    ConferenceSpec, ENUMERATION_PAGES_MAX, EventNotification, OPERATION_RESPONSE_BYTES_MAX,
-    RESPONSE_BYTES_MAX, parse_event_notification,
+    BridgeClient, BridgeClientOptions, BridgeConference, BridgeKind, BridgeParticipant,
+    BridgeStatus, BridgeTarget, ConferenceSpec, ENUMERATION_PAGES_MAX, EventNotification,
+    OPERATION_RESPONSE_BYTES_MAX, PARTICIPANTS_LISTED_MAX, RESPONSE_BYTES_MAX, SECURE_TARGETS_MAX,
+    parse_event_notification,
 };
 pub use error::{BridgeError, TlsProblem, fault};
+pub use tls::fingerprint;

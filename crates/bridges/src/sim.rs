@@ -10,6 +10,9 @@
 //!   fault (0 clears it); `maxConferences` (0 or less: no limit); `latencyMs` before each answer.
 //! - `sim.participants {conferenceName | conferenceID, count}`: sets how many participants a
 //!   conference has, as if calls had joined or left.
+//! - `sim.call {uri, caller}`: a call arrives for `uri` (what a VCS does with the policy
+//!   service's route, `<conference>[.guest]@<host>`): `caller` joins that conference, as a
+//!   guest when it dialled the guest address. Answers `{participantID}`.
 //!
 //! After `feedbackReceiver.configure` it posts `eventNotification` to the receiver: first
 //! `configureAck`, then (TelePresence Server) `flexAlive` every `feedback_interval_ms`; the
@@ -37,6 +40,9 @@ pub const PAGE_SIZE_DEFAULT: usize = 10;
 pub const FEEDBACK_INTERVAL_MS_DEFAULT: u64 = 5000;
 /// Limit of one feedback POST, so a dead receiver does not stall the others for long.
 const FEEDBACK_POST_TIMEOUT_MS: u64 = 2000;
+/// Ends the address guests dial (Baton's policy service sends them to `<conference>.guest`;
+/// this crate may not depend on its crate).
+const GUEST_SUFFIX: &str = ".guest";
 /// Feedback receivers kept at most (real bridges have a handful of slots).
 const RECEIVERS_MAX: usize = 20;
 
@@ -231,6 +237,15 @@ struct Conference {
 struct Participant {
     id: String,
     name: String,
+    /// Where the call came from (`sim.call`); none for participants made up by count.
+    address: Option<String>,
+    access_level: &'static str,
+}
+
+impl Participant {
+    fn made_up(id: String, name: String) -> Participant {
+        Participant { id, name, address: None, access_level: "chair" }
+    }
 }
 
 struct Receiver {
@@ -347,11 +362,12 @@ fn simulator_method(shared: &Shared, method: &str, params: &Struct) -> Result<St
             while state.conferences[index].participants.len() < count {
                 let id = state.new_id("p");
                 let name = format!("sim-{id}");
-                state.conferences[index].participants.push(Participant { id, name });
+                state.conferences[index].participants.push(Participant::made_up(id, name));
             }
             state.conferences[index].participants.truncate(count);
             Ok(Struct::new())
         }
+        "sim.call" => incoming_call(&mut state, params),
         _ => Err(method_not_supported(method)),
     }
 }
@@ -446,7 +462,7 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
                     message: "duplicate participant name".into(),
                 });
             }
-            conference.participants.push(Participant { id, name: participant });
+            conference.participants.push(Participant::made_up(id, participant));
             Ok(Struct::new())
         }
         (BridgeKind::Mcu, "participant.remove") => {
@@ -467,13 +483,17 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
                 .iter()
                 .flat_map(|conference| {
                     conference.participants.iter().map(|participant| {
-                        Value::Struct(members([
+                        let mut entry = members([
                             ("conferenceName", Value::from(conference.name.as_str())),
                             ("participantName", Value::from(participant.name.as_str())),
                             ("participantProtocol", Value::from("sip")),
                             ("participantType", Value::from("by_address")),
                             ("callState", Value::from("connected")),
-                        ]))
+                        ]);
+                        if let Some(address) = &participant.address {
+                            entry.insert("address".into(), Value::from(address.as_str()));
+                        }
+                        Value::Struct(entry)
                     })
                 })
                 .collect();
@@ -511,7 +531,7 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
             let id = state.new_id("p");
             let conference = find_mut(&mut state, &conference_id)?;
             let name = format!("participant {id}");
-            conference.participants.push(Participant { id: id.clone(), name });
+            conference.participants.push(Participant::made_up(id.clone(), name));
             Ok(members([("participantID", Value::from(id))]))
         }
         (BridgeKind::TelepresenceServer, "flex.participant.destroy") => {
@@ -532,13 +552,22 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
                 .filter(|conference| filter.is_none_or(|id| id == conference.id))
                 .flat_map(|conference| {
                     conference.participants.iter().map(|participant| {
-                        Value::Struct(members([
+                        let mut entry = members([
                             ("participantID", Value::from(participant.id.as_str())),
                             ("conferenceID", Value::from(conference.id.as_str())),
-                            ("accessLevel", Value::from("guest")),
+                            ("accessLevel", Value::from(participant.access_level)),
                             ("displayName", Value::from(participant.name.as_str())),
                             ("connectionState", Value::from("connected")),
-                        ]))
+                        ]);
+                        if let Some(address) = &participant.address {
+                            let call = members([
+                                ("callID", Value::from(format!("call-{}", participant.id))),
+                                ("incoming", Value::Bool(true)),
+                                ("address", Value::from(address.as_str())),
+                            ]);
+                            entry.insert("calls".into(), Value::Array(vec![Value::Struct(call)]));
+                        }
+                        Value::Struct(entry)
                     })
                 })
                 .collect();
@@ -546,6 +575,27 @@ fn bridge_method(shared: &Shared, method: &str, params: &Struct) -> Result<Struc
         }
         _ => Err(method_not_supported(method)),
     }
+}
+
+/// `sim.call`: the caller joins the conference the dialled URI names.
+fn incoming_call(state: &mut SimState, params: &Struct) -> Result<Struct, Fault> {
+    let uri = required_str(params, "uri")?;
+    let caller = required_str(params, "caller")?.to_owned();
+    let local = uri.split_once('@').map_or(uri, |(local, _)| local);
+    let exact = state.conferences.iter().position(|conference| conference.name == local);
+    let (index, access_level) = match (exact, local.strip_suffix(GUEST_SUFFIX)) {
+        (Some(index), _) => (Some(index), "chair"),
+        (None, Some(name)) => {
+            (state.conferences.iter().position(|conference| conference.name == name), "guest")
+        }
+        (None, None) => (None, "chair"),
+    };
+    let index = index.ok_or_else(no_such_conference)?;
+    let id = state.new_id("p");
+    let participant =
+        Participant { id: id.clone(), name: caller.clone(), address: Some(caller), access_level };
+    state.conferences[index].participants.push(participant);
+    Ok(members([("participantID", Value::from(id))]))
 }
 
 fn create(state: &mut SimState, id: String, name: String) -> Result<(), Fault> {

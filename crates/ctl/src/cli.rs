@@ -104,10 +104,29 @@ pub(crate) enum Command {
     /// Restart the Baton service, reboot or shut down this peer (asks for --yes).
     #[command(subcommand)]
     System(SystemCommand),
+    /// The policy service: its status, and what a call would get (without placing it).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// This peer's active alarms (`batonctl alarms`), or acknowledge one.
     Alarms {
         #[command(subcommand)]
         action: Option<AlarmsCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PolicyCommand {
+    /// Whether this peer serves the VCS (and why not), and each bridge's health seen from here.
+    Status,
+    /// What a call to ALIAS would get now and why (aliases tried, template, bridges weighed
+    /// with free ports and health, the CPL), decided as a real call is. No conference is
+    /// created and nothing is recorded.
+    Explain {
+        /// The dialled alias, e.g. meet.alice@example.com.
+        alias: String,
+        /// The caller's alias (shown; no rule decides on it).
+        #[arg(long, value_name = "ALIAS")]
+        source: Option<String>,
     },
 }
 
@@ -220,8 +239,12 @@ pub(crate) enum ConfigCommand {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum LogCommand {
-    /// Who changed what, when: every configuration change, newest first.
+    /// Who changed what, when: the changes made on this peer, newest first (with
+    /// --all-peers, also those that arrived from the other peers).
     Config {
+        /// Also the changes made on the other peers of the cluster (each row names its peer).
+        #[arg(long)]
+        all_peers: bool,
         /// Only changes by this administrator.
         #[arg(long)]
         actor: Option<String>,
@@ -283,6 +306,17 @@ pub(crate) enum NamedAction {
     },
     /// Delete a record.
     Delete { name: String },
+}
+
+/// `batonctl bridges pin <name>`: pins the certificate the bridge presents.
+#[derive(Args, Debug)]
+pub(crate) struct PinBridge {
+    /// The bridge.
+    pub(crate) name: String,
+    /// The SHA-256 fingerprint you compared (as `bridges show` prints it); refused if the
+    /// bridge now presents another. Without it, the one `bridges show` prints now is pinned.
+    #[arg(long, value_name = "AB:CD:…")]
+    pub(crate) sha256: Option<String>,
 }
 
 /// Actions on a settings collection, which holds at most one record.
@@ -368,6 +402,9 @@ pub(crate) enum Invocation {
     Named(RecordKind, NamedAction),
     Settings(RecordKind, SettingsAction),
     Cluster(ClusterAction),
+    /// `conferences` or `conferences live`: what the bridges host now.
+    LiveConferences,
+    PinBridge(PinBridge),
     /// A name that is neither a command nor a collection.
     Unknown(String),
 }
@@ -387,6 +424,11 @@ pub(crate) fn command() -> clap::Command {
     command
 }
 
+/// `batonctl conferences live` (also `batonctl conferences`).
+const LIVE_ACTION: &str = "live";
+const LIVE_ABOUT: &str =
+    "the conferences each bridge hosts now, with their participants, as the bridges list them";
+
 fn collection_command(kind: RecordKind) -> clap::Command {
     let fields = crate::fields::help(kind);
     let mut base = clap::Command::new(kind.collection())
@@ -401,10 +443,27 @@ fn collection_command(kind: RecordKind) -> clap::Command {
         ClusterAction::augment_subcommands(base)
             .about("cluster settings and status: show, set, clear, status, join, upgrade")
             .mut_subcommand("set", |set| set.after_help(fields))
+    } else if kind == RecordKind::Conference {
+        NamedAction::augment_subcommands(base)
+            .subcommand_required(false)
+            .arg_required_else_help(false)
+            .subcommand(clap::Command::new(LIVE_ACTION).about(LIVE_ABOUT))
+            .about(format!("conferences: {LIVE_ACTION} (the default: {LIVE_ABOUT}); records: list, show, create, update, delete"))
+            .mut_subcommand("create", |create| create.after_help(fields.clone()))
+            .mut_subcommand("update", |update| update.after_help(fields))
     } else if kind.is_singleton() {
         SettingsAction::augment_subcommands(base)
             .about(format!("{} settings: show, set, clear", kind.as_str()))
             .mut_subcommand("set", |set| set.after_help(fields))
+    } else if kind == RecordKind::Bridge {
+        let pin = PinBridge::augment_args(clap::Command::new("pin")).about(
+            "Pin the certificate the bridge presents (shown by `show`): only it is accepted then",
+        );
+        NamedAction::augment_subcommands(base)
+            .subcommand(pin)
+            .about("bridge records: list, show, create, update, delete, pin")
+            .mut_subcommand("create", |create| create.after_help(fields.clone()))
+            .mut_subcommand("update", |update| update.after_help(fields))
     } else {
         NamedAction::augment_subcommands(base)
             .about(format!("{} records: list, show, create, update, delete", kind.as_str()))
@@ -443,6 +502,18 @@ where
                     ClusterAction::from_arg_matches(sub)
                         .map_err(|error| error.format(&mut command))?,
                 ),
+                Some(RecordKind::Conference)
+                    if matches!(sub.subcommand_name(), None | Some(LIVE_ACTION)) =>
+                {
+                    Invocation::LiveConferences
+                }
+                Some(RecordKind::Bridge) if sub.subcommand_name() == Some("pin") => {
+                    let pin = sub.subcommand_matches("pin").unwrap_or(sub);
+                    Invocation::PinBridge(
+                        PinBridge::from_arg_matches(pin)
+                            .map_err(|error| error.format(&mut command))?,
+                    )
+                }
                 Some(kind) if kind.is_singleton() => Invocation::Settings(
                     kind,
                     SettingsAction::from_arg_matches(sub)
@@ -540,6 +611,28 @@ mod tests {
         let parsed = parse(&["--insecure", "ntp", "set", "--set", "servers=a,b"]).unwrap();
         assert!(parsed.globals.insecure);
         assert!(matches!(parsed.invocation, Invocation::Settings(RecordKind::Ntp, _)));
+    }
+
+    #[test]
+    fn conferences_alone_or_live_is_the_live_view_and_policy_explain_takes_a_source() {
+        for args in [&["conferences"][..], &["conferences", "live"], &["conference", "live"]] {
+            let parsed = parse(args).unwrap();
+            assert!(matches!(parsed.invocation, Invocation::LiveConferences), "{args:?}");
+        }
+        let parsed = parse(&["conferences", "list"]).unwrap();
+        assert!(matches!(
+            parsed.invocation,
+            Invocation::Named(RecordKind::Conference, NamedAction::List)
+        ));
+        let parsed = parse(&["policy", "explain", "meet.a@example.com", "--source", "b"]).unwrap();
+        let Invocation::Command(Command::Policy(PolicyCommand::Explain { alias, source })) =
+            parsed.invocation
+        else {
+            panic!("{:?}", parsed.invocation)
+        };
+        assert_eq!((alias.as_str(), source.as_deref()), ("meet.a@example.com", Some("b")));
+        let kind = parse(&["policy", "explain"]).unwrap_err().kind();
+        assert_eq!(kind, ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

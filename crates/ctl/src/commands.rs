@@ -3,6 +3,7 @@
 
 use crate::cli::{
     BackupCommand, Command, ConfigCommand, Globals, Invocation, LogCommand, Page, Parsed,
+    PolicyCommand,
 };
 use crate::client::{self, Client};
 use crate::output::Output;
@@ -33,7 +34,9 @@ pub(crate) fn run(parsed: Parsed) -> anyhow::Result<()> {
         Invocation::Cluster(action) => {
             crate::cluster::run(&client, &globals, &password, out, action)
         }
+        Invocation::LiveConferences => crate::policy::live(&client, out),
         Invocation::Named(kind, action) => records::named(&client, out, kind, action),
+        Invocation::PinBridge(pin) => records::pin_bridge(&client, out, pin),
         Invocation::Settings(kind, action) => records::settings(&client, out, kind, action),
         Invocation::Command(command) => fixed(&client, out, command),
         Invocation::Unknown(_) => Ok(()),
@@ -59,6 +62,10 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
         Command::Backup(command) => crate::backups::run(client, out, command),
         Command::Upgrade(command) => crate::upgrades::run(client, out, command),
         Command::Alarms { action } => crate::alarms::run(client, out, action),
+        Command::Policy(PolicyCommand::Status) => crate::policy::status(client, out),
+        Command::Policy(PolicyCommand::Explain { alias, source }) => {
+            crate::policy::explain(client, out, alias, source)
+        }
         Command::System(command) => crate::alarms::system(client, out, command),
         Command::Config(ConfigCommand::Show { at }) => config_at(client, out, at),
         Command::Config(ConfigCommand::At { time }) => config_at(client, out, Some(time)),
@@ -78,8 +85,10 @@ fn fixed(client: &Client, out: Output, command: Command) -> anyhow::Result<()> {
             let page: api::Page<ConfigLogEntry> = client.get(&path)?;
             out.emit(&page, render::config_log)
         }
-        Command::Log(LogCommand::Config { actor, kind, name, since, until, page }) => {
+        Command::Log(LogCommand::Config { all_peers, actor, kind, name, since, until, page }) => {
+            let origin = all_peers.then(|| api::LogOrigin::AllPeers.as_str().to_owned());
             let mut pairs = vec![
+                ("origin", origin),
                 ("actor", actor),
                 ("kind", kind.map(|kind| kind.as_str().to_owned())),
                 ("name", name),

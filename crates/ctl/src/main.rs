@@ -13,6 +13,7 @@ mod cluster_upgrade;
 mod commands;
 mod fields;
 mod output;
+mod policy;
 mod prompt;
 mod records;
 mod render;

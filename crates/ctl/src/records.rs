@@ -2,7 +2,7 @@
 //! show, set and clear settings. Updates merge the given fields over the record as read.
 //! Answers are read as [`model::Record`]s of the collection's kind.
 
-use crate::cli::{Body, NamedAction, SettingsAction};
+use crate::cli::{Body, NamedAction, PinBridge, SettingsAction};
 use crate::client::{self, Client};
 use crate::output::Output;
 use crate::{fields, render};
@@ -23,6 +23,13 @@ pub(crate) fn named(
         NamedAction::List => {
             let records = of_kind(kind, client.get::<Vec<Record>>(&collection)?)?;
             out.emit(&records, |records| render::table(records))
+        }
+        NamedAction::Show { name } if kind == RecordKind::Bridge => {
+            let record = read(client, kind, &one(&name))?;
+            let health = bridge_health(client, &name)?;
+            out.emit(&record, |record| {
+                format!("{}{}", render::record(record), render::bridge_health(health.as_ref()))
+            })
         }
         NamedAction::Show { name } => out.emit(&read(client, kind, &one(&name))?, render::record),
         NamedAction::Create(body) => {
@@ -45,6 +52,35 @@ pub(crate) fn named(
             out.message(&format!("deleted {} {name}", kind.as_str()))
         }
     }
+}
+
+/// The bridge's health as this peer sees it (`None`: not listed, e.g. just created).
+fn bridge_health(client: &Client, name: &str) -> anyhow::Result<Option<api::BridgeHealth>> {
+    let status: api::PolicyStatus = client.get("/api/v1/policy/status")?;
+    Ok(status.bridges.into_iter().find(|bridge| bridge.name == name))
+}
+
+/// Pins the certificate the bridge presents: the one given with `--sha256`, or else the one
+/// `bridges show` prints now (sent along, so a certificate changed since is refused).
+pub(crate) fn pin_bridge(client: &Client, out: Output, pin: PinBridge) -> anyhow::Result<()> {
+    let sha256 = match pin.sha256 {
+        Some(sha256) => sha256,
+        None => bridge_health(client, &pin.name)?
+            .and_then(|health| health.presented_sha256)
+            .with_context(|| {
+                format!("bridge {} has presented no certificate to this peer yet", pin.name)
+            })?,
+    };
+    let path = format!("/api/v1/bridges/{}/pin", client::encode(&pin.name));
+    let body = api::PinRequest { sha256: Some(sha256.clone()) };
+    let pinned = expect_kind(RecordKind::Bridge, client.post(&path, &body)?)?;
+    out.emit(&pinned, |record| {
+        format!(
+            "pinned bridge {} to the certificate {sha256}\n{}",
+            pin.name,
+            render::record(record)
+        )
+    })
 }
 
 pub(crate) fn settings(
@@ -226,7 +262,7 @@ mod tests {
         assert_eq!(
             Value::Object(merged),
             json!({"name": "b", "bridge_type": "mcu", "capacity_ports": 8, "password": "********",
-                   "address": "192.0.2.5", "username": "api", "protocol": "https",
+                   "address": "192.0.2.5", "username": "api", "protocol": "https", "pinned_sha256": null,
                    "enabled": true})
         );
     }
@@ -239,7 +275,7 @@ mod tests {
         })));
         assert_eq!(
             Value::Object(current.clone()),
-            json!({"name": "ops", "must_change_password": false})
+            json!({"name": "ops", "must_change_password": false, "role": "full"})
         );
         let merged =
             merge(RecordKind::Administrator, current, None, &pairs(&[("password", "1234")]));

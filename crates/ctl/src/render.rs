@@ -139,6 +139,19 @@ pub(crate) fn record(record: &Record) -> String {
     fields(&Value::Object(record_fields(record)))
 }
 
+/// A bridge's health lines under its record in `bridges show`: up or why not (a refused
+/// certificate says why), and the certificate it presented, to compare and pin.
+pub(crate) fn bridge_health(health: Option<&api::BridgeHealth>) -> String {
+    let Some(health) = health else { return "health: not polled yet\n".to_owned() };
+    let state = match (health.up, &health.problem) {
+        (true, _) => "up".to_owned(),
+        (false, Some(problem)) => format!("down: {problem}"),
+        (false, None) => "down".to_owned(),
+    };
+    let presented = health.presented_sha256.as_deref().unwrap_or("none (no TLS handshake yet)");
+    format!("health: {state}\npresented_sha256: {presented}\n")
+}
+
 /// `field: value` lines of one object, values aligned; multi-line text (certificates) is
 /// indented below its field.
 pub(crate) fn fields(value: &Value) -> String {
@@ -201,8 +214,13 @@ pub(crate) fn config_log(page: &Page<ConfigLogEntry>) -> String {
                 }
                 _ => String::new(),
             };
+            let peer = match &e.origin_name {
+                Some(name) => name.clone(),
+                None => format!("peer {}", e.origin.get(..8).unwrap_or(&e.origin)),
+            };
             vec![
                 e.at.clone(),
+                peer,
                 e.actor.clone(),
                 e.action.clone(),
                 e.kind.clone(),
@@ -211,7 +229,7 @@ pub(crate) fn config_log(page: &Page<ConfigLogEntry>) -> String {
             ]
         })
         .collect();
-    columns(&["time", "actor", "action", "kind", "name", "changed"], &rows)
+    columns(&["time", "peer", "actor", "action", "kind", "name", "changed"], &rows)
         + &more(page.next_before, rows.len())
 }
 
@@ -380,7 +398,7 @@ mod tests {
     fn logs_align_and_offer_the_next_page() {
         let page: Page<ConfigLogEntry> = serde_json::from_value(json!({"entries": [
             {"position": 7, "at": "2026-11-24T10:00:00.000Z", "origin": "ab", "actor": "admin",
-             "action": "saved", "kind": "bridge", "name": "mcu1",
+             "origin_name": "this peer", "action": "saved", "kind": "bridge", "name": "mcu1",
              "before": {"capacity_ports": 4, "name": "mcu1"},
              "after": {"capacity_ports": 8, "name": "mcu1"}},
             {"position": 6, "at": "2026-11-24T09:00:00.000Z", "origin": "ab", "actor": "admin",
@@ -390,9 +408,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             config_log(&page),
-            "TIME                      ACTOR  ACTION  KIND    NAME  CHANGED\n\
-             2026-11-24T10:00:00.000Z  admin  saved   bridge  mcu1  capacity_ports\n\
-             2026-11-24T09:00:00.000Z  admin  saved   bridge  mcu1\n\
+            "TIME                      PEER       ACTOR  ACTION  KIND    NAME  CHANGED\n\
+             2026-11-24T10:00:00.000Z  this peer  admin  saved   bridge  mcu1  capacity_ports\n\
+             2026-11-24T09:00:00.000Z  peer ab    admin  saved   bridge  mcu1\n\
              more: --before 6\n"
         );
         let events: Page<EventLogEntry> = serde_json::from_value(json!({"entries": [

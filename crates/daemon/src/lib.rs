@@ -140,6 +140,7 @@ async fn start_with(config: Config, tasks: base::tasks::Tasks) -> anyhow::Result
     let server = startup::serve_admin(admin, &app, config.admin_limits)?;
     services::backups::spawn_scheduler(app.clone(), &tasks);
     services::alarms::spawn(app.clone(), &tasks);
+    services::syslog::spawn(app.clone(), &tasks).await;
     startup::journal_start(&app, recovered).await;
     tracing::info!(admin_url = %format!("https://{admin_addr}"), peer_id = %writer.peer_id(), "admin API listening");
     startup::notify_systemd(&[sd_notify::NotifyState::Ready]);

@@ -100,6 +100,7 @@ async fn create_factory_account(writer: &Writer) -> anyhow::Result<()> {
         name: auth::FACTORY_ADMIN_NAME.to_owned(),
         password_hash: hash,
         must_change_password: true,
+        role: model::record::AdminRole::Full,
     };
     let command = model::Command::Create(model::Record::Administrator(account));
     writer
@@ -175,6 +176,7 @@ pub(crate) async fn start_policy(
     );
     service.spawn_health_polling(tasks);
     service.spawn_conference_cleanup(config.conference_idle_ms, tasks);
+    service.spawn_overbooking_settlement(tasks);
     if let Some(listen) = config.policy_http_listen {
         let listener = std::net::TcpListener::bind(listen)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))

@@ -12,7 +12,7 @@
 //! where every event's hash covers the previous hash and all of the event's fields except its
 //! local `position`; [`EventLog::verify`] walks every chain.
 
-use model::{ClusterId, Hlc, PeerId};
+use model::{ClusterId, Event, Hlc, PeerId, Scope};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -39,6 +39,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The stream that holds the events of records of `scope`.
+    pub fn of(scope: Scope) -> Stream {
+        match scope {
+            Scope::Shared => Stream::Shared,
+            Scope::Local => Stream::Local,
+        }
+    }
+
     fn from_i64(value: i64) -> Option<Stream> {
         match value {
             0 => Some(Stream::Shared),
@@ -102,6 +110,14 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// Whether this event, decoded as `event`, is in the stream its record kind's scope names.
+    /// One that is not was written while its kind had the other scope (the licence was shared
+    /// until it became peer-local): it stays in its chain, whose hashes cover it, but no
+    /// configuration counts it.
+    pub fn in_its_stream(&self, event: &Event) -> bool {
+        self.stream == Stream::of(event.scope())
+    }
+
     /// Recomputes this event's hash from its fields and `prev_hash`.
     pub fn compute_hash(&self) -> Hash {
         event_hash(
@@ -383,28 +399,7 @@ impl EventLog {
             conn.query_row("SELECT value FROM meta WHERE key = 'peer_id'", [], |row| row.get(0))?;
         let peer_id =
             PeerId(peer.try_into().map_err(|_| Error::NotABatonLog { path: path.to_path_buf() })?);
-        let mut heads = BTreeMap::new();
-        {
-            let mut statement =
-                conn.prepare("SELECT origin, stream, seq, hash FROM chain_heads")?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, u64>(2)?,
-                    row.get::<_, Vec<u8>>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (origin, stream, seq, hash) = row?;
-                let origin = PeerId(origin.try_into().map_err(|_| corrupt_row("origin"))?);
-                let stream = Stream::from_i64(stream).ok_or_else(|| corrupt_row("stream"))?;
-                heads.insert(
-                    (origin, stream),
-                    Head { seq, hash: Hash(hash.try_into().map_err(|_| corrupt_row("hash"))?) },
-                );
-            }
-        }
+        let heads = recorded_heads(&conn)?;
         let last_position = last_position(&conn)?;
         Ok(EventLog {
             conn,
@@ -674,6 +669,16 @@ impl EventLog {
         read_after(&self.conn, after_position, limit)
     }
 
+    /// Every event of one event kind (`"licence.saved"`), in position order: for the rare
+    /// migrations that look for one kind in the whole log.
+    pub fn read_kind(&self, kind: &str) -> Result<Vec<StoredEvent>, Error> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE kind = ?1 ORDER BY position"
+        ))?;
+        let rows = statement.query_map([kind], row_to_event)?;
+        collect(rows)
+    }
+
     /// One chain's events after `after_seq`, in order (for catch-up between peers).
     pub fn read_origin(
         &self,
@@ -692,46 +697,7 @@ impl EventLog {
 
     /// Walks every chain from its first event, recomputing every hash.
     pub fn verify(&self) -> Result<VerifyReport, Error> {
-        let mut heads: BTreeMap<(PeerId, Stream), Head> = BTreeMap::new();
-        let mut events = 0;
-        let mut statement = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY origin, stream, seq"))?;
-        let rows = statement.query_map([], row_to_event)?;
-        for row in rows {
-            let event = row??;
-            let head = heads.entry((event.origin, event.stream)).or_default();
-            let fail = |reason: &str| Error::Corrupt {
-                origin: event.origin,
-                stream: event.stream,
-                seq: event.seq,
-                reason: reason.to_owned(),
-            };
-            if event.seq != head.seq + 1 {
-                return Err(fail("sequence number out of order"));
-            }
-            if event.prev_hash != head.hash {
-                return Err(fail("does not chain to the previous event"));
-            }
-            if event.compute_hash() != event.hash {
-                return Err(fail("contents do not match the stored hash"));
-            }
-            *head = Head { seq: event.seq, hash: event.hash };
-            events += 1;
-        }
-        // The recorded heads must be exactly where the chains end: a missing tail is corruption
-        // even if what remains chains correctly.
-        for ((origin, stream), recorded) in &self.heads {
-            if heads.get(&(*origin, *stream)) != Some(recorded) {
-                return Err(Error::Corrupt {
-                    origin: *origin,
-                    stream: *stream,
-                    seq: recorded.seq,
-                    reason: "the chain ends before its recorded head".to_owned(),
-                });
-            }
-        }
-        Ok(VerifyReport { events, heads })
+        walk_chains(&self.conn, &self.heads)
     }
 
     /// The greatest HLC in the log, so the clock never issues a smaller one after a restart.
@@ -922,6 +888,88 @@ fn collect(
     Ok(events)
 }
 
+/// Walks every chain of the database open on `conn` (a reader) from its first event,
+/// recomputing every hash, in one read transaction so a concurrent write cannot look like a
+/// broken chain.
+pub fn verify(conn: &Connection) -> Result<VerifyReport, Error> {
+    let read = conn.unchecked_transaction()?;
+    let report = walk_chains(&read, &recorded_heads(&read)?)?;
+    read.finish()?;
+    Ok(report)
+}
+
+/// The chain heads as the database records them.
+fn recorded_heads(conn: &Connection) -> Result<BTreeMap<(PeerId, Stream), Head>, Error> {
+    let mut heads = BTreeMap::new();
+    {
+        let mut statement = conn.prepare("SELECT origin, stream, seq, hash FROM chain_heads")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, u64>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (origin, stream, seq, hash) = row?;
+            let origin = PeerId(origin.try_into().map_err(|_| corrupt_row("origin"))?);
+            let stream = Stream::from_i64(stream).ok_or_else(|| corrupt_row("stream"))?;
+            heads.insert(
+                (origin, stream),
+                Head { seq, hash: Hash(hash.try_into().map_err(|_| corrupt_row("hash"))?) },
+            );
+        }
+    }
+    Ok(heads)
+}
+
+/// Every chain from its first event against `recorded`, the heads where they must end.
+fn walk_chains(
+    conn: &Connection,
+    recorded: &BTreeMap<(PeerId, Stream), Head>,
+) -> Result<VerifyReport, Error> {
+    let mut heads: BTreeMap<(PeerId, Stream), Head> = BTreeMap::new();
+    let mut events = 0;
+    let mut statement =
+        conn.prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY origin, stream, seq"))?;
+    let rows = statement.query_map([], row_to_event)?;
+    for row in rows {
+        let event = row??;
+        let head = heads.entry((event.origin, event.stream)).or_default();
+        let fail = |reason: &str| Error::Corrupt {
+            origin: event.origin,
+            stream: event.stream,
+            seq: event.seq,
+            reason: reason.to_owned(),
+        };
+        if event.seq != head.seq + 1 {
+            return Err(fail("sequence number out of order"));
+        }
+        if event.prev_hash != head.hash {
+            return Err(fail("does not chain to the previous event"));
+        }
+        if event.compute_hash() != event.hash {
+            return Err(fail("contents do not match the stored hash"));
+        }
+        *head = Head { seq: event.seq, hash: event.hash };
+        events += 1;
+    }
+    // The recorded heads must be exactly where the chains end: a missing tail is corruption
+    // even if what remains chains correctly.
+    for ((origin, stream), expected) in recorded {
+        if heads.get(&(*origin, *stream)) != Some(expected) {
+            return Err(Error::Corrupt {
+                origin: *origin,
+                stream: *stream,
+                seq: expected.seq,
+                reason: "the chain ends before its recorded head".to_owned(),
+            });
+        }
+    }
+    Ok(VerifyReport { events, heads })
+}
+
 /// Opens a read-only connection for concurrent readers (WAL lets them read while the writer
 /// appends).
 pub fn open_reader(path: &Path) -> Result<Connection, Error> {
@@ -950,6 +998,36 @@ pub fn last_position(conn: &Connection) -> Result<u64, Error> {
     Ok(conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |row| row.get(0))?)
 }
 
+/// Journal rows after `after_id`, oldest first, at most `limit`: for a reader that follows
+/// the journal (the syslog forwarder).
+pub fn journal_after(
+    conn: &Connection,
+    after_id: u64,
+    limit: usize,
+) -> Result<Vec<JournalEntry>, Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, at_ms, level, kind, actor, message FROM journal WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![after_id, limit as i64], journal_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest journal row's id, 0 when empty.
+pub fn last_journal_id(conn: &Connection) -> Result<u64, Error> {
+    Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM journal", [], |row| row.get(0))?)
+}
+
+fn journal_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
+    Ok(JournalEntry {
+        id: row.get(0)?,
+        at_ms: row.get(1)?,
+        level: Level::from_i64(row.get(2)?),
+        kind: row.get(3)?,
+        actor: row.get(4)?,
+        message: row.get(5)?,
+    })
+}
+
 pub fn query_journal(conn: &Connection, query: &JournalQuery) -> Result<Vec<JournalEntry>, Error> {
     let mut statement = conn.prepare_cached(
         "SELECT id, at_ms, level, kind, actor, message FROM journal
@@ -966,16 +1044,7 @@ pub fn query_journal(conn: &Connection, query: &JournalQuery) -> Result<Vec<Jour
             query.before_id,
             query.limit.max(1) as i64
         ],
-        |row| {
-            Ok(JournalEntry {
-                id: row.get(0)?,
-                at_ms: row.get(1)?,
-                level: Level::from_i64(row.get(2)?),
-                kind: row.get(3)?,
-                actor: row.get(4)?,
-                message: row.get(5)?,
-            })
-        },
+        journal_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -328,6 +328,28 @@ fn verify_finds_a_truncated_tail() {
     }
 }
 
+// Goal: a reader (what the admin API's verify uses) finds the same truncation and counts the
+// same events as the writer's handle.
+#[test]
+fn a_reader_verifies_the_chains_and_finds_a_truncated_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    log.append(&[event(Stream::Shared, 1, b"one"), event(Stream::Shared, 2, b"two")]).unwrap();
+    let reader = open_reader(&dir.path().join("a.db")).unwrap();
+    let report = verify(&reader).unwrap();
+    assert_eq!((report.events, report.heads.len()), (2, 1));
+    drop(log);
+    let raw = Connection::open(dir.path().join("a.db")).unwrap();
+    raw.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = 2;").unwrap();
+    drop(raw);
+    match verify(&reader) {
+        Err(Error::Corrupt { seq: 2, reason, .. }) => {
+            assert!(reason.contains("recorded head"), "{reason}")
+        }
+        other => panic!("expected a truncation to be found, got {other:?}"),
+    }
+}
+
 #[test]
 fn replacing_the_content_swaps_identity_history_and_cluster_in_one_step() {
     let dir = tempfile::tempdir().expect("temp dir");

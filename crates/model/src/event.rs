@@ -8,7 +8,9 @@
 //! payloads to the current shape. A version newer than this build knows is refused, never
 //! guessed at.
 
-use crate::record::{Bridge, BridgeType, Protocol, Record, RecordKey, RecordKind, Scope};
+use crate::record::{
+    AdminRole, Administrator, Bridge, BridgeType, Protocol, Record, RecordKey, RecordKind, Scope,
+};
 use serde::{Deserialize, Serialize};
 
 /// A change to one record.
@@ -49,7 +51,10 @@ const REMOVED: &str = ".removed";
 pub fn current_version(kind: RecordKind) -> u16 {
     match kind {
         // v2 added `protocol` (HTTP or HTTPS per bridge); v1 bridges were always HTTPS.
-        RecordKind::Bridge => 2,
+        // v3 added `pinned_sha256`; earlier bridges pinned nothing.
+        RecordKind::Bridge => 3,
+        // v2 added `role` (full or read-only); v1 accounts were all full administrators.
+        RecordKind::Administrator => 2,
         _ => 1,
     }
 }
@@ -139,10 +144,42 @@ fn upcast(
                 password: v1.password,
                 capacity_ports: v1.capacity_ports,
                 enabled: v1.enabled,
+                pinned_sha256: None,
             })
         })),
+        (RecordKind::Bridge, 2) => Some(postcard::from_bytes::<BridgeV2>(payload).map(|v2| {
+            Record::Bridge(Bridge {
+                name: v2.name,
+                bridge_type: v2.bridge_type,
+                address: v2.address,
+                protocol: v2.protocol,
+                username: v2.username,
+                password: v2.password,
+                capacity_ports: v2.capacity_ports,
+                enabled: v2.enabled,
+                pinned_sha256: None,
+            })
+        })),
+        (RecordKind::Administrator, 1) => {
+            Some(postcard::from_bytes::<AdministratorV1>(payload).map(|v1| {
+                Record::Administrator(Administrator {
+                    name: v1.name,
+                    password_hash: v1.password_hash,
+                    must_change_password: v1.must_change_password,
+                    role: AdminRole::Full,
+                })
+            }))
+        }
         _ => None,
     }
+}
+
+/// `administrator.saved` version 1, frozen: never change it, write a new version instead.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AdministratorV1 {
+    pub name: String,
+    pub password_hash: String,
+    pub must_change_password: bool,
 }
 
 /// `bridge.saved` version 1, frozen: never change it, write a new version instead.
@@ -151,6 +188,19 @@ pub struct BridgeV1 {
     pub name: String,
     pub bridge_type: BridgeType,
     pub address: String,
+    pub username: String,
+    pub password: String,
+    pub capacity_ports: u32,
+    pub enabled: bool,
+}
+
+/// `bridge.saved` version 2 (per-bridge protocol), frozen: never change it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BridgeV2 {
+    pub name: String,
+    pub bridge_type: BridgeType,
+    pub address: String,
+    pub protocol: Protocol,
     pub username: String,
     pub password: String,
     pub capacity_ports: u32,

@@ -94,7 +94,7 @@ fn every_kind_round_trips() {
 #[test]
 fn event_names_and_versions_are_stable() {
     let bridge = Event::Saved(sample(RecordKind::Bridge)).encode();
-    assert_eq!((bridge.kind.as_str(), bridge.version), ("bridge.saved", 2));
+    assert_eq!((bridge.kind.as_str(), bridge.version), ("bridge.saved", 3));
     let alias = Event::Removed(sample(RecordKind::ConferenceAlias).key()).encode();
     assert_eq!((alias.kind.as_str(), alias.version), ("conference_alias.removed", 1));
     let local = Event::Saved(sample(RecordKind::LocationAddresses)).encode();
@@ -124,6 +124,65 @@ fn old_bridge_events_upcast() {
         (bridge.name.as_str(), bridge.protocol, bridge.capacity_ports, bridge.enabled),
         ("old", Protocol::Https, 12, false)
     );
+}
+
+// Goal: a version-2 bridge (before certificate pinning) keeps its protocol and pins nothing,
+// and a pin survives the current version's round trip.
+#[test]
+fn version_2_bridge_events_upcast_without_a_pin() {
+    let v2 = BridgeV2 {
+        name: "plain".into(),
+        bridge_type: BridgeType::TelepresenceServer,
+        address: "ts:8443".into(),
+        protocol: Protocol::Http,
+        username: "u".into(),
+        password: "p".into(),
+        capacity_ports: 30,
+        enabled: true,
+    };
+    let payload = postcard::to_stdvec(&v2).unwrap();
+    let Event::Saved(Record::Bridge(bridge)) = Event::decode("bridge.saved", 2, &payload).unwrap()
+    else {
+        panic!("not a bridge")
+    };
+    let expected = Bridge {
+        name: "plain".into(),
+        bridge_type: BridgeType::TelepresenceServer,
+        address: "ts:8443".into(),
+        protocol: Protocol::Http,
+        username: "u".into(),
+        password: "p".into(),
+        capacity_ports: 30,
+        enabled: true,
+        pinned_sha256: None,
+    };
+    assert_eq!(bridge, expected);
+
+    let pin = ["AB"; 32].join(":");
+    let pinned =
+        Event::Saved(Record::Bridge(Bridge { pinned_sha256: Some(pin.clone()), ..expected }));
+    let encoded = pinned.encode();
+    assert_eq!(Event::decode(&encoded.kind, encoded.version, &encoded.payload).unwrap(), pinned);
+}
+
+// Goal: a version-1 administrator (before roles) is read as a full administrator, so no
+// account loses its rights in an upgrade.
+#[test]
+fn old_administrator_events_upcast_to_full_administrators() {
+    let v1 = AdministratorV1 {
+        name: "admin".into(),
+        password_hash: "$argon2id$x".into(),
+        must_change_password: true,
+    };
+    let payload = postcard::to_stdvec(&v1).unwrap();
+    let decoded = Event::decode("administrator.saved", 1, &payload).unwrap();
+    let Event::Saved(Record::Administrator(admin)) = decoded else { panic!("not an account") };
+    assert_eq!(
+        (admin.name.as_str(), admin.must_change_password, admin.role),
+        ("admin", true, AdminRole::Full)
+    );
+    let current = Event::Saved(Record::Administrator(admin)).encode();
+    assert_eq!((current.kind.as_str(), current.version), ("administrator.saved", 2));
 }
 
 // Goal: what this build cannot read is refused with a reason, never guessed at.

@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod event;
+pub mod licence_migration;
 pub mod record;
 pub mod rng;
 pub mod state;
@@ -18,6 +19,7 @@ pub mod version;
 
 pub use clock::{ClusterId, Hlc, HybridClock, PeerId, Stamp};
 pub use event::{DecodeError, Encoded, Event};
+pub use licence_migration::LicenceMigration;
 pub use record::{Record, RecordKey, RecordKind, Scope};
 pub use state::{Change, Command, Rejection, SNAPSHOT_FORMAT, Slot, State};
 pub use validate::{FieldError, validate};

@@ -3,7 +3,9 @@
 //! A record kind belongs to exactly one scope. `Shared` records replicate to every cluster peer;
 //! `Local` records (addresses, host name, time, certificates, root password, …) describe this
 //! box only and never leave it. The scope is a property of the kind, not of the event, so a
-//! local setting cannot be replicated by mistake.
+//! local setting cannot be replicated by mistake. A kind whose scope changed (the licence, shared
+//! until each appliance carried its own) leaves its older events in the other stream, where
+//! the configuration ignores them.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -176,7 +178,8 @@ record_kinds! {
     Location(Location) = "location", "locations", Shared, singleton: false, name: name;
     Conference(Conference) = "conference", "conferences", Shared, singleton: false, name: name;
     PolicyService(PolicyService) = "policy_service", "policy-service", Shared, singleton: true, secrets: [password_hash];
-    Licence(Licence) = "licence", "licence", Shared, singleton: true;
+    // Peer-local since each appliance carries its own keys; shared before (see `eventlog::StoredEvent::in_its_stream`).
+    Licence(Licence) = "licence", "licence", Local, singleton: true;
     Ethernet(Ethernet) = "ethernet", "ethernet", Local, singleton: true;
     Ipv4(Ipv4) = "ipv4", "ipv4", Local, singleton: true;
     SystemName(SystemName) = "system_name", "system-name", Local, singleton: true;
@@ -269,6 +272,43 @@ pub struct Administrator {
     /// Set on the factory default account: nothing else is allowed until it is changed.
     #[serde(default)]
     pub must_change_password: bool,
+    /// What the account may do; a full administrator unless said otherwise.
+    #[serde(default)]
+    pub role: AdminRole,
+}
+
+/// What an administrator account may do.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    /// Sees and changes everything.
+    #[default]
+    Full,
+    /// Sees every page and every read of the API, changes nothing (auditors, monitoring).
+    ReadOnly,
+}
+
+impl AdminRole {
+    /// The name the API and `batonctl` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Full => "full",
+            AdminRole::ReadOnly => "read_only",
+        }
+    }
 }
 
 #[derive(
@@ -306,6 +346,12 @@ pub struct Bridge {
     pub capacity_ports: u32,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// For `https`: the SHA-256 fingerprint (`AB:CD:…`, 32 hex pairs) of the one certificate
+    /// the bridge may present. Set, it replaces CA and name checks (bridges ship self-signed
+    /// certificates); `None`: the bridge is verified against the trusted CAs. (Never
+    /// `skip_serializing_if`: postcard, the events' encoding, is not self-describing.)
+    #[serde(default)]
+    pub pinned_sha256: Option<String>,
 }
 
 fn yes() -> bool {

@@ -8,7 +8,7 @@
 
 use crate::clock::Stamp;
 use crate::event::{DecodeError, Encoded, Event};
-use crate::record::{Record, RecordKey, RecordKind};
+use crate::record::{AdminRole, Record, RecordKey, RecordKind};
 use crate::validate::{FieldError, validate};
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
@@ -65,8 +65,9 @@ pub struct Change {
 }
 
 /// Version of the snapshot encoding below; a snapshot in another format is ignored and the
-/// state is rebuilt from the log instead.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// state is rebuilt from the log instead. Format 2: the licence is peer-local, so a format-1
+/// snapshot may hold a licence folded from the shared stream.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotSlot {
@@ -131,6 +132,7 @@ impl State {
                 let mut errors = validate(record);
                 errors.extend(self.check_references(record));
                 errors.extend(self.check_cluster_rules(record));
+                errors.extend(self.check_last_full_administrator(record));
                 if !errors.is_empty() {
                     return Err(Rejection::Invalid { errors });
                 }
@@ -161,15 +163,40 @@ impl State {
                         ),
                     });
                 }
-                if key.kind == RecordKind::Administrator
-                    && self.list(RecordKind::Administrator).count() == 1
-                {
+                if key.kind == RecordKind::Administrator && self.is_last_full_administrator(key) {
                     return Err(Rejection::Forbidden {
-                        reason: "the last administrator account cannot be removed".to_owned(),
+                        reason: "the last full administrator account cannot be removed".to_owned(),
                     });
                 }
                 Ok(vec![Event::Removed(key.clone())])
             }
+        }
+    }
+
+    /// Whether `key` names the only full administrator account: without one, nobody could
+    /// change the configuration again.
+    fn is_last_full_administrator(&self, key: &RecordKey) -> bool {
+        let full = |record: &Record| matches!(record, Record::Administrator(admin) if admin.role == AdminRole::Full);
+        self.get(key).is_some_and(full)
+            && !self
+                .list(RecordKind::Administrator)
+                .any(|record| record.key() != *key && full(record))
+    }
+
+    /// The last full administrator cannot be made read-only.
+    fn check_last_full_administrator(&self, record: &Record) -> Vec<FieldError> {
+        match record {
+            Record::Administrator(admin)
+                if admin.role != AdminRole::Full
+                    && self.is_last_full_administrator(&record.key()) =>
+            {
+                vec![FieldError {
+                    field: "role".to_owned(),
+                    message: "the last full administrator account cannot be made read-only"
+                        .to_owned(),
+                }]
+            }
+            _ => Vec::new(),
         }
     }
 

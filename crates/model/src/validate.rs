@@ -129,6 +129,29 @@ impl Report {
     }
 }
 
+/// The digest a SHA-256 fingerprint names: 64 hex digits, in pairs joined by `:` (as browsers
+/// and Baton show it) or not, in either case; `None` for anything else.
+pub fn sha256_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    let digits: String = if text.contains(':') {
+        let pairs: Vec<&str> = text.split(':').collect();
+        if pairs.iter().any(|pair| pair.len() != 2) {
+            return None;
+        }
+        pairs.concat()
+    } else {
+        text.to_owned()
+    };
+    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (index, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * index..2 * index + 2], 16).ok()?;
+    }
+    Some(digest)
+}
+
 /// True for an IPv4/IPv6 literal or an RFC 1123 host name.
 pub fn is_host(text: &str) -> bool {
     if text.parse::<std::net::IpAddr>().is_ok() {
@@ -222,6 +245,11 @@ pub fn validate(record: &Record) -> Vec<FieldError> {
                 (1..=CAPACITY_PORTS_MAX).contains(&b.capacity_ports),
                 "capacity_ports",
                 &format!("must be between 1 and {CAPACITY_PORTS_MAX}"),
+            );
+            r.check(
+                b.pinned_sha256.as_deref().is_none_or(|pin| sha256_fingerprint(pin).is_some()),
+                "pinned_sha256",
+                "must be a SHA-256 fingerprint: 32 hex pairs, as AB:CD:…",
             );
         }
         Record::BridgePool(p) => {

@@ -124,6 +124,16 @@ fn each_rule_reports_its_field() {
         ("bridge garbage address", with(Bridge, json!({"address": "not a host!"})), &["address"]),
         ("bridge capacity 0", with(Bridge, json!({"capacity_ports": 0})), &["capacity_ports"]),
         (
+            "bridge pin too short",
+            with(Bridge, json!({"pinned_sha256": "AB:CD"})),
+            &["pinned_sha256"],
+        ),
+        (
+            "bridge pin not hex",
+            with(Bridge, json!({"pinned_sha256": (["ZZ"; 32].join(":"))})),
+            &["pinned_sha256"],
+        ),
+        (
             "bridge capacity too big",
             with(Bridge, json!({"capacity_ports": 10_001})),
             &["capacity_ports"],
@@ -390,6 +400,20 @@ fn each_rule_reports_its_field() {
 }
 
 // Goal: one form with several mistakes reports all of them at once.
+// Goal: a fingerprint is read as browsers show it (pairs and colons) or as bare hex, in
+// either case, and names the same digest either way.
+#[test]
+fn fingerprints_are_read_with_or_without_colons() {
+    let shown = (0u8..32).map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":");
+    let digest = crate::validate::sha256_fingerprint(&shown).unwrap();
+    assert_eq!(digest.to_vec(), (0u8..32).collect::<Vec<_>>());
+    let bare = shown.replace(':', "").to_lowercase();
+    assert_eq!(crate::validate::sha256_fingerprint(&bare), Some(digest));
+    assert_eq!(crate::validate::sha256_fingerprint(&shown[3..]), None);
+    assert_eq!(crate::validate::sha256_fingerprint(&format!("{shown}:00")), None);
+    assert!(fields(&with(RecordKind::Bridge, json!({"pinned_sha256": shown}))).is_empty());
+}
+
 #[test]
 fn all_problems_are_reported_together() {
     let bridge = with(
@@ -520,6 +544,27 @@ fn commands_check_existence_and_use() {
         state.decide(&Command::Remove(with(Bridge, json!({})).key())),
         Err(Rejection::NotFound { .. })
     ));
+}
+
+// Goal: a read-only account never leaves the appliance without a full administrator: the last
+// full one can be neither removed nor made read-only, while read-only ones come and go.
+#[test]
+fn the_last_full_administrator_stays() {
+    use RecordKind::Administrator;
+    let admin = |name: &str, role: &str| with(Administrator, json!({"name": name, "role": role}));
+    let state = state_with(&[admin("admin", "full"), admin("auditor", "read_only")]);
+    match state.decide(&Command::Remove(admin("admin", "full").key())) {
+        Err(Rejection::Forbidden { reason }) => assert!(reason.contains("last full"), "{reason}"),
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+    match state.decide(&Command::Update(admin("admin", "read_only"))) {
+        Err(Rejection::Invalid { errors }) => assert_eq!(errors[0].field, "role"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(state.decide(&Command::Remove(admin("auditor", "read_only").key())).is_ok());
+    let two = state_with(&[admin("admin", "full"), admin("second", "full")]);
+    assert!(two.decide(&Command::Update(admin("admin", "read_only"))).is_ok());
+    assert!(two.decide(&Command::Remove(admin("admin", "full").key())).is_ok());
 }
 
 // Goal: the clustering prerequisites the configuration can decide are enforced with clear,

@@ -2,6 +2,7 @@
 //! rule deciding whether two peers may exchange configuration. Pure: the daemon supplies both
 //! greetings and acts on the [`Verdict`].
 
+use model::record::Edition;
 use model::{ClusterId, PeerId};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -18,6 +19,27 @@ pub struct Hello {
     pub cluster_id: Option<ClusterId>,
     /// Sorted and without duplicates, so lists that differ only in order compare equal.
     pub peers: Vec<Ipv4Addr>,
+    /// The edition of the sender's own licence: peers of one cluster run the same one. Last,
+    /// so an older release reads the fields before it and refuses by version.
+    pub edition: Edition,
+}
+
+/// The greeting of the releases before the edition was part of it, frozen: a newer peer
+/// still reads it, to refuse by version as the older peer does.
+#[derive(Deserialize)]
+struct HelloV1 {
+    software_version: String,
+    address: Ipv4Addr,
+    host_name: String,
+    peer_id: PeerId,
+    cluster_id: Option<ClusterId>,
+    peers: Vec<Ipv4Addr>,
+}
+
+/// The first variant of [`Frame`] as those releases encoded it (same tag).
+#[derive(Deserialize)]
+enum FrameV1 {
+    Hello(HelloV1),
 }
 
 /// Everything sent after the greeting travels as one of these.
@@ -58,8 +80,21 @@ impl Frame {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
+    /// Reads a frame; an older release's greeting reads as one without a licence, i.e. the
+    /// essentials edition (it never matters: its version differs, which `check` sees first).
     pub fn decode(bytes: &[u8]) -> Result<Frame, postcard::Error> {
-        postcard::from_bytes(bytes)
+        postcard::from_bytes(bytes).or_else(|error| match postcard::from_bytes(bytes) {
+            Ok(FrameV1::Hello(v1)) => Ok(Frame::Hello(Hello {
+                software_version: v1.software_version,
+                address: v1.address,
+                host_name: v1.host_name,
+                peer_id: v1.peer_id,
+                cluster_id: v1.cluster_id,
+                peers: v1.peers,
+                edition: Edition::Essentials,
+            })),
+            Err(_) => Err(error),
+        })
     }
 }
 
@@ -84,6 +119,22 @@ pub enum Refusal {
     NotListed { address: Ipv4Addr },
     #[error("it answers with this peer's own identity (a cloned disk?)")]
     SameIdentity,
+    /// Each peer has its own licence; a cluster's peers run one edition. Last of the
+    /// variants, so the older ones keep their tags.
+    #[error(
+        "edition mismatch: it runs the {} edition, this peer runs the {} edition",
+        edition_name(*.theirs),
+        edition_name(*.ours)
+    )]
+    EditionMismatch { ours: Edition, theirs: Edition },
+}
+
+fn edition_name(edition: Edition) -> &'static str {
+    match edition {
+        Edition::Full => "full",
+        Edition::Select => "select",
+        Edition::Essentials => "essentials",
+    }
 }
 
 fn list(addresses: &[Ipv4Addr]) -> String {
@@ -120,6 +171,12 @@ pub fn check(ours: &Hello, theirs: &Hello) -> Verdict {
             theirs: theirs.software_version.clone(),
         });
     }
+    if theirs.edition != ours.edition {
+        return Verdict::Refuse(Refusal::EditionMismatch {
+            ours: ours.edition,
+            theirs: theirs.edition,
+        });
+    }
     if theirs.peers != ours.peers {
         return Verdict::Refuse(Refusal::PeerListMismatch {
             ours: ours.peers.clone(),
@@ -147,7 +204,63 @@ mod tests {
             peer_id: PeerId([last; 16]),
             cluster_id: cluster.map(|id| ClusterId([id; 16])),
             peers: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
+            edition: Edition::Full,
         }
+    }
+
+    #[test]
+    fn peers_of_two_editions_refuse_each_other_on_both_sides() {
+        let full = hello(1, Some(7));
+        let select = Hello { edition: Edition::Select, ..hello(2, Some(7)) };
+        assert_eq!(
+            check(&full, &select),
+            Verdict::Refuse(Refusal::EditionMismatch {
+                ours: Edition::Full,
+                theirs: Edition::Select
+            })
+        );
+        let Verdict::Refuse(refusal) = check(&select, &full) else { panic!("accepted") };
+        assert_eq!(
+            refusal.to_string(),
+            "edition mismatch: it runs the full edition, this peer runs the select edition"
+        );
+        // Joining is refused too: the joiner would otherwise take the cluster's configuration.
+        let joining = Hello { edition: Edition::Select, ..hello(2, None) };
+        assert!(matches!(check(&joining, &full), Verdict::Refuse(Refusal::EditionMismatch { .. })));
+        let same = hello(2, Some(7));
+        assert_eq!(check(&full, &same), Verdict::Replicate);
+    }
+
+    #[test]
+    fn an_older_releases_greeting_is_read_and_refused_by_version() {
+        #[derive(Serialize)]
+        enum OldFrame {
+            Hello(OldHello),
+        }
+        #[derive(Serialize)]
+        struct OldHello {
+            software_version: String,
+            address: Ipv4Addr,
+            host_name: String,
+            peer_id: PeerId,
+            cluster_id: Option<ClusterId>,
+            peers: Vec<Ipv4Addr>,
+        }
+        let ours = hello(1, Some(7));
+        let old = OldFrame::Hello(OldHello {
+            software_version: "0.9.0".to_owned(),
+            address: Ipv4Addr::new(10, 0, 0, 2),
+            host_name: "peer2".to_owned(),
+            peer_id: PeerId([2; 16]),
+            cluster_id: Some(ClusterId([7; 16])),
+            peers: ours.peers.clone(),
+        });
+        let Frame::Hello(theirs) =
+            Frame::decode(&postcard::to_stdvec(&old).expect("encode")).expect("decode")
+        else {
+            panic!("not a greeting")
+        };
+        assert!(matches!(check(&ours, &theirs), Verdict::Refuse(Refusal::VersionMismatch { .. })));
     }
 
     #[test]

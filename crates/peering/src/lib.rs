@@ -12,6 +12,9 @@
 pub mod channel;
 pub mod hello;
 pub mod key;
+pub mod links;
+#[cfg(test)]
+mod links_sim;
 
 pub use channel::{Channel, ChannelError, Receiver, Sender};
 pub use hello::{AdminEndpoint, Frame, Hello, Refusal, Verdict, check};

@@ -21,6 +21,17 @@ pub fn reject(status: u16, reason: &str) -> String {
     envelope(&format!(r#"<reject status="{status}" reason="{}"/>"#, escape(reason)))
 }
 
+/// The CPL a decided call gets: its route or its refusal. `Create` is not an answer (the
+/// conference must be made first): the caller routes once it is, so this refuses it as an
+/// internal error should one ever get here.
+pub fn answer(decision: &crate::Decision) -> String {
+    match decision {
+        crate::Decision::Route { url, .. } => route(url),
+        crate::Decision::Reject(reason) => reject(reason.status(), reason.text()),
+        crate::Decision::Create { .. } => reject(500, "Internal error"),
+    }
+}
+
 fn envelope(body: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><cpl xmlns="{CPL_NAMESPACE}" xmlns:taa="{TAA_NAMESPACE}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="urn:ietf:params:xml:ns:cpl cpl.xsd"><taa:routed>{body}</taa:routed></cpl>"#

@@ -9,6 +9,7 @@
 pub mod alias;
 pub mod cpl;
 pub mod decide;
+pub mod overbooking;
 pub mod request;
 
 /// Every decision is answered within this, whatever the bridges do: the VCS gives an attempt
@@ -16,5 +17,5 @@ pub mod request;
 /// makes share it.
 pub const DECISION_DEADLINE_MS: u64 = 10_000;
 
-pub use decide::{BridgeHealth, Decision, Engine, RejectReason, Role};
+pub use decide::{BridgeHealth, Decision, Engine, RejectReason, Role, Trace};
 pub use request::{PolicyRequest, PolicyType, RequestError};

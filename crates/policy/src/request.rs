@@ -22,6 +22,8 @@ pub enum PolicyType {
 pub struct PolicyRequest {
     pub policy_type: PolicyType,
     pub destination_alias: Option<String>,
+    /// `SOURCE_ALIAS`: who calls. No rule decides on it today; explanations show it.
+    pub source_alias: Option<String>,
     pub protocol: Option<String>,
     pub source_ip: Option<String>,
     /// `GLOBAL_CALL-SERIAL_NUMBER`, for the logs.
@@ -41,6 +43,22 @@ pub enum RequestError {
     BadValue { name: &'static str, value: String },
     #[error("parameter {0} is longer than {VALUE_BYTES_MAX} bytes")]
     ValueTooLong(String),
+}
+
+impl PolicyRequest {
+    /// A SIP INVITE to `destination` as a search rule asks about it: what an explanation
+    /// decides on.
+    pub fn invite(destination: &str, source: Option<&str>) -> PolicyRequest {
+        PolicyRequest {
+            policy_type: PolicyType::Search,
+            destination_alias: Some(destination.to_owned()),
+            source_alias: source.map(str::to_owned),
+            protocol: Some("SIP".to_owned()),
+            source_ip: None,
+            call_serial: None,
+            method: Some("INVITE".to_owned()),
+        }
+    }
 }
 
 pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
@@ -72,6 +90,7 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
     Ok(PolicyRequest {
         policy_type,
         destination_alias: take("DESTINATION_ALIAS"),
+        source_alias: take("SOURCE_ALIAS"),
         protocol: take("PROTOCOL"),
         source_ip: take("SOURCE_IP"),
         call_serial: take("GLOBAL_CALL-SERIAL_NUMBER"),

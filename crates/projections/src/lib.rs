@@ -51,7 +51,8 @@ struct Records;
 
 impl Projection for Records {
     const NAME: &'static str = "records";
-    const VERSION: u32 = 1;
+    /// 2: events outside their kind's stream (the shared licence of before) are not records.
+    const VERSION: u32 = 2;
     type Memo = HashMap<RecordKey, Stamp>;
 
     fn reset(tx: &Connection) -> Result<(), Error> {
@@ -76,6 +77,9 @@ impl Projection for Records {
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error> {
+        if !stored.in_its_stream(event) {
+            return Ok(()); // the model ignores it too (`model::State` folds by the same rule)
+        }
         let key = event.key();
         let stamp = stamp_of(stored);
         let current = match memo.get(&key) {
@@ -309,19 +313,26 @@ pub struct ConfigLogQuery {
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
     pub before_position: Option<u64>,
+    /// Only changes made on this peer (`None`: from every peer).
+    pub origin: Option<PeerId>,
     pub limit: usize,
 }
 
 /// Largest page of log rows a query may ask for.
 pub const LOG_PAGE_MAX: usize = 1_000;
 
+/// The columns [`config_log_entry`] reads, in its order.
+const CONFIG_LOG_COLUMNS: &str =
+    "position, at_ms, origin, actor, action, kind, name, before, after";
+
 pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<ConfigLogEntry>, Error> {
-    let mut statement = conn.prepare_cached(
-        "SELECT position, at_ms, origin, actor, action, kind, name, before, after FROM proj_config_log
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {CONFIG_LOG_COLUMNS} FROM proj_config_log
          WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
            AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms <= ?5) AND (?6 IS NULL OR position < ?6)
-         ORDER BY position DESC LIMIT ?7",
-    )?;
+           AND (?8 IS NULL OR origin = ?8)
+         ORDER BY position DESC LIMIT ?7"
+    ))?;
     let limit = query.limit.clamp(1, LOG_PAGE_MAX) as i64;
     let rows = statement.query_map(
         params![
@@ -331,39 +342,61 @@ pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<Confi
             query.since_ms,
             query.until_ms,
             query.before_position,
-            limit
+            limit,
+            query.origin.map(|origin| origin.0)
         ],
-        |row| {
-            Ok((
-                row.get::<_, u64>(0)?,
-                row.get::<_, u64>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-                row.get::<_, String>(6)?,
-                row.get::<_, Option<String>>(7)?,
-                row.get::<_, Option<String>>(8)?,
-            ))
-        },
+        config_log_entry,
     )?;
-    let mut entries = Vec::new();
-    for row in rows {
-        let (position, at_ms, origin, actor, action, kind, name, before, after) = row?;
-        let parse = |text: Option<String>| text.map(|t| serde_json::from_str(&t)).transpose();
-        entries.push(ConfigLogEntry {
-            position,
-            at_ms,
-            origin: hex_of(&origin),
-            actor,
-            action,
-            kind,
-            name,
-            before: parse(before)?,
-            after: parse(after)?,
-        });
-    }
-    Ok(entries)
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One peer's Configuration Log rows after `after_position`, oldest first, at most `limit`:
+/// for a reader that follows the log (the syslog forwarder).
+pub fn config_log_after(
+    conn: &Connection,
+    origin: PeerId,
+    after_position: u64,
+    limit: usize,
+) -> Result<Vec<ConfigLogEntry>, Error> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {CONFIG_LOG_COLUMNS} FROM proj_config_log
+         WHERE origin = ?1 AND position > ?2 ORDER BY position LIMIT ?3"
+    ))?;
+    let rows =
+        statement.query_map(params![origin.0, after_position, limit as i64], config_log_entry)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A row selected as [`CONFIG_LOG_COLUMNS`]; the redacted before/after are JSON text.
+fn config_log_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConfigLogEntry> {
+    let json = |index: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+        let text: Option<String> = row.get(index)?;
+        text.map(|text| serde_json::from_str(&text)).transpose().map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(
+                index,
+                rusqlite::types::Type::Text,
+                Box::new(error),
+            )
+        })
+    };
+    Ok(ConfigLogEntry {
+        position: row.get(0)?,
+        at_ms: row.get(1)?,
+        origin: hex_of(&row.get::<_, Vec<u8>>(2)?),
+        actor: row.get(3)?,
+        action: row.get(4)?,
+        kind: row.get(5)?,
+        name: row.get(6)?,
+        before: json(7)?,
+        after: json(8)?,
+    })
+}
+
+/// The Configuration Log's last position, 0 when empty.
+pub fn config_log_last_position(conn: &Connection) -> Result<u64, Error> {
+    Ok(conn.query_row("SELECT coalesce(max(position), 0) FROM proj_config_log", [], |row| {
+        row.get(0)
+    })?)
 }
 
 fn hex_of(bytes: &[u8]) -> String {

@@ -1,9 +1,13 @@
 //! `cargo xtask bench policy`: the policy service under load, beside nginx answering a fixed
-//! CPL body, both driven by the same load generator (wrk) in the same run, over HTTP and HTTPS
-//! with keep-alive. Also: the latency Baton adds when a call must first create its conference
-//! (beside the bridge's own create time), and batond's memory with 10^4 live conferences.
+//! CPL body, both driven by the same load generators in the same run: peak decisions per second
+//! (wrk, over HTTP and HTTPS with keep-alive), then p50/p99 at half of Baton's peak rate held
+//! fixed (oha `--qps`). Also: batond's resident memory after the load (beside before it), the
+//! time Baton adds when a call must first create its conference (beside the bridge's own
+//! create), and batond's memory with 10^4 live conferences. Each figure is printed beside its
+//! reference with their ratio.
 //!
-//! Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). Release build.
+//! Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`) and `oha` (installed with
+//! `cargo install oha --locked` when missing). Release build.
 
 use anyhow::{Context, bail};
 use baton_tests::{Batond, SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, TEST_PASSWORD};
@@ -27,6 +31,7 @@ fn main() -> anyhow::Result<()> {
             bail!("{tool} not found: apt-get install -y nginx-light wrk");
         }
     }
+    let oha = oha()?;
     let dir = tempfile::tempdir()?;
     let sim = SimBridge::start("mcu", &[])?;
     let policy_port = baton_tests::free_port()?;
@@ -40,11 +45,47 @@ fn main() -> anyhow::Result<()> {
     let https_url = format!("{}/baton/policy", daemon.url);
     // The conference the load calls into exists: this measures decisions, not creations.
     api.policy_call(&http_url, "meet.alice@example.com")?;
+    let rss_before_load_kib = rss_kib(daemon.child.id())?;
 
     let nginx = Nginx::start(dir.path(), &daemon_dir.join("tls"))?;
     let script = dir.path().join("call.lua");
     std::fs::write(&script, wrk_script("meet.alice@example.com"))?;
+    let peak_per_s = peak_beside_nginx(&script, [&http_url, &https_url], &nginx)?;
+    fixed_rate_beside_nginx(&oha, peak_per_s / 2.0, &http_url, &nginx)?;
+    let rss_after_load_kib = rss_kib(daemon.child.id())?;
+    println!();
+    row(
+        "batond RSS after the load (MiB), beside before it",
+        rss_after_load_kib as f64 / 1024.0,
+        rss_before_load_kib as f64 / 1024.0,
+    );
+    drop(nginx);
 
+    // Creation: Baton's whole decision versus the bridge's own create call.
+    let bridge_ms = median(&time_bridge_creates(&sim, CREATIONS)?);
+    let mut decision_ms = Vec::with_capacity(CREATIONS);
+    for index in 0..CREATIONS {
+        let started = Instant::now();
+        api.policy_call(&http_url, &format!("meet.new{index}@example.com"))?;
+        decision_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let baton_ms = median(&decision_ms);
+    println!(
+        "first call ({CREATIONS} calls, sequential, median): added by Baton {:.2} ms over the bridge's create",
+        baton_ms - bridge_ms
+    );
+    row("first call (ms), beside the bridge's create alone", baton_ms, bridge_ms);
+    memory_with_many_conferences(&daemon, &api, &http_url)
+}
+
+/// A figure beside its reference, and their ratio.
+fn row(label: &str, ours: f64, reference: f64) {
+    println!("{label:<58} {ours:>12.2} {reference:>12.2} {:>8.2}", ours / reference);
+}
+
+/// Peak decisions per second (wrk, keep-alive) over HTTP and HTTPS beside nginx; returns
+/// Baton's peak over HTTP.
+fn peak_beside_nginx(script: &Path, urls: [&str; 2], nginx: &Nginx) -> anyhow::Result<f64> {
     println!(
         "policy decisions for an existing conference, wrk -t{LOAD_THREADS} -c{LOAD_CONNECTIONS} -d{LOAD_DURATION_S}s, keep-alive"
     );
@@ -52,12 +93,12 @@ fn main() -> anyhow::Result<()> {
         "{:<8} {:>14} {:>9} {:>9} {:>9} | {:>14} {:>9} {:>9} | {:>6}",
         "", "Baton req/s", "p50 ms", "p99 ms", "max ms", "nginx req/s", "p50 ms", "p99 ms", "ratio"
     );
-    for (scheme, baton, reference) in [
-        ("HTTP", http_url.clone(), nginx.http_url()),
-        ("HTTPS", https_url.clone(), nginx.https_url()),
-    ] {
-        let ours = wrk(&script, &baton)?;
-        let theirs = wrk(&script, &reference)?;
+    let mut http_peak_per_s = f64::NAN;
+    for (scheme, baton, reference) in
+        [("HTTP", urls[0], nginx.http_url()), ("HTTPS", urls[1], nginx.https_url())]
+    {
+        let ours = wrk(script, baton)?;
+        let theirs = wrk(script, &reference)?;
         println!(
             "{scheme:<8} {:>14.0} {:>9.2} {:>9.2} {:>9.2} | {:>14.0} {:>9.2} {:>9.2} | {:>6.2}",
             ours.requests_per_s,
@@ -69,24 +110,37 @@ fn main() -> anyhow::Result<()> {
             theirs.p99_ms,
             ours.requests_per_s / theirs.requests_per_s
         );
+        if scheme == "HTTP" {
+            http_peak_per_s = ours.requests_per_s;
+        }
     }
+    Ok(http_peak_per_s)
+}
 
-    // Creation: Baton's whole decision versus the bridge's own create call.
-    let bridge_ms = median(&time_bridge_creates(&sim, CREATIONS)?);
-    let mut decision_ms = Vec::with_capacity(CREATIONS);
-    for index in 0..CREATIONS {
-        let started = Instant::now();
-        api.policy_call(&http_url, &format!("meet.new{index}@example.com"))?;
-        decision_ms.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    let baton_ms = median(&decision_ms);
+/// p50/p99 at a fixed request rate (oha `--qps`, latency measured from when each request was
+/// due, so a stall is not hidden), Baton beside nginx over HTTP.
+fn fixed_rate_beside_nginx(
+    oha: &Path,
+    rate_per_s: f64,
+    baton_url: &str,
+    nginx: &Nginx,
+) -> anyhow::Result<()> {
+    let rate_per_s = rate_per_s.max(1.0).round();
+    let ours = oha_fixed_rate(oha, rate_per_s, baton_url)?;
+    let theirs = oha_fixed_rate(oha, rate_per_s, &nginx.http_url())?;
     println!();
     println!(
-        "conference creation ({CREATIONS} calls, sequential, median): decision {baton_ms:.2} ms, bridge create alone {bridge_ms:.2} ms, added by Baton {:.2} ms",
-        baton_ms - bridge_ms
+        "at half of Baton's HTTP peak: {rate_per_s:.0} req/s for {LOAD_DURATION_S} s (oha --qps), HTTP"
     );
+    println!("{:<58} {:>12} {:>12} {:>8}", "", "Baton", "nginx", "ratio");
+    row("p50 (ms)", ours.p50_ms, theirs.p50_ms);
+    row("p99 (ms)", ours.p99_ms, theirs.p99_ms);
+    row("achieved (req/s)", ours.requests_per_s, theirs.requests_per_s);
+    Ok(())
+}
 
-    // Memory with many live conferences.
+/// batond's memory with many live conferences, and a call's time then.
+fn memory_with_many_conferences(daemon: &Batond, api: &Api, url: &str) -> anyhow::Result<()> {
     let idle_kib = rss_kib(daemon.child.id())?;
     for index in 0..MEMORY_CONFERENCES {
         api.post(
@@ -99,7 +153,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let calls = 1_000;
     for index in 0..calls {
-        api.policy_call(&http_url, &format!("meet.live{}@example.com", index % 10))?;
+        api.policy_call(url, &format!("meet.live{}@example.com", index % 10))?;
     }
     let per_call_ms = started.elapsed().as_secs_f64() * 1e3 / calls as f64;
     println!(
@@ -108,7 +162,6 @@ fn main() -> anyhow::Result<()> {
         CREATIONS + 1,
         loaded_kib as f64 / 1024.0
     );
-    drop(nginx);
     Ok(())
 }
 
@@ -274,12 +327,71 @@ fn parse_duration_ms(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|value| value * scale)
 }
 
+/// The `oha` load generator: on the `PATH` or in cargo's bin directory, else installed with
+/// `cargo install oha --locked`.
+fn oha() -> anyhow::Result<std::path::PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .map(|home| home.join("bin").join("oha"));
+    let found = || which("oha").or_else(|| cargo_bin.clone().filter(|path| path.exists()));
+    if let Some(path) = found() {
+        return Ok(path);
+    }
+    println!("oha not found: cargo install oha --locked");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo).args(["install", "oha", "--locked"]).status()?;
+    anyhow::ensure!(status.success(), "cargo install oha --locked failed");
+    found().context("oha installed but not found on PATH nor in cargo's bin directory")
+}
+
+/// One fixed-rate run of the policy call against `url`.
+fn oha_fixed_rate(oha: &Path, rate_per_s: f64, url: &str) -> anyhow::Result<Load> {
+    use base64::Engine as _;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{VCS_PASSWORD}"));
+    let output = Command::new(oha)
+        .args(["--no-tui", "--output-format", "json", "--latency-correction"])
+        .args(["-z", &format!("{LOAD_DURATION_S}s"), "-q", &format!("{rate_per_s}")])
+        .args(["-c", &LOAD_CONNECTIONS.to_string(), "-m", "POST"])
+        .args(["-T", "application/x-www-form-urlencoded"])
+        .args(["-H", &format!("Authorization: Basic {credentials}")])
+        .args(["-d", &call_body("meet.alice@example.com"), url])
+        .stdin(Stdio::null())
+        .output()
+        .context("running oha")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(output.status.success(), "oha failed: {text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("oha's report: {text}"))?;
+    let codes = &report["statusCodeDistribution"];
+    let not_ok: u64 = codes
+        .as_object()
+        .map(|codes| {
+            codes.iter().filter(|(code, _)| *code != "200").filter_map(|(_, n)| n.as_u64()).sum()
+        })
+        .unwrap_or(0);
+    anyhow::ensure!(not_ok == 0, "oha saw {not_ok} answers other than 200 from {url}: {codes}");
+    let errors = &report["errorDistribution"];
+    let no_errors = errors.as_object().is_none_or(|errors| errors.is_empty());
+    anyhow::ensure!(no_errors, "oha saw failed requests to {url}: {errors}");
+    let seconds = |value: &serde_json::Value| value.as_f64().map(|s| s * 1e3);
+    let percentiles = &report["latencyPercentiles"];
+    Ok(Load {
+        requests_per_s: report["summary"]["requestsPerSec"].as_f64().context("no rate")?,
+        p50_ms: seconds(&percentiles["p50"]).context("no p50 in oha's report")?,
+        p99_ms: seconds(&percentiles["p99"]).context("no p99 in oha's report")?,
+        max_ms: seconds(&report["summary"]["slowest"]).unwrap_or(f64::NAN),
+    })
+}
+
 fn time_bridge_creates(sim: &SimBridge, count: usize) -> anyhow::Result<Vec<f64>> {
     let target = bridges::BridgeTarget {
         kind: bridges::BridgeKind::Mcu,
         base_url: format!("http://{}", sim.address),
         username: SIM_BRIDGE_USER.to_owned(),
         password: SIM_BRIDGE_PASSWORD.to_owned(),
+        pinned_sha256: None,
     };
     let client = bridges::BridgeClient::new(5_000, None)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -11,6 +11,7 @@ fn administrator(name: &str) -> Record {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
             .to_owned(),
         must_change_password: false,
+        role: model::record::AdminRole::Full,
     })
 }
 

@@ -21,8 +21,13 @@ async fn start(kind: BridgeKind, adjust: impl FnOnce(&mut SimConfig)) -> (SimBri
     adjust(&mut config);
     let username = config.username.clone();
     let bridge = SimBridge::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
-    let target =
-        BridgeTarget { kind, base_url: bridge.base_url(), username, password: PASSWORD.to_owned() };
+    let target = BridgeTarget {
+        kind,
+        base_url: bridge.base_url(),
+        username,
+        password: PASSWORD.to_owned(),
+        pinned_sha256: None,
+    };
     (bridge, target)
 }
 
@@ -114,6 +119,60 @@ async fn enumeration_follows_pages_and_counts_participants() {
         assert_eq!(counts, [3, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1], "{kind:?}");
         assert_eq!(client.status(&target).await.unwrap().conferences, 11);
     }
+}
+
+#[tokio::test]
+async fn enumeration_lists_the_participants_calls_brought_with_their_address_and_role() {
+    for kind in KINDS {
+        let (_bridge, target) = start(kind, |config| config.page_size = 2).await;
+        let client = client();
+        let spec = ConferenceSpec { guest_uri: Some("room.guest".to_owned()), ..spec("room") };
+        client.create_conference(&target, &spec).await.unwrap();
+        client.create_conference(&target, &self::spec("empty")).await.unwrap();
+        for (uri, caller) in [
+            ("room@127.0.0.1", "sip:alice@example.com"),
+            ("room.guest@127.0.0.1", "sip:bob@example.com"),
+            ("room@127.0.0.1", "sip:carol@example.com"),
+        ] {
+            let pairs = [("uri", Value::from(uri)), ("caller", Value::from(caller))];
+            client.call(&target, "sim.call", params(&pairs)).await.unwrap();
+        }
+        let listed = client.enumerate_conferences(&target).await.unwrap();
+        assert_eq!(listed[0].participants, 3, "{kind:?}");
+        assert!(listed[1].participant_list.is_empty());
+        let seen: Vec<(Option<&str>, Option<&str>, Option<&str>)> = listed[0]
+            .participant_list
+            .iter()
+            .map(|p| (p.address.as_deref(), p.role.as_deref(), p.state.as_deref()))
+            .collect();
+        let role = |role| (kind == BridgeKind::TelepresenceServer).then_some(role);
+        assert_eq!(
+            seen,
+            [
+                (Some("sip:alice@example.com"), role("chair"), Some("connected")),
+                (Some("sip:bob@example.com"), role("guest"), Some("connected")),
+                (Some("sip:carol@example.com"), role("chair"), Some("connected")),
+            ],
+            "{kind:?}"
+        );
+        // A call for a conference the bridge does not host is refused.
+        let pairs = [("uri", Value::from("nobody@127.0.0.1")), ("caller", Value::from("x"))];
+        assert!(client.call(&target, "sim.call", params(&pairs)).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn a_bridge_reporting_more_participants_than_are_listed_is_counted_but_cut() {
+    let (_bridge, target) = start(BridgeKind::TelepresenceServer, |config| {
+        config.page_size = 1000;
+    })
+    .await;
+    let created = client().create_conference(&target, &spec("huge")).await.unwrap();
+    let count = bridges::PARTICIPANTS_LISTED_MAX + 3;
+    set_participants(&target, &created.id, i32::try_from(count).unwrap()).await;
+    let listed = client().enumerate_conferences(&target).await.unwrap();
+    assert_eq!(listed[0].participants as usize, count);
+    assert_eq!(listed[0].participant_list.len(), bridges::PARTICIPANTS_LISTED_MAX);
 }
 
 #[tokio::test]
@@ -250,6 +309,7 @@ async fn an_unreachable_bridge_is_a_transport_error() {
         base_url: format!("http://{address}"),
         username: "admin".to_owned(),
         password: String::new(),
+        pinned_sha256: None,
     };
     let error = client().status(&target).await.unwrap_err();
     assert!(matches!(error, BridgeError::Transport(_)), "{error:?}");
@@ -274,6 +334,7 @@ async fn answers_that_are_not_xml_rpc_or_too_long_are_refused() {
         base_url: not_a_bridge(oversized).await,
         username: "admin".to_owned(),
         password: String::new(),
+        pinned_sha256: None,
     };
     let error = client().status(&target).await.unwrap_err();
     assert!(matches!(error, BridgeError::AnswerTooLarge { .. }), "{error:?}");
@@ -285,6 +346,7 @@ async fn answers_that_are_not_xml_rpc_or_too_long_are_refused() {
             base_url: not_a_bridge(body).await,
             username: "admin".to_owned(),
             password: String::new(),
+            pinned_sha256: None,
         };
         let error = client().status(&target).await.unwrap_err();
         assert!(matches!(error, BridgeError::Malformed(_)), "{error:?}");
@@ -361,6 +423,7 @@ async fn the_binary_serves_the_configured_personality() {
         base_url: format!("http://{address}"),
         username: "ops".to_owned(),
         password: "pw".to_owned(),
+        pinned_sha256: None,
     };
     let result = async {
         client().create_conference(&target, &spec("only")).await?;
@@ -402,6 +465,7 @@ async fn https_bridges_are_trusted_only_through_the_given_ca_and_for_their_addre
         base_url: bridge.base_url(),
         username: "admin".to_owned(),
         password: PASSWORD.to_owned(),
+        pinned_sha256: None,
     };
 
     let trusting = BridgeClient::new(TIMEOUT_MS, Some(&ca)).unwrap();
@@ -420,6 +484,59 @@ async fn https_bridges_are_trusted_only_through_the_given_ca_and_for_their_addre
     let by_name = BridgeTarget { base_url: format!("https://localhost:{port}"), ..target };
     let error = trusting.status(&by_name).await;
     assert_eq!(error, Err(BridgeError::Tls(bridges::TlsProblem::NameMismatch)));
+}
+
+/// A bridge with a self-signed certificate for another name: refused as of unknown issuer, with
+/// the fingerprint it presented recorded; pinned by that fingerprint it is used (reached by any
+/// name, no CA given); pinned by another it is refused, naming what it presented.
+#[tokio::test]
+async fn a_pinned_bridge_is_accepted_by_its_fingerprint_alone() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["mcu.invalid".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let presented = bridges::fingerprint(certificate.der());
+    let identity = bridges::sim::tls_identity(&certificate.pem(), &key.serialize_pem()).unwrap();
+    let config = SimConfig { password: PASSWORD.to_owned(), ..SimConfig::new(BridgeKind::Mcu) };
+    let bridge =
+        SimBridge::start_tls("127.0.0.1:0".parse().unwrap(), config, identity).await.unwrap();
+    let port = bridge.base_url().rsplit(':').next().unwrap().to_owned();
+    let target = BridgeTarget {
+        kind: BridgeKind::Mcu,
+        base_url: format!("https://localhost:{port}"),
+        username: "admin".to_owned(),
+        password: PASSWORD.to_owned(),
+        pinned_sha256: None,
+    };
+    let client = client();
+    assert_eq!(client.presented_fingerprint(&target), None);
+    let error = client.status(&target).await;
+    assert_eq!(error, Err(BridgeError::Tls(bridges::TlsProblem::UnknownIssuer)));
+    assert_eq!(client.presented_fingerprint(&target).as_deref(), Some(presented.as_str()));
+
+    let pin = model::validate::sha256_fingerprint(&presented).unwrap();
+    let pinned = BridgeTarget { pinned_sha256: Some(pin), ..target.clone() };
+    client.create_conference(&pinned, &spec("pinned")).await.unwrap();
+    let names: Vec<String> =
+        client.enumerate_conferences(&pinned).await.unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["pinned"]);
+
+    let mut other = pin;
+    other[0] ^= 1;
+    let wrong = BridgeTarget { pinned_sha256: Some(other), ..target };
+    let error = client.status(&wrong).await.unwrap_err();
+    assert_eq!(
+        error,
+        BridgeError::Tls(bridges::TlsProblem::FingerprintMismatch { presented: presented.clone() })
+    );
+    assert!(error.is_bridge_down());
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("fingerprint mismatch (the bridge presented {presented}")),
+        "{error}"
+    );
 }
 
 /// A hostile bridge: answers every enumeration with a page of `page_bytes` of conferences and
@@ -468,8 +585,13 @@ async fn a_bridge_with_endless_pages_is_cut_off_with_a_clear_error() {
             page_bytes > bridges::RESPONSE_BYTES_MAX / 2
                 && page_bytes <= bridges::RESPONSE_BYTES_MAX
         );
-        let target =
-            BridgeTarget { kind, base_url, username: "admin".to_owned(), password: String::new() };
+        let target = BridgeTarget {
+            kind,
+            base_url,
+            username: "admin".to_owned(),
+            password: String::new(),
+            pinned_sha256: None,
+        };
         let client = client();
         let operation = client.enumerate_conferences(&target);
         let error = tokio::time::timeout(Duration::from_secs(30), operation)
@@ -485,8 +607,13 @@ async fn a_bridge_with_endless_pages_is_cut_off_with_a_clear_error() {
 
         // Small pages: the page limit stops it.
         let (base_url, served, _) = endless_pages(1024).await;
-        let target =
-            BridgeTarget { kind, base_url, username: "admin".to_owned(), password: String::new() };
+        let target = BridgeTarget {
+            kind,
+            base_url,
+            username: "admin".to_owned(),
+            password: String::new(),
+            pinned_sha256: None,
+        };
         let error = client.enumerate_conferences(&target).await.unwrap_err();
         assert!(matches!(error, BridgeError::TooManyPages { .. }), "{kind:?}: {error:?}");
         let pages = served.load(std::sync::atomic::Ordering::SeqCst);

@@ -4,6 +4,7 @@
 
 use crate::adapters::Source;
 use crate::services::logins::{self, Logins};
+use crate::services::metrics;
 use crate::services::policy::PolicyService;
 use axum::Router;
 use axum::body::Bytes;
@@ -12,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use policy::Decision;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -117,34 +117,46 @@ fn basic_user(credentials: &str) -> String {
     text.split_once(':').map(|(user, _)| user.to_owned()).unwrap_or_default()
 }
 
+/// A policy request, counted in the metrics by its decision, status and latency.
 async fn decide(
     Extract(vcs): Extract<Vcs>,
     Source(source): Source,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = authorise(&vcs, source, &headers).await {
-        return refused;
+    let started = std::time::Instant::now();
+    let (response, decision) = answer(&vcs, source, &headers, &body).await;
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let status = response.status().as_u16();
+    vcs.service.metrics.observe(decision, status, elapsed_us);
+    response
+}
+
+/// The answer to a policy request and its decision's metrics index.
+async fn answer(vcs: &Vcs, source: IpAddr, headers: &HeaderMap, body: &Bytes) -> (Response, usize) {
+    let undecided = metrics::decision_index(None);
+    if let Err(refused) = authorise(vcs, source, headers).await {
+        return (refused, undecided);
     }
     let service = &vcs.service;
-    let request = match policy::request::parse(&body) {
+    let request = match policy::request::parse(body) {
         Ok(request) => request,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+        Err(error) => {
+            return ((StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(), undecided);
+        }
     };
     let Some(decision) = service.answer(&request).await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE.into_response(), undecided);
     };
-    let cpl = match &decision {
-        Decision::Route { url, .. } => policy::cpl::route(url),
-        Decision::Reject(reason) => policy::cpl::reject(reason.status(), reason.text()),
-        // `PolicyService::decide` never leaves a creation undone.
-        Decision::Create { .. } => policy::cpl::reject(500, "Internal error"),
-    };
+    // `PolicyService::answer` never leaves a creation undone.
+    let cpl = policy::cpl::answer(&decision);
     tracing::debug!(
         destination = request.destination_alias.as_deref().unwrap_or(""),
         serial = request.call_serial.as_deref().unwrap_or(""),
         ?decision,
         "policy decision"
     );
-    (StatusCode::OK, [(header::CONTENT_TYPE, policy::cpl::CONTENT_TYPE)], cpl).into_response()
+    let response =
+        (StatusCode::OK, [(header::CONTENT_TYPE, policy::cpl::CONTENT_TYPE)], cpl).into_response();
+    (response, metrics::decision_index(Some(&decision)))
 }

@@ -13,6 +13,7 @@ pub const CA_FILE: &str = "ca.pem";
 pub const CERTIFICATE_FILE: &str = "server.pem";
 pub const KEY_FILE: &str = "server-key.pem";
 
+#[derive(Clone, Debug)]
 pub struct TlsFiles {
     pub dir: PathBuf,
 }
@@ -127,6 +128,15 @@ pub fn presented_fingerprint(
     files: &TlsFiles,
     certificates: Option<&model::record::Certificates>,
 ) -> anyhow::Result<String> {
+    Ok(fingerprint(&presented_certificate(files, certificates)?))
+}
+
+/// The DER of the (leaf) certificate the admin listener presents, chosen as
+/// [`presented_fingerprint`] says.
+pub fn presented_certificate(
+    files: &TlsFiles,
+    certificates: Option<&model::record::Certificates>,
+) -> anyhow::Result<CertificateDer<'static>> {
     let pem = match certificates {
         Some(c)
             if !c.server_certificate_pem.is_empty()
@@ -142,7 +152,16 @@ pub fn presented_fingerprint(
         .next()
         .context("no certificate in the PEM text")?
         .context("the certificate is not PEM")?;
-    Ok(fingerprint(&first))
+    Ok(first)
+}
+
+/// When a DER certificate stops being valid (its notAfter), in ms since the Unix epoch (0 for
+/// a date before it).
+pub fn not_after_ms(certificate_der: &[u8]) -> anyhow::Result<u64> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(certificate_der)
+        .map_err(|error| anyhow::anyhow!("the certificate does not parse: {error}"))?;
+    let not_after_s = certificate.validity().not_after.timestamp();
+    Ok(u64::try_from(not_after_s).unwrap_or(0).saturating_mul(1000))
 }
 
 /// SHA-256 of a DER certificate as upper-case hex pairs joined by colons, as browsers show it.

@@ -139,6 +139,7 @@ fn sample_record(index: usize, capacity: u32) -> Record {
         password: "secret".to_owned(),
         capacity_ports: capacity,
         enabled: true,
+        pinned_sha256: None,
     })
 }
 
@@ -347,6 +348,7 @@ fn backup_suite(args: &[String]) -> anyhow::Result<()> {
             "{:<28} {:>9} {:>11} {:>9} {:>11} {:>8} {:>8}",
             "", "time s", "peak MiB", "tar s", "tar MiB", "time ×", "memory ×"
         );
+        compression_levels(&database)?;
         let tarball = dir.path().join(format!("tar-{size}.tar.gz"));
         let tar_create = measure(
             std::process::Command::new("tar")
@@ -367,6 +369,38 @@ fn backup_suite(args: &[String]) -> anyhow::Result<()> {
         ours_rows(dir.path(), &data, size, &tar)?;
         std::fs::remove_dir_all(&data)?;
         std::fs::remove_file(&tarball)?;
+    }
+    Ok(())
+}
+
+/// Deflate levels on the database beside `gzip -6` (tar's compressor), in this process: the
+/// measurement behind `backup::GZIP_LEVEL`.
+fn compression_levels(database: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let bytes = std::fs::read(database)?;
+    let started = Instant::now();
+    let gzip = std::process::Command::new("gzip").args(["-6", "-c"]).arg(database).output()?;
+    let gzip_s = started.elapsed().as_secs_f64();
+    if !gzip.status.success() {
+        bail!("gzip -6 failed: {}", gzip.status);
+    }
+    let gzip_bytes = gzip.stdout.len() as f64;
+    for level in [1, 2, 3, 6] {
+        let started = Instant::now();
+        let mut encoder =
+            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        encoder.write_all(&bytes)?;
+        let compressed = encoder.finish()?.len() as f64;
+        let seconds = started.elapsed().as_secs_f64();
+        let chosen = if level == backup::GZIP_LEVEL { " (chosen)" } else { "" };
+        println!(
+            "{:<28} {seconds:>9.2} s {:>7.1} MiB   gzip -6: {gzip_s:.2} s {:.1} MiB   time × {:.2}  size × {:.2}",
+            format!("deflate level {level}{chosen}"),
+            compressed / 1048576.0,
+            gzip_bytes / 1048576.0,
+            seconds / gzip_s,
+            compressed / gzip_bytes
+        );
     }
     Ok(())
 }

@@ -12,6 +12,10 @@ use std::net::IpAddr;
 /// An argon2id hash of a random string, verified against when the user does not exist.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1yJbUSEQ3HYd5ONjQx5s8yNQ4x0HVqmEqN3PBXc0P5s";
 
+/// Why a read-only account's change is refused, in every interface.
+pub const READ_ONLY_REFUSAL: &str =
+    "this account is read-only: it can see every page and read the API, but change nothing";
+
 /// Where a login comes from, as its Event Log entry says.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Via {

@@ -1,13 +1,15 @@
 //! Gathers the facts the alarms are decided from ([`super::alarms::Facts`]) out of the
-//! services: accounts, NTP, cluster links, bridge health, the data partition, the last boot
-//! and the OS settings. Kept apart from the pure evaluation so that one is tested alone.
+//! services: accounts, NTP, cluster links, bridge health, the admin HTTPS certificate's expiry,
+//! the data partition, the last boot and the OS settings. Kept apart from the pure evaluation so that one is tested alone.
 
 use super::App;
 use super::alarms::{BridgeFacts, Facts, PeerFacts};
 use super::cluster::PeerState;
 use crate::base::clock::now_ms;
-use model::{Record, RecordKind};
+use model::{Record, RecordKey, RecordKind};
 use std::path::Path;
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The facts now.
 pub async fn gather(app: &App) -> Facts {
@@ -22,6 +24,7 @@ pub async fn gather(app: &App) -> Facts {
     let data_dir = app.data_dir.clone();
     facts.data_partition_used_percent =
         tokio::task::spawn_blocking(move || used_percent(&data_dir)).await.ok().flatten();
+    facts.certificate_expires_in_days = certificate_expires_in_days(app).await;
     facts.upgrade_fell_back = match super::upgrades::status_of(app).await {
         Ok(report) if report.fell_back.is_some() => Some(report.last_boot),
         _ => None,
@@ -95,6 +98,41 @@ fn bridges(app: &App) -> Vec<BridgeFacts> {
             }
         })
         .collect()
+}
+
+/// Whole days until the certificate the admin listener presents expires (0 once it has);
+/// `None` when it cannot be read, which raises nothing.
+async fn certificate_expires_in_days(app: &App) -> Option<u64> {
+    let state = app.writer.state_watch().borrow().clone();
+    let key = RecordKey {
+        kind: RecordKind::Certificates,
+        name: RecordKind::Certificates.as_str().to_owned(),
+    };
+    let certificates = match state.get(&key) {
+        Some(Record::Certificates(certificates)) => Some(certificates.clone()),
+        _ => None,
+    };
+    let files = app.tls_files.clone();
+    // Reads the first-start certificate from disk when no operator certificate is saved.
+    let not_after_ms = tokio::task::spawn_blocking(move || {
+        let der = crate::base::tls::presented_certificate(&files, certificates.as_ref())?;
+        crate::base::tls::not_after_ms(&der)
+    })
+    .await
+    .ok()?;
+    match not_after_ms {
+        Ok(not_after_ms) => Some(days_left(not_after_ms, now_ms())),
+        Err(error) => {
+            // Gathered every 10 s: at debug, so an unreadable file does not flood the log.
+            tracing::debug!(error = %format!("{error:#}"), "the HTTPS certificate's expiry is unknown");
+            None
+        }
+    }
+}
+
+/// Whole days from `now_ms` until `not_after_ms`, 0 once it has passed.
+pub fn days_left(not_after_ms: u64, now_ms: u64) -> u64 {
+    not_after_ms.saturating_sub(now_ms) / DAY_MS
 }
 
 /// How full the file system holding `path` is, as `df` counts it (blocks reserved for root

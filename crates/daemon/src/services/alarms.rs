@@ -4,10 +4,8 @@
 //! marked acknowledged, and leaves the header's count). Raising, clearing and acknowledging
 //! are written to the Event Log. The task that gathers the facts is [`spawn`].
 //!
-//! Not gathered yet: [`Facts::certificate_expires_in_days`] (needs an X.509 parser, e.g. the
-//! `x509-parser` crate, to read the admin certificate's notAfter); the alarm is defined and
-//! evaluated. A metric per alarm is left for the metrics endpoint (issue #16): it would export
-//! `baton_alarm_active{id=…}` from [`Board::list`].
+//! The metrics endpoint exports `baton_alarm_active{id=…,severity=…}` for every alarm of the
+//! table (`services::metrics`).
 
 use crate::base::clock::now_ms;
 use crate::base::journal::{self, EntryKind};

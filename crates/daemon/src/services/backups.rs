@@ -56,6 +56,15 @@ pub const RESTORE_BODY_BYTES_MAX: u64 = backup::DATABASE_SIZE_MAX_BYTES
 pub struct Operations {
     running: Arc<tokio::sync::Mutex<()>>,
     progress: Arc<Mutex<Option<OperationProgress>>>,
+    /// How the last backup (by hand or scheduled) ended, kept past a later restore.
+    last_backup: Arc<Mutex<Option<BackupResult>>>,
+}
+
+/// How a backup ended, for the metrics endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct BackupResult {
+    pub succeeded: bool,
+    pub finished_ms: u64,
 }
 
 pub use ::api::{OperationKind, OperationProgress};
@@ -64,6 +73,7 @@ pub use ::api::{OperationKind, OperationProgress};
 pub struct Operation {
     _slot: tokio::sync::OwnedMutexGuard<()>,
     progress: Arc<Mutex<Option<OperationProgress>>>,
+    last_backup: Arc<Mutex<Option<BackupResult>>>,
 }
 
 impl Operations {
@@ -79,11 +89,16 @@ impl Operations {
             outcome: None,
         };
         *crate::base::sync::lock(&self.progress) = Some(started);
-        Some(Operation { _slot: slot, progress: self.progress.clone() })
+        let (progress, last_backup) = (self.progress.clone(), self.last_backup.clone());
+        Some(Operation { _slot: slot, progress, last_backup })
     }
 
     pub fn progress(&self) -> Option<OperationProgress> {
         crate::base::sync::lock(&self.progress).clone()
+    }
+
+    pub fn last_backup(&self) -> Option<BackupResult> {
+        *crate::base::sync::lock(&self.last_backup)
     }
 }
 
@@ -97,6 +112,11 @@ impl Operation {
 
     pub fn finish(self, outcome: Result<(), String>) {
         if let Some(current) = crate::base::sync::lock(&self.progress).as_mut() {
+            if current.operation != OperationKind::Restore {
+                let finished_ms = crate::base::clock::now_ms();
+                let result = BackupResult { succeeded: outcome.is_ok(), finished_ms };
+                *crate::base::sync::lock(&self.last_backup) = Some(result);
+            }
             current.running = false;
             current.outcome = Some(outcome.err().unwrap_or_else(|| "ok".to_owned()));
         }

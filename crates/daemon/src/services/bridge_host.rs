@@ -109,7 +109,21 @@ impl ConferenceHost for XmlRpcBridges {
             let conferences = self.client().enumerate_conferences(&target).await.map_err(sorted)?;
             Ok(conferences
                 .into_iter()
-                .map(|c| HostedConference { id: c.id, name: c.name, participants: c.participants })
+                .map(|c| HostedConference {
+                    id: c.id,
+                    name: c.name,
+                    participants: c.participants,
+                    participant_list: c
+                        .participant_list
+                        .into_iter()
+                        .map(|p| ::api::LiveParticipant {
+                            name: p.name,
+                            address: p.address,
+                            role: p.role,
+                            state: p.state,
+                        })
+                        .collect(),
+                })
                 .collect())
         })
     }
@@ -133,5 +147,9 @@ impl ConferenceHost for XmlRpcBridges {
             let target = BridgeTarget::from_record(bridge);
             self.client().configure_feedback(&target, receiver_uri).await.map_err(sorted)
         })
+    }
+
+    fn presented_fingerprint(&self, bridge: &Bridge) -> Option<String> {
+        self.client().presented_fingerprint(&BridgeTarget::from_record(bridge))
     }
 }

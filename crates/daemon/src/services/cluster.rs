@@ -6,11 +6,17 @@
 //! name, identity), so a change applies live and a restart gives the same outcome. Links are
 //! one-way for replication: each peer sends on the connection it dialled and receives on the
 //! ones it accepted, so a dead peer costs one failing dialer and nothing else.
+//!
+//! What to do with links (dial whom and when, silence, duplicates, settings changes, the
+//! lines' states) is decided by the pure machine `peering::links::Links`, which one task here
+//! (`supervise`) feeds with what the connections' tasks report and whose actions it carries
+//! out; the seeded simulation of that machine is `peering/src/links_sim.rs`.
 
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
 use crate::store::{ClusterSettings, Outbound, Writer};
 use model::{ClusterId, PeerId};
+use peering::links::{Action, Cause, Conn, Event, Line, Links, Members};
 use peering::{AdminEndpoint, Channel, ClusterKey, Frame, Hello, Verdict};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,13 +29,10 @@ use tokio_util::sync::CancellationToken;
 /// TCP port peers listen on, on their primary address. The same on every peer, since peer
 /// lists hold addresses only.
 pub const CLUSTER_PORT_DEFAULT: u16 = 4370;
-pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
-/// Redial delays: doubling from the first to the last.
-pub const RETRY_FIRST_MS: u64 = 250;
-pub const RETRY_MAX_MS: u64 = 4_000;
-pub const PING_INTERVAL_MS: u64 = 1_000;
-/// A link with no frame for this long is dead, even if TCP has not noticed (a silent partition).
-pub const SILENCE_TIMEOUT_MS: u64 = 5_000;
+/// The links' timing is the link machine's (`peering::links`), which decides with it.
+pub use peering::links::{
+    CONNECT_TIMEOUT_MS, PING_INTERVAL_MS, RETRY_FIRST_MS, RETRY_MAX_MS, SILENCE_TIMEOUT_MS,
+};
 /// The seed's limit for round-trip time between peers; above it the status warns.
 pub const LATENCY_WARNING_MS: u64 = 30;
 pub const REPLICATION_TICK_MS: u64 = 200;
@@ -41,6 +44,13 @@ pub const LINK_QUEUE_MAX: usize = 64;
 pub const RECEIVE_QUEUE_MAX: usize = 16;
 /// How often clustering re-checks its prerequisites (time synchronisation) while blocked.
 pub const PREREQUISITE_RECHECK_MS: u64 = 5_000;
+/// Reports from the links' tasks waiting for the link machine.
+pub const REPORT_QUEUE_MAX: usize = 256;
+/// A link reports that it hears its peer at most this often (the silence timeout is 20 times
+/// longer), so replication traffic does not flood the machine.
+pub const HEARD_REPORT_INTERVAL_MS: u64 = 250;
+/// Pings waiting for one dialled link (one is enough: the next comes a second later).
+const PING_QUEUE_MAX: usize = 1;
 
 /// Network facts that are not configuration records.
 #[derive(Clone, Debug)]
@@ -54,28 +64,32 @@ pub struct Network {
 
 /// A peer line, the cluster's status and a failed peer's typed reason are the API's
 /// contract types (`api::cluster`).
-pub use ::api::{ClusterMode, ClusterStatus, PeerFailure, PeerLine, PeerState};
+pub use ::api::{ClusterMode, ClusterStatus, PeerFailure, PeerLine, PeerRefusal, PeerState};
 
-/// A peer's state as the board keeps it: the line's state, why it failed when it did, and its
-/// version when it was refused for running another one (what the version alarm shows).
+/// A peer's state as the board keeps it: the line's state, why it failed when it did, and the
+/// refusal when the peers refuse each other (its version, when it runs another one, is what
+/// the version alarm shows).
 #[derive(Clone)]
 struct PeerStatus {
     state: PeerState,
     code: Option<PeerFailure>,
-    other_version: Option<String>,
+    refusal: Option<peering::Refusal>,
+    /// The dialled connection an active line shows; only it may update the line.
+    link: Option<Conn>,
 }
 
 /// A failed link: its typed cause and the reason the operator reads.
+#[derive(Clone, Debug)]
 struct Failure {
     code: PeerFailure,
     reason: String,
-    other_version: Option<String>,
+    refusal: Option<peering::Refusal>,
 }
 
 impl Failure {
     fn unreachable(detail: impl std::fmt::Display) -> Failure {
         let reason = format!("unreachable: {detail}");
-        Failure { code: PeerFailure::Unreachable, reason, other_version: None }
+        Failure { code: PeerFailure::Unreachable, reason, refusal: None }
     }
 
     fn lost(detail: Option<&dyn std::fmt::Display>) -> Failure {
@@ -83,39 +97,80 @@ impl Failure {
             Some(detail) => format!("connection lost: {detail}"),
             None => "connection lost".to_owned(),
         };
-        Failure { code: PeerFailure::ConnectionLost, reason, other_version: None }
+        Failure { code: PeerFailure::ConnectionLost, reason, refusal: None }
     }
 
     fn refused(reason: impl Into<String>) -> Failure {
-        Failure { code: PeerFailure::Refused, reason: reason.into(), other_version: None }
+        Failure { code: PeerFailure::Refused, reason: reason.into(), refusal: None }
     }
 
     /// A typed refusal, by this peer (`ours` true) or by the other one.
     fn refusal(refusal: &peering::Refusal, ours: bool) -> Failure {
         let reason =
             if ours { refusal.to_string() } else { format!("the peer refuses: {refusal}") };
-        let other_version = match refusal {
-            peering::Refusal::VersionMismatch { ours: mine, theirs } => {
-                Some(if ours { theirs.clone() } else { mine.clone() })
+        // The other side's refusal names the versions from its side: swapped here.
+        let refusal = match refusal {
+            peering::Refusal::VersionMismatch { ours: mine, theirs } if !ours => {
+                peering::Refusal::VersionMismatch { ours: theirs.clone(), theirs: mine.clone() }
             }
-            _ => None,
+            peering::Refusal::EditionMismatch { ours: mine, theirs } if !ours => {
+                peering::Refusal::EditionMismatch { ours: *theirs, theirs: *mine }
+            }
+            refusal => refusal.clone(),
         };
-        Failure { other_version, ..Failure::refused(reason) }
+        Failure { refusal: Some(refusal), ..Failure::refused(reason) }
+    }
+
+    /// What the link machine's cause of a failed line means for the operator.
+    fn of(cause: Cause<Failure>) -> Failure {
+        match cause {
+            Cause::Silent => Failure::unreachable(format!("silent for {SILENCE_TIMEOUT_MS} ms")),
+            Cause::NoAnswer => Failure::unreachable(format!(
+                "no answer within {} ms",
+                peering::links::DIAL_TIMEOUT_MS
+            )),
+            Cause::Reported(failure) => failure,
+        }
     }
 
     fn state(self) -> PeerStatus {
         PeerStatus {
             state: PeerState::Failed { reason: self.reason },
             code: Some(self.code),
-            other_version: self.other_version,
+            refusal: self.refusal,
+            link: None,
         }
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Direction {
-    Dialled,
-    Accepted,
+impl PeerStatus {
+    /// The peer's version, as this peer sees it, when they refuse each other over versions.
+    fn other_version(&self) -> Option<String> {
+        match &self.refusal {
+            Some(peering::Refusal::VersionMismatch { theirs, .. }) => Some(theirs.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The API's name for a refusal, which programs decide on.
+fn refusal_code(refusal: &peering::Refusal) -> PeerRefusal {
+    match refusal {
+        peering::Refusal::VersionMismatch { .. } => PeerRefusal::VersionMismatch,
+        peering::Refusal::PeerListMismatch { .. } => PeerRefusal::PeerListMismatch,
+        peering::Refusal::DifferentCluster => PeerRefusal::DifferentCluster,
+        peering::Refusal::NoClusterYet => PeerRefusal::NoClusterYet,
+        peering::Refusal::NotListed { .. } => PeerRefusal::NotListed,
+        peering::Refusal::SameIdentity => PeerRefusal::SameIdentity,
+        peering::Refusal::EditionMismatch { .. } => PeerRefusal::EditionMismatch,
+    }
+}
+
+/// What an active line shows besides the greeting, as its link learns it.
+#[derive(Clone, Default)]
+struct LinkDetails {
+    latency_ms: Option<u64>,
+    admin: Option<AdminEndpoint>,
 }
 
 /// Shared run-time state of the cluster layer.
@@ -126,7 +181,9 @@ pub struct Board {
     problems: Mutex<Vec<String>>,
     states: Mutex<BTreeMap<Ipv4Addr, PeerStatus>>,
     /// Live links whose greeting matched: who the writer replicates with.
-    links: Mutex<BTreeMap<(Ipv4Addr, Direction), PeerId>>,
+    links: Mutex<BTreeMap<Conn, PeerId>>,
+    /// Numbers the accepted connections (the link machine numbers the dialled ones).
+    next_accepted: std::sync::atomic::AtomicU64,
     /// Where to put frames for a peer: its dialled link.
     routes: Mutex<HashMap<PeerId, mpsc::Sender<Frame>>>,
     /// This peer's admin API, told to every peer that dials it (again when it changes).
@@ -149,15 +206,20 @@ impl Board {
             .peers
             .iter()
             .map(|address| {
-                let (state, code) = if Some(*address) == settings.address {
-                    (PeerState::ThisSystem, None)
+                let (state, code, refusal) = if Some(*address) == settings.address {
+                    (PeerState::ThisSystem, None, None)
                 } else {
                     states
                         .get(address)
-                        .map(|status| (status.state.clone(), status.code))
-                        .unwrap_or((PeerState::Connecting, None))
+                        .map(|status| {
+                            let refusal = status.refusal.as_ref().map(refusal_code);
+                            (status.state.clone(), status.code, refusal)
+                        })
+                        .unwrap_or((PeerState::Connecting, None, None))
                 };
-                line(*address, state, code)
+                let mut line = line(*address, state, code);
+                line.refusal = refusal;
+                line
             })
             .collect();
         ClusterStatus {
@@ -177,7 +239,7 @@ impl Board {
     pub fn other_versions(&self) -> BTreeMap<Ipv4Addr, String> {
         lock(&self.states)
             .iter()
-            .filter_map(|(address, status)| Some((*address, status.other_version.clone()?)))
+            .filter_map(|(address, status)| Some((*address, status.other_version()?)))
             .collect()
     }
 
@@ -198,7 +260,33 @@ impl Board {
     }
 
     fn set_state(&self, address: Ipv4Addr, state: PeerState) {
-        lock(&self.states).insert(address, PeerStatus { state, code: None, other_version: None });
+        let status = PeerStatus { state, code: None, refusal: None, link: None };
+        lock(&self.states).insert(address, status);
+    }
+
+    /// Shows `address` active on its dialled connection `conn`.
+    fn set_active(&self, address: Ipv4Addr, conn: Conn, theirs: &Hello, details: &LinkDetails) {
+        let state = PeerState::Active {
+            host_name: theirs.host_name.clone(),
+            peer_id: theirs.peer_id.to_hex(),
+            last_contact_ms: crate::base::clock::now_ms(),
+            latency_ms: details.latency_ms,
+            admin_port: details.admin.as_ref().map(|admin| admin.port),
+            admin_certificate_sha256: details
+                .admin
+                .as_ref()
+                .map(|admin| admin.certificate_sha256.clone()),
+        };
+        let status = PeerStatus { state, code: None, refusal: None, link: Some(conn) };
+        lock(&self.states).insert(address, status);
+    }
+
+    /// Updates an active line with what its link learnt, if the line still shows that link.
+    fn refresh_active(&self, address: Ipv4Addr, conn: Conn, theirs: &Hello, details: &LinkDetails) {
+        let shown = lock(&self.states).get(&address).and_then(|status| status.link);
+        if shown == Some(conn) {
+            self.set_active(address, conn, theirs, details);
+        }
     }
 
     fn set_failed(&self, address: Ipv4Addr, failure: Failure) {
@@ -209,10 +297,24 @@ impl Board {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn link(self: &Arc<Self>, address: Ipv4Addr, direction: Direction, peer: PeerId) -> LinkGuard {
-        lock(&self.links).insert((address, direction), peer);
+    /// The instant of a `monotonic_ms` time (the link machine's deadlines).
+    fn instant_at(&self, at_ms: u64) -> Instant {
+        self.started + Duration::from_millis(at_ms)
+    }
+
+    /// Registers a live link; a dialled one is also where frames for `peer` go (`route`).
+    fn link(
+        self: &Arc<Self>,
+        conn: Conn,
+        peer: PeerId,
+        route: Option<mpsc::Sender<Frame>>,
+    ) -> LinkGuard {
+        lock(&self.links).insert(conn, peer);
+        if let Some(route) = &route {
+            lock(&self.routes).insert(peer, route.clone());
+        }
         self.publish_peers();
-        LinkGuard { board: self.clone(), address, direction, peer }
+        LinkGuard { board: self.clone(), conn, peer, route }
     }
 
     fn publish_peers(self: &Arc<Self>) {
@@ -227,16 +329,20 @@ impl Board {
 /// Unregisters a link when its task ends, however it ends (error, cancellation, panic).
 struct LinkGuard {
     board: Arc<Board>,
-    address: Ipv4Addr,
-    direction: Direction,
+    conn: Conn,
     peer: PeerId,
+    route: Option<mpsc::Sender<Frame>>,
 }
 
 impl Drop for LinkGuard {
     fn drop(&mut self) {
-        lock(&self.board.links).remove(&(self.address, self.direction));
-        if self.direction == Direction::Dialled {
-            lock(&self.board.routes).remove(&self.peer);
+        lock(&self.board.links).remove(&self.conn);
+        if let Some(route) = &self.route {
+            // Only its own route: a newer link to the peer may have replaced it already.
+            let mut routes = lock(&self.board.routes);
+            if routes.get(&self.peer).is_some_and(|current| current.same_channel(route)) {
+                routes.remove(&self.peer);
+            }
         }
         self.board.publish_peers();
     }
@@ -262,7 +368,7 @@ fn line(address: Ipv4Addr, state: PeerState, code: Option<PeerFailure>) -> PeerL
         }
         PeerState::Failed { reason } => format!("Failed: {reason}"),
     };
-    PeerLine { address, state, code, text, warnings }
+    PeerLine { address, state, code, refusal: None, text, warnings }
 }
 
 /// Starts the cluster layer for the daemon's lifetime.
@@ -280,6 +386,7 @@ pub fn spawn(
         problems: Mutex::new(Vec::new()),
         states: Mutex::new(BTreeMap::new()),
         links: Mutex::new(BTreeMap::new()),
+        next_accepted: std::sync::atomic::AtomicU64::new(0),
         routes: Mutex::new(HashMap::new()),
         admin: tokio::sync::watch::Sender::new(None),
         started: Instant::now(),
@@ -330,41 +437,230 @@ async fn tick(writer: Writer, shutdown: CancellationToken) {
     }
 }
 
-/// Runs one generation of links per version of the settings.
+/// What a link's task tells the supervisor.
+enum Report {
+    /// A dialled connection greeted: what it said, where to put its pings, and what it learns.
+    Greeted {
+        conn: Conn,
+        theirs: Hello,
+        pings: mpsc::Sender<()>,
+        details: Arc<Mutex<LinkDetails>>,
+    },
+    /// A connection from `peer` greeted under `generation`; cancelling `cancel` ends it.
+    Accepted {
+        peer: Ipv4Addr,
+        conn: Conn,
+        generation: u64,
+        cancel: CancellationToken,
+    },
+    Event(Event<Failure>),
+}
+
+type Reports = mpsc::Sender<Report>;
+
+/// A connection the supervisor knows: how to end it, and for a dialled one that greeted, its
+/// pings and what its line shows.
+struct Handle {
+    cancel: CancellationToken,
+    greeted: Option<Greeted>,
+}
+
+struct Greeted {
+    theirs: Hello,
+    pings: mpsc::Sender<()>,
+    details: Arc<Mutex<LinkDetails>>,
+}
+
+/// What dialling needs once clustering may start.
+struct Ready {
+    address: Ipv4Addr,
+    key: Arc<ClusterKey>,
+    hello: Arc<Hello>,
+}
+
+/// The supervisor's state: the link machine and the connections its actions name.
+struct Driver {
+    board: Arc<Board>,
+    links: Links<Failure>,
+    handles: HashMap<Conn, Handle>,
+    reports: Reports,
+    shutdown: CancellationToken,
+    /// Cancelled at every settings change: ends the listener and every connection.
+    generation: CancellationToken,
+    ready: Option<Ready>,
+}
+
+/// Runs the link machine for the daemon's lifetime: feeds it the settings, the reports of the
+/// links' tasks and the passing time, and carries out its actions.
 async fn supervise(board: Arc<Board>, shutdown: CancellationToken) {
+    let (reports, mut inbox) = mpsc::channel(REPORT_QUEUE_MAX);
     let mut settings_rx = board.writer.cluster_settings();
+    let mut driver = Driver {
+        board: board.clone(),
+        links: Links::default(),
+        handles: HashMap::new(),
+        reports,
+        generation: shutdown.child_token(),
+        shutdown: shutdown.clone(),
+        ready: None,
+    };
+    let settings = settings_rx.borrow_and_update().clone();
+    let mut recheck_at = driver.restart(settings).await;
     loop {
-        let settings = settings_rx.borrow_and_update().clone();
-        *lock(&board.settings) = settings.clone();
-        lock(&board.states).clear();
-        let generation = shutdown.child_token();
-        let recheck = start(&board, &settings, &generation).await;
-        let recheck_after = async {
-            match recheck {
-                true => tokio::time::sleep(Duration::from_millis(PREREQUISITE_RECHECK_MS)).await,
-                false => std::future::pending().await,
-            }
-        };
+        let deadline = driver.links.next_deadline_ms().map(|at_ms| board.instant_at(at_ms));
         tokio::select! {
-            _ = shutdown.cancelled() => { generation.cancel(); return }
-            changed = settings_rx.changed() => if changed.is_err() { generation.cancel(); return },
-            _ = recheck_after => {}
+            _ = shutdown.cancelled() => break,
+            changed = settings_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let settings = settings_rx.borrow_and_update().clone();
+                recheck_at = driver.restart(settings).await;
+            }
+            _ = sleep_until(recheck_at) => {
+                let settings = settings_rx.borrow().clone();
+                recheck_at = driver.restart(settings).await;
+            }
+            report = inbox.recv() => match report {
+                Some(report) => driver.report(report),
+                None => break,
+            },
+            _ = sleep_until(deadline) => driver.feed(Event::Tick),
         }
-        generation.cancel();
+    }
+    driver.generation.cancel();
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
-/// Starts listening and dialling if clustering is configured and its prerequisites hold.
-/// Returns whether to check again later (a prerequisite may come true by itself).
+impl Driver {
+    /// Ends every link and starts again from `settings`. When clustering is blocked by a
+    /// prerequisite that may come true by itself, when to check again.
+    async fn restart(&mut self, settings: ClusterSettings) -> Option<Instant> {
+        *lock(&self.board.settings) = settings.clone();
+        lock(&self.board.states).clear();
+        self.generation.cancel();
+        self.generation = self.shutdown.child_token();
+        let (ready, listener, recheck) = match start(&self.board, &settings).await {
+            Ok((ready, listener)) => (Some(ready), listener, false),
+            Err(recheck) => (None, None, recheck),
+        };
+        let members = ready.as_ref().map(|ready| Members {
+            own: ready.address,
+            peers: settings.peers.iter().copied().collect(),
+        });
+        self.ready = ready;
+        self.feed(Event::Settings(members));
+        if let (Some(ready), Some(listener)) = (&self.ready, listener) {
+            let listening = Listening {
+                key: ready.key.clone(),
+                hello: ready.hello.clone(),
+                generation: self.links.generation(),
+                reports: self.reports.clone(),
+            };
+            let accepting =
+                accept_loop(self.board.clone(), listener, listening, self.generation.clone());
+            self.board.tasks.spawn(accepting);
+        }
+        recheck.then(|| Instant::now() + Duration::from_millis(PREREQUISITE_RECHECK_MS))
+    }
+
+    fn report(&mut self, report: Report) {
+        match report {
+            Report::Greeted { conn, theirs, pings, details } => {
+                if let Some(handle) = self.handles.get_mut(&conn) {
+                    handle.greeted = Some(Greeted { theirs, pings, details });
+                }
+                self.feed(Event::Greeted { conn });
+            }
+            Report::Accepted { peer, conn, generation, cancel } => {
+                self.handles.insert(conn, Handle { cancel, greeted: None });
+                self.feed(Event::Accepted { peer, conn, generation });
+            }
+            Report::Event(event) => {
+                if let Event::Lost { conn, .. } | Event::DialFailed { conn, .. } = &event {
+                    self.handles.remove(conn);
+                }
+                self.feed(event);
+            }
+        }
+    }
+
+    fn feed(&mut self, event: Event<Failure>) {
+        let actions = self.links.handle(self.board.monotonic_ms(), event);
+        for action in actions {
+            self.act(action);
+        }
+    }
+
+    fn act(&mut self, action: Action<Failure>) {
+        match action {
+            Action::Dial { peer, conn } => self.dial(peer, conn),
+            Action::Close { conn } => {
+                if let Some(handle) = self.handles.remove(&conn) {
+                    handle.cancel.cancel();
+                }
+            }
+            Action::Ping { conn } => {
+                if let Some(greeted) = self.handles.get(&conn).and_then(|h| h.greeted.as_ref()) {
+                    let _ = greeted.pings.try_send(());
+                }
+            }
+            Action::Line { peer, line } => self.show(peer, line),
+        }
+    }
+
+    fn show(&self, peer: Ipv4Addr, line: Line<Failure>) {
+        match line {
+            Line::Connecting => self.board.set_state(peer, PeerState::Connecting),
+            Line::Active { conn } => {
+                if let Some(greeted) = self.handles.get(&conn).and_then(|h| h.greeted.as_ref()) {
+                    let details = lock(&greeted.details).clone();
+                    self.board.set_active(peer, conn, &greeted.theirs, &details);
+                    tracing::info!(peer = %peer, host = %greeted.theirs.host_name, "cluster peer active");
+                }
+            }
+            Line::Failed(cause) => self.board.set_failed(peer, Failure::of(cause)),
+        }
+    }
+
+    /// Dials in a task of its own, ended when the machine closes the connection.
+    fn dial(&mut self, peer: Ipv4Addr, conn: Conn) {
+        let Some(ready) = &self.ready else {
+            // The machine dials only with members, which come with `ready`.
+            return;
+        };
+        let cancel = self.generation.child_token();
+        self.handles.insert(conn, Handle { cancel: cancel.clone(), greeted: None });
+        let dialling = dial(
+            self.board.clone(),
+            peer,
+            conn,
+            (ready.key.clone(), ready.hello.clone()),
+            self.reports.clone(),
+        );
+        self.board.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = dialling => {}
+            }
+        });
+    }
+}
+
+/// Checks the prerequisites, makes this peer's greeting and binds the peers' listener. `Err`
+/// says whether to check again later (a prerequisite may come true by itself).
 async fn start(
     board: &Arc<Board>,
     settings: &ClusterSettings,
-    generation: &CancellationToken,
-) -> bool {
-    let (address, key) = match prerequisites(board, settings).await {
-        Ok(ready) => ready,
-        Err(recheck) => return recheck,
-    };
+) -> Result<(Ready, Option<TcpListener>), bool> {
+    let (address, key) = prerequisites(board, settings).await?;
     let mut problems = Vec::new();
     let hello = Arc::new(Hello {
         software_version: crate::base::version::software_version().to_owned(),
@@ -373,21 +669,16 @@ async fn start(
         peer_id: settings.peer_id,
         cluster_id: settings.cluster_id,
         peers: settings.peers.clone(),
+        edition: settings.edition,
     });
     let listen = SocketAddr::from((address, board.network.port));
-    match TcpListener::bind(listen).await {
-        Ok(listener) => {
-            let accepting = accept_loop(
-                board.clone(),
-                listener,
-                key.clone(),
-                hello.clone(),
-                generation.clone(),
-            );
-            board.tasks.spawn(accepting);
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            problems.push(format!("cannot listen for peers on {listen}: {error}"));
+            None
         }
-        Err(error) => problems.push(format!("cannot listen for peers on {listen}: {error}")),
-    }
+    };
     if settings.cluster_id.is_none() {
         problems.push(
             "joining: this peer's shared configuration will be replaced by the cluster's when a \
@@ -396,13 +687,7 @@ async fn start(
         );
     }
     *lock(&board.problems) = problems;
-    for peer in settings.peers.iter().filter(|peer| **peer != address) {
-        board.set_state(*peer, PeerState::Connecting);
-        let dialling =
-            dial_loop(board.clone(), *peer, key.clone(), hello.clone(), generation.clone());
-        board.tasks.spawn(dialling);
-    }
-    false
+    Ok((Ready { address, key, hello }, listener))
 }
 
 /// This peer's address and the cluster key, once clustering is configured and its
@@ -467,33 +752,20 @@ pub(crate) async fn ntp_synchronised() -> Result<bool, String> {
     Ok(output.stdout.starts_with(b"yes"))
 }
 
-async fn dial_loop(
+/// One dial, then the link until it ends; tells the supervisor how it ended.
+async fn dial(
     board: Arc<Board>,
     address: Ipv4Addr,
-    key: Arc<ClusterKey>,
-    hello: Arc<Hello>,
-    cancel: CancellationToken,
+    conn: Conn,
+    (key, hello): (Arc<ClusterKey>, Arc<Hello>),
+    reports: Reports,
 ) {
-    let mut retry_ms = RETRY_FIRST_MS;
-    loop {
-        let ended = tokio::select! {
-            _ = cancel.cancelled() => return,
-            ended = dial_once(&board, address, &key, &hello) => ended,
-        };
-        match ended {
-            Ended::AfterActive(failure) => {
-                retry_ms = RETRY_FIRST_MS;
-                board.set_failed(address, failure);
-            }
-            Ended::Failed(failure) => board.set_failed(address, failure),
-            Ended::Quiet => {}
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(retry_ms)) => {}
-        }
-        retry_ms = (retry_ms * 2).min(RETRY_MAX_MS);
-    }
+    let event = match dial_once(&board, address, conn, (&key, &hello), &reports).await {
+        Ended::Failed(failure) => Event::DialFailed { conn, failure: Some(failure) },
+        Ended::Quiet => Event::DialFailed { conn, failure: None },
+        Ended::AfterActive(failure) => Event::Lost { conn, failure },
+    };
+    let _ = reports.send(Report::Event(event)).await;
 }
 
 enum Ended {
@@ -509,8 +781,9 @@ enum Ended {
 async fn dial_once(
     board: &Arc<Board>,
     address: Ipv4Addr,
-    key: &ClusterKey,
-    hello: &Hello,
+    conn: Conn,
+    (key, hello): (&ClusterKey, &Hello),
+    reports: &Reports,
 ) -> Ended {
     let target = board
         .network
@@ -533,7 +806,7 @@ async fn dial_once(
         Ok(greeted) => greeted,
         Err(ended) => return ended,
     };
-    serve_dialled(board, address, sender, frames, theirs).await
+    serve_dialled(board, conn, DialledLink { sender, frames, theirs }, reports).await
 }
 
 type Frames = mpsc::Receiver<Result<Frame, String>>;
@@ -582,79 +855,98 @@ async fn greet(
     Ok((sender, frames, theirs, reader))
 }
 
-/// Replicates on a dialled link until it breaks, keeping the peer's line up to date.
-async fn serve_dialled(
-    board: &Arc<Board>,
-    address: Ipv4Addr,
-    mut sender: peering::Sender<TcpStream>,
-    mut frames: Frames,
+/// A dialled connection that greeted.
+struct DialledLink {
+    sender: peering::Sender<TcpStream>,
+    frames: Frames,
     theirs: Hello,
-) -> Ended {
-    let (link_tx, mut link_rx) = mpsc::channel(LINK_QUEUE_MAX);
-    lock(&board.routes).insert(theirs.peer_id, link_tx);
-    let _guard = board.link(address, Direction::Dialled, theirs.peer_id);
-    let active = |latency_ms, admin: &Option<AdminEndpoint>| PeerState::Active {
-        host_name: theirs.host_name.clone(),
-        peer_id: theirs.peer_id.to_hex(),
-        last_contact_ms: crate::base::clock::now_ms(),
-        latency_ms,
-        admin_port: admin.as_ref().map(|admin| admin.port),
-        admin_certificate_sha256: admin.as_ref().map(|admin| admin.certificate_sha256.clone()),
-    };
-    let mut admin = None;
-    let mut latency_ms = None;
-    board.set_state(address, active(latency_ms, &admin));
-    tracing::info!(peer = %address, host = %theirs.host_name, "cluster peer active");
-    let mut ping = tokio::time::interval(Duration::from_millis(PING_INTERVAL_MS));
-    let mut last_heard = Instant::now();
-    loop {
-        tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(Ok(Frame::Pong { sent_ms })) => {
-                    last_heard = Instant::now();
-                    latency_ms = Some(board.monotonic_ms().saturating_sub(sent_ms));
-                    board.set_state(address, active(latency_ms, &admin));
-                }
-                Some(Ok(Frame::AdminEndpoint(endpoint))) => {
-                    last_heard = Instant::now();
-                    admin = Some(endpoint);
-                    board.set_state(address, active(latency_ms, &admin));
-                }
-                Some(Ok(Frame::Refused(refusal))) => {
-                    return Ended::AfterActive(Failure::refusal(&refusal, false));
-                }
-                Some(Ok(_)) => last_heard = Instant::now(),
-                Some(Err(reason)) => return Ended::AfterActive(Failure::lost(Some(&reason))),
-                None => return Ended::AfterActive(Failure::lost(None)),
-            },
-            frame = link_rx.recv() => {
-                let Some(frame) = frame else {
-                    let failure = Failure { code: PeerFailure::ConnectionLost, reason: "link closed".to_owned(), other_version: None };
-                    return Ended::AfterActive(failure);
-                };
-                if let Err(error) = sender.send(&frame.encode()).await {
-                    return Ended::AfterActive(Failure::lost(Some(&error)));
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > Duration::from_millis(SILENCE_TIMEOUT_MS) {
-                    let detail = format!("silent for {SILENCE_TIMEOUT_MS} ms");
-                    return Ended::AfterActive(Failure::unreachable(detail));
-                }
-                let frame = Frame::Ping { sent_ms: board.monotonic_ms() };
-                if let Err(error) = sender.send(&frame.encode()).await {
-                    return Ended::AfterActive(Failure::lost(Some(&error)));
-                }
-            }
+}
+
+/// Tells the supervisor a link hears its peer, at most every `HEARD_REPORT_INTERVAL_MS`.
+struct Hearing {
+    conn: Conn,
+    reported: Option<Instant>,
+}
+
+impl Hearing {
+    async fn heard(&mut self, reports: &Reports) {
+        let due = self
+            .reported
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(HEARD_REPORT_INTERVAL_MS));
+        if due {
+            self.reported = Some(Instant::now());
+            let _ = reports.send(Report::Event(Event::Heard { conn: self.conn })).await;
         }
     }
+}
+
+/// Replicates on a dialled link until it breaks, sending the pings the supervisor asks for
+/// and keeping what its line shows up to date.
+async fn serve_dialled(
+    board: &Arc<Board>,
+    conn: Conn,
+    link: DialledLink,
+    reports: &Reports,
+) -> Ended {
+    let DialledLink { mut sender, mut frames, theirs } = link;
+    let (link_tx, mut link_rx) = mpsc::channel(LINK_QUEUE_MAX);
+    let (pings, mut ping_rx) = mpsc::channel(PING_QUEUE_MAX);
+    let details = Arc::new(Mutex::new(LinkDetails::default()));
+    let _guard = board.link(conn, theirs.peer_id, Some(link_tx));
+    let greeted = Report::Greeted { conn, theirs: theirs.clone(), pings, details: details.clone() };
+    if reports.send(greeted).await.is_err() {
+        return Ended::Quiet;
+    }
+    let mut hearing = Hearing { conn, reported: None };
+    loop {
+        let outgoing = tokio::select! {
+            frame = frames.recv() => {
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(reason)) => return Ended::AfterActive(Failure::lost(Some(&reason))),
+                    None => return Ended::AfterActive(Failure::lost(None)),
+                };
+                hearing.heard(reports).await;
+                match frame {
+                    Frame::Pong { sent_ms } => {
+                        lock(&details).latency_ms =
+                            Some(board.monotonic_ms().saturating_sub(sent_ms));
+                    }
+                    Frame::AdminEndpoint(endpoint) => lock(&details).admin = Some(endpoint),
+                    Frame::Refused(refusal) => {
+                        return Ended::AfterActive(Failure::refusal(&refusal, false));
+                    }
+                    _ => continue,
+                }
+                let details = lock(&details).clone();
+                board.refresh_active(theirs.address, conn, &theirs, &details);
+                continue;
+            }
+            frame = link_rx.recv() => frame,
+            ping = ping_rx.recv() => ping.map(|()| Frame::Ping { sent_ms: board.monotonic_ms() }),
+        };
+        let Some(frame) = outgoing else {
+            return Ended::AfterActive(Failure::lost(None));
+        };
+        if let Err(error) = sender.send(&frame.encode()).await {
+            return Ended::AfterActive(Failure::lost(Some(&error)));
+        }
+    }
+}
+
+/// What the accepted connections of one generation need.
+#[derive(Clone)]
+struct Listening {
+    key: Arc<ClusterKey>,
+    hello: Arc<Hello>,
+    generation: u64,
+    reports: Reports,
 }
 
 async fn accept_loop(
     board: Arc<Board>,
     listener: TcpListener,
-    key: Arc<ClusterKey>,
-    hello: Arc<Hello>,
+    listening: Listening,
     cancel: CancellationToken,
 ) {
     loop {
@@ -665,7 +957,8 @@ async fn accept_loop(
         match accepted {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
-                let serve = serve_accepted(board.clone(), stream, from, key.clone(), hello.clone());
+                let serve =
+                    serve_accepted(board.clone(), stream, from, listening.clone(), cancel.clone());
                 let cancel = cancel.clone();
                 board.tasks.spawn(async move {
                     tokio::select! {
@@ -691,33 +984,35 @@ async fn serve_accepted(
     board: Arc<Board>,
     stream: TcpStream,
     from: SocketAddr,
-    key: Arc<ClusterKey>,
-    hello: Arc<Hello>,
+    listening: Listening,
+    generation: CancellationToken,
 ) {
-    let channel = match Channel::accept(stream, &key).await {
-        Ok(channel) => channel,
-        Err(error) => {
-            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
-            {
-                tracing::warn!(%from, %error, suppressed, "cluster connection refused");
-            }
-            return;
-        }
+    let Listening { key, hello, reports, .. } = &listening;
+    let Some((mut sender, frames, theirs, _reader)) = greeted(&board, stream, from, key).await
+    else {
+        return;
     };
-    let (mut sender, receiver) = channel.split();
-    let (mut frames, _reader) = spawn_reader(&board.tasks, receiver);
-    let theirs = match first_hello(&mut frames).await {
-        Ok(theirs) => theirs,
-        Err(failure) => {
-            let reason = failure.reason;
-            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
-            {
-                tracing::warn!(%from, %reason, suppressed, "cluster connection without a greeting");
+    let verdict = peering::check(hello, &theirs);
+    // A link is reported before this peer greets back, so the supervisor hears of it before
+    // the dialler can give it up and dial again (the newest accepted link is the one kept).
+    let link = match &verdict {
+        Verdict::Replicate => {
+            let number = board.next_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (conn, cancel) = (Conn::Accepted(number), generation.child_token());
+            let peer = theirs.address;
+            let accepted = Report::Accepted {
+                peer,
+                conn,
+                generation: listening.generation,
+                cancel: cancel.clone(),
+            };
+            if reports.send(accepted).await.is_err() {
+                return;
             }
-            return;
+            Some((conn, cancel))
         }
+        _ => None,
     };
-    let verdict = peering::check(&hello, &theirs);
     if sender.send(&Frame::Hello(hello.as_ref().clone()).encode()).await.is_err() {
         return;
     }
@@ -731,55 +1026,104 @@ async fn serve_accepted(
             adopt(&board, cluster, &theirs).await;
             return;
         }
-        Verdict::AwaitJoin => return,
-        Verdict::Replicate => {}
+        Verdict::AwaitJoin | Verdict::Replicate => {}
     }
-    serve_accepted_link(&board, from, sender, frames, &theirs).await;
+    let Some((conn, cancel)) = link else { return };
+    let link = AcceptedLink { from, conn, sender, frames };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = serve_accepted_link(&board, link, &theirs, reports) => {}
+    }
 }
 
-/// Receives on an accepted link until it breaks: replication messages go to the writer, pings
-/// are answered, and the dialler is told where this peer's admin API is.
+/// The handshake on an accepted connection, up to the dialler's greeting; failures are
+/// logged (rate-limited) and end the connection.
+async fn greeted(
+    board: &Board,
+    stream: TcpStream,
+    from: SocketAddr,
+    key: &ClusterKey,
+) -> Option<(peering::Sender<TcpStream>, Frames, Hello, AbortOnDrop)> {
+    let channel = match Channel::accept(stream, key).await {
+        Ok(channel) => channel,
+        Err(error) => {
+            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
+            {
+                tracing::warn!(%from, %error, suppressed, "cluster connection refused");
+            }
+            return None;
+        }
+    };
+    let (sender, receiver) = channel.split();
+    let (mut frames, reader) = spawn_reader(&board.tasks, receiver);
+    match first_hello(&mut frames).await {
+        Ok(theirs) => Some((sender, frames, theirs, reader)),
+        Err(failure) => {
+            let reason = failure.reason;
+            if let Some(suppressed) = REFUSALS_LOGGED.allow(from.ip(), crate::base::clock::now_ms())
+            {
+                tracing::warn!(%from, %reason, suppressed, "cluster connection without a greeting");
+            }
+            None
+        }
+    }
+}
+
+/// An accepted connection that greeted.
+struct AcceptedLink {
+    from: SocketAddr,
+    conn: Conn,
+    sender: peering::Sender<TcpStream>,
+    frames: Frames,
+}
+
+/// Receives on an accepted link until it breaks or the supervisor closes it: replication
+/// messages go to the writer, pings are answered, and the dialler is told where this peer's
+/// admin API is.
 async fn serve_accepted_link(
     board: &Arc<Board>,
-    from: SocketAddr,
-    mut sender: peering::Sender<TcpStream>,
-    mut frames: Frames,
+    link: AcceptedLink,
     theirs: &Hello,
+    reports: &Reports,
 ) {
+    let AcceptedLink { from, conn, mut sender, mut frames } = link;
     let peer = theirs.peer_id;
-    let _guard = board.link(theirs.address, Direction::Accepted, peer);
+    let _guard = board.link(conn, peer, None);
     // The dialler shows this peer's line, so it is told where this peer's admin API is.
     let mut admin = board.admin.subscribe();
     admin.mark_changed();
-    loop {
+    let mut hearing = Hearing { conn, reported: None };
+    let failure = loop {
         let frame = tokio::select! {
-            frame = tokio::time::timeout(Duration::from_millis(SILENCE_TIMEOUT_MS), frames.recv()) => frame,
+            frame = frames.recv() => frame,
             changed = admin.changed() => {
                 // The board owns the sender, so it outlives this link; an error is unreachable.
                 if changed.is_err() {
-                    return;
+                    break Failure::lost(None);
                 }
                 let endpoint = admin.borrow_and_update().clone();
                 if let Some(endpoint) = endpoint
-                    && sender.send(&Frame::AdminEndpoint(endpoint).encode()).await.is_err()
+                    && let Err(error) = sender.send(&Frame::AdminEndpoint(endpoint).encode()).await
                 {
-                    return;
+                    break Failure::lost(Some(&error));
                 }
                 continue;
             }
         };
         let frame = match frame {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(reason))) => {
+            Some(Ok(frame)) => frame,
+            Some(Err(reason)) => {
                 tracing::info!(%from, %reason, "cluster link closed");
-                return;
+                break Failure::lost(Some(&reason));
             }
-            Ok(None) | Err(_) => return,
+            None => break Failure::lost(None),
         };
+        hearing.heard(reports).await;
         if !answer_frame(board, from, peer, &mut sender, frame).await {
-            return;
+            break Failure::lost(None);
         }
-    }
+    };
+    let _ = reports.send(Report::Event(Event::Lost { conn, failure })).await;
 }
 
 /// Handles one frame on an accepted link; `false` ends the link.
@@ -878,7 +1222,7 @@ mod tests {
     fn a_version_refusal_names_the_other_peers_version() {
         let refusal =
             peering::Refusal::VersionMismatch { ours: "1.0.0".into(), theirs: "2.0.0".into() };
-        let other = |failure: Failure| failure.state().other_version;
+        let other = |failure: Failure| failure.state().other_version();
         assert_eq!(other(Failure::refusal(&refusal, true)).as_deref(), Some("2.0.0"));
         assert_eq!(other(Failure::refusal(&refusal, false)).as_deref(), Some("1.0.0"));
         assert_eq!(other(Failure::refusal(&peering::Refusal::DifferentCluster, false)), None);

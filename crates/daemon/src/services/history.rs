@@ -5,14 +5,35 @@
 use super::{App, Error, Input};
 use crate::base::clock::{now_ms, parse_ms};
 use eventlog::{JournalEntry, JournalQuery, Level};
-use model::{Record, RecordKind};
+use model::{PeerId, Record, RecordKind};
 use projections::{ConfigLogEntry, ConfigLogQuery};
+use std::collections::HashMap;
 
 /// Rows per page when the client does not say.
 pub const LOG_PAGE_DEFAULT: usize = 100;
 
 /// Filters of both logs, as query parameters (the API and the web pages take the same ones).
-pub use ::api::LogQuery;
+pub use ::api::{LogOrigin, LogQuery};
+
+/// What a Configuration Log row calls the peer where the change was made.
+pub const THIS_PEER_NAME: &str = "this peer";
+
+/// Names of the peers Configuration Log rows come from, by peer id in hex: this peer, and
+/// each linked peer by its host name (a peer not linked now has only its id).
+pub fn origin_names(app: &App) -> HashMap<String, String> {
+    let mut names: HashMap<String, String> = app
+        .cluster
+        .status()
+        .peers
+        .into_iter()
+        .filter_map(|line| match line.state {
+            ::api::PeerState::Active { host_name, peer_id, .. } => Some((peer_id, host_name)),
+            _ => None,
+        })
+        .collect();
+    names.insert(app.writer.peer_id().to_hex(), THIS_PEER_NAME.to_owned());
+    names
+}
 
 /// One page of a log: the rows and, when the page is full, the cursor for older rows.
 pub struct Page<T> {
@@ -94,12 +115,18 @@ pub async fn config_diff(
     Ok((from_ms, to_ms, changes))
 }
 
-/// The Configuration Log's filter from query parameters.
-pub fn config_log_filter(query: LogQuery) -> Result<ConfigLogQuery, Error> {
+/// The Configuration Log's filter from query parameters: this peer's changes (`this_peer`)
+/// unless the query asks for every peer's.
+pub fn config_log_filter(query: LogQuery, this_peer: PeerId) -> Result<ConfigLogQuery, Error> {
     if query.level.is_some() || query.text.is_some() {
         return Err(Error::invalid(Input::Query, "level and text filter the Event Log only"));
     }
+    let origin = match query.origin.unwrap_or_default() {
+        LogOrigin::ThisPeer => Some(this_peer),
+        LogOrigin::AllPeers => None,
+    };
     Ok(ConfigLogQuery {
+        origin,
         actor: query.actor,
         kind: query.kind.as_deref().map(parse_kind).transpose()?,
         name: query.name,
@@ -135,6 +162,7 @@ pub async fn config_log(app: &App, filter: ConfigLogQuery) -> Result<Page<Config
 /// The Event Log's filter from query parameters.
 pub fn journal_filter(query: LogQuery) -> Result<JournalQuery, Error> {
     if query.actor.is_some()
+        || query.origin.is_some()
         || query.name.is_some()
         || query.since.is_some()
         || query.until.is_some()
@@ -164,4 +192,49 @@ pub async fn event_log(app: &App, filter: JournalQuery) -> Result<Page<JournalEn
     let limit = filter.limit;
     let entries = app.readers.read(move |conn| Ok(eventlog::query_journal(conn, &filter)?)).await?;
     Ok(Page::of(entries, limit, |entry| entry.id))
+}
+
+/// Walks every hash chain of the event log on a reader (one consistent read); a broken chain is
+/// reported in the answer, and only a failure to read is an error.
+pub async fn verify_log(app: &App) -> Result<::api::LogVerification, Error> {
+    let walked = app
+        .readers
+        .read(|conn| match eventlog::verify(conn) {
+            Ok(report) => Ok(Ok(report)),
+            Err(eventlog::Error::Corrupt { origin, stream, seq, reason }) => {
+                Ok(Err(format!("{origin}/{stream:?}#{seq}: {reason}")))
+            }
+            Err(error) => Err(error.into()),
+        })
+        .await?;
+    Ok(match walked {
+        Ok(report) => ::api::LogVerification {
+            intact: true,
+            events: report.events,
+            chains: report
+                .heads
+                .iter()
+                .map(|((origin, stream), head)| ::api::ChainHead {
+                    origin: origin.to_hex(),
+                    stream: stream_name(*stream).to_owned(),
+                    seq: head.seq,
+                    hash: head.hash.to_hex(),
+                })
+                .collect(),
+            problem: None,
+        },
+        Err(problem) => ::api::LogVerification {
+            intact: false,
+            events: 0,
+            chains: Vec::new(),
+            problem: Some(problem),
+        },
+    })
+}
+
+fn stream_name(stream: eventlog::Stream) -> &'static str {
+    match stream {
+        eventlog::Stream::Shared => "shared",
+        eventlog::Stream::Local => "local",
+    }
 }

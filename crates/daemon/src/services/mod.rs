@@ -13,10 +13,15 @@ pub mod cluster_join;
 mod error;
 pub mod history;
 pub mod logins;
+pub mod metrics;
 pub mod platform;
 pub mod policy;
+pub mod policy_credentials;
+pub mod policy_views;
 pub mod records;
 pub mod restore;
+pub mod syslog;
+pub mod syslog_streams;
 pub mod upgrades;
 
 pub use error::{Error, Input};

@@ -8,18 +8,21 @@
 //! [`POLICY_PATH`], Status path [`STATUS_PATH`], with the policy-service account's username
 //! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
 
+use super::policy_credentials::{Account, VerifiedCredentials, check};
+mod overbooking;
+pub use overbooking::{OVERBOOKING_CHECK_SPACING_MS, OVERBOOKING_RECHECK_MS};
+
 use crate::base::journal::EntryKind;
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
 use crate::store::{Readers, Writer};
-use base64::Engine as _;
 use model::record::{Bridge, Conference};
 use model::{Command, Record, RecordKey, RecordKind, State};
 use policy::{Decision, Engine, RejectReason, Role};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -28,8 +31,6 @@ use tokio::sync::watch;
 pub const POLICY_PATH: &str = "/baton/policy";
 /// What the VCS's "Status path" field holds.
 pub const STATUS_PATH: &str = "/baton/policy/status";
-/// Verified credentials remembered, so a call costs a hash lookup instead of an argon2 check.
-pub const CREDENTIALS_CACHED_MAX: usize = 64;
 /// How often each bridge's health is polled.
 pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
 /// Each bridge's health query gives up after this; below the interval, so a round of polls
@@ -43,10 +44,6 @@ pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
 pub const BRIDGE_EVENTS_PATH: &str = "/baton/bridge-events";
 /// Requests decided at once; more wait (the VCS gives each attempt 30 s).
 pub const DECISIONS_IN_FLIGHT_MAX: usize = 256;
-/// How long the status path waits for projections one write behind the log to catch up
-/// before it says this peer cannot serve, and how often it looks again meanwhile.
-pub const PROJECTION_LAG_GRACE_MS: u64 = 1_000;
-pub const PROJECTION_LAG_RECHECK_MS: u64 = 20;
 /// How long a peer put in maintenance keeps deciding the calls that still reach it: the status
 /// path says 503 at once, but a VCS only notices at its next status poll (about a minute), and
 /// refusing the calls it sends meanwhile would fail them although another peer could serve.
@@ -61,6 +58,18 @@ pub struct ConferenceSpec {
     pub chair_pin: Option<String>,
     pub guest_pin: Option<String>,
     pub max_participants: Option<u32>,
+}
+
+impl ConferenceSpec {
+    /// Conference `name` made from `template`.
+    pub fn new(name: &str, template: &model::record::ConferenceTemplate) -> ConferenceSpec {
+        ConferenceSpec {
+            name: name.to_owned(),
+            chair_pin: template.chair_pin.clone(),
+            guest_pin: template.guest_pin.clone(),
+            max_participants: template.max_participants,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +109,11 @@ pub trait ConferenceHost: Send + Sync + 'static {
         bridge: &'a Bridge,
         receiver_uri: &'a str,
     ) -> HostFuture<'a, ()>;
+    /// The SHA-256 fingerprint of the certificate an `https` bridge presented last, accepted
+    /// or not (`None`: no TLS handshake with it yet, or not a TLS bridge).
+    fn presented_fingerprint(&self, _bridge: &Bridge) -> Option<String> {
+        None
+    }
 }
 
 /// A conference as a bridge lists it.
@@ -108,19 +122,29 @@ pub struct HostedConference {
     pub id: String,
     pub name: String,
     pub participants: u32,
+    /// As many of them as the bridge's enumeration lists (`bridges::PARTICIPANTS_LISTED_MAX`).
+    pub participant_list: Vec<::api::LiveParticipant>,
 }
 
 /// Bridge health as this peer sees it: a bridge not polled yet counts as up, and so does one
-/// whose address changed since it was found down (it is a different bridge now).
+/// whose address or pinned certificate changed since it was found down (it is reached
+/// differently now, so the next call tries it at once).
 #[derive(Default)]
 pub struct Health {
-    /// Bridge name → (address it was down at, why).
-    down: Mutex<HashMap<String, (String, String)>>,
+    /// Bridge name → (how it was reached when found down, why).
+    down: Mutex<HashMap<String, (ReachedAs, String)>>,
+}
+
+/// What makes a bridge another one for [`Health`]: its address and its pinned certificate.
+type ReachedAs = (String, Option<String>);
+
+fn reached_as(bridge: &Bridge) -> ReachedAs {
+    (bridge.address.clone(), bridge.pinned_sha256.clone())
 }
 
 impl Health {
     pub fn is_up(&self, bridge: &Bridge) -> bool {
-        lock(&self.down).get(&bridge.name).is_none_or(|(address, _)| *address != bridge.address)
+        lock(&self.down).get(&bridge.name).is_none_or(|(reached, _)| *reached != reached_as(bridge))
     }
 
     /// Records `bridge` as up (`None`) or down and why; says whether that changed.
@@ -128,7 +152,7 @@ impl Health {
         let mut down = lock(&self.down);
         match problem {
             Some(problem) => {
-                let entry = (bridge.address.clone(), problem);
+                let entry = (reached_as(bridge), problem);
                 down.insert(bridge.name.clone(), entry.clone()).as_ref() != Some(&entry)
             }
             None => down.remove(&bridge.name).is_some(),
@@ -154,7 +178,8 @@ pub struct PolicyService {
     ports_in_flight: Mutex<HashMap<String, u32>>,
     /// One lock per conference being created, so concurrent first calls create it once.
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    verified: Mutex<HashSet<[u8; 32]>>,
+    /// Credentials verified lately (see `policy_credentials`).
+    verified: Mutex<VerifiedCredentials>,
     decisions: tokio::sync::Semaphore,
     /// For the status check that projections are current.
     readers: Readers,
@@ -167,6 +192,16 @@ pub struct PolicyService {
     /// Warnings repeated every poll (a bridge refusing the feedback receiver): an alarm once
     /// they repeat, instead of a log line every [`BRIDGE_POLL_INTERVAL_MS`].
     pub warnings: super::alarms::Warnings,
+    /// Requests, latency and creations, for the metrics endpoint (atomics only).
+    pub metrics: super::metrics::PolicyMetrics,
+}
+
+/// A bridge's health and ports as this peer sees them, for the metrics endpoint.
+pub struct BridgePorts {
+    pub name: String,
+    pub up: bool,
+    pub capacity_ports: u32,
+    pub free_ports: u32,
 }
 
 /// The conference a call needs created.
@@ -232,18 +267,19 @@ impl PolicyService {
             health: Health::default(),
             ports_in_flight: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(VerifiedCredentials::new()),
             decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
             readers,
             feedback_base_url,
             feedback: Mutex::new(Feedback::default()),
             maintenance_drain_ms,
             warnings: super::alarms::Warnings::default(),
+            metrics: super::metrics::PolicyMetrics::default(),
         })
     }
 
     /// The engine for the newest state, rebuilt only when the state changed.
-    fn engine(&self) -> Arc<Engine> {
+    pub(super) fn engine(&self) -> Arc<Engine> {
         let state = self.state.borrow().clone();
         let mut cached = lock(&self.engine);
         // The engine holds its state, so pointer equality cannot be fooled by a reused address.
@@ -258,24 +294,17 @@ impl PolicyService {
         if let Some(reason) = self.unavailable_by_state() {
             return Some(reason);
         }
-        // Every write appends, then projects, in two transactions: a reader between them sees
-        // the projections one write behind. That is not catching up (a rebuild is), and
-        // answering 503 for it would make a VCS drop a busy peer until its next status poll.
-        let mut grace_left_ms = PROJECTION_LAG_GRACE_MS;
-        loop {
-            let positions = self
-                .readers
-                .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
-                .await;
-            match positions {
-                Ok((log, projected)) if log == projected => return None,
-                Ok(_) if grace_left_ms > 0 => {
-                    tokio::time::sleep(Duration::from_millis(PROJECTION_LAG_RECHECK_MS)).await;
-                    grace_left_ms = grace_left_ms.saturating_sub(PROJECTION_LAG_RECHECK_MS);
-                }
-                Ok(_) => return Some("projections are catching up with the log".to_owned()),
-                Err(error) => return Some(format!("the event log cannot be read: {error}")),
-            }
+        // Every write, local or replicated, appends and projects in one transaction: a reader
+        // sees the projections behind the log only while they are really catching up (a rebuild
+        // after an upgrade, or a catch-up that failed and waits for the next write).
+        let positions = self
+            .readers
+            .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
+            .await;
+        match positions {
+            Ok((log, projected)) if log == projected => None,
+            Ok(_) => Some("projections are catching up with the log".to_owned()),
+            Err(error) => Some(format!("the event log cannot be read: {error}")),
         }
     }
 
@@ -297,17 +326,28 @@ impl PolicyService {
         }
     }
 
-    /// Whether calls that reach this peer are refused: as the status path says, except that a
-    /// peer put in maintenance keeps deciding them while it drains.
-    fn refuses_calls(&self) -> bool {
-        match self.unavailable_by_state() {
-            None => false,
-            Some(_) if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) => {
-                // Still draining: refuse only for a reason other than maintenance.
-                self.unavailable_apart_from_maintenance().is_some()
-            }
-            Some(_) => true,
+    /// The newest published state.
+    pub(super) fn state_now(&self) -> Arc<State> {
+        self.state.borrow().clone()
+    }
+
+    pub(super) fn host(&self) -> &dyn ConferenceHost {
+        self.host.as_ref()
+    }
+
+    /// Why calls that reach this peer are refused now, if they are: as the status path says,
+    /// except that a peer put in maintenance keeps deciding them while it drains.
+    pub(super) fn refusal(&self) -> Option<String> {
+        let reason = self.unavailable_by_state()?;
+        if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) {
+            // Still draining: only a reason other than maintenance refuses calls.
+            return self.unavailable_apart_from_maintenance();
         }
+        Some(reason)
+    }
+
+    fn refuses_calls(&self) -> bool {
+        self.refusal().is_some()
     }
 
     /// The checks the decision path makes on every call (no I/O).
@@ -349,37 +389,12 @@ impl PolicyService {
         else {
             return Ok(false);
         };
-        let encoded = basic_credentials;
-        // Keyed by the account too, so changing it invalidates what was remembered.
-        let fingerprint: [u8; 32] = Sha256::new()
-            .chain_update(encoded.trim())
-            .chain_update(&account.username)
-            .chain_update(&account.password_hash)
-            .finalize()
-            .into();
-        if lock(&self.verified).contains(&fingerprint) {
-            return Ok(true);
-        }
-        let Some((user, password)) = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
-        else {
-            return Ok(false);
-        };
-        // Checked whatever the name, so timing does not tell whether the name is right.
-        let password_good =
-            crate::base::passwords::verify(password, account.password_hash.clone()).await?;
-        let good = password_good && user == account.username;
-        if good {
-            let mut verified = lock(&self.verified);
-            if verified.len() >= CREDENTIALS_CACHED_MAX {
-                verified.clear();
-            }
-            verified.insert(fingerprint);
-        }
-        Ok(good)
+        let password_hash = account.password_hash.clone();
+        let verify = |password: String| crate::base::passwords::verify(password, password_hash);
+        let account =
+            Account { username: &account.username, password_hash: &account.password_hash };
+        let now_ms = crate::base::clock::now_ms();
+        check(&self.verified, account, basic_credentials, now_ms, verify).await
     }
 
     /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),
@@ -428,7 +443,16 @@ impl PolicyService {
                 match self.decide_now(request) {
                     (Decision::Create { conference, template, role, candidates }, engine) => {
                         let wanted = Wanted { conference: &conference, template: &template, role };
-                        self.create(&engine, &wanted, &candidates, deadline).await
+                        let created = self.create(&engine, &wanted, &candidates, deadline).await;
+                        if let Decision::Reject(
+                            RejectReason::BridgeFailure | RejectReason::NoCapacity,
+                        ) = created
+                        {
+                            self.metrics
+                                .conference_creation_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        created
                     }
                     (other, _) => other,
                 }
@@ -465,12 +489,7 @@ impl PolicyService {
         let Some(template) = engine.template(template_name) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
-        let spec = ConferenceSpec {
-            name: conference.to_owned(),
-            chair_pin: template.chair_pin.clone(),
-            guest_pin: template.guest_pin.clone(),
-            max_participants: template.max_participants,
-        };
+        let spec = ConferenceSpec::new(conference, template);
         // Around a maintenance change the VCS may split calls between this peer and another
         // that does not replicate with it (a rolling upgrade's switch) until its next status
         // poll: a conference unknown here may exist already, made there moments ago.
@@ -574,9 +593,14 @@ impl PolicyService {
             .writer
             .execute("policy-service", Command::Save(record), crate::base::clock::now_ms())
             .await;
-        if let Err(error) = saved {
+        match saved {
+            Ok(_) => {
+                self.metrics.conferences_created.fetch_add(1, Ordering::Relaxed);
+            }
             // The bridge has it; the next call adopts it through `Duplicate`.
-            tracing::error!(%error, %conference, "conference created but not recorded");
+            Err(error) => {
+                tracing::error!(%error, %conference, "conference created but not recorded")
+            }
         }
         Decision::Route {
             url: engine.route_url(conference, template_name, role, bridge),
@@ -727,6 +751,29 @@ impl PolicyService {
         Ok(())
     }
 
+    /// The fingerprint of the certificate `bridge` presented to this peer last.
+    pub fn presented_fingerprint(&self, bridge: &Bridge) -> Option<String> {
+        self.host.presented_fingerprint(bridge)
+    }
+
+    /// Every bridge's health and ports (free ones as counted from the state's conferences).
+    pub fn bridge_ports(&self) -> Vec<BridgePorts> {
+        let engine = self.engine();
+        let state = engine.state().clone();
+        state
+            .list(RecordKind::Bridge)
+            .filter_map(|record| match record {
+                Record::Bridge(bridge) => Some(BridgePorts {
+                    name: bridge.name.clone(),
+                    up: self.health.is_up(bridge),
+                    capacity_ports: bridge.capacity_ports,
+                    free_ports: engine.free_ports(bridge),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub async fn status(&self) -> PolicyStatus {
         let state = self.state.borrow().clone();
         let problems = self.health.problems();
@@ -739,6 +786,7 @@ impl PolicyService {
                     up: self.health.is_up(bridge),
                     problem: problems.get(&bridge.name).cloned(),
                     last_event_ms: last_event_ms.get(&bridge.name).copied(),
+                    presented_sha256: self.host.presented_fingerprint(bridge),
                 }),
                 _ => None,
             })

@@ -196,3 +196,42 @@ pub fn announce_certificate(app: &App, certificates: Option<&model::record::Cert
         }
     }
 }
+
+/// Pins the certificate the `https` bridge `name` presented last (as the status shows it), so
+/// from now on exactly that certificate is accepted: the operator's one step after comparing
+/// it. `expected` is the fingerprint the operator compared: refused if the bridge presented
+/// another since. Returns the bridge redacted.
+pub async fn pin_presented_certificate(
+    app: &App,
+    actor: &str,
+    name: String,
+    expected: Option<String>,
+) -> Result<Record, Error> {
+    let key = RecordKey { kind: RecordKind::Bridge, name };
+    let Record::Bridge(mut bridge) = read(app, key).await? else {
+        return Err(Error::internal("a bridge key read another kind of record"));
+    };
+    let Some(presented) = app.policy.presented_fingerprint(&bridge) else {
+        return Err(Error::field(
+            Input::Fields,
+            "pinned_sha256",
+            "the bridge has presented no certificate to this peer yet (is it https, and reachable?)",
+        ));
+    };
+    if let Some(expected) = expected {
+        let same = model::validate::sha256_fingerprint(&expected)
+            .is_some_and(|digest| model::validate::sha256_fingerprint(&presented) == Some(digest));
+        if !same {
+            return Err(Error::field(
+                Input::Fields,
+                "sha256",
+                format!("the bridge now presents {presented}; compare again before pinning"),
+            ));
+        }
+    }
+    bridge.pinned_sha256 = Some(presented);
+    let record = Record::Bridge(bridge);
+    let shown = record.redacted();
+    execute(app, actor, Command::Update(record)).await?;
+    Ok(shown)
+}

@@ -2,6 +2,7 @@
 //! its records, and the replication messages it hands to the links. They live with the store
 //! (not with the cluster service) so that the store depends on nothing above it.
 
+use model::record::Edition;
 use model::{ClusterId, PeerId, Record, RecordKind, State};
 use std::net::Ipv4Addr;
 
@@ -18,6 +19,8 @@ pub struct ClusterSettings {
     pub pre_shared_key: String,
     /// Sorted, without duplicates; empty in standalone mode.
     pub peers: Vec<Ipv4Addr>,
+    /// This peer's own licence's edition (essentials without one): greeted to the peers.
+    pub edition: Edition,
 }
 
 impl ClusterSettings {
@@ -39,7 +42,11 @@ impl ClusterSettings {
             Some(Record::SystemName(name)) => name.host_name.clone(),
             _ => String::new(),
         };
-        ClusterSettings { peer_id, cluster_id, address, host_name, pre_shared_key, peers }
+        let edition = match singleton(RecordKind::Licence) {
+            Some(Record::Licence(licence)) => licence.edition,
+            _ => Edition::Essentials,
+        };
+        ClusterSettings { peer_id, cluster_id, address, host_name, pre_shared_key, peers, edition }
     }
 
     pub fn is_clustered(&self) -> bool {

@@ -6,6 +6,8 @@
 //! writer thread, reads run on the blocking pool with connections from [`Readers`].
 
 mod cluster_settings;
+#[cfg(test)]
+mod licence_tests;
 mod readers;
 #[cfg(test)]
 mod tests;
@@ -144,9 +146,46 @@ impl Store {
             cluster_id,
             state_version: 0,
         };
+        store.make_licence_local()?;
         store.snapshot_if_due()?;
         store.reconcile_cluster_id()?;
         Ok((store, report))
+    }
+
+    /// Adopts the licence of a log written while the licence was shared, once, into the local
+    /// stream (see `model::licence_migration`). Reads only the `licence` events.
+    fn make_licence_local(&mut self) -> Result<(), StoreError> {
+        // A licence in the state came from the local stream: the usual start costs no scan.
+        if self.state.get(&model::licence_migration::licence_key()).is_some() {
+            return Ok(());
+        }
+        let licence = model::RecordKind::Licence.as_str();
+        let mut migration = model::LicenceMigration::default();
+        for kind in [format!("{licence}.saved"), format!("{licence}.removed")] {
+            for stored in self.log.read_kind(&kind)? {
+                let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
+                let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
+                migration.note(stamp, &event, stored.in_its_stream(&event));
+            }
+        }
+        let Some((_, record)) = migration.adopted() else { return Ok(()) };
+        let event = Event::Saved(record);
+        let encoded = event.encode();
+        let now_ms = self.clock.last().wall_ms;
+        let new_event = NewEvent {
+            stream: Stream::Local,
+            hlc: self.clock.tick(now_ms),
+            actor: "system".to_owned(),
+            kind: encoded.kind,
+            version: encoded.version,
+            payload: encoded.payload,
+        };
+        for stored in self.log.append(&[new_event])? {
+            self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            self.applied_position = stored.position;
+        }
+        projections::catch_up(self.log.connection_mut())?;
+        Ok(())
     }
 
     /// The cluster identity follows the cluster record: a peer whose list holds only its own
@@ -271,6 +310,14 @@ impl Store {
         Ok(())
     }
 
+    /// How many shared events this peer holds beyond `theirs` (a peer's summary of its heads).
+    pub fn events_behind(&self, theirs: &std::collections::BTreeMap<PeerId, u64>) -> u64 {
+        replication::shared_heads(&self.log)
+            .into_iter()
+            .map(|(origin, seq)| seq.saturating_sub(theirs.get(&origin).copied().unwrap_or(0)))
+            .sum()
+    }
+
     /// Who to replicate with: the peers whose greeting matched ours.
     pub fn set_replication_peers(&mut self, peers: Vec<PeerId>) {
         self.replicator.set_peers(peers);
@@ -280,15 +327,41 @@ impl Store {
         sends(self.replicator.tick(now_ms, &self.log))
     }
 
-    /// Takes a message from a peer: events new here are stored, folded into the state and the
-    /// projections. Returns what to send back.
-    pub fn replicate(
+    /// Takes messages from peers in one group commit, like local commands: the events new
+    /// here, their projection rows and any snapshot share one transaction and one fsync, so a
+    /// reader never sees the log ahead of the projections. A message refused (a gap, a fork, an
+    /// unknown peer) is dropped alone; a failed commit drops them all (peers send again after
+    /// their next summary). Returns what to send back, only once the group is durable.
+    pub fn replicate_group(
         &mut self,
-        from: PeerId,
-        message: replication::Message,
-    ) -> Result<Vec<Outbound>, StoreError> {
-        let outputs = self.replicator.receive(from, message, &mut self.log)?;
+        messages: Vec<(PeerId, replication::Message)>,
+    ) -> Vec<Outbound> {
+        let undo = self.undo_point();
+        match self.write_replicated(messages) {
+            Ok(outputs) => sends(outputs),
+            Err(error) => {
+                tracing::error!(%error, "replicated events not saved; peers will send them again");
+                self.roll_back_group(undo);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The replicated group's transaction; an `Err` leaves it open for the caller to roll back.
+    fn write_replicated(
+        &mut self,
+        messages: Vec<(PeerId, replication::Message)>,
+    ) -> Result<Vec<replication::Output>, StoreError> {
+        self.log.begin_group()?;
+        let mut outputs = Vec::new();
         let mut applied_any = false;
+        for (from, message) in messages {
+            // Each message's appends are a savepoint: a refused one leaves the others.
+            match self.replicator.receive(from, message, &mut self.log) {
+                Ok(answer) => outputs.extend(answer),
+                Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
+            }
+        }
         for output in &outputs {
             if let replication::Output::Applied { events } = output {
                 self.fold(events)?;
@@ -301,7 +374,8 @@ impl Store {
             }
             self.snapshot_if_due()?;
         }
-        Ok(sends(outputs))
+        self.log.commit_group()?;
+        Ok(outputs)
     }
 
     /// Two peers that could not see each other may both create a conference of one name, on
@@ -332,6 +406,24 @@ impl Store {
         }
     }
 
+    fn undo_point(&self) -> Undo {
+        Undo {
+            state: self.state.clone(),
+            applied_position: self.applied_position,
+            snapshot_position: self.snapshot_position,
+            state_version: self.state_version,
+        }
+    }
+
+    /// Undoes the open group, on disk and in memory.
+    fn roll_back_group(&mut self, undo: Undo) {
+        self.log.rollback_group();
+        self.state = undo.state;
+        self.applied_position = undo.applied_position;
+        self.snapshot_position = undo.snapshot_position;
+        self.state_version = undo.state_version;
+    }
+
     /// What to push to peers after a local append.
     pub fn appended(&self, stored: &[StoredEvent]) -> Vec<Outbound> {
         sends(self.replicator.appended(stored))
@@ -342,7 +434,9 @@ impl Store {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
             self.note_conference_race(&event, stored.hlc.wall_ms);
             self.clock.observe(stored.hlc);
-            self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            if stored.in_its_stream(&event) {
+                self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            }
             self.applied_position = self.applied_position.max(stored.position);
         }
         self.state_version += 1;
@@ -388,12 +482,7 @@ impl Store {
         &mut self,
         changes: &[Change],
     ) -> Vec<Result<Vec<StoredEvent>, StoreError>> {
-        let undo = Undo {
-            state: self.state.clone(),
-            applied_position: self.applied_position,
-            snapshot_position: self.snapshot_position,
-            state_version: self.state_version,
-        };
+        let undo = self.undo_point();
         match self.write_group(changes) {
             Ok((results, cluster_changed)) => {
                 if cluster_changed && let Err(error) = self.reconcile_cluster_id() {
@@ -403,11 +492,7 @@ impl Store {
                 results
             }
             Err(error) => {
-                self.log.rollback_group();
-                self.state = undo.state;
-                self.applied_position = undo.applied_position;
-                self.snapshot_position = undo.snapshot_position;
-                self.state_version = undo.state_version;
+                self.roll_back_group(undo);
                 let cause = error.to_string();
                 changes.iter().map(|_| Err(StoreError::CommitFailed(cause.clone()))).collect()
             }
@@ -457,10 +542,7 @@ impl Store {
             .map(|event| {
                 let encoded = event.encode();
                 NewEvent {
-                    stream: match event.scope() {
-                        Scope::Shared => Stream::Shared,
-                        Scope::Local => Stream::Local,
-                    },
+                    stream: Stream::of(event.scope()),
                     hlc: self.clock.tick(change.now_ms),
                     actor: change.actor.clone(),
                     kind: encoded.kind,
@@ -582,6 +664,23 @@ fn gather_group(
     (group, None)
 }
 
+/// Takes the peers' messages already queued behind `first` (up to
+/// [`GROUP_COMMIT_COMMANDS_MAX`]) for one group commit, as [`gather_group`] does for commands.
+fn gather_replicated(
+    first: (PeerId, replication::Message),
+    requests: &mut mpsc::Receiver<Request>,
+) -> (Vec<(PeerId, replication::Message)>, Option<Request>) {
+    let mut group = vec![first];
+    while group.len() < GROUP_COMMIT_COMMANDS_MAX {
+        match requests.try_recv() {
+            Ok(Request::Replicate { from, message }) => group.push((from, message)),
+            Ok(other) => return (group, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (group, None)
+}
+
 /// The writer thread: owns the store, serves requests one at a time, publishes the state and
 /// the cluster settings after each.
 struct WriterThread {
@@ -592,9 +691,26 @@ struct WriterThread {
     published_version: u64,
     /// Shared with [`Writer::group_commits`].
     group_commits: Arc<AtomicU64>,
+    /// Shared with [`Writer::replication_lag`].
+    lag: Arc<std::sync::Mutex<ReplicationLag>>,
 }
 
+/// Peer → shared events this peer holds that the peer did not, as of its last summary.
+pub type ReplicationLag = std::collections::BTreeMap<PeerId, u64>;
+
 impl WriterThread {
+    /// Peers' messages in one group commit; a summary also tells how far behind its peer is.
+    fn replicate(&mut self, group: Vec<(PeerId, replication::Message)>) {
+        for (from, message) in &group {
+            if let replication::Message::Summary { heads } = message {
+                let behind = self.store.events_behind(heads);
+                crate::base::sync::lock(&self.lag).insert(*from, behind);
+            }
+        }
+        let messages = self.store.replicate_group(group);
+        self.send(messages);
+    }
+
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let mut next = None;
         loop {
@@ -611,6 +727,11 @@ impl WriterThread {
                     let first = PendingChange { change: Change { actor, command, now_ms }, reply };
                     let (group, after) = gather_group(first, &mut requests);
                     self.serve_group(group);
+                    next = after;
+                }
+                Request::Replicate { from, message } => {
+                    let (group, after) = gather_replicated((from, message), &mut requests);
+                    self.replicate(group);
                     next = after;
                 }
                 other => self.serve(other),
@@ -706,15 +827,19 @@ impl WriterThread {
             Request::State { reply } => {
                 let _ = reply.send(self.store.state().clone());
             }
-            Request::Replicate { from, message } => match self.store.replicate(from, message) {
-                Ok(messages) => self.send(messages),
-                Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
-            },
+            Request::Replicate { from, message } => {
+                self.replicate(vec![(from, message)]);
+            }
             Request::ReplicationTick { now_ms } => {
                 let messages = self.store.replication_tick(now_ms);
                 self.send(messages);
             }
-            Request::ReplicationPeers { peers } => self.store.set_replication_peers(peers),
+            Request::ReplicationPeers { peers } => {
+                // A peer no longer replicated with has no lag to report (and the map stays
+                // bounded by the peer list).
+                crate::base::sync::lock(&self.lag).retain(|peer, _| peers.contains(peer));
+                self.store.set_replication_peers(peers);
+            }
             Request::JoinCluster { cluster, now_ms, reply } => {
                 let joined = self.store.join_cluster(cluster, now_ms);
                 self.publish_state();
@@ -738,9 +863,15 @@ pub struct Writer {
     settings: watch::Receiver<ClusterSettings>,
     state: watch::Receiver<Arc<State>>,
     group_commits: Arc<AtomicU64>,
+    lag: Arc<std::sync::Mutex<ReplicationLag>>,
 }
 
 impl Writer {
+    /// Each peer's replication lag as of its last summary (about once a second while linked).
+    pub fn replication_lag(&self) -> ReplicationLag {
+        crate::base::sync::lock(&self.lag).clone()
+    }
+
     /// Group commits (transactions, so fsyncs, holding changes) the writer made so far.
     pub fn group_commits(&self) -> u64 {
         self.group_commits.load(Ordering::Relaxed)
@@ -759,6 +890,8 @@ impl Writer {
         let (state_tx, state) = watch::channel(Arc::new(store.state().clone()));
         let group_commits = Arc::new(AtomicU64::new(store.group_commits()));
         let commits = Arc::clone(&group_commits);
+        let lag = Arc::new(std::sync::Mutex::new(ReplicationLag::new()));
+        let thread_lag = Arc::clone(&lag);
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
@@ -769,10 +902,11 @@ impl Writer {
                     state_tx,
                     published_version,
                     group_commits: commits,
+                    lag: thread_lag,
                 }
                 .run(requests)
             })?;
-        Ok((Writer { queue, settings, state, group_commits }, thread))
+        Ok((Writer { queue, settings, state, group_commits, lag }, thread))
     }
 
     /// Stops the writer thread once the requests queued before this one are served; later
@@ -892,7 +1026,9 @@ where
         position = last.position;
         for stored in batch.iter().filter(|stored| keep(stored)) {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
-            state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            if stored.in_its_stream(&event) {
+                state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
+            }
             folded += 1;
         }
     }

@@ -1,6 +1,6 @@
-//! Group commit: changes that share a commit, a rejection inside a group, a failed group, and
-//! concurrent clients of the writer sharing commits; the cluster settings published before an
-//! acknowledgement.
+//! Group commit: changes that share a commit, a rejection inside a group, a failed group,
+//! concurrent clients of the writer sharing commits, peers' messages in one commit; the cluster
+//! settings published before an acknowledgement.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +17,7 @@ fn bridge(name: &str) -> Record {
         password: "secret".to_owned(),
         capacity_ports: 10,
         enabled: true,
+        pinned_sha256: None,
     })
 }
 
@@ -132,4 +133,33 @@ async fn the_cluster_settings_are_published_before_the_change_is_acknowledged() 
     }
     writer.stop().await;
     thread.join().unwrap();
+}
+
+#[test]
+fn replicated_messages_share_one_commit_with_their_projection_rows() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (mut origin, _) = Store::open(&dirs[0].path().join(DATABASE_FILE)).unwrap();
+    let path = dirs[1].path().join(DATABASE_FILE);
+    let (mut store, _) = Store::open(&path).unwrap();
+    store.set_replication_peers(vec![origin.peer_id()]);
+    let mut messages = Vec::new();
+    for name in ["a", "b", "c"] {
+        let events = origin.execute_group(&[create(name)]).remove(0).unwrap();
+        messages.push((origin.peer_id(), replication::Message::Events { events }));
+    }
+    // A message from a peer that is not ours is refused alone.
+    let stranger = PeerId([7; 16]);
+    messages.insert(1, (stranger, replication::Message::Events { events: Vec::new() }));
+    let commits_before = store.group_commits();
+
+    store.replicate_group(messages);
+
+    assert_eq!(store.group_commits(), commits_before + 1, "one transaction, one fsync");
+    for name in ["a", "b", "c"] {
+        assert!(store.state().get(&key(name)).is_some(), "{name} applied");
+    }
+    // The projections were written in the same commit: a reader never sees them behind.
+    let reader = eventlog::open_reader(&path).unwrap();
+    assert_eq!(projections::list(&reader, RecordKind::Bridge).unwrap().len(), 3);
+    assert_eq!(projections::position(&reader).unwrap(), store.last_position());
 }

@@ -16,7 +16,7 @@ fn error_fields(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn add_conference_chain(daemon: &TestDaemon) {
+pub(crate) async fn add_conference_chain(daemon: &TestDaemon) {
     for (path, body) in [
         (
             "/api/v1/bridges",
@@ -502,6 +502,73 @@ async fn alarm_ids(daemon: &TestDaemon) -> (Vec<String>, u64) {
     let alarms: api::Alarms = serde_json::from_value(body).unwrap();
     let ids = alarms.alarms.iter().map(|alarm| alarm.id.clone()).collect();
     (ids, alarms.unacknowledged as u64)
+}
+
+/// A certificate for 127.0.0.1 that `ca` signed, valid until `days` from now, and its key, as
+/// the `certificates` record takes them.
+fn certificate_expiring_in(days: i64, ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair) -> Value {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(days);
+    let certificate = params.signed_by(&key, ca, ca_key).unwrap();
+    json!({"server_certificate_pem": certificate.pem(), "server_private_key_pem": key.serialize_pem()})
+}
+
+/// Waits until the alarm `id` is active (`true`) or not, as the alarms' task gathers it.
+async fn alarm_becomes(daemon: &TestDaemon, id: &str, active: bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (ids, _) = alarm_ids(daemon).await;
+        if ids.iter().any(|listed| listed == id) == active {
+            return ids;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} active: {active}? {ids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+// Goal: the certificate-expiring alarm reads the HTTPS certificate the admin listener presents:
+// the first-start one (years left) raises nothing, an operator certificate expiring in 10 days
+// raises it with the days left, one expiring in 90 days clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_certificate_expiring_within_30_days_raises_an_alarm() {
+    let mut daemon = TestDaemon::start().await;
+    daemon.change_factory_password().await;
+    alarm_becomes(&daemon, "factory_password", false).await;
+    assert!(!alarm_ids(&daemon).await.0.contains(&"certificate_expiring".to_owned()));
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let built_in_ca = std::fs::read(daemon.data_dir().join("tls/ca.pem")).unwrap();
+    // New connections meet the operator's certificate once it is saved.
+    daemon.client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&built_in_ca).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+
+    let body = certificate_expiring_in(10, &ca, &ca_key);
+    let (status, answer) = daemon.call(Method::PUT, "/api/v1/certificates", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    alarm_becomes(&daemon, "certificate_expiring", true).await;
+    let (_, alarms) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
+    let alarms: api::Alarms = serde_json::from_value(alarms).unwrap();
+    let raised = alarms.alarms.iter().find(|alarm| alarm.id == "certificate_expiring").unwrap();
+    assert!(
+        ["expires in 9 days", "expires in 10 days"].contains(&raised.detail.as_str()),
+        "{raised:?}"
+    );
+
+    let body = certificate_expiring_in(90, &ca, &ca_key);
+    let (status, answer) = daemon.call(Method::PUT, "/api/v1/certificates", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    alarm_becomes(&daemon, "certificate_expiring", false).await;
+    daemon.stop().await;
 }
 
 // Goal: a fresh daemon raises the factory password alarm, changing the password clears it by

@@ -7,6 +7,7 @@ mod flood;
 mod headers;
 mod platform;
 mod policy;
+mod read_only;
 mod web;
 
 use reqwest::{Client, Method, StatusCode};

@@ -14,6 +14,13 @@ use model::{Record, RecordKey, RecordKind, State};
 use regex::Regex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use trace::Tracer;
+pub use trace::{
+    AliasCheck, AliasOutcome, BridgeCheck, BridgeVerdict, ExistingCheck, ExistingVerdict,
+    PoolCheck, Trace,
+};
+
+mod trace;
 
 /// Ports a conference reserves when its template sets no participant limit.
 pub const PORTS_RESERVED_WITHOUT_LIMIT: u32 = 10;
@@ -106,6 +113,7 @@ const _: () = assert!(model::validate::NAME_LENGTH_MAX == 64);
 struct CompiledAlias {
     name: String,
     pattern: String,
+    priority: u32,
     regex: Regex,
     conference_name: String,
     template: String,
@@ -149,6 +157,7 @@ impl Engine {
                     CompiledAlias {
                         name: alias.name.clone(),
                         pattern: alias.pattern.clone(),
+                        priority: alias.priority,
                         regex,
                         conference_name: alias.conference_name.clone(),
                         template: alias.template.clone(),
@@ -210,6 +219,24 @@ impl Engine {
     }
 
     pub fn decide(&self, request: &PolicyRequest, health: &dyn BridgeHealth) -> Decision {
+        self.decide_traced(request, health, &mut Tracer(None))
+    }
+
+    /// The same decision as [`Engine::decide`], made by the same code, with what it looked at
+    /// and why: for the operator's "explain", which must never differ from a real call.
+    pub fn explain(&self, request: &PolicyRequest, health: &dyn BridgeHealth) -> (Decision, Trace) {
+        let mut trace = Trace::default();
+        let decision = self.decide_traced(request, health, &mut Tracer(Some(&mut trace)));
+        (decision, trace)
+    }
+
+    fn decide_traced(
+        &self,
+        request: &PolicyRequest,
+        health: &dyn BridgeHealth,
+        tracer: &mut Tracer<'_>,
+    ) -> Decision {
+        tracer.note(|trace| trace.source_alias = request.source_alias.clone());
         if !matches!(request.policy_type, PolicyType::Search | PolicyType::Admin) {
             return Decision::Reject(RejectReason::NotHandled);
         }
@@ -217,9 +244,15 @@ impl Engine {
             return Decision::Reject(RejectReason::NotHandled);
         };
         let alias = crate::alias::normalise(destination);
-        let Some((conference, template_name, role)) = self.match_alias(&alias) else {
+        tracer.note(|trace| trace.alias = Some(alias.clone()));
+        let Some((conference, template_name, role)) = self.match_alias(&alias, tracer) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
+        tracer.note(|trace| {
+            trace.conference = Some(conference.clone());
+            trace.template = Some(template_name.clone());
+            trace.role = Some(role);
+        });
         match model::validate::check_name(&conference) {
             Ok(()) => {}
             Err(model::validate::NameProblem::TooLong) => {
@@ -232,27 +265,56 @@ impl Engine {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
         let guest = role == Role::Guest && template.conference_type == ConferenceType::Lecture;
-        if let Some(Record::Conference(existing)) =
-            self.state.get(&key(RecordKind::Conference, &conference))
-            && let Some(bridge) = self.bridge(&existing.bridge)
-            && bridge.enabled
-            && health.is_up(&bridge.name)
-        {
-            return Decision::Route {
-                url: route_url(&conference, guest, &bridge.address),
-                conference,
-                bridge: bridge.name.clone(),
-            };
+        if let Some(route) = self.follow_existing(&conference, guest, health, tracer) {
+            return route;
         }
         let needed_ports = Engine::ports_needed(template);
+        tracer.note(|trace| {
+            trace.ports_needed = Some(needed_ports);
+            trace.service_preference = Some(template.service_preference.clone());
+        });
+        let free_ports = |bridge: &Bridge| self.free_ports(bridge);
+        let preference = &template.service_preference;
         let (candidates, any_down) =
-            self.candidates(&template.service_preference, needed_ports, health);
+            self.candidates_traced(preference, needed_ports, health, &free_ports, tracer);
         if candidates.is_empty() {
             let reason =
                 if any_down { RejectReason::BridgeFailure } else { RejectReason::NoCapacity };
             return Decision::Reject(reason);
         }
         Decision::Create { conference, template: template_name, role, candidates }
+    }
+
+    /// The route to the conference's bridge when it exists there and that bridge can take
+    /// the call; otherwise `None` (it is placed again).
+    fn follow_existing(
+        &self,
+        conference: &str,
+        guest: bool,
+        health: &dyn BridgeHealth,
+        tracer: &mut Tracer<'_>,
+    ) -> Option<Decision> {
+        let Some(Record::Conference(existing)) =
+            self.state.get(&key(RecordKind::Conference, conference))
+        else {
+            return None;
+        };
+        let bridge = self.bridge(&existing.bridge);
+        let verdict = match bridge {
+            None => ExistingVerdict::BridgeMissing,
+            Some(bridge) if !bridge.enabled => ExistingVerdict::BridgeDisabled,
+            Some(bridge) if !health.is_up(&bridge.name) => ExistingVerdict::BridgeDown,
+            Some(_) => ExistingVerdict::Followed,
+        };
+        tracer.note(|trace| {
+            trace.existing = Some(ExistingCheck { bridge: existing.bridge.clone(), verdict });
+        });
+        let bridge = bridge.filter(|_| verdict == ExistingVerdict::Followed)?;
+        Some(Decision::Route {
+            url: route_url(conference, guest, &bridge.address),
+            conference: conference.to_owned(),
+            bridge: bridge.name.clone(),
+        })
     }
 
     /// The address a participant in `role` of `conference` on `bridge` is sent to.
@@ -272,23 +334,48 @@ impl Engine {
 
     /// The first alias (by priority, then name) whose pattern matches the whole alias, and the
     /// conference name its replace string makes.
-    fn match_alias(&self, alias: &str) -> Option<(String, String, Role)> {
+    fn match_alias(&self, alias: &str, tracer: &mut Tracer<'_>) -> Option<(String, String, Role)> {
         self.aliases.iter().find_map(|compiled| {
-            let captures = compiled.regex.captures(alias)?;
+            let Some(captures) = compiled.regex.captures(alias) else {
+                tracer.note(|trace| trace.aliases.push(compiled.check(AliasOutcome::NoMatch)));
+                return None;
+            };
             let mut conference = String::new();
             captures.expand(&compiled.conference_name, &mut conference);
+            tracer.note(|trace| {
+                let outcome = if conference.is_empty() {
+                    AliasOutcome::EmptyName
+                } else {
+                    AliasOutcome::Matched { conference: conference.clone() }
+                };
+                trace.aliases.push(compiled.check(outcome));
+            });
             (!conference.is_empty()).then(|| (conference, compiled.template.clone(), compiled.role))
         })
     }
 
     /// Bridges able to host a conference needing `needed_ports`, pools in preference order,
-    /// within a pool the most free capacity first (ties by name, so every peer agrees).
-    /// Also says whether some bridge was left out only because it is down.
-    fn candidates(
+    /// within a pool the most free capacity first (ties by name, so every peer agrees), free
+    /// ports as `free_ports` counts them. Also says whether some bridge was left out only
+    /// because it is down.
+    pub(crate) fn candidates(
         &self,
         preference: &str,
         needed_ports: u32,
         health: &dyn BridgeHealth,
+        free_ports: &dyn Fn(&Bridge) -> u32,
+    ) -> (Vec<String>, bool) {
+        self.candidates_traced(preference, needed_ports, health, free_ports, &mut Tracer(None))
+    }
+
+    /// [`Engine::candidates`], noting each pool and bridge weighed in the trace.
+    fn candidates_traced(
+        &self,
+        preference: &str,
+        needed_ports: u32,
+        health: &dyn BridgeHealth,
+        free_ports: &dyn Fn(&Bridge) -> u32,
+        tracer: &mut Tracer<'_>,
     ) -> (Vec<String>, bool) {
         let Some(Record::ServicePreference(preference)) =
             self.state.get(&key(RecordKind::ServicePreference, preference))
@@ -300,36 +387,95 @@ impl Engine {
         for pool in &preference.pools {
             let Some(Record::BridgePool(pool)) = self.state.get(&key(RecordKind::BridgePool, pool))
             else {
+                tracer.note(|trace| {
+                    let check = PoolCheck { name: pool.clone(), found: false, bridges: Vec::new() };
+                    trace.pools.push(check);
+                });
                 continue;
             };
             let mut in_pool: Vec<(u32, &str)> = Vec::new();
+            let mut checks = Vec::new();
             for name in &pool.bridges {
-                let Some(bridge) = self.bridge(name) else { continue };
-                if !bridge.enabled || candidates.iter().any(|c: &String| c == name) {
-                    continue;
+                let verdict = self.weigh(name, &candidates, needed_ports, health, free_ports);
+                match verdict {
+                    BridgeVerdict::Candidate => {
+                        let free_ports = self.bridge(name).map_or(0, free_ports);
+                        in_pool.push((free_ports, name));
+                    }
+                    BridgeVerdict::Down => any_down = true,
+                    _ => {}
                 }
-                let free_ports = self.free_ports(bridge);
-                if free_ports < needed_ports {
-                    continue;
+                if tracer.on() {
+                    checks.push(self.bridge_check(name, verdict, health));
                 }
-                if !health.is_up(name) {
-                    any_down = true;
-                    continue;
-                }
-                in_pool.push((free_ports, name));
             }
+            tracer.note(|trace| {
+                let check = PoolCheck { name: pool.name.clone(), found: true, bridges: checks };
+                trace.pools.push(check);
+            });
             in_pool.sort_by(|(a_free, a), (b_free, b)| b_free.cmp(a_free).then_with(|| a.cmp(b)));
             candidates.extend(in_pool.into_iter().map(|(_, name)| name.to_owned()));
         }
         (candidates, any_down)
     }
+
+    /// Whether bridge `name` can be a candidate, and if not why: checked in this order.
+    fn weigh(
+        &self,
+        name: &str,
+        candidates: &[String],
+        needed_ports: u32,
+        health: &dyn BridgeHealth,
+        free_ports: &dyn Fn(&Bridge) -> u32,
+    ) -> BridgeVerdict {
+        let Some(bridge) = self.bridge(name) else { return BridgeVerdict::Missing };
+        if !bridge.enabled {
+            BridgeVerdict::Disabled
+        } else if candidates.iter().any(|candidate| candidate == name) {
+            BridgeVerdict::ListedEarlier
+        } else if free_ports(bridge) < needed_ports {
+            BridgeVerdict::TooFewPorts
+        } else if !health.is_up(name) {
+            BridgeVerdict::Down
+        } else {
+            BridgeVerdict::Candidate
+        }
+    }
+
+    /// One bridge as an explanation shows it: its capacity, free ports and health.
+    fn bridge_check(
+        &self,
+        name: &str,
+        verdict: BridgeVerdict,
+        health: &dyn BridgeHealth,
+    ) -> BridgeCheck {
+        let bridge = self.bridge(name);
+        BridgeCheck {
+            name: name.to_owned(),
+            capacity_ports: bridge.map(|bridge| bridge.capacity_ports),
+            free_ports: bridge.map(|bridge| self.free_ports(bridge)),
+            up: bridge.map(|bridge| health.is_up(&bridge.name)),
+            verdict,
+        }
+    }
 }
 
-fn key(kind: RecordKind, name: &str) -> RecordKey {
+impl CompiledAlias {
+    fn check(&self, outcome: AliasOutcome) -> AliasCheck {
+        AliasCheck {
+            name: self.name.clone(),
+            pattern: self.pattern.clone(),
+            priority: self.priority,
+            outcome,
+        }
+    }
+}
+
+pub(crate) fn key(kind: RecordKind, name: &str) -> RecordKey {
     RecordKey { kind, name: name.to_owned() }
 }
 
-fn template<'a>(state: &'a State, name: &str) -> Option<&'a ConferenceTemplate> {
+pub(crate) fn template<'a>(state: &'a State, name: &str) -> Option<&'a ConferenceTemplate> {
     match state.get(&key(RecordKind::ConferenceTemplate, name))? {
         Record::ConferenceTemplate(template) => Some(template),
         _ => None,

@@ -70,6 +70,7 @@ fn call(alias: &str) -> PolicyRequest {
     PolicyRequest {
         policy_type: PolicyType::Search,
         destination_alias: Some(alias.to_owned()),
+        source_alias: None,
         protocol: Some("SIP".to_owned()),
         source_ip: None,
         call_serial: None,
@@ -211,4 +212,112 @@ fn conference_names_a_record_cannot_hold_are_rejected_before_any_bridge_call() {
         engine.decide(&call("a/b@example.com"), &all_up),
         Decision::Reject(RejectReason::InvalidConferenceName)
     );
+}
+
+/// Every alias call of the tests' state, explained and decided: the two must agree.
+fn explained(engine: &Engine, alias: &str, health: &dyn BridgeHealth) -> (Decision, Trace) {
+    let (decision, trace) = engine.explain(&call(alias), health);
+    assert_eq!(decision, engine.decide(&call(alias), health), "explain decides as decide does");
+    (decision, trace)
+}
+
+#[test]
+fn an_explanation_shows_the_aliases_tried_and_every_bridge_weighed() {
+    // first-a holds two 10-port conferences (full); first-b is down; spare has room.
+    let busy = [conference("x1", "first-a"), conference("x2", "first-a")];
+    let engine = Engine::new(Arc::new(state(&busy)), None);
+    let (decision, trace) =
+        explained(&engine, "sip:Meet.Bob@example.com", &|name: &str| name != "first-b");
+    assert_eq!(
+        decision,
+        Decision::Create {
+            conference: "bob".to_owned(),
+            template: "lecture".to_owned(),
+            role: Role::Chair,
+            candidates: vec!["spare".to_owned()],
+        }
+    );
+    assert_eq!(trace.alias.as_deref(), Some("meet.bob@example.com"));
+    let tried: Vec<(&str, &AliasOutcome)> =
+        trace.aliases.iter().map(|check| (check.name.as_str(), &check.outcome)).collect();
+    assert_eq!(
+        tried,
+        [
+            ("guests", &AliasOutcome::NoMatch),
+            ("chairs", &AliasOutcome::Matched { conference: "bob".to_owned() }),
+        ],
+        "aliases after the first match are not tried"
+    );
+    assert_eq!(trace.aliases[1].pattern, r"meet\.(?P<room>[a-z]+)@example\.com");
+    assert_eq!(trace.aliases[1].priority, 2);
+    assert_eq!(trace.template.as_deref(), Some("lecture"));
+    assert_eq!(trace.ports_needed, Some(10));
+    assert_eq!(trace.existing, None);
+    type Weighed<'a> = (&'a str, Option<u32>, Option<bool>, BridgeVerdict);
+    let weighed: Vec<(&str, Vec<Weighed<'_>>)> = trace
+        .pools
+        .iter()
+        .map(|pool| {
+            let bridges = pool
+                .bridges
+                .iter()
+                .map(|b| (b.name.as_str(), b.free_ports, b.up, b.verdict))
+                .collect();
+            (pool.name.as_str(), bridges)
+        })
+        .collect();
+    assert_eq!(
+        weighed,
+        [
+            (
+                "primary",
+                vec![
+                    ("first-a", Some(0), Some(true), BridgeVerdict::TooFewPorts),
+                    ("first-b", Some(30), Some(false), BridgeVerdict::Down),
+                ]
+            ),
+            ("overflow", vec![("spare", Some(100), Some(true), BridgeVerdict::Candidate)]),
+        ]
+    );
+}
+
+#[test]
+fn an_explanation_says_why_an_existing_conference_is_followed_or_placed_again() {
+    let engine = Engine::new(Arc::new(state(&[conference("carol", "first-a")])), None);
+    let (decision, trace) = explained(&engine, "meet.carol.guest@example.com", &all_up);
+    assert!(matches!(decision, Decision::Route { ref bridge, .. } if bridge == "first-a"));
+    assert_eq!(trace.role, Some(Role::Guest));
+    assert_eq!(
+        trace.existing,
+        Some(ExistingCheck { bridge: "first-a".to_owned(), verdict: ExistingVerdict::Followed })
+    );
+    assert!(trace.pools.is_empty(), "no bridge is weighed for a conference followed");
+
+    let (decision, trace) =
+        explained(&engine, "meet.carol@example.com", &|name: &str| name != "first-a");
+    assert!(matches!(decision, Decision::Create { .. }), "{decision:?}");
+    assert_eq!(trace.existing.map(|existing| existing.verdict), Some(ExistingVerdict::BridgeDown));
+    assert_eq!(trace.pools[0].bridges[0].verdict, BridgeVerdict::Down);
+}
+
+#[test]
+fn an_explanation_of_a_refusal_stops_where_the_decision_did() {
+    let engine = Engine::new(Arc::new(state(&[])), None);
+    let (decision, trace) = explained(&engine, "bob@elsewhere.org", &all_up);
+    assert_eq!(decision, Decision::Reject(RejectReason::NoMatchingAlias));
+    assert_eq!(trace.aliases.len(), 3, "every alias tried: {trace:?}");
+    assert!(trace.aliases.iter().all(|check| check.outcome == AliasOutcome::NoMatch));
+    assert_eq!((trace.conference, trace.template), (None, None));
+
+    let (decision, trace) = explained(&engine, "meet.bob@example.com", &|_: &str| false);
+    assert_eq!(decision, Decision::Reject(RejectReason::BridgeFailure));
+    let verdicts: Vec<BridgeVerdict> =
+        trace.pools.iter().flat_map(|pool| pool.bridges.iter().map(|b| b.verdict)).collect();
+    assert_eq!(verdicts, [BridgeVerdict::Down; 3]);
+
+    // A caller's alias is shown, never decided on.
+    let request = PolicyRequest::invite("meet.bob@example.com", Some("sip:alice@example.com"));
+    let (with_source, trace) = engine.explain(&request, &all_up);
+    assert_eq!(with_source, engine.decide(&call("meet.bob@example.com"), &all_up));
+    assert_eq!(trace.source_alias.as_deref(), Some("sip:alice@example.com"));
 }

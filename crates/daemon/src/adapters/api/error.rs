@@ -34,6 +34,15 @@ impl ApiError {
         )
     }
 
+    /// A change asked by a read-only account (403, nothing changed).
+    pub(crate) fn read_only_account() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only_account",
+            crate::services::accounts::READ_ONLY_REFUSAL,
+        )
+    }
+
     pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!(%error, "request failed");
         ApiError::new(

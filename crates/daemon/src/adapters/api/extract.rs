@@ -1,20 +1,24 @@
 //! The API's extractors: the authenticated administrator (session token or Basic), query
 //! parameters and JSON bodies, each refused with the API's JSON error.
 
+use super::routes::Access;
 use super::{ApiError, BODY_BYTES_MAX};
 use crate::base::clock::now_ms;
 use crate::services::{App, Error, Input, accounts};
 use axum::extract::FromRequestParts;
 use axum::http::{StatusCode, header, request::Parts};
 use base64::Engine as _;
+use model::record::AdminRole;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// An authenticated administrator, who may still have to change the factory password.
+/// An authenticated administrator, who may still have to change the factory password, and
+/// whose role allows the route's [`Access`] (a read-only account is refused every change).
 pub(super) struct Admin {
     pub name: String,
     pub must_change_password: bool,
     pub token: Option<String>,
+    pub role: AdminRole,
 }
 
 /// An authenticated administrator allowed to do anything.
@@ -24,40 +28,53 @@ impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, ApiError> {
-        let authorization = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or_else(ApiError::unauthenticated)?;
-        if let Some(token) = authorization.strip_prefix("Bearer ") {
-            let name = app.sessions.user(token, now_ms()).ok_or_else(ApiError::unauthenticated)?;
-            let admin =
-                accounts::lookup_admin(app, &name).await?.ok_or_else(ApiError::unauthenticated)?;
-            return Ok(Admin {
-                name,
-                must_change_password: admin.must_change_password,
-                token: Some(token.to_owned()),
-            });
+        let admin = authenticate(parts, app).await?;
+        // A route the router did not mark is treated as a change: the safe side.
+        let access = parts.extensions.get::<Access>().copied().unwrap_or(Access::FullAdministrator);
+        if access == Access::FullAdministrator && admin.role == AdminRole::ReadOnly {
+            return Err(ApiError::read_only_account());
         }
-        if let Some(encoded) = authorization.strip_prefix("Basic ") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(ApiError::unauthenticated)?;
-            let (name, password) = decoded.split_once(':').ok_or_else(ApiError::unauthenticated)?;
-            let source = crate::adapters::Source::from_request_parts(parts, app).await;
-            let source = source.map_or(crate::services::logins::SOURCE_UNKNOWN, |source| source.0);
-            let admin =
-                accounts::check_password(app, source, name, password, accounts::Via::Api).await?;
-            return Ok(Admin {
-                name: admin.name,
-                must_change_password: admin.must_change_password,
-                token: None,
-            });
-        }
-        Err(ApiError::unauthenticated())
+        Ok(admin)
     }
+}
+
+/// The account the request's credentials name.
+async fn authenticate(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, ApiError> {
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(ApiError::unauthenticated)?;
+    if let Some(token) = authorization.strip_prefix("Bearer ") {
+        let name = app.sessions.user(token, now_ms()).ok_or_else(ApiError::unauthenticated)?;
+        let admin =
+            accounts::lookup_admin(app, &name).await?.ok_or_else(ApiError::unauthenticated)?;
+        return Ok(Admin {
+            name,
+            must_change_password: admin.must_change_password,
+            token: Some(token.to_owned()),
+            role: admin.role,
+        });
+    }
+    if let Some(encoded) = authorization.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(ApiError::unauthenticated)?;
+        let (name, password) = decoded.split_once(':').ok_or_else(ApiError::unauthenticated)?;
+        let source = crate::adapters::Source::from_request_parts(parts, app).await;
+        let source = source.map_or(crate::services::logins::SOURCE_UNKNOWN, |source| source.0);
+        let admin =
+            accounts::check_password(app, source, name, password, accounts::Via::Api).await?;
+        return Ok(Admin {
+            name: admin.name,
+            must_change_password: admin.must_change_password,
+            token: None,
+            role: admin.role,
+        });
+    }
+    Err(ApiError::unauthenticated())
 }
 
 impl FromRequestParts<Arc<App>> for Ready {

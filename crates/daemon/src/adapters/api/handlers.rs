@@ -15,6 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use model::{Record, RecordKey, RecordKind};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 type Answer<T> = Result<T, ApiError>;
@@ -256,11 +257,46 @@ pub(super) async fn power(
 }
 
 /// The policy service on this peer: whether it serves, and each bridge's health as seen here.
+/// The metrics, as a Prometheus server scrapes them.
+pub(super) async fn metrics(_: Ready, State(app): State<Arc<App>>) -> Answer<Response> {
+    let text = crate::services::metrics::render(&app).await?;
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
 pub(super) async fn policy_status(
     _: Ready,
     State(app): State<Arc<App>>,
 ) -> Json<crate::services::policy::PolicyStatus> {
     Json(app.policy.status().await)
+}
+
+/// What a call to an alias would get now and why (no side effect).
+pub(super) async fn policy_explain(
+    _: Ready,
+    State(app): State<Arc<App>>,
+    Query(query): Query<::api::ExplainQuery>,
+) -> Answer<Json<::api::Explanation>> {
+    Ok(Json(app.policy.explain(&query.alias, query.source.as_deref())?))
+}
+
+/// The conferences the bridges host now, with their participants.
+pub(super) async fn live_conferences(
+    _: Ready,
+    State(app): State<Arc<App>>,
+) -> Json<::api::LiveConferences> {
+    Json(app.policy.live_conferences().await)
+}
+
+/// Pins the certificate a bridge presented (the operator compared it first).
+pub(super) async fn pin_bridge_certificate(
+    Ready(admin): Ready,
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Answer<Json<Record>> {
+    let pin: api::PinRequest = request(body)?;
+    Ok(Json(records::pin_presented_certificate(&app, &admin.name, name, pin.sha256).await?))
 }
 
 /// Each peer of this peer's list as the operator sees it: "This system", "Active as …", or
@@ -331,11 +367,15 @@ fn page_json<T, R>(page: &Page<T>, row: impl Fn(&T) -> R) -> Json<::api::Page<R>
     })
 }
 
-fn config_log_json(entry: &projections::ConfigLogEntry) -> ::api::ConfigLogEntry {
+fn config_log_json(
+    entry: &projections::ConfigLogEntry,
+    names: &HashMap<String, String>,
+) -> ::api::ConfigLogEntry {
     ::api::ConfigLogEntry {
         position: entry.position,
         at: format_ms(entry.at_ms),
         origin: entry.origin.clone(),
+        origin_name: names.get(&entry.origin).cloned(),
         actor: entry.actor.clone(),
         action: entry.action.clone(),
         kind: entry.kind.clone(),
@@ -350,8 +390,10 @@ pub(super) async fn configuration_log(
     State(app): State<Arc<App>>,
     Query(query): Query<LogQuery>,
 ) -> Answer<Json<::api::Page<::api::ConfigLogEntry>>> {
-    let page = history::config_log(&app, history::config_log_filter(query)?).await?;
-    Ok(page_json(&page, config_log_json))
+    let filter = history::config_log_filter(query, app.writer.peer_id())?;
+    let page = history::config_log(&app, filter).await?;
+    let names = history::origin_names(&app);
+    Ok(page_json(&page, |entry| config_log_json(entry, &names)))
 }
 
 pub(super) async fn record_history(
@@ -361,7 +403,16 @@ pub(super) async fn record_history(
     Query(query): Query<LogQuery>,
 ) -> Answer<Json<::api::Page<::api::ConfigLogEntry>>> {
     let filter = history::record_history_filter(&kind, name, query)?;
-    Ok(page_json(&history::config_log(&app, filter).await?, config_log_json))
+    let names = history::origin_names(&app);
+    let page = history::config_log(&app, filter).await?;
+    Ok(page_json(&page, |entry| config_log_json(entry, &names)))
+}
+
+pub(super) async fn verify_log(
+    _: Ready,
+    State(app): State<Arc<App>>,
+) -> Answer<Json<::api::LogVerification>> {
+    Ok(Json(history::verify_log(&app).await?))
 }
 
 pub(super) async fn event_log(

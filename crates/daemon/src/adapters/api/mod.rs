@@ -83,7 +83,8 @@ fn cross_site_refusal(
 pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new();
     for route in routes::table() {
-        router = router.route(&route.path, route.handler);
+        let handler = route.handler.layer(axum::Extension(route.access));
+        router = router.route(&route.path, handler);
     }
     router
         // Under the API's prefix a JSON 404; elsewhere (a browser) a page in the layout.

@@ -34,24 +34,52 @@ impl Method {
     }
 }
 
+/// Which accounts may call a route. The router gives it to the route's requests and the
+/// [`super::extract::Admin`] extractor enforces it, so a route cannot forget the check.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    /// Every account, read-only ones included: reads, and one's own session and password.
+    AnyAccount,
+    /// Full administrators only: everything that changes something.
+    FullAdministrator,
+}
+
 /// One served route: where, how it is answered, and how it is described.
 pub struct Route {
     pub method: Method,
     /// The path, with `{parameter}` segments as both axum and OpenAPI write them.
     pub path: String,
     pub doc: Doc,
+    pub access: Access,
     pub handler: MethodRouter<Arc<App>>,
 }
 
+/// A route whose access follows from its method: a read for every account, anything else for
+/// full administrators only.
 fn route(method: Method, path: &str, doc: Doc, handler: MethodRouter<Arc<App>>) -> Route {
-    Route { method, path: format!("{API_PREFIX}{path}"), doc, handler }
+    let access = if method == Method::Get { Access::AnyAccount } else { Access::FullAdministrator };
+    Route { method, path: format!("{API_PREFIX}{path}"), doc, access, handler }
+}
+
+/// A route that changes only the calling account's own session or password, which a
+/// read-only account may do too.
+fn own_account_route(
+    method: Method,
+    path: &str,
+    doc: Doc,
+    handler: MethodRouter<Arc<App>>,
+) -> Route {
+    Route { access: Access::AnyAccount, ..route(method, path, doc, handler) }
 }
 
 /// Every route the API serves.
 pub fn table() -> Vec<Route> {
     let mut routes = account_routes();
     routes.extend(system_routes());
+    routes.extend(policy_routes());
+    routes.extend(bridge_routes());
     routes.extend(alarm_routes());
+    routes.extend(monitoring_routes());
     routes.extend(power_routes());
     routes.extend(upgrade_routes());
     routes.extend(history_routes());
@@ -66,7 +94,7 @@ pub fn table() -> Vec<Route> {
 fn account_routes() -> Vec<Route> {
     use Method::{Delete, Post};
     vec![
-        route(
+        own_account_route(
             Post,
             "/sessions",
             openapi::doc(
@@ -76,13 +104,13 @@ fn account_routes() -> Vec<Route> {
             ),
             post(h::login),
         ),
-        route(
+        own_account_route(
             Delete,
             "/sessions/current",
             openapi::doc("Log out this session", "204", false),
             delete(h::logout),
         ),
-        route(
+        own_account_route(
             Post,
             "/password",
             openapi::doc(
@@ -95,7 +123,7 @@ fn account_routes() -> Vec<Route> {
     ]
 }
 
-/// The peer's status and health, its policy service and its cluster.
+/// The peer's status and health, and its cluster.
 fn system_routes() -> Vec<Route> {
     use Method::{Get, Post};
     vec![
@@ -123,7 +151,7 @@ fn system_routes() -> Vec<Route> {
             Get,
             "/cluster/status",
             openapi::doc(
-                "Each peer of this peer's list as the operator sees it (`state`, a `code` saying why a failed peer is not active: `unreachable`, `connection_lost` or `refused`, and the line `text`), the cluster mode and what keeps this peer from clustering",
+                "Each peer of this peer's list as the operator sees it (`state`, a `code` saying why a failed peer is not active: `unreachable`, `connection_lost` or `refused`; for a refusal, `refusal` names the rule, e.g. `edition_mismatch`; and the line `text`), the cluster mode and what keeps this peer from clustering",
                 "200",
                 false,
             ),
@@ -149,17 +177,72 @@ fn system_routes() -> Vec<Route> {
             ),
             post(h::cluster_join),
         ),
+    ]
+}
+
+/// The policy service on this peer: its status, an explained decision, the live conferences.
+fn policy_routes() -> Vec<Route> {
+    use Method::Get;
+    vec![
         route(
             Get,
             "/policy/status",
             openapi::doc(
-                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here",
+                "The policy service on this peer: whether it serves the VCS (and why not), and each bridge's health as seen here, with the certificate fingerprint each https bridge presented",
                 "200",
                 false,
             ),
             get(h::policy_status),
         ),
+        route(
+            Get,
+            "/policy/explain",
+            openapi::doc(
+                "`?alias=<dialled alias>&source=<caller's alias>`: what a call would get now and why, decided by the same code as a real call with no side effect (no conference created, nothing recorded): the aliases tried (pattern, outcome), the conference and template, the conference already recorded and whether the call follows it, each pool's bridges with capacity, free ports, health and verdict, the `decision` (`route`, `create` with the candidates in order, `reject` with status and reason), `refused` when this peer refuses calls, and the `cpl` the VCS would get",
+                "200",
+                false,
+            ),
+            get(h::policy_explain),
+        ),
+        route(
+            Get,
+            "/policy/live-conferences",
+            openapi::doc(
+                "The conferences each enabled bridge hosts now, from its own enumeration: per bridge `{bridge, problem, conferences: [{name, bridge_conference_id, recorded, participant_count, participants: [{name, address, role, state}]}]}` (each bridge asked at once, with its own deadline)",
+                "200",
+                false,
+            ),
+            get(h::live_conferences),
+        ),
     ]
+}
+
+/// A bridge's certificate: pinning the one it presents.
+fn bridge_routes() -> Vec<Route> {
+    vec![route(
+        Method::Post,
+        "/bridges/{name}/pin",
+        openapi::doc(
+            "Pin the certificate the https bridge presented to this peer last (`presented_sha256` in /policy/status): from then on exactly that certificate is accepted, without CA or name check. Body `{sha256}` (optional): the fingerprint the operator compared, refused (422) if the bridge now presents another. Answers the bridge",
+            "200",
+            true,
+        ),
+        post(h::pin_bridge_certificate),
+    )]
+}
+
+/// What a monitoring system scrapes.
+fn monitoring_routes() -> Vec<Route> {
+    vec![route(
+        Method::Get,
+        "/metrics",
+        openapi::doc(
+            "Prometheus text format (0.0.4): policy requests by decision and status, decision latency, conference creations and failures, bridge health and ports, peer links and replication lag, event-log position, last backup and boot outcome, and `baton_alarm_active` for every defined alarm. A read-only account may scrape it",
+            "200",
+            false,
+        ),
+        get(h::metrics),
+    )]
 }
 
 /// The active alarms and their acknowledgement.
@@ -276,11 +359,21 @@ fn history_routes() -> Vec<Route> {
             Get,
             "/logs/configuration",
             openapi::doc(
-                "Configuration Log: `actor`, `kind`, `name`, `since`, `until`, `before`, `limit`",
+                "Configuration Log, the changes made on this peer (`origin=all_peers` adds the other peers'; each row's `origin_name`): `actor`, `kind`, `name`, `since`, `until`, `origin`, `before`, `limit`",
                 "200",
                 false,
             ),
             get(h::configuration_log),
+        ),
+        route(
+            Get,
+            "/logs/verify",
+            openapi::doc(
+                "Walk every hash chain of the event log, recomputing each hash: `intact`, the events walked and where each chain ends, or where and why one breaks",
+                "200",
+                false,
+            ),
+            get(h::verify_log),
         ),
         route(
             Get,
@@ -436,9 +529,15 @@ mod tests {
         let routes = table();
         let document = openapi::document(&routes);
         assert_eq!(undescribed(&routes, &document), Vec::<String>::new());
-        for path in
-            ["/upgrade", "/upgrade/reboot", "/policy/status", "/cluster/status", "/openapi.json"]
-        {
+        for path in [
+            "/upgrade",
+            "/upgrade/reboot",
+            "/policy/status",
+            "/policy/explain",
+            "/policy/live-conferences",
+            "/cluster/status",
+            "/openapi.json",
+        ] {
             assert!(document["paths"][format!("{API_PREFIX}{path}")].is_object(), "{path}");
         }
         let history = &document["paths"]["/api/v1/history/{kind}/{name}"]["parameters"];

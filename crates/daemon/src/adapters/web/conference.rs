@@ -253,19 +253,20 @@ async fn edit_page(
     Query(query): Query<SavedQuery>,
 ) -> Response {
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
-    let record = match records::current(&app, RecordKey { kind, name: name.clone() })
+    let stored = match records::current(&app, RecordKey { kind, name: name.clone() })
         .await
         .map_err(ApiError::from)
     {
-        Ok(Some(record)) => records::show(&record),
+        Ok(Some(record)) => record,
         Ok(None) => return not_found(&user),
         Err(error) => return super::error_page(Some(&user), &error),
     };
+    let record = records::show(&stored);
     let mut fields = forms::fields(kind);
     if let Err(error) = forms::fill_references(&app, &mut fields).await {
         return super::error_page(Some(&user), &error);
     }
-    let body = edit_body(
+    let mut body = edit_body(
         &user,
         &fields,
         kind,
@@ -274,6 +275,9 @@ async fn edit_page(
         None,
         query.saved().is_some(),
     );
+    if let Record::Bridge(bridge) = &stored {
+        body.push_str(&super::bridge_tls::section(&app, &user, bridge));
+    }
     page(&format!("{}: {name}", title(kind)), Some(&user), &body).into_response()
 }
 

@@ -46,6 +46,7 @@ fn log_query(pairs: &Pairs) -> Result<LogQuery, ApiError> {
             "until" => query.until = Some(value.to_owned()),
             "level" => query.level = Some(value.to_owned()),
             "text" => query.text = Some(value.to_owned()),
+            "origin" => query.origin = Some(origin(value)?),
             "before" => query.before = Some(number("before")?),
             "limit" => query.limit = Some(usize::try_from(number("limit")?).unwrap_or(usize::MAX)),
             other => {
@@ -57,12 +58,37 @@ fn log_query(pairs: &Pairs) -> Result<LogQuery, ApiError> {
     Ok(query)
 }
 
+/// The Configuration Log's origin filter as its select names it.
+fn origin(value: &str) -> Result<history::LogOrigin, ApiError> {
+    [history::LogOrigin::ThisPeer, history::LogOrigin::AllPeers]
+        .into_iter()
+        .find(|origin| origin.as_str() == value)
+        .ok_or_else(|| {
+            Error::field(Input::Query, "origin", "must be this_peer or all_peers").into()
+        })
+}
+
+/// The Configuration Log's choice of whose changes to show.
+fn origin_select(pairs: &Pairs) -> String {
+    let chosen = value_of(pairs, "origin");
+    let option = |value: &str, label: &str| {
+        let selected = if chosen == value { " selected" } else { "" };
+        format!("<option value=\"{value}\"{selected}>{label}</option>")
+    };
+    format!(
+        "<div class=\"field\"><label for=\"filter-origin\">Changes made on</label>\
+         <select id=\"filter-origin\" name=\"origin\">{}{}</select></div>",
+        option("this_peer", "this peer"),
+        option("all_peers", "this peer and the other peers")
+    )
+}
+
 fn value_of<'a>(pairs: &'a Pairs, name: &str) -> &'a str {
     pairs.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value.as_str())
 }
 
-/// A GET filter form with text fields `names` (label, name, hint).
-fn filter_form(action: &str, pairs: &Pairs, fields: &[(&str, &str, &str)]) -> String {
+/// A GET filter form with text fields `names` (label, name, hint), then `extra` fields.
+fn filter_form(action: &str, pairs: &Pairs, fields: &[(&str, &str, &str)], extra: &str) -> String {
     let mut html = format!("<form method=\"get\" action=\"{action}\" class=\"record filter\">");
     for (label, name, hint) in fields {
         let _ = write!(
@@ -73,6 +99,7 @@ fn filter_form(action: &str, pairs: &Pairs, fields: &[(&str, &str, &str)]) -> St
             esc(hint)
         );
     }
+    html.push_str(extra);
     html.push_str("<button type=\"submit\">Filter</button></form>");
     html
 }
@@ -107,6 +134,7 @@ async fn event_log(
             ("Kind starts with", "kind", "login."),
             ("Text contains", "text", ""),
         ],
+        "",
     );
     let title = "Event Log";
     let filter = match log_query(&pairs).and_then(|query| Ok(history::journal_filter(query)?)) {
@@ -162,11 +190,16 @@ async fn config_entries(
     app: &App,
     pairs: &Pairs,
 ) -> Result<(Vec<projections::ConfigLogEntry>, Option<u64>), ApiError> {
-    let filter = history::config_log_filter(log_query(pairs)?)?;
+    let filter = history::config_log_filter(log_query(pairs)?, app.writer.peer_id())?;
     let limit = filter.limit;
     let entries = app.readers.read(move |conn| Ok(projections::config_log(conn, &filter)?)).await?;
     let next = (entries.len() == limit).then(|| entries.last().map(|e| e.position)).flatten();
     Ok((entries, next))
+}
+
+/// A peer id short enough for a table cell (as `git` shortens hashes).
+fn short_id(peer_id: &str) -> String {
+    format!("peer {}", peer_id.get(..8).unwrap_or(peer_id))
 }
 
 /// The fields that differ between two versions of a record, as `field: old → new`.
@@ -208,26 +241,31 @@ async fn configuration_log(
     Query(pairs): Query<Pairs>,
 ) -> Response {
     let title = "Configuration Log";
-    let form = filter_form("/logs/configuration", &pairs, CONFIG_FILTERS);
+    let form = filter_form("/logs/configuration", &pairs, CONFIG_FILTERS, &origin_select(&pairs));
     let (entries, next) = match config_entries(&app, &pairs).await {
         Ok(found) => found,
         Err(error) => return refused(&user, title, &form, &error),
     };
     let mut body = String::from(
-        "<p>Every configuration change that reached this peer, by whom and from which peer. \
-         Secrets are never shown.</p>",
+        "<p>The configuration changes made on this peer, by whom and when; choose \
+         <em>this peer and the other peers</em> to add the changes that arrived from the other \
+         peers of the cluster, each with the peer it was made on. Secrets are never shown.</p>",
     );
     body.push_str(&form);
     body.push_str(
         "<table><caption>Changes, newest first</caption><thead><tr><th scope=\"col\">Time</th>\
-         <th scope=\"col\">User</th><th scope=\"col\">Action</th><th scope=\"col\">Kind</th>\
-         <th scope=\"col\">Name</th><th scope=\"col\">Changes</th></tr></thead><tbody>",
+         <th scope=\"col\">Peer</th><th scope=\"col\">User</th><th scope=\"col\">Action</th>\
+         <th scope=\"col\">Kind</th><th scope=\"col\">Name</th><th scope=\"col\">Changes</th>\
+         </tr></thead><tbody>",
     );
+    let names = history::origin_names(&app);
     for entry in &entries {
+        let peer = names.get(&entry.origin).cloned().unwrap_or_else(|| short_id(&entry.origin));
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&crate::base::clock::format_ms(entry.at_ms)),
+            esc(&peer),
             esc(&entry.actor),
             esc(&entry.action),
             esc(&entry.kind),
@@ -246,7 +284,7 @@ async fn history(
     Query(pairs): Query<Pairs>,
 ) -> Response {
     let title = "Configuration history";
-    let form = filter_form("/history", &pairs, CONFIG_FILTERS);
+    let form = filter_form("/history", &pairs, CONFIG_FILTERS, &origin_select(&pairs));
     let (entries, next) = match config_entries(&app, &pairs).await {
         Ok(found) => found,
         Err(error) => return refused(&user, title, &form, &error),

@@ -10,17 +10,20 @@
 //! small script only adds upload progress bars to the Maintenance uploads.
 
 mod alarms;
+mod bridge_tls;
 mod conference;
 mod forms;
 mod join;
 mod logs;
 mod maintenance;
+mod policy;
 mod status;
 mod system;
+mod users;
 
 use crate::adapters::Source;
 use crate::adapters::api::ApiError;
-use crate::services::accounts::{self, Via};
+use crate::services::accounts::{self, READ_ONLY_REFUSAL, Via};
 use crate::services::{App, Error, Input};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
@@ -28,6 +31,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use model::Scope;
+use model::record::AdminRole;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -52,11 +56,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/password", get(password_page).post(change_password))
         .route("/status", get(status::status_page))
         .merge(alarms::routes())
+        .merge(policy::routes())
+        .merge(bridge_tls::routes())
         .merge(system::routes())
         .merge(conference::routes())
         .merge(logs::routes())
         .merge(maintenance::routes())
         .merge(join::routes())
+        .merge(users::routes())
+        .layer(axum::middleware::from_fn_with_state(app.clone(), refuse_read_only))
         .layer(DefaultBodyLimit::max(FORM_BYTES_MAX))
         .layer(Extension(Arc::new(WebState::default())))
         .layer(tower::limit::ConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
@@ -117,7 +125,15 @@ pub(crate) fn url_encode(text: &str) -> String {
 
 /// The navigation: the operator's map of the appliance.
 const NAV: &[(&str, &[(&str, &str)])] = &[
-    ("Status", &[("Overview", "/status"), ("Alarms", "/status/alarms")]),
+    (
+        "Status",
+        &[
+            ("Overview", "/status"),
+            ("Alarms", "/status/alarms"),
+            ("Live conferences", "/status/live-conferences"),
+            ("Explain a call", "/status/explain"),
+        ],
+    ),
     (
         "System",
         &[
@@ -151,6 +167,7 @@ const NAV: &[(&str, &[(&str, &str)])] = &[
             ("Conferences", "/conferences"),
         ],
     ),
+    ("Users", &[("Administrator accounts", "/users/administrators")]),
     (
         "Maintenance",
         &[
@@ -184,9 +201,10 @@ pub(crate) fn page(title: &str, user: Option<&WebUser>, body: &str) -> Html<Stri
         let _ = write!(
             html,
             "<form class=\"logout\" method=\"post\" action=\"/logout\">{}\
-             <span>Signed in as {}</span> <button type=\"submit\">Log out</button></form>",
+             <span>Signed in as {}{}</span> <button type=\"submit\">Log out</button></form>",
             csrf_input(user),
-            esc(&user.name)
+            esc(&user.name),
+            if user.read_only { " (read-only)" } else { "" }
         );
         let alarms = match user.alarm_count {
             1 => "1 alarm".to_owned(),
@@ -265,6 +283,8 @@ pub(crate) async fn not_found(State(app): State<Arc<App>>, request: Request) -> 
 pub(crate) struct WebUser {
     pub(crate) name: String,
     pub(crate) must_change_password: bool,
+    /// A read-only account sees every page and changes nothing ([`refuse_read_only`]).
+    pub(crate) read_only: bool,
     pub(crate) token: String,
     pub(crate) csrf_token: String,
     /// Active alarms nobody acknowledged, for the header.
@@ -302,8 +322,9 @@ impl FromRequestParts<Arc<App>> for WebUser {
             .map_err(|error| error_page(None, &error))?
             .ok_or_else(to_login)?;
         let must_change_password = admin.must_change_password;
+        let read_only = admin.role == AdminRole::ReadOnly;
         let alarm_count = app.alarms.unacknowledged();
-        Ok(WebUser { name, must_change_password, token, csrf_token, alarm_count })
+        Ok(WebUser { name, must_change_password, read_only, token, csrf_token, alarm_count })
     }
 }
 
@@ -341,6 +362,31 @@ impl FromRequest<Arc<App>> for OperatorForm {
             None => Ok(OperatorForm { user, form }),
         }
     }
+}
+
+/// Pages a read-only account may post to: its own session and password.
+const OWN_ACCOUNT_PAGES: &[&str] = &["/login", "/logout", "/password"];
+
+/// Refuses (403, nothing read or changed) every form a read-only account posts, except to its
+/// own session and password. It runs before any page's handler, by method, so a new page
+/// cannot forget it.
+async fn refuse_read_only(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if reads || OWN_ACCOUNT_PAGES.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    if let Ok(user) = WebUser::from_request_parts(&mut parts, &app).await
+        && user.read_only
+    {
+        let body = error_note(&format!("Refused: {READ_ONLY_REFUSAL}."));
+        return (StatusCode::FORBIDDEN, page("Refused", Some(&user), &body)).into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Compares in time independent of where the first difference is.

@@ -33,7 +33,9 @@ pub(super) async fn status_page(Operator(user): Operator, State(app): State<Arc<
     body.push_str(&bridges_section(&app, &bridges));
     let _ = write!(
         body,
-        "<h2>Conferences</h2><p>{} in progress. <a href=\"/conferences\">List</a></p>",
+        "<h2>Conferences</h2><p>{} in progress. <a href=\"/conferences\">List</a> \
+         <a href=\"/status/live-conferences\">Live, with participants</a> \
+         <a href=\"/status/explain\">Explain a call</a></p>",
         conferences.len()
     );
     page("Status", Some(&user), &body).into_response()
@@ -140,14 +142,17 @@ fn bridges_section(app: &App, bridges: &[Record]) -> String {
             let Record::Bridge(bridge) = record else { continue };
             let health = if !bridge.enabled {
                 "<span class=\"pending\">Disabled</span>".to_owned()
-            } else if let Some(problem) = problems.get(&bridge.name) {
+            } else if !app.policy.health.is_up(bridge) {
+                let problem = problems.get(&bridge.name).map_or("", String::as_str);
                 format!("<span class=\"bad\">Down: {}</span>", esc(problem))
             } else {
                 "<span class=\"ok\">In service</span>".to_owned()
             };
+            // Its page shows the certificate it presented, to compare and trust.
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{health}</td></tr>",
+                "<tr><td><a href=\"/configuration/bridges/{}\">{}</a></td><td>{}</td><td>{health}</td></tr>",
+                super::url_encode(&bridge.name),
                 esc(&bridge.name),
                 esc(&bridge.address)
             );

@@ -1,0 +1,92 @@
+//! The licence became peer-local: a log written while it was shared keeps the licence it had
+//! (the cluster's, on a peer that received it), shared `licence` events that arrive later
+//! change nothing, and an operator's removal is never undone at the next start.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use model::record::{Edition, Licence};
+use model::{Record, licence_migration::licence_key};
+
+fn licence_saved(edition: Edition, wall_ms: u64) -> NewEvent {
+    let record = Record::Licence(Licence {
+        release_key: "KEY-1".to_owned(),
+        edition,
+        option_keys: Vec::new(),
+    });
+    let encoded = Event::Saved(record).encode();
+    NewEvent {
+        stream: Stream::Shared,
+        hlc: model::Hlc { wall_ms, counter: 0 },
+        actor: "admin".to_owned(),
+        kind: encoded.kind,
+        version: encoded.version,
+        payload: encoded.payload,
+    }
+}
+
+/// Events another peer wrote in its shared stream, as replication delivers them.
+fn from_another_peer(other: &mut EventLog, events: &[NewEvent]) -> Vec<StoredEvent> {
+    other.append(events).unwrap()
+}
+
+fn edition(store: &Store) -> Option<Edition> {
+    match store.state().get(&licence_key()) {
+        Some(Record::Licence(licence)) => Some(licence.edition),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_shared_licence_of_before_becomes_this_peers_own_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let mut other = EventLog::open_in_memory(PeerId([9; 16])).unwrap();
+    {
+        // Before: this peer saved "select", then the cluster's "full" arrived from a peer.
+        let mut log = EventLog::open(&path).unwrap();
+        log.append(&[licence_saved(Edition::Select, 1_000)]).unwrap();
+        log.append_remote(&from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
+            .unwrap();
+    }
+
+    let (store, _) = Store::open(&path).unwrap();
+    assert_eq!(edition(&store), Some(Edition::Full), "the licence the peer ran with is kept");
+    let reader = eventlog::open_reader(&path).unwrap();
+    let listed = projections::list(&reader, model::RecordKind::Licence).unwrap();
+    assert_eq!(listed.len(), 1, "the records projection shows it too");
+    let local = store.log.read_kind("licence.saved").unwrap();
+    assert_eq!(local.iter().filter(|stored| stored.stream == Stream::Local).count(), 1);
+    drop(store);
+
+    // A peer of the older release still sends shared licence events: they change nothing.
+    {
+        let mut log = EventLog::open(&path).unwrap();
+        let late = from_another_peer(&mut other, &[licence_saved(Edition::Select, 9_000)]);
+        log.append_remote(&late).unwrap();
+    }
+    let (mut store, _) = Store::open(&path).unwrap();
+    assert_eq!(edition(&store), Some(Edition::Full));
+    let events = store.log.read_kind("licence.saved").unwrap();
+    assert_eq!(events.iter().filter(|stored| stored.stream == Stream::Local).count(), 1);
+
+    // Removed by the operator (standalone): it stays removed.
+    store.execute("admin", &Command::Remove(licence_key()), 10_000).unwrap();
+    drop(store);
+    let (store, _) = Store::open(&path).unwrap();
+    assert_eq!(edition(&store), None);
+}
+
+#[test]
+fn a_licence_saved_now_stays_in_the_local_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
+    let licence = Licence {
+        release_key: "KEY-2".to_owned(),
+        edition: Edition::Select,
+        option_keys: Vec::new(),
+    };
+    let stored = store.execute("admin", &Command::Save(Record::Licence(licence)), 1_000).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].stream, Stream::Local, "never sent to the peers");
+}
