@@ -547,5 +547,10 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     file.write_all(bytes)?;
     file.set_permissions(fs::Permissions::from_mode(mode))?;
     file.sync_all()?;
-    fs::rename(&aside, path)
+    fs::rename(&aside, path)?;
+    // The rename itself survives a power cut only once the directory is synced.
+    match path.parent() {
+        Some(parent) => fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
 }

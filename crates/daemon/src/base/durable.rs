@@ -2,6 +2,7 @@
 //! never a mix: write aside (`<name>.partial`), fsync, rename over, fsync the directory.
 
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where a file is written before it is renamed into place: its name plus `.partial`.
@@ -17,9 +18,25 @@ pub fn replace_with<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<std::fs::File>) -> io::Result<T>,
 ) -> io::Result<T> {
+    replace_with_mode(path, 0o666, write)
+}
+
+/// [`replace_with`] for a file created with permission bits `mode` (less the umask); the
+/// partial file has them from its creation, so a secret is never readable by others.
+pub fn replace_with_mode<T>(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> io::Result<T>,
+) -> io::Result<T> {
     let partial = partial_path(path);
     let result = (|| {
-        let mut output = BufWriter::new(std::fs::File::create(&partial)?);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&partial)?;
+        let mut output = BufWriter::new(file);
         let value = write(&mut output)?;
         let file = output.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
@@ -36,6 +53,11 @@ pub fn replace_with<T>(
 /// Replaces `path` with `bytes`, durably (see [`replace_with`]).
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace_with(path, |output| output.write_all(bytes))
+}
+
+/// Replaces `path` with `bytes` readable by its owner only (mode 0600), durably.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_with_mode(path, 0o600, |output| output.write_all(bytes))
 }
 
 /// Makes a rename or removal in `dir` durable.

@@ -2,11 +2,12 @@
 //! certificate signed by it (the CA's key is discarded at once, so it can sign nothing else);
 //! clients trust `ca.pem`. Both files are replaceable by the operator.
 
+use crate::base::durable;
 use anyhow::Context;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub const CA_FILE: &str = "ca.pem";
@@ -30,11 +31,23 @@ impl TlsFiles {
     }
 }
 
-/// Makes the CA and server certificate unless both the certificate and key already exist.
+/// Makes the CA and server certificate unless a usable pair of certificate and key is stored.
 /// Returns whether new files were made.
+///
+/// Each file is replaced durably and the certificate last, so a power cut while they are made
+/// leaves no certificate and the next start makes them again. A stored pair that does not load
+/// (an empty certificate is what an earlier version, which did not sync it, left after a power
+/// cut) is replaced too: without it the admin API cannot start, and the operator could only
+/// reach the appliance's console.
 pub fn ensure_identity(files: &TlsFiles, names: &[String]) -> anyhow::Result<bool> {
-    if files.certificate().exists() && files.key().exists() {
-        return Ok(false);
+    if files.certificate().exists() || files.key().exists() {
+        match server_config(files) {
+            Ok(_) => return Ok(false),
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "the stored TLS identity does not load; making a new one (clients must trust the new ca.pem)"
+            ),
+        }
     }
     std::fs::create_dir_all(&files.dir)
         .with_context(|| format!("creating {}", files.dir.display()))?;
@@ -54,24 +67,13 @@ pub fn ensure_identity(files: &TlsFiles, names: &[String]) -> anyhow::Result<boo
         .signed_by(&server_key, &ca, &ca_key)
         .context("signing the server certificate")?;
 
-    write_private(&files.key(), server_key.serialize_pem().as_bytes())?;
-    std::fs::write(files.certificate(), server.pem()).context("writing the server certificate")?;
-    std::fs::write(files.ca(), ca.pem()).context("writing the CA certificate")?;
+    let _ = std::fs::remove_file(files.certificate());
+    durable::write(&files.ca(), ca.pem().as_bytes()).context("writing the CA certificate")?;
+    durable::write_private(&files.key(), server_key.serialize_pem().as_bytes())
+        .context("writing the server key")?;
+    durable::write(&files.certificate(), server.pem().as_bytes())
+        .context("writing the server certificate")?;
     Ok(true)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    file.sync_all().with_context(|| format!("syncing {}", path.display()))
 }
 
 /// The admin API's TLS configuration from the identity files made on first start.
@@ -189,5 +191,50 @@ impl LiveTls {
     /// What the listener serves with.
     pub fn listener_config(&self) -> axum_server::tls_rustls::RustlsConfig {
         self.0.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TlsFiles, ensure_identity, server_config};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn names() -> Vec<String> {
+        vec!["localhost".to_owned()]
+    }
+
+    #[test]
+    fn a_usable_identity_is_kept_across_starts() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = TlsFiles { dir: dir.path().join("tls") };
+        assert!(ensure_identity(&files, &names()).expect("first start"));
+        let ca = std::fs::read(files.ca()).expect("the CA");
+        assert!(!ensure_identity(&files, &names()).expect("second start"));
+        assert_eq!(std::fs::read(files.ca()).expect("the CA"), ca, "clients' trust kept");
+        let mode = std::fs::metadata(files.key()).expect("the key").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the server key is readable by others: {mode:o}");
+    }
+
+    /// What the power-cut VM test found: the certificate written on first start but never
+    /// synced was empty after the cut, and the daemon then failed at every start.
+    #[test]
+    fn an_identity_a_power_cut_left_empty_is_made_again() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = TlsFiles { dir: dir.path().join("tls") };
+        ensure_identity(&files, &names()).expect("first start");
+        std::fs::write(files.certificate(), "").expect("emptying the certificate");
+        assert!(server_config(&files).is_err());
+        assert!(ensure_identity(&files, &names()).expect("the next start"));
+        server_config(&files).expect("the new identity loads");
+    }
+
+    #[test]
+    fn a_key_without_its_certificate_is_made_again() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = TlsFiles { dir: dir.path().join("tls") };
+        ensure_identity(&files, &names()).expect("first start");
+        std::fs::remove_file(files.certificate()).expect("removing the certificate");
+        assert!(ensure_identity(&files, &names()).expect("the next start"));
+        server_config(&files).expect("the new identity loads");
     }
 }
