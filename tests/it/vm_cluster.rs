@@ -15,7 +15,10 @@
 //!    conference made once;
 //! 3. VM 1 killed (qemu SIGKILL): the VCS fails over to VM 2, whose answers are those VM 1
 //!    gave, and no conference is made twice; VM 1 boots again (`cargo xtask vm --only 1`),
-//!    links up, learns of the conference made without it, and answers as before.
+//!    links up, learns of the conference made without it, and answers as before;
+//! 5. a backup taken on VM 2 restores on VM 2 and is refused on VM 3 (another hardware
+//!    serial), changing nothing there. A clustered peer refuses any restore, so both are first
+//!    placed in standalone mode, as the seed's "Removing a peer" does.
 //!
 //! Prints the time of each step.
 
@@ -151,6 +154,42 @@ impl Appliance {
         let (status, answer) = self.call(reqwest::Method::POST, path, Some(&body))?;
         ensure!(status == 200 || status == 201, "POST {path} on VM {}: {status} {answer}", self.n);
         Ok(answer)
+    }
+
+    /// Downloads an unencrypted backup of this appliance.
+    fn backup(&self) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/backups", self.url()))
+            .basic_auth(FACTORY_USER, Some(PASSWORD))
+            .send()
+            .with_context(|| format!("backup of VM {}", self.n))?;
+        ensure!(response.status() == 200, "backup of VM {}: {}", self.n, response.status());
+        Ok(response.bytes()?.to_vec())
+    }
+
+    /// Uploads `archive` for restore: the status and the answer, refusals included.
+    fn restore(&self, archive: &[u8]) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/restore", self.url()))
+            .basic_auth(FACTORY_USER, Some(PASSWORD))
+            .header("content-type", "application/octet-stream")
+            .body(archive.to_vec())
+            .send()
+            .with_context(|| format!("restore on VM {}", self.n))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
+    }
+
+    /// The seed's first task of removing a live peer: no key, no peers; standalone at once.
+    fn standalone(&self) -> anyhow::Result<()> {
+        self.put("/api/v1/cluster", json!({"pre_shared_key": "", "peers": []}))?;
+        eventually(&format!("VM {} standalone", self.n), SETTLE_TIMEOUT_S, || {
+            let status = self.get("/api/v1/cluster/status")?;
+            ensure!(status["mode"] == json!("standalone"), "{status}");
+            Ok(())
+        })
     }
 
     /// Waits for the admin API, then changes the factory password as the first login demands.
@@ -353,6 +392,8 @@ fn three_appliances_cluster_route_calls_and_survive_losing_one() -> anyhow::Resu
     let again = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
     ensure!(again == before, "VM 1 answers otherwise after its restart: {again:?}");
     laps.lap("3. VM 1 back, caught up, routing");
+    backup_restores_only_where_taken(&appliances[1], &appliances[2])?;
+    laps.lap("5. VM 2's backup restored on VM 2, refused on VM 3");
     drop(vms);
     laps.total();
     Ok(())
@@ -537,5 +578,35 @@ fn caught_up(appliances: &[Appliance]) -> anyhow::Result<()> {
         })?;
     }
     eventually("VM 1 knows room3", SETTLE_TIMEOUT_S, || first.get("/api/v1/conferences/room3"))?;
+    Ok(())
+}
+
+/// Step 5: a backup restores only on the appliance it was taken on.
+fn backup_restores_only_where_taken(taken_on: &Appliance, other: &Appliance) -> anyhow::Result<()> {
+    let archive = taken_on.backup()?;
+    taken_on.standalone()?;
+    other.standalone()?;
+    let (status, answer) = taken_on.restore(&archive)?;
+    ensure!(status == 200, "restoring VM {}'s backup on it: {status} {answer}", taken_on.n);
+    let bridges = taken_on.get("/api/v1/bridges")?;
+    ensure!(bridges.as_array().is_some_and(|list| !list.is_empty()), "restored: {bridges}");
+
+    // The configuration, not the whole log: the idle conferences' ends are logged meanwhile.
+    let configuration = || -> anyhow::Result<Vec<Value>> {
+        ["/api/v1/bridges", "/api/v1/cluster", "/api/v1/licence", "/api/v1/system-name"]
+            .iter()
+            .map(|path| other.get(path))
+            .collect()
+    };
+    let before = configuration()?;
+    let (status, answer) = other.restore(&archive)?;
+    ensure!(
+        status == 422 && answer["error"]["code"] == json!("backup_other_machine"),
+        "VM {}'s backup on VM {}: {status} {answer}",
+        taken_on.n,
+        other.n
+    );
+    let after = configuration()?;
+    ensure!(before == after, "the refused restore changed VM {}: {before:?} → {after:?}", other.n);
     Ok(())
 }
