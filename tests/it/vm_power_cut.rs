@@ -10,9 +10,7 @@
 //! in its own RAM, as a real power cut of the appliance would. (With qemu's default
 //! `writeback`, the host's page cache would survive the kill and hide a missing flush.)
 
-use crate::vm::{
-    Api, Serial, Vm, admin_url, change_factory_password, tool, wait_for_api_within,
-};
+use crate::vm::{Api, Serial, Vm, admin_url, change_factory_password, tool, wait_for_api_within};
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
 use std::path::Path;

@@ -160,7 +160,14 @@ fn main() -> ExitCode {
                 Some(peer) => vm::Vms { peers: peer..=peer, lan_services: false },
                 None => vm::Vms { peers: 1..=peers, lan_services: true },
             };
-            vm::vm(vms, fresh, disk.as_deref(), serial.as_deref(), &forward_to_host, disk_cache.as_deref())
+            vm::vm(
+                vms,
+                fresh,
+                disk.as_deref(),
+                serial.as_deref(),
+                &forward_to_host,
+                disk_cache.as_deref(),
+            )
         }
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {
