@@ -131,9 +131,13 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
 
     let serial_log = target.join("vm/peer-1-serial.log");
     let _ = std::fs::remove_file(&serial_log);
+    // The syslog server on the host, reached from the guest through `--forward-to-host`
+    // (nothing else leaves the guest), bound before the boot that forwards its port.
+    let syslog = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let syslog_port = syslog.local_addr()?.port().to_string();
     let boot = Instant::now();
     let child = Command::new(&cargo)
-        .args(["xtask", "vm", "--disk"])
+        .args(["xtask", "vm", "--forward-to-host", &syslog_port, "--disk"])
         .arg(&disk)
         .current_dir(workspace)
         .stdin(Stdio::null())
@@ -186,6 +190,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
         &api.token,
         &target.join("vm/peer-1.qga"),
         SERIAL,
+        syslog,
     )
     .with_context(|| format!("settings in the guest; serial log {}", serial_log.display()))?;
     eprintln!("vm test: settings seen in the guest after (s): {applied:.1?}");

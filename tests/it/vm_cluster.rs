@@ -43,7 +43,7 @@ const KEY: &str = "a long pre-shared key for the VM cluster";
 const SERVICES: &str = "10.44.0.1";
 const ZONE: &str = "baton.test";
 /// Where a guest reaches the host's forwarded ports (`cargo xtask vm --forward-to-host`).
-const HOST_FROM_GUEST: &str = "10.0.2.100";
+pub(crate) const HOST_FROM_GUEST: &str = "10.0.2.100";
 /// Three TCG boots at once on two shared cores.
 const BOOT_TIMEOUT_S: u64 = 1200;
 /// From a saved setting to its effect in the guest, or to a peer's line turning active.
