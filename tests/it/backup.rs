@@ -137,12 +137,15 @@ impl Peer {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// The Event Log's kinds, newest first, without the bridges' health changes: the health
+    /// poll logs them whenever a poll ends, so they may land between any two requests.
     fn event_log_kinds(&self) -> Vec<String> {
         self.get("/api/v1/logs/events?limit=500")["entries"]
             .as_array()
             .unwrap()
             .iter()
             .map(|entry| entry["kind"].as_str().unwrap().to_owned())
+            .filter(|kind| kind != "bridge.down" && kind != "bridge.up")
             .collect()
     }
 }
