@@ -15,6 +15,7 @@ mod policy_views;
 mod syslog;
 mod upgrade;
 mod vm;
+mod vm_cluster;
 mod vm_platform;
 mod vm_power_cut;
 mod web_maintenance;

@@ -54,9 +54,6 @@ const STATUS_TIMEOUT_S: u64 = 180;
 /// rejected boot adds its own boot and the gate's verdict).
 const REBOOT_TIMEOUT_S: u64 = 300;
 const UPLOAD_TIMEOUT_S: u64 = 900;
-/// One VM at a time: every VM test boots peer 1 at the same forwarded address, QMP socket and
-/// serial log (nextest runs them in one group, `.config/nextest.toml`; `cargo test` shares this).
-pub(crate) static VM_IN_USE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub(crate) const POWER_OFF_TIMEOUT_S: u64 = 90;
 
 #[test]
@@ -65,14 +62,12 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
         eprintln!("skipped: the VM test runs with BATON_SLOW_TESTS=1 (cargo xtask test --slow)");
         return Ok(());
     }
-    let _vm = VM_IN_USE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let started = Instant::now();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?;
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => workspace.join(dir),
-        None => workspace.join("target"),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let (workspace, target, cargo) = crate::vm_cluster::workspace()?;
+    let workspace = workspace.as_path();
+    // One VM test at a time: each boots peer 1 at the same forwarded address, QMP socket and
+    // serial log (nextest also runs them in one group, `.config/nextest.toml`).
+    let _lock = crate::vm_cluster::exclusive_vms(&target)?;
     let running: upgrade::Version =
         env!("CARGO_PKG_VERSION").parse().map_err(anyhow::Error::msg)?;
     let next = upgrade::Version::new(running.major, running.minor, running.patch + 1);
@@ -136,9 +131,13 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
 
     let serial_log = target.join("vm/peer-1-serial.log");
     let _ = std::fs::remove_file(&serial_log);
+    // The syslog server on the host, reached from the guest through `--forward-to-host`
+    // (nothing else leaves the guest), bound before the boot that forwards its port.
+    let syslog = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let syslog_port = syslog.local_addr()?.port().to_string();
     let boot = Instant::now();
     let child = Command::new(&cargo)
-        .args(["xtask", "vm", "--disk"])
+        .args(["xtask", "vm", "--forward-to-host", &syslog_port, "--disk"])
         .arg(&disk)
         .current_dir(workspace)
         .stdin(Stdio::null())
@@ -191,6 +190,7 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
         &api.token,
         &target.join("vm/peer-1.qga"),
         SERIAL,
+        syslog,
     )
     .with_context(|| format!("settings in the guest; serial log {}", serial_log.display()))?;
     eprintln!("vm test: settings seen in the guest after (s): {applied:.1?}");
@@ -607,7 +607,7 @@ impl Drop for Vm {
 }
 
 /// Sends one QMP command (after the capabilities handshake) and reads its answer.
-fn qmp(socket: &Path, command: &str) -> anyhow::Result<()> {
+pub(crate) fn qmp(socket: &Path, command: &str) -> anyhow::Result<()> {
     let stream =
         UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;

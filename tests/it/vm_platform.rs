@@ -8,12 +8,15 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 /// How long the guest agent may take to answer after the admin API does.
 const AGENT_TIMEOUT_S: u64 = 120;
 /// How long a setting may take to show in the guest (applied off the request, then a restart).
-const APPLY_TIMEOUT_S: u64 = 60;
+/// The longest is SSH's first start, which makes three host keys: RSA under TCG on a loaded
+/// host took over 60 s (ssh.service still inactive).
+const APPLY_TIMEOUT_S: u64 = 240;
 /// One guest command's limit.
 const EXEC_TIMEOUT_S: u64 = 30;
 
@@ -153,6 +156,7 @@ pub(crate) fn settings_reach_the_guest(
     token: &str,
     agent_socket: &Path,
     serial: &str,
+    syslog: std::net::TcpListener,
 ) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let mut agent = Agent::connect(agent_socket)?;
     let put = |path: &str, body: Value| -> anyhow::Result<Instant> {
@@ -240,12 +244,13 @@ pub(crate) fn settings_reach_the_guest(
     let wrong = agent.exec("/sbin/unix_chkpwd root nonull", Some("another password\0"))?;
     ensure!(wrong.code != 0, "the OS accepts a wrong root password: {wrong:?}");
 
-    // Both logs reach a syslog server on the host (qemu's user network: the host is 10.0.2.2,
-    // which reaches this machine's loopback).
-    let receiver = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    receiver.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let port = receiver.local_addr()?.port();
-    let at = put("syslog", json!({"servers": [{"host": "10.0.2.2", "port": port}]}))?;
+    // Both logs reach a syslog server on the host over TCP: the guest's user network is
+    // restricted, and only the forwarded port at `HOST_FROM_GUEST` reaches this machine.
+    let port = syslog.local_addr()?.port();
+    let receiver = receive_octet_counted(syslog);
+    let server =
+        json!({"host": crate::vm_cluster::HOST_FROM_GUEST, "port": port, "transport": "tcp"});
+    let at = put("syslog", json!({"servers": [server]}))?;
     let refused = client
         .get(format!("{admin_url}/api/v1/status"))
         .basic_auth("admin", Some("not the password"))
@@ -272,16 +277,14 @@ pub(crate) fn settings_reach_the_guest(
 /// Waits for an Event Log entry (the failed login) and a Configuration Log change (the syslog
 /// setting itself) as RFC 5424 messages with Baton's structured data; rsyslog's own
 /// forwarding of the OS's log reaches the same port and is skipped.
-fn syslog_receives_both_logs(receiver: &std::net::UdpSocket) -> anyhow::Result<()> {
+fn syslog_receives_both_logs(receiver: &Receiver<String>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(APPLY_TIMEOUT_S);
     let (mut event, mut change) = (false, false);
-    let mut buffer = [0u8; 4096];
     while !(event && change) {
         if Instant::now() > deadline {
             bail!("syslog on the host: Event Log entry {event}, Configuration Log change {change}");
         }
-        let Ok(length) = receiver.recv(&mut buffer) else { continue };
-        let line = String::from_utf8_lossy(&buffer[..length]);
+        let Ok(line) = receiver.recv_timeout(Duration::from_millis(500)) else { continue };
         if !line.contains("[baton@32473 ") {
             continue;
         }
@@ -297,4 +300,36 @@ fn syslog_receives_both_logs(receiver: &std::net::UdpSocket) -> anyhow::Result<(
             && line.contains("kind=\"syslog\"");
     }
     Ok(())
+}
+
+/// Accepts connections on `listener` and sends each octet-counted message (RFC 6587) read from
+/// them, as Baton frames them; a connection whose first byte is not a digit (rsyslog's own
+/// forwarding, framed by line ends) is read and dropped. The threads end with the test.
+fn receive_octet_counted(listener: std::net::TcpListener) -> Receiver<String> {
+    let (sender, receiver) = channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                while let Some(message) = read_octet_counted(&mut reader) {
+                    if sender.send(message).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    receiver
+}
+
+/// One `LENGTH SP MESSAGE` frame, or `None` at the end of the stream or another framing.
+fn read_octet_counted(reader: &mut impl BufRead) -> Option<String> {
+    let mut length = Vec::new();
+    reader.read_until(b' ', &mut length).ok()?;
+    let length: usize = std::str::from_utf8(length.strip_suffix(b" ")?).ok()?.parse().ok()?;
+    let mut message = vec![0; length.min(64 * 1024)];
+    reader.read_exact(&mut message).ok()?;
+    Some(String::from_utf8_lossy(&message).into_owned())
 }

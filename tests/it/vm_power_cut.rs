@@ -10,9 +10,7 @@
 //! in its own RAM, as a real power cut of the appliance would. (With qemu's default
 //! `writeback`, the host's page cache would survive the kill and hide a missing flush.)
 
-use crate::vm::{
-    Api, Serial, VM_IN_USE, Vm, admin_url, change_factory_password, tool, wait_for_api_within,
-};
+use crate::vm::{Api, Serial, Vm, admin_url, change_factory_password, tool, wait_for_api_within};
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -42,14 +40,10 @@ fn a_power_cut_during_a_write_storm_loses_no_acknowledged_change() -> anyhow::Re
         eprintln!("skipped: the VM test runs with BATON_SLOW_TESTS=1 (cargo xtask test --slow)");
         return Ok(());
     }
-    let _vm = VM_IN_USE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let started = Instant::now();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?;
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => workspace.join(dir),
-        None => workspace.join("target"),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let (workspace, target, cargo) = crate::vm_cluster::workspace()?;
+    let workspace = workspace.as_path();
+    let _lock = crate::vm_cluster::exclusive_vms(&target)?;
     let disk = fresh_disk(&cargo, workspace, &target)?;
     let serial_log = target.join("vm/peer-1-serial.log");
     let serial = Serial { path: serial_log.clone() };

@@ -17,7 +17,8 @@ pub struct Vcs {
     active: Vec<bool>,
     user: String,
     password: String,
-    http: reqwest::blocking::Client,
+    /// One HTTP client per server (the same one, unless made by [`Vcs::through`]).
+    http: Vec<reqwest::blocking::Client>,
 }
 
 /// One decision and which server gave it.
@@ -54,21 +55,30 @@ impl Vcs {
         for certificate in reqwest::Certificate::from_pem_bundle(ca_pem)? {
             builder = builder.add_root_certificate(certificate);
         }
+        let http = builder.build()?;
+        Ok(Vcs::through(
+            servers.into_iter().map(|server| (server, http.clone())).collect(),
+            user,
+            password,
+        ))
+    }
+
+    /// Server 1, 2, 3 each reached through its own client (its own trusted CA, or its own
+    /// name resolution: the appliances in VMs are all `localhost` to their certificates).
+    pub fn through(
+        servers: Vec<(String, reqwest::blocking::Client)>,
+        user: &str,
+        password: &str,
+    ) -> Vcs {
         let active = vec![true; servers.len()];
-        Ok(Vcs {
-            servers,
-            active,
-            user: user.to_owned(),
-            password: password.to_owned(),
-            http: builder.build()?,
-        })
+        let (servers, http) = servers.into_iter().unzip();
+        Vcs { servers, active, user: user.to_owned(), password: password.to_owned(), http }
     }
 
     /// The 60-second status poll, done now: 2xx is active, anything else failed.
     pub fn poll_status(&mut self) -> Vec<bool> {
         for (index, server) in self.servers.iter().enumerate() {
-            let answer = self
-                .http
+            let answer = self.http[index]
                 .get(format!("{server}/baton/policy/status"))
                 .basic_auth(&self.user, Some(&self.password))
                 .send();
@@ -125,8 +135,7 @@ impl Vcs {
             if !self.active[index] {
                 continue;
             }
-            let response = self
-                .http
+            let response = self.http[index]
                 .post(format!("{server}/baton/policy"))
                 .basic_auth(&self.user, Some(&self.password))
                 .header("content-type", "application/x-www-form-urlencoded")

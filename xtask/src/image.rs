@@ -78,6 +78,9 @@ pub(crate) const LABEL_ROOT_A: &str = "baton-root-a";
 pub(crate) const LABEL_ROOT_B: &str = "baton-root-b";
 pub(crate) const LABEL_DATA: &str = "baton-data";
 
+/// How long the boot waits for the ESP and data partitions to show before it gives up.
+const DEVICE_TIMEOUT: &str = "x-systemd.device-timeout=600s";
+
 /// The systemd units of `systemd/` enabled in the image (besides those Debian enables itself).
 const ENABLED_UNITS: &[&str] = &[
     "batond.service",
@@ -235,7 +238,7 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
         // Debug information is most of an unstripped binary's size (83 MB for batond).
         run(Command::new("strip").arg(&to), &format!("strip {binary}"))?;
     }
-    copy_tree(&workspace_root().join("rootfs"), root, true)?;
+    overlay(root)?;
     let units = root.join("usr/lib/systemd/system");
     for entry in fs::read_dir(workspace_root().join("systemd")).context("reading systemd/")? {
         let path = entry?.path();
@@ -275,12 +278,14 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
     // The root file system is named on the kernel command line (per slot), so it has no line.
     // The ESP must not be `nofail`: systemd-bless-boot needs it mounted, and with nofail the
     // ordering that guarantees it is lost. The data partition keeps the event log across slots.
+    // systemd's default 90 s for their devices to show is too short for udev in a guest
+    // emulated on a loaded machine (three TCG VMs on two busy cores ended in emergency mode).
     fs::write(
         root.join("etc/fstab"),
         format!(
             "# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>\n\
-             PARTLABEL={LABEL_ESP}\t/efi\tvfat\tumask=0077,noatime\t0\t2\n\
-             PARTLABEL={LABEL_DATA}\t/var/lib/baton\text4\tdefaults,noatime\t0\t2\n"
+             PARTLABEL={LABEL_ESP}\t/efi\tvfat\tumask=0077,noatime,{DEVICE_TIMEOUT}\t0\t2\n\
+             PARTLABEL={LABEL_DATA}\t/var/lib/baton\text4\tdefaults,noatime,{DEVICE_TIMEOUT}\t0\t2\n"
         ),
     )
     .context("writing fstab")?;
@@ -288,6 +293,27 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
         fs::create_dir_all(root.join(dir)).with_context(|| format!("creating /{dir}"))?;
     }
     Ok(())
+}
+
+/// What the factory image has instead of the build host's resolver (which mmdebstrap leaves
+/// in `/etc/resolv.conf`): no name server at all until the operator sets some.
+pub(crate) const FACTORY_RESOLV_CONF: &str =
+    "# No DNS servers until the operator sets them (System > DNS); batond writes this file.\n";
+
+/// The `rootfs/` overlay and the factory files made here, over the root file system at `root`.
+pub(crate) fn overlay(root: &Path) -> anyhow::Result<()> {
+    copy_tree(&workspace_root().join("rootfs"), root, true)?;
+    quiet_defaults(root)
+}
+
+/// The appliance talks to no server its operator did not configure: no name server from the
+/// build host. (No fallback NTP pool and no DNS or NTP from DHCP come from `rootfs/`.)
+fn quiet_defaults(root: &Path) -> anyhow::Result<()> {
+    let resolv_conf = root.join("etc/resolv.conf");
+    // A symbolic link (to a resolver's stub file) would be followed by a write: replace it.
+    let _ = fs::remove_file(&resolv_conf);
+    fs::write(&resolv_conf, FACTORY_RESOLV_CONF).context("writing /etc/resolv.conf")?;
+    set_mode(&resolv_conf, 0o644)
 }
 
 /// Writes the software version where batond reads it (`upgrade::VERSION_FILE`).

@@ -7,6 +7,7 @@ mod bench;
 mod boot_bench;
 mod fuzz;
 mod image;
+mod lan;
 mod release;
 mod run;
 mod testsuite;
@@ -16,6 +17,8 @@ mod vm;
 mod deps;
 #[cfg(test)]
 mod fn_length;
+#[cfg(test)]
+mod image_defaults;
 #[cfg(test)]
 mod layers;
 #[cfg(test)]
@@ -98,6 +101,15 @@ enum Task {
         /// tied to the machine, like restoring a backup).
         #[arg(long, value_name = "SERIAL", conflicts_with = "peers")]
         serial: Option<String>,
+        /// A guest's TCP connection to 10.0.2.100:PORT reaches 127.0.0.1:PORT on this machine
+        /// (a bridge simulator, for tests); nothing else leaves the guest. Repeatable.
+        #[arg(long, value_name = "PORT")]
+        forward_to_host: Vec<u16>,
+        /// Boot only peer N (its overlay kept), on the private network of a `cargo xtask vm
+        /// --peers` still running (whose NTP and DNS it uses): a peer restarted after a crash.
+        #[arg(long, value_name = "N", conflicts_with_all = ["peers", "fresh", "disk"],
+              value_parser = clap::value_parser!(u8).range(1..=3))]
+        only: Option<u8>,
         /// qemu's cache mode for the disk (default qemu's own, `writeback`); `none` opens it
         /// with O_DIRECT as most hypervisor hosts do (the power-cut test uses it).
         #[arg(long, value_name = "MODE", value_parser = ["writeback", "none", "writethrough", "directsync"])]
@@ -143,8 +155,19 @@ fn main() -> ExitCode {
         Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
         Task::Image { version } => image::image_with_version(version.as_deref()),
-        Task::Vm { peers, fresh, disk, serial, disk_cache } => {
-            vm::vm(peers, fresh, disk.as_deref(), serial.as_deref(), disk_cache.as_deref())
+        Task::Vm { peers, fresh, disk, serial, forward_to_host, only, disk_cache } => {
+            let vms = match only {
+                Some(peer) => vm::Vms { peers: peer..=peer, lan_services: false },
+                None => vm::Vms { peers: 1..=peers, lan_services: true },
+            };
+            vm::vm(
+                vms,
+                fresh,
+                disk.as_deref(),
+                serial.as_deref(),
+                &forward_to_host,
+                disk_cache.as_deref(),
+            )
         }
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {

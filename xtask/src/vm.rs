@@ -1,12 +1,16 @@
 //! `cargo xtask vm [--peers N]`: boots N appliances (N ≤ 3) from the built image under
 //! qemu-system-x86_64 with OVMF. Each VM `n` (1-based) gets a qcow2 overlay on the image (its
 //! own disk, kept between runs unless `--fresh`), the hardware serial `BATON-VM-<n>` through
-//! SMBIOS, user networking with its admin HTTPS port forwarded to `127.0.0.<n+1>:8443`, and a
-//! second NIC on a private network shared by all the VMs (qemu socket multicast on loopback)
-//! where the image gives it `10.44.0.<n+1>/24` (matched by the MAC address chosen here; see
-//! `rootfs/etc/systemd/network/`). Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
+//! SMBIOS, a management NIC on qemu's user network (`restrict=on`: the guest reaches nothing
+//! beyond this machine) with its admin HTTPS port forwarded to `127.0.0.<n+1>:8443`, and a
+//! second NIC, the cluster NIC, on a private network shared by all the VMs (qemu socket
+//! multicast on loopback). The cluster NIC has no address until the operator sets one (System,
+//! IP: e.g. `10.44.0.<n+1>/24`): the appliance gives the operator's IPv4 settings to its
+//! second NIC and leaves the first on DHCP (`crates/platform/src/nic.rs`). On the private
+//! network this process itself answers NTP and DNS at `10.44.0.1` (`lan.rs`), so the seed's
+//! prerequisites are met with nothing leaving the machine. Serial consoles go to `<target>/vm/peer-<n>-serial.log`,
 //! a QMP socket `<target>/vm/peer-<n>.qmp` accepts `system_powerdown`, qemu's process id is in
-//! `<target>/vm/peer-<n>.pid` (the power-cut test kills it), and the guest agent
+//! `<target>/vm/peer-<n>.pid` (the power-cut and cluster tests kill it), and the guest agent
 //! (qemu-guest-agent in the image) answers on `<target>/vm/peer-<n>.qga` (`guest-exec`: the
 //! slow VM test checks the guest OS through it). KVM is used when a guest actually runs under
 //! it, TCG otherwise (`accel.rs`; `BATON_VM_ACCEL=tcg|kvm` forces one). Stops when every VM has
@@ -14,9 +18,10 @@
 
 use crate::accel::{self, Accel, Trial};
 use crate::image::{self, run};
-use crate::target_dir;
+use crate::{lan, target_dir};
 use anyhow::Context;
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -28,8 +33,10 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const MEMORY_MIB: u32 = 1024;
 /// The admin API port, in the guest and on the forwarded host address.
 pub(crate) const ADMIN_PORT: u16 = 8443;
-/// The private network's multicast group on loopback: every VM's second NIC joins it.
-const PRIVATE_MCAST: &str = "230.0.44.1:44044";
+/// The private network's multicast group on loopback: every VM's second NIC joins it, on a
+/// port that follows [`HOST_OFFSET_ENV`] so two checkouts' VMs never share a network.
+const PRIVATE_MCAST_GROUP: Ipv4Addr = Ipv4Addr::new(230, 0, 44, 1);
+const PRIVATE_MCAST_PORT_BASE: u16 = 44043;
 
 /// Moves the forwarded addresses to `127.0.0.<n + offset>` (default offset 1), so that two
 /// checkouts on one machine can boot their VMs at the same time.
@@ -37,19 +44,35 @@ pub(crate) const HOST_OFFSET_ENV: &str = "BATON_VM_HOST_OFFSET";
 
 /// What a VM is reachable at, as printed and as the slow test uses it.
 pub(crate) fn host_address(peer: u8) -> String {
-    let offset = std::env::var(HOST_OFFSET_ENV)
+    format!("127.0.0.{}", u32::from(peer) + u32::from(host_offset()))
+}
+
+fn host_offset() -> u8 {
+    std::env::var(HOST_OFFSET_ENV)
         .ok()
-        .and_then(|text| text.parse::<u32>().ok())
+        .and_then(|text| text.parse::<u8>().ok())
         .filter(|offset| (1..=250).contains(offset))
-        .unwrap_or(1);
-    format!("127.0.0.{}", u32::from(peer) + offset)
+        .unwrap_or(1)
+}
+
+/// The private network's multicast group and port.
+fn private_network() -> SocketAddrV4 {
+    SocketAddrV4::new(PRIVATE_MCAST_GROUP, PRIVATE_MCAST_PORT_BASE + u16::from(host_offset()))
+}
+
+/// Which VMs to boot, and whether this process serves their private network's NTP and DNS (a
+/// lone peer restarted with `--only` uses those of the VMs already running).
+pub(crate) struct Vms {
+    pub(crate) peers: std::ops::RangeInclusive<u8>,
+    pub(crate) lan_services: bool,
 }
 
 pub(crate) fn vm(
-    peers: u8,
+    vms: Vms,
     fresh: bool,
     disk: Option<&Path>,
     serial: Option<&str>,
+    forward_to_host: &[u16],
     disk_cache: Option<&str>,
 ) -> anyhow::Result<()> {
     let image = image::paths();
@@ -61,9 +84,18 @@ pub(crate) fn vm(
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let choice = accel::choose()?;
     let mut accel = choice.accel;
+    let private = private_network();
+    if vms.lan_services {
+        lan::spawn(private).context("starting the private network's NTP and DNS services")?;
+        println!(
+            "private network {private}: NTP and DNS at {} (names peer<n>.{})",
+            lan::SERVICES_ADDRESS,
+            lan::ZONE
+        );
+    }
 
-    let mut children = Vms(Vec::new());
-    for peer in 1..=peers {
+    let mut children = Children(Vec::new());
+    for peer in vms.peers.clone() {
         let mut disk_arg = match disk {
             Some(file) => format!("if=virtio,format=raw,file={}", file.display()),
             None => format!(
@@ -101,29 +133,24 @@ pub(crate) fn vm(
                         "type=1,manufacturer=Baton,product=Baton appliance (VM),serial={serial}"
                     ),
                 ])
-                .args([
-                    "-netdev",
-                    &format!("user,id=wan,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}"),
-                ])
+                .args(["-netdev", &management_netdev(&host, forward_to_host)])
                 .args([
                     "-device",
                     &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
                 ])
-                .args([
-                    "-netdev",
-                    &format!("socket,id=lan,mcast={PRIVATE_MCAST},localaddr=127.0.0.1"),
-                ])
-                // The image's networkd files give this MAC its private address 10.44.0.<n+1>.
+                .args(["-netdev", &format!("socket,id=lan,mcast={private},localaddr=127.0.0.1")])
+                // The second NIC in PCI order: the cluster NIC, which the operator's IPv4
+                // settings configure.
                 .args([
                     "-device",
                     &format!("virtio-net-pci,netdev=lan,mac=52:54:00:44:00:{:02x}", peer + 1),
                 ])
                 .args(["-display", "none", "-monitor", "none"])
                 .args(["-serial", &format!("file:{}", serial_log.display())])
-                .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
-                // Where a test finds qemu to kill it (a power cut), cargo's grandchild.
+                // For a test that kills one VM as a power cut would (SIGKILL).
                 .arg("-pidfile")
                 .arg(&pid_file)
+                .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
                 // The guest agent's channel: a virtio serial port by the name qemu-guest-agent
                 // looks for, on a unix socket here.
                 .args(["-device", "virtio-serial-pci"])
@@ -172,7 +199,7 @@ pub(crate) fn vm(
             "  VCS policy service:        https://{host}:{ADMIN_PORT}/baton/policy  (status: /baton/policy/status)"
         );
         println!(
-            "  cluster address:           10.44.0.{} on the private network",
+            "  cluster NIC:               private network; set e.g. 10.44.0.{}/24 (System > IP)",
             u32::from(peer) + 1
         );
         println!("  serial console log:        {}", serial_log.display());
@@ -181,17 +208,37 @@ pub(crate) fn vm(
     }
     println!("waiting for the VMs to power off (Ctrl-C stops them)");
     let mut failed = Vec::new();
+    let first_peer = *vms.peers.start();
     for (index, child) in children.0.iter_mut().enumerate() {
+        let peer = usize::from(first_peer) + index;
         let status = child.wait().context("waiting for qemu")?;
-        println!("peer {}: qemu exited ({status})", index + 1);
+        println!("peer {peer}: qemu exited ({status})");
         if !status.success() {
-            failed.push(index + 1);
+            failed.push(peer);
         }
     }
     children.0.clear();
     anyhow::ensure!(failed.is_empty(), "qemu failed for peer(s) {failed:?}");
     Ok(())
 }
+
+/// The management NIC's qemu user network: the admin port forwarded from `host`, and
+/// `restrict=on`, so the guest reaches nothing beyond this machine (no internet, and no DNS
+/// relayed to the host's resolver); forwarded ports still work, and so does each guest
+/// forward to `127.0.0.1:<port>` (at [`HOST_SERVICES_ADDRESS`]) asked for.
+pub(crate) fn management_netdev(host: &str, forward_to_host: &[u16]) -> String {
+    let mut netdev =
+        format!("user,id=wan,restrict=on,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}");
+    for port in forward_to_host {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:{HOST_SERVICES_ADDRESS}:{port}-tcp:127.0.0.1:{port}"
+        ));
+    }
+    netdev
+}
+
+/// Where a guest reaches the ports `--forward-to-host` forwards, on its management NIC.
+pub(crate) const HOST_SERVICES_ADDRESS: &str = "10.0.2.100";
 
 /// The VM's own disk: a qcow2 overlay backed by the image, made when missing, stale (older
 /// than the image) or when asked to start fresh.
@@ -217,9 +264,9 @@ fn overlay(dir: &Path, base: &Path, peer: u8, fresh: bool) -> anyhow::Result<Pat
 }
 
 /// Kills the VMs still running when `vm` returns early (an error starting the next one).
-struct Vms(Vec<Child>);
+struct Children(Vec<Child>);
 
-impl Drop for Vms {
+impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.0 {
             let _ = child.kill();

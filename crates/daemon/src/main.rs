@@ -70,9 +70,10 @@ struct Flags {
     #[arg(long, env = "BATON_APPLY_OS")]
     apply_os: bool,
     /// With --apply-os: the `[Match]` lines of the systemd-networkd file the IPv4 settings
-    /// configure (which NICs they apply to).
-    #[arg(long, env = "BATON_OS_NETWORK_MATCH", default_value = "Name=en* eth*")]
-    os_network_match: String,
+    /// configure (which NICs they apply to). Default: the cluster NIC, the second Ethernet NIC
+    /// in PCI order, or the only one (the first stays the management NIC, on DHCP).
+    #[arg(long, env = "BATON_OS_NETWORK_MATCH")]
+    os_network_match: Option<String>,
     /// For tests only: cluster without NTP synchronisation.
     #[arg(long, hide = true)]
     assume_time_synchronised: bool,
@@ -152,7 +153,9 @@ fn main() -> anyhow::Result<()> {
                 Arc::new(platform::SystemPlatform::new(
                     PathBuf::from("/"),
                     Box::new(platform::ProcessRunner::systemd_run()),
-                    flags.os_network_match.replace("\\n", "\n"),
+                    flags.os_network_match.map_or(platform::NetworkTarget::ClusterNic, |lines| {
+                        platform::NetworkTarget::Match(lines.replace("\\n", "\n"))
+                    }),
                 )) as Arc<dyn platform::Platform>
             }),
             admin_limits: daemon::adapters::listener::Limits::ADMIN,

@@ -13,10 +13,12 @@
 //! tokio; the caller decides when to apply and keeps it off any latency-sensitive thread.
 //! Secrets (root password hash, SNMP community) never appear in errors, outcomes or commands.
 
+pub mod nic;
 mod recording;
 pub mod render;
 mod system;
 
+pub use nic::NetworkTarget;
 pub use recording::RecordingPlatform;
 pub use system::{COMMAND_TIMEOUT_MS, CommandOutput, ProcessRunner, Runner, SystemPlatform};
 

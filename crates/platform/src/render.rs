@@ -10,8 +10,8 @@ pub const HEADER: &str =
 
 pub const HOSTNAME: &str = "etc/hostname";
 pub const HOSTS: &str = "etc/hosts";
-/// Numbered below the factory DHCP file (90-) so it wins for the NICs it matches, and above
-/// the `cargo xtask vm` private-network files (05-), which keep their NICs.
+/// Numbered below the factory DHCP file (90-) so it wins for the NIC it matches (the cluster
+/// NIC, `nic.rs`); every other NIC keeps DHCP.
 pub const NETWORK: &str = "etc/systemd/network/10-baton-ipv4.network";
 pub const RESOLV_CONF: &str = "etc/resolv.conf";
 pub const TIMESYNCD: &str = "etc/systemd/timesyncd.conf.d/50-baton.conf";
@@ -82,8 +82,8 @@ pub fn hosts(settings: &Settings, current: &str) -> Option<String> {
     Some(lines.join("\n") + "\n")
 }
 
-/// The systemd-networkd file for the primary NIC(s), matched by `network_match` (lines of a
-/// `[Match]` section, e.g. `Name=en* eth*`).
+/// The systemd-networkd file for the NIC(s) matched by `network_match` (lines of a `[Match]`
+/// section, e.g. `Name=enp0s3`: the cluster NIC, `nic.rs`).
 pub fn network(settings: &Settings, network_match: &str) -> Option<String> {
     let ip = settings.ipv4.as_ref()?;
     let mut text = format!("{HEADER}[Match]\n{}\n\n[Network]\n", network_match.trim_end());
@@ -112,7 +112,7 @@ pub fn resolv_conf(settings: &Settings) -> Option<String> {
 }
 
 /// timesyncd's drop-in. An empty list still gets a file: `NTP=` with no server resets the
-/// list, and timesyncd falls back to its built-in `FallbackNTP=` servers.
+/// list, and timesyncd falls back to the image's only fallback, loopback (`rootfs/`).
 pub fn timesyncd(settings: &Settings) -> Option<String> {
     let ntp = settings.ntp.as_ref()?;
     Some(format!("{HEADER}[Time]\nNTP={}\n", ntp.servers.join(" ")))

@@ -6,6 +6,7 @@
 //! differs. When the command that makes a change take effect fails, the file's previous
 //! content is put back, so the next apply sees a difference and tries again.
 
+use crate::nic::{self, NetworkTarget};
 use crate::render;
 use crate::{Concern, Outcome, Platform, PlatformError, Settings};
 use std::fs;
@@ -151,13 +152,13 @@ fn show(program: &str, args: &[&str]) -> String {
     std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ")
 }
 
-/// The real platform. `network_match` selects the NIC(s) the IPv4 settings configure (lines of
-/// a systemd-networkd `[Match]` section).
+/// The real platform. `network_target` selects the NIC(s) the IPv4 settings configure
+/// (`nic.rs`: the cluster NIC by the appliance's rule, or fixed `[Match]` lines).
 #[derive(Debug)]
 pub struct SystemPlatform {
     root: PathBuf,
     runner: Box<dyn Runner>,
-    network_match: String,
+    network_target: NetworkTarget,
     /// One concern at a time: two applies racing on the same file would undo each other.
     applying: Mutex<()>,
 }
@@ -166,8 +167,12 @@ pub struct SystemPlatform {
 type Previous = Option<Vec<u8>>;
 
 impl SystemPlatform {
-    pub fn new(root: PathBuf, runner: Box<dyn Runner>, network_match: String) -> SystemPlatform {
-        SystemPlatform { root, runner, network_match, applying: Mutex::new(()) }
+    pub fn new(
+        root: PathBuf,
+        runner: Box<dyn Runner>,
+        network_target: NetworkTarget,
+    ) -> SystemPlatform {
+        SystemPlatform { root, runner, network_target, applying: Mutex::new(()) }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -317,7 +322,8 @@ impl SystemPlatform {
     }
 
     fn network(&self, settings: &Settings, outcome: &mut Outcome) -> Result<(), PlatformError> {
-        let content = render::network(settings, &self.network_match);
+        let network_match = nic::match_lines(&self.network_target, &self.root);
+        let content = render::network(settings, &network_match);
         let written = self.converge(outcome, render::NETWORK, content, 0o644)?;
         // Since systemd 245 a reload also reconfigures the links whose .network file changed.
         self.change_after(outcome, written, render::NETWORK, "networkctl", &["reload"])

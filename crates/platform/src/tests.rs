@@ -104,8 +104,11 @@ fn fixture() -> Fixture {
         .unwrap();
     fs::write(root.join("etc/hostname"), "baton\n").unwrap();
     let runner = FakeRunner::default();
-    let platform =
-        SystemPlatform::new(root.clone(), Box::new(runner.clone()), "Name=en*".to_owned());
+    let platform = SystemPlatform::new(
+        root.clone(),
+        Box::new(runner.clone()),
+        NetworkTarget::Match("Name=en*".to_owned()),
+    );
     Fixture { _dir: dir, root, runner, platform }
 }
 
@@ -468,4 +471,64 @@ fn the_process_runner_reports_status_output_and_takes_stdin() {
         missing.to_string().starts_with("could not start `baton-no-such-program`"),
         "{missing}"
     );
+}
+
+/// A fake sysfs under `root`: each `(name, type, pci address)` an interface, a PCI address of
+/// `None` a virtual one (no `device`).
+fn sysfs(root: &Path, interfaces: &[(&str, &str, Option<&str>)]) {
+    for (name, kind, pci) in interfaces {
+        let dir = root.join(nic::SYS_CLASS_NET).join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("type"), format!("{kind}\n")).unwrap();
+        if let Some(pci) = pci {
+            let device = root.join("sys/devices/pci0000:00").join(pci).join("virtio");
+            fs::create_dir_all(&device).unwrap();
+            std::os::unix::fs::symlink(&device, dir.join("device")).unwrap();
+        }
+    }
+}
+
+fn platform_on(root: &Path) -> SystemPlatform {
+    SystemPlatform::new(root.to_owned(), Box::new(FakeRunner::default()), NetworkTarget::ClusterNic)
+}
+
+fn network_match(root: &Path) -> String {
+    let text = read(root, render::NETWORK);
+    text.lines().filter(|line| line.starts_with("Name=")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn ipv4_goes_to_the_second_nic_in_pci_order_leaving_the_management_nic_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Listed out of order, and with a loopback and a virtual bridge that must not count.
+    sysfs(
+        dir.path(),
+        &[
+            ("enp0s4", "1", Some("0000:00:04.0")),
+            ("lo", "772", None),
+            ("br0", "1", None),
+            ("enp0s2", "1", Some("0000:00:02.0")),
+            ("enp0s3", "1", Some("0000:00:03.0")),
+        ],
+    );
+    let settings = Settings { ipv4: Some(ipv4()), ..Settings::default() };
+    platform_on(dir.path()).apply(Concern::Network, &settings).unwrap();
+    assert_eq!(network_match(dir.path()), "Name=enp0s3");
+}
+
+#[test]
+fn ipv4_goes_to_the_only_nic_of_a_one_nic_appliance() {
+    let dir = tempfile::tempdir().unwrap();
+    sysfs(dir.path(), &[("lo", "772", None), ("ens18", "1", Some("0000:00:12.0"))]);
+    let settings = Settings { ipv4: Some(ipv4()), ..Settings::default() };
+    platform_on(dir.path()).apply(Concern::Network, &settings).unwrap();
+    assert_eq!(network_match(dir.path()), "Name=ens18");
+}
+
+#[test]
+fn ipv4_without_a_nic_in_sight_matches_every_ethernet_nic() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings { ipv4: Some(ipv4()), ..Settings::default() };
+    platform_on(dir.path()).apply(Concern::Network, &settings).unwrap();
+    assert_eq!(network_match(dir.path()), nic::ANY_ETHERNET_MATCH);
 }

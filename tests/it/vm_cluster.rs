@@ -1,0 +1,612 @@
+//! Three appliances in VMs, one cluster: the seed's story on booted images (slow: only with
+//! `BATON_SLOW_TESTS=1`, like `vm.rs`; the two never run at once, see [`exclusive_vms`]).
+//! Everything after boot is done as an operator would, through each appliance's admin API:
+//!
+//! 1. `cargo xtask vm --peers 3 --fresh`: three appliances with their own serials. Each is
+//!    checked to talk to no server it was not given (no fallback NTP, no name server), then
+//!    configured (factory password changed, IPv4 on the cluster NIC, host name, DNS and NTP at
+//!    `cargo xtask vm`'s private-network services, licence): its management NIC still answers,
+//!    the cluster NIC has the address, time is synchronised and the peers' names resolve,
+//!    inside the guest. Peers 2 and 3 join through peer 1 with the one-flow join, the member's
+//!    certificate confirmed against its own file; every peer shows "This system" for itself
+//!    and "Active as …" for the others;
+//! 2. a bridge simulator on the host (reached from the guests through `--forward-to-host`) and
+//!    a VCS emulator with Server 1–3 = the three VMs: calls are routed (each CPL checked), the
+//!    conference made once;
+//! 3. VM 1 killed (qemu SIGKILL): the VCS fails over to VM 2, whose answers are those VM 1
+//!    gave, and no conference is made twice; VM 1 boots again (`cargo xtask vm --only 1`),
+//!    links up, learns of the conference made without it, and answers as before;
+//! 5. a backup taken on VM 2 restores on VM 2 and is refused on VM 3 (another hardware
+//!    serial), changing nothing there. A clustered peer refuses any restore, so both are first
+//!    placed in standalone mode, as the seed's "Removing a peer" does.
+//!
+//! Prints the time of each step.
+
+use crate::policy::{VCS_PASSWORD, VCS_USER, names_on};
+use crate::vm_platform::Agent;
+use anyhow::{Context, bail, ensure};
+use baton_tests::vcs::Vcs;
+use baton_tests::{
+    FACTORY_PASSWORD, FACTORY_USER, SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge,
+};
+use serde_json::{Value, json};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PEERS: u8 = 3;
+const PASSWORD: &str = "cluster vm password 7";
+const KEY: &str = "a long pre-shared key for the VM cluster";
+/// `cargo xtask vm`'s private-network services (NTP, DNS) and the peers' zone there.
+const SERVICES: &str = "10.44.0.1";
+const ZONE: &str = "baton.test";
+/// Where a guest reaches the host's forwarded ports (`cargo xtask vm --forward-to-host`).
+pub(crate) const HOST_FROM_GUEST: &str = "10.0.2.100";
+/// Three TCG boots at once on two shared cores.
+const BOOT_TIMEOUT_S: u64 = 1200;
+/// From a saved setting to its effect in the guest, or to a peer's line turning active.
+const SETTLE_TIMEOUT_S: u64 = 300;
+const ADMIN_PORT: u16 = 8443;
+/// One API request's limit: a join answers once every link is active, and a loaded TCG guest
+/// is slow.
+const REQUEST_TIMEOUT_S: u64 = 300;
+
+/// Holds the VM tests apart: each boots VMs at the same forwarded addresses and files under
+/// `<target>/vm`. An exclusive lock on a file there, released when the test ends.
+pub(crate) fn exclusive_vms(target: &Path) -> anyhow::Result<File> {
+    let dir = target.join("vm");
+    std::fs::create_dir_all(&dir)?;
+    let lock = File::create(dir.join("test.lock"))?;
+    lock.lock().context("locking the VMs for this test")?;
+    Ok(lock)
+}
+
+/// The workspace, its target directory and cargo, as the VM tests run them.
+pub(crate) fn workspace() -> anyhow::Result<(PathBuf, PathBuf, std::ffi::OsString)> {
+    let workspace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_owned();
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    };
+    Ok((workspace, target, std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())))
+}
+
+fn host_offset() -> u8 {
+    std::env::var("BATON_VM_HOST_OFFSET")
+        .ok()
+        .and_then(|text| text.parse::<u8>().ok())
+        .filter(|offset| (1..=250).contains(offset))
+        .unwrap_or(1)
+}
+
+/// One appliance as its operator reaches it: the forwarded admin port, the guest agent.
+struct Appliance {
+    n: u8,
+    admin: SocketAddr,
+    /// Trusts nothing but this appliance's CA once it is known, and reaches the appliance as
+    /// `localhost`, a name its certificate holds.
+    http: reqwest::blocking::Client,
+    agent_socket: PathBuf,
+}
+
+impl Appliance {
+    fn new(n: u8, target: &Path) -> anyhow::Result<Appliance> {
+        let admin = SocketAddr::from(([127, 0, 0, n + host_offset()], ADMIN_PORT));
+        let http = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            // Before its CA is read from the guest: the first connections (health, password).
+            .danger_accept_invalid_certs(true)
+            .resolve("localhost", admin)
+            .timeout(Duration::from_secs(REQUEST_TIMEOUT_S))
+            .build()?;
+        let agent_socket = target.join(format!("vm/peer-{n}.qga"));
+        Ok(Appliance { n, admin, http, agent_socket })
+    }
+
+    fn url(&self) -> String {
+        format!("https://localhost:{ADMIN_PORT}")
+    }
+
+    fn cluster_address(&self) -> String {
+        format!("10.44.0.{}", self.n + 1)
+    }
+
+    fn agent(&self) -> anyhow::Result<Agent> {
+        Agent::connect(&self.agent_socket)
+    }
+
+    /// A request as the administrator: the status and the JSON answer (`null` if none).
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url()))
+            .basic_auth(FACTORY_USER, Some(PASSWORD));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response =
+            request.send().with_context(|| format!("{method} {path} on VM {}", self.n))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, answer) = self.call(reqwest::Method::GET, path, None)?;
+        ensure!(status == 200, "GET {path} on VM {}: {status} {answer}", self.n);
+        Ok(answer)
+    }
+
+    fn put(&self, path: &str, body: Value) -> anyhow::Result<()> {
+        let (status, answer) = self.call(reqwest::Method::PUT, path, Some(&body))?;
+        ensure!(status == 200 || status == 201, "PUT {path} on VM {}: {status} {answer}", self.n);
+        Ok(())
+    }
+
+    fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, answer) = self.call(reqwest::Method::POST, path, Some(&body))?;
+        ensure!(status == 200 || status == 201, "POST {path} on VM {}: {status} {answer}", self.n);
+        Ok(answer)
+    }
+
+    /// Downloads an unencrypted backup of this appliance.
+    fn backup(&self) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/backups", self.url()))
+            .basic_auth(FACTORY_USER, Some(PASSWORD))
+            .send()
+            .with_context(|| format!("backup of VM {}", self.n))?;
+        ensure!(response.status() == 200, "backup of VM {}: {}", self.n, response.status());
+        Ok(response.bytes()?.to_vec())
+    }
+
+    /// Uploads `archive` for restore: the status and the answer, refusals included.
+    fn restore(&self, archive: &[u8]) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/restore", self.url()))
+            .basic_auth(FACTORY_USER, Some(PASSWORD))
+            .header("content-type", "application/octet-stream")
+            .body(archive.to_vec())
+            .send()
+            .with_context(|| format!("restore on VM {}", self.n))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
+    }
+
+    /// The seed's first task of removing a live peer: no key, no peers; standalone at once.
+    fn standalone(&self) -> anyhow::Result<()> {
+        self.put("/api/v1/cluster", json!({"pre_shared_key": "", "peers": []}))?;
+        eventually(&format!("VM {} standalone", self.n), SETTLE_TIMEOUT_S, || {
+            let status = self.get("/api/v1/cluster/status")?;
+            ensure!(status["mode"] == json!("standalone"), "{status}");
+            Ok(())
+        })
+    }
+
+    /// Waits for the admin API, then changes the factory password as the first login demands.
+    fn first_login(&self) -> anyhow::Result<()> {
+        eventually(&format!("VM {}'s admin API", self.n), BOOT_TIMEOUT_S, || {
+            let response = self.http.get(format!("{}/api/v1/health", self.url())).send();
+            match response {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => bail!("{}", response.status()),
+                Err(error) => bail!("{error}"),
+            }
+        })?;
+        let login: Value = self
+            .http
+            .post(format!("{}/api/v1/sessions", self.url()))
+            .json(&json!({"username": FACTORY_USER, "password": FACTORY_PASSWORD}))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        ensure!(login["must_change_password"] == json!(true), "factory password: {login}");
+        self.http
+            .post(format!("{}/api/v1/password", self.url()))
+            .bearer_auth(login["token"].as_str().context("no token")?)
+            .json(&json!({"current_password": FACTORY_PASSWORD, "new_password": PASSWORD}))
+            .send()?
+            .error_for_status()
+            .context("changing the factory password")?;
+        Ok(())
+    }
+
+    /// From now on only this appliance's own CA is trusted (read from its data partition,
+    /// as an operator would download it from the Status page).
+    fn trust_own_ca(&mut self, agent: &mut Agent) -> anyhow::Result<()> {
+        let ca = agent.exec("cat /var/lib/baton/tls/ca.pem", None)?.stdout.into_bytes();
+        let mut builder = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .resolve("localhost", self.admin)
+            .timeout(Duration::from_secs(REQUEST_TIMEOUT_S));
+        for certificate in reqwest::Certificate::from_pem_bundle(&ca)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        self.http = builder.build()?;
+        Ok(())
+    }
+
+    /// The status line this appliance shows for the peer at `address`.
+    fn status_line(&self, address: &str) -> anyhow::Result<String> {
+        let status = self.get("/api/v1/cluster/status")?;
+        let lines = status["peers"].as_array().cloned().unwrap_or_default();
+        Ok(lines
+            .iter()
+            .find(|line| line["address"] == json!(address))
+            .and_then(|line| line["text"].as_str())
+            .map_or_else(|| format!("(not listed: {status})"), str::to_owned))
+    }
+}
+
+/// Each step's time, printed as it ends (a failure later keeps the earlier ones).
+struct Laps {
+    started: Instant,
+    step: Instant,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps { started: Instant::now(), step: Instant::now() }
+    }
+
+    fn lap(&mut self, what: &str) {
+        eprintln!("vm cluster test: {what}: {:.1}s", self.step.elapsed().as_secs_f64());
+        self.step = Instant::now();
+    }
+
+    fn total(&self) {
+        eprintln!("vm cluster test: total {:.1}s", self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Retries `check` every second until it passes or `timeout_s` ran out (then its last error).
+fn eventually<T>(
+    what: &str,
+    timeout_s: u64,
+    mut check: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() > deadline => {
+                return Err(error.context(format!("{what}: not within {timeout_s} s")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// The running `cargo xtask vm --peers 3`; quits every qemu through QMP on drop.
+struct Vms {
+    children: Vec<Child>,
+    target: PathBuf,
+}
+
+impl Vms {
+    fn start(
+        workspace: &Path,
+        target: &Path,
+        cargo: &std::ffi::OsStr,
+        bridge_port: u16,
+    ) -> anyhow::Result<Vms> {
+        let child = Command::new(cargo)
+            .args(["xtask", "vm", "--fresh", "--peers", &PEERS.to_string()])
+            .args(["--forward-to-host", &bridge_port.to_string()])
+            .current_dir(workspace)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("running cargo xtask vm")?;
+        Ok(Vms { children: vec![child], target: target.to_owned() })
+    }
+
+    /// Boots VM `n` again on its own disk, on the running VMs' private network.
+    fn restart(
+        &mut self,
+        workspace: &Path,
+        cargo: &std::ffi::OsStr,
+        n: u8,
+        bridge_port: u16,
+    ) -> anyhow::Result<()> {
+        let child = Command::new(cargo)
+            .args(["xtask", "vm", "--only", &n.to_string()])
+            .args(["--forward-to-host", &bridge_port.to_string()])
+            .current_dir(workspace)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("running cargo xtask vm --only")?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    /// Pulls the plug on VM `n`: SIGKILL to its qemu.
+    fn kill(&self, n: u8) -> anyhow::Result<()> {
+        let pidfile = self.target.join(format!("vm/peer-{n}.pid"));
+        let pid: i32 = std::fs::read_to_string(&pidfile)?.trim().parse()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+        Ok(())
+    }
+}
+
+impl Drop for Vms {
+    fn drop(&mut self) {
+        for n in 1..=PEERS {
+            let _ = crate::vm::qmp(&self.target.join(format!("vm/peer-{n}.qmp")), "quit");
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn three_appliances_cluster_route_calls_and_survive_losing_one() -> anyhow::Result<()> {
+    if std::env::var_os("BATON_SLOW_TESTS").is_none() {
+        eprintln!(
+            "skipped: the VM cluster test runs with BATON_SLOW_TESTS=1 (cargo xtask test --slow)"
+        );
+        return Ok(());
+    }
+    let mut laps = Laps::new();
+    let (workspace, target, cargo) = workspace()?;
+    let _lock = exclusive_vms(&target)?;
+    let status = Command::new(&cargo).args(["xtask", "image"]).current_dir(&workspace).status()?;
+    ensure!(status.success(), "cargo xtask image failed ({status})");
+    laps.lap("image");
+
+    let sim = SimBridge::start("mcu", &[])?;
+    let mut vms = Vms::start(&workspace, &target, &cargo, sim.address.port())?;
+    let mut appliances =
+        (1..=PEERS).map(|n| Appliance::new(n, &target)).collect::<anyhow::Result<Vec<_>>>()?;
+    for appliance in &mut appliances {
+        prepare(appliance)?;
+    }
+    laps.lap("1. three appliances booted and configured");
+    cluster(&appliances)?;
+    laps.lap("1. clustered");
+
+    configure_policy(&appliances[0], &sim)?;
+    let mut vcs = vcs_for(&appliances);
+    let rooms = ["room1", "room2", "room1"];
+    let before = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
+    laps.lap("2. policy configured, calls routed by VM 1");
+
+    vms.kill(1)?;
+    let after = route_calls(&mut vcs, &sim, &[false, true, true], Some(1), &rooms)?;
+    ensure!(before == after, "VM 2 answers otherwise than VM 1 did: {before:?} then {after:?}");
+    // A conference made while VM 1 is down, which it must learn of when it is back.
+    route_calls(&mut vcs, &sim, &[false, true, true], Some(1), &["room3"])?;
+    laps.lap("3. VM 1 killed, calls routed by VM 2");
+    vms.restart(&workspace, &cargo, 1, sim.address.port())?;
+    caught_up(&appliances)?;
+    let again = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
+    ensure!(again == before, "VM 1 answers otherwise after its restart: {again:?}");
+    laps.lap("3. VM 1 back, caught up, routing");
+    backup_restores_only_where_taken(&appliances[1], &appliances[2])?;
+    laps.lap("5. VM 2's backup restored on VM 2, refused on VM 3");
+    drop(vms);
+    laps.total();
+    Ok(())
+}
+
+/// Step 1 on one appliance: first login, the image's quiet defaults checked in the guest, the
+/// seed's Task 1 prerequisites set through the API and checked in the guest. Its CA.
+fn prepare(appliance: &mut Appliance) -> anyhow::Result<()> {
+    let n = appliance.n;
+    appliance.first_login()?;
+    let mut agent = appliance.agent()?;
+    appliance.trust_own_ca(&mut agent)?;
+    let fallback =
+        agent.exec("timedatectl show-timesync --property=FallbackNTPServers --value", None)?;
+    // Loopback only (systemd 252 keeps Debian's pool for an empty list; see rootfs/).
+    ensure!(fallback.stdout.trim() == "127.0.0.1", "VM {n} has fallback NTP servers: {fallback:?}");
+    let resolv = agent.exec("cat /etc/resolv.conf", None)?;
+    ensure!(!resolv.stdout.contains("nameserver"), "VM {n} has a name server: {resolv:?}");
+
+    let address = appliance.cluster_address();
+    appliance.put(
+        "/api/v1/ipv4",
+        json!({"address": address, "prefix_length": 24, "gateway": SERVICES}),
+    )?;
+    appliance
+        .put("/api/v1/system-name", json!({"host_name": format!("peer{n}"), "domain": ZONE}))?;
+    appliance.put("/api/v1/dns", json!({"servers": [SERVICES]}))?;
+    appliance.put("/api/v1/ntp", json!({"servers": [SERVICES]}))?;
+    appliance
+        .put("/api/v1/licence", json!({"release_key": "ABCD-1234-EFGH", "edition": "full"}))?;
+
+    // The operator's address went to the cluster NIC; the management NIC keeps answering.
+    agent.eventually("the cluster address", "ip -4 -o address show", |e| {
+        e.stdout.contains(&format!("inet {address}/24")) && e.stdout.contains("inet 10.0.2.15/24")
+    })?;
+    ensure!(appliance.get("/api/v1/status")?["product"] == json!("Baton"), "management NIC lost");
+    agent.eventually(
+        "NTP synchronised",
+        "timedatectl show --property=NTPSynchronized --value",
+        |e| e.stdout.trim() == "yes",
+    )?;
+    let other = n % PEERS + 1;
+    agent.eventually("DNS", &format!("getent hosts peer{other}.{ZONE}"), |e| {
+        e.stdout.starts_with(&format!("10.44.0.{} ", other + 1))
+    })?;
+    Ok(())
+}
+
+/// Step 1's cluster: peers 2 and 3 join through peer 1, the operator having checked the
+/// certificate peer 1 presents on the private network against peer 1's own.
+fn cluster(appliances: &[Appliance]) -> anyhow::Result<()> {
+    let member = &appliances[0];
+    let member_url = format!("https://{}:{ADMIN_PORT}", member.cluster_address());
+    let pem = member.agent()?.exec("cat /var/lib/baton/tls/server.pem", None)?.stdout;
+    let der: rustls::pki_types::CertificateDer<'_> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())?;
+    let fingerprint = baton_tests::sha256_fingerprint(&der);
+    for (index, joining) in appliances.iter().enumerate().skip(1) {
+        let seen = joining.get(&format!("/api/v1/cluster/member-certificate?url={member_url}"))?;
+        ensure!(
+            seen["sha256"] == json!(fingerprint),
+            "VM {} sees another certificate: {seen}",
+            joining.n
+        );
+        let body = json!({"member_url": member_url, "password": PASSWORD, "pre_shared_key": KEY,
+                          "member_certificate_sha256": fingerprint});
+        let (status, answer) =
+            joining.call(reqwest::Method::POST, "/api/v1/cluster/join", Some(&body))?;
+        // On a loaded machine the join may answer before every link is up (its 20 s): the
+        // settings are kept, and the operator watches the status lines, as below.
+        let timed_out = status == 504 && answer["error"]["code"] == json!("join_timeout");
+        ensure!(
+            timed_out || (status == 200 && answer["founded"] == json!(index == 1)),
+            "VM {} joining: {status} {answer}",
+            joining.n
+        );
+        all_active(&appliances[..=index])?;
+    }
+    Ok(())
+}
+
+/// Every appliance shows itself as "This system" and each other one as "Active as …".
+fn all_active(appliances: &[Appliance]) -> anyhow::Result<()> {
+    for appliance in appliances {
+        for other in appliances {
+            let want = if other.n == appliance.n { "This system" } else { "Active as" };
+            let what = format!("VM {} shows VM {} as {want:?}", appliance.n, other.n);
+            eventually(&what, SETTLE_TIMEOUT_S, || {
+                let line = appliance.status_line(&other.cluster_address())?;
+                ensure!(line.starts_with(want), "{line}");
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Step 2's configuration, on peer 1 only (it is shared): the VCS's account, the simulated
+/// bridge as the guests reach it, and `room<n>@example.com` routed to it.
+fn configure_policy(appliance: &Appliance, sim: &SimBridge) -> anyhow::Result<()> {
+    appliance
+        .put("/api/v1/policy-service", json!({"username": VCS_USER, "password": VCS_PASSWORD}))?;
+    let address = format!("{HOST_FROM_GUEST}:{}", sim.address.port());
+    appliance.post(
+        "/api/v1/bridges",
+        json!({"name": "mcu1", "bridge_type": "mcu", "address": address, "protocol": "http",
+               "username": SIM_BRIDGE_USER, "password": SIM_BRIDGE_PASSWORD, "capacity_ports": 100}),
+    )?;
+    appliance.post(
+        "/api/v1/bridge-pools",
+        json!({"name": "p", "bridge_type": "mcu", "bridges": ["mcu1"]}),
+    )?;
+    appliance.post(
+        "/api/v1/service-preferences",
+        json!({"name": "s", "bridge_type": "mcu", "pools": ["p"]}),
+    )?;
+    appliance.post(
+        "/api/v1/conference-templates",
+        json!({"name": "t", "conference_type": "meeting", "service_preference": "s", "max_participants": 5}),
+    )?;
+    appliance.post(
+        "/api/v1/conference-aliases",
+        json!({"name": "a", "pattern": r"room(?P<n>[0-9]+)@example\.com",
+               "conference_name": "room${n}", "template": "t", "priority": 1}),
+    )?;
+    Ok(())
+}
+
+fn vcs_for(appliances: &[Appliance]) -> Vcs {
+    let servers =
+        appliances.iter().map(|appliance| (appliance.url(), appliance.http.clone())).collect();
+    Vcs::through(servers, VCS_USER, VCS_PASSWORD)
+}
+
+/// The VCS's status poll must show `active`; then each call to `rooms` is answered by Server
+/// `answered_by` (0-based) with a route to the bridge, and each conference exists once on it.
+/// The routes, per call.
+fn route_calls(
+    vcs: &mut Vcs,
+    sim: &SimBridge,
+    active: &[bool],
+    answered_by: Option<usize>,
+    rooms: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    eventually("the VCS's status poll", SETTLE_TIMEOUT_S, || {
+        let polled = vcs.poll_status();
+        ensure!(polled == active, "{polled:?}");
+        Ok(())
+    })?;
+    let mut routes = Vec::new();
+    for room in rooms {
+        // The shared configuration reaches every peer within the settle time.
+        let (server, urls) = eventually(&format!("{room} routed"), SETTLE_TIMEOUT_S, || {
+            let answer = vcs.call(&format!("{room}@example.com"));
+            match answer.outcome {
+                policy::cpl::Outcome::Route { urls } => Ok((answer.server, urls)),
+                other => bail!("{other:?}"),
+            }
+        })?;
+        ensure!(server == answered_by, "{room} answered by {server:?}");
+        ensure!(urls == [format!("{room}@{HOST_FROM_GUEST}")], "{room} routed to {urls:?}");
+        routes.extend(urls);
+    }
+    // Each conference made once, whichever peer asked for it.
+    let names = names_on(sim, bridges::BridgeKind::Mcu);
+    let mut once = names.clone();
+    once.dedup();
+    ensure!(names == once, "a conference made twice: {names:?}");
+    ensure!(rooms.iter().all(|room| names.iter().any(|name| name == room)), "{names:?}");
+    Ok(routes)
+}
+
+/// VM 1, booted again, links up with the others and learns of the conference made without it.
+fn caught_up(appliances: &[Appliance]) -> anyhow::Result<()> {
+    let first = &appliances[0];
+    for other in &appliances[1..] {
+        let what = format!("VM 1 back, showing VM {} as active", other.n);
+        eventually(&what, BOOT_TIMEOUT_S, || {
+            let line = first.status_line(&other.cluster_address())?;
+            ensure!(line.starts_with("Active as"), "{line}");
+            Ok(())
+        })?;
+    }
+    eventually("VM 1 knows room3", SETTLE_TIMEOUT_S, || first.get("/api/v1/conferences/room3"))?;
+    Ok(())
+}
+
+/// Step 5: a backup restores only on the appliance it was taken on.
+fn backup_restores_only_where_taken(taken_on: &Appliance, other: &Appliance) -> anyhow::Result<()> {
+    let archive = taken_on.backup()?;
+    taken_on.standalone()?;
+    other.standalone()?;
+    let (status, answer) = taken_on.restore(&archive)?;
+    ensure!(status == 200, "restoring VM {}'s backup on it: {status} {answer}", taken_on.n);
+    let bridges = taken_on.get("/api/v1/bridges")?;
+    ensure!(bridges.as_array().is_some_and(|list| !list.is_empty()), "restored: {bridges}");
+
+    // The configuration, not the whole log: the idle conferences' ends are logged meanwhile.
+    let configuration = || -> anyhow::Result<Vec<Value>> {
+        ["/api/v1/bridges", "/api/v1/cluster", "/api/v1/licence", "/api/v1/system-name"]
+            .iter()
+            .map(|path| other.get(path))
+            .collect()
+    };
+    let before = configuration()?;
+    let (status, answer) = other.restore(&archive)?;
+    ensure!(
+        status == 422 && answer["error"]["code"] == json!("backup_other_machine"),
+        "VM {}'s backup on VM {}: {status} {answer}",
+        taken_on.n,
+        other.n
+    );
+    let after = configuration()?;
+    ensure!(before == after, "the refused restore changed VM {}: {before:?} → {after:?}", other.n);
+    Ok(())
+}
