@@ -366,7 +366,9 @@ impl PolicyService {
         if singleton(&state, RecordKind::PolicyService).is_none() {
             return Some("the policy service account is not configured".to_owned());
         }
-        let cluster = self.writer.cluster_settings().borrow().clone();
+        // Looked at in place: every call passes here, and the settings hold strings.
+        let settings = self.writer.cluster_settings();
+        let cluster = settings.borrow();
         if cluster.is_clustered() && cluster.cluster_id.is_none() {
             return Some("joining a cluster: its configuration has not arrived yet".to_owned());
         }
