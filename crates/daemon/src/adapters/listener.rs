@@ -88,6 +88,10 @@ where
             drop(stream);
             return Box::pin(std::future::ready(Err(io::Error::other("connection limit"))));
         };
+        // Small answers go out at once rather than waiting for the client's delayed ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
         let handshake_timeout = Duration::from_millis(self.limits.tls_handshake_timeout_ms);
         let idle_timeout = Duration::from_millis(self.limits.idle_timeout_ms);
         let accepting = tokio::time::timeout(handshake_timeout, self.inner.accept(stream, service));

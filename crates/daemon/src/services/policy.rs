@@ -180,6 +180,8 @@ pub struct PolicyService {
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Credentials verified lately (see `policy_credentials`).
     verified: Mutex<VerifiedCredentials>,
+    /// Held while a password is checked (see `policy_credentials::check`).
+    checking: tokio::sync::Mutex<()>,
     decisions: tokio::sync::Semaphore,
     /// For the status check that projections are current.
     readers: Readers,
@@ -268,6 +270,7 @@ impl PolicyService {
             ports_in_flight: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
             verified: Mutex::new(VerifiedCredentials::new()),
+            checking: tokio::sync::Mutex::new(()),
             decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
             readers,
             feedback_base_url,
@@ -366,7 +369,9 @@ impl PolicyService {
         if singleton(&state, RecordKind::PolicyService).is_none() {
             return Some("the policy service account is not configured".to_owned());
         }
-        let cluster = self.writer.cluster_settings().borrow().clone();
+        // Looked at in place: every call passes here, and the settings hold strings.
+        let settings = self.writer.cluster_settings();
+        let cluster = settings.borrow();
         if cluster.is_clustered() && cluster.cluster_id.is_none() {
             return Some("joining a cluster: its configuration has not arrived yet".to_owned());
         }
@@ -394,7 +399,7 @@ impl PolicyService {
         let account =
             Account { username: &account.username, password_hash: &account.password_hash };
         let now_ms = crate::base::clock::now_ms();
-        check(&self.verified, account, basic_credentials, now_ms, verify).await
+        check(&self.verified, &self.checking, account, basic_credentials, now_ms, verify).await
     }
 
     /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),

@@ -12,6 +12,7 @@ use sha2::Sha256;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Verified credentials remembered at most.
 pub const CREDENTIALS_CACHED_MAX: usize = 64;
@@ -85,6 +86,9 @@ impl VerifiedCredentials {
     }
 }
 
+/// How long a check waits for the one before it (see [`check`]) before going ahead.
+pub const CHECKING_WAIT_MAX_MS: u64 = crate::base::passwords::CHECK_WAIT_MAX_MS;
+
 /// The account credentials are checked against.
 pub struct Account<'a> {
     pub username: &'a str,
@@ -97,6 +101,7 @@ pub struct Account<'a> {
 /// remembered.
 pub async fn check<Verify, Checked, E>(
     cache: &Mutex<VerifiedCredentials>,
+    checking: &tokio::sync::Mutex<()>,
     account: Account<'_>,
     basic_credentials: &str,
     now_ms: u64,
@@ -108,6 +113,17 @@ where
 {
     let encoded = basic_credentials.trim();
     let fingerprint = lock(cache).fingerprint(encoded, account.username, account.password_hash);
+    if let Some(fingerprint) = &fingerprint
+        && lock(cache).contains(fingerprint, now_ms)
+    {
+        return Ok(true);
+    }
+    // One check at a time per cache: calls that arrive together with the same new credentials
+    // (a VCS's first calls) cost one password check, the others find it remembered. The wait
+    // is bounded; past it the check goes ahead (the password pool has its own bounds).
+    let _one = tokio::time::timeout(Duration::from_millis(CHECKING_WAIT_MAX_MS), checking.lock())
+        .await
+        .ok();
     if let Some(fingerprint) = &fingerprint
         && lock(cache).contains(fingerprint, now_ms)
     {
@@ -156,8 +172,10 @@ mod tests {
             password_checks.set(password_checks.get() + 1);
             std::future::ready(Ok::<_, ()>(password == "secret"))
         };
-        let checked = check(cache, account, header, now_ms, verify);
-        futures_util::FutureExt::now_or_never(checked).unwrap().unwrap()
+        let checking = tokio::sync::Mutex::new(());
+        let checked = check(cache, &checking, account, header, now_ms, verify);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(checked).unwrap()
     }
 
     #[test]
