@@ -6,10 +6,15 @@
 //!
 //! Protocol (anti-entropy): every peer periodically sends each other peer a [`Message::Summary`]
 //! of how far it holds each origin's shared chain; a peer that holds more answers with the
-//! missing [`Message::Events`], at most [`EVENTS_PER_MESSAGE_MAX`] at a time. Local appends
-//! are also pushed at once. The log refuses anything that does not extend a chain exactly, so
-//! a lost or reordered message costs at most one round, never a hole. Convergence of the
-//! configuration follows from the model's last-writer-wins rule.
+//! missing [`Message::Events`] in one batch of at most [`CATCH_UP_BATCH_BYTES_MAX`] bytes
+//! (or [`EVENTS_PER_MESSAGE_MAX`] events). Flow control is by acknowledgement: the receiver of
+//! a full batch answers with its summary once the batch is durable, which asks for the next.
+//! Local appends are pushed at once, pipelined (no acknowledgement awaited). The log refuses
+//! anything that does not extend a chain exactly, so a lost or reordered push costs one round
+//! (the receiver asks at the first gap it sees, once per position), never a hole; a transport
+//! that had to drop pushes calls [`Replicator::resync`] to start that round itself rather than
+//! leave it to the next summary. Convergence of the configuration follows from the model's
+//! last-writer-wins rule.
 //!
 //! Only the `Shared` stream ever leaves a peer: peer-local settings are filtered out here and
 //! again checked before sending. Must not depend on tokio or the network; authentication,
@@ -19,8 +24,17 @@ use eventlog::{EventLog, StoredEvent, Stream};
 use model::PeerId;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Events in one message: bounds message size and the work one message can cause.
-pub const EVENTS_PER_MESSAGE_MAX: usize = 256;
+/// Events in one catch-up batch at most: bounds the work one message can cause.
+pub const EVENTS_PER_MESSAGE_MAX: usize = 4_096;
+/// Bytes of events (as [`event_bytes`] counts them) in one catch-up batch: a batch stops at the
+/// first event that reaches it, so a message stays far below [`MESSAGE_BYTES_MAX`] while
+/// catching up moves about a mebibyte per round trip.
+pub const CATCH_UP_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Events read from the log at a time while a catch-up batch is filled.
+const CATCH_UP_READ_PAGE: usize = 512;
+/// What [`event_bytes`] adds to an event's variable fields: origin, sequence, HLC, version and
+/// the two hashes, about as postcard encodes them.
+const EVENT_FIXED_BYTES: usize = 16 + 8 + 12 + 2 + 32 + 32;
 /// How often a summary goes to every peer even when nothing happened, so a peer that missed
 /// a push (lost message, partition, restart) catches up within about this long.
 pub const SUMMARY_INTERVAL_MS: u64 = 1_000;
@@ -62,12 +76,16 @@ pub struct Replicator {
     me: PeerId,
     peers: BTreeSet<PeerId>,
     next_summary_at_ms: u64,
+    /// Per peer, the heads this peer last asked it to send from. While they have not moved, a
+    /// further gap from that peer (the pushes that overtook the answer) asks nothing more:
+    /// one answer fills them all. Forgotten at each summary, which asks anew.
+    asked: BTreeMap<PeerId, BTreeMap<PeerId, u64>>,
 }
 
 impl Replicator {
     pub fn new(me: PeerId, peers: impl IntoIterator<Item = PeerId>) -> Replicator {
         let peers = peers.into_iter().filter(|peer| *peer != me).collect();
-        Replicator { me, peers, next_summary_at_ms: 0 }
+        Replicator { me, peers, next_summary_at_ms: 0, asked: BTreeMap::new() }
     }
 
     pub fn peers(&self) -> &BTreeSet<PeerId> {
@@ -88,6 +106,7 @@ impl Replicator {
             return Vec::new();
         }
         self.next_summary_at_ms = now_ms + SUMMARY_INTERVAL_MS;
+        self.asked.clear();
         let heads = shared_heads(log);
         self.peers
             .iter()
@@ -108,6 +127,16 @@ impl Replicator {
             .collect()
     }
 
+    /// Starts a catch-up round with `peer` at once: for when pushes to it were dropped (its
+    /// link's queue was full). Our summary makes a peer that lacks something answer with its
+    /// own, which this peer answers with the missing events, streamed from the log.
+    pub fn resync(&self, peer: PeerId, log: &EventLog) -> Vec<Output> {
+        if !self.peers.contains(&peer) {
+            return Vec::new();
+        }
+        vec![Output::Send { to: peer, message: Message::Summary { heads: shared_heads(log) } }]
+    }
+
     pub fn receive(
         &mut self,
         from: PeerId,
@@ -118,65 +147,114 @@ impl Replicator {
             return Err(Error::UnknownPeer { from });
         }
         match message {
-            Message::Summary { heads: theirs } => {
-                let mut missing = Vec::new();
-                for (origin, seq) in shared_heads(log) {
-                    let their_seq = theirs.get(&origin).copied().unwrap_or(0);
-                    if seq > their_seq && missing.len() < EVENTS_PER_MESSAGE_MAX {
-                        let room = EVENTS_PER_MESSAGE_MAX - missing.len();
-                        missing.extend(log.read_origin(origin, Stream::Shared, their_seq, room)?);
-                    }
-                }
-                // They hold something we lack: ask by answering with our own summary.
-                let mine = shared_heads(log);
-                let behind = theirs
-                    .iter()
-                    .any(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) < *seq);
-                let mut outputs = Vec::new();
-                if !missing.is_empty() {
-                    outputs.push(Output::Send {
-                        to: from,
-                        message: Message::Events { events: missing },
-                    });
-                }
-                if behind {
-                    outputs
-                        .push(Output::Send { to: from, message: Message::Summary { heads: mine } });
-                }
+            Message::Summary { heads: theirs } => answer_summary(from, &theirs, log),
+            Message::Events { events } => self.receive_events(from, events, log),
+        }
+    }
+
+    fn receive_events(
+        &mut self,
+        from: PeerId,
+        events: Vec<StoredEvent>,
+        log: &mut EventLog,
+    ) -> Result<Vec<Output>, Error> {
+        // A full batch means the sender probably holds more: ask again at once rather than at
+        // the next summary tick, so catching up runs at network speed, one batch per round
+        // trip, each asked for only once the previous one is durable (the flow control).
+        let full_batch = batch_is_full(&events);
+        // Never store our own events from elsewhere, nor a peer-local event that should not
+        // have been sent.
+        let events: Vec<StoredEvent> = events
+            .into_iter()
+            .filter(|e| e.stream == Stream::Shared && e.origin != self.me)
+            .collect();
+        match log.append_remote(&events) {
+            Ok(applied) if applied.is_empty() => Ok(Vec::new()),
+            Ok(applied) if full_batch => {
+                let mut outputs = vec![Output::Applied { events: applied }];
+                outputs.extend(self.ask(from, log));
                 Ok(outputs)
             }
-            Message::Events { events } => {
-                // Never store our own events from elsewhere, nor a peer-local event that should
-                // not have been sent.
-                let events: Vec<StoredEvent> = events
-                    .into_iter()
-                    .filter(|e| e.stream == Stream::Shared && e.origin != self.me)
-                    .collect();
-                let full_batch = events.len() >= EVENTS_PER_MESSAGE_MAX;
-                match log.append_remote(&events) {
-                    Ok(applied) if applied.is_empty() => Ok(Vec::new()),
-                    // A full batch means the sender probably holds more: ask again at once
-                    // rather than at the next summary tick, so catching up runs at network
-                    // speed instead of one batch per SUMMARY_INTERVAL_MS.
-                    Ok(applied) if full_batch => Ok(vec![
-                        Output::Applied { events: applied },
-                        Output::Send {
-                            to: from,
-                            message: Message::Summary { heads: shared_heads(log) },
-                        },
-                    ]),
-                    Ok(applied) => Ok(vec![Output::Applied { events: applied }]),
-                    // A hole before these events (an earlier message was lost or overtaken):
-                    // drop them and say how far we are, so the sender fills the hole in order.
-                    Err(eventlog::Error::Gap { .. }) => Ok(vec![Output::Send {
-                        to: from,
-                        message: Message::Summary { heads: shared_heads(log) },
-                    }]),
-                    Err(error) => Err(error.into()),
+            Ok(applied) => Ok(vec![Output::Applied { events: applied }]),
+            // A hole before these events (an earlier message was lost or overtaken): drop them
+            // and say how far we are, so the sender fills the hole in order.
+            Err(eventlog::Error::Gap { .. }) => Ok(self.ask(from, log).into_iter().collect()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Our summary to `from`, which answers with what we lack; nothing if we already asked it
+    /// from these very heads since the last summary.
+    fn ask(&mut self, from: PeerId, log: &EventLog) -> Option<Output> {
+        let mine = shared_heads(log);
+        if self.asked.get(&from) == Some(&mine) {
+            return None;
+        }
+        self.asked.insert(from, mine.clone());
+        Some(Output::Send { to: from, message: Message::Summary { heads: mine } })
+    }
+}
+
+/// What a peer's summary calls for: the events it lacks (one batch), and our own summary if it
+/// holds something we lack.
+fn answer_summary(
+    from: PeerId,
+    theirs: &BTreeMap<PeerId, u64>,
+    log: &EventLog,
+) -> Result<Vec<Output>, Error> {
+    let missing = catch_up_batch(theirs, log)?;
+    let mine = shared_heads(log);
+    let behind = theirs.iter().any(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) < *seq);
+    let mut outputs = Vec::new();
+    if !missing.is_empty() {
+        outputs.push(Output::Send { to: from, message: Message::Events { events: missing } });
+    }
+    if behind {
+        outputs.push(Output::Send { to: from, message: Message::Summary { heads: mine } });
+    }
+    Ok(outputs)
+}
+
+/// The shared events this log holds beyond `theirs`, in chain order per origin, up to one
+/// full batch (see [`batch_is_full`]).
+fn catch_up_batch(
+    theirs: &BTreeMap<PeerId, u64>,
+    log: &EventLog,
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    for (origin, seq) in shared_heads(log) {
+        let mut after_seq = theirs.get(&origin).copied().unwrap_or(0);
+        while after_seq < seq {
+            let room = EVENTS_PER_MESSAGE_MAX - batch.len();
+            let page =
+                log.read_origin(origin, Stream::Shared, after_seq, room.min(CATCH_UP_READ_PAGE))?;
+            let Some(last) = page.last() else { break };
+            after_seq = last.seq;
+            for event in page {
+                if batch.len() >= EVENTS_PER_MESSAGE_MAX || batch_bytes >= CATCH_UP_BATCH_BYTES_MAX
+                {
+                    return Ok(batch);
                 }
+                batch_bytes += event_bytes(&event);
+                batch.push(event);
             }
         }
     }
+    Ok(batch)
+}
+
+/// Whether a batch is as large as a catch-up batch gets, so its sender may hold more. Both
+/// ends count the same way: a batch stops at [`EVENTS_PER_MESSAGE_MAX`] events or at the first
+/// event that brings it to [`CATCH_UP_BATCH_BYTES_MAX`].
+pub fn batch_is_full(events: &[StoredEvent]) -> bool {
+    events.len() >= EVENTS_PER_MESSAGE_MAX
+        || events.iter().map(event_bytes).sum::<usize>() >= CATCH_UP_BATCH_BYTES_MAX
+}
+
+/// About how many bytes an event takes in a message.
+pub fn event_bytes(event: &StoredEvent) -> usize {
+    EVENT_FIXED_BYTES + event.actor.len() + event.kind.len() + event.payload.len()
 }
 
 /// How far this log holds each origin's shared chain.
@@ -190,6 +268,8 @@ pub fn shared_heads(log: &EventLog) -> BTreeMap<PeerId, u64> {
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 pub use wire::{MESSAGE_BYTES_MAX, WireError};

@@ -14,6 +14,7 @@
 
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
+use crate::services::cluster_route::{Router, Routes};
 use crate::store::{ClusterSettings, Outbound, Writer};
 use model::{ClusterId, PeerId};
 use peering::links::{Action, Cause, Conn, Event, Line, Links, Members};
@@ -36,9 +37,9 @@ pub use peering::links::{
 /// The seed's limit for round-trip time between peers; above it the status warns.
 pub const LATENCY_WARNING_MS: u64 = 30;
 pub const REPLICATION_TICK_MS: u64 = 200;
-/// Writer output waiting to be routed; overflow is dropped (anti-entropy resends it).
+/// Writer output waiting to be routed; overflow marks the peer behind (`cluster_route`).
 pub const OUTBOUND_QUEUE_MAX: usize = 1_024;
-/// Frames waiting for one peer's link.
+/// Frames waiting for one peer's link; overflow marks the peer behind (`cluster_route`).
 pub const LINK_QUEUE_MAX: usize = 64;
 /// Frames decoded ahead of their handler on one connection.
 pub const RECEIVE_QUEUE_MAX: usize = 16;
@@ -184,8 +185,8 @@ pub struct Board {
     links: Mutex<BTreeMap<Conn, PeerId>>,
     /// Numbers the accepted connections (the link machine numbers the dialled ones).
     next_accepted: std::sync::atomic::AtomicU64,
-    /// Where to put frames for a peer: its dialled link.
-    routes: Mutex<HashMap<PeerId, mpsc::Sender<Frame>>>,
+    /// Where to put frames for a peer: its dialled link (shared with the `Router`).
+    routes: Arc<Routes>,
     /// This peer's admin API, told to every peer that dials it (again when it changes).
     admin: tokio::sync::watch::Sender<Option<AdminEndpoint>>,
     started: Instant,
@@ -387,43 +388,19 @@ pub fn spawn(
         states: Mutex::new(BTreeMap::new()),
         links: Mutex::new(BTreeMap::new()),
         next_accepted: std::sync::atomic::AtomicU64::new(0),
-        routes: Mutex::new(HashMap::new()),
+        routes: Arc::default(),
         admin: tokio::sync::watch::Sender::new(None),
         started: Instant::now(),
         tasks: tasks.clone(),
     });
     let shutdown = tasks.shutdown();
-    tasks.spawn(route(board.clone(), outbound, shutdown.clone()));
+    // The router holds a writer handle; it stops at shutdown, since the writer thread ends
+    // only when every handle is gone.
+    let router = Router::new(writer.clone(), board.routes.clone(), tasks.clone());
+    tasks.spawn(router.run(outbound, shutdown.clone()));
     tasks.spawn(tick(writer.clone(), shutdown.clone()));
     tasks.spawn(supervise(board.clone(), shutdown.clone()));
     board
-}
-
-/// Puts the writer's messages on the right peer's link. Stops at shutdown: it holds a writer
-/// handle (through the board), and the writer thread ends only when every handle is gone.
-async fn route(
-    board: Arc<Board>,
-    mut outbound: mpsc::Receiver<Outbound>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            next = outbound.recv() => next,
-        };
-        let Some((to, message)) = next else { return };
-        let bytes = match message.encode() {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(%error, "replication message not sent");
-                continue;
-            }
-        };
-        let link = lock(&board.routes).get(&to).cloned();
-        if let Some(link) = link {
-            let _ = link.try_send(Frame::Replication(bytes));
-        }
-    }
 }
 
 async fn tick(writer: Writer, shutdown: CancellationToken) {

@@ -20,6 +20,7 @@ use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
 use model::{ClusterId, Command, Event, HybridClock, PeerId, Rejection, Scope, Stamp, State};
 use replication::Replicator;
 use rusqlite::Connection;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -334,6 +335,11 @@ impl Store {
         sends(self.replicator.tick(now_ms, &self.log))
     }
 
+    /// What starts a catch-up round with `peer` (see `Replicator::resync`).
+    pub fn resync(&self, peer: PeerId) -> Vec<Outbound> {
+        sends(self.replicator.resync(peer, &self.log))
+    }
+
     /// Takes messages from peers in one group commit, like local commands: the events new
     /// here, their projection rows and any snapshot share one transaction and one fsync, so a
     /// reader never sees the log ahead of the projections. A message refused (a gap, a fork, an
@@ -627,6 +633,9 @@ enum Request {
     ReplicationTick {
         now_ms: u64,
     },
+    Resync {
+        peer: PeerId,
+    },
     ReplicationPeers {
         peers: Vec<PeerId>,
     },
@@ -700,6 +709,8 @@ struct WriterThread {
     group_commits: Arc<AtomicU64>,
     /// Shared with [`Writer::replication_lag`].
     lag: Arc<std::sync::Mutex<ReplicationLag>>,
+    /// Shared with [`Writer::take_lost_pushes`].
+    lost_pushes: LostPushes,
 }
 
 /// Peer → shared events this peer holds that the peer did not, as of its last summary.
@@ -803,10 +814,13 @@ impl WriterThread {
         let _ = self.store.journal(&entry);
     }
 
+    /// Never blocks on the network: a message that finds the outbound queue full is dropped,
+    /// and its peer noted, to be caught up from the log as soon as the router has room.
     fn send(&self, messages: Vec<Outbound>) {
         for message in messages {
-            if self.outbound.try_send(message).is_err() {
-                tracing::debug!("replication message dropped: the peer link is busy");
+            if let Err(mpsc::error::TrySendError::Full((peer, _))) = self.outbound.try_send(message)
+            {
+                crate::base::sync::lock(&self.lost_pushes).insert(peer);
             }
         }
     }
@@ -841,6 +855,10 @@ impl WriterThread {
                 let messages = self.store.replication_tick(now_ms);
                 self.send(messages);
             }
+            Request::Resync { peer } => {
+                let messages = self.store.resync(peer);
+                self.send(messages);
+            }
             Request::ReplicationPeers { peers } => {
                 // A peer no longer replicated with has no lag to report (and the map stays
                 // bounded by the peer list).
@@ -871,7 +889,12 @@ pub struct Writer {
     state: watch::Receiver<Arc<State>>,
     group_commits: Arc<AtomicU64>,
     lag: Arc<std::sync::Mutex<ReplicationLag>>,
+    lost_pushes: LostPushes,
 }
+
+/// Peers a replication message was dropped for, the outbound queue being full: the router
+/// takes them ([`Writer::take_lost_pushes`]) and has them caught up.
+type LostPushes = Arc<std::sync::Mutex<BTreeSet<PeerId>>>;
 
 impl Writer {
     /// Each peer's replication lag as of its last summary (about once a second while linked).
@@ -884,8 +907,14 @@ impl Writer {
         self.group_commits.load(Ordering::Relaxed)
     }
 
+    /// Peers that lost replication messages to a full outbound queue since the last call; the
+    /// caller (the router) has them caught up with [`Writer::resync`].
+    pub fn take_lost_pushes(&self) -> BTreeSet<PeerId> {
+        std::mem::take(&mut *crate::base::sync::lock(&self.lost_pushes))
+    }
+
     /// Starts the writer thread over an opened store. Replication messages for peers go to
-    /// `outbound` (dropped when it is full: anti-entropy resends what was lost). The returned
+    /// `outbound` (when it is full, the peer is noted in [`Writer::take_lost_pushes`]). The returned
     /// join handle finishes after [`Writer::stop`] (or once every `Writer` clone has been
     /// dropped), when the requests queued before have been served.
     pub fn spawn(
@@ -899,6 +928,8 @@ impl Writer {
         let commits = Arc::clone(&group_commits);
         let lag = Arc::new(std::sync::Mutex::new(ReplicationLag::new()));
         let thread_lag = Arc::clone(&lag);
+        let lost_pushes = LostPushes::default();
+        let thread_lost = Arc::clone(&lost_pushes);
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
@@ -910,10 +941,11 @@ impl Writer {
                     published_version,
                     group_commits: commits,
                     lag: thread_lag,
+                    lost_pushes: thread_lost,
                 }
                 .run(requests)
             })?;
-        Ok((Writer { queue, settings, state, group_commits, lag }, thread))
+        Ok((Writer { queue, settings, state, group_commits, lag, lost_pushes }, thread))
     }
 
     /// Stops the writer thread once the requests queued before this one are served; later
@@ -949,6 +981,11 @@ impl Writer {
             .send(Request::Replicate { from, message })
             .await
             .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Starts a catch-up round with `peer` at once (its pushes were dropped on the way).
+    pub async fn resync(&self, peer: PeerId) -> Result<(), StoreError> {
+        self.queue.send(Request::Resync { peer }).await.map_err(|_| StoreError::WriterGone)
     }
 
     /// Best effort: a tick lost to a full queue is followed by another.

@@ -1,0 +1,120 @@
+//! Unit tests of the push and catch-up rules, between two in-memory logs with a perfect
+//! network (the simulation covers a lossy one).
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use eventlog::NewEvent;
+use model::Hlc;
+
+fn peer(index: u8) -> PeerId {
+    PeerId([index; 16])
+}
+
+struct Node {
+    log: EventLog,
+    replicator: Replicator,
+}
+
+fn node(index: u8) -> Node {
+    Node {
+        log: EventLog::open_in_memory(peer(index)).unwrap(),
+        replicator: Replicator::new(peer(index), [peer(1), peer(2)]),
+    }
+}
+
+/// Appends `count` shared events of `payload_bytes` each.
+fn write(node: &mut Node, count: usize, payload_bytes: usize) -> Vec<StoredEvent> {
+    let first = node.log.last_position();
+    let events: Vec<NewEvent> = (0..count)
+        .map(|i| NewEvent {
+            stream: Stream::Shared,
+            hlc: Hlc { wall_ms: 1_000 + first + i as u64, counter: 0 },
+            actor: "test".to_owned(),
+            kind: "test.saved".to_owned(),
+            version: 1,
+            payload: vec![7; payload_bytes],
+        })
+        .collect();
+    node.log.append(&events).unwrap()
+}
+
+fn sends_to(outputs: &[Output], to: PeerId) -> Vec<Message> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Send { to: peer, message } if *peer == to => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+// Goal: catching up moves large batches bounded in bytes, the next one asked for only when the
+// previous one is stored, and needs no summary tick to finish.
+#[test]
+fn catch_up_streams_byte_bounded_batches_each_asked_for_by_the_last() {
+    let (mut a, mut b) = (node(1), node(2));
+    let payload_bytes = 1_000;
+    let written = write(&mut a, 3_000, payload_bytes);
+    let event_size = event_bytes(&written[0]);
+    // B asks once (a summary); from then on only answers travel, never a tick.
+    let mut to_a = vec![Message::Summary { heads: shared_heads(&b.log) }];
+    let mut batches = Vec::new();
+    while let Some(message) = to_a.pop() {
+        let answers = a.replicator.receive(peer(2), message, &mut a.log).unwrap();
+        for message in sends_to(&answers, peer(2)) {
+            if let Message::Events { events } = &message {
+                batches.push(events.len());
+                let bytes: usize = events.iter().map(event_bytes).sum();
+                assert!(bytes < CATCH_UP_BATCH_BYTES_MAX + event_size, "batch of {bytes} bytes");
+            }
+            let replies = b.replicator.receive(peer(1), message, &mut b.log).unwrap();
+            to_a.extend(sends_to(&replies, peer(1)));
+        }
+    }
+    assert_eq!(shared_heads(&b.log), shared_heads(&a.log), "B caught up without a tick");
+    let per_batch = CATCH_UP_BATCH_BYTES_MAX.div_ceil(event_size);
+    assert_eq!(batches, vec![per_batch, per_batch, per_batch, 3_000 - 3 * per_batch]);
+}
+
+// Goal: pushes that overtake the answer to a gap do not each ask again (and so each make the
+// sender read and send the same events again); the next summary round asks anew.
+#[test]
+fn a_gap_is_asked_about_once_until_the_heads_move() {
+    let (mut a, mut b) = (node(1), node(2));
+    let written = write(&mut a, 4, 10);
+    let push = |index: usize| Message::Events { events: vec![written[index].clone()] };
+    // The push of the first event was lost: each later one finds a gap.
+    let first_gap = b.replicator.receive(peer(1), push(1), &mut b.log).unwrap();
+    assert_eq!(sends_to(&first_gap, peer(1)).len(), 1, "the first gap asks");
+    let second_gap = b.replicator.receive(peer(1), push(2), &mut b.log).unwrap();
+    assert!(second_gap.is_empty(), "the same gap asks once: {second_gap:?}");
+    // The answer fills the hole; a new gap from the new heads asks again.
+    let answer = Message::Events { events: written[..2].to_vec() };
+    b.replicator.receive(peer(1), answer, &mut b.log).unwrap();
+    let new_gap = b.replicator.receive(peer(1), push(3), &mut b.log).unwrap();
+    assert_eq!(sends_to(&new_gap, peer(1)).len(), 1, "moved heads ask again");
+    // A summary round forgets what was asked (the answer may have been lost).
+    let summaries = b.replicator.tick(0, &b.log);
+    assert_eq!(sends_to(&summaries, peer(1)).len(), 1);
+    let after_tick = b.replicator.receive(peer(1), push(3), &mut b.log).unwrap();
+    assert_eq!(sends_to(&after_tick, peer(1)).len(), 1, "asked again after a summary");
+}
+
+// Goal: a transport that dropped pushes to a peer gets it caught up in one round trip, without
+// waiting for the summary tick; strangers get nothing.
+#[test]
+fn resync_catches_a_peer_up_at_once() {
+    let (mut a, mut b) = (node(1), node(2));
+    write(&mut a, 5, 10); // pushes all lost
+    let resync = a.replicator.resync(peer(2), &a.log);
+    let [Output::Send { to, message }] = resync.as_slice() else { panic!("{resync:?}") };
+    assert_eq!(*to, peer(2));
+    let asks = b.replicator.receive(peer(1), message.clone(), &mut b.log).unwrap();
+    let [ask] = sends_to(&asks, peer(1)).try_into().unwrap();
+    let events = a.replicator.receive(peer(2), ask, &mut a.log).unwrap();
+    for message in sends_to(&events, peer(2)) {
+        b.replicator.receive(peer(1), message, &mut b.log).unwrap();
+    }
+    assert_eq!(shared_heads(&b.log), shared_heads(&a.log));
+    assert!(a.replicator.resync(peer(9), &a.log).is_empty(), "not a peer");
+}
