@@ -302,9 +302,12 @@ fn syslog_receives_both_logs(receiver: &Receiver<String>) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Accepts connections on `listener` and sends each octet-counted message (RFC 6587) read from
-/// them, as Baton frames them; a connection whose first byte is not a digit (rsyslog's own
-/// forwarding, framed by line ends) is read and dropped. The threads end with the test.
+/// Accepts connections on `listener` and sends each message read from them, as a syslog
+/// server over TCP does (RFC 6587): a message starting with a digit is octet-counted (Baton's
+/// framing), one starting with `<` ends at a line feed (rsyslog's own forwarding of the OS's
+/// log, sent to the same server). Both may share one connection here: qemu's `guestfwd`
+/// carries every guest connection to the forwarded port over one connection to this
+/// listener. The threads end with the test.
 fn receive_octet_counted(listener: std::net::TcpListener) -> Receiver<String> {
     let (sender, receiver) = channel();
     std::thread::spawn(move || {
@@ -313,7 +316,7 @@ fn receive_octet_counted(listener: std::net::TcpListener) -> Receiver<String> {
             let sender = sender.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream);
-                while let Some(message) = read_octet_counted(&mut reader) {
+                while let Some(message) = read_syslog_message(&mut reader) {
                     if sender.send(message).is_err() {
                         return;
                     }
@@ -324,12 +327,22 @@ fn receive_octet_counted(listener: std::net::TcpListener) -> Receiver<String> {
     receiver
 }
 
-/// One `LENGTH SP MESSAGE` frame, or `None` at the end of the stream or another framing.
-fn read_octet_counted(reader: &mut impl BufRead) -> Option<String> {
-    let mut length = Vec::new();
-    reader.read_until(b' ', &mut length).ok()?;
-    let length: usize = std::str::from_utf8(length.strip_suffix(b" ")?).ok()?.parse().ok()?;
-    let mut message = vec![0; length.min(64 * 1024)];
-    reader.read_exact(&mut message).ok()?;
+/// The next message, framed either way (see [`receive_octet_counted`]), or `None` at the end
+/// of the stream.
+fn read_syslog_message(reader: &mut impl BufRead) -> Option<String> {
+    let first = *reader.fill_buf().ok()?.first()?;
+    let message = if first.is_ascii_digit() {
+        let mut length = Vec::new();
+        reader.read_until(b' ', &mut length).ok()?;
+        let length: usize = std::str::from_utf8(length.strip_suffix(b" ")?).ok()?.parse().ok()?;
+        let mut message = vec![0; length.min(64 * 1024)];
+        reader.read_exact(&mut message).ok()?;
+        message
+    } else {
+        // `<PRI>…` up to its line feed; anything else (out of step) is skipped the same way.
+        let mut line = Vec::new();
+        reader.read_until(b'\n', &mut line).ok()?;
+        line
+    };
     Some(String::from_utf8_lossy(&message).into_owned())
 }
