@@ -657,6 +657,62 @@ fn a_dead_bridge_is_found_down_within_a_poll_interval_despite_hung_ones() {
     }
 }
 
+/// Many bridges at one address that accepts and never answers: the health poll holds at
+/// most `BRIDGE_POLLS_IN_FLIGHT_MAX` connections at once. Polling every bridge at once held a
+/// descriptor per bridge: the cluster bench's 20,000 bridges exhausted them, and SQLite then
+/// failed with "unable to open database file".
+#[test]
+fn the_health_poll_holds_a_bounded_number_of_connections_however_many_bridges() {
+    const BRIDGES: usize = 100;
+    // The daemon's `BRIDGE_POLLS_IN_FLIGHT_MAX` and `BRIDGE_POLL_INTERVAL_MS`, as documented.
+    const POLLS_IN_FLIGHT_MAX: usize = 32;
+    const POLL_INTERVAL_MS: u64 = 5_000;
+    let (address, open_max) = counting_hung_bridge();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    let sim = SimBridge::start("mcu", &[]).unwrap();
+    for index in 0..BRIDGES {
+        let mut record = bridge(&format!("hung-{index}"), &sim, "mcu", SIM_BRIDGE_PASSWORD);
+        record["address"] = json!(address.to_string());
+        post(&peer, "bridges", record);
+    }
+    // Two poll intervals after the last bridge: every bridge was polled at least once.
+    let polled = Duration::from_millis(2 * POLL_INTERVAL_MS);
+    std::thread::sleep(polled);
+    let open_max = open_max.load(std::sync::atomic::Ordering::SeqCst);
+    let bound = POLLS_IN_FLIGHT_MAX;
+    assert!(open_max >= bound / 2, "the poll hardly reached the hung address: {open_max}");
+    // A timed-out poll's connection closes a moment after the next poll opened its own (46
+    // at once were seen with a bound of 32), so the bound is checked with that slack; polling
+    // every bridge at once held 101 here.
+    assert!(open_max <= 2 * bound, "{open_max} connections at once for {BRIDGES} bridges");
+}
+
+/// An address that accepts connections and never answers, and the most it held open at once
+/// (each is read until the client closes it).
+fn counting_hung_bridge() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let open = std::sync::Arc::new(AtomicUsize::new(0));
+    let open_max = std::sync::Arc::new(AtomicUsize::new(0));
+    let held_max = open_max.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(HUNG_CONNECTIONS_HELD_MAX * 8) {
+            let Ok(mut stream) = stream else { continue };
+            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+            held_max.fetch_max(now, Ordering::SeqCst);
+            let open = open.clone();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (address, open_max)
+}
+
 /// A CA that is not the daemon's own, and a certificate it signed for 127.0.0.1 (PEM: CA,
 /// certificate, key).
 pub(crate) fn foreign_ca_and_bridge_certificate() -> (String, String, String) {

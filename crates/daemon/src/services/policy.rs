@@ -37,6 +37,10 @@ pub const BRIDGE_POLL_INTERVAL_MS: u64 = 5_000;
 /// (made at once) is over before the next.
 pub const BRIDGE_POLL_TIMEOUT_MS: u64 = 4_000;
 const _: () = assert!(BRIDGE_POLL_TIMEOUT_MS < BRIDGE_POLL_INTERVAL_MS);
+/// Health polls running at once. Each holds a connection (a descriptor) until it answers or
+/// times out: polling thousands of bridges at once exhausted the descriptors, and SQLite then
+/// could not open its files. More bridges than this are polled as earlier polls finish.
+pub const BRIDGE_POLLS_IN_FLIGHT_MAX: usize = 32;
 /// How long a conference may stay empty before it is ended (its first participant may still
 /// be on the way when it is created).
 pub const CONFERENCE_IDLE_MS_DEFAULT: u64 = 120_000;
@@ -653,7 +657,8 @@ impl PolicyService {
         }
     }
 
-    /// Polls every enabled bridge, all at once, every [`BRIDGE_POLL_INTERVAL_MS`] until shutdown.
+    /// Polls every enabled bridge, [`BRIDGE_POLLS_IN_FLIGHT_MAX`] at a time, every
+    /// [`BRIDGE_POLL_INTERVAL_MS`] until shutdown.
     pub fn spawn_health_polling(self: &Arc<Self>, tasks: &Tasks) {
         let service = self.clone();
         let shutdown = tasks.shutdown().clone();
@@ -672,9 +677,12 @@ impl PolicyService {
                         _ => None,
                     })
                     .collect();
-                // Each with its own deadline, below the interval: a slow bridge delays no other.
-                futures_util::future::join_all(
-                    bridges.iter().map(|bridge| service.poll_one(bridge)),
+                // Each with its own deadline, below the interval: a slow bridge delays no other
+                // beyond it.
+                futures_util::StreamExt::for_each_concurrent(
+                    futures_util::stream::iter(&bridges),
+                    BRIDGE_POLLS_IN_FLIGHT_MAX,
+                    |bridge| service.poll_one(bridge),
                 )
                 .await;
             }
