@@ -247,7 +247,7 @@ pub(crate) fn settings_reach_the_guest(
     // Both logs reach a syslog server on the host over TCP: the guest's user network is
     // restricted, and only the forwarded port at `HOST_FROM_GUEST` reaches this machine.
     let port = syslog.local_addr()?.port();
-    let receiver = receive_octet_counted(syslog);
+    let receiver = receive_syslog(syslog);
     let server =
         json!({"host": crate::vm_cluster::HOST_FROM_GUEST, "port": port, "transport": "tcp"});
     let at = put("syslog", json!({"servers": [server]}))?;
@@ -308,7 +308,7 @@ fn syslog_receives_both_logs(receiver: &Receiver<String>) -> anyhow::Result<()> 
 /// log, sent to the same server). Both may share one connection here: qemu's `guestfwd`
 /// carries every guest connection to the forwarded port over one connection to this
 /// listener. The threads end with the test.
-fn receive_octet_counted(listener: std::net::TcpListener) -> Receiver<String> {
+fn receive_syslog(listener: std::net::TcpListener) -> Receiver<String> {
     let (sender, receiver) = channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -327,7 +327,7 @@ fn receive_octet_counted(listener: std::net::TcpListener) -> Receiver<String> {
     receiver
 }
 
-/// The next message, framed either way (see [`receive_octet_counted`]), or `None` at the end
+/// The next message, framed either way (see [`receive_syslog`]), or `None` at the end
 /// of the stream.
 fn read_syslog_message(reader: &mut impl BufRead) -> Option<String> {
     let first = *reader.fill_buf().ok()?.first()?;

@@ -100,7 +100,7 @@ mod tests {
 
     use super::*;
     use crate::store::{DATABASE_FILE, Store};
-    use model::{Command, Record, RecordKind};
+    use model::{Command, RecordKind};
     use std::time::Duration;
 
     /// More pushes than fit in the writer's outbound queue or in the link's.
@@ -109,20 +109,6 @@ mod tests {
     const LINK_QUEUE: usize = 2;
     /// Far shorter than a summary interval: only the push and catch-up path can deliver.
     const DELIVERY_TIMEOUT_MS: u64 = 5_000;
-
-    fn bridge(name: &str) -> Record {
-        Record::Bridge(model::record::Bridge {
-            name: name.to_owned(),
-            bridge_type: model::record::BridgeType::Mcu,
-            address: format!("{name}.example.com"),
-            protocol: model::record::Protocol::Https,
-            username: "api".to_owned(),
-            password: "secret".to_owned(),
-            capacity_ports: 10,
-            enabled: true,
-            pinned_sha256: None,
-        })
-    }
 
     struct Peer {
         writer: Writer,
@@ -164,7 +150,7 @@ mod tests {
             tasks.spawn(run.take().unwrap());
         }
         for index in 0..BURST_CHANGES {
-            let command = Command::Create(bridge(&format!("b{index}")));
+            let command = Command::Create(crate::store::tests::bridge(&format!("b{index}")));
             a.writer.execute("admin", command, 1_000 + index as u64).await.unwrap();
         }
         if let Some(run) = run {

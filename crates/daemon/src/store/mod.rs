@@ -10,7 +10,7 @@ mod cluster_settings;
 mod licence_tests;
 mod readers;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use cluster_settings::{ClusterSettings, Outbound};
 pub use readers::{ReadError, Readers, state_at};

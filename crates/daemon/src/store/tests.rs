@@ -7,7 +7,8 @@
 use super::*;
 use model::{Record, RecordKey, RecordKind};
 
-fn bridge(name: &str) -> Record {
+/// A bridge record named `name`; also the cluster router's tests' change.
+pub(crate) fn bridge(name: &str) -> Record {
     Record::Bridge(model::record::Bridge {
         name: name.to_owned(),
         bridge_type: model::record::BridgeType::Mcu,
