@@ -58,16 +58,13 @@ pub(crate) const POWER_OFF_TIMEOUT_S: u64 = 90;
 
 #[test]
 fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> anyhow::Result<()> {
-    if std::env::var_os("BATON_SLOW_TESTS").is_none() {
-        eprintln!("skipped: the VM test runs with BATON_SLOW_TESTS=1 (cargo xtask test --slow)");
+    // One VM test at a time (the lock): each boots peer 1 at the same forwarded address, QMP
+    // socket and serial log (nextest also runs them in one group, `.config/nextest.toml`).
+    let Some((workspace, target, cargo, _lock)) = crate::vm_cluster::vm_test()? else {
         return Ok(());
-    }
+    };
     let started = Instant::now();
-    let (workspace, target, cargo) = crate::vm_cluster::workspace()?;
     let workspace = workspace.as_path();
-    // One VM test at a time: each boots peer 1 at the same forwarded address, QMP socket and
-    // serial log (nextest also runs them in one group, `.config/nextest.toml`).
-    let _lock = crate::vm_cluster::exclusive_vms(&target)?;
     let running: upgrade::Version =
         env!("CARGO_PKG_VERSION").parse().map_err(anyhow::Error::msg)?;
     let next = upgrade::Version::new(running.major, running.minor, running.patch + 1);

@@ -63,6 +63,18 @@ pub(crate) fn exclusive_vms(target: &Path) -> anyhow::Result<File> {
     Ok(lock)
 }
 
+/// What a VM test starts from: the workspace, its target directory, cargo, and the VMs' lock
+/// held; `None` (the test says it is skipped) unless `BATON_SLOW_TESTS` is set.
+pub(crate) fn vm_test() -> anyhow::Result<Option<(PathBuf, PathBuf, std::ffi::OsString, File)>> {
+    if std::env::var_os("BATON_SLOW_TESTS").is_none() {
+        eprintln!("skipped: the VM tests run with BATON_SLOW_TESTS=1 (cargo xtask test --slow)");
+        return Ok(None);
+    }
+    let (workspace, target, cargo) = workspace()?;
+    let lock = exclusive_vms(&target)?;
+    Ok(Some((workspace, target, cargo, lock)))
+}
+
 /// The workspace, its target directory and cargo, as the VM tests run them.
 pub(crate) fn workspace() -> anyhow::Result<(PathBuf, PathBuf, std::ffi::OsString)> {
     let workspace =
@@ -351,15 +363,8 @@ impl Drop for Vms {
 
 #[test]
 fn three_appliances_cluster_route_calls_and_survive_losing_one() -> anyhow::Result<()> {
-    if std::env::var_os("BATON_SLOW_TESTS").is_none() {
-        eprintln!(
-            "skipped: the VM cluster test runs with BATON_SLOW_TESTS=1 (cargo xtask test --slow)"
-        );
-        return Ok(());
-    }
+    let Some((workspace, target, cargo, _lock)) = vm_test()? else { return Ok(()) };
     let mut laps = Laps::new();
-    let (workspace, target, cargo) = workspace()?;
-    let _lock = exclusive_vms(&target)?;
     let status = Command::new(&cargo).args(["xtask", "image"]).current_dir(&workspace).status()?;
     ensure!(status.success(), "cargo xtask image failed ({status})");
     laps.lap("image");

@@ -36,14 +36,11 @@ fn bridge(index: usize) -> Value {
 
 #[test]
 fn a_power_cut_during_a_write_storm_loses_no_acknowledged_change() -> anyhow::Result<()> {
-    if std::env::var_os("BATON_SLOW_TESTS").is_none() {
-        eprintln!("skipped: the VM test runs with BATON_SLOW_TESTS=1 (cargo xtask test --slow)");
+    let Some((workspace, target, cargo, _lock)) = crate::vm_cluster::vm_test()? else {
         return Ok(());
-    }
+    };
     let started = Instant::now();
-    let (workspace, target, cargo) = crate::vm_cluster::workspace()?;
     let workspace = workspace.as_path();
-    let _lock = crate::vm_cluster::exclusive_vms(&target)?;
     let disk = fresh_disk(&cargo, workspace, &target)?;
     let serial_log = target.join("vm/peer-1-serial.log");
     let serial = Serial { path: serial_log.clone() };
