@@ -78,49 +78,19 @@ fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> an
     ensure!(status.success(), "cargo xtask image failed ({status})");
     let image_s = started.elapsed().as_secs_f64();
 
-    // The throwaway release key, outside the repository; its public half goes into the root.
-    let keys = tempfile::tempdir()?;
-    let key = upgrade::generate_signing_key()?;
-    let private_key = keys.path().join("test-release.key");
-    std::fs::write(&private_key, upgrade::signing_key_to_text(&key))?;
-    let public_key = upgrade::public_key_to_text(&key.verifying_key());
-
     let step = Instant::now();
     let dir = target.join("vm-test");
-    std::fs::create_dir_all(&dir)?;
-    let root = dir.join("root-test.ext4");
-    tool(
-        Command::new("cp")
-            .arg("--sparse=always")
-            .arg(target.join("image/baton-root.ext4"))
-            .arg(&root),
-    )?;
-    let trust = format!("BATON_UPGRADE_TRUSTED_KEYS_FILE={TEST_KEY_IN_GUEST}\n");
-    debugfs_write(&root, &[(TEST_KEY_IN_GUEST, &public_key), ("/etc/default/batond", &trust)])?;
-    let disk = dir.join("disk.raw");
-    let _ = std::fs::remove_file(&disk);
-    tool(Command::new("cp").arg("--sparse=always").arg(target.join("image/baton.raw")).arg(&disk))?;
-    tool(
-        Command::new("dd")
-            .arg(format!("if={}", root.display()))
-            .arg(format!("of={}", disk.display()))
-            .args([
-                "bs=1M",
-                &format!("seek={SLOT_A_OFFSET_MIB}"),
-                "conv=notrunc,sparse",
-                "status=none",
-            ]),
-    )?;
+    let TrustingDisk { keys: _keys, private_key, root, disk } = trusting_disk(&target, &dir)?;
+    let trust = trusted_keys_setting();
     // As an upgrade leaves a new slot: on trial with three tries.
     mtools(&disk, "mren", &["::/loader/entries/slot-a.conf", "::/loader/entries/slot-a+3.conf"])?;
 
     // The upgrade images: the next version, and one whose batond fails at start.
     let good_image = dir.join(format!("baton-{next}.upgrade"));
     upgrade_image(&cargo, workspace, &private_key, &root, &next, &good_image)?;
-    let broken_root = dir.join("root-broken.ext4");
-    tool(Command::new("cp").arg("--sparse=always").arg(&root).arg(&broken_root))?;
+    let broken_root = dir.join("root-broken.squashfs");
     let broken_settings = format!("{trust}BATON_ADMIN_LISTEN=not-an-address\n");
-    debugfs_write(&broken_root, &[("/etc/default/batond", &broken_settings)])?;
+    squashfs_with(&root, &broken_root, &[("/etc/default/batond", &broken_settings)])?;
     let broken_image = dir.join(format!("baton-{broken}-broken.upgrade"));
     upgrade_image(&cargo, workspace, &private_key, &broken_root, &broken, &broken_image)?;
     std::fs::remove_file(&broken_root)?;
@@ -497,7 +467,7 @@ impl Serial {
 }
 
 /// `cargo xtask upgrade-image` of a root file system (it stamps the version into a copy).
-fn upgrade_image(
+pub(crate) fn upgrade_image(
     cargo: &std::ffi::OsStr,
     workspace: &Path,
     key: &Path,
@@ -520,22 +490,82 @@ fn upgrade_image(
     Ok(())
 }
 
-/// Writes files into an ext4 image with debugfs (no mount): `(path in the image, contents)`.
-fn debugfs_write(image: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
-    let scratch = tempfile::tempdir()?;
-    let mut commands = String::new();
-    for (index, (path, contents)) in files.iter().enumerate() {
-        let source = scratch.path().join(index.to_string());
-        std::fs::write(&source, contents)?;
-        commands.push_str(&format!("rm {path}\nwrite {} {path}\n", source.display()));
-    }
-    let command_file = scratch.path().join("commands");
-    std::fs::write(&command_file, commands)?;
-    tool(Command::new("debugfs").arg("-w").arg("-f").arg(&command_file).arg(image))?;
+/// A throwaway release key (outside the repository), and a copy of the image's disk whose
+/// slot A trusts it (through `/etc/default/batond`), so no release build with a test key is
+/// needed.
+pub(crate) struct TrustingDisk {
+    /// Holds the private key; removed when dropped.
+    pub(crate) keys: tempfile::TempDir,
+    pub(crate) private_key: PathBuf,
+    /// Slot A's root file system (squashfs), the payload to sign upgrades with.
+    pub(crate) root: PathBuf,
+    /// The raw disk.
+    pub(crate) disk: PathBuf,
+}
+
+/// `/etc/default/batond`'s line that trusts the throwaway key.
+pub(crate) fn trusted_keys_setting() -> String {
+    format!("BATON_UPGRADE_TRUSTED_KEYS_FILE={TEST_KEY_IN_GUEST}\n")
+}
+
+/// Makes a [`TrustingDisk`] in `dir` from the built image under `target`.
+pub(crate) fn trusting_disk(target: &Path, dir: &Path) -> anyhow::Result<TrustingDisk> {
+    std::fs::create_dir_all(dir)?;
+    let keys = tempfile::tempdir()?;
+    let key = upgrade::generate_signing_key()?;
+    let private_key = keys.path().join("test-release.key");
+    std::fs::write(&private_key, upgrade::signing_key_to_text(&key))?;
+    let public_key = upgrade::public_key_to_text(&key.verifying_key());
+    let root = dir.join("root-test.squashfs");
+    squashfs_with(
+        &target.join("image/baton-root.squashfs"),
+        &root,
+        &[(TEST_KEY_IN_GUEST, &public_key), ("/etc/default/batond", &trusted_keys_setting())],
+    )?;
+    let disk = dir.join("disk.raw");
+    let _ = std::fs::remove_file(&disk);
+    tool(Command::new("cp").arg("--sparse=always").arg(target.join("image/baton.raw")).arg(&disk))?;
+    tool(
+        Command::new("dd")
+            .arg(format!("if={}", root.display()))
+            .arg(format!("of={}", disk.display()))
+            .args([
+                "bs=1M",
+                &format!("seek={SLOT_A_OFFSET_MIB}"),
+                "conv=notrunc,sparse",
+                "status=none",
+            ]),
+    )?;
+    Ok(TrustingDisk { keys, private_key, root, disk })
+}
+
+/// A copy of the squashfs root `from` at `to` with files added or replaced: `(path in the
+/// image, contents)`. Unpacked and packed again (as root, which keeps the owners); a fast
+/// compression level, as only this machine reads it.
+pub(crate) fn squashfs_with(from: &Path, to: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir_in(to.parent().context("no folder")?)?;
+    let tree = scratch.path().join("tree");
+    tool(
+        Command::new("unsquashfs").args(["-no-progress", "-quiet", "-dest"]).arg(&tree).arg(from),
+    )?;
     for (path, contents) in files {
-        let read =
-            Command::new("debugfs").arg("-R").arg(format!("cat {path}")).arg(image).output()?;
-        ensure!(read.stdout == contents.as_bytes(), "{path} did not land in {}", image.display());
+        let file = tree.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().context("no folder")?)?;
+        std::fs::write(&file, contents)?;
+    }
+    let _ = std::fs::remove_file(to);
+    tool(Command::new("mksquashfs").arg(&tree).arg(to).args([
+        "-comp",
+        "zstd",
+        "-Xcompression-level",
+        "3",
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+    ]))?;
+    for (path, contents) in files {
+        let read = Command::new("unsquashfs").arg("-cat").arg(to).arg(path).output()?;
+        ensure!(read.stdout == contents.as_bytes(), "{path} did not land in {}", to.display());
     }
     Ok(())
 }

@@ -16,6 +16,9 @@
 //! 3. VM 1 killed (qemu SIGKILL): the VCS fails over to VM 2, whose answers are those VM 1
 //!    gave, and no conference is made twice; VM 1 boots again (`cargo xtask vm --only 1`),
 //!    links up, learns of the conference made without it, and answers as before;
+//! 4. `batonctl cluster upgrade` with a signed image of the next version (the VMs' slot A
+//!    trusts a throwaway key, as in `vm.rs`): all three end on slot B at the new version,
+//!    clustered, and the VCS's calls are answered throughout, each routed as before;
 //! 5. a backup taken on VM 2 restores on VM 2 and is refused on VM 3 (another hardware
 //!    serial), changing nothing there. A clustered peer refuses any restore, so both are first
 //!    placed in standalone mode, as the seed's "Removing a peer" does.
@@ -303,23 +306,28 @@ fn eventually<T>(
 struct Vms {
     children: Vec<Child>,
     target: PathBuf,
+    /// The disk the VMs' overlays are made on.
+    base: PathBuf,
 }
 
 impl Vms {
+    /// Boots the VMs on fresh overlays of `base` (a qcow2 disk).
     fn start(
         workspace: &Path,
         target: &Path,
         cargo: &std::ffi::OsStr,
+        base: &Path,
         bridge_port: u16,
     ) -> anyhow::Result<Vms> {
         let child = Command::new(cargo)
-            .args(["xtask", "vm", "--fresh", "--peers", &PEERS.to_string()])
+            .args(["xtask", "vm", "--fresh", "--peers", &PEERS.to_string(), "--base"])
+            .arg(base)
             .args(["--forward-to-host", &bridge_port.to_string()])
             .current_dir(workspace)
             .stdin(Stdio::null())
             .spawn()
             .context("running cargo xtask vm")?;
-        Ok(Vms { children: vec![child], target: target.to_owned() })
+        Ok(Vms { children: vec![child], target: target.to_owned(), base: base.to_owned() })
     }
 
     /// Boots VM `n` again on its own disk, on the running VMs' private network.
@@ -331,7 +339,8 @@ impl Vms {
         bridge_port: u16,
     ) -> anyhow::Result<()> {
         let child = Command::new(cargo)
-            .args(["xtask", "vm", "--only", &n.to_string()])
+            .args(["xtask", "vm", "--only", &n.to_string(), "--base"])
+            .arg(&self.base)
             .args(["--forward-to-host", &bridge_port.to_string()])
             .current_dir(workspace)
             .stdin(Stdio::null())
@@ -368,9 +377,22 @@ fn three_appliances_cluster_route_calls_and_survive_losing_one() -> anyhow::Resu
     let status = Command::new(&cargo).args(["xtask", "image"]).current_dir(&workspace).status()?;
     ensure!(status.success(), "cargo xtask image failed ({status})");
     laps.lap("image");
+    let dir = target.join("vm-cluster-test");
+    let disk = crate::vm::trusting_disk(&target, &dir)?;
+    let base = dir.join("base.qcow2");
+    crate::vm::tool(
+        Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&disk.disk).arg(&base),
+    )?;
+    std::fs::remove_file(&disk.disk)?;
+    let running: upgrade::Version =
+        env!("CARGO_PKG_VERSION").parse().map_err(anyhow::Error::msg)?;
+    let next = upgrade::Version::new(running.major, running.minor, running.patch + 1);
+    let image = dir.join(format!("baton-{next}.upgrade"));
+    crate::vm::upgrade_image(&cargo, &workspace, &disk.private_key, &disk.root, &next, &image)?;
+    laps.lap("a disk trusting a test key, an upgrade image");
 
     let sim = SimBridge::start("mcu", &[])?;
-    let mut vms = Vms::start(&workspace, &target, &cargo, sim.address.port())?;
+    let mut vms = Vms::start(&workspace, &target, &cargo, &base, sim.address.port())?;
     let mut appliances =
         (1..=PEERS).map(|n| Appliance::new(n, &target)).collect::<anyhow::Result<Vec<_>>>()?;
     for appliance in &mut appliances {
@@ -397,6 +419,11 @@ fn three_appliances_cluster_route_calls_and_survive_losing_one() -> anyhow::Resu
     let again = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
     ensure!(again == before, "VM 1 answers otherwise after its restart: {again:?}");
     laps.lap("3. VM 1 back, caught up, routing");
+    rolling_upgrade(&appliances, &mut vcs, &image, &next, &before)?;
+    laps.lap("4. cluster upgraded, calls answered throughout");
+    all_active(&appliances)?;
+    let upgraded = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
+    ensure!(upgraded == before, "the upgraded cluster answers otherwise: {upgraded:?}");
     backup_restores_only_where_taken(&appliances[1], &appliances[2])?;
     laps.lap("5. VM 2's backup restored on VM 2, refused on VM 3");
     drop(vms);
@@ -583,6 +610,83 @@ fn caught_up(appliances: &[Appliance]) -> anyhow::Result<()> {
         })?;
     }
     eventually("VM 1 knows room3", SETTLE_TIMEOUT_S, || first.get("/api/v1/conferences/room3"))?;
+    Ok(())
+}
+
+/// How often the VCS places a call while the cluster upgrades.
+const CALL_INTERVAL_MS: u64 = 2_000;
+/// The whole rolling upgrade: three uploads into TCG guests and three reboots.
+const UPGRADE_TIMEOUT_S: u64 = 2_400;
+
+/// Step 4: `batonctl cluster upgrade`, as an operator runs it from this machine, while the
+/// VCS keeps placing calls, each of which must be answered with the route it had before.
+fn rolling_upgrade(
+    appliances: &[Appliance],
+    vcs: &mut Vcs,
+    image: &Path,
+    next: &upgrade::Version,
+    routes: &[String],
+) -> anyhow::Result<()> {
+    // Every appliance's certificate names `localhost`: each is reached through a port of
+    // 127.0.0.1, and the operator's CA file holds the three CAs.
+    let proxies = appliances
+        .iter()
+        .map(|appliance| baton_tests::Proxy::start(appliance.admin))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let urls: Vec<String> =
+        proxies.iter().map(|proxy| format!("https://localhost:{}", proxy.address.port())).collect();
+    let scratch = tempfile::tempdir()?;
+    let ca_bundle = scratch.path().join("cas.pem");
+    let mut cas = String::new();
+    for appliance in appliances {
+        cas.push_str(&appliance.agent()?.exec("cat /var/lib/baton/tls/ca.pem", None)?.stdout);
+    }
+    std::fs::write(&ca_bundle, cas)?;
+    let log = scratch.path().join("batonctl.log");
+    let mut batonctl = Command::new(baton_tests::binary("batonctl")?)
+        .args(["--url", &urls[0], "--ca"])
+        .arg(&ca_bundle)
+        .args(["cluster", "upgrade"])
+        .arg(image)
+        .args(["--peer", &urls[1], "--peer", &urls[2], "--reboot-timeout-s", "1200"])
+        .env("BATON_PASSWORD", PASSWORD)
+        .env("BATON_CLUSTER_KEY", KEY)
+        .stdin(Stdio::null())
+        .stdout(File::create(&log)?)
+        .stderr(File::create(scratch.path().join("batonctl.err"))?)
+        .spawn()
+        .context("running batonctl cluster upgrade")?;
+    let deadline = Instant::now() + Duration::from_secs(UPGRADE_TIMEOUT_S);
+    let mut calls = 0;
+    let status = loop {
+        if let Some(status) = batonctl.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = batonctl.kill();
+            bail!("the rolling upgrade ran over {UPGRADE_TIMEOUT_S} s");
+        }
+        // The VCS's status poll and a call: some peer always serves, with the same route.
+        vcs.poll_status();
+        let answer = vcs.call("room1@example.com");
+        match &answer.outcome {
+            policy::cpl::Outcome::Route { urls } if urls[..] == routes[..1] => calls += 1,
+            other => {
+                let _ = batonctl.kill();
+                bail!("call {} during the upgrade: {other:?} (by {:?})", calls + 1, answer.server);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(CALL_INTERVAL_MS));
+    };
+    let errors = std::fs::read_to_string(scratch.path().join("batonctl.err")).unwrap_or_default();
+    ensure!(status.success(), "batonctl cluster upgrade failed ({status}):\n{errors}");
+    eprintln!("vm cluster test: {calls} calls answered during the upgrade");
+    for appliance in appliances {
+        let status = appliance.get("/api/v1/status")?;
+        ensure!(status["version"] == json!(next.to_string()), "VM {}: {status}", appliance.n);
+        let upgrade = appliance.get("/api/v1/upgrade")?;
+        ensure!(upgrade["active_slot"] == json!("B"), "VM {}: {upgrade}", appliance.n);
+    }
     Ok(())
 }
 

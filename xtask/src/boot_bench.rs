@@ -5,7 +5,7 @@
 //! Each boot is a copy of `<target>/image/baton.raw` started with `cargo xtask vm --disk` (this
 //! xtask binary, not cargo, so no build check is timed). Ready is read from the serial console:
 //! Baton's health gate prints `baton-health-gate: passed` once batond answers over HTTPS on the
-//! listener that serves the VCS (it probes every 2 s, so the figure may be up to 2 s late);
+//! listener that serves the VCS (it probes every 0.5 s, so the figure may be up to 0.5 s late);
 //! both boots are also timed to the serial console's login prompt. The times include qemu's
 //! own start (and, where `/dev/kvm` opens but guests do not run, `cargo xtask vm`'s KVM trial). The bare boot masks
 //! `batond`, the health gate and the console status through the kernel command line
@@ -31,12 +31,23 @@ const ESP_OFFSET: &str = "1M";
 const BATON_UNITS: &[&str] =
     &["batond.service", "baton-health-gate.service", "baton-console-status.service"];
 const GATE_PASSED: &str = "baton-health-gate: passed";
+/// What the guest is asked to print on its serial console once Baton is ready and the boot
+/// finished (through qemu-guest-agent), between two markers: where the boot's time went.
+const ANALYSIS_SCRIPT: &str = "exec >/dev/ttyS0 2>&1; systemctl is-system-running --wait; \
+    echo baton-bench-analysis-begin; systemd-analyze; systemd-analyze critical-chain batond.service baton-health-gate.service; \
+    systemd-analyze blame | head -n 15; echo baton-bench-analysis-end";
+const ANALYSIS_BEGIN: &str = "baton-bench-analysis-begin";
+const ANALYSIS_END: &str = "baton-bench-analysis-end";
+/// How long the analysis may take to appear (systemd-analyze is slow under TCG).
+const ANALYSIS_TIMEOUT_S: u64 = 120;
 const LOGIN_PROMPT: &str = " login:";
 
 struct Boot {
     name: &'static str,
     ready_s: Option<f64>,
     login_s: f64,
+    /// systemd-analyze's view from inside the guest (Baton's boot only).
+    analysis: Option<String>,
 }
 
 pub(crate) fn boot() -> anyhow::Result<()> {
@@ -68,6 +79,13 @@ pub(crate) fn boot() -> anyhow::Result<()> {
     for boot in &boots {
         let ready = boot.ready_s.map_or("-".to_owned(), |s| format!("{s:.1}"));
         println!("{:<38} {:>22} {:>18.1}", boot.name, ready, boot.login_s);
+    }
+    for boot in &boots {
+        if let Some(analysis) = &boot.analysis {
+            println!();
+            println!("where {}'s boot went (systemd-analyze in the guest):", boot.name);
+            println!("{}", analysis.replace('\r', "").trim_end());
+        }
     }
     if let [bare, baton] = boots.as_slice()
         && let Some(ready_s) = baton.ready_s
@@ -172,6 +190,13 @@ fn measure(name: &'static str, disk: &Path, expect_ready: bool) -> anyhow::Resul
         }
         std::thread::sleep(Duration::from_millis(POLL_MS));
     };
+    let analysis = match &outcome {
+        Ok(_) if expect_ready => match analyse(&vm_dir.join("peer-1.qga"), &serial) {
+            Ok(text) => Some(text),
+            Err(error) => Some(format!("(no analysis: {error:#})")),
+        },
+        _ => None,
+    };
     // Either way, qemu goes: it is the vm task's child, which waits for it and exits.
     let _ = quit(&qmp);
     let _ = child.wait();
@@ -179,7 +204,35 @@ fn measure(name: &'static str, disk: &Path, expect_ready: bool) -> anyhow::Resul
     if expect_ready && ready_s.is_none() {
         bail!("{name}: no health gate pass on the console; see {}", serial.display());
     }
-    Ok(Boot { name, ready_s, login_s })
+    Ok(Boot { name, ready_s, login_s, analysis })
+}
+
+/// Asks the guest (through qemu-guest-agent) to print systemd-analyze's timings on its serial
+/// console, and returns them.
+fn analyse(agent: &Path, serial: &Path) -> anyhow::Result<String> {
+    let stream = UnixStream::connect(agent).context("connecting to the guest agent")?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let command = serde_json::json!({
+        "execute": "guest-exec",
+        "arguments": {"path": "/bin/sh", "arg": ["-c", ANALYSIS_SCRIPT]},
+    });
+    writeln!(writer, "{command}")?;
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    anyhow::ensure!(answer.contains("\"return\""), "the guest agent answered {answer:?}");
+    let deadline = Instant::now() + Duration::from_secs(ANALYSIS_TIMEOUT_S);
+    loop {
+        let text = fs::read_to_string(serial).unwrap_or_default();
+        if let Some((_, after)) = text.rsplit_once(ANALYSIS_BEGIN)
+            && let Some((analysis, _)) = after.split_once(ANALYSIS_END)
+        {
+            return Ok(analysis.to_owned());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no analysis within {ANALYSIS_TIMEOUT_S} s");
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
 }
 
 /// Tells qemu to quit at once through QMP (the disks are throwaway copies).

@@ -97,6 +97,10 @@ enum Task {
         /// Boot this raw disk file itself, writably, instead of overlays (one VM; for tests).
         #[arg(long, value_name = "FILE", conflicts_with = "peers")]
         disk: Option<PathBuf>,
+        /// Back the VMs' overlays with this qcow2 disk instead of the built image (a test's
+        /// variant of it); give it again with `--only`, or the overlay is made anew.
+        #[arg(long, value_name = "FILE", conflicts_with = "disk")]
+        base: Option<PathBuf>,
         /// Hardware serial of the VM instead of `BATON-VM-1` (one VM; for tests of what is
         /// tied to the machine, like restoring a backup).
         #[arg(long, value_name = "SERIAL", conflicts_with = "peers")]
@@ -129,9 +133,9 @@ enum Task {
         /// The payload: the root file system image written into the inactive slot.
         #[arg(long, value_name = "FILE")]
         payload: PathBuf,
-        /// The Baton version in the payload, MAJOR.MINOR.PATCH. An ext4 payload (a slot's root
-        /// file system) gets it stamped into a copy (`/usr/lib/baton/version`), so batond
-        /// reports the version the manifest names.
+        /// The Baton version in the payload, MAJOR.MINOR.PATCH. A root file system payload
+        /// (squashfs, or ext4 as images before carried) gets it stamped into a copy
+        /// (`/usr/lib/baton/version`), so batond reports the version the manifest names.
         #[arg(long, value_name = "V")]
         version: String,
         /// The architecture it runs on, as Rust names it (`x86_64`, `aarch64`).
@@ -155,7 +159,7 @@ fn main() -> ExitCode {
         Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Task::Bench { suite, args } => bench::bench(&suite, &args),
         Task::Image { version } => image::image_with_version(version.as_deref()),
-        Task::Vm { peers, fresh, disk, serial, forward_to_host, only, disk_cache } => {
+        Task::Vm { peers, fresh, disk, base, serial, forward_to_host, only, disk_cache } => {
             let vms = match only {
                 Some(peer) => vm::Vms { peers: peer..=peer, lan_services: false },
                 None => vm::Vms { peers: 1..=peers, lan_services: true },
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
                 vms,
                 fresh,
                 disk.as_deref(),
+                base.as_deref(),
                 serial.as_deref(),
                 &forward_to_host,
                 disk_cache.as_deref(),

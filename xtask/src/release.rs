@@ -116,52 +116,106 @@ pub(crate) fn upgrade_image(request: &ImageRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A stamped copy of the payload beside the output, removed when dropped.
-struct StampedPayload {
+/// A file or folder beside the output (the stamped payload, its unpacked tree), removed when
+/// dropped.
+struct RemovedOnDrop {
     path: PathBuf,
 }
 
-impl Drop for StampedPayload {
+impl Drop for RemovedOnDrop {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if self.path.is_dir() {
+            let _ = fs::remove_dir_all(&self.path);
+        } else {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
 /// The ext4 superblock's magic number, at byte 1080 of the file system.
 const EXT4_MAGIC_OFFSET: usize = 1080;
 const EXT4_MAGIC: [u8; 2] = [0x53, 0xef];
+/// A squashfs file system (the image's slot payload) starts with "hsqs".
+const SQUASHFS_MAGIC: [u8; 4] = *b"hsqs";
 
-/// When `payload` is an ext4 file system (a slot's root), a copy of it with `version` written
-/// to `upgrade::VERSION_FILE` by debugfs (no mount, no loop device), read back to be sure.
-/// Any other payload is signed as it is (`None`).
+/// When `payload` is a root file system (squashfs, or ext4 as images before carried), a copy
+/// of it with `version` written to `upgrade::VERSION_FILE`, read back to be sure. Any other
+/// payload is signed as it is (`None`).
 fn stamp_version_into_payload(
     payload: &Path,
     version: &Version,
     out: &Path,
-) -> anyhow::Result<Option<StampedPayload>> {
+) -> anyhow::Result<Option<RemovedOnDrop>> {
     let mut head = [0u8; EXT4_MAGIC_OFFSET + 2];
-    let is_ext4 = File::open(payload)
+    let read = File::open(payload)
         .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut head))
-        .is_ok()
-        && head[EXT4_MAGIC_OFFSET..] == EXT4_MAGIC;
-    if !is_ext4 {
+        .is_ok();
+    let is_squashfs = read && head[..SQUASHFS_MAGIC.len()] == SQUASHFS_MAGIC;
+    let is_ext4 = read && head[EXT4_MAGIC_OFFSET..] == EXT4_MAGIC;
+    if !is_squashfs && !is_ext4 {
         return Ok(None);
     }
     let mut path = out.as_os_str().to_owned();
     path.push(".payload.partial");
-    let stamped = StampedPayload { path: PathBuf::from(path) };
+    let stamped = RemovedOnDrop { path: PathBuf::from(path) };
+    let read_back = if is_squashfs {
+        stamp_squashfs(payload, version, &stamped.path)?
+    } else {
+        stamp_ext4(payload, version, &stamped.path)?
+    };
+    anyhow::ensure!(
+        read_back.trim() == version.to_string(),
+        "the payload's {} does not read back as {version}",
+        upgrade::VERSION_FILE
+    );
+    println!("stamped version {version} into the payload's {}", upgrade::VERSION_FILE);
+    Ok(Some(stamped))
+}
+
+/// A squashfs is read-only: unpacked, stamped and packed again (as root, which keeps owners).
+/// Returns the version file as read back from `stamped`.
+fn stamp_squashfs(payload: &Path, version: &Version, stamped: &Path) -> anyhow::Result<String> {
+    let mut tree = stamped.as_os_str().to_owned();
+    tree.push(".tree");
+    let tree = RemovedOnDrop { path: PathBuf::from(tree) };
+    if tree.path.exists() {
+        fs::remove_dir_all(&tree.path)?;
+    }
     crate::image::run(
-        std::process::Command::new("cp").arg("--sparse=always").arg(payload).arg(&stamped.path),
+        std::process::Command::new("unsquashfs")
+            .args(["-no-progress", "-quiet", "-dest"])
+            .arg(&tree.path)
+            .arg(payload),
+        "unsquashfs (payload)",
+    )?;
+    let file = tree.path.join(upgrade::VERSION_FILE.trim_start_matches('/'));
+    fs::create_dir_all(file.parent().context("version file without a directory")?)?;
+    fs::write(&file, format!("{version}\n"))?;
+    crate::image::squashfs(&tree.path, stamped)?;
+    let read_back = std::process::Command::new("unsquashfs")
+        .arg("-cat")
+        .arg(stamped)
+        .arg(upgrade::VERSION_FILE)
+        .output()
+        .context("running unsquashfs (squashfs-tools)")?;
+    Ok(String::from_utf8_lossy(&read_back.stdout).into_owned())
+}
+
+/// An ext4 payload is stamped in place by debugfs (no mount, no loop device). Returns the
+/// version file as read back from `stamped`.
+fn stamp_ext4(payload: &Path, version: &Version, stamped: &Path) -> anyhow::Result<String> {
+    crate::image::run(
+        std::process::Command::new("cp").arg("--sparse=always").arg(payload).arg(stamped),
         "cp (payload)",
     )?;
-    let mut version_text = stamped.path.as_os_str().to_owned();
+    let mut version_text = stamped.as_os_str().to_owned();
     version_text.push(".version");
     let version_text = PathBuf::from(version_text);
     fs::write(&version_text, format!("{version}\n"))?;
     let file = upgrade::VERSION_FILE;
     let dir = Path::new(file).parent().context("version file without a directory")?;
     // debugfs goes on after a failed request (mkdir of an existing directory, rm of a missing
-    // file): the read-back below is what proves the stamp.
+    // file): the read-back is what proves the stamp.
     let commands =
         format!("mkdir {}\nrm {file}\nwrite {} {file}\n", dir.display(), version_text.display());
     let mut command_file = version_text.clone().into_os_string();
@@ -172,7 +226,7 @@ fn stamp_version_into_payload(
         .arg("-w")
         .arg("-f")
         .arg(&command_file)
-        .arg(&stamped.path)
+        .arg(stamped)
         .output()
         .context("running debugfs (e2fsprogs)");
     let _ = fs::remove_file(&command_file);
@@ -181,15 +235,10 @@ fn stamp_version_into_payload(
     let read_back = std::process::Command::new("debugfs")
         .arg("-R")
         .arg(format!("cat {file}"))
-        .arg(&stamped.path)
+        .arg(stamped)
         .output()
         .context("running debugfs (e2fsprogs)")?;
-    anyhow::ensure!(
-        String::from_utf8_lossy(&read_back.stdout).trim() == version.to_string(),
-        "the payload's {file} does not read back as {version}"
-    );
-    println!("stamped version {version} into the payload's {file}");
-    Ok(Some(stamped))
+    Ok(String::from_utf8_lossy(&read_back.stdout).into_owned())
 }
 
 /// The image's creation time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
@@ -347,24 +396,69 @@ mod tests {
     }
 
     /// A root file system payload carries the manifest's version where batond reads it, and
-    /// the payload file given is left as it was.
+    /// the payload file given is left as it was: squashfs, the image's slot payload.
+    #[test]
+    fn a_squashfs_payload_gets_the_version_stamped_into_a_copy() {
+        payload_gets_the_version_stamped(
+            "stamp-squashfs",
+            |tree, payload| {
+                std::process::Command::new("mksquashfs")
+                    .arg(tree)
+                    .arg(payload)
+                    .args(["-noappend", "-quiet", "-no-progress"])
+                    .status()
+                    .expect("mksquashfs (squashfs-tools)")
+            },
+            |slot| {
+                std::process::Command::new("unsquashfs")
+                    .arg("-cat")
+                    .arg(slot)
+                    .arg(upgrade::VERSION_FILE)
+                    .output()
+                    .expect("unsquashfs")
+            },
+        );
+    }
+
+    /// The same for an ext4 payload, as images before squashfs carried it.
     #[test]
     fn an_ext4_payload_gets_the_version_stamped_into_a_copy() {
-        let dir = scratch("stamp");
+        payload_gets_the_version_stamped(
+            "stamp-ext4",
+            |tree, payload| {
+                std::process::Command::new("mkfs.ext4")
+                    .args(["-q", "-F", "-d"])
+                    .arg(tree)
+                    .arg(payload)
+                    .arg("4M")
+                    .status()
+                    .expect("mkfs.ext4 (e2fsprogs)")
+            },
+            |slot| {
+                std::process::Command::new("debugfs")
+                    .arg("-R")
+                    .arg(format!("cat {}", upgrade::VERSION_FILE))
+                    .arg(slot)
+                    .output()
+                    .expect("debugfs")
+            },
+        );
+    }
+
+    /// Makes a root file system payload of version 0.1.0 with `make`, signs it as 0.3.1,
+    /// installs it into a file-backed slot and reads the version back with `read`.
+    fn payload_gets_the_version_stamped(
+        name: &str,
+        make: impl Fn(&Path, &Path) -> std::process::ExitStatus,
+        read: impl Fn(&Path) -> std::process::Output,
+    ) {
+        let dir = scratch(name);
         keygen(&dir).expect("keygen");
         let tree = dir.join("tree/usr/lib/baton");
         fs::create_dir_all(&tree).expect("tree");
         fs::write(tree.join("version"), "0.1.0\n").expect("old version");
-        let payload = dir.join("root.ext4");
-        crate::image::run(
-            std::process::Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-d"])
-                .arg(dir.join("tree"))
-                .arg(&payload)
-                .arg("4M"),
-            "mkfs.ext4",
-        )
-        .expect("mkfs.ext4 (e2fsprogs)");
+        let payload = dir.join("root.fs");
+        assert!(make(&dir.join("tree"), &payload).success(), "making the payload failed");
         let before = fs::read(&payload).expect("payload");
         let request = ImageRequest {
             key: dir.join(PRIVATE_KEY_FILE),
@@ -397,13 +491,7 @@ mod tests {
             &mut |_| {},
         )
         .expect("install");
-        let slot = boot.slot_path(upgrade::Slot::B);
-        let version = std::process::Command::new("debugfs")
-            .arg("-R")
-            .arg(format!("cat {}", upgrade::VERSION_FILE))
-            .arg(&slot)
-            .output()
-            .expect("debugfs");
+        let version = read(&boot.slot_path(upgrade::Slot::B));
         assert_eq!(String::from_utf8_lossy(&version.stdout), "0.3.1\n");
         let leftovers: Vec<_> = fs::read_dir(&dir)
             .expect("dir")

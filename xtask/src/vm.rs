@@ -71,12 +71,13 @@ pub(crate) fn vm(
     vms: Vms,
     fresh: bool,
     disk: Option<&Path>,
+    base: Option<&Path>,
     serial: Option<&str>,
     forward_to_host: &[u16],
     disk_cache: Option<&str>,
 ) -> anyhow::Result<()> {
     let image = image::paths();
-    if disk.is_none() && !image.qcow2.exists() {
+    if disk.is_none() && base.is_none() && !image.qcow2.exists() {
         println!("no image at {}; building it first", image.qcow2.display());
         image::image()?;
     }
@@ -100,7 +101,7 @@ pub(crate) fn vm(
             Some(file) => format!("if=virtio,format=raw,file={}", file.display()),
             None => format!(
                 "if=virtio,format=qcow2,file={}",
-                overlay(&dir, &image.qcow2, peer, fresh)?.display()
+                overlay(&dir, base.unwrap_or(&image.qcow2), peer, fresh)?.display()
             ),
         };
         if let Some(mode) = disk_cache {

@@ -10,7 +10,8 @@
 //! - the next boot is the other slot's entry written as `slot-x+3.conf` with a `version` above
 //!   every other entry's (systemd-boot prefers the highest; `default` is never pinned), after
 //!   its kernel and initramfs were copied from the freshly written slot onto the ESP (read out
-//!   of the unmounted ext4 file system with `debugfs`, so no mount and no privilege is needed);
+//!   of the unmounted file system, squashfs with `unsquashfs` or ext4 with `debugfs`, so no
+//!   mount and no privilege is needed);
 //! - good and bad are `systemd-bless-boot good|bad`, which rename the booted entry.
 //!
 //! A slot being written has no entry and carries a `slot-x/install-incomplete` marker on the
@@ -34,6 +35,8 @@ pub const ROOT_LABEL_PREFIX: &str = "baton-root-";
 /// On the ESP, in a slot's kernel directory: present while the slot is being written or after
 /// a write failed (holds the reason).
 const INCOMPLETE_MARKER: &str = "install-incomplete";
+/// A squashfs file system starts with these bytes ("hsqs").
+const SQUASHFS_MAGIC: [u8; 4] = *b"hsqs";
 
 /// A slot's loader entry, as the image writes it and as an upgrade writes it for the next boot.
 /// `generation` is the `version` line: the highest among entries with tries left boots.
@@ -70,7 +73,9 @@ pub struct SystemdBootPaths {
     pub partitions: PathBuf,
     /// `systemd-bless-boot`, run with `good` or `bad`.
     pub bless_boot: PathBuf,
-    /// `debugfs` (e2fsprogs), which reads the new slot's `/boot` without mounting it.
+    /// `unsquashfs` (squashfs-tools), which reads a squashfs slot's `/boot` without mounting it.
+    pub unsquashfs: PathBuf,
+    /// `debugfs` (e2fsprogs), the same for an ext4 slot (images from before squashfs).
     pub debugfs: PathBuf,
 }
 
@@ -83,6 +88,7 @@ impl SystemdBootPaths {
             cmdline: PathBuf::from("/proc/cmdline"),
             partitions: PathBuf::from("/dev/disk/by-partlabel"),
             bless_boot: PathBuf::from("/usr/lib/systemd/systemd-bless-boot"),
+            unsquashfs: PathBuf::from("/usr/bin/unsquashfs"),
             debugfs: PathBuf::from("/usr/sbin/debugfs"),
         }
     }
@@ -186,13 +192,9 @@ impl SystemdBootControl {
         fs::create_dir_all(&scratch)
             .map_err(Error::io(format!("creating {}", scratch.display())))?;
         let device = self.slot_device(slot);
-        let output = Command::new(&self.paths.debugfs)
-            .arg("-R")
-            .arg(format!("rdump /boot {}", scratch.display()))
-            .arg(&device)
-            .output()
-            .map_err(Error::io(format!("running {}", self.paths.debugfs.display())))?;
-        // debugfs exits 0 even when a request fails: what it extracted is the evidence.
+        let output = self.extract_boot(&device, &scratch)?;
+        // Neither tool's exit status is the evidence (debugfs exits 0 when a request fails,
+        // unsquashfs non-zero for a file it could not chown): what it extracted is.
         let boot = scratch.join("boot");
         let result = (|| {
             for (prefix, name) in [("vmlinuz-", "vmlinuz"), ("initrd.img-", "initrd.img")] {
@@ -211,6 +213,31 @@ impl SystemdBootControl {
         })();
         let _ = fs::remove_dir_all(&scratch);
         result
+    }
+
+    /// Extracts `/boot` of the file system on `device` into `scratch/boot`, by the tool for
+    /// its type (read from its magic number).
+    fn extract_boot(&self, device: &Path, scratch: &Path) -> Result<std::process::Output, Error> {
+        let mut magic = [0u8; SQUASHFS_MAGIC.len()];
+        File::open(device)
+            .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic))
+            .map_err(Error::io(format!("reading {}", device.display())))?;
+        let mut command = if magic == SQUASHFS_MAGIC {
+            let mut command = Command::new(&self.paths.unsquashfs);
+            command
+                // Into `scratch`, which exists: unsquashfs puts `/boot` at `scratch/boot`.
+                .args(["-no-progress", "-no-xattrs", "-quiet", "-force", "-dest"])
+                .arg(scratch)
+                .arg(device)
+                .arg("/boot");
+            command
+        } else {
+            let mut command = Command::new(&self.paths.debugfs);
+            command.arg("-R").arg(format!("rdump /boot {}", scratch.display())).arg(device);
+            command
+        };
+        let program = command.get_program().to_owned();
+        command.output().map_err(Error::io(format!("running {}", Path::new(&program).display())))
     }
 
     fn bless(&self, verdict: &str) -> Result<(), Error> {

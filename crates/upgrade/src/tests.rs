@@ -5,7 +5,7 @@
 
 use crate::*;
 use std::io::{Cursor, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const SLOT_CAPACITY_BYTES: u64 = 8 << 20;
 const OLD_ROOTFS: &[u8] = b"rootfs of 0.1.0, healthy";
@@ -837,7 +837,7 @@ fn no_temporary_files(dir: &Path) -> bool {
     walk(dir).iter().all(|path| path.extension().is_none_or(|extension| extension != "tmp"))
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for item in std::fs::read_dir(dir).expect("listing") {
         let path = item.expect("listing").path();
@@ -872,6 +872,7 @@ fn appliance_paths(root: &Path) -> SystemdBootPaths {
         cmdline: root.join("cmdline"),
         partitions: root.join("by-partlabel"),
         bless_boot: "/bin/true".into(),
+        unsquashfs: "unsquashfs".into(),
         debugfs: "debugfs".into(),
     }
 }
@@ -901,7 +902,7 @@ impl Appliance {
         appliance
     }
 
-    fn path(&self, relative: &str) -> std::path::PathBuf {
+    fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
     }
 
@@ -969,13 +970,24 @@ impl Appliance {
         self.boot.entries().expect("entries").iter().map(Entry::file_name).collect()
     }
 
-    /// An ext4 root file system holding a kernel and an initramfs, as a slot payload.
+    /// A squashfs root file system holding a kernel and an initramfs, as the image's slot
+    /// payload.
     fn rootfs_payload(&self, kernel: &[u8]) -> Vec<u8> {
-        let tree = self.path("payload-tree");
-        std::fs::create_dir_all(tree.join("boot")).expect("payload tree");
-        std::fs::write(tree.join("boot/vmlinuz-6.1.0-9-cloud-amd64"), kernel).expect("kernel");
-        std::fs::write(tree.join("boot/initrd.img-6.1.0-9-cloud-amd64"), b"initramfs")
-            .expect("initrd");
+        let tree = self.payload_tree(kernel);
+        let image = self.path("payload.squashfs");
+        let status = std::process::Command::new("mksquashfs")
+            .arg(&tree)
+            .arg(&image)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .status()
+            .expect("mksquashfs (squashfs-tools) is needed for this test");
+        assert!(status.success(), "mksquashfs failed");
+        std::fs::read(&image).expect("payload")
+    }
+
+    /// The same as an ext4 file system, as images before squashfs carried it.
+    fn ext4_rootfs_payload(&self, kernel: &[u8]) -> Vec<u8> {
+        let tree = self.payload_tree(kernel);
         let image = self.path("payload.ext4");
         let status = std::process::Command::new("mkfs.ext4")
             .args(["-q", "-F", "-d"])
@@ -986,6 +998,16 @@ impl Appliance {
             .expect("mkfs.ext4 (e2fsprogs) is needed for this test");
         assert!(status.success(), "mkfs.ext4 failed");
         std::fs::read(&image).expect("payload")
+    }
+
+    fn payload_tree(&self, kernel: &[u8]) -> PathBuf {
+        let tree = self.path("payload-tree");
+        let _ = std::fs::remove_dir_all(&tree);
+        std::fs::create_dir_all(tree.join("boot")).expect("payload tree");
+        std::fs::write(tree.join("boot/vmlinuz-6.1.0-9-cloud-amd64"), kernel).expect("kernel");
+        std::fs::write(tree.join("boot/initrd.img-6.1.0-9-cloud-amd64"), b"initramfs")
+            .expect("initrd");
+        tree
     }
 
     fn install(&mut self, payload: &[u8], version: &str) -> Result<Installed, Error> {
@@ -1053,8 +1075,13 @@ fn systemd_boot_upgrade_writes_the_partition_kernel_and_a_counted_newer_entry() 
     assert_eq!(appliance.boot.last_boot().expect("last"), LastBoot::Normal { slot: Slot::B });
 
     // The next install goes to A, and a rejected A falls back to B, which the operator sees.
-    let payload = appliance.rootfs_payload(b"kernel of 0.3.0");
+    // Its payload is ext4, as images before squashfs carried it: they install as well.
+    let payload = appliance.ext4_rootfs_payload(b"kernel of 0.3.0");
     assert_eq!(appliance.install(&payload, "0.3.0").expect("install").slot, Slot::A);
+    assert_eq!(
+        std::fs::read(appliance.path("esp/slot-a/vmlinuz")).expect("kernel on the ESP"),
+        b"kernel of 0.3.0"
+    );
     assert_eq!(appliance.entry_names(), ["slot-a+3.conf", "slot-b.conf"]);
     assert_eq!(appliance.firmware_boot(), Slot::A);
     appliance.bless_bad();
