@@ -80,16 +80,17 @@ fn dhcp_gives_addresses_only() {
 
 #[test]
 fn user_network_is_restricted_but_forwards_the_admin_port() {
-    let netdev = management_netdev("127.0.0.2", &[]);
+    let netdev = management_netdev("127.0.0.2", &[], Path::new("/x/xtask")).expect("netdev");
     let options: Vec<&str> = netdev.split(',').collect();
     assert_eq!(options[0], "user");
     assert!(options.contains(&"restrict=on"), "{netdev}");
     assert!(options.contains(&"hostfwd=tcp:127.0.0.2:8443-:8443"), "{netdev}");
     assert!(!options.iter().any(|option| option.starts_with("dns=")), "{netdev}");
-    let forwarding = management_netdev("127.0.0.2", &[8080]);
+    let forwarding =
+        management_netdev("127.0.0.2", &[8080], Path::new("/x/xtask")).expect("netdev");
     assert!(forwarding.contains(",restrict=on,"), "{forwarding}");
     assert!(
-        forwarding.ends_with(",guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:8080"),
+        forwarding.ends_with(",guestfwd=tcp:10.0.2.100:8080-cmd:/x/xtask relay 127.0.0.1:8080"),
         "{forwarding}"
     );
 }

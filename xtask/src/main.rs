@@ -119,6 +119,14 @@ enum Task {
         #[arg(long, value_name = "MODE", value_parser = ["writeback", "none", "writethrough", "directsync"])]
         disk_cache: Option<String>,
     },
+    /// Carry stdin and stdout to a TCP address and back: what qemu runs for each guest
+    /// connection `cargo xtask vm --forward-to-host` forwards (one host connection per guest
+    /// connection).
+    #[command(hide = true)]
+    Relay {
+        /// The address on this machine, `127.0.0.1:PORT`.
+        address: SocketAddr,
+    },
     /// Make an ed25519 release key pair for signing upgrade images (outside the repository).
     Keygen {
         /// Directory for `baton-release.key` (mode 0600) and `baton-release.pub`.
@@ -174,6 +182,7 @@ fn main() -> ExitCode {
                 disk_cache.as_deref(),
             )
         }
+        Task::Relay { address } => vm::relay(address),
         Task::Keygen { out } => release::keygen(&out),
         Task::UpgradeImage { key, payload, version, arch, min_from, out } => {
             release::upgrade_image(&release::ImageRequest {

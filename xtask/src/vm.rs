@@ -21,6 +21,7 @@ use crate::image::{self, run};
 use crate::{lan, target_dir};
 use anyhow::Context;
 use std::fs;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -95,6 +96,7 @@ pub(crate) fn vm(
         );
     }
 
+    let relay = std::env::current_exe().context("locating this xtask binary (the relay)")?;
     let mut children = Children(Vec::new());
     for peer in vms.peers.clone() {
         let mut disk_arg = match disk {
@@ -119,6 +121,7 @@ pub(crate) fn vm(
         let _ = fs::remove_file(&pid_file);
         let host = host_address(peer);
         let serial = serial.map_or_else(|| format!("BATON-VM-{peer}"), str::to_owned);
+        let wan = management_netdev(&host, forward_to_host, &relay)?;
         let command = |accel: Accel| {
             let mut command = Command::new("qemu-system-x86_64");
             command
@@ -134,7 +137,7 @@ pub(crate) fn vm(
                         "type=1,manufacturer=Baton,product=Baton appliance (VM),serial={serial}"
                     ),
                 ])
-                .args(["-netdev", &management_netdev(&host, forward_to_host)])
+                .args(["-netdev", &wan])
                 .args([
                     "-device",
                     &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
@@ -226,17 +229,59 @@ pub(crate) fn vm(
 /// The management NIC's qemu user network: the admin port forwarded from `host`, and
 /// `restrict=on`, so the guest reaches nothing beyond this machine (no internet, and no DNS
 /// relayed to the host's resolver); forwarded ports still work, and so does each guest
-/// forward to `127.0.0.1:<port>` (at [`HOST_SERVICES_ADDRESS`]) asked for.
-pub(crate) fn management_netdev(host: &str, forward_to_host: &[u16]) -> String {
+/// forward to `127.0.0.1:<port>` (at [`HOST_SERVICES_ADDRESS`]) asked for. Each guest
+/// connection gets its own host connection through `relay` (this binary, run by qemu): a
+/// guestfwd to a `tcp:` character device would carry every guest connection over one host
+/// connection, interleaving the bytes of concurrent ones (a health poll and a conference
+/// creation reached the bridge simulator as one garbled request).
+pub(crate) fn management_netdev(
+    host: &str,
+    forward_to_host: &[u16],
+    relay: &Path,
+) -> anyhow::Result<String> {
     let mut netdev =
         format!("user,id=wan,restrict=on,hostfwd=tcp:{host}:{ADMIN_PORT}-:{ADMIN_PORT}");
+    let relay = relay.to_str().context("the xtask binary's path is not UTF-8")?;
+    anyhow::ensure!(
+        !relay.contains([',', ' ']),
+        "the xtask binary's path {relay:?} holds a comma or a space, which qemu's options cannot"
+    );
     for port in forward_to_host {
         netdev.push_str(&format!(
-            ",guestfwd=tcp:{HOST_SERVICES_ADDRESS}:{port}-tcp:127.0.0.1:{port}"
+            ",guestfwd=tcp:{HOST_SERVICES_ADDRESS}:{port}-cmd:{relay} relay 127.0.0.1:{port}"
         ));
     }
-    netdev
+    Ok(netdev)
 }
+
+/// `cargo xtask relay ADDRESS`: stdin to `address`, and what it answers to stdout, until the
+/// host side closes (qemu then closes the guest's connection).
+pub(crate) fn relay(address: std::net::SocketAddr) -> anyhow::Result<()> {
+    let stream = std::net::TcpStream::connect(address)
+        .with_context(|| format!("connecting to {address}"))?;
+    let mut to_host = stream.try_clone()?;
+    // Not joined: a guest that keeps its side open must not keep the relay alive once the
+    // host closed.
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_host);
+        let _ = to_host.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from_host = stream;
+    let mut stdout = std::io::stdout().lock();
+    let mut buffer = vec![0u8; RELAY_BUFFER_BYTES];
+    loop {
+        let read = std::io::Read::read(&mut from_host, &mut buffer)?;
+        if read == 0 {
+            return Ok(());
+        }
+        // Flushed at once: stdout is line-buffered, and these bytes are no lines.
+        stdout.write_all(&buffer[..read])?;
+        stdout.flush()?;
+    }
+}
+
+/// What the relay reads from the host at a time.
+const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Where a guest reaches the ports `--forward-to-host` forwards, on its management NIC.
 pub(crate) const HOST_SERVICES_ADDRESS: &str = "10.0.2.100";
