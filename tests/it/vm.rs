@@ -307,14 +307,25 @@ pub(crate) struct Api<'a> {
 }
 
 impl<'a> Api<'a> {
+    /// Logs in as an operator would right after a boot: a login that gets no answer in time
+    /// (the guest still busy with its boot on a loaded host) is tried again, until
+    /// [`API_TIMEOUT_S`]; a refusal ends it at once.
     pub(crate) fn login(client: &'a reqwest::blocking::Client) -> anyhow::Result<Api<'a>> {
-        let login: Value = client
-            .post(format!("{}/api/v1/sessions", admin_url()))
-            .json(&json!({"username": "admin", "password": PASSWORD}))
-            .send()?
-            .error_for_status()
-            .context("logging in")?
-            .json()?;
+        let deadline = Instant::now() + Duration::from_secs(API_TIMEOUT_S);
+        let response = loop {
+            let sent = client
+                .post(format!("{}/api/v1/sessions", admin_url()))
+                .json(&json!({"username": "admin", "password": PASSWORD}))
+                .send();
+            match sent {
+                Ok(response) => break response,
+                Err(error) if Instant::now() > deadline => {
+                    return Err(anyhow::Error::new(error).context("logging in"));
+                }
+                Err(error) => eprintln!("vm test: login not answered ({error}); trying again"),
+            }
+        };
+        let login: Value = response.error_for_status().context("logging in")?.json()?;
         Ok(Api { client, token: login["token"].as_str().context("no token")?.to_owned() })
     }
 

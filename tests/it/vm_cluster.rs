@@ -371,7 +371,7 @@ impl Drop for Vms {
 }
 
 #[test]
-fn three_appliances_cluster_route_calls_and_survive_losing_one() -> anyhow::Result<()> {
+fn three_appliances_cluster_route_calls_survive_losing_one_and_upgrade() -> anyhow::Result<()> {
     let Some((workspace, target, cargo, _lock)) = vm_test()? else { return Ok(()) };
     let mut laps = Laps::new();
     let status = Command::new(&cargo).args(["xtask", "image"]).current_dir(&workspace).status()?;
