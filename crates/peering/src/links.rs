@@ -269,6 +269,13 @@ impl<F: Clone> Links<F> {
         if let Some((old, _)) = peer.accepted.replace((conn, now_ms)) {
             self.actions.push(Action::Close { conn: old });
         }
+        // The peer is back (it restarted, or the network healed): dial it now rather than at
+        // the end of a backoff that grew while it was away, so what it missed meanwhile
+        // reaches it at once (a peer sends only on links it dialled).
+        if let Dialer::Waiting { at_ms } = &mut peer.dialer {
+            *at_ms = (*at_ms).min(now_ms);
+            peer.retry_ms = RETRY_FIRST_MS;
+        }
     }
 
     fn heard(&mut self, now_ms: u64, conn: Conn) {
@@ -419,6 +426,29 @@ mod tests {
         let failed = Line::Failed(Cause::Reported("reset"));
         assert_eq!(actions, vec![Action::Line { peer: peer(2), line: failed }]);
         assert_eq!(links.next_deadline_ms(), Some(now_ms + RETRY_FIRST_MS));
+    }
+
+    // Goal: a peer whose dials have backed off to the longest delay is dialled at once when a
+    // connection from it arrives (it is back), not seconds later.
+    #[test]
+    fn a_peer_that_connects_is_dialled_back_at_once() {
+        let mut links = Machine::default();
+        let mut now_ms = 0;
+        let mut conn = dialled(&links.handle(now_ms, Event::Settings(members(1, &[1, 2]))));
+        for _ in 0..5 {
+            links.handle(now_ms, Event::DialFailed { conn, failure: Some("refused") });
+            now_ms = links.next_deadline_ms().unwrap();
+            conn = dialled(&links.handle(now_ms, Event::Tick));
+        }
+        links.handle(now_ms, Event::DialFailed { conn, failure: Some("refused") });
+        assert_eq!(links.next_deadline_ms(), Some(now_ms + RETRY_MAX_MS));
+        let generation = links.generation();
+        let from_peer = Conn::Accepted(0);
+        let actions = links
+            .handle(now_ms + 10, Event::Accepted { peer: peer(2), conn: from_peer, generation });
+        let conn = dialled(&actions);
+        links.handle(now_ms + 20, Event::DialFailed { conn, failure: Some("refused") });
+        assert_eq!(links.next_deadline_ms(), Some(now_ms + 20 + RETRY_FIRST_MS));
     }
 
     // Goal: an active link that hears nothing for the silence timeout is closed and its line

@@ -114,17 +114,34 @@ impl Replicator {
             .collect()
     }
 
-    /// Pushes events just appended on this peer to every peer (peer-local ones never leave).
+    /// Pushes events just appended on this peer (a whole group commit's) to every peer, in as
+    /// few messages as the catch-up batch limits allow; peer-local ones never leave.
     pub fn appended(&self, events: &[StoredEvent]) -> Vec<Output> {
-        let shared: Vec<StoredEvent> =
-            events.iter().filter(|e| e.stream == Stream::Shared).cloned().collect();
-        if shared.is_empty() {
-            return Vec::new();
+        let mut batches: Vec<Vec<StoredEvent>> = Vec::new();
+        let mut batch_bytes = 0;
+        for event in events.iter().filter(|e| e.stream == Stream::Shared) {
+            match batches.last_mut() {
+                Some(batch)
+                    if batch.len() < EVENTS_PER_MESSAGE_MAX
+                        && batch_bytes < CATCH_UP_BATCH_BYTES_MAX =>
+                {
+                    batch.push(event.clone());
+                }
+                _ => {
+                    batch_bytes = 0;
+                    batches.push(vec![event.clone()]);
+                }
+            }
+            batch_bytes += event_bytes(event);
         }
-        self.peers
-            .iter()
-            .map(|&to| Output::Send { to, message: Message::Events { events: shared.clone() } })
-            .collect()
+        let mut outputs = Vec::new();
+        for batch in batches {
+            for &to in &self.peers {
+                outputs
+                    .push(Output::Send { to, message: Message::Events { events: batch.clone() } });
+            }
+        }
+        outputs
     }
 
     /// Starts a catch-up round with `peer` at once: for when pushes to it were dropped (its

@@ -118,3 +118,30 @@ fn resync_catches_a_peer_up_at_once() {
     assert_eq!(shared_heads(&b.log), shared_heads(&a.log));
     assert!(a.replicator.resync(peer(9), &a.log).is_empty(), "not a peer");
 }
+
+// Goal: a group commit's events are pushed in as few messages as the batch limits allow, in
+// chain order, and the receiver stores them all from those pushes alone.
+#[test]
+fn a_groups_events_are_pushed_together_within_the_batch_limits() {
+    let (mut a, mut b) = (node(1), node(2));
+    let small = write(&mut a, 3, 100);
+    let pushed = sends_to(&a.replicator.appended(&small), peer(2));
+    assert_eq!(pushed, vec![Message::Events { events: small.clone() }]);
+    b.replicator.receive(peer(1), pushed[0].clone(), &mut b.log).unwrap();
+
+    let large = write(&mut a, 2_500, 1_000);
+    let pushes = sends_to(&a.replicator.appended(&large), peer(2));
+    assert!(pushes.len() > 1, "2.5 MB went as {} message(s)", pushes.len());
+    let mut in_order = small;
+    for push in pushes {
+        let Message::Events { events } = &push else { panic!("{push:?}") };
+        // Full batches are cut at the first event that reaches the limit, as catch-up's are.
+        let bytes: usize = events.iter().map(event_bytes).sum();
+        let last_bytes = event_bytes(events.last().unwrap());
+        assert!(bytes - last_bytes < CATCH_UP_BATCH_BYTES_MAX, "{bytes} bytes in one push");
+        in_order.extend(events.iter().cloned());
+        b.replicator.receive(peer(1), push, &mut b.log).unwrap();
+    }
+    assert_eq!(in_order.len(), 2_503);
+    assert_eq!(shared_heads(&b.log), shared_heads(&a.log));
+}

@@ -776,12 +776,10 @@ impl WriterThread {
         let results = self.store.execute_group(&changes);
         self.group_commits.store(self.store.group_commits(), Ordering::Relaxed);
         let mut failure_noted = false;
+        let mut appended = Vec::new();
         for (change, result) in changes.iter().zip(&results) {
             match result {
-                Ok(stored) => {
-                    let messages = self.store.appended(stored);
-                    self.send(messages);
-                }
+                Ok(stored) => appended.extend_from_slice(stored),
                 Err(StoreError::Rejected(_)) => {}
                 // One Event Log entry per failed group: its changes share the cause.
                 Err(error) if !failure_noted => {
@@ -791,6 +789,9 @@ impl WriterThread {
                 Err(_) => {}
             }
         }
+        // The group's events leave together: one message per peer, not one per command.
+        let messages = self.store.appended(&appended);
+        self.send(messages);
         // Readers of the state (the policy service) and of the cluster settings see a change
         // before its author is told it is saved.
         self.publish();
