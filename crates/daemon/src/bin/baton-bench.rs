@@ -144,6 +144,12 @@ fn sample_record(index: usize, capacity: u32) -> Record {
     })
 }
 
+/// A capacity within the model's bounds that differs from the one the same record got
+/// [`HISTORY_RECORDS`] saves before (9,999 and 1,000 are coprime), so every save is a change.
+fn changed_capacity(index: usize) -> u32 {
+    1 + (index % (model::validate::CAPACITY_PORTS_MAX as usize - 1)) as u32
+}
+
 fn sample_event(index: usize, wall_ms: u64) -> NewEvent {
     let encoded = Event::Saved(sample_record(index, 1 + (index % 500) as u32)).encode();
     NewEvent {
@@ -215,7 +221,7 @@ fn store_commands(path: &Path, count: usize) -> anyhow::Result<f64> {
     let (mut store, _) = daemon::store::Store::open(path)?;
     let started = Instant::now();
     for index in 0..count {
-        let command = Command::Save(sample_record(index, 1 + index as u32));
+        let command = Command::Save(sample_record(index, changed_capacity(index)));
         store.execute("bench", &command, 1_000 + index as u64)?;
     }
     Ok(count as f64 / started.elapsed().as_secs_f64())
@@ -236,7 +242,7 @@ fn writer_commands(path: &Path, count: usize, clients: usize) -> anyhow::Result<
                 let writer = writer.clone();
                 tokio::spawn(async move {
                     for index in (client..count).step_by(clients) {
-                        let command = Command::Save(sample_record(index, 1 + index as u32));
+                        let command = Command::Save(sample_record(index, changed_capacity(index)));
                         writer.execute("bench", command, 1_000 + index as u64).await?;
                     }
                     anyhow::Ok(())
