@@ -98,7 +98,8 @@ where
         Box::pin(async move {
             let (stream, service) = accepting.await.map_err(|_| io::ErrorKind::TimedOut)??;
             let idle = Box::pin(tokio::time::sleep(idle_timeout));
-            Ok((Guarded { inner: stream, _slot: slot, idle, idle_timeout }, service))
+            let last_io = Instant::now();
+            Ok((Guarded { inner: stream, _slot: slot, idle, idle_timeout, last_io }, service))
         })
     }
 }
@@ -107,19 +108,29 @@ where
 pub struct Guarded<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
+    /// Armed for at most `last_io + idle_timeout`; moved on lazily, only when it fires, so a
+    /// busy connection costs a clock read per I/O instead of a timer-wheel update.
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
+    last_io: Instant,
 }
 
 impl<S> Guarded<S> {
     fn touched(&mut self) {
-        let deadline = Instant::now() + self.idle_timeout;
-        self.idle.as_mut().reset(deadline);
+        self.last_io = Instant::now();
     }
 
-    /// `Pending` unless the idle deadline passed.
+    /// Whether the connection has carried no byte for the idle timeout; otherwise the timer is
+    /// (re)armed for when it would have, with `cx` to wake.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.idle.as_mut().poll(cx).is_ready()
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let deadline = self.last_io + self.idle_timeout;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.idle.as_mut().reset(deadline);
+        }
+        false
     }
 
     fn after<T>(
@@ -171,5 +182,45 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Goal: a connection that carries a byte more often than the idle timeout stays open for
+    // as long as it goes on; once silent, it is closed exactly one idle timeout after its last
+    // byte (the timer is moved on lazily, so this checks it is moved on right).
+    #[tokio::test(start_paused = true)]
+    async fn only_a_connection_silent_for_the_idle_timeout_is_closed() {
+        let idle_timeout = Duration::from_millis(1_000);
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut guarded = Guarded {
+            inner: server,
+            _slot: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+            last_io: Instant::now(),
+        };
+        let mut buf = [0; 8];
+        let started = Instant::now();
+        for _ in 0..12 {
+            let writer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                client.write_all(b"x").await.unwrap();
+                client
+            });
+            assert_eq!(guarded.read(&mut buf).await.expect("an active connection stays open"), 1);
+            client = writer.await.unwrap();
+        }
+        assert!(started.elapsed() > 4 * idle_timeout);
+        let last_byte = Instant::now();
+        let error = guarded.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(last_byte.elapsed(), idle_timeout);
     }
 }
