@@ -343,9 +343,8 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
     .context("writing hosts")?;
     // The root file system is named on the kernel command line (per slot), so it has no line.
     // The initramfs checks and mounts the data partition (it holds the root's writable layer),
-    // so its pass is 0: fsck of a mounted file system fails. The ESP must not be `nofail`:
-    // systemd-bless-boot needs it mounted, and with nofail the ordering that guarantees it is
-    // lost. The data partition keeps the event log across slots.
+    // so its pass is 0: fsck of a mounted file system fails. The ESP is not `nofail`: that
+    // loses the ordering that has it mounted for systemd-bless-boot.
     // systemd's default 90 s for their devices to show is too short for udev in a guest
     // emulated on a loaded machine (three TCG VMs on two busy cores ended in emergency mode).
     fs::write(
