@@ -117,31 +117,24 @@ impl Replicator {
     /// Pushes events just appended on this peer (a whole group commit's) to every peer, in as
     /// few messages as the catch-up batch limits allow; peer-local ones never leave.
     pub fn appended(&self, events: &[StoredEvent]) -> Vec<Output> {
-        let mut batches: Vec<Vec<StoredEvent>> = Vec::new();
-        let mut batch_bytes = 0;
+        let mut batches = vec![Batch::default()];
         for event in events.iter().filter(|e| e.stream == Stream::Shared) {
-            match batches.last_mut() {
-                Some(batch)
-                    if batch.len() < EVENTS_PER_MESSAGE_MAX
-                        && batch_bytes < CATCH_UP_BATCH_BYTES_MAX =>
-                {
-                    batch.push(event.clone());
-                }
-                _ => {
-                    batch_bytes = 0;
-                    batches.push(vec![event.clone()]);
-                }
+            if batches.last().is_some_and(Batch::is_full) {
+                batches.push(Batch::default());
             }
-            batch_bytes += event_bytes(event);
-        }
-        let mut outputs = Vec::new();
-        for batch in batches {
-            for &to in &self.peers {
-                outputs
-                    .push(Output::Send { to, message: Message::Events { events: batch.clone() } });
+            if let Some(batch) = batches.last_mut() {
+                batch.push(event.clone());
             }
         }
-        outputs
+        let batches = batches.into_iter().filter(|batch| !batch.events.is_empty());
+        batches
+            .flat_map(|batch| {
+                self.peers.iter().map(move |&to| Output::Send {
+                    to,
+                    message: Message::Events { events: batch.events.clone() },
+                })
+            })
+            .collect()
     }
 
     /// Starts a catch-up round with `peer` at once: for when pushes to it were dropped (its
@@ -233,40 +226,58 @@ fn answer_summary(
 }
 
 /// The shared events this log holds beyond `theirs`, in chain order per origin, up to one
-/// full batch (see [`batch_is_full`]).
+/// full [`Batch`].
 fn catch_up_batch(
     theirs: &BTreeMap<PeerId, u64>,
     log: &EventLog,
 ) -> Result<Vec<StoredEvent>, Error> {
-    let mut batch = Vec::new();
-    let mut batch_bytes = 0;
+    let mut batch = Batch::default();
     for (origin, seq) in shared_heads(log) {
         let mut after_seq = theirs.get(&origin).copied().unwrap_or(0);
         while after_seq < seq {
-            let room = EVENTS_PER_MESSAGE_MAX - batch.len();
+            let room = EVENTS_PER_MESSAGE_MAX - batch.events.len();
             let page =
                 log.read_origin(origin, Stream::Shared, after_seq, room.min(CATCH_UP_READ_PAGE))?;
             let Some(last) = page.last() else { break };
             after_seq = last.seq;
             for event in page {
-                if batch.len() >= EVENTS_PER_MESSAGE_MAX || batch_bytes >= CATCH_UP_BATCH_BYTES_MAX
-                {
-                    return Ok(batch);
+                if batch.is_full() {
+                    return Ok(batch.events);
                 }
-                batch_bytes += event_bytes(&event);
                 batch.push(event);
             }
         }
     }
-    Ok(batch)
+    Ok(batch.events)
 }
 
-/// Whether a batch is as large as a catch-up batch gets, so its sender may hold more. Both
-/// ends count the same way: a batch stops at [`EVENTS_PER_MESSAGE_MAX`] events or at the first
-/// event that brings it to [`CATCH_UP_BATCH_BYTES_MAX`].
+/// The events of one message, cut as every batch is, pushed or caught up: at
+/// [`EVENTS_PER_MESSAGE_MAX`] events or at the first event that brings it to
+/// [`CATCH_UP_BATCH_BYTES_MAX`] bytes.
+#[derive(Default)]
+struct Batch {
+    events: Vec<StoredEvent>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn is_full(&self) -> bool {
+        full(self.events.len(), self.bytes)
+    }
+
+    fn push(&mut self, event: StoredEvent) {
+        self.bytes += event_bytes(&event);
+        self.events.push(event);
+    }
+}
+
+fn full(events: usize, bytes: usize) -> bool {
+    events >= EVENTS_PER_MESSAGE_MAX || bytes >= CATCH_UP_BATCH_BYTES_MAX
+}
+
+/// Whether a received batch is as large as a [`Batch`] gets, so its sender may hold more.
 pub fn batch_is_full(events: &[StoredEvent]) -> bool {
-    events.len() >= EVENTS_PER_MESSAGE_MAX
-        || events.iter().map(event_bytes).sum::<usize>() >= CATCH_UP_BATCH_BYTES_MAX
+    full(events.len(), events.iter().map(event_bytes).sum())
 }
 
 /// About how many bytes an event takes in a message.

@@ -539,7 +539,9 @@ pub fn spawn(app: Arc<super::App>, tasks: &Tasks) {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(EVALUATE_EVERY_MS)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(
+                    EVALUATE_EVERY_MS - EVALUATE_SPACING_MS,
+                )) => {}
                 _ = app.alarms.changed.notified() => {}
                 changed = state.changed() => if changed.is_err() { return },
             }
