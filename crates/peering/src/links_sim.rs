@@ -34,7 +34,8 @@ const SETTLE_BOUND_MS: u64 = DIAL_TIMEOUT_MS + RETRY_MAX_MS + 4 * DELAY_LONG_MS 
 /// After settling, nothing may change for this long.
 const STABLE_MS: u64 = 3 * SILENCE_TIMEOUT_MS;
 const SEEDS_DEFAULT: u64 = 300;
-const SEEDS_SLOW: u64 = 10_000;
+/// The slow run's seeds (CI): as many as the replication simulation's, for the same reason.
+const SEEDS_SLOW: u64 = 3_000;
 const SIM_THREADS_MAX: usize = 8;
 
 type Failure = &'static str;
