@@ -96,6 +96,12 @@ pub(crate) fn trial(child: &mut Child, qmp: &Path) -> anyhow::Result<Trial> {
         if let Some(status) = child.try_wait()? {
             return Ok(Trial::Failed(format!("qemu exited ({status})")));
         }
+        // Until qemu opens its socket, look again soon: a qemu that aborts at start (KVM
+        // refusing an MSR) is then seen at once, not after QMP_TIMEOUT.
+        if !qmp.exists() && started.elapsed() < QMP_TIMEOUT {
+            std::thread::sleep(TRIAL_POLL);
+            continue;
+        }
         let status = match query_status(qmp) {
             Ok(status) => status,
             // qemu may have exited between the two checks; the next round says so.
@@ -216,6 +222,17 @@ mod tests {
         let _ = alive.kill();
         let _ = alive.wait();
         assert_eq!(verdict, Trial::Failed("qemu reports the guest paused, not running".into()));
+    }
+
+    #[test]
+    fn a_qemu_that_aborts_before_opening_its_socket_fails_the_trial_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut aborting = Command::new("sh").args(["-c", "sleep 0.2; exit 134"]).spawn().unwrap();
+        let started = Instant::now();
+        let verdict = trial(&mut aborting, &dir.path().join("never.qmp")).unwrap();
+        assert!(matches!(verdict, Trial::Failed(reason) if reason.starts_with("qemu exited")));
+        // Not QMP_TIMEOUT (10 s): that was 10 s added to every boot on such a machine.
+        assert!(started.elapsed() < QMP_TIMEOUT / 2, "{:?}", started.elapsed());
     }
 
     #[test]

@@ -124,8 +124,10 @@ pub(crate) fn vm(
         let wan = management_netdev(&host, forward_to_host, &relay)?;
         let command = |accel: Accel| {
             let mut command = Command::new("qemu-system-x86_64");
+            // No default devices (a DVD drive the firmware tried first, VGA) and no network
+            // boot ROMs: the firmware goes straight to the disk.
             command
-                .args(["-name", &format!("baton-{peer}"), "-machine", "q35"])
+                .args(["-name", &format!("baton-{peer}"), "-machine", "q35", "-nodefaults"])
                 .args(["-accel", accel.qemu_name(), "-cpu", accel.cpu()])
                 .args(["-smp", "1", "-m", &MEMORY_MIB.to_string()])
                 .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
@@ -140,14 +142,20 @@ pub(crate) fn vm(
                 .args(["-netdev", &wan])
                 .args([
                     "-device",
-                    &format!("virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x}", peer + 1),
+                    &format!(
+                        "virtio-net-pci,netdev=wan,mac=52:54:00:12:34:{:02x},romfile=",
+                        peer + 1
+                    ),
                 ])
                 .args(["-netdev", &format!("socket,id=lan,mcast={private},localaddr=127.0.0.1")])
                 // The second NIC in PCI order: the cluster NIC, which the operator's IPv4
                 // settings configure.
                 .args([
                     "-device",
-                    &format!("virtio-net-pci,netdev=lan,mac=52:54:00:44:00:{:02x}", peer + 1),
+                    &format!(
+                        "virtio-net-pci,netdev=lan,mac=52:54:00:44:00:{:02x},romfile=",
+                        peer + 1
+                    ),
                 ])
                 .args(["-display", "none", "-monitor", "none"])
                 .args(["-serial", &format!("file:{}", serial_log.display())])
