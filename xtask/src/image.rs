@@ -93,8 +93,11 @@ pub(crate) const LABEL_ROOT_A: &str = "baton-root-a";
 pub(crate) const LABEL_ROOT_B: &str = "baton-root-b";
 pub(crate) const LABEL_DATA: &str = "baton-data";
 
-/// How long the boot waits for the ESP and data partitions to show before it gives up.
+/// How long the boot waits for the ESP to show before it gives up.
 const DEVICE_TIMEOUT: &str = "x-systemd.device-timeout=600s";
+/// Where the initramfs mounted the data partition, after checking it (the root's overlay
+/// lives on it): `/var/lib/baton` is a bind of that mount, not a second mount of the partition.
+const INITRAMFS_DATA_MOUNT: &str = "/run/baton/data";
 
 /// The systemd units of `systemd/` enabled in the image (besides those Debian enables itself).
 const ENABLED_UNITS: &[&str] = &[
@@ -110,7 +113,8 @@ const DISABLED_UNITS: &[&str] = &["ssh.service", "snmpd.service"];
 /// (or wakes up to fetch packages from nowhere). apt's and dpkg's timers (no package manager
 /// is used on an appliance; upgrades are images), ext4's scrubbing (the root is read-only;
 /// the data partition is checked at boot), and kernel file systems for debugging, tracing,
-/// FUSE, configfs, POSIX message queues and huge pages, with the module loads they pull in.
+/// FUSE, configfs, POSIX message queues and huge pages, with the module loads they pull in
+/// (and device mapper, loop devices and EFI pstore, which nothing here uses).
 const MASKED_UNITS: &[&str] = &[
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
@@ -126,6 +130,9 @@ const MASKED_UNITS: &[&str] = &[
     "modprobe@drm.service",
     "modprobe@fuse.service",
     "modprobe@configfs.service",
+    "modprobe@dm_mod.service",
+    "modprobe@efi_pstore.service",
+    "modprobe@loop.service",
 ];
 
 /// The image's files under the target directory.
@@ -342,17 +349,17 @@ fn customise(root: &Path, release: &Path) -> anyhow::Result<()> {
     )
     .context("writing hosts")?;
     // The root file system is named on the kernel command line (per slot), so it has no line.
-    // The initramfs checks and mounts the data partition (it holds the root's writable layer),
-    // so its pass is 0: fsck of a mounted file system fails. The ESP is not `nofail`: that
-    // loses the ordering that has it mounted for systemd-bless-boot.
-    // systemd's default 90 s for their devices to show is too short for udev in a guest
-    // emulated on a loaded machine (three TCG VMs on two busy cores ended in emergency mode).
+    // The initramfs checks and mounts the data partition (it holds the root's writable layer);
+    // /var/lib/baton binds that mount. The ESP is not `nofail`: that loses the ordering that
+    // has it mounted for systemd-bless-boot. systemd's default 90 s for its device to show is
+    // too short for udev in a guest emulated on a loaded machine (three TCG VMs on two busy
+    // cores ended in emergency mode).
     fs::write(
         root.join("etc/fstab"),
         format!(
             "# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>\n\
              PARTLABEL={LABEL_ESP}\t/efi\tvfat\tumask=0077,noatime,{DEVICE_TIMEOUT}\t0\t2\n\
-             PARTLABEL={LABEL_DATA}\t/var/lib/baton\text4\tdefaults,noatime,{DEVICE_TIMEOUT}\t0\t0\n"
+             {INITRAMFS_DATA_MOUNT}\t/var/lib/baton\tnone\tbind\t0\t0\n"
         ),
     )
     .context("writing fstab")?;

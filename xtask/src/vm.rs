@@ -32,6 +32,10 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// Guest memory per VM, in MiB: batond and a minimal Debian need far less; the page cache
 /// makes the boot faster.
 const MEMORY_MIB: u32 = 1024;
+/// Virtual CPUs per VM, as a small appliance has. qemu runs them on one host thread each even
+/// under TCG, so a boot's udev, networkd and batond run side by side: policy-ready came 16 s
+/// sooner than with one (39 s against 55 s on an idle 2-core machine).
+const VCPUS: u32 = 2;
 /// The admin API port, in the guest and on the forwarded host address.
 pub(crate) const ADMIN_PORT: u16 = 8443;
 /// The private network's multicast group on loopback: every VM's second NIC joins it, on a
@@ -129,7 +133,7 @@ pub(crate) fn vm(
             command
                 .args(["-name", &format!("baton-{peer}"), "-machine", "q35", "-nodefaults"])
                 .args(["-accel", accel.qemu_name(), "-cpu", accel.cpu()])
-                .args(["-smp", "1", "-m", &MEMORY_MIB.to_string()])
+                .args(["-smp", &VCPUS.to_string(), "-m", &MEMORY_MIB.to_string()])
                 .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
                 .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
                 .args(["-drive", &disk_arg])

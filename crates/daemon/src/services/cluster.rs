@@ -649,7 +649,7 @@ async fn start(
         edition: settings.edition,
     });
     let listen = SocketAddr::from((address, board.network.port));
-    let listener = match TcpListener::bind(listen).await {
+    let listener = match bind_freely(listen) {
         Ok(listener) => Some(listener),
         Err(error) => {
             problems.push(format!("cannot listen for peers on {listen}: {error}"));
@@ -666,6 +666,23 @@ async fn start(
     *lock(&board.problems) = problems;
     Ok((Ready { address, key, hello }, listener))
 }
+
+/// Listens on `address` even before it is up on a NIC (`IP_FREEBIND`): batond starts without
+/// waiting for the network to be configured, and a failed bind is not retried (only a settings
+/// change starts the listener again), so peers would find this one deaf until then.
+fn bind_freely(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_freebind_v4(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Connections from peers waiting to be accepted: there are at most two peers.
+const LISTEN_BACKLOG: i32 = 16;
 
 /// This peer's address and the cluster key, once clustering is configured and its
 /// prerequisites hold; otherwise the problems are on the board and `Err` says whether to check
@@ -1191,7 +1208,19 @@ fn spawn_reader(
 
 #[cfg(test)]
 mod tests {
-    use super::{Failure, PeerFailure, line};
+    use super::{Failure, PeerFailure, bind_freely, line};
+
+    // Goal: the peers' listener binds the operator's cluster address even while that address
+    // is not yet on a NIC (batond starts before the network is configured); a plain bind
+    // fails there with "cannot assign requested address".
+    #[tokio::test]
+    async fn the_peers_listener_binds_an_address_not_yet_on_this_machine() {
+        // TEST-NET-1: on no NIC of a test machine.
+        let absent = std::net::SocketAddr::from(([192, 0, 2, 77], 0));
+        assert!(std::net::TcpListener::bind(absent).is_err(), "192.0.2.77 is on this machine");
+        let listener = bind_freely(absent).expect("bound with IP_FREEBIND");
+        assert_eq!(listener.local_addr().expect("address").ip(), absent.ip());
+    }
 
     // Goal: a version refusal, by either side, names the other peer's version (what the
     // version-mismatch alarm shows); other refusals name none.
