@@ -263,7 +263,8 @@ impl Appliance {
     }
 }
 
-/// Each step's time, printed as it ends (a failure later keeps the earlier ones).
+/// Each step's time, printed as it ends (a failure later keeps the earlier ones). On stdout:
+/// a failing test's stderr is mostly the image build's, and CI shows only its ends.
 struct Laps {
     started: Instant,
     step: Instant,
@@ -275,12 +276,12 @@ impl Laps {
     }
 
     fn lap(&mut self, what: &str) {
-        eprintln!("vm cluster test: {what}: {:.1}s", self.step.elapsed().as_secs_f64());
+        println!("vm cluster test: {what}: {:.1}s", self.step.elapsed().as_secs_f64());
         self.step = Instant::now();
     }
 
     fn total(&self) {
-        eprintln!("vm cluster test: total {:.1}s", self.started.elapsed().as_secs_f64());
+        println!("vm cluster test: total {:.1}s", self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -373,12 +374,53 @@ impl Drop for Vms {
 #[test]
 fn three_appliances_cluster_route_calls_survive_losing_one_and_upgrade() -> anyhow::Result<()> {
     let Some((workspace, target, cargo, _lock)) = vm_test()? else { return Ok(()) };
+    let outcome = three_appliances(&workspace, &target, &cargo);
+    if let Err(error) = &outcome {
+        // Beside the laps on stdout (see [`Laps`]).
+        println!("vm cluster test: failed: {error:#}");
+    }
+    outcome
+}
+
+/// Lines of each VM's serial console and batond's journal printed when the test fails.
+const DIAGNOSTIC_LINES: usize = 40;
+
+/// What each VM shows when a step fails, on stdout (the VMs still run): its serial console,
+/// its failed units and batond's journal through the guest agent, its cluster status.
+fn print_diagnostics(appliances: &[Appliance], target: &Path) {
+    for appliance in appliances {
+        let n = appliance.n;
+        let serial = std::fs::read_to_string(target.join(format!("vm/peer-{n}-serial.log")))
+            .unwrap_or_else(|error| format!("(unreadable: {error})"));
+        let lines: Vec<&str> = serial.lines().collect();
+        let tail = lines[lines.len().saturating_sub(DIAGNOSTIC_LINES)..].join("\n");
+        println!("--- VM {n}: serial console (last {DIAGNOSTIC_LINES} lines)\n{tail}");
+        let script = format!(
+            "systemctl --failed --no-legend --no-pager; \
+             journalctl -b -u batond -n {DIAGNOSTIC_LINES} --no-pager -o short-monotonic"
+        );
+        match appliance.agent().and_then(|mut agent| agent.exec(&script, None)) {
+            Ok(exec) => println!("--- VM {n}: failed units, batond's journal\n{}", exec.stdout),
+            Err(error) => println!("--- VM {n}: guest agent: {error:#}"),
+        }
+        match appliance.get("/api/v1/cluster/status") {
+            Ok(status) => println!("--- VM {n}: cluster status\n{status}"),
+            Err(error) => println!("--- VM {n}: cluster status: {error:#}"),
+        }
+    }
+}
+
+fn three_appliances(
+    workspace: &Path,
+    target: &Path,
+    cargo: &std::ffi::OsStr,
+) -> anyhow::Result<()> {
     let mut laps = Laps::new();
-    let status = Command::new(&cargo).args(["xtask", "image"]).current_dir(&workspace).status()?;
+    let status = Command::new(cargo).args(["xtask", "image"]).current_dir(workspace).status()?;
     ensure!(status.success(), "cargo xtask image failed ({status})");
     laps.lap("image");
     let dir = target.join("vm-cluster-test");
-    let disk = crate::vm::trusting_disk(&target, &dir)?;
+    let disk = crate::vm::trusting_disk(target, &dir)?;
     let base = dir.join("base.qcow2");
     crate::vm::tool(
         Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&disk.disk).arg(&base),
@@ -388,46 +430,65 @@ fn three_appliances_cluster_route_calls_survive_losing_one_and_upgrade() -> anyh
         env!("CARGO_PKG_VERSION").parse().map_err(anyhow::Error::msg)?;
     let next = upgrade::Version::new(running.major, running.minor, running.patch + 1);
     let image = dir.join(format!("baton-{next}.upgrade"));
-    crate::vm::upgrade_image(&cargo, &workspace, &disk.private_key, &disk.root, &next, &image)?;
+    crate::vm::upgrade_image(cargo, workspace, &disk.private_key, &disk.root, &next, &image)?;
     laps.lap("a disk trusting a test key, an upgrade image");
 
     let sim = SimBridge::start("mcu", &[])?;
-    let mut vms = Vms::start(&workspace, &target, &cargo, &base, sim.address.port())?;
+    let mut vms = Vms::start(workspace, target, cargo, &base, sim.address.port())?;
     let mut appliances =
-        (1..=PEERS).map(|n| Appliance::new(n, &target)).collect::<anyhow::Result<Vec<_>>>()?;
-    for appliance in &mut appliances {
+        (1..=PEERS).map(|n| Appliance::new(n, target)).collect::<anyhow::Result<Vec<_>>>()?;
+    let outcome =
+        the_story(&mut appliances, &mut vms, &mut laps, &sim, &image, &next, (workspace, cargo));
+    if outcome.is_err() {
+        print_diagnostics(&appliances, target);
+    }
+    drop(vms);
+    outcome?;
+    laps.total();
+    Ok(())
+}
+
+/// Steps 1 to 5 on the booted VMs.
+fn the_story(
+    appliances: &mut [Appliance],
+    vms: &mut Vms,
+    laps: &mut Laps,
+    sim: &SimBridge,
+    image: &Path,
+    next: &upgrade::Version,
+    (workspace, cargo): (&Path, &std::ffi::OsStr),
+) -> anyhow::Result<()> {
+    for appliance in appliances.iter_mut() {
         prepare(appliance)?;
     }
     laps.lap("1. three appliances booted and configured");
-    cluster(&appliances)?;
+    cluster(appliances)?;
     laps.lap("1. clustered");
 
-    configure_policy(&appliances[0], &sim)?;
-    let mut vcs = vcs_for(&appliances);
+    configure_policy(&appliances[0], sim)?;
+    let mut vcs = vcs_for(appliances);
     let rooms = ["room1", "room2", "room1"];
-    let before = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
+    let before = route_calls(&mut vcs, sim, &[true, true, true], Some(0), &rooms)?;
     laps.lap("2. policy configured, calls routed by VM 1");
 
     vms.kill(1)?;
-    let after = route_calls(&mut vcs, &sim, &[false, true, true], Some(1), &rooms)?;
+    let after = route_calls(&mut vcs, sim, &[false, true, true], Some(1), &rooms)?;
     ensure!(before == after, "VM 2 answers otherwise than VM 1 did: {before:?} then {after:?}");
     // A conference made while VM 1 is down, which it must learn of when it is back.
-    route_calls(&mut vcs, &sim, &[false, true, true], Some(1), &["room3"])?;
+    route_calls(&mut vcs, sim, &[false, true, true], Some(1), &["room3"])?;
     laps.lap("3. VM 1 killed, calls routed by VM 2");
-    vms.restart(&workspace, &cargo, 1, sim.address.port())?;
-    caught_up(&appliances)?;
-    let again = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
+    vms.restart(workspace, cargo, 1, sim.address.port())?;
+    caught_up(appliances)?;
+    let again = route_calls(&mut vcs, sim, &[true, true, true], Some(0), &rooms)?;
     ensure!(again == before, "VM 1 answers otherwise after its restart: {again:?}");
     laps.lap("3. VM 1 back, caught up, routing");
-    rolling_upgrade(&appliances, &mut vcs, &image, &next, &before)?;
+    rolling_upgrade(appliances, &mut vcs, image, next, &before)?;
     laps.lap("4. cluster upgraded, calls answered throughout");
-    all_active(&appliances)?;
-    let upgraded = route_calls(&mut vcs, &sim, &[true, true, true], Some(0), &rooms)?;
+    all_active(appliances)?;
+    let upgraded = route_calls(&mut vcs, sim, &[true, true, true], Some(0), &rooms)?;
     ensure!(upgraded == before, "the upgraded cluster answers otherwise: {upgraded:?}");
     backup_restores_only_where_taken(&appliances[1], &appliances[2])?;
     laps.lap("5. VM 2's backup restored on VM 2, refused on VM 3");
-    drop(vms);
-    laps.total();
     Ok(())
 }
 
@@ -601,9 +662,10 @@ fn route_calls(
 /// VM 1, booted again, links up with the others and learns of the conference made without it.
 fn caught_up(appliances: &[Appliance]) -> anyhow::Result<()> {
     let first = &appliances[0];
+    eventually("VM 1's admin API back", BOOT_TIMEOUT_S, || first.get("/api/v1/health"))?;
     for other in &appliances[1..] {
         let what = format!("VM 1 back, showing VM {} as active", other.n);
-        eventually(&what, BOOT_TIMEOUT_S, || {
+        eventually(&what, SETTLE_TIMEOUT_S, || {
             let line = first.status_line(&other.cluster_address())?;
             ensure!(line.starts_with("Active as"), "{line}");
             Ok(())
@@ -680,7 +742,7 @@ fn rolling_upgrade(
     };
     let errors = std::fs::read_to_string(scratch.path().join("batonctl.err")).unwrap_or_default();
     ensure!(status.success(), "batonctl cluster upgrade failed ({status}):\n{errors}");
-    eprintln!("vm cluster test: {calls} calls answered during the upgrade");
+    println!("vm cluster test: {calls} calls answered during the upgrade");
     for appliance in appliances {
         let status = appliance.get("/api/v1/status")?;
         ensure!(status["version"] == json!(next.to_string()), "VM {}: {status}", appliance.n);
