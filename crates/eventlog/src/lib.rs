@@ -295,6 +295,12 @@ fn configure(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
+/// SQLite's page cache per connection: its default.
+const CACHE_KIB: i64 = 2_000;
+/// The page cache of a rebuild (a restore's staging database): with the default, each batch
+/// of a projection's rebuild read and wrote the same pages through the kernel again.
+const SCRATCH_CACHE_KIB: i64 = 16 * 1024;
+
 /// See [`EventLog::set_scratch`]. Needs the only connection to the file (leaving WAL does).
 fn set_scratch_pragmas(conn: &Connection, scratch: bool) -> Result<(), Error> {
     let (journal_mode, synchronous) = if scratch { ("OFF", "OFF") } else { ("WAL", "FULL") };
@@ -304,6 +310,8 @@ fn set_scratch_pragmas(conn: &Connection, scratch: bool) -> Result<(), Error> {
         return Err(Error::JournalModeRefused { wanted: journal_mode, applied });
     }
     conn.pragma_update(None, "synchronous", synchronous)?;
+    let cache_kib = if scratch { SCRATCH_CACHE_KIB } else { CACHE_KIB };
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     Ok(())
 }
 

@@ -47,6 +47,14 @@ trait Projection {
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error>;
+    /// Creates the indexes `reset` left out, once the projection is caught up.
+    fn index(_tx: &Connection) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Writes what `apply` kept back, at the end of each batch (before its checkpoint).
+    fn flush(_tx: &Connection, _memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Current records, one row per record key, with tombstones for removed records.
@@ -56,7 +64,7 @@ impl Projection for Records {
     const NAME: &'static str = "records";
     /// 2: events outside their kind's stream (the shared licence of before) are not records.
     const VERSION: u32 = 2;
-    type Memo = HashMap<RecordKey, Stamp>;
+    type Memo = RecordRows;
 
     fn reset(tx: &Connection) -> Result<(), Error> {
         tx.execute_batch(
@@ -85,7 +93,7 @@ impl Projection for Records {
         }
         let key = event.key();
         let stamp = stamp_of(stored);
-        let current = match memo.rows.get(&key) {
+        let current = match memo.rows.stamps.get(&key) {
             Some(current) => Some(*current),
             None if memo.complete => None,
             None => current_stamp(tx, &key)?,
@@ -93,25 +101,42 @@ impl Projection for Records {
         if current.is_some_and(|current| current >= stamp) {
             return Ok(()); // a later write already decided this record
         }
-        let body = match event {
-            Event::Saved(record) => Some(serde_json::to_string(record)?),
+        let record = match event {
+            Event::Saved(record) => Some(record.clone()),
             Event::Removed(_) => None,
         };
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            key.kind.as_str(),
-            key.name,
-            stamp.hlc.wall_ms,
-            stamp.hlc.counter,
-            stamp.origin.0,
-            body
-        ])?;
-        memo.rows.insert(key, stamp);
+        memo.rows.stamps.insert(key.clone(), stamp);
+        memo.rows.unwritten.insert(key, (stamp, record));
         Ok(())
     }
+
+    fn flush(tx: &Connection, memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (key, (stamp, record)) in memo.rows.unwritten.drain() {
+            let body = record.map(|record| serde_json::to_string(&record)).transpose()?;
+            insert.execute(params![
+                key.kind.as_str(),
+                key.name,
+                stamp.hlc.wall_ms,
+                stamp.hlc.counter,
+                stamp.origin.0,
+                body
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// What a catch-up of [`Records`] remembers: each key's current stamp, and the records that
+/// won since the batch began, written once per batch (a record saved a thousand times in a
+/// batch is one row write, not a thousand). One entry per record key at most.
+#[derive(Default)]
+struct RecordRows {
+    stamps: HashMap<RecordKey, Stamp>,
+    unwritten: HashMap<RecordKey, (Stamp, Option<Record>)>,
 }
 
 fn current_stamp(tx: &Connection, key: &RecordKey) -> Result<Option<Stamp>, Error> {
@@ -126,73 +151,68 @@ fn current_stamp(tx: &Connection, key: &RecordKey) -> Result<Option<Stamp>, Erro
             .optional()?)
 }
 
-/// Every change in arrival order, with the record before and after, for the Configuration
-/// Log and record history. Secrets are redacted before they are written here.
+/// Every change in arrival order, for the Configuration Log and record history. A row is the
+/// change's key, action, time and actor, indexed for the log's filters; the records before
+/// and after it are decoded from the events at query time (and redacted then), so the
+/// projection is a small index over the log rather than a second, larger copy of it: stored
+/// as JSON it was larger than the events and most of a restore's rebuild.
 struct ConfigLog;
 
 impl Projection for ConfigLog {
     const NAME: &'static str = "config_log";
-    const VERSION: u32 = 1;
-    type Memo = HashMap<RecordKey, Option<String>>;
+    /// 2: no copies of the records (see above).
+    const VERSION: u32 = 2;
+    /// Each row is written as it comes: nothing to remember.
+    type Memo = ();
 
     fn reset(tx: &Connection) -> Result<(), Error> {
         tx.execute_batch(
             "DROP TABLE IF EXISTS proj_config_log;
              CREATE TABLE proj_config_log (
-                 position INTEGER PRIMARY KEY,
+                 position INTEGER PRIMARY KEY,   -- the event's, in `events`
                  at_ms INTEGER NOT NULL,
-                 origin BLOB NOT NULL,
                  actor TEXT NOT NULL,
                  action TEXT NOT NULL,   -- 'saved' or 'removed'
                  kind TEXT NOT NULL,
-                 name TEXT NOT NULL,
-                 before TEXT,            -- redacted JSON, NULL if the record did not exist
-                 after TEXT              -- redacted JSON, NULL if removed
-             );
-             CREATE INDEX proj_config_log_record ON proj_config_log (kind, name, position);
-             CREATE INDEX proj_config_log_actor ON proj_config_log (actor, position);",
+                 name TEXT NOT NULL
+             );",
+        )?;
+        Ok(())
+    }
+
+    /// Built once the rows are in: sorting a million keys once is cheaper than inserting
+    /// them one by one, and a catch-up that stopped half way builds them at its next start.
+    fn index(tx: &Connection) -> Result<(), Error> {
+        tx.execute_batch(
+            "CREATE INDEX IF NOT EXISTS proj_config_log_record ON proj_config_log (kind, name, position);
+             CREATE INDEX IF NOT EXISTS proj_config_log_actor ON proj_config_log (actor, position);",
         )?;
         Ok(())
     }
 
     fn apply(
         tx: &Connection,
-        memo: &mut Memo<Self::Memo>,
+        _memo: &mut Memo<Self::Memo>,
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error> {
         let key = event.key();
-        let before: Option<String> = match memo.rows.remove(&key) {
-            Some(before) => before,
-            None if memo.complete => None,
-            None => tx
-                .prepare_cached(
-                    "SELECT after FROM proj_config_log WHERE kind = ?1 AND name = ?2 ORDER BY position DESC LIMIT 1",
-                )?
-                .query_row(params![key.kind.as_str(), key.name], |row| row.get(0))
-                .optional()?
-                .flatten(),
-        };
-        let (action, after) = match event {
-            Event::Saved(record) => ("saved", Some(serde_json::to_string(&record.redacted())?)),
-            Event::Removed(_) => ("removed", None),
+        let action = match event {
+            Event::Saved(_) => "saved",
+            Event::Removed(_) => "removed",
         };
         tx.prepare_cached(
-            "INSERT INTO proj_config_log (position, at_ms, origin, actor, action, kind, name, before, after)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO proj_config_log (position, at_ms, actor, action, kind, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             stored.position,
             stored.hlc.wall_ms,
-            stored.origin.0,
             stored.actor,
             action,
             key.kind.as_str(),
-            key.name,
-            before,
-            after
+            key.name
         ])?;
-        memo.rows.insert(key, after);
         Ok(())
     }
 }
@@ -207,9 +227,11 @@ fn stamp_of(stored: &StoredEvent) -> Stamp {
     Stamp { hlc: stored.hlc, origin: stored.origin }
 }
 
-/// Brings every projection up to the log's end. Returns how many events were applied.
+/// Brings every projection up to the log's end. Returns how many events were applied (an
+/// event applied to both projections counts twice).
 ///
-/// Call it after each append (the writer does) and at start-up; it is idempotent.
+/// Call it after each append (the writer does) and at start-up; it is idempotent. The log is
+/// read once for both projections, each event decoded once.
 pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS proj_checkpoints (
@@ -218,10 +240,39 @@ pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
              position INTEGER NOT NULL
          );",
     )?;
-    let mut applied = catch_up_one::<Records>(conn)?;
-    applied += catch_up_one::<ConfigLog>(conn)?;
-    Ok(applied)
+    let mut records = Cursor::<Records>::open(conn)?;
+    let mut config_log = Cursor::<ConfigLog>::open(conn)?;
+    let rebuilding = records.memo.complete || config_log.memo.complete;
+    let batch_events = if rebuilding { REBUILD_BATCH_EVENTS } else { CATCH_UP_BATCH_EVENTS };
+    let mut applied = 0;
+    loop {
+        let from = records.position.min(config_log.position);
+        let batch = eventlog::read_after(conn, from, batch_events)?;
+        let Some(last) = batch.last() else {
+            let tx = conn.savepoint()?;
+            Records::index(&tx)?;
+            ConfigLog::index(&tx)?;
+            tx.commit()?;
+            return Ok(applied);
+        };
+        let last_position = last.position;
+        // A savepoint, so the rows join the writer's group commit when one is open.
+        let tx = conn.savepoint()?;
+        for stored in &batch {
+            let event = Event::decode(&stored.kind, stored.version, &stored.payload)
+                .map_err(|source| Error::Decode { position: stored.position, source })?;
+            applied += records.apply(&tx, stored, &event)?;
+            applied += config_log.apply(&tx, stored, &event)?;
+        }
+        records.finish_batch(&tx, last_position)?;
+        config_log.finish_batch(&tx, last_position)?;
+        tx.commit()?;
+    }
 }
+
+/// Events per transaction when a projection is rebuilt from the first event (at start-up,
+/// where no writer waits): fewer, larger batches write each record's row fewer times.
+const REBUILD_BATCH_EVENTS: usize = 20_000;
 
 fn checkpoint<P: Projection>(conn: &Connection) -> Result<Option<(u32, u64)>, Error> {
     Ok(conn
@@ -233,41 +284,60 @@ fn checkpoint<P: Projection>(conn: &Connection) -> Result<Option<(u32, u64)>, Er
         .optional()?)
 }
 
-fn catch_up_one<P: Projection>(conn: &mut Connection) -> Result<u64, Error> {
-    let mut position = match checkpoint::<P>(conn)? {
-        Some((version, position)) if version == P::VERSION => position,
-        _ => {
-            let tx = conn.savepoint()?;
-            P::reset(&tx)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO proj_checkpoints (name, version, position) VALUES (?1, ?2, 0)",
-                params![P::NAME, P::VERSION],
-            )?;
-            tx.commit()?;
-            0
+/// One projection's progress through a catch-up.
+struct Cursor<P: Projection> {
+    position: u64,
+    memo: Memo<P::Memo>,
+}
+
+impl<P: Projection> Cursor<P> {
+    /// Where the projection stands; reset to the first event when it is missing or of
+    /// another version.
+    fn open(conn: &mut Connection) -> Result<Cursor<P>, Error> {
+        let position = match checkpoint::<P>(conn)? {
+            Some((version, position)) if version == P::VERSION => position,
+            _ => {
+                let tx = conn.savepoint()?;
+                P::reset(&tx)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO proj_checkpoints (name, version, position) VALUES (?1, ?2, 0)",
+                    params![P::NAME, P::VERSION],
+                )?;
+                tx.commit()?;
+                0
+            }
+        };
+        // Kept across batches: a record rewritten a thousand times is looked up once at most.
+        let memo = Memo { rows: P::Memo::default(), complete: position == 0 };
+        Ok(Cursor { position, memo })
+    }
+
+    /// Applies `stored` unless the projection already has it; 1 if applied.
+    fn apply(
+        &mut self,
+        tx: &Connection,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> Result<u64, Error> {
+        if stored.position <= self.position {
+            return Ok(0);
         }
-    };
-    let mut applied = 0;
-    // Kept across batches: a record rewritten a thousand times is looked up once at most.
-    let mut memo = Memo { rows: P::Memo::default(), complete: position == 0 };
-    loop {
-        let batch = eventlog::read_after(conn, position, CATCH_UP_BATCH_EVENTS)?;
-        let Some(last) = batch.last() else { return Ok(applied) };
-        let last_position = last.position;
-        // A savepoint, so the rows join the writer's group commit when one is open.
-        let tx = conn.savepoint()?;
-        for stored in &batch {
-            let event = Event::decode(&stored.kind, stored.version, &stored.payload)
-                .map_err(|source| Error::Decode { position: stored.position, source })?;
-            P::apply(&tx, &mut memo, stored, &event)?;
+        P::apply(tx, &mut self.memo, stored, event)?;
+        Ok(1)
+    }
+
+    /// Writes the batch's rows and moves the checkpoint to `last_position`, in `tx`.
+    fn finish_batch(&mut self, tx: &Connection, last_position: u64) -> Result<(), Error> {
+        if last_position <= self.position {
+            return Ok(());
         }
+        P::flush(tx, &mut self.memo)?;
         tx.execute(
             "UPDATE proj_checkpoints SET position = ?1 WHERE name = ?2",
             params![last_position, P::NAME],
         )?;
-        tx.commit()?;
-        applied += batch.len() as u64;
-        position = last_position;
+        self.position = last_position;
+        Ok(())
     }
 }
 
@@ -333,17 +403,24 @@ pub struct ConfigLogQuery {
 /// Largest page of log rows a query may ask for.
 pub const LOG_PAGE_MAX: usize = 1_000;
 
-/// The columns [`config_log_entry`] reads, in its order.
-const CONFIG_LOG_COLUMNS: &str =
-    "position, at_ms, origin, actor, action, kind, name, before, after";
+/// The columns [`config_log_entry`] reads, in its order, from `proj_config_log AS c` joined
+/// with its event `e` and the event `b` of the key's previous row (the record before).
+const CONFIG_LOG_COLUMNS: &str = "c.position, c.at_ms, e.origin, c.actor, c.kind, c.name,
+     e.kind, e.version, e.payload, b.position, b.kind, b.version, b.payload";
+const CONFIG_LOG_FROM: &str = "proj_config_log AS c
+     JOIN events AS e ON e.position = c.position
+     LEFT JOIN events AS b ON b.position = (
+         SELECT p.position FROM proj_config_log AS p
+         WHERE p.kind = c.kind AND p.name = c.name AND p.position < c.position
+         ORDER BY p.position DESC LIMIT 1)";
 
 pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<ConfigLogEntry>, Error> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {CONFIG_LOG_COLUMNS} FROM proj_config_log
-         WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
-           AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms <= ?5) AND (?6 IS NULL OR position < ?6)
-           AND (?8 IS NULL OR origin = ?8)
-         ORDER BY position DESC LIMIT ?7"
+        "SELECT {CONFIG_LOG_COLUMNS} FROM {CONFIG_LOG_FROM}
+         WHERE (?1 IS NULL OR c.actor = ?1) AND (?2 IS NULL OR c.kind = ?2) AND (?3 IS NULL OR c.name = ?3)
+           AND (?4 IS NULL OR c.at_ms >= ?4) AND (?5 IS NULL OR c.at_ms <= ?5) AND (?6 IS NULL OR c.position < ?6)
+           AND (?8 IS NULL OR e.origin = ?8)
+         ORDER BY c.position DESC LIMIT ?7"
     ))?;
     let limit = query.limit.clamp(1, LOG_PAGE_MAX) as i64;
     let rows = statement.query_map(
@@ -357,9 +434,9 @@ pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<Confi
             limit,
             query.origin.map(|origin| origin.0)
         ],
-        config_log_entry,
+        ConfigLogRow::read,
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.map(|row| row?.entry()).collect()
 }
 
 /// One peer's Configuration Log rows after `after_position`, oldest first, at most `limit`:
@@ -371,36 +448,81 @@ pub fn config_log_after(
     limit: usize,
 ) -> Result<Vec<ConfigLogEntry>, Error> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {CONFIG_LOG_COLUMNS} FROM proj_config_log
-         WHERE origin = ?1 AND position > ?2 ORDER BY position LIMIT ?3"
+        "SELECT {CONFIG_LOG_COLUMNS} FROM {CONFIG_LOG_FROM}
+         WHERE e.origin = ?1 AND c.position > ?2 ORDER BY c.position LIMIT ?3"
     ))?;
     let rows =
-        statement.query_map(params![origin.0, after_position, limit as i64], config_log_entry)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        statement.query_map(params![origin.0, after_position, limit as i64], ConfigLogRow::read)?;
+    rows.map(|row| row?.entry()).collect()
 }
 
-/// A row selected as [`CONFIG_LOG_COLUMNS`]; the redacted before/after are JSON text.
-fn config_log_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConfigLogEntry> {
-    let json = |index: usize| -> rusqlite::Result<Option<serde_json::Value>> {
-        let text: Option<String> = row.get(index)?;
-        text.map(|text| serde_json::from_str(&text)).transpose().map_err(|error| {
-            rusqlite::Error::FromSqlConversionFailure(
-                index,
-                rusqlite::types::Type::Text,
-                Box::new(error),
-            )
+/// An event as stored: its kind, version and payload.
+type Encoded = (String, u16, Vec<u8>);
+
+/// A row selected as [`CONFIG_LOG_COLUMNS`], its events still encoded.
+struct ConfigLogRow {
+    position: u64,
+    at_ms: u64,
+    origin: Vec<u8>,
+    actor: String,
+    kind: String,
+    name: String,
+    /// (kind, version, payload) of the change's event.
+    change: Encoded,
+    /// The position and the same of the key's previous change, if any.
+    previous: Option<(u64, Encoded)>,
+}
+
+impl ConfigLogRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConfigLogRow> {
+        let previous_position: Option<u64> = row.get(9)?;
+        let previous = match previous_position {
+            Some(position) => Some((position, (row.get(10)?, row.get(11)?, row.get(12)?))),
+            None => None,
+        };
+        Ok(ConfigLogRow {
+            position: row.get(0)?,
+            at_ms: row.get(1)?,
+            origin: row.get(2)?,
+            actor: row.get(3)?,
+            kind: row.get(4)?,
+            name: row.get(5)?,
+            change: (row.get(6)?, row.get(7)?, row.get(8)?),
+            previous,
         })
-    };
-    Ok(ConfigLogEntry {
-        position: row.get(0)?,
-        at_ms: row.get(1)?,
-        origin: hex_of(&row.get::<_, Vec<u8>>(2)?),
-        actor: row.get(3)?,
-        action: row.get(4)?,
-        kind: row.get(5)?,
-        name: row.get(6)?,
-        before: json(7)?,
-        after: json(8)?,
+    }
+
+    /// Decodes the events: the records before and after, redacted, as JSON.
+    fn entry(self) -> Result<ConfigLogEntry, Error> {
+        let (action, after) = redacted(self.position, &self.change)?;
+        let before = match &self.previous {
+            Some((position, previous)) => redacted(*position, previous)?.1,
+            None => None,
+        };
+        Ok(ConfigLogEntry {
+            position: self.position,
+            at_ms: self.at_ms,
+            origin: hex_of(&self.origin),
+            actor: self.actor,
+            action: action.to_owned(),
+            kind: self.kind,
+            name: self.name,
+            before,
+            after,
+        })
+    }
+}
+
+/// The action of an encoded event and its record, redacted, as JSON (`None` once removed).
+fn redacted(
+    position: u64,
+    (kind, version, payload): &Encoded,
+) -> Result<(&'static str, Option<serde_json::Value>), Error> {
+    let event = Event::decode(kind, *version, payload)
+        .map_err(|source| Error::Decode { position, source })?;
+    Ok(match event {
+        Event::Saved(record) => ("saved", Some(serde_json::to_value(record.redacted())?)),
+        Event::Removed(_) => ("removed", None),
     })
 }
 

@@ -334,17 +334,9 @@ fn backup_suite(args: &[String]) -> anyhow::Result<()> {
     println!("baton-bench backup (data in {})", dir.path().display());
     for &size in &sizes {
         let data = dir.path().join(format!("data-{size}"));
-        std::fs::create_dir_all(data.join("tls"))?;
         let database = data.join("baton.db");
         let generated = Instant::now();
-        generate_history(&database, size)?;
-        // Checkpointed, so the database is one file for tar as for the backup.
-        EventLog::open(&database)?
-            .connection()
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-        for (name, size_bytes) in BENCH_EXTRA_FILES {
-            std::fs::write(data.join(name), vec![b'x'; size_bytes])?;
-        }
+        generate_data_dir(&data, size)?;
         let database_bytes = std::fs::metadata(&database)?.len();
         println!(
             "\n## {size} events ({:.1} MiB database, generated in {:.1} s)",
@@ -376,6 +368,19 @@ fn backup_suite(args: &[String]) -> anyhow::Result<()> {
         ours_rows(dir.path(), &data, size, &tar)?;
         std::fs::remove_dir_all(&data)?;
         std::fs::remove_file(&tarball)?;
+    }
+    Ok(())
+}
+
+/// A data directory as the backup bench reads it: `size` events in `baton.db`, checkpointed
+/// (one file for tar as for the backup), and stand-ins for the TLS files.
+fn generate_data_dir(data: &Path, size: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data.join("tls"))?;
+    let database = data.join("baton.db");
+    generate_history(&database, size)?;
+    EventLog::open(&database)?.connection().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    for (name, size_bytes) in BENCH_EXTRA_FILES {
+        std::fs::write(data.join(name), vec![b'x'; size_bytes])?;
     }
     Ok(())
 }
@@ -481,12 +486,19 @@ fn measured_row(label: &str, ours: (f64, u64), tar: (f64, u64)) {
     );
 }
 
-/// `backup-step backup <data dir> <archive> [--encrypt]` or
-/// `backup-step restore <target dir> <archive> [--encrypt]`.
+/// `backup-step backup <data dir> <archive> [--encrypt]`,
+/// `backup-step restore <target dir> <archive> [--encrypt]`, or
+/// `backup-step generate <data dir> <events>` (the data of one size, to profile a step on).
 fn backup_step(args: &[String]) -> anyhow::Result<()> {
     let (Some(step), Some(dir), Some(archive)) = (args.first(), args.get(1), args.get(2)) else {
-        bail!("usage: baton-bench {BACKUP_STEP} backup|restore DIR ARCHIVE [--encrypt]");
+        bail!(
+            "usage: baton-bench {BACKUP_STEP} backup|restore DIR ARCHIVE [--encrypt]\n       \
+             baton-bench {BACKUP_STEP} generate DIR EVENTS"
+        );
     };
+    if step == "generate" {
+        return generate_data_dir(Path::new(dir), archive.parse().context("EVENTS: a number")?);
+    }
     let (dir, archive) = (Path::new(dir), Path::new(archive));
     let password = args.iter().any(|a| a == "--encrypt").then_some(BENCH_PASSWORD);
     match step.as_str() {
