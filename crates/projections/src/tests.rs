@@ -210,23 +210,28 @@ fn a_changed_version_rebuilds_the_projection() {
 }
 
 // Goal: a rebuild from empty spans several batches without looking up any row (its memo is
-// complete) and ends as catching up after each event does: the newest write per record wins
+// complete) and ends as catching up as the log grows does: the newest write per record wins
 // across batch boundaries, a late older event loses, and each change's "before" is the
 // previous change's "after" even when that change was in an earlier batch.
 #[test]
 fn a_rebuild_across_batches_matches_catching_up_event_by_event() {
+    const APPEND_EVENTS: usize = 1_000;
+    const CAPACITIES: usize = 5_000;
     let dir = tempfile::tempdir().unwrap();
     let mut remote = EventLog::open(&dir.path().join("remote.db")).unwrap();
     let late = remote.append(&[new_event(1_000, 0, "bob", &bridge(7))]).unwrap();
-    // Past one batch by fewer than a page of the log, so `render` shows the boundary.
-    let writes = CATCH_UP_BATCH_EVENTS + 10;
+    // Past one rebuild batch by fewer than a page of the log, so `render` shows the boundary.
+    let writes = REBUILD_BATCH_EVENTS + 10;
+    let write = |index: usize| {
+        new_event(2_000 + index as u64, 0, "alice", &bridge(10 + (index % CAPACITIES) as u32))
+    };
     let mut logs = Vec::new();
-    for (name, each_event) in [("rebuilt.db", false), ("stepwise.db", true)] {
+    for (name, each_append) in [("rebuilt.db", false), ("stepwise.db", true)] {
         let mut log = EventLog::open(&dir.path().join(name)).unwrap();
-        for index in 0..writes {
-            let capacity = 10 + index as u32;
-            log.append(&[new_event(2_000 + index as u64, 0, "alice", &bridge(capacity))]).unwrap();
-            if each_event && (index < 3 || index + 3 > writes) {
+        for first in (0..writes).step_by(APPEND_EVENTS) {
+            let events: Vec<_> = (first..(first + APPEND_EVENTS).min(writes)).map(write).collect();
+            log.append(&events).unwrap();
+            if each_append {
                 catch_up(log.connection_mut()).unwrap();
             }
         }
@@ -239,6 +244,7 @@ fn a_rebuild_across_batches_matches_catching_up_event_by_event() {
     let Some(Record::Bridge(bridge)) = get(rebuilt.connection(), &key).unwrap() else {
         panic!("bridge missing")
     };
-    assert_eq!(bridge.capacity_ports, 10 + writes as u32 - 1, "the newest write stays");
+    let newest = 10 + ((writes - 1) % CAPACITIES) as u32;
+    assert_eq!(bridge.capacity_ports, newest, "the newest write stays");
     assert_eq!(render(rebuilt.connection()), render(stepwise.connection()));
 }

@@ -22,8 +22,9 @@ const STEP_MS: u64 = 5;
 const HEAL_MS: u64 = 20 * SUMMARY_INTERVAL_MS;
 /// Seeds of the default run (`cargo xtask test`): about 5 s on one core of a small machine.
 const SEEDS_DEFAULT: u64 = 300;
-/// Seeds of the slow run (`cargo xtask test --slow`, CI): about 2 minutes of one core. 10,000
-/// took about 8 minutes of CI's 90 beside the other simulation and has found no failure.
+/// Seeds of the slow run (`cargo xtask test --slow`, CI): about 64 s on a 2-core machine beside
+/// the other tests. 10,000 took about 8 minutes of CI's 90 beside the other simulation and
+/// has found no failure.
 const SEEDS_SLOW: u64 = 3_000;
 /// Threads the seeds are shared among, at most.
 const SIM_THREADS_MAX: usize = 8;
