@@ -233,6 +233,16 @@ fn stamp_of(stored: &StoredEvent) -> Stamp {
 /// Call it after each append (the writer does) and at start-up; it is idempotent. The log is
 /// read once for both projections, each event decoded once.
 pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
+    catch_up_visiting(conn, u64::MAX, &mut |_, _| {})
+}
+
+/// [`catch_up`], also handing `visit` every event after `visit_after` (decoded), in order, in
+/// the same pass: a start-up folds its state from the events the projections read anyway.
+pub fn catch_up_visiting(
+    conn: &mut Connection,
+    visit_after: u64,
+    visit: &mut dyn FnMut(&StoredEvent, &Event),
+) -> Result<u64, Error> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS proj_checkpoints (
              name TEXT PRIMARY KEY,
@@ -245,8 +255,8 @@ pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
     let rebuilding = records.memo.complete || config_log.memo.complete;
     let batch_events = if rebuilding { REBUILD_BATCH_EVENTS } else { CATCH_UP_BATCH_EVENTS };
     let mut applied = 0;
+    let mut from = records.position.min(config_log.position).min(visit_after);
     loop {
-        let from = records.position.min(config_log.position);
         let batch = eventlog::read_after(conn, from, batch_events)?;
         let Some(last) = batch.last() else {
             let tx = conn.savepoint()?;
@@ -263,10 +273,14 @@ pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
                 .map_err(|source| Error::Decode { position: stored.position, source })?;
             applied += records.apply(&tx, stored, &event)?;
             applied += config_log.apply(&tx, stored, &event)?;
+            if stored.position > visit_after {
+                visit(stored, &event);
+            }
         }
         records.finish_batch(&tx, last_position)?;
         config_log.finish_batch(&tx, last_position)?;
         tx.commit()?;
+        from = last_position;
     }
 }
 

@@ -129,11 +129,18 @@ impl Store {
                 report.snapshot_position = position;
             }
         }
-        let (last_position, replayed) =
-            fold_log::<StoreError>(log.connection(), &mut state, position, |_| true)?;
-        position = last_position;
+        // The state is folded in the projections' pass: each event read and decoded once.
+        let (fold_after, mut replayed) = (position, 0);
+        let mut fold = |stored: &StoredEvent, event: &Event| {
+            if stored.in_its_stream(event) {
+                state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, event);
+            }
+            position = stored.position;
+            replayed += 1;
+        };
+        report.projection_events_applied =
+            projections::catch_up_visiting(log.connection_mut(), fold_after, &mut fold)?;
         report.events_replayed = replayed;
-        report.projection_events_applied = projections::catch_up(log.connection_mut())?;
         let clock = HybridClock::new(log.max_hlc()?);
         let cluster_id = log.cluster_id()?;
         let replicator = Replicator::new(log.peer_id(), []);
