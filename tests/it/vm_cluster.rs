@@ -306,6 +306,9 @@ fn eventually<T>(
 /// The running `cargo xtask vm --peers 3`; quits every qemu through QMP on drop.
 struct Vms {
     children: Vec<Child>,
+    /// Where `cargo xtask vm` runs, and the cargo that runs it.
+    workspace: PathBuf,
+    cargo: std::ffi::OsString,
     target: PathBuf,
     /// The disk the VMs' overlays are made on.
     base: PathBuf,
@@ -328,22 +331,22 @@ impl Vms {
             .stdin(Stdio::null())
             .spawn()
             .context("running cargo xtask vm")?;
-        Ok(Vms { children: vec![child], target: target.to_owned(), base: base.to_owned() })
+        Ok(Vms {
+            children: vec![child],
+            workspace: workspace.to_owned(),
+            cargo: cargo.to_owned(),
+            target: target.to_owned(),
+            base: base.to_owned(),
+        })
     }
 
     /// Boots VM `n` again on its own disk, on the running VMs' private network.
-    fn restart(
-        &mut self,
-        workspace: &Path,
-        cargo: &std::ffi::OsStr,
-        n: u8,
-        bridge_port: u16,
-    ) -> anyhow::Result<()> {
-        let child = Command::new(cargo)
+    fn restart(&mut self, n: u8, bridge_port: u16) -> anyhow::Result<()> {
+        let child = Command::new(&self.cargo)
             .args(["xtask", "vm", "--only", &n.to_string(), "--base"])
             .arg(&self.base)
             .args(["--forward-to-host", &bridge_port.to_string()])
-            .current_dir(workspace)
+            .current_dir(&self.workspace)
             .stdin(Stdio::null())
             .spawn()
             .context("running cargo xtask vm --only")?;
@@ -437,8 +440,7 @@ fn three_appliances(
     let mut vms = Vms::start(workspace, target, cargo, &base, sim.address.port())?;
     let mut appliances =
         (1..=PEERS).map(|n| Appliance::new(n, target)).collect::<anyhow::Result<Vec<_>>>()?;
-    let outcome =
-        the_story(&mut appliances, &mut vms, &mut laps, &sim, &image, &next, (workspace, cargo));
+    let outcome = the_story(&mut appliances, &mut vms, &mut laps, &sim, &image, &next);
     if outcome.is_err() {
         print_diagnostics(&appliances, target);
     }
@@ -456,7 +458,6 @@ fn the_story(
     sim: &SimBridge,
     image: &Path,
     next: &upgrade::Version,
-    (workspace, cargo): (&Path, &std::ffi::OsStr),
 ) -> anyhow::Result<()> {
     for appliance in appliances.iter_mut() {
         prepare(appliance)?;
@@ -477,7 +478,7 @@ fn the_story(
     // A conference made while VM 1 is down, which it must learn of when it is back.
     route_calls(&mut vcs, sim, &[false, true, true], Some(1), &["room3"])?;
     laps.lap("3. VM 1 killed, calls routed by VM 2");
-    vms.restart(workspace, cargo, 1, sim.address.port())?;
+    vms.restart(1, sim.address.port())?;
     caught_up(appliances)?;
     let again = route_calls(&mut vcs, sim, &[true, true, true], Some(0), &rooms)?;
     ensure!(again == before, "VM 1 answers otherwise after its restart: {again:?}");

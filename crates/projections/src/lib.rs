@@ -47,7 +47,7 @@ trait Projection {
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error>;
-    /// Creates the indexes `reset` left out, once the projection is caught up.
+    /// Creates the indexes `reset` left out, if missing, once the projection is caught up.
     fn index(_tx: &Connection) -> Result<(), Error> {
         Ok(())
     }
@@ -106,7 +106,7 @@ impl Projection for Records {
             Event::Removed(_) => None,
         };
         memo.rows.stamps.insert(key.clone(), stamp);
-        memo.rows.unwritten.insert(key, (stamp, record));
+        memo.rows.unwritten.insert(key, record);
         Ok(())
     }
 
@@ -115,7 +115,8 @@ impl Projection for Records {
             "INSERT OR REPLACE INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for (key, (stamp, record)) in memo.rows.unwritten.drain() {
+        for (key, record) in memo.rows.unwritten.drain() {
+            let stamp = memo.rows.stamps[&key];
             let body = record.map(|record| serde_json::to_string(&record)).transpose()?;
             insert.execute(params![
                 key.kind.as_str(),
@@ -136,7 +137,8 @@ impl Projection for Records {
 #[derive(Default)]
 struct RecordRows {
     stamps: HashMap<RecordKey, Stamp>,
-    unwritten: HashMap<RecordKey, (Stamp, Option<Record>)>,
+    /// The winning record (`None`: removed); its stamp is in `stamps`.
+    unwritten: HashMap<RecordKey, Option<Record>>,
 }
 
 fn current_stamp(tx: &Connection, key: &RecordKey) -> Result<Option<Stamp>, Error> {
@@ -152,8 +154,8 @@ fn current_stamp(tx: &Connection, key: &RecordKey) -> Result<Option<Stamp>, Erro
 }
 
 /// Every change in arrival order, for the Configuration Log and record history. A row is the
-/// change's key, action, time and actor, indexed for the log's filters; the records before
-/// and after it are decoded from the events at query time (and redacted then), so the
+/// change's key and actor, indexed for the log's filters; its time, origin and the records
+/// before and after it are read from the events at query time (redacted then), so the
 /// projection is a small index over the log rather than a second, larger copy of it: stored
 /// as JSON it was larger than the events and most of a restore's rebuild.
 struct ConfigLog;
@@ -170,9 +172,7 @@ impl Projection for ConfigLog {
             "DROP TABLE IF EXISTS proj_config_log;
              CREATE TABLE proj_config_log (
                  position INTEGER PRIMARY KEY,   -- the event's, in `events`
-                 at_ms INTEGER NOT NULL,
                  actor TEXT NOT NULL,
-                 action TEXT NOT NULL,   -- 'saved' or 'removed'
                  kind TEXT NOT NULL,
                  name TEXT NOT NULL
              );",
@@ -197,22 +197,10 @@ impl Projection for ConfigLog {
         event: &Event,
     ) -> Result<(), Error> {
         let key = event.key();
-        let action = match event {
-            Event::Saved(_) => "saved",
-            Event::Removed(_) => "removed",
-        };
         tx.prepare_cached(
-            "INSERT INTO proj_config_log (position, at_ms, actor, action, kind, name)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO proj_config_log (position, actor, kind, name) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![
-            stored.position,
-            stored.hlc.wall_ms,
-            stored.actor,
-            action,
-            key.kind.as_str(),
-            key.name
-        ])?;
+        .execute(params![stored.position, stored.actor, key.kind.as_str(), key.name])?;
         Ok(())
     }
 }
@@ -233,16 +221,43 @@ fn stamp_of(stored: &StoredEvent) -> Stamp {
 /// Call it after each append (the writer does) and at start-up; it is idempotent. The log is
 /// read once for both projections, each event decoded once.
 pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
-    catch_up_visiting(conn, u64::MAX, &mut |_, _| {})
+    let (applied, rebuilt) = catch_up_pass(conn, u64::MAX, &mut |_, _| {})?;
+    if rebuilt {
+        create_indexes(conn)?;
+    }
+    Ok(applied)
 }
 
-/// [`catch_up`], also handing `visit` every event after `visit_after` (decoded), in order, in
-/// the same pass: a start-up folds its state from the events the projections read anyway.
+/// [`catch_up`] at start-up, also handing `visit` every event after `visit_after` (decoded),
+/// in order, in the same pass: the state is folded from the events the projections read
+/// anyway. Makes sure the indexes a rebuild leaves to its end exist: a rebuild cut short by a
+/// crash resumes without knowing it was one.
 pub fn catch_up_visiting(
     conn: &mut Connection,
     visit_after: u64,
     visit: &mut dyn FnMut(&StoredEvent, &Event),
 ) -> Result<u64, Error> {
+    let (applied, _) = catch_up_pass(conn, visit_after, visit)?;
+    create_indexes(conn)?;
+    Ok(applied)
+}
+
+/// Every projection's [`Projection::index`], if missing.
+fn create_indexes(conn: &mut Connection) -> Result<(), Error> {
+    let tx = conn.savepoint()?;
+    Records::index(&tx)?;
+    ConfigLog::index(&tx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Catches up both projections, visiting the events after `visit_after`. Returns how many
+/// events were applied and whether a projection was rebuilt from the first event.
+fn catch_up_pass(
+    conn: &mut Connection,
+    visit_after: u64,
+    visit: &mut dyn FnMut(&StoredEvent, &Event),
+) -> Result<(u64, bool), Error> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS proj_checkpoints (
              name TEXT PRIMARY KEY,
@@ -258,13 +273,7 @@ pub fn catch_up_visiting(
     let mut from = records.position.min(config_log.position).min(visit_after);
     loop {
         let batch = eventlog::read_after(conn, from, batch_events)?;
-        let Some(last) = batch.last() else {
-            let tx = conn.savepoint()?;
-            Records::index(&tx)?;
-            ConfigLog::index(&tx)?;
-            tx.commit()?;
-            return Ok(applied);
-        };
+        let Some(last) = batch.last() else { return Ok((applied, rebuilding)) };
         let last_position = last.position;
         // A savepoint, so the rows join the writer's group commit when one is open.
         let tx = conn.savepoint()?;
@@ -417,9 +426,9 @@ pub struct ConfigLogQuery {
 /// Largest page of log rows a query may ask for.
 pub const LOG_PAGE_MAX: usize = 1_000;
 
-/// The columns [`config_log_entry`] reads, in its order, from `proj_config_log AS c` joined
+/// The columns [`ConfigLogRow::read`] reads, in its order, from `proj_config_log AS c` joined
 /// with its event `e` and the event `b` of the key's previous row (the record before).
-const CONFIG_LOG_COLUMNS: &str = "c.position, c.at_ms, e.origin, c.actor, c.kind, c.name,
+const CONFIG_LOG_COLUMNS: &str = "c.position, e.hlc_wall_ms, e.origin, c.actor, c.kind, c.name,
      e.kind, e.version, e.payload, b.position, b.kind, b.version, b.payload";
 const CONFIG_LOG_FROM: &str = "proj_config_log AS c
      JOIN events AS e ON e.position = c.position
@@ -432,7 +441,7 @@ pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<Confi
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {CONFIG_LOG_COLUMNS} FROM {CONFIG_LOG_FROM}
          WHERE (?1 IS NULL OR c.actor = ?1) AND (?2 IS NULL OR c.kind = ?2) AND (?3 IS NULL OR c.name = ?3)
-           AND (?4 IS NULL OR c.at_ms >= ?4) AND (?5 IS NULL OR c.at_ms <= ?5) AND (?6 IS NULL OR c.position < ?6)
+           AND (?4 IS NULL OR e.hlc_wall_ms >= ?4) AND (?5 IS NULL OR e.hlc_wall_ms <= ?5) AND (?6 IS NULL OR c.position < ?6)
            AND (?8 IS NULL OR e.origin = ?8)
          ORDER BY c.position DESC LIMIT ?7"
     ))?;
