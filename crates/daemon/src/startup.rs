@@ -2,7 +2,7 @@
 //! shutdown: the composition root, the one place that knows every layer.
 
 use crate::adapters::listener::{Limited, Limits};
-use crate::adapters::{api, vcs, web};
+use crate::adapters::{api, vcs, web, workers};
 use crate::base::journal::{self, EntryKind};
 use crate::base::tasks::{TASKS_STOP_TIMEOUT_MS, Tasks};
 use crate::base::{auth, clock, tls, version};
@@ -11,7 +11,6 @@ use crate::services::{App, backups, bridge_host, cluster, platform, policy, upgr
 use crate::store::{self, Outbound, Writer};
 use crate::{ADMIN_URL_FILE, Config, SHUTDOWN_GRACE_MS, WRITER_STOP_TIMEOUT_MS};
 use anyhow::Context;
-use axum_server::accept::DefaultAcceptor;
 use axum_server::tls_rustls::RustlsAcceptor;
 use eventlog::Level;
 use std::future::Future;
@@ -178,28 +177,16 @@ pub(crate) async fn start_policy(
     service.spawn_conference_cleanup(config.conference_idle_ms, tasks);
     service.spawn_overbooking_settlement(tasks);
     if let Some(listen) = config.policy_http_listen {
-        let listener = std::net::TcpListener::bind(listen)
-            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        let bound = workers::bind(listen)
             .with_context(|| format!("binding the HTTP policy service to {listen}"))?;
+        let threads = bound.workers();
         let router = vcs::router(service.clone(), logins.clone());
-        let (stop, handle) = (tasks.shutdown().clone(), axum_server::Handle::new());
-        let mut server = axum_server::from_tcp(listener)
-            .acceptor(Limited::new(DefaultAcceptor, config.policy_limits))
-            .handle(handle.clone());
-        config.policy_limits.configure(&mut server);
-        tasks.spawn(async move {
-            stop.cancelled().await;
-            handle.graceful_shutdown(Some(Duration::from_millis(SHUTDOWN_GRACE_MS)));
-        });
-        tasks.spawn(async move {
-            let served = server
-                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP policy service failed");
-            }
-        });
-        tracing::info!(%listen, "policy service also on plain HTTP");
+        let shutdown = tasks.shutdown().clone();
+        let served =
+            workers::serve(bound, router, config.policy_limits, shutdown, SHUTDOWN_GRACE_MS)
+                .context("starting the HTTP policy service's threads")?;
+        tasks.spawn(served);
+        tracing::info!(%listen, threads, "policy service also on plain HTTP");
     }
     Ok(service)
 }

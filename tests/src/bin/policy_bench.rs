@@ -1,10 +1,10 @@
 //! `cargo xtask bench policy`: the policy service under load, beside nginx answering a fixed
 //! CPL body, both driven by the same load generators in the same run: peak decisions per second
 //! (wrk, over HTTP and HTTPS with keep-alive), then p50/p99 at half of Baton's peak rate held
-//! fixed (oha `--qps`). Also: batond's resident memory after the load (beside before it), the
-//! time Baton adds when a call must first create its conference (beside the bridge's own
-//! create), and batond's memory with 10^4 live conferences. Each figure is printed beside its
-//! reference with their ratio.
+//! fixed (oha `--qps`); and the CPU time each server spends per request. Also: batond's
+//! resident memory after the load (beside before it), the time Baton adds when a call must
+//! first create its conference (beside the bridge's own create), and batond's memory with 10^4
+//! live conferences. Each figure is printed beside its reference with their ratio.
 //!
 //! Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`) and `oha` (installed with
 //! `cargo install oha --locked` when missing). Release build.
@@ -52,7 +52,8 @@ fn main() -> anyhow::Result<()> {
     let nginx = Nginx::start(dir.path(), &daemon_dir.join("tls"))?;
     let script = dir.path().join("call.lua");
     std::fs::write(&script, wrk_script("meet.alice@example.com"))?;
-    let peak_per_s = peak_beside_nginx(&script, [&http_url, &https_url], &nginx)?;
+    let servers = Servers { batond: daemon.child.id(), nginx: &nginx };
+    let peak_per_s = peak_beside_nginx(&script, [&http_url, &https_url], &servers)?;
     fixed_rate_beside_nginx(&oha, peak_per_s / 2.0, &http_url, &nginx)?;
     let rss_after_load_kib = rss_kib(daemon.child.id())?;
     println!();
@@ -85,9 +86,16 @@ fn row(label: &str, ours: f64, reference: f64) {
     println!("{label:<58} {ours:>12.2} {reference:>12.2} {:>8.2}", ours / reference);
 }
 
+/// The two servers under load, for their CPU time.
+struct Servers<'a> {
+    batond: u32,
+    nginx: &'a Nginx,
+}
+
 /// Peak decisions per second (wrk, keep-alive) over HTTP and HTTPS beside nginx; returns
-/// Baton's peak over HTTP.
-fn peak_beside_nginx(script: &Path, urls: [&str; 2], nginx: &Nginx) -> anyhow::Result<f64> {
+/// Baton's peak over HTTP. Also the CPU time each server spent per request: on a machine
+/// whose cores the load generator shares, it moves less from run to run than the rate.
+fn peak_beside_nginx(script: &Path, urls: [&str; 2], servers: &Servers<'_>) -> anyhow::Result<f64> {
     println!(
         "policy decisions for an existing conference, wrk -t{LOAD_THREADS} -c{LOAD_CONNECTIONS} -d{LOAD_DURATION_S}s, keep-alive"
     );
@@ -95,12 +103,15 @@ fn peak_beside_nginx(script: &Path, urls: [&str; 2], nginx: &Nginx) -> anyhow::R
         "{:<8} {:>14} {:>9} {:>9} {:>9} | {:>14} {:>9} {:>9} | {:>6}",
         "", "Baton req/s", "p50 ms", "p99 ms", "max ms", "nginx req/s", "p50 ms", "p99 ms", "ratio"
     );
+    let nginx = servers.nginx;
     let mut http_peak_per_s = f64::NAN;
+    let mut cpu_rows = Vec::new();
     for (scheme, baton, reference) in
         [("HTTP", urls[0], nginx.http_url()), ("HTTPS", urls[1], nginx.https_url())]
     {
-        let ours = wrk(script, baton)?;
-        let theirs = wrk(script, &reference)?;
+        let (ours, our_cpu_us) = with_cpu_per_request(&[servers.batond], || wrk(script, baton))?;
+        let (theirs, their_cpu_us) =
+            with_cpu_per_request(&nginx.processes(), || wrk(script, &reference))?;
         println!(
             "{scheme:<8} {:>14.0} {:>9.2} {:>9.2} {:>9.2} | {:>14.0} {:>9.2} {:>9.2} | {:>6.2}",
             ours.requests_per_s,
@@ -112,11 +123,47 @@ fn peak_beside_nginx(script: &Path, urls: [&str; 2], nginx: &Nginx) -> anyhow::R
             theirs.p99_ms,
             ours.requests_per_s / theirs.requests_per_s
         );
+        cpu_rows.push((scheme, our_cpu_us, their_cpu_us));
         if scheme == "HTTP" {
             http_peak_per_s = ours.requests_per_s;
         }
     }
+    println!("{:<58} {:>12} {:>12} {:>8}", "", "Baton", "nginx", "ratio");
+    for (scheme, ours, theirs) in cpu_rows {
+        row(&format!("server CPU per request (us), {scheme}"), ours, theirs);
+    }
     Ok(http_peak_per_s)
+}
+
+/// `load`'s result and the CPU time (user and system) the processes `pids` spent per request
+/// meanwhile, in microseconds.
+fn with_cpu_per_request(
+    pids: &[u32],
+    load: impl FnOnce() -> anyhow::Result<Load>,
+) -> anyhow::Result<(Load, f64)> {
+    let before = cpu_ticks(pids)?;
+    let result = load()?;
+    let spent_ticks = cpu_ticks(pids)?.saturating_sub(before);
+    let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100);
+    let requests = result.requests_per_s * f64::from(LOAD_DURATION_S);
+    let cpu_us = spent_ticks as f64 / ticks_per_s as f64 * 1e6 / requests;
+    Ok((result, cpu_us))
+}
+
+/// User and system clock ticks the processes `pids` have spent (`/proc/PID/stat` fields 14
+/// and 15; every thread counts).
+fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+    let mut ticks = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The command name (field 2) may hold spaces: count the fields after its ')'.
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        for index in [11, 12] {
+            ticks += fields.get(index).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Ok(ticks)
 }
 
 /// p50/p99 at a fixed request rate (oha `--qps`, latency measured from when each request was
@@ -485,6 +532,20 @@ impl Nginx {
 
     fn http_url(&self) -> String {
         format!("http://127.0.0.1:{}/baton/policy", self.http_port)
+    }
+
+    /// nginx's master and its workers: the processes of its process group (see `start`).
+    fn processes(&self) -> Vec<u32> {
+        let group = self.child.id().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return vec![self.child.id()] };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+                after_name.split_whitespace().nth(2) == Some(group.as_str())
+            })
+            .collect()
     }
 
     fn https_url(&self) -> String {

@@ -5,6 +5,7 @@ pub mod api;
 pub mod listener;
 pub mod vcs;
 pub mod web;
+pub mod workers;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;

@@ -1,0 +1,165 @@
+//! The plain HTTP policy listener served the way nginx serves: one single-threaded runtime per
+//! core, each accepting on its own `SO_REUSEPORT` socket bound to the same address. A request
+//! is read, decided and answered on the thread that accepted its connection, waking no other
+//! thread; on the daemon's shared multi-threaded runtime, work stealing between its workers
+//! cost a third more CPU per decision (measured with `cargo xtask bench policy`).
+//!
+//! The kernel shares `SO_REUSEPORT` only between sockets of the same user, so another user's
+//! process cannot take a share of the VCS's connections; and the port is first bound once
+//! without it, so a port already in use (even by another batond) fails the start-up instead
+//! of being shared.
+
+use crate::adapters::listener::{Limited, Limits};
+use axum::Router;
+use axum_server::accept::DefaultAcceptor;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Policy listener threads at most, whatever the core count.
+pub const POLICY_WORKERS_MAX: usize = 8;
+
+/// The listener's sockets, bound (so a taken port fails the start-up) but not yet served.
+pub struct Bound {
+    sockets: Vec<std::net::TcpListener>,
+}
+
+impl Bound {
+    pub fn workers(&self) -> usize {
+        self.sockets.len()
+    }
+}
+
+/// One socket per core, at most [`POLICY_WORKERS_MAX`], all bound to `listen`.
+pub fn bind(listen: SocketAddr) -> std::io::Result<Bound> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    bind_n(listen, cores.min(POLICY_WORKERS_MAX))
+}
+
+fn bind_n(listen: SocketAddr, workers: usize) -> std::io::Result<Bound> {
+    // Fails with "address in use" while any socket, shared or not, holds the port.
+    drop(socket(listen, false)?);
+    let sockets = (0..workers.max(1)).map(|_| socket(listen, true)).collect::<Result<_, _>>()?;
+    Ok(Bound { sockets })
+}
+
+/// Listen backlog of each socket: a VCS cluster's burst of new connections waits in it.
+const BACKLOG: i32 = 1024;
+
+fn socket(listen: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(listen), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(shared)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&listen.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Serves `router` on every socket, each on its own thread, until `shutdown`; then lets the
+/// requests in flight finish for up to `grace_ms`. The connection limit is shared by all.
+/// Resolves once every thread has stopped.
+pub fn serve(
+    bound: Bound,
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+    grace_ms: u64,
+) -> std::io::Result<impl Future<Output = ()>> {
+    let acceptor = Limited::new(DefaultAcceptor, limits);
+    let mut stopped = Vec::with_capacity(bound.sockets.len());
+    for (index, socket) in bound.sockets.into_iter().enumerate() {
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let (router, acceptor, shutdown) = (router.clone(), acceptor.clone(), shutdown.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name(format!("policy-http-{index}")).spawn(move || {
+            runtime.block_on(serve_one(socket, router, acceptor, limits, shutdown, grace_ms));
+            drop(done);
+        })?;
+        stopped.push(finished);
+    }
+    Ok(async move {
+        for finished in stopped {
+            let _ = finished.await;
+        }
+    })
+}
+
+async fn serve_one(
+    socket: std::net::TcpListener,
+    router: Router,
+    acceptor: Limited<DefaultAcceptor>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    grace_ms: u64,
+) {
+    let handle = axum_server::Handle::new();
+    let mut server = axum_server::from_tcp(socket).acceptor(acceptor).handle(handle.clone());
+    limits.configure(&mut server);
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        handle.graceful_shutdown(Some(Duration::from_millis(grace_ms)));
+    });
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(error) = server.serve(service).await {
+        tracing::error!(%error, "HTTP policy service failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn free_address() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    fn get(address: SocketAddr) -> String {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.write_all(b"GET /thread HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    // Goal: the port is served by every worker thread, each request answered on the thread
+    // that accepted it; the shutdown stops them all.
+    #[tokio::test]
+    async fn every_worker_thread_serves_the_port_until_the_shutdown() {
+        let address = free_address();
+        let bound = bind_n(address, 3).unwrap();
+        let router = Router::new().route(
+            "/thread",
+            axum::routing::get(|| async { std::thread::current().name().unwrap_or("").to_owned() }),
+        );
+        let shutdown = CancellationToken::new();
+        let stopped = serve(bound, router, Limits::POLICY, shutdown.clone(), 1_000).unwrap();
+        let threads: std::collections::BTreeSet<String> = tokio::task::spawn_blocking(move || {
+            (0..300).map(|_| get(address).lines().last().unwrap_or("").to_owned()).collect()
+        })
+        .await
+        .unwrap();
+        let expected = ["policy-http-0", "policy-http-1", "policy-http-2"].map(String::from);
+        assert_eq!(threads, expected.into_iter().collect());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("all threads stop");
+        assert!(std::net::TcpStream::connect(address).is_err(), "nothing listens after the stop");
+    }
+
+    // Goal: a port another listener holds fails the start-up, even one that would share it
+    // (another batond's), instead of splitting the VCS's calls between two daemons.
+    #[test]
+    fn a_port_in_use_even_by_a_sharing_listener_is_refused() {
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let error = bind_n(plain.local_addr().unwrap(), 2).err().expect("a plain listener");
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+        let address = free_address();
+        let _other_batond = bind_n(address, 2).unwrap();
+        let error = bind_n(address, 2).err().expect("another batond's listener");
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+    }
+}
