@@ -112,6 +112,10 @@ impl LoginThrottle {
 
     /// Records a right password: the pair starts afresh.
     pub fn succeeded(&mut self, source: IpAddr, account: &str) {
+        // The usual case, and each policy call's: nothing to forget, no key to build.
+        if self.pairs.is_empty() {
+            return;
+        }
         self.pairs.remove(&(source, account.to_owned()));
     }
 

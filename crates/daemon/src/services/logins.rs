@@ -11,6 +11,7 @@ use crate::base::throttle::{self, Journal, LoginThrottle};
 use crate::store::Writer;
 use eventlog::Level;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,21 +36,38 @@ impl Path {
     }
 }
 
+/// How often an attempt closes the windows that ended (the summaries' task does too, every
+/// quarter window): at most once a second, so neither each policy call nor each attempt of a
+/// flood from thousands of sources walks every tracked source.
+pub const SWEEP_INTERVAL_MS: u64 = 1_000;
+
 pub struct Logins {
     throttle: Mutex<LoginThrottle>,
     writer: Writer,
+    /// Wall-clock ms from which an attempt sweeps again.
+    next_sweep_ms: AtomicU64,
 }
 
 impl Logins {
     pub fn new(writer: Writer) -> Arc<Logins> {
-        Arc::new(Logins { throttle: Mutex::default(), writer })
+        Arc::new(Logins { throttle: Mutex::default(), writer, next_sweep_ms: AtomicU64::new(0) })
     }
 
     /// Admits an attempt of `account` from `source`, or refuses it as
     /// [`Error::LoginThrottled`] without checking anything.
     pub fn admit(&self, source: IpAddr, account: &str) -> Result<(), Error> {
         let now_ms = now_ms();
-        self.journal_summaries(now_ms);
+        let due_ms = self.next_sweep_ms.load(Ordering::Relaxed);
+        // One of the attempts arriving together sweeps.
+        let next_ms = now_ms + SWEEP_INTERVAL_MS;
+        if now_ms >= due_ms
+            && self
+                .next_sweep_ms
+                .compare_exchange(due_ms, next_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.journal_summaries(now_ms);
+        }
         lock(&self.throttle)
             .admit(source, account, now_ms)
             .map_err(|throttled| Error::LoginThrottled { retry_after_ms: throttled.retry_after_ms })

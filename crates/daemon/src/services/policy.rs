@@ -398,8 +398,10 @@ impl PolicyService {
         else {
             return Ok(false);
         };
-        let password_hash = account.password_hash.clone();
-        let verify = |password: String| crate::base::passwords::verify(password, password_hash);
+        // The hash is copied only when a password is checked, not on a remembered call.
+        let verify = |password: String| {
+            crate::base::passwords::verify(password, account.password_hash.clone())
+        };
         let account =
             Account { username: &account.username, password_hash: &account.password_hash };
         let now_ms = crate::base::clock::now_ms();
