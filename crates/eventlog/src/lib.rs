@@ -704,13 +704,14 @@ impl EventLog {
         read_after(&self.conn, after_position, limit)
     }
 
-    /// Every event of one event kind (`"licence.saved"`), in position order: for the rare
-    /// migrations that look for one kind in the whole log.
-    pub fn read_kind(&self, kind: &str) -> Result<Vec<StoredEvent>, Error> {
+    /// Every event of the given event kinds (`"licence.saved"`), in position order, in one
+    /// pass over the log: for the rare migrations that look for a few kinds in the whole log.
+    pub fn read_kinds(&self, kinds: &[&str]) -> Result<Vec<StoredEvent>, Error> {
+        let placeholders = vec!["?"; kinds.len()].join(", ");
         let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE kind = ?1 ORDER BY position"
+            "SELECT {COLUMNS} FROM events WHERE kind IN ({placeholders}) ORDER BY position"
         ))?;
-        let rows = statement.query_map([kind], row_to_event)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(kinds), row_to_event)?;
         collect(rows)
     }
 

@@ -55,7 +55,7 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
     let reader = eventlog::open_reader(&path).unwrap();
     let listed = projections::list(&reader, model::RecordKind::Licence).unwrap();
     assert_eq!(listed.len(), 1, "the records projection shows it too");
-    let local = store.log.read_kind("licence.saved").unwrap();
+    let local = store.log.read_kinds(&["licence.saved"]).unwrap();
     assert_eq!(local.iter().filter(|stored| stored.stream == Stream::Local).count(), 1);
     drop(store);
 
@@ -67,7 +67,7 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
     }
     let (mut store, _) = Store::open(&path).unwrap();
     assert_eq!(edition(&store), Some(Edition::Full));
-    let events = store.log.read_kind("licence.saved").unwrap();
+    let events = store.log.read_kinds(&["licence.saved"]).unwrap();
     assert_eq!(events.iter().filter(|stored| stored.stream == Stream::Local).count(), 1);
 
     // Removed by the operator (standalone): it stays removed.

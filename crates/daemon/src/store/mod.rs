@@ -169,12 +169,11 @@ impl Store {
         }
         let licence = model::RecordKind::Licence.as_str();
         let mut migration = model::LicenceMigration::default();
-        for kind in [format!("{licence}.saved"), format!("{licence}.removed")] {
-            for stored in self.log.read_kind(&kind)? {
-                let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
-                let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
-                migration.note(stamp, &event, stored.in_its_stream(&event));
-            }
+        let (saved, removed) = (format!("{licence}.saved"), format!("{licence}.removed"));
+        for stored in self.log.read_kinds(&[&saved, &removed])? {
+            let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
+            let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
+            migration.note(stamp, &event, stored.in_its_stream(&event));
         }
         let Some((_, record)) = migration.adopted() else { return Ok(()) };
         let event = Event::Saved(record);
