@@ -350,8 +350,17 @@ fn a_reader_verifies_the_chains_and_finds_a_truncated_tail() {
     }
 }
 
+// Goal: the whole content changes at once, identity included, and a reader that was open
+// sees the new content; with a reader open, a replace that asked to be alone still happens
+// (through the WAL).
 #[test]
 fn replacing_the_content_swaps_identity_history_and_cluster_in_one_step() {
+    for replace in [Replace::BesideReaders, Replace::Alone] {
+        replace_beside_a_reader(replace);
+    }
+}
+
+fn replace_beside_a_reader(replace: Replace) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("log.db");
     let mut log = EventLog::open(&path).expect("open");
@@ -367,7 +376,7 @@ fn replacing_the_content_swaps_identity_history_and_cluster_in_one_step() {
         .expect("append");
     let safety = dir.path().join("before.db");
     log.copy_to(&safety).expect("safety copy");
-    log.replace_with(&replacement).expect("replace");
+    log.replace_with(&replacement, replace).expect("replace");
 
     assert_eq!(log.peer_id(), PeerId([9; 16]));
     assert_eq!(log.cluster_id().expect("read"), None);
@@ -381,6 +390,44 @@ fn replacing_the_content_swaps_identity_history_and_cluster_in_one_step() {
     assert_eq!(old.peer_id(), old_peer);
     assert_eq!(old.cluster_id().expect("read"), Some(ClusterId([7; 16])));
     assert_eq!(old.last_position(), 1);
+}
+
+// Goal: a replace with no other connection open writes the new content once, not to the WAL
+// and again to the file (the WAL stays far smaller than the content), and leaves the file in
+// WAL mode with the whole new content, readable by a reader opened afterwards; beside a
+// reader, the WAL holds the whole content once.
+#[test]
+fn a_replace_alone_writes_the_content_once_and_returns_to_wal() {
+    const EVENTS: u64 = 2_000;
+    let payload = vec![7u8; 2_048];
+    let dir = tempfile::tempdir().unwrap();
+    let mut replacement = open(&dir, "replacement.db");
+    let events: Vec<NewEvent> =
+        (1..=EVENTS).map(|wall_ms| event(Stream::Shared, wall_ms, &payload)).collect();
+    replacement.append(&events).unwrap();
+    let content_bytes = std::fs::metadata(dir.path().join("replacement.db")).unwrap().len();
+    let wal_bytes = |name: &str| {
+        std::fs::metadata(dir.path().join(format!("{name}-wal"))).map_or(0, |wal| wal.len())
+    };
+
+    let mut alone = open(&dir, "alone.db");
+    alone.replace_with(&replacement, Replace::Alone).unwrap();
+    assert!(wal_bytes("alone.db") < content_bytes / 10, "copied through the WAL");
+    let mode: String =
+        alone.conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!((alone.peer_id(), alone.last_position()), (replacement.peer_id(), EVENTS));
+    alone.verify().unwrap();
+    let reader = open_reader(&dir.path().join("alone.db")).unwrap();
+    assert_eq!(last_position(&reader).unwrap(), EVENTS);
+
+    let mut beside = open(&dir, "beside.db");
+    let reading = open_reader(&dir.path().join("beside.db")).unwrap();
+    // A connection holds the file once it has read.
+    assert_eq!(last_position(&reading).unwrap(), 0);
+    beside.replace_with(&replacement, Replace::Alone).unwrap();
+    assert!(wal_bytes("beside.db") >= content_bytes, "a reader was open: through the WAL");
+    assert_eq!(beside.last_position(), EVENTS);
 }
 
 // Goal: a log rebuilt from a file keeps what the log proves or records (identity, events,

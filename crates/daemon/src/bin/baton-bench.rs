@@ -544,7 +544,10 @@ fn backup_step(args: &[String]) -> anyhow::Result<()> {
                 actor: None,
                 message: "bench".to_owned(),
             };
-            live.restore_from(&staged.staging_dir().join("baton.db"), &note, 1_800_000_000_000)?;
+            // As the daemon does once its readers are paused.
+            let (staged, replace) =
+                (staged.staging_dir().join("baton.db"), daemon::store::Replace::Alone);
+            live.restore_from(&staged, &note, 1_800_000_000_000, replace)?;
         }
         other => bail!("unknown step {other:?}"),
     }

@@ -8,7 +8,8 @@
 //!    moved out of the staging directory to `restore-files/`, and `restore-pending` (a small
 //!    journal naming the restore and its files) is written and renamed into place;
 //! 2. the writer swaps the database content in one SQLite transaction (`Store::restore_from`,
-//!    after a `pre-restore-<ms>.db` safety copy); the restored Event Log holds a
+//!    after a `pre-restore-<ms>.db` safety copy; with the readers paused, through a rollback
+//!    journal, so each page is written once); the restored Event Log holds a
 //!    `restore.applied` entry naming the restore — **the commit point**;
 //! 3. each restored TLS file is renamed over the current one, then `restore-pending`,
 //!    `restore-files/` and the staging directory go, and the listener's TLS identity is
@@ -20,7 +21,7 @@
 //! old state or the new one, never a mix.
 
 use crate::base::journal::EntryKind;
-use crate::store::{StoreError, Writer};
+use crate::store::{Readers, StoreError, Writer};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// How long a restore waits for the reads in flight to end before it copies the restored
+/// content beside them instead (see `Readers::pause`).
+pub const READERS_PAUSE_WAIT_MS: u64 = 1_000;
 /// Where a restore is staged inside the data directory (same file system, so renames work).
 pub const STAGING_DIR: &str = "restore-staging";
 /// Where the web's Backup page keeps an uploaded backup, verified and unpacked, until the
@@ -418,6 +422,7 @@ fn crash_point(point: &str) {
 /// documentation). On an error before the commit point nothing changed but the safety copies.
 pub async fn apply(
     writer: &Writer,
+    readers: &Readers,
     data_dir: &Path,
     staged: &backup::Staged,
     actor: &str,
@@ -457,7 +462,12 @@ pub async fn apply(
     // 2. the database, in one transaction: the commit point.
     let note = applied_entry(staged, actor, &restore_id, now_ms);
     let staged_database = staged.staging_dir().join(backup::DATABASE_FILE);
-    let safety_database = match writer.restore(staged_database, note, now_ms).await {
+    // The readers step aside for the swap, so the content is written once (not to the WAL
+    // and again to the file); reads asked meanwhile wait for it. A read that does not end
+    // in time only costs the slower copy.
+    let readers_paused = readers.pause(READERS_PAUSE_WAIT_MS).await;
+    let restored = writer.restore(staged_database, note, now_ms, readers_paused).await;
+    let safety_database = match restored {
         Ok(path) => path,
         Err(error) => {
             // Before the commit point: forget the pending restore.

@@ -199,7 +199,8 @@ pub async fn apply(
     staged: &backup::Staged,
     operation: Operation,
 ) -> Result<Restored, Error> {
-    let applied = backups::apply(&app.writer, &app.data_dir, staged, actor, now_ms()).await;
+    let applied =
+        backups::apply(&app.writer, &app.readers, &app.data_dir, staged, actor, now_ms()).await;
     let applied = match applied {
         Ok(applied) => applied,
         Err(backups::ApplyError::Store(StoreError::Clustered)) => {

@@ -13,7 +13,8 @@ mod readers;
 pub(crate) mod tests;
 
 pub use cluster_settings::{ClusterSettings, Outbound};
-pub use readers::{ReadError, Readers, state_at};
+pub use eventlog::Replace;
+pub use readers::{Paused, ReadError, Readers, state_at};
 
 use crate::base::journal::EntryKind;
 use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
@@ -265,7 +266,7 @@ impl Store {
             ),
         })?;
         projections::catch_up(fresh.connection_mut())?;
-        self.replace_content(&fresh)?;
+        self.replace_content(&fresh, Replace::BesideReaders)?;
         Ok(kept)
     }
 
@@ -281,6 +282,7 @@ impl Store {
         staged: &Path,
         note: &eventlog::NewJournalEntry,
         now_ms: u64,
+        replace: Replace,
     ) -> Result<PathBuf, StoreError> {
         if self.cluster_id.is_some() || self.cluster_settings().is_clustered() {
             return Err(StoreError::Clustered);
@@ -307,15 +309,15 @@ impl Store {
         restored.log.append_journal(note)?;
         // Back to WAL, so the copied header says so, as this database's does.
         restored.log.set_scratch(false)?;
-        self.replace_content(&restored.log)?;
+        self.replace_content(&restored.log, replace)?;
         Ok(kept)
     }
 
     /// Swaps this peer's database content for `source`'s in one SQLite transaction and
     /// rebuilds the store from it. The state version moves on, so readers are handed the new
     /// state even when nothing had changed since start (a rebuilt store counts from zero).
-    fn replace_content(&mut self, source: &EventLog) -> Result<(), StoreError> {
-        self.log.replace_with(source)?;
+    fn replace_content(&mut self, source: &EventLog, replace: Replace) -> Result<(), StoreError> {
+        self.log.replace_with(source, replace)?;
         let placeholder = EventLog::open_in_memory(self.peer_id())?;
         let log = std::mem::replace(&mut self.log, placeholder);
         let (mut store, _) = Store::from_log(log)?;
@@ -654,6 +656,8 @@ enum Request {
         staged: PathBuf,
         note: eventlog::NewJournalEntry,
         now_ms: u64,
+        /// The readers, paused until the restore is done; `None`: they may be reading.
+        readers_paused: Option<Paused>,
         reply: oneshot::Sender<Result<PathBuf, StoreError>>,
     },
     /// Serve nothing after this (shutdown).
@@ -877,8 +881,11 @@ impl WriterThread {
                 self.publish_state();
                 let _ = reply.send(joined);
             }
-            Request::Restore { staged, note, now_ms, reply } => {
-                let restored = self.store.restore_from(&staged, &note, now_ms);
+            Request::Restore { staged, note, now_ms, readers_paused, reply } => {
+                let replace =
+                    if readers_paused.is_some() { Replace::Alone } else { Replace::BesideReaders };
+                let restored = self.store.restore_from(&staged, &note, now_ms, replace);
+                drop(readers_paused);
                 self.publish_state();
                 let _ = reply.send(restored);
             }
@@ -1018,15 +1025,17 @@ impl Writer {
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// See [`Store::restore_from`]; returns the safety copy's path.
+    /// See [`Store::restore_from`]; returns the safety copy's path. With `readers_paused`,
+    /// the content is written once rather than through the WAL (see [`Replace::Alone`]).
     pub async fn restore(
         &self,
         staged: PathBuf,
         note: eventlog::NewJournalEntry,
         now_ms: u64,
+        readers_paused: Option<Paused>,
     ) -> Result<PathBuf, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let request = Request::Restore { staged, note, now_ms, reply };
+        let request = Request::Restore { staged, note, now_ms, readers_paused, reply };
         self.queue.send(request).await.map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
