@@ -304,14 +304,21 @@ const SCRATCH_CACHE_KIB: i64 = 16 * 1024;
 /// See [`EventLog::set_scratch`]. Needs the only connection to the file (leaving WAL does).
 fn set_scratch_pragmas(conn: &Connection, scratch: bool) -> Result<(), Error> {
     let (journal_mode, synchronous) = if scratch { ("OFF", "OFF") } else { ("WAL", "FULL") };
-    let applied: String =
-        conn.pragma_update_and_check(None, "journal_mode", journal_mode, |row| row.get(0))?;
-    if !applied.eq_ignore_ascii_case(journal_mode) {
-        return Err(Error::JournalModeRefused { wanted: journal_mode, applied });
-    }
+    set_journal_mode(conn, journal_mode)?;
     conn.pragma_update(None, "synchronous", synchronous)?;
     let cache_kib = if scratch { SCRATCH_CACHE_KIB } else { CACHE_KIB };
     conn.pragma_update(None, "cache_size", -cache_kib)?;
+    Ok(())
+}
+
+/// Sets the journal mode; an error when SQLite keeps another (e.g. it cannot leave WAL while
+/// another connection has the file open).
+fn set_journal_mode(conn: &Connection, wanted: &'static str) -> Result<(), Error> {
+    let applied: String =
+        conn.pragma_update_and_check(None, "journal_mode", wanted, |row| row.get(0))?;
+    if !applied.eq_ignore_ascii_case(wanted) {
+        return Err(Error::JournalModeRefused { wanted, applied });
+    }
     Ok(())
 }
 
@@ -604,11 +611,7 @@ impl EventLog {
         let copied = copy_every_page(source, &mut self.conn);
         // Alone, nothing can refuse going back; were it refused, the file would stay in
         // rollback mode until the next start: as durable, and consistent.
-        let in_wal = !direct
-            || self
-                .conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-                .is_ok_and(|mode| mode.eq_ignore_ascii_case("wal"));
+        let in_wal = !direct || set_journal_mode(&self.conn, "WAL").is_ok();
         copied?;
         let conn = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
         let path = self.path.clone();
@@ -628,11 +631,9 @@ impl EventLog {
         if self.conn.busy_timeout(std::time::Duration::ZERO).is_err() {
             return false;
         }
-        let applied = self
-            .conn
-            .pragma_update_and_check(None, "journal_mode", "DELETE", |row| row.get::<_, String>(0));
+        let left = set_journal_mode(&self.conn, "DELETE").is_ok();
         let _ = self.conn.busy_timeout(busy_timeout);
-        applied.is_ok_and(|mode| mode.eq_ignore_ascii_case("delete"))
+        left
     }
 
     /// Opens a group commit: the appends, snapshots and projection rows written until

@@ -155,15 +155,20 @@ fn with_cpu_per_request(
 fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
     let mut ticks = 0;
     for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // The command name (field 2) may hold spaces: count the fields after its ')'.
-        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let fields = stat_after_name(*pid).with_context(|| format!("/proc/{pid}/stat"))?;
         for index in [11, 12] {
             ticks += fields.get(index).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0);
         }
     }
     Ok(ticks)
+}
+
+/// The fields of `/proc/PID/stat` after the command name (field 3, the state, first): the
+/// name may hold spaces, so they are counted from its closing ')'.
+fn stat_after_name(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
 }
 
 /// p50/p99 at a fixed request rate (oha `--qps`, latency measured from when each request was
@@ -540,11 +545,7 @@ impl Nginx {
         let Ok(entries) = std::fs::read_dir("/proc") else { return vec![self.child.id()] };
         entries
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-                after_name.split_whitespace().nth(2) == Some(group.as_str())
-            })
+            .filter(|pid| stat_after_name(*pid).is_some_and(|fields| fields.get(2) == Some(&group)))
             .collect()
     }
 
