@@ -135,9 +135,9 @@ async fn start_with(config: Config, tasks: base::tasks::Tasks) -> anyhow::Result
         outbound,
     };
     let app = startup::compose(&config, &writer, parts, &tasks)?;
-    let admin_addr = admin.local_addr().context("reading the admin address")?;
+    let admin_addr = admin.local_addr();
     startup::announce_admin_endpoint(&app, admin_addr.port(), certificates.as_ref());
-    let server = startup::serve_admin(admin, &app, config.admin_limits)?;
+    let server = startup::serve_admin(admin, &app, config.admin_limits, tasks.shutdown().clone())?;
     services::backups::spawn_scheduler(app.clone(), &tasks);
     services::alarms::spawn(app.clone(), &tasks);
     services::syslog::spawn(app.clone(), &tasks).await;

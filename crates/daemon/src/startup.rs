@@ -1,7 +1,7 @@
 //! The daemon's start-up, step by step (`daemon::start` calls them in order), and its
 //! shutdown: the composition root, the one place that knows every layer.
 
-use crate::adapters::listener::{Limited, Limits};
+use crate::adapters::listener::Limits;
 use crate::adapters::{api, vcs, web, workers};
 use crate::base::journal::{self, EntryKind};
 use crate::base::tasks::{TASKS_STOP_TIMEOUT_MS, Tasks};
@@ -139,16 +139,14 @@ pub(crate) fn admin_tls(
 }
 
 /// Binds the admin listener and writes its URL where tools and tests look for it.
-pub(crate) fn bind_admin(config: &Config) -> anyhow::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(config.admin_listen)
+pub(crate) fn bind_admin(config: &Config) -> anyhow::Result<workers::Bound> {
+    let bound = workers::bind(config.admin_listen)
         .with_context(|| format!("binding the admin API to {}", config.admin_listen))?;
-    listener.set_nonblocking(true).context("making the admin socket non-blocking")?;
-    let admin_addr = listener.local_addr().context("reading the admin address")?;
     // Written aside and renamed, so a reader never sees it half-written.
-    let url = format!("https://{admin_addr}");
+    let url = format!("https://{}", bound.local_addr());
     crate::base::durable::write(&config.data_dir.join(ADMIN_URL_FILE), url.as_bytes())
         .context("writing the admin URL file")?;
-    Ok(listener)
+    Ok(bound)
 }
 
 /// Starts the policy service (bridge health polling, idle conference cleanup) and, if asked,
@@ -180,11 +178,15 @@ pub(crate) async fn start_policy(
         let bound = workers::bind(listen)
             .with_context(|| format!("binding the HTTP policy service to {listen}"))?;
         let threads = bound.workers();
-        let router = vcs::router(service.clone(), logins.clone());
+        let listener = workers::Listener {
+            name: "policy-http",
+            router: vcs::router(service.clone(), logins.clone()),
+            acceptor: axum_server::accept::DefaultAcceptor,
+            limits: config.policy_limits,
+        };
         let shutdown = tasks.shutdown().clone();
-        let served =
-            workers::serve(bound, router, config.policy_limits, shutdown, SHUTDOWN_GRACE_MS)
-                .context("starting the HTTP policy service's threads")?;
+        let served = workers::serve(bound, listener, shutdown, SHUTDOWN_GRACE_MS)
+            .context("starting the HTTP policy service's threads")?;
         tasks.spawn(served);
         tracing::info!(%listen, threads, "policy service also on plain HTTP");
     }
@@ -253,31 +255,28 @@ pub(crate) fn announce_admin_endpoint(
     }
 }
 
-type ServerFuture = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
-
-/// The admin listener serving the API, the web pages and the VCS's routes over TLS.
+/// The admin listener serving the API, the web pages and the VCS's routes over TLS, on its
+/// own threads (see `adapters::workers`); resolves once they have all stopped.
 pub(crate) struct AdminServer {
-    serving: ServerFuture,
-    handle: axum_server::Handle,
+    serving: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
+/// Serves until the tasks' shutdown, then gives the requests in flight [`SHUTDOWN_GRACE_MS`].
 pub(crate) fn serve_admin(
-    listener: std::net::TcpListener,
+    bound: workers::Bound,
     app: &Arc<App>,
     limits: Limits,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<AdminServer> {
-    let handle = axum_server::Handle::new();
     let router = api::router(app.clone())
         .merge(web::router(app.clone()))
         .merge(vcs::router(app.policy.clone(), app.logins.clone()))
         .layer(axum::middleware::from_fn(crate::adapters::security_headers));
-    let tls = RustlsAcceptor::new(app.tls.listener_config());
-    let mut server =
-        axum_server::from_tcp(listener).acceptor(Limited::new(tls, limits)).handle(handle.clone());
-    limits.configure(&mut server);
-    let serving =
-        server.serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>());
-    Ok(AdminServer { serving: Box::pin(serving), handle })
+    let acceptor = RustlsAcceptor::new(app.tls.listener_config());
+    let listener = workers::Listener { name: "admin-https", router, acceptor, limits };
+    let serving = workers::serve(bound, listener, shutdown, SHUTDOWN_GRACE_MS)
+        .context("starting the admin listener's threads")?;
+    Ok(AdminServer { serving: Box::pin(serving) })
 }
 
 /// The Event Log's start entries: a restore recovered, the start itself, and what the last
@@ -348,15 +347,18 @@ pub(crate) async fn run_until_stopped(
     writer: Writer,
     writer_thread: std::thread::JoinHandle<()>,
 ) -> anyhow::Result<()> {
-    let AdminServer { mut serving, handle } = server;
+    let AdminServer { mut serving } = server;
     let shutdown = tasks.shutdown().clone();
+    // The listener's threads end by themselves only if every one failed (each said why).
+    // The threads also stop once the shutdown is cancelled: that comes first if both are done.
     let served = tokio::select! {
-        served = &mut serving => served,
+        biased;
         () = shutdown.cancelled() => {
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
-            handle.graceful_shutdown(Some(Duration::from_millis(SHUTDOWN_GRACE_MS)));
-            serving.await
+            serving.await;
+            Ok(())
         }
+        () = &mut serving => Err(anyhow::anyhow!("every admin listener thread failed")),
     };
     let still_running = tasks.stop(TASKS_STOP_TIMEOUT_MS).await;
     if still_running > 0 {
@@ -374,5 +376,5 @@ pub(crate) async fn run_until_stopped(
     .context("joining the writer")?;
     joined.map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     tracing::info!("stopped");
-    served.context("admin API server failed")
+    served
 }

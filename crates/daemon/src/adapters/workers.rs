@@ -1,47 +1,58 @@
-//! The plain HTTP policy listener served the way nginx serves: one single-threaded runtime per
-//! core, each accepting on its own `SO_REUSEPORT` socket bound to the same address. A request
-//! is read, decided and answered on the thread that accepted its connection, waking no other
-//! thread; on the daemon's shared multi-threaded runtime, work stealing between its workers
-//! cost about 1.7 times the CPU per decision (25 µs against 13–15 µs, with `perf stat` and
-//! `cargo xtask bench policy`).
+//! The listeners served the way nginx serves: one single-threaded runtime per core, each
+//! accepting on its own `SO_REUSEPORT` socket bound to the same address. A request is read,
+//! answered (and, over TLS, decrypted and encrypted) on the thread that accepted its
+//! connection, waking no other thread; on the daemon's shared multi-threaded runtime, work
+//! stealing between its workers cost about 1.7 times the CPU per policy decision (25 µs
+//! against 13–15 µs, with `perf stat` and `cargo xtask bench policy`). Both the admin HTTPS
+//! listener and the plain HTTP policy listener run this way; work a request starts that must
+//! outlive it goes to the daemon's runtime through `Tasks`.
 //!
 //! The kernel shares `SO_REUSEPORT` only between sockets of the same user, so another user's
-//! process cannot take a share of the VCS's connections; and the port is first bound once
-//! without it, so a port already in use (even by another batond) fails the start-up instead
-//! of being shared.
+//! process cannot take a share of the connections; and the port is first bound once without
+//! it, so a port already in use (even by another batond) fails the start-up instead of being
+//! shared.
 
 use crate::adapters::listener::{Limited, Limits};
 use axum::Router;
-use axum_server::accept::DefaultAcceptor;
+use axum::extract::ConnectInfo;
+use axum_server::accept::Accept;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// Policy listener threads at most, whatever the core count.
-pub const POLICY_WORKERS_MAX: usize = 8;
+/// Listener threads at most, whatever the core count.
+pub const LISTENER_WORKERS_MAX: usize = 8;
 
-/// The listener's sockets, bound (so a taken port fails the start-up) but not yet served.
+/// A listener's sockets, bound (so a taken port fails the start-up) but not yet served.
 pub struct Bound {
     sockets: Vec<std::net::TcpListener>,
+    address: SocketAddr,
 }
 
 impl Bound {
     pub fn workers(&self) -> usize {
         self.sockets.len()
     }
+
+    /// The address served, its port chosen by the kernel if `bind` was given port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
 }
 
-/// One socket per core, at most [`POLICY_WORKERS_MAX`], all bound to `listen`.
+/// One socket per core, at most [`LISTENER_WORKERS_MAX`], all bound to `listen`.
 pub fn bind(listen: SocketAddr) -> std::io::Result<Bound> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    bind_n(listen, cores.min(POLICY_WORKERS_MAX))
+    bind_n(listen, cores.min(LISTENER_WORKERS_MAX))
 }
 
 fn bind_n(listen: SocketAddr, workers: usize) -> std::io::Result<Bound> {
-    // Fails with "address in use" while any socket, shared or not, holds the port.
-    drop(socket(listen, false)?);
-    let sockets = (0..workers.max(1)).map(|_| socket(listen, true)).collect::<Result<_, _>>()?;
-    Ok(Bound { sockets })
+    // Fails with "address in use" while any socket, shared or not, holds the port; with port
+    // 0 it picks the port every shared socket then binds.
+    let address = socket(listen, false)?.local_addr()?;
+    let sockets = (0..workers.max(1)).map(|_| socket(address, true)).collect::<Result<_, _>>()?;
+    Ok(Bound { sockets, address })
 }
 
 /// Listen backlog of each socket: a VCS cluster's burst of new connections waits in it.
@@ -58,24 +69,47 @@ fn socket(listen: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpList
     Ok(socket.into())
 }
 
-/// Serves `router` on every socket, each on its own thread, until `shutdown`; then lets the
-/// requests in flight finish for up to `grace_ms`. The connection limit is shared by all.
+/// What the router is served as: with each connection's peer address.
+type Service = axum::middleware::AddExtension<Router, ConnectInfo<SocketAddr>>;
+
+/// What serves one listener: its threads' name (`name-0`, `name-1`…, also in its logs), the
+/// router, the acceptor (TLS or none) and the limits shared by all its threads.
+pub struct Listener<A> {
+    pub name: &'static str,
+    pub router: Router,
+    pub acceptor: A,
+    pub limits: Limits,
+}
+
+/// Serves the listener on every socket, each on its own thread, until `shutdown`; then lets
+/// the requests in flight finish for up to `grace_ms`. The connection limit is shared by all.
 /// Resolves once every thread has stopped.
-pub fn serve(
+pub fn serve<A>(
     bound: Bound,
-    router: Router,
-    limits: Limits,
+    listener: Listener<A>,
     shutdown: CancellationToken,
     grace_ms: u64,
-) -> std::io::Result<impl Future<Output = ()>> {
-    let acceptor = Limited::new(DefaultAcceptor, limits);
+) -> std::io::Result<impl Future<Output = ()> + Send + use<A>>
+where
+    A: Accept<TcpStream, Service, Service = Service> + Clone + Send + Sync + 'static,
+    A::Future: Send + 'static,
+    A::Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Listener { name, router, acceptor, limits } = listener;
+    let acceptor = Limited::new(acceptor, limits);
     let mut stopped = Vec::with_capacity(bound.sockets.len());
     for (index, socket) in bound.sockets.into_iter().enumerate() {
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let (router, acceptor, shutdown) = (router.clone(), acceptor.clone(), shutdown.clone());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        std::thread::Builder::new().name(format!("policy-http-{index}")).spawn(move || {
-            runtime.block_on(serve_one(socket, router, acceptor, limits, shutdown, grace_ms));
+        std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || {
+            runtime.block_on(serve_one(
+                name,
+                socket,
+                (router, acceptor, limits),
+                shutdown,
+                grace_ms,
+            ));
             drop(done);
         })?;
         stopped.push(finished);
@@ -87,14 +121,17 @@ pub fn serve(
     })
 }
 
-async fn serve_one(
+async fn serve_one<A>(
+    name: &'static str,
     socket: std::net::TcpListener,
-    router: Router,
-    acceptor: Limited<DefaultAcceptor>,
-    limits: Limits,
+    (router, acceptor, limits): (Router, Limited<A>, Limits),
     shutdown: CancellationToken,
     grace_ms: u64,
-) {
+) where
+    A: Accept<TcpStream, Service, Service = Service> + Clone + Send + Sync + 'static,
+    A::Future: Send + 'static,
+    A::Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let handle = axum_server::Handle::new();
     let mut server = axum_server::from_tcp(socket).acceptor(acceptor).handle(handle.clone());
     limits.configure(&mut server);
@@ -104,7 +141,7 @@ async fn serve_one(
     });
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(error) = server.serve(service).await {
-        tracing::error!(%error, "HTTP policy service failed");
+        tracing::error!(%error, listener = name, "listener thread failed");
     }
 }
 
@@ -138,7 +175,13 @@ mod tests {
             axum::routing::get(|| async { std::thread::current().name().unwrap_or("").to_owned() }),
         );
         let shutdown = CancellationToken::new();
-        let stopped = serve(bound, router, Limits::POLICY, shutdown.clone(), 1_000).unwrap();
+        let listener = Listener {
+            name: "policy-http",
+            router,
+            acceptor: axum_server::accept::DefaultAcceptor,
+            limits: Limits::POLICY,
+        };
+        let stopped = serve(bound, listener, shutdown.clone(), 1_000).unwrap();
         let threads: std::collections::BTreeSet<String> = tokio::task::spawn_blocking(move || {
             (0..300).map(|_| get(address).lines().last().unwrap_or("").to_owned()).collect()
         })

@@ -16,11 +16,16 @@ pub const TASKS_STOP_TIMEOUT_MS: u64 = 5_000;
 pub struct Tasks {
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// The daemon's runtime, where every task runs wherever it is spawned from: a request
+    /// served on a listener thread's own runtime may start work that must outlive that
+    /// thread, which ends at shutdown before the tasks are stopped.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Tasks {
+    /// Must be called on the daemon's runtime.
     pub fn new(shutdown: CancellationToken) -> Tasks {
-        Tasks { tracker: TaskTracker::new(), shutdown }
+        Tasks { tracker: TaskTracker::new(), shutdown, runtime: tokio::runtime::Handle::current() }
     }
 
     /// Cancelled when the daemon stops.
@@ -28,13 +33,13 @@ impl Tasks {
         &self.shutdown
     }
 
-    /// Runs `task` on the runtime, tracked.
+    /// Runs `task` on the daemon's runtime, tracked.
     pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.tracker.spawn(task)
+        self.tracker.spawn_on(task, &self.runtime)
     }
 
     /// Tasks still running.
@@ -55,6 +60,8 @@ impl Tasks {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::Tasks;
     use tokio_util::sync::CancellationToken;
 
@@ -76,5 +83,33 @@ mod tests {
         let stubborn = Tasks::new(CancellationToken::new());
         stubborn.spawn(std::future::pending::<()>());
         assert_eq!(stubborn.stop(50).await, 1);
+    }
+
+    // Goal: a task spawned from another runtime's thread (a listener's) runs on the daemon's
+    // runtime, so it outlives that thread and its runtime, and is still stopped with the rest.
+    #[tokio::test]
+    async fn a_task_spawned_from_a_listener_thread_outlives_it_and_stops_with_the_daemon() {
+        let tasks = Tasks::new(CancellationToken::new());
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
+        let spawner = tasks.clone();
+        std::thread::spawn(move || {
+            let listener = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            listener.unwrap().block_on(async move {
+                let token = spawner.shutdown().clone();
+                spawner.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let _ = started_tx.send(std::thread::current().id());
+                    token.cancelled().await;
+                    drop(stopped_tx);
+                });
+            });
+        })
+        .join()
+        .unwrap();
+        let thread = started.await.expect("the task ran after its spawner's runtime ended");
+        assert_eq!(thread, std::thread::current().id(), "it ran on the daemon's runtime");
+        assert_eq!(tasks.stop(1_000).await, 0);
+        assert!(stopped.await.is_err(), "the task ended at the stop");
     }
 }
