@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod savepoint;
+pub use savepoint::Savepoint;
+
 /// Schema version this build writes and the highest it reads.
 pub const SCHEMA_VERSION: i64 = 1;
 /// Snapshots kept; older ones are deleted when a new one is saved.
@@ -289,6 +292,7 @@ struct GroupStart {
 
 fn configure(conn: &Connection) -> Result<(), Error> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.set_prepared_statement_cache_capacity(savepoint::PREPARED_STATEMENTS_CACHED);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -641,7 +645,7 @@ impl EventLog {
     /// is a savepoint, so it is still all or nothing, but nothing is durable before the group
     /// commits.
     pub fn begin_group(&mut self) -> Result<(), Error> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        savepoint::run(&self.conn, "BEGIN IMMEDIATE")?;
         self.group =
             Some(GroupStart { heads: self.heads.clone(), last_position: self.last_position });
         Ok(())
@@ -650,7 +654,7 @@ impl EventLog {
     /// Commits the open group (the fsync). On failure the group is rolled back and the log is
     /// as it was before [`EventLog::begin_group`].
     pub fn commit_group(&mut self) -> Result<(), Error> {
-        match self.conn.execute_batch("COMMIT") {
+        match savepoint::run(&self.conn, "COMMIT") {
             Ok(()) => {
                 self.group = None;
                 self.group_commits += 1;
@@ -666,7 +670,7 @@ impl EventLog {
     /// Undoes everything written since [`EventLog::begin_group`], on disk and in memory.
     pub fn rollback_group(&mut self) {
         // An error means SQLite already rolled back (e.g. after an I/O error): nothing to undo.
-        let _ = self.conn.execute_batch("ROLLBACK");
+        let _ = savepoint::run(&self.conn, "ROLLBACK");
         if let Some(start) = self.group.take() {
             self.heads = start.heads;
             self.last_position = start.last_position;
@@ -683,7 +687,7 @@ impl EventLog {
     pub fn append(&mut self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
         let mut heads = self.heads.clone();
         let mut stored = Vec::with_capacity(events.len());
-        let tx = self.conn.savepoint()?;
+        let tx = Savepoint::begin(&self.conn)?;
         for (offset, event) in events.iter().enumerate() {
             let head = heads.entry((self.peer_id, event.stream)).or_default();
             let mut record = StoredEvent {
@@ -718,7 +722,7 @@ impl EventLog {
     pub fn append_remote(&mut self, events: &[StoredEvent]) -> Result<Vec<StoredEvent>, Error> {
         let mut heads = self.heads.clone();
         let mut stored = Vec::new();
-        let tx = self.conn.savepoint()?;
+        let tx = Savepoint::begin(&self.conn)?;
         for event in events {
             let (origin, stream, seq) = (event.origin, event.stream, event.seq);
             if origin == self.peer_id {
@@ -809,7 +813,7 @@ impl EventLog {
     }
 
     pub fn save_snapshot(&mut self, position: u64, format: u32, blob: &[u8]) -> Result<(), Error> {
-        let tx = self.conn.savepoint()?;
+        let tx = Savepoint::begin(&self.conn)?;
         tx.execute(
             "INSERT OR REPLACE INTO snapshots (position, format, blob) VALUES (?1, ?2, ?3)",
             params![position, format, blob],

@@ -8,7 +8,7 @@
 //! apply the model's convergence rule (last writer wins by stamp) exactly as `model::State`
 //! does, so every peer's read model agrees whatever order events arrived in.
 
-use eventlog::StoredEvent;
+use eventlog::{Savepoint, StoredEvent};
 use model::{Event, Hlc, PeerId, Record, RecordKey, RecordKind, Stamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -244,7 +244,7 @@ pub fn catch_up_visiting(
 
 /// Every projection's [`Projection::index`], if missing.
 fn create_indexes(conn: &mut Connection) -> Result<(), Error> {
-    let tx = conn.savepoint()?;
+    let tx = Savepoint::begin(conn)?;
     Records::index(&tx)?;
     ConfigLog::index(&tx)?;
     tx.commit()?;
@@ -258,13 +258,15 @@ fn catch_up_pass(
     visit_after: u64,
     visit: &mut dyn FnMut(&StoredEvent, &Event),
 ) -> Result<(u64, bool), Error> {
-    conn.execute_batch(
+    // Cached: run at every group commit.
+    conn.prepare_cached(
         "CREATE TABLE IF NOT EXISTS proj_checkpoints (
              name TEXT PRIMARY KEY,
              version INTEGER NOT NULL,
              position INTEGER NOT NULL
-         );",
-    )?;
+         )",
+    )?
+    .execute([])?;
     let mut records = Cursor::<Records>::open(conn)?;
     let mut config_log = Cursor::<ConfigLog>::open(conn)?;
     let rebuilding = records.memo.complete || config_log.memo.complete;
@@ -276,7 +278,7 @@ fn catch_up_pass(
         let Some(last) = batch.last() else { return Ok((applied, rebuilding)) };
         let last_position = last.position;
         // A savepoint, so the rows join the writer's group commit when one is open.
-        let tx = conn.savepoint()?;
+        let tx = Savepoint::begin(conn)?;
         for stored in &batch {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)
                 .map_err(|source| Error::Decode { position: stored.position, source })?;
@@ -299,11 +301,8 @@ const REBUILD_BATCH_EVENTS: usize = 20_000;
 
 fn checkpoint<P: Projection>(conn: &Connection) -> Result<Option<(u32, u64)>, Error> {
     Ok(conn
-        .query_row(
-            "SELECT version, position FROM proj_checkpoints WHERE name = ?1",
-            [P::NAME],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        .prepare_cached("SELECT version, position FROM proj_checkpoints WHERE name = ?1")?
+        .query_row([P::NAME], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?)
 }
 
@@ -320,7 +319,7 @@ impl<P: Projection> Cursor<P> {
         let position = match checkpoint::<P>(conn)? {
             Some((version, position)) if version == P::VERSION => position,
             _ => {
-                let tx = conn.savepoint()?;
+                let tx = Savepoint::begin(conn)?;
                 P::reset(&tx)?;
                 tx.execute(
                     "INSERT OR REPLACE INTO proj_checkpoints (name, version, position) VALUES (?1, ?2, 0)",
