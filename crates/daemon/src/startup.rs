@@ -227,7 +227,12 @@ pub(crate) fn compose(
         started_ms: parts.started_ms,
         tls: parts.tls,
         tls_files: parts.tls_files,
-        cluster: cluster::spawn(config.cluster.clone(), writer.clone(), parts.outbound, tasks),
+        cluster: cluster::spawn(
+            (config.cluster.clone(), &config.data_dir),
+            writer.clone(),
+            parts.outbound,
+            tasks,
+        ),
         upgrade: Arc::new(upgrade),
         policy: parts.policy,
         data_dir: config.data_dir.clone(),

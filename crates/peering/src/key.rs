@@ -28,6 +28,26 @@ impl ClusterKey {
     }
 }
 
+impl ClusterKey {
+    /// What the key depends on besides the passphrase: a copy of a derived key is valid only
+    /// with the same (the daemon keeps one, so a restart need not derive again).
+    pub fn derivation() -> String {
+        let salt = String::from_utf8_lossy(KEY_SALT);
+        format!("argon2id v19 m={KEY_MEMORY_KIB} t={KEY_ITERATIONS} p=1 salt={salt}")
+    }
+
+    /// The key's bytes, to keep a copy beside the passphrase it was derived from.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// A key kept by [`ClusterKey::to_bytes`], for the same passphrase and
+    /// [`ClusterKey::derivation`].
+    pub fn from_bytes(bytes: [u8; 32]) -> ClusterKey {
+        ClusterKey(bytes)
+    }
+}
+
 impl std::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ClusterKey(********)")

@@ -8,7 +8,9 @@
 //! of how far it holds each origin's shared chain; a peer that holds more answers with the
 //! missing [`Message::Events`] in one batch of at most [`CATCH_UP_BATCH_BYTES_MAX`] bytes
 //! (or [`EVENTS_PER_MESSAGE_MAX`] events). Flow control is by acknowledgement: the receiver of
-//! a full batch answers with its summary once the batch is durable, which asks for the next.
+//! a full batch answers with its summary once the batch is appended, which asks for the next;
+//! the daemon sends that summary before its commit, so one batch is on its way while the
+//! previous one is made durable, never more.
 //! Local appends are pushed at once, pipelined (no acknowledgement awaited). The log refuses
 //! anything that does not extend a chain exactly, so a lost or reordered push costs one round
 //! (the receiver asks at the first gap it sees, once per position), never a hole; a transport
@@ -170,7 +172,7 @@ impl Replicator {
     ) -> Result<Vec<Output>, Error> {
         // A full batch means the sender probably holds more: ask again at once rather than at
         // the next summary tick, so catching up runs at network speed, one batch per round
-        // trip, each asked for only once the previous one is durable (the flow control).
+        // trip, each asked for only once the previous one is appended (the flow control).
         let full_batch = batch_is_full(&events);
         // Never store our own events from elsewhere, nor a peer-local event that should not
         // have been sent.

@@ -14,6 +14,7 @@
 
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
+use crate::services::cluster_key;
 use crate::services::cluster_route::{Router, Routes};
 use crate::store::{ClusterSettings, Outbound, Writer};
 use model::{ClusterId, PeerId};
@@ -192,6 +193,8 @@ pub struct Board {
     started: Instant,
     /// Where the links' tasks are spawned and tracked.
     tasks: Tasks,
+    /// The derived cluster key's copy (see `cluster_key`).
+    key_cache_file: std::path::PathBuf,
 }
 
 impl Board {
@@ -373,8 +376,9 @@ fn line(address: Ipv4Addr, state: PeerState, code: Option<PeerFailure>) -> PeerL
 }
 
 /// Starts the cluster layer for the daemon's lifetime.
+/// `data_dir` keeps the derived cluster key (see `cluster_key`).
 pub fn spawn(
-    network: Network,
+    (network, data_dir): (Network, &std::path::Path),
     writer: Writer,
     outbound: mpsc::Receiver<Outbound>,
     tasks: &Tasks,
@@ -392,6 +396,7 @@ pub fn spawn(
         admin: tokio::sync::watch::Sender::new(None),
         started: Instant::now(),
         tasks: tasks.clone(),
+        key_cache_file: data_dir.join(cluster_key::KEY_CACHE_FILE),
     });
     let shutdown = tasks.shutdown();
     // The router holds a writer handle; it stops at shutdown, since the writer thread ends
@@ -707,12 +712,14 @@ async fn prerequisites(
                        cluster; check System > Time";
         return Err(blocked(Some(problem.to_owned()), true));
     }
-    let passphrase = settings.pre_shared_key.clone();
-    let derived = tokio::task::spawn_blocking(move || ClusterKey::derive(&passphrase)).await;
-    match derived
-        .map_err(|error| error.to_string())
-        .and_then(|key| key.map_err(|error| error.to_string()))
-    {
+    let (passphrase, file) = (settings.pre_shared_key.clone(), board.key_cache_file.clone());
+    let derived = tokio::task::spawn_blocking(move || {
+        cluster_key::derive_cached(&file, &passphrase, |passphrase| {
+            ClusterKey::derive(passphrase).map_err(|error| error.to_string())
+        })
+    })
+    .await;
+    match derived.map_err(|error| error.to_string()).and_then(|key| key) {
         Ok(key) => Ok((address, Arc::new(key))),
         Err(error) => {
             Err(blocked(Some(format!("could not derive the cluster key: {error}")), true))

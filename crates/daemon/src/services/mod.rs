@@ -10,6 +10,7 @@ pub mod backups;
 pub mod bridge_host;
 pub mod cluster;
 pub mod cluster_join;
+pub mod cluster_key;
 pub mod cluster_route;
 mod error;
 pub mod history;

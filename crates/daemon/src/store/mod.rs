@@ -352,13 +352,15 @@ impl Store {
     /// here, their projection rows and any snapshot share one transaction and one fsync, so a
     /// reader never sees the log ahead of the projections. A message refused (a gap, a fork, an
     /// unknown peer) is dropped alone; a failed commit drops them all (peers send again after
-    /// their next summary). Returns what to send back, only once the group is durable.
+    /// their next summary). Summaries go to `ask` before the commit (see
+    /// [`Store::write_replicated`]); returns the rest to send, only once the group is durable.
     pub fn replicate_group(
         &mut self,
         messages: Vec<(PeerId, replication::Message)>,
+        ask: &mut dyn FnMut(Vec<Outbound>),
     ) -> Vec<Outbound> {
         let undo = self.undo_point();
-        match self.write_replicated(messages) {
+        match self.write_replicated(messages, ask) {
             Ok(outputs) => sends(outputs),
             Err(error) => {
                 tracing::error!(%error, "replicated events not saved; peers will send them again");
@@ -372,6 +374,7 @@ impl Store {
     fn write_replicated(
         &mut self,
         messages: Vec<(PeerId, replication::Message)>,
+        ask: &mut dyn FnMut(Vec<Outbound>),
     ) -> Result<Vec<replication::Output>, StoreError> {
         self.log.begin_group()?;
         let mut outputs = Vec::new();
@@ -383,6 +386,17 @@ impl Store {
                 Err(error) => tracing::warn!(%error, peer = %from, "replication message refused"),
             }
         }
+        // A summary only says how far this log is, which asks the peer for what follows: sent
+        // before the commit, a catch-up's next batch is read and sent while this one is made
+        // durable (a window of one batch). If the commit fails, that batch leaves a gap, and
+        // the gap asks again from where the log really is: one round lost, never a hole.
+        let (summaries, outputs): (Vec<_>, Vec<_>) = outputs.into_iter().partition(|output| {
+            matches!(
+                output,
+                replication::Output::Send { message: replication::Message::Summary { .. }, .. }
+            )
+        });
+        ask(sends(summaries));
         for output in &outputs {
             if let replication::Output::Applied { events } = output {
                 self.fold(events)?;
@@ -607,6 +621,15 @@ impl Store {
     }
 }
 
+/// See [`WriterThread::send`].
+fn send(outbound: &mpsc::Sender<Outbound>, lost_pushes: &LostPushes, messages: Vec<Outbound>) {
+    for message in messages {
+        if let Err(mpsc::error::TrySendError::Full((peer, _))) = outbound.try_send(message) {
+            crate::base::sync::lock(lost_pushes).insert(peer);
+        }
+    }
+}
+
 fn sends(outputs: Vec<replication::Output>) -> Vec<Outbound> {
     outputs
         .into_iter()
@@ -735,7 +758,9 @@ impl WriterThread {
                 crate::base::sync::lock(&self.lag).insert(*from, behind);
             }
         }
-        let messages = self.store.replicate_group(group);
+        let (outbound, lost_pushes) = (&self.outbound, &self.lost_pushes);
+        let messages =
+            self.store.replicate_group(group, &mut |asks| send(outbound, lost_pushes, asks));
         self.send(messages);
     }
 
@@ -828,12 +853,7 @@ impl WriterThread {
     /// Never blocks on the network: a message that finds the outbound queue full is dropped,
     /// and its peer noted, to be caught up from the log as soon as the router has room.
     fn send(&self, messages: Vec<Outbound>) {
-        for message in messages {
-            if let Err(mpsc::error::TrySendError::Full((peer, _))) = self.outbound.try_send(message)
-            {
-                crate::base::sync::lock(&self.lost_pushes).insert(peer);
-            }
-        }
+        send(&self.outbound, &self.lost_pushes, messages);
     }
 
     /// Hands readers the state if it changed since it was last published (cheap: the state's

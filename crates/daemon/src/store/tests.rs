@@ -153,7 +153,7 @@ fn replicated_messages_share_one_commit_with_their_projection_rows() {
     messages.insert(1, (stranger, replication::Message::Events { events: Vec::new() }));
     let commits_before = store.group_commits();
 
-    store.replicate_group(messages);
+    store.replicate_group(messages, &mut |_| {});
 
     assert_eq!(store.group_commits(), commits_before + 1, "one transaction, one fsync");
     for name in ["a", "b", "c"] {
@@ -163,4 +163,45 @@ fn replicated_messages_share_one_commit_with_their_projection_rows() {
     let reader = eventlog::open_reader(&path).unwrap();
     assert_eq!(projections::list(&reader, RecordKind::Bridge).unwrap().len(), 3);
     assert_eq!(projections::position(&reader).unwrap(), store.last_position());
+}
+
+// Goal: a full catch-up batch asks its sender for the next one before it is committed, so the
+// next batch is read and sent while this one is made durable; what else it answers waits for
+// the commit.
+#[test]
+fn a_full_catch_up_batch_asks_for_the_next_before_its_commit() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (mut origin, _) = Store::open(&dirs[0].path().join(DATABASE_FILE)).unwrap();
+    let path = dirs[1].path().join(DATABASE_FILE);
+    let (mut store, _) = Store::open(&path).unwrap();
+    store.set_replication_peers(vec![origin.peer_id()]);
+    let changes: Vec<Change> =
+        (0..replication::EVENTS_PER_MESSAGE_MAX).map(|n| create(&format!("b{n}"))).collect();
+    let mut events = Vec::new();
+    for group in changes.chunks(GROUP_COMMIT_COMMANDS_MAX) {
+        for result in origin.execute_group(group) {
+            events.extend(result.unwrap());
+        }
+    }
+    let last_seq = events.last().unwrap().seq;
+    let reader = eventlog::open_reader(&path).unwrap();
+    let committed =
+        || reader.query_row("SELECT count(*) FROM events", [], |row| row.get::<_, u64>(0));
+    let before = committed().unwrap();
+    let mut asked = Vec::new();
+
+    let after_commit = store.replicate_group(
+        vec![(origin.peer_id(), replication::Message::Events { events })],
+        &mut |asks| asked.push((asks, committed().unwrap())),
+    );
+
+    let [(asks, committed_when_asked)] = asked.as_slice() else { panic!("asked once: {asked:?}") };
+    assert_eq!(*committed_when_asked, before, "asked before the batch was committed");
+    let [(to, replication::Message::Summary { heads })] = asks.as_slice() else {
+        panic!("one summary: {asks:?}")
+    };
+    assert_eq!(*to, origin.peer_id());
+    assert_eq!(heads.get(&origin.peer_id()), Some(&last_seq), "asks from after the batch");
+    assert!(after_commit.is_empty(), "nothing else to send: {after_commit:?}");
+    assert_eq!(committed().unwrap(), before + last_seq, "the batch is committed after");
 }
