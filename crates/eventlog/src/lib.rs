@@ -601,6 +601,17 @@ impl EventLog {
         set_scratch_pragmas(&self.conn, scratch)
     }
 
+    /// Keeps SQLite's temporary files in memory. The one that matters is the sub-journal: the
+    /// first change of a page inside a savepoint (every append and projection batch of a
+    /// group commit is one) copies the page there, which was a write to a temporary file, and
+    /// the kernel zeroing its pages, for every page of every commit. It holds at most the pages
+    /// one group changes. Not for a connection that builds indexes over a long history: their
+    /// sort files would be in memory too.
+    pub fn set_temporary_files_in_memory(&mut self) -> Result<(), Error> {
+        self.conn.pragma_update(None, "temp_store", "MEMORY")?;
+        Ok(())
+    }
+
     /// Replaces this database's entire content (events, projections, journal, identity) with
     /// `source`'s in one SQLite write transaction, so readers and a crash see the old content
     /// or the new, never a mix. Used when a peer joins a cluster and its shared history is
