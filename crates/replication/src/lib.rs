@@ -95,11 +95,25 @@ impl Replicator {
     }
 
     /// Changes who this peer replicates with (peers come and go as connections authenticate
-    /// and fail). A summary goes to everyone at the next tick, so a newcomer catches up at once.
-    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+    /// and fail). A newcomer gets our summary at once rather than at the next tick, so a peer
+    /// that comes back catches up (or this one does) as soon as its link is up.
+    pub fn set_peers(
+        &mut self,
+        peers: impl IntoIterator<Item = PeerId>,
+        log: &EventLog,
+    ) -> Vec<Output> {
         let me = self.me;
-        self.peers = peers.into_iter().filter(|peer| *peer != me).collect();
-        self.next_summary_at_ms = 0;
+        let peers: BTreeSet<PeerId> = peers.into_iter().filter(|peer| *peer != me).collect();
+        let newcomers: Vec<PeerId> = peers.difference(&self.peers).copied().collect();
+        self.peers = peers;
+        if newcomers.is_empty() {
+            return Vec::new();
+        }
+        let heads = shared_heads(log);
+        newcomers
+            .into_iter()
+            .map(|to| Output::Send { to, message: Message::Summary { heads: heads.clone() } })
+            .collect()
     }
 
     /// Sends summaries when they are due.

@@ -119,6 +119,29 @@ fn resync_catches_a_peer_up_at_once() {
     assert!(a.replicator.resync(peer(9), &a.log).is_empty(), "not a peer");
 }
 
+// Goal: a peer whose link comes up gets this peer's summary at once, which starts the catch-up
+// either way without a summary tick; peers already linked get nothing more.
+#[test]
+fn a_newcomer_gets_a_summary_at_once_and_catches_up() {
+    let (mut a, mut b) = (node(1), node(2));
+    a.replicator = Replicator::new(peer(1), []);
+    write(&mut a, 5, 10); // b was away
+    let hello = a.replicator.set_peers([peer(2)], &a.log);
+    let [Output::Send { to, message }] = hello.as_slice() else { panic!("{hello:?}") };
+    assert_eq!(*to, peer(2));
+    let asks = b.replicator.receive(peer(1), message.clone(), &mut b.log).unwrap();
+    let [ask] = sends_to(&asks, peer(1)).try_into().unwrap();
+    let events = a.replicator.receive(peer(2), ask, &mut a.log).unwrap();
+    for message in sends_to(&events, peer(2)) {
+        b.replicator.receive(peer(1), message, &mut b.log).unwrap();
+    }
+    assert_eq!(shared_heads(&b.log), shared_heads(&a.log));
+    assert!(a.replicator.set_peers([peer(2), peer(1)], &a.log).is_empty(), "no newcomer");
+    let again = a.replicator.set_peers([peer(3), peer(2)], &a.log);
+    assert_eq!(sends_to(&again, peer(3)).len(), 1, "only the newcomer");
+    assert_eq!(again.len(), 1);
+}
+
 // Goal: a group commit's events are pushed in as few messages as the batch limits allow, in
 // chain order, and the receiver stores them all from those pushes alone.
 #[test]

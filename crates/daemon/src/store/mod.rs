@@ -336,9 +336,10 @@ impl Store {
             .sum()
     }
 
-    /// Who to replicate with: the peers whose greeting matched ours.
-    pub fn set_replication_peers(&mut self, peers: Vec<PeerId>) {
-        self.replicator.set_peers(peers);
+    /// Who to replicate with: the peers whose greeting matched ours. Returns the summaries
+    /// that start a newcomer's catch-up at once.
+    pub fn set_replication_peers(&mut self, peers: Vec<PeerId>) -> Vec<Outbound> {
+        sends(self.replicator.set_peers(peers, &self.log))
     }
 
     pub fn replication_tick(&mut self, now_ms: u64) -> Vec<Outbound> {
@@ -896,7 +897,8 @@ impl WriterThread {
                 // A peer no longer replicated with has no lag to report (and the map stays
                 // bounded by the peer list).
                 crate::base::sync::lock(&self.lag).retain(|peer, _| peers.contains(peer));
-                self.store.set_replication_peers(peers);
+                let summaries = self.store.set_replication_peers(peers);
+                self.send(summaries);
             }
             Request::JoinCluster { cluster, now_ms, reply } => {
                 let joined = self.store.join_cluster(cluster, now_ms);

@@ -142,7 +142,7 @@ fn replicated_messages_share_one_commit_with_their_projection_rows() {
     let (mut origin, _) = Store::open(&dirs[0].path().join(DATABASE_FILE)).unwrap();
     let path = dirs[1].path().join(DATABASE_FILE);
     let (mut store, _) = Store::open(&path).unwrap();
-    store.set_replication_peers(vec![origin.peer_id()]);
+    let _ = store.set_replication_peers(vec![origin.peer_id()]);
     let mut messages = Vec::new();
     for name in ["a", "b", "c"] {
         let events = origin.execute_group(&[create(name)]).remove(0).unwrap();
@@ -174,7 +174,7 @@ fn a_full_catch_up_batch_asks_for_the_next_before_its_commit() {
     let (mut origin, _) = Store::open(&dirs[0].path().join(DATABASE_FILE)).unwrap();
     let path = dirs[1].path().join(DATABASE_FILE);
     let (mut store, _) = Store::open(&path).unwrap();
-    store.set_replication_peers(vec![origin.peer_id()]);
+    let _ = store.set_replication_peers(vec![origin.peer_id()]);
     let changes: Vec<Change> =
         (0..replication::EVENTS_PER_MESSAGE_MAX).map(|n| create(&format!("b{n}"))).collect();
     let mut events = Vec::new();
