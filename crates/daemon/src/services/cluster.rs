@@ -469,8 +469,14 @@ struct Driver {
     shutdown: CancellationToken,
     /// Cancelled at every settings change: ends the listener and every connection.
     generation: CancellationToken,
+    /// The current generation's accept loop, which holds the peers' listener.
+    accepting: Option<tokio::task::JoinHandle<()>>,
     ready: Option<Ready>,
 }
+
+/// How long a settings change waits for the previous generation's listener to close before
+/// binding the port again.
+const LISTENER_HANDOFF_TIMEOUT_MS: u64 = 1_000;
 
 /// Runs the link machine for the daemon's lifetime: feeds it the settings, the reports of the
 /// links' tasks and the passing time, and carries out its actions.
@@ -484,6 +490,7 @@ async fn supervise(board: Arc<Board>, shutdown: CancellationToken) {
         reports,
         generation: shutdown.child_token(),
         shutdown: shutdown.clone(),
+        accepting: None,
         ready: None,
     };
     let settings = settings_rx.borrow_and_update().clone();
@@ -529,6 +536,13 @@ impl Driver {
         lock(&self.board.states).clear();
         self.generation.cancel();
         self.generation = self.shutdown.child_token();
+        // A listening socket is exclusive (SO_REUSEADDR or not): until the old accept loop
+        // has dropped it, binding the port again fails and leaves this peer deaf to its
+        // peers' dials until the next settings change.
+        if let Some(accepting) = self.accepting.take() {
+            let handoff = Duration::from_millis(LISTENER_HANDOFF_TIMEOUT_MS);
+            let _ = tokio::time::timeout(handoff, accepting).await;
+        }
         let (ready, listener, recheck) = match start(&self.board, &settings).await {
             Ok((ready, listener)) => (Some(ready), listener, false),
             Err(recheck) => (None, None, recheck),
@@ -548,7 +562,7 @@ impl Driver {
             };
             let accepting =
                 accept_loop(self.board.clone(), listener, listening, self.generation.clone());
-            self.board.tasks.spawn(accepting);
+            self.accepting = Some(self.board.tasks.spawn(accepting));
         }
         recheck.then(|| Instant::now() + Duration::from_millis(PREREQUISITE_RECHECK_MS))
     }
