@@ -100,14 +100,10 @@ fn a_gap_is_asked_about_once_until_the_heads_move() {
     assert_eq!(sends_to(&after_tick, peer(1)).len(), 1, "asked again after a summary");
 }
 
-// Goal: a transport that dropped pushes to a peer gets it caught up in one round trip, without
-// waiting for the summary tick; strangers get nothing.
-#[test]
-fn resync_catches_a_peer_up_at_once() {
-    let (mut a, mut b) = (node(1), node(2));
-    write(&mut a, 5, 10); // pushes all lost
-    let resync = a.replicator.resync(peer(2), &a.log);
-    let [Output::Send { to, message }] = resync.as_slice() else { panic!("{resync:?}") };
+/// Delivers `a`'s one summary to `b` (peers 1 and 2), `b`'s answer to `a`, and the events
+/// `a` answers with to `b`.
+fn summary_round(a: &mut Node, b: &mut Node, from_a: &[Output]) {
+    let [Output::Send { to, message }] = from_a else { panic!("one summary: {from_a:?}") };
     assert_eq!(*to, peer(2));
     let asks = b.replicator.receive(peer(1), message.clone(), &mut b.log).unwrap();
     let [ask] = sends_to(&asks, peer(1)).try_into().unwrap();
@@ -115,6 +111,16 @@ fn resync_catches_a_peer_up_at_once() {
     for message in sends_to(&events, peer(2)) {
         b.replicator.receive(peer(1), message, &mut b.log).unwrap();
     }
+}
+
+// Goal: a transport that dropped pushes to a peer gets it caught up in one round trip, without
+// waiting for the summary tick; strangers get nothing.
+#[test]
+fn resync_catches_a_peer_up_at_once() {
+    let (mut a, mut b) = (node(1), node(2));
+    write(&mut a, 5, 10); // pushes all lost
+    let resync = a.replicator.resync(peer(2), &a.log);
+    summary_round(&mut a, &mut b, &resync);
     assert_eq!(shared_heads(&b.log), shared_heads(&a.log));
     assert!(a.replicator.resync(peer(9), &a.log).is_empty(), "not a peer");
 }
@@ -127,14 +133,7 @@ fn a_newcomer_gets_a_summary_at_once_and_catches_up() {
     a.replicator = Replicator::new(peer(1), []);
     write(&mut a, 5, 10); // b was away
     let hello = a.replicator.set_peers([peer(2)], &a.log);
-    let [Output::Send { to, message }] = hello.as_slice() else { panic!("{hello:?}") };
-    assert_eq!(*to, peer(2));
-    let asks = b.replicator.receive(peer(1), message.clone(), &mut b.log).unwrap();
-    let [ask] = sends_to(&asks, peer(1)).try_into().unwrap();
-    let events = a.replicator.receive(peer(2), ask, &mut a.log).unwrap();
-    for message in sends_to(&events, peer(2)) {
-        b.replicator.receive(peer(1), message, &mut b.log).unwrap();
-    }
+    summary_round(&mut a, &mut b, &hello);
     assert_eq!(shared_heads(&b.log), shared_heads(&a.log));
     assert!(a.replicator.set_peers([peer(2), peer(1)], &a.log).is_empty(), "no newcomer");
     let again = a.replicator.set_peers([peer(3), peer(2)], &a.log);
