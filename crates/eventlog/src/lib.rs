@@ -619,8 +619,8 @@ impl EventLog {
     ///
     /// Through the WAL, every page is written twice (to the WAL, then by the checkpoint). With
     /// [`Replace::Alone`] and no other connection open on the file, the content is copied
-    /// through a rollback journal instead, each new page written once (a restore of 10^6
-    /// events took 7–9 s instead of 15–16 s), then the file goes back to WAL.
+    /// through a rollback journal instead, each new page written once (about half the time of
+    /// a restore's copy, `cargo xtask bench backup`), then the file goes back to WAL.
     pub fn replace_with(&mut self, source: &EventLog, replace: Replace) -> Result<(), Error> {
         let direct = replace == Replace::Alone && self.leave_wal();
         let copied = copy_every_page(source, &mut self.conn);
