@@ -984,7 +984,11 @@ async fn accept_loop(
             }
             Err(error) => {
                 tracing::warn!(%error, "accepting a peer connection failed");
-                tokio::time::sleep(Duration::from_millis(RETRY_FIRST_MS)).await;
+                // Still ends at once with its generation, which waits for it to free the port.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(RETRY_FIRST_MS)) => {}
+                }
             }
         }
     }
