@@ -136,13 +136,19 @@ async fn the_cluster_settings_are_published_before_the_change_is_acknowledged() 
     thread.join().unwrap();
 }
 
+/// Two stores in their own directories: an origin, and a replica that replicates with it.
+fn origin_and_replica() -> ([tempfile::TempDir; 2], Store, Store) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (origin, _) = Store::open(&dirs[0].path().join(DATABASE_FILE)).unwrap();
+    let (mut replica, _) = Store::open(&dirs[1].path().join(DATABASE_FILE)).unwrap();
+    let _ = replica.set_replication_peers(vec![origin.peer_id()]);
+    (dirs, origin, replica)
+}
+
 #[test]
 fn replicated_messages_share_one_commit_with_their_projection_rows() {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let (mut origin, _) = Store::open(&dirs[0].path().join(DATABASE_FILE)).unwrap();
+    let (dirs, mut origin, mut store) = origin_and_replica();
     let path = dirs[1].path().join(DATABASE_FILE);
-    let (mut store, _) = Store::open(&path).unwrap();
-    let _ = store.set_replication_peers(vec![origin.peer_id()]);
     let mut messages = Vec::new();
     for name in ["a", "b", "c"] {
         let events = origin.execute_group(&[create(name)]).remove(0).unwrap();
@@ -170,11 +176,8 @@ fn replicated_messages_share_one_commit_with_their_projection_rows() {
 // the commit.
 #[test]
 fn a_full_catch_up_batch_asks_for_the_next_before_its_commit() {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let (mut origin, _) = Store::open(&dirs[0].path().join(DATABASE_FILE)).unwrap();
+    let (dirs, mut origin, mut store) = origin_and_replica();
     let path = dirs[1].path().join(DATABASE_FILE);
-    let (mut store, _) = Store::open(&path).unwrap();
-    let _ = store.set_replication_peers(vec![origin.peer_id()]);
     let changes: Vec<Change> =
         (0..replication::EVENTS_PER_MESSAGE_MAX).map(|n| create(&format!("b{n}"))).collect();
     let mut events = Vec::new();
