@@ -228,7 +228,8 @@ pub(crate) fn compose(
         tls: parts.tls,
         tls_files: parts.tls_files,
         cluster: cluster::spawn(
-            (config.cluster.clone(), &config.data_dir),
+            config.cluster.clone(),
+            &config.data_dir,
             writer.clone(),
             parts.outbound,
             tasks,

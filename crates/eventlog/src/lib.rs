@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-mod savepoint;
-pub use savepoint::Savepoint;
+mod transaction;
+pub use transaction::Savepoint;
 
 /// Schema version this build writes and the highest it reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -292,7 +292,7 @@ struct GroupStart {
 
 fn configure(conn: &Connection) -> Result<(), Error> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-    conn.set_prepared_statement_cache_capacity(savepoint::PREPARED_STATEMENTS_CACHED);
+    conn.set_prepared_statement_cache_capacity(transaction::PREPARED_STATEMENTS_CACHED);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -656,7 +656,7 @@ impl EventLog {
     /// is a savepoint, so it is still all or nothing, but nothing is durable before the group
     /// commits.
     pub fn begin_group(&mut self) -> Result<(), Error> {
-        savepoint::run(&self.conn, "BEGIN IMMEDIATE")?;
+        transaction::run(&self.conn, "BEGIN IMMEDIATE")?;
         self.group =
             Some(GroupStart { heads: self.heads.clone(), last_position: self.last_position });
         Ok(())
@@ -665,7 +665,7 @@ impl EventLog {
     /// Commits the open group (the fsync). On failure the group is rolled back and the log is
     /// as it was before [`EventLog::begin_group`].
     pub fn commit_group(&mut self) -> Result<(), Error> {
-        match savepoint::run(&self.conn, "COMMIT") {
+        match transaction::run(&self.conn, "COMMIT") {
             Ok(()) => {
                 self.group = None;
                 self.group_commits += 1;
@@ -681,7 +681,7 @@ impl EventLog {
     /// Undoes everything written since [`EventLog::begin_group`], on disk and in memory.
     pub fn rollback_group(&mut self) {
         // An error means SQLite already rolled back (e.g. after an I/O error): nothing to undo.
-        let _ = savepoint::run(&self.conn, "ROLLBACK");
+        let _ = transaction::run(&self.conn, "ROLLBACK");
         if let Some(start) = self.group.take() {
             self.heads = start.heads;
             self.last_position = start.last_position;

@@ -26,9 +26,7 @@ impl ClusterKey {
         )?;
         Ok(ClusterKey(key))
     }
-}
 
-impl ClusterKey {
     /// What the key depends on besides the passphrase: a copy of a derived key is valid only
     /// with the same (the daemon keeps one, so a restart need not derive again).
     pub fn derivation() -> String {

@@ -100,16 +100,17 @@ where
     let mut stopped = Vec::with_capacity(bound.sockets.len());
     for (index, socket) in bound.sockets.into_iter().enumerate() {
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
-        let (router, acceptor, shutdown) = (router.clone(), acceptor.clone(), shutdown.clone());
+        let handle = axum_server::Handle::new();
+        let mut server =
+            axum_server::from_tcp(socket).acceptor(acceptor.clone()).handle(handle.clone());
+        limits.configure(&mut server);
+        // Nothing runs before the thread polls it.
+        let serving =
+            server.serve(router.clone().into_make_service_with_connect_info::<SocketAddr>());
+        let shutdown = shutdown.clone();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || {
-            runtime.block_on(serve_one(
-                name,
-                socket,
-                (router, acceptor, limits),
-                shutdown,
-                grace_ms,
-            ));
+            runtime.block_on(serve_one(name, serving, handle, shutdown, grace_ms));
             drop(done);
         })?;
         stopped.push(finished);
@@ -121,26 +122,19 @@ where
     })
 }
 
-async fn serve_one<A>(
+/// One thread's server, until `shutdown` and then its grace.
+async fn serve_one(
     name: &'static str,
-    socket: std::net::TcpListener,
-    (router, acceptor, limits): (Router, Limited<A>, Limits),
+    serving: impl Future<Output = std::io::Result<()>>,
+    handle: axum_server::Handle,
     shutdown: CancellationToken,
     grace_ms: u64,
-) where
-    A: Accept<TcpStream, Service, Service = Service> + Clone + Send + Sync + 'static,
-    A::Future: Send + 'static,
-    A::Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let handle = axum_server::Handle::new();
-    let mut server = axum_server::from_tcp(socket).acceptor(acceptor).handle(handle.clone());
-    limits.configure(&mut server);
+) {
     tokio::spawn(async move {
         shutdown.cancelled().await;
         handle.graceful_shutdown(Some(Duration::from_millis(grace_ms)));
     });
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(error) = server.serve(service).await {
+    if let Err(error) = serving.await {
         tracing::error!(%error, listener = name, "listener thread failed");
     }
 }

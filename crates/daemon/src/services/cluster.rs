@@ -375,10 +375,11 @@ fn line(address: Ipv4Addr, state: PeerState, code: Option<PeerFailure>) -> PeerL
     PeerLine { address, state, code, refusal: None, text, warnings }
 }
 
-/// Starts the cluster layer for the daemon's lifetime.
-/// `data_dir` keeps the derived cluster key (see `cluster_key`).
+/// Starts the cluster layer for the daemon's lifetime. `data_dir` keeps the derived cluster
+/// key (see `cluster_key`).
 pub fn spawn(
-    (network, data_dir): (Network, &std::path::Path),
+    network: Network,
+    data_dir: &std::path::Path,
     writer: Writer,
     outbound: mpsc::Receiver<Outbound>,
     tasks: &Tasks,
