@@ -237,6 +237,9 @@ fn round_trip_plain_and_encrypted_while_serving() {
     change(&peer);
     assert_ne!(peer.records(), backed_up);
     let events_before = peer.event_log_kinds();
+    let inode =
+        |path: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
+    let database_inode = inode(&dir.path().join("baton.db"));
     let (status, answer) = peer.restore(plain, None);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(peer.records(), backed_up);
@@ -246,7 +249,8 @@ fn round_trip_plain_and_encrypted_while_serving() {
     assert_eq!(events_after.first().map(String::as_str), Some("restore.applied"));
     assert!(events_after.ends_with(&events_before), "{events_before:?} -> {events_after:?}");
     let safety = answer["safety_database"].as_str().unwrap();
-    assert!(Path::new(safety).exists(), "{safety}");
+    // Nothing was copied: the previous database file is kept as it was, by a second name.
+    assert_eq!(inode(Path::new(safety)), database_inode, "{safety}");
 
     change(&peer);
     let (status, answer) = peer.restore(encrypted, Some(BACKUP_PASSWORD));

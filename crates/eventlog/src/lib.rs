@@ -18,7 +18,10 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod replace;
 mod transaction;
+
+pub use replace::Replace;
 pub use transaction::Savepoint;
 
 /// Schema version this build writes and the highest it reads.
@@ -265,6 +268,8 @@ pub enum Error {
     Random(String),
     #[error("the database is busy; its content was not replaced")]
     ReplaceBusy,
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
     #[error("SQLite kept journal mode {applied} instead of {wanted} (another connection is open)")]
     JournalModeRefused { wanted: &'static str, applied: String },
     #[error("{path} already exists; a log is rebuilt into a new file only")]
@@ -322,26 +327,6 @@ fn set_journal_mode(conn: &Connection, wanted: &'static str) -> Result<(), Error
         conn.pragma_update_and_check(None, "journal_mode", wanted, |row| row.get(0))?;
     if !applied.eq_ignore_ascii_case(wanted) {
         return Err(Error::JournalModeRefused { wanted, applied });
-    }
-    Ok(())
-}
-
-/// How [`EventLog::replace_with`] may write: beside readers, or alone.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Replace {
-    /// Other connections may be reading: through the WAL.
-    BesideReaders,
-    /// The caller has closed or paused its other connections: through a rollback journal if
-    /// the file is indeed not open elsewhere, else as [`Replace::BesideReaders`].
-    Alone,
-}
-
-/// Copies every page of `source` into `target` in one transaction (SQLite's backup API).
-fn copy_every_page(source: &EventLog, target: &mut Connection) -> Result<(), Error> {
-    let backup = rusqlite::backup::Backup::new(&source.conn, target)?;
-    // -1: every page in one step, i.e. one transaction on the destination.
-    if backup.step(-1)? != rusqlite::backup::StepResult::Done {
-        return Err(Error::ReplaceBusy);
     }
     Ok(())
 }
@@ -610,45 +595,6 @@ impl EventLog {
     pub fn set_temporary_files_in_memory(&mut self) -> Result<(), Error> {
         self.conn.pragma_update(None, "temp_store", "MEMORY")?;
         Ok(())
-    }
-
-    /// Replaces this database's entire content (events, projections, journal, identity) with
-    /// `source`'s in one SQLite write transaction, so readers and a crash see the old content
-    /// or the new, never a mix. Used when a peer joins a cluster and its shared history is
-    /// replaced by the cluster's, and by a restore.
-    ///
-    /// Through the WAL, every page is written twice (to the WAL, then by the checkpoint). With
-    /// [`Replace::Alone`] and no other connection open on the file, the content is copied
-    /// through a rollback journal instead, each new page written once (about half the time of
-    /// a restore's copy, `cargo xtask bench backup`), then the file goes back to WAL.
-    pub fn replace_with(&mut self, source: &EventLog, replace: Replace) -> Result<(), Error> {
-        let direct = replace == Replace::Alone && self.leave_wal();
-        let copied = copy_every_page(source, &mut self.conn);
-        // Alone, nothing can refuse going back; were it refused, the file would stay in
-        // rollback mode until the next start: as durable, and consistent.
-        let in_wal = !direct || set_journal_mode(&self.conn, "WAL").is_ok();
-        copied?;
-        let conn = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
-        let path = self.path.clone();
-        *self = if in_wal {
-            EventLog::open_connection(conn, &path, None)?
-        } else {
-            EventLog::open_configured(conn, &path, None)?
-        };
-        Ok(())
-    }
-
-    /// Leaves WAL for a rollback journal if no other connection has the file open (SQLite
-    /// needs it alone to leave WAL): whether it did. Asked without waiting, so a busy file
-    /// costs nothing but the slower copy.
-    fn leave_wal(&mut self) -> bool {
-        let busy_timeout = std::time::Duration::from_millis(BUSY_TIMEOUT_MS);
-        if self.conn.busy_timeout(std::time::Duration::ZERO).is_err() {
-            return false;
-        }
-        let left = set_journal_mode(&self.conn, "DELETE").is_ok();
-        let _ = self.conn.busy_timeout(busy_timeout);
-        left
     }
 
     /// Opens a group commit: the appends, snapshots and projection rows written until

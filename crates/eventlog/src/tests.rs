@@ -375,8 +375,7 @@ fn replace_beside_a_reader(replace: Replace) {
         .append(&[event(Stream::Local, 1, b"b"), event(Stream::Local, 2, b"c")])
         .expect("append");
     let safety = dir.path().join("before.db");
-    log.copy_to(&safety).expect("safety copy");
-    log.replace_with(&replacement, replace).expect("replace");
+    log.replace_with(replacement, replace, &safety).expect("replace");
 
     assert_eq!(log.peer_id(), PeerId([9; 16]));
     assert_eq!(log.cluster_id().expect("read"), None);
@@ -392,42 +391,74 @@ fn replace_beside_a_reader(replace: Replace) {
     assert_eq!(old.last_position(), 1);
 }
 
-// Goal: a replace with no other connection open writes the new content once, not to the WAL
-// and again to the file (the WAL stays far smaller than the content), and leaves the file in
-// WAL mode with the whole new content, readable by a reader opened afterwards; beside a
-// reader, the WAL holds the whole content once.
+// Goal: a replace with no other connection open copies nothing: the replacement's file
+// becomes the database and the old file is kept by its second name (the same files, by
+// inode), in WAL mode, whole, readable by a reader opened afterwards; beside a reader, the
+// new content goes through the WAL and the old is copied aside.
 #[test]
-fn a_replace_alone_writes_the_content_once_and_returns_to_wal() {
+fn a_replace_alone_moves_the_new_file_in_and_keeps_the_old_one() {
+    use std::os::unix::fs::MetadataExt;
     const EVENTS: u64 = 2_000;
     let payload = vec![7u8; 2_048];
     let dir = tempfile::tempdir().unwrap();
-    let mut replacement = open(&dir, "replacement.db");
-    let events: Vec<NewEvent> =
-        (1..=EVENTS).map(|wall_ms| event(Stream::Shared, wall_ms, &payload)).collect();
-    replacement.append(&events).unwrap();
-    let content_bytes = std::fs::metadata(dir.path().join("replacement.db")).unwrap().len();
+    let inode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().ino();
     let wal_bytes = |name: &str| {
         std::fs::metadata(dir.path().join(format!("{name}-wal"))).map_or(0, |wal| wal.len())
     };
+    // In WAL (part of it still in the WAL file) or in scratch mode, as a restore's.
+    let replacement = |name: &str, scratch: bool| {
+        let mut log = open(&dir, name);
+        let events: Vec<NewEvent> =
+            (1..=EVENTS).map(|wall_ms| event(Stream::Shared, wall_ms, &payload)).collect();
+        log.append(&events).unwrap();
+        log.set_scratch(scratch).unwrap();
+        log
+    };
 
     let mut alone = open(&dir, "alone.db");
-    alone.replace_with(&replacement, Replace::Alone).unwrap();
-    assert!(wal_bytes("alone.db") < content_bytes / 10, "copied through the WAL");
+    alone.append(&[event(Stream::Shared, 1, b"old")]).unwrap();
+    let (old_peer, old_inode) = (alone.peer_id(), inode("alone.db"));
+    let new = replacement("new.db", false);
+    assert!(wal_bytes("new.db") > 0);
+    let (new_peer, new_inode) = (new.peer_id(), inode("new.db"));
+    alone.replace_with(new, Replace::Alone, &dir.path().join("alone-kept.db")).unwrap();
+    assert_eq!(inode("alone.db"), new_inode, "the replacement's file was copied");
+    assert_eq!(inode("alone-kept.db"), old_inode, "the old file was copied");
+    assert!(!dir.path().join("new.db").exists());
     let mode: String =
         alone.conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!((alone.peer_id(), alone.last_position()), (replacement.peer_id(), EVENTS));
+    assert_eq!((alone.peer_id(), alone.last_position()), (new_peer, EVENTS));
     alone.verify().unwrap();
     let reader = open_reader(&dir.path().join("alone.db")).unwrap();
     assert_eq!(last_position(&reader).unwrap(), EVENTS);
+    let kept = EventLog::open(&dir.path().join("alone-kept.db")).unwrap();
+    assert_eq!((kept.peer_id(), kept.last_position()), (old_peer, 1));
 
     let mut beside = open(&dir, "beside.db");
     let reading = open_reader(&dir.path().join("beside.db")).unwrap();
     // A connection holds the file once it has read.
     assert_eq!(last_position(&reading).unwrap(), 0);
-    beside.replace_with(&replacement, Replace::Alone).unwrap();
+    let old_inode = inode("beside.db");
+    let new = replacement("new-2.db", true);
+    let content_bytes = std::fs::metadata(dir.path().join("new-2.db")).unwrap().len();
+    beside.replace_with(new, Replace::Alone, &dir.path().join("beside-kept.db")).unwrap();
+    assert_eq!(inode("beside.db"), old_inode);
     assert!(wal_bytes("beside.db") >= content_bytes, "a reader was open: through the WAL");
     assert_eq!(beside.last_position(), EVENTS);
+    assert_eq!(last_position(&reading).unwrap(), EVENTS);
+    assert_eq!(EventLog::open(&dir.path().join("beside-kept.db")).unwrap().last_position(), 0);
+
+    // A replacement someone else reads may have pages in its WAL only: it is copied.
+    let mut taking = open(&dir, "taking.db");
+    let old_inode = inode("taking.db");
+    let new = replacement("new-3.db", false);
+    let reading_new = open_reader(&dir.path().join("new-3.db")).unwrap();
+    assert_eq!(last_position(&reading_new).unwrap(), EVENTS);
+    taking.replace_with(new, Replace::Alone, &dir.path().join("taking-kept.db")).unwrap();
+    assert_eq!(inode("taking.db"), old_inode);
+    assert_eq!(taking.last_position(), EVENTS);
+    taking.verify().unwrap();
 }
 
 // Goal: a log rebuilt from a file keeps what the log proves or records (identity, events,

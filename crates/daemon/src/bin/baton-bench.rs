@@ -16,7 +16,7 @@
 //! run. Each operation runs in its own process under `/usr/bin/time`, so peak resident memory
 //! is measured the same way for ours and for tar. A restore here is what the daemon does:
 //! stage and verify the archive, derive the projections from the restored log, then replace a
-//! live store's content in one transaction (`Store::restore_from`).
+//! live store's content in one step (`Store::restore_from`).
 //!
 //! Suite `flood` (`flood.rs`): the policy service's latency and RSS during a login flood and a
 //! connection flood, beside the same figures without a flood.

@@ -7,10 +7,10 @@
 //! 1. the replaced TLS files are copied to `pre-restore-<ms>.files/`, the restored ones are
 //!    moved out of the staging directory to `restore-files/`, and `restore-pending` (a small
 //!    journal naming the restore and its files) is written and renamed into place;
-//! 2. the writer swaps the database content in one SQLite transaction (`Store::restore_from`,
-//!    after a `pre-restore-<ms>.db` safety copy; with the readers paused, through a rollback
-//!    journal, so each page is written once); the restored Event Log holds a
-//!    `restore.applied` entry naming the restore — **the commit point**;
+//! 2. the writer swaps the database content in one step (`Store::restore_from`), the old one
+//!    kept as `pre-restore-<ms>.db`; with the readers paused, the staged file is renamed over
+//!    the database and nothing is copied; the restored Event Log holds a `restore.applied`
+//!    entry naming the restore — **the commit point**;
 //! 3. each restored TLS file is renamed over the current one, then `restore-pending`,
 //!    `restore-files/` and the staging directory go, and the listener's TLS identity is
 //!    reloaded.
@@ -459,12 +459,12 @@ pub async fn apply(
     write_durably(&data_dir.join(PENDING_FILE), &pending_json)?;
     crash_point("pending");
 
-    // 2. the database, in one transaction: the commit point.
+    // 2. the database, in one step: the commit point.
     let note = applied_entry(staged, actor, &restore_id, now_ms);
     let staged_database = staged.staging_dir().join(backup::DATABASE_FILE);
-    // The readers step aside for the swap, so the content is written once (not to the WAL
-    // and again to the file); reads asked meanwhile wait for it. A read that does not end
-    // in time only costs the slower copy.
+    // The readers step aside for the swap, so the staged file is renamed in and nothing is
+    // copied; reads asked meanwhile wait for it. A read that does not end in time only costs
+    // the slower copy.
     let readers_paused = readers.pause(READERS_PAUSE_WAIT_MS).await;
     let restored = writer.restore(staged_database, note, now_ms, readers_paused).await;
     let safety_database = match restored {

@@ -235,7 +235,6 @@ impl Store {
             return Err(StoreError::AlreadyInCluster);
         }
         let kept = self.log.path().with_file_name(format!("baton-before-join-{now_ms}.db"));
-        self.log.copy_to(&kept)?;
         let mut fresh = EventLog::open_in_memory(PeerId(random_bytes()?))?;
         let mut clock = HybridClock::new(self.clock.last());
         let own_settings: Vec<NewEvent> = self
@@ -268,17 +267,18 @@ impl Store {
             ),
         })?;
         projections::catch_up(fresh.connection_mut())?;
-        self.replace_content(&fresh, Replace::BesideReaders)?;
+        self.replace_content(fresh, Replace::BesideReaders, &kept)?;
         Ok(kept)
     }
 
     /// Replaces this peer's whole database with the verified, staged one at `staged` (see
-    /// `backup::stage_restore`), without a restart: a safety copy of the current database is
-    /// written beside it as `pre-restore-<now_ms>.db`, the restored log is brought up to date
+    /// `backup::stage_restore`), without a restart: the restored log is brought up to date
     /// (projections) and put in standalone mode if the backup was taken in a cluster, takes
-    /// this peer's Event Log as it is (a restore never rewinds it), `note` is added to it (it marks the restore as applied, see
-    /// `crate::services::backups::recover`), and the content is swapped in one SQLite transaction, so a
-    /// crash leaves the old database or the new one. Returns the safety copy's path.
+    /// this peer's Event Log as it is (a restore never rewinds it), and `note` is added to it
+    /// (it marks the restore as applied, see `crate::services::backups::recover`). Then the
+    /// content is swapped in one step, so a crash leaves the old database or the new one, and
+    /// the old one is kept beside it as `pre-restore-<now_ms>.db`. With [`Replace::Alone`]
+    /// the staged file itself becomes the database. Returns the safety copy's path.
     pub fn restore_from(
         &mut self,
         staged: &Path,
@@ -290,10 +290,9 @@ impl Store {
             return Err(StoreError::Clustered);
         }
         let kept = self.log.path().with_file_name(format!("pre-restore-{now_ms}.db"));
-        self.log.copy_to(&kept)?;
-        // The staged file is discarded on any failure and only its content is copied into
-        // this database (whose transaction is the durable step), so the projections and the
-        // snapshot derived from its verified log are written without a journal or an fsync.
+        // The staged file is discarded on any failure and made durable only once whole (see
+        // `EventLog::replace_with`), so the projections and the snapshot derived from its
+        // verified log are written without a journal or an fsync.
         let mut staged_log = EventLog::open(staged)?;
         staged_log.set_scratch(true)?;
         let (mut restored, _) = Store::from_log(staged_log)?;
@@ -309,17 +308,21 @@ impl Store {
         // This peer's Event Log is its own: kept whole, plus the restore.
         restored.log.take_journal_of(&self.log)?;
         restored.log.append_journal(note)?;
-        // Back to WAL, so the copied header says so, as this database's does.
-        restored.log.set_scratch(false)?;
-        self.replace_content(&restored.log, replace)?;
+        self.replace_content(restored.log, replace, &kept)?;
         Ok(kept)
     }
 
-    /// Swaps this peer's database content for `source`'s in one SQLite transaction and
-    /// rebuilds the store from it. The state version moves on, so readers are handed the new
-    /// state even when nothing had changed since start (a rebuilt store counts from zero).
-    fn replace_content(&mut self, source: &EventLog, replace: Replace) -> Result<(), StoreError> {
-        self.log.replace_with(source, replace)?;
+    /// Swaps this peer's database content for `source`'s in one step (see
+    /// `EventLog::replace_with`), the old content kept at `kept`, and rebuilds the store from
+    /// it. The state version moves on, so readers are handed the new state even when nothing
+    /// had changed since start (a rebuilt store counts from zero).
+    fn replace_content(
+        &mut self,
+        source: EventLog,
+        replace: Replace,
+        kept: &Path,
+    ) -> Result<(), StoreError> {
+        self.log.replace_with(source, replace, kept)?;
         let placeholder = EventLog::open_in_memory(self.peer_id())?;
         let log = std::mem::replace(&mut self.log, placeholder);
         let (mut store, _) = Store::from_log(log)?;
@@ -1050,7 +1053,7 @@ impl Writer {
     }
 
     /// See [`Store::restore_from`]; returns the safety copy's path. With `readers_paused`,
-    /// the content is written once rather than through the WAL (see [`Replace::Alone`]).
+    /// the staged file becomes the database and nothing is copied (see [`Replace::Alone`]).
     pub async fn restore(
         &self,
         staged: PathBuf,
