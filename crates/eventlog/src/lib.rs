@@ -293,6 +293,8 @@ pub struct EventLog {
 struct GroupStart {
     heads: BTreeMap<(PeerId, Stream), Head>,
     last_position: u64,
+    /// Opened by [`EventLog::begin_unsynced_group`]: its end puts `synchronous=FULL` back.
+    unsynced: bool,
 }
 
 fn configure(conn: &Connection) -> Result<(), Error> {
@@ -528,6 +530,10 @@ impl EventLog {
         &self.path
     }
 
+    fn in_memory(&self) -> bool {
+        self.path == Path::new(":memory:")
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -603,9 +609,39 @@ impl EventLog {
     /// commits.
     pub fn begin_group(&mut self) -> Result<(), Error> {
         transaction::run(&self.conn, "BEGIN IMMEDIATE")?;
-        self.group =
-            Some(GroupStart { heads: self.heads.clone(), last_position: self.last_position });
+        self.group = Some(self.group_start(false));
         Ok(())
+    }
+
+    /// [`EventLog::begin_group`] for a group whose commit does not wait for the disk: readers
+    /// see it at once, and it is durable once [`EventLog::sync`] returned `Ok`. For events
+    /// another peer already holds durably (replicated ones), so they show here one fsync
+    /// sooner. A crash before the sync loses a suffix of such groups, never a part of one (the
+    /// WAL's frames are checksummed). The group's end makes the connection synchronous again.
+    pub fn begin_unsynced_group(&mut self) -> Result<(), Error> {
+        // SQLite refuses to change it inside a transaction.
+        transaction::run(&self.conn, "PRAGMA synchronous = NORMAL")?;
+        if let Err(error) = transaction::run(&self.conn, "BEGIN IMMEDIATE") {
+            let _ = transaction::run(&self.conn, "PRAGMA synchronous = FULL");
+            return Err(error.into());
+        }
+        self.group = Some(self.group_start(true));
+        Ok(())
+    }
+
+    fn group_start(&self, unsynced: bool) -> GroupStart {
+        GroupStart { heads: self.heads.clone(), last_position: self.last_position, unsynced }
+    }
+
+    /// Ends the open group's bookkeeping; the synchronous setting goes back to FULL if the
+    /// group had lowered it.
+    fn end_group(&mut self) -> Option<GroupStart> {
+        let start = self.group.take()?;
+        if start.unsynced {
+            // Refused only if SQLite cannot run a pragma at all; the next open sets it again.
+            let _ = transaction::run(&self.conn, "PRAGMA synchronous = FULL");
+        }
+        Some(start)
     }
 
     /// Commits the open group (the fsync). On failure the group is rolled back and the log is
@@ -613,7 +649,7 @@ impl EventLog {
     pub fn commit_group(&mut self) -> Result<(), Error> {
         match transaction::run(&self.conn, "COMMIT") {
             Ok(()) => {
-                self.group = None;
+                self.end_group();
                 self.group_commits += 1;
                 Ok(())
             }
@@ -624,11 +660,22 @@ impl EventLog {
         }
     }
 
+    /// Makes every commit so far durable: the fsync an unsynced group's commit left out (of
+    /// the write-ahead log, where commits go).
+    pub fn sync(&self) -> Result<(), Error> {
+        if self.in_memory() {
+            return Ok(());
+        }
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        let synced = std::fs::File::open(&wal).and_then(|file| file.sync_data());
+        synced.map_err(|source| Error::Io { context: format!("syncing {}", wal.display()), source })
+    }
+
     /// Undoes everything written since [`EventLog::begin_group`], on disk and in memory.
     pub fn rollback_group(&mut self) {
         // An error means SQLite already rolled back (e.g. after an I/O error): nothing to undo.
         let _ = transaction::run(&self.conn, "ROLLBACK");
-        if let Some(start) = self.group.take() {
+        if let Some(start) = self.end_group() {
             self.heads = start.heads;
             self.last_position = start.last_position;
         }

@@ -49,10 +49,6 @@ impl EventLog {
         Ok(())
     }
 
-    fn in_memory(&self) -> bool {
-        self.path == Path::new(":memory:")
-    }
-
     /// Whether `source`'s file can be renamed over this one's: both on one file system.
     fn can_take_file_of(&self, source: &EventLog) -> bool {
         use std::os::unix::fs::MetadataExt;

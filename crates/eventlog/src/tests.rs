@@ -560,3 +560,32 @@ fn a_rebuilt_log_and_a_log_leaving_scratch_mode_are_in_wal_with_full_sync() {
     let refused = source.set_scratch(true);
     assert!(refused.is_err(), "{refused:?}");
 }
+
+// Goal: a group committed without its fsync is visible to readers at once, survives reopening
+// once synced, and leaves the connection synchronous for the next commit (a local change's).
+#[test]
+fn an_unsynced_group_is_read_at_once_and_the_next_commit_is_synchronous_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let mut log = EventLog::open(&path).unwrap();
+    let reader = open_reader(&path).unwrap();
+    let synchronous = |log: &EventLog| -> i64 {
+        log.connection().pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap()
+    };
+    log.begin_unsynced_group().unwrap();
+    assert_eq!(synchronous(&log), 1, "NORMAL: no fsync at the commit");
+    log.append(&[event(Stream::Shared, 1, b"replicated")]).unwrap();
+    log.commit_group().unwrap();
+    assert_eq!(last_position(&reader).unwrap(), 1);
+    assert_eq!(synchronous(&log), 2, "FULL again");
+    log.begin_unsynced_group().unwrap();
+    log.append(&[event(Stream::Shared, 3, b"refused")]).unwrap();
+    log.rollback_group();
+    assert_eq!(synchronous(&log), 2, "FULL again after a rollback");
+    log.sync().unwrap();
+    log.append(&[event(Stream::Shared, 2, b"local")]).unwrap();
+    drop((log, reader));
+    let reopened = EventLog::open(&path).unwrap();
+    assert_eq!(reopened.verify().unwrap().events, 2);
+    EventLog::open_in_memory(PeerId([1; 16])).unwrap().sync().unwrap();
+}
