@@ -112,6 +112,11 @@ impl State {
             .filter_map(|(_, slot)| slot.record.as_ref())
     }
 
+    /// Records held, tombstones included: what a snapshot encodes.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Every live record, by kind then name.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.slots.values().filter_map(|slot| slot.record.as_ref())

@@ -208,3 +208,45 @@ fn a_full_catch_up_batch_asks_for_the_next_before_its_commit() {
     assert!(after_commit.is_empty(), "nothing else to send: {after_commit:?}");
     assert_eq!(committed().unwrap(), before + last_seq, "the batch is committed after");
 }
+
+/// Creates bridges `b<from>`.. up to `b<to - 1>`, in full groups.
+fn create_bridges(store: &mut Store, from: usize, to: usize) {
+    for start in (from..to).step_by(GROUP_COMMIT_COMMANDS_MAX) {
+        let end = (start + GROUP_COMMIT_COMMANDS_MAX).min(to);
+        let changes: Vec<Change> = (start..end).map(|i| create(&format!("b{i}"))).collect();
+        for result in store.execute_group(&changes) {
+            result.unwrap();
+        }
+    }
+}
+
+// Goal: a large state is not encoded again every `SNAPSHOT_INTERVAL_EVENTS` events but after
+// as many events as the last snapshot holds records, so start-up replays no more events than
+// the snapshot it loads holds records.
+#[test]
+fn snapshots_are_spaced_by_the_size_of_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let (mut store, _) = Store::open(&path).unwrap();
+    create_bridges(&mut store, 0, 12_000);
+    let (first, first_records) = (store.snapshot_position, store.snapshot_records);
+    // Positions end with full groups: the first snapshot holds a few records more than the
+    // interval, so the gap below is longer than it.
+    let gap = first_records - 1;
+    assert!(first > 0 && gap >= SNAPSHOT_INTERVAL_EVENTS, "{first} {first_records}");
+
+    // More than `SNAPSHOT_INTERVAL_EVENTS` events past it, fewer than it holds records.
+    let created = usize::try_from(store.applied_position - first).unwrap() + 12_000;
+    let next = 12_000 + usize::try_from(gap).unwrap() - (created - 12_000);
+    create_bridges(&mut store, 12_000, next);
+    assert_eq!(store.applied_position, first + gap);
+    assert_eq!(store.snapshot_position, first, "not yet");
+    drop(store);
+    let (mut store, report) = Store::open(&path).unwrap();
+    assert_eq!(report.snapshot_position, first);
+    assert_eq!(report.events_replayed, gap);
+
+    // Due at the next event.
+    create_bridges(&mut store, next, next + 1);
+    assert_eq!(store.snapshot_position, first + gap + 1);
+}
