@@ -92,8 +92,13 @@ impl EventLog {
 /// and the folder synced: the rename is the commit point. If the folder cannot be synced,
 /// the old file is put back, so the content in place is the old one whenever this fails.
 fn move_file_in(from: &Path, to: &Path, kept: &Path) -> std::io::Result<()> {
-    if std::fs::hard_link(to, kept).is_err() {
-        std::fs::copy(to, kept)?;
+    match std::fs::hard_link(to, kept) {
+        Ok(()) => {}
+        // Never over an earlier safety copy.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Err(error),
+        Err(_) => {
+            std::fs::copy(to, kept)?;
+        }
     }
     std::fs::File::open(from)?.sync_all()?;
     std::fs::rename(from, to)?;

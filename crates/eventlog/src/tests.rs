@@ -459,6 +459,19 @@ fn a_replace_alone_moves_the_new_file_in_and_keeps_the_old_one() {
     assert_eq!(inode("taking.db"), old_inode);
     assert_eq!(taking.last_position(), EVENTS);
     taking.verify().unwrap();
+
+    // The safety copy's name already taken: refused, nothing changes, and the log still takes
+    // appends.
+    let mut refusing = open(&dir, "refusing.db");
+    refusing.append(&[event(Stream::Shared, 1, b"old")]).unwrap();
+    let earlier = dir.path().join("refusing-kept.db");
+    std::fs::write(&earlier, b"an earlier copy").unwrap();
+    let new = replacement("new-4.db", true);
+    assert!(refusing.replace_with(new, Replace::Alone, &earlier).is_err());
+    assert_eq!(std::fs::read(&earlier).unwrap(), b"an earlier copy");
+    assert_eq!(refusing.last_position(), 1);
+    refusing.append(&[event(Stream::Shared, 2, b"after")]).unwrap();
+    assert_eq!(refusing.verify().unwrap().events, 2);
 }
 
 // Goal: a log rebuilt from a file keeps what the log proves or records (identity, events,
