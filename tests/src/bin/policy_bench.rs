@@ -109,8 +109,8 @@ fn peak_beside_nginx(script: &Path, urls: [&str; 2], servers: &Servers<'_>) -> a
     for (scheme, baton, reference) in
         [("HTTP", urls[0], nginx.http_url()), ("HTTPS", urls[1], nginx.https_url())]
     {
-        let (ours, our_cpu_us) = with_cpu_per_request(&[servers.batond], || wrk(script, baton))?;
-        let (theirs, their_cpu_us) =
+        let (ours, our_cpu) = with_cpu_per_request(&[servers.batond], || wrk(script, baton))?;
+        let (theirs, their_cpu) =
             with_cpu_per_request(&nginx.processes(), || wrk(script, &reference))?;
         println!(
             "{scheme:<8} {:>14.0} {:>9.2} {:>9.2} {:>9.2} | {:>14.0} {:>9.2} {:>9.2} | {:>6.2}",
@@ -123,42 +123,62 @@ fn peak_beside_nginx(script: &Path, urls: [&str; 2], servers: &Servers<'_>) -> a
             theirs.p99_ms,
             ours.requests_per_s / theirs.requests_per_s
         );
-        cpu_rows.push((scheme, our_cpu_us, their_cpu_us));
+        cpu_rows.push((scheme, our_cpu, their_cpu));
         if scheme == "HTTP" {
             http_peak_per_s = ours.requests_per_s;
         }
     }
     println!("{:<58} {:>12} {:>12} {:>8}", "", "Baton", "nginx", "ratio");
     for (scheme, ours, theirs) in cpu_rows {
-        row(&format!("server CPU per request (us), {scheme}"), ours, theirs);
+        row(&format!("server CPU per request (us), {scheme}"), ours.total_us, theirs.total_us);
+        row(&format!("  of which in the kernel (us), {scheme}"), ours.system_us, theirs.system_us);
     }
     Ok(http_peak_per_s)
 }
 
-/// `load`'s result and the CPU time (user and system) the processes `pids` spent per request
-/// meanwhile, in microseconds.
+/// CPU time per request, in microseconds: all of it, and the part spent in the kernel.
+struct CpuPerRequest {
+    total_us: f64,
+    system_us: f64,
+}
+
+/// `load`'s result and the CPU time the processes `pids` spent per request meanwhile.
 fn with_cpu_per_request(
     pids: &[u32],
     load: impl FnOnce() -> anyhow::Result<Load>,
-) -> anyhow::Result<(Load, f64)> {
+) -> anyhow::Result<(Load, CpuPerRequest)> {
     let before = cpu_ticks(pids)?;
     let result = load()?;
-    let spent_ticks = cpu_ticks(pids)?.saturating_sub(before);
+    let after = cpu_ticks(pids)?;
     let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100);
     let requests = result.requests_per_s * f64::from(LOAD_DURATION_S);
-    let cpu_us = spent_ticks as f64 / ticks_per_s as f64 * 1e6 / requests;
-    Ok((result, cpu_us))
+    let per_request_us = |ticks: u64| ticks as f64 / ticks_per_s as f64 * 1e6 / requests;
+    let cpu = CpuPerRequest {
+        total_us: per_request_us(
+            (after.user + after.system).saturating_sub(before.user + before.system),
+        ),
+        system_us: per_request_us(after.system.saturating_sub(before.system)),
+    };
+    Ok((result, cpu))
 }
 
-/// User and system clock ticks the processes `pids` have spent (`/proc/PID/stat` fields 14
-/// and 15; every thread counts).
-fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
-    let mut ticks = 0;
+/// Clock ticks the processes `pids` have spent in user space and in the kernel.
+struct CpuTicks {
+    user: u64,
+    system: u64,
+}
+
+/// [`CpuTicks`] of the processes `pids` (`/proc/PID/stat` fields 14 and 15; every thread
+/// counts).
+fn cpu_ticks(pids: &[u32]) -> anyhow::Result<CpuTicks> {
+    let mut ticks = CpuTicks { user: 0, system: 0 };
     for pid in pids {
         let fields = stat_after_name(*pid).with_context(|| format!("/proc/{pid}/stat"))?;
-        for index in [11, 12] {
-            ticks += fields.get(index).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0);
-        }
+        let field = |index: usize| {
+            fields.get(index).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0)
+        };
+        ticks.user += field(11);
+        ticks.system += field(12);
     }
     Ok(ticks)
 }
