@@ -592,6 +592,7 @@ fn an_unsynced_group_is_read_at_once_and_the_next_commit_is_synchronous_again() 
     assert_eq!(last_position(&reader).unwrap(), 1);
     assert_eq!(synchronous(&log), 2, "FULL again");
     log.begin_unsynced_group().unwrap();
+    assert_eq!(synchronous(&log), 1, "NORMAL again for the next one");
     log.append(&[event(Stream::Shared, 3, b"refused")]).unwrap();
     log.rollback_group();
     assert_eq!(synchronous(&log), 2, "FULL again after a rollback");
