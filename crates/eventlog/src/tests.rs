@@ -391,82 +391,91 @@ fn replace_beside_a_reader(replace: Replace) {
     assert_eq!(old.last_position(), 1);
 }
 
+const REPLACEMENT_EVENTS: u64 = 2_000;
+
+/// A log of `REPLACEMENT_EVENTS` events of 2 KiB, in WAL (part of it still in the WAL file)
+/// or in scratch mode, as a restore's.
+fn replacement(dir: &tempfile::TempDir, name: &str, scratch: bool) -> EventLog {
+    let mut log = open(dir, name);
+    let payload = vec![7u8; 2_048];
+    let events: Vec<NewEvent> =
+        (1..=REPLACEMENT_EVENTS).map(|wall_ms| event(Stream::Shared, wall_ms, &payload)).collect();
+    log.append(&events).unwrap();
+    log.set_scratch(scratch).unwrap();
+    log
+}
+
+fn inode(dir: &tempfile::TempDir, name: &str) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.path().join(name)).unwrap())
+}
+
+fn wal_bytes(dir: &tempfile::TempDir, name: &str) -> u64 {
+    std::fs::metadata(dir.path().join(format!("{name}-wal"))).map_or(0, |wal| wal.len())
+}
+
 // Goal: a replace with no other connection open copies nothing: the replacement's file
 // becomes the database and the old file is kept by its second name (the same files, by
-// inode), in WAL mode, whole, readable by a reader opened afterwards; beside a reader, the
-// new content goes through the WAL and the old is copied aside.
+// inode), in WAL mode, whole, readable by a reader opened afterwards.
 #[test]
 fn a_replace_alone_moves_the_new_file_in_and_keeps_the_old_one() {
-    use std::os::unix::fs::MetadataExt;
-    const EVENTS: u64 = 2_000;
-    let payload = vec![7u8; 2_048];
     let dir = tempfile::tempdir().unwrap();
-    let inode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().ino();
-    let wal_bytes = |name: &str| {
-        std::fs::metadata(dir.path().join(format!("{name}-wal"))).map_or(0, |wal| wal.len())
-    };
-    // In WAL (part of it still in the WAL file) or in scratch mode, as a restore's.
-    let replacement = |name: &str, scratch: bool| {
-        let mut log = open(&dir, name);
-        let events: Vec<NewEvent> =
-            (1..=EVENTS).map(|wall_ms| event(Stream::Shared, wall_ms, &payload)).collect();
-        log.append(&events).unwrap();
-        log.set_scratch(scratch).unwrap();
-        log
-    };
-
     let mut alone = open(&dir, "alone.db");
     alone.append(&[event(Stream::Shared, 1, b"old")]).unwrap();
-    let (old_peer, old_inode) = (alone.peer_id(), inode("alone.db"));
-    let new = replacement("new.db", false);
-    assert!(wal_bytes("new.db") > 0);
-    let (new_peer, new_inode) = (new.peer_id(), inode("new.db"));
+    let (old_peer, old_inode) = (alone.peer_id(), inode(&dir, "alone.db"));
+    let new = replacement(&dir, "new.db", false);
+    assert!(wal_bytes(&dir, "new.db") > 0);
+    let (new_peer, new_inode) = (new.peer_id(), inode(&dir, "new.db"));
     alone.replace_with(new, Replace::Alone, &dir.path().join("alone-kept.db")).unwrap();
-    assert_eq!(inode("alone.db"), new_inode, "the replacement's file was copied");
-    assert_eq!(inode("alone-kept.db"), old_inode, "the old file was copied");
+    assert_eq!(inode(&dir, "alone.db"), new_inode, "the replacement's file was copied");
+    assert_eq!(inode(&dir, "alone-kept.db"), old_inode, "the old file was copied");
     assert!(!dir.path().join("new.db").exists());
     let mode: String =
         alone.conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!((alone.peer_id(), alone.last_position()), (new_peer, EVENTS));
+    assert_eq!((alone.peer_id(), alone.last_position()), (new_peer, REPLACEMENT_EVENTS));
     alone.verify().unwrap();
     let reader = open_reader(&dir.path().join("alone.db")).unwrap();
-    assert_eq!(last_position(&reader).unwrap(), EVENTS);
+    assert_eq!(last_position(&reader).unwrap(), REPLACEMENT_EVENTS);
     let kept = EventLog::open(&dir.path().join("alone-kept.db")).unwrap();
     assert_eq!((kept.peer_id(), kept.last_position()), (old_peer, 1));
+}
 
+// Goal: beside a reader, the new content goes through the WAL and the old is copied aside; a
+// replacement someone else reads (its last pages may be in its WAL only) is copied whole; a
+// safety copy's name already taken refuses the replace, changes nothing, and the log still
+// takes appends.
+#[test]
+fn a_replace_that_cannot_move_the_file_copies_it_or_refuses() {
+    let dir = tempfile::tempdir().unwrap();
     let mut beside = open(&dir, "beside.db");
     let reading = open_reader(&dir.path().join("beside.db")).unwrap();
     // A connection holds the file once it has read.
     assert_eq!(last_position(&reading).unwrap(), 0);
-    let old_inode = inode("beside.db");
-    let new = replacement("new-2.db", true);
+    let old_inode = inode(&dir, "beside.db");
+    let new = replacement(&dir, "new-2.db", true);
     let content_bytes = std::fs::metadata(dir.path().join("new-2.db")).unwrap().len();
     beside.replace_with(new, Replace::Alone, &dir.path().join("beside-kept.db")).unwrap();
-    assert_eq!(inode("beside.db"), old_inode);
-    assert!(wal_bytes("beside.db") >= content_bytes, "a reader was open: through the WAL");
-    assert_eq!(beside.last_position(), EVENTS);
-    assert_eq!(last_position(&reading).unwrap(), EVENTS);
+    assert_eq!(inode(&dir, "beside.db"), old_inode);
+    assert!(wal_bytes(&dir, "beside.db") >= content_bytes, "a reader was open: through the WAL");
+    assert_eq!(beside.last_position(), REPLACEMENT_EVENTS);
+    assert_eq!(last_position(&reading).unwrap(), REPLACEMENT_EVENTS);
     assert_eq!(EventLog::open(&dir.path().join("beside-kept.db")).unwrap().last_position(), 0);
 
-    // A replacement someone else reads may have pages in its WAL only: it is copied.
     let mut taking = open(&dir, "taking.db");
-    let old_inode = inode("taking.db");
-    let new = replacement("new-3.db", false);
+    let old_inode = inode(&dir, "taking.db");
+    let new = replacement(&dir, "new-3.db", false);
     let reading_new = open_reader(&dir.path().join("new-3.db")).unwrap();
-    assert_eq!(last_position(&reading_new).unwrap(), EVENTS);
+    assert_eq!(last_position(&reading_new).unwrap(), REPLACEMENT_EVENTS);
     taking.replace_with(new, Replace::Alone, &dir.path().join("taking-kept.db")).unwrap();
-    assert_eq!(inode("taking.db"), old_inode);
-    assert_eq!(taking.last_position(), EVENTS);
+    assert_eq!(inode(&dir, "taking.db"), old_inode);
+    assert_eq!(taking.last_position(), REPLACEMENT_EVENTS);
     taking.verify().unwrap();
 
-    // The safety copy's name already taken: refused, nothing changes, and the log still takes
-    // appends.
     let mut refusing = open(&dir, "refusing.db");
     refusing.append(&[event(Stream::Shared, 1, b"old")]).unwrap();
     let earlier = dir.path().join("refusing-kept.db");
     std::fs::write(&earlier, b"an earlier copy").unwrap();
-    let new = replacement("new-4.db", true);
+    let new = replacement(&dir, "new-4.db", true);
     assert!(refusing.replace_with(new, Replace::Alone, &earlier).is_err());
     assert_eq!(std::fs::read(&earlier).unwrap(), b"an earlier copy");
     assert_eq!(refusing.last_position(), 1);
