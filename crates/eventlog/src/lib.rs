@@ -666,6 +666,8 @@ impl EventLog {
         if self.in_memory() {
             return Ok(());
         }
+        // Opened at each sync, not kept: leaving WAL (a restore) deletes the file, and a kept
+        // descriptor would then sync a file nobody writes.
         let wal = PathBuf::from(format!("{}-wal", self.path.display()));
         let synced = std::fs::File::open(&wal).and_then(|file| file.sync_data());
         synced.map_err(|source| Error::Io { context: format!("syncing {}", wal.display()), source })

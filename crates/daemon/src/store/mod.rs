@@ -78,16 +78,21 @@ pub struct Store {
     state: State,
     clock: HybridClock,
     applied_position: u64,
-    snapshot_position: u64,
-    /// Records the last snapshot holds: the events until the next one (see
-    /// [`Store::snapshot_if_due`]).
-    snapshot_records: u64,
+    last_snapshot: LastSnapshot,
     replicator: Replicator,
     cluster_id: Option<ClusterId>,
     /// Counts changes to `state`, so readers are sent a new copy only when it changed.
     state_version: u64,
     /// A replicated group was committed without its fsync (see [`Store::sync_replicated`]).
     replicated_unsynced: bool,
+}
+
+/// Where the last snapshot was taken and how many records it holds: when the next is due (see
+/// [`Store::snapshot_if_due`]).
+#[derive(Clone, Copy, Default)]
+struct LastSnapshot {
+    position: u64,
+    records: u64,
 }
 
 /// One command to decide and save, with who asked and when.
@@ -104,8 +109,7 @@ type GroupOutcome = (Vec<Result<Vec<StoredEvent>, StoreError>>, bool);
 struct Undo {
     state: State,
     applied_position: u64,
-    snapshot_position: u64,
-    snapshot_records: u64,
+    last_snapshot: LastSnapshot,
     state_version: u64,
 }
 
@@ -125,7 +129,7 @@ impl Store {
     fn from_log(mut log: EventLog) -> Result<(Store, OpenReport), StoreError> {
         let mut report = OpenReport::default();
         let mut state = State::default();
-        let (mut position, mut snapshot_records) = (0, 0);
+        let (mut position, mut last_snapshot) = (0, LastSnapshot::default());
         if let Some(snapshot) = log.latest_snapshot()? {
             // A snapshot in an older format is simply not used: replaying the log is always
             // correct, only slower.
@@ -133,7 +137,7 @@ impl Store {
             {
                 state = State::from_snapshot(&snapshot.blob)?;
                 position = snapshot.position;
-                snapshot_records = state.slot_count() as u64;
+                last_snapshot = LastSnapshot { position, records: state.slot_count() as u64 };
                 report.snapshot_position = position;
             }
         }
@@ -159,8 +163,7 @@ impl Store {
             state,
             clock,
             applied_position: position,
-            snapshot_position: report.snapshot_position,
-            snapshot_records,
+            last_snapshot,
             replicator,
             cluster_id,
             state_version: 0,
@@ -475,8 +478,7 @@ impl Store {
         Undo {
             state: self.state.clone(),
             applied_position: self.applied_position,
-            snapshot_position: self.snapshot_position,
-            snapshot_records: self.snapshot_records,
+            last_snapshot: self.last_snapshot,
             state_version: self.state_version,
         }
     }
@@ -486,8 +488,7 @@ impl Store {
         self.log.rollback_group();
         self.state = undo.state;
         self.applied_position = undo.applied_position;
-        self.snapshot_position = undo.snapshot_position;
-        self.snapshot_records = undo.snapshot_records;
+        self.last_snapshot = undo.last_snapshot;
         self.state_version = undo.state_version;
     }
 
@@ -643,15 +644,17 @@ impl Store {
     /// two), and start-up replays at most as many events as the snapshot it loads holds
     /// records (or `SNAPSHOT_INTERVAL_EVENTS`), whatever the history's length.
     fn snapshot_if_due(&mut self) -> Result<(), StoreError> {
-        let interval = SNAPSHOT_INTERVAL_EVENTS.max(self.snapshot_records);
-        if self.applied_position >= self.snapshot_position + interval {
+        let LastSnapshot { position, records } = self.last_snapshot;
+        if self.applied_position >= position + SNAPSHOT_INTERVAL_EVENTS.max(records) {
             self.log.save_snapshot(
                 self.applied_position,
                 model::SNAPSHOT_FORMAT,
                 &self.state.to_snapshot(),
             )?;
-            self.snapshot_position = self.applied_position;
-            self.snapshot_records = self.state.slot_count() as u64;
+            self.last_snapshot = LastSnapshot {
+                position: self.applied_position,
+                records: self.state.slot_count() as u64,
+            };
         }
         Ok(())
     }

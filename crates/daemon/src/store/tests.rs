@@ -229,7 +229,7 @@ fn snapshots_are_spaced_by_the_size_of_the_state() {
     let path = dir.path().join(DATABASE_FILE);
     let (mut store, _) = Store::open(&path).unwrap();
     create_bridges(&mut store, 0, 12_000);
-    let (first, first_records) = (store.snapshot_position, store.snapshot_records);
+    let LastSnapshot { position: first, records: first_records } = store.last_snapshot;
     // Positions end with full groups: the first snapshot holds a few records more than the
     // interval, so the gap below is longer than it.
     let gap = first_records - 1;
@@ -240,7 +240,7 @@ fn snapshots_are_spaced_by_the_size_of_the_state() {
     let next = 12_000 + usize::try_from(gap).unwrap() - (created - 12_000);
     create_bridges(&mut store, 12_000, next);
     assert_eq!(store.applied_position, first + gap);
-    assert_eq!(store.snapshot_position, first, "not yet");
+    assert_eq!(store.last_snapshot.position, first, "not yet");
     drop(store);
     let (mut store, report) = Store::open(&path).unwrap();
     assert_eq!(report.snapshot_position, first);
@@ -248,5 +248,5 @@ fn snapshots_are_spaced_by_the_size_of_the_state() {
 
     // Due at the next event.
     create_bridges(&mut store, next, next + 1);
-    assert_eq!(store.snapshot_position, first + gap + 1);
+    assert_eq!(store.last_snapshot.position, first + gap + 1);
 }
