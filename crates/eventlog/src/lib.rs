@@ -272,6 +272,8 @@ pub enum Error {
     Io { context: String, source: std::io::Error },
     #[error("SQLite kept journal mode {applied} instead of {wanted} (another connection is open)")]
     JournalModeRefused { wanted: &'static str, applied: String },
+    #[error("{path} already exists; the old database is never kept over an earlier copy")]
+    SafetyCopyExists { path: PathBuf },
     #[error("{path} already exists; a log is rebuilt into a new file only")]
     RebuildTargetExists { path: PathBuf },
 }

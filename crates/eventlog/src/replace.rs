@@ -33,6 +33,9 @@ impl EventLog {
         replace: Replace,
         keep_as: &Path,
     ) -> Result<(), Error> {
+        if keep_as.exists() {
+            return Err(Error::SafetyCopyExists { path: keep_as.to_path_buf() });
+        }
         let alone = replace == Replace::Alone && self.can_take_file_of(&source);
         if alone && source.leave_wal() && self.leave_wal() {
             return self.move_in(source, keep_as);

@@ -476,7 +476,8 @@ fn a_replace_that_cannot_move_the_file_copies_it_or_refuses() {
     let earlier = dir.path().join("refusing-kept.db");
     std::fs::write(&earlier, b"an earlier copy").unwrap();
     let new = replacement(&dir, "new-4.db", true);
-    assert!(refusing.replace_with(new, Replace::Alone, &earlier).is_err());
+    let refused = refusing.replace_with(new, Replace::Alone, &earlier);
+    assert!(matches!(refused, Err(Error::SafetyCopyExists { path }) if path == earlier));
     assert_eq!(std::fs::read(&earlier).unwrap(), b"an earlier copy");
     assert_eq!(refusing.last_position(), 1);
     refusing.append(&[event(Stream::Shared, 2, b"after")]).unwrap();

@@ -76,16 +76,21 @@ impl Event {
 
     pub fn encode(&self) -> Encoded {
         match self {
-            Event::Saved(record) => Encoded {
-                kind: format!("{}{SAVED}", record.kind().as_str()),
-                version: current_version(record.kind()),
-                payload: record.to_postcard(),
-            },
+            Event::Saved(record) => Event::encode_saved(record),
             Event::Removed(key) => Encoded {
                 kind: format!("{}{REMOVED}", key.kind.as_str()),
                 version: REMOVED_VERSION,
                 payload: postcard::to_stdvec(&key.name).expect("postcard encoding of a name"),
             },
+        }
+    }
+
+    /// [`Event::encode`] of `Event::Saved(record)`, without a copy of the record.
+    pub fn encode_saved(record: &Record) -> Encoded {
+        Encoded {
+            kind: format!("{}{SAVED}", record.kind().as_str()),
+            version: current_version(record.kind()),
+            payload: record.to_postcard(),
         }
     }
 
@@ -209,4 +214,4 @@ pub struct BridgeV2 {
 
 #[cfg(test)]
 #[path = "event_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -5,7 +5,7 @@ use super::*;
 use crate::state::State;
 use crate::{Hlc, PeerId, Stamp};
 
-fn sample(kind: RecordKind) -> Record {
+pub(crate) fn sample(kind: RecordKind) -> Record {
     let value = match kind {
         RecordKind::Administrator => {
             serde_json::json!({"name": "ops", "password_hash": "$argon2id$x"})

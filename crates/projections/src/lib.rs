@@ -57,13 +57,18 @@ trait Projection {
     }
 }
 
-/// Current records, one row per record key, with tombstones for removed records.
+/// Current records, one row per record key, with tombstones for removed records. A row points
+/// at the event that decided it (its `position` in `events`, which is append-only) rather than
+/// holding a copy: a read decodes the record from that event, upcast as the log is, and a
+/// catch-up writes a few integers per record instead of encoding it (the JSON copy was most of
+/// a rebuild's work on this table).
 struct Records;
 
 impl Projection for Records {
     const NAME: &'static str = "records";
     /// 2: events outside their kind's stream (the shared licence of before) are not records.
-    const VERSION: u32 = 2;
+    /// 3: the deciding event's position instead of a JSON copy of the record.
+    const VERSION: u32 = 3;
     type Memo = RecordRows;
 
     fn reset(tx: &Connection) -> Result<(), Error> {
@@ -75,7 +80,8 @@ impl Projection for Records {
                  hlc_wall_ms INTEGER NOT NULL,
                  hlc_counter INTEGER NOT NULL,
                  origin BLOB NOT NULL,
-                 body TEXT,            -- JSON of the record; NULL once removed (tombstone)
+                 position INTEGER NOT NULL,  -- of the deciding event, in `events`
+                 live INTEGER NOT NULL,      -- 0 once removed (a tombstone)
                  PRIMARY KEY (kind, name)
              ) WITHOUT ROWID;",
         )?;
@@ -101,44 +107,46 @@ impl Projection for Records {
         if current.is_some_and(|current| current >= stamp) {
             return Ok(()); // a later write already decided this record
         }
-        let record = match event {
-            Event::Saved(record) => Some(record.clone()),
-            Event::Removed(_) => None,
-        };
+        let live = matches!(event, Event::Saved(_));
         memo.rows.stamps.insert(key.clone(), stamp);
-        memo.rows.unwritten.insert(key, record);
+        memo.rows.unwritten.insert(key, RecordRow { position: stored.position, live });
         Ok(())
     }
 
     fn flush(tx: &Connection, memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
         let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, position, live)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        for (key, record) in memo.rows.unwritten.drain() {
+        for (key, row) in memo.rows.unwritten.drain() {
             let stamp = memo.rows.stamps[&key];
-            let body = record.map(|record| serde_json::to_string(&record)).transpose()?;
             insert.execute(params![
                 key.kind.as_str(),
                 key.name,
                 stamp.hlc.wall_ms,
                 stamp.hlc.counter,
                 stamp.origin.0,
-                body
+                row.position,
+                row.live
             ])?;
         }
         Ok(())
     }
 }
 
-/// What a catch-up of [`Records`] remembers: each key's current stamp, and the records that
-/// won since the batch began, written once per batch (a record saved a thousand times in a
+/// What a catch-up of [`Records`] remembers: each key's current stamp, and the rows that
+/// changed since the batch began, written once per batch (a record saved a thousand times in a
 /// batch is one row write, not a thousand). One entry per record key at most.
 #[derive(Default)]
 struct RecordRows {
     stamps: HashMap<RecordKey, Stamp>,
-    /// The winning record (`None`: removed); its stamp is in `stamps`.
-    unwritten: HashMap<RecordKey, Option<Record>>,
+    /// The winning event's row; its stamp is in `stamps`.
+    unwritten: HashMap<RecordKey, RecordRow>,
+}
+
+struct RecordRow {
+    position: u64,
+    live: bool,
 }
 
 fn current_stamp(tx: &Connection, key: &RecordKey) -> Result<Option<Stamp>, Error> {
@@ -251,6 +259,27 @@ fn create_indexes(conn: &mut Connection) -> Result<(), Error> {
     Ok(())
 }
 
+/// [`catch_up`] for a writer holding the events it has just appended (`stored`, and each
+/// decoded in `events`, in order): when they are exactly what follows both projections'
+/// checkpoints, they are applied as they are instead of being read back from the log and
+/// decoded again; otherwise (a projection left behind by an earlier failure) this is
+/// [`catch_up`]. Events appended after them are applied by the next catch-up.
+pub fn catch_up_appended(
+    conn: &mut Connection,
+    stored: &[StoredEvent],
+    events: &[Event],
+) -> Result<u64, Error> {
+    let Some(first) = stored.first() else { return catch_up(conn) };
+    let consecutive = stored.len() == events.len()
+        && stored.iter().enumerate().all(|(index, s)| s.position == first.position + index as u64);
+    let mut cursors = Cursors::open(conn)?;
+    let next = first.position.checked_sub(1);
+    if !consecutive || Some(cursors.position()) != next || cursors.rebuilding() {
+        return catch_up(conn);
+    }
+    cursors.apply_batch(conn, stored, events, u64::MAX, &mut |_, _| {})
+}
+
 /// Catches up both projections, visiting the events after `visit_after`. Returns how many
 /// events were applied and whether a projection was rebuilt from the first event.
 fn catch_up_pass(
@@ -258,40 +287,79 @@ fn catch_up_pass(
     visit_after: u64,
     visit: &mut dyn FnMut(&StoredEvent, &Event),
 ) -> Result<(u64, bool), Error> {
-    // Cached: run at every group commit.
-    conn.prepare_cached(
-        "CREATE TABLE IF NOT EXISTS proj_checkpoints (
-             name TEXT PRIMARY KEY,
-             version INTEGER NOT NULL,
-             position INTEGER NOT NULL
-         )",
-    )?
-    .execute([])?;
-    let mut records = Cursor::<Records>::open(conn)?;
-    let mut config_log = Cursor::<ConfigLog>::open(conn)?;
-    let rebuilding = records.memo.complete || config_log.memo.complete;
+    let mut cursors = Cursors::open(conn)?;
+    let rebuilding = cursors.rebuilding();
     let batch_events = if rebuilding { REBUILD_BATCH_EVENTS } else { CATCH_UP_BATCH_EVENTS };
     let mut applied = 0;
-    let mut from = records.position.min(config_log.position).min(visit_after);
+    let mut from = cursors.position().min(visit_after);
     loop {
         let batch = eventlog::read_after(conn, from, batch_events)?;
         let Some(last) = batch.last() else { return Ok((applied, rebuilding)) };
         let last_position = last.position;
-        // A savepoint, so the rows join the writer's group commit when one is open.
+        let events = batch
+            .iter()
+            .map(|stored| decode(stored.position, &stored.kind, stored.version, &stored.payload))
+            .collect::<Result<Vec<_>, _>>()?;
+        applied += cursors.apply_batch(conn, &batch, &events, visit_after, visit)?;
+        from = last_position;
+    }
+}
+
+/// Both projections' cursors, moved together through one read of the log.
+struct Cursors {
+    records: Cursor<Records>,
+    config_log: Cursor<ConfigLog>,
+}
+
+impl Cursors {
+    fn open(conn: &mut Connection) -> Result<Cursors, Error> {
+        // Cached: run at every group commit.
+        conn.prepare_cached(
+            "CREATE TABLE IF NOT EXISTS proj_checkpoints (
+                 name TEXT PRIMARY KEY,
+                 version INTEGER NOT NULL,
+                 position INTEGER NOT NULL
+             )",
+        )?
+        .execute([])?;
+        Ok(Cursors { records: Cursor::open(conn)?, config_log: Cursor::open(conn)? })
+    }
+
+    /// The lowest checkpoint: every event after it is applied to one projection at least.
+    fn position(&self) -> u64 {
+        self.records.position.min(self.config_log.position)
+    }
+
+    /// Whether a projection starts from the first event.
+    fn rebuilding(&self) -> bool {
+        self.records.memo.complete || self.config_log.memo.complete
+    }
+
+    /// Applies one batch (`stored`, each decoded in `events`) in a savepoint, so the rows
+    /// join the writer's group commit when one is open; visits the events after
+    /// `visit_after`. Returns how many events were applied.
+    fn apply_batch(
+        &mut self,
+        conn: &mut Connection,
+        stored: &[StoredEvent],
+        events: &[Event],
+        visit_after: u64,
+        visit: &mut dyn FnMut(&StoredEvent, &Event),
+    ) -> Result<u64, Error> {
+        let Some(last) = stored.last() else { return Ok(0) };
         let tx = Savepoint::begin(conn)?;
-        for stored in &batch {
-            let event = Event::decode(&stored.kind, stored.version, &stored.payload)
-                .map_err(|source| Error::Decode { position: stored.position, source })?;
-            applied += records.apply(&tx, stored, &event)?;
-            applied += config_log.apply(&tx, stored, &event)?;
+        let mut applied = 0;
+        for (stored, event) in stored.iter().zip(events) {
+            applied += self.records.apply(&tx, stored, event)?;
+            applied += self.config_log.apply(&tx, stored, event)?;
             if stored.position > visit_after {
-                visit(stored, &event);
+                visit(stored, event);
             }
         }
-        records.finish_batch(&tx, last_position)?;
-        config_log.finish_batch(&tx, last_position)?;
+        self.records.finish_batch(&tx, last.position)?;
+        self.config_log.finish_batch(&tx, last.position)?;
         tx.commit()?;
-        from = last_position;
+        Ok(applied)
     }
 }
 
@@ -375,23 +443,49 @@ pub fn position(conn: &Connection) -> Result<u64, Error> {
 /// Live records of one kind, ordered by name.
 pub fn list(conn: &Connection, kind: RecordKind) -> Result<Vec<Record>, Error> {
     let mut statement = conn.prepare_cached(
-        "SELECT body FROM proj_records WHERE kind = ?1 AND body IS NOT NULL ORDER BY name",
+        "SELECT e.position, e.kind, e.version, e.payload
+         FROM proj_records AS r JOIN events AS e ON e.position = r.position
+         WHERE r.kind = ?1 AND r.live ORDER BY r.name",
     )?;
-    let bodies = statement.query_map([kind.as_str()], |row| row.get::<_, String>(0))?;
+    let rows = statement.query_map([kind.as_str()], read_event)?;
     let mut records = Vec::new();
-    for body in bodies {
-        records.push(serde_json::from_str(&body?)?);
+    for row in rows {
+        records.extend(record_of(row?)?);
     }
     Ok(records)
 }
 
 pub fn get(conn: &Connection, key: &RecordKey) -> Result<Option<Record>, Error> {
-    let body: Option<String> = conn
-        .prepare_cached("SELECT body FROM proj_records WHERE kind = ?1 AND name = ?2")?
-        .query_row(params![key.kind.as_str(), key.name], |row| row.get(0))
-        .optional()?
-        .flatten();
-    Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
+    let row = conn
+        .prepare_cached(
+            "SELECT e.position, e.kind, e.version, e.payload
+             FROM proj_records AS r JOIN events AS e ON e.position = r.position
+             WHERE r.kind = ?1 AND r.name = ?2 AND r.live",
+        )?
+        .query_row(params![key.kind.as_str(), key.name], read_event)
+        .optional()?;
+    Ok(row.map(record_of).transpose()?.flatten())
+}
+
+/// The event a record row points at: its position and its encoding.
+fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, Encoded)> {
+    Ok((row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?)))
+}
+
+/// The record an event read by [`read_event`] saved (`None` if it removed one, which a live
+/// row never points at).
+fn record_of(
+    (position, (kind, version, payload)): (u64, Encoded),
+) -> Result<Option<Record>, Error> {
+    match decode(position, &kind, version, &payload)? {
+        Event::Saved(record) => Ok(Some(record)),
+        Event::Removed(_) => Ok(None),
+    }
+}
+
+/// An event of the log decoded, or which position could not be.
+fn decode(position: u64, kind: &str, version: u16, payload: &[u8]) -> Result<Event, Error> {
+    Event::decode(kind, version, payload).map_err(|source| Error::Decode { position, source })
 }
 
 /// One row of the Configuration Log.
@@ -540,8 +634,7 @@ fn redacted(
     position: u64,
     (kind, version, payload): &Encoded,
 ) -> Result<(&'static str, Option<serde_json::Value>), Error> {
-    let event = Event::decode(kind, *version, payload)
-        .map_err(|source| Error::Decode { position, source })?;
+    let event = decode(position, kind, *version, payload)?;
     Ok(match event {
         Event::Saved(record) => ("saved", Some(serde_json::to_value(record.redacted())?)),
         Event::Removed(_) => ("removed", None),

@@ -48,7 +48,8 @@ fn populate_with_forged_derived_tables(data_dir: &Path) {
         .execute_batch(
             "CREATE TABLE proj_records (kind TEXT NOT NULL, name TEXT NOT NULL,
                  hlc_wall_ms INTEGER NOT NULL, hlc_counter INTEGER NOT NULL, origin BLOB NOT NULL,
-                 body TEXT, PRIMARY KEY (kind, name)) WITHOUT ROWID;",
+                 position INTEGER NOT NULL, live INTEGER NOT NULL, PRIMARY KEY (kind, name))
+                 WITHOUT ROWID;",
         )
         .unwrap();
 
@@ -58,19 +59,19 @@ fn populate_with_forged_derived_tables(data_dir: &Path) {
         forged.apply(stamp, &Event::Saved(administrator(name)));
     }
     log.save_snapshot(stored[0].position, model::SNAPSHOT_FORMAT, &forged.to_snapshot()).unwrap();
-    let body = administrator("intruder").to_json().to_string();
+    // A row that claims `ops`'s event decided an `intruder`.
     log.connection()
         .execute(
-            "INSERT INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, body)
-             VALUES ('administrator', 'intruder', 1, 0, ?1, ?2)",
-            rusqlite::params![log.peer_id().0.as_slice(), body],
+            "INSERT INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, position, live)
+             VALUES ('administrator', 'intruder', 1, 0, ?1, ?2, 1)",
+            rusqlite::params![log.peer_id().0.as_slice(), stored[0].position],
         )
         .unwrap();
     log.connection()
         .execute_batch(
             "CREATE TRIGGER backdoor AFTER INSERT ON events BEGIN
-                 INSERT INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, body)
-                 VALUES ('administrator', 'intruder2', 1, 0, x'00', '{}');
+                 INSERT INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, position, live)
+                 VALUES ('administrator', 'intruder2', 1, 0, x'00', NEW.position, 1);
              END;",
         )
         .unwrap();

@@ -334,6 +334,8 @@ impl Store {
         replace: Replace,
         kept: &Path,
     ) -> Result<(), StoreError> {
+        // The old file becomes the safety copy: what replicated groups left unsynced goes first.
+        self.sync_replicated();
         self.log.replace_with(source, replace, kept)?;
         let placeholder = EventLog::open_in_memory(self.peer_id())?;
         let log = std::mem::replace(&mut self.log, placeholder);
@@ -375,7 +377,8 @@ impl Store {
     ///
     /// The commit does not wait for the disk: the events are durable on their origin, which
     /// acknowledged them, so here they show one fsync sooner. Call [`Store::sync_replicated`]
-    /// before anything else is written or answered.
+    /// soon after (the writer does once its queue is empty, and before a restore or a join);
+    /// a synchronous commit in between syncs them too.
     pub fn replicate_group(
         &mut self,
         messages: Vec<(PeerId, replication::Message)>,
@@ -412,24 +415,24 @@ impl Store {
         // before the commit, a catch-up's next batch is read and sent while this one is made
         // durable (a window of one batch). If the commit fails, that batch leaves a gap, and
         // the gap asks again from where the log really is: one round lost, never a hole.
-        let (summaries, outputs): (Vec<_>, Vec<_>) = outputs.into_iter().partition(|output| {
+        let (summaries, mut outputs): (Vec<_>, Vec<_>) = outputs.into_iter().partition(|output| {
             matches!(
                 output,
                 replication::Output::Send { message: replication::Message::Summary { .. }, .. }
             )
         });
         ask(sends(summaries));
-        for output in &outputs {
+        let mut appended = Appended::default();
+        for output in &mut outputs {
             if let replication::Output::Applied { events } = output {
-                self.fold(events)?;
+                appended.events.extend(self.fold(events)?);
+                // Taken: applied outputs are not sent anywhere.
+                appended.stored.append(events);
                 applied_any = true;
             }
         }
         if applied_any {
-            if let Err(error) = projections::catch_up(self.log.connection_mut()) {
-                tracing::error!(%error, "projections did not catch up; they will retry");
-            }
-            self.snapshot_if_due()?;
+            self.project_and_snapshot(&appended)?;
         }
         self.log.commit_group()?;
         self.replicated_unsynced |= applied_any;
@@ -497,7 +500,9 @@ impl Store {
         sends(self.replicator.appended(stored))
     }
 
-    fn fold(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
+    /// Folds events appended from peers into the state; returns them decoded, in order.
+    fn fold(&mut self, events: &[StoredEvent]) -> Result<Vec<Event>, StoreError> {
+        let mut decoded = Vec::with_capacity(events.len());
         for stored in events {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
             self.note_conference_race(&event, stored.hlc.wall_ms);
@@ -506,9 +511,10 @@ impl Store {
                 self.state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, &event);
             }
             self.applied_position = self.applied_position.max(stored.position);
+            decoded.push(event);
         }
         self.state_version += 1;
-        Ok(())
+        Ok(decoded)
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -572,8 +578,9 @@ impl Store {
         self.log.begin_group()?;
         let mut results = Vec::with_capacity(changes.len());
         let mut cluster_changed = false;
+        let mut appended = Appended::default();
         for change in changes {
-            match self.decide_and_append(change) {
+            match self.decide_and_append(change, &mut appended) {
                 Ok((stored, touches_cluster)) => {
                     cluster_changed |= touches_cluster;
                     results.push(Ok(stored));
@@ -584,14 +591,21 @@ impl Store {
                 Err(error) => return Err(error),
             }
         }
-        // A failure rolls back only the projections' savepoint: they catch up at the next
-        // write or start-up, and the changes are still saved.
-        if let Err(error) = projections::catch_up(self.log.connection_mut()) {
-            tracing::error!(%error, "projections did not catch up; they will retry");
-        }
-        self.snapshot_if_due()?;
+        self.project_and_snapshot(&appended)?;
         self.log.commit_group()?;
         Ok((results, cluster_changed))
+    }
+
+    /// A group's projection rows and a due snapshot, in its open transaction. A projections
+    /// failure rolls back only their savepoint: they catch up at the next write or start-up,
+    /// and the group's events are still saved.
+    fn project_and_snapshot(&mut self, appended: &Appended) -> Result<(), StoreError> {
+        let conn = self.log.connection_mut();
+        if let Err(error) = projections::catch_up_appended(conn, &appended.stored, &appended.events)
+        {
+            tracing::error!(%error, "projections did not catch up; they will retry");
+        }
+        self.snapshot_if_due()
     }
 
     /// Decides one change and appends its events (a savepoint in the open group), folding
@@ -600,6 +614,7 @@ impl Store {
     fn decide_and_append(
         &mut self,
         change: &Change,
+        appended: &mut Appended,
     ) -> Result<(Vec<StoredEvent>, bool), StoreError> {
         let events = self.state.decide(&change.command)?;
         if events.is_empty() {
@@ -629,6 +644,8 @@ impl Store {
             Event::Saved(record) => record.kind() == model::RecordKind::Cluster,
             Event::Removed(key) => key.kind == model::RecordKind::Cluster,
         });
+        appended.stored.extend_from_slice(&stored);
+        appended.events.extend(events);
         Ok((stored, cluster_changed))
     }
 
@@ -730,6 +747,13 @@ enum Request {
     Stop,
 }
 
+/// The events a group appended, as stored and decoded, for the projections.
+#[derive(Default)]
+struct Appended {
+    stored: Vec<StoredEvent>,
+    events: Vec<Event>,
+}
+
 /// A change waiting in the writer for its group's commit.
 struct PendingChange {
     change: Change,
@@ -805,9 +829,19 @@ impl WriterThread {
         let messages =
             self.store.replicate_group(group, &mut |asks| send(outbound, lost_pushes, asks));
         self.send(messages);
-        // Shown first, then made durable before the next request is taken.
+        // Shown now; made durable once nothing is queued (see `next_request`).
         self.publish();
+    }
+
+    /// The request to serve next. Replicated groups are fsynced when the queue runs dry,
+    /// not after each one: under a stream of pushes, one fsync covers every group committed
+    /// meanwhile (a local command's commit, synchronous, covers them too).
+    fn next_request(&mut self, requests: &mut mpsc::Receiver<Request>) -> Option<Request> {
+        if let Ok(request) = requests.try_recv() {
+            return Some(request);
+        }
         self.store.sync_replicated();
+        requests.blocking_recv()
     }
 
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
@@ -815,13 +849,13 @@ impl WriterThread {
         loop {
             let request = match next.take() {
                 Some(request) => request,
-                None => match requests.blocking_recv() {
+                None => match self.next_request(&mut requests) {
                     Some(request) => request,
-                    None => return,
+                    None => return self.store.sync_replicated(),
                 },
             };
             match request {
-                Request::Stop => return,
+                Request::Stop => return self.store.sync_replicated(),
                 Request::Execute { actor, command, now_ms, reply } => {
                     let first = PendingChange { change: Change { actor, command, now_ms }, reply };
                     let (group, after) = gather_group(first, &mut requests);
