@@ -209,15 +209,26 @@ fn a_full_catch_up_batch_asks_for_the_next_before_its_commit() {
     assert_eq!(committed().unwrap(), before + last_seq, "the batch is committed after");
 }
 
-/// Creates bridges `b<from>`.. up to `b<to - 1>`, in full groups.
+/// Creates bridges `b<from>`.. up to `b<to - 1>`, in full groups, the writer idling between
+/// two (as it does when one client sends them).
 fn create_bridges(store: &mut Store, from: usize, to: usize) {
+    for events in create_bridges_busy(store, from, to).chunks(GROUP_COMMIT_COMMANDS_MAX) {
+        assert!(!events.is_empty());
+        store.snapshot_when_idle();
+    }
+}
+
+/// [`create_bridges`] with a writer whose queue never runs dry; returns the events.
+fn create_bridges_busy(store: &mut Store, from: usize, to: usize) -> Vec<StoredEvent> {
+    let mut events = Vec::new();
     for start in (from..to).step_by(GROUP_COMMIT_COMMANDS_MAX) {
         let end = (start + GROUP_COMMIT_COMMANDS_MAX).min(to);
         let changes: Vec<Change> = (start..end).map(|i| create(&format!("b{i}"))).collect();
         for result in store.execute_group(&changes) {
-            result.unwrap();
+            events.extend(result.unwrap());
         }
     }
+    events
 }
 
 // Goal: a large state is not encoded again every `SNAPSHOT_INTERVAL_EVENTS` events but after
@@ -249,4 +260,37 @@ fn snapshots_are_spaced_by_the_size_of_the_state() {
     // Due at the next event.
     create_bridges(&mut store, next, next + 1);
     assert_eq!(store.last_snapshot.position, first + gap + 1);
+}
+
+// Goal: a due snapshot is written when the writer idles, not inside a group where it delays
+// the changes behind it, and not in the pause between two batches of a catch-up; a writer
+// that never idles still writes it once it is overdue, so start-up replay stays bounded.
+#[test]
+fn a_due_snapshot_waits_for_an_idle_writer_that_is_not_catching_up() {
+    let (_dirs, mut origin, mut replica) = origin_and_replica();
+    let overdue = SNAPSHOT_OVERDUE_FACTOR * SNAPSHOT_INTERVAL_EVENTS;
+    let events = create_bridges_busy(&mut origin, 0, overdue as usize + 100);
+    let first = origin.last_snapshot.position;
+    assert!(first >= overdue && first < overdue + GROUP_COMMIT_COMMANDS_MAX as u64, "{first}");
+
+    // Catching up past the due point in full batches, idling between them: no snapshot.
+    let batch_max = replication::EVENTS_PER_MESSAGE_MAX;
+    let full_batches = (SNAPSHOT_INTERVAL_EVENTS as usize).div_ceil(batch_max);
+    let (full, rest) = events[..full_batches * batch_max + 500].split_at(full_batches * batch_max);
+    for batch in full.chunks(batch_max) {
+        let message = replication::Message::Events { events: batch.to_vec() };
+        replica.replicate_group(vec![(origin.peer_id(), message)], &mut |_| {});
+        replica.snapshot_when_idle();
+    }
+    assert!(replica.events_since_snapshot() >= SNAPSHOT_INTERVAL_EVENTS, "due by now");
+    assert_eq!(replica.last_snapshot.position, 0, "not while catching up");
+
+    // The last batch is not full: the catch-up is over, and the idle writer saves it.
+    let message = replication::Message::Events { events: rest.to_vec() };
+    replica.replicate_group(vec![(origin.peer_id(), message)], &mut |_| {});
+    assert_eq!(replica.last_snapshot.position, 0, "not inside the group");
+    replica.snapshot_when_idle();
+    assert_eq!(replica.last_snapshot.position, replica.last_position());
+    let saved = replica.log.latest_snapshot().unwrap().unwrap();
+    assert_eq!(State::from_snapshot(&saved.blob).unwrap(), *replica.state());
 }
