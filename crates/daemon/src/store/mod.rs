@@ -86,8 +86,9 @@ pub struct Store {
     cluster_id: Option<ClusterId>,
     /// Counts changes to `state`, so readers are sent a new copy only when it changed.
     state_version: u64,
-    /// A replicated group was committed without its fsync (see [`Store::sync_replicated`]).
-    replicated_unsynced: bool,
+    /// A replicated group or an idle snapshot was committed without its fsync (see
+    /// [`Store::sync_unsynced_commits`]).
+    unsynced_commits: bool,
     /// The last replicated group applied events and asked for more: a catch-up is under way,
     /// so an idle moment is only the wait for its next batch.
     catching_up: bool,
@@ -173,7 +174,7 @@ impl Store {
             replicator,
             cluster_id,
             state_version: 0,
-            replicated_unsynced: false,
+            unsynced_commits: false,
             catching_up: false,
         };
         store.make_licence_local()?;
@@ -342,7 +343,7 @@ impl Store {
         kept: &Path,
     ) -> Result<(), StoreError> {
         // The old file becomes the safety copy: what replicated groups left unsynced goes first.
-        self.sync_replicated();
+        self.sync_unsynced_commits();
         self.log.replace_with(source, replace, kept)?;
         let placeholder = EventLog::open_in_memory(self.peer_id())?;
         let log = std::mem::replace(&mut self.log, placeholder);
@@ -383,7 +384,7 @@ impl Store {
     /// returns the rest to send, once the group is committed.
     ///
     /// The commit does not wait for the disk: the events are durable on their origin, which
-    /// acknowledged them, so here they show one fsync sooner. Call [`Store::sync_replicated`]
+    /// acknowledged them, so here they show one fsync sooner. Call [`Store::sync_unsynced_commits`]
     /// soon after (the writer does once its queue is empty, and before a restore or a join);
     /// a synchronous commit in between syncs them too.
     pub fn replicate_group(
@@ -443,15 +444,16 @@ impl Store {
             self.project_and_snapshot(&appended)?;
         }
         self.log.commit_group()?;
-        self.replicated_unsynced |= applied_any;
+        self.unsynced_commits |= applied_any;
         self.catching_up = applied_any && asked_more;
         Ok(outputs)
     }
 
-    /// Makes the replicated groups committed since the last call durable (their fsync). A
-    /// failure costs only this copy: it is logged, and the next commit syncs again.
-    pub fn sync_replicated(&mut self) {
-        if std::mem::take(&mut self.replicated_unsynced)
+    /// Makes the replicated groups and idle snapshots committed since the last call durable
+    /// (their fsync). A failure costs only this copy: it is logged, and the next commit syncs
+    /// again.
+    pub fn sync_unsynced_commits(&mut self) {
+        if std::mem::take(&mut self.unsynced_commits)
             && let Err(error) = self.log.sync()
         {
             tracing::error!(%error, "replicated events may not be durable here; peers hold them");
@@ -689,13 +691,24 @@ impl Store {
     /// Writes a due snapshot, in its own transaction, unless a catch-up is under way. The
     /// writer calls it when its queue runs dry: encoding and saving a large state took 41% of
     /// a catch-up's writer time when it fell due inside a group, delaying every change behind
-    /// it. A failure costs only the snapshot (start-up replays more): it is logged.
+    /// it. Its commit does not wait for the disk (a snapshot only shortens start-up), the next
+    /// sync or synchronous commit covers it. A failure costs only the snapshot: it is logged.
     pub fn snapshot_when_idle(&mut self) {
-        if self.catching_up {
+        if self.catching_up || self.events_since_snapshot() < self.snapshot_spacing() {
             return;
         }
-        if let Err(error) = self.snapshot_if_due() {
-            tracing::error!(%error, "the state's snapshot was not saved; start-up replays more");
+        let last_snapshot = self.last_snapshot;
+        let saved = self.log.begin_unsynced_group().map_err(StoreError::from).and_then(|()| {
+            self.save_snapshot()?;
+            Ok(self.log.commit_group()?)
+        });
+        match saved {
+            Ok(()) => self.unsynced_commits = true,
+            Err(error) => {
+                self.log.rollback_group();
+                self.last_snapshot = last_snapshot;
+                tracing::error!(%error, "the state's snapshot was not saved; start-up replays more");
+            }
         }
     }
 
@@ -885,7 +898,7 @@ impl WriterThread {
         if let Ok(request) = requests.try_recv() {
             return Some(request);
         }
-        self.store.sync_replicated();
+        self.store.sync_unsynced_commits();
         self.store.snapshot_when_idle();
         requests.blocking_recv()
     }
@@ -897,11 +910,11 @@ impl WriterThread {
                 Some(request) => request,
                 None => match self.next_request(&mut requests) {
                     Some(request) => request,
-                    None => return self.store.sync_replicated(),
+                    None => return self.store.sync_unsynced_commits(),
                 },
             };
             match request {
-                Request::Stop => return self.store.sync_replicated(),
+                Request::Stop => return self.store.sync_unsynced_commits(),
                 Request::Execute { actor, command, now_ms, reply } => {
                     let first = PendingChange { change: Change { actor, command, now_ms }, reply };
                     let (group, after) = gather_group(first, &mut requests);
