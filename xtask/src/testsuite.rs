@@ -2,6 +2,7 @@
 //! at the first failure; `--slow` adds the slow tests and a short run of every fuzz target. `cargo xtask tidy` runs only xtask's own tests (the tidy checks).
 
 use crate::{cargo, cargo_program, run_checked, workspace_root};
+use anyhow::Context as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,18 @@ impl Step {
     }
 }
 
+/// Host programs the default test run starts, beyond the Rust toolchain, with the Debian
+/// package that has each: the upgrade tests pack and read slot payloads (squashfs) and stamp
+/// ext4 images. A fresh machine lacks squashfs-tools; `.ci/run` installs the slow tests' too.
+const HOST_TOOLS: &[(&str, &str)] = &[
+    ("mksquashfs", "squashfs-tools"),
+    ("unsquashfs", "squashfs-tools"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
+];
+
 pub(crate) fn test(slow: bool) -> anyhow::Result<()> {
+    install_missing_host_tools()?;
     let mut tests = if nextest_installed() {
         Step::new("test (cargo-nextest)", &["nextest", "run", "--workspace"])
     } else {
@@ -92,6 +104,38 @@ pub(crate) fn test(slow: bool) -> anyhow::Result<()> {
 
 pub(crate) fn tidy() -> anyhow::Result<()> {
     run_checked(cargo(&["test", "-p", "xtask"]), "`cargo test -p xtask` (tidy checks)")
+}
+
+/// Installs the packages of the [`HOST_TOOLS`] not on `PATH` with apt-get, before anything is
+/// built, so a fresh machine runs the suite with this one command; says what it installs and
+/// why, and what to run by hand when it cannot (not root, no apt-get).
+fn install_missing_host_tools() -> anyhow::Result<()> {
+    let mut packages: Vec<&str> = HOST_TOOLS
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    packages.dedup();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let by_hand = format!("apt-get install -y {}", packages.join(" "));
+    println!("==> the tests need {}, not installed: {by_hand}", packages.join(", "));
+    let apt_get = |args: &[&str]| {
+        let mut command = Command::new("apt-get");
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null());
+        command
+    };
+    let installed = run_checked(apt_get(&["update", "-q"]), "apt-get update").and_then(|()| {
+        run_checked(apt_get(&[&["install", "-y", "-q"][..], &packages].concat()), "apt-get install")
+    });
+    installed.with_context(|| format!("installing what the tests need; as root, run `{by_hand}`"))
+}
+
+/// Whether a file named `program` is in a folder of `PATH`.
+fn on_path(program: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else { return false };
+    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
 }
 
 fn nextest_installed() -> bool {
