@@ -342,7 +342,7 @@ impl Store {
         replace: Replace,
         kept: &Path,
     ) -> Result<(), StoreError> {
-        // The old file becomes the safety copy: what replicated groups left unsynced goes first.
+        // The old file becomes the safety copy: what was committed unsynced goes to disk first.
         self.sync_unsynced_commits();
         self.log.replace_with(source, replace, kept)?;
         let placeholder = EventLog::open_in_memory(self.peer_id())?;
@@ -384,9 +384,9 @@ impl Store {
     /// returns the rest to send, once the group is committed.
     ///
     /// The commit does not wait for the disk: the events are durable on their origin, which
-    /// acknowledged them, so here they show one fsync sooner. Call [`Store::sync_unsynced_commits`]
-    /// soon after (the writer does once its queue is empty, and before a restore or a join);
-    /// a synchronous commit in between syncs them too.
+    /// acknowledged them, so here they show one fsync sooner. Call
+    /// [`Store::sync_unsynced_commits`] soon after (the writer does once its queue is empty, and
+    /// before a restore or a join); a synchronous commit in between syncs them too.
     pub fn replicate_group(
         &mut self,
         messages: Vec<(PeerId, replication::Message)>,
@@ -456,7 +456,10 @@ impl Store {
         if std::mem::take(&mut self.unsynced_commits)
             && let Err(error) = self.log.sync()
         {
-            tracing::error!(%error, "replicated events may not be durable here; peers hold them");
+            tracing::error!(
+                %error,
+                "replicated events or a snapshot may not be durable here; peers hold the events"
+            );
         }
     }
 
