@@ -364,6 +364,9 @@ impl Store {
     /// Who to replicate with: the peers whose greeting matched ours. Returns the summaries
     /// that start a newcomer's catch-up at once.
     pub fn set_replication_peers(&mut self, peers: Vec<PeerId>) -> Vec<Outbound> {
+        // A new peer list ends a catch-up (its sender may be gone); the links' summaries start
+        // another if one is needed. Otherwise idle snapshots would wait for a batch never sent.
+        self.catching_up = false;
         sends(self.replicator.set_peers(peers, &self.log))
     }
 

@@ -274,14 +274,8 @@ fn a_due_snapshot_waits_for_an_idle_writer_that_is_not_catching_up() {
     assert!(first >= overdue && first < overdue + GROUP_COMMIT_COMMANDS_MAX as u64, "{first}");
 
     // Catching up past the due point in full batches, idling between them: no snapshot.
-    let batch_max = replication::EVENTS_PER_MESSAGE_MAX;
-    let full_batches = (SNAPSHOT_INTERVAL_EVENTS as usize).div_ceil(batch_max);
-    let (full, rest) = events[..full_batches * batch_max + 500].split_at(full_batches * batch_max);
-    for batch in full.chunks(batch_max) {
-        let message = replication::Message::Events { events: batch.to_vec() };
-        replica.replicate_group(vec![(origin.peer_id(), message)], &mut |_| {});
-        replica.snapshot_when_idle();
-    }
+    let (full, rest) = events[..full_batches_past_due() + 500].split_at(full_batches_past_due());
+    catch_up_in_full_batches(&origin, &mut replica, full);
     assert!(replica.events_since_snapshot() >= SNAPSHOT_INTERVAL_EVENTS, "due by now");
     assert_eq!(replica.last_snapshot.position, 0, "not while catching up");
 
@@ -293,4 +287,34 @@ fn a_due_snapshot_waits_for_an_idle_writer_that_is_not_catching_up() {
     assert_eq!(replica.last_snapshot.position, replica.last_position());
     let saved = replica.log.latest_snapshot().unwrap().unwrap();
     assert_eq!(State::from_snapshot(&saved.blob).unwrap(), *replica.state());
+}
+
+/// The events of the fewest full catch-up batches that bring a fresh replica's snapshot due.
+fn full_batches_past_due() -> usize {
+    let batch_max = replication::EVENTS_PER_MESSAGE_MAX;
+    (SNAPSHOT_INTERVAL_EVENTS as usize).div_ceil(batch_max) * batch_max
+}
+
+/// Sends `events` from `origin` to `replica` in full batches, the replica's writer idling
+/// between two: a catch-up under way.
+fn catch_up_in_full_batches(origin: &Store, replica: &mut Store, events: &[StoredEvent]) {
+    for batch in events.chunks(replication::EVENTS_PER_MESSAGE_MAX) {
+        let message = replication::Message::Events { events: batch.to_vec() };
+        replica.replicate_group(vec![(origin.peer_id(), message)], &mut |_| {});
+        replica.snapshot_when_idle();
+    }
+}
+
+// Goal: a catch-up cut short by a new peer list (its sender left the cluster, or the peer
+// went standalone) does not hold the snapshot back until the next replicated message.
+#[test]
+fn a_new_peer_list_ends_a_catch_up_that_held_a_snapshot_back() {
+    let (_dirs, mut origin, mut replica) = origin_and_replica();
+    let events = create_bridges_busy(&mut origin, 0, full_batches_past_due());
+    catch_up_in_full_batches(&origin, &mut replica, &events[..full_batches_past_due()]);
+    assert_eq!(replica.last_snapshot.position, 0, "held back while catching up");
+
+    let _ = replica.set_replication_peers(Vec::new());
+    replica.snapshot_when_idle();
+    assert_eq!(replica.last_snapshot.position, replica.last_position());
 }
