@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -254,74 +254,102 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// it carried, so a test can check what crossed the wire.
 pub struct Proxy {
     pub address: std::net::SocketAddr,
-    cut: Arc<AtomicBool>,
-    /// Both sockets of every live connection, by connection number, to cut them.
-    open: Arc<Mutex<std::collections::HashMap<u64, [TcpStream; 2]>>>,
+    links: Arc<Mutex<ProxyLinks>>,
     pub carried: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Whether the proxy is cut, and both sockets of every live connection (by connection number)
+/// to cut them. One lock for both: a connection accepted just before a cut must not be
+/// registered after the cut closed the others, or it would carry traffic through a partition.
+#[derive(Default)]
+struct ProxyLinks {
+    cut: bool,
+    open: std::collections::HashMap<u64, [TcpStream; 2]>,
 }
 
 /// Bytes of carried traffic kept for inspection.
 const PROXY_CAPTURE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Pause after a failed accept (e.g. out of descriptors), so the proxy does not spin.
+const PROXY_ACCEPT_RETRY_MS: u64 = 50;
 
 impl Proxy {
     pub fn start(target: std::net::SocketAddr) -> anyhow::Result<Proxy> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let proxy = Proxy {
             address: listener.local_addr()?,
-            cut: Arc::new(AtomicBool::new(false)),
-            open: Arc::new(Mutex::new(std::collections::HashMap::new())),
+            links: Arc::default(),
             carried: Arc::new(Mutex::new(Vec::new())),
         };
-        let (cut, open, carried) = (proxy.cut.clone(), proxy.open.clone(), proxy.carried.clone());
+        let (links, carried) = (proxy.links.clone(), proxy.carried.clone());
         std::thread::spawn(move || {
-            for (number, client) in listener.incoming().flatten().enumerate() {
-                let number = number as u64;
-                if cut.load(Ordering::SeqCst) {
+            for number in 0u64.. {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(PROXY_ACCEPT_RETRY_MS));
+                        continue;
+                    }
+                };
+                // Checked again once connected, under the lock (see `ProxyLinks`).
+                if links.lock().unwrap_or_else(|e| e.into_inner()).cut {
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(target) else { continue };
-                let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
-                else {
-                    continue;
-                };
-                open.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(number, [client_copy, server_copy]);
-                // Each direction ends the connection when it ends; the last one forgets it.
-                let remaining = Arc::new(std::sync::atomic::AtomicU8::new(2));
-                for (from, to) in [(&client, &server), (&server, &client)] {
-                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
-                        continue;
-                    };
-                    let (carried, open, remaining) =
-                        (carried.clone(), open.clone(), remaining.clone());
-                    std::thread::spawn(move || {
-                        let mut buffer = [0u8; 16 * 1024];
-                        while let Ok(read) = from.read(&mut buffer) {
-                            if read == 0 || to.write_all(&buffer[..read]).is_err() {
-                                break;
-                            }
-                            let mut carried = carried.lock().unwrap_or_else(|e| e.into_inner());
-                            if carried.len() < PROXY_CAPTURE_BYTES_MAX {
-                                carried.extend_from_slice(&buffer[..read]);
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                        let _ = from.shutdown(Shutdown::Both);
-                        if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-                            open.lock().unwrap_or_else(|e| e.into_inner()).remove(&number);
-                        }
-                    });
-                }
+                Proxy::carry(number, [client, server], &links, &carried);
             }
         });
         Ok(proxy)
     }
 
+    /// Forwards both directions of one connection, unless the proxy is cut.
+    fn carry(
+        number: u64,
+        [client, server]: [TcpStream; 2],
+        links: &Arc<Mutex<ProxyLinks>>,
+        carried: &Arc<Mutex<Vec<u8>>>,
+    ) {
+        let mut guard = links.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.cut {
+            return;
+        }
+        let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone()) else {
+            return;
+        };
+        guard.open.insert(number, [client_copy, server_copy]);
+        drop(guard);
+        // Each direction ends the connection when it ends; the last one forgets it.
+        let remaining = Arc::new(std::sync::atomic::AtomicU8::new(2));
+        for (from, to) in [(&client, &server), (&server, &client)] {
+            let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                continue;
+            };
+            let (carried, links, remaining) = (carried.clone(), links.clone(), remaining.clone());
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 16 * 1024];
+                while let Ok(read) = from.read(&mut buffer) {
+                    if read == 0 || to.write_all(&buffer[..read]).is_err() {
+                        break;
+                    }
+                    let mut carried = carried.lock().unwrap_or_else(|e| e.into_inner());
+                    if carried.len() < PROXY_CAPTURE_BYTES_MAX {
+                        carried.extend_from_slice(&buffer[..read]);
+                    }
+                }
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+                if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    links.lock().unwrap_or_else(|e| e.into_inner()).open.remove(&number);
+                }
+            });
+        }
+    }
+
     /// Cuts every connection and refuses new ones, until [`Proxy::heal`].
     pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for streams in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.cut = true;
+        for streams in links.open.values() {
             for stream in streams {
                 let _ = stream.shutdown(Shutdown::Both);
             }
@@ -329,7 +357,7 @@ impl Proxy {
     }
 
     pub fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).cut = false;
     }
 }
 
