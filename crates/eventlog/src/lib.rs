@@ -950,6 +950,71 @@ fn insert(tx: &Connection, event: &StoredEvent) -> Result<(), Error> {
     Ok(())
 }
 
+/// An event's fields as the hash covers them, borrowed from a row selected as [`COLUMNS`].
+struct ChainLink<'row> {
+    origin: PeerId,
+    stream: Stream,
+    seq: u64,
+    hlc: Hlc,
+    actor: &'row str,
+    kind: &'row str,
+    version: u16,
+    payload: &'row [u8],
+    prev_hash: Hash,
+    hash: Hash,
+}
+
+impl<'row> ChainLink<'row> {
+    /// A malformed row is corruption, as in [`row_to_event`].
+    fn read(row: &'row rusqlite::Row<'_>) -> Result<ChainLink<'row>, Error> {
+        let seq: u64 = row.get(3)?;
+        let malformed = || Error::Corrupt {
+            origin: PeerId::default(),
+            stream: Stream::Shared,
+            seq,
+            reason: "malformed origin, stream, hash or text".to_owned(),
+        };
+        let blob = |index: usize| row.get_ref(index).ok().and_then(|value| value.as_blob().ok());
+        let text = |index: usize| row.get_ref(index).ok().and_then(|value| value.as_str().ok());
+        let (Some(origin), Some(stream), Some(prev_hash), Some(hash), Some(actor), Some(kind)) = (
+            blob(1).and_then(|bytes| <[u8; 16]>::try_from(bytes).ok()),
+            Stream::from_i64(row.get(2)?),
+            blob(10).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()),
+            blob(11).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()),
+            text(6),
+            text(7),
+        ) else {
+            return Err(malformed());
+        };
+        Ok(ChainLink {
+            origin: PeerId(origin),
+            stream,
+            seq,
+            hlc: Hlc { wall_ms: row.get(4)?, counter: row.get(5)? },
+            actor,
+            kind,
+            version: row.get(8)?,
+            payload: blob(9).ok_or_else(malformed)?,
+            prev_hash: Hash(prev_hash),
+            hash: Hash(hash),
+        })
+    }
+
+    fn compute_hash(&self) -> Hash {
+        event_hash(
+            self.prev_hash,
+            self.origin,
+            self.stream,
+            self.seq,
+            self.hlc,
+            self.actor,
+            self.kind,
+            self.version,
+            self.payload,
+        )
+    }
+}
+
 /// Reads a row; a malformed row is reported as corruption rather than a SQLite error.
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, Error>> {
     let origin: Vec<u8> = row.get(1)?;
@@ -1032,34 +1097,37 @@ fn recorded_heads(conn: &Connection) -> Result<BTreeMap<(PeerId, Stream), Head>,
 }
 
 /// Every chain from its first event against `recorded`, the heads where they must end.
+///
+/// Reads the table in position order, every chain at once: a chain's events are appended in
+/// sequence, so each is met in order, and the table is read front to back instead of through
+/// the chain index (a lookup per event). Columns are hashed where SQLite holds them, not copied.
 fn walk_chains(
     conn: &Connection,
     recorded: &BTreeMap<(PeerId, Stream), Head>,
 ) -> Result<VerifyReport, Error> {
     let mut heads: BTreeMap<(PeerId, Stream), Head> = BTreeMap::new();
     let mut events = 0;
-    let mut statement =
-        conn.prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY origin, stream, seq"))?;
-    let rows = statement.query_map([], row_to_event)?;
-    for row in rows {
-        let event = row??;
-        let head = heads.entry((event.origin, event.stream)).or_default();
+    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY position"))?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let link = ChainLink::read(row)?;
+        let head = heads.entry((link.origin, link.stream)).or_default();
         let fail = |reason: &str| Error::Corrupt {
-            origin: event.origin,
-            stream: event.stream,
-            seq: event.seq,
+            origin: link.origin,
+            stream: link.stream,
+            seq: link.seq,
             reason: reason.to_owned(),
         };
-        if event.seq != head.seq + 1 {
+        if link.seq != head.seq + 1 {
             return Err(fail("sequence number out of order"));
         }
-        if event.prev_hash != head.hash {
+        if link.prev_hash != head.hash {
             return Err(fail("does not chain to the previous event"));
         }
-        if event.compute_hash() != event.hash {
+        if link.compute_hash() != link.hash {
             return Err(fail("contents do not match the stored hash"));
         }
-        *head = Head { seq: event.seq, hash: event.hash };
+        *head = Head { seq: link.seq, hash: link.hash };
         events += 1;
     }
     // The recorded heads must be exactly where the chains end: a missing tail is corruption

@@ -129,6 +129,35 @@ fn verify_finds_a_tampered_payload() {
     }
 }
 
+// Goal: verify walks interleaved chains (read in position order, every chain at once) and
+// reports a column of the wrong type as corruption at its event, not as a storage error.
+#[test]
+fn verify_walks_interleaved_chains_and_reports_a_malformed_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    for wall_ms in 1..=3 {
+        log.append(&[event(Stream::Shared, wall_ms, b"s"), event(Stream::Local, wall_ms, b"l")])
+            .unwrap();
+    }
+    let report = log.verify().unwrap();
+    assert_eq!(report.events, 6);
+    assert_eq!(report.heads, *log.heads());
+
+    log.connection().execute("DROP TRIGGER events_no_update", []).unwrap();
+    log.connection()
+        .execute(
+            "UPDATE events SET actor = x'ff' WHERE seq = 2 AND stream = ?1",
+            [Stream::Local as i64],
+        )
+        .unwrap();
+    match log.verify() {
+        Err(Error::Corrupt { seq: 2, reason, .. }) => {
+            assert!(reason.contains("malformed"), "{reason}")
+        }
+        other => panic!("expected corruption at seq 2, got {other:?}"),
+    }
+}
+
 // Goal: a batch is one transaction: if any event fails to insert, none is stored and the
 // in-memory heads do not move.
 #[test]
