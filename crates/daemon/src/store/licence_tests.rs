@@ -78,6 +78,25 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
 }
 
 #[test]
+fn a_start_from_a_snapshot_reads_the_licence_events_it_did_not_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let mut other = EventLog::open_in_memory(PeerId([9; 16])).unwrap();
+    {
+        // The shared licence lies before the snapshot, so the start-up fold never sees it.
+        let mut log = EventLog::open(&path).unwrap();
+        log.append_remote(&from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
+            .unwrap();
+        let blob = State::default().to_snapshot();
+        log.save_snapshot(log.last_position(), model::SNAPSHOT_FORMAT, &blob).unwrap();
+    }
+
+    let (store, report) = Store::open(&path).unwrap();
+    assert_eq!(report.events_replayed, 0, "the start began at the snapshot");
+    assert_eq!(edition(&store), Some(Edition::Full), "the licence the peer ran with is kept");
+}
+
+#[test]
 fn a_licence_saved_now_stays_in_the_local_stream() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();

@@ -18,7 +18,10 @@ pub use readers::{Paused, ReadError, Readers, state_at};
 
 use crate::base::journal::EntryKind;
 use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
-use model::{ClusterId, Command, Event, HybridClock, PeerId, Rejection, Scope, Stamp, State};
+use model::{
+    ClusterId, Command, Event, HybridClock, LicenceMigration, PeerId, Rejection, Scope, Stamp,
+    State,
+};
 use replication::Replicator;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
@@ -149,10 +152,17 @@ impl Store {
             }
         }
         // The state is folded in the projections' pass: each event read and decoded once.
+        // A fold over the whole log also notes the licence events, sparing the migration's scan.
         let (fold_after, mut replayed) = (position, 0);
+        let mut licence = (fold_after == 0).then(model::LicenceMigration::default);
         let mut fold = |stored: &StoredEvent, event: &Event| {
-            if stored.in_its_stream(event) {
-                state.apply(Stamp { hlc: stored.hlc, origin: stored.origin }, event);
+            let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
+            let in_its_stream = stored.in_its_stream(event);
+            if in_its_stream {
+                state.apply(stamp, event);
+            }
+            if let Some(licence) = &mut licence {
+                licence.note(stamp, event, in_its_stream);
             }
             position = stored.position;
             replayed += 1;
@@ -177,27 +187,24 @@ impl Store {
             unsynced_commits: false,
             catching_up: false,
         };
-        store.make_licence_local()?;
+        store.make_licence_local(licence)?;
         store.snapshot_if_due()?;
         store.reconcile_cluster_id()?;
         Ok((store, report))
     }
 
     /// Adopts the licence of a log written while the licence was shared, once, into the local
-    /// stream (see `model::licence_migration`). Reads only the `licence` events.
-    fn make_licence_local(&mut self) -> Result<(), StoreError> {
+    /// stream (see `model::licence_migration`). `noted` is the migration the start-up fold
+    /// already fed with every event; without it, only the `licence` events are read.
+    fn make_licence_local(&mut self, noted: Option<LicenceMigration>) -> Result<(), StoreError> {
         // A licence in the state came from the local stream: the usual start costs no scan.
         if self.state.get(&model::licence_migration::licence_key()).is_some() {
             return Ok(());
         }
-        let licence = model::RecordKind::Licence.as_str();
-        let mut migration = model::LicenceMigration::default();
-        let (saved, removed) = (format!("{licence}.saved"), format!("{licence}.removed"));
-        for stored in self.log.read_kinds(&[&saved, &removed])? {
-            let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
-            let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
-            migration.note(stamp, &event, stored.in_its_stream(&event));
-        }
+        let migration = match noted {
+            Some(migration) => migration,
+            None => self.read_licence_events()?,
+        };
         let Some((_, record)) = migration.adopted() else { return Ok(()) };
         let event = Event::Saved(record);
         let encoded = event.encode();
@@ -216,6 +223,18 @@ impl Store {
         }
         projections::catch_up(self.log.connection_mut())?;
         Ok(())
+    }
+
+    fn read_licence_events(&self) -> Result<LicenceMigration, StoreError> {
+        let licence = model::RecordKind::Licence.as_str();
+        let mut migration = LicenceMigration::default();
+        let (saved, removed) = (format!("{licence}.saved"), format!("{licence}.removed"));
+        for stored in self.log.read_kinds(&[&saved, &removed])? {
+            let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
+            let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
+            migration.note(stamp, &event, stored.in_its_stream(&event));
+        }
+        Ok(migration)
     }
 
     /// The cluster identity follows the cluster record: a peer whose list holds only its own
