@@ -70,8 +70,16 @@ impl Event {
         }
     }
 
+    /// The kind of record changed, without copying its name as `key` does.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Event::Saved(record) => record.kind(),
+            Event::Removed(key) => key.kind,
+        }
+    }
+
     pub fn scope(&self) -> Scope {
-        self.key().kind.scope()
+        self.kind().scope()
     }
 
     pub fn encode(&self) -> Encoded {

@@ -23,7 +23,7 @@ impl LicenceMigration {
     /// Notes one event; `in_its_stream` is whether it was stored in the local stream.
     /// Events of other kinds are ignored.
     pub fn note(&mut self, stamp: Stamp, event: &Event, in_its_stream: bool) {
-        if event.key().kind != RecordKind::Licence {
+        if event.kind() != RecordKind::Licence {
             return;
         }
         if in_its_stream {
