@@ -154,7 +154,7 @@ impl Store {
         // The state is folded in the projections' pass: each event read and decoded once.
         // A fold over the whole log also notes the licence events, sparing the migration's scan.
         let (fold_after, mut replayed) = (position, 0);
-        let mut licence = (fold_after == 0).then(model::LicenceMigration::default);
+        let mut licence = (fold_after == 0).then(LicenceMigration::default);
         let mut fold = |stored: &StoredEvent, event: &Event| {
             let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
             let in_its_stream = stored.in_its_stream(event);
