@@ -126,17 +126,19 @@ impl StoredEvent {
 
     /// Recomputes this event's hash from its fields and `prev_hash`.
     pub fn compute_hash(&self) -> Hash {
-        event_hash(
-            self.prev_hash,
-            self.origin,
-            self.stream,
-            self.seq,
-            self.hlc,
-            &self.actor,
-            &self.kind,
-            self.version,
-            &self.payload,
-        )
+        ChainLink {
+            origin: self.origin,
+            stream: self.stream,
+            seq: self.seq,
+            hlc: self.hlc,
+            actor: &self.actor,
+            kind: &self.kind,
+            version: self.version,
+            payload: &self.payload,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+        .compute_hash()
     }
 }
 
