@@ -967,7 +967,7 @@ struct ChainLink<'row> {
 }
 
 impl<'row> ChainLink<'row> {
-    /// A malformed row is corruption, as in [`row_to_event`].
+    /// A malformed row is corruption rather than a SQLite error.
     fn read(row: &'row rusqlite::Row<'_>) -> Result<ChainLink<'row>, Error> {
         let seq: u64 = row.get(3)?;
         let malformed = || Error::Corrupt {
@@ -1019,36 +1019,24 @@ impl<'row> ChainLink<'row> {
 
 /// Reads a row; a malformed row is reported as corruption rather than a SQLite error.
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, Error>> {
-    let origin: Vec<u8> = row.get(1)?;
-    let stream: i64 = row.get(2)?;
-    let seq: u64 = row.get(3)?;
-    let prev_hash: Vec<u8> = row.get(10)?;
-    let hash: Vec<u8> = row.get(11)?;
-    let (Ok(origin), Some(stream), Ok(prev_hash), Ok(hash)) = (
-        <[u8; 16]>::try_from(origin),
-        Stream::from_i64(stream),
-        <[u8; 32]>::try_from(prev_hash),
-        <[u8; 32]>::try_from(hash),
-    ) else {
-        return Ok(Err(Error::Corrupt {
-            origin: PeerId::default(),
-            stream: Stream::Shared,
-            seq,
-            reason: "malformed origin, stream or hash".to_owned(),
-        }));
+    // Read through the borrowed link: only the texts and the payload are copied.
+    let link = match ChainLink::read(row) {
+        Ok(link) => link,
+        Err(Error::Sqlite(error)) => return Err(error),
+        Err(error) => return Ok(Err(error)),
     };
     Ok(Ok(StoredEvent {
         position: row.get(0)?,
-        origin: PeerId(origin),
-        stream,
-        seq,
-        hlc: Hlc { wall_ms: row.get(4)?, counter: row.get(5)? },
-        actor: row.get(6)?,
-        kind: row.get(7)?,
-        version: row.get(8)?,
-        payload: row.get(9)?,
-        prev_hash: Hash(prev_hash),
-        hash: Hash(hash),
+        origin: link.origin,
+        stream: link.stream,
+        seq: link.seq,
+        hlc: link.hlc,
+        actor: link.actor.to_owned(),
+        kind: link.kind.to_owned(),
+        version: link.version,
+        payload: link.payload.to_vec(),
+        prev_hash: link.prev_hash,
+        hash: link.hash,
     }))
 }
 

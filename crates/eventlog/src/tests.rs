@@ -130,7 +130,8 @@ fn verify_finds_a_tampered_payload() {
 }
 
 // Goal: verify walks interleaved chains (read in position order, every chain at once) and
-// reports a column of the wrong type as corruption at its event, not as a storage error.
+// reports a column of the wrong type as corruption at its event, not as a storage error; so
+// does a read of the events.
 #[test]
 fn verify_walks_interleaved_chains_and_reports_a_malformed_column() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,6 +152,13 @@ fn verify_walks_interleaved_chains_and_reports_a_malformed_column() {
         )
         .unwrap();
     match log.verify() {
+        Err(Error::Corrupt { seq: 2, reason, .. }) => {
+            assert!(reason.contains("malformed"), "{reason}")
+        }
+        other => panic!("expected corruption at seq 2, got {other:?}"),
+    }
+    // A read for the projections finds the same corruption.
+    match log.read_after(0, 10) {
         Err(Error::Corrupt { seq: 2, reason, .. }) => {
             assert!(reason.contains("malformed"), "{reason}")
         }
