@@ -313,19 +313,29 @@ impl Board {
         peer: PeerId,
         route: Option<mpsc::Sender<Frame>>,
     ) -> LinkGuard {
+        let linked_before = lock(&self.links).values().any(|linked| *linked == peer);
         lock(&self.links).insert(conn, peer);
         if let Some(route) = &route {
             lock(&self.routes).insert(peer, route.clone());
         }
-        self.publish_peers();
+        // A new peer gets the writer's summary anyway. A new route to a peer linked before
+        // (its own link came up first and asked) starts a catch-up round: what the writer
+        // answered it found no route and was dropped, and nothing else would ask again until
+        // the next summary tick.
+        let resync = route.is_some() && linked_before;
+        self.publish_peers(resync.then_some(peer));
         LinkGuard { board: self.clone(), conn, peer, route }
     }
 
-    fn publish_peers(self: &Arc<Self>) {
+    /// Tells the writer which peers have a link, then starts a catch-up round with `resync`.
+    fn publish_peers(self: &Arc<Self>, resync: Option<PeerId>) {
         let peers: BTreeSet<PeerId> = lock(&self.links).values().copied().collect();
         let writer = self.writer.clone();
         self.tasks.spawn(async move {
             let _ = writer.set_replication_peers(peers.into_iter().collect()).await;
+            if let Some(peer) = resync {
+                let _ = writer.resync(peer).await;
+            }
         });
     }
 }
@@ -348,7 +358,7 @@ impl Drop for LinkGuard {
                 routes.remove(&self.peer);
             }
         }
-        self.board.publish_peers();
+        self.board.publish_peers(None);
     }
 }
 
@@ -384,21 +394,7 @@ pub fn spawn(
     outbound: mpsc::Receiver<Outbound>,
     tasks: &Tasks,
 ) -> Arc<Board> {
-    let settings = writer.cluster_settings().borrow().clone();
-    let board = Arc::new(Board {
-        writer: writer.clone(),
-        network,
-        settings: Mutex::new(settings),
-        problems: Mutex::new(Vec::new()),
-        states: Mutex::new(BTreeMap::new()),
-        links: Mutex::new(BTreeMap::new()),
-        next_accepted: std::sync::atomic::AtomicU64::new(0),
-        routes: Arc::default(),
-        admin: tokio::sync::watch::Sender::new(None),
-        started: Instant::now(),
-        tasks: tasks.clone(),
-        key_cache_file: data_dir.join(cluster_key::KEY_CACHE_FILE),
-    });
+    let board = Board::new(network, data_dir, writer.clone(), tasks);
     let shutdown = tasks.shutdown();
     // The router holds a writer handle; it stops at shutdown, since the writer thread ends
     // only when every handle is gone.
@@ -407,6 +403,31 @@ pub fn spawn(
     tasks.spawn(tick(writer.clone(), shutdown.clone()));
     tasks.spawn(supervise(board.clone(), shutdown.clone()));
     board
+}
+
+impl Board {
+    fn new(
+        network: Network,
+        data_dir: &std::path::Path,
+        writer: Writer,
+        tasks: &Tasks,
+    ) -> Arc<Board> {
+        let settings = writer.cluster_settings().borrow().clone();
+        Arc::new(Board {
+            writer: writer.clone(),
+            network,
+            settings: Mutex::new(settings),
+            problems: Mutex::new(Vec::new()),
+            states: Mutex::new(BTreeMap::new()),
+            links: Mutex::new(BTreeMap::new()),
+            next_accepted: std::sync::atomic::AtomicU64::new(0),
+            routes: Arc::default(),
+            admin: tokio::sync::watch::Sender::new(None),
+            started: Instant::now(),
+            tasks: tasks.clone(),
+            key_cache_file: data_dir.join(cluster_key::KEY_CACHE_FILE),
+        })
+    }
 }
 
 async fn tick(writer: Writer, shutdown: CancellationToken) {
@@ -1280,5 +1301,90 @@ mod tests {
             assert!(shown["text"].as_str().is_some_and(|text| text.starts_with("Failed: ")));
         }
         assert!(!PeerFailure::Refused.is_transient());
+    }
+
+    mod link_order {
+        #![allow(clippy::unwrap_used)]
+
+        use super::super::{Board, Conn, Network, Router};
+        use crate::base::tasks::Tasks;
+        use crate::store::{DATABASE_FILE, Outbound, Store, Writer};
+        use model::{Command, RecordKind};
+        use peering::Frame;
+        use std::time::Duration;
+        use tokio::sync::mpsc;
+        use tokio_util::sync::CancellationToken;
+
+        const CHANGES: usize = 30;
+        /// No summary tick runs here: only a catch-up round can deliver.
+        const DELIVERY_TIMEOUT_MS: u64 = 5_000;
+
+        fn writer(dir: &tempfile::TempDir) -> (Writer, mpsc::Receiver<Outbound>) {
+            let (store, _) = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
+            let (outbound_tx, outbound) = mpsc::channel(1_024);
+            let (writer, _thread) = Writer::spawn(store, outbound_tx).unwrap();
+            (writer, outbound)
+        }
+
+        // Goal: a restarted peer behind is caught up at once when its own link came up before
+        // the other peer's dial back: the answer to its first summary found no route and was
+        // dropped, and without a summary tick nothing else would ask again.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_peer_whose_link_came_up_first_is_caught_up_when_the_dial_back_lands() {
+            let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let ((a, mut a_outbound), (b, mut b_outbound)) = (writer(&dir_a), writer(&dir_b));
+            let (a_id, b_id) = (a.peer_id(), b.peer_id());
+            for index in 0..CHANGES {
+                let command = Command::Create(crate::store::tests::bridge(&format!("b{index}")));
+                a.execute("admin", command, 1_000 + index as u64).await.unwrap();
+            }
+            let tasks = Tasks::new(CancellationToken::new());
+            let network = Network {
+                port: 0,
+                connect_via: Default::default(),
+                assume_time_synchronised: true,
+            };
+            let board = Board::new(network, dir_a.path(), a.clone(), &tasks);
+
+            // B's link to A comes up first: A accepts it, and B sends its summary on it.
+            let _accepted = board.link(Conn::Accepted(1), b_id, None);
+            a.set_replication_peers(vec![b_id]).await.unwrap();
+            b.set_replication_peers(vec![a_id]).await.unwrap();
+            let (_, summary) = b_outbound.recv().await.unwrap();
+            a.replicate(b_id, summary).await.unwrap();
+            // A answers before its own link to B exists: what the router does with no route.
+            while let Ok(Some(_dropped)) =
+                tokio::time::timeout(Duration::from_millis(100), a_outbound.recv()).await
+            {
+            }
+
+            // A's dial back lands: from now on A's messages reach B, B's reach A.
+            let (link_tx, mut link_rx) = mpsc::channel(64);
+            let router = Router::new(a.clone(), board.routes.clone(), tasks.clone());
+            tasks.spawn(router.run(a_outbound, tasks.shutdown().clone()));
+            let b_writer = b.clone();
+            tasks.spawn(async move {
+                while let Some(Frame::Replication(bytes)) = link_rx.recv().await {
+                    let message = replication::Message::decode(&bytes).unwrap();
+                    let _ = b_writer.replicate(a_id, message).await;
+                }
+            });
+            let a_writer = a.clone();
+            tasks.spawn(async move {
+                while let Some((_, message)) = b_outbound.recv().await {
+                    let _ = a_writer.replicate(b_id, message).await;
+                }
+            });
+            let _link = board.link(Conn::Dialled(1), b_id, Some(link_tx));
+
+            let mut state = b.state_watch();
+            let all_there =
+                state.wait_for(|state| state.list(RecordKind::Bridge).count() == CHANGES);
+            let waited =
+                tokio::time::timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS), all_there).await;
+            let held = b.state_watch().borrow().list(RecordKind::Bridge).count();
+            assert!(waited.is_ok(), "B holds {held} of {CHANGES} changes without a tick");
+            tasks.shutdown().cancel();
+        }
     }
 }
