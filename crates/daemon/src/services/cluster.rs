@@ -313,8 +313,14 @@ impl Board {
         peer: PeerId,
         route: Option<mpsc::Sender<Frame>>,
     ) -> LinkGuard {
-        let linked_before = lock(&self.links).values().any(|linked| *linked == peer);
-        lock(&self.links).insert(conn, peer);
+        // Checked and inserted under one lock: of two links to one peer landing together, the
+        // second sees the first.
+        let linked_before = {
+            let mut links = lock(&self.links);
+            let linked_before = links.values().any(|linked| *linked == peer);
+            links.insert(conn, peer);
+            linked_before
+        };
         if let Some(route) = &route {
             lock(&self.routes).insert(peer, route.clone());
         }
