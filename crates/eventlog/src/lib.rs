@@ -126,6 +126,10 @@ impl StoredEvent {
 
     /// Recomputes this event's hash from its fields and `prev_hash`.
     pub fn compute_hash(&self) -> Hash {
+        self.link().compute_hash()
+    }
+
+    fn link(&self) -> ChainLink<'_> {
         ChainLink {
             origin: self.origin,
             stream: self.stream,
@@ -138,7 +142,6 @@ impl StoredEvent {
             prev_hash: self.prev_hash,
             hash: self.hash,
         }
-        .compute_hash()
     }
 }
 
@@ -1002,6 +1005,22 @@ impl<'row> ChainLink<'row> {
         })
     }
 
+    fn into_stored(self, position: u64) -> StoredEvent {
+        StoredEvent {
+            position,
+            origin: self.origin,
+            stream: self.stream,
+            seq: self.seq,
+            hlc: self.hlc,
+            actor: self.actor.to_owned(),
+            kind: self.kind.to_owned(),
+            version: self.version,
+            payload: self.payload.to_vec(),
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+
     fn compute_hash(&self) -> Hash {
         event_hash(
             self.prev_hash,
@@ -1017,27 +1036,11 @@ impl<'row> ChainLink<'row> {
     }
 }
 
-/// Reads a row; a malformed row is reported as corruption rather than a SQLite error.
+/// Reads a row; a malformed row is reported as corruption rather than a SQLite error. Only
+/// the texts and the payload are copied out of the row.
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, Error>> {
-    // Read through the borrowed link: only the texts and the payload are copied.
-    let link = match ChainLink::read(row) {
-        Ok(link) => link,
-        Err(Error::Sqlite(error)) => return Err(error),
-        Err(error) => return Ok(Err(error)),
-    };
-    Ok(Ok(StoredEvent {
-        position: row.get(0)?,
-        origin: link.origin,
-        stream: link.stream,
-        seq: link.seq,
-        hlc: link.hlc,
-        actor: link.actor.to_owned(),
-        kind: link.kind.to_owned(),
-        version: link.version,
-        payload: link.payload.to_vec(),
-        prev_hash: link.prev_hash,
-        hash: link.hash,
-    }))
+    let position = row.get(0)?;
+    Ok(ChainLink::read(row).map(|link| link.into_stored(position)))
 }
 
 fn collect(

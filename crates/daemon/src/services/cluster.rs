@@ -198,6 +198,29 @@ pub struct Board {
 }
 
 impl Board {
+    fn new(
+        network: Network,
+        data_dir: &std::path::Path,
+        writer: Writer,
+        tasks: &Tasks,
+    ) -> Arc<Board> {
+        let settings = writer.cluster_settings().borrow().clone();
+        Arc::new(Board {
+            writer,
+            network,
+            settings: Mutex::new(settings),
+            problems: Mutex::new(Vec::new()),
+            states: Mutex::new(BTreeMap::new()),
+            links: Mutex::new(BTreeMap::new()),
+            next_accepted: std::sync::atomic::AtomicU64::new(0),
+            routes: Arc::default(),
+            admin: tokio::sync::watch::Sender::new(None),
+            started: Instant::now(),
+            tasks: tasks.clone(),
+            key_cache_file: data_dir.join(cluster_key::KEY_CACHE_FILE),
+        })
+    }
+
     /// Whether NTP checks are skipped (tests on machines without time synchronisation).
     pub fn assumes_time_synchronised(&self) -> bool {
         self.network.assume_time_synchronised
@@ -409,31 +432,6 @@ pub fn spawn(
     tasks.spawn(tick(writer.clone(), shutdown.clone()));
     tasks.spawn(supervise(board.clone(), shutdown.clone()));
     board
-}
-
-impl Board {
-    fn new(
-        network: Network,
-        data_dir: &std::path::Path,
-        writer: Writer,
-        tasks: &Tasks,
-    ) -> Arc<Board> {
-        let settings = writer.cluster_settings().borrow().clone();
-        Arc::new(Board {
-            writer: writer.clone(),
-            network,
-            settings: Mutex::new(settings),
-            problems: Mutex::new(Vec::new()),
-            states: Mutex::new(BTreeMap::new()),
-            links: Mutex::new(BTreeMap::new()),
-            next_accepted: std::sync::atomic::AtomicU64::new(0),
-            routes: Arc::default(),
-            admin: tokio::sync::watch::Sender::new(None),
-            started: Instant::now(),
-            tasks: tasks.clone(),
-            key_cache_file: data_dir.join(cluster_key::KEY_CACHE_FILE),
-        })
-    }
 }
 
 async fn tick(writer: Writer, shutdown: CancellationToken) {
@@ -1354,6 +1352,8 @@ mod tests {
 
             // B's link to A comes up first: A accepts it, and B sends its summary on it.
             let _accepted = board.link(Conn::Accepted(1), b_id, None);
+            // The board tells the writer from a task of its own: queued here, A knows B before
+            // B's summary arrives.
             a.set_replication_peers(vec![b_id]).await.unwrap();
             b.set_replication_peers(vec![a_id]).await.unwrap();
             let (_, summary) = b_outbound.recv().await.unwrap();

@@ -30,6 +30,13 @@ fn from_another_peer(other: &mut EventLog, events: &[NewEvent]) -> Vec<StoredEve
     other.append(events).unwrap()
 }
 
+/// Where this peer's database goes, and the log of another peer to take events from.
+fn database_and_another_peer() -> (tempfile::TempDir, PathBuf, EventLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    (dir, path, EventLog::open_in_memory(PeerId([9; 16])).unwrap())
+}
+
 fn edition(store: &Store) -> Option<Edition> {
     match store.state().get(&licence_key()) {
         Some(Record::Licence(licence)) => Some(licence.edition),
@@ -39,9 +46,7 @@ fn edition(store: &Store) -> Option<Edition> {
 
 #[test]
 fn a_shared_licence_of_before_becomes_this_peers_own_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(DATABASE_FILE);
-    let mut other = EventLog::open_in_memory(PeerId([9; 16])).unwrap();
+    let (_dir, path, mut other) = database_and_another_peer();
     {
         // Before: this peer saved "select", then the cluster's "full" arrived from a peer.
         let mut log = EventLog::open(&path).unwrap();
@@ -79,9 +84,7 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
 
 #[test]
 fn a_start_from_a_snapshot_reads_the_licence_events_it_did_not_fold() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(DATABASE_FILE);
-    let mut other = EventLog::open_in_memory(PeerId([9; 16])).unwrap();
+    let (_dir, path, mut other) = database_and_another_peer();
     {
         // The shared licence lies before the snapshot, so the start-up fold never sees it.
         let mut log = EventLog::open(&path).unwrap();
