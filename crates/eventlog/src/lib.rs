@@ -732,11 +732,11 @@ impl EventLog {
 
     /// Stores events that other peers originated (replication). Each must extend its chain
     /// exactly; events already held are skipped. All or none are stored.
-    pub fn append_remote(&mut self, events: &[StoredEvent]) -> Result<Vec<StoredEvent>, Error> {
+    pub fn append_remote(&mut self, events: Vec<StoredEvent>) -> Result<Vec<StoredEvent>, Error> {
         let mut heads = self.heads.clone();
-        let mut stored = Vec::new();
+        let mut stored = Vec::with_capacity(events.len());
         let tx = Savepoint::begin(&self.conn)?;
-        for event in events {
+        for mut event in events {
             let (origin, stream, seq) = (event.origin, event.stream, event.seq);
             if origin == self.peer_id {
                 return Err(Error::OwnOrigin { origin, stream, seq });
@@ -763,11 +763,10 @@ impl EventLog {
             if event.prev_hash != head.hash {
                 return Err(Error::ChainMismatch { origin, stream, seq });
             }
-            let mut record = event.clone();
-            record.position = self.last_position + 1 + stored.len() as u64;
-            insert(&tx, &record)?;
-            *head = Head { seq, hash: record.hash };
-            stored.push(record);
+            event.position = self.last_position + 1 + stored.len() as u64;
+            insert(&tx, &event)?;
+            *head = Head { seq, hash: event.hash };
+            stored.push(event);
         }
         write_changed_heads(&tx, &self.heads, &heads)?;
         tx.commit()?;

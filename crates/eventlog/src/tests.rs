@@ -214,28 +214,31 @@ fn remote_events_must_extend_their_chain() {
     let mut target = open(&dir, "target.db");
     target.append(&[event(Stream::Shared, 5, b"mine")]).unwrap();
 
-    assert!(matches!(target.append_remote(&events[1..]), Err(Error::Gap { seq: 2, head: 0, .. })));
+    assert!(matches!(
+        target.append_remote(events[1..].to_vec()),
+        Err(Error::Gap { seq: 2, head: 0, .. })
+    ));
     let mut tampered = events.clone();
     tampered[1].payload = b"B".to_vec();
-    assert!(matches!(target.append_remote(&tampered), Err(Error::BadHash { seq: 2, .. })));
+    assert!(matches!(target.append_remote(tampered), Err(Error::BadHash { seq: 2, .. })));
     let mut rechained = events.clone();
     rechained[1].prev_hash = Hash([7; 32]);
     rechained[1].hash = rechained[1].compute_hash();
-    assert!(matches!(target.append_remote(&rechained), Err(Error::ChainMismatch { seq: 2, .. })));
+    assert!(matches!(target.append_remote(rechained), Err(Error::ChainMismatch { seq: 2, .. })));
     assert_eq!(target.last_position(), 1, "refused batches store nothing");
 
-    let stored = target.append_remote(&events[..2]).unwrap();
+    let stored = target.append_remote(events[..2].to_vec()).unwrap();
     assert_eq!(stored.iter().map(|e| e.position).collect::<Vec<_>>(), [2, 3]);
-    let again = target.append_remote(&events).unwrap();
+    let again = target.append_remote(events.clone()).unwrap();
     assert_eq!(again.len(), 1, "already-held events are skipped, the new one is stored");
 
     let mut forked = source.read_after(0, 1).unwrap();
     forked[0].payload = b"other history".to_vec();
     forked[0].hash = forked[0].compute_hash();
-    assert!(matches!(target.append_remote(&forked), Err(Error::Fork { seq: 1, .. })));
+    assert!(matches!(target.append_remote(forked), Err(Error::Fork { seq: 1, .. })));
 
     let own = target.read_after(0, 1).unwrap();
-    assert!(matches!(target.append_remote(&own), Err(Error::OwnOrigin { .. })));
+    assert!(matches!(target.append_remote(own), Err(Error::OwnOrigin { .. })));
     let report = target.verify().unwrap();
     assert_eq!(report.events, 4);
     assert_eq!(report.heads[&(source.peer_id(), Stream::Shared)].hash, events[2].hash);

@@ -9,7 +9,7 @@
 //! does, so every peer's read model agrees whatever order events arrived in.
 
 use eventlog::{Savepoint, StoredEvent};
-use model::{Event, Hlc, PeerId, Record, RecordKey, RecordKind, Stamp};
+use model::{Event, PeerId, Record, RecordKey, RecordKind, Stamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 
@@ -36,11 +36,9 @@ trait Projection {
     /// Drops and recreates the projection's tables.
     fn reset(tx: &Connection) -> Result<(), Error>;
     /// What one catch-up remembers per record key (the row it last wrote), so a key rewritten
-    /// during the catch-up is not looked up in the table again. One entry per record key:
+    /// during the catch-up is not written again for each event. One entry per record key:
     /// bounded by the configuration's size, not by the history's length.
     type Memo: Default;
-    /// When `memo.complete` (the catch-up started from an empty projection) the memo holds
-    /// every row there is and a key missing from it has no row: a rebuild never looks up.
     fn apply(
         tx: &Connection,
         memo: &mut Memo<Self::Memo>,
@@ -89,7 +87,7 @@ impl Projection for Records {
     }
 
     fn apply(
-        tx: &Connection,
+        _tx: &Connection,
         memo: &mut Memo<Self::Memo>,
         stored: &StoredEvent,
         event: &Event,
@@ -99,12 +97,9 @@ impl Projection for Records {
         }
         let key = event.key();
         let stamp = stamp_of(stored);
-        let current = match memo.rows.stamps.get(&key) {
-            Some(current) => Some(*current),
-            None if memo.complete => None,
-            None => current_stamp(tx, &key)?,
-        };
-        if current.is_some_and(|current| current >= stamp) {
+        // Only the newest stamp of this catch-up is compared here; the table's own row, which
+        // may be newer still, is compared by the write in `flush`, so no key is looked up.
+        if memo.rows.stamps.get(&key).is_some_and(|newest| *newest >= stamp) {
             return Ok(()); // a later write already decided this record
         }
         let live = matches!(event, Event::Saved(_));
@@ -114,9 +109,16 @@ impl Projection for Records {
     }
 
     fn flush(tx: &Connection, memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
+        // A row already there stays unless this one's stamp is newer: (wall, counter, origin)
+        // compared as `Stamp` orders them (origin bytes as memcmp, as its array's `Ord`).
         let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, position, live)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, position, live)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (kind, name) DO UPDATE SET
+                 hlc_wall_ms = excluded.hlc_wall_ms, hlc_counter = excluded.hlc_counter,
+                 origin = excluded.origin, position = excluded.position, live = excluded.live
+             WHERE (excluded.hlc_wall_ms, excluded.hlc_counter, excluded.origin)
+                 > (proj_records.hlc_wall_ms, proj_records.hlc_counter, proj_records.origin)",
         )?;
         for (key, row) in memo.rows.unwritten.drain() {
             let stamp = memo.rows.stamps[&key];
@@ -134,8 +136,9 @@ impl Projection for Records {
     }
 }
 
-/// What a catch-up of [`Records`] remembers: each key's current stamp, and the rows that
-/// changed since the batch began, written once per batch (a record saved a thousand times in a
+/// What a catch-up of [`Records`] remembers: the newest stamp it has met for each key (the
+/// table's row may be newer: `flush` keeps whichever is), and the rows that changed since the
+/// batch began, written once per batch (a record saved a thousand times in a
 /// batch is one row write, not a thousand). One entry per record key at most.
 #[derive(Default)]
 struct RecordRows {
@@ -147,18 +150,6 @@ struct RecordRows {
 struct RecordRow {
     position: u64,
     live: bool,
-}
-
-fn current_stamp(tx: &Connection, key: &RecordKey) -> Result<Option<Stamp>, Error> {
-    Ok(tx
-            .prepare_cached("SELECT hlc_wall_ms, hlc_counter, origin FROM proj_records WHERE kind = ?1 AND name = ?2")?
-            .query_row(params![key.kind.as_str(), key.name], |row| {
-                Ok(Stamp {
-                    hlc: Hlc { wall_ms: row.get(0)?, counter: row.get(1)? },
-                    origin: PeerId(row.get(2)?),
-                })
-            })
-            .optional()?)
 }
 
 /// Every change in arrival order, for the Configuration Log and record history. A row is the
@@ -217,10 +208,11 @@ impl Projection for ConfigLog {
     }
 }
 
-/// A projection's [`Projection::Memo`] and whether it holds every row of the projection.
+/// A projection's [`Projection::Memo`] and whether its catch-up started from an empty
+/// projection (a rebuild).
 struct Memo<T> {
     rows: T,
-    complete: bool,
+    rebuilding: bool,
 }
 
 fn stamp_of(stored: &StoredEvent) -> Stamp {
@@ -336,7 +328,7 @@ impl Cursors {
 
     /// Whether a projection starts from the first event.
     fn rebuilding(&self) -> bool {
-        self.records.memo.complete || self.config_log.memo.complete
+        self.records.memo.rebuilding || self.config_log.memo.rebuilding
     }
 
     /// Applies one batch (`stored`, each decoded in `events`) in a savepoint, so the rows
@@ -402,7 +394,7 @@ impl<P: Projection> Cursor<P> {
             }
         };
         // Kept across batches: a record rewritten a thousand times is looked up once at most.
-        let memo = Memo { rows: P::Memo::default(), complete: position == 0 };
+        let memo = Memo { rows: P::Memo::default(), rebuilding: position == 0 };
         Ok(Cursor { position, memo })
     }
 

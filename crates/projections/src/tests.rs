@@ -133,7 +133,7 @@ fn late_older_event_from_another_peer_does_not_win() {
     let mut local = EventLog::open(&dir.path().join("local.db")).unwrap();
     local.append(&[new_event(2_000, 0, "alice", &bridge(20))]).unwrap();
     catch_up(local.connection_mut()).unwrap();
-    local.append_remote(&remote_events).unwrap();
+    local.append_remote(remote_events.clone()).unwrap();
     catch_up(local.connection_mut()).unwrap();
 
     let key = RecordKey { kind: RecordKind::Bridge, name: "b".to_owned() };
@@ -171,7 +171,7 @@ fn one_batch_with_rewrites_and_a_late_older_event_matches_event_by_event() {
                 catch_up(log.connection_mut()).unwrap();
             }
         }
-        log.append_remote(&remote_events).unwrap();
+        log.append_remote(remote_events.clone()).unwrap();
         catch_up(log.connection_mut()).unwrap();
         logs.push(log);
     }
@@ -243,7 +243,7 @@ fn a_rebuild_across_batches_matches_catching_up_as_the_log_grows() {
                 catch_up(log.connection_mut()).unwrap();
             }
         }
-        log.append_remote(&late).unwrap();
+        log.append_remote(late.clone()).unwrap();
         catch_up(log.connection_mut()).unwrap();
         logs.push(log);
     }
@@ -337,7 +337,7 @@ fn handing_over_appended_events_matches_catching_up_from_the_log() {
             };
             assert_eq!(position(log.connection()).unwrap(), log.last_position());
         }
-        let late = log.append_remote(&late).unwrap();
+        let late = log.append_remote(late.clone()).unwrap();
         let event = Event::decode(&late[0].kind, late[0].version, &late[0].payload).unwrap();
         catch_up_appended(log.connection_mut(), &late, &[event]).unwrap();
         logs.push(log);

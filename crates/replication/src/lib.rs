@@ -194,7 +194,7 @@ impl Replicator {
             .into_iter()
             .filter(|e| e.stream == Stream::Shared && e.origin != self.me)
             .collect();
-        match log.append_remote(&events) {
+        match log.append_remote(events) {
             Ok(applied) if applied.is_empty() => Ok(Vec::new()),
             Ok(applied) if full_batch => {
                 let mut outputs = vec![Output::Applied { events: applied }];

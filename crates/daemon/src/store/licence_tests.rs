@@ -51,7 +51,7 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
         // Before: this peer saved "select", then the cluster's "full" arrived from a peer.
         let mut log = EventLog::open(&path).unwrap();
         log.append(&[licence_saved(Edition::Select, 1_000)]).unwrap();
-        log.append_remote(&from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
+        log.append_remote(from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
             .unwrap();
     }
 
@@ -68,7 +68,7 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
     {
         let mut log = EventLog::open(&path).unwrap();
         let late = from_another_peer(&mut other, &[licence_saved(Edition::Select, 9_000)]);
-        log.append_remote(&late).unwrap();
+        log.append_remote(late.clone()).unwrap();
     }
     let (mut store, _) = Store::open(&path).unwrap();
     assert_eq!(edition(&store), Some(Edition::Full));
@@ -88,7 +88,7 @@ fn a_start_from_a_snapshot_reads_the_licence_events_it_did_not_fold() {
     {
         // The shared licence lies before the snapshot, so the start-up fold never sees it.
         let mut log = EventLog::open(&path).unwrap();
-        log.append_remote(&from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
+        log.append_remote(from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
             .unwrap();
         let blob = State::default().to_snapshot();
         log.save_snapshot(log.last_position(), model::SNAPSHOT_FORMAT, &blob).unwrap();
