@@ -1,6 +1,7 @@
 //! The daemon's start-up, step by step (`daemon::start` calls them in order), and its
 //! shutdown: the composition root, the one place that knows every layer.
 
+use crate::adapters::front::Front;
 use crate::adapters::listener::Limits;
 use crate::adapters::{api, vcs, web, workers};
 use crate::base::journal::{self, EntryKind};
@@ -180,7 +181,11 @@ pub(crate) async fn start_policy(
         let threads = bound.workers();
         let listener = workers::Listener {
             name: "policy-http",
-            router: vcs::router(service.clone(), logins.clone()),
+            front: Front::with_policy(
+                vcs::router(service.clone(), logins.clone()),
+                vcs::Vcs { service: service.clone(), logins: logins.clone() },
+                |_| {},
+            ),
             acceptor: axum_server::accept::DefaultAcceptor,
             limits: config.policy_limits,
         };
@@ -279,7 +284,9 @@ pub(crate) fn serve_admin(
         .merge(vcs::router(app.policy.clone(), app.logins.clone()))
         .layer(axum::middleware::from_fn(crate::adapters::security_headers));
     let acceptor = RustlsAcceptor::new(app.tls.listener_config());
-    let listener = workers::Listener { name: "admin-https", router, acceptor, limits };
+    let policy = vcs::Vcs { service: app.policy.clone(), logins: app.logins.clone() };
+    let front = Front::with_policy(router, policy, crate::adapters::add_security_headers);
+    let listener = workers::Listener { name: "admin-https", front, acceptor, limits };
     let serving = workers::serve(bound, listener, shutdown, SHUTDOWN_GRACE_MS)
         .context("starting the admin listener's threads")?;
     Ok(AdminServer { serving: Box::pin(serving) })

@@ -204,6 +204,20 @@ pub struct RecordKey {
     pub name: String,
 }
 
+/// Each kind's singleton key (its name is the kind's), indexed by the kind's place in
+/// [`RecordKind::ALL`]: made once, as the policy path looks singletons up on every call.
+static SINGLETON_KEYS: std::sync::LazyLock<Vec<RecordKey>> = std::sync::LazyLock::new(|| {
+    RecordKind::ALL.iter().map(|&kind| RecordKey { kind, name: kind.as_str().to_owned() }).collect()
+});
+
+impl RecordKey {
+    /// The key of `kind`'s singleton record, without allocating.
+    pub fn singleton(kind: RecordKind) -> &'static RecordKey {
+        // `ALL` lists the kinds in declaration order, so the discriminant is the index.
+        &SINGLETON_KEYS[kind as usize]
+    }
+}
+
 impl std::fmt::Display for RecordKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {:?}", self.kind.as_str(), self.name)
@@ -671,4 +685,19 @@ pub struct BackupSchedule {
     /// Encrypts the backups when set. Kept in clear (each backup needs it), never shown.
     #[serde(default)]
     pub password: String,
+}
+
+#[cfg(test)]
+mod singleton_key_tests {
+    use super::*;
+
+    // Goal: the key found for a kind's singleton is that kind's, named after it (the lookup
+    // indexes by discriminant, which must follow `ALL`'s order).
+    #[test]
+    fn each_kind_finds_its_own_singleton_key() {
+        for &kind in RecordKind::ALL {
+            let key = RecordKey::singleton(kind);
+            assert_eq!((key.kind, key.name.as_str()), (kind, kind.as_str()));
+        }
+    }
 }

@@ -322,8 +322,9 @@ impl State {
         errors
     }
 
-    fn singleton(&self, kind: RecordKind) -> Option<&Record> {
-        self.get(&RecordKey { kind, name: kind.as_str().to_owned() })
+    /// The singleton record of `kind`, if there is one.
+    pub fn singleton(&self, kind: RecordKind) -> Option<&Record> {
+        self.get(RecordKey::singleton(kind))
     }
 
     fn cluster(&self) -> Option<&crate::record::Cluster> {

@@ -2,7 +2,7 @@
 //! `../shared/docs/vcs-policy-and-bridges.md` §1.3). Unknown parameters are ignored, as a newer
 //! VCS may send more.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 /// Larger bodies are refused before parsing; a real request is well under 2 KiB.
 pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
@@ -61,22 +61,41 @@ impl PolicyRequest {
     }
 }
 
+/// The parameters kept, by their place in a [`Fields`].
+const KEPT: [&str; 7] = [
+    "POLICY_TYPE",
+    "DESTINATION_ALIAS",
+    "SOURCE_ALIAS",
+    "PROTOCOL",
+    "SOURCE_IP",
+    "GLOBAL_CALL-SERIAL_NUMBER",
+    "METHOD",
+];
+
+/// The kept parameters' values, the last one of each name winning, borrowed from the body
+/// unless they had to be decoded.
+type Fields<'body> = [Option<Cow<'body, str>>; KEPT.len()];
+
 pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
     if body.len() > REQUEST_BYTES_MAX {
         return Err(RequestError::TooLarge { size_bytes: body.len() });
     }
     let text = std::str::from_utf8(body).map_err(|_| RequestError::NotForm)?;
-    let mut fields = BTreeMap::new();
+    let mut fields: Fields<'_> = Default::default();
     for pair in text.split('&').filter(|pair| !pair.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Every parameter is decoded and bounded, kept or not: a malformed one is refused.
         let name = decode(name)?;
         let value = decode(value)?;
         if value.len() > VALUE_BYTES_MAX {
-            return Err(RequestError::ValueTooLong(name));
+            return Err(RequestError::ValueTooLong(name.into_owned()));
         }
-        fields.insert(name, value);
+        if let Some(index) = KEPT.iter().position(|kept| *kept == name) {
+            fields[index] = Some(value);
+        }
     }
-    let policy_type = match fields.get("POLICY_TYPE").map(String::as_str) {
+    let [policy_type, destination, source, protocol, source_ip, call_serial, method] = fields;
+    let policy_type = match policy_type.as_deref() {
         Some("REGISTRATION") => PolicyType::Registration,
         Some("SEARCH") => PolicyType::Search,
         Some("ADMIN") => PolicyType::Admin,
@@ -86,20 +105,25 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
         }
         None => return Err(RequestError::Missing("POLICY_TYPE")),
     };
-    let mut take = |name: &str| fields.remove(name).filter(|value| !value.is_empty());
+    let owned =
+        |value: Option<Cow<'_, str>>| value.filter(|value| !value.is_empty()).map(Cow::into_owned);
     Ok(PolicyRequest {
         policy_type,
-        destination_alias: take("DESTINATION_ALIAS"),
-        source_alias: take("SOURCE_ALIAS"),
-        protocol: take("PROTOCOL"),
-        source_ip: take("SOURCE_IP"),
-        call_serial: take("GLOBAL_CALL-SERIAL_NUMBER"),
-        method: take("METHOD"),
+        destination_alias: owned(destination),
+        source_alias: owned(source),
+        protocol: owned(protocol),
+        source_ip: owned(source_ip),
+        call_serial: owned(call_serial),
+        method: owned(method),
     })
 }
 
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
-fn decode(text: &str) -> Result<String, RequestError> {
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte. Text without
+/// either is returned as it is.
+fn decode(text: &str) -> Result<Cow<'_, str>, RequestError> {
+    if !text.bytes().any(|byte| byte == b'+' || byte == b'%') {
+        return Ok(Cow::Borrowed(text));
+    }
     let mut bytes = Vec::with_capacity(text.len());
     let mut input = text.bytes();
     while let Some(byte) = input.next() {
@@ -116,7 +140,7 @@ fn decode(text: &str) -> Result<String, RequestError> {
             other => bytes.push(other),
         }
     }
-    String::from_utf8(bytes).map_err(|_| RequestError::NotForm)
+    String::from_utf8(bytes).map(Cow::Owned).map_err(|_| RequestError::NotForm)
 }
 
 fn hex_value(digit: u8) -> Option<u8> {
@@ -137,6 +161,18 @@ mod tests {
         assert_eq!(request.destination_alias.as_deref(), Some("meet.alice@example.com"));
         assert_eq!(request.call_serial.as_deref(), Some("3f6c"));
         assert_eq!(request.protocol.as_deref(), Some("SIP"));
+    }
+
+    // Goal: a repeated parameter takes its last value (as before, and as form decoders do);
+    // encoded and plain values read alike; an empty value is no value.
+    #[test]
+    fn the_last_value_of_a_repeated_parameter_counts() {
+        let body = b"POLICY_TYPE=SEARCH&PROTOCOL=SIP&SOURCE_ALIAS=&PROTOCOL=H323\
+            &DESTINATION_ALIAS=meet+room%2B1";
+        let request = parse(body).expect("parses");
+        assert_eq!(request.protocol.as_deref(), Some("H323"));
+        assert_eq!(request.destination_alias.as_deref(), Some("meet room+1"));
+        assert_eq!(request.source_alias, None);
     }
 
     #[test]

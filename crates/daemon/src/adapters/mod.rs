@@ -2,6 +2,7 @@
 //! routes (`vcs`), each thin: extract, call a service, render the answer.
 
 pub mod api;
+pub mod front;
 pub mod listener;
 pub mod vcs;
 pub mod web;
@@ -19,9 +20,14 @@ pub async fn security_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::http::{HeaderValue, header};
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+    add_security_headers(response.headers_mut());
+    response
+}
+
+/// [`security_headers`]' headers, added to `headers`.
+pub fn add_security_headers(headers: &mut axum::http::HeaderMap) {
+    use axum::http::{HeaderValue, header};
     let fixed = [
         (header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -32,7 +38,6 @@ pub async fn security_headers(
         headers.insert(name, HeaderValue::from_static(value));
     }
     headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-    response
 }
 
 /// The peer address of the connection a request came on (what login throttling is keyed by);

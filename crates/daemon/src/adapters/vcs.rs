@@ -8,8 +8,10 @@ use crate::services::metrics;
 use crate::services::policy::PolicyService;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::State as Extract;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -62,10 +64,10 @@ async fn bridge_event(
 async fn status(
     Extract(vcs): Extract<Vcs>,
     Source(source): Source,
-    headers: HeaderMap,
+    authorization: Authorization,
 ) -> Response {
     if vcs.service.account_configured()
-        && let Err(refused) = authorise(&vcs, source, &headers).await
+        && let Err(refused) = authorise(&vcs, source, &authorization).await
     {
         return refused;
     }
@@ -77,11 +79,27 @@ async fn status(
     }
 }
 
+/// The request's `Authorization` header, if any: taken alone, as the policy path needs no
+/// other header and copying the whole map cost every call.
+struct Authorization(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Authorization(parts.headers.get(header::AUTHORIZATION).cloned()))
+    }
+}
+
 /// Whether the request carries the policy-service account's Basic credentials, throttled per
 /// source like every login; the refusal to send otherwise.
-async fn authorise(vcs: &Vcs, source: IpAddr, headers: &HeaderMap) -> Result<(), Response> {
-    let credentials = headers
-        .get(header::AUTHORIZATION)
+async fn authorise(
+    vcs: &Vcs,
+    source: IpAddr,
+    Authorization(authorization): &Authorization,
+) -> Result<(), Response> {
+    let credentials = authorization
+        .as_ref()
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Basic "));
     let unauthorised = || {
@@ -112,20 +130,59 @@ async fn authorise(vcs: &Vcs, source: IpAddr, headers: &HeaderMap) -> Result<(),
 
 /// The user name of Basic credentials (empty when they do not decode), for throttling.
 fn basic_user(credentials: &str) -> String {
-    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim());
-    let text = decoded.ok().and_then(|bytes| String::from_utf8(bytes).ok()).unwrap_or_default();
-    text.split_once(':').map(|(user, _)| user.to_owned()).unwrap_or_default()
+    let Ok(mut decoded) = base64::engine::general_purpose::STANDARD.decode(credentials.trim())
+    else {
+        return String::new();
+    };
+    let Some(colon) = decoded.iter().position(|&byte| byte == b':') else { return String::new() };
+    decoded.truncate(colon);
+    String::from_utf8(decoded).unwrap_or_default()
 }
 
-/// A policy request, counted in the metrics by its decision, status and latency.
+/// A policy request through the router (see `adapters::front` for the usual way in).
 async fn decide(
     Extract(vcs): Extract<Vcs>,
     Source(source): Source,
-    headers: HeaderMap,
+    authorization: Authorization,
     body: Bytes,
 ) -> Response {
+    measured(&vcs, source, &authorization, &body).await
+}
+
+/// A policy request as `adapters::front` passes it on: the body read up to
+/// [`policy::request::REQUEST_BYTES_MAX`] (413 past it, as the router's limit answers), then
+/// answered as through the router.
+pub async fn answer_policy_request(
+    vcs: &Vcs,
+    source: IpAddr,
+    request: axum::http::Request<hyper::body::Incoming>,
+) -> Response {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let (parts, body) = request.into_parts();
+    let authorization = Authorization(parts.headers.get(header::AUTHORIZATION).cloned());
+    let body = match Limited::new(body, policy::request::REQUEST_BYTES_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => {
+            let refusal = "request body larger than the policy service accepts\n";
+            return (StatusCode::PAYLOAD_TOO_LARGE, refusal).into_response();
+        }
+        Err(error) => {
+            return (StatusCode::BAD_REQUEST, format!("request body unreadable: {error}\n"))
+                .into_response();
+        }
+    };
+    measured(vcs, source, &authorization, &body).await
+}
+
+/// A policy request, counted in the metrics by its decision, status and latency.
+async fn measured(
+    vcs: &Vcs,
+    source: IpAddr,
+    authorization: &Authorization,
+    body: &Bytes,
+) -> Response {
     let started = std::time::Instant::now();
-    let (response, decision) = answer(&vcs, source, &headers, &body).await;
+    let (response, decision) = answer(vcs, source, authorization, body).await;
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let status = response.status().as_u16();
     vcs.service.metrics.observe(decision, status, elapsed_us);
@@ -133,9 +190,14 @@ async fn decide(
 }
 
 /// The answer to a policy request and its decision's metrics index.
-async fn answer(vcs: &Vcs, source: IpAddr, headers: &HeaderMap, body: &Bytes) -> (Response, usize) {
+async fn answer(
+    vcs: &Vcs,
+    source: IpAddr,
+    authorization: &Authorization,
+    body: &Bytes,
+) -> (Response, usize) {
     let undecided = metrics::decision_index(None);
-    if let Err(refused) = authorise(vcs, source, headers).await {
+    if let Err(refused) = authorise(vcs, source, authorization).await {
         return (refused, undecided);
     }
     let service = &vcs.service;

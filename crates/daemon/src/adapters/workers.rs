@@ -12,9 +12,8 @@
 //! it, so a port already in use (even by another batond) fails the start-up instead of being
 //! shared.
 
+use crate::adapters::front::{Connection, Front};
 use crate::adapters::listener::{Limited, Limits};
-use axum::Router;
-use axum::extract::ConnectInfo;
 use axum_server::accept::Accept;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -69,14 +68,14 @@ fn socket(listen: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpList
     Ok(socket.into())
 }
 
-/// What the router is served as: with each connection's peer address.
-type Service = axum::middleware::AddExtension<Router, ConnectInfo<SocketAddr>>;
+/// What each connection is served by (see `adapters::front`).
+type Service = Connection;
 
 /// What serves one listener: its threads' name (`name-0`, `name-1`…, also in its logs), the
 /// router, the acceptor (TLS or none) and the limits shared by all its threads.
 pub struct Listener<A> {
     pub name: &'static str,
-    pub router: Router,
+    pub front: Front,
     pub acceptor: A,
     pub limits: Limits,
 }
@@ -95,7 +94,7 @@ where
     A::Future: Send + 'static,
     A::Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Listener { name, router, acceptor, limits } = listener;
+    let Listener { name, front, acceptor, limits } = listener;
     let acceptor = Limited::new(acceptor, limits);
     let mut stopped = Vec::with_capacity(bound.sockets.len());
     for (index, socket) in bound.sockets.into_iter().enumerate() {
@@ -105,8 +104,7 @@ where
             axum_server::from_tcp(socket).acceptor(acceptor.clone()).handle(handle.clone());
         limits.configure(&mut server);
         // Nothing runs before the thread polls it.
-        let serving =
-            server.serve(router.clone().into_make_service_with_connect_info::<SocketAddr>());
+        let serving = server.serve(front.clone());
         let shutdown = shutdown.clone();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || {
@@ -144,6 +142,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use axum::Router;
     use std::io::{Read, Write};
 
     fn free_address() -> SocketAddr {
@@ -171,7 +170,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let listener = Listener {
             name: "policy-http",
-            router,
+            front: Front::new(router),
             acceptor: axum_server::accept::DefaultAcceptor,
             limits: Limits::POLICY,
         };

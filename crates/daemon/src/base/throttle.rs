@@ -72,8 +72,12 @@ impl LoginThrottle {
     /// Admits an attempt, or says how long to wait.
     pub fn admit(&mut self, source: IpAddr, account: &str, now_ms: u64) -> Result<(), Throttled> {
         let window_end_ms = self.window(source, now_ms).start_ms + WINDOW_MS;
-        let pair_blocked_until_ms =
-            self.pairs.get(&(source, account.to_owned())).map_or(0, |pair| pair.blocked_until_ms);
+        // No key is built while no pair failed (every policy call's case).
+        let pair_blocked_until_ms = if self.pairs.is_empty() {
+            0
+        } else {
+            self.pairs.get(&(source, account.to_owned())).map_or(0, |pair| pair.blocked_until_ms)
+        };
         let window = self.window(source, now_ms);
         let wait_until_ms = if window.failures >= SOURCE_FAILURES_PER_WINDOW {
             window_end_ms

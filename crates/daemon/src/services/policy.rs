@@ -298,7 +298,7 @@ impl PolicyService {
 
     /// Why this peer should not get calls now, if it should not.
     pub async fn unavailable(&self) -> Option<String> {
-        if let Some(reason) = self.unavailable_by_state() {
+        if let Some(reason) = self.unavailable_by_state(&self.state_now()) {
             return Some(reason);
         }
         // Every write, local or replicated, appends and projects in one transaction: a reader
@@ -317,13 +317,8 @@ impl PolicyService {
 
     /// In maintenance mode: the milliseconds left of its drain (0 once drained); `None` when
     /// not in maintenance.
-    fn maintenance_drain_ms_left(&self) -> Option<u64> {
-        let state = self.state.borrow().clone();
-        let key = RecordKey {
-            kind: RecordKind::Maintenance,
-            name: RecordKind::Maintenance.as_str().to_owned(),
-        };
-        let slot = state.slot(&key)?;
+    fn maintenance_drain_ms_left(&self, state: &State) -> Option<u64> {
+        let slot = state.slot(RecordKey::singleton(RecordKind::Maintenance))?;
         match &slot.record {
             Some(Record::Maintenance(maintenance)) if maintenance.enabled => {
                 let ends_ms = slot.stamp.hlc.wall_ms.saturating_add(self.maintenance_drain_ms);
@@ -345,32 +340,32 @@ impl PolicyService {
     /// Why calls that reach this peer are refused now, if they are: as the status path says,
     /// except that a peer put in maintenance keeps deciding them while it drains.
     pub(super) fn refusal(&self) -> Option<String> {
-        let reason = self.unavailable_by_state()?;
-        if self.maintenance_drain_ms_left().is_some_and(|left| left > 0) {
+        self.refusal_in(&self.state_now())
+    }
+
+    /// [`Self::refusal`] in `state`: the decision path passes the state it decides on, so each
+    /// call reads the published state once.
+    fn refusal_in(&self, state: &State) -> Option<String> {
+        let reason = self.unavailable_by_state(state)?;
+        if self.maintenance_drain_ms_left(state).is_some_and(|left| left > 0) {
             // Still draining: only a reason other than maintenance refuses calls.
-            return self.unavailable_apart_from_maintenance();
+            return self.unavailable_apart_from_maintenance(state);
         }
         Some(reason)
     }
 
-    fn refuses_calls(&self) -> bool {
-        self.refusal().is_some()
-    }
-
     /// The checks the decision path makes on every call (no I/O).
-    fn unavailable_by_state(&self) -> Option<String> {
-        let state = self.state.borrow().clone();
-        if let Some(Record::Maintenance(maintenance)) = singleton(&state, RecordKind::Maintenance)
+    fn unavailable_by_state(&self, state: &State) -> Option<String> {
+        if let Some(Record::Maintenance(maintenance)) = singleton(state, RecordKind::Maintenance)
             && maintenance.enabled
         {
             return Some("in maintenance mode".to_owned());
         }
-        self.unavailable_apart_from_maintenance()
+        self.unavailable_apart_from_maintenance(state)
     }
 
-    fn unavailable_apart_from_maintenance(&self) -> Option<String> {
-        let state = self.state.borrow().clone();
-        if singleton(&state, RecordKind::PolicyService).is_none() {
+    fn unavailable_apart_from_maintenance(&self, state: &State) -> Option<String> {
+        if singleton(state, RecordKind::PolicyService).is_none() {
             return Some("the policy service account is not configured".to_owned());
         }
         // Looked at in place: every call passes here, and the settings hold strings.
@@ -412,32 +407,44 @@ impl PolicyService {
     /// otherwise decided within the bound on decisions in flight, by
     /// [`policy::DECISION_DEADLINE_MS`] at the latest. `None`: shutting down.
     pub async fn answer(&self, request: &policy::PolicyRequest) -> Option<Decision> {
-        if self.refuses_calls() {
+        // One engine for the refusal and the first decision: the state is read once.
+        let engine = self.engine();
+        if self.refusal_in(engine.state()).is_some() {
             return Some(Decision::Reject(RejectReason::Maintenance));
         }
         let deadline = decision_deadline();
-        let Ok(permit) = tokio::time::timeout_at(deadline, self.decisions.acquire()).await else {
-            tracing::warn!("no decision slot free before the deadline");
-            return Some(Decision::Reject(RejectReason::BridgeFailure));
+        // A free slot is taken at once; only a wait for one arms a timer.
+        let permit = match self.decisions.try_acquire() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let Ok(permit) = tokio::time::timeout_at(deadline, self.decisions.acquire()).await
+                else {
+                    tracing::warn!("no decision slot free before the deadline");
+                    return Some(Decision::Reject(RejectReason::BridgeFailure));
+                };
+                permit.ok()?
+            }
         };
-        let _permit = permit.ok()?;
-        Some(self.decide_by(request, deadline).await)
+        let _permit = permit;
+        Some(self.decide_by(engine, request, deadline).await)
     }
 
     /// Decides one call, creating its conference if it needs one, within
     /// [`policy::DECISION_DEADLINE_MS`].
     pub async fn decide(&self, request: &policy::PolicyRequest) -> Decision {
-        self.decide_by(request, decision_deadline()).await
+        self.decide_by(self.engine(), request, decision_deadline()).await
     }
 
-    /// Decides one call by `deadline`: every bridge call it makes shares it, and the
-    /// per-name creation lock is given up at it.
+    /// Decides one call by `deadline`, first with `engine`: every bridge call it makes shares
+    /// the deadline, and the per-name creation lock is given up at it.
     async fn decide_by(
         &self,
+        engine: Arc<Engine>,
         request: &policy::PolicyRequest,
         deadline: tokio::time::Instant,
     ) -> Decision {
-        let conference = match self.decide_now(request) {
+        let conference = match self.decide_with(engine, request) {
             (Decision::Create { conference, .. }, _) => conference,
             (decided, _) => return decided,
         };
@@ -483,10 +490,18 @@ impl PolicyService {
     /// One decision on the newest state, with this peer's view of bridge health; also returns
     /// the engine it was made with, so a creation uses the same configuration.
     fn decide_now(&self, request: &policy::PolicyRequest) -> (Decision, Arc<Engine>) {
-        let engine = self.engine();
+        self.decide_with(self.engine(), request)
+    }
+
+    fn decide_with(
+        &self,
+        engine: Arc<Engine>,
+        request: &policy::PolicyRequest,
+    ) -> (Decision, Arc<Engine>) {
         let health =
             |name: &str| engine.bridge(name).is_some_and(|bridge| self.health.is_up(bridge));
-        (engine.decide(request, &health), engine.clone())
+        let decision = engine.decide(request, &health);
+        (decision, engine)
     }
 
     async fn create(
@@ -623,11 +638,7 @@ impl PolicyService {
     /// Whether maintenance mode was switched (on or off) less than a drain ago.
     fn maintenance_changed_within_drain(&self) -> bool {
         let state = self.state.borrow().clone();
-        let key = RecordKey {
-            kind: RecordKind::Maintenance,
-            name: RecordKind::Maintenance.as_str().to_owned(),
-        };
-        state.slot(&key).is_some_and(|slot| {
+        state.slot(RecordKey::singleton(RecordKind::Maintenance)).is_some_and(|slot| {
             crate::base::clock::now_ms().saturating_sub(slot.stamp.hlc.wall_ms)
                 < self.maintenance_drain_ms
         })
@@ -808,7 +819,7 @@ impl PolicyService {
             .collect();
         PolicyStatus {
             unavailable: self.unavailable().await,
-            maintenance_drain_ms_left: self.maintenance_drain_ms_left(),
+            maintenance_drain_ms_left: self.maintenance_drain_ms_left(&self.state_now()),
             bridges,
         }
     }
@@ -919,5 +930,5 @@ impl PolicyService {
 }
 
 fn singleton(state: &State, kind: RecordKind) -> Option<&Record> {
-    state.get(&RecordKey { kind, name: kind.as_str().to_owned() })
+    state.singleton(kind)
 }

@@ -26,7 +26,8 @@ pub type Fingerprint = [u8; 32];
 pub struct VerifiedCredentials {
     /// `None` when the random source failed at start: nothing is remembered (every call is
     /// checked), rather than keying the entries with something guessable.
-    key: Option<[u8; 32]>,
+    /// The HMAC keyed once: each fingerprint clones it rather than hashing the key again.
+    key: Option<Hmac<Sha256>>,
     /// Fingerprint → wall-clock ms at which its password was verified.
     verified_at_ms: HashMap<Fingerprint, u64>,
 }
@@ -38,7 +39,8 @@ impl VerifiedCredentials {
         if let Err(error) = &key {
             tracing::warn!(%error, "no randomness for the credential cache; every policy call checks its password");
         }
-        VerifiedCredentials { key: key.ok(), verified_at_ms: HashMap::new() }
+        let key = key.ok().and_then(|key| Hmac::<Sha256>::new_from_slice(&key).ok());
+        VerifiedCredentials { key, verified_at_ms: HashMap::new() }
     }
 
     /// The fingerprint of `basic_credentials` checked against the account (`username`,
@@ -50,8 +52,7 @@ impl VerifiedCredentials {
         username: &str,
         password_hash: &str,
     ) -> Option<Fingerprint> {
-        let key = self.key.as_ref()?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+        let mut mac = self.key.clone()?;
         for part in [basic_credentials, username, password_hash] {
             mac.update(&(part.len() as u64).to_le_bytes());
             mac.update(part.as_bytes());

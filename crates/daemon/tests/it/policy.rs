@@ -267,3 +267,51 @@ async fn policy_logins_take_as_long_whether_the_user_exists_or_not() {
         "unknown user {slowest_unknown_ms} ms, known user {fastest_known_ms} ms"
     );
 }
+
+// Goal: the policy POST, answered without the router on both listeners, answers as the rest
+// of its listener does: over HTTPS with the admin listener's security headers; a body past the
+// bound refused with 413 and nothing changed; any other method on the path still the router's
+// (405); and the same decision over plain HTTP.
+#[tokio::test]
+async fn the_policy_path_answers_as_the_rest_of_its_listener() {
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_with(dir, |config| config.policy_http_listen = Some(plain));
+    let daemon = configured_with(daemon.await).await;
+    let vcs = (VCS_USER, VCS_PASSWORD);
+    let (_, before) = daemon.call(Method::GET, "/api/v1/status", None).await;
+
+    let https = format!("{}/baton/policy", daemon.url);
+    let http = format!("http://{plain}/baton/policy");
+    for url in [&https, &http] {
+        let call = daemon.client.post(url.as_str()).basic_auth(vcs.0, Some(vcs.1));
+        let response = call.body(search("meet.alice@example.com")).send().await.unwrap();
+        let over_tls = url.starts_with("https");
+        let framing = response.headers().get("x-frame-options").cloned();
+        assert_eq!(framing.is_some(), over_tls, "{url}: security headers only over HTTPS");
+        if over_tls {
+            assert_eq!(response.headers()["strict-transport-security"], "max-age=31536000");
+            assert_eq!(response.headers()["cache-control"], "no-store");
+        }
+        let cpl = response.text().await.unwrap();
+        assert_eq!(
+            policy::cpl::interpret(&cpl),
+            Ok(policy::cpl::Outcome::Route { urls: vec!["alice@192.0.2.50".to_owned()] }),
+            "{url}"
+        );
+
+        let oversized = format!(
+            "{}&SOURCE_ALIAS={}",
+            search("meet.carol@example.com"),
+            "a".repeat(policy::request::REQUEST_BYTES_MAX)
+        );
+        let call = daemon.client.post(url.as_str()).basic_auth(vcs.0, Some(vcs.1));
+        let response = call.body(oversized).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{url}");
+
+        let response = daemon.client.get(url.as_str()).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{url}");
+    }
+    let (_, after) = daemon.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(before["log_position"], after["log_position"], "no conference was made");
+}
