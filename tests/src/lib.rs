@@ -243,6 +243,58 @@ impl Drop for Batond {
     }
 }
 
+/// Process groups this process started (nginx's: its workers are not its children).
+static GROUPS_STARTED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Notes a process group this process started, for [`kill_children_on_signal`].
+pub fn group_started(group: u32) {
+    if let Ok(group) = i32::try_from(group) {
+        GROUPS_STARTED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(group);
+    }
+}
+
+/// From now on SIGINT, SIGTERM or SIGHUP end this process only after killing every process
+/// it is the parent of and every group noted with [`group_started`]: a bench cut short
+/// (Ctrl-C, a timeout) leaves no daemon, bridge simulator, load generator or nginx listening,
+/// as its `Drop`s do not run then. Call it first in `main`, before any thread starts: the
+/// signals are blocked in every thread but the one that waits for them (a spawned program
+/// starts with none blocked).
+pub fn kill_children_on_signal() -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal, kill, killpg};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals.thread_block().context("blocking the stop signals")?;
+    std::thread::Builder::new().name("stop-signals".to_owned()).spawn(move || {
+        let Ok(signal) = signals.wait() else { return };
+        eprintln!("{signal}: stopping the processes this run started");
+        let groups = GROUPS_STARTED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for group in groups.iter() {
+            let _ = killpg(nix::unistd::Pid::from_raw(*group), Signal::SIGKILL);
+        }
+        for child in children_of(std::process::id()) {
+            let _ = kill(nix::unistd::Pid::from_raw(child), Signal::SIGKILL);
+        }
+        std::process::exit(128 + signal as i32);
+    })?;
+    Ok(())
+}
+
+/// The processes whose parent is `parent`, from `/proc`.
+fn children_of(parent: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // `pid (name) state ppid …`: the name may hold spaces and parentheses.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after_name.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+        })
+        .collect()
+}
+
 /// A free TCP port on loopback, for a cluster port shared by every peer of one test.
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

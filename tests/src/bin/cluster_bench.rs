@@ -61,6 +61,7 @@ const USAGE: &str = "usage: cluster-bench [--peers 2,3] [--latency-changes 200] 
      [--writers 4] [--catch-up-changes 100000] [--poll-pause-us 200] [--no-etcd]";
 
 fn main() -> anyhow::Result<()> {
+    baton_tests::kill_children_on_signal()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|arg| arg == "--help" || arg == "-h") {
         println!("{USAGE}");

@@ -28,6 +28,7 @@ const MEMORY_CONFERENCES: usize = 10_000;
 const OHA_CUT_AT_THE_END: &str = "aborted due to deadline";
 
 fn main() -> anyhow::Result<()> {
+    baton_tests::kill_children_on_signal()?;
     for tool in ["nginx", "wrk"] {
         if which(tool).is_none() {
             bail!("{tool} not found: apt-get install -y nginx-light wrk");
@@ -547,6 +548,7 @@ impl Nginx {
             .stdin(Stdio::null())
             .spawn()
             .context("starting nginx")?;
+        baton_tests::group_started(child.id());
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err() {
             anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "nginx did not start");
