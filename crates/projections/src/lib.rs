@@ -109,17 +109,22 @@ impl Projection for Records {
     }
 
     fn flush(tx: &Connection, memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
-        // A row already there stays unless this one's stamp is newer: (wall, counter, origin)
-        // compared as `Stamp` orders them (origin bytes as memcmp, as its array's `Ord`).
-        let mut insert = tx.prepare_cached(
+        // A rebuild's memo holds every row's stamp, so its rows are written as they are (the
+        // comparison below cost a restore of 10^6 events 5%). Otherwise a row already there
+        // stays unless this one's stamp is newer: (wall, counter, origin) compared as `Stamp`
+        // orders them (origin bytes as memcmp, as its array's `Ord`).
+        let mut insert = tx.prepare_cached(if memo.rebuilding {
+            "INSERT OR REPLACE INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, position, live)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        } else {
             "INSERT INTO proj_records (kind, name, hlc_wall_ms, hlc_counter, origin, position, live)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (kind, name) DO UPDATE SET
                  hlc_wall_ms = excluded.hlc_wall_ms, hlc_counter = excluded.hlc_counter,
                  origin = excluded.origin, position = excluded.position, live = excluded.live
              WHERE (excluded.hlc_wall_ms, excluded.hlc_counter, excluded.origin)
-                 > (proj_records.hlc_wall_ms, proj_records.hlc_counter, proj_records.origin)",
-        )?;
+                 > (proj_records.hlc_wall_ms, proj_records.hlc_counter, proj_records.origin)"
+        })?;
         for (key, row) in memo.rows.unwritten.drain() {
             let stamp = memo.rows.stamps[&key];
             insert.execute(params![
@@ -209,7 +214,7 @@ impl Projection for ConfigLog {
 }
 
 /// A projection's [`Projection::Memo`] and whether its catch-up started from an empty
-/// projection (a rebuild).
+/// projection (a rebuild: then the memo knows every row the table holds).
 struct Memo<T> {
     rows: T,
     rebuilding: bool,
