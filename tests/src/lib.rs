@@ -281,18 +281,31 @@ pub fn kill_children_on_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The processes whose parent is `parent`, from `/proc`.
+/// The processes whose parent is `parent`.
 fn children_of(parent: u32) -> Vec<i32> {
+    let parent = parent.to_string();
+    processes_where(|fields| fields.get(1) == Some(&parent))
+        .into_iter()
+        .filter_map(|pid| i32::try_from(pid).ok())
+        .collect()
+}
+
+/// The processes whose [`stat_after_name`] fields satisfy `matches`.
+pub fn processes_where(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            // `pid (name) state ppid …`: the name may hold spaces and parentheses.
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            after_name.split_whitespace().nth(1) == Some(parent.to_string().as_str())
-        })
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat_after_name(*pid).is_some_and(|fields| matches(&fields)))
         .collect()
+}
+
+/// The fields of `/proc/PID/stat` after the command name (field 3, the state, first; then the
+/// parent, the process group…): the name may hold spaces, so they are counted from its
+/// closing ')'.
+pub fn stat_after_name(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
 }
 
 /// A free TCP port on loopback, for a cluster port shared by every peer of one test.

@@ -45,7 +45,7 @@ impl LicenceMigration {
 
 /// The licence singleton's key.
 pub fn licence_key() -> RecordKey {
-    RecordKey { kind: RecordKind::Licence, name: RecordKind::Licence.as_str().to_owned() }
+    RecordKey::singleton(RecordKind::Licence).clone()
 }
 
 #[cfg(test)]

@@ -35,9 +35,9 @@ trait Projection {
     const VERSION: u32;
     /// Drops and recreates the projection's tables.
     fn reset(tx: &Connection) -> Result<(), Error>;
-    /// What one catch-up remembers per record key (the row it last wrote), so a key rewritten
-    /// during the catch-up is not written again for each event. One entry per record key:
-    /// bounded by the configuration's size, not by the history's length.
+    /// What one catch-up remembers per record key (the newest stamp it met), so a key
+    /// rewritten during the catch-up is written once per batch, not once per event. One entry
+    /// per record key: bounded by the configuration's size, not by the history's length.
     type Memo: Default;
     fn apply(
         tx: &Connection,
@@ -398,7 +398,7 @@ impl<P: Projection> Cursor<P> {
                 0
             }
         };
-        // Kept across batches: a record rewritten a thousand times is looked up once at most.
+        // Kept across batches: an event older than one already met is dropped in memory.
         let memo = Memo { rows: P::Memo::default(), rebuilding: position == 0 };
         Ok(Cursor { position, memo })
     }

@@ -174,7 +174,8 @@ struct CpuTicks {
 fn cpu_ticks(pids: &[u32]) -> anyhow::Result<CpuTicks> {
     let mut ticks = CpuTicks { user: 0, system: 0 };
     for pid in pids {
-        let fields = stat_after_name(*pid).with_context(|| format!("/proc/{pid}/stat"))?;
+        let fields =
+            baton_tests::stat_after_name(*pid).with_context(|| format!("/proc/{pid}/stat"))?;
         let field = |index: usize| {
             fields.get(index).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0)
         };
@@ -182,14 +183,6 @@ fn cpu_ticks(pids: &[u32]) -> anyhow::Result<CpuTicks> {
         ticks.system += field(12);
     }
     Ok(ticks)
-}
-
-/// The fields of `/proc/PID/stat` after the command name (field 3, the state, first): the
-/// name may hold spaces, so they are counted from its closing ')'.
-fn stat_after_name(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, after_name) = stat.rsplit_once(')')?;
-    Some(after_name.split_whitespace().map(str::to_owned).collect())
 }
 
 /// p50/p99 at a fixed request rate (oha `--qps`, latency measured from when each request was
@@ -564,11 +557,7 @@ impl Nginx {
     /// nginx's master and its workers: the processes of its process group (see `start`).
     fn processes(&self) -> Vec<u32> {
         let group = self.child.id().to_string();
-        let Ok(entries) = std::fs::read_dir("/proc") else { return vec![self.child.id()] };
-        entries
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| stat_after_name(*pid).is_some_and(|fields| fields.get(2) == Some(&group)))
-            .collect()
+        baton_tests::processes_where(|fields| fields.get(2) == Some(&group))
     }
 
     fn https_url(&self) -> String {

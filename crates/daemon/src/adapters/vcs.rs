@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::State as Extract;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -83,11 +83,17 @@ async fn status(
 /// other header and copying the whole map cost every call.
 struct Authorization(Option<HeaderValue>);
 
+impl Authorization {
+    fn of(headers: &HeaderMap) -> Authorization {
+        Authorization(headers.get(header::AUTHORIZATION).cloned())
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Authorization(parts.headers.get(header::AUTHORIZATION).cloned()))
+        Ok(Authorization::of(&parts.headers))
     }
 }
 
@@ -159,7 +165,7 @@ pub async fn answer_policy_request(
 ) -> Response {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
     let (parts, body) = request.into_parts();
-    let authorization = Authorization(parts.headers.get(header::AUTHORIZATION).cloned());
+    let authorization = Authorization::of(&parts.headers);
     let body = match Limited::new(body, policy::request::REQUEST_BYTES_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<LengthLimitError>() => {

@@ -294,8 +294,7 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
 
 /// This peer's primary address, which the cluster will list.
 async fn own_address(app: &App) -> Result<String, JoinError> {
-    let key =
-        model::RecordKey { kind: RecordKind::Ipv4, name: RecordKind::Ipv4.as_str().to_owned() };
+    let key = model::RecordKey::singleton(RecordKind::Ipv4).clone();
     let own =
         records::current(app, key).await.map_err(|error| JoinError::Local(error.to_string()))?;
     let address = match own.as_ref().map(records::show) {

@@ -356,7 +356,7 @@ impl PolicyService {
 
     /// The checks the decision path makes on every call (no I/O).
     fn unavailable_by_state(&self, state: &State) -> Option<String> {
-        if let Some(Record::Maintenance(maintenance)) = singleton(state, RecordKind::Maintenance)
+        if let Some(Record::Maintenance(maintenance)) = state.singleton(RecordKind::Maintenance)
             && maintenance.enabled
         {
             return Some("in maintenance mode".to_owned());
@@ -365,7 +365,7 @@ impl PolicyService {
     }
 
     fn unavailable_apart_from_maintenance(&self, state: &State) -> Option<String> {
-        if singleton(state, RecordKind::PolicyService).is_none() {
+        if state.singleton(RecordKind::PolicyService).is_none() {
             return Some("the policy service account is not configured".to_owned());
         }
         // Looked at in place: every call passes here, and the settings hold strings.
@@ -379,7 +379,7 @@ impl PolicyService {
 
     /// Whether the policy-service account exists (else no credentials can be right).
     pub fn account_configured(&self) -> bool {
-        singleton(&self.state.borrow(), RecordKind::PolicyService).is_some()
+        self.state.borrow().singleton(RecordKind::PolicyService).is_some()
     }
 
     /// Whether `basic_credentials` (the base64 of an HTTP Basic `Authorization`) are the
@@ -389,7 +389,7 @@ impl PolicyService {
         basic_credentials: &str,
     ) -> Result<bool, crate::base::passwords::Busy> {
         let state = self.state.borrow().clone();
-        let Some(Record::PolicyService(account)) = singleton(&state, RecordKind::PolicyService)
+        let Some(Record::PolicyService(account)) = state.singleton(RecordKind::PolicyService)
         else {
             return Ok(false);
         };
@@ -458,7 +458,7 @@ impl PolicyService {
         let decided = match tokio::time::timeout_at(deadline, creation.lock()).await {
             Ok(_only_one) => {
                 // Decide again on the newest state: the conference may exist by now.
-                match self.decide_now(request) {
+                match self.decide_with(self.engine(), request) {
                     (Decision::Create { conference, template, role, candidates }, engine) => {
                         let wanted = Wanted { conference: &conference, template: &template, role };
                         let created = self.create(&engine, &wanted, &candidates, deadline).await;
@@ -487,12 +487,9 @@ impl PolicyService {
         decided
     }
 
-    /// One decision on the newest state, with this peer's view of bridge health; also returns
-    /// the engine it was made with, so a creation uses the same configuration.
-    fn decide_now(&self, request: &policy::PolicyRequest) -> (Decision, Arc<Engine>) {
-        self.decide_with(self.engine(), request)
-    }
-
+    /// One decision with `engine` (the newest state's, or one just read for the same call),
+    /// with this peer's view of bridge health; also returns the engine, so a creation uses the
+    /// same configuration.
     fn decide_with(
         &self,
         engine: Arc<Engine>,
@@ -927,8 +924,4 @@ impl PolicyService {
             }
         }
     }
-}
-
-fn singleton(state: &State, kind: RecordKind) -> Option<&Record> {
-    state.singleton(kind)
 }

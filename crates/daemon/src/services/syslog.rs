@@ -141,8 +141,7 @@ async fn forward(app: &App, socket: &UdpSocket, streams: &mut Streams, cursor: C
 }
 
 fn syslog_record(state: &State) -> Option<&Syslog> {
-    let key = RecordKey { kind: RecordKind::Syslog, name: RecordKind::Syslog.as_str().to_owned() };
-    match state.get(&key) {
+    match state.singleton(RecordKind::Syslog) {
         Some(Record::Syslog(syslog)) => Some(syslog),
         _ => None,
     }

@@ -25,7 +25,7 @@ pub struct ClusterSettings {
 
 impl ClusterSettings {
     pub fn from_state(state: &State, peer_id: PeerId, cluster_id: Option<ClusterId>) -> Self {
-        let singleton = |kind: RecordKind| state.list(kind).next();
+        let singleton = |kind: RecordKind| state.singleton(kind);
         let (pre_shared_key, mut peers) = match singleton(RecordKind::Cluster) {
             Some(Record::Cluster(cluster)) => {
                 (cluster.pre_shared_key.clone(), cluster.peers.clone())

@@ -68,7 +68,7 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
     {
         let mut log = EventLog::open(&path).unwrap();
         let late = from_another_peer(&mut other, &[licence_saved(Edition::Select, 9_000)]);
-        log.append_remote(late.clone()).unwrap();
+        log.append_remote(late).unwrap();
     }
     let (mut store, _) = Store::open(&path).unwrap();
     assert_eq!(edition(&store), Some(Edition::Full));

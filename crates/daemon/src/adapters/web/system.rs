@@ -99,7 +99,7 @@ fn setting_kind(collection: &str) -> Option<RecordKind> {
 }
 
 async fn stored(app: &App, kind: RecordKind) -> Result<Option<Value>, ApiError> {
-    let key = RecordKey { kind, name: kind.as_str().to_owned() };
+    let key = RecordKey::singleton(kind).clone();
     Ok(records::current(app, key).await.map_err(ApiError::from)?.as_ref().map(records::show))
 }
 
