@@ -12,6 +12,7 @@ mod crash;
 mod metrics;
 mod policy;
 mod policy_views;
+mod signals;
 mod syslog;
 mod upgrade;
 mod vm;

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 /// How long a daemon gets to open its log and listen.
 pub const START_TIMEOUT_MS: u64 = 30_000;
+/// How long a daemon may take to stop after SIGTERM: its grace for requests in flight is a
+/// few seconds.
+pub const STOP_TIMEOUT_MS: u64 = 30_000;
 
 /// The factory account's password after tests change it.
 pub const TEST_PASSWORD: &str = "correct horse battery";
@@ -227,12 +230,21 @@ impl Batond {
         Ok(())
     }
 
-    /// SIGTERM, then waits for a clean exit.
+    /// SIGTERM, then waits for the exit, at most [`STOP_TIMEOUT_MS`] (then it is killed).
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
             .context("sending SIGTERM")?;
-        self.child.wait().context("waiting for batond to stop")
+        let deadline = Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for batond to stop")? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("batond did not stop within {STOP_TIMEOUT_MS} ms of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -256,19 +268,18 @@ pub fn group_started(group: u32) {
 /// From now on SIGINT, SIGTERM or SIGHUP end this process only after killing every process
 /// it is the parent of and every group noted with [`group_started`]: a bench cut short
 /// (Ctrl-C, a timeout) leaves no daemon, bridge simulator, load generator or nginx listening,
-/// as its `Drop`s do not run then. Call it first in `main`, before any thread starts: the
-/// signals are blocked in every thread but the one that waits for them (a spawned program
-/// starts with none blocked).
+/// as its `Drop`s do not run then. The signals are caught by a handler, not blocked and
+/// waited for: a blocked mask is inherited by every program started, across `exec`, and a
+/// daemon started that way would not stop on the SIGTERM it is later sent.
 pub fn kill_children_on_signal() -> anyhow::Result<()> {
-    use nix::sys::signal::{SigSet, Signal, kill, killpg};
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    signals.thread_block().context("blocking the stop signals")?;
+    use nix::sys::signal::{Signal, kill, killpg};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("catching the stop signals")?;
     std::thread::Builder::new().name("stop-signals".to_owned()).spawn(move || {
-        let Ok(signal) = signals.wait() else { return };
-        eprintln!("{signal}: stopping the processes this run started");
+        let Some(signal) = signals.forever().next() else { return };
+        let name = Signal::try_from(signal).map_or("a stop signal", Signal::as_str);
+        eprintln!("{name}: stopping the processes this run started");
         let groups = GROUPS_STARTED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for group in groups.iter() {
             let _ = killpg(nix::unistd::Pid::from_raw(*group), Signal::SIGKILL);
@@ -276,7 +287,7 @@ pub fn kill_children_on_signal() -> anyhow::Result<()> {
         for child in children_of(std::process::id()) {
             let _ = kill(nix::unistd::Pid::from_raw(child), Signal::SIGKILL);
         }
-        std::process::exit(128 + signal as i32);
+        std::process::exit(128 + signal);
     })?;
     Ok(())
 }

@@ -97,6 +97,8 @@ fn parse_via(text: &str) -> Result<(Ipv4Addr, SocketAddr), String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread starts, as each inherits the mask of the thread that creates it.
+    unblock_signals()?;
     let flags = Flags::parse();
     if let Some(version) = &flags.announce_version {
         daemon::base::version::play(version).map_err(anyhow::Error::msg)?;
@@ -163,6 +165,15 @@ fn main() -> anyhow::Result<()> {
         };
         daemon::run(config, shutdown).await
     })
+}
+
+/// Clears the signal mask inherited from whoever started us: a parent that blocked SIGTERM
+/// (a supervisor waiting for signals with `sigwait`, say) would otherwise leave the daemon
+/// deaf to the stop it is sent, as the mask survives `exec`.
+fn unblock_signals() -> anyhow::Result<()> {
+    nix::sys::signal::SigSet::empty()
+        .thread_set_mask()
+        .context("clearing the inherited signal mask")
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {
