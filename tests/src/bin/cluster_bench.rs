@@ -775,6 +775,47 @@ fn wait_visible(
     Ok(Instant::now())
 }
 
+/// How often an idle reader reads during the load. Baton closes a keep-alive connection
+/// that brings no request for its header deadline (10 s: hyper counts the wait for the next
+/// request in it); a reader left idle for a load of that length lost the race with that close
+/// now and then and failed with a reset.
+const KEEP_WARM_MS: u64 = 1_000;
+
+/// A member's index and a client reading from it.
+type Reader = (usize, Box<dyn Client>);
+
+/// Runs `load` while each reader reads every [`KEEP_WARM_MS`], so their connections are open
+/// and warm when the load ends, as a client in use keeps them; returns them with its result.
+fn kept_warm<T>(
+    readers: Vec<Reader>,
+    load: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(Vec<Reader>, T)> {
+    std::thread::scope(|scope| {
+        // Dropping a reader's sender wakes it at once: the lag is measured from then on.
+        let (stops, warm): (Vec<_>, Vec<_>) = readers
+            .into_iter()
+            .map(|(member, mut client)| {
+                let (stop, stopped) = mpsc::channel::<()>();
+                let reader = scope.spawn(move || {
+                    let pause = Duration::from_millis(KEEP_WARM_MS);
+                    while stopped.recv_timeout(pause) == Err(mpsc::RecvTimeoutError::Timeout) {
+                        client.visible("keep-warm")?;
+                    }
+                    anyhow::Ok((member, client))
+                });
+                (stop, reader)
+            })
+            .unzip();
+        let loaded = load();
+        drop(stops);
+        let readers = warm
+            .into_iter()
+            .map(|reader| reader.join().map_err(|_| anyhow::anyhow!("a reader panicked"))?)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((readers, loaded?))
+    })
+}
+
 /// Acknowledged changes per second from several writers over the sustained period, and the
 /// time from the last acknowledgement until every member shows every writer's last change.
 fn sustained(system: &dyn System, options: &Options, label: &str) -> anyhow::Result<(f64, f64)> {
@@ -787,10 +828,11 @@ fn sustained(system: &dyn System, options: &Options, label: &str) -> anyhow::Res
         .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
     let stop = started + Duration::from_secs(options.sustained_s);
-    let (total, lasts, last_acknowledged) =
+    let (readers, (total, lasts, last_acknowledged)) = kept_warm(readers, || {
         write_from_threads(system, options.writers, |writer, index| {
             (Instant::now() < stop).then(|| format!("{label}-sus-{writer}-{index}"))
-        })?;
+        })
+    })?;
     let changes_per_s = total as f64 / last_acknowledged.duration_since(started).as_secs_f64();
     // All members at once: waiting for one after the other would add their reads up.
     let lasts = &lasts;

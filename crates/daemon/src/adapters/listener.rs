@@ -22,9 +22,12 @@ pub const ADMIN_CONNECTIONS_MAX: usize = 256;
 /// Connections the plain HTTP policy listener holds at once (a VCS cluster's calls).
 pub const POLICY_CONNECTIONS_MAX: usize = 512;
 pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
-/// How long a request's headers may take to arrive.
+/// How long a request's headers may take to arrive. hyper counts a keep-alive connection's
+/// wait for its next request in it, so a kept connection that brings no request for this long
+/// is closed too (a client then reconnects, as with any server's keep-alive timeout).
 pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
-/// How long a connection may carry no byte either way (an idle keep-alive, a stalled client).
+/// How long a connection may carry no byte either way (a client stalled in a request's body,
+/// or not reading its answer); between requests the header deadline applies first.
 pub const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// One listener's limits.
