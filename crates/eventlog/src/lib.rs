@@ -290,6 +290,8 @@ pub struct EventLog {
     peer_id: PeerId,
     heads: BTreeMap<(PeerId, Stream), Head>,
     last_position: u64,
+    /// The greatest HLC of any event held.
+    max_hlc: Hlc,
     journal_inserts: u64,
     /// What to restore when an open group commit rolls back.
     group: Option<GroupStart>,
@@ -300,6 +302,7 @@ pub struct EventLog {
 struct GroupStart {
     heads: BTreeMap<(PeerId, Stream), Head>,
     last_position: u64,
+    max_hlc: Hlc,
     /// Opened by [`EventLog::begin_unsynced_group`]: its end puts `synchronous=FULL` back.
     unsynced: bool,
 }
@@ -366,18 +369,20 @@ CREATE TABLE events (
     hash BLOB NOT NULL,
     UNIQUE (origin, stream, seq)
 );
-CREATE INDEX events_hlc ON events (hlc_wall_ms, hlc_counter);
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 -- The last event of each chain, written in the same transaction as the events, so opening
--- the log costs the same whatever the length of its history.
+-- the log costs the same whatever the length of its history. Each row also carries the log's
+-- greatest HLC when it was written (see `max_hlc_at_open`).
 CREATE TABLE chain_heads (
     origin BLOB NOT NULL,
     stream INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     hash BLOB NOT NULL,
+    max_hlc_wall_ms INTEGER NOT NULL DEFAULT 0,
+    max_hlc_counter INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (origin, stream)
 ) WITHOUT ROWID;
 CREATE TABLE snapshots (position INTEGER PRIMARY KEY, format INTEGER NOT NULL, blob BLOB NOT NULL);
@@ -458,12 +463,14 @@ impl EventLog {
             PeerId(peer.try_into().map_err(|_| Error::NotABatonLog { path: path.to_path_buf() })?);
         let heads = recorded_heads(&conn)?;
         let last_position = last_position(&conn)?;
+        let max_hlc = max_hlc_at_open(&mut conn)?;
         Ok(EventLog {
             conn,
             path: path.to_path_buf(),
             peer_id,
             heads,
             last_position,
+            max_hlc,
             journal_inserts: 0,
             group: None,
             group_commits: 0,
@@ -637,7 +644,9 @@ impl EventLog {
     }
 
     fn group_start(&self, unsynced: bool) -> GroupStart {
-        GroupStart { heads: self.heads.clone(), last_position: self.last_position, unsynced }
+        let (heads, last_position, max_hlc) =
+            (self.heads.clone(), self.last_position, self.max_hlc);
+        GroupStart { heads, last_position, max_hlc, unsynced }
     }
 
     /// Ends the open group's bookkeeping; the synchronous setting goes back to FULL if the
@@ -687,6 +696,7 @@ impl EventLog {
         if let Some(start) = self.end_group() {
             self.heads = start.heads;
             self.last_position = start.last_position;
+            self.max_hlc = start.max_hlc;
         }
     }
 
@@ -723,10 +733,12 @@ impl EventLog {
             *head = Head { seq: record.seq, hash: record.hash };
             stored.push(record);
         }
-        write_changed_heads(&tx, &self.heads, &heads)?;
+        let max_hlc = greatest_hlc(self.max_hlc, &stored);
+        write_changed_heads(&tx, &self.heads, &heads, max_hlc)?;
         tx.commit()?;
         self.heads = heads;
         self.last_position += events.len() as u64;
+        self.max_hlc = max_hlc;
         Ok(stored)
     }
 
@@ -768,10 +780,12 @@ impl EventLog {
             *head = Head { seq, hash: event.hash };
             stored.push(event);
         }
-        write_changed_heads(&tx, &self.heads, &heads)?;
+        let max_hlc = greatest_hlc(self.max_hlc, &stored);
+        write_changed_heads(&tx, &self.heads, &heads, max_hlc)?;
         tx.commit()?;
         self.heads = heads;
         self.last_position += stored.len() as u64;
+        self.max_hlc = max_hlc;
         Ok(stored)
     }
 
@@ -813,15 +827,7 @@ impl EventLog {
 
     /// The greatest HLC in the log, so the clock never issues a smaller one after a restart.
     pub fn max_hlc(&self) -> Result<Hlc, Error> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT hlc_wall_ms, hlc_counter FROM events ORDER BY hlc_wall_ms DESC, hlc_counter DESC LIMIT 1",
-                [],
-                |row| Ok(Hlc { wall_ms: row.get(0)?, counter: row.get(1)? }),
-            )
-            .optional()?
-            .unwrap_or(Hlc::ZERO))
+        Ok(self.max_hlc)
     }
 
     pub fn save_snapshot(&mut self, position: u64, format: u32, blob: &[u8]) -> Result<(), Error> {
@@ -906,20 +912,90 @@ impl EventLog {
 const COLUMNS: &str = "position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor, kind, version, payload, prev_hash, hash";
 
 /// Records the chains whose head moved, inside the appending transaction.
+/// Writes the heads that moved, each with the log's greatest HLC: every commit that appends
+/// moves a head, so the greatest over the rows is always the log's (see [`max_hlc_at_open`]).
 fn write_changed_heads(
     tx: &Connection,
     before: &BTreeMap<(PeerId, Stream), Head>,
     after: &BTreeMap<(PeerId, Stream), Head>,
+    max_hlc: Hlc,
 ) -> Result<(), Error> {
     for ((origin, stream), head) in after {
         if before.get(&(*origin, *stream)) != Some(head) {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO chain_heads (origin, stream, seq, hash) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO chain_heads
+                     (origin, stream, seq, hash, max_hlc_wall_ms, max_hlc_counter)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![origin.0, *stream as i64, head.seq, head.hash.0])?;
+            .execute(params![
+                origin.0,
+                *stream as i64,
+                head.seq,
+                head.hash.0,
+                max_hlc.wall_ms,
+                max_hlc.counter
+            ])?;
         }
     }
     Ok(())
+}
+
+/// `max_hlc`, or the greatest HLC of `events` if greater.
+fn greatest_hlc(max_hlc: Hlc, events: &[StoredEvent]) -> Hlc {
+    events.iter().map(|event| event.hlc).fold(max_hlc, Ord::max)
+}
+
+/// The log's greatest HLC, read from the chain heads: an index on the events' HLC would find
+/// it too, but its upkeep cost a b-tree page in every commit. A log whose heads do not carry
+/// it (written before they did, by an older version after a fallback, or rebuilt from a
+/// backup, whose own figures are not trusted) gets it from its events once, and the index of
+/// earlier versions is dropped.
+fn max_hlc_at_open(conn: &mut Connection) -> Result<Hlc, Error> {
+    let tx = conn.transaction()?;
+    let has_columns: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('chain_heads') WHERE name = 'max_hlc_wall_ms'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_columns {
+        tx.execute_batch(
+            "ALTER TABLE chain_heads ADD COLUMN max_hlc_wall_ms INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE chain_heads ADD COLUMN max_hlc_counter INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    let unset: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM chain_heads WHERE max_hlc_wall_ms = 0 AND max_hlc_counter = 0",
+        [],
+        |row| row.get(0),
+    )?;
+    if unset {
+        let events_max: Option<(u64, u32)> = tx
+            .query_row(
+                "SELECT hlc_wall_ms, hlc_counter FROM events
+                 ORDER BY hlc_wall_ms DESC, hlc_counter DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((wall_ms, counter)) = events_max {
+            tx.execute(
+                "UPDATE chain_heads SET max_hlc_wall_ms = ?1, max_hlc_counter = ?2",
+                params![wall_ms, counter],
+            )?;
+        }
+    }
+    tx.execute_batch("DROP INDEX IF EXISTS events_hlc")?;
+    let max_hlc = tx
+        .query_row(
+            "SELECT max_hlc_wall_ms, max_hlc_counter FROM chain_heads
+             ORDER BY max_hlc_wall_ms DESC, max_hlc_counter DESC LIMIT 1",
+            [],
+            |row| Ok(Hlc { wall_ms: row.get(0)?, counter: row.get(1)? }),
+        )
+        .optional()?
+        .unwrap_or(Hlc::ZERO);
+    tx.commit()?;
+    Ok(max_hlc)
 }
 
 fn corrupt_row(what: &str) -> Error {

@@ -653,3 +653,105 @@ fn an_unsynced_group_is_read_at_once_and_the_next_commit_is_synchronous_again() 
     assert_eq!(reopened.verify().unwrap().events, 2);
     EventLog::open_in_memory(PeerId([1; 16])).unwrap().sync().unwrap();
 }
+
+fn has_index(log: &EventLog, name: &str) -> bool {
+    log.connection()
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+// Goal: the clock restarts above every HLC held, even one in the middle of a chain (a peer's
+// clock that went back) or of a local chain, across reopening, without an index on the HLC.
+#[test]
+fn the_greatest_hlc_held_survives_reopening_wherever_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = open(&dir, "source.db");
+    let remote = source
+        .append(&[
+            event(Stream::Shared, 10, b"a"),
+            event(Stream::Shared, 90, b"peak"),
+            event(Stream::Shared, 20, b"back"),
+        ])
+        .unwrap();
+    let mut log = open(&dir, "a.db");
+    log.append(&[event(Stream::Local, 50, b"mine")]).unwrap();
+    log.append_remote(remote).unwrap();
+    log.append(&[event(Stream::Local, 60, b"mine again")]).unwrap();
+    assert_eq!(log.max_hlc().unwrap(), Hlc { wall_ms: 90, counter: 0 });
+    drop(log);
+
+    let log = open(&dir, "a.db");
+    assert_eq!(log.max_hlc().unwrap(), Hlc { wall_ms: 90, counter: 0 });
+    assert!(!has_index(&log, "events_hlc"), "no index on the events' HLC");
+}
+
+// Goal: a group rolled back leaves the greatest HLC as it was, in memory and on disk.
+#[test]
+fn a_rolled_back_group_leaves_the_greatest_hlc_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    log.append(&[event(Stream::Shared, 5, b"kept")]).unwrap();
+    log.begin_group().unwrap();
+    log.append(&[event(Stream::Shared, 500, b"undone")]).unwrap();
+    log.rollback_group();
+    assert_eq!(log.max_hlc().unwrap(), Hlc { wall_ms: 5, counter: 0 });
+    drop(log);
+    assert_eq!(open(&dir, "a.db").max_hlc().unwrap(), Hlc { wall_ms: 5, counter: 0 });
+}
+
+// Goal: a log written before the heads carried the greatest HLC (with the index of earlier
+// versions, or heads rewritten by an older version after a fallback) gets it from its events
+// at open, and loses the index.
+#[test]
+fn a_log_of_an_earlier_version_gets_its_greatest_hlc_from_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "a.db");
+    log.append(&[event(Stream::Shared, 7, b"one"), event(Stream::Local, 3, b"two")]).unwrap();
+    log.connection()
+        .execute_batch(
+            "ALTER TABLE chain_heads DROP COLUMN max_hlc_wall_ms;
+             ALTER TABLE chain_heads DROP COLUMN max_hlc_counter;
+             CREATE INDEX events_hlc ON events (hlc_wall_ms, hlc_counter);",
+        )
+        .unwrap();
+    drop(log);
+    let mut log = open(&dir, "a.db");
+    assert_eq!(log.max_hlc().unwrap(), Hlc { wall_ms: 7, counter: 0 });
+    assert!(!has_index(&log, "events_hlc"), "the earlier index is dropped");
+
+    // An older version rewrites a head without the column, after newer events.
+    log.append(&[event(Stream::Local, 8, b"three")]).unwrap();
+    log.connection()
+        .execute_batch(
+            "INSERT INTO events (position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor,
+                 kind, version, payload, prev_hash, hash)
+             SELECT 4, origin, stream, seq + 1, 40, 0, actor, kind, version, payload, hash, hash
+             FROM events WHERE position = 3;
+             INSERT OR REPLACE INTO chain_heads (origin, stream, seq, hash)
+             SELECT origin, stream, seq, hash FROM events WHERE position = 4;",
+        )
+        .unwrap();
+    drop(log);
+    assert_eq!(open(&dir, "a.db").max_hlc().unwrap(), Hlc { wall_ms: 40, counter: 0 });
+}
+
+// Goal: a log rebuilt from a file (a backup) takes its greatest HLC from the events copied,
+// not from the figure the file's heads claim.
+#[test]
+fn a_rebuilt_log_derives_its_greatest_hlc_from_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = open(&dir, "source.db");
+    source.append(&[event(Stream::Shared, 7, b"one")]).unwrap();
+    source
+        .connection()
+        .execute_batch("UPDATE chain_heads SET max_hlc_wall_ms = 999999, max_hlc_counter = 9")
+        .unwrap();
+    drop(source);
+    let target = dir.path().join("rebuilt.db");
+    let rebuilt = EventLog::rebuild_from(&dir.path().join("source.db"), &target).unwrap();
+    assert_eq!(rebuilt.max_hlc().unwrap(), Hlc { wall_ms: 7, counter: 0 });
+}
