@@ -911,9 +911,9 @@ impl EventLog {
 
 const COLUMNS: &str = "position, origin, stream, seq, hlc_wall_ms, hlc_counter, actor, kind, version, payload, prev_hash, hash";
 
-/// Records the chains whose head moved, inside the appending transaction.
-/// Writes the heads that moved, each with the log's greatest HLC: every commit that appends
-/// moves a head, so the greatest over the rows is always the log's (see [`max_hlc_at_open`]).
+/// Records the chains whose head moved, inside the appending transaction, each with the log's
+/// greatest HLC: every commit that appends moves a head, so the greatest over the rows is
+/// always the log's (see [`max_hlc_at_open`]).
 fn write_changed_heads(
     tx: &Connection,
     before: &BTreeMap<(PeerId, Stream), Head>,
