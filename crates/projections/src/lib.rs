@@ -168,8 +168,8 @@ impl Projection for ConfigLog {
     const NAME: &'static str = "config_log";
     /// 2: no copies of the records (see above).
     const VERSION: u32 = 2;
-    /// Each row is written as it comes: nothing to remember.
-    type Memo = ();
+    /// The batch's rows, written together at its end.
+    type Memo = ConfigRows;
 
     fn reset(tx: &Connection) -> Result<(), Error> {
         tx.execute_batch(
@@ -199,17 +199,91 @@ impl Projection for ConfigLog {
     }
 
     fn apply(
-        tx: &Connection,
-        _memo: &mut Memo<Self::Memo>,
+        _tx: &Connection,
+        memo: &mut Memo<Self::Memo>,
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error> {
-        let key = event.key();
-        tx.prepare_cached(
-            "INSERT INTO proj_config_log (position, actor, kind, name) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![stored.position, stored.actor, key.kind.as_str(), key.name])?;
+        memo.rows.push(stored.position, &stored.actor, event);
         Ok(())
+    }
+
+    /// The batch's rows, [`CONFIG_ROWS_PER_INSERT`] to a statement: one row per statement was
+    /// 15% of a restore's time.
+    fn flush(tx: &Connection, memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
+        let rows = &memo.rows;
+        let mut chunks = rows.rows.chunks_exact(CONFIG_ROWS_PER_INSERT);
+        let mut insert = tx.prepare_cached(&CONFIG_ROWS_INSERT)?;
+        for chunk in &mut chunks {
+            insert.execute(rusqlite::params_from_iter(
+                chunk.iter().flat_map(|row| rows.values(row)),
+            ))?;
+        }
+        let mut insert_one = tx.prepare_cached(
+            "INSERT INTO proj_config_log (position, actor, kind, name) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for row in chunks.remainder() {
+            insert_one.execute(rusqlite::params_from_iter(rows.values(row)))?;
+        }
+        memo.rows.clear();
+        Ok(())
+    }
+}
+
+/// Rows of the Configuration Log written by one statement.
+const CONFIG_ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT ... VALUES (?, ?, ?, ?), ...` for [`CONFIG_ROWS_PER_INSERT`] rows.
+static CONFIG_ROWS_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let values = vec!["(?, ?, ?, ?)"; CONFIG_ROWS_PER_INSERT].join(", ");
+    format!("INSERT INTO proj_config_log (position, actor, kind, name) VALUES {values}")
+});
+
+/// The Configuration Log's rows of a batch, kept until its end: their text in one buffer, so
+/// a row costs no allocation of its own.
+#[derive(Default)]
+struct ConfigRows {
+    rows: Vec<ConfigRow>,
+    text: String,
+}
+
+/// A row of the Configuration Log; its actor and name are ranges of [`ConfigRows::text`].
+struct ConfigRow {
+    position: u64,
+    kind: RecordKind,
+    actor: std::ops::Range<usize>,
+    name: std::ops::Range<usize>,
+}
+
+impl ConfigRows {
+    fn push(&mut self, position: u64, actor: &str, event: &Event) {
+        let (kind, name) = match event {
+            Event::Saved(record) => (record.kind(), record.name()),
+            Event::Removed(key) => (key.kind, key.name.as_str()),
+        };
+        let mut text = |value: &str| {
+            let start = self.text.len();
+            self.text.push_str(value);
+            start..self.text.len()
+        };
+        let (actor, name) = (text(actor), text(name));
+        self.rows.push(ConfigRow { position, kind, actor, name });
+    }
+
+    /// The row's four values, as the insert binds them.
+    fn values<'a>(&'a self, row: &'a ConfigRow) -> [rusqlite::types::ToSqlOutput<'a>; 4] {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        [
+            ToSqlOutput::Owned(Value::Integer(row.position as i64)),
+            ToSqlOutput::Borrowed(ValueRef::Text(self.text[row.actor.clone()].as_bytes())),
+            ToSqlOutput::Borrowed(ValueRef::Text(row.kind.as_str().as_bytes())),
+            ToSqlOutput::Borrowed(ValueRef::Text(self.text[row.name.clone()].as_bytes())),
+        ]
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.text.clear();
     }
 }
 
