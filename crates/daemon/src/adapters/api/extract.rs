@@ -47,8 +47,7 @@ async fn authenticate(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, ApiErr
         .ok_or_else(ApiError::unauthenticated)?;
     if let Some(token) = authorization.strip_prefix("Bearer ") {
         let name = app.sessions.user(token, now_ms()).ok_or_else(ApiError::unauthenticated)?;
-        let admin =
-            accounts::lookup_admin(app, &name).await?.ok_or_else(ApiError::unauthenticated)?;
+        let admin = accounts::lookup_admin(app, &name).ok_or_else(ApiError::unauthenticated)?;
         return Ok(Admin {
             name,
             must_change_password: admin.must_change_password,

@@ -317,11 +317,7 @@ impl FromRequestParts<Arc<App>> for WebUser {
             .sessions
             .user_and_csrf(&token, crate::base::clock::now_ms())
             .ok_or_else(to_login)?;
-        let admin = accounts::lookup_admin(app, &name)
-            .await
-            .map_err(ApiError::from)
-            .map_err(|error| error_page(None, &error))?
-            .ok_or_else(to_login)?;
+        let admin = accounts::lookup_admin(app, &name).ok_or_else(to_login)?;
         let must_change_password = admin.must_change_password;
         let read_only = admin.role == AdminRole::ReadOnly;
         let alarm_count = app.alarms.unacknowledged();
