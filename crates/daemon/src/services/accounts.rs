@@ -34,13 +34,12 @@ pub async fn hash(password: String) -> Result<String, Error> {
     passwords::hash(password).await?.map_err(Error::internal)
 }
 
-/// The administrator account `name`, if it exists. Read from the writer's state, which every
-/// change reaches before its author is answered: every authenticated request asks, and a read
-/// of the database cost it a blocking task and a read transaction.
+/// The administrator account `name`, if it exists (every authenticated request asks; see
+/// [`super::records::current`]).
 pub fn lookup_admin(app: &App, name: &str) -> Option<model::record::Administrator> {
     let key = RecordKey { kind: RecordKind::Administrator, name: name.to_owned() };
-    match app.writer.state_watch().borrow().get(&key) {
-        Some(Record::Administrator(admin)) => Some(admin.clone()),
+    match super::records::current(app, &key) {
+        Some(Record::Administrator(admin)) => Some(admin),
         _ => None,
     }
 }

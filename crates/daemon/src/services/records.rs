@@ -19,19 +19,21 @@ pub fn show(record: &Record) -> Value {
     value
 }
 
-/// The record stored under `key` now, if any.
-pub async fn current(app: &App, key: RecordKey) -> Result<Option<Record>, Error> {
-    Ok(app.readers.read(move |conn| Ok(projections::get(conn, &key)?)).await?)
+/// The record stored under `key` now, if any. Records are read from the writer's published
+/// state, which a change reaches before its author is answered (the same last-writer-wins fold
+/// as the `proj_records` table): no blocking task and no read transaction per request.
+pub fn current(app: &App, key: &RecordKey) -> Option<Record> {
+    app.writer.state_watch().borrow().get(key).cloned()
 }
 
-/// Every record of `kind` now.
-pub async fn list(app: &App, kind: RecordKind) -> Result<Vec<Record>, Error> {
-    Ok(app.readers.read(move |conn| Ok(projections::list(conn, kind)?)).await?)
+/// Every record of `kind` now, by name.
+pub fn list(app: &App, kind: RecordKind) -> Vec<Record> {
+    app.writer.state_watch().borrow().list(kind).cloned().collect()
 }
 
 /// The record stored under `key`, or the rejection that names it.
-pub async fn read(app: &App, key: RecordKey) -> Result<Record, Error> {
-    current(app, key.clone()).await?.ok_or_else(|| Rejection::NotFound { key }.into())
+pub fn read(app: &App, key: RecordKey) -> Result<Record, Error> {
+    current(app, &key).ok_or_else(|| Rejection::NotFound { key }.into())
 }
 
 async fn execute(app: &App, actor: &str, command: Command) -> Result<(), Error> {
@@ -141,7 +143,7 @@ pub async fn save(
     }
     let name = path_name.clone().unwrap_or_else(|| kind.as_str().to_owned());
     let key = RecordKey { kind, name };
-    let existing = current(app, key.clone()).await?;
+    let existing = current(app, &key);
     if path_name.is_some() && existing.is_none() {
         return Err(Rejection::NotFound { key }.into());
     }
@@ -208,7 +210,7 @@ pub async fn pin_presented_certificate(
     expected: Option<String>,
 ) -> Result<Record, Error> {
     let key = RecordKey { kind: RecordKind::Bridge, name };
-    let Record::Bridge(mut bridge) = read(app, key).await? else {
+    let Record::Bridge(mut bridge) = read(app, key)? else {
         return Err(Error::internal("a bridge key read another kind of record"));
     };
     let Some(presented) = app.policy.presented_fingerprint(&bridge) else {

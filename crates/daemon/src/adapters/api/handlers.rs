@@ -36,7 +36,7 @@ pub(super) async fn list(
     State(app): State<Arc<App>>,
     kind: RecordKind,
 ) -> Answer<Json<Vec<Record>>> {
-    let records = records::list(&app, kind).await?;
+    let records = records::list(&app, kind);
     Ok(Json(records.iter().map(Record::redacted).collect()))
 }
 
@@ -46,7 +46,7 @@ pub(super) async fn read_one(
     kind: RecordKind,
     name: String,
 ) -> Answer<Json<Record>> {
-    Ok(Json(records::read(&app, RecordKey { kind, name }).await?.redacted()))
+    Ok(Json(records::read(&app, RecordKey { kind, name })?.redacted()))
 }
 
 pub(super) async fn create(

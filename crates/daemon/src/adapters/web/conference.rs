@@ -253,13 +253,9 @@ async fn edit_page(
     Query(query): Query<SavedQuery>,
 ) -> Response {
     let Some(kind) = collection_kind(&collection) else { return not_found(&user) };
-    let stored = match records::current(&app, RecordKey { kind, name: name.clone() })
-        .await
-        .map_err(ApiError::from)
-    {
-        Ok(Some(record)) => record,
-        Ok(None) => return not_found(&user),
-        Err(error) => return super::error_page(Some(&user), &error),
+    let stored = match records::current(&app, &RecordKey { kind, name: name.clone() }) {
+        Some(record) => record,
+        None => return not_found(&user),
     };
     let record = records::show(&stored);
     let mut fields = forms::fields(kind);

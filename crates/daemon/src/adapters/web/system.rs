@@ -100,7 +100,7 @@ fn setting_kind(collection: &str) -> Option<RecordKind> {
 
 async fn stored(app: &App, kind: RecordKind) -> Result<Option<Value>, ApiError> {
     let key = RecordKey::singleton(kind).clone();
-    Ok(records::current(app, key).await.map_err(ApiError::from)?.as_ref().map(records::show))
+    Ok(records::current(app, &key).as_ref().map(records::show))
 }
 
 fn setting_body(
@@ -330,7 +330,7 @@ const LEAVE_WITH_BRIDGES_FIELD: &str = "<div class=\"field\"><label>\
 /// After a save that left the cluster (no peers saved: standalone, so nothing replicates),
 /// deletes this peer's bridge entries. Returns how many were deleted.
 async fn delete_bridges_after_leaving(app: &App, actor: &str) -> Result<usize, ApiError> {
-    let bridges = records::list(app, RecordKind::Bridge).await?;
+    let bridges = records::list(app, RecordKind::Bridge);
     for bridge in &bridges {
         records::remove(app, actor, RecordKind::Bridge, bridge.name().to_owned()).await?;
     }

@@ -87,7 +87,7 @@ fn add_form(user: &WebUser) -> String {
 
 /// The page, with `note` (a saved or refused message) above the list.
 async fn render(app: &App, user: &WebUser, note: &str) -> Result<String, ApiError> {
-    let accounts = records::list(app, RecordKind::Administrator).await?;
+    let accounts = records::list(app, RecordKind::Administrator);
     let mut body = String::from(super::scope_note(model::Scope::Shared));
     body.push_str(
         "<p>A read-only account sees every page and every read of the API but changes nothing: \
@@ -164,7 +164,7 @@ async fn save(
     form: &super::FormPairs,
 ) -> Result<(), ApiError> {
     let key = model::RecordKey { kind: RecordKind::Administrator, name: name.to_owned() };
-    let existing = records::read(app, key).await?;
+    let existing = records::read(app, key)?;
     let password = form_value(form, "password");
     let mut body = Map::new();
     body.insert("role".to_owned(), role_from_form(form));
