@@ -213,11 +213,14 @@ impl Projection for ConfigLog {
     fn flush(tx: &Connection, memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
         let rows = &memo.rows;
         let mut chunks = rows.rows.chunks_exact(CONFIG_ROWS_PER_INSERT);
-        let mut insert = tx.prepare_cached(&CONFIG_ROWS_INSERT)?;
-        for chunk in &mut chunks {
-            insert.execute(rusqlite::params_from_iter(
-                chunk.iter().flat_map(|row| rows.values(row)),
-            ))?;
+        // A command's batch has a row or two: it does not look up the long statement.
+        if chunks.len() > 0 {
+            let mut insert = tx.prepare_cached(&CONFIG_ROWS_INSERT)?;
+            for chunk in &mut chunks {
+                insert.execute(rusqlite::params_from_iter(
+                    chunk.iter().flat_map(|row| rows.values(row)),
+                ))?;
+            }
         }
         let mut insert_one = tx.prepare_cached(
             "INSERT INTO proj_config_log (position, actor, kind, name) VALUES (?1, ?2, ?3, ?4)",
