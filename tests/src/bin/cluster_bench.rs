@@ -169,11 +169,10 @@ trait Client: Send {
     fn count(&mut self, prefix: &str) -> anyhow::Result<usize>;
 }
 
-/// The changed record: a bridge, the kind operators create most. etcd stores the same JSON
-/// as its value, so both systems carry the same payload.
-/// A change: a bridge record, disabled so that it is only configuration. An enabled one would
-/// also be polled for health and listed for conferences by every peer; thousands of them at an
-/// address nobody answers measured that, not replication.
+/// A change: a bridge record, the kind operators create most; etcd stores the same JSON as its
+/// value, so both systems carry the same payload. Disabled, so that it is only configuration:
+/// an enabled one would also be polled for health and listed for conferences by every peer,
+/// and thousands of them at an address nobody answers measured that, not replication.
 fn bridge(name: &str) -> Value {
     json!({"name": name, "bridge_type": "mcu", "address": "127.0.0.9", "enabled": false,
            "username": "api", "password": "secret", "capacity_ports": 10})
