@@ -248,18 +248,10 @@ fn scheduler_entry(
 
 /// One check; `Ok(Some((file name, backups removed)))` when a backup was written.
 fn scheduled_backup(app: &super::App, now_ms: u64) -> Result<Option<(String, usize)>, String> {
-    let key = model::RecordKey {
-        kind: model::RecordKind::BackupSchedule,
-        name: model::RecordKind::BackupSchedule.as_str().to_owned(),
-    };
-    let conn = eventlog::open_reader(&app.data_dir.join(crate::store::DATABASE_FILE))
-        .map_err(|e| e.to_string())?;
-    let Some(model::Record::BackupSchedule(schedule)) =
-        projections::get(&conn, &key).map_err(|e| e.to_string())?
-    else {
+    let key = model::RecordKey::singleton(model::RecordKind::BackupSchedule);
+    let Some(model::Record::BackupSchedule(schedule)) = super::records::current(app, key) else {
         return Ok(None);
     };
-    drop(conn);
     if !schedule.enabled {
         return Ok(None);
     }

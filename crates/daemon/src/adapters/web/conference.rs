@@ -123,7 +123,7 @@ async fn list_body(
     error: Option<&ApiError>,
     saved: Option<&str>,
 ) -> Result<String, ApiError> {
-    let records = app.readers.read(move |conn| Ok(projections::list(conn, kind)?)).await?;
+    let records = records::list(app, kind);
     let mut body = String::new();
     body.push_str(scope_note(kind.scope()));
     let intro = introduction(kind);
@@ -341,11 +341,7 @@ async fn conferences_page(
     State(app): State<Arc<App>>,
     Query(query): Query<SavedQuery>,
 ) -> Response {
-    let records =
-        match app.readers.read(|conn| Ok(projections::list(conn, RecordKind::Conference)?)).await {
-            Ok(records) => records,
-            Err(error) => return super::error_page(Some(&user), &ApiError::from(error)),
-        };
+    let records = records::list(&app, RecordKind::Conference);
     let mut body = String::new();
     body.push_str(scope_note(model::Scope::Shared));
     body.push_str(

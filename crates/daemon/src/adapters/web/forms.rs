@@ -58,7 +58,7 @@ pub(crate) async fn fill_references(app: &App, fields: &mut [Field]) -> Result<(
     for field in fields.iter_mut() {
         if let Input::Reference { target, options, .. } = &mut field.input {
             let kind = *target;
-            let records = app.readers.read(move |conn| Ok(projections::list(conn, kind)?)).await?;
+            let records = crate::services::records::list(app, kind);
             *options = records.iter().map(|record| record.name().to_owned()).collect();
         }
     }
