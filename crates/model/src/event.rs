@@ -78,6 +78,14 @@ impl Event {
         }
     }
 
+    /// The name of the record changed, borrowed.
+    pub fn name(&self) -> &str {
+        match self {
+            Event::Saved(record) => record.name(),
+            Event::Removed(key) => &key.name,
+        }
+    }
+
     pub fn scope(&self) -> Scope {
         self.kind().scope()
     }

@@ -35,9 +35,10 @@ trait Projection {
     const VERSION: u32;
     /// Drops and recreates the projection's tables.
     fn reset(tx: &Connection) -> Result<(), Error>;
-    /// What one catch-up remembers per record key (the newest stamp it met), so a key
-    /// rewritten during the catch-up is written once per batch, not once per event. One entry
-    /// per record key: bounded by the configuration's size, not by the history's length.
+    /// What one catch-up keeps between events. Current records: the newest stamp met per
+    /// record key, so a key rewritten during the catch-up is written once per batch, not once
+    /// per event (bounded by the configuration's size, not by the history's length). The
+    /// Configuration Log: the batch's rows until its end (bounded by the batch).
     type Memo: Default;
     fn apply(
         tx: &Connection,
@@ -260,17 +261,13 @@ struct ConfigRow {
 
 impl ConfigRows {
     fn push(&mut self, position: u64, actor: &str, event: &Event) {
-        let (kind, name) = match event {
-            Event::Saved(record) => (record.kind(), record.name()),
-            Event::Removed(key) => (key.kind, key.name.as_str()),
-        };
         let mut text = |value: &str| {
             let start = self.text.len();
             self.text.push_str(value);
             start..self.text.len()
         };
-        let (actor, name) = (text(actor), text(name));
-        self.rows.push(ConfigRow { position, kind, actor, name });
+        let (actor, name) = (text(actor), text(event.name()));
+        self.rows.push(ConfigRow { position, kind: event.kind(), actor, name });
     }
 
     /// The row's four values, as the insert binds them.
