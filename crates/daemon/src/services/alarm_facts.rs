@@ -36,7 +36,7 @@ pub async fn gather(app: &App) -> Facts {
 
 /// An administrator account still waiting for its forced password change is the factory one.
 fn factory_password_unchanged(app: &App) -> bool {
-    let state = app.writer.state_watch().borrow().clone();
+    let state = app.writer.published_state();
     state.list(RecordKind::Administrator).any(|record| match record {
         Record::Administrator(admin) => admin.must_change_password,
         _ => false,
@@ -78,7 +78,7 @@ fn peers(app: &App) -> Vec<PeerFacts> {
 /// Each enabled bridge: why it is out of selection, and the share of its ports the
 /// conferences placed on it reserve (counted as the policy decisions count them).
 fn bridges(app: &App) -> Vec<BridgeFacts> {
-    let state = app.writer.state_watch().borrow().clone();
+    let state = app.writer.published_state();
     let engine = policy::Engine::new(state.clone(), None);
     let mut problems = app.policy.health.problems();
     state
@@ -103,7 +103,7 @@ fn bridges(app: &App) -> Vec<BridgeFacts> {
 /// Whole days until the certificate the admin listener presents expires (0 once it has);
 /// `None` when it cannot be read, which raises nothing.
 async fn certificate_expires_in_days(app: &App) -> Option<u64> {
-    let state = app.writer.state_watch().borrow().clone();
+    let state = app.writer.published_state();
     let key = RecordKey {
         kind: RecordKind::Certificates,
         name: RecordKind::Certificates.as_str().to_owned(),

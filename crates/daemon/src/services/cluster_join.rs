@@ -294,8 +294,7 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
 
 /// This peer's primary address, which the cluster will list.
 async fn own_address(app: &App) -> Result<String, JoinError> {
-    let key = model::RecordKey::singleton(RecordKind::Ipv4).clone();
-    let own = records::current(app, &key);
+    let own = records::current(app, model::RecordKey::singleton(RecordKind::Ipv4));
     let address = match own.as_ref().map(records::show) {
         Some(ipv4) => ipv4["address"].as_str().unwrap_or_default().to_owned(),
         None => return Err(JoinError::NoAddress),

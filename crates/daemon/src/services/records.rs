@@ -19,16 +19,16 @@ pub fn show(record: &Record) -> Value {
     value
 }
 
-/// The record stored under `key` now, if any. Records are read from the writer's published
-/// state, which a change reaches before its author is answered (the same last-writer-wins fold
-/// as the `proj_records` table): no blocking task and no read transaction per request.
+/// The record stored under `key` now, if any, from the writer's published state (the same
+/// last-writer-wins fold as the `proj_records` table): no blocking task and no read
+/// transaction per request.
 pub fn current(app: &App, key: &RecordKey) -> Option<Record> {
-    app.writer.state_watch().borrow().get(key).cloned()
+    app.writer.published_state().get(key).cloned()
 }
 
 /// Every record of `kind` now, by name.
 pub fn list(app: &App, kind: RecordKind) -> Vec<Record> {
-    app.writer.state_watch().borrow().list(kind).cloned().collect()
+    app.writer.published_state().list(kind).cloned().collect()
 }
 
 /// The record stored under `key`, or the rejection that names it.

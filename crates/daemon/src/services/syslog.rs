@@ -85,7 +85,7 @@ pub async fn spawn(app: Arc<App>, tasks: &Tasks) {
 
 /// Sends the rows logged since `cursor` to every server; returns the new cursor.
 async fn forward(app: &App, socket: &UdpSocket, streams: &mut Streams, cursor: Cursor) -> Cursor {
-    let state = app.writer.state_watch().borrow().clone();
+    let state = app.writer.published_state();
     let this_peer = app.writer.peer_id();
     let read = app
         .readers

@@ -1164,6 +1164,12 @@ impl Writer {
         self.state.clone()
     }
 
+    /// The state as of the writer's last change, which a change reaches before its author is
+    /// answered: what requests read records and accounts from.
+    pub fn published_state(&self) -> Arc<State> {
+        self.state.borrow().clone()
+    }
+
     /// The cluster settings, updated after every change the writer makes.
     pub fn cluster_settings(&self) -> watch::Receiver<ClusterSettings> {
         self.settings.clone()

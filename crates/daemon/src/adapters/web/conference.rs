@@ -166,7 +166,7 @@ async fn list_body(
     }
     let _ = write!(body, "<h2>Add</h2>");
     let mut fields = forms::fields(kind);
-    forms::fill_references(app, &mut fields).await?;
+    forms::fill_references(app, &mut fields);
     let action = format!("/configuration/{collection}");
     body.push_str(&forms::render_form(user, &action, &fields, add_values, error, false, "Add"));
     Ok(body)
@@ -259,9 +259,7 @@ async fn edit_page(
     };
     let record = records::show(&stored);
     let mut fields = forms::fields(kind);
-    if let Err(error) = forms::fill_references(&app, &mut fields).await {
-        return super::error_page(Some(&user), &error);
-    }
+    forms::fill_references(&app, &mut fields);
     let mut body = edit_body(
         &user,
         &fields,
@@ -297,9 +295,7 @@ async fn save(
         Ok(()) => see_other(&format!("/configuration/{collection}/{}?saved=1", url_encode(&name))),
         Err(error) => {
             let mut fields = fields;
-            if let Err(error) = forms::fill_references(&app, &mut fields).await {
-                return super::error_page(Some(&user), &error);
-            }
+            forms::fill_references(&app, &mut fields);
             let body = edit_body(
                 &user,
                 &fields,

@@ -54,15 +54,13 @@ fn reference(kind: RecordKind, field: &str) -> Option<(RecordKind, bool)> {
 const REFERENCE_SLOTS_SPARE: usize = 2;
 
 /// Reads the names each reference field offers (records of its target kind, in name order).
-pub(crate) async fn fill_references(app: &App, fields: &mut [Field]) -> Result<(), ApiError> {
+pub(crate) fn fill_references(app: &App, fields: &mut [Field]) {
     for field in fields.iter_mut() {
         if let Input::Reference { target, options, .. } = &mut field.input {
-            let kind = *target;
-            let records = crate::services::records::list(app, kind);
+            let records = crate::services::records::list(app, *target);
             *options = records.iter().map(|record| record.name().to_owned()).collect();
         }
     }
-    Ok(())
 }
 
 #[derive(Clone, Debug)]

@@ -98,9 +98,8 @@ fn setting_kind(collection: &str) -> Option<RecordKind> {
         .filter(|kind| kind.is_singleton() && *kind != RecordKind::Cluster)
 }
 
-async fn stored(app: &App, kind: RecordKind) -> Result<Option<Value>, ApiError> {
-    let key = RecordKey::singleton(kind).clone();
-    Ok(records::current(app, &key).as_ref().map(records::show))
+fn stored(app: &App, kind: RecordKind) -> Option<Value> {
+    records::current(app, RecordKey::singleton(kind)).as_ref().map(records::show)
 }
 
 fn setting_body(
@@ -150,10 +149,7 @@ async fn setting_page(
     Query(query): Query<SavedQuery>,
 ) -> Response {
     let Some(kind) = setting_kind(&collection) else { return not_found(&user) };
-    let current = match stored(&app, kind).await {
-        Ok(current) => current,
-        Err(error) => return super::error_page(Some(&user), &error),
-    };
+    let current = stored(&app, kind);
     let values = current.as_ref().map_or(Values::Empty, Values::Record);
     let live_state = live_state(kind).await;
     let body = setting_body(&user, kind, &values, None, query.saved.is_some(), &live_state);
@@ -166,10 +162,7 @@ async fn save_setting(
     OperatorForm { user, form }: OperatorForm,
 ) -> Response {
     let Some(kind) = setting_kind(&collection) else { return not_found(&user) };
-    let existing = match stored(&app, kind).await {
-        Ok(current) => current.is_some(),
-        Err(error) => return super::error_page(Some(&user), &error),
-    };
+    let existing = stored(&app, kind).is_some();
     let fields = forms::fields(kind);
     let saved = match forms::body_from_form(&fields, &form, existing) {
         Ok(body) => records::save(&app, &user.name, Some(&user.token), kind, None, body)
@@ -399,10 +392,7 @@ async fn clustering_page(
     State(app): State<Arc<App>>,
     Query(query): Query<SavedQuery>,
 ) -> Response {
-    let stored = match stored(&app, RecordKind::Cluster).await {
-        Ok(stored) => stored,
-        Err(error) => return super::error_page(Some(&user), &error),
-    };
+    let stored = stored(&app, RecordKind::Cluster);
     let saved = query.saved.as_ref().map(|_| match query.bridges_deleted {
         Some(count) => format!(
             "Saved peer addresses and key. This peer is standalone; its {count} conference \
@@ -418,10 +408,7 @@ async fn save_clustering(
     State(app): State<Arc<App>>,
     OperatorForm { user, form }: OperatorForm,
 ) -> Response {
-    let stored = match stored(&app, RecordKind::Cluster).await {
-        Ok(stored) => stored,
-        Err(error) => return super::error_page(Some(&user), &error),
-    };
+    let stored = stored(&app, RecordKind::Cluster);
     let mut body = Map::new();
     let key = super::form_value(&form, "pre_shared_key");
     let clear = !super::form_value(&form, "clear_pre_shared_key").is_empty();
