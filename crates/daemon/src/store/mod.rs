@@ -9,12 +9,14 @@ mod cluster_settings;
 #[cfg(test)]
 mod licence_tests;
 mod readers;
+mod sync_pacing;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use cluster_settings::{ClusterSettings, Outbound};
 pub use eventlog::Replace;
 pub use readers::{Paused, ReadError, Readers, state_at};
+pub use sync_pacing::REPLICATED_SYNC_INTERVAL_MS;
 
 use crate::base::journal::EntryKind;
 use eventlog::{EventLog, NewEvent, StoredEvent, Stream};
@@ -28,6 +30,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use sync_pacing::SyncPacing;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Requests waiting for the writer; callers wait (back-pressure) when it is full.
@@ -92,6 +96,8 @@ pub struct Store {
     /// A replicated group or an idle snapshot was committed without its fsync (see
     /// [`Store::sync_unsynced_commits`]).
     unsynced_commits: bool,
+    /// Successful [`Store::sync_unsynced_commits`] so far.
+    syncs: u64,
     /// The last replicated group applied events and asked for more: a catch-up is under way,
     /// so an idle moment is only the wait for its next batch.
     catching_up: bool,
@@ -185,6 +191,7 @@ impl Store {
             cluster_id,
             state_version: 0,
             unsynced_commits: false,
+            syncs: 0,
             catching_up: false,
         };
         store.make_licence_local(licence)?;
@@ -473,16 +480,29 @@ impl Store {
 
     /// Makes the replicated groups and idle snapshots committed since the last call durable
     /// (their fsync). A failure costs only this copy: it is logged, and the next commit syncs
-    /// again.
-    pub fn sync_unsynced_commits(&mut self) {
-        if std::mem::take(&mut self.unsynced_commits)
-            && let Err(error) = self.log.sync()
-        {
-            tracing::error!(
+    /// again. Returns whether there was anything to sync.
+    pub fn sync_unsynced_commits(&mut self) -> bool {
+        if !std::mem::take(&mut self.unsynced_commits) {
+            return false;
+        }
+        match self.log.sync() {
+            Ok(()) => self.syncs += 1,
+            Err(error) => tracing::error!(
                 %error,
                 "replicated events or a snapshot may not be durable here; peers hold the events"
-            );
+            ),
         }
+        true
+    }
+
+    /// Whether a commit awaits [`Store::sync_unsynced_commits`].
+    pub fn has_unsynced_commits(&self) -> bool {
+        self.unsynced_commits
+    }
+
+    /// Successful [`Store::sync_unsynced_commits`] so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// Two peers that could not see each other may both create a conference of one name, on
@@ -893,6 +913,9 @@ struct WriterThread {
     lag: Arc<std::sync::Mutex<ReplicationLag>>,
     /// Shared with [`Writer::take_lost_pushes`].
     lost_pushes: LostPushes,
+    /// Shared with [`Writer::syncs`].
+    syncs: Arc<AtomicU64>,
+    pacing: SyncPacing,
 }
 
 /// Peer → shared events this peer holds that the peer did not, as of its last summary.
@@ -915,17 +938,31 @@ impl WriterThread {
         self.publish();
     }
 
-    /// The request to serve next. Replicated groups are fsynced when the queue runs dry,
-    /// not after each one: under a stream of pushes, one fsync covers every group committed
-    /// meanwhile (a local command's commit, synchronous, covers them too). A due snapshot is
-    /// written then too, behind every change already answered.
+    /// The request to serve next. Replicated groups are fsynced when the queue runs dry, and
+    /// no sooner than [`REPLICATED_SYNC_INTERVAL_MS`] after the last fsync (`sync_pacing`):
+    /// under a stream of pushes, one fsync covers every group committed meanwhile (a local
+    /// command's commit, synchronous, covers them too). A due snapshot is written then too,
+    /// behind every change already answered.
     fn next_request(&mut self, requests: &mut mpsc::Receiver<Request>) -> Option<Request> {
         if let Ok(request) = requests.try_recv() {
             return Some(request);
         }
-        self.store.sync_unsynced_commits();
+        if self.store.has_unsynced_commits()
+            && let Some(hold) = self.pacing.hold(Instant::now())
+            && let Some(request) = self.pacing.next_within(requests, hold)
+        {
+            return request;
+        }
+        self.sync_unsynced_commits();
         self.store.snapshot_when_idle();
         requests.blocking_recv()
+    }
+
+    fn sync_unsynced_commits(&mut self) {
+        if self.store.sync_unsynced_commits() {
+            self.pacing.synced(Instant::now());
+            self.syncs.store(self.store.syncs(), Ordering::Relaxed);
+        }
     }
 
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
@@ -935,11 +972,11 @@ impl WriterThread {
                 Some(request) => request,
                 None => match self.next_request(&mut requests) {
                     Some(request) => request,
-                    None => return self.store.sync_unsynced_commits(),
+                    None => return self.sync_unsynced_commits(),
                 },
             };
             match request {
-                Request::Stop => return self.store.sync_unsynced_commits(),
+                Request::Stop => return self.sync_unsynced_commits(),
                 Request::Execute { actor, command, now_ms, reply } => {
                     let first = PendingChange { change: Change { actor, command, now_ms }, reply };
                     let (group, after) = gather_group(first, &mut requests);
@@ -1087,6 +1124,7 @@ pub struct Writer {
     settings: watch::Receiver<ClusterSettings>,
     state: watch::Receiver<Arc<State>>,
     group_commits: Arc<AtomicU64>,
+    syncs: Arc<AtomicU64>,
     lag: Arc<std::sync::Mutex<ReplicationLag>>,
     lost_pushes: LostPushes,
 }
@@ -1104,6 +1142,11 @@ impl Writer {
     /// Group commits (transactions, so fsyncs, holding changes) the writer made so far.
     pub fn group_commits(&self) -> u64 {
         self.group_commits.load(Ordering::Relaxed)
+    }
+
+    /// The fsyncs that made replicated groups durable after their commit (see `sync_pacing`).
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Peers that lost replication messages to a full outbound queue since the last call; the
@@ -1129,6 +1172,9 @@ impl Writer {
         let thread_lag = Arc::clone(&lag);
         let lost_pushes = LostPushes::default();
         let thread_lost = Arc::clone(&lost_pushes);
+        let syncs = Arc::new(AtomicU64::new(store.syncs()));
+        let thread_syncs = Arc::clone(&syncs);
+        let pacing = SyncPacing::new()?;
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
@@ -1141,10 +1187,12 @@ impl Writer {
                     group_commits: commits,
                     lag: thread_lag,
                     lost_pushes: thread_lost,
+                    syncs: thread_syncs,
+                    pacing,
                 }
                 .run(requests)
             })?;
-        Ok((Writer { queue, settings, state, group_commits, lag, lost_pushes }, thread))
+        Ok((Writer { queue, settings, state, group_commits, syncs, lag, lost_pushes }, thread))
     }
 
     /// Stops the writer thread once the requests queued before this one are served; later

@@ -171,6 +171,36 @@ fn replicated_messages_share_one_commit_with_their_projection_rows() {
     assert_eq!(projections::position(&reader).unwrap(), store.last_position());
 }
 
+// Goal: pushes that arrive one after the other, each shown before the next comes, share
+// fsyncs (at most one per `REPLICATED_SYNC_INTERVAL_MS`), and the last one is synced once the
+// writer has been idle for that long. Syncing at every dry queue took one fsync per push.
+#[tokio::test]
+async fn pushes_in_a_stream_share_fsyncs_and_the_last_is_synced_once_idle() {
+    const PUSHES: usize = 30;
+    let (_dirs, mut origin, replica) = origin_and_replica();
+    let (outbound, _peers) = mpsc::channel(64);
+    let (writer, thread) = Writer::spawn(replica, outbound).unwrap();
+    let syncs_before = writer.syncs();
+    let mut state = writer.state_watch();
+    for index in 0..PUSHES {
+        let name = format!("p{index}");
+        let events = origin.execute_group(&[create(&name)]).remove(0).unwrap();
+        let message = replication::Message::Events { events };
+        writer.replicate(origin.peer_id(), message).await.unwrap();
+        state.wait_for(|state| state.get(&key(&name)).is_some()).await.unwrap();
+    }
+    let shown = Instant::now();
+    let settle = std::time::Duration::from_millis(50 * REPLICATED_SYNC_INTERVAL_MS);
+    while writer.syncs() == syncs_before && shown.elapsed() < settle {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let syncs = writer.syncs() - syncs_before;
+    assert!(syncs >= 1, "the last push was never synced");
+    assert!(syncs < PUSHES as u64 / 2, "{PUSHES} pushes took {syncs} fsyncs");
+    writer.stop().await;
+    thread.join().unwrap();
+}
+
 // Goal: a full catch-up batch asks its sender for the next one before it is committed, so the
 // next batch is read and sent while this one is made durable; what else it answers waits for
 // the commit.
