@@ -104,6 +104,10 @@ fn both_logs_reach_a_remote_syslog_server_as_rfc_5424() {
     let port = receiver.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let peer = Peer::start(dir.path(), "127.0.0.1", free_port().unwrap(), &[]).unwrap();
+    // Logged while no server is set, and polls have passed (batond's syslog `POLL_INTERVAL_MS`
+    // is 500): the server set later does not get the history before it.
+    peer.create_bridge("before-syslog").unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
     let server = json!({"servers": [{"host": "127.0.0.1", "port": port, "transport": "udp"}]});
     peer.save("/api/v1/syslog", server).unwrap();
     log_one_of_each(&peer);
@@ -123,6 +127,9 @@ fn both_logs_reach_a_remote_syslog_server_as_rfc_5424() {
         match message.params.get("log").map(String::as_str) {
             Some("configuration") if message.params["name"] == "sent-to-syslog" => {
                 change = Some(message)
+            }
+            Some("configuration") if message.params["name"] == "before-syslog" => {
+                panic!("a change made before any server was set was sent: {line}")
             }
             Some("event") if message.params["kind"] == "login.failed" => event = Some(message),
             Some("configuration" | "event") => {}

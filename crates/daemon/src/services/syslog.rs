@@ -48,16 +48,7 @@ struct Cursor {
 /// Starts the follower. What was logged before the start is not sent again (it was when it
 /// happened, or no server was configured then).
 pub async fn spawn(app: Arc<App>, tasks: &Tasks) {
-    let start = app
-        .readers
-        .read(|conn| {
-            Ok(Cursor {
-                journal_id: eventlog::last_journal_id(conn)?,
-                config_position: projections::config_log_last_position(conn)?,
-            })
-        })
-        .await;
-    let mut cursor = match start {
+    let mut cursor = match end_of_logs(&app).await {
         Ok(cursor) => cursor,
         Err(error) => {
             tracing::error!(%error, "syslog forwarding starts from the beginning of the logs");
@@ -83,9 +74,28 @@ pub async fn spawn(app: Arc<App>, tasks: &Tasks) {
     });
 }
 
+/// Where both logs end now.
+async fn end_of_logs(app: &App) -> Result<Cursor, crate::store::ReadError> {
+    app.readers
+        .read(|conn| {
+            Ok(Cursor {
+                journal_id: eventlog::last_journal_id(conn)?,
+                config_position: projections::config_log_last_position(conn)?,
+            })
+        })
+        .await
+}
+
 /// Sends the rows logged since `cursor` to every server; returns the new cursor.
 async fn forward(app: &App, socket: &UdpSocket, streams: &mut Streams, cursor: Cursor) -> Cursor {
     let state = app.writer.published_state();
+    let servers = udp_servers(&state);
+    let stream_servers = stream_servers(&state);
+    if servers.is_empty() && stream_servers.is_empty() {
+        // Nothing is read and dropped (under sustained writes, that read and decoded every
+        // change with its record before); a server set later gets what is logged after.
+        return end_of_logs(app).await.unwrap_or(cursor);
+    }
     let this_peer = app.writer.peer_id();
     let read = app
         .readers
@@ -118,11 +128,7 @@ async fn forward(app: &App, socket: &UdpSocket, streams: &mut Streams, cursor: C
             None => last_position.max(cursor.config_position),
         },
     };
-    let servers = udp_servers(&state);
-    let stream_servers = stream_servers(&state);
-    if (servers.is_empty() && stream_servers.is_empty())
-        || (journal.is_empty() && changes.is_empty())
-    {
+    if journal.is_empty() && changes.is_empty() {
         return next;
     }
     let host = Host { name: host_name(&state), pid: std::process::id() };
