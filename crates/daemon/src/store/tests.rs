@@ -172,31 +172,43 @@ fn replicated_messages_share_one_commit_with_their_projection_rows() {
 }
 
 // Goal: pushes that arrive one after the other, each shown before the next comes, share
-// fsyncs (at most one per `REPLICATED_SYNC_INTERVAL_MS`), and the last one is synced once the
-// writer has been idle for that long. Syncing at every dry queue took one fsync per push.
+// fsyncs (at most one per `REPLICATED_SYNC_INTERVAL_MS`); a push whose fsync was held back
+// gets it once the writer is idle. Syncing at every dry queue took one fsync per push.
 #[tokio::test]
-async fn pushes_in_a_stream_share_fsyncs_and_the_last_is_synced_once_idle() {
+async fn pushes_in_a_stream_share_fsyncs_and_a_held_one_is_synced_once_idle() {
     const PUSHES: usize = 30;
+    let interval = std::time::Duration::from_millis(REPLICATED_SYNC_INTERVAL_MS);
     let (_dirs, mut origin, replica) = origin_and_replica();
     let (outbound, _peers) = mpsc::channel(64);
     let (writer, thread) = Writer::spawn(replica, outbound).unwrap();
-    let syncs_before = writer.syncs();
-    let mut state = writer.state_watch();
-    for index in 0..PUSHES {
-        let name = format!("p{index}");
+    let mut push = |name: String| {
         let events = origin.execute_group(&[create(&name)]).remove(0).unwrap();
-        let message = replication::Message::Events { events };
-        writer.replicate(origin.peer_id(), message).await.unwrap();
-        state.wait_for(|state| state.get(&key(&name)).is_some()).await.unwrap();
+        let (writer, from) = (writer.clone(), origin.peer_id());
+        async move {
+            writer.replicate(from, replication::Message::Events { events }).await.unwrap();
+            let shown = |state: &Arc<State>| state.get(&key(&name)).is_some();
+            writer.state_watch().wait_for(shown).await.unwrap();
+        }
+    };
+    let (syncs_before, started) = (writer.syncs(), Instant::now());
+    for index in 0..PUSHES {
+        push(format!("p{index}")).await;
     }
-    let shown = Instant::now();
-    let settle = std::time::Duration::from_millis(50 * REPLICATED_SYNC_INTERVAL_MS);
-    while writer.syncs() == syncs_before && shown.elapsed() < settle {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    let intervals = started.elapsed().as_millis() as u64 / REPLICATED_SYNC_INTERVAL_MS;
     let syncs = writer.syncs() - syncs_before;
-    assert!(syncs >= 1, "the last push was never synced");
-    assert!(syncs < PUSHES as u64 / 2, "{PUSHES} pushes took {syncs} fsyncs");
+    // One at the first push and one per interval after it.
+    assert!(syncs <= intervals + 1, "{PUSHES} pushes in {intervals} intervals took {syncs} fsyncs");
+
+    // Past any held sync: the next push is synced at once, the one right after it is held.
+    tokio::time::sleep(3 * interval).await;
+    let syncs_before = writer.syncs();
+    push("at-once".to_owned()).await;
+    push("held".to_owned()).await;
+    let deadline = Instant::now() + 50 * interval;
+    while writer.syncs() < syncs_before + 2 && Instant::now() < deadline {
+        tokio::time::sleep(interval / 10).await;
+    }
+    assert_eq!(writer.syncs(), syncs_before + 2, "the held push was never synced");
     writer.stop().await;
     thread.join().unwrap();
 }
