@@ -1144,7 +1144,8 @@ impl Writer {
         self.group_commits.load(Ordering::Relaxed)
     }
 
-    /// The fsyncs that made replicated groups durable after their commit (see `sync_pacing`).
+    /// The fsyncs that made replicated groups (and idle snapshots) durable after their commit
+    /// (see `sync_pacing`).
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
