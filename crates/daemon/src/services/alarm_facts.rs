@@ -103,13 +103,9 @@ fn bridges(app: &App) -> Vec<BridgeFacts> {
 /// Whole days until the certificate the admin listener presents expires (0 once it has);
 /// `None` when it cannot be read, which raises nothing.
 async fn certificate_expires_in_days(app: &App) -> Option<u64> {
-    let state = app.writer.published_state();
-    let key = RecordKey {
-        kind: RecordKind::Certificates,
-        name: RecordKind::Certificates.as_str().to_owned(),
-    };
-    let certificates = match state.get(&key) {
-        Some(Record::Certificates(certificates)) => Some(certificates.clone()),
+    let key = RecordKey::singleton(RecordKind::Certificates);
+    let certificates = match super::records::current(app, key) {
+        Some(Record::Certificates(certificates)) => Some(certificates),
         _ => None,
     };
     let files = app.tls_files.clone();

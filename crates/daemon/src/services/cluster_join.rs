@@ -251,7 +251,7 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
     if app.cluster.status().cluster_id.is_some() {
         return Err(JoinError::AlreadyClustered);
     }
-    let own_address = own_address(app).await?;
+    let own_address = own_address(app)?;
     let seen = Arc::new(Mutex::new(None));
     let member = Member {
         client: pinned_client(Some(&request.member_certificate_sha256), seen.clone())?,
@@ -293,16 +293,11 @@ pub async fn join(app: &App, actor: &str, request: &JoinRequest) -> Result<Joine
 }
 
 /// This peer's primary address, which the cluster will list.
-async fn own_address(app: &App) -> Result<String, JoinError> {
-    let own = records::current(app, model::RecordKey::singleton(RecordKind::Ipv4));
-    let address = match own.as_ref().map(records::show) {
-        Some(ipv4) => ipv4["address"].as_str().unwrap_or_default().to_owned(),
-        None => return Err(JoinError::NoAddress),
-    };
-    if address.is_empty() {
-        return Err(JoinError::NoAddress);
+fn own_address(app: &App) -> Result<String, JoinError> {
+    match records::current(app, model::RecordKey::singleton(RecordKind::Ipv4)) {
+        Some(model::Record::Ipv4(ipv4)) => Ok(ipv4.address.to_string()),
+        _ => Err(JoinError::NoAddress),
     }
-    Ok(address)
 }
 
 /// The other members, each reached through the certificate the member relays, are checked

@@ -96,8 +96,6 @@ pub struct Store {
     /// A replicated group or an idle snapshot was committed without its fsync (see
     /// [`Store::sync_unsynced_commits`]).
     unsynced_commits: bool,
-    /// Successful [`Store::sync_unsynced_commits`] so far.
-    syncs: u64,
     /// The last replicated group applied events and asked for more: a catch-up is under way,
     /// so an idle moment is only the wait for its next batch.
     catching_up: bool,
@@ -191,7 +189,6 @@ impl Store {
             cluster_id,
             state_version: 0,
             unsynced_commits: false,
-            syncs: 0,
             catching_up: false,
         };
         store.make_licence_local(licence)?;
@@ -480,29 +477,24 @@ impl Store {
 
     /// Makes the replicated groups and idle snapshots committed since the last call durable
     /// (their fsync). A failure costs only this copy: it is logged, and the next commit syncs
-    /// again. Returns whether there was anything to sync.
+    /// again. Returns whether an fsync was made.
     pub fn sync_unsynced_commits(&mut self) -> bool {
         if !std::mem::take(&mut self.unsynced_commits) {
             return false;
         }
-        match self.log.sync() {
-            Ok(()) => self.syncs += 1,
-            Err(error) => tracing::error!(
+        let synced = self.log.sync();
+        if let Err(error) = &synced {
+            tracing::error!(
                 %error,
                 "replicated events or a snapshot may not be durable here; peers hold the events"
-            ),
+            );
         }
-        true
+        synced.is_ok()
     }
 
     /// Whether a commit awaits [`Store::sync_unsynced_commits`].
     pub fn has_unsynced_commits(&self) -> bool {
         self.unsynced_commits
-    }
-
-    /// Successful [`Store::sync_unsynced_commits`] so far.
-    pub fn syncs(&self) -> u64 {
-        self.syncs
     }
 
     /// Two peers that could not see each other may both create a conference of one name, on
@@ -961,7 +953,7 @@ impl WriterThread {
     fn sync_unsynced_commits(&mut self) {
         if self.store.sync_unsynced_commits() {
             self.pacing.synced(Instant::now());
-            self.syncs.store(self.store.syncs(), Ordering::Relaxed);
+            self.syncs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -1173,7 +1165,7 @@ impl Writer {
         let thread_lag = Arc::clone(&lag);
         let lost_pushes = LostPushes::default();
         let thread_lost = Arc::clone(&lost_pushes);
-        let syncs = Arc::new(AtomicU64::new(store.syncs()));
+        let syncs = Arc::new(AtomicU64::new(0));
         let thread_syncs = Arc::clone(&syncs);
         let pacing = SyncPacing::new()?;
         let thread =
