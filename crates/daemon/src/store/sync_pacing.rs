@@ -2,10 +2,10 @@
 //! ones, see `Store::replicate_group`): once its queue runs dry, but at most once per
 //! [`REPLICATED_SYNC_INTERVAL_MS`]. Each pushed group is still committed, and shown, as it
 //! comes; one fsync covers every group of an interval. Syncing at every dry queue meant one
-//! fsync per pushed group on every other peer, and on one disk those queue in the file
-//! system's journal ahead of the origin's own: at 3 peers the origin acknowledged 15% fewer
-//! changes per second (`cargo xtask bench cluster --peers 3`, five alternating runs each:
-//! 2,627–2,922/s, against 3,123–3,304/s with the pacing).
+//! fsync per pushed group on every other peer, and on one disk each of those (its pages'
+//! writeback and the device's cache flush) queues ahead of the origin's own: at 3 peers the
+//! origin acknowledged 15% fewer changes per second (`cargo xtask bench cluster --peers 3`,
+//! five alternating runs each: 2,627–2,922/s, against 3,123–3,304/s with the pacing).
 
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
