@@ -307,6 +307,25 @@ struct GroupStart {
     unsynced: bool,
 }
 
+/// Makes a log's commits durable from any thread (see [`EventLog::wal_sync`]).
+#[derive(Clone, Debug)]
+pub struct WalSync {
+    /// `None` for a log in memory, which has nothing to sync.
+    wal: Option<PathBuf>,
+}
+
+impl WalSync {
+    /// The fsync of the write-ahead log, where commits go: every commit made before this call
+    /// is durable once it returns `Ok`.
+    pub fn sync(&self) -> Result<(), Error> {
+        let Some(wal) = &self.wal else { return Ok(()) };
+        // Opened at each sync, not kept: leaving WAL (a restore) deletes the file, and a kept
+        // descriptor would then sync a file nobody writes.
+        let synced = std::fs::File::open(wal).and_then(|file| file.sync_data());
+        synced.map_err(|source| Error::Io { context: format!("syncing {}", wal.display()), source })
+    }
+}
+
 fn configure(conn: &Connection) -> Result<(), Error> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.set_prepared_statement_cache_capacity(transaction::PREPARED_STATEMENTS_CACHED);
@@ -679,14 +698,15 @@ impl EventLog {
     /// Makes every commit so far durable: the fsync an unsynced group's commit left out (of
     /// the write-ahead log, where commits go).
     pub fn sync(&self) -> Result<(), Error> {
-        if self.in_memory() {
-            return Ok(());
-        }
-        // Opened at each sync, not kept: leaving WAL (a restore) deletes the file, and a kept
-        // descriptor would then sync a file nobody writes.
-        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
-        let synced = std::fs::File::open(&wal).and_then(|file| file.sync_data());
-        synced.map_err(|source| Error::Io { context: format!("syncing {}", wal.display()), source })
+        self.wal_sync().sync()
+    }
+
+    /// What [`EventLog::sync`] does, for another thread: the writer's commits are made durable
+    /// while it writes the next group.
+    pub fn wal_sync(&self) -> WalSync {
+        let wal =
+            (!self.in_memory()).then(|| PathBuf::from(format!("{}-wal", self.path.display())));
+        WalSync { wal }
     }
 
     /// Undoes everything written since [`EventLog::begin_group`], on disk and in memory.

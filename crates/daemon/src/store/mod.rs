@@ -10,6 +10,7 @@ mod cluster_settings;
 mod licence_tests;
 mod readers;
 mod sync_pacing;
+mod syncer;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -79,6 +80,13 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the writer has stopped")]
     WriterGone,
+    /// The change was committed, but the disk failed the fsync that makes it durable; this
+    /// peer then takes no more changes (see `syncer`).
+    #[error(
+        "the change was written but the disk failed to make it durable ({0}); this peer takes \
+         no more changes until batond is restarted"
+    )]
+    NotDurable(String),
 }
 
 /// The log, the state folded from it, the clock that stamps new events, and the replication
@@ -114,6 +122,16 @@ pub struct Change {
     pub actor: String,
     pub command: Command,
     pub now_ms: u64,
+}
+
+/// When a group commit's changes become durable.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Durability {
+    /// At the commit: its fsync.
+    AtCommit,
+    /// Once the log is synced ([`eventlog::WalSync`]) after the commit: the writer's syncer
+    /// does it while the next group is written, and answers the changes only then.
+    Deferred,
 }
 
 /// Results of a committed group, one per change, and whether the cluster record changed.
@@ -604,8 +622,17 @@ impl Store {
         &mut self,
         changes: &[Change],
     ) -> Vec<Result<Vec<StoredEvent>, StoreError>> {
+        self.execute_group_with(changes, Durability::AtCommit)
+    }
+
+    /// [`Store::execute_group`], durable as `durability` says.
+    pub fn execute_group_with(
+        &mut self,
+        changes: &[Change],
+        durability: Durability,
+    ) -> Vec<Result<Vec<StoredEvent>, StoreError>> {
         let undo = self.undo_point();
-        match self.write_group(changes) {
+        match self.write_group(changes, durability) {
             Ok((results, cluster_changed)) => {
                 if cluster_changed && let Err(error) = self.reconcile_cluster_id() {
                     // The records are saved; the next write or start-up reconciles again.
@@ -622,8 +649,15 @@ impl Store {
     }
 
     /// The group's transaction; an `Err` leaves it open for the caller to roll back.
-    fn write_group(&mut self, changes: &[Change]) -> Result<GroupOutcome, StoreError> {
-        self.log.begin_group()?;
+    fn write_group(
+        &mut self,
+        changes: &[Change],
+        durability: Durability,
+    ) -> Result<GroupOutcome, StoreError> {
+        match durability {
+            Durability::AtCommit => self.log.begin_group()?,
+            Durability::Deferred => self.log.begin_unsynced_group()?,
+        }
         let mut results = Vec::with_capacity(changes.len());
         let mut cluster_changed = false;
         let mut appended = Appended::default();
@@ -908,6 +942,8 @@ struct WriterThread {
     /// Shared with [`Writer::syncs`].
     syncs: Arc<AtomicU64>,
     pacing: SyncPacing,
+    /// Makes local groups durable, then answers them and pushes their events.
+    syncer: syncer::Syncer,
 }
 
 /// Peer → shared events this peer holds that the peer did not, as of its last summary.
@@ -916,6 +952,8 @@ pub type ReplicationLag = std::collections::BTreeMap<PeerId, u64>;
 impl WriterThread {
     /// Peers' messages in one group commit; a summary also tells how far behind its peer is.
     fn replicate(&mut self, group: Vec<(PeerId, replication::Message)>) {
+        // An answer may carry this peer's own events from the log: only durable ones may leave.
+        self.syncer.wait_released();
         for (from, message) in &group {
             if let replication::Message::Summary { heads } = message {
                 let behind = self.store.events_behind(heads);
@@ -967,6 +1005,10 @@ impl WriterThread {
                     None => return self.sync_unsynced_commits(),
                 },
             };
+            if self.syncer.has_failed() {
+                // Changes already committed may not be on the disk: a restart reads back what is.
+                return tracing::error!("the writer stops: an fsync of the event log failed");
+            }
             match request {
                 Request::Stop => return self.sync_unsynced_commits(),
                 Request::Execute { actor, command, now_ms, reply } => {
@@ -997,11 +1039,12 @@ impl WriterThread {
         self.publish_state();
     }
 
-    /// Saves a group of changes in one commit and answers each only after it is durable.
+    /// Saves a group of changes in one commit and has the syncer answer each once it is
+    /// durable; the next group is written meanwhile.
     fn serve_group(&mut self, group: Vec<PendingChange>) {
         let (changes, replies): (Vec<Change>, Vec<_>) =
             group.into_iter().map(|pending| (pending.change, pending.reply)).unzip();
-        let results = self.store.execute_group(&changes);
+        let results = self.store.execute_group_with(&changes, Durability::Deferred);
         self.group_commits.store(self.store.group_commits(), Ordering::Relaxed);
         let mut failure_noted = false;
         let mut appended = Vec::new();
@@ -1018,14 +1061,13 @@ impl WriterThread {
             }
         }
         // The group's events leave together: one message per peer, not one per command.
-        let messages = self.store.appended(&appended);
-        self.send(messages);
+        let pushes = self.store.appended(&appended);
         // Readers of the state (the policy service) and of the cluster settings see a change
-        // before its author is told it is saved.
+        // before its author is told it is saved (and, by one fsync, before it is durable).
         self.publish();
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
-        }
+        let replies = replies.into_iter().zip(results).collect();
+        let wrote = !appended.is_empty();
+        self.syncer.hand_over(syncer::UnsyncedGroup { replies, pushes, wrote });
     }
 
     /// Infrastructure failures go to the operator's Event Log too.
@@ -1091,11 +1133,13 @@ impl WriterThread {
                 self.send(summaries);
             }
             Request::JoinCluster { cluster, now_ms, reply } => {
+                self.syncer.wait_released();
                 let joined = self.store.join_cluster(cluster, now_ms);
                 self.publish_state();
                 let _ = reply.send(joined);
             }
             Request::Restore { staged, note, now_ms, readers_paused, reply } => {
+                self.syncer.wait_released();
                 let replace =
                     if readers_paused.is_some() { Replace::Alone } else { Replace::BesideReaders };
                 let restored = self.store.restore_from(&staged, &note, now_ms, replace);
@@ -1168,6 +1212,12 @@ impl Writer {
         let syncs = Arc::new(AtomicU64::new(0));
         let thread_syncs = Arc::clone(&syncs);
         let pacing = SyncPacing::new()?;
+        let wal = store.log.wal_sync();
+        let (pushes_out, pushes_lost) = (outbound.clone(), Arc::clone(&lost_pushes));
+        let syncer = syncer::Syncer::spawn(
+            Box::new(move || wal.sync()),
+            Box::new(move |messages| send(&pushes_out, &pushes_lost, messages)),
+        )?;
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
@@ -1182,6 +1232,7 @@ impl Writer {
                     lost_pushes: thread_lost,
                     syncs: thread_syncs,
                     pacing,
+                    syncer,
                 }
                 .run(requests)
             })?;

@@ -113,6 +113,30 @@ async fn concurrent_changes_share_commits() {
     thread.join().unwrap();
 }
 
+/// Goal: when the log cannot be made durable, the change is answered as not durable, its
+/// events never reach a peer, and the writer takes no more changes (a later fsync could
+/// succeed without the pages the failed one lost). The write-ahead file is taken away, so the
+/// fsync fails while SQLite goes on writing to its open descriptor.
+#[tokio::test]
+async fn a_failed_fsync_is_answered_not_durable_and_stops_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let (mut store, _) = Store::open(&path).unwrap();
+    let _ = store.set_replication_peers(vec![PeerId([9; 16])]);
+    let (outbound, mut peers) = mpsc::channel(16);
+    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    let create = |name: &str| writer.execute("admin", Command::Create(bridge(name)), 1_000);
+
+    assert!(create("a").await.is_ok());
+    assert!(peers.try_recv().is_ok(), "a durable change is pushed");
+
+    std::fs::remove_file(format!("{}-wal", path.display())).unwrap();
+    assert!(matches!(create("b").await, Err(StoreError::NotDurable(_))));
+    assert!(peers.try_recv().is_err(), "a change that may be lost is never pushed");
+    assert!(matches!(create("c").await, Err(StoreError::WriterGone)));
+    thread.join().unwrap();
+}
+
 /// A change is visible in the published cluster settings (what the links, the restore's
 /// "clustered?" check and the web read) by the time its author is told it is saved.
 #[tokio::test]
