@@ -567,6 +567,12 @@ impl EventLog {
         self.path == Path::new(":memory:")
     }
 
+    /// Whether a failed [`EventLog::replace_with`] left this log on the placeholder connection
+    /// it holds while its file is swapped, not on its file: nothing written then is kept.
+    pub fn lost_its_file(&self) -> bool {
+        !self.in_memory() && self.conn.path().is_none_or(str::is_empty)
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.conn
     }

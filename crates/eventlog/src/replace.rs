@@ -41,15 +41,25 @@ impl EventLog {
             return self.move_in(source, keep_as);
         }
         self.copy_to(keep_as)?;
-        if !source.in_memory() {
-            // A file in scratch mode goes back to WAL, so the copied header says so.
-            set_scratch_pragmas(&source.conn, false)?;
+        if let Err(error) = self.copy_in(&source) {
+            // The content in place is unchanged (one transaction), so the copy kept of it is
+            // not needed: a join retried after such failures left one copy per attempt.
+            let _ = std::fs::remove_file(keep_as);
+            return Err(error);
         }
-        copy_every_page(&source, &mut self.conn)?;
         let conn = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
         let path = self.path.clone();
         *self = EventLog::open_connection(conn, &path, None)?;
         Ok(())
+    }
+
+    /// Writes `source`'s every page over this log's file, in one transaction.
+    fn copy_in(&mut self, source: &EventLog) -> Result<(), Error> {
+        if !source.in_memory() {
+            // A file in scratch mode goes back to WAL, so the copied header says so.
+            set_scratch_pragmas(&source.conn, false)?;
+        }
+        copy_every_page(source, &mut self.conn)
     }
 
     /// Whether `source`'s file can be renamed over this one's: both on one file system.

@@ -524,6 +524,51 @@ fn a_replace_that_cannot_move_the_file_copies_it_or_refuses() {
     assert_eq!(refusing.verify().unwrap().events, 2);
 }
 
+// Goal: a replacement that cannot be written into the live file (another connection holds its
+// write lock) leaves the content as it was, the log on its file, and no safety copy behind: a
+// join retried after such failures left a copy of the database per attempt.
+#[test]
+fn a_failed_replacement_changes_nothing_and_keeps_no_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "busy.db");
+    log.append(&[event(Stream::Shared, 1, b"old")]).unwrap();
+    log.connection().busy_timeout(std::time::Duration::from_millis(20)).unwrap();
+    let blocker = Connection::open(dir.path().join("busy.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let kept = dir.path().join("busy-kept.db");
+    let new = replacement(&dir, "new-5.db", false);
+    assert!(log.replace_with(new, Replace::BesideReaders, &kept).is_err());
+    assert!(!kept.exists(), "a copy kept although nothing was replaced");
+    assert!(!log.lost_its_file());
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(log.last_position(), 1);
+    log.append(&[event(Stream::Shared, 2, b"after")]).unwrap();
+    assert_eq!(log.verify().unwrap().events, 2);
+}
+
+// Goal: when the swapped-in content cannot be opened again (here its schema is newer than this
+// build's), the log says it lost its file, so its owner stops writing to the placeholder
+// connection (nothing written there would be kept); a start then refuses the file plainly.
+#[test]
+fn a_replacement_that_cannot_be_read_back_says_the_log_lost_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "target.db");
+    log.append(&[event(Stream::Shared, 1, b"old")]).unwrap();
+    let newer = replacement(&dir, "newer.db", false);
+    newer
+        .connection()
+        .execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'", [])
+        .unwrap();
+
+    let replaced = log.replace_with(newer, Replace::BesideReaders, &dir.path().join("kept.db"));
+    assert!(matches!(replaced, Err(Error::SchemaTooNew { found: 99, .. })));
+    assert!(log.lost_its_file());
+    let reopened = EventLog::open(&dir.path().join("target.db"));
+    assert!(matches!(reopened, Err(Error::SchemaTooNew { found: 99, .. })));
+}
+
 // Goal: a log rebuilt from a file keeps what the log proves or records (identity, events,
 // heads, journal, cluster) and nothing else: no snapshot, no other table, no trigger; a file
 // that is not a log, or a target that exists, is refused.

@@ -107,6 +107,9 @@ pub struct Store {
     /// The last replicated group applied events and asked for more: a catch-up is under way,
     /// so an idle moment is only the wait for its next batch.
     catching_up: bool,
+    /// The database content was replaced but could not be read back: this store holds a
+    /// placeholder, so the writer must stop rather than take changes it would lose.
+    unusable: bool,
 }
 
 /// Where the last snapshot was taken and how many records it holds: when the next is due (see
@@ -208,6 +211,7 @@ impl Store {
             state_version: 0,
             unsynced_commits: false,
             catching_up: false,
+            unusable: false,
         };
         store.make_licence_local(licence)?;
         store.snapshot_if_due()?;
@@ -376,7 +380,9 @@ impl Store {
     /// Swaps this peer's database content for `source`'s in one step (see
     /// `EventLog::replace_with`), the old content kept at `kept`, and rebuilds the store from
     /// it. The state version moves on, so readers are handed the new state even when nothing
-    /// had changed since start (a rebuilt store counts from zero).
+    /// had changed since start (a rebuilt store counts from zero). If the swapped content
+    /// cannot be read back, the store is left unusable ([`Store::is_unusable`]): the writer
+    /// stops, and a restart opens the new content.
     fn replace_content(
         &mut self,
         source: EventLog,
@@ -385,10 +391,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         // The old file becomes the safety copy: what was committed unsynced goes to disk first.
         self.sync_unsynced_commits();
-        self.log.replace_with(source, replace, kept)?;
+        if let Err(error) = self.log.replace_with(source, replace, kept) {
+            self.unusable = self.log.lost_its_file();
+            return Err(error.into());
+        }
         let placeholder = EventLog::open_in_memory(self.peer_id())?;
         let log = std::mem::replace(&mut self.log, placeholder);
-        let (mut store, _) = Store::from_log(log)?;
+        // The new content is on the disk; a restart reads it again.
+        let (mut store, _) = Store::from_log(log).inspect_err(|_| self.unusable = true)?;
         store.state_version = self.state_version + 1;
         *self = store;
         Ok(())
@@ -508,6 +518,12 @@ impl Store {
             );
         }
         synced.is_ok()
+    }
+
+    /// Whether a failed replacement left this store without its database (see
+    /// [`Store::restore_from`], [`Store::join_cluster`]): it must take no more changes.
+    pub fn is_unusable(&self) -> bool {
+        self.unusable
     }
 
     /// Whether a commit awaits [`Store::sync_unsynced_commits`].
@@ -988,6 +1004,17 @@ impl WriterThread {
         requests.blocking_recv()
     }
 
+    /// Why the writer must take no more changes, if it must.
+    fn reason_to_stop(&self) -> Option<&'static str> {
+        if self.syncer.has_failed() {
+            Some("an fsync of the event log failed, so committed changes may not be on the disk")
+        } else if self.store.is_unusable() {
+            Some("the database was replaced but could not be read back")
+        } else {
+            None
+        }
+    }
+
     fn sync_unsynced_commits(&mut self) {
         if self.store.sync_unsynced_commits() {
             self.pacing.synced(Instant::now());
@@ -1005,9 +1032,9 @@ impl WriterThread {
                     None => return self.sync_unsynced_commits(),
                 },
             };
-            if self.syncer.has_failed() {
-                // Changes already committed may not be on the disk: a restart reads back what is.
-                return tracing::error!("the writer stops: an fsync of the event log failed");
+            if let Some(reason) = self.reason_to_stop() {
+                // A restart reads back what the disk holds.
+                return tracing::error!("the writer stops: {reason}; restart batond");
             }
             match request {
                 Request::Stop => return self.sync_unsynced_commits(),
