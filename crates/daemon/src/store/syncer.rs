@@ -13,7 +13,7 @@
 use super::{Outbound, StoreError};
 use eventlog::StoredEvent;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::oneshot;
 
 /// Groups handed over and not yet released, at most; the writer waits beyond (back-pressure).
@@ -45,6 +45,9 @@ pub(super) type PushFn = Box<dyn FnMut(Vec<Outbound>) + Send>;
 pub(super) struct Syncer {
     queue: Option<std::sync::mpsc::SyncSender<Handed>>,
     failed: Arc<AtomicBool>,
+    /// Groups handed over, and released by the thread: equal when nothing is pending.
+    handed: u64,
+    released: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -52,29 +55,35 @@ impl Syncer {
     pub(super) fn spawn(sync: SyncFn, push: PushFn) -> std::io::Result<Syncer> {
         let (queue, handed) = std::sync::mpsc::sync_channel(SYNCER_QUEUE_MAX);
         let failed = Arc::new(AtomicBool::new(false));
-        let thread_failed = Arc::clone(&failed);
+        let released = Arc::new(AtomicU64::new(0));
+        let counts = Counts { failed: Arc::clone(&failed), released: Arc::clone(&released) };
         let thread = std::thread::Builder::new()
             .name("baton-syncer".to_owned())
-            .spawn(move || run(handed, sync, push, &thread_failed))?;
-        Ok(Syncer { queue: Some(queue), failed, thread: Some(thread) })
+            .spawn(move || run(handed, sync, push, &counts))?;
+        Ok(Syncer { queue: Some(queue), failed, handed: 0, released, thread: Some(thread) })
     }
 
     /// Hands a committed group over; waits while [`SYNCER_QUEUE_MAX`] groups are pending.
-    pub(super) fn hand_over(&self, group: UnsyncedGroup) {
+    pub(super) fn hand_over(&mut self, group: UnsyncedGroup) {
         // Only fails if the thread is gone: the dropped replies then tell their authors.
-        if let Some(queue) = &self.queue {
-            let _ = queue.send(Handed::Group(group));
+        if let Some(queue) = &self.queue
+            && queue.send(Handed::Group(group)).is_ok()
+        {
+            self.handed += 1;
         }
     }
 
     /// Waits until every group handed over so far is released: before the log is read for
-    /// peers, replaced, or closed. Returns false if an fsync failed.
+    /// peers, replaced, or closed. Free when none is pending (a peer that only replicates asks
+    /// before every pushed group). Returns false if an fsync failed.
     pub(super) fn wait_released(&self) -> bool {
-        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
-        if let Some(queue) = &self.queue
-            && queue.send(Handed::Barrier(done_tx)).is_ok()
-        {
-            let _ = done.recv();
+        if self.released.load(Ordering::Acquire) < self.handed {
+            let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+            if let Some(queue) = &self.queue
+                && queue.send(Handed::Barrier(done_tx)).is_ok()
+            {
+                let _ = done.recv();
+            }
         }
         !self.has_failed()
     }
@@ -95,18 +104,28 @@ impl Drop for Syncer {
     }
 }
 
+/// What the thread shares with its [`Syncer`].
+struct Counts {
+    failed: Arc<AtomicBool>,
+    released: Arc<AtomicU64>,
+}
+
 fn run(
     handed: std::sync::mpsc::Receiver<Handed>,
     mut sync: SyncFn,
     mut push: PushFn,
-    failed: &AtomicBool,
+    counts: &Counts,
 ) {
     while let Ok(first) = handed.recv() {
         let mut batch = vec![first];
         batch.extend(handed.try_iter().take(SYNCER_QUEUE_MAX));
-        let synced = sync_batch(&batch, &mut sync, failed);
+        let synced = sync_batch(&batch, &mut sync, &counts.failed);
         for handed in batch {
+            let group = matches!(handed, Handed::Group(_));
             release(handed, &synced, &mut push);
+            if group {
+                counts.released.fetch_add(1, Ordering::Release);
+            }
         }
     }
 }
@@ -198,7 +217,7 @@ mod tests {
     #[test]
     fn answers_and_pushes_wait_for_the_fsync_that_covers_them() {
         let (open_gate, gate) = std::sync::mpsc::channel();
-        let h = harness(false, Some(gate));
+        let mut h = harness(false, Some(gate));
         let (first, mut first_answer) = group(true, Ok(Vec::new()));
         h.syncer.hand_over(first);
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -222,7 +241,7 @@ mod tests {
     // Goal: a group that wrote nothing costs no fsync, and a rejection is answered as one.
     #[test]
     fn a_group_that_wrote_nothing_needs_no_fsync() {
-        let h = harness(false, None);
+        let mut h = harness(false, None);
         let rejection = Rejection::Forbidden { reason: "refused".to_owned() };
         let (rejected, answer) = group(false, Err(StoreError::Rejected(rejection)));
         h.syncer.hand_over(rejected);
@@ -236,7 +255,7 @@ mod tests {
     // succeed without the lost pages).
     #[test]
     fn a_failed_fsync_answers_not_durable_and_pushes_nothing() {
-        let h = harness(true, None);
+        let mut h = harness(true, None);
         let (first, first_answer) = group(true, Ok(Vec::new()));
         h.syncer.hand_over(first);
         assert!(!h.syncer.wait_released(), "the failure is reported");
