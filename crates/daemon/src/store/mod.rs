@@ -962,6 +962,14 @@ struct WriterThread {
     syncer: syncer::Syncer,
 }
 
+impl Drop for WriterThread {
+    /// The syncer finishes before the store closes: closing the last connection removes the
+    /// write-ahead file it syncs, and what it still held would be answered "not durable".
+    fn drop(&mut self) {
+        self.syncer.wait_released();
+    }
+}
+
 /// Peer → shared events this peer holds that the peer did not, as of its last summary.
 pub type ReplicationLag = std::collections::BTreeMap<PeerId, u64>;
 

@@ -137,6 +137,50 @@ async fn a_failed_fsync_is_answered_not_durable_and_stops_the_writer() {
     thread.join().unwrap();
 }
 
+/// Goal: changes still waiting for their fsync when the writer stops are answered saved and
+/// are there after a restart: the syncer finishes before the database is closed (closing the
+/// last connection removes the write-ahead file the syncer syncs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_in_flight_at_a_stop_are_answered_saved_and_kept() {
+    const CLIENTS: usize = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let (store, _) = Store::open(&path).unwrap();
+    let (outbound, _peers) = mpsc::channel(16);
+    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    let commits_before = writer.group_commits();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|index| {
+            let writer = writer.clone();
+            let change = Command::Create(bridge(&format!("b{index}")));
+            tokio::spawn(async move { writer.execute("admin", change, 1_000).await })
+        })
+        .collect();
+    // Stopped right after the first group is committed: it, and those behind it, are still
+    // with the syncer.
+    while writer.group_commits() == commits_before {
+        tokio::task::yield_now().await;
+    }
+    writer.stop().await;
+    let mut saved = Vec::new();
+    for (index, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(_) => saved.push(format!("b{index}")),
+            Err(error) => assert!(matches!(error, StoreError::WriterGone), "b{index}: {error}"),
+        }
+    }
+    thread.join().unwrap();
+    assert!(!saved.is_empty(), "the committed group was not answered");
+
+    let (reopened, _) = Store::open(&path).unwrap();
+    for name in &saved {
+        assert!(
+            reopened.state().get(&key(name)).is_some(),
+            "{name} was answered saved but is gone"
+        );
+    }
+}
+
 /// A change is visible in the published cluster settings (what the links, the restore's
 /// "clustered?" check and the web read) by the time its author is told it is saved.
 #[tokio::test]
