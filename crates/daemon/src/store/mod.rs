@@ -976,8 +976,11 @@ pub type ReplicationLag = std::collections::BTreeMap<PeerId, u64>;
 impl WriterThread {
     /// Peers' messages in one group commit; a summary also tells how far behind its peer is.
     fn replicate(&mut self, group: Vec<(PeerId, replication::Message)>) {
-        // An answer may carry this peer's own events from the log: only durable ones may leave.
-        self.syncer.wait_released();
+        // An answer may carry this peer's own events from the log: only durable ones may leave
+        // (after a failed fsync none is answered; the writer stops at its next request).
+        if !self.syncer.wait_released() {
+            return;
+        }
         for (from, message) in &group {
             if let replication::Message::Summary { heads } = message {
                 let behind = self.store.events_behind(heads);
@@ -1168,13 +1171,19 @@ impl WriterThread {
                 self.send(summaries);
             }
             Request::JoinCluster { cluster, now_ms, reply } => {
-                self.syncer.wait_released();
+                if !self.syncer.wait_released() {
+                    let _ = reply.send(Err(StoreError::WriterGone));
+                    return;
+                }
                 let joined = self.store.join_cluster(cluster, now_ms);
                 self.publish_state();
                 let _ = reply.send(joined);
             }
             Request::Restore { staged, note, now_ms, readers_paused, reply } => {
-                self.syncer.wait_released();
+                if !self.syncer.wait_released() {
+                    let _ = reply.send(Err(StoreError::WriterGone));
+                    return;
+                }
                 let replace =
                     if readers_paused.is_some() { Replace::Alone } else { Replace::BesideReaders };
                 let restored = self.store.restore_from(&staged, &note, now_ms, replace);
