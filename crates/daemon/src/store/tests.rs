@@ -26,6 +26,13 @@ fn create(name: &str) -> Change {
     Change { actor: "admin".to_owned(), command: Command::Create(bridge(name)), now_ms: 1_000 }
 }
 
+/// The writer thread over `store`, with the queue its messages for peers go to.
+fn spawn_writer(store: Store) -> (Writer, std::thread::JoinHandle<()>, mpsc::Receiver<Outbound>) {
+    let (outbound, peers) = mpsc::channel(64);
+    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    (writer, thread, peers)
+}
+
 fn key(name: &str) -> RecordKey {
     RecordKey { kind: RecordKind::Bridge, name: name.to_owned() }
 }
@@ -90,8 +97,7 @@ async fn concurrent_changes_share_commits() {
     const CLIENTS: usize = 64;
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
-    let (outbound, _peers) = mpsc::channel(16);
-    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    let (writer, thread, _peers) = spawn_writer(store);
     let commits_before = writer.group_commits();
 
     let tasks: Vec<_> = (0..CLIENTS)
@@ -123,8 +129,7 @@ async fn a_failed_fsync_is_answered_not_durable_and_stops_the_writer() {
     let path = dir.path().join(DATABASE_FILE);
     let (mut store, _) = Store::open(&path).unwrap();
     let _ = store.set_replication_peers(vec![PeerId([9; 16])]);
-    let (outbound, mut peers) = mpsc::channel(16);
-    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    let (writer, thread, mut peers) = spawn_writer(store);
     let create = |name: &str| writer.execute("admin", Command::Create(bridge(name)), 1_000);
 
     assert!(create("a").await.is_ok());
@@ -149,8 +154,7 @@ async fn changes_in_flight_at_a_stop_are_answered_saved_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(DATABASE_FILE);
     let (store, _) = Store::open(&path).unwrap();
-    let (outbound, _peers) = mpsc::channel(16);
-    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    let (writer, thread, _peers) = spawn_writer(store);
     let commits_before = writer.group_commits();
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|index| {
@@ -190,8 +194,7 @@ async fn changes_in_flight_at_a_stop_are_answered_saved_and_kept() {
 async fn the_cluster_settings_are_published_before_the_change_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&dir.path().join("baton.db")).unwrap();
-    let (outbound, _peers) = mpsc::channel(8);
-    let (writer, thread) = Writer::spawn(store, outbound).unwrap();
+    let (writer, thread, _peers) = spawn_writer(store);
     let settings = writer.cluster_settings();
     for round in 0..200 {
         let host_name = format!("peer-{round}");
@@ -250,8 +253,7 @@ async fn pushes_in_a_stream_share_fsyncs_and_a_held_one_is_synced_once_idle() {
     const PUSHES: usize = 30;
     let interval = std::time::Duration::from_millis(REPLICATED_SYNC_INTERVAL_MS);
     let (_dirs, mut origin, replica) = origin_and_replica();
-    let (outbound, _peers) = mpsc::channel(64);
-    let (writer, thread) = Writer::spawn(replica, outbound).unwrap();
+    let (writer, thread, _peers) = spawn_writer(replica);
     let mut push = |name: String| {
         let events = origin.execute_group(&[create(&name)]).remove(0).unwrap();
         let (writer, from) = (writer.clone(), origin.peer_id());
