@@ -636,16 +636,56 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(child) = self.child.take() {
             // qemu is cargo's grandchild: killing cargo would leave it running.
             let _ = qmp(&self.qmp, "quit");
-            let _ = child.wait();
+            quit_or_kill(&mut [child], std::slice::from_ref(&self.pid_file));
         }
+    }
+}
+
+/// How long VMs told to quit get before their qemus are killed.
+const QUIT_TIMEOUT_S: u64 = 30;
+
+/// Waits for `children` (each a `cargo xtask vm`) to end after their VMs were told to quit;
+/// never hangs: after [`QUIT_TIMEOUT_S`], the qemus named by `pid_files` are killed (a qemu
+/// that does not answer QMP, or a stale QMP socket), and the children with them.
+pub(crate) fn quit_or_kill(children: &mut [Child], pid_files: &[PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(QUIT_TIMEOUT_S);
+    let running = |children: &mut [Child]| {
+        children.iter_mut().any(|child| matches!(child.try_wait(), Ok(None)))
+    };
+    while running(children) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if running(children) {
+        println!("the VMs did not quit within {QUIT_TIMEOUT_S} s: killed");
+        for pid_file in pid_files {
+            let pid =
+                std::fs::read_to_string(pid_file).ok().and_then(|pid| pid.trim().parse().ok());
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for child in children.iter_mut() {
+            let _ = child.kill();
+        }
+    }
+    for child in children.iter_mut() {
+        let _ = child.wait();
     }
 }
 
 /// Sends one QMP command (after the capabilities handshake) and reads its answer.
 pub(crate) fn qmp(socket: &Path, command: &str) -> anyhow::Result<()> {
+    qmp_answer(socket, command).map(drop)
+}
+
+/// Runs one QMP `command` (no arguments) and returns qemu's answer line.
+pub(crate) fn qmp_answer(socket: &Path, command: &str) -> anyhow::Result<String> {
     let stream =
         UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -655,11 +695,20 @@ pub(crate) fn qmp(socket: &Path, command: &str) -> anyhow::Result<()> {
     reader.read_line(&mut line)?; // greeting
     for execute in ["qmp_capabilities", command] {
         writeln!(writer, "{}", json!({ "execute": execute }))?;
-        line.clear();
-        reader.read_line(&mut line)?;
+        // Events (a guest's STOP, RESET …) may come before the command's answer.
+        for _ in 0..QMP_EVENTS_SKIPPED_MAX {
+            line.clear();
+            reader.read_line(&mut line)?;
+            if !line.contains("\"event\"") {
+                break;
+            }
+        }
     }
-    Ok(())
+    Ok(line.trim_end().to_owned())
 }
+
+/// Events read past while waiting for one QMP answer.
+const QMP_EVENTS_SKIPPED_MAX: usize = 16;
 
 fn mtools(disk: &Path, tool_name: &str, args: &[&str]) -> anyhow::Result<()> {
     mtools_output(disk, tool_name, args).map(drop)

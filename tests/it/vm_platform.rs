@@ -38,19 +38,25 @@ pub(crate) struct Exec {
 impl Agent {
     /// Connects and waits until the agent inside the guest answers a `guest-sync`.
     pub(crate) fn connect(socket: &Path) -> anyhow::Result<Agent> {
+        Agent::connect_within(socket, Duration::from_secs(AGENT_TIMEOUT_S))
+    }
+
+    /// As [`Agent::connect`], giving up after `limit` (a failed test's diagnostics).
+    pub(crate) fn connect_within(socket: &Path, limit: Duration) -> anyhow::Result<Agent> {
         let stream = UnixStream::connect(socket)
             .with_context(|| format!("connecting the guest agent at {}", socket.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut agent =
             Agent { reader: BufReader::new(stream.try_clone()?), writer: stream, next_id: 1 };
-        let deadline = Instant::now() + Duration::from_secs(AGENT_TIMEOUT_S);
+        let deadline = Instant::now() + limit;
         loop {
             match agent.sync() {
                 Ok(()) => return Ok(agent),
                 Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(1)),
                 Err(error) => {
                     return Err(error.context(format!(
-                        "no answer from qemu-guest-agent within {AGENT_TIMEOUT_S} s"
+                        "no answer from qemu-guest-agent within {} s",
+                        limit.as_secs()
                     )));
                 }
             }
