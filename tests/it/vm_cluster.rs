@@ -55,6 +55,11 @@ const ADMIN_PORT: u16 = 8443;
 /// One API request's limit: a join answers once every link is active, and a loaded TCG guest
 /// is slow.
 const REQUEST_TIMEOUT_S: u64 = 300;
+/// How long the emulated VCS waits for one policy server before it asks the next, as a real
+/// one does. qemu's port forward accepts the connection at once and, while the guest reboots,
+/// answers nothing until its own connection to the guest gives up: with the admin client's
+/// 300 s limit, each status poll and call could wait that long, four of them per round.
+const VCS_ATTEMPT_TIMEOUT_S: u64 = 30;
 
 /// Holds the VM tests apart: each boots VMs at the same forwarded addresses and files under
 /// `<target>/vm`. An exclusive lock on a file there, released when the test ends.
@@ -104,21 +109,25 @@ struct Appliance {
     /// Trusts nothing but this appliance's CA once it is known, and reaches the appliance as
     /// `localhost`, a name its certificate holds.
     http: reqwest::blocking::Client,
+    /// The same, waiting as a VCS does for a policy server ([`VCS_ATTEMPT_TIMEOUT_S`]).
+    vcs_http: reqwest::blocking::Client,
     agent_socket: PathBuf,
 }
 
 impl Appliance {
     fn new(n: u8, target: &Path) -> anyhow::Result<Appliance> {
         let admin = SocketAddr::from(([127, 0, 0, n + host_offset()], ADMIN_PORT));
-        let http = reqwest::blocking::Client::builder()
-            .use_rustls_tls()
-            // Before its CA is read from the guest: the first connections (health, password).
-            .danger_accept_invalid_certs(true)
-            .resolve("localhost", admin)
-            .timeout(Duration::from_secs(REQUEST_TIMEOUT_S))
-            .build()?;
+        let builder = || {
+            reqwest::blocking::Client::builder()
+                .use_rustls_tls()
+                // Before its CA is read from the guest: the first connections (health, password).
+                .danger_accept_invalid_certs(true)
+                .resolve("localhost", admin)
+        };
+        let http = builder().timeout(Duration::from_secs(REQUEST_TIMEOUT_S)).build()?;
+        let vcs_http = builder().timeout(Duration::from_secs(VCS_ATTEMPT_TIMEOUT_S)).build()?;
         let agent_socket = target.join(format!("vm/peer-{n}.qga"));
-        Ok(Appliance { n, admin, http, agent_socket })
+        Ok(Appliance { n, admin, http, vcs_http, agent_socket })
     }
 
     fn url(&self) -> String {
@@ -254,15 +263,19 @@ impl Appliance {
     /// as an operator would download it from the Status page).
     fn trust_own_ca(&mut self, agent: &mut Agent) -> anyhow::Result<()> {
         let ca = agent.exec("cat /var/lib/baton/tls/ca.pem", None)?.stdout.into_bytes();
-        let mut builder = reqwest::blocking::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .resolve("localhost", self.admin)
-            .timeout(Duration::from_secs(REQUEST_TIMEOUT_S));
-        for certificate in reqwest::Certificate::from_pem_bundle(&ca)? {
-            builder = builder.add_root_certificate(certificate);
-        }
-        self.http = builder.build()?;
+        let trusting = |timeout_s: u64| -> anyhow::Result<reqwest::blocking::Client> {
+            let mut builder = reqwest::blocking::Client::builder()
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .resolve("localhost", self.admin)
+                .timeout(Duration::from_secs(timeout_s));
+            for certificate in reqwest::Certificate::from_pem_bundle(&ca)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+            Ok(builder.build()?)
+        };
+        self.http = trusting(REQUEST_TIMEOUT_S)?;
+        self.vcs_http = trusting(VCS_ATTEMPT_TIMEOUT_S)?;
         Ok(())
     }
 
@@ -650,7 +663,7 @@ fn configure_policy(appliance: &Appliance, sim: &SimBridge) -> anyhow::Result<()
 
 fn vcs_for(appliances: &[Appliance]) -> Vcs {
     let servers =
-        appliances.iter().map(|appliance| (appliance.url(), appliance.http.clone())).collect();
+        appliances.iter().map(|appliance| (appliance.url(), appliance.vcs_http.clone())).collect();
     Vcs::through(servers, VCS_USER, VCS_PASSWORD)
 }
 
@@ -739,8 +752,7 @@ fn rolling_upgrade(
         cas.push_str(&appliance.agent()?.exec("cat /var/lib/baton/tls/ca.pem", None)?.stdout);
     }
     std::fs::write(&ca_bundle, cas)?;
-    let log = scratch.path().join("batonctl.log");
-    let mut batonctl = Command::new(baton_tests::binary("batonctl")?)
+    let batonctl = Command::new(baton_tests::binary("batonctl")?)
         .args(["--url", &urls[0], "--ca"])
         .arg(&ca_bundle)
         .args(["cluster", "upgrade"])
@@ -749,21 +761,40 @@ fn rolling_upgrade(
         .env("BATON_PASSWORD", PASSWORD)
         .env("BATON_CLUSTER_KEY", KEY)
         .stdin(Stdio::null())
-        .stdout(File::create(&log)?)
+        .stdout(File::create(scratch.path().join("batonctl.log"))?)
         .stderr(File::create(scratch.path().join("batonctl.err"))?)
         .spawn()
         .context("running batonctl cluster upgrade")?;
-    let deadline = Instant::now() + Duration::from_secs(UPGRADE_TIMEOUT_S);
-    let mut calls = 0;
+    let calls = calls_until_done(batonctl, vcs, routes, scratch.path())?;
+    println!("vm cluster test: {calls} calls answered during the upgrade");
+    for appliance in appliances {
+        let status = appliance.get("/api/v1/status")?;
+        ensure!(status["version"] == json!(next.to_string()), "VM {}: {status}", appliance.n);
+        let upgrade = appliance.get("/api/v1/upgrade")?;
+        ensure!(upgrade["active_slot"] == json!("B"), "VM {}: {upgrade}", appliance.n);
+    }
+    Ok(())
+}
+
+/// Places a call every [`CALL_INTERVAL_MS`] until `batonctl` (writing its output into
+/// `scratch`) ends well; each call must be routed as `routes[0]`. The calls answered.
+fn calls_until_done(
+    mut batonctl: Child,
+    vcs: &mut Vcs,
+    routes: &[String],
+    scratch: &Path,
+) -> anyhow::Result<u32> {
     // What batonctl printed: which peer and which step, whenever this step fails.
     let printed = || {
-        let read = |name: &str| std::fs::read_to_string(scratch.path().join(name));
+        let read = |name: &str| std::fs::read_to_string(scratch.join(name)).unwrap_or_default();
         format!(
             "batonctl's output:\n{}\nbatonctl's errors:\n{}",
-            read("batonctl.log").unwrap_or_default(),
-            read("batonctl.err").unwrap_or_default()
+            read("batonctl.log"),
+            read("batonctl.err")
         )
     };
+    let deadline = Instant::now() + Duration::from_secs(UPGRADE_TIMEOUT_S);
+    let mut calls = 0;
     let status = loop {
         if let Some(status) = batonctl.try_wait()? {
             break status;
@@ -779,25 +810,14 @@ fn rolling_upgrade(
             policy::cpl::Outcome::Route { urls } if urls[..] == routes[..1] => calls += 1,
             other => {
                 let _ = batonctl.kill();
-                bail!(
-                    "call {} during the upgrade: {other:?} (by {:?}); {}",
-                    calls + 1,
-                    answer.server,
-                    printed()
-                );
+                let (call, server) = (calls + 1, answer.server);
+                bail!("call {call} during the upgrade: {other:?} (by {server:?}); {}", printed());
             }
         }
         std::thread::sleep(Duration::from_millis(CALL_INTERVAL_MS));
     };
     ensure!(status.success(), "batonctl cluster upgrade failed ({status}); {}", printed());
-    println!("vm cluster test: {calls} calls answered during the upgrade");
-    for appliance in appliances {
-        let status = appliance.get("/api/v1/status")?;
-        ensure!(status["version"] == json!(next.to_string()), "VM {}: {status}", appliance.n);
-        let upgrade = appliance.get("/api/v1/upgrade")?;
-        ensure!(upgrade["active_slot"] == json!("B"), "VM {}: {upgrade}", appliance.n);
-    }
-    Ok(())
+    Ok(calls)
 }
 
 /// Step 5: a backup restores only on the appliance it was taken on.

@@ -72,6 +72,9 @@ pub mod codes {
     pub const JOIN_TIMEOUT: &str = "join_timeout";
     pub const OTHER_MEMBER_UNAVAILABLE: &str = "other_member_unavailable";
     pub const MEMBER_UPDATE_FAILED: &str = "member_update_failed";
+    // The appliance itself.
+    /// The database takes no more changes (its disk failed): see the `database_stopped` alarm.
+    pub const DATABASE_STOPPED: &str = "database_stopped";
     // Anything else.
     pub const INTERNAL: &str = "internal";
 }

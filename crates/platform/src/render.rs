@@ -222,7 +222,11 @@ pub fn panel(settings: &Settings) -> String {
         "maintenance mode".to_owned()
     } else {
         match settings.cluster.as_ref().filter(|cluster| cluster.is_clustered()) {
-            Some(cluster) => format!("active, cluster of {} peers", cluster.peers.len()),
+            Some(cluster) => match cluster.peers.len() {
+                // The last peer of a rolling upgrade lists only itself for a while.
+                1 => "active, cluster of 1 peer".to_owned(),
+                peers => format!("active, cluster of {peers} peers"),
+            },
             None => "active, standalone".to_owned(),
         }
     };

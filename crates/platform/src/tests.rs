@@ -438,6 +438,15 @@ fn the_panel_shows_the_peer_on_the_console_unless_turned_off() {
     assert!(issue.contains("State:    active, standalone\n"), "{issue}");
     assert_eq!(f.runner.changes(), ["agetty --reload"]);
 
+    for (peers, state) in [(3, "active, cluster of 3 peers"), (1, "active, cluster of 1 peer")] {
+        let listed = ["10.0.2.15", "10.0.2.16", "10.0.2.17"][..peers].iter();
+        let peers = listed.map(|address| address.parse().unwrap()).collect();
+        settings.cluster = Some(Cluster { pre_shared_key: "key".into(), peers });
+        f.platform.apply(Concern::Panel, &settings).unwrap();
+        let issue = read(&f.root, "etc/issue");
+        assert!(issue.contains(&format!("State:    {state}\n")), "{issue}");
+    }
+
     settings.access = access(false, false).access;
     f.platform.apply(Concern::Panel, &settings).unwrap();
     let issue = read(&f.root, "etc/issue");

@@ -1,6 +1,6 @@
 //! Gathers the facts the alarms are decided from ([`super::alarms::Facts`]) out of the
 //! services: accounts, NTP, cluster links, bridge health, the admin HTTPS certificate's expiry,
-//! the data partition, the last boot and the OS settings. Kept apart from the pure evaluation so that one is tested alone.
+//! the data partition, the last boot, the OS settings and the database writer. Kept apart from the pure evaluation so that one is tested alone.
 
 use super::App;
 use super::alarms::{BridgeFacts, Facts, PeerFacts};
@@ -19,6 +19,7 @@ pub async fn gather(app: &App) -> Facts {
         peers: peers(app),
         bridges: bridges(app),
         os_settings_failed: app.platform.failures(),
+        database_stopped: app.writer.stopped(),
         ..Facts::default()
     };
     let data_dir = app.data_dir.clone();

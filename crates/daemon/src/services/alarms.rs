@@ -68,6 +68,7 @@ pub enum AlarmId {
     UpgradeFellBack,
     OsSettingFailed,
     RepeatedWarning,
+    DatabaseStopped,
 }
 
 /// What an operator reads about an alarm.
@@ -173,6 +174,13 @@ const TABLE: &[(AlarmId, &str, Severity, &str, &str)] = &[
         "The same warning keeps repeating",
         "Read the warning and fix its cause; it is shown once here instead of filling the Event Log.",
     ),
+    (
+        AlarmId::DatabaseStopped,
+        "database_stopped",
+        Severity::Critical,
+        "This peer's database takes no more changes",
+        "The data disk failed to keep a change, so this peer stopped writing rather than lose one: check the disk, then restart the appliance, which reads back what the disk holds. The other peers of a cluster keep serving meanwhile.",
+    ),
 ];
 
 impl AlarmId {
@@ -190,6 +198,7 @@ impl AlarmId {
         AlarmId::UpgradeFellBack,
         AlarmId::OsSettingFailed,
         AlarmId::RepeatedWarning,
+        AlarmId::DatabaseStopped,
     ];
 
     /// What the operator reads about this alarm ([`TABLE`]).
@@ -242,6 +251,8 @@ pub struct Facts {
     pub os_settings_failed: BTreeMap<String, String>,
     /// Warnings (source, text) repeated more than [`REPEATED_WARNING_COUNT`] times lately.
     pub repeated_warnings: Vec<(String, String)>,
+    /// Why the store's writer stopped taking changes, if it did (`Writer::stopped`).
+    pub database_stopped: Option<String>,
 }
 
 /// One active alarm: which, about what (a peer, a bridge, a concern; empty when the alarm is
@@ -311,6 +322,9 @@ pub fn evaluate(facts: &Facts) -> BTreeMap<Key, String> {
     }
     for (source, text) in &facts.repeated_warnings {
         raise(AlarmId::RepeatedWarning, source, text.clone());
+    }
+    if let Some(why) = &facts.database_stopped {
+        raise(AlarmId::DatabaseStopped, "", why.clone());
     }
     active
 }

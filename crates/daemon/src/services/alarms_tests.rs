@@ -90,6 +90,8 @@ fn each_condition_raises_its_alarm() {
         ..Facts::default()
     };
     assert_eq!(ids(&f), one(AlarmId::RepeatedWarning, "mcu1"));
+    let f = Facts { database_stopped: Some("an fsync failed".into()), ..Facts::default() };
+    assert_eq!(ids(&f), one(AlarmId::DatabaseStopped, ""));
 }
 
 // Goal: every alarm has a distinct stable id, a title and an action, and is found by its id.

@@ -57,6 +57,10 @@ pub enum Error {
     Upgrade(#[from] UpgradeError),
     #[error(transparent)]
     Join(#[from] JoinError),
+    /// This peer's database takes no more changes (a failed fsync, or the writer stopping):
+    /// nothing was saved, and the operator is told to restart (`Writer::stopped`).
+    #[error("{0}")]
+    DatabaseStopped(String),
     /// An infrastructure failure: logged, and reported without detail.
     #[error("{0}")]
     Internal(String),
@@ -115,7 +119,7 @@ impl Error {
     /// an infrastructure failure.
     pub fn is_refusal(&self) -> bool {
         match self {
-            Error::Internal(_) => false,
+            Error::Internal(_) | Error::DatabaseStopped(_) => false,
             Error::Backup(error) => error.is_refusal(),
             Error::Upgrade(UpgradeError::Upgrade(error)) => error.is_refusal(),
             Error::Upgrade(UpgradeError::Busy) => true,
@@ -130,6 +134,14 @@ impl From<crate::store::StoreError> for Error {
     fn from(error: crate::store::StoreError) -> Error {
         match error {
             crate::store::StoreError::Rejected(rejection) => Error::Rejected(rejection),
+            error @ crate::store::StoreError::NotDurable(_) => {
+                Error::DatabaseStopped(error.to_string())
+            }
+            crate::store::StoreError::WriterGone => Error::DatabaseStopped(
+                "this peer's database takes no more changes (batond is stopping, or its disk \
+                 failed: see the alarms); nothing was saved"
+                    .to_owned(),
+            ),
             other => Error::internal(other),
         }
     }

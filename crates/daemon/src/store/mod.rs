@@ -30,7 +30,7 @@ use rusqlite::Connection;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use sync_pacing::SyncPacing;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -960,7 +960,15 @@ struct WriterThread {
     pacing: SyncPacing,
     /// Makes local groups durable, then answers them and pushes their events.
     syncer: syncer::Syncer,
+    /// Shared with [`Writer::stopped`].
+    stopped: StopReason,
 }
+
+/// Why the writer stopped on its own, once it did.
+type StopReason = Arc<std::sync::Mutex<Option<&'static str>>>;
+const STOPPED_FSYNC_FAILED: &str =
+    "an fsync of the event log failed, so committed changes may not be on the disk";
+const STOPPED_UNREADABLE: &str = "the database was replaced but could not be read back";
 
 impl Drop for WriterThread {
     /// The syncer finishes before the store closes: closing the last connection removes the
@@ -1018,12 +1026,21 @@ impl WriterThread {
     /// Why the writer must take no more changes, if it must.
     fn reason_to_stop(&self) -> Option<&'static str> {
         if self.syncer.has_failed() {
-            Some("an fsync of the event log failed, so committed changes may not be on the disk")
+            Some(STOPPED_FSYNC_FAILED)
         } else if self.store.is_unusable() {
-            Some("the database was replaced but could not be read back")
+            Some(STOPPED_UNREADABLE)
         } else {
             None
         }
+    }
+
+    /// Whether the writer must stop (see [`Writer::stopped`]); if so, says why.
+    fn must_stop(&self) -> bool {
+        let Some(reason) = self.reason_to_stop() else { return false };
+        *crate::base::sync::lock(&self.stopped) = Some(reason);
+        // A restart reads back what the disk holds.
+        tracing::error!("the writer stops: {reason}; restart batond");
+        true
     }
 
     fn sync_unsynced_commits(&mut self) {
@@ -1043,9 +1060,8 @@ impl WriterThread {
                     None => return self.sync_unsynced_commits(),
                 },
             };
-            if let Some(reason) = self.reason_to_stop() {
-                // A restart reads back what the disk holds.
-                return tracing::error!("the writer stops: {reason}; restart batond");
+            if self.must_stop() {
+                return;
             }
             match request {
                 Request::Stop => return self.sync_unsynced_commits(),
@@ -1063,6 +1079,10 @@ impl WriterThread {
                 other => self.serve(other),
             }
             self.publish();
+            // Said at once (an alarm, the health probe), not at the next request.
+            if self.must_stop() {
+                return;
+            }
         }
     }
 
@@ -1207,6 +1227,9 @@ pub struct Writer {
     syncs: Arc<AtomicU64>,
     lag: Arc<std::sync::Mutex<ReplicationLag>>,
     lost_pushes: LostPushes,
+    stopped: StopReason,
+    /// The syncer's: set the moment an fsync fails, before the writer notices.
+    fsync_failed: Arc<AtomicBool>,
 }
 
 /// Peers a replication message was dropped for, the outbound queue being full: the router
@@ -1262,6 +1285,9 @@ impl Writer {
             Box::new(move || wal.sync()),
             Box::new(move |messages| send(&pushes_out, &pushes_lost, messages)),
         )?;
+        let fsync_failed = syncer.failure_flag();
+        let stopped = StopReason::default();
+        let thread_stopped = Arc::clone(&stopped);
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
@@ -1277,10 +1303,32 @@ impl Writer {
                     syncs: thread_syncs,
                     pacing,
                     syncer,
+                    stopped: thread_stopped,
                 }
                 .run(requests)
             })?;
-        Ok((Writer { queue, settings, state, group_commits, syncs, lag, lost_pushes }, thread))
+        let writer = Writer {
+            queue,
+            settings,
+            state,
+            group_commits,
+            syncs,
+            lag,
+            lost_pushes,
+            stopped,
+            fsync_failed,
+        };
+        Ok((writer, thread))
+    }
+
+    /// Why this peer's writer takes no more changes, if it stopped on its own: an fsync
+    /// failed, or a replaced database could not be read back. Only a restart resumes (it
+    /// reads back what the disk holds). `None` while it works, and after an orderly stop.
+    pub fn stopped(&self) -> Option<String> {
+        if self.fsync_failed.load(Ordering::Acquire) {
+            return Some(STOPPED_FSYNC_FAILED.to_owned());
+        }
+        crate::base::sync::lock(&self.stopped).map(str::to_owned)
     }
 
     /// Stops the writer thread once the requests queued before this one are served; later

@@ -92,6 +92,11 @@ impl Syncer {
     pub(super) fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
+
+    /// The flag behind [`Syncer::has_failed`], for those who watch the writer from outside.
+    pub(super) fn failure_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.failed)
+    }
 }
 
 impl Drop for Syncer {

@@ -135,8 +135,12 @@ async fn a_failed_fsync_is_answered_not_durable_and_stops_the_writer() {
     assert!(create("a").await.is_ok());
     assert!(peers.try_recv().is_ok(), "a durable change is pushed");
 
+    assert_eq!(writer.stopped(), None);
     std::fs::remove_file(format!("{}-wal", path.display())).unwrap();
     assert!(matches!(create("b").await, Err(StoreError::NotDurable(_))));
+    // Said before any later request: the alarm and the health probe read it.
+    let stopped = writer.stopped().expect("the writer says it stopped");
+    assert!(stopped.contains("fsync"), "{stopped}");
     // A peer asking for everything gets nothing either.
     let summary = replication::Message::Summary { heads: Default::default() };
     let _ = writer.replicate(PeerId([9; 16]), summary).await;

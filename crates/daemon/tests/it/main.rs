@@ -3,6 +3,7 @@
 
 mod api;
 mod connections;
+mod disk;
 mod flood;
 mod headers;
 mod platform;

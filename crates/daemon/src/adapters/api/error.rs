@@ -103,6 +103,7 @@ impl From<Error> for ApiError {
             Error::PasswordChecksBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Error::LoginThrottled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             Error::NoHardwareSerial(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_hardware_serial"),
+            Error::DatabaseStopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_stopped"),
             Error::OperationInProgress => (StatusCode::CONFLICT, "operation_in_progress"),
             Error::RestoreClustered(_) => (StatusCode::CONFLICT, "restore_clustered"),
             Error::BackupTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "backup_too_large"),

@@ -160,6 +160,8 @@ pub(super) async fn health(State(app): State<Arc<App>>) -> Response {
         .read(|conn| Ok((eventlog::last_position(conn)?, projections::position(conn)?)))
         .await;
     let version = version::software_version().to_owned();
+    let stopped =
+        app.writer.stopped().map(|why| format!("the database takes no more changes: {why}"));
     let (status, body) = match read {
         Ok((log_position, projections_position)) => {
             let current = projections_position == log_position;
@@ -169,9 +171,11 @@ pub(super) async fn health(State(app): State<Arc<App>>) -> Response {
                     "the projections are at {projections_position}, the event log at {log_position}"
                 ));
             }
-            let status = if current { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let healthy = current && stopped.is_none();
+            problems.extend(stopped);
+            let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             let body = ::api::Health {
-                healthy: current,
+                healthy,
                 version,
                 log_opens: true,
                 log_position: Some(log_position),
@@ -190,7 +194,9 @@ pub(super) async fn health(State(app): State<Arc<App>>) -> Response {
                 log_position: None,
                 projections_position: None,
                 projections_current: None,
-                problems: vec![format!("the event log does not open: {error}")],
+                problems: std::iter::once(format!("the event log does not open: {error}"))
+                    .chain(stopped)
+                    .collect(),
             },
         ),
     };
