@@ -644,6 +644,22 @@ impl Drop for Vm {
     }
 }
 
+/// SIGKILLs the qemu whose `-pidfile` is `pid_file`, if that process still is one: a pid file
+/// outlives a killed qemu, and its number may belong to another process by now.
+pub(crate) fn kill_qemu(pid_file: &Path) -> anyhow::Result<()> {
+    let pid: i32 = std::fs::read_to_string(pid_file)?.trim().parse()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let mut arguments = cmdline.split('\0');
+    let is_qemu = arguments.next().is_some_and(|program| program.contains("qemu-system"));
+    // `cargo xtask vm` may name the file by another path to the same place.
+    let file_name = pid_file.file_name().and_then(|name| name.to_str()).unwrap_or("?");
+    let named = is_qemu && arguments.any(|argument| argument.ends_with(file_name));
+    ensure!(named, "process {pid} is no longer the qemu of {}", pid_file.display());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+    Ok(())
+}
+
 /// How long VMs told to quit get before their qemus are killed.
 const QUIT_TIMEOUT_S: u64 = 30;
 
@@ -661,14 +677,7 @@ pub(crate) fn quit_or_kill(children: &mut [Child], pid_files: &[PathBuf]) {
     if running(children) {
         println!("the VMs did not quit within {QUIT_TIMEOUT_S} s: killed");
         for pid_file in pid_files {
-            let pid =
-                std::fs::read_to_string(pid_file).ok().and_then(|pid| pid.trim().parse().ok());
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            let _ = kill_qemu(pid_file);
         }
         for child in children.iter_mut() {
             let _ = child.kill();

@@ -384,10 +384,7 @@ impl Vms {
 
     /// Pulls the plug on VM `n`: SIGKILL to its qemu.
     fn kill(&self, n: u8) -> anyhow::Result<()> {
-        let pidfile = self.target.join(format!("vm/peer-{n}.pid"));
-        let pid: i32 = std::fs::read_to_string(&pidfile)?.trim().parse()?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
-        Ok(())
+        crate::vm::kill_qemu(&self.target.join(format!("vm/peer-{n}.pid")))
     }
 }
 
@@ -417,8 +414,8 @@ fn three_appliances_cluster_route_calls_survive_losing_one_and_upgrade() -> anyh
 
 /// Lines of each VM's serial console and batond's journal printed when the test fails.
 const DIAGNOSTIC_LINES: usize = 40;
-/// Each of the diagnostics' requests (guest agent, admin API) gets this long: they only
-/// describe a failure, and a VM that does not answer is itself the finding.
+/// The diagnostics' wait for the guest agent and for the admin API (a guest command has its
+/// own 30 s): they only describe a failure, and a VM that does not answer is the finding.
 const DIAGNOSTIC_TIMEOUT_S: u64 = 15;
 
 /// What each VM shows when a step fails, on stdout (the VMs still run): whether qemu runs the

@@ -73,7 +73,8 @@ pub mod codes {
     pub const OTHER_MEMBER_UNAVAILABLE: &str = "other_member_unavailable";
     pub const MEMBER_UPDATE_FAILED: &str = "member_update_failed";
     // The appliance itself.
-    /// The database takes no more changes (its disk failed): see the `database_stopped` alarm.
+    /// The database takes no more changes: its disk failed (see the `database_stopped` alarm),
+    /// or batond is stopping.
     pub const DATABASE_STOPPED: &str = "database_stopped";
     // Anything else.
     pub const INTERNAL: &str = "internal";

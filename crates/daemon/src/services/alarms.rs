@@ -543,6 +543,9 @@ pub fn spawn(app: Arc<super::App>, tasks: &Tasks) {
     let mut state = app.writer.state_watch();
     let shutdown = tasks.shutdown().clone();
     tasks.spawn(async move {
+        // The writer's end closes its watch: evaluated once more then (a writer that stopped on
+        // a failed fsync raises `database_stopped`), and on the timer and pokes from then on.
+        let mut writer_alive = true;
         loop {
             let facts = super::alarm_facts::gather(&app).await;
             let changes = app.alarms.update(evaluate(&facts), now_ms());
@@ -557,7 +560,7 @@ pub fn spawn(app: Arc<super::App>, tasks: &Tasks) {
                     EVALUATE_EVERY_MS - EVALUATE_SPACING_MS,
                 )) => {}
                 _ = app.alarms.changed.notified() => {}
-                changed = state.changed() => if changed.is_err() { return },
+                changed = state.changed(), if writer_alive => writer_alive = changed.is_ok(),
             }
         }
     });

@@ -57,8 +57,9 @@ pub enum Error {
     Upgrade(#[from] UpgradeError),
     #[error(transparent)]
     Join(#[from] JoinError),
-    /// This peer's database takes no more changes (a failed fsync, or the writer stopping):
-    /// nothing was saved, and the operator is told to restart (`Writer::stopped`).
+    /// This peer's database takes no more changes: a failed fsync (the change may or may not
+    /// survive a restart; the `database_stopped` alarm says restart, see `Writer::stopped`), or
+    /// batond stopping.
     #[error("{0}")]
     DatabaseStopped(String),
     /// An infrastructure failure: logged, and reported without detail.
@@ -139,7 +140,7 @@ impl From<crate::store::StoreError> for Error {
             }
             crate::store::StoreError::WriterGone => Error::DatabaseStopped(
                 "this peer's database takes no more changes (batond is stopping, or its disk \
-                 failed: see the alarms); nothing was saved"
+                 failed: see the alarms); the change may not have been saved"
                     .to_owned(),
             ),
             other => Error::internal(other),

@@ -2,6 +2,7 @@
 //! the operator sees why and what to do (health probe, alarm) before trying anything else.
 
 use crate::TestDaemon;
+use daemon::services::alarms::EVALUATE_SPACING_MS;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ async fn a_failed_fsync_stops_changes_with_a_clear_answer_an_alarm_and_an_unheal
     let (status, body) = daemon.call(Method::POST, "/api/v1/bridges", Some(bridge("ts1"))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
+    // Past the alarms' spacing, so the evaluation the failed change sets off can come before
+    // the failure is known: the alarm must still be raised (the writer's end is evaluated too).
+    tokio::time::sleep(Duration::from_millis(2 * EVALUATE_SPACING_MS)).await;
     // The disk loses the write-ahead file: the next fsync fails.
     let wal = daemon.data_dir().join(format!("{}-wal", daemon::store::DATABASE_FILE));
     std::fs::remove_file(&wal).unwrap();
@@ -36,7 +40,7 @@ async fn a_failed_fsync_stops_changes_with_a_clear_answer_an_alarm_and_an_unheal
     let problems = body["problems"].to_string();
     assert!(problems.contains("takes no more changes") && problems.contains("fsync"), "{body}");
 
-    // Alarms are evaluated every 10 s (and on configuration changes, of which there are none).
+    // Within two rounds of the alarms' timer at the latest.
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
         let (status, body) = daemon.call(Method::GET, "/api/v1/alarms", None).await;
