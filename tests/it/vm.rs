@@ -584,33 +584,26 @@ pub(crate) fn squashfs_with(from: &Path, to: &Path, files: &[(&str, &str)]) -> a
 /// The running `cargo xtask vm`; powers the guest off through QMP, or quits qemu on drop.
 pub(crate) struct Vm {
     child: Option<Child>,
-    qmp: PathBuf,
-    /// qemu's process id (`-pidfile`): a power cut kills it.
-    pid_file: PathBuf,
+    qemu: Qemu,
     serial_log: PathBuf,
 }
 
 impl Vm {
     pub(crate) fn new(child: Child, target: &Path, serial_log: &Path) -> Vm {
-        let qmp = target.join("vm/peer-1.qmp");
-        let pid_file = target.join("vm/peer-1.pid");
-        Vm { child: Some(child), qmp, pid_file, serial_log: serial_log.to_owned() }
+        Vm { child: Some(child), qemu: Qemu::of_peer(target, 1), serial_log: serial_log.to_owned() }
     }
 
     /// Pulls the plug: SIGKILL to qemu, so the guest gets no shutdown and its RAM (page cache
     /// included) is gone; what reached the disk file stays. Waits for `cargo xtask vm` to end.
     pub(crate) fn power_cut(&mut self) -> anyhow::Result<()> {
-        let pid = std::fs::read_to_string(&self.pid_file)
-            .with_context(|| format!("reading {}", self.pid_file.display()))?;
-        let pid = pid.trim().parse::<i32>().context("qemu's pid file")?;
-        tool(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+        self.qemu.kill()?;
         let mut child = self.child.take().context("already stopped")?;
         let _ = child.wait()?; // it fails: its qemu died
         Ok(())
     }
 
     pub(crate) fn power_off(&mut self) -> anyhow::Result<()> {
-        qmp(&self.qmp, "system_powerdown")?;
+        qmp(&self.qemu.qmp, "system_powerdown")?;
         let deadline = Instant::now() + Duration::from_secs(POWER_OFF_TIMEOUT_S);
         let child = self.child.as_mut().context("already stopped")?;
         loop {
@@ -638,35 +631,55 @@ impl Drop for Vm {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
             // qemu is cargo's grandchild: killing cargo would leave it running.
-            let _ = qmp(&self.qmp, "quit");
-            quit_or_kill(&mut [child], std::slice::from_ref(&self.pid_file));
+            quit_or_kill(&mut [child], std::slice::from_ref(&self.qemu));
         }
     }
 }
 
-/// SIGKILLs the qemu whose `-pidfile` is `pid_file`, if that process still is one: a pid file
-/// outlives a killed qemu, and its number may belong to another process by now.
-pub(crate) fn kill_qemu(pid_file: &Path) -> anyhow::Result<()> {
-    let pid: i32 = std::fs::read_to_string(pid_file)?.trim().parse()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    let mut arguments = cmdline.split('\0');
-    let is_qemu = arguments.next().is_some_and(|program| program.contains("qemu-system"));
-    // `cargo xtask vm` may name the file by another path to the same place.
-    let file_name = pid_file.file_name().and_then(|name| name.to_str()).unwrap_or("?");
-    let named = is_qemu && arguments.any(|argument| argument.ends_with(file_name));
-    ensure!(named, "process {pid} is no longer the qemu of {}", pid_file.display());
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
-    Ok(())
+/// One qemu that `cargo xtask vm` started: its QMP socket and its `-pidfile`.
+pub(crate) struct Qemu {
+    pub(crate) qmp: PathBuf,
+    pid_file: PathBuf,
+}
+
+impl Qemu {
+    /// Peer `n`'s, under `<target>/vm`.
+    pub(crate) fn of_peer(target: &Path, n: u8) -> Qemu {
+        let dir = target.join("vm");
+        Qemu { qmp: dir.join(format!("peer-{n}.qmp")), pid_file: dir.join(format!("peer-{n}.pid")) }
+    }
+
+    /// Pulls the plug: SIGKILL, if the pid file's process still is this qemu (a pid file
+    /// outlives a killed qemu, and its number may belong to another process by now).
+    pub(crate) fn kill(&self) -> anyhow::Result<()> {
+        let pid: i32 = std::fs::read_to_string(&self.pid_file)
+            .with_context(|| format!("reading {}", self.pid_file.display()))?
+            .trim()
+            .parse()
+            .context("qemu's pid file")?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let mut arguments = cmdline.split('\0');
+        let is_qemu = arguments.next().is_some_and(|program| program.contains("qemu-system"));
+        // `cargo xtask vm` may name the file by another path to the same place.
+        let file_name = self.pid_file.file_name().and_then(|name| name.to_str()).unwrap_or("?");
+        let named = is_qemu && arguments.any(|argument| argument.ends_with(file_name));
+        ensure!(named, "process {pid} is no longer the qemu of {}", self.pid_file.display());
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+        Ok(())
+    }
 }
 
 /// How long VMs told to quit get before their qemus are killed.
 const QUIT_TIMEOUT_S: u64 = 30;
 
-/// Waits for `children` (each a `cargo xtask vm`) to end after their VMs were told to quit;
-/// never hangs: after [`QUIT_TIMEOUT_S`], the qemus named by `pid_files` are killed (a qemu
-/// that does not answer QMP, or a stale QMP socket), and the children with them.
-pub(crate) fn quit_or_kill(children: &mut [Child], pid_files: &[PathBuf]) {
+/// Tells `qemus` to quit (QMP) and waits for `children` (each a `cargo xtask vm`) to end;
+/// never hangs: after [`QUIT_TIMEOUT_S`], the qemus are killed (one that does not answer QMP,
+/// or a stale QMP socket), and the children with them.
+pub(crate) fn quit_or_kill(children: &mut [Child], qemus: &[Qemu]) {
+    for qemu in qemus {
+        let _ = qmp(&qemu.qmp, "quit");
+    }
     let deadline = Instant::now() + Duration::from_secs(QUIT_TIMEOUT_S);
     let running = |children: &mut [Child]| {
         children.iter_mut().any(|child| matches!(child.try_wait(), Ok(None)))
@@ -676,8 +689,8 @@ pub(crate) fn quit_or_kill(children: &mut [Child], pid_files: &[PathBuf]) {
     }
     if running(children) {
         println!("the VMs did not quit within {QUIT_TIMEOUT_S} s: killed");
-        for pid_file in pid_files {
-            let _ = kill_qemu(pid_file);
+        for qemu in qemus {
+            let _ = qemu.kill();
         }
         for child in children.iter_mut() {
             let _ = child.kill();

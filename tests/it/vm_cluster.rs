@@ -56,9 +56,10 @@ const ADMIN_PORT: u16 = 8443;
 /// is slow.
 const REQUEST_TIMEOUT_S: u64 = 300;
 /// How long the emulated VCS waits for one policy server before it asks the next, as a real
-/// one does. qemu's port forward accepts the connection at once and, while the guest reboots,
-/// answers nothing until its own connection to the guest gives up: with the admin client's
-/// 300 s limit, each status poll and call could wait that long, four of them per round.
+/// one does. qemu's port forward accepts the connection at once even when the guest's network
+/// is not up (a reboot) and then answers nothing (still nothing after 40 s, tried with no
+/// guest at all): with the admin client's 300 s limit, each of a round's three status polls
+/// and one call could wait that long.
 const VCS_ATTEMPT_TIMEOUT_S: u64 = 30;
 
 /// Holds the VM tests apart: each boots VMs at the same forwarded addresses and files under
@@ -102,6 +103,30 @@ fn host_offset() -> u8 {
         .unwrap_or(1)
 }
 
+/// A client that reaches the appliance at `admin` as `localhost` (a name its certificate
+/// holds) and trusts only `ca`; without it (before its CA is read from the guest: the first
+/// connections, health and password) any certificate.
+fn client(
+    admin: SocketAddr,
+    ca: Option<&[u8]>,
+    timeout_s: u64,
+) -> anyhow::Result<reqwest::blocking::Client> {
+    let mut builder = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .resolve("localhost", admin)
+        .timeout(Duration::from_secs(timeout_s));
+    match ca {
+        Some(ca) => {
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in reqwest::Certificate::from_pem_bundle(ca)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        None => builder = builder.danger_accept_invalid_certs(true),
+    }
+    Ok(builder.build()?)
+}
+
 /// One appliance as its operator reaches it: the forwarded admin port, the guest agent.
 struct Appliance {
     n: u8,
@@ -117,15 +142,8 @@ struct Appliance {
 impl Appliance {
     fn new(n: u8, target: &Path) -> anyhow::Result<Appliance> {
         let admin = SocketAddr::from(([127, 0, 0, n + host_offset()], ADMIN_PORT));
-        let builder = || {
-            reqwest::blocking::Client::builder()
-                .use_rustls_tls()
-                // Before its CA is read from the guest: the first connections (health, password).
-                .danger_accept_invalid_certs(true)
-                .resolve("localhost", admin)
-        };
-        let http = builder().timeout(Duration::from_secs(REQUEST_TIMEOUT_S)).build()?;
-        let vcs_http = builder().timeout(Duration::from_secs(VCS_ATTEMPT_TIMEOUT_S)).build()?;
+        let http = client(admin, None, REQUEST_TIMEOUT_S)?;
+        let vcs_http = client(admin, None, VCS_ATTEMPT_TIMEOUT_S)?;
         let agent_socket = target.join(format!("vm/peer-{n}.qga"));
         Ok(Appliance { n, admin, http, vcs_http, agent_socket })
     }
@@ -149,10 +167,22 @@ impl Appliance {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
+        self.call_within(method, path, body, Duration::from_secs(REQUEST_TIMEOUT_S))
+    }
+
+    /// As [`Appliance::call`], giving up after `limit`.
+    fn call_within(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        limit: Duration,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.url()))
-            .basic_auth(FACTORY_USER, Some(PASSWORD));
+            .basic_auth(FACTORY_USER, Some(PASSWORD))
+            .timeout(limit);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -163,22 +193,12 @@ impl Appliance {
     }
 
     fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let (status, answer) = self.call(reqwest::Method::GET, path, None)?;
-        ensure!(status == 200, "GET {path} on VM {}: {status} {answer}", self.n);
-        Ok(answer)
+        self.get_within(path, Duration::from_secs(REQUEST_TIMEOUT_S))
     }
 
     /// As [`Appliance::get`], giving up after `limit`.
     fn get_within(&self, path: &str, limit: Duration) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url()))
-            .basic_auth(FACTORY_USER, Some(PASSWORD))
-            .timeout(limit)
-            .send()
-            .with_context(|| format!("GET {path} on VM {}", self.n))?;
-        let status = response.status().as_u16();
-        let answer: Value = response.json().unwrap_or(Value::Null);
+        let (status, answer) = self.call_within(reqwest::Method::GET, path, None, limit)?;
         ensure!(status == 200, "GET {path} on VM {}: {status} {answer}", self.n);
         Ok(answer)
     }
@@ -263,19 +283,8 @@ impl Appliance {
     /// as an operator would download it from the Status page).
     fn trust_own_ca(&mut self, agent: &mut Agent) -> anyhow::Result<()> {
         let ca = agent.exec("cat /var/lib/baton/tls/ca.pem", None)?.stdout.into_bytes();
-        let trusting = |timeout_s: u64| -> anyhow::Result<reqwest::blocking::Client> {
-            let mut builder = reqwest::blocking::Client::builder()
-                .use_rustls_tls()
-                .tls_built_in_root_certs(false)
-                .resolve("localhost", self.admin)
-                .timeout(Duration::from_secs(timeout_s));
-            for certificate in reqwest::Certificate::from_pem_bundle(&ca)? {
-                builder = builder.add_root_certificate(certificate);
-            }
-            Ok(builder.build()?)
-        };
-        self.http = trusting(REQUEST_TIMEOUT_S)?;
-        self.vcs_http = trusting(VCS_ATTEMPT_TIMEOUT_S)?;
+        self.http = client(self.admin, Some(&ca), REQUEST_TIMEOUT_S)?;
+        self.vcs_http = client(self.admin, Some(&ca), VCS_ATTEMPT_TIMEOUT_S)?;
         Ok(())
     }
 
@@ -384,18 +393,15 @@ impl Vms {
 
     /// Pulls the plug on VM `n`: SIGKILL to its qemu.
     fn kill(&self, n: u8) -> anyhow::Result<()> {
-        crate::vm::kill_qemu(&self.target.join(format!("vm/peer-{n}.pid")))
+        crate::vm::Qemu::of_peer(&self.target, n).kill()
     }
 }
 
 impl Drop for Vms {
     fn drop(&mut self) {
-        for n in 1..=PEERS {
-            let _ = crate::vm::qmp(&self.target.join(format!("vm/peer-{n}.qmp")), "quit");
-        }
-        let pid_files: Vec<PathBuf> =
-            (1..=PEERS).map(|n| self.target.join(format!("vm/peer-{n}.pid"))).collect();
-        crate::vm::quit_or_kill(&mut self.children, &pid_files);
+        let qemus: Vec<crate::vm::Qemu> =
+            (1..=PEERS).map(|n| crate::vm::Qemu::of_peer(&self.target, n)).collect();
+        crate::vm::quit_or_kill(&mut self.children, &qemus);
     }
 }
 
@@ -425,8 +431,7 @@ fn print_diagnostics(appliances: &[Appliance], target: &Path) {
     let limit = Duration::from_secs(DIAGNOSTIC_TIMEOUT_S);
     for appliance in appliances {
         let n = appliance.n;
-        let qmp = target.join(format!("vm/peer-{n}.qmp"));
-        match crate::vm::qmp_answer(&qmp, "query-status") {
+        match crate::vm::qmp_answer(&crate::vm::Qemu::of_peer(target, n).qmp, "query-status") {
             Ok(answer) => println!("--- VM {n}: qemu's status: {answer}"),
             Err(error) => println!("--- VM {n}: qemu's status: {error:#}"),
         }
