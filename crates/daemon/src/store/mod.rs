@@ -960,15 +960,21 @@ struct WriterThread {
     pacing: SyncPacing,
     /// Makes local groups durable, then answers them and pushes their events.
     syncer: syncer::Syncer,
-    /// Shared with [`Writer::stopped`].
-    stopped: StopReason,
+    /// Set once the store is unusable; shared with [`Writer::stopped`].
+    unusable: Arc<AtomicBool>,
 }
 
-/// Why the writer stopped on its own, once it did.
-type StopReason = Arc<std::sync::Mutex<Option<&'static str>>>;
-const STOPPED_FSYNC_FAILED: &str =
-    "an fsync of the event log failed, so committed changes may not be on the disk";
-const STOPPED_UNREADABLE: &str = "the database was replaced but could not be read back";
+/// Why a writer takes no more changes, if it must: its syncer's fsync failed, or its store
+/// holds a database that could not be read back.
+fn stop_reason(fsync_failed: bool, unusable: bool) -> Option<&'static str> {
+    if fsync_failed {
+        Some("an fsync of the event log failed, so committed changes may not be on the disk")
+    } else if unusable {
+        Some("the database was replaced but could not be read back")
+    } else {
+        None
+    }
+}
 
 impl Drop for WriterThread {
     /// The syncer finishes before the store closes: closing the last connection removes the
@@ -1025,19 +1031,13 @@ impl WriterThread {
 
     /// Why the writer must take no more changes, if it must.
     fn reason_to_stop(&self) -> Option<&'static str> {
-        if self.syncer.has_failed() {
-            Some(STOPPED_FSYNC_FAILED)
-        } else if self.store.is_unusable() {
-            Some(STOPPED_UNREADABLE)
-        } else {
-            None
-        }
+        stop_reason(self.syncer.has_failed(), self.store.is_unusable())
     }
 
     /// Whether the writer must stop (see [`Writer::stopped`]); if so, says why.
     fn must_stop(&self) -> bool {
         let Some(reason) = self.reason_to_stop() else { return false };
-        *crate::base::sync::lock(&self.stopped) = Some(reason);
+        self.unusable.store(self.store.is_unusable(), Ordering::Release);
         // A restart reads back what the disk holds.
         tracing::error!("the writer stops: {reason}; restart batond");
         true
@@ -1227,9 +1227,10 @@ pub struct Writer {
     syncs: Arc<AtomicU64>,
     lag: Arc<std::sync::Mutex<ReplicationLag>>,
     lost_pushes: LostPushes,
-    stopped: StopReason,
     /// The syncer's: set the moment an fsync fails, before the writer notices.
     fsync_failed: Arc<AtomicBool>,
+    /// The writer thread's, once it stopped on an unusable store.
+    unusable: Arc<AtomicBool>,
 }
 
 /// Peers a replication message was dropped for, the outbound queue being full: the router
@@ -1286,8 +1287,8 @@ impl Writer {
             Box::new(move |messages| send(&pushes_out, &pushes_lost, messages)),
         )?;
         let fsync_failed = syncer.failure_flag();
-        let stopped = StopReason::default();
-        let thread_stopped = Arc::clone(&stopped);
+        let unusable = Arc::new(AtomicBool::new(false));
+        let thread_unusable = Arc::clone(&unusable);
         let thread =
             std::thread::Builder::new().name("baton-writer".to_owned()).spawn(move || {
                 let published_version = store.state_version();
@@ -1303,7 +1304,7 @@ impl Writer {
                     syncs: thread_syncs,
                     pacing,
                     syncer,
-                    stopped: thread_stopped,
+                    unusable: thread_unusable,
                 }
                 .run(requests)
             })?;
@@ -1315,8 +1316,8 @@ impl Writer {
             syncs,
             lag,
             lost_pushes,
-            stopped,
             fsync_failed,
+            unusable,
         };
         Ok((writer, thread))
     }
@@ -1325,10 +1326,8 @@ impl Writer {
     /// failed, or a replaced database could not be read back. Only a restart resumes (it
     /// reads back what the disk holds). `None` while it works, and after an orderly stop.
     pub fn stopped(&self) -> Option<String> {
-        if self.fsync_failed.load(Ordering::Acquire) {
-            return Some(STOPPED_FSYNC_FAILED.to_owned());
-        }
-        crate::base::sync::lock(&self.stopped).map(str::to_owned)
+        let fsync_failed = self.fsync_failed.load(Ordering::Acquire);
+        stop_reason(fsync_failed, self.unusable.load(Ordering::Acquire)).map(str::to_owned)
     }
 
     /// Stops the writer thread once the requests queued before this one are served; later
