@@ -4,6 +4,7 @@
 //! The binaries are found next to the test executable's `deps` folder (`target/<profile>/`);
 //! a test process builds them (once) before the first use, so `cargo test` needs no other step.
 
+pub mod fixed_rate;
 pub mod vcs;
 pub mod webdriver;
 

@@ -1,16 +1,18 @@
 //! `cargo xtask bench policy`: the policy service under load, beside nginx answering a fixed
 //! CPL body, both driven by the same load generators in the same run: peak decisions per second
 //! (wrk, over HTTP and HTTPS with keep-alive), then p50/p99 at half of Baton's peak rate held
-//! fixed (oha `--qps`); and the CPU time each server spends per request. Also: batond's
+//! fixed (`baton_tests::fixed_rate`, latency from each request's due time); and the CPU time
+//! each server spends per request. Also: batond's
 //! resident memory after the load (beside before it), the time Baton adds when a call must
 //! first create its conference (beside the bridge's own create), and batond's memory with 10^4
 //! live conferences. Each figure is printed beside its reference with their ratio.
 //!
-//! Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`) and `oha` (installed with
-//! `cargo install oha --locked` when missing). Release build.
+//! Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). Release build.
 
 use anyhow::{Context, bail};
-use baton_tests::{Batond, SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, TEST_PASSWORD};
+use baton_tests::{
+    Batond, SIM_BRIDGE_PASSWORD, SIM_BRIDGE_USER, SimBridge, TEST_PASSWORD, fixed_rate,
+};
 use serde_json::json;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -24,8 +26,6 @@ const LOAD_CONNECTIONS: u32 = 32;
 const LOAD_THREADS: u32 = 2;
 const CREATIONS: usize = 200;
 const MEMORY_CONFERENCES: usize = 10_000;
-/// oha's error for the requests in flight when its duration (`-z`) ends.
-const OHA_CUT_AT_THE_END: &str = "aborted due to deadline";
 
 fn main() -> anyhow::Result<()> {
     baton_tests::kill_children_on_signal()?;
@@ -34,7 +34,6 @@ fn main() -> anyhow::Result<()> {
             bail!("{tool} not found: apt-get install -y nginx-light wrk");
         }
     }
-    let oha = oha()?;
     let dir = tempfile::tempdir()?;
     let sim = SimBridge::start("mcu", &[])?;
     let policy_port = baton_tests::free_port()?;
@@ -55,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&script, wrk_script("meet.alice@example.com"))?;
     let servers = Servers { batond: daemon.child.id(), nginx: &nginx };
     let peak_per_s = peak_beside_nginx(&script, [&http_url, &https_url], &servers)?;
-    fixed_rate_beside_nginx(&oha, peak_per_s / 2.0, &http_url, &nginx)?;
+    fixed_rate_beside_nginx(peak_per_s / 2.0, policy_port, &nginx)?;
     let rss_after_load_kib = rss_kib(daemon.child.id())?;
     println!();
     row(
@@ -185,26 +184,43 @@ fn cpu_ticks(pids: &[u32]) -> anyhow::Result<CpuTicks> {
     Ok(ticks)
 }
 
-/// p50/p99 at a fixed request rate (oha `--qps`, latency measured from when each request was
-/// due, so a stall is not hidden), Baton beside nginx over HTTP.
-fn fixed_rate_beside_nginx(
-    oha: &Path,
-    rate_per_s: f64,
-    baton_url: &str,
-    nginx: &Nginx,
-) -> anyhow::Result<()> {
+/// p50/p99 at a fixed request rate (latency from when each request was due, so a stall is not
+/// hidden), Baton beside nginx over HTTP.
+fn fixed_rate_beside_nginx(rate_per_s: f64, baton_port: u16, nginx: &Nginx) -> anyhow::Result<()> {
     let rate_per_s = rate_per_s.max(1.0).round();
-    let ours = oha_fixed_rate(oha, rate_per_s, baton_url)?;
-    let theirs = oha_fixed_rate(oha, rate_per_s, &nginx.http_url())?;
+    let ours = fixed_rate(rate_per_s, baton_port)?;
+    let theirs = fixed_rate(rate_per_s, nginx.http_port)?;
     println!();
     println!(
-        "at half of Baton's HTTP peak: {rate_per_s:.0} req/s for {LOAD_DURATION_S} s (oha --qps), HTTP"
+        "at half of Baton's HTTP peak: {rate_per_s:.0} req/s for {LOAD_DURATION_S} s over {LOAD_CONNECTIONS} connections (baton_tests::fixed_rate), HTTP"
     );
     println!("{:<58} {:>12} {:>12} {:>8}", "", "Baton", "nginx", "ratio");
     row("p50 (ms)", ours.p50_ms, theirs.p50_ms);
     row("p99 (ms)", ours.p99_ms, theirs.p99_ms);
+    row("max (ms)", ours.max_ms, theirs.max_ms);
     row("achieved (req/s)", ours.requests_per_s, theirs.requests_per_s);
     Ok(())
+}
+
+/// One fixed-rate run of the policy call against the HTTP listener on `port`.
+fn fixed_rate(rate_per_s: f64, port: u16) -> anyhow::Result<fixed_rate::Report> {
+    use base64::Engine as _;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{VCS_PASSWORD}"));
+    let body = call_body("meet.alice@example.com");
+    let request = format!(
+        "POST /baton/policy HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {credentials}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    fixed_rate::run(&fixed_rate::Plan {
+        address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        request: request.as_bytes(),
+        rate_per_s,
+        duration: Duration::from_secs(LOAD_DURATION_S.into()),
+        connections: LOAD_CONNECTIONS as usize,
+    })
+    .with_context(|| format!("the fixed-rate load on port {port}"))
 }
 
 /// batond's memory with many live conferences, and a call's time then.
@@ -393,70 +409,6 @@ fn parse_duration_ms(text: &str) -> Option<f64> {
         return None;
     };
     number.parse::<f64>().ok().map(|value| value * scale)
-}
-
-/// The `oha` load generator: on the `PATH` or in cargo's bin directory, else installed with
-/// `cargo install oha --locked`.
-fn oha() -> anyhow::Result<std::path::PathBuf> {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
-        .map(|home| home.join("bin").join("oha"));
-    let found = || which("oha").or_else(|| cargo_bin.clone().filter(|path| path.exists()));
-    if let Some(path) = found() {
-        return Ok(path);
-    }
-    println!("oha not found: cargo install oha --locked");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo).args(["install", "oha", "--locked"]).status()?;
-    anyhow::ensure!(status.success(), "cargo install oha --locked failed");
-    found().context("oha installed but not found on PATH nor in cargo's bin directory")
-}
-
-/// One fixed-rate run of the policy call against `url`.
-fn oha_fixed_rate(oha: &Path, rate_per_s: f64, url: &str) -> anyhow::Result<Load> {
-    use base64::Engine as _;
-    let credentials =
-        base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{VCS_PASSWORD}"));
-    let output = Command::new(oha)
-        .args(["--no-tui", "--output-format", "json", "--latency-correction"])
-        .args(["-z", &format!("{LOAD_DURATION_S}s"), "-q", &format!("{rate_per_s}")])
-        .args(["-c", &LOAD_CONNECTIONS.to_string(), "-m", "POST"])
-        .args(["-T", "application/x-www-form-urlencoded"])
-        .args(["-H", &format!("Authorization: Basic {credentials}")])
-        .args(["-d", &call_body("meet.alice@example.com"), url])
-        .stdin(Stdio::null())
-        .output()
-        .context("running oha")?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    anyhow::ensure!(output.status.success(), "oha failed: {text}");
-    let report: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("oha's report: {text}"))?;
-    let codes = &report["statusCodeDistribution"];
-    let not_ok: u64 = codes
-        .as_object()
-        .map(|codes| {
-            codes.iter().filter(|(code, _)| *code != "200").filter_map(|(_, n)| n.as_u64()).sum()
-        })
-        .unwrap_or(0);
-    anyhow::ensure!(not_ok == 0, "oha saw {not_ok} answers other than 200 from {url}: {codes}");
-    let errors = &report["errorDistribution"];
-    // oha cuts the requests still in flight when the duration ends ("aborted due to
-    // deadline"): the load's end, not the server's failure.
-    let failed = errors.as_object().is_some_and(|errors| {
-        errors.iter().any(|(error, count)| {
-            error != OHA_CUT_AT_THE_END && count.as_u64().is_none_or(|count| count > 0)
-        })
-    });
-    anyhow::ensure!(!failed, "oha saw failed requests to {url}: {errors}");
-    let seconds = |value: &serde_json::Value| value.as_f64().map(|s| s * 1e3);
-    let percentiles = &report["latencyPercentiles"];
-    Ok(Load {
-        requests_per_s: report["summary"]["requestsPerSec"].as_f64().context("no rate")?,
-        p50_ms: seconds(&percentiles["p50"]).context("no p50 in oha's report")?,
-        p99_ms: seconds(&percentiles["p99"]).context("no p99 in oha's report")?,
-        max_ms: seconds(&report["summary"]["slowest"]).unwrap_or(f64::NAN),
-    })
 }
 
 fn time_bridge_creates(sim: &SimBridge, count: usize) -> anyhow::Result<Vec<f64>> {
