@@ -42,6 +42,7 @@ pub struct Plan<'a> {
 
 /// Latencies from each request's due time to its whole answer.
 pub struct Report {
+    pub answered: usize,
     pub requests_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -286,6 +287,7 @@ fn report(mut latencies_us: Vec<u64>, elapsed: Duration) -> Report {
         latencies_us.get(index).copied().unwrap_or_default() as f64 / 1e3
     };
     Report {
+        answered: latencies_us.len(),
         requests_per_s: latencies_us.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: at(0.50),
         p99_ms: at(0.99),
@@ -380,7 +382,7 @@ mod tests {
     fn a_connection_the_server_closes_is_opened_again() {
         let closing = server(Behaviour { answers_per_connection: 7, ..PROMPT });
         let report = run(&one_connection(closing)).unwrap();
-        assert!(report.requests_per_s > 900.0, "{} requests/s", report.requests_per_s);
+        assert_eq!(report.answered, 1_000);
     }
 
     // Goal: an answer other than 200 fails the run and says what came back.
