@@ -1,11 +1,11 @@
 //! `cargo xtask bench policy`: the policy service under load, beside nginx answering a fixed
 //! CPL body, both driven by the same load generators in the same run: peak decisions per second
-//! (wrk, over HTTP and HTTPS with keep-alive), then p50/p99 at half of Baton's peak rate held
-//! fixed (`baton_tests::fixed_rate`, latency from each request's due time); and the CPU time
-//! each server spends per request. Also: batond's
-//! resident memory after the load (beside before it), the time Baton adds when a call must
-//! first create its conference (beside the bridge's own create), and batond's memory with 10^4
-//! live conferences. Each figure is printed beside its reference with their ratio.
+//! (wrk, over HTTP and HTTPS with keep-alive) and the CPU time each server spends per request;
+//! then p50, p99 and max latency at half of Baton's peak rate held fixed
+//! (`baton_tests::fixed_rate`, latency from each request's due time). Also: batond's resident
+//! memory after the load (beside before it), the time Baton adds when a call must first create
+//! its conference (beside the bridge's own create), and batond's memory with 10^4 live
+//! conferences. Each figure is printed beside its reference with their ratio.
 //!
 //! Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). Release build.
 
@@ -188,8 +188,8 @@ fn cpu_ticks(pids: &[u32]) -> anyhow::Result<CpuTicks> {
 /// hidden), Baton beside nginx over HTTP.
 fn fixed_rate_beside_nginx(rate_per_s: f64, baton_port: u16, nginx: &Nginx) -> anyhow::Result<()> {
     let rate_per_s = rate_per_s.max(1.0).round();
-    let ours = fixed_rate(rate_per_s, baton_port)?;
-    let theirs = fixed_rate(rate_per_s, nginx.http_port)?;
+    let ours = policy_at_fixed_rate(rate_per_s, baton_port)?;
+    let theirs = policy_at_fixed_rate(rate_per_s, nginx.http_port)?;
     println!();
     println!(
         "at half of Baton's HTTP peak: {rate_per_s:.0} req/s for {LOAD_DURATION_S} s over {LOAD_CONNECTIONS} connections (baton_tests::fixed_rate), HTTP"
@@ -203,7 +203,7 @@ fn fixed_rate_beside_nginx(rate_per_s: f64, baton_port: u16, nginx: &Nginx) -> a
 }
 
 /// One fixed-rate run of the policy call against the HTTP listener on `port`.
-fn fixed_rate(rate_per_s: f64, port: u16) -> anyhow::Result<fixed_rate::Report> {
+fn policy_at_fixed_rate(rate_per_s: f64, port: u16) -> anyhow::Result<fixed_rate::Report> {
     use base64::Engine as _;
     let credentials =
         base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{VCS_PASSWORD}"));
