@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&script, wrk_script("meet.alice@example.com"))?;
     let servers = Servers { batond: daemon.child.id(), nginx: &nginx };
     let peak_per_s = peak_beside_nginx(&script, [&http_url, &https_url], &servers)?;
-    fixed_rate_beside_nginx(peak_per_s / 2.0, policy_port, &nginx)?;
+    fixed_rate_beside_nginx(peak_per_s / 2.0, policy_port, &servers)?;
     let rss_after_load_kib = rss_kib(daemon.child.id())?;
     println!();
     row(
@@ -109,9 +109,10 @@ fn peak_beside_nginx(script: &Path, urls: [&str; 2], servers: &Servers<'_>) -> a
     for (scheme, baton, reference) in
         [("HTTP", urls[0], nginx.http_url()), ("HTTPS", urls[1], nginx.https_url())]
     {
-        let (ours, our_cpu) = with_cpu_per_request(&[servers.batond], || wrk(script, baton))?;
+        let (ours, our_cpu) =
+            with_cpu_per_request(&[servers.batond], || wrk(script, baton), Load::requests)?;
         let (theirs, their_cpu) =
-            with_cpu_per_request(&nginx.processes(), || wrk(script, &reference))?;
+            with_cpu_per_request(&nginx.processes(), || wrk(script, &reference), Load::requests)?;
         println!(
             "{scheme:<8} {:>14.0} {:>9.2} {:>9.2} {:>9.2} | {:>14.0} {:>9.2} {:>9.2} | {:>6.2}",
             ours.requests_per_s,
@@ -142,16 +143,18 @@ struct CpuPerRequest {
     system_us: f64,
 }
 
-/// `load`'s result and the CPU time the processes `pids` spent per request meanwhile.
-fn with_cpu_per_request(
+/// `load`'s result and the CPU time the processes `pids` spent per request meanwhile, the
+/// result telling how many `requests` there were.
+fn with_cpu_per_request<T>(
     pids: &[u32],
-    load: impl FnOnce() -> anyhow::Result<Load>,
-) -> anyhow::Result<(Load, CpuPerRequest)> {
+    load: impl FnOnce() -> anyhow::Result<T>,
+    requests: impl FnOnce(&T) -> f64,
+) -> anyhow::Result<(T, CpuPerRequest)> {
     let before = cpu_ticks(pids)?;
     let result = load()?;
     let after = cpu_ticks(pids)?;
     let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100);
-    let requests = result.requests_per_s * f64::from(LOAD_DURATION_S);
+    let requests = requests(&result);
     let per_request_us = |ticks: u64| ticks as f64 / ticks_per_s as f64 * 1e6 / requests;
     let cpu = CpuPerRequest {
         total_us: per_request_us(
@@ -185,11 +188,25 @@ fn cpu_ticks(pids: &[u32]) -> anyhow::Result<CpuTicks> {
 }
 
 /// p50/p99 at a fixed request rate (latency from when each request was due, so a stall is not
-/// hidden), Baton beside nginx over HTTP.
-fn fixed_rate_beside_nginx(rate_per_s: f64, baton_port: u16, nginx: &Nginx) -> anyhow::Result<()> {
+/// hidden), Baton beside nginx over HTTP; and the CPU each spends per request at that same
+/// rate, where neither is short of CPU as at its peak.
+fn fixed_rate_beside_nginx(
+    rate_per_s: f64,
+    baton_port: u16,
+    servers: &Servers<'_>,
+) -> anyhow::Result<()> {
     let rate_per_s = rate_per_s.max(1.0).round();
-    let ours = policy_at_fixed_rate(rate_per_s, baton_port)?;
-    let theirs = policy_at_fixed_rate(rate_per_s, nginx.http_port)?;
+    let answered = |report: &fixed_rate::Report| report.answered as f64;
+    let (ours, our_cpu) = with_cpu_per_request(
+        &[servers.batond],
+        || policy_at_fixed_rate(rate_per_s, baton_port),
+        answered,
+    )?;
+    let (theirs, their_cpu) = with_cpu_per_request(
+        &servers.nginx.processes(),
+        || policy_at_fixed_rate(rate_per_s, servers.nginx.http_port),
+        answered,
+    )?;
     println!();
     println!(
         "at half of Baton's HTTP peak: {rate_per_s:.0} req/s for {LOAD_DURATION_S} s over {LOAD_CONNECTIONS} connections (baton_tests::fixed_rate), HTTP"
@@ -199,6 +216,8 @@ fn fixed_rate_beside_nginx(rate_per_s: f64, baton_port: u16, nginx: &Nginx) -> a
     row("p99 (ms)", ours.p99_ms, theirs.p99_ms);
     row("max (ms)", ours.max_ms, theirs.max_ms);
     row("achieved (req/s)", ours.requests_per_s, theirs.requests_per_s);
+    row("server CPU per request (us)", our_cpu.total_us, their_cpu.total_us);
+    row("  of which in the kernel (us)", our_cpu.system_us, their_cpu.system_us);
     Ok(())
 }
 
@@ -360,6 +379,13 @@ struct Load {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+}
+
+impl Load {
+    /// How many requests a run of [`LOAD_DURATION_S`] answered.
+    fn requests(&self) -> f64 {
+        self.requests_per_s * f64::from(LOAD_DURATION_S)
+    }
 }
 
 fn wrk(script: &Path, url: &str) -> anyhow::Result<Load> {
