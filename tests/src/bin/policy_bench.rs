@@ -223,9 +223,7 @@ fn fixed_rate_beside_nginx(
 
 /// One fixed-rate run of the policy call against the HTTP listener on `port`.
 fn policy_at_fixed_rate(rate_per_s: f64, port: u16) -> anyhow::Result<fixed_rate::Report> {
-    use base64::Engine as _;
-    let credentials =
-        base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{VCS_PASSWORD}"));
+    let credentials = vcs_credentials();
     let body = call_body("meet.alice@example.com");
     let request = format!(
         "POST /baton/policy HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {credentials}\r\n\
@@ -364,10 +362,14 @@ fn call_body(alias: &str) -> String {
     )
 }
 
-fn wrk_script(alias: &str) -> String {
+/// The VCS's `Authorization: Basic` credentials, encoded.
+fn vcs_credentials() -> String {
     use base64::Engine as _;
-    let credentials =
-        base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{VCS_PASSWORD}"));
+    base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{VCS_PASSWORD}"))
+}
+
+fn wrk_script(alias: &str) -> String {
+    let credentials = vcs_credentials();
     format!(
         "wrk.method = \"POST\"\nwrk.body = \"{}\"\nwrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\nwrk.headers[\"Authorization\"] = \"Basic {credentials}\"\n",
         call_body(alias)
