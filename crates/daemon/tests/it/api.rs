@@ -16,13 +16,15 @@ fn error_fields(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A TelePresence Server bridge record named `name` (nothing answers at its address).
+pub(crate) fn telepresence_server(name: &str) -> Value {
+    json!({"name": name, "bridge_type": "telepresence_server", "address": "127.0.0.1:8080",
+           "protocol": "http", "username": "api", "password": "bridge-secret", "capacity_ports": 48})
+}
+
 pub(crate) async fn add_conference_chain(daemon: &TestDaemon) {
     for (path, body) in [
-        (
-            "/api/v1/bridges",
-            json!({"name": "ts1", "bridge_type": "telepresence_server", "address": "127.0.0.1:8080",
-                   "protocol": "http", "username": "api", "password": "bridge-secret", "capacity_ports": 48}),
-        ),
+        ("/api/v1/bridges", telepresence_server("ts1")),
         (
             "/api/v1/bridge-pools",
             json!({"name": "pool-a", "bridge_type": "telepresence_server", "bridges": ["ts1"]}),

@@ -2,15 +2,11 @@
 //! the operator sees why and what to do (health probe, alarm) before trying anything else.
 
 use crate::TestDaemon;
+use crate::api::telepresence_server as bridge;
 use daemon::services::alarms::EVALUATE_SPACING_MS;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn bridge(name: &str) -> serde_json::Value {
-    json!({"name": name, "bridge_type": "telepresence_server", "address": "127.0.0.1:8080",
-           "protocol": "http", "username": "api", "password": "bridge-secret", "capacity_ports": 48})
-}
 
 // Goal: after an fsync of the event log fails, the change is answered 503 `database_stopped`
 // (not 500, not "saved"), so is every later one; the health probe (which blesses an upgrade's
