@@ -7,7 +7,7 @@
 //! Why not oha (`--qps --latency-correction`), which the policy bench used before: on a
 //! 2-core machine, against nginx serving a fixed body at 37,000 requests/s, oha gave a p50 of
 //! 0.49–0.62 ms and a p99 of 1.8–4.1 ms, with one worker thread or two, pinned to its own core
-//! or not; this loop gave 0.07 ms and 0.26–0.41 ms. oha measured itself. This loop costs a
+//! or not; this loop gave 0.07 ms and 0.17–0.41 ms. oha measured itself. This loop costs a
 //! `write`, two `read`s (the second finds nothing) and, when it waits for the next due time, a
 //! `timerfd_settime`, an `epoll_wait` and a timer read per request.
 
