@@ -8,6 +8,10 @@
 //! conferences. Each figure is printed beside its reference with their ratio.
 //!
 //! Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). Release build.
+//!
+//! `--hold`: set up batond as for the load, print its policy URL and process id, and wait for
+//! a stop signal instead of measuring (a daemon to profile with `perf` under a load of one's
+//! own).
 
 use anyhow::{Context, bail};
 use baton_tests::{
@@ -47,6 +51,9 @@ fn main() -> anyhow::Result<()> {
     let https_url = format!("{}/baton/policy", daemon.url);
     // The conference the load calls into exists: this measures decisions, not creations.
     api.policy_call(&http_url, "meet.alice@example.com")?;
+    if std::env::args().any(|arg| arg == "--hold") {
+        return hold(&daemon, &http_url, dir.path());
+    }
     let rss_before_load_kib = rss_kib(daemon.child.id())?;
 
     let nginx = Nginx::start(dir.path(), &daemon_dir.join("tls"))?;
@@ -79,6 +86,17 @@ fn main() -> anyhow::Result<()> {
     );
     row("first call (ms), beside the bridge's create alone", baton_ms, bridge_ms);
     memory_with_many_conferences(&daemon, &api, &http_url)
+}
+
+/// Keeps the set-up daemon serving until a stop signal (see the module's doc).
+fn hold(daemon: &Batond, http_url: &str, dir: &Path) -> anyhow::Result<()> {
+    let script = dir.join("call.lua");
+    std::fs::write(&script, wrk_script("meet.alice@example.com"))?;
+    println!("batond pid {} serves {http_url}", daemon.child.id());
+    println!("load: wrk -s {} {http_url}; stop with Ctrl-C", script.display());
+    loop {
+        std::thread::park();
+    }
 }
 
 /// A figure beside its reference, and their ratio.

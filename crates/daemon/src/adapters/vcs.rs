@@ -159,13 +159,17 @@ async fn decide(
 /// [`policy::request::REQUEST_BYTES_MAX`] (413 past it, as the router's limit answers), then
 /// answered as through the router.
 pub async fn answer_policy_request(
-    vcs: &Vcs,
+    vcs: Vcs,
     source: IpAddr,
     request: axum::http::Request<hyper::body::Incoming>,
 ) -> Response {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
-    let (parts, body) = request.into_parts();
-    let authorization = Authorization::of(&parts.headers);
+    // The rest of the head is dropped before the body is awaited: it would take its room in
+    // the future, which is allocated for every call.
+    let (authorization, body) = {
+        let (parts, body) = request.into_parts();
+        (Authorization::of(&parts.headers), body)
+    };
     let body = match Limited::new(body, policy::request::REQUEST_BYTES_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<LengthLimitError>() => {
@@ -177,7 +181,7 @@ pub async fn answer_policy_request(
                 .into_response();
         }
     };
-    measured(vcs, source, &authorization, &body).await
+    measured(&vcs, source, &authorization, &body).await
 }
 
 /// A policy request, counted in the metrics by its decision, status and latency.

@@ -448,6 +448,18 @@ impl PolicyService {
             (Decision::Create { conference, .. }, _) => conference,
             (decided, _) => return decided,
         };
+        // Boxed: the bridge calls of a creation make a future of kilobytes that every call
+        // would otherwise allocate and copy, though most follow an existing conference.
+        Box::pin(self.decide_creating(conference, request, deadline)).await
+    }
+
+    /// [`PolicyService::decide_by`] for a call whose conference must first be created.
+    async fn decide_creating(
+        &self,
+        conference: String,
+        request: &policy::PolicyRequest,
+        deadline: tokio::time::Instant,
+    ) -> Decision {
         let creation = {
             let mut creating = lock(&self.creating);
             creating.entry(conference.clone()).or_default().clone()

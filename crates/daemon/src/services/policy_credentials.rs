@@ -119,6 +119,33 @@ where
     {
         return Ok(true);
     }
+    // Boxed: the password check's future is large, and a remembered call would carry it.
+    Box::pin(check_password(
+        cache,
+        checking,
+        account,
+        encoded,
+        fingerprint,
+        now_ms,
+        verify_password,
+    ))
+    .await
+}
+
+/// [`check`] once the credentials were not found remembered.
+async fn check_password<Verify, Checked, E>(
+    cache: &Mutex<VerifiedCredentials>,
+    checking: &tokio::sync::Mutex<()>,
+    account: Account<'_>,
+    encoded: &str,
+    fingerprint: Option<Fingerprint>,
+    now_ms: u64,
+    verify_password: Verify,
+) -> Result<bool, E>
+where
+    Verify: FnOnce(String) -> Checked,
+    Checked: Future<Output = Result<bool, E>>,
+{
     // One check at a time per cache: calls that arrive together with the same new credentials
     // (a VCS's first calls) cost one password check, the others find it remembered. The wait
     // is bounded; past it the check goes ahead (the password pool has its own bounds).
