@@ -204,6 +204,52 @@ pub struct RecordKey {
     pub name: String,
 }
 
+/// A record key seen as its kind and name, whether it owns the name or borrows it: the state
+/// is searched by a borrowed name through it ([`crate::State::get_named`]) instead of through
+/// a `RecordKey` built for each lookup, an allocation the policy path made several times per
+/// call. Ordered as `RecordKey` is (kind, then name).
+pub trait KeyParts {
+    fn parts(&self) -> (RecordKind, &str);
+}
+
+impl KeyParts for RecordKey {
+    fn parts(&self) -> (RecordKind, &str) {
+        (self.kind, &self.name)
+    }
+}
+
+impl KeyParts for (RecordKind, &str) {
+    fn parts(&self) -> (RecordKind, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyParts + 'a> for RecordKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
+impl PartialOrd for dyn KeyParts + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn KeyParts + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 /// Each kind's singleton key (its name is the kind's), indexed by the kind's place in
 /// [`RecordKind::ALL`]: made once, as the policy path looks singletons up on every call.
 static SINGLETON_KEYS: std::sync::LazyLock<Vec<RecordKey>> = std::sync::LazyLock::new(|| {

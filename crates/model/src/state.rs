@@ -8,7 +8,7 @@
 
 use crate::clock::Stamp;
 use crate::event::{DecodeError, Encoded, Event};
-use crate::record::{AdminRole, Record, RecordKey, RecordKind};
+use crate::record::{AdminRole, KeyParts, Record, RecordKey, RecordKind};
 use crate::validate::{FieldError, validate};
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
@@ -129,6 +129,12 @@ impl State {
 
     pub fn get(&self, key: &RecordKey) -> Option<&Record> {
         self.slots.get(key)?.record.as_ref()
+    }
+
+    /// [`State::get`] by kind and a borrowed name.
+    pub fn get_named(&self, kind: RecordKind, name: &str) -> Option<&Record> {
+        let parts: &dyn KeyParts = &(kind, name);
+        self.slots.get(parts)?.record.as_ref()
     }
 
     pub fn slot(&self, key: &RecordKey) -> Option<&Slot> {
@@ -513,5 +519,34 @@ mod tests {
             .collect();
         assert!(owned.iter().any(|slot| slot.record.is_none()), "a tombstone is encoded");
         assert_eq!(state.to_snapshot(), postcard::to_stdvec(&owned).unwrap());
+    }
+
+    // Goal: a lookup by kind and borrowed name finds exactly what a lookup by key finds,
+    // for names that sort next to each other and the same name under two kinds; a name
+    // not there finds nothing (`KeyParts` must order as `RecordKey` does).
+    #[test]
+    fn a_lookup_by_borrowed_name_finds_what_a_lookup_by_key_finds() {
+        let mut state = State::default();
+        let stamp = Stamp { hlc: Hlc { wall_ms: 1, counter: 0 }, origin: PeerId([1; 16]) };
+        for &kind in RecordKind::ALL {
+            state.apply(stamp, &Event::Saved(crate::event::tests::sample(kind)));
+        }
+        for name in ["B", "a", "a b", "ab", "b", "é"] {
+            let Record::Bridge(mut bridge) = crate::event::tests::sample(RecordKind::Bridge) else {
+                unreachable!("a sample bridge is a bridge")
+            };
+            bridge.name = name.to_owned();
+            state.apply(stamp, &Event::Saved(Record::Bridge(bridge)));
+        }
+        // The sample bridge is "b" already.
+        assert_eq!(state.slots.len(), RecordKind::ALL.len() + 5);
+        for key in state.slots.keys() {
+            let found = state.get_named(key.kind, &key.name);
+            assert!(found.is_some(), "{key:?}");
+            assert_eq!(found, state.get(key), "{key:?}");
+        }
+        for name in ["", "A", "a c", "c", "e"] {
+            assert_eq!(state.get_named(RecordKind::Bridge, name), None, "{name:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ const SCHEMES: &[&str] = &["sip:", "sips:", "h323:", "tel:"];
 
 /// Drops the scheme, URI parameters (`;…`) and headers (`?…`), and lower-cases the result:
 /// VCS aliases are matched without regard to case, as its own search rules do.
-pub fn normalise(raw: &str) -> String {
+pub fn normalise(raw: &str) -> std::borrow::Cow<'_, str> {
     let mut alias = raw.trim();
     for scheme in SCHEMES {
         // `get`, not indexing: a non-ASCII alias may have no character boundary there.
@@ -16,7 +16,17 @@ pub fn normalise(raw: &str) -> String {
         }
     }
     let end = alias.find([';', '?']).unwrap_or(alias.len());
-    alias[..end].trim().to_lowercase()
+    let alias = alias[..end].trim();
+    // Most aliases are lower case already: those are borrowed, not copied. A character
+    // counts as changing if lower-casing it alone does (title case too, not only upper).
+    let changes = |c: char| {
+        if c.is_ascii() { c.is_ascii_uppercase() } else { !c.to_lowercase().eq([c]) }
+    };
+    if alias.chars().any(changes) {
+        std::borrow::Cow::Owned(alias.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(alias)
+    }
 }
 
 #[cfg(test)]
@@ -46,5 +56,7 @@ mod tests {
         assert_eq!(normalise("éééé@example.com"), "éééé@example.com");
         assert_eq!(normalise("SIP:Ünïcode@Example.com"), "ünïcode@example.com");
         assert_eq!(normalise("ab€"), "ab€");
+        // Title case (U+01C5) is not upper case, yet lower-cases to U+01C6.
+        assert_eq!(normalise("\u{1c5}@example.com"), "\u{1c6}@example.com");
     }
 }

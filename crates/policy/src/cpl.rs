@@ -13,12 +13,22 @@ pub const CONTENT_TYPE: &str = "application/xml";
 
 /// Sends the call to `url` (a bridge's conference address), replacing the destination.
 pub fn route(url: &str) -> String {
-    envelope(&format!(r#"<taa:location clear="yes" url="{}"><proxy/></taa:location>"#, escape(url)))
+    envelope(url.len(), |cpl| {
+        cpl.push_str(r#"<taa:location clear="yes" url=""#);
+        cpl.push_str(&quick_xml::escape::escape(url));
+        cpl.push_str(r#""><proxy/></taa:location>"#);
+    })
 }
 
 /// Refuses the call with a status and a reason the VCS logs.
 pub fn reject(status: u16, reason: &str) -> String {
-    envelope(&format!(r#"<reject status="{status}" reason="{}"/>"#, escape(reason)))
+    envelope(reason.len(), |cpl| {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = write!(cpl, r#"<reject status="{status}" reason=""#);
+        cpl.push_str(&quick_xml::escape::escape(reason));
+        cpl.push_str(r#""/>"#);
+    })
 }
 
 /// The CPL a decided call gets: its route or its refusal. `Create` is not an answer (the
@@ -32,14 +42,27 @@ pub fn answer(decision: &crate::Decision) -> String {
     }
 }
 
-fn envelope(body: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><cpl xmlns="{CPL_NAMESPACE}" xmlns:taa="{TAA_NAMESPACE}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="urn:ietf:params:xml:ns:cpl cpl.xsd"><taa:routed>{body}</taa:routed></cpl>"#
-    )
-}
+/// What every answer starts and ends with, around its `taa:routed` content.
+static ENVELOPE: std::sync::LazyLock<(String, &str)> = std::sync::LazyLock::new(|| {
+    let start = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><cpl xmlns="{CPL_NAMESPACE}" xmlns:taa="{TAA_NAMESPACE}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="urn:ietf:params:xml:ns:cpl cpl.xsd"><taa:routed>"#
+    );
+    (start, "</taa:routed></cpl>")
+});
 
-fn escape(text: &str) -> String {
-    quick_xml::escape::escape(text).into_owned()
+/// Room for an answer's own elements besides the text they carry.
+const CONTENT_MARKUP_BYTES: usize = 64;
+
+/// An answer whose content `body` writes (`text_bytes` of it text), in one allocation: this
+/// is every call's answer.
+fn envelope(text_bytes: usize, body: impl FnOnce(&mut String)) -> String {
+    let (start, end) = &*ENVELOPE;
+    let capacity = start.len() + CONTENT_MARKUP_BYTES + text_bytes + end.len();
+    let mut cpl = String::with_capacity(capacity);
+    cpl.push_str(start);
+    body(&mut cpl);
+    cpl.push_str(end);
+    cpl
 }
 
 /// What a VCS would do with a CPL answer.

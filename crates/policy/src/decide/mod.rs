@@ -201,7 +201,7 @@ impl Engine {
     }
 
     pub fn bridge(&self, name: &str) -> Option<&Bridge> {
-        match self.state.get(&key(RecordKind::Bridge, name))? {
+        match self.state.get_named(RecordKind::Bridge, name)? {
             Record::Bridge(bridge) => Some(bridge),
             _ => None,
         }
@@ -244,13 +244,13 @@ impl Engine {
             return Decision::Reject(RejectReason::NotHandled);
         };
         let alias = crate::alias::normalise(destination);
-        tracer.note(|trace| trace.alias = Some(alias.clone()));
+        tracer.note(|trace| trace.alias = Some(alias.clone().into_owned()));
         let Some((conference, template_name, role)) = self.match_alias(&alias, tracer) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
         tracer.note(|trace| {
             trace.conference = Some(conference.clone());
-            trace.template = Some(template_name.clone());
+            trace.template = Some(template_name.to_owned());
             trace.role = Some(role);
         });
         match model::validate::check_name(&conference) {
@@ -260,13 +260,13 @@ impl Engine {
             }
             Err(_) => return Decision::Reject(RejectReason::InvalidConferenceName),
         }
-        let Some(template) = self.template(&template_name) else {
+        let Some(template) = self.template(template_name) else {
             // A dangling reference after a concurrent removal: as if the alias did not exist.
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
         let guest = role == Role::Guest && template.conference_type == ConferenceType::Lecture;
-        if let Some(route) = self.follow_existing(&conference, guest, health, tracer) {
-            return route;
+        if let Some((url, bridge)) = self.follow_existing(&conference, guest, health, tracer) {
+            return Decision::Route { url, conference, bridge };
         }
         let needed_ports = Engine::ports_needed(template);
         tracer.note(|trace| {
@@ -282,20 +282,20 @@ impl Engine {
                 if any_down { RejectReason::BridgeFailure } else { RejectReason::NoCapacity };
             return Decision::Reject(reason);
         }
-        Decision::Create { conference, template: template_name, role, candidates }
+        Decision::Create { conference, template: template_name.to_owned(), role, candidates }
     }
 
-    /// The route to the conference's bridge when it exists there and that bridge can take
-    /// the call; otherwise `None` (it is placed again).
+    /// The route (its URL and bridge) to the conference's bridge when it exists there and
+    /// that bridge can take the call; otherwise `None` (it is placed again).
     fn follow_existing(
         &self,
         conference: &str,
         guest: bool,
         health: &dyn BridgeHealth,
         tracer: &mut Tracer<'_>,
-    ) -> Option<Decision> {
+    ) -> Option<(String, String)> {
         let Some(Record::Conference(existing)) =
-            self.state.get(&key(RecordKind::Conference, conference))
+            self.state.get_named(RecordKind::Conference, conference)
         else {
             return None;
         };
@@ -310,11 +310,7 @@ impl Engine {
             trace.existing = Some(ExistingCheck { bridge: existing.bridge.clone(), verdict });
         });
         let bridge = bridge.filter(|_| verdict == ExistingVerdict::Followed)?;
-        Some(Decision::Route {
-            url: route_url(conference, guest, &bridge.address),
-            conference: conference.to_owned(),
-            bridge: bridge.name.clone(),
-        })
+        Some((route_url(conference, guest, &bridge.address), bridge.name.clone()))
     }
 
     /// The address a participant in `role` of `conference` on `bridge` is sent to.
@@ -334,7 +330,7 @@ impl Engine {
 
     /// The first alias (by priority, then name) whose pattern matches the whole alias, and the
     /// conference name its replace string makes.
-    fn match_alias(&self, alias: &str, tracer: &mut Tracer<'_>) -> Option<(String, String, Role)> {
+    fn match_alias(&self, alias: &str, tracer: &mut Tracer<'_>) -> Option<(String, &str, Role)> {
         self.aliases.iter().find_map(|compiled| {
             let Some(captures) = compiled.regex.captures(alias) else {
                 tracer.note(|trace| trace.aliases.push(compiled.check(AliasOutcome::NoMatch)));
@@ -350,7 +346,11 @@ impl Engine {
                 };
                 trace.aliases.push(compiled.check(outcome));
             });
-            (!conference.is_empty()).then(|| (conference, compiled.template.clone(), compiled.role))
+            (!conference.is_empty()).then_some((
+                conference,
+                compiled.template.as_str(),
+                compiled.role,
+            ))
         })
     }
 
@@ -378,14 +378,14 @@ impl Engine {
         tracer: &mut Tracer<'_>,
     ) -> (Vec<String>, bool) {
         let Some(Record::ServicePreference(preference)) =
-            self.state.get(&key(RecordKind::ServicePreference, preference))
+            self.state.get_named(RecordKind::ServicePreference, preference)
         else {
             return (Vec::new(), false);
         };
         let mut candidates = Vec::new();
         let mut any_down = false;
         for pool in &preference.pools {
-            let Some(Record::BridgePool(pool)) = self.state.get(&key(RecordKind::BridgePool, pool))
+            let Some(Record::BridgePool(pool)) = self.state.get_named(RecordKind::BridgePool, pool)
             else {
                 tracer.note(|trace| {
                     let check = PoolCheck { name: pool.clone(), found: false, bridges: Vec::new() };
@@ -476,7 +476,7 @@ pub(crate) fn key(kind: RecordKind, name: &str) -> RecordKey {
 }
 
 pub(crate) fn template<'a>(state: &'a State, name: &str) -> Option<&'a ConferenceTemplate> {
-    match state.get(&key(RecordKind::ConferenceTemplate, name))? {
+    match state.get_named(RecordKind::ConferenceTemplate, name)? {
         Record::ConferenceTemplate(template) => Some(template),
         _ => None,
     }
