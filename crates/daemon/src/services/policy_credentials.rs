@@ -120,56 +120,35 @@ where
         return Ok(true);
     }
     // Boxed: the password check's future is large, and a remembered call would carry it.
-    Box::pin(check_password(
-        cache,
-        checking,
-        account,
-        encoded,
-        fingerprint,
-        now_ms,
-        verify_password,
-    ))
+    Box::pin(async move {
+        // One check at a time per cache: calls that arrive together with the same new
+        // credentials (a VCS's first calls) cost one password check, the others find it
+        // remembered. The wait is bounded; past it the check goes ahead (the password pool
+        // has its own bounds).
+        let _one =
+            tokio::time::timeout(Duration::from_millis(CHECKING_WAIT_MAX_MS), checking.lock())
+                .await
+                .ok();
+        if let Some(fingerprint) = &fingerprint
+            && lock(cache).contains(fingerprint, now_ms)
+        {
+            return Ok(true);
+        }
+        let Some((user, password)) = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+        else {
+            return Ok(false);
+        };
+        let good = verify_password(password).await? && user == account.username;
+        if good && let Some(fingerprint) = fingerprint {
+            lock(cache).insert(fingerprint, now_ms);
+        }
+        Ok(good)
+    })
     .await
-}
-
-/// [`check`] once the credentials were not found remembered.
-async fn check_password<Verify, Checked, E>(
-    cache: &Mutex<VerifiedCredentials>,
-    checking: &tokio::sync::Mutex<()>,
-    account: Account<'_>,
-    encoded: &str,
-    fingerprint: Option<Fingerprint>,
-    now_ms: u64,
-    verify_password: Verify,
-) -> Result<bool, E>
-where
-    Verify: FnOnce(String) -> Checked,
-    Checked: Future<Output = Result<bool, E>>,
-{
-    // One check at a time per cache: calls that arrive together with the same new credentials
-    // (a VCS's first calls) cost one password check, the others find it remembered. The wait
-    // is bounded; past it the check goes ahead (the password pool has its own bounds).
-    let _one = tokio::time::timeout(Duration::from_millis(CHECKING_WAIT_MAX_MS), checking.lock())
-        .await
-        .ok();
-    if let Some(fingerprint) = &fingerprint
-        && lock(cache).contains(fingerprint, now_ms)
-    {
-        return Ok(true);
-    }
-    let Some((user, password)) = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
-    else {
-        return Ok(false);
-    };
-    let good = verify_password(password).await? && user == account.username;
-    if good && let Some(fingerprint) = fingerprint {
-        lock(cache).insert(fingerprint, now_ms);
-    }
-    Ok(good)
 }
 
 impl Default for VerifiedCredentials {
