@@ -18,17 +18,19 @@ pub enum PolicyType {
     User,
 }
 
+/// The values are borrowed from the body unless they had to be decoded: a call's parameters
+/// cost no allocation of their own.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct PolicyRequest {
+pub struct PolicyRequest<'body> {
     pub policy_type: PolicyType,
-    pub destination_alias: Option<String>,
+    pub destination_alias: Option<Cow<'body, str>>,
     /// `SOURCE_ALIAS`: who calls. No rule decides on it today; explanations show it.
-    pub source_alias: Option<String>,
-    pub protocol: Option<String>,
-    pub source_ip: Option<String>,
+    pub source_alias: Option<Cow<'body, str>>,
+    pub protocol: Option<Cow<'body, str>>,
+    pub source_ip: Option<Cow<'body, str>>,
     /// `GLOBAL_CALL-SERIAL_NUMBER`, for the logs.
-    pub call_serial: Option<String>,
-    pub method: Option<String>,
+    pub call_serial: Option<Cow<'body, str>>,
+    pub method: Option<Cow<'body, str>>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -45,18 +47,18 @@ pub enum RequestError {
     ValueTooLong(String),
 }
 
-impl PolicyRequest {
+impl<'a> PolicyRequest<'a> {
     /// A SIP INVITE to `destination` as a search rule asks about it: what an explanation
     /// decides on.
-    pub fn invite(destination: &str, source: Option<&str>) -> PolicyRequest {
+    pub fn invite(destination: &'a str, source: Option<&'a str>) -> PolicyRequest<'a> {
         PolicyRequest {
             policy_type: PolicyType::Search,
-            destination_alias: Some(destination.to_owned()),
-            source_alias: source.map(str::to_owned),
-            protocol: Some("SIP".to_owned()),
+            destination_alias: Some(Cow::Borrowed(destination)),
+            source_alias: source.map(Cow::Borrowed),
+            protocol: Some(Cow::Borrowed("SIP")),
             source_ip: None,
             call_serial: None,
-            method: Some("INVITE".to_owned()),
+            method: Some(Cow::Borrowed("INVITE")),
         }
     }
 }
@@ -76,7 +78,7 @@ const KEPT: [&str; 7] = [
 /// unless they had to be decoded.
 type Fields<'body> = [Option<Cow<'body, str>>; KEPT.len()];
 
-pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
+pub fn parse(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
     if body.len() > REQUEST_BYTES_MAX {
         return Err(RequestError::TooLarge { size_bytes: body.len() });
     }
@@ -105,16 +107,17 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
         }
         None => return Err(RequestError::Missing("POLICY_TYPE")),
     };
-    let owned =
-        |value: Option<Cow<'_, str>>| value.filter(|value| !value.is_empty()).map(Cow::into_owned);
+    fn given(value: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+        value.filter(|value| !value.is_empty())
+    }
     Ok(PolicyRequest {
         policy_type,
-        destination_alias: owned(destination),
-        source_alias: owned(source),
-        protocol: owned(protocol),
-        source_ip: owned(source_ip),
-        call_serial: owned(call_serial),
-        method: owned(method),
+        destination_alias: given(destination),
+        source_alias: given(source),
+        protocol: given(protocol),
+        source_ip: given(source_ip),
+        call_serial: given(call_serial),
+        method: given(method),
     })
 }
 
@@ -161,6 +164,10 @@ mod tests {
         assert_eq!(request.destination_alias.as_deref(), Some("meet.alice@example.com"));
         assert_eq!(request.call_serial.as_deref(), Some("3f6c"));
         assert_eq!(request.protocol.as_deref(), Some("SIP"));
+        // Only what had to be decoded is copied.
+        assert!(matches!(request.destination_alias, Some(Cow::Owned(_))));
+        assert!(matches!(request.call_serial, Some(Cow::Borrowed(_))));
+        assert!(matches!(request.method, Some(Cow::Borrowed(_))));
     }
 
     // Goal: a repeated parameter takes its last value (as before, and as form decoders do);

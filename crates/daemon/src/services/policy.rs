@@ -406,7 +406,7 @@ impl PolicyService {
     /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),
     /// otherwise decided within the bound on decisions in flight, by
     /// [`policy::DECISION_DEADLINE_MS`] at the latest. `None`: shutting down.
-    pub async fn answer(&self, request: &policy::PolicyRequest) -> Option<Decision> {
+    pub async fn answer(&self, request: &policy::PolicyRequest<'_>) -> Option<Decision> {
         // One engine for the refusal and the first decision: the state is read once.
         let engine = self.engine();
         if self.refusal_in(engine.state()).is_some() {
@@ -432,7 +432,7 @@ impl PolicyService {
 
     /// Decides one call, creating its conference if it needs one, within
     /// [`policy::DECISION_DEADLINE_MS`].
-    pub async fn decide(&self, request: &policy::PolicyRequest) -> Decision {
+    pub async fn decide(&self, request: &policy::PolicyRequest<'_>) -> Decision {
         self.decide_by(self.engine(), request, decision_deadline()).await
     }
 
@@ -441,7 +441,7 @@ impl PolicyService {
     async fn decide_by(
         &self,
         engine: Arc<Engine>,
-        request: &policy::PolicyRequest,
+        request: &policy::PolicyRequest<'_>,
         deadline: tokio::time::Instant,
     ) -> Decision {
         let conference = match self.decide_with(engine, request) {
@@ -457,7 +457,7 @@ impl PolicyService {
     async fn decide_creating(
         &self,
         conference: String,
-        request: &policy::PolicyRequest,
+        request: &policy::PolicyRequest<'_>,
         deadline: tokio::time::Instant,
     ) -> Decision {
         let creation = {
@@ -505,7 +505,7 @@ impl PolicyService {
     fn decide_with(
         &self,
         engine: Arc<Engine>,
-        request: &policy::PolicyRequest,
+        request: &policy::PolicyRequest<'_>,
     ) -> (Decision, Arc<Engine>) {
         let health =
             |name: &str| engine.bridge(name).is_some_and(|bridge| self.health.is_up(bridge));

@@ -218,13 +218,17 @@ impl Engine {
         template.max_participants.unwrap_or(PORTS_RESERVED_WITHOUT_LIMIT)
     }
 
-    pub fn decide(&self, request: &PolicyRequest, health: &dyn BridgeHealth) -> Decision {
+    pub fn decide(&self, request: &PolicyRequest<'_>, health: &dyn BridgeHealth) -> Decision {
         self.decide_traced(request, health, &mut Tracer(None))
     }
 
     /// The same decision as [`Engine::decide`], made by the same code, with what it looked at
     /// and why: for the operator's "explain", which must never differ from a real call.
-    pub fn explain(&self, request: &PolicyRequest, health: &dyn BridgeHealth) -> (Decision, Trace) {
+    pub fn explain(
+        &self,
+        request: &PolicyRequest<'_>,
+        health: &dyn BridgeHealth,
+    ) -> (Decision, Trace) {
         let mut trace = Trace::default();
         let decision = self.decide_traced(request, health, &mut Tracer(Some(&mut trace)));
         (decision, trace)
@@ -232,11 +236,12 @@ impl Engine {
 
     fn decide_traced(
         &self,
-        request: &PolicyRequest,
+        request: &PolicyRequest<'_>,
         health: &dyn BridgeHealth,
         tracer: &mut Tracer<'_>,
     ) -> Decision {
-        tracer.note(|trace| trace.source_alias = request.source_alias.clone());
+        tracer
+            .note(|trace| trace.source_alias = request.source_alias.as_deref().map(str::to_owned));
         if !matches!(request.policy_type, PolicyType::Search | PolicyType::Admin) {
             return Decision::Reject(RejectReason::NotHandled);
         }

@@ -66,16 +66,8 @@ fn conference(name: &str, bridge: &str) -> Record {
     )
 }
 
-fn call(alias: &str) -> PolicyRequest {
-    PolicyRequest {
-        policy_type: PolicyType::Search,
-        destination_alias: Some(alias.to_owned()),
-        source_alias: None,
-        protocol: Some("SIP".to_owned()),
-        source_ip: None,
-        call_serial: None,
-        method: Some("INVITE".to_owned()),
-    }
+fn call(alias: &str) -> PolicyRequest<'_> {
+    PolicyRequest::invite(alias, None)
 }
 
 fn all_up(_: &str) -> bool {
