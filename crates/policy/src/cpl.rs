@@ -13,22 +13,14 @@ pub const CONTENT_TYPE: &str = "application/xml";
 
 /// Sends the call to `url` (a bridge's conference address), replacing the destination.
 pub fn route(url: &str) -> String {
-    envelope(url.len(), |cpl| {
-        cpl.push_str(r#"<taa:location clear="yes" url=""#);
-        cpl.push_str(&quick_xml::escape::escape(url));
-        cpl.push_str(r#""><proxy/></taa:location>"#);
-    })
+    let url = quick_xml::escape::escape(url);
+    envelope(&[r#"<taa:location clear="yes" url=""#, &url, r#""><proxy/></taa:location>"#])
 }
 
 /// Refuses the call with a status and a reason the VCS logs.
 pub fn reject(status: u16, reason: &str) -> String {
-    envelope(reason.len(), |cpl| {
-        use std::fmt::Write as _;
-        // Writing to a String cannot fail.
-        let _ = write!(cpl, r#"<reject status="{status}" reason=""#);
-        cpl.push_str(&quick_xml::escape::escape(reason));
-        cpl.push_str(r#""/>"#);
-    })
+    let open = format!(r#"<reject status="{status}" reason=""#);
+    envelope(&[&open, &quick_xml::escape::escape(reason), r#""/>"#])
 }
 
 /// The CPL a decided call gets: its route or its refusal. `Create` is not an answer (the
@@ -50,17 +42,15 @@ static ENVELOPE: std::sync::LazyLock<(String, &str)> = std::sync::LazyLock::new(
     (start, "</taa:routed></cpl>")
 });
 
-/// Room for an answer's own elements besides the text they carry.
-const CONTENT_MARKUP_BYTES: usize = 64;
-
-/// An answer whose content `body` writes (`text_bytes` of it text), in one allocation: this
-/// is every call's answer.
-fn envelope(text_bytes: usize, body: impl FnOnce(&mut String)) -> String {
+/// An answer made of `parts` inside the envelope, in one allocation of exactly its length:
+/// this is every call's answer, and an exact one becomes the response body without another
+/// allocation.
+fn envelope(parts: &[&str]) -> String {
     let (start, end) = &*ENVELOPE;
-    let capacity = start.len() + CONTENT_MARKUP_BYTES + text_bytes + end.len();
+    let capacity = start.len() + parts.iter().map(|part| part.len()).sum::<usize>() + end.len();
     let mut cpl = String::with_capacity(capacity);
     cpl.push_str(start);
-    body(&mut cpl);
+    parts.iter().for_each(|part| cpl.push_str(part));
     cpl.push_str(end);
     cpl
 }
@@ -239,6 +229,10 @@ mod tests {
             interpret(&awkward),
             Ok(Outcome::Route { urls: vec!["a&b\"<c>@host".to_owned()] })
         );
+        // Exactly as long as allocated: the response body takes it without copying it.
+        for answer in [route("meet.alice@10.0.0.50"), awkward, reject(503, "No <capacity>")] {
+            assert_eq!(answer.capacity(), answer.len(), "{answer}");
+        }
     }
 
     #[test]

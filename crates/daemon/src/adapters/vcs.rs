@@ -163,25 +163,62 @@ pub async fn answer_policy_request(
     source: IpAddr,
     request: axum::http::Request<hyper::body::Incoming>,
 ) -> Response {
-    use http_body_util::{BodyExt, LengthLimitError, Limited};
     // The rest of the head is dropped before the body is awaited: it would take its room in
     // the future, which is allocated for every call.
     let (authorization, body) = {
         let (parts, body) = request.into_parts();
         (Authorization::of(&parts.headers), body)
     };
-    let body = match Limited::new(body, policy::request::REQUEST_BYTES_MAX).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<LengthLimitError>() => {
+    let body = match read_body(body, policy::request::REQUEST_BYTES_MAX).await {
+        Ok(body) => body,
+        Err(BodyRefusal::TooLarge) => {
             let refusal = "request body larger than the policy service accepts\n";
             return (StatusCode::PAYLOAD_TOO_LARGE, refusal).into_response();
         }
-        Err(error) => {
+        Err(BodyRefusal::Unreadable(error)) => {
             return (StatusCode::BAD_REQUEST, format!("request body unreadable: {error}\n"))
                 .into_response();
         }
     };
     measured(&vcs, source, &authorization, &body).await
+}
+
+/// Why a request's body was not read.
+#[derive(Debug)]
+enum BodyRefusal<E> {
+    /// Longer than the limit, as declared or as sent.
+    TooLarge,
+    Unreadable(E),
+}
+
+/// A request's body, at most `limit_bytes` of it. A body sent in one piece (a VCS's form is)
+/// is taken as it is: no buffer list to gather pieces, no copy.
+async fn read_body<B>(body: B, limit_bytes: usize) -> Result<Bytes, BodyRefusal<B::Error>>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt as _;
+    if body.size_hint().lower() > limit_bytes as u64 {
+        return Err(BodyRefusal::TooLarge);
+    }
+    let mut body = body;
+    // The body while it came in one piece; once a second piece comes, all of them in `joined`.
+    let (mut whole, mut joined) = (Bytes::new(), Vec::new());
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyRefusal::Unreadable)?.into_data() else {
+            continue; // trailers: nothing the policy service reads
+        };
+        if whole.len() + joined.len() + data.len() > limit_bytes {
+            return Err(BodyRefusal::TooLarge);
+        }
+        if whole.is_empty() && joined.is_empty() {
+            whole = data;
+        } else {
+            joined.extend_from_slice(&std::mem::take(&mut whole));
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(if joined.is_empty() { whole } else { Bytes::from(joined) })
 }
 
 /// A policy request, counted in the metrics by its decision, status and latency.
@@ -228,7 +265,60 @@ async fn answer(
         ?decision,
         "policy decision"
     );
-    let response =
-        (StatusCode::OK, [(header::CONTENT_TYPE, policy::cpl::CONTENT_TYPE)], cpl).into_response();
+    // A static header value: built from a `&str`, it would be copied for every call.
+    let content_type = HeaderValue::from_static(policy::cpl::CONTENT_TYPE);
+    let response = (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], cpl).into_response();
     (response, metrics::decision_index(Some(&decision)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    type Piece = Result<Frame<Bytes>, &'static str>;
+
+    fn body(
+        pieces: Vec<Piece>,
+    ) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Piece>>> {
+        StreamBody::new(futures_util::stream::iter(pieces))
+    }
+
+    fn data(text: &'static str) -> Piece {
+        Ok(Frame::data(Bytes::from_static(text.as_bytes())))
+    }
+
+    // Goal: a body in one piece is taken as it is (no copy), pieces are joined in order, the
+    // limit counts every piece (a chunked body cannot pass it piece by piece, nor a declared
+    // length), and a failed read is told apart from a long body.
+    #[tokio::test]
+    async fn a_body_is_read_whole_within_its_limit() {
+        let one = Bytes::from_static(b"POLICY_TYPE=SEARCH");
+        let read = read_body(body(vec![Ok(Frame::data(one.clone()))]), 64).await.unwrap();
+        assert_eq!(read.as_ptr(), one.as_ptr(), "one piece is not copied");
+        let pieces = vec![
+            data("POLICY"),
+            data("_TYPE="),
+            Ok(Frame::trailers(Default::default())),
+            data("SEARCH"),
+        ];
+        assert_eq!(read_body(body(pieces), 64).await.unwrap(), "POLICY_TYPE=SEARCH");
+        assert_eq!(read_body(body(vec![]), 64).await.unwrap(), "");
+
+        let pieces = vec![data("12345"), data("67890"), data("1")];
+        assert!(matches!(read_body(body(pieces), 10).await, Err(BodyRefusal::TooLarge)));
+        let pieces = vec![data("12345"), data("67890")];
+        assert_eq!(read_body(body(pieces), 10).await.unwrap(), "1234567890");
+        let declared = http_body_util::Full::new(Bytes::from_static(&[b'a'; 11]));
+        assert!(matches!(read_body(declared, 10).await, Err(BodyRefusal::TooLarge)));
+
+        let broken = vec![data("POLICY"), Err("connection reset")];
+        assert!(matches!(
+            read_body(body(broken), 64).await,
+            Err(BodyRefusal::Unreadable("connection reset"))
+        ));
+    }
 }
