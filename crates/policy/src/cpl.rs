@@ -34,24 +34,25 @@ pub fn answer(decision: &crate::Decision) -> String {
     }
 }
 
-/// What every answer starts and ends with, around its `taa:routed` content.
-static ENVELOPE: std::sync::LazyLock<(String, &str)> = std::sync::LazyLock::new(|| {
-    let start = format!(
+/// What every answer starts with, before its `taa:routed` content (made once: it names the
+/// namespaces from their constants).
+static ENVELOPE_START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><cpl xmlns="{CPL_NAMESPACE}" xmlns:taa="{TAA_NAMESPACE}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="urn:ietf:params:xml:ns:cpl cpl.xsd"><taa:routed>"#
-    );
-    (start, "</taa:routed></cpl>")
+    )
 });
+/// What every answer ends with.
+const ENVELOPE_END: &str = "</taa:routed></cpl>";
 
-/// An answer made of `parts` inside the envelope, in one allocation of exactly its length:
-/// this is every call's answer, and an exact one becomes the response body without another
-/// allocation.
+/// `parts` inside the envelope, in a string of exactly its length: a route is every call's
+/// answer, and an exact string becomes the response body without another allocation.
 fn envelope(parts: &[&str]) -> String {
-    let (start, end) = &*ENVELOPE;
-    let capacity = start.len() + parts.iter().map(|part| part.len()).sum::<usize>() + end.len();
-    let mut cpl = String::with_capacity(capacity);
+    let start = ENVELOPE_START.as_str();
+    let text_bytes = parts.iter().map(|part| part.len()).sum::<usize>();
+    let mut cpl = String::with_capacity(start.len() + text_bytes + ENVELOPE_END.len());
     cpl.push_str(start);
     parts.iter().for_each(|part| cpl.push_str(part));
-    cpl.push_str(end);
+    cpl.push_str(ENVELOPE_END);
     cpl
 }
 

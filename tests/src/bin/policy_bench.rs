@@ -11,7 +11,8 @@
 //!
 //! `--hold`: set up batond as for the load, print its policy URL and process id, and wait for
 //! a stop signal instead of measuring (a daemon to profile with `perf` under a load of one's
-//! own).
+//! own). It needs neither nginx nor wrk; the signal stops batond and the bridge simulator, and
+//! leaves the data directory it prints.
 
 use anyhow::{Context, bail};
 use baton_tests::{
@@ -33,7 +34,8 @@ const MEMORY_CONFERENCES: usize = 10_000;
 
 fn main() -> anyhow::Result<()> {
     baton_tests::kill_children_on_signal()?;
-    for tool in ["nginx", "wrk"] {
+    let hold = std::env::args().any(|arg| arg == "--hold");
+    for tool in ["nginx", "wrk"].into_iter().filter(|_| !hold) {
         if which(tool).is_none() {
             bail!("{tool} not found: apt-get install -y nginx-light wrk");
         }
@@ -51,8 +53,8 @@ fn main() -> anyhow::Result<()> {
     let https_url = format!("{}/baton/policy", daemon.url);
     // The conference the load calls into exists: this measures decisions, not creations.
     api.policy_call(&http_url, "meet.alice@example.com")?;
-    if std::env::args().any(|arg| arg == "--hold") {
-        return hold(&daemon, &http_url, dir.path());
+    if hold {
+        return serve_until_stopped(&daemon, &http_url, dir.path());
     }
     let rss_before_load_kib = rss_kib(daemon.child.id())?;
 
@@ -88,11 +90,11 @@ fn main() -> anyhow::Result<()> {
     memory_with_many_conferences(&daemon, &api, &http_url)
 }
 
-/// Keeps the set-up daemon serving until a stop signal (see the module's doc).
-fn hold(daemon: &Batond, http_url: &str, dir: &Path) -> anyhow::Result<()> {
+/// `--hold`: keeps the set-up daemon serving until a stop signal (see the module's doc).
+fn serve_until_stopped(daemon: &Batond, http_url: &str, dir: &Path) -> anyhow::Result<()> {
     let script = dir.join("call.lua");
     std::fs::write(&script, wrk_script("meet.alice@example.com"))?;
-    println!("batond pid {} serves {http_url}", daemon.child.id());
+    println!("batond pid {} serves {http_url} (data in {})", daemon.child.id(), dir.display());
     println!("load: wrk -s {} {http_url}; stop with Ctrl-C", script.display());
     loop {
         std::thread::park();

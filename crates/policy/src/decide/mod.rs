@@ -249,7 +249,7 @@ impl Engine {
             return Decision::Reject(RejectReason::NotHandled);
         };
         let alias = crate::alias::normalise(destination);
-        tracer.note(|trace| trace.alias = Some(alias.clone().into_owned()));
+        tracer.note(|trace| trace.alias = Some(alias.to_string()));
         let Some((conference, template_name, role)) = self.match_alias(&alias, tracer) else {
             return Decision::Reject(RejectReason::NoMatchingAlias);
         };
