@@ -40,6 +40,30 @@ pub fn add_security_headers(headers: &mut axum::http::HeaderMap) {
     headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
 }
 
+/// Of a body refused as too large, at most this much is read and dropped before the answer,
+/// for at most [`REFUSED_BODY_DRAIN_MS`]: a client still sending it then gets the 413 rather
+/// than a connection reset (closing on unread bytes resets it).
+const REFUSED_BODY_DRAIN_BYTES_MAX: usize = 1024 * 1024;
+const REFUSED_BODY_DRAIN_MS: u64 = 2_000;
+
+/// Reads and drops what is left of a refused body, within the bounds above.
+pub(crate) async fn drain_refused<B>(body: &mut B)
+where
+    B: hyper::body::Body + Unpin,
+{
+    use http_body_util::BodyExt as _;
+    use hyper::body::Buf as _;
+    let drained = async {
+        let mut drained_bytes = 0;
+        while drained_bytes < REFUSED_BODY_DRAIN_BYTES_MAX {
+            let Some(Ok(frame)) = body.frame().await else { return };
+            drained_bytes += frame.data_ref().map_or(0, |data| data.remaining());
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(REFUSED_BODY_DRAIN_MS), drained)
+        .await;
+}
+
 /// The peer address of the connection a request came on (what login throttling is keyed by);
 /// `services::logins::SOURCE_UNKNOWN` when the server did not record it.
 pub struct Source(pub IpAddr);

@@ -192,7 +192,8 @@ enum BodyRefusal<E> {
 }
 
 /// A request's body, at most `limit_bytes` of it. A body sent in one piece (a VCS's form is)
-/// is taken as it is: no buffer list to gather pieces, no copy.
+/// is taken as it is: no buffer list to gather pieces, no copy. What is left of a longer one
+/// is drained (within bounds) before it is refused, so its client gets the 413.
 async fn read_body<B>(mut body: B, limit_bytes: usize) -> Result<Bytes, BodyRefusal<B::Error>>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
@@ -207,6 +208,8 @@ where
             continue; // trailers: nothing the policy service reads
         };
         if whole.len() + joined.len() + data.len() > limit_bytes {
+            // Boxed: a refusal is rare, and its future would take room in every call's.
+            Box::pin(super::drain_refused(&mut body)).await;
             return Err(BodyRefusal::TooLarge);
         }
         if whole.is_empty() && joined.is_empty() {

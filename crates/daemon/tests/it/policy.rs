@@ -301,9 +301,9 @@ async fn the_policy_path_answers_as_the_rest_of_its_listener() {
             "{url}"
         );
 
-        // Just past the bound, and well past it (a client still sending then gets the 413 too,
-        // not a reset).
-        for filler_bytes in [REQUEST_BYTES_MAX, 3 * REQUEST_BYTES_MAX] {
+        // Just past the bound, and well past it: what is left is drained before the answer,
+        // so a client still sending gets the 413 too, not a reset.
+        for filler_bytes in [REQUEST_BYTES_MAX, 16 * REQUEST_BYTES_MAX] {
             let filler = "a".repeat(filler_bytes);
             let oversized = format!("{}&SOURCE_ALIAS={filler}", search("meet.carol@example.com"));
             let call = daemon.client.post(url.as_str()).basic_auth(vcs.0, Some(vcs.1));

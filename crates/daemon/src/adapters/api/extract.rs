@@ -116,26 +116,6 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
 /// A JSON request body, refused with a JSON error when too large, not JSON, or not an object.
 pub(super) struct JsonBody(pub(super) serde_json::Map<String, Value>);
 
-/// Of a body refused as too large, at most this much is read and dropped before the answer,
-/// for at most [`REFUSED_BODY_DRAIN_MS`]: a client still sending it then gets the 413 rather
-/// than a connection reset (closing on unread bytes resets it).
-const REFUSED_BODY_DRAIN_BYTES_MAX: usize = 1024 * 1024;
-const REFUSED_BODY_DRAIN_MS: u64 = 2_000;
-
-async fn drain_refused(body: axum::body::Body) {
-    use futures_util::StreamExt as _;
-    let mut chunks = body.into_data_stream();
-    let drained = async {
-        let mut drained_bytes = 0;
-        while drained_bytes < REFUSED_BODY_DRAIN_BYTES_MAX {
-            let Some(Ok(chunk)) = chunks.next().await else { return };
-            drained_bytes += chunk.len();
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(REFUSED_BODY_DRAIN_MS), drained)
-        .await;
-}
-
 impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
@@ -169,7 +149,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
         if declared_bytes.is_some_and(|bytes| bytes > BODY_BYTES_MAX) {
-            drain_refused(request.into_body()).await;
+            crate::adapters::drain_refused(&mut request.into_body()).await;
             return Err(too_large());
         }
         let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
