@@ -192,15 +192,14 @@ enum BodyRefusal<E> {
 }
 
 /// A request's body, at most `limit_bytes` of it. A body sent in one piece (a VCS's form is)
-/// is taken as it is: no buffer list to gather pieces, no copy. What is left of a longer one
-/// is drained (within bounds) before it is refused, so its client gets the 413.
+/// is taken as it is: no buffer list to gather pieces, no copy. A longer one is read up to the
+/// limit, whatever length it declares, and what is left is drained (within bounds) before it
+/// is refused: closing on unread bytes, its client still sending saw a reset, not the 413.
 async fn read_body<B>(mut body: B, limit_bytes: usize) -> Result<Bytes, BodyRefusal<B::Error>>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
     use http_body_util::BodyExt as _;
-    // Read up to the limit even when the declared length is past it: refused before its body
-    // was read, a client still sending it often saw the connection reset instead of the 413.
     // The body while it came in one piece; once a second piece comes, all of them in `joined`.
     let (mut whole, mut joined) = (Bytes::new(), Vec::new());
     while let Some(frame) = body.frame().await {
