@@ -82,12 +82,24 @@ pub struct Replicator {
     /// further gap from that peer (the pushes that overtook the answer) asks nothing more:
     /// one answer fills them all. Forgotten at each summary, which asks anew.
     asked: BTreeMap<PeerId, BTreeMap<PeerId, u64>>,
+    /// Per peer, the heads of its summary this peer last answered with events. The same heads
+    /// again are not answered twice: each answer is a batch read and sent, and two peers that
+    /// link greet each other, so a peer that is behind asks with its greeting and again in
+    /// answer to the other's. Forgotten at each summary tick, when the peer links anew and at a
+    /// resync (the answer may have been dropped: no route yet, a full queue).
+    answered: BTreeMap<PeerId, BTreeMap<PeerId, u64>>,
 }
 
 impl Replicator {
     pub fn new(me: PeerId, peers: impl IntoIterator<Item = PeerId>) -> Replicator {
         let peers = peers.into_iter().filter(|peer| *peer != me).collect();
-        Replicator { me, peers, next_summary_at_ms: 0, asked: BTreeMap::new() }
+        Replicator {
+            me,
+            peers,
+            next_summary_at_ms: 0,
+            asked: BTreeMap::new(),
+            answered: BTreeMap::new(),
+        }
     }
 
     pub fn peers(&self) -> &BTreeSet<PeerId> {
@@ -106,6 +118,9 @@ impl Replicator {
         let peers: BTreeSet<PeerId> = peers.into_iter().filter(|peer| *peer != me).collect();
         let newcomers: Vec<PeerId> = peers.difference(&self.peers).copied().collect();
         self.peers = peers;
+        for newcomer in &newcomers {
+            self.answered.remove(newcomer);
+        }
         if newcomers.is_empty() {
             return Vec::new();
         }
@@ -123,6 +138,7 @@ impl Replicator {
         }
         self.next_summary_at_ms = now_ms + SUMMARY_INTERVAL_MS;
         self.asked.clear();
+        self.answered.clear();
         let heads = shared_heads(log);
         self.peers
             .iter()
@@ -154,12 +170,14 @@ impl Replicator {
     }
 
     /// Starts a catch-up round with `peer` at once: for when pushes to it were dropped (its
-    /// link's queue was full). Our summary makes a peer that lacks something answer with its
-    /// own, which this peer answers with the missing events, streamed from the log.
-    pub fn resync(&self, peer: PeerId, log: &EventLog) -> Vec<Output> {
+    /// link's queue was full, or it had no route yet). Our summary makes a peer that lacks
+    /// something answer with its own, which this peer answers with the missing events, streamed
+    /// from the log, even if it answered the same heads before (that answer may be lost too).
+    pub fn resync(&mut self, peer: PeerId, log: &EventLog) -> Vec<Output> {
         if !self.peers.contains(&peer) {
             return Vec::new();
         }
+        self.answered.remove(&peer);
         vec![Output::Send { to: peer, message: Message::Summary { heads: shared_heads(log) } }]
     }
 
@@ -173,7 +191,7 @@ impl Replicator {
             return Err(Error::UnknownPeer { from });
         }
         match message {
-            Message::Summary { heads: theirs } => answer_summary(from, &theirs, log),
+            Message::Summary { heads: theirs } => self.answer_summary(from, theirs, log),
             Message::Events { events } => self.receive_events(from, events, log),
         }
     }
@@ -209,6 +227,32 @@ impl Replicator {
         }
     }
 
+    /// What a peer's summary calls for: the events it lacks (one batch), unless these very heads
+    /// were answered already, and our own summary if it holds something we lack.
+    fn answer_summary(
+        &mut self,
+        from: PeerId,
+        theirs: BTreeMap<PeerId, u64>,
+        log: &EventLog,
+    ) -> Result<Vec<Output>, Error> {
+        let mine = shared_heads(log);
+        let behind =
+            theirs.iter().any(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) < *seq);
+        let mut outputs = Vec::new();
+        if self.answered.get(&from) != Some(&theirs) {
+            let missing = catch_up_batch(&theirs, log)?;
+            if !missing.is_empty() {
+                self.answered.insert(from, theirs);
+                let message = Message::Events { events: missing };
+                outputs.push(Output::Send { to: from, message });
+            }
+        }
+        if behind {
+            outputs.push(Output::Send { to: from, message: Message::Summary { heads: mine } });
+        }
+        Ok(outputs)
+    }
+
     /// Our summary to `from`, which answers with what we lack; nothing if we already asked it
     /// from these very heads since the last summary.
     fn ask(&mut self, from: PeerId, log: &EventLog) -> Option<Output> {
@@ -219,26 +263,6 @@ impl Replicator {
         self.asked.insert(from, mine.clone());
         Some(Output::Send { to: from, message: Message::Summary { heads: mine } })
     }
-}
-
-/// What a peer's summary calls for: the events it lacks (one batch), and our own summary if it
-/// holds something we lack.
-fn answer_summary(
-    from: PeerId,
-    theirs: &BTreeMap<PeerId, u64>,
-    log: &EventLog,
-) -> Result<Vec<Output>, Error> {
-    let missing = catch_up_batch(theirs, log)?;
-    let mine = shared_heads(log);
-    let behind = theirs.iter().any(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) < *seq);
-    let mut outputs = Vec::new();
-    if !missing.is_empty() {
-        outputs.push(Output::Send { to: from, message: Message::Events { events: missing } });
-    }
-    if behind {
-        outputs.push(Output::Send { to: from, message: Message::Summary { heads: mine } });
-    }
-    Ok(outputs)
 }
 
 /// The shared events this log holds beyond `theirs`, in chain order per origin, up to one

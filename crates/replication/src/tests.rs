@@ -167,3 +167,66 @@ fn a_groups_events_are_pushed_together_within_the_batch_limits() {
     assert_eq!(in_order.len(), 2_503);
     assert_eq!(shared_heads(&b.log), shared_heads(&a.log));
 }
+
+/// Delivers messages between `a` (peer 1) and `b` (peer 2), in order, until none is left;
+/// returns the first sequence number of each batch of events `a` sent `b`.
+fn exchange(a: &mut Node, b: &mut Node, mut in_flight: Vec<(PeerId, Message)>) -> Vec<u64> {
+    let mut batches_to_b = Vec::new();
+    while !in_flight.is_empty() {
+        let (to, message) = in_flight.remove(0);
+        if let (true, Message::Events { events }) = (to == peer(2), &message) {
+            batches_to_b.push(events[0].seq);
+        }
+        let (node, from) = if to == peer(1) { (&mut *a, peer(2)) } else { (&mut *b, peer(1)) };
+        let outputs = node.replicator.receive(from, message, &mut node.log).unwrap();
+        in_flight.extend(sends_to(&outputs, from).into_iter().map(|message| (from, message)));
+    }
+    batches_to_b
+}
+
+fn addressed(to: PeerId, outputs: &[Output]) -> Vec<(PeerId, Message)> {
+    sends_to(outputs, to).into_iter().map(|message| (to, message)).collect()
+}
+
+// Goal: two peers whose links come up greet each other at once; the one behind asks with its
+// greeting and again in answer to the other's, and each batch of its catch-up is still read
+// and sent once.
+#[test]
+fn greetings_both_ways_send_each_catch_up_batch_once() {
+    let (mut a, mut b) = (node(1), node(2));
+    (a.replicator, b.replicator) = (Replicator::new(peer(1), []), Replicator::new(peer(2), []));
+    let written = write(&mut a, 3_000, 1_000);
+    // Each greets the other before reading the other's greeting.
+    let mut greetings = addressed(peer(1), &b.replicator.set_peers([peer(1)], &b.log));
+    greetings.extend(addressed(peer(2), &a.replicator.set_peers([peer(2)], &a.log)));
+    let batches = exchange(&mut a, &mut b, greetings);
+    assert_eq!(shared_heads(&b.log), shared_heads(&a.log), "caught up");
+    let per_batch = CATCH_UP_BATCH_BYTES_MAX.div_ceil(event_bytes(&written[0])) as u64;
+    let firsts: Vec<u64> = (0..4).map(|batch| 1 + batch * per_batch).collect();
+    assert_eq!(batches, firsts, "each batch sent once, in order");
+}
+
+/// How many messages `a` answers peer 2's `ask` with.
+fn answers(a: &mut Node, ask: &Message) -> usize {
+    let outputs = a.replicator.receive(peer(2), ask.clone(), &mut a.log).unwrap();
+    sends_to(&outputs, peer(2)).len()
+}
+
+// Goal: an answer that may have been dropped (no route yet, a full queue) is sent again for the
+// same summary after a resync, a summary tick or a new link, so the peer behind still catches
+// up at once.
+#[test]
+fn the_same_summary_is_answered_again_after_a_resync_a_tick_or_a_new_link() {
+    let (mut a, b) = (node(1), node(2));
+    write(&mut a, 5, 10);
+    let ask = Message::Summary { heads: shared_heads(&b.log) };
+    assert_eq!(answers(&mut a, &ask), 1, "answered");
+    assert_eq!(answers(&mut a, &ask), 0, "the same heads are not answered twice");
+    a.replicator.resync(peer(2), &a.log);
+    assert_eq!(answers(&mut a, &ask), 1, "answered again after a resync");
+    a.replicator.tick(0, &a.log);
+    assert_eq!(answers(&mut a, &ask), 1, "answered again after a tick");
+    a.replicator.set_peers([peer(1)], &a.log);
+    a.replicator.set_peers([peer(2)], &a.log);
+    assert_eq!(answers(&mut a, &ask), 1, "answered again after a new link");
+}

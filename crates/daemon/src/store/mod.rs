@@ -426,7 +426,7 @@ impl Store {
     }
 
     /// What starts a catch-up round with `peer` (see `Replicator::resync`).
-    pub fn resync(&self, peer: PeerId) -> Vec<Outbound> {
+    pub fn resync(&mut self, peer: PeerId) -> Vec<Outbound> {
         sends(self.replicator.resync(peer, &self.log))
     }
 
