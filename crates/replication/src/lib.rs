@@ -83,10 +83,10 @@ pub struct Replicator {
     /// one answer fills them all. Forgotten at each summary, which asks anew.
     asked: BTreeMap<PeerId, BTreeMap<PeerId, u64>>,
     /// Per peer, the heads of its summary this peer last answered with events. The same heads
-    /// again are not answered twice: each answer is a batch read and sent, and two peers that
-    /// link greet each other, so a peer that is behind asks with its greeting and again in
-    /// answer to the other's. Forgotten at each summary tick, when the peer links anew and at a
-    /// resync (the answer may have been dropped: no route yet, a full queue).
+    /// asked again once are passed over: each answer is a batch read and sent, and two peers
+    /// that link greet each other, so a peer that is behind asks with its greeting and again
+    /// in answer to the other's. Forgotten then, at each summary tick, when the peer links anew
+    /// and at a resync (the answer may have been dropped: no route yet, a full queue).
     answered: BTreeMap<PeerId, BTreeMap<PeerId, u64>>,
 }
 
@@ -228,7 +228,7 @@ impl Replicator {
     }
 
     /// What a peer's summary calls for: the events it lacks (one batch), unless these very heads
-    /// were answered already, and our own summary if it holds something we lack.
+    /// were just answered, and our own summary if it holds something we lack.
     fn answer_summary(
         &mut self,
         from: PeerId,
@@ -239,7 +239,11 @@ impl Replicator {
         let behind =
             theirs.iter().any(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) < *seq);
         let mut outputs = Vec::new();
-        if self.answered.get(&from) != Some(&theirs) {
+        if self.answered.get(&from) == Some(&theirs) {
+            // Passed over once: a third ask from the same heads means the answer was lost on
+            // the way or on the peer's side (its commit failed), and it is answered again.
+            self.answered.remove(&from);
+        } else {
             let missing = catch_up_batch(&theirs, log)?;
             if !missing.is_empty() {
                 self.answered.insert(from, theirs);
