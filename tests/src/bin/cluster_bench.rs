@@ -188,8 +188,8 @@ fn bridge(name: &str) -> Value {
 
 /// An HTTPS client that does its I/O on the calling thread. reqwest's blocking client hands
 /// every request to a runtime thread of its own and back: that cost this 2-core machine about
-/// 86 µs of CPU per write, a third of what the server under test spent on it, and the load
-/// generator's CPU is taken from the servers it measures (Baton's more than etcd's, as Baton
+/// 86 µs of CPU per write, a quarter of what Baton's two peers spent on it (about 360 µs), and
+/// the load generator's CPU is taken from the servers it measures (Baton's more than etcd's, as Baton
 /// serves more writes per second).
 struct Http {
     runtime: tokio::runtime::Runtime,
