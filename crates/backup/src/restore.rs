@@ -105,8 +105,8 @@ pub fn stage_restore(
         Ok(Some(file))
     };
     let manifest = read_archive(reader, password, &mut check_manifest, &mut open_member, progress)?;
-    rebuild_staged_database(staging_dir)?;
-    verify_staged_database(&staging_dir.join(DATABASE_FILE), &manifest)?;
+    let report = rebuild_staged_database(staging_dir)?;
+    check_staged_database(&staging_dir.join(DATABASE_FILE), &manifest, &report)?;
     sync_tree(staging_dir)?;
     staged.manifest = manifest;
     Ok(staged)
@@ -227,16 +227,24 @@ pub(crate) fn check_staging_space(staging_dir: &Path, manifest: &Manifest) -> Re
 /// derived data a crafted archive could fake, so they are dropped here and derived again
 /// from the verified events by whoever opens the restored log. Both the offline swap and
 /// the daemon's live restore take the database from the staging directory, so both get
-/// the rebuilt one.
-fn rebuild_staged_database(staging_dir: &Path) -> Result<(), Error> {
+/// the rebuilt one. Every chain is walked as its events are copied (the report): a broken
+/// one fails the rebuild. The member digests already matched, so a chain that does not
+/// verify means the archive was made from a damaged log or crafted; either way it is refused.
+fn rebuild_staged_database(staging_dir: &Path) -> Result<eventlog::VerifyReport, Error> {
     let staged = staging_dir.join(DATABASE_FILE);
     let archived = staging_dir.join(ARCHIVED_DATABASE_FILE);
     std::fs::rename(&staged, &archived)
         .map_err(io_error(|| format!("renaming {}", staged.display())))?;
     let rebuilt = eventlog::EventLog::rebuild_from(&archived, &staged).map_err(|error| {
-        Error::Corrupt { reason: format!("the database in the backup cannot be read: {error}") }
+        let reason = match error {
+            eventlog::Error::Corrupt { .. } => {
+                format!("the database in the backup does not verify: {error}")
+            }
+            _ => format!("the database in the backup cannot be read: {error}"),
+        };
+        Error::Corrupt { reason }
     });
-    drop(rebuilt?);
+    let (_, report) = rebuilt?;
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let path = PathBuf::from(format!("{}{suffix}", archived.display()));
         match std::fs::remove_file(&path) {
@@ -250,19 +258,19 @@ fn rebuild_staged_database(staging_dir: &Path) -> Result<(), Error> {
             }
         }
     }
-    Ok(())
+    Ok(report)
 }
 
-/// Opens the staged database with eventlog, walks every chain and compares identity and
-/// heads with the manifest. The member digests already matched, so a failure here means the
-/// archive was made from a damaged log or crafted; either way it is refused.
-fn verify_staged_database(path: &Path, manifest: &Manifest) -> Result<(), Error> {
+/// Opens the staged database with eventlog and compares its identity, its heads and those
+/// its chains were walked to (`report`) with the manifest's.
+fn check_staged_database(
+    path: &Path,
+    manifest: &Manifest,
+    report: &eventlog::VerifyReport,
+) -> Result<(), Error> {
     let corrupt = |reason: String| Error::Corrupt { reason };
     let log = eventlog::EventLog::open(path)
         .map_err(|error| corrupt(format!("the database in the backup does not open: {error}")))?;
-    let report = log
-        .verify()
-        .map_err(|error| corrupt(format!("the database in the backup does not verify: {error}")))?;
     let expected = manifest.log_heads()?;
     if &expected != log.heads() || expected != report.heads {
         return Err(corrupt("the database's chain heads differ from the manifest's".to_owned()));

@@ -596,11 +596,14 @@ fn a_rebuilt_log_keeps_only_the_log() {
         .unwrap();
 
     let target = dir.path().join("rebuilt.db");
-    let mut rebuilt = EventLog::rebuild_from(&dir.path().join("source.db"), &target).unwrap();
+    let (mut rebuilt, report) =
+        EventLog::rebuild_from(&dir.path().join("source.db"), &target).unwrap();
     assert_eq!(rebuilt.peer_id(), source.peer_id());
     assert_eq!(rebuilt.heads(), source.heads());
     assert_eq!(rebuilt.read_after(0, 10).unwrap(), source.read_after(0, 10).unwrap());
-    assert_eq!(rebuilt.verify().unwrap().heads, *source.heads());
+    assert_eq!(rebuilt.verify().unwrap(), report);
+    assert_eq!(report.heads, *source.heads());
+    assert_eq!(report.events, 2);
     assert_eq!(rebuilt.cluster_id().unwrap(), Some(ClusterId([7; 16])));
     assert_eq!(
         rebuilt.query_journal(&JournalQuery { limit: 10, ..Default::default() }).unwrap().len(),
@@ -634,6 +637,67 @@ fn a_rebuilt_log_keeps_only_the_log() {
     ));
 }
 
+// Goal: a rebuild verifies the events it copies, as a walk of the copy would: a tampered
+// event, a chain met out of order and a source that tries to call the rebuild's own check
+// from its schema are each refused, and the walk's report is the copy's.
+#[test]
+fn a_rebuild_refuses_events_that_do_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = |name: &str, sql: &str| {
+        let mut log = open(&dir, name);
+        log.append(&[
+            event(Stream::Shared, 1, b"one"),
+            event(Stream::Local, 2, b"two"),
+            event(Stream::Shared, 3, b"three"),
+        ])
+        .unwrap();
+        log.connection().execute_batch(sql).unwrap();
+        dir.path().join(name)
+    };
+    let rebuild = |source: &Path| {
+        let target = source.with_extension("rebuilt");
+        EventLog::rebuild_from(source, &target).map(|(_, report)| report)
+    };
+
+    let whole = source("whole.db", "");
+    let report = rebuild(&whole).unwrap();
+    assert_eq!(report, open(&dir, "whole.db").verify().unwrap());
+    assert_eq!(report.events, 3);
+
+    let tampered = source(
+        "tampered.db",
+        "DROP TRIGGER events_no_update; UPDATE events SET payload = x'00' WHERE position = 3;",
+    );
+    match rebuild(&tampered) {
+        Err(Error::Corrupt { seq: 2, reason, .. }) => assert!(reason.contains("hash"), "{reason}"),
+        other => panic!("expected the tampered event refused, got {other:?}"),
+    }
+
+    // The shared chain's two events in swapped positions.
+    let reordered = source(
+        "reordered.db",
+        "DROP TRIGGER events_no_update;
+         UPDATE events SET position = 10 WHERE position = 1;
+         UPDATE events SET position = 1 WHERE position = 3;
+         UPDATE events SET position = 3 WHERE position = 10;",
+    );
+    match rebuild(&reordered) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("order"), "{reason}"),
+        other => panic!("expected the reordered chain refused, got {other:?}"),
+    }
+
+    // A view standing for the events that feeds the check rows of its own choosing.
+    let feeding = source(
+        "feeding.db",
+        "ALTER TABLE events RENAME TO real_events;
+         CREATE VIEW events AS SELECT * FROM real_events
+             WHERE baton_chain_step(position, origin, stream, seq, hlc_wall_ms, hlc_counter,
+                 actor, kind, version, payload, prev_hash, hash);",
+    );
+    let error = rebuild(&feeding).unwrap_err();
+    assert!(matches!(error, Error::Sqlite(_)), "{error:?}");
+}
+
 /// A restore builds its staging database without a journal or an fsync; what it hands on must
 /// be an ordinary durable log again, and scratch mode is refused while another connection
 /// could be reading the file (leaving WAL would pull it from under that reader).
@@ -642,7 +706,7 @@ fn a_rebuilt_log_and_a_log_leaving_scratch_mode_are_in_wal_with_full_sync() {
     let dir = tempfile::tempdir().unwrap();
     let mut source = open(&dir, "source.db");
     source.append(&[event(Stream::Shared, 1, b"one")]).unwrap();
-    let mut rebuilt =
+    let (mut rebuilt, _) =
         EventLog::rebuild_from(&dir.path().join("source.db"), &dir.path().join("rebuilt.db"))
             .unwrap();
     let modes = |log: &EventLog| -> (String, i64) {
@@ -797,6 +861,6 @@ fn a_rebuilt_log_derives_its_greatest_hlc_from_its_events() {
         .unwrap();
     drop(source);
     let target = dir.path().join("rebuilt.db");
-    let rebuilt = EventLog::rebuild_from(&dir.path().join("source.db"), &target).unwrap();
+    let (rebuilt, _) = EventLog::rebuild_from(&dir.path().join("source.db"), &target).unwrap();
     assert_eq!(rebuilt.max_hlc().unwrap(), Hlc { wall_ms: 7, counter: 0 });
 }

@@ -136,6 +136,53 @@ fn derived_tables_in_an_archive_are_rebuilt_from_its_log() {
     assert_eq!(administrator_names(folded.records().cloned()), preview);
 }
 
+// Goal: an archive whose log had an event changed behind its back, its member digests and
+// manifest made to agree with the file (the crate's own backup refuses such a log, so a
+// crafter writes the archive by hand), is refused as corrupt, naming the chain, and nothing
+// is swapped.
+#[test]
+fn an_archive_whose_log_was_tampered_with_is_refused() {
+    let fixture = fixture();
+    let real = fixture_manifest(&fixture);
+    let source = rusqlite::Connection::open(fixture.source_dir.join(DATABASE_FILE)).unwrap();
+    source
+        .execute_batch(
+            "DROP TRIGGER events_no_update;
+             UPDATE events SET payload = CAST('changed' AS BLOB) WHERE position = 7;",
+        )
+        .unwrap();
+    drop(source);
+    let files: Vec<(String, Vec<u8>)> = real
+        .members
+        .iter()
+        .map(|member| {
+            let file = member.name.strip_prefix(manifest::FILES_PREFIX).unwrap_or(&member.name);
+            (member.name.clone(), std::fs::read(fixture.source_dir.join(file)).unwrap())
+        })
+        .collect();
+    let members = files
+        .iter()
+        .map(|(name, data)| Member {
+            name: name.clone(),
+            size_bytes: data.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(data)),
+        })
+        .collect();
+    let json = serde_json::to_vec(&Manifest { members, ..real }).unwrap();
+    let mut entries = vec![("manifest.json", json.as_slice(), tar::EntryType::Regular)];
+    entries.extend(
+        files.iter().map(|(name, data)| (name.as_str(), data.as_slice(), tar::EntryType::Regular)),
+    );
+
+    let error = fixture.assert_refused(&tar_gz(&entries), None, "a tampered event");
+    match &error {
+        Error::Corrupt { reason } => {
+            assert!(reason.contains("does not verify") && reason.contains("hash"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// An archive with the fixture's database and one extra member `name` holding `data`.
 fn archive_with_member(fixture: &Fixture, name: &str, data: &[u8]) -> Vec<u8> {
     let real = fixture_manifest(fixture);
