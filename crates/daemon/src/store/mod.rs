@@ -195,7 +195,7 @@ impl Store {
         report.projection_events_applied =
             projections::catch_up_visiting(log.connection_mut(), fold_after, &mut fold)?;
         report.events_replayed = replayed;
-        // After the start-up catch-up, whose one-off statements need no sub-journal in memory.
+        // For the writer's group commits from here on (see the method).
         log.set_temporary_files_in_memory()?;
         let clock = HybridClock::new(log.max_hlc()?);
         let cluster_id = log.cluster_id()?;
