@@ -365,11 +365,12 @@ pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
 
 /// [`catch_up`] at start-up, also handing `visit` every event after `visit_after` (decoded),
 /// in order, in the same pass: the state is folded from the events the projections read
-/// anyway.
+/// anyway. They come a batch at a time, once the batch is applied, and are `visit`'s to
+/// keep: it may fold them on another thread while the next batch is read.
 pub fn catch_up_visiting(
     conn: &mut Connection,
     visit_after: u64,
-    visit: &mut dyn FnMut(&StoredEvent, &Event),
+    visit: &mut dyn FnMut(Vec<StoredEvent>, Vec<Event>),
 ) -> Result<u64, Error> {
     catch_up_pass(conn, visit_after, visit)
 }
@@ -392,7 +393,7 @@ pub fn catch_up_appended(
     if !consecutive || Some(cursors.position()) != next || cursors.rebuilding() {
         return catch_up(conn);
     }
-    cursors.apply_batch(conn, stored, events, u64::MAX, &mut |_, _| {})
+    cursors.apply_batch(conn, stored, events)
 }
 
 /// Catches up both projections, visiting the events after `visit_after`. Returns how many
@@ -400,7 +401,7 @@ pub fn catch_up_appended(
 fn catch_up_pass(
     conn: &mut Connection,
     visit_after: u64,
-    visit: &mut dyn FnMut(&StoredEvent, &Event),
+    visit: &mut dyn FnMut(Vec<StoredEvent>, Vec<Event>),
 ) -> Result<u64, Error> {
     let mut cursors = Cursors::open(conn)?;
     let batch_events =
@@ -411,11 +412,16 @@ fn catch_up_pass(
         let batch = eventlog::read_after(conn, from, batch_events)?;
         let Some(last) = batch.last() else { return Ok(applied) };
         let last_position = last.position;
-        let events = batch
+        let mut events = batch
             .iter()
             .map(|stored| decode(stored.position, &stored.kind, stored.version, &stored.payload))
             .collect::<Result<Vec<_>, _>>()?;
-        applied += cursors.apply_batch(conn, &batch, &events, visit_after, visit)?;
+        applied += cursors.apply_batch(conn, &batch, &events)?;
+        if last_position > visit_after {
+            let mut batch = batch;
+            let first_visited = batch.partition_point(|stored| stored.position <= visit_after);
+            visit(batch.split_off(first_visited), events.split_off(first_visited));
+        }
         from = last_position;
     }
 }
@@ -451,15 +457,12 @@ impl Cursors {
     }
 
     /// Applies one batch (`stored`, each decoded in `events`) in a savepoint, so the rows
-    /// join the writer's group commit when one is open; visits the events after
-    /// `visit_after`. Returns how many events were applied.
+    /// join the writer's group commit when one is open. Returns how many events were applied.
     fn apply_batch(
         &mut self,
         conn: &mut Connection,
         stored: &[StoredEvent],
         events: &[Event],
-        visit_after: u64,
-        visit: &mut dyn FnMut(&StoredEvent, &Event),
     ) -> Result<u64, Error> {
         let Some(last) = stored.last() else { return Ok(0) };
         let tx = Savepoint::begin(conn)?;
@@ -467,9 +470,6 @@ impl Cursors {
         for (stored, event) in stored.iter().zip(events) {
             applied += self.records.apply(&tx, stored, event)?;
             applied += self.config_log.apply(&tx, stored, event)?;
-            if stored.position > visit_after {
-                visit(stored, event);
-            }
         }
         self.records.finish_batch(&tx, last.position)?;
         self.config_log.finish_batch(&tx, last.position)?;

@@ -6,6 +6,7 @@
 //! writer thread, reads run on the blocking pool with connections from [`Readers`].
 
 mod cluster_settings;
+mod fold;
 #[cfg(test)]
 mod licence_tests;
 mod readers;
@@ -87,6 +88,8 @@ pub enum StoreError {
          no more changes until batond is restarted"
     )]
     NotDurable(String),
+    #[error("no thread to fold the state on: {0}")]
+    NoThread(String),
 }
 
 /// The log, the state folded from it, the clock that stamps new events, and the replication
@@ -176,24 +179,11 @@ impl Store {
                 report.snapshot_position = position;
             }
         }
-        // The state is folded in the projections' pass: each event read and decoded once.
-        // A fold over the whole log also notes the licence events, sparing the migration's scan.
-        let (fold_after, mut replayed) = (position, 0);
-        let mut licence = (fold_after == 0).then(LicenceMigration::default);
-        let mut fold = |stored: &StoredEvent, event: &Event| {
-            let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
-            let in_its_stream = stored.in_its_stream(event);
-            if in_its_stream {
-                state.apply(stamp, event);
-            }
-            if let Some(licence) = &mut licence {
-                licence.note(stamp, event, in_its_stream);
-            }
-            position = stored.position;
-            replayed += 1;
-        };
-        report.projection_events_applied =
-            projections::catch_up_visiting(log.connection_mut(), fold_after, &mut fold)?;
+        let licence = (position == 0).then(LicenceMigration::default);
+        let fold = fold::Fold { state, licence, position, replayed: 0 };
+        let (applied, fold::Fold { state, licence, position, replayed }) =
+            fold::catch_up_folding(&mut log, fold)?;
+        report.projection_events_applied = applied;
         report.events_replayed = replayed;
         // For the writer's group commits from here on (see the method).
         log.set_temporary_files_in_memory()?;
