@@ -542,6 +542,9 @@ impl EventLog {
             .query_row("SELECT value FROM source.meta WHERE key = 'peer_id'", [], |row| row.get(0))
             .map_err(|_| not_a_log())?;
         let peer: [u8; 16] = peer.try_into().map_err(|_| not_a_log())?;
+        if !source_events_are_stored(&conn)? {
+            return Err(not_a_log());
+        }
         let tx = conn.transaction()?;
         create_schema(&tx, &peer)?;
         let walk = copy_verified_events(&tx)?;
@@ -1168,6 +1171,18 @@ fn collect(
         events.push(row??);
     }
     Ok(events)
+}
+
+/// Whether the attached `source`'s `events` is a stored table. The copy's check sees the
+/// values its insert writes only then: a view's expressions (`random()`) are evaluated once
+/// for each.
+fn source_events_are_stored(conn: &Connection) -> Result<bool, Error> {
+    Ok(conn.query_row(
+        "SELECT count(*) = 1 FROM source.sqlite_schema WHERE name = 'events' COLLATE NOCASE
+             AND type = 'table' AND sql NOT LIKE 'CREATE VIRTUAL%'",
+        [],
+        |row| row.get(0),
+    )?)
 }
 
 /// The SQL function through which [`copy_verified_events`] sees each event it copies.

@@ -638,8 +638,8 @@ fn a_rebuilt_log_keeps_only_the_log() {
 }
 
 // Goal: a rebuild verifies the events it copies, as a walk of the copy would: a tampered
-// event, a chain met out of order and a source that tries to call the rebuild's own check
-// from its schema are each refused, and the walk's report is the copy's.
+// event and a chain met out of order are each refused, a source whose events are a view (one
+// that calls the rebuild's own check) is not a log, and the walk's report is the copy's.
 #[test]
 fn a_rebuild_refuses_events_that_do_not_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -695,7 +695,7 @@ fn a_rebuild_refuses_events_that_do_not_verify() {
                  actor, kind, version, payload, prev_hash, hash);",
     );
     let error = rebuild(&feeding).unwrap_err();
-    assert!(matches!(error, Error::Sqlite(_)), "{error:?}");
+    assert!(matches!(error, Error::NotABatonLog { .. }), "{error:?}");
 }
 
 /// A restore builds its staging database without a journal or an fsync; what it hands on must
@@ -863,4 +863,66 @@ fn a_rebuilt_log_derives_its_greatest_hlc_from_its_events() {
     let target = dir.path().join("rebuilt.db");
     let (rebuilt, _) = EventLog::rebuild_from(&dir.path().join("source.db"), &target).unwrap();
     assert_eq!(rebuilt.max_hlc().unwrap(), Hlc { wall_ms: 7, counter: 0 });
+}
+
+// Goal: the values a rebuild checks are the values it writes, even when the source's `events`
+// is a view whose columns SQLite evaluates once for the check and again for the insert (a
+// flattened view with `random()`): no rebuild that succeeds holds an event that does not verify.
+#[test]
+fn a_rebuild_never_writes_values_other_than_those_it_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "source.db");
+    log.append(&[event(Stream::Shared, 1, b"one"), event(Stream::Shared, 2, b"two")]).unwrap();
+    log.connection()
+        .execute_batch(
+            "ALTER TABLE events RENAME TO real_events;
+             CREATE VIEW events AS SELECT position, origin, stream, seq, hlc_wall_ms,
+                 hlc_counter, actor, kind, version,
+                 CASE WHEN position = 2 AND random() % 2 = 0 THEN CAST('forged' AS BLOB)
+                      ELSE payload END AS payload,
+                 prev_hash, hash FROM real_events;",
+        )
+        .unwrap();
+    drop(log);
+    let mut forged = 0;
+    for attempt in 0..64 {
+        let target = dir.path().join(format!("rebuilt-{attempt}.db"));
+        let Ok((rebuilt, _)) = EventLog::rebuild_from(&dir.path().join("source.db"), &target)
+        else {
+            continue;
+        };
+        if rebuilt.verify().is_err() {
+            forged += 1;
+        }
+    }
+    assert_eq!(forged, 0, "rebuilds that wrote an event their walk did not check");
+}
+
+// Goal: a rebuild whose source stores a chain in its order but numbers it backwards (its
+// `events` not keyed by position, so SQLite checks the rows in storage order and sorts them
+// after) is refused, not copied with the chain reversed in position order.
+#[test]
+fn a_rebuild_refuses_a_chain_stored_in_order_but_positioned_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "source.db");
+    log.append(&[
+        event(Stream::Shared, 1, b"one"),
+        event(Stream::Local, 2, b"two"),
+        event(Stream::Shared, 3, b"three"),
+    ])
+    .unwrap();
+    log.connection()
+        .execute_batch(
+            "ALTER TABLE events RENAME TO stored_events;
+             CREATE TABLE events AS SELECT * FROM stored_events ORDER BY position;
+             UPDATE events SET position = 4 - position;",
+        )
+        .unwrap();
+    drop(log);
+    let target = dir.path().join("rebuilt.db");
+    match EventLog::rebuild_from(&dir.path().join("source.db"), &target) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("position"), "{reason}"),
+        Err(other) => panic!("expected the backwards positions refused, got {other:?}"),
+        Ok((rebuilt, _)) => panic!("rebuilt, and its own walk says {:?}", rebuilt.verify()),
+    }
 }
