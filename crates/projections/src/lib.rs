@@ -46,6 +46,10 @@ trait Projection {
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error>;
+    /// Creates the indexes `reset` left out, if missing, once the projection is caught up.
+    fn index(_tx: &Connection) -> Result<(), Error> {
+        Ok(())
+    }
     /// Writes what `apply` kept back, at the end of each batch (before its checkpoint).
     fn flush(_tx: &Connection, _memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
         Ok(())
@@ -155,63 +159,53 @@ struct RecordRow {
 }
 
 /// Every change in arrival order, for the Configuration Log and record history. A row is the
-/// change's key and actor, and the position of the same key's previous row (the record
-/// before); its time, origin and the records before and after it are read from the events at
-/// query time (redacted then), so the projection is a small index over the log rather than a
-/// second, larger copy of it: stored as JSON it was larger than the events and most of a
-/// restore's rebuild. The log's filters are checked on a scan by position, newest first
-/// (their `?n IS NULL OR` form uses no index), so the table has no index of its own.
-///
-/// The previous row is found as the rows are written, from `proj_config_log_keys` (each key's
-/// newest row, one row per key): an index on (kind, name, position) found it at query time,
-/// but building it was 13% of a restore of 10^6 events (0.65 s to sort their keys).
+/// change's key and actor, indexed for the log's filters; its time, origin and the records
+/// before and after it are read from the events at query time (redacted then), so the
+/// projection is a small index over the log rather than a second, larger copy of it: stored
+/// as JSON it was larger than the events and most of a restore's rebuild.
 struct ConfigLog;
 
 impl Projection for ConfigLog {
     const NAME: &'static str = "config_log";
     /// 2: no copies of the records (see above).
-    /// 3: each row holds its key's previous row; no index.
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 2;
     /// The batch's rows, written together at its end.
     type Memo = ConfigRows;
 
-    /// Dropping the table drops the indexes of earlier versions with it.
     fn reset(tx: &Connection) -> Result<(), Error> {
         tx.execute_batch(
             "DROP TABLE IF EXISTS proj_config_log;
-             DROP TABLE IF EXISTS proj_config_log_keys;
              CREATE TABLE proj_config_log (
                  position INTEGER PRIMARY KEY,   -- the event's, in `events`
                  actor TEXT NOT NULL,
                  kind TEXT NOT NULL,
-                 name TEXT NOT NULL,
-                 previous INTEGER                -- the same key's previous row; NULL for its first
-             );
-             CREATE TABLE proj_config_log_keys (
-                 kind TEXT NOT NULL,
-                 name TEXT NOT NULL,
-                 position INTEGER NOT NULL,      -- of the key's newest row
-                 PRIMARY KEY (kind, name)
-             ) WITHOUT ROWID;",
+                 name TEXT NOT NULL
+             );",
+        )?;
+        Ok(())
+    }
+
+    /// Built once the rows are in: sorting a million keys once is cheaper than inserting
+    /// them one by one, and a catch-up that stopped half way builds it at its next start. It
+    /// finds a change's previous one (the record before). The log's filters are checked on a
+    /// scan by position, newest first (their `?n IS NULL OR` form uses no index), so the index
+    /// by actor of earlier versions cost every append and a quarter of a restore for no read:
+    /// dropped where it exists.
+    fn index(tx: &Connection) -> Result<(), Error> {
+        tx.execute_batch(
+            "CREATE INDEX IF NOT EXISTS proj_config_log_record ON proj_config_log (kind, name, position);
+             DROP INDEX IF EXISTS proj_config_log_actor;",
         )?;
         Ok(())
     }
 
     fn apply(
-        tx: &Connection,
+        _tx: &Connection,
         memo: &mut Memo<Self::Memo>,
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error> {
-        let key = event.key();
-        let previous = match memo.rows.newest.get(&key) {
-            Some(newest) => Some(newest.position),
-            // A rebuild's memo has met every row the table holds.
-            None if memo.rebuilding => None,
-            None => newest_row(tx, &key)?,
-        };
-        memo.rows.push(stored.position, &stored.actor, event, previous);
-        memo.rows.note_newest(key, stored.position);
+        memo.rows.push(stored.position, &stored.actor, event);
         Ok(())
     }
 
@@ -230,45 +224,31 @@ impl Projection for ConfigLog {
             }
         }
         let mut insert_one = tx.prepare_cached(
-            "INSERT INTO proj_config_log (position, actor, kind, name, previous)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO proj_config_log (position, actor, kind, name) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for row in chunks.remainder() {
             insert_one.execute(rusqlite::params_from_iter(rows.values(row)))?;
         }
-        memo.rows.write_newest(tx)?;
         memo.rows.clear();
         Ok(())
     }
 }
 
-/// The position of `key`'s newest row, if it has one.
-fn newest_row(tx: &Connection, key: &RecordKey) -> Result<Option<u64>, Error> {
-    Ok(tx
-        .prepare_cached("SELECT position FROM proj_config_log_keys WHERE kind = ?1 AND name = ?2")?
-        .query_row(params![key.kind.as_str(), key.name], |row| row.get(0))
-        .optional()?)
-}
-
 /// Rows of the Configuration Log written by one statement.
 const CONFIG_ROWS_PER_INSERT: usize = 64;
 
-/// `INSERT ... VALUES (?, ?, ?, ?, ?), ...` for [`CONFIG_ROWS_PER_INSERT`] rows.
+/// `INSERT ... VALUES (?, ?, ?, ?), ...` for [`CONFIG_ROWS_PER_INSERT`] rows.
 static CONFIG_ROWS_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let values = vec!["(?, ?, ?, ?, ?)"; CONFIG_ROWS_PER_INSERT].join(", ");
-    format!("INSERT INTO proj_config_log (position, actor, kind, name, previous) VALUES {values}")
+    let values = vec!["(?, ?, ?, ?)"; CONFIG_ROWS_PER_INSERT].join(", ");
+    format!("INSERT INTO proj_config_log (position, actor, kind, name) VALUES {values}")
 });
 
 /// The Configuration Log's rows of a batch, kept until its end: their text in one buffer, so
-/// a row costs no allocation of its own. Also each key's newest row met in the catch-up
-/// (bounded by the configuration's size), so a key's previous row is looked up at most once.
+/// a row costs no allocation of its own.
 #[derive(Default)]
 struct ConfigRows {
     rows: Vec<ConfigRow>,
     text: String,
-    newest: HashMap<RecordKey, NewestRow>,
-    /// The keys whose newest row is not yet in `proj_config_log_keys`, each once.
-    unwritten: Vec<RecordKey>,
 }
 
 /// A row of the Configuration Log; its actor and name are ranges of [`ConfigRows::text`].
@@ -277,63 +257,27 @@ struct ConfigRow {
     kind: RecordKind,
     actor: std::ops::Range<usize>,
     name: std::ops::Range<usize>,
-    previous: Option<u64>,
-}
-
-struct NewestRow {
-    position: u64,
-    written: bool,
 }
 
 impl ConfigRows {
-    fn push(&mut self, position: u64, actor: &str, event: &Event, previous: Option<u64>) {
+    fn push(&mut self, position: u64, actor: &str, event: &Event) {
         let mut text = |value: &str| {
             let start = self.text.len();
             self.text.push_str(value);
             start..self.text.len()
         };
         let (actor, name) = (text(actor), text(event.name()));
-        self.rows.push(ConfigRow { position, kind: event.kind(), actor, name, previous });
+        self.rows.push(ConfigRow { position, kind: event.kind(), actor, name });
     }
 
-    fn note_newest(&mut self, key: RecordKey, position: u64) {
-        use std::collections::hash_map::Entry;
-        match self.newest.entry(key) {
-            Entry::Vacant(vacant) => {
-                self.unwritten.push(vacant.key().clone());
-                vacant.insert(NewestRow { position, written: false });
-            }
-            Entry::Occupied(mut occupied) => {
-                if occupied.get().written {
-                    self.unwritten.push(occupied.key().clone());
-                }
-                *occupied.get_mut() = NewestRow { position, written: false };
-            }
-        }
-    }
-
-    /// Each key's newest row of the batch into `proj_config_log_keys`.
-    fn write_newest(&mut self, tx: &Connection) -> Result<(), Error> {
-        let mut replace = tx.prepare_cached(
-            "INSERT OR REPLACE INTO proj_config_log_keys (kind, name, position) VALUES (?1, ?2, ?3)",
-        )?;
-        for key in self.unwritten.drain(..) {
-            let Some(newest) = self.newest.get_mut(&key) else { continue };
-            replace.execute(params![key.kind.as_str(), key.name, newest.position])?;
-            newest.written = true;
-        }
-        Ok(())
-    }
-
-    /// The row's five values, as the insert binds them.
-    fn values<'a>(&'a self, row: &'a ConfigRow) -> [rusqlite::types::ToSqlOutput<'a>; 5] {
+    /// The row's four values, as the insert binds them.
+    fn values<'a>(&'a self, row: &'a ConfigRow) -> [rusqlite::types::ToSqlOutput<'a>; 4] {
         use rusqlite::types::{ToSqlOutput, Value, ValueRef};
         [
             ToSqlOutput::Owned(Value::Integer(row.position as i64)),
             ToSqlOutput::Borrowed(ValueRef::Text(self.text[row.actor.clone()].as_bytes())),
             ToSqlOutput::Borrowed(ValueRef::Text(row.kind.as_str().as_bytes())),
             ToSqlOutput::Borrowed(ValueRef::Text(self.text[row.name.clone()].as_bytes())),
-            ToSqlOutput::Owned(row.previous.map_or(Value::Null, |p| Value::Integer(p as i64))),
         ]
     }
 
@@ -360,19 +304,36 @@ fn stamp_of(stored: &StoredEvent) -> Stamp {
 /// Call it after each append (the writer does) and at start-up; it is idempotent. The log is
 /// read once for both projections, each event decoded once.
 pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
-    catch_up_pass(conn, u64::MAX, &mut |_, _| {})
+    let (applied, rebuilt) = catch_up_pass(conn, u64::MAX, &mut |_, _| {})?;
+    if rebuilt {
+        create_indexes(conn)?;
+    }
+    Ok(applied)
 }
 
 /// [`catch_up`] at start-up, also handing `visit` every event after `visit_after` (decoded),
 /// in order, in the same pass: the state is folded from the events the projections read
 /// anyway. They come a batch at a time, once the batch is applied, and are `visit`'s to
-/// keep: it may fold them on another thread while the next batch is read.
+/// keep: it may fold them on another thread while the next batch is read. Makes sure the
+/// indexes a rebuild leaves to its end exist: a rebuild cut short by a crash resumes without
+/// knowing it was one.
 pub fn catch_up_visiting(
     conn: &mut Connection,
     visit_after: u64,
     visit: &mut dyn FnMut(Vec<StoredEvent>, Vec<Event>),
 ) -> Result<u64, Error> {
-    catch_up_pass(conn, visit_after, visit)
+    let (applied, _) = catch_up_pass(conn, visit_after, visit)?;
+    create_indexes(conn)?;
+    Ok(applied)
+}
+
+/// Every projection's [`Projection::index`], if missing.
+fn create_indexes(conn: &mut Connection) -> Result<(), Error> {
+    let tx = Savepoint::begin(conn)?;
+    Records::index(&tx)?;
+    ConfigLog::index(&tx)?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// [`catch_up`] for a writer holding the events it has just appended (`stored`, and each
@@ -397,20 +358,20 @@ pub fn catch_up_appended(
 }
 
 /// Catches up both projections, visiting the events after `visit_after`. Returns how many
-/// events were applied.
+/// events were applied and whether a projection was rebuilt from the first event.
 fn catch_up_pass(
     conn: &mut Connection,
     visit_after: u64,
     visit: &mut dyn FnMut(Vec<StoredEvent>, Vec<Event>),
-) -> Result<u64, Error> {
+) -> Result<(u64, bool), Error> {
     let mut cursors = Cursors::open(conn)?;
-    let batch_events =
-        if cursors.rebuilding() { REBUILD_BATCH_EVENTS } else { CATCH_UP_BATCH_EVENTS };
+    let rebuilding = cursors.rebuilding();
+    let batch_events = if rebuilding { REBUILD_BATCH_EVENTS } else { CATCH_UP_BATCH_EVENTS };
     let mut applied = 0;
     let mut from = cursors.position().min(visit_after);
     loop {
         let batch = eventlog::read_after(conn, from, batch_events)?;
-        let Some(last) = batch.last() else { return Ok(applied) };
+        let Some(last) = batch.last() else { return Ok((applied, rebuilding)) };
         let last_position = last.position;
         let mut events = batch
             .iter()
@@ -639,7 +600,10 @@ const CONFIG_LOG_COLUMNS: &str = "c.position, e.hlc_wall_ms, e.origin, c.actor, 
      e.kind, e.version, e.payload, b.position, b.kind, b.version, b.payload";
 const CONFIG_LOG_FROM: &str = "proj_config_log AS c
      JOIN events AS e ON e.position = c.position
-     LEFT JOIN events AS b ON b.position = c.previous";
+     LEFT JOIN events AS b ON b.position = (
+         SELECT p.position FROM proj_config_log AS p
+         WHERE p.kind = c.kind AND p.name = c.name AND p.position < c.position
+         ORDER BY p.position DESC LIMIT 1)";
 
 pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<ConfigLogEntry>, Error> {
     let mut statement = conn.prepare_cached(&format!(
