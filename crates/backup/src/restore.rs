@@ -105,8 +105,9 @@ pub fn stage_restore(
         Ok(Some(file))
     };
     let manifest = read_archive(reader, password, &mut check_manifest, &mut open_member, progress)?;
-    let report = rebuild_staged_database(staging_dir)?;
-    check_staged_database(&staging_dir.join(DATABASE_FILE), &manifest, &report)?;
+    let (log, report) = rebuild_staged_database(staging_dir)?;
+    check_staged_database(&log, &manifest, &report)?;
+    drop(log);
     sync_tree(staging_dir)?;
     staged.manifest = manifest;
     Ok(staged)
@@ -230,7 +231,9 @@ pub(crate) fn check_staging_space(staging_dir: &Path, manifest: &Manifest) -> Re
 /// the rebuilt one. Every chain is walked as its events are copied (the report): a broken
 /// one fails the rebuild. The member digests already matched, so a chain that does not
 /// verify means the archive was made from a damaged log or crafted; either way it is refused.
-fn rebuild_staged_database(staging_dir: &Path) -> Result<eventlog::VerifyReport, Error> {
+fn rebuild_staged_database(
+    staging_dir: &Path,
+) -> Result<(eventlog::EventLog, eventlog::VerifyReport), Error> {
     let staged = staging_dir.join(DATABASE_FILE);
     let archived = staging_dir.join(ARCHIVED_DATABASE_FILE);
     std::fs::rename(&staged, &archived)
@@ -244,7 +247,7 @@ fn rebuild_staged_database(staging_dir: &Path) -> Result<eventlog::VerifyReport,
         };
         Error::Corrupt { reason }
     });
-    let (_, report) = rebuilt?;
+    let rebuilt = rebuilt?;
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let path = PathBuf::from(format!("{}{suffix}", archived.display()));
         match std::fs::remove_file(&path) {
@@ -258,19 +261,17 @@ fn rebuild_staged_database(staging_dir: &Path) -> Result<eventlog::VerifyReport,
             }
         }
     }
-    Ok(report)
+    Ok(rebuilt)
 }
 
-/// Opens the staged database with eventlog and compares its identity, its heads and those
-/// its chains were walked to (`report`) with the manifest's.
+/// Compares the rebuilt log's identity, its heads and those its chains were walked to
+/// (`report`) with the manifest's.
 fn check_staged_database(
-    path: &Path,
+    log: &eventlog::EventLog,
     manifest: &Manifest,
     report: &eventlog::VerifyReport,
 ) -> Result<(), Error> {
     let corrupt = |reason: String| Error::Corrupt { reason };
-    let log = eventlog::EventLog::open(path)
-        .map_err(|error| corrupt(format!("the database in the backup does not open: {error}")))?;
     let expected = manifest.log_heads()?;
     if &expected != log.heads() || expected != report.heads {
         return Err(corrupt("the database's chain heads differ from the manifest's".to_owned()));

@@ -370,7 +370,7 @@ fn catch_up_pass(
     let mut applied = 0;
     let mut from = cursors.position().min(visit_after);
     loop {
-        let batch = eventlog::read_after(conn, from, batch_events)?;
+        let mut batch = eventlog::read_after(conn, from, batch_events)?;
         let Some(last) = batch.last() else { return Ok((applied, rebuilding)) };
         let last_position = last.position;
         let mut events = batch
@@ -379,7 +379,6 @@ fn catch_up_pass(
             .collect::<Result<Vec<_>, _>>()?;
         applied += cursors.apply_batch(conn, &batch, &events)?;
         if last_position > visit_after {
-            let mut batch = batch;
             let first_visited = batch.partition_point(|stored| stored.position <= visit_after);
             visit(batch.split_off(first_visited), events.split_off(first_visited));
         }
