@@ -183,7 +183,7 @@ pub struct PolicyService {
     /// One lock per conference being created, so concurrent first calls create it once.
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Credentials verified lately (see `policy_credentials`).
-    verified: Mutex<VerifiedCredentials>,
+    verified: VerifiedCredentials,
     /// Held while a password is checked (see `policy_credentials::check`).
     checking: tokio::sync::Mutex<()>,
     decisions: tokio::sync::Semaphore,
@@ -273,7 +273,7 @@ impl PolicyService {
             health: Health::default(),
             ports_in_flight: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
-            verified: Mutex::new(VerifiedCredentials::new()),
+            verified: VerifiedCredentials::new(),
             checking: tokio::sync::Mutex::new(()),
             decisions: tokio::sync::Semaphore::new(DECISIONS_IN_FLIGHT_MAX),
             readers,

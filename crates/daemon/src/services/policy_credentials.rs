@@ -27,9 +27,11 @@ pub struct VerifiedCredentials {
     /// `None` when the random source failed at start: nothing is remembered (every call is
     /// checked), rather than keying the entries with something guessable.
     /// The HMAC keyed once: each fingerprint clones it rather than hashing the key again.
+    /// Outside the lock: each call hashes its header, and the two listener threads would
+    /// otherwise take turns at it.
     key: Option<Hmac<Sha256>>,
     /// Fingerprint → wall-clock ms at which its password was verified.
-    verified_at_ms: HashMap<Fingerprint, u64>,
+    verified_at_ms: Mutex<HashMap<Fingerprint, u64>>,
 }
 
 impl VerifiedCredentials {
@@ -40,7 +42,7 @@ impl VerifiedCredentials {
             tracing::warn!(%error, "no randomness for the credential cache; every policy call checks its password");
         }
         let key = key.ok().and_then(|key| Hmac::<Sha256>::new_from_slice(&key).ok());
-        VerifiedCredentials { key, verified_at_ms: HashMap::new() }
+        VerifiedCredentials { key, verified_at_ms: Mutex::new(HashMap::new()) }
     }
 
     /// The fingerprint of `basic_credentials` checked against the account (`username`,
@@ -62,11 +64,12 @@ impl VerifiedCredentials {
 
     /// Whether `fingerprint` was verified less than [`CREDENTIALS_CACHED_MS`] before `now_ms`;
     /// an expired entry is forgotten.
-    pub fn contains(&mut self, fingerprint: &Fingerprint, now_ms: u64) -> bool {
-        match self.verified_at_ms.get(fingerprint) {
+    pub fn contains(&self, fingerprint: &Fingerprint, now_ms: u64) -> bool {
+        let mut verified_at_ms = lock(&self.verified_at_ms);
+        match verified_at_ms.get(fingerprint) {
             Some(&at_ms) if now_ms.saturating_sub(at_ms) < CREDENTIALS_CACHED_MS => true,
             Some(_) => {
-                self.verified_at_ms.remove(fingerprint);
+                verified_at_ms.remove(fingerprint);
                 false
             }
             None => false,
@@ -74,16 +77,17 @@ impl VerifiedCredentials {
     }
 
     /// Remembers `fingerprint` as verified at `now_ms`; when full, the oldest entry makes room.
-    pub fn insert(&mut self, fingerprint: Fingerprint, now_ms: u64) {
-        if self.verified_at_ms.len() >= CREDENTIALS_CACHED_MAX
-            && !self.verified_at_ms.contains_key(&fingerprint)
+    pub fn insert(&self, fingerprint: Fingerprint, now_ms: u64) {
+        let mut verified_at_ms = lock(&self.verified_at_ms);
+        if verified_at_ms.len() >= CREDENTIALS_CACHED_MAX
+            && !verified_at_ms.contains_key(&fingerprint)
         {
-            let oldest = self.verified_at_ms.iter().min_by_key(|(_, at_ms)| **at_ms);
+            let oldest = verified_at_ms.iter().min_by_key(|(_, at_ms)| **at_ms);
             if let Some((&oldest, _)) = oldest {
-                self.verified_at_ms.remove(&oldest);
+                verified_at_ms.remove(&oldest);
             }
         }
-        self.verified_at_ms.insert(fingerprint, now_ms);
+        verified_at_ms.insert(fingerprint, now_ms);
     }
 }
 
@@ -101,7 +105,7 @@ pub struct Account<'a> {
 /// whatever the name so timing does not tell whether the name is right. Only a success is
 /// remembered.
 pub async fn check<Verify, Checked, E>(
-    cache: &Mutex<VerifiedCredentials>,
+    cache: &VerifiedCredentials,
     checking: &tokio::sync::Mutex<()>,
     account: Account<'_>,
     basic_credentials: &str,
@@ -113,9 +117,9 @@ where
     Checked: Future<Output = Result<bool, E>>,
 {
     let encoded = basic_credentials.trim();
-    let fingerprint = lock(cache).fingerprint(encoded, account.username, account.password_hash);
+    let fingerprint = cache.fingerprint(encoded, account.username, account.password_hash);
     if let Some(fingerprint) = &fingerprint
-        && lock(cache).contains(fingerprint, now_ms)
+        && cache.contains(fingerprint, now_ms)
     {
         return Ok(true);
     }
@@ -130,7 +134,7 @@ where
                 .await
                 .ok();
         if let Some(fingerprint) = &fingerprint
-            && lock(cache).contains(fingerprint, now_ms)
+            && cache.contains(fingerprint, now_ms)
         {
             return Ok(true);
         }
@@ -144,7 +148,7 @@ where
         };
         let good = verify_password(password).await? && user == account.username;
         if good && let Some(fingerprint) = fingerprint {
-            lock(cache).insert(fingerprint, now_ms);
+            cache.insert(fingerprint, now_ms);
         }
         Ok(good)
     })
@@ -168,7 +172,7 @@ mod tests {
     /// Checks `header` against the account `policy` / `hash` at `now_ms`, the password being
     /// `secret`; counts the password checks made.
     fn check_at(
-        cache: &Mutex<VerifiedCredentials>,
+        cache: &VerifiedCredentials,
         hash: &str,
         header: &str,
         now_ms: u64,
@@ -187,7 +191,7 @@ mod tests {
 
     #[test]
     fn an_expired_entry_has_its_password_checked_again() {
-        let cache = Mutex::new(VerifiedCredentials::new());
+        let cache = VerifiedCredentials::new();
         let checks = std::cell::Cell::new(0);
         assert!(check_at(&cache, "h", HEADER, T0_MS, &checks));
         assert!(check_at(&cache, "h", HEADER, T0_MS + CREDENTIALS_CACHED_MS - 1, &checks));
@@ -198,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_changed_account_has_its_password_checked_again_and_wrong_ones_are_not_kept() {
-        let cache = Mutex::new(VerifiedCredentials::new());
+        let cache = VerifiedCredentials::new();
         let checks = std::cell::Cell::new(0);
         assert!(check_at(&cache, "h", HEADER, T0_MS, &checks));
         assert!(check_at(&cache, "h2", HEADER, T0_MS + 1, &checks));
@@ -212,7 +216,7 @@ mod tests {
 
     #[test]
     fn an_entry_is_trusted_until_its_time_limit_then_checked_again() {
-        let mut cache = VerifiedCredentials::new();
+        let cache = VerifiedCredentials::new();
         let fingerprint = cache.fingerprint(HEADER, "policy", "$argon2id$a").unwrap();
         cache.insert(fingerprint, T0_MS);
         assert!(cache.contains(&fingerprint, T0_MS + CREDENTIALS_CACHED_MS - 1));
@@ -225,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_changed_account_matches_no_entry() {
-        let mut cache = VerifiedCredentials::new();
+        let cache = VerifiedCredentials::new();
         let fingerprint = cache.fingerprint(HEADER, "policy", "$argon2id$a").unwrap();
         cache.insert(fingerprint, T0_MS);
         let new_password = cache.fingerprint(HEADER, "policy", "$argon2id$b").unwrap();
@@ -249,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_its_oldest_entry() {
-        let mut cache = VerifiedCredentials::new();
+        let cache = VerifiedCredentials::new();
         let fingerprints: Vec<Fingerprint> = (0..=CREDENTIALS_CACHED_MAX)
             .map(|n| cache.fingerprint(&format!("header{n}"), "policy", "h").unwrap())
             .collect();
