@@ -46,10 +46,6 @@ trait Projection {
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error>;
-    /// Creates the indexes `reset` left out, if missing, once the projection is caught up.
-    fn index(_tx: &Connection) -> Result<(), Error> {
-        Ok(())
-    }
     /// Writes what `apply` kept back, at the end of each batch (before its checkpoint).
     fn flush(_tx: &Connection, _memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
         Ok(())
@@ -159,42 +155,44 @@ struct RecordRow {
 }
 
 /// Every change in arrival order, for the Configuration Log and record history. A row is the
-/// change's key and actor, indexed for the log's filters; its time, origin and the records
-/// before and after it are read from the events at query time (redacted then), so the
-/// projection is a small index over the log rather than a second, larger copy of it: stored
-/// as JSON it was larger than the events and most of a restore's rebuild.
+/// change's key and actor, and the position of the same key's previous row (the record
+/// before); its time, origin and the records before and after it are read from the events at
+/// query time (redacted then), so the projection is a small index over the log rather than a
+/// second, larger copy of it: stored as JSON it was larger than the events and most of a
+/// restore's rebuild. The log's filters are checked on a scan by position, newest first
+/// (their `?n IS NULL OR` form uses no index), so the table has no index of its own.
+///
+/// The previous row is found as the rows are written, from `proj_config_log_keys` (each key's
+/// newest row, one row per key): an index on (kind, name, position) found it at query time,
+/// but building it was 13% of a restore of 10^6 events (0.65 s to sort their keys).
 struct ConfigLog;
 
 impl Projection for ConfigLog {
     const NAME: &'static str = "config_log";
     /// 2: no copies of the records (see above).
-    const VERSION: u32 = 2;
+    /// 3: each row holds its key's previous row; no index.
+    const VERSION: u32 = 3;
     /// The batch's rows, written together at its end.
     type Memo = ConfigRows;
 
+    /// Dropping the table drops the indexes of earlier versions with it.
     fn reset(tx: &Connection) -> Result<(), Error> {
         tx.execute_batch(
             "DROP TABLE IF EXISTS proj_config_log;
+             DROP TABLE IF EXISTS proj_config_log_keys;
              CREATE TABLE proj_config_log (
                  position INTEGER PRIMARY KEY,   -- the event's, in `events`
                  actor TEXT NOT NULL,
                  kind TEXT NOT NULL,
-                 name TEXT NOT NULL
-             );",
-        )?;
-        Ok(())
-    }
-
-    /// Built once the rows are in: sorting a million keys once is cheaper than inserting
-    /// them one by one, and a catch-up that stopped half way builds it at its next start. It
-    /// finds a change's previous one (the record before). The log's filters are checked on a
-    /// scan by position, newest first (their `?n IS NULL OR` form uses no index), so the index
-    /// by actor of earlier versions cost every append and a quarter of a restore for no read:
-    /// dropped where it exists.
-    fn index(tx: &Connection) -> Result<(), Error> {
-        tx.execute_batch(
-            "CREATE INDEX IF NOT EXISTS proj_config_log_record ON proj_config_log (kind, name, position);
-             DROP INDEX IF EXISTS proj_config_log_actor;",
+                 name TEXT NOT NULL,
+                 previous INTEGER                -- the same key's previous row; NULL for its first
+             );
+             CREATE TABLE proj_config_log_keys (
+                 kind TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 position INTEGER NOT NULL,      -- of the key's newest row
+                 PRIMARY KEY (kind, name)
+             ) WITHOUT ROWID;",
         )?;
         Ok(())
     }
@@ -205,13 +203,28 @@ impl Projection for ConfigLog {
         stored: &StoredEvent,
         event: &Event,
     ) -> Result<(), Error> {
-        memo.rows.push(stored.position, &stored.actor, event);
+        let rows = &mut memo.rows;
+        let key = event.key();
+        let previous = match rows.newest.get(&key) {
+            Some(newest) => Previous::Row(newest.position),
+            // A rebuild's memo has met every row the table holds, until it is trimmed.
+            None if memo.rebuilding && !rows.trimmed => Previous::First,
+            None => Previous::Unknown,
+        };
+        rows.push(stored.position, &stored.actor, event, previous);
+        rows.note_newest(key, stored.position);
         Ok(())
     }
 
     /// The batch's rows, [`CONFIG_ROWS_PER_INSERT`] to a statement: one row per statement was
-    /// 15% of a restore's time.
+    /// 15% of a restore's time. The previous rows the catch-up did not meet are looked up
+    /// first, [`CONFIG_KEYS_PER_STATEMENT`] keys to a statement (one statement per key cost a
+    /// replica's catch-up of 20,000 new records a quarter of its time), but a row written
+    /// alone (a command's) looks its up as it is inserted. Each key's newest row is written
+    /// last, as many to a statement.
     fn flush(tx: &Connection, memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
+        let in_chunks = memo.rows.rows.len() / CONFIG_ROWS_PER_INSERT * CONFIG_ROWS_PER_INSERT;
+        memo.rows.look_up_previous(tx, in_chunks)?;
         let rows = &memo.rows;
         let mut chunks = rows.rows.chunks_exact(CONFIG_ROWS_PER_INSERT);
         // A command's batch has a row or two: it does not look up the long statement.
@@ -223,32 +236,119 @@ impl Projection for ConfigLog {
                 ))?;
             }
         }
-        let mut insert_one = tx.prepare_cached(
-            "INSERT INTO proj_config_log (position, actor, kind, name) VALUES (?1, ?2, ?3, ?4)",
-        )?;
         for row in chunks.remainder() {
-            insert_one.execute(rusqlite::params_from_iter(rows.values(row)))?;
+            let mut insert_one = tx.prepare_cached(match row.previous {
+                Previous::Unknown => {
+                    "INSERT INTO proj_config_log (position, actor, kind, name, previous)
+                     VALUES (?1, ?2, ?3, ?4, (SELECT position FROM proj_config_log_keys
+                                              WHERE kind = ?3 AND name = ?4))"
+                }
+                _ => {
+                    "INSERT INTO proj_config_log (position, actor, kind, name, previous)
+                     VALUES (?1, ?2, ?3, ?4, ?5)"
+                }
+            })?;
+            let values = rows.values(row);
+            let bound = if let Previous::Unknown = row.previous { 4 } else { values.len() };
+            insert_one.execute(rusqlite::params_from_iter(values.into_iter().take(bound)))?;
         }
+        memo.rows.write_newest(tx)?;
         memo.rows.clear();
         Ok(())
     }
 }
 
+/// Keys looked up, or written, by one statement of `proj_config_log_keys`.
+const CONFIG_KEYS_PER_STATEMENT: usize = 64;
+
+/// Keys whose newest row a catch-up keeps in memory at most: past it the memory is emptied
+/// (every key in it is written by then) and keys are looked up again, so a rebuild over a
+/// history of many records stays within bounds.
+#[cfg(not(test))]
+const CONFIG_KEYS_KEPT_MAX: usize = 100_000;
+/// Small in tests, so a rebuild of a few batches empties its memory of keys.
+#[cfg(test)]
+const CONFIG_KEYS_KEPT_MAX: usize = 100;
+
+/// A statement over `n` keys of `proj_config_log_keys`: `head` then `n` times `each`.
+fn keys_statement(head: &str, each: &str, n: usize) -> String {
+    format!("{head} {}", vec![each; n].join(", "))
+}
+
+/// The newest row of up to [`CONFIG_KEYS_PER_STATEMENT`] keys at once (a key given twice is
+/// harmless: a shorter list is padded with its last key, so two statements serve all).
+static KEYS_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let head =
+        "SELECT kind, name, position FROM proj_config_log_keys WHERE (kind, name) IN (VALUES";
+    format!("{})", keys_statement(head, "(?, ?)", CONFIG_KEYS_PER_STATEMENT))
+});
+
+/// A key's row is updated where it is, not deleted and inserted again as a replace does.
+const KEYS_UPSERT: &str = "ON CONFLICT (kind, name) DO UPDATE SET position = excluded.position";
+
+/// Writes the newest row of [`CONFIG_KEYS_PER_STATEMENT`] keys (padded as [`KEYS_SELECT`]).
+static KEYS_REPLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let head = "INSERT INTO proj_config_log_keys (kind, name, position) VALUES";
+    let rows = keys_statement(head, "(?, ?, ?)", CONFIG_KEYS_PER_STATEMENT);
+    format!("{rows} {KEYS_UPSERT}")
+});
+
+/// A shorter last chunk of keys is padded to [`CONFIG_KEYS_PER_STATEMENT`] from this many on;
+/// below it each key has a statement of its own (padding a group commit's key or two to 64
+/// cost the write path 8% of its changes per second).
+const CONFIG_KEYS_PADDED_MIN: usize = 16;
+
+/// `keys` in statements of [`CONFIG_KEYS_PER_STATEMENT`], a last shorter chunk padded with its
+/// last key; fewer than [`CONFIG_KEYS_PADDED_MIN`] left go one by one (`single`).
+fn for_key_chunks<'k, T>(
+    keys: &'k [T],
+    mut each: impl FnMut(&[&'k T], bool) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for chunk in keys.chunks(CONFIG_KEYS_PER_STATEMENT) {
+        if chunk.len() < CONFIG_KEYS_PADDED_MIN {
+            return chunk.iter().try_for_each(|key| each(&[key], true));
+        }
+        let mut padded: Vec<&T> = chunk.iter().collect();
+        let last = padded[padded.len() - 1];
+        padded.resize(CONFIG_KEYS_PER_STATEMENT, last);
+        each(&padded, false)?;
+    }
+    Ok(())
+}
+
 /// Rows of the Configuration Log written by one statement.
 const CONFIG_ROWS_PER_INSERT: usize = 64;
 
-/// `INSERT ... VALUES (?, ?, ?, ?), ...` for [`CONFIG_ROWS_PER_INSERT`] rows.
+/// `INSERT ... VALUES (?, ?, ?, ?, ?), ...` for [`CONFIG_ROWS_PER_INSERT`] rows.
 static CONFIG_ROWS_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let values = vec!["(?, ?, ?, ?)"; CONFIG_ROWS_PER_INSERT].join(", ");
-    format!("INSERT INTO proj_config_log (position, actor, kind, name) VALUES {values}")
+    let values = vec!["(?, ?, ?, ?, ?)"; CONFIG_ROWS_PER_INSERT].join(", ");
+    format!("INSERT INTO proj_config_log (position, actor, kind, name, previous) VALUES {values}")
 });
 
 /// The Configuration Log's rows of a batch, kept until its end: their text in one buffer, so
-/// a row costs no allocation of its own.
+/// a row costs no allocation of its own. Also each key's newest row met in the catch-up (at
+/// most [`CONFIG_KEYS_KEPT_MAX`]), so a key's previous row is looked up at most once.
 #[derive(Default)]
 struct ConfigRows {
     rows: Vec<ConfigRow>,
     text: String,
+    newest: HashMap<RecordKey, NewestRow>,
+    /// The keys whose newest row is not yet in `proj_config_log_keys`, each once.
+    unwritten: Vec<RecordKey>,
+    /// The batch's rows whose previous row is [`Previous::Unknown`], by index in `rows`.
+    unknown: Vec<usize>,
+    /// Whether `newest` was emptied during this catch-up (it then misses some keys).
+    trimmed: bool,
+}
+
+/// A row's previous row, as far as the catch-up knows when it meets the row.
+#[derive(Clone, Copy)]
+enum Previous {
+    Row(u64),
+    /// The key's first row.
+    First,
+    /// To be looked up at the batch's end, in `proj_config_log_keys`.
+    Unknown,
 }
 
 /// A row of the Configuration Log; its actor and name are ranges of [`ConfigRows::text`].
@@ -257,33 +357,138 @@ struct ConfigRow {
     kind: RecordKind,
     actor: std::ops::Range<usize>,
     name: std::ops::Range<usize>,
+    previous: Previous,
+}
+
+struct NewestRow {
+    position: u64,
+    written: bool,
 }
 
 impl ConfigRows {
-    fn push(&mut self, position: u64, actor: &str, event: &Event) {
+    fn push(&mut self, position: u64, actor: &str, event: &Event, previous: Previous) {
         let mut text = |value: &str| {
             let start = self.text.len();
             self.text.push_str(value);
             start..self.text.len()
         };
         let (actor, name) = (text(actor), text(event.name()));
-        self.rows.push(ConfigRow { position, kind: event.kind(), actor, name });
+        if let Previous::Unknown = previous {
+            self.unknown.push(self.rows.len());
+        }
+        self.rows.push(ConfigRow { position, kind: event.kind(), actor, name, previous });
     }
 
-    /// The row's four values, as the insert binds them.
-    fn values<'a>(&'a self, row: &'a ConfigRow) -> [rusqlite::types::ToSqlOutput<'a>; 4] {
+    fn note_newest(&mut self, key: RecordKey, position: u64) {
+        use std::collections::hash_map::Entry;
+        match self.newest.entry(key) {
+            Entry::Vacant(vacant) => {
+                self.unwritten.push(vacant.key().clone());
+                vacant.insert(NewestRow { position, written: false });
+            }
+            Entry::Occupied(mut occupied) => {
+                if occupied.get().written {
+                    self.unwritten.push(occupied.key().clone());
+                }
+                *occupied.get_mut() = NewestRow { position, written: false };
+            }
+        }
+    }
+
+    /// The previous row of each of the first `rows` rows that has [`Previous::Unknown`], from
+    /// the newest rows written before this batch. Each such row is its key's first of the
+    /// batch (the others found it in `newest`).
+    fn look_up_previous(&mut self, tx: &Connection, rows: usize) -> Result<(), Error> {
+        let mut found: HashMap<(String, String), u64> = HashMap::new();
+        let unknown_in = self.unknown.partition_point(|&index| index < rows);
+        let unknown = &self.unknown[..unknown_in];
+        let rows = &self.rows;
+        for_key_chunks(unknown, |chunk, single| {
+            let mut select = if single {
+                tx.prepare_cached(
+                    "SELECT kind, name, position FROM proj_config_log_keys WHERE (kind, name) IN (VALUES (?, ?))",
+                )?
+            } else {
+                tx.prepare_cached(&KEYS_SELECT)?
+            };
+            let keys = chunk.iter().flat_map(|&&index| {
+                let row = &rows[index];
+                [row.kind.as_str(), &self.text[row.name.clone()]]
+            });
+            let mut answers = select.query(rusqlite::params_from_iter(keys))?;
+            while let Some(answer) = answers.next()? {
+                found.insert((answer.get(0)?, answer.get(1)?), answer.get(2)?);
+            }
+            Ok(())
+        })?;
+        for index in self.unknown.drain(..unknown_in) {
+            let row = &mut self.rows[index];
+            let key = (row.kind.as_str().to_owned(), self.text[row.name.clone()].to_owned());
+            row.previous =
+                found.get(&key).map_or(Previous::First, |&position| Previous::Row(position));
+        }
+        Ok(())
+    }
+
+    /// Each key's newest row of the batch into `proj_config_log_keys`; then, past
+    /// [`CONFIG_KEYS_KEPT_MAX`] keys, forgets them all (each is in the table now).
+    fn write_newest(&mut self, tx: &Connection) -> Result<(), Error> {
+        let newest = &self.newest;
+        let unwritten: Vec<(&RecordKey, u64)> = self
+            .unwritten
+            .iter()
+            .filter_map(|key| newest.get(key).map(|row| (key, row.position)))
+            .collect();
+        for_key_chunks(&unwritten, |chunk, single| {
+            let mut replace = if single {
+                let statement = "INSERT INTO proj_config_log_keys (kind, name, position)
+                                 VALUES (?, ?, ?)";
+                tx.prepare_cached(&format!("{statement} {KEYS_UPSERT}"))?
+            } else {
+                tx.prepare_cached(&KEYS_REPLACE)?
+            };
+            let values = chunk.iter().flat_map(|(key, position)| {
+                use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+                [
+                    ToSqlOutput::Borrowed(ValueRef::Text(key.kind.as_str().as_bytes())),
+                    ToSqlOutput::Borrowed(ValueRef::Text(key.name.as_bytes())),
+                    ToSqlOutput::Owned(Value::Integer(*position as i64)),
+                ]
+            });
+            replace.execute(rusqlite::params_from_iter(values))?;
+            Ok(())
+        })?;
+        for key in self.unwritten.drain(..) {
+            if let Some(newest) = self.newest.get_mut(&key) {
+                newest.written = true;
+            }
+        }
+        if self.newest.len() > CONFIG_KEYS_KEPT_MAX {
+            self.newest = HashMap::new();
+            self.trimmed = true;
+        }
+        Ok(())
+    }
+
+    /// The row's five values, as the insert binds them.
+    fn values<'a>(&'a self, row: &'a ConfigRow) -> [rusqlite::types::ToSqlOutput<'a>; 5] {
         use rusqlite::types::{ToSqlOutput, Value, ValueRef};
         [
             ToSqlOutput::Owned(Value::Integer(row.position as i64)),
             ToSqlOutput::Borrowed(ValueRef::Text(self.text[row.actor.clone()].as_bytes())),
             ToSqlOutput::Borrowed(ValueRef::Text(row.kind.as_str().as_bytes())),
             ToSqlOutput::Borrowed(ValueRef::Text(self.text[row.name.clone()].as_bytes())),
+            ToSqlOutput::Owned(match row.previous {
+                Previous::Row(position) => Value::Integer(position as i64),
+                Previous::First | Previous::Unknown => Value::Null,
+            }),
         ]
     }
 
     fn clear(&mut self) {
         self.rows.clear();
         self.text.clear();
+        self.unknown.clear();
     }
 }
 
@@ -304,36 +509,19 @@ fn stamp_of(stored: &StoredEvent) -> Stamp {
 /// Call it after each append (the writer does) and at start-up; it is idempotent. The log is
 /// read once for both projections, each event decoded once.
 pub fn catch_up(conn: &mut Connection) -> Result<u64, Error> {
-    let (applied, rebuilt) = catch_up_pass(conn, u64::MAX, &mut |_, _| {})?;
-    if rebuilt {
-        create_indexes(conn)?;
-    }
-    Ok(applied)
+    catch_up_pass(conn, u64::MAX, &mut |_, _| {})
 }
 
 /// [`catch_up`] at start-up, also handing `visit` every event after `visit_after` (decoded),
 /// in order, in the same pass: the state is folded from the events the projections read
 /// anyway. They come a batch at a time, once the batch is applied, and are `visit`'s to
-/// keep: it may fold them on another thread while the next batch is read. Makes sure the
-/// indexes a rebuild leaves to its end exist: a rebuild cut short by a crash resumes without
-/// knowing it was one.
+/// keep: it may fold them on another thread while the next batch is read.
 pub fn catch_up_visiting(
     conn: &mut Connection,
     visit_after: u64,
     visit: &mut dyn FnMut(Vec<StoredEvent>, Vec<Event>),
 ) -> Result<u64, Error> {
-    let (applied, _) = catch_up_pass(conn, visit_after, visit)?;
-    create_indexes(conn)?;
-    Ok(applied)
-}
-
-/// Every projection's [`Projection::index`], if missing.
-fn create_indexes(conn: &mut Connection) -> Result<(), Error> {
-    let tx = Savepoint::begin(conn)?;
-    Records::index(&tx)?;
-    ConfigLog::index(&tx)?;
-    tx.commit()?;
-    Ok(())
+    catch_up_pass(conn, visit_after, visit)
 }
 
 /// [`catch_up`] for a writer holding the events it has just appended (`stored`, and each
@@ -358,20 +546,20 @@ pub fn catch_up_appended(
 }
 
 /// Catches up both projections, visiting the events after `visit_after`. Returns how many
-/// events were applied and whether a projection was rebuilt from the first event.
+/// events were applied.
 fn catch_up_pass(
     conn: &mut Connection,
     visit_after: u64,
     visit: &mut dyn FnMut(Vec<StoredEvent>, Vec<Event>),
-) -> Result<(u64, bool), Error> {
+) -> Result<u64, Error> {
     let mut cursors = Cursors::open(conn)?;
-    let rebuilding = cursors.rebuilding();
-    let batch_events = if rebuilding { REBUILD_BATCH_EVENTS } else { CATCH_UP_BATCH_EVENTS };
+    let batch_events =
+        if cursors.rebuilding() { REBUILD_BATCH_EVENTS } else { CATCH_UP_BATCH_EVENTS };
     let mut applied = 0;
     let mut from = cursors.position().min(visit_after);
     loop {
         let mut batch = eventlog::read_after(conn, from, batch_events)?;
-        let Some(last) = batch.last() else { return Ok((applied, rebuilding)) };
+        let Some(last) = batch.last() else { return Ok(applied) };
         let last_position = last.position;
         let mut events = batch
             .iter()
@@ -599,10 +787,7 @@ const CONFIG_LOG_COLUMNS: &str = "c.position, e.hlc_wall_ms, e.origin, c.actor, 
      e.kind, e.version, e.payload, b.position, b.kind, b.version, b.payload";
 const CONFIG_LOG_FROM: &str = "proj_config_log AS c
      JOIN events AS e ON e.position = c.position
-     LEFT JOIN events AS b ON b.position = (
-         SELECT p.position FROM proj_config_log AS p
-         WHERE p.kind = c.kind AND p.name = c.name AND p.position < c.position
-         ORDER BY p.position DESC LIMIT 1)";
+     LEFT JOIN events AS b ON b.position = c.previous";
 
 pub fn config_log(conn: &Connection, query: &ConfigLogQuery) -> Result<Vec<ConfigLogEntry>, Error> {
     let mut statement = conn.prepare_cached(&format!(

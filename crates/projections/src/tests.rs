@@ -220,7 +220,7 @@ fn a_changed_version_rebuilds_the_projection() {
 // Goal: a rebuild from empty spans several batches without looking up any row (its memo is
 // complete) and ends as catching up as the log grows does: the newest write per record wins
 // across batch boundaries, a late older event loses, and each change's "before" is the
-// previous change's "after" even when that change was in an earlier batch.
+// previous change's "after" even when that change was in an earlier batch or catch-up.
 #[test]
 fn a_rebuild_across_batches_matches_catching_up_as_the_log_grows() {
     const APPEND_EVENTS: usize = 1_000;
@@ -245,6 +245,10 @@ fn a_rebuild_across_batches_matches_catching_up_as_the_log_grows() {
         }
         log.append_remote(late.clone()).unwrap();
         catch_up(log.connection_mut()).unwrap();
+        // A later catch-up starts with an empty memo: it finds the key's previous row in
+        // the table the rebuild left, which must name the newest of all its batches.
+        log.append(&[write(writes)]).unwrap();
+        catch_up(log.connection_mut()).unwrap();
         logs.push(log);
     }
     let [rebuilt, stepwise] = &logs[..] else { panic!("two logs") };
@@ -252,44 +256,102 @@ fn a_rebuild_across_batches_matches_catching_up_as_the_log_grows() {
     let Some(Record::Bridge(bridge)) = get(rebuilt.connection(), &key).unwrap() else {
         panic!("bridge missing")
     };
-    let newest = 10 + ((writes - 1) % CAPACITIES) as u32;
+    let newest = 10 + (writes % CAPACITIES) as u32;
     assert_eq!(bridge.capacity_ports, newest, "the newest write stays");
     assert_eq!(render(rebuilt.connection()), render(stepwise.connection()));
 }
 
-// Goal: the Configuration Log's indexes, which a rebuild builds only at its end, are there
-// after the next start even when a crash cut the rebuild short; the writer's catch-ups do not
-// look for them.
+/// The bridge `b<n>` saved with `capacity` ports.
+fn bridge_named(n: usize, capacity: u32) -> Event {
+    let fields = serde_json::json!({"name": format!("b{n}"), "bridge_type": "mcu",
+                                    "address": "127.0.0.1", "username": "u",
+                                    "capacity_ports": capacity});
+    Event::Saved(Record::from_json(RecordKind::Bridge, fields).unwrap())
+}
+
+// Goal: each change's record before it (its key's previous row) is right however the
+// catch-up found it: a catch-up meeting 270 records it has not met looks them up in chunks
+// (full, padded, and the last 14 one by one), a lone change looks up one key, and a rebuild past one batch with
+// more keys than it keeps in memory (`CONFIG_KEYS_KEPT_MAX`, 100 in tests) empties its
+// memory and looks them up again. Checked against the capacity each change replaced.
 #[test]
-fn a_start_builds_the_indexes_a_cut_short_rebuild_left_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = EventLog::open(&dir.path().join("log.db")).unwrap();
-    log.append(&[new_event(1_000, 0, "alice", &bridge(10))]).unwrap();
-    catch_up(log.connection_mut()).unwrap();
-    let indexes = |log: &EventLog| -> Vec<String> {
-        let conn = log.connection();
-        let mut statement = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'proj_config_log' ORDER BY name")
-            .unwrap();
-        statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+fn every_change_shows_the_record_it_replaced_however_its_previous_row_was_found() {
+    const KEYS: usize = 270;
+    const APPEND_EVENTS: usize = 997;
+    let writes = REBUILD_BATCH_EVENTS + 500;
+    let capacity = |index: usize| 10 + (index / KEYS) as u32;
+    let write = |index: usize| {
+        new_event(2_000 + index as u64, 0, "alice", &bridge_named(index % KEYS, capacity(index)))
     };
-    let built = indexes(&log);
-    assert_eq!(built, ["proj_config_log_record"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut logs = Vec::new();
+    for (name, each_append) in [("rebuilt.db", false), ("stepwise.db", true)] {
+        let mut log = EventLog::open(&dir.path().join(name)).unwrap();
+        for first in (0..writes).step_by(APPEND_EVENTS) {
+            let events: Vec<_> = (first..(first + APPEND_EVENTS).min(writes)).map(write).collect();
+            log.append(&events).unwrap();
+            if each_append {
+                catch_up(log.connection_mut()).unwrap();
+            }
+        }
+        catch_up(log.connection_mut()).unwrap();
+        log.append(&[write(writes)]).unwrap();
+        catch_up(log.connection_mut()).unwrap();
+        logs.push(log);
+    }
+    for log in &logs {
+        let query = ConfigLogQuery { limit: LOG_PAGE_MAX, ..Default::default() };
+        let entries = config_log(log.connection(), &query).unwrap();
+        assert_eq!(entries.len(), LOG_PAGE_MAX);
+        for entry in entries {
+            let index = usize::try_from(entry.position).unwrap() - 1;
+            let ports =
+                |value: Option<serde_json::Value>| value.map(|v| v["capacity_ports"].clone());
+            assert_eq!(entry.name, format!("b{}", index % KEYS));
+            assert_eq!(ports(entry.after), Some(serde_json::json!(capacity(index))));
+            let replaced =
+                index.checked_sub(KEYS).map(|before| serde_json::json!(capacity(before)));
+            assert_eq!(ports(entry.before), replaced, "change at {}", entry.position);
+        }
+    }
+    assert_eq!(render(logs[0].connection()), render(logs[1].connection()));
+}
 
-    // As a crash between the rebuild's last batch and its indexes leaves it.
-    log.connection().execute_batch("DROP INDEX proj_config_log_record;").unwrap();
-    log.append(&[new_event(2_000, 0, "alice", &bridge(20))]).unwrap();
+// Goal: a log whose Configuration Log was written by the version before (no previous row in
+// its rows, an index to find it instead) shows the same history after the next catch-up,
+// which rebuilds it, and the old index is gone with the old table.
+#[test]
+fn the_configuration_log_of_the_previous_version_is_rebuilt_with_the_same_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/conference_chain.events");
+    let mut log = log_from(dir.path(), &std::fs::read_to_string(data).unwrap());
     catch_up(log.connection_mut()).unwrap();
-    assert!(indexes(&log).is_empty(), "the writer's catch-up stays off the schema");
-    catch_up_visiting(log.connection_mut(), u64::MAX, &mut |_, _| {}).unwrap();
-    assert_eq!(indexes(&log), built);
+    let before = render(log.connection());
+    assert!(before.contains("before={"), "the history shows records before a change");
 
-    // The index by actor of earlier versions, which no query read, is gone after a start.
+    // As version 2 left it.
     log.connection()
-        .execute_batch("CREATE INDEX proj_config_log_actor ON proj_config_log (actor, position);")
+        .execute_batch(
+            "DROP TABLE proj_config_log; DROP TABLE proj_config_log_keys;
+             CREATE TABLE proj_config_log (position INTEGER PRIMARY KEY, actor TEXT NOT NULL,
+                 kind TEXT NOT NULL, name TEXT NOT NULL);
+             INSERT INTO proj_config_log SELECT position, actor, kind, '' FROM events;
+             CREATE INDEX proj_config_log_record ON proj_config_log (kind, name, position);
+             UPDATE proj_checkpoints SET version = 2 WHERE name = 'config_log';",
+        )
         .unwrap();
-    catch_up_visiting(log.connection_mut(), u64::MAX, &mut |_, _| {}).unwrap();
-    assert_eq!(indexes(&log), built);
+    let last = log.last_position();
+    assert_eq!(catch_up(log.connection_mut()).unwrap(), last, "only the log was rebuilt");
+    assert_eq!(render(log.connection()), before);
+    let indexes: i64 = log
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'proj_config_log'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0);
 }
 
 /// Appends `events` with stamps from `at_ms`; returns them as stored and as given.

@@ -185,7 +185,7 @@ impl Store {
             fold::catch_up_folding(&mut log, fold)?;
         report.projection_events_applied = applied;
         report.events_replayed = replayed;
-        // After the start-up catch-up, which may have built indexes over the whole history.
+        // For the writer's group commits from here on (see the method).
         log.set_temporary_files_in_memory()?;
         let clock = HybridClock::new(log.max_hlc()?);
         let cluster_id = log.cluster_id()?;
