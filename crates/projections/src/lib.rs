@@ -219,9 +219,9 @@ impl Projection for ConfigLog {
     /// The batch's rows, [`CONFIG_ROWS_PER_INSERT`] to a statement: one row per statement was
     /// 15% of a restore's time. The previous rows the catch-up did not meet are looked up
     /// first, [`CONFIG_KEYS_PER_STATEMENT`] keys to a statement (one statement per key cost a
-    /// replica's catch-up of 20,000 new records a quarter of its time), but a row written
-    /// alone (a command's) looks its up as it is inserted. Each key's newest row is written
-    /// last, as many to a statement.
+    /// replica's catch-up of 20,000 new records a quarter of its time), but a row inserted on
+    /// its own (a command's, or one of the last 63 of a batch) looks its up in its insert.
+    /// Each key's newest row is written last, as many to a statement.
     fn flush(tx: &Connection, memo: &mut Memo<Self::Memo>) -> Result<(), Error> {
         let in_chunks = memo.rows.rows.len() / CONFIG_ROWS_PER_INSERT * CONFIG_ROWS_PER_INSERT;
         memo.rows.look_up_previous(tx, in_chunks)?;
@@ -285,6 +285,13 @@ static KEYS_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// A key's row is updated where it is, not deleted and inserted again as a replace does.
 const KEYS_UPSERT: &str = "ON CONFLICT (kind, name) DO UPDATE SET position = excluded.position";
+
+/// Writes the newest row of one key.
+static KEY_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO proj_config_log_keys (kind, name, position) VALUES (?, ?, ?) {KEYS_UPSERT}"
+    )
+});
 
 /// Writes the newest row of [`CONFIG_KEYS_PER_STATEMENT`] keys (padded as [`KEYS_SELECT`]).
 static KEYS_REPLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -441,9 +448,7 @@ impl ConfigRows {
             .collect();
         for_key_chunks(&unwritten, |chunk, single| {
             let mut replace = if single {
-                let statement = "INSERT INTO proj_config_log_keys (kind, name, position)
-                                 VALUES (?, ?, ?)";
-                tx.prepare_cached(&format!("{statement} {KEYS_UPSERT}"))?
+                tx.prepare_cached(&KEY_UPSERT)?
             } else {
                 tx.prepare_cached(&KEYS_REPLACE)?
             };

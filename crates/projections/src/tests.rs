@@ -271,7 +271,7 @@ fn bridge_named(n: usize, capacity: u32) -> Event {
 
 // Goal: each change's record before it (its key's previous row) is right however the
 // catch-up found it: a catch-up meeting 270 records it has not met looks them up in chunks
-// (full, padded, and the last 14 one by one), a lone change looks up one key, and a rebuild past one batch with
+// (full ones, and the last 14 one by one), a lone change looks up one key, and a rebuild past one batch with
 // more keys than it keeps in memory (`CONFIG_KEYS_KEPT_MAX`, 100 in tests) empties its
 // memory and looks them up again. Checked against the capacity each change replaced.
 #[test]
@@ -412,4 +412,172 @@ fn handing_over_appended_events_matches_catching_up_from_the_log() {
     assert_eq!(bridge.capacity_ports, 40, "the newest write stays");
     assert_eq!(render(handed.connection()), render(read.connection()));
     assert_eq!(position(handed.connection()).unwrap(), handed.last_position());
+}
+
+/// Rows whose stored `previous` is not the same key's previous row by position, and keys whose
+/// row in `proj_config_log_keys` is not their newest row, as brute-force SQL finds them.
+fn previous_mismatches(conn: &Connection) -> Vec<String> {
+    let mut bad: Vec<String> = conn
+        .prepare(
+            "SELECT c.position, c.kind, c.name, c.previous,
+                    (SELECT max(p.position) FROM proj_config_log AS p
+                     WHERE p.kind = c.kind AND p.name = c.name AND p.position < c.position)
+             FROM proj_config_log AS c
+             WHERE c.previous IS NOT (SELECT max(p.position) FROM proj_config_log AS p
+                     WHERE p.kind = c.kind AND p.name = c.name AND p.position < c.position)",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok(format!(
+                "row {} {}/{}: previous {:?}, expected {:?}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<i64>>(4)?
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let keys: Vec<String> = conn
+        .prepare(
+            "SELECT 'key ' || kind || '/' || name || ' ' || ifnull(k, 'none') || ' vs ' || ifnull(m, 'none')
+             FROM (SELECT c.kind, c.name, max(c.position) AS m,
+                          (SELECT position FROM proj_config_log_keys AS k
+                           WHERE k.kind = c.kind AND k.name = c.name) AS k
+                   FROM proj_config_log AS c GROUP BY c.kind, c.name)
+             WHERE k IS NOT m
+             UNION ALL
+             SELECT 'extra key ' || kind || '/' || name FROM proj_config_log_keys AS k
+             WHERE NOT EXISTS (SELECT 1 FROM proj_config_log AS c
+                               WHERE c.kind = k.kind AND c.name = k.name)",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    bad.extend(keys);
+    bad
+}
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % bound as u64) as usize
+    }
+}
+
+/// The removal of `b<n>`: a bridge for even `n`, else a bridge pool of the same name as the
+/// bridge (two keys sharing a name).
+fn removed_named(n: usize) -> Event {
+    let kind = if n.is_multiple_of(2) { RecordKind::Bridge } else { RecordKind::BridgePool };
+    Event::Removed(RecordKey { kind, name: format!("b{n}") })
+}
+
+// Goal: whatever the number of keys a catch-up has not met (below, at and past the padding
+// threshold, at and past a statement's 64, past CONFIG_KEYS_KEPT_MAX), however the events are
+// grouped into catch-ups (one by one, handed over, in chunks of 64 and remainders), with
+// removals and rewrites of one key in one batch, every row's previous row is the one a scan
+// by position finds, and the keys table holds each key's newest row.
+#[test]
+fn every_row_names_its_keys_previous_row_however_the_catch_ups_were_grouped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (case, &keys) in [1usize, 15, 16, 17, 40, 63, 64, 65, 80, 101, 150].iter().enumerate() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ keys as u64);
+        let mut log = EventLog::open(&dir.path().join(format!("{case}.db"))).unwrap();
+        let mut at = 1_000u64;
+        for step in 0..40 {
+            let group_len = [1, 2, 3, 15, 16, 17, 63, 64, 65, 129, 200][rng.next(11)];
+            let events: Vec<Event> = (0..group_len)
+                .map(|_| {
+                    let n = rng.next(keys);
+                    if rng.next(7) == 0 {
+                        removed_named(n)
+                    } else {
+                        bridge_named(n, rng.next(50) as u32)
+                    }
+                })
+                .collect();
+            let (stored, events) = append_decoded(&mut log, at, &events);
+            at += group_len as u64 + 1;
+            match rng.next(4) {
+                0 => {} // caught up by a later step
+                1 => {
+                    catch_up_appended(log.connection_mut(), &stored, &events).unwrap();
+                }
+                _ => {
+                    catch_up(log.connection_mut()).unwrap();
+                }
+            }
+            if step % 10 == 9 {
+                catch_up(log.connection_mut()).unwrap();
+                let bad = previous_mismatches(log.connection());
+                if !bad.is_empty() {
+                    failures
+                        .push(format!("keys {keys} step {step}: {:?}", &bad[..bad.len().min(5)]));
+                }
+            }
+        }
+        // And a rebuild of the same log.
+        log.connection()
+            .execute("UPDATE proj_checkpoints SET version = 0 WHERE name = 'config_log'", [])
+            .unwrap();
+        catch_up(log.connection_mut()).unwrap();
+        let bad = previous_mismatches(log.connection());
+        if !bad.is_empty() {
+            failures.push(format!("keys {keys} rebuilt: {:?}", &bad[..bad.len().min(5)]));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+// Goal: catch-ups of several batches (CATCH_UP_BATCH_EVENTS, and a rebuild's
+// REBUILD_BATCH_EVENTS) over more keys than CONFIG_KEYS_KEPT_MAX, so the memo is emptied
+// between batches, keep every previous row right, in a catch-up and in a rebuild.
+#[test]
+fn every_row_names_its_keys_previous_row_across_batches_and_an_emptied_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(12345);
+    let mut log = EventLog::open(&dir.path().join("log.db")).unwrap();
+    let mut at = 1_000u64;
+    let mut failures = Vec::new();
+    for (round, total) in [(0, 300usize), (1, 4_100), (2, 1_500), (3, 17_000)].into_iter() {
+        let keys = [150, 230, 120, 333][round];
+        let events: Vec<Event> = (0..total)
+            .map(|_| {
+                let n = rng.next(keys);
+                if rng.next(9) == 0 {
+                    removed_named(n)
+                } else {
+                    bridge_named(n, rng.next(50) as u32)
+                }
+            })
+            .collect();
+        for chunk in events.chunks(977) {
+            append_decoded(&mut log, at, chunk);
+            at += chunk.len() as u64;
+        }
+        catch_up(log.connection_mut()).unwrap();
+        let bad = previous_mismatches(log.connection());
+        if !bad.is_empty() {
+            failures.push(format!("round {round}: {:?}", &bad[..bad.len().min(5)]));
+        }
+    }
+    assert!(log.last_position() > REBUILD_BATCH_EVENTS as u64);
+    log.connection()
+        .execute("UPDATE proj_checkpoints SET version = 0 WHERE name = 'config_log'", [])
+        .unwrap();
+    catch_up(log.connection_mut()).unwrap();
+    let bad = previous_mismatches(log.connection());
+    if !bad.is_empty() {
+        failures.push(format!("rebuilt: {:?}", &bad[..bad.len().min(5)]));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
