@@ -833,15 +833,55 @@ impl EventLog {
         read_after(&self.conn, after_position, limit)
     }
 
-    /// Every event of the given event kinds (`"licence.saved"`), in position order, in one
-    /// pass over the log: for the rare migrations that look for a few kinds in the whole log.
-    pub fn read_kinds(&self, kinds: &[&str]) -> Result<Vec<StoredEvent>, Error> {
+    /// Every event of the given event kinds (`"licence.saved"`) after `after_position`, in
+    /// position order, in one pass over that part of the log: for the rare migrations that
+    /// look for a few kinds (see [`EventLog::migration_checked_through`]).
+    pub fn read_kinds(
+        &self,
+        kinds: &[&str],
+        after_position: u64,
+    ) -> Result<Vec<StoredEvent>, Error> {
         let placeholders = vec!["?"; kinds.len()].join(", ");
         let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE kind IN ({placeholders}) ORDER BY position"
+            "SELECT {COLUMNS} FROM events WHERE position > ? AND kind IN ({placeholders})
+             ORDER BY position"
         ))?;
-        let rows = statement.query_map(rusqlite::params_from_iter(kinds), row_to_event)?;
+        let after: &dyn rusqlite::ToSql = &after_position;
+        let kinds = kinds.iter().map(|kind| kind as &dyn rusqlite::ToSql);
+        let rows = statement.query_map(
+            rusqlite::params_from_iter(std::iter::once(after).chain(kinds)),
+            row_to_event,
+        )?;
         collect(rows)
+    }
+
+    /// How far the migration `name` has found nothing to do: no event at or before this
+    /// position concerns it (0: nothing noted). Never past the log's end.
+    pub fn migration_checked_through(&self, name: &str) -> Result<u64, Error> {
+        let noted: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [migration_key(name)], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        let noted = noted.and_then(|position| u64::try_from(position).ok()).unwrap_or(0);
+        Ok(noted.min(self.last_position()))
+    }
+
+    /// Notes that no event up to `position` concerns the migration `name`, so its next check
+    /// reads only the events after it. Kept in `meta`, which a rebuild from another file does
+    /// not copy: a restored log is checked whole once.
+    pub fn set_migration_checked_through(
+        &mut self,
+        name: &str,
+        position: u64,
+    ) -> Result<(), Error> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![migration_key(name), position],
+        )?;
+        Ok(())
     }
 
     /// One chain's events after `after_seq`, in order (for catch-up between peers).
@@ -1158,6 +1198,11 @@ impl<'row> ChainLink<'row> {
 
 /// Reads a row; a malformed row is reported as corruption rather than a SQLite error. Only
 /// the texts and the payload are copied out of the row.
+/// The `meta` key of a migration's note (see [`EventLog::migration_checked_through`]).
+fn migration_key(name: &str) -> String {
+    format!("migration_checked_through:{name}")
+}
+
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, Error>> {
     let position = row.get(0)?;
     Ok(ChainLink::read(row).map(|link| link.into_stored(position)))

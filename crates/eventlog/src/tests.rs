@@ -926,3 +926,40 @@ fn a_rebuild_refuses_a_chain_stored_in_order_but_positioned_backwards() {
         Ok((rebuilt, _)) => panic!("rebuilt, and its own walk says {:?}", rebuilt.verify()),
     }
 }
+
+// Goal: a migration reads only the events of its kinds after the position it last found
+// nothing up to, the note survives a reopen and never points past the log's end, and a log
+// rebuilt from another file does not inherit it (a restored log is checked whole).
+#[test]
+fn a_migration_note_limits_the_next_read_and_is_not_copied_by_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "log.db");
+    let with_kind = |kind: &str, wall_ms: u64| NewEvent {
+        kind: kind.to_owned(),
+        ..event(Stream::Shared, wall_ms, b"x")
+    };
+    log.append(&[with_kind("licence.saved", 1), with_kind("bridge.saved", 2)]).unwrap();
+    log.append(&[with_kind("licence.removed", 3), with_kind("licence.saved", 4)]).unwrap();
+    let positions = |after: u64| -> Vec<u64> {
+        log.read_kinds(&["licence.saved", "licence.removed"], after)
+            .unwrap()
+            .iter()
+            .map(|stored| stored.position)
+            .collect()
+    };
+    assert_eq!(positions(0), [1, 3, 4]);
+    assert_eq!(positions(1), [3, 4]);
+    assert_eq!(positions(4), Vec::<u64>::new());
+
+    assert_eq!(log.migration_checked_through("licence").unwrap(), 0, "nothing noted yet");
+    log.set_migration_checked_through("licence", 2).unwrap();
+    log.set_migration_checked_through("other", 9).unwrap();
+    drop(log);
+    let log = open(&dir, "log.db");
+    assert_eq!(log.migration_checked_through("licence").unwrap(), 2);
+    assert_eq!(log.migration_checked_through("other").unwrap(), 4, "never past the end");
+
+    let (rebuilt, _) =
+        EventLog::rebuild_from(&dir.path().join("log.db"), &dir.path().join("rebuilt.db")).unwrap();
+    assert_eq!(rebuilt.migration_checked_through("licence").unwrap(), 0);
+}

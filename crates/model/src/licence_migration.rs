@@ -17,6 +17,7 @@ use crate::state::State;
 pub struct LicenceMigration {
     shared: State,
     has_local: bool,
+    noted_any: bool,
 }
 
 impl LicenceMigration {
@@ -26,11 +27,18 @@ impl LicenceMigration {
         if event.kind() != RecordKind::Licence {
             return;
         }
+        self.noted_any = true;
         if in_its_stream {
             self.has_local = true;
         } else {
             self.shared.apply(stamp, event);
         }
+    }
+
+    /// Whether any `licence` event was noted: without one, the events read had nothing to
+    /// migrate, and need not be read again.
+    pub fn noted_any(&self) -> bool {
+        self.noted_any
     }
 
     /// The licence to write into the local stream, and the stamp that decided it.

@@ -60,7 +60,7 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
     let reader = eventlog::open_reader(&path).unwrap();
     let listed = projections::list(&reader, model::RecordKind::Licence).unwrap();
     assert_eq!(listed.len(), 1, "the records projection shows it too");
-    let local = store.log.read_kinds(&["licence.saved"]).unwrap();
+    let local = store.log.read_kinds(&["licence.saved"], 0).unwrap();
     assert_eq!(local.iter().filter(|stored| stored.stream == Stream::Local).count(), 1);
     drop(store);
 
@@ -72,7 +72,7 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
     }
     let (mut store, _) = Store::open(&path).unwrap();
     assert_eq!(edition(&store), Some(Edition::Full));
-    let events = store.log.read_kinds(&["licence.saved"]).unwrap();
+    let events = store.log.read_kinds(&["licence.saved"], 0).unwrap();
     assert_eq!(events.iter().filter(|stored| stored.stream == Stream::Local).count(), 1);
 
     // Removed by the operator (standalone): it stays removed.
@@ -111,4 +111,39 @@ fn a_licence_saved_now_stays_in_the_local_stream() {
     let stored = store.execute("admin", &Command::Save(Record::Licence(licence)), 1_000).unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].stream, Stream::Local, "never sent to the peers");
+}
+
+// Goal: a start that finds no licence event notes how far it looked, so the next start from
+// a snapshot reads only the events after that; a shared licence that arrives later (from a
+// peer still writing the old format) is still adopted.
+#[test]
+fn a_start_reads_only_the_licence_events_after_the_last_check_that_found_none() {
+    let (_dir, path, mut other) = database_and_another_peer();
+    let bridge = Record::from_json(
+        model::RecordKind::Bridge,
+        serde_json::json!({"name": "b", "bridge_type": "mcu", "address": "127.0.0.1",
+                           "username": "u", "capacity_ports": 10}),
+    )
+    .unwrap();
+    let (mut store, _) = Store::open(&path).unwrap();
+    store.execute("admin", &Command::Save(bridge), 1_000).unwrap();
+    drop(store);
+    let (store, _) = Store::open(&path).unwrap();
+    let checked = store.log.migration_checked_through(LICENCE_MIGRATION).unwrap();
+    assert_eq!(checked, store.log.last_position(), "no licence event up to the end");
+    assert!(checked > 0);
+    assert_eq!(edition(&store), None);
+    drop(store);
+
+    {
+        // Later, the old format's shared licence arrives, and a snapshot covers it.
+        let mut log = EventLog::open(&path).unwrap();
+        log.append_remote(from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
+            .unwrap();
+        let blob = State::default().to_snapshot();
+        log.save_snapshot(log.last_position(), model::SNAPSHOT_FORMAT, &blob).unwrap();
+    }
+    let (store, report) = Store::open(&path).unwrap();
+    assert_eq!(report.events_replayed, 0, "the start began at the snapshot");
+    assert_eq!(edition(&store), Some(Edition::Full), "a licence after the note is adopted");
 }

@@ -51,6 +51,8 @@ pub const GROUP_COMMIT_COMMANDS_MAX: usize = 256;
 pub const READERS_IDLE_MAX: usize = 8;
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "baton.db";
+/// The licence migration's name among the log's notes of migrations checked.
+const LICENCE_MIGRATION: &str = "licence";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -221,6 +223,15 @@ impl Store {
             Some(migration) => migration,
             None => self.read_licence_events()?,
         };
+        if !migration.noted_any() {
+            // Read again from here next time: a start from a snapshot would otherwise read the
+            // whole log for nothing (0.1 s per 10^6 events), and so would every restore.
+            let last = self.log.last_position();
+            if last > self.log.migration_checked_through(LICENCE_MIGRATION)? {
+                self.log.set_migration_checked_through(LICENCE_MIGRATION, last)?;
+            }
+            return Ok(());
+        }
         let Some((_, record)) = migration.adopted() else { return Ok(()) };
         let event = Event::Saved(record);
         let encoded = event.encode();
@@ -241,11 +252,14 @@ impl Store {
         Ok(())
     }
 
+    /// The licence events after the last check that found none (see
+    /// `EventLog::migration_checked_through`).
     fn read_licence_events(&self) -> Result<LicenceMigration, StoreError> {
         let licence = model::RecordKind::Licence.as_str();
         let mut migration = LicenceMigration::default();
         let (saved, removed) = (format!("{licence}.saved"), format!("{licence}.removed"));
-        for stored in self.log.read_kinds(&[&saved, &removed])? {
+        let checked = self.log.migration_checked_through(LICENCE_MIGRATION)?;
+        for stored in self.log.read_kinds(&[&saved, &removed], checked)? {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
             let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
             migration.note(stamp, &event, stored.in_its_stream(&event));
