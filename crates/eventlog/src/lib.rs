@@ -856,32 +856,50 @@ impl EventLog {
     }
 
     /// How far the migration `name` has found nothing to do: no event at or before this
-    /// position concerns it (0: nothing noted). Never past the log's end.
+    /// position concerns it (0: nothing noted). The note holds the hash of the event at its
+    /// position, so a note that did not come with this content (a log shorter when it was
+    /// written, a file swapped in) matches no event and counts as none.
     pub fn migration_checked_through(&self, name: &str) -> Result<u64, Error> {
-        let noted: Option<i64> = self
+        let noted: Option<Vec<u8>> = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [migration_key(name)], |row| {
                 row.get(0)
             })
             .optional()?;
-        let noted = noted.and_then(|position| u64::try_from(position).ok()).unwrap_or(0);
-        Ok(noted.min(self.last_position()))
+        let Some((position, hash)) = noted.as_deref().and_then(|note| note.split_first_chunk())
+        else {
+            return Ok(0);
+        };
+        let position = u64::from_be_bytes(*position);
+        Ok(if self.hash_at(position)?.as_deref() == Some(hash) { position } else { 0 })
     }
 
     /// Notes that no event up to `position` concerns the migration `name`, so its next check
-    /// reads only the events after it. Kept in `meta`, which a rebuild from another file does
-    /// not copy: a restored log is checked whole once.
+    /// reads only the events after it; a position with no event is not noted. Kept in
+    /// `meta`, which a rebuild from another file does not copy: a restored log is checked
+    /// whole once.
     pub fn set_migration_checked_through(
         &mut self,
         name: &str,
         position: u64,
     ) -> Result<(), Error> {
+        let Some(hash) = self.hash_at(position)? else { return Ok(()) };
+        let note = [position.to_be_bytes().as_slice(), &hash].concat();
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![migration_key(name), position],
+            params![migration_key(name), note],
         )?;
         Ok(())
+    }
+
+    /// The hash of the event at `position`, if there is one.
+    fn hash_at(&self, position: u64) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT hash FROM events WHERE position = ?1")?
+            .query_row([position], |row| row.get(0))
+            .optional()?)
     }
 
     /// One chain's events after `after_seq`, in order (for catch-up between peers).
@@ -1196,13 +1214,13 @@ impl<'row> ChainLink<'row> {
     }
 }
 
-/// Reads a row; a malformed row is reported as corruption rather than a SQLite error. Only
-/// the texts and the payload are copied out of the row.
 /// The `meta` key of a migration's note (see [`EventLog::migration_checked_through`]).
 fn migration_key(name: &str) -> String {
     format!("migration_checked_through:{name}")
 }
 
+/// Reads a row; a malformed row is reported as corruption rather than a SQLite error. Only
+/// the texts and the payload are copied out of the row.
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, Error>> {
     let position = row.get(0)?;
     Ok(ChainLink::read(row).map(|link| link.into_stored(position)))

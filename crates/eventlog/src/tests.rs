@@ -928,8 +928,8 @@ fn a_rebuild_refuses_a_chain_stored_in_order_but_positioned_backwards() {
 }
 
 // Goal: a migration reads only the events of its kinds after the position it last found
-// nothing up to, the note survives a reopen and never points past the log's end, and a log
-// rebuilt from another file does not inherit it (a restored log is checked whole).
+// nothing up to, the note survives a reopen, a position with no event is not noted, and a
+// log rebuilt from another file does not inherit it (a restored log is checked whole).
 #[test]
 fn a_migration_note_limits_the_next_read_and_is_not_copied_by_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
@@ -957,9 +957,42 @@ fn a_migration_note_limits_the_next_read_and_is_not_copied_by_a_rebuild() {
     drop(log);
     let log = open(&dir, "log.db");
     assert_eq!(log.migration_checked_through("licence").unwrap(), 2);
-    assert_eq!(log.migration_checked_through("other").unwrap(), 4, "never past the end");
+    assert_eq!(log.migration_checked_through("other").unwrap(), 0, "no event at 9: not noted");
 
     let (rebuilt, _) =
         EventLog::rebuild_from(&dir.path().join("log.db"), &dir.path().join("rebuilt.db")).unwrap();
     assert_eq!(rebuilt.migration_checked_through("licence").unwrap(), 0);
+}
+
+// Goal: a note that did not come with this content hides no event: one past the log's end,
+// had it been kept, would have skipped the events appended up to it (found by the review of
+// 64ed22d), and one whose event differs (another file's note) counts as none.
+#[test]
+fn a_migration_note_past_the_end_hides_no_event_appended_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(&dir, "log.db");
+    let with_kind = |kind: &str, wall_ms: u64| NewEvent {
+        kind: kind.to_owned(),
+        ..event(Stream::Shared, wall_ms, b"x")
+    };
+    log.append(&[with_kind("bridge.saved", 1)]).unwrap();
+    log.set_migration_checked_through("licence", 5).unwrap();
+    log.append(&[with_kind("licence.saved", 2), with_kind("bridge.saved", 3)]).unwrap();
+    log.append(&[with_kind("bridge.saved", 4), with_kind("bridge.saved", 5)]).unwrap();
+    let checked = log.migration_checked_through("licence").unwrap();
+    let found = log.read_kinds(&["licence.saved", "licence.removed"], checked).unwrap();
+    assert_eq!(found.len(), 1, "the licence event at position 2 (checked through {checked})");
+
+    let other = dir.path().join("other.db");
+    let mut other_log = EventLog::open(&other).unwrap();
+    other_log.append(&[with_kind("bridge.saved", 9)]).unwrap();
+    other_log.set_migration_checked_through("licence", 1).unwrap();
+    let note: Vec<u8> = other_log
+        .connection()
+        .query_row("SELECT value FROM meta WHERE key LIKE 'migration%'", [], |row| row.get(0))
+        .unwrap();
+    log.connection()
+        .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('migration_checked_through:licence', ?1)", [note])
+        .unwrap();
+    assert_eq!(log.migration_checked_through("licence").unwrap(), 0, "another log's note");
 }
