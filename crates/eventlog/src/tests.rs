@@ -15,6 +15,11 @@ fn event(stream: Stream, wall_ms: u64, payload: &[u8]) -> NewEvent {
     }
 }
 
+/// A shared event of `kind`, as a migration looks for.
+fn of_kind(kind: &str, wall_ms: u64) -> NewEvent {
+    NewEvent { kind: kind.to_owned(), ..event(Stream::Shared, wall_ms, b"x") }
+}
+
 type Mutation = Box<dyn Fn(&mut StoredEvent)>;
 
 fn open(dir: &tempfile::TempDir, name: &str) -> EventLog {
@@ -934,12 +939,8 @@ fn a_rebuild_refuses_a_chain_stored_in_order_but_positioned_backwards() {
 fn a_migration_note_limits_the_next_read_and_is_not_copied_by_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(&dir, "log.db");
-    let with_kind = |kind: &str, wall_ms: u64| NewEvent {
-        kind: kind.to_owned(),
-        ..event(Stream::Shared, wall_ms, b"x")
-    };
-    log.append(&[with_kind("licence.saved", 1), with_kind("bridge.saved", 2)]).unwrap();
-    log.append(&[with_kind("licence.removed", 3), with_kind("licence.saved", 4)]).unwrap();
+    log.append(&[of_kind("licence.saved", 1), of_kind("bridge.saved", 2)]).unwrap();
+    log.append(&[of_kind("licence.removed", 3), of_kind("licence.saved", 4)]).unwrap();
     let positions = |after: u64| -> Vec<u64> {
         log.read_kinds(&["licence.saved", "licence.removed"], after)
             .unwrap()
@@ -971,21 +972,17 @@ fn a_migration_note_limits_the_next_read_and_is_not_copied_by_a_rebuild() {
 fn a_migration_note_past_the_end_hides_no_event_appended_later() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(&dir, "log.db");
-    let with_kind = |kind: &str, wall_ms: u64| NewEvent {
-        kind: kind.to_owned(),
-        ..event(Stream::Shared, wall_ms, b"x")
-    };
-    log.append(&[with_kind("bridge.saved", 1)]).unwrap();
+    log.append(&[of_kind("bridge.saved", 1)]).unwrap();
     log.set_migration_checked_through("licence", 5).unwrap();
-    log.append(&[with_kind("licence.saved", 2), with_kind("bridge.saved", 3)]).unwrap();
-    log.append(&[with_kind("bridge.saved", 4), with_kind("bridge.saved", 5)]).unwrap();
+    log.append(&[of_kind("licence.saved", 2), of_kind("bridge.saved", 3)]).unwrap();
+    log.append(&[of_kind("bridge.saved", 4), of_kind("bridge.saved", 5)]).unwrap();
     let checked = log.migration_checked_through("licence").unwrap();
     let found = log.read_kinds(&["licence.saved", "licence.removed"], checked).unwrap();
     assert_eq!(found.len(), 1, "the licence event at position 2 (checked through {checked})");
 
     let other = dir.path().join("other.db");
     let mut other_log = EventLog::open(&other).unwrap();
-    other_log.append(&[with_kind("bridge.saved", 9)]).unwrap();
+    other_log.append(&[of_kind("bridge.saved", 9)]).unwrap();
     other_log.set_migration_checked_through("licence", 1).unwrap();
     let note: Vec<u8> = other_log
         .connection()

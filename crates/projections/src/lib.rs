@@ -270,34 +270,39 @@ const CONFIG_KEYS_KEPT_MAX: usize = 100_000;
 #[cfg(test)]
 const CONFIG_KEYS_KEPT_MAX: usize = 100;
 
-/// A statement over `n` keys of `proj_config_log_keys`: `head` then `n` times `each`.
-fn keys_statement(head: &str, each: &str, n: usize) -> String {
-    format!("{head} {}", vec![each; n].join(", "))
+/// A statement over `proj_config_log_keys` for one key and one for
+/// [`CONFIG_KEYS_PER_STATEMENT`] keys: `head`, then a key's `each` as many times, then `tail`.
+struct KeysStatements {
+    one: String,
+    many: String,
 }
 
-/// The newest row of up to [`CONFIG_KEYS_PER_STATEMENT`] keys at once (a key given twice is
-/// harmless: a shorter list is padded with its last key, so two statements serve all).
-static KEYS_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+impl KeysStatements {
+    fn new(head: &str, each: &str, tail: &str) -> KeysStatements {
+        let over = |n: usize| format!("{head} {} {tail}", vec![each; n].join(", "));
+        KeysStatements { one: over(1), many: over(CONFIG_KEYS_PER_STATEMENT) }
+    }
+
+    /// The statement for a chunk of `keys` keys, as [`for_key_chunks`] makes them.
+    fn over(&self, keys: usize) -> &str {
+        if keys == 1 { &self.one } else { &self.many }
+    }
+}
+
+/// The newest row of some keys at once (a key given twice is harmless: a shorter list is
+/// padded with its last key, so two statements serve all).
+static KEYS_SELECT: std::sync::LazyLock<KeysStatements> = std::sync::LazyLock::new(|| {
     let head =
         "SELECT kind, name, position FROM proj_config_log_keys WHERE (kind, name) IN (VALUES";
-    format!("{})", keys_statement(head, "(?, ?)", CONFIG_KEYS_PER_STATEMENT))
+    KeysStatements::new(head, "(?, ?)", ")")
 });
 
-/// A key's row is updated where it is, not deleted and inserted again as a replace does.
-const KEYS_UPSERT: &str = "ON CONFLICT (kind, name) DO UPDATE SET position = excluded.position";
-
-/// Writes the newest row of one key.
-static KEY_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "INSERT INTO proj_config_log_keys (kind, name, position) VALUES (?, ?, ?) {KEYS_UPSERT}"
-    )
-});
-
-/// Writes the newest row of [`CONFIG_KEYS_PER_STATEMENT`] keys (padded as [`KEYS_SELECT`]).
-static KEYS_REPLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// Writes the newest row of some keys (padded as [`KEYS_SELECT`]); a key's row is updated
+/// where it is, not deleted and inserted again as a replace does.
+static KEYS_UPSERT: std::sync::LazyLock<KeysStatements> = std::sync::LazyLock::new(|| {
     let head = "INSERT INTO proj_config_log_keys (kind, name, position) VALUES";
-    let rows = keys_statement(head, "(?, ?, ?)", CONFIG_KEYS_PER_STATEMENT);
-    format!("{rows} {KEYS_UPSERT}")
+    let tail = "ON CONFLICT (kind, name) DO UPDATE SET position = excluded.position";
+    KeysStatements::new(head, "(?, ?, ?)", tail)
 });
 
 /// A shorter last chunk of keys is padded to [`CONFIG_KEYS_PER_STATEMENT`] from this many on;
@@ -305,20 +310,20 @@ static KEYS_REPLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// cost the write path 8% of its changes per second).
 const CONFIG_KEYS_PADDED_MIN: usize = 16;
 
-/// `keys` in statements of [`CONFIG_KEYS_PER_STATEMENT`], a last shorter chunk padded with its
-/// last key; fewer than [`CONFIG_KEYS_PADDED_MIN`] left go one by one (`single`).
+/// `keys` in chunks of [`CONFIG_KEYS_PER_STATEMENT`], a last shorter chunk padded with its
+/// last key; fewer than [`CONFIG_KEYS_PADDED_MIN`] left go one by one.
 fn for_key_chunks<'k, T>(
     keys: &'k [T],
-    mut each: impl FnMut(&[&'k T], bool) -> Result<(), Error>,
+    mut each: impl FnMut(&[&'k T]) -> Result<(), Error>,
 ) -> Result<(), Error> {
     for chunk in keys.chunks(CONFIG_KEYS_PER_STATEMENT) {
         if chunk.len() < CONFIG_KEYS_PADDED_MIN {
-            return chunk.iter().try_for_each(|key| each(&[key], true));
+            return chunk.iter().try_for_each(|key| each(&[key]));
         }
         let mut padded: Vec<&T> = chunk.iter().collect();
         let last = padded[padded.len() - 1];
         padded.resize(CONFIG_KEYS_PER_STATEMENT, last);
-        each(&padded, false)?;
+        each(&padded)?;
     }
     Ok(())
 }
@@ -410,14 +415,8 @@ impl ConfigRows {
         let unknown_in = self.unknown.partition_point(|&index| index < rows);
         let unknown = &self.unknown[..unknown_in];
         let rows = &self.rows;
-        for_key_chunks(unknown, |chunk, single| {
-            let mut select = if single {
-                tx.prepare_cached(
-                    "SELECT kind, name, position FROM proj_config_log_keys WHERE (kind, name) IN (VALUES (?, ?))",
-                )?
-            } else {
-                tx.prepare_cached(&KEYS_SELECT)?
-            };
+        for_key_chunks(unknown, |chunk| {
+            let mut select = tx.prepare_cached(KEYS_SELECT.over(chunk.len()))?;
             let keys = chunk.iter().flat_map(|&&index| {
                 let row = &rows[index];
                 [row.kind.as_str(), &self.text[row.name.clone()]]
@@ -446,12 +445,8 @@ impl ConfigRows {
             .iter()
             .filter_map(|key| newest.get(key).map(|row| (key, row.position)))
             .collect();
-        for_key_chunks(&unwritten, |chunk, single| {
-            let mut replace = if single {
-                tx.prepare_cached(&KEY_UPSERT)?
-            } else {
-                tx.prepare_cached(&KEYS_REPLACE)?
-            };
+        for_key_chunks(&unwritten, |chunk| {
+            let mut upsert = tx.prepare_cached(KEYS_UPSERT.over(chunk.len()))?;
             let values = chunk.iter().flat_map(|(key, position)| {
                 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
                 [
@@ -460,7 +455,7 @@ impl ConfigRows {
                     ToSqlOutput::Owned(Value::Integer(*position as i64)),
                 ]
             });
-            replace.execute(rusqlite::params_from_iter(values))?;
+            upsert.execute(rusqlite::params_from_iter(values))?;
             Ok(())
         })?;
         for key in self.unwritten.drain(..) {

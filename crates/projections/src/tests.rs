@@ -480,6 +480,37 @@ fn removed_named(n: usize) -> Event {
     Event::Removed(RecordKey { kind, name: format!("b{n}") })
 }
 
+/// `count` changes to bridges `b0`…`b<keys - 1>`, about one in `removal_one_in` a removal
+/// (of a bridge or of a bridge pool of the same name), the others saves with random ports.
+fn random_changes(rng: &mut Rng, count: usize, keys: usize, removal_one_in: usize) -> Vec<Event> {
+    (0..count)
+        .map(|_| {
+            let n = rng.next(keys);
+            if rng.next(removal_one_in) == 0 {
+                removed_named(n)
+            } else {
+                bridge_named(n, rng.next(50) as u32)
+            }
+        })
+        .collect()
+}
+
+/// Notes in `failures`, under `label`, the first rows [`previous_mismatches`] finds.
+fn note_mismatches(failures: &mut Vec<String>, label: String, conn: &Connection) {
+    let bad = previous_mismatches(conn);
+    if !bad.is_empty() {
+        failures.push(format!("{label}: {:?}", &bad[..bad.len().min(5)]));
+    }
+}
+
+/// Rebuilds the Configuration Log from the first event, as a bump of its version does.
+fn rebuild_config_log(log: &mut EventLog) {
+    log.connection()
+        .execute("UPDATE proj_checkpoints SET version = 0 WHERE name = 'config_log'", [])
+        .unwrap();
+    catch_up(log.connection_mut()).unwrap();
+}
+
 // Goal: whatever the number of keys a catch-up has not met (below, at and past the padding
 // threshold, at and past a statement's 64, past CONFIG_KEYS_KEPT_MAX), however the events are
 // grouped into catch-ups (one by one, handed over, in chunks of 64 and remainders), with
@@ -495,16 +526,7 @@ fn every_row_names_its_keys_previous_row_however_the_catch_ups_were_grouped() {
         let mut at = 1_000u64;
         for step in 0..40 {
             let group_len = [1, 2, 3, 15, 16, 17, 63, 64, 65, 129, 200][rng.next(11)];
-            let events: Vec<Event> = (0..group_len)
-                .map(|_| {
-                    let n = rng.next(keys);
-                    if rng.next(7) == 0 {
-                        removed_named(n)
-                    } else {
-                        bridge_named(n, rng.next(50) as u32)
-                    }
-                })
-                .collect();
+            let events = random_changes(&mut rng, group_len, keys, 7);
             let (stored, events) = append_decoded(&mut log, at, &events);
             at += group_len as u64 + 1;
             match rng.next(4) {
@@ -518,22 +540,16 @@ fn every_row_names_its_keys_previous_row_however_the_catch_ups_were_grouped() {
             }
             if step % 10 == 9 {
                 catch_up(log.connection_mut()).unwrap();
-                let bad = previous_mismatches(log.connection());
-                if !bad.is_empty() {
-                    failures
-                        .push(format!("keys {keys} step {step}: {:?}", &bad[..bad.len().min(5)]));
-                }
+                note_mismatches(
+                    &mut failures,
+                    format!("keys {keys} step {step}"),
+                    log.connection(),
+                );
             }
         }
         // And a rebuild of the same log.
-        log.connection()
-            .execute("UPDATE proj_checkpoints SET version = 0 WHERE name = 'config_log'", [])
-            .unwrap();
-        catch_up(log.connection_mut()).unwrap();
-        let bad = previous_mismatches(log.connection());
-        if !bad.is_empty() {
-            failures.push(format!("keys {keys} rebuilt: {:?}", &bad[..bad.len().min(5)]));
-        }
+        rebuild_config_log(&mut log);
+        note_mismatches(&mut failures, format!("keys {keys} rebuilt"), log.connection());
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
@@ -548,36 +564,19 @@ fn every_row_names_its_keys_previous_row_across_batches_and_an_emptied_memory() 
     let mut log = EventLog::open(&dir.path().join("log.db")).unwrap();
     let mut at = 1_000u64;
     let mut failures = Vec::new();
-    for (round, total) in [(0, 300usize), (1, 4_100), (2, 1_500), (3, 17_000)].into_iter() {
-        let keys = [150, 230, 120, 333][round];
-        let events: Vec<Event> = (0..total)
-            .map(|_| {
-                let n = rng.next(keys);
-                if rng.next(9) == 0 {
-                    removed_named(n)
-                } else {
-                    bridge_named(n, rng.next(50) as u32)
-                }
-            })
-            .collect();
+    for (round, (total, keys)) in
+        [(300, 150), (4_100, 230), (1_500, 120), (17_000, 333)].into_iter().enumerate()
+    {
+        let events = random_changes(&mut rng, total, keys, 9);
         for chunk in events.chunks(977) {
             append_decoded(&mut log, at, chunk);
             at += chunk.len() as u64;
         }
         catch_up(log.connection_mut()).unwrap();
-        let bad = previous_mismatches(log.connection());
-        if !bad.is_empty() {
-            failures.push(format!("round {round}: {:?}", &bad[..bad.len().min(5)]));
-        }
+        note_mismatches(&mut failures, format!("round {round}"), log.connection());
     }
     assert!(log.last_position() > REBUILD_BATCH_EVENTS as u64);
-    log.connection()
-        .execute("UPDATE proj_checkpoints SET version = 0 WHERE name = 'config_log'", [])
-        .unwrap();
-    catch_up(log.connection_mut()).unwrap();
-    let bad = previous_mismatches(log.connection());
-    if !bad.is_empty() {
-        failures.push(format!("rebuilt: {:?}", &bad[..bad.len().min(5)]));
-    }
+    rebuild_config_log(&mut log);
+    note_mismatches(&mut failures, "rebuilt".to_owned(), log.connection());
     assert!(failures.is_empty(), "{failures:#?}");
 }

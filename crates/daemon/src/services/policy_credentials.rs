@@ -24,11 +24,10 @@ pub type Fingerprint = [u8; 32];
 
 /// Verified credentials, each with when it was verified.
 pub struct VerifiedCredentials {
-    /// `None` when the random source failed at start: nothing is remembered (every call is
-    /// checked), rather than keying the entries with something guessable.
-    /// The HMAC keyed once: each fingerprint clones it rather than hashing the key again.
-    /// Outside the lock: each call hashes its header, and the two listener threads would
-    /// otherwise take turns at it.
+    /// The HMAC keyed once: each fingerprint clones it rather than hashing the key again. It
+    /// never changes, so it is outside the lock and the listener threads hash their headers
+    /// side by side. `None` when the random source failed at start: nothing is remembered
+    /// (every call is checked), rather than keying the entries with something guessable.
     key: Option<Hmac<Sha256>>,
     /// Fingerprint → wall-clock ms at which its password was verified.
     verified_at_ms: Mutex<HashMap<Fingerprint, u64>>,

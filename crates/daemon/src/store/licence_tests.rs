@@ -37,6 +37,15 @@ fn database_and_another_peer() -> (tempfile::TempDir, PathBuf, EventLog) {
     (dir, path, EventLog::open_in_memory(PeerId([9; 16])).unwrap())
 }
 
+/// The database at `path` receives `other`'s shared "full" licence, then a snapshot (of no
+/// record) at its end: a start from it folds no event.
+fn shared_licence_behind_a_snapshot(path: &Path, other: &mut EventLog) {
+    let mut log = EventLog::open(path).unwrap();
+    log.append_remote(from_another_peer(other, &[licence_saved(Edition::Full, 2_000)])).unwrap();
+    let blob = State::default().to_snapshot();
+    log.save_snapshot(log.last_position(), model::SNAPSHOT_FORMAT, &blob).unwrap();
+}
+
 fn edition(store: &Store) -> Option<Edition> {
     match store.state().get(&licence_key()) {
         Some(Record::Licence(licence)) => Some(licence.edition),
@@ -85,14 +94,8 @@ fn a_shared_licence_of_before_becomes_this_peers_own_once() {
 #[test]
 fn a_start_from_a_snapshot_reads_the_licence_events_it_did_not_fold() {
     let (_dir, path, mut other) = database_and_another_peer();
-    {
-        // The shared licence lies before the snapshot, so the start-up fold never sees it.
-        let mut log = EventLog::open(&path).unwrap();
-        log.append_remote(from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
-            .unwrap();
-        let blob = State::default().to_snapshot();
-        log.save_snapshot(log.last_position(), model::SNAPSHOT_FORMAT, &blob).unwrap();
-    }
+    // The shared licence lies before the snapshot, so the start-up fold never sees it.
+    shared_licence_behind_a_snapshot(&path, &mut other);
 
     let (store, report) = Store::open(&path).unwrap();
     assert_eq!(report.events_replayed, 0, "the start began at the snapshot");
@@ -135,14 +138,8 @@ fn a_start_reads_only_the_licence_events_after_the_last_check_that_found_none() 
     assert_eq!(edition(&store), None);
     drop(store);
 
-    {
-        // Later, the old format's shared licence arrives, and a snapshot covers it.
-        let mut log = EventLog::open(&path).unwrap();
-        log.append_remote(from_another_peer(&mut other, &[licence_saved(Edition::Full, 2_000)]))
-            .unwrap();
-        let blob = State::default().to_snapshot();
-        log.save_snapshot(log.last_position(), model::SNAPSHOT_FORMAT, &blob).unwrap();
-    }
+    // Later, the old format's shared licence arrives, and a snapshot covers it.
+    shared_licence_behind_a_snapshot(&path, &mut other);
     let (store, report) = Store::open(&path).unwrap();
     assert_eq!(report.events_replayed, 0, "the start began at the snapshot");
     assert_eq!(edition(&store), Some(Edition::Full), "a licence after the note is adopted");

@@ -219,15 +219,16 @@ impl Store {
         if self.state.get(&model::licence_migration::licence_key()).is_some() {
             return Ok(());
         }
+        let checked = self.log.migration_checked_through(LICENCE_MIGRATION)?;
         let migration = match noted {
             Some(migration) => migration,
-            None => self.read_licence_events()?,
+            None => self.read_licence_events(checked)?,
         };
         if !migration.noted_any() {
             // Read again from here next time: a start from a snapshot would otherwise read the
             // whole log for nothing (0.1 s per 10^6 events), and so would every restore.
             let last = self.log.last_position();
-            if last > self.log.migration_checked_through(LICENCE_MIGRATION)? {
+            if last > checked {
                 self.log.set_migration_checked_through(LICENCE_MIGRATION, last)?;
             }
             return Ok(());
@@ -252,13 +253,12 @@ impl Store {
         Ok(())
     }
 
-    /// The licence events after the last check that found none (see
+    /// The licence events after `checked`, the last check that found none (see
     /// `EventLog::migration_checked_through`).
-    fn read_licence_events(&self) -> Result<LicenceMigration, StoreError> {
+    fn read_licence_events(&self, checked: u64) -> Result<LicenceMigration, StoreError> {
         let licence = model::RecordKind::Licence.as_str();
         let mut migration = LicenceMigration::default();
         let (saved, removed) = (format!("{licence}.saved"), format!("{licence}.removed"));
-        let checked = self.log.migration_checked_through(LICENCE_MIGRATION)?;
         for stored in self.log.read_kinds(&[&saved, &removed], checked)? {
             let event = Event::decode(&stored.kind, stored.version, &stored.payload)?;
             let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
