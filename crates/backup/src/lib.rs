@@ -25,8 +25,8 @@ pub use archive::{
 pub use crypto::{DecryptingReader, EncryptingWriter, KdfParams};
 pub use manifest::{ChainHead, MANIFEST_FORMAT_VERSION, Manifest, Member, PRODUCT};
 pub use restore::{
-    DATABASE_SIZE_MAX_BYTES, MANIFEST_SIZE_MAX_BYTES, STAGED_SIZE_MAX_BYTES, Staged, inspect,
-    stage_restore,
+    DATABASE_SIZE_MAX_BYTES, MANIFEST_SIZE_MAX_BYTES, STAGED_SIZE_MAX_BYTES, Staged, StagingTarget,
+    inspect, stage_restore, stage_restore_deriving,
 };
 pub use swap::{Committed, RESTORE_JOURNAL_FILE, Recovery, recover};
 

@@ -59,6 +59,28 @@ pub fn stage_restore(
     staging_dir: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Staged, Error> {
+    let target = StagingTarget { expected_serial, running_version, staging_dir };
+    stage_restore_deriving(reader, password, &target, progress, &mut |_, _| Ok(()))
+}
+
+/// Where [`stage_restore_deriving`] stages an archive, and what it must match.
+pub struct StagingTarget<'a> {
+    pub expected_serial: &'a str,
+    pub running_version: &'a str,
+    pub staging_dir: &'a Path,
+}
+
+/// [`stage_restore`], handing `derive` the archive's events as its database is rebuilt
+/// from them (see `eventlog::EventLog::rebuild_from_deriving`): what it derives is written in
+/// the staged database with them. A failed `derive` refuses the archive as unreadable.
+pub fn stage_restore_deriving(
+    reader: impl Read,
+    password: Option<&str>,
+    target: &StagingTarget<'_>,
+    progress: &mut dyn FnMut(Progress),
+    derive: &mut eventlog::Derive<'_>,
+) -> Result<Staged, Error> {
+    let StagingTarget { expected_serial, running_version, staging_dir } = *target;
     let running = parse_version(running_version)?;
     match std::fs::create_dir(staging_dir) {
         Ok(()) => {}
@@ -105,7 +127,7 @@ pub fn stage_restore(
         Ok(Some(file))
     };
     let manifest = read_archive(reader, password, &mut check_manifest, &mut open_member, progress)?;
-    let (log, report) = rebuild_staged_database(staging_dir)?;
+    let (log, report) = rebuild_staged_database(staging_dir, derive)?;
     check_staged_database(&log, &manifest, &report)?;
     drop(log);
     sync_tree(staging_dir)?;
@@ -233,12 +255,14 @@ pub(crate) fn check_staging_space(staging_dir: &Path, manifest: &Manifest) -> Re
 /// verify means the archive was made from a damaged log or crafted; either way it is refused.
 fn rebuild_staged_database(
     staging_dir: &Path,
+    derive: &mut eventlog::Derive<'_>,
 ) -> Result<(eventlog::EventLog, eventlog::VerifyReport), Error> {
     let staged = staging_dir.join(DATABASE_FILE);
     let archived = staging_dir.join(ARCHIVED_DATABASE_FILE);
     std::fs::rename(&staged, &archived)
         .map_err(io_error(|| format!("renaming {}", staged.display())))?;
-    let rebuilt = eventlog::EventLog::rebuild_from(&archived, &staged).map_err(|error| {
+    let rebuilt = eventlog::EventLog::rebuild_from_deriving(&archived, &staged, derive);
+    let rebuilt = rebuilt.map_err(|error| {
         let reason = match error {
             eventlog::Error::Corrupt { .. } => {
                 format!("the database in the backup does not verify: {error}")

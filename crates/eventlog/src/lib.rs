@@ -282,6 +282,9 @@ pub enum Error {
     SafetyCopyExists { path: PathBuf },
     #[error("{path} already exists; a log is rebuilt into a new file only")]
     RebuildTargetExists { path: PathBuf },
+    /// What a rebuild's [`Derive`] said when it failed.
+    #[error("deriving from the copied events: {0}")]
+    Derive(DeriveError),
 }
 
 /// The writable log. One per process; readers use [`open_reader`].
@@ -364,7 +367,7 @@ fn set_journal_mode(conn: &Connection, wanted: &'static str) -> Result<(), Error
 }
 
 /// Creates the log's tables in an empty database, with its identity.
-fn create_schema(tx: &rusqlite::Transaction<'_>, peer: &[u8; 16]) -> Result<(), Error> {
+fn create_schema(tx: &Connection, peer: &[u8; 16]) -> Result<(), Error> {
     tx.execute_batch(SCHEMA)?;
     tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION])?;
     tx.execute("INSERT INTO meta (key, value) VALUES ('peer_id', ?1)", [peer.as_slice()])?;
@@ -508,6 +511,19 @@ impl EventLog {
     /// (which it no longer needs): the report is the copy's. The log's greatest HLC is taken
     /// from the events copied, never from the figure `source` claims.
     pub fn rebuild_from(source: &Path, target: &Path) -> Result<(EventLog, VerifyReport), Error> {
+        EventLog::rebuild_from_deriving(source, target, &mut |_, _| Ok(()))
+    }
+
+    /// [`EventLog::rebuild_from`], handing `derive` each batch of events once they are
+    /// verified and copied, in position order, on the new database inside the rebuild's
+    /// transaction: what it writes from them (projections) is committed with them, and they
+    /// are never read back. The events are read and verified on a thread of their own while
+    /// the previous batch is written and derived. A failed `derive` fails the rebuild.
+    pub fn rebuild_from_deriving(
+        source: &Path,
+        target: &Path,
+        derive: &mut Derive<'_>,
+    ) -> Result<(EventLog, VerifyReport), Error> {
         let not_a_log = || Error::NotABatonLog { path: source.to_path_buf() };
         if target.exists() {
             return Err(Error::RebuildTargetExists { path: target.to_path_buf() });
@@ -516,39 +532,17 @@ impl EventLog {
         let mut conn = Connection::open(target)?;
         configure(&conn)?;
         // Built without a journal or an fsync: the target is new and the caller discards it on
-        // failure; it goes back to WAL and full sync below, and the caller fsyncs it once.
+        // failure (so a failure leaves its transaction open); it goes back to WAL and full
+        // sync below, and the caller fsyncs it once.
         set_scratch_pragmas(&conn, true)?;
         // Views and triggers of the source run no function with side effects.
         conn.pragma_update(None, "trusted_schema", "OFF")?;
         conn.execute("ATTACH DATABASE ?1 AS source", [source_name])?;
-        let application_id: i64 = conn.pragma_query_value(
-            Some(rusqlite::DatabaseName::Attached("source")),
-            "application_id",
-            |row| row.get(0),
-        )?;
-        if application_id != APPLICATION_ID {
-            return Err(not_a_log());
-        }
-        // A wrong type or a missing row means the file is not a log of ours.
-        let found: i64 = conn
-            .query_row("SELECT value FROM source.meta WHERE key = 'schema_version'", [], |row| {
-                row.get(0)
-            })
-            .map_err(|_| not_a_log())?;
-        if found > SCHEMA_VERSION {
-            return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
-        }
-        let peer: Vec<u8> = conn
-            .query_row("SELECT value FROM source.meta WHERE key = 'peer_id'", [], |row| row.get(0))
-            .map_err(|_| not_a_log())?;
-        let peer: [u8; 16] = peer.try_into().map_err(|_| not_a_log())?;
-        if !source_events_are_stored(&conn)? {
-            return Err(not_a_log());
-        }
-        let tx = conn.transaction()?;
-        create_schema(&tx, &peer)?;
-        let walk = copy_verified_events(&tx)?;
-        tx.execute_batch(
+        let peer = check_rebuild_source(&conn, source)?;
+        conn.execute_batch("BEGIN")?;
+        create_schema(&conn, &peer)?;
+        let walk = copy_verified_events(&mut conn, source, derive)?;
+        conn.execute_batch(
             "INSERT INTO main.chain_heads (origin, stream, seq, hash)
                  SELECT origin, stream, seq, hash FROM source.chain_heads;
              INSERT INTO main.journal (id, at_ms, level, kind, actor, message)
@@ -558,12 +552,12 @@ impl EventLog {
         )?;
         // Read at every open from the heads (see `max_hlc_at_open`), which would otherwise
         // scan the events for it.
-        tx.execute(
+        conn.execute(
             "UPDATE main.chain_heads SET max_hlc_wall_ms = ?1, max_hlc_counter = ?2",
             params![walk.max_hlc.wall_ms, walk.max_hlc.counter],
         )?;
-        let report = walk.finish(&recorded_heads(&tx)?)?;
-        tx.commit()?;
+        let report = walk.finish(&recorded_heads(&conn)?)?;
+        conn.execute_batch("COMMIT")?;
         conn.execute("DETACH DATABASE source", [])?;
         set_scratch_pragmas(&conn, false)?;
         Ok((EventLog::open_connection(conn, target, None)?, report))
@@ -1236,63 +1230,162 @@ fn collect(
     Ok(events)
 }
 
-/// Whether the attached `source`'s `events` is a stored table. The copy's check sees the
-/// values its insert writes only then: a view's expressions (`random()`) are evaluated once
-/// for each.
+/// Whether the attached `source`'s `events` is a stored table (not a view, whose
+/// expressions, `random()`, would give other values at each read) keyed by position alone:
+/// a rebuild reads it twice, once to verify and once to copy, by ranges of positions.
 fn source_events_are_stored(conn: &Connection) -> Result<bool, Error> {
-    Ok(conn.query_row(
+    let stored: bool = conn.query_row(
         "SELECT count(*) = 1 FROM source.sqlite_schema WHERE name = 'events' COLLATE NOCASE
              AND type = 'table' AND sql NOT LIKE 'CREATE VIRTUAL%'",
         [],
         |row| row.get(0),
-    )?)
+    )?;
+    if !stored {
+        return Ok(false);
+    }
+    let keyed_by_position: bool = conn.query_row(
+        "SELECT count(*) = 1 AND sum(name = 'position' AND upper(type) = 'INTEGER') = 1
+             FROM pragma_table_info('events', 'source') WHERE pk > 0",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(keyed_by_position)
 }
 
-/// The SQL function through which [`copy_verified_events`] sees each event it copies.
-const CHAIN_STEP_FUNCTION: &str = "baton_chain_step";
-
-/// Copies the attached `source`'s events into `main`'s, each checked by a [`ChainWalk`] as
-/// SQLite copies it: the values checked are the values written, and the events are read
-/// once instead of again by a walk of the copy (12% of a restore of 10^6 events). The
-/// function is direct-only: a view or trigger of `source` cannot call it.
-fn copy_verified_events(tx: &Connection) -> Result<ChainWalk, Error> {
-    use rusqlite::functions::FunctionFlags;
-    use std::sync::{Arc, Mutex, PoisonError};
-    let walking: Arc<Mutex<(ChainWalk, Option<Error>)>> = Arc::default();
-    let shared = Arc::clone(&walking);
-    tx.create_scalar_function(
-        CHAIN_STEP_FUNCTION,
-        COLUMN_COUNT as i32,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY,
-        move |context| {
-            let values = std::array::from_fn(|index| context.get_raw(index));
-            let mut walking = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            let (walk, failure) = &mut *walking;
-            let position = i64::column_result(values[0]).unwrap_or(0);
-            match ChainLink::from_values(&values).and_then(|link| walk.step(position, &link)) {
-                Ok(()) => Ok(true),
-                Err(error) => {
-                    *failure = Some(error);
-                    Err(rusqlite::Error::UserFunctionError("the chain does not verify".into()))
-                }
-            }
-        },
+/// Checks that the database attached as `source` is a log this software reads, with its
+/// events in a stored table; returns its peer identity.
+fn check_rebuild_source(conn: &Connection, path: &Path) -> Result<[u8; 16], Error> {
+    let not_a_log = || Error::NotABatonLog { path: path.to_path_buf() };
+    let application_id: i64 = conn.pragma_query_value(
+        Some(rusqlite::DatabaseName::Attached("source")),
+        "application_id",
+        |row| row.get(0),
     )?;
-    let copied = tx.execute(
-        &format!(
-            "INSERT INTO main.events ({COLUMNS}) SELECT {COLUMNS} FROM source.events
-                 WHERE {CHAIN_STEP_FUNCTION}({COLUMNS}) ORDER BY position"
-        ),
-        [],
-    );
-    tx.remove_function(CHAIN_STEP_FUNCTION, COLUMN_COUNT as i32)?;
-    let (walk, failure) =
-        std::mem::take(&mut *walking.lock().unwrap_or_else(PoisonError::into_inner));
-    match (copied, failure) {
-        (_, Some(error)) => Err(error),
-        (Err(error), None) => Err(error.into()),
-        (Ok(_), None) => Ok(walk),
+    if application_id != APPLICATION_ID {
+        return Err(not_a_log());
     }
+    // A wrong type or a missing row means the file is not a log of ours.
+    let found: i64 = conn
+        .query_row("SELECT value FROM source.meta WHERE key = 'schema_version'", [], |row| {
+            row.get(0)
+        })
+        .map_err(|_| not_a_log())?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+    }
+    let peer: Vec<u8> = conn
+        .query_row("SELECT value FROM source.meta WHERE key = 'peer_id'", [], |row| row.get(0))
+        .map_err(|_| not_a_log())?;
+    let peer: [u8; 16] = peer.try_into().map_err(|_| not_a_log())?;
+    if !source_events_are_stored(conn)? {
+        return Err(not_a_log());
+    }
+    Ok(peer)
+}
+
+/// What a rebuild hands each batch of copied events to (see
+/// [`EventLog::rebuild_from_deriving`]), with the new database's connection.
+pub type Derive<'a> = dyn FnMut(&mut Connection, Vec<StoredEvent>) -> Result<(), DeriveError> + 'a;
+/// Why a [`Derive`] failed: its own error, reported as [`Error::Derive`].
+pub type DeriveError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Events a rebuild reads, verifies and hands over at a time: large, since a rebuild's
+/// projections write each record's row once per batch.
+const REBUILD_COPY_BATCH_EVENTS: usize = 16_384;
+/// Verified batches waiting to be copied, at most: one keeps the reader ahead without a long
+/// history in memory.
+const REBUILD_COPY_QUEUE_BATCHES: usize = 1;
+
+/// Copies `source`'s events into the new database open on `conn` (inside its transaction),
+/// handing each batch to `derive` once inserted. A thread of its own reads and verifies them
+/// (a [`ChainWalk`]: the values checked are the values copied) while this one writes the
+/// previous batch, so the hashing and the reading overlap the writing.
+fn copy_verified_events(
+    conn: &mut Connection,
+    source: &Path,
+    derive: &mut Derive<'_>,
+) -> Result<ChainWalk, Error> {
+    std::thread::scope(|scope| {
+        let (sender, batches) = std::sync::mpsc::sync_channel(REBUILD_COPY_QUEUE_BATCHES);
+        let reader = std::thread::Builder::new()
+            .name("baton-copy".to_owned())
+            .spawn_scoped(scope, move || read_verified_events(source, &sender))
+            .map_err(|error| Error::Io {
+                context: "starting the rebuild's reader".to_owned(),
+                source: error,
+            })?;
+        // Returning drops `batches`: a reader still sending stops at once.
+        let copied = insert_and_derive(conn, batches, derive);
+        let walk = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // A broken chain explains whatever went wrong after it: reported first.
+        let walk = walk?;
+        copied?;
+        Ok(walk)
+    })
+}
+
+/// Copies each verified batch (SQLite copies the rows of its positions from `source`, the
+/// reader's checked values: a stored table keyed by position reads the same twice) and hands
+/// it to `derive`.
+fn insert_and_derive(
+    conn: &mut Connection,
+    batches: std::sync::mpsc::Receiver<Vec<StoredEvent>>,
+    derive: &mut Derive<'_>,
+) -> Result<(), Error> {
+    for batch in batches {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else { continue };
+        let copied = conn
+            .prepare_cached(&format!(
+                "INSERT INTO main.events ({COLUMNS}) SELECT {COLUMNS} FROM source.events
+                     WHERE position BETWEEN ?1 AND ?2 ORDER BY position"
+            ))?
+            .execute([first.position, last.position])?;
+        if copied != batch.len() {
+            return Err(Error::Corrupt {
+                origin: first.origin,
+                stream: first.stream,
+                seq: first.seq,
+                reason: "the events copied differ from the events verified".to_owned(),
+            });
+        }
+        derive(conn, batch).map_err(Error::Derive)?;
+    }
+    Ok(())
+}
+
+/// Reads `source`'s events in position order on a connection of its own, walking their
+/// chains, and sends them on in batches. Stops early, with the walk so far, when nobody
+/// receives any more.
+fn read_verified_events(
+    source: &Path,
+    batches: &std::sync::mpsc::SyncSender<Vec<StoredEvent>>,
+) -> Result<ChainWalk, Error> {
+    let conn = open_reader(source)?;
+    conn.pragma_update(None, "trusted_schema", "OFF")?;
+    let mut walk = ChainWalk::default();
+    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY position"))?;
+    let mut rows = statement.query([])?;
+    let mut batch = Vec::with_capacity(REBUILD_COPY_BATCH_EVENTS);
+    while let Some(row) = rows.next()? {
+        // Not a number: 0, which the walk refuses as out of order.
+        let position = row.get_ref(0).ok().and_then(|value| i64::column_result(value).ok());
+        let position = position.unwrap_or(0);
+        let link = ChainLink::read(row)?;
+        walk.step(position, &link)?;
+        // The walk refuses positions that are not above the previous one, so from 1.
+        batch.push(link.into_stored(position.unsigned_abs()));
+        if batch.len() == REBUILD_COPY_BATCH_EVENTS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(REBUILD_COPY_BATCH_EVENTS));
+            if batches.send(full).is_err() {
+                return Ok(walk);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        // Unreceived only when the copy failed, which it reports.
+        let _ = batches.send(batch);
+    }
+    Ok(walk)
 }
 
 /// Walks every chain of the database open on `conn` (a reader) from its first event,
@@ -1368,8 +1461,8 @@ impl ChainWalk {
             seq: link.seq,
             reason: reason.to_owned(),
         };
-        // Only a rebuild's copy could meet rows out of order (it is SQLite's plan that orders
-        // them); a chain met in another order than the positions is refused all the same.
+        // Only a rebuild's source could hold two rows at one position (its `events` need not
+        // be keyed by it); a chain met in another order than the positions is refused too.
         if position <= self.last_position {
             return Err(fail("events out of position order"));
         }

@@ -561,16 +561,40 @@ fn catch_up_pass(
         let mut batch = eventlog::read_after(conn, from, batch_events)?;
         let Some(last) = batch.last() else { return Ok(applied) };
         let last_position = last.position;
-        let mut events = batch
-            .iter()
-            .map(|stored| decode(stored.position, &stored.kind, stored.version, &stored.payload))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = decode_batch(&batch)?;
         applied += cursors.apply_batch(conn, &batch, &events)?;
         if last_position > visit_after {
             let first_visited = batch.partition_point(|stored| stored.position <= visit_after);
             visit(batch.split_off(first_visited), events.split_off(first_visited));
         }
         from = last_position;
+    }
+}
+
+/// Both projections derived from events as they are copied into a new database (a
+/// restore's rebuild, see `eventlog::EventLog::rebuild_from_deriving`), a batch at a time,
+/// instead of being read back from the log once it is whole.
+pub struct Derivation {
+    cursors: Cursors,
+}
+
+impl Derivation {
+    /// Starts both projections where their checkpoints stand (from the first event in a new
+    /// database).
+    pub fn start(conn: &mut Connection) -> Result<Derivation, Error> {
+        Ok(Derivation { cursors: Cursors::open(conn)? })
+    }
+
+    /// Applies `stored`, the events that follow the previous batch, in position order;
+    /// returns them decoded. An event that does not decode fails the batch.
+    pub fn apply(
+        &mut self,
+        conn: &mut Connection,
+        stored: &[StoredEvent],
+    ) -> Result<Vec<Event>, Error> {
+        let events = decode_batch(stored)?;
+        self.cursors.apply_batch(conn, stored, &events)?;
+        Ok(events)
     }
 }
 
@@ -746,6 +770,13 @@ fn record_of(
 }
 
 /// An event of the log decoded, or which position could not be.
+fn decode_batch(stored: &[StoredEvent]) -> Result<Vec<Event>, Error> {
+    stored
+        .iter()
+        .map(|stored| decode(stored.position, &stored.kind, stored.version, &stored.payload))
+        .collect()
+}
+
 fn decode(position: u64, kind: &str, version: u16, payload: &[u8]) -> Result<Event, Error> {
     Event::decode(kind, version, payload).map_err(|source| Error::Decode { position, source })
 }

@@ -529,14 +529,13 @@ fn backup_step(args: &[String]) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir)?;
             let (mut live, _) = daemon::store::Store::open(&dir.join("baton.db"))?;
             let input = std::io::BufReader::new(std::fs::File::open(archive)?);
-            let staged = backup::stage_restore(
-                input,
-                password,
-                BENCH_SERIAL,
-                env!("CARGO_PKG_VERSION"),
-                &dir.join("restore-staging"),
-                &mut |_| {},
-            )?;
+            let staging_dir = dir.join("restore-staging");
+            let target = backup::StagingTarget {
+                expected_serial: BENCH_SERIAL,
+                running_version: env!("CARGO_PKG_VERSION"),
+                staging_dir: &staging_dir,
+            };
+            let staged = daemon::store::stage_restore(input, password, &target, &mut |_| {})?;
             let note = eventlog::NewJournalEntry {
                 at_ms: 1_800_000_000_000,
                 level: eventlog::Level::Info,

@@ -143,7 +143,7 @@ pub fn begin(app: &App, actor: &str) -> Result<Operation, Error> {
     Ok(operation)
 }
 
-/// Reads, verifies and stages an archive into `staging_dir` (see `backup::stage_restore`):
+/// Reads, verifies and stages an archive into `staging_dir` (see `store::stage_restore`):
 /// nothing else changes. `over_limit` is set by a reader that stopped at the size limit.
 /// On a refusal the operation is finished and the refusal journaled.
 pub async fn stage(
@@ -158,14 +158,14 @@ pub async fn stage(
     let serial = serial(app).map_err(|error| refused(app, actor, error))?;
     let data_dir = app.data_dir.clone();
     let (staged, operation) = tokio::task::spawn_blocking(move || {
-        let staged = backup::stage_restore(
-            reader,
-            password.as_deref(),
-            &serial,
-            crate::base::version::software_version(),
-            &staging_dir,
-            &mut |p| operation.report(p),
-        );
+        let target = backup::StagingTarget {
+            expected_serial: &serial,
+            running_version: crate::base::version::software_version(),
+            staging_dir: &staging_dir,
+        };
+        let staged = crate::store::stage_restore(reader, password.as_deref(), &target, &mut |p| {
+            operation.report(p)
+        });
         // A target that a rename could not replace is refused now, not half-way through.
         let staged = staged.and_then(|staged| staged.check_targets(&data_dir).map(|()| staged));
         (staged, operation)

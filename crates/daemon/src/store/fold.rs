@@ -21,6 +21,17 @@ pub(super) struct Fold {
 }
 
 impl Fold {
+    /// Folds every batch `received` until its sender is dropped.
+    pub(super) fn fold_all(
+        mut self,
+        received: std::sync::mpsc::Receiver<(Vec<StoredEvent>, Vec<Event>)>,
+    ) -> Fold {
+        for (stored, events) in received {
+            self.batch(&stored, &events);
+        }
+        self
+    }
+
     fn batch(&mut self, stored: &[StoredEvent], events: &[Event]) {
         for (stored, event) in stored.iter().zip(events) {
             let stamp = Stamp { hlc: stored.hlc, origin: stored.origin };
@@ -39,7 +50,7 @@ impl Fold {
 
 /// Batches handed to the fold's thread and not folded yet, at most: each is a catch-up batch
 /// of up to 20,000 events, so one keeps the pass busy without a long history in memory.
-const FOLD_QUEUE_BATCHES: usize = 1;
+pub(super) const FOLD_QUEUE_BATCHES: usize = 1;
 
 /// Catches up the projections of `log` and folds the events after `fold.position` into
 /// `fold` in the same pass. Returns how many events the projections applied, and the fold.
@@ -50,13 +61,7 @@ pub(super) fn catch_up_folding(log: &mut EventLog, fold: Fold) -> Result<(u64, F
             std::sync::mpsc::sync_channel::<(Vec<StoredEvent>, Vec<Event>)>(FOLD_QUEUE_BATCHES);
         let folder = std::thread::Builder::new()
             .name("baton-fold".to_owned())
-            .spawn_scoped(scope, move || {
-                let mut fold = fold;
-                for (stored, events) in received {
-                    fold.batch(&stored, &events);
-                }
-                fold
-            })
+            .spawn_scoped(scope, move || fold.fold_all(received))
             .map_err(|error| StoreError::NoThread(error.to_string()))?;
         let applied = projections::catch_up_visiting(
             log.connection_mut(),

@@ -10,6 +10,7 @@ mod fold;
 #[cfg(test)]
 mod licence_tests;
 mod readers;
+mod staging;
 mod sync_pacing;
 mod syncer;
 #[cfg(test)]
@@ -18,6 +19,7 @@ pub(crate) mod tests;
 pub use cluster_settings::{ClusterSettings, Outbound};
 pub use eventlog::Replace;
 pub use readers::{Paused, ReadError, Readers, state_at};
+pub use staging::stage_restore;
 pub use sync_pacing::REPLICATED_SYNC_INTERVAL_MS;
 
 use crate::base::journal::EntryKind;
