@@ -525,6 +525,20 @@ fn restores_an_archive_with_old_event_versions() {
     assert_eq!(bridge["pinned_sha256"], Value::Null, "{bridge}");
 }
 
+/// An archive whose log chains correctly but holds an event no version of this software can
+/// read (a crafted one: the chain's hashes are anyone's to compute) is refused as corrupt
+/// while it is staged, naming the event's position, and nothing changes.
+#[test]
+fn an_archive_with_an_event_that_does_not_decode_is_refused_and_changes_nothing() {
+    let archive = old_archive("bridge.saved", 2, b"\xff\xff\xff not postcard".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), FIXTURE_SERIAL);
+    let (_, answer) = peer.restore(archive.clone(), None);
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cannot be read") && message.contains("position"), "{answer}");
+    assert_refused(&peer, archive, None, 422, "backup_corrupt");
+}
+
 /// How the fixture was made (run with `BATON_WRITE_FIXTURES=1` to make it again): a daemon
 /// with serial `FIXTURE-SERIAL` gets its password set and is stopped; a `bridge.saved` event
 /// with the frozen version-1 payload (`model::event::BridgeV1`) is appended to its log as the

@@ -1294,7 +1294,7 @@ pub type DeriveError = Box<dyn std::error::Error + Send + Sync>;
 const REBUILD_COPY_BATCH_EVENTS: usize = 16_384;
 /// Verified batches waiting to be copied, at most: one keeps the reader ahead without a long
 /// history in memory.
-const REBUILD_COPY_QUEUE_BATCHES: usize = 1;
+const REBUILD_COPY_QUEUE_BATCHES: usize = 0;
 
 /// Copies `source`'s events into the new database open on `conn` (inside its transaction),
 /// handing each batch to `derive` once inserted. A thread of its own reads and verifies them

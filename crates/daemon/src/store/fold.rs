@@ -1,8 +1,9 @@
-//! The state folded from the log when a store opens (at start-up, after a snapshot; after a
-//! restore, from the first event), in the projections' catch-up pass: each event is read and
+//! The state folded from the log when a store opens (at start-up, after a snapshot; with no
+//! snapshot, from the first event), in the projections' catch-up pass: each event is read and
 //! decoded once for both. The fold runs on a thread of its own while the pass reads and
 //! projects the next batch: in a restore of 10^6 events it was 8.6% of the time, spent on
-//! the thread that also reads and writes the projections.
+//! the thread that also reads and writes the projections. A restore's staging folds the same
+//! way from the events it copies (`super::staging`).
 
 use super::StoreError;
 use eventlog::{EventLog, StoredEvent};
