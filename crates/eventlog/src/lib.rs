@@ -1249,7 +1249,15 @@ fn source_events_are_stored(conn: &Connection) -> Result<bool, Error> {
         [],
         |row| row.get(0),
     )?;
-    Ok(keyed_by_position)
+    // A key kept in an index of its own (`INTEGER PRIMARY KEY DESC`, `WITHOUT ROWID`) is not
+    // the rowid: the index, which a crafted file can make disagree with the table, could
+    // serve one read and not the other.
+    let key_is_rowid: bool = conn.query_row(
+        "SELECT count(*) = 0 FROM pragma_index_list('events', 'source') WHERE origin = 'pk'",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(keyed_by_position && key_is_rowid)
 }
 
 /// Checks that the database attached as `source` is a log this software reads, with its
@@ -1292,8 +1300,8 @@ pub type DeriveError = Box<dyn std::error::Error + Send + Sync>;
 /// Events a rebuild reads, verifies and hands over at a time: large, since a rebuild's
 /// projections write each record's row once per batch.
 const REBUILD_COPY_BATCH_EVENTS: usize = 16_384;
-/// Verified batches waiting to be copied, at most: one keeps the reader ahead without a long
-/// history in memory.
+/// Verified batches waiting to be copied, at most: none, since the reader fills the next
+/// batch while the copy works on the last, and a queued batch only held memory.
 const REBUILD_COPY_QUEUE_BATCHES: usize = 0;
 
 /// Copies `source`'s events into the new database open on `conn` (inside its transaction),
@@ -1317,7 +1325,7 @@ fn copy_verified_events(
         // Returning drops `batches`: a reader still sending stops at once.
         let copied = insert_and_derive(conn, batches, derive);
         let walk = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        // A broken chain explains whatever went wrong after it: reported first.
+        // A broken chain is reported first: it is the archive's fault, whatever else failed.
         let walk = walk?;
         copied?;
         Ok(walk)
@@ -1336,7 +1344,7 @@ fn insert_and_derive(
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { continue };
         let copied = conn
             .prepare_cached(&format!(
-                "INSERT INTO main.events ({COLUMNS}) SELECT {COLUMNS} FROM source.events
+                "INSERT INTO main.events ({COLUMNS}) SELECT {COLUMNS} FROM source.events NOT INDEXED
                      WHERE position BETWEEN ?1 AND ?2 ORDER BY position"
             ))?
             .execute([first.position, last.position])?;
@@ -1363,7 +1371,9 @@ fn read_verified_events(
     let conn = open_reader(source)?;
     conn.pragma_update(None, "trusted_schema", "OFF")?;
     let mut walk = ChainWalk::default();
-    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events ORDER BY position"))?;
+    // Both reads go through the table itself, by rowid, never through an index of the file.
+    let mut statement =
+        conn.prepare(&format!("SELECT {COLUMNS} FROM events NOT INDEXED ORDER BY position"))?;
     let mut rows = statement.query([])?;
     let mut batch = Vec::with_capacity(REBUILD_COPY_BATCH_EVENTS);
     while let Some(row) = rows.next()? {

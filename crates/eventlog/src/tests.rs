@@ -1076,56 +1076,67 @@ fn a_failed_derivation_or_a_broken_chain_fails_the_rebuild() {
     assert_eq!(last_handed, REBUILD_COPY_BATCH_EVENTS as u64, "only the verified batch");
 }
 
-// Goal: a rebuild copies the rows it verified even when the source's position key is not the
-// rowid (`INTEGER PRIMARY KEY DESC` keeps a separate index) and that index disagrees with the
-// table: here it maps each position to the other row, and the source's statistics steer the
-// reader to a scan of the table while the copy's range goes through the index.
+// Goal: a rebuild copies the rows it verified, never rows an index of the source points at. A
+// crafted file can make an index disagree with its table (here it maps each position to the
+// other row) and steer the planner to it with its statistics: a position key kept in such an
+// index (`INTEGER PRIMARY KEY DESC`) is refused as not a log, and an extra index on the
+// positions of a proper table is not used by either read (SQLite's planner prefers the rowid
+// here anyway; both reads say `NOT INDEXED` so that no statistics can change it).
 #[test]
-fn a_rebuild_copies_what_it_verified_when_the_source_position_index_lies() {
+fn a_rebuild_copies_what_it_verified_when_an_index_of_the_source_lies() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = open(&dir, "source.db");
-    log.append(&[event(Stream::Shared, 1, b"one"), event(Stream::Shared, 2, b"two")]).unwrap();
-    log.connection()
-        .execute_batch(
-            "ALTER TABLE events RENAME TO stored_events;
-             CREATE TABLE events (
-                 position INTEGER PRIMARY KEY DESC, origin BLOB NOT NULL,
-                 stream INTEGER NOT NULL, seq INTEGER NOT NULL, hlc_wall_ms INTEGER NOT NULL,
-                 hlc_counter INTEGER NOT NULL, actor TEXT NOT NULL, kind TEXT NOT NULL,
-                 version INTEGER NOT NULL, payload BLOB NOT NULL, prev_hash BLOB NOT NULL,
-                 hash BLOB NOT NULL, UNIQUE (origin, stream, seq));
-             INSERT INTO events (rowid, position, origin, stream, seq, hlc_wall_ms,
-                     hlc_counter, actor, kind, version, payload, prev_hash, hash)
-                 SELECT position, * FROM stored_events ORDER BY position;
-             DROP TABLE stored_events;
-             -- The same index over rows numbered the other way round: position 1 -> rowid 2.
-             CREATE TABLE decoy (position INTEGER PRIMARY KEY DESC, unused);
-             INSERT INTO decoy (rowid, position) VALUES (1, 2), (2, 1);
-             PRAGMA writable_schema = ON;
-             UPDATE sqlite_schema SET rootpage = (SELECT rootpage FROM sqlite_schema
-                     WHERE name = 'sqlite_autoindex_decoy_1')
-                 WHERE name = 'sqlite_autoindex_events_1';
-             PRAGMA writable_schema = OFF;
-             ANALYZE;
-             DELETE FROM sqlite_stat1;
-             INSERT INTO sqlite_stat1 VALUES ('events', 'sqlite_autoindex_events_1',
-                 '1000000 1 sz=250'), ('events', NULL, '1000000 sz=1');",
-        )
-        .unwrap();
-    drop(log);
-    let target = dir.path().join("rebuilt.db");
-    if let Ok((rebuilt, report)) = EventLog::rebuild_from(&dir.path().join("source.db"), &target)
-    {
-        assert_eq!(report.events, 2);
-        let copied: Vec<(i64, i64)> = rebuilt
-            .connection()
-            .prepare("SELECT position, seq FROM events ORDER BY position")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
+    let source = |name: &str, table: &str| {
+        let mut log = open(&dir, name);
+        log.append(&[event(Stream::Shared, 1, b"one"), event(Stream::Shared, 2, b"two")]).unwrap();
+        log.connection()
+            .execute_batch(&format!(
+                "ALTER TABLE events RENAME TO stored_events;
+                 CREATE TABLE events (
+                     position {table}, origin BLOB NOT NULL,
+                     stream INTEGER NOT NULL, seq INTEGER NOT NULL, hlc_wall_ms INTEGER NOT NULL,
+                     hlc_counter INTEGER NOT NULL, actor TEXT NOT NULL, kind TEXT NOT NULL,
+                     version INTEGER NOT NULL, payload BLOB NOT NULL, prev_hash BLOB NOT NULL,
+                     hash BLOB NOT NULL, UNIQUE (origin, stream, seq));
+                 INSERT INTO events (rowid, position, origin, stream, seq, hlc_wall_ms,
+                         hlc_counter, actor, kind, version, payload, prev_hash, hash)
+                     SELECT position, * FROM stored_events ORDER BY position;
+                 DROP TABLE stored_events;
+                 CREATE INDEX lying ON events (position);
+                 -- The same index over rows numbered the other way round: 1 -> rowid 2.
+                 CREATE TABLE decoy (position INTEGER, unused);
+                 CREATE INDEX decoy_position ON decoy (position);
+                 INSERT INTO decoy (rowid, position) VALUES (1, 2), (2, 1);
+                 PRAGMA writable_schema = ON;
+                 UPDATE sqlite_schema SET rootpage = (SELECT rootpage FROM sqlite_schema
+                         WHERE name = 'decoy_position')
+                     WHERE name IN ('lying', 'sqlite_autoindex_events_1')
+                         AND '{table}' LIKE '%DESC%' = (name = 'sqlite_autoindex_events_1');
+                 PRAGMA writable_schema = OFF;
+                 ANALYZE;
+                 DELETE FROM sqlite_stat1;
+                 INSERT INTO sqlite_stat1 VALUES
+                     ('events', 'sqlite_autoindex_events_1', '1000000 1 sz=250'),
+                     ('events', 'lying', '1000000 1 sz=250'), ('events', NULL, '1000000 sz=1');"
+            ))
             .unwrap();
-        assert_eq!(copied, [(1, 1), (2, 2)], "copied rows other than those verified");
-        rebuilt.verify().expect("a rebuilt log verifies");
-    }
+        drop(log);
+        dir.path().join(name)
+    };
+    let descending = source("descending.db", "INTEGER PRIMARY KEY DESC");
+    let refused = EventLog::rebuild_from(&descending, &dir.path().join("a.db"));
+    assert!(matches!(refused, Err(Error::NotABatonLog { .. })), "{:?}", refused.map(|(_, r)| r));
+
+    let indexed = source("indexed.db", "INTEGER PRIMARY KEY");
+    let (rebuilt, report) = EventLog::rebuild_from(&indexed, &dir.path().join("b.db")).unwrap();
+    assert_eq!(report.events, 2);
+    let copied: Vec<(i64, i64)> = rebuilt
+        .connection()
+        .prepare("SELECT position, seq FROM events ORDER BY position")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(copied, [(1, 1), (2, 2)], "copied rows other than those verified");
+    rebuilt.verify().expect("a rebuilt log verifies");
 }
