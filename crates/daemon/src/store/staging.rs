@@ -136,7 +136,9 @@ mod tests {
 
     // Goal: a staged restore holds the projections and the snapshot a full catch-up of its
     // log would give, derived as its events were copied (more than one batch of them), so
-    // applying it reads nothing back.
+    // applying it reads nothing back, and notes that it met no licence event. (A staged log
+    // that holds one is not noted: `backup::an_old_backups_shared_licence_is_restored_as_this_
+    // peers_own` restores its licence.)
     #[test]
     fn a_staged_restore_holds_what_a_catch_up_derives_and_opens_without_reading_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -165,6 +167,12 @@ mod tests {
         let staged = stage_restore(&archive[..], None, &target, &mut |_| {}).unwrap();
         let staged_path = staged.staging_dir().join(backup::DATABASE_FILE);
         assert_eq!(projection_rows(&staged_path), projection_rows(&source_path));
+        // No licence event anywhere: staging notes the migration's check as done to the end
+        // (before the store opens, which would note it too).
+        let staged_log = EventLog::open(&staged_path).unwrap();
+        let checked = staged_log.migration_checked_through(LICENCE_MIGRATION).unwrap();
+        assert_eq!(checked, source.last_position());
+        drop(staged_log);
         let (restored, report) = Store::open(&staged_path).unwrap();
         assert_eq!(
             (report.events_replayed, report.projection_events_applied),
