@@ -262,16 +262,7 @@ fn rebuild_staged_database(
     std::fs::rename(&staged, &archived)
         .map_err(io_error(|| format!("renaming {}", staged.display())))?;
     let rebuilt = eventlog::EventLog::rebuild_from_deriving(&archived, &staged, derive);
-    let rebuilt = rebuilt.map_err(|error| {
-        let reason = match error {
-            eventlog::Error::Corrupt { .. } => {
-                format!("the database in the backup does not verify: {error}")
-            }
-            _ => format!("the database in the backup cannot be read: {error}"),
-        };
-        Error::Corrupt { reason }
-    });
-    let rebuilt = rebuilt?;
+    let rebuilt = rebuilt.map_err(rebuild_error)?;
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let path = PathBuf::from(format!("{}{suffix}", archived.display()));
         match std::fs::remove_file(&path) {
@@ -286,6 +277,27 @@ fn rebuild_staged_database(
         }
     }
     Ok(rebuilt)
+}
+
+/// Why a rebuild failed: a full disk or a file operation that failed is this machine's
+/// failure, whatever else the archive's database made SQLite say is the archive's (a crafted
+/// file can make SQLite report many things, but not that our disk is full).
+pub(crate) fn rebuild_error(error: eventlog::Error) -> Error {
+    let full = rusqlite::ErrorCode::DiskFull;
+    match error {
+        eventlog::Error::Io { .. } => Error::EventLog(error),
+        eventlog::Error::Sqlite(rusqlite::Error::SqliteFailure(ref failure, _))
+            if failure.code == full =>
+        {
+            Error::EventLog(error)
+        }
+        eventlog::Error::Corrupt { .. } => Error::Corrupt {
+            reason: format!("the database in the backup does not verify: {error}"),
+        },
+        _ => {
+            Error::Corrupt { reason: format!("the database in the backup cannot be read: {error}") }
+        }
+    }
 }
 
 /// Compares the rebuilt log's identity, its heads and those its chains were walked to

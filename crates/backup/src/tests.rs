@@ -688,3 +688,26 @@ fn backup_while_the_log_is_written() {
 }
 
 mod hostile;
+
+// Goal: a rebuild that fails because this machine's disk is full (or a file operation failed)
+// is reported as the machine's failure, not as a corrupt archive; what the archive's database
+// makes SQLite say otherwise is a refusal of the archive.
+#[test]
+fn a_full_disk_during_the_rebuild_is_not_blamed_on_the_archive() {
+    let sqlite = |code: i32| {
+        eventlog::Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    };
+    let full = restore::rebuild_error(sqlite(rusqlite::ffi::SQLITE_FULL));
+    assert!(!full.is_refusal(), "{full}");
+    assert!(full.to_string().contains("full"), "{full}");
+    let io =
+        eventlog::Error::Io { context: "starting".to_owned(), source: std::io::Error::other("x") };
+    assert!(!restore::rebuild_error(io).is_refusal());
+    let malformed = restore::rebuild_error(sqlite(rusqlite::ffi::SQLITE_CORRUPT));
+    assert!(matches!(malformed, Error::Corrupt { .. }), "{malformed}");
+    let not_a_log = eventlog::Error::NotABatonLog { path: "archived.db".into() };
+    assert!(restore::rebuild_error(not_a_log).is_refusal());
+}
