@@ -277,15 +277,25 @@ async fn pushes_in_a_stream_share_fsyncs_and_a_held_one_is_synced_once_idle() {
     assert!(syncs <= intervals + 1, "{PUSHES} pushes in {intervals} intervals took {syncs} fsyncs");
 
     // Past any held sync: the next push is synced at once, the one right after it is held.
+    // Each waits for its sync: a push shown but not yet synced could otherwise share the
+    // next one's sync (the writer looks at its queue after publishing the state, and on a
+    // loaded machine the next push can be there by then).
     tokio::time::sleep(3 * interval).await;
     let syncs_before = writer.syncs();
+    let synced = |count: u64| {
+        let writer = writer.clone();
+        async move {
+            let deadline = Instant::now() + 50 * interval;
+            while writer.syncs() < count && Instant::now() < deadline {
+                tokio::time::sleep(interval / 10).await;
+            }
+            writer.syncs()
+        }
+    };
     push("at-once".to_owned()).await;
+    assert_eq!(synced(syncs_before + 1).await, syncs_before + 1, "synced at once");
     push("held".to_owned()).await;
-    let deadline = Instant::now() + 50 * interval;
-    while writer.syncs() < syncs_before + 2 && Instant::now() < deadline {
-        tokio::time::sleep(interval / 10).await;
-    }
-    assert_eq!(writer.syncs(), syncs_before + 2, "the held push was never synced");
+    assert_eq!(synced(syncs_before + 2).await, syncs_before + 2, "the held push was never synced");
     writer.stop().await;
     thread.join().unwrap();
 }
