@@ -19,7 +19,7 @@ pub(crate) mod tests;
 pub use cluster_settings::{ClusterSettings, Outbound};
 pub use eventlog::Replace;
 pub use readers::{Paused, ReadError, Readers, state_at};
-pub use staging::stage_restore;
+pub use staging::{stage_restore, staged_configuration};
 pub use sync_pacing::REPLICATED_SYNC_INTERVAL_MS;
 
 use crate::base::journal::EntryKind;

@@ -57,6 +57,26 @@ pub fn stage_restore(
     Ok(staged)
 }
 
+/// The configuration a staged restore holds, for its preview: its snapshot, when staging
+/// saved one at its last event and met no licence to adopt; otherwise folded from its events
+/// (`backup::Staged::configuration`, a second of work at 10^6 events).
+pub fn staged_configuration(staged: &backup::Staged) -> Result<State, backup::Error> {
+    let log = EventLog::open(&staged.staging_dir().join(backup::DATABASE_FILE))?;
+    let last = log.last_position();
+    let complete = log.migration_checked_through(LICENCE_MIGRATION)? == last;
+    match log.latest_snapshot()? {
+        Some(snapshot)
+            if complete
+                && snapshot.position == last
+                && snapshot.format == model::SNAPSHOT_FORMAT =>
+        {
+            State::from_snapshot(&snapshot.blob)
+                .map_err(|error| backup::Error::Corrupt { reason: error.to_string() })
+        }
+        _ => staged.configuration(),
+    }
+}
+
 /// Saves the folded state as the staged log's snapshot, and notes that the licence
 /// migration found nothing when it did not (see `Store::make_licence_local`).
 fn save_fold(staged: &backup::Staged, fold: Fold) -> Result<(), eventlog::Error> {
@@ -136,7 +156,8 @@ mod tests {
 
     // Goal: a staged restore holds the projections and the snapshot a full catch-up of its
     // log would give, derived as its events were copied (more than one batch of them), so
-    // applying it reads nothing back, and notes that it met no licence event. (A staged log
+    // applying it reads nothing back, and notes that it met no licence event; its preview,
+    // read from the snapshot, is the configuration its events fold to. (A staged log
     // that holds one is not noted: `backup::an_old_backups_shared_licence_is_restored_as_this_
     // peers_own` restores its licence.)
     #[test]
@@ -173,6 +194,8 @@ mod tests {
         let checked = staged_log.migration_checked_through(LICENCE_MIGRATION).unwrap();
         assert_eq!(checked, source.last_position());
         drop(staged_log);
+        assert_eq!(&staged_configuration(&staged).unwrap(), source.state(), "the preview");
+        assert_eq!(&staged.configuration().unwrap(), source.state());
         let (restored, report) = Store::open(&staged_path).unwrap();
         assert_eq!(
             (report.events_replayed, report.projection_events_applied),

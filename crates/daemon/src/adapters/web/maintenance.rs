@@ -559,9 +559,10 @@ async fn changes_of(
     staged: backup::Staged,
 ) -> Result<(Vec<Change>, backup::Staged), ApiError> {
     let current = app.writer.state().await?;
-    let (archived, staged) = tokio::task::spawn_blocking(move || (staged.configuration(), staged))
-        .await
-        .map_err(ApiError::internal)?;
+    let (archived, staged) =
+        tokio::task::spawn_blocking(move || (crate::store::staged_configuration(&staged), staged))
+            .await
+            .map_err(ApiError::internal)?;
     let archived = archived.map_err(ApiError::internal)?;
     let by_key = |state: &ModelState| -> BTreeMap<(String, String), Value> {
         state
