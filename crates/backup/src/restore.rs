@@ -554,30 +554,13 @@ fn read_member<R: Read>(
     if entry.size() != member.size_bytes {
         return Err(Error::Corrupt { reason: format!("member {name} has the wrong size") });
     }
-    let mut file = open_member(member)?;
-    let mut hasher = Sha256::new();
-    let mut reader = entry.take(member.size_bytes);
-    let mut buffer = vec![0u8; READ_BUFFER_SIZE_BYTES];
-    let mut size_bytes = 0u64;
-    loop {
-        let length = match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(length) => length,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(classify(error)),
-        };
-        hasher.update(&buffer[..length]);
-        if let Some(file) = file.as_mut() {
-            file.write_all(&buffer[..length])
-                .map_err(io_error(|| format!("writing the staged {name}")))?;
-        }
-        size_bytes += length as u64;
-        counter.add(length as u64);
-    }
+    let file = open_member(member)?;
+    let (sha256, size_bytes, file) =
+        digest_and_stage(entry.take(member.size_bytes), file, &name, counter)?;
     if size_bytes != member.size_bytes {
         return Err(Error::Truncated);
     }
-    if hex::encode(hasher.finalize()) != member.sha256 {
+    if sha256 != member.sha256 {
         return Err(Error::Corrupt { reason: format!("member {name} does not match its digest") });
     }
     // The database member is only read, rebuilt into a new file and deleted: syncing it would
@@ -587,6 +570,85 @@ fn read_member<R: Read>(
         file.sync_all().map_err(io_error(|| format!("syncing the staged {name}")))?;
     }
     Ok(())
+}
+
+/// Buffers of a member's bytes inflated ahead of the digest: two keep the inflating busy.
+const DIGEST_QUEUE_BUFFERS: usize = 2;
+
+/// Reads `reader` to its end, hashing (SHA-256, hex) and writing to `file` what it read on a
+/// thread of its own, so the hashing overlaps the inflating of the next bytes. Returns the
+/// digest, the size read and the file.
+pub(crate) fn digest_and_stage(
+    mut reader: impl Read,
+    file: Option<std::fs::File>,
+    name: &str,
+    counter: &mut archive::ProgressCounter<'_>,
+) -> Result<(String, u64, Option<std::fs::File>), Error> {
+    std::thread::scope(|scope| {
+        let (full, filled) = std::sync::mpsc::sync_channel::<Vec<u8>>(DIGEST_QUEUE_BUFFERS);
+        let (empty, emptied) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..DIGEST_QUEUE_BUFFERS + 2 {
+            let _ = empty.send(vec![0u8; READ_BUFFER_SIZE_BYTES]);
+        }
+        let digester = std::thread::Builder::new()
+            .name("baton-digest".to_owned())
+            .spawn_scoped(scope, move || digest_and_write(&filled, &empty, file))
+            .map_err(io_error(|| "starting the restore's digest".to_owned()))?;
+        let mut size_bytes = 0u64;
+        let mut failure = None;
+        // Ends when the digester stops taking or returning buffers: its error says why.
+        while let Ok(mut buffer) = emptied.recv() {
+            buffer.resize(READ_BUFFER_SIZE_BYTES, 0);
+            let length = match read_retrying(&mut reader, &mut buffer) {
+                Ok(0) => break,
+                Ok(length) => length,
+                Err(error) => {
+                    failure = Some(classify(error));
+                    break;
+                }
+            };
+            buffer.truncate(length);
+            size_bytes += length as u64;
+            counter.add(length as u64);
+            if full.send(buffer).is_err() {
+                break;
+            }
+        }
+        drop(full);
+        let digested = digester.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let (sha256, file) = digested.map_err(io_error(|| format!("writing the staged {name}")))?;
+        Ok((sha256, size_bytes, file))
+    })
+}
+
+fn read_retrying(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(buffer) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            read => return read,
+        }
+    }
+}
+
+/// The digest's thread: hashes and writes each buffer `filled` brings, and hands it back.
+fn digest_and_write(
+    filled: &std::sync::mpsc::Receiver<Vec<u8>>,
+    empty: &std::sync::mpsc::Sender<Vec<u8>>,
+    mut file: Option<std::fs::File>,
+) -> io::Result<(String, Option<std::fs::File>)> {
+    let mut hasher = Sha256::new();
+    for buffer in filled {
+        hasher.update(&buffer);
+        if let Some(file) = file.as_mut() {
+            file.write_all(&buffer)?;
+        }
+        // Refused only once the reading has stopped.
+        let _ = empty.send(buffer);
+    }
+    Ok((hex::encode(hasher.finalize()), file))
 }
 
 /// Marks errors of the caller's reader, so they are reported as I/O failures rather than as a

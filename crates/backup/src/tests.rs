@@ -711,3 +711,28 @@ fn a_full_disk_during_the_rebuild_is_not_blamed_on_the_archive() {
     let not_a_log = eventlog::Error::NotABatonLog { path: "archived.db".into() };
     assert!(restore::rebuild_error(not_a_log).is_refusal());
 }
+
+// Goal: a member's bytes are hashed and staged whole on the digest's thread (the digest is
+// their SHA-256, the file holds them all, across many buffers), and a staged file that cannot
+// be written stops the reading with an I/O failure naming the member, not a hang or a panic.
+#[test]
+fn a_member_is_digested_and_staged_whole_and_a_failed_write_is_an_io_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..10 * 64 * 1024 + 7).map(|index| (index % 251) as u8).collect();
+    let mut progress = |_: Progress| {};
+    let mut counter =
+        archive::ProgressCounter { done_bytes: 0, total_bytes: 0, progress: &mut progress };
+    let staged = std::fs::File::create(dir.path().join("member")).unwrap();
+    let (sha256, size_bytes, _) =
+        restore::digest_and_stage(&data[..], Some(staged), "member", &mut counter).unwrap();
+    assert_eq!(sha256, hex::encode(sha2::Sha256::digest(&data)));
+    assert_eq!(size_bytes, data.len() as u64);
+    assert_eq!(std::fs::read(dir.path().join("member")).unwrap(), data);
+    assert_eq!(counter.done_bytes, data.len() as u64);
+
+    let read_only = std::fs::File::open(dir.path().join("member")).unwrap();
+    let error =
+        restore::digest_and_stage(&data[..], Some(read_only), "other", &mut counter).unwrap_err();
+    assert!(matches!(error, Error::Io { .. }), "{error:?}");
+    assert!(error.to_string().contains("writing the staged other"), "{error}");
+}
