@@ -57,23 +57,32 @@ pub(super) const FOLD_QUEUE_BATCHES: usize = 1;
 /// `fold` in the same pass. Returns how many events the projections applied, and the fold.
 pub(super) fn catch_up_folding(log: &mut EventLog, fold: Fold) -> Result<(u64, Fold), StoreError> {
     let fold_after = fold.position;
+    let (applied, fold) = folding_alongside(fold, |visit| {
+        projections::catch_up_visiting(log.connection_mut(), fold_after, visit)
+    })
+    .map_err(|error| StoreError::NoThread(error.to_string()))?;
+    Ok((applied?, fold))
+}
+
+/// Runs `body` with a `visit` that hands each batch of decoded events to `fold` on a thread
+/// of its own, so they are folded while `body` reads and writes the next; returns what
+/// `body` returned and the fold once every batch is folded.
+pub(super) fn folding_alongside<T>(
+    fold: Fold,
+    body: impl FnOnce(&mut dyn FnMut(Vec<StoredEvent>, Vec<Event>)) -> T,
+) -> std::io::Result<(T, Fold)> {
     std::thread::scope(|scope| {
-        let (batches, received) =
-            std::sync::mpsc::sync_channel::<(Vec<StoredEvent>, Vec<Event>)>(FOLD_QUEUE_BATCHES);
+        let (batches, received) = std::sync::mpsc::sync_channel(FOLD_QUEUE_BATCHES);
         let folder = std::thread::Builder::new()
             .name("baton-fold".to_owned())
-            .spawn_scoped(scope, move || fold.fold_all(received))
-            .map_err(|error| StoreError::NoThread(error.to_string()))?;
-        let applied = projections::catch_up_visiting(
-            log.connection_mut(),
-            fold_after,
-            &mut |stored, events| {
-                // Fails only when the fold's thread is gone, which its join reports.
-                let _ = batches.send((stored, events));
-            },
-        );
+            .spawn_scoped(scope, move || fold.fold_all(received))?;
+        // Fails only when the fold's thread is gone, which its join reports.
+        let result = body(&mut |stored, events| {
+            let _ = batches.send((stored, events));
+        });
+        // The fold ends with the last batch once its sender is gone.
         drop(batches);
         let fold = folder.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        Ok((applied?, fold))
+        Ok((result, fold))
     })
 }

@@ -5,10 +5,10 @@
 //! 10^6 events that read and its decoding were a third of a restore.
 
 use super::LICENCE_MIGRATION;
-use super::fold::{FOLD_QUEUE_BATCHES, Fold};
+use super::fold::{Fold, folding_alongside};
 use eventlog::{EventLog, StoredEvent};
+use model::State;
 use model::licence_migration::LicenceMigration;
-use model::{Event, State};
 use std::io::Read;
 
 /// `backup::stage_restore`, with the staged log's projections and state derived as its
@@ -25,34 +25,24 @@ pub fn stage_restore(
         position: 0,
         replayed: 0,
     };
-    let (staged, fold) = std::thread::scope(|scope| {
-        let (batches, received) =
-            std::sync::mpsc::sync_channel::<(Vec<StoredEvent>, Vec<Event>)>(FOLD_QUEUE_BATCHES);
-        let folder = std::thread::Builder::new()
-            .name("baton-fold".to_owned())
-            .spawn_scoped(scope, move || fold.fold_all(received))
-            .map_err(|error| backup::Error::Io {
-                context: "starting the restore's fold".to_owned(),
-                source: error,
-            })?;
+    let (staged, fold) = folding_alongside(fold, |visit| {
         let mut projections = None;
-        let mut derive = move |conn: &mut rusqlite::Connection, stored: Vec<StoredEvent>| {
+        let mut derive = |conn: &mut rusqlite::Connection, stored: Vec<StoredEvent>| {
             let derivation = match &mut projections {
                 Some(derivation) => derivation,
                 None => projections.insert(projections::Derivation::start(conn)?),
             };
             let events = derivation.apply(conn, &stored)?;
-            // Fails only when the fold's thread is gone, which its join reports.
-            let _ = batches.send((stored, events));
+            visit(stored, events);
             Ok::<(), eventlog::DeriveError>(())
         };
-        let staged =
-            backup::stage_restore_deriving(reader, password, target, progress, &mut derive);
-        // Dropping the closure drops the fold's sender: the fold ends with the last batch.
-        drop(derive);
-        let fold = folder.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        Ok::<_, backup::Error>((staged?, fold))
+        backup::stage_restore_deriving(reader, password, target, progress, &mut derive)
+    })
+    .map_err(|error| backup::Error::Io {
+        context: "starting the restore's fold".to_owned(),
+        source: error,
     })?;
+    let staged = staged?;
     save_fold(&staged, fold)?;
     Ok(staged)
 }
