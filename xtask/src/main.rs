@@ -12,6 +12,7 @@ mod release;
 mod run;
 mod testsuite;
 mod vm;
+mod vm_supervisor;
 
 #[cfg(test)]
 mod deps;

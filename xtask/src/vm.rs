@@ -18,6 +18,7 @@
 
 use crate::accel::{self, Accel, Trial};
 use crate::image::{self, run};
+use crate::vm_supervisor::{Monitor, supervise};
 use crate::{lan, target_dir};
 use anyhow::Context;
 use std::fs;
@@ -126,7 +127,15 @@ pub(crate) fn vm(
         let host = host_address(peer);
         let serial = serial.map_or_else(|| format!("BATON-VM-{peer}"), str::to_owned);
         let wan = management_netdev(&host, forward_to_host, &relay)?;
-        let command = |accel: Accel| {
+        // Appended to across the power cycles of one run (`vm_supervisor`), as it was across
+        // in-place resets.
+        let _ = fs::remove_file(&serial_log);
+        let mut monitor = Monitor::listen(&dir.join(format!("peer-{peer}-supervisor.sock")))?;
+        let (serial_for_qemu, vars_file, qmp_socket, qga_socket, pid_path, smbios_serial) =
+            (serial_log.clone(), vars.clone(), qmp.clone(), qga.clone(), pid_file, serial.clone());
+        let command = move |accel: Accel, monitor: &Monitor| {
+            let (vars, qmp, qga, pid_file, serial) =
+                (&vars_file, &qmp_socket, &qga_socket, &pid_path, &smbios_serial);
             let mut command = Command::new("qemu-system-x86_64");
             // No default devices (a DVD drive the firmware tried first, VGA) and no network
             // boot ROMs: the firmware goes straight to the disk.
@@ -162,10 +171,15 @@ pub(crate) fn vm(
                     ),
                 ])
                 .args(["-display", "none", "-monitor", "none"])
-                .args(["-serial", &format!("file:{}", serial_log.display())])
+                .args([
+                    "-chardev",
+                    &format!("file,id=console,path={},append=on", serial_for_qemu.display()),
+                ])
+                .args(["-serial", "chardev:console"])
+                .args(monitor.qemu_args())
                 // For a test that kills one VM as a power cut would (SIGKILL).
                 .arg("-pidfile")
-                .arg(&pid_file)
+                .arg(pid_file)
                 .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
                 // The guest agent's channel: a virtio serial port by the name qemu-guest-agent
                 // looks for, on a unix socket here.
@@ -178,7 +192,7 @@ pub(crate) fn vm(
                 .stdin(Stdio::null());
             command
         };
-        let mut child = command(accel)
+        let mut child = command(accel, &monitor)
             .spawn()
             .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
         if accel == Accel::Kvm {
@@ -203,10 +217,17 @@ pub(crate) fn vm(
                 );
                 accel = Accel::Tcg;
                 let _ = fs::remove_file(&qmp);
-                child = command(accel).spawn().context("starting qemu-system-x86_64")?;
+                // A new listener: the killed qemu's connection must not pass for this one's.
+                monitor = monitor.relisten()?;
+                child = command(accel, &monitor).spawn().context("starting qemu-system-x86_64")?;
             }
         }
-        children.0.push(child);
+        let restart_qmp = qmp.clone();
+        let restart = move |monitor: &Monitor| {
+            let _ = fs::remove_file(&restart_qmp);
+            command(accel, monitor).spawn().context("starting qemu-system-x86_64")
+        };
+        children.0.push(Supervised { peer, child, monitor, restart: Box::new(restart) });
         println!("peer {peer}: booting ({}), hardware serial {serial}", accel.qemu_name());
         println!(
             "  admin (browser, batonctl): https://{host}:{ADMIN_PORT}/  user admin, password TANDBERG (must be changed)"
@@ -223,17 +244,24 @@ pub(crate) fn vm(
         println!("  guest agent:               {}", qga.display());
     }
     println!("waiting for the VMs to power off (Ctrl-C stops them)");
+    let supervisors: Vec<_> = std::mem::take(&mut children.0)
+        .into_iter()
+        .map(|vm| {
+            let peer = vm.peer;
+            (
+                peer,
+                std::thread::spawn(move || supervise(vm.peer, vm.child, &vm.monitor, vm.restart)),
+            )
+        })
+        .collect();
     let mut failed = Vec::new();
-    let first_peer = *vms.peers.start();
-    for (index, child) in children.0.iter_mut().enumerate() {
-        let peer = usize::from(first_peer) + index;
-        let status = child.wait().context("waiting for qemu")?;
+    for (peer, supervisor) in supervisors {
+        let status = supervisor.join().expect("a VM's supervisor panicked")?;
         println!("peer {peer}: qemu exited ({status})");
         if !status.success() {
             failed.push(peer);
         }
     }
-    children.0.clear();
     anyhow::ensure!(failed.is_empty(), "qemu failed for peer(s) {failed:?}");
     Ok(())
 }
@@ -321,14 +349,25 @@ fn overlay(dir: &Path, base: &Path, peer: u8, fresh: bool) -> anyhow::Result<Pat
     Ok(overlay)
 }
 
+/// A started VM, before its supervisor takes it over: how to start its qemu again.
+struct Supervised {
+    peer: u8,
+    child: Child,
+    monitor: Monitor,
+    restart: Box<Start>,
+}
+
+/// Starts a VM's qemu again, its monitor connected to the given listener.
+type Start = dyn Fn(&Monitor) -> anyhow::Result<Child> + Send;
+
 /// Kills the VMs still running when `vm` returns early (an error starting the next one).
-struct Children(Vec<Child>);
+struct Children(Vec<Supervised>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+        for vm in &mut self.0 {
+            let _ = vm.child.kill();
+            let _ = vm.child.wait();
         }
     }
 }
