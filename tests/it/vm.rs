@@ -436,7 +436,7 @@ pub(crate) fn wait_for_api_within(
     }
 }
 
-/// The VM's serial console log, which grows across reboots (one qemu process).
+/// The VM's serial console log, which grows across reboots (each a new qemu appending to it).
 pub(crate) struct Serial {
     pub(crate) path: PathBuf,
 }

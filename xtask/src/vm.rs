@@ -18,7 +18,7 @@
 
 use crate::accel::{self, Accel, Trial};
 use crate::image::{self, run};
-use crate::vm_supervisor::{Monitor, supervise};
+use crate::vm_supervisor::{Monitor, Session, or_kill, supervise};
 use crate::{lan, target_dir};
 use anyhow::Context;
 use std::fs;
@@ -195,6 +195,8 @@ pub(crate) fn vm(
         let mut child = command(accel, &monitor)
             .spawn()
             .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+        let connected = monitor.connect(&mut child);
+        let mut session = or_kill(&mut child, connected)?;
         if accel == Accel::Kvm {
             let failure = match accel::trial(&mut child, &qmp) {
                 Ok(Trial::Running) => None,
@@ -220,14 +222,18 @@ pub(crate) fn vm(
                 // A new listener: the killed qemu's connection must not pass for this one's.
                 monitor = monitor.relisten()?;
                 child = command(accel, &monitor).spawn().context("starting qemu-system-x86_64")?;
+                let connected = monitor.connect(&mut child);
+                session = or_kill(&mut child, connected)?;
             }
         }
+        let exiting_on_reset = session.exit_on_reset();
+        or_kill(&mut child, exiting_on_reset)?;
         let restart_qmp = qmp.clone();
         let restart = move |monitor: &Monitor| {
             let _ = fs::remove_file(&restart_qmp);
             command(accel, monitor).spawn().context("starting qemu-system-x86_64")
         };
-        children.0.push(Supervised { peer, child, monitor, restart: Box::new(restart) });
+        children.0.push(Supervised { peer, child, session, monitor, restart: Box::new(restart) });
         println!("peer {peer}: booting ({}), hardware serial {serial}", accel.qemu_name());
         println!(
             "  admin (browser, batonctl): https://{host}:{ADMIN_PORT}/  user admin, password TANDBERG (must be changed)"
@@ -244,22 +250,32 @@ pub(crate) fn vm(
         println!("  guest agent:               {}", qga.display());
     }
     println!("waiting for the VMs to power off (Ctrl-C stops them)");
+    // Each supervisor owns its VM from here: one that fails kills its own qemu, and every
+    // one is joined, so none is left running unsupervised.
     let supervisors: Vec<_> = std::mem::take(&mut children.0)
         .into_iter()
         .map(|vm| {
-            let peer = vm.peer;
-            (
-                peer,
-                std::thread::spawn(move || supervise(vm.peer, vm.child, &vm.monitor, vm.restart)),
-            )
+            let Supervised { peer, child, session, monitor, restart } = vm;
+            (peer, std::thread::spawn(move || supervise(peer, child, session, &monitor, restart)))
         })
         .collect();
     let mut failed = Vec::new();
     for (peer, supervisor) in supervisors {
-        let status = supervisor.join().expect("a VM's supervisor panicked")?;
-        println!("peer {peer}: qemu exited ({status})");
-        if !status.success() {
-            failed.push(peer);
+        match supervisor.join() {
+            Ok(Ok(status)) => {
+                println!("peer {peer}: qemu exited ({status})");
+                if !status.success() {
+                    failed.push(peer);
+                }
+            }
+            Ok(Err(error)) => {
+                println!("peer {peer}: {error:#}");
+                failed.push(peer);
+            }
+            Err(_) => {
+                println!("peer {peer}: its supervisor panicked");
+                failed.push(peer);
+            }
         }
     }
     anyhow::ensure!(failed.is_empty(), "qemu failed for peer(s) {failed:?}");
@@ -353,6 +369,7 @@ fn overlay(dir: &Path, base: &Path, peer: u8, fresh: bool) -> anyhow::Result<Pat
 struct Supervised {
     peer: u8,
     child: Child,
+    session: Session,
     monitor: Monitor,
     restart: Box<Start>,
 }
