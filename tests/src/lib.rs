@@ -320,10 +320,28 @@ pub fn stat_after_name(pid: u32) -> Option<Vec<String>> {
     Some(after_name.split_whitespace().map(str::to_owned).collect())
 }
 
-/// A free TCP port on loopback, for a cluster port shared by every peer of one test.
+/// The loopback addresses a test's peers listen on, each with the cluster port they share.
+const PEER_ADDRESSES: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+/// Ports tried by [`free_port`] before it gives up.
+const FREE_PORT_ATTEMPTS: usize = 64;
+
+/// A TCP port free on every address of [`PEER_ADDRESSES`] at once, for a cluster port shared
+/// by every peer of one test. A port free on 127.0.0.1 may be held on 127.0.0.2 by a
+/// concurrent test's listener: the second peer then could not listen, and the first dialled
+/// that other server for the whole test ("unreachable: connection closed" where the test
+/// awaited "version mismatch").
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    for _ in 0..FREE_PORT_ATTEMPTS {
+        let first = std::net::TcpListener::bind((PEER_ADDRESSES[0], 0))?;
+        let port = first.local_addr()?.port();
+        let free_everywhere = PEER_ADDRESSES[1..]
+            .iter()
+            .all(|address| std::net::TcpListener::bind((*address, port)).is_ok());
+        if free_everywhere {
+            return Ok(port);
+        }
+    }
+    bail!("no port free on {PEER_ADDRESSES:?} at once after {FREE_PORT_ATTEMPTS} tries")
 }
 
 /// A TCP forwarder that can cut its connections, to partition peers: while cut, every
