@@ -195,8 +195,6 @@ pub(crate) fn vm(
         let mut child = command(accel, &monitor)
             .spawn()
             .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
-        let connected = monitor.connect(&mut child);
-        let mut session = or_kill(&mut child, connected)?;
         if accel == Accel::Kvm {
             let failure = match accel::trial(&mut child, &qmp) {
                 Ok(Trial::Running) => None,
@@ -222,12 +220,16 @@ pub(crate) fn vm(
                 // A new listener: the killed qemu's connection must not pass for this one's.
                 monitor = monitor.relisten()?;
                 child = command(accel, &monitor).spawn().context("starting qemu-system-x86_64")?;
-                let connected = monitor.connect(&mut child);
-                session = or_kill(&mut child, connected)?;
             }
         }
-        let exiting_on_reset = session.exit_on_reset();
-        or_kill(&mut child, exiting_on_reset)?;
+        // After the trial: a qemu that KVM aborts at start is the trial's to judge. qemu's
+        // connection waits in the listener's queue meanwhile; until the handshake, its events
+        // (a reset in place, at most) are not needed.
+        let connected = monitor.connect(&mut child).and_then(|mut session| {
+            session.exit_on_reset()?;
+            Ok(session)
+        });
+        let session = or_kill(&mut child, connected)?;
         let restart_qmp = qmp.clone();
         let restart = move |monitor: &Monitor| {
             let _ = fs::remove_file(&restart_qmp);

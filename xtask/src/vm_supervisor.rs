@@ -104,7 +104,7 @@ impl Session {
 
     /// Makes a reset end qemu instead of resetting the machine in place. Not a command-line
     /// option: a KVM trial (`accel::trial`) runs first, and a firmware reset during it must
-    /// not end the qemu it judges.
+    /// not end the qemu it judges (nor its failure pass for the monitor's).
     pub(crate) fn exit_on_reset(&mut self) -> anyhow::Result<()> {
         let command = serde_json::json!({
             "execute": "set-action", "arguments": { "reboot": "shutdown" }
