@@ -18,7 +18,7 @@
 
 use crate::accel::{self, Accel, Trial};
 use crate::image::{self, run};
-use crate::vm_supervisor::{Monitor, Session, or_kill, supervise};
+use crate::vm_supervisor::{Monitor, Session, supervise};
 use crate::{lan, target_dir};
 use anyhow::Context;
 use std::fs;
@@ -222,14 +222,7 @@ pub(crate) fn vm(
                 child = command(accel, &monitor).spawn().context("starting qemu-system-x86_64")?;
             }
         }
-        // After the trial: a qemu that KVM aborts at start is the trial's to judge. qemu's
-        // connection waits in the listener's queue meanwhile; until the handshake, its events
-        // (a reset in place, at most) are not needed.
-        let connected = monitor.connect(&mut child).and_then(|mut session| {
-            session.exit_on_reset()?;
-            Ok(session)
-        });
-        let session = or_kill(&mut child, connected)?;
+        let session = monitor.take_over(&mut child)?;
         let restart_qmp = qmp.clone();
         let restart = move |monitor: &Monitor| {
             let _ = fs::remove_file(&restart_qmp);

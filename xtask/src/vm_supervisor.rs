@@ -7,8 +7,8 @@
 //! first boots start from.
 //!
 //! Why qemu exited is read from a QMP monitor of the supervisor's own (the operator's and the
-//! tests' QMP socket stays free), negotiated as soon as qemu starts: qemu sends no event to a
-//! monitor before that. The last `SHUTDOWN` event's reason is `guest-reset` or
+//! tests' QMP socket stays free), taken over once qemu runs for good ([`Monitor::take_over`]).
+//! The last `SHUTDOWN` event's reason is `guest-reset` or
 //! `host-qmp-system-reset` for a reset, `guest-shutdown` for a power-off, `host-qmp-quit` or
 //! `host-signal` when told to stop; a killed qemu (a power cut) sends none. Only resets start
 //! qemu again.
@@ -61,8 +61,26 @@ impl Monitor {
         ]
     }
 
-    /// Accepts `child`'s monitor and negotiates it, so no event is missed from here on.
-    pub(crate) fn connect(&self, child: &mut Child) -> anyhow::Result<Session> {
+    /// Takes `child` over: accepts and negotiates its monitor, then makes a reset end qemu.
+    /// Called once qemu runs for good, after a KVM trial (`accel::trial`): a qemu that KVM
+    /// aborts at start is the trial's to judge, and a reset during the trial resets in place.
+    /// Nothing is missed meanwhile: qemu's connection waits in the listener's queue, and until
+    /// the handshake a reset still resets in place (qemu sends no event to a monitor before
+    /// it). A qemu that cannot be taken over is killed, not left running unsupervised.
+    pub(crate) fn take_over(&self, child: &mut Child) -> anyhow::Result<Session> {
+        let session = self.connect(child).and_then(|mut session| {
+            session.exit_on_reset()?;
+            Ok(session)
+        });
+        if session.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        session
+    }
+
+    /// Accepts `child`'s monitor and negotiates it.
+    fn connect(&self, child: &mut Child) -> anyhow::Result<Session> {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let stream = loop {
             match self.listener.accept() {
@@ -96,16 +114,15 @@ pub(crate) struct Session {
 
 impl Session {
     fn new(stream: UnixStream) -> anyhow::Result<Session> {
-        // Bounds the handshake; cleared once it is done, as qemu may run for hours.
+        // Bounds the handshake; cleared by `exit_on_reset`, as qemu may run for hours.
         stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         let writer = stream.try_clone()?;
         Ok(Session { reader: BufReader::new(stream), writer, last_shutdown: None })
     }
 
-    /// Makes a reset end qemu instead of resetting the machine in place. Not a command-line
-    /// option: a KVM trial (`accel::trial`) runs first, and a firmware reset during it must
-    /// not end the qemu it judges (nor its failure pass for the monitor's).
-    pub(crate) fn exit_on_reset(&mut self) -> anyhow::Result<()> {
+    /// Makes a reset end qemu instead of resetting the machine in place: not a command-line
+    /// option, so that a reset during a KVM trial does not end the qemu it judges.
+    fn exit_on_reset(&mut self) -> anyhow::Result<()> {
         let command = serde_json::json!({
             "execute": "set-action", "arguments": { "reboot": "shutdown" }
         });
@@ -153,16 +170,6 @@ impl Session {
     }
 }
 
-/// `result`, after killing `child` if it is an error: a qemu that cannot be supervised is not
-/// left running.
-pub(crate) fn or_kill<T>(child: &mut Child, result: anyhow::Result<T>) -> anyhow::Result<T> {
-    if result.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    result
-}
-
 /// Waits for `child`, whose monitor is `session`, starting a new qemu with `start` each time
 /// the machine reset; returns the status of the last qemu (a power-off, a quit, a kill). On an
 /// error, the qemu it supervised is killed.
@@ -185,11 +192,7 @@ pub(crate) fn supervise(
         }
         println!("peer {peer}: the machine reset: a new qemu boots it (a power cycle)");
         child = start(monitor).context("restarting qemu")?;
-        let connected = monitor.connect(&mut child).and_then(|mut session| {
-            session.exit_on_reset()?;
-            Ok(session)
-        });
-        session = or_kill(&mut child, connected).context("the restarted qemu's monitor")?;
+        session = monitor.take_over(&mut child).context("the restarted qemu's monitor")?;
     }
 }
 
@@ -244,8 +247,7 @@ mod tests {
         ];
         let fakes = std::cell::RefCell::new(vec![fake_qemu(&monitor.path, script[0].clone())]);
         let mut child = exiting_process();
-        let mut session = monitor.connect(&mut child).expect("negotiated");
-        session.exit_on_reset().expect("set-action answered");
+        let session = monitor.take_over(&mut child).expect("negotiated, set-action answered");
         let start = |monitor: &Monitor| {
             let mut fakes = fakes.borrow_mut();
             let next = script[fakes.len()].clone();
@@ -266,7 +268,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a directory");
         let monitor = Monitor::listen(&dir.path().join("supervisor.sock")).expect("a listener");
         let mut child = exiting_process();
-        let error = monitor.connect(&mut child).err().expect("no monitor");
+        let error = monitor.take_over(&mut child).err().expect("no monitor");
         assert!(error.to_string().contains("before connecting"), "{error:#}");
     }
 }
