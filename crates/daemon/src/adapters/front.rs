@@ -37,6 +37,12 @@ impl Front {
     pub fn with_policy(router: Router, policy: Vcs, finish: fn(&mut HeaderMap)) -> Front {
         Front { router, policy: Some(policy), finish }
     }
+
+    /// What `adapters::fast_path` answers the policy POST with, if this listener serves it.
+    pub fn policy_route(&self) -> Option<crate::adapters::fast_path::PolicyRoute> {
+        let finish = self.finish;
+        self.policy.clone().map(|vcs| crate::adapters::fast_path::PolicyRoute { vcs, finish })
+    }
 }
 
 /// A connection's service: the front and the peer's address (the router reads it as

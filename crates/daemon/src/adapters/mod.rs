@@ -2,6 +2,7 @@
 //! routes (`vcs`), each thin: extract, call a service, render the answer.
 
 pub mod api;
+pub mod fast_path;
 pub mod front;
 pub mod listener;
 pub mod vcs;

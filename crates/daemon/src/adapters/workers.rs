@@ -12,6 +12,7 @@
 //! it, so a port already in use (even by another batond) fails the start-up instead of being
 //! shared.
 
+use crate::adapters::fast_path::FastPath;
 use crate::adapters::front::{Connection, Front};
 use crate::adapters::listener::{Limited, Limits};
 use axum_server::accept::Accept;
@@ -95,7 +96,9 @@ where
     A::Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let Listener { name, front, acceptor, limits } = listener;
-    let acceptor = Limited::new(acceptor, limits);
+    let limited = Limited::new(acceptor, limits);
+    let (route, header_read_timeout_ms) = (front.policy_route(), limits.header_read_timeout_ms);
+    let acceptor = FastPath::new(limited, route, header_read_timeout_ms, shutdown.clone());
     let mut stopped = Vec::with_capacity(bound.sockets.len());
     for (index, socket) in bound.sockets.into_iter().enumerate() {
         let (done, finished) = tokio::sync::oneshot::channel::<()>();

@@ -317,3 +317,91 @@ async fn the_policy_path_answers_as_the_rest_of_its_listener() {
     let (_, after) = daemon.call(Method::GET, "/api/v1/status", None).await;
     assert_eq!(before["log_position"], after["log_position"], "no conference was made");
 }
+
+/// Reads `count` HTTP/1.1 answers from `stream`, framed by their `content-length`: each
+/// answer's status, `content-type` and body.
+async fn read_answers(
+    stream: &mut tokio::net::TcpStream,
+    count: usize,
+) -> Vec<(u16, String, String)> {
+    use tokio::io::AsyncReadExt as _;
+    let (mut read, mut answers) = (Vec::new(), Vec::new());
+    while answers.len() < count {
+        let text = String::from_utf8_lossy(&read).into_owned();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let field = |name: &str| {
+                head.lines()
+                    .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let length: usize = field("content-length").parse().expect("a content-length");
+            if rest.len() >= length {
+                let status = head[9..12].parse().unwrap();
+                answers.push((status, field("content-type"), rest[..length].to_owned()));
+                read.drain(..head.len() + 4 + length);
+                continue;
+            }
+        }
+        let mut buf = [0; 8192];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("answers within 10 s")
+            .unwrap();
+        assert_ne!(n, 0, "closed after {} answers: {text:?}", answers.len());
+        read.extend_from_slice(&buf[..n]);
+    }
+    answers
+}
+
+// Goal: on one kept connection, pipelined as a VCS may, a call framed as a VCS frames it (the
+// fast path's), a wrong password, the same call chunked (hyper's, from the hand-over on), the
+// status poll and the call again get the answers the VCS expects, in order: the same CPL for
+// the same call whichever server answered it.
+#[tokio::test]
+async fn a_kept_connection_gets_the_same_answers_whichever_way_a_call_is_framed() {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt as _;
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_with(dir, |config| config.policy_http_listen = Some(plain));
+    let _daemon = configured_with(daemon.await).await;
+    let basic = |password: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{password}"))
+    };
+    let body = search("meet.alice@example.com");
+    let head = |password: &str| {
+        format!(
+            "POST /baton/policy HTTP/1.1\r\nhost: baton\r\nauthorization: Basic {}\r\n\
+             content-type: application/x-www-form-urlencoded\r\n",
+            basic(password)
+        )
+    };
+    let call =
+        |password: &str| format!("{}content-length: {}\r\n\r\n{body}", head(password), body.len());
+    let chunked = format!(
+        "{}transfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        head(VCS_PASSWORD),
+        body.len()
+    );
+    let status = format!(
+        "GET /baton/policy/status HTTP/1.1\r\nhost: baton\r\nauthorization: Basic {}\r\n\r\n",
+        basic(VCS_PASSWORD)
+    );
+    let pipelined =
+        [call(VCS_PASSWORD), call("wrong"), chunked, status, call(VCS_PASSWORD)].concat();
+    let mut stream = tokio::net::TcpStream::connect(plain).await.unwrap();
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    let answers = read_answers(&mut stream, 5).await;
+
+    let statuses: Vec<u16> = answers.iter().map(|answer| answer.0).collect();
+    assert_eq!(statuses, [200, 401, 200, 200, 200], "{answers:?}");
+    let routed = policy::cpl::Outcome::Route { urls: vec!["alice@192.0.2.50".to_owned()] };
+    assert_eq!(policy::cpl::interpret(&answers[0].2), Ok(routed));
+    assert_eq!(answers[0].1, policy::cpl::CONTENT_TYPE);
+    for same in [&answers[2], &answers[4]] {
+        assert_eq!((&same.1, &same.2), (&answers[0].1, &answers[0].2), "the same answer");
+    }
+    assert_eq!(answers[1].2, "policy service credentials required\n");
+    assert_eq!(answers[3].2, "OK\n");
+}

@@ -1,0 +1,390 @@
+//! The VCS's policy POST answered before hyper sees the connection. A VCS sends one form per
+//! call over a kept connection, always framed the same way; parsing it with `httparse` and
+//! writing the answer ourselves costs about a third of the CPU that hyper's dispatcher,
+//! encoder and axum-server's service plumbing spent around the same decision
+//! (`cargo xtask bench policy`).
+//!
+//! Only a request this module fully understands is answered here: `POST /baton/policy` in
+//! HTTP/1.1, one `Content-Length` within the policy service's bound, and no `Transfer-Encoding`,
+//! `Expect`, `Upgrade` or `Connection` other than keep-alive. At the first request that is
+//! anything else (a status poll, a chunked body, a malformed head, a head too long), the
+//! connection is handed to hyper with the bytes already read, and hyper serves it from then on:
+//! every refusal and every corner of HTTP stays hyper's. Both ways end in the same handler
+//! (`vcs::answer_policy_post`), so they cannot decide differently.
+//!
+//! The limits stay the listener's: the connection's slot and idle deadline come from
+//! [`Limited`](crate::adapters::listener::Limited) below, and a head must arrive within the
+//! header read deadline, the wait for a kept connection's next request included, as hyper
+//! counts it.
+
+use crate::adapters::vcs::{self, Vcs};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use axum_server::accept::Accept;
+use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+/// Headers a policy POST may carry to be answered here; one with more goes to hyper.
+const HEADERS_MAX: usize = 32;
+/// A head not complete within this many bytes goes to hyper (which bounds it further).
+const HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Room made for each read.
+const READ_BYTES: usize = 4 * 1024;
+/// The largest answer written here (CPL and refusals are far smaller).
+const ANSWER_BYTES_MAX: usize = 64 * 1024;
+
+/// What the policy POST is answered by, on a listener that serves the VCS.
+#[derive(Clone)]
+pub struct PolicyRoute {
+    pub vcs: Vcs,
+    /// Headers every answer of the listener carries (see `Front::with_policy`).
+    pub finish: fn(&mut HeaderMap),
+}
+
+/// An acceptor (around `inner`, e.g. [`Limited`](crate::adapters::listener::Limited)) that
+/// answers policy POSTs itself and hands the connection to the server at its first other
+/// request.
+#[derive(Clone)]
+pub struct FastPath<A> {
+    inner: A,
+    route: Option<PolicyRoute>,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+impl<A> FastPath<A> {
+    /// Without a `route`, every connection goes to the server untouched.
+    pub fn new(
+        inner: A,
+        route: Option<PolicyRoute>,
+        header_read_timeout_ms: u64,
+        shutdown: CancellationToken,
+    ) -> FastPath<A> {
+        let header_read_timeout = Duration::from_millis(header_read_timeout_ms);
+        FastPath { inner, route, header_read_timeout, shutdown }
+    }
+}
+
+type Accepted<S, V> = Pin<Box<dyn Future<Output = io::Result<(Rewind<S>, V)>> + Send>>;
+
+impl<A, V> Accept<TcpStream, V> for FastPath<A>
+where
+    A: Accept<TcpStream, V>,
+    A::Future: Send + 'static,
+    A::Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = Rewind<A::Stream>;
+    type Service = A::Service;
+    type Future = Accepted<A::Stream, A::Service>;
+
+    fn accept(&self, stream: TcpStream, service: V) -> Self::Future {
+        let source = stream.peer_addr().map_or(crate::services::logins::SOURCE_UNKNOWN, |a| a.ip());
+        let accepting = self.inner.accept(stream, service);
+        let (route, timeout, shutdown) =
+            (self.route.clone(), self.header_read_timeout, self.shutdown.clone());
+        Box::pin(async move {
+            let (stream, service) = accepting.await?;
+            let Some(route) = route else {
+                return Ok((Rewind::new(stream, Bytes::new()), service));
+            };
+            let answer = |authorization, body| route.answer(source, authorization, body);
+            match serve(stream, answer, timeout, &shutdown).await {
+                Served::HandedOver(stream) => Ok((stream, service)),
+                Served::Closed => Err(io::ErrorKind::ConnectionAborted.into()),
+            }
+        })
+    }
+}
+
+impl PolicyRoute {
+    async fn answer(
+        &self,
+        source: IpAddr,
+        authorization: Option<HeaderValue>,
+        body: Bytes,
+    ) -> Response {
+        let mut response = vcs::answer_policy_post(&self.vcs, source, authorization, &body).await;
+        (self.finish)(response.headers_mut());
+        response
+    }
+}
+
+/// How a connection left the fast path.
+pub enum Served<S> {
+    /// Closed: by the client, on an error, past a deadline, or at the shutdown.
+    Closed,
+    /// For the server, from the first byte of the request not answered here.
+    HandedOver(Rewind<S>),
+}
+
+/// Answers the connection's policy POSTs with `answer` (given the `Authorization` header and
+/// the body) until a request that is not one, which is handed over.
+pub async fn serve<S, F, Fut>(
+    mut stream: S,
+    answer: F,
+    header_read_timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Served<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Fn(Option<HeaderValue>, Bytes) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let mut buffer = BytesMut::with_capacity(READ_BYTES);
+    let mut written = Vec::with_capacity(READ_BYTES);
+    let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+    let mut head_deadline = Deadline::new(header_read_timeout);
+    loop {
+        head_deadline.restart();
+        let post = loop {
+            match parse(&buffer) {
+                Parsed::PolicyPost(post) => break post,
+                Parsed::Partial if buffer.len() < HEAD_BYTES_MAX => {}
+                Parsed::Partial | Parsed::Other => {
+                    return Served::HandedOver(Rewind::new(stream, buffer.freeze()));
+                }
+            }
+            buffer.reserve(READ_BYTES);
+            let read = tokio::select! {
+                biased;
+                read = stream.read_buf(&mut buffer) => read,
+                () = &mut shutting_down, if buffer.is_empty() => return Served::Closed,
+                () = head_deadline.expired() => return Served::Closed,
+            };
+            if !matches!(read, Ok(1..)) {
+                return Served::Closed;
+            }
+        };
+        let request_bytes = post.head_bytes + post.body_bytes;
+        while buffer.len() < request_bytes {
+            buffer.reserve(request_bytes - buffer.len());
+            if !matches!(stream.read_buf(&mut buffer).await, Ok(1..)) {
+                return Served::Closed;
+            }
+        }
+        let body = buffer.split_to(request_bytes).freeze().slice(post.head_bytes..);
+        let response = answer(post.authorization, body).await;
+        if write(&mut stream, response, &mut written).await.is_err() {
+            return Served::Closed;
+        }
+    }
+}
+
+/// A policy POST's head, as far as the fast path needs it.
+#[derive(Debug, PartialEq)]
+struct PolicyPost {
+    head_bytes: usize,
+    body_bytes: usize,
+    authorization: Option<HeaderValue>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Parsed {
+    PolicyPost(PolicyPost),
+    /// The head is not complete yet.
+    Partial,
+    /// Anything else: the server's to answer.
+    Other,
+}
+
+fn parse(buffer: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_bytes = match request.parse(buffer) {
+        Ok(httparse::Status::Complete(head_bytes)) => head_bytes,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let policy_post = request.method == Some("POST")
+        && request.path == Some(crate::services::policy::POLICY_PATH)
+        && request.version == Some(1);
+    if !policy_post {
+        return Parsed::Other;
+    }
+    let (mut body_bytes, mut authorization) = (None, None);
+    for header in request.headers.iter() {
+        let is = |name: &str| header.name.eq_ignore_ascii_case(name);
+        if is("content-length") {
+            if body_bytes.is_some() {
+                return Parsed::Other;
+            }
+            body_bytes = Some(content_length(header.value));
+        } else if is("authorization") {
+            authorization = authorization.or(Some(header.value));
+        } else if is("connection") && !header.value.eq_ignore_ascii_case(b"keep-alive")
+            || is("transfer-encoding")
+            || is("expect")
+            || is("upgrade")
+        {
+            return Parsed::Other;
+        }
+    }
+    let Some(Some(body_bytes)) = body_bytes else { return Parsed::Other };
+    if body_bytes > policy::request::REQUEST_BYTES_MAX {
+        return Parsed::Other; // refused by the server, which drains it first
+    }
+    let Ok(authorization) = authorization.map(HeaderValue::from_bytes).transpose() else {
+        return Parsed::Other;
+    };
+    Parsed::PolicyPost(PolicyPost { head_bytes, body_bytes, authorization })
+}
+
+/// A `Content-Length` value: digits only, as RFC 9110 has it (no sign, no spaces, no list).
+fn content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Writes `response` in HTTP/1.1, with its length and the date, through `written`.
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    response: Response,
+    written: &mut Vec<u8>,
+) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, ANSWER_BYTES_MAX).await.map_err(io::Error::other)?;
+    use std::io::Write as _;
+    written.clear();
+    let status = parts.status;
+    let reason = status.canonical_reason().unwrap_or("");
+    // Writing into a `Vec` cannot fail.
+    let _ = write!(written, "HTTP/1.1 {} {reason}\r\n", status.as_str());
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_LENGTH {
+            for piece in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                written.extend_from_slice(piece);
+            }
+        }
+    }
+    let _ = write!(written, "content-length: {}\r\ndate: ", body.len());
+    with_date(|date| written.extend_from_slice(date));
+    written.extend_from_slice(b"\r\n\r\n");
+    written.extend_from_slice(&body);
+    stream.write_all(written).await?;
+    stream.flush().await
+}
+
+/// Calls `f` with the current `Date` header value, formatted once a second per thread.
+fn with_date<T>(f: impl FnOnce(&[u8]) -> T) -> T {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    DATE.with_borrow_mut(|(formatted_second, date)| {
+        if *formatted_second != second {
+            *date = httpdate::fmt_http_date(now);
+            *formatted_second = second;
+        }
+        f(date.as_bytes())
+    })
+}
+
+/// A deadline moved on at each request without touching the timer: the timer is re-armed
+/// only when it fires early, so a busy connection costs a clock read per request.
+struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    at: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Deadline {
+        let at = Instant::now() + timeout;
+        Deadline { sleep: Box::pin(tokio::time::sleep_until(at)), at, timeout }
+    }
+
+    fn restart(&mut self) {
+        self.at = Instant::now() + self.timeout;
+    }
+
+    async fn expired(&mut self) {
+        std::future::poll_fn(|cx| self.poll_expired(cx)).await;
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if self.at <= Instant::now() {
+                return Poll::Ready(());
+            }
+            let at = self.at;
+            self.sleep.as_mut().reset(at);
+        }
+        Poll::Pending
+    }
+}
+
+/// A stream that first gives back bytes already read from it.
+pub struct Rewind<S> {
+    read: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    fn new(inner: S, read: Bytes) -> Rewind<S> {
+        Rewind { read, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let count = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read.split_to(count));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
