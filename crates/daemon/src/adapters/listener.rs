@@ -1,6 +1,7 @@
 //! What a listener lets a client hold: at most so many connections (more are closed at once,
 //! so the descriptors they would take stay free for the other listener, the database and the
-//! backups), a TLS handshake deadline, a header read deadline (hyper's), and an idle deadline:
+//! backups), a TLS handshake deadline, a header read deadline (hyper's, and the policy fast
+//! path's: `adapters::fast_path`), and an idle deadline:
 //! a connection with no byte read or written for that long is closed. Each listener has its
 //! own limit, so a flood of idle connections on the admin port leaves the policy service
 //! answering, and the other way round.
