@@ -60,9 +60,7 @@ pub(crate) const POWER_OFF_TIMEOUT_S: u64 = 90;
 fn appliance_upgrades_to_the_other_slot_and_falls_back_from_a_broken_one() -> anyhow::Result<()> {
     // One VM test at a time (the lock): each boots peer 1 at the same forwarded address, QMP
     // socket and serial log (nextest also runs them in one group, `.config/nextest.toml`).
-    let Some((workspace, target, cargo, _lock)) = crate::vm_cluster::vm_test()? else {
-        return Ok(());
-    };
+    let (workspace, target, cargo, _lock) = crate::vm_cluster::vm_test()?;
     let started = Instant::now();
     let workspace = workspace.as_path();
     let running: upgrade::Version =

@@ -36,9 +36,7 @@ fn bridge(index: usize) -> Value {
 
 #[test]
 fn a_power_cut_during_a_write_storm_loses_no_acknowledged_change() -> anyhow::Result<()> {
-    let Some((workspace, target, cargo, _lock)) = crate::vm_cluster::vm_test()? else {
-        return Ok(());
-    };
+    let (workspace, target, cargo, _lock) = crate::vm_cluster::vm_test()?;
     let started = Instant::now();
     let workspace = workspace.as_path();
     let disk = fresh_disk(&cargo, workspace, &target)?;

@@ -35,10 +35,31 @@ const HOST_TOOLS: &[(&str, &str)] = &[
 
 pub(crate) fn test(slow: bool) -> anyhow::Result<()> {
     install_missing_host_tools()?;
-    let mut tests = if nextest_installed() {
-        Step::new("test (cargo-nextest)", &["nextest", "run", "--workspace"])
-    } else {
-        Step::new("test (cargo test; cargo-nextest not installed)", &["test", "--workspace"])
+    let mut tests = match (nextest_installed(), slow) {
+        // The slow profile adds the VM tests, which the default one leaves out (and counts as
+        // skipped): `.config/nextest.toml`.
+        (true, true) => Step::new(
+            "test (cargo-nextest, slow profile)",
+            &["nextest", "run", "--workspace", "--profile", "slow"],
+        ),
+        (true, false) => Step::new("test (cargo-nextest)", &["nextest", "run", "--workspace"]),
+        (false, true) => {
+            Step::new("test (cargo test; cargo-nextest not installed)", &["test", "--workspace"])
+        }
+        (false, false) => Step::new(
+            "test (cargo test; cargo-nextest not installed; VM tests skipped)",
+            &[
+                "test",
+                "--workspace",
+                "--",
+                "--skip",
+                "vm::",
+                "--skip",
+                "vm_cluster::",
+                "--skip",
+                "vm_power_cut::",
+            ],
+        ),
     };
     if slow {
         tests.env.push(("BATON_SLOW_TESTS", "1"));
