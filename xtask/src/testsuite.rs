@@ -35,32 +35,7 @@ const HOST_TOOLS: &[(&str, &str)] = &[
 
 pub(crate) fn test(slow: bool) -> anyhow::Result<()> {
     install_missing_host_tools()?;
-    let mut tests = match (nextest_installed(), slow) {
-        // The slow profile adds the VM tests, which the default one leaves out (and counts as
-        // skipped): `.config/nextest.toml`.
-        (true, true) => Step::new(
-            "test (cargo-nextest, slow profile)",
-            &["nextest", "run", "--workspace", "--profile", "slow"],
-        ),
-        (true, false) => Step::new("test (cargo-nextest)", &["nextest", "run", "--workspace"]),
-        (false, true) => {
-            Step::new("test (cargo test; cargo-nextest not installed)", &["test", "--workspace"])
-        }
-        (false, false) => Step::new(
-            "test (cargo test; cargo-nextest not installed; VM tests skipped)",
-            &[
-                "test",
-                "--workspace",
-                "--",
-                "--skip",
-                "vm::",
-                "--skip",
-                "vm_cluster::",
-                "--skip",
-                "vm_power_cut::",
-            ],
-        ),
-    };
+    let mut tests = tests_step(slow);
     if slow {
         tests.env.push(("BATON_SLOW_TESTS", "1"));
     }
@@ -157,6 +132,35 @@ fn install_missing_host_tools() -> anyhow::Result<()> {
 fn on_path(program: &str) -> bool {
     let Some(path) = std::env::var_os("PATH") else { return false };
     std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+}
+
+/// The step that runs the tests: nextest's slow profile adds the VM tests, which the default
+/// one leaves out and counts as skipped (`.config/nextest.toml`).
+fn tests_step(slow: bool) -> Step {
+    match (nextest_installed(), slow) {
+        (true, true) => Step::new(
+            "test (cargo-nextest, slow profile)",
+            &["nextest", "run", "--workspace", "--profile", "slow"],
+        ),
+        (true, false) => Step::new("test (cargo-nextest)", &["nextest", "run", "--workspace"]),
+        (false, true) => {
+            Step::new("test (cargo test; cargo-nextest not installed)", &["test", "--workspace"])
+        }
+        (false, false) => Step::new(
+            "test (cargo test; cargo-nextest not installed; VM tests skipped)",
+            &[
+                "test",
+                "--workspace",
+                "--",
+                "--skip",
+                "vm::",
+                "--skip",
+                "vm_cluster::",
+                "--skip",
+                "vm_power_cut::",
+            ],
+        ),
+    }
 }
 
 fn nextest_installed() -> bool {
