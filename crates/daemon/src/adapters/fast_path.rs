@@ -15,7 +15,12 @@
 //! The limits stay the listener's: the connection's slot and idle deadline come from
 //! [`Limited`](crate::adapters::listener::Limited) below, and a head must arrive within the
 //! header read deadline, the wait for a kept connection's next request included, as hyper
-//! counts it.
+//! counts it. (A head still incomplete past [`HEAD_BYTES_MAX`] goes to hyper, whose deadline
+//! starts afresh: such a head may take up to twice the deadline, once per connection.)
+//!
+//! At the shutdown, an idle connection is closed, a request begun is answered as its
+//! connection's last (`connection: close`), and nothing more is handed over: axum-server has
+//! hyper close a connection it gets after the shutdown before reading it.
 
 use crate::adapters::vcs::{self, Vcs};
 use axum::http::{HeaderMap, HeaderValue};
@@ -150,6 +155,11 @@ where
             match parse(&buffer) {
                 Parsed::PolicyPost(post) => break post,
                 Parsed::Partial if buffer.len() < HEAD_BYTES_MAX => {}
+                // Once the server shuts down, axum-server has hyper close a new connection
+                // before it reads anything: handed over, the request would go unanswered.
+                Parsed::Partial | Parsed::Other if shutdown.is_cancelled() => {
+                    return close(stream).await;
+                }
                 Parsed::Partial | Parsed::Other => {
                     return Served::HandedOver(Rewind::new(stream, buffer.freeze()));
                 }
@@ -158,26 +168,38 @@ where
             let read = tokio::select! {
                 biased;
                 read = stream.read_buf(&mut buffer) => read,
-                () = &mut shutting_down, if buffer.is_empty() => return Served::Closed,
-                () = head_deadline.expired() => return Served::Closed,
+                () = &mut shutting_down, if buffer.is_empty() => return close(stream).await,
+                () = head_deadline.expired() => return close(stream).await,
             };
             if !matches!(read, Ok(1..)) {
-                return Served::Closed;
+                return close(stream).await;
             }
         };
         let request_bytes = post.head_bytes + post.body_bytes;
         while buffer.len() < request_bytes {
-            buffer.reserve(request_bytes - buffer.len());
+            buffer.reserve((request_bytes - buffer.len()).min(READ_BYTES));
             if !matches!(stream.read_buf(&mut buffer).await, Ok(1..)) {
-                return Served::Closed;
+                return close(stream).await;
             }
         }
         let body = buffer.split_to(request_bytes).freeze().slice(post.head_bytes..);
         let response = answer(post.authorization, body).await;
-        if write(&mut stream, response, &mut written).await.is_err() {
-            return Served::Closed;
+        // A request begun before the shutdown is answered, as the connection's last.
+        let last = shutdown.is_cancelled();
+        if write(&mut stream, response, last, &mut written).await.is_err() || last {
+            return close(stream).await;
         }
     }
+}
+
+/// How long closing a connection may take (over TLS, sending its close_notify).
+const CLOSE_TIMEOUT_MS: u64 = 1_000;
+
+/// Closes the connection: over TLS with a close_notify, as hyper closes it.
+async fn close<S: AsyncWrite + Unpin>(mut stream: S) -> Served<S> {
+    let closing = stream.shutdown();
+    let _ = tokio::time::timeout(Duration::from_millis(CLOSE_TIMEOUT_MS), closing).await;
+    Served::Closed
 }
 
 /// A policy POST's head, as far as the fast path needs it.
@@ -247,10 +269,12 @@ fn content_length(value: &[u8]) -> Option<usize> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// Writes `response` in HTTP/1.1, with its length and the date, through `written`.
+/// Writes `response` in HTTP/1.1, with its length and the date (and, if it is the `last` on
+/// its connection, `connection: close`), through `written`.
 async fn write<S: AsyncWrite + Unpin>(
     stream: &mut S,
     response: Response,
+    last: bool,
     written: &mut Vec<u8>,
 ) -> io::Result<()> {
     let (parts, body) = response.into_parts();
@@ -262,11 +286,15 @@ async fn write<S: AsyncWrite + Unpin>(
     // Writing into a `Vec` cannot fail.
     let _ = write!(written, "HTTP/1.1 {} {reason}\r\n", status.as_str());
     for (name, value) in &parts.headers {
-        if name != axum::http::header::CONTENT_LENGTH {
+        use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE};
+        if ![CONTENT_LENGTH, DATE, CONNECTION].contains(name) {
             for piece in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
                 written.extend_from_slice(piece);
             }
         }
+    }
+    if last {
+        written.extend_from_slice(b"connection: close\r\n");
     }
     let _ = write!(written, "content-length: {}\r\ndate: ", body.len());
     with_date(|date| written.extend_from_slice(date));

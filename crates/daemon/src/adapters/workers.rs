@@ -98,13 +98,17 @@ where
     let Listener { name, front, acceptor, limits } = listener;
     let limited = Limited::new(acceptor, limits);
     let (route, header_read_timeout_ms) = (front.policy_route(), limits.header_read_timeout_ms);
-    let acceptor = FastPath::new(limited, route, header_read_timeout_ms, shutdown.clone());
+
     let mut stopped = Vec::with_capacity(bound.sockets.len());
     for (index, socket) in bound.sockets.into_iter().enumerate() {
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let handle = axum_server::Handle::new();
-        let mut server =
-            axum_server::from_tcp(socket).acceptor(acceptor.clone()).handle(handle.clone());
+        // A token of the thread's own: the fast path looks at it for every request, and a
+        // token's state sits behind a lock that threads sharing it would contend for.
+        let stopping = shutdown.child_token();
+        let (limited, route) = (limited.clone(), route.clone());
+        let acceptor = FastPath::new(limited, route, header_read_timeout_ms, stopping);
+        let mut server = axum_server::from_tcp(socket).acceptor(acceptor).handle(handle.clone());
         limits.configure(&mut server);
         // Nothing runs before the thread polls it.
         let serving = server.serve(front.clone());

@@ -55,6 +55,7 @@ fn only_a_plainly_framed_policy_post_is_taken() {
         request.replace("Keep-Alive", "Upgrade"),
         request.replace(&content_length, "transfer-encoding: chunked\r\n"),
         request.replace(&content_length, ""),
+        request.replacen("\r\n\r\n", "\r\ntransfer-encoding: chunked\r\n\r\n", 1),
         post("POLICY_TYPE=SEARCH", "transfer-encoding: chunked\r\n"),
         post("POLICY_TYPE=SEARCH", "content-length: 18\r\n"),
         post("POLICY_TYPE=SEARCH", "expect: 100-continue\r\n"),
@@ -176,4 +177,34 @@ async fn heads_must_come_within_the_deadline_and_the_shutdown_closes_idle_connec
     shutdown.cancel();
     assert!(matches!(served.await.unwrap(), Served::Closed));
     assert_eq!(cancelled.elapsed(), Duration::ZERO);
+}
+
+// Goal: at the shutdown, a request already begun is answered, as its connection's last
+// (`connection: close`, then closed, a pipelined one after it unanswered), and a request the
+// fast path does not answer is not handed over (hyper would close it unread): closed.
+#[tokio::test]
+async fn at_the_shutdown_a_request_begun_is_answered_last_and_nothing_is_handed_over() {
+    let (mut client, server) = connection();
+    let shutdown = CancellationToken::new();
+    let stopping = shutdown.clone();
+    let served = tokio::spawn(async move { serve(server, echo, TIMEOUT, &stopping).await });
+    let request = post("begun=1", "");
+    let (begun, rest) = request.split_at(20);
+    client.write_all(begun.as_bytes()).await.unwrap();
+    tokio::task::yield_now().await;
+    shutdown.cancel();
+    client.write_all([rest, &post("after=1", "")].concat().as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("\r\nconnection: close\r\n") && answer.ends_with("begun=1"),
+        "{answer}"
+    );
+    assert!(matches!(served.await.unwrap(), Served::Closed));
+
+    let (mut client, server) = connection();
+    let served = tokio::spawn(async move { serve(server, echo, TIMEOUT, &shutdown).await });
+    client.write_all(b"GET /baton/policy/status HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(matches!(served.await.unwrap(), Served::Closed));
 }
