@@ -325,23 +325,52 @@ const PEER_ADDRESSES: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 /// Ports tried by [`free_port`] before it gives up.
 const FREE_PORT_ATTEMPTS: usize = 64;
 
-/// A TCP port free on every address of [`PEER_ADDRESSES`] at once, for a cluster port shared
-/// by every peer of one test. A port free on 127.0.0.1 may be held on 127.0.0.2 by a
-/// concurrent test's listener: the second peer then could not listen, and the first dialled
-/// that other server for the whole test ("unreachable: connection closed" where the test
-/// awaited "version mismatch").
+/// A TCP port free on every address of [`PEER_ADDRESSES`] at once, for a port shared by every
+/// peer of one test, outside the kernel's ephemeral range and never the same twice in one
+/// process. Inside that range, any concurrent test's listener bound to port 0, or any
+/// outgoing connection, could take it between this check and the peer's start: a peer then
+/// could not listen, and the others dialled that stranger for the whole test ("unreachable:
+/// connection closed"). Two slow runs failed so, one of them with a test's admin and cluster
+/// ports picked this way in a row.
 pub fn free_port() -> anyhow::Result<u16> {
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let (low, high) = ports_outside_the_ephemeral_range();
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..FREE_PORT_ATTEMPTS {
-        let first = std::net::TcpListener::bind((PEER_ADDRESSES[0], 0))?;
-        let port = first.local_addr()?.port();
-        let free_everywhere = PEER_ADDRESSES[1..]
-            .iter()
-            .all(|address| std::net::TcpListener::bind((*address, port)).is_ok());
+        let port = low + u16::try_from(random_u64() % u64::from(high - low)).unwrap_or(0);
+        let free_everywhere = !handed_out.contains(&port)
+            && PEER_ADDRESSES
+                .iter()
+                .all(|address| std::net::TcpListener::bind((*address, port)).is_ok());
         if free_everywhere {
+            handed_out.push(port);
             return Ok(port);
         }
     }
     bail!("no port free on {PEER_ADDRESSES:?} at once after {FREE_PORT_ATTEMPTS} tries")
+}
+
+/// Lowest port [`free_port`] picks.
+const FREE_PORT_LOW: u16 = 10_000;
+
+/// The ports below the kernel's ephemeral range (from `FREE_PORT_LOW`): what no port 0 bind
+/// and no outgoing connection is given.
+fn ports_outside_the_ephemeral_range() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let ephemeral_low = range
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > FREE_PORT_LOW + 1_000)
+        .unwrap_or(32_768);
+    (FREE_PORT_LOW, ephemeral_low)
+}
+
+/// A random number, from the standard library's hasher keys (seeded per process).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(u64::from(std::process::id()));
+    hasher.finish()
 }
 
 /// A TCP forwarder that can cut its connections, to partition peers: while cut, every
