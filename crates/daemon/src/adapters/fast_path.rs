@@ -22,6 +22,7 @@
 //! connection's last (`connection: close`), and nothing more is handed over: axum-server has
 //! hyper close a connection it gets after the shutdown before reading it.
 
+use crate::adapters::listener::Deadline;
 use crate::adapters::vcs::{self, Vcs};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -35,7 +36,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 /// Headers a policy POST may carry to be answered here; one with more goes to hyper.
@@ -320,40 +320,6 @@ fn with_date<T>(f: impl FnOnce(&[u8]) -> T) -> T {
         }
         f(date.as_bytes())
     })
-}
-
-/// A deadline moved on at each request without touching the timer: the timer is re-armed
-/// only when it fires early, so a busy connection costs a clock read per request.
-struct Deadline {
-    sleep: Pin<Box<Sleep>>,
-    at: Instant,
-    timeout: Duration,
-}
-
-impl Deadline {
-    fn new(timeout: Duration) -> Deadline {
-        let at = Instant::now() + timeout;
-        Deadline { sleep: Box::pin(tokio::time::sleep_until(at)), at, timeout }
-    }
-
-    fn restart(&mut self) {
-        self.at = Instant::now() + self.timeout;
-    }
-
-    async fn expired(&mut self) {
-        std::future::poll_fn(|cx| self.poll_expired(cx)).await;
-    }
-
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while self.sleep.as_mut().poll(cx).is_ready() {
-            if self.at <= Instant::now() {
-                return Poll::Ready(());
-            }
-            let at = self.at;
-            self.sleep.as_mut().reset(at);
-        }
-        Poll::Pending
-    }
 }
 
 /// A stream that first gives back bytes already read from it.

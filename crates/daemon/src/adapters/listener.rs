@@ -101,9 +101,7 @@ where
         let accepting = tokio::time::timeout(handshake_timeout, self.inner.accept(stream, service));
         Box::pin(async move {
             let (stream, service) = accepting.await.map_err(|_| io::ErrorKind::TimedOut)??;
-            let idle = Box::pin(tokio::time::sleep(idle_timeout));
-            let last_io = Instant::now();
-            Ok((Guarded { inner: stream, _slot: slot, idle, idle_timeout, last_io }, service))
+            Ok((Guarded { inner: stream, _slot: slot, idle: Deadline::new(idle_timeout) }, service))
         })
     }
 }
@@ -112,31 +110,11 @@ where
 pub struct Guarded<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
-    /// Armed for at most `last_io + idle_timeout`; moved on lazily, only when it fires, so a
-    /// busy connection costs a clock read per I/O instead of a timer-wheel update.
-    idle: Pin<Box<Sleep>>,
-    idle_timeout: Duration,
-    last_io: Instant,
+    /// Moved on at each byte read or written.
+    idle: Deadline,
 }
 
 impl<S> Guarded<S> {
-    fn touched(&mut self) {
-        self.last_io = Instant::now();
-    }
-
-    /// Whether the connection has carried no byte for the idle timeout; otherwise the timer is
-    /// (re)armed for when it would have, with `cx` to wake.
-    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.idle.as_mut().poll(cx).is_ready() {
-            let deadline = self.last_io + self.idle_timeout;
-            if deadline <= Instant::now() {
-                return true;
-            }
-            self.idle.as_mut().reset(deadline);
-        }
-        false
-    }
-
     fn after<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -144,14 +122,54 @@ impl<S> Guarded<S> {
     ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Ready(result) => {
-                self.touched();
+                self.idle.restart();
                 Poll::Ready(result)
             }
-            Poll::Pending if self.idle_expired(cx) => {
+            Poll::Pending if self.idle.poll_expired(cx).is_ready() => {
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection")))
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// A deadline moved on often (at each byte, at each request) without touching the timer: the
+/// timer is armed for at most the deadline and re-armed only when it fires early, so a busy
+/// connection costs a clock read per move instead of a timer-wheel update.
+pub(crate) struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    at: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    /// A deadline `timeout` from now.
+    pub(crate) fn new(timeout: Duration) -> Deadline {
+        let at = Instant::now() + timeout;
+        Deadline { sleep: Box::pin(tokio::time::sleep_until(at)), at, timeout }
+    }
+
+    /// Moves the deadline to `timeout` from now.
+    pub(crate) fn restart(&mut self) {
+        self.at = Instant::now() + self.timeout;
+    }
+
+    /// Resolves once the deadline has passed.
+    pub(crate) async fn expired(&mut self) {
+        std::future::poll_fn(|cx| self.poll_expired(cx)).await;
+    }
+
+    /// Whether the deadline has passed; otherwise the timer is (re)armed for it, with `cx` to
+    /// wake.
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if self.at <= Instant::now() {
+                return Poll::Ready(());
+            }
+            let at = self.at;
+            self.sleep.as_mut().reset(at);
+        }
+        Poll::Pending
     }
 }
 
@@ -206,9 +224,7 @@ mod tests {
         let mut guarded = Guarded {
             inner: server,
             _slot: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
-            idle_timeout,
-            last_io: Instant::now(),
+            idle: Deadline::new(idle_timeout),
         };
         let mut buf = [0; 8];
         let started = Instant::now();

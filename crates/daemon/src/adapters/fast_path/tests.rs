@@ -7,6 +7,7 @@ use super::*;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use tokio::io::DuplexStream;
+use tokio::time::Instant;
 
 const AUTHORIZATION: &str = "Basic dmNzOnBhc3N3b3Jk";
 const TIMEOUT: Duration = Duration::from_millis(1_000);
