@@ -365,12 +365,11 @@ fn ports_outside_the_ephemeral_range() -> (u16, u16) {
     (FREE_PORT_LOW, ephemeral_low)
 }
 
-/// A random number, from the standard library's hasher keys (seeded per process).
+/// A random number: the standard library's hasher keys are random, and differ for each
+/// `RandomState`.
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(u64::from(std::process::id()));
-    hasher.finish()
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// A TCP forwarder that can cut its connections, to partition peers: while cut, every

@@ -52,6 +52,14 @@ async fn configured_with(daemon: TestDaemon) -> TestDaemon {
     daemon
 }
 
+/// A configured daemon that also serves the policy service on plain HTTP, and that address.
+async fn configured_with_plain_http() -> (TestDaemon, std::net::SocketAddr) {
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_with(dir, |config| config.policy_http_listen = Some(plain));
+    (configured_with(daemon.await).await, plain)
+}
+
 async fn policy_call(
     daemon: &TestDaemon,
     credentials: (&str, &str),
@@ -275,10 +283,7 @@ async fn policy_logins_take_as_long_whether_the_user_exists_or_not() {
 // (405); and the same decision over plain HTTP.
 #[tokio::test]
 async fn the_policy_path_answers_as_the_rest_of_its_listener() {
-    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = TestDaemon::start_with(dir, |config| config.policy_http_listen = Some(plain));
-    let daemon = configured_with(daemon.await).await;
+    let (daemon, plain) = configured_with_plain_http().await;
     let vcs = (VCS_USER, VCS_PASSWORD);
     let (_, before) = daemon.call(Method::GET, "/api/v1/status", None).await;
 
@@ -365,10 +370,7 @@ async fn read_answers(
 async fn a_kept_connection_gets_the_same_answers_whichever_way_a_call_is_framed() {
     use base64::Engine as _;
     use tokio::io::AsyncWriteExt as _;
-    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = TestDaemon::start_with(dir, |config| config.policy_http_listen = Some(plain));
-    let _daemon = configured_with(daemon.await).await;
+    let (_daemon, plain) = configured_with_plain_http().await;
     let basic = |password: &str| {
         base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{password}"))
     };
