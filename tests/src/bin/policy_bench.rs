@@ -518,9 +518,12 @@ impl Nginx {
         let cpl = policy::cpl::route("alice@127.0.0.1").replace('\'', "\\'");
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(prefix.join("logs"))?;
+        // nginx closes a kept connection after 1,000 requests by default, which costs it a
+        // reconnection (and over HTTPS a handshake) every few milliseconds under this load;
+        // Baton never closes a busy one, so the reference keeps its connections too.
         let conf = format!(
             "worker_processes 2;\npid {pid};\nerror_log stderr error;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n access_log off;\n server {{\n  listen 127.0.0.1:{http_port};\n  listen 127.0.0.1:{https_port} ssl;\n  \
+             http {{\n access_log off;\n keepalive_requests 4294967295;\n server {{\n  listen 127.0.0.1:{http_port};\n  listen 127.0.0.1:{https_port} ssl;\n  \
              ssl_certificate {cert};\n  ssl_certificate_key {key};\n  location / {{ default_type application/xml; return 200 '{cpl}'; }}\n }}\n}}\n",
             pid = prefix.join("nginx.pid").display(),
             cert = tls.join("server.pem").display(),

@@ -24,6 +24,7 @@
 
 use crate::adapters::listener::Deadline;
 use crate::adapters::vcs::{self, Vcs};
+use crate::services::policy::Caller;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use axum_server::accept::Accept;
@@ -102,8 +103,9 @@ where
             let Some(route) = route else {
                 return Ok((Rewind::new(stream, Bytes::new()), service));
             };
-            let answer = |authorization, body| route.answer(source, authorization, body);
-            match serve(stream, answer, timeout, &shutdown).await {
+            let answer =
+                |caller, authorization, body| route.answer(source, caller, authorization, body);
+            match serve(stream, None, answer, timeout, &shutdown).await {
                 Served::HandedOver(stream) => Ok((stream, service)),
                 Served::Closed => Err(io::ErrorKind::ConnectionAborted.into()),
             }
@@ -112,15 +114,19 @@ where
 }
 
 impl PolicyRoute {
+    /// The answer to one policy POST, and what its connection remembers (made at its first).
     async fn answer(
         &self,
         source: IpAddr,
+        caller: Option<Caller>,
         authorization: Option<HeaderValue>,
         body: Bytes,
-    ) -> Response {
-        let mut response = vcs::answer_policy_post(&self.vcs, source, authorization, &body).await;
+    ) -> (Response, Option<Caller>) {
+        let mut caller = caller.unwrap_or_else(|| self.vcs.service.caller());
+        let mut response =
+            vcs::answer_policy_post(&self.vcs, source, authorization, &body, &mut caller).await;
         (self.finish)(response.headers_mut());
-        response
+        (response, Some(caller))
     }
 }
 
@@ -132,18 +138,20 @@ enum Served<S> {
     HandedOver(Rewind<S>),
 }
 
-/// Answers the connection's policy POSTs with `answer` (given the `Authorization` header and
-/// the body) until a request that is not one, which is handed over.
-async fn serve<S, F, Fut>(
+/// Answers the connection's policy POSTs with `answer` (given what the connection remembers,
+/// starting from `memory`, the `Authorization` header and the body) until a request that is not
+/// one, which is handed over.
+async fn serve<S, M, F, Fut>(
     mut stream: S,
+    mut memory: M,
     answer: F,
     header_read_timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Served<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: Fn(Option<HeaderValue>, Bytes) -> Fut,
-    Fut: Future<Output = Response>,
+    F: Fn(M, Option<HeaderValue>, Bytes) -> Fut,
+    Fut: Future<Output = (Response, M)>,
 {
     let mut buffer = BytesMut::with_capacity(READ_BYTES);
     let mut written = Vec::with_capacity(READ_BYTES);
@@ -183,7 +191,8 @@ where
             }
         }
         let body = buffer.split_to(request_bytes).freeze().slice(post.head_bytes..);
-        let response = answer(post.authorization, body).await;
+        let response;
+        (response, memory) = answer(memory, post.authorization, body).await;
         // A request begun before the shutdown is answered, as the connection's last.
         let last = shutdown.is_cancelled();
         if write(&mut stream, response, last, &mut written).await.is_err() || last {

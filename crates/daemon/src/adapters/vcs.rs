@@ -5,7 +5,7 @@
 use crate::adapters::Source;
 use crate::services::logins::{self, Logins};
 use crate::services::metrics;
-use crate::services::policy::PolicyService;
+use crate::services::policy::{Answer, Caller, PolicyService};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::FromRequestParts;
@@ -89,6 +89,13 @@ impl Authorization {
     }
 }
 
+impl Authorization {
+    /// The base64 of HTTP Basic credentials, if that is what the header holds.
+    fn basic_credentials(&self) -> Option<&str> {
+        self.0.as_ref()?.to_str().ok()?.strip_prefix("Basic ")
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     type Rejection = std::convert::Infallible;
 
@@ -102,12 +109,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorization {
 async fn authorise(
     vcs: &Vcs,
     source: IpAddr,
-    Authorization(authorization): &Authorization,
+    authorization: &Authorization,
 ) -> Result<(), Response> {
-    let credentials = authorization
-        .as_ref()
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Basic "));
+    let credentials = authorization.basic_credentials();
     let unauthorised = || {
         (
             StatusCode::UNAUTHORIZED,
@@ -152,7 +156,7 @@ async fn decide(
     authorization: Authorization,
     body: Bytes,
 ) -> Response {
-    measured(&vcs, source, &authorization, &body).await
+    measured(&vcs, source, &authorization, &body, None).await
 }
 
 /// A policy request as `adapters::front` passes it on: the body read up to
@@ -180,18 +184,20 @@ pub async fn answer_policy_request(
                 .into_response();
         }
     };
-    measured(&vcs, source, &authorization, &body).await
+    measured(&vcs, source, &authorization, &body, None).await
 }
 
 /// A policy request as `adapters::fast_path` passes it on: its `Authorization` header and its
-/// whole body, within the bound. Answered as through the router.
+/// whole body, within the bound, with what its connection remembers. Answered as through the
+/// router.
 pub async fn answer_policy_post(
     vcs: &Vcs,
     source: IpAddr,
     authorization: Option<HeaderValue>,
     body: &Bytes,
+    caller: &mut Caller,
 ) -> Response {
-    measured(vcs, source, &Authorization(authorization), body).await
+    measured(vcs, source, &Authorization(authorization), body, Some(caller)).await
 }
 
 /// Why a request's body was not read.
@@ -238,38 +244,43 @@ async fn measured(
     source: IpAddr,
     authorization: &Authorization,
     body: &Bytes,
+    caller: Option<&mut Caller>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let (response, decision) = answer(vcs, source, authorization, body).await;
+    let (response, decision) = answer(vcs, source, authorization, body, caller).await;
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let status = response.status().as_u16();
     vcs.service.metrics.observe(decision, status, elapsed_us);
     response
 }
 
-/// The answer to a policy request and its decision's metrics index.
+/// The answer to a policy request and its decision's metrics index; with its connection's
+/// memory (`caller`) when it has one.
 async fn answer(
     vcs: &Vcs,
     source: IpAddr,
     authorization: &Authorization,
     body: &Bytes,
+    mut caller: Option<&mut Caller>,
 ) -> (Response, usize) {
     let undecided = metrics::decision_index(None);
-    if let Err(refused) = authorise(vcs, source, authorization).await {
+    let service = &vcs.service;
+    if let Some(caller) = caller.as_deref_mut() {
+        service.refresh(caller);
+    }
+    if let Err(refused) = authorise_remembering(vcs, source, authorization, &mut caller).await {
         return (refused, undecided);
     }
-    let service = &vcs.service;
     let request = match policy::request::parse(body) {
         Ok(request) => request,
         Err(error) => {
             return ((StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(), undecided);
         }
     };
-    let Some(decision) = service.answer(&request).await else {
+    let Some(Answer { decision, cpl }) = service.answer_for(caller, &request).await else {
         return (StatusCode::SERVICE_UNAVAILABLE.into_response(), undecided);
     };
     // `PolicyService::answer` never leaves a creation undone.
-    let cpl = policy::cpl::answer(&decision);
     tracing::debug!(
         destination = request.destination_alias.as_deref().unwrap_or(""),
         serial = request.call_serial.as_deref().unwrap_or(""),
@@ -280,6 +291,29 @@ async fn answer(
     let content_type = HeaderValue::from_static(policy::cpl::CONTENT_TYPE);
     let response = (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], cpl).into_response();
     (response, metrics::decision_index(Some(&decision)))
+}
+
+/// [`authorise`], unless the credentials were proven on the same connection (see
+/// `services::policy::Caller`): a VCS sends the same ones with every call. A connection that
+/// proved them is not throttled for a failure elsewhere from its address.
+async fn authorise_remembering(
+    vcs: &Vcs,
+    source: IpAddr,
+    authorization: &Authorization,
+    caller: &mut Option<&mut Caller>,
+) -> Result<(), Response> {
+    let now_ms = crate::base::clock::now_ms();
+    let credentials = authorization.basic_credentials();
+    if let (Some(caller), Some(credentials)) = (caller.as_deref(), credentials)
+        && caller.proved(credentials, now_ms)
+    {
+        return Ok(());
+    }
+    authorise(vcs, source, authorization).await?;
+    if let (Some(caller), Some(credentials)) = (caller.as_deref_mut(), credentials) {
+        caller.prove(credentials, now_ms);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //! and password (HTTP Basic), protocol HTTPS (or HTTP when `--policy-http-listen` is used).
 
 use super::policy_credentials::{Account, VerifiedCredentials, check};
+mod caller;
 mod overbooking;
+pub use caller::{Answer, Caller, ROUTES_REMEMBERED_MAX};
 pub use overbooking::{OVERBOOKING_CHECK_SPACING_MS, OVERBOOKING_RECHECK_MS};
 
 use crate::base::journal::EntryKind;
@@ -137,6 +139,9 @@ pub struct HostedConference {
 pub struct Health {
     /// Bridge name → (how it was reached when found down, why).
     down: Mutex<HashMap<String, (ReachedAs, String)>>,
+    /// Counts the changes to `down`, so a remembered route (see [`Caller`]) can tell, with one
+    /// load, that the health it was decided with still holds.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 /// What makes a bridge another one for [`Health`]: its address and its pinned certificate.
@@ -154,13 +159,22 @@ impl Health {
     /// Records `bridge` as up (`None`) or down and why; says whether that changed.
     fn mark(&self, bridge: &Bridge, problem: Option<String>) -> bool {
         let mut down = lock(&self.down);
-        match problem {
+        let changed = match problem {
             Some(problem) => {
                 let entry = (reached_as(bridge), problem);
                 down.insert(bridge.name.clone(), entry.clone()).as_ref() != Some(&entry)
             }
             None => down.remove(&bridge.name).is_some(),
+        };
+        if changed {
+            self.changes.fetch_add(1, Ordering::Release);
         }
+        changed
+    }
+
+    /// How many times the health changed since the start.
+    fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Bridges out of selection and why.
@@ -408,7 +422,15 @@ impl PolicyService {
     /// [`policy::DECISION_DEADLINE_MS`] at the latest. `None`: shutting down.
     pub async fn answer(&self, request: &policy::PolicyRequest<'_>) -> Option<Decision> {
         // One engine for the refusal and the first decision: the state is read once.
-        let engine = self.engine();
+        self.answer_with(self.engine(), request).await
+    }
+
+    /// [`PolicyService::answer`], first deciding with `engine`.
+    async fn answer_with(
+        &self,
+        engine: Arc<Engine>,
+        request: &policy::PolicyRequest<'_>,
+    ) -> Option<Decision> {
         if self.refusal_in(engine.state()).is_some() {
             return Some(Decision::Reject(RejectReason::Maintenance));
         }
@@ -418,8 +440,9 @@ impl PolicyService {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::Closed) => return None,
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                let Ok(permit) = tokio::time::timeout_at(deadline, self.decisions.acquire()).await
-                else {
+                // Boxed: a wait is rare, and its timer would take room in every call's future.
+                let waiting = Box::pin(tokio::time::timeout_at(deadline, self.decisions.acquire()));
+                let Ok(permit) = waiting.await else {
                     tracing::warn!("no decision slot free before the deadline");
                     return Some(Decision::Reject(RejectReason::BridgeFailure));
                 };

@@ -411,3 +411,76 @@ async fn a_kept_connection_gets_the_same_answers_whichever_way_a_call_is_framed(
     assert_eq!(answers[1].2, "policy service credentials required\n");
     assert_eq!(answers[3].2, "OK\n");
 }
+
+/// One call on a kept connection (not pipelined): its status and its body.
+async fn call_on(stream: &mut tokio::net::TcpStream, password: &str) -> (u16, String) {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{VCS_USER}:{password}"));
+    let body = search("meet.alice@example.com");
+    let call = format!(
+        "POST /baton/policy HTTP/1.1\r\nhost: baton\r\nauthorization: Basic {basic}\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(call.as_bytes()).await.unwrap();
+    let (status, _, body) = read_answers(stream, 1).await.remove(0);
+    (status, body)
+}
+
+// Goal: what a kept connection remembers between calls (the credentials it proved, the routes
+// it got) never outlives what backs it: on the same connection, a moved bridge's calls go to
+// its new address at once, the old password is refused as soon as it changes, and calls stop
+// going to a bridge once it is found down.
+#[tokio::test]
+async fn a_kept_connection_follows_a_moved_bridge_a_new_password_and_a_bridge_found_down() {
+    let (daemon, plain) = configured_with_plain_http().await;
+    let sim_config = bridges::sim::SimConfig::new(bridges::BridgeKind::Mcu);
+    let sim = bridges::sim::SimBridge::start("127.0.0.1:0".parse().unwrap(), sim_config);
+    let sim = sim.await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(plain).await.unwrap();
+    let route = |url: String| Ok(policy::cpl::Outcome::Route { urls: vec![url] });
+    let (status, cpl) = call_on(&mut stream, VCS_PASSWORD).await;
+    assert_eq!((status, policy::cpl::interpret(&cpl)), (200, route("alice@192.0.2.50".into())));
+
+    let moved = json!({"name": "mcu1", "bridge_type": "mcu", "address": sim.address().to_string(),
+                       "username": "admin", "password": "", "capacity_ports": 40});
+    let (status, body) = daemon.call(Method::PUT, "/api/v1/bridges/mcu1", Some(moved)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let on_sim = format!("alice@{}", sim.address().ip());
+    let (status, cpl) = call_on(&mut stream, VCS_PASSWORD).await;
+    assert_eq!((status, policy::cpl::interpret(&cpl)), (200, route(on_sim.clone())));
+
+    let account = json!({"username": VCS_USER, "password": "a new password"});
+    let (status, body) = daemon.call(Method::PUT, "/api/v1/policy-service", Some(account)).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(call_on(&mut stream, VCS_PASSWORD).await.0, 401, "the old password");
+    let (status, cpl) = call_on(&mut stream, "a new password").await;
+    assert_eq!((status, policy::cpl::interpret(&cpl)), (200, route(on_sim)));
+
+    let fail_all = bridges::xmlrpc::Value::Struct(
+        [("failAll".to_owned(), bridges::xmlrpc::Value::Bool(true))].into_iter().collect(),
+    );
+    let configure = bridges::xmlrpc::encode_call("sim.configure", &[fail_all]);
+    let sim_url = format!("http://{}/RPC2", sim.address());
+    reqwest::Client::new().post(sim_url).body(configure).send().await.unwrap();
+    let limit =
+        std::time::Duration::from_millis(3 * daemon::services::policy::BRIDGE_POLL_INTERVAL_MS);
+    let started = std::time::Instant::now();
+    let refused = loop {
+        let (status, cpl) = call_on(&mut stream, "a new password").await;
+        assert_eq!(status, 200);
+        match policy::cpl::interpret(&cpl).unwrap() {
+            policy::cpl::Outcome::Route { .. } if started.elapsed() < limit => {}
+            outcome => break outcome,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let bridge_failure = policy::cpl::Outcome::Reject {
+        status: 502,
+        reason: policy::RejectReason::BridgeFailure.text().to_owned(),
+    };
+    assert_eq!(refused, bridge_failure, "no route to a bridge found down");
+    let (_, status) = daemon.call(Method::GET, "/api/v1/policy/status", None).await;
+    assert_eq!(status["bridges"][0]["up"], false, "{status}");
+}

@@ -75,9 +75,9 @@ fn only_a_plainly_framed_policy_post_is_taken() {
 }
 
 /// Answers with the body it was given, and says whether the credentials came with it.
-async fn echo(authorization: Option<HeaderValue>, body: Bytes) -> Response {
+async fn echo(memory: (), authorization: Option<HeaderValue>, body: Bytes) -> (Response, ()) {
     let credentials = if authorization.is_some() { "with" } else { "without" };
-    (StatusCode::OK, [("x-credentials", credentials)], body).into_response()
+    ((StatusCode::OK, [("x-credentials", credentials)], body).into_response(), memory)
 }
 
 fn connection() -> (DuplexStream, DuplexStream) {
@@ -120,7 +120,7 @@ async fn policy_posts_are_answered_in_order_then_the_rest_is_handed_over() {
     let pipelined = [post("first=1", ""), post("second=2", ""), status_poll.to_owned()].concat();
     client.write_all(pipelined.as_bytes()).await.unwrap();
     let shutdown = CancellationToken::new();
-    let served = tokio::spawn(async move { serve(server, echo, TIMEOUT, &shutdown).await });
+    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &shutdown).await });
     assert_eq!(answers(&mut client, 2).await, ["first=1", "second=2"]);
 
     let Served::HandedOver(mut rest) = served.await.unwrap() else { panic!("closed") };
@@ -130,13 +130,29 @@ async fn policy_posts_are_answered_in_order_then_the_rest_is_handed_over() {
     assert_eq!(String::from_utf8(handed).unwrap(), format!("{status_poll}after"));
 }
 
+// Goal: what a connection remembers (`services::policy::Caller` in the daemon) goes from each
+// answer to the next on the same connection.
+#[tokio::test]
+async fn each_answer_gets_what_the_one_before_it_left_to_remember() {
+    let (mut client, server) = connection();
+    let pipelined = [post("a=1", ""), post("b=2", ""), post("c=3", "")].concat();
+    client.write_all(pipelined.as_bytes()).await.unwrap();
+    let counting = |answered: usize, _, _| async move {
+        let answer = (StatusCode::OK, [("x-credentials", "with")], answered.to_string());
+        (answer.into_response(), answered + 1)
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(async move { serve(server, 0, counting, TIMEOUT, &shutdown).await });
+    assert_eq!(answers(&mut client, 3).await, ["0", "1", "2"]);
+}
+
 // Goal: a body arriving in pieces is answered once whole; a connection closed by its client,
 // mid-request or between requests, ends the fast path with nothing handed over.
 #[tokio::test]
 async fn a_request_is_answered_once_whole_and_a_closed_connection_ends_it() {
     let (mut client, server) = connection();
     let shutdown = CancellationToken::new();
-    let served = tokio::spawn(async move { serve(server, echo, TIMEOUT, &shutdown).await });
+    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &shutdown).await });
     let request = post("POLICY_TYPE=SEARCH", "");
     for piece in request.as_bytes().chunks(7) {
         client.write_all(piece).await.unwrap();
@@ -157,7 +173,7 @@ async fn heads_must_come_within_the_deadline_and_the_shutdown_closes_idle_connec
     let (mut client, server) = connection();
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let served = tokio::spawn(async move { serve(server, echo, TIMEOUT, &shutdown).await });
+    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &shutdown).await });
     for round in 0..6 {
         tokio::time::sleep(TIMEOUT * 6 / 10).await;
         client.write_all(post(&format!("round={round}"), "").as_bytes()).await.unwrap();
@@ -172,7 +188,7 @@ async fn heads_must_come_within_the_deadline_and_the_shutdown_closes_idle_connec
     let (_client, server) = connection();
     let shutdown = CancellationToken::new();
     let stopping = shutdown.clone();
-    let served = tokio::spawn(async move { serve(server, echo, TIMEOUT, &stopping).await });
+    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &stopping).await });
     tokio::time::sleep(TIMEOUT / 10).await;
     let cancelled = Instant::now();
     shutdown.cancel();
@@ -188,7 +204,7 @@ async fn at_the_shutdown_a_request_begun_is_answered_last_and_nothing_is_handed_
     let (mut client, server) = connection();
     let shutdown = CancellationToken::new();
     let stopping = shutdown.clone();
-    let served = tokio::spawn(async move { serve(server, echo, TIMEOUT, &stopping).await });
+    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &stopping).await });
     let request = post("begun=1", "");
     let (begun, rest) = request.split_at(20);
     client.write_all(begun.as_bytes()).await.unwrap();
@@ -205,7 +221,7 @@ async fn at_the_shutdown_a_request_begun_is_answered_last_and_nothing_is_handed_
     assert!(matches!(served.await.unwrap(), Served::Closed));
 
     let (mut client, server) = connection();
-    let served = tokio::spawn(async move { serve(server, echo, TIMEOUT, &shutdown).await });
+    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &shutdown).await });
     client.write_all(b"GET /baton/policy/status HTTP/1.1\r\n\r\n").await.unwrap();
     assert!(matches!(served.await.unwrap(), Served::Closed));
 }
