@@ -375,11 +375,23 @@ impl Api {
     }
 }
 
+/// A call to `alias` as a VCS's search rule sends it: every parameter of the protocol guide's
+/// sample request (`../shared/docs/vcs-policy-and-bridges.md`, 1.8), values invented. The
+/// decision reads five of them, but a VCS sends them all, and every one is parsed and checked.
 fn call_body(alias: &str) -> String {
-    format!(
-        "POLICY_TYPE=SEARCH&METHOD=INVITE&PROTOCOL=SIP&DESTINATION_ALIAS={}&GLOBAL_CALL-SERIAL_NUMBER=1",
-        alias.replace('@', "%40")
-    )
+    let alias = alias.replace('@', "%40");
+    [
+        "AUTHENTICATED=TRUE&AUTHENTICATED_SOURCE_ALIAS=bob%40example.com",
+        "&CLUSTER_NAME=vcs.example.com&DESTINATION_ALIAS=",
+        &alias,
+        "&GLOBAL_CALL-SERIAL_NUMBER=3f6c1d2e-7a41-4b8e-9c0d-5e6f7a8b9c0d",
+        "&LOCAL_CALL_SERIAL_NUMBER=9a21b3c4-d5e6-4f70-8192-a3b4c5d6e7f8",
+        "&METHOD=INVITE&NETWORK_TYPE=IPV4&POLICY_TYPE=SEARCH&PROTOCOL=SIP",
+        "&SOURCE_ADDRESS=10.1.1.20&SOURCE_IP=10.1.1.20&SOURCE_PORT=5061&TRAVERSAL_TYPE=TYPE_UNDEF",
+        "&UNAUTHENTICATED_SOURCE_ALIAS=bob%40example.com&ZONE_NAME=DefaultZone",
+        "&UTCTIME=2026-12-07+01%3A07%3A31",
+    ]
+    .concat()
 }
 
 /// The VCS's `Authorization: Basic` credentials, encoded.
