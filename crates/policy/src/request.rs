@@ -238,7 +238,10 @@ mod tests {
             value.filter(|value| !value.is_empty())
         }
         let policy_type = match policy_type.as_deref() {
+            Some("REGISTRATION") => PolicyType::Registration,
             Some("SEARCH") => PolicyType::Search,
+            Some("ADMIN") => PolicyType::Admin,
+            Some("USER") => PolicyType::User,
             Some(other) => {
                 return Err(RequestError::BadValue { name: "POLICY_TYPE", value: other.into() });
             }
@@ -260,6 +263,7 @@ mod tests {
     // escapes as splitting each pair does: the same request, or the same error.
     #[test]
     fn the_vector_search_reads_every_form_as_splitting_pairs_does() {
+        let long = "a".repeat(VALUE_BYTES_MAX - 8);
         let pieces = [
             "&",
             "=",
@@ -276,6 +280,9 @@ mod tests {
             "a",
             "9",
             "=SEARCH",
+            "=ADMIN",
+            "é",
+            &long,
             "POLICY_TYPE",
             "SEARCH",
             "DESTINATION_ALIAS",

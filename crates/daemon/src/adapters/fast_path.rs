@@ -10,7 +10,9 @@
 //! anything else (a status poll, a chunked body, a malformed head, a head too long), the
 //! connection is handed to hyper with the bytes already read, and hyper serves it from then on:
 //! every refusal and every corner of HTTP stays hyper's. Both ways end in the same handler
-//! (`vcs::answer_policy_post`), so they cannot decide differently.
+//! (`vcs::answer_policy_post`), so they cannot decide differently; a call here may only skip
+//! the decision with what its connection remembers (`services::policy::Caller`), which never
+//! outlives what it was decided on.
 //!
 //! The limits stay the listener's: the connection's slot and idle deadline come from
 //! [`Limited`](crate::adapters::listener::Limited) below, and a head must arrive within the

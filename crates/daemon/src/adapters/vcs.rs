@@ -87,9 +87,7 @@ impl Authorization {
     fn of(headers: &HeaderMap) -> Authorization {
         Authorization(headers.get(header::AUTHORIZATION).cloned())
     }
-}
 
-impl Authorization {
     /// The base64 of HTTP Basic credentials, if that is what the header holds.
     fn basic_credentials(&self) -> Option<&str> {
         self.0.as_ref()?.to_str().ok()?.strip_prefix("Basic ")
@@ -295,7 +293,9 @@ async fn answer(
 
 /// [`authorise`], unless the credentials were proven on the same connection (see
 /// `services::policy::Caller`): a VCS sends the same ones with every call. A connection that
-/// proved them is not throttled for a failure elsewhere from its address.
+/// proved them is not throttled for a failure elsewhere from its address (the throttle slows
+/// guessing, and it is not guessing). They are proven only while the service remembers their
+/// check: without it (no randomness at start) every call checks its password, as before.
 async fn authorise_remembering(
     vcs: &Vcs,
     source: IpAddr,
@@ -310,8 +310,10 @@ async fn authorise_remembering(
         return Ok(());
     }
     authorise(vcs, source, authorization).await?;
-    if let (Some(caller), Some(credentials)) = (caller.as_deref_mut(), credentials) {
-        caller.prove(credentials, now_ms);
+    if let (Some(caller), Some(credentials)) = (caller.as_deref_mut(), credentials)
+        && let Some(verified_at_ms) = vcs.service.verified_at_ms(credentials)
+    {
+        caller.prove(credentials, verified_at_ms);
     }
     Ok(())
 }

@@ -75,6 +75,11 @@ impl VerifiedCredentials {
         }
     }
 
+    /// When `fingerprint` was verified, if it is remembered (expired or not).
+    pub fn verified_at_ms(&self, fingerprint: &Fingerprint) -> Option<u64> {
+        lock(&self.verified_at_ms).get(fingerprint).copied()
+    }
+
     /// Remembers `fingerprint` as verified at `now_ms`; when full, the oldest entry makes room.
     pub fn insert(&self, fingerprint: Fingerprint, now_ms: u64) {
         let mut verified_at_ms = lock(&self.verified_at_ms);

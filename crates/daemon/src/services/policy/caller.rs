@@ -18,7 +18,9 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 
-/// Routes one connection remembers; past it they are all forgotten and remembered afresh.
+/// Routes one connection remembers; past it they are all forgotten and remembered afresh. With
+/// aliases up to `policy::request::VALUE_BYTES_MAX` and their CPL, at most about 128 KiB per
+/// connection, and only on one that proved the policy service's credentials.
 pub const ROUTES_REMEMBERED_MAX: usize = 64;
 
 /// A call's answer: its decision (for the metrics and the log) and its CPL.
@@ -41,10 +43,17 @@ pub struct Caller {
     state: watch::Receiver<Arc<State>>,
     engine: Arc<Engine>,
     health_changes: u64,
-    /// The Basic credentials proven on this connection, and the wall-clock ms they were.
-    proved: Option<(Box<[u8]>, u64)>,
+    proved: Option<Proved>,
     /// Destination alias → the route a search or admin call to it got.
     routes: HashMap<Box<str>, Answer>,
+}
+
+/// The Basic credentials proven on a connection.
+struct Proved {
+    credentials: Box<[u8]>,
+    /// When their password was checked (not when this connection first sent them: a check
+    /// remembered by the service counts from its own time).
+    verified_at_ms: u64,
 }
 
 impl PolicyService {
@@ -81,9 +90,13 @@ impl PolicyService {
     /// whichever way: the hyper path's future stays within `front::POLICY_FUTURE_BYTES_MAX`.)
     pub async fn answer_for(
         &self,
-        caller: Option<&mut Caller>,
+        mut caller: Option<&mut Caller>,
         request: &PolicyRequest<'_>,
     ) -> Option<Answer> {
+        // Again: the state or the health may have changed while the credentials were checked.
+        if let Some(caller) = caller.as_deref_mut() {
+            self.refresh(caller);
+        }
         // The alias is all a search or admin call is decided on (see `Engine::decide`).
         let alias = match (request.policy_type, &request.destination_alias) {
             (PolicyType::Search | PolicyType::Admin, Some(alias)) => Some(alias.as_ref()),
@@ -100,27 +113,89 @@ impl PolicyService {
         if let (Some(caller), Some(alias)) = (caller, alias)
             && let Decision::Route { .. } = *answer.decision
         {
-            if caller.routes.len() >= ROUTES_REMEMBERED_MAX {
-                caller.routes.clear();
-            }
-            caller.routes.insert(alias.into(), answer.clone());
+            caller.remember(alias, answer.clone());
         }
         Some(answer)
+    }
+
+    /// When `basic_credentials` were last verified against the account, if the service
+    /// remembers it (see `policy_credentials`).
+    pub fn verified_at_ms(&self, basic_credentials: &str) -> Option<u64> {
+        let state = self.state_now();
+        let Some(model::Record::PolicyService(account)) =
+            state.singleton(model::RecordKind::PolicyService)
+        else {
+            return None;
+        };
+        let (username, hash) = (&account.username, &account.password_hash);
+        let fingerprint = self.verified.fingerprint(basic_credentials.trim(), username, hash)?;
+        self.verified.verified_at_ms(&fingerprint)
     }
 }
 
 impl Caller {
-    /// Whether `basic_credentials` were proven on this connection, in the same state, less than
-    /// [`CREDENTIALS_CACHED_MS`] before `now_ms` (as long as the service trusts a check).
+    /// Whether `basic_credentials` were proven on this connection, in the same state, and
+    /// their password checked less than [`CREDENTIALS_CACHED_MS`] before `now_ms` (as long as
+    /// the service trusts a check).
     pub fn proved(&self, basic_credentials: &str, now_ms: u64) -> bool {
-        self.proved.as_ref().is_some_and(|(proved, at_ms)| {
-            now_ms.saturating_sub(*at_ms) < CREDENTIALS_CACHED_MS
-                && bool::from(proved.ct_eq(basic_credentials.as_bytes()))
+        self.proved.as_ref().is_some_and(|proved| {
+            now_ms.saturating_sub(proved.verified_at_ms) < CREDENTIALS_CACHED_MS
+                && bool::from(proved.credentials.ct_eq(basic_credentials.as_bytes()))
         })
     }
 
-    /// Remembers `basic_credentials` as proven at `now_ms`.
-    pub fn prove(&mut self, basic_credentials: &str, now_ms: u64) {
-        self.proved = Some((basic_credentials.as_bytes().into(), now_ms));
+    /// Remembers `basic_credentials` as proven, their password checked at `verified_at_ms`.
+    pub fn prove(&mut self, basic_credentials: &str, verified_at_ms: u64) {
+        let credentials = basic_credentials.as_bytes().into();
+        self.proved = Some(Proved { credentials, verified_at_ms });
+    }
+
+    /// Remembers the route to `alias`, within [`ROUTES_REMEMBERED_MAX`].
+    fn remember(&mut self, alias: &str, answer: Answer) {
+        if self.routes.len() >= ROUTES_REMEMBERED_MAX {
+            self.routes.clear();
+        }
+        self.routes.insert(alias.into(), answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Caller {
+        let state = Arc::new(State::default());
+        Caller {
+            state: watch::channel(state.clone()).1,
+            engine: Arc::new(Engine::new(state, None)),
+            health_changes: 0,
+            proved: None,
+            routes: HashMap::new(),
+        }
+    }
+
+    // Goal: proven credentials are the same bytes only, and only until the password check
+    // they rest on is as old as the service's own memory of it allows.
+    #[test]
+    fn credentials_are_proven_byte_for_byte_until_their_check_is_too_old() {
+        let mut caller = caller();
+        assert!(!caller.proved("dmNzOnB3", 1_000), "nothing proven yet");
+        caller.prove("dmNzOnB3", 1_000);
+        assert!(caller.proved("dmNzOnB3", 1_000 + CREDENTIALS_CACHED_MS - 1));
+        assert!(!caller.proved("dmNzOnB3", 1_000 + CREDENTIALS_CACHED_MS), "expired");
+        assert!(!caller.proved("dmNzOnB4", 1_001), "other bytes");
+        assert!(!caller.proved("dmNzOnB", 1_001), "a prefix");
+    }
+
+    // Goal: a connection remembers at most ROUTES_REMEMBERED_MAX routes.
+    #[test]
+    fn routes_are_remembered_within_the_bound() {
+        let mut caller = caller();
+        let answer = Answer::of(Decision::Reject(policy::RejectReason::NoCapacity));
+        for index in 0..ROUTES_REMEMBERED_MAX * 3 + 1 {
+            caller.remember(&format!("room{index}@example.com"), answer.clone());
+            assert!(caller.routes.len() <= ROUTES_REMEMBERED_MAX);
+        }
+        assert!(caller.routes.contains_key("room192@example.com"), "the newest is kept");
     }
 }
