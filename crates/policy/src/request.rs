@@ -105,16 +105,30 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
         if pair.is_empty() {
             continue;
         }
-        // Every parameter is decoded and bounded, kept or not: a malformed one is refused.
-        let name = decode(name, name_escaped)?;
-        let value = decode(value, value_escaped)?;
-        if value.len() > VALUE_BYTES_MAX {
-            return Err(RequestError::ValueTooLong(name.into_owned()));
-        }
-        if let Some(index) = KEPT.iter().position(|kept| *kept == name) {
-            fields[index] = Some(value);
-        }
+        keep(&mut fields, decode(name, name_escaped)?, decode(value, value_escaped)?)?;
     }
+    request_of(fields)
+}
+
+/// Keeps a decoded parameter's value in `fields` if it is one of [`KEPT`]. Every parameter is
+/// decoded and bounded, kept or not: a malformed one is refused.
+fn keep<'body>(
+    fields: &mut Fields<'body>,
+    name: Cow<'body, str>,
+    value: Cow<'body, str>,
+) -> Result<(), RequestError> {
+    if value.len() > VALUE_BYTES_MAX {
+        return Err(RequestError::ValueTooLong(name.into_owned()));
+    }
+    if let Some(index) = KEPT.iter().position(|kept| *kept == name) {
+        fields[index] = Some(value);
+    }
+    Ok(())
+}
+
+/// The request the kept parameters make: a known `POLICY_TYPE` is required, and an empty value
+/// is no value.
+fn request_of(fields: Fields<'_>) -> Result<PolicyRequest<'_>, RequestError> {
     let [policy_type, destination, source, protocol, source_ip, call_serial, method] = fields;
     let policy_type = match policy_type.as_deref() {
         Some("REGISTRATION") => PolicyType::Registration,
@@ -217,45 +231,17 @@ mod tests {
     }
 
     /// The parser as it was before the body was searched a vector at a time: each pair split
-    /// with `str` methods, and each part scanned for escapes.
+    /// with `str` methods, and each part scanned for escapes (each part is then decoded, kept
+    /// and made into a request as `parse` does).
     fn naive(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
         let text = std::str::from_utf8(body).map_err(|_| RequestError::NotForm)?;
         let mut fields: Fields<'_> = Default::default();
         for pair in text.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let escaped = |part: &str| part.contains(['+', '%']);
-            let name = decode(name, escaped(name))?;
-            let value = decode(value, escaped(value))?;
-            if value.len() > VALUE_BYTES_MAX {
-                return Err(RequestError::ValueTooLong(name.into_owned()));
-            }
-            if let Some(index) = KEPT.iter().position(|kept| *kept == name) {
-                fields[index] = Some(value);
-            }
+            keep(&mut fields, decode(name, escaped(name))?, decode(value, escaped(value))?)?;
         }
-        let [policy_type, destination, source, protocol, source_ip, call_serial, method] = fields;
-        fn given(value: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
-            value.filter(|value| !value.is_empty())
-        }
-        let policy_type = match policy_type.as_deref() {
-            Some("REGISTRATION") => PolicyType::Registration,
-            Some("SEARCH") => PolicyType::Search,
-            Some("ADMIN") => PolicyType::Admin,
-            Some("USER") => PolicyType::User,
-            Some(other) => {
-                return Err(RequestError::BadValue { name: "POLICY_TYPE", value: other.into() });
-            }
-            None => return Err(RequestError::Missing("POLICY_TYPE")),
-        };
-        Ok(PolicyRequest {
-            policy_type,
-            destination_alias: given(destination),
-            source_alias: given(source),
-            protocol: given(protocol),
-            source_ip: given(source_ip),
-            call_serial: given(call_serial),
-            method: given(method),
-        })
+        request_of(fields)
     }
 
     // Goal: over seeded random forms made of the characters that matter (`&`, `=`, `+`, `%`,

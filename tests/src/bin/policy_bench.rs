@@ -530,8 +530,8 @@ impl Nginx {
         let cpl = policy::cpl::route("alice@127.0.0.1").replace('\'', "\\'");
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(prefix.join("logs"))?;
-        // nginx closes a kept connection after 1,000 requests by default, which costs it a
-        // reconnection (and over HTTPS a handshake) every few milliseconds under this load;
+        // nginx closes a kept connection after 1,000 requests by default, which costs it about a
+        // hundred reconnections a second under this load (over HTTPS, each with a handshake);
         // Baton never closes a busy one, so the reference keeps its connections too.
         let conf = format!(
             "worker_processes 2;\npid {pid};\nerror_log stderr error;\nevents {{ worker_connections 1024; }}\n\

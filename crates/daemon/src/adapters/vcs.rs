@@ -278,7 +278,7 @@ async fn answer(
     let Some(Answer { decision, cpl }) = service.answer_for(caller, &request).await else {
         return (StatusCode::SERVICE_UNAVAILABLE.into_response(), undecided);
     };
-    // `PolicyService::answer` never leaves a creation undone.
+    // `PolicyService::answer_for` never leaves a creation undone.
     tracing::debug!(
         destination = request.destination_alias.as_deref().unwrap_or(""),
         serial = request.call_serial.as_deref().unwrap_or(""),

@@ -417,15 +417,11 @@ impl PolicyService {
         check(&self.verified, &self.checking, account, basic_credentials, now_ms, verify).await
     }
 
-    /// Answers one call as the VCS asked: refused in maintenance (once the drain is over),
-    /// otherwise decided within the bound on decisions in flight, by
-    /// [`policy::DECISION_DEADLINE_MS`] at the latest. `None`: shutting down.
-    pub async fn answer(&self, request: &policy::PolicyRequest<'_>) -> Option<Decision> {
-        // One engine for the refusal and the first decision: the state is read once.
-        self.answer_with(self.engine(), request).await
-    }
-
-    /// [`PolicyService::answer`], first deciding with `engine`.
+    /// Answers one call as the VCS asked, first with `engine` (one engine for the refusal and
+    /// the first decision: the state is read once): refused in maintenance (once the drain is
+    /// over), otherwise decided within the bound on decisions in flight, by
+    /// [`policy::DECISION_DEADLINE_MS`] at the latest. `None`: shutting down. (See
+    /// [`PolicyService::answer_for`], the way in.)
     async fn answer_with(
         &self,
         engine: Arc<Engine>,
@@ -451,12 +447,6 @@ impl PolicyService {
         };
         let _permit = permit;
         Some(self.decide_by(engine, request, deadline).await)
-    }
-
-    /// Decides one call, creating its conference if it needs one, within
-    /// [`policy::DECISION_DEADLINE_MS`].
-    pub async fn decide(&self, request: &policy::PolicyRequest<'_>) -> Decision {
-        self.decide_by(self.engine(), request, decision_deadline()).await
     }
 
     /// Decides one call by `deadline`, first with `engine`: every bridge call it makes shares

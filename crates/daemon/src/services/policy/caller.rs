@@ -85,9 +85,10 @@ impl PolicyService {
         }
     }
 
-    /// [`PolicyService::answer`] for a call on `caller`'s connection, if it has a memory: a
-    /// route it got before is given again, and a route decided now is remembered. (One await,
-    /// whichever way: the hyper path's future stays within `front::POLICY_FUTURE_BYTES_MAX`.)
+    /// Answers one call (see `PolicyService::answer_with`), with `caller`'s memory if it comes
+    /// on a connection that has one: a route it got before is given again, and a route decided
+    /// now is remembered. (One await, whichever way: the hyper path's future stays within
+    /// `front::POLICY_FUTURE_BYTES_MAX`.)
     pub async fn answer_for(
         &self,
         mut caller: Option<&mut Caller>,
