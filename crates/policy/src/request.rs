@@ -105,23 +105,32 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
         if pair.is_empty() {
             continue;
         }
-        keep(&mut fields, decode(name, name_escaped)?, decode(value, value_escaped)?)?;
+        keep(&mut fields, decode(name, name_escaped)?, value, value_escaped)?;
     }
     request_of(fields)
 }
 
-/// Keeps a decoded parameter's value in `fields` if it is one of [`KEPT`]. Every parameter is
-/// decoded and bounded, kept or not: a malformed one is refused.
+/// Keeps the decoded `value` of a parameter (its `name` decoded) in `fields` if it is one of
+/// [`KEPT`]. Every value is checked as decoding it would be, kept or not: a malformed or long
+/// one is refused. Only a kept one is decoded (copied, when `escaped`): a VCS escapes the `@`
+/// of every alias it sends, and most of them are not kept.
 fn keep<'body>(
     fields: &mut Fields<'body>,
     name: Cow<'body, str>,
-    value: Cow<'body, str>,
+    value: &'body str,
+    escaped: bool,
 ) -> Result<(), RequestError> {
-    if value.len() > VALUE_BYTES_MAX {
-        return Err(RequestError::ValueTooLong(name.into_owned()));
-    }
-    if let Some(index) = KEPT.iter().position(|kept| *kept == name) {
-        fields[index] = Some(value);
+    let bounded = |decoded_bytes: usize| match decoded_bytes > VALUE_BYTES_MAX {
+        true => Err(RequestError::ValueTooLong(name.to_string())),
+        false => Ok(()),
+    };
+    match KEPT.iter().position(|kept| *kept == name) {
+        Some(index) => {
+            let value = decode(value, escaped)?;
+            bounded(value.len())?;
+            fields[index] = Some(value);
+        }
+        None => bounded(decoded_bytes(value, escaped)?)?,
     }
     Ok(())
 }
@@ -179,6 +188,28 @@ fn decode(text: &str, escaped: bool) -> Result<Cow<'_, str>, RequestError> {
     String::from_utf8(bytes).map(Cow::Owned).map_err(|_| RequestError::NotForm)
 }
 
+/// How many bytes [`decode`] makes of `text`, or its refusal, without making them: decoded
+/// bytes that are all ASCII are valid UTF-8, so only text escaping others is decoded to know.
+fn decoded_bytes(text: &str, escaped: bool) -> Result<usize, RequestError> {
+    if !escaped {
+        return Ok(text.len());
+    }
+    let (mut bytes, mut ascii, mut input) = (0, true, text.bytes());
+    while let Some(byte) = input.next() {
+        if byte == b'%' {
+            // As `decode` reads an escape: both digits taken, then checked.
+            let high = input.next().and_then(hex_value);
+            let low = input.next().and_then(hex_value);
+            match (high, low) {
+                (Some(high), Some(_)) => ascii &= high < 8,
+                _ => return Err(RequestError::NotForm),
+            }
+        }
+        bytes += 1;
+    }
+    if ascii { Ok(bytes) } else { decode(text, true).map(|decoded| decoded.len()) }
+}
+
 fn hex_value(digit: u8) -> Option<u8> {
     (digit as char).to_digit(16).map(|value| value as u8)
 }
@@ -230,16 +261,22 @@ mod tests {
         assert!(matches!(request.destination_alias, Some(Cow::Owned(_))));
     }
 
-    /// The parser as it was before the body was searched a vector at a time: each pair split
-    /// with `str` methods, and each part scanned for escapes (each part is then decoded, kept
-    /// and made into a request as `parse` does).
+    /// The parser as it was before the body was searched a vector at a time and only kept
+    /// values were decoded: each pair split with `str` methods, each part scanned for escapes
+    /// and decoded, every value bounded (the request is then made as `parse` makes it).
     fn naive(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
         let text = std::str::from_utf8(body).map_err(|_| RequestError::NotForm)?;
         let mut fields: Fields<'_> = Default::default();
         for pair in text.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let escaped = |part: &str| part.contains(['+', '%']);
-            keep(&mut fields, decode(name, escaped(name))?, decode(value, escaped(value))?)?;
+            let (name, value) = (decode(name, escaped(name))?, decode(value, escaped(value))?);
+            if value.len() > VALUE_BYTES_MAX {
+                return Err(RequestError::ValueTooLong(name.into_owned()));
+            }
+            if let Some(index) = KEPT.iter().position(|kept| *kept == name) {
+                fields[index] = Some(value);
+            }
         }
         request_of(fields)
     }

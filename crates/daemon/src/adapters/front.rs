@@ -42,7 +42,7 @@ impl Front {
     /// What `adapters::fast_path` answers the policy POST with, if this listener serves it.
     pub fn policy_route(&self) -> Option<crate::adapters::fast_path::PolicyRoute> {
         let finish = self.finish;
-        self.policy.clone().map(|vcs| crate::adapters::fast_path::PolicyRoute { vcs, finish })
+        self.policy.clone().map(|vcs| crate::adapters::fast_path::PolicyRoute::new(vcs, finish))
     }
 }
 

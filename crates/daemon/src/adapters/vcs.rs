@@ -154,7 +154,7 @@ async fn decide(
     authorization: Authorization,
     body: Bytes,
 ) -> Response {
-    measured(&vcs, source, &authorization, &body, None).await
+    measured(&vcs, source, &authorization, &body, None).await.into_response()
 }
 
 /// A policy request as `adapters::front` passes it on: the body read up to
@@ -182,7 +182,7 @@ pub async fn answer_policy_request(
                 .into_response();
         }
     };
-    measured(&vcs, source, &authorization, &body, None).await
+    measured(&vcs, source, &authorization, &body, None).await.into_response()
 }
 
 /// A policy request as `adapters::fast_path` passes it on: its `Authorization` header and its
@@ -194,8 +194,38 @@ pub async fn answer_policy_post(
     authorization: Option<HeaderValue>,
     body: &Bytes,
     caller: &mut Caller,
-) -> Response {
+) -> PolicyAnswer {
     measured(vcs, source, &Authorization(authorization), body, Some(caller)).await
+}
+
+/// A policy request's answer: a decision's CPL, or any other response (a refusal). The CPL is
+/// kept apart so that the fast path can write it behind a head it made once (see
+/// `adapters::fast_path::PolicyRoute`) rather than build a response for every call.
+pub enum PolicyAnswer {
+    Cpl(Bytes),
+    Other(Response),
+}
+
+impl PolicyAnswer {
+    fn status(&self) -> StatusCode {
+        match self {
+            PolicyAnswer::Cpl(_) => StatusCode::OK,
+            PolicyAnswer::Other(response) => response.status(),
+        }
+    }
+}
+
+impl IntoResponse for PolicyAnswer {
+    fn into_response(self) -> Response {
+        match self {
+            PolicyAnswer::Cpl(cpl) => {
+                // A static header value: built from a `&str`, it would be copied for every call.
+                let content_type = HeaderValue::from_static(policy::cpl::CONTENT_TYPE);
+                (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], cpl).into_response()
+            }
+            PolicyAnswer::Other(response) => response,
+        }
+    }
 }
 
 /// Why a request's body was not read.
@@ -243,13 +273,12 @@ async fn measured(
     authorization: &Authorization,
     body: &Bytes,
     caller: Option<&mut Caller>,
-) -> Response {
+) -> PolicyAnswer {
     let started = std::time::Instant::now();
-    let (response, decision) = answer(vcs, source, authorization, body, caller).await;
+    let (answer, decision) = answer(vcs, source, authorization, body, caller).await;
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let status = response.status().as_u16();
-    vcs.service.metrics.observe(decision, status, elapsed_us);
-    response
+    vcs.service.metrics.observe(decision, answer.status().as_u16(), elapsed_us);
+    answer
 }
 
 /// The answer to a policy request and its decision's metrics index; with its connection's
@@ -260,23 +289,24 @@ async fn answer(
     authorization: &Authorization,
     body: &Bytes,
     mut caller: Option<&mut Caller>,
-) -> (Response, usize) {
+) -> (PolicyAnswer, usize) {
     let undecided = metrics::decision_index(None);
     let service = &vcs.service;
     if let Some(caller) = caller.as_deref_mut() {
         service.refresh(caller);
     }
     if let Err(refused) = authorise_remembering(vcs, source, authorization, &mut caller).await {
-        return (refused, undecided);
+        return (PolicyAnswer::Other(refused), undecided);
     }
     let request = match policy::request::parse(body) {
         Ok(request) => request,
         Err(error) => {
-            return ((StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(), undecided);
+            let refused = (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+            return (PolicyAnswer::Other(refused), undecided);
         }
     };
     let Some(Answer { decision, cpl }) = service.answer_for(caller, &request).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE.into_response(), undecided);
+        return (PolicyAnswer::Other(StatusCode::SERVICE_UNAVAILABLE.into_response()), undecided);
     };
     // `PolicyService::answer_for` never leaves a creation undone.
     tracing::debug!(
@@ -285,10 +315,7 @@ async fn answer(
         ?decision,
         "policy decision"
     );
-    // A static header value: built from a `&str`, it would be copied for every call.
-    let content_type = HeaderValue::from_static(policy::cpl::CONTENT_TYPE);
-    let response = (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], cpl).into_response();
-    (response, metrics::decision_index(Some(&decision)))
+    (PolicyAnswer::Cpl(cpl), metrics::decision_index(Some(&decision)))
 }
 
 /// [`authorise`], unless the credentials were proven on the same connection (see

@@ -74,10 +74,17 @@ fn only_a_plainly_framed_policy_post_is_taken() {
     }
 }
 
-/// Answers with the body it was given, and says whether the credentials came with it.
-async fn echo(memory: (), authorization: Option<HeaderValue>, body: Bytes) -> (Response, ()) {
-    let credentials = if authorization.is_some() { "with" } else { "without" };
-    ((StatusCode::OK, [("x-credentials", credentials)], body).into_response(), memory)
+/// The head [`echo`] answers behind, as a CPL's.
+const ECHO_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nx-credentials: with\r\n";
+
+/// Answers with the body it was given, and says whether the credentials came with it: behind
+/// [`ECHO_HEAD`], as a CPL is answered, when they did.
+async fn echo(memory: (), authorization: Option<HeaderValue>, body: Bytes) -> (PolicyAnswer, ()) {
+    if authorization.is_some() {
+        return (PolicyAnswer::Cpl(body), memory);
+    }
+    let response = (StatusCode::OK, [("x-credentials", "without")], body).into_response();
+    (PolicyAnswer::Other(response), memory)
 }
 
 fn connection() -> (DuplexStream, DuplexStream) {
@@ -120,7 +127,8 @@ async fn policy_posts_are_answered_in_order_then_the_rest_is_handed_over() {
     let pipelined = [post("first=1", ""), post("second=2", ""), status_poll.to_owned()].concat();
     client.write_all(pipelined.as_bytes()).await.unwrap();
     let shutdown = CancellationToken::new();
-    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &shutdown).await });
+    let served =
+        tokio::spawn(async move { serve(server, (), echo, ECHO_HEAD, TIMEOUT, &shutdown).await });
     assert_eq!(answers(&mut client, 2).await, ["first=1", "second=2"]);
 
     let Served::HandedOver(mut rest) = served.await.unwrap() else { panic!("closed") };
@@ -139,10 +147,10 @@ async fn each_answer_gets_what_the_one_before_it_left_to_remember() {
     client.write_all(pipelined.as_bytes()).await.unwrap();
     let counting = |answered: usize, _, _| async move {
         let answer = (StatusCode::OK, [("x-credentials", "with")], answered.to_string());
-        (answer.into_response(), answered + 1)
+        (PolicyAnswer::Other(answer.into_response()), answered + 1)
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(async move { serve(server, 0, counting, TIMEOUT, &shutdown).await });
+    tokio::spawn(async move { serve(server, 0, counting, ECHO_HEAD, TIMEOUT, &shutdown).await });
     assert_eq!(answers(&mut client, 3).await, ["0", "1", "2"]);
 }
 
@@ -152,7 +160,8 @@ async fn each_answer_gets_what_the_one_before_it_left_to_remember() {
 async fn a_request_is_answered_once_whole_and_a_closed_connection_ends_it() {
     let (mut client, server) = connection();
     let shutdown = CancellationToken::new();
-    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &shutdown).await });
+    let served =
+        tokio::spawn(async move { serve(server, (), echo, ECHO_HEAD, TIMEOUT, &shutdown).await });
     let request = post("POLICY_TYPE=SEARCH", "");
     for piece in request.as_bytes().chunks(7) {
         client.write_all(piece).await.unwrap();
@@ -173,7 +182,8 @@ async fn heads_must_come_within_the_deadline_and_the_shutdown_closes_idle_connec
     let (mut client, server) = connection();
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &shutdown).await });
+    let served =
+        tokio::spawn(async move { serve(server, (), echo, ECHO_HEAD, TIMEOUT, &shutdown).await });
     for round in 0..6 {
         tokio::time::sleep(TIMEOUT * 6 / 10).await;
         client.write_all(post(&format!("round={round}"), "").as_bytes()).await.unwrap();
@@ -188,7 +198,8 @@ async fn heads_must_come_within_the_deadline_and_the_shutdown_closes_idle_connec
     let (_client, server) = connection();
     let shutdown = CancellationToken::new();
     let stopping = shutdown.clone();
-    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &stopping).await });
+    let served =
+        tokio::spawn(async move { serve(server, (), echo, ECHO_HEAD, TIMEOUT, &stopping).await });
     tokio::time::sleep(TIMEOUT / 10).await;
     let cancelled = Instant::now();
     shutdown.cancel();
@@ -204,7 +215,8 @@ async fn at_the_shutdown_a_request_begun_is_answered_last_and_nothing_is_handed_
     let (mut client, server) = connection();
     let shutdown = CancellationToken::new();
     let stopping = shutdown.clone();
-    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &stopping).await });
+    let served =
+        tokio::spawn(async move { serve(server, (), echo, ECHO_HEAD, TIMEOUT, &stopping).await });
     let request = post("begun=1", "");
     let (begun, rest) = request.split_at(20);
     client.write_all(begun.as_bytes()).await.unwrap();
@@ -221,7 +233,8 @@ async fn at_the_shutdown_a_request_begun_is_answered_last_and_nothing_is_handed_
     assert!(matches!(served.await.unwrap(), Served::Closed));
 
     let (mut client, server) = connection();
-    let served = tokio::spawn(async move { serve(server, (), echo, TIMEOUT, &shutdown).await });
+    let served =
+        tokio::spawn(async move { serve(server, (), echo, ECHO_HEAD, TIMEOUT, &shutdown).await });
     client.write_all(b"GET /baton/policy/status HTTP/1.1\r\n\r\n").await.unwrap();
     assert!(matches!(served.await.unwrap(), Served::Closed));
 }
@@ -325,4 +338,34 @@ async fn the_fast_path_frames_every_request_it_takes_as_hyper_does() {
     }
     // Both sides of the comparison are exercised.
     assert!(taken > 1_500 && left > 1_500, "taken {taken}, left to hyper {left}");
+}
+
+/// What [`write`] sends for `answer`, its date line left out (it may move on a second).
+async fn written_without_date(answer: PolicyAnswer, cpl_head: &[u8], last: bool) -> String {
+    let (mut sent, mut scratch) = (Vec::new(), Vec::new());
+    write(&mut sent, Reply { answer, cpl_head, last }, &mut scratch).await.unwrap();
+    let text = String::from_utf8(sent).unwrap();
+    let date = text.lines().find(|line| line.starts_with("date: ")).unwrap().to_owned();
+    text.replace(&format!("{date}\r\n"), "")
+}
+
+// Goal: a CPL written behind the head made once is byte for byte what writing the response
+// built for it gives, on a listener that adds no header and on the admin listener (its
+// security headers), as a connection's last answer too.
+#[tokio::test]
+async fn a_cpl_behind_the_head_made_once_is_written_as_its_response_would_be() {
+    let cpl = Bytes::from_static(b"<cpl><location><rule-switch/></location></cpl>");
+    let no_header: fn(&mut HeaderMap) = |_| {};
+    for finish in [no_header, crate::adapters::add_security_headers] {
+        for last in [false, true] {
+            let made =
+                written_without_date(PolicyAnswer::Cpl(cpl.clone()), &cpl_head(finish), last).await;
+            let mut response = PolicyAnswer::Cpl(cpl.clone()).into_response();
+            finish(response.headers_mut());
+            let built = written_without_date(PolicyAnswer::Other(response), b"", last).await;
+            assert_eq!(made, built);
+            assert!(made.starts_with("HTTP/1.1 200 OK\r\ncontent-type: "), "{made}");
+            assert!(made.ends_with("\r\n\r\n<cpl><location><rule-switch/></location></cpl>"));
+        }
+    }
 }
