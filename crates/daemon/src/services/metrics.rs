@@ -2,7 +2,7 @@
 //!
 //! The policy path only bumps atomics ([`PolicyMetrics`]): a fixed table of counters by
 //! decision and HTTP status and a fixed-bucket latency histogram, so a call takes no lock for
-//! them. Everything else (bridges, ports, peers, the log, backups, upgrades, alarms) is read
+//! them, each thread in its own shard of them (summed when scraped). Everything else (bridges, ports, peers, the log, backups, upgrades, alarms) is read
 //! when scraped ([`render`]). The format is written here rather than through a registry crate
 //! because the per-request counters must stay lock-free and the gauges are read from the
 //! services at scrape time; [`Exposition`] escapes label values and help text as the format
@@ -39,17 +39,40 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
     10_000_000,
 ];
 
+/// Shards of the per-call counters. A thread bumps its own shard: two threads answering calls
+/// at once would otherwise take each other's cache lines on every call (three atomic adds).
+/// More threads than shards share them, which only costs that again.
+const SHARDS: usize = 8;
+
 /// Counters the policy service bumps on every call, without a lock.
 #[derive(Default)]
 pub struct PolicyMetrics {
-    requests: [[AtomicU64; STATUSES.len()]; DECISIONS.len()],
-    /// Requests whose latency fell in each bucket (not cumulative; summed when rendered).
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
-    latency_sum_us: AtomicU64,
+    shards: [Shard; SHARDS],
     /// Conferences created (or adopted) on a bridge and recorded.
     pub conferences_created: AtomicU64,
     /// Creations that found no bridge to host the conference.
     pub conference_creation_failures: AtomicU64,
+}
+
+/// One thread's counters, on cache lines of its own (128 bytes: adjacent lines are fetched in
+/// pairs).
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    requests: [[AtomicU64; STATUSES.len()]; DECISIONS.len()],
+    /// Requests whose latency fell in each bucket (not cumulative; summed when rendered).
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+/// This thread's shard: each thread takes the next at its first call.
+fn shard_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|index| *index)
 }
 
 /// The `decision` label's index for an answer (`None`: no decision).
@@ -75,17 +98,23 @@ impl PolicyMetrics {
     /// Counts one policy request: its decision (see [`decision_index`]), the HTTP status
     /// answered and how long it took.
     pub fn observe(&self, decision: usize, status: u16, elapsed_us: u64) {
+        let shard = &self.shards[shard_index()];
         let status =
             STATUSES.iter().position(|known| *known == status).unwrap_or(STATUSES.len() - 1);
-        if let Some(row) = self.requests.get(decision) {
+        if let Some(row) = shard.requests.get(decision) {
             row[status].fetch_add(1, Ordering::Relaxed);
         }
         let bucket = LATENCY_BUCKETS_US
             .iter()
             .position(|bound| elapsed_us <= *bound)
             .unwrap_or(LATENCY_BUCKETS_US.len());
-        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(elapsed_us, Ordering::Relaxed);
+        shard.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard.latency_sum_us.fetch_add(elapsed_us, Ordering::Relaxed);
+    }
+
+    /// A counter's sum over the shards.
+    fn total(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|shard| counter(shard).load(Ordering::Relaxed)).sum()
     }
 
     fn render(&self, out: &mut Exposition) {
@@ -94,23 +123,24 @@ impl PolicyMetrics {
             "counter",
             "Policy requests from the VCS, by decision and HTTP status",
         );
-        for (decision, row) in DECISIONS.iter().zip(&self.requests) {
-            for (status, count) in STATUSES.iter().zip(row) {
+        for (decision_index, decision) in DECISIONS.iter().enumerate() {
+            for (status_index, status) in STATUSES.iter().enumerate() {
+                let count = self.total(|shard| &shard.requests[decision_index][status_index]);
                 let status = if *status == 0 { "other".to_owned() } else { status.to_string() };
                 let labels = [("decision", *decision), ("status", status.as_str())];
-                out.sample("baton_policy_requests_total", &labels, count.load(Ordering::Relaxed));
+                out.sample("baton_policy_requests_total", &labels, count);
             }
         }
         let name = "baton_policy_decision_duration_seconds";
         out.family(name, "histogram", "Time from a policy request to its answer");
         let mut cumulative = 0;
-        for (index, count) in self.latency_buckets.iter().enumerate() {
-            cumulative += count.load(Ordering::Relaxed);
+        for index in 0..=LATENCY_BUCKETS_US.len() {
+            cumulative += self.total(|shard| &shard.latency_buckets[index]);
             let bound =
                 LATENCY_BUCKETS_US.get(index).map_or_else(|| "+Inf".to_owned(), |us| seconds(*us));
             out.sample(&format!("{name}_bucket"), &[("le", bound.as_str())], cumulative);
         }
-        let sum = seconds(self.latency_sum_us.load(Ordering::Relaxed));
+        let sum = seconds(self.total(|shard| &shard.latency_sum_us));
         out.line(&format!("{name}_sum"), &[], &sum);
         out.sample(&format!("{name}_count"), &[], cumulative);
         out.counter(
@@ -345,6 +375,34 @@ mod tests {
             "baton_policy_decision_duration_seconds_bucket{le=\"+Inf\"} 2",
             "baton_policy_decision_duration_seconds_sum 0.00302",
             "baton_policy_decision_duration_seconds_count 2",
+        ] {
+            assert!(text.lines().any(|got| got == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    // Goal: calls counted on many threads (more than there are shards, so some share one) are
+    // all in the scrape.
+    #[test]
+    fn calls_counted_on_every_thread_are_summed() {
+        let metrics = PolicyMetrics::default();
+        let threads = 2 * SHARDS + 1;
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        metrics.observe(decision_index(None), 401, 10);
+                    }
+                });
+            }
+        });
+        let mut out = Exposition::default();
+        metrics.render(&mut out);
+        let text = out.finish();
+        let total = 100 * threads;
+        for line in [
+            format!("baton_policy_requests_total{{decision=\"none\",status=\"401\"}} {total}"),
+            format!("baton_policy_decision_duration_seconds_count {total}"),
+            format!("baton_policy_decision_duration_seconds_sum {}", seconds(10 * total as u64)),
         ] {
             assert!(text.lines().any(|got| got == line), "missing {line:?} in\n{text}");
         }

@@ -17,7 +17,7 @@ pub use overbooking::{OVERBOOKING_CHECK_SPACING_MS, OVERBOOKING_RECHECK_MS};
 use crate::base::journal::EntryKind;
 use crate::base::sync::lock;
 use crate::base::tasks::Tasks;
-use crate::store::{Readers, Writer};
+use crate::store::{ClusterSettings, Readers, Writer};
 use model::record::{Bridge, Conference};
 use model::{Command, Record, RecordKey, RecordKind, State};
 use policy::{Decision, Engine, RejectReason, Role};
@@ -379,16 +379,10 @@ impl PolicyService {
     }
 
     fn unavailable_apart_from_maintenance(&self, state: &State) -> Option<String> {
-        if state.singleton(RecordKind::PolicyService).is_none() {
-            return Some("the policy service account is not configured".to_owned());
-        }
-        // Looked at in place: every call passes here, and the settings hold strings.
+        // Looked at in place: the settings hold strings.
         let settings = self.writer.cluster_settings();
-        let cluster = settings.borrow();
-        if cluster.is_clustered() && cluster.cluster_id.is_none() {
-            return Some("joining a cluster: its configuration has not arrived yet".to_owned());
-        }
-        None
+        let settings = settings.borrow();
+        unavailable_apart_from_maintenance_in(state, &settings)
     }
 
     /// Whether the policy-service account exists (else no credentials can be right).
@@ -949,4 +943,19 @@ impl PolicyService {
             }
         }
     }
+}
+
+/// Why calls are refused in `state` with these cluster `settings`, maintenance aside: a
+/// reason that does not depend on the time.
+fn unavailable_apart_from_maintenance_in(
+    state: &State,
+    settings: &ClusterSettings,
+) -> Option<String> {
+    if state.singleton(RecordKind::PolicyService).is_none() {
+        return Some("the policy service account is not configured".to_owned());
+    }
+    if settings.is_clustered() && settings.cluster_id.is_none() {
+        return Some("joining a cluster: its configuration has not arrived yet".to_owned());
+    }
+    None
 }

@@ -487,7 +487,7 @@ async fn a_kept_connection_follows_a_moved_bridge_a_new_password_and_a_bridge_fo
 
 // Goal: a route a kept connection got during maintenance's drain is refused once the drain
 // ends, though nothing in the state changed since (the refusal depends on the time, and the
-// connection remembers the route).
+// connection remembers the route), also when the connection was open to calls before.
 #[tokio::test]
 async fn a_kept_connection_is_refused_once_the_maintenance_drain_ends() {
     const DRAIN_MS: u64 = 1_500;
@@ -499,11 +499,13 @@ async fn a_kept_connection_is_refused_once_the_maintenance_drain_ends() {
     });
     let daemon = configured_with(started.await).await;
     let mut stream = tokio::net::TcpStream::connect(plain).await.unwrap();
+    let routed = policy::cpl::Outcome::Route { urls: vec!["alice@192.0.2.50".to_owned()] };
+    let (status, cpl) = call_on(&mut stream, VCS_PASSWORD).await;
+    assert_eq!((status, policy::cpl::interpret(&cpl)), (200, Ok(routed.clone())), "open");
     let enabled = json!({"enabled": true});
     let (status, _) = daemon.call(Method::PUT, "/api/v1/maintenance", Some(enabled)).await;
     assert_eq!(status, StatusCode::OK);
     let (status, cpl) = call_on(&mut stream, VCS_PASSWORD).await;
-    let routed = policy::cpl::Outcome::Route { urls: vec!["alice@192.0.2.50".to_owned()] };
     assert_eq!((status, policy::cpl::interpret(&cpl)), (200, Ok(routed)), "still draining");
 
     tokio::time::sleep(std::time::Duration::from_millis(DRAIN_MS + 100)).await;

@@ -5,11 +5,13 @@
 //!
 //! Nothing remembered outlives what it was decided on: all of it is forgotten when the
 //! published state changes (the account, an alias, a conference or a bridge may have), and the
-//! routes also when this peer's view of bridge health changes. The maintenance refusal, which
-//! also depends on the time, is still checked on every call.
+//! routes also when this peer's view of bridge health changes. Whether calls are refused is
+//! remembered only while it cannot change with the time: in maintenance (its drain ends on the
+//! clock), it is checked on every call.
 
-use super::PolicyService;
+use super::{PolicyService, unavailable_apart_from_maintenance_in};
 use crate::services::policy_credentials::CREDENTIALS_CACHED_MS;
+use crate::store::ClusterSettings;
 use bytes::Bytes;
 use model::State;
 use policy::{Decision, Engine, PolicyRequest, PolicyType};
@@ -42,6 +44,11 @@ pub struct Caller {
     /// Tells, with one load, whether the state changed since `engine` was taken.
     state: watch::Receiver<Arc<State>>,
     engine: Arc<Engine>,
+    /// This peer's cluster settings, which refuse calls while it joins a cluster.
+    settings: watch::Receiver<ClusterSettings>,
+    /// Calls are not refused in `engine`'s state and `settings`, whatever the time (false in
+    /// maintenance, whose refusal waits for its drain).
+    open: bool,
     health_changes: u64,
     proved: Option<Proved>,
     /// Destination alias → the route a search or admin call to it got.
@@ -61,22 +68,40 @@ impl PolicyService {
     pub fn caller(&self) -> Caller {
         let mut state = self.state.clone();
         state.borrow_and_update();
+        let mut settings = self.writer.cluster_settings();
+        settings.borrow_and_update();
+        let engine = self.engine();
+        let open = self.open_whatever_the_time(engine.state(), &settings.borrow());
         Caller {
             state,
-            engine: self.engine(),
+            engine,
+            settings,
+            open,
             health_changes: self.health.changes(),
             proved: None,
             routes: HashMap::new(),
         }
     }
 
+    /// Whether `state` and `settings` refuse no call, and cannot start to with the time.
+    fn open_whatever_the_time(&self, state: &State, settings: &ClusterSettings) -> bool {
+        self.maintenance_drain_ms_left(state).is_none()
+            && unavailable_apart_from_maintenance_in(state, settings).is_none()
+    }
+
     /// Forgets what the state or the bridges' health no longer back.
     pub fn refresh(&self, caller: &mut Caller) {
-        if caller.state.has_changed().unwrap_or(true) {
+        let state_changed = caller.state.has_changed().unwrap_or(true);
+        if state_changed {
             caller.state.borrow_and_update();
             caller.engine = self.engine();
             caller.proved = None;
             caller.routes.clear();
+        }
+        let settings_changed = caller.settings.has_changed().unwrap_or(true);
+        if state_changed || settings_changed {
+            let settings = caller.settings.borrow_and_update();
+            caller.open = self.open_whatever_the_time(caller.engine.state(), &settings);
         }
         let health_changes = self.health.changes();
         if caller.health_changes != health_changes {
@@ -105,7 +130,7 @@ impl PolicyService {
         };
         if let (Some(caller), Some(alias)) = (caller.as_deref(), alias)
             && let Some(remembered) = caller.routes.get(alias)
-            && self.refusal_in(caller.engine.state()).is_none()
+            && (caller.open || self.refusal_in(caller.engine.state()).is_none())
         {
             return Some(remembered.clone());
         }
@@ -166,9 +191,12 @@ mod tests {
 
     fn caller() -> Caller {
         let state = Arc::new(State::default());
+        let settings = ClusterSettings::from_state(&state, model::PeerId([1; 16]), None);
         Caller {
             state: watch::channel(state.clone()).1,
             engine: Arc::new(Engine::new(state, None)),
+            settings: watch::channel(settings).1,
+            open: true,
             health_changes: 0,
             proved: None,
             routes: HashMap::new(),
