@@ -120,9 +120,12 @@ fn keep<'body>(
     value: &'body str,
     escaped: bool,
 ) -> Result<(), RequestError> {
-    let bounded = |decoded_bytes: usize| match decoded_bytes > VALUE_BYTES_MAX {
-        true => Err(RequestError::ValueTooLong(name.to_string())),
-        false => Ok(()),
+    let bounded = |length_bytes: usize| {
+        if length_bytes > VALUE_BYTES_MAX {
+            Err(RequestError::ValueTooLong(name.to_string()))
+        } else {
+            Ok(())
+        }
     };
     match KEPT.iter().position(|kept| *kept == name) {
         Some(index) => {
@@ -321,6 +324,26 @@ mod tests {
             let expected = naive(body.as_bytes());
             assert_eq!(parse(body.as_bytes()), expected, "{body:?}");
         }
+    }
+
+    // Goal: what a value decodes to is measured as decoding it would measure it, or refused as
+    // decoding it would refuse it, whatever its escapes (one at the end, one escaping `%`, a
+    // byte over ASCII alone or in a character), and the length bound counts decoded bytes.
+    #[test]
+    fn a_value_is_measured_as_decoding_it_would() {
+        let near_bound = format!("{}%41%41%41", "a".repeat(VALUE_BYTES_MAX - 2));
+        let values =
+            ["", "a", "%", "%4", "%%41", "%41", "%é", "%FF", "%C3%A9", "%C3", "a+b", &near_bound];
+        for value in values {
+            let escaped = value.contains(['+', '%']);
+            let decoded = decode(value, escaped).map(|decoded| decoded.len());
+            assert_eq!(decoded_bytes(value, escaped), decoded, "{value:?}");
+        }
+        assert_eq!(decoded_bytes(&near_bound, true), Ok(VALUE_BYTES_MAX + 1));
+        let form = format!("POLICY_TYPE=SEARCH&UNKEPT={near_bound}");
+        assert_eq!(parse(form.as_bytes()), Err(RequestError::ValueTooLong("UNKEPT".to_owned())));
+        let form = format!("POLICY_TYPE=SEARCH&UNKEPT={}%41", "a".repeat(VALUE_BYTES_MAX - 1));
+        assert!(parse(form.as_bytes()).is_ok(), "1,024 bytes once decoded");
     }
 
     #[test]

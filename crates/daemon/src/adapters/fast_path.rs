@@ -120,6 +120,8 @@ where
 }
 
 impl PolicyRoute {
+    /// `finish` must add the same headers to every answer (they must not depend on the
+    /// request or the time): a CPL's are added once, here.
     pub fn new(vcs: Vcs, finish: fn(&mut HeaderMap)) -> PolicyRoute {
         PolicyRoute { vcs, finish, cpl_head: cpl_head(finish) }
     }

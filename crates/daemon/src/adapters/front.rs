@@ -34,7 +34,8 @@ impl Front {
     }
 
     /// The policy POST answered by `policy`'s handler directly, its headers finished by
-    /// `finish` (which `router` must also apply to its own answers).
+    /// `finish` (which `router` must also apply to its own answers, and which must add the
+    /// same headers to every answer: the fast path adds them to a CPL's head once).
     pub fn with_policy(router: Router, policy: Vcs, finish: fn(&mut HeaderMap)) -> Front {
         Front { router, policy: Some(policy), finish }
     }

@@ -2,7 +2,7 @@
 //!
 //! The policy path only bumps atomics ([`PolicyMetrics`]): a fixed table of counters by
 //! decision and HTTP status and a fixed-bucket latency histogram, so a call takes no lock for
-//! them, each thread in its own shard of them (summed when scraped). Everything else (bridges, ports, peers, the log, backups, upgrades, alarms) is read
+//! them; each thread bumps its own shard of them, summed when scraped. Everything else (bridges, ports, peers, the log, backups, upgrades, alarms) is read
 //! when scraped ([`render`]). The format is written here rather than through a registry crate
 //! because the per-request counters must stay lock-free and the gauges are read from the
 //! services at scrape time; [`Exposition`] escapes label values and help text as the format
@@ -41,7 +41,8 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
 
 /// Shards of the per-call counters. A thread bumps its own shard: two threads answering calls
 /// at once would otherwise take each other's cache lines on every call (three atomic adds).
-/// More threads than shards share them, which only costs that again.
+/// Shards go to threads in the order of their first call, whichever listener they serve, so
+/// with more threads than shards two busy ones may share one: that only costs that again.
 const SHARDS: usize = 8;
 
 /// Counters the policy service bumps on every call, without a lock.
@@ -381,7 +382,8 @@ mod tests {
     }
 
     // Goal: calls counted on many threads (more than there are shards, so some share one) are
-    // all in the scrape.
+    // all in the scrape. (It checks the sums, not that threads get shards of their own: the
+    // shards only save contention, which no assertion here could see.)
     #[test]
     fn calls_counted_on_every_thread_are_summed() {
         let metrics = PolicyMetrics::default();

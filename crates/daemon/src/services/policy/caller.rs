@@ -5,9 +5,9 @@
 //!
 //! Nothing remembered outlives what it was decided on: all of it is forgotten when the
 //! published state changes (the account, an alias, a conference or a bridge may have), and the
-//! routes also when this peer's view of bridge health changes. Whether calls are refused is
-//! remembered only while it cannot change with the time: in maintenance (its drain ends on the
-//! clock), it is checked on every call.
+//! routes also when this peer's view of bridge health changes. That calls are not refused is
+//! remembered too, until the state or the cluster settings change, but never in maintenance:
+//! its drain ends on the clock, so a remembered route is then checked on every call.
 
 use super::{PolicyService, unavailable_apart_from_maintenance_in};
 use crate::services::policy_credentials::CREDENTIALS_CACHED_MS;
@@ -44,7 +44,9 @@ pub struct Caller {
     /// Tells, with one load, whether the state changed since `engine` was taken.
     state: watch::Receiver<Arc<State>>,
     engine: Arc<Engine>,
-    /// This peer's cluster settings, which refuse calls while it joins a cluster.
+    /// This peer's cluster settings, which refuse calls while it joins a cluster. The writer
+    /// publishes them before the state they come with, so a change of them is seen with the
+    /// state's; this receiver keeps `open` right without relying on that order.
     settings: watch::Receiver<ClusterSettings>,
     /// Calls are not refused in `engine`'s state and `settings`, whatever the time (false in
     /// maintenance, whose refusal waits for its drain).
@@ -196,7 +198,7 @@ mod tests {
             state: watch::channel(state.clone()).1,
             engine: Arc::new(Engine::new(state, None)),
             settings: watch::channel(settings).1,
-            open: true,
+            open: false,
             health_changes: 0,
             proved: None,
             routes: HashMap::new(),
