@@ -102,8 +102,10 @@ where
     fn accept(&self, stream: TcpStream, service: V) -> Self::Future {
         let source = stream.peer_addr().map_or(crate::services::logins::SOURCE_UNKNOWN, |a| a.ip());
         let accepting = self.inner.accept(stream, service);
+        // A child of the server's token: asked after every answer, it locks a mutex of this
+        // connection's own, where the server's would be one that every connection takes.
         let (route, timeout, shutdown) =
-            (self.route.clone(), self.header_read_timeout, self.shutdown.clone());
+            (self.route.clone(), self.header_read_timeout, self.shutdown.child_token());
         Box::pin(async move {
             let (stream, service) = accepting.await?;
             let Some(route) = route else {
