@@ -198,8 +198,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.after(cx, polled)
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            // The socket's flush moves no byte (its writes did, and moved the deadline on), and
+            // every answer ends with one: the deadline stays, and the clock is not read.
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => this.after(cx, Poll::Pending),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -239,6 +243,30 @@ mod tests {
         }
         assert!(started.elapsed() > 4 * idle_timeout);
         let last_byte = Instant::now();
+        let error = guarded.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(last_byte.elapsed(), idle_timeout);
+    }
+
+    // Goal: a flush, which moves no byte, does not keep a silent connection open: it is closed
+    // one idle timeout after its last byte however often it was flushed since.
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_does_not_keep_a_silent_connection_open() {
+        let idle_timeout = Duration::from_millis(1_000);
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut guarded = Guarded {
+            inner: server,
+            _slot: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+            idle: Deadline::new(idle_timeout),
+        };
+        let mut buf = [0; 8];
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(guarded.read(&mut buf).await.unwrap(), 1);
+        let last_byte = Instant::now();
+        for _ in 0..2 {
+            tokio::time::sleep(idle_timeout * 4 / 10).await;
+            guarded.flush().await.unwrap();
+        }
         let error = guarded.read(&mut buf).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(last_byte.elapsed(), idle_timeout);
