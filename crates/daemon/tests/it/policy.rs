@@ -516,3 +516,48 @@ async fn a_kept_connection_is_refused_once_the_maintenance_drain_ends() {
     };
     assert_eq!((status, policy::cpl::interpret(&cpl)), (200, Ok(refused)), "drained");
 }
+
+// Goal: a peer listing other peers but not yet holding its cluster's identity (joining: its
+// configuration is about to be replaced by the cluster's) refuses calls, on a kept connection
+// that was routed before too, and its status path says why; back to standalone, it routes
+// them again on that connection.
+#[tokio::test]
+async fn a_peer_joining_a_cluster_refuses_calls_until_its_configuration_arrives() {
+    let (daemon, plain) = configured_with_plain_http().await;
+    let mut stream = tokio::net::TcpStream::connect(plain).await.unwrap();
+    let routed = policy::cpl::Outcome::Route { urls: vec!["alice@192.0.2.50".to_owned()] };
+    let (status, cpl) = call_on(&mut stream, VCS_PASSWORD).await;
+    assert_eq!((status, policy::cpl::interpret(&cpl)), (200, Ok(routed.clone())), "standalone");
+
+    // What clustering needs first (the seed's prerequisites), then a cluster of this peer and
+    // another, which is never reached: this peer stays joining.
+    let address = json!({"address": "127.0.0.1", "prefix_length": 8, "gateway": "127.0.0.254"});
+    let key = "a long pre-shared key";
+    let joining = json!({"pre_shared_key": key, "peers": ["127.0.0.1", "127.0.0.2"]});
+    for (path, body) in [
+        ("/api/v1/ipv4", address),
+        ("/api/v1/system-name", json!({"host_name": "peer-1", "domain": "example.test"})),
+        ("/api/v1/dns", json!({"servers": ["127.0.0.53"]})),
+        ("/api/v1/ntp", json!({"servers": ["127.0.0.123"]})),
+        ("/api/v1/licence", json!({"release_key": "ABCD-1234-EFGH", "edition": "full"})),
+        ("/api/v1/cluster", joining),
+    ] {
+        let (status, answer) = daemon.call(Method::PUT, path, Some(body)).await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
+    }
+    let (status, cpl) = call_on(&mut stream, VCS_PASSWORD).await;
+    let refused = policy::cpl::Outcome::Reject {
+        status: 503,
+        reason: policy::RejectReason::Maintenance.text().to_owned(),
+    };
+    assert_eq!((status, policy::cpl::interpret(&cpl)), (200, Ok(refused)), "joining");
+    let (status, text) = status_path_as(&daemon, Some((VCS_USER, VCS_PASSWORD))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("joining a cluster: its configuration has not arrived yet"), "{text}");
+
+    let standalone = json!({"pre_shared_key": "", "peers": []});
+    let (status, answer) = daemon.call(Method::PUT, "/api/v1/cluster", Some(standalone)).await;
+    assert!(status.is_success(), "{status} {answer}");
+    let (status, cpl) = call_on(&mut stream, VCS_PASSWORD).await;
+    assert_eq!((status, policy::cpl::interpret(&cpl)), (200, Ok(routed)), "standalone again");
+}
