@@ -216,7 +216,14 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// A client's end, and the server's end guarded with `idle_timeout`.
+    fn connection(idle_timeout: Duration) -> (DuplexStream, Guarded<DuplexStream>) {
+        let (client, server) = tokio::io::duplex(64);
+        let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        (client, Guarded { inner: server, _slot: slot, idle: Deadline::new(idle_timeout) })
+    }
 
     // Goal: a connection that carries a byte more often than the idle timeout stays open for
     // as long as it goes on; once silent, it is closed exactly one idle timeout after its last
@@ -224,12 +231,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_a_connection_silent_for_the_idle_timeout_is_closed() {
         let idle_timeout = Duration::from_millis(1_000);
-        let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded = Guarded {
-            inner: server,
-            _slot: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
-            idle: Deadline::new(idle_timeout),
-        };
+        let (mut client, mut guarded) = connection(idle_timeout);
         let mut buf = [0; 8];
         let started = Instant::now();
         for _ in 0..12 {
@@ -253,12 +255,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_flush_does_not_keep_a_silent_connection_open() {
         let idle_timeout = Duration::from_millis(1_000);
-        let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded = Guarded {
-            inner: server,
-            _slot: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
-            idle: Deadline::new(idle_timeout),
-        };
+        let (mut client, mut guarded) = connection(idle_timeout);
         let mut buf = [0; 8];
         client.write_all(b"x").await.unwrap();
         assert_eq!(guarded.read(&mut buf).await.unwrap(), 1);
