@@ -35,6 +35,7 @@ use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -208,9 +209,15 @@ where
                 return close(stream).await;
             }
         }
-        let body = buffer.split_to(request_bytes).freeze().slice(post.head_bytes..);
+        let request = buffer.split_to(request_bytes).freeze();
+        // Shared, not copied. httparse accepts exactly the bytes a `HeaderValue` may hold, so
+        // none is dropped here (one would be answered as no credentials).
+        let authorization = post
+            .authorization
+            .and_then(|value| HeaderValue::from_maybe_shared(request.slice(value)).ok());
+        let body = request.slice(post.head_bytes..);
         let answered;
-        (answered, memory) = answer(memory, post.authorization, body).await;
+        (answered, memory) = answer(memory, authorization, body).await;
         // A request begun before the shutdown is answered, as the connection's last.
         let last = shutdown.is_cancelled();
         let reply = Reply { answer: answered, cpl_head, last };
@@ -235,7 +242,8 @@ async fn close<S: AsyncWrite + Unpin>(mut stream: S) -> Served<S> {
 struct PolicyPost {
     head_bytes: usize,
     body_bytes: usize,
-    authorization: Option<HeaderValue>,
+    /// Where the `Authorization` header's value is in the head.
+    authorization: Option<Range<usize>>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -270,7 +278,8 @@ fn parse(buffer: &[u8]) -> Parsed {
             }
             body_bytes = Some(content_length(header.value));
         } else if is("authorization") {
-            authorization = authorization.or(Some(header.value));
+            let start = header.value.as_ptr() as usize - buffer.as_ptr() as usize;
+            authorization = authorization.or(Some(start..start + header.value.len()));
         } else if is("connection") && !header.value.eq_ignore_ascii_case(b"keep-alive")
             || is("transfer-encoding")
             || is("expect")
@@ -283,9 +292,6 @@ fn parse(buffer: &[u8]) -> Parsed {
     if body_bytes > policy::request::REQUEST_BYTES_MAX {
         return Parsed::Other; // refused by the server, which drains it first
     }
-    let Ok(authorization) = authorization.map(HeaderValue::from_bytes).transpose() else {
-        return Parsed::Other;
-    };
     Parsed::PolicyPost(PolicyPost { head_bytes, body_bytes, authorization })
 }
 
@@ -368,15 +374,14 @@ fn write_head(written: &mut Vec<u8>, parts: &Parts) {
 /// Calls `f` with the current `Date` header value, formatted once a second per thread.
 fn with_date<T>(f: impl FnOnce(&[u8]) -> T) -> T {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
     thread_local! {
         static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let second = crate::base::clock::coarse_now_ms() / 1_000;
     DATE.with_borrow_mut(|(formatted_second, date)| {
         if *formatted_second != second {
-            *date = httpdate::fmt_http_date(now);
+            *date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
             *formatted_second = second;
         }
         f(date.as_bytes())

@@ -329,7 +329,7 @@ async fn authorise_remembering(
     authorization: &Authorization,
     caller: &mut Option<&mut Caller>,
 ) -> Result<(), Response> {
-    let now_ms = crate::base::clock::now_ms();
+    let now_ms = crate::base::clock::coarse_now_ms();
     let credentials = authorization.basic_credentials();
     if let (Some(caller), Some(credentials)) = (caller.as_deref(), credentials)
         && caller.proved(credentials, now_ms)
