@@ -105,19 +105,19 @@ impl<'body> Form<'body> {
         match bytes[at] {
             b'&' => return self.close_pair(at),
             b'=' if pair.name_end.is_none() => pair.name_end = Some(at),
-            b'=' => {} // a second `=`: part of the value
-            _ if pair.name_end.is_none() => pair.name_escaped = true,
+            b'+' | b'%' if pair.name_end.is_none() => pair.name_escaped = true,
             b'+' => pair.value_escaped = true,
-            _ => {
+            b'%' => {
                 // As `decode` reads an escape: both digits taken, then checked.
                 let digit = |offset| bytes.get(at + offset).copied().and_then(hex_value);
                 let (Some(high), Some(_)) = (digit(1), digit(2)) else {
                     return Err(RequestError::NotForm);
                 };
                 pair.value_escaped = true;
-                pair.value_escapes += 1;
+                pair.value_escape_count += 1;
                 pair.value_above_ascii |= high >= 8;
             }
+            _ => {} // a second `=`: part of the value (the scan finds no other byte)
         }
         Ok(())
     }
@@ -138,14 +138,14 @@ impl<'body> Form<'body> {
 }
 
 /// The pair being read: where it starts, where its name ends (at its first `=`), which of its
-/// parts hold an escape, and its value's `%XX` escapes (how many, and whether one is of a byte
-/// over ASCII).
+/// parts hold an escape, and its value's `%XX` escapes (how many, each checked to be whole, and
+/// whether one is of a byte over ASCII).
 struct Pair {
     start: usize,
     name_end: Option<usize>,
     name_escaped: bool,
     value_escaped: bool,
-    value_escapes: usize,
+    value_escape_count: usize,
     value_above_ascii: bool,
 }
 
@@ -156,7 +156,7 @@ impl From<usize> for Pair {
             name_end: None,
             name_escaped: false,
             value_escaped: false,
-            value_escapes: 0,
+            value_escape_count: 0,
             value_above_ascii: false,
         }
     }
@@ -226,7 +226,7 @@ fn keep<'body>(
             fields[index] = Some(value);
         }
         None if pair.value_above_ascii => bounded(decode(value, true)?.len())?,
-        None => bounded(value.len() - 2 * pair.value_escapes)?,
+        None => bounded(value.len() - 2 * pair.value_escape_count)?,
     }
     Ok(())
 }

@@ -278,8 +278,10 @@ fn parse(buffer: &[u8]) -> Parsed {
             }
             body_bytes = Some(content_length(header.value));
         } else if is("authorization") {
-            let start = header.value.as_ptr() as usize - buffer.as_ptr() as usize;
-            authorization = authorization.or(Some(start..start + header.value.len()));
+            let Some(value) = place_in(&buffer[..head_bytes], header.value) else {
+                return Parsed::Other;
+            };
+            authorization = authorization.or(Some(value));
         } else if is("connection") && !header.value.eq_ignore_ascii_case(b"keep-alive")
             || is("transfer-encoding")
             || is("expect")
@@ -293,6 +295,14 @@ fn parse(buffer: &[u8]) -> Parsed {
         return Parsed::Other; // refused by the server, which drains it first
     }
     Parsed::PolicyPost(PolicyPost { head_bytes, body_bytes, authorization })
+}
+
+/// Where `value`, which httparse parsed out of `head`, is in it. httparse parses in place, so
+/// it always is; were it not, the request would be hyper's.
+fn place_in(head: &[u8], value: &[u8]) -> Option<Range<usize>> {
+    let start = value.as_ptr().addr().checked_sub(head.as_ptr().addr())?;
+    let end = start + value.len();
+    (end <= head.len()).then_some(start..end)
 }
 
 /// A `Content-Length` value: digits only, as RFC 9110 has it (no sign, no spaces, no list).

@@ -76,6 +76,30 @@ fn only_a_plainly_framed_policy_post_is_taken() {
     }
 }
 
+// Goal: every byte httparse lets into an `Authorization` value is one a `HeaderValue` holds:
+// the fast path makes the value from its place once the head is parsed, so credentials it
+// takes are never lost there (a byte it does not take leaves the request to hyper).
+#[test]
+fn every_credentials_byte_taken_makes_a_header_value() {
+    let (mut taken, mut left) = (0, 0);
+    for byte in 0..=u8::MAX {
+        let request = post("", "").replace(AUTHORIZATION, "Basic a_b");
+        let mut request = request.into_bytes();
+        let at = request.iter().position(|&b| b == b'_').unwrap();
+        request[at] = byte;
+        match parse(&request) {
+            Parsed::PolicyPost(post) => {
+                let value = &request[post.authorization.unwrap()];
+                assert_eq!(value, [b'B', b'a', b's', b'i', b'c', b' ', b'a', byte, b'b']);
+                assert!(HeaderValue::from_bytes(value).is_ok(), "{byte:#04x}");
+                taken += 1;
+            }
+            Parsed::Other | Parsed::Partial => left += 1,
+        }
+    }
+    assert!(taken > 200 && left > 0, "taken {taken}, left {left}");
+}
+
 /// The head [`echo`] answers behind, as a CPL's.
 const ECHO_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nx-credentials: with\r\n";
 
@@ -84,6 +108,17 @@ const ECHO_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nx-credentials: with\r\n";
 async fn echo(memory: (), authorization: Option<HeaderValue>, body: Bytes) -> (PolicyAnswer, ()) {
     assert_eq!(authorization.unwrap(), AUTHORIZATION, "the fast path passed on the credentials");
     (PolicyAnswer::Cpl(body), memory)
+}
+
+/// As [`echo`], whatever the credentials: the answer is them, a space, then the body.
+async fn echo_credentials(
+    memory: (),
+    authorization: Option<HeaderValue>,
+    body: Bytes,
+) -> (PolicyAnswer, ()) {
+    let credentials = authorization.unwrap().to_str().unwrap().to_owned();
+    let answer = format!("{credentials} {}", String::from_utf8_lossy(&body));
+    (PolicyAnswer::Cpl(Bytes::from(answer)), memory)
 }
 
 fn connection() -> (DuplexStream, DuplexStream) {
@@ -116,19 +151,29 @@ fn body_of(answer: &str) -> Option<String> {
     (body.len() >= length).then(|| body[..length].to_owned())
 }
 
-// Goal: pipelined policy POSTs are answered in order, each with its own body, its length and
-// the date; at the first other request the connection is handed over from exactly that
-// request's first byte, whatever was read past it.
+// Goal: pipelined policy POSTs are answered in order, each with its own credentials and body,
+// its length and the date; at the first other request the connection is handed over from
+// exactly that request's first byte, whatever was read past it.
 #[tokio::test]
 async fn policy_posts_are_answered_in_order_then_the_rest_is_handed_over() {
     let (mut client, server) = connection();
     let status_poll = "GET /baton/policy/status HTTP/1.1\r\nhost: baton\r\n\r\n";
-    let pipelined = [post("first=1", ""), post("second=2", ""), status_poll.to_owned()].concat();
+    // Other credentials, further into the head.
+    let second = post("second=2", "").replace(
+        &format!("host: baton\r\nauthorization: {AUTHORIZATION}"),
+        "host: baton\r\nx-filler: 1\r\nauthorization: Basic c2Vjb25kOnBhc3N3b3Jk",
+    );
+    let pipelined = [post("first=1", ""), second, status_poll.to_owned()].concat();
     client.write_all(pipelined.as_bytes()).await.unwrap();
     let shutdown = CancellationToken::new();
-    let served =
-        tokio::spawn(async move { serve(server, (), echo, ECHO_HEAD, TIMEOUT, &shutdown).await });
-    assert_eq!(answers(&mut client, 2).await, ["first=1", "second=2"]);
+    let served = tokio::spawn(async move {
+        serve(server, (), echo_credentials, ECHO_HEAD, TIMEOUT, &shutdown).await
+    });
+    let first = format!("{AUTHORIZATION} first=1");
+    assert_eq!(
+        answers(&mut client, 2).await,
+        [first.as_str(), "Basic c2Vjb25kOnBhc3N3b3Jk second=2"]
+    );
 
     let Served::HandedOver(mut rest) = served.await.unwrap() else { panic!("closed") };
     client.write_all(b"after").await.unwrap();
