@@ -230,10 +230,10 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
         let calling = calling.clone();
         std::thread::spawn(move || {
             let mut answers: Vec<(String, Answer)> = Vec::new();
-            let mut polls: Vec<Vec<bool>> = Vec::new();
+            let mut polls: Vec<(Vec<bool>, Vec<Option<String>>)> = Vec::new();
             let mut rooms = 0;
             while calling.load(Ordering::SeqCst) {
-                polls.push(vcs.poll_status());
+                polls.push((vcs.poll_status(), vcs.poll_failures().to_vec()));
                 let count = answers.len();
                 let room = if count.is_multiple_of(3) {
                     rooms += 1;
@@ -287,11 +287,11 @@ fn a_rolling_upgrade_keeps_the_vcs_served_and_resumes_after_an_interruption() {
     fleet.stop.store(true, Ordering::SeqCst);
     harness.join().unwrap();
     assert!(answers.len() > 50, "only {} calls placed", answers.len());
-    for (index, ((room, answer), active)) in answers.iter().zip(&polls).enumerate() {
+    for (index, ((room, answer), (active, failures))) in answers.iter().zip(&polls).enumerate() {
         let expected = format!("{room}@127.0.0.1");
         assert!(
             matches!(&answer.outcome, Outcome::Route { urls } if urls == &[expected]),
-            "call {index} of {} to {room}, servers active {active:?}: {answer:?}",
+            "call {index} of {} to {room}, servers active {active:?} ({failures:?}): {answer:?}",
             answers.len()
         );
     }

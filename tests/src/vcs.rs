@@ -15,6 +15,8 @@ pub struct Vcs {
     /// Base URLs of Server 1, 2, 3 (`https://127.0.0.1:8443`).
     servers: Vec<String>,
     active: Vec<bool>,
+    /// Why each server failed its last status poll (`None`: it passed), for a test's message.
+    failures: Vec<Option<String>>,
     user: String,
     password: String,
     /// One HTTP client per server (the same one, unless made by [`Vcs::through`]).
@@ -70,9 +72,10 @@ impl Vcs {
         user: &str,
         password: &str,
     ) -> Vcs {
-        let active = vec![true; servers.len()];
+        let (active, failures) = (vec![true; servers.len()], vec![None; servers.len()]);
         let (servers, http) = servers.into_iter().unzip();
-        Vcs { servers, active, user: user.to_owned(), password: password.to_owned(), http }
+        let (user, password) = (user.to_owned(), password.to_owned());
+        Vcs { servers, active, failures, user, password, http }
     }
 
     /// The 60-second status poll, done now: 2xx is active, anything else failed.
@@ -82,9 +85,22 @@ impl Vcs {
                 .get(format!("{server}/baton/policy/status"))
                 .basic_auth(&self.user, Some(&self.password))
                 .send();
-            self.active[index] = matches!(answer, Ok(response) if response.status().is_success());
+            self.failures[index] = match answer {
+                Ok(response) if response.status().is_success() => None,
+                Ok(response) => {
+                    let status = response.status();
+                    Some(format!("{status}: {}", response.text().unwrap_or_default().trim()))
+                }
+                Err(error) => Some(format!("{error:#}")),
+            };
+            self.active[index] = self.failures[index].is_none();
         }
         self.active.clone()
+    }
+
+    /// Why each server failed its last status poll (`None` for one that passed).
+    pub fn poll_failures(&self) -> &[Option<String>] {
+        &self.failures
     }
 
     /// A SIP INVITE to `alias`, as a search rule would ask about it.
