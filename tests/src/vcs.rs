@@ -14,8 +14,7 @@ pub const ATTEMPT_TIMEOUT_MS: u64 = 5_000;
 pub struct Vcs {
     /// Base URLs of Server 1, 2, 3 (`https://127.0.0.1:8443`).
     servers: Vec<String>,
-    active: Vec<bool>,
-    /// Why each server failed its last status poll (`None`: it passed), for a test's message.
+    /// Why each server failed its last status poll (`None`: it passed, and it is active).
     failures: Vec<Option<String>>,
     user: String,
     password: String,
@@ -72,10 +71,10 @@ impl Vcs {
         user: &str,
         password: &str,
     ) -> Vcs {
-        let (active, failures) = (vec![true; servers.len()], vec![None; servers.len()]);
+        let failures = vec![None; servers.len()];
         let (servers, http) = servers.into_iter().unzip();
         let (user, password) = (user.to_owned(), password.to_owned());
-        Vcs { servers, active, failures, user, password, http }
+        Vcs { servers, failures, user, password, http }
     }
 
     /// The 60-second status poll, done now: 2xx is active, anything else failed.
@@ -93,9 +92,8 @@ impl Vcs {
                 }
                 Err(error) => Some(format!("{error:#}")),
             };
-            self.active[index] = self.failures[index].is_none();
         }
-        self.active.clone()
+        self.failures.iter().map(Option::is_none).collect()
     }
 
     /// Why each server failed its last status poll (`None` for one that passed).
@@ -148,7 +146,7 @@ impl Vcs {
             body.push_str(&format!("&SOURCE_ALIAS={}", encode(caller)));
         }
         for (index, server) in self.servers.iter().enumerate() {
-            if !self.active[index] {
+            if self.failures[index].is_some() {
                 continue;
             }
             let response = self.http[index]
